@@ -1,0 +1,109 @@
+import {Command, Flags, type Interfaces} from '@oclif/core'
+import {MessengerClient} from '../client/client.js'
+import {formatServerAddress, parseServerAddress} from '../client/address.js'
+import {Profile} from '../client/profile.js'
+import {DEFAULTS, ENV} from '../protocol/constants.js'
+import {MessengerError, toMessengerError} from '../protocol/errors.js'
+
+export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
+export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
+
+/**
+ * Shared by every command: `--json`, `--server` with its env and profile fallbacks, the profile,
+ * and one place that turns a MessengerError into a message, a hint and an exit code
+ * (0 success, 1 error, 2 usage; oclif itself exits 2 on usage errors).
+ */
+export abstract class BaseCommand<T extends typeof Command> extends Command {
+  static override enableJsonFlag = true
+
+  static override baseFlags = {
+    server: Flags.string({
+      description: `Server address HOST:PORT. Falls back to ${ENV.server}, then the profile, then 127.0.0.1:${DEFAULTS.port}.`,
+      env: ENV.server,
+      helpGroup: 'GLOBAL',
+    }),
+  }
+
+  protected flags!: CommandFlags<T>
+  protected args!: CommandArgs<T>
+  private profileInstance: Profile | undefined
+  private readonly clients: MessengerClient[] = []
+
+  public override async init(): Promise<void> {
+    await super.init()
+    const {args, flags} = await this.parse({
+      flags: this.ctor.flags,
+      baseFlags: (super.ctor as typeof BaseCommand).baseFlags,
+      enableJsonFlag: this.ctor.enableJsonFlag,
+      args: this.ctor.args,
+      strict: this.ctor.strict,
+    })
+    this.flags = flags as CommandFlags<T>
+    this.args = args as CommandArgs<T>
+  }
+
+  protected get profile(): Profile {
+    this.profileInstance ??= new Profile()
+    return this.profileInstance
+  }
+
+  /** `--server`/MESSENGER_SERVER, then the profile, then the local default, normalised to HOST:PORT. */
+  protected serverAddress(): string {
+    const raw = this.flags.server ?? this.profile.data.server ?? `127.0.0.1:${DEFAULTS.port}`
+    return formatServerAddress(parseServerAddress(raw))
+  }
+
+  /** A connected client that pins into the profile and says so on stderr. */
+  protected async connect(options: {reconnect?: boolean} = {}): Promise<MessengerClient> {
+    const client = new MessengerClient({
+      server: this.serverAddress(),
+      pins: this.profile,
+      reconnect: options.reconnect,
+      onPinned: (address, fingerprint) =>
+        process.stderr.write(`Pinned the certificate of ${address} on first use: SHA-256 ${fingerprint}\n`),
+    })
+    this.clients.push(client)
+    await client.connect()
+    return client
+  }
+
+  /** Connects and resumes the profile's session (invisibly unless `online`). */
+  protected async connectSession(options: {online?: boolean; reconnect?: boolean} = {}): Promise<MessengerClient> {
+    const {token, server} = this.profile.data
+    const address = this.serverAddress()
+    if (!token) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.')
+    if (server && server !== address) {
+      throw new MessengerError('NOT_LOGGED_IN', `You are logged in to ${server}, not ${address}.`, {
+        hint: `Run \`messenger login --server ${address}\`, or drop --server to use ${server}.`,
+      })
+    }
+    const client = await this.connect(options)
+    try {
+      await client.resume(token, {online: options.online})
+    } catch (error) {
+      if (error instanceof MessengerError && error.code === 'TOKEN_INVALID') this.profile.clearSession()
+      throw error
+    }
+    return client
+  }
+
+  protected override async finally(error: Error | undefined): Promise<unknown> {
+    await Promise.all(this.clients.map((client) => client.close()))
+    return super.finally(error)
+  }
+
+  protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
+    // Usage errors from oclif's parser keep oclif's own rendering and exit code 2.
+    if (!(error instanceof MessengerError) && (error.oclif?.exit !== undefined || error.exitCode !== undefined)) return super.catch(error)
+    const failure = toMessengerError(error)
+    if (this.jsonEnabled()) {
+      this.logJson({error: {code: failure.code, message: failure.message, ...(failure.hint ? {hint: failure.hint} : {}), ...(failure.details ? {details: failure.details} : {})}})
+    } else {
+      // One line: the problem, then what to do about it.
+      process.stderr.write(`Error: ${failure.message}${failure.hint ? ` ${failure.hint}` : ''}\n`)
+      if (failure.code === 'INTERNAL' && process.env.DEBUG) process.stderr.write(`${error.stack}\n`)
+    }
+    process.exitCode = failure.code === 'BAD_INPUT' ? 2 : 1
+    return undefined
+  }
+}

@@ -1,0 +1,69 @@
+import {createInterface} from 'node:readline'
+import {MessengerError} from '../protocol/errors.js'
+
+/** Reads all of stdin and returns its first line (for --password-stdin: `echo pw | messenger login`). */
+export async function readFirstLineFromStdin(stdin: NodeJS.ReadableStream = process.stdin): Promise<string> {
+  const rl = createInterface({input: stdin, terminal: false})
+  try {
+    for await (const line of rl) return line.replace(/\r$/, '')
+    return ''
+  } finally {
+    rl.close()
+  }
+}
+
+function requireTty(what: string): void {
+  if (!process.stdin.isTTY) {
+    throw new MessengerError('BAD_INPUT', `No terminal to ask for the ${what}.`, {
+      hint: what === 'password' ? 'Pipe it in with --password-stdin, for example: echo "$PW" | messenger login alice --password-stdin' : `Pass the ${what} as an argument.`,
+    })
+  }
+}
+
+/** Asks a question on the terminal (stderr, so stdout stays clean for --json). */
+export async function ask(question: string): Promise<string> {
+  requireTty('username')
+  const rl = createInterface({input: process.stdin, output: process.stderr, terminal: true})
+  try {
+    return await new Promise<string>((resolve) => rl.question(question, resolve))
+  } finally {
+    rl.close()
+  }
+}
+
+/** Asks for a secret without echoing it. */
+export async function askHidden(question: string): Promise<string> {
+  requireTty('password')
+  const stdin = process.stdin
+  process.stderr.write(question)
+  stdin.setRawMode(true)
+  stdin.resume()
+  stdin.setEncoding('utf8')
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      let value = ''
+      const onData = (chunk: string) => {
+        for (const ch of chunk) {
+          if (ch === '\r' || ch === '\n' || ch === '\u0004') {
+            stdin.off('data', onData)
+            process.stderr.write('\n')
+            resolve(value)
+            return
+          }
+          if (ch === '\u0003') {
+            stdin.off('data', onData)
+            process.stderr.write('\n')
+            reject(new MessengerError('BAD_INPUT', 'Cancelled.', {hint: 'Run the command again when ready.'}))
+            return
+          }
+          if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1)
+          else value += ch
+        }
+      }
+      stdin.on('data', onData)
+    })
+  } finally {
+    stdin.setRawMode(false)
+    stdin.pause()
+  }
+}

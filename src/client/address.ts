@@ -1,0 +1,34 @@
+import {DEFAULTS} from '../protocol/constants.js'
+import {MessengerError} from '../protocol/errors.js'
+
+export interface ServerAddress {
+  host: string
+  port: number
+}
+
+/** Parses `host`, `host:port`, `[v6]:port` or `v6`; the result's `key` is how pins are filed. */
+export function parseServerAddress(text: string): ServerAddress {
+  const raw = text.trim()
+  let host = raw
+  let port: number = DEFAULTS.port
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(raw)
+  if (bracketed) {
+    host = bracketed[1]!
+    if (bracketed[2]) port = Number(bracketed[2])
+  } else if ((raw.match(/:/g) ?? []).length === 1) {
+    const [h, p] = raw.split(':')
+    host = h!
+    if (!/^\d+$/.test(p!)) throw badAddress(text)
+    port = Number(p)
+  }
+  if (!host || !/^[A-Za-z0-9.:_-]+$/.test(host) || !Number.isInteger(port) || port < 1 || port > 65535) throw badAddress(text)
+  return {host, port}
+}
+
+export function formatServerAddress(address: ServerAddress): string {
+  return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`
+}
+
+function badAddress(text: string): MessengerError {
+  return new MessengerError('BAD_INPUT', `Invalid server address "${text}".`, {hint: 'Use HOST:PORT, for example 127.0.0.1:7420.'})
+}

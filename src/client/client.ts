@@ -1,0 +1,297 @@
+import {EventEmitter} from 'node:events'
+import type tls from 'node:tls'
+import {DEFAULTS, PROTOCOL_VERSION} from '../protocol/constants.js'
+import {MessengerError} from '../protocol/errors.js'
+import {FrameDecoder, encodeFrame} from '../protocol/frame.js'
+import type {ErrorPush, PresencePush, Push, RequestParams, RequestType, Results, WireError} from '../protocol/messages.js'
+import {formatServerAddress, parseServerAddress, type ServerAddress} from './address.js'
+import {MemoryPinStore, connectPinned, type PinStore} from './tls-pin.js'
+
+/** Options for {@link MessengerClient}. */
+export interface MessengerClientOptions {
+  /** `HOST:PORT` or a parsed address. */
+  server: string | ServerAddress
+  /** Certificate pins; the CLI passes the profile. Default: in memory (pins for this process only). */
+  pins?: PinStore
+  /** Told when a server certificate is pinned on first use. */
+  onPinned?: (address: string, fingerprint: string) => void
+  /** Give up on an unreachable server after this long. Default 2 s. */
+  connectTimeoutMs?: number
+  /** Fail a request that gets no reply in this long. Default 10 s. */
+  requestTimeoutMs?: number
+  /**
+   * Stay connected: heartbeat, and on a lost connection reconnect with exponential backoff and
+   * jitter, then resume the session by token. For `chat` and `listen`. Default false.
+   */
+  reconnect?: boolean
+  /** Backoff bounds for reconnect. Default 250 ms doubling to 10 s. */
+  reconnectDelayMs?: {initial: number; max: number}
+}
+
+export interface ClientEvents {
+  presence: [PresencePush]
+  /** Any push, including presence. */
+  push: [Push]
+  /** The connection is gone; with `reconnect`, attempts follow. */
+  disconnected: [{error: MessengerError}]
+  reconnecting: [{attempt: number; delayMs: number; error: MessengerError}]
+  reconnected: []
+}
+
+interface Pending {
+  type: RequestType
+  resolve: (value: never) => void
+  reject: (error: MessengerError) => void
+  timer: NodeJS.Timeout
+}
+
+type ClientState = 'idle' | 'connecting' | 'ready' | 'disconnected' | 'closed'
+
+/**
+ * The client core: one TLS connection to a server, pinned; typed requests matched to replies by
+ * id; pushes as events; resume by token; optional heartbeat and reconnect. Commands and the
+ * interactive chat all go through it.
+ */
+export class MessengerClient extends EventEmitter<ClientEvents> {
+  readonly address: ServerAddress
+  /** Fingerprint of the connected server's certificate. */
+  fingerprint: string | undefined
+  hello: Results['hello'] | undefined
+  /** The signed-in user, once login or resume succeeded. */
+  user: {username: string; displayName: string} | undefined
+  private readonly options: Required<Omit<MessengerClientOptions, 'onPinned' | 'server'>> & Pick<MessengerClientOptions, 'onPinned'>
+  private socket: tls.TLSSocket | undefined
+  private state: ClientState = 'idle'
+  private nextRequestId = 1
+  private readonly pending = new Map<number, Pending>()
+  private heartbeat: NodeJS.Timeout | undefined
+  private reconnectTimer: NodeJS.Timeout | undefined
+  /** What to resume after a reconnect. */
+  private resumeWith: {token: string; online: boolean} | undefined
+  private lastServerError: WireError | undefined
+
+  constructor(options: MessengerClientOptions) {
+    super()
+    this.address = typeof options.server === 'string' ? parseServerAddress(options.server) : options.server
+    this.options = {
+      pins: new MemoryPinStore(),
+      connectTimeoutMs: DEFAULTS.connectTimeoutMs,
+      requestTimeoutMs: DEFAULTS.requestTimeoutMs,
+      reconnect: false,
+      reconnectDelayMs: {initial: 250, max: 10_000},
+      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+    } as MessengerClient['options']
+  }
+
+  get serverKey(): string {
+    return formatServerAddress(this.address)
+  }
+
+  get connected(): boolean {
+    return this.state === 'ready'
+  }
+
+  /** Connects, checks the pin and says hello. Rejects with SERVER_UNREACHABLE within connectTimeoutMs. */
+  async connect(): Promise<Results['hello']> {
+    if (this.state === 'closed') throw new MessengerError('CONNECTION_CLOSED', 'This client was closed.')
+    this.state = 'connecting'
+    const {socket, fingerprint} = await connectPinned({
+      address: this.address,
+      pins: this.options.pins,
+      timeoutMs: this.options.connectTimeoutMs,
+      onPinned: this.options.onPinned,
+    })
+    this.attach(socket)
+    this.fingerprint = fingerprint
+    try {
+      this.hello = await this.send('hello', {version: PROTOCOL_VERSION, client: 'messenger-cli'} as RequestParams<'hello'>)
+    } catch (error) {
+      socket.destroy()
+      throw error
+    }
+    this.state = 'ready'
+    return this.hello
+  }
+
+  register(username: string, password: string, displayName?: string): Promise<Results['register']> {
+    return this.request('register', {username, password, ...(displayName === undefined ? {} : {displayName})})
+  }
+
+  /** Password login; `online: true` makes the user visible and keeps the session for reconnects. */
+  async login(username: string, password: string, options: {online?: boolean} = {}): Promise<Results['login']> {
+    const online = options.online ?? false
+    const result = await this.request('login', {username, password, online})
+    this.user = {username: result.username, displayName: result.displayName}
+    this.resumeWith = {token: result.token, online}
+    this.startHeartbeatIfNeeded(online)
+    return result
+  }
+
+  async resume(token: string, options: {online?: boolean} = {}): Promise<Results['resume']> {
+    const online = options.online ?? false
+    const result = await this.request('resume', {token, online})
+    this.user = {username: result.username, displayName: result.displayName}
+    this.resumeWith = {token, online}
+    this.startHeartbeatIfNeeded(online)
+    return result
+  }
+
+  async logout(): Promise<void> {
+    await this.request('logout', {})
+    this.user = undefined
+    this.resumeWith = undefined
+  }
+
+  async whoisonline(options: {sinceMs?: number} = {}): Promise<Results['whoisonline']> {
+    return this.request('whoisonline', options.sinceMs === undefined ? {} : {sinceMs: options.sinceMs})
+  }
+
+  async ping(): Promise<Results['ping']> {
+    return this.request('ping', {})
+  }
+
+  /** Sends one typed request and waits for its reply. */
+  request<T extends RequestType>(type: T, params: RequestParams<T>): Promise<Results[T]> {
+    if (this.state !== 'ready') {
+      return Promise.reject(new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.serverKey}.`, {hint: 'Wait for the client to reconnect, or connect first.'}))
+    }
+    return this.send(type, params)
+  }
+
+  /** Closes for good: no reconnect, pending requests fail. */
+  async close(): Promise<void> {
+    if (this.state === 'closed') return
+    this.state = 'closed'
+    this.stopTimers()
+    const socket = this.socket
+    if (!socket || socket.destroyed) return
+    await new Promise<void>((resolve) => {
+      socket.once('close', () => resolve())
+      socket.end()
+      setTimeout(() => socket.destroy(), 500).unref()
+    })
+  }
+
+  private send<T extends RequestType>(type: T, params: RequestParams<T>): Promise<Results[T]> {
+    const socket = this.socket
+    if (!socket || socket.destroyed) return Promise.reject(new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.serverKey}.`))
+    const id = this.nextRequestId++
+    return new Promise<Results[T]>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id)
+        reject(new MessengerError('TIMEOUT', `The server did not answer "${type}" within ${this.options.requestTimeoutMs} ms.`, {hint: 'Check the server and your network, then try again.'}))
+      }, this.options.requestTimeoutMs)
+      this.pending.set(id, {type, resolve: resolve as (value: never) => void, reject, timer})
+      socket.write(encodeFrame({type, id, ...params}))
+    })
+  }
+
+  private attach(socket: tls.TLSSocket): void {
+    this.socket = socket
+    this.lastServerError = undefined
+    socket.setNoDelay(true)
+    // Replies are small; a server push can be up to the frame limit. Be generous but bounded.
+    const decoder = new FrameDecoder({maxFrameBytes: 16 * 1024 * 1024})
+    socket.on('data', (chunk: Buffer) => {
+      for (const item of decoder.push(chunk)) {
+        if (!item.ok) {
+          if (item.fatal) socket.destroy()
+          continue
+        }
+        this.onFrame(item.value)
+      }
+    })
+    socket.on('error', () => {
+      // 'close' follows and does the work.
+    })
+    socket.on('close', () => this.onClose(socket))
+  }
+
+  private onFrame(frame: unknown): void {
+    if (typeof frame !== 'object' || frame === null) return
+    const f = frame as {re?: unknown; result?: unknown; error?: WireError; type?: unknown}
+    if (typeof f.re === 'number') {
+      const pending = this.pending.get(f.re)
+      if (!pending) return
+      this.pending.delete(f.re)
+      clearTimeout(pending.timer)
+      if (f.error) pending.reject(MessengerError.fromWire(f.error) as MessengerError)
+      else pending.resolve(f.result as never)
+      return
+    }
+    if (f.re === null && f.error) return // an error for a frame we could not have sent malformed; ignore
+    if (typeof f.type !== 'string') return
+    const push = frame as Push
+    if (push.type === 'error') this.lastServerError = (push as ErrorPush).error
+    if (push.type === 'presence') this.emit('presence', push as PresencePush)
+    this.emit('push', push)
+  }
+
+  private onClose(socket: tls.TLSSocket): void {
+    if (socket !== this.socket) return
+    this.socket = undefined
+    const error = this.lastServerError
+      ? MessengerError.fromWire(this.lastServerError)
+      : new MessengerError('CONNECTION_CLOSED', `The connection to ${this.serverKey} closed.`, {hint: 'Check that the server is running, then try again.'})
+    for (const [id, pending] of this.pending) {
+      clearTimeout(pending.timer)
+      pending.reject(error)
+      this.pending.delete(id)
+    }
+    this.stopTimers()
+    if (this.state === 'closed') return
+    const wasReady = this.state === 'ready'
+    this.state = 'disconnected'
+    if (wasReady) this.emit('disconnected', {error})
+    if (wasReady && this.options.reconnect) this.scheduleReconnect(1, error)
+  }
+
+  private scheduleReconnect(attempt: number, error: MessengerError): void {
+    const {initial, max} = this.options.reconnectDelayMs
+    const ceiling = Math.min(max, initial * 2 ** (attempt - 1))
+    // Full jitter over the upper half: spreads a thundering herd after a server restart.
+    const delayMs = Math.round(ceiling / 2 + Math.random() * (ceiling / 2))
+    this.emit('reconnecting', {attempt, delayMs, error})
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined
+      if (this.state === 'closed') return
+      this.connect()
+        .then(async () => {
+          if (this.resumeWith) await this.resume(this.resumeWith.token, {online: this.resumeWith.online})
+          this.emit('reconnected')
+        })
+        .catch((error_: unknown) => {
+          if (this.state === 'closed') return
+          const failure = error_ instanceof MessengerError ? error_ : new MessengerError('CONNECTION_CLOSED', String(error_))
+          // A revoked token or a changed certificate will not fix itself by retrying.
+          if (failure.code === 'TOKEN_INVALID' || failure.code === 'CERT_CHANGED') {
+            this.state = 'disconnected'
+            this.socket?.destroy()
+            this.emit('disconnected', {error: failure})
+            return
+          }
+          this.socket?.destroy()
+          this.state = 'disconnected'
+          this.scheduleReconnect(attempt + 1, failure)
+        })
+    }, delayMs)
+  }
+
+  private startHeartbeatIfNeeded(online: boolean): void {
+    if (!online && !this.options.reconnect) return
+    if (this.heartbeat) return
+    const interval = this.hello?.heartbeatIntervalMs ?? DEFAULTS.heartbeatIntervalMs
+    this.heartbeat = setInterval(() => {
+      // A ping that times out means the path is dead even though TCP has not noticed: cut it, so reconnect starts.
+      this.send('ping', {}).catch(() => this.socket?.destroy())
+    }, interval)
+    this.heartbeat.unref()
+  }
+
+  private stopTimers(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat)
+    this.heartbeat = undefined
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer)
+    this.reconnectTimer = undefined
+  }
+}

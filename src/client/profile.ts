@@ -1,0 +1,69 @@
+import Conf from 'conf'
+import {ENV} from '../protocol/constants.js'
+import type {PinStore} from './tls-pin.js'
+
+export interface ProfileData {
+  /** Last server used, HOST:PORT. */
+  server?: string
+  username?: string
+  displayName?: string
+  /** Session token: a bearer secret, hence the 0600 file. */
+  token?: string
+  tokenExpiresAt?: number
+  /** Server address -> pinned certificate SHA-256 fingerprint. */
+  pins: Record<string, string>
+}
+
+/**
+ * The user's profile on disk (conf, JSON, mode 0600). `MESSENGER_HOME` picks the directory, so
+ * two shells with different homes are two users on one machine; without it, the OS config dir.
+ */
+export class Profile implements PinStore {
+  private readonly conf: Conf<ProfileData>
+
+  constructor(home: string | undefined = process.env[ENV.home]) {
+    this.conf = new Conf<ProfileData>({
+      projectName: 'messenger',
+      projectSuffix: '',
+      ...(home ? {cwd: home} : {}),
+      configName: 'profile',
+      configFileMode: 0o600,
+      defaults: {pins: {}},
+    })
+  }
+
+  get path(): string {
+    return this.conf.path
+  }
+
+  get data(): ProfileData {
+    return this.conf.store
+  }
+
+  update(patch: Partial<ProfileData>): void {
+    for (const [key, value] of Object.entries(patch) as Array<[keyof ProfileData, unknown]>) {
+      if (value === undefined) this.conf.delete(key)
+      else this.conf.set(key, value as never)
+    }
+  }
+
+  clearSession(): void {
+    this.update({token: undefined, tokenExpiresAt: undefined})
+  }
+
+  getPin(address: string): string | undefined {
+    return this.conf.get('pins')[address]
+  }
+
+  setPin(address: string, fingerprint: string): void {
+    this.conf.set('pins', {...this.conf.get('pins'), [address]: fingerprint})
+  }
+
+  forgetPin(address: string): boolean {
+    const pins = {...this.conf.get('pins')}
+    if (!(address in pins)) return false
+    delete pins[address]
+    this.conf.set('pins', pins)
+    return true
+  }
+}

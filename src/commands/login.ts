@@ -1,0 +1,35 @@
+import {Args, Flags} from '@oclif/core'
+import {BaseCommand} from '../cli/base-command.js'
+import {resolvePassword, resolveUsername} from '../cli/credentials-input.js'
+
+export default class Login extends BaseCommand<typeof Login> {
+  static override summary = 'Log in and save the session in your profile.'
+
+  static override description = `Later commands resume the saved session by token (valid 30 days) without asking again.
+After too many wrong passwords the account is locked for a while (LOCKED_OUT).`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> alice',
+    {description: 'Non-interactive', command: 'echo "$PASSWORD" | <%= config.bin %> <%= command.id %> alice --password-stdin'},
+    {description: 'A second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %> bob'},
+  ]
+
+  static override args = {
+    username: Args.string({description: 'Your username. Default: the one in your profile.'}),
+  }
+
+  static override flags = {
+    'password-stdin': Flags.boolean({description: 'Read the password from the first line of stdin.'}),
+  }
+
+  async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string}> {
+    const username = await resolveUsername(this.args.username, this.profile.data.username)
+    const password = await resolvePassword({fromStdin: this.flags['password-stdin']})
+    const client = await this.connect()
+    const session = await client.login(username, password)
+    const server = client.serverKey
+    this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
+    this.log(`Logged in as ${session.username} (${session.displayName}) on ${server}.`)
+    return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}
+  }
+}

@@ -1,0 +1,41 @@
+import {Args, Flags} from '@oclif/core'
+import {BaseCommand} from '../cli/base-command.js'
+import {resolvePassword, resolveUsername} from '../cli/credentials-input.js'
+import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
+
+export default class Register extends BaseCommand<typeof Register> {
+  static override summary = 'Create an account on the server and log in.'
+
+  static override description = 'Prompts for the password twice (hidden) unless --password-stdin is given. The session is saved in your profile (MESSENGER_HOME).'
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> alice --display-name "Alice Liddell"',
+    {description: 'Non-interactive, for scripts', command: 'echo "$PASSWORD" | <%= config.bin %> <%= command.id %> alice --password-stdin --json'},
+    '<%= config.bin %> <%= command.id %> bob --server chat.example.org:7420',
+  ]
+
+  static override args = {
+    username: Args.string({description: 'Username: 2-32 characters of a-z, 0-9, _ . -'}),
+  }
+
+  static override flags = {
+    'display-name': Flags.string({description: 'Name shown to others (1-64 printable characters). Default: the username.'}),
+    'password-stdin': Flags.boolean({description: 'Read the password from the first line of stdin.'}),
+  }
+
+  async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string}> {
+    // Check locally first so a typo costs no round trip and no rate-limit slot.
+    const username = normalizeUsername(await resolveUsername(this.args.username, undefined))
+    const displayName = normalizeDisplayName(this.flags['display-name'], username)
+    const password = await resolvePassword({fromStdin: this.flags['password-stdin'], confirm: true})
+    checkPassword(password)
+
+    const client = await this.connect()
+    await client.register(username, password, displayName)
+    const session = await client.login(username, password)
+    const server = client.serverKey
+    this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
+    this.log(`Registered ${session.username} (${session.displayName}) on ${server}; you are logged in.`)
+    return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}
+  }
+}

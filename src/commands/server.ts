@@ -1,0 +1,91 @@
+import {existsSync} from 'node:fs'
+import {join} from 'node:path'
+import {Flags} from '@oclif/core'
+import envPaths from 'env-paths'
+import pino from 'pino'
+import {BaseCommand} from '../cli/base-command.js'
+import {DEFAULTS, ENV} from '../protocol/constants.js'
+import {MessengerError} from '../protocol/errors.js'
+import {parseDuration} from '../protocol/duration.js'
+import {createServer} from '../server/server.js'
+
+const DEFAULT_CREDENTIALS = 'credentials.txt'
+
+export default class Server extends BaseCommand<typeof Server> {
+  static override summary = 'Run the messenger server (directory and relay) in the foreground.'
+
+  static override description = `Listens for TLS connections, authenticates users, tracks who is online and stores accounts in SQLite in the data dir.
+On first start it creates a self-signed certificate there and logs its SHA-256 fingerprint; clients pin it on first use.
+Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
+
+  static override examples = [
+    {description: 'Run with defaults (port 7420, XDG data dir, ./credentials.txt if present)', command: '<%= config.bin %> <%= command.id %>'},
+    {description: 'A second server for testing', command: '<%= config.bin %> <%= command.id %> --port 7421 --data-dir /tmp/messenger-test'},
+    {description: 'Stricter lockout, your own certificate', command: '<%= config.bin %> <%= command.id %> --max-attempts 5 --block-duration 5m --tls-cert cert.pem --tls-key key.pem'},
+  ]
+
+  static override flags = {
+    host: Flags.string({description: 'Interface to listen on.', default: DEFAULTS.host, env: 'MESSENGER_HOST'}),
+    port: Flags.integer({description: 'TCP port to listen on (0 picks a free one).', default: DEFAULTS.port, min: 0, max: 65535, env: 'MESSENGER_PORT'}),
+    'data-dir': Flags.string({description: 'Where the database and TLS files live. Default: the XDG data dir (~/.local/share/messenger).', env: ENV.dataDir}),
+    credentials: Flags.string({description: `Accounts to import at start (username password [display name]). Default: ./${DEFAULT_CREDENTIALS} if present.`, env: 'MESSENGER_CREDENTIALS'}),
+    'max-clients': Flags.integer({description: 'Most simultaneous connections; more get SERVER_FULL.', default: DEFAULTS.maxClients, min: 1, env: 'MESSENGER_MAX_CLIENTS'}),
+    'max-attempts': Flags.integer({description: 'Consecutive failed logins that lock a username.', default: DEFAULTS.maxAttempts, min: 1, env: 'MESSENGER_MAX_ATTEMPTS'}),
+    'block-duration': Flags.string({description: 'How long a locked username stays locked (e.g. 10s, 5m).', default: '10s', env: 'MESSENGER_BLOCK_DURATION'}),
+    'idle-timeout': Flags.string({description: 'Close connections idle this long (e.g. 30m); "off" keeps them.', default: 'off', env: 'MESSENGER_IDLE_TIMEOUT'}),
+    'heartbeat-timeout': Flags.string({description: 'Drop a connection silent this long (clients ping every third of it).', default: '30s', env: 'MESSENGER_HEARTBEAT_TIMEOUT'}),
+    'max-frame': Flags.integer({description: 'Largest frame accepted, in bytes.', default: DEFAULTS.maxFrameBytes, min: 1024, env: 'MESSENGER_MAX_FRAME'}),
+    'tls-cert': Flags.string({description: 'PEM certificate to use instead of the self-signed one.', env: 'MESSENGER_TLS_CERT', dependsOn: ['tls-key']}),
+    'tls-key': Flags.string({description: 'PEM private key for --tls-cert.', env: 'MESSENGER_TLS_KEY', dependsOn: ['tls-cert']}),
+    'scrypt-cost': Flags.integer({description: 'scrypt N for new password hashes (power of two). Lower only for tests.', default: DEFAULTS.scryptN, min: 2, env: 'MESSENGER_SCRYPT_COST'}),
+    'log-level': Flags.option({options: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, default: 'info', env: 'MESSENGER_LOG_LEVEL', description: 'Log verbosity.'})(),
+  }
+
+  async run(): Promise<{address: string; fingerprint: string}> {
+    const f = this.flags
+    const scryptN = f['scrypt-cost']
+    if ((scryptN & (scryptN - 1)) !== 0) throw new MessengerError('BAD_INPUT', `--scrypt-cost must be a power of two, got ${scryptN}.`, {hint: 'Use a value like 16384 or 32768.'})
+    const heartbeatTimeoutMs = parseDuration(f['heartbeat-timeout'])
+    const dataDir = f['data-dir'] ?? envPaths('messenger', {suffix: ''}).data
+    let credentialsFile = f.credentials
+    if (!credentialsFile && existsSync(DEFAULT_CREDENTIALS)) credentialsFile = join(process.cwd(), DEFAULT_CREDENTIALS)
+
+    const logger = pino({level: f['log-level'], base: {pid: process.pid}}, pino.destination({fd: 1, sync: true}))
+    const server = createServer({
+      host: f.host,
+      port: f.port,
+      dataDir,
+      credentialsFile,
+      tlsCertFile: f['tls-cert'],
+      tlsKeyFile: f['tls-key'],
+      maxClients: f['max-clients'],
+      maxAttempts: f['max-attempts'],
+      blockDurationMs: parseDuration(f['block-duration']),
+      idleTimeoutMs: parseDuration(f['idle-timeout']),
+      heartbeatTimeoutMs,
+      heartbeatIntervalMs: Math.max(100, Math.floor(heartbeatTimeoutMs / 3)),
+      maxFrameBytes: f['max-frame'],
+      scrypt: {N: scryptN},
+      logger,
+    })
+    const info = await server.start()
+
+    await new Promise<void>((resolve) => {
+      const stop = (signal: NodeJS.Signals) => {
+        logger.info({signal}, `received ${signal}, shutting down`)
+        // Whatever happens in shutdown, exit within 5 s as promised.
+        setTimeout(() => {
+          logger.error('shutdown took too long; exiting')
+          process.exit(1)
+        }, 4_500).unref()
+        server.stop().then(resolve, (error: unknown) => {
+          logger.error({err: error}, 'error while shutting down')
+          resolve()
+        })
+      }
+      process.once('SIGINT', stop)
+      process.once('SIGTERM', stop)
+    })
+    return {address: `${info.host}:${info.port}`, fingerprint: info.fingerprint}
+  }
+}

@@ -1,0 +1,44 @@
+import {Flags} from '@oclif/core'
+import {BaseCommand} from '../cli/base-command.js'
+import {relativeTime, table} from '../cli/render.js'
+import {parseDuration} from '../protocol/duration.js'
+
+interface Listed {
+  username: string
+  displayName: string
+  /** ISO 8601: online since, or with --since the last login. */
+  since: string
+  online: boolean
+}
+
+export default class WhoIsOnline extends BaseCommand<typeof WhoIsOnline> {
+  static override summary = 'List users who are online now, or who logged in recently.'
+
+  static override description = `Without --since: users with an online session (chat, listen), longest online first.
+With --since: everyone who logged in within that window, newest first, online or not.`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    {description: 'Everyone who logged in during the last 10 minutes', command: '<%= config.bin %> <%= command.id %> --since 10m'},
+    {description: 'For scripts', command: '<%= config.bin %> <%= command.id %> --json'},
+  ]
+
+  static override flags = {
+    since: Flags.string({description: 'Window to look back, like 10m, 2h or 7d.'}),
+  }
+
+  async run(): Promise<{users: Listed[]}> {
+    const sinceMs = this.flags.since === undefined ? undefined : parseDuration(this.flags.since)
+    const client = await this.connectSession()
+    const {users} = await client.whoisonline({sinceMs})
+    const listed = users.map((u) => ({username: u.username, displayName: u.displayName, since: new Date(u.since).toISOString(), online: u.online}))
+    if (users.length === 0) {
+      this.log(sinceMs === undefined ? 'Nobody is online.' : `Nobody logged in within ${this.flags.since}.`)
+    } else if (sinceMs === undefined) {
+      this.log(table(['USERNAME', 'DISPLAY NAME', 'ONLINE SINCE'], users.map((u) => [u.username, u.displayName, relativeTime(u.since)])))
+    } else {
+      this.log(table(['USERNAME', 'DISPLAY NAME', 'LAST LOGIN', 'ONLINE'], users.map((u) => [u.username, u.displayName, relativeTime(u.since), u.online ? 'yes' : 'no'])))
+    }
+    return {users: listed}
+  }
+}

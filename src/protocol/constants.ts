@@ -1,0 +1,43 @@
+/** Wire and policy constants in one place, so the server, the client and the docs agree. */
+export const PROTOCOL_VERSION = 1 as const
+
+export const DEFAULTS = {
+  host: '0.0.0.0',
+  port: 7420,
+  /** Largest frame body accepted, in bytes (server flag --max-frame). */
+  maxFrameBytes: 256 * 1024,
+  maxClients: 1000,
+  maxAttempts: 3,
+  blockDurationMs: 10_000,
+  /** Off: a session that only heartbeats is kept. */
+  idleTimeoutMs: 0,
+  /** Online clients send a ping this often. */
+  heartbeatIntervalMs: 10_000,
+  /** A connection that sends nothing for this long is treated as dead (half-open, vanished laptop). */
+  heartbeatTimeoutMs: 30_000,
+  /** Session tokens live this long. */
+  tokenTtlMs: 30 * 24 * 60 * 60 * 1000,
+  /** Per remote address: login/register attempts allowed per window. */
+  authRateLimit: 30,
+  authRateWindowMs: 60_000,
+  /** A client gives up on an unreachable server after this long. */
+  connectTimeoutMs: 2_000,
+  requestTimeoutMs: 10_000,
+  /** scrypt cost (N). 2^15 with r=8 is ~32 MiB and ~60 ms here: slow for guessers, fine for a login. */
+  scryptN: 2 ** 15,
+  scryptR: 8,
+  scryptP: 1,
+} as const
+
+export const LIMITS = {
+  usernamePattern: /^[a-z0-9_.-]{2,32}$/,
+  passwordMinLength: 8,
+  passwordMaxLength: 1024,
+  displayNameMaxLength: 64,
+} as const
+
+export const ENV = {
+  server: 'MESSENGER_SERVER',
+  home: 'MESSENGER_HOME',
+  dataDir: 'MESSENGER_DATA_DIR',
+} as const

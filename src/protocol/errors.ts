@@ -1,0 +1,147 @@
+/**
+ * One error type with stable codes. Codes travel on the wire as `error: {code, message}` and are
+ * listed in docs/protocol.md; test/unit/error-codes.test.ts keeps the two in step.
+ *
+ * `hint` is the sentence that tells a person what to do next; the CLI prints it under the message.
+ */
+export const ERROR_CODES = {
+  // framing and protocol
+  FRAME_TOO_LARGE: 'A frame is larger than the server accepts; the connection is closed.',
+  BAD_UTF8: 'A frame body is not valid UTF-8.',
+  BAD_JSON: 'A frame body is not valid JSON.',
+  BAD_FRAME: 'A frame does not match the schema of its type (missing or wrongly typed fields).',
+  UNKNOWN_TYPE: 'A frame has a type the server does not know.',
+  HELLO_REQUIRED: 'The first frame on a connection must be a hello.',
+  VERSION_MISMATCH: 'Client and server speak different protocol versions.',
+  SERVER_FULL: 'The server has reached --max-clients connections.',
+  SHUTTING_DOWN: 'The server is shutting down.',
+  IDLE_TIMEOUT: 'The connection was idle for longer than the server allows.',
+  INTERNAL: 'The server hit an unexpected error handling this request.',
+  // accounts and sessions
+  BAD_USERNAME: 'Usernames are 2-32 characters of a-z, 0-9, _ . -',
+  BAD_PASSWORD: 'Passwords must be at least 8 characters.',
+  BAD_DISPLAY_NAME: 'Display names are 1-64 printable characters.',
+  USERNAME_TAKEN: 'That username is already registered.',
+  AUTH_FAILED: 'Wrong username or password.',
+  LOCKED_OUT: 'Too many failed logins for this username; wait for the block to expire.',
+  RATE_LIMITED: 'Too many attempts from this address; slow down.',
+  NOT_AUTHENTICATED: 'This request needs a logged-in session.',
+  TOKEN_INVALID: 'The session token is unknown, revoked or expired.',
+  NO_SUCH_USER: 'No user has that name.',
+  // client side
+  SERVER_UNREACHABLE: 'The server could not be reached.',
+  CONNECTION_CLOSED: 'The connection to the server closed before the request completed.',
+  TIMEOUT: 'The server did not answer in time.',
+  CERT_CHANGED: "The server's TLS certificate differs from the one pinned for this address.",
+  NOT_LOGGED_IN: 'This profile has no session.',
+  BAD_INPUT: 'A value given on the command line is not valid.',
+  // server start-up
+  PORT_IN_USE: 'The port is already in use.',
+  DATA_DIR_UNWRITABLE: 'The data directory cannot be created or written.',
+  CREDENTIALS_UNREADABLE: 'The credentials file cannot be read.',
+  TLS_FILES_UNREADABLE: 'The TLS certificate or key cannot be read.',
+} as const
+
+export type ErrorCode = keyof typeof ERROR_CODES
+
+/**
+ * What to do next, per code, for errors that arrive without a more specific hint (for example
+ * from the wire, which carries only code and message).
+ */
+export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
+  FRAME_TOO_LARGE: 'Send smaller requests; the server closes connections that exceed its frame limit.',
+  VERSION_MISMATCH: 'Upgrade the client or the server so both speak the same protocol version.',
+  SERVER_FULL: 'Try again later, or ask the operator to raise --max-clients.',
+  SHUTTING_DOWN: 'The server is restarting or stopping; try again in a moment.',
+  IDLE_TIMEOUT: 'Reconnect to continue.',
+  INTERNAL: 'Try again; if it keeps happening, check the server log.',
+  BAD_USERNAME: 'Pick a username of 2-32 characters from a-z, 0-9, "_", "." and "-", like alice or bob_92.',
+  BAD_PASSWORD: 'Choose a password of at least 8 characters.',
+  BAD_DISPLAY_NAME: 'Use 1-64 printable characters, without line breaks.',
+  USERNAME_TAKEN: 'Pick another username, or log in if it is yours.',
+  AUTH_FAILED: 'Check the username and password and try again; repeated failures lock the account for a while.',
+  LOCKED_OUT: 'Wait for the block to expire, then log in with the right password.',
+  RATE_LIMITED: 'Slow down and try again in a minute.',
+  NOT_AUTHENTICATED: 'Run `messenger login` first.',
+  TOKEN_INVALID: 'Run `messenger login` again.',
+  NO_SUCH_USER: 'Check the spelling of the username.',
+  SERVER_UNREACHABLE: 'Check that `messenger server` is running, or pass --server HOST:PORT (or set MESSENGER_SERVER).',
+  CONNECTION_CLOSED: 'Check that the server is running, then try again.',
+  TIMEOUT: 'Check the server and your network, then try again.',
+  NOT_LOGGED_IN: 'Run `messenger login` (or `messenger register` for a new account).',
+  PORT_IN_USE: 'Stop the other process or pick another port with --port.',
+  DATA_DIR_UNWRITABLE: 'Pick a writable directory with --data-dir or MESSENGER_DATA_DIR.',
+  CREDENTIALS_UNREADABLE: 'Check the path given to --credentials and its permissions.',
+  TLS_FILES_UNREADABLE: 'Check the paths given to --tls-cert and --tls-key.',
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERROR_CODES, value)
+}
+
+export class MessengerError extends Error {
+  override readonly name = 'MessengerError'
+  readonly code: ErrorCode
+  readonly hint: string | undefined
+  readonly details: Record<string, unknown> | undefined
+
+  constructor(code: ErrorCode, message?: string, options: {hint?: string; details?: Record<string, unknown>; cause?: unknown} = {}) {
+    super(message ?? ERROR_CODES[code], options.cause === undefined ? undefined : {cause: options.cause})
+    this.code = code
+    this.hint = options.hint ?? DEFAULT_HINTS[code]
+    this.details = options.details
+  }
+
+  /** The shape that travels on the wire. */
+  toWire(): {code: ErrorCode; message: string; details?: Record<string, unknown>} {
+    return this.details ? {code: this.code, message: this.message, details: this.details} : {code: this.code, message: this.message}
+  }
+
+  static fromWire(error: {code: string; message: string; details?: Record<string, unknown>}): MessengerError {
+    const code = isErrorCode(error.code) ? error.code : 'INTERNAL'
+    return new MessengerError(code, error.message, {details: error.details})
+  }
+}
+
+/** Factories, so call sites read as the condition they report. */
+export const errors = {
+  frameTooLarge: (size: number, max: number) =>
+    new MessengerError('FRAME_TOO_LARGE', `Frame of ${size} bytes exceeds the limit of ${max} bytes.`),
+  badUtf8: () => new MessengerError('BAD_UTF8', 'Frame body is not valid UTF-8.'),
+  badJson: (detail: string) => new MessengerError('BAD_JSON', `Frame body is not valid JSON: ${detail}`),
+  badFrame: (detail: string) => new MessengerError('BAD_FRAME', `Invalid frame: ${detail}`),
+  unknownType: (type: string) => new MessengerError('UNKNOWN_TYPE', `Unknown frame type "${type}".`),
+  helloRequired: () => new MessengerError('HELLO_REQUIRED', 'The first frame must be {"type":"hello","version":N}.'),
+  versionMismatch: (theirs: number, ours: number) =>
+    new MessengerError('VERSION_MISMATCH', `Protocol version ${theirs} is not supported; this server speaks version ${ours}.`, {
+      hint: 'Upgrade the client or the server so both speak the same protocol version.',
+      details: {supported: ours},
+    }),
+  serverFull: (max: number) =>
+    new MessengerError('SERVER_FULL', `The server is full (${max} connections).`, {hint: 'Try again later, or ask the operator to raise --max-clients.'}),
+  notAuthenticated: () =>
+    new MessengerError('NOT_AUTHENTICATED', 'Log in first.', {hint: 'Run `messenger login`.'}),
+  authFailed: () =>
+    new MessengerError('AUTH_FAILED', 'Wrong username or password.', {hint: 'Check both and try again; repeated failures lock the account for a while.'}),
+  lockedOut: (retryAfterMs: number) =>
+    new MessengerError('LOCKED_OUT', `Too many failed logins; this account is locked for ${Math.ceil(retryAfterMs / 1000)} s more.`, {
+      hint: 'Wait for the block to expire, then log in with the right password.',
+      details: {retryAfterMs},
+    }),
+  rateLimited: (retryAfterMs: number) =>
+    new MessengerError('RATE_LIMITED', `Too many attempts from this address; retry in ${Math.ceil(retryAfterMs / 1000)} s.`, {
+      hint: 'Slow down and try again later.',
+      details: {retryAfterMs},
+    }),
+  tokenInvalid: () =>
+    new MessengerError('TOKEN_INVALID', 'Your session has expired or was revoked.', {hint: 'Run `messenger login` again.'}),
+  noSuchUser: (username: string) =>
+    new MessengerError('NO_SUCH_USER', `There is no user "${username}".`, {hint: 'Check the spelling; `messenger whoisonline --since 30d` lists recent users.'}),
+} as const
+
+/** Turns anything thrown into a MessengerError without losing the original. */
+export function toMessengerError(error: unknown): MessengerError {
+  if (error instanceof MessengerError) return error
+  const message = error instanceof Error ? error.message : String(error)
+  return new MessengerError('INTERNAL', message, {cause: error})
+}

@@ -1,0 +1,41 @@
+import {LIMITS} from './constants.js'
+import {MessengerError} from './errors.js'
+
+/**
+ * Account rules shared by the server (authoritative) and the CLI (to fail fast before a round trip).
+ * Each check throws a specific coded error whose message names the rule.
+ */
+export function normalizeUsername(raw: string): string {
+  const username = raw.trim().toLowerCase()
+  if (!LIMITS.usernamePattern.test(username)) {
+    throw new MessengerError('BAD_USERNAME', `Invalid username "${raw.slice(0, 40)}": use 2-32 characters of a-z, 0-9, "_", "." or "-".`, {
+      hint: 'Pick a username like alice or bob_92.',
+    })
+  }
+  return username
+}
+
+export function checkPassword(password: string): void {
+  if (password.length < LIMITS.passwordMinLength) {
+    throw new MessengerError('BAD_PASSWORD', `Password too short: use at least ${LIMITS.passwordMinLength} characters.`, {
+      hint: 'Choose a longer password; a few random words work well.',
+    })
+  }
+  if (password.length > LIMITS.passwordMaxLength) {
+    throw new MessengerError('BAD_PASSWORD', `Password too long: use at most ${LIMITS.passwordMaxLength} characters.`)
+  }
+}
+
+// Printable: no control characters (C0, DEL, C1) and no line or paragraph separators.
+const UNPRINTABLE = /[\p{Cc}\p{Cs}\u2028\u2029]/u
+
+export function normalizeDisplayName(raw: string | undefined, username: string): string {
+  const displayName = (raw ?? username).trim()
+  const length = [...displayName].length
+  if (length < 1 || length > LIMITS.displayNameMaxLength || UNPRINTABLE.test(displayName)) {
+    throw new MessengerError('BAD_DISPLAY_NAME', `Invalid display name: use 1-${LIMITS.displayNameMaxLength} printable characters.`, {
+      hint: 'Leave out control characters and line breaks.',
+    })
+  }
+  return displayName
+}

@@ -1,0 +1,105 @@
+import {createHash, randomBytes} from 'node:crypto'
+import {hashPassword, makeDummyHash, verifyPassword, type ScryptParams} from '../crypto/password.js'
+import {MessengerError, errors} from '../protocol/errors.js'
+import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
+import type {Store, UserRecord} from '../store/store.js'
+import {KeyedMutex} from './keyed-mutex.js'
+
+export interface AccountsOptions {
+  store: Store
+  now: () => number
+  scrypt: ScryptParams
+  /** Consecutive failures that lock a username. */
+  maxAttempts: number
+  /** How long a locked username stays locked. */
+  blockDurationMs: number
+  tokenTtlMs: number
+}
+
+export interface LoggedIn {
+  user: UserRecord
+  token: string
+  tokenHash: string
+  expiresAt: number
+}
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex')
+}
+
+/** Registration, password login with lockout, and session tokens. */
+export class Accounts {
+  private readonly failures = new KeyedMutex()
+
+  constructor(private readonly options: AccountsOptions) {}
+
+  async register(rawUsername: string, password: string, rawDisplayName?: string): Promise<UserRecord> {
+    const username = normalizeUsername(rawUsername)
+    checkPassword(password)
+    const displayName = normalizeDisplayName(rawDisplayName, username)
+    const passwordHash = await hashPassword(password, this.options.scrypt)
+    const user = {username, displayName, passwordHash, createdAt: this.options.now()}
+    if (!(await this.options.store.createUser(user))) {
+      throw new MessengerError('USERNAME_TAKEN', `The username "${username}" is taken.`, {hint: 'Pick another username, or log in if it is yours.'})
+    }
+    return {...user, lastLoginAt: null}
+  }
+
+  /**
+   * Password login. Unknown users and wrong passwords look the same from outside, in answer and
+   * in time (a dummy hash is verified), and both count toward the username's lockout.
+   */
+  async login(rawUsername: string, password: string): Promise<LoggedIn> {
+    const username = rawUsername.trim().toLowerCase()
+    const {store, now} = this.options
+    const user = await this.failures.run(username, async () => {
+      const failures = await store.getLoginFailures(username)
+      if (failures.lockedUntil > now()) throw errors.lockedOut(failures.lockedUntil - now())
+      const record = await store.getUser(username)
+      const ok = await verifyPassword(password, record?.passwordHash ?? (await makeDummyHash(this.options.scrypt)))
+      if (ok && record) {
+        if (failures.count > 0 || failures.lockedUntil > 0) await store.clearLoginFailures(username)
+        return record
+      }
+      const count = failures.count + 1
+      if (count >= this.options.maxAttempts) {
+        await store.setLoginFailures(username, {count: 0, lockedUntil: now() + this.options.blockDurationMs})
+        throw errors.lockedOut(this.options.blockDurationMs)
+      }
+      await store.setLoginFailures(username, {count, lockedUntil: 0})
+      throw errors.authFailed()
+    })
+    const token = randomBytes(32).toString('base64url')
+    const tokenHash = hashToken(token)
+    const at = now()
+    const expiresAt = at + this.options.tokenTtlMs
+    await store.createSession({tokenHash, username, createdAt: at, expiresAt})
+    await store.setLastLogin(username, at)
+    return {user: {...user, lastLoginAt: at}, token, tokenHash, expiresAt}
+  }
+
+  /**
+   * Token login for later commands; an expired token is deleted on sight. Only an online resume
+   * counts as a login for `whoisonline --since`: one-shot commands stay invisible.
+   */
+  async resume(token: string, online: boolean): Promise<{user: UserRecord; tokenHash: string; expiresAt: number}> {
+    const {store, now} = this.options
+    const tokenHash = hashToken(token)
+    const session = await store.getSession(tokenHash)
+    if (!session) throw errors.tokenInvalid()
+    if (session.expiresAt <= now()) {
+      await store.deleteSession(tokenHash)
+      throw errors.tokenInvalid()
+    }
+    const user = await store.getUser(session.username)
+    if (!user) throw errors.tokenInvalid()
+    if (!online) return {user, tokenHash, expiresAt: session.expiresAt}
+    const at = now()
+    await store.setLastLogin(user.username, at)
+    return {user: {...user, lastLoginAt: at}, tokenHash, expiresAt: session.expiresAt}
+  }
+
+  async logout(tokenHash: string): Promise<void> {
+    await this.options.store.deleteSession(tokenHash)
+  }
+}

@@ -1,0 +1,141 @@
+import {EventEmitter} from 'node:events'
+import type {Socket} from 'node:net'
+import type {Logger} from 'pino'
+import {FrameDecoder, encodeFrame} from '../protocol/frame.js'
+import {MessengerError} from '../protocol/errors.js'
+import type {Push, Request, Results, RequestType} from '../protocol/messages.js'
+import {validateRequest} from '../protocol/validate.js'
+
+/** The authenticated identity behind a connection. */
+export interface ConnectionSession {
+  username: string
+  displayName: string
+  tokenHash: string
+  online: boolean
+  /** Back-reference so presence and delivery can push to the session's socket. */
+  connection: Connection
+}
+
+/** A peer that stops reading while we queue this much for it is dropped rather than buffered without end. */
+const MAX_QUEUED_WRITE_BYTES = 8 * 1024 * 1024
+/** After a final error frame, how long the peer gets to read it before the socket is destroyed. */
+const CLOSE_GRACE_MS = 1_000
+
+let nextId = 1
+
+/**
+ * One socket: frames in, validated requests out, replies and pushes back. It knows nothing of
+ * accounts or presence; the server's router gives requests their meaning. Requests are handled
+ * one at a time, in arrival order, so a client's sequence of requests has a defined effect.
+ */
+export class Connection extends EventEmitter<{request: [Request]; close: []}> {
+  readonly id = nextId++
+  readonly remoteAddress: string
+  greeted = false
+  session: ConnectionSession | undefined
+  /** Last time any frame arrived (heartbeats included). */
+  lastInboundAt: number
+  /** Last time a request other than ping arrived (for --idle-timeout). */
+  lastActiveAt: number
+  private readonly decoder: FrameDecoder
+  private closed = false
+  private chain: Promise<void> = Promise.resolve()
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly options: {maxFrameBytes: number; now: () => number; logger: Logger; handle: (connection: Connection, request: Request) => Promise<unknown>},
+  ) {
+    super()
+    this.remoteAddress = socket.remoteAddress ?? 'unknown'
+    this.decoder = new FrameDecoder({maxFrameBytes: options.maxFrameBytes})
+    this.lastInboundAt = this.lastActiveAt = options.now()
+    socket.setNoDelay(true)
+    socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    socket.on('error', (error) => options.logger.debug({conn: this.id, err: error.message}, 'socket error'))
+    socket.on('close', () => this.onClose())
+  }
+
+  get isClosed(): boolean {
+    return this.closed
+  }
+
+  push(push: Push): void {
+    this.write(push)
+  }
+
+  /** Sends a final error frame, then ends the connection. */
+  fail(error: MessengerError): void {
+    if (this.closed) return
+    this.write({type: 'error', error: error.toWire()})
+    this.end()
+  }
+
+  end(): void {
+    if (this.closed) return
+    this.socket.end()
+    // A peer that never reads would keep the half-closed socket forever.
+    setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref()
+  }
+
+  destroy(): void {
+    this.socket.destroy()
+  }
+
+  private write(value: unknown): void {
+    if (this.closed || this.socket.destroyed) return
+    if (this.socket.writableLength > MAX_QUEUED_WRITE_BYTES) {
+      this.options.logger.warn({conn: this.id, queued: this.socket.writableLength}, 'dropping a connection that does not read')
+      this.socket.destroy()
+      return
+    }
+    this.socket.write(encodeFrame(value))
+  }
+
+  private onData(chunk: Buffer): void {
+    this.lastInboundAt = this.options.now()
+    for (const item of this.decoder.push(chunk)) {
+      if (!item.ok) {
+        this.options.logger.info({conn: this.id, code: item.error.code, addr: this.remoteAddress}, 'bad frame')
+        if (item.fatal) {
+          this.fail(item.error)
+          return
+        }
+        this.write({re: null, error: item.error.toWire()})
+        continue
+      }
+      const checked = validateRequest(item.value)
+      if (!checked.ok) {
+        this.options.logger.info({conn: this.id, code: checked.error.code, addr: this.remoteAddress}, 'invalid request')
+        this.write({re: checked.re, error: checked.error.toWire()})
+        continue
+      }
+      const request = checked.request
+      if (request.type !== 'ping') this.lastActiveAt = this.lastInboundAt
+      this.chain = this.chain.then(() => this.dispatch(request))
+    }
+  }
+
+  private async dispatch(request: Request): Promise<void> {
+    if (this.closed) return
+    try {
+      const result = await this.options.handle(this, request)
+      this.write({re: request.id, result})
+    } catch (error) {
+      if (error instanceof MessengerError) {
+        this.write({re: request.id, error: error.toWire()})
+        if (error.code === 'HELLO_REQUIRED' || error.code === 'VERSION_MISMATCH') this.end()
+        return
+      }
+      this.options.logger.error({conn: this.id, type: request.type, err: error}, 'request failed')
+      this.write({re: request.id, error: {code: 'INTERNAL', message: 'The server hit an unexpected error; try again.'}})
+    }
+  }
+
+  private onClose(): void {
+    if (this.closed) return
+    this.closed = true
+    this.emit('close')
+  }
+}
+
+export type Handler<T extends RequestType> = (connection: Connection, request: Request<T>) => Promise<Results[T]>

@@ -1,0 +1,266 @@
+import {accessSync, constants as fsConstants, mkdirSync} from 'node:fs'
+import {join} from 'node:path'
+import type {AddressInfo} from 'node:net'
+import tls from 'node:tls'
+import pino, {type Logger} from 'pino'
+import type {ScryptParams} from '../crypto/password.js'
+import {loadServerTls} from '../crypto/tls.js'
+import {DEFAULTS} from '../protocol/constants.js'
+import {MessengerError, errors} from '../protocol/errors.js'
+import {openSqliteStore} from '../store/sqlite/sqlite-store.js'
+import type {Store} from '../store/store.js'
+import {Accounts} from './accounts.js'
+import {Connection, type ConnectionSession} from './connection.js'
+import {importCredentials} from './credentials.js'
+import {hashPassword} from '../crypto/password.js'
+import {Presence} from './presence.js'
+import {RateLimiter} from './rate-limit.js'
+import {createRouter} from './router.js'
+
+/** Options for {@link createServer}. Every field has a default; tests pass small timeouts and cheap scrypt. */
+export interface ServerOptions {
+  /** Interface to bind. Default 0.0.0.0. */
+  host?: string
+  /** TCP port; 0 picks a free one. Default 7420. */
+  port?: number
+  /** Where the SQLite file and the self-signed certificate live. Required. */
+  dataDir: string
+  /** Accounts to import at start; missing file is an error only when given explicitly. */
+  credentialsFile?: string
+  tlsCertFile?: string
+  tlsKeyFile?: string
+  maxClients?: number
+  maxAttempts?: number
+  blockDurationMs?: number
+  /** 0 = off. */
+  idleTimeoutMs?: number
+  heartbeatIntervalMs?: number
+  heartbeatTimeoutMs?: number
+  maxFrameBytes?: number
+  authRateLimit?: number
+  authRateWindowMs?: number
+  tokenTtlMs?: number
+  scrypt?: Partial<ScryptParams>
+  /** Use this store instead of the SQLite file in dataDir (the server then does not own it). */
+  store?: Store
+  logger?: Logger
+  now?: () => number
+}
+
+export const DB_FILE = 'messenger.db'
+
+export interface ServerInfo {
+  host: string
+  port: number
+  fingerprint: string
+}
+
+/** Creates a server; call `start()` to listen. */
+export function createServer(options: ServerOptions): MessengerServer {
+  return new MessengerServer(options)
+}
+
+export class MessengerServer {
+  readonly logger: Logger
+  private readonly options: Required<Omit<ServerOptions, 'credentialsFile' | 'tlsCertFile' | 'tlsKeyFile' | 'store' | 'logger' | 'scrypt'>> & {scrypt: ScryptParams}
+  private readonly connections = new Set<Connection>()
+  private tlsServer: tls.Server | undefined
+  private store: Store | undefined
+  private ownsStore = false
+  private sweeper: NodeJS.Timeout | undefined
+  private info: ServerInfo | undefined
+  private stopping: Promise<void> | undefined
+  presence: Presence<ConnectionSession> | undefined
+
+  constructor(private readonly input: ServerOptions) {
+    const o = {
+      host: DEFAULTS.host,
+      port: DEFAULTS.port,
+      maxClients: DEFAULTS.maxClients,
+      maxAttempts: DEFAULTS.maxAttempts,
+      blockDurationMs: DEFAULTS.blockDurationMs,
+      idleTimeoutMs: DEFAULTS.idleTimeoutMs,
+      heartbeatIntervalMs: DEFAULTS.heartbeatIntervalMs,
+      heartbeatTimeoutMs: DEFAULTS.heartbeatTimeoutMs,
+      maxFrameBytes: DEFAULTS.maxFrameBytes,
+      authRateLimit: DEFAULTS.authRateLimit,
+      authRateWindowMs: DEFAULTS.authRateWindowMs,
+      tokenTtlMs: DEFAULTS.tokenTtlMs,
+      now: Date.now,
+      ...stripUndefined(input),
+      dataDir: input.dataDir,
+      scrypt: {N: DEFAULTS.scryptN, r: DEFAULTS.scryptR, p: DEFAULTS.scryptP, ...stripUndefined(input.scrypt ?? {})},
+    }
+    if (!o.dataDir) throw new MessengerError('BAD_INPUT', 'A data directory is required.', {hint: 'Pass --data-dir or set MESSENGER_DATA_DIR.'})
+    if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw new MessengerError('BAD_INPUT', `Invalid port ${o.port}: use 0-65535.`)
+    if (!(o.maxClients >= 1)) throw new MessengerError('BAD_INPUT', '--max-clients must be at least 1.')
+    if (!(o.maxAttempts >= 1)) throw new MessengerError('BAD_INPUT', '--max-attempts must be at least 1.')
+    if (!(o.heartbeatTimeoutMs > o.heartbeatIntervalMs)) {
+      throw new MessengerError('BAD_INPUT', 'The heartbeat timeout must be longer than the heartbeat interval, or live clients would be dropped.')
+    }
+    this.options = o
+    this.logger = input.logger ?? pino({level: 'silent'})
+  }
+
+  get address(): ServerInfo {
+    if (!this.info) throw new Error('server not started')
+    return this.info
+  }
+
+  get connectionCount(): number {
+    return this.connections.size
+  }
+
+  async start(): Promise<ServerInfo> {
+    const o = this.options
+    prepareDataDir(o.dataDir)
+    const material = await loadServerTls({dataDir: o.dataDir, certFile: this.input.tlsCertFile, keyFile: this.input.tlsKeyFile})
+    if (material.created) this.logger.info({dataDir: o.dataDir}, 'created a self-signed TLS certificate')
+
+    this.store = this.input.store ?? openSqliteStore(join(o.dataDir, DB_FILE))
+    this.ownsStore = !this.input.store
+    const store = this.store
+    try {
+      if (this.input.credentialsFile) {
+        const report = await importCredentials({file: this.input.credentialsFile, store, hash: (p) => hashPassword(p, o.scrypt), now: o.now})
+        for (const problem of report.problems) {
+          this.logger.warn({file: this.input.credentialsFile, line: problem.line}, `credentials: line ${problem.line} skipped: ${problem.message}`)
+        }
+        this.logger.info({created: report.created.length, existing: report.existing.length}, `imported credentials from ${this.input.credentialsFile}`)
+      }
+      await store.deleteExpiredSessions(o.now())
+
+      const presence = new Presence<ConnectionSession>(o.now)
+      this.presence = presence
+      presence.on('change', (change) => {
+        for (const session of presence.sessions()) {
+          if (session.username === change.username) continue
+          session.connection.push({type: 'presence', ...change})
+        }
+        this.logger.info({user: change.username, online: change.online}, change.online ? 'user online' : 'user offline')
+      })
+      const accounts = new Accounts({
+        store,
+        now: o.now,
+        scrypt: o.scrypt,
+        maxAttempts: o.maxAttempts,
+        blockDurationMs: o.blockDurationMs,
+        tokenTtlMs: o.tokenTtlMs,
+      })
+      const authLimiter = new RateLimiter({limit: o.authRateLimit, windowMs: o.authRateWindowMs, now: o.now})
+      const handle = createRouter({
+        accounts,
+        presence,
+        store,
+        authLimiter,
+        now: o.now,
+        serverName: 'messenger',
+        maxFrameBytes: o.maxFrameBytes,
+        heartbeatIntervalMs: o.heartbeatIntervalMs,
+      })
+
+      const server = tls.createServer({cert: material.cert, key: material.key, minVersion: 'TLSv1.2'})
+      server.on('secureConnection', (socket) => this.accept(socket, handle))
+      // A client that aborts its handshake is its own problem, not a crash.
+      server.on('tlsClientError', (error, socket) => {
+        this.logger.debug({err: error.message, addr: socket.remoteAddress}, 'TLS handshake failed')
+        socket.destroy()
+      })
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (error: NodeJS.ErrnoException) => {
+          if (error.code === 'EADDRINUSE') {
+            reject(new MessengerError('PORT_IN_USE', `Port ${o.port} on ${o.host} is already in use.`, {hint: 'Stop the other process or pick another port with --port.'}))
+          } else if (error.code === 'EACCES') {
+            reject(new MessengerError('PORT_IN_USE', `Not allowed to listen on port ${o.port}.`, {hint: 'Use a port above 1023 or run with the needed privilege.'}))
+          } else reject(error)
+        })
+        server.listen(o.port, o.host, () => resolve())
+      })
+      server.on('error', (error) => this.logger.error({err: error}, 'server socket error'))
+      this.tlsServer = server
+      const address = server.address() as AddressInfo
+      this.info = {host: address.address, port: address.port, fingerprint: material.fingerprint}
+      this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.min(1_000, o.heartbeatTimeoutMs / 4)))
+      this.sweeper.unref()
+      this.logger.info(
+        {address: `${this.info.host}:${this.info.port}`, fingerprint: material.fingerprint},
+        `messenger server listening on ${this.info.host}:${this.info.port} (TLS, certificate SHA-256 ${material.fingerprint})`,
+      )
+      return this.info
+    } catch (error) {
+      if (this.ownsStore) await store.close()
+      throw error
+    }
+  }
+
+  private accept(socket: tls.TLSSocket, handle: ReturnType<typeof createRouter>): void {
+    const o = this.options
+    const connection = new Connection(socket, {maxFrameBytes: o.maxFrameBytes, now: o.now, logger: this.logger, handle})
+    if (this.stopping) {
+      connection.fail(new MessengerError('SHUTTING_DOWN', 'The server is shutting down.', {hint: 'Try again in a moment.'}))
+      return
+    }
+    if (this.connections.size >= o.maxClients) {
+      this.logger.warn({addr: connection.remoteAddress, max: o.maxClients}, 'refusing connection: server full')
+      connection.fail(errors.serverFull(o.maxClients))
+      return
+    }
+    socket.setKeepAlive(true, o.heartbeatIntervalMs)
+    this.connections.add(connection)
+    connection.on('close', () => {
+      this.connections.delete(connection)
+      if (connection.session) this.presence?.remove(connection.session)
+    })
+  }
+
+  /** Drops connections that went silent (half-open) or idle past --idle-timeout. */
+  private sweep(): void {
+    const o = this.options
+    const now = o.now()
+    for (const connection of this.connections) {
+      if (now - connection.lastInboundAt > o.heartbeatTimeoutMs) {
+        this.logger.info({conn: connection.id, user: connection.session?.username}, 'no heartbeat: dropping connection')
+        connection.destroy()
+      } else if (o.idleTimeoutMs > 0 && now - connection.lastActiveAt > o.idleTimeoutMs) {
+        connection.fail(new MessengerError('IDLE_TIMEOUT', 'Closed after being idle too long.', {hint: 'Reconnect to continue.'}))
+      }
+    }
+  }
+
+  /** Stops accepting, tells every client, closes sockets and the store. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop()
+    return this.stopping
+  }
+
+  private async doStop(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper)
+    const closed = this.tlsServer ? new Promise<void>((resolve) => this.tlsServer!.close(() => resolve())) : Promise.resolve()
+    const shutdown = new MessengerError('SHUTTING_DOWN', 'The server is shutting down.', {hint: 'Your client will reconnect when it is back.'})
+    for (const connection of this.connections) connection.fail(shutdown)
+    // Give clients a moment to read the goodbye, then cut whoever is left.
+    const deadline = setTimeout(() => {
+      for (const connection of this.connections) connection.destroy()
+    }, 1_500)
+    await closed
+    clearTimeout(deadline)
+    if (this.store && this.ownsStore) await this.store.close()
+    this.logger.info('server stopped')
+  }
+}
+
+function prepareDataDir(dataDir: string): void {
+  try {
+    mkdirSync(dataDir, {recursive: true, mode: 0o700})
+    accessSync(dataDir, fsConstants.W_OK)
+  } catch (error) {
+    throw new MessengerError('DATA_DIR_UNWRITABLE', `Cannot use data directory ${dataDir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {
+      hint: 'Pick a writable directory with --data-dir or MESSENGER_DATA_DIR.',
+      cause: error,
+    })
+  }
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>
+}

@@ -1,0 +1,247 @@
+import Database from 'better-sqlite3'
+
+import {MessengerError} from '../../protocol/errors.js'
+import type {LoginFailures, SessionRecord, Store, UserRecord} from '../store.js'
+
+/**
+ * Schema migrations, applied in order. `PRAGMA user_version` records how many have run, so a database
+ * only ever moves forward. Never edit a step that has shipped: append a new one (messages, groups,
+ * blocks and keys land here as later steps).
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: accounts, sessions, lockout counters.
+  `
+  CREATE TABLE users (
+    username      TEXT PRIMARY KEY,
+    display_name  TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    last_login_at INTEGER
+  ) WITHOUT ROWID;
+  CREATE INDEX users_last_login_at ON users (last_login_at);
+
+  CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    username   TEXT NOT NULL REFERENCES users (username) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX sessions_expires_at ON sessions (expires_at);
+  CREATE INDEX sessions_username ON sessions (username);
+
+  -- No foreign key to users: failures for unknown usernames are counted too, so lockout behaves the
+  -- same whether or not an account exists and does not reveal which names are registered.
+  CREATE TABLE login_failures (
+    username     TEXT PRIMARY KEY,
+    count        INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
+]
+
+/** The schema version this code writes; a database newer than this is refused rather than misread. */
+export const SCHEMA_VERSION = MIGRATIONS.length
+
+/** How long a statement waits for another connection's lock before failing with SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5_000
+
+/** Error codes (and extended codes) from opening the file that mean "this location cannot be used", not "the data is bad". */
+const UNWRITABLE_CODES = /^SQLITE_(CANTOPEN|READONLY|PERM|IOERR)/
+
+interface UserRow {
+  username: string
+  display_name: string
+  password_hash: string
+  created_at: number
+  last_login_at: number | null
+}
+
+interface SessionRow {
+  token_hash: string
+  username: string
+  created_at: number
+  expires_at: number
+}
+
+interface FailureRow {
+  count: number
+  locked_until: number
+}
+
+function toUser(row: UserRow): UserRecord {
+  return {
+    username: row.username,
+    displayName: row.display_name,
+    passwordHash: row.password_hash,
+    createdAt: row.created_at,
+    lastLoginAt: row.last_login_at,
+  }
+}
+
+function toSession(row: SessionRow): SessionRecord {
+  return {tokenHash: row.token_hash, username: row.username, createdAt: row.created_at, expiresAt: row.expires_at}
+}
+
+// Prepared once: preparing parses SQL, and these run on every login and request.
+function prepareStatements(db: Database.Database) {
+  return {
+    createUser: db.prepare<[string, string, string, number]>(
+      'INSERT OR IGNORE INTO users (username, display_name, password_hash, created_at) VALUES (?, ?, ?, ?)',
+    ),
+    getUser: db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?'),
+    setLastLogin: db.prepare<[number, string]>('UPDATE users SET last_login_at = ? WHERE username = ?'),
+    listUsersLoggedInSince: db.prepare<[number], UserRow>(
+      'SELECT * FROM users WHERE last_login_at >= ? ORDER BY last_login_at DESC, username ASC',
+    ),
+    createSession: db.prepare<[string, string, number, number]>(
+      'INSERT INTO sessions (token_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)',
+    ),
+    getSession: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE token_hash = ?'),
+    deleteSession: db.prepare<[string]>('DELETE FROM sessions WHERE token_hash = ?'),
+    deleteExpiredSessions: db.prepare<[number]>('DELETE FROM sessions WHERE expires_at <= ?'),
+    getLoginFailures: db.prepare<[string], FailureRow>('SELECT count, locked_until FROM login_failures WHERE username = ?'),
+    setLoginFailures: db.prepare<[string, number, number]>(
+      `INSERT INTO login_failures (username, count, locked_until) VALUES (?, ?, ?)
+       ON CONFLICT (username) DO UPDATE SET count = excluded.count, locked_until = excluded.locked_until`,
+    ),
+    clearLoginFailures: db.prepare<[string]>('DELETE FROM login_failures WHERE username = ?'),
+  }
+}
+
+/**
+ * The embedded default Store. better-sqlite3 is synchronous; the methods are async only to honour the
+ * interface (they resolve at once, and any SQLite error becomes a rejection).
+ */
+export class SqliteStore implements Store {
+  readonly file: string
+  private readonly db: Database.Database
+  private readonly stmt: ReturnType<typeof prepareStatements>
+
+  /** Use openSqliteStore(); this expects a connection that is already configured and migrated. */
+  constructor(db: Database.Database, file: string) {
+    this.db = db
+    this.file = file
+    this.stmt = prepareStatements(db)
+  }
+
+  async createUser(user: Omit<UserRecord, 'lastLoginAt'>): Promise<boolean> {
+    // OR IGNORE + changes: a duplicate is an answer ("taken"), not an exception, and is race-free.
+    const result = this.stmt.createUser.run(user.username, user.displayName, user.passwordHash, user.createdAt)
+    return result.changes === 1
+  }
+
+  async getUser(username: string): Promise<UserRecord | undefined> {
+    const row = this.stmt.getUser.get(username)
+    return row ? toUser(row) : undefined
+  }
+
+  async setLastLogin(username: string, at: number): Promise<void> {
+    this.stmt.setLastLogin.run(at, username)
+  }
+
+  async listUsersLoggedInSince(since: number): Promise<UserRecord[]> {
+    return this.stmt.listUsersLoggedInSince.all(since).map(toUser)
+  }
+
+  async createSession(session: SessionRecord): Promise<void> {
+    this.stmt.createSession.run(session.tokenHash, session.username, session.createdAt, session.expiresAt)
+  }
+
+  async getSession(tokenHash: string): Promise<SessionRecord | undefined> {
+    const row = this.stmt.getSession.get(tokenHash)
+    return row ? toSession(row) : undefined
+  }
+
+  async deleteSession(tokenHash: string): Promise<void> {
+    this.stmt.deleteSession.run(tokenHash)
+  }
+
+  /** A session whose expiresAt is at or before `now` is expired. */
+  async deleteExpiredSessions(now: number): Promise<number> {
+    return this.stmt.deleteExpiredSessions.run(now).changes
+  }
+
+  async getLoginFailures(username: string): Promise<LoginFailures> {
+    const row = this.stmt.getLoginFailures.get(username)
+    return row ? {count: row.count, lockedUntil: row.locked_until} : {count: 0, lockedUntil: 0}
+  }
+
+  async setLoginFailures(username: string, failures: LoginFailures): Promise<void> {
+    this.stmt.setLoginFailures.run(username, failures.count, failures.lockedUntil)
+  }
+
+  async clearLoginFailures(username: string): Promise<void> {
+    this.stmt.clearLoginFailures.run(username)
+  }
+
+  /** Closes the database; safe to call more than once (shutdown paths often overlap). */
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close()
+  }
+
+  /** Reads a pragma of this connection (diagnostics and tests; per-connection settings are invisible from outside). */
+  pragma(name: string): unknown {
+    return this.db.pragma(name, {simple: true})
+  }
+}
+
+/**
+ * Opens (creating if needed) the database at `file`, applies pending migrations and returns the store.
+ * The directory must exist. Throws `DATA_DIR_UNWRITABLE` when the location cannot be opened or written.
+ */
+export function openSqliteStore(file: string): SqliteStore {
+  let db: Database.Database | undefined
+  try {
+    db = new Database(file)
+    configure(db)
+    migrate(db, file)
+    return new SqliteStore(db, file)
+  } catch (error) {
+    if (db?.open) db.close()
+    throw translateOpenError(error, file)
+  }
+}
+
+function configure(db: Database.Database): void {
+  // WAL: readers never block the writer, and a commit is one sequential append to the log.
+  db.pragma('journal_mode = WAL')
+  // FULL, not WAL's usual NORMAL: NORMAL skips the fsync at commit, so a power cut can lose the last
+  // transactions. The server acknowledges a message or an account only after commit, so a commit
+  // must be on disk when it returns ("acknowledged" means durable).
+  db.pragma('synchronous = FULL')
+  // A second process (a CLI tool, a backup) may briefly hold the lock; wait rather than fail.
+  db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
+  // Off by default in SQLite and per connection; sessions rely on ON DELETE CASCADE from users.
+  db.pragma('foreign_keys = ON')
+}
+
+function migrate(db: Database.Database, file: string): void {
+  const current = db.pragma('user_version', {simple: true}) as number
+  if (current > MIGRATIONS.length) {
+    throw new MessengerError(
+      'INTERNAL',
+      `The database ${file} has schema version ${current}, but this server only knows up to version ${MIGRATIONS.length}.`,
+      {hint: 'Run a newer version of messenger with this data dir, or point --data-dir at another directory.'},
+    )
+  }
+  if (current === MIGRATIONS.length) return
+  // One transaction for all pending steps: a crash mid-upgrade leaves the old schema, never half of one.
+  db.transaction(() => {
+    for (let version = current; version < MIGRATIONS.length; version++) {
+      db.exec(MIGRATIONS[version]!)
+      db.pragma(`user_version = ${version + 1}`)
+    }
+  }).immediate()
+}
+
+function translateOpenError(error: unknown, file: string): unknown {
+  if (error instanceof MessengerError) return error
+  const code = (error as {code?: unknown}).code
+  const message = error instanceof Error ? error.message : String(error)
+  const unusable = (typeof code === 'string' && UNWRITABLE_CODES.test(code)) || /directory does not exist/i.test(message)
+  if (!unusable) return error
+  return new MessengerError('DATA_DIR_UNWRITABLE', `Cannot open the database ${file}: ${message}`, {
+    hint: 'Check that the data directory exists and is writable, or choose another with --data-dir.',
+    cause: error,
+  })
+}

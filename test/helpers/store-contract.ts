@@ -1,0 +1,203 @@
+import {describe, expect, it, onTestFinished} from 'vitest'
+
+import type {SessionRecord, Store, UserRecord} from '../../src/store/store.js'
+
+/** What a backend's test file hands the contract: a fresh, empty store and how to dispose of it. */
+export interface StoreFactoryResult {
+  store: Store
+  /** Called after the store is closed: remove temp files, flush the Redis db, ... */
+  cleanup: () => Promise<void>
+}
+
+/**
+ * The promises every Store backend makes, written against the interface only so the same suite runs
+ * against SQLite now and Redis later (DESIGN.md 7.9). Each test gets a fresh store from `makeStore`.
+ */
+export function storeContract(name: string, makeStore: () => Promise<StoreFactoryResult>): void {
+  describe(`Store contract: ${name}`, () => {
+    async function open(): Promise<Store> {
+      const {store, cleanup} = await makeStore()
+      // Teardown registered right after creation, so a failing assertion cannot leak the store.
+      onTestFinished(async () => {
+        await store.close()
+        await cleanup()
+      })
+      return store
+    }
+
+    const T0 = 1_700_000_000_000
+
+    function user(username: string, overrides: Partial<Omit<UserRecord, 'lastLoginAt'>> = {}): Omit<UserRecord, 'lastLoginAt'> {
+      return {username, displayName: `Display ${username}`, passwordHash: `scrypt$1024$8$1$c2FsdA==$aGFzaA==`, createdAt: T0, ...overrides}
+    }
+
+    function session(tokenHash: string, username: string, overrides: Partial<SessionRecord> = {}): SessionRecord {
+      return {tokenHash, username, createdAt: T0, expiresAt: T0 + 60_000, ...overrides}
+    }
+
+    describe('users', () => {
+      it('creates a user and reads it back with lastLoginAt null', async () => {
+        const store = await open()
+        expect(await store.createUser(user('alice', {displayName: 'Alice Liddell'}))).toBe(true)
+        expect(await store.getUser('alice')).toEqual({
+          username: 'alice',
+          displayName: 'Alice Liddell',
+          passwordHash: 'scrypt$1024$8$1$c2FsdA==$aGFzaA==',
+          createdAt: T0,
+          lastLoginAt: null,
+        })
+      })
+
+      it('returns false for a duplicate username and does not overwrite the first', async () => {
+        const store = await open()
+        expect(await store.createUser(user('alice', {displayName: 'First', passwordHash: 'first-hash'}))).toBe(true)
+        expect(await store.createUser(user('alice', {displayName: 'Second', passwordHash: 'second-hash', createdAt: T0 + 1}))).toBe(false)
+        const stored = await store.getUser('alice')
+        expect(stored?.displayName).toBe('First')
+        expect(stored?.passwordHash).toBe('first-hash')
+        expect(stored?.createdAt).toBe(T0)
+      })
+
+      it('returns undefined for a missing user', async () => {
+        const store = await open()
+        expect(await store.getUser('nobody')).toBeUndefined()
+        await store.createUser(user('alice'))
+        expect(await store.getUser('nobody')).toBeUndefined()
+      })
+
+      it('keeps users apart', async () => {
+        const store = await open()
+        await store.createUser(user('alice'))
+        await store.createUser(user('bob'))
+        expect((await store.getUser('alice'))?.displayName).toBe('Display alice')
+        expect((await store.getUser('bob'))?.displayName).toBe('Display bob')
+      })
+
+      it('setLastLogin records the time and later calls replace it', async () => {
+        const store = await open()
+        await store.createUser(user('alice'))
+        await store.setLastLogin('alice', T0 + 5)
+        expect((await store.getUser('alice'))?.lastLoginAt).toBe(T0 + 5)
+        await store.setLastLogin('alice', T0 + 9)
+        expect((await store.getUser('alice'))?.lastLoginAt).toBe(T0 + 9)
+      })
+
+      it('setLastLogin for a missing user changes nothing and does not create one', async () => {
+        const store = await open()
+        await store.setLastLogin('ghost', T0)
+        expect(await store.getUser('ghost')).toBeUndefined()
+        expect(await store.listUsersLoggedInSince(0)).toEqual([])
+      })
+    })
+
+    describe('listUsersLoggedInSince', () => {
+      it('lists users newest login first and leaves out those who never logged in', async () => {
+        const store = await open()
+        for (const name of ['alice', 'bob', 'carol', 'dave']) await store.createUser(user(name))
+        await store.setLastLogin('bob', T0 + 100)
+        await store.setLastLogin('alice', T0 + 300)
+        await store.setLastLogin('carol', T0 + 200)
+        const listed = await store.listUsersLoggedInSince(0)
+        expect(listed.map((u) => u.username)).toEqual(['alice', 'carol', 'bob'])
+        expect(listed[0]).toMatchObject({displayName: 'Display alice', lastLoginAt: T0 + 300, createdAt: T0})
+      })
+
+      it('includes a login exactly at the window start and excludes one just before it', async () => {
+        const store = await open()
+        for (const name of ['early', 'edge', 'late']) await store.createUser(user(name))
+        await store.setLastLogin('early', T0 - 1)
+        await store.setLastLogin('edge', T0)
+        await store.setLastLogin('late', T0 + 1)
+        expect((await store.listUsersLoggedInSince(T0)).map((u) => u.username)).toEqual(['late', 'edge'])
+        expect((await store.listUsersLoggedInSince(T0 + 2)).map((u) => u.username)).toEqual([])
+      })
+
+      it('reflects a newer login in the order', async () => {
+        const store = await open()
+        await store.createUser(user('alice'))
+        await store.createUser(user('bob'))
+        await store.setLastLogin('alice', T0 + 1)
+        await store.setLastLogin('bob', T0 + 2)
+        await store.setLastLogin('alice', T0 + 3)
+        expect((await store.listUsersLoggedInSince(T0)).map((u) => u.username)).toEqual(['alice', 'bob'])
+      })
+    })
+
+    describe('sessions', () => {
+      it('creates, reads back and deletes a session', async () => {
+        const store = await open()
+        await store.createUser(user('alice'))
+        const record = session('a'.repeat(64), 'alice')
+        await store.createSession(record)
+        expect(await store.getSession(record.tokenHash)).toEqual(record)
+        await store.deleteSession(record.tokenHash)
+        expect(await store.getSession(record.tokenHash)).toBeUndefined()
+      })
+
+      it('returns undefined for an unknown token hash, and deleting one is harmless', async () => {
+        const store = await open()
+        expect(await store.getSession('f'.repeat(64))).toBeUndefined()
+        await expect(store.deleteSession('f'.repeat(64))).resolves.toBeUndefined()
+      })
+
+      it('keeps several sessions per user independent', async () => {
+        const store = await open()
+        await store.createUser(user('alice'))
+        await store.createSession(session('t1', 'alice'))
+        await store.createSession(session('t2', 'alice'))
+        await store.deleteSession('t1')
+        expect(await store.getSession('t1')).toBeUndefined()
+        expect(await store.getSession('t2')).toMatchObject({username: 'alice'})
+      })
+
+      it('deleteExpiredSessions removes sessions expiring at or before now and counts them', async () => {
+        const store = await open()
+        await store.createUser(user('alice'))
+        await store.createUser(user('bob'))
+        await store.createSession(session('past', 'alice', {expiresAt: T0 - 1}))
+        await store.createSession(session('now', 'bob', {expiresAt: T0}))
+        await store.createSession(session('future', 'alice', {expiresAt: T0 + 1}))
+        expect(await store.deleteExpiredSessions(T0)).toBe(2)
+        expect(await store.getSession('past')).toBeUndefined()
+        expect(await store.getSession('now')).toBeUndefined()
+        expect(await store.getSession('future')).toMatchObject({expiresAt: T0 + 1})
+        expect(await store.deleteExpiredSessions(T0)).toBe(0)
+      })
+    })
+
+    describe('login failures', () => {
+      it('defaults to no failures and no lock', async () => {
+        const store = await open()
+        expect(await store.getLoginFailures('alice')).toEqual({count: 0, lockedUntil: 0})
+      })
+
+      it('sets, replaces and clears the counter, also for usernames with no account', async () => {
+        const store = await open()
+        await store.setLoginFailures('nobody', {count: 1, lockedUntil: 0})
+        expect(await store.getLoginFailures('nobody')).toEqual({count: 1, lockedUntil: 0})
+        await store.setLoginFailures('nobody', {count: 3, lockedUntil: T0 + 10_000})
+        expect(await store.getLoginFailures('nobody')).toEqual({count: 3, lockedUntil: T0 + 10_000})
+        await store.clearLoginFailures('nobody')
+        expect(await store.getLoginFailures('nobody')).toEqual({count: 0, lockedUntil: 0})
+      })
+
+      it('keeps counters per username, and clearing an absent one is harmless', async () => {
+        const store = await open()
+        await store.setLoginFailures('alice', {count: 2, lockedUntil: 0})
+        await store.setLoginFailures('bob', {count: 1, lockedUntil: 0})
+        await store.clearLoginFailures('carol')
+        await store.clearLoginFailures('alice')
+        expect(await store.getLoginFailures('alice')).toEqual({count: 0, lockedUntil: 0})
+        expect(await store.getLoginFailures('bob')).toEqual({count: 1, lockedUntil: 0})
+      })
+    })
+
+    describe('close', () => {
+      it('can be called twice', async () => {
+        const store = await open()
+        await store.close()
+        await expect(store.close()).resolves.toBeUndefined()
+      })
+    })
+  })
+}
