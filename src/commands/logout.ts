@@ -4,6 +4,8 @@ import {MessengerError} from '../protocol/errors.js'
 export default class Logout extends BaseCommand<typeof Logout> {
   static override summary = 'Revoke your session on the server and forget it locally.'
 
+  static override description = 'The server deletes the session token, so it cannot be used again from anywhere; the profile forgets it. If the server already forgot it, this still succeeds.'
+
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
 
   async run(): Promise<{username: string | null; revoked: boolean}> {

@@ -19,6 +19,9 @@ interface Status {
 export default class StatusCommand extends BaseCommand<typeof StatusCommand> {
   static override summary = 'Show who you are, which server, its certificate fingerprint and whether your session is valid.'
 
+  static override description = `Works offline too: an unreachable server is reported, not an error. A certificate that differs from the pinned one is an error (CERT_CHANGED).
+Session is one of: valid, invalid (expired or revoked), none (not logged in), unknown (server unreachable).`
+
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
 
   async run(): Promise<Status> {

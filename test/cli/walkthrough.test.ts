@@ -1,0 +1,119 @@
+import {describe, expect, it} from 'vitest'
+import {runCli, spawnCli, startServerProcess, tempDir} from '../helpers/cli.js'
+
+/** Two users, two profiles, the built CLI as child processes: the README walkthrough, checked. */
+describe('CLI walkthrough', () => {
+  it('register -> login -> listen -> whoisonline -> status -> logout, with --json parsed', async () => {
+    const server = await startServerProcess()
+    const alice = {MESSENGER_HOME: tempDir('home-alice-'), MESSENGER_SERVER: server.address}
+    const bob = {MESSENGER_HOME: tempDir('home-bob-'), MESSENGER_SERVER: server.address}
+
+    // A new account, registered non-interactively; the first connection pins the certificate.
+    const registered = await runCli(['register', 'zoe', '--display-name', 'Zoe Z', '--password-stdin', '--json'], {env: alice, input: 'zoe-secret-1\n'})
+    expect(registered.code, registered.stderr).toBe(0)
+    expect(JSON.parse(registered.stdout)).toMatchObject({username: 'zoe', displayName: 'Zoe Z', server: server.address})
+    expect(registered.stderr).toContain(`Pinned the certificate of ${server.address}`)
+    expect(registered.stderr).toContain(server.fingerprint)
+
+    // An account imported from the credentials file.
+    const login = await runCli(['login', 'bob', '--password-stdin', '--json'], {env: bob, input: 'builder123\n'})
+    expect(login.code, login.stderr).toBe(0)
+    expect(JSON.parse(login.stdout)).toMatchObject({username: 'bob', displayName: 'Bob the Builder'})
+
+    // Bob goes online; zoe sees him, then sees him leave.
+    const listening = spawnCli(['listen', '--json'], {env: bob})
+    await listening.waitForLine((l) => l.includes('"ready"'), 'listen to be ready')
+    const online = await runCli(['whoisonline', '--json'], {env: alice})
+    expect(online.code, online.stderr).toBe(0)
+    const {users} = JSON.parse(online.stdout) as {users: Array<{username: string; displayName: string; since: string}>}
+    expect(users.map((u) => u.username)).toEqual(['bob'])
+    expect(users[0]!.displayName).toBe('Bob the Builder')
+    expect(Number.isNaN(Date.parse(users[0]!.since))).toBe(false)
+
+    const table = await runCli(['whoisonline'], {env: alice})
+    expect(table.stdout).toMatch(/USERNAME\s+DISPLAY NAME\s+ONLINE SINCE/)
+    expect(table.stdout).toContain('Bob the Builder')
+
+    const aliceListens = spawnCli(['listen', '--json'], {env: alice})
+    await aliceListens.waitForLine((l) => l.includes('"ready"'), 'alice listening')
+    expect(await listening.stop('SIGINT')).toBe(0)
+    const offline = JSON.parse(await aliceListens.waitForLine((l) => l.includes('"presence"') && l.includes('"online":false'), 'bob offline'))
+    expect(offline).toMatchObject({type: 'presence', username: 'bob', online: false})
+
+    const since = await runCli(['whoisonline', '--since', '10m', '--json'], {env: alice})
+    const recent = (JSON.parse(since.stdout) as {users: Array<{username: string; online: boolean}>}).users
+    expect(recent.find((u) => u.username === 'bob')).toMatchObject({online: false})
+    expect(recent.find((u) => u.username === 'zoe')).toMatchObject({online: true})
+
+    const status = await runCli(['status', '--json'], {env: alice})
+    expect(status.code).toBe(0)
+    expect(JSON.parse(status.stdout)).toMatchObject({username: 'zoe', server: server.address, fingerprint: server.fingerprint, session: 'valid', reachable: true})
+
+    const logout = await runCli(['logout', '--json'], {env: alice})
+    expect(logout.code, logout.stderr).toBe(0)
+    expect(JSON.parse(logout.stdout)).toMatchObject({username: 'zoe', revoked: true})
+
+    const after = await runCli(['whoisonline', '--json'], {env: alice})
+    expect(after.code).toBe(1)
+    expect(JSON.parse(after.stdout)).toMatchObject({error: {code: 'NOT_LOGGED_IN'}})
+  })
+
+  it('reports wrong passwords, lockout and an unreachable server with a code, a sentence and exit 1', async () => {
+    const server = await startServerProcess(['--max-attempts', '2', '--block-duration', '1h'])
+    const env = {MESSENGER_HOME: tempDir(), MESSENGER_SERVER: server.address}
+    const wrong = await runCli(['login', 'alice', '--password-stdin'], {env, input: 'not-her-password\n'})
+    expect(wrong.code).toBe(1)
+    expect(wrong.stderr).toMatch(/^Error: Wrong username or password\. .+/m)
+    const locked = await runCli(['login', 'alice', '--password-stdin', '--json'], {env, input: 'still-wrong-pw\n'})
+    expect(locked.code).toBe(1)
+    expect(JSON.parse(locked.stdout)).toMatchObject({error: {code: 'LOCKED_OUT'}})
+    const right = await runCli(['login', 'alice', '--password-stdin', '--json'], {env, input: 'wonderland1\n'})
+    expect(JSON.parse(right.stdout)).toMatchObject({error: {code: 'LOCKED_OUT'}})
+
+    await server.stop()
+    const unreachable = await runCli(['login', 'alice', '--password-stdin'], {env, input: 'wonderland1\n'})
+    expect(unreachable.code).toBe(1)
+    expect(unreachable.stderr).toContain(`Cannot reach the server at ${server.address}`)
+    expect(unreachable.stderr).toContain('messenger server')
+  })
+
+  it('refuses a changed server certificate, naming both fingerprints, until the pin is forgotten', async () => {
+    const first = await startServerProcess()
+    const env = {MESSENGER_HOME: tempDir(), MESSENGER_SERVER: first.address}
+    expect((await runCli(['login', 'alice', '--password-stdin'], {env, input: 'wonderland1\n'})).code).toBe(0)
+    await first.stop()
+
+    // Same address, new data dir: a new self-signed certificate.
+    const second = await startServerProcess([], {port: first.port})
+    expect(second.fingerprint).not.toBe(first.fingerprint)
+    const refused = await runCli(['whoisonline'], {env})
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toContain(first.fingerprint)
+    expect(refused.stderr).toContain(second.fingerprint)
+    expect(refused.stderr).toContain(`messenger forget-server ${first.address}`)
+
+    expect((await runCli(['forget-server', first.address], {env})).code).toBe(0)
+    const relogin = await runCli(['login', 'alice', '--password-stdin'], {env, input: 'wonderland1\n'})
+    expect(relogin.code, relogin.stderr).toBe(0)
+    expect(relogin.stderr).toContain(second.fingerprint)
+  })
+
+  it('exits 2 on usage errors', async () => {
+    const result = await runCli(['whoisonline', '--no-such-flag'])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('no-such-flag')
+    const duration = await runCli(['whoisonline', '--since', 'soon'], {env: {MESSENGER_HOME: tempDir()}})
+    expect(duration.code).toBe(2)
+    expect(duration.stderr).toContain('Invalid duration "soon"')
+  })
+
+  it('documents every command with a description and examples in --help', async () => {
+    for (const command of ['server', 'register', 'login', 'logout', 'whoisonline', 'status', 'listen', 'forget-server']) {
+      const help = await runCli([command, '--help'])
+      expect(help.code, command).toBe(0)
+      expect(help.stdout, command).toContain('DESCRIPTION')
+      expect(help.stdout, command).toContain('EXAMPLES')
+      expect(help.stdout, command).toContain('--json')
+    }
+  })
+})

@@ -1,0 +1,108 @@
+import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process'
+import {mkdtempSync, rmSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {createInterface} from 'node:readline'
+import {fileURLToPath} from 'node:url'
+import {onTestFinished} from 'vitest'
+
+/** The built CLI, exactly as a user runs it. `npm test` builds dist/ first. */
+export const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
+
+export interface CliResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** A temp dir removed when the current test ends. */
+export function tempDir(prefix = 'messenger-cli-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  onTestFinished(() => rmSync(dir, {recursive: true, force: true}))
+  return dir
+}
+
+function childEnv(env: Record<string, string | undefined>): NodeJS.ProcessEnv {
+  // Start from a clean slate for our own variables, so the developer's shell cannot leak in.
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MESSENGER_')))
+  return {...base, NO_COLOR: '1', ...env}
+}
+
+/** Runs one CLI command to completion. */
+export function runCli(args: string[], options: {env?: Record<string, string | undefined>; input?: string} = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {env: childEnv(options.env ?? {})})
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d))
+    child.stderr.on('data', (d: Buffer) => (stderr += d))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({code, stdout, stderr}))
+    child.stdin.end(options.input ?? '')
+  })
+}
+
+/** A long-running CLI child (server, listen) whose stdout is read line by line. */
+export interface CliProcess {
+  child: ChildProcessWithoutNullStreams
+  /** Resolves with the first stdout line for which `match` returns true (lines seen earlier count too). */
+  waitForLine(match: (line: string) => boolean, what: string): Promise<string>
+  lines: string[]
+  stderr(): string
+  exited: Promise<number | null>
+  stop(signal?: NodeJS.Signals): Promise<number | null>
+}
+
+export function spawnCli(args: string[], options: {env?: Record<string, string | undefined>} = {}): CliProcess {
+  const child = spawn(process.execPath, [BIN, ...args], {env: childEnv(options.env ?? {})})
+  const lines: string[] = []
+  let stderr = ''
+  const waiters: Array<{match: (line: string) => boolean; resolve: (line: string) => void}> = []
+  child.stderr.on('data', (d: Buffer) => (stderr += d))
+  createInterface({input: child.stdout}).on('line', (line) => {
+    lines.push(line)
+    for (const waiter of [...waiters]) {
+      if (waiter.match(line)) {
+        waiters.splice(waiters.indexOf(waiter), 1)
+        waiter.resolve(line)
+      }
+    }
+  })
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
+  const proc: CliProcess = {
+    child,
+    lines,
+    stderr: () => stderr,
+    exited,
+    waitForLine(match, what) {
+      const seen = lines.find(match)
+      if (seen !== undefined) return Promise.resolve(seen)
+      return new Promise((resolve, reject) => {
+        waiters.push({match, resolve})
+        exited.then((code) => reject(new Error(`process exited (${code}) before ${what}; stderr:\n${stderr}\nstdout:\n${lines.join('\n')}`)))
+      })
+    },
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+      return exited
+    },
+  }
+  onTestFinished(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    await exited
+  })
+  return proc
+}
+
+/** Starts `messenger server` on a free loopback port with a temp data dir and cheap scrypt. */
+export async function startServerProcess(
+  extraArgs: string[] = [],
+  options: {dataDir?: string; port?: number} = {},
+): Promise<CliProcess & {port: number; address: string; dataDir: string; fingerprint: string}> {
+  const dataDir = options.dataDir ?? tempDir('messenger-data-')
+  const proc = spawnCli(['server', '--host', '127.0.0.1', '--port', String(options.port ?? 0), '--data-dir', dataDir, '--scrypt-cost', '1024', '--credentials', fileURLToPath(new URL('../fixtures/credentials.txt', import.meta.url)), ...extraArgs])
+  const line = await proc.waitForLine((l) => l.includes('"address"'), 'the server listening')
+  const {address, fingerprint} = JSON.parse(line) as {address: string; fingerprint: string}
+  const port = Number(address.split(':').pop())
+  return Object.assign(proc, {port, address: `127.0.0.1:${port}`, dataDir, fingerprint})
+}

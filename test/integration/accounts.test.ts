@@ -1,0 +1,191 @@
+import {writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+import {describe, expect, it} from 'vitest'
+import {
+  DEFAULT_PASSWORD,
+  connectClient,
+  expectCode,
+  makeTempDir,
+  manualClock,
+  memoryLogger,
+  registerAndLogin,
+  startTestServer,
+} from '../helpers/server.js'
+
+describe('accounts and sessions', () => {
+  it('registers, logs in, resumes by token on a new connection, and logout revokes the token', async () => {
+    const {address} = await startTestServer()
+    const first = await connectClient(address)
+
+    expect(await first.register('alice', 'wonderland1', 'Alice Liddell')).toEqual({username: 'alice', displayName: 'Alice Liddell'})
+    const login = await first.login('alice', 'wonderland1')
+    expect(login).toMatchObject({username: 'alice', displayName: 'Alice Liddell'})
+    expect(login.token).toMatch(/^[A-Za-z0-9_-]{43}$/) // 256 bits, base64url
+    expect(login.expiresAt).toBeGreaterThan(Date.now())
+
+    const second = await connectClient(address)
+    expect(await second.resume(login.token)).toEqual({username: 'alice', displayName: 'Alice Liddell', expiresAt: login.expiresAt})
+    // A resumed session is a real session: it may make authenticated requests.
+    expect(await second.whoisonline()).toEqual({users: []})
+
+    await second.logout()
+    await expectCode(second.whoisonline(), 'NOT_AUTHENTICATED')
+
+    const third = await connectClient(address)
+    await expectCode(third.resume(login.token), 'TOKEN_INVALID')
+    // Logging out ends that session only, not the account: a fresh password login works.
+    const again = await third.login('alice', 'wonderland1')
+    expect(again.token).not.toBe(login.token)
+  })
+
+  it('refuses a username that differs from a taken one only in case', async () => {
+    const {address} = await startTestServer()
+    const client = await connectClient(address)
+    await client.register('alice', DEFAULT_PASSWORD)
+    const error = await expectCode(client.register('Alice', 'another password'), 'USERNAME_TAKEN')
+    expect(error.message).toContain('alice')
+    // The original account is untouched: its password still works, the second one does not.
+    await client.login('ALICE', DEFAULT_PASSWORD)
+    await expectCode(client.login('alice', 'another password'), 'AUTH_FAILED')
+  })
+
+  it.each([
+    ['too short', 'a'],
+    ['too long', 'x'.repeat(33)],
+    ['a space', 'al ice'],
+    ['a forbidden character', 'alice!'],
+    ['non-ASCII letters', 'élise'],
+  ])('refuses a username with %s as BAD_USERNAME', async (_why, username) => {
+    const {address} = await startTestServer()
+    const client = await connectClient(address)
+    await expectCode(client.register(username, DEFAULT_PASSWORD), 'BAD_USERNAME')
+  })
+
+  it('refuses a password under 8 characters as BAD_PASSWORD', async () => {
+    const {address} = await startTestServer()
+    const client = await connectClient(address)
+    await expectCode(client.register('alice', 'short'), 'BAD_PASSWORD')
+    await expectCode(client.register('alice', '1234567'), 'BAD_PASSWORD')
+    // Exactly 8 is enough, and the failed attempts did not reserve the name.
+    expect(await client.register('alice', '12345678')).toEqual({username: 'alice', displayName: 'alice'})
+  })
+
+  it.each([
+    ['empty after trimming', '   '],
+    ['longer than 64 characters', 'n'.repeat(65)],
+    ['a control character', 'Alice\u0007'],
+    ['a line break', 'Alice\nLiddell'],
+  ])('refuses a display name %s as BAD_DISPLAY_NAME', async (_why, displayName) => {
+    const {address} = await startTestServer()
+    const client = await connectClient(address)
+    await expectCode(client.register('alice', DEFAULT_PASSWORD, displayName), 'BAD_DISPLAY_NAME')
+  })
+
+  it('answers a wrong password and an unknown user alike with AUTH_FAILED', async () => {
+    const {address} = await startTestServer()
+    const client = await connectClient(address)
+    await client.register('alice', DEFAULT_PASSWORD)
+    await expectCode(client.login('alice', 'not the password'), 'AUTH_FAILED')
+    await expectCode(client.login('nobody', DEFAULT_PASSWORD), 'AUTH_FAILED')
+  })
+
+  it('locks a username after 3 failures, even for the right password, until the block expires', async () => {
+    const clock = manualClock()
+    const blockDurationMs = 10_000
+    const {address} = await startTestServer({now: clock.now, maxAttempts: 3, blockDurationMs})
+    const client = await connectClient(address)
+    await client.register('alice', DEFAULT_PASSWORD)
+
+    await expectCode(client.login('alice', 'wrong one'), 'AUTH_FAILED')
+    await expectCode(client.login('alice', 'wrong two'), 'AUTH_FAILED')
+    await expectCode(client.login('alice', 'wrong three'), 'LOCKED_OUT')
+    const locked = await expectCode(client.login('alice', DEFAULT_PASSWORD), 'LOCKED_OUT')
+    expect(locked.details).toMatchObject({retryAfterMs: blockDurationMs})
+
+    // The lock is per username: another account is not affected.
+    await client.register('bob', DEFAULT_PASSWORD)
+    await client.login('bob', DEFAULT_PASSWORD)
+
+    clock.tick(blockDurationMs - 1)
+    await expectCode(client.login('alice', DEFAULT_PASSWORD), 'LOCKED_OUT')
+    clock.tick(1)
+    expect(await client.login('alice', DEFAULT_PASSWORD)).toMatchObject({username: 'alice'})
+
+    // Success reset the count: two more failures are only failures.
+    await expectCode(client.login('alice', 'wrong one'), 'AUTH_FAILED')
+    await expectCode(client.login('alice', 'wrong two'), 'AUTH_FAILED')
+    await client.login('alice', DEFAULT_PASSWORD)
+  })
+
+  it('rate-limits login attempts per address across connections', async () => {
+    const clock = manualClock()
+    const {address} = await startTestServer({now: clock.now, authRateLimit: 5, authRateWindowMs: 60_000})
+    const first = await connectClient(address)
+    const second = await connectClient(address)
+
+    // Distinct unknown names, so the per-username lockout never kicks in.
+    for (let i = 1; i <= 3; i++) await expectCode(first.login(`ghost${i}`, DEFAULT_PASSWORD), 'AUTH_FAILED')
+    for (let i = 4; i <= 5; i++) await expectCode(second.login(`ghost${i}`, DEFAULT_PASSWORD), 'AUTH_FAILED')
+    const limited = await expectCode(first.login('ghost6', DEFAULT_PASSWORD), 'RATE_LIMITED')
+    expect(limited.details).toMatchObject({retryAfterMs: 60_000})
+    await expectCode(second.register('newbie', DEFAULT_PASSWORD), 'RATE_LIMITED')
+
+    clock.tick(60_000)
+    await expectCode(first.login('ghost7', DEFAULT_PASSWORD), 'AUTH_FAILED')
+  })
+
+  it('imports credentials.txt: creates accounts, skips a malformed line, never overwrites an existing account', async () => {
+    const dataDir = await makeTempDir()
+    const fileDir = await makeTempDir()
+    const credentialsFile = join(fileDir, 'credentials.txt')
+    await writeFile(
+      credentialsFile,
+      ['# demo accounts', '', 'alice wonderland1 Alice Liddell', 'carol short', 'bob builder123'].join('\n'),
+    )
+
+    const {logger, records} = memoryLogger()
+    const first = await startTestServer({dataDir, credentialsFile, logger})
+    const warning = records.find((r) => r.level === 40 && r.line === 4)
+    expect(warning?.msg).toMatch(/line 4 skipped.*carol/)
+
+    const client = await connectClient(first.address)
+    expect(await client.login('alice', 'wonderland1')).toMatchObject({displayName: 'Alice Liddell'})
+    expect(await client.login('bob', 'builder123')).toMatchObject({displayName: 'bob'})
+    await expectCode(client.login('carol', 'short'), 'AUTH_FAILED')
+    await client.close()
+    await first.stop()
+
+    // Someone edits the file; the restart must not silently reset alice's password.
+    await writeFile(credentialsFile, 'alice changed-password Someone Else\nbob builder123\n')
+    const second = await startTestServer({dataDir, credentialsFile})
+    const after = await connectClient(second.address)
+    expect(await after.login('alice', 'wonderland1')).toMatchObject({displayName: 'Alice Liddell'})
+    await expectCode(after.login('alice', 'changed-password'), 'AUTH_FAILED')
+  })
+
+  it('keeps accounts across a restart on the same data dir', async () => {
+    const dataDir = await makeTempDir()
+    const first = await startTestServer({dataDir})
+    const client = await connectClient(first.address)
+    const {token} = await registerAndLogin(client, 'alice', DEFAULT_PASSWORD, {displayName: 'Alice'})
+    await client.close()
+    await first.stop()
+
+    const second = await startTestServer({dataDir})
+    const again = await connectClient(second.address)
+    // Session tokens survive too.
+    expect(await again.resume(token)).toMatchObject({username: 'alice', displayName: 'Alice'})
+    expect(await again.login('alice', DEFAULT_PASSWORD)).toMatchObject({username: 'alice', displayName: 'Alice'})
+    await expectCode(again.register('alice', DEFAULT_PASSWORD), 'USERNAME_TAKEN')
+  })
+
+  it('refuses requests that need a session before login with NOT_AUTHENTICATED', async () => {
+    const {address} = await startTestServer()
+    const client = await connectClient(address)
+    await expectCode(client.whoisonline(), 'NOT_AUTHENTICATED')
+    await expectCode(client.whoisonline({sinceMs: 60_000}), 'NOT_AUTHENTICATED')
+    await expectCode(client.logout(), 'NOT_AUTHENTICATED')
+    // ping needs no session
+    expect(await client.ping()).toEqual({now: expect.any(Number)})
+  })
+})
