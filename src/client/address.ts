@@ -1,3 +1,4 @@
+import {isIPv6} from 'node:net'
 import {DEFAULTS} from '../protocol/constants.js'
 import {MessengerError} from '../protocol/errors.js'
 
@@ -21,6 +22,8 @@ export function parseServerAddress(text: string): ServerAddress {
     if (!/^\d+$/.test(p!)) throw badAddress(text)
     port = Number(p)
   }
+  // Colons belong only to IPv6 literals; anything else with them ("host::7420") is a typo.
+  if (host.includes(':') && !isIPv6(host)) throw badAddress(text)
   if (!host || !/^[A-Za-z0-9.:_-]+$/.test(host) || !Number.isInteger(port) || port < 1 || port > 65535) throw badAddress(text)
   return {host, port}
 }

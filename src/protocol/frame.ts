@@ -65,8 +65,11 @@ export class FrameDecoder {
   private peekLength(): number {
     const first = this.buffered[0]!
     if (first.length >= HEADER_BYTES) return first.readUInt32BE(0)
-    const head = Buffer.concat(this.buffered, this.bufferedBytes).subarray(0, HEADER_BYTES)
-    return head.readUInt32BE(0)
+    // Join once and keep the result: re-joining on every push would make a header that trickles
+    // in byte by byte (slowloris) cost quadratic time.
+    const joined = Buffer.concat(this.buffered, this.bufferedBytes)
+    this.buffered = [joined]
+    return joined.readUInt32BE(0)
   }
 
   private take(n: number): Buffer {

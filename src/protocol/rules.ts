@@ -16,7 +16,8 @@ export function normalizeUsername(raw: string): string {
 }
 
 export function checkPassword(password: string): void {
-  if (password.length < LIMITS.passwordMinLength) {
+  // Count characters, not UTF-16 units: four emoji are four characters, not eight.
+  if ([...password].length < LIMITS.passwordMinLength) {
     throw new MessengerError('BAD_PASSWORD', `Password too short: use at least ${LIMITS.passwordMinLength} characters.`, {
       hint: 'Choose a longer password; a few random words work well.',
     })
@@ -26,8 +27,9 @@ export function checkPassword(password: string): void {
   }
 }
 
-// Printable: no control characters (C0, DEL, C1) and no line or paragraph separators.
-const UNPRINTABLE = /[\p{Cc}\p{Cs}\u2028\u2029]/u
+// Printable: no control characters (C0, DEL, C1), no line or paragraph separators, and no bidi
+// controls, which can make a name render as someone else's ("\u202Eecila" shows as "alice").
+const UNPRINTABLE = /[\p{Cc}\p{Cs}\u2028\u2029\u200E\u200F\u202A-\u202E\u2066-\u2069]/u
 
 export function normalizeDisplayName(raw: string | undefined, username: string): string {
   const displayName = (raw ?? username).trim()

@@ -11,6 +11,8 @@ export interface UserRecord {
   createdAt: number
   /** Last successful login or resume (ms since epoch); null if never. */
   lastLoginAt: number | null
+  /** The user's published X25519 public key (base64), null until their client publishes one. */
+  publicKey?: string | null
 }
 
 export interface SessionRecord {
@@ -26,6 +28,67 @@ export interface LoginFailures {
   count: number
   /** While now < lockedUntil, logins are refused even with the right password. 0 = not locked. */
   lockedUntil: number
+}
+
+/** One recipient's copy of an end-to-end encrypted message. The server never sees the text. */
+export interface StoredMessage {
+  /** Queue position: increases with every insert, so per-recipient order is `qid` order. */
+  qid: number
+  msgId: string
+  sender: string
+  recipient: string
+  group: string | null
+  nonce: string
+  box: string
+  ts: number
+  /** Per-sender message number, shared by all copies of one message. */
+  seq: number
+  expiresAt: number
+}
+
+export interface MessageCopy {
+  recipient: string
+  nonce: string
+  box: string
+}
+
+export interface EnqueueRequest {
+  msgId: string
+  sender: string
+  group: string | null
+  ts: number
+  expiresAt: number
+  copies: MessageCopy[]
+  /** Copies to a recipient who already has this many queued are refused as full. */
+  maxQueue: number
+}
+
+export interface EnqueueResult {
+  seq: number
+  ts: number
+  /** True when this msgId was seen before: nothing was inserted, the original seq is returned. */
+  duplicate: boolean
+  /** Recipients whose queue was full; their copies were not stored. */
+  full: string[]
+}
+
+export interface ReceiptRecord {
+  receiptId: string
+  /** Who gets the receipt: the message's sender. */
+  username: string
+  msgId: string
+  /** The recipient whose client acknowledged (or whose copy expired). */
+  by: string
+  status: 'delivered' | 'expired'
+  ts: number
+}
+
+export type Membership = 'invited' | 'member'
+
+export interface GroupRecord {
+  name: string
+  owner: string
+  createdAt: number
 }
 
 export interface Store {
@@ -45,6 +108,42 @@ export interface Store {
   getLoginFailures(username: string): Promise<LoginFailures>
   setLoginFailures(username: string, failures: LoginFailures): Promise<void>
   clearLoginFailures(username: string): Promise<void>
+
+  /** Publishes (or replaces) the user's public key. */
+  setPublicKey(username: string, publicKey: string): Promise<void>
+
+  /**
+   * Durably stores every copy of one message in one transaction and assigns the sender's next seq.
+   * Idempotent by msgId: a repeat inserts nothing and returns the original seq with duplicate=true.
+   */
+  enqueueMessage(request: EnqueueRequest): Promise<EnqueueResult>
+  /** The recipient's queued copies with qid > afterQid, in queue order. */
+  pendingMessages(recipient: string, afterQid: number, limit: number): Promise<StoredMessage[]>
+  /** Deletes the recipient's copies of these messages; returns the ones that were deleted. */
+  ackMessages(recipient: string, msgIds: string[]): Promise<StoredMessage[]>
+  /** Deletes copies whose expiresAt <= now (and forgets old msgIds); returns the deleted copies. */
+  expireMessages(now: number): Promise<StoredMessage[]>
+
+  addReceipts(receipts: ReceiptRecord[]): Promise<void>
+  pendingReceipts(username: string, limit: number): Promise<ReceiptRecord[]>
+  ackReceipts(username: string, receiptIds: string[]): Promise<void>
+
+  /** Creates the group with its owner as first member; false if the name is taken. */
+  createGroup(group: GroupRecord): Promise<boolean>
+  getGroup(name: string): Promise<GroupRecord | undefined>
+  setMembership(name: string, username: string, membership: Membership): Promise<void>
+  removeMembership(name: string, username: string): Promise<void>
+  getMembership(name: string, username: string): Promise<Membership | undefined>
+  listMembers(name: string): Promise<Array<{username: string; membership: Membership}>>
+  listGroupsOf(username: string): Promise<Array<{name: string; membership: Membership}>>
+
+  block(blocker: string, blocked: string): Promise<void>
+  unblock(blocker: string, blocked: string): Promise<boolean>
+  /** Users that `blocker` has blocked. */
+  listBlocked(blocker: string): Promise<string[]>
+  /** Users who have blocked `blocked`. */
+  listBlockers(blocked: string): Promise<string[]>
+  isBlocked(blocker: string, blocked: string): Promise<boolean>
 
   close(): Promise<void>
 }

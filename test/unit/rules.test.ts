@@ -156,3 +156,14 @@ describe('normalizeDisplayName', () => {
     expect(codeOf(() => normalizeDisplayName(undefined, 'u'.repeat(65)))).toBe('BAD_DISPLAY_NAME')
   })
 })
+
+describe('rules count characters and refuse spoofing', () => {
+  it('counts password length in characters, not UTF-16 units', () => {
+    expect(() => checkPassword('😀😀😀😀')).toThrow(expect.objectContaining({code: 'BAD_PASSWORD'}))
+    expect(() => checkPassword('😀😀😀😀😀😀😀😀')).not.toThrow()
+  })
+
+  it('refuses bidi controls in display names', () => {
+    expect(() => normalizeDisplayName('\u202Eecila', 'mallory')).toThrow(expect.objectContaining({code: 'BAD_DISPLAY_NAME'}))
+  })
+})

@@ -1,7 +1,19 @@
 import Database from 'better-sqlite3'
 
 import {MessengerError} from '../../protocol/errors.js'
-import type {LoginFailures, SessionRecord, Store, UserRecord} from '../store.js'
+import type {
+  EnqueueRequest,
+  EnqueueResult,
+  GroupRecord,
+  LoginFailures,
+  Membership,
+  ReceiptRecord,
+  SessionRecord,
+  Store,
+  StoredMessage,
+  UserRecord,
+} from '../store.js'
+import {MESSAGING_MIGRATION, SqliteMessaging} from './messaging.js'
 
 /**
  * Schema migrations, applied in order. `PRAGMA user_version` records how many have run, so a database
@@ -37,6 +49,8 @@ export const MIGRATIONS: readonly string[] = [
     locked_until INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 2: public keys, per-sender seq, message queues, receipts, groups, blocks.
+  MESSAGING_MIGRATION,
 ]
 
 /** The schema version this code writes; a database newer than this is refused rather than misread. */
@@ -54,6 +68,7 @@ interface UserRow {
   password_hash: string
   created_at: number
   last_login_at: number | null
+  public_key: string | null
 }
 
 interface SessionRow {
@@ -75,6 +90,7 @@ function toUser(row: UserRow): UserRecord {
     passwordHash: row.password_hash,
     createdAt: row.created_at,
     lastLoginAt: row.last_login_at,
+    publicKey: row.public_key,
   }
 }
 
@@ -116,12 +132,14 @@ export class SqliteStore implements Store {
   readonly file: string
   private readonly db: Database.Database
   private readonly stmt: ReturnType<typeof prepareStatements>
+  private readonly messaging: SqliteMessaging
 
   /** Use openSqliteStore(); this expects a connection that is already configured and migrated. */
   constructor(db: Database.Database, file: string) {
     this.db = db
     this.file = file
     this.stmt = prepareStatements(db)
+    this.messaging = new SqliteMessaging(db)
   }
 
   async createUser(user: Omit<UserRecord, 'lastLoginAt'>): Promise<boolean> {
@@ -172,6 +190,86 @@ export class SqliteStore implements Store {
 
   async clearLoginFailures(username: string): Promise<void> {
     this.stmt.clearLoginFailures.run(username)
+  }
+
+  async setPublicKey(username: string, publicKey: string): Promise<void> {
+    this.messaging.setPublicKey(username, publicKey)
+  }
+
+  async enqueueMessage(request: EnqueueRequest): Promise<EnqueueResult> {
+    return this.messaging.enqueue(request)
+  }
+
+  async pendingMessages(recipient: string, afterQid: number, limit: number): Promise<StoredMessage[]> {
+    return this.messaging.pending(recipient, afterQid, limit)
+  }
+
+  async ackMessages(recipient: string, msgIds: string[]): Promise<StoredMessage[]> {
+    return this.messaging.ack(recipient, msgIds)
+  }
+
+  async expireMessages(now: number): Promise<StoredMessage[]> {
+    return this.messaging.expire(now)
+  }
+
+  async addReceipts(receipts: ReceiptRecord[]): Promise<void> {
+    this.messaging.addReceipts(receipts)
+  }
+
+  async pendingReceipts(username: string, limit: number): Promise<ReceiptRecord[]> {
+    return this.messaging.pendingReceipts(username, limit)
+  }
+
+  async ackReceipts(username: string, receiptIds: string[]): Promise<void> {
+    this.messaging.ackReceipts(username, receiptIds)
+  }
+
+  async createGroup(group: GroupRecord): Promise<boolean> {
+    return this.messaging.createGroup(group)
+  }
+
+  async getGroup(name: string): Promise<GroupRecord | undefined> {
+    return this.messaging.getGroup(name)
+  }
+
+  async setMembership(name: string, username: string, membership: Membership): Promise<void> {
+    this.messaging.setMembership(name, username, membership)
+  }
+
+  async removeMembership(name: string, username: string): Promise<void> {
+    this.messaging.removeMembership(name, username)
+  }
+
+  async getMembership(name: string, username: string): Promise<Membership | undefined> {
+    return this.messaging.getMembership(name, username)
+  }
+
+  async listMembers(name: string): Promise<Array<{username: string; membership: Membership}>> {
+    return this.messaging.listMembers(name)
+  }
+
+  async listGroupsOf(username: string): Promise<Array<{name: string; membership: Membership}>> {
+    return this.messaging.listGroupsOf(username)
+  }
+
+  async block(blocker: string, blocked: string): Promise<void> {
+    this.messaging.block(blocker, blocked)
+  }
+
+  async unblock(blocker: string, blocked: string): Promise<boolean> {
+    return this.messaging.unblock(blocker, blocked)
+  }
+
+  async listBlocked(blocker: string): Promise<string[]> {
+    return this.messaging.listBlocked(blocker)
+  }
+
+  async listBlockers(blocked: string): Promise<string[]> {
+    return this.messaging.listBlockers(blocked)
+  }
+
+  async isBlocked(blocker: string, blocked: string): Promise<boolean> {
+    return this.messaging.isBlocked(blocker, blocked)
   }
 
   /** Closes the database; safe to call more than once (shutdown paths often overlap). */

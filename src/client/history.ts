@@ -1,0 +1,404 @@
+import Database from 'better-sqlite3'
+
+import {decodeKey} from '../crypto/identity.js'
+import {MessengerError} from '../protocol/errors.js'
+
+/**
+ * Schema migrations for the profile's local history, applied in order; `PRAGMA user_version` counts
+ * how many have run. Never edit a step that has shipped: append a new one.
+ */
+export const HISTORY_MIGRATIONS: readonly string[] = [
+  // 1: messages sent and received, and pinned peer keys.
+  `
+  CREATE TABLE messages (
+    id         TEXT PRIMARY KEY,
+    direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    peer       TEXT NOT NULL,
+    grp        TEXT,
+    sender     TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    ts         INTEGER NOT NULL,
+    seq        INTEGER,
+    status     TEXT NOT NULL,
+    path       TEXT,
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX messages_peer_ts ON messages (peer, ts);
+  CREATE INDEX messages_grp_ts ON messages (grp, ts);
+
+  CREATE TABLE peer_keys (
+    username    TEXT PRIMARY KEY,
+    public_key  TEXT NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    pending_key TEXT
+  ) WITHOUT ROWID;
+  `,
+]
+
+export const HISTORY_SCHEMA_VERSION = HISTORY_MIGRATIONS.length
+
+const BUSY_TIMEOUT_MS = 5_000
+const DEFAULT_LIST_LIMIT = 50
+
+/** Statuses of an outgoing message; an incoming one is always 'received'. */
+export type OutgoingStatus = 'sending' | 'stored' | 'sent' | 'delivered' | 'failed'
+export type HistoryStatus = OutgoingStatus | 'received'
+export type DeliveryPath = 'relay' | 'direct'
+
+/**
+ * Forward order of outgoing statuses. 'failed' ranks with 'sending': any later proof of progress
+ * (a late reply, a receipt) overrides it, and it can itself only replace 'sending'.
+ */
+const RANK: Record<OutgoingStatus, number> = {sending: 0, failed: 0, stored: 1, sent: 2, delivered: 3}
+
+/** The conversation key of a group in the `peer` column: group names share no namespace with users. */
+export const groupPeer = (group: string): string => `#${group}`
+
+export interface HistoryEntry {
+  id: string
+  direction: 'in' | 'out'
+  /** The other user of a direct conversation, or `#group` for a group message. */
+  peer: string
+  group: string | null
+  /** Sender; '' for an outgoing message recorded without `from`. */
+  from: string
+  /** Recipient; `#group` for an outgoing group message. */
+  to: string
+  text: string
+  ts: number
+  seq: number | null
+  status: HistoryStatus
+  path: DeliveryPath | null
+}
+
+/**
+ * An outgoing message. A group send is one row (recipient `#group`), although one envelope is sealed
+ * per member; its status is the best any member reached.
+ */
+export type OutgoingMessage = {
+  id: string
+  text: string
+  ts: number
+  status?: 'sending'
+  /** The local user; recorded so history stays right if the profile later logs in as someone else. */
+  from?: string
+} & ({to: string; group?: undefined} | {group: string; to?: string})
+
+export interface IncomingMessage {
+  id: string
+  from: string
+  to: string
+  group?: string
+  text: string
+  ts: number
+  seq?: number
+  path?: DeliveryPath
+}
+
+export interface ListOptions {
+  /** A direct conversation with this user (or, written `#name`, the group `name`). */
+  peer?: string
+  group?: string
+  /** The latest `limit` rows are returned, oldest first. Default 50. */
+  limit?: number
+}
+
+export type PeerKeyCheck = 'new' | 'same' | 'changed'
+
+export interface HistoryOptions {
+  /** Clock for created_at and first_seen defaults; injectable for tests. */
+  now?: () => number
+}
+
+interface MessageRow {
+  id: string
+  direction: 'in' | 'out'
+  peer: string
+  grp: string | null
+  sender: string
+  recipient: string
+  text: string
+  ts: number
+  seq: number | null
+  status: HistoryStatus
+  path: DeliveryPath | null
+}
+
+interface PeerKeyRow {
+  username: string
+  public_key: string
+  first_seen: number
+  pending_key: string | null
+}
+
+function toEntry(row: MessageRow): HistoryEntry {
+  return {
+    id: row.id,
+    direction: row.direction,
+    peer: row.peer,
+    group: row.grp,
+    from: row.sender,
+    to: row.recipient,
+    text: row.text,
+    ts: row.ts,
+    seq: row.seq,
+    status: row.status,
+    path: row.path,
+  }
+}
+
+// `rowid` breaks ties between equal timestamps in insertion order.
+const SELECT_LATEST = 'SELECT * FROM (SELECT rowid AS r, * FROM messages %WHERE% ORDER BY ts DESC, rowid DESC LIMIT ?) ORDER BY ts ASC, r ASC'
+
+function prepareStatements(db: Database.Database) {
+  return {
+    insert: db.prepare<[string, 'in' | 'out', string, string | null, string, string, string, number, number | null, HistoryStatus, DeliveryPath | null, number]>(
+      `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, text, ts, seq, status, path, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    // One statement, so the forward-only check and the write cannot interleave with another writer.
+    // seq and path are recorded whatever happens to the status: a receipt that overtook the send reply
+    // keeps 'delivered', but the reply's seq and path still belong on the row.
+    advance: db.prepare<{id: string; status: OutgoingStatus; rank: number; seq: number | null; path: DeliveryPath | null}>(
+      `UPDATE messages SET
+         status = CASE WHEN ${rankSql('status')} < @rank THEN @status ELSE status END,
+         seq = COALESCE(@seq, seq),
+         path = COALESCE(@path, path)
+       WHERE id = @id AND direction = 'out'`,
+    ),
+    fail: db.prepare<{id: string; seq: number | null; path: DeliveryPath | null}>(
+      `UPDATE messages SET
+         status = CASE WHEN status = 'sending' THEN 'failed' ELSE status END,
+         seq = COALESCE(@seq, seq),
+         path = COALESCE(@path, path)
+       WHERE id = @id AND direction = 'out'`,
+    ),
+    retry: db.prepare<[string]>("UPDATE messages SET status = 'sending' WHERE id = ? AND direction = 'out' AND status = 'failed'"),
+    getStatus: db.prepare<[string], {status: HistoryStatus}>('SELECT status FROM messages WHERE id = ?'),
+    latestAll: db.prepare<[number], MessageRow>(SELECT_LATEST.replace('%WHERE%', '')),
+    latestPeer: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE peer = ? AND grp IS NULL')),
+    latestGroup: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE grp = ?')),
+    getPeerKey: db.prepare<[string], PeerKeyRow>('SELECT * FROM peer_keys WHERE username = ?'),
+    pin: db.prepare<[string, string, number]>(
+      `INSERT INTO peer_keys (username, public_key, first_seen, pending_key) VALUES (?, ?, ?, NULL)
+       ON CONFLICT (username) DO UPDATE SET public_key = excluded.public_key, first_seen = excluded.first_seen, pending_key = NULL`,
+    ),
+    setPending: db.prepare<[string | null, string]>('UPDATE peer_keys SET pending_key = ? WHERE username = ?'),
+  }
+}
+
+function rankSql(column: string): string {
+  return `(CASE ${column} ${Object.entries(RANK)
+    .map(([status, rank]) => `WHEN '${status}' THEN ${rank}`)
+    .join(' ')} ELSE 99 END)`
+}
+
+/**
+ * The profile's local history: messages sent and received, and the peer keys pinned on first use.
+ * Synchronous (better-sqlite3); every write is committed and fsynced before the method returns, so an
+ * incoming message may be acknowledged to the server as soon as addIncoming returns.
+ */
+export class LocalHistory {
+  readonly file: string
+  private readonly db: Database.Database
+  private readonly stmt: ReturnType<typeof prepareStatements>
+  private readonly now: () => number
+
+  /** Use openHistory(); this expects a connection that is already configured and migrated. */
+  constructor(db: Database.Database, file: string, options: HistoryOptions = {}) {
+    this.db = db
+    this.file = file
+    this.stmt = prepareStatements(db)
+    this.now = options.now ?? Date.now
+  }
+
+  addOutgoing(m: OutgoingMessage): void {
+    const group = m.group ?? null
+    const to = group === null ? m.to! : groupPeer(group)
+    if (!to) throw new MessengerError('BAD_INPUT', 'An outgoing message needs a recipient or a group.')
+    const result = this.stmt.insert.run(m.id, 'out', to, group, m.from ?? '', to, m.text, m.ts, null, 'sending', null, this.now())
+    if (result.changes === 0) {
+      throw new MessengerError('INTERNAL', `A message with id ${m.id} is already in the history.`, {hint: 'Message ids must be unique; generate a new one.'})
+    }
+  }
+
+  /**
+   * Moves an outgoing message forward: sending < stored < sent < delivered. A status that is not ahead of
+   * the current one is ignored (a late send reply never downgrades a receipt that overtook it), but
+   * its seq and path are still recorded. 'failed' replaces only 'sending'; 'sending' replaces only
+   * 'failed' (a retry). Returns whether the status changed.
+   */
+  setStatus(id: string, status: OutgoingStatus, fields: {seq?: number; path?: DeliveryPath} = {}): boolean {
+    const before = this.stmt.getStatus.get(id)?.status
+    if (before === undefined) return false
+    const seq = fields.seq ?? null
+    const path = fields.path ?? null
+    if (status === 'failed') this.stmt.fail.run({id, seq, path})
+    else if (status === 'sending') this.stmt.retry.run(id)
+    else this.stmt.advance.run({id, status, rank: RANK[status], seq, path})
+    return this.stmt.getStatus.get(id)?.status !== before
+  }
+
+  /** Stores an incoming message; true only the first time its id is seen, so a redelivery is shown once. */
+  addIncoming(m: IncomingMessage): boolean {
+    const group = m.group ?? null
+    const peer = group === null ? m.from : groupPeer(group)
+    const result = this.stmt.insert.run(m.id, 'in', peer, group, m.from, m.to, m.text, m.ts, m.seq ?? null, 'received', m.path ?? null, this.now())
+    return result.changes === 1
+  }
+
+  /** The latest `limit` messages (default 50), oldest first, of one conversation or of all. */
+  list(options: ListOptions = {}): HistoryEntry[] {
+    const limit = options.limit ?? DEFAULT_LIST_LIMIT
+    if (!Number.isInteger(limit) || limit < 1) {
+      throw new MessengerError('BAD_INPUT', `The limit must be a positive whole number, not ${limit}.`, {hint: 'Pass --limit 1 or more.'})
+    }
+    let {peer, group} = options
+    if (peer !== undefined && group !== undefined) {
+      throw new MessengerError('BAD_INPUT', 'Choose a user or a group, not both.')
+    }
+    if (peer?.startsWith('#')) {
+      group = peer.slice(1)
+      peer = undefined
+    }
+    const rows =
+      group !== undefined
+        ? this.stmt.latestGroup.all(group, limit)
+        : peer !== undefined
+          ? this.stmt.latestPeer.all(peer, limit)
+          : this.stmt.latestAll.all(limit)
+    return rows.map(toEntry)
+  }
+
+  /**
+   * Trust on first use: pins the first key seen for `username` ('new'), confirms it ('same'), or on a
+   * different key keeps the pin, records the new key as pending and answers 'changed'. Seeing the
+   * pinned key again clears a pending one, so `trust` cannot accept a key that is no longer presented.
+   */
+  checkPeerKey(username: string, publicKeyB64: string, now: number = this.now()): PeerKeyCheck {
+    requireKey(publicKeyB64)
+    return this.db
+      .transaction((): PeerKeyCheck => {
+        const row = this.stmt.getPeerKey.get(username)
+        if (!row) {
+          this.stmt.pin.run(username, publicKeyB64, now)
+          return 'new'
+        }
+        if (row.public_key === publicKeyB64) {
+          if (row.pending_key !== null) this.stmt.setPending.run(null, username)
+          return 'same'
+        }
+        if (row.pending_key !== publicKeyB64) this.stmt.setPending.run(publicKeyB64, username)
+        return 'changed'
+      })
+      .immediate()
+  }
+
+  /**
+   * Accepts the pending key of `username`. `previous` is the key it replaced, or null when nothing was
+   * pending (the pin is returned unchanged). Throws NO_KEY when no key is known for the user at all.
+   */
+  trustPeerKey(username: string, now: number = this.now()): {previous: string | null; trusted: string} {
+    return this.db
+      .transaction(() => {
+        const row = this.stmt.getPeerKey.get(username)
+        if (!row) throw noKey(username)
+        if (row.pending_key === null) return {previous: null, trusted: row.public_key}
+        this.stmt.pin.run(username, row.pending_key, now)
+        return {previous: row.public_key, trusted: row.pending_key}
+      })
+      .immediate()
+  }
+
+  /** Pins an explicit key (verified out of band), replacing any pin and pending key. */
+  trustPeerKeyValue(username: string, publicKeyB64: string, now: number = this.now()): {previous: string | null; trusted: string} {
+    requireKey(publicKeyB64)
+    return this.db
+      .transaction(() => {
+        const row = this.stmt.getPeerKey.get(username)
+        this.stmt.pin.run(username, publicKeyB64, row?.public_key === publicKeyB64 ? row.first_seen : now)
+        return {previous: row && row.public_key !== publicKeyB64 ? row.public_key : null, trusted: publicKeyB64}
+      })
+      .immediate()
+  }
+
+  getPeerKey(username: string): {key: string; pendingKey: string | null; firstSeen: number} | undefined {
+    const row = this.stmt.getPeerKey.get(username)
+    return row ? {key: row.public_key, pendingKey: row.pending_key, firstSeen: row.first_seen} : undefined
+  }
+
+  /** Closes the database; safe to call more than once. */
+  close(): void {
+    if (this.db.open) this.db.close()
+  }
+
+  /** Reads a pragma of this connection (diagnostics and tests). */
+  pragma(name: string): unknown {
+    return this.db.pragma(name, {simple: true})
+  }
+}
+
+function requireKey(publicKeyB64: string): void {
+  if (!decodeKey(publicKeyB64)) {
+    throw new MessengerError('BAD_INPUT', 'That is not a valid public key (base64 of 32 bytes).')
+  }
+}
+
+function noKey(username: string): MessengerError {
+  return new MessengerError('NO_KEY', `No key is known for ${username}.`, {
+    hint: `Run \`messenger whois ${username}\` (or exchange a message) to fetch and pin their key first.`,
+  })
+}
+
+/**
+ * Opens (creating if needed) the history database at `file` and applies pending migrations. The
+ * directory must exist. Throws DATA_DIR_UNWRITABLE when the location cannot be opened or written.
+ */
+export function openHistory(file: string, options: HistoryOptions = {}): LocalHistory {
+  let db: Database.Database | undefined
+  try {
+    db = new Database(file)
+    // WAL + FULL: the recipient acknowledges a message once addIncoming returns, so the commit must
+    // be on disk by then, or a power cut after the ack loses a message the server already deleted.
+    db.pragma('journal_mode = WAL')
+    db.pragma('synchronous = FULL')
+    // `listen` and `history` may run side by side on one profile.
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
+    migrate(db, file)
+    return new LocalHistory(db, file, options)
+  } catch (error) {
+    if (db?.open) db.close()
+    throw translateOpenError(error, file)
+  }
+}
+
+function migrate(db: Database.Database, file: string): void {
+  const current = db.pragma('user_version', {simple: true}) as number
+  if (current > HISTORY_MIGRATIONS.length) {
+    throw new MessengerError(
+      'INTERNAL',
+      `The history ${file} has schema version ${current}, but this client only knows up to version ${HISTORY_MIGRATIONS.length}.`,
+      {hint: 'Run a newer version of messenger with this profile, or set MESSENGER_HOME to another directory.'},
+    )
+  }
+  if (current === HISTORY_MIGRATIONS.length) return
+  db.transaction(() => {
+    for (let version = current; version < HISTORY_MIGRATIONS.length; version++) {
+      db.exec(HISTORY_MIGRATIONS[version]!)
+      db.pragma(`user_version = ${version + 1}`)
+    }
+  }).immediate()
+}
+
+function translateOpenError(error: unknown, file: string): unknown {
+  if (error instanceof MessengerError) return error
+  const code = (error as {code?: unknown}).code
+  const message = error instanceof Error ? error.message : String(error)
+  const unusable = (typeof code === 'string' && /^SQLITE_(CANTOPEN|READONLY|PERM|IOERR)/.test(code)) || /directory does not exist/i.test(message)
+  if (!unusable) return error
+  return new MessengerError('DATA_DIR_UNWRITABLE', `Cannot open the history ${file}: ${message}`, {
+    hint: 'Check that the profile directory exists and is writable, or set MESSENGER_HOME to another directory.',
+    cause: error,
+  })
+}

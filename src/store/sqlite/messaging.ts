@@ -1,0 +1,258 @@
+import type Database from 'better-sqlite3'
+import type {EnqueueRequest, EnqueueResult, GroupRecord, Membership, ReceiptRecord, StoredMessage} from '../store.js'
+
+/**
+ * Migration 2: keys, message queues, receipts, groups and blocks. Appended to MIGRATIONS in
+ * sqlite-store.ts; kept here beside the statements that use it.
+ */
+export const MESSAGING_MIGRATION = `
+  ALTER TABLE users ADD COLUMN public_key TEXT;
+  ALTER TABLE users ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 1;
+
+  -- Every msgId accepted, kept until it expires, so a re-send after a lost ack is recognised even
+  -- when the first copy was already delivered and deleted.
+  CREATE TABLE message_ids (
+    msg_id     TEXT PRIMARY KEY,
+    sender     TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    ts         INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX message_ids_expires_at ON message_ids (expires_at);
+
+  -- AUTOINCREMENT: qids are never reused, so a delivery cursor (qid > last) never skips a row.
+  CREATE TABLE messages (
+    qid        INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id     TEXT NOT NULL,
+    sender     TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
+    grp        TEXT,
+    nonce      TEXT NOT NULL,
+    box        TEXT NOT NULL,
+    ts         INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    UNIQUE (recipient, msg_id)
+  );
+  CREATE INDEX messages_recipient_qid ON messages (recipient, qid);
+  CREATE INDEX messages_expires_at ON messages (expires_at);
+
+  CREATE TABLE receipts (
+    receipt_id TEXT PRIMARY KEY,
+    username   TEXT NOT NULL,
+    msg_id     TEXT NOT NULL,
+    by_user    TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    ts         INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX receipts_username ON receipts (username, ts);
+
+  CREATE TABLE chat_groups (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE group_members (
+    name       TEXT NOT NULL REFERENCES chat_groups (name) ON DELETE CASCADE,
+    username   TEXT NOT NULL,
+    membership TEXT NOT NULL,
+    PRIMARY KEY (name, username)
+  ) WITHOUT ROWID;
+  CREATE INDEX group_members_username ON group_members (username);
+
+  CREATE TABLE blocks (
+    blocker TEXT NOT NULL,
+    blocked TEXT NOT NULL,
+    PRIMARY KEY (blocker, blocked)
+  ) WITHOUT ROWID;
+  CREATE INDEX blocks_blocked ON blocks (blocked);
+`
+
+interface MessageRow {
+  qid: number
+  msg_id: string
+  sender: string
+  recipient: string
+  grp: string | null
+  nonce: string
+  box: string
+  ts: number
+  seq: number
+  expires_at: number
+}
+
+interface ReceiptRow {
+  receipt_id: string
+  username: string
+  msg_id: string
+  by_user: string
+  status: 'delivered' | 'expired'
+  ts: number
+}
+
+const toMessage = (r: MessageRow): StoredMessage => ({
+  qid: r.qid,
+  msgId: r.msg_id,
+  sender: r.sender,
+  recipient: r.recipient,
+  group: r.grp,
+  nonce: r.nonce,
+  box: r.box,
+  ts: r.ts,
+  seq: r.seq,
+  expiresAt: r.expires_at,
+})
+
+const toReceipt = (r: ReceiptRow): ReceiptRecord => ({receiptId: r.receipt_id, username: r.username, msgId: r.msg_id, by: r.by_user, status: r.status, ts: r.ts})
+
+/** The messaging half of the SQLite store: synchronous statements, each call one durable transaction. */
+export class SqliteMessaging {
+  private readonly s
+
+  constructor(private readonly db: Database.Database) {
+    this.s = {
+      setPublicKey: db.prepare<[string, string]>('UPDATE users SET public_key = ? WHERE username = ?'),
+      findMsgId: db.prepare<[string], {sender: string; seq: number; ts: number}>('SELECT sender, seq, ts FROM message_ids WHERE msg_id = ?'),
+      takeSeq: db.prepare<[string], {seq: number}>('UPDATE users SET next_seq = next_seq + 1 WHERE username = ? RETURNING next_seq - 1 AS seq'),
+      insertMsgId: db.prepare<[string, string, number, number, number]>('INSERT INTO message_ids (msg_id, sender, seq, ts, expires_at) VALUES (?, ?, ?, ?, ?)'),
+      queueLength: db.prepare<[string], {n: number}>('SELECT COUNT(*) AS n FROM messages WHERE recipient = ?'),
+      insertMessage: db.prepare<[string, string, string, string | null, string, string, number, number, number]>(
+        'INSERT OR IGNORE INTO messages (msg_id, sender, recipient, grp, nonce, box, ts, seq, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      pending: db.prepare<[string, number, number], MessageRow>('SELECT * FROM messages WHERE recipient = ? AND qid > ? ORDER BY qid LIMIT ?'),
+      ack: db.prepare<[string, string], MessageRow>('DELETE FROM messages WHERE recipient = ? AND msg_id = ? RETURNING *'),
+      expire: db.prepare<[number], MessageRow>('DELETE FROM messages WHERE expires_at <= ? RETURNING *'),
+      expireIds: db.prepare<[number]>('DELETE FROM message_ids WHERE expires_at <= ?'),
+      addReceipt: db.prepare<[string, string, string, string, string, number]>(
+        'INSERT OR IGNORE INTO receipts (receipt_id, username, msg_id, by_user, status, ts) VALUES (?, ?, ?, ?, ?, ?)',
+      ),
+      pendingReceipts: db.prepare<[string, number], ReceiptRow>('SELECT * FROM receipts WHERE username = ? ORDER BY ts, receipt_id LIMIT ?'),
+      ackReceipt: db.prepare<[string, string]>('DELETE FROM receipts WHERE username = ? AND receipt_id = ?'),
+      createGroup: db.prepare<[string, string, number]>('INSERT OR IGNORE INTO chat_groups (name, owner, created_at) VALUES (?, ?, ?)'),
+      getGroup: db.prepare<[string], {name: string; owner: string; created_at: number}>('SELECT * FROM chat_groups WHERE name = ?'),
+      setMembership: db.prepare<[string, string, string]>(
+        'INSERT INTO group_members (name, username, membership) VALUES (?, ?, ?) ON CONFLICT (name, username) DO UPDATE SET membership = excluded.membership',
+      ),
+      removeMembership: db.prepare<[string, string]>('DELETE FROM group_members WHERE name = ? AND username = ?'),
+      getMembership: db.prepare<[string, string], {membership: Membership}>('SELECT membership FROM group_members WHERE name = ? AND username = ?'),
+      listMembers: db.prepare<[string], {username: string; membership: Membership}>('SELECT username, membership FROM group_members WHERE name = ? ORDER BY username'),
+      listGroupsOf: db.prepare<[string], {name: string; membership: Membership}>('SELECT name, membership FROM group_members WHERE username = ? ORDER BY name'),
+      block: db.prepare<[string, string]>('INSERT OR IGNORE INTO blocks (blocker, blocked) VALUES (?, ?)'),
+      unblock: db.prepare<[string, string]>('DELETE FROM blocks WHERE blocker = ? AND blocked = ?'),
+      listBlocked: db.prepare<[string], {blocked: string}>('SELECT blocked FROM blocks WHERE blocker = ? ORDER BY blocked'),
+      listBlockers: db.prepare<[string], {blocker: string}>('SELECT blocker FROM blocks WHERE blocked = ? ORDER BY blocker'),
+      isBlocked: db.prepare<[string, string], {one: number}>('SELECT 1 AS one FROM blocks WHERE blocker = ? AND blocked = ?'),
+    }
+  }
+
+  setPublicKey(username: string, publicKey: string): void {
+    this.s.setPublicKey.run(publicKey, username)
+  }
+
+  /** One IMMEDIATE transaction: the id check, the seq and every copy commit (and fsync) together. */
+  enqueue(request: EnqueueRequest): EnqueueResult {
+    return this.db
+      .transaction((): EnqueueResult => {
+        const seen = this.s.findMsgId.get(request.msgId)
+        if (seen) return {seq: seen.seq, ts: seen.ts, duplicate: true, full: []}
+        const seq = this.s.takeSeq.get(request.sender)?.seq ?? 0
+        this.s.insertMsgId.run(request.msgId, request.sender, seq, request.ts, request.expiresAt)
+        const full: string[] = []
+        for (const copy of request.copies) {
+          if ((this.s.queueLength.get(copy.recipient)?.n ?? 0) >= request.maxQueue) {
+            full.push(copy.recipient)
+            continue
+          }
+          this.s.insertMessage.run(request.msgId, request.sender, copy.recipient, request.group, copy.nonce, copy.box, request.ts, seq, request.expiresAt)
+        }
+        return {seq, ts: request.ts, duplicate: false, full}
+      })
+      .immediate()
+  }
+
+  pending(recipient: string, afterQid: number, limit: number): StoredMessage[] {
+    return this.s.pending.all(recipient, afterQid, limit).map(toMessage)
+  }
+
+  ack(recipient: string, msgIds: string[]): StoredMessage[] {
+    return this.db.transaction(() => msgIds.flatMap((id) => this.s.ack.all(recipient, id).map(toMessage)))()
+  }
+
+  expire(now: number): StoredMessage[] {
+    return this.db.transaction(() => {
+      const expired = this.s.expire.all(now).map(toMessage)
+      this.s.expireIds.run(now)
+      return expired
+    })()
+  }
+
+  addReceipts(receipts: ReceiptRecord[]): void {
+    this.db.transaction(() => {
+      for (const r of receipts) this.s.addReceipt.run(r.receiptId, r.username, r.msgId, r.by, r.status, r.ts)
+    })()
+  }
+
+  pendingReceipts(username: string, limit: number): ReceiptRecord[] {
+    return this.s.pendingReceipts.all(username, limit).map(toReceipt)
+  }
+
+  ackReceipts(username: string, receiptIds: string[]): void {
+    this.db.transaction(() => {
+      for (const id of receiptIds) this.s.ackReceipt.run(username, id)
+    })()
+  }
+
+  createGroup(group: GroupRecord): boolean {
+    return this.db.transaction(() => {
+      if (this.s.createGroup.run(group.name, group.owner, group.createdAt).changes === 0) return false
+      this.s.setMembership.run(group.name, group.owner, 'member')
+      return true
+    })()
+  }
+
+  getGroup(name: string): GroupRecord | undefined {
+    const row = this.s.getGroup.get(name)
+    return row ? {name: row.name, owner: row.owner, createdAt: row.created_at} : undefined
+  }
+
+  setMembership(name: string, username: string, membership: Membership): void {
+    this.s.setMembership.run(name, username, membership)
+  }
+
+  removeMembership(name: string, username: string): void {
+    this.s.removeMembership.run(name, username)
+  }
+
+  getMembership(name: string, username: string): Membership | undefined {
+    return this.s.getMembership.get(name, username)?.membership
+  }
+
+  listMembers(name: string): Array<{username: string; membership: Membership}> {
+    return this.s.listMembers.all(name)
+  }
+
+  listGroupsOf(username: string): Array<{name: string; membership: Membership}> {
+    return this.s.listGroupsOf.all(username)
+  }
+
+  block(blocker: string, blocked: string): void {
+    this.s.block.run(blocker, blocked)
+  }
+
+  unblock(blocker: string, blocked: string): boolean {
+    return this.s.unblock.run(blocker, blocked).changes > 0
+  }
+
+  listBlocked(blocker: string): string[] {
+    return this.s.listBlocked.all(blocker).map((r) => r.blocked)
+  }
+
+  listBlockers(blocked: string): string[] {
+    return this.s.listBlockers.all(blocked).map((r) => r.blocker)
+  }
+
+  isBlocked(blocker: string, blocked: string): boolean {
+    return this.s.isBlocked.get(blocker, blocked) !== undefined
+  }
+}

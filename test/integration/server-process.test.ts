@@ -1,0 +1,153 @@
+import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process'
+import {once} from 'node:events'
+import {writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+import {createInterface} from 'node:readline'
+import {fileURLToPath} from 'node:url'
+import {describe, expect, it, onTestFinished} from 'vitest'
+import {connectClient, makeTempDir} from '../helpers/server.js'
+
+/** The built CLI (`npm test` builds dist/ first). */
+const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
+
+const FIXTURE_CREDENTIALS = ['# test accounts', 'alice wonderland1 Alice Liddell', 'bob builder123', ''].join('\n')
+
+interface ServerProcess {
+  child: ChildProcessWithoutNullStreams
+  /** Parsed JSON log lines from stdout, in order. */
+  logs: Array<Record<string, unknown>>
+  stderr: () => string
+  /** Resolves with the first log line (seen already or later) that matches; rejects if the process exits first. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>
+  exited: Promise<{code: number | null; signal: NodeJS.Signals | null}>
+}
+
+/** Runs `messenger server ...args` as a child process, killed on teardown if still running. */
+function spawnServer(args: string[]): ServerProcess {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MESSENGER_')))
+  const child = spawn(process.execPath, [BIN, 'server', ...args], {env: {...env, NO_COLOR: '1'}})
+  const exited = once(child, 'exit').then(([code, signal]) => ({code: code as number | null, signal: signal as NodeJS.Signals | null}))
+  onTestFinished(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    child.kill('SIGKILL')
+    // Wait, so its temp dirs (removed after this) are no longer in use.
+    await exited
+  })
+  // 'close' (not 'exit') guarantees stdout and stderr have been read to the end.
+  const closed = once(child, 'close')
+  let stderr = ''
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')))
+  const logs: Array<Record<string, unknown>> = []
+  const watchers = new Set<() => void>()
+  createInterface({input: child.stdout}).on('line', (line) => {
+    try {
+      logs.push(JSON.parse(line) as Record<string, unknown>)
+    } catch {
+      logs.push({unparsed: line})
+    }
+    for (const watcher of watchers) watcher()
+  })
+  const waitForLog = (match: (line: Record<string, unknown>) => boolean) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      const check = () => {
+        const found = logs.find(match)
+        if (!found) return false
+        watchers.delete(check)
+        resolve(found)
+        return true
+      }
+      if (check()) return
+      watchers.add(check)
+      void closed.then(() => {
+        if (check()) return
+        watchers.delete(check)
+        reject(new Error(`the server exited before logging the expected line; stderr: ${stderr}; stdout: ${JSON.stringify(logs)}`))
+      })
+    })
+  return {child, logs, stderr: () => stderr, waitForLog, exited: closed.then(() => exited)}
+}
+
+async function fixtureCredentials(): Promise<string> {
+  const dir = await makeTempDir('messenger-fixture-')
+  const file = join(dir, 'credentials.txt')
+  await writeFile(file, FIXTURE_CREDENTIALS)
+  return file
+}
+
+/** Starts a server on a free port and waits until it logs its address. */
+async function startServerProcess(): Promise<{proc: ServerProcess; port: number; address: string; fingerprint: string}> {
+  const dataDir = await makeTempDir('messenger-data-')
+  const credentials = await fixtureCredentials()
+  const proc = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024', '--credentials', credentials])
+  const line = await proc.waitForLog((l) => typeof l.address === 'string')
+  const address = line.address as string
+  return {proc, address, port: Number(address.split(':').pop()), fingerprint: line.fingerprint as string}
+}
+
+function stderrLines(proc: ServerProcess): string[] {
+  return proc
+    .stderr()
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+}
+
+describe('messenger server as a process', () => {
+  it('logs its address and fingerprint, serves the imported accounts, and exits 0 on SIGTERM', async () => {
+    const {proc, address, fingerprint} = await startServerProcess()
+    expect(address).toMatch(/^127\.0\.0\.1:\d+$/)
+    expect(fingerprint).toMatch(/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/)
+
+    const client = await connectClient(address)
+    expect(client.fingerprint).toBe(fingerprint)
+    expect(await client.login('alice', 'wonderland1', {online: true})).toMatchObject({displayName: 'Alice Liddell'})
+    const disconnected = once(client, 'disconnected')
+
+    proc.child.kill('SIGTERM')
+    const {code, signal} = await proc.exited
+    expect({code, signal}).toEqual({code: 0, signal: null})
+    expect(proc.logs.some((l) => l.msg === 'server stopped')).toBe(true)
+    expect(proc.logs.some((l) => l.signal === 'SIGTERM')).toBe(true)
+    // The logged-in client was told, not just cut off.
+    const [{error}] = await disconnected
+    expect(error.code).toBe('SHUTTING_DOWN')
+    expect(stderrLines(proc)).toEqual([])
+  })
+
+  it('exits 1 with one stderr line naming the port and --port when the port is in use', async () => {
+    const {port} = await startServerProcess()
+    const dataDir = await makeTempDir('messenger-data-')
+    const second = spawnServer(['--port', String(port), '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024'])
+    const {code} = await second.exited
+    expect(code).toBe(1)
+    const lines = stderrLines(second)
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toContain(String(port))
+    expect(lines[0]).toContain('--port')
+  })
+
+  it('exits 1 with one stderr line naming --data-dir when the data dir cannot be created', async () => {
+    const dir = await makeTempDir()
+    const file = join(dir, 'a-file')
+    await writeFile(file, 'not a directory')
+    const proc = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', join(file, 'sub'), '--scrypt-cost', '1024'])
+    const {code} = await proc.exited
+    expect(code).toBe(1)
+    const lines = stderrLines(proc)
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toContain('--data-dir')
+  })
+
+  it('exits 1 with one stderr line naming --credentials when the credentials file cannot be read', async () => {
+    const dataDir = await makeTempDir('messenger-data-')
+    const missing = join(dataDir, 'no-such-credentials.txt')
+    const proc = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024', '--credentials', missing])
+    const {code} = await proc.exited
+    expect(code).toBe(1)
+    const lines = stderrLines(proc)
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toContain('--credentials')
+    expect(lines[0]).toContain(missing)
+    // It never got as far as listening.
+    expect(proc.logs.some((l) => typeof l.address === 'string')).toBe(false)
+  })
+})
