@@ -157,7 +157,6 @@ function prepareStatements(db: Database.Database) {
       `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, text, ts, seq, status, path, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
-    // One statement, so the forward-only check and the write cannot interleave with another writer.
     // seq and path are recorded whatever happens to the status: a receipt that overtook the send reply
     // keeps 'delivered', but the reply's seq and path still belong on the row.
     advance: db.prepare<{id: string; status: OutgoingStatus; rank: number; seq: number | null; path: DeliveryPath | null}>(
@@ -213,14 +212,16 @@ export class LocalHistory {
     this.now = options.now ?? Date.now
   }
 
-  addOutgoing(m: OutgoingMessage): void {
+  /**
+   * Records a message about to be sent, status 'sending'. Idempotent by id: recording the same id again
+   * (a resend) changes nothing and returns false.
+   */
+  addOutgoing(m: OutgoingMessage): boolean {
     const group = m.group ?? null
-    const to = group === null ? m.to! : groupPeer(group)
+    const to = group === null ? m.to : groupPeer(group)
     if (!to) throw new MessengerError('BAD_INPUT', 'An outgoing message needs a recipient or a group.')
     const result = this.stmt.insert.run(m.id, 'out', to, group, m.from ?? '', to, m.text, m.ts, null, 'sending', null, this.now())
-    if (result.changes === 0) {
-      throw new MessengerError('INTERNAL', `A message with id ${m.id} is already in the history.`, {hint: 'Message ids must be unique; generate a new one.'})
-    }
+    return result.changes === 1
   }
 
   /**
@@ -230,14 +231,19 @@ export class LocalHistory {
    * 'failed' (a retry). Returns whether the status changed.
    */
   setStatus(id: string, status: OutgoingStatus, fields: {seq?: number; path?: DeliveryPath} = {}): boolean {
-    const before = this.stmt.getStatus.get(id)?.status
-    if (before === undefined) return false
+    if (!Object.hasOwn(RANK, status)) throw new MessengerError('BAD_INPUT', `Unknown message status "${status}".`)
     const seq = fields.seq ?? null
     const path = fields.path ?? null
-    if (status === 'failed') this.stmt.fail.run({id, seq, path})
-    else if (status === 'sending') this.stmt.retry.run(id)
-    else this.stmt.advance.run({id, status, rank: RANK[status], seq, path})
-    return this.stmt.getStatus.get(id)?.status !== before
+    return this.db
+      .transaction(() => {
+        const before = this.stmt.getStatus.get(id)?.status
+        if (before === undefined) return false
+        if (status === 'failed') this.stmt.fail.run({id, seq, path})
+        else if (status === 'sending') this.stmt.retry.run(id)
+        else this.stmt.advance.run({id, status, rank: RANK[status], seq, path})
+        return this.stmt.getStatus.get(id)?.status !== before
+      })
+      .immediate()
   }
 
   /** Stores an incoming message; true only the first time its id is seen, so a redelivery is shown once. */

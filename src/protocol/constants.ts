@@ -23,6 +23,10 @@ export const DEFAULTS = {
   /** A client gives up on an unreachable server after this long. */
   connectTimeoutMs: 2_000,
   requestTimeoutMs: 10_000,
+  maxQueue: 10_000,
+  messageTtlMs: 30 * 24 * 60 * 60 * 1000,
+  retryInitialMs: 1_000,
+  retryMaxMs: 30_000,
   /** scrypt cost (N). 2^15 with r=8 is ~32 MiB and ~60 ms here: slow for guessers, fine for a login. */
   scryptN: 2 ** 15,
   scryptR: 8,

@@ -1,6 +1,6 @@
 import {LIMITS} from './constants.js'
 import type {ErrorCode} from './errors.js'
-import {bool, int, literal, object, optional, str, type Check, type Infer} from './schema.js'
+import {array, bool, int, literal, object, optional, str, type Check, type Infer} from './schema.js'
 
 /**
  * Every request a client may send, by type. The schema checks shape and generous bounds;
@@ -11,6 +11,15 @@ const id = int({min: 0})
 const username = str({min: 1, max: 64})
 const password = str({min: 0, max: LIMITS.passwordMaxLength})
 const token = str({min: 1, max: 128})
+const base64 = /^[A-Za-z0-9+/]*={0,2}$/
+/** Client-chosen message ids: 16+ random bytes, base64url. Unique per message, shared by its copies. */
+const msgId = str({min: 16, max: 64, pattern: /^[A-Za-z0-9_-]+$/, describe: 'base64url'})
+const groupName = str({min: 1, max: 64})
+const publicKey = str({min: 44, max: 44, pattern: base64, describe: 'a base64 X25519 public key'})
+const nonce = str({min: 32, max: 32, pattern: base64, describe: 'a base64 24-byte nonce'})
+/** 64 KiB of text + 16 bytes of MAC, base64: 87,404 characters. */
+const box = str({min: 24, max: 87_404, pattern: base64, describe: 'base64 ciphertext'})
+const copies = array(object({to: username, nonce, box}), {max: 1000})
 
 export const REQUEST_SCHEMAS = {
   hello: object({type: literal('hello'), id, version: int({min: 0}), client: optional(str({max: 100}))}),
@@ -20,6 +29,20 @@ export const REQUEST_SCHEMAS = {
   logout: object({type: literal('logout'), id}),
   whoisonline: object({type: literal('whoisonline'), id, sinceMs: optional(int({min: 0}))}),
   ping: object({type: literal('ping'), id}),
+  setkey: object({type: literal('setkey'), id, publicKey}),
+  whois: object({type: literal('whois'), id, username}),
+  send: object({type: literal('send'), id, msgId, group: optional(groupName), copies}),
+  ack: object({type: literal('ack'), id, msgIds: optional(array(msgId, {max: 1000})), receiptIds: optional(array(msgId, {max: 1000}))}),
+  broadcast: object({type: literal('broadcast'), id, msgId, copies}),
+  group_create: object({type: literal('group_create'), id, name: groupName, invite: optional(array(username, {max: 100}))}),
+  group_invite: object({type: literal('group_invite'), id, name: groupName, username}),
+  group_join: object({type: literal('group_join'), id, name: groupName}),
+  group_leave: object({type: literal('group_leave'), id, name: groupName}),
+  group_list: object({type: literal('group_list'), id}),
+  group_members: object({type: literal('group_members'), id, name: groupName}),
+  block: object({type: literal('block'), id, username}),
+  unblock: object({type: literal('unblock'), id, username}),
+  blocked: object({type: literal('blocked'), id}),
 } as const satisfies Record<string, Check<{type: string; id: number}>>
 
 export type RequestType = keyof typeof REQUEST_SCHEMAS
@@ -33,6 +56,15 @@ export interface OnlineUser {
   /** When the user came online (ms since epoch); for --since listings, their last login. */
   since: number
   online: boolean
+  /** Published X25519 key (base64), so a broadcast can be sealed to everyone listed. */
+  publicKey: string | null
+}
+
+export interface GroupMember {
+  username: string
+  displayName: string
+  membership: 'invited' | 'member'
+  publicKey: string | null
 }
 
 export interface Results {
@@ -43,6 +75,29 @@ export interface Results {
   logout: Record<string, never>
   whoisonline: {users: OnlineUser[]}
   ping: {now: number}
+  setkey: Record<string, never>
+  whois: {username: string; displayName: string; publicKey: string | null; online: boolean; lastSeen: number | null}
+  send: {
+    seq: number
+    ts: number
+    /** The msgId was seen before: nothing new was stored. */
+    duplicate: boolean
+    /** Copies stored, with whether each recipient had an online session at that moment. */
+    recipients: Array<{to: string; online: boolean}>
+    /** Group copies that were not stored (the member blocked you, their queue is full, ...). */
+    skipped: Array<{to: string; code: ErrorCode}>
+  }
+  ack: Record<string, never>
+  broadcast: {delivered: number}
+  group_create: {name: string; invited: string[]}
+  group_invite: Record<string, never>
+  group_join: Record<string, never>
+  group_leave: Record<string, never>
+  group_list: {groups: Array<{name: string; membership: 'invited' | 'member'}>}
+  group_members: {name: string; owner: string; members: GroupMember[]}
+  block: Record<string, never>
+  unblock: {wasBlocked: boolean}
+  blocked: {users: string[]}
 }
 
 export type Reply<T extends RequestType = RequestType> =
@@ -70,7 +125,38 @@ export interface ErrorPush {
   error: WireError
 }
 
-export type Push = PresencePush | ErrorPush
+/** One copy of an end-to-end encrypted message for the receiving client. Ack it by msgId. */
+export interface DeliverPush {
+  type: 'deliver'
+  msgId: string
+  from: string
+  to: string
+  group: string | null
+  ts: number
+  seq: number
+  nonce: string
+  box: string
+  /** Broadcasts are delivered to whoever is online and never stored. */
+  broadcast: boolean
+}
+
+/** Tells a sender what became of a message. Ack it by receiptId. */
+export interface ReceiptPush {
+  type: 'receipt'
+  receiptId: string
+  msgId: string
+  by: string
+  status: 'delivered' | 'expired'
+  ts: number
+}
+
+export interface InvitedPush {
+  type: 'invited'
+  group: string
+  by: string
+}
+
+export type Push = PresencePush | ErrorPush | DeliverPush | ReceiptPush | InvitedPush
 
 export function isRequestType(value: unknown): value is RequestType {
   return typeof value === 'string' && Object.hasOwn(REQUEST_SCHEMAS, value)

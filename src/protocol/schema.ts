@@ -7,11 +7,12 @@ import {errors} from './errors.js'
 export type Check<T> = (value: unknown, path: string) => T
 export type Infer<C> = C extends Check<infer T> ? T : never
 
-export function str(options: {min?: number; max: number}): Check<string> {
+export function str(options: {min?: number; max: number; pattern?: RegExp; describe?: string}): Check<string> {
   return (value, path) => {
     if (typeof value !== 'string') throw errors.badFrame(`${path} must be a string`)
     if (value.length < (options.min ?? 0)) throw errors.badFrame(`${path} must be at least ${options.min} characters`)
     if (value.length > options.max) throw errors.badFrame(`${path} must be at most ${options.max} characters`)
+    if (options.pattern && !options.pattern.test(value)) throw errors.badFrame(`${path} must be ${options.describe ?? `like ${options.pattern}`}`)
     return value
   }
 }

@@ -42,7 +42,7 @@ export class Accounts {
     if (!(await this.options.store.createUser(user))) {
       throw new MessengerError('USERNAME_TAKEN', `The username "${username}" is taken.`, {hint: 'Pick another username, or log in if it is yours.'})
     }
-    return {...user, lastLoginAt: null}
+    return {...user, lastLoginAt: null, publicKey: null}
   }
 
   /**

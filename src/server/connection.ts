@@ -39,6 +39,7 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
   lastActiveAt: number
   private readonly decoder: FrameDecoder
   private closed = false
+  private closing = false
   private chain: Promise<void> = Promise.resolve()
 
   constructor(
@@ -65,13 +66,16 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
 
   /** Sends a final error frame, then ends the connection. */
   fail(error: MessengerError): void {
-    if (this.closed) return
+    if (this.closed || this.closing) return
     this.write({type: 'error', error: error.toWire()})
     this.end()
   }
 
   end(): void {
-    if (this.closed) return
+    if (this.closed || this.closing) return
+    // From here on nothing more is written: a reply written after end() would make Node destroy
+    // the socket and discard the final error frame the peer still has to read.
+    this.closing = true
     this.socket.end()
     // A peer that never reads would keep the half-closed socket forever.
     setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref()
@@ -82,7 +86,7 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
   }
 
   private write(value: unknown): void {
-    if (this.closed || this.socket.destroyed) return
+    if (this.closed || this.closing || this.socket.destroyed || this.socket.writableEnded) return
     if (this.socket.writableLength > MAX_QUEUED_WRITE_BYTES) {
       this.options.logger.warn({conn: this.id, queued: this.socket.writableLength}, 'dropping a connection that does not read')
       this.socket.destroy()
@@ -92,6 +96,7 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.closing) return
     this.lastInboundAt = this.options.now()
     for (const item of this.decoder.push(chunk)) {
       if (!item.ok) {
@@ -116,7 +121,7 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
   }
 
   private async dispatch(request: Request): Promise<void> {
-    if (this.closed) return
+    if (this.closed || this.closing) return
     try {
       const result = await this.options.handle(this, request)
       this.write({re: request.id, result})

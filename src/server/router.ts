@@ -6,12 +6,16 @@ import type {Accounts} from './accounts.js'
 import type {Connection, ConnectionSession, Handler} from './connection.js'
 import type {Presence} from './presence.js'
 import type {RateLimiter} from './rate-limit.js'
+import type {Relay} from './relay.js'
+import type {Social} from './social.js'
 
 export interface RouterDeps {
   accounts: Accounts
   presence: Presence<ConnectionSession>
   store: Store
   authLimiter: RateLimiter
+  relay: Relay
+  social: Social
   now: () => number
   serverName: string
   maxFrameBytes: number
@@ -20,18 +24,37 @@ export interface RouterDeps {
 
 /** Gives each request type its meaning. Thin: the rules live in the services. */
 export function createRouter(deps: RouterDeps): (connection: Connection, request: Request) => Promise<unknown> {
-  const {accounts, presence, store, authLimiter, now} = deps
+  const {accounts, presence, store, authLimiter, now, relay, social} = deps
 
   const limitAuth = (connection: Connection) => {
     const retryAfterMs = authLimiter.hit(connection.remoteAddress)
     if (retryAfterMs > 0) throw errors.rateLimited(retryAfterMs)
   }
 
-  const signIn = (connection: Connection, session: ConnectionSession) => {
-    if (connection.session) presence.remove(connection.session)
-    connection.session = session
-    if (session.online) presence.add(session)
+  const signOut = (connection: Connection) => {
+    if (!connection.session) return
+    presence.remove(connection.session)
+    relay.offline(connection.session)
+    connection.session = undefined
   }
+
+  const signIn = async (connection: Connection, session: ConnectionSession) => {
+    signOut(connection)
+    connection.session = session
+    if (!session.online) return
+    presence.add(session)
+    // After the reply to login/resume is queued: deliveries follow it on the wire.
+    setImmediate(() => {
+      if (connection.session === session && !connection.isClosed) void relay.online(session)
+    })
+  }
+
+  /** Users who blocked `username` do not exist for them: not listed, no presence. */
+  const visibleTo = async (username: string) => {
+    const blockers = new Set(await store.listBlockers(username))
+    return (other: string) => !blockers.has(other)
+  }
+  const publicKeyOf = async (username: string) => (await store.getUser(username))?.publicKey ?? null
 
   const handlers: {[K in RequestType]: Handler<K>} = {
     async hello(connection, request) {
@@ -50,43 +73,100 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
     async login(connection, request) {
       limitAuth(connection)
       const {user, token, tokenHash, expiresAt} = await accounts.login(request.username, request.password)
-      signIn(connection, {username: user.username, displayName: user.displayName, tokenHash, online: request.online ?? false, connection})
+      await signIn(connection, {username: user.username, displayName: user.displayName, tokenHash, online: request.online ?? false, connection})
       return {username: user.username, displayName: user.displayName, token, expiresAt}
     },
 
     async resume(connection, request) {
       const online = request.online ?? false
       const {user, tokenHash, expiresAt} = await accounts.resume(request.token, online)
-      signIn(connection, {username: user.username, displayName: user.displayName, tokenHash, online, connection})
+      await signIn(connection, {username: user.username, displayName: user.displayName, tokenHash, online, connection})
       return {username: user.username, displayName: user.displayName, expiresAt}
     },
 
     async logout(connection) {
       const session = requireSession(connection)
       await accounts.logout(session.tokenHash)
-      presence.remove(session)
-      connection.session = undefined
+      signOut(connection)
       return {}
     },
 
     async whoisonline(connection, request) {
-      requireSession(connection)
+      const me = requireSession(connection)
+      const visible = await visibleTo(me.username)
       if (request.sinceMs === undefined) {
-        const users: OnlineUser[] = presence.list().map((e) => ({username: e.username, displayName: e.displayName, since: e.since, online: true}))
+        const users: OnlineUser[] = []
+        for (const e of presence.list()) {
+          if (!visible(e.username)) continue
+          users.push({username: e.username, displayName: e.displayName, since: e.since, online: true, publicKey: await publicKeyOf(e.username)})
+        }
         return {users}
       }
       const recent = await store.listUsersLoggedInSince(now() - request.sinceMs)
-      const users: OnlineUser[] = recent.map((u) => ({
-        username: u.username,
-        displayName: u.displayName,
-        since: u.lastLoginAt ?? u.createdAt,
-        online: presence.isOnline(u.username),
-      }))
+      const users: OnlineUser[] = recent
+        .filter((u) => visible(u.username))
+        .map((u) => ({
+          username: u.username,
+          displayName: u.displayName,
+          since: u.lastLoginAt ?? u.createdAt,
+          online: presence.isOnline(u.username),
+          publicKey: u.publicKey ?? null,
+        }))
       return {users}
     },
 
     async ping() {
       return {now: now()}
+    },
+
+    async setkey(connection, request) {
+      await store.setPublicKey(requireSession(connection).username, request.publicKey)
+      return {}
+    },
+
+    async whois(connection, request) {
+      const me = requireSession(connection)
+      const username = request.username.toLowerCase()
+      const user = await store.getUser(username)
+      if (!user) throw errors.noSuchUser(username)
+      const shown = (await visibleTo(me.username))(username)
+      const entry = shown ? presence.get(username) : undefined
+      return {
+        username,
+        displayName: user.displayName,
+        publicKey: user.publicKey ?? null,
+        online: entry !== undefined,
+        lastSeen: shown ? (entry?.since ?? user.lastLoginAt) : null,
+      }
+    },
+
+    send: (connection, request) => relay.send(requireSession(connection), request),
+    ack: (connection, request) => relay.ack(requireSession(connection), request),
+    broadcast: (connection, request) => relay.broadcast(requireSession(connection), request),
+
+    group_create: (connection, request) => social.createGroup(requireSession(connection).username, request.name, request.invite ?? []),
+    async group_invite(connection, request) {
+      await social.invite(requireSession(connection).username, request.name, request.username)
+      return {}
+    },
+    async group_join(connection, request) {
+      await social.join(requireSession(connection).username, request.name)
+      return {}
+    },
+    async group_leave(connection, request) {
+      await social.leave(requireSession(connection).username, request.name)
+      return {}
+    },
+    group_list: (connection) => social.list(requireSession(connection).username),
+    group_members: (connection, request) => social.members(requireSession(connection).username, request.name),
+
+    async block(connection, request) {
+      await social.block(requireSession(connection).username, request.username)
+      return {}
+    },
+    unblock: (connection, request) => social.unblock(requireSession(connection).username, request.username),
+    async blocked(connection) {
+      return {users: await store.listBlocked(requireSession(connection).username)}
     },
   }
 

@@ -15,7 +15,9 @@ import {importCredentials} from './credentials.js'
 import {hashPassword} from '../crypto/password.js'
 import {Presence} from './presence.js'
 import {RateLimiter} from './rate-limit.js'
+import {Relay} from './relay.js'
 import {createRouter} from './router.js'
+import {Social} from './social.js'
 
 /** Options for {@link createServer}. Every field has a default; tests pass small timeouts and cheap scrypt. */
 export interface ServerOptions {
@@ -41,6 +43,14 @@ export interface ServerOptions {
   authRateWindowMs?: number
   tokenTtlMs?: number
   scrypt?: Partial<ScryptParams>
+  /** Most messages queued per recipient (default 10,000). */
+  maxQueue?: number
+  /** Stored messages expire after this long (default 30 days). */
+  messageTtlMs?: number
+  /** Redelivery of unacknowledged messages: first after this long (default 1 s), doubling... */
+  retryInitialMs?: number
+  /** ...up to this (default 30 s). */
+  retryMaxMs?: number
   /** Use this store instead of the SQLite file in dataDir (the server then does not own it). */
   store?: Store
   logger?: Logger
@@ -71,6 +81,8 @@ export class MessengerServer {
   private info: ServerInfo | undefined
   private stopping: Promise<void> | undefined
   presence: Presence<ConnectionSession> | undefined
+  relay: Relay | undefined
+  private lastExpiry = 0
 
   constructor(private readonly input: ServerOptions) {
     const o = {
@@ -86,6 +98,10 @@ export class MessengerServer {
       authRateLimit: DEFAULTS.authRateLimit,
       authRateWindowMs: DEFAULTS.authRateWindowMs,
       tokenTtlMs: DEFAULTS.tokenTtlMs,
+      maxQueue: DEFAULTS.maxQueue,
+      messageTtlMs: DEFAULTS.messageTtlMs,
+      retryInitialMs: DEFAULTS.retryInitialMs,
+      retryMaxMs: DEFAULTS.retryMaxMs,
       now: Date.now,
       ...stripUndefined(input),
       dataDir: input.dataDir,
@@ -133,12 +149,31 @@ export class MessengerServer {
       const presence = new Presence<ConnectionSession>(o.now)
       this.presence = presence
       presence.on('change', (change) => {
-        for (const session of presence.sessions()) {
-          if (session.username === change.username) continue
-          session.connection.push({type: 'presence', ...change})
-        }
         this.logger.info({user: change.username, online: change.online}, change.online ? 'user online' : 'user offline')
+        // Someone who blocked you is invisible to you: their presence is not pushed to you.
+        store.listBlocked(change.username).then(
+          (blockedList) => {
+            const blocked = new Set(blockedList)
+            for (const session of presence.sessions()) {
+              if (session.username === change.username || blocked.has(session.username)) continue
+              session.connection.push({type: 'presence', ...change})
+            }
+          },
+          (error: unknown) => this.logger.error({err: error}, 'presence fan-out failed'),
+        )
       })
+      const relay = new Relay({
+        store,
+        presence,
+        now: o.now,
+        logger: this.logger,
+        maxQueue: o.maxQueue,
+        messageTtlMs: o.messageTtlMs,
+        retryInitialMs: o.retryInitialMs,
+        retryMaxMs: o.retryMaxMs,
+      })
+      this.relay = relay
+      const social = new Social({store, presence, now: o.now})
       const accounts = new Accounts({
         store,
         now: o.now,
@@ -153,6 +188,8 @@ export class MessengerServer {
         presence,
         store,
         authLimiter,
+        relay,
+        social,
         now: o.now,
         serverName: 'messenger',
         maxFrameBytes: o.maxFrameBytes,
@@ -180,7 +217,7 @@ export class MessengerServer {
       this.tlsServer = server
       const address = server.address() as AddressInfo
       this.info = {host: address.address, port: address.port, fingerprint: material.fingerprint}
-      this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.min(1_000, o.heartbeatTimeoutMs / 4)))
+      this.sweeper = setInterval(() => this.sweep(), Math.max(25, Math.min(250, o.heartbeatTimeoutMs / 4, o.retryInitialMs / 2)))
       this.sweeper.unref()
       this.logger.info(
         {address: `${this.info.host}:${this.info.port}`, fingerprint: material.fingerprint},
@@ -209,7 +246,10 @@ export class MessengerServer {
     this.connections.add(connection)
     connection.on('close', () => {
       this.connections.delete(connection)
-      if (connection.session) this.presence?.remove(connection.session)
+      if (connection.session) {
+        this.presence?.remove(connection.session)
+        this.relay?.offline(connection.session)
+      }
     })
   }
 
@@ -217,6 +257,11 @@ export class MessengerServer {
   private sweep(): void {
     const o = this.options
     const now = o.now()
+    this.relay?.retryDue()
+    if (now - this.lastExpiry >= Math.min(60_000, o.messageTtlMs)) {
+      this.lastExpiry = now
+      this.relay?.expire().catch((error: unknown) => this.logger.error({err: error}, 'expiry sweep failed'))
+    }
     for (const connection of this.connections) {
       if (now - connection.lastInboundAt > o.heartbeatTimeoutMs) {
         this.logger.info({conn: connection.id, user: connection.session?.username}, 'no heartbeat: dropping connection')

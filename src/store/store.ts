@@ -12,7 +12,7 @@ export interface UserRecord {
   /** Last successful login or resume (ms since epoch); null if never. */
   lastLoginAt: number | null
   /** The user's published X25519 public key (base64), null until their client publishes one. */
-  publicKey?: string | null
+  publicKey: string | null
 }
 
 export interface SessionRecord {
@@ -93,7 +93,7 @@ export interface GroupRecord {
 
 export interface Store {
   /** Creates the user; returns false (and changes nothing) if the username exists. */
-  createUser(user: Omit<UserRecord, 'lastLoginAt'>): Promise<boolean>
+  createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean>
   getUser(username: string): Promise<UserRecord | undefined>
   setLastLogin(username: string, at: number): Promise<void>
   /** Users whose last login is at or after `since`, newest first. */

@@ -27,7 +27,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFactor
 
     const T0 = 1_700_000_000_000
 
-    function user(username: string, overrides: Partial<Omit<UserRecord, 'lastLoginAt'>> = {}): Omit<UserRecord, 'lastLoginAt'> {
+    function user(username: string, overrides: Partial<Omit<UserRecord, 'lastLoginAt' | 'publicKey'>> = {}): Omit<UserRecord, 'lastLoginAt' | 'publicKey'> {
       return {username, displayName: `Display ${username}`, passwordHash: `scrypt$1024$8$1$c2FsdA==$aGFzaA==`, createdAt: T0, ...overrides}
     }
 
@@ -45,6 +45,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFactor
           passwordHash: 'scrypt$1024$8$1$c2FsdA==$aGFzaA==',
           createdAt: T0,
           lastLoginAt: null,
+          publicKey: null,
         })
       })
 

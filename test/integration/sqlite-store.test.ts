@@ -40,7 +40,7 @@ describe('SqliteStore specifics', () => {
     await first.close()
 
     const second = openStore(file)
-    expect(await second.getUser('alice')).toEqual({username: 'alice', displayName: 'Alice', passwordHash: 'h', createdAt: 1, lastLoginAt: 5})
+    expect(await second.getUser('alice')).toEqual({username: 'alice', displayName: 'Alice', passwordHash: 'h', createdAt: 1, lastLoginAt: 5, publicKey: null})
     expect(await second.getSession('tok')).toEqual({tokenHash: 'tok', username: 'alice', createdAt: 2, expiresAt: 3})
     expect(await second.getLoginFailures('alice')).toEqual({count: 2, lockedUntil: 9})
   })

@@ -15,6 +15,20 @@ const FULL: {[K in RequestType]: Request<K>} = {
   logout: {type: 'logout', id: 4},
   whoisonline: {type: 'whoisonline', id: 5, sinceMs: 600_000},
   ping: {type: 'ping', id: Number.MAX_SAFE_INTEGER},
+  setkey: {type: 'setkey', id: 7, publicKey: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='},
+  whois: {type: 'whois', id: 8, username: 'bob'},
+  send: {type: 'send', id: 9, msgId: 'msg_0123456789abcdef', group: 'team', copies: [{to: 'bob', nonce: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', box: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'}]},
+  ack: {type: 'ack', id: 10, msgIds: ['msg_0123456789abcdef'], receiptIds: ['msg_0123456789abcdef']},
+  broadcast: {type: 'broadcast', id: 11, msgId: 'msg_0123456789abcdef', copies: [{to: 'bob', nonce: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', box: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'}]},
+  group_create: {type: 'group_create', id: 12, name: 'team', invite: ['bob']},
+  group_invite: {type: 'group_invite', id: 13, name: 'team', username: 'bob'},
+  group_join: {type: 'group_join', id: 14, name: 'team'},
+  group_leave: {type: 'group_leave', id: 15, name: 'team'},
+  group_list: {type: 'group_list', id: 16},
+  group_members: {type: 'group_members', id: 17, name: 'team'},
+  block: {type: 'block', id: 18, username: 'bob'},
+  unblock: {type: 'unblock', id: 19, username: 'bob'},
+  blocked: {type: 'blocked', id: 20},
 }
 
 /** The same without the optional fields. */
@@ -26,6 +40,20 @@ const MINIMAL: {[K in RequestType]: Request<K>} = {
   logout: {type: 'logout', id: 4},
   whoisonline: {type: 'whoisonline', id: 5},
   ping: {type: 'ping', id: 6},
+  setkey: {type: 'setkey', id: 7, publicKey: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='},
+  whois: {type: 'whois', id: 8, username: 'bob'},
+  send: {type: 'send', id: 9, msgId: 'msg_0123456789abcdef', copies: [{to: 'bob', nonce: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', box: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'}]},
+  ack: {type: 'ack', id: 10},
+  broadcast: {type: 'broadcast', id: 11, msgId: 'msg_0123456789abcdef', copies: []},
+  group_create: {type: 'group_create', id: 12, name: 'team'},
+  group_invite: {type: 'group_invite', id: 13, name: 'team', username: 'bob'},
+  group_join: {type: 'group_join', id: 14, name: 'team'},
+  group_leave: {type: 'group_leave', id: 15, name: 'team'},
+  group_list: {type: 'group_list', id: 16},
+  group_members: {type: 'group_members', id: 17, name: 'team'},
+  block: {type: 'block', id: 18, username: 'bob'},
+  unblock: {type: 'unblock', id: 19, username: 'bob'},
+  blocked: {type: 'blocked', id: 20},
 }
 
 /** Validates as the server does: after a JSON round trip, so only JSON-representable input is tested. */

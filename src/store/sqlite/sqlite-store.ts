@@ -142,7 +142,7 @@ export class SqliteStore implements Store {
     this.messaging = new SqliteMessaging(db)
   }
 
-  async createUser(user: Omit<UserRecord, 'lastLoginAt'>): Promise<boolean> {
+  async createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean> {
     // OR IGNORE + changes: a duplicate is an answer ("taken"), not an exception, and is race-free.
     const result = this.stmt.createUser.run(user.username, user.displayName, user.passwordHash, user.createdAt)
     return result.changes === 1

@@ -1,0 +1,87 @@
+import {openText, sealText, SharedKeyCache, type SealedText} from '../crypto/envelope.js'
+import {decodeKey, encodeKey, keyFingerprint, type Identity} from '../crypto/identity.js'
+import {MessengerError} from '../protocol/errors.js'
+import type {LocalHistory} from './history.js'
+
+/** The part of LocalHistory the keyring needs: the pinned peer keys. */
+export type PeerKeyPins = Pick<LocalHistory, 'checkPeerKey' | 'getPeerKey'>
+
+export interface KeyringOptions {
+  identity: Identity
+  history: PeerKeyPins
+  /** Clock for the first-seen time of new pins; injectable for tests. */
+  now?: () => number
+  /** Bound of the shared-key cache (default 10,000 peers). */
+  cacheSize?: number
+}
+
+/**
+ * Our identity, the shared-key cache and the peer pins in one place, so no code path can seal to or
+ * open from a key that has not been checked against its pin.
+ */
+export class Keyring {
+  readonly publicKey: Uint8Array
+  private readonly history: PeerKeyPins
+  private readonly cache: SharedKeyCache
+  private readonly now: () => number
+
+  constructor(options: KeyringOptions) {
+    this.publicKey = options.identity.publicKey
+    this.history = options.history
+    this.cache = new SharedKeyCache(options.identity.secretKey, options.cacheSize)
+    this.now = options.now ?? Date.now
+  }
+
+  /** Our public key, base64, as published in the directory. */
+  get myPublicKey(): string {
+    return encodeKey(this.publicKey)
+  }
+
+  get myFingerprint(): string {
+    return keyFingerprint(this.publicKey)
+  }
+
+  /**
+   * Checks `username`'s presented key against the pin (pinning it on first use) and returns it decoded.
+   * Throws KEY_CHANGED when it differs from the pin, NO_KEY when it is not a valid key at all.
+   */
+  verify(username: string, publicKeyB64: string): Uint8Array {
+    const key = decodeKey(publicKeyB64)
+    if (!key) {
+      throw new MessengerError('NO_KEY', `${username} has no valid public key in the directory.`, {
+        hint: `${username} must log in once with a current client to publish a key.`,
+        details: {username},
+      })
+    }
+    if (this.history.checkPeerKey(username, publicKeyB64, this.now()) === 'changed') {
+      const pinned = this.history.getPeerKey(username)!.key
+      const pinnedFingerprint = keyFingerprint(decodeKey(pinned)!)
+      const presentedFingerprint = keyFingerprint(key)
+      throw new MessengerError('KEY_CHANGED', `The key of ${username} changed: pinned ${pinnedFingerprint}, now ${presentedFingerprint}.`, {
+        hint: `Verify the new fingerprint with ${username}, then run \`messenger trust ${username}\`.`,
+        details: {username, pinned, presented: publicKeyB64, pinnedFingerprint, presentedFingerprint},
+      })
+    }
+    return key
+  }
+
+  /** Seals `text` for `username` after verifying their key; throws KEY_CHANGED, NO_KEY, BAD_INPUT, MESSAGE_TOO_LARGE. */
+  seal(username: string, publicKeyB64: string, text: string): SealedText {
+    return sealText(this.cache, this.verify(username, publicKeyB64), text)
+  }
+
+  /**
+   * Opens a text from `username`. Returns null when the envelope does not open (forged, corrupt,
+   * tampered): drop it. Throws only when the sender's key itself is the problem (KEY_CHANGED, NO_KEY),
+   * so the caller can warn loudly and hold the message instead of dropping it.
+   */
+  open(username: string, publicKeyB64: string, nonce: string, box: string): string | null {
+    return openText(this.cache, this.verify(username, publicKeyB64), nonce, box)
+  }
+
+  /** The fingerprint of a base64 key, or null when it is not a valid key. */
+  static fingerprintOf(publicKeyB64: string): string | null {
+    const key = decodeKey(publicKeyB64)
+    return key ? keyFingerprint(key) : null
+  }
+}

@@ -1,0 +1,255 @@
+import {randomBytes} from 'node:crypto'
+import type {Logger} from 'pino'
+import {MessengerError, errors, type ErrorCode} from '../protocol/errors.js'
+import type {DeliverPush, Request, Results} from '../protocol/messages.js'
+import type {ReceiptRecord, Store, StoredMessage} from '../store/store.js'
+import type {ConnectionSession} from './connection.js'
+import type {Presence} from './presence.js'
+
+export interface RelayOptions {
+  store: Store
+  presence: Presence<ConnectionSession>
+  now: () => number
+  logger: Logger
+  /** Most copies queued for one recipient; beyond it senders get QUEUE_FULL. */
+  maxQueue: number
+  /** Stored copies expire after this long; the sender gets an "expired" receipt. */
+  messageTtlMs: number
+  /** First redelivery of an unacknowledged copy after this long, doubling up to retryMaxMs. */
+  retryInitialMs: number
+  retryMaxMs: number
+  /** Copies in flight per session before waiting for acks (keeps a 100k-message drain bounded). */
+  window?: number
+}
+
+interface InFlight {
+  message: StoredMessage
+  attempts: number
+  nextAt: number
+}
+
+/** Per online session: what it has been sent and not yet acknowledged, and how far it has read the queue. */
+interface SessionDelivery {
+  cursor: number
+  inFlight: Map<string, InFlight>
+  pumping: boolean
+  again: boolean
+}
+
+const RECEIPT_BATCH = 1000
+
+/**
+ * Store-and-forward. A copy is acknowledged to the sender only once committed; it is pushed to every
+ * online session of the recipient in queue order, re-pushed with backoff until a client acknowledges
+ * it, and deleted only on that acknowledgement, which turns into a "delivered" receipt for the sender.
+ */
+export class Relay {
+  private readonly sessions = new WeakMap<ConnectionSession, SessionDelivery>()
+  private readonly window: number
+  /** How often each copy was pushed (first push included); a test and metrics hook. */
+  pushes = 0
+
+  constructor(private readonly o: RelayOptions) {
+    this.window = o.window ?? 500
+  }
+
+  async send(session: ConnectionSession, request: Request<'send'>): Promise<Results['send']> {
+    const {store, now} = this.o
+    const sender = session.username
+    if (request.copies.length === 0) throw errors.badFrame('$.copies must not be empty')
+    const group = request.group?.toLowerCase() ?? null
+    if (!group && request.copies.length !== 1) throw errors.badFrame('a direct message has exactly one copy')
+    const skipped: Array<{to: string; code: ErrorCode}> = []
+    const accepted: Array<{recipient: string; nonce: string; box: string}> = []
+    if (group) {
+      const membership = await store.getMembership(group, sender)
+      if (!(await store.getGroup(group))) throw new MessengerError('NO_SUCH_GROUP', `There is no group "${group}".`)
+      if (membership !== 'member') throw new MessengerError('NOT_A_MEMBER', `You are not a member of "${group}".`)
+    }
+    for (const copy of request.copies) {
+      const to = copy.to.toLowerCase()
+      const refusal = await this.refusal(sender, to, group)
+      if (refusal) {
+        if (!group) throw refusal
+        skipped.push({to, code: refusal.code})
+        continue
+      }
+      accepted.push({recipient: to, nonce: copy.nonce, box: copy.box})
+    }
+    const ts = now()
+    const result = await store.enqueueMessage({
+      msgId: request.msgId,
+      sender,
+      group,
+      ts,
+      expiresAt: ts + this.o.messageTtlMs,
+      copies: accepted,
+      maxQueue: this.o.maxQueue,
+    })
+    for (const to of result.full) {
+      if (!group) {
+        throw new MessengerError('QUEUE_FULL', `${to} has ${this.o.maxQueue} messages waiting; the server will not queue more.`)
+      }
+      skipped.push({to, code: 'QUEUE_FULL'})
+    }
+    const stored = accepted.filter((c) => !result.full.includes(c.recipient)).map((c) => c.recipient)
+    for (const to of stored) this.pumpUser(to)
+    return {
+      seq: result.seq,
+      ts: result.ts,
+      duplicate: result.duplicate,
+      recipients: stored.map((to) => ({to, online: this.o.presence.isOnline(to)})),
+      skipped,
+    }
+  }
+
+  /** Why a copy from `sender` to `to` must not be queued, or undefined if it may. */
+  private async refusal(sender: string, to: string, group: string | null): Promise<MessengerError | undefined> {
+    const {store} = this.o
+    if (to === sender) {
+      return group ? undefined : new MessengerError('SELF_MESSAGE', 'You cannot send a message to yourself.')
+    }
+    if (!(await store.getUser(to))) return errors.noSuchUser(to)
+    if (group && (await store.getMembership(group, to)) !== 'member') {
+      return new MessengerError('NOT_A_MEMBER', `${to} is not a member of "${group}".`)
+    }
+    if (await store.isBlocked(to, sender)) {
+      return new MessengerError('BLOCKED', `${to} does not accept messages from you; the message was not delivered.`)
+    }
+    return undefined
+  }
+
+  /** Delivers to whoever is online right now; nothing is stored. */
+  async broadcast(session: ConnectionSession, request: Request<'broadcast'>): Promise<Results['broadcast']> {
+    const sender = session.username
+    const blockers = new Set(await this.o.store.listBlockers(sender))
+    const ts = this.o.now()
+    let delivered = 0
+    for (const copy of request.copies) {
+      const to = copy.to.toLowerCase()
+      if (to === sender || blockers.has(to)) continue
+      const entry = this.o.presence.get(to)
+      if (!entry) continue
+      const push: DeliverPush = {type: 'deliver', msgId: request.msgId, from: sender, to, group: null, ts, seq: 0, nonce: copy.nonce, box: copy.box, broadcast: true}
+      for (const target of entry.sessions) target.connection.push(push)
+      delivered++
+    }
+    return {delivered}
+  }
+
+  async ack(session: ConnectionSession, request: Request<'ack'>): Promise<Results['ack']> {
+    const {store, now} = this.o
+    const username = session.username
+    if (request.receiptIds?.length) await store.ackReceipts(username, request.receiptIds)
+    if (!request.msgIds?.length) return {}
+    const deleted = await store.ackMessages(username, request.msgIds)
+    // Every session of this user may hold these in flight; one ack settles them all.
+    for (const s of this.o.presence.get(username)?.sessions ?? []) {
+      const delivery = this.sessions.get(s)
+      for (const id of request.msgIds) delivery?.inFlight.delete(id)
+    }
+    if (deleted.length > 0) {
+      const ts = now()
+      await this.issueReceipts(deleted.map((m) => ({receiptId: newId(), username: m.sender, msgId: m.msgId, by: username, status: 'delivered' as const, ts})))
+    }
+    this.pumpUser(username)
+    return {}
+  }
+
+  /** A session came online: start draining its queue and hand it any receipts waiting for it. */
+  async online(session: ConnectionSession): Promise<void> {
+    this.sessions.set(session, {cursor: 0, inFlight: new Map(), pumping: false, again: false})
+    void this.pump(session)
+    const receipts = await this.o.store.pendingReceipts(session.username, RECEIPT_BATCH)
+    for (const r of receipts) session.connection.push(receiptPush(r))
+  }
+
+  offline(session: ConnectionSession): void {
+    this.sessions.delete(session)
+  }
+
+  /** Called often by the server's sweeper: re-push copies whose ack is overdue. */
+  retryDue(): void {
+    const now = this.o.now()
+    for (const session of this.o.presence.sessions()) {
+      const delivery = this.sessions.get(session)
+      if (!delivery) continue
+      for (const entry of delivery.inFlight.values()) {
+        if (entry.nextAt > now) continue
+        entry.attempts++
+        entry.nextAt = now + Math.min(this.o.retryMaxMs, this.o.retryInitialMs * 2 ** (entry.attempts - 1))
+        this.o.logger.debug({to: session.username, msgId: entry.message.msgId, attempt: entry.attempts}, 'redelivering')
+        this.pushCopy(session, entry.message)
+      }
+    }
+  }
+
+  /** Drops expired copies and tells their senders. */
+  async expire(): Promise<number> {
+    const expired = await this.o.store.expireMessages(this.o.now())
+    if (expired.length === 0) return 0
+    const ts = this.o.now()
+    await this.issueReceipts(expired.map((m) => ({receiptId: newId(), username: m.sender, msgId: m.msgId, by: m.recipient, status: 'expired' as const, ts})))
+    this.o.logger.info({count: expired.length}, 'expired undelivered messages')
+    return expired.length
+  }
+
+  private async issueReceipts(receipts: ReceiptRecord[]): Promise<void> {
+    await this.o.store.addReceipts(receipts)
+    for (const r of receipts) {
+      for (const s of this.o.presence.get(r.username)?.sessions ?? []) s.connection.push(receiptPush(r))
+    }
+  }
+
+  private pumpUser(username: string): void {
+    for (const session of this.o.presence.get(username)?.sessions ?? []) void this.pump(session)
+  }
+
+  /**
+   * Reads the session's queue from the store in qid order and pushes up to the window. Reading
+   * from the store (not pushing live copies directly) is what keeps order when new messages
+   * arrive while an old backlog is still draining.
+   */
+  private async pump(session: ConnectionSession): Promise<void> {
+    const delivery = this.sessions.get(session)
+    if (!delivery) return
+    if (delivery.pumping) {
+      delivery.again = true
+      return
+    }
+    delivery.pumping = true
+    try {
+      do {
+        delivery.again = false
+        const room = this.window - delivery.inFlight.size
+        if (room <= 0) break
+        const batch = await this.o.store.pendingMessages(session.username, delivery.cursor, room)
+        if (this.sessions.get(session) !== delivery || session.connection.isClosed) return
+        const now = this.o.now()
+        for (const message of batch) {
+          delivery.cursor = message.qid
+          delivery.inFlight.set(message.msgId, {message, attempts: 1, nextAt: now + this.o.retryInitialMs})
+          this.pushCopy(session, message)
+        }
+        if (batch.length === room) delivery.again = true
+      } while (delivery.again)
+    } catch (error) {
+      this.o.logger.error({err: error, user: session.username}, 'delivery pump failed; will retry on the next event')
+    } finally {
+      delivery.pumping = false
+    }
+  }
+
+  private pushCopy(session: ConnectionSession, m: StoredMessage): void {
+    this.pushes++
+    session.connection.push({type: 'deliver', msgId: m.msgId, from: m.sender, to: m.recipient, group: m.group, ts: m.ts, seq: m.seq, nonce: m.nonce, box: m.box, broadcast: false})
+  }
+}
+
+function receiptPush(r: ReceiptRecord) {
+  return {type: 'receipt' as const, receiptId: r.receiptId, msgId: r.msgId, by: r.by, status: r.status, ts: r.ts}
+}
+
+function newId(): string {
+  return randomBytes(16).toString('base64url')
+}

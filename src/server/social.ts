@@ -1,0 +1,97 @@
+import {LIMITS} from '../protocol/constants.js'
+import {MessengerError, errors} from '../protocol/errors.js'
+import type {GroupMember, InvitedPush, Results} from '../protocol/messages.js'
+import type {Store} from '../store/store.js'
+import type {ConnectionSession} from './connection.js'
+import type {Presence} from './presence.js'
+
+/** Groups (create, invite, join, leave, members) and blocking: the rules, with coded errors. */
+export class Social {
+  constructor(private readonly o: {store: Store; presence: Presence<ConnectionSession>; now: () => number}) {}
+
+  async createGroup(owner: string, rawName: string, invite: string[]): Promise<Results['group_create']> {
+    const name = groupName(rawName)
+    const invitees = [...new Set(invite.map((u) => u.toLowerCase()).filter((u) => u !== owner))]
+    for (const username of invitees) await this.requireUser(username)
+    if (!(await this.o.store.createGroup({name, owner, createdAt: this.o.now()}))) {
+      throw new MessengerError('GROUP_EXISTS', `The group "${name}" already exists.`)
+    }
+    for (const username of invitees) await this.invite(owner, name, username)
+    return {name, invited: invitees}
+  }
+
+  async invite(by: string, rawName: string, rawUsername: string): Promise<void> {
+    const name = await this.requireGroup(rawName)
+    await this.requireMember(name, by)
+    const username = rawUsername.toLowerCase()
+    await this.requireUser(username)
+    if ((await this.o.store.getMembership(name, username)) === 'member') return
+    await this.o.store.setMembership(name, username, 'invited')
+    const push: InvitedPush = {type: 'invited', group: name, by}
+    for (const s of this.o.presence.get(username)?.sessions ?? []) s.connection.push(push)
+  }
+
+  async join(username: string, rawName: string): Promise<void> {
+    const name = await this.requireGroup(rawName)
+    const membership = await this.o.store.getMembership(name, username)
+    if (membership === 'member') return
+    if (membership !== 'invited') throw new MessengerError('NOT_INVITED', `You have not been invited to "${name}".`)
+    await this.o.store.setMembership(name, username, 'member')
+  }
+
+  async leave(username: string, rawName: string): Promise<void> {
+    const name = await this.requireGroup(rawName)
+    await this.requireMember(name, username)
+    await this.o.store.removeMembership(name, username)
+  }
+
+  async list(username: string): Promise<Results['group_list']> {
+    return {groups: await this.o.store.listGroupsOf(username)}
+  }
+
+  async members(username: string, rawName: string): Promise<Results['group_members']> {
+    const name = await this.requireGroup(rawName)
+    // Invitees may look before they join; outsiders may not.
+    if (!(await this.o.store.getMembership(name, username))) throw new MessengerError('NOT_A_MEMBER', `You are not a member of "${name}".`)
+    const group = (await this.o.store.getGroup(name))!
+    const members: GroupMember[] = []
+    for (const m of await this.o.store.listMembers(name)) {
+      const user = await this.o.store.getUser(m.username)
+      if (user) members.push({username: m.username, displayName: user.displayName, membership: m.membership, publicKey: user.publicKey ?? null})
+    }
+    return {name, owner: group.owner, members}
+  }
+
+  async block(blocker: string, rawUsername: string): Promise<void> {
+    const blocked = rawUsername.toLowerCase()
+    if (blocked === blocker) throw new MessengerError('BAD_INPUT', 'You cannot block yourself.')
+    await this.requireUser(blocked)
+    await this.o.store.block(blocker, blocked)
+  }
+
+  async unblock(blocker: string, rawUsername: string): Promise<Results['unblock']> {
+    return {wasBlocked: await this.o.store.unblock(blocker, rawUsername.toLowerCase())}
+  }
+
+  private async requireUser(username: string): Promise<void> {
+    if (!(await this.o.store.getUser(username))) throw errors.noSuchUser(username)
+  }
+
+  private async requireGroup(rawName: string): Promise<string> {
+    const name = rawName.toLowerCase()
+    if (!(await this.o.store.getGroup(name))) throw new MessengerError('NO_SUCH_GROUP', `There is no group "${name}".`)
+    return name
+  }
+
+  private async requireMember(name: string, username: string): Promise<void> {
+    if ((await this.o.store.getMembership(name, username)) !== 'member') throw new MessengerError('NOT_A_MEMBER', `You are not a member of "${name}".`)
+  }
+}
+
+function groupName(raw: string): string {
+  const name = raw.trim().toLowerCase()
+  if (!LIMITS.usernamePattern.test(name)) {
+    throw new MessengerError('BAD_GROUP_NAME', `Invalid group name "${raw.slice(0, 40)}": use 2-32 characters of a-z, 0-9, "_", "." or "-".`)
+  }
+  return name
+}

@@ -1,0 +1,266 @@
+import {mkdtempSync, rmSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import path from 'node:path'
+
+import nacl from 'tweetnacl'
+import {afterEach, beforeEach, describe, expect, it} from 'vitest'
+
+import {HISTORY_SCHEMA_VERSION, openHistory, type LocalHistory} from '../../src/client/history.js'
+import {encodeKey} from '../../src/crypto/identity.js'
+import {MessengerError} from '../../src/protocol/errors.js'
+
+let dir: string
+let file: string
+let history: LocalHistory
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'messenger-history-'))
+  file = path.join(dir, 'history.db')
+  history = openHistory(file)
+})
+afterEach(() => {
+  history.close()
+  rmSync(dir, {recursive: true, force: true})
+})
+
+const key = () => encodeKey(nacl.box.keyPair().publicKey)
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn()
+  } catch (error) {
+    expect(error).toBeInstanceOf(MessengerError)
+    return (error as MessengerError).code
+  }
+  return undefined
+}
+
+describe('openHistory', () => {
+  it('uses WAL with synchronous FULL and records the schema version', () => {
+    expect(history.pragma('journal_mode')).toBe('wal')
+    expect(history.pragma('synchronous')).toBe(2)
+    expect(history.pragma('user_version')).toBe(HISTORY_SCHEMA_VERSION)
+  })
+
+  it('reports an unusable location as DATA_DIR_UNWRITABLE', () => {
+    expect(codeOf(() => openHistory(path.join(dir, 'missing', 'history.db')))).toBe('DATA_DIR_UNWRITABLE')
+  })
+
+  it('keeps messages, statuses and pins across a reopen', () => {
+    history.addOutgoing({id: 'o1', from: 'alice', to: 'bob', text: 'hello', ts: 1, status: 'sending'})
+    history.setStatus('o1', 'stored', {seq: 7, path: 'relay'})
+    history.addIncoming({id: 'i1', from: 'bob', to: 'alice', text: 'hi back', ts: 2})
+    const bobKey = key()
+    history.checkPeerKey('bob', bobKey, 100)
+    history.close()
+
+    history = openHistory(file)
+    expect(history.list({peer: 'bob'})).toEqual([
+      {id: 'o1', direction: 'out', peer: 'bob', group: null, from: 'alice', to: 'bob', text: 'hello', ts: 1, seq: 7, status: 'stored', path: 'relay'},
+      {id: 'i1', direction: 'in', peer: 'bob', group: null, from: 'bob', to: 'alice', text: 'hi back', ts: 2, seq: null, status: 'received', path: null},
+    ])
+    expect(history.getPeerKey('bob')).toEqual({key: bobKey, pendingKey: null, firstSeen: 100})
+    expect(history.checkPeerKey('bob', bobKey, 200)).toBe('same')
+  })
+})
+
+describe('incoming messages', () => {
+  it('stores a duplicate id once and reports only the first arrival', () => {
+    const m = {id: 'dup', from: 'bob', to: 'alice', text: 'once', ts: 5, seq: 3, path: 'relay' as const}
+    expect(history.addIncoming(m)).toBe(true)
+    expect(history.addIncoming(m)).toBe(false)
+    expect(history.addIncoming({...m, text: 'a forged second copy'})).toBe(false)
+    const rows = history.list({})
+    expect(rows).toHaveLength(1)
+    expect(rows[0]).toMatchObject({id: 'dup', text: 'once', seq: 3, path: 'relay', status: 'received'})
+  })
+
+  it('files a group message under #group with the real sender', () => {
+    history.addIncoming({id: 'g1', from: 'bob', to: 'alice', group: 'team', text: 'to all', ts: 1})
+    expect(history.list({group: 'team'})).toEqual([
+      {id: 'g1', direction: 'in', peer: '#team', group: 'team', from: 'bob', to: 'alice', text: 'to all', ts: 1, seq: null, status: 'received', path: null},
+    ])
+    expect(history.list({peer: 'bob'})).toEqual([])
+  })
+})
+
+describe('outgoing status', () => {
+  beforeEach(() => {
+    history.addOutgoing({id: 'm', to: 'bob', text: 't', ts: 1, status: 'sending'})
+  })
+  const status = () => history.list({})[0]!.status
+
+  it('records a new message once; a repeated addOutgoing changes nothing', () => {
+    expect(history.addOutgoing({id: 'm', to: 'carol', text: 'other', ts: 9})).toBe(false)
+    expect(history.list({})).toHaveLength(1)
+    expect(history.list({})[0]).toMatchObject({to: 'bob', text: 't', status: 'sending'})
+  })
+
+  it('moves forward through stored, sent, delivered', () => {
+    expect(history.setStatus('m', 'stored', {seq: 1, path: 'relay'})).toBe(true)
+    expect(status()).toBe('stored')
+    expect(history.setStatus('m', 'sent')).toBe(true)
+    expect(history.setStatus('m', 'delivered')).toBe(true)
+    expect(status()).toBe('delivered')
+  })
+
+  it('never moves backward', () => {
+    history.setStatus('m', 'delivered')
+    for (const s of ['sent', 'stored', 'sending', 'failed', 'delivered'] as const) {
+      expect(history.setStatus('m', s)).toBe(false)
+      expect(status()).toBe('delivered')
+    }
+  })
+
+  it('a receipt that arrives before the send reply is not downgraded by the reply, whose seq and path are kept', () => {
+    expect(history.setStatus('m', 'delivered')).toBe(true)
+    expect(history.setStatus('m', 'stored', {seq: 42, path: 'relay'})).toBe(false)
+    expect(history.list({})[0]).toMatchObject({status: 'delivered', seq: 42, path: 'relay'})
+  })
+
+  it("'failed' replaces only 'sending', and later progress overrides it", () => {
+    expect(history.setStatus('m', 'failed')).toBe(true)
+    expect(status()).toBe('failed')
+    // The server had stored it after all: a late reply or a receipt wins.
+    expect(history.setStatus('m', 'delivered')).toBe(true)
+    expect(history.setStatus('m', 'failed')).toBe(false)
+    expect(status()).toBe('delivered')
+  })
+
+  it("a retry moves 'failed' back to 'sending', but nothing else is moved back to it", () => {
+    history.setStatus('m', 'failed')
+    expect(history.setStatus('m', 'sending')).toBe(true)
+    expect(status()).toBe('sending')
+    history.setStatus('m', 'stored')
+    expect(history.setStatus('m', 'sending')).toBe(false)
+  })
+
+  it('ignores unknown ids and incoming rows', () => {
+    expect(history.setStatus('nope', 'delivered')).toBe(false)
+    history.addIncoming({id: 'in', from: 'bob', to: 'alice', text: 'x', ts: 2})
+    expect(history.setStatus('in', 'delivered')).toBe(false)
+    expect(history.list({}).find((e) => e.id === 'in')!.status).toBe('received')
+  })
+
+  it('records one row for a group send, addressed to #group', () => {
+    history.addOutgoing({id: 'g', from: 'alice', group: 'team', text: 'hello team', ts: 3, status: 'sending'})
+    history.setStatus('g', 'stored', {seq: 9})
+    history.setStatus('g', 'delivered')
+    expect(history.list({group: 'team'})).toEqual([
+      {id: 'g', direction: 'out', peer: '#team', group: 'team', from: 'alice', to: '#team', text: 'hello team', ts: 3, seq: 9, status: 'delivered', path: null},
+    ])
+  })
+})
+
+describe('list', () => {
+  beforeEach(() => {
+    // Inserted out of time order on purpose; ts 4 twice to exercise the tie-break.
+    history.addIncoming({id: 'b3', from: 'bob', to: 'alice', text: 'b3', ts: 3})
+    history.addOutgoing({id: 'b1', from: 'alice', to: 'bob', text: 'b1', ts: 1})
+    history.addIncoming({id: 'b4a', from: 'bob', to: 'alice', text: 'b4a', ts: 4})
+    history.addOutgoing({id: 'b4b', from: 'alice', to: 'bob', text: 'b4b', ts: 4})
+    history.addIncoming({id: 'b2', from: 'bob', to: 'alice', text: 'b2', ts: 2})
+    history.addIncoming({id: 'c1', from: 'carol', to: 'alice', text: 'c1', ts: 2})
+    history.addIncoming({id: 'g1', from: 'bob', to: 'alice', group: 'team', text: 'g1', ts: 5})
+    history.addOutgoing({id: 'g2', from: 'alice', group: 'team', text: 'g2', ts: 6})
+    history.addOutgoing({id: 'x1', from: 'alice', group: 'other', text: 'x1', ts: 7})
+  })
+  const ids = (entries: Array<{id: string}>) => entries.map((e) => e.id)
+
+  it('returns everything oldest first, equal timestamps in arrival order', () => {
+    expect(ids(history.list({}))).toEqual(['b1', 'b2', 'c1', 'b3', 'b4a', 'b4b', 'g1', 'g2', 'x1'])
+  })
+
+  it('filters a direct conversation, leaving out that user\u2019s group messages', () => {
+    expect(ids(history.list({peer: 'bob'}))).toEqual(['b1', 'b2', 'b3', 'b4a', 'b4b'])
+    expect(ids(history.list({peer: 'carol'}))).toEqual(['c1'])
+    expect(history.list({peer: 'nobody'})).toEqual([])
+  })
+
+  it('filters a group, by name or as #name', () => {
+    expect(ids(history.list({group: 'team'}))).toEqual(['g1', 'g2'])
+    expect(ids(history.list({peer: '#team'}))).toEqual(['g1', 'g2'])
+  })
+
+  it('returns the latest `limit` rows, still oldest first', () => {
+    expect(ids(history.list({peer: 'bob', limit: 2}))).toEqual(['b4a', 'b4b'])
+    expect(ids(history.list({limit: 3}))).toEqual(['g1', 'g2', 'x1'])
+    expect(ids(history.list({peer: 'bob', limit: 100}))).toHaveLength(5)
+  })
+
+  it('defaults to the latest 50', () => {
+    for (let i = 0; i < 60; i++) history.addIncoming({id: `many-${i}`, from: 'dave', to: 'alice', text: `${i}`, ts: 1000 + i})
+    const rows = history.list({peer: 'dave'})
+    expect(rows).toHaveLength(50)
+    expect(rows[0]!.id).toBe('many-10')
+    expect(rows.at(-1)!.id).toBe('many-59')
+  })
+
+  it('refuses a bad limit or both filters at once with BAD_INPUT', () => {
+    for (const limit of [0, -1, 1.5, Number.NaN]) expect(codeOf(() => history.list({limit}))).toBe('BAD_INPUT')
+    expect(codeOf(() => history.list({peer: 'bob', group: 'team'}))).toBe('BAD_INPUT')
+  })
+})
+
+describe('peer key pinning', () => {
+  it('pins on first use, then answers same or changed without moving the pin', () => {
+    const k1 = key()
+    const k2 = key()
+    expect(history.getPeerKey('bob')).toBeUndefined()
+    expect(history.checkPeerKey('bob', k1, 10)).toBe('new')
+    expect(history.checkPeerKey('bob', k1, 20)).toBe('same')
+    expect(history.checkPeerKey('bob', k2, 30)).toBe('changed')
+    expect(history.checkPeerKey('bob', k2, 31)).toBe('changed')
+    expect(history.getPeerKey('bob')).toEqual({key: k1, pendingKey: k2, firstSeen: 10})
+  })
+
+  it('trust promotes the pending key', () => {
+    const k1 = key()
+    const k2 = key()
+    history.checkPeerKey('bob', k1, 10)
+    history.checkPeerKey('bob', k2, 20)
+    expect(history.trustPeerKey('bob', 30)).toEqual({previous: k1, trusted: k2})
+    expect(history.getPeerKey('bob')).toEqual({key: k2, pendingKey: null, firstSeen: 30})
+    expect(history.checkPeerKey('bob', k2, 40)).toBe('same')
+    expect(history.checkPeerKey('bob', k1, 50)).toBe('changed')
+  })
+
+  it('trust with nothing pending returns the pin unchanged; with nothing known it is NO_KEY', () => {
+    const k1 = key()
+    history.checkPeerKey('bob', k1, 10)
+    expect(history.trustPeerKey('bob')).toEqual({previous: null, trusted: k1})
+    expect(history.getPeerKey('bob')).toEqual({key: k1, pendingKey: null, firstSeen: 10})
+    expect(codeOf(() => history.trustPeerKey('nobody'))).toBe('NO_KEY')
+  })
+
+  it('seeing the pinned key again clears a pending key', () => {
+    const k1 = key()
+    history.checkPeerKey('bob', k1, 10)
+    history.checkPeerKey('bob', key(), 20)
+    expect(history.checkPeerKey('bob', k1, 30)).toBe('same')
+    expect(history.getPeerKey('bob')!.pendingKey).toBeNull()
+    expect(history.trustPeerKey('bob')).toEqual({previous: null, trusted: k1})
+  })
+
+  it('the most recent different key is the one pending', () => {
+    const [k1, k2, k3] = [key(), key(), key()]
+    history.checkPeerKey('bob', k1, 10)
+    history.checkPeerKey('bob', k2, 20)
+    history.checkPeerKey('bob', k3, 30)
+    expect(history.trustPeerKey('bob')).toEqual({previous: k1, trusted: k3})
+  })
+
+  it('trustPeerKeyValue pins an explicit key and drops any pending one', () => {
+    const [k1, k2, k3] = [key(), key(), key()]
+    expect(history.trustPeerKeyValue('carol', k1, 5)).toEqual({previous: null, trusted: k1})
+    history.checkPeerKey('carol', k2, 10)
+    expect(history.trustPeerKeyValue('carol', k3, 20)).toEqual({previous: k1, trusted: k3})
+    expect(history.getPeerKey('carol')).toEqual({key: k3, pendingKey: null, firstSeen: 20})
+  })
+
+  it('refuses something that is not a key', () => {
+    expect(codeOf(() => history.checkPeerKey('bob', 'not-a-key', 1))).toBe('BAD_INPUT')
+    expect(codeOf(() => history.trustPeerKeyValue('bob', Buffer.alloc(16).toString('base64')))).toBe('BAD_INPUT')
+    expect(history.getPeerKey('bob')).toBeUndefined()
+  })
+})
