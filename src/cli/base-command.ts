@@ -2,6 +2,7 @@ import {Command, Flags, type Interfaces} from '@oclif/core'
 import {MessengerClient} from '../client/client.js'
 import {formatServerAddress, parseServerAddress} from '../client/address.js'
 import {Profile} from '../client/profile.js'
+import {openMessaging, type MessagingSession} from '../client/session.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError, toMessengerError} from '../protocol/errors.js'
 
@@ -28,6 +29,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected args!: CommandArgs<T>
   private profileInstance: Profile | undefined
   private readonly clients: MessengerClient[] = []
+  private readonly sessions: MessagingSession[] = []
 
   public override async init(): Promise<void> {
     await super.init()
@@ -68,7 +70,9 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   }
 
   /** Connects and resumes the profile's session (invisibly unless `online`). */
-  protected async connectSession(options: {online?: boolean; reconnect?: boolean} = {}): Promise<MessengerClient> {
+  protected async connectSession(
+    options: {online?: boolean; reconnect?: boolean; beforeResume?: (client: MessengerClient) => void} = {},
+  ): Promise<MessengerClient> {
     const {token, server} = this.profile.data
     const address = this.serverAddress()
     if (!token) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.')
@@ -78,6 +82,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       })
     }
     const client = await this.connect(options)
+    options.beforeResume?.(client)
     try {
       await client.resume(token, {online: options.online})
     } catch (error) {
@@ -87,8 +92,28 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return client
   }
 
+  /**
+   * A signed-in client plus this profile's keys, history and delivery engine; publishes our key so
+   * peers can write to us. `online` makes us visible and brings stored messages.
+   */
+  protected async messagingSession(options: {online?: boolean; reconnect?: boolean} = {}): Promise<{client: MessengerClient} & MessagingSession> {
+    let session: MessagingSession | undefined
+    // The engine listens before the resume: stored messages follow the resume reply at once.
+    const client = await this.connectSession({
+      ...options,
+      beforeResume: (c) => {
+        session = openMessaging(c, this.profile.dir, {me: this.profile.data.username})
+        this.sessions.push(session)
+      },
+    })
+    if (!session) throw new Error('unreachable: beforeResume always runs')
+    await session.engine.publishKey()
+    return {client, ...session}
+  }
+
   protected override async finally(error: Error | undefined): Promise<unknown> {
     await Promise.all(this.clients.map((client) => client.close()))
+    for (const session of this.sessions) session.close()
     return super.finally(error)
   }
 

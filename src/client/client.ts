@@ -91,6 +91,30 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     return this.state === 'ready'
   }
 
+  /** Whether a lost connection will be re-established (a `reconnect` client not closed by us). */
+  get reconnects(): boolean {
+    return this.options.reconnect && this.state !== 'closed'
+  }
+
+  /** Resolves once connected and signed in again; rejects if the client is closed or gives up. */
+  waitUntilConnected(): Promise<void> {
+    if (this.state === 'ready' && (!this.resumeWith || this.user)) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const onReconnected = () => {
+        this.off('disconnected', onDisconnected)
+        resolve()
+      }
+      const onDisconnected = ({error}: {error: MessengerError}) => {
+        if (error.code === 'TOKEN_INVALID' || error.code === 'CERT_CHANGED') {
+          this.off('reconnected', onReconnected)
+          reject(error)
+        }
+      }
+      this.once('reconnected', onReconnected)
+      this.on('disconnected', onDisconnected)
+    })
+  }
+
   /** Connects, checks the pin and says hello. Rejects with SERVER_UNREACHABLE within connectTimeoutMs. */
   async connect(): Promise<Results['hello']> {
     if (this.state === 'closed') throw new MessengerError('CONNECTION_CLOSED', 'This client was closed.')

@@ -1,3 +1,4 @@
+import {dirname} from 'node:path'
 import Conf from 'conf'
 import {ENV} from '../protocol/constants.js'
 import type {PinStore} from './tls-pin.js'
@@ -34,6 +35,11 @@ export class Profile implements PinStore {
 
   get path(): string {
     return this.conf.path
+  }
+
+  /** The profile directory: identity key and local history live beside the profile file. */
+  get dir(): string {
+    return dirname(this.conf.path)
   }
 
   get data(): ProfileData {

@@ -1,4 +1,5 @@
 import {BaseCommand} from '../cli/base-command.js'
+import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
 
 /**
@@ -6,10 +7,14 @@ import type {PresencePush} from '../protocol/messages.js'
  * tests) instead of oclif's single pretty-printed result.
  */
 export default class Listen extends BaseCommand<typeof Listen> {
-  static override summary = 'Stay online and print events as they arrive (presence changes; messages once messaging lands).'
+  static override summary = 'Stay online and print messages, receipts and presence changes as they arrive.'
 
-  static override description = `Makes you visible in whoisonline until you press Ctrl-C. If the server goes away it reconnects with backoff and says so.
-With --json it prints one JSON object per line: {"type":"presence","username","displayName","online","ts"}.`
+  static override description = `Makes you visible in whoisonline until Ctrl-C. Messages stored while you were away arrive first, in order.
+If the server goes away it reconnects with backoff, says so on stderr, and resumes.
+With --json it prints one JSON object per line:
+  {"type":"message","id","from","to","group","text","path","ts"}
+  {"type":"receipt","id","by","status","ts"}
+  {"type":"presence","username","displayName","online","ts"}`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -19,13 +24,22 @@ With --json it prints one JSON object per line: {"type":"presence","username","d
   async run(): Promise<void> {
     const json = this.jsonEnabled()
     const emit = (event: Record<string, unknown>, text: string) => {
-      if (json) process.stdout.write(`${JSON.stringify(event)}\n`)
-      else process.stdout.write(`${text}\n`)
+      process.stdout.write(`${json ? JSON.stringify(event) : text}\n`)
     }
-    const client = await this.connectSession({online: true, reconnect: true})
+    const {client, engine} = await this.messagingSession({online: true, reconnect: true})
     const me = client.user!
-    emit({type: 'ready', username: me.username, server: client.serverKey, ts: new Date().toISOString()}, `Listening as ${me.username} on ${client.serverKey}. Press Ctrl-C to stop.`)
-
+    engine.on('message', (m: ReceivedMessage) =>
+      emit(
+        {type: 'message', id: m.id, from: m.from, to: m.to, group: m.group, text: m.text, path: m.path, ts: new Date(m.ts).toISOString(), ...(m.broadcast ? {broadcast: true} : {})},
+        `[${new Date(m.ts).toLocaleTimeString()}] ${m.group ? `#${m.group} ` : m.broadcast ? '(broadcast) ' : ''}${m.from}: ${m.text}`,
+      ),
+    )
+    engine.on('receipt', (r) => emit({type: 'receipt', id: r.msgId, by: r.by, status: r.status, ts: new Date(r.ts).toISOString()}, `* ${r.status} to ${r.by}`))
+    engine.on('invited', (i) => emit({type: 'invited', group: i.group, by: i.by}, `* ${i.by} invited you to #${i.group}: messenger group join ${i.group}`))
+    engine.on('held', ({from, error}) => {
+      process.stderr.write(`WARNING: ${error.message} A message from ${from} is held until you run \`messenger trust ${from}\`.\n`)
+      if (json) emit({type: 'warning', code: error.code, from, message: error.message}, '')
+    })
     client.on('presence', (p: PresencePush) =>
       emit(
         {type: 'presence', username: p.username, displayName: p.displayName, online: p.online, ts: new Date(p.since).toISOString()},
@@ -38,6 +52,7 @@ With --json it prints one JSON object per line: {"type":"presence","username","d
       process.stderr.write('Reconnected.\n')
       if (json) emit({type: 'reconnected', ts: new Date().toISOString()}, '')
     })
+    emit({type: 'ready', username: me.username, server: client.serverKey, ts: new Date().toISOString()}, `Listening as ${me.username} on ${client.serverKey}. Press Ctrl-C to stop.`)
 
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve)

@@ -1,5 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
+import {openMessaging} from '../client/session.js'
 import {resolvePassword, resolveUsername} from '../cli/credentials-input.js'
 
 export default class Login extends BaseCommand<typeof Login> {
@@ -29,6 +30,13 @@ After too many wrong passwords the account is locked for a while (LOCKED_OUT).`
     const session = await client.login(username, password)
     const server = client.serverKey
     this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
+    // The profile's key pair is made on first login and published, so others can write to us.
+    const messaging = openMessaging(client, this.profile.dir)
+    try {
+      await messaging.engine.publishKey()
+    } finally {
+      messaging.close()
+    }
     this.log(`Logged in as ${session.username} (${session.displayName}) on ${server}.`)
     return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}
   }

@@ -1,5 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
+import {openMessaging} from '../client/session.js'
 import {resolvePassword, resolveUsername} from '../cli/credentials-input.js'
 import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
 
@@ -35,6 +36,13 @@ export default class Register extends BaseCommand<typeof Register> {
     const session = await client.login(username, password)
     const server = client.serverKey
     this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
+    // The profile's key pair is made on first login and published, so others can write to us.
+    const messaging = openMessaging(client, this.profile.dir)
+    try {
+      await messaging.engine.publishKey()
+    } finally {
+      messaging.close()
+    }
     this.log(`Registered ${session.username} (${session.displayName}) on ${server}; you are logged in.`)
     return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}
   }

@@ -78,7 +78,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   TOKEN_INVALID: 'Run `messenger login` again.',
   NO_SUCH_USER: 'Check the spelling of the username.',
   SELF_MESSAGE: 'Pick another recipient; `messenger history` shows what you sent.',
-  BLOCKED: 'The message was not delivered; there is nothing more you can do from here.',
+  BLOCKED: 'The recipient has chosen not to receive your messages; there is nothing to retry.',
   QUEUE_FULL: 'Wait until the recipient comes online and reads their messages, then send again.',
   MESSAGE_TOO_LARGE: 'Split the text into several messages, or send it as a file once file transfer is available.',
   NO_KEY: 'Ask the user to log in once with a current client, which publishes their key.',

@@ -27,6 +27,8 @@ export interface PresenceChange {
  */
 export class Presence<S extends PresenceSession = PresenceSession> extends EventEmitter<{change: [PresenceChange]}> {
   private readonly entries = new Map<string, PresenceEntry<S>>()
+  /** Every signed-in session, visible or not: receipts reach one-shot `send` sessions too. */
+  private readonly signedIn = new Map<string, Set<S>>()
 
   constructor(private readonly now: () => number) {
     super()
@@ -49,6 +51,23 @@ export class Presence<S extends PresenceSession = PresenceSession> extends Event
     if (entry.sessions.size > 0) return
     this.entries.delete(session.username)
     this.emit('change', {username: entry.username, displayName: entry.displayName, online: false, since: this.now()})
+  }
+
+  attach(session: S): void {
+    let set = this.signedIn.get(session.username)
+    if (!set) this.signedIn.set(session.username, (set = new Set()))
+    set.add(session)
+  }
+
+  detach(session: S): void {
+    const set = this.signedIn.get(session.username)
+    if (!set?.delete(session)) return
+    if (set.size === 0) this.signedIn.delete(session.username)
+  }
+
+  /** All signed-in sessions of a user, online or invisible. */
+  sessionsOf(username: string): Iterable<S> {
+    return this.signedIn.get(username) ?? []
   }
 
   isOnline(username: string): boolean {

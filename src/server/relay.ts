@@ -114,7 +114,7 @@ export class Relay {
       return new MessengerError('NOT_A_MEMBER', `${to} is not a member of "${group}".`)
     }
     if (await store.isBlocked(to, sender)) {
-      return new MessengerError('BLOCKED', `${to} does not accept messages from you; the message was not delivered.`)
+      return new MessengerError('BLOCKED', `${to} does not accept messages from you, so it was not delivered.`)
     }
     return undefined
   }
@@ -197,7 +197,7 @@ export class Relay {
   private async issueReceipts(receipts: ReceiptRecord[]): Promise<void> {
     await this.o.store.addReceipts(receipts)
     for (const r of receipts) {
-      for (const s of this.o.presence.get(r.username)?.sessions ?? []) s.connection.push(receiptPush(r))
+      for (const s of this.o.presence.sessionsOf(r.username)) s.connection.push(receiptPush(r))
     }
   }
 

@@ -34,6 +34,7 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
   const signOut = (connection: Connection) => {
     if (!connection.session) return
     presence.remove(connection.session)
+    presence.detach(connection.session)
     relay.offline(connection.session)
     connection.session = undefined
   }
@@ -41,6 +42,7 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
   const signIn = async (connection: Connection, session: ConnectionSession) => {
     signOut(connection)
     connection.session = session
+    presence.attach(session)
     if (!session.online) return
     presence.add(session)
     // After the reply to login/resume is queued: deliveries follow it on the wire.

@@ -248,6 +248,7 @@ export class MessengerServer {
       this.connections.delete(connection)
       if (connection.session) {
         this.presence?.remove(connection.session)
+        this.presence?.detach(connection.session)
         this.relay?.offline(connection.session)
       }
     })

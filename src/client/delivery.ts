@@ -1,0 +1,305 @@
+import {randomBytes} from 'node:crypto'
+import {EventEmitter} from 'node:events'
+import {MessengerError} from '../protocol/errors.js'
+import type {DeliverPush, InvitedPush, ReceiptPush, Results} from '../protocol/messages.js'
+import type {MessengerClient} from './client.js'
+import type {DeliveryPath, LocalHistory} from './history.js'
+import type {Keyring} from './keyring.js'
+
+export interface DeliveryOptions {
+  client: MessengerClient
+  keyring: Keyring
+  history: LocalHistory
+  /** Our username. */
+  me: string
+  /** How long `sendText` waits for a "delivered" receipt from an online recipient. Default 2 s. */
+  receiptWaitMs?: number
+  /** Acknowledge received messages (default true). Off only in tests that withhold acks. */
+  autoAck?: boolean
+}
+
+export interface ReceivedMessage {
+  id: string
+  from: string
+  to: string
+  group: string | null
+  text: string
+  ts: number
+  seq: number
+  path: DeliveryPath
+  broadcast: boolean
+}
+
+export interface SendOutcome {
+  id: string
+  seq: number
+  to: string
+  path: DeliveryPath
+  /** delivered: the recipient's client has it; stored: queued for an offline user; sent: queued, recipient online, receipt pending. */
+  status: 'delivered' | 'stored' | 'sent'
+}
+
+export interface GroupSendOutcome {
+  id: string
+  seq: number
+  group: string
+  recipients: Array<{to: string; online: boolean}>
+  skipped: Array<{to: string; code: string}>
+}
+
+export interface DeliveryEvents {
+  message: [ReceivedMessage]
+  receipt: [{msgId: string; by: string; status: 'delivered' | 'expired'; ts: number}]
+  invited: [InvitedPush]
+  /** A message whose sender's key differs from the pin: held (not acknowledged) until `trust`. */
+  held: [{msgId: string; from: string; error: MessengerError}]
+  /** A message that failed to decrypt: dropped and counted, never shown. */
+  dropped: [{msgId: string; from: string; reason: string}]
+}
+
+const RETRYABLE = new Set(['CONNECTION_CLOSED', 'TIMEOUT', 'SHUTTING_DOWN'])
+
+/**
+ * The client half of delivery: seal, send and confirm outgoing messages; open, store, show once and
+ * acknowledge incoming ones. Local history is written before the server is told anything, and an
+ * incoming message is acknowledged only after it is in local history.
+ */
+export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
+  /** Messages that failed to open (tampered, wrong key). */
+  dropped = 0
+  private readonly keys = new Map<string, string>()
+  private readonly receiptWaiters = new Map<string, () => void>()
+  private pendingAcks: string[] = []
+  private pendingReceiptAcks: string[] = []
+  private ackScheduled = false
+
+  constructor(private readonly o: DeliveryOptions) {
+    super()
+    o.client.on('push', (push) => {
+      if (push.type === 'deliver') void this.onDeliver(push)
+      else if (push.type === 'receipt') this.onReceipt(push)
+      else if (push.type === 'invited') this.emit('invited', push)
+    })
+    // A reconnect starts a new session view of the directory: keys may have changed meanwhile.
+    o.client.on('reconnected', () => this.keys.clear())
+  }
+
+  /** Publishes our public key in the directory (on login and whenever a session starts). */
+  async publishKey(): Promise<void> {
+    await this.o.client.request('setkey', {publicKey: this.o.keyring.myPublicKey})
+  }
+
+  /** Sends one direct message, end-to-end encrypted, through the relay. */
+  async sendText(rawTo: string, text: string): Promise<SendOutcome> {
+    const to = rawTo.trim().toLowerCase()
+    if (to === this.o.me) throw new MessengerError('SELF_MESSAGE', 'You cannot send a message to yourself.')
+    const key = await this.publicKeyOf(to, {fresh: true})
+    const sealed = this.o.keyring.seal(to, key, text)
+    const id = newMessageId()
+    this.o.history.addOutgoing({id, to, text, ts: Date.now(), from: this.o.me})
+    const delivered = this.waitForReceipt(id)
+    let result: Results['send']
+    try {
+      result = await this.request('send', {msgId: id, copies: [{to, nonce: sealed.nonce, box: sealed.box}]})
+    } catch (error) {
+      delivered.cancel()
+      this.o.history.setStatus(id, 'failed')
+      throw error
+    }
+    const online = result.recipients[0]?.online ?? false
+    let status: SendOutcome['status'] = online ? 'sent' : 'stored'
+    this.o.history.setStatus(id, status === 'sent' ? 'sent' : 'stored', {seq: result.seq, path: 'relay'})
+    if (online && (await delivered.within(this.o.receiptWaitMs ?? 2_000))) status = 'delivered'
+    else delivered.cancel()
+    return {id, seq: result.seq, to, path: 'relay', status}
+  }
+
+  /** Seals the text to every member separately and hands the server all copies in one request. */
+  async sendGroup(group: string, text: string): Promise<GroupSendOutcome> {
+    const {members, name} = await this.o.client.request('group_members', {name: group})
+    const copies: Array<{to: string; nonce: string; box: string}> = []
+    const skipped: Array<{to: string; code: string}> = []
+    for (const m of members) {
+      if (m.username === this.o.me || m.membership !== 'member') continue
+      if (!m.publicKey) {
+        skipped.push({to: m.username, code: 'NO_KEY'})
+        continue
+      }
+      // A changed key anywhere in the group refuses the whole send, as for a direct message.
+      const sealed = this.o.keyring.seal(m.username, m.publicKey, text)
+      copies.push({to: m.username, ...sealed})
+    }
+    const id = newMessageId()
+    this.o.history.addOutgoing({id, group: name, text, ts: Date.now(), from: this.o.me})
+    if (copies.length === 0) {
+      this.o.history.setStatus(id, 'stored')
+      return {id, seq: 0, group: name, recipients: [], skipped}
+    }
+    try {
+      const result = await this.request('send', {msgId: id, group: name, copies})
+      this.o.history.setStatus(id, 'stored', {seq: result.seq, path: 'relay'})
+      return {id, seq: result.seq, group: name, recipients: result.recipients, skipped: [...skipped, ...result.skipped]}
+    } catch (error) {
+      this.o.history.setStatus(id, 'failed')
+      throw error
+    }
+  }
+
+  /** To everyone online now (except those who blocked us); never stored. */
+  async broadcast(text: string): Promise<{id: string; delivered: number; skipped: Array<{to: string; code: string}>}> {
+    const {users} = await this.o.client.whoisonline()
+    const copies: Array<{to: string; nonce: string; box: string}> = []
+    const skipped: Array<{to: string; code: string}> = []
+    for (const u of users) {
+      if (u.username === this.o.me) continue
+      if (!u.publicKey) {
+        skipped.push({to: u.username, code: 'NO_KEY'})
+        continue
+      }
+      try {
+        copies.push({to: u.username, ...this.o.keyring.seal(u.username, u.publicKey, text)})
+      } catch (error) {
+        if (!(error instanceof MessengerError && error.code === 'KEY_CHANGED')) throw error
+        skipped.push({to: u.username, code: 'KEY_CHANGED'})
+      }
+    }
+    const id = newMessageId()
+    this.o.history.addOutgoing({id, to: '*', text, ts: Date.now(), from: this.o.me})
+    const {delivered} = copies.length > 0 ? await this.request('broadcast', {msgId: id, copies}) : {delivered: 0}
+    this.o.history.setStatus(id, delivered > 0 ? 'delivered' : 'sent', {path: 'relay'})
+    return {id, delivered, skipped}
+  }
+
+  /**
+   * Sends a request; with a reconnecting client, a lost connection waits for the reconnect and
+   * re-sends the same request. Safe for `send` because the server dedupes by msgId.
+   */
+  private async request<T extends 'send' | 'broadcast'>(type: T, params: Parameters<MessengerClient['request']>[1] & object): Promise<Results[T]> {
+    for (;;) {
+      try {
+        return (await this.o.client.request(type, params as never)) as Results[T]
+      } catch (error) {
+        if (!(error instanceof MessengerError && RETRYABLE.has(error.code) && this.o.client.reconnects)) throw error
+        await this.o.client.waitUntilConnected()
+      }
+    }
+  }
+
+  private async publicKeyOf(username: string, options: {fresh?: boolean} = {}): Promise<string> {
+    const cached = options.fresh ? undefined : this.keys.get(username)
+    if (cached) return cached
+    const info = await this.o.client.request('whois', {username})
+    if (!info.publicKey) {
+      throw new MessengerError('NO_KEY', `${username} has not published an encryption key yet.`, {
+        hint: `${username} needs to log in once with a current client; then send again.`,
+      })
+    }
+    this.keys.set(username, info.publicKey)
+    return info.publicKey
+  }
+
+  private async onDeliver(push: DeliverPush): Promise<void> {
+    let text: string | null
+    try {
+      let key = await this.publicKeyOf(push.from)
+      text = this.o.keyring.open(push.from, key, push.nonce, push.box)
+      if (text === null) {
+        // Perhaps the sender re-keyed since we cached; look once more before giving up.
+        key = await this.publicKeyOf(push.from, {fresh: true})
+        text = this.o.keyring.open(push.from, key, push.nonce, push.box)
+      }
+    } catch (error) {
+      const failure = error instanceof MessengerError ? error : new MessengerError('INTERNAL', String(error))
+      if (failure.code === 'KEY_CHANGED') {
+        // Not acknowledged: the server keeps it, and it arrives after `messenger trust`.
+        this.emit('held', {msgId: push.msgId, from: push.from, error: failure})
+        return
+      }
+      if (RETRYABLE.has(failure.code)) return // redelivered after reconnect
+      text = null
+    }
+    if (text === null) {
+      this.dropped++
+      this.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'could not be decrypted'})
+      this.queueAck(push.msgId) // garbage would otherwise be redelivered forever
+      return
+    }
+    const message: ReceivedMessage = {
+      id: push.msgId,
+      from: push.from,
+      to: push.to,
+      group: push.group,
+      text,
+      ts: push.ts,
+      seq: push.seq,
+      path: 'relay',
+      broadcast: push.broadcast,
+    }
+    const isNew = this.o.history.addIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path: 'relay'})
+    if (isNew) this.emit('message', message)
+    this.queueAck(push.msgId)
+  }
+
+  private onReceipt(push: ReceiptPush): void {
+    if (push.status === 'delivered') this.o.history.setStatus(push.msgId, 'delivered')
+    this.receiptWaiters.get(push.msgId)?.()
+    this.emit('receipt', {msgId: push.msgId, by: push.by, status: push.status, ts: push.ts})
+    this.pendingReceiptAcks.push(push.receiptId)
+    this.scheduleAck()
+  }
+
+  private queueAck(msgId: string): void {
+    if (this.o.autoAck === false) return
+    this.pendingAcks.push(msgId)
+    this.scheduleAck()
+  }
+
+  /** One ack request per burst: a drain of thousands of messages costs few round trips. */
+  private scheduleAck(): void {
+    if (this.ackScheduled) return
+    this.ackScheduled = true
+    setImmediate(() => {
+      this.ackScheduled = false
+      while (this.pendingAcks.length > 0 || this.pendingReceiptAcks.length > 0) {
+        const msgIds = this.pendingAcks.splice(0, 1000)
+        const receiptIds = this.pendingReceiptAcks.splice(0, 1000)
+        // If this fails the server redelivers; local history dedupes by id.
+        this.o.client.request('ack', {...(msgIds.length ? {msgIds} : {}), ...(receiptIds.length ? {receiptIds} : {})}).catch(() => undefined)
+      }
+    })
+  }
+
+  private waitForReceipt(msgId: string): {within: (ms: number) => Promise<boolean>; cancel: () => void} {
+    let arrived = false
+    let wake: (() => void) | undefined
+    this.receiptWaiters.set(msgId, () => {
+      arrived = true
+      wake?.()
+    })
+    const cancel = () => this.receiptWaiters.delete(msgId)
+    return {
+      cancel,
+      within: (ms) =>
+        new Promise<boolean>((resolve) => {
+          if (arrived) {
+            cancel()
+            resolve(true)
+            return
+          }
+          const timer = setTimeout(() => {
+            cancel()
+            resolve(false)
+          }, ms)
+          wake = () => {
+            clearTimeout(timer)
+            cancel()
+            resolve(true)
+          }
+        }),
+    }
+  }
+}
+
+export function newMessageId(): string {
+  return randomBytes(16).toString('base64url')
+}

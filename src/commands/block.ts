@@ -1,0 +1,20 @@
+import {Args} from '@oclif/core'
+import {BaseCommand} from '../cli/base-command.js'
+
+export default class Block extends BaseCommand<typeof Block> {
+  static override summary = 'Block a user: the server refuses their messages to you and hides your presence from them.'
+
+  static override description = 'Messages from that user are refused by the server (they are told BLOCKED), and you disappear from their whoisonline and presence updates.'
+
+  static override examples = ['<%= config.bin %> <%= command.id %> mallory']
+
+  static override args = {user: Args.string({description: 'Username to block.', required: true})}
+
+  async run(): Promise<{blocked: string}> {
+    const client = await this.connectSession()
+    const blocked = this.args.user.toLowerCase()
+    await client.request('block', {username: blocked})
+    this.log(`Blocked ${blocked}. Undo with \`messenger unblock ${blocked}\`.`)
+    return {blocked}
+  }
+}

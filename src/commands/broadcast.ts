@@ -1,0 +1,24 @@
+import {Args} from '@oclif/core'
+import {BaseCommand} from '../cli/base-command.js'
+import {messageText, positionalWords} from '../cli/message-text.js'
+
+export default class Broadcast extends BaseCommand<typeof Broadcast> {
+  static override summary = 'Send a message to everyone online right now.'
+
+  static override description = 'Each copy is encrypted for its recipient. Offline users do not get it later, and users who blocked you never get it.'
+
+  static override examples = ['<%= config.bin %> <%= command.id %> server restarts in 5 minutes']
+
+  static override strict = false
+
+  static override args = {message: Args.string({description: 'The text; "-" reads stdin.', required: true})}
+
+  async run(): Promise<{id: string; delivered: number; skipped: Array<{to: string; code: string}>}> {
+    const text = await messageText(positionalWords(this.argv))
+    const {engine} = await this.messagingSession()
+    const outcome = await engine.broadcast(text)
+    this.log(`Broadcast delivered to ${outcome.delivered} online user${outcome.delivered === 1 ? '' : 's'}.`)
+    for (const s of outcome.skipped) this.logToStderr(`Skipped ${s.to}: ${s.code}`)
+    return outcome
+  }
+}

@@ -1,0 +1,21 @@
+import {Args, Flags} from '@oclif/core'
+import {BaseCommand} from '../../cli/base-command.js'
+
+export default class GroupCreate extends BaseCommand<typeof GroupCreate> {
+  static override summary = 'Create a group and invite people to it.'
+
+  static override description = 'You become its first member. Invited users join with `messenger group join NAME`; only invited users can join.'
+
+  static override examples = ['<%= config.bin %> <%= command.id %> friends --invite bob --invite carol']
+
+  static override args = {name: Args.string({description: 'Group name: 2-32 characters of a-z, 0-9, _ . -', required: true})}
+
+  static override flags = {invite: Flags.string({description: 'User to invite (repeatable).', multiple: true, default: []})}
+
+  async run(): Promise<{name: string; invited: string[]}> {
+    const client = await this.connectSession()
+    const result = await client.request('group_create', {name: this.args.name, invite: this.flags.invite})
+    this.log(`Created group ${result.name}${result.invited.length ? `; invited ${result.invited.join(', ')}` : ''}.`)
+    return result
+  }
+}

@@ -1,0 +1,23 @@
+import {Args} from '@oclif/core'
+import {BaseCommand} from '../../cli/base-command.js'
+
+export default class GroupInvite extends BaseCommand<typeof GroupInvite> {
+  static override summary = 'Invite a user to a group you are a member of.'
+
+  static override description = 'The user is told at once if online, and can then run `messenger group join NAME`.'
+
+  static override examples = ['<%= config.bin %> <%= command.id %> friends dave']
+
+  static override args = {
+    name: Args.string({description: 'Group name.', required: true}),
+    user: Args.string({description: 'Username to invite.', required: true}),
+  }
+
+  async run(): Promise<{group: string; invited: string}> {
+    const client = await this.connectSession()
+    await client.request('group_invite', {name: this.args.name, username: this.args.user})
+    const result = {group: this.args.name.toLowerCase(), invited: this.args.user.toLowerCase()}
+    this.log(`Invited ${result.invited} to ${result.group}.`)
+    return result
+  }
+}

@@ -1,0 +1,19 @@
+import {Args} from '@oclif/core'
+import {BaseCommand} from '../../cli/base-command.js'
+
+export default class GroupLeave extends BaseCommand<typeof GroupLeave> {
+  static override summary = 'Leave a group.'
+
+  static override description = 'You stop receiving its messages; a member can invite you again.'
+
+  static override examples = ['<%= config.bin %> <%= command.id %> friends']
+
+  static override args = {name: Args.string({description: 'Group name.', required: true})}
+
+  async run(): Promise<{group: string; left: true}> {
+    const client = await this.connectSession()
+    await client.request('group_leave', {name: this.args.name})
+    this.log(`Left ${this.args.name.toLowerCase()}.`)
+    return {group: this.args.name.toLowerCase(), left: true}
+  }
+}

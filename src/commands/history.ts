@@ -1,0 +1,44 @@
+import {Args, Flags} from '@oclif/core'
+import {BaseCommand} from '../cli/base-command.js'
+import {openHistory, type HistoryEntry} from '../client/history.js'
+import {HISTORY_FILE} from '../client/session.js'
+import {join} from 'node:path'
+
+const MARKS: Record<string, string> = {sending: '…', failed: '✗ failed', stored: '✓ stored', sent: '✓ sent', delivered: '✓✓ delivered', received: ''}
+
+export default class History extends BaseCommand<typeof History> {
+  static override summary = 'Show your local message history, with delivery marks.'
+
+  static override description = `Reads the history kept on this machine (the server keeps no copy of delivered messages).
+Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ failed.`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    '<%= config.bin %> <%= command.id %> bob --limit 20',
+    '<%= config.bin %> <%= command.id %> --group friends',
+  ]
+
+  static override args = {user: Args.string({description: 'Only the conversation with this user.'})}
+
+  static override flags = {
+    group: Flags.string({description: 'Only this group.', exclusive: ['user']}),
+    limit: Flags.integer({description: 'How many of the latest messages.', default: 50, min: 1}),
+  }
+
+  async run(): Promise<{messages: HistoryEntry[]}> {
+    const history = openHistory(join(this.profile.dir, HISTORY_FILE))
+    try {
+      const messages = history.list({peer: this.args.user?.toLowerCase(), group: this.flags.group?.toLowerCase(), limit: this.flags.limit})
+      if (messages.length === 0) this.log('No messages yet.')
+      for (const m of messages) {
+        const when = new Date(m.ts).toLocaleString()
+        const where = m.group ? `[#${m.group}] ` : ''
+        const who = m.direction === 'out' ? `you -> ${m.group ? `#${m.group}` : m.to}` : m.from
+        this.log(`${when}  ${where}${who}: ${m.text}${m.direction === 'out' ? `  ${MARKS[m.status] ?? m.status}` : ''}`)
+      }
+      return {messages}
+    } finally {
+      history.close()
+    }
+  }
+}

@@ -1,0 +1,30 @@
+import {Args} from '@oclif/core'
+import {BaseCommand} from '../cli/base-command.js'
+import {relativeTime} from '../cli/render.js'
+import {Keyring} from '../client/keyring.js'
+
+export default class Whois extends BaseCommand<typeof Whois> {
+  static override summary = "Show a user's display name, presence and key fingerprint."
+
+  static override description = `Compare the fingerprint with the one the user sees in \`messenger status\` over a channel you trust: if they match, nobody is in the middle.
+"trust" says whether the key matches the one pinned on first use (new, pinned, or CHANGED).`
+
+  static override examples = ['<%= config.bin %> <%= command.id %> bob', '<%= config.bin %> <%= command.id %> bob --json']
+
+  static override args = {user: Args.string({description: 'Username.', required: true})}
+
+  async run(): Promise<{username: string; displayName: string; online: boolean; lastSeen: string | null; fingerprint: string | null; trust: 'new' | 'pinned' | 'changed' | 'none'}> {
+    const {client, history} = await this.messagingSession()
+    const info = await client.request('whois', {username: this.args.user})
+    const pin = history.getPeerKey(info.username)
+    const trust = !info.publicKey ? 'none' : !pin ? 'new' : pin.key === info.publicKey ? 'pinned' : 'changed'
+    const fingerprint = info.publicKey ? Keyring.fingerprintOf(info.publicKey) : null
+    const seen = info.online ? 'online' : info.lastSeen ? `offline, last seen ${relativeTime(info.lastSeen)}` : 'offline'
+    this.log(`${info.username} (${info.displayName}): ${seen}`)
+    this.log(`Key fingerprint: ${fingerprint ?? '(no key published yet)'}`)
+    if (trust === 'changed') {
+      this.log(`WARNING: this key differs from the one pinned for ${info.username} (${Keyring.fingerprintOf(pin!.key)}). Verify it, then run \`messenger trust ${info.username}\`.`)
+    }
+    return {username: info.username, displayName: info.displayName, online: info.online, lastSeen: info.lastSeen ? new Date(info.lastSeen).toISOString() : null, fingerprint, trust}
+  }
+}
