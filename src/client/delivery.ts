@@ -72,9 +72,21 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   private pendingAcks: string[] = []
   private pendingReceiptAcks: string[] = []
   private ackScheduled = false
+  /** Messages that arrived before anyone listened (stored ones follow the login reply at once). */
+  private backlog: ReceivedMessage[] | undefined = []
 
   constructor(private readonly o: DeliveryOptions) {
     super()
+    // Held until the first 'message' listener attaches, then replayed in arrival order: a command
+    // that wires its handlers after login must still see the messages stored for it.
+    ;(this as EventEmitter).on('newListener', (event: string | symbol) => {
+      if (event !== 'message' || !this.backlog) return
+      setImmediate(() => {
+        const backlog = this.backlog ?? []
+        this.backlog = undefined
+        for (const message of backlog) this.emit('message', message)
+      })
+    })
     o.client.on('push', (push) => {
       if (push.type === 'deliver') void this.onDeliver(push)
       else if (push.type === 'receipt') this.onReceipt(push)
@@ -236,7 +248,10 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       broadcast: push.broadcast,
     }
     const isNew = this.o.history.addIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path: 'relay'})
-    if (isNew) this.emit('message', message)
+    if (isNew) {
+      if (this.backlog) this.backlog.push(message)
+      else this.emit('message', message)
+    }
     this.queueAck(push.msgId)
   }
 

@@ -37,6 +37,8 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
     'max-frame': Flags.integer({description: 'Largest frame accepted, in bytes.', default: DEFAULTS.maxFrameBytes, min: 1024, env: 'MESSENGER_MAX_FRAME'}),
     'tls-cert': Flags.string({description: 'PEM certificate to use instead of the self-signed one.', env: 'MESSENGER_TLS_CERT', dependsOn: ['tls-key']}),
     'tls-key': Flags.string({description: 'PEM private key for --tls-cert.', env: 'MESSENGER_TLS_KEY', dependsOn: ['tls-cert']}),
+    'max-queue': Flags.integer({description: 'Most messages stored per offline recipient; beyond it senders get QUEUE_FULL.', default: DEFAULTS.maxQueue, min: 1, env: 'MESSENGER_MAX_QUEUE'}),
+    'message-ttl': Flags.string({description: 'Stored messages expire after this long (the sender gets an "expired" receipt).', default: '30d', env: 'MESSENGER_MESSAGE_TTL'}),
     'scrypt-cost': Flags.integer({description: 'scrypt N for new password hashes (power of two). Lower only for tests.', default: DEFAULTS.scryptN, min: 2, env: 'MESSENGER_SCRYPT_COST'}),
     'log-level': Flags.option({options: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, default: 'info', env: 'MESSENGER_LOG_LEVEL', description: 'Log verbosity.'})(),
   }
@@ -66,6 +68,8 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
       heartbeatIntervalMs: Math.max(100, Math.floor(heartbeatTimeoutMs / 3)),
       maxFrameBytes: f['max-frame'],
       scrypt: {N: scryptN},
+      maxQueue: f['max-queue'],
+      messageTtlMs: parseDuration(f['message-ttl']),
       logger,
     })
     const info = await server.start()

@@ -1,0 +1,82 @@
+/** Parses one line typed in `messenger chat` into an action. Pure, so it is unit-tested. */
+export type ChatAction =
+  | {kind: 'msg'; to: string; text: string}
+  | {kind: 'reply'; text: string}
+  | {kind: 'say'; text: string}
+  | {kind: 'who'}
+  | {kind: 'whois'; user: string}
+  | {kind: 'history'; user?: string}
+  | {kind: 'group'; sub: 'create' | 'invite' | 'join' | 'leave' | 'list' | 'members' | 'send'; args: string[]; text?: string}
+  | {kind: 'broadcast'; text: string}
+  | {kind: 'block'; user: string}
+  | {kind: 'unblock'; user: string}
+  | {kind: 'trust'; user: string}
+  | {kind: 'help'}
+  | {kind: 'quit'}
+  | {kind: 'none'}
+  | {kind: 'error'; message: string}
+
+export const CHAT_HELP = `Commands:
+  /msg USER text        send a message (plain text then goes to USER too)
+  /reply text           reply to whoever wrote last
+  /who                  who is online
+  /whois USER           display name, presence, key fingerprint
+  /history [USER]       recent messages
+  /group create NAME [USER...] | invite NAME USER | join NAME | leave NAME | list | members NAME | send NAME text
+  /broadcast text       to everyone online
+  /block USER, /unblock USER, /trust USER
+  /help, /quit          (Ctrl-C quits too)`
+
+const GROUP_SUBS = new Set(['create', 'invite', 'join', 'leave', 'list', 'members', 'send'])
+
+export function parseChatLine(line: string): ChatAction {
+  const trimmed = line.trim()
+  if (trimmed === '') return {kind: 'none'}
+  if (!trimmed.startsWith('/')) return {kind: 'say', text: trimmed}
+  const [command = '', ...rest] = trimmed.slice(1).split(/\s+/)
+  const restText = trimmed.slice(1 + command.length).trim()
+  const need = (n: number, usage: string): ChatAction | undefined => (rest.length < n ? {kind: 'error', message: `Usage: ${usage}`} : undefined)
+  switch (command.toLowerCase()) {
+    case 'msg':
+    case 'm':
+      return need(2, '/msg USER text') ?? {kind: 'msg', to: rest[0]!, text: restText.slice(rest[0]!.length).trim()}
+    case 'reply':
+    case 'r':
+      return need(1, '/reply text') ?? {kind: 'reply', text: restText}
+    case 'who':
+      return {kind: 'who'}
+    case 'whois':
+      return need(1, '/whois USER') ?? {kind: 'whois', user: rest[0]!}
+    case 'history':
+      return {kind: 'history', user: rest[0]}
+    case 'broadcast':
+      return need(1, '/broadcast text') ?? {kind: 'broadcast', text: restText}
+    case 'block':
+      return need(1, '/block USER') ?? {kind: 'block', user: rest[0]!}
+    case 'unblock':
+      return need(1, '/unblock USER') ?? {kind: 'unblock', user: rest[0]!}
+    case 'trust':
+      return need(1, '/trust USER') ?? {kind: 'trust', user: rest[0]!}
+    case 'group': {
+      const sub = rest[0]?.toLowerCase()
+      if (!sub || !GROUP_SUBS.has(sub)) return {kind: 'error', message: 'Usage: /group create|invite|join|leave|list|members|send ...'}
+      if (sub === 'send') {
+        if (rest.length < 3) return {kind: 'error', message: 'Usage: /group send NAME text'}
+        const afterName = restText.slice(restText.indexOf(rest[1]!) + rest[1]!.length).trim()
+        return {kind: 'group', sub, args: [rest[1]!], text: afterName}
+      }
+      const minArgs = {create: 1, invite: 2, join: 1, leave: 1, list: 0, members: 1}[sub as 'create']
+      if (rest.length - 1 < minArgs) return {kind: 'error', message: `Usage: /group ${sub}${minArgs ? ' NAME' : ''}${sub === 'invite' ? ' USER' : ''}`}
+      return {kind: 'group', sub: sub as 'create', args: rest.slice(1)}
+    }
+    case 'help':
+    case '?':
+      return {kind: 'help'}
+    case 'quit':
+    case 'exit':
+    case 'q':
+      return {kind: 'quit'}
+    default:
+      return {kind: 'error', message: `Unknown command /${command}. Type /help for the list.`}
+  }
+}

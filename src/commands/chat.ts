@@ -1,0 +1,222 @@
+import {clearLine, createInterface, cursorTo} from 'node:readline'
+import {BaseCommand} from '../cli/base-command.js'
+import {CHAT_HELP, parseChatLine, type ChatAction} from '../cli/chat-commands.js'
+import {relativeTime, table} from '../cli/render.js'
+import type {DeliveryEngine} from '../client/delivery.js'
+import type {LocalHistory} from '../client/history.js'
+import type {MessengerClient} from '../client/client.js'
+import {Keyring} from '../client/keyring.js'
+import {MessengerError, toMessengerError} from '../protocol/errors.js'
+
+interface ChatContext {
+  client: MessengerClient
+  engine: DeliveryEngine
+  history: LocalHistory
+  me: string
+  print: (line: string) => void
+  /** Where plain text goes: the last /msg target, else whoever wrote last. */
+  current?: string
+  lastSender?: string
+  /** Message ids sent from this chat, to announce their receipts. */
+  sent: Map<string, {to: string; seq: number}>
+}
+
+export default class Chat extends BaseCommand<typeof Chat> {
+  static override summary = 'Chat interactively: you are online, messages arrive as they are sent.'
+
+  static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
+Type /help for commands (/msg, /reply, /who, /whois, /history, /group, /broadcast, /block, /quit). Plain text goes to the user you last wrote to or heard from.
+Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; messages typed meanwhile are sent once it is back.`
+
+  static override examples = ['<%= config.bin %> <%= command.id %>', {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'}]
+
+  async run(): Promise<{messagesSent: number}> {
+    const {client, engine, history} = await this.messagingSession({online: true, reconnect: true})
+    const me = client.user!.username
+    const terminal = Boolean(process.stdin.isTTY && process.stdout.isTTY)
+    const rl = createInterface({input: process.stdin, output: process.stdout, terminal, prompt: terminal ? `${me}> ` : ''})
+    let closed = false
+    const print = (line: string) => {
+      if (!terminal || closed) {
+        process.stdout.write(`${line}\n`)
+        return
+      }
+      // Erase the half-typed line, print, then redraw the prompt with what was typed (cursor kept).
+      clearLine(process.stdout, 0)
+      cursorTo(process.stdout, 0)
+      process.stdout.write(`${line}\n`)
+      rl.prompt(true)
+    }
+    const ctx: ChatContext = {client, engine, history, me, print, sent: new Map()}
+    this.wireEvents(ctx)
+
+    print(`Chatting as ${me} on ${client.serverKey}. Type /help for commands, /quit to leave.`)
+    rl.prompt()
+    let chain = Promise.resolve()
+    let quitting = false
+    await new Promise<void>((resolve) => {
+      const quit = () => {
+        if (quitting) return
+        quitting = true
+        chain.finally(() => resolve())
+      }
+      rl.on('line', (line) => {
+        const action = parseChatLine(line)
+        if (action.kind === 'quit') {
+          quit()
+          return
+        }
+        chain = chain.then(async () => {
+          try {
+            await this.perform(ctx, action)
+          } catch (error) {
+            const failure = toMessengerError(error)
+            print(`Error: ${failure.message}${failure.hint ? ` ${failure.hint}` : ''}`)
+          }
+          if (!quitting) rl.prompt()
+        })
+      })
+      rl.on('SIGINT', quit)
+      rl.on('close', quit)
+      process.once('SIGINT', quit)
+      process.once('SIGTERM', quit)
+      client.on('disconnected', ({error}) => {
+        if (error.code === 'TOKEN_INVALID' || error.code === 'CERT_CHANGED') {
+          print(`Error: ${error.message} ${error.hint ?? ''}`)
+          process.exitCode = 1
+          quit()
+        }
+      })
+    })
+    closed = true
+    rl.close()
+    print('Bye.')
+    return {messagesSent: ctx.sent.size}
+  }
+
+  private wireEvents(ctx: ChatContext): void {
+    const {client, engine, print} = ctx
+    engine.on('message', (m) => {
+      if (!m.group && !m.broadcast) ctx.lastSender = m.from
+      const where = m.group ? `#${m.group} ` : m.broadcast ? '(broadcast) ' : ''
+      print(`[${new Date(m.ts).toLocaleTimeString()}] ${where}${m.from}: ${m.text}`)
+    })
+    engine.on('receipt', (r) => {
+      const sent = ctx.sent.get(r.msgId)
+      if (!sent) return
+      print(r.status === 'delivered' ? `  ✓✓ message ${sent.seq} delivered to ${r.by}` : `  ✗ message ${sent.seq} to ${r.by} expired undelivered`)
+    })
+    engine.on('invited', (i) => print(`* ${i.by} invited you to #${i.group}. Type /group join ${i.group}`))
+    engine.on('held', ({from, error}) => print(`!! ${error.message} A message from ${from} is held until you /trust ${from}.`))
+    client.on('presence', (p) => print(`* ${p.username} (${p.displayName}) is ${p.online ? 'online' : 'offline'}`))
+    client.on('disconnected', ({error}) => print(`* connection lost (${error.message}); reconnecting...`))
+    client.on('reconnected', () => print('* reconnected'))
+  }
+
+  private async perform(ctx: ChatContext, action: ChatAction): Promise<void> {
+    const {client, engine, print} = ctx
+    const send = async (to: string | undefined, text: string) => {
+      if (!to) throw new MessengerError('BAD_INPUT', 'Nobody to send to yet.', {hint: 'Start with /msg USER text.'})
+      ctx.current = to.toLowerCase()
+      const outcome = await engine.sendText(to, text)
+      ctx.sent.set(outcome.id, {to: outcome.to, seq: outcome.seq})
+      const how = {delivered: 'delivered', stored: `stored: ${outcome.to} is offline`, sent: 'sent'}[outcome.status]
+      print(`  message ${outcome.seq} to ${outcome.to} (${how})`)
+    }
+    switch (action.kind) {
+      case 'none':
+        return
+      case 'error':
+        print(action.message)
+        return
+      case 'help':
+        print(CHAT_HELP)
+        return
+      case 'msg':
+        return send(action.to, action.text)
+      case 'say':
+        return send(ctx.current ?? ctx.lastSender, action.text)
+      case 'reply':
+        return send(ctx.lastSender, action.text)
+      case 'who': {
+        const {users} = await client.whoisonline()
+        print(users.length === 0 ? 'Nobody is online.' : table(['USERNAME', 'DISPLAY NAME', 'ONLINE SINCE'], users.map((u) => [u.username, u.displayName, relativeTime(u.since)])))
+        return
+      }
+      case 'whois': {
+        const info = await client.request('whois', {username: action.user})
+        const seen = info.online ? 'online' : info.lastSeen ? `last seen ${relativeTime(info.lastSeen)}` : 'offline'
+        print(`${info.username} (${info.displayName}): ${seen}; key ${info.publicKey ? Keyring.fingerprintOf(info.publicKey) : '(none yet)'}`)
+        return
+      }
+      case 'history': {
+        const rows = ctx.history.list({peer: action.user?.toLowerCase(), limit: 20})
+        if (rows.length === 0) print('No messages yet.')
+        for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${m.direction === 'out' ? `you -> ${m.group ? `#${m.group}` : m.to}` : m.from}: ${m.text}${m.direction === 'out' ? ` [${m.status}]` : ''}`)
+        return
+      }
+      case 'broadcast': {
+        const outcome = await engine.broadcast(action.text)
+        print(`  broadcast delivered to ${outcome.delivered} online user(s)`)
+        return
+      }
+      case 'block':
+        await client.request('block', {username: action.user})
+        print(`Blocked ${action.user}.`)
+        return
+      case 'unblock':
+        await client.request('unblock', {username: action.user})
+        print(`Unblocked ${action.user}.`)
+        return
+      case 'trust': {
+        const info = await client.request('whois', {username: action.user})
+        if (!info.publicKey) throw new MessengerError('NO_KEY', `${info.username} has not published a key yet.`)
+        ctx.history.trustPeerKeyValue(info.username, info.publicKey)
+        print(`Trusting ${info.username}'s key ${Keyring.fingerprintOf(info.publicKey)}.`)
+        return
+      }
+      case 'group':
+        return this.group(ctx, action)
+      case 'quit':
+        return
+    }
+  }
+
+  private async group(ctx: ChatContext, action: Extract<ChatAction, {kind: 'group'}>): Promise<void> {
+    const {client, engine, print} = ctx
+    const [name = '', user = ''] = action.args
+    switch (action.sub) {
+      case 'create': {
+        const result = await client.request('group_create', {name, invite: action.args.slice(1)})
+        print(`Created #${result.name}${result.invited.length ? `, invited ${result.invited.join(', ')}` : ''}.`)
+        return
+      }
+      case 'invite':
+        await client.request('group_invite', {name, username: user})
+        print(`Invited ${user} to #${name}.`)
+        return
+      case 'join':
+        await client.request('group_join', {name})
+        print(`Joined #${name}.`)
+        return
+      case 'leave':
+        await client.request('group_leave', {name})
+        print(`Left #${name}.`)
+        return
+      case 'list': {
+        const {groups} = await client.request('group_list', {})
+        print(groups.length === 0 ? 'You are in no groups.' : groups.map((g) => `#${g.name} (${g.membership})`).join('\n'))
+        return
+      }
+      case 'members': {
+        const result = await client.request('group_members', {name})
+        print(result.members.map((m) => `${m.username} (${m.displayName}) ${m.membership}${m.username === result.owner ? ', owner' : ''}`).join('\n'))
+        return
+      }
+      case 'send': {
+        const outcome = await engine.sendGroup(name, action.text ?? '')
+        print(`  message ${outcome.seq} to #${outcome.group}: ${outcome.recipients.length} member(s)`)
+      }
+    }
+  }
+}

@@ -1,0 +1,256 @@
+import {describe, expect, it} from 'vitest'
+import {runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
+
+/**
+ * Messaging through the built CLI: `send` in one child process, `listen --json` in another, each
+ * user with a profile of their own, exactly as two people in two terminals would use it.
+ */
+
+const PASSWORDS = {alice: 'wonderland1', bob: 'builder123', carol: 'carolsings'} as const
+type User = keyof typeof PASSWORDS
+type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+
+interface ListenEvent {
+  type: string
+  id?: string
+  from?: string
+  to?: string
+  group?: string | null
+  text?: string
+  path?: string
+  ts?: string
+  by?: string
+  status?: string
+}
+
+/** A fresh server and a logged-in profile per user (logins run in parallel: each costs a node start-up). */
+async function setup<U extends User>(users: U[]): Promise<Record<U, Env>> {
+  const server = await startServerProcess()
+  const entries = await Promise.all(
+    users.map(async (user) => {
+      const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
+      const login = await runCli(['login', user, '--password-stdin'], {env, input: `${PASSWORDS[user]}\n`})
+      expect(login.code, `login ${user}: ${login.stderr}`).toBe(0)
+      return [user, env] as const
+    }),
+  )
+  return Object.fromEntries(entries) as Record<U, Env>
+}
+
+async function listen(env: Env): Promise<CliProcess> {
+  const proc = spawnCli(['listen', '--json'], {env})
+  await proc.waitForLine((l) => l.includes('"type":"ready"'), 'listen to be ready')
+  return proc
+}
+
+function events(proc: CliProcess): ListenEvent[] {
+  return proc.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as ListenEvent)
+}
+
+async function nextMessage(proc: CliProcess, match: (m: ListenEvent) => boolean, what: string): Promise<ListenEvent> {
+  const line = await proc.waitForLine((l) => {
+    if (!l.startsWith('{')) return false
+    const event = JSON.parse(l) as ListenEvent
+    return event.type === 'message' && match(event)
+  }, what)
+  return JSON.parse(line) as ListenEvent
+}
+
+async function sendJson(env: Env, args: string[], input?: string): Promise<{code: number | null; result: Record<string, unknown>; stderr: string}> {
+  const run = await runCli([...args, '--json'], {env, input})
+  let result: Record<string, unknown>
+  try {
+    result = JSON.parse(run.stdout) as Record<string, unknown>
+  } catch {
+    throw new Error(`${args.join(' ')} --json printed no JSON (exit ${run.code}); stdout:\n${run.stdout}\nstderr:\n${run.stderr}`)
+  }
+  return {code: run.code, result, stderr: run.stderr}
+}
+
+describe('messaging through the CLI', () => {
+  it('listen --json in one process receives what send in another sends, live', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const bobListens = await listen(bob)
+
+    const sent = await sendJson(alice, ['send', 'bob', 'hello', 'there'])
+    expect(sent.code, sent.stderr).toBe(0)
+    expect(sent.result).toMatchObject({to: 'bob', path: 'relay', status: 'delivered'})
+    expect(typeof sent.result.id).toBe('string')
+    expect(Number.isInteger(sent.result.seq)).toBe(true)
+
+    const message = await nextMessage(bobListens, (m) => m.id === sent.result.id, 'the live message')
+    expect(message).toMatchObject({type: 'message', from: 'alice', to: 'bob', group: null, text: 'hello there', path: 'relay'})
+    expect(Number.isNaN(Date.parse(message.ts!))).toBe(false)
+
+    // The human sentence, with a per-sender count that goes up.
+    const plain = await runCli(['send', 'bob', 'second'], {env: alice})
+    expect(plain.code, plain.stderr).toBe(0)
+    expect(plain.stdout.trim()).toBe(`Message ${(sent.result.seq as number) + 1} sent to bob (delivered)`)
+    await nextMessage(bobListens, (m) => m.text === 'second', 'the second message')
+
+    // The receipt arrived while send waited, so alice's local history already says delivered.
+    const history = await sendJson(alice, ['history', 'bob'])
+    const mine = (history.result.messages as Array<{id: string; status: string; direction: string; text: string}>).find((m) => m.id === sent.result.id)
+    expect(mine).toMatchObject({direction: 'out', status: 'delivered', text: 'hello there'})
+
+    // Each id is shown once.
+    expect(events(bobListens).filter((e) => e.type === 'message' && e.id === sent.result.id)).toHaveLength(1)
+  })
+
+  it('stores a message for an offline user, delivers it when they listen, and marks it delivered for the sender later', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+
+    const sent = await runCli(['send', 'bob', 'are', 'you', 'there?'], {env: alice})
+    expect(sent.code, sent.stderr).toBe(0)
+    expect(sent.stdout.trim()).toMatch(/^Message \d+ sent to bob \(stored: bob is offline\)$/)
+
+    const stored = await sendJson(alice, ['history', 'bob'])
+    const [entry] = stored.result.messages as Array<{id: string; status: string; text: string; direction: string}>
+    expect(entry).toMatchObject({direction: 'out', text: 'are you there?', status: 'stored'})
+    expect(stored.result.messages).toHaveLength(1)
+    const human = await runCli(['history', 'bob'], {env: alice})
+    expect(human.stdout).toContain('stored')
+
+    const bobListens = await listen(bob)
+    const message = await nextMessage(bobListens, (m) => m.id === entry!.id, 'the stored message')
+    expect(message).toMatchObject({from: 'alice', to: 'bob', text: 'are you there?', path: 'relay'})
+
+    // Bob's receipt waited on the server for alice; her next online session collects it.
+    const aliceListens = await listen(alice)
+    const receipt = await aliceListens.waitForLine((l) => l.includes('"type":"receipt"') && l.includes(entry!.id), 'the delivered receipt')
+    expect(JSON.parse(receipt)).toMatchObject({type: 'receipt', id: entry!.id, by: 'bob', status: 'delivered'})
+    expect(await aliceListens.stop('SIGINT')).toBe(0)
+    const after = await sendJson(alice, ['history', 'bob'])
+    expect((after.result.messages as Array<{id: string; status: string}>).find((m) => m.id === entry!.id)).toMatchObject({status: 'delivered'})
+  })
+
+  it('takes text from stdin, keeps repeated words in order, and refuses self, unknown and oversized messages', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const bobListens = await listen(bob)
+
+    const repeated = await sendJson(alice, ['send', 'bob', 'no', 'no', 'means', 'no'])
+    expect(repeated.code, repeated.stderr).toBe(0)
+    expect((await nextMessage(bobListens, (m) => m.id === repeated.result.id, 'the repeated words')).text).toBe('no no means no')
+
+    const piped = await sendJson(alice, ['send', 'bob', '-'], 'first line\n  second line, indented\n')
+    expect(piped.code, piped.stderr).toBe(0)
+    expect((await nextMessage(bobListens, (m) => m.id === piped.result.id, 'the stdin message')).text).toBe('first line\n  second line, indented')
+
+    // Exactly 64 KiB goes through; one byte more is refused before anything is sent.
+    const limit = await sendJson(alice, ['send', 'bob', '-'], 'a'.repeat(64 * 1024))
+    expect(limit.code, limit.stderr).toBe(0)
+    expect((await nextMessage(bobListens, (m) => m.id === limit.result.id, 'the 64 KiB message')).text).toHaveLength(64 * 1024)
+    const tooLarge = await sendJson(alice, ['send', 'bob', '-'], 'a'.repeat(64 * 1024 + 1))
+    expect(tooLarge.code).toBe(1)
+    expect(tooLarge.result).toMatchObject({error: {code: 'MESSAGE_TOO_LARGE'}})
+
+    const self = await runCli(['send', 'alice', 'hi', 'me'], {env: alice})
+    expect(self.code).toBe(1)
+    expect(self.stderr).toMatch(/^Error: You cannot send a message to yourself\..*/m)
+    const selfJson = await sendJson(alice, ['send', 'alice', 'hi'])
+    expect(selfJson.result).toMatchObject({error: {code: 'SELF_MESSAGE'}})
+
+    const unknown = await runCli(['send', 'nobody', 'hi'], {env: alice})
+    expect(unknown.code).toBe(1)
+    expect(unknown.stderr).toMatch(/^Error: .*nobody/m)
+    const unknownJson = await sendJson(alice, ['send', 'nobody', 'hi'])
+    expect(unknownJson.code).toBe(1)
+    expect(unknownJson.result).toMatchObject({error: {code: 'NO_SUCH_USER'}})
+
+    // None of the refused messages reached bob.
+    const texts = events(bobListens).filter((e) => e.type === 'message').map((e) => e.text!.length > 20 ? `${e.text!.length} chars` : e.text)
+    expect(texts).toEqual(['no no means no', 'first line\n  second line, indented', `${64 * 1024} chars`])
+  })
+
+  it('runs a group: create with an invite, join, send to members, refuse outsiders', async () => {
+    const {alice, bob, carol} = await setup(['alice', 'bob', 'carol'])
+
+    const created = await sendJson(alice, ['group', 'create', 'friends', '--invite', 'bob'])
+    expect(created.code, created.stderr).toBe(0)
+    expect(created.result).toMatchObject({name: 'friends', invited: ['bob']})
+
+    // Only invited users can join.
+    const crasher = await sendJson(carol, ['group', 'join', 'friends'])
+    expect(crasher.code).toBe(1)
+    expect(crasher.result).toMatchObject({error: {code: 'NOT_INVITED'}})
+
+    const joined = await runCli(['group', 'join', 'friends'], {env: bob})
+    expect(joined.code, joined.stderr).toBe(0)
+    const members = await sendJson(bob, ['group', 'members', 'friends'])
+    expect((members.result.members as Array<{username: string; membership: string}>).map((m) => [m.username, m.membership]).sort()).toEqual([
+      ['alice', 'member'],
+      ['bob', 'member'],
+    ])
+
+    const bobListens = await listen(bob)
+    const sent = await sendJson(alice, ['group', 'send', 'friends', 'hi', 'all'])
+    expect(sent.code, sent.stderr).toBe(0)
+    expect(sent.result).toMatchObject({group: 'friends'})
+    const message = await nextMessage(bobListens, (m) => m.id === sent.result.id, 'the group message')
+    expect(message).toMatchObject({from: 'alice', group: 'friends', text: 'hi all', path: 'relay'})
+
+    const outsider = await runCli(['group', 'send', 'friends', 'x'], {env: carol})
+    expect(outsider.code).toBe(1)
+    expect(outsider.stderr).toMatch(/^Error: .+/m)
+    const outsiderJson = await sendJson(carol, ['group', 'send', 'friends', 'x'])
+    expect(outsiderJson.code).toBe(1)
+    expect(outsiderJson.result).toMatchObject({error: {code: 'NOT_A_MEMBER'}})
+    expect(events(bobListens).filter((e) => e.type === 'message').map((e) => e.text)).toEqual(['hi all'])
+  })
+
+  it('blocks and unblocks a sender', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+
+    const blocked = await runCli(['block', 'alice'], {env: bob})
+    expect(blocked.code, blocked.stderr).toBe(0)
+    const list = await sendJson(bob, ['blocked'])
+    expect(list.result).toEqual({users: ['alice']})
+
+    const refused = await sendJson(alice, ['send', 'bob', 'hi'])
+    expect(refused.code).toBe(1)
+    expect(refused.result).toMatchObject({error: {code: 'BLOCKED'}})
+    const refusedText = await runCli(['send', 'bob', 'hi'], {env: alice})
+    expect(refusedText.code).toBe(1)
+    expect(refusedText.stderr).toMatch(/^Error: .+/m)
+
+    expect((await runCli(['unblock', 'alice'], {env: bob})).code).toBe(0)
+    expect((await sendJson(bob, ['blocked'])).result).toEqual({users: []})
+    const allowed = await sendJson(alice, ['send', 'bob', 'hi', 'again'])
+    expect(allowed.code, allowed.stderr).toBe(0)
+    expect(allowed.result).toMatchObject({status: 'stored'})
+
+    // Only the message sent after the unblock was ever stored for bob.
+    const bobListens = await listen(bob)
+    await nextMessage(bobListens, (m) => m.id === allowed.result.id, 'the message after unblock')
+    expect(events(bobListens).filter((e) => e.type === 'message').map((e) => e.text)).toEqual(['hi again'])
+  })
+
+  it('documents every messaging command with a description and examples in --help', async () => {
+    const commands = [
+      ['send'],
+      ['history'],
+      ['whois'],
+      ['trust'],
+      ['broadcast'],
+      ['block'],
+      ['unblock'],
+      ['blocked'],
+      ['group', 'create'],
+      ['group', 'invite'],
+      ['group', 'join'],
+      ['group', 'leave'],
+      ['group', 'list'],
+      ['group', 'members'],
+      ['group', 'send'],
+    ]
+    const helps = await Promise.all(commands.map((command) => runCli([...command, '--help'])))
+    for (const [i, help] of helps.entries()) {
+      const name = commands[i]!.join(' ')
+      expect(help.code, name).toBe(0)
+      expect(help.stdout, name).toContain('DESCRIPTION')
+      expect(help.stdout, name).toContain('EXAMPLES')
+      expect(help.stdout, name).toContain('--json')
+      expect(help.stdout, name).toContain(`messenger ${name}`)
+    }
+  })
+})
