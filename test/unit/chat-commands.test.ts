@@ -1,0 +1,49 @@
+import {describe, expect, it} from 'vitest'
+import {parseChatLine} from '../../src/cli/chat-commands.js'
+import {positionalWords} from '../../src/cli/message-text.js'
+
+describe('parseChatLine', () => {
+  it.each([
+    ['/msg bob hello  there', {kind: 'msg', to: 'bob', text: 'hello  there'}],
+    ['/m bob hi', {kind: 'msg', to: 'bob', text: 'hi'}],
+    ['/reply ok then', {kind: 'reply', text: 'ok then'}],
+    ['just words', {kind: 'say', text: 'just words'}],
+    ['/who', {kind: 'who'}],
+    ['/whois carol', {kind: 'whois', user: 'carol'}],
+    ['/history', {kind: 'history', user: undefined}],
+    ['/history bob', {kind: 'history', user: 'bob'}],
+    ['/broadcast all hands', {kind: 'broadcast', text: 'all hands'}],
+    ['/block mallory', {kind: 'block', user: 'mallory'}],
+    ['/unblock mallory', {kind: 'unblock', user: 'mallory'}],
+    ['/trust bob', {kind: 'trust', user: 'bob'}],
+    ['/group create team bob carol', {kind: 'group', sub: 'create', args: ['team', 'bob', 'carol']}],
+    ['/group invite team dave', {kind: 'group', sub: 'invite', args: ['team', 'dave']}],
+    ['/group send team see you at 8', {kind: 'group', sub: 'send', args: ['team'], text: 'see you at 8'}],
+    ['/group list', {kind: 'group', sub: 'list', args: []}],
+    ['/help', {kind: 'help'}],
+    ['/quit', {kind: 'quit'}],
+    ['   ', {kind: 'none'}],
+  ])('%j', (line, expected) => {
+    expect(parseChatLine(line)).toEqual(expected)
+  })
+
+  it.each(['/msg bob', '/whois', '/group', '/group dance', '/group send team', '/group invite team', '/nope'])('explains %j', (line) => {
+    const action = parseChatLine(line)
+    expect(action.kind).toBe('error')
+    expect((action as {message: string}).message).toMatch(/Usage|Unknown command/)
+  })
+})
+
+describe('positionalWords', () => {
+  it('keeps repeated words in the order typed', () => {
+    expect(positionalWords(['bob', 'no', 'no', 'means', 'no'])).toEqual(['bob', 'no', 'no', 'means', 'no'])
+  })
+
+  it('drops flags, and the value of flags that take one', () => {
+    expect(positionalWords(['--json', 'bob', '--server', 'h:1', 'hi', '--server=h:2', 'there'])).toEqual(['bob', 'hi', 'there'])
+  })
+
+  it('takes everything after -- literally', () => {
+    expect(positionalWords(['bob', '--', '--json', 'is', 'text'])).toEqual(['bob', '--json', 'is', 'text'])
+  })
+})
