@@ -1,7 +1,7 @@
 import {randomBytes} from 'node:crypto'
 import {EventEmitter} from 'node:events'
 import {MessengerError} from '../protocol/errors.js'
-import type {DeliverPush, InvitedPush, ReceiptPush, Results} from '../protocol/messages.js'
+import type {DeliverPush, InvitedPush, ReceiptPush, RequestParams, RequestType, Results} from '../protocol/messages.js'
 import type {MessengerClient} from './client.js'
 import type {DeliveryPath, LocalHistory} from './history.js'
 import type {Keyring} from './keyring.js'
@@ -128,7 +128,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
 
   /** Seals the text to every member separately and hands the server all copies in one request. */
   async sendGroup(group: string, text: string): Promise<GroupSendOutcome> {
-    const {members, name} = await this.o.client.request('group_members', {name: group})
+    const {members, name} = await this.request('group_members', {name: group})
     const copies: Array<{to: string; nonce: string; box: string}> = []
     const skipped: Array<{to: string; code: string}> = []
     for (const m of members) {
@@ -159,7 +159,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
 
   /** To everyone online now (except those who blocked us); never stored. */
   async broadcast(text: string): Promise<{id: string; delivered: number; skipped: Array<{to: string; code: string}>}> {
-    const {users} = await this.o.client.whoisonline()
+    const {users} = await this.request('whoisonline', {})
     const copies: Array<{to: string; nonce: string; box: string}> = []
     const skipped: Array<{to: string; code: string}> = []
     for (const u of users) {
@@ -186,10 +186,10 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
    * Sends a request; with a reconnecting client, a lost connection waits for the reconnect and
    * re-sends the same request. Safe for `send` because the server dedupes by msgId.
    */
-  private async request<T extends 'send' | 'broadcast'>(type: T, params: Parameters<MessengerClient['request']>[1] & object): Promise<Results[T]> {
+  private async request<T extends RequestType>(type: T, params: RequestParams<T>): Promise<Results[T]> {
     for (;;) {
       try {
-        return (await this.o.client.request(type, params as never)) as Results[T]
+        return await this.o.client.request(type, params)
       } catch (error) {
         if (!(error instanceof MessengerError && RETRYABLE.has(error.code) && this.o.client.reconnects)) throw error
         await this.o.client.waitUntilConnected()
@@ -200,7 +200,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   private async publicKeyOf(username: string, options: {fresh?: boolean} = {}): Promise<string> {
     const cached = options.fresh ? undefined : this.keys.get(username)
     if (cached) return cached
-    const info = await this.o.client.request('whois', {username})
+    const info = await this.request('whois', {username})
     if (!info.publicKey) {
       throw new MessengerError('NO_KEY', `${username} has not published an encryption key yet.`, {
         hint: `${username} needs to log in once with a current client; then send again.`,

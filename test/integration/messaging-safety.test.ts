@@ -1,0 +1,206 @@
+import {randomBytes} from 'node:crypto'
+import {copyFile, readdir, readFile} from 'node:fs/promises'
+import {join} from 'node:path'
+import {Writable} from 'node:stream'
+import pino from 'pino'
+import {describe, expect, it} from 'vitest'
+import {MAX_TEXT_BYTES} from '../../src/crypto/envelope.js'
+import {newMessageId} from '../../src/client/delivery.js'
+import {loginUser, makeOfflineUser, makeUser, type TestUser} from '../helpers/messaging.js'
+import {expectCode, makeTempDir, startTestServer} from '../helpers/server.js'
+
+/** Every file under `dir`, recursively, with its bytes. */
+async function readTree(dir: string): Promise<Array<{file: string; bytes: Buffer}>> {
+  const out: Array<{file: string; bytes: Buffer}> = []
+  for (const entry of await readdir(dir, {withFileTypes: true})) {
+    const file = join(dir, entry.name)
+    if (entry.isDirectory()) out.push(...(await readTree(file)))
+    else if (entry.isFile()) out.push({file, bytes: await readFile(file)})
+  }
+  return out
+}
+
+/**
+ * The byte patterns a leaked text could take: UTF-8, UTF-16LE, hex, and base64 at each of the three
+ * alignments (the middle of the encoding, which does not depend on neighbouring bytes).
+ */
+function leakPatterns(text: string): Array<{form: string; bytes: Buffer}> {
+  const utf8 = Buffer.from(text, 'utf8')
+  const patterns = [
+    {form: 'utf8', bytes: utf8},
+    {form: 'utf16le', bytes: Buffer.from(text, 'utf16le')},
+    {form: 'hex', bytes: Buffer.from(utf8.toString('hex'))},
+  ]
+  for (let shift = 0; shift < 3; shift++) {
+    const b64 = Buffer.concat([Buffer.alloc(shift), utf8]).toString('base64')
+    // Drop the characters that mix in the padding bytes or the unknown bytes after the text.
+    patterns.push({form: `base64+${shift}`, bytes: Buffer.from(b64.slice(shift === 0 ? 0 : 4, -4))})
+  }
+  return patterns
+}
+
+function findLeaks(files: Array<{file: string; bytes: Buffer}>, text: string): string[] {
+  const leaks: string[] = []
+  for (const {file, bytes} of files) {
+    for (const {form, bytes: pattern} of leakPatterns(text)) if (bytes.includes(pattern)) leaks.push(`${file} (${form})`)
+  }
+  return leaks
+}
+
+/** Records the request types a client sends. */
+function recordRequests(user: TestUser): string[] {
+  const types: string[] = []
+  const original = user.client.request.bind(user.client)
+  user.client.request = ((type, params) => {
+    types.push(type)
+    return original(type, params)
+  }) as typeof user.client.request
+  return types
+}
+
+describe('messaging: confidentiality', () => {
+  it('never writes message text to the server data dir or its logs', async () => {
+    const chunks: Buffer[] = []
+    const sink = new Writable({
+      write(chunk: Buffer | string, _encoding, callback) {
+        chunks.push(Buffer.from(chunk))
+        callback()
+      },
+    })
+    const logger = pino({level: 'trace'}, sink)
+    // Short retries, so redelivery (and its debug logging) runs during the test too.
+    const {address, dataDir, stop} = await startTestServer({logger, retryInitialMs: 50, retryMaxMs: 100})
+    const canary = `plaintext-canary-${randomBytes(12).toString('hex')}`
+
+    const bob = await makeUser(address, 'bob')
+    const carolProfile = await makeOfflineUser(address, 'carol')
+    // No waiting for receipts in sendText: dave never sends one.
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
+    const dave = await makeUser(address, 'dave', {autoAck: false})
+    await alice.client.request('group_create', {name: 'canaries', invite: ['bob', 'carol']})
+    await bob.client.request('group_join', {name: 'canaries'})
+    const carolJoin = await loginUser(address, 'carol', {profileDir: carolProfile.profileDir, online: false})
+    await carolJoin.client.request('group_join', {name: 'canaries'})
+    await carolJoin.close()
+
+    const live = await alice.engine.sendText('bob', `live ${canary}`)
+    await alice.receipts.find((r) => r.msgId === live.id)
+    expect((await alice.engine.sendText('carol', `stored ${canary}`)).status).toBe('stored')
+    const group = await alice.engine.sendGroup('canaries', `group ${canary}`)
+    expect(group.recipients).toHaveLength(2)
+    // dave withholds acks: his copy is redelivered, and stays in the queue.
+    const toDave = await alice.engine.sendText('dave', `unacked ${canary}`)
+    await dave.deliveries.atLeast(2, (d) => d.msgId === toDave.id)
+    expect((await alice.engine.broadcast(`broadcast ${canary}`)).delivered).toBe(2)
+    await bob.messages.atLeast(3)
+    expect(bob.messages.items.map((m) => m.text)).toEqual([`live ${canary}`, `group ${canary}`, `broadcast ${canary}`])
+
+    // While running (the WAL holds the latest commits) and after a clean stop (checkpointed).
+    const running = await readTree(dataDir)
+    expect(running.some((f) => f.file.endsWith('-wal')), 'expected a live WAL file to inspect').toBe(true)
+    expect(findLeaks(running, canary)).toEqual([])
+    await stop()
+    const stopped = await readTree(dataDir)
+    expect(stopped.length).toBeGreaterThan(0)
+    expect(findLeaks(stopped, canary)).toEqual([])
+
+    // The files inspected are the right ones: dave's unacknowledged copy is in them, as ciphertext.
+    const daveBox = dave.deliveries.items.find((d) => d.msgId === toDave.id)!.box
+    expect(stopped.some((f) => f.bytes.includes(Buffer.from(daveBox)))).toBe(true)
+
+    const log = Buffer.concat(chunks)
+    expect(log.length, 'the trace logger wrote nothing: the check would prove nothing').toBeGreaterThan(0)
+    expect(log.toString('utf8')).toMatch(/redelivering/)
+    expect(findLeaks([{file: 'server log', bytes: log}], canary)).toEqual([])
+  })
+})
+
+describe('messaging: limits and refusals', () => {
+  it('sends 64 KiB of UTF-8 text and refuses one byte more with MESSAGE_TOO_LARGE before sending anything', async () => {
+    const {address} = await startTestServer()
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    expect(MAX_TEXT_BYTES).toBe(65_536)
+
+    const ascii = 'a'.repeat(65_536)
+    const twoByte = 'é'.repeat(32_768) // 65,536 bytes in 32,768 characters: the limit counts bytes
+    expect(Buffer.byteLength(twoByte)).toBe(65_536)
+    const first = await alice.engine.sendText('bob', ascii)
+    expect(first.status).toBe('delivered')
+    expect((await bob.nextMessage()).text).toBe(ascii)
+    const second = await alice.engine.sendText('bob', twoByte)
+    expect((await bob.nextMessage()).text).toBe(twoByte)
+    expect(second.seq).toBe(2)
+
+    const requests = recordRequests(alice)
+    const tooLarge = await expectCode(alice.engine.sendText('bob', `${ascii}b`), 'MESSAGE_TOO_LARGE')
+    expect(tooLarge.details).toEqual({size: 65_537, max: 65_536})
+    expect(tooLarge.message).toMatch(/65537 bytes.*64 KiB/)
+    await expectCode(alice.engine.sendText('bob', `${twoByte}b`), 'MESSAGE_TOO_LARGE')
+    await expectCode(alice.engine.broadcast(`${ascii}b`), 'MESSAGE_TOO_LARGE')
+    // Refused in the client: no message request left it (at most the recipient's key was looked up).
+    expect(requests.filter((type) => type === 'send' || type === 'broadcast')).toEqual([])
+    expect(alice.history.list({peer: 'bob'}).map((r) => r.seq)).toEqual([1, 2])
+
+    const marker = await alice.engine.sendText('bob', 'marker')
+    expect(marker.seq).toBe(3)
+    expect(await bob.nextMessage()).toMatchObject({id: marker.id})
+  })
+
+  it('refuses a message to yourself with SELF_MESSAGE and to an unknown user with NO_SUCH_USER', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+
+    await expectCode(alice.engine.sendText('alice', 'note to self'), 'SELF_MESSAGE')
+    await expectCode(alice.engine.sendText(' Alice ', 'note to self'), 'SELF_MESSAGE')
+    const unknown = await expectCode(alice.engine.sendText('nobody', 'hello?'), 'NO_SUCH_USER')
+    expect(unknown.message).toMatch(/nobody/)
+    expect(alice.history.list()).toEqual([])
+
+    // The server refuses the same on its own, for a client that skips the checks.
+    const fake = {nonce: 'A'.repeat(32), box: 'A'.repeat(24)}
+    await expectCode(alice.client.request('send', {msgId: newMessageId(), copies: [{to: 'alice', ...fake}]}), 'SELF_MESSAGE')
+    await expectCode(alice.client.request('send', {msgId: newMessageId(), copies: [{to: 'nobody', ...fake}]}), 'NO_SUCH_USER')
+  })
+})
+
+describe('messaging: durability', () => {
+  it('keeps an acknowledged message across a server restart on the same data dir and delivers it once', async () => {
+    const dataDir = await makeTempDir('messenger-server-')
+    const first = await startTestServer({dataDir})
+    const bobProfile = await makeOfflineUser(first.address, 'bob')
+    const alice = await makeUser(first.address, 'alice')
+    const outcome = await alice.engine.sendText('bob', 'survives a restart')
+    expect(outcome.status).toBe('stored')
+    await alice.close()
+    await first.stop()
+
+    const second = await startTestServer({dataDir})
+    expect(second.fingerprint).toBe(first.fingerprint)
+    const bob = await loginUser(second.address, 'bob', {profileDir: bobProfile.profileDir})
+    expect(await bob.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', text: 'survives a restart', seq: 1})
+
+    const aliceAgain = await loginUser(second.address, 'alice', {profileDir: alice.profileDir})
+    expect(await aliceAgain.receipts.find((r) => r.msgId === outcome.id)).toMatchObject({by: 'bob', status: 'delivered'})
+    const marker = await aliceAgain.engine.sendText('bob', 'marker')
+    expect(marker.seq).toBe(2) // the per-sender counter survived too
+    await bob.messages.find((m) => m.id === marker.id)
+    expect(bob.deliveries.items.map((d) => d.msgId)).toEqual([outcome.id, marker.id])
+    expect(bob.messages.count((m) => m.id === outcome.id)).toBe(1)
+  })
+
+  it('has the message on disk as soon as the send is acknowledged (a copy of the data dir taken then, without shutdown, delivers it)', async () => {
+    // The files as they are at the ack, with no clean close or checkpoint: what a kill -9 leaves behind.
+    const {address, dataDir} = await startTestServer()
+    const bobProfile = await makeOfflineUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    const outcome = await alice.engine.sendText('bob', 'committed before the ack')
+    expect(outcome.status).toBe('stored')
+    const crashImage = await makeTempDir('messenger-crash-')
+    for (const entry of await readdir(dataDir)) await copyFile(join(dataDir, entry), join(crashImage, entry))
+
+    const revived = await startTestServer({dataDir: crashImage})
+    const bob = await loginUser(revived.address, 'bob', {profileDir: bobProfile.profileDir})
+    expect(await bob.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', seq: 1})
+  })
+})

@@ -1,0 +1,237 @@
+import {join} from 'node:path'
+import {describe, expect, it} from 'vitest'
+import {newMessageId} from '../../src/client/delivery.js'
+import {openHistory} from '../../src/client/history.js'
+import {HISTORY_FILE} from '../../src/client/session.js'
+import type {PresencePush} from '../../src/protocol/messages.js'
+import {loginUser, makeOfflineUser, makeUser} from '../helpers/messaging.js'
+import {expectCode, nextPresence, startTestServer} from '../helpers/server.js'
+
+/** Groups, blocking, broadcast and key pinning, end to end over real sockets and a real SQLite store. */
+describe('messaging: groups', () => {
+  it('fans a group message out to each member, storing it for an offline one; outsiders are refused', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    const carol = await makeUser(address, 'carol')
+    const dave = await makeUser(address, 'dave')
+
+    expect(await alice.client.request('group_create', {name: 'Team', invite: ['bob', 'carol']})).toEqual({name: 'team', invited: ['bob', 'carol']})
+    expect(await bob.invited.next()).toEqual({type: 'invited', group: 'team', by: 'alice'})
+    await expectCode(alice.client.request('group_create', {name: 'team'}), 'GROUP_EXISTS')
+    await expectCode(dave.client.request('group_create', {name: 'TEAM'}), 'GROUP_EXISTS')
+    await expectCode(dave.client.request('group_join', {name: 'team'}), 'NOT_INVITED')
+    await bob.client.request('group_join', {name: 'team'})
+    await carol.client.request('group_join', {name: 'team'})
+
+    const {members, owner} = await bob.client.request('group_members', {name: 'team'})
+    expect(owner).toBe('alice')
+    expect(members.map((m) => [m.username, m.membership])).toEqual([
+      ['alice', 'member'],
+      ['bob', 'member'],
+      ['carol', 'member'],
+    ])
+    expect(members.every((m) => typeof m.publicKey === 'string')).toBe(true)
+
+    // Outsiders: neither the member list nor a send, through the engine or by hand.
+    await expectCode(dave.client.request('group_members', {name: 'team'}), 'NOT_A_MEMBER')
+    await expectCode(dave.engine.sendGroup('team', 'let me in'), 'NOT_A_MEMBER')
+    const bobKey = members.find((m) => m.username === 'bob')!.publicKey!
+    await expectCode(
+      dave.client.request('send', {msgId: newMessageId(), group: 'team', copies: [{to: 'bob', ...dave.keyring.seal('bob', bobKey, 'sneaking in')}]}),
+      'NOT_A_MEMBER',
+    )
+
+    const carolGone = nextPresence(alice.client, (p) => p.username === 'carol' && !p.online)
+    await carol.close()
+    await carolGone
+
+    const outcome = await alice.engine.sendGroup('team', 'hello team')
+    expect(outcome).toMatchObject({group: 'team', seq: 1, skipped: []})
+    expect(outcome.recipients).toEqual(expect.arrayContaining([
+      {to: 'bob', online: true},
+      {to: 'carol', online: false},
+    ]))
+    expect(outcome.recipients).toHaveLength(2)
+
+    expect(await bob.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', to: 'bob', group: 'team', text: 'hello team', seq: 1})
+    const carolBack = await loginUser(address, 'carol', {profileDir: carol.profileDir})
+    expect(await carolBack.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', to: 'carol', group: 'team', text: 'hello team', seq: 1})
+
+    expect(alice.history.list({group: 'team'})).toEqual([expect.objectContaining({id: outcome.id, direction: 'out', to: '#team', text: 'hello team'})])
+    expect(bob.history.list({group: 'team'})).toEqual([expect.objectContaining({id: outcome.id, direction: 'in', from: 'alice', group: 'team'})])
+    expect(dave.messages.items).toEqual([])
+    expect(dave.history.list()).toEqual([])
+  })
+})
+
+describe('messaging: blocking', () => {
+  it('refuses messages from a blocked sender with BLOCKED and hides the blocker from them, until unblocked', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    expect((await alice.client.whoisonline()).users.map((u) => u.username)).toEqual(['alice', 'bob'])
+
+    await bob.client.request('block', {username: 'Alice'})
+    expect(await bob.client.request('blocked', {})).toEqual({users: ['alice']})
+    const presenceSeen = alice.pushes.items.length
+
+    const refused = await expectCode(alice.engine.sendText('bob', 'are you there?'), 'BLOCKED')
+    expect(refused.message).toMatch(/not delivered/)
+    expect(alice.history.list({peer: 'bob'}).map((r) => [r.text, r.status])).toEqual([['are you there?', 'failed']])
+
+    expect((await alice.client.whoisonline()).users.map((u) => u.username)).toEqual(['alice'])
+    expect(await alice.client.request('whois', {username: 'bob'})).toMatchObject({online: false, lastSeen: null})
+
+    // bob leaves and comes back: alice hears of neither; carol coming online is the marker that she would have.
+    await bob.close()
+    const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir})
+    const carolOnline = nextPresence(alice.client, (p) => p.username === 'carol')
+    const carol = await makeUser(address, 'carol')
+    await carolOnline
+    const presence = alice.pushes.items.slice(presenceSeen).filter((p): p is PresencePush => p.type === 'presence')
+    expect(presence.map((p) => `${p.username}:${p.online}`)).toEqual(['carol:true'])
+    expect(carol.messages.items).toEqual([])
+
+    expect(await bobAgain.client.request('unblock', {username: 'alice'})).toEqual({wasBlocked: true})
+    expect(await bobAgain.client.request('unblock', {username: 'alice'})).toEqual({wasBlocked: false})
+    expect(await bobAgain.client.request('blocked', {})).toEqual({users: []})
+    expect((await alice.client.whoisonline()).users.map((u) => u.username)).toEqual(expect.arrayContaining(['alice', 'bob', 'carol']))
+
+    const outcome = await alice.engine.sendText('bob', 'hello again')
+    expect(outcome.status).toBe('delivered')
+    // The first thing bob ever receives: the blocked message was never queued.
+    expect(await bobAgain.nextMessage()).toMatchObject({id: outcome.id, text: 'hello again'})
+    expect(bobAgain.deliveries.items.map((d) => d.msgId)).toEqual([outcome.id])
+    expect(bob.deliveries.items).toEqual([])
+
+    const bobOffline = nextPresence(alice.client, (p) => p.username === 'bob')
+    await bobAgain.close()
+    expect(await bobOffline).toMatchObject({username: 'bob', online: false})
+  })
+
+  it('skips a member who blocked the sender in a group send, with BLOCKED', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    const carol = await makeUser(address, 'carol')
+    await alice.client.request('group_create', {name: 'team', invite: ['bob', 'carol']})
+    await bob.client.request('group_join', {name: 'team'})
+    await carol.client.request('group_join', {name: 'team'})
+    await carol.client.request('block', {username: 'alice'})
+
+    const outcome = await alice.engine.sendGroup('team', 'not for carol')
+    expect(outcome.recipients).toEqual([{to: 'bob', online: true}])
+    expect(outcome.skipped).toEqual([{to: 'carol', code: 'BLOCKED'}])
+    expect(await bob.nextMessage()).toMatchObject({id: outcome.id, group: 'team'})
+
+    const marker = await bob.engine.sendText('carol', 'marker')
+    expect(await carol.nextMessage()).toMatchObject({id: marker.id})
+    expect(carol.deliveries.items.map((d) => d.msgId)).toEqual([marker.id])
+  })
+})
+
+describe('messaging: broadcast', () => {
+  it('reaches everyone online except those who blocked the sender, and is never stored for the offline', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    const carol = await makeUser(address, 'carol')
+    const daveProfile = await makeOfflineUser(address, 'dave')
+    await carol.client.request('block', {username: 'alice'})
+
+    const outcome = await alice.engine.broadcast('hello everyone')
+    expect(outcome).toEqual({id: expect.any(String), delivered: 1, skipped: []})
+    expect(await bob.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', to: 'bob', group: null, text: 'hello everyone', broadcast: true})
+    expect(alice.history.list({peer: '*'})).toEqual([expect.objectContaining({id: outcome.id, text: 'hello everyone', status: 'delivered'})])
+
+    // The server enforces it too: copies addressed to the blocker and to the offline user go nowhere.
+    const {publicKey: carolKey} = await alice.client.request('whois', {username: 'carol'})
+    const {publicKey: daveKey} = await alice.client.request('whois', {username: 'dave'})
+    const sneaky = await alice.client.request('broadcast', {
+      msgId: newMessageId(),
+      copies: [
+        {to: 'carol', ...alice.keyring.seal('carol', carolKey!, 'sneaky')},
+        {to: 'dave', ...alice.keyring.seal('dave', daveKey!, 'sneaky')},
+      ],
+    })
+    expect(sneaky).toEqual({delivered: 0})
+
+    // Pushes to carol's socket keep their order: bob's marker is the first thing she gets.
+    const toCarol = await bob.engine.sendText('carol', 'marker for carol')
+    expect(await carol.nextMessage()).toMatchObject({id: toCarol.id})
+    expect(carol.deliveries.items.map((d) => d.msgId)).toEqual([toCarol.id])
+
+    const dave = await loginUser(address, 'dave', {profileDir: daveProfile.profileDir})
+    const toDave = await bob.engine.sendText('dave', 'marker for dave')
+    expect(await dave.nextMessage()).toMatchObject({id: toDave.id})
+    expect(dave.deliveries.items.map((d) => d.msgId)).toEqual([toDave.id])
+  })
+})
+
+describe('messaging: key pinning', () => {
+  it('refuses to send to a re-keyed user with KEY_CHANGED naming both fingerprints, until the new key is trusted', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    expect((await alice.engine.sendText('bob', 'first')).status).toBe('delivered')
+    await bob.nextMessage()
+    const oldKey = bob.keyring.myPublicKey
+    const oldFingerprint = bob.keyring.myFingerprint
+    await bob.close()
+
+    // A fresh profile: a new identity key, published at login.
+    const newBob = await loginUser(address, 'bob')
+    const newKey = newBob.keyring.myPublicKey
+    const newFingerprint = newBob.keyring.myFingerprint
+    expect(newKey).not.toBe(oldKey)
+
+    const error = await expectCode(alice.engine.sendText('bob', 'second'), 'KEY_CHANGED')
+    expect(error.message).toContain(oldFingerprint)
+    expect(error.message).toContain(newFingerprint)
+    expect(error.details).toMatchObject({username: 'bob', pinned: oldKey, presented: newKey, pinnedFingerprint: oldFingerprint, presentedFingerprint: newFingerprint})
+    expect(alice.history.getPeerKey('bob')).toMatchObject({key: oldKey, pendingKey: newKey})
+    // Refused again on retry, and nothing was recorded as sent.
+    await expectCode(alice.engine.sendText('bob', 'second'), 'KEY_CHANGED')
+    expect(alice.history.list({peer: 'bob'}).map((r) => r.text)).toEqual(['first'])
+
+    expect(alice.history.trustPeerKey('bob')).toEqual({previous: oldKey, trusted: newKey})
+    const outcome = await alice.engine.sendText('bob', 'after trust')
+    expect(outcome.status).toBe('delivered')
+    expect(await newBob.nextMessage()).toMatchObject({id: outcome.id, text: 'after trust'})
+    expect(newBob.deliveries.items.map((d) => d.msgId)).toEqual([outcome.id])
+  })
+
+  it('holds, unacknowledged, a message from a re-keyed sender; it is delivered after trust', async () => {
+    const {address} = await startTestServer()
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    await alice.engine.sendText('bob', 'pin my key')
+    await bob.nextMessage()
+    const oldKey = alice.keyring.myPublicKey
+    await alice.close()
+
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const outcome = await newAlice.engine.sendText('bob', 'from my new key')
+    const held = await bob.held.next()
+    expect(held).toMatchObject({msgId: outcome.id, from: 'alice'})
+    expect(held.error.code).toBe('KEY_CHANGED')
+    expect(held.error.message).toContain(newAlice.keyring.myFingerprint)
+    expect(bob.messages.count((m) => m.id === outcome.id)).toBe(0)
+    expect(bob.history.list({peer: 'alice'}).map((r) => r.text)).toEqual(['pin my key'])
+    expect(bob.history.getPeerKey('alice')).toMatchObject({key: oldKey, pendingKey: newAlice.keyring.myPublicKey})
+    await bob.close()
+
+    // `messenger trust alice` while offline, then back online: the server still has the copy.
+    const history = openHistory(join(bob.profileDir, HISTORY_FILE))
+    try {
+      expect(history.trustPeerKey('alice')).toEqual({previous: oldKey, trusted: newAlice.keyring.myPublicKey})
+    } finally {
+      history.close()
+    }
+    const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir})
+    expect(await bobAgain.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', text: 'from my new key'})
+    expect(await newAlice.receipts.find((r) => r.msgId === outcome.id)).toMatchObject({by: 'bob', status: 'delivered'})
+    expect(newAlice.receipts.count((r) => r.msgId === outcome.id)).toBe(1)
+  })
+})
