@@ -2,6 +2,7 @@ import Database from 'better-sqlite3'
 
 import {decodeKey} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
+import {migrate, translateOpenError, type DatabaseRole} from '../store/sqlite/open.js'
 
 /**
  * Schema migrations for the profile's local history, applied in order; `PRAGMA user_version` counts
@@ -35,6 +36,12 @@ export const HISTORY_MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   `,
 ]
+
+const ROLE: DatabaseRole = {
+  what: 'the history',
+  newerHint: 'Run a newer version of messenger with this profile, or set MESSENGER_HOME to another directory.',
+  unwritableHint: 'Check that the profile directory exists and is writable, or set MESSENGER_HOME to another directory.',
+}
 
 export const HISTORY_SCHEMA_VERSION = HISTORY_MIGRATIONS.length
 
@@ -371,40 +378,10 @@ export function openHistory(file: string, options: HistoryOptions = {}): LocalHi
     db.pragma('synchronous = FULL')
     // `listen` and `history` may run side by side on one profile.
     db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
-    migrate(db, file)
+    migrate(db, file, HISTORY_MIGRATIONS, ROLE)
     return new LocalHistory(db, file, options)
   } catch (error) {
     if (db?.open) db.close()
-    throw translateOpenError(error, file)
+    throw translateOpenError(error, file, ROLE)
   }
-}
-
-function migrate(db: Database.Database, file: string): void {
-  const current = db.pragma('user_version', {simple: true}) as number
-  if (current > HISTORY_MIGRATIONS.length) {
-    throw new MessengerError(
-      'INTERNAL',
-      `The history ${file} has schema version ${current}, but this client only knows up to version ${HISTORY_MIGRATIONS.length}.`,
-      {hint: 'Run a newer version of messenger with this profile, or set MESSENGER_HOME to another directory.'},
-    )
-  }
-  if (current === HISTORY_MIGRATIONS.length) return
-  db.transaction(() => {
-    for (let version = current; version < HISTORY_MIGRATIONS.length; version++) {
-      db.exec(HISTORY_MIGRATIONS[version]!)
-      db.pragma(`user_version = ${version + 1}`)
-    }
-  }).immediate()
-}
-
-function translateOpenError(error: unknown, file: string): unknown {
-  if (error instanceof MessengerError) return error
-  const code = (error as {code?: unknown}).code
-  const message = error instanceof Error ? error.message : String(error)
-  const unusable = (typeof code === 'string' && /^SQLITE_(CANTOPEN|READONLY|PERM|IOERR)/.test(code)) || /directory does not exist/i.test(message)
-  if (!unusable) return error
-  return new MessengerError('DATA_DIR_UNWRITABLE', `Cannot open the history ${file}: ${message}`, {
-    hint: 'Check that the profile directory exists and is writable, or set MESSENGER_HOME to another directory.',
-    cause: error,
-  })
 }

@@ -1,6 +1,5 @@
 import Database from 'better-sqlite3'
 
-import {MessengerError} from '../../protocol/errors.js'
 import type {
   EnqueueRequest,
   EnqueueResult,
@@ -14,6 +13,7 @@ import type {
   UserRecord,
 } from '../store.js'
 import {MESSAGING_MIGRATION, SqliteMessaging} from './messaging.js'
+import {migrate, translateOpenError, type DatabaseRole} from './open.js'
 
 /**
  * Schema migrations, applied in order. `PRAGMA user_version` records how many have run, so a database
@@ -59,8 +59,11 @@ export const SCHEMA_VERSION = MIGRATIONS.length
 /** How long a statement waits for another connection's lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000
 
-/** Error codes (and extended codes) from opening the file that mean "this location cannot be used", not "the data is bad". */
-const UNWRITABLE_CODES = /^SQLITE_(CANTOPEN|READONLY|PERM|IOERR)/
+const ROLE: DatabaseRole = {
+  what: 'the database',
+  newerHint: 'Run a newer version of messenger with this data dir, or point --data-dir at another directory.',
+  unwritableHint: 'Check that the data directory exists and is writable, or choose another with --data-dir.',
+}
 
 interface UserRow {
   username: string
@@ -292,11 +295,11 @@ export function openSqliteStore(file: string): SqliteStore {
   try {
     db = new Database(file)
     configure(db)
-    migrate(db, file)
+    migrate(db, file, MIGRATIONS, ROLE)
     return new SqliteStore(db, file)
   } catch (error) {
     if (db?.open) db.close()
-    throw translateOpenError(error, file)
+    throw translateOpenError(error, file, ROLE)
   }
 }
 
@@ -311,35 +314,4 @@ function configure(db: Database.Database): void {
   db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
   // Off by default in SQLite and per connection; sessions rely on ON DELETE CASCADE from users.
   db.pragma('foreign_keys = ON')
-}
-
-function migrate(db: Database.Database, file: string): void {
-  const current = db.pragma('user_version', {simple: true}) as number
-  if (current > MIGRATIONS.length) {
-    throw new MessengerError(
-      'INTERNAL',
-      `The database ${file} has schema version ${current}, but this server only knows up to version ${MIGRATIONS.length}.`,
-      {hint: 'Run a newer version of messenger with this data dir, or point --data-dir at another directory.'},
-    )
-  }
-  if (current === MIGRATIONS.length) return
-  // One transaction for all pending steps: a crash mid-upgrade leaves the old schema, never half of one.
-  db.transaction(() => {
-    for (let version = current; version < MIGRATIONS.length; version++) {
-      db.exec(MIGRATIONS[version]!)
-      db.pragma(`user_version = ${version + 1}`)
-    }
-  }).immediate()
-}
-
-function translateOpenError(error: unknown, file: string): unknown {
-  if (error instanceof MessengerError) return error
-  const code = (error as {code?: unknown}).code
-  const message = error instanceof Error ? error.message : String(error)
-  const unusable = (typeof code === 'string' && UNWRITABLE_CODES.test(code)) || /directory does not exist/i.test(message)
-  if (!unusable) return error
-  return new MessengerError('DATA_DIR_UNWRITABLE', `Cannot open the database ${file}: ${message}`, {
-    hint: 'Check that the data directory exists and is writable, or choose another with --data-dir.',
-    cause: error,
-  })
 }

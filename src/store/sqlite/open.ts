@@ -1,0 +1,48 @@
+import type Database from 'better-sqlite3'
+import {MessengerError} from '../../protocol/errors.js'
+
+/** Error codes (and extended codes) from opening a file that mean "this location cannot be used", not "the data is bad". */
+const UNWRITABLE_CODES = /^SQLITE_(CANTOPEN|READONLY|PERM|IOERR)/
+
+/** Names the database in messages and says where to point instead (server data dir or client profile). */
+export interface DatabaseRole {
+  /** e.g. "the database" or "the history" */
+  what: string
+  /** What the user can do about a file that is too new or cannot be opened. */
+  newerHint: string
+  unwritableHint: string
+}
+
+/**
+ * Applies pending migrations in order. `PRAGMA user_version` records how many have run, so a
+ * database only moves forward; one that is newer than the code is refused rather than misread.
+ * One transaction for all pending steps: a crash mid-upgrade leaves the old schema, never half of one.
+ */
+export function migrate(db: Database.Database, file: string, migrations: readonly string[], role: DatabaseRole): void {
+  const current = db.pragma('user_version', {simple: true}) as number
+  if (current > migrations.length) {
+    throw new MessengerError('INTERNAL', `${capitalise(role.what)} ${file} has schema version ${current}, but this version of messenger only knows up to ${migrations.length}.`, {
+      hint: role.newerHint,
+    })
+  }
+  if (current === migrations.length) return
+  db.transaction(() => {
+    for (let version = current; version < migrations.length; version++) {
+      db.exec(migrations[version]!)
+      db.pragma(`user_version = ${version + 1}`)
+    }
+  }).immediate()
+}
+
+export function translateOpenError(error: unknown, file: string, role: DatabaseRole): unknown {
+  if (error instanceof MessengerError) return error
+  const code = (error as {code?: unknown}).code
+  const message = error instanceof Error ? error.message : String(error)
+  const unusable = (typeof code === 'string' && UNWRITABLE_CODES.test(code)) || /directory does not exist/i.test(message)
+  if (!unusable) return error
+  return new MessengerError('DATA_DIR_UNWRITABLE', `Cannot open ${role.what} ${file}: ${message}`, {hint: role.unwritableHint, cause: error})
+}
+
+function capitalise(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1)
+}
