@@ -188,6 +188,10 @@ export class Relay {
   async expire(): Promise<number> {
     const expired = await this.o.store.expireMessages(this.o.now())
     if (expired.length === 0) return 0
+    // The sender is told "expired": no session may show it after that.
+    for (const m of expired) {
+      for (const session of this.o.presence.get(m.recipient)?.sessions ?? []) this.sessions.get(session)?.inFlight.delete(m.msgId)
+    }
     const ts = this.o.now()
     await this.issueReceipts(expired.map((m) => ({receiptId: newId(), username: m.sender, msgId: m.msgId, by: m.recipient, status: 'expired' as const, ts})))
     this.o.logger.info({count: expired.length}, 'expired undelivered messages')

@@ -127,7 +127,7 @@ describe('messaging through the CLI', () => {
     // Bob's receipt waited on the server for alice; her next online session collects it and marks
     // the message delivered in her local history. listen --json should print that receipt too.
     const aliceListens = await listen(alice)
-    const receipt = await lineWithin(aliceListens, (l) => l.includes('"type":"receipt"') && l.includes(entry!.id), 3_000)
+    const receipt = await lineWithin(aliceListens, (l) => l.includes('"type":"receipt"') && l.includes(entry!.id), 2_000)
     expect(await aliceListens.stop('SIGINT')).toBe(0)
     const after = await sendJson(alice, ['history', 'bob'])
     expect((after.result.messages as Array<{id: string; status: string}>).find((m) => m.id === entry!.id)).toMatchObject({status: 'delivered'})
@@ -182,11 +182,6 @@ describe('messaging through the CLI', () => {
 
     const joined = await runCli(['group', 'join', 'friends'], {env: bob})
     expect(joined.code, joined.stderr).toBe(0)
-    const members = await sendJson(bob, ['group', 'members', 'friends'])
-    expect((members.result.members as Array<{username: string; membership: string}>).map((m) => [m.username, m.membership]).sort()).toEqual([
-      ['alice', 'member'],
-      ['bob', 'member'],
-    ])
 
     const bobListens = await listen(bob)
     const sent = await sendJson(alice, ['group', 'send', 'friends', 'hi', 'all'])
@@ -214,7 +209,6 @@ describe('messaging through the CLI', () => {
     expect(refused.result).toMatchObject({error: {code: 'BLOCKED'}})
 
     expect((await runCli(['unblock', 'alice'], {env: bob})).code).toBe(0)
-    expect((await sendJson(bob, ['blocked'])).result).toEqual({users: []})
     const allowed = await sendJson(alice, ['send', 'bob', 'hi', 'again'])
     expect(allowed.code, allowed.stderr).toBe(0)
     expect(allowed.result).toMatchObject({status: 'stored'})

@@ -1,4 +1,7 @@
-import {describe, expect, it} from 'vitest'
+import {describe, expect, it, onTestFinished} from 'vitest'
+import {MessengerClient} from '../../src/client/client.js'
+import {openMessaging} from '../../src/client/session.js'
+import {Profile} from '../../src/client/profile.js'
 import {runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
 
 /**
@@ -50,10 +53,23 @@ describe('server killed with SIGKILL', () => {
     const [alice, bob] = await Promise.all([login(first, 'alice', 'wonderland1'), login(first, 'bob', 'builder123')])
 
     // Bob is offline: each send returns once the server has committed the message, not delivered it.
-    const sent: Array<{id: string; text: string}> = []
+    const cli = await runCli(['send', 'bob', 'before the crash #0'], {env: alice})
+    expect(cli.code, cli.stderr).toBe(0)
+    expect(cli.stdout.trim()).toMatch(/^Message \d+ sent to bob \(stored: bob is offline\)$/)
+    const sent: Array<{id: string; text: string}> = [{id: '', text: 'before the crash #0'}]
+
+    // Twenty more in a row from alice's profile, in-process (twenty CLI start-ups would dominate the
+    // run time): same identity key, same local history, same pinned certificate.
+    const client = new MessengerClient({server: first.address, pins: new Profile(alice.MESSENGER_HOME)})
+    onTestFinished(() => client.close())
+    await client.connect()
+    await client.login('alice', 'wonderland1')
+    const messaging = openMessaging(client, alice.MESSENGER_HOME, {me: 'alice'})
+    onTestFinished(() => messaging.close())
+    await messaging.engine.publishKey()
     for (let i = 1; i <= 20; i++) {
       const text = `before the crash #${i}`
-      const outcome = await send(alice, 'bob', text)
+      const outcome = await messaging.engine.sendText('bob', text)
       expect(outcome.status, text).toBe('stored')
       sent.push({id: outcome.id, text})
     }
@@ -69,8 +85,11 @@ describe('server killed with SIGKILL', () => {
     await bobListens.waitForLine((l) => l.includes(marker.id), 'the marker message')
 
     const received = messages(bobListens)
-    for (const {id, text} of sent) {
-      expect(received.filter((m) => m.id === id), `copies of "${text}"`).toHaveLength(1)
+    for (const {text} of sent) {
+      expect(received.filter((m) => m.text === text), `copies of "${text}"`).toHaveLength(1)
+    }
+    for (const {id, text} of sent.slice(1)) {
+      expect(received.filter((m) => m.id === id), `copies of id ${id} ("${text}")`).toHaveLength(1)
     }
     expect(received.map((m) => m.text)).toEqual([...sent.map((s) => s.text), 'after the restart'])
     expect(received.every((m) => m.from === 'alice' && m.path === 'relay')).toBe(true)

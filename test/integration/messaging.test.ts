@@ -177,20 +177,22 @@ describe('messaging: delivery', () => {
     // A second session of bob, with acks on, gets the copy at login and acknowledges it.
     const bobAcking = await loginUser(address, 'bob', {profileDir: bob.profileDir})
     expect(await alice.receipts.find((r) => r.msgId === outcome.id)).toMatchObject({by: 'bob', status: 'delivered'})
+    // The ack was handled (inFlight settled) before the receipt went out: every push from here on is new.
+    const pushesAtAck = relay.pushes
     await bobAcking.close()
     await eventually(() => server.presence!.get('bob')?.sessions.size === 1, 'the server dropping the acking session')
 
     // A marker to the non-acking session is retried too: its 4th push comes at least 50+100+200 ms after
-    // the first, longer than the longest retry interval, so a retry of the acked copy would have shown by then.
+    // the first, longer than the longest retry interval, so a retry of the acked copy would have come by
+    // then, and before it on the same socket.
     const marker = await alice.engine.sendText('bob', 'marker')
     const isMarker = (d: {msgId: string}) => d.msgId === marker.id
     await bob.deliveries.atLeast(1, isMarker)
-    const pushesAtFirstMarker = relay.pushes
     const originalsAtFirstMarker = bob.deliveries.count(isOriginal)
     await bob.deliveries.atLeast(4, isMarker)
     expect(bob.deliveries.count(isOriginal), 'the acknowledged copy was pushed again after the ack').toBe(originalsAtFirstMarker)
-    // Same socket, in order: everything the relay pushed since the first marker push is the marker's retries.
-    expect(relay.pushes - pushesAtFirstMarker).toBe(3)
+    // Read in the same turn as the 4th marker push arrived (the 5th is 200 ms away): all the relay pushed since the ack.
+    expect(relay.pushes - pushesAtAck, 'the relay pushed something besides the marker after the ack').toBe(4)
   })
 
   it('refuses with QUEUE_FULL beyond maxQueue, and marks the message failed in the sender history', async () => {
@@ -262,5 +264,32 @@ describe('messaging: delivery', () => {
     const marker = await alice.engine.sendText('bob', 'marker')
     expect(await bob.nextMessage()).toMatchObject({id: marker.id, text: 'marker'})
     expect(bob.deliveries.items.map((d) => d.msgId)).toEqual([marker.id])
+  })
+
+  it('stops redelivering a copy to an online session once it expired and the sender was told so', async () => {
+    const clock = manualClock()
+    const {address, server} = await startTestServer({now: clock.now, messageTtlMs: 60_000, heartbeatTimeoutMs: 3_600_000})
+    // bob is online but does not acknowledge (as when he holds a message from a changed key).
+    const bob = await makeUser(address, 'bob', {autoAck: false})
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
+    const outcome = await alice.engine.sendText('bob', 'expires in flight')
+    await bob.deliveries.atLeast(1, (d) => d.msgId === outcome.id)
+    // The clock stands still, so nothing is retried until it moves.
+    const pushedBeforeExpiry = bob.deliveries.count((d) => d.msgId === outcome.id)
+
+    clock.tick(60_001)
+    await server.relay!.expire()
+    expect(await alice.receipts.find((r) => r.msgId === outcome.id)).toMatchObject({status: 'expired'})
+
+    // Past every retry interval: a marker's first redelivery comes in the same sweep as any retry
+    // of the expired copy would, and after it on bob's socket.
+    const marker = await alice.engine.sendText('bob', 'marker')
+    await bob.deliveries.atLeast(1, (d) => d.msgId === marker.id)
+    clock.tick(31_000)
+    await bob.deliveries.atLeast(2, (d) => d.msgId === marker.id)
+    expect(
+      bob.deliveries.count((d) => d.msgId === outcome.id),
+      'the relay kept pushing a copy it had expired (and told the sender was not delivered)',
+    ).toBe(pushedBeforeExpiry)
   })
 })

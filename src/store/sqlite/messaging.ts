@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3'
+import {errors} from '../../protocol/errors.js'
 import type {EnqueueRequest, EnqueueResult, GroupRecord, Membership, ReceiptRecord, StoredMessage} from '../store.js'
 
 /**
@@ -155,15 +156,18 @@ export class SqliteMessaging {
     return this.db
       .transaction((): EnqueueResult => {
         const seen = this.s.findMsgId.get(request.msgId)
-        if (seen) return {seq: seen.seq, ts: seen.ts, duplicate: true, full: []}
+        if (seen) {
+          if (seen.sender !== request.sender) throw errors.badFrame('msgId is already used by another message; pick a fresh random id')
+          return {seq: seen.seq, ts: seen.ts, duplicate: true, full: []}
+        }
+        const full = request.copies.filter((c) => (this.s.queueLength.get(c.recipient)?.n ?? 0) >= request.maxQueue).map((c) => c.recipient)
+        // Nothing storable: record nothing, so a later re-send of this msgId is judged afresh
+        // instead of being answered "duplicate" for a message that was never stored.
+        if (full.length === request.copies.length) return {seq: 0, ts: request.ts, duplicate: false, full}
         const seq = this.s.takeSeq.get(request.sender)?.seq ?? 0
         this.s.insertMsgId.run(request.msgId, request.sender, seq, request.ts, request.expiresAt)
-        const full: string[] = []
         for (const copy of request.copies) {
-          if ((this.s.queueLength.get(copy.recipient)?.n ?? 0) >= request.maxQueue) {
-            full.push(copy.recipient)
-            continue
-          }
+          if (full.includes(copy.recipient)) continue
           this.s.insertMessage.run(request.msgId, request.sender, copy.recipient, request.group, copy.nonce, copy.box, request.ts, seq, request.expiresAt)
         }
         return {seq, ts: request.ts, duplicate: false, full}

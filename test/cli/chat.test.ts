@@ -1,0 +1,147 @@
+import {spawn, spawnSync} from 'node:child_process'
+import {describe, expect, it, onTestFinished} from 'vitest'
+import {BIN, runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
+
+/**
+ * `messenger chat` driven through its stdin, as a person would type: once through plain pipes and
+ * once inside a pseudo-terminal (util-linux `script`), where readline runs in terminal mode.
+ */
+
+type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+
+async function setup(): Promise<{alice: Env; bob: Env}> {
+  const server = await startServerProcess()
+  const login = async (user: string, password: string): Promise<Env> => {
+    const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
+    const result = await runCli(['login', user, '--password-stdin'], {env, input: `${password}\n`})
+    expect(result.code, `login ${user}: ${result.stderr}`).toBe(0)
+    return env
+  }
+  const [alice, bob] = await Promise.all([login('alice', 'wonderland1'), login('bob', 'builder123')])
+  return {alice, bob}
+}
+
+async function listen(env: Env): Promise<CliProcess> {
+  const proc = spawnCli(['listen', '--json'], {env})
+  await proc.waitForLine((l) => l.includes('"type":"ready"'), 'listen to be ready')
+  return proc
+}
+
+/** A child whose whole output (stdout and stderr as one stream, as on a terminal) is watched for text. */
+interface Typed {
+  write(text: string): void
+  output(): string
+  waitFor(text: string | RegExp, what: string): Promise<void>
+  exited: Promise<number | null>
+}
+
+function watch(child: ReturnType<typeof spawn>): Typed {
+  let output = ''
+  const waiters: Array<{test: (s: string) => boolean; resolve: () => void}> = []
+  const onData = (d: Buffer) => {
+    output += d.toString('utf8')
+    for (const w of [...waiters]) {
+      if (w.test(output)) {
+        waiters.splice(waiters.indexOf(w), 1)
+        w.resolve()
+      }
+    }
+  }
+  child.stdout!.on('data', onData)
+  child.stderr?.on('data', onData)
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
+  return {
+    write: (text) => child.stdin!.write(text),
+    output: () => output,
+    exited,
+    waitFor(text, what) {
+      const test = (s: string) => (typeof text === 'string' ? s.includes(text) : text.test(s))
+      if (test(output)) return Promise.resolve()
+      return new Promise((resolve, reject) => {
+        waiters.push({test, resolve})
+        exited.then((code) => {
+          if (!test(output)) reject(new Error(`chat exited (${code}) before ${what}; output:\n${output}`))
+        })
+      })
+    },
+  }
+}
+
+function childEnv(env: Env): NodeJS.ProcessEnv {
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MESSENGER_')))
+  return {...base, NO_COLOR: '1', ...env}
+}
+
+const hasScript = spawnSync('script', ['--version'], {stdio: 'ignore'}).status === 0
+const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`
+
+describe('messenger chat', () => {
+  it('through pipes: shows stored and live messages, sends with /msg, and /quit exits 0', async () => {
+    const {alice, bob} = await setup()
+
+    // Stored while alice is away: it arrives right after chat starts.
+    const early = await runCli(['send', 'alice', 'while you were out'], {env: bob})
+    expect(early.code, early.stderr).toBe(0)
+    expect(early.stdout).toContain('stored: alice is offline')
+    const bobListens = await listen(bob)
+
+    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
+    onTestFinished(async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+      await chat.exited
+    })
+    const chat = watch(proc)
+    await chat.waitFor('Chatting as alice', 'the greeting')
+    await chat.waitFor('bob: while you were out', 'the stored message')
+
+    const live = await runCli(['send', 'alice', 'hello', 'alice'], {env: bob})
+    expect(live.code, live.stderr).toBe(0)
+    expect(live.stdout).toContain('(delivered)')
+    await chat.waitFor('bob: hello alice', 'the live message')
+
+    chat.write('/msg bob hi there\n')
+    const got = await bobListens.waitForLine((l) => l.includes('"type":"message"') && l.includes('hi there'), 'bob to get /msg')
+    expect(JSON.parse(got)).toMatchObject({from: 'alice', to: 'bob', text: 'hi there', path: 'relay'})
+    await chat.waitFor(/message \d+ to bob \(delivered\)/, 'the send confirmation')
+
+    // Plain text goes to the user last written to.
+    chat.write('and again\n')
+    await bobListens.waitForLine((l) => l.includes('"text":"and again"'), 'the follow-up as plain text')
+
+    chat.write('/quit\n')
+    expect(await chat.exited).toBe(0)
+    expect(chat.output()).toContain('Bye.')
+    // Each incoming message was shown once.
+    expect(chat.output().split('bob: hello alice')).toHaveLength(2)
+  })
+
+  it.skipIf(!hasScript)('in a pseudo-terminal: prints an incoming message while a line is being typed, /msg sends, /quit exits 0', async () => {
+    const {alice, bob} = await setup()
+    const bobListens = await listen(bob)
+
+    // `script` gives chat a real tty; its own exit code (-e) is chat's.
+    const proc = spawn('script', ['-qfec', `${quote(process.execPath)} ${quote(BIN)} chat`, '/dev/null'], {env: childEnv(alice), detached: true})
+    onTestFinished(async () => {
+      if (proc.exitCode === null && proc.signalCode === null) process.kill(-proc.pid!, 'SIGKILL')
+      await chat.exited
+    })
+    const chat = watch(proc)
+    await chat.waitFor('Chatting as alice', 'the greeting')
+    await chat.waitFor('alice> ', 'the prompt')
+
+    // Half a line typed, then a message arrives: it is printed, and the typed text is redrawn after it.
+    chat.write('/msg bob half')
+    await chat.waitFor('/msg bob half', 'the typed text to echo')
+    const live = await runCli(['send', 'alice', 'interrupting', 'you'], {env: bob})
+    expect(live.code, live.stderr).toBe(0)
+    await chat.waitFor('bob: interrupting you', 'the incoming message')
+    await chat.waitFor(/bob: interrupting you[^]*alice> \/msg bob half/, 'the prompt and typed text redrawn')
+
+    chat.write(' way\r')
+    const got = await bobListens.waitForLine((l) => l.includes('"type":"message"') && l.includes('half way'), 'bob to get /msg')
+    expect(JSON.parse(got)).toMatchObject({from: 'alice', text: 'half way'})
+
+    chat.write('/quit\r')
+    expect(await chat.exited).toBe(0)
+  })
+})

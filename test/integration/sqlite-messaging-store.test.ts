@@ -1,0 +1,39 @@
+import {mkdtemp, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import path from 'node:path'
+
+import {describe, expect, it, onTestFinished} from 'vitest'
+
+import {openSqliteStore} from '../../src/store/sqlite/sqlite-store.js'
+import {messagingStoreContract} from '../helpers/messaging-store-contract.js'
+
+messagingStoreContract('SqliteStore', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'messenger-sqlite-msg-'))
+  return {store: openSqliteStore(path.join(dir, 'messenger.db')), cleanup: () => rm(dir, {recursive: true, force: true})}
+})
+
+describe('SqliteStore messaging specifics', () => {
+  it('keeps queued messages, seqs, msgIds, receipts, groups and blocks across close and reopen', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'messenger-sqlite-msg-'))
+    onTestFinished(() => rm(dir, {recursive: true, force: true}))
+    const file = path.join(dir, 'messenger.db')
+
+    const first = openSqliteStore(file)
+    for (const username of ['alice', 'bob']) await first.createUser({username, displayName: username, passwordHash: 'h', createdAt: 1})
+    const request = {msgId: 'persisted-0000000001', sender: 'alice', group: null, ts: 10, expiresAt: 1_000, copies: [{recipient: 'bob', nonce: 'n', box: 'b'}], maxQueue: 10}
+    await first.enqueueMessage(request)
+    await first.addReceipts([{receiptId: 'r1', username: 'alice', msgId: 'x', by: 'bob', status: 'delivered', ts: 5}])
+    await first.createGroup({name: 'team', owner: 'alice', createdAt: 1})
+    await first.block('bob', 'alice')
+    await first.close()
+
+    const second = openSqliteStore(file)
+    onTestFinished(() => second.close())
+    expect(await second.pendingMessages('bob', 0, 10)).toEqual([expect.objectContaining({msgId: request.msgId, seq: 1, box: 'b'})])
+    expect(await second.enqueueMessage(request)).toMatchObject({duplicate: true, seq: 1})
+    expect((await second.enqueueMessage({...request, msgId: 'persisted-0000000002'})).seq).toBe(2)
+    expect(await second.pendingReceipts('alice', 10)).toHaveLength(1)
+    expect(await second.getMembership('team', 'alice')).toBe('member')
+    expect(await second.isBlocked('bob', 'alice')).toBe(true)
+  })
+})
