@@ -72,25 +72,29 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   private pendingAcks: string[] = []
   private pendingReceiptAcks: string[] = []
   private ackScheduled = false
-  /** Messages that arrived before anyone listened (stored ones follow the login reply at once). */
-  private backlog: ReceivedMessage[] | undefined = []
+  /**
+   * Events that fired before anyone listened: stored messages and receipts follow the login reply
+   * at once, usually before a command has wired its handlers. Kept per event until the first
+   * listener of that event attaches, then replayed in order.
+   */
+  private readonly backlogs = new Map<keyof DeliveryEvents, unknown[][]>(
+    (['message', 'receipt', 'invited', 'held'] as const).map((event) => [event, []]),
+  )
 
   constructor(private readonly o: DeliveryOptions) {
     super()
-    // Held until the first 'message' listener attaches, then replayed in arrival order: a command
-    // that wires its handlers after login must still see the messages stored for it.
     ;(this as EventEmitter).on('newListener', (event: string | symbol) => {
-      if (event !== 'message' || !this.backlog) return
+      const backlog = this.backlogs.get(event as keyof DeliveryEvents)
+      if (!backlog) return
       setImmediate(() => {
-        const backlog = this.backlog ?? []
-        this.backlog = undefined
-        for (const message of backlog) this.emit('message', message)
+        this.backlogs.delete(event as keyof DeliveryEvents)
+        for (const args of backlog) (this as EventEmitter).emit(event, ...args)
       })
     })
     o.client.on('push', (push) => {
       if (push.type === 'deliver') void this.onDeliver(push)
       else if (push.type === 'receipt') this.onReceipt(push)
-      else if (push.type === 'invited') this.emit('invited', push)
+      else if (push.type === 'invited') this.deliverEvent('invited', push)
     })
     // A reconnect starts a new session view of the directory: keys may have changed meanwhile.
     o.client.on('reconnected', () => this.keys.clear())
@@ -224,7 +228,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       const failure = error instanceof MessengerError ? error : new MessengerError('INTERNAL', String(error))
       if (failure.code === 'KEY_CHANGED') {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`.
-        this.emit('held', {msgId: push.msgId, from: push.from, error: failure})
+        this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
         return
       }
       if (RETRYABLE.has(failure.code)) return // redelivered after reconnect
@@ -248,17 +252,21 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       broadcast: push.broadcast,
     }
     const isNew = this.o.history.addIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path: 'relay'})
-    if (isNew) {
-      if (this.backlog) this.backlog.push(message)
-      else this.emit('message', message)
-    }
+    if (isNew) this.deliverEvent('message', message)
     this.queueAck(push.msgId)
+  }
+
+  /** Emits now, or keeps it for the first listener (see `backlogs`). */
+  private deliverEvent<E extends 'message' | 'receipt' | 'invited' | 'held'>(event: E, ...args: DeliveryEvents[E]): void {
+    const backlog = this.backlogs.get(event)
+    if (backlog) backlog.push(args)
+    else (this as EventEmitter).emit(event, ...args)
   }
 
   private onReceipt(push: ReceiptPush): void {
     if (push.status === 'delivered') this.o.history.setStatus(push.msgId, 'delivered')
     this.receiptWaiters.get(push.msgId)?.()
-    this.emit('receipt', {msgId: push.msgId, by: push.by, status: push.status, ts: push.ts})
+    this.deliverEvent('receipt', {msgId: push.msgId, by: push.by, status: push.status, ts: push.ts})
     this.pendingReceiptAcks.push(push.receiptId)
     this.scheduleAck()
   }
