@@ -3,6 +3,7 @@ import {MessengerClient} from '../client/client.js'
 import {formatServerAddress, parseServerAddress} from '../client/address.js'
 import {Profile} from '../client/profile.js'
 import {openMessaging, type MessagingSession} from '../client/session.js'
+import type {PathPreference} from '../client/delivery.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError, toMessengerError} from '../protocol/errors.js'
 
@@ -96,24 +97,37 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
    * A signed-in client plus this profile's keys, history and delivery engine; publishes our key so
    * peers can write to us. `online` makes us visible and brings stored messages.
    */
-  protected async messagingSession(options: {online?: boolean; reconnect?: boolean} = {}): Promise<{client: MessengerClient} & MessagingSession> {
+  protected async messagingSession(
+    options: {online?: boolean; reconnect?: boolean; direct?: boolean; udpPort?: number; path?: PathPreference} = {},
+  ): Promise<{client: MessengerClient} & MessagingSession> {
     let session: MessagingSession | undefined
     // The engine listens before the resume: stored messages follow the resume reply at once.
     const client = await this.connectSession({
       ...options,
       beforeResume: (c) => {
-        session = openMessaging(c, this.profile.dir, {me: this.profile.data.username})
+        session = openMessaging(c, this.profile.dir, {me: this.profile.data.username, pathPreference: options.path ?? 'auto'})
         this.sessions.push(session)
       },
     })
     if (!session) throw new Error('unreachable: beforeResume always runs')
     await session.engine.publishKey()
+    if (options.direct && options.path !== 'relay') await session.startDirect({port: options.udpPort})
     return {client, ...session}
+  }
+
+  /**
+   * The path preference: --relay-only / --direct-only on the command line, else the profile's
+   * `path` setting, else auto (direct first, relay as fallback).
+   */
+  protected pathPreference(flags: {'relay-only'?: boolean; 'direct-only'?: boolean}): PathPreference {
+    if (flags['relay-only']) return 'relay'
+    if (flags['direct-only']) return 'direct'
+    return this.profile.data.path ?? 'auto'
   }
 
   protected override async finally(error: Error | undefined): Promise<unknown> {
     await Promise.all(this.clients.map((client) => client.close()))
-    for (const session of this.sessions) session.close()
+    for (const session of this.sessions) await session.close()
     return super.finally(error)
   }
 

@@ -1,7 +1,10 @@
 import {randomBytes} from 'node:crypto'
 import {EventEmitter} from 'node:events'
 import {MessengerError} from '../protocol/errors.js'
-import type {DeliverPush, InvitedPush, ReceiptPush, RequestParams, RequestType, Results} from '../protocol/messages.js'
+import type {DeliverPush, Endpoint, IntroducePush, InvitedPush, ReceiptPush, RequestParams, RequestType, Results} from '../protocol/messages.js'
+import {decodeKey} from '../crypto/identity.js'
+import type {PeerLink} from '../transport/peer-link.js'
+import {decodeEnvelope, encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
 import type {MessengerClient} from './client.js'
 import type {DeliveryPath, LocalHistory} from './history.js'
 import type {Keyring} from './keyring.js'
@@ -16,7 +19,13 @@ export interface DeliveryOptions {
   receiptWaitMs?: number
   /** Acknowledge received messages (default true). Off only in tests that withhold acks. */
   autoAck?: boolean
+  /** auto: direct first, relay as fallback; relay: never direct; direct: never relay. Default auto. */
+  pathPreference?: PathPreference
+  /** How long a send may spend finding a direct path before it falls back. Default 1.5 s. */
+  punchMs?: number
 }
+
+export type PathPreference = 'auto' | 'relay' | 'direct'
 
 export interface ReceivedMessage {
   id: string
@@ -67,7 +76,8 @@ const RETRYABLE = new Set(['CONNECTION_CLOSED', 'TIMEOUT', 'SHUTTING_DOWN'])
 export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /** Messages that failed to open (tampered, wrong key). */
   dropped = 0
-  private readonly keys = new Map<string, string>()
+  private readonly directory = new Map<string, Results['whois']>()
+  private link: PeerLink | undefined
   private readonly receiptWaiters = new Map<string, () => void>()
   private pendingAcks: string[] = []
   private pendingReceiptAcks: string[] = []
@@ -95,9 +105,10 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       if (push.type === 'deliver') void this.onDeliver(push)
       else if (push.type === 'receipt') this.onReceipt(push)
       else if (push.type === 'invited') this.deliverEvent('invited', push)
+      else if (push.type === 'introduce') void this.onIntroduce(push)
     })
     // A reconnect starts a new session view of the directory: keys may have changed meanwhile.
-    o.client.on('reconnected', () => this.keys.clear())
+    o.client.on('reconnected', () => this.directory.clear())
   }
 
   /** Publishes our public key in the directory (on login and whenever a session starts). */
@@ -105,18 +116,35 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     await this.o.client.request('setkey', {publicKey: this.o.keyring.myPublicKey})
   }
 
-  /** Sends one direct message, end-to-end encrypted, through the relay. */
+  /**
+   * Sends one message, end-to-end encrypted: straight to the peer over UDP when a direct path
+   * answers, else through the relay. Both carry the same envelope (same msgId), so whichever copy
+   * arrives second is dropped by the recipient.
+   */
   async sendText(rawTo: string, text: string): Promise<SendOutcome> {
     const to = rawTo.trim().toLowerCase()
     if (to === this.o.me) throw new MessengerError('SELF_MESSAGE', 'You cannot send a message to yourself.')
-    const key = await this.publicKeyOf(to, {fresh: true})
-    const sealed = this.o.keyring.seal(to, key, text)
+    const info = await this.lookup(to, {fresh: true})
+    const sealed = this.o.keyring.seal(to, requireKey(info), text)
     const id = newMessageId()
-    this.o.history.addOutgoing({id, to, text, ts: Date.now(), from: this.o.me})
+    const ts = Date.now()
+    const seq = this.o.history.addOutgoingNumbered({id, to, text, ts, from: this.o.me})
+    const preference = this.o.pathPreference ?? 'auto'
+    if (preference !== 'relay') {
+      const envelope: DirectEnvelope = {msgId: id, from: this.o.me, to, group: null, ts, seq, nonce: sealed.nonce, box: sealed.box}
+      if (await this.tryDirect(info, envelope)) {
+        this.o.history.setStatus(id, 'delivered', {seq, path: 'direct'})
+        return {id, seq, to, path: 'direct', status: 'delivered'}
+      }
+      if (preference === 'direct') {
+        this.o.history.setStatus(id, 'failed')
+        throw new MessengerError('DIRECT_FAILED', `${to} could not be reached directly${info.online ? '' : ` (${to} is offline)`}.`)
+      }
+    }
     const delivered = this.waitForReceipt(id)
     let result: Results['send']
     try {
-      result = await this.request('send', {msgId: id, copies: [{to, nonce: sealed.nonce, box: sealed.box}]})
+      result = await this.request('send', {msgId: id, seq, copies: [{to, nonce: sealed.nonce, box: sealed.box}]})
     } catch (error) {
       delivered.cancel()
       this.o.history.setStatus(id, 'failed')
@@ -124,10 +152,54 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     }
     const online = result.recipients[0]?.online ?? false
     let status: SendOutcome['status'] = online ? 'sent' : 'stored'
-    this.o.history.setStatus(id, status === 'sent' ? 'sent' : 'stored', {seq: result.seq, path: 'relay'})
+    this.o.history.setStatus(id, status === 'sent' ? 'sent' : 'stored', {seq, path: 'relay'})
     if (online && (await delivered.within(this.o.receiptWaitMs ?? 2_000))) status = 'delivered'
     else delivered.cancel()
-    return {id, seq: result.seq, to, path: 'relay', status}
+    return {id, seq, to, path: 'relay', status}
+  }
+
+  /** Turns on the direct path: datagrams in, introductions, and direct-first sending. */
+  attachLink(link: PeerLink): void {
+    this.link = link
+    link.on('message', (m) => {
+      const envelope = decodeEnvelope(m.bytes)
+      if (!envelope || envelope.to !== this.o.me) {
+        this.dropped++
+        return
+      }
+      const peerKey = decodeKey(m.senderKey)
+      if (!peerKey) return
+      void this.accept(envelope, 'direct', () => link.ack(peerKey, m.from, envelope.msgId), m.senderKey)
+    })
+  }
+
+  /** Finds or punches a path (with the server's introduction) and sends; false means "relay it". */
+  private async tryDirect(info: Results['whois'], envelope: DirectEnvelope): Promise<boolean> {
+    const link = this.link
+    if (!link || !info.online || !info.publicKey) return false
+    const peerKey = decodeKey(info.publicKey)
+    if (!peerKey) return false
+    let path = link.confirmedPath(peerKey)
+    if (!path) {
+      // The introduction makes the peer probe us too, which opens NAT mappings on both sides.
+      const intro = await this.o.client.request('introduce', {username: info.username}).catch(() => undefined)
+      const candidates = uniqueEndpoints([...info.endpoints, ...(intro?.endpoints ?? [])])
+      path = (await link.connect(peerKey, candidates, this.o.punchMs ?? 1_500)) ?? undefined
+    }
+    if (!path) return false
+    return link.sendMessage(peerKey, path, envelope.msgId, encodeEnvelope(envelope))
+  }
+
+  private async onIntroduce(push: IntroducePush): Promise<void> {
+    const link = this.link
+    if (!link || !push.publicKey || push.endpoints.length === 0) return
+    try {
+      this.o.keyring.verify(push.username, push.publicKey) // never punch towards a key we do not trust
+    } catch {
+      return
+    }
+    const peerKey = decodeKey(push.publicKey)
+    if (peerKey) await link.connect(peerKey, push.endpoints)
   }
 
   /** Seals the text to every member separately and hands the server all copies in one request. */
@@ -146,13 +218,13 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       copies.push({to: m.username, ...sealed})
     }
     const id = newMessageId()
-    this.o.history.addOutgoing({id, group: name, text, ts: Date.now(), from: this.o.me})
+    const seq = this.o.history.addOutgoingNumbered({id, group: name, text, ts: Date.now(), from: this.o.me})
     if (copies.length === 0) {
-      this.o.history.setStatus(id, 'stored')
-      return {id, seq: 0, group: name, recipients: [], skipped}
+      this.o.history.setStatus(id, 'stored', {seq})
+      return {id, seq, group: name, recipients: [], skipped}
     }
     try {
-      const result = await this.request('send', {msgId: id, group: name, copies})
+      const result = await this.request('send', {msgId: id, seq, group: name, copies})
       this.o.history.setStatus(id, 'stored', {seq: result.seq, path: 'relay'})
       return {id, seq: result.seq, group: name, recipients: result.recipients, skipped: [...skipped, ...result.skipped]}
     } catch (error) {
@@ -162,7 +234,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   /** To everyone online now (except those who blocked us); never stored. */
-  async broadcast(text: string): Promise<{id: string; delivered: number; skipped: Array<{to: string; code: string}>}> {
+  async broadcast(text: string): Promise<{id: string; seq: number; delivered: number; skipped: Array<{to: string; code: string}>}> {
     const {users} = await this.request('whoisonline', {})
     const copies: Array<{to: string; nonce: string; box: string}> = []
     const skipped: Array<{to: string; code: string}> = []
@@ -180,10 +252,10 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       }
     }
     const id = newMessageId()
-    this.o.history.addOutgoing({id, to: '*', text, ts: Date.now(), from: this.o.me})
+    const seq = this.o.history.addOutgoingNumbered({id, to: '*', text, ts: Date.now(), from: this.o.me})
     const {delivered} = copies.length > 0 ? await this.request('broadcast', {msgId: id, copies}) : {delivered: 0}
-    this.o.history.setStatus(id, delivered > 0 ? 'delivered' : 'sent', {path: 'relay'})
-    return {id, delivered, skipped}
+    this.o.history.setStatus(id, delivered > 0 ? 'delivered' : 'sent', {seq, path: 'relay'})
+    return {id, seq, delivered, skipped}
   }
 
   /**
@@ -201,25 +273,42 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     }
   }
 
-  private async publicKeyOf(username: string, options: {fresh?: boolean} = {}): Promise<string> {
-    const cached = options.fresh ? undefined : this.keys.get(username)
+  /** The directory entry (key, presence, endpoints), cached until `fresh` or a reconnect. */
+  private async lookup(username: string, options: {fresh?: boolean} = {}): Promise<Results['whois']> {
+    const cached = options.fresh ? undefined : this.directory.get(username)
     if (cached) return cached
     const info = await this.request('whois', {username})
-    if (!info.publicKey) {
-      throw new MessengerError('NO_KEY', `${username} has not published an encryption key yet.`, {
-        hint: `${username} needs to log in once with a current client; then send again.`,
-      })
-    }
-    this.keys.set(username, info.publicKey)
-    return info.publicKey
+    this.directory.set(username, info)
+    return info
   }
 
-  private async onDeliver(push: DeliverPush): Promise<void> {
+  private async publicKeyOf(username: string, options: {fresh?: boolean} = {}): Promise<string> {
+    return requireKey(await this.lookup(username, options))
+  }
+
+  private onDeliver(push: DeliverPush): Promise<void> {
+    return this.accept(push, 'relay', () => this.queueAck(push.msgId))
+  }
+
+  /**
+   * Opens, stores and announces one incoming envelope from either path. `acknowledge` runs only
+   * once the message is in local history (or is garbage that must not come back); a message from a
+   * changed key, or one whose sender cannot be checked right now, is not acknowledged.
+   * `presentedKey` is the key a direct datagram was sealed with: it must be `from`'s key.
+   */
+  private async accept(push: DeliverPush, path: DeliveryPath, acknowledge: () => void, presentedKey?: string): Promise<void> {
     let text: string | null
     try {
       let key = await this.publicKeyOf(push.from)
+      if (presentedKey && key !== presentedKey) key = await this.publicKeyOf(push.from, {fresh: true})
+      if (presentedKey && key !== presentedKey) {
+        // Someone sealed it with a key that is not the sender's: a spoof, not a message.
+        this.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'sealed with a key that is not the sender\'s'})
+        this.dropped++
+        return
+      }
       text = this.o.keyring.open(push.from, key, push.nonce, push.box)
-      if (text === null) {
+      if (text === null && !presentedKey) {
         // Perhaps the sender re-keyed since we cached; look once more before giving up.
         key = await this.publicKeyOf(push.from, {fresh: true})
         text = this.o.keyring.open(push.from, key, push.nonce, push.box)
@@ -237,7 +326,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     if (text === null) {
       this.dropped++
       this.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'could not be decrypted'})
-      this.queueAck(push.msgId) // garbage would otherwise be redelivered forever
+      acknowledge() // garbage would otherwise be redelivered forever
       return
     }
     const message: ReceivedMessage = {
@@ -248,12 +337,12 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       text,
       ts: push.ts,
       seq: push.seq,
-      path: 'relay',
+      path,
       broadcast: push.broadcast,
     }
-    const isNew = this.o.history.addIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path: 'relay'})
+    const isNew = this.o.history.addIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path})
     if (isNew) this.deliverEvent('message', message)
-    this.queueAck(push.msgId)
+    acknowledge()
   }
 
   /** Emits now, or keeps it for the first listener (see `backlogs`). */
@@ -321,6 +410,20 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
         }),
     }
   }
+}
+
+function requireKey(info: Results['whois']): string {
+  if (!info.publicKey) {
+    throw new MessengerError('NO_KEY', `${info.username} has not published an encryption key yet.`, {
+      hint: `${info.username} needs to log in once with a current client; then send again.`,
+    })
+  }
+  return info.publicKey
+}
+
+function uniqueEndpoints(list: Endpoint[]): Endpoint[] {
+  const seen = new Set<string>()
+  return list.filter((e) => !seen.has(`${e.address}:${e.port}`) && seen.add(`${e.address}:${e.port}`))
 }
 
 export function newMessageId(): string {

@@ -35,6 +35,8 @@ export const HISTORY_MIGRATIONS: readonly string[] = [
     pending_key TEXT
   ) WITHOUT ROWID;
   `,
+  // 2: MAX(seq) over outgoing messages stays an index lookup however long the history grows.
+  `CREATE INDEX messages_direction_seq ON messages (direction, seq);`,
 ]
 
 const ROLE: DatabaseRole = {
@@ -182,6 +184,12 @@ function prepareStatements(db: Database.Database) {
     ),
     retry: db.prepare<[string]>("UPDATE messages SET status = 'sending' WHERE id = ? AND direction = 'out' AND status = 'failed'"),
     getStatus: db.prepare<[string], {status: HistoryStatus}>('SELECT status FROM messages WHERE id = ?'),
+    // Numbered inside the INSERT, so two processes on one profile (listen + send) never share an N.
+    insertNumbered: db.prepare<[string, string, string | null, string, string, string, number, number]>(
+      `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, text, ts, seq, status, path, created_at)
+       VALUES (?, 'out', ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE direction = 'out'), 'sending', NULL, ?)`,
+    ),
+    getSeq: db.prepare<[string], {seq: number | null}>('SELECT seq FROM messages WHERE id = ?'),
     latestAll: db.prepare<[number], MessageRow>(SELECT_LATEST.replace('%WHERE%', '')),
     latestPeer: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE peer = ? AND grp IS NULL')),
     latestGroup: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE grp = ?')),
@@ -229,6 +237,18 @@ export class LocalHistory {
     if (!to) throw new MessengerError('BAD_INPUT', 'An outgoing message needs a recipient or a group.')
     const result = this.stmt.insert.run(m.id, 'out', to, group, m.from ?? '', to, m.text, m.ts, null, 'sending', null, this.now())
     return result.changes === 1
+  }
+
+  /**
+   * Records an outgoing message and gives it this profile's next message number (the N in
+   * "Message N sent"), whichever path it then takes. Returns that number.
+   */
+  addOutgoingNumbered(m: OutgoingMessage): number {
+    const group = m.group ?? null
+    const to = group === null ? m.to : groupPeer(group)
+    if (!to) throw new MessengerError('BAD_INPUT', 'An outgoing message needs a recipient or a group.')
+    this.stmt.insertNumbered.run(m.id, to, group, m.from ?? '', to, m.text, m.ts, this.now())
+    return this.stmt.getSeq.get(m.id)?.seq ?? 0
   }
 
   /**

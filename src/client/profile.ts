@@ -13,6 +13,12 @@ export interface ProfileData {
   tokenExpiresAt?: number
   /** Server address -> pinned certificate SHA-256 fingerprint. */
   pins: Record<string, string>
+  /** Path preference for messages: auto (direct first), relay (never direct), direct (never relay). */
+  path?: 'auto' | 'relay' | 'direct'
+  /** Where received files are saved. */
+  downloads?: string
+  /** UDP port for chat/listen (0 = ephemeral). */
+  udpPort?: number
 }
 
 /**

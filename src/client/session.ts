@@ -1,5 +1,7 @@
+import {lookup} from 'node:dns/promises'
 import {join} from 'node:path'
-import {loadOrCreateIdentity} from '../crypto/identity.js'
+import {decodeKey, loadOrCreateIdentity, type Identity} from '../crypto/identity.js'
+import {PeerLink} from '../transport/peer-link.js'
 import type {MessengerClient} from './client.js'
 import {DeliveryEngine, type DeliveryOptions} from './delivery.js'
 import {openHistory, type LocalHistory} from './history.js'
@@ -11,17 +13,22 @@ export interface MessagingSession {
   engine: DeliveryEngine
   history: LocalHistory
   keyring: Keyring
-  close(): void
+  identity: Identity
+  /** The direct path, once `startDirect` ran. */
+  link: PeerLink | undefined
+  /** Binds UDP, learns our observed address, tells the server our candidates, and sends direct-first. */
+  startDirect(options?: {port?: number}): Promise<PeerLink>
+  close(): Promise<void>
 }
 
 /**
- * Wires a signed-in client to this profile's identity key and local history. The identity is
- * created on first use (0600 in the profile dir), which is how a profile gets its key pair.
+ * Wires a client to this profile's identity key and local history. The identity is created on
+ * first use (0600 in the profile dir), which is how a profile gets its key pair.
  */
 export function openMessaging(
   client: MessengerClient,
   profileDir: string,
-  options: Pick<DeliveryOptions, 'receiptWaitMs' | 'autoAck'> & {me?: string} = {},
+  options: Pick<DeliveryOptions, 'receiptWaitMs' | 'autoAck' | 'pathPreference' | 'punchMs'> & {me?: string} = {},
 ): MessagingSession {
   const me = options.me ?? client.user?.username
   if (!me) throw new Error('openMessaging needs a signed-in client or options.me')
@@ -29,5 +36,49 @@ export function openMessaging(
   const history = openHistory(join(profileDir, HISTORY_FILE))
   const keyring = new Keyring({identity, history})
   const engine = new DeliveryEngine({client, keyring, history, ...options, me})
-  return {engine, history, keyring, close: () => history.close()}
+  const session: MessagingSession = {
+    engine,
+    history,
+    keyring,
+    identity,
+    link: undefined,
+    async startDirect(direct = {}) {
+      const hello = client.hello
+      const serverKey = hello ? decodeKey(hello.udpKey) : null
+      // Datagrams go to IP literals only (no DNS lookup per packet): resolve the server once.
+      const serverIp = await lookup(client.address.host, {family: 4}).then((r) => r.address, () => undefined)
+      const link = new PeerLink({
+        identity,
+        port: direct.port,
+        server: hello && serverKey && serverIp ? {address: serverIp, port: hello.udpPort, publicKey: serverKey} : undefined,
+      })
+      await link.start()
+      session.link = link
+      const announce = async () => {
+        await client.request('setendpoint', {candidates: link.localCandidates()})
+        // Datagrams from users we blocked are dropped before decryption.
+        const {users} = await client.request('blocked', {})
+        for (const username of users) {
+          const {publicKey} = await client.request('whois', {username})
+          if (publicKey) link.blockedKeys.add(publicKey)
+        }
+      }
+      await announce()
+      // A new TCP session after a reconnect must be told our key and endpoints again.
+      client.on('reconnected', () => {
+        engine
+          .publishKey()
+          .then(() => link.refreshServerMapping())
+          .then(announce)
+          .catch(() => undefined)
+      })
+      engine.attachLink(link)
+      return link
+    },
+    async close() {
+      await session.link?.close()
+      history.close()
+    },
+  }
+  return session
 }

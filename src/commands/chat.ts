@@ -1,5 +1,6 @@
 import {clearLine, createInterface, cursorTo} from 'node:readline'
 import {BaseCommand} from '../cli/base-command.js'
+import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {CHAT_HELP, parseChatLine, type ChatAction} from '../cli/chat-commands.js'
 import {relativeTime, table} from '../cli/render.js'
 import type {DeliveryEngine} from '../client/delivery.js'
@@ -30,8 +31,10 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
 
   static override examples = ['<%= config.bin %> <%= command.id %>', {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'}]
 
+  static override flags = {...pathFlags, ...udpPortFlag}
+
   async run(): Promise<{messagesSent: number}> {
-    const {client, engine, history} = await this.messagingSession({online: true, reconnect: true})
+    const {client, engine, history} = await this.messagingSession({online: true, reconnect: true, direct: true, path: this.pathPreference(this.flags), udpPort: this.flags['udp-port'] ?? this.profile.data.udpPort})
     const me = client.user!.username
     const terminal = Boolean(process.stdin.isTTY && process.stdout.isTTY)
     const rl = createInterface({input: process.stdin, output: process.stdout, terminal, prompt: terminal ? `${me}> ` : ''})
@@ -120,7 +123,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       ctx.current = to.toLowerCase()
       const outcome = await engine.sendText(to, text)
       ctx.sent.set(outcome.id, {to: outcome.to, seq: outcome.seq})
-      const how = {delivered: 'delivered', stored: `stored: ${outcome.to} is offline`, sent: 'sent'}[outcome.status]
+      const how = outcome.path === 'direct' ? 'delivered directly, p2p' : {delivered: 'delivered, relayed', stored: `stored: ${outcome.to} is offline`, sent: 'sent, relayed'}[outcome.status]
       print(`  message ${outcome.seq} to ${outcome.to} (${how})`)
     }
     switch (action.kind) {

@@ -1,4 +1,5 @@
 import {BaseCommand} from '../cli/base-command.js'
+import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
 
@@ -21,12 +22,14 @@ With --json it prints one JSON object per line:
     {description: 'Machine-readable event stream', command: '<%= config.bin %> <%= command.id %> --json | jq .'},
   ]
 
+  static override flags = {...pathFlags, ...udpPortFlag}
+
   async run(): Promise<void> {
     const json = this.jsonEnabled()
     const emit = (event: Record<string, unknown>, text: string) => {
       process.stdout.write(`${json ? JSON.stringify(event) : text}\n`)
     }
-    const {client, engine} = await this.messagingSession({online: true, reconnect: true})
+    const {client, engine} = await this.messagingSession({online: true, reconnect: true, direct: true, path: this.pathPreference(this.flags), udpPort: this.flags['udp-port'] ?? this.profile.data.udpPort})
     const me = client.user!
     engine.on('message', (m: ReceivedMessage) =>
       emit(

@@ -35,7 +35,7 @@ After too many wrong passwords the account is locked for a while (LOCKED_OUT).`
     try {
       await messaging.engine.publishKey()
     } finally {
-      messaging.close()
+      await messaging.close()
     }
     this.log(`Logged in as ${session.username} (${session.displayName}) on ${server}.`)
     return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}

@@ -41,7 +41,7 @@ export default class Register extends BaseCommand<typeof Register> {
     try {
       await messaging.engine.publishKey()
     } finally {
-      messaging.close()
+      await messaging.close()
     }
     this.log(`Registered ${session.username} (${session.displayName}) on ${server}; you are logged in.`)
     return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}

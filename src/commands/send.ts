@@ -1,6 +1,7 @@
 import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {messageText, positionalWords} from '../cli/message-text.js'
+import {pathFlags} from '../cli/path-flags.js'
 import type {SendOutcome} from '../client/delivery.js'
 
 export default class Send extends BaseCommand<typeof Send> {
@@ -8,15 +9,19 @@ export default class Send extends BaseCommand<typeof Send> {
 
   static override description = `The text is sealed for the recipient's key on this machine; the server only relays ciphertext.
 An offline recipient gets it when they next come online (the server stores it, encrypted, and retries until their client acknowledges).
-Prints the message number and what happened: delivered, or stored because the recipient is offline.`
+It goes straight to an online recipient over UDP when a direct path answers (peer-to-peer, encrypted), else through the server relay.
+Prints the message number and what happened: delivered directly (p2p), delivered (relayed), or stored because the recipient is offline.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> bob hello there',
     {description: 'Text from stdin', command: 'echo "long text" | <%= config.bin %> <%= command.id %> bob -'},
     '<%= config.bin %> <%= command.id %> bob "see you at 5" --json',
+    {description: 'Never through the server', command: '<%= config.bin %> <%= command.id %> bob hi --direct-only'},
   ]
 
   static override strict = false
+
+  static override flags = {...pathFlags}
 
   static override args = {
     user: Args.string({description: 'Recipient username.', required: true}),
@@ -26,9 +31,13 @@ Prints the message number and what happened: delivered, or stored because the re
   async run(): Promise<SendOutcome> {
     const words = positionalWords(this.argv).slice(1)
     const text = await messageText(words)
-    const {engine} = await this.messagingSession()
+    const path = this.pathPreference(this.flags)
+    const {engine} = await this.messagingSession({direct: true, path})
     const outcome = await engine.sendText(this.args.user, text)
-    const how = {delivered: 'delivered', stored: `stored: ${outcome.to} is offline`, sent: 'sent; not yet confirmed by the recipient'}[outcome.status]
+    const how =
+      outcome.path === 'direct'
+        ? 'delivered directly, p2p'
+        : {delivered: 'delivered, relayed', stored: `stored: ${outcome.to} is offline`, sent: 'sent, relayed; not yet confirmed by the recipient'}[outcome.status]
     this.log(`Message ${outcome.seq} sent to ${outcome.to} (${how})`)
     return outcome
   }

@@ -9,6 +9,8 @@ interface Listed {
   /** ISO 8601: online since, or with --since the last login. */
   since: string
   online: boolean
+  /** Reachable directly over UDP (the server saw its endpoint recently). */
+  p2p: boolean
 }
 
 export default class WhoIsOnline extends BaseCommand<typeof WhoIsOnline> {
@@ -31,11 +33,11 @@ With --since: everyone who logged in within that window, newest first, online or
     const sinceMs = this.flags.since === undefined ? undefined : parseDuration(this.flags.since)
     const client = await this.connectSession()
     const {users} = await client.whoisonline({sinceMs})
-    const listed = users.map((u) => ({username: u.username, displayName: u.displayName, since: new Date(u.since).toISOString(), online: u.online}))
+    const listed = users.map((u) => ({username: u.username, displayName: u.displayName, since: new Date(u.since).toISOString(), online: u.online, p2p: u.p2p}))
     if (users.length === 0) {
       this.log(sinceMs === undefined ? 'Nobody is online.' : `Nobody logged in within ${this.flags.since}.`)
     } else if (sinceMs === undefined) {
-      this.log(table(['USERNAME', 'DISPLAY NAME', 'ONLINE SINCE'], users.map((u) => [u.username, u.displayName, relativeTime(u.since)])))
+      this.log(table(['USERNAME', 'DISPLAY NAME', 'ONLINE SINCE', 'DIRECT'], users.map((u) => [u.username, u.displayName, relativeTime(u.since), u.p2p ? 'p2p' : '-'])))
     } else {
       this.log(table(['USERNAME', 'DISPLAY NAME', 'LAST LOGIN', 'ONLINE'], users.map((u) => [u.username, u.displayName, relativeTime(u.since), u.online ? 'yes' : 'no'])))
     }

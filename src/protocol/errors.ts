@@ -40,6 +40,7 @@ export const ERROR_CODES = {
   BAD_GROUP_NAME: 'Group names are 2-32 characters of a-z, 0-9, _ . -',
   NOT_A_MEMBER: 'You are not a member of that group.',
   NOT_INVITED: 'You have not been invited to that group.',
+  DIRECT_FAILED: 'No direct path to the peer answered (and --direct-only forbids the relay).',
   // client side
   SERVER_UNREACHABLE: 'The server could not be reached.',
   CONNECTION_CLOSED: 'The connection to the server closed before the request completed.',
@@ -88,6 +89,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   BAD_GROUP_NAME: 'Use 2-32 characters of a-z, 0-9, "_", "." and "-".',
   NOT_A_MEMBER: 'Ask a member to invite you, then run `messenger group join NAME`.',
   NOT_INVITED: 'Ask a member to run `messenger group invite NAME YOU` first.',
+  DIRECT_FAILED: 'Drop --direct-only (or set the path preference to auto) to let the relay carry it, or check that the peer is online.',
   SERVER_UNREACHABLE: 'Check that `messenger server` is running, or pass --server HOST:PORT (or set MESSENGER_SERVER).',
   CONNECTION_CLOSED: 'Check that the server is running, then try again.',
   TIMEOUT: 'Check the server and your network, then try again.',

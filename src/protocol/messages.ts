@@ -20,6 +20,7 @@ const nonce = str({min: 32, max: 32, pattern: base64, describe: 'a base64 24-byt
 /** 64 KiB of text + 16 bytes of MAC, base64: 87,404 characters. */
 const box = str({min: 24, max: 87_404, pattern: base64, describe: 'base64 ciphertext'})
 const copies = array(object({to: username, nonce, box}), {max: 1000})
+const endpoint = object({address: str({min: 2, max: 45, pattern: /^[0-9a-fA-F.:]+$/, describe: 'an IP address'}), port: int({min: 1, max: 65535})})
 
 export const REQUEST_SCHEMAS = {
   hello: object({type: literal('hello'), id, version: int({min: 0}), client: optional(str({max: 100}))}),
@@ -31,7 +32,7 @@ export const REQUEST_SCHEMAS = {
   ping: object({type: literal('ping'), id}),
   setkey: object({type: literal('setkey'), id, publicKey}),
   whois: object({type: literal('whois'), id, username}),
-  send: object({type: literal('send'), id, msgId, group: optional(groupName), copies}),
+  send: object({type: literal('send'), id, msgId, seq: optional(int({min: 1})), group: optional(groupName), copies}),
   ack: object({type: literal('ack'), id, msgIds: optional(array(msgId, {max: 1000})), receiptIds: optional(array(msgId, {max: 1000}))}),
   broadcast: object({type: literal('broadcast'), id, msgId, copies}),
   group_create: object({type: literal('group_create'), id, name: groupName, invite: optional(array(username, {max: 100}))}),
@@ -43,6 +44,8 @@ export const REQUEST_SCHEMAS = {
   block: object({type: literal('block'), id, username}),
   unblock: object({type: literal('unblock'), id, username}),
   blocked: object({type: literal('blocked'), id}),
+  setendpoint: object({type: literal('setendpoint'), id, candidates: array(endpoint, {max: 8})}),
+  introduce: object({type: literal('introduce'), id, username}),
 } as const satisfies Record<string, Check<{type: string; id: number}>>
 
 export type RequestType = keyof typeof REQUEST_SCHEMAS
@@ -58,6 +61,8 @@ export interface OnlineUser {
   online: boolean
   /** Published X25519 key (base64), so a broadcast can be sealed to everyone listed. */
   publicKey: string | null
+  /** Whether an online session of the user has a UDP endpoint the server observed recently. */
+  p2p: boolean
 }
 
 export interface GroupMember {
@@ -68,7 +73,15 @@ export interface GroupMember {
 }
 
 export interface Results {
-  hello: {version: number; server: string; maxFrameBytes: number; heartbeatIntervalMs: number}
+  hello: {
+    version: number
+    server: string
+    maxFrameBytes: number
+    heartbeatIntervalMs: number
+    /** Rendezvous: the server's UDP port (same number as TCP) and the X25519 key its probes are sealed to. */
+    udpPort: number
+    udpKey: string
+  }
   register: {username: string; displayName: string}
   login: {username: string; displayName: string; token: string; expiresAt: number}
   resume: {username: string; displayName: string; expiresAt: number}
@@ -76,7 +89,15 @@ export interface Results {
   whoisonline: {users: OnlineUser[]}
   ping: {now: number}
   setkey: Record<string, never>
-  whois: {username: string; displayName: string; publicKey: string | null; online: boolean; lastSeen: number | null}
+  whois: {
+    username: string
+    displayName: string
+    publicKey: string | null
+    online: boolean
+    lastSeen: number | null
+    /** Where the user's online session can be reached over UDP: observed address first, then local ones. */
+    endpoints: Endpoint[]
+  }
   send: {
     seq: number
     ts: number
@@ -98,6 +119,13 @@ export interface Results {
   block: Record<string, never>
   unblock: {wasBlocked: boolean}
   blocked: {users: string[]}
+  setendpoint: Record<string, never>
+  introduce: {username: string; publicKey: string | null; endpoints: Endpoint[]}
+}
+
+export interface Endpoint {
+  address: string
+  port: number
 }
 
 export type Reply<T extends RequestType = RequestType> =
@@ -156,7 +184,15 @@ export interface InvitedPush {
   by: string
 }
 
-export type Push = PresencePush | ErrorPush | DeliverPush | ReceiptPush | InvitedPush
+/** Hole punching: `username` wants a direct path; probe these endpoints now. */
+export interface IntroducePush {
+  type: 'introduce'
+  username: string
+  publicKey: string | null
+  endpoints: Endpoint[]
+}
+
+export type Push = PresencePush | ErrorPush | DeliverPush | ReceiptPush | InvitedPush | IntroducePush
 
 export function isRequestType(value: unknown): value is RequestType {
   return typeof value === 'string' && Object.hasOwn(REQUEST_SCHEMAS, value)

@@ -14,6 +14,8 @@ export interface ConnectionSession {
   online: boolean
   /** Back-reference so presence and delivery can push to the session's socket. */
   connection: Connection
+  /** The X25519 key this session published (setkey); rendezvous probes are matched by it. */
+  publicKey?: string
 }
 
 /** A peer that stops reading while we queue this much for it is dropped rather than buffered without end. */

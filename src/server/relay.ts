@@ -48,6 +48,8 @@ export class Relay {
   private readonly window: number
   /** How often each copy was pushed (first push included); a test and metrics hook. */
   pushes = 0
+  /** Messages accepted for relaying (send requests that stored something new). */
+  relayed = 0
 
   constructor(private readonly o: RelayOptions) {
     this.window = o.window ?? 500
@@ -79,6 +81,7 @@ export class Relay {
     const ts = now()
     const result = await store.enqueueMessage({
       msgId: request.msgId,
+      seq: request.seq,
       sender,
       group,
       ts,
@@ -93,6 +96,7 @@ export class Relay {
       skipped.push({to, code: 'QUEUE_FULL'})
     }
     const stored = accepted.filter((c) => !result.full.includes(c.recipient)).map((c) => c.recipient)
+    if (!result.duplicate && stored.length > 0) this.relayed++
     for (const to of stored) this.pumpUser(to)
     return {
       seq: result.seq,

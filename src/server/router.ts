@@ -7,6 +7,7 @@ import type {Connection, ConnectionSession, Handler} from './connection.js'
 import type {Presence} from './presence.js'
 import type {RateLimiter} from './rate-limit.js'
 import type {Relay} from './relay.js'
+import type {Rendezvous} from './rendezvous.js'
 import type {Social} from './social.js'
 
 export interface RouterDeps {
@@ -16,6 +17,7 @@ export interface RouterDeps {
   authLimiter: RateLimiter
   relay: Relay
   social: Social
+  rendezvous: Rendezvous
   now: () => number
   serverName: string
   maxFrameBytes: number
@@ -24,7 +26,7 @@ export interface RouterDeps {
 
 /** Gives each request type its meaning. Thin: the rules live in the services. */
 export function createRouter(deps: RouterDeps): (connection: Connection, request: Request) => Promise<unknown> {
-  const {accounts, presence, store, authLimiter, now, relay, social} = deps
+  const {accounts, presence, store, authLimiter, now, relay, social, rendezvous} = deps
 
   const limitAuth = (connection: Connection) => {
     const retryAfterMs = authLimiter.hit(connection.remoteAddress)
@@ -35,6 +37,7 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
     if (!connection.session) return
     presence.remove(connection.session)
     presence.detach(connection.session)
+    rendezvous.unregister(connection.session)
     relay.offline(connection.session)
     connection.session = undefined
   }
@@ -63,7 +66,14 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
       if (connection.greeted) throw errors.badFrame('hello was already received on this connection')
       if (request.version !== PROTOCOL_VERSION) throw errors.versionMismatch(request.version, PROTOCOL_VERSION)
       connection.greeted = true
-      return {version: PROTOCOL_VERSION, server: deps.serverName, maxFrameBytes: deps.maxFrameBytes, heartbeatIntervalMs: deps.heartbeatIntervalMs}
+      return {
+        version: PROTOCOL_VERSION,
+        server: deps.serverName,
+        maxFrameBytes: deps.maxFrameBytes,
+        heartbeatIntervalMs: deps.heartbeatIntervalMs,
+        udpPort: rendezvous.port,
+        udpKey: rendezvous.publicKey,
+      }
     },
 
     async register(connection, request) {
@@ -100,7 +110,14 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
         const users: OnlineUser[] = []
         for (const e of presence.list()) {
           if (!visible(e.username)) continue
-          users.push({username: e.username, displayName: e.displayName, since: e.since, online: true, publicKey: await publicKeyOf(e.username)})
+          users.push({
+            username: e.username,
+            displayName: e.displayName,
+            since: e.since,
+            online: true,
+            publicKey: await publicKeyOf(e.username),
+            p2p: rendezvous.isReachable(e.username),
+          })
         }
         return {users}
       }
@@ -113,6 +130,7 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
           since: u.lastLoginAt ?? u.createdAt,
           online: presence.isOnline(u.username),
           publicKey: u.publicKey ?? null,
+          p2p: rendezvous.isReachable(u.username),
         }))
       return {users}
     },
@@ -122,8 +140,31 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
     },
 
     async setkey(connection, request) {
-      await store.setPublicKey(requireSession(connection).username, request.publicKey)
+      const session = requireSession(connection)
+      await store.setPublicKey(session.username, request.publicKey)
+      rendezvous.register(session, request.publicKey)
       return {}
+    },
+
+    async setendpoint(connection, request) {
+      rendezvous.setCandidates(requireSession(connection), request.candidates)
+      return {}
+    },
+
+    async introduce(connection, request) {
+      const me = requireSession(connection)
+      const username = request.username.toLowerCase()
+      const user = await store.getUser(username)
+      if (!user) throw errors.noSuchUser(username)
+      // A blocker stays invisible: no endpoints either way, and no introduction is pushed.
+      if (!(await visibleTo(me.username))(username) || (await store.isBlocked(me.username, username))) {
+        return {username, publicKey: user.publicKey ?? null, endpoints: []}
+      }
+      const mine = rendezvous.endpointsOf(me)
+      for (const s of presence.get(username)?.sessions ?? []) {
+        s.connection.push({type: 'introduce', username: me.username, publicKey: me.publicKey ?? null, endpoints: mine})
+      }
+      return {username, publicKey: user.publicKey ?? null, endpoints: rendezvous.endpointsOfUser(username)}
     },
 
     async whois(connection, request) {
@@ -139,6 +180,7 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
         publicKey: user.publicKey ?? null,
         online: entry !== undefined,
         lastSeen: shown ? (entry?.since ?? user.lastLoginAt) : null,
+        endpoints: shown ? rendezvous.endpointsOfUser(username) : [],
       }
     },
 

@@ -16,6 +16,8 @@ import {hashPassword} from '../crypto/password.js'
 import {Presence} from './presence.js'
 import {RateLimiter} from './rate-limit.js'
 import {Relay} from './relay.js'
+import {Rendezvous} from './rendezvous.js'
+import {loadOrCreateIdentity} from '../crypto/identity.js'
 import {createRouter} from './router.js'
 import {Social} from './social.js'
 
@@ -82,6 +84,7 @@ export class MessengerServer {
   private stopping: Promise<void> | undefined
   presence: Presence<ConnectionSession> | undefined
   relay: Relay | undefined
+  rendezvous: Rendezvous | undefined
   private lastExpiry = 0
 
   constructor(private readonly input: ServerOptions) {
@@ -174,6 +177,9 @@ export class MessengerServer {
       })
       this.relay = relay
       const social = new Social({store, presence, now: o.now})
+      // The server's own X25519 key: rendezvous probes are sealed to it (clients get it over TLS).
+      const rendezvous = new Rendezvous({identity: loadOrCreateIdentity(o.dataDir), presence, now: o.now, logger: this.logger})
+      this.rendezvous = rendezvous
       const accounts = new Accounts({
         store,
         now: o.now,
@@ -190,6 +196,7 @@ export class MessengerServer {
         authLimiter,
         relay,
         social,
+        rendezvous,
         now: o.now,
         serverName: 'messenger',
         maxFrameBytes: o.maxFrameBytes,
@@ -216,6 +223,12 @@ export class MessengerServer {
       server.on('error', (error) => this.logger.error({err: error}, 'server socket error'))
       this.tlsServer = server
       const address = server.address() as AddressInfo
+      try {
+        await rendezvous.start(o.host, address.port)
+      } catch (error) {
+        await new Promise<void>((resolve) => server.close(() => resolve()))
+        throw error
+      }
       this.info = {host: address.address, port: address.port, fingerprint: material.fingerprint}
       this.sweeper = setInterval(() => this.sweep(), Math.max(25, Math.min(250, o.heartbeatTimeoutMs / 4, o.retryInitialMs / 2)))
       this.sweeper.unref()
@@ -249,6 +262,7 @@ export class MessengerServer {
       if (connection.session) {
         this.presence?.remove(connection.session)
         this.presence?.detach(connection.session)
+        this.rendezvous?.unregister(connection.session)
         this.relay?.offline(connection.session)
       }
     })
@@ -290,6 +304,7 @@ export class MessengerServer {
     }, 1_500)
     await closed
     clearTimeout(deadline)
+    await this.rendezvous?.stop()
     if (this.store && this.ownsStore) await this.store.close()
     this.logger.info('server stopped')
   }

@@ -54,6 +54,8 @@ export interface MessageCopy {
 
 export interface EnqueueRequest {
   msgId: string
+  /** The sender's own message number; when absent the store takes the sender's next one. */
+  seq?: number
   sender: string
   group: string | null
   ts: number

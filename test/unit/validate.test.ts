@@ -17,7 +17,7 @@ const FULL: {[K in RequestType]: Request<K>} = {
   ping: {type: 'ping', id: Number.MAX_SAFE_INTEGER},
   setkey: {type: 'setkey', id: 7, publicKey: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='},
   whois: {type: 'whois', id: 8, username: 'bob'},
-  send: {type: 'send', id: 9, msgId: 'msg_0123456789abcdef', group: 'team', copies: [{to: 'bob', nonce: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', box: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'}]},
+  send: {type: 'send', id: 9, msgId: 'msg_0123456789abcdef', seq: 3, group: 'team', copies: [{to: 'bob', nonce: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', box: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'}]},
   ack: {type: 'ack', id: 10, msgIds: ['msg_0123456789abcdef'], receiptIds: ['msg_0123456789abcdef']},
   broadcast: {type: 'broadcast', id: 11, msgId: 'msg_0123456789abcdef', copies: [{to: 'bob', nonce: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', box: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'}]},
   group_create: {type: 'group_create', id: 12, name: 'team', invite: ['bob']},
@@ -29,6 +29,8 @@ const FULL: {[K in RequestType]: Request<K>} = {
   block: {type: 'block', id: 18, username: 'bob'},
   unblock: {type: 'unblock', id: 19, username: 'bob'},
   blocked: {type: 'blocked', id: 20},
+  setendpoint: {type: 'setendpoint', id: 21, candidates: [{address: '192.0.2.1', port: 4000}]},
+  introduce: {type: 'introduce', id: 22, username: 'bob'},
 }
 
 /** The same without the optional fields. */
@@ -54,6 +56,8 @@ const MINIMAL: {[K in RequestType]: Request<K>} = {
   block: {type: 'block', id: 18, username: 'bob'},
   unblock: {type: 'unblock', id: 19, username: 'bob'},
   blocked: {type: 'blocked', id: 20},
+  setendpoint: {type: 'setendpoint', id: 21, candidates: [{address: '192.0.2.1', port: 4000}]},
+  introduce: {type: 'introduce', id: 22, username: 'bob'},
 }
 
 /** Validates as the server does: after a JSON round trip, so only JSON-representable input is tested. */

@@ -164,7 +164,7 @@ export class SqliteMessaging {
         // Nothing storable: record nothing, so a later re-send of this msgId is judged afresh
         // instead of being answered "duplicate" for a message that was never stored.
         if (full.length === request.copies.length) return {seq: 0, ts: request.ts, duplicate: false, full}
-        const seq = this.s.takeSeq.get(request.sender)?.seq ?? 0
+        const seq = request.seq ?? this.s.takeSeq.get(request.sender)?.seq ?? 0
         this.s.insertMsgId.run(request.msgId, request.sender, seq, request.ts, request.expiresAt)
         for (const copy of request.copies) {
           if (full.includes(copy.recipient)) continue

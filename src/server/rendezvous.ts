@@ -1,0 +1,150 @@
+import type {Logger} from 'pino'
+import {SharedKeyCache} from '../crypto/envelope.js'
+import {decodeKey, encodeKey, type Identity} from '../crypto/identity.js'
+import {MessengerError} from '../protocol/errors.js'
+import type {Endpoint} from '../protocol/messages.js'
+import {openDgramStream, type Datagram, type DgramStream} from '../transport/dgram-stream.js'
+import {DatagramType, ReplayWindow, decodeProbe, encodeServerPong, openDatagram, peekHeader, sealDatagram} from '../transport/datagram.js'
+import type {ConnectionSession} from './connection.js'
+import type {Presence} from './presence.js'
+
+export interface RendezvousOptions {
+  /** The server's own X25519 key pair; clients learn the public half in the hello reply (over TLS). */
+  identity: Identity
+  presence: Presence<ConnectionSession>
+  now: () => number
+  logger: Logger
+  /** An observed endpoint older than this is no longer offered (NAT mappings expire). Default 60 s. */
+  endpointTtlMs?: number
+}
+
+/** Where a session was last seen over UDP, as STUN would report it. */
+export interface ObservedEndpoint extends Endpoint {
+  seenAt: number
+}
+
+/**
+ * The server's UDP side: it answers authenticated probes with the address it observed (so a client
+ * behind NAT learns its public mapping and the server can tell peers where to punch), and nothing
+ * else. Probes are sealed to the server's key by the client's identity key, so only a signed-in
+ * user's published key can register an endpoint for that user.
+ */
+export class Rendezvous {
+  readonly stats = {probes: 0, dropped: 0}
+  private stream: DgramStream | undefined
+  private readonly byKey = new Map<string, Set<ConnectionSession>>()
+  private readonly observed = new WeakMap<ConnectionSession, ObservedEndpoint>()
+  private readonly candidates = new WeakMap<ConnectionSession, Endpoint[]>()
+  private readonly cache: SharedKeyCache
+  private readonly replay = new ReplayWindow()
+  private readonly ttlMs: number
+
+  constructor(private readonly o: RendezvousOptions) {
+    this.cache = new SharedKeyCache(o.identity.secretKey)
+    this.ttlMs = o.endpointTtlMs ?? 60_000
+  }
+
+  get publicKey(): string {
+    return encodeKey(this.o.identity.publicKey)
+  }
+
+  get port(): number {
+    return this.stream?.address().port ?? 0
+  }
+
+  async start(host: string, port: number): Promise<void> {
+    try {
+      this.stream = await openDgramStream({type: host.includes(':') ? 'udp6' : 'udp4', address: host, port})
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code
+      throw new MessengerError('PORT_IN_USE', `UDP port ${port} on ${host} is not available (${code ?? (error as Error).message}).`, {
+        hint: 'The server needs the same port number for UDP as for TCP; stop the other process or pick another --port.',
+        cause: error,
+      })
+    }
+    this.stream.on('data', (d: Datagram) => this.onDatagram(d))
+    this.stream.on('error', (error: Error) => this.o.logger.warn({err: error.message}, 'rendezvous socket error'))
+  }
+
+  async stop(): Promise<void> {
+    const stream = this.stream
+    this.stream = undefined
+    if (!stream || stream.destroyed) return
+    await new Promise<void>((resolve) => {
+      stream.once('close', () => resolve())
+      stream.destroy()
+    })
+  }
+
+  /** A session published its key: probes sealed with that key now update this session. */
+  register(session: ConnectionSession, publicKey: string): void {
+    this.unregister(session)
+    session.publicKey = publicKey
+    let set = this.byKey.get(publicKey)
+    if (!set) this.byKey.set(publicKey, (set = new Set()))
+    set.add(session)
+  }
+
+  unregister(session: ConnectionSession): void {
+    if (!session.publicKey) return
+    const set = this.byKey.get(session.publicKey)
+    set?.delete(session)
+    if (set?.size === 0) this.byKey.delete(session.publicKey)
+  }
+
+  setCandidates(session: ConnectionSession, candidates: Endpoint[]): void {
+    this.candidates.set(session, candidates)
+  }
+
+  /** Observed address first (it works across NATs), then the client's own addresses (same LAN). */
+  endpointsOf(session: ConnectionSession): Endpoint[] {
+    const out: Endpoint[] = []
+    const seen = this.observed.get(session)
+    if (seen && this.o.now() - seen.seenAt <= this.ttlMs) out.push({address: seen.address, port: seen.port})
+    for (const c of this.candidates.get(session) ?? []) {
+      if (!out.some((e) => e.address === c.address && e.port === c.port)) out.push(c)
+    }
+    return out
+  }
+
+  /** The user's freshest reachable online session, if any. */
+  endpointsOfUser(username: string): Endpoint[] {
+    let best: {session: ConnectionSession; seenAt: number} | undefined
+    for (const session of this.o.presence.get(username)?.sessions ?? []) {
+      const seenAt = this.observed.get(session)?.seenAt ?? 0
+      if (!best || seenAt > best.seenAt) best = {session, seenAt}
+    }
+    return best ? this.endpointsOf(best.session) : []
+  }
+
+  /** Reachable directly: an online session whose UDP endpoint the server observed recently. */
+  isReachable(username: string): boolean {
+    const now = this.o.now()
+    for (const session of this.o.presence.get(username)?.sessions ?? []) {
+      const seen = this.observed.get(session)
+      if (seen && now - seen.seenAt <= this.ttlMs) return true
+    }
+    return false
+  }
+
+  private onDatagram(d: Datagram): void {
+    const header = peekHeader(d.data)
+    const sessions = header && header.type === DatagramType.SERVER_PROBE ? this.byKey.get(encodeKey(header.senderKey)) : undefined
+    if (!header || !sessions) {
+      this.stats.dropped++
+      return
+    }
+    const opened = openDatagram(this.cache, d.data)
+    const probe = opened ? decodeProbe(opened.payload) : null
+    if (!opened || !probe || this.replay.seen(opened.nonce)) {
+      this.stats.dropped++
+      return
+    }
+    this.stats.probes++
+    const seenAt = this.o.now()
+    for (const session of sessions) this.observed.set(session, {address: d.address, port: d.port, seenAt})
+    const senderKey = decodeKey(encodeKey(header.senderKey))!
+    const pong = sealDatagram(this.cache, this.o.identity.publicKey, senderKey, DatagramType.SERVER_PONG, encodeServerPong({token: probe.token, address: d.address, port: d.port}))
+    this.stream?.write({data: pong, address: d.address, port: d.port})
+  }
+}

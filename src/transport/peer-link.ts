@@ -1,0 +1,301 @@
+import {randomBytes} from 'node:crypto'
+import {EventEmitter} from 'node:events'
+import {isIPv4} from 'node:net'
+import {networkInterfaces} from 'node:os'
+import {SharedKeyCache} from '../crypto/envelope.js'
+import {encodeKey, type Identity} from '../crypto/identity.js'
+import type {Endpoint} from '../protocol/messages.js'
+import {
+  DatagramType,
+  type DatagramType as DatagramTypeValue,
+  Reassembler,
+  ReplayWindow,
+  decodeAck,
+  decodeData,
+  decodeProbe,
+  decodeServerPong,
+  encodeAck,
+  encodeProbe,
+  fragment,
+  openDatagram,
+  peekHeader,
+  sealDatagram,
+} from './datagram.js'
+import {openDgramStream, type Datagram, type DgramStream} from './dgram-stream.js'
+
+/** Options for {@link PeerLink}; the defaults are the numbers in DESIGN.md section 6. */
+export interface PeerLinkOptions {
+  identity: Identity
+  /** Local UDP port; 0 = ephemeral. */
+  port?: number
+  /** The server's rendezvous endpoint and key (from the hello reply). Without it, no STUN-like probe. */
+  server?: {address: string; port: number; publicKey: Uint8Array}
+  /** First ack timeout; doubles per try. Default 200 ms. */
+  ackTimeoutMs?: number
+  /** Direct attempts before giving up (the caller then relays). Default 3. */
+  tries?: number
+  /** A path confirmed by an authenticated pong is trusted this long. Default 8 s. */
+  pathTtlMs?: number
+  /** Keepalive to the server (and so the NAT mapping) while the link is open. Default 20 s. */
+  keepaliveMs?: number
+  /** Hole punching: probe every this often... Default 150 ms. */
+  probeIntervalMs?: number
+  /** ...for this long. Default 3 s. */
+  probeDurationMs?: number
+  now?: () => number
+}
+
+/** Datagrams dropped, by reason. Nothing from the network ever throws. */
+export interface LinkStats {
+  sent: number
+  received: number
+  delivered: number
+  acked: number
+  dropped: {malformed: number; decrypt: number; replay: number; blocked: number; unexpected: number}
+}
+
+export interface DirectMessage {
+  /** Base64 X25519 key the datagrams were sealed with: who really sent it. */
+  senderKey: string
+  from: Endpoint
+  msgId: string
+  bytes: Uint8Array
+}
+
+interface Path {
+  endpoint: Endpoint
+  confirmedAt: number
+}
+
+/**
+ * The direct path: encrypted datagrams over one UDP socket. It knows peers only by X25519 key; the
+ * delivery engine maps keys to users (against the directory and the pins) and decides what to send.
+ */
+export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: [Endpoint]}> {
+  readonly stats: LinkStats = {sent: 0, received: 0, delivered: 0, acked: 0, dropped: {malformed: 0, decrypt: 0, replay: 0, blocked: 0, unexpected: 0}}
+  /** Keys whose datagrams are dropped unread (users we blocked). */
+  readonly blockedKeys = new Set<string>()
+  /** Our address as the server saw it (after the first server pong). */
+  observed: Endpoint | undefined
+  private stream: DgramStream | undefined
+  private readonly cache: SharedKeyCache
+  private readonly replay = new ReplayWindow()
+  private readonly reassembler: Reassembler
+  private readonly paths = new Map<string, Path>()
+  private readonly pongWaiters = new Map<string, (endpoint: Endpoint) => void>()
+  private readonly ackWaiters = new Map<string, () => void>()
+  private keepalive: NodeJS.Timeout | undefined
+  private readonly o: Required<Omit<PeerLinkOptions, 'server' | 'port'>> & Pick<PeerLinkOptions, 'server' | 'port'>
+
+  constructor(options: PeerLinkOptions) {
+    super()
+    this.o = {ackTimeoutMs: 200, tries: 3, pathTtlMs: 8_000, keepaliveMs: 20_000, probeIntervalMs: 150, probeDurationMs: 3_000, now: Date.now, ...options}
+    this.cache = new SharedKeyCache(options.identity.secretKey)
+    this.reassembler = new Reassembler({now: this.o.now})
+  }
+
+  get port(): number {
+    return this.stream?.address().port ?? 0
+  }
+
+  get publicKey(): string {
+    return encodeKey(this.o.identity.publicKey)
+  }
+
+  /** Binds, then learns our observed address from the server (three quick tries) and keeps it fresh. */
+  async start(): Promise<void> {
+    this.stream = await openDgramStream({type: 'udp4', port: this.o.port ?? 0})
+    this.stream.on('data', (d: Datagram) => this.onDatagram(d))
+    // A send error (e.g. no route to a candidate) ends this socket; the engine then just relays.
+    this.stream.on('error', () => undefined)
+    if (!this.o.server) return
+    await this.probeServer()
+    this.keepalive = setInterval(() => void this.probeServer(), this.o.keepaliveMs)
+    this.keepalive.unref()
+  }
+
+  /** Our own addresses with the bound port: candidates for peers on the same host or LAN. */
+  localCandidates(): Endpoint[] {
+    const port = this.port
+    const out: Endpoint[] = []
+    for (const list of Object.values(networkInterfaces())) {
+      for (const nic of list ?? []) if (nic.family === 'IPv4') out.push({address: nic.address, port})
+    }
+    // Loopback first: same-host peers (and tests) should not go out through a LAN address.
+    return out.sort((a, b) => Number(b.address.startsWith('127.')) - Number(a.address.startsWith('127.')))
+  }
+
+  /** A path confirmed by an authenticated pong within the last pathTtlMs, if any. */
+  confirmedPath(peerKey: Uint8Array): Endpoint | undefined {
+    const path = this.paths.get(encodeKey(peerKey))
+    return path && this.o.now() - path.confirmedAt <= this.o.pathTtlMs ? path.endpoint : undefined
+  }
+
+  /**
+   * Finds a direct path: probes every candidate every probeIntervalMs for up to `durationMs`; the
+   * first authenticated pong wins. With NAT on both sides, the peer probes us at the same time
+   * (the server's introduction), which opens both mappings.
+   */
+  async connect(peerKey: Uint8Array, candidates: Endpoint[], durationMs = this.o.probeDurationMs): Promise<Endpoint | null> {
+    const known = this.confirmedPath(peerKey)
+    if (known) return known
+    if (candidates.length === 0 || !this.stream) return null
+    const keyB64 = encodeKey(peerKey)
+    return new Promise((resolve) => {
+      let settled = false
+      const finish = (endpoint: Endpoint | null) => {
+        if (settled) return
+        settled = true
+        clearInterval(timer)
+        clearTimeout(deadline)
+        this.pongWaiters.delete(keyB64)
+        resolve(endpoint)
+      }
+      this.pongWaiters.set(keyB64, (endpoint) => finish(endpoint))
+      const probe = () => {
+        for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token: randomBytes(8), ts: this.o.now()}))
+      }
+      const timer = setInterval(probe, this.o.probeIntervalMs)
+      const deadline = setTimeout(() => finish(null), durationMs)
+      probe()
+    })
+  }
+
+  /**
+   * Sends a whole message (fragmented as needed) and waits for the peer's encrypted ack:
+   * ackTimeoutMs, doubling, `tries` times. False means "use the relay".
+   */
+  async sendMessage(peerKey: Uint8Array, endpoint: Endpoint, msgId: string, bytes: Uint8Array): Promise<boolean> {
+    const payloads = fragment(msgId, bytes)
+    const key = `${encodeKey(peerKey)}/${msgId}`
+    let acked = false
+    const arrived = new Promise<void>((resolve) => this.ackWaiters.set(key, () => {
+      acked = true
+      resolve()
+    }))
+    try {
+      for (let attempt = 0; attempt < this.o.tries && !acked; attempt++) {
+        for (const payload of payloads) this.send(peerKey, endpoint, DatagramType.DATA, payload)
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([arrived, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.o.ackTimeoutMs * 2 ** attempt)))])
+        clearTimeout(timer)
+      }
+    } finally {
+      this.ackWaiters.delete(key)
+    }
+    if (acked) this.stats.delivered++
+    return acked
+  }
+
+  /** Tells the peer we have stored `msgId` (the engine calls this only after local history has it). */
+  ack(peerKey: Uint8Array, endpoint: Endpoint, msgId: string): void {
+    this.send(peerKey, endpoint, DatagramType.ACK, encodeAck({msgId}))
+  }
+
+  async close(): Promise<void> {
+    if (this.keepalive) clearInterval(this.keepalive)
+    const stream = this.stream
+    this.stream = undefined
+    if (!stream || stream.destroyed) return
+    await new Promise<void>((resolve) => {
+      stream.once('close', () => resolve())
+      stream.destroy()
+    })
+  }
+
+  /** Probes the server again now (after a reconnect the new session needs our observed address). */
+  refreshServerMapping(): Promise<void> {
+    return this.probeServer()
+  }
+
+  private async probeServer(): Promise<void> {
+    const server = this.o.server
+    if (!server || !this.stream) return
+    const serverKey = encodeKey(server.publicKey)
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const got = new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          this.pongWaiters.delete(serverKey)
+          resolve(false)
+        }, this.o.ackTimeoutMs * 2 ** attempt)
+        this.pongWaiters.set(serverKey, () => {
+          clearTimeout(timer)
+          this.pongWaiters.delete(serverKey)
+          resolve(true)
+        })
+      })
+      this.send(server.publicKey, server, DatagramType.SERVER_PROBE, encodeProbe({token: randomBytes(8), ts: this.o.now()}))
+      if (await got) return
+    }
+  }
+
+  private send(peerKey: Uint8Array, endpoint: Endpoint, type: number, payload: Uint8Array): void {
+    if (!this.stream || this.stream.destroyed) return
+    // The socket is IPv4; an IPv6 or malformed candidate from a peer would fail the whole stream.
+    if (!isIPv4(endpoint.address)) return
+    const data = sealDatagram(this.cache, this.o.identity.publicKey, peerKey, type as DatagramTypeValue, payload)
+    this.stats.sent++
+    this.stream.write({data, address: endpoint.address, port: endpoint.port})
+  }
+
+  private onDatagram(d: Datagram): void {
+    const header = peekHeader(d.data)
+    if (!header) {
+      this.stats.dropped.malformed++
+      return
+    }
+    const senderKey = encodeKey(header.senderKey)
+    if (this.blockedKeys.has(senderKey)) {
+      this.stats.dropped.blocked++
+      return
+    }
+    const opened = openDatagram(this.cache, d.data)
+    if (!opened) {
+      this.stats.dropped.decrypt++
+      return
+    }
+    if (this.replay.seen(opened.nonce)) {
+      this.stats.dropped.replay++
+      return
+    }
+    this.stats.received++
+    const from = {address: d.address, port: d.port}
+    switch (opened.type) {
+      case DatagramType.PROBE: {
+        const probe = decodeProbe(opened.payload)
+        if (!probe) break
+        this.send(header.senderKey, from, DatagramType.PONG, encodeProbe({token: probe.token, ts: this.o.now()}))
+        return
+      }
+      case DatagramType.PONG:
+        if (!decodeProbe(opened.payload)) break
+        this.paths.set(senderKey, {endpoint: from, confirmedAt: this.o.now()})
+        this.pongWaiters.get(senderKey)?.(from)
+        return
+      case DatagramType.SERVER_PONG: {
+        const pong = decodeServerPong(opened.payload)
+        const server = this.o.server
+        if (!pong || !server || senderKey !== encodeKey(server.publicKey)) break
+        this.observed = {address: pong.address, port: pong.port}
+        this.emit('observed', this.observed)
+        this.pongWaiters.get(senderKey)?.(from)
+        return
+      }
+      case DatagramType.DATA: {
+        const data = decodeData(opened.payload)
+        if (!data) break
+        const whole = this.reassembler.add(senderKey, data)
+        if (whole) this.emit('message', {senderKey, from, msgId: data.msgId, bytes: whole})
+        return
+      }
+      case DatagramType.ACK: {
+        const ack = decodeAck(opened.payload)
+        if (!ack) break
+        this.stats.acked++
+        this.ackWaiters.get(`${senderKey}/${ack.msgId}`)?.()
+        return
+      }
+    }
+    this.stats.dropped.unexpected++
+  }
+}
