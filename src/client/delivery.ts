@@ -179,7 +179,14 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     if (!link || !info.online || !info.publicKey) return false
     const peerKey = decodeKey(info.publicKey)
     if (!peerKey) return false
+    const sameEndpoint = (a: Endpoint) => (b: Endpoint) => a.address === b.address && a.port === b.port
     let path = link.confirmedPath(peerKey)
+    // A path confirmed with another of the peer's processes (a one-shot `send` that has exited)
+    // is not where their online session listens now.
+    if (path && !info.endpoints.some(sameEndpoint(path))) {
+      link.forgetPath(peerKey)
+      path = undefined
+    }
     if (!path) {
       // The introduction makes the peer probe us too, which opens NAT mappings on both sides.
       const intro = await this.o.client.request('introduce', {username: info.username}).catch(() => undefined)
@@ -187,7 +194,9 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       path = (await link.connect(peerKey, candidates, this.o.punchMs ?? 1_500)) ?? undefined
     }
     if (!path) return false
-    return link.sendMessage(peerKey, path, envelope.msgId, encodeEnvelope(envelope))
+    const acked = await link.sendMessage(peerKey, path, envelope.msgId, encodeEnvelope(envelope))
+    if (!acked) link.forgetPath(peerKey)
+    return acked
   }
 
   private async onIntroduce(push: IntroducePush): Promise<void> {

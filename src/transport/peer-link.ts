@@ -131,6 +131,11 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
     return path && this.o.now() - path.confirmedAt <= this.o.pathTtlMs ? path.endpoint : undefined
   }
 
+  /** Drops a path that stopped answering, so the next send looks for a fresh one. */
+  forgetPath(peerKey: Uint8Array): void {
+    this.paths.delete(encodeKey(peerKey))
+  }
+
   /**
    * Finds a direct path: probes every candidate every probeIntervalMs for up to `durationMs`; the
    * first authenticated pong wins. With NAT on both sides, the peer probes us at the same time

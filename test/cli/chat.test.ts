@@ -96,13 +96,13 @@ describe('messenger chat', () => {
 
     const live = await runCli(['send', 'alice', 'hello', 'alice'], {env: bob})
     expect(live.code, live.stderr).toBe(0)
-    expect(live.stdout).toContain('(delivered)')
+    expect(live.stdout).toContain('(delivered directly, p2p)')
     await chat.waitFor('bob: hello alice', 'the live message')
 
     chat.write('/msg bob hi there\n')
     const got = await bobListens.waitForLine((l) => l.includes('"type":"message"') && l.includes('hi there'), 'bob to get /msg')
-    expect(JSON.parse(got)).toMatchObject({from: 'alice', to: 'bob', text: 'hi there', path: 'relay'})
-    await chat.waitFor(/message \d+ to bob \(delivered\)/, 'the send confirmation')
+    expect(JSON.parse(got)).toMatchObject({from: 'alice', to: 'bob', text: 'hi there', path: 'direct'})
+    await chat.waitFor(/message \d+ to bob \(delivered directly, p2p\)/, 'the send confirmation')
 
     // Plain text goes to the user last written to.
     chat.write('and again\n')

@@ -85,18 +85,18 @@ describe('messaging through the CLI', () => {
 
     const sent = await sendJson(alice, ['send', 'bob', 'hello', 'there'])
     expect(sent.code, sent.stderr).toBe(0)
-    expect(sent.result).toMatchObject({to: 'bob', path: 'relay', status: 'delivered'})
+    expect(sent.result).toMatchObject({to: 'bob', path: 'direct', status: 'delivered'})
     expect(typeof sent.result.id).toBe('string')
     expect(Number.isInteger(sent.result.seq)).toBe(true)
 
     const message = await nextMessage(bobListens, (m) => m.id === sent.result.id, 'the live message')
-    expect(message).toMatchObject({type: 'message', from: 'alice', to: 'bob', group: null, text: 'hello there', path: 'relay'})
+    expect(message).toMatchObject({type: 'message', from: 'alice', to: 'bob', group: null, text: 'hello there', path: 'direct'})
     expect(Number.isNaN(Date.parse(message.ts!))).toBe(false)
 
     // The human sentence, with a per-sender count that goes up.
     const plain = await runCli(['send', 'bob', 'second'], {env: alice})
     expect(plain.code, plain.stderr).toBe(0)
-    expect(plain.stdout.trim()).toBe(`Message ${(sent.result.seq as number) + 1} sent to bob (delivered)`)
+    expect(plain.stdout.trim()).toBe(`Message ${(sent.result.seq as number) + 1} sent to bob (delivered directly, p2p)`)
     await nextMessage(bobListens, (m) => m.text === 'second', 'the second message')
 
     // The receipt arrived while send waited, so alice's local history already says delivered.

@@ -141,7 +141,7 @@ describe('messaging: broadcast', () => {
     await carol.client.request('block', {username: 'alice'})
 
     const outcome = await alice.engine.broadcast('hello everyone')
-    expect(outcome).toEqual({id: expect.any(String), delivered: 1, skipped: []})
+    expect(outcome).toEqual({id: expect.any(String), seq: expect.any(Number), delivered: 1, skipped: []})
     expect(await bob.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', to: 'bob', group: null, text: 'hello everyone', broadcast: true})
     expect(alice.history.list({peer: '*'})).toEqual([expect.objectContaining({id: outcome.id, text: 'hello everyone', status: 'delivered'})])
 

@@ -39,8 +39,8 @@ describe('presence', () => {
 
     const {users} = await bob.whoisonline()
     expect(users).toEqual([
-      {username: 'alice', displayName: 'Alice Liddell', since: expect.any(Number), online: true, publicKey: null},
-      {username: 'bob', displayName: 'bob', since: expect.any(Number), online: true, publicKey: null},
+      {username: 'alice', displayName: 'Alice Liddell', since: expect.any(Number), online: true, publicKey: null, p2p: false},
+      {username: 'bob', displayName: 'bob', since: expect.any(Number), online: true, publicKey: null, p2p: false},
     ])
     for (const user of users) {
       expect(user.since).toBeGreaterThanOrEqual(before)
@@ -90,8 +90,8 @@ describe('presence', () => {
     const now = clock.now()
 
     expect((await alice.whoisonline({sinceMs: 10 * 60_000})).users).toEqual([
-      {username: 'alice', displayName: 'alice', since: now, online: true, publicKey: null},
-      {username: 'carol', displayName: 'carol', since: now - 60_000, online: false, publicKey: null},
+      {username: 'alice', displayName: 'alice', since: now, online: true, publicKey: null, p2p: false},
+      {username: 'carol', displayName: 'carol', since: now - 60_000, online: false, publicKey: null, p2p: false},
     ])
     expect((await alice.whoisonline({sinceMs: 30 * 60_000})).users.map((u) => [u.username, u.online])).toEqual([
       ['alice', true],

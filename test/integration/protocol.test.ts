@@ -23,7 +23,15 @@ describe('wire protocol over raw TLS', () => {
   it('greets a correct hello with the server limits', async () => {
     const {port} = await startTestServer({maxFrameBytes: 4096, heartbeatIntervalMs: 1_000, heartbeatTimeoutMs: 3_000})
     const raw = await rawTls(port)
-    expect((await raw.hello()).result).toEqual({version: PROTOCOL_VERSION, server: 'messenger', maxFrameBytes: 4096, heartbeatIntervalMs: 1_000})
+    expect((await raw.hello()).result).toEqual({
+      version: PROTOCOL_VERSION,
+      server: 'messenger',
+      maxFrameBytes: 4096,
+      heartbeatIntervalMs: 1_000,
+      // Rendezvous: UDP on the same port number, probes sealed to the server's own key.
+      udpPort: port,
+      udpKey: expect.stringMatching(/^[A-Za-z0-9+/]{43}=$/),
+    })
   })
 
   it('answers malformed JSON with BAD_JSON and keeps the connection usable', async () => {
