@@ -46,6 +46,8 @@ export const REQUEST_SCHEMAS = {
   blocked: object({type: literal('blocked'), id}),
   setendpoint: object({type: literal('setendpoint'), id, candidates: array(endpoint, {max: 8})}),
   introduce: object({type: literal('introduce'), id, username}),
+  /** One end-to-end encrypted frame (nonce + box, base64) for an online user, never stored: file transfer through the relay. */
+  forward: object({type: literal('forward'), id, to: username, data: str({min: 1, max: 90_000, pattern: base64, describe: 'base64'})}),
 } as const satisfies Record<string, Check<{type: string; id: number}>>
 
 export type RequestType = keyof typeof REQUEST_SCHEMAS
@@ -121,6 +123,7 @@ export interface Results {
   blocked: {users: string[]}
   setendpoint: Record<string, never>
   introduce: {username: string; publicKey: string | null; endpoints: Endpoint[]}
+  forward: Record<string, never>
 }
 
 export interface Endpoint {
@@ -192,7 +195,14 @@ export interface IntroducePush {
   endpoints: Endpoint[]
 }
 
-export type Push = PresencePush | ErrorPush | DeliverPush | ReceiptPush | InvitedPush | IntroducePush
+/** A frame forwarded by `forward`: opaque to the server, sealed by `from` for us. */
+export interface ForwardPush {
+  type: 'forward'
+  from: string
+  data: string
+}
+
+export type Push = PresencePush | ErrorPush | DeliverPush | ReceiptPush | InvitedPush | IntroducePush | ForwardPush
 
 export function isRequestType(value: unknown): value is RequestType {
   return typeof value === 'string' && Object.hasOwn(REQUEST_SCHEMAS, value)

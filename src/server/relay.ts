@@ -50,6 +50,8 @@ export class Relay {
   pushes = 0
   /** Messages accepted for relaying (send requests that stored something new). */
   relayed = 0
+  /** Frames streamed through for file transfers (never stored). */
+  forwarded = 0
 
   constructor(private readonly o: RelayOptions) {
     this.window = o.window ?? 500
@@ -139,6 +141,19 @@ export class Relay {
       delivered++
     }
     return {delivered}
+  }
+
+  /** Passes one opaque frame to the recipient's online sessions right now; nothing is stored. */
+  async forward(session: ConnectionSession, request: Request<'forward'>): Promise<Results['forward']> {
+    const to = request.to.toLowerCase()
+    const entry = this.o.presence.get(to)
+    if (!entry || (await this.o.store.isBlocked(to, session.username))) {
+      // A blocker looks offline, as everywhere else.
+      throw new MessengerError('RECIPIENT_OFFLINE', `${to} is not online, so the file cannot be streamed through the relay.`)
+    }
+    this.forwarded++
+    for (const target of entry.sessions) target.connection.push({type: 'forward', from: session.username, data: request.data})
+    return {}
   }
 
   async ack(session: ConnectionSession, request: Request<'ack'>): Promise<Results['ack']> {

@@ -187,6 +187,7 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
     send: (connection, request) => relay.send(requireSession(connection), request),
     ack: (connection, request) => relay.ack(requireSession(connection), request),
     broadcast: (connection, request) => relay.broadcast(requireSession(connection), request),
+    forward: (connection, request) => relay.forward(requireSession(connection), request),
 
     group_create: (connection, request) => social.createGroup(requireSession(connection).username, request.name, request.invite ?? []),
     async group_invite(connection, request) {

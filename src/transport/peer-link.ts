@@ -71,7 +71,14 @@ interface Path {
  * The direct path: encrypted datagrams over one UDP socket. It knows peers only by X25519 key; the
  * delivery engine maps keys to users (against the directory and the pins) and decides what to send.
  */
-export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: [Endpoint]}> {
+/** A file-transfer frame that arrived over UDP (already decrypted and authenticated). */
+export interface DirectFrame {
+  senderKey: string
+  from: Endpoint
+  payload: Uint8Array
+}
+
+export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: [Endpoint]; frame: [DirectFrame]}> {
   readonly stats: LinkStats = {sent: 0, received: 0, delivered: 0, acked: 0, dropped: {malformed: 0, decrypt: 0, replay: 0, blocked: 0, unexpected: 0}}
   /** Keys whose datagrams are dropped unread (users we blocked). */
   readonly blockedKeys = new Set<string>()
@@ -192,6 +199,11 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
     return acked
   }
 
+  /** One file-transfer frame, sealed to the peer; the transfer engine above adds reliability. */
+  sendFrame(peerKey: Uint8Array, endpoint: Endpoint, payload: Uint8Array): void {
+    this.send(peerKey, endpoint, DatagramType.FILE, payload)
+  }
+
   /** Tells the peer we have stored `msgId` (the engine calls this only after local history has it). */
   ack(peerKey: Uint8Array, endpoint: Endpoint, msgId: string): void {
     this.send(peerKey, endpoint, DatagramType.ACK, encodeAck({msgId}))
@@ -293,6 +305,9 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
         if (whole) this.emit('message', {senderKey, from, msgId: data.msgId, bytes: whole})
         return
       }
+      case DatagramType.FILE:
+        this.emit('frame', {senderKey, from, payload: opened.payload})
+        return
       case DatagramType.ACK: {
         const ack = decodeAck(opened.payload)
         if (!ack) break

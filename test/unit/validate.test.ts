@@ -31,6 +31,7 @@ const FULL: {[K in RequestType]: Request<K>} = {
   blocked: {type: 'blocked', id: 20},
   setendpoint: {type: 'setendpoint', id: 21, candidates: [{address: '192.0.2.1', port: 4000}]},
   introduce: {type: 'introduce', id: 22, username: 'bob'},
+  forward: {type: 'forward', id: 23, to: 'bob', data: 'AAAA'},
 }
 
 /** The same without the optional fields. */
@@ -58,6 +59,7 @@ const MINIMAL: {[K in RequestType]: Request<K>} = {
   blocked: {type: 'blocked', id: 20},
   setendpoint: {type: 'setendpoint', id: 21, candidates: [{address: '192.0.2.1', port: 4000}]},
   introduce: {type: 'introduce', id: 22, username: 'bob'},
+  forward: {type: 'forward', id: 23, to: 'bob', data: 'AAAA'},
 }
 
 /** Validates as the server does: after a JSON round trip, so only JSON-representable input is tested. */
