@@ -1,3 +1,4 @@
+import {isIPv4} from 'node:net'
 import type {Logger} from 'pino'
 import {SharedKeyCache} from '../crypto/envelope.js'
 import {decodeKey, encodeKey, type Identity} from '../crypto/identity.js'
@@ -19,6 +20,13 @@ export interface RendezvousOptions {
 }
 
 /** Where a session was last seen over UDP, as STUN would report it. */
+export function isUnicastIPv4(address: string): boolean {
+  if (!isIPv4(address)) return false
+  const [a = 0, , , d = 0] = address.split('.').map(Number)
+  // 0.0.0.0/8 (this network), 224.0.0.0/4 multicast, 240.0.0.0/4 reserved incl. 255.255.255.255.
+  return a !== 0 && a < 224 && !(a === 255 && d === 255)
+}
+
 export interface ObservedEndpoint extends Endpoint {
   seenAt: number
 }
@@ -92,8 +100,9 @@ export class Rendezvous {
     if (set?.size === 0) this.byKey.delete(session.publicKey)
   }
 
+  /** The client's own addresses; only unicast IPv4 is kept (a broadcast "candidate" is an attack on peers). */
   setCandidates(session: ConnectionSession, candidates: Endpoint[]): void {
-    this.candidates.set(session, candidates)
+    this.candidates.set(session, candidates.filter((c) => isUnicastIPv4(c.address)))
   }
 
   /** Observed address first (it works across NATs), then the client's own addresses (same LAN). */

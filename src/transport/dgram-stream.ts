@@ -36,6 +36,13 @@ export interface DgramStreamOptions {
   readableHighWaterMark?: number
   /** Datagrams accepted before `write()` returns false; bounds the sends in flight. */
   writableHighWaterMark?: number
+  /**
+   * What a failed send does. 'fail' (default): it is an error of the stream, as with any Writable.
+   * 'report': it is emitted as 'sendError' ({error, address, port}) and the stream goes on, for a
+   * socket shared by many peers, where one unroutable or forbidden destination (a broadcast address
+   * a hostile peer advertised, an ICMP unreachable) must not cut off all the others.
+   */
+  sendErrors?: 'fail' | 'report'
 }
 
 export interface OpenDgramStreamOptions extends DgramStreamOptions {
@@ -75,6 +82,7 @@ export class DgramStream extends Duplex {
   /** The underlying socket, for advanced use (socket options, multicast). Do not read from or close it directly. */
   readonly socket: dgram.Socket
   private droppedCount = 0
+  private readonly reportSendErrors: boolean
   private socketClosed = false
   private family: 'IPv4' | 'IPv6' | undefined
 
@@ -113,6 +121,7 @@ export class DgramStream extends Duplex {
       allowHalfOpen: false,
     })
     this.socket = socket
+    this.reportSendErrors = opts.sendErrors === 'report'
     socket.on('message', this.onMessage)
     socket.on('error', this.onSocketError)
     socket.once('close', this.onSocketClose)
@@ -170,7 +179,14 @@ export class DgramStream extends Duplex {
       }
       const {data, address, port} = chunk as OutgoingDatagram
       try {
-        this.socket.send(data, port, address, (error) => done(error))
+        this.socket.send(data, port, address, (error) => {
+          if (error && this.reportSendErrors) {
+            this.emit('sendError', {error, address, port})
+            done()
+            return
+          }
+          done(error)
+        })
       } catch (error) {
         // send() throws synchronously only when the socket is already closed.
         process.nextTick(done, error as Error)
@@ -252,6 +268,7 @@ export async function openDgramStream(options: OpenDgramStreamOptions = {}): Pro
   for (const [name, value] of Object.entries(streamOptions)) {
     if (!positiveInteger(value)) throw new MessengerError('BAD_INPUT', `${name} must be a positive integer (a number of datagrams), not ${String(value)}.`)
   }
+  if (options.sendErrors !== undefined) streamOptions.sendErrors = options.sendErrors
 
   const socketOptions: dgram.SocketOptions = {type}
   if (recvBufferSize !== undefined) socketOptions.recvBufferSize = recvBufferSize

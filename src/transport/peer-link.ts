@@ -48,6 +48,8 @@ export interface PeerLinkOptions {
 /** Datagrams dropped, by reason. Nothing from the network ever throws. */
 export interface LinkStats {
   sent: number
+  /** Sends the kernel refused (unroutable or forbidden destination); the socket carries on. */
+  sendErrors: number
   received: number
   delivered: number
   acked: number
@@ -79,7 +81,7 @@ export interface DirectFrame {
 }
 
 export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: [Endpoint]; frame: [DirectFrame]}> {
-  readonly stats: LinkStats = {sent: 0, received: 0, delivered: 0, acked: 0, dropped: {malformed: 0, decrypt: 0, replay: 0, blocked: 0, unexpected: 0}}
+  readonly stats: LinkStats = {sent: 0, sendErrors: 0, received: 0, delivered: 0, acked: 0, dropped: {malformed: 0, decrypt: 0, replay: 0, blocked: 0, unexpected: 0}}
   /** Keys whose datagrams are dropped unread (users we blocked). */
   readonly blockedKeys = new Set<string>()
   /** Our address as the server saw it (after the first server pong). */
@@ -89,7 +91,8 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
   private readonly replay = new ReplayWindow()
   private readonly reassembler: Reassembler
   private readonly paths = new Map<string, Path>()
-  private readonly pongWaiters = new Map<string, (endpoint: Endpoint) => void>()
+  /** Everyone waiting for a pong from a key: concurrent first sends to one peer all hear it. */
+  private readonly pongWaiters = new Map<string, Set<(endpoint: Endpoint) => void>>()
   private readonly ackWaiters = new Map<string, () => void>()
   private keepalive: NodeJS.Timeout | undefined
   private readonly o: Required<Omit<PeerLinkOptions, 'server' | 'port'>> & Pick<PeerLinkOptions, 'server' | 'port'>
@@ -111,7 +114,8 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
 
   /** Binds, then learns our observed address from the server (three quick tries) and keeps it fresh. */
   async start(): Promise<void> {
-    this.stream = await openDgramStream({type: 'udp4', port: this.o.port ?? 0})
+    this.stream = await openDgramStream({type: 'udp4', port: this.o.port ?? 0, sendErrors: 'report', recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 4 * 1024 * 1024})
+    this.stream.on('sendError', () => this.stats.sendErrors++)
     this.stream.on('data', (d: Datagram) => this.onDatagram(d))
     // A send error (e.g. no route to a candidate) ends this socket; the engine then just relays.
     this.stream.on('error', () => undefined)
@@ -160,10 +164,10 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
         settled = true
         clearInterval(timer)
         clearTimeout(deadline)
-        this.pongWaiters.delete(keyB64)
+        this.stopWaiting(keyB64, finish)
         resolve(endpoint)
       }
-      this.pongWaiters.set(keyB64, (endpoint) => finish(endpoint))
+      this.waitForPong(keyB64, finish)
       const probe = () => {
         for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token: randomBytes(8), ts: this.o.now()}))
       }
@@ -171,6 +175,22 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
       const deadline = setTimeout(() => finish(null), durationMs)
       probe()
     })
+  }
+
+  private waitForPong(keyB64: string, waiter: (endpoint: Endpoint) => void): void {
+    let set = this.pongWaiters.get(keyB64)
+    if (!set) this.pongWaiters.set(keyB64, (set = new Set()))
+    set.add(waiter)
+  }
+
+  private stopWaiting(keyB64: string, waiter: (endpoint: Endpoint) => void): void {
+    const set = this.pongWaiters.get(keyB64)
+    set?.delete(waiter)
+    if (set?.size === 0) this.pongWaiters.delete(keyB64)
+  }
+
+  private pongArrived(keyB64: string, from: Endpoint): void {
+    for (const waiter of [...(this.pongWaiters.get(keyB64) ?? [])]) waiter(from)
   }
 
   /**
@@ -231,15 +251,16 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
     const serverKey = encodeKey(server.publicKey)
     for (let attempt = 0; attempt < 3; attempt++) {
       const got = new Promise<boolean>((resolve) => {
+        const waiter = () => {
+          clearTimeout(timer)
+          this.stopWaiting(serverKey, waiter)
+          resolve(true)
+        }
         const timer = setTimeout(() => {
-          this.pongWaiters.delete(serverKey)
+          this.stopWaiting(serverKey, waiter)
           resolve(false)
         }, this.o.ackTimeoutMs * 2 ** attempt)
-        this.pongWaiters.set(serverKey, () => {
-          clearTimeout(timer)
-          this.pongWaiters.delete(serverKey)
-          resolve(true)
-        })
+        this.waitForPong(serverKey, waiter)
       })
       this.send(server.publicKey, server, DatagramType.SERVER_PROBE, encodeProbe({token: randomBytes(8), ts: this.o.now()}))
       if (await got) return
@@ -287,7 +308,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
       case DatagramType.PONG:
         if (!decodeProbe(opened.payload)) break
         this.paths.set(senderKey, {endpoint: from, confirmedAt: this.o.now()})
-        this.pongWaiters.get(senderKey)?.(from)
+        this.pongArrived(senderKey, from)
         return
       case DatagramType.SERVER_PONG: {
         const pong = decodeServerPong(opened.payload)
@@ -295,7 +316,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
         if (!pong || !server || senderKey !== encodeKey(server.publicKey)) break
         this.observed = {address: pong.address, port: pong.port}
         this.emit('observed', this.observed)
-        this.pongWaiters.get(senderKey)?.(from)
+        this.pongArrived(senderKey, from)
         return
       }
       case DatagramType.DATA: {

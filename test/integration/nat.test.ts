@@ -71,7 +71,24 @@ function teardownNetwork(): void {
   for (const ns of Object.values(NS)) run('ip', ['netns', 'del', ns])
 }
 
+/** Namespaces of an earlier run of this test that was killed before its teardown (its pid is gone). */
+function removeStaleNamespaces(): void {
+  for (const line of run('ip', ['netns', 'list']).out.split('\n')) {
+    const match = /^m([0-9a-z]+)-(srv|nata|natb|a|b|probe)\b/.exec(line.trim())
+    if (!match || match[1] === TAG.slice(1)) continue
+    const pid = Number.parseInt(match[1]!, 36)
+    let alive = true
+    try {
+      process.kill(pid, 0)
+    } catch (error) {
+      alive = (error as NodeJS.ErrnoException).code === 'EPERM'
+    }
+    if (!alive) run('ip', ['netns', 'del', `m${match[1]}-${match[2]}`])
+  }
+}
+
 function setupNetwork(): void {
+  removeStaleNamespaces()
   teardownNetwork()
   for (const ns of Object.values(NS)) {
     must(['ip', 'netns', 'add', ns])

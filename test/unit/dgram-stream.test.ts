@@ -373,3 +373,25 @@ describe('DgramStream closing and errors', () => {
     expect(socketCloses).toBe(1)
   })
 })
+
+describe('DgramStream with sendErrors: report', () => {
+  it('reports a refused send and keeps the socket working for other peers', async () => {
+    const {openDgramStream} = await import('../../src/transport/dgram-stream.js')
+    const a = await openDgramStream({address: '127.0.0.1', sendErrors: 'report'})
+    const b = await openDgramStream({address: '127.0.0.1'})
+    onTestFinished(() => {
+      a.destroy()
+      b.destroy()
+    })
+    const reported = new Promise<{error: NodeJS.ErrnoException; address: string}>((resolve) => a.once('sendError', resolve))
+    // Broadcast without SO_BROADCAST: the kernel refuses it (EACCES).
+    a.write({data: Buffer.from('x'), address: '255.255.255.255', port: 9})
+    const {error, address} = await reported
+    expect(error.code).toBe('EACCES')
+    expect(address).toBe('255.255.255.255')
+    const got = new Promise<Buffer>((resolve) => b.once('data', (d: {data: Buffer}) => resolve(d.data)))
+    a.write({data: Buffer.from('still here'), address: '127.0.0.1', port: b.address().port})
+    expect((await got).toString()).toBe('still here')
+    expect(a.destroyed).toBe(false)
+  })
+})

@@ -1,0 +1,485 @@
+import {createHash, randomBytes} from 'node:crypto'
+import {mkdir, mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {dirname, join} from 'node:path'
+import {describe, expect, it, onTestFinished} from 'vitest'
+
+import {MessengerError} from '../../src/protocol/errors.js'
+import {DATA_OVERHEAD, decodeFrame, encodeFrame, FileFrameKind} from '../../src/transport/file-codec.js'
+import {
+  FileReceiver,
+  type FileReceiverOptions,
+  type FrameTransport,
+  MAX_SAFE_NAME_BYTES,
+  partialFileName,
+  type ReceivedFile,
+  safeFileName,
+  sendFile,
+  type SendFileOptions,
+  type TransferProgress,
+} from '../../src/transport/file-transfer.js'
+import {type LossyOptions, memoryTransportPair} from '../helpers/lossy-transport.js'
+
+const CHUNK = 1100 - DATA_OVERHEAD
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'messenger-file-'))
+  onTestFinished(() => rm(dir, {recursive: true, force: true}))
+  return dir
+}
+
+async function listing(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).sort()
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw error
+  }
+}
+
+function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+type Outcome = {file: ReceivedFile; error?: undefined} | {error: MessengerError; file?: undefined}
+
+interface RunOptions {
+  data?: Buffer
+  size?: number
+  /** Name of the source file on disk. */
+  sourceName?: string
+  /** Name offered (default: the source file's basename). */
+  name?: string
+  link?: LossyOptions
+  maxBytes?: number
+  receiver?: Partial<FileReceiverOptions>
+  sender?: Partial<SendFileOptions>
+  downloads?: string
+}
+
+async function run(options: RunOptions = {}) {
+  const root = await tempDir()
+  const data = options.data ?? randomBytes(options.size ?? 0)
+  const source = join(root, options.sourceName ?? 'source.bin')
+  await writeFile(source, data)
+  const downloads = options.downloads ?? join(root, 'downloads')
+  const pair = memoryTransportPair(options.link)
+  onTestFinished(() => pair.close())
+  const [a, b] = pair
+  const senderProgress: TransferProgress[] = []
+  const receiverProgress: TransferProgress[] = []
+  const offers: {name: string; size: number; peer: string}[] = []
+  let report!: (outcome: Outcome) => void
+  const received = new Promise<Outcome>((resolve) => {
+    report = resolve
+  })
+  const receiver = new FileReceiver({
+    downloadsDir: downloads,
+    maxBytes: options.maxBytes ?? 1 << 30,
+    onOffer: (offer) => offers.push(offer),
+    onProgress: (_id, p) => receiverProgress.push(p),
+    onComplete: (file) => report({file}),
+    onError: (_id, error) => report({error}),
+    ...options.receiver,
+  })
+  onTestFinished(() => receiver.close())
+  b.deliver((frame) => receiver.handle(frame, b, 'alice'))
+  const transfer = sendFile({
+    transport: a,
+    file: source,
+    name: options.name,
+    onProgress: (p) => senderProgress.push(p),
+    ...options.sender,
+  })
+  a.deliver((frame) => transfer.handle(frame))
+  // Never an unhandled rejection, whatever the test awaits first.
+  const sent = transfer.done.then(
+    (result) => ({result, error: undefined}),
+    (error: MessengerError) => ({result: undefined, error}),
+  )
+  return {root, source, data, downloads, pair, receiver, transfer, sent, received, offers, senderProgress, receiverProgress}
+}
+
+async function expectDelivered(r: Awaited<ReturnType<typeof run>>) {
+  const [sent, received] = await Promise.all([r.sent, r.received])
+  expect(sent.error).toBeUndefined()
+  expect(received.error).toBeUndefined()
+  const file = received.file!
+  expect(dirname(file.path)).toBe(r.downloads)
+  const bytes = await readFile(file.path)
+  expect(bytes.length).toBe(r.data.length)
+  expect(bytes.equals(r.data)).toBe(true)
+  expect(file.sha256).toBe(sha256(r.data))
+  expect(sent.result!.sha256).toBe(sha256(r.data))
+  expect(sent.result!.bytes).toBe(r.data.length)
+  // Nothing but the final file is left behind.
+  expect(await listing(r.downloads)).toEqual([file.name])
+  return file
+}
+
+describe('safeFileName', () => {
+  it.each([
+    ['report.pdf', 'report.pdf'],
+    ['../../etc/passwd', 'passwd'],
+    ['/etc/shadow', 'shadow'],
+    ['..\\..\\Windows\\system32\\evil.dll', 'evil.dll'],
+    ['C:\\Users\\bob\\notes.txt', 'notes.txt'],
+    ['..', 'file'],
+    ['.', 'file'],
+    ['', 'file'],
+    ['dir/', 'dir'],
+    ['a/..', 'file'],
+    ['...hidden', 'hidden'],
+    ['.bashrc', 'bashrc'],
+    ['a\u0000b\nc\r.txt', 'abc.txt'],
+    ['evil\u202Etxt.exe', 'eviltxt.exe'],
+    ['  spaced name .txt  ', 'spaced name .txt'],
+    ['trailing dots...', 'trailing dots'],
+    ['what?<>:"|*.txt', 'what_______.txt'],
+    ['CON', 'file'],
+    ['nul.txt', 'file.txt'],
+    ['lpt1.tar.gz', 'file.tar.gz'],
+    ['console.log', 'console.log'],
+    ['e\u0301te\u0301.txt', 'été.txt'],
+  ])('%j -> %j', (input, expected) => {
+    expect(safeFileName(input)).toBe(expected)
+  })
+
+  it('trims long names to 200 bytes and keeps the extension', () => {
+    const long = safeFileName('é'.repeat(300) + '.tar.gz')
+    expect(Buffer.byteLength(long)).toBeLessThanOrEqual(MAX_SAFE_NAME_BYTES)
+    expect(long.endsWith('.gz')).toBe(true)
+    expect(long.startsWith('éé')).toBe(true)
+    expect(long).not.toContain('\ufffd')
+    const noExt = safeFileName('x'.repeat(1000))
+    expect(noExt).toBe('x'.repeat(MAX_SAFE_NAME_BYTES))
+    const longExt = safeFileName('a.' + 'b'.repeat(400))
+    expect(Buffer.byteLength(longExt)).toBeLessThanOrEqual(MAX_SAFE_NAME_BYTES)
+  })
+
+  it('never returns a separator, a control character or a leading dot', () => {
+    const nasty = ['../', '/', '\\', '//..//..//', '\u0000', '.\u0000.', 'a/b\\c/..\\d', '\ud800x', '\u0085.\u0085']
+    for (const name of nasty) {
+      const safe = safeFileName(name)
+      expect(safe).not.toMatch(/[/\\\u0000-\u001f]/)
+      expect(safe.startsWith('.')).toBe(false)
+      expect(safe.length).toBeGreaterThan(0)
+    }
+  })
+
+  it('names partial files so they are hidden and unique per transfer', () => {
+    expect(partialFileName('a.txt', 'ab'.repeat(16))).toBe(`.a.txt.${'ab'.repeat(16)}.part`)
+  })
+})
+
+describe('file transfer', () => {
+  it('sends an empty file', async () => {
+    const r = await run({size: 0, sourceName: 'empty.txt'})
+    const file = await expectDelivered(r)
+    expect(file.name).toBe('empty.txt')
+    expect(file.bytes).toBe(0)
+    expect(r.offers).toEqual([{transferId: r.transfer.transferId, name: 'empty.txt', size: 0, peer: 'alice'}])
+  })
+
+  it('sends a 1-byte file', async () => {
+    await expectDelivered(await run({size: 1}))
+  })
+
+  it('sends exactly one chunk, and one chunk plus one byte', async () => {
+    const one = await run({size: CHUNK})
+    await expectDelivered(one)
+    expect(one.pair[0].stats.largest).toBe(1100)
+    await expectDelivered(await run({size: CHUNK + 1}))
+  })
+
+  it('sends a few MiB under 10% loss, duplicates and reordering, intact', async () => {
+    const r = await run({size: 3 * 1024 * 1024 + 17, link: {loss: 0.1, duplicate: 0.05, reorder: 0.1, seed: 42}})
+    await expectDelivered(r)
+    const [a, b] = r.pair
+    expect(a.stats.dropped).toBeGreaterThan(100)
+    expect(b.stats.dropped).toBeGreaterThan(0)
+    expect(a.stats.duplicated).toBeGreaterThan(0)
+    expect(a.stats.reordered).toBeGreaterThan(0)
+    expect(a.stats.largest).toBeLessThanOrEqual(1100)
+    // Progress ends at the total on both sides.
+    expect(r.senderProgress.at(-1)).toMatchObject({bytes: r.data.length, total: r.data.length, etaSeconds: 0})
+    expect(r.receiverProgress.at(-1)).toMatchObject({bytes: r.data.length, total: r.data.length})
+    for (const p of r.senderProgress) expect(p.bytes).toBeLessThanOrEqual(p.total)
+  })
+
+  it('survives heavy loss in both directions', async () => {
+    await expectDelivered(await run({size: 256 * 1024, link: {loss: 0.3, duplicate: 0.1, reorder: 0.2, seed: 3}}))
+  })
+
+  it('uses large frames on a relay-sized transport', async () => {
+    const r = await run({size: 5 * 1024 * 1024, link: {maxFrame: 48 * 1024}})
+    await expectDelivered(r)
+    expect(r.pair[0].stats.largest).toBe(48 * 1024)
+  })
+
+  it('receives two files from two peers at once', async () => {
+    const root = await tempDir()
+    const downloads = join(root, 'dl')
+    const done: ReceivedFile[] = []
+    const receiver = new FileReceiver({downloadsDir: downloads, maxBytes: 1e9, onComplete: (f) => done.push(f)})
+    onTestFinished(() => receiver.close())
+    const transfers = ['alice', 'bob'].map(async (peer, i) => {
+      const data = randomBytes(300_000 + i)
+      const source = join(root, `${peer}.bin`)
+      await writeFile(source, data)
+      const [a, b] = memoryTransportPair({loss: 0.05, seed: i + 1})
+      b.deliver((frame) => receiver.handle(frame, b, peer))
+      const t = sendFile({transport: a, file: source, name: 'same.bin'})
+      a.deliver((frame) => t.handle(frame))
+      await t.done
+      return data
+    })
+    const datas = await Promise.all(transfers)
+    expect(done).toHaveLength(2)
+    expect(await listing(downloads)).toEqual(['same (1).bin', 'same.bin'])
+    for (const f of done) expect((await readFile(f.path)).equals(datas[f.peer === 'alice' ? 0 : 1]!)).toBe(true)
+  })
+
+  it('saves hostile names inside the downloads directory under safe names', async () => {
+    const cases: [string, string][] = [
+      ['../../etc/passwd', 'passwd'],
+      ['/etc/shadow', 'shadow'],
+      ['..', 'file'],
+      ['..\\..\\boot.ini', 'boot.ini'],
+      ['bad\u0000na\nme.txt', 'badname.txt'],
+      ['.profile', 'profile'],
+    ]
+    for (const [offered, expected] of cases) {
+      const r = await run({size: 10, name: offered})
+      const file = await expectDelivered(r)
+      expect(file.name).toBe(expected)
+      expect(file.path).toBe(join(r.downloads, expected))
+      // Nothing escaped: the temp root holds only the source and the downloads directory.
+      expect(await listing(r.root)).toEqual(['downloads', 'source.bin'])
+    }
+    const long = 'ж'.repeat(120) + '.pdf' // 244 bytes
+    const r = await run({size: 10, name: long})
+    const file = await expectDelivered(r)
+    expect(Buffer.byteLength(file.name)).toBeLessThanOrEqual(MAX_SAFE_NAME_BYTES)
+    expect(file.name.endsWith('.pdf')).toBe(true)
+  })
+
+  it('never overwrites an existing file', async () => {
+    const root = await tempDir()
+    const downloads = join(root, 'dl')
+    await mkdir(downloads)
+    await writeFile(join(downloads, 'report.pdf'), 'original')
+    const first = await run({size: 100, name: 'report.pdf', downloads})
+    const [, received] = await Promise.all([first.sent, first.received])
+    expect(received.file!.name).toBe('report (1).pdf')
+    const second = await run({size: 100, name: 'report.pdf', downloads})
+    const [, received2] = await Promise.all([second.sent, second.received])
+    expect(received2.file!.name).toBe('report (2).pdf')
+    expect(await readFile(join(downloads, 'report.pdf'), 'utf8')).toBe('original')
+    expect((await readFile(received2.file!.path)).equals(second.data)).toBe(true)
+    expect(await listing(downloads)).toEqual(['report (1).pdf', 'report (2).pdf', 'report.pdf'])
+  })
+
+  it('refuses files over the limit: the sender gets FILE_TOO_LARGE and nothing is written', async () => {
+    const r = await run({size: 5000, maxBytes: 4999})
+    const [sent, received] = await Promise.all([r.sent, r.received])
+    expect(sent.error).toBeInstanceOf(MessengerError)
+    expect(sent.error!.code).toBe('FILE_TOO_LARGE')
+    expect(received.error!.code).toBe('FILE_TOO_LARGE')
+    expect(await listing(r.downloads)).toEqual([])
+    // No DATA was ever sent.
+    expect(r.pair[0].stats.largest).toBeLessThan(400)
+  })
+
+  it('maps other refusals to FILE_REJECTED', async () => {
+    const root = await tempDir()
+    const source = join(root, 'x')
+    await writeFile(source, 'x')
+    let t!: ReturnType<typeof sendFile>
+    const transport: FrameTransport = {
+      maxFrame: 1100,
+      send(frame) {
+        const f = decodeFrame(frame)
+        if (f?.kind === 'offer') setImmediate(() => t.handle(encodeFrame({kind: 'reject', transferId: f.transferId, code: 'BUSY', reason: 'later'})))
+      },
+    }
+    t = sendFile({transport, file: source})
+    const error = await t.done.catch((e: MessengerError) => e)
+    expect(error).toMatchObject({code: 'FILE_REJECTED', details: {code: 'BUSY', reason: 'later'}})
+  })
+
+  it('cancelling mid-way tells the receiver, which removes the partial file', async () => {
+    const controller = new AbortController()
+    let dataFrames = 0
+    let partialSeen: string[] = []
+    let downloads = ''
+    const r = await run({
+      size: 4 * 1024 * 1024,
+      sender: {signal: controller.signal},
+      link: {
+        intercept: (frame, from) => {
+          if (from === 'a' && frame[0] === FileFrameKind.DATA && ++dataFrames === 400) {
+            setImmediate(() => {
+              void listing(downloads).then((names) => {
+                partialSeen = names
+                controller.abort()
+              })
+            })
+          }
+          return frame
+        },
+      },
+    })
+    downloads = r.downloads
+    const [sent, received] = await Promise.all([r.sent, r.received])
+    expect(sent.error).toMatchObject({code: 'TRANSFER_FAILED', details: {cancelled: true}})
+    expect(received.error).toMatchObject({code: 'TRANSFER_FAILED'})
+    expect(received.error!.message).toContain('alice cancelled')
+    expect(partialSeen).toEqual([partialFileName('source.bin', r.transfer.transferId)])
+    expect(await listing(r.downloads)).toEqual([])
+    expect(r.receiver.activeCount).toBe(0)
+  })
+
+  it('a sender that vanishes mid-way: the receiver times out and removes the partial file', async () => {
+    let dataFrames = 0
+    let cut: () => void = () => undefined
+    const r = await run({
+      size: 4 * 1024 * 1024,
+      receiver: {idleTimeoutMs: 300},
+      sender: {idleTimeoutMs: 600},
+      link: {
+        intercept: (frame, from) => {
+          if (from === 'a' && frame[0] === FileFrameKind.DATA && ++dataFrames === 300) cut()
+          return frame
+        },
+      },
+    })
+    cut = () => r.pair.setUp(false)
+    const started = Date.now()
+    const received = await r.received
+    expect(received.error).toMatchObject({code: 'TRANSFER_FAILED'})
+    expect(received.error!.message).toMatch(/Nothing arrived from alice/)
+    expect(Date.now() - started).toBeLessThan(3000)
+    expect(await listing(r.downloads)).toEqual([])
+    // The sender gives up too, on its own idle timeout.
+    const sent = await r.sent
+    expect(sent.error).toMatchObject({code: 'TRANSFER_FAILED'})
+  })
+
+  it('corrupted data: FILE_CORRUPT on both sides, no file and no partial left', async () => {
+    let flipped = false
+    const r = await run({
+      size: 200_000,
+      link: {
+        intercept: (frame, from) => {
+          if (from === 'a' && frame[0] === FileFrameKind.DATA && !flipped && decodeFrame(frame)?.kind === 'data' && (decodeFrame(frame) as {index: number}).index === 5) {
+            flipped = true
+            frame[DATA_OVERHEAD + 10]! ^= 0xff
+          }
+          return frame
+        },
+      },
+    })
+    const [sent, received] = await Promise.all([r.sent, r.received])
+    expect(flipped).toBe(true)
+    expect(sent.error).toMatchObject({code: 'FILE_CORRUPT'})
+    expect(received.error).toMatchObject({code: 'FILE_CORRUPT'})
+    expect(await listing(r.downloads)).toEqual([])
+  })
+
+  it('an offer whose SHA-256 is wrong: FILE_CORRUPT and no file', async () => {
+    const r = await run({
+      size: 5000,
+      link: {
+        intercept: (frame, from) => {
+          if (from === 'a' && frame[0] === FileFrameKind.OFFER) frame[17 + 8]! ^= 1 // first byte of sha256
+          return frame
+        },
+      },
+    })
+    const [sent, received] = await Promise.all([r.sent, r.received])
+    expect(sent.error).toMatchObject({code: 'FILE_CORRUPT'})
+    expect(received.error).toMatchObject({code: 'FILE_CORRUPT'})
+    expect(await listing(r.downloads)).toEqual([])
+  })
+
+  it('closing the receiver mid-way removes the partial file and fails the sender', async () => {
+    let dataFrames = 0
+    let closeReceiver: () => void = () => undefined
+    const r = await run({
+      size: 4 * 1024 * 1024,
+      link: {
+        intercept: (frame, from) => {
+          if (from === 'a' && frame[0] === FileFrameKind.DATA && ++dataFrames === 300) setImmediate(() => closeReceiver())
+          return frame
+        },
+      },
+    })
+    closeReceiver = () => void r.receiver.close()
+    const [sent, received] = await Promise.all([r.sent, r.received])
+    expect(received.error).toMatchObject({code: 'TRANSFER_FAILED'})
+    expect(sent.error).toMatchObject({code: 'TRANSFER_FAILED'})
+    expect(await listing(r.downloads)).toEqual([])
+  })
+
+  it('times out when nobody answers the offer', async () => {
+    const r = await run({size: 10, sender: {offerTimeoutMs: 300}})
+    r.pair.setUp(false)
+    const sent = await r.sent
+    expect(sent.error).toMatchObject({code: 'TIMEOUT'})
+    expect(r.pair[0].stats.sent).toBeGreaterThanOrEqual(2) // the offer was retried
+  })
+
+  it('rejects unreadable files with BAD_INPUT and aborted signals at once', async () => {
+    const [a] = memoryTransportPair()
+    await expect(sendFile({transport: a, file: '/nonexistent/nope'}).done).rejects.toMatchObject({code: 'BAD_INPUT'})
+    const root = await tempDir()
+    await expect(sendFile({transport: a, file: root}).done).rejects.toMatchObject({code: 'BAD_INPUT'})
+    const source = join(root, 'f')
+    await writeFile(source, 'x')
+    await expect(sendFile({transport: a, file: source, signal: AbortSignal.abort()}).done).rejects.toMatchObject({code: 'TRANSFER_FAILED'})
+    await expect(sendFile({transport: {maxFrame: 50, send() {}}, file: source}).done).rejects.toMatchObject({code: 'BAD_INPUT'})
+    expect(a.stats.sent).toBe(0)
+  })
+
+  it('ignores garbage, answers strays with CANCEL, and keeps peers apart', async () => {
+    const root = await tempDir()
+    const errors: string[] = []
+    const receiver = new FileReceiver({downloadsDir: join(root, 'dl'), maxBytes: 1e6, onError: (id) => errors.push(id)})
+    onTestFinished(() => receiver.close())
+    const replies: Uint8Array[] = []
+    const transport: FrameTransport = {maxFrame: 1100, send: (f) => replies.push(f)}
+    for (const junk of [new Uint8Array(0), new Uint8Array([1, 2, 3]), randomBytes(100), new Uint8Array(2000)]) {
+      expect(() => receiver.handle(junk, transport, 'mallory')).not.toThrow()
+    }
+    const id = new Uint8Array(randomBytes(16))
+    receiver.handle(encodeFrame({kind: 'data', transferId: id, index: 0, ts: 1, bytes: new Uint8Array(10)}), transport, 'mallory')
+    expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'cancel'})
+    // A transfer offered by alice cannot be fed or cancelled by mallory.
+    const offer = encodeFrame({kind: 'offer', transferId: id, name: 'a.txt', size: 3, sha256: createHash('sha256').update('abc').digest(), chunkSize: 1071})
+    receiver.handle(offer, transport, 'alice')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'accept'})
+    receiver.handle(encodeFrame({kind: 'cancel', transferId: id, reason: 'x'}), transport, 'mallory')
+    receiver.handle(encodeFrame({kind: 'data', transferId: id, index: 0, ts: 1, bytes: new TextEncoder().encode('xyz')}), transport, 'mallory')
+    expect(receiver.activeCount).toBe(1)
+    receiver.handle(encodeFrame({kind: 'data', transferId: id, index: 0, ts: 1, bytes: new TextEncoder().encode('abc')}), transport, 'alice')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'done', ok: true})
+    expect(await readFile(join(root, 'dl', 'a.txt'), 'utf8')).toBe('abc')
+    // A late duplicate offer hears DONE again instead of starting over.
+    receiver.handle(offer, transport, 'alice')
+    expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'done', ok: true})
+    expect(errors).toEqual([])
+  })
+
+  it.skipIf(!process.env.FILE_BENCH)('measures throughput of 32 MiB over the in-memory transport (FILE_BENCH=1)', async () => {
+    for (const maxFrame of [1100, 48 * 1024]) {
+      const started = performance.now()
+      const r = await run({size: 32 * 1024 * 1024, link: {maxFrame}})
+      await expectDelivered(r)
+      const seconds = (performance.now() - started) / 1000
+      console.log(`file transfer, in memory, maxFrame ${maxFrame}: 32 MiB in ${seconds.toFixed(2)} s = ${(32 * 1.048576 / seconds).toFixed(1)} MB/s`)
+    }
+  }, 120_000)
+})
