@@ -30,16 +30,16 @@ import {
  *
  * The sender hashes the file, offers it, and streams DATA frames through a sliding window whose size
  * is a congestion window in chunks: slow start from INITIAL_WINDOW, then additive increase, halved
- * (floor MIN_WINDOW) once per window of loss. Loss is detected from SACKs (a chunk is lost when a
- * transmission sent DUP_THRESHOLD transmissions later, or noticeably later in time, has arrived;
- * RACK-style, so lost retransmissions are caught too) or by a retransmission timeout computed from
- * the smoothed RTT as in RFC 6298. Each DATA frame carries the sender's clock and each SACK echoes
- * it, so every ack is an unambiguous RTT sample.
+ * (floor MIN_WINDOW) once per flight with loss. Loss is detected from SACKs, RACK-style (a chunk is
+ * lost once transmissions sent after it have arrived and enough of them, or enough time, has passed;
+ * so lost retransmissions are caught too), with a tail loss probe for lost acks and last chunks, and
+ * finally a retransmission timeout from the smoothed RTT as in RFC 6298 (100 ms to 2 s). Each DATA
+ * frame carries the sender's clock and each SACK echoes it, so every ack is an unambiguous RTT sample.
  *
- * The receiver writes chunks at their offsets into a hidden partial file, acks every ACK_EVERY chunks,
- * after ACK_DELAY_MS, or at once (end of the current I/O batch) on gaps and duplicates; when all chunks
- * are in it syncs, hashes the file, and moves it under a name that never replaces an existing file.
- * Any failure removes the partial file.
+ * The receiver writes chunks at their offsets into a hidden partial file and acks every ACK_EVERY
+ * chunks, and otherwise at the end of the current I/O batch (a delayed ack that costs no timer
+ * latency); when all chunks are in it syncs, hashes the file, and moves it under a name that never
+ * replaces an existing file. Any failure removes the partial file.
  *
  * Neither side trusts the other with paths, sizes or memory: names go through safeFileName, the
  * receiver refuses offers over its limit, and both sides bound the data they hold.
@@ -70,8 +70,9 @@ export interface TransferProgress {
 export const FILE_TRANSFER_DEFAULTS = {
   offerTimeoutMs: 15_000,
   idleTimeoutMs: 10_000,
-  /** First OFFER retransmission; doubles up to MAX_RTO_MS. */
+  /** First OFFER retransmission; doubles up to offerRetryMaxMs. */
   offerRetryMs: 200,
+  offerRetryMaxMs: 1000,
   initialWindow: 32,
   minWindow: 4,
   maxWindow: 1024,
@@ -81,15 +82,19 @@ export const FILE_TRANSFER_DEFAULTS = {
   minRtoMs: 100,
   maxRtoMs: 2000,
   dupThreshold: 3,
+  /** Tail loss probes in a row before the RTO is left to act. */
+  maxProbes: 3,
   /** Chunks read from the file per readv. */
   readBatch: 128,
   ackEvery: 16,
-  ackDelayMs: 5,
   /** Received chunks waiting for the disk; beyond this the receiver drops DATA and the sender backs off. */
   maxPendingWriteBytes: 32 * 1024 * 1024,
   progressIntervalMs: 100,
-  /** Largest chunk a receiver accepts in an offer. */
+  /** Chunk sizes a receiver accepts in an offer (tiny chunks would only cost it memory). */
+  minChunkSize: 64,
   maxChunkSize: 1024 * 1024,
+  /** Incoming transfers at once, all peers together; more are refused with BUSY. */
+  maxConcurrent: 8,
   /** Finished transfers remembered, so late duplicates get the same answer (DONE, REJECT or CANCEL). */
   rememberFinished: 1024,
 } as const
@@ -98,8 +103,6 @@ export const FILE_TRANSFER_DEFAULTS = {
 export function chunkSizeFor(transport: FrameTransport): number {
   return transport.maxFrame - DATA_OVERHEAD
 }
-
-const MIN_CHUNK_SIZE = 64
 
 function progress(bytes: number, total: number, startedAt: number, now: number): TransferProgress {
   const seconds = (now - startedAt) / 1000
@@ -159,7 +162,6 @@ function fitName(name: string, maxBytes: number): string {
 /** Windows device names, which some tools and shares still refuse whatever the extension. */
 const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9]|conin\$|conout\$)$/i
 /** C0 and C1 controls, and the invisible marks that can disguise an extension (RLO and friends). */
-// eslint-disable-next-line no-control-regex
 const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/gu
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
@@ -267,12 +269,31 @@ export interface SendFileResult {
   seconds: number
 }
 
+/** Counters of one outgoing transfer, for diagnostics and benchmarks. */
+export interface SenderStats {
+  /** DATA frames sent, retransmissions included. */
+  framesSent: number
+  retransmits: number
+  /** Retransmission timeouts that found chunks to resend. */
+  timeouts: number
+  /** Tail loss probes (the newest chunk resent when acks stopped). */
+  probes: number
+  /** Multiplicative decreases of the window. */
+  windowCuts: number
+  /** Congestion window now, chunks. */
+  cwnd: number
+  /** Smoothed RTT and retransmission timeout, ms. */
+  srttMs: number
+  rtoMs: number
+}
+
 export interface OutgoingTransfer {
   /** Hex id of this transfer; frames the peer sends back carry it. */
   transferId: string
   /** Feed every frame the peer sends back for this transfer (others are ignored). */
   handle(frame: Uint8Array): void
   done: Promise<SendFileResult>
+  stats(): SenderStats
 }
 
 const INFLIGHT = 1
@@ -336,9 +357,18 @@ class Sender {
   private hasRtt = false
   private rto: number = FILE_TRANSFER_DEFAULTS.initialRtoMs
   private rtoAt = Number.POSITIVE_INFINITY
+  /** When the earliest chunk that something later overtook counts as lost (RACK reorder timer). */
+  private reoAt = Number.POSITIVE_INFINITY
+  /** Tail loss probe: resend the newest chunk if acks stop, rather than wait for the RTO. */
+  private tlpAt = Number.POSITIVE_INFINITY
+  /** Probes sent since the last ack that delivered something. */
+  private tlpCount = 0
+  /** One past the highest chunk ever reported received. */
+  private sackHigh = 0
   private lastProgressAt = 0
   private ackedBytes = 0
   private lastEmit = Number.NEGATIVE_INFINITY
+  private readonly counters = {retransmits: 0, timeouts: 0, windowCuts: 0, probes: 0}
 
   private timer: NodeJS.Timeout | undefined
   private timerAt = Number.POSITIVE_INFINITY
@@ -370,9 +400,18 @@ class Sender {
     })
   }
 
+  /** A method, so TypeScript does not keep a narrowed `phase` across awaits. */
+  private isClosed(): boolean {
+    return this.phase === 'closed'
+  }
+
+  stats(): SenderStats {
+    return {framesSent: this.txCounter, ...this.counters, cwnd: this.cwnd, srttMs: this.srtt, rtoMs: this.rto}
+  }
+
   start(): void {
     const {signal} = this.options
-    if (!Number.isInteger(this.chunkSize) || this.chunkSize < MIN_CHUNK_SIZE || this.transport.maxFrame < MAX_OFFER_BYTES) {
+    if (!Number.isInteger(this.chunkSize) || this.chunkSize < FILE_TRANSFER_DEFAULTS.minChunkSize || this.transport.maxFrame < MAX_OFFER_BYTES) {
       this.fail(new MessengerError('BAD_INPUT', `The transport's frames (${this.transport.maxFrame} bytes) are too small for file transfer.`), false)
       return
     }
@@ -386,12 +425,19 @@ class Sender {
 
   private async prepare(): Promise<void> {
     const {file} = this.options
+    let fh: FileHandle
     try {
-      this.fh = await open(file, 'r')
+      fh = await open(file, 'r')
     } catch (error) {
       throw new MessengerError('BAD_INPUT', `Cannot read ${file}: ${errnoCode(error) ?? (error as Error).message}.`, {cause: error})
     }
-    const stat = await this.fh.stat()
+    if (this.isClosed()) {
+      // Aborted while opening: close() has run already.
+      await fh.close()
+      return
+    }
+    this.fh = fh
+    const stat = await fh.stat()
     if (!stat.isFile()) throw new MessengerError('BAD_INPUT', `${file} is not a regular file.`)
     this.size = stat.size
     this.chunks = chunkCount(this.size, this.chunkSize)
@@ -402,13 +448,13 @@ class Sender {
     const hash = createHash('sha256')
     const buffer = Buffer.allocUnsafe(1024 * 1024)
     for (let position = 0; position < this.size; ) {
-      const {bytesRead} = await this.fh.read(buffer, 0, buffer.length, position)
-      if (this.phase === 'closed') return
+      const {bytesRead} = await fh.read(buffer, 0, buffer.length, position)
+      if (this.isClosed()) return
       if (bytesRead === 0) throw failed(`${file} shrank while it was being hashed.`)
       hash.update(buffer.subarray(0, bytesRead))
       position += bytesRead
     }
-    if (this.phase === 'closed') return
+    if (this.isClosed()) return
     this.sha256 = hash.digest()
     const name = fitName(this.options.name ?? basename(file), MAX_NAME_BYTES)
     this.offer = encodeFrame({kind: 'offer', transferId: this.id, name, size: this.size, sha256: this.sha256, chunkSize: this.chunkSize})
@@ -424,7 +470,7 @@ class Sender {
     this.offerTries++
     this.offerSentAt = now
     this.probeAt = now + this.probeInterval
-    this.probeInterval = Math.min(FILE_TRANSFER_DEFAULTS.maxRtoMs, this.probeInterval * 2)
+    this.probeInterval = Math.min(FILE_TRANSFER_DEFAULTS.offerRetryMaxMs, this.probeInterval * 2)
     this.transport.send(this.offer!)
   }
 
@@ -508,6 +554,7 @@ class Sender {
       this.deliveredTx = tx
       this.deliveredSentAt = this.sentAt[slot]!
     }
+    if (index >= this.sackHigh) this.sackHigh = index + 1
     this.ackedBytes += this.chunkLength(index)
     return true
   }
@@ -549,31 +596,15 @@ class Sender {
 
     if (delivered === 0) return
     this.lastProgressAt = now
-
-    // Loss detection over the chunks this SACK shows missing, below the highest one it shows received.
-    const d = FILE_TRANSFER_DEFAULTS
-    const reorderWindow = Math.max(1, this.srtt / 4)
-    let cut = false
-    for (let i = Math.max(this.sndUna, next); i < known; i++) {
-      const slot = i & this.ringMask
-      if (this.state[slot] !== INFLIGHT) continue
-      const tx = this.txSeq[slot]!
-      if (tx >= this.deliveredTx) continue
-      if (this.deliveredTx - tx >= d.dupThreshold || this.deliveredSentAt - this.sentAt[slot]! > reorderWindow) {
-        this.markLost(i)
-        if (tx > this.recoveryTx) cut = true
-      }
-    }
-    if (cut) {
-      // Multiplicative decrease, once per window: later losses from the same flight don't count again.
-      this.cwnd = Math.max(d.minWindow, this.cwnd / 2)
-      this.ssthresh = this.cwnd
-      this.recoveryTx = this.txCounter
-    } else if (this.deliveredTx > this.recoveryTx) {
+    this.tlpCount = 0
+    const cut = this.detectLosses(now)
+    if (!cut && this.deliveredTx > this.recoveryTx) {
+      // Slow start, then additive increase (about one chunk per window); not while recovering.
       this.cwnd = this.cwnd < this.ssthresh ? this.cwnd + delivered : this.cwnd + delivered / this.cwnd
       if (this.cwnd > this.maxWindow) this.cwnd = this.maxWindow
     }
     this.rtoAt = this.pipe > 0 ? now + this.rto : Number.POSITIVE_INFINITY
+    this.tlpAt = this.pipe > 0 ? now + this.probeTimeout() : Number.POSITIVE_INFINITY
     this.emitProgress(now, false)
     if (this.sndUna >= this.chunks) {
       this.enterFinish(now)
@@ -581,6 +612,76 @@ class Sender {
       void this.pump()
     }
     this.reschedule()
+  }
+
+  /**
+   * RACK-style loss detection: a chunk in flight is lost once a transmission sent after it has
+   * arrived and either DUP_THRESHOLD later transmissions have arrived, or it was sent a reorder
+   * window before the newest arrival, or an RTT plus a reorder window has passed since it was sent.
+   * Otherwise the reorder timer rechecks it then. Cuts the window once per flight; true if it did.
+   */
+  private detectLosses(now: number): boolean {
+    const d = FILE_TRANSFER_DEFAULTS
+    const reorderWindow = Math.max(1, this.srtt / 4)
+    const wait = this.srtt + reorderWindow
+    let cut = false
+    let reoAt = Number.POSITIVE_INFINITY
+    const end = Math.min(this.sackHigh, this.nextToSend)
+    for (let i = this.sndUna; i < end; i++) {
+      const slot = i & this.ringMask
+      if (this.state[slot] !== INFLIGHT) continue
+      const tx = this.txSeq[slot]!
+      if (tx >= this.deliveredTx) continue
+      const sent = this.sentAt[slot]!
+      if (this.deliveredTx - tx >= d.dupThreshold || this.deliveredSentAt - sent > reorderWindow || now >= sent + wait) {
+        this.markLost(i)
+        if (tx > this.recoveryTx) cut = true
+      } else if (sent + wait < reoAt) {
+        reoAt = sent + wait
+      }
+    }
+    this.reoAt = reoAt
+    if (cut) {
+      // Multiplicative decrease, once per flight: later losses from the same flight don't count again.
+      this.cwnd = Math.max(d.minWindow, this.cwnd / 2)
+      this.ssthresh = this.cwnd
+      this.recoveryTx = this.txCounter
+      this.counters.windowCuts++
+    }
+    return cut
+  }
+
+  private probeTimeout(): number {
+    return Math.min(this.rto, Math.max(5, 2 * this.srtt + 2))
+  }
+
+  /**
+   * Resends the newest chunk in flight, so a lost ack or a lost last chunk shows up in a SACK without
+   * waiting for the RTO. Up to MAX_PROBES in a row, each after twice the previous wait; then the RTO.
+   */
+  private tailProbe(now: number): void {
+    this.tlpAt = Number.POSITIVE_INFINITY
+    if (this.pipe === 0 || this.tlpCount >= FILE_TRANSFER_DEFAULTS.maxProbes) return
+    for (let i = this.nextToSend - 1; i >= this.sndUna; i--) {
+      const slot = i & this.ringMask
+      if (this.state[slot] !== INFLIGHT) continue
+      this.transport.send(this.restamp(slot, now))
+      this.sentAt[slot] = now
+      this.txSeq[slot] = ++this.txCounter
+      this.tlpCount++
+      this.counters.probes++
+      this.tlpAt = now + this.probeTimeout() * 2 ** this.tlpCount
+      return
+    }
+  }
+
+  /** A copy of a chunk's frame with a fresh timestamp (the original may still be in the transport). */
+  private restamp(slot: number, now: number): Uint8Array {
+    const original = this.frames[slot]!
+    const copy = Buffer.allocUnsafe(original.length)
+    copy.set(original)
+    setDataTs(copy, now)
+    return copy
   }
 
   private onRto(now: number): void {
@@ -599,10 +700,14 @@ class Sender {
       }
     }
     if (expired) {
+      // Everything old is presumed lost: restart from a small window, and back the timer off.
       this.ssthresh = Math.max(d.minWindow, this.cwnd / 2)
       this.cwnd = d.minWindow
       this.recoveryTx = this.txCounter
       this.rto = Math.min(d.maxRtoMs, this.rto * 2)
+      this.counters.timeouts++
+      this.tlpCount = 0
+      this.tlpAt = Number.POSITIVE_INFINITY
     }
     this.rtoAt = oldest === Number.POSITIVE_INFINITY ? Number.POSITIVE_INFINITY : oldest + this.rto
     void this.pump()
@@ -611,11 +716,13 @@ class Sender {
   private enterFinish(now: number): void {
     this.phase = 'finish'
     this.rtoAt = Number.POSITIVE_INFINITY
+    this.reoAt = Number.POSITIVE_INFINITY
+    this.tlpAt = Number.POSITIVE_INFINITY
     this.lastProgressAt = now
     this.emitProgress(now, true)
     // The receiver is syncing and hashing; nudge it with the OFFER, which it answers with ACCEPT while
     // busy and with DONE again if the DONE was lost.
-    this.probeInterval = Math.max(FILE_TRANSFER_DEFAULTS.offerRetryMs, this.rto)
+    this.probeInterval = this.rto
     this.probeAt = now + this.probeInterval
   }
 
@@ -653,6 +760,7 @@ class Sender {
         this.nextToSend = first + count
         this.pipe += count
         if (this.rtoAt === Number.POSITIVE_INFINITY) this.rtoAt = now + this.rto
+        if (this.tlpAt === Number.POSITIVE_INFINITY) this.tlpAt = now + this.probeTimeout()
         this.reschedule()
       }
     } catch (error) {
@@ -670,14 +778,12 @@ class Sender {
       if (index < this.sndUna) continue
       const slot = index & this.ringMask
       if (this.state[slot] !== LOST) continue
-      const original = this.frames[slot]!
-      const copy = Buffer.allocUnsafe(original.length)
-      copy.set(original)
-      setDataTs(copy, now)
+      const copy = this.restamp(slot, now)
       this.state[slot] = INFLIGHT
       this.sentAt[slot] = now
       this.txSeq[slot] = ++this.txCounter
       this.pipe++
+      this.counters.retransmits++
       room--
       this.transport.send(copy)
     }
@@ -688,7 +794,10 @@ class Sender {
       this.lost = this.lost.slice(this.lostHead)
       this.lostHead = 0
     }
-    if (this.rtoAt === Number.POSITIVE_INFINITY && this.pipe > 0) this.rtoAt = now + this.rto
+    if (this.pipe > 0) {
+      if (this.rtoAt === Number.POSITIVE_INFINITY) this.rtoAt = now + this.rto
+      if (this.tlpAt === Number.POSITIVE_INFINITY) this.tlpAt = now + this.probeTimeout()
+    }
     return room
   }
 
@@ -736,7 +845,11 @@ class Sender {
     if (!onProgress) return
     if (!final && now - this.lastEmit < FILE_TRANSFER_DEFAULTS.progressIntervalMs) return
     this.lastEmit = now
-    onProgress(progress(this.ackedBytes, this.size, this.dataStartedAt, now))
+    try {
+      onProgress(progress(this.ackedBytes, this.size, this.dataStartedAt, now))
+    } catch {
+      // A broken progress bar must not break the transfer.
+    }
   }
 
   // One timer for everything: offer retries, probes, RTO and idle checks.
@@ -747,7 +860,7 @@ class Sender {
         at = Math.min(this.probeAt, this.offerDeadline)
         break
       case 'data':
-        at = Math.min(this.rtoAt, this.lastProgressAt + this.idleTimeoutMs)
+        at = Math.min(this.rtoAt, this.reoAt, this.tlpAt, this.lastProgressAt + this.idleTimeoutMs)
         break
       case 'finish':
         at = Math.min(this.probeAt, this.lastProgressAt + this.idleTimeoutMs)
@@ -781,6 +894,11 @@ class Sender {
             this.fail(failed(`Nothing was acknowledged for ${Math.round(this.idleTimeoutMs / 1000)} s; the path to the recipient seems lost.`), true)
             return
           }
+          if (now >= this.reoAt) {
+            this.detectLosses(now)
+            void this.pump()
+          }
+          if (now >= this.tlpAt) this.tailProbe(now)
           if (now >= this.rtoAt) this.onRto(now)
           break
         case 'finish':
@@ -848,7 +966,7 @@ class Sender {
 export function sendFile(options: SendFileOptions): OutgoingTransfer {
   const sender = new Sender(options)
   sender.start()
-  return {transferId: sender.hex, handle: (frame) => sender.handle(frame), done: sender.done}
+  return {transferId: sender.hex, handle: (frame) => sender.handle(frame), done: sender.done, stats: () => sender.stats()}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -884,6 +1002,8 @@ export interface FileReceiverOptions {
   now?: () => number
   /** A transfer that receives nothing for this long fails and its partial file is removed. Default 10 s. */
   idleTimeoutMs?: number
+  /** Transfers received at once; further offers are refused (REJECT code BUSY). Default 8. */
+  maxConcurrent?: number
   /** Every new offer, before it is accepted or refused. */
   onOffer?: (offer: IncomingOffer) => void
   /** At most every 100 ms per transfer, and once when all bytes are in. */
@@ -891,6 +1011,15 @@ export interface FileReceiverOptions {
   onComplete?: (file: ReceivedFile) => void
   /** FILE_TOO_LARGE (refused), FILE_CORRUPT (hash mismatch) or TRANSFER_FAILED (cancelled, idle, I/O). */
   onError?: (transferId: string, error: MessengerError) => void
+}
+
+/** Best effort: a transport that throws (closed socket) is like one that drops; the peer retries or times out. */
+function sendQuietly(transport: FrameTransport, frame: Uint8Array): void {
+  try {
+    transport.send(frame)
+  } catch {
+    // dropped
+  }
 }
 
 interface Incoming {
@@ -913,7 +1042,6 @@ interface Incoming {
   bytes: number
   lastTs: number
   unacked: number
-  ackTimer: NodeJS.Timeout | undefined
   ackImmediate: NodeJS.Immediate | undefined
   pending: {index: number; data: Buffer}[]
   pendingBytes: number
@@ -975,7 +1103,7 @@ export class FileReceiver {
           }
         } else {
           const answer = this.finished.get(key)
-          if (answer) transport.send(answer)
+          if (answer) sendQuietly(transport, answer)
           else this.onOffer(frame, hex, key, transport, peer)
         }
         break
@@ -985,7 +1113,7 @@ export class FileReceiver {
           else if (t.state === 'verifying') this.sendSack(t)
         } else {
           const answer = this.finished.get(key)
-          transport.send(answer ?? encodeFrame({kind: 'cancel', transferId: frame.transferId, reason: 'unknown transfer'}))
+          sendQuietly(transport, answer ?? encodeFrame({kind: 'cancel', transferId: frame.transferId, reason: 'unknown transfer'}))
         }
         break
       case 'cancel':
@@ -1014,12 +1142,18 @@ export class FileReceiver {
     await Promise.allSettled(all.map((t) => t.task))
   }
 
-  private send(t: Incoming, frame: Uint8Array): void {
+  /** Calls a callback; what it throws is ignored, so a broken UI cannot wedge a transfer or leak a partial file. */
+  private emit<K extends 'onOffer' | 'onProgress' | 'onComplete' | 'onError'>(name: K, ...args: Parameters<NonNullable<FileReceiverOptions[K]>>): void {
+    const callback = this.options[name] as ((...a: typeof args) => void) | undefined
     try {
-      t.transport.send(frame)
+      callback?.(...args)
     } catch {
-      // Best effort: the sender retransmits or times out.
+      // ignored, see above
     }
+  }
+
+  private send(t: Incoming, frame: Uint8Array): void {
+    sendQuietly(t.transport, frame)
   }
 
   private remember(key: string, answer: Uint8Array): void {
@@ -1034,24 +1168,30 @@ export class FileReceiver {
   private refuse(key: string, id: TransferId, transport: FrameTransport, code: string, reason: string): void {
     const answer = encodeFrame({kind: 'reject', transferId: id, code, reason: reason.slice(0, 300)})
     this.remember(key, answer)
-    transport.send(answer)
+    sendQuietly(transport, answer)
   }
 
   private onOffer(offer: OfferFrame, hex: string, key: string, transport: FrameTransport, peer: string): void {
     const id = new Uint8Array(offer.transferId) // copy: the frame is not ours to keep
     const name = safeFileName(offer.name)
     const {size, chunkSize} = offer
-    this.options.onOffer?.({transferId: hex, name, size, peer})
+    this.emit('onOffer', {transferId: hex, name, size, peer})
     if (size > this.options.maxBytes) {
       const message = `${peer} offered "${name}" (${size} bytes), over the limit of ${this.options.maxBytes} bytes; it was refused.`
       this.refuse(key, id, transport, 'FILE_TOO_LARGE', `The file is ${size} bytes; the recipient accepts at most ${this.options.maxBytes}.`)
-      this.options.onError?.(hex, new MessengerError('FILE_TOO_LARGE', message, {details: {size, maxBytes: this.options.maxBytes}}))
+      this.emit('onError', hex, new MessengerError('FILE_TOO_LARGE', message, {details: {size, maxBytes: this.options.maxBytes}}))
+      return
+    }
+    if (this.active.size >= (this.options.maxConcurrent ?? FILE_TRANSFER_DEFAULTS.maxConcurrent)) {
+      this.refuse(key, id, transport, 'BUSY', 'The recipient is receiving too many files at once; try again shortly.')
+      this.emit('onError', hex, new MessengerError('FILE_REJECTED', `${peer} offered "${name}" while ${this.active.size} transfers were running; it was refused.`))
       return
     }
     const chunks = chunkCount(size, chunkSize)
-    if (chunkSize > FILE_TRANSFER_DEFAULTS.maxChunkSize || chunks > MAX_CHUNK_INDEX + 1) {
+    const d = FILE_TRANSFER_DEFAULTS
+    if (chunkSize > d.maxChunkSize || (chunkSize < d.minChunkSize && chunks > 1) || chunks > MAX_CHUNK_INDEX + 1) {
       this.refuse(key, id, transport, 'BAD_INPUT', `Chunks of ${chunkSize} bytes are not accepted.`)
-      this.options.onError?.(hex, failed(`${peer} offered "${name}" in chunks of ${chunkSize} bytes, which is not supported; it was refused.`))
+      this.emit('onError', hex, failed(`${peer} offered "${name}" in chunks of ${chunkSize} bytes, which is not supported; it was refused.`))
       return
     }
     const now = this.now()
@@ -1075,7 +1215,6 @@ export class FileReceiver {
       bytes: 0,
       lastTs: -1,
       unacked: 0,
-      ackTimer: undefined,
       ackImmediate: undefined,
       pending: [],
       pendingBytes: 0,
@@ -1100,7 +1239,7 @@ export class FileReceiver {
       t.state = 'closed'
       this.active.delete(t.key)
       this.refuse(t.key, t.id, t.transport, 'TRANSFER_FAILED', 'The recipient cannot save the file.')
-      this.options.onError?.(t.hex, failed(`Cannot save "${t.name}" in ${this.dir}: ${errnoCode(error) ?? (error as Error).message}.`, error))
+      this.emit('onError', t.hex, failed(`Cannot save "${t.name}" in ${this.dir}: ${errnoCode(error) ?? (error as Error).message}.`, error))
       return
     }
     if (t.state !== 'opening') {
@@ -1166,11 +1305,10 @@ export class FileReceiver {
       this.ackSoon(t)
     } else if (++t.unacked >= FILE_TRANSFER_DEFAULTS.ackEvery) {
       this.sendSack(t)
-    } else if (!t.ackTimer && !t.ackImmediate) {
-      t.ackTimer = setTimeout(() => {
-        t.ackTimer = undefined
-        this.sendSack(t)
-      }, FILE_TRANSFER_DEFAULTS.ackDelayMs)
+    } else {
+      // Delayed ack, delayed only to the end of this I/O batch: a burst gets one ack (or one per
+      // ACK_EVERY chunks) without adding a timer's worth of latency to every RTT.
+      this.ackSoon(t)
     }
     this.emitProgress(t, false)
   }
@@ -1184,9 +1322,7 @@ export class FileReceiver {
   }
 
   private clearAckTimers(t: Incoming): void {
-    if (t.ackTimer) clearTimeout(t.ackTimer)
     if (t.ackImmediate) clearImmediate(t.ackImmediate)
-    t.ackTimer = undefined
     t.ackImmediate = undefined
   }
 
@@ -1218,7 +1354,7 @@ export class FileReceiver {
     const now = this.now()
     if (!final && now - t.lastEmit < FILE_TRANSFER_DEFAULTS.progressIntervalMs) return
     t.lastEmit = now
-    onProgress(t.hex, progress(t.bytes, t.size, t.startedAt, now))
+    this.emit('onProgress', t.hex, progress(t.bytes, t.size, t.startedAt, now))
   }
 
   /** Writes pending chunks, contiguous runs in one writev each, until none are left. */
@@ -1290,7 +1426,8 @@ export class FileReceiver {
     }
     this.finish(t, encodeFrame({kind: 'done', transferId: t.id, ok: path !== undefined}))
     if (path === undefined) {
-      this.options.onError?.(
+      this.emit(
+        'onError',
         t.hex,
         new MessengerError('FILE_CORRUPT', `"${t.name}" from ${t.peer} did not match the SHA-256 it was offered with; it was not saved.`, {
           details: {expected: Buffer.from(t.sha256).toString('hex'), actual: digest.toString('hex')},
@@ -1298,7 +1435,7 @@ export class FileReceiver {
       )
       return
     }
-    this.options.onComplete?.({
+    this.emit('onComplete', {
       transferId: t.hex,
       path,
       name: basename(path),
@@ -1313,6 +1450,8 @@ export class FileReceiver {
     t.state = 'closed'
     this.active.delete(t.key)
     this.remember(t.key, answer)
+    // Twice, as it is the one frame the sender waits for; its probes recover a DONE lost both times.
+    this.send(t, answer)
     this.send(t, answer)
   }
 
@@ -1343,7 +1482,7 @@ export class FileReceiver {
         await removeQuietly(t.partial).catch(() => undefined)
       }
       // (While opening, openPartial sees the closed state and removes what it created.)
-      this.options.onError?.(t.hex, error)
+      this.emit('onError', t.hex, error)
     }
     const previous = t.task
     t.task = (async () => {

@@ -208,7 +208,26 @@ describe('file transfer', () => {
   })
 
   it('survives heavy loss in both directions', async () => {
-    await expectDelivered(await run({size: 256 * 1024, link: {loss: 0.3, duplicate: 0.1, reorder: 0.2, seed: 3}}))
+    const r = await run({size: 128 * 1024, link: {loss: 0.3, duplicate: 0.1, reorder: 0.2, seed: 3}})
+    await expectDelivered(r)
+  })
+
+  it('recovers lost ACCEPT and DONE frames through retransmitted offers', async () => {
+    let accepts = 0
+    let dones = 0
+    const r = await run({
+      size: 20_000,
+      link: {
+        intercept: (frame, from) => {
+          if (from === 'b' && frame[0] === FileFrameKind.ACCEPT && ++accepts === 1) return null
+          if (from === 'b' && frame[0] === FileFrameKind.DONE && ++dones <= 2) return null
+          return frame
+        },
+      },
+    })
+    await expectDelivered(r)
+    expect(accepts).toBeGreaterThanOrEqual(2)
+    expect(dones).toBe(3)
   })
 
   it('uses large frames on a relay-sized transport', async () => {
@@ -473,13 +492,35 @@ describe('file transfer', () => {
     expect(errors).toEqual([])
   })
 
+  it('refuses offers beyond maxConcurrent with BUSY, and silly chunk sizes', async () => {
+    const root = await tempDir()
+    const errors: string[] = []
+    const receiver = new FileReceiver({downloadsDir: join(root, 'dl'), maxBytes: 1e6, maxConcurrent: 1, onError: (_id, e) => errors.push(e.code)})
+    onTestFinished(() => receiver.close())
+    const replies: Uint8Array[] = []
+    const transport: FrameTransport = {maxFrame: 1100, send: (f) => replies.push(f)}
+    const offer = (chunkSize: number) =>
+      encodeFrame({kind: 'offer', transferId: new Uint8Array(randomBytes(16)), name: 'a', size: 1000, sha256: new Uint8Array(32), chunkSize})
+    receiver.handle(offer(1), transport, 'alice')
+    expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'reject', code: 'BAD_INPUT'})
+    receiver.handle(offer(500), transport, 'alice')
+    receiver.handle(offer(500), transport, 'bob')
+    expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'reject', code: 'BUSY'})
+    expect(receiver.activeCount).toBe(1)
+    expect(errors).toEqual(['TRANSFER_FAILED', 'FILE_REJECTED'])
+    await receiver.close()
+    expect(await listing(join(root, 'dl'))).toEqual([])
+  })
+
   it.skipIf(!process.env.FILE_BENCH)('measures throughput of 32 MiB over the in-memory transport (FILE_BENCH=1)', async () => {
     for (const maxFrame of [1100, 48 * 1024]) {
-      const started = performance.now()
       const r = await run({size: 32 * 1024 * 1024, link: {maxFrame}})
-      await expectDelivered(r)
+      const started = performance.now()
+      await r.sent
       const seconds = (performance.now() - started) / 1000
-      console.log(`file transfer, in memory, maxFrame ${maxFrame}: 32 MiB in ${seconds.toFixed(2)} s = ${(32 * 1.048576 / seconds).toFixed(1)} MB/s`)
+      await expectDelivered(r)
+      const mb = (32 * 1.048576) / seconds
+      console.log(`file transfer, in memory, maxFrame ${maxFrame}: 32 MiB in ${seconds.toFixed(2)} s = ${mb.toFixed(1)} MB/s`, r.transfer.stats())
     }
   }, 120_000)
 })
