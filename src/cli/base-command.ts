@@ -98,14 +98,21 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
    * peers can write to us. `online` makes us visible and brings stored messages.
    */
   protected async messagingSession(
-    options: {online?: boolean; reconnect?: boolean; direct?: boolean; udpPort?: number; path?: PathPreference} = {},
+    options: {
+      online?: boolean
+      reconnect?: boolean
+      direct?: boolean
+      udpPort?: number
+      path?: PathPreference
+      receiveFiles?: {downloadsDir: string; maxBytes: number}
+    } = {},
   ): Promise<{client: MessengerClient} & MessagingSession> {
     let session: MessagingSession | undefined
     // The engine listens before the resume: stored messages follow the resume reply at once.
     const client = await this.connectSession({
       ...options,
       beforeResume: (c) => {
-        session = openMessaging(c, this.profile.dir, {me: this.profile.data.username, pathPreference: options.path ?? 'auto'})
+        session = openMessaging(c, this.profile.dir, {me: this.profile.data.username, pathPreference: options.path ?? 'auto', receiveFiles: options.receiveFiles})
         this.sessions.push(session)
       },
     })

@@ -77,6 +77,8 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /** Messages that failed to open (tampered, wrong key). */
   dropped = 0
   private readonly directory = new Map<string, Results['whois']>()
+  /** Keys the server introduced to us, by key: who is about to talk to us directly. */
+  private readonly introduced = new Map<string, string>()
   private link: PeerLink | undefined
   private readonly receiptWaiters = new Map<string, () => void>()
   private pendingAcks: string[] = []
@@ -176,9 +178,25 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /** Finds or punches a path (with the server's introduction) and sends; false means "relay it". */
   private async tryDirect(info: Results['whois'], envelope: DirectEnvelope): Promise<boolean> {
     const link = this.link
-    if (!link || !info.online || !info.publicKey) return false
+    const peerKey = info.publicKey ? decodeKey(info.publicKey) : null
+    if (!link || !peerKey) return false
+    const path = await this.findDirectPath(info)
+    if (!path) return false
+    const acked = await link.sendMessage(peerKey, path, envelope.msgId, encodeEnvelope(envelope))
+    if (!acked) link.forgetPath(peerKey)
+    return acked
+  }
+
+  /**
+   * A confirmed direct path to the user's online session, or one punched now with the server's
+   * introduction (the peer probes us too, which opens NAT mappings on both sides); undefined if
+   * none answers within punchMs.
+   */
+  async findDirectPath(info: Results['whois']): Promise<Endpoint | undefined> {
+    const link = this.link
+    if (!link || !info.online || !info.publicKey) return undefined
     const peerKey = decodeKey(info.publicKey)
-    if (!peerKey) return false
+    if (!peerKey) return undefined
     const sameEndpoint = (a: Endpoint) => (b: Endpoint) => a.address === b.address && a.port === b.port
     let path = link.confirmedPath(peerKey)
     // A path confirmed with another of the peer's processes (a one-shot `send` that has exited)
@@ -187,19 +205,20 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       link.forgetPath(peerKey)
       path = undefined
     }
-    if (!path) {
-      // The introduction makes the peer probe us too, which opens NAT mappings on both sides.
-      const intro = await this.o.client.request('introduce', {username: info.username}).catch(() => undefined)
-      const candidates = uniqueEndpoints([...info.endpoints, ...(intro?.endpoints ?? [])])
-      path = (await link.connect(peerKey, candidates, this.o.punchMs ?? 1_500)) ?? undefined
-    }
-    if (!path) return false
-    const acked = await link.sendMessage(peerKey, path, envelope.msgId, encodeEnvelope(envelope))
-    if (!acked) link.forgetPath(peerKey)
-    return acked
+    if (path) return path
+    const intro = await this.o.client.request('introduce', {username: info.username}).catch(() => undefined)
+    const candidates = uniqueEndpoints([...info.endpoints, ...(intro?.endpoints ?? [])])
+    return (await link.connect(peerKey, candidates, this.o.punchMs ?? 1_500)) ?? undefined
+  }
+
+  /** Who owns a key, as far as the directory lookups of this session know. */
+  usernameOfKey(publicKey: string): string | undefined {
+    for (const info of this.directory.values()) if (info.publicKey === publicKey) return info.username
+    return this.introduced.get(publicKey)
   }
 
   private async onIntroduce(push: IntroducePush): Promise<void> {
+    if (push.publicKey) this.introduced.set(push.publicKey, push.username)
     const link = this.link
     if (!link || !push.publicKey || push.endpoints.length === 0) return
     try {
@@ -283,7 +302,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   /** The directory entry (key, presence, endpoints), cached until `fresh` or a reconnect. */
-  private async lookup(username: string, options: {fresh?: boolean} = {}): Promise<Results['whois']> {
+  async lookup(username: string, options: {fresh?: boolean} = {}): Promise<Results['whois']> {
     const cached = options.fresh ? undefined : this.directory.get(username)
     if (cached) return cached
     const info = await this.request('whois', {username})

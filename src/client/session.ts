@@ -4,6 +4,7 @@ import {decodeKey, loadOrCreateIdentity, type Identity} from '../crypto/identity
 import {PeerLink} from '../transport/peer-link.js'
 import type {MessengerClient} from './client.js'
 import {DeliveryEngine, type DeliveryOptions} from './delivery.js'
+import {FileHub} from './files.js'
 import {openHistory, type LocalHistory} from './history.js'
 import {Keyring} from './keyring.js'
 
@@ -14,6 +15,8 @@ export interface MessagingSession {
   history: LocalHistory
   keyring: Keyring
   identity: Identity
+  /** Sending files, and receiving them when opened with `receiveFiles`. */
+  files: FileHub
   /** The direct path, once `startDirect` ran. */
   link: PeerLink | undefined
   /** Binds UDP, learns our observed address, tells the server our candidates, and sends direct-first. */
@@ -28,7 +31,11 @@ export interface MessagingSession {
 export function openMessaging(
   client: MessengerClient,
   profileDir: string,
-  options: Pick<DeliveryOptions, 'receiptWaitMs' | 'autoAck' | 'pathPreference' | 'punchMs'> & {me?: string} = {},
+  options: Pick<DeliveryOptions, 'receiptWaitMs' | 'autoAck' | 'pathPreference' | 'punchMs'> & {
+    me?: string
+    /** Accept files into this directory, up to maxBytes each (online sessions only). */
+    receiveFiles?: {downloadsDir: string; maxBytes: number}
+  } = {},
 ): MessagingSession {
   const me = options.me ?? client.user?.username
   if (!me) throw new Error('openMessaging needs a signed-in client or options.me')
@@ -36,11 +43,13 @@ export function openMessaging(
   const history = openHistory(join(profileDir, HISTORY_FILE))
   const keyring = new Keyring({identity, history})
   const engine = new DeliveryEngine({client, keyring, history, ...options, me})
+  const files = new FileHub({client, engine, keyring, identity, receive: options.receiveFiles})
   const session: MessagingSession = {
     engine,
     history,
     keyring,
     identity,
+    files,
     link: undefined,
     async startDirect(direct = {}) {
       const hello = client.hello
@@ -73,9 +82,11 @@ export function openMessaging(
           .catch(() => undefined)
       })
       engine.attachLink(link)
+      files.attachLink(link)
       return link
     },
     async close() {
+      files.close()
       await session.link?.close()
       history.close()
     },

@@ -1,6 +1,8 @@
 import {clearLine, createInterface, cursorTo} from 'node:readline'
 import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
+import {receiveFileFlags, receiveFilesOption} from '../cli/file-flags.js'
+import {formatSize} from '../cli/size.js'
 import {CHAT_HELP, parseChatLine, type ChatAction} from '../cli/chat-commands.js'
 import {relativeTime, table} from '../cli/render.js'
 import type {DeliveryEngine} from '../client/delivery.js'
@@ -31,10 +33,17 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
 
   static override examples = ['<%= config.bin %> <%= command.id %>', {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'}]
 
-  static override flags = {...pathFlags, ...udpPortFlag}
+  static override flags = {...pathFlags, ...udpPortFlag, ...receiveFileFlags}
 
   async run(): Promise<{messagesSent: number}> {
-    const {client, engine, history} = await this.messagingSession({online: true, reconnect: true, direct: true, path: this.pathPreference(this.flags), udpPort: this.flags['udp-port'] ?? this.profile.data.udpPort})
+    const {client, engine, history, files} = await this.messagingSession({
+      online: true,
+      reconnect: true,
+      direct: true,
+      path: this.pathPreference(this.flags),
+      udpPort: this.flags['udp-port'] ?? this.profile.data.udpPort,
+      receiveFiles: receiveFilesOption(this.flags, this.profile),
+    })
     const me = client.user!.username
     const terminal = Boolean(process.stdin.isTTY && process.stdout.isTTY)
     const rl = createInterface({input: process.stdin, output: process.stdout, terminal, prompt: terminal ? `${me}> ` : ''})
@@ -52,6 +61,16 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     }
     const ctx: ChatContext = {client, engine, history, me, print, sent: new Map()}
     this.wireEvents(ctx)
+    const lastShown = new Map<string, number>()
+    files.on('offer', (o) => print(`* ${o.peer} is sending you ${o.name} (${formatSize(o.size)})`))
+    files.on('progress', (id, p) => {
+      // A line every couple of seconds: a bar would fight with the prompt.
+      if (Date.now() - (lastShown.get(id) ?? 0) < 2_000 || p.bytes === p.total) return
+      lastShown.set(id, Date.now())
+      print(`  ${Math.floor((100 * p.bytes) / Math.max(1, p.total))}% at ${formatSize(p.rateBps)}/s, ETA ${Math.ceil(p.etaSeconds)} s`)
+    })
+    files.on('received', (f) => print(`* saved ${f.path} from ${f.peer} (${formatSize(f.bytes)}, SHA-256 verified)`))
+    files.on('failed', (_id, error) => print(`* file transfer failed: ${error.message}`))
 
     print(`Chatting as ${me} on ${client.serverKey}. Type /help for commands, /quit to leave.`)
     rl.prompt()

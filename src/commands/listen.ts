@@ -1,5 +1,7 @@
 import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
+import {receiveFileFlags, receiveFilesOption} from '../cli/file-flags.js'
+import {FileProgress} from '../cli/file-progress.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
 
@@ -12,24 +14,51 @@ export default class Listen extends BaseCommand<typeof Listen> {
 
   static override description = `Makes you visible in whoisonline until Ctrl-C. Messages stored while you were away arrive first, in order.
 If the server goes away it reconnects with backoff, says so on stderr, and resumes.
+Files sent to you (messenger sendfile) are saved in --downloads after their SHA-256 is checked, never over an existing file.
 With --json it prints one JSON object per line:
   {"type":"message","id","from","to","group","text","path","ts"}
   {"type":"receipt","id","by","status","ts"}
-  {"type":"presence","username","displayName","online","ts"}`
+  {"type":"presence","username","displayName","online","ts"}
+  {"type":"file","id","from","name","path","bytes","sha256","seconds"} (and "file-offer", "file-failed")`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     {description: 'Machine-readable event stream', command: '<%= config.bin %> <%= command.id %> --json | jq .'},
   ]
 
-  static override flags = {...pathFlags, ...udpPortFlag}
+  static override flags = {...pathFlags, ...udpPortFlag, ...receiveFileFlags}
 
   async run(): Promise<void> {
     const json = this.jsonEnabled()
     const emit = (event: Record<string, unknown>, text: string) => {
       process.stdout.write(`${json ? JSON.stringify(event) : text}\n`)
     }
-    const {client, engine} = await this.messagingSession({online: true, reconnect: true, direct: true, path: this.pathPreference(this.flags), udpPort: this.flags['udp-port'] ?? this.profile.data.udpPort})
+    const receiveFiles = receiveFilesOption(this.flags, this.profile)
+    const {client, engine, files} = await this.messagingSession({
+      online: true,
+      reconnect: true,
+      direct: true,
+      path: this.pathPreference(this.flags),
+      udpPort: this.flags['udp-port'] ?? this.profile.data.udpPort,
+      receiveFiles,
+    })
+    const progress = new FileProgress(!json && process.stderr.isTTY)
+    files.on('offer', (o) => {
+      progress.start(o.transferId, o.name, o.size)
+      emit({type: 'file-offer', id: o.transferId, from: o.peer, name: o.name, size: o.size}, `* ${o.peer} is sending ${o.name} (${o.size} bytes) to ${receiveFiles.downloadsDir}`)
+    })
+    files.on('progress', (id, p) => progress.update(id, p))
+    files.on('received', (f) => {
+      progress.stop(f.transferId)
+      emit(
+        {type: 'file', id: f.transferId, from: f.peer, name: f.name, path: f.path, bytes: f.bytes, sha256: f.sha256, seconds: f.seconds},
+        `* saved ${f.path} from ${f.peer} (${f.bytes} bytes, SHA-256 verified)`,
+      )
+    })
+    files.on('failed', (id, error) => {
+      progress.stop(id)
+      emit({type: 'file-failed', id, code: error.code, message: error.message}, `* file transfer failed: ${error.message}`)
+    })
     const me = client.user!
     engine.on('message', (m: ReceivedMessage) =>
       emit(

@@ -146,13 +146,16 @@ export class Relay {
   /** Passes one opaque frame to the recipient's online sessions right now; nothing is stored. */
   async forward(session: ConnectionSession, request: Request<'forward'>): Promise<Results['forward']> {
     const to = request.to.toLowerCase()
-    const entry = this.o.presence.get(to)
-    if (!entry || (await this.o.store.isBlocked(to, session.username))) {
+    // One session, the same for every frame of a transfer: the oldest online one (a chat or
+    // listen), else any signed-in one (the answers of a transfer go back to a one-shot `sendfile`).
+    // Two sessions both receiving one file would fight over it.
+    const target = this.o.presence.get(to)?.sessions.values().next().value ?? this.o.presence.sessionsOf(to)[Symbol.iterator]().next().value
+    if (!target || (await this.o.store.isBlocked(to, session.username))) {
       // A blocker looks offline, as everywhere else.
       throw new MessengerError('RECIPIENT_OFFLINE', `${to} is not online, so the file cannot be streamed through the relay.`)
     }
     this.forwarded++
-    for (const target of entry.sessions) target.connection.push({type: 'forward', from: session.username, data: request.data})
+    target.connection.push({type: 'forward', from: session.username, data: request.data})
     return {}
   }
 

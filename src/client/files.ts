@@ -1,0 +1,181 @@
+import {EventEmitter} from 'node:events'
+import nacl from 'tweetnacl'
+import {SharedKeyCache} from '../crypto/envelope.js'
+import {decodeKey, type Identity} from '../crypto/identity.js'
+import {MessengerError} from '../protocol/errors.js'
+import type {Endpoint, ForwardPush} from '../protocol/messages.js'
+import {MAX_PAYLOAD} from '../transport/datagram.js'
+import {decodeFrame, transferIdToHex} from '../transport/file-codec.js'
+import {
+  FileReceiver,
+  sendFile,
+  type FrameTransport,
+  type IncomingOffer,
+  type OutgoingTransfer,
+  type ReceivedFile,
+  type TransferProgress,
+} from '../transport/file-transfer.js'
+import type {DirectFrame, PeerLink} from '../transport/peer-link.js'
+import type {MessengerClient} from './client.js'
+import type {DeliveryEngine, PathPreference} from './delivery.js'
+import type {Keyring} from './keyring.js'
+
+/** Relay frames are bigger than datagrams: TCP carries them, and fewer round trips is faster. */
+export const RELAY_FRAME_BYTES = 48 * 1024
+
+export interface FileHubOptions {
+  client: MessengerClient
+  engine: DeliveryEngine
+  keyring: Keyring
+  identity: Identity
+  /** Receiving is for online sessions (chat, listen); one-shot commands only send. */
+  receive?: {downloadsDir: string; maxBytes: number}
+}
+
+export interface SentFile {
+  path: 'direct' | 'relay'
+  bytes: number
+  sha256: string
+  seconds: number
+}
+
+export interface FileHubEvents {
+  offer: [IncomingOffer]
+  progress: [string, TransferProgress]
+  received: [ReceivedFile]
+  failed: [string, MessengerError]
+}
+
+/** Frames a sender must see (the receiver's answers); the rest go to the receiver. */
+const ANSWERS = new Set(['accept', 'reject', 'sack', 'done'])
+
+/**
+ * Files between users: straight over the UDP link when a direct path answers, else streamed
+ * through the server relay while both are online (the server stores nothing). Either way every
+ * frame is sealed end to end; the transfer engine adds reliability, and the receiver checks the
+ * SHA-256 of the whole file.
+ */
+export class FileHub extends EventEmitter<FileHubEvents> {
+  private link: PeerLink | undefined
+  private readonly receiver: FileReceiver | undefined
+  private readonly outgoing = new Map<string, OutgoingTransfer>()
+  private readonly cache: SharedKeyCache
+  /** Relay frames that could not be sealed, opened or forwarded. */
+  dropped = 0
+
+  constructor(private readonly o: FileHubOptions) {
+    super()
+    this.cache = new SharedKeyCache(o.identity.secretKey)
+    if (o.receive) {
+      this.receiver = new FileReceiver({
+        downloadsDir: o.receive.downloadsDir,
+        maxBytes: o.receive.maxBytes,
+        onOffer: (offer) => this.emit('offer', offer),
+        onProgress: (id, progress) => this.emit('progress', id, progress),
+        onComplete: (file) => this.emit('received', file),
+        onError: (id, error) => this.emit('failed', id, error),
+      })
+    }
+    o.client.on('push', (push) => {
+      if (push.type === 'forward') void this.onRelayFrame(push)
+    })
+  }
+
+  attachLink(link: PeerLink): void {
+    this.link = link
+    link.on('frame', (frame) => this.onDirectFrame(frame))
+  }
+
+  /** Sends a file to an online user; resolves once the receiver has verified its SHA-256. */
+  async send(
+    rawTo: string,
+    file: string,
+    options: {preference?: PathPreference; onProgress?: (p: TransferProgress) => void; onPath?: (path: 'direct' | 'relay') => void; signal?: AbortSignal} = {},
+  ): Promise<SentFile> {
+    const to = rawTo.trim().toLowerCase()
+    const info = await this.o.engine.lookup(to, {fresh: true})
+    if (!info.online) throw new MessengerError('RECIPIENT_OFFLINE', `${to} is offline; files go only to online users.`)
+    if (!info.publicKey) throw new MessengerError('NO_KEY', `${to} has not published an encryption key yet.`)
+    const peerKey = this.o.keyring.verify(to, info.publicKey)
+    const preference = options.preference ?? 'auto'
+    let transport: FrameTransport | undefined
+    let path: 'direct' | 'relay' = 'relay'
+    if (preference !== 'relay' && this.link) {
+      const endpoint = await this.o.engine.findDirectPath(info)
+      if (endpoint) {
+        transport = this.directTransport(this.link, peerKey, endpoint)
+        path = 'direct'
+      }
+    }
+    if (!transport) {
+      if (preference === 'direct') throw new MessengerError('DIRECT_FAILED', `${to} could not be reached directly.`)
+      transport = this.relayTransport(to, peerKey)
+    }
+    options.onPath?.(path)
+    const transfer = sendFile({transport, file, onProgress: options.onProgress, signal: options.signal})
+    this.outgoing.set(transfer.transferId, transfer)
+    try {
+      const result = await transfer.done
+      return {path, ...result}
+    } finally {
+      this.outgoing.delete(transfer.transferId)
+    }
+  }
+
+  close(): void {
+    this.receiver?.close()
+  }
+
+  private route(frame: Uint8Array, transport: FrameTransport, peer: string): void {
+    const decoded = decodeFrame(frame)
+    if (!decoded) {
+      this.dropped++
+      return
+    }
+    if (ANSWERS.has(decoded.kind)) {
+      this.outgoing.get(transferIdToHex(decoded.transferId))?.handle(frame)
+      return
+    }
+    this.receiver?.handle(frame, transport, peer)
+  }
+
+  private onDirectFrame(frame: DirectFrame): void {
+    const link = this.link
+    const peerKey = decodeKey(frame.senderKey)
+    if (!link || !peerKey) return
+    const peer = this.o.engine.usernameOfKey(frame.senderKey) ?? 'a peer'
+    this.route(frame.payload, this.directTransport(link, peerKey, frame.from), peer)
+  }
+
+  private async onRelayFrame(push: ForwardPush): Promise<void> {
+    try {
+      const info = await this.o.engine.lookup(push.from)
+      const peerKey = info.publicKey ? this.o.keyring.verify(push.from, info.publicKey) : null
+      const sealed = Buffer.from(push.data, 'base64')
+      const frame = peerKey && sealed.length > nacl.box.nonceLength ? nacl.box.open.after(sealed.subarray(nacl.box.nonceLength), sealed.subarray(0, nacl.box.nonceLength), this.cache.get(peerKey)) : null
+      if (!frame || !peerKey) {
+        this.dropped++
+        return
+      }
+      this.route(frame, this.relayTransport(push.from, peerKey), push.from)
+    } catch {
+      this.dropped++ // unknown sender, changed key: never a crash from the network
+    }
+  }
+
+  private directTransport(link: PeerLink, peerKey: Uint8Array, endpoint: Endpoint): FrameTransport {
+    return {maxFrame: MAX_PAYLOAD, send: (frame) => link.sendFrame(peerKey, endpoint, frame)}
+  }
+
+  private relayTransport(to: string, peerKey: Uint8Array): FrameTransport {
+    return {
+      maxFrame: RELAY_FRAME_BYTES,
+      send: (frame) => {
+        const nonce = nacl.randomBytes(nacl.box.nonceLength)
+        const box = nacl.box.after(frame, nonce, this.cache.get(peerKey))
+        const data = Buffer.concat([nonce, box]).toString('base64')
+        this.o.client.request('forward', {to, data}).catch(() => this.dropped++)
+      },
+    }
+  }
+}

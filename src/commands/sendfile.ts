@@ -1,0 +1,61 @@
+import {access, constants, stat} from 'node:fs/promises'
+import {basename} from 'node:path'
+import {Args} from '@oclif/core'
+import {SingleBar} from 'cli-progress'
+import {BaseCommand} from '../cli/base-command.js'
+import {pathFlags} from '../cli/path-flags.js'
+import {formatSize} from '../cli/size.js'
+import type {SentFile} from '../client/files.js'
+import {MessengerError} from '../protocol/errors.js'
+
+export default class SendFile extends BaseCommand<typeof SendFile> {
+  static override summary = 'Send a file to an online user, directly over UDP when possible.'
+
+  static override description = `The file goes straight to the recipient's chat or listen session, encrypted end to end, in chunks with a sliding window, selective acks and retransmission; the recipient checks its SHA-256 before saving it in their downloads directory.
+Without a direct path it streams through the server relay while you are both online (the server stores nothing). An offline recipient gets nothing: you are told at once.`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> bob ./holiday.mp4',
+    {description: 'Machine-readable result', command: '<%= config.bin %> <%= command.id %> bob report.pdf --json'},
+    {description: 'Never through the server', command: '<%= config.bin %> <%= command.id %> bob big.iso --direct-only'},
+  ]
+
+  static override args = {
+    user: Args.string({description: 'Recipient username (must be online).', required: true}),
+    path: Args.string({description: 'File to send.', required: true}),
+  }
+
+  static override flags = {...pathFlags}
+
+  async run(): Promise<SentFile & {to: string; name: string}> {
+    const file = this.args.path
+    const info = await stat(file).catch(() => undefined)
+    if (!info?.isFile() || !(await access(file, constants.R_OK).then(() => true, () => false))) {
+      throw new MessengerError('BAD_INPUT', `Cannot read the file ${file}.`, {hint: 'Check the path and that it is a readable regular file.'})
+    }
+    const path = this.pathPreference(this.flags)
+    const {files} = await this.messagingSession({direct: true, path})
+    const showBar = !this.jsonEnabled() && process.stderr.isTTY
+    const bar = new SingleBar({
+      format: ' {bar} {percentage}% | {sent}/{size} | {rate}/s | ETA {eta_formatted}',
+      stream: process.stderr,
+      hideCursor: true,
+    })
+    if (showBar) bar.start(info.size, 0, {sent: formatSize(0), size: formatSize(info.size), rate: '-'})
+    let result: SentFile
+    try {
+      result = await files.send(this.args.user, file, {
+        preference: path,
+        onProgress: (p) => {
+          if (showBar) bar.update(p.bytes, {sent: formatSize(p.bytes), size: formatSize(p.total), rate: formatSize(p.rateBps)})
+        },
+      })
+    } finally {
+      if (showBar) bar.stop()
+    }
+    const to = this.args.user.toLowerCase()
+    const rate = result.seconds > 0 ? `, ${formatSize(result.bytes / result.seconds)}/s` : ''
+    this.log(`Sent ${basename(file)} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${rate}; SHA-256 ${result.sha256}`)
+    return {to, name: basename(file), ...result}
+  }
+}
