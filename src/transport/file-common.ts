@@ -1,0 +1,82 @@
+import {MessengerError} from '../protocol/errors.js'
+import {DATA_OVERHEAD} from './file-codec.js'
+
+/*
+ * What the sender (file-sender.ts) and the receiver (file-receiver.ts) share: the transport they
+ * run over, progress reports, the tunables, and small error helpers. See file-transfer.ts for the
+ * design of the whole engine.
+ */
+
+/** What the engine needs from a path to the peer; frames are already end-to-end encrypted by it. */
+export interface FrameTransport {
+  /** Largest frame this transport carries, bytes. */
+  readonly maxFrame: number
+  /**
+   * Fire and forget; may be lost, duplicated, reordered. The engine never changes a frame after
+   * passing it here (frames may be views into a larger buffer: honour byteOffset).
+   */
+  send(frame: Uint8Array): void
+}
+
+export interface TransferProgress {
+  /** Bytes acknowledged (sender) or received (receiver) so far. */
+  bytes: number
+  total: number
+  /** Average since the data started to flow, bytes per second. */
+  rateBps: number
+  /** At the average rate; Infinity before any data has moved, 0 when done. */
+  etaSeconds: number
+}
+
+/** Tunables; the defaults suit both the UDP path (about 1100-byte frames) and the relay (48 KiB). */
+export const FILE_TRANSFER_DEFAULTS = {
+  offerTimeoutMs: 15_000,
+  idleTimeoutMs: 10_000,
+  /** First OFFER retransmission; doubles up to offerRetryMaxMs. */
+  offerRetryMs: 200,
+  offerRetryMaxMs: 1000,
+  initialWindow: 32,
+  minWindow: 4,
+  maxWindow: 1024,
+  /** The sender caches unacked chunks; the window is capped so they fit in this. */
+  maxInFlightBytes: 8 * 1024 * 1024,
+  initialRtoMs: 1000,
+  minRtoMs: 100,
+  maxRtoMs: 2000,
+  dupThreshold: 3,
+  /** Tail loss probes in a row before the RTO is left to act. */
+  maxProbes: 3,
+  /** Chunks read from the file per readv. */
+  readBatch: 128,
+  ackEvery: 16,
+  /** Received chunks waiting for the disk; beyond this the receiver drops DATA and the sender backs off. */
+  maxPendingWriteBytes: 32 * 1024 * 1024,
+  progressIntervalMs: 100,
+  /** Chunk sizes a receiver accepts in an offer (tiny chunks would only cost it memory). */
+  minChunkSize: 64,
+  maxChunkSize: 1024 * 1024,
+  /** Incoming transfers at once, all peers together; more are refused with BUSY. */
+  maxConcurrent: 8,
+  /** Finished transfers remembered, so late duplicates get the same answer (DONE, REJECT or CANCEL). */
+  rememberFinished: 1024,
+} as const
+
+/** Chunk size for a transport: the largest DATA frame that fits. */
+export function chunkSizeFor(transport: FrameTransport): number {
+  return transport.maxFrame - DATA_OVERHEAD
+}
+
+export function progress(bytes: number, total: number, startedAt: number, now: number): TransferProgress {
+  const seconds = (now - startedAt) / 1000
+  const rateBps = seconds > 0 ? bytes / seconds : 0
+  const etaSeconds = bytes >= total ? 0 : rateBps > 0 ? (total - bytes) / rateBps : Number.POSITIVE_INFINITY
+  return {bytes, total, rateBps, etaSeconds}
+}
+
+export function errnoCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code
+}
+
+export function failed(message: string, cause?: unknown, details?: Record<string, unknown>): MessengerError {
+  return new MessengerError('TRANSFER_FAILED', message, {cause, details})
+}
