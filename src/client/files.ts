@@ -4,7 +4,7 @@ import {SharedKeyCache} from '../crypto/envelope.js'
 import {decodeKey, type Identity} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 import type {Endpoint, ForwardPush} from '../protocol/messages.js'
-import {MAX_PAYLOAD} from '../transport/datagram.js'
+import {MAX_FILE_PAYLOAD} from '../transport/file-datagram.js'
 import {decodeFrame, transferIdToHex} from '../transport/file-codec.js'
 import {
   FileReceiver,
@@ -164,7 +164,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
   }
 
   private directTransport(link: PeerLink, peerKey: Uint8Array, endpoint: Endpoint): FrameTransport {
-    return {maxFrame: MAX_PAYLOAD, send: (frame) => link.sendFrame(peerKey, endpoint, frame)}
+    return {maxFrame: MAX_FILE_PAYLOAD, send: (frame) => link.sendFrame(peerKey, endpoint, frame)}
   }
 
   private relayTransport(to: string, peerKey: Uint8Array): FrameTransport {

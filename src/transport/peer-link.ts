@@ -22,6 +22,7 @@ import {
   sealDatagram,
 } from './datagram.js'
 import {openDgramStream, type Datagram, type DgramStream} from './dgram-stream.js'
+import {FileCipher} from './file-datagram.js'
 
 /** Options for {@link PeerLink}; the defaults are the numbers in DESIGN.md section 6. */
 export interface PeerLinkOptions {
@@ -94,6 +95,9 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
   /** Everyone waiting for a pong from a key: concurrent first sends to one peer all hear it. */
   private readonly pongWaiters = new Map<string, Set<(endpoint: Endpoint) => void>>()
   private readonly ackWaiters = new Map<string, () => void>()
+  private readonly fileCiphers = new Map<string, FileCipher>()
+  /** The last sender key seen and its base64: a transfer is thousands of datagrams from one key. */
+  private lastKey: {bytes: Buffer; b64: string} | undefined
   private keepalive: NodeJS.Timeout | undefined
   private readonly o: Required<Omit<PeerLinkOptions, 'server' | 'port'>> & Pick<PeerLinkOptions, 'server' | 'port'>
 
@@ -221,7 +225,20 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
 
   /** One file-transfer frame, sealed to the peer; the transfer engine above adds reliability. */
   sendFrame(peerKey: Uint8Array, endpoint: Endpoint, payload: Uint8Array): void {
-    this.send(peerKey, endpoint, DatagramType.FILE, payload)
+    if (!this.stream || this.stream.destroyed || !isIPv4(endpoint.address)) return
+    const data = this.fileCipher(encodeKey(peerKey), peerKey).seal(this.o.identity.publicKey, payload)
+    this.stats.sent++
+    this.stream.write({data, address: endpoint.address, port: endpoint.port})
+  }
+
+  private fileCipher(keyB64: string, key: Uint8Array): FileCipher {
+    let cipher = this.fileCiphers.get(keyB64)
+    if (!cipher) {
+      cipher = new FileCipher(this.cache.get(key))
+      this.fileCiphers.set(keyB64, cipher)
+      if (this.fileCiphers.size > 1000) this.fileCiphers.delete(this.fileCiphers.keys().next().value!)
+    }
+    return cipher
   }
 
   /** Tells the peer we have stored `msgId` (the engine calls this only after local history has it). */
@@ -276,15 +293,35 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
     this.stream.write({data, address: endpoint.address, port: endpoint.port})
   }
 
+  private keyString(key: Uint8Array): string {
+    const last = this.lastKey
+    if (last && last.bytes.equals(key)) return last.b64
+    const b64 = encodeKey(key)
+    this.lastKey = {bytes: Buffer.from(key), b64}
+    return b64
+  }
+
   private onDatagram(d: Datagram): void {
     const header = peekHeader(d.data)
     if (!header) {
       this.stats.dropped.malformed++
       return
     }
-    const senderKey = encodeKey(header.senderKey)
+    const senderKey = this.keyString(header.senderKey)
     if (this.blockedKeys.has(senderKey)) {
       this.stats.dropped.blocked++
+      return
+    }
+    if (header.type === DatagramType.FILE) {
+      // No replay window here: duplicated or replayed transfer frames are harmless to the transfer
+      // engine (chunk writes and control frames are idempotent), and this is the hot path.
+      const payload = this.fileCipher(senderKey, header.senderKey).open(d.data)
+      if (!payload) {
+        this.stats.dropped.decrypt++
+        return
+      }
+      this.stats.received++
+      this.emit('frame', {senderKey, from: {address: d.address, port: d.port}, payload})
       return
     }
     const opened = openDatagram(this.cache, d.data)
@@ -326,9 +363,6 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
         if (whole) this.emit('message', {senderKey, from, msgId: data.msgId, bytes: whole})
         return
       }
-      case DatagramType.FILE:
-        this.emit('frame', {senderKey, from, payload: opened.payload})
-        return
       case DatagramType.ACK: {
         const ack = decodeAck(opened.payload)
         if (!ack) break
