@@ -20,6 +20,9 @@ import type {MessengerClient} from './client.js'
 import type {DeliveryEngine, PathPreference} from './delivery.js'
 import type {Keyring} from './keyring.js'
 
+/** A direct offer unanswered this long means the path died: fall back to the relay. */
+const DIRECT_OFFER_TIMEOUT_MS = 3_000
+
 /** Relay frames are bigger than datagrams: TCP carries them, and fewer round trips is faster. */
 export const RELAY_FRAME_BYTES = 48 * 1024
 
@@ -112,11 +115,28 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       transport = this.relayTransport(to, peerKey)
     }
     options.onPath?.(path)
-    const transfer = sendFile({transport, file, onProgress: options.onProgress, signal: options.signal})
+    try {
+      // Direct: a path that went dead since it was confirmed shows as an unanswered offer; give it
+      // a few seconds, then stream through the relay instead (unless --direct-only).
+      return {path, ...(await this.transfer(transport, file, options, path === 'direct' ? DIRECT_OFFER_TIMEOUT_MS : undefined))}
+    } catch (error) {
+      if (!(path === 'direct' && preference === 'auto' && error instanceof MessengerError && error.code === 'TIMEOUT')) throw error
+      this.link?.forgetPath(peerKey)
+      options.onPath?.('relay')
+      return {path: 'relay', ...(await this.transfer(this.relayTransport(to, peerKey), file, options))}
+    }
+  }
+
+  private async transfer(
+    transport: FrameTransport,
+    file: string,
+    options: {onProgress?: (p: TransferProgress) => void; signal?: AbortSignal},
+    offerTimeoutMs?: number,
+  ): Promise<Omit<SentFile, 'path'>> {
+    const transfer = sendFile({transport, file, onProgress: options.onProgress, signal: options.signal, ...(offerTimeoutMs ? {offerTimeoutMs} : {})})
     this.outgoing.set(transfer.transferId, transfer)
     try {
-      const result = await transfer.done
-      return {path, ...result}
+      return await transfer.done
     } finally {
       this.outgoing.delete(transfer.transferId)
     }

@@ -4,11 +4,13 @@ import {MessengerError, errors, type ErrorCode} from '../protocol/errors.js'
 import type {DeliverPush, Request, Results} from '../protocol/messages.js'
 import type {ReceiptRecord, Store, StoredMessage} from '../store/store.js'
 import type {ConnectionSession} from './connection.js'
+import type {Hub} from './hub.js'
 import type {Presence} from './presence.js'
 
 export interface RelayOptions {
   store: Store
-  presence: Presence<ConnectionSession>
+  /** Reaches users on this node and, through the cluster, on others. */
+  hub: Hub
   now: () => number
   logger: Logger
   /** Most copies queued for one recipient; beyond it senders get QUEUE_FULL. */
@@ -46,6 +48,7 @@ const RECEIPT_BATCH = 1000
 export class Relay {
   private readonly sessions = new WeakMap<ConnectionSession, SessionDelivery>()
   private readonly window: number
+  private readonly presence: Presence<ConnectionSession>
   /** How often each copy was pushed (first push included); a test and metrics hook. */
   pushes = 0
   /** Messages accepted for relaying (send requests that stored something new). */
@@ -55,6 +58,7 @@ export class Relay {
 
   constructor(private readonly o: RelayOptions) {
     this.window = o.window ?? 500
+    this.presence = o.hub.presence
   }
 
   async send(session: ConnectionSession, request: Request<'send'>): Promise<Results['send']> {
@@ -99,14 +103,13 @@ export class Relay {
     }
     const stored = accepted.filter((c) => !result.full.includes(c.recipient)).map((c) => c.recipient)
     if (!result.duplicate && stored.length > 0) this.relayed++
-    for (const to of stored) this.pumpUser(to)
-    return {
-      seq: result.seq,
-      ts: result.ts,
-      duplicate: result.duplicate,
-      recipients: stored.map((to) => ({to, online: this.o.presence.isOnline(to)})),
-      skipped,
+    for (const to of stored) {
+      this.pumpUser(to)
+      this.o.hub.queued(to)
     }
+    const recipients: Array<{to: string; online: boolean}> = []
+    for (const to of stored) recipients.push({to, online: await this.o.hub.isOnline(to)})
+    return {seq: result.seq, ts: result.ts, duplicate: result.duplicate, recipients, skipped}
   }
 
   /** Why a copy from `sender` to `to` must not be queued, or undefined if it may. */
@@ -129,15 +132,14 @@ export class Relay {
   async broadcast(session: ConnectionSession, request: Request<'broadcast'>): Promise<Results['broadcast']> {
     const sender = session.username
     const blockers = new Set(await this.o.store.listBlockers(sender))
+    const online = new Set((await this.o.hub.listOnline()).map((e) => e.username))
     const ts = this.o.now()
     let delivered = 0
     for (const copy of request.copies) {
       const to = copy.to.toLowerCase()
-      if (to === sender || blockers.has(to)) continue
-      const entry = this.o.presence.get(to)
-      if (!entry) continue
+      if (to === sender || blockers.has(to) || !online.has(to)) continue
       const push: DeliverPush = {type: 'deliver', msgId: request.msgId, from: sender, to, group: null, ts, seq: 0, nonce: copy.nonce, box: copy.box, broadcast: true}
-      for (const target of entry.sessions) target.connection.push(push)
+      this.o.hub.push(to, push)
       delivered++
     }
     return {delivered}
@@ -146,16 +148,11 @@ export class Relay {
   /** Passes one opaque frame to the recipient's online sessions right now; nothing is stored. */
   async forward(session: ConnectionSession, request: Request<'forward'>): Promise<Results['forward']> {
     const to = request.to.toLowerCase()
-    // One session, the same for every frame of a transfer: the oldest online one (a chat or
-    // listen), else any signed-in one (the answers of a transfer go back to a one-shot `sendfile`).
-    // Two sessions both receiving one file would fight over it.
-    const target = this.o.presence.get(to)?.sessions.values().next().value ?? this.o.presence.sessionsOf(to)[Symbol.iterator]().next().value
-    if (!target || (await this.o.store.isBlocked(to, session.username))) {
-      // A blocker looks offline, as everywhere else.
-      throw new MessengerError('RECIPIENT_OFFLINE', `${to} is not online, so the file cannot be streamed through the relay.`)
-    }
+    // One session, the same for every frame of a transfer: two sessions both receiving one file
+    // would fight over it. The answers of a transfer go back to a one-shot `sendfile` too.
+    if (await this.o.store.isBlocked(to, session.username)) throw offline(to) // a blocker looks offline
+    if (!(await this.o.hub.pushToOne(to, {type: 'forward', from: session.username, data: request.data}))) throw offline(to)
     this.forwarded++
-    target.connection.push({type: 'forward', from: session.username, data: request.data})
     return {}
   }
 
@@ -165,11 +162,9 @@ export class Relay {
     if (request.receiptIds?.length) await store.ackReceipts(username, request.receiptIds)
     if (!request.msgIds?.length) return {}
     const deleted = await store.ackMessages(username, request.msgIds)
-    // Every session of this user may hold these in flight; one ack settles them all.
-    for (const s of this.o.presence.get(username)?.sessions ?? []) {
-      const delivery = this.sessions.get(s)
-      for (const id of request.msgIds) delivery?.inFlight.delete(id)
-    }
+    // Every session of this user, on any node, may hold these in flight; one ack settles them all.
+    this.dropInFlight(username, request.msgIds)
+    this.o.hub.acked(username, request.msgIds)
     if (deleted.length > 0) {
       const ts = now()
       await this.issueReceipts(deleted.map((m) => ({receiptId: newId(), username: m.sender, msgId: m.msgId, by: username, status: 'delivered' as const, ts})))
@@ -193,7 +188,7 @@ export class Relay {
   /** Called often by the server's sweeper: re-push copies whose ack is overdue. */
   retryDue(): void {
     const now = this.o.now()
-    for (const session of this.o.presence.sessions()) {
+    for (const session of this.presence.sessions()) {
       const delivery = this.sessions.get(session)
       if (!delivery) continue
       for (const entry of delivery.inFlight.values()) {
@@ -212,7 +207,8 @@ export class Relay {
     if (expired.length === 0) return 0
     // The sender is told "expired": no session may show it after that.
     for (const m of expired) {
-      for (const session of this.o.presence.get(m.recipient)?.sessions ?? []) this.sessions.get(session)?.inFlight.delete(m.msgId)
+      this.dropInFlight(m.recipient, [m.msgId])
+      this.o.hub.acked(m.recipient, [m.msgId])
     }
     const ts = this.o.now()
     await this.issueReceipts(expired.map((m) => ({receiptId: newId(), username: m.sender, msgId: m.msgId, by: m.recipient, status: 'expired' as const, ts})))
@@ -222,13 +218,20 @@ export class Relay {
 
   private async issueReceipts(receipts: ReceiptRecord[]): Promise<void> {
     await this.o.store.addReceipts(receipts)
-    for (const r of receipts) {
-      for (const s of this.o.presence.sessionsOf(r.username)) s.connection.push(receiptPush(r))
+    for (const r of receipts) this.o.hub.push(r.username, receiptPush(r), 'signedIn')
+  }
+
+  /** Stops redelivering these to the user's sessions on this node (acked or expired anywhere). */
+  dropInFlight(username: string, msgIds: string[]): void {
+    for (const s of this.presence.get(username)?.sessions ?? []) {
+      const delivery = this.sessions.get(s)
+      for (const id of msgIds) delivery?.inFlight.delete(id)
     }
   }
 
-  private pumpUser(username: string): void {
-    for (const session of this.o.presence.get(username)?.sessions ?? []) void this.pump(session)
+  /** Pumps the user's online sessions on this node from the shared queue. */
+  pumpUser(username: string): void {
+    for (const session of this.presence.get(username)?.sessions ?? []) void this.pump(session)
   }
 
   /**
@@ -274,6 +277,10 @@ export class Relay {
 
 function receiptPush(r: ReceiptRecord) {
   return {type: 'receipt' as const, receiptId: r.receiptId, msgId: r.msgId, by: r.by, status: r.status, ts: r.ts}
+}
+
+function offline(to: string): MessengerError {
+  return new MessengerError('RECIPIENT_OFFLINE', `${to} is not online, so the file cannot be streamed through the relay.`)
 }
 
 function newId(): string {

@@ -17,6 +17,8 @@ export interface RendezvousOptions {
   logger: Logger
   /** An observed endpoint older than this is no longer offered (NAT mappings expire). Default 60 s. */
   endpointTtlMs?: number
+  /** Told when a user's observed endpoint is new or refreshed, so other nodes can learn it. */
+  onObserved?: (username: string) => void
 }
 
 /** Where a session was last seen over UDP, as STUN would report it. */
@@ -116,24 +118,24 @@ export class Rendezvous {
     return out
   }
 
-  /** The user's freshest reachable online session, if any. */
-  endpointsOfUser(username: string): Endpoint[] {
+  /**
+   * Endpoints of the user's freshest online session on this node, and when the server last saw it
+   * over UDP (0: never, or too long ago to count as reachable).
+   */
+  localEndpoints(username: string): {endpoints: Endpoint[]; seenAt: number} {
     let best: {session: ConnectionSession; seenAt: number} | undefined
     for (const session of this.o.presence.get(username)?.sessions ?? []) {
       const seenAt = this.observed.get(session)?.seenAt ?? 0
       if (!best || seenAt > best.seenAt) best = {session, seenAt}
     }
-    return best ? this.endpointsOf(best.session) : []
+    if (!best) return {endpoints: [], seenAt: 0}
+    const fresh = best.seenAt > 0 && this.o.now() - best.seenAt <= this.ttlMs
+    return {endpoints: this.endpointsOf(best.session), seenAt: fresh ? best.seenAt : 0}
   }
 
-  /** Reachable directly: an online session whose UDP endpoint the server observed recently. */
-  isReachable(username: string): boolean {
-    const now = this.o.now()
-    for (const session of this.o.presence.get(username)?.sessions ?? []) {
-      const seen = this.observed.get(session)
-      if (seen && now - seen.seenAt <= this.ttlMs) return true
-    }
-    return false
+  /** Whether an endpoint seen at `seenAt` still counts as directly reachable. */
+  isFresh(seenAt: number): boolean {
+    return seenAt > 0 && this.o.now() - seenAt <= this.ttlMs
   }
 
   private onDatagram(d: Datagram): void {
@@ -152,6 +154,7 @@ export class Rendezvous {
     this.stats.probes++
     const seenAt = this.o.now()
     for (const session of sessions) this.observed.set(session, {address: d.address, port: d.port, seenAt})
+    for (const username of new Set([...sessions].map((s) => s.username))) this.o.onObserved?.(username)
     const senderKey = decodeKey(encodeKey(header.senderKey))!
     const pong = sealDatagram(this.cache, this.o.identity.publicKey, senderKey, DatagramType.SERVER_PONG, encodeServerPong({token: probe.token, address: d.address, port: d.port}))
     this.stream?.write({data: pong, address: d.address, port: d.port})

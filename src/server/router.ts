@@ -9,6 +9,7 @@ import type {RateLimiter} from './rate-limit.js'
 import type {Relay} from './relay.js'
 import type {Rendezvous} from './rendezvous.js'
 import type {Social} from './social.js'
+import type {Hub} from './hub.js'
 
 export interface RouterDeps {
   accounts: Accounts
@@ -18,6 +19,7 @@ export interface RouterDeps {
   relay: Relay
   social: Social
   rendezvous: Rendezvous
+  hub: Hub
   now: () => number
   serverName: string
   maxFrameBytes: number
@@ -26,7 +28,7 @@ export interface RouterDeps {
 
 /** Gives each request type its meaning. Thin: the rules live in the services. */
 export function createRouter(deps: RouterDeps): (connection: Connection, request: Request) => Promise<unknown> {
-  const {accounts, presence, store, authLimiter, now, relay, social, rendezvous} = deps
+  const {accounts, presence, store, authLimiter, now, relay, social, rendezvous, hub} = deps
 
   const limitAuth = (connection: Connection) => {
     const retryAfterMs = authLimiter.hit(connection.remoteAddress)
@@ -106,9 +108,10 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
     async whoisonline(connection, request) {
       const me = requireSession(connection)
       const visible = await visibleTo(me.username)
+      const online = await hub.listOnline()
       if (request.sinceMs === undefined) {
         const users: OnlineUser[] = []
-        for (const e of presence.list()) {
+        for (const e of online) {
           if (!visible(e.username)) continue
           users.push({
             username: e.username,
@@ -116,11 +119,12 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
             since: e.since,
             online: true,
             publicKey: await publicKeyOf(e.username),
-            p2p: rendezvous.isReachable(e.username),
+            p2p: rendezvous.isFresh(e.seenAt),
           })
         }
         return {users}
       }
+      const byName = new Map(online.map((e) => [e.username, e]))
       const recent = await store.listUsersLoggedInSince(now() - request.sinceMs)
       const users: OnlineUser[] = recent
         .filter((u) => visible(u.username))
@@ -128,9 +132,9 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
           username: u.username,
           displayName: u.displayName,
           since: u.lastLoginAt ?? u.createdAt,
-          online: presence.isOnline(u.username),
+          online: byName.has(u.username),
           publicKey: u.publicKey ?? null,
-          p2p: rendezvous.isReachable(u.username),
+          p2p: rendezvous.isFresh(byName.get(u.username)?.seenAt ?? 0),
         }))
       return {users}
     },
@@ -161,10 +165,8 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
         return {username, publicKey: user.publicKey ?? null, endpoints: []}
       }
       const mine = rendezvous.endpointsOf(me)
-      for (const s of presence.get(username)?.sessions ?? []) {
-        s.connection.push({type: 'introduce', username: me.username, publicKey: me.publicKey ?? null, endpoints: mine})
-      }
-      return {username, publicKey: user.publicKey ?? null, endpoints: rendezvous.endpointsOfUser(username)}
+      hub.push(username, {type: 'introduce', username: me.username, publicKey: me.publicKey ?? null, endpoints: mine})
+      return {username, publicKey: user.publicKey ?? null, endpoints: (await hub.entry(username))?.endpoints ?? []}
     },
 
     async whois(connection, request) {
@@ -173,14 +175,14 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
       const user = await store.getUser(username)
       if (!user) throw errors.noSuchUser(username)
       const shown = (await visibleTo(me.username))(username)
-      const entry = shown ? presence.get(username) : undefined
+      const entry = shown ? await hub.entry(username) : undefined
       return {
         username,
         displayName: user.displayName,
         publicKey: user.publicKey ?? null,
         online: entry !== undefined,
         lastSeen: shown ? (entry?.since ?? user.lastLoginAt) : null,
-        endpoints: shown ? rendezvous.endpointsOfUser(username) : [],
+        endpoints: entry?.endpoints ?? [],
       }
     },
 

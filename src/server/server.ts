@@ -16,6 +16,9 @@ import {hashPassword} from '../crypto/password.js'
 import {Presence} from './presence.js'
 import {RateLimiter} from './rate-limit.js'
 import {Relay} from './relay.js'
+import {LocalCluster, type Cluster} from './cluster.js'
+import {onClusterEvent, wirePresence} from './fanout.js'
+import {Hub} from './hub.js'
 import {Rendezvous} from './rendezvous.js'
 import {loadOrCreateIdentity} from '../crypto/identity.js'
 import {createRouter} from './router.js'
@@ -55,6 +58,8 @@ export interface ServerOptions {
   retryMaxMs?: number
   /** Use this store instead of the SQLite file in dataDir (the server then does not own it). */
   store?: Store
+  /** How this node shares presence and routes to other nodes; default: the single embedded node. */
+  cluster?: Cluster
   logger?: Logger
   now?: () => number
 }
@@ -74,7 +79,7 @@ export function createServer(options: ServerOptions): MessengerServer {
 
 export class MessengerServer {
   readonly logger: Logger
-  private readonly options: Required<Omit<ServerOptions, 'credentialsFile' | 'tlsCertFile' | 'tlsKeyFile' | 'store' | 'logger' | 'scrypt'>> & {scrypt: ScryptParams}
+  private readonly options: Required<Omit<ServerOptions, 'credentialsFile' | 'tlsCertFile' | 'tlsKeyFile' | 'store' | 'cluster' | 'logger' | 'scrypt'>> & {scrypt: ScryptParams}
   private readonly connections = new Set<Connection>()
   private tlsServer: tls.Server | undefined
   private store: Store | undefined
@@ -85,6 +90,7 @@ export class MessengerServer {
   presence: Presence<ConnectionSession> | undefined
   relay: Relay | undefined
   rendezvous: Rendezvous | undefined
+  cluster: Cluster | undefined
   private lastExpiry = 0
 
   constructor(private readonly input: ServerOptions) {
@@ -151,23 +157,11 @@ export class MessengerServer {
 
       const presence = new Presence<ConnectionSession>(o.now)
       this.presence = presence
-      presence.on('change', (change) => {
-        this.logger.info({user: change.username, online: change.online}, change.online ? 'user online' : 'user offline')
-        // Someone who blocked you is invisible to you: their presence is not pushed to you.
-        store.listBlocked(change.username).then(
-          (blockedList) => {
-            const blocked = new Set(blockedList)
-            for (const session of presence.sessions()) {
-              if (session.username === change.username || blocked.has(session.username)) continue
-              session.connection.push({type: 'presence', ...change})
-            }
-          },
-          (error: unknown) => this.logger.error({err: error}, 'presence fan-out failed'),
-        )
-      })
+      const cluster = this.input.cluster ?? new LocalCluster()
+      const hub = new Hub(presence, cluster)
       const relay = new Relay({
         store,
-        presence,
+        hub,
         now: o.now,
         logger: this.logger,
         maxQueue: o.maxQueue,
@@ -176,10 +170,20 @@ export class MessengerServer {
         retryMaxMs: o.retryMaxMs,
       })
       this.relay = relay
-      const social = new Social({store, presence, now: o.now})
+      const social = new Social({store, hub, now: o.now})
       // The server's own X25519 key: rendezvous probes are sealed to it (clients get it over TLS).
-      const rendezvous = new Rendezvous({identity: loadOrCreateIdentity(o.dataDir), presence, now: o.now, logger: this.logger})
+      const rendezvous = new Rendezvous({
+        identity: loadOrCreateIdentity(o.dataDir),
+        presence,
+        now: o.now,
+        logger: this.logger,
+        onObserved: (username) => hub.announce(username),
+      })
       this.rendezvous = rendezvous
+      hub.setEndpointSource((username) => rendezvous.localEndpoints(username))
+      wirePresence({hub, store, logger: this.logger})
+      await cluster.start((event) => onClusterEvent({hub, relay, store, logger: this.logger}, event))
+      this.cluster = cluster
       const accounts = new Accounts({
         store,
         now: o.now,
@@ -197,6 +201,7 @@ export class MessengerServer {
         relay,
         social,
         rendezvous,
+        hub,
         now: o.now,
         serverName: 'messenger',
         maxFrameBytes: o.maxFrameBytes,
@@ -305,6 +310,7 @@ export class MessengerServer {
     await closed
     clearTimeout(deadline)
     await this.rendezvous?.stop()
+    await this.cluster?.stop()
     if (this.store && this.ownsStore) await this.store.close()
     this.logger.info('server stopped')
   }

@@ -2,12 +2,11 @@ import {LIMITS} from '../protocol/constants.js'
 import {MessengerError, errors} from '../protocol/errors.js'
 import type {GroupMember, InvitedPush, Results} from '../protocol/messages.js'
 import type {Store} from '../store/store.js'
-import type {ConnectionSession} from './connection.js'
-import type {Presence} from './presence.js'
+import type {Hub} from './hub.js'
 
 /** Groups (create, invite, join, leave, members) and blocking: the rules, with coded errors. */
 export class Social {
-  constructor(private readonly o: {store: Store; presence: Presence<ConnectionSession>; now: () => number}) {}
+  constructor(private readonly o: {store: Store; hub: Hub; now: () => number}) {}
 
   async createGroup(owner: string, rawName: string, invite: string[]): Promise<Results['group_create']> {
     const name = groupName(rawName)
@@ -28,7 +27,7 @@ export class Social {
     if ((await this.o.store.getMembership(name, username)) === 'member') return
     await this.o.store.setMembership(name, username, 'invited')
     const push: InvitedPush = {type: 'invited', group: name, by}
-    for (const s of this.o.presence.get(username)?.sessions ?? []) s.connection.push(push)
+    this.o.hub.push(username, push)
   }
 
   async join(username: string, rawName: string): Promise<void> {

@@ -1,0 +1,61 @@
+import type {Logger} from 'pino'
+import type {Store} from '../store/store.js'
+import type {ClusterEvent} from './cluster.js'
+import type {Hub} from './hub.js'
+import type {PresenceChange} from './presence.js'
+import type {Relay} from './relay.js'
+
+/**
+ * Presence across nodes. The local presence says when a user's first session on this node starts
+ * or the last one here ends; the user is online cluster-wide if any node has them, so a change is
+ * announced only when no other node has the user online.
+ */
+export function wirePresence(o: {hub: Hub; store: Store; logger: Logger}): void {
+  const {hub, store, logger} = o
+  hub.presence.on('change', (change) => {
+    hub.announce(change.username)
+    void (async () => {
+      if (await hubHasRemote(hub, change.username)) return
+      logger.info({user: change.username, online: change.online}, change.online ? 'user online' : 'user offline')
+      await pushPresence(hub, store, change)
+      if (hub.cluster.shared) hub.cluster.publish({type: 'presence', change})
+    })().catch((error: unknown) => logger.error({err: error}, 'presence fan-out failed'))
+  })
+}
+
+async function hubHasRemote(hub: Hub, username: string): Promise<boolean> {
+  return hub.cluster.shared && (await hub.cluster.remoteEntry(username)) !== undefined
+}
+
+/** Someone who blocked you is invisible to you: their presence is not pushed to you. */
+async function pushPresence(hub: Hub, store: Store, change: PresenceChange): Promise<void> {
+  const blocked = new Set(await store.listBlocked(change.username))
+  for (const session of hub.presence.sessions()) {
+    if (session.username === change.username || blocked.has(session.username)) continue
+    session.connection.push({type: 'presence', ...change})
+  }
+}
+
+/** What this node does with another node's event: act on its own sessions only. */
+export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger: Logger}, event: ClusterEvent): void {
+  const {hub, relay, store, logger} = o
+  switch (event.type) {
+    case 'push':
+      hub.pushLocal(event.username, event.push, event.scope)
+      return
+    case 'forward': {
+      if (event.node !== hub.cluster.nodeId) return
+      const target = hub.presence.get(event.username)?.sessions.values().next().value ?? hub.presence.sessionsOf(event.username)[Symbol.iterator]().next().value
+      target?.connection.push(event.push)
+      return
+    }
+    case 'queue':
+      relay.pumpUser(event.username)
+      return
+    case 'acked':
+      relay.dropInFlight(event.username, event.msgIds)
+      return
+    case 'presence':
+      pushPresence(hub, store, event.change).catch((error: unknown) => logger.error({err: error}, 'presence fan-out failed'))
+  }
+}

@@ -1,0 +1,101 @@
+import type {Endpoint, Push} from '../protocol/messages.js'
+import type {Cluster, OnlineEntry} from './cluster.js'
+import type {ConnectionSession} from './connection.js'
+import type {Presence} from './presence.js'
+
+/** Where a user's online session can be reached over UDP, from whichever node holds it. */
+export type EndpointSource = (username: string) => {endpoints: Endpoint[]; seenAt: number}
+
+/**
+ * The one place services reach users: this node's sessions directly, other nodes' through the
+ * cluster. With the embedded single node it is just the local presence.
+ */
+export class Hub {
+  private endpointSource: EndpointSource = () => ({endpoints: [], seenAt: 0})
+
+  constructor(
+    readonly presence: Presence<ConnectionSession>,
+    readonly cluster: Cluster,
+  ) {}
+
+  setEndpointSource(source: EndpointSource): void {
+    this.endpointSource = source
+  }
+
+  /** Pushes to the user's sessions here and on every other node. */
+  push(username: string, push: Push, scope: 'online' | 'signedIn' = 'online'): void {
+    this.pushLocal(username, push, scope)
+    if (this.cluster.shared) this.cluster.publish({type: 'push', username, scope, push})
+  }
+
+  pushLocal(username: string, push: Push, scope: 'online' | 'signedIn'): void {
+    const sessions = scope === 'online' ? (this.presence.get(username)?.sessions ?? []) : this.presence.sessionsOf(username)
+    for (const session of sessions) session.connection.push(push)
+  }
+
+  /**
+   * Pushes to exactly one session of the user: the oldest online one here, else one on the node
+   * that has them online, else any signed-in session here. False if there is none anywhere.
+   */
+  async pushToOne(username: string, push: Push): Promise<boolean> {
+    const online = this.presence.get(username)?.sessions.values().next().value
+    if (online) {
+      online.connection.push(push)
+      return true
+    }
+    const remote = this.cluster.shared ? await this.cluster.remoteEntry(username) : undefined
+    if (remote) {
+      this.cluster.publish({type: 'forward', node: remote.node, username, push})
+      return true
+    }
+    const any = this.presence.sessionsOf(username)[Symbol.iterator]().next().value
+    if (!any) return false
+    any.connection.push(push)
+    return true
+  }
+
+  /** Tells the other nodes that the user has new queued messages (this node pumps its own). */
+  queued(username: string): void {
+    if (this.cluster.shared) this.cluster.publish({type: 'queue', username})
+  }
+
+  acked(username: string, msgIds: string[]): void {
+    if (this.cluster.shared) this.cluster.publish({type: 'acked', username, msgIds})
+  }
+
+  async isOnline(username: string): Promise<boolean> {
+    return this.presence.isOnline(username) || (this.cluster.shared && (await this.cluster.remoteEntry(username)) !== undefined)
+  }
+
+  /** The user's online entry: here if online here, else on another node. */
+  async entry(username: string): Promise<OnlineEntry | undefined> {
+    const local = this.localEntry(username)
+    if (local) return local
+    return this.cluster.shared ? this.cluster.remoteEntry(username) : undefined
+  }
+
+  /** Everyone online on any node, once each (earliest `since`), longest online first. */
+  async listOnline(): Promise<OnlineEntry[]> {
+    const byUser = new Map<string, OnlineEntry>()
+    const all = [...this.presence.list().map((e) => this.localEntry(e.username)!), ...(this.cluster.shared ? await this.cluster.remoteOnline() : [])]
+    for (const entry of all) {
+      const seen = byUser.get(entry.username)
+      if (!seen || entry.since < seen.since) byUser.set(entry.username, seen && seen.seenAt > entry.seenAt ? {...entry, endpoints: seen.endpoints, seenAt: seen.seenAt} : entry)
+    }
+    return [...byUser.values()].sort((a, b) => a.since - b.since || a.username.localeCompare(b.username))
+  }
+
+  /** Re-publishes this node's entry for a user (came online, or new UDP endpoints). */
+  announce(username: string): void {
+    const entry = this.localEntry(username)
+    if (entry) this.cluster.announce(entry)
+    else this.cluster.withdraw(username)
+  }
+
+  localEntry(username: string): OnlineEntry | undefined {
+    const entry = this.presence.get(username)
+    if (!entry) return undefined
+    const {endpoints, seenAt} = this.endpointSource(username)
+    return {username, displayName: entry.displayName, since: entry.since, endpoints, seenAt, node: this.cluster.nodeId}
+  }
+}

@@ -1,0 +1,176 @@
+import {createHash, randomBytes} from 'node:crypto'
+import {readdirSync} from 'node:fs'
+import {readFile, writeFile} from 'node:fs/promises'
+import {dirname, join} from 'node:path'
+import {describe, expect, it} from 'vitest'
+import {runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
+
+/**
+ * `messenger sendfile` against `messenger listen --json --downloads DIR` in separate processes, with
+ * a real server process: two people in two terminals (issue 4 section 6).
+ */
+
+const PASSWORDS = {alice: 'wonderland1', bob: 'builder123', carol: 'carolsings'} as const
+type User = keyof typeof PASSWORDS
+type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+
+interface FileEvent {
+  type: string
+  id?: string
+  from?: string
+  name?: string
+  path?: string
+  size?: number
+  bytes?: number
+  sha256?: string
+  seconds?: number
+  code?: string
+  message?: string
+}
+
+/** A fresh server and a logged-in profile per user (in parallel: each login is a node start-up). */
+async function setup<U extends User>(users: U[]): Promise<Record<U, Env>> {
+  const server = await startServerProcess()
+  const entries = await Promise.all(
+    users.map(async (user) => {
+      const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
+      const login = await runCli(['login', user, '--password-stdin'], {env, input: `${PASSWORDS[user]}\n`})
+      expect(login.code, `login ${user}: ${login.stderr}`).toBe(0)
+      return [user, env] as const
+    }),
+  )
+  return Object.fromEntries(entries) as Record<U, Env>
+}
+
+async function listen(env: Env, args: string[]): Promise<CliProcess> {
+  const proc = spawnCli(['listen', '--json', ...args], {env})
+  await proc.waitForLine((l) => l.includes('"type":"ready"'), 'listen to be ready')
+  return proc
+}
+
+async function nextFileEvent(proc: CliProcess, type: string, match: (e: FileEvent) => boolean, what: string): Promise<FileEvent> {
+  const line = await proc.waitForLine((l) => {
+    if (!l.startsWith('{')) return false
+    const event = JSON.parse(l) as FileEvent
+    return event.type === type && match(event)
+  }, what)
+  return JSON.parse(line) as FileEvent
+}
+
+async function runJson(env: Env, args: string[]): Promise<{code: number | null; result: Record<string, unknown>; stderr: string}> {
+  const run = await runCli([...args, '--json'], {env})
+  let result: Record<string, unknown>
+  try {
+    result = JSON.parse(run.stdout) as Record<string, unknown>
+  } catch {
+    throw new Error(`${args.join(' ')} --json printed no JSON (exit ${run.code}); stdout:\n${run.stdout}\nstderr:\n${run.stderr}`)
+  }
+  return {code: run.code, result, stderr: run.stderr}
+}
+
+async function randomFile(dir: string, name: string, size: number): Promise<{path: string; data: Buffer; sha256: string}> {
+  const data = randomBytes(size)
+  const path = join(dir, name)
+  await writeFile(path, data)
+  return {path, data, sha256: createHash('sha256').update(data).digest('hex')}
+}
+
+describe('messenger sendfile', () => {
+  it('sends to listen --json --downloads: directly, then with --relay-only, and says so in plain text', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const downloads = join(tempDir('downloads-bob-'), 'incoming')
+    const bobListens = await listen(bob, ['--downloads', downloads])
+    const files = tempDir('files-alice-')
+
+    // Direct, --json.
+    const photo = await randomFile(files, 'photo.jpg', 2 * 1024 * 1024 + 17)
+    const sent = await runJson(alice, ['sendfile', 'bob', photo.path])
+    expect(sent.code, sent.stderr).toBe(0)
+    expect(sent.result).toMatchObject({to: 'bob', name: 'photo.jpg', path: 'direct', bytes: photo.data.length, sha256: photo.sha256})
+    expect(typeof sent.result.seconds).toBe('number')
+    expect(sent.result.seconds as number).toBeGreaterThan(0)
+
+    const offer = await nextFileEvent(bobListens, 'file-offer', (e) => e.name === 'photo.jpg', 'the file-offer line')
+    expect(offer).toMatchObject({from: 'alice', size: photo.data.length})
+    const got = await nextFileEvent(bobListens, 'file', (e) => e.sha256 === photo.sha256, 'the file line for photo.jpg')
+    expect(got).toMatchObject({id: offer.id, from: 'alice', name: 'photo.jpg', path: join(downloads, 'photo.jpg'), bytes: photo.data.length, sha256: photo.sha256})
+    expect(typeof got.seconds).toBe('number')
+    expect(dirname(got.path!)).toBe(downloads)
+    expect((await readFile(got.path!)).equals(photo.data)).toBe(true)
+
+    // --relay-only: the same, through the server.
+    const notes = await randomFile(files, 'notes.txt', 300_000)
+    const relayed = await runJson(alice, ['sendfile', 'bob', notes.path, '--relay-only'])
+    expect(relayed.code, relayed.stderr).toBe(0)
+    expect(relayed.result).toMatchObject({to: 'bob', name: 'notes.txt', path: 'relay', bytes: notes.data.length, sha256: notes.sha256})
+    const gotRelayed = await nextFileEvent(bobListens, 'file', (e) => e.sha256 === notes.sha256, 'the file line for notes.txt')
+    expect(gotRelayed).toMatchObject({from: 'alice', name: 'notes.txt', path: join(downloads, 'notes.txt'), bytes: notes.data.length})
+    expect((await readFile(gotRelayed.path!)).equals(notes.data)).toBe(true)
+
+    // Without --json: one sentence naming the path and the hash; the same name again is not overwritten.
+    const plain = await runCli(['sendfile', 'bob', notes.path], {env: alice})
+    expect(plain.code, plain.stderr).toBe(0)
+    expect(plain.stdout.trim()).toMatch(/^Sent notes\.txt \(.+\) to bob directly \(p2p\) in \d+\.\d\d s.*; SHA-256 [0-9a-f]{64}$/)
+    expect(plain.stdout).toContain(notes.sha256)
+    const again = await nextFileEvent(bobListens, 'file', (e) => e.name === 'notes (1).txt', 'the file line for the second notes.txt')
+    expect(again).toMatchObject({path: join(downloads, 'notes (1).txt'), sha256: notes.sha256})
+
+    expect(readdirSync(downloads).sort()).toEqual(['notes (1).txt', 'notes.txt', 'photo.jpg'])
+    expect(bobListens.lines.filter((l) => l.includes('"type":"file-failed"'))).toEqual([])
+  })
+
+  it('refuses a missing file (exit 2), an offline recipient (exit 1, RECIPIENT_OFFLINE) and a file over --max-file-size', async () => {
+    // carol logs in once (so she has an account and a key) and is never online afterwards.
+    const {alice, bob} = await setup(['alice', 'bob', 'carol'])
+    const files = tempDir('files-alice-')
+    const small = await randomFile(files, 'small.bin', 4096)
+
+    // A missing file: a usage problem, exit 2, one sentence on stderr; BAD_INPUT with --json.
+    const missing = join(files, 'no-such-file.pdf')
+    const plain = await runCli(['sendfile', 'bob', missing], {env: alice})
+    expect(plain.code).toBe(2)
+    expect(plain.stdout).toBe('')
+    expect(plain.stderr).toMatch(/^Error: Cannot read the file .*no-such-file\.pdf\..*\n$/)
+    const missingJson = await runJson(alice, ['sendfile', 'bob', missing])
+    expect(missingJson.code).toBe(2)
+    expect(missingJson.result).toMatchObject({error: {code: 'BAD_INPUT', message: expect.stringContaining('no-such-file.pdf')}})
+
+    // carol has an account (she logged in) but no online session.
+    const started = Date.now()
+    const offline = await runJson(alice, ['sendfile', 'carol', small.path])
+    expect(offline.code).toBe(1)
+    expect(offline.result).toMatchObject({error: {code: 'RECIPIENT_OFFLINE', message: expect.stringContaining('carol')}})
+    expect(Date.now() - started).toBeLessThan(5_000)
+    const offlinePlain = await runCli(['sendfile', 'carol', small.path], {env: alice})
+    expect(offlinePlain.code).toBe(1)
+    expect(offlinePlain.stderr).toMatch(/^Error: carol is offline/)
+
+    // bob accepts at most 1 KiB: the sender is told FILE_TOO_LARGE, bob's listen reports it, nothing is saved.
+    const downloads = join(tempDir('downloads-bob-'), 'incoming')
+    const bobListens = await listen(bob, ['--downloads', downloads, '--max-file-size', '1K'])
+    const tooBig = await runJson(alice, ['sendfile', 'bob', small.path])
+    expect(tooBig.code).toBe(1)
+    expect(tooBig.result).toMatchObject({error: {code: 'FILE_TOO_LARGE'}})
+    const failed = await nextFileEvent(bobListens, 'file-failed', () => true, 'the file-failed line')
+    expect(failed).toMatchObject({code: 'FILE_TOO_LARGE', message: expect.stringContaining('small.bin')})
+    expect(readdirSync(dirname(downloads)).filter((n) => n !== 'incoming')).toEqual([])
+    let saved: string[] = []
+    try {
+      saved = readdirSync(downloads)
+    } catch {
+      // never created: fine
+    }
+    expect(saved).toEqual([])
+  })
+
+  it('documents sendfile (and the receiving flags of listen) in --help', async () => {
+    const [sendfile, listenHelp] = await Promise.all([runCli(['sendfile', '--help']), runCli(['listen', '--help'])])
+    expect(sendfile.code).toBe(0)
+    expect(sendfile.stdout).toContain('DESCRIPTION')
+    expect(sendfile.stdout).toContain('EXAMPLES')
+    expect(sendfile.stdout).toContain('messenger sendfile')
+    for (const flag of ['--json', '--relay-only', '--direct-only']) expect(sendfile.stdout).toContain(flag)
+    expect(listenHelp.code).toBe(0)
+    for (const flag of ['--downloads', '--max-file-size']) expect(listenHelp.stdout).toContain(flag)
+  })
+})

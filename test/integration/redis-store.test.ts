@@ -1,0 +1,422 @@
+import {randomUUID} from 'node:crypto'
+import {createServer, type Socket} from 'node:net'
+
+import {Redis} from 'ioredis'
+import {beforeAll, describe, expect, it, onTestFinished} from 'vitest'
+
+import {MessengerError} from '../../src/protocol/errors.js'
+import {checkRedisDurability, openRedisStore, RedisStore} from '../../src/store/redis/redis-store.js'
+import type {EnqueueRequest} from '../../src/store/store.js'
+import {messagingStoreContract} from '../helpers/messaging-store-contract.js'
+import {freePort, redisAvailable, startRedis, type RedisServer} from '../helpers/redis.js'
+import {storeContract} from '../helpers/store-contract.js'
+
+const available = redisAvailable()
+if (!available) console.log('Skipping the RedisStore tests: redis-server is not on PATH (install the redis-server package to run them).')
+
+/** Deletes every key under `prefix` (SCAN, never KEYS). */
+async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0'
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+    if (keys.length > 0) await redis.unlink(...keys)
+    cursor = next
+  } while (cursor !== '0')
+}
+
+async function allKeys(redis: Redis, pattern = '*'): Promise<string[]> {
+  const keys: string[] = []
+  let cursor = '0'
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+    keys.push(...batch)
+    cursor = next
+  } while (cursor !== '0')
+  return keys.sort()
+}
+
+/** Redis Cluster's key slot: CRC16 (XMODEM) of the hash tag if there is one, mod 16384. */
+function keySlot(key: string): number {
+  const open = key.indexOf('{')
+  if (open !== -1) {
+    const close = key.indexOf('}', open + 1)
+    if (close > open + 1) key = key.slice(open + 1, close)
+  }
+  let crc = 0
+  for (const byte of Buffer.from(key)) {
+    crc ^= byte << 8
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff
+  }
+  return crc % 16384
+}
+
+const T0 = 1_700_000_000_000
+const DAY = 86_400_000
+
+describe.skipIf(!available)('RedisStore', () => {
+  let server: RedisServer
+  let admin: Redis
+
+  beforeAll(async () => {
+    server = await startRedis()
+    admin = new Redis(server.url, {lazyConnect: true})
+    await admin.connect()
+    return async () => {
+      admin.disconnect()
+      await server.stop()
+    }
+  })
+
+  async function fresh(prefix = `test:${randomUUID()}:`) {
+    const store = await openRedisStore(server.url, {prefix})
+    return {store, prefix, cleanup: () => deleteKeys(admin, prefix)}
+  }
+
+  storeContract('RedisStore', fresh)
+  messagingStoreContract('RedisStore', fresh)
+
+  describe('RedisStore specifics', () => {
+    /** A store on a fresh prefix, closed and its keys deleted when the test finishes. */
+    async function open(prefix = `test:${randomUUID()}:`): Promise<RedisStore> {
+      const store = await openRedisStore(server.url, {prefix})
+      onTestFinished(async () => {
+        await store.close()
+        await deleteKeys(admin, prefix)
+      })
+      return store
+    }
+
+    async function withUsers(store: RedisStore, names: string[]): Promise<void> {
+      for (const username of names) await store.createUser({username, displayName: username, passwordHash: 'h', createdAt: T0})
+    }
+
+    let counter = 0
+    const message = (sender: string, recipients: string[], overrides: Partial<EnqueueRequest> = {}): EnqueueRequest => {
+      const msgId = overrides.msgId ?? `redis-${String(++counter).padStart(16, '0')}-${randomUUID().slice(0, 8)}`
+      return {
+        msgId,
+        sender,
+        group: null,
+        ts: T0,
+        expiresAt: T0 + DAY,
+        copies: recipients.map((recipient) => ({recipient, nonce: `n-${recipient}`, box: `b-${msgId}-${recipient}`})),
+        maxQueue: 10_000,
+        ...overrides,
+      }
+    }
+
+    it('puts every key under the prefix, and each user’s keys in one Cluster slot', async () => {
+      // Database 1 is this test's alone, so SCAN sees exactly what the store wrote.
+      const url = server.url.replace(/\/0$/, '/1')
+      const raw = new Redis(url, {lazyConnect: true})
+      await raw.connect()
+      onTestFinished(() => raw.disconnect())
+      await raw.flushdb()
+      const prefix = 'keys-test:'
+      const store = await openRedisStore(url, {prefix})
+      onTestFinished(async () => {
+        await store.close()
+        await raw.flushdb()
+      })
+
+      await withUsers(store, ['alice', 'bob', 'carol'])
+      await store.setLastLogin('alice', T0)
+      await store.setPublicKey('alice', 'a2V5')
+      await store.createSession({tokenHash: 'f'.repeat(64), username: 'alice', createdAt: T0, expiresAt: T0 + DAY})
+      await store.setLoginFailures('mallory', {count: 1, lockedUntil: 0})
+      await store.createGroup({name: 'team', owner: 'alice', createdAt: T0})
+      await store.setMembership('team', 'bob', 'member')
+      const direct = message('alice', ['bob'])
+      await store.enqueueMessage(direct)
+      await store.enqueueMessage(message('alice', ['bob', 'carol'], {group: 'team'}))
+      await store.ackMessages('bob', [direct.msgId])
+      await store.addReceipts([{receiptId: 'r1', username: 'alice', msgId: direct.msgId, by: 'bob', status: 'delivered', ts: T0}])
+      await store.block('carol', 'alice')
+
+      const keys = await allKeys(raw)
+      const shapes = [
+        /^\{u:[a-z]+\}:(user|seq|queue|copies|acked|lastqid|failures|receipts|receipt|groups|blocked|blockers)$/,
+        /^\{g:[a-z]+\}:(group|members)$/,
+        /^\{m:[\w-]+\}:id$/,
+        /^\{sessions\}:(session:[0-9a-f]{64}|expiry)$/,
+        /^\{users\}:logins$/,
+        /^\{qid\}$/,
+        /^\{expiry\}:(copies|ids)$/,
+      ]
+      for (const key of keys) {
+        expect(key.startsWith(prefix), key).toBe(true)
+        expect(
+          shapes.some((shape) => shape.test(key.slice(prefix.length))),
+          `unexpected key ${key}`,
+        ).toBe(true)
+      }
+
+      // One user's queue, copies, tombstones, seq and index keys share a slot; users spread out.
+      const bobKeys = keys.filter((k) => k.includes('{u:bob}'))
+      expect(bobKeys.map((k) => k.slice(prefix.length + '{u:bob}:'.length))).toEqual(expect.arrayContaining(['user', 'queue', 'copies', 'acked', 'lastqid', 'groups']))
+      expect(new Set(bobKeys.map(keySlot)).size).toBe(1)
+      const aliceKeys = keys.filter((k) => k.includes('{u:alice}'))
+      expect(aliceKeys.map((k) => k.slice(prefix.length + '{u:alice}:'.length))).toEqual(expect.arrayContaining(['user', 'seq', 'receipts', 'receipt', 'groups', 'blockers']))
+      expect(new Set(aliceKeys.map(keySlot)).size).toBe(1)
+      expect(keySlot(`${prefix}{u:alice}:queue`)).not.toBe(keySlot(`${prefix}{u:bob}:queue`))
+      // Sanity of the slot function against Redis's documented example.
+      expect(keySlot('{user1000}.following')).toBe(keySlot('{user1000}.followers'))
+      expect(keySlot('123456789')).toBe(0x31c3 % 16384)
+    })
+
+    it('keeps users, sessions, lockout, queues, seqs, msgIds, receipts, groups and blocks across close and reopen', async () => {
+      const prefix = `test:${randomUUID()}:`
+      const first = await openRedisStore(server.url, {prefix})
+      onTestFinished(async () => {
+        await first.close()
+        await deleteKeys(admin, prefix)
+      })
+      await withUsers(first, ['alice', 'bob'])
+      await first.setLastLogin('alice', T0 + 5)
+      await first.setPublicKey('bob', 'a2V5')
+      await first.createSession({tokenHash: 'tok', username: 'alice', createdAt: T0, expiresAt: T0 + 3})
+      await first.setLoginFailures('alice', {count: 2, lockedUntil: 9})
+      const request = message('alice', ['bob'], {expiresAt: T0 + 1_000})
+      await first.enqueueMessage(request)
+      await first.addReceipts([{receiptId: 'r1', username: 'alice', msgId: 'x', by: 'bob', status: 'delivered', ts: 5}])
+      await first.createGroup({name: 'team', owner: 'alice', createdAt: 1})
+      await first.block('bob', 'alice')
+      await first.close()
+
+      const second = await open(prefix)
+      expect(await second.getUser('alice')).toEqual({username: 'alice', displayName: 'alice', passwordHash: 'h', createdAt: T0, lastLoginAt: T0 + 5, publicKey: null})
+      expect((await second.getUser('bob'))?.publicKey).toBe('a2V5')
+      expect((await second.listUsersLoggedInSince(0)).map((u) => u.username)).toEqual(['alice'])
+      expect(await second.getSession('tok')).toEqual({tokenHash: 'tok', username: 'alice', createdAt: T0, expiresAt: T0 + 3})
+      expect(await second.getLoginFailures('alice')).toEqual({count: 2, lockedUntil: 9})
+      expect(await second.pendingMessages('bob', 0, 10)).toEqual([expect.objectContaining({msgId: request.msgId, seq: 1, box: request.copies[0]!.box})])
+      expect(await second.enqueueMessage(request)).toMatchObject({duplicate: true, seq: 1})
+      expect((await second.enqueueMessage(message('alice', ['bob']))).seq).toBe(2)
+      expect(await second.pendingReceipts('alice', 10)).toHaveLength(1)
+      expect(await second.getMembership('team', 'alice')).toBe('member')
+      expect(await second.listGroupsOf('alice')).toEqual([{name: 'team', membership: 'member'}])
+      expect(await second.listBlockers('alice')).toEqual(['bob'])
+      expect(await second.deleteExpiredSessions(T0 + 3)).toBe(1)
+      expect(await second.getSession('tok')).toBeUndefined()
+    })
+
+    it('keeps data apart by prefix', async () => {
+      const a = await open()
+      const b = await open()
+      await withUsers(a, ['alice'])
+      expect(await b.getUser('alice')).toBeUndefined()
+      expect(await b.createUser({username: 'alice', displayName: 'Other', passwordHash: 'h', createdAt: T0})).toBe(true)
+      expect((await a.getUser('alice'))?.displayName).toBe('alice')
+    })
+
+    it('refuses a prefix with a brace (it would move every key into one Cluster slot)', async () => {
+      const error = await openRedisStore(server.url, {prefix: 'app{x}:'}).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(MessengerError)
+      expect((error as MessengerError).code).toBe('BAD_INPUT')
+    })
+
+    describe('atomicity across nodes (two stores on one Redis)', () => {
+      it('bounds a queue filled concurrently from two nodes, and keeps qids in insert order', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const [a, b] = [await open(prefix), await open(prefix)]
+        await withUsers(a, ['alice', 'bob', 'carol'])
+        const sends = Array.from({length: 40}, (_, i) => (i % 2 ? a : b).enqueueMessage(message(i % 3 ? 'alice' : 'carol', ['bob'], {maxQueue: 25})))
+        const results = await Promise.all(sends)
+        expect(results.filter((r) => r.full.length === 0)).toHaveLength(25)
+        expect(results.filter((r) => r.full.includes('bob'))).toHaveLength(15)
+        const queue = await a.pendingMessages('bob', 0, 100)
+        expect(queue).toHaveLength(25)
+        const qids = queue.map((m) => m.qid)
+        expect(new Set(qids).size).toBe(25)
+        expect([...qids].sort((x, y) => x - y)).toEqual(qids)
+        // Each sender's stored seqs are distinct.
+        for (const sender of ['alice', 'carol']) {
+          const seqs = queue.filter((m) => m.sender === sender).map((m) => m.seq)
+          expect(new Set(seqs).size).toBe(seqs.length)
+        }
+      })
+
+      it('a reader paging with a cursor while two nodes insert never skips a copy', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const [a, b, reader] = [await open(prefix), await open(prefix), await open(prefix)]
+        await withUsers(a, ['alice', 'bob', 'carol'])
+        const seen: string[] = []
+        let cursor = 0
+        let writing = true
+        const read = (async () => {
+          for (;;) {
+            const stillWriting = writing
+            const page = await reader.pendingMessages('bob', cursor, 7)
+            for (const m of page) seen.push(m.msgId)
+            if (page.length > 0) cursor = page.at(-1)!.qid
+            else if (!stillWriting) return
+          }
+        })()
+        const sent: string[] = []
+        await Promise.all(
+          [a, b].map(async (store, n) => {
+            for (let i = 0; i < 60; i++) {
+              const m = message(n ? 'alice' : 'carol', ['bob'])
+              sent.push(m.msgId)
+              await store.enqueueMessage(m)
+            }
+          }),
+        )
+        writing = false
+        await read
+        expect(seen.length).toBe(120)
+        expect(new Set(seen)).toEqual(new Set(sent))
+      })
+
+      it('answers concurrent re-sends of one msgId with one stored copy and one seq', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const [a, b] = [await open(prefix), await open(prefix)]
+        await withUsers(a, ['alice', 'bob', 'carol'])
+        const request = message('alice', ['bob', 'carol'], {group: 'team'})
+        const results = await Promise.all(Array.from({length: 10}, (_, i) => (i % 2 ? a : b).enqueueMessage({...request, ts: T0 + i})))
+        expect(new Set(results.map((r) => r.seq)).size).toBe(1)
+        expect(results.every((r) => r.full.length === 0)).toBe(true)
+        for (const who of ['bob', 'carol']) {
+          const queue = await a.pendingMessages(who, 0, 10)
+          expect(queue.map((m) => m.msgId)).toEqual([request.msgId])
+          expect(queue[0]!.seq).toBe(results[0]!.seq)
+        }
+        expect(await b.enqueueMessage(request)).toMatchObject({duplicate: true, seq: results[0]!.seq})
+      })
+
+      it('two nodes expiring at once return each expired copy exactly once', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const [a, b] = [await open(prefix), await open(prefix)]
+        await withUsers(a, ['alice', 'bob', 'carol'])
+        for (let i = 0; i < 30; i++) await a.enqueueMessage(message('alice', ['bob', 'carol'], {expiresAt: T0 + i}))
+        const [x, y] = await Promise.all([a.expireMessages(T0 + 100), b.expireMessages(T0 + 100)])
+        const all = [...x, ...y].map((m) => `${m.msgId}>${m.recipient}`)
+        expect(all).toHaveLength(60)
+        expect(new Set(all).size).toBe(60)
+        expect(await a.pendingMessages('bob', 0, 100)).toEqual([])
+      })
+
+      it('a lock written by one node is not undone by a stale counter from another; clear removes it', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const [a, b] = [await open(prefix), await open(prefix)]
+        await a.setLoginFailures('alice', {count: 0, lockedUntil: T0 + 60_000})
+        await b.setLoginFailures('alice', {count: 4, lockedUntil: 0})
+        expect(await a.getLoginFailures('alice')).toEqual({count: 4, lockedUntil: T0 + 60_000})
+        await b.clearLoginFailures('alice')
+        expect(await a.getLoginFailures('alice')).toEqual({count: 0, lockedUntil: 0})
+      })
+    })
+
+    describe('recovery of an enqueue interrupted between steps', () => {
+      it('a re-send completes a message whose node died after claiming it, with the recorded seq and ts', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const store = await open(prefix)
+        await withUsers(store, ['alice', 'bob'])
+        const request = message('alice', ['bob'])
+        // What a node leaves behind when it dies after step 2 (seq taken) and before any copy.
+        await admin.hset(`${prefix}{m:${request.msgId}}:id`, {sender: 'alice', ts: T0 - 5, expiresAt: T0 + DAY, state: 'open', seq: 7})
+        expect(await store.enqueueMessage({...request, ts: T0})).toEqual({seq: 7, ts: T0 - 5, duplicate: false, full: []})
+        expect(await store.pendingMessages('bob', 0, 10)).toEqual([expect.objectContaining({msgId: request.msgId, seq: 7, ts: T0 - 5})])
+        expect(await store.enqueueMessage(request)).toEqual({seq: 7, ts: T0 - 5, duplicate: true, full: []})
+        expect(await store.pendingMessages('bob', 0, 10)).toHaveLength(1)
+      })
+
+      it('takes a fresh, higher qid when a queue is ahead of the global counter (e.g. restored from another backup)', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const store = await open(prefix)
+        await withUsers(store, ['alice', 'bob', 'carol'])
+        await store.enqueueMessage(message('alice', ['bob']))
+        const [before] = await store.pendingMessages('bob', 0, 10)
+        await admin.set(`${prefix}{u:bob}:lastqid`, 5_000)
+        const later = message('alice', ['bob', 'carol'])
+        expect(await store.enqueueMessage(later)).toMatchObject({seq: 2, duplicate: false, full: []})
+        const after = await store.pendingMessages('bob', before!.qid, 10)
+        expect(after.map((m) => m.msgId)).toEqual([later.msgId])
+        expect(after[0]!.qid).toBeGreaterThan(5_000)
+        expect(await store.pendingMessages('bob', 5_000, 10)).toHaveLength(1)
+        expect(await store.pendingMessages('carol', 0, 10)).toHaveLength(1)
+      })
+
+      it('does not queue again a copy that was delivered and acknowledged before the re-send', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const store = await open(prefix)
+        await withUsers(store, ['alice', 'bob', 'carol'])
+        const request = message('alice', ['bob', 'carol'], {group: 'team'})
+        await store.enqueueMessage(request)
+        // As if the node died after inserting the copies but before the commit.
+        await admin.hset(`${prefix}{m:${request.msgId}}:id`, 'state', 'open')
+        await store.ackMessages('bob', [request.msgId])
+        expect(await store.enqueueMessage(request)).toEqual({seq: 1, ts: T0, duplicate: true, full: []})
+        expect(await store.pendingMessages('bob', 0, 10)).toEqual([])
+        expect((await store.pendingMessages('carol', 0, 10)).map((m) => m.msgId)).toEqual([request.msgId])
+        // The tombstone goes at expiry, with the msgId.
+        expect(await store.expireMessages(T0 + DAY)).toEqual([expect.objectContaining({recipient: 'carol'})])
+        expect(await allKeys(admin, `${prefix}{u:bob}:acked`)).toEqual([])
+      })
+    })
+
+    describe('checkRedisDurability', () => {
+      it('is satisfied by AOF with appendfsync always, and warns about everysec and about no AOF', async () => {
+        const store = await open()
+        onTestFinished(async () => {
+          await admin.config('SET', 'appendonly', 'yes')
+          await admin.config('SET', 'appendfsync', 'always')
+        })
+        expect(await checkRedisDurability(store)).toBeNull()
+        expect(await checkRedisDurability(store.redis)).toBeNull()
+
+        await admin.config('SET', 'appendfsync', 'everysec')
+        const everysec = await checkRedisDurability(store)
+        expect(everysec).toMatch(/appendfsync everysec/)
+        expect(everysec).toMatch(/--appendfsync always/)
+        expect(everysec).not.toMatch(/\n/)
+
+        await admin.config('SET', 'appendfsync', 'always')
+        await admin.config('SET', 'appendonly', 'no')
+        expect(await checkRedisDurability(store)).toMatch(/appendonly no/)
+      })
+
+      it('says durability could not be verified when CONFIG is disabled', async () => {
+        const noConfig = {call: async () => Promise.reject(new Error("ERR unknown command 'CONFIG'"))} as unknown as Redis
+        expect(await checkRedisDurability(noConfig)).toMatch(/could not verify.*unknown command/i)
+      })
+    })
+
+    describe('openRedisStore failures', () => {
+      it('fails fast with SERVER_UNREACHABLE when nothing listens on the port', async () => {
+        const port = await freePort()
+        const started = Date.now()
+        const error = await openRedisStore(`redis://127.0.0.1:${port}/0`).catch((e: unknown) => e)
+        expect(Date.now() - started).toBeLessThan(2_500)
+        expect(error).toBeInstanceOf(MessengerError)
+        expect((error as MessengerError).code).toBe('SERVER_UNREACHABLE')
+        expect((error as MessengerError).message).toContain(`127.0.0.1:${port}`)
+        expect((error as MessengerError).hint).toMatch(/--store/)
+      })
+
+      it('fails with SERVER_UNREACHABLE within about 2 s when the port accepts but never answers', async () => {
+        const sockets: Socket[] = []
+        const silent = createServer((socket) => sockets.push(socket))
+        await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+        onTestFinished(async () => {
+          for (const socket of sockets) socket.destroy()
+          await new Promise((resolve) => silent.close(resolve))
+        })
+        const {port} = silent.address() as {port: number}
+        const started = Date.now()
+        const error = await openRedisStore(`redis://127.0.0.1:${port}/0`).catch((e: unknown) => e)
+        expect(Date.now() - started).toBeLessThan(3_000)
+        expect((error as MessengerError).code).toBe('SERVER_UNREACHABLE')
+      })
+
+      it('refuses a URL that is not redis:// and hides a password in messages', async () => {
+        const bad = await openRedisStore('http://127.0.0.1:6379').catch((e: unknown) => e)
+        expect((bad as MessengerError).code).toBe('BAD_INPUT')
+        const port = await freePort()
+        const error = await openRedisStore(`redis://:s3cret@127.0.0.1:${port}/0`).catch((e: unknown) => e)
+        expect((error as MessengerError).code).toBe('SERVER_UNREACHABLE')
+        expect((error as MessengerError).message).not.toContain('s3cret')
+      })
+    })
+  })
+})
