@@ -1,6 +1,6 @@
 import {Command, Flags, type Interfaces} from '@oclif/core'
 import {MessengerClient} from '../client/client.js'
-import {formatServerAddress, parseServerAddress} from '../client/address.js'
+import {formatServerList, parseServerList} from '../client/address.js'
 import {Profile} from '../client/profile.js'
 import {openMessaging, type MessagingSession} from '../client/session.js'
 import type {PathPreference} from '../client/delivery.js'
@@ -20,7 +20,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   static override baseFlags = {
     server: Flags.string({
-      description: `Server address HOST:PORT. Falls back to ${ENV.server}, then the profile, then 127.0.0.1:${DEFAULTS.port}.`,
+      description: `Server address HOST:PORT, or several nodes as HOST:PORT,HOST:PORT (tried in order). Falls back to ${ENV.server}, then the profile, then 127.0.0.1:${DEFAULTS.port}.`,
       env: ENV.server,
       helpGroup: 'GLOBAL',
     }),
@@ -50,10 +50,13 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return this.profileInstance
   }
 
-  /** `--server`/MESSENGER_SERVER, then the profile, then the local default, normalised to HOST:PORT. */
+  /**
+   * `--server`/MESSENGER_SERVER, then the profile, then the local default, normalised to HOST:PORT
+   * (or a comma-separated list of nodes of one service, tried in order).
+   */
   protected serverAddress(): string {
     const raw = this.flags.server ?? this.profile.data.server ?? `127.0.0.1:${DEFAULTS.port}`
-    return formatServerAddress(parseServerAddress(raw))
+    return formatServerList(parseServerList(raw))
   }
 
   /** A connected client that pins into the profile and says so on stderr. */

@@ -35,3 +35,14 @@ export function formatServerAddress(address: ServerAddress): string {
 function badAddress(text: string): MessengerError {
   return new MessengerError('BAD_INPUT', `Invalid server address "${text}".`, {hint: 'Use HOST:PORT, for example 127.0.0.1:7420.'})
 }
+
+/** `a:7420,b:7421`: several nodes of one service, tried in order (failover). */
+export function parseServerList(text: string): ServerAddress[] {
+  const parts = text.split(',').map((p) => p.trim()).filter(Boolean)
+  if (parts.length === 0) throw badAddress(text)
+  return parts.map(parseServerAddress)
+}
+
+export function formatServerList(list: ServerAddress[]): string {
+  return list.map(formatServerAddress).join(',')
+}

@@ -4,13 +4,16 @@ import {DEFAULTS, PROTOCOL_VERSION} from '../protocol/constants.js'
 import {MessengerError} from '../protocol/errors.js'
 import {FrameDecoder, encodeFrame} from '../protocol/frame.js'
 import type {ErrorPush, PresencePush, Push, RequestParams, RequestType, Results, WireError} from '../protocol/messages.js'
-import {formatServerAddress, parseServerAddress, type ServerAddress} from './address.js'
+import {formatServerAddress, parseServerList, type ServerAddress} from './address.js'
 import {MemoryPinStore, connectPinned, type PinStore} from './tls-pin.js'
 
 /** Options for {@link MessengerClient}. */
 export interface MessengerClientOptions {
-  /** `HOST:PORT` or a parsed address. */
-  server: string | ServerAddress
+  /**
+   * `HOST:PORT`, or several nodes of one service as `a:7420,b:7421` (or a list): connect tries
+   * them in order, and a lost connection fails over to the next, resuming the session by token.
+   */
+  server: string | ServerAddress | ServerAddress[]
   /** Certificate pins; the CLI passes the profile. Default: in memory (pins for this process only). */
   pins?: PinStore
   /** Told when a server certificate is pinned on first use. */
@@ -53,7 +56,9 @@ type ClientState = 'idle' | 'connecting' | 'ready' | 'disconnected' | 'closed'
  * interactive chat all go through it.
  */
 export class MessengerClient extends EventEmitter<ClientEvents> {
-  readonly address: ServerAddress
+  /** The node in use (the first one until a failover). */
+  address: ServerAddress
+  readonly servers: ServerAddress[]
   /** Fingerprint of the connected server's certificate. */
   fingerprint: string | undefined
   hello: Results['hello'] | undefined
@@ -72,7 +77,9 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
 
   constructor(options: MessengerClientOptions) {
     super()
-    this.address = typeof options.server === 'string' ? parseServerAddress(options.server) : options.server
+    this.servers = typeof options.server === 'string' ? parseServerList(options.server) : Array.isArray(options.server) ? [...options.server] : [options.server]
+    if (this.servers.length === 0) throw new MessengerError('BAD_INPUT', 'No server address given.')
+    this.address = this.servers[0]!
     this.options = {
       pins: new MemoryPinStore(),
       connectTimeoutMs: DEFAULTS.connectTimeoutMs,
@@ -115,12 +122,32 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     })
   }
 
-  /** Connects, checks the pin and says hello. Rejects with SERVER_UNREACHABLE within connectTimeoutMs. */
+  /**
+   * Connects, checks the pin and says hello, trying the current node first, then the others in
+   * order. Rejects with SERVER_UNREACHABLE (within connectTimeoutMs per node) when none answers.
+   */
   async connect(): Promise<Results['hello']> {
     if (this.state === 'closed') throw new MessengerError('CONNECTION_CLOSED', 'This client was closed.')
     this.state = 'connecting'
+    const start = Math.max(0, this.servers.indexOf(this.address))
+    let lastError: unknown
+    for (let i = 0; i < this.servers.length; i++) {
+      const address = this.servers[(start + i) % this.servers.length]!
+      try {
+        return await this.connectTo(address)
+      } catch (error) {
+        lastError = error
+        // A changed certificate is an alarm, not a reason to try elsewhere.
+        if (!(error instanceof MessengerError && (error.code === 'SERVER_UNREACHABLE' || error.code === 'SHUTTING_DOWN' || error.code === 'SERVER_FULL'))) throw error
+      }
+    }
+    throw lastError
+  }
+
+  private async connectTo(address: ServerAddress): Promise<Results['hello']> {
+    this.address = address
     const {socket, fingerprint} = await connectPinned({
-      address: this.address,
+      address,
       pins: this.options.pins,
       timeoutMs: this.options.connectTimeoutMs,
       onPinned: this.options.onPinned,

@@ -28,7 +28,8 @@ After too many wrong passwords the account is locked for a while (LOCKED_OUT).`
     const password = await resolvePassword({fromStdin: this.flags['password-stdin']})
     const client = await this.connect()
     const session = await client.login(username, password)
-    const server = client.serverKey
+    // The list the user gave (several nodes fail over), not just the node that answered.
+    const server = this.serverAddress()
     this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
     // The profile's key pair is made on first login and published, so others can write to us.
     const messaging = openMessaging(client, this.profile.dir)

@@ -34,7 +34,8 @@ export default class Register extends BaseCommand<typeof Register> {
     const client = await this.connect()
     await client.register(username, password, displayName)
     const session = await client.login(username, password)
-    const server = client.serverKey
+    // The list the user gave (several nodes fail over), not just the node that answered.
+    const server = this.serverAddress()
     this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
     // The profile's key pair is made on first login and published, so others can write to us.
     const messaging = openMessaging(client, this.profile.dir)

@@ -21,6 +21,7 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
   static override examples = [
     {description: 'Run with defaults (port 7420, XDG data dir, ./credentials.txt if present)', command: '<%= config.bin %> <%= command.id %>'},
     {description: 'A second server for testing', command: '<%= config.bin %> <%= command.id %> --port 7421 --data-dir /tmp/messenger-test'},
+    {description: 'One of several nodes sharing a Redis (scale-out)', command: '<%= config.bin %> <%= command.id %> --store redis://127.0.0.1:6379/0 --port 7421 --data-dir /var/lib/messenger-2'},
     {description: 'Stricter lockout, your own certificate', command: '<%= config.bin %> <%= command.id %> --max-attempts 5 --block-duration 5m --tls-cert cert.pem --tls-key key.pem'},
   ]
 
@@ -37,6 +38,9 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
     'max-frame': Flags.integer({description: 'Largest frame accepted, in bytes.', default: DEFAULTS.maxFrameBytes, min: 1024, env: 'MESSENGER_MAX_FRAME'}),
     'tls-cert': Flags.string({description: 'PEM certificate to use instead of the self-signed one.', env: 'MESSENGER_TLS_CERT', dependsOn: ['tls-key']}),
     'tls-key': Flags.string({description: 'PEM private key for --tls-cert.', env: 'MESSENGER_TLS_KEY', dependsOn: ['tls-cert']}),
+    store: Flags.string({description: 'redis://HOST:PORT[/DB] to keep everything in Redis and run as one of several nodes (default: SQLite in --data-dir).', env: 'MESSENGER_STORE'}),
+    'redis-prefix': Flags.string({description: 'Key prefix in Redis (several deployments can share one Redis).', default: 'messenger:', env: 'MESSENGER_REDIS_PREFIX'}),
+    'node-id': Flags.string({description: 'This node\'s name in a cluster (default random).', env: 'MESSENGER_NODE_ID'}),
     'max-queue': Flags.integer({description: 'Most messages stored per offline recipient; beyond it senders get QUEUE_FULL.', default: DEFAULTS.maxQueue, min: 1, env: 'MESSENGER_MAX_QUEUE'}),
     'message-ttl': Flags.string({description: 'Stored messages expire after this long (the sender gets an "expired" receipt).', default: '30d', env: 'MESSENGER_MESSAGE_TTL'}),
     'scrypt-cost': Flags.integer({description: 'scrypt N for new password hashes (power of two). Lower only for tests.', default: DEFAULTS.scryptN, min: 2, env: 'MESSENGER_SCRYPT_COST'}),
@@ -69,6 +73,9 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
       maxFrameBytes: f['max-frame'],
       scrypt: {N: scryptN},
       maxQueue: f['max-queue'],
+      storeUrl: f.store,
+      redisPrefix: f['redis-prefix'],
+      nodeId: f['node-id'],
       messageTtlMs: parseDuration(f['message-ttl']),
       logger,
     })

@@ -16,7 +16,9 @@ import {hashPassword} from '../crypto/password.js'
 import {Presence} from './presence.js'
 import {RateLimiter} from './rate-limit.js'
 import {Relay} from './relay.js'
-import {LocalCluster, type Cluster} from './cluster.js'
+import {LocalCluster, type Cluster, type OnlineEntry} from './cluster.js'
+import {RedisCluster} from './redis-cluster.js'
+import {checkRedisDurability, openRedisStore, redactRedisUrl} from '../store/redis/redis-store.js'
 import {onClusterEvent, wirePresence} from './fanout.js'
 import {Hub} from './hub.js'
 import {Rendezvous} from './rendezvous.js'
@@ -60,6 +62,15 @@ export interface ServerOptions {
   store?: Store
   /** How this node shares presence and routes to other nodes; default: the single embedded node. */
   cluster?: Cluster
+  /**
+   * `redis://HOST:PORT[/DB]`: keep everything in Redis and join the other nodes on it (scale-out).
+   * Default: the SQLite file in dataDir, one node.
+   */
+  storeUrl?: string
+  /** Key prefix in Redis (default `messenger:`). */
+  redisPrefix?: string
+  /** This node's id in the cluster (default random). */
+  nodeId?: string
   logger?: Logger
   now?: () => number
 }
@@ -79,7 +90,7 @@ export function createServer(options: ServerOptions): MessengerServer {
 
 export class MessengerServer {
   readonly logger: Logger
-  private readonly options: Required<Omit<ServerOptions, 'credentialsFile' | 'tlsCertFile' | 'tlsKeyFile' | 'store' | 'cluster' | 'logger' | 'scrypt'>> & {scrypt: ScryptParams}
+  private readonly options: Required<Omit<ServerOptions, 'credentialsFile' | 'tlsCertFile' | 'tlsKeyFile' | 'store' | 'cluster' | 'storeUrl' | 'redisPrefix' | 'nodeId' | 'logger' | 'scrypt'>> & {scrypt: ScryptParams}
   private readonly connections = new Set<Connection>()
   private tlsServer: tls.Server | undefined
   private store: Store | undefined
@@ -142,7 +153,25 @@ export class MessengerServer {
     const material = await loadServerTls({dataDir: o.dataDir, certFile: this.input.tlsCertFile, keyFile: this.input.tlsKeyFile})
     if (material.created) this.logger.info({dataDir: o.dataDir}, 'created a self-signed TLS certificate')
 
-    this.store = this.input.store ?? openSqliteStore(join(o.dataDir, DB_FILE))
+    let cluster: Cluster | undefined = this.input.cluster
+    let expiredHandler: (entries: OnlineEntry[]) => void = () => undefined
+    if (this.input.store) {
+      this.store = this.input.store
+    } else if (this.input.storeUrl) {
+      const redisStore = await openRedisStore(this.input.storeUrl, {prefix: this.input.redisPrefix})
+      this.store = redisStore
+      const warning = await checkRedisDurability(redisStore)
+      if (warning) this.logger.warn({store: redactRedisUrl(this.input.storeUrl)}, warning)
+      cluster ??= new RedisCluster({
+        redis: redisStore.redis,
+        prefix: redisStore.prefix,
+        logger: this.logger,
+        nodeId: this.input.nodeId,
+        onExpired: (entries) => expiredHandler(entries),
+      })
+    } else {
+      this.store = openSqliteStore(join(o.dataDir, DB_FILE))
+    }
     this.ownsStore = !this.input.store
     const store = this.store
     try {
@@ -157,8 +186,19 @@ export class MessengerServer {
 
       const presence = new Presence<ConnectionSession>(o.now)
       this.presence = presence
-      const cluster = this.input.cluster ?? new LocalCluster()
+      cluster ??= new LocalCluster()
       const hub = new Hub(presence, cluster)
+      // A dead node's users: whoever swept their entries tells the cluster they are offline.
+      expiredHandler = (entries) => {
+        for (const entry of entries) {
+          void hub.isOnline(entry.username).then((online) => {
+            if (online) return
+            const change = {username: entry.username, displayName: entry.displayName, online: false, since: o.now()}
+            onClusterEvent({hub, relay, store, logger: this.logger}, {type: 'presence', change})
+            hub.cluster.publish({type: 'presence', change})
+          })
+        }
+      }
       const relay = new Relay({
         store,
         hub,
