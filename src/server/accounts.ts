@@ -61,12 +61,9 @@ export class Accounts {
         if (failures.count > 0 || failures.lockedUntil > 0) await store.clearLoginFailures(username)
         return record
       }
-      const count = failures.count + 1
-      if (count >= this.options.maxAttempts) {
-        await store.setLoginFailures(username, {count: 0, lockedUntil: now() + this.options.blockDurationMs})
-        throw errors.lockedOut(this.options.blockDurationMs)
-      }
-      await store.setLoginFailures(username, {count, lockedUntil: 0})
+      // Counted in the store, atomically: with several nodes, attempts on all of them add up.
+      const after = await store.recordLoginFailure(username, {now: now(), maxAttempts: this.options.maxAttempts, blockDurationMs: this.options.blockDurationMs})
+      if (after.lockedUntil > now()) throw errors.lockedOut(after.lockedUntil - now())
       throw errors.authFailed()
     })
     const token = randomBytes(32).toString('base64url')

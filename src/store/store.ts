@@ -110,6 +110,12 @@ export interface Store {
   getLoginFailures(username: string): Promise<LoginFailures>
   setLoginFailures(username: string, failures: LoginFailures): Promise<void>
   clearLoginFailures(username: string): Promise<void>
+  /**
+   * Counts one failed login atomically (on every node at once, for shared stores): a username already
+   * locked stays locked; the failure that reaches maxAttempts locks it for blockDurationMs (count
+   * back to 0). Returns the state after this failure.
+   */
+  recordLoginFailure(username: string, policy: {now: number; maxAttempts: number; blockDurationMs: number}): Promise<LoginFailures>
 
   /** Publishes (or replaces) the user's public key. */
   setPublicKey(username: string, publicKey: string): Promise<void>

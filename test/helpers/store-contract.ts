@@ -193,6 +193,28 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFactor
       })
     })
 
+    describe('recordLoginFailure', () => {
+      const policy = {now: T0, maxAttempts: 3, blockDurationMs: 10_000}
+
+      it('counts failures and locks on the one that reaches the limit', async () => {
+        const store = await open()
+        expect(await store.recordLoginFailure('alice', policy)).toEqual({count: 1, lockedUntil: 0})
+        expect(await store.recordLoginFailure('alice', policy)).toEqual({count: 2, lockedUntil: 0})
+        expect(await store.recordLoginFailure('alice', policy)).toEqual({count: 0, lockedUntil: T0 + 10_000})
+        // Locked: more failures change nothing until the lock has passed.
+        expect(await store.recordLoginFailure('alice', {...policy, now: T0 + 5_000})).toEqual({count: 0, lockedUntil: T0 + 10_000})
+        expect(await store.recordLoginFailure('alice', {...policy, now: T0 + 10_000})).toEqual({count: 1, lockedUntil: 0})
+        expect(await store.getLoginFailures('alice')).toEqual({count: 1, lockedUntil: 0})
+      })
+
+      it('is atomic: parallel failures never slip past the limit', async () => {
+        const store = await open()
+        const results = await Promise.all(Array.from({length: 10}, () => store.recordLoginFailure('bob', policy)))
+        expect(results.filter((r) => r.lockedUntil === 0)).toHaveLength(2)
+        expect(results.filter((r) => r.lockedUntil === T0 + 10_000)).toHaveLength(8)
+      })
+    })
+
     describe('close', () => {
       it('can be called twice', async () => {
         const store = await open()

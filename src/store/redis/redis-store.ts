@@ -92,6 +92,27 @@ const SCRIPTS = {
       redis.call('HSET', KEYS[1], 'count', ARGV[1], 'lockedUntil', until_)
       return 1`,
   },
+  /**
+   * KEYS failures; ARGV now maxAttempts blockMs -> {count, lockedUntil}. One failed login, counted
+   * atomically: every node's attempts add up, and the attempt that reaches the limit starts the lock.
+   */
+  recordFailure: {
+    keys: 1,
+    lua: `
+      local now = tonumber(ARGV[1])
+      local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
+      local locked = tonumber(redis.call('HGET', KEYS[1], 'lockedUntil') or '0')
+      if locked > now then return {count, tostring(locked)} end
+      count = count + 1
+      if count >= tonumber(ARGV[2]) then
+        count = 0
+        locked = now + tonumber(ARGV[3])
+      else
+        locked = 0
+      end
+      redis.call('HSET', KEYS[1], 'count', count, 'lockedUntil', locked)
+      return {count, tostring(locked)}`,
+  },
   /** KEYS expiry session; ARGV tokenHash now -> 1 when this call removed an expired session. */
   dropSessionIfExpired: {
     keys: 2,
@@ -492,6 +513,11 @@ export class RedisStore implements Store {
 
   async setLoginFailures(username: string, failures: LoginFailures): Promise<void> {
     await this.script('setFailures', [this.k.failures(username)], [failures.count, failures.lockedUntil])
+  }
+
+  async recordLoginFailure(username: string, policy: {now: number; maxAttempts: number; blockDurationMs: number}): Promise<LoginFailures> {
+    const [count, lockedUntil] = (await this.script('recordFailure', [this.k.failures(username)], [policy.now, policy.maxAttempts, policy.blockDurationMs])) as [number, string]
+    return {count: Number(count), lockedUntil: Number(lockedUntil)}
   }
 
   async clearLoginFailures(username: string): Promise<void> {

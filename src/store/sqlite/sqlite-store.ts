@@ -191,6 +191,21 @@ export class SqliteStore implements Store {
     this.stmt.setLoginFailures.run(username, failures.count, failures.lockedUntil)
   }
 
+  async recordLoginFailure(username: string, policy: {now: number; maxAttempts: number; blockDurationMs: number}): Promise<LoginFailures> {
+    // One IMMEDIATE transaction: the read and the write cannot interleave with another process's.
+    return this.db
+      .transaction((): LoginFailures => {
+        const row = this.stmt.getLoginFailures.get(username)
+        const current = row ? {count: row.count, lockedUntil: row.locked_until} : {count: 0, lockedUntil: 0}
+        if (current.lockedUntil > policy.now) return current
+        const count = current.count + 1
+        const next = count >= policy.maxAttempts ? {count: 0, lockedUntil: policy.now + policy.blockDurationMs} : {count, lockedUntil: 0}
+        this.stmt.setLoginFailures.run(username, next.count, next.lockedUntil)
+        return next
+      })
+      .immediate()
+  }
+
   async clearLoginFailures(username: string): Promise<void> {
     this.stmt.clearLoginFailures.run(username)
   }
