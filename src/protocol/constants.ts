@@ -24,6 +24,9 @@ export const DEFAULTS = {
   connectTimeoutMs: 2_000,
   requestTimeoutMs: 10_000,
   maxQueue: 10_000,
+  /** Message copies a second per sender (a group message counts once per member), and the burst. */
+  sendRate: 2_000,
+  sendBurst: 5_000,
   messageTtlMs: 30 * 24 * 60 * 60 * 1000,
   retryInitialMs: 1_000,
   retryMaxMs: 30_000,

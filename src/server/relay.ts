@@ -5,6 +5,8 @@ import type {DeliverPush, Request, Results} from '../protocol/messages.js'
 import type {ReceiptRecord, Store, StoredMessage} from '../store/store.js'
 import type {ConnectionSession} from './connection.js'
 import type {Hub} from './hub.js'
+import {TokenBuckets} from './token-bucket.js'
+import {DEFAULTS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
 
 export interface RelayOptions {
@@ -22,6 +24,8 @@ export interface RelayOptions {
   retryMaxMs: number
   /** Copies in flight per session before waiting for acks (keeps a 100k-message drain bounded). */
   window?: number
+  /** Per sender: message copies a second, and the burst allowed above it. Beyond: RATE_LIMITED. */
+  sendRate?: {rate: number; burst: number}
 }
 
 interface InFlight {
@@ -49,6 +53,7 @@ export class Relay {
   private readonly sessions = new WeakMap<ConnectionSession, SessionDelivery>()
   private readonly window: number
   private readonly presence: Presence<ConnectionSession>
+  private readonly limiter: TokenBuckets
   /** How often each copy was pushed (first push included); a test and metrics hook. */
   pushes = 0
   /** Messages accepted for relaying (send requests that stored something new). */
@@ -59,12 +64,26 @@ export class Relay {
   constructor(private readonly o: RelayOptions) {
     this.window = o.window ?? 500
     this.presence = o.hub.presence
+    const sendRate = o.sendRate ?? {rate: DEFAULTS.sendRate, burst: DEFAULTS.sendBurst}
+    this.limiter = new TokenBuckets({...sendRate, now: o.now})
+  }
+
+  /** A flood from one user is slowed here; everyone else is unaffected. Copies count, not requests. */
+  private limit(username: string, copies: number): void {
+    const waitMs = this.limiter.take(username, copies)
+    if (waitMs > 0) {
+      throw new MessengerError('RATE_LIMITED', `You are sending too fast; try again in ${Math.ceil(waitMs / 1000)} s.`, {
+        hint: 'Slow down; the server accepts a burst, then a steady rate per user.',
+        details: {retryAfterMs: waitMs},
+      })
+    }
   }
 
   async send(session: ConnectionSession, request: Request<'send'>): Promise<Results['send']> {
     const {store, now} = this.o
     const sender = session.username
     if (request.copies.length === 0) throw errors.badFrame('$.copies must not be empty')
+    this.limit(sender, request.copies.length)
     const group = request.group?.toLowerCase() ?? null
     if (!group && request.copies.length !== 1) throw errors.badFrame('a direct message has exactly one copy')
     const skipped: Array<{to: string; code: ErrorCode}> = []
@@ -131,6 +150,7 @@ export class Relay {
   /** Delivers to whoever is online right now; nothing is stored. */
   async broadcast(session: ConnectionSession, request: Request<'broadcast'>): Promise<Results['broadcast']> {
     const sender = session.username
+    this.limit(sender, request.copies.length)
     const blockers = new Set(await this.o.store.listBlockers(sender))
     const online = new Set((await this.o.hub.listOnline()).map((e) => e.username))
     const ts = this.o.now()

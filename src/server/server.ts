@@ -58,6 +58,8 @@ export interface ServerOptions {
   retryInitialMs?: number
   /** ...up to this (default 30 s). */
   retryMaxMs?: number
+  /** Per-sender message rate (copies a second) and burst; beyond it sends get RATE_LIMITED. */
+  sendRate?: {rate: number; burst: number}
   /** Use this store instead of the SQLite file in dataDir (the server then does not own it). */
   store?: Store
   /** How this node shares presence and routes to other nodes; default: the single embedded node. */
@@ -90,7 +92,7 @@ export function createServer(options: ServerOptions): MessengerServer {
 
 export class MessengerServer {
   readonly logger: Logger
-  private readonly options: Required<Omit<ServerOptions, 'credentialsFile' | 'tlsCertFile' | 'tlsKeyFile' | 'store' | 'cluster' | 'storeUrl' | 'redisPrefix' | 'nodeId' | 'logger' | 'scrypt'>> & {scrypt: ScryptParams}
+  private readonly options: Required<Omit<ServerOptions, 'credentialsFile' | 'tlsCertFile' | 'tlsKeyFile' | 'store' | 'cluster' | 'storeUrl' | 'redisPrefix' | 'nodeId' | 'sendRate' | 'logger' | 'scrypt'>> & {scrypt: ScryptParams}
   private readonly connections = new Set<Connection>()
   private tlsServer: tls.Server | undefined
   private store: Store | undefined
@@ -208,6 +210,7 @@ export class MessengerServer {
         messageTtlMs: o.messageTtlMs,
         retryInitialMs: o.retryInitialMs,
         retryMaxMs: o.retryMaxMs,
+        sendRate: this.input.sendRate,
       })
       this.relay = relay
       const social = new Social({store, hub, now: o.now})

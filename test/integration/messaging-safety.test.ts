@@ -204,3 +204,19 @@ describe('messaging: durability', () => {
     expect(await bob.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', seq: 1})
   })
 })
+
+describe('message floods', () => {
+  it('slows a flooding sender with RATE_LIMITED while others are unaffected', async () => {
+    const {address} = await startTestServer({sendRate: {rate: 5, burst: 10}})
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    const carol = await makeUser(address, 'carol')
+    const outcomes = await Promise.allSettled(Array.from({length: 20}, (_, i) => alice.engine.sendText('bob', `flood ${i}`)))
+    const limited = outcomes.filter((o) => o.status === 'rejected' && (o.reason as {code?: string}).code === 'RATE_LIMITED')
+    expect(outcomes.filter((o) => o.status === 'fulfilled').length).toBeLessThanOrEqual(10)
+    expect(limited.length).toBeGreaterThanOrEqual(10)
+    // Carol is not slowed by alice's flood.
+    await expect(carol.engine.sendText('bob', 'unaffected')).resolves.toMatchObject({to: 'bob'})
+    await bob.messages.find((m) => m.text === 'unaffected')
+  })
+})
