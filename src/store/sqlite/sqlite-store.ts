@@ -14,6 +14,7 @@ import type {
 } from '../store.js'
 import {MESSAGING_MIGRATION, SqliteMessaging} from './messaging.js'
 import {migrate, translateOpenError, type DatabaseRole} from './open.js'
+import {GroupCommitter} from './group-commit.js'
 
 /**
  * Schema migrations, applied in order. `PRAGMA user_version` records how many have run, so a database
@@ -136,6 +137,8 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database
   private readonly stmt: ReturnType<typeof prepareStatements>
   private readonly messaging: SqliteMessaging
+  /** Message writes of one event-loop turn share one transaction and one fsync. */
+  readonly commits: GroupCommitter
 
   /** Use openSqliteStore(); this expects a connection that is already configured and migrated. */
   constructor(db: Database.Database, file: string) {
@@ -143,6 +146,7 @@ export class SqliteStore implements Store {
     this.file = file
     this.stmt = prepareStatements(db)
     this.messaging = new SqliteMessaging(db)
+    this.commits = new GroupCommitter(db)
   }
 
   async createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean> {
@@ -215,7 +219,7 @@ export class SqliteStore implements Store {
   }
 
   async enqueueMessage(request: EnqueueRequest): Promise<EnqueueResult> {
-    return this.messaging.enqueue(request)
+    return this.commits.run(() => this.messaging.enqueue(request))
   }
 
   async pendingMessages(recipient: string, afterQid: number, limit: number): Promise<StoredMessage[]> {
@@ -223,7 +227,7 @@ export class SqliteStore implements Store {
   }
 
   async ackMessages(recipient: string, msgIds: string[]): Promise<StoredMessage[]> {
-    return this.messaging.ack(recipient, msgIds)
+    return this.commits.run(() => this.messaging.ack(recipient, msgIds))
   }
 
   async expireMessages(now: number): Promise<StoredMessage[]> {
@@ -231,7 +235,7 @@ export class SqliteStore implements Store {
   }
 
   async addReceipts(receipts: ReceiptRecord[]): Promise<void> {
-    this.messaging.addReceipts(receipts)
+    await this.commits.run(() => this.messaging.addReceipts(receipts))
   }
 
   async pendingReceipts(username: string, limit: number): Promise<ReceiptRecord[]> {
@@ -239,7 +243,7 @@ export class SqliteStore implements Store {
   }
 
   async ackReceipts(username: string, receiptIds: string[]): Promise<void> {
-    this.messaging.ackReceipts(username, receiptIds)
+    await this.commits.run(() => this.messaging.ackReceipts(username, receiptIds))
   }
 
   async createGroup(group: GroupRecord): Promise<boolean> {
