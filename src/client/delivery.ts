@@ -77,6 +77,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /** Messages that failed to open (tampered, wrong key). */
   dropped = 0
   private readonly directory = new Map<string, Results['whois']>()
+  private readonly lookups = new Map<string, Promise<Results['whois']>>()
   /** Keys the server introduced to us, by key: who is about to talk to us directly. */
   private readonly introduced = new Map<string, string>()
   private link: PeerLink | undefined
@@ -305,7 +306,13 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   async lookup(username: string, options: {fresh?: boolean} = {}): Promise<Results['whois']> {
     const cached = options.fresh ? undefined : this.directory.get(username)
     if (cached) return cached
-    const info = await this.request('whois', {username})
+    // One request per user at a time: a burst of stored messages from one sender asks once.
+    let pending = options.fresh ? undefined : this.lookups.get(username)
+    if (!pending) {
+      pending = this.request('whois', {username}).finally(() => this.lookups.delete(username))
+      this.lookups.set(username, pending)
+    }
+    const info = await pending
     this.directory.set(username, info)
     return info
   }
@@ -368,7 +375,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       path,
       broadcast: push.broadcast,
     }
-    const isNew = this.o.history.addIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path})
+    const isNew = await this.o.history.storeIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path})
     if (isNew) this.deliverEvent('message', message)
     acknowledge()
   }

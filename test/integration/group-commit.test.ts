@@ -28,7 +28,9 @@ describe('GroupCommitter', () => {
     expect(results.every((n) => n === 1)).toBe(true)
     expect(commits.stats).toEqual({commits: 1, writes: 100})
     const other = new Database(file, {readonly: true})
-    onTestFinished(() => other.close())
+    onTestFinished(() => {
+      other.close()
+    })
     expect((other.prepare('SELECT COUNT(*) AS n FROM t').get() as {n: number}).n).toBe(100)
   })
 
