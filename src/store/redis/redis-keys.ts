@@ -1,0 +1,76 @@
+import {MessengerError} from '../../protocol/errors.js'
+
+/*
+ * Key layout. P is the prefix (default `messenger:`); every key starts with it.
+ *
+ * Per user U (hash tag {u:U}, so one user's keys share a Redis Cluster slot and a script may touch
+ * all of them):
+ *   P{u:U}:user      hash   displayName passwordHash createdAt [lastLoginAt] [publicKey]
+ *   P{u:U}:seq       string the last per-sender seq handed out (INCR)
+ *   P{u:U}:queue     zset   msgId -> qid: U's queued copies, in queue order
+ *   P{u:U}:copies    hash   msgId -> JSON StoredMessage
+ *   P{u:U}:acked     hash   msgId -> expiresAt: tombstones of acknowledged copies, kept until expiry
+ *   P{u:U}:lastqid   string highest qid ever inserted into U's queue
+ *   P{u:U}:failures  hash   count lockedUntil
+ *   P{u:U}:receipts  zset   receiptId -> ts (ties by receiptId: the SQLite order)
+ *   P{u:U}:receipt   hash   receiptId -> JSON ReceiptRecord
+ *   P{u:U}:groups    set    names of groups U may belong to (index; checked against the group)
+ *   P{u:U}:blocked   set    users U has blocked (authoritative)
+ *   P{u:U}:blockers  set    users who may have blocked U (index; checked against their :blocked)
+ * Per group G (hash tag {g:G}):
+ *   P{g:G}:group     hash   owner createdAt
+ *   P{g:G}:members   hash   username -> invited|member (authoritative)
+ * Per message id M (hash tag {m:M}):
+ *   P{m:M}:id        hash   sender ts expiresAt [group] state(open|done) [seq]
+ * Shared, each in a slot of its own:
+ *   P{sessions}:session:<tokenHash>  hash  username createdAt expiresAt (+ PEXPIREAT backstop)
+ *   P{sessions}:expiry               zset  tokenHash -> expiresAt
+ *   P{users}:logins                  zset  username -> lastLoginAt (index; >= the user's value)
+ *   P{qid}                           string global qid counter
+ *   P{expiry}:copies                 zset  "recipient msgId" -> expiresAt (index of copies and tombstones)
+ *   P{expiry}:ids                    zset  msgId -> expiresAt (index of msgId records)
+ *
+ * Rules that keep this correct on a Redis Cluster: a Lua script or MULTI only ever touches keys of
+ * one slot. Where an operation spans slots (a block touches two users, a message several
+ * recipients), the writes are ordered so that an index is always a superset of the truth (index
+ * written first on add, last on remove) and readers check the authoritative key, so a node that dies
+ * between two writes leaves at worst a stale index entry, never a lost fact.
+ */
+
+export const DEFAULT_REDIS_PREFIX = 'messenger:'
+
+/** Every key the store uses, under prefix `p`. Refuses a prefix with a brace (see RedisStoreOptions.prefix). */
+export function redisKeys(p: string) {
+  if (/[{}]/.test(p)) {
+    throw new MessengerError('BAD_INPUT', `The Redis key prefix "${p}" contains a brace.`, {
+      hint: 'Braces are Redis Cluster hash tags; choose a prefix without { or }.',
+    })
+  }
+  const u = (username: string) => `${p}{u:${username}}`
+  const g = (name: string) => `${p}{g:${name}}`
+  return {
+    user: (x: string) => `${u(x)}:user`,
+    seq: (x: string) => `${u(x)}:seq`,
+    queue: (x: string) => `${u(x)}:queue`,
+    copies: (x: string) => `${u(x)}:copies`,
+    acked: (x: string) => `${u(x)}:acked`,
+    lastQid: (x: string) => `${u(x)}:lastqid`,
+    failures: (x: string) => `${u(x)}:failures`,
+    receipts: (x: string) => `${u(x)}:receipts`,
+    receipt: (x: string) => `${u(x)}:receipt`,
+    groupsOf: (x: string) => `${u(x)}:groups`,
+    blocked: (x: string) => `${u(x)}:blocked`,
+    blockers: (x: string) => `${u(x)}:blockers`,
+    group: (name: string) => `${g(name)}:group`,
+    members: (name: string) => `${g(name)}:members`,
+    msgId: (id: string) => `${p}{m:${id}}:id`,
+    session: (tokenHash: string) => `${p}{sessions}:session:${tokenHash}`,
+    sessionExpiry: `${p}{sessions}:expiry`,
+    logins: `${p}{users}:logins`,
+    qid: `${p}{qid}`,
+    copyExpiry: `${p}{expiry}:copies`,
+    idExpiry: `${p}{expiry}:ids`,
+  }
+}
+
+export type RedisKeys = ReturnType<typeof redisKeys>

@@ -1,0 +1,276 @@
+import type {ChainableCommander, Redis} from 'ioredis'
+
+/**
+ * The Lua scripts of the Redis store. Each touches the keys of one Cluster slot only (see the key
+ * layout in redis-keys.ts), which is what makes it atomic on a Cluster too.
+ */
+const SCRIPTS = {
+  /** KEYS user; ARGV displayName passwordHash createdAt -> 1 created, 0 taken. */
+  createUser: {
+    keys: 1,
+    lua: `
+      if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+      redis.call('HSET', KEYS[1], 'displayName', ARGV[1], 'passwordHash', ARGV[2], 'createdAt', ARGV[3])
+      return 1`,
+  },
+  /** KEYS hash; ARGV field value: sets the field only on an existing hash (never creates a half user). */
+  setIfExists: {
+    keys: 1,
+    lua: `
+      if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+      redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+      return 1`,
+  },
+  /**
+   * KEYS failures; ARGV count lockedUntil. A lock is never shortened by a set, only by clear: if two
+   * nodes race on one username, a stale "count+1" written after another node's lock cannot undo it.
+   */
+  setFailures: {
+    keys: 1,
+    lua: `
+      local locked = tonumber(redis.call('HGET', KEYS[1], 'lockedUntil') or '0')
+      local until_ = ARGV[2]
+      if locked > tonumber(ARGV[2]) then until_ = redis.call('HGET', KEYS[1], 'lockedUntil') end
+      redis.call('HSET', KEYS[1], 'count', ARGV[1], 'lockedUntil', until_)
+      return 1`,
+  },
+  /**
+   * KEYS failures; ARGV now maxAttempts blockMs -> {count, lockedUntil}. One failed login, counted
+   * atomically: every node's attempts add up, and the attempt that reaches the limit starts the lock.
+   */
+  recordFailure: {
+    keys: 1,
+    lua: `
+      local now = tonumber(ARGV[1])
+      local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
+      local locked = tonumber(redis.call('HGET', KEYS[1], 'lockedUntil') or '0')
+      if locked > now then return {count, tostring(locked)} end
+      count = count + 1
+      if count >= tonumber(ARGV[2]) then
+        count = 0
+        locked = now + tonumber(ARGV[3])
+      else
+        locked = 0
+      end
+      redis.call('HSET', KEYS[1], 'count', count, 'lockedUntil', locked)
+      return {count, tostring(locked)}`,
+  },
+  /** KEYS expiry session; ARGV tokenHash now -> 1 when this call removed an expired session. */
+  dropSessionIfExpired: {
+    keys: 2,
+    lua: `
+      local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+      if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+      redis.call('ZREM', KEYS[1], ARGV[1])
+      redis.call('DEL', KEYS[2])
+      return 1`,
+  },
+  /**
+   * KEYS id; ARGV sender ts expiresAt hasGroup group.
+   * Claims the msgId for the sender, or reports what it already is. Returns
+   * {state, seq|'', ts, expiresAt, hasGroup, group} with state new|open|done|other.
+   */
+  claim: {
+    keys: 1,
+    lua: `
+      local r = redis.call('HMGET', KEYS[1], 'sender', 'seq', 'ts', 'expiresAt', 'group', 'state')
+      if r[1] then
+        if r[1] ~= ARGV[1] then return {'other', '', '', '', '0', ''} end
+        local hasGroup = '0'
+        if r[5] then hasGroup = '1' end
+        return {r[6], r[2] or '', r[3], r[4], hasGroup, r[5] or ''}
+      end
+      redis.call('HSET', KEYS[1], 'sender', ARGV[1], 'ts', ARGV[2], 'expiresAt', ARGV[3], 'state', 'open')
+      if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'group', ARGV[5]) end
+      return {'new', '', ARGV[2], ARGV[3], ARGV[4], ARGV[5]}`,
+  },
+  /** KEYS id; ARGV seq -> the record's seq (the first one set wins), or nil if the record vanished. */
+  setSeq: {
+    keys: 1,
+    lua: `
+      if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+      redis.call('HSETNX', KEYS[1], 'seq', ARGV[1])
+      return redis.call('HGET', KEYS[1], 'seq')`,
+  },
+  /** KEYS id: forgets a claim that never got a seq (every copy was full), so a re-send is judged afresh. */
+  discard: {
+    keys: 1,
+    lua: `
+      if redis.call('HGET', KEYS[1], 'state') == 'open' and redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
+        return redis.call('DEL', KEYS[1])
+      end
+      return 0`,
+  },
+  /** KEYS id: the message's copies are all in place. */
+  commit: {
+    keys: 1,
+    lua: `
+      if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'state', 'done') end
+      return 1`,
+  },
+  /** KEYS qid; ARGV count floor -> the last of `count` fresh qids, all above `floor`. */
+  nextQids: {
+    keys: 1,
+    lua: `
+      local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+      if current < tonumber(ARGV[2]) then redis.call('SET', KEYS[1], ARGV[2]) end
+      return redis.call('INCRBY', KEYS[1], ARGV[1])`,
+  },
+  /**
+   * KEYS queue copies acked lastqid; ARGV msgId qid json maxQueue -> {status, lastqid}.
+   * status: ok | exists (this recipient already has, or had and acknowledged, this msgId) | full |
+   * retry (qid is not above the queue's last one: a reader's cursor may already be past it).
+   */
+  insertCopy: {
+    keys: 4,
+    lua: `
+      if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
+        return {'exists', ''}
+      end
+      if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return {'full', ''} end
+      local last = redis.call('GET', KEYS[4]) or '0'
+      if tonumber(ARGV[2]) <= tonumber(last) then return {'retry', last} end
+      redis.call('SET', KEYS[4], ARGV[2])
+      redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+      redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+      return {'ok', ''}`,
+  },
+  /** KEYS queue copies; ARGV afterQid limit -> JSON copies with qid > afterQid, in qid order. */
+  pending: {
+    keys: 2,
+    lua: `
+      local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])
+      local out = {}
+      for i, id in ipairs(ids) do
+        local json = redis.call('HGET', KEYS[2], id)
+        if json then out[#out + 1] = json end
+      end
+      return out`,
+  },
+  /**
+   * KEYS queue copies acked; ARGV msgIds -> JSON of the copies deleted. Each leaves a tombstone
+   * until its expiry, so a re-send that resumes an unfinished enqueue cannot queue it again.
+   * expiresAt is read with a pattern, not cjson: Lua numbers print with 14 digits and would round it.
+   */
+  ack: {
+    keys: 3,
+    lua: `
+      local out = {}
+      for i, id in ipairs(ARGV) do
+        local json = redis.call('HGET', KEYS[2], id)
+        if json then
+          redis.call('HDEL', KEYS[2], id)
+          redis.call('ZREM', KEYS[1], id)
+          redis.call('HSET', KEYS[3], id, string.match(json, '"expiresAt":(%-?%d+)'))
+          out[#out + 1] = json
+        end
+      end
+      return out`,
+  },
+  /**
+   * KEYS queue copies acked; ARGV msgId now -> {'expired', json} | {'live', expiresAt} | {'gone', ''}.
+   * Deletes the copy (or its tombstone) once expiresAt <= now.
+   */
+  expireCopy: {
+    keys: 3,
+    lua: `
+      local now = tonumber(ARGV[2])
+      local json = redis.call('HGET', KEYS[2], ARGV[1])
+      if json then
+        local expiresAt = string.match(json, '"expiresAt":(%-?%d+)')
+        if tonumber(expiresAt) > now then return {'live', expiresAt} end
+        redis.call('HDEL', KEYS[2], ARGV[1])
+        redis.call('ZREM', KEYS[1], ARGV[1])
+        return {'expired', json}
+      end
+      local tomb = redis.call('HGET', KEYS[3], ARGV[1])
+      if tomb then
+        if tonumber(tomb) > now then return {'live', tomb} end
+        redis.call('HDEL', KEYS[3], ARGV[1])
+      end
+      return {'gone', ''}`,
+  },
+  /** KEYS id; ARGV now: forgets the msgId once it has expired. */
+  forgetId: {
+    keys: 1,
+    lua: `
+      local e = redis.call('HGET', KEYS[1], 'expiresAt')
+      if e and tonumber(e) <= tonumber(ARGV[1]) then return redis.call('DEL', KEYS[1]) end
+      return 0`,
+  },
+  /** KEYS index; ARGV now members...: removes members still due (a concurrent ZADD GT may have renewed one). */
+  removeDue: {
+    keys: 1,
+    lua: `
+      local now = tonumber(ARGV[1])
+      local n = 0
+      for i = 2, #ARGV do
+        local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+        if s and tonumber(s) <= now then n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end
+      end
+      return n`,
+  },
+  /** KEYS receipts receipt; ARGV (id ts json)...: stores each receipt id once. */
+  addReceipts: {
+    keys: 2,
+    lua: `
+      for i = 1, #ARGV, 3 do
+        if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
+          redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+        end
+      end
+      return 1`,
+  },
+  /** KEYS receipts receipt; ARGV limit -> JSON receipts, oldest first. */
+  pendingReceipts: {
+    keys: 2,
+    lua: `
+      local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+      local out = {}
+      for i, id in ipairs(ids) do
+        local json = redis.call('HGET', KEYS[2], id)
+        if json then out[#out + 1] = json end
+      end
+      return out`,
+  },
+  /** KEYS group members; ARGV owner createdAt -> 1 created, 0 taken. */
+  createGroup: {
+    keys: 2,
+    lua: `
+      if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+      redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'createdAt', ARGV[2])
+      redis.call('HSET', KEYS[2], ARGV[1], 'member')
+      return 1`,
+  },
+  /** KEYS group members; ARGV username membership -> 0 when the group does not exist. */
+  setMembership: {
+    keys: 2,
+    lua: `
+      if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+      redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+      return 1`,
+  },
+} as const
+
+type ScriptName = keyof typeof SCRIPTS
+type ScriptFn = (...args: Array<string | number>) => Promise<unknown>
+const scriptMethod = (name: ScriptName) => `messenger_${name}`
+
+/** The scripts on one client: registered once, then run (or queued on a pipeline) by name. */
+export class RedisScripts {
+  constructor(private readonly redis: Redis) {
+    for (const [name, script] of Object.entries(SCRIPTS)) {
+      // defineCommand sends EVALSHA and falls back to EVAL when Redis lost its script cache. The
+      // prefix keeps clear of ioredis's own methods (it has a `discard`, for one).
+      if (!(scriptMethod(name as ScriptName) in redis)) redis.defineCommand(scriptMethod(name as ScriptName), {numberOfKeys: script.keys, lua: script.lua})
+    }
+  }
+
+  run(name: ScriptName, keys: string[], args: Array<string | number> = []): Promise<unknown> {
+    return (this.redis as unknown as Record<string, ScriptFn>)[scriptMethod(name)]!(...keys, ...args)
+  }
+
+  queue(pipeline: ChainableCommander, name: ScriptName, keys: string[], args: Array<string | number> = []): void {
+    ;(pipeline as unknown as Record<string, ScriptFn>)[scriptMethod(name)]!(...keys, ...args)
+  }
+}
