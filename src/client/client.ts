@@ -74,6 +74,8 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
   /** What to resume after a reconnect. */
   private resumeWith: {token: string; online: boolean} | undefined
   private lastServerError: WireError | undefined
+  /** Reconnected but not yet signed in again: other requests wait (they would be refused). */
+  private resuming = false
 
   constructor(options: MessengerClientOptions) {
     super()
@@ -203,7 +205,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
 
   /** Sends one typed request and waits for its reply. */
   request<T extends RequestType>(type: T, params: RequestParams<T>): Promise<Results[T]> {
-    if (this.state !== 'ready') {
+    if (this.state !== 'ready' || (this.resuming && type !== 'resume')) {
       return Promise.reject(new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.serverKey}.`, {hint: 'Wait for the client to reconnect, or connect first.'}))
     }
     return this.send(type, params)
@@ -306,12 +308,15 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined
       if (this.state === 'closed') return
+      this.resuming = Boolean(this.resumeWith)
       this.connect()
         .then(async () => {
           if (this.resumeWith) await this.resume(this.resumeWith.token, {online: this.resumeWith.online})
+          this.resuming = false
           this.emit('reconnected')
         })
         .catch((error_: unknown) => {
+          this.resuming = false
           if (this.state === 'closed') return
           const failure = error_ instanceof MessengerError ? error_ : new MessengerError('CONNECTION_CLOSED', String(error_))
           // A revoked token or a changed certificate will not fix itself by retrying.

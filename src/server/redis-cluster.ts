@@ -153,7 +153,13 @@ export class RedisCluster implements Cluster {
       for (const username of stale) {
         const hash = await this.o.redis.hgetall(this.userKey(username))
         for (const [node, json] of Object.entries(hash)) {
-          const entry = JSON.parse(json) as StoredEntry
+          let entry: StoredEntry
+          try {
+            entry = JSON.parse(json) as StoredEntry
+          } catch {
+            await this.o.redis.hdel(this.userKey(username), node) // malformed: nobody
+            continue
+          }
           // HDEL returns 1 on one node only: that node announces the user offline.
           if (entry.expiresAt <= now && (await this.o.redis.hdel(this.userKey(username), node)) === 1) expired.push(entry)
         }

@@ -193,12 +193,15 @@ export class MessengerServer {
       // A dead node's users: whoever swept their entries tells the cluster they are offline.
       expiredHandler = (entries) => {
         for (const entry of entries) {
-          void hub.isOnline(entry.username).then((online) => {
-            if (online) return
-            const change = {username: entry.username, displayName: entry.displayName, online: false, since: o.now()}
-            onClusterEvent({hub, relay, store, logger: this.logger}, {type: 'presence', change})
-            hub.cluster.publish({type: 'presence', change})
-          })
+          hub
+            .isOnline(entry.username)
+            .then((online) => {
+              if (online) return
+              const change = {username: entry.username, displayName: entry.displayName, online: false, since: o.now()}
+              onClusterEvent({hub, relay, store, logger: this.logger}, {type: 'presence', change})
+              hub.cluster.publish({type: 'presence', change})
+            })
+            .catch((error: unknown) => this.logger.warn({err: error}, 'could not announce a dead node\'s user offline'))
         }
       }
       const relay = new Relay({
