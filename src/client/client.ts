@@ -107,7 +107,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
 
   /** Resolves once connected and signed in again; rejects if the client is closed or gives up. */
   waitUntilConnected(): Promise<void> {
-    if (this.state === 'ready' && (!this.resumeWith || this.user)) return Promise.resolve()
+    if (this.state === 'ready' && !this.resuming) return Promise.resolve()
     return new Promise((resolve, reject) => {
       const onReconnected = () => {
         this.off('disconnected', onDisconnected)
