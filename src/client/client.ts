@@ -295,6 +295,9 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     if (this.state === 'closed') return
     const wasReady = this.state === 'ready'
     this.state = 'disconnected'
+    // Lost while a reconnect was still resuming: that reconnect's failure schedules the next try.
+    // Scheduling here too would start a second loop, and every further failure would double them.
+    if (this.resuming) return
     if (wasReady) this.emit('disconnected', {error})
     if (wasReady && this.options.reconnect) this.scheduleReconnect(1, error)
   }

@@ -99,8 +99,11 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
 
   private onData(chunk: Buffer): void {
     if (this.closing) return
-    this.lastInboundAt = this.options.now()
-    for (const item of this.decoder.push(chunk)) {
+    // Only whole frames count as signs of life: a byte a second (slowloris) must not keep a
+    // connection alive past the heartbeat limit.
+    const items = this.decoder.push(chunk)
+    if (items.length > 0) this.lastInboundAt = this.options.now()
+    for (const item of items) {
       if (!item.ok) {
         this.options.logger.info({conn: this.id, code: item.error.code, addr: this.remoteAddress}, 'bad frame')
         if (item.fatal) {

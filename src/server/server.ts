@@ -254,7 +254,9 @@ export class MessengerServer {
         heartbeatIntervalMs: o.heartbeatIntervalMs,
       })
 
-      const server = tls.createServer({cert: material.cert, key: material.key, minVersion: 'TLSv1.2'})
+      // A socket that never completes its handshake is not a Connection yet, so no heartbeat sweep
+      // sees it: Node's default would let it hold a descriptor for 120 s.
+      const server = tls.createServer({cert: material.cert, key: material.key, minVersion: 'TLSv1.2', handshakeTimeout: Math.min(10_000, o.heartbeatTimeoutMs)})
       server.on('secureConnection', (socket) => this.accept(socket, handle))
       // A client that aborts its handshake is its own problem, not a crash.
       server.on('tlsClientError', (error, socket) => {
