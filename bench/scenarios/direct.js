@@ -1,0 +1,141 @@
+// direct: one online pair with the direct path on both sides; encrypted, acknowledged messages
+// over UDP (engine.sendText with pathPreference 'direct'). Baseline in the same run: a raw
+// node:dgram ping-pong on 127.0.0.1, so the round trip is reported as a ratio.
+import dgram from 'node:dgram'
+import {encodeEnvelope} from '../../dist/client/envelope-codec.js'
+import {newMessageId} from '../../dist/client/delivery.js'
+import {startServer} from '../lib/server.js'
+import {loginTokens, openUser} from '../lib/users.js'
+import {envInt, log, monoUs, paddedText, percentile, recordPhase, round, sleep, waitFor} from '../lib/util.js'
+
+export const target = {msgsPerSec: 30_000, rttRatio: 2}
+
+export async function run() {
+  const concurrency = envInt('BENCH_DIRECT_CONCURRENCY', 16)
+  const measureMs = envInt('BENCH_DIRECT_SECONDS', 5) * 1000
+  const server = await startServer({name: 'direct', users: ['alice', 'bob'], scryptCost: 1024})
+  const tokens = await loginTokens(server.port, ['alice', 'bob'])
+  let received = 0
+  const bob = await openUser(server.address, 'bob', tokens.get('bob'), {pathPreference: 'direct', direct: true, beforeLogin: (s) => s.engine.on('message', () => received++)})
+  const alice = await openUser(server.address, 'alice', tokens.get('alice'), {pathPreference: 'direct', direct: true})
+  const first = await alice.engine.sendText('bob', 'hello over udp')
+  if (first.path !== 'direct') throw new Error(`the first message went ${first.path}, not direct`)
+
+  // Baseline: raw UDP echo of a datagram the size of a sealed 180-byte message.
+  const rawUdpSamples = await udpEcho(3_000, 300)
+  const rawUdpP50Ms = percentile(rawUdpSamples, 50)
+
+  // Round trip of one direct message at a time: sendText until the peer's encrypted ack.
+  const rtt = []
+  const rttFrom = monoUs()
+  let failures = 0
+  let lastFailure = ''
+  for (let i = 0; i < 600; i++) {
+    const t = performance.now()
+    try {
+      const outcome = await alice.engine.sendText('bob', paddedText(`rtt|${i}|`))
+      if (outcome.path !== 'direct') throw new Error(`went ${outcome.path}`)
+      if (i >= 100) rtt.push(performance.now() - t)
+    } catch (error) {
+      failures++
+      lastFailure = error.message
+    }
+  }
+  const p50Ms = percentile(rtt, 50)
+  recordPhase('rtt', rttFrom)
+
+  // The same round trip at the link level (sealed envelope out, encrypted ack back), without the
+  // sender's directory lookup and history writes: where the time of a sendText goes.
+  const bobKey = bob.session.identity.publicKey
+  const bobInfo = await alice.engine.lookup('bob', {fresh: true})
+  const endpoint = alice.session.link.confirmedPath(bobKey) ?? (await alice.engine.findDirectPath(bobInfo))
+  if (!endpoint) throw new Error('no direct path to bob for the link-level round trip')
+  const link = []
+  for (let i = 0; i < 600; i++) {
+    const sealed = alice.session.keyring.seal('bob', bobInfo.publicKey, paddedText(`link|${i}|`))
+    const envelope = {msgId: newMessageId(), from: 'alice', to: 'bob', group: null, ts: Date.now(), seq: 1_000_000 + i, nonce: sealed.nonce, box: sealed.box}
+    const t = performance.now()
+    const acked = await alice.session.link.sendMessage(bobKey, endpoint, envelope.msgId, encodeEnvelope(envelope))
+    if (acked && i >= 100) link.push(performance.now() - t)
+  }
+
+  // Throughput: `concurrency` sends in flight.
+  log(`direct: ${concurrency} sends in flight, ${measureMs / 1000} s measured after 1 s warm-up`)
+  let running = true
+  let delivered = 0
+  let counter = 0
+  const workers = Array.from({length: concurrency}, async () => {
+    while (running) {
+      try {
+        const outcome = await alice.engine.sendText('bob', paddedText(`tp|${counter++}|`))
+        if (outcome.path === 'direct') delivered++
+      } catch (error) {
+        failures++
+        lastFailure = error.message
+      }
+    }
+  })
+  await sleep(1_000)
+  const d0 = delivered
+  const t0 = performance.now()
+  const throughputFrom = monoUs()
+  await sleep(measureMs)
+  const msgsPerSec = (delivered - d0) / ((performance.now() - t0) / 1000)
+  recordPhase('throughput', throughputFrom)
+  running = false
+  await Promise.race([Promise.all(workers), sleep(10_000)])
+  await waitFor(() => received >= delivered, 5_000)
+
+  await alice.close()
+  await bob.close()
+  await server.stop()
+  if (failures > 0) log(`direct: ${failures} sends failed (last: ${lastFailure})`)
+  return {
+    msgsPerSec: round(msgsPerSec, 0),
+    rttRatio: round(p50Ms / rawUdpP50Ms, 1),
+    p50Ms: round(p50Ms, 3),
+    rawUdpP50Ms: round(rawUdpP50Ms, 3),
+    linkP50Ms: round(percentile(link, 50), 3),
+    concurrency,
+    failedSends: failures,
+    target,
+  }
+}
+
+/** Sequential ping-pong between two UDP sockets in this process; round trips in ms. */
+async function udpEcho(samples, size) {
+  const echo = dgram.createSocket('udp4')
+  const pinger = dgram.createSocket('udp4')
+  await Promise.all([new Promise((r) => echo.bind(0, '127.0.0.1', r)), new Promise((r) => pinger.bind(0, '127.0.0.1', r))])
+  echo.on('message', (msg, rinfo) => echo.send(msg, rinfo.port, rinfo.address))
+  const port = echo.address().port
+  const payload = Buffer.alloc(size, 7)
+  const times = []
+  try {
+    for (let i = 0; i < samples + 200; i++) {
+      const t = performance.now()
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('raw UDP echo lost a datagram on loopback')), 1_000)
+        pinger.once('message', () => {
+          clearTimeout(timer)
+          resolve()
+        })
+        pinger.send(payload, port, '127.0.0.1')
+      })
+      if (i >= 200) times.push(performance.now() - t)
+    }
+  } finally {
+    echo.close()
+    pinger.close()
+  }
+  return times
+}
+
+export function rows(r) {
+  return [
+    {figure: 'direct msgs/s', value: r.msgsPerSec, target: `>= ${target.msgsPerSec}`, met: r.msgsPerSec >= target.msgsPerSec},
+    {figure: 'p50 round trip ms (sendText)', value: r.p50Ms, target: '', met: null},
+    {figure: 'raw UDP echo p50 ms', value: r.rawUdpP50Ms, target: '(baseline)', met: null},
+    {figure: 'p50 / raw UDP p50', value: `${r.rttRatio}x`, target: `<= ${target.rttRatio}x`, met: r.rttRatio <= target.rttRatio},
+  ]
+}
