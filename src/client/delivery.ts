@@ -131,16 +131,16 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const sealed = this.o.keyring.seal(to, requireKey(info), text)
     const id = newMessageId()
     const ts = Date.now()
-    const seq = this.o.history.addOutgoingNumbered({id, to, text, ts, from: this.o.me})
+    const seq = await this.o.history.recordOutgoing({id, to, text, ts, from: this.o.me})
     const preference = this.o.pathPreference ?? 'auto'
     if (preference !== 'relay') {
       const envelope: DirectEnvelope = {msgId: id, from: this.o.me, to, group: null, ts, seq, nonce: sealed.nonce, box: sealed.box}
       if (await this.tryDirect(info, envelope)) {
-        this.o.history.setStatus(id, 'delivered', {seq, path: 'direct'})
+        await this.o.history.updateStatus(id, 'delivered', {seq, path: 'direct'})
         return {id, seq, to, path: 'direct', status: 'delivered'}
       }
       if (preference === 'direct') {
-        this.o.history.setStatus(id, 'failed')
+        await this.o.history.updateStatus(id, 'failed')
         throw new MessengerError('DIRECT_FAILED', `${to} could not be reached directly${info.online ? '' : ` (${to} is offline)`}.`)
       }
     }
@@ -150,12 +150,12 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       result = await this.request('send', {msgId: id, seq, copies: [{to, nonce: sealed.nonce, box: sealed.box}]})
     } catch (error) {
       delivered.cancel()
-      this.o.history.setStatus(id, 'failed')
+      await this.o.history.updateStatus(id, 'failed')
       throw error
     }
     const online = result.recipients[0]?.online ?? false
     let status: SendOutcome['status'] = online ? 'sent' : 'stored'
-    this.o.history.setStatus(id, status === 'sent' ? 'sent' : 'stored', {seq, path: 'relay'})
+    await this.o.history.updateStatus(id, status === 'sent' ? 'sent' : 'stored', {seq, path: 'relay'})
     if (online && (await delivered.within(this.o.receiptWaitMs ?? 2_000))) status = 'delivered'
     else delivered.cancel()
     return {id, seq, to, path: 'relay', status}
@@ -247,17 +247,17 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       copies.push({to: m.username, ...sealed})
     }
     const id = newMessageId()
-    const seq = this.o.history.addOutgoingNumbered({id, group: name, text, ts: Date.now(), from: this.o.me})
+    const seq = await this.o.history.recordOutgoing({id, group: name, text, ts: Date.now(), from: this.o.me})
     if (copies.length === 0) {
-      this.o.history.setStatus(id, 'stored', {seq})
+      await this.o.history.updateStatus(id, 'stored', {seq})
       return {id, seq, group: name, recipients: [], skipped}
     }
     try {
       const result = await this.request('send', {msgId: id, seq, group: name, copies})
-      this.o.history.setStatus(id, 'stored', {seq: result.seq, path: 'relay'})
+      await this.o.history.updateStatus(id, 'stored', {seq: result.seq, path: 'relay'})
       return {id, seq: result.seq, group: name, recipients: result.recipients, skipped: [...skipped, ...result.skipped]}
     } catch (error) {
-      this.o.history.setStatus(id, 'failed')
+      await this.o.history.updateStatus(id, 'failed')
       throw error
     }
   }
@@ -281,9 +281,9 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       }
     }
     const id = newMessageId()
-    const seq = this.o.history.addOutgoingNumbered({id, to: '*', text, ts: Date.now(), from: this.o.me})
+    const seq = await this.o.history.recordOutgoing({id, to: '*', text, ts: Date.now(), from: this.o.me})
     const {delivered} = copies.length > 0 ? await this.request('broadcast', {msgId: id, copies}) : {delivered: 0}
-    this.o.history.setStatus(id, delivered > 0 ? 'delivered' : 'sent', {seq, path: 'relay'})
+    await this.o.history.updateStatus(id, delivered > 0 ? 'delivered' : 'sent', {seq, path: 'relay'})
     return {id, seq, delivered, skipped}
   }
 
@@ -388,11 +388,16 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   private onReceipt(push: ReceiptPush): void {
-    if (push.status === 'delivered') this.o.history.setStatus(push.msgId, 'delivered')
-    this.receiptWaiters.get(push.msgId)?.()
-    this.deliverEvent('receipt', {msgId: push.msgId, by: push.by, status: push.status, ts: push.ts})
-    this.pendingReceiptAcks.push(push.receiptId)
-    this.scheduleAck()
+    const recorded = push.status === 'delivered' ? this.o.history.updateStatus(push.msgId, 'delivered') : Promise.resolve(false)
+    // Announced once the history says so, so whoever reacts to the event reads the new status.
+    void recorded
+      .catch(() => false)
+      .then(() => {
+        this.receiptWaiters.get(push.msgId)?.()
+        this.deliverEvent('receipt', {msgId: push.msgId, by: push.by, status: push.status, ts: push.ts})
+        this.pendingReceiptAcks.push(push.receiptId)
+        this.scheduleAck()
+      })
   }
 
   private queueAck(msgId: string): void {

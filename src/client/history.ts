@@ -294,6 +294,16 @@ export class LocalHistory {
     return this.commits.run(() => this.addIncoming(m))
   }
 
+  /** addOutgoingNumbered through the group commit: many senders in one process share fsyncs. */
+  recordOutgoing(m: OutgoingMessage): Promise<number> {
+    return this.commits.run(() => this.addOutgoingNumbered(m))
+  }
+
+  /** setStatus through the group commit. */
+  updateStatus(id: string, status: OutgoingStatus, fields: {seq?: number; path?: DeliveryPath} = {}): Promise<boolean> {
+    return this.commits.run(() => this.setStatus(id, status, fields))
+  }
+
   /** The latest `limit` messages (default 50), oldest first, of one conversation or of all. */
   list(options: ListOptions = {}): HistoryEntry[] {
     const limit = options.limit ?? DEFAULT_LIST_LIMIT

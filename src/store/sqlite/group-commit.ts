@@ -1,5 +1,7 @@
 import type Database from 'better-sqlite3'
 
+type Outcome = {ok: true; value: unknown} | {ok: false; error: unknown}
+
 interface Pending {
   work: () => unknown
   resolve: (value: unknown) => void
@@ -19,10 +21,31 @@ export class GroupCommitter {
   /** Transactions committed, and writes they carried (for benchmarks and tests). */
   readonly stats = {commits: 0, writes: 0}
 
+  private readonly statements: {savepoint: Database.Statement; release: Database.Statement; rollback: Database.Statement}
+  private readonly runBatch: (batch: Pending[], outcomes: Outcome[]) => void
+
   constructor(
     private readonly db: Database.Database,
     private readonly maxBatch = 2_000,
-  ) {}
+  ) {
+    // Prepared and wrapped once: building a transaction function per write showed up in profiles.
+    this.statements = {savepoint: db.prepare('SAVEPOINT group_write'), release: db.prepare('RELEASE group_write'), rollback: db.prepare('ROLLBACK TO group_write')}
+    this.runBatch = db.transaction((batch: Pending[], outcomes: Outcome[]) => {
+      const {savepoint, release, rollback} = this.statements
+      for (const item of batch) {
+        savepoint.run()
+        try {
+          outcomes.push({ok: true, value: item.work()})
+          release.run()
+        } catch (error) {
+          // A failing write undoes only itself.
+          rollback.run()
+          release.run()
+          outcomes.push({ok: false, error})
+        }
+      }
+    }).immediate
+  }
 
   run<T>(work: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -40,20 +63,9 @@ export class GroupCommitter {
     const batch = this.pending
     this.pending = []
     if (batch.length === 0) return
-    const outcomes: Array<{ok: true; value: unknown} | {ok: false; error: unknown}> = []
+    const outcomes: Outcome[] = []
     try {
-      this.db
-        .transaction(() => {
-          for (const item of batch) {
-            try {
-              // Nested transaction = savepoint: a failing write undoes only itself.
-              outcomes.push({ok: true, value: this.db.transaction(item.work)()})
-            } catch (error) {
-              outcomes.push({ok: false, error})
-            }
-          }
-        })
-        .immediate()
+      this.runBatch(batch, outcomes)
     } catch (error) {
       // The commit itself failed (disk full, I/O): nothing in the batch is durable.
       for (const item of batch) item.reject(error)
