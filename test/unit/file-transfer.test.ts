@@ -511,16 +511,4 @@ describe('file transfer', () => {
     await receiver.close()
     expect(await listing(join(root, 'dl'))).toEqual([])
   })
-
-  it.skipIf(!process.env.FILE_BENCH)('measures throughput of 32 MiB over the in-memory transport (FILE_BENCH=1)', async () => {
-    for (const maxFrame of [1100, 48 * 1024]) {
-      const r = await run({size: 32 * 1024 * 1024, link: {maxFrame}})
-      const started = performance.now()
-      await r.sent
-      const seconds = (performance.now() - started) / 1000
-      await expectDelivered(r)
-      const mb = (32 * 1.048576) / seconds
-      console.log(`file transfer, in memory, maxFrame ${maxFrame}: 32 MiB in ${seconds.toFixed(2)} s = ${mb.toFixed(1)} MB/s`, r.transfer.stats())
-    }
-  }, 120_000)
 })
