@@ -37,3 +37,23 @@ describe('SqliteStore messaging specifics', () => {
     expect(await second.isBlocked('bob', 'alice')).toBe(true)
   })
 })
+
+describe('SqliteStore queue lengths', () => {
+  it('keeps the bound right through acks and expiry (counted by triggers, not by COUNT(*))', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'messenger-sqlite-msg-'))
+    onTestFinished(() => rm(dir, {recursive: true, force: true}))
+    const store = openSqliteStore(path.join(dir, 'messenger.db'))
+    onTestFinished(() => store.close())
+    for (const name of ['alice', 'bob']) await store.createUser({username: name, displayName: name, passwordHash: 'h', createdAt: 1})
+    const send = (msgId: string, expiresAt = 10_000) =>
+      store.enqueueMessage({msgId, sender: 'alice', group: null, ts: 1, expiresAt, maxQueue: 3, copies: [{recipient: 'bob', nonce: 'n', box: 'b'}]})
+    for (const id of ['m1', 'm2', 'm3']) expect((await send(id)).full).toEqual([])
+    expect((await send('m4')).full).toEqual(['bob'])
+    await store.ackMessages('bob', ['m1'])
+    expect((await send('m5')).full).toEqual([])
+    expect((await send('m6')).full).toEqual(['bob'])
+    expect(await store.expireMessages(20_000)).toHaveLength(3)
+    for (const id of ['m7', 'm8', 'm9']) expect((await send(id, 30_000)).full).toEqual([])
+    expect((await send('m10', 30_000)).full).toEqual(['bob'])
+  })
+})

@@ -70,6 +70,25 @@ export const MESSAGING_MIGRATION = `
   CREATE INDEX blocks_blocked ON blocks (blocked);
 `
 
+/**
+ * Migration 3: queue lengths kept by triggers. Counting a recipient's rows on every store made
+ * filling a 100,000-message queue slow down as it grew (COUNT(*) was most of the server's time).
+ */
+export const QUEUE_LENGTH_MIGRATION = `
+  CREATE TABLE queue_lengths (
+    recipient TEXT PRIMARY KEY,
+    n         INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  INSERT INTO queue_lengths (recipient, n) SELECT recipient, COUNT(*) FROM messages GROUP BY recipient;
+  CREATE TRIGGER messages_count_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO queue_lengths (recipient, n) VALUES (NEW.recipient, 1)
+      ON CONFLICT (recipient) DO UPDATE SET n = n + 1;
+  END;
+  CREATE TRIGGER messages_count_delete AFTER DELETE ON messages BEGIN
+    UPDATE queue_lengths SET n = n - 1 WHERE recipient = OLD.recipient;
+  END;
+`
+
 interface MessageRow {
   qid: number
   msg_id: string
@@ -117,7 +136,7 @@ export class SqliteMessaging {
       findMsgId: db.prepare<[string], {sender: string; seq: number; ts: number}>('SELECT sender, seq, ts FROM message_ids WHERE msg_id = ?'),
       takeSeq: db.prepare<[string], {seq: number}>('UPDATE users SET next_seq = next_seq + 1 WHERE username = ? RETURNING next_seq - 1 AS seq'),
       insertMsgId: db.prepare<[string, string, number, number, number]>('INSERT INTO message_ids (msg_id, sender, seq, ts, expires_at) VALUES (?, ?, ?, ?, ?)'),
-      queueLength: db.prepare<[string], {n: number}>('SELECT COUNT(*) AS n FROM messages WHERE recipient = ?'),
+      queueLength: db.prepare<[string], {n: number}>('SELECT n FROM queue_lengths WHERE recipient = ?'),
       insertMessage: db.prepare<[string, string, string, string | null, string, string, number, number, number]>(
         'INSERT OR IGNORE INTO messages (msg_id, sender, recipient, grp, nonce, box, ts, seq, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
