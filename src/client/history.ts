@@ -294,14 +294,19 @@ export class LocalHistory {
     return this.commits.run(() => this.addIncoming(m))
   }
 
-  /** addOutgoingNumbered through the group commit: many senders in one process share fsyncs. */
+  /**
+   * addOutgoingNumbered through the group commit, without its own fsync: the message itself is made
+   * durable by the server (or the peer) before anyone says "stored"/"delivered"; this row is our
+   * record of it, safe against a crash of the process though not of the machine. Received messages
+   * (storeIncoming) are always fsynced before they are acknowledged.
+   */
   recordOutgoing(m: OutgoingMessage): Promise<number> {
-    return this.commits.run(() => this.addOutgoingNumbered(m))
+    return this.commits.run(() => this.addOutgoingNumbered(m), {durable: false})
   }
 
-  /** setStatus through the group commit. */
+  /** setStatus through the group commit, like recordOutgoing. */
   updateStatus(id: string, status: OutgoingStatus, fields: {seq?: number; path?: DeliveryPath} = {}): Promise<boolean> {
-    return this.commits.run(() => this.setStatus(id, status, fields))
+    return this.commits.run(() => this.setStatus(id, status, fields), {durable: false})
   }
 
   /** The latest `limit` messages (default 50), oldest first, of one conversation or of all. */

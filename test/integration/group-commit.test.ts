@@ -59,3 +59,16 @@ describe('GroupCommitter', () => {
     expect(commits.stats.commits).toBe(3)
   })
 })
+
+describe('GroupCommitter durability', () => {
+  it('commits batches of non-durable writes with synchronous=NORMAL and any batch with a durable write with FULL', async () => {
+    const {db} = database()
+    const commits = new GroupCommitter(db)
+    const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
+    const level = () => db.pragma('synchronous', {simple: true})
+    await commits.run(() => insert.run('a'), {durable: false})
+    expect(level()).toBe(1) // NORMAL
+    await Promise.all([commits.run(() => insert.run('b'), {durable: false}), commits.run(() => insert.run('c'))])
+    expect(level()).toBe(2) // FULL
+  })
+})

@@ -3,6 +3,7 @@ import type Database from 'better-sqlite3'
 type Outcome = {ok: true; value: unknown} | {ok: false; error: unknown}
 
 interface Pending {
+  durable: boolean
   work: () => unknown
   resolve: (value: unknown) => void
   reject: (error: unknown) => void
@@ -18,6 +19,8 @@ interface Pending {
 export class GroupCommitter {
   private pending: Pending[] = []
   private scheduled = false
+  /** The connection's synchronous setting as this committer last set it (FULL when opened). */
+  private sync: 'FULL' | 'NORMAL' = 'FULL'
   /** Transactions committed, and writes they carried (for benchmarks and tests). */
   readonly stats = {commits: 0, writes: 0}
 
@@ -47,9 +50,14 @@ export class GroupCommitter {
     }).immediate
   }
 
-  run<T>(work: () => T): Promise<T> {
+  /**
+   * Runs `work` in the next group commit. `durable: false` (a client's own record of what it sent)
+   * lets a batch made only of such writes commit without an fsync (synchronous=NORMAL: safe against
+   * a crash of the process, not of the machine); any durable write in the batch makes it FULL.
+   */
+  run<T>(work: () => T, options: {durable?: boolean} = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({work, resolve: resolve as (value: unknown) => void, reject})
+      this.pending.push({durable: options.durable ?? true, work, resolve: resolve as (value: unknown) => void, reject})
       if (this.pending.length >= this.maxBatch) this.flush()
       else if (!this.scheduled) {
         this.scheduled = true
@@ -65,6 +73,11 @@ export class GroupCommitter {
     if (batch.length === 0) return
     const outcomes: Outcome[] = []
     try {
+      const sync = batch.some((item) => item.durable) ? 'FULL' : 'NORMAL'
+      if (sync !== this.sync) {
+        this.db.pragma(`synchronous = ${sync}`)
+        this.sync = sync
+      }
       this.runBatch(batch, outcomes)
     } catch (error) {
       // The commit itself failed (disk full, I/O): nothing in the batch is durable.
