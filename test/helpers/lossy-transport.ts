@@ -1,3 +1,4 @@
+import {prng} from './prng.js'
 import type {FrameTransport} from '../../src/transport/file-transfer.js'
 
 /**
@@ -49,17 +50,6 @@ export interface MemoryLink {
   close(): void
 }
 
-/** Small seeded PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 export function memoryTransportPair(options: LossyOptions = {}): [MemoryEndpoint, MemoryEndpoint] & MemoryLink {
   const {loss = 0, duplicate = 0, reorder = 0, seed = 1, maxFrame = 1100, intercept} = options

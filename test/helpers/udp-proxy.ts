@@ -1,3 +1,4 @@
+import {prng} from './prng.js'
 import dgram from 'node:dgram'
 
 /**
@@ -81,17 +82,8 @@ export interface UdpProxy {
   close(): Promise<void>
 }
 
-/** mulberry32: small, fast, and good enough to decide which datagram to drop. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
+/** Kept under this name for the tests that import it. */
+export const seededRandom = prng
 
 const emptyStats = (): DirectionStats => ({received: 0, forwarded: 0, dropped: 0, duplicated: 0, reordered: 0})
 

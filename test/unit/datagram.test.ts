@@ -1,3 +1,4 @@
+import {prng} from '../helpers/prng.js'
 import nacl from 'tweetnacl'
 import {describe, expect, it} from 'vitest'
 
@@ -40,17 +41,6 @@ const ALICE = encodeKey(alice.publicKey)
 
 const ALL_TYPES = Object.values(DatagramType)
 
-/** Small seeded PRNG (mulberry32), so the fuzz loops are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 function randomBytes(random: () => number, length: number): Uint8Array {
   const out = new Uint8Array(length)

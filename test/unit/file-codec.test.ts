@@ -1,3 +1,4 @@
+import {prng} from '../helpers/prng.js'
 import {randomBytes} from 'node:crypto'
 import {describe, expect, it} from 'vitest'
 
@@ -21,17 +22,6 @@ import {
   writeDataHeader,
 } from '../../src/transport/file-codec.js'
 
-/** Small seeded PRNG (mulberry32), so the fuzz loops are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 const id = new Uint8Array(randomBytes(16))
 const sha = new Uint8Array(randomBytes(32))

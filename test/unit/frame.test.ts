@@ -1,3 +1,4 @@
+import {prng} from '../helpers/prng.js'
 import {describe, expect, it} from 'vitest'
 
 import {MessengerError} from '../../src/protocol/errors.js'
@@ -29,17 +30,6 @@ function summary(decoded: Decoded[]): unknown[] {
   return decoded.map((d) => (d.ok ? {value: d.value} : {code: d.error.code, fatal: d.fatal}))
 }
 
-/** mulberry32: tiny seeded PRNG, so a failing garbage case can be reproduced from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const SAMPLES: unknown[] = [
   {type: 'hello', id: 1, version: 1},
