@@ -348,6 +348,8 @@ export class MessengerServer {
 
   private async doStop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper)
+    // Everyone is leaving at once: no presence fan-out (it would run after the store has closed).
+    this.presence?.removeAllListeners('change')
     const closed = this.tlsServer ? new Promise<void>((resolve) => this.tlsServer!.close(() => resolve())) : Promise.resolve()
     const shutdown = new MessengerError('SHUTTING_DOWN', 'The server is shutting down.', {hint: 'Your client will reconnect when it is back.'})
     for (const connection of this.connections) connection.fail(shutdown)
