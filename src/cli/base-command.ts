@@ -4,6 +4,7 @@ import {formatServerList, parseServerList} from '../client/address.js'
 import {Profile} from '../client/profile.js'
 import {openMessaging, type MessagingSession} from '../client/session.js'
 import type {PathPreference} from '../client/delivery.js'
+import {receiveFilesOption} from './file-flags.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError, toMessengerError} from '../protocol/errors.js'
 
@@ -123,6 +124,23 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     await session.engine.publishKey()
     if (options.direct && options.path !== 'relay') await session.startDirect({port: options.udpPort})
     return {client, ...session}
+  }
+
+  /**
+   * The session of `chat` and `listen`: online, reconnecting, direct path on, files received.
+   * Takes their shared flags (path, UDP port, downloads, max file size).
+   */
+  protected async onlineSession(flags: {'relay-only'?: boolean; 'direct-only'?: boolean; 'udp-port'?: number; downloads?: string; 'max-file-size': string}) {
+    const receiveFiles = receiveFilesOption(flags, this.profile)
+    const session = await this.messagingSession({
+      online: true,
+      reconnect: true,
+      direct: true,
+      path: this.pathPreference(flags),
+      udpPort: flags['udp-port'] ?? this.profile.data.udpPort,
+      receiveFiles,
+    })
+    return {...session, receiveFiles}
   }
 
   /**

@@ -7,7 +7,7 @@ import type {PeerLink} from '../transport/peer-link.js'
 import {decodeEnvelope, encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
 import type {MessengerClient} from './client.js'
 import type {DeliveryPath, LocalHistory} from './history.js'
-import type {Keyring} from './keyring.js'
+import {Keyring} from './keyring.js'
 
 export interface DeliveryOptions {
   client: MessengerClient
@@ -210,6 +210,18 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const intro = await this.o.client.request('introduce', {username: info.username}).catch(() => undefined)
     const candidates = uniqueEndpoints([...info.endpoints, ...(intro?.endpoints ?? [])])
     return (await link.connect(peerKey, candidates, this.o.punchMs ?? 1_500)) ?? undefined
+  }
+
+  /**
+   * Pins the key the directory now publishes for `username` (after the user verified it), so
+   * sending to them works again after a KEY_CHANGED. Returns both fingerprints.
+   */
+  async trust(username: string): Promise<{username: string; fingerprint: string; previousFingerprint: string | null}> {
+    const info = await this.lookup(username.trim().toLowerCase(), {fresh: true})
+    const key = requireKey(info)
+    const {previous} = this.o.history.trustPeerKeyValue(info.username, key)
+    const previousFingerprint = previous && previous !== key ? Keyring.fingerprintOf(previous) : null
+    return {username: info.username, fingerprint: Keyring.fingerprintOf(key)!, previousFingerprint}
   }
 
   /** Who owns a key, as far as the directory lookups of this session know. */

@@ -1,7 +1,7 @@
 import {clearLine, createInterface, cursorTo} from 'node:readline'
 import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
-import {receiveFileFlags, receiveFilesOption} from '../cli/file-flags.js'
+import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {CHAT_HELP, parseChatLine, type ChatAction} from '../cli/chat-commands.js'
 import {relativeTime, table} from '../cli/render.js'
@@ -36,14 +36,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
   static override flags = {...pathFlags, ...udpPortFlag, ...receiveFileFlags}
 
   async run(): Promise<{messagesSent: number}> {
-    const {client, engine, history, files} = await this.messagingSession({
-      online: true,
-      reconnect: true,
-      direct: true,
-      path: this.pathPreference(this.flags),
-      udpPort: this.flags['udp-port'] ?? this.profile.data.udpPort,
-      receiveFiles: receiveFilesOption(this.flags, this.profile),
-    })
+    const {client, engine, history, files} = await this.onlineSession(this.flags)
     const me = client.user!.username
     const terminal = Boolean(process.stdin.isTTY && process.stdout.isTTY)
     const rl = createInterface({input: process.stdin, output: process.stdout, terminal, prompt: terminal ? `${me}> ` : ''})
@@ -191,10 +184,8 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         print(`Unblocked ${action.user}.`)
         return
       case 'trust': {
-        const info = await client.request('whois', {username: action.user})
-        if (!info.publicKey) throw new MessengerError('NO_KEY', `${info.username} has not published a key yet.`)
-        ctx.history.trustPeerKeyValue(info.username, info.publicKey)
-        print(`Trusting ${info.username}'s key ${Keyring.fingerprintOf(info.publicKey)}.`)
+        const trusted = await engine.trust(action.user)
+        print(`Trusting ${trusted.username}'s key ${trusted.fingerprint}.`)
         return
       }
       case 'group':

@@ -1,6 +1,6 @@
 import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
-import {receiveFileFlags, receiveFilesOption} from '../cli/file-flags.js'
+import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
@@ -33,15 +33,7 @@ With --json it prints one JSON object per line:
     const emit = (event: Record<string, unknown>, text: string) => {
       process.stdout.write(`${json ? JSON.stringify(event) : text}\n`)
     }
-    const receiveFiles = receiveFilesOption(this.flags, this.profile)
-    const {client, engine, files} = await this.messagingSession({
-      online: true,
-      reconnect: true,
-      direct: true,
-      path: this.pathPreference(this.flags),
-      udpPort: this.flags['udp-port'] ?? this.profile.data.udpPort,
-      receiveFiles,
-    })
+    const {client, engine, files, receiveFiles} = await this.onlineSession(this.flags)
     const progress = new FileProgress(!json && process.stderr.isTTY)
     files.on('offer', (o) => {
       progress.start(o.transferId, o.name, o.size)

@@ -29,7 +29,7 @@ export function checkPassword(password: string): void {
 
 // Printable: no control characters (C0, DEL, C1), no line or paragraph separators, and no bidi
 // controls, which can make a name render as someone else's ("\u202Eecila" shows as "alice").
-const UNPRINTABLE = /[\p{Cc}\p{Cs}\u2028\u2029\u200E\u200F\u202A-\u202E\u2066-\u2069]/u
+export const UNPRINTABLE = /[\p{Cc}\p{Cs}\u2028\u2029\u200E\u200F\u202A-\u202E\u2066-\u2069]/u
 
 export function normalizeDisplayName(raw: string | undefined, username: string): string {
   const displayName = (raw ?? username).trim()

@@ -12,6 +12,8 @@ import {readFile} from 'node:fs/promises'
 import {LIMITS} from '../protocol/constants.js'
 import {MessengerError} from '../protocol/errors.js'
 import type {Store} from '../store/store.js'
+// The same characters `register` refuses (controls, separators, bidi overrides): one rule, two doors.
+import {UNPRINTABLE} from '../protocol/rules.js'
 
 export interface CredentialEntry {
   /** 1-based line number in the file. */
@@ -35,8 +37,6 @@ export interface ParsedCredentials {
   problems: CredentialProblem[]
 }
 
-/** Controls, lone surrogates and line/paragraph separators: characters that garble a terminal or a table. */
-const UNPRINTABLE = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}]/u
 
 /**
  * Why a display name is not acceptable (1-64 printable characters, counted as code points), or
@@ -91,7 +91,7 @@ function parseLine(trimmed: string): Omit<CredentialEntry, 'line'> | string {
     return `username "${rawUsername}" is not valid: use 2-32 characters of a-z, 0-9, _ . -`
   }
   if (password === undefined) return `"${username}" has no password: write "username password [display name]"`
-  if (password.length < LIMITS.passwordMinLength) {
+  if ([...password].length < LIMITS.passwordMinLength) {
     return `password for "${username}" is too short: use at least ${LIMITS.passwordMinLength} characters`
   }
   if (password.length > LIMITS.passwordMaxLength) {

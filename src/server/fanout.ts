@@ -43,12 +43,9 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
     case 'push':
       hub.pushLocal(event.username, event.push, event.scope)
       return
-    case 'forward': {
-      if (event.node !== hub.cluster.nodeId) return
-      const target = hub.presence.get(event.username)?.sessions.values().next().value ?? hub.presence.sessionsOf(event.username)[Symbol.iterator]().next().value
-      target?.connection.push(event.push)
+    case 'forward':
+      if (event.node === hub.cluster.nodeId) hub.pushToOneLocal(event.username, event.push)
       return
-    }
     case 'queue':
       relay.pumpUser(event.username)
       return

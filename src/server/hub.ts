@@ -48,10 +48,14 @@ export class Hub {
       this.cluster.publish({type: 'forward', node: remote.node, username, push})
       return true
     }
-    const any = this.presence.sessionsOf(username)[Symbol.iterator]().next().value
-    if (!any) return false
-    any.connection.push(push)
-    return true
+    return this.pushToOneLocal(username, push)
+  }
+
+  /** The oldest online session here, else any signed-in one here; false if there is none. */
+  pushToOneLocal(username: string, push: Push): boolean {
+    const target = this.presence.get(username)?.sessions.values().next().value ?? this.presence.sessionsOf(username)[Symbol.iterator]().next().value
+    target?.connection.push(push)
+    return target !== undefined
   }
 
   /** Tells the other nodes that the user has new queued messages (this node pumps its own). */

@@ -172,14 +172,12 @@ export class Flight {
       for (let i = from; i < next; i++) if (this.release(i)) delivered++
       this.sndUna = next
     }
-    // Bits: chunk next + 1 + b. `known` ends after the highest chunk this SACK reports.
-    let known = next
+    // Bits: chunk next + 1 + b.
     const base = next + 1
     const bits = Math.min(bitmap.length * 8, MAX_SACK_BITS, this.nextToSend - base)
     for (let b = 0; b < bits; b++) {
       if ((bitmap[b >>> 3]! & (1 << (b & 7))) === 0) continue
       const index = base + b
-      known = index
       if (index >= this.sndUna && this.release(index)) delivered++
     }
     while (this.sndUna < this.nextToSend && this.state[this.sndUna & this.ringMask] === 0) this.sndUna++
