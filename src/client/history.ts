@@ -391,6 +391,7 @@ export class LocalHistory {
 
   /** Closes the database; safe to call more than once. */
   close(): void {
+    this.commits.close()
     if (this.db.open) this.db.close()
   }
 
@@ -420,8 +421,9 @@ export function openHistory(file: string, options: HistoryOptions = {}): LocalHi
   let db: Database.Database | undefined
   try {
     db = new Database(file)
-    // WAL + FULL: the recipient acknowledges a message once addIncoming returns, so the commit must
-    // be on disk by then, or a power cut after the ack loses a message the server already deleted.
+    // WAL + FULL: the recipient acknowledges a message once it is stored, so the commit must be on
+    // disk by then, or a power cut after the ack loses a message the server already deleted. (The
+    // group committer flushes the WAL itself, off the event loop; see group-commit.ts.)
     db.pragma('journal_mode = WAL')
     db.pragma('synchronous = FULL')
     // `listen` and `history` may run side by side on one profile.

@@ -26,7 +26,7 @@ describe('GroupCommitter', () => {
     const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
     const results = await Promise.all(Array.from({length: 100}, (_, i) => commits.run(() => insert.run(`k${i}`).changes)))
     expect(results.every((n) => n === 1)).toBe(true)
-    expect(commits.stats).toEqual({commits: 1, writes: 100})
+    expect(commits.stats).toEqual({commits: 1, writes: 100, syncs: 1})
     const other = new Database(file, {readonly: true})
     onTestFinished(() => {
       other.close()
@@ -52,7 +52,7 @@ describe('GroupCommitter', () => {
 
   it('splits very large bursts into several transactions', async () => {
     const {db} = database()
-    const commits = new GroupCommitter(db, 10)
+    const commits = new GroupCommitter(db, {maxBatch: 10})
     const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
     await Promise.all(Array.from({length: 25}, (_, i) => commits.run(() => insert.run(`k${i}`))))
     expect(commits.stats.writes).toBe(25)
@@ -61,14 +61,90 @@ describe('GroupCommitter', () => {
 })
 
 describe('GroupCommitter durability', () => {
-  it('commits batches of non-durable writes with synchronous=NORMAL and any batch with a durable write with FULL', async () => {
+  /** A WAL sync the test releases by hand, to see what is answered before and after it. */
+  function heldSync() {
+    const calls: Array<(error: NodeJS.ErrnoException | null) => void> = []
+    return {calls, syncFile: (_fd: number, done: (error: NodeJS.ErrnoException | null) => void) => void calls.push(done)}
+  }
+  const settled = async <T>(promise: Promise<T>) => {
+    let state = 'pending'
+    promise.then(
+      () => (state = 'resolved'),
+      () => (state = 'rejected'),
+    )
+    await new Promise((resolve) => setImmediate(resolve))
+    return state
+  }
+
+  it('answers a durable write only after the WAL file is synced, and a non-durable one at commit', async () => {
+    const {db} = database()
+    const held = heldSync()
+    const commits = new GroupCommitter(db, {syncFile: held.syncFile})
+    const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
+    const durable = commits.run(() => insert.run('a'))
+    const record = commits.run(() => insert.run('b'), {durable: false})
+    expect(await settled(record)).toBe('resolved')
+    expect(await settled(durable)).toBe('pending')
+    expect(held.calls).toHaveLength(1)
+    held.calls[0]!(null)
+    expect(await settled(durable)).toBe('resolved')
+    expect(commits.stats).toMatchObject({commits: 1, writes: 2, syncs: 1})
+  })
+
+  it('makes batches committed during a sync wait for the next sync, which they share', async () => {
+    const {db} = database()
+    const held = heldSync()
+    const commits = new GroupCommitter(db, {syncFile: held.syncFile})
+    const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
+    const first = commits.run(() => insert.run('a'))
+    expect(await settled(first)).toBe('pending')
+    const second = commits.run(() => insert.run('b'))
+    const third = (await settled(second), commits.run(() => insert.run('c')))
+    expect(await settled(third)).toBe('pending')
+    expect(commits.stats.commits).toBe(3)
+    expect(held.calls).toHaveLength(1) // still the first sync: it may have started before b and c committed
+    held.calls[0]!(null)
+    expect(await settled(first)).toBe('resolved')
+    expect(await settled(second)).toBe('pending')
+    expect(held.calls).toHaveLength(2)
+    held.calls[1]!(null)
+    expect([await settled(second), await settled(third)]).toEqual(['resolved', 'resolved'])
+  })
+
+  it('rejects the durable writes of a failed sync, and syncs later writes afresh', async () => {
+    const {db} = database()
+    const held = heldSync()
+    const commits = new GroupCommitter(db, {syncFile: held.syncFile})
+    const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
+    const lost = commits.run(() => insert.run('a'))
+    await settled(lost)
+    held.calls[0]!(Object.assign(new Error('EIO: i/o error, fdatasync'), {code: 'EIO'}))
+    await expect(lost).rejects.toMatchObject({code: 'EIO'})
+    const next = commits.run(() => insert.run('b'))
+    await settled(next)
+    held.calls[1]!(null)
+    await expect(next).resolves.toBeDefined()
+  })
+
+  it('leaves the connection at synchronous=FULL between batches, so writes outside it stay durable', async () => {
     const {db} = database()
     const commits = new GroupCommitter(db)
     const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
-    const level = () => db.pragma('synchronous', {simple: true})
-    await commits.run(() => insert.run('a'), {durable: false})
-    expect(level()).toBe(1) // NORMAL
-    await Promise.all([commits.run(() => insert.run('b'), {durable: false}), commits.run(() => insert.run('c'))])
-    expect(level()).toBe(2) // FULL
+    await Promise.all([commits.run(() => insert.run('a'), {durable: false}), commits.run(() => insert.run('b'))])
+    expect(db.pragma('synchronous', {simple: true})).toBe(2) // FULL
+    expect(commits.stats.syncs).toBe(1)
+  })
+
+  it('commits with FULL and no separate sync when there is no WAL file (an in-memory database)', async () => {
+    const db = new Database(':memory:')
+    onTestFinished(() => {
+      db.close()
+    })
+    db.exec('CREATE TABLE t (k TEXT PRIMARY KEY)')
+    const held = heldSync()
+    const commits = new GroupCommitter(db, {syncFile: held.syncFile})
+    await commits.run(() => db.prepare('INSERT INTO t (k) VALUES (?)').run('a'))
+    expect(held.calls).toHaveLength(0)
+    expect(commits.stats.syncs).toBe(0)
   })
 })

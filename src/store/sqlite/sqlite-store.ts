@@ -298,6 +298,7 @@ export class SqliteStore implements Store {
 
   /** Closes the database; safe to call more than once (shutdown paths often overlap). */
   async close(): Promise<void> {
+    this.commits.close()
     if (this.db.open) this.db.close()
   }
 
