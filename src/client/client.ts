@@ -3,6 +3,7 @@ import type tls from 'node:tls'
 import {DEFAULTS, PROTOCOL_VERSION} from '../protocol/constants.js'
 import {MessengerError} from '../protocol/errors.js'
 import {FrameDecoder, encodeFrame} from '../protocol/frame.js'
+import {writeBatched} from '../protocol/batched-write.js'
 import type {ErrorPush, PresencePush, Push, RequestParams, RequestType, Results, WireError} from '../protocol/messages.js'
 import {formatServerAddress, parseServerList, type ServerAddress} from './address.js'
 import {MemoryPinStore, connectPinned, type PinStore} from './tls-pin.js'
@@ -235,7 +236,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
         reject(new MessengerError('TIMEOUT', `The server did not answer "${type}" within ${this.options.requestTimeoutMs} ms.`, {hint: 'Check the server and your network, then try again.'}))
       }, this.options.requestTimeoutMs)
       this.pending.set(id, {type, resolve: resolve as (value: never) => void, reject, timer})
-      socket.write(encodeFrame({type, id, ...params}))
+      writeBatched(socket, encodeFrame({type, id, ...params}))
     })
   }
 

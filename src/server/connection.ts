@@ -2,6 +2,7 @@ import {EventEmitter} from 'node:events'
 import type {Socket} from 'node:net'
 import type {Logger} from 'pino'
 import {FrameDecoder, encodeFrame} from '../protocol/frame.js'
+import {writeBatched} from '../protocol/batched-write.js'
 import {MessengerError} from '../protocol/errors.js'
 import type {Push, Request, Results, RequestType} from '../protocol/messages.js'
 import {validateRequest} from '../protocol/validate.js'
@@ -94,7 +95,7 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
       this.socket.destroy()
       return
     }
-    this.socket.write(encodeFrame(value))
+    writeBatched(this.socket, encodeFrame(value))
   }
 
   private onData(chunk: Buffer): void {

@@ -54,7 +54,7 @@ export class GroupCommitter {
   /** Transactions committed, writes they carried, and WAL syncs run (for benchmarks and tests). */
   readonly stats = {commits: 0, writes: 0, syncs: 0}
 
-  private readonly statements: {savepoint: Database.Statement; release: Database.Statement; rollback: Database.Statement}
+  private readonly statements: Record<'savepoint' | 'release' | 'rollback' | 'syncNormal' | 'syncFull', Database.Statement>
   private readonly runBatch: (batch: Pending[], outcomes: Outcome[]) => void
   private readonly maxBatch: number
 
@@ -67,7 +67,14 @@ export class GroupCommitter {
     const wal = !db.memory && String(db.pragma('journal_mode', {simple: true})).toLowerCase() === 'wal'
     this.walFile = wal ? `${db.name}-wal` : undefined
     // Prepared and wrapped once: building a transaction function per write showed up in profiles.
-    this.statements = {savepoint: db.prepare('SAVEPOINT group_write'), release: db.prepare('RELEASE group_write'), rollback: db.prepare('ROLLBACK TO group_write')}
+    this.statements = {
+      savepoint: db.prepare('SAVEPOINT group_write'),
+      release: db.prepare('RELEASE group_write'),
+      rollback: db.prepare('ROLLBACK TO group_write'),
+      // db.pragma() prepares its statement on every call.
+      syncNormal: db.prepare('PRAGMA synchronous = NORMAL'),
+      syncFull: db.prepare('PRAGMA synchronous = FULL'),
+    }
     this.runBatch = db.transaction((batch: Pending[], outcomes: Outcome[]) => {
       const {savepoint, release, rollback} = this.statements
       for (const item of batch) {
@@ -115,11 +122,11 @@ export class GroupCommitter {
     const outcomes: Outcome[] = []
     const pipelined = this.walFile !== undefined && !this.closed
     try {
-      if (pipelined) this.db.pragma('synchronous = NORMAL')
+      if (pipelined) this.statements.syncNormal.run()
       try {
         this.runBatch(batch, outcomes)
       } finally {
-        if (pipelined && this.db.open) this.db.pragma('synchronous = FULL')
+        if (pipelined && this.db.open) this.statements.syncFull.run()
       }
     } catch (error) {
       // The commit itself failed (disk full, I/O): nothing in the batch is durable.

@@ -129,6 +129,7 @@ const toReceipt = (r: ReceiptRow): ReceiptRecord => ({receiptId: r.receipt_id, u
 /** The messaging half of the SQLite store: synchronous statements, each call one durable transaction. */
 export class SqliteMessaging {
   private readonly s
+  private readonly tx
 
   constructor(private readonly db: Database.Database) {
     this.s = {
@@ -164,6 +165,29 @@ export class SqliteMessaging {
       listBlockers: db.prepare<[string], {blocker: string}>('SELECT blocker FROM blocks WHERE blocked = ? ORDER BY blocker'),
       isBlocked: db.prepare<[string, string], {one: number}>('SELECT 1 AS one FROM blocks WHERE blocker = ? AND blocked = ?'),
     }
+    // Transaction functions are built once: better-sqlite3 builds four wrappers per db.transaction()
+    // call, which showed up in relay profiles when it ran per message.
+    const s = this.s
+    this.tx = {
+      enqueue: db.transaction((request: EnqueueRequest) => this.enqueueNow(request)).immediate,
+      ack: db.transaction((recipient: string, msgIds: string[]) => msgIds.flatMap((id) => s.ack.all(recipient, id).map(toMessage))),
+      expire: db.transaction((now: number) => {
+        const expired = s.expire.all(now).map(toMessage)
+        s.expireIds.run(now)
+        return expired
+      }),
+      addReceipts: db.transaction((receipts: ReceiptRecord[]) => {
+        for (const r of receipts) s.addReceipt.run(r.receiptId, r.username, r.msgId, r.by, r.status, r.ts)
+      }),
+      ackReceipts: db.transaction((username: string, receiptIds: string[]) => {
+        for (const id of receiptIds) s.ackReceipt.run(username, id)
+      }),
+      createGroup: db.transaction((group: GroupRecord) => {
+        if (s.createGroup.run(group.name, group.owner, group.createdAt).changes === 0) return false
+        s.setMembership.run(group.name, group.owner, 'member')
+        return true
+      }),
+    }
   }
 
   setPublicKey(username: string, publicKey: string): void {
@@ -172,26 +196,26 @@ export class SqliteMessaging {
 
   /** One IMMEDIATE transaction: the id check, the seq and every copy commit (and fsync) together. */
   enqueue(request: EnqueueRequest): EnqueueResult {
-    return this.db
-      .transaction((): EnqueueResult => {
-        const seen = this.s.findMsgId.get(request.msgId)
-        if (seen) {
-          if (seen.sender !== request.sender) throw errors.badFrame('msgId is already used by another message; pick a fresh random id')
-          return {seq: seen.seq, ts: seen.ts, duplicate: true, full: []}
-        }
-        const full = request.copies.filter((c) => (this.s.queueLength.get(c.recipient)?.n ?? 0) >= request.maxQueue).map((c) => c.recipient)
-        // Nothing storable: record nothing, so a later re-send of this msgId is judged afresh
-        // instead of being answered "duplicate" for a message that was never stored.
-        if (full.length === request.copies.length) return {seq: 0, ts: request.ts, duplicate: false, full}
-        const seq = request.seq ?? this.s.takeSeq.get(request.sender)?.seq ?? 0
-        this.s.insertMsgId.run(request.msgId, request.sender, seq, request.ts, request.expiresAt)
-        for (const copy of request.copies) {
-          if (full.includes(copy.recipient)) continue
-          this.s.insertMessage.run(request.msgId, request.sender, copy.recipient, request.group, copy.nonce, copy.box, request.ts, seq, request.expiresAt)
-        }
-        return {seq, ts: request.ts, duplicate: false, full}
-      })
-      .immediate()
+    return this.tx.enqueue(request)
+  }
+
+  private enqueueNow(request: EnqueueRequest): EnqueueResult {
+    const seen = this.s.findMsgId.get(request.msgId)
+    if (seen) {
+      if (seen.sender !== request.sender) throw errors.badFrame('msgId is already used by another message; pick a fresh random id')
+      return {seq: seen.seq, ts: seen.ts, duplicate: true, full: []}
+    }
+    const full = request.copies.filter((c) => (this.s.queueLength.get(c.recipient)?.n ?? 0) >= request.maxQueue).map((c) => c.recipient)
+    // Nothing storable: record nothing, so a later re-send of this msgId is judged afresh
+    // instead of being answered "duplicate" for a message that was never stored.
+    if (full.length === request.copies.length) return {seq: 0, ts: request.ts, duplicate: false, full}
+    const seq = request.seq ?? this.s.takeSeq.get(request.sender)?.seq ?? 0
+    this.s.insertMsgId.run(request.msgId, request.sender, seq, request.ts, request.expiresAt)
+    for (const copy of request.copies) {
+      if (full.includes(copy.recipient)) continue
+      this.s.insertMessage.run(request.msgId, request.sender, copy.recipient, request.group, copy.nonce, copy.box, request.ts, seq, request.expiresAt)
+    }
+    return {seq, ts: request.ts, duplicate: false, full}
   }
 
   pending(recipient: string, afterQid: number, limit: number): StoredMessage[] {
@@ -199,21 +223,15 @@ export class SqliteMessaging {
   }
 
   ack(recipient: string, msgIds: string[]): StoredMessage[] {
-    return this.db.transaction(() => msgIds.flatMap((id) => this.s.ack.all(recipient, id).map(toMessage)))()
+    return this.tx.ack(recipient, msgIds)
   }
 
   expire(now: number): StoredMessage[] {
-    return this.db.transaction(() => {
-      const expired = this.s.expire.all(now).map(toMessage)
-      this.s.expireIds.run(now)
-      return expired
-    })()
+    return this.tx.expire(now)
   }
 
   addReceipts(receipts: ReceiptRecord[]): void {
-    this.db.transaction(() => {
-      for (const r of receipts) this.s.addReceipt.run(r.receiptId, r.username, r.msgId, r.by, r.status, r.ts)
-    })()
+    this.tx.addReceipts(receipts)
   }
 
   pendingReceipts(username: string, limit: number): ReceiptRecord[] {
@@ -221,17 +239,11 @@ export class SqliteMessaging {
   }
 
   ackReceipts(username: string, receiptIds: string[]): void {
-    this.db.transaction(() => {
-      for (const id of receiptIds) this.s.ackReceipt.run(username, id)
-    })()
+    this.tx.ackReceipts(username, receiptIds)
   }
 
   createGroup(group: GroupRecord): boolean {
-    return this.db.transaction(() => {
-      if (this.s.createGroup.run(group.name, group.owner, group.createdAt).changes === 0) return false
-      this.s.setMembership.run(group.name, group.owner, 'member')
-      return true
-    })()
+    return this.tx.createGroup(group)
   }
 
   getGroup(name: string): GroupRecord | undefined {
