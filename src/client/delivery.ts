@@ -127,12 +127,11 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   async sendText(rawTo: string, text: string): Promise<SendOutcome> {
     const to = rawTo.trim().toLowerCase()
     if (to === this.o.me) throw new MessengerError('SELF_MESSAGE', 'You cannot send a message to yourself.')
-    const info = await this.lookup(to, {fresh: true})
-    const sealed = this.o.keyring.seal(to, requireKey(info), text)
+    const preference = this.o.pathPreference ?? 'auto'
+    const {info, sealed} = await this.sealFor(to, preference, text)
     const id = newMessageId()
     const ts = Date.now()
     const seq = await this.o.history.recordOutgoing({id, to, text, ts, from: this.o.me})
-    const preference = this.o.pathPreference ?? 'auto'
     if (preference !== 'relay') {
       const envelope: DirectEnvelope = {msgId: id, from: this.o.me, to, group: null, ts, seq, nonce: sealed.nonce, box: sealed.box}
       if (await this.tryDirect(info, envelope)) {
@@ -147,10 +146,13 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const delivered = this.waitForReceipt(id)
     let result: Results['send']
     try {
-      result = await this.request('send', {msgId: id, seq, copies: [{to, nonce: sealed.nonce, box: sealed.box}]})
+      result = await this.relay(id, seq, to, info, sealed, text)
     } catch (error) {
       delivered.cancel()
-      await this.o.history.updateStatus(id, 'failed')
+      // A key that changed is refused before anything is sent, whether we learnt it from a fresh
+      // lookup (before recording) or from the server's STALE_KEY (after): no trace either way.
+      if (error instanceof MessengerError && error.code === 'KEY_CHANGED') await this.o.history.discardOutgoing(id)
+      else await this.o.history.updateStatus(id, 'failed')
       throw error
     }
     const online = result.recipients[0]?.online ?? false
@@ -159,6 +161,49 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     if (online && (await delivered.within(this.o.receiptWaitMs ?? 2_000))) status = 'delivered'
     else delivered.cancel()
     return {id, seq, to, path: 'relay', status}
+  }
+
+  /**
+   * The directory entry to send with. The key needs no fresh lookup: the server refuses a copy
+   * sealed for a key that is no longer the recipient's (STALE_KEY), and relay() then looks again.
+   * Presence and endpoints do go stale, so the direct path uses a cached entry only while a direct
+   * path to one of its endpoints is confirmed (the peer proved it holds that key within seconds).
+   * Saves a whois round trip per message.
+   */
+  private async sealFor(to: string, preference: PathPreference, text: string): Promise<{info: Results['whois']; sealed: {nonce: string; box: string}}> {
+    const cached = this.usableCachedEntry(to, preference)
+    if (cached) {
+      try {
+        return {info: cached, sealed: this.o.keyring.seal(to, requireKey(cached), text)}
+      } catch (error) {
+        // The pin moved on (`messenger trust` in another process) while our cache did not: look again.
+        if (!(error instanceof MessengerError && error.code === 'KEY_CHANGED')) throw error
+      }
+    }
+    const info = await this.lookup(to, {fresh: true})
+    return {info, sealed: this.o.keyring.seal(to, requireKey(info), text)}
+  }
+
+  private usableCachedEntry(to: string, preference: PathPreference): Results['whois'] | undefined {
+    const cached = this.directory.get(to)
+    if (!cached?.publicKey) return undefined
+    if (preference === 'relay' || !this.link) return cached
+    const peerKey = decodeKey(cached.publicKey)
+    const path = peerKey ? this.link.confirmedPath(peerKey) : undefined
+    return path && cached.endpoints.some((e) => e.address === path.address && e.port === path.port) ? cached : undefined
+  }
+
+  /** Sends one sealed copy through the relay; if the key went stale, looks again, re-seals and sends once more. */
+  private async relay(msgId: string, seq: number, to: string, info: Results['whois'], sealed: {nonce: string; box: string}, text: string): Promise<Results['send']> {
+    try {
+      return await this.request('send', {msgId, seq, copies: [{to, nonce: sealed.nonce, box: sealed.box, key: requireKey(info)}]})
+    } catch (error) {
+      if (!(error instanceof MessengerError && error.code === 'STALE_KEY')) throw error
+      const fresh = await this.lookup(to, {fresh: true})
+      // seal() checks the new key against the pin: a changed key is refused here (KEY_CHANGED).
+      const resealed = this.o.keyring.seal(to, requireKey(fresh), text)
+      return this.request('send', {msgId, seq, copies: [{to, nonce: resealed.nonce, box: resealed.box, key: requireKey(fresh)}]})
+    }
   }
 
   /** Turns on the direct path: datagrams in, introductions, and direct-first sending. */
@@ -246,7 +291,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /** Seals the text to every member separately and hands the server all copies in one request. */
   async sendGroup(group: string, text: string): Promise<GroupSendOutcome> {
     const {members, name} = await this.request('group_members', {name: group})
-    const copies: Array<{to: string; nonce: string; box: string}> = []
+    const copies: Array<{to: string; nonce: string; box: string; key: string}> = []
     const skipped: Array<{to: string; code: string}> = []
     for (const m of members) {
       if (m.username === this.o.me || m.membership !== 'member') continue
@@ -256,7 +301,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       }
       // A changed key anywhere in the group refuses the whole send, as for a direct message.
       const sealed = this.o.keyring.seal(m.username, m.publicKey, text)
-      copies.push({to: m.username, ...sealed})
+      copies.push({to: m.username, ...sealed, key: m.publicKey})
     }
     const id = newMessageId()
     const seq = await this.o.history.recordOutgoing({id, group: name, text, ts: Date.now(), from: this.o.me})

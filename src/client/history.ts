@@ -183,6 +183,7 @@ function prepareStatements(db: Database.Database) {
          path = COALESCE(@path, path)
        WHERE id = @id AND direction = 'out'`,
     ),
+    discard: db.prepare<[string]>("DELETE FROM messages WHERE id = ? AND direction = 'out' AND status IN ('sending', 'failed')"),
     retry: db.prepare<[string]>("UPDATE messages SET status = 'sending' WHERE id = ? AND direction = 'out' AND status = 'failed'"),
     getStatus: db.prepare<[string], {status: HistoryStatus}>('SELECT status FROM messages WHERE id = ?'),
     // Numbered inside the INSERT, so two processes on one profile (listen + send) never share an N.
@@ -229,7 +230,19 @@ export class LocalHistory {
     this.stmt = prepareStatements(db)
     this.now = options.now ?? Date.now
     this.commits = new GroupCommitter(db)
+    // Built once: better-sqlite3 builds four wrappers per db.transaction() call (seen in profiles
+    // when a status changed per message).
+    this.setStatusTx = db.transaction((id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null): boolean => {
+      const before = this.stmt.getStatus.get(id)?.status
+      if (before === undefined) return false
+      if (status === 'failed') this.stmt.fail.run({id, seq, path})
+      else if (status === 'sending') this.stmt.retry.run(id)
+      else this.stmt.advance.run({id, status, rank: RANK[status], seq, path})
+      return this.stmt.getStatus.get(id)?.status !== before
+    }).immediate
   }
+
+  private readonly setStatusTx: (id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null) => boolean
 
   /**
    * Records a message about to be sent, status 'sending'. Idempotent by id: recording the same id again
@@ -263,18 +276,7 @@ export class LocalHistory {
    */
   setStatus(id: string, status: OutgoingStatus, fields: {seq?: number; path?: DeliveryPath} = {}): boolean {
     if (!Object.hasOwn(RANK, status)) throw new MessengerError('BAD_INPUT', `Unknown message status "${status}".`)
-    const seq = fields.seq ?? null
-    const path = fields.path ?? null
-    return this.db
-      .transaction(() => {
-        const before = this.stmt.getStatus.get(id)?.status
-        if (before === undefined) return false
-        if (status === 'failed') this.stmt.fail.run({id, seq, path})
-        else if (status === 'sending') this.stmt.retry.run(id)
-        else this.stmt.advance.run({id, status, rank: RANK[status], seq, path})
-        return this.stmt.getStatus.get(id)?.status !== before
-      })
-      .immediate()
+    return this.setStatusTx(id, status, fields.seq ?? null, fields.path ?? null)
   }
 
   /** Stores an incoming message; true only the first time its id is seen, so a redelivery is shown once. */
@@ -302,6 +304,11 @@ export class LocalHistory {
    */
   recordOutgoing(m: OutgoingMessage): Promise<number> {
     return this.commits.run(() => this.addOutgoingNumbered(m), {durable: false})
+  }
+
+  /** Removes an outgoing message that was never sent (refused before it left); its number is reused. */
+  discardOutgoing(id: string): Promise<boolean> {
+    return this.commits.run(() => this.stmt.discard.run(id).changes === 1, {durable: false})
   }
 
   /** setStatus through the group commit, like recordOutgoing. */

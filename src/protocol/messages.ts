@@ -19,7 +19,8 @@ const publicKey = str({min: 44, max: 44, pattern: base64, describe: 'a base64 X2
 const nonce = str({min: 32, max: 32, pattern: base64, describe: 'a base64 24-byte nonce'})
 /** 64 KiB of text + 16 bytes of MAC, base64: 87,404 characters. */
 const box = str({min: 24, max: 87_404, pattern: base64, describe: 'base64 ciphertext'})
-const copies = array(object({to: username, nonce, box}), {max: 1000})
+/** `key`: the recipient key the box was sealed for; the server refuses it (STALE_KEY) if that is no longer the key. */
+const copies = array(object({to: username, nonce, box, key: optional(publicKey)}), {max: 1000})
 const endpoint = object({address: str({min: 2, max: 45, pattern: /^[0-9a-fA-F.:]+$/, describe: 'an IP address'}), port: int({min: 1, max: 65535})})
 
 export const REQUEST_SCHEMAS = {

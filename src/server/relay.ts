@@ -95,7 +95,7 @@ export class Relay {
     }
     for (const copy of request.copies) {
       const to = copy.to.toLowerCase()
-      const refusal = await this.refusal(sender, to, group)
+      const refusal = await this.refusal(sender, to, group, copy.key)
       if (refusal) {
         if (!group) throw refusal
         skipped.push({to, code: refusal.code})
@@ -132,12 +132,18 @@ export class Relay {
   }
 
   /** Why a copy from `sender` to `to` must not be queued, or undefined if it may. */
-  private async refusal(sender: string, to: string, group: string | null): Promise<MessengerError | undefined> {
+  private async refusal(sender: string, to: string, group: string | null, sealedFor: string | undefined): Promise<MessengerError | undefined> {
     const {store} = this.o
     if (to === sender) {
       return group ? undefined : new MessengerError('SELF_MESSAGE', 'You cannot send a message to yourself.')
     }
-    if (!(await store.getUser(to))) return errors.noSuchUser(to)
+    const user = await store.getUser(to)
+    if (!user) return errors.noSuchUser(to)
+    // Clients cache the directory; this check is what makes that safe. A copy sealed for a key the
+    // recipient has since replaced could never be opened: refuse it, so the client looks again.
+    if (sealedFor !== undefined && sealedFor !== user.publicKey) {
+      return new MessengerError('STALE_KEY', `${to} has published a new key since you looked them up.`)
+    }
     if (group && (await store.getMembership(group, to)) !== 'member') {
       return new MessengerError('NOT_A_MEMBER', `${to} is not a member of "${group}".`)
     }

@@ -1,5 +1,5 @@
 import {join} from 'node:path'
-import {describe, expect, it} from 'vitest'
+import {describe, expect, it, vi} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {openHistory} from '../../src/client/history.js'
 import {HISTORY_FILE} from '../../src/client/session.js'
@@ -199,6 +199,46 @@ describe('messaging: key pinning', () => {
     const outcome = await alice.engine.sendText('bob', 'after trust')
     expect(outcome.status).toBe('delivered')
     expect(await newBob.nextMessage()).toMatchObject({id: outcome.id, text: 'after trust'})
+    expect(newBob.deliveries.items.map((d) => d.msgId)).toEqual([outcome.id])
+  })
+
+  it('refuses a copy sealed for a key the recipient no longer publishes with STALE_KEY, storing nothing', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    const oldKey = bob.keyring.myPublicKey
+    await bob.close()
+    const newBob = await loginUser(address, 'bob')
+    const msgId = newMessageId()
+    const stale = {to: 'bob', ...alice.keyring.seal('bob', oldKey, 'for the old key'), key: oldKey}
+    const error = await expectCode(alice.client.request('send', {msgId, copies: [stale]}), 'STALE_KEY')
+    expect(error.message).toContain('bob')
+    // Nothing was stored under that msgId: the same id sealed for the current key is a new message.
+    alice.history.trustPeerKeyValue('bob', newBob.keyring.myPublicKey)
+    const fresh = {to: 'bob', ...alice.keyring.seal('bob', newBob.keyring.myPublicKey, 'for the new key'), key: newBob.keyring.myPublicKey}
+    expect(await alice.client.request('send', {msgId, copies: [fresh]})).toMatchObject({duplicate: false, recipients: [{to: 'bob', online: true}]})
+    expect(await newBob.nextMessage()).toMatchObject({id: msgId, text: 'for the new key'})
+  })
+
+  it('looks a recipient up once per session, and again only when the server says the key went stale', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    const requests = vi.spyOn(alice.client, 'request')
+    const whoisCount = () => requests.mock.calls.filter(([type]) => type === 'whois').length
+    for (const text of ['one', 'two', 'three']) await alice.engine.sendText('bob', text)
+    expect(whoisCount()).toBe(1)
+    expect((await bob.messages.atLeast(3)).map((m) => m.text)).toEqual(['one', 'two', 'three'])
+    await bob.close()
+
+    // Bob re-keys and alice trusts the new key (as `messenger trust bob` in another shell would):
+    // her cache still holds the old key, the server refuses it, and the re-sealed copy goes through.
+    const newBob = await loginUser(address, 'bob')
+    alice.history.trustPeerKeyValue('bob', newBob.keyring.myPublicKey)
+    const outcome = await alice.engine.sendText('bob', 'after the re-key')
+    expect(outcome.status).toBe('delivered')
+    expect(whoisCount()).toBe(2)
+    expect(await newBob.nextMessage()).toMatchObject({id: outcome.id, text: 'after the re-key'})
     expect(newBob.deliveries.items.map((d) => d.msgId)).toEqual([outcome.id])
   })
 

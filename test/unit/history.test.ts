@@ -142,6 +142,20 @@ describe('outgoing status', () => {
     expect(history.list({}).find((e) => e.id === 'in')!.status).toBe('received')
   })
 
+  it('discards a message that never left, and its number is given to the next one; sent or received rows stay', async () => {
+    const n = await history.recordOutgoing({id: 'refused', from: 'alice', to: 'bob', text: 'x', ts: 1})
+    history.addOutgoing({id: 'gone', from: 'alice', to: 'bob', text: 'y', ts: 2})
+    history.setStatus('gone', 'stored')
+    history.addIncoming({id: 'in', from: 'bob', to: 'alice', text: 'z', ts: 3})
+    expect(await history.discardOutgoing('refused')).toBe(true)
+    expect(await history.discardOutgoing('gone')).toBe(false)
+    expect(await history.discardOutgoing('in')).toBe(false)
+    const ids = history.list({}).map((e) => e.id)
+    expect(ids).not.toContain('refused')
+    expect(ids).toEqual(expect.arrayContaining(['gone', 'in']))
+    expect(await history.recordOutgoing({id: 'next', from: 'alice', to: 'bob', text: 'w', ts: 4})).toBe(n)
+  })
+
   it('records one row for a group send, addressed to #group', () => {
     history.addOutgoing({id: 'g', from: 'alice', group: 'team', text: 'hello team', ts: 3, status: 'sending'})
     history.setStatus('g', 'stored', {seq: 9})
