@@ -346,6 +346,10 @@ export class LocalHistory {
    */
   checkPeerKey(username: string, publicKeyB64: string, now: number = this.now()): PeerKeyCheck {
     requireKey(publicKeyB64)
+    // The common case, every message sealed or opened: the pinned key again and nothing pending.
+    // A plain read, without the write transaction (BEGIN IMMEDIATE + COMMIT) the other cases need.
+    const pinned = this.stmt.getPeerKey.get(username)
+    if (pinned && pinned.public_key === publicKeyB64 && pinned.pending_key === null) return 'same'
     return this.db
       .transaction((): PeerKeyCheck => {
         const row = this.stmt.getPeerKey.get(username)
