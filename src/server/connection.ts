@@ -28,8 +28,8 @@ let nextId = 1
 
 /**
  * One socket: frames in, validated requests out, replies and pushes back. It knows nothing of
- * accounts or presence; the server's router gives requests their meaning. Requests are handled
- * one at a time, in arrival order, so a client's sequence of requests has a defined effect.
+ * accounts or presence; the server's router gives requests their meaning. Requests start one at a
+ * time, in arrival order, so a client's sequence of requests has a defined effect (see RequestHandler).
  */
 export class Connection extends EventEmitter<{request: [Request]; close: []}> {
   readonly id = nextId++
@@ -47,7 +47,7 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
 
   constructor(
     private readonly socket: Socket,
-    private readonly options: {maxFrameBytes: number; now: () => number; logger: Logger; handle: (connection: Connection, request: Request) => Promise<unknown>},
+    private readonly options: {maxFrameBytes: number; now: () => number; logger: Logger; handle: RequestHandler},
   ) {
     super()
     this.remoteAddress = socket.remoteAddress ?? 'unknown'
@@ -126,10 +126,20 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
     }
   }
 
-  private async dispatch(request: Request): Promise<void> {
-    if (this.closed || this.closing) return
+  /**
+   * Resolves when the next request may start: when this one is answered, or earlier once its
+   * handler calls `admit` (a send whose place in the queue is fixed; see RequestHandler).
+   */
+  private dispatch(request: Request): Promise<void> {
+    if (this.closed || this.closing) return Promise.resolve()
+    return new Promise<void>((admit) => {
+      void this.answer(request, admit).finally(admit)
+    })
+  }
+
+  private async answer(request: Request, admit: () => void): Promise<void> {
     try {
-      const result = await this.options.handle(this, request)
+      const result = await this.options.handle(this, request, admit)
       this.write({re: request.id, result})
     } catch (error) {
       if (error instanceof MessengerError) {
@@ -149,4 +159,12 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
   }
 }
 
-export type Handler<T extends RequestType> = (connection: Connection, request: Request<T>) => Promise<Results[T]>
+/**
+ * A connection's requests start one at a time, in arrival order, so their effects follow that order.
+ * A handler may call `admit` once the order of its effect is fixed (a send that has taken its place
+ * in the store's queue) to let the next request start while it waits for the disk: a client with
+ * many sends in flight then shares group commits instead of paying one per request. Replies carry
+ * `re`, so they may leave in any order.
+ */
+export type RequestHandler = (connection: Connection, request: Request, admit: () => void) => Promise<unknown>
+export type Handler<T extends RequestType> = (connection: Connection, request: Request<T>, admit: () => void) => Promise<Results[T]>

@@ -79,7 +79,8 @@ export class Relay {
     }
   }
 
-  async send(session: ConnectionSession, request: Request<'send'>): Promise<Results['send']> {
+  /** `admit` is called once the message has its place in the queue (see RequestHandler). */
+  async send(session: ConnectionSession, request: Request<'send'>, admit: () => void = () => {}): Promise<Results['send']> {
     const {store, now} = this.o
     const sender = session.username
     if (request.copies.length === 0) throw errors.badFrame('$.copies must not be empty')
@@ -104,7 +105,7 @@ export class Relay {
       accepted.push({recipient: to, nonce: copy.nonce, box: copy.box})
     }
     const ts = now()
-    const result = await store.enqueueMessage({
+    const enqueued = store.enqueueMessage({
       msgId: request.msgId,
       seq: request.seq,
       sender,
@@ -114,6 +115,8 @@ export class Relay {
       copies: accepted,
       maxQueue: this.o.maxQueue,
     })
+    admit()
+    const result = await enqueued
     for (const to of result.full) {
       if (!group) {
         throw new MessengerError('QUEUE_FULL', `${to} has ${this.o.maxQueue} messages waiting; the server will not queue more.`)
@@ -182,20 +185,24 @@ export class Relay {
     return {}
   }
 
-  async ack(session: ConnectionSession, request: Request<'ack'>): Promise<Results['ack']> {
+  async ack(session: ConnectionSession, request: Request<'ack'>, admit: () => void = () => {}): Promise<Results['ack']> {
     const {store, now} = this.o
     const username = session.username
-    if (request.receiptIds?.length) await store.ackReceipts(username, request.receiptIds)
-    if (!request.msgIds?.length) return {}
-    const deleted = await store.ackMessages(username, request.msgIds)
+    // Acks commute: once both deletions are submitted, the connection's next request may start.
+    const receiptsDone = request.receiptIds?.length ? store.ackReceipts(username, request.receiptIds) : undefined
+    const deleting = request.msgIds?.length ? store.ackMessages(username, request.msgIds) : undefined
+    admit()
+    const [, deleted] = await Promise.all([receiptsDone, deleting])
+    if (!deleted || !request.msgIds?.length) return {}
     // Every session of this user, on any node, may hold these in flight; one ack settles them all.
     this.dropInFlight(username, request.msgIds)
     this.o.hub.acked(username, request.msgIds)
+    // Refill the window before writing receipts: a draining session waits for nothing else.
+    this.pumpUser(username)
     if (deleted.length > 0) {
       const ts = now()
       await this.issueReceipts(deleted.map((m) => ({receiptId: newId(), username: m.sender, msgId: m.msgId, by: username, status: 'delivered' as const, ts})))
     }
-    this.pumpUser(username)
     return {}
   }
 

@@ -3,7 +3,7 @@ import {errors} from '../protocol/errors.js'
 import type {OnlineUser, Request, RequestType, Results} from '../protocol/messages.js'
 import type {Store} from '../store/store.js'
 import type {Accounts} from './accounts.js'
-import type {Connection, ConnectionSession, Handler} from './connection.js'
+import type {Connection, ConnectionSession, Handler, RequestHandler} from './connection.js'
 import type {Presence} from './presence.js'
 import type {RateLimiter} from './rate-limit.js'
 import type {Relay} from './relay.js'
@@ -27,7 +27,7 @@ export interface RouterDeps {
 }
 
 /** Gives each request type its meaning. Thin: the rules live in the services. */
-export function createRouter(deps: RouterDeps): (connection: Connection, request: Request) => Promise<unknown> {
+export function createRouter(deps: RouterDeps): RequestHandler {
   const {accounts, presence, store, authLimiter, now, relay, social, rendezvous, hub} = deps
 
   const limitAuth = (connection: Connection) => {
@@ -186,8 +186,8 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
       }
     },
 
-    send: (connection, request) => relay.send(requireSession(connection), request),
-    ack: (connection, request) => relay.ack(requireSession(connection), request),
+    send: (connection, request, admit) => relay.send(requireSession(connection), request, admit),
+    ack: (connection, request, admit) => relay.ack(requireSession(connection), request, admit),
     broadcast: (connection, request) => relay.broadcast(requireSession(connection), request),
     forward: (connection, request) => relay.forward(requireSession(connection), request),
 
@@ -217,10 +217,10 @@ export function createRouter(deps: RouterDeps): (connection: Connection, request
     },
   }
 
-  return async (connection, request) => {
+  return async (connection, request, admit) => {
     if (!connection.greeted && request.type !== 'hello') throw errors.helloRequired()
-    const handler = handlers[request.type] as (connection: Connection, request: Request) => Promise<Results[RequestType]>
-    return handler(connection, request)
+    const handler = handlers[request.type] as Handler<RequestType>
+    return handler(connection, request as Request<RequestType>, admit)
   }
 }
 

@@ -123,6 +123,8 @@ export interface Store {
   /**
    * Durably stores every copy of one message in one transaction and assigns the sender's next seq.
    * Idempotent by msgId: a repeat inserts nothing and returns the original seq with duplicate=true.
+   * Calls for one sender take effect in the order they were made, even while earlier ones are still
+   * in flight: the server pipelines a connection's sends on that, and per-sender order depends on it.
    */
   enqueueMessage(request: EnqueueRequest): Promise<EnqueueResult>
   /** The recipient's queued copies with qid > afterQid, in queue order. */

@@ -60,6 +60,15 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         expect((await store.pendingMessages('bob', 0, 10)).map((m) => m.seq)).toEqual([1, 2])
       })
 
+      it('takes calls from one sender in the order they were made, while earlier ones are still in flight', async () => {
+        const store = await open()
+        // Mixed shapes (a group copy to two, then one), so no two calls take the same path inside.
+        const requests = Array.from({length: 30}, (_, i) => message('alice', i % 3 === 0 ? ['bob', 'carol'] : ['bob'], i % 3 === 0 ? {group: 'team'} : {}))
+        const results = await Promise.all(requests.map((r) => store.enqueueMessage(r)))
+        expect(results.map((r) => r.seq)).toEqual(requests.map((_, i) => i + 1))
+        expect(ids(await store.pendingMessages('bob', 0, 100))).toEqual(ids(requests))
+      })
+
       it('stores every field of each copy', async () => {
         const store = await open()
         const request = message('alice', ['bob', 'carol'], {group: 'team', ts: T0 + 5, expiresAt: T0 + 500})

@@ -1,7 +1,9 @@
-import {describe, expect, it} from 'vitest'
+import {join} from 'node:path'
+import {describe, expect, it, onTestFinished} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {eventually, loginUser, makeOfflineUser, makeUser} from '../helpers/messaging.js'
-import {expectCode, manualClock, startTestServer} from '../helpers/server.js'
+import {expectCode, makeTempDir, manualClock, startTestServer} from '../helpers/server.js'
+import {openSqliteStore} from '../../src/store/sqlite/sqlite-store.js'
 
 /**
  * Store-and-forward delivery end to end (DESIGN.md section 4): real TLS sockets, a real server with
@@ -158,6 +160,29 @@ describe('messaging: delivery', () => {
     expect(new Set(receipts.map((r) => r.msgId))).toEqual(new Set(sent.map((o) => o.id)))
     expect(bobAgain.messages.items).toEqual([])
     expect(bobAgain.history.list({peer: 'alice', limit: 100}).map((row) => row.text)).toEqual(sent.map((_, i) => `message ${i}`))
+  })
+
+  it('pipelines a connection\'s sends: they share group commits, keep their order, and each is answered once durable', async () => {
+    const dir = await makeTempDir('messenger-pipeline-')
+    const store = openSqliteStore(join(dir, 'messenger.db'))
+    onTestFinished(() => store.close())
+    const {address} = await startTestServer({store, dataDir: dir})
+    const bobProfile = await makeOfflineUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    const bobKey = (await alice.engine.lookup('bob')).publicKey!
+    const before = {...store.commits.stats}
+
+    // 200 requests written without waiting for replies, as a busy client does.
+    const msgIds = Array.from({length: 200}, () => newMessageId())
+    const replies = await Promise.all(msgIds.map((msgId, i) => alice.client.request('send', {msgId, copies: [{to: 'bob', ...alice.keyring.seal('bob', bobKey, `m${i}`), key: bobKey}]})))
+    expect(replies.map((r) => r.seq)).toEqual(msgIds.map((_, i) => i + 1))
+    const commits = store.commits.stats.commits - before.commits
+    expect(store.commits.stats.writes - before.writes).toBe(200)
+    expect(commits).toBeLessThan(200)
+
+    const bob = await loginUser(address, 'bob', {profileDir: bobProfile.profileDir})
+    const received = await bob.messages.atLeast(200)
+    expect(received.map((m) => m.id)).toEqual(msgIds)
   })
 
   it('retries an unacknowledged delivery with backoff, and stops once any session of the recipient acks it', async () => {

@@ -18,6 +18,7 @@ import {DEFAULT_REDIS_PREFIX, redisKeys, type RedisKeys} from './redis-keys.js'
 import {RedisMessaging} from './redis-messaging.js'
 import {RedisScripts} from './redis-scripts.js'
 import {RedisSocial} from './redis-social.js'
+import {KeyedMutex} from '../../server/keyed-mutex.js'
 
 // The key layout is in redis-keys.ts, the Lua scripts in redis-scripts.ts, connecting in redis-connect.ts.
 export {DEFAULT_REDIS_PREFIX} from './redis-keys.js'
@@ -46,6 +47,7 @@ export class RedisStore implements Store {
   private readonly scripts: RedisScripts
   private readonly messaging: RedisMessaging
   private readonly social: RedisSocial
+  private readonly enqueues = new KeyedMutex()
   private closed = false
 
   /** Use openRedisStore(); this takes a client that is already connected. */
@@ -161,7 +163,9 @@ export class RedisStore implements Store {
   // ---- messages and receipts (redis-messaging.ts) -------------------------------------------
 
   async enqueueMessage(request: EnqueueRequest): Promise<EnqueueResult> {
-    return this.messaging.enqueue(request)
+    // enqueue is several round trips; two in flight for one sender could otherwise interleave and
+    // queue out of order (the Store contract promises call order per sender).
+    return this.enqueues.run(request.sender, () => this.messaging.enqueue(request))
   }
 
   async pendingMessages(recipient: string, afterQid: number, limit: number): Promise<StoredMessage[]> {
