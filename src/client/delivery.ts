@@ -1,4 +1,3 @@
-import {randomBytes} from 'node:crypto'
 import {EventEmitter} from 'node:events'
 import {MessengerError} from '../protocol/errors.js'
 import type {DeliverPush, Endpoint, IntroducePush, InvitedPush, ReceiptPush, RequestParams, RequestType, Results} from '../protocol/messages.js'
@@ -8,6 +7,7 @@ import {decodeEnvelope, encodeEnvelope, type DirectEnvelope} from './envelope-co
 import type {MessengerClient} from './client.js'
 import type {DeliveryPath, LocalHistory} from './history.js'
 import {Keyring} from './keyring.js'
+import {randomBytesPooled} from '../crypto/random-pool.js'
 
 export interface DeliveryOptions {
   client: MessengerClient
@@ -524,5 +524,5 @@ function uniqueEndpoints(list: Endpoint[]): Endpoint[] {
 }
 
 export function newMessageId(): string {
-  return randomBytes(16).toString('base64url')
+  return Buffer.from(randomBytesPooled(16)).toString('base64url')
 }

@@ -2,6 +2,7 @@ import nacl from 'tweetnacl'
 
 import {MessengerError} from '../protocol/errors.js'
 import {decodeBase64Strict, encodeKey, KEY_BYTES} from './identity.js'
+import {randomBytesPooled} from './random-pool.js'
 
 /** Largest message text, in UTF-8 bytes. */
 export const MAX_TEXT_BYTES = 64 * 1024
@@ -83,7 +84,7 @@ export function sealText(cache: SharedKeyCache, theirPublicKey: Uint8Array, text
   }
   // Random 24-byte nonces: the chance of a repeat under one shared key is negligible, and no counter
   // state has to survive restarts or be shared between a user's sessions.
-  const nonce = nacl.randomBytes(NONCE_BYTES)
+  const nonce = randomBytesPooled(NONCE_BYTES)
   const box = nacl.box.after(plain, nonce, cache.get(theirPublicKey))
   return {nonce: toBase64(nonce), box: toBase64(box)}
 }

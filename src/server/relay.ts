@@ -1,4 +1,3 @@
-import {randomBytes} from 'node:crypto'
 import type {Logger} from 'pino'
 import {MessengerError, errors, type ErrorCode} from '../protocol/errors.js'
 import type {DeliverPush, Request, Results} from '../protocol/messages.js'
@@ -8,6 +7,7 @@ import type {Hub} from './hub.js'
 import {TokenBuckets} from './token-bucket.js'
 import {DEFAULTS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
+import {randomBytesPooled} from '../crypto/random-pool.js'
 
 export interface RelayOptions {
   store: Store
@@ -317,5 +317,5 @@ function offline(to: string): MessengerError {
 }
 
 function newId(): string {
-  return randomBytes(16).toString('base64url')
+  return Buffer.from(randomBytesPooled(16)).toString('base64url')
 }

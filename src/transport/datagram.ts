@@ -5,6 +5,7 @@ import nacl from 'tweetnacl'
 import type {SharedKeyCache} from '../crypto/envelope.js'
 import {encodeKey, KEY_BYTES} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
+import {randomBytesPooled} from '../crypto/random-pool.js'
 
 /*
  * The encrypted datagram of the direct path (DESIGN 6). Pure codecs: no sockets, no clocks except
@@ -117,7 +118,7 @@ export function sealDatagram(
     })
   }
   const sharedKey = cache.get(recipientPublicKey)
-  const nonce = nacl.randomBytes(NONCE_BYTES)
+  const nonce = randomBytesPooled(NONCE_BYTES)
   nonce[0] = DATAGRAM_VERSION
   nonce[1] = type
   const box = nacl.box.after(payload, nonce, sharedKey)
