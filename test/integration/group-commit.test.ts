@@ -91,21 +91,24 @@ describe('GroupCommitter durability', () => {
     expect(commits.stats).toMatchObject({commits: 1, writes: 2, syncs: 1})
   })
 
-  it('makes batches committed during a sync wait for the next sync, which they share', async () => {
+  it('holds writes that arrive during a sync and commits them together when it returns, then syncs them', async () => {
     const {db} = database()
     const held = heldSync()
     const commits = new GroupCommitter(db, {syncFile: held.syncFile})
     const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
     const first = commits.run(() => insert.run('a'))
     expect(await settled(first)).toBe('pending')
+    // Two more turns' worth of writes, one not durable, while the first sync is still out.
     const second = commits.run(() => insert.run('b'))
     const third = (await settled(second), commits.run(() => insert.run('c')))
-    expect(await settled(third)).toBe('pending')
-    expect(commits.stats.commits).toBe(3)
-    expect(held.calls).toHaveLength(1) // still the first sync: it may have started before b and c committed
+    const record = commits.run(() => insert.run('d'), {durable: false})
+    expect([await settled(second), await settled(third), await settled(record)]).toEqual(['pending', 'pending', 'pending'])
+    expect(commits.stats.commits).toBe(1)
     held.calls[0]!(null)
     expect(await settled(first)).toBe('resolved')
-    expect(await settled(second)).toBe('pending')
+    // Committed together in one transaction; the record is answered at commit, the others after the next sync.
+    expect(commits.stats).toMatchObject({commits: 2, writes: 4})
+    expect([await settled(record), await settled(second)]).toEqual(['resolved', 'pending'])
     expect(held.calls).toHaveLength(2)
     held.calls[1]!(null)
     expect([await settled(second), await settled(third)]).toEqual(['resolved', 'resolved'])

@@ -35,8 +35,9 @@ export interface GroupCommitOptions {
  * fdatasync of the WAL file, run on the thread pool, has returned. That is the flush synchronous=FULL
  * would have done inside COMMIT, so "acknowledged means durable" still holds, while the server (or a
  * client) goes on reading frames and committing the next batch during the ~0.3-1 ms the disk takes.
- * A sync covers every commit that returned before it started; batches committed meanwhile share the
- * next one. A connection that is not in WAL mode (an in-memory database) commits with FULL instead.
+ * One commit and sync are in flight at a time: writes that arrive during a sync are committed
+ * together when it returns, then share the next sync. A connection that is not in WAL mode (an
+ * in-memory database) commits with FULL instead.
  *
  * Between batches the connection is left at FULL, so writes made outside this committer stay
  * durable when they return.
@@ -47,6 +48,8 @@ export class GroupCommitter {
   /** Durable writes committed and waiting for a sync that starts after their commit. */
   private unsynced: Settle[] = []
   private syncing = false
+  /** Writes arrived during a sync; flush when it returns. */
+  private flushAfterSync = false
   private walFd: number | undefined
   private closed = false
   private readonly walFile: string | undefined
@@ -100,7 +103,7 @@ export class GroupCommitter {
   run<T>(work: () => T, options: {durable?: boolean} = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.pending.push({durable: options.durable ?? true, work, resolve: resolve as (value: unknown) => void, reject})
-      if (this.pending.length >= this.maxBatch) this.flush()
+      if (this.pending.length >= this.maxBatch && !this.syncing) this.flush()
       else if (!this.scheduled) {
         this.scheduled = true
         setImmediate(() => this.flush())
@@ -115,10 +118,20 @@ export class GroupCommitter {
   }
 
   private flush(): void {
+    if (this.syncing && this.walFile !== undefined) {
+      // Hold: whatever arrives while the disk is flushing is committed in one go when it returns.
+      // A durable write committed now would wait for the next sync anyway, so holding costs it
+      // nothing, and under load the batches grow to fill the sync time instead of committing
+      // (BEGIN, COMMIT, WAL pages) once per turn. `scheduled` stays set: the sync calls us back.
+      this.flushAfterSync = true
+      return
+    }
     this.scheduled = false
-    const batch = this.pending
-    this.pending = []
-    if (batch.length === 0) return
+    while (this.pending.length > 0) this.commit(this.pending.splice(0, this.maxBatch))
+    if (this.unsynced.length > 0 && !this.syncing) this.sync()
+  }
+
+  private commit(batch: Pending[]): void {
     const outcomes: Outcome[] = []
     const pipelined = this.walFile !== undefined && !this.closed
     try {
@@ -141,7 +154,6 @@ export class GroupCommitter {
       else if (!pipelined || !item.durable) item.resolve(outcome.value)
       else this.unsynced.push({resolve: () => item.resolve(outcome.value), reject: item.reject})
     })
-    if (this.unsynced.length > 0 && !this.syncing) this.sync()
   }
 
   private sync(): void {
@@ -163,8 +175,11 @@ export class GroupCommitter {
         if (error) w.reject(error)
         else w.resolve()
       }
-      if (this.unsynced.length > 0) this.sync()
-      else if (this.closed) this.closeWal()
+      if (this.flushAfterSync) {
+        this.flushAfterSync = false
+        this.flush() // commits what was held, and starts the next sync if any of it is durable
+      } else if (this.unsynced.length > 0) this.sync()
+      if (!this.syncing && this.closed) this.closeWal()
     })
   }
 
