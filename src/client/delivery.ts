@@ -445,7 +445,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   private onReceipt(push: ReceiptPush): void {
-    const recorded = push.status === 'delivered' ? this.o.history.updateStatus(push.msgId, 'delivered') : Promise.resolve(false)
+    const recorded = this.o.history.updateStatus(push.msgId, push.status)
     // Announced once the history says so, so whoever reacts to the event reads the new status.
     void recorded
       .catch(() => false)

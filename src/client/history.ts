@@ -52,15 +52,17 @@ const BUSY_TIMEOUT_MS = 5_000
 const DEFAULT_LIST_LIMIT = 50
 
 /** Statuses of an outgoing message; an incoming one is always 'received'. */
-export type OutgoingStatus = 'sending' | 'stored' | 'sent' | 'delivered' | 'failed'
+export type OutgoingStatus = 'sending' | 'stored' | 'sent' | 'delivered' | 'expired' | 'failed'
 export type HistoryStatus = OutgoingStatus | 'received'
 export type DeliveryPath = 'relay' | 'direct'
 
 /**
  * Forward order of outgoing statuses. 'failed' ranks with 'sending': any later proof of progress
- * (a late reply, a receipt) overrides it, and it can itself only replace 'sending'.
+ * (a late reply, a receipt) overrides it, and it can itself only replace 'sending'. 'expired' (the
+ * server dropped the copy after its TTL, undelivered) is final unless a session of the recipient
+ * had acknowledged it after all ('delivered').
  */
-const RANK: Record<OutgoingStatus, number> = {sending: 0, failed: 0, stored: 1, sent: 2, delivered: 3}
+const RANK: Record<OutgoingStatus, number> = {sending: 0, failed: 0, stored: 1, sent: 2, expired: 3, delivered: 4}
 
 /** The conversation key of a group in the `peer` column: group names share no namespace with users. */
 export const groupPeer = (group: string): string => `#${group}`

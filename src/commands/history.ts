@@ -4,13 +4,13 @@ import {openHistory, type HistoryEntry} from '../client/history.js'
 import {HISTORY_FILE} from '../client/session.js'
 import {join} from 'node:path'
 
-const MARKS: Record<string, string> = {sending: '…', failed: '✗ failed', stored: '✓ stored', sent: '✓ sent', delivered: '✓✓ delivered', received: ''}
+const MARKS: Record<string, string> = {sending: '…', failed: '✗ failed', stored: '✓ stored', sent: '✓ sent', delivered: '✓✓ delivered', expired: '✗ expired', received: ''}
 
 export default class History extends BaseCommand<typeof History> {
   static override summary = 'Show your local message history, with delivery marks.'
 
   static override description = `Reads the history kept on this machine (the server keeps no copy of delivered messages).
-Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ failed.`
+Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ failed.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',

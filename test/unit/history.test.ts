@@ -104,6 +104,16 @@ describe('outgoing status', () => {
     expect(status()).toBe('delivered')
   })
 
+  it("'expired' replaces stored or sent and stays, unless the recipient had acknowledged it after all", () => {
+    history.setStatus('m', 'stored')
+    expect(history.setStatus('m', 'expired')).toBe(true)
+    for (const s of ['sent', 'stored', 'sending', 'failed'] as const) expect(history.setStatus('m', s)).toBe(false)
+    expect(status()).toBe('expired')
+    expect(history.setStatus('m', 'delivered')).toBe(true)
+    expect(history.setStatus('m', 'expired')).toBe(false)
+    expect(status()).toBe('delivered')
+  })
+
   it('never moves backward', () => {
     history.setStatus('m', 'delivered')
     for (const s of ['sent', 'stored', 'sending', 'failed', 'delivered'] as const) {
