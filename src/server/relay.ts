@@ -192,13 +192,17 @@ export class Relay {
     const receiptsDone = request.receiptIds?.length ? store.ackReceipts(username, request.receiptIds) : undefined
     const deleting = request.msgIds?.length ? store.ackMessages(username, request.msgIds) : undefined
     admit()
+    if (request.msgIds?.length) {
+      // The client has these on its disk: they leave the window now, and the window is refilled
+      // while the deletions commit (a draining session would otherwise idle through each commit).
+      // Should a deletion fail, the copy is pushed again at the next login and shown once.
+      this.dropInFlight(username, request.msgIds)
+      this.pumpUser(username)
+    }
     const [, deleted] = await Promise.all([receiptsDone, deleting])
     if (!deleted || !request.msgIds?.length) return {}
     // Every session of this user, on any node, may hold these in flight; one ack settles them all.
-    this.dropInFlight(username, request.msgIds)
     this.o.hub.acked(username, request.msgIds)
-    // Refill the window before writing receipts: a draining session waits for nothing else.
-    this.pumpUser(username)
     if (deleted.length > 0) {
       const ts = now()
       await this.issueReceipts(deleted.map((m) => ({receiptId: newId(), username: m.sender, msgId: m.msgId, by: username, status: 'delivered' as const, ts})))
