@@ -1,11 +1,18 @@
 // file: a 100 MiB file sent directly (UDP) from one session to another on loopback; the
 // receiver verifies the SHA-256 and so does the bench, from the file on disk.
+// The receiver (bob) runs in a child process (file-receiver.js) and the sender (alice) in this one:
+// two users are two processes, as two `messenger` commands on one host would be, and neither end
+// shares its event loop with the other. The measurement is unchanged: from alice's send until she
+// hears bob's DONE, which bob sends only after checking the SHA-256; then the bench hashes the file
+// bob saved, from disk.
+import {fork} from 'node:child_process'
 import {createHash, randomFillSync} from 'node:crypto'
 import {createReadStream, openSync, writeSync, closeSync} from 'node:fs'
-import {join} from 'node:path'
+import {dirname, join} from 'node:path'
+import {fileURLToPath} from 'node:url'
 import {startServer} from '../lib/server.js'
 import {loginTokens, openUser} from '../lib/users.js'
-import {envInt, log, monoUs, recordPhase, round, tempDir, withTimeout} from '../lib/util.js'
+import {envInt, log, monoUs, onCleanup, recordPhase, round, tempDir, withTimeout} from '../lib/util.js'
 
 export const target = {mbPerSec: 40}
 
@@ -19,12 +26,9 @@ export async function run() {
 
   const server = await startServer({name: 'file', users: ['alice', 'bob'], scryptCost: 1024})
   const tokens = await loginTokens(server.port, ['alice', 'bob'])
-  const bob = await openUser(server.address, 'bob', tokens.get('bob'), {direct: true, receiveFiles: {downloadsDir, maxBytes: bytes * 2}})
+  const bob = await startReceiver({address: server.address, token: tokens.get('bob'), downloadsDir, maxBytes: bytes * 2})
   const alice = await openUser(server.address, 'alice', tokens.get('alice'), {direct: true})
-  const received = new Promise((resolve, reject) => {
-    bob.session.files.once('received', resolve)
-    bob.session.files.once('failed', (_id, error) => reject(error))
-  })
+  const received = bob.received
   received.catch(() => undefined)
 
   log(`file: sending ${mib} MiB directly`)
@@ -46,7 +50,7 @@ export async function run() {
   if (diskHash !== sourceHash || file.sha256 !== sourceHash) throw new Error(`hash mismatch: sent ${sourceHash}, received ${file.sha256}, on disk ${diskHash}`)
 
   await alice.close()
-  await bob.close()
+  await bob.stop()
   await server.stop()
   return {
     mbPerSec: round(bytes / 1e6 / seconds, 1),
@@ -56,6 +60,43 @@ export async function run() {
     hashVerified: true,
     target,
   }
+}
+
+/** Forks bob (file-receiver.js), signs him in with direct transfers on, and waits until he is ready. */
+async function startReceiver(job) {
+  const child = fork(join(dirname(fileURLToPath(import.meta.url)), 'file-receiver.js'), [], {stdio: ['ignore', 'inherit', 'inherit', 'ipc']})
+  let exited = false
+  const gone = new Promise((resolve) => child.once('exit', () => resolve((exited = true))))
+  const kill = () => {
+    if (!exited) child.kill('SIGKILL')
+  }
+  const stop = async () => {
+    if (exited) return
+    child.send({type: 'exit'})
+    const timer = setTimeout(kill, 5_000)
+    await gone
+    clearTimeout(timer)
+  }
+  stop.sync = kill
+  const cleanup = onCleanup(stop)
+  const received = new Promise((resolve, reject) => {
+    child.on('message', (m) => {
+      if (m.type === 'received') resolve(m)
+      if (m.type === 'failed') reject(new Error(`the receiver failed: ${m.message}`))
+    })
+    void gone.then(() => reject(new Error('the receiver exited')))
+  })
+  received.catch(() => undefined)
+  await withTimeout(
+    new Promise((resolve, reject) => {
+      child.on('message', (m) => (m.type === 'ready' ? resolve() : m.type === 'failed' ? reject(new Error(`the receiver failed: ${m.message}`)) : undefined))
+      void gone.then(() => reject(new Error('the receiver exited before it was ready')))
+      child.send({type: 'open', ...job})
+    }),
+    60_000,
+    'the receiver to sign in',
+  )
+  return {received, stop: cleanup}
 }
 
 function writeRandomFile(path, bytes) {

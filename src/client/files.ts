@@ -5,7 +5,7 @@ import {decodeKey, type Identity} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 import type {Endpoint, ForwardPush} from '../protocol/messages.js'
 import {MAX_FILE_PAYLOAD} from '../transport/file-datagram.js'
-import {decodeFrame, transferIdToHex} from '../transport/file-codec.js'
+import {FileFrameKind, peekTransferId, transferIdToHex} from '../transport/file-codec.js'
 import {
   FileReceiver,
   sendFile,
@@ -49,8 +49,17 @@ export interface FileHubEvents {
   failed: [string, MessengerError]
 }
 
-/** Frames a sender must see (the receiver's answers); the rest go to the receiver. */
-const ANSWERS = new Set(['accept', 'reject', 'sack', 'done'])
+/** Frames a sender must see (the receiver's answers), by kind byte; the rest go to the receiver. */
+const ANSWERS = new Set<number>([FileFrameKind.ACCEPT, FileFrameKind.REJECT, FileFrameKind.SACK, FileFrameKind.DONE])
+
+interface DirectPeer {
+  link: PeerLink
+  senderKey: string
+  address: string
+  port: number
+  transport: FrameTransport
+  username: string | undefined
+}
 
 /**
  * Files between users: straight over the UDP link when a direct path answers, else streamed
@@ -65,6 +74,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
   private readonly cache: SharedKeyCache
   /** Relay frames that could not be sealed, opened or forwarded. */
   dropped = 0
+  private lastDirect: DirectPeer | undefined
 
   constructor(private readonly o: FileHubOptions) {
     super()
@@ -146,25 +156,51 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     this.receiver?.close()
   }
 
-  private route(frame: Uint8Array, transport: FrameTransport, peer: string): void {
-    const decoded = decodeFrame(frame)
-    if (!decoded) {
+  /**
+   * Hands a receiver's answer to its outgoing transfer; false for frames meant for the receiver.
+   * Routing looks at the kind byte and transfer id only: the sender or the receiver decodes (and
+   * checks) the frame itself, so a DATA frame is decoded once, not twice.
+   */
+  private routeAnswer(frame: Uint8Array): boolean {
+    const id = peekTransferId(frame)
+    if (!id) {
       this.dropped++
-      return
+      return true
     }
-    if (ANSWERS.has(decoded.kind)) {
-      this.outgoing.get(transferIdToHex(decoded.transferId))?.handle(frame)
-      return
-    }
-    this.receiver?.handle(frame, transport, peer)
+    if (!ANSWERS.has(frame[0]!)) return false
+    if (this.outgoing.size > 0) this.outgoing.get(transferIdToHex(id))?.handle(frame)
+    return true
   }
 
   private onDirectFrame(frame: DirectFrame): void {
     const link = this.link
+    if (!link) return
+    const peer = this.directPeer(link, frame)
+    if (!peer || this.routeAnswer(frame.payload) || !this.receiver) return
+    peer.username ??= this.o.engine.usernameOfKey(frame.senderKey)
+    this.receiver.handle(frame.payload, peer.transport, peer.username ?? 'a peer')
+  }
+
+  /**
+   * The sender of a direct frame: its key, the transport back to it and its username, kept for the
+   * last sender and address, since a transfer is tens of thousands of frames from one peer (decoding
+   * the key and looking up the name per frame showed in profiles). A username is remembered once known.
+   */
+  private directPeer(link: PeerLink, frame: DirectFrame): DirectPeer | undefined {
+    const last = this.lastDirect
+    if (last && last.link === link && last.senderKey === frame.senderKey && last.address === frame.from.address && last.port === frame.from.port) return last
     const peerKey = decodeKey(frame.senderKey)
-    if (!link || !peerKey) return
-    const peer = this.o.engine.usernameOfKey(frame.senderKey) ?? 'a peer'
-    this.route(frame.payload, this.directTransport(link, peerKey, frame.from), peer)
+    if (!peerKey) return undefined
+    const peer: DirectPeer = {
+      link,
+      senderKey: frame.senderKey,
+      address: frame.from.address,
+      port: frame.from.port,
+      transport: this.directTransport(link, peerKey, frame.from),
+      username: undefined,
+    }
+    this.lastDirect = peer
+    return peer
   }
 
   private async onRelayFrame(push: ForwardPush): Promise<void> {
@@ -177,7 +213,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         this.dropped++
         return
       }
-      this.route(frame, this.relayTransport(push.from, peerKey), push.from)
+      if (!this.routeAnswer(frame)) this.receiver?.handle(frame, this.relayTransport(push.from, peerKey), push.from)
     } catch {
       this.dropped++ // unknown sender, changed key: never a crash from the network
     }

@@ -154,15 +154,15 @@ export function peekHeader(buf: Uint8Array): DatagramHeader | null {
  * them as the sender key the shared key is the same public constant for every recipient, so anyone could
  * seal a datagram that opens; they are refused outright (as libsodium does).
  */
-const SMALL_ORDER_KEYS = new Set(
+const SMALL_ORDER_KEYS: readonly Buffer[] = (
   [
     '0000000000000000000000000000000000000000000000000000000000000000',
     '0100000000000000000000000000000000000000000000000000000000000000',
     'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800',
     '5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157',
     'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
-  ],
-)
+  ]
+).map((hex) => Buffer.from(hex, 'hex'))
 
 /**
  * X25519 ignores the top bit of a public key and reduces it modulo p = 2^255 - 19, so several 32-byte
@@ -179,7 +179,14 @@ function isCanonicalKey(key: Uint8Array): boolean {
     for (let i = KEY_BYTES - 2; i >= 1 && allFf; i--) allFf = key[i] === 0xff
     if (allFf && key[0]! >= 0xed) return false
   }
-  return !SMALL_ORDER_KEYS.has(Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex'))
+  // Byte comparisons, not a hex string per call: every datagram received goes through here.
+  for (const bad of SMALL_ORDER_KEYS) {
+    if (bad[0] !== key[0]) continue
+    let same = true
+    for (let i = 1; i < KEY_BYTES && same; i++) same = bad[i] === key[i]
+    if (same) return false
+  }
+  return true
 }
 
 /**

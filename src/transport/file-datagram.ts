@@ -1,5 +1,5 @@
-import {createCipheriv, createDecipheriv, createHmac, randomBytes} from 'node:crypto'
-import {DATAGRAM_VERSION, DatagramType, HEADER_BYTES, MAX_DATAGRAM, NONCE_BYTES} from './datagram.js'
+import {createCipheriv, createDecipheriv, createHmac, createSecretKey, type KeyObject, randomBytes} from 'node:crypto'
+import {DATAGRAM_VERSION, DatagramType, HEADER_BYTES, MAX_DATAGRAM} from './datagram.js'
 
 /** ChaCha20-Poly1305 tag. */
 const TAG_BYTES = 16
@@ -28,27 +28,41 @@ export const MAX_FILE_PAYLOAD = MAX_DATAGRAM - HEADER_BYTES - TAG_BYTES
  *   covered, as with the box.
  */
 export class FileCipher {
-  private readonly key: Buffer
+  // A KeyObject, not a Buffer: createCipheriv then skips preparing the raw key on every datagram.
+  private readonly key: KeyObject
   private readonly prefix = randomBytes(4)
   private hi = randomBytes(4).readUInt32BE(0) >>> 1
   private lo = randomBytes(4).readUInt32BE(0)
+  /** The constant part of our header (version, type, sender key, nonce prefix), built once per sender key object (identity keys are never mutated). */
+  private header: Buffer | undefined
+  private headerKey: Uint8Array | undefined
 
   constructor(sharedKey: Uint8Array) {
-    this.key = createHmac('sha256', sharedKey).update('messenger/file-datagram/v1').digest()
+    this.key = createSecretKey(createHmac('sha256', sharedKey).update('messenger/file-datagram/v1').digest())
+  }
+
+  private headerFor(senderPublicKey: Uint8Array): Buffer {
+    if (this.header && this.headerKey === senderPublicKey) return this.header
+    const header = Buffer.alloc(AEAD_NONCE_OFFSET + 4)
+    header[0] = DATAGRAM_VERSION
+    header[1] = DatagramType.FILE
+    header.set(senderPublicKey, KEY_OFFSET)
+    header[NONCE_OFFSET] = DATAGRAM_VERSION
+    header[NONCE_OFFSET + 1] = DatagramType.FILE
+    this.prefix.copy(header, AEAD_NONCE_OFFSET)
+    this.header = header
+    this.headerKey = senderPublicKey
+    return header
   }
 
   seal(senderPublicKey: Uint8Array, payload: Uint8Array): Buffer {
     if (payload.length > MAX_FILE_PAYLOAD) throw new RangeError(`FILE payload of ${payload.length} bytes exceeds ${MAX_FILE_PAYLOAD}`)
     const out = Buffer.allocUnsafe(HEADER_BYTES + payload.length + TAG_BYTES)
-    out[0] = DATAGRAM_VERSION
-    out[1] = DatagramType.FILE
-    out.set(senderPublicKey, KEY_OFFSET)
-    out.fill(0, NONCE_OFFSET, NONCE_OFFSET + NONCE_BYTES)
-    out[NONCE_OFFSET] = DATAGRAM_VERSION
-    out[NONCE_OFFSET + 1] = DatagramType.FILE
-    this.prefix.copy(out, AEAD_NONCE_OFFSET)
+    this.headerFor(senderPublicKey).copy(out, 0)
     out.writeUInt32BE(this.hi, AEAD_NONCE_OFFSET + 4)
     out.writeUInt32BE(this.lo, AEAD_NONCE_OFFSET + 8)
+    // The last 10 bytes of the 24-byte nonce field are unused and zero.
+    out.fill(0, AEAD_NONCE_OFFSET + AEAD_NONCE_BYTES, HEADER_BYTES)
     if (++this.lo > 0xffff_ffff) {
       this.lo = 0
       this.hi++

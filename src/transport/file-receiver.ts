@@ -1,5 +1,3 @@
-import {createHash} from 'node:crypto'
-import {createReadStream} from 'node:fs'
 import {mkdir, open, unlink, type FileHandle} from 'node:fs/promises'
 import {basename, join, resolve} from 'node:path'
 import {performance} from 'node:perf_hooks'
@@ -13,11 +11,13 @@ import {
   MAX_SACK_BITMAP_BYTES,
   MAX_SACK_BITS,
   type OfferFrame,
+  sameTransferId,
   type TransferId,
   transferIdToHex,
 } from './file-codec.js'
 import {errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress, type TransferProgress} from './file-common.js'
 import {partialFileName, publish, safeFileName} from './file-names.js'
+import {ChunkWriter} from './file-writer.js'
 
 /*
  * The receiving side of a file transfer. The receiver writes chunks at their offsets into a hidden
@@ -75,12 +75,6 @@ async function removeQuietly(path: string): Promise<void> {
   }
 }
 
-async function hashFile(path: string): Promise<Buffer> {
-  const hash = createHash('sha256')
-  for await (const chunk of createReadStream(path, {highWaterMark: 1024 * 1024})) hash.update(chunk as Buffer)
-  return hash.digest()
-}
-
 /** Best effort: a transport that throws (closed socket) is like one that drops; the peer retries or times out. */
 function sendQuietly(transport: FrameTransport, frame: Uint8Array): void {
   try {
@@ -111,9 +105,8 @@ interface Incoming {
   lastTs: number
   unacked: number
   ackImmediate: NodeJS.Immediate | undefined
-  pending: {index: number; data: Buffer}[]
-  pendingBytes: number
-  writer: Promise<void> | undefined
+  /** Set with fh: copies, writes and hashes the chunks. */
+  writer: ChunkWriter | undefined
   idleTimer: NodeJS.Timeout | undefined
   lastActivity: number
   startedAt: number
@@ -137,6 +130,7 @@ export class FileReceiver {
   /** Answers for finished transfers (DONE, REJECT or CANCEL), so late duplicates hear the same. */
   private readonly finished = new Map<string, Uint8Array>()
   private closed = false
+  private last: Incoming | undefined
 
   constructor(private readonly options: FileReceiverOptions) {
     if (!options.downloadsDir) throw new MessengerError('BAD_INPUT', 'FileReceiver needs a downloadsDir.')
@@ -155,9 +149,13 @@ export class FileReceiver {
     if (this.closed) return
     const frame = decodeFrame(bytes)
     if (!frame) return
-    const hex = transferIdToHex(frame.transferId)
-    const key = `${peer}\u0000${hex}`
-    const t = this.active.get(key)
+    // The transfer of the previous frame, without building its key: a transfer is tens of thousands of frames.
+    const last = this.last
+    const cached = last && last.state !== 'closed' && last.peer === peer && sameTransferId(last.id, frame.transferId)
+    const hex = cached ? last.hex : transferIdToHex(frame.transferId)
+    const key = cached ? last.key : `${peer}\u0000${hex}`
+    const t = cached ? last : this.active.get(key)
+    if (t) this.last = t
     switch (frame.kind) {
       case 'offer':
         if (t) {
@@ -284,8 +282,6 @@ export class FileReceiver {
       lastTs: -1,
       unacked: 0,
       ackImmediate: undefined,
-      pending: [],
-      pendingBytes: 0,
       writer: undefined,
       idleTimer: undefined,
       lastActivity: now,
@@ -301,7 +297,8 @@ export class FileReceiver {
   private async openPartial(t: Incoming): Promise<void> {
     try {
       await mkdir(this.dir, {recursive: true})
-      t.fh = await open(t.partial, 'wx', 0o600)
+      // Read and write: the writer reads back what it could not hash in order.
+      t.fh = await open(t.partial, 'wx+', 0o600)
     } catch (error) {
       if (t.state !== 'opening') return
       t.state = 'closed'
@@ -317,6 +314,9 @@ export class FileReceiver {
       return
     }
     t.state = 'receiving'
+    t.writer = new ChunkWriter(t.fh, t.chunkSize, t.size, (error) => {
+      this.fail(t, failed(`Cannot write "${t.name}" to ${this.dir}: ${errnoCode(error) ?? (error as Error).message}.`, error), true, 'recipient cannot write the file')
+    })
     t.lastActivity = this.now()
     this.send(t, encodeFrame({kind: 'accept', transferId: t.id}))
     this.armIdle(t, this.idleTimeoutMs)
@@ -350,15 +350,12 @@ export class FileReceiver {
       return
     }
     // Disk slower than the network: drop, so the sender sees loss and slows down.
-    if (t.pendingBytes + length > FILE_TRANSFER_DEFAULTS.maxPendingWriteBytes) return
+    const writer = t.writer!
+    if (writer.pendingBytes + writer.costOf(index, length) > FILE_TRANSFER_DEFAULTS.maxPendingWriteBytes) return
     t.have[index >>> 3]! |= bit
     t.received++
     t.bytes += length
-    const data = Buffer.allocUnsafe(length)
-    data.set(bytes)
-    t.pending.push({index, data})
-    t.pendingBytes += length
-    if (!t.writer) t.writer = this.write(t)
+    writer.add(index, bytes)
 
     const before = t.next
     while (t.next < t.chunks && (t.have[t.next >>> 3]! & (1 << (t.next & 7))) !== 0) t.next++
@@ -425,48 +422,6 @@ export class FileReceiver {
     this.emit('onProgress', t.hex, progress(t.bytes, t.size, t.startedAt, now))
   }
 
-  /** Writes pending chunks, contiguous runs in one writev each, until none are left. */
-  private async write(t: Incoming): Promise<void> {
-    try {
-      while (t.pending.length > 0 && t.fh && t.state !== 'closed') {
-        const batch = t.pending
-        t.pending = []
-        batch.sort((a, b) => a.index - b.index)
-        for (let i = 0; i < batch.length; ) {
-          let j = i + 1
-          while (j < batch.length && j - i < 1024 && batch[j]!.index === batch[j - 1]!.index + 1) j++
-          const buffers = batch.slice(i, j).map((c) => c.data)
-          let position = batch[i]!.index * t.chunkSize
-          let total = 0
-          for (const buffer of buffers) total += buffer.length
-          let written = (await t.fh.writev(buffers, position)).bytesWritten
-          if (written < total) {
-            // Short write: finish the run from one contiguous copy.
-            const rest = Buffer.concat(buffers).subarray(written)
-            position += written
-            for (let done = 0; done < rest.length; ) {
-              const n = (await t.fh.write(rest, done, rest.length - done, position + done)).bytesWritten
-              if (n === 0) throw failed('The disk accepted no more data.')
-              done += n
-            }
-            written = total
-          }
-          t.pendingBytes -= total
-          i = j
-          if ((t.state as Incoming['state']) === 'closed') return // fail() ran during the write
-        }
-      }
-    } catch (error) {
-      this.fail(t, failed(`Cannot write "${t.name}" to ${this.dir}: ${errnoCode(error) ?? (error as Error).message}.`, error), true, 'recipient cannot write the file')
-    } finally {
-      t.writer = undefined
-    }
-  }
-
-  private async drainWrites(t: Incoming): Promise<void> {
-    while (t.writer) await t.writer
-  }
-
   private async verify(t: Incoming): Promise<void> {
     t.state = 'verifying'
     if (t.idleTimer) clearTimeout(t.idleTimer)
@@ -475,13 +430,13 @@ export class FileReceiver {
     let digest: Buffer
     let path: string | undefined
     try {
-      await this.drainWrites(t)
-      if (t.abort) throw t.abort
       const fh = t.fh!
+      await t.writer!.flush()
+      if (t.abort) throw t.abort
       await fh.sync()
+      digest = await t.writer!.digest()
       t.fh = undefined
       await fh.close()
-      digest = await hashFile(t.partial)
       if (t.abort) throw t.abort
       if (digest.equals(t.sha256)) path = await publish(t.partial, this.dir, t.name)
       else await removeQuietly(t.partial)
@@ -540,10 +495,9 @@ export class FileReceiver {
     const cancel = encodeFrame({kind: 'cancel', transferId: t.id, reason: reason.slice(0, 200)})
     this.remember(t.key, cancel)
     if (notifyPeer) this.send(t, cancel)
-    t.pending = []
     const cleanup = async (): Promise<void> => {
       if (!wasOpening) {
-        await this.drainWrites(t)
+        await t.writer?.close()
         const fh = t.fh
         t.fh = undefined
         await fh?.close().catch(() => undefined)

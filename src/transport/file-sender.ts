@@ -23,6 +23,9 @@ import {chunkSizeFor, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTrans
 import {Flight} from './file-congestion.js'
 import {fitName} from './file-names.js'
 
+/** Chunks read ahead of the window: two read batches, so one can be read while the other is sent. */
+const READ_AHEAD = 2 * FILE_TRANSFER_DEFAULTS.readBatch
+
 /*
  * The sending side of a file transfer. The sender hashes the file, offers it, and streams DATA frames
  * through a sliding window; how much may be in flight, and what to resend when, is the business of
@@ -110,7 +113,12 @@ class Sender {
   private probeInterval = 0
   private offerDeadline = Number.POSITIVE_INFINITY
 
-  private pumping = false
+  /** DATA frames read ahead, for chunks nextToSend onwards (ready[readyHead] is chunk nextToSend). */
+  private ready: Uint8Array[] = []
+  private readyHead = 0
+  /** The next chunk to read; a read is in flight while `reading`. */
+  private readNext = 0
+  private reading = false
   private lastProgressAt = 0
   private lastEmit = Number.NEGATIVE_INFINITY
 
@@ -256,7 +264,7 @@ class Sender {
     this.dataStartedAt = now
     this.lastProgressAt = now
     if (this.chunks === 0) this.enterFinish(now)
-    else void this.pump()
+    else this.pump()
     this.reschedule()
   }
 
@@ -279,7 +287,7 @@ class Sender {
     if (flight.sndUna >= this.chunks) {
       this.enterFinish(now)
     } else {
-      void this.pump()
+      this.pump()
     }
     this.reschedule()
   }
@@ -295,42 +303,64 @@ class Sender {
     this.probeAt = now + this.probeInterval
   }
 
-  /** Sends what the window allows: retransmissions first, then new chunks read in batches. */
-  private async pump(): Promise<void> {
-    if (this.pumping) return
-    this.pumping = true
-    try {
-      const {flight} = this
-      for (;;) {
-        if (this.phase !== 'data') return
-        let room = Math.floor(flight.cwnd) - flight.pipe
-        if (room > 0 && flight.hasLost()) room = flight.retransmit(room, this.now())
-        const count = Math.min(
-          room,
-          FILE_TRANSFER_DEFAULTS.readBatch,
-          this.chunks - flight.nextToSend,
-          flight.ringCap - (flight.nextToSend - flight.sndUna),
-        )
-        if (count <= 0) return
-        const first = flight.nextToSend
-        const frames = await this.read(first, count)
-        if (this.phase !== 'data') return
-        const now = this.now()
-        for (let k = 0; k < count && this.phase === 'data'; k++) {
-          const index = first + k
-          const frame = frames[k]!
-          writeDataHeader(frame, this.id, index, now)
-          flight.track(index, frame, now)
-          this.transport.send(frame)
-        }
-        flight.advance(count, now)
-        this.reschedule()
+  /**
+   * Sends what the window allows: retransmissions first, then new chunks from the read-ahead queue.
+   * Synchronous: the file is read ahead of the window (see fill), so the sender never waits for the
+   * disk with room in the window and nothing to send.
+   */
+  private pump(): void {
+    const {flight} = this
+    if (this.phase !== 'data') return
+    let room = Math.floor(flight.cwnd) - flight.pipe
+    if (room > 0 && flight.hasLost()) room = flight.retransmit(room, this.now())
+    const count = Math.min(room, this.ready.length - this.readyHead, flight.ringCap - (flight.nextToSend - flight.sndUna))
+    if (count > 0) {
+      const now = this.now()
+      const first = flight.nextToSend
+      for (let k = 0; k < count; k++) {
+        const index = first + k
+        const frame = this.ready[this.readyHead++]!
+        writeDataHeader(frame, this.id, index, now)
+        flight.track(index, frame, now)
+        this.transport.send(frame)
       }
-    } catch (error) {
-      this.fail(error, true)
-    } finally {
-      this.pumping = false
+      flight.advance(count, now)
+      if (this.readyHead === this.ready.length) {
+        this.ready = []
+        this.readyHead = 0
+      }
+      this.reschedule()
     }
+    this.fill()
+  }
+
+  /**
+   * Keeps up to READ_AHEAD chunks read and waiting to be sent, one readv of readBatch chunks at a
+   * time, so reading the next batch overlaps sending the current one.
+   */
+  private fill(): void {
+    if (this.reading || this.phase !== 'data' || this.readNext >= this.chunks) return
+    if (this.ready.length - this.readyHead >= READ_AHEAD) return
+    const first = this.readNext
+    const count = Math.min(FILE_TRANSFER_DEFAULTS.readBatch, this.chunks - first)
+    this.readNext += count
+    this.reading = true
+    this.read(first, count).then(
+      (frames) => {
+        this.reading = false
+        if (this.phase !== 'data') return
+        for (const frame of frames) this.ready.push(frame)
+        try {
+          this.pump()
+        } catch (error) {
+          this.fail(error, true)
+        }
+      },
+      (error: unknown) => {
+        this.reading = false
+        this.fail(error, true)
+      },
+    )
   }
 
   /** Reads `count` chunks straight into fresh DATA frames (one allocation and one readv per batch). */
@@ -428,12 +458,12 @@ class Sender {
           }
           if (now >= this.flight.reoAt) {
             this.flight.detectLosses(now)
-            void this.pump()
+            this.pump()
           }
           if (now >= this.flight.tlpAt) this.flight.tailProbe(now)
           if (now >= this.flight.rtoAt) {
             this.flight.onRto(now)
-            void this.pump()
+            this.pump()
           }
           break
         case 'finish':
@@ -484,6 +514,7 @@ class Sender {
     this.timer = undefined
     this.options.signal?.removeEventListener('abort', this.onAbort)
     this.flight.clear()
+    this.ready = []
     const fh = this.fh
     this.fh = undefined
     await fh?.close().catch(() => undefined)

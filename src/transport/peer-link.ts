@@ -98,6 +98,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
   private readonly fileCiphers = new Map<string, FileCipher>()
   /** The last sender key seen and its base64: a transfer is thousands of datagrams from one key. */
   private lastKey: {bytes: Buffer; b64: string} | undefined
+  private lastSendCipher: {key: Uint8Array; cipher: FileCipher} | undefined
   private keepalive: NodeJS.Timeout | undefined
   private readonly o: Required<Omit<PeerLinkOptions, 'server' | 'port'>> & Pick<PeerLinkOptions, 'server' | 'port'>
 
@@ -225,10 +226,22 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
 
   /** One file-transfer frame, sealed to the peer; the transfer engine above adds reliability. */
   sendFrame(peerKey: Uint8Array, endpoint: Endpoint, payload: Uint8Array): void {
-    if (!this.stream || this.stream.destroyed || !isIPv4(endpoint.address)) return
-    const data = this.fileCipher(encodeKey(peerKey), peerKey).seal(this.o.identity.publicKey, payload)
+    const stream = this.stream
+    if (!stream || stream.destroyed || !isIPv4(endpoint.address)) return
+    const data = this.fileCipherFor(peerKey).seal(this.o.identity.publicKey, payload)
     this.stats.sent++
-    this.stream.write({data, address: endpoint.address, port: endpoint.port})
+    // Straight to the socket: the stream's Writable side costs a write object and a callback per
+    // datagram, and the transfer engine already treats a lost datagram as normal.
+    stream.sendNow(data, endpoint.port, endpoint.address)
+  }
+
+  /** The cipher for a peer's key, remembered for the last key object (a transfer sends with one). */
+  private fileCipherFor(peerKey: Uint8Array): FileCipher {
+    const last = this.lastSendCipher
+    if (last && last.key === peerKey) return last.cipher
+    const cipher = this.fileCipher(encodeKey(peerKey), peerKey)
+    this.lastSendCipher = {key: peerKey, cipher}
+    return cipher
   }
 
   private fileCipher(keyB64: string, key: Uint8Array): FileCipher {

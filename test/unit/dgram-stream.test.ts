@@ -183,6 +183,25 @@ describe('DgramStream reading and writing', () => {
   })
 })
 
+describe('DgramStream sendNow', () => {
+  it('sends a datagram straight to the socket, and returns false once the stream is closed', async () => {
+    const a = await open()
+    const b = await open()
+    expect(a.sendNow(new Uint8Array([9, 8, 7]), b.address().port, HOST)).toBe(true)
+    const [got] = await take(b, 1)
+    expect(got).toEqual({data: Buffer.from([9, 8, 7]), address: HOST, port: a.address().port})
+    a.destroy()
+    await closed(a)
+    expect(a.sendNow(new Uint8Array([1]), b.address().port, HOST)).toBe(false)
+  })
+
+  it('never throws: a bad port is a lost datagram', async () => {
+    const a = await open()
+    expect(a.sendNow(new Uint8Array([1]), 0, HOST)).toBe(false)
+    expect(a.destroyed).toBe(false)
+  })
+})
+
 describe('DgramStream backpressure', () => {
   it('returns false from write() under load and emits drain, with sends in flight bounded', async () => {
     const a = await open({writableHighWaterMark: 16})
