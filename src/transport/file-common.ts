@@ -48,7 +48,7 @@ export const FILE_TRANSFER_DEFAULTS = {
   maxProbes: 3,
   /** Chunks read from the file per readv. */
   readBatch: 128,
-  ackEvery: 16,
+  ackEvery: 32,
   /** Received chunks waiting for the disk; beyond this the receiver drops DATA and the sender backs off. */
   maxPendingWriteBytes: 32 * 1024 * 1024,
   progressIntervalMs: 100,
