@@ -1,16 +1,22 @@
-// relay: 50 online sender/recipient pairs in this process, 180-byte end-to-end encrypted texts
-// through the server relay, each acknowledged by the recipient's client.
+// relay: 50 online sender/recipient pairs (100 clients) in this process, 180-byte end-to-end
+// encrypted texts through the server relay, each acknowledged by the recipient's client.
 //   phase 1: sustained msgs/s with a window of sends in flight per pair (counted at the recipients)
 //   phase 2: paced at half that rate: p50/p99 of send start -> recipient 'message' event
+// The clients run in BENCH_RELAY_WORKERS worker threads of this process (default 2, one per core;
+// each pair's sender and recipient in the same thread): 100 users would have 100 machines, and one
+// event loop for all of them made the bench measure its own queueing. BENCH_RELAY_WORKERS=1 puts
+// every client on one thread beside the main one.
+import {Worker} from 'node:worker_threads'
 import {startServer} from '../lib/server.js'
-import {loginTokens, openUser} from '../lib/users.js'
-import {envInt, log, mapLimit, monoUs, paddedText, percentile, recordPhase, round, sleep, waitFor} from '../lib/util.js'
+import {loginTokens} from '../lib/users.js'
+import {envInt, log, monoUs, percentile, recordPhase, round, sleep} from '../lib/util.js'
 
 export const target = {msgsPerSec: 40_000, p99Ms: 50}
 
 export async function run() {
   const pairs = envInt('BENCH_RELAY_PAIRS', 50)
   const window = envInt('BENCH_RELAY_WINDOW', 8)
+  const workerCount = Math.max(1, Math.min(pairs, envInt('BENCH_RELAY_WORKERS', 2)))
   const measureMs = envInt('BENCH_RELAY_SECONDS', 10) * 1000
   const warmupMs = 2_000
   const pacedMs = 6_000
@@ -19,133 +25,101 @@ export async function run() {
   const server = await startServer({name: 'relay', users: [...senders, ...recipients], scryptCost: 1024})
   const tokens = await loginTokens(server.port, [...senders, ...recipients])
 
-  // Per pair: when each numbered message started (removed when it arrives).
-  const started = Array.from({length: pairs}, () => new Map())
-  let received = 0
-  /** Raw deliver pushes (first pushes and redeliveries) against `received`, which counts each id once. */
-  let deliverPushes = 0
-  let latencies = null // collected only in the paced phase
-  let failures = 0
-  let lastFailure = ''
-  const onMessage = (m) => {
-    const [pairText, nText] = m.text.split('|', 2)
-    const pair = Number(pairText)
-    const begin = started[pair]?.get(nText)
-    received++
-    if (begin === undefined) return
-    started[pair].delete(nText)
-    if (latencies) latencies.push(performance.now() - begin)
-  }
-  log(`relay: signing in ${pairs * 2} clients`)
-  const recipientUsers = await mapLimit(recipients, 10, (u) =>
-    openUser(server.address, u, tokens.get(u), {
-      pathPreference: 'relay',
-      beforeLogin: (s, client) => {
-        s.engine.on('message', onMessage)
-        client.on('push', (push) => {
-          if (push.type === 'deliver') deliverPushes++
-        })
-      },
-    }),
-  )
-  const senderUsers = await mapLimit(senders, 10, (u) => openUser(server.address, u, tokens.get(u), {pathPreference: 'relay', receiptWaitMs: 30_000}))
-
-  let counter = 0
-  const sendOne = async (pair) => {
-    const n = String(counter++)
-    started[pair].set(n, performance.now())
-    try {
-      await senderUsers[pair].engine.sendText(recipients[pair], paddedText(`${pair}|${n}|`))
-    } catch (error) {
-      started[pair].delete(n)
-      failures++
-      lastFailure = `${error.code ?? ''} ${error.message}`
-    }
-  }
-  const inFlight = new Set()
-  const track = (promise) => {
-    inFlight.add(promise)
-    promise.finally(() => inFlight.delete(promise))
-  }
-
-  // Phase 1: saturate.
-  log(`relay: phase 1, ${window} sends in flight per pair, ${measureMs / 1000} s measured after ${warmupMs / 1000} s warm-up`)
-  let running = true
-  for (let pair = 0; pair < pairs; pair++) {
-    for (let w = 0; w < window; w++) {
-      track((async () => {
-        while (running) await sendOne(pair)
-      })())
-    }
-  }
-  await sleep(warmupMs)
-  const r0 = received
-  const t0 = performance.now()
-  const sustainedFrom = monoUs()
-  await sleep(measureMs)
-  const sustained = (received - r0) / ((performance.now() - t0) / 1000)
-  recordPhase('sustained', sustainedFrom)
-  running = false
-  log(`relay: sustained ${Math.round(sustained)} msgs/s; waiting for ${inFlight.size} workers`)
-  await waitFor(() => inFlight.size === 0, 60_000)
-  await waitFor(() => started.every((m) => m.size === 0), 10_000)
-  for (const m of started) m.clear()
-
-  // Phase 2: paced at half the sustained rate, spread evenly over the pairs.
-  const rate = Math.max(1, sustained / 2)
-  const perPairPerMs = rate / pairs / 1000
-  log(`relay: phase 2, paced at ${Math.round(rate)} msgs/s for ${pacedMs / 1000} s (first second not measured)`)
-  const sent = new Array(pairs).fill(0)
-  const begin = performance.now()
-  const pacedFrom = monoUs()
-  let measuring = false
-  await new Promise((resolve) => {
-    const tick = setInterval(() => {
-      const elapsed = performance.now() - begin
-      if (!measuring && elapsed >= 1_000) {
-        measuring = true
-        latencies = []
-      }
-      if (elapsed >= pacedMs) {
-        clearInterval(tick)
-        resolve()
-        return
-      }
-      const owed = Math.floor(elapsed * perPairPerMs)
-      for (let pair = 0; pair < pairs; pair++) {
-        // A bound on the backlog: if the pace cannot be held, latency says so anyway.
-        while (sent[pair] < owed && started[pair].size < 2_000) {
-          sent[pair]++
-          track(sendOne(pair))
-        }
-      }
-    }, 2)
+  log(`relay: signing in ${pairs * 2} clients in ${workerCount} worker thread(s)`)
+  const workers = Array.from({length: workerCount}, (_, w) => {
+    const mine = []
+    for (let i = w; i < pairs; i += workerCount) mine.push({sender: senders[i], recipient: recipients[i], senderToken: tokens.get(senders[i]), recipientToken: tokens.get(recipients[i])})
+    return new ClientWorker(server.address, mine)
   })
-  const pacedLatencies = latencies
-  recordPhase('paced', pacedFrom)
-  latencies = null
-  const achievedRate = sent.reduce((a, b) => a + b, 0) / (pacedMs / 1000)
-  await waitFor(() => inFlight.size === 0, 60_000)
-  // Messages still unreceived after the wait count as the slowest samples.
-  const lost = started.reduce((n, m) => n + m.size, 0)
-  const all = pacedLatencies.concat(new Array(lost).fill(Number.POSITIVE_INFINITY))
+  try {
+    await Promise.all(workers.map((w) => w.next('ready')))
+    const received = async () => (await Promise.all(workers.map((w) => w.ask({cmd: 'count'}, 'count')))).reduce((n, m) => n + m.received, 0)
 
-  await mapLimit([...senderUsers, ...recipientUsers], 20, (u) => u.close())
-  await server.stop()
-  if (failures > 0) log(`relay: ${failures} sends failed (last: ${lastFailure})`)
-  const p99 = percentile(all, 99)
-  return {
-    msgsPerSec: round(sustained, 0),
-    p50Ms: round(percentile(all, 50), 2),
-    p99Ms: Number.isFinite(p99) ? round(p99, 2) : null,
-    pacedRate: round(achievedRate, 0),
-    latencySamples: pacedLatencies.length,
-    unreceived: lost,
-    redeliveries: deliverPushes - received,
-    failedSends: failures,
-    windowPerPair: window,
-    pairs,
-    target,
+    // Phase 1: saturate.
+    log(`relay: phase 1, ${window} sends in flight per pair, ${measureMs / 1000} s measured after ${warmupMs / 1000} s warm-up`)
+    for (const w of workers) w.post({cmd: 'saturate', window})
+    await sleep(warmupMs)
+    const r0 = await received()
+    const t0 = performance.now()
+    const sustainedFrom = monoUs()
+    await sleep(measureMs)
+    const sustained = ((await received()) - r0) / ((performance.now() - t0) / 1000)
+    recordPhase('sustained', sustainedFrom)
+    log(`relay: sustained ${Math.round(sustained)} msgs/s; waiting for the sends in flight`)
+    await Promise.all(workers.map((w) => w.ask({cmd: 'stop'}, 'stopped')))
+
+    // Phase 2: paced at half the sustained rate, spread evenly over the pairs.
+    const rate = Math.max(1, sustained / 2)
+    log(`relay: phase 2, paced at ${Math.round(rate)} msgs/s for ${pacedMs / 1000} s (first second not measured)`)
+    const pacedFrom = monoUs()
+    const paced = await Promise.all(workers.map((w) => w.ask({cmd: 'paced', perPairPerMs: rate / pairs / 1000, pacedMs, warmMs: 1_000}, 'paced')))
+    recordPhase('paced', pacedFrom)
+    const achievedRate = paced.reduce((n, m) => n + m.sent, 0) / (pacedMs / 1000)
+    const lost = paced.reduce((n, m) => n + m.lost, 0)
+    const all = paced.flatMap((m) => m.latencies).concat(new Array(lost).fill(Number.POSITIVE_INFINITY))
+
+    const closed = await Promise.all(workers.map((w) => w.ask({cmd: 'close'}, 'closed')))
+    const sum = (key) => closed.reduce((n, m) => n + m[key], 0)
+    const failures = sum('failures')
+    if (failures > 0) log(`relay: ${failures} sends failed (last: ${closed.map((m) => m.lastFailure).find(Boolean)})`)
+    const p99 = percentile(all, 99)
+    return {
+      msgsPerSec: round(sustained, 0),
+      p50Ms: round(percentile(all, 50), 2),
+      p99Ms: Number.isFinite(p99) ? round(p99, 2) : null,
+      pacedRate: round(achievedRate, 0),
+      latencySamples: all.length - lost,
+      unreceived: lost,
+      redeliveries: sum('deliverPushes') - sum('received'),
+      failedSends: failures,
+      windowPerPair: window,
+      pairs,
+      workerThreads: workerCount,
+      target,
+    }
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()))
+    await server.stop()
+  }
+}
+
+/** One worker thread of clients (relay-worker.js), with request/answer helpers over its port. */
+class ClientWorker {
+  constructor(address, pairs) {
+    this.worker = new Worker(new URL('./relay-worker.js', import.meta.url), {workerData: {address, pairs}})
+    this.waiting = []
+    this.failure = undefined
+    this.worker.on('message', (m) => {
+      const i = this.waiting.findIndex((w) => w.type === m.type)
+      if (i >= 0) this.waiting.splice(i, 1)[0].resolve(m)
+    })
+    const fail = (error) => {
+      this.failure = error
+      for (const w of this.waiting.splice(0)) w.reject(error)
+    }
+    this.worker.on('error', fail)
+    this.worker.on('exit', (code) => fail(new Error(`a relay worker thread exited (code ${code})`)))
+  }
+
+  post(message) {
+    this.worker.postMessage(message)
+  }
+
+  /** The next message of `type` from the worker. */
+  next(type) {
+    if (this.failure) return Promise.reject(this.failure)
+    return new Promise((resolve, reject) => this.waiting.push({type, resolve, reject}))
+  }
+
+  ask(message, type) {
+    const answer = this.next(type)
+    this.post(message)
+    return answer
+  }
+
+  async terminate() {
+    this.worker.removeAllListeners('exit')
+    await this.worker.terminate()
   }
 }
 
