@@ -142,7 +142,8 @@ export class SqliteMessaging {
         'INSERT OR IGNORE INTO messages (msg_id, sender, recipient, grp, nonce, box, ts, seq, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       pending: db.prepare<[string, number, number], MessageRow>('SELECT * FROM messages WHERE recipient = ? AND qid > ? ORDER BY qid LIMIT ?'),
-      ack: db.prepare<[string, string], MessageRow>('DELETE FROM messages WHERE recipient = ? AND msg_id = ? RETURNING *'),
+      // One statement per acknowledgement batch (ids as a JSON array), not one per id.
+      ack: db.prepare<[string, string], MessageRow>('DELETE FROM messages WHERE recipient = ? AND msg_id IN (SELECT value FROM json_each(?)) RETURNING *'),
       expire: db.prepare<[number], MessageRow>('DELETE FROM messages WHERE expires_at <= ? RETURNING *'),
       expireIds: db.prepare<[number]>('DELETE FROM message_ids WHERE expires_at <= ?'),
       addReceipt: db.prepare<[string, string, string, string, string, number]>(
@@ -170,7 +171,7 @@ export class SqliteMessaging {
     const s = this.s
     this.tx = {
       enqueue: db.transaction((request: EnqueueRequest) => this.enqueueNow(request)).immediate,
-      ack: db.transaction((recipient: string, msgIds: string[]) => msgIds.flatMap((id) => s.ack.all(recipient, id).map(toMessage))),
+      ack: db.transaction((recipient: string, msgIds: string[]) => s.ack.all(recipient, JSON.stringify(msgIds)).map(toMessage)),
       expire: db.transaction((now: number) => {
         const expired = s.expire.all(now).map(toMessage)
         s.expireIds.run(now)
