@@ -1,24 +1,29 @@
 // direct: one online pair with the direct path on both sides; encrypted, acknowledged messages
 // over UDP (engine.sendText with pathPreference 'direct'). Baseline in the same run: a raw
 // node:dgram ping-pong on 127.0.0.1, so the round trip is reported as a ratio.
+// The recipient (bob) runs in a child process (direct-peer.js), the sender (alice) in this one:
+// two users are two processes. Throughput keeps 64 sendText calls in flight.
 import dgram from 'node:dgram'
 import {closeSync, fdatasyncSync, openSync, writeSync} from 'node:fs'
-import {join} from 'node:path'
+import {dirname, join} from 'node:path'
 import {encodeEnvelope} from '../../dist/client/envelope-codec.js'
 import {newMessageId} from '../../dist/client/delivery.js'
+import {fileURLToPath} from 'node:url'
+import {decodeKey} from '../../dist/crypto/identity.js'
+import {forkPeer} from '../lib/peer-process.js'
 import {startServer} from '../lib/server.js'
 import {loginTokens, openUser} from '../lib/users.js'
-import {envInt, log, monoUs, paddedText, percentile, recordPhase, round, sleep, tempDir, waitFor} from '../lib/util.js'
+import {envInt, log, monoUs, paddedText, percentile, recordPhase, round, sleep, tempDir} from '../lib/util.js'
 
 export const target = {msgsPerSec: 30_000, rttRatio: 2}
 
 export async function run() {
-  const concurrency = envInt('BENCH_DIRECT_CONCURRENCY', 16)
+  const concurrency = envInt('BENCH_DIRECT_CONCURRENCY', 64)
   const measureMs = envInt('BENCH_DIRECT_SECONDS', 5) * 1000
   const server = await startServer({name: 'direct', users: ['alice', 'bob'], scryptCost: 1024})
   const tokens = await loginTokens(server.port, ['alice', 'bob'])
-  let received = 0
-  const bob = await openUser(server.address, 'bob', tokens.get('bob'), {pathPreference: 'direct', direct: true, beforeLogin: (s) => s.engine.on('message', () => received++)})
+  const bob = await forkPeer(join(dirname(fileURLToPath(import.meta.url)), 'direct-peer.js'), {address: server.address, token: tokens.get('bob')}, 'bob')
+  const received = async () => (await askPeer(bob, {type: 'count'}, 'count')).received
   const alice = await openUser(server.address, 'alice', tokens.get('alice'), {pathPreference: 'direct', direct: true})
   const first = await alice.engine.sendText('bob', 'hello over udp')
   if (first.path !== 'direct') throw new Error(`the first message went ${first.path}, not direct`)
@@ -51,8 +56,8 @@ export async function run() {
 
   // The same round trip at the link level (sealed envelope out, encrypted ack back), without the
   // sender's directory lookup and history writes: where the time of a sendText goes.
-  const bobKey = bob.session.identity.publicKey
   const bobInfo = await alice.engine.lookup('bob', {fresh: true})
+  const bobKey = decodeKey(bobInfo.publicKey)
   const endpoint = alice.session.link.confirmedPath(bobKey) ?? (await alice.engine.findDirectPath(bobInfo))
   if (!endpoint) throw new Error('no direct path to bob for the link-level round trip')
   const link = []
@@ -89,10 +94,11 @@ export async function run() {
   recordPhase('throughput', throughputFrom)
   running = false
   await Promise.race([Promise.all(workers), sleep(10_000)])
-  await waitFor(() => received >= delivered, 5_000)
+  const deadline = performance.now() + 5_000
+  while ((await received()) < delivered && performance.now() < deadline) await sleep(20)
 
   await alice.close()
-  await bob.close()
+  await bob.stop()
   await server.stop()
   if (failures > 0) log(`direct: ${failures} sends failed (last: ${lastFailure})`)
   return {
@@ -106,6 +112,13 @@ export async function run() {
     failedSends: failures,
     target,
   }
+}
+
+/** Sends `message` to the peer process and waits for its answer of `type`. */
+function askPeer(peer, message, type) {
+  const answer = peer.next(type)
+  peer.child.send(message)
+  return answer
 }
 
 /** Times of a 4 KiB append + fdatasync to a temp file (a WAL commit's flush), in ms. */

@@ -5,14 +5,14 @@
 // shares its event loop with the other. The measurement is unchanged: from alice's send until she
 // hears bob's DONE, which bob sends only after checking the SHA-256; then the bench hashes the file
 // bob saved, from disk.
-import {fork} from 'node:child_process'
 import {createHash, randomFillSync} from 'node:crypto'
 import {createReadStream, openSync, writeSync, closeSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {startServer} from '../lib/server.js'
 import {loginTokens, openUser} from '../lib/users.js'
-import {envInt, log, monoUs, onCleanup, recordPhase, round, tempDir, withTimeout} from '../lib/util.js'
+import {forkPeer} from '../lib/peer-process.js'
+import {envInt, log, monoUs, recordPhase, round, tempDir, withTimeout} from '../lib/util.js'
 
 export const target = {mbPerSec: 40}
 
@@ -64,39 +64,10 @@ export async function run() {
 
 /** Forks bob (file-receiver.js), signs him in with direct transfers on, and waits until he is ready. */
 async function startReceiver(job) {
-  const child = fork(join(dirname(fileURLToPath(import.meta.url)), 'file-receiver.js'), [], {stdio: ['ignore', 'inherit', 'inherit', 'ipc']})
-  let exited = false
-  const gone = new Promise((resolve) => child.once('exit', () => resolve((exited = true))))
-  const kill = () => {
-    if (!exited) child.kill('SIGKILL')
-  }
-  const stop = async () => {
-    if (exited) return
-    child.send({type: 'exit'})
-    const timer = setTimeout(kill, 5_000)
-    await gone
-    clearTimeout(timer)
-  }
-  stop.sync = kill
-  const cleanup = onCleanup(stop)
-  const received = new Promise((resolve, reject) => {
-    child.on('message', (m) => {
-      if (m.type === 'received') resolve(m)
-      if (m.type === 'failed') reject(new Error(`the receiver failed: ${m.message}`))
-    })
-    void gone.then(() => reject(new Error('the receiver exited')))
-  })
+  const bob = await forkPeer(join(dirname(fileURLToPath(import.meta.url)), 'file-receiver.js'), job, 'the receiver')
+  const received = bob.next('received')
   received.catch(() => undefined)
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      child.on('message', (m) => (m.type === 'ready' ? resolve() : m.type === 'failed' ? reject(new Error(`the receiver failed: ${m.message}`)) : undefined))
-      void gone.then(() => reject(new Error('the receiver exited before it was ready')))
-      child.send({type: 'open', ...job})
-    }),
-    60_000,
-    'the receiver to sign in',
-  )
-  return {received, stop: cleanup}
+  return {received, stop: bob.stop}
 }
 
 function writeRandomFile(path, bytes) {
