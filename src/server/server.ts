@@ -60,6 +60,8 @@ export interface ServerOptions {
   retryMaxMs?: number
   /** Per-sender message rate (copies a second) and burst; beyond it sends get RATE_LIMITED. */
   sendRate?: {rate: number; burst: number}
+  /** Copies (and ciphertext bytes) in flight per session before waiting for acks; default 2,000 and 4 MiB. */
+  deliveryWindow?: {copies?: number; bytes?: number}
   /** Use this store instead of the SQLite file in dataDir (the server then does not own it). */
   store?: Store
   /** How this node shares presence and routes to other nodes; default: the single embedded node. */
@@ -92,7 +94,7 @@ export function createServer(options: ServerOptions): MessengerServer {
 
 export class MessengerServer {
   readonly logger: Logger
-  private readonly options: Required<Omit<ServerOptions, 'credentialsFile' | 'tlsCertFile' | 'tlsKeyFile' | 'store' | 'cluster' | 'storeUrl' | 'redisPrefix' | 'nodeId' | 'sendRate' | 'logger' | 'scrypt'>> & {scrypt: ScryptParams}
+  private readonly options: Required<Omit<ServerOptions, 'credentialsFile' | 'tlsCertFile' | 'tlsKeyFile' | 'store' | 'cluster' | 'storeUrl' | 'redisPrefix' | 'nodeId' | 'sendRate' | 'deliveryWindow' | 'logger' | 'scrypt'>> & {scrypt: ScryptParams}
   private readonly connections = new Set<Connection>()
   private tlsServer: tls.Server | undefined
   private store: Store | undefined
@@ -214,6 +216,8 @@ export class MessengerServer {
         retryInitialMs: o.retryInitialMs,
         retryMaxMs: o.retryMaxMs,
         sendRate: this.input.sendRate,
+        window: this.input.deliveryWindow?.copies,
+        windowBytes: this.input.deliveryWindow?.bytes,
       })
       this.relay = relay
       const social = new Social({store, hub, now: o.now})

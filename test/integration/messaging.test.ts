@@ -185,6 +185,43 @@ describe('messaging: delivery', () => {
     expect(received.map((m) => m.id)).toEqual(msgIds)
   })
 
+  it('keeps at most the window in flight to a session, counted in copies and in bytes, and refills it as acks come', async () => {
+    const {address} = await startTestServer({deliveryWindow: {copies: 4, bytes: 2_500}, retryInitialMs: 60_000})
+    const bobProfile = await makeOfflineUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    // Six short texts (a box of 32 characters), then four of 1,000 characters (a box of 1,356).
+    const texts = [...Array.from({length: 6}, (_, i) => `short ${i}`), ...Array.from({length: 4}, (_, i) => `${i}`.padEnd(1_000, '.'))]
+    const sent = []
+    for (const text of texts) sent.push(await alice.engine.sendText('bob', text))
+    const ids = (n: number) => sent.slice(0, n).map((o) => o.id)
+
+    const bob = await loginUser(address, 'bob', {profileDir: bobProfile.profileDir, autoAck: false})
+    // Bound by copies: four, and (a round trip after the pump ran) no more while none is acknowledged.
+    let acked = 0
+    const ackAll = async () => {
+      const delivered = bob.deliveries.items.slice(acked)
+      acked = bob.deliveries.items.length
+      await bob.client.request('ack', {msgIds: delivered.map((d) => d.msgId)})
+    }
+    await bob.deliveries.atLeast(4)
+    await bob.client.ping()
+    expect(bob.deliveries.items.map((d) => d.msgId)).toEqual(ids(4))
+
+    // Bound by bytes: two short ones and one long one (1,420); the next long one would make 2,776.
+    await ackAll()
+    await bob.deliveries.atLeast(7)
+    await bob.client.ping()
+    expect(bob.deliveries.items.map((d) => d.msgId)).toEqual(ids(7))
+
+    // Then one long copy at a time, each refill after an ack, in queue order.
+    for (let n = 8; n <= 10; n++) {
+      await ackAll()
+      await bob.deliveries.atLeast(n)
+      await bob.client.ping()
+      expect(bob.deliveries.items.map((d) => d.msgId)).toEqual(ids(n))
+    }
+  })
+
   it('retries an unacknowledged delivery with backoff, and stops once any session of the recipient acks it', async () => {
     const {address, server} = await startTestServer({retryInitialMs: 50, retryMaxMs: 200})
     const relay = server.relay!
