@@ -191,7 +191,7 @@ describe('messaging: delivery', () => {
     const alice = await makeUser(address, 'alice')
     // Six short texts (a box of 32 characters), then four of 1,000 characters (a box of 1,356).
     const texts = [...Array.from({length: 6}, (_, i) => `short ${i}`), ...Array.from({length: 4}, (_, i) => `${i}`.padEnd(1_000, '.'))]
-    const sent = []
+    const sent: Array<{id: string}> = []
     for (const text of texts) sent.push(await alice.engine.sendText('bob', text))
     const ids = (n: number) => sent.slice(0, n).map((o) => o.id)
 
