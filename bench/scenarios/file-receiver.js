@@ -3,31 +3,15 @@
 // (alice) sends and times the transfer. Messages: {type: 'open', address, token, downloadsDir,
 // maxBytes} in, {type: 'ready'} out; then {type: 'received', path, sha256} or {type: 'failed',
 // message}; {type: 'exit'} in closes bob and removes his profile.
+import {peerChild} from '../lib/peer-child.js'
 import {openUser} from '../lib/users.js'
-import {cleanupAll} from '../lib/util.js'
 
-let bob
-
-async function exit(code) {
-  try {
-    await bob?.close()
-    await cleanupAll()
-  } finally {
-    process.exit(code)
-  }
-}
-
-process.on('message', async (m) => {
-  if (m.type === 'exit') return exit(0)
-  if (m.type !== 'open') return
-  try {
-    bob = await openUser(m.address, 'bob', m.token, {direct: true, receiveFiles: {downloadsDir: m.downloadsDir, maxBytes: m.maxBytes}})
+peerChild({
+  async open(m) {
+    const bob = await openUser(m.address, 'bob', m.token, {direct: true, receiveFiles: {downloadsDir: m.downloadsDir, maxBytes: m.maxBytes}})
     bob.session.files.once('received', (file) => process.send({type: 'received', path: file.path, sha256: file.sha256}))
     bob.session.files.once('failed', (_id, error) => process.send({type: 'failed', message: String(error?.message ?? error)}))
     process.send({type: 'ready'})
-  } catch (error) {
-    process.send({type: 'failed', message: String(error?.stack ?? error)})
-  }
+    return bob
+  },
 })
-// The parent went away (Ctrl-C, crash): do not linger.
-process.on('disconnect', () => void exit(1))
