@@ -1,0 +1,42 @@
+import {Writable} from 'node:stream'
+import {setImmediate as nextTurn} from 'node:timers/promises'
+import {describe, expect, it} from 'vitest'
+import {writeBatched} from '../../src/protocol/batched-write.js'
+
+/** A stream that records each flush it is handed: one entry per write/writev call. */
+function recorder() {
+  const flushes: string[][] = []
+  const stream = new Writable({
+    writev(chunks, done) {
+      flushes.push(chunks.map((c) => String(c.chunk)))
+      done()
+    },
+    write(chunk, _encoding, done) {
+      flushes.push([String(chunk)])
+      done()
+    },
+  })
+  return {stream, flushes}
+}
+
+describe('writeBatched', () => {
+  it('hands everything written in one turn to the stream in one flush, in order', async () => {
+    const {stream, flushes} = recorder()
+    for (const frame of ['a', 'b', 'c']) writeBatched(stream, Buffer.from(frame))
+    expect(flushes).toEqual([])
+    await nextTurn()
+    expect(flushes).toEqual([['a', 'b', 'c']])
+    writeBatched(stream, Buffer.from('d'))
+    await nextTurn()
+    expect(flushes).toEqual([['a', 'b', 'c'], ['d']])
+  })
+
+  it('flushes what is still held when the stream is ended in the same turn', async () => {
+    const {stream, flushes} = recorder()
+    const finished = new Promise((resolve) => stream.on('finish', resolve))
+    writeBatched(stream, Buffer.from('last words'))
+    stream.end()
+    await finished
+    expect(flushes.flat()).toEqual(['last words'])
+  })
+})
