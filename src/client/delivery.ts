@@ -6,6 +6,7 @@ import type {PeerLink} from '../transport/peer-link.js'
 import {decodeEnvelope, encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
 import type {MessengerClient} from './client.js'
 import type {DeliveryPath, LocalHistory} from './history.js'
+import {Directory} from './directory.js'
 import {Keyring} from './keyring.js'
 import {randomBytesPooled} from '../crypto/random-pool.js'
 
@@ -76,10 +77,7 @@ const RETRYABLE = new Set(['CONNECTION_CLOSED', 'TIMEOUT', 'SHUTTING_DOWN'])
 export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /** Messages that failed to open (tampered, wrong key). */
   dropped = 0
-  private readonly directory = new Map<string, Results['whois']>()
-  private readonly lookups = new Map<string, Promise<Results['whois']>>()
-  /** Keys the server introduced to us, by key: who is about to talk to us directly. */
-  private readonly introduced = new Map<string, string>()
+  private readonly directory = new Directory((username) => this.request('whois', {username}))
   private link: PeerLink | undefined
   private readonly receiptWaiters = new Map<string, () => void>()
   private pendingAcks: string[] = []
@@ -185,7 +183,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   private usableCachedEntry(to: string, preference: PathPreference): Results['whois'] | undefined {
-    const cached = this.directory.get(to)
+    const cached = this.directory.cached(to)
     if (!cached?.publicKey) return undefined
     if (preference === 'relay' || !this.link) return cached
     const peerKey = decodeKey(cached.publicKey)
@@ -271,12 +269,11 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
 
   /** Who owns a key, as far as the directory lookups of this session know. */
   usernameOfKey(publicKey: string): string | undefined {
-    for (const info of this.directory.values()) if (info.publicKey === publicKey) return info.username
-    return this.introduced.get(publicKey)
+    return this.directory.usernameOfKey(publicKey)
   }
 
   private async onIntroduce(push: IntroducePush): Promise<void> {
-    if (push.publicKey) this.introduced.set(push.publicKey, push.username)
+    if (push.publicKey) this.directory.noteIntroduced(push.publicKey, push.username)
     const link = this.link
     if (!link || !push.publicKey || push.endpoints.length === 0) return
     try {
@@ -360,18 +357,8 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   /** The directory entry (key, presence, endpoints), cached until `fresh` or a reconnect. */
-  async lookup(username: string, options: {fresh?: boolean} = {}): Promise<Results['whois']> {
-    const cached = options.fresh ? undefined : this.directory.get(username)
-    if (cached) return cached
-    // One request per user at a time: a burst of stored messages from one sender asks once.
-    let pending = options.fresh ? undefined : this.lookups.get(username)
-    if (!pending) {
-      pending = this.request('whois', {username}).finally(() => this.lookups.delete(username))
-      this.lookups.set(username, pending)
-    }
-    const info = await pending
-    this.directory.set(username, info)
-    return info
+  lookup(username: string, options: {fresh?: boolean} = {}): Promise<Results['whois']> {
+    return this.directory.lookup(username, options)
   }
 
   private async publicKeyOf(username: string, options: {fresh?: boolean} = {}): Promise<string> {
