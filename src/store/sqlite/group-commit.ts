@@ -26,15 +26,16 @@ export interface GroupCommitOptions {
 }
 
 /**
- * Group commit: every write submitted in one turn of the event loop runs in ONE transaction, so
- * one fsync covers them all. Each write runs in its own savepoint: one that throws is rolled back
- * and rejected alone.
+ * Group commit: the writes submitted in one turn of the event loop (or while the previous flush
+ * runs) go in ONE transaction, so one fsync covers them all. Each write runs in its own savepoint:
+ * one that throws is rolled back and rejected alone.
  *
  * The fsync does not block the event loop. A batch commits with synchronous=NORMAL (in WAL mode the
  * commit is then written to the log but not flushed), and durable writes are answered only after an
  * fdatasync of the WAL file, run on the thread pool, has returned. That is the flush synchronous=FULL
  * would have done inside COMMIT, so "acknowledged means durable" still holds, while the server (or a
- * client) goes on reading frames and committing the next batch during the ~0.3-1 ms the disk takes.
+ * client) goes on reading frames and answering other requests during the 0.2 ms (idle disk) to
+ * several ms (busy disk) the flush takes.
  * One commit and sync are in flight at a time: writes that arrive during a sync are committed
  * together when it returns, then share the next sync. A connection that is not in WAL mode (an
  * in-memory database) commits with FULL instead.
