@@ -8,7 +8,7 @@ import type {MessengerClient} from './client.js'
 import type {DeliveryPath, LocalHistory} from './history.js'
 import {Directory} from './directory.js'
 import {Keyring} from './keyring.js'
-import {randomBytesPooled} from '../crypto/random-pool.js'
+import {randomId} from '../crypto/random-pool.js'
 
 export interface DeliveryOptions {
   client: MessengerClient
@@ -178,6 +178,10 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
         if (!(error instanceof MessengerError && error.code === 'KEY_CHANGED')) throw error
       }
     }
+    return this.sealFresh(to, text)
+  }
+
+  private async sealFresh(to: string, text: string): Promise<{info: Results['whois']; sealed: {nonce: string; box: string}}> {
     const info = await this.lookup(to, {fresh: true})
     return {info, sealed: this.o.keyring.seal(to, requireKey(info), text)}
   }
@@ -193,14 +197,15 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
 
   /** Sends one sealed copy through the relay; if the key went stale, looks again, re-seals and sends once more. */
   private async relay(msgId: string, seq: number, to: string, info: Results['whois'], sealed: {nonce: string; box: string}, text: string): Promise<Results['send']> {
+    const send = (entry: Results['whois'], box: {nonce: string; box: string}) =>
+      this.request('send', {msgId, seq, copies: [{to, nonce: box.nonce, box: box.box, key: requireKey(entry)}]})
     try {
-      return await this.request('send', {msgId, seq, copies: [{to, nonce: sealed.nonce, box: sealed.box, key: requireKey(info)}]})
+      return await send(info, sealed)
     } catch (error) {
       if (!(error instanceof MessengerError && error.code === 'STALE_KEY')) throw error
-      const fresh = await this.lookup(to, {fresh: true})
       // seal() checks the new key against the pin: a changed key is refused here (KEY_CHANGED).
-      const resealed = this.o.keyring.seal(to, requireKey(fresh), text)
-      return this.request('send', {msgId, seq, copies: [{to, nonce: resealed.nonce, box: resealed.box, key: requireKey(fresh)}]})
+      const fresh = await this.sealFresh(to, text)
+      return send(fresh.info, fresh.sealed)
     }
   }
 
@@ -510,6 +515,4 @@ function uniqueEndpoints(list: Endpoint[]): Endpoint[] {
   return list.filter((e) => !seen.has(`${e.address}:${e.port}`) && seen.add(`${e.address}:${e.port}`))
 }
 
-export function newMessageId(): string {
-  return Buffer.from(randomBytesPooled(16)).toString('base64url')
-}
+export const newMessageId = randomId

@@ -24,3 +24,8 @@ export function randomBytesPooled(length: number): Uint8Array {
   offset += length
   return bytes
 }
+
+/** A fresh random id for the wire (message and receipt ids): 16 pooled bytes, base64url. */
+export function randomId(): string {
+  return Buffer.from(randomBytesPooled(16)).toString('base64url')
+}

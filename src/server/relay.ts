@@ -7,7 +7,7 @@ import type {Hub} from './hub.js'
 import {TokenBuckets} from './token-bucket.js'
 import {DEFAULTS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
-import {randomBytesPooled} from '../crypto/random-pool.js'
+import {randomId} from '../crypto/random-pool.js'
 
 export interface RelayOptions {
   store: Store
@@ -198,24 +198,26 @@ export class Relay {
   async ack(session: ConnectionSession, request: Request<'ack'>, admit: () => void = () => {}): Promise<Results['ack']> {
     const {store, now} = this.o
     const username = session.username
+    const msgIds = request.msgIds ?? []
     // Acks commute: once both deletions are submitted, the connection's next request may start.
     const receiptsDone = request.receiptIds?.length ? store.ackReceipts(username, request.receiptIds) : undefined
-    const deleting = request.msgIds?.length ? store.ackMessages(username, request.msgIds) : undefined
+    const deleting = msgIds.length > 0 ? store.ackMessages(username, msgIds) : undefined
     admit()
-    if (request.msgIds?.length) {
-      // The client has these on its disk: they leave the window now, and the window is refilled
-      // while the deletions commit (a draining session would otherwise idle through each commit).
-      // Should a deletion fail, the copy is pushed again at the next login and shown once.
-      this.dropInFlight(username, request.msgIds)
-      this.pumpUser(username)
+    if (!deleting) {
+      await receiptsDone
+      return {}
     }
+    // The client has these on its disk: they leave the window now, and the window is refilled
+    // while the deletions commit (a draining session would otherwise idle through each commit).
+    // Should a deletion fail, the copy is pushed again at the next login and shown once.
+    this.dropInFlight(username, msgIds)
+    this.pumpUser(username)
     const [, deleted] = await Promise.all([receiptsDone, deleting])
-    if (!deleted || !request.msgIds?.length) return {}
     // Every session of this user, on any node, may hold these in flight; one ack settles them all.
-    this.o.hub.acked(username, request.msgIds)
+    this.o.hub.acked(username, msgIds)
     if (deleted.length > 0) {
       const ts = now()
-      await this.issueReceipts(deleted.map((m) => ({receiptId: newId(), username: m.sender, msgId: m.msgId, by: username, status: 'delivered' as const, ts})))
+      await this.issueReceipts(deleted.map((m) => ({receiptId: randomId(), username: m.sender, msgId: m.msgId, by: username, status: 'delivered' as const, ts})))
     }
     return {}
   }
@@ -258,7 +260,7 @@ export class Relay {
       this.o.hub.acked(m.recipient, [m.msgId])
     }
     const ts = this.o.now()
-    await this.issueReceipts(expired.map((m) => ({receiptId: newId(), username: m.sender, msgId: m.msgId, by: m.recipient, status: 'expired' as const, ts})))
+    await this.issueReceipts(expired.map((m) => ({receiptId: randomId(), username: m.sender, msgId: m.msgId, by: m.recipient, status: 'expired' as const, ts})))
     this.o.logger.info({count: expired.length}, 'expired undelivered messages')
     return expired.length
   }
@@ -341,6 +343,3 @@ function offline(to: string): MessengerError {
   return new MessengerError('RECIPIENT_OFFLINE', `${to} is not online, so the file cannot be streamed through the relay.`)
 }
 
-function newId(): string {
-  return Buffer.from(randomBytesPooled(16)).toString('base64url')
-}
