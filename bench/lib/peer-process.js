@@ -43,5 +43,11 @@ export async function forkPeer(script, job, what = 'the peer') {
       child.on('message', onMessage)
       void gone.then(() => reject(new Error(`${what} exited`)))
     })
-  return {child, next, stop: cleanup}
+  /** Sends `message` to the child and waits for its answer of `type`. */
+  const ask = (message, type) => {
+    const answer = next(type)
+    child.send(message)
+    return answer
+  }
+  return {child, next, ask, stop: cleanup}
 }

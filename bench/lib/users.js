@@ -8,7 +8,7 @@ import {PASSWORD} from './server.js'
 import {mapLimit, onCleanup, tempDir} from './util.js'
 
 /** The server allows 30 login attempts a minute per remote address; stay under it per address. */
-const LOGINS_PER_ADDRESS = 25
+export const LOGINS_PER_ADDRESS = 25
 
 /** Source addresses 127.0.0.2... (all of 127/8 is loopback on Linux). */
 export function loopbackAddress(index) {

@@ -23,7 +23,7 @@ export async function run() {
   const server = await startServer({name: 'direct', users: ['alice', 'bob'], scryptCost: 1024})
   const tokens = await loginTokens(server.port, ['alice', 'bob'])
   const bob = await forkPeer(join(dirname(fileURLToPath(import.meta.url)), 'direct-peer.js'), {address: server.address, token: tokens.get('bob')}, 'bob')
-  const received = async () => (await askPeer(bob, {type: 'count'}, 'count')).received
+  const received = async () => (await bob.ask({type: 'count'}, 'count')).received
   const alice = await openUser(server.address, 'alice', tokens.get('alice'), {pathPreference: 'direct', direct: true})
   const first = await alice.engine.sendText('bob', 'hello over udp')
   if (first.path !== 'direct') throw new Error(`the first message went ${first.path}, not direct`)
@@ -112,13 +112,6 @@ export async function run() {
     failedSends: failures,
     target,
   }
-}
-
-/** Sends `message` to the peer process and waits for its answer of `type`. */
-function askPeer(peer, message, type) {
-  const answer = peer.next(type)
-  peer.child.send(message)
-  return answer
 }
 
 /** Times of a 4 KiB append + fdatasync to a temp file (a WAL commit's flush), in ms. */

@@ -31,7 +31,8 @@ export async function run() {
   const t0 = performance.now()
   const fillFrom = monoUs()
   // Filling is setup, not the figure: it stops at this deadline and the drain takes what is stored.
-  const fillDeadline = t0 + envInt('BENCH_DRAIN_FILL_SECONDS', 240) * 1000
+  const fillSecondsLimit = envInt('BENCH_DRAIN_FILL_SECONDS', 240)
+  const fillDeadline = t0 + fillSecondsLimit * 1000
   let failures = 0
   let lastFailure = ''
   let stored = 0
@@ -63,7 +64,7 @@ export async function run() {
         await Promise.all(Array.from({length: PIPELINE}, lane))
       }),
     ),
-    envInt('BENCH_DRAIN_FILL_SECONDS', 240) * 1000 + 60_000,
+    fillSecondsLimit * 1000 + 60_000,
     'filling the queue',
   ).finally(() => clearInterval(progress))
   const fillSeconds = (performance.now() - t0) / 1000

@@ -29,7 +29,6 @@ export async function run() {
   const bob = await startReceiver({address: server.address, token: tokens.get('bob'), downloadsDir, maxBytes: bytes * 2})
   const alice = await openUser(server.address, 'alice', tokens.get('alice'), {direct: true})
   const received = bob.received
-  received.catch(() => undefined)
 
   log(`file: sending ${mib} MiB directly`)
   const abort = new AbortController()

@@ -2,7 +2,7 @@
 // connections), and password logins per second at the DEFAULT scrypt cost (report only).
 import {PASSWORD, startServer} from '../lib/server.js'
 import {rawConnect} from '../lib/raw.js'
-import {loginTokens, loopbackAddress} from '../lib/users.js'
+import {LOGINS_PER_ADDRESS, loginTokens, loopbackAddress} from '../lib/users.js'
 import {envInt, log, monoUs, recordPhase, round, sleep} from '../lib/util.js'
 
 export const target = {perSec: 2_000}
@@ -10,8 +10,6 @@ export const target = {perSec: 2_000}
 const USERS = 8
 const CONNECTIONS = 8
 const PIPELINE = 32
-/** The server allows 30 login attempts a minute per source address. */
-const PASSWORD_LOGINS_PER_ADDRESS = 25
 
 export async function run() {
   const seconds = envInt('BENCH_RESUME_SECONDS', 5)
@@ -89,7 +87,7 @@ async function passwordLogins(port, users, seconds) {
   await Promise.all(
     connections.map(async (c, ci) => {
       // hello above did not count; every login does.
-      for (let n = 0; n < PASSWORD_LOGINS_PER_ADDRESS && performance.now() < deadline; n++) {
+      for (let n = 0; n < LOGINS_PER_ADDRESS && performance.now() < deadline; n++) {
         const reply = await c.request('login', {username: users[(ci + n) % users.length], password: PASSWORD, online: false})
         if (reply.error) {
           failed++

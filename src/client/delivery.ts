@@ -1,6 +1,6 @@
 import {EventEmitter} from 'node:events'
 import {MessengerError} from '../protocol/errors.js'
-import type {DeliverPush, Endpoint, IntroducePush, InvitedPush, ReceiptPush, RequestParams, RequestType, Results} from '../protocol/messages.js'
+import {sameEndpoint, uniqueEndpoints, type DeliverPush, type Endpoint, type IntroducePush, type InvitedPush, type ReceiptPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
 import {decodeKey} from '../crypto/identity.js'
 import type {PeerLink} from '../transport/peer-link.js'
 import {decodeEnvelope, encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
@@ -192,7 +192,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     if (preference === 'relay' || !this.link) return cached
     const peerKey = decodeKey(cached.publicKey)
     const path = peerKey ? this.link.confirmedPath(peerKey) : undefined
-    return path && cached.endpoints.some((e) => e.address === path.address && e.port === path.port) ? cached : undefined
+    return path && cached.endpoints.some((e) => sameEndpoint(e, path)) ? cached : undefined
   }
 
   /** Sends one sealed copy through the relay; if the key went stale, looks again, re-seals and sends once more. */
@@ -246,15 +246,11 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     if (!link || !info.online || !info.publicKey) return undefined
     const peerKey = decodeKey(info.publicKey)
     if (!peerKey) return undefined
-    const sameEndpoint = (a: Endpoint) => (b: Endpoint) => a.address === b.address && a.port === b.port
-    let path = link.confirmedPath(peerKey)
+    const path = link.confirmedPath(peerKey)
     // A path confirmed with another of the peer's processes (a one-shot `send` that has exited)
     // is not where their online session listens now.
-    if (path && !info.endpoints.some(sameEndpoint(path))) {
-      link.forgetPath(peerKey)
-      path = undefined
-    }
-    if (path) return path
+    if (path && info.endpoints.some((e) => sameEndpoint(e, path))) return path
+    if (path) link.forgetPath(peerKey)
     const intro = await this.o.client.request('introduce', {username: info.username}).catch(() => undefined)
     const candidates = uniqueEndpoints([...info.endpoints, ...(intro?.endpoints ?? [])])
     return (await link.connect(peerKey, candidates, this.o.punchMs ?? 1_500)) ?? undefined
@@ -508,11 +504,6 @@ function requireKey(info: Results['whois']): string {
     })
   }
   return info.publicKey
-}
-
-function uniqueEndpoints(list: Endpoint[]): Endpoint[] {
-  const seen = new Set<string>()
-  return list.filter((e) => !seen.has(`${e.address}:${e.port}`) && seen.add(`${e.address}:${e.port}`))
 }
 
 export const newMessageId = randomId

@@ -1,7 +1,6 @@
 import {EventEmitter} from 'node:events'
 import nacl from 'tweetnacl'
-import {SharedKeyCache} from '../crypto/envelope.js'
-import {decodeKey, type Identity} from '../crypto/identity.js'
+import {decodeKey} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 import type {Endpoint, ForwardPush} from '../protocol/messages.js'
 import {MAX_FILE_PAYLOAD} from '../transport/file-datagram.js'
@@ -30,7 +29,6 @@ export interface FileHubOptions {
   client: MessengerClient
   engine: DeliveryEngine
   keyring: Keyring
-  identity: Identity
   /** Receiving is for online sessions (chat, listen); one-shot commands only send. */
   receive?: {downloadsDir: string; maxBytes: number}
 }
@@ -71,14 +69,12 @@ export class FileHub extends EventEmitter<FileHubEvents> {
   private link: PeerLink | undefined
   private readonly receiver: FileReceiver | undefined
   private readonly outgoing = new Map<string, OutgoingTransfer>()
-  private readonly cache: SharedKeyCache
   /** Relay frames that could not be sealed, opened or forwarded. */
   dropped = 0
   private lastDirect: DirectPeer | undefined
 
   constructor(private readonly o: FileHubOptions) {
     super()
-    this.cache = new SharedKeyCache(o.identity.secretKey)
     if (o.receive) {
       this.receiver = new FileReceiver({
         downloadsDir: o.receive.downloadsDir,
@@ -208,7 +204,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       const info = await this.o.engine.lookup(push.from)
       const peerKey = info.publicKey ? this.o.keyring.verify(push.from, info.publicKey) : null
       const sealed = Buffer.from(push.data, 'base64')
-      const frame = peerKey && sealed.length > nacl.box.nonceLength ? nacl.box.open.after(sealed.subarray(nacl.box.nonceLength), sealed.subarray(0, nacl.box.nonceLength), this.cache.get(peerKey)) : null
+      const frame = peerKey && sealed.length > nacl.box.nonceLength ? nacl.box.open.after(sealed.subarray(nacl.box.nonceLength), sealed.subarray(0, nacl.box.nonceLength), this.o.keyring.sharedKeys.get(peerKey)) : null
       if (!frame || !peerKey) {
         this.dropped++
         return
@@ -228,7 +224,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       maxFrame: RELAY_FRAME_BYTES,
       send: (frame) => {
         const nonce = nacl.randomBytes(nacl.box.nonceLength)
-        const box = nacl.box.after(frame, nonce, this.cache.get(peerKey))
+        const box = nacl.box.after(frame, nonce, this.o.keyring.sharedKeys.get(peerKey))
         const data = Buffer.concat([nonce, box]).toString('base64')
         this.o.client.request('forward', {to, data}).catch(() => this.dropped++)
       },

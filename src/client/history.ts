@@ -347,11 +347,12 @@ export class LocalHistory {
    * pinned key again clears a pending one, so `trust` cannot accept a key that is no longer presented.
    */
   checkPeerKey(username: string, publicKeyB64: string, now: number = this.now()): PeerKeyCheck {
-    requireKey(publicKeyB64)
     // The common case, every message sealed or opened: the pinned key again and nothing pending.
-    // A plain read, without the write transaction (BEGIN IMMEDIATE + COMMIT) the other cases need.
+    // A plain read, without the write transaction (BEGIN IMMEDIATE + COMMIT) the other cases need,
+    // nor a second decode (a pinned key was checked when it was pinned).
     const pinned = this.stmt.getPeerKey.get(username)
     if (pinned && pinned.public_key === publicKeyB64 && pinned.pending_key === null) return 'same'
+    requireKey(publicKeyB64)
     return this.db
       .transaction((): PeerKeyCheck => {
         const row = this.stmt.getPeerKey.get(username)

@@ -22,13 +22,14 @@ export interface KeyringOptions {
 export class Keyring {
   readonly publicKey: Uint8Array
   private readonly history: PeerKeyPins
-  private readonly cache: SharedKeyCache
+  /** Shared keys by peer (nacl.box.before, ~1 ms each): one cache per identity, used by envelopes, files and the direct link. */
+  readonly sharedKeys: SharedKeyCache
   private readonly now: () => number
 
   constructor(options: KeyringOptions) {
     this.publicKey = options.identity.publicKey
     this.history = options.history
-    this.cache = new SharedKeyCache(options.identity.secretKey, options.cacheSize)
+    this.sharedKeys = new SharedKeyCache(options.identity.secretKey, options.cacheSize)
     this.now = options.now ?? Date.now
   }
 
@@ -67,7 +68,7 @@ export class Keyring {
 
   /** Seals `text` for `username` after verifying their key; throws KEY_CHANGED, NO_KEY, BAD_INPUT, MESSAGE_TOO_LARGE. */
   seal(username: string, publicKeyB64: string, text: string): SealedText {
-    return sealText(this.cache, this.verify(username, publicKeyB64), text)
+    return sealText(this.sharedKeys, this.verify(username, publicKeyB64), text)
   }
 
   /**
@@ -76,7 +77,7 @@ export class Keyring {
    * so the caller can warn loudly and hold the message instead of dropping it.
    */
   open(username: string, publicKeyB64: string, nonce: string, box: string): string | null {
-    return openText(this.cache, this.verify(username, publicKeyB64), nonce, box)
+    return openText(this.sharedKeys, this.verify(username, publicKeyB64), nonce, box)
   }
 
   /** The fingerprint of a base64 key, or null when it is not a valid key. */

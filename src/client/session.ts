@@ -43,7 +43,7 @@ export function openMessaging(
   const history = openHistory(join(profileDir, HISTORY_FILE))
   const keyring = new Keyring({identity, history})
   const engine = new DeliveryEngine({client, keyring, history, ...options, me})
-  const files = new FileHub({client, engine, keyring, identity, receive: options.receiveFiles})
+  const files = new FileHub({client, engine, keyring, receive: options.receiveFiles})
   const session: MessagingSession = {
     engine,
     history,
@@ -58,6 +58,7 @@ export function openMessaging(
       const serverIp = await lookup(client.address.host, {family: 4}).then((r) => r.address, () => undefined)
       const link = new PeerLink({
         identity,
+        sharedKeys: keyring.sharedKeys,
         port: direct.port,
         server: hello && serverKey && serverIp ? {address: serverIp, port: hello.udpPort, publicKey: serverKey} : undefined,
       })

@@ -8,6 +8,7 @@ import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError} from '../protocol/errors.js'
 import {parseDuration} from '../protocol/duration.js'
 import {createServer} from '../server/server.js'
+import {DEFAULT_REDIS_PREFIX} from '../store/redis/redis-keys.js'
 
 const DEFAULT_CREDENTIALS = 'credentials.txt'
 
@@ -39,7 +40,7 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
     'tls-cert': Flags.string({description: 'PEM certificate to use instead of the self-signed one.', env: 'MESSENGER_TLS_CERT', dependsOn: ['tls-key']}),
     'tls-key': Flags.string({description: 'PEM private key for --tls-cert.', env: 'MESSENGER_TLS_KEY', dependsOn: ['tls-cert']}),
     store: Flags.string({description: 'redis://HOST:PORT[/DB] to keep everything in Redis and run as one of several nodes (default: SQLite in --data-dir).', env: 'MESSENGER_STORE'}),
-    'redis-prefix': Flags.string({description: 'Key prefix in Redis (several deployments can share one Redis).', default: 'messenger:', env: 'MESSENGER_REDIS_PREFIX'}),
+    'redis-prefix': Flags.string({description: 'Key prefix in Redis (several deployments can share one Redis).', default: DEFAULT_REDIS_PREFIX, env: 'MESSENGER_REDIS_PREFIX'}),
     'node-id': Flags.string({description: 'This node\'s name in a cluster (default random).', env: 'MESSENGER_NODE_ID'}),
     'send-rate': Flags.integer({description: 'Messages a second one user may send (a burst of 2.5x is allowed); beyond it: RATE_LIMITED.', default: DEFAULTS.sendRate, min: 1, env: 'MESSENGER_SEND_RATE'}),
     'max-queue': Flags.integer({description: 'Most messages stored per offline recipient; beyond it senders get QUEUE_FULL.', default: DEFAULTS.maxQueue, min: 1, env: 'MESSENGER_MAX_QUEUE'}),

@@ -173,6 +173,9 @@ export const errors = {
     }),
   tokenInvalid: () =>
     new MessengerError('TOKEN_INVALID', 'Your session has expired or was revoked.', {hint: 'Run `messenger login` again.'}),
+  noSuchGroup: (name: string) => new MessengerError('NO_SUCH_GROUP', `There is no group "${name}".`),
+  notAMember: (name: string) => new MessengerError('NOT_A_MEMBER', `You are not a member of "${name}".`),
+  msgIdTaken: () => errors.badFrame('msgId is already used by another message; pick a fresh random id'),
   noSuchUser: (username: string) =>
     new MessengerError('NO_SUCH_USER', `There is no user "${username}".`, {hint: 'Check the spelling; `messenger whoisonline --since 30d` lists recent users.'}),
 } as const

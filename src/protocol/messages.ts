@@ -132,6 +132,13 @@ export interface Endpoint {
   port: number
 }
 
+export const sameEndpoint = (a: Endpoint, b: Endpoint): boolean => a.address === b.address && a.port === b.port
+
+/** The list without repeats, first occurrence kept (so preference order holds). */
+export function uniqueEndpoints(list: readonly Endpoint[]): Endpoint[] {
+  return list.filter((e, i) => list.findIndex((other) => sameEndpoint(other, e)) === i)
+}
+
 export type Reply<T extends RequestType = RequestType> =
   | {re: number; result: Results[T]}
   | {re: number; error: WireError}

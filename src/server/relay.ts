@@ -101,8 +101,8 @@ export class Relay {
     const accepted: Array<{recipient: string; nonce: string; box: string}> = []
     if (group) {
       const membership = await store.getMembership(group, sender)
-      if (!(await store.getGroup(group))) throw new MessengerError('NO_SUCH_GROUP', `There is no group "${group}".`)
-      if (membership !== 'member') throw new MessengerError('NOT_A_MEMBER', `You are not a member of "${group}".`)
+      if (!(await store.getGroup(group))) throw errors.noSuchGroup(group)
+      if (membership !== 'member') throw errors.notAMember(group)
     }
     for (const copy of request.copies) {
       const to = copy.to.toLowerCase()

@@ -1,9 +1,9 @@
 import {isIPv4} from 'node:net'
 import type {Logger} from 'pino'
 import {SharedKeyCache} from '../crypto/envelope.js'
-import {decodeKey, encodeKey, type Identity} from '../crypto/identity.js'
+import {encodeKey, type Identity} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
-import type {Endpoint} from '../protocol/messages.js'
+import {uniqueEndpoints, type Endpoint} from '../protocol/messages.js'
 import {openDgramStream, type Datagram, type DgramStream} from '../transport/dgram-stream.js'
 import {DatagramType, ReplayWindow, decodeProbe, encodeServerPong, openDatagram, peekHeader, sealDatagram} from '../transport/datagram.js'
 import type {ConnectionSession} from './connection.js'
@@ -21,7 +21,7 @@ export interface RendezvousOptions {
   onObserved?: (username: string) => void
 }
 
-/** Where a session was last seen over UDP, as STUN would report it. */
+/** Whether an address may be handed to peers as a candidate: unicast IPv4, no broadcast or multicast. */
 export function isUnicastIPv4(address: string): boolean {
   if (!isIPv4(address)) return false
   const [a = 0, , , d = 0] = address.split('.').map(Number)
@@ -29,6 +29,7 @@ export function isUnicastIPv4(address: string): boolean {
   return a !== 0 && a < 224 && !(a === 255 && d === 255)
 }
 
+/** Where a session was last seen over UDP, as STUN would report it. */
 export interface ObservedEndpoint extends Endpoint {
   seenAt: number
 }
@@ -109,13 +110,9 @@ export class Rendezvous {
 
   /** Observed address first (it works across NATs), then the client's own addresses (same LAN). */
   endpointsOf(session: ConnectionSession): Endpoint[] {
-    const out: Endpoint[] = []
     const seen = this.observed.get(session)
-    if (seen && this.o.now() - seen.seenAt <= this.ttlMs) out.push({address: seen.address, port: seen.port})
-    for (const c of this.candidates.get(session) ?? []) {
-      if (!out.some((e) => e.address === c.address && e.port === c.port)) out.push(c)
-    }
-    return out
+    const observed = seen && this.isFresh(seen.seenAt) ? [{address: seen.address, port: seen.port}] : []
+    return uniqueEndpoints([...observed, ...(this.candidates.get(session) ?? [])])
   }
 
   /**
@@ -129,8 +126,7 @@ export class Rendezvous {
       if (!best || seenAt > best.seenAt) best = {session, seenAt}
     }
     if (!best) return {endpoints: [], seenAt: 0}
-    const fresh = best.seenAt > 0 && this.o.now() - best.seenAt <= this.ttlMs
-    return {endpoints: this.endpointsOf(best.session), seenAt: fresh ? best.seenAt : 0}
+    return {endpoints: this.endpointsOf(best.session), seenAt: this.isFresh(best.seenAt) ? best.seenAt : 0}
   }
 
   /** Whether an endpoint seen at `seenAt` still counts as directly reachable. */
@@ -155,8 +151,7 @@ export class Rendezvous {
     const seenAt = this.o.now()
     for (const session of sessions) this.observed.set(session, {address: d.address, port: d.port, seenAt})
     for (const username of new Set([...sessions].map((s) => s.username))) this.o.onObserved?.(username)
-    const senderKey = decodeKey(encodeKey(header.senderKey))!
-    const pong = sealDatagram(this.cache, this.o.identity.publicKey, senderKey, DatagramType.SERVER_PONG, encodeServerPong({token: probe.token, address: d.address, port: d.port}))
+    const pong = sealDatagram(this.cache, this.o.identity.publicKey, header.senderKey, DatagramType.SERVER_PONG, encodeServerPong({token: probe.token, address: d.address, port: d.port}))
     this.stream?.write({data: pong, address: d.address, port: d.port})
   }
 }

@@ -161,7 +161,7 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       const user = await store.getUser(username)
       if (!user) throw errors.noSuchUser(username)
       // A blocker stays invisible: no endpoints either way, and no introduction is pushed.
-      if (!(await visibleTo(me.username))(username) || (await store.isBlocked(me.username, username))) {
+      if ((await store.isBlocked(username, me.username)) || (await store.isBlocked(me.username, username))) {
         return {username, publicKey: user.publicKey ?? null, endpoints: []}
       }
       const mine = rendezvous.endpointsOf(me)
@@ -174,7 +174,8 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       const username = request.username.toLowerCase()
       const user = await store.getUser(username)
       if (!user) throw errors.noSuchUser(username)
-      const shown = (await visibleTo(me.username))(username)
+      // Someone who blocked me is shown offline (one lookup, not the whole list of my blockers).
+      const shown = !(await store.isBlocked(username, me.username))
       const entry = shown ? await hub.entry(username) : undefined
       return {
         username,

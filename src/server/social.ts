@@ -51,7 +51,7 @@ export class Social {
   async members(username: string, rawName: string): Promise<Results['group_members']> {
     const name = await this.requireGroup(rawName)
     // Invitees may look before they join; outsiders may not.
-    if (!(await this.o.store.getMembership(name, username))) throw new MessengerError('NOT_A_MEMBER', `You are not a member of "${name}".`)
+    if (!(await this.o.store.getMembership(name, username))) throw errors.notAMember(name)
     const group = (await this.o.store.getGroup(name))!
     const members: GroupMember[] = []
     for (const m of await this.o.store.listMembers(name)) {
@@ -78,12 +78,12 @@ export class Social {
 
   private async requireGroup(rawName: string): Promise<string> {
     const name = rawName.toLowerCase()
-    if (!(await this.o.store.getGroup(name))) throw new MessengerError('NO_SUCH_GROUP', `There is no group "${name}".`)
+    if (!(await this.o.store.getGroup(name))) throw errors.noSuchGroup(name)
     return name
   }
 
   private async requireMember(name: string, username: string): Promise<void> {
-    if ((await this.o.store.getMembership(name, username)) !== 'member') throw new MessengerError('NOT_A_MEMBER', `You are not a member of "${name}".`)
+    if ((await this.o.store.getMembership(name, username)) !== 'member') throw errors.notAMember(name)
   }
 }
 

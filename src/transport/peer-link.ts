@@ -44,6 +44,8 @@ export interface PeerLinkOptions {
   /** ...for this long. Default 3 s. */
   probeDurationMs?: number
   now?: () => number
+  /** Shared keys by peer, from the Keyring of the same identity (else the link keeps its own). */
+  sharedKeys?: SharedKeyCache
 }
 
 /** Datagrams dropped, by reason. Nothing from the network ever throws. */
@@ -81,7 +83,7 @@ export interface DirectFrame {
   payload: Uint8Array
 }
 
-export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: [Endpoint]; frame: [DirectFrame]}> {
+export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [DirectFrame]}> {
   readonly stats: LinkStats = {sent: 0, sendErrors: 0, received: 0, delivered: 0, acked: 0, dropped: {malformed: 0, decrypt: 0, replay: 0, blocked: 0, unexpected: 0}}
   /** Keys whose datagrams are dropped unread (users we blocked). */
   readonly blockedKeys = new Set<string>()
@@ -100,21 +102,17 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
   private lastKey: {bytes: Buffer; b64: string} | undefined
   private lastSendCipher: {key: Uint8Array; cipher: FileCipher} | undefined
   private keepalive: NodeJS.Timeout | undefined
-  private readonly o: Required<Omit<PeerLinkOptions, 'server' | 'port'>> & Pick<PeerLinkOptions, 'server' | 'port'>
+  private readonly o: Required<Omit<PeerLinkOptions, 'server' | 'port' | 'sharedKeys'>> & Pick<PeerLinkOptions, 'server' | 'port'>
 
   constructor(options: PeerLinkOptions) {
     super()
     this.o = {ackTimeoutMs: 200, tries: 3, pathTtlMs: 8_000, keepaliveMs: 20_000, probeIntervalMs: 150, probeDurationMs: 3_000, now: Date.now, ...options}
-    this.cache = new SharedKeyCache(options.identity.secretKey)
+    this.cache = options.sharedKeys ?? new SharedKeyCache(options.identity.secretKey)
     this.reassembler = new Reassembler({now: this.o.now})
   }
 
   get port(): number {
     return this.stream?.address().port ?? 0
-  }
-
-  get publicKey(): string {
-    return encodeKey(this.o.identity.publicKey)
   }
 
   /** Binds, then learns our observed address from the server (three quick tries) and keeps it fresh. */
@@ -365,7 +363,6 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; observed: 
         const server = this.o.server
         if (!pong || !server || senderKey !== encodeKey(server.publicKey)) break
         this.observed = {address: pong.address, port: pong.port}
-        this.emit('observed', this.observed)
         this.pongArrived(senderKey, from)
         return
       }

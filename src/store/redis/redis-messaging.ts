@@ -73,7 +73,7 @@ export class RedisMessaging {
     await this.redis.zadd(this.k.idExpiry, 'GT', request.expiresAt, request.msgId)
     const claim = (await this.scripts.run('claim', [idKey], [request.sender, request.ts, request.expiresAt, request.group === null ? '0' : '1', request.group ?? ''])) as string[]
     const [state, recordedSeq, tsText, expiresText, hasGroup, groupText] = claim
-    if (state === 'other') throw errors.badFrame('msgId is already used by another message; pick a fresh random id')
+    if (state === 'other') throw errors.msgIdTaken()
     const ts = Number(tsText)
     if (state === 'done') return {seq: Number(recordedSeq), ts, duplicate: true, full: []}
 

@@ -1,6 +1,6 @@
 import type {Redis} from 'ioredis'
 
-import {MessengerError} from '../../protocol/errors.js'
+import {errors} from '../../protocol/errors.js'
 import type {GroupRecord, Membership} from '../store.js'
 import {byName, execPipeline} from './redis-common.js'
 import type {RedisKeys} from './redis-keys.js'
@@ -37,7 +37,7 @@ export class RedisSocial {
     await this.redis.sadd(this.k.groupsOf(username), name)
     const set = await this.scripts.run('setMembership', [this.k.group(name), this.k.members(name)], [username, membership])
     // The SQLite store refuses this with a foreign key; say so here too rather than invent a group.
-    if (set !== 1) throw new MessengerError('NO_SUCH_GROUP', `There is no group "${name}".`)
+    if (set !== 1) throw errors.noSuchGroup(name)
   }
 
   async removeMembership(name: string, username: string): Promise<void> {

@@ -203,7 +203,7 @@ export class SqliteMessaging {
   private enqueueNow(request: EnqueueRequest): EnqueueResult {
     const seen = this.s.findMsgId.get(request.msgId)
     if (seen) {
-      if (seen.sender !== request.sender) throw errors.badFrame('msgId is already used by another message; pick a fresh random id')
+      if (seen.sender !== request.sender) throw errors.msgIdTaken()
       return {seq: seen.seq, ts: seen.ts, duplicate: true, full: []}
     }
     const full = request.copies.filter((c) => (this.s.queueLength.get(c.recipient)?.n ?? 0) >= request.maxQueue).map((c) => c.recipient)
