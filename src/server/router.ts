@@ -37,10 +37,7 @@ export function createRouter(deps: RouterDeps): RequestHandler {
 
   const signOut = (connection: Connection) => {
     if (!connection.session) return
-    presence.remove(connection.session)
-    presence.detach(connection.session)
-    rendezvous.unregister(connection.session)
-    relay.offline(connection.session)
+    endSession({presence, rendezvous, relay}, connection.session)
     connection.session = undefined
   }
 
@@ -223,6 +220,14 @@ export function createRouter(deps: RouterDeps): RequestHandler {
     const handler = handlers[request.type] as Handler<RequestType>
     return handler(connection, request as Request<RequestType>, admit)
   }
+}
+
+/** Releases what a signed-in session holds: on logout, on a new login, or when its connection closes. */
+export function endSession(services: Pick<RouterDeps, 'presence' | 'rendezvous' | 'relay'>, session: ConnectionSession): void {
+  services.presence.remove(session)
+  services.presence.detach(session)
+  services.rendezvous.unregister(session)
+  services.relay.offline(session)
 }
 
 function requireSession(connection: Connection): ConnectionSession {

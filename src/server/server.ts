@@ -23,7 +23,7 @@ import {onClusterEvent, wirePresence} from './fanout.js'
 import {Hub} from './hub.js'
 import {Rendezvous} from './rendezvous.js'
 import {loadOrCreateIdentity} from '../crypto/identity.js'
-import {createRouter} from './router.js'
+import {createRouter, endSession} from './router.js'
 import {Social} from './social.js'
 
 /** Options for {@link createServer}. Every field has a default; tests pass small timeouts and cheap scrypt. */
@@ -316,12 +316,8 @@ export class MessengerServer {
     this.connections.add(connection)
     connection.on('close', () => {
       this.connections.delete(connection)
-      if (connection.session) {
-        this.presence?.remove(connection.session)
-        this.presence?.detach(connection.session)
-        this.rendezvous?.unregister(connection.session)
-        this.relay?.offline(connection.session)
-      }
+      const {presence, rendezvous, relay} = this
+      if (connection.session && presence && rendezvous && relay) endSession({presence, rendezvous, relay}, connection.session)
     })
   }
 
