@@ -1,7 +1,7 @@
 import type {Logger} from 'pino'
 import {MessengerError, errors, type ErrorCode} from '../protocol/errors.js'
 import type {DeliverPush, Request, Results} from '../protocol/messages.js'
-import type {ReceiptRecord, Store, StoredMessage} from '../store/store.js'
+import type {Membership, ReceiptRecord, Store, StoredMessage} from '../store/store.js'
 import type {ConnectionSession} from './connection.js'
 import type {Hub} from './hub.js'
 import {TokenBuckets} from './token-bucket.js'
@@ -30,6 +30,14 @@ export interface RelayOptions {
   windowBytes?: number
   /** Per sender: message copies a second, and the burst allowed above it. Beyond: RATE_LIMITED. */
   sendRate?: {rate: number; burst: number}
+}
+
+/** A group send's recipients as the store knew them when the send began. */
+interface Audience {
+  group: string
+  members: Map<string, Membership>
+  /** Users who block the sender. */
+  blockers: Set<string>
 }
 
 interface InFlight {
@@ -99,14 +107,17 @@ export class Relay {
     if (!group && request.copies.length !== 1) throw errors.badFrame('a direct message has exactly one copy')
     const skipped: Array<{to: string; code: ErrorCode}> = []
     const accepted: Array<{recipient: string; nonce: string; box: string}> = []
+    let audience: Audience | undefined
     if (group) {
-      const membership = await store.getMembership(group, sender)
+      // Read once for every copy: the member list, and who blocks the sender.
+      const [members, blockers] = await Promise.all([store.listMembers(group), store.listBlockers(sender)])
+      audience = {group, members: new Map(members.map((m) => [m.username, m.membership])), blockers: new Set(blockers)}
       if (!(await store.getGroup(group))) throw errors.noSuchGroup(group)
-      if (membership !== 'member') throw errors.notAMember(group)
+      if (audience.members.get(sender) !== 'member') throw errors.notAMember(group)
     }
     for (const copy of request.copies) {
       const to = copy.to.toLowerCase()
-      const refusal = await this.refusal(sender, to, group, copy.key)
+      const refusal = await this.refusal(sender, to, copy.key, audience)
       if (refusal) {
         if (!group) throw refusal
         skipped.push({to, code: refusal.code})
@@ -139,16 +150,15 @@ export class Relay {
       this.pumpUser(to)
       this.o.hub.queued(to)
     }
-    const recipients: Array<{to: string; online: boolean}> = []
-    for (const to of stored) recipients.push({to, online: await this.o.hub.isOnline(to)})
+    const recipients = await Promise.all(stored.map(async (to) => ({to, online: await this.o.hub.isOnline(to)})))
     return {seq: result.seq, ts: result.ts, duplicate: result.duplicate, recipients, skipped}
   }
 
-  /** Why a copy from `sender` to `to` must not be queued, or undefined if it may. */
-  private async refusal(sender: string, to: string, group: string | null, sealedFor: string | undefined): Promise<MessengerError | undefined> {
+  /** Why a copy from `sender` to `to` must not be queued, or undefined if it may. `audience`: a group send's. */
+  private async refusal(sender: string, to: string, sealedFor: string | undefined, audience?: Audience): Promise<MessengerError | undefined> {
     const {store} = this.o
     if (to === sender) {
-      return group ? undefined : new MessengerError('SELF_MESSAGE', 'You cannot send a message to yourself.')
+      return audience ? undefined : new MessengerError('SELF_MESSAGE', 'You cannot send a message to yourself.')
     }
     const user = await store.getUser(to)
     if (!user) return errors.noSuchUser(to)
@@ -157,10 +167,10 @@ export class Relay {
     if (sealedFor !== undefined && sealedFor !== user.publicKey) {
       return new MessengerError('STALE_KEY', `${to} has published a new key since you looked them up.`)
     }
-    if (group && (await store.getMembership(group, to)) !== 'member') {
-      return new MessengerError('NOT_A_MEMBER', `${to} is not a member of "${group}".`)
+    if (audience && audience.members.get(to) !== 'member') {
+      return new MessengerError('NOT_A_MEMBER', `${to} is not a member of "${audience.group}".`)
     }
-    if (await store.isBlocked(to, sender)) {
+    if (audience ? audience.blockers.has(to) : await store.isBlocked(to, sender)) {
       return new MessengerError('BLOCKED', `${to} does not accept messages from you, so it was not delivered.`)
     }
     return undefined
