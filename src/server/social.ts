@@ -1,7 +1,7 @@
 import {LIMITS} from '../protocol/constants.js'
 import {MessengerError, errors} from '../protocol/errors.js'
 import type {GroupMember, InvitedPush, Results} from '../protocol/messages.js'
-import type {Store} from '../store/store.js'
+import type {GroupRecord, Store} from '../store/store.js'
 import type {Hub} from './hub.js'
 
 /** Groups (create, invite, join, leave, members) and blocking: the rules, with coded errors. */
@@ -15,15 +15,20 @@ export class Social {
     if (!(await this.o.store.createGroup({name, owner, createdAt: this.o.now()}))) {
       throw new MessengerError('GROUP_EXISTS', `The group "${name}" already exists.`)
     }
-    for (const username of invitees) await this.invite(owner, name, username)
+    // Checked above: the group is new, its owner a member, every invitee a user.
+    for (const username of invitees) await this.addInvite(owner, name, username)
     return {name, invited: invitees}
   }
 
   async invite(by: string, rawName: string, rawUsername: string): Promise<void> {
-    const name = await this.requireGroup(rawName)
+    const name = (await this.requireGroup(rawName)).name
     await this.requireMember(name, by)
     const username = rawUsername.toLowerCase()
     await this.requireUser(username)
+    await this.addInvite(by, name, username)
+  }
+
+  private async addInvite(by: string, name: string, username: string): Promise<void> {
     if ((await this.o.store.getMembership(name, username)) === 'member') return
     await this.o.store.setMembership(name, username, 'invited')
     const push: InvitedPush = {type: 'invited', group: name, by}
@@ -31,7 +36,7 @@ export class Social {
   }
 
   async join(username: string, rawName: string): Promise<void> {
-    const name = await this.requireGroup(rawName)
+    const name = (await this.requireGroup(rawName)).name
     const membership = await this.o.store.getMembership(name, username)
     if (membership === 'member') return
     if (membership !== 'invited') throw new MessengerError('NOT_INVITED', `You have not been invited to "${name}".`)
@@ -39,7 +44,7 @@ export class Social {
   }
 
   async leave(username: string, rawName: string): Promise<void> {
-    const name = await this.requireGroup(rawName)
+    const name = (await this.requireGroup(rawName)).name
     await this.requireMember(name, username)
     await this.o.store.removeMembership(name, username)
   }
@@ -49,10 +54,10 @@ export class Social {
   }
 
   async members(username: string, rawName: string): Promise<Results['group_members']> {
-    const name = await this.requireGroup(rawName)
+    const group = await this.requireGroup(rawName)
+    const name = group.name
     // Invitees may look before they join; outsiders may not.
     if (!(await this.o.store.getMembership(name, username))) throw errors.notAMember(name)
-    const group = (await this.o.store.getGroup(name))!
     const members: GroupMember[] = []
     for (const m of await this.o.store.listMembers(name)) {
       const user = await this.o.store.getUser(m.username)
@@ -76,10 +81,11 @@ export class Social {
     if (!(await this.o.store.getUser(username))) throw errors.noSuchUser(username)
   }
 
-  private async requireGroup(rawName: string): Promise<string> {
+  private async requireGroup(rawName: string): Promise<GroupRecord> {
     const name = rawName.toLowerCase()
-    if (!(await this.o.store.getGroup(name))) throw errors.noSuchGroup(name)
-    return name
+    const group = await this.o.store.getGroup(name)
+    if (!group) throw errors.noSuchGroup(name)
+    return group
   }
 
   private async requireMember(name: string, username: string): Promise<void> {
