@@ -1,5 +1,4 @@
 import {EventEmitter} from 'node:events'
-import nacl from 'tweetnacl'
 import {decodeKey} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 import type {Endpoint, ForwardPush} from '../protocol/messages.js'
@@ -18,6 +17,7 @@ import type {DirectFrame, PeerLink} from '../transport/peer-link.js'
 import type {MessengerClient} from './client.js'
 import type {DeliveryEngine, PathPreference} from './delivery.js'
 import type {Keyring} from './keyring.js'
+import {openBytes, sealBytes} from '../crypto/envelope.js'
 
 /** A direct offer unanswered this long means the path died: fall back to the relay. */
 const DIRECT_OFFER_TIMEOUT_MS = 3_000
@@ -204,7 +204,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       const info = await this.o.engine.lookup(push.from)
       const peerKey = info.publicKey ? this.o.keyring.verify(push.from, info.publicKey) : null
       const sealed = Buffer.from(push.data, 'base64')
-      const frame = peerKey && sealed.length > nacl.box.nonceLength ? nacl.box.open.after(sealed.subarray(nacl.box.nonceLength), sealed.subarray(0, nacl.box.nonceLength), this.o.keyring.sharedKeys.get(peerKey)) : null
+      const frame = peerKey ? openBytes(this.o.keyring.sharedKeys, peerKey, sealed) : null
       if (!frame || !peerKey) {
         this.dropped++
         return
@@ -223,9 +223,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     return {
       maxFrame: RELAY_FRAME_BYTES,
       send: (frame) => {
-        const nonce = nacl.randomBytes(nacl.box.nonceLength)
-        const box = nacl.box.after(frame, nonce, this.o.keyring.sharedKeys.get(peerKey))
-        const data = Buffer.concat([nonce, box]).toString('base64')
+        const data = sealBytes(this.o.keyring.sharedKeys, peerKey, frame).toString('base64')
         this.o.client.request('forward', {to, data}).catch(() => this.dropped++)
       },
     }

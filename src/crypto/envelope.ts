@@ -108,3 +108,15 @@ export function openText(cache: SharedKeyCache, theirPublicKey: Uint8Array, nonc
     return null
   }
 }
+
+/** Seals bytes as nonce || box, one buffer (the relay's file frames). */
+export function sealBytes(cache: SharedKeyCache, theirPublicKey: Uint8Array, plain: Uint8Array): Buffer {
+  const nonce = randomBytesPooled(NONCE_BYTES)
+  return Buffer.concat([nonce, nacl.box.after(plain, nonce, cache.get(theirPublicKey))])
+}
+
+/** Opens what sealBytes made; null when it is too short or fails authentication. */
+export function openBytes(cache: SharedKeyCache, theirPublicKey: Uint8Array, sealed: Uint8Array): Uint8Array | null {
+  if (sealed.length <= NONCE_BYTES) return null
+  return nacl.box.open.after(sealed.subarray(NONCE_BYTES), sealed.subarray(0, NONCE_BYTES), cache.get(theirPublicKey))
+}

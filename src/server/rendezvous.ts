@@ -141,7 +141,7 @@ export class Rendezvous {
       this.stats.dropped++
       return
     }
-    const opened = openDatagram(this.cache, d.data)
+    const opened = openDatagram(this.cache, d.data, header)
     const probe = opened ? decodeProbe(opened.payload) : null
     if (!opened || !probe || this.replay.seen(opened.nonce)) {
       this.stats.dropped++

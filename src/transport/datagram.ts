@@ -195,9 +195,10 @@ function isCanonicalKey(key: Uint8Array): boolean {
  * the caller drops and counts (DESIGN 7.7). Check the sender with `peekHeader` first (see there), and
  * the nonce against a ReplayWindow after this succeeds.
  */
-export function openDatagram(cache: SharedKeyCache, buf: Uint8Array): OpenedDatagram | null {
+export function openDatagram(cache: SharedKeyCache, buf: Uint8Array, peeked?: DatagramHeader): OpenedDatagram | null {
   try {
-    const header = peekHeader(buf)
+    // A caller that has peeked already (to drop blocked senders) passes the header on.
+    const header = peeked ?? peekHeader(buf)
     if (!header) return null
     const nonce = copy(buf.subarray(2 + KEY_BYTES, HEADER_BYTES))
     const payload = nacl.box.open.after(buf.subarray(HEADER_BYTES), nonce, cache.get(header.senderKey))

@@ -335,7 +335,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
       this.emit('frame', {senderKey, from: {address: d.address, port: d.port}, payload})
       return
     }
-    const opened = openDatagram(this.cache, d.data)
+    const opened = openDatagram(this.cache, d.data, header)
     if (!opened) {
       this.stats.dropped.decrypt++
       return

@@ -1,7 +1,7 @@
 import nacl from 'tweetnacl'
 import {describe, expect, it} from 'vitest'
 
-import {MAX_TEXT_BYTES, openText, sealText, SharedKeyCache} from '../../src/crypto/envelope.js'
+import {MAX_TEXT_BYTES, openBytes, openText, sealBytes, sealText, SharedKeyCache} from '../../src/crypto/envelope.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 
 const alice = nacl.box.keyPair()
@@ -148,5 +148,23 @@ describe('SharedKeyCache', () => {
 
   it('throws BAD_INPUT for a key of the wrong length', () => {
     expect(codeOf(() => new SharedKeyCache(alice.secretKey).get(new Uint8Array(31)))).toBe('BAD_INPUT')
+  })
+})
+
+describe('sealBytes / openBytes', () => {
+  it('round-trips bytes between the two ends, and nobody else opens them', () => {
+    const frame = new Uint8Array([0, 1, 2, 255])
+    const sealed = sealBytes(aliceCache, bob.publicKey, frame)
+    expect(openBytes(bobCache, alice.publicKey, sealed)).toEqual(frame)
+    expect(openBytes(eveCache, alice.publicKey, sealed)).toBeNull()
+  })
+
+  it('returns null for a tampered or truncated buffer, never throws', () => {
+    const sealed = sealBytes(aliceCache, bob.publicKey, new Uint8Array([7, 7, 7]))
+    const tampered = Buffer.from(sealed)
+    tampered[tampered.length - 1]! ^= 1
+    expect(openBytes(bobCache, alice.publicKey, tampered)).toBeNull()
+    expect(openBytes(bobCache, alice.publicKey, sealed.subarray(0, 24))).toBeNull()
+    expect(openBytes(bobCache, alice.publicKey, new Uint8Array(0))).toBeNull()
   })
 })
