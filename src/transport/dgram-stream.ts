@@ -107,12 +107,7 @@ export class DgramStream extends Duplex {
 
   constructor(socket: dgram.Socket, options: DgramStreamOptions = {}) {
     const opts = {readableHighWaterMark: DEFAULT_READABLE_HIGH_WATER_MARK, writableHighWaterMark: DEFAULT_WRITABLE_HIGH_WATER_MARK, ...options}
-    if (!positiveInteger(opts.readableHighWaterMark)) {
-      throw new MessengerError('BAD_INPUT', `readableHighWaterMark must be a positive integer (a number of datagrams), not ${String(opts.readableHighWaterMark)}.`)
-    }
-    if (!positiveInteger(opts.writableHighWaterMark)) {
-      throw new MessengerError('BAD_INPUT', `writableHighWaterMark must be a positive integer (a number of datagrams), not ${String(opts.writableHighWaterMark)}.`)
-    }
+    checkHighWaterMarks(opts)
     super({
       objectMode: true,
       readableHighWaterMark: opts.readableHighWaterMark,
@@ -273,6 +268,16 @@ export class DgramStream extends Duplex {
  * Binds a UDP socket and wraps it in a DgramStream. Resolves once the socket is listening; rejects with
  * the bind error (EADDRINUSE, EADDRNOTAVAIL, EACCES, ...) after closing the socket.
  */
+/** Both high-water marks, where given, are counts of datagrams: positive integers. */
+function checkHighWaterMarks(options: Pick<DgramStreamOptions, 'readableHighWaterMark' | 'writableHighWaterMark'>): void {
+  for (const name of ['readableHighWaterMark', 'writableHighWaterMark'] as const) {
+    const value = options[name]
+    if (value !== undefined && !positiveInteger(value)) {
+      throw new MessengerError('BAD_INPUT', `${name} must be a positive integer (a number of datagrams), not ${String(value)}.`)
+    }
+  }
+}
+
 export async function openDgramStream(options: OpenDgramStreamOptions = {}): Promise<DgramStream> {
   const {type = 'udp4', port = 0, address, recvBufferSize, sendBufferSize, readableHighWaterMark, writableHighWaterMark} = options
   if (type !== 'udp4' && type !== 'udp6') throw new MessengerError('BAD_INPUT', `type must be 'udp4' or 'udp6', not ${String(type)}.`)
@@ -283,9 +288,7 @@ export async function openDgramStream(options: OpenDgramStreamOptions = {}): Pro
   const streamOptions: DgramStreamOptions = {}
   if (readableHighWaterMark !== undefined) streamOptions.readableHighWaterMark = readableHighWaterMark
   if (writableHighWaterMark !== undefined) streamOptions.writableHighWaterMark = writableHighWaterMark
-  for (const [name, value] of Object.entries(streamOptions)) {
-    if (!positiveInteger(value)) throw new MessengerError('BAD_INPUT', `${name} must be a positive integer (a number of datagrams), not ${String(value)}.`)
-  }
+  checkHighWaterMarks(streamOptions)
   if (options.sendErrors !== undefined) streamOptions.sendErrors = options.sendErrors
 
   const socketOptions: dgram.SocketOptions = {type}

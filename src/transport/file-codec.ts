@@ -304,3 +304,8 @@ export function sameTransferId(a: TransferId, b: TransferId): boolean {
 export function chunkCount(size: number, chunkSize: number): number {
   return size === 0 ? 0 : Math.ceil(size / chunkSize)
 }
+
+/** Bytes in chunk `index` of a file of `size` bytes: chunkSize, except the last, which holds the rest. */
+export function chunkLength(index: number, size: number, chunkSize: number): number {
+  return index === chunkCount(size, chunkSize) - 1 ? size - index * chunkSize : chunkSize
+}

@@ -5,6 +5,7 @@ import {performance} from 'node:perf_hooks'
 import {MessengerError} from '../protocol/errors.js'
 import {
   chunkCount,
+  chunkLength,
   decodeFrame,
   encodeFrame,
   MAX_CHUNK_INDEX,
@@ -338,7 +339,7 @@ export class FileReceiver {
 
   private onData(t: Incoming, index: number, ts: number, bytes: Uint8Array, transport: FrameTransport): void {
     if (index >= t.chunks) return
-    const length = index === t.chunks - 1 ? t.size - index * t.chunkSize : t.chunkSize
+    const length = chunkLength(index, t.size, t.chunkSize)
     if (bytes.length !== length) return
     t.transport = transport
     t.lastActivity = this.now()

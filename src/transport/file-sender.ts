@@ -6,6 +6,7 @@ import {performance} from 'node:perf_hooks'
 import {MessengerError} from '../protocol/errors.js'
 import {
   chunkCount,
+  chunkLength,
   DATA_OVERHEAD,
   decodeFrame,
   encodeFrame,
@@ -269,7 +270,7 @@ class Sender {
   }
 
   private chunkLength(index: number): number {
-    return index === this.chunks - 1 ? this.size - index * this.chunkSize : this.chunkSize
+    return chunkLength(index, this.size, this.chunkSize)
   }
 
   private onSack(frame: SackFrame): void {

@@ -5,6 +5,7 @@ import {describe, expect, it} from 'vitest'
 import {MessengerError} from '../../src/protocol/errors.js'
 import {
   chunkCount,
+  chunkLength,
   DATA_OVERHEAD,
   decodeFrame,
   encodeFrame,
@@ -208,5 +209,11 @@ describe('file frame codec', () => {
     expect(chunkCount(1, 100)).toBe(1)
     expect(chunkCount(100, 100)).toBe(1)
     expect(chunkCount(101, 100)).toBe(2)
+  })
+
+  it('gives every chunk its full size but the last, which holds the rest', () => {
+    expect([0, 1, 2].map((i) => chunkLength(i, 250, 100))).toEqual([100, 100, 50])
+    expect(chunkLength(0, 100, 100)).toBe(100)
+    expect(chunkLength(0, 1, 100)).toBe(1)
   })
 })
