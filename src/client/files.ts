@@ -23,7 +23,7 @@ import {openBytes, sealBytes} from '../crypto/envelope.js'
 const DIRECT_OFFER_TIMEOUT_MS = 3_000
 
 /** Relay frames are bigger than datagrams: TCP carries them, and fewer round trips is faster. */
-export const RELAY_FRAME_BYTES = 48 * 1024
+const RELAY_FRAME_BYTES = 48 * 1024
 
 export interface FileHubOptions {
   client: MessengerClient

@@ -8,7 +8,7 @@ import {randomBytesPooled} from './random-pool.js'
 export const MAX_TEXT_BYTES = 64 * 1024
 
 /** Shared keys kept by default: enough for every contact and group member of a busy user. */
-export const DEFAULT_SHARED_KEY_CACHE_SIZE = 10_000
+const DEFAULT_SHARED_KEY_CACHE_SIZE = 10_000
 
 const NONCE_BYTES = nacl.box.nonceLength
 const OVERHEAD = nacl.box.overheadLength

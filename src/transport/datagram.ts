@@ -55,7 +55,7 @@ export function isDatagramType(value: unknown): value is DatagramType {
 }
 
 /** Message ids in DATA and ACK payloads: 1-64 bytes of UTF-8. */
-export const MAX_MSG_ID_BYTES = 64
+const MAX_MSG_ID_BYTES = 64
 
 /** Fragment index and count are uint16. */
 export const MAX_FRAGMENTS = 65_535
@@ -532,7 +532,7 @@ export class Reassembler {
 // ---------------------------------------------------------------------------------------------------
 // Replay
 
-export const DEFAULT_REPLAY_WINDOW = 65_536
+const DEFAULT_REPLAY_WINDOW = 65_536
 
 /**
  * Nonces of recently accepted datagrams, so a captured datagram sent again is dropped. Record only

@@ -26,10 +26,10 @@ export const MAX_UDP_PAYLOAD = 65_507
  * Datagrams buffered for a slow reader before new ones are dropped. Objects, not bytes: 1,024 of our
  * 1,200-byte datagrams is about 1.2 MB, enough to ride out a busy event-loop turn at file-transfer rates.
  */
-export const DEFAULT_READABLE_HIGH_WATER_MARK = 1024
+const DEFAULT_READABLE_HIGH_WATER_MARK = 1024
 
 /** Sends buffered before `write()` returns false; these also go to the socket together, in flight at once. */
-export const DEFAULT_WRITABLE_HIGH_WATER_MARK = 64
+const DEFAULT_WRITABLE_HIGH_WATER_MARK = 64
 
 export interface DgramStreamOptions {
   /** Received datagrams held for a reader that is not keeping up; beyond this they are dropped and counted. */

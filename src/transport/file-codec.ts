@@ -33,11 +33,11 @@ export const FileFrameKind = {
 } as const
 
 export const TRANSFER_ID_BYTES = 16
-export const SHA256_BYTES = 32
+const SHA256_BYTES = 32
 /** Longest file name an OFFER carries, in UTF-8 bytes (NAME_MAX on common file systems). */
 export const MAX_NAME_BYTES = 255
 /** Longest REJECT code, in ASCII bytes. */
-export const MAX_CODE_BYTES = 64
+const MAX_CODE_BYTES = 64
 /** Most chunks one SACK reports beyond `next`. */
 export const MAX_SACK_BITS = 256
 export const MAX_SACK_BITMAP_BYTES = MAX_SACK_BITS / 8

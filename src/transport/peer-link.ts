@@ -20,6 +20,7 @@ import {
   openDatagram,
   peekHeader,
   sealDatagram,
+  TOKEN_BYTES,
 } from './datagram.js'
 import {openDgramStream, type Datagram, type DgramStream} from './dgram-stream.js'
 import {FileCipher} from './file-datagram.js'
@@ -172,7 +173,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
       }
       this.waitForPong(keyB64, finish)
       const probe = () => {
-        for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token: randomBytes(8), ts: this.o.now()}))
+        for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: this.o.now()}))
       }
       const timer = setInterval(probe, this.o.probeIntervalMs)
       const deadline = setTimeout(() => finish(null), durationMs)
@@ -290,7 +291,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
         }, this.o.ackTimeoutMs * 2 ** attempt)
         this.waitForPong(serverKey, waiter)
       })
-      this.send(server.publicKey, server, DatagramType.SERVER_PROBE, encodeProbe({token: randomBytes(8), ts: this.o.now()}))
+      this.send(server.publicKey, server, DatagramType.SERVER_PROBE, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: this.o.now()}))
       if (await got) return
     }
   }
