@@ -1,6 +1,6 @@
 import type {Logger} from 'pino'
 import type {Store} from '../store/store.js'
-import type {ClusterEvent} from './cluster.js'
+import type {ClusterEvent, OnlineEntry} from './cluster.js'
 import type {Hub} from './hub.js'
 import type {PresenceChange} from './presence.js'
 import type {Relay} from './relay.js'
@@ -54,5 +54,23 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       return
     case 'presence':
       pushPresence(hub, store, event.change).catch((error: unknown) => logger.error({err: error}, 'presence fan-out failed'))
+  }
+}
+
+/**
+ * A dead node's users, swept from the shared presence: each is announced offline, here and to the
+ * cluster, unless a live node has them online.
+ */
+export function announceGone(o: {hub: Hub; relay: Relay; store: Store; logger: Logger}, entries: OnlineEntry[], since: number): void {
+  for (const entry of entries) {
+    o.hub
+      .isOnline(entry.username)
+      .then((online) => {
+        if (online) return
+        const change = {username: entry.username, displayName: entry.displayName, online: false, since}
+        onClusterEvent(o, {type: 'presence', change})
+        o.hub.cluster.publish({type: 'presence', change})
+      })
+      .catch((error: unknown) => o.logger.warn({err: error}, "could not announce a dead node's user offline"))
   }
 }

@@ -19,7 +19,7 @@ import {Relay} from './relay.js'
 import {LocalCluster, type Cluster, type OnlineEntry} from './cluster.js'
 import {RedisCluster} from './redis-cluster.js'
 import {checkRedisDurability, openRedisStore, redactRedisUrl} from '../store/redis/redis-store.js'
-import {onClusterEvent, wirePresence} from './fanout.js'
+import {announceGone, onClusterEvent, wirePresence} from './fanout.js'
 import {Hub} from './hub.js'
 import {Rendezvous} from './rendezvous.js'
 import {loadOrCreateIdentity} from '../crypto/identity.js'
@@ -192,20 +192,6 @@ export class MessengerServer {
       this.presence = presence
       cluster ??= new LocalCluster()
       const hub = new Hub(presence, cluster)
-      // A dead node's users: whoever swept their entries tells the cluster they are offline.
-      expiredHandler = (entries) => {
-        for (const entry of entries) {
-          hub
-            .isOnline(entry.username)
-            .then((online) => {
-              if (online) return
-              const change = {username: entry.username, displayName: entry.displayName, online: false, since: o.now()}
-              onClusterEvent({hub, relay, store, logger: this.logger}, {type: 'presence', change})
-              hub.cluster.publish({type: 'presence', change})
-            })
-            .catch((error: unknown) => this.logger.warn({err: error}, 'could not announce a dead node\'s user offline'))
-        }
-      }
       const relay = new Relay({
         store,
         hub,
@@ -220,6 +206,9 @@ export class MessengerServer {
         windowBytes: this.input.deliveryWindow?.bytes,
       })
       this.relay = relay
+      const fanout = {hub, relay, store, logger: this.logger}
+      // A dead node's users: whoever swept their entries tells the cluster they are offline.
+      expiredHandler = (entries) => announceGone(fanout, entries, o.now())
       const social = new Social({store, hub, now: o.now})
       // The server's own X25519 key: rendezvous probes are sealed to it (clients get it over TLS).
       const rendezvous = new Rendezvous({
@@ -232,7 +221,7 @@ export class MessengerServer {
       this.rendezvous = rendezvous
       hub.setEndpointSource((username) => rendezvous.localEndpoints(username))
       wirePresence({hub, store, logger: this.logger})
-      await cluster.start((event) => onClusterEvent({hub, relay, store, logger: this.logger}, event))
+      await cluster.start((event) => onClusterEvent(fanout, event))
       this.cluster = cluster
       const accounts = new Accounts({
         store,
