@@ -8,6 +8,9 @@ import type {ErrorPush, PresencePush, Push, RequestParams, RequestType, Results,
 import {formatServerAddress, parseServerList, type ServerAddress} from './address.js'
 import {MemoryPinStore, connectPinned, type PinStore} from './tls-pin.js'
 
+/** A revoked token or a changed certificate will not fix itself by reconnecting. */
+const RETRY_CANNOT_FIX: ReadonlySet<string> = new Set(['TOKEN_INVALID', 'CERT_CHANGED'])
+
 /** Options for {@link MessengerClient}. */
 export interface MessengerClientOptions {
   /**
@@ -115,7 +118,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
         resolve()
       }
       const onDisconnected = ({error}: {error: MessengerError}) => {
-        if (error.code === 'TOKEN_INVALID' || error.code === 'CERT_CHANGED') {
+        if (RETRY_CANNOT_FIX.has(error.code)) {
           this.off('reconnected', onReconnected)
           reject(error)
         }
@@ -323,8 +326,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
           this.resuming = false
           if (this.state === 'closed') return
           const failure = error_ instanceof MessengerError ? error_ : new MessengerError('CONNECTION_CLOSED', String(error_))
-          // A revoked token or a changed certificate will not fix itself by retrying.
-          if (failure.code === 'TOKEN_INVALID' || failure.code === 'CERT_CHANGED') {
+          if (RETRY_CANNOT_FIX.has(failure.code)) {
             this.state = 'disconnected'
             this.socket?.destroy()
             this.emit('disconnected', {error: failure})

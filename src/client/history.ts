@@ -251,9 +251,7 @@ export class LocalHistory {
    * (a resend) changes nothing and returns false.
    */
   addOutgoing(m: OutgoingMessage): boolean {
-    const group = m.group ?? null
-    const to = group === null ? m.to : groupPeer(group)
-    if (!to) throw new MessengerError('BAD_INPUT', 'An outgoing message needs a recipient or a group.')
+    const {group, to} = outgoingPeer(m)
     const result = this.stmt.insert.run(m.id, 'out', to, group, m.from ?? '', to, m.text, m.ts, null, 'sending', null, this.now())
     return result.changes === 1
   }
@@ -263,9 +261,7 @@ export class LocalHistory {
    * "Message N sent"), whichever path it then takes. Returns that number.
    */
   addOutgoingNumbered(m: OutgoingMessage): number {
-    const group = m.group ?? null
-    const to = group === null ? m.to : groupPeer(group)
-    if (!to) throw new MessengerError('BAD_INPUT', 'An outgoing message needs a recipient or a group.')
+    const {group, to} = outgoingPeer(m)
     this.stmt.insertNumbered.run(m.id, to, group, m.from ?? '', to, m.text, m.ts, this.now())
     return this.stmt.getSeq.get(m.id)?.seq ?? 0
   }
@@ -413,6 +409,14 @@ export class LocalHistory {
   pragma(name: string): unknown {
     return this.db.pragma(name, {simple: true})
   }
+}
+
+/** The conversation an outgoing message is filed under: its recipient, or `#group`. */
+function outgoingPeer(m: OutgoingMessage): {group: string | null; to: string} {
+  const group = m.group ?? null
+  const to = group === null ? m.to : groupPeer(group)
+  if (!to) throw new MessengerError('BAD_INPUT', 'An outgoing message needs a recipient or a group.')
+  return {group, to}
 }
 
 function requireKey(publicKeyB64: string): void {
