@@ -2,6 +2,7 @@ import {randomBytes} from 'node:crypto'
 import type {Redis} from 'ioredis'
 import type {Logger} from 'pino'
 import type {Cluster, ClusterEvent, OnlineEntry} from './cluster.js'
+import {redisKeys, type RedisKeys} from '../store/redis/redis-keys.js'
 
 export interface RedisClusterOptions {
   /** A connected client (the store's); the cluster adds its own subscriber connection. */
@@ -38,25 +39,17 @@ export class RedisCluster implements Cluster {
   private subscriber: Redis | undefined
   private heartbeat: NodeJS.Timeout | undefined
   private readonly local = new Map<string, OnlineEntry>()
-  private readonly channel: string
+  private readonly k: RedisKeys
   private readonly now: () => number
   private readonly heartbeatMs: number
   private readonly ttlMs: number
 
   constructor(private readonly o: RedisClusterOptions) {
     this.nodeId = o.nodeId ?? randomBytes(6).toString('hex')
-    this.channel = `${o.prefix}events`
+    this.k = redisKeys(o.prefix)
     this.now = o.now ?? Date.now
     this.heartbeatMs = o.heartbeatMs ?? 5_000
     this.ttlMs = o.entryTtlMs ?? 15_000
-  }
-
-  private userKey(username: string): string {
-    return `${this.o.prefix}{p:${username}}:presence`
-  }
-
-  private get usersKey(): string {
-    return `${this.o.prefix}{presence}:users`
   }
 
   async start(onEvent: (event: ClusterEvent) => void): Promise<void> {
@@ -71,7 +64,7 @@ export class RedisCluster implements Cluster {
         this.o.logger.warn({err: (error as Error).message}, 'ignoring a malformed cluster event')
       }
     })
-    await subscriber.subscribe(this.channel)
+    await subscriber.subscribe(this.k.events)
     this.heartbeat = setInterval(() => void this.beat(), this.heartbeatMs)
     this.heartbeat.unref()
     this.o.logger.info({node: this.nodeId}, 'joined the cluster')
@@ -82,12 +75,12 @@ export class RedisCluster implements Cluster {
     // Leave cleanly: our users are offline now, not in ttl seconds.
     const users = [...this.local.keys()]
     this.local.clear()
-    await Promise.all(users.map((u) => this.o.redis.hdel(this.userKey(u), this.nodeId).catch(() => 0)))
+    await Promise.all(users.map((u) => this.o.redis.hdel(this.k.presence(u), this.nodeId).catch(() => 0)))
     this.subscriber?.disconnect()
   }
 
   publish(event: ClusterEvent): void {
-    this.o.redis.publish(this.channel, JSON.stringify({origin: this.nodeId, event})).catch((error: Error) => this.o.logger.warn({err: error.message}, 'cluster publish failed'))
+    this.o.redis.publish(this.k.events, JSON.stringify({origin: this.nodeId, event})).catch((error: Error) => this.o.logger.warn({err: error.message}, 'cluster publish failed'))
   }
 
   announce(entry: OnlineEntry): void {
@@ -97,21 +90,21 @@ export class RedisCluster implements Cluster {
 
   withdraw(username: string): void {
     this.local.delete(username)
-    this.o.redis.hdel(this.userKey(username), this.nodeId).catch(() => 0)
+    this.o.redis.hdel(this.k.presence(username), this.nodeId).catch(() => 0)
   }
 
   async remoteOnline(): Promise<OnlineEntry[]> {
     const now = this.now()
-    const users = await this.o.redis.zrangebyscore(this.usersKey, now, '+inf')
+    const users = await this.o.redis.zrangebyscore(this.k.presenceUsers, now, '+inf')
     if (users.length === 0) return []
     const pipeline = this.o.redis.pipeline()
-    for (const u of users) pipeline.hgetall(this.userKey(u))
+    for (const u of users) pipeline.hgetall(this.k.presence(u))
     const replies = (await pipeline.exec()) ?? []
     return replies.flatMap(([, value]) => this.remoteFrom(value as Record<string, string> | null, now))
   }
 
   async remoteEntry(username: string): Promise<OnlineEntry | undefined> {
-    const value = await this.o.redis.hgetall(this.userKey(username))
+    const value = await this.o.redis.hgetall(this.k.presence(username))
     return this.remoteFrom(value, this.now())[0]
   }
 
@@ -135,8 +128,8 @@ export class RedisCluster implements Cluster {
     try {
       await this.o.redis
         .multi()
-        .hset(this.userKey(entry.username), this.nodeId, JSON.stringify(stored))
-        .zadd(this.usersKey, 'GT', expiresAt, entry.username)
+        .hset(this.k.presence(entry.username), this.nodeId, JSON.stringify(stored))
+        .zadd(this.k.presenceUsers, 'GT', expiresAt, entry.username)
         .exec()
     } catch (error) {
       this.o.logger.warn({err: (error as Error).message}, 'presence write failed')
@@ -148,25 +141,25 @@ export class RedisCluster implements Cluster {
     await Promise.all([...this.local.values()].map((entry) => this.write(entry)))
     try {
       const now = this.now()
-      const stale = await this.o.redis.zrangebyscore(this.usersKey, '-inf', now)
+      const stale = await this.o.redis.zrangebyscore(this.k.presenceUsers, '-inf', now)
       const expired: OnlineEntry[] = []
       for (const username of stale) {
-        const hash = await this.o.redis.hgetall(this.userKey(username))
+        const hash = await this.o.redis.hgetall(this.k.presence(username))
         for (const [node, json] of Object.entries(hash)) {
           let entry: StoredEntry
           try {
             entry = JSON.parse(json) as StoredEntry
           } catch {
-            await this.o.redis.hdel(this.userKey(username), node) // malformed: nobody
+            await this.o.redis.hdel(this.k.presence(username), node) // malformed: nobody
             continue
           }
           // HDEL returns 1 on one node only: that node announces the user offline.
-          if (entry.expiresAt <= now && (await this.o.redis.hdel(this.userKey(username), node)) === 1) expired.push(entry)
+          if (entry.expiresAt <= now && (await this.o.redis.hdel(this.k.presence(username), node)) === 1) expired.push(entry)
         }
-        await this.o.redis.zrem(this.usersKey, username)
+        await this.o.redis.zrem(this.k.presenceUsers, username)
         // Someone may still be online elsewhere: restore their index entry.
-        const rest = this.remoteFrom(await this.o.redis.hgetall(this.userKey(username)), now)
-        for (const entry of rest) await this.o.redis.zadd(this.usersKey, 'GT', (entry as StoredEntry).expiresAt, username)
+        const rest = this.remoteFrom(await this.o.redis.hgetall(this.k.presence(username)), now)
+        for (const entry of rest) await this.o.redis.zadd(this.k.presenceUsers, 'GT', (entry as StoredEntry).expiresAt, username)
       }
       if (expired.length > 0) this.o.onExpired?.(expired)
     } catch (error) {

@@ -29,6 +29,10 @@ import {MessengerError} from '../../protocol/errors.js'
  *   P{qid}                           string global qid counter
  *   P{expiry}:copies                 zset  "recipient msgId" -> expiresAt (index of copies and tombstones)
  *   P{expiry}:ids                    zset  msgId -> expiresAt (index of msgId records)
+ * Cluster (server/redis-cluster.ts):
+ *   P{p:U}:presence                  hash  nodeId -> JSON entry of U's sessions on that node
+ *   P{presence}:users                zset  username -> when its entry expires (index)
+ *   Pevents                          pub/sub channel of cluster events
  *
  * Rules that keep this correct on a Redis Cluster: a Lua script or MULTI only ever touches keys of
  * one slot. Where an operation spans slots (a block touches two users, a message several
@@ -70,6 +74,9 @@ export function redisKeys(p: string) {
     qid: `${p}{qid}`,
     copyExpiry: `${p}{expiry}:copies`,
     idExpiry: `${p}{expiry}:ids`,
+    presence: (x: string) => `${p}{p:${x}}:presence`,
+    presenceUsers: `${p}{presence}:users`,
+    events: `${p}events`,
   }
 }
 
