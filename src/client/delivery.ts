@@ -432,17 +432,18 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     else (this as EventEmitter).emit(event, ...args)
   }
 
+  /** One receipt covers many messages; each is recorded and announced on its own. */
   private onReceipt(push: ReceiptPush): void {
-    const recorded = this.o.history.updateStatus(push.msgId, push.status)
+    const recorded = push.msgIds.map((msgId) => this.o.history.updateStatus(msgId, push.status).catch(() => false))
     // Announced once the history says so, so whoever reacts to the event reads the new status.
-    void recorded
-      .catch(() => false)
-      .then(() => {
-        this.receiptWaiters.get(push.msgId)?.()
-        this.deliverEvent('receipt', {msgId: push.msgId, by: push.by, status: push.status, ts: push.ts})
-        this.pendingReceiptAcks.push(push.receiptId)
-        this.scheduleAck()
-      })
+    void Promise.all(recorded).then(() => {
+      for (const msgId of push.msgIds) {
+        this.receiptWaiters.get(msgId)?.()
+        this.deliverEvent('receipt', {msgId, by: push.by, status: push.status, ts: push.ts})
+      }
+      this.pendingReceiptAcks.push(push.receiptId)
+      this.scheduleAck()
+    })
   }
 
   private queueAck(msgId: string): void {

@@ -1,5 +1,9 @@
 /** Wire and policy constants in one place, so the server, the client and the docs agree. */
-export const PROTOCOL_VERSION = 1 as const
+/**
+ * 2: a receipt carries `msgIds` (every message of an acknowledgement batch), not one `msgId`.
+ * A client and a server of different versions refuse each other at `hello` (VERSION_MISMATCH).
+ */
+export const PROTOCOL_VERSION = 2 as const
 
 export const DEFAULTS = {
   host: '0.0.0.0',
@@ -41,6 +45,8 @@ export const LIMITS = {
   passwordMinLength: 8,
   passwordMaxLength: 1024,
   displayNameMaxLength: 64,
+  /** Most message ids in one receipt: the most one `ack` request carries. */
+  receiptMsgIds: 1000,
 } as const
 
 export const ENV = {

@@ -179,11 +179,12 @@ export interface DeliverPush {
   broadcast: boolean
 }
 
-/** Tells a sender what became of a message. Ack it by receiptId. */
+/** Tells a sender what became of some of its messages to one recipient. Ack it by receiptId. */
 export interface ReceiptPush {
   type: 'receipt'
   receiptId: string
-  msgId: string
+  /** 1 to LIMITS.receiptMsgIds ids. */
+  msgIds: string[]
   by: string
   status: 'delivered' | 'expired'
   ts: number

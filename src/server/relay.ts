@@ -5,7 +5,7 @@ import type {Membership, ReceiptRecord, Store, StoredMessage} from '../store/sto
 import type {ConnectionSession} from './connection.js'
 import type {Hub} from './hub.js'
 import {TokenBuckets} from './token-bucket.js'
-import {DEFAULTS} from '../protocol/constants.js'
+import {DEFAULTS, LIMITS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
 import {randomId} from '../crypto/random-pool.js'
 
@@ -226,8 +226,7 @@ export class Relay {
     // Every session of this user, on any node, may hold these in flight; one ack settles them all.
     this.o.hub.acked(username, msgIds)
     if (deleted.length > 0) {
-      const ts = now()
-      await this.issueReceipts(deleted.map((m) => ({receiptId: randomId(), username: m.sender, msgId: m.msgId, by: username, status: 'delivered' as const, ts})))
+      await this.issueReceipts(receiptsFor(deleted, 'delivered', now()))
     }
     return {}
   }
@@ -269,8 +268,7 @@ export class Relay {
       this.dropInFlight(m.recipient, [m.msgId])
       this.o.hub.acked(m.recipient, [m.msgId])
     }
-    const ts = this.o.now()
-    await this.issueReceipts(expired.map((m) => ({receiptId: randomId(), username: m.sender, msgId: m.msgId, by: m.recipient, status: 'expired' as const, ts})))
+    await this.issueReceipts(receiptsFor(expired, 'expired', this.o.now()))
     this.o.logger.info({count: expired.length}, 'expired undelivered messages')
     return expired.length
   }
@@ -345,8 +343,29 @@ export class Relay {
   }
 }
 
+/**
+ * One receipt per sender and recipient for a batch of settled copies (in batch order, at most
+ * LIMITS.receiptMsgIds ids each): a drain of 100,000 messages from 4 senders stores and pushes
+ * a few hundred receipts instead of 100,000.
+ */
+export function receiptsFor(copies: ReadonlyArray<Pick<StoredMessage, 'sender' | 'recipient' | 'msgId'>>, status: ReceiptRecord['status'], ts: number): ReceiptRecord[] {
+  const receipts: ReceiptRecord[] = []
+  const open = new Map<string, ReceiptRecord>()
+  for (const m of copies) {
+    const key = `${m.sender}\n${m.recipient}` // usernames never contain a newline
+    let receipt = open.get(key)
+    if (!receipt || receipt.msgIds.length >= LIMITS.receiptMsgIds) {
+      receipt = {receiptId: randomId(), username: m.sender, msgIds: [], by: m.recipient, status, ts}
+      open.set(key, receipt)
+      receipts.push(receipt)
+    }
+    receipt.msgIds.push(m.msgId)
+  }
+  return receipts
+}
+
 function receiptPush(r: ReceiptRecord) {
-  return {type: 'receipt' as const, receiptId: r.receiptId, msgId: r.msgId, by: r.by, status: r.status, ts: r.ts}
+  return {type: 'receipt' as const, receiptId: r.receiptId, msgIds: r.msgIds, by: r.by, status: r.status, ts: r.ts}
 }
 
 function offline(to: string): MessengerError {

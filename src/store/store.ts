@@ -74,11 +74,17 @@ export interface EnqueueResult {
   full: string[]
 }
 
+/**
+ * What became of some of one sender's messages at one recipient: one receipt covers every message
+ * of an acknowledgement batch (or an expiry sweep), as Signal's delivery receipts carry a list.
+ * A drain of thousands of stored messages then stores and pushes a few receipts, not thousands.
+ */
 export interface ReceiptRecord {
   receiptId: string
-  /** Who gets the receipt: the message's sender. */
+  /** Who gets the receipt: the messages' sender. */
   username: string
-  msgId: string
+  /** 1 to MAX_RECEIPT_MSG_IDS message ids, in the order they were acknowledged. */
+  msgIds: string[]
   /** The recipient whose client acknowledged (or whose copy expired). */
   by: string
   status: 'delivered' | 'expired'

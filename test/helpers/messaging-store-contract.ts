@@ -264,7 +264,7 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
       const receipt = (receiptId: string, username: string, overrides: Partial<ReceiptRecord> = {}): ReceiptRecord => ({
         receiptId,
         username,
-        msgId: `msg-for-${receiptId}-000000`,
+        msgIds: [`msg-for-${receiptId}-000000`, `msg-for-${receiptId}-000001`],
         by: 'bob',
         status: 'delivered',
         ts: T0,
@@ -296,6 +296,13 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         expect(await store.pendingReceipts('alice', 10)).toHaveLength(1)
         await store.addReceipts([])
         expect(await store.pendingReceipts('alice', 10)).toHaveLength(1)
+      })
+
+      it('keeps every message id of a receipt, in order', async () => {
+        const store = await open()
+        const msgIds = Array.from({length: 1000}, (_, i) => `batched-msg-${String(i).padStart(6, '0')}`)
+        await store.addReceipts([receipt('r1', 'alice', {msgIds})])
+        expect((await store.pendingReceipts('alice', 10))[0]?.msgIds).toEqual(msgIds)
       })
     })
 

@@ -86,6 +86,25 @@ describe('messaging: delivery', () => {
     expect(aliceThird.receipts.items).toEqual([])
   })
 
+  it('answers one ack of many messages with one receipt carrying every id, which the sender records one by one', async () => {
+    const {address} = await startTestServer({retryInitialMs: 30_000})
+    const bobProfile = await makeOfflineUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    const sent = []
+    for (let i = 0; i < 5; i++) sent.push(await alice.engine.sendText('bob', `batch ${i}`))
+
+    const bob = await loginUser(address, 'bob', {profileDir: bobProfile.profileDir, autoAck: false})
+    await bob.messages.atLeast(5)
+    await bob.client.request('ack', {msgIds: sent.map((o) => o.id)})
+
+    const receipts = await alice.receipts.atLeast(5)
+    expect(receipts.map((r) => r.msgId)).toEqual(sent.map((o) => o.id))
+    expect(receipts.every((r) => r.by === 'bob' && r.status === 'delivered')).toBe(true)
+    const pushes = alice.pushes.items.filter((p) => p.type === 'receipt')
+    expect(pushes).toEqual([expect.objectContaining({type: 'receipt', msgIds: sent.map((o) => o.id), by: 'bob', status: 'delivered'})])
+    expect(alice.history.list({peer: 'bob'}).map((row) => row.status)).toEqual(sent.map(() => 'delivered'))
+  })
+
   it('stores a re-sent msgId once: the second reply is a duplicate with the same seq, and the recipient gets one copy', async () => {
     // A long first retry keeps redeliveries out of the raw push count.
     const {address} = await startTestServer({retryInitialMs: 30_000})

@@ -130,7 +130,7 @@ describe.skipIf(!available)('RedisStore', () => {
       await store.enqueueMessage(direct)
       await store.enqueueMessage(message('alice', ['bob', 'carol'], {group: 'team'}))
       await store.ackMessages('bob', [direct.msgId])
-      await store.addReceipts([{receiptId: 'r1', username: 'alice', msgId: direct.msgId, by: 'bob', status: 'delivered', ts: T0}])
+      await store.addReceipts([{receiptId: 'r1', username: 'alice', msgIds: [direct.msgId], by: 'bob', status: 'delivered', ts: T0}])
       await store.block('carol', 'alice')
 
       const keys = await allKeys(raw)
@@ -178,7 +178,7 @@ describe.skipIf(!available)('RedisStore', () => {
       await first.setLoginFailures('alice', {count: 2, lockedUntil: 9})
       const request = message('alice', ['bob'], {expiresAt: T0 + 1_000})
       await first.enqueueMessage(request)
-      await first.addReceipts([{receiptId: 'r1', username: 'alice', msgId: 'x', by: 'bob', status: 'delivered', ts: 5}])
+      await first.addReceipts([{receiptId: 'r1', username: 'alice', msgIds: ['x'], by: 'bob', status: 'delivered', ts: 5}])
       await first.createGroup({name: 'team', owner: 'alice', createdAt: 1})
       await first.block('bob', 'alice')
       await first.close()
@@ -198,6 +198,18 @@ describe.skipIf(!available)('RedisStore', () => {
       expect(await second.listBlockers('alice')).toEqual(['bob'])
       expect(await second.deleteExpiredSessions(T0 + 3)).toBe(1)
       expect(await second.getSession('tok')).toBeUndefined()
+    })
+
+    it('reads a receipt stored before protocol 2 (one msgId) as a receipt of one id', async () => {
+      const prefix = `test:${randomUUID()}:`
+      const store = await openRedisStore(server.url, {prefix})
+      onTestFinished(async () => {
+        await store.close()
+        await deleteKeys(admin, prefix)
+      })
+      const old = {receiptId: 'r-old', username: 'alice', msgId: 'old-message-id-00001', by: 'bob', status: 'expired', ts: 7}
+      await admin.multi().zadd(`${prefix}{u:alice}:receipts`, 7, 'r-old').hset(`${prefix}{u:alice}:receipt`, 'r-old', JSON.stringify(old)).exec()
+      expect(await store.pendingReceipts('alice', 10)).toEqual([{receiptId: 'r-old', username: 'alice', msgIds: ['old-message-id-00001'], by: 'bob', status: 'expired', ts: 7}])
     })
 
     it('keeps data apart by prefix', async () => {

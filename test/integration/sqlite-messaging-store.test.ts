@@ -4,7 +4,9 @@ import path from 'node:path'
 
 import {describe, expect, it, onTestFinished} from 'vitest'
 
-import {openSqliteStore} from '../../src/store/sqlite/sqlite-store.js'
+import Database from 'better-sqlite3'
+
+import {MIGRATIONS, openSqliteStore} from '../../src/store/sqlite/sqlite-store.js'
 import {messagingStoreContract} from '../helpers/messaging-store-contract.js'
 
 messagingStoreContract('SqliteStore', async () => {
@@ -22,7 +24,7 @@ describe('SqliteStore messaging specifics', () => {
     for (const username of ['alice', 'bob']) await first.createUser({username, displayName: username, passwordHash: 'h', createdAt: 1})
     const request = {msgId: 'persisted-0000000001', sender: 'alice', group: null, ts: 10, expiresAt: 1_000, copies: [{recipient: 'bob', nonce: 'n', box: 'b'}], maxQueue: 10}
     await first.enqueueMessage(request)
-    await first.addReceipts([{receiptId: 'r1', username: 'alice', msgId: 'x', by: 'bob', status: 'delivered', ts: 5}])
+    await first.addReceipts([{receiptId: 'r1', username: 'alice', msgIds: ['x'], by: 'bob', status: 'delivered', ts: 5}])
     await first.createGroup({name: 'team', owner: 'alice', createdAt: 1})
     await first.block('bob', 'alice')
     await first.close()
@@ -55,5 +57,23 @@ describe('SqliteStore queue lengths', () => {
     expect(await store.expireMessages(20_000)).toHaveLength(3)
     for (const id of ['m7', 'm8', 'm9']) expect((await send(id, 30_000)).full).toEqual([])
     expect((await send('m10', 30_000)).full).toEqual(['bob'])
+  })
+
+  it('turns the one-message receipts of a schema 3 database into receipts of one id each', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'messenger-sqlite-msg-'))
+    onTestFinished(() => rm(dir, {recursive: true, force: true}))
+    const file = path.join(dir, 'messenger.db')
+    const old = new Database(file)
+    old.pragma('journal_mode = WAL')
+    for (const step of MIGRATIONS.slice(0, 3)) old.exec(step)
+    old.pragma('user_version = 3')
+    old.prepare('INSERT INTO receipts (receipt_id, username, msg_id, by_user, status, ts) VALUES (?, ?, ?, ?, ?, ?)').run('r-old', 'alice', 'old-message-id-00001', 'bob', 'expired', 7)
+    old.close()
+
+    const store = openSqliteStore(file)
+    onTestFinished(() => store.close())
+    expect(await store.pendingReceipts('alice', 10)).toEqual([{receiptId: 'r-old', username: 'alice', msgIds: ['old-message-id-00001'], by: 'bob', status: 'expired', ts: 7}])
+    await store.ackReceipts('alice', ['r-old'])
+    expect(await store.pendingReceipts('alice', 10)).toEqual([])
   })
 })

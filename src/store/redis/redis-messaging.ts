@@ -31,8 +31,9 @@ function parseCopy(json: string): StoredMessage {
 }
 
 function parseReceipt(json: string): ReceiptRecord {
-  const r = JSON.parse(json) as ReceiptRecord
-  return {receiptId: r.receiptId, username: r.username, msgId: r.msgId, by: r.by, status: r.status, ts: r.ts}
+  // Receipts stored before protocol 2 carry one msgId.
+  const r = JSON.parse(json) as ReceiptRecord & {msgId?: string}
+  return {receiptId: r.receiptId, username: r.username, msgIds: r.msgIds ?? [r.msgId!], by: r.by, status: r.status, ts: r.ts}
 }
 
 /** Message queues and receipts in Redis: the messaging half of RedisStore (which delegates here). */
@@ -200,7 +201,7 @@ export class RedisMessaging {
     if (byUser.size === 0) return
     const pipeline = this.redis.pipeline()
     for (const [username, list] of byUser) {
-      const args = list.flatMap((r) => [r.receiptId, r.ts, JSON.stringify({receiptId: r.receiptId, username: r.username, msgId: r.msgId, by: r.by, status: r.status, ts: r.ts})])
+      const args = list.flatMap((r) => [r.receiptId, r.ts, JSON.stringify({receiptId: r.receiptId, username: r.username, msgIds: r.msgIds, by: r.by, status: r.status, ts: r.ts})])
       this.scripts.queue(pipeline, 'addReceipts', [this.k.receipts(username), this.k.receipt(username)], args)
     }
     await execPipeline(pipeline)

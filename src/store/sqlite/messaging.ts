@@ -89,6 +89,27 @@ export const QUEUE_LENGTH_MIGRATION = `
   END;
 `
 
+/**
+ * Migration 4: one receipt row per acknowledgement batch and sender, its message ids a JSON array.
+ * A row per message made receipts a third of a draining server's time (a random-keyed insert each,
+ * and the sender's delete of each later).
+ */
+export const RECEIPT_BATCH_MIGRATION = `
+  CREATE TABLE receipts_batched (
+    receipt_id TEXT PRIMARY KEY,
+    username   TEXT NOT NULL,
+    msg_ids    TEXT NOT NULL,
+    by_user    TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    ts         INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  INSERT INTO receipts_batched (receipt_id, username, msg_ids, by_user, status, ts)
+    SELECT receipt_id, username, json_array(msg_id), by_user, status, ts FROM receipts;
+  DROP TABLE receipts;
+  ALTER TABLE receipts_batched RENAME TO receipts;
+  CREATE INDEX receipts_username ON receipts (username, ts);
+`
+
 interface MessageRow {
   qid: number
   msg_id: string
@@ -105,7 +126,8 @@ interface MessageRow {
 interface ReceiptRow {
   receipt_id: string
   username: string
-  msg_id: string
+  /** JSON array of message ids. */
+  msg_ids: string
   by_user: string
   status: 'delivered' | 'expired'
   ts: number
@@ -124,7 +146,14 @@ const toMessage = (r: MessageRow): StoredMessage => ({
   expiresAt: r.expires_at,
 })
 
-const toReceipt = (r: ReceiptRow): ReceiptRecord => ({receiptId: r.receipt_id, username: r.username, msgId: r.msg_id, by: r.by_user, status: r.status, ts: r.ts})
+const toReceipt = (r: ReceiptRow): ReceiptRecord => ({
+  receiptId: r.receipt_id,
+  username: r.username,
+  msgIds: JSON.parse(r.msg_ids) as string[],
+  by: r.by_user,
+  status: r.status,
+  ts: r.ts,
+})
 
 /** The messaging half of the SQLite store: synchronous statements, each call one durable transaction. */
 export class SqliteMessaging {
@@ -147,7 +176,7 @@ export class SqliteMessaging {
       expire: db.prepare<[number], MessageRow>('DELETE FROM messages WHERE expires_at <= ? RETURNING *'),
       expireIds: db.prepare<[number]>('DELETE FROM message_ids WHERE expires_at <= ?'),
       addReceipt: db.prepare<[string, string, string, string, string, number]>(
-        'INSERT OR IGNORE INTO receipts (receipt_id, username, msg_id, by_user, status, ts) VALUES (?, ?, ?, ?, ?, ?)',
+        'INSERT OR IGNORE INTO receipts (receipt_id, username, msg_ids, by_user, status, ts) VALUES (?, ?, ?, ?, ?, ?)',
       ),
       pendingReceipts: db.prepare<[string, number], ReceiptRow>('SELECT * FROM receipts WHERE username = ? ORDER BY ts, receipt_id LIMIT ?'),
       ackReceipt: db.prepare<[string, string]>('DELETE FROM receipts WHERE username = ? AND receipt_id = ?'),
@@ -178,7 +207,7 @@ export class SqliteMessaging {
         return expired
       }),
       addReceipts: db.transaction((receipts: ReceiptRecord[]) => {
-        for (const r of receipts) s.addReceipt.run(r.receiptId, r.username, r.msgId, r.by, r.status, r.ts)
+        for (const r of receipts) s.addReceipt.run(r.receiptId, r.username, JSON.stringify(r.msgIds), r.by, r.status, r.ts)
       }),
       ackReceipts: db.transaction((username: string, receiptIds: string[]) => {
         for (const id of receiptIds) s.ackReceipt.run(username, id)

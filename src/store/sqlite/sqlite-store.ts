@@ -12,7 +12,7 @@ import type {
   StoredMessage,
   UserRecord,
 } from '../store.js'
-import {MESSAGING_MIGRATION, QUEUE_LENGTH_MIGRATION, SqliteMessaging} from './messaging.js'
+import {MESSAGING_MIGRATION, QUEUE_LENGTH_MIGRATION, RECEIPT_BATCH_MIGRATION, SqliteMessaging} from './messaging.js'
 import {migrate, translateOpenError, type DatabaseRole} from './open.js'
 import {GroupCommitter} from './group-commit.js'
 
@@ -54,6 +54,8 @@ export const MIGRATIONS: readonly string[] = [
   MESSAGING_MIGRATION,
   // 3: queue lengths kept by triggers (bounded queues without counting rows).
   QUEUE_LENGTH_MIGRATION,
+  // 4: one receipt per acknowledgement batch (protocol 2).
+  RECEIPT_BATCH_MIGRATION,
 ]
 
 /** The schema version this code writes; a database newer than this is refused rather than misread. */
