@@ -3,6 +3,8 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import Database from 'better-sqlite3'
 import {describe, expect, it, onTestFinished} from 'vitest'
+import {PassThrough} from 'node:stream'
+import {writeBatched} from '../../src/protocol/batched-write.js'
 import {GroupCommitter} from '../../src/store/sqlite/group-commit.js'
 
 function database() {
@@ -32,6 +34,23 @@ describe('GroupCommitter', () => {
       other.close()
     })
     expect((other.prepare('SELECT COUNT(*) AS n FROM t').get() as {n: number}).n).toBe(100)
+  })
+
+  it('hands the frames written this turn to their sockets before it commits, so they do not wait for the disk', async () => {
+    const {db} = database()
+    const commits = new GroupCommitter(db)
+    const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
+    const socket = new PassThrough()
+    let corkedAtCommit: number | undefined
+    const committed = commits.run(() => {
+      corkedAtCommit = socket.writableCorked
+      return insert.run('a')
+    })
+    // A reply written after the write was submitted, in the same turn (as a window refill is).
+    writeBatched(socket, Buffer.from('reply'))
+    await committed
+    expect(corkedAtCommit).toBe(0)
+    expect(String(socket.read())).toBe('reply')
   })
 
   it('rolls back and rejects only the write that failed', async () => {

@@ -1,7 +1,7 @@
 import {Writable} from 'node:stream'
 import {setImmediate as nextTurn} from 'node:timers/promises'
 import {describe, expect, it} from 'vitest'
-import {writeBatched} from '../../src/protocol/batched-write.js'
+import {flushBatchedWrites, writeBatched} from '../../src/protocol/batched-write.js'
 
 /** A stream that records each flush it is handed: one entry per write/writev call. */
 function recorder() {
@@ -38,5 +38,20 @@ describe('writeBatched', () => {
     stream.end()
     await finished
     expect(flushes.flat()).toEqual(['last words'])
+  })
+
+  it('hands the held frames over at once on flushBatchedWrites, and only once', async () => {
+    const a = recorder()
+    const b = recorder()
+    writeBatched(a.stream, Buffer.from('a1'))
+    writeBatched(b.stream, Buffer.from('b1'))
+    flushBatchedWrites()
+    await new Promise((resolve) => process.nextTick(resolve))
+    expect([a.flushes, b.flushes]).toEqual([[['a1']], [['b1']]])
+    expect([a.stream.writableCorked, b.stream.writableCorked]).toEqual([0, 0])
+    await nextTurn()
+    writeBatched(a.stream, Buffer.from('a2'))
+    await nextTurn()
+    expect(a.flushes).toEqual([['a1'], ['a2']])
   })
 })

@@ -1,5 +1,6 @@
 import {close as closeFd, fdatasync, openSync} from 'node:fs'
 import type Database from 'better-sqlite3'
+import {flushBatchedWrites} from '../../protocol/batched-write.js'
 
 type Outcome = {ok: true; value: unknown} | {ok: false; error: unknown}
 
@@ -128,6 +129,8 @@ export class GroupCommitter {
       return
     }
     this.scheduled = false
+    // Frames written this turn (replies, a window refill) go out first: they do not wait on the disk.
+    if (this.pending.length > 0) flushBatchedWrites()
     while (this.pending.length > 0) this.commit(this.pending.splice(0, this.maxBatch))
     if (this.unsynced.length > 0 && !this.syncing) this.sync()
   }
