@@ -238,6 +238,36 @@ describe('peer key pinning', () => {
     expect(history.getPeerKey('bob')).toEqual({key: k1, pendingKey: k2, firstSeen: 10})
   })
 
+  it('sees a pin changed by another process from the next event-loop turn', async () => {
+    const k1 = key()
+    const k2 = key()
+    expect(history.checkPeerKey('bob', k1, 10)).toBe('new')
+    expect(history.checkPeerKey('bob', k1, 11)).toBe('same')
+    // `messenger trust --key` run in another terminal, on the same profile.
+    const other = openHistory(file)
+    try {
+      expect(other.trustPeerKeyValue('bob', k2, 20)).toEqual({previous: k1, trusted: k2})
+    } finally {
+      other.close()
+    }
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(history.checkPeerKey('bob', k1, 30)).toBe('changed')
+    expect(history.checkPeerKey('bob', k2, 31)).toBe('same')
+  })
+
+  it('answers from a pin this connection just changed, in the same turn', () => {
+    const k1 = key()
+    const k2 = key()
+    history.checkPeerKey('bob', k1, 10)
+    expect(history.checkPeerKey('bob', k1, 11)).toBe('same')
+    expect(history.trustPeerKeyValue('bob', k2, 12)).toEqual({previous: k1, trusted: k2})
+    expect(history.checkPeerKey('bob', k1, 13)).toBe('changed')
+    expect(history.checkPeerKey('bob', k2, 14)).toBe('same')
+    expect(history.checkPeerKey('bob', k1, 15)).toBe('changed')
+    expect(history.trustPeerKey('bob', 16)).toEqual({previous: k2, trusted: k1})
+    expect(history.checkPeerKey('bob', k2, 17)).toBe('changed')
+  })
+
   it('trust promotes the pending key', () => {
     const k1 = key()
     const k2 = key()
