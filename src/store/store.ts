@@ -74,6 +74,9 @@ export interface EnqueueResult {
   full: string[]
 }
 
+/** What an acknowledgement needs to know of a deleted copy: whom to send the receipt. */
+export type AckedCopy = Pick<StoredMessage, 'msgId' | 'sender' | 'recipient'>
+
 /**
  * What became of some of one sender's messages at one recipient: one receipt covers every message
  * of an acknowledgement batch (or an expiry sweep), as Signal's delivery receipts carry a list.
@@ -83,7 +86,7 @@ export interface ReceiptRecord {
   receiptId: string
   /** Who gets the receipt: the messages' sender. */
   username: string
-  /** 1 to MAX_RECEIPT_MSG_IDS message ids, in the order they were acknowledged. */
+  /** 1 to LIMITS.receiptMsgIds message ids. */
   msgIds: string[]
   /** The recipient whose client acknowledged (or whose copy expired). */
   by: string
@@ -136,7 +139,7 @@ export interface Store {
   /** The recipient's queued copies with qid > afterQid, in queue order. */
   pendingMessages(recipient: string, afterQid: number, limit: number): Promise<StoredMessage[]>
   /** Deletes the recipient's copies of these messages; returns the ones that were deleted. */
-  ackMessages(recipient: string, msgIds: string[]): Promise<StoredMessage[]>
+  ackMessages(recipient: string, msgIds: string[]): Promise<AckedCopy[]>
   /** Deletes copies whose expiresAt <= now (and forgets old msgIds); returns the deleted copies. */
   expireMessages(now: number): Promise<StoredMessage[]>
 

@@ -1,6 +1,7 @@
 import type {Redis} from 'ioredis'
 
 import type {
+  AckedCopy,
   EnqueueRequest,
   EnqueueResult,
   GroupRecord,
@@ -172,7 +173,7 @@ export class RedisStore implements Store {
     return this.messaging.pending(recipient, afterQid, limit)
   }
 
-  async ackMessages(recipient: string, msgIds: string[]): Promise<StoredMessage[]> {
+  async ackMessages(recipient: string, msgIds: string[]): Promise<AckedCopy[]> {
     return this.messaging.ack(recipient, msgIds)
   }
 

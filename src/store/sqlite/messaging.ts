@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3'
 import {errors} from '../../protocol/errors.js'
-import type {EnqueueRequest, EnqueueResult, GroupRecord, Membership, ReceiptRecord, StoredMessage} from '../store.js'
+import type {AckedCopy, EnqueueRequest, EnqueueResult, GroupRecord, Membership, ReceiptRecord, StoredMessage} from '../store.js'
 
 /**
  * Migration 2: keys, message queues, receipts, groups and blocks. Appended to MIGRATIONS in
@@ -171,8 +171,12 @@ export class SqliteMessaging {
         'INSERT OR IGNORE INTO messages (msg_id, sender, recipient, grp, nonce, box, ts, seq, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       pending: db.prepare<[string, number, number], MessageRow>('SELECT * FROM messages WHERE recipient = ? AND qid > ? ORDER BY qid LIMIT ?'),
-      // One statement per acknowledgement batch (ids as a JSON array), not one per id.
-      ack: db.prepare<[string, string], MessageRow>('DELETE FROM messages WHERE recipient = ? AND msg_id IN (SELECT value FROM json_each(?)) RETURNING *'),
+      // One statement per acknowledgement batch (ids as a JSON array), not one per id (measured on
+      // the drain: 20k vs 17k msgs/s). It returns only what a receipt needs: RETURNING * copied every
+      // box back out.
+      ack: db.prepare<[string, string], {sender: string; msg_id: string}>(
+        'DELETE FROM messages WHERE recipient = ? AND msg_id IN (SELECT value FROM json_each(?)) RETURNING sender, msg_id',
+      ),
       expire: db.prepare<[number], MessageRow>('DELETE FROM messages WHERE expires_at <= ? RETURNING *'),
       expireIds: db.prepare<[number]>('DELETE FROM message_ids WHERE expires_at <= ?'),
       addReceipt: db.prepare<[string, string, string, string, string, number]>(
@@ -200,7 +204,9 @@ export class SqliteMessaging {
     const s = this.s
     this.tx = {
       enqueue: db.transaction((request: EnqueueRequest) => this.enqueueNow(request)).immediate,
-      ack: db.transaction((recipient: string, msgIds: string[]) => s.ack.all(recipient, JSON.stringify(msgIds)).map(toMessage)),
+      ack: db.transaction((recipient: string, msgIds: string[]): AckedCopy[] =>
+        s.ack.all(recipient, JSON.stringify(msgIds)).map((row) => ({msgId: row.msg_id, sender: row.sender, recipient})),
+      ),
       expire: db.transaction((now: number) => {
         const expired = s.expire.all(now).map(toMessage)
         s.expireIds.run(now)
@@ -252,7 +258,7 @@ export class SqliteMessaging {
     return this.s.pending.all(recipient, afterQid, limit).map(toMessage)
   }
 
-  ack(recipient: string, msgIds: string[]): StoredMessage[] {
+  ack(recipient: string, msgIds: string[]): AckedCopy[] {
     return this.tx.ack(recipient, msgIds)
   }
 

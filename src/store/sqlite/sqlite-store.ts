@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3'
 
 import type {
+  AckedCopy,
   EnqueueRequest,
   EnqueueResult,
   GroupRecord,
@@ -230,7 +231,7 @@ export class SqliteStore implements Store {
     return this.messaging.pending(recipient, afterQid, limit)
   }
 
-  async ackMessages(recipient: string, msgIds: string[]): Promise<StoredMessage[]> {
+  async ackMessages(recipient: string, msgIds: string[]): Promise<AckedCopy[]> {
     return this.commits.run(() => this.messaging.ack(recipient, msgIds))
   }
 
