@@ -171,27 +171,32 @@ function prepareStatements(db: Database.Database) {
     ),
     // seq and path are recorded whatever happens to the status: a receipt that overtook the send reply
     // keeps 'delivered', but the reply's seq and path still belong on the row.
-    advance: db.prepare<{id: string; status: OutgoingStatus; rank: number; seq: number | null; path: DeliveryPath | null}>(
+    // Each returns the row's status afterwards (no row: the update did not apply).
+    advance: db.prepare<{id: string; status: OutgoingStatus; rank: number; seq: number | null; path: DeliveryPath | null}, {status: HistoryStatus}>(
       `UPDATE messages SET
          status = CASE WHEN ${rankSql('status')} < @rank THEN @status ELSE status END,
          seq = COALESCE(@seq, seq),
          path = COALESCE(@path, path)
-       WHERE id = @id AND direction = 'out'`,
+       WHERE id = @id AND direction = 'out'
+       RETURNING status`,
     ),
-    fail: db.prepare<{id: string; seq: number | null; path: DeliveryPath | null}>(
+    fail: db.prepare<{id: string; seq: number | null; path: DeliveryPath | null}, {status: HistoryStatus}>(
       `UPDATE messages SET
          status = CASE WHEN status = 'sending' THEN 'failed' ELSE status END,
          seq = COALESCE(@seq, seq),
          path = COALESCE(@path, path)
-       WHERE id = @id AND direction = 'out'`,
+       WHERE id = @id AND direction = 'out'
+       RETURNING status`,
     ),
     discard: db.prepare<[string]>("DELETE FROM messages WHERE id = ? AND direction = 'out' AND status IN ('sending', 'failed')"),
-    retry: db.prepare<[string]>("UPDATE messages SET status = 'sending' WHERE id = ? AND direction = 'out' AND status = 'failed'"),
+    retry: db.prepare<[string], {status: HistoryStatus}>("UPDATE messages SET status = 'sending' WHERE id = ? AND direction = 'out' AND status = 'failed' RETURNING status"),
     getStatus: db.prepare<[string], {status: HistoryStatus}>('SELECT status FROM messages WHERE id = ?'),
     // Numbered inside the INSERT, so two processes on one profile (listen + send) never share an N.
-    insertNumbered: db.prepare<[string, string, string | null, string, string, string, number, number]>(
+    // Returns the number given; nothing when the id was already recorded (a resend).
+    insertNumbered: db.prepare<[string, string, string | null, string, string, string, number, number], {seq: number}>(
       `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, text, ts, seq, status, path, created_at)
-       VALUES (?, 'out', ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE direction = 'out'), 'sending', NULL, ?)`,
+       VALUES (?, 'out', ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE direction = 'out'), 'sending', NULL, ?)
+       RETURNING seq`,
     ),
     getSeq: db.prepare<[string], {seq: number | null}>('SELECT seq FROM messages WHERE id = ?'),
     latestAll: db.prepare<[number], MessageRow>(SELECT_LATEST.replace('%WHERE%', '')),
@@ -236,17 +241,23 @@ export class LocalHistory {
     this.commits = new GroupCommitter(db)
     // Built once: better-sqlite3 builds four wrappers per db.transaction() call (seen in profiles
     // when a status changed per message).
-    this.setStatusTx = db.transaction((id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null): boolean => {
-      const before = this.stmt.getStatus.get(id)?.status
-      if (before === undefined) return false
-      if (status === 'failed') this.stmt.fail.run({id, seq, path})
-      else if (status === 'sending') this.stmt.retry.run(id)
-      else this.stmt.advance.run({id, status, rank: RANK[status], seq, path})
-      return this.stmt.getStatus.get(id)?.status !== before
-    }).immediate
+    this.setStatusTx = db.transaction((id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null) => this.setStatusNow(id, status, seq, path)).immediate
   }
 
   private readonly setStatusTx: (id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null) => boolean
+
+  /** The read and the update of setStatus; the caller provides the transaction. */
+  private setStatusNow(id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null): boolean {
+    const before = this.stmt.getStatus.get(id)?.status
+    if (before === undefined) return false
+    const after =
+      status === 'failed'
+        ? this.stmt.fail.get({id, seq, path})
+        : status === 'sending'
+          ? this.stmt.retry.get(id)
+          : this.stmt.advance.get({id, status, rank: RANK[status], seq, path})
+    return after !== undefined && after.status !== before
+  }
 
   /**
    * Records a message about to be sent, status 'sending'. Idempotent by id: recording the same id again
@@ -264,8 +275,8 @@ export class LocalHistory {
    */
   addOutgoingNumbered(m: OutgoingMessage): number {
     const {group, to} = outgoingPeer(m)
-    this.stmt.insertNumbered.run(m.id, to, group, m.from ?? '', to, m.text, m.ts, this.now())
-    return this.stmt.getSeq.get(m.id)?.seq ?? 0
+    const numbered = this.stmt.insertNumbered.get(m.id, to, group, m.from ?? '', to, m.text, m.ts, this.now())
+    return numbered?.seq ?? this.stmt.getSeq.get(m.id)?.seq ?? 0
   }
 
   /**
@@ -276,7 +287,9 @@ export class LocalHistory {
    */
   setStatus(id: string, status: OutgoingStatus, fields: {seq?: number; path?: DeliveryPath} = {}): boolean {
     if (!Object.hasOwn(RANK, status)) throw new MessengerError('BAD_INPUT', `Unknown message status "${status}".`)
-    return this.setStatusTx(id, status, fields.seq ?? null, fields.path ?? null)
+    // Inside a group commit the write already has its savepoint: a nested one per status change
+    // was a fifth of a direct sender's history time.
+    return (this.db.inTransaction ? this.setStatusNow : this.setStatusTx).call(this, id, status, fields.seq ?? null, fields.path ?? null)
   }
 
   /** Stores an incoming message; true only the first time its id is seen, so a redelivery is shown once. */
