@@ -113,6 +113,9 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   TLS_FILES_UNREADABLE: 'Check the paths given to --tls-cert and --tls-key.',
 }
 
+/** Replies after which the server ends the connection: nothing more sent on it could succeed. */
+export const CLOSES_CONNECTION: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['HELLO_REQUIRED', 'VERSION_MISMATCH'])
+
 export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && Object.hasOwn(ERROR_CODES, value)
 }

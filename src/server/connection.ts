@@ -3,7 +3,7 @@ import type {Socket} from 'node:net'
 import type {Logger} from 'pino'
 import {FrameDecoder, encodeFrame} from '../protocol/frame.js'
 import {writeBatched} from '../protocol/batched-write.js'
-import {MessengerError} from '../protocol/errors.js'
+import {CLOSES_CONNECTION, MessengerError} from '../protocol/errors.js'
 import type {Push, Request, Results, RequestType} from '../protocol/messages.js'
 import {validateRequest} from '../protocol/validate.js'
 
@@ -144,7 +144,7 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
     } catch (error) {
       if (error instanceof MessengerError) {
         this.write({re: request.id, error: error.toWire()})
-        if (error.code === 'HELLO_REQUIRED' || error.code === 'VERSION_MISMATCH') this.end()
+        if (CLOSES_CONNECTION.has(error.code)) this.end()
         return
       }
       this.options.logger.error({conn: this.id, type: request.type, err: error}, 'request failed')
