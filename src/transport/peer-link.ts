@@ -8,8 +8,6 @@ import type {Endpoint} from '../protocol/messages.js'
 import {
   DatagramType,
   type DatagramType as DatagramTypeValue,
-  Reassembler,
-  ReplayWindow,
   decodeAck,
   decodeData,
   decodeProbe,
@@ -22,6 +20,7 @@ import {
   sealDatagram,
   TOKEN_BYTES,
 } from './datagram.js'
+import {Reassembler, ReplayWindow} from './datagram-receive.js'
 import {openDgramStream, type Datagram, type DgramStream} from './dgram-stream.js'
 import {FileCipher} from './file-datagram.js'
 

@@ -26,10 +26,9 @@ import {
   MIN_DATAGRAM,
   openDatagram,
   peekHeader,
-  Reassembler,
-  ReplayWindow,
   sealDatagram,
 } from '../../src/transport/datagram.js'
+import {Reassembler, ReplayWindow} from '../../src/transport/datagram-receive.js'
 
 const alice = nacl.box.keyPair()
 const bob = nacl.box.keyPair()
