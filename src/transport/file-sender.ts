@@ -1,16 +1,11 @@
-import {createHash, randomBytes} from 'node:crypto'
-import {open, type FileHandle} from 'node:fs/promises'
+import {randomBytes} from 'node:crypto'
 import {basename} from 'node:path'
 import {performance} from 'node:perf_hooks'
 
 import {MessengerError} from '../protocol/errors.js'
 import {
-  chunkCount,
-  chunkLength,
-  DATA_OVERHEAD,
   decodeFrame,
   encodeFrame,
-  MAX_CHUNK_INDEX,
   MAX_NAME_BYTES,
   MAX_OFFER_BYTES,
   sameTransferId,
@@ -20,18 +15,17 @@ import {
   transferIdToHex,
   writeDataHeader,
 } from './file-codec.js'
-import {chunkSizeFor, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress, type TransferProgress} from './file-common.js'
+import {chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress, type TransferProgress} from './file-common.js'
 import {Flight} from './file-congestion.js'
 import {fitName} from './file-names.js'
-
-/** Chunks read ahead of the window: two read batches, so one can be read while the other is sent. */
-const READ_AHEAD = 2 * FILE_TRANSFER_DEFAULTS.readBatch
+import {ChunkReader} from './file-reader.js'
 
 /*
  * The sending side of a file transfer. The sender hashes the file, offers it, and streams DATA frames
  * through a sliding window; how much may be in flight, and what to resend when, is the business of
- * Flight (file-congestion.ts). This file runs the protocol (offer, accept, SACK, DONE, CANCEL), reads
- * the file in batches, and keeps one timer for everything.
+ * Flight (file-congestion.ts), and opening, hashing and reading the file in batches that of
+ * ChunkReader (file-reader.ts). This file runs the protocol (offer, accept, SACK, DONE, CANCEL) and
+ * keeps one timer for everything.
  */
 
 export interface SendFileOptions {
@@ -98,11 +92,9 @@ class Sender {
   private readonly idleTimeoutMs: number
   private readonly chunkSize: number
   private readonly flight: Flight
+  private readonly reader: ChunkReader
 
   private phase: 'hashing' | 'offer' | 'data' | 'finish' | 'closed' = 'hashing'
-  private fh: FileHandle | undefined
-  private size = 0
-  private chunks = 0
   private sha256: Buffer | undefined
   private offer: Uint8Array | undefined
   private readonly startedAt: number
@@ -114,12 +106,6 @@ class Sender {
   private probeInterval = 0
   private offerDeadline = Number.POSITIVE_INFINITY
 
-  /** DATA frames read ahead, for chunks nextToSend onwards (ready[readyHead] is chunk nextToSend). */
-  private ready: Uint8Array[] = []
-  private readyHead = 0
-  /** The next chunk to read; a read is in flight while `reading`. */
-  private readNext = 0
-  private reading = false
   private lastProgressAt = 0
   private lastEmit = Number.NEGATIVE_INFINITY
 
@@ -137,7 +123,12 @@ class Sender {
     this.offerTimeoutMs = options.offerTimeoutMs ?? FILE_TRANSFER_DEFAULTS.offerTimeoutMs
     this.idleTimeoutMs = options.idleTimeoutMs ?? FILE_TRANSFER_DEFAULTS.idleTimeoutMs
     this.chunkSize = chunkSizeFor(this.transport)
-    this.flight = new Flight(this.transport, this.chunkSize, (index) => this.chunkLength(index))
+    this.reader = new ChunkReader(options.file, this.chunkSize, {
+      wanted: () => this.phase === 'data',
+      onRead: () => this.pump(),
+      onError: (error) => this.fail(error, true),
+    })
+    this.flight = new Flight(this.transport, this.chunkSize, (index) => this.reader.chunkLength(index))
     this.startedAt = this.now()
     this.done = new Promise<SendFileResult>((resolve, reject) => {
       this.settle = {resolve, reject}
@@ -169,40 +160,20 @@ class Sender {
   }
 
   private async prepare(): Promise<void> {
-    const {file} = this.options
-    let fh: FileHandle
-    try {
-      fh = await open(file, 'r')
-    } catch (error) {
-      throw new MessengerError('BAD_INPUT', `Cannot read ${file}: ${errnoCode(error) ?? (error as Error).message}.`, {cause: error})
-    }
+    const {reader} = this
+    await reader.open()
     if (this.isClosed()) {
       // Aborted while opening: close() has run already.
-      await fh.close()
+      await reader.close()
       return
     }
-    this.fh = fh
-    const stat = await fh.stat()
-    if (!stat.isFile()) throw new MessengerError('BAD_INPUT', `${file} is not a regular file.`)
-    this.size = stat.size
-    this.chunks = chunkCount(this.size, this.chunkSize)
-    if (!Number.isSafeInteger(this.size) || this.chunks > MAX_CHUNK_INDEX + 1) {
-      throw new MessengerError('FILE_TOO_LARGE', `${file} is too large to send in ${this.chunkSize}-byte chunks.`)
-    }
+    await reader.stat()
     // Hash first, so the offer commits to the content; the receiver checks it at the end.
-    const hash = createHash('sha256')
-    const buffer = Buffer.allocUnsafe(1024 * 1024)
-    for (let position = 0; position < this.size; ) {
-      const {bytesRead} = await fh.read(buffer, 0, buffer.length, position)
-      if (this.isClosed()) return
-      if (bytesRead === 0) throw failed(`${file} shrank while it was being hashed.`)
-      hash.update(buffer.subarray(0, bytesRead))
-      position += bytesRead
-    }
-    if (this.isClosed()) return
-    this.sha256 = hash.digest()
-    const name = fitName(this.options.name ?? basename(file), MAX_NAME_BYTES)
-    this.offer = encodeFrame({kind: 'offer', transferId: this.id, name, size: this.size, sha256: this.sha256, chunkSize: this.chunkSize})
+    const sha256 = await reader.hash(() => this.isClosed())
+    if (!sha256 || this.isClosed()) return
+    this.sha256 = sha256
+    const name = fitName(this.options.name ?? basename(this.options.file), MAX_NAME_BYTES)
+    this.offer = encodeFrame({kind: 'offer', transferId: this.id, name, size: reader.size, sha256, chunkSize: this.chunkSize})
     const now = this.now()
     this.phase = 'offer'
     this.offerDeadline = now + this.offerTimeoutMs
@@ -264,13 +235,9 @@ class Sender {
     this.probeAt = Number.POSITIVE_INFINITY
     this.dataStartedAt = now
     this.lastProgressAt = now
-    if (this.chunks === 0) this.enterFinish(now)
+    if (this.reader.chunks === 0) this.enterFinish(now)
     else this.pump()
     this.reschedule()
-  }
-
-  private chunkLength(index: number): number {
-    return chunkLength(index, this.size, this.chunkSize)
   }
 
   private onSack(frame: SackFrame): void {
@@ -285,7 +252,7 @@ class Sender {
     if (flight.onSack(frame, now) === 0) return
     this.lastProgressAt = now
     this.emitProgress(now, false)
-    if (flight.sndUna >= this.chunks) {
+    if (flight.sndUna >= this.reader.chunks) {
       this.enterFinish(now)
     } else {
       this.pump()
@@ -306,101 +273,29 @@ class Sender {
 
   /**
    * Sends what the window allows: retransmissions first, then new chunks from the read-ahead queue.
-   * Synchronous: the file is read ahead of the window (see fill), so the sender never waits for the
-   * disk with room in the window and nothing to send.
+   * Synchronous: the file is read ahead of the window (see ChunkReader.fill), so the sender never
+   * waits for the disk with room in the window and nothing to send.
    */
   private pump(): void {
-    const {flight} = this
+    const {flight, reader} = this
     if (this.phase !== 'data') return
     let room = Math.floor(flight.cwnd) - flight.pipe
     if (room > 0 && flight.hasLost()) room = flight.retransmit(room, this.now())
-    const count = Math.min(room, this.ready.length - this.readyHead, flight.ringCap - (flight.nextToSend - flight.sndUna))
+    const count = Math.min(room, reader.readyCount, flight.ringCap - (flight.nextToSend - flight.sndUna))
     if (count > 0) {
       const now = this.now()
       const first = flight.nextToSend
       for (let k = 0; k < count; k++) {
         const index = first + k
-        const frame = this.ready[this.readyHead++]!
+        const frame = reader.take()
         writeDataHeader(frame, this.id, index, now)
         flight.track(index, frame, now)
         this.transport.send(frame)
       }
       flight.advance(count, now)
-      if (this.readyHead === this.ready.length) {
-        this.ready = []
-        this.readyHead = 0
-      }
       this.reschedule()
     }
-    this.fill()
-  }
-
-  /**
-   * Keeps up to READ_AHEAD chunks read and waiting to be sent, one readv of readBatch chunks at a
-   * time, so reading the next batch overlaps sending the current one.
-   */
-  private fill(): void {
-    if (this.reading || this.phase !== 'data' || this.readNext >= this.chunks) return
-    if (this.ready.length - this.readyHead >= READ_AHEAD) return
-    const first = this.readNext
-    const count = Math.min(FILE_TRANSFER_DEFAULTS.readBatch, this.chunks - first)
-    this.readNext += count
-    this.reading = true
-    this.read(first, count).then(
-      (frames) => {
-        this.reading = false
-        if (this.phase !== 'data') return
-        for (const frame of frames) this.ready.push(frame)
-        try {
-          this.pump()
-        } catch (error) {
-          this.fail(error, true)
-        }
-      },
-      (error: unknown) => {
-        this.reading = false
-        this.fail(error, true)
-      },
-    )
-  }
-
-  /** Reads `count` chunks straight into fresh DATA frames (one allocation and one readv per batch). */
-  private async read(first: number, count: number): Promise<Uint8Array[]> {
-    let dataBytes = 0
-    for (let k = 0; k < count; k++) dataBytes += this.chunkLength(first + k)
-    const slab = Buffer.allocUnsafe(count * DATA_OVERHEAD + dataBytes)
-    const frames: Uint8Array[] = []
-    const views: Uint8Array[] = []
-    let offset = 0
-    for (let k = 0; k < count; k++) {
-      const length = this.chunkLength(first + k)
-      const frame = slab.subarray(offset, offset + DATA_OVERHEAD + length)
-      frames.push(frame)
-      views.push(frame.subarray(DATA_OVERHEAD))
-      offset += DATA_OVERHEAD + length
-    }
-    const position = first * this.chunkSize
-    let {bytesRead} = await this.fh!.readv(views, position)
-    // A short read (rare on regular files): finish chunk by chunk.
-    if (bytesRead < dataBytes) {
-      let skip = bytesRead
-      for (const view of views) {
-        if (skip >= view.length) {
-          skip -= view.length
-          continue
-        }
-        let filled = skip
-        skip = 0
-        while (filled < view.length) {
-          const chunkStart = position + bytesRead
-          const {bytesRead: n} = await this.fh!.read(view, filled, view.length - filled, chunkStart)
-          if (n === 0) throw failed(`${this.options.file} shrank while it was being sent.`)
-          filled += n
-          bytesRead += n
-        }
-      }
-    }
-    return frames
+    reader.fill()
   }
 
   private emitProgress(now: number, final: boolean, bytes = this.flight.ackedBytes): void {
@@ -409,7 +304,7 @@ class Sender {
     if (!final && now - this.lastEmit < FILE_TRANSFER_DEFAULTS.progressIntervalMs) return
     this.lastEmit = now
     try {
-      onProgress(progress(bytes, this.size, this.dataStartedAt, now))
+      onProgress(progress(bytes, this.reader.size, this.dataStartedAt, now))
     } catch {
       // A broken progress bar must not break the transfer.
     }
@@ -487,8 +382,8 @@ class Sender {
   private succeed(): void {
     if (this.phase === 'closed' || !this.sha256) return
     const now = this.now()
-    this.emitProgress(now, true, this.size)
-    const result = {bytes: this.size, sha256: this.sha256.toString('hex'), seconds: (now - this.startedAt) / 1000}
+    this.emitProgress(now, true, this.reader.size)
+    const result = {bytes: this.reader.size, sha256: this.sha256.toString('hex'), seconds: (now - this.startedAt) / 1000}
     void this.close().then(() => this.settle.resolve(result))
   }
 
@@ -515,10 +410,7 @@ class Sender {
     this.timer = undefined
     this.options.signal?.removeEventListener('abort', this.onAbort)
     this.flight.clear()
-    this.ready = []
-    const fh = this.fh
-    this.fh = undefined
-    await fh?.close().catch(() => undefined)
+    await this.reader.close()
   }
 }
 

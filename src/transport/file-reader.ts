@@ -1,0 +1,180 @@
+import {createHash} from 'node:crypto'
+import {open, type FileHandle} from 'node:fs/promises'
+
+import {MessengerError} from '../protocol/errors.js'
+import {chunkCount, chunkLength, DATA_OVERHEAD, MAX_CHUNK_INDEX} from './file-codec.js'
+import {errnoCode, failed, FILE_TRANSFER_DEFAULTS} from './file-common.js'
+
+/*
+ * Where the sender (file-sender.ts) gets the chunks it sends: the file is opened once, hashed before
+ * the offer, and then read ahead of the window in batches, each batch one readv straight into fresh
+ * DATA frames, so reading the next batch overlaps sending the current one. The sender stamps the
+ * frames' headers when it sends them.
+ */
+
+/** Chunks read ahead of the window: two read batches, so one can be read while the other is sent. */
+const READ_AHEAD = 2 * FILE_TRANSFER_DEFAULTS.readBatch
+
+/** What the reader needs from the sender it reads for. */
+export interface ChunkReaderHost {
+  /** Whether frames are wanted now (the sender is sending data); read results are dropped otherwise. */
+  wanted(): boolean
+  /** A batch of frames is ready to `take`. */
+  onRead(): void
+  /** A read failed, or onRead threw. */
+  onError(error: unknown): void
+}
+
+/** The file being sent, from open to close; one per outgoing transfer. */
+export class ChunkReader {
+  /** Bytes and chunks in the file, once `stat` has run; the sender reads them, only this class sets them. */
+  size = 0
+  chunks = 0
+
+  private fh: FileHandle | undefined
+  /** DATA frames read ahead, for the window's chunks nextToSend onwards (ready[readyHead] is chunk nextToSend). */
+  private ready: Uint8Array[] = []
+  private readyHead = 0
+  /** The next chunk to read; a read is in flight while `reading`. */
+  private readNext = 0
+  private reading = false
+
+  constructor(
+    private readonly file: string,
+    private readonly chunkSize: number,
+    private readonly host: ChunkReaderHost,
+  ) {}
+
+  /** Opens the file; BAD_INPUT if it cannot be read. */
+  async open(): Promise<void> {
+    const {file} = this
+    try {
+      this.fh = await open(file, 'r')
+    } catch (error) {
+      throw new MessengerError('BAD_INPUT', `Cannot read ${file}: ${errnoCode(error) ?? (error as Error).message}.`, {cause: error})
+    }
+  }
+
+  /** Sets size and chunks; BAD_INPUT for anything but a regular file, FILE_TOO_LARGE for too many chunks. */
+  async stat(): Promise<void> {
+    const {file} = this
+    const stat = await this.fh!.stat()
+    if (!stat.isFile()) throw new MessengerError('BAD_INPUT', `${file} is not a regular file.`)
+    this.size = stat.size
+    this.chunks = chunkCount(this.size, this.chunkSize)
+    if (!Number.isSafeInteger(this.size) || this.chunks > MAX_CHUNK_INDEX + 1) {
+      throw new MessengerError('FILE_TOO_LARGE', `${file} is too large to send in ${this.chunkSize}-byte chunks.`)
+    }
+  }
+
+  /** SHA-256 of the whole file; undefined if `stopped()` turned true while hashing. */
+  async hash(stopped: () => boolean): Promise<Buffer | undefined> {
+    const fh = this.fh!
+    const hash = createHash('sha256')
+    const buffer = Buffer.allocUnsafe(1024 * 1024)
+    for (let position = 0; position < this.size; ) {
+      const {bytesRead} = await fh.read(buffer, 0, buffer.length, position)
+      if (stopped()) return undefined
+      if (bytesRead === 0) throw failed(`${this.file} shrank while it was being hashed.`)
+      hash.update(buffer.subarray(0, bytesRead))
+      position += bytesRead
+    }
+    return hash.digest()
+  }
+
+  /** DATA frames read and waiting to be taken. */
+  get readyCount(): number {
+    return this.ready.length - this.readyHead
+  }
+
+  /** The frame of the next chunk to send; only while readyCount > 0. */
+  take(): Uint8Array {
+    const frame = this.ready[this.readyHead++]!
+    if (this.readyHead === this.ready.length) {
+      this.ready = []
+      this.readyHead = 0
+    }
+    return frame
+  }
+
+  /**
+   * Keeps up to READ_AHEAD chunks read and waiting to be sent, one readv of readBatch chunks at a
+   * time, so reading the next batch overlaps sending the current one.
+   */
+  fill(): void {
+    if (this.reading || !this.host.wanted() || this.readNext >= this.chunks) return
+    if (this.ready.length - this.readyHead >= READ_AHEAD) return
+    const first = this.readNext
+    const count = Math.min(FILE_TRANSFER_DEFAULTS.readBatch, this.chunks - first)
+    this.readNext += count
+    this.reading = true
+    this.read(first, count).then(
+      (frames) => {
+        this.reading = false
+        if (!this.host.wanted()) return
+        for (const frame of frames) this.ready.push(frame)
+        try {
+          this.host.onRead()
+        } catch (error) {
+          this.host.onError(error)
+        }
+      },
+      (error: unknown) => {
+        this.reading = false
+        this.host.onError(error)
+      },
+    )
+  }
+
+  /** Drops the frames read ahead and closes the file. */
+  async close(): Promise<void> {
+    this.ready = []
+    const fh = this.fh
+    this.fh = undefined
+    await fh?.close().catch(() => undefined)
+  }
+
+  /** Bytes in chunk `index`: chunkSize, except for the last chunk. */
+  chunkLength(index: number): number {
+    return chunkLength(index, this.size, this.chunkSize)
+  }
+
+  /** Reads `count` chunks straight into fresh DATA frames (one allocation and one readv per batch). */
+  private async read(first: number, count: number): Promise<Uint8Array[]> {
+    let dataBytes = 0
+    for (let k = 0; k < count; k++) dataBytes += this.chunkLength(first + k)
+    const slab = Buffer.allocUnsafe(count * DATA_OVERHEAD + dataBytes)
+    const frames: Uint8Array[] = []
+    const views: Uint8Array[] = []
+    let offset = 0
+    for (let k = 0; k < count; k++) {
+      const length = this.chunkLength(first + k)
+      const frame = slab.subarray(offset, offset + DATA_OVERHEAD + length)
+      frames.push(frame)
+      views.push(frame.subarray(DATA_OVERHEAD))
+      offset += DATA_OVERHEAD + length
+    }
+    const position = first * this.chunkSize
+    let {bytesRead} = await this.fh!.readv(views, position)
+    // A short read (rare on regular files): finish chunk by chunk.
+    if (bytesRead < dataBytes) {
+      let skip = bytesRead
+      for (const view of views) {
+        if (skip >= view.length) {
+          skip -= view.length
+          continue
+        }
+        let filled = skip
+        skip = 0
+        while (filled < view.length) {
+          const chunkStart = position + bytesRead
+          const {bytesRead: n} = await this.fh!.read(view, filled, view.length - filled, chunkStart)
+          if (n === 0) throw failed(`${this.file} shrank while it was being sent.`)
+          filled += n
+          bytesRead += n
+        }
+      }
+    }
+    return frames
+  }
+}
