@@ -24,7 +24,9 @@
  *   file-sender.ts      sendFile: offer, the protocol state machine and its timer
  *   file-reader.ts      the sender's file: opening, hashing, reading ahead in batches into DATA frames
  *   file-congestion.ts  the sender's window, RTT estimate and loss recovery
- *   file-receiver.ts    FileReceiver
+ *   file-receiver.ts    FileReceiver: offers from every peer, routing frames, answers to late duplicates
+ *   file-incoming.ts    one incoming transfer: partial file, acks, idle timer, verifying, saving
+ *   file-writer.ts      the receiver's writes and running hash of the chunks
  */
 
 export {chunkSizeFor, FILE_TRANSFER_DEFAULTS, type FrameTransport, type TransferProgress} from './file-common.js'

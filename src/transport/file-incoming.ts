@@ -1,0 +1,358 @@
+import {mkdir, open, unlink, type FileHandle} from 'node:fs/promises'
+import {basename, join} from 'node:path'
+
+import {MessengerError} from '../protocol/errors.js'
+import {chunkLength, encodeFrame, MAX_SACK_BITMAP_BYTES, MAX_SACK_BITS, type TransferId} from './file-codec.js'
+import {errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress} from './file-common.js'
+import {partialFileName, publish} from './file-names.js'
+import type {FileReceiverOptions} from './file-receiver.js'
+import {ChunkWriter} from './file-writer.js'
+
+/*
+ * One file being received, from the accepted offer to the saved file. The transfer writes chunks at
+ * their offsets into a hidden partial file and acks every ACK_EVERY chunks, and otherwise at the end
+ * of the current I/O batch (a delayed ack that costs no timer latency); when all chunks are in it
+ * syncs, hashes the file, and moves it under a name that never replaces an existing file. Any failure
+ * removes the partial file. FileReceiver (file-receiver.ts) admits the offers, keeps the transfers and
+ * routes their frames here.
+ */
+
+async function removeQuietly(path: string): Promise<void> {
+  try {
+    await unlink(path)
+  } catch (error) {
+    if (errnoCode(error) !== 'ENOENT') throw error
+  }
+}
+
+/** Best effort: a transport that throws (closed socket) is like one that drops; the peer retries or times out. */
+export function sendQuietly(transport: FrameTransport, frame: Uint8Array): void {
+  try {
+    transport.send(frame)
+  } catch {
+    // dropped
+  }
+}
+
+/** The callbacks of FileReceiverOptions. */
+type Callback = 'onOffer' | 'onProgress' | 'onComplete' | 'onError'
+
+/** What a transfer needs from the FileReceiver that keeps it. */
+export interface IncomingHost {
+  /** The downloads directory, absolute. */
+  readonly dir: string
+  readonly idleTimeoutMs: number
+  readonly options: FileReceiverOptions
+  now(): number
+  /** Calls a callback; what it throws is ignored. */
+  emit<K extends Callback>(name: K, ...args: Parameters<NonNullable<FileReceiverOptions[K]>>): void
+  /** Drops the transfer from those in progress. */
+  forget(key: string): void
+  /** Answers late duplicates of the transfer with `answer`. */
+  remember(key: string, answer: Uint8Array): void
+  /** Refuses the transfer with REJECT, now and to late duplicates. */
+  refuse(key: string, id: TransferId, transport: FrameTransport, code: string, reason: string): void
+}
+
+/** What FileReceiver knows of an offer it accepts. */
+export interface AcceptedOffer {
+  key: string
+  id: TransferId
+  hex: string
+  peer: string
+  transport: FrameTransport
+  /** The safe name. */
+  name: string
+  size: number
+  sha256: Uint8Array
+  chunkSize: number
+  chunks: number
+}
+
+/** One incoming transfer; FileReceiver creates it for an offer it accepts, then calls `start`. */
+export class IncomingTransfer {
+  readonly key: string
+  readonly id: TransferId
+  readonly hex: string
+  readonly peer: string
+  /** Where answers go: the transport of the latest frame. */
+  transport: FrameTransport
+  readonly name: string
+  state: 'opening' | 'receiving' | 'verifying' | 'closed' = 'opening'
+  lastActivity: number
+  /** The running open/verify/cleanup work, so close() can wait for it. */
+  task: Promise<void> | undefined
+
+  private readonly size: number
+  private readonly sha256: Uint8Array
+  private readonly chunkSize: number
+  private readonly chunks: number
+  private readonly partial: string
+  private fh: FileHandle | undefined
+  private readonly have: Uint8Array
+  private next = 0
+  private received = 0
+  private bytes = 0
+  private lastTs = -1
+  private unacked = 0
+  private ackImmediate: NodeJS.Immediate | undefined
+  /** Set with fh: copies, writes and hashes the chunks. */
+  private writer: ChunkWriter | undefined
+  private idleTimer: NodeJS.Timeout | undefined
+  private readonly startedAt: number
+  private lastEmit = Number.NEGATIVE_INFINITY
+  /** Set when the transfer must stop while verifying; the verifier cleans up. */
+  private abort: MessengerError | undefined
+
+  constructor(
+    private readonly host: IncomingHost,
+    offer: AcceptedOffer,
+  ) {
+    const now = host.now()
+    this.key = offer.key
+    this.id = offer.id
+    this.hex = offer.hex
+    this.peer = offer.peer
+    this.transport = offer.transport
+    this.name = offer.name
+    this.size = offer.size
+    this.sha256 = offer.sha256
+    this.chunkSize = offer.chunkSize
+    this.chunks = offer.chunks
+    this.partial = join(host.dir, partialFileName(offer.name, offer.hex))
+    this.have = new Uint8Array(Math.ceil(offer.chunks / 8))
+    this.lastActivity = now
+    this.startedAt = now
+  }
+
+  /** Opens the partial file, then accepts the offer. */
+  start(): void {
+    this.task = this.openPartial()
+  }
+
+  /** Sends a frame to the peer, best effort (see sendQuietly). */
+  send(frame: Uint8Array): void {
+    sendQuietly(this.transport, frame)
+  }
+
+  private async openPartial(): Promise<void> {
+    try {
+      await mkdir(this.host.dir, {recursive: true})
+      // Read and write: the writer reads back what it could not hash in order.
+      this.fh = await open(this.partial, 'wx+', 0o600)
+    } catch (error) {
+      if (this.state !== 'opening') return
+      this.state = 'closed'
+      this.host.forget(this.key)
+      this.host.refuse(this.key, this.id, this.transport, 'TRANSFER_FAILED', 'The recipient cannot save the file.')
+      this.host.emit('onError', this.hex, failed(`Cannot save "${this.name}" in ${this.host.dir}: ${errnoCode(error) ?? (error as Error).message}.`, error))
+      return
+    }
+    if (this.state !== 'opening') {
+      // Closed while opening: fail() left the clean-up to us.
+      await this.fh.close().catch(() => undefined)
+      await removeQuietly(this.partial).catch(() => undefined)
+      return
+    }
+    this.state = 'receiving'
+    this.writer = new ChunkWriter(this.fh, this.chunkSize, this.size, (error) => {
+      this.fail(failed(`Cannot write "${this.name}" to ${this.host.dir}: ${errnoCode(error) ?? (error as Error).message}.`, error), true, 'recipient cannot write the file')
+    })
+    this.lastActivity = this.host.now()
+    this.send(encodeFrame({kind: 'accept', transferId: this.id}))
+    this.armIdle(this.host.idleTimeoutMs)
+    if (this.chunks === 0) this.task = this.verify()
+  }
+
+  private armIdle(ms: number): void {
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined
+      if (this.state !== 'receiving') return
+      const quiet = this.host.now() - this.lastActivity
+      if (quiet >= this.host.idleTimeoutMs) {
+        this.fail(failed(`Nothing arrived from ${this.peer} for ${(this.host.idleTimeoutMs / 1000).toFixed(1)} s; the transfer of "${this.name}" was abandoned.`), true, 'idle timeout')
+      } else {
+        this.armIdle(this.host.idleTimeoutMs - quiet)
+      }
+    }, Math.max(1, Math.ceil(ms)))
+  }
+
+  /** A DATA frame, while receiving: writes the chunk if new and acks as described at the top. */
+  onData(index: number, ts: number, bytes: Uint8Array, transport: FrameTransport): void {
+    if (index >= this.chunks) return
+    const length = chunkLength(index, this.size, this.chunkSize)
+    if (bytes.length !== length) return
+    this.transport = transport
+    this.lastActivity = this.host.now()
+    this.lastTs = ts
+    const bit = 1 << (index & 7)
+    if ((this.have[index >>> 3]! & bit) !== 0) {
+      // A duplicate: our ack was probably lost, so repeat it soon.
+      this.ackSoon()
+      return
+    }
+    // Disk slower than the network: drop, so the sender sees loss and slows down.
+    const writer = this.writer!
+    if (writer.pendingBytes + writer.costOf(index, length) > FILE_TRANSFER_DEFAULTS.maxPendingWriteBytes) return
+    this.have[index >>> 3]! |= bit
+    this.received++
+    this.bytes += length
+    writer.add(index, bytes)
+
+    const before = this.next
+    while (this.next < this.chunks && (this.have[this.next >>> 3]! & (1 << (this.next & 7))) !== 0) this.next++
+    if (this.received === this.chunks) {
+      this.sendSack()
+      this.emitProgress(true)
+      this.task = this.verify()
+      return
+    }
+    if (index !== before || this.next - before > 1) {
+      // Out of order (a gap) or a gap just filled: tell the sender now, at the end of this I/O batch.
+      this.ackSoon()
+    } else if (++this.unacked >= FILE_TRANSFER_DEFAULTS.ackEvery) {
+      this.sendSack()
+    } else {
+      // Delayed ack, delayed only to the end of this I/O batch: a burst gets one ack (or one per
+      // ACK_EVERY chunks) without adding a timer's worth of latency to every RTT.
+      this.ackSoon()
+    }
+    this.emitProgress(false)
+  }
+
+  private ackSoon(): void {
+    if (this.ackImmediate) return
+    this.ackImmediate = setImmediate(() => {
+      this.ackImmediate = undefined
+      this.sendSack()
+    })
+  }
+
+  private clearAckTimers(): void {
+    if (this.ackImmediate) clearImmediate(this.ackImmediate)
+    this.ackImmediate = undefined
+  }
+
+  /** Acks now: the first missing chunk, a bitmap of what arrived past it, and the sender's clock echoed. */
+  sendSack(): void {
+    this.clearAckTimers()
+    if (this.state === 'closed') return
+    this.unacked = 0
+    let bitmap = new Uint8Array(0)
+    if (this.received > this.next) {
+      // Something above the first gap has arrived: report up to MAX_SACK_BITS chunks past it.
+      const full = new Uint8Array(MAX_SACK_BITMAP_BYTES)
+      let used = 0
+      const base = this.next + 1
+      const end = Math.min(this.chunks, base + MAX_SACK_BITS)
+      for (let i = base; i < end; i++) {
+        if ((this.have[i >>> 3]! & (1 << (i & 7))) === 0) continue
+        const b = i - base
+        full[b >>> 3]! |= 1 << (b & 7)
+        used = (b >>> 3) + 1
+      }
+      bitmap = full.subarray(0, used)
+    }
+    this.send(encodeFrame({kind: 'sack', transferId: this.id, next: this.next, bitmap, echoTs: this.lastTs}))
+  }
+
+  private emitProgress(final: boolean): void {
+    const {onProgress} = this.host.options
+    if (!onProgress) return
+    const now = this.host.now()
+    if (!final && now - this.lastEmit < FILE_TRANSFER_DEFAULTS.progressIntervalMs) return
+    this.lastEmit = now
+    this.host.emit('onProgress', this.hex, progress(this.bytes, this.size, this.startedAt, now))
+  }
+
+  private async verify(): Promise<void> {
+    this.state = 'verifying'
+    if (this.idleTimer) clearTimeout(this.idleTimer)
+    this.idleTimer = undefined
+    this.clearAckTimers()
+    let digest: Buffer
+    let path: string | undefined
+    try {
+      const fh = this.fh!
+      await this.writer!.flush()
+      if (this.abort) throw this.abort
+      await fh.sync()
+      digest = await this.writer!.digest()
+      this.fh = undefined
+      await fh.close()
+      if (this.abort) throw this.abort
+      if (digest.equals(this.sha256)) path = await publish(this.partial, this.host.dir, this.name)
+      else await removeQuietly(this.partial)
+    } catch (error) {
+      const err = error instanceof MessengerError ? error : failed(`Cannot save "${this.name}": ${errnoCode(error) ?? (error as Error).message}.`, error)
+      this.state = 'receiving' // hand the clean-up to fail()
+      this.fail(err, true, err === this.abort ? 'cancelled' : 'recipient cannot save the file')
+      await this.task
+      return
+    }
+    this.finish(encodeFrame({kind: 'done', transferId: this.id, ok: path !== undefined}))
+    if (path === undefined) {
+      this.host.emit(
+        'onError',
+        this.hex,
+        new MessengerError('FILE_CORRUPT', `"${this.name}" from ${this.peer} did not match the SHA-256 it was offered with; it was not saved.`, {
+          details: {expected: Buffer.from(this.sha256).toString('hex'), actual: digest.toString('hex')},
+        }),
+      )
+      return
+    }
+    this.host.emit('onComplete', {
+      transferId: this.hex,
+      path,
+      name: basename(path),
+      bytes: this.size,
+      sha256: digest.toString('hex'),
+      seconds: (this.host.now() - this.startedAt) / 1000,
+      peer: this.peer,
+    })
+  }
+
+  private finish(answer: Uint8Array): void {
+    this.state = 'closed'
+    this.host.forget(this.key)
+    this.host.remember(this.key, answer)
+    // Twice, as it is the one frame the sender waits for; its probes recover a DONE lost both times.
+    this.send(answer)
+    this.send(answer)
+  }
+
+  /** Fails the transfer: tells the sender (if asked), removes the partial file, reports onError once. */
+  fail(error: MessengerError, notifyPeer: boolean, reason = error.message): void {
+    if (this.state === 'closed') return
+    if (this.state === 'verifying') {
+      // The verifier owns the file handle; it notices this and comes back here.
+      this.abort ??= error
+      return
+    }
+    const wasOpening = this.state === 'opening'
+    this.state = 'closed'
+    if (this.idleTimer) clearTimeout(this.idleTimer)
+    this.idleTimer = undefined
+    this.clearAckTimers()
+    this.host.forget(this.key)
+    const cancel = encodeFrame({kind: 'cancel', transferId: this.id, reason: reason.slice(0, 200)})
+    this.host.remember(this.key, cancel)
+    if (notifyPeer) this.send(cancel)
+    const cleanup = async (): Promise<void> => {
+      if (!wasOpening) {
+        await this.writer?.close()
+        const fh = this.fh
+        this.fh = undefined
+        await fh?.close().catch(() => undefined)
+        await removeQuietly(this.partial).catch(() => undefined)
+      }
+      // (While opening, openPartial sees the closed state and removes what it created.)
+      this.host.emit('onError', this.hex, error)
+    }
+    const previous = this.task
+    this.task = (async () => {
+      if (wasOpening) await previous
+      await cleanup()
+    })()
+  }
+}
