@@ -47,7 +47,7 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       if (event.node === hub.cluster.nodeId) hub.pushToOneLocal(event.username, event.push)
       return
     case 'queue':
-      relay.pumpUser(event.username)
+      relay.queued(event.username)
       return
     case 'acked':
       relay.dropInFlight(event.username, event.msgIds)

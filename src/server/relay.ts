@@ -54,6 +54,14 @@ interface SessionDelivery {
   inFlightBytes: number
   pumping: boolean
   again: boolean
+  /**
+   * The last read found nothing beyond the cursor, and nothing was queued for the user since: an
+   * ack that frees room has nothing to refill, so the pump skips the read (an empty queue read per
+   * ack was a tenth of a relaying server's time). Cleared by queued().
+   */
+  caughtUp: boolean
+  /** Counts queued() calls, so a read that raced one is not taken as proof of being caught up. */
+  queuedMark: number
 }
 
 const RECEIPT_BATCH = 1000
@@ -147,7 +155,7 @@ export class Relay {
     const stored = accepted.filter((c) => !result.full.includes(c.recipient)).map((c) => c.recipient)
     if (!result.duplicate && stored.length > 0) this.relayed++
     for (const to of stored) {
-      this.pumpUser(to)
+      this.queued(to)
       this.o.hub.queued(to)
     }
     const recipients = await Promise.all(stored.map(async (to) => ({to, online: await this.o.hub.isOnline(to)})))
@@ -233,7 +241,7 @@ export class Relay {
 
   /** A session came online: start draining its queue and hand it any receipts waiting for it. */
   async online(session: ConnectionSession): Promise<void> {
-    this.sessions.set(session, {cursor: 0, inFlight: new Map(), inFlightBytes: 0, pumping: false, again: false})
+    this.sessions.set(session, {cursor: 0, inFlight: new Map(), inFlightBytes: 0, pumping: false, again: false, caughtUp: false, queuedMark: 0})
     void this.pump(session)
     const receipts = await this.o.store.pendingReceipts(session.username, RECEIPT_BATCH)
     for (const r of receipts) session.connection.push(receiptPush(r))
@@ -292,9 +300,21 @@ export class Relay {
     }
   }
 
-  /** Pumps the user's online sessions on this node from the shared queue. */
+  /** Pumps the user's online sessions on this node from the shared queue (room was freed). */
   pumpUser(username: string): void {
     for (const session of this.presence.get(username)?.sessions ?? []) void this.pump(session)
+  }
+
+  /** New copies were queued for the user (here or on another node): pump their sessions. */
+  queued(username: string): void {
+    for (const session of this.presence.get(username)?.sessions ?? []) {
+      const delivery = this.sessions.get(session)
+      if (delivery) {
+        delivery.caughtUp = false
+        delivery.queuedMark++
+      }
+      void this.pump(session)
+    }
   }
 
   /**
@@ -314,7 +334,8 @@ export class Relay {
       do {
         delivery.again = false
         const room = this.window - delivery.inFlight.size
-        if (room <= 0 || delivery.inFlightBytes >= this.windowBytes) break
+        if (room <= 0 || delivery.inFlightBytes >= this.windowBytes || delivery.caughtUp) break
+        const mark = delivery.queuedMark
         const batch = await this.o.store.pendingMessages(session.username, delivery.cursor, room)
         if (this.sessions.get(session) !== delivery || session.connection.isClosed) return
         const now = this.o.now()
@@ -329,6 +350,7 @@ export class Relay {
           pushed++
         }
         if (pushed === room) delivery.again = true
+        else if (pushed === batch.length && delivery.queuedMark === mark) delivery.caughtUp = true
       } while (delivery.again)
     } catch (error) {
       this.o.logger.error({err: error, user: session.username}, 'delivery pump failed; will retry on the next event')

@@ -1,4 +1,5 @@
 import {join} from 'node:path'
+import sinon from 'sinon'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {eventually, loginUser, makeOfflineUser, makeUser} from '../helpers/messaging.js'
@@ -241,6 +242,29 @@ describe('messaging: delivery', () => {
       await bob.client.ping()
       expect(bob.deliveries.items.map((d) => d.msgId)).toEqual(ids(n))
     }
+  })
+
+  it('does not read the queue again for an ack when nothing new was queued, and still delivers what comes next', async () => {
+    const dir = await makeTempDir('messenger-caught-up-')
+    const store = openSqliteStore(join(dir, 'messenger.db'))
+    onTestFinished(() => store.close())
+    const reads = sinon.spy(store, 'pendingMessages')
+    const {address} = await startTestServer({store, dataDir: dir})
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 1})
+    const bob = await makeUser(address, 'bob', {autoAck: false})
+
+    const first = await alice.engine.sendText('bob', 'first')
+    expect(await bob.nextMessage()).toMatchObject({id: first.id})
+    const readsBefore = reads.callCount
+    // The ack frees room in the window, but nothing is queued beyond what was read.
+    await bob.client.request('ack', {msgIds: [first.id]})
+    expect(await alice.nextReceipt()).toMatchObject({msgId: first.id, status: 'delivered'})
+    expect(reads.callCount).toBe(readsBefore)
+
+    // A new message clears the mark: it is read and delivered as usual.
+    const second = await alice.engine.sendText('bob', 'second')
+    expect(await bob.nextMessage((m) => m.id === second.id)).toMatchObject({text: 'second'})
+    expect(reads.callCount).toBeGreaterThan(readsBefore)
   })
 
   it('retries an unacknowledged delivery with backoff, and stops once any session of the recipient acks it', async () => {
