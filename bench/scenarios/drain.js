@@ -1,8 +1,8 @@
 // drain: 100,000 end-to-end encrypted messages stored for one offline user (sent through the
 // relay by a few senders, pipelined), then the user comes online; time until every message is in
 // the recipient's history and acknowledged.
-import {randomBytes} from 'node:crypto'
 import {setImmediate as nextTurn} from 'node:timers/promises'
+import {newMessageId} from '../../dist/client/delivery.js'
 import {startServer} from '../lib/server.js'
 import {loginTokens, openUser} from '../lib/users.js'
 import {envInt, log, monoUs, paddedText, recordPhase, round, waitFor, withTimeout} from '../lib/util.js'
@@ -24,7 +24,7 @@ export async function run() {
   const sinkProfile = first.profileDir
   await first.close()
 
-  // Fill: sealed to the sink's key exactly as sendText seals, sent with raw `send` requests
+  // Fill: sealed to the sink's key and id'd exactly as sendText does, sent with raw `send` requests
   // (pipelined; sendText would wait for each reply and write the sender's history).
   log(`drain: storing ${total} messages for an offline user from ${SENDERS} senders`)
   const fillers = await Promise.all(senders.map((u) => openUser(server.address, u, tokens.get(u), {online: false})))
@@ -53,7 +53,7 @@ export async function run() {
             const n = ++next
             const sealed = filler.session.keyring.seal('sink', info.publicKey, paddedText(`${f}|${n}|`))
             try {
-              await filler.client.request('send', {msgId: randomBytes(16).toString('base64url'), seq: n, copies: [{to: 'sink', ...sealed}]})
+              await filler.client.request('send', {msgId: newMessageId(), seq: n, copies: [{to: 'sink', ...sealed}]})
               stored++
             } catch (error) {
               failures++

@@ -8,7 +8,7 @@ import type {MessengerClient} from './client.js'
 import type {DeliveryPath, LocalHistory} from './history.js'
 import {Directory} from './directory.js'
 import {Keyring} from './keyring.js'
-import {randomId} from '../crypto/random-pool.js'
+import {timeOrderedId} from '../crypto/random-pool.js'
 
 export interface DeliveryOptions {
   client: MessengerClient
@@ -507,4 +507,4 @@ function requireKey(info: Results['whois']): string {
   return info.publicKey
 }
 
-export const newMessageId = randomId
+export const newMessageId = (): string => timeOrderedId()
