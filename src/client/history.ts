@@ -1,9 +1,9 @@
 import Database from 'better-sqlite3'
 
-import {decodeKey} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 import {migrate, translateOpenError, type DatabaseRole} from '../store/sqlite/open.js'
 import {GroupCommitter} from '../store/sqlite/group-commit.js'
+import {PeerPins, type PeerKeyCheck} from './peer-pins.js'
 
 /**
  * Schema migrations for the profile's local history, applied in order; `PRAGMA user_version` counts
@@ -116,7 +116,7 @@ export interface ListOptions {
   limit?: number
 }
 
-export type PeerKeyCheck = 'new' | 'same' | 'changed'
+export type {PeerKeyCheck} from './peer-pins.js'
 
 export interface HistoryOptions {
   /** Clock for created_at and first_seen defaults; injectable for tests. */
@@ -135,13 +135,6 @@ interface MessageRow {
   seq: number | null
   status: HistoryStatus
   path: DeliveryPath | null
-}
-
-interface PeerKeyRow {
-  username: string
-  public_key: string
-  first_seen: number
-  pending_key: string | null
 }
 
 function toEntry(row: MessageRow): HistoryEntry {
@@ -202,14 +195,6 @@ function prepareStatements(db: Database.Database) {
     latestAll: db.prepare<[number], MessageRow>(SELECT_LATEST.replace('%WHERE%', '')),
     latestPeer: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE peer = ? AND grp IS NULL')),
     latestGroup: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE grp = ?')),
-    getPeerKey: db.prepare<[string], PeerKeyRow>('SELECT * FROM peer_keys WHERE username = ?'),
-    pin: db.prepare<[string, string, number]>(
-      `INSERT INTO peer_keys (username, public_key, first_seen, pending_key) VALUES (?, ?, ?, NULL)
-       ON CONFLICT (username) DO UPDATE SET public_key = excluded.public_key, first_seen = excluded.first_seen, pending_key = NULL`,
-    ),
-    setPending: db.prepare<[string | null, string]>('UPDATE peer_keys SET pending_key = ? WHERE username = ?'),
-    // Changes whenever another connection (another messenger process on this profile) commits.
-    dataVersion: db.prepare<[], number>('PRAGMA data_version').pluck(),
   }
 }
 
@@ -232,6 +217,8 @@ export class LocalHistory {
 
   /** Use openHistory(); this expects a connection that is already configured and migrated. */
   private readonly commits: GroupCommitter
+  /** The peer keys pinned on first use, on this same connection. */
+  private readonly pins: PeerPins
 
   constructor(db: Database.Database, file: string, options: HistoryOptions = {}) {
     this.db = db
@@ -239,6 +226,7 @@ export class LocalHistory {
     this.stmt = prepareStatements(db)
     this.now = options.now ?? Date.now
     this.commits = new GroupCommitter(db)
+    this.pins = new PeerPins(db, this.now)
     // Built once: better-sqlite3 builds four wrappers per db.transaction() call (seen in profiles
     // when a status changed per message).
     this.setStatusTx = db.transaction((id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null) => this.setStatusNow(id, status, seq, path)).immediate
@@ -352,98 +340,24 @@ export class LocalHistory {
     return rows.map(toEntry)
   }
 
-  /**
-   * Trust on first use: pins the first key seen for `username` ('new'), confirms it ('same'), or on a
-   * different key keeps the pin, records the new key as pending and answers 'changed'. Seeing the
-   * pinned key again clears a pending one, so `trust` cannot accept a key that is no longer presented.
-   */
-  checkPeerKey(username: string, publicKeyB64: string, now: number = this.now()): PeerKeyCheck {
-    // The common case, every message sealed or opened: the pinned key again and nothing pending.
-    // Answered from memory while nothing changed the pins, else by a plain read, without the write
-    // transaction (BEGIN IMMEDIATE + COMMIT) the other cases need, nor a second decode (a pinned key
-    // was checked when it was pinned).
-    if (this.confirmedPin(username) === publicKeyB64) return 'same'
-    const pinned = this.stmt.getPeerKey.get(username)
-    if (pinned && pinned.public_key === publicKeyB64 && pinned.pending_key === null) {
-      this.confirmedPins.set(username, publicKeyB64)
-      return 'same'
-    }
-    this.confirmedPins.delete(username)
-    requireKey(publicKeyB64)
-    return this.db
-      .transaction((): PeerKeyCheck => {
-        const row = this.stmt.getPeerKey.get(username)
-        if (!row) {
-          this.stmt.pin.run(username, publicKeyB64, now)
-          return 'new'
-        }
-        if (row.public_key === publicKeyB64) {
-          if (row.pending_key !== null) this.stmt.setPending.run(null, username)
-          return 'same'
-        }
-        if (row.pending_key !== publicKeyB64) this.stmt.setPending.run(publicKeyB64, username)
-        return 'changed'
-      })
-      .immediate()
+  /** Trust on first use; see PeerPins.checkPeerKey. */
+  checkPeerKey(username: string, publicKeyB64: string, now?: number): PeerKeyCheck {
+    return this.pins.checkPeerKey(username, publicKeyB64, now)
   }
 
-  /**
-   * Accepts the pending key of `username`. `previous` is the key it replaced, or null when nothing was
-   * pending (the pin is returned unchanged). Throws NO_KEY when no key is known for the user at all.
-   */
-  trustPeerKey(username: string, now: number = this.now()): {previous: string | null; trusted: string} {
-    this.confirmedPins.delete(username)
-    return this.db
-      .transaction(() => {
-        const row = this.stmt.getPeerKey.get(username)
-        if (!row) throw noKey(username)
-        if (row.pending_key === null) return {previous: null, trusted: row.public_key}
-        this.stmt.pin.run(username, row.pending_key, now)
-        return {previous: row.public_key, trusted: row.pending_key}
-      })
-      .immediate()
+  /** Accepts the pending key of `username`; see PeerPins.trustPeerKey. */
+  trustPeerKey(username: string, now?: number): {previous: string | null; trusted: string} {
+    return this.pins.trustPeerKey(username, now)
   }
 
-  /** Pins an explicit key (verified out of band), replacing any pin and pending key. */
-  trustPeerKeyValue(username: string, publicKeyB64: string, now: number = this.now()): {previous: string | null; trusted: string} {
-    requireKey(publicKeyB64)
-    this.confirmedPins.delete(username)
-    return this.db
-      .transaction(() => {
-        const row = this.stmt.getPeerKey.get(username)
-        this.stmt.pin.run(username, publicKeyB64, row?.public_key === publicKeyB64 ? row.first_seen : now)
-        return {previous: row && row.public_key !== publicKeyB64 ? row.public_key : null, trusted: publicKeyB64}
-      })
-      .immediate()
+  /** Pins an explicit key (verified out of band); see PeerPins.trustPeerKeyValue. */
+  trustPeerKeyValue(username: string, publicKeyB64: string, now?: number): {previous: string | null; trusted: string} {
+    return this.pins.trustPeerKeyValue(username, publicKeyB64, now)
   }
 
-  /**
-   * The key last confirmed pinned for `username` with nothing pending, if no other connection has
-   * committed since. A drain opens every message against its sender's pin: reading the row each
-   * time was 14% of a draining client's CPU (a read transaction per message). data_version is read
-   * once per event-loop turn, so a pin changed by another process (\`messenger trust\` beside a
-   * running \`chat\`) counts from the next turn; this connection's own changes clear their entry.
-   */
-  private confirmedPin(username: string): string | undefined {
-    if (!this.pinsCheckedThisTurn) {
-      this.pinsCheckedThisTurn = true
-      setImmediate(() => (this.pinsCheckedThisTurn = false))
-      const version = this.stmt.dataVersion.get()
-      if (version !== this.pinsVersion) {
-        this.confirmedPins.clear()
-        this.pinsVersion = version
-      }
-    }
-    return this.confirmedPins.get(username)
-  }
-
-  private readonly confirmedPins = new Map<string, string>()
-  private pinsVersion: number | undefined
-  private pinsCheckedThisTurn = false
-
+  /** The pin of `username`; see PeerPins.getPeerKey. */
   getPeerKey(username: string): {key: string; pendingKey: string | null; firstSeen: number} | undefined {
-    const row = this.stmt.getPeerKey.get(username)
-    return row ? {key: row.public_key, pendingKey: row.pending_key, firstSeen: row.first_seen} : undefined
+    return this.pins.getPeerKey(username)
   }
 
   /** Closes the database; safe to call more than once. */
@@ -464,18 +378,6 @@ function outgoingPeer(m: OutgoingMessage): {group: string | null; to: string} {
   const to = group === null ? m.to : groupPeer(group)
   if (!to) throw new MessengerError('BAD_INPUT', 'An outgoing message needs a recipient or a group.')
   return {group, to}
-}
-
-function requireKey(publicKeyB64: string): void {
-  if (!decodeKey(publicKeyB64)) {
-    throw new MessengerError('BAD_INPUT', 'That is not a valid public key (base64 of 32 bytes).')
-  }
-}
-
-function noKey(username: string): MessengerError {
-  return new MessengerError('NO_KEY', `No key is known for ${username}.`, {
-    hint: `Run \`messenger whois ${username}\` (or exchange a message) to fetch and pin their key first.`,
-  })
 }
 
 /**
