@@ -1,14 +1,15 @@
 import {EventEmitter} from 'node:events'
 import {MessengerError} from '../protocol/errors.js'
-import {sameEndpoint, uniqueEndpoints, type DeliverPush, type Endpoint, type IntroducePush, type InvitedPush, type ReceiptPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
+import {sameEndpoint, uniqueEndpoints, type Endpoint, type IntroducePush, type InvitedPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
 import {decodeKey} from '../crypto/identity.js'
 import type {PeerLink} from '../transport/peer-link.js'
-import {decodeEnvelope, encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
+import {encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
 import type {MessengerClient} from './client.js'
 import type {DeliveryPath, LocalHistory} from './history.js'
 import {Directory} from './directory.js'
 import {Keyring} from './keyring.js'
 import {timeOrderedId} from '../crypto/random-pool.js'
+import {Inbox, RETRYABLE} from './inbox.js'
 
 export interface DeliveryOptions {
   client: MessengerClient
@@ -67,49 +68,32 @@ export interface DeliveryEvents {
   dropped: [{msgId: string; from: string; reason: string}]
 }
 
-const RETRYABLE = new Set(['CONNECTION_CLOSED', 'TIMEOUT', 'SHUTTING_DOWN'])
-
 /**
  * The client half of delivery: seal, send and confirm outgoing messages; open, store, show once and
  * acknowledge incoming ones. Local history is written before the server is told anything, and an
- * incoming message is acknowledged only after it is in local history.
+ * incoming message is acknowledged only after it is in local history. The incoming side is the Inbox.
  */
 export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
-  /** Messages that failed to open (tampered, wrong key). */
-  dropped = 0
   private readonly directory = new Directory((username) => this.request('whois', {username}))
   private link: PeerLink | undefined
-  private readonly receiptWaiters = new Map<string, () => void>()
-  private pendingAcks: string[] = []
-  private pendingReceiptAcks: string[] = []
-  private ackScheduled = false
-  /**
-   * Events that fired before anyone listened: stored messages and receipts follow the login reply
-   * at once, usually before a command has wired its handlers. Kept per event until the first
-   * listener of that event attaches, then replayed in order.
-   */
-  private readonly backlogs = new Map<keyof DeliveryEvents, unknown[][]>(
-    (['message', 'receipt', 'invited', 'held'] as const).map((event) => [event, []]),
-  )
+  private readonly inbox: Inbox
 
   constructor(private readonly o: DeliveryOptions) {
     super()
-    ;(this as EventEmitter).on('newListener', (event: string | symbol) => {
-      const backlog = this.backlogs.get(event as keyof DeliveryEvents)
-      if (!backlog) return
-      setImmediate(() => {
-        this.backlogs.delete(event as keyof DeliveryEvents)
-        for (const args of backlog) (this as EventEmitter).emit(event, ...args)
-      })
-    })
+    this.inbox = new Inbox(o, this, (username, options) => this.publicKeyOf(username, options))
     o.client.on('push', (push) => {
-      if (push.type === 'deliver') void this.onDeliver(push)
-      else if (push.type === 'receipt') this.onReceipt(push)
-      else if (push.type === 'invited') this.deliverEvent('invited', push)
+      if (push.type === 'deliver') void this.inbox.onDeliver(push)
+      else if (push.type === 'receipt') this.inbox.onReceipt(push)
+      else if (push.type === 'invited') this.inbox.deliverEvent('invited', push)
       else if (push.type === 'introduce') void this.onIntroduce(push)
     })
     // A reconnect starts a new session view of the directory: keys may have changed meanwhile.
     o.client.on('reconnected', () => this.directory.clear())
+  }
+
+  /** Messages that failed to open (tampered, wrong key). */
+  get dropped(): number {
+    return this.inbox.dropped
   }
 
   /** Publishes our public key in the directory (on login and whenever a session starts). */
@@ -141,7 +125,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
         throw new MessengerError('DIRECT_FAILED', `${to} could not be reached directly${info.online ? '' : ` (${to} is offline)`}.`)
       }
     }
-    const delivered = this.waitForReceipt(id)
+    const delivered = this.inbox.waitForReceipt(id)
     let result: Results['send']
     try {
       result = await this.relay(id, seq, to, info, sealed, text)
@@ -212,16 +196,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /** Turns on the direct path: datagrams in, introductions, and direct-first sending. */
   attachLink(link: PeerLink): void {
     this.link = link
-    link.on('message', (m) => {
-      const envelope = decodeEnvelope(m.bytes)
-      if (!envelope || envelope.to !== this.o.me) {
-        this.dropped++
-        return
-      }
-      const peerKey = decodeKey(m.senderKey)
-      if (!peerKey) return
-      void this.accept(envelope, 'direct', () => link.ack(peerKey, m.from, envelope.msgId), m.senderKey)
-    })
+    link.on('message', (m) => this.inbox.onDirect(link, m))
   }
 
   /** Finds or punches a path (with the server's introduction) and sends; false means "relay it". */
@@ -366,136 +341,6 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     return requireKey(await this.lookup(username, options))
   }
 
-  private onDeliver(push: DeliverPush): Promise<void> {
-    return this.accept(push, 'relay', () => this.queueAck(push.msgId))
-  }
-
-  /**
-   * Opens, stores and announces one incoming envelope from either path. `acknowledge` runs only
-   * once the message is in local history (or is garbage that must not come back); a message from a
-   * changed key, or one whose sender cannot be checked right now, is not acknowledged.
-   * `presentedKey` is the key a direct datagram was sealed with: it must be `from`'s key.
-   */
-  private async accept(push: DeliverPush, path: DeliveryPath, acknowledge: () => void, presentedKey?: string): Promise<void> {
-    let text: string | null
-    try {
-      let key = await this.publicKeyOf(push.from)
-      if (presentedKey && key !== presentedKey) key = await this.publicKeyOf(push.from, {fresh: true})
-      if (presentedKey && key !== presentedKey) {
-        // Someone sealed it with a key that is not the sender's: a spoof, not a message.
-        this.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'sealed with a key that is not the sender\'s'})
-        this.dropped++
-        return
-      }
-      text = this.o.keyring.open(push.from, key, push.nonce, push.box)
-      if (text === null && !presentedKey) {
-        // Perhaps the sender re-keyed since we cached; look once more before giving up.
-        key = await this.publicKeyOf(push.from, {fresh: true})
-        text = this.o.keyring.open(push.from, key, push.nonce, push.box)
-      }
-    } catch (error) {
-      const failure = error instanceof MessengerError ? error : new MessengerError('INTERNAL', String(error))
-      if (failure.code === 'KEY_CHANGED') {
-        // Not acknowledged: the server keeps it, and it arrives after `messenger trust`.
-        this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
-        return
-      }
-      if (RETRYABLE.has(failure.code)) return // redelivered after reconnect
-      text = null
-    }
-    if (text === null) {
-      this.dropped++
-      this.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'could not be decrypted'})
-      acknowledge() // garbage would otherwise be redelivered forever
-      return
-    }
-    const message: ReceivedMessage = {
-      id: push.msgId,
-      from: push.from,
-      to: push.to,
-      group: push.group,
-      text,
-      ts: push.ts,
-      seq: push.seq,
-      path,
-      broadcast: push.broadcast,
-    }
-    const isNew = await this.o.history.storeIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path})
-    if (isNew) this.deliverEvent('message', message)
-    acknowledge()
-  }
-
-  /** Emits now, or keeps it for the first listener (see `backlogs`). */
-  private deliverEvent<E extends 'message' | 'receipt' | 'invited' | 'held'>(event: E, ...args: DeliveryEvents[E]): void {
-    const backlog = this.backlogs.get(event)
-    if (backlog) backlog.push(args)
-    else (this as EventEmitter).emit(event, ...args)
-  }
-
-  /** One receipt covers many messages; each is recorded and announced on its own. */
-  private onReceipt(push: ReceiptPush): void {
-    const recorded = push.msgIds.map((msgId) => this.o.history.updateStatus(msgId, push.status).catch(() => false))
-    // Announced once the history says so, so whoever reacts to the event reads the new status.
-    void Promise.all(recorded).then(() => {
-      for (const msgId of push.msgIds) {
-        this.receiptWaiters.get(msgId)?.()
-        this.deliverEvent('receipt', {msgId, by: push.by, status: push.status, ts: push.ts})
-      }
-      this.pendingReceiptAcks.push(push.receiptId)
-      this.scheduleAck()
-    })
-  }
-
-  private queueAck(msgId: string): void {
-    if (this.o.autoAck === false) return
-    this.pendingAcks.push(msgId)
-    this.scheduleAck()
-  }
-
-  /** One ack request per burst: a drain of thousands of messages costs few round trips. */
-  private scheduleAck(): void {
-    if (this.ackScheduled) return
-    this.ackScheduled = true
-    setImmediate(() => {
-      this.ackScheduled = false
-      while (this.pendingAcks.length > 0 || this.pendingReceiptAcks.length > 0) {
-        const msgIds = this.pendingAcks.splice(0, 1000)
-        const receiptIds = this.pendingReceiptAcks.splice(0, 1000)
-        // If this fails the server redelivers; local history dedupes by id.
-        this.o.client.request('ack', {...(msgIds.length ? {msgIds} : {}), ...(receiptIds.length ? {receiptIds} : {})}).catch(() => undefined)
-      }
-    })
-  }
-
-  private waitForReceipt(msgId: string): {within: (ms: number) => Promise<boolean>; cancel: () => void} {
-    let arrived = false
-    let wake: (() => void) | undefined
-    this.receiptWaiters.set(msgId, () => {
-      arrived = true
-      wake?.()
-    })
-    const cancel = () => this.receiptWaiters.delete(msgId)
-    return {
-      cancel,
-      within: (ms) =>
-        new Promise<boolean>((resolve) => {
-          if (arrived) {
-            cancel()
-            resolve(true)
-            return
-          }
-          const timer = setTimeout(() => {
-            cancel()
-            resolve(false)
-          }, ms)
-          wake = () => {
-            clearTimeout(timer)
-            cancel()
-            resolve(true)
-          }
-        }),
-    }
-  }
 }
 
 function requireKey(info: Results['whois']): string {

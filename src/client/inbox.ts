@@ -1,0 +1,197 @@
+import type {EventEmitter} from 'node:events'
+import {MessengerError} from '../protocol/errors.js'
+import type {DeliverPush, ReceiptPush} from '../protocol/messages.js'
+import {decodeKey} from '../crypto/identity.js'
+import type {DirectMessage, PeerLink} from '../transport/peer-link.js'
+import {decodeEnvelope} from './envelope-codec.js'
+import type {DeliveryEvents, DeliveryOptions, ReceivedMessage} from './delivery.js'
+import type {DeliveryPath} from './history.js'
+
+/** Error codes a reconnect cures: a request failing so is sent again, a delivery failing so comes again. */
+export const RETRYABLE = new Set(['CONNECTION_CLOSED', 'TIMEOUT', 'SHUTTING_DOWN'])
+
+/**
+ * The receiving half of delivery: opens, stores, shows once and acknowledges incoming messages from
+ * either path, records receipts and wakes the sends waiting for them, and fires the engine's events.
+ * An incoming message is acknowledged only after it is in local history.
+ */
+export class Inbox {
+  /** Messages that failed to open (tampered, wrong key). */
+  dropped = 0
+  private readonly receiptWaiters = new Map<string, () => void>()
+  private pendingAcks: string[] = []
+  private pendingReceiptAcks: string[] = []
+  private ackScheduled = false
+  /**
+   * Events that fired before anyone listened: stored messages and receipts follow the login reply
+   * at once, usually before a command has wired its handlers. Kept per event until the first
+   * listener of that event attaches, then replayed in order.
+   */
+  private readonly backlogs = new Map<keyof DeliveryEvents, unknown[][]>(
+    (['message', 'receipt', 'invited', 'held'] as const).map((event) => [event, []]),
+  )
+
+  /**
+   * `events` is the engine, whose events this fires; `publicKeyOf` is the engine's directory
+   * lookup of a sender's key (cached unless `fresh`).
+   */
+  constructor(
+    private readonly o: Pick<DeliveryOptions, 'client' | 'keyring' | 'history' | 'me' | 'autoAck'>,
+    private readonly events: EventEmitter<DeliveryEvents>,
+    private readonly publicKeyOf: (username: string, options?: {fresh?: boolean}) => Promise<string>,
+  ) {
+    ;(events as EventEmitter).on('newListener', (event: string | symbol) => {
+      const backlog = this.backlogs.get(event as keyof DeliveryEvents)
+      if (!backlog) return
+      setImmediate(() => {
+        this.backlogs.delete(event as keyof DeliveryEvents)
+        for (const args of backlog) (events as EventEmitter).emit(event, ...args)
+      })
+    })
+  }
+
+  /** One message datagram from the direct path: opened like a relayed one, acknowledged over the link. */
+  onDirect(link: PeerLink, m: DirectMessage): void {
+    const envelope = decodeEnvelope(m.bytes)
+    if (!envelope || envelope.to !== this.o.me) {
+      this.dropped++
+      return
+    }
+    const peerKey = decodeKey(m.senderKey)
+    if (!peerKey) return
+    void this.accept(envelope, 'direct', () => link.ack(peerKey, m.from, envelope.msgId), m.senderKey)
+  }
+
+  /** One message from the relay; acknowledged to the server with the others of its burst. */
+  onDeliver(push: DeliverPush): Promise<void> {
+    return this.accept(push, 'relay', () => this.queueAck(push.msgId))
+  }
+
+  /**
+   * Opens, stores and announces one incoming envelope from either path. `acknowledge` runs only
+   * once the message is in local history (or is garbage that must not come back); a message from a
+   * changed key, or one whose sender cannot be checked right now, is not acknowledged.
+   * `presentedKey` is the key a direct datagram was sealed with: it must be `from`'s key.
+   */
+  private async accept(push: DeliverPush, path: DeliveryPath, acknowledge: () => void, presentedKey?: string): Promise<void> {
+    let text: string | null
+    try {
+      let key = await this.publicKeyOf(push.from)
+      if (presentedKey && key !== presentedKey) key = await this.publicKeyOf(push.from, {fresh: true})
+      if (presentedKey && key !== presentedKey) {
+        // Someone sealed it with a key that is not the sender's: a spoof, not a message.
+        this.events.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'sealed with a key that is not the sender\'s'})
+        this.dropped++
+        return
+      }
+      text = this.o.keyring.open(push.from, key, push.nonce, push.box)
+      if (text === null && !presentedKey) {
+        // Perhaps the sender re-keyed since we cached; look once more before giving up.
+        key = await this.publicKeyOf(push.from, {fresh: true})
+        text = this.o.keyring.open(push.from, key, push.nonce, push.box)
+      }
+    } catch (error) {
+      const failure = error instanceof MessengerError ? error : new MessengerError('INTERNAL', String(error))
+      if (failure.code === 'KEY_CHANGED') {
+        // Not acknowledged: the server keeps it, and it arrives after `messenger trust`.
+        this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
+        return
+      }
+      if (RETRYABLE.has(failure.code)) return // redelivered after reconnect
+      text = null
+    }
+    if (text === null) {
+      this.dropped++
+      this.events.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'could not be decrypted'})
+      acknowledge() // garbage would otherwise be redelivered forever
+      return
+    }
+    const message: ReceivedMessage = {
+      id: push.msgId,
+      from: push.from,
+      to: push.to,
+      group: push.group,
+      text,
+      ts: push.ts,
+      seq: push.seq,
+      path,
+      broadcast: push.broadcast,
+    }
+    const isNew = await this.o.history.storeIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path})
+    if (isNew) this.deliverEvent('message', message)
+    acknowledge()
+  }
+
+  /** Emits now, or keeps it for the first listener (see `backlogs`). */
+  deliverEvent<E extends 'message' | 'receipt' | 'invited' | 'held'>(event: E, ...args: DeliveryEvents[E]): void {
+    const backlog = this.backlogs.get(event)
+    if (backlog) backlog.push(args)
+    else (this.events as EventEmitter).emit(event, ...args)
+  }
+
+  /** One receipt covers many messages; each is recorded and announced on its own. */
+  onReceipt(push: ReceiptPush): void {
+    const recorded = push.msgIds.map((msgId) => this.o.history.updateStatus(msgId, push.status).catch(() => false))
+    // Announced once the history says so, so whoever reacts to the event reads the new status.
+    void Promise.all(recorded).then(() => {
+      for (const msgId of push.msgIds) {
+        this.receiptWaiters.get(msgId)?.()
+        this.deliverEvent('receipt', {msgId, by: push.by, status: push.status, ts: push.ts})
+      }
+      this.pendingReceiptAcks.push(push.receiptId)
+      this.scheduleAck()
+    })
+  }
+
+  private queueAck(msgId: string): void {
+    if (this.o.autoAck === false) return
+    this.pendingAcks.push(msgId)
+    this.scheduleAck()
+  }
+
+  /** One ack request per burst: a drain of thousands of messages costs few round trips. */
+  private scheduleAck(): void {
+    if (this.ackScheduled) return
+    this.ackScheduled = true
+    setImmediate(() => {
+      this.ackScheduled = false
+      while (this.pendingAcks.length > 0 || this.pendingReceiptAcks.length > 0) {
+        const msgIds = this.pendingAcks.splice(0, 1000)
+        const receiptIds = this.pendingReceiptAcks.splice(0, 1000)
+        // If this fails the server redelivers; local history dedupes by id.
+        this.o.client.request('ack', {...(msgIds.length ? {msgIds} : {}), ...(receiptIds.length ? {receiptIds} : {})}).catch(() => undefined)
+      }
+    })
+  }
+
+  /** Arms a wait for the "delivered" receipt of `msgId` before it is sent, so a quick receipt is not missed. */
+  waitForReceipt(msgId: string): {within: (ms: number) => Promise<boolean>; cancel: () => void} {
+    let arrived = false
+    let wake: (() => void) | undefined
+    this.receiptWaiters.set(msgId, () => {
+      arrived = true
+      wake?.()
+    })
+    const cancel = () => this.receiptWaiters.delete(msgId)
+    return {
+      cancel,
+      within: (ms) =>
+        new Promise<boolean>((resolve) => {
+          if (arrived) {
+            cancel()
+            resolve(true)
+            return
+          }
+          const timer = setTimeout(() => {
+            cancel()
+            resolve(false)
+          }, ms)
+          wake = () => {
+            clearTimeout(timer)
+            cancel()
+            resolve(true)
+          }
+        }),
+    }
+  }
+}
