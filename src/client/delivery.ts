@@ -1,5 +1,5 @@
 import {EventEmitter} from 'node:events'
-import {MessengerError} from '../protocol/errors.js'
+import {MessengerError, RECONNECT_CURES} from '../protocol/errors.js'
 import {sameEndpoint, uniqueEndpoints, type Endpoint, type IntroducePush, type InvitedPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
 import {decodeKey} from '../crypto/identity.js'
 import type {PeerLink} from '../transport/peer-link.js'
@@ -9,7 +9,7 @@ import type {DeliveryPath, LocalHistory} from './history.js'
 import {Directory} from './directory.js'
 import {Keyring} from './keyring.js'
 import {timeOrderedId} from '../crypto/random-pool.js'
-import {Inbox, RETRYABLE} from './inbox.js'
+import {Inbox} from './inbox.js'
 
 export interface DeliveryOptions {
   client: MessengerClient
@@ -326,7 +326,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       try {
         return await this.o.client.request(type, params)
       } catch (error) {
-        if (!(error instanceof MessengerError && RETRYABLE.has(error.code) && this.o.client.reconnects)) throw error
+        if (!(error instanceof MessengerError && RECONNECT_CURES.has(error.code) && this.o.client.reconnects)) throw error
         await this.o.client.waitUntilConnected()
       }
     }

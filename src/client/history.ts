@@ -215,11 +215,11 @@ export class LocalHistory {
   private readonly stmt: ReturnType<typeof prepareStatements>
   private readonly now: () => number
 
-  /** Use openHistory(); this expects a connection that is already configured and migrated. */
   private readonly commits: GroupCommitter
   /** The peer keys pinned on first use, on this same connection. */
   private readonly pins: PeerPins
 
+  /** Use openHistory(); this expects a connection that is already configured and migrated. */
   constructor(db: Database.Database, file: string, options: HistoryOptions = {}) {
     this.db = db
     this.file = file

@@ -1,14 +1,11 @@
 import type {EventEmitter} from 'node:events'
-import {MessengerError} from '../protocol/errors.js'
+import {MessengerError, RECONNECT_CURES} from '../protocol/errors.js'
 import type {DeliverPush, ReceiptPush} from '../protocol/messages.js'
 import {decodeKey} from '../crypto/identity.js'
 import type {DirectMessage, PeerLink} from '../transport/peer-link.js'
 import {decodeEnvelope} from './envelope-codec.js'
 import type {DeliveryEvents, DeliveryOptions, ReceivedMessage} from './delivery.js'
 import type {DeliveryPath} from './history.js'
-
-/** Error codes a reconnect cures: a request failing so is sent again, a delivery failing so comes again. */
-export const RETRYABLE = new Set(['CONNECTION_CLOSED', 'TIMEOUT', 'SHUTTING_DOWN'])
 
 /**
  * The receiving half of delivery: opens, stores, shows once and acknowledges incoming messages from
@@ -97,7 +94,7 @@ export class Inbox {
         this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
         return
       }
-      if (RETRYABLE.has(failure.code)) return // redelivered after reconnect
+      if (RECONNECT_CURES.has(failure.code)) return // redelivered after reconnect
       text = null
     }
     if (text === null) {

@@ -113,6 +113,9 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   TLS_FILES_UNREADABLE: 'Check the paths given to --tls-cert and --tls-key.',
 }
 
+/** Failures a reconnect cures: a request failing so is sent again, a delivery failing so comes again. */
+export const RECONNECT_CURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['CONNECTION_CLOSED', 'TIMEOUT', 'SHUTTING_DOWN'])
+
 /** Replies after which the server ends the connection: nothing more sent on it could succeed. */
 export const CLOSES_CONNECTION: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['HELLO_REQUIRED', 'VERSION_MISMATCH'])
 
