@@ -159,24 +159,29 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     const known = this.confirmedPath(peerKey)
     if (known) return known
     if (candidates.length === 0 || !this.stream) return null
-    const keyB64 = encodeKey(peerKey)
+    const pong = this.pongWithin(encodeKey(peerKey), durationMs)
+    const probe = () => {
+      for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: this.o.now()}))
+    }
+    const timer = setInterval(probe, this.o.probeIntervalMs)
+    probe()
+    try {
+      return await pong
+    } finally {
+      clearInterval(timer)
+    }
+  }
+
+  /** Where the first authenticated pong from `keyB64` came from, if one arrives within `ms`; else null. */
+  private pongWithin(keyB64: string, ms: number): Promise<Endpoint | null> {
     return new Promise((resolve) => {
-      let settled = false
-      const finish = (endpoint: Endpoint | null) => {
-        if (settled) return
-        settled = true
-        clearInterval(timer)
-        clearTimeout(deadline)
-        this.stopWaiting(keyB64, finish)
+      const done = (endpoint: Endpoint | null) => {
+        clearTimeout(timer)
+        this.stopWaiting(keyB64, done)
         resolve(endpoint)
       }
-      this.waitForPong(keyB64, finish)
-      const probe = () => {
-        for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: this.o.now()}))
-      }
-      const timer = setInterval(probe, this.o.probeIntervalMs)
-      const deadline = setTimeout(() => finish(null), durationMs)
-      probe()
+      const timer = setTimeout(() => done(null), ms)
+      this.waitForPong(keyB64, done)
     })
   }
 
@@ -278,20 +283,9 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     if (!server || !this.stream) return
     const serverKey = encodeKey(server.publicKey)
     for (let attempt = 0; attempt < 3; attempt++) {
-      const got = new Promise<boolean>((resolve) => {
-        const waiter = () => {
-          clearTimeout(timer)
-          this.stopWaiting(serverKey, waiter)
-          resolve(true)
-        }
-        const timer = setTimeout(() => {
-          this.stopWaiting(serverKey, waiter)
-          resolve(false)
-        }, this.o.ackTimeoutMs * 2 ** attempt)
-        this.waitForPong(serverKey, waiter)
-      })
+      const pong = this.pongWithin(serverKey, this.o.ackTimeoutMs * 2 ** attempt)
       this.send(server.publicKey, server, DatagramType.SERVER_PROBE, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: this.o.now()}))
-      if (await got) return
+      if (await pong) return
     }
   }
 
