@@ -155,9 +155,10 @@ const toReceipt = (r: ReceiptRow): ReceiptRecord => ({
   ts: r.ts,
 })
 
-/** The messaging half of the SQLite store: synchronous statements, each call one durable transaction. */
+/** The messaging half of the SQLite store: synchronous statements, each call atomic (its own transaction, or its savepoint in the store's group commit). */
 export class SqliteMessaging {
   private readonly s
+  private readonly bare
   private readonly tx
 
   constructor(private readonly db: Database.Database) {
@@ -202,22 +203,30 @@ export class SqliteMessaging {
     // Transaction functions are built once: better-sqlite3 builds four wrappers per db.transaction()
     // call, which showed up in relay profiles when it ran per message.
     const s = this.s
-    this.tx = {
-      enqueue: db.transaction((request: EnqueueRequest) => this.enqueueNow(request)).immediate,
-      ack: db.transaction((recipient: string, msgIds: string[]): AckedCopy[] =>
+    // The writes the group committer runs: it already gives each its own savepoint, so inside a
+    // transaction they run bare (a nested transaction function would add a second SAVEPOINT/RELEASE
+    // per message); called on their own they get a transaction of their own.
+    this.bare = {
+      enqueue: (request: EnqueueRequest) => this.enqueueNow(request),
+      ack: (recipient: string, msgIds: string[]): AckedCopy[] =>
         s.ack.all(recipient, JSON.stringify(msgIds)).map((row) => ({msgId: row.msg_id, sender: row.sender, recipient})),
-      ),
+      addReceipts: (receipts: ReceiptRecord[]) => {
+        for (const r of receipts) s.addReceipt.run(r.receiptId, r.username, JSON.stringify(r.msgIds), r.by, r.status, r.ts)
+      },
+      ackReceipts: (username: string, receiptIds: string[]) => {
+        for (const id of receiptIds) s.ackReceipt.run(username, id)
+      },
+    }
+    this.tx = {
+      enqueue: db.transaction(this.bare.enqueue).immediate,
+      ack: db.transaction(this.bare.ack),
       expire: db.transaction((now: number) => {
         const expired = s.expire.all(now).map(toMessage)
         s.expireIds.run(now)
         return expired
       }),
-      addReceipts: db.transaction((receipts: ReceiptRecord[]) => {
-        for (const r of receipts) s.addReceipt.run(r.receiptId, r.username, JSON.stringify(r.msgIds), r.by, r.status, r.ts)
-      }),
-      ackReceipts: db.transaction((username: string, receiptIds: string[]) => {
-        for (const id of receiptIds) s.ackReceipt.run(username, id)
-      }),
+      addReceipts: db.transaction(this.bare.addReceipts),
+      ackReceipts: db.transaction(this.bare.ackReceipts),
       createGroup: db.transaction((group: GroupRecord) => {
         if (s.createGroup.run(group.name, group.owner, group.createdAt).changes === 0) return false
         s.setMembership.run(group.name, group.owner, 'member')
@@ -226,13 +235,18 @@ export class SqliteMessaging {
     }
   }
 
+  /** Bare inside the group committer's transaction, else each call its own transaction. */
+  private writes(): typeof this.bare {
+    return this.db.inTransaction ? this.bare : this.tx
+  }
+
   setPublicKey(username: string, publicKey: string): void {
     this.s.setPublicKey.run(publicKey, username)
   }
 
-  /** One IMMEDIATE transaction: the id check, the seq and every copy commit (and fsync) together. */
+  /** Atomic: the id check, the seq and every copy commit (and fsync) together. */
   enqueue(request: EnqueueRequest): EnqueueResult {
-    return this.tx.enqueue(request)
+    return this.writes().enqueue(request)
   }
 
   private enqueueNow(request: EnqueueRequest): EnqueueResult {
@@ -259,7 +273,7 @@ export class SqliteMessaging {
   }
 
   ack(recipient: string, msgIds: string[]): AckedCopy[] {
-    return this.tx.ack(recipient, msgIds)
+    return this.writes().ack(recipient, msgIds)
   }
 
   expire(now: number): StoredMessage[] {
@@ -267,7 +281,7 @@ export class SqliteMessaging {
   }
 
   addReceipts(receipts: ReceiptRecord[]): void {
-    this.tx.addReceipts(receipts)
+    this.writes().addReceipts(receipts)
   }
 
   pendingReceipts(username: string, limit: number): ReceiptRecord[] {
@@ -275,7 +289,7 @@ export class SqliteMessaging {
   }
 
   ackReceipts(username: string, receiptIds: string[]): void {
-    this.tx.ackReceipts(username, receiptIds)
+    this.writes().ackReceipts(username, receiptIds)
   }
 
   createGroup(group: GroupRecord): boolean {
