@@ -1,4 +1,5 @@
 import type {EventEmitter} from 'node:events'
+import {LIMITS} from '../protocol/constants.js'
 import {MessengerError, RECONNECT_CURES} from '../protocol/errors.js'
 import type {DeliverPush, ReceiptPush} from '../protocol/messages.js'
 import {decodeKey} from '../crypto/identity.js'
@@ -153,8 +154,8 @@ export class Inbox {
     setImmediate(() => {
       this.ackScheduled = false
       while (this.pendingAcks.length > 0 || this.pendingReceiptAcks.length > 0) {
-        const msgIds = this.pendingAcks.splice(0, 1000)
-        const receiptIds = this.pendingReceiptAcks.splice(0, 1000)
+        const msgIds = this.pendingAcks.splice(0, LIMITS.ackIds)
+        const receiptIds = this.pendingReceiptAcks.splice(0, LIMITS.ackIds)
         // If this fails the server redelivers; local history dedupes by id.
         this.o.client.request('ack', {...(msgIds.length ? {msgIds} : {}), ...(receiptIds.length ? {receiptIds} : {})}).catch(() => undefined)
       }

@@ -40,13 +40,17 @@ export const DEFAULTS = {
   scryptP: 1,
 } as const
 
+const ACK_IDS = 1000
+
 export const LIMITS = {
   usernamePattern: /^[a-z0-9_.-]{2,32}$/,
   passwordMinLength: 8,
   passwordMaxLength: 1024,
   displayNameMaxLength: 64,
-  /** Most message ids in one receipt: the most one `ack` request carries. */
-  receiptMsgIds: 1000,
+  /** Most ids (message or receipt) one `ack` request carries. */
+  ackIds: ACK_IDS,
+  /** Most message ids in one receipt: as many as one `ack` settles, so a receipt fits the ack it answers. */
+  receiptMsgIds: ACK_IDS,
 } as const
 
 export const ENV = {

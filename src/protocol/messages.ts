@@ -34,7 +34,7 @@ export const REQUEST_SCHEMAS = {
   setkey: object({type: literal('setkey'), id, publicKey}),
   whois: object({type: literal('whois'), id, username}),
   send: object({type: literal('send'), id, msgId, seq: optional(int({min: 1})), group: optional(groupName), copies}),
-  ack: object({type: literal('ack'), id, msgIds: optional(array(msgId, {max: 1000})), receiptIds: optional(array(msgId, {max: 1000}))}),
+  ack: object({type: literal('ack'), id, msgIds: optional(array(msgId, {max: LIMITS.ackIds})), receiptIds: optional(array(msgId, {max: LIMITS.ackIds}))}),
   broadcast: object({type: literal('broadcast'), id, msgId, copies}),
   group_create: object({type: literal('group_create'), id, name: groupName, invite: optional(array(username, {max: 100}))}),
   group_invite: object({type: literal('group_invite'), id, name: groupName, username}),
