@@ -54,15 +54,15 @@ interface SessionDelivery {
   inFlightBytes: number
   pumping: boolean
   again: boolean
-  /**
-   * The last read found nothing beyond the cursor, and nothing was queued for the user since: an
-   * ack that frees room has nothing to refill, so the pump skips the read (queue reads were 7-12%
-   * of a relaying server's time, and on a live relay the one after each ack found nothing).
-   * Cleared by queued().
-   */
-  caughtUp: boolean
-  /** Counts queued() calls, so a read that raced one is not taken as proof of being caught up. */
+  /** Counts queued() calls: copies queued for the user since the session began. */
   queuedMark: number
+  /**
+   * The queuedMark at which a read last found nothing beyond the cursor. While the two are equal
+   * nothing new is queued, so an ack that frees room has nothing to refill and the pump skips the
+   * read (queue reads were 7-12% of a relaying server's time, and on a live relay the one after
+   * each ack found nothing). A read that raced a queued() records the mark from before it.
+   */
+  caughtUpAt: number
 }
 
 const RECEIPT_BATCH = 1000
@@ -121,8 +121,8 @@ export class Relay {
       // Read once for every copy: the member list, and who blocks the sender.
       const [members, blockers] = await Promise.all([store.listMembers(group), store.listBlockers(sender)])
       audience = {group, members: new Map(members.map((m) => [m.username, m.membership])), blockers: new Set(blockers)}
-      if (!(await store.getGroup(group))) throw errors.noSuchGroup(group)
-      if (audience.members.get(sender) !== 'member') throw errors.notAMember(group)
+      // A member's group exists; the group itself is read only to name the refusal.
+      if (audience.members.get(sender) !== 'member') throw (await store.getGroup(group)) ? errors.notAMember(group) : errors.noSuchGroup(group)
     }
     for (const copy of request.copies) {
       const to = copy.to.toLowerCase()
@@ -242,7 +242,7 @@ export class Relay {
 
   /** A session came online: start draining its queue and hand it any receipts waiting for it. */
   async online(session: ConnectionSession): Promise<void> {
-    this.sessions.set(session, {cursor: 0, inFlight: new Map(), inFlightBytes: 0, pumping: false, again: false, caughtUp: false, queuedMark: 0})
+    this.sessions.set(session, {cursor: 0, inFlight: new Map(), inFlightBytes: 0, pumping: false, again: false, queuedMark: 0, caughtUpAt: -1})
     void this.pump(session)
     const receipts = await this.o.store.pendingReceipts(session.username, RECEIPT_BATCH)
     for (const r of receipts) session.connection.push(receiptPush(r))
@@ -310,12 +310,9 @@ export class Relay {
   queued(username: string): void {
     for (const session of this.presence.get(username)?.sessions ?? []) {
       const delivery = this.sessions.get(session)
-      if (delivery) {
-        delivery.caughtUp = false
-        delivery.queuedMark++
-      }
-      void this.pump(session)
+      if (delivery) delivery.queuedMark++
     }
+    this.pumpUser(username)
   }
 
   /**
@@ -335,7 +332,7 @@ export class Relay {
       do {
         delivery.again = false
         const room = this.window - delivery.inFlight.size
-        if (room <= 0 || delivery.inFlightBytes >= this.windowBytes || delivery.caughtUp) break
+        if (room <= 0 || delivery.inFlightBytes >= this.windowBytes || delivery.caughtUpAt === delivery.queuedMark) break
         const mark = delivery.queuedMark
         const batch = await this.o.store.pendingMessages(session.username, delivery.cursor, room)
         if (this.sessions.get(session) !== delivery || session.connection.isClosed) return
@@ -351,7 +348,7 @@ export class Relay {
           pushed++
         }
         if (pushed === room) delivery.again = true
-        else if (pushed === batch.length && delivery.queuedMark === mark) delivery.caughtUp = true
+        else if (pushed === batch.length) delivery.caughtUpAt = mark
       } while (delivery.again)
     } catch (error) {
       this.o.logger.error({err: error, user: session.username}, 'delivery pump failed; will retry on the next event')
