@@ -1,15 +1,12 @@
 import {EventEmitter} from 'node:events'
 import type tls from 'node:tls'
 import {DEFAULTS, PROTOCOL_VERSION} from '../protocol/constants.js'
-import {MessengerError} from '../protocol/errors.js'
+import {MessengerError, RECONNECT_CANNOT_CURE} from '../protocol/errors.js'
 import {FrameDecoder, encodeFrame} from '../protocol/frame.js'
 import {writeBatched} from '../protocol/batched-write.js'
 import type {ErrorPush, PresencePush, Push, RequestParams, RequestType, Results, WireError} from '../protocol/messages.js'
 import {formatServerAddress, parseServerList, type ServerAddress} from './address.js'
 import {MemoryPinStore, connectPinned, type PinStore} from './tls-pin.js'
-
-/** A revoked token or a changed certificate will not fix itself by reconnecting. */
-const RETRY_CANNOT_FIX: ReadonlySet<string> = new Set(['TOKEN_INVALID', 'CERT_CHANGED'])
 
 /** Options for {@link MessengerClient}. */
 export interface MessengerClientOptions {
@@ -118,7 +115,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
         resolve()
       }
       const onDisconnected = ({error}: {error: MessengerError}) => {
-        if (RETRY_CANNOT_FIX.has(error.code)) {
+        if (RECONNECT_CANNOT_CURE.has(error.code)) {
           this.off('reconnected', onReconnected)
           reject(error)
         }
@@ -326,7 +323,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
           this.resuming = false
           if (this.state === 'closed') return
           const failure = error_ instanceof MessengerError ? error_ : new MessengerError('CONNECTION_CLOSED', String(error_))
-          if (RETRY_CANNOT_FIX.has(failure.code)) {
+          if (RECONNECT_CANNOT_CURE.has(failure.code)) {
             this.state = 'disconnected'
             this.socket?.destroy()
             this.emit('disconnected', {error: failure})

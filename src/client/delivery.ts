@@ -2,6 +2,7 @@ import {EventEmitter} from 'node:events'
 import {MessengerError, RECONNECT_CURES} from '../protocol/errors.js'
 import {sameEndpoint, uniqueEndpoints, type Endpoint, type IntroducePush, type InvitedPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
 import {decodeKey} from '../crypto/identity.js'
+import type {SealedText} from '../crypto/envelope.js'
 import type {PeerLink} from '../transport/peer-link.js'
 import {encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
 import type {MessengerClient} from './client.js'
@@ -152,7 +153,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
    * path to one of its endpoints is confirmed (the peer proved it holds that key within seconds).
    * Saves a whois round trip per message.
    */
-  private async sealFor(to: string, preference: PathPreference, text: string): Promise<{info: Results['whois']; sealed: {nonce: string; box: string}}> {
+  private async sealFor(to: string, preference: PathPreference, text: string): Promise<{info: Results['whois']; sealed: SealedText}> {
     const cached = this.usableCachedEntry(to, preference)
     if (cached) {
       try {
@@ -165,7 +166,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     return this.sealFresh(to, text)
   }
 
-  private async sealFresh(to: string, text: string): Promise<{info: Results['whois']; sealed: {nonce: string; box: string}}> {
+  private async sealFresh(to: string, text: string): Promise<{info: Results['whois']; sealed: SealedText}> {
     const info = await this.lookup(to, {fresh: true})
     return {info, sealed: this.o.keyring.seal(to, requireKey(info), text)}
   }
@@ -180,8 +181,8 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   /** Sends one sealed copy through the relay; if the key went stale, looks again, re-seals and sends once more. */
-  private async relay(msgId: string, seq: number, to: string, info: Results['whois'], sealed: {nonce: string; box: string}, text: string): Promise<Results['send']> {
-    const send = (entry: Results['whois'], box: {nonce: string; box: string}) =>
+  private async relay(msgId: string, seq: number, to: string, info: Results['whois'], sealed: SealedText, text: string): Promise<Results['send']> {
+    const send = (entry: Results['whois'], box: SealedText) =>
       this.request('send', {msgId, seq, copies: [{to, nonce: box.nonce, box: box.box, key: requireKey(entry)}]})
     try {
       return await send(info, sealed)

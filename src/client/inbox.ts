@@ -1,6 +1,6 @@
 import type {EventEmitter} from 'node:events'
 import {LIMITS} from '../protocol/constants.js'
-import {MessengerError, RECONNECT_CURES} from '../protocol/errors.js'
+import {RECONNECT_CURES, toMessengerError} from '../protocol/errors.js'
 import type {DeliverPush, ReceiptPush} from '../protocol/messages.js'
 import {decodeKey} from '../crypto/identity.js'
 import type {DirectMessage, PeerLink} from '../transport/peer-link.js'
@@ -89,7 +89,7 @@ export class Inbox {
         text = this.o.keyring.open(push.from, key, push.nonce, push.box)
       }
     } catch (error) {
-      const failure = error instanceof MessengerError ? error : new MessengerError('INTERNAL', String(error))
+      const failure = toMessengerError(error)
       if (failure.code === 'KEY_CHANGED') {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`.
         this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})

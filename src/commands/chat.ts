@@ -9,7 +9,7 @@ import type {DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
 import {Keyring} from '../client/keyring.js'
-import {MessengerError, toMessengerError} from '../protocol/errors.js'
+import {MessengerError, RECONNECT_CANNOT_CURE, toMessengerError} from '../protocol/errors.js'
 
 interface ChatContext {
   client: MessengerClient
@@ -96,7 +96,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       process.once('SIGINT', quit)
       process.once('SIGTERM', quit)
       client.on('disconnected', ({error}) => {
-        if (error.code === 'TOKEN_INVALID' || error.code === 'CERT_CHANGED') {
+        if (RECONNECT_CANNOT_CURE.has(error.code)) {
           print(`Error: ${error.message} ${error.hint ?? ''}`)
           process.exitCode = 1
           quit()

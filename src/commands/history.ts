@@ -1,10 +1,11 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {openHistory, type HistoryEntry} from '../client/history.js'
+import {openHistory, type HistoryEntry, type HistoryStatus} from '../client/history.js'
 import {HISTORY_FILE} from '../client/session.js'
 import {join} from 'node:path'
 
-const MARKS: Record<string, string> = {sending: '…', failed: '✗ failed', stored: '✓ stored', sent: '✓ sent', delivered: '✓✓ delivered', expired: '✗ expired', received: ''}
+// Typed by status: a new status that has no mark here does not compile.
+const MARKS: Record<HistoryStatus, string> = {sending: '…', failed: '✗ failed', stored: '✓ stored', sent: '✓ sent', delivered: '✓✓ delivered', expired: '✗ expired', received: ''}
 
 export default class History extends BaseCommand<typeof History> {
   static override summary = 'Show your local message history, with delivery marks.'

@@ -4,6 +4,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
+import {RECONNECT_CANNOT_CURE} from '../protocol/errors.js'
 
 /**
  * Stays online and prints what arrives. With --json, one JSON object per line (for scripts and
@@ -83,7 +84,7 @@ With --json it prints one JSON object per line:
       process.once('SIGTERM', resolve)
       // A session that can never come back (token revoked, certificate changed) ends the command.
       client.on('disconnected', ({error}) => {
-        if (error.code === 'TOKEN_INVALID' || error.code === 'CERT_CHANGED') {
+        if (RECONNECT_CANNOT_CURE.has(error.code)) {
           process.exitCode = 1
           process.stderr.write(`Error: ${error.message} ${error.hint ?? ''}\n`)
           resolve()

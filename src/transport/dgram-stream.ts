@@ -264,10 +264,6 @@ export class DgramStream extends Duplex {
   }
 }
 
-/**
- * Binds a UDP socket and wraps it in a DgramStream. Resolves once the socket is listening; rejects with
- * the bind error (EADDRINUSE, EADDRNOTAVAIL, EACCES, ...) after closing the socket.
- */
 /** Both high-water marks, where given, are counts of datagrams: positive integers. */
 function checkHighWaterMarks(options: Pick<DgramStreamOptions, 'readableHighWaterMark' | 'writableHighWaterMark'>): void {
   for (const name of ['readableHighWaterMark', 'writableHighWaterMark'] as const) {
@@ -278,6 +274,10 @@ function checkHighWaterMarks(options: Pick<DgramStreamOptions, 'readableHighWate
   }
 }
 
+/**
+ * Binds a UDP socket and wraps it in a DgramStream. Resolves once the socket is listening; rejects with
+ * the bind error (EADDRINUSE, EADDRNOTAVAIL, EACCES, ...) after closing the socket.
+ */
 export async function openDgramStream(options: OpenDgramStreamOptions = {}): Promise<DgramStream> {
   const {type = 'udp4', port = 0, address, recvBufferSize, sendBufferSize, readableHighWaterMark, writableHighWaterMark} = options
   if (type !== 'udp4' && type !== 'udp6') throw new MessengerError('BAD_INPUT', `type must be 'udp4' or 'udp6', not ${String(type)}.`)
