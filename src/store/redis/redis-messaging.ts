@@ -1,7 +1,7 @@
 import type {Redis} from 'ioredis'
 
 import {errors} from '../../protocol/errors.js'
-import type {EnqueueRequest, EnqueueResult, ReceiptRecord, StoredMessage} from '../store.js'
+import type {AckedCopy, EnqueueRequest, EnqueueResult, ReceiptRecord, StoredMessage} from '../store.js'
 import {SWEEP_BATCH, execPipeline} from './redis-common.js'
 import type {RedisKeys} from './redis-keys.js'
 import type {RedisScripts} from './redis-scripts.js'
@@ -149,10 +149,12 @@ export class RedisMessaging {
     return rows.map(parseCopy)
   }
 
-  async ack(recipient: string, msgIds: string[]): Promise<StoredMessage[]> {
+  async ack(recipient: string, msgIds: string[]): Promise<AckedCopy[]> {
     if (msgIds.length === 0) return []
-    const rows = (await this.scripts.run('ack', [this.k.queue(recipient), this.k.copies(recipient), this.k.acked(recipient)], msgIds)) as string[]
-    return rows.map(parseCopy)
+    const pairs = (await this.scripts.run('ack', [this.k.queue(recipient), this.k.copies(recipient), this.k.acked(recipient)], msgIds)) as string[]
+    const acked: AckedCopy[] = []
+    for (let i = 0; i < pairs.length; i += 2) acked.push({msgId: pairs[i]!, sender: pairs[i + 1]!, recipient})
+    return acked
   }
 
   /**

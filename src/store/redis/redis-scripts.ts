@@ -148,9 +148,11 @@ const SCRIPTS = {
       return out`,
   },
   /**
-   * KEYS queue copies acked; ARGV msgIds -> JSON of the copies deleted. Each leaves a tombstone
-   * until its expiry, so a re-send that resumes an unfinished enqueue cannot queue it again.
-   * expiresAt is read with a pattern, not cjson: Lua numbers print with 14 digits and would round it.
+   * KEYS queue copies acked; ARGV msgIds -> msgId, sender, msgId, sender... of the copies deleted
+   * (all a receipt needs; not the copies, boxes and all). Each leaves a tombstone until its expiry,
+   * so a re-send that resumes an unfinished enqueue cannot queue it again. expiresAt is read with a
+   * pattern, not cjson: Lua numbers print with 14 digits and would round it. Usernames hold no
+   * quote, so the sender's pattern is exact too.
    */
   ack: {
     keys: 3,
@@ -162,7 +164,8 @@ const SCRIPTS = {
           redis.call('HDEL', KEYS[2], id)
           redis.call('ZREM', KEYS[1], id)
           redis.call('HSET', KEYS[3], id, string.match(json, '"expiresAt":(%-?%d+)'))
-          out[#out + 1] = json
+          out[#out + 1] = id
+          out[#out + 1] = string.match(json, '"sender":"([^"]*)"')
         end
       end
       return out`,
