@@ -1,3 +1,5 @@
+import type {Hash} from 'node:crypto'
+import type {FileHandle} from 'node:fs/promises'
 import {MessengerError} from '../protocol/errors.js'
 import {DATA_OVERHEAD} from './file-codec.js'
 
@@ -79,4 +81,21 @@ export function errnoCode(error: unknown): string | undefined {
 
 export function failed(message: string, cause?: unknown, details?: Record<string, unknown>): MessengerError {
   return new MessengerError('TRANSFER_FAILED', message, {cause, details})
+}
+
+/**
+ * Feeds bytes [from, to) of an open file into `hash`, 1 MiB per read: the sender hashing its file
+ * before the offer, and the receiver reading back what it wrote out of order. A file that ends early
+ * throws TRANSFER_FAILED with `shortMessage`; false if `stopped()` turned true meanwhile.
+ */
+export async function hashFileRange(fh: FileHandle, hash: Hash, from: number, to: number, shortMessage: string, stopped: () => boolean = () => false): Promise<boolean> {
+  const buffer = Buffer.allocUnsafe(Math.max(1, Math.min(1024 * 1024, to - from)))
+  for (let position = from; position < to; ) {
+    const {bytesRead} = await fh.read(buffer, 0, Math.min(buffer.length, to - position), position)
+    if (stopped()) return false
+    if (bytesRead === 0) throw failed(shortMessage)
+    hash.update(buffer.subarray(0, bytesRead))
+    position += bytesRead
+  }
+  return true
 }

@@ -3,7 +3,7 @@ import {open, type FileHandle} from 'node:fs/promises'
 
 import {MessengerError} from '../protocol/errors.js'
 import {chunkCount, chunkLength, DATA_OVERHEAD, MAX_CHUNK_INDEX} from './file-codec.js'
-import {errnoCode, failed, FILE_TRANSFER_DEFAULTS} from './file-common.js'
+import {errnoCode, failed, FILE_TRANSFER_DEFAULTS, hashFileRange} from './file-common.js'
 
 /*
  * Where the sender (file-sender.ts) gets the chunks it sends: the file is opened once, hashed before
@@ -69,17 +69,9 @@ export class ChunkReader {
 
   /** SHA-256 of the whole file; undefined if `stopped()` turned true while hashing. */
   async hash(stopped: () => boolean): Promise<Buffer | undefined> {
-    const fh = this.fh!
     const hash = createHash('sha256')
-    const buffer = Buffer.allocUnsafe(1024 * 1024)
-    for (let position = 0; position < this.size; ) {
-      const {bytesRead} = await fh.read(buffer, 0, buffer.length, position)
-      if (stopped()) return undefined
-      if (bytesRead === 0) throw failed(`${this.file} shrank while it was being hashed.`)
-      hash.update(buffer.subarray(0, bytesRead))
-      position += bytesRead
-    }
-    return hash.digest()
+    const whole = await hashFileRange(this.fh!, hash, 0, this.size, `${this.file} shrank while it was being hashed.`, stopped)
+    return whole ? hash.digest() : undefined
   }
 
   /** DATA frames read and waiting to be taken. */

@@ -1,7 +1,7 @@
 import {createHash, type Hash} from 'node:crypto'
 import type {FileHandle} from 'node:fs/promises'
 
-import {failed} from './file-common.js'
+import {failed, hashFileRange} from './file-common.js'
 
 /*
  * Where the receiver (file-receiver.ts) puts the chunks it accepts: copied into runs of consecutive
@@ -21,9 +21,6 @@ export const RUN_CHUNKS = 256
 
 /** Flush the file to disk every this many bytes written, so the final sync has little left to do. */
 const SYNC_EVERY_BYTES = 16 * 1024 * 1024
-
-/** Chunks per read when the hash has to read the file back. */
-const READ_BACK_BYTES = 1024 * 1024
 
 interface Piece {
   position: number
@@ -101,13 +98,8 @@ export class ChunkWriter {
    */
   async digest(): Promise<Buffer> {
     await this.flush()
-    const buffer = Buffer.allocUnsafe(Math.max(1, Math.min(READ_BACK_BYTES, this.size - this.hashed)))
-    while (this.hashed < this.size) {
-      const {bytesRead} = await this.fh.read(buffer, 0, Math.min(buffer.length, this.size - this.hashed), this.hashed)
-      if (bytesRead === 0) throw failed('The partial file is shorter than the transfer.')
-      this.hash.update(buffer.subarray(0, bytesRead))
-      this.hashed += bytesRead
-    }
+    await hashFileRange(this.fh, this.hash, this.hashed, this.size, 'The partial file is shorter than the transfer.')
+    this.hashed = this.size
     return this.hash.digest()
   }
 
