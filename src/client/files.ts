@@ -1,5 +1,4 @@
 import {EventEmitter} from 'node:events'
-import {decodeKey} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 import type {Endpoint, ForwardPush} from '../protocol/messages.js'
 import {MAX_FILE_PAYLOAD} from '../transport/file-datagram.js'
@@ -172,7 +171,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     const link = this.link
     if (!link) return
     const peer = this.directPeer(link, frame)
-    if (!peer || this.routeAnswer(frame.payload) || !this.receiver) return
+    if (this.routeAnswer(frame.payload) || !this.receiver) return
     peer.username ??= this.o.engine.usernameOfKey(frame.senderKey)
     this.receiver.handle(frame.payload, peer.transport, peer.username ?? 'a peer')
   }
@@ -182,17 +181,15 @@ export class FileHub extends EventEmitter<FileHubEvents> {
    * last sender and address, since a transfer is tens of thousands of frames from one peer (decoding
    * the key and looking up the name per frame showed in profiles). A username is remembered once known.
    */
-  private directPeer(link: PeerLink, frame: DirectFrame): DirectPeer | undefined {
+  private directPeer(link: PeerLink, frame: DirectFrame): DirectPeer {
     const last = this.lastDirect
     if (last && last.link === link && last.senderKey === frame.senderKey && last.address === frame.from.address && last.port === frame.from.port) return last
-    const peerKey = decodeKey(frame.senderKey)
-    if (!peerKey) return undefined
     const peer: DirectPeer = {
       link,
       senderKey: frame.senderKey,
       address: frame.from.address,
       port: frame.from.port,
-      transport: this.directTransport(link, peerKey, frame.from),
+      transport: this.directTransport(link, frame.senderKeyBytes, frame.from),
       username: undefined,
     }
     this.lastDirect = peer

@@ -2,7 +2,6 @@ import type {EventEmitter} from 'node:events'
 import {LIMITS} from '../protocol/constants.js'
 import {RECONNECT_CURES, toMessengerError} from '../protocol/errors.js'
 import type {DeliverPush, ReceiptPush} from '../protocol/messages.js'
-import {decodeKey} from '../crypto/identity.js'
 import type {DirectMessage, PeerLink} from '../transport/peer-link.js'
 import {decodeEnvelope} from './envelope-codec.js'
 import type {DeliveryEvents, DeliveryOptions, ReceivedMessage} from './delivery.js'
@@ -55,9 +54,7 @@ export class Inbox {
       this.dropped++
       return
     }
-    const peerKey = decodeKey(m.senderKey)
-    if (!peerKey) return
-    void this.accept(envelope, 'direct', () => link.ack(peerKey, m.from, envelope.msgId), m.senderKey)
+    void this.accept(envelope, 'direct', () => link.ack(m.senderKeyBytes, m.from, envelope.msgId), m.senderKey)
   }
 
   /** One message from the relay; acknowledged to the server with the others of its burst. */

@@ -62,6 +62,8 @@ export interface LinkStats {
 export interface DirectMessage {
   /** Base64 X25519 key the datagrams were sealed with: who really sent it. */
   senderKey: string
+  /** The same key as bytes (the datagram's own copy), so receivers need not decode it again. */
+  senderKeyBytes: Uint8Array
   from: Endpoint
   msgId: string
   bytes: Uint8Array
@@ -72,17 +74,19 @@ interface Path {
   confirmedAt: number
 }
 
-/**
- * The direct path: encrypted datagrams over one UDP socket. It knows peers only by X25519 key; the
- * delivery engine maps keys to users (against the directory and the pins) and decides what to send.
- */
 /** A file-transfer frame that arrived over UDP (already decrypted and authenticated). */
 export interface DirectFrame {
   senderKey: string
+  /** The same key as bytes (the datagram's own copy). */
+  senderKeyBytes: Uint8Array
   from: Endpoint
   payload: Uint8Array
 }
 
+/**
+ * The direct path: encrypted datagrams over one UDP socket. It knows peers only by X25519 key; the
+ * delivery engine maps keys to users (against the directory and the pins) and decides what to send.
+ */
 export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [DirectFrame]}> {
   readonly stats: LinkStats = {sent: 0, sendErrors: 0, received: 0, delivered: 0, acked: 0, dropped: {malformed: 0, decrypt: 0, replay: 0, blocked: 0, unexpected: 0}}
   /** Keys whose datagrams are dropped unread (users we blocked). */
@@ -326,7 +330,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
         return
       }
       this.stats.received++
-      this.emit('frame', {senderKey, from: {address: d.address, port: d.port}, payload})
+      this.emit('frame', {senderKey, senderKeyBytes: header.senderKey, from: {address: d.address, port: d.port}, payload})
       return
     }
     const opened = openDatagram(this.cache, d.data, header)
@@ -364,7 +368,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
         const data = decodeData(opened.payload)
         if (!data) break
         const whole = this.reassembler.add(senderKey, data)
-        if (whole) this.emit('message', {senderKey, from, msgId: data.msgId, bytes: whole})
+        if (whole) this.emit('message', {senderKey, senderKeyBytes: header.senderKey, from, msgId: data.msgId, bytes: whole})
         return
       }
       case DatagramType.ACK: {
