@@ -64,10 +64,10 @@ export function withTimeout(promise, ms, what) {
   ])
 }
 
-/** Polls `condition` every `everyMs` until true or `ms` pass; returns whether it became true. */
+/** Polls `condition` (sync or async) every `everyMs` until true or `ms` pass; returns whether it became true. */
 export async function waitFor(condition, ms, everyMs = 20) {
   const deadline = performance.now() + ms
-  while (!condition()) {
+  while (!(await condition())) {
     if (performance.now() > deadline) return false
     await sleep(everyMs)
   }

@@ -13,7 +13,7 @@ import {decodeKey} from '../../dist/crypto/identity.js'
 import {forkPeer} from '../lib/peer-process.js'
 import {startServer} from '../lib/server.js'
 import {loginTokens, openUser} from '../lib/users.js'
-import {envInt, log, monoUs, paddedText, percentile, recordPhase, round, sleep, tempDir} from '../lib/util.js'
+import {envInt, log, monoUs, paddedText, percentile, recordPhase, round, sleep, tempDir, waitFor} from '../lib/util.js'
 
 export const target = {msgsPerSec: 30_000, rttRatio: 2}
 
@@ -94,8 +94,7 @@ export async function run() {
   recordPhase('throughput', throughputFrom)
   running = false
   await Promise.race([Promise.all(workers), sleep(10_000)])
-  const deadline = performance.now() + 5_000
-  while ((await received()) < delivered && performance.now() < deadline) await sleep(20)
+  await waitFor(async () => (await received()) >= delivered, 5_000)
 
   await alice.close()
   await bob.stop()
