@@ -43,6 +43,11 @@ process.on('message', async (message) => {
     for (const socket of sockets) socket.destroy()
     process.exit(0)
   }
+  // The peer-process handshake (bench/lib/peer-process.js): nothing to open until 'go'.
+  if (message.type === 'open') {
+    process.send({type: 'ready'})
+    return
+  }
   if (message.type !== 'go') return
   const {port, tokens, count, concurrency} = message
   let next = 0
@@ -66,4 +71,3 @@ process.on('message', async (message) => {
 
 // The parent went away (Ctrl-C, crash): do not linger holding sockets.
 process.on('disconnect', () => process.exit(0))
-process.send({type: 'loaded'})

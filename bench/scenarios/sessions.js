@@ -1,11 +1,11 @@
 // sessions: N concurrent online TLS sessions on one server process (raw TLS + hello + resume by
 // token, from 2 child processes); RSS growth of the server per session, and time to connect all.
-import {fork} from 'node:child_process'
 import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
+import {forkPeer} from '../lib/peer-process.js'
 import {startServer} from '../lib/server.js'
 import {loginTokens} from '../lib/users.js'
-import {envInt, log, monoUs, onCleanup, openFileLimit, recordPhase, round, sleep, withTimeout} from '../lib/util.js'
+import {envInt, log, monoUs, openFileLimit, recordPhase, round, sleep, withTimeout} from '../lib/util.js'
 
 export const target = {kibPerSession: 40}
 
@@ -63,42 +63,11 @@ export async function run() {
 }
 
 async function startWorker() {
-  const child = fork(join(dirname(fileURLToPath(import.meta.url)), 'sessions-worker.js'), [], {stdio: ['ignore', 'inherit', 'inherit', 'ipc']})
-  let exited = false
-  child.once('exit', () => (exited = true))
-  const kill = () => {
-    if (!exited) child.kill('SIGKILL')
-  }
-  const stop = async () => {
-    if (exited) return
-    const gone = new Promise((resolve) => child.once('exit', resolve))
-    child.send({type: 'exit'})
-    const timer = setTimeout(kill, 3_000)
-    await gone
-    clearTimeout(timer)
-  }
-  stop.sync = kill
-  const cleanup = onCleanup(stop)
-  await new Promise((resolve, reject) => {
-    child.once('message', (m) => (m.type === 'loaded' ? resolve() : reject(new Error(`worker said ${JSON.stringify(m)}`))))
-    child.once('exit', (code) => reject(new Error(`sessions worker exited (${code}) before loading`)))
+  const worker = await forkPeer(join(dirname(fileURLToPath(import.meta.url)), 'sessions-worker.js'), {}, 'a sessions worker')
+  worker.child.on('message', (m) => {
+    if (m.type === 'progress' && m.done % 2000 === 0) log(`sessions: worker ${worker.child.pid}: ${m.done} connected`)
   })
-  return {
-    go(job) {
-      return new Promise((resolve, reject) => {
-        const onMessage = (m) => {
-          if (m.type === 'progress' && m.done % 2000 === 0) log(`sessions: worker ${child.pid}: ${m.done} connected`)
-          if (m.type !== 'done') return
-          child.off('message', onMessage)
-          resolve(m)
-        }
-        child.on('message', onMessage)
-        child.once('exit', (code) => reject(new Error(`sessions worker exited (${code})`)))
-        child.send({type: 'go', ...job})
-      })
-    },
-    stop: cleanup,
-  }
+  return {go: (job) => worker.ask({type: 'go', ...job}, 'done'), stop: worker.stop}
 }
 
 export function rows(r) {
