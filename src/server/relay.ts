@@ -7,7 +7,6 @@ import type {Hub} from './hub.js'
 import {TokenBuckets} from './token-bucket.js'
 import {DEFAULTS, LIMITS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
-import {randomId} from '../crypto/random-pool.js'
 
 export interface RelayOptions {
   store: Store
@@ -220,7 +219,7 @@ export class Relay {
     const msgIds = request.msgIds ?? []
     // Acks commute: once both deletions are submitted, the connection's next request may start.
     const receiptsDone = request.receiptIds?.length ? store.ackReceipts(username, request.receiptIds) : undefined
-    const deleting = msgIds.length > 0 ? store.ackMessages(username, msgIds) : undefined
+    const deleting = msgIds.length > 0 ? store.ackMessages(username, msgIds, now()) : undefined
     admit()
     if (!deleting) {
       await receiptsDone
@@ -231,12 +230,10 @@ export class Relay {
     // Should a deletion fail, the copy is pushed again at the next login and shown once.
     this.dropInFlight(username, msgIds)
     this.pumpUser(username)
-    const [, deleted] = await Promise.all([receiptsDone, deleting])
+    const [, receipts] = await Promise.all([receiptsDone, deleting])
     // Every session of this user, on any node, may hold these in flight; one ack settles them all.
     this.o.hub.acked(username, msgIds)
-    if (deleted.length > 0) {
-      await this.issueReceipts(receiptsFor(deleted, 'delivered', now()))
-    }
+    this.pushReceipts(receipts)
     return {}
   }
 
@@ -270,20 +267,22 @@ export class Relay {
 
   /** Drops expired copies and tells their senders. */
   async expire(): Promise<number> {
-    const expired = await this.o.store.expireMessages(this.o.now())
-    if (expired.length === 0) return 0
+    const receipts = await this.o.store.expireMessages(this.o.now())
+    if (receipts.length === 0) return 0
     // The sender is told "expired": no session may show it after that.
-    for (const m of expired) {
-      this.dropInFlight(m.recipient, [m.msgId])
-      this.o.hub.acked(m.recipient, [m.msgId])
+    let count = 0
+    for (const r of receipts) {
+      this.dropInFlight(r.by, r.msgIds)
+      this.o.hub.acked(r.by, r.msgIds)
+      count += r.msgIds.length
     }
-    await this.issueReceipts(receiptsFor(expired, 'expired', this.o.now()))
-    this.o.logger.info({count: expired.length}, 'expired undelivered messages')
-    return expired.length
+    this.pushReceipts(receipts)
+    this.o.logger.info({count}, 'expired undelivered messages')
+    return count
   }
 
-  private async issueReceipts(receipts: ReceiptRecord[]): Promise<void> {
-    await this.o.store.addReceipts(receipts)
+  /** Receipts the store has just kept go to every signed-in session of their sender, on any node. */
+  private pushReceipts(receipts: ReceiptRecord[]): void {
     for (const r of receipts) this.o.hub.push(r.username, receiptPush(r), 'signedIn')
   }
 
@@ -361,27 +360,6 @@ export class Relay {
     this.pushes++
     session.connection.push({type: 'deliver', msgId: m.msgId, from: m.sender, to: m.recipient, group: m.group, ts: m.ts, seq: m.seq, nonce: m.nonce, box: m.box, broadcast: false})
   }
-}
-
-/**
- * One receipt per sender and recipient for a batch of settled copies (in batch order, at most
- * LIMITS.receiptMsgIds ids each): a drain of 100,000 messages from 4 senders stores and pushes
- * a few hundred receipts instead of 100,000.
- */
-export function receiptsFor(copies: ReadonlyArray<Pick<StoredMessage, 'sender' | 'recipient' | 'msgId'>>, status: ReceiptRecord['status'], ts: number): ReceiptRecord[] {
-  const receipts: ReceiptRecord[] = []
-  const open = new Map<string, ReceiptRecord>()
-  for (const m of copies) {
-    const key = `${m.sender}\n${m.recipient}` // usernames never contain a newline
-    let receipt = open.get(key)
-    if (!receipt || receipt.msgIds.length >= LIMITS.receiptMsgIds) {
-      receipt = {receiptId: randomId(), username: m.sender, msgIds: [], by: m.recipient, status, ts}
-      open.set(key, receipt)
-      receipts.push(receipt)
-    }
-    receipt.msgIds.push(m.msgId)
-  }
-  return receipts
 }
 
 function receiptPush(r: ReceiptRecord) {

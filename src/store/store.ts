@@ -138,10 +138,18 @@ export interface Store {
   enqueueMessage(request: EnqueueRequest): Promise<EnqueueResult>
   /** The recipient's queued copies with qid > afterQid, in queue order. */
   pendingMessages(recipient: string, afterQid: number, limit: number): Promise<StoredMessage[]>
-  /** Deletes the recipient's copies of these messages; returns the ones that were deleted. */
-  ackMessages(recipient: string, msgIds: string[]): Promise<AckedCopy[]>
-  /** Deletes copies whose expiresAt <= now (and forgets old msgIds); returns the deleted copies. */
-  expireMessages(now: number): Promise<StoredMessage[]>
+  /**
+   * Deletes the recipient's copies of these messages and stores the "delivered" receipts for the
+   * ones deleted (receiptsFor, stamped `ts`); returns those receipts (none when nothing was deleted).
+   * SQLite does both in one atomic, durable write, so a crash cannot leave a message delivered and
+   * its sender unaware; Redis stores the receipts in a second call right after (see RedisStore).
+   */
+  ackMessages(recipient: string, msgIds: string[], ts: number): Promise<ReceiptRecord[]>
+  /**
+   * Deletes copies whose expiresAt <= now (and forgets old msgIds) and stores their "expired"
+   * receipts, as ackMessages does; returns those receipts.
+   */
+  expireMessages(now: number): Promise<ReceiptRecord[]>
 
   addReceipts(receipts: ReceiptRecord[]): Promise<void>
   pendingReceipts(username: string, limit: number): Promise<ReceiptRecord[]>

@@ -44,6 +44,8 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
     }
 
     const ids = (list: Array<{msgId: string}>) => list.map((m) => m.msgId)
+    /** The message ids a list of receipts settles. */
+    const settled = (receipts: ReceiptRecord[]) => receipts.flatMap((r) => r.msgIds)
 
     describe('enqueueMessage', () => {
       it('assigns each sender its own seq, counting from 1, shared by all copies of a message', async () => {
@@ -106,7 +108,7 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         const store = await open()
         const first = message('alice', ['bob'])
         await store.enqueueMessage(first)
-        expect(ids(await store.ackMessages('bob', [first.msgId]))).toEqual([first.msgId])
+        expect(settled(await store.ackMessages('bob', [first.msgId], T0))).toEqual([first.msgId])
         expect(await store.enqueueMessage(message('alice', ['bob'], {msgId: first.msgId}))).toMatchObject({seq: 1, duplicate: true})
         expect(await store.pendingMessages('bob', 0, 10)).toEqual([])
       })
@@ -121,7 +123,7 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
 
         // An acknowledgement makes room again.
         const [oldest] = await store.pendingMessages('bob', 0, 1)
-        await store.ackMessages('bob', [oldest!.msgId])
+        await store.ackMessages('bob', [oldest!.msgId], T0)
         expect((await store.enqueueMessage(message('alice', ['bob'], {maxQueue: 2}))).full).toEqual([])
       })
 
@@ -189,7 +191,7 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         const first = message('alice', ['bob'])
         await store.enqueueMessage(first)
         const [copy] = await store.pendingMessages('bob', 0, 10)
-        await store.ackMessages('bob', [first.msgId])
+        await store.ackMessages('bob', [first.msgId], T0)
         const second = message('alice', ['bob'])
         await store.enqueueMessage(second)
         const after = await store.pendingMessages('bob', copy!.qid, 10)
@@ -199,49 +201,55 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
     })
 
     describe('ackMessages', () => {
-      it('deletes only the acknowledging recipient’s copies and returns what it deleted', async () => {
+      it('deletes only the acknowledging recipient’s copies and stores a delivered receipt for what it deleted', async () => {
         const store = await open()
         const shared = message('alice', ['bob', 'carol'], {group: 'team'})
         const other = message('alice', ['bob'])
         await store.enqueueMessage(shared)
         await store.enqueueMessage(other)
 
-        const deleted = await store.ackMessages('bob', [shared.msgId, id('unknown')])
-        expect(deleted).toEqual([expect.objectContaining({msgId: shared.msgId, sender: 'alice', recipient: 'bob'})])
+        const receipts = await store.ackMessages('bob', [shared.msgId, id('unknown')], T0 + 5)
+        expect(receipts).toEqual([{receiptId: expect.any(String), username: 'alice', msgIds: [shared.msgId], by: 'bob', status: 'delivered', ts: T0 + 5}])
+        // Stored by the same call: nothing else has to run for alice to learn of it.
+        expect(await store.pendingReceipts('alice', 10)).toEqual(receipts)
         expect(ids(await store.pendingMessages('bob', 0, 10))).toEqual([other.msgId])
         expect(ids(await store.pendingMessages('carol', 0, 10))).toEqual([shared.msgId])
-        // A second ack of the same id deletes nothing (no second receipt).
-        expect(await store.ackMessages('bob', [shared.msgId])).toEqual([])
+        // A second ack of the same id deletes nothing, so there is no second receipt.
+        expect(await store.ackMessages('bob', [shared.msgId], T0 + 6)).toEqual([])
         // Someone else cannot ack bob's copy.
-        expect(await store.ackMessages('alice', [other.msgId])).toEqual([])
+        expect(await store.ackMessages('alice', [other.msgId], T0 + 6)).toEqual([])
         expect(ids(await store.pendingMessages('bob', 0, 10))).toEqual([other.msgId])
+        expect(await store.pendingReceipts('alice', 10)).toHaveLength(1)
       })
 
-      it('acknowledges many at once', async () => {
+      it('acknowledges many at once, with one receipt per sender', async () => {
         const store = await open()
         const sent = []
         for (let i = 0; i < 5; i++) {
-          const m = message('alice', ['bob'])
+          const m = message(i % 2 ? 'carol' : 'alice', ['bob'])
           sent.push(m.msgId)
           await store.enqueueMessage(m)
         }
-        expect(ids(await store.ackMessages('bob', sent)).sort()).toEqual([...sent].sort())
+        const receipts = await store.ackMessages('bob', sent, T0)
+        expect(receipts.map((r) => r.username).sort()).toEqual(['alice', 'carol'])
+        expect(settled(receipts).sort()).toEqual([...sent].sort())
         expect(await store.pendingMessages('bob', 0, 10)).toEqual([])
-        expect(await store.ackMessages('bob', [])).toEqual([])
+        expect(await store.ackMessages('bob', [], T0)).toEqual([])
       })
     })
 
     describe('expireMessages', () => {
-      it('deletes copies whose expiresAt is at or before now and returns them; later ones stay', async () => {
+      it('deletes copies whose expiresAt is at or before now and stores an expired receipt for them; later ones stay', async () => {
         const store = await open()
         const early = message('alice', ['bob', 'carol'], {expiresAt: T0 + 10})
         const edge = message('alice', ['bob'], {expiresAt: T0 + 20})
         const late = message('alice', ['bob'], {expiresAt: T0 + 21})
         for (const m of [early, edge, late]) await store.enqueueMessage(m)
 
-        const expired = await store.expireMessages(T0 + 20)
-        expect(expired.map((m) => `${m.msgId}>${m.recipient}`).sort()).toEqual([`${early.msgId}>bob`, `${early.msgId}>carol`, `${edge.msgId}>bob`].sort())
-        expect(expired.every((m) => m.sender === 'alice')).toBe(true)
+        const receipts = await store.expireMessages(T0 + 20)
+        expect(receipts.flatMap((r) => r.msgIds.map((msgId) => `${msgId}>${r.by}`)).sort()).toEqual([`${early.msgId}>bob`, `${early.msgId}>carol`, `${edge.msgId}>bob`].sort())
+        expect(receipts.every((r) => r.username === 'alice' && r.status === 'expired' && r.ts === T0 + 20)).toBe(true)
+        expect((await store.pendingReceipts('alice', 10)).map((r) => r.receiptId).sort()).toEqual(receipts.map((r) => r.receiptId).sort())
         expect(ids(await store.pendingMessages('bob', 0, 10))).toEqual([late.msgId])
         expect(await store.pendingMessages('carol', 0, 10)).toEqual([])
         expect(await store.expireMessages(T0 + 20)).toEqual([])
@@ -253,7 +261,7 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         const live = message('alice', ['bob'], {expiresAt: T0 + DAY})
         await store.enqueueMessage(old)
         await store.enqueueMessage(live)
-        await store.ackMessages('bob', [live.msgId])
+        await store.ackMessages('bob', [live.msgId], T0)
         await store.expireMessages(T0 + 10)
         expect(await store.enqueueMessage(message('alice', ['bob'], {msgId: live.msgId}))).toMatchObject({duplicate: true, seq: 2})
         expect(await store.enqueueMessage(message('alice', ['bob'], {msgId: old.msgId, ts: T0 + 11, expiresAt: T0 + DAY}))).toMatchObject({duplicate: false, seq: 3})

@@ -38,6 +38,32 @@ describe('SqliteStore messaging specifics', () => {
     expect(await second.getMembership('team', 'alice')).toBe('member')
     expect(await second.isBlocked('bob', 'alice')).toBe(true)
   })
+
+  it('deletes an acknowledged copy and stores its receipt in one transaction: if the receipt cannot be stored, the copy stays queued', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'messenger-sqlite-msg-'))
+    onTestFinished(() => rm(dir, {recursive: true, force: true}))
+    const file = path.join(dir, 'messenger.db')
+    const store = openSqliteStore(file)
+    onTestFinished(() => store.close())
+    for (const username of ['alice', 'bob']) await store.createUser({username, displayName: username, passwordHash: 'h', createdAt: 1})
+    const copy = (msgId: string, expiresAt: number) => ({msgId, sender: 'alice', group: null, ts: 10, expiresAt, copies: [{recipient: 'bob', nonce: 'n', box: 'b'}], maxQueue: 10})
+    await store.enqueueMessage(copy('acked-00000000000001', 100_000))
+    await store.enqueueMessage(copy('expiring-000000000001', 50))
+
+    // A second connection makes every receipt insert fail, as a full disk would at that moment.
+    const other = new Database(file)
+    onTestFinished(() => other.close())
+    other.exec("CREATE TRIGGER refuse_receipts BEFORE INSERT ON receipts BEGIN SELECT RAISE(ABORT, 'no room for the receipt'); END")
+    await expect(store.ackMessages('bob', ['acked-00000000000001'], 20)).rejects.toThrow('no room for the receipt')
+    await expect(store.expireMessages(60)).rejects.toThrow('no room for the receipt')
+    expect((await store.pendingMessages('bob', 0, 10)).map((m) => m.msgId)).toEqual(['acked-00000000000001', 'expiring-000000000001'])
+
+    other.exec('DROP TRIGGER refuse_receipts')
+    expect((await store.ackMessages('bob', ['acked-00000000000001'], 20)).flatMap((r) => r.msgIds)).toEqual(['acked-00000000000001'])
+    expect((await store.expireMessages(60)).flatMap((r) => r.msgIds)).toEqual(['expiring-000000000001'])
+    expect((await store.pendingReceipts('alice', 10)).map((r) => r.status)).toEqual(['delivered', 'expired'])
+    expect(await store.pendingMessages('bob', 0, 10)).toEqual([])
+  })
 })
 
 describe('SqliteStore queue lengths', () => {
@@ -51,10 +77,10 @@ describe('SqliteStore queue lengths', () => {
       store.enqueueMessage({msgId, sender: 'alice', group: null, ts: 1, expiresAt, maxQueue: 3, copies: [{recipient: 'bob', nonce: 'n', box: 'b'}]})
     for (const id of ['m1', 'm2', 'm3']) expect((await send(id)).full).toEqual([])
     expect((await send('m4')).full).toEqual(['bob'])
-    await store.ackMessages('bob', ['m1'])
+    await store.ackMessages('bob', ['m1'], 2)
     expect((await send('m5')).full).toEqual([])
     expect((await send('m6')).full).toEqual(['bob'])
-    expect(await store.expireMessages(20_000)).toHaveLength(3)
+    expect((await store.expireMessages(20_000)).flatMap((r) => r.msgIds)).toHaveLength(3)
     for (const id of ['m7', 'm8', 'm9']) expect((await send(id, 30_000)).full).toEqual([])
     expect((await send('m10', 30_000)).full).toEqual(['bob'])
   })

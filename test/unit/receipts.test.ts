@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest'
 import {LIMITS} from '../../src/protocol/constants.js'
-import {receiptsFor} from '../../src/server/relay.js'
+import {receiptsFor} from '../../src/store/receipts.js'
 
 const copy = (sender: string, recipient: string, n: number) => ({sender, recipient, msgId: `${sender}-to-${recipient}-${n}`})
 

@@ -19,6 +19,7 @@ import {DEFAULT_REDIS_PREFIX, redisKeys, type RedisKeys} from './redis-keys.js'
 import {RedisMessaging} from './redis-messaging.js'
 import {RedisScripts} from './redis-scripts.js'
 import {RedisSocial} from './redis-social.js'
+import {receiptsFor} from '../receipts.js'
 import {KeyedMutex} from '../../server/keyed-mutex.js'
 
 // The key layout is in redis-keys.ts, the Lua scripts in redis-scripts.ts, connecting in redis-connect.ts.
@@ -173,12 +174,21 @@ export class RedisStore implements Store {
     return this.messaging.pending(recipient, afterQid, limit)
   }
 
-  async ackMessages(recipient: string, msgIds: string[]): Promise<AckedCopy[]> {
-    return this.messaging.ack(recipient, msgIds)
+  /**
+   * The deletion is one script in the recipient's slot; the receipts live in the senders' slots, so
+   * they are stored by a second call right after. A node that dies between the two loses those
+   * receipts (the messages themselves are delivered); SQLite has no such gap.
+   */
+  async ackMessages(recipient: string, msgIds: string[], ts: number): Promise<ReceiptRecord[]> {
+    const receipts = receiptsFor(await this.messaging.ack(recipient, msgIds), 'delivered', ts)
+    await this.messaging.addReceipts(receipts)
+    return receipts
   }
 
-  async expireMessages(now: number): Promise<StoredMessage[]> {
-    return this.messaging.expire(now)
+  async expireMessages(now: number): Promise<ReceiptRecord[]> {
+    const receipts = receiptsFor(await this.messaging.expire(now), 'expired', now)
+    await this.messaging.addReceipts(receipts)
+    return receipts
   }
 
   async addReceipts(receipts: ReceiptRecord[]): Promise<void> {

@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3'
 import {errors} from '../../protocol/errors.js'
 import type {AckedCopy, EnqueueRequest, EnqueueResult, GroupRecord, Membership, ReceiptRecord, StoredMessage} from '../store.js'
+import {receiptsFor} from '../receipts.js'
 
 /**
  * Migration 2: keys, message queues, receipts, groups and blocks. Appended to MIGRATIONS in
@@ -208,8 +209,13 @@ export class SqliteMessaging {
     // per message); called on their own they get a transaction of their own.
     this.bare = {
       enqueue: (request: EnqueueRequest) => this.enqueueNow(request),
-      ack: (recipient: string, msgIds: string[]): AckedCopy[] =>
-        s.ack.all(recipient, JSON.stringify(msgIds)).map((row) => ({msgId: row.msg_id, sender: row.sender, recipient})),
+      // The receipts are stored in the same write as the deletion: a crash cannot separate them.
+      ack: (recipient: string, msgIds: string[], ts: number): ReceiptRecord[] => {
+        const deleted: AckedCopy[] = s.ack.all(recipient, JSON.stringify(msgIds)).map((row) => ({msgId: row.msg_id, sender: row.sender, recipient}))
+        const receipts = receiptsFor(deleted, 'delivered', ts)
+        this.bare.addReceipts(receipts)
+        return receipts
+      },
       addReceipts: (receipts: ReceiptRecord[]) => {
         for (const r of receipts) s.addReceipt.run(r.receiptId, r.username, JSON.stringify(r.msgIds), r.by, r.status, r.ts)
       },
@@ -220,10 +226,12 @@ export class SqliteMessaging {
     this.tx = {
       enqueue: db.transaction(this.bare.enqueue).immediate,
       ack: db.transaction(this.bare.ack),
-      expire: db.transaction((now: number) => {
+      expire: db.transaction((now: number): ReceiptRecord[] => {
         const expired = s.expire.all(now).map(toMessage)
         s.expireIds.run(now)
-        return expired
+        const receipts = receiptsFor(expired, 'expired', now)
+        this.bare.addReceipts(receipts)
+        return receipts
       }),
       addReceipts: db.transaction(this.bare.addReceipts),
       ackReceipts: db.transaction(this.bare.ackReceipts),
@@ -272,11 +280,11 @@ export class SqliteMessaging {
     return this.s.pending.all(recipient, afterQid, limit).map(toMessage)
   }
 
-  ack(recipient: string, msgIds: string[]): AckedCopy[] {
-    return this.writes().ack(recipient, msgIds)
+  ack(recipient: string, msgIds: string[], ts: number): ReceiptRecord[] {
+    return this.writes().ack(recipient, msgIds, ts)
   }
 
-  expire(now: number): StoredMessage[] {
+  expire(now: number): ReceiptRecord[] {
     return this.tx.expire(now)
   }
 

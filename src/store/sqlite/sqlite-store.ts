@@ -231,11 +231,11 @@ export class SqliteStore implements Store {
     return this.messaging.pending(recipient, afterQid, limit)
   }
 
-  async ackMessages(recipient: string, msgIds: string[]): Promise<AckedCopy[]> {
-    return this.commits.run(() => this.messaging.ack(recipient, msgIds))
+  async ackMessages(recipient: string, msgIds: string[], ts: number): Promise<ReceiptRecord[]> {
+    return this.commits.run(() => this.messaging.ack(recipient, msgIds, ts))
   }
 
-  async expireMessages(now: number): Promise<StoredMessage[]> {
+  async expireMessages(now: number): Promise<ReceiptRecord[]> {
     return this.messaging.expire(now)
   }
 
