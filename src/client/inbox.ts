@@ -15,7 +15,7 @@ import type {DeliveryPath} from './history.js'
 export class Inbox {
   /** Messages that failed to open (tampered, wrong key). */
   dropped = 0
-  private readonly receiptWaiters = new Map<string, () => void>()
+  private readonly receiptWaiters = new Map<string, (delivered: boolean) => void>()
   private pendingAcks: string[] = []
   private pendingReceiptAcks: string[] = []
   private ackScheduled = false
@@ -130,7 +130,7 @@ export class Inbox {
     // Announced once the history says so, so whoever reacts to the event reads the new status.
     void Promise.all(recorded).then(() => {
       for (const msgId of push.msgIds) {
-        this.receiptWaiters.get(msgId)?.()
+        this.receiptWaiters.get(msgId)?.(push.status === 'delivered')
         this.deliverEvent('receipt', {msgId, by: push.by, status: push.status, ts: push.ts})
       }
       this.pendingReceiptAcks.push(push.receiptId)
@@ -159,32 +159,35 @@ export class Inbox {
     })
   }
 
-  /** Arms a wait for the "delivered" receipt of `msgId` before it is sent, so a quick receipt is not missed. */
+  /**
+   * Arms a wait for the receipt of `msgId` before it is sent, so a quick receipt is not missed.
+   * `within` is true for a "delivered" receipt; an "expired" one ends the wait at once with false.
+   */
   waitForReceipt(msgId: string): {within: (ms: number) => Promise<boolean>; cancel: () => void} {
-    let arrived = false
-    let wake: (() => void) | undefined
-    this.receiptWaiters.set(msgId, () => {
-      arrived = true
-      wake?.()
+    let outcome: boolean | undefined
+    let wake: ((delivered: boolean) => void) | undefined
+    this.receiptWaiters.set(msgId, (delivered) => {
+      outcome = delivered
+      wake?.(delivered)
     })
     const cancel = () => this.receiptWaiters.delete(msgId)
     return {
       cancel,
       within: (ms) =>
         new Promise<boolean>((resolve) => {
-          if (arrived) {
+          if (outcome !== undefined) {
             cancel()
-            resolve(true)
+            resolve(outcome)
             return
           }
           const timer = setTimeout(() => {
             cancel()
             resolve(false)
           }, ms)
-          wake = () => {
+          wake = (delivered) => {
             clearTimeout(timer)
             cancel()
-            resolve(true)
+            resolve(delivered)
           }
         }),
     }

@@ -373,6 +373,22 @@ describe('messaging: delivery', () => {
     expect(bob.deliveries.items.map((d) => d.msgId)).toEqual([marker.id])
   })
 
+  it('does not report a message as delivered when its receipt says "expired"', async () => {
+    const clock = manualClock()
+    const {address, server} = await startTestServer({now: clock.now, messageTtlMs: 60_000, heartbeatTimeoutMs: 3_600_000})
+    // bob is online but does not acknowledge, so alice's send waits for a receipt that says "expired".
+    const bob = await makeUser(address, 'bob', {autoAck: false})
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 3_600_000})
+    const sending = alice.engine.sendText('bob', 'expires while alice waits')
+    const delivery = await bob.deliveries.atLeast(1)
+    clock.tick(60_001)
+    await server.relay!.expire()
+    expect(await alice.receipts.find((r) => r.msgId === delivery[0]!.msgId)).toMatchObject({status: 'expired'})
+    // The wait ends with the expired receipt (not after the hour), and not as "delivered".
+    expect(await sending).toMatchObject({status: 'sent', path: 'relay'})
+    expect(alice.history.list({peer: 'bob'})[0]?.status).toBe('expired')
+  })
+
   it('stops redelivering a copy to an online session once it expired and the sender was told so', async () => {
     const clock = manualClock()
     const {address, server} = await startTestServer({now: clock.now, messageTtlMs: 60_000, heartbeatTimeoutMs: 3_600_000})
