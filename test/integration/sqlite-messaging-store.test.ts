@@ -52,7 +52,9 @@ describe('SqliteStore messaging specifics', () => {
 
     // A second connection makes every receipt insert fail, as a full disk would at that moment.
     const other = new Database(file)
-    onTestFinished(() => other.close())
+    onTestFinished(() => {
+      other.close()
+    })
     other.exec("CREATE TRIGGER refuse_receipts BEFORE INSERT ON receipts BEGIN SELECT RAISE(ABORT, 'no room for the receipt'); END")
     await expect(store.ackMessages('bob', ['acked-00000000000001'], 20)).rejects.toThrow('no room for the receipt')
     await expect(store.expireMessages(60)).rejects.toThrow('no room for the receipt')
