@@ -42,6 +42,14 @@ export interface ReceivedMessage {
   broadcast: boolean
 }
 
+/** A text sealed for a recipient: the directory entry, its key (decoded and checked against the pin), and a confirmed direct path if one is known. */
+interface Sealing {
+  info: Results['whois']
+  key: Uint8Array
+  sealed: SealedText
+  path?: Endpoint
+}
+
 export interface SendOutcome {
   id: string
   seq: number
@@ -111,13 +119,13 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const to = rawTo.trim().toLowerCase()
     if (to === this.o.me) throw new MessengerError('SELF_MESSAGE', 'You cannot send a message to yourself.')
     const preference = this.o.pathPreference ?? 'auto'
-    const {info, sealed} = await this.sealFor(to, preference, text)
+    const {info, sealed, key, path} = await this.sealFor(to, preference, text)
     const id = newMessageId()
     const ts = Date.now()
     const seq = await this.o.history.recordOutgoing({id, to, text, ts, from: this.o.me})
     if (preference !== 'relay') {
       const envelope: DirectEnvelope = {msgId: id, from: this.o.me, to, group: null, ts, seq, nonce: sealed.nonce, box: sealed.box}
-      if (await this.tryDirect(info, envelope)) {
+      if (await this.tryDirect(info, key, path, envelope)) {
         await this.o.history.updateStatus(id, 'delivered', {seq, path: 'direct'})
         return {id, seq, to, path: 'direct', status: 'delivered'}
       }
@@ -153,11 +161,11 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
    * path to one of its endpoints is confirmed (the peer proved it holds that key within seconds).
    * Saves a whois round trip per message.
    */
-  private async sealFor(to: string, preference: PathPreference, text: string): Promise<{info: Results['whois']; sealed: SealedText}> {
+  private async sealFor(to: string, preference: PathPreference, text: string): Promise<Sealing> {
     const cached = this.usableCachedEntry(to, preference)
     if (cached) {
       try {
-        return {info: cached, sealed: this.o.keyring.seal(to, requireKey(cached), text)}
+        return {...cached, sealed: this.o.keyring.seal(to, requireKey(cached.info), text, cached.key)}
       } catch (error) {
         // The pin moved on (`messenger trust` in another process) while our cache did not: look again.
         if (!(error instanceof MessengerError && error.code === 'KEY_CHANGED')) throw error
@@ -166,18 +174,26 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     return this.sealFresh(to, text)
   }
 
-  private async sealFresh(to: string, text: string): Promise<{info: Results['whois']; sealed: SealedText}> {
+  private async sealFresh(to: string, text: string): Promise<Sealing> {
     const info = await this.lookup(to, {fresh: true})
-    return {info, sealed: this.o.keyring.seal(to, requireKey(info), text)}
+    const b64 = requireKey(info)
+    const key = decodeKey(b64)
+    const sealed = this.o.keyring.seal(to, b64, text, key)
+    // seal() threw NO_KEY if the key does not decode.
+    return {info, key: key!, sealed}
   }
 
-  private usableCachedEntry(to: string, preference: PathPreference): Results['whois'] | undefined {
-    const cached = this.directory.cached(to)
-    if (!cached?.publicKey) return undefined
-    if (preference === 'relay' || !this.link) return cached
-    const peerKey = decodeKey(cached.publicKey)
-    const path = peerKey ? this.link.confirmedPath(peerKey) : undefined
-    return path && cached.endpoints.some((e) => sameEndpoint(e, path)) ? cached : undefined
+  /**
+   * The cached entry, its key decoded once (a direct send needs the bytes three times: to seal, to
+   * find the path, to send) and, for the direct path, the confirmed path that makes it usable.
+   */
+  private usableCachedEntry(to: string, preference: PathPreference): Omit<Sealing, 'sealed'> | undefined {
+    const info = this.directory.cached(to)
+    const key = info?.publicKey ? decodeKey(info.publicKey) : null
+    if (!info || !key) return undefined
+    if (preference === 'relay' || !this.link) return {info, key}
+    const path = this.link.confirmedPath(key)
+    return path && info.endpoints.some((e) => sameEndpoint(e, path)) ? {info, key, path} : undefined
   }
 
   /** Sends one sealed copy through the relay; if the key went stale, looks again, re-seals and sends once more. */
@@ -201,11 +217,11 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   /** Finds or punches a path (with the server's introduction) and sends; false means "relay it". */
-  private async tryDirect(info: Results['whois'], envelope: DirectEnvelope): Promise<boolean> {
+  /** `path` is a confirmed path to the entry's endpoints when the caller has one; else one is looked for. */
+  private async tryDirect(info: Results['whois'], peerKey: Uint8Array, known: Endpoint | undefined, envelope: DirectEnvelope): Promise<boolean> {
     const link = this.link
-    const peerKey = info.publicKey ? decodeKey(info.publicKey) : null
-    if (!link || !peerKey) return false
-    const path = await this.findDirectPath(info)
+    if (!link) return false
+    const path = known ?? (await this.findDirectPath(info))
     if (!path) return false
     const acked = await link.sendMessage(peerKey, path, envelope.msgId, encodeEnvelope(envelope))
     if (!acked) link.forgetPath(peerKey)

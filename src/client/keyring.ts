@@ -45,9 +45,10 @@ export class Keyring {
   /**
    * Checks `username`'s presented key against the pin (pinning it on first use) and returns it decoded.
    * Throws KEY_CHANGED when it differs from the pin, NO_KEY when it is not a valid key at all.
+   * `decoded` is the key already decoded by the caller (null if it did not decode), to skip decoding it again.
    */
-  verify(username: string, publicKeyB64: string): Uint8Array {
-    const key = decodeKey(publicKeyB64)
+  verify(username: string, publicKeyB64: string, decoded: Uint8Array | null = decodeKey(publicKeyB64)): Uint8Array {
+    const key = decoded
     if (!key) {
       throw new MessengerError('NO_KEY', `${username} has no valid public key in the directory.`, {
         hint: `${username} must log in once with a current client to publish a key.`,
@@ -67,8 +68,8 @@ export class Keyring {
   }
 
   /** Seals `text` for `username` after verifying their key; throws KEY_CHANGED, NO_KEY, BAD_INPUT, MESSAGE_TOO_LARGE. */
-  seal(username: string, publicKeyB64: string, text: string): SealedText {
-    return sealText(this.sharedKeys, this.verify(username, publicKeyB64), text)
+  seal(username: string, publicKeyB64: string, text: string, decoded?: Uint8Array | null): SealedText {
+    return sealText(this.sharedKeys, this.verify(username, publicKeyB64, decoded), text)
   }
 
   /**

@@ -145,13 +145,13 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
 
   /** A path confirmed by an authenticated pong within the last pathTtlMs, if any. */
   confirmedPath(peerKey: Uint8Array): Endpoint | undefined {
-    const path = this.paths.get(encodeKey(peerKey))
+    const path = this.paths.get(this.keyString(peerKey))
     return path && this.o.now() - path.confirmedAt <= this.o.pathTtlMs ? path.endpoint : undefined
   }
 
   /** Drops a path that stopped answering, so the next send looks for a fresh one. */
   forgetPath(peerKey: Uint8Array): void {
-    this.paths.delete(encodeKey(peerKey))
+    this.paths.delete(this.keyString(peerKey))
   }
 
   /**
@@ -211,7 +211,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
    */
   async sendMessage(peerKey: Uint8Array, endpoint: Endpoint, msgId: string, bytes: Uint8Array): Promise<boolean> {
     const payloads = fragment(msgId, bytes)
-    const key = `${encodeKey(peerKey)}/${msgId}`
+    const key = `${this.keyString(peerKey)}/${msgId}`
     let acked = false
     const arrived = new Promise<void>((resolve) => this.ackWaiters.set(key, () => {
       acked = true
@@ -302,6 +302,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     this.stream.write({data, address: endpoint.address, port: endpoint.port})
   }
 
+  /** A key's base64 (the maps' key), remembered for the last key: one peer's datagrams and sends come in runs. */
   private keyString(key: Uint8Array): string {
     const last = this.lastKey
     if (last && last.bytes.equals(key)) return last.b64

@@ -146,6 +146,23 @@ describe('SharedKeyCache', () => {
     expect(s2again).toEqual(s2)
   })
 
+  it('answers repeated asks for one key from its last entry, and a caller reusing its array for another key gets that key', () => {
+    const cache = new SharedKeyCache(alice.secretKey, 2)
+    const [k1, k2, k3] = [nacl.box.keyPair().publicKey, nacl.box.keyPair().publicKey, nacl.box.keyPair().publicKey]
+    const reused = new Uint8Array(k1)
+    const s1 = cache.get(reused)
+    expect(cache.get(reused)).toBe(s1)
+    reused.set(k2) // the same array object, now holding another key
+    const s2 = cache.get(reused)
+    expect(s2).toEqual(new SharedKeyCache(alice.secretKey).get(k2))
+    expect(s2).not.toEqual(s1)
+    // Repeated hits on k2 keep it the most recent: k3 evicts k1, not k2.
+    cache.get(k2)
+    cache.get(k3)
+    expect(cache.get(k2)).toBe(s2)
+    expect(cache.get(k1)).not.toBe(s1)
+  })
+
   it('throws BAD_INPUT for a key of the wrong length', () => {
     expect(codeOf(() => new SharedKeyCache(alice.secretKey).get(new Uint8Array(31)))).toBe('BAD_INPUT')
   })
