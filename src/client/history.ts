@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3'
 
+import {flushBatchedWrites} from '../protocol/batched-write.js'
 import {MessengerError} from '../protocol/errors.js'
 import {migrate, translateOpenError, type DatabaseRole} from '../store/sqlite/open.js'
 import {GroupCommitter} from '../store/sqlite/group-commit.js'
@@ -225,7 +226,8 @@ export class LocalHistory {
     this.file = file
     this.stmt = prepareStatements(db)
     this.now = options.now ?? Date.now
-    this.commits = new GroupCommitter(db)
+    // Frames written this turn go out before the commit rather than wait for it.
+    this.commits = new GroupCommitter(db, {beforeCommit: flushBatchedWrites})
     this.pins = new PeerPins(db, this.now)
     // Built once: better-sqlite3 builds four wrappers per db.transaction() call (seen in profiles
     // when a status changed per message).

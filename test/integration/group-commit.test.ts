@@ -4,7 +4,7 @@ import {join} from 'node:path'
 import Database from 'better-sqlite3'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {PassThrough} from 'node:stream'
-import {writeBatched} from '../../src/protocol/batched-write.js'
+import {flushBatchedWrites, writeBatched} from '../../src/protocol/batched-write.js'
 import {GroupCommitter} from '../../src/store/sqlite/group-commit.js'
 
 function database() {
@@ -38,7 +38,7 @@ describe('GroupCommitter', () => {
 
   it('hands the frames written this turn to their sockets before it commits, so they do not wait for the disk', async () => {
     const {db} = database()
-    const commits = new GroupCommitter(db)
+    const commits = new GroupCommitter(db, {beforeCommit: flushBatchedWrites})
     const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
     const socket = new PassThrough()
     let corkedAtCommit: number | undefined

@@ -1,6 +1,5 @@
 import {close as closeFd, fdatasync, openSync} from 'node:fs'
 import type Database from 'better-sqlite3'
-import {flushBatchedWrites} from '../../protocol/batched-write.js'
 
 type Outcome = {ok: true; value: unknown} | {ok: false; error: unknown}
 
@@ -24,6 +23,12 @@ export interface GroupCommitOptions {
   maxBatch?: number
   /** Injectable for tests (a sync that is held, or fails). */
   syncFile?: SyncFile
+  /**
+   * Runs before a batch commits; the server and client pass flushBatchedWrites so frames written this
+   * turn go out before the commit. Injected so this store module does not reach into the protocol's
+   * socket batching.
+   */
+  beforeCommit?: () => void
 }
 
 /**
@@ -56,6 +61,7 @@ export class GroupCommitter {
   private closed = false
   private readonly walFile: string | undefined
   private readonly syncFile: SyncFile
+  private readonly beforeCommit: (() => void) | undefined
   /** Transactions committed, writes they carried, and WAL syncs run (for benchmarks and tests). */
   readonly stats = {commits: 0, writes: 0, syncs: 0}
 
@@ -69,6 +75,7 @@ export class GroupCommitter {
   ) {
     this.maxBatch = options.maxBatch ?? 2_000
     this.syncFile = options.syncFile ?? fdatasync
+    this.beforeCommit = options.beforeCommit
     const wal = !db.memory && String(db.pragma('journal_mode', {simple: true})).toLowerCase() === 'wal'
     this.walFile = wal ? `${db.name}-wal` : undefined
     // Prepared and wrapped once: building a transaction function per write showed up in profiles.
@@ -129,8 +136,9 @@ export class GroupCommitter {
       return
     }
     this.scheduled = false
-    // Frames written this turn (replies, a window refill) go out first: they do not wait on the disk.
-    if (this.pending.length > 0) flushBatchedWrites()
+    // Before the synchronous commit, so what beforeCommit sends (this turn's replies, a window refill)
+    // does not wait on the disk.
+    if (this.pending.length > 0) this.beforeCommit?.()
     while (this.pending.length > 0) this.commit(this.pending.splice(0, this.maxBatch))
     if (this.unsynced.length > 0 && !this.syncing) this.sync()
   }

@@ -16,6 +16,7 @@ import type {
 import {MESSAGING_MIGRATION, QUEUE_LENGTH_MIGRATION, RECEIPT_BATCH_MIGRATION, SqliteMessaging} from './messaging.js'
 import {migrate, translateOpenError, type DatabaseRole} from './open.js'
 import {GroupCommitter} from './group-commit.js'
+import {flushBatchedWrites} from '../../protocol/batched-write.js'
 
 /**
  * Schema migrations, applied in order. `PRAGMA user_version` records how many have run, so a database
@@ -151,7 +152,8 @@ export class SqliteStore implements Store {
     this.file = file
     this.stmt = prepareStatements(db)
     this.messaging = new SqliteMessaging(db)
-    this.commits = new GroupCommitter(db)
+    // Replies and window refills written this turn go out before the commit, not after the disk.
+    this.commits = new GroupCommitter(db, {beforeCommit: flushBatchedWrites})
   }
 
   async createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean> {
