@@ -3,7 +3,7 @@ import {hashPassword, makeDummyHash, verifyPassword, type ScryptParams} from '..
 import {MessengerError, errors} from '../protocol/errors.js'
 import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
 import type {Store, UserRecord} from '../store/store.js'
-import {KeyedMutex} from './keyed-mutex.js'
+import {KeyedMutex} from '../util/keyed-mutex.js'
 
 export interface AccountsOptions {
   store: Store
@@ -29,6 +29,10 @@ export function hashToken(token: string): string {
 
 /** Registration, password login with lockout, and session tokens. */
 export class Accounts {
+  /**
+   * Login-failure counting is read-modify-write on the store; without this, parallel guesses for one
+   * username could each read the same count and slip past the lockout.
+   */
   private readonly failures = new KeyedMutex()
 
   constructor(private readonly options: AccountsOptions) {}

@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest'
 
-import {KeyedMutex} from '../../src/server/keyed-mutex.js'
+import {KeyedMutex} from '../../src/util/keyed-mutex.js'
 
 interface Deferred<T> {
   promise: Promise<T>

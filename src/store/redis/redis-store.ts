@@ -20,7 +20,7 @@ import {RedisMessaging} from './redis-messaging.js'
 import {RedisScripts} from './redis-scripts.js'
 import {RedisSocial} from './redis-social.js'
 import {receiptsFor} from '../receipts.js'
-import {KeyedMutex} from '../../server/keyed-mutex.js'
+import {KeyedMutex} from '../../util/keyed-mutex.js'
 
 // The key layout is in redis-keys.ts, the Lua scripts in redis-scripts.ts, connecting in redis-connect.ts.
 export {DEFAULT_REDIS_PREFIX} from './redis-keys.js'

@@ -1,7 +1,8 @@
 /**
- * Serialises async work per key. Login-failure counting is read-modify-write on the store;
- * without this, parallel guesses for one username could each read the same count and slip past
- * the lockout.
+ * Serialises async work per key: work for one key runs in call order, one at a time, while other
+ * keys go on in parallel. For read-modify-write sequences the store cannot make atomic (the server's
+ * login-failure count, the Redis store's multi-round-trip enqueue). Lives outside server/ and store/
+ * because both use it.
  */
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<unknown>>()
