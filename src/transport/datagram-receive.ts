@@ -1,6 +1,5 @@
 import {encodeKey} from '../crypto/identity.js'
-import {MessengerError} from '../protocol/errors.js'
-import {type DataPayload, MAX_FRAGMENTS} from './datagram.js'
+import {badInput, copy, type DataPayload, MAX_FRAGMENTS} from './datagram.js'
 
 /*
  * What a receiver of datagrams (peer-link.ts, and the server's rendezvous.ts) keeps from one datagram
@@ -8,12 +7,6 @@ import {type DataPayload, MAX_FRAGMENTS} from './datagram.js'
  * Both are built from network input, so both are bounded. The datagrams themselves, and the payload
  * codecs, are in datagram.ts.
  */
-
-const copy = (bytes: Uint8Array): Uint8Array => new Uint8Array(bytes)
-
-function badInput(message: string): MessengerError {
-  return new MessengerError('BAD_INPUT', message)
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Reassembly

@@ -68,9 +68,11 @@ const encoder = new TextEncoder()
 // fatal: an id that is not valid UTF-8 is malformed, not an id with replacement characters in it.
 const decoder = new TextDecoder('utf-8', {fatal: true})
 
-const copy = (bytes: Uint8Array): Uint8Array => new Uint8Array(bytes)
+/** A copy that owns its bytes, not a view that would pin (or see reuse of) the received buffer. Shared with datagram-receive.ts. */
+export const copy = (bytes: Uint8Array): Uint8Array => new Uint8Array(bytes)
 
-function badInput(message: string, details?: Record<string, unknown>): MessengerError {
+/** The BAD_INPUT error for a caller's mistake in building or bounding datagrams. Shared with datagram-receive.ts. */
+export function badInput(message: string, details?: Record<string, unknown>): MessengerError {
   return new MessengerError('BAD_INPUT', message, details ? {details} : {})
 }
 
