@@ -7,6 +7,9 @@ import {decodeEnvelope} from './envelope-codec.js'
 import type {DeliveryEvents, DeliveryOptions, ReceivedMessage} from './delivery.js'
 import type {DeliveryPath} from './history.js'
 
+/** Receipt ids remembered to recognise a repeat: two server pages of them. */
+const RECENT_RECEIPTS = 2_048
+
 /**
  * The receiving half of delivery: opens, stores, shows once and acknowledges incoming messages from
  * either path, records receipts and wakes the sends waiting for them, and fires the engine's events.
@@ -18,6 +21,12 @@ export class Inbox {
   private readonly receiptWaiters = new Map<string, (delivered: boolean) => void>()
   private pendingAcks: string[] = []
   private pendingReceiptAcks: string[] = []
+  /**
+   * Receipts handled lately, oldest first: the server may push one twice (unacknowledged when the
+   * connection dropped, or both live and in the stored page that follows a backlog). A repeat is
+   * acknowledged again but not recorded or announced twice.
+   */
+  private readonly recentReceipts = new Set<string>()
   private ackScheduled = false
   /**
    * Events that fired before anyone listened: stored messages and receipts follow the login reply
@@ -126,6 +135,13 @@ export class Inbox {
 
   /** One receipt covers many messages; each is recorded and announced on its own. */
   onReceipt(push: ReceiptPush): void {
+    if (this.recentReceipts.has(push.receiptId)) {
+      this.pendingReceiptAcks.push(push.receiptId)
+      this.scheduleAck()
+      return
+    }
+    this.recentReceipts.add(push.receiptId)
+    if (this.recentReceipts.size > RECENT_RECEIPTS) this.recentReceipts.delete(this.recentReceipts.values().next().value!)
     const recorded = push.msgIds.map((msgId) => this.o.history.updateStatus(msgId, push.status).catch(() => false))
     // Announced once the history says so, so whoever reacts to the event reads the new status.
     void Promise.all(recorded).then(() => {

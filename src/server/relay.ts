@@ -27,6 +27,8 @@ export interface RelayOptions {
    */
   window?: number
   windowBytes?: number
+  /** Stored receipts pushed at a time to a session that comes online; the next page follows its acks. */
+  receiptPage?: number
   /** Per sender: message copies a second, and the burst allowed above it. Beyond: RATE_LIMITED. */
   sendRate?: {rate: number; burst: number}
 }
@@ -62,9 +64,13 @@ interface SessionDelivery {
    * each ack found nothing). A read that raced a queued() records the mark from before it.
    */
   caughtUpAt: number
+  /**
+   * The stored receipts pushed when the session came online and not yet acknowledged, while more may
+   * wait behind them (the page was full); once all are acknowledged the next page is pushed.
+   */
+  receiptPage?: Set<string>
 }
 
-const RECEIPT_BATCH = 1000
 
 /**
  * Store-and-forward. A copy is acknowledged to the sender only once committed; it is pushed to every
@@ -75,6 +81,7 @@ export class Relay {
   private readonly sessions = new WeakMap<ConnectionSession, SessionDelivery>()
   private readonly window: number
   private readonly windowBytes: number
+  private readonly receiptPage: number
   private readonly presence: Presence<ConnectionSession>
   private readonly limiter: TokenBuckets
   /** How often each copy was pushed (first push included); a test and metrics hook. */
@@ -89,6 +96,7 @@ export class Relay {
     // (drain 12-13k -> 15-18k msgs/s); the byte bound caps what long messages can pin in memory.
     this.window = o.window ?? 2_000
     this.windowBytes = o.windowBytes ?? 4 * 1024 * 1024
+    this.receiptPage = o.receiptPage ?? 1_000
     this.presence = o.hub.presence
     const sendRate = o.sendRate ?? {rate: DEFAULTS.sendRate, burst: DEFAULTS.sendBurst}
     this.limiter = new TokenBuckets({...sendRate, now: o.now})
@@ -218,7 +226,8 @@ export class Relay {
     const username = session.username
     const msgIds = request.msgIds ?? []
     // Acks commute: once both deletions are submitted, the connection's next request may start.
-    const receiptsDone = request.receiptIds?.length ? store.ackReceipts(username, request.receiptIds) : undefined
+    const receiptIds = request.receiptIds ?? []
+    const receiptsDone = receiptIds.length > 0 ? store.ackReceipts(username, receiptIds).then(() => this.receiptsAcked(username, receiptIds)) : undefined
     const deleting = msgIds.length > 0 ? store.ackMessages(username, msgIds, now()) : undefined
     admit()
     if (!deleting) {
@@ -239,10 +248,35 @@ export class Relay {
 
   /** A session came online: start draining its queue and hand it any receipts waiting for it. */
   async online(session: ConnectionSession): Promise<void> {
-    this.sessions.set(session, {cursor: 0, inFlight: new Map(), inFlightBytes: 0, pumping: false, again: false, queuedMark: 0, caughtUpAt: -1})
+    const delivery: SessionDelivery = {cursor: 0, inFlight: new Map(), inFlightBytes: 0, pumping: false, again: false, queuedMark: 0, caughtUpAt: -1}
+    this.sessions.set(session, delivery)
     void this.pump(session)
-    const receipts = await this.o.store.pendingReceipts(session.username, RECEIPT_BATCH)
+    await this.pushStoredReceipts(session, delivery)
+  }
+
+  /**
+   * Pushes the oldest stored receipts, a page at a time: a full page is remembered, and the next one
+   * follows once the client has acknowledged all of it (receiptsAcked), so a sender who was away while
+   * thousands of messages were acknowledged gets every receipt in this session, not one page per login.
+   */
+  private async pushStoredReceipts(session: ConnectionSession, delivery: SessionDelivery): Promise<void> {
+    const receipts = await this.o.store.pendingReceipts(session.username, this.receiptPage)
+    if (this.sessions.get(session) !== delivery) return // went offline meanwhile
+    delivery.receiptPage = receipts.length >= this.receiptPage ? new Set(receipts.map((r) => r.receiptId)) : undefined
     for (const r of receipts) session.connection.push(receiptPush(r))
+  }
+
+  /** Receipts a client acknowledged (and the store deleted): a session whose page is now done gets the next. */
+  private receiptsAcked(username: string, receiptIds: string[]): void {
+    for (const session of this.presence.get(username)?.sessions ?? []) {
+      const delivery = this.sessions.get(session)
+      const page = delivery?.receiptPage
+      if (!delivery || !page) continue
+      for (const id of receiptIds) page.delete(id)
+      if (page.size > 0) continue
+      delivery.receiptPage = undefined
+      this.pushStoredReceipts(session, delivery).catch((error: unknown) => this.o.logger.error({err: error, username}, 'pushing stored receipts failed'))
+    }
   }
 
   offline(session: ConnectionSession): void {

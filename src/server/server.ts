@@ -60,8 +60,11 @@ export interface ServerOptions {
   retryMaxMs?: number
   /** Per-sender message rate (copies a second) and burst; beyond it sends get RATE_LIMITED. */
   sendRate?: {rate: number; burst: number}
-  /** Copies (and ciphertext bytes) in flight per session before waiting for acks; default 2,000 and 4 MiB. */
-  deliveryWindow?: {copies?: number; bytes?: number}
+  /**
+   * Copies (and ciphertext bytes) in flight per session before waiting for acks, default 2,000 and
+   * 4 MiB; and stored receipts pushed per page at login, default 1,000.
+   */
+  deliveryWindow?: {copies?: number; bytes?: number; receipts?: number}
   /** Use this store instead of the SQLite file in dataDir (the server then does not own it). */
   store?: Store
   /** How this node shares presence and routes to other nodes; default: the single embedded node. */
@@ -204,6 +207,7 @@ export class MessengerServer {
         sendRate: this.input.sendRate,
         window: this.input.deliveryWindow?.copies,
         windowBytes: this.input.deliveryWindow?.bytes,
+        receiptPage: this.input.deliveryWindow?.receipts,
       })
       this.relay = relay
       const fanout = {hub, relay, store, logger: this.logger}

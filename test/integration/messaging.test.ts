@@ -207,6 +207,47 @@ describe('messaging: delivery', () => {
     expect(received.map((m) => m.id)).toEqual(msgIds)
   })
 
+  it('gives a sender who was away every stored receipt in one session, a page at a time, each announced once', async () => {
+    const {address} = await startTestServer({deliveryWindow: {receipts: 3}})
+    const bobProfile = await makeOfflineUser(address, 'bob')
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
+    const sent: string[] = []
+    for (let i = 0; i < 8; i++) sent.push((await alice.engine.sendText('bob', `while you were away ${i}`)).id)
+    await alice.close()
+
+    // bob acknowledges one message per ack: eight receipts wait for alice, nearly three pages.
+    const bob = await loginUser(address, 'bob', {profileDir: bobProfile.profileDir, autoAck: false})
+    await bob.deliveries.atLeast(8)
+    for (const msgId of sent) await bob.client.request('ack', {msgIds: [msgId]})
+
+    const back = await loginUser(address, 'alice', {profileDir: alice.profileDir})
+    const receipts = await back.receipts.atLeast(8)
+    expect(receipts.map((r) => r.msgId).sort()).toEqual([...sent].sort())
+    expect(receipts.every((r) => r.status === 'delivered' && r.by === 'bob')).toBe(true)
+    expect(back.pushes.count((p) => p.type === 'receipt')).toBe(8)
+    for (const row of back.history.list({peer: 'bob'})) expect(row.status).toBe('delivered')
+    // All acknowledged: nothing is pushed at the next login.
+    await back.settle()
+    await back.close()
+    const again = await loginUser(address, 'alice', {profileDir: alice.profileDir})
+    await again.client.ping()
+    expect(again.pushes.count((p) => p.type === 'receipt')).toBe(0)
+  })
+
+  it('announces a receipt pushed twice (as after a lost receipt ack) once', async () => {
+    const {address} = await startTestServer()
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
+    const {id} = await alice.engine.sendText('bob', 'hello twice?')
+    await bob.nextMessage()
+    await alice.nextReceipt((r) => r.msgId === id)
+    const push = alice.pushes.items.find((p) => p.type === 'receipt')!
+    // The same push again, as the server sends it when the first acknowledgement did not reach it.
+    alice.client.emit('push', push)
+    await alice.settle()
+    expect(alice.receipts.count((r) => r.msgId === id)).toBe(1)
+  })
+
   it('keeps at most the window in flight to a session, counted in copies and in bytes, and refills it as acks come', async () => {
     const {address} = await startTestServer({deliveryWindow: {copies: 4, bytes: 2_500}, retryInitialMs: 60_000})
     const bobProfile = await makeOfflineUser(address, 'bob')
