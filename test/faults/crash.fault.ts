@@ -14,7 +14,8 @@ import {faultUser, report, scaled, seededRandom, sleep, spawnServer, waitFor, wi
  * and port each time. Senders are reconnecting clients, so a send cut by the kill waits for the
  * server and goes again with the same msgId. Afterwards every message whose send resolved (the
  * server acknowledged it) must reach its recipient exactly once, in the sender's order; sends that
- * rejected are sent again by the test and must arrive once as well.
+ * rejected are sent again by the test and must arrive once as well. Every sender must then hold a
+ * "delivered" receipt for each of its messages.
  */
 
 const SENDERS = 5
@@ -173,6 +174,19 @@ describe('fault: server SIGKILLed while messages flow', () => {
         expect([...seqs].sort((a, b) => a - b)).toEqual([...sentSeqs].sort((a, b) => a - b))
       }
     }
+    // And every sender learns it: the "delivered" receipt is stored in the deletion's transaction, so
+    // no kill can separate them, and receipts stored while a sender was cut off follow at its resume.
+    const notMarked = () =>
+      senders
+        .map((s) => {
+          const status = new Map(s.session.history.list({limit: 1_000_000}).map((row) => [row.id, row.status]))
+          const lacking = expected.filter((m) => m.from === s.username && status.get(m.id) !== 'delivered')
+          return lacking.length ? `${s.username}: ${lacking.length} not marked delivered (e.g. "${lacking[0]!.text}" is ${status.get(lacking[0]!.id)})` : ''
+        })
+        .filter(Boolean)
+        .join('; ')
+    await waitFor(() => notMarked() === '', 'a delivered receipt for every message at its sender', scaled(60_000, 30_000), notMarked, 100)
+
     const redelivered = everyone.reduce((n, u) => n + u.deliveries.items.length - u.messages.items.length, 0)
     report('crash: delivered', {
       messages: everyone.map((u) => `${u.username}=${u.messages.items.length}`).join(' '),
