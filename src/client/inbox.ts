@@ -1,11 +1,14 @@
 import type {EventEmitter} from 'node:events'
 import {LIMITS} from '../protocol/constants.js'
-import {RECONNECT_CURES, toMessengerError} from '../protocol/errors.js'
+import {toMessengerError, type ErrorCode} from '../protocol/errors.js'
 import type {DeliverPush, ReceiptPush} from '../protocol/messages.js'
 import type {DirectMessage, PeerLink} from '../transport/peer-link.js'
 import {decodeEnvelope} from './envelope-codec.js'
 import type {DeliveryEvents, DeliveryOptions, ReceivedMessage} from './delivery.js'
 import type {DeliveryPath} from './history.js'
+
+/** Lookup failures that mean the sender can never be checked: the message is garbage, not delayed. */
+const UNOPENABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['NO_SUCH_USER', 'NO_KEY'])
 
 /** Receipt ids remembered to recognise a repeat: two server pages of them. */
 const RECENT_RECEIPTS = 2_048
@@ -101,7 +104,10 @@ export class Inbox {
         this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
         return
       }
-      if (RECONNECT_CURES.has(failure.code)) return // redelivered after reconnect
+      // Only a sender who cannot have a usable key makes it garbage. Anything else (the server could
+      // not answer the lookup, the connection dropped) is not acknowledged: the server redelivers it
+      // (after a reconnect, or with its retry backoff) and the lookup runs again then.
+      if (!UNOPENABLE.has(failure.code)) return
       text = null
     }
     if (text === null) {

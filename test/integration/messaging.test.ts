@@ -234,6 +234,28 @@ describe('messaging: delivery', () => {
     expect(again.pushes.count((p) => p.type === 'receipt')).toBe(0)
   })
 
+  it('keeps a message whose sender the server could not look up for a moment: not dropped, not acknowledged, shown once it can be checked', async () => {
+    const dir = await makeTempDir('messenger-lookup-fault-')
+    const store = openSqliteStore(join(dir, 'messenger.db'))
+    onTestFinished(() => store.close())
+    const {address} = await startTestServer({store, dataDir: dir, retryInitialMs: 100})
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
+    // bob's first lookup of alice fails inside the server (an I/O error: the server answers INTERNAL).
+    const isBlocked = store.isBlocked.bind(store)
+    let failures = 0
+    sinon.stub(store, 'isBlocked').callsFake(async (blocker: string, blocked: string) => {
+      if (blocker === 'alice' && blocked === 'bob' && failures++ === 0) throw new Error('disk I/O error')
+      return isBlocked(blocker, blocked)
+    })
+    const {id} = await alice.engine.sendText('bob', 'worth the wait')
+    expect(await bob.nextMessage()).toMatchObject({id, text: 'worth the wait'})
+    expect(failures).toBeGreaterThan(1) // the failed lookup happened, and a later one worked
+    expect(bob.dropped.items).toEqual([])
+    expect(bob.deliveries.count((d) => d.msgId === id)).toBeGreaterThan(1) // redelivered, since not acknowledged
+    expect(await alice.nextReceipt((r) => r.msgId === id)).toMatchObject({status: 'delivered'})
+  })
+
   it('announces a receipt pushed twice (as after a lost receipt ack) once', async () => {
     const {address} = await startTestServer()
     const bob = await makeUser(address, 'bob')
