@@ -50,7 +50,10 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       relay.queued(event.username)
       return
     case 'acked':
+      // Another session acknowledged these: refill this node's sessions now, while the copies that
+      // follow are still queued (waiting for our own client's ack could find them deleted).
       relay.dropInFlight(event.username, event.msgIds)
+      relay.pumpUser(event.username)
       return
     case 'presence':
       pushPresence(hub, store, event.change).catch((error: unknown) => logger.error({err: error}, 'presence fan-out failed'))

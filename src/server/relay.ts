@@ -69,6 +69,12 @@ interface SessionDelivery {
    * wait behind them (the page was full); once all are acknowledged the next page is pushed.
    */
   receiptPage?: Set<string>
+  /**
+   * When the session next re-reads its queue and its stored receipts without being asked: the safety
+   * net for an event that never came (a cluster message lost with a Redis reconnect, a pump or a
+   * store read that failed). Soon after a failure, else every retryMaxMs.
+   */
+  recheckAt: number
 }
 
 
@@ -166,7 +172,9 @@ export class Relay {
       this.queued(to)
       this.o.hub.queued(to)
     }
-    const recipients = await Promise.all(stored.map(async (to) => ({to, online: await this.o.hub.isOnline(to)})))
+    // The message is stored: a failed presence lookup must not turn that into an error (the sender
+    // would send it again under a new id). `online` is only a hint.
+    const recipients = await Promise.all(stored.map(async (to) => ({to, online: await this.o.hub.isOnline(to).catch(() => false)})))
     return {seq: result.seq, ts: result.ts, duplicate: result.duplicate, recipients, skipped}
   }
 
@@ -227,7 +235,17 @@ export class Relay {
     const msgIds = request.msgIds ?? []
     // Acks commute: once both deletions are submitted, the connection's next request may start.
     const receiptIds = request.receiptIds ?? []
-    const receiptsDone = receiptIds.length > 0 ? store.ackReceipts(username, receiptIds).then(() => this.receiptsAcked(username, receiptIds)) : undefined
+    const receiptsDone =
+      receiptIds.length > 0
+        ? store.ackReceipts(username, receiptIds).then(
+            () => this.receiptsAcked(username, receiptIds),
+            (error: unknown) => {
+              // The page cannot complete now: the recheck pushes what is still stored again.
+              this.receiptsAcked(username, receiptIds, {failed: true})
+              throw error
+            },
+          )
+        : undefined
     const deleting = msgIds.length > 0 ? store.ackMessages(username, msgIds, now()) : undefined
     admit()
     if (!deleting) {
@@ -239,16 +257,31 @@ export class Relay {
     // Should a deletion fail, the copy is pushed again at the next login and shown once.
     this.dropInFlight(username, msgIds)
     this.pumpUser(username)
-    const [, receipts] = await Promise.all([receiptsDone, deleting])
+    const [receiptsAck, deletion] = await Promise.allSettled([receiptsDone, deleting])
+    if (deletion.status === 'rejected') throw deletion.reason
     // Every session of this user, on any node, may hold these in flight; one ack settles them all.
     this.o.hub.acked(username, msgIds)
-    this.pushReceipts(receipts)
+    // Stored with the deletion: pushed even if the receipt half of this ack failed.
+    this.pushReceipts(deletion.value)
+    if (receiptsAck.status === 'rejected') throw receiptsAck.reason
     return {}
   }
 
-  /** A session came online: start draining its queue and hand it any receipts waiting for it. */
+  /**
+   * A session came online: start draining its queue and hand it any receipts waiting for it.
+   * Never rejects: a store that fails here is retried by the session's recheck.
+   */
   async online(session: ConnectionSession): Promise<void> {
-    const delivery: SessionDelivery = {cursor: 0, inFlight: new Map(), inFlightBytes: 0, pumping: false, again: false, queuedMark: 0, caughtUpAt: -1}
+    const delivery: SessionDelivery = {
+      cursor: 0,
+      inFlight: new Map(),
+      inFlightBytes: 0,
+      pumping: false,
+      again: false,
+      queuedMark: 0,
+      caughtUpAt: -1,
+      recheckAt: this.o.now() + this.o.retryMaxMs,
+    }
     this.sessions.set(session, delivery)
     void this.pump(session)
     await this.pushStoredReceipts(session, delivery)
@@ -260,23 +293,42 @@ export class Relay {
    * thousands of messages were acknowledged gets every receipt in this session, not one page per login.
    */
   private async pushStoredReceipts(session: ConnectionSession, delivery: SessionDelivery): Promise<void> {
-    const receipts = await this.o.store.pendingReceipts(session.username, this.receiptPage)
+    let receipts: ReceiptRecord[]
+    try {
+      receipts = await this.o.store.pendingReceipts(session.username, this.receiptPage)
+    } catch (error) {
+      this.o.logger.error({err: error, user: session.username}, 'reading stored receipts failed; retrying soon')
+      this.recheckSoon(delivery)
+      return
+    }
     if (this.sessions.get(session) !== delivery) return // went offline meanwhile
     delivery.receiptPage = receipts.length >= this.receiptPage ? new Set(receipts.map((r) => r.receiptId)) : undefined
     for (const r of receipts) session.connection.push(receiptPush(r))
   }
 
-  /** Receipts a client acknowledged (and the store deleted): a session whose page is now done gets the next. */
-  private receiptsAcked(username: string, receiptIds: string[]): void {
+  /**
+   * Receipts a client acknowledged (and the store deleted): a session whose page is now done gets
+   * the next. If the deletion `failed`, the page is given up and the recheck pushes it again.
+   */
+  private receiptsAcked(username: string, receiptIds: string[], options: {failed?: boolean} = {}): void {
     for (const session of this.presence.get(username)?.sessions ?? []) {
       const delivery = this.sessions.get(session)
       const page = delivery?.receiptPage
       if (!delivery || !page) continue
+      if (options.failed) {
+        delivery.receiptPage = undefined
+        this.recheckSoon(delivery)
+        continue
+      }
       for (const id of receiptIds) page.delete(id)
       if (page.size > 0) continue
       delivery.receiptPage = undefined
-      this.pushStoredReceipts(session, delivery).catch((error: unknown) => this.o.logger.error({err: error, username}, 'pushing stored receipts failed'))
+      void this.pushStoredReceipts(session, delivery)
     }
+  }
+
+  private recheckSoon(delivery: SessionDelivery): void {
+    delivery.recheckAt = Math.min(delivery.recheckAt, this.o.now() + this.o.retryInitialMs)
   }
 
   offline(session: ConnectionSession): void {
@@ -296,6 +348,15 @@ export class Relay {
         this.o.logger.debug({to: session.username, msgId: entry.message.msgId, attempt: entry.attempts}, 'redelivering')
         this.pushCopy(session, entry.message)
       }
+      if (delivery.recheckAt <= now) {
+        delivery.recheckAt = now + this.o.retryMaxMs
+        // Read the queue even if the session looks caught up, and push what receipts are stored
+        // (unless a page is out: its acks bring the next one). A repeat costs an indexed read that
+        // finds nothing, and a receipt pushed twice is handled once by the client.
+        delivery.caughtUpAt = -1
+        void this.pump(session)
+        if (!delivery.receiptPage) void this.pushStoredReceipts(session, delivery)
+      }
     }
   }
 
@@ -307,6 +368,7 @@ export class Relay {
     let count = 0
     for (const r of receipts) {
       this.dropInFlight(r.by, r.msgIds)
+      this.pumpUser(r.by) // room was freed in the window
       this.o.hub.acked(r.by, r.msgIds)
       count += r.msgIds.length
     }
@@ -384,7 +446,8 @@ export class Relay {
         else if (pushed === batch.length) delivery.caughtUpAt = mark
       } while (delivery.again)
     } catch (error) {
-      this.o.logger.error({err: error, user: session.username}, 'delivery pump failed; will retry on the next event')
+      this.o.logger.error({err: error, user: session.username}, 'delivery pump failed; retrying soon')
+      this.recheckSoon(delivery)
     } finally {
       delivery.pumping = false
     }

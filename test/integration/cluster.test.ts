@@ -148,6 +148,27 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
       expect(bob.deliveries.items.map((d) => d.msgId)).toEqual([outcome.id, marker.id])
       expect(bob.messages.items.map((m) => m.id)).toEqual([outcome.id, marker.id])
     })
+
+    it('a backlog drained by bob on node 1 also reaches his session on node 2, whose window refills on node 1\'s acks', async () => {
+      const {n1, n2} = await twoNodes({deliveryWindow: {copies: 2}})
+      const bobProfile = await makeOfflineUser(n1.address, 'bob')
+      const alice = await makeUser(n1.address, 'alice')
+      const sent: string[] = []
+      for (let i = 0; i < 6; i++) sent.push((await alice.engine.sendText('bob', `backlog ${i}`)).id)
+
+      // Both sessions acknowledge only when the test says; node 2's never does.
+      const onNode1 = await loginUser(n1.address, 'bob', {profileDir: bobProfile.profileDir, autoAck: false})
+      const onNode2 = await loginUser(n2.address, 'bob', {publishKey: false, autoAck: false})
+      for (let pair = 1; pair <= 3; pair++) {
+        const batch = sent.slice(0, pair * 2)
+        await onNode1.deliveries.atLeast(pair * 2)
+        // Node 2 gets each pair before node 1's ack can delete it: pushed on the 'acked' event of the pair before.
+        await onNode2.deliveries.atLeast(pair * 2)
+        expect(onNode2.deliveries.items.map((d) => d.msgId)).toEqual(batch)
+        await onNode1.client.request('ack', {msgIds: batch.slice(-2)})
+      }
+      expect(onNode1.deliveries.items.map((d) => d.msgId)).toEqual(sent)
+    })
   })
 
   describe('groups, broadcast and blocking across nodes', () => {

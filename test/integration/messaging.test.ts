@@ -256,6 +256,54 @@ describe('messaging: delivery', () => {
     expect(await alice.nextReceipt((r) => r.msgId === id)).toMatchObject({status: 'delivered'})
   })
 
+  describe('when the store fails for a moment or an event is lost, delivery picks up again by itself', () => {
+    async function serverWithStore() {
+      const dir = await makeTempDir('messenger-recheck-')
+      const store = openSqliteStore(join(dir, 'messenger.db'))
+      onTestFinished(() => store.close())
+      const {address} = await startTestServer({store, dataDir: dir, retryInitialMs: 100, retryMaxMs: 400})
+      return {store, address}
+    }
+
+    it('a failed queue read at login: the stored messages still come', async () => {
+      const {store, address} = await serverWithStore()
+      const bobProfile = await makeOfflineUser(address, 'bob')
+      const alice = await makeUser(address, 'alice')
+      const sent = [await alice.engine.sendText('bob', 'one'), await alice.engine.sendText('bob', 'two')]
+      sinon.stub(store, 'pendingMessages').onFirstCall().rejects(new Error('disk I/O error')).callThrough()
+      const bob = await loginUser(address, 'bob', {profileDir: bobProfile.profileDir})
+      expect((await bob.messages.atLeast(2)).map((m) => m.id)).toEqual(sent.map((o) => o.id))
+    })
+
+    it('a failed receipt read at login: the server stays up and the receipts still come', async () => {
+      const {store, address} = await serverWithStore()
+      const bobProfile = await makeOfflineUser(address, 'bob')
+      const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
+      const {id} = await alice.engine.sendText('bob', 'tell me when')
+      await alice.close()
+      const bob = await loginUser(address, 'bob', {profileDir: bobProfile.profileDir})
+      await bob.nextMessage()
+      await bob.settle()
+      sinon.stub(store, 'pendingReceipts').onFirstCall().rejects(new Error('disk I/O error')).callThrough()
+      const back = await loginUser(address, 'alice', {profileDir: alice.profileDir})
+      expect(await back.nextReceipt()).toMatchObject({msgId: id, status: 'delivered'})
+    })
+
+    it('a message queued without a wake-up (as when another node\'s announcement is lost) reaches a caught-up session', async () => {
+      const {store, address} = await serverWithStore()
+      const bob = await makeUser(address, 'bob')
+      const alice = await makeUser(address, 'alice')
+      await alice.engine.sendText('bob', 'first')
+      await bob.nextMessage()
+      await bob.settle()
+      // Straight into the store: nothing tells the relay that bob has something new.
+      const bobKey = (await alice.engine.lookup('bob')).publicKey!
+      const msgId = newMessageId()
+      await store.enqueueMessage({msgId, sender: 'alice', group: null, ts: Date.now(), expiresAt: Date.now() + 60_000, maxQueue: 100, copies: [{recipient: 'bob', ...alice.keyring.seal('bob', bobKey, 'quietly queued')}]})
+      expect(await bob.nextMessage((m) => m.id === msgId)).toMatchObject({text: 'quietly queued'})
+    })
+  })
+
   it('announces a receipt pushed twice (as after a lost receipt ack) once', async () => {
     const {address} = await startTestServer()
     const bob = await makeUser(address, 'bob')
