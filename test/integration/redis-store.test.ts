@@ -307,6 +307,23 @@ describe.skipIf(!available)('RedisStore', () => {
         expect(await a.pendingMessages('bob', 0, 100)).toEqual([])
       })
 
+      it('an expiry sweep that fails part way has stored the receipts of the batches it already deleted', async () => {
+        const store = await open()
+        await withUsers(store, ['alice', 'bob'])
+        for (let i = 0; i < 501; i++) await store.enqueueMessage(message('alice', ['bob'], {expiresAt: T0 + 1}))
+        // The second batch's read fails, after the first batch of 500 copies was deleted.
+        const read = store.redis.zrangebyscore.bind(store.redis)
+        let reads = 0
+        store.redis.zrangebyscore = ((...args: Parameters<typeof read>) => (++reads === 2 ? Promise.reject(new Error('connection lost')) : read(...args))) as typeof read
+        await expect(store.expireMessages(T0 + 10)).rejects.toThrow('connection lost')
+        const afterFailure = (await store.pendingReceipts('alice', 1000)).flatMap((r) => r.msgIds)
+        expect(afterFailure).toHaveLength(500)
+        store.redis.zrangebyscore = read
+        expect((await store.expireMessages(T0 + 10)).flatMap((r) => r.msgIds)).toHaveLength(1)
+        expect(new Set((await store.pendingReceipts('alice', 1000)).flatMap((r) => r.msgIds)).size).toBe(501)
+        expect(await store.pendingMessages('bob', 0, 10)).toEqual([])
+      })
+
       it('a lock written by one node is not undone by a stale counter from another; clear removes it', async () => {
         const prefix = `test:${randomUUID()}:`
         const [a, b] = [await open(prefix), await open(prefix)]

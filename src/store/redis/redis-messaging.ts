@@ -160,10 +160,11 @@ export class RedisMessaging {
   /**
    * Sweeps the expiry indexes: each due entry is deleted by a script in its own slot that checks the
    * data's expiresAt, so two nodes sweeping at once return each expired copy exactly once.
+   * `settle` gets each batch's expired copies before the next batch is swept (to store their receipts).
    */
-  async expire(now: number): Promise<StoredMessage[]> {
-    const expired: StoredMessage[] = []
+  async expire(now: number, settle: (expired: StoredMessage[]) => Promise<void>): Promise<void> {
     for (;;) {
+      const expired: StoredMessage[] = []
       const members = await this.redis.zrangebyscore(this.k.copyExpiry, '-inf', now, 'LIMIT', 0, SWEEP_BATCH)
       if (members.length === 0) break
       const pipeline = this.redis.pipeline()
@@ -180,6 +181,8 @@ export class RedisMessaging {
         if (status === 'live') renew.push(value, members[i]!)
       })
       if (renew.length > 0) await this.redis.zadd(this.k.copyExpiry, 'GT', ...renew)
+      // Per batch: if a later batch fails, this one's copies are gone already but their receipts are not.
+      if (expired.length > 0) await settle(expired)
       if (members.length < SWEEP_BATCH) break
     }
     for (;;) {
@@ -191,7 +194,6 @@ export class RedisMessaging {
       await this.scripts.run('removeDue', [this.k.idExpiry], [now, ...ids])
       if (ids.length < SWEEP_BATCH) break
     }
-    return expired
   }
 
   // ---- receipts -----------------------------------------------------------------------------

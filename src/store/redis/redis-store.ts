@@ -186,8 +186,12 @@ export class RedisStore implements Store {
   }
 
   async expireMessages(now: number): Promise<ReceiptRecord[]> {
-    const receipts = receiptsFor(await this.messaging.expire(now), 'expired', now)
-    await this.messaging.addReceipts(receipts)
+    const receipts: ReceiptRecord[] = []
+    await this.messaging.expire(now, async (expired) => {
+      const batch = receiptsFor(expired, 'expired', now)
+      await this.messaging.addReceipts(batch)
+      receipts.push(...batch)
+    })
     return receipts
   }
 
