@@ -73,6 +73,11 @@ export interface DeliveryEvents {
   invited: [InvitedPush]
   /** A message whose sender's key differs from the pin: held (not acknowledged) until `trust`. */
   held: [{msgId: string; from: string; error: MessengerError}]
+  /**
+   * A message that could not be written to local history (disk full, I/O error): not acknowledged,
+   * so the server sends it again (1 s, doubling to 30 s) and it is shown once a write succeeds.
+   */
+  unsaved: [{msgId: string; from: string; error: MessengerError}]
   /** A message that failed to decrypt: dropped and counted, never shown. */
   dropped: [{msgId: string; from: string; reason: string}]
 }

@@ -37,7 +37,7 @@ export class Inbox {
    * listener of that event attaches, then replayed in order.
    */
   private readonly backlogs = new Map<keyof DeliveryEvents, unknown[][]>(
-    (['message', 'receipt', 'invited', 'held'] as const).map((event) => [event, []]),
+    (['message', 'receipt', 'invited', 'held', 'unsaved'] as const).map((event) => [event, []]),
   )
 
   /**
@@ -127,13 +127,20 @@ export class Inbox {
       path,
       broadcast: push.broadcast,
     }
-    const isNew = await this.o.history.storeIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path})
+    let isNew: boolean
+    try {
+      isNew = await this.o.history.storeIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path})
+    } catch (error) {
+      // Not acknowledged: it stays on the server (or with the direct peer, who falls back to it).
+      this.deliverEvent('unsaved', {msgId: push.msgId, from: push.from, error: toMessengerError(error)})
+      return
+    }
     if (isNew) this.deliverEvent('message', message)
     acknowledge()
   }
 
   /** Emits now, or keeps it for the first listener (see `backlogs`). */
-  deliverEvent<E extends 'message' | 'receipt' | 'invited' | 'held'>(event: E, ...args: DeliveryEvents[E]): void {
+  deliverEvent<E extends 'message' | 'receipt' | 'invited' | 'held' | 'unsaved'>(event: E, ...args: DeliveryEvents[E]): void {
     const backlog = this.backlogs.get(event)
     if (backlog) backlog.push(args)
     else (this.events as EventEmitter).emit(event, ...args)

@@ -65,6 +65,10 @@ With --json it prints one JSON object per line:
       process.stderr.write(`WARNING: ${error.message} A message from ${from} is held until you run \`messenger trust ${from}\`.\n`)
       if (json) emit({type: 'warning', code: error.code, from, message: error.message}, '')
     })
+    engine.on('unsaved', ({from, error}) => {
+      process.stderr.write(`WARNING: A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.\n`)
+      if (json) emit({type: 'warning', code: error.code, from, message: error.message}, '')
+    })
     client.on('presence', (p: PresencePush) =>
       emit(
         {type: 'presence', username: p.username, displayName: p.displayName, online: p.online, ts: new Date(p.since).toISOString()},

@@ -304,6 +304,20 @@ describe('messaging: delivery', () => {
     })
   })
 
+  it('a message the recipient cannot write to its history (disk full) is reported, not acknowledged, and shown when a write succeeds', async () => {
+    const {address} = await startTestServer({retryInitialMs: 100})
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
+    const unsaved: Array<{msgId: string; from: string; code: string}> = []
+    bob.engine.on('unsaved', ({msgId, from, error}) => unsaved.push({msgId, from, code: error.code}))
+    sinon.stub(bob.history, 'storeIncoming').onFirstCall().rejects(new Error('database or disk is full')).callThrough()
+    const {id} = await alice.engine.sendText('bob', 'keep trying')
+    expect(await bob.nextMessage()).toMatchObject({id, text: 'keep trying'})
+    expect(unsaved).toEqual([{msgId: id, from: 'alice', code: 'INTERNAL'}])
+    expect(bob.deliveries.count((d) => d.msgId === id)).toBeGreaterThan(1)
+    expect(bob.history.list({peer: 'alice'}).map((row) => row.id)).toEqual([id])
+  })
+
   it('announces a receipt pushed twice (as after a lost receipt ack) once', async () => {
     const {address} = await startTestServer()
     const bob = await makeUser(address, 'bob')
