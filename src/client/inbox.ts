@@ -10,8 +10,16 @@ import type {DeliveryPath} from './history.js'
 /** Lookup failures that mean the sender can never be checked: the message is garbage, not delayed. */
 const UNOPENABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['NO_SUCH_USER', 'NO_KEY'])
 
-/** Receipt ids remembered to recognise a repeat: two server pages of them. */
-const RECENT_RECEIPTS = 2_048
+/** Ids remembered to recognise a repeat (receipts: two server pages of them). */
+const RECENT_IDS = 2_048
+
+/** Adds `id` to a bounded set, oldest out first; true if it was there already. */
+function remember(ids: Set<string>, id: string, max: number): boolean {
+  if (ids.has(id)) return true
+  ids.add(id)
+  if (ids.size > max) ids.delete(ids.values().next().value!)
+  return false
+}
 
 /**
  * The receiving half of delivery: opens, stores, shows once and acknowledges incoming messages from
@@ -30,6 +38,8 @@ export class Inbox {
    * acknowledged again but not recorded or announced twice.
    */
   private readonly recentReceipts = new Set<string>()
+  /** Messages lately held for a changed key, so that each is announced once, not at every redelivery. */
+  private readonly heldIds = new Set<string>()
   private ackScheduled = false
   /**
    * Events that fired before anyone listened: stored messages and receipts follow the login reply
@@ -100,8 +110,9 @@ export class Inbox {
     } catch (error) {
       const failure = toMessengerError(error)
       if (failure.code === 'KEY_CHANGED') {
-        // Not acknowledged: the server keeps it, and it arrives after `messenger trust`.
-        this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
+        // Not acknowledged: the server keeps it, and it arrives after `messenger trust`. The server
+        // pushes it again every 30 s meanwhile; the user is told once.
+        if (!remember(this.heldIds, push.msgId, RECENT_IDS)) this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
         return
       }
       // Only a sender who cannot have a usable key makes it garbage. Anything else (the server could
@@ -148,13 +159,11 @@ export class Inbox {
 
   /** One receipt covers many messages; each is recorded and announced on its own. */
   onReceipt(push: ReceiptPush): void {
-    if (this.recentReceipts.has(push.receiptId)) {
+    if (remember(this.recentReceipts, push.receiptId, RECENT_IDS)) {
       this.pendingReceiptAcks.push(push.receiptId)
       this.scheduleAck()
       return
     }
-    this.recentReceipts.add(push.receiptId)
-    if (this.recentReceipts.size > RECENT_RECEIPTS) this.recentReceipts.delete(this.recentReceipts.values().next().value!)
     const recorded = push.msgIds.map((msgId) => this.o.history.updateStatus(msgId, push.status).catch(() => false))
     // Announced once the history says so, so whoever reacts to the event reads the new status.
     void Promise.all(recorded).then(() => {

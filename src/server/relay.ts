@@ -53,6 +53,13 @@ interface SessionDelivery {
   inFlight: Map<string, InFlight>
   /** Ciphertext characters of the copies in flight (box lengths). */
   inFlightBytes: number
+  /**
+   * Copies the client keeps refusing to acknowledge (it holds messages from a sender whose key
+   * changed until the user trusts it): still pushed again with the same backoff, but out of the
+   * window, so they do not stop the messages of everyone else. Bounded like the window; created on
+   * first use.
+   */
+  parked?: {entries: Map<string, InFlight>; bytes: number}
   pumping: boolean
   again: boolean
   /** Counts queued() calls: copies queued for the user since the session began. */
@@ -77,6 +84,9 @@ interface SessionDelivery {
   recheckAt: number
 }
 
+
+/** Pushes of a copy without an ack (about 7 s at the default backoff) before it is parked out of the window. */
+const PARK_AFTER_ATTEMPTS = 4
 
 /**
  * Store-and-forward. A copy is acknowledged to the sender only once committed; it is pushed to every
@@ -341,13 +351,13 @@ export class Relay {
     for (const session of this.presence.sessions()) {
       const delivery = this.sessions.get(session)
       if (!delivery) continue
+      let parked = false
       for (const entry of delivery.inFlight.values()) {
-        if (entry.nextAt > now) continue
-        entry.attempts++
-        entry.nextAt = now + Math.min(this.o.retryMaxMs, this.o.retryInitialMs * 2 ** (entry.attempts - 1))
-        this.o.logger.debug({to: session.username, msgId: entry.message.msgId, attempt: entry.attempts}, 'redelivering')
-        this.pushCopy(session, entry.message)
+        if (!this.redeliverIfDue(session, entry, now)) continue
+        if (entry.attempts >= PARK_AFTER_ATTEMPTS) parked = this.park(delivery, entry) || parked
       }
+      for (const entry of delivery.parked?.entries.values() ?? []) this.redeliverIfDue(session, entry, now)
+      if (parked) void this.pump(session) // room was freed in the window
       if (delivery.recheckAt <= now) {
         delivery.recheckAt = now + this.o.retryMaxMs
         // Read the queue even if the session looks caught up, and push what receipts are stored
@@ -358,6 +368,28 @@ export class Relay {
         if (!delivery.receiptPage) void this.pushStoredReceipts(session, delivery)
       }
     }
+  }
+
+  /** Pushes the copy again if its retry is due (backoff: retryInitialMs doubling to retryMaxMs); true if it was. */
+  private redeliverIfDue(session: ConnectionSession, entry: InFlight, now: number): boolean {
+    if (entry.nextAt > now) return false
+    entry.attempts++
+    entry.nextAt = now + Math.min(this.o.retryMaxMs, this.o.retryInitialMs * 2 ** (entry.attempts - 1))
+    this.o.logger.debug({to: session.username, msgId: entry.message.msgId, attempt: entry.attempts}, 'redelivering')
+    this.pushCopy(session, entry.message)
+    return true
+  }
+
+  /** Moves a copy the client keeps not acknowledging out of the window, if the parked ones leave room; true if moved. */
+  private park(delivery: SessionDelivery, entry: InFlight): boolean {
+    const parked = (delivery.parked ??= {entries: new Map(), bytes: 0})
+    const size = entry.message.box.length
+    if (parked.entries.size >= this.window || (parked.entries.size > 0 && parked.bytes + size > this.windowBytes)) return false
+    delivery.inFlight.delete(entry.message.msgId)
+    delivery.inFlightBytes -= size
+    parked.entries.set(entry.message.msgId, entry)
+    parked.bytes += size
+    return true
   }
 
   /** Drops expired copies and tells their senders. */
@@ -387,11 +419,18 @@ export class Relay {
     for (const s of this.presence.get(username)?.sessions ?? []) {
       const delivery = this.sessions.get(s)
       if (!delivery) continue
+      const parked = delivery.parked
       for (const id of msgIds) {
         const entry = delivery.inFlight.get(id)
-        if (!entry) continue
-        delivery.inFlight.delete(id)
-        delivery.inFlightBytes -= entry.message.box.length
+        if (entry) {
+          delivery.inFlight.delete(id)
+          delivery.inFlightBytes -= entry.message.box.length
+          continue
+        }
+        const held = parked?.entries.get(id)
+        if (!parked || !held) continue
+        parked.entries.delete(id)
+        parked.bytes -= held.message.box.length
       }
     }
   }

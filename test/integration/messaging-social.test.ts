@@ -242,6 +242,32 @@ describe('messaging: key pinning', () => {
     expect(newBob.deliveries.items.map((d) => d.msgId)).toEqual([outcome.id])
   })
 
+  it('messages held for a re-keyed sender do not fill the window: others still arrive, each held one is announced once, all come after trust', async () => {
+    const {address} = await startTestServer({deliveryWindow: {copies: 2}, retryInitialMs: 50, retryMaxMs: 400})
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    const carol = await makeUser(address, 'carol', {receiptWaitMs: 0})
+    await alice.engine.sendText('bob', 'pin my key')
+    await bob.nextMessage()
+    await alice.close()
+
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const held = [await newAlice.engine.sendText('bob', 'new key 1'), await newAlice.engine.sendText('bob', 'new key 2'), await newAlice.engine.sendText('bob', 'new key 3')]
+    await bob.held.atLeast(2)
+    // The two held copies fill bob's window of two; once the server parks them, carol's gets through.
+    const fromCarol = await carol.engine.sendText('bob', 'not stuck behind alice')
+    expect(await bob.nextMessage((m) => m.id === fromCarol.id)).toMatchObject({from: 'carol'})
+    await bob.held.atLeast(3)
+    // Pushed again and again meanwhile (backoff up to 400 ms), but announced once each.
+    await bob.deliveries.atLeast(3, (d) => d.msgId === held[0]!.id)
+    expect(bob.held.items.map((h) => h.msgId).sort()).toEqual(held.map((o) => o.id).sort())
+
+    await bob.engine.trust('alice')
+    const after = await bob.messages.atLeast(5)
+    expect(after.filter((m) => m.from === 'alice' && m.text.startsWith('new key')).map((m) => m.id).sort()).toEqual(held.map((o) => o.id).sort())
+    expect(bob.held.items).toHaveLength(3)
+  })
+
   it('holds, unacknowledged, a message from a re-keyed sender; it is delivered after trust', async () => {
     const {address} = await startTestServer()
     const bob = await makeUser(address, 'bob')
