@@ -5,7 +5,7 @@ import type {Membership, ReceiptRecord, Store, StoredMessage} from '../store/sto
 import type {ConnectionSession} from './connection.js'
 import type {Hub} from './hub.js'
 import {TokenBuckets} from './token-bucket.js'
-import {DEFAULTS, LIMITS} from '../protocol/constants.js'
+import {DEFAULTS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
 
 export interface RelayOptions {
@@ -83,7 +83,6 @@ interface SessionDelivery {
    */
   recheckAt: number
 }
-
 
 /** Pushes of a copy without an ack (about 7 s at the default backoff) before it is parked out of the window. */
 const PARK_AFTER_ATTEMPTS = 4

@@ -1,6 +1,6 @@
 import {PROTOCOL_VERSION} from '../protocol/constants.js'
 import {errors} from '../protocol/errors.js'
-import type {OnlineUser, Request, RequestType, Results} from '../protocol/messages.js'
+import type {OnlineUser, Request, RequestType} from '../protocol/messages.js'
 import type {Store} from '../store/store.js'
 import type {Accounts} from './accounts.js'
 import type {Connection, ConnectionSession, Handler, RequestHandler} from './connection.js'

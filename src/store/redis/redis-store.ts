@@ -1,7 +1,6 @@
 import type {Redis} from 'ioredis'
 
 import type {
-  AckedCopy,
   EnqueueRequest,
   EnqueueResult,
   GroupRecord,
