@@ -142,7 +142,8 @@ export interface Store {
    * Deletes the recipient's copies of these messages and stores the "delivered" receipts for the
    * ones deleted (receiptsFor, stamped `ts`); returns those receipts (none when nothing was deleted).
    * SQLite does both in one atomic, durable write, so a crash cannot leave a message delivered and
-   * its sender unaware; Redis stores the receipts in a second call right after (see RedisStore).
+   * its sender unaware; Redis records the deletion for the receipts in the same script and stores
+   * them right after, or at the recipient's next ack if the node died in between (see RedisStore).
    */
   ackMessages(recipient: string, msgIds: string[], ts: number): Promise<ReceiptRecord[]>
   /**

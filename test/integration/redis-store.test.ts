@@ -307,6 +307,35 @@ describe.skipIf(!available)('RedisStore', () => {
         expect(await a.pendingMessages('bob', 0, 100)).toEqual([])
       })
 
+      it('receipts an ack could not store (the node lost Redis after deleting) are stored by the recipient\'s next ack, on any node, once', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const [a, b] = [await open(prefix), await open(prefix)]
+        await withUsers(a, ['alice', 'bob'])
+        const [m1, m2] = [message('alice', ['bob']), message('alice', ['bob'])]
+        await a.enqueueMessage(m1)
+        await a.enqueueMessage(m2)
+        // Node a deletes m1's copy, then its next write to Redis (the receipts) fails.
+        const pipeline = a.redis.pipeline.bind(a.redis)
+        a.redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
+          const p = pipeline(...args)
+          p.exec = () => Promise.reject(new Error('connection lost'))
+          return p
+        }) as typeof pipeline
+        await expect(a.ackMessages('bob', [m1.msgId], T0 + 1)).rejects.toThrow('connection lost')
+        expect(await b.pendingReceipts('alice', 10)).toEqual([])
+        expect(await b.pendingMessages('bob', 0, 10)).toEqual([expect.objectContaining({msgId: m2.msgId})])
+
+        // bob's next ack, through node b: m1's receipt is stored (and returned, to be pushed) with m2's.
+        const receipts = await b.ackMessages('bob', [m2.msgId], T0 + 2)
+        expect(receipts.flatMap((r) => r.msgIds).sort()).toEqual([m1.msgId, m2.msgId].sort())
+        expect(receipts.find((r) => r.msgIds.includes(m1.msgId))).toMatchObject({username: 'alice', by: 'bob', status: 'delivered', ts: T0 + 1})
+        expect((await b.pendingReceipts('alice', 10)).flatMap((r) => r.msgIds).sort()).toEqual([m1.msgId, m2.msgId].sort())
+        // Settled: a later ack carries nothing old, and the record is gone.
+        a.redis.pipeline = pipeline
+        expect(await a.ackMessages('bob', [m2.msgId], T0 + 3)).toEqual([])
+        expect(await admin.exists(`${prefix}{u:bob}:unreceipted`)).toBe(0)
+      })
+
       it('an expiry sweep that fails part way has stored the receipts of the batches it already deleted', async () => {
         const store = await open()
         await withUsers(store, ['alice', 'bob'])

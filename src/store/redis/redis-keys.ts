@@ -10,6 +10,8 @@ import {MessengerError} from '../../protocol/errors.js'
  *   P{u:U}:queue     zset   msgId -> qid: U's queued copies, in queue order
  *   P{u:U}:copies    hash   msgId -> JSON StoredMessage
  *   P{u:U}:acked     hash   msgId -> expiresAt: tombstones of acknowledged copies, kept until expiry
+ *   P{u:U}:unreceipted hash batchId -> JSON {ts, ids: [msgId, sender, ...]}: acknowledged copies whose
+ *                           senders' receipts (in the senders' slots) are not stored yet
  *   P{u:U}:lastqid   string highest qid ever inserted into U's queue
  *   P{u:U}:failures  hash   count lockedUntil
  *   P{u:U}:receipts  zset   receiptId -> ts (ties by receiptId: the SQLite order)
@@ -58,6 +60,7 @@ export function redisKeys(p: string) {
     queue: (x: string) => `${u(x)}:queue`,
     copies: (x: string) => `${u(x)}:copies`,
     acked: (x: string) => `${u(x)}:acked`,
+    unreceipted: (x: string) => `${u(x)}:unreceipted`,
     lastQid: (x: string) => `${u(x)}:lastqid`,
     failures: (x: string) => `${u(x)}:failures`,
     receipts: (x: string) => `${u(x)}:receipts`,

@@ -36,6 +36,13 @@ function parseReceipt(json: string): ReceiptRecord {
   return {receiptId: r.receiptId, username: r.username, msgIds: r.msgIds ?? [r.msgId!], by: r.by, status: r.status, ts: r.ts}
 }
 
+/** Copies one ack deleted, kept (in the recipient's slot) until their senders' receipts are stored. */
+export interface UnreceiptedBatch {
+  batchId: string
+  ts: number
+  copies: AckedCopy[]
+}
+
 /** Message queues and receipts in Redis: the messaging half of RedisStore (which delegates here). */
 export class RedisMessaging {
   constructor(
@@ -149,12 +156,30 @@ export class RedisMessaging {
     return rows.map(parseCopy)
   }
 
-  async ack(recipient: string, msgIds: string[]): Promise<AckedCopy[]> {
+  /**
+   * Deletes the recipient's copies; returns every batch of acknowledged copies whose receipts are not
+   * stored yet (this one, under `batchId`, and any a dead node left). Call `receipted` once stored.
+   */
+  async ack(recipient: string, msgIds: string[], batchId: string, ts: number): Promise<UnreceiptedBatch[]> {
     if (msgIds.length === 0) return []
-    const pairs = (await this.scripts.run('ack', [this.k.queue(recipient), this.k.copies(recipient), this.k.acked(recipient)], msgIds)) as string[]
-    const acked: AckedCopy[] = []
-    for (let i = 0; i < pairs.length; i += 2) acked.push({msgId: pairs[i]!, sender: pairs[i + 1]!, recipient})
-    return acked
+    const keys = [this.k.queue(recipient), this.k.copies(recipient), this.k.acked(recipient), this.k.unreceipted(recipient)]
+    const flat = (await this.scripts.run('ack', keys, [batchId, ts, ...msgIds])) as string[]
+    const batches: UnreceiptedBatch[] = []
+    for (let i = 0; i < flat.length; i += 2) {
+      // ts travels as a string: cjson prints numbers with 14 significant digits.
+      const {ts: at, ids} = JSON.parse(flat[i + 1]!) as {ts: string; ids: string[] | Record<string, never>}
+      // cjson writes an empty Lua table as {}; the script stores only non-empty batches, but be lenient.
+      const list = Array.isArray(ids) ? ids : []
+      const copies: AckedCopy[] = []
+      for (let j = 0; j < list.length; j += 2) copies.push({msgId: list[j]!, sender: list[j + 1]!, recipient})
+      batches.push({batchId: flat[i]!, ts: Number(at), copies})
+    }
+    return batches
+  }
+
+  /** The receipts of these batches are stored: forget them. */
+  async receipted(recipient: string, batchIds: string[]): Promise<void> {
+    if (batchIds.length > 0) await this.redis.hdel(this.k.unreceipted(recipient), ...batchIds)
   }
 
   /**

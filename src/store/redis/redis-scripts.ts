@@ -148,27 +148,32 @@ const SCRIPTS = {
       return out`,
   },
   /**
-   * KEYS queue copies acked; ARGV msgIds -> msgId, sender, msgId, sender... of the copies deleted
-   * (all a receipt needs; not the copies, boxes and all). Each leaves a tombstone until its expiry,
-   * so a re-send that resumes an unfinished enqueue cannot queue it again. expiresAt is read with a
-   * pattern, not cjson: Lua numbers print with 14 digits and would round it. Usernames hold no
-   * quote, so the sender's pattern is exact too.
+   * KEYS queue copies acked unreceipted; ARGV batchId ts msgIds... Deletes the copies and, in the
+   * same script, records msgId, sender, msgId, sender... of those deleted (all a receipt needs; not
+   * the copies, boxes and all) under batchId in unreceipted, until the caller has stored the senders'
+   * receipts (in other slots) and removes it. Returns every batch still there, flat [batchId, JSON, ...]:
+   * a node that died before storing an earlier batch's receipts left it for this ack to finish.
+   * Each copy leaves a tombstone until its expiry, so a re-send that resumes an unfinished enqueue
+   * cannot queue it again. expiresAt is read with a pattern, not cjson: Lua numbers print with 14
+   * digits and would round it. Usernames hold no quote, so the sender's pattern is exact too.
    */
   ack: {
-    keys: 3,
+    keys: 4,
     lua: `
-      local out = {}
-      for i, id in ipairs(ARGV) do
+      local ids = {}
+      for i = 3, #ARGV do
+        local id = ARGV[i]
         local json = redis.call('HGET', KEYS[2], id)
         if json then
           redis.call('HDEL', KEYS[2], id)
           redis.call('ZREM', KEYS[1], id)
           redis.call('HSET', KEYS[3], id, string.match(json, '"expiresAt":(%-?%d+)'))
-          out[#out + 1] = id
-          out[#out + 1] = string.match(json, '"sender":"([^"]*)"')
+          ids[#ids + 1] = id
+          ids[#ids + 1] = string.match(json, '"sender":"([^"]*)"')
         end
       end
-      return out`,
+      if #ids > 0 then redis.call('HSET', KEYS[4], ARGV[1], cjson.encode({ts = ARGV[2], ids = ids})) end
+      return redis.call('HGETALL', KEYS[4])`,
   },
   /**
    * KEYS queue copies acked; ARGV msgId now -> {'expired', json} | {'live', expiresAt} | {'gone', ''}.

@@ -19,6 +19,7 @@ import {RedisMessaging} from './redis-messaging.js'
 import {RedisScripts} from './redis-scripts.js'
 import {RedisSocial} from './redis-social.js'
 import {receiptsFor} from '../receipts.js'
+import {randomId} from '../../crypto/random-pool.js'
 import {KeyedMutex} from '../../util/keyed-mutex.js'
 
 // The key layout is in redis-keys.ts, the Lua scripts in redis-scripts.ts, connecting in redis-connect.ts.
@@ -174,13 +175,18 @@ export class RedisStore implements Store {
   }
 
   /**
-   * The deletion is one script in the recipient's slot; the receipts live in the senders' slots, so
-   * they are stored by a second call right after. A node that dies between the two loses those
-   * receipts (the messages themselves are delivered); SQLite has no such gap.
+   * The deletion is one script in the recipient's slot, and the receipts live in the senders' slots,
+   * so they cannot be written together. The script records what it deleted in the recipient's slot
+   * (unreceipted) in the same step; the receipts are stored next, with ids derived from that record
+   * (so storing them twice stores them once), and only then is the record removed. A node that dies
+   * in between leaves the record, and the recipient's next ack, on any node, stores those receipts
+   * too (and returns them, to be pushed).
    */
   async ackMessages(recipient: string, msgIds: string[], ts: number): Promise<ReceiptRecord[]> {
-    const receipts = receiptsFor(await this.messaging.ack(recipient, msgIds), 'delivered', ts)
+    const batches = await this.messaging.ack(recipient, msgIds, randomId(), ts)
+    const receipts = batches.flatMap((b) => receiptsFor(b.copies, 'delivered', b.ts, (n) => `${b.batchId}-${n}`))
     await this.messaging.addReceipts(receipts)
+    await this.messaging.receipted(recipient, batches.map((b) => b.batchId))
     return receipts
   }
 
