@@ -1,4 +1,4 @@
-import type {DeliverPush} from '../protocol/messages.js'
+import {MSG_ID_PATTERN, type DeliverPush} from '../protocol/messages.js'
 
 /**
  * The envelope a direct datagram carries: the same sealed message the relay would carry, so either
@@ -31,7 +31,8 @@ export function decodeEnvelope(bytes: Uint8Array): DeliverPush | null {
   }
   if (typeof value !== 'object' || value === null || value.v !== 1) return null
   const {msgId, from, to, group, ts, seq, nonce, box} = value
-  if (!isString(msgId, 64) || !isString(from, 64) || !isString(to, 64) || !isString(nonce, 64) || !isString(box, 100_000)) return null
+  // The msgId as the server would accept it: it is acked back over UDP (at most 64 bytes) and may meet the relay's copy.
+  if (typeof msgId !== 'string' || !MSG_ID_PATTERN.test(msgId) || !isString(from, 64) || !isString(to, 64) || !isString(nonce, 64) || !isString(box, 100_000)) return null
   if (!(group === null || isString(group, 64))) return null
   if (!Number.isSafeInteger(ts) || !Number.isSafeInteger(seq)) return null
   return {type: 'deliver', msgId, from, to, group: group as string | null, ts: ts as number, seq: seq as number, nonce, box, broadcast: false}

@@ -76,7 +76,10 @@ export class Inbox {
       this.dropped++
       return
     }
-    void this.accept(envelope, 'direct', () => link.ack(m.senderKeyBytes, m.from, envelope.msgId), m.senderKey)
+    this.accept(envelope, 'direct', () => link.ack(m.senderKeyBytes, m.from, envelope.msgId), m.senderKey).catch(() => {
+      // Whatever a peer's datagram makes throw is its problem, never the end of this process.
+      this.dropped++
+    })
   }
 
   /** One message from the relay; acknowledged to the server with the others of its burst. */

@@ -12,8 +12,9 @@ const username = str({min: 1, max: 64})
 const password = str({min: 0, max: LIMITS.passwordMaxLength})
 const token = str({min: 1, max: 128})
 const base64 = /^[A-Za-z0-9+/]*={0,2}$/
-/** Client-chosen message ids: 16+ random bytes, base64url. Unique per message, shared by its copies. */
-const msgId = str({min: 16, max: 64, pattern: /^[A-Za-z0-9_-]+$/, describe: 'base64url'})
+/** Client-chosen message ids: 16+ random bytes, base64url (16-64 characters). Unique per message, shared by its copies. */
+export const MSG_ID_PATTERN = /^[A-Za-z0-9_-]{16,64}$/
+const msgId = str({min: 16, max: 64, pattern: MSG_ID_PATTERN, describe: 'base64url'})
 const groupName = str({min: 1, max: 64})
 const publicKey = str({min: 44, max: 44, pattern: base64, describe: 'a base64 X25519 public key'})
 const nonce = str({min: 32, max: 32, pattern: base64, describe: 'a base64 24-byte nonce'})

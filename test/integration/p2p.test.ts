@@ -332,6 +332,26 @@ describe('p2p: direct messages between two online clients', () => {
     expect(relayCounters(server).relayed).toBe(0)
   })
 
+  it('a registered user\'s direct envelope with a msgId the relay would refuse (66 bytes of UTF-8) is dropped, and the recipient lives on', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeP2PUser(address, 'alice')
+    const bob = await makeP2PUser(address, 'bob')
+    const mallory = await makeP2PUser(address, 'mallory', {direct: false})
+    const identity = mallory.session.identity
+    const cache = new SharedKeyCache(identity.secretKey)
+    const sealed = sealText(cache, bob.publicKey, 'opens fine, but look at my id')
+    const envelope = encodeEnvelope({msgId: '€'.repeat(22), from: 'mallory', to: 'bob', group: null, ts: Date.now(), seq: 1, nonce: sealed.nonce, box: sealed.box})
+    const attacker = await attackerSocket()
+    const droppedBefore = bob.engine.dropped
+    for (const payload of fragment(newMessageId(), envelope)) await attacker.send(sealDatagram(cache, identity.publicKey, bob.publicKey, DatagramType.DATA, payload), bob.endpoint)
+    await eventually(() => bob.engine.dropped > droppedBefore, 'bob to drop the envelope')
+    expect(bob.messages.items).toEqual([])
+
+    const outcome = await alice.engine.sendText('bob', 'still alive?')
+    expect(outcome.path).toBe('direct')
+    expect(await bob.nextMessage()).toMatchObject({id: outcome.id, text: 'still alive?'})
+  })
+
   it('a hostile candidate list (broadcast address) in an introduction does not kill the recipient\'s link', async () => {
     const {address} = await startTestServer()
     const alice = await makeP2PUser(address, 'alice')
