@@ -66,7 +66,8 @@ export class Rendezvous {
 
   async start(host: string, port: number): Promise<void> {
     try {
-      this.stream = await openDgramStream({type: host.includes(':') ? 'udp6' : 'udp4', address: host, port})
+      // 'report': a pong that cannot be sent (a spoofed source) is that datagram's problem, not the socket's.
+      this.stream = await openDgramStream({type: host.includes(':') ? 'udp6' : 'udp4', address: host, port, sendErrors: 'report'})
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code
       throw new MessengerError('PORT_IN_USE', `UDP port ${port} on ${host} is not available (${code ?? (error as Error).message}).`, {
@@ -76,6 +77,7 @@ export class Rendezvous {
     }
     this.stream.on('data', (d: Datagram) => this.onDatagram(d))
     this.stream.on('error', (error: Error) => this.o.logger.warn({err: error.message}, 'rendezvous socket error'))
+    this.stream.on('sendError', ({error}: {error: Error}) => this.o.logger.debug({err: error.message}, 'rendezvous pong not sent'))
   }
 
   async stop(): Promise<void> {
@@ -138,7 +140,8 @@ export class Rendezvous {
   private onDatagram(d: Datagram): void {
     const header = peekHeader(d.data)
     const sessions = header && header.type === DatagramType.SERVER_PROBE ? this.byKey.get(encodeKey(header.senderKey)) : undefined
-    if (!header || !sessions) {
+    // Port 0 is no address anyone can answer or be introduced at (only a raw socket sends from it).
+    if (!header || !sessions || d.port === 0) {
       this.stats.dropped++
       return
     }

@@ -186,8 +186,17 @@ export class DgramStream extends Duplex {
     for (const chunk of chunks) {
       const invalid = this.validate(chunk)
       if (invalid) {
-        // Asynchronously, like a send error, so the callback never runs inside write().
-        process.nextTick(done, invalid)
+        // A destination no datagram can reach (port 0, a name, the other family) usually comes from the
+        // network (a spoofed source, a peer's candidate list): in 'report' mode it is that datagram's
+        // send error, not the stream's. A malformed chunk is the caller's bug and fails the stream.
+        if (this.reportSendErrors && invalid.details?.destination) {
+          const {address, port} = chunk as OutgoingDatagram
+          this.emit('sendError', {error: invalid, address, port})
+          process.nextTick(done)
+        } else {
+          // Asynchronously, like a send error, so the callback never runs inside write().
+          process.nextTick(done, invalid)
+        }
         continue
       }
       const {data, address, port} = chunk as OutgoingDatagram
@@ -221,14 +230,16 @@ export class DgramStream extends Duplex {
       })
     }
     if (!Number.isInteger(port) || (port as number) < 1 || (port as number) > 65_535) {
-      return new MessengerError('BAD_INPUT', `A datagram's port must be an integer from 1 to 65535, not ${String(port)}.`)
+      return new MessengerError('BAD_INPUT', `A datagram's port must be an integer from 1 to 65535, not ${String(port)}.`, {details: {destination: true}})
     }
     // IP literals only: a host name would cost a DNS lookup per datagram. And the family must match the
     // socket's, which otherwise fails the send with a bare EINVAL.
     const family = this.socketFamily()
     const ok = family === 'IPv4' ? isIPv4(address as string) : family === 'IPv6' ? isIPv6(address as string) : typeof address === 'string' && (isIPv4(address) || isIPv6(address))
     if (typeof address !== 'string' || !ok) {
-      return new MessengerError('BAD_INPUT', `A datagram's address must be an ${family ?? 'IP'} address literal for this socket, not ${JSON.stringify(address)}.`)
+      return new MessengerError('BAD_INPUT', `A datagram's address must be an ${family ?? 'IP'} address literal for this socket, not ${JSON.stringify(address)}.`, {
+        details: {destination: true},
+      })
     }
     return null
   }

@@ -313,7 +313,8 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
 
   private onDatagram(d: Datagram): void {
     const header = peekHeader(d.data)
-    if (!header) {
+    // Port 0 is no address to answer or keep as a path (only a raw socket sends from it).
+    if (!header || d.port === 0) {
       this.stats.dropped.malformed++
       return
     }

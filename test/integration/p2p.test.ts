@@ -5,7 +5,9 @@ import {describe, expect, it, onTestFinished} from 'vitest'
 import {encodeEnvelope} from '../../src/client/envelope-codec.js'
 import {newMessageId} from '../../src/client/delivery.js'
 import {SharedKeyCache, sealText} from '../../src/crypto/envelope.js'
-import {DatagramType, MAX_DATAGRAM, encodeServerPong, fragment, sealDatagram} from '../../src/transport/datagram.js'
+import {DatagramType, MAX_DATAGRAM, TOKEN_BYTES, encodeProbe, encodeServerPong, fragment, sealDatagram} from '../../src/transport/datagram.js'
+import type {DgramStream} from '../../src/transport/dgram-stream.js'
+import {decodeKey} from '../../src/crypto/identity.js'
 import type {LinkStats} from '../../src/transport/peer-link.js'
 import {eventually, makeOfflineUser} from '../helpers/messaging.js'
 import {makeP2PUser, relayCounters, routeThrough, sleep, waitForP2P, type P2PUser} from '../helpers/p2p.js'
@@ -350,6 +352,29 @@ describe('p2p: direct messages between two online clients', () => {
     const outcome = await alice.engine.sendText('bob', 'still alive?')
     expect(outcome.path).toBe('direct')
     expect(await bob.nextMessage()).toMatchObject({id: outcome.id, text: 'still alive?'})
+  })
+
+  it('probes from source port 0 (a raw socket) are ignored by a peer and by the server\'s rendezvous; both sockets live on', async () => {
+    const {address, server} = await startTestServer()
+    const alice = await makeP2PUser(address, 'alice')
+    const bob = await makeP2PUser(address, 'bob')
+    const mallory = await makeP2PUser(address, 'mallory', {direct: false})
+    const identity = mallory.session.identity
+    const cache = new SharedKeyCache(identity.secretKey)
+    const probe = (to: Uint8Array, type: typeof DatagramType.PROBE | typeof DatagramType.SERVER_PROBE) =>
+      sealDatagram(cache, identity.publicKey, to, type, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: Date.now()}))
+    // Node cannot send from port 0, so these arrive the way the socket would hand them up.
+    const fromPortZero = (stream: DgramStream, data: Uint8Array) => stream.push({data: Buffer.from(data), address: '127.0.0.1', port: 0})
+    const malformedBefore = bob.link.stats.dropped.malformed
+    fromPortZero((bob.link as unknown as {stream: DgramStream}).stream, probe(bob.publicKey, DatagramType.PROBE))
+    fromPortZero((server.rendezvous as unknown as {stream: DgramStream}).stream, probe(decodeKey(server.rendezvous!.publicKey)!, DatagramType.SERVER_PROBE))
+    await eventually(() => bob.link.stats.dropped.malformed > malformedBefore, 'bob to drop the probe from port 0')
+
+    // The server's rendezvous still answers (carol learns her address) and bob's link still carries messages.
+    const carol = await makeP2PUser(address, 'carol')
+    expect((await alice.engine.sendText('carol', 'rendezvous alive?')).path).toBe('direct')
+    expect((await alice.engine.sendText('bob', 'link alive?')).path).toBe('direct')
+    expect(await carol.nextMessage()).toMatchObject({text: 'rendezvous alive?'})
   })
 
   it('a hostile candidate list (broadcast address) in an introduction does not kill the recipient\'s link', async () => {

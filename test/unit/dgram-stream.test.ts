@@ -413,4 +413,30 @@ describe('DgramStream with sendErrors: report', () => {
     expect((await got).toString()).toBe('still here')
     expect(a.destroyed).toBe(false)
   })
+
+  it('reports a destination no datagram can reach (port 0, a host name) instead of failing the stream; a malformed chunk still fails it', async () => {
+    const {openDgramStream} = await import('../../src/transport/dgram-stream.js')
+    const a = await openDgramStream({address: '127.0.0.1', sendErrors: 'report'})
+    const b = await openDgramStream({address: '127.0.0.1'})
+    onTestFinished(() => {
+      a.destroy()
+      b.destroy()
+    })
+    const reports: Array<{error: MessengerError; address: string; port: number}> = []
+    a.on('sendError', (r: {error: MessengerError; address: string; port: number}) => reports.push(r))
+    // As from a spoofed source port 0, and a peer's candidate list naming a host.
+    a.write({data: Buffer.from('x'), address: '127.0.0.1', port: 0})
+    a.write({data: Buffer.from('x'), address: 'example.com', port: 9})
+    const got = new Promise<Buffer>((resolve) => b.once('data', (d: {data: Buffer}) => resolve(d.data)))
+    a.write({data: Buffer.from('still here'), address: '127.0.0.1', port: b.address().port})
+    expect((await got).toString()).toBe('still here')
+    expect(reports.map((r) => [r.error.code, r.address, r.port])).toEqual([
+      ['BAD_INPUT', '127.0.0.1', 0],
+      ['BAD_INPUT', 'example.com', 9],
+    ])
+    expect(a.destroyed).toBe(false)
+    const failed = once(a, 'error')
+    expect((await writeError(a, {data: 'not bytes', address: '127.0.0.1', port: 9}))?.message).toMatch(/data must be a Buffer/)
+    await failed
+  })
 })
