@@ -84,6 +84,9 @@ interface SessionDelivery {
   recheckAt: number
 }
 
+/** Sender-recipient pairs whose last forwarding session is remembered (a transfer needs one each). */
+const MAX_FORWARDERS = 10_000
+
 /** Pushes of a copy without an ack (about 7 s at the default backoff) before it is parked out of the window. */
 const PARK_AFTER_ATTEMPTS = 4
 
@@ -105,6 +108,8 @@ export class Relay {
   relayed = 0
   /** Frames streamed through for file transfers (never stored). */
   forwarded = 0
+  /** "from\nto" -> the session of `from` that last forwarded a frame to `to` on this node; oldest first, bounded. */
+  private readonly lastForwarder = new Map<string, ConnectionSession>()
 
   constructor(private readonly o: RelayOptions) {
     // 2,000 short texts in flight kept a drain's pipe full where 500 left it idle between acks
@@ -230,10 +235,22 @@ export class Relay {
   /** Passes one opaque frame to the recipient's online sessions right now; nothing is stored. */
   async forward(session: ConnectionSession, request: Request<'forward'>): Promise<Results['forward']> {
     const to = request.to.toLowerCase()
+    const from = session.username
     // One session, the same for every frame of a transfer: two sessions both receiving one file
-    // would fight over it. The answers of a transfer go back to a one-shot `sendfile` too.
-    if (await this.o.store.isBlocked(to, session.username)) throw offline(to) // a blocker looks offline
-    if (!(await this.o.hub.pushToOne(to, {type: 'forward', from: session.username, data: request.data}))) throw offline(to)
+    // would fight over it.
+    if (await this.o.store.isBlocked(to, from)) throw offline(to) // a blocker looks offline
+    const push = {type: 'forward' as const, from, data: request.data}
+    // Answers go to the session that last forwarded to us: a one-shot `sendfile` while its user
+    // also has `chat` open must get its transfer's answers, not the chat.
+    const peer = this.lastForwarder.get(`${to}
+${from}`)
+    if (peer && peer.connection.session === peer && !peer.connection.isClosed) peer.connection.push(push)
+    else if (!(await this.o.hub.pushToOne(to, push))) throw offline(to)
+    this.lastForwarder.delete(`${from}
+${to}`) // re-inserted as the newest
+    this.lastForwarder.set(`${from}
+${to}`, session)
+    if (this.lastForwarder.size > MAX_FORWARDERS) this.lastForwarder.delete(this.lastForwarder.keys().next().value!)
     this.forwarded++
     return {}
   }

@@ -46,6 +46,7 @@ interface FailedEvent {
 
 interface FileUser {
   username: string
+  profileDir: string
   client: MessengerClient
   session: MessagingSession
   link: PeerLink
@@ -68,11 +69,15 @@ interface FileUserOptions {
   maxBytes?: number
   pathPreference?: PathPreference
   punchMs?: number
+  /** A second session of an existing user, signed in but not online (as a one-shot `sendfile`). */
+  oneShot?: boolean
+  /** The profile (identity key, history); a fresh one by default. */
+  profileDir?: string
 }
 
 /** Registers, logs in online, publishes the key, opens messaging with receiveFiles and starts the direct link. */
 async function makeFileUser(address: string, username: string, options: FileUserOptions = {}): Promise<FileUser> {
-  const profileDir = await makeTempDir(`messenger-file-${username}-`)
+  const profileDir = options.profileDir ?? (await makeTempDir(`messenger-file-${username}-`))
   const downloadsDir = resolve(options.downloadsDir ?? join(await makeTempDir(`messenger-downloads-${username}-`), 'downloads'))
   const client = new MessengerClient({server: address})
   const session = openMessaging(client, profileDir, {
@@ -100,13 +105,14 @@ async function makeFileUser(address: string, username: string, options: FileUser
   session.files.on('progress', (id, p) => progress.add({id, progress: p}))
 
   await client.connect()
-  await client.register(username, DEFAULT_PASSWORD)
-  await client.login(username, DEFAULT_PASSWORD, {online: true})
-  await session.engine.publishKey()
+  if (!options.oneShot) await client.register(username, DEFAULT_PASSWORD)
+  await client.login(username, DEFAULT_PASSWORD, {online: !options.oneShot})
+  if (!options.oneShot) await session.engine.publishKey()
   const link = await session.startDirect()
 
   return {
     username,
+    profileDir,
     client,
     session,
     link,
@@ -334,6 +340,19 @@ describe('file transfer between two online clients (FileHub over the real server
       expect(content.includes(marker), `${relative(dataDir, path)} contains bytes of the file`).toBe(false)
       expect(content.includes(body.subarray(0, 32)), `${relative(dataDir, path)} contains the file's first bytes`).toBe(false)
     }
+  })
+
+  it('a one-shot relayed send while the sender also has an online session (chat open) gets its own answers and completes', async () => {
+    const {address} = await startTestServer()
+    const aliceChat = await makeFileUser(address, 'alice')
+    const bob = await makeFileUser(address, 'bob')
+    // Same profile (same key), as `messenger sendfile` next to `messenger chat`.
+    const aliceSendfile = await makeFileUser(address, 'alice', {receive: false, oneShot: true, profileDir: aliceChat.profileDir})
+    const src = await sourceFile(await makeTempDir(), 'report.bin', randomBytes(MiB))
+    const result = await aliceSendfile.send('bob', src.path, {preference: 'relay'})
+    expect(result).toMatchObject({path: 'relay', bytes: MiB, sha256: src.sha256})
+    expect((await bob.received.next()).sha256).toBe(src.sha256)
+    expect(aliceChat.failed.items).toEqual([])
   })
 
   it('falls back to the relay automatically when the receiver has no direct path (its UDP link closed)', async () => {
