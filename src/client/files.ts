@@ -162,6 +162,13 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       this.dropped++
       return true
     }
+    if (frame[0] === FileFrameKind.CANCEL) {
+      // Either side may cancel: one for a transfer we send is the receiver giving up (disk full,
+      // closed), and the sender should stop now with that reason, not after the idle timeout.
+      const outgoing = this.outgoing.size > 0 ? this.outgoing.get(transferIdToHex(id)) : undefined
+      outgoing?.handle(frame)
+      return outgoing !== undefined
+    }
     if (!ANSWERS.has(frame[0]!)) return false
     if (this.outgoing.size > 0) this.outgoing.get(transferIdToHex(id))?.handle(frame)
     return true

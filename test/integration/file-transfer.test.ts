@@ -355,6 +355,21 @@ describe('file transfer between two online clients (FileHub over the real server
     expect(aliceChat.failed.items).toEqual([])
   })
 
+  it('a receiver that gives up mid-transfer cancels it: the sender stops at once with that reason, not at the idle timeout', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeFileUser(address, 'alice', {receive: false})
+    const bob = await makeFileUser(address, 'bob')
+    const src = await sourceFile(await makeTempDir(), 'big.bin', randomBytes(48 * MiB))
+    const sending = alice.send('bob', src.path, {preference: 'relay'})
+    sending.catch(() => undefined)
+    await bob.progress.next((p) => p.progress.bytes > 0)
+    // bob's receiving side closes (as when chat quits) while his connection stays up for the CANCEL.
+    await bob.session.files.close()
+    const error = await sending.then(() => undefined, (e: unknown) => e as MessengerError)
+    // The receiver's reason, not the idle timeout's "seems lost" the sender reported before.
+    expect(error?.message).toMatch(/The recipient cancelled the transfer: receiver closed/)
+  })
+
   it('falls back to the relay automatically when the receiver has no direct path (its UDP link closed)', async () => {
     const {server, address} = await startTestServer()
     const alice = await makeFileUser(address, 'alice', {receive: false, punchMs: 500})
