@@ -40,6 +40,8 @@ export interface ClientEvents {
   disconnected: [{error: MessengerError}]
   reconnecting: [{attempt: number; delayMs: number; error: MessengerError}]
   reconnected: []
+  /** close() was called: nothing more will happen on this client. */
+  closed: []
 }
 
 interface Pending {
@@ -50,6 +52,8 @@ interface Pending {
 }
 
 type ClientState = 'idle' | 'connecting' | 'ready' | 'disconnected' | 'closed'
+
+const closedError = () => new MessengerError('CONNECTION_CLOSED', 'This client was closed.')
 
 /**
  * The client core: one TLS connection to a server, pinned; typed requests matched to replies by
@@ -109,20 +113,36 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
   /** Resolves once connected and signed in again; rejects if the client is closed or gives up. */
   waitUntilConnected(): Promise<void> {
     if (this.state === 'ready' && !this.resuming) return Promise.resolve()
+    if (this.state === 'closed') return Promise.reject(closedError())
     return new Promise((resolve, reject) => {
-      const onReconnected = () => {
+      const stop = () => {
+        this.off('reconnected', onReconnected)
         this.off('disconnected', onDisconnected)
+        this.off('closed', onClosed)
+      }
+      const onReconnected = () => {
+        stop()
         resolve()
       }
       const onDisconnected = ({error}: {error: MessengerError}) => {
-        if (RECONNECT_CANNOT_CURE.has(error.code)) {
-          this.off('reconnected', onReconnected)
-          reject(error)
-        }
+        if (!RECONNECT_CANNOT_CURE.has(error.code)) return
+        stop()
+        reject(error)
       }
-      this.once('reconnected', onReconnected)
+      // Quitting while a send waits for the server must end the wait (chat's /quit waits for its sends).
+      const onClosed = () => {
+        stop()
+        reject(closedError())
+      }
+      this.on('reconnected', onReconnected)
       this.on('disconnected', onDisconnected)
+      this.on('closed', onClosed)
     })
+  }
+
+  /** A method, so TypeScript does not keep a narrowed `state` across awaits. */
+  private isClosed(): boolean {
+    return this.state === 'closed'
   }
 
   /**
@@ -130,7 +150,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
    * order. Rejects with SERVER_UNREACHABLE (within connectTimeoutMs per node) when none answers.
    */
   async connect(): Promise<Results['hello']> {
-    if (this.state === 'closed') throw new MessengerError('CONNECTION_CLOSED', 'This client was closed.')
+    if (this.state === 'closed') throw closedError()
     this.state = 'connecting'
     const start = Math.max(0, this.servers.indexOf(this.address))
     let lastError: unknown
@@ -155,6 +175,11 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
       timeoutMs: this.options.connectTimeoutMs,
       onPinned: this.options.onPinned,
     })
+    // close() may have run while we were connecting: it found no socket to close, so this one must go.
+    if (this.isClosed()) {
+      socket.destroy()
+      throw closedError()
+    }
     this.attach(socket)
     this.fingerprint = fingerprint
     try {
@@ -162,6 +187,10 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     } catch (error) {
       socket.destroy()
       throw error
+    }
+    if (this.isClosed()) {
+      socket.destroy()
+      throw closedError()
     }
     this.state = 'ready'
     return this.hello
@@ -217,6 +246,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     if (this.state === 'closed') return
     this.state = 'closed'
     this.stopTimers()
+    this.emit('closed')
     const socket = this.socket
     if (!socket || socket.destroyed) return
     await new Promise<void>((resolve) => {

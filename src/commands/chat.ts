@@ -73,6 +73,8 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       const quit = () => {
         if (quitting) return
         quitting = true
+        // A send waiting for the server to come back would wait forever; closing the client ends it.
+        if (!client.connected) void client.close()
         chain.finally(() => resolve())
       }
       rl.on('line', (line) => {

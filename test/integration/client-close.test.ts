@@ -1,0 +1,99 @@
+import {once} from 'node:events'
+import net from 'node:net'
+import tls from 'node:tls'
+import {describe, expect, it, onTestFinished} from 'vitest'
+import {MessengerClient} from '../../src/client/client.js'
+import {loadServerTls} from '../../src/crypto/tls.js'
+import {PROTOCOL_VERSION} from '../../src/protocol/constants.js'
+import {FrameDecoder, encodeFrame} from '../../src/protocol/frame.js'
+import {DEFAULT_PASSWORD, createClient, makeTempDir, registerAndLogin, startTestServer} from '../helpers/server.js'
+
+/** close() is final even when it lands in the middle of a reconnect: nothing waits on, nothing connects after. */
+describe('client close during a reconnect', () => {
+  it('ends a wait for the server: waitUntilConnected (what a send waits on) rejects with CONNECTION_CLOSED', async () => {
+    const server = await startTestServer()
+    const alice = createClient(server.address, {reconnect: true, reconnectDelayMs: {initial: 50, max: 200}})
+    await alice.connect()
+    await registerAndLogin(alice, 'alice', DEFAULT_PASSWORD, {online: true})
+    const reconnecting = once(alice, 'reconnecting')
+    await server.stop()
+    await reconnecting
+    const waiting = alice.waitUntilConnected()
+    waiting.catch(() => undefined)
+    await alice.close()
+    await expect(waiting).rejects.toMatchObject({code: 'CONNECTION_CLOSED'})
+    await expect(alice.waitUntilConnected()).rejects.toMatchObject({code: 'CONNECTION_CLOSED'})
+  })
+
+  it('closed while a reconnect is still connecting: the new connection is dropped, no hello or resume is sent', async () => {
+    // A stand-in server (hello, login, resume), behind a TCP gate that holds the second connection
+    // (the reconnect) before its TLS handshake until the test lets it through.
+    const material = await loadServerTls({dataDir: await makeTempDir('messenger-close-fake-')})
+    const requests: string[] = []
+    const open: net.Socket[] = []
+    let connections = 0
+    const fake = tls.createServer({cert: material.cert, key: material.key}, (socket) => {
+      const index = ++connections
+      open.push(socket)
+      socket.on('error', () => undefined)
+      const decoder = new FrameDecoder()
+      socket.on('data', (chunk: Buffer) => {
+        for (const item of decoder.push(chunk)) {
+          if (!item.ok) continue
+          const request = item.value as {type: string; id: number}
+          requests.push(`${index}:${request.type}`)
+          const reply = (result: unknown) => socket.write(encodeFrame({re: request.id, result}))
+          if (request.type === 'hello') reply({version: PROTOCOL_VERSION, server: 'fake', maxFrameBytes: 262_144, heartbeatIntervalMs: 10_000, udpPort: 1, udpKey: 'A'.repeat(43) + '='})
+          else if (request.type === 'login') reply({username: 'alice', displayName: 'alice', token: 'T'.repeat(43), expiresAt: Date.now() + 60_000})
+          else if (request.type === 'resume') reply({username: 'alice', displayName: 'alice'})
+          else if (request.type === 'ping') reply({now: Date.now()})
+        }
+      })
+    })
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))
+    const fakePort = (fake.address() as net.AddressInfo).port
+
+    let gated = 0
+    let letThrough: () => void = () => undefined
+    let holding: () => void = () => undefined
+    const held = new Promise<void>((resolve) => (holding = resolve))
+    let gatedClosed: () => void = () => undefined
+    const secondGone = new Promise<void>((resolve) => (gatedClosed = resolve))
+    const gate = net.createServer((client) => {
+      open.push(client)
+      client.on('error', () => undefined)
+      const through = () => {
+        const upstream = net.connect(fakePort, '127.0.0.1')
+        open.push(upstream)
+        upstream.on('error', () => undefined)
+        client.pipe(upstream).pipe(client)
+        client.on('close', () => upstream.destroy())
+        upstream.on('close', () => client.destroy())
+      }
+      if (++gated === 2) {
+        client.on('close', () => gatedClosed())
+        letThrough = through
+        holding()
+      } else through()
+    })
+    await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', () => resolve()))
+    onTestFinished(async () => {
+      for (const socket of open) socket.destroy()
+      await new Promise<void>((done) => gate.close(() => done()))
+      await new Promise<void>((done) => fake.close(() => done()))
+    })
+
+    const {port} = gate.address() as net.AddressInfo
+    const client = new MessengerClient({server: `127.0.0.1:${port}`, reconnect: true, reconnectDelayMs: {initial: 20, max: 50}, connectTimeoutMs: 30_000})
+    onTestFinished(() => client.close())
+    await client.connect()
+    await client.login('alice', 'whatever password', {online: true})
+    for (const socket of open) socket.destroy() // the server goes away; the client reconnects
+    await held // the reconnect is inside its TCP/TLS connect
+    await client.close()
+    letThrough()
+    // The client drops the connection that completes after close(), and says nothing on it.
+    await secondGone
+    expect(requests).toEqual(['1:hello', '1:login'])
+  })
+})
