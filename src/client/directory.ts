@@ -2,6 +2,9 @@ import type {Results} from '../protocol/messages.js'
 
 export type DirectoryEntry = Results['whois']
 
+/** Introduced keys remembered (the peers about to talk to us directly). */
+const MAX_INTRODUCED = 1_000
+
 /**
  * The client's view of the server's directory: `whois` answers cached for the session, and the keys
  * the server introduced to us (who is about to talk to us directly). A cached key may go stale; the
@@ -39,7 +42,10 @@ export class Directory {
   }
 
   noteIntroduced(publicKey: string, username: string): void {
+    this.introduced.delete(publicKey)
     this.introduced.set(publicKey, username)
+    // Bounded, oldest out: a peer re-keying and introducing itself again and again must not grow it.
+    if (this.introduced.size > MAX_INTRODUCED) this.introduced.delete(this.introduced.keys().next().value!)
   }
 
   /** Who owns a key, as far as the lookups and introductions of this session know. */

@@ -48,6 +48,9 @@ export interface PeerLinkOptions {
   sharedKeys?: SharedKeyCache
 }
 
+/** Confirmed paths kept at most (peers talked to within pathTtlMs). */
+const MAX_PATHS = 4_096
+
 /** Datagrams dropped, by reason. Nothing from the network ever throws. */
 export interface LinkStats {
   sent: number
@@ -147,6 +150,21 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
   confirmedPath(peerKey: Uint8Array): Endpoint | undefined {
     const path = this.paths.get(this.keyString(peerKey))
     return path && this.o.now() - path.confirmedAt <= this.o.pathTtlMs ? path.endpoint : undefined
+  }
+
+  /**
+   * Records a confirmed path. The table is kept in confirmation order and bounded: an entry older
+   * than pathTtlMs is of no use, and pongs from ever new keys (anyone may sign one) must not grow it
+   * without end.
+   */
+  private rememberPath(keyB64: string, endpoint: Endpoint): void {
+    const now = this.o.now()
+    this.paths.delete(keyB64)
+    this.paths.set(keyB64, {endpoint, confirmedAt: now})
+    for (const [key, path] of this.paths) {
+      if (this.paths.size <= MAX_PATHS && now - path.confirmedAt <= this.o.pathTtlMs) break
+      this.paths.delete(key)
+    }
   }
 
   /** Drops a path that stopped answering, so the next send looks for a fresh one. */
@@ -355,7 +373,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
       }
       case DatagramType.PONG:
         if (!decodeProbe(opened.payload)) break
-        this.paths.set(senderKey, {endpoint: from, confirmedAt: this.o.now()})
+        this.rememberPath(senderKey, from)
         this.pongArrived(senderKey, from)
         return
       case DatagramType.SERVER_PONG: {

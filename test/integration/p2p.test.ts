@@ -8,10 +8,10 @@ import {SharedKeyCache, sealText} from '../../src/crypto/envelope.js'
 import {DatagramType, MAX_DATAGRAM, TOKEN_BYTES, encodeProbe, encodeServerPong, fragment, sealDatagram} from '../../src/transport/datagram.js'
 import type {DgramStream} from '../../src/transport/dgram-stream.js'
 import {decodeKey} from '../../src/crypto/identity.js'
-import type {LinkStats} from '../../src/transport/peer-link.js'
+import {PeerLink, type LinkStats} from '../../src/transport/peer-link.js'
 import {eventually, makeOfflineUser} from '../helpers/messaging.js'
 import {makeP2PUser, relayCounters, routeThrough, sleep, waitForP2P, type P2PUser} from '../helpers/p2p.js'
-import {expectCode, startTestServer} from '../helpers/server.js'
+import {expectCode, manualClock, startTestServer} from '../helpers/server.js'
 import {startUdpProxy, type UdpEndpoint} from '../helpers/udp-proxy.js'
 
 /**
@@ -375,6 +375,29 @@ describe('p2p: direct messages between two online clients', () => {
     expect((await alice.engine.sendText('carol', 'rendezvous alive?')).path).toBe('direct')
     expect((await alice.engine.sendText('bob', 'link alive?')).path).toBe('direct')
     expect(await carol.nextMessage()).toMatchObject({text: 'rendezvous alive?'})
+  })
+
+  it('pongs signed by ever new keys do not grow the path table: paths past their trust time are let go', async () => {
+    const clock = manualClock()
+    const identity = nacl.box.keyPair()
+    const link = new PeerLink({identity, now: clock.now, pathTtlMs: 8_000})
+    await link.start()
+    onTestFinished(() => link.close())
+    const attacker = await attackerSocket()
+    const pongs = async (n: number) => {
+      const target = link.stats.received + n
+      for (let i = 0; i < n; i++) {
+        const key = nacl.box.keyPair()
+        await attacker.send(sealDatagram(new SharedKeyCache(key.secretKey), key.publicKey, identity.publicKey, DatagramType.PONG, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: 1})), {address: '127.0.0.1', port: link.port})
+      }
+      await eventually(() => link.stats.received >= target, `the link to take in ${n} pongs`)
+    }
+    const paths = () => (link as unknown as {paths: Map<string, unknown>}).paths.size
+    await pongs(200)
+    expect(paths()).toBe(200)
+    clock.tick(8_001)
+    await pongs(1)
+    expect(paths()).toBe(1)
   })
 
   it('a hostile candidate list (broadcast address) in an introduction does not kill the recipient\'s link', async () => {

@@ -26,6 +26,14 @@ describe('Directory', () => {
     expect(s.asked).toEqual(['bob', 'bob'])
   })
 
+  it('remembers at most 1,000 introduced keys, the newest', () => {
+    const directory = new Directory(server({}).whois)
+    for (let i = 0; i < 1_500; i++) directory.noteIntroduced(`key-${i}`, `user-${i}`)
+    expect(directory.usernameOfKey('key-499')).toBeUndefined()
+    expect(directory.usernameOfKey('key-500')).toBe('user-500')
+    expect(directory.usernameOfKey('key-1499')).toBe('user-1499')
+  })
+
   it('forgets its entries on clear (a reconnect), and names key owners from lookups and introductions', async () => {
     const s = server({bob: 'K1'})
     const directory = new Directory(s.whois)
