@@ -183,14 +183,15 @@ export class IncomingTransfer {
     const length = chunkLength(index, this.size, this.chunkSize)
     if (bytes.length !== length) return
     this.transport = transport
-    this.lastActivity = this.host.now()
     this.lastTs = ts
     const bit = 1 << (index & 7)
     if ((this.have[index >>> 3]! & bit) !== 0) {
-      // A duplicate: our ack was probably lost, so repeat it soon.
+      // A duplicate: our ack was probably lost, so repeat it soon. It is no sign of progress: a peer
+      // re-sending one chunk must not hold a receive slot for ever.
       this.ackSoon()
       return
     }
+    this.lastActivity = this.host.now()
     // Disk slower than the network: drop, so the sender sees loss and slows down.
     const writer = this.writer!
     if (writer.pendingBytes + writer.costOf(index, length) > FILE_TRANSFER_DEFAULTS.maxPendingWriteBytes) return

@@ -113,8 +113,8 @@ export class FileReceiver {
     switch (frame.kind) {
       case 'offer':
         if (t) {
+          // Answered, but not counted as activity (see onData): only new chunks keep a transfer alive.
           t.transport = transport
-          t.lastActivity = this.now()
           if (t.state === 'receiving') {
             t.send(encodeFrame({kind: 'accept', transferId: t.id}))
             t.sendSack()

@@ -492,6 +492,28 @@ describe('file transfer', () => {
     expect(errors).toEqual([])
   })
 
+  it('a peer that only repeats a chunk (or its offer) does not keep a receive slot: the idle timeout still ends it', async () => {
+    const root = await tempDir()
+    const abandoned = new Promise<string>((resolve) => {
+      const receiver = new FileReceiver({downloadsDir: join(root, 'dl'), maxBytes: 1e6, idleTimeoutMs: 300, onError: (_id, e) => resolve(e.message)})
+      onTestFinished(() => receiver.close())
+      const transport: FrameTransport = {maxFrame: 1100, send: () => undefined}
+      const transferId = new Uint8Array(randomBytes(16))
+      const offer = encodeFrame({kind: 'offer', transferId, name: 'slot.bin', size: 2000, sha256: new Uint8Array(32), chunkSize: 1000})
+      const chunk0 = encodeFrame({kind: 'data', transferId, index: 0, ts: 1, bytes: new Uint8Array(1000)})
+      receiver.handle(offer, transport, 'mallory')
+      receiver.handle(chunk0, transport, 'mallory')
+      // Then the same chunk and the same offer, again and again, faster than the idle timeout.
+      const again = setInterval(() => {
+        receiver.handle(chunk0, transport, 'mallory')
+        receiver.handle(offer, transport, 'mallory')
+      }, 50)
+      onTestFinished(() => clearInterval(again))
+    })
+    expect(await abandoned).toMatch(/Nothing arrived from mallory for 0.3 s/)
+    expect(await listing(join(root, 'dl'))).toEqual([])
+  })
+
   it('refuses offers beyond maxConcurrent with BUSY, and silly chunk sizes', async () => {
     const root = await tempDir()
     const errors: string[] = []
