@@ -88,6 +88,11 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
     this.socket.destroy()
   }
 
+  /** Bytes written to this peer and not yet taken by the kernel (a peer that reads slowly has many). */
+  get queuedBytes(): number {
+    return this.socket.writableLength
+  }
+
   private write(value: unknown): void {
     if (this.closed || this.closing || this.socket.destroyed || this.socket.writableEnded) return
     if (this.socket.writableLength > MAX_QUEUED_WRITE_BYTES) {

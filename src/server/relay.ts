@@ -84,6 +84,9 @@ interface SessionDelivery {
   recheckAt: number
 }
 
+/** Bytes queued to a recipient's connection beyond which forwarded frames are refused (its limit is 8 MiB). */
+const FORWARD_QUEUE_LIMIT = 2 * 1024 * 1024
+
 /** Sender-recipient pairs whose last forwarding session is remembered (a transfer needs one each). */
 const MAX_FORWARDERS = 10_000
 
@@ -242,14 +245,18 @@ export class Relay {
     const push = {type: 'forward' as const, from, data: request.data}
     // Answers go to the session that last forwarded to us: a one-shot `sendfile` while its user
     // also has `chat` open must get its transfer's answers, not the chat.
-    const peer = this.lastForwarder.get(`${to}
-${from}`)
-    if (peer && peer.connection.session === peer && !peer.connection.isClosed) peer.connection.push(push)
-    else if (!(await this.o.hub.pushToOne(to, push))) throw offline(to)
-    this.lastForwarder.delete(`${from}
-${to}`) // re-inserted as the newest
-    this.lastForwarder.set(`${from}
-${to}`, session)
+    const peer = this.lastForwarder.get(`${to}\n${from}`)
+    const local = peer && peer.connection.session === peer && !peer.connection.isClosed ? peer : this.presence.get(to)?.sessions.values().next().value
+    if (local) {
+      // A recipient whose connection is not keeping up loses this frame (the transfer's congestion
+      // control backs off, as on a lossy path) rather than the connection (dropped at 8 MiB queued).
+      if (local.connection.queuedBytes > FORWARD_QUEUE_LIMIT) {
+        throw new MessengerError('RATE_LIMITED', `${to}'s connection is not keeping up; the transfer slows down.`)
+      }
+      local.connection.push(push)
+    } else if (!(await this.o.hub.pushToOne(to, push))) throw offline(to)
+    this.lastForwarder.delete(`${from}\n${to}`) // re-inserted as the newest
+    this.lastForwarder.set(`${from}\n${to}`, session)
     if (this.lastForwarder.size > MAX_FORWARDERS) this.lastForwarder.delete(this.lastForwarder.keys().next().value!)
     this.forwarded++
     return {}

@@ -23,6 +23,7 @@ import {
 } from '../../src/transport/file-transfer.js'
 import type {PeerLink} from '../../src/transport/peer-link.js'
 import {EventLog, makeOfflineUser} from '../helpers/messaging.js'
+import {rawTls} from '../helpers/raw.js'
 import {DEFAULT_PASSWORD, expectCode, makeTempDir, startTestServer} from '../helpers/server.js'
 import {startUdpProxy, type UdpEndpoint} from '../helpers/udp-proxy.js'
 
@@ -368,6 +369,27 @@ describe('file transfer between two online clients (FileHub over the real server
     const error = await sending.then(() => undefined, (e: unknown) => e as MessengerError)
     // The receiver's reason, not the idle timeout's "seems lost" the sender reported before.
     expect(error?.message).toMatch(/The recipient cancelled the transfer: receiver closed/)
+  })
+
+  it('frames forwarded to a recipient that reads slowly are refused (RATE_LIMITED) before its connection would be dropped', async () => {
+    const {address, port} = await startTestServer()
+    const alice = await makeFileUser(address, 'alice', {receive: false})
+    // bob signs in online, then stops reading his socket (a slow downlink at its extreme).
+    const bob = await rawTls(port)
+    await bob.hello()
+    expect(await bob.request('register', {username: 'bob', password: DEFAULT_PASSWORD})).toHaveProperty('result')
+    expect(await bob.request('login', {username: 'bob', password: DEFAULT_PASSWORD, online: true})).toHaveProperty('result')
+    bob.socket.pause()
+    const frame = randomBytes(48 * 1024).toString('base64')
+    let refused: MessengerError | undefined
+    for (let i = 0; i < 1_000 && !refused; i++) {
+      refused = await alice.client.request('forward', {to: 'bob', data: frame}).then(() => undefined, (error: MessengerError) => error)
+    }
+    expect(refused?.code).toBe('RATE_LIMITED')
+    expect(refused?.message).toMatch(/bob's connection is not keeping up/)
+    // bob is still connected and online: the frames were refused, not his connection.
+    expect(bob.isClosed()).toBe(false)
+    expect((await alice.client.whoisonline()).users.map((u) => u.username)).toContain('bob')
   })
 
   it('falls back to the relay automatically when the receiver has no direct path (its UDP link closed)', async () => {
