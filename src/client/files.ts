@@ -2,7 +2,7 @@ import {EventEmitter} from 'node:events'
 import {MessengerError} from '../protocol/errors.js'
 import type {Endpoint, ForwardPush} from '../protocol/messages.js'
 import {MAX_FILE_PAYLOAD} from '../transport/file-datagram.js'
-import {FileFrameKind, peekTransferId, transferIdToHex} from '../transport/file-codec.js'
+import {encodeFrame, FileFrameKind, peekTransferId, transferIdToHex} from '../transport/file-codec.js'
 import {
   FileReceiver,
   sendFile,
@@ -122,10 +122,12 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     options.onPath?.(path)
     try {
       // Direct: a path that went dead since it was confirmed shows as an unanswered offer; give it
-      // a few seconds, then stream through the relay instead (unless --direct-only).
+      // a few seconds, then stream through the relay instead (unless --direct-only). So does a
+      // recipient that does not know our key (UNKNOWN_SENDER): the relay names us to it.
       return {path, ...(await this.transfer(transport, file, options, path === 'direct' ? DIRECT_OFFER_TIMEOUT_MS : undefined))}
     } catch (error) {
-      if (!(path === 'direct' && preference === 'auto' && error instanceof MessengerError && error.code === 'TIMEOUT')) throw error
+      const unknownHere = error instanceof MessengerError && error.code === 'FILE_REJECTED' && error.details?.code === 'UNKNOWN_SENDER'
+      if (!(path === 'direct' && preference === 'auto' && error instanceof MessengerError && (error.code === 'TIMEOUT' || unknownHere))) throw error
       this.link?.forgetPath(peerKey)
       options.onPath?.('relay')
       return {path: 'relay', ...(await this.transfer(this.relayTransport(to, peerKey), file, options))}
@@ -180,7 +182,18 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     const peer = this.directPeer(link, frame)
     if (this.routeAnswer(frame.payload) || !this.receiver) return
     peer.username ??= this.o.engine.usernameOfKey(frame.senderKey)
-    this.receiver.handle(frame.payload, peer.transport, peer.username ?? 'a peer')
+    if (peer.username === undefined) {
+      // A key no lookup or introduction of ours names: anyone can make one, and nothing lands in
+      // Downloads from no one. A real user's sendfile introduces itself first; if we still do not
+      // know the key, UNKNOWN_SENDER makes it stream through the relay, which names the sender.
+      const id = peekTransferId(frame.payload)
+      if (frame.payload[0] === FileFrameKind.OFFER && id) {
+        peer.transport.send(encodeFrame({kind: 'reject', transferId: id, code: 'UNKNOWN_SENDER', reason: 'The recipient does not know your key; send through the relay.'}))
+      }
+      this.dropped++
+      return
+    }
+    this.receiver.handle(frame.payload, peer.transport, peer.username)
   }
 
   /**

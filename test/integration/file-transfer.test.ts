@@ -392,6 +392,22 @@ describe('file transfer between two online clients (FileHub over the real server
     expect((await alice.client.whoisonline()).users.map((u) => u.username)).toContain('bob')
   })
 
+  it('a direct offer from a key the receiver cannot name is refused (UNKNOWN_SENDER); a real user then goes through the relay', async () => {
+    const {server, address} = await startTestServer()
+    const alice = await makeFileUser(address, 'alice', {receive: false})
+    const bob = await makeFileUser(address, 'bob')
+    // alice confirms a path to bob by probing him herself, so her send does not introduce her: bob
+    // has never looked her up and cannot name her key.
+    expect(await alice.link.connect(bob.publicKey, [bob.endpoint])).toEqual(bob.endpoint)
+    const src = await sourceFile(await makeTempDir(), 'via-relay.bin', randomBytes(256 * 1024))
+    const result = await alice.send('bob', src.path)
+    expect(result.paths).toEqual(['direct', 'relay'])
+    expect(result).toMatchObject({path: 'relay', sha256: src.sha256})
+    expect(relayForwarded(server)).toBeGreaterThan(0)
+    expect(bob.offers.items.map((o) => o.peer)).toEqual(['alice']) // only the relayed offer, named
+    expect((await bob.received.next()).sha256).toBe(src.sha256)
+  })
+
   it('falls back to the relay automatically when the receiver has no direct path (its UDP link closed)', async () => {
     const {server, address} = await startTestServer()
     const alice = await makeFileUser(address, 'alice', {receive: false, punchMs: 500})
