@@ -1,5 +1,5 @@
 import {PROTOCOL_VERSION} from '../protocol/constants.js'
-import {errors} from '../protocol/errors.js'
+import {errors, MessengerError} from '../protocol/errors.js'
 import type {OnlineUser, Request, RequestType} from '../protocol/messages.js'
 import type {Store} from '../store/store.js'
 import type {Accounts} from './accounts.js'
@@ -43,6 +43,9 @@ export function createRouter(deps: RouterDeps): RequestHandler {
 
   const signIn = async (connection: Connection, session: ConnectionSession) => {
     signOut(connection)
+    // The login or resume awaited scrypt or the store; a connection that closed meanwhile had its
+    // close handled already, and nothing would ever end a session attached to it now.
+    if (connection.isClosed) throw new MessengerError('CONNECTION_CLOSED', 'The connection closed during sign-in.')
     connection.session = session
     presence.attach(session)
     if (!session.online) return

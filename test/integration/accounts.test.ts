@@ -1,6 +1,9 @@
 import {writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
-import {describe, expect, it} from 'vitest'
+import sinon from 'sinon'
+import {describe, expect, it, onTestFinished} from 'vitest'
+import {openSqliteStore} from '../../src/store/sqlite/sqlite-store.js'
+import {rawTls} from '../helpers/raw.js'
 import {
   DEFAULT_PASSWORD,
   connectClient,
@@ -36,6 +39,32 @@ describe('accounts and sessions', () => {
     // Logging out ends that session only, not the account: a fresh password login works.
     const again = await third.login('alice', 'wonderland1')
     expect(again.token).not.toBe(login.token)
+  })
+
+  it('a connection that closes while its login is still running leaves no session behind (not online, nothing to clean up)', async () => {
+    const dir = await makeTempDir('messenger-login-close-')
+    const store = openSqliteStore(join(dir, 'messenger.db'))
+    onTestFinished(() => store.close())
+    const {server, address, port} = await startTestServer({store, dataDir: dir})
+    await registerAndLogin(await connectClient(address), 'alice', DEFAULT_PASSWORD)
+    // The login runs scrypt, then creates the session record: once that is written, sign-in follows.
+    let created: () => void = () => undefined
+    const sessionCreated = new Promise<void>((resolve) => (created = resolve))
+    const createSession = store.createSession.bind(store)
+    sinon.stub(store, 'createSession').callsFake(async (record) => {
+      await createSession(record)
+      created()
+    })
+    const raw = await rawTls(port)
+    await raw.hello()
+    raw.writeFrame({type: 'login', id: 99, username: 'alice', password: DEFAULT_PASSWORD, online: true})
+    raw.socket.destroy()
+    await raw.closed
+    await sessionCreated
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(server.presence!.isOnline('alice')).toBe(false)
+    // The registering client's own sign-in is still there; none on a closed connection.
+    expect([...server.presence!.sessionsOf('alice')].filter((session) => session.connection.isClosed)).toEqual([])
   })
 
   it('refuses a username that differs from a taken one only in case', async () => {
