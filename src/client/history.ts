@@ -1,3 +1,5 @@
+import {chmodSync, closeSync, openSync, statSync} from 'node:fs'
+
 import Database from 'better-sqlite3'
 
 import {flushBatchedWrites} from '../protocol/batched-write.js'
@@ -386,9 +388,25 @@ function outgoingPeer(m: OutgoingMessage): {group: string | null; to: string} {
  * Opens (creating if needed) the history database at `file` and applies pending migrations. The
  * directory must exist. Throws DATA_DIR_UNWRITABLE when the location cannot be opened or written.
  */
+/**
+ * The history holds every message in plaintext: it, and the WAL and shared-memory files SQLite
+ * creates with the database's mode, are the user's alone (0600), whatever the umask.
+ */
+function keepPrivate(file: string): void {
+  closeSync(openSync(file, 'a', 0o600))
+  for (const path of [file, `${file}-wal`, `${file}-shm`]) {
+    try {
+      if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+    }
+  }
+}
+
 export function openHistory(file: string, options: HistoryOptions = {}): LocalHistory {
   let db: Database.Database | undefined
   try {
+    keepPrivate(file)
     db = new Database(file)
     // WAL + FULL: the recipient acknowledges a message once it is stored, so the commit must be on
     // disk by then, or a power cut after the ack loses a message the server already deleted. (The

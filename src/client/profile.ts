@@ -1,3 +1,4 @@
+import {chmodSync, existsSync, statSync} from 'node:fs'
 import {dirname} from 'node:path'
 import Conf from 'conf'
 import {ENV} from '../protocol/constants.js'
@@ -29,6 +30,7 @@ export class Profile implements PinStore {
   private readonly conf: Conf<ProfileData>
 
   constructor(home: string | undefined = process.env[ENV.home]) {
+    const created = home !== undefined && !existsSync(home)
     this.conf = new Conf<ProfileData>({
       projectName: 'messenger',
       projectSuffix: '',
@@ -37,6 +39,11 @@ export class Profile implements PinStore {
       configFileMode: 0o600,
       defaults: {pins: {}},
     })
+    // The directory holds the identity key, session tokens and the history: the user's alone, as
+    // ~/.ssh is (conf creates it with the umask's mode). A MESSENGER_HOME that existed before is the
+    // user's to set up (it might be a directory with other uses); one we created, and the default, are ours.
+    const dir = dirname(this.conf.path)
+    if ((home === undefined || created) && (statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700)
   }
 
   get path(): string {

@@ -1,4 +1,4 @@
-import {mkdtempSync, rmSync} from 'node:fs'
+import {chmodSync, mkdtempSync, rmSync, statSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 
@@ -40,6 +40,15 @@ describe('openHistory', () => {
     expect(history.pragma('journal_mode')).toBe('wal')
     expect(history.pragma('synchronous')).toBe(2)
     expect(history.pragma('user_version')).toBe(HISTORY_SCHEMA_VERSION)
+  })
+
+  it('keeps the history and its WAL files private (0600) whatever the umask, and tightens an old one', async () => {
+    await history.storeIncoming({id: 'private-0000000000001', from: 'alice', to: 'bob', text: 'secret', ts: 1})
+    for (const suffix of ['', '-wal', '-shm']) expect(statSync(file + suffix).mode & 0o777, `history.db${suffix}`).toBe(0o600)
+    history.close()
+    chmodSync(file, 0o644)
+    history = openHistory(file)
+    expect(statSync(file).mode & 0o777).toBe(0o600)
   })
 
   it('reports an unusable location as DATA_DIR_UNWRITABLE', () => {

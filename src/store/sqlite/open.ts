@@ -2,7 +2,7 @@ import type Database from 'better-sqlite3'
 import {MessengerError} from '../../protocol/errors.js'
 
 /** Error codes (and extended codes) from opening a file that mean "this location cannot be used", not "the data is bad". */
-const UNWRITABLE_CODES = /^SQLITE_(CANTOPEN|READONLY|PERM|IOERR)/
+const UNWRITABLE_CODES = /^(SQLITE_(CANTOPEN|READONLY|PERM|IOERR)|ENOENT|EACCES|EPERM|EROFS|ENOTDIR)/
 
 /** Names the database in messages and says where to point instead (server data dir or client profile). */
 export interface DatabaseRole {

@@ -1,0 +1,33 @@
+import {mkdirSync, mkdtempSync, rmSync, statSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import path from 'node:path'
+import {describe, expect, it, onTestFinished} from 'vitest'
+import {Profile} from '../../src/client/profile.js'
+
+describe('Profile', () => {
+  const scratch = () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'messenger-profile-'))
+    onTestFinished(() => rmSync(dir, {recursive: true, force: true}))
+    return dir
+  }
+
+  it('creates its directory private (0700) and the profile file 0600, whatever the umask', () => {
+    const home = path.join(scratch(), 'home')
+    const old = process.umask(0o022)
+    try {
+      const profile = new Profile(home)
+      profile.setPin('127.0.0.1:7777', 'AA:BB')
+      expect(statSync(home).mode & 0o777).toBe(0o700)
+      expect(statSync(profile.path).mode & 0o777).toBe(0o600)
+    } finally {
+      process.umask(old)
+    }
+  })
+
+  it('leaves the mode of a MESSENGER_HOME that already existed to its owner', () => {
+    const home = path.join(scratch(), 'shared')
+    mkdirSync(home, {mode: 0o755})
+    new Profile(home).setPin('127.0.0.1:7777', 'AA:BB')
+    expect(statSync(home).mode & 0o777).toBe(0o755)
+  })
+})
