@@ -19,6 +19,13 @@ export interface ConnectionSession {
   publicKey?: string
 }
 
+/**
+ * Requests of one connection parsed and waiting for their turn before the socket stops being read.
+ * Pipelining clients (the drain bench keeps 256 sends in flight) stay below it; it bounds what one
+ * connection can make the server hold (at most this many frames of up to 256 KiB each, plus a read).
+ */
+const MAX_WAITING_REQUESTS = 256
+
 /** A peer that stops reading while we queue this much for it is dropped rather than buffered without end. */
 const MAX_QUEUED_WRITE_BYTES = 8 * 1024 * 1024
 /** After a final error frame, how long the peer gets to read it before the socket is destroyed. */
@@ -44,6 +51,8 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
   private closed = false
   private closing = false
   private chain: Promise<void> = Promise.resolve()
+  /** Requests parsed and not yet started (see MAX_WAITING_REQUESTS). */
+  private waiting = 0
 
   constructor(
     private readonly socket: Socket,
@@ -127,8 +136,18 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
       }
       const request = checked.request
       if (request.type !== 'ping') this.lastActiveAt = this.lastInboundAt
-      this.chain = this.chain.then(() => this.dispatch(request))
+      this.waiting++
+      this.chain = this.chain.then(() => this.dispatch(request)).then(this.started)
     }
+    // Requests are answered in order; a client that writes faster than they are answered stops
+    // being read (TCP pushes back) instead of queueing them in memory without end.
+    if (this.waiting >= MAX_WAITING_REQUESTS && !this.socket.isPaused()) this.socket.pause()
+  }
+
+  /** A queued request has started (it may overlap the next, see dispatch): reading resumes once few are left. */
+  private readonly started = (): void => {
+    this.waiting--
+    if (this.waiting <= MAX_WAITING_REQUESTS / 2 && this.socket.isPaused() && !this.closed) this.socket.resume()
   }
 
   /**

@@ -4,6 +4,8 @@ import sinon from 'sinon'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {openSqliteStore} from '../../src/store/sqlite/sqlite-store.js'
 import {rawTls} from '../helpers/raw.js'
+import {eventually} from '../helpers/messaging.js'
+import {encodeFrame} from '../../src/protocol/frame.js'
 import {
   DEFAULT_PASSWORD,
   connectClient,
@@ -65,6 +67,39 @@ describe('accounts and sessions', () => {
     expect(server.presence!.isOnline('alice')).toBe(false)
     // The registering client's own sign-in is still there; none on a closed connection.
     expect([...server.presence!.sessionsOf('alice')].filter((session) => session.connection.isClosed)).toEqual([])
+  })
+
+  it('stops reading a connection that pipelines far more requests than it gets answered, and goes on once they are', async () => {
+    const dir = await makeTempDir('messenger-pipeline-bound-')
+    const store = openSqliteStore(join(dir, 'messenger.db'))
+    onTestFinished(() => store.close())
+    const {server, port} = await startTestServer({store, dataDir: dir})
+    // One slow request at the head of the line: a lookup the store takes its time over.
+    let release: () => void = () => undefined
+    const slow = new Promise<void>((resolve) => (release = resolve))
+    const getUser = store.getUser.bind(store)
+    sinon.stub(store, 'getUser').callsFake(async (username: string) => {
+      if (username === 'slowpoke') await slow
+      return getUser(username)
+    })
+    const raw = await rawTls(port)
+    await raw.hello()
+    expect(await raw.request('register', {username: 'alice', password: DEFAULT_PASSWORD})).toHaveProperty('result')
+    expect(await raw.request('login', {username: 'alice', password: DEFAULT_PASSWORD})).toHaveProperty('result')
+    const PINGS = 50_000
+    raw.writeFrame({type: 'whois', id: 1_000_000, username: 'slowpoke'})
+    raw.writeRaw(Buffer.concat(Array.from({length: PINGS}, (_, i) => encodeFrame({type: 'ping', id: 1_000_001 + i}))))
+    const connection = [...(server as unknown as {connections: Set<unknown>}).connections][0] as unknown as {socket: {isPaused(): boolean}; waiting: number}
+    await eventually(() => connection.socket.isPaused(), 'the server to stop reading')
+    // At most the limit plus what one read brought in, not all 50,000.
+    expect(connection.waiting).toBeLessThan(5_000)
+    release()
+    let answered = 0
+    for await (const frame of raw) {
+      if (typeof frame.re === 'number' && frame.re >= 1_000_000) answered++
+      if (answered === PINGS + 1) break
+    }
+    expect(answered).toBe(PINGS + 1)
   })
 
   it('refuses a username that differs from a taken one only in case', async () => {
