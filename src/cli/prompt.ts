@@ -25,7 +25,16 @@ export async function ask(question: string): Promise<string> {
   requireTty('username')
   const rl = createInterface({input: process.stdin, output: process.stderr, terminal: true})
   try {
-    return await new Promise<string>((resolve) => rl.question(question, resolve))
+    return await new Promise<string>((resolve, reject) => {
+      // Ctrl-C or Ctrl-D: readline closes and the question would never be answered.
+      const cancel = () => reject(new MessengerError('BAD_INPUT', 'Cancelled.', {hint: 'Run the command again when ready.'}))
+      rl.once('SIGINT', cancel)
+      rl.once('close', cancel)
+      rl.question(question, (answer) => {
+        rl.off('close', cancel)
+        resolve(answer)
+      })
+    })
   } finally {
     rl.close()
   }

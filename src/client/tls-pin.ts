@@ -59,7 +59,19 @@ export function connectPinned(options: PinnedConnectOptions): Promise<{socket: t
         return
       }
       if (!pinned) {
-        pins.setPin(key, fingerprint)
+        try {
+          pins.setPin(key, fingerprint)
+        } catch (error) {
+          // Inside a socket event: a throw here would be uncaught. Without the pin we must not go on.
+          socket.destroy()
+          reject(
+            new MessengerError('DATA_DIR_UNWRITABLE', `Cannot save the pin of ${key}: ${(error as Error).message}`, {
+              hint: 'Check that the profile directory is writable and the disk is not full (or set MESSENGER_HOME to another directory).',
+              cause: error,
+            }),
+          )
+          return
+        }
         options.onPinned?.(key, fingerprint)
       }
       socket.removeAllListeners('error')

@@ -51,6 +51,18 @@ describe('TLS', () => {
     expect(pinned).toEqual([[address, fingerprint]])
   })
 
+  it('a pin that cannot be saved (a full disk) fails the connect with DATA_DIR_UNWRITABLE, not an uncaught exception', async () => {
+    const {address} = await startTestServer()
+    const pins = new MemoryPinStore()
+    pins.setPin = () => {
+      throw new Error('ENOSPC: no space left on device, write')
+    }
+    const client = createClient(address, {pins})
+    const error = await client.connect().then(() => undefined, (e: unknown) => e as {code?: string; message?: string})
+    expect(error?.code).toBe('DATA_DIR_UNWRITABLE')
+    expect(error?.message).toMatch(/Cannot save the pin of 127\.0\.0\.1:\d+: ENOSPC/)
+  })
+
   it('reuses the same certificate on the next start, so a pinned client connects again', async () => {
     const dataDir = await makeTempDir()
     const first = await startTestServer({dataDir})
