@@ -102,6 +102,22 @@ describe('accounts and sessions', () => {
     expect(answered).toBe(PINGS + 1)
   })
 
+  it('logout ends every other session living on the same token (another terminal, a stolen copy)', async () => {
+    const {address} = await startTestServer()
+    const first = await connectClient(address)
+    await first.register('alice', DEFAULT_PASSWORD)
+    const {token} = await first.login('alice', DEFAULT_PASSWORD)
+    const copy = await connectClient(address)
+    await copy.resume(token, {online: true})
+    const other = await connectClient(address)
+    await other.login('alice', DEFAULT_PASSWORD, {online: true}) // its own token: unaffected
+    const cut = new Promise<{code: string}>((resolve) => copy.once('disconnected', ({error}) => resolve(error)))
+    await first.logout()
+    expect(await cut).toMatchObject({code: 'TOKEN_INVALID'})
+    expect(copy.connected).toBe(false)
+    expect((await other.whoisonline()).users.map((u) => u.username)).toEqual(['alice'])
+  })
+
   it('refuses a username that differs from a taken one only in case', async () => {
     const {address} = await startTestServer()
     const client = await connectClient(address)
