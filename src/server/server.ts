@@ -253,7 +253,16 @@ export class MessengerServer {
 
       // A socket that never completes its handshake is not a Connection yet, so no heartbeat sweep
       // sees it: Node's default would let it hold a descriptor for 120 s.
-      const server = tls.createServer({cert: material.cert, key: material.key, minVersion: 'TLSv1.2', handshakeTimeout: Math.min(10_000, o.heartbeatTimeoutMs)})
+      let server: tls.Server
+      try {
+        server = tls.createServer({cert: material.cert, key: material.key, minVersion: 'TLSv1.2', handshakeTimeout: Math.min(10_000, o.heartbeatTimeoutMs)})
+      } catch (error) {
+        // OpenSSL's words ("key values mismatch", "DECODER routines::unsupported") name no file.
+        throw new MessengerError('TLS_FILES_UNREADABLE', `The TLS certificate and key cannot be used together: ${(error as Error).message}.`, {
+          hint: 'Pass a certificate and the private key it was issued for (PEM) to --tls-cert and --tls-key, or leave both out for a self-signed pair.',
+          cause: error,
+        })
+      }
       server.on('secureConnection', (socket) => this.accept(socket, handle))
       // A client that aborts its handshake is its own problem, not a crash.
       server.on('tlsClientError', (error, socket) => {

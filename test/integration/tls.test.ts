@@ -149,6 +149,18 @@ describe('TLS', () => {
     await registerAndLogin(client, 'alice')
   })
 
+  it('refuses a certificate with the key of another one as TLS_FILES_UNREADABLE, with what to do', async () => {
+    const [one, two] = [await selfSignedPair(), await selfSignedPair()]
+    const tlsDir = await makeTempDir()
+    const tlsCertFile = join(tlsDir, 'cert.pem')
+    const tlsKeyFile = join(tlsDir, 'key.pem')
+    await writeFile(tlsCertFile, one.cert)
+    await writeFile(tlsKeyFile, two.key, {mode: 0o600})
+    const error = await expectCode(startTestServer({tlsCertFile, tlsKeyFile}), 'TLS_FILES_UNREADABLE')
+    expect(error.message).toMatch(/cannot be used together: .*key values mismatch/)
+    expect(error.hint).toContain('--tls-key')
+  })
+
   it('reports a closed port as SERVER_UNREACHABLE', async () => {
     const probe = net.createServer()
     probe.listen(0, '127.0.0.1')
