@@ -18,11 +18,14 @@ export class TokenBuckets {
     }
     bucket.tokens = Math.min(this.o.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.o.rate)
     bucket.at = now
-    if (bucket.tokens >= n) {
+    // More than the whole burst at once (a big group's copies) goes through once the bucket is full
+    // and leaves it in debt: never refused for ever, and the average rate still holds.
+    const need = Math.min(n, this.o.burst)
+    if (bucket.tokens >= need) {
       bucket.tokens -= n
       return 0
     }
-    return Math.ceil(((n - bucket.tokens) / this.o.rate) * 1000)
+    return Math.ceil(((need - bucket.tokens) / this.o.rate) * 1000)
   }
 
   private sweep(now: number): void {

@@ -16,6 +16,17 @@ describe('TokenBuckets', () => {
     expect(buckets.take('alice')).toBeGreaterThan(0)
   })
 
+  it('lets a take larger than the whole burst through once the bucket is full, leaving it in debt at the same average rate', () => {
+    let now = 0
+    const buckets = new TokenBuckets({rate: 10, burst: 5, now: () => now})
+    expect(buckets.take('g', 3)).toBe(0)
+    expect(buckets.take('g', 12)).toBe(300) // 12 copies of one group message: wait until the bucket is full (3 tokens at 10/s)
+    now += 300
+    expect(buckets.take('g', 12)).toBe(0)
+    // 7 tokens of debt: the next copy waits 800 ms (7 to repay, 1 to spend), as 12 at 10/s would.
+    expect(buckets.take('g')).toBe(800)
+  })
+
   it('counts several tokens at once and says how long to wait for them', () => {
     const buckets = new TokenBuckets({rate: 2, burst: 4, now: () => 0})
     expect(buckets.take('g', 3)).toBe(0)
