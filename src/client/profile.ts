@@ -1,6 +1,8 @@
 import {chmodSync, existsSync, statSync} from 'node:fs'
-import {dirname} from 'node:path'
+import {dirname, join} from 'node:path'
 import Conf from 'conf'
+import envPaths from 'env-paths'
+import {MessengerError} from '../protocol/errors.js'
 import {ENV} from '../protocol/constants.js'
 import type {PinStore} from './tls-pin.js'
 
@@ -31,14 +33,25 @@ export class Profile implements PinStore {
 
   constructor(home: string | undefined = process.env[ENV.home]) {
     const created = home !== undefined && !existsSync(home)
-    this.conf = new Conf<ProfileData>({
-      projectName: 'messenger',
-      projectSuffix: '',
-      ...(home ? {cwd: home} : {}),
-      configName: 'profile',
-      configFileMode: 0o600,
-      defaults: {pins: {}},
-    })
+    try {
+      this.conf = new Conf<ProfileData>({
+        projectName: 'messenger',
+        projectSuffix: '',
+        ...(home ? {cwd: home} : {}),
+        configName: 'profile',
+        configFileMode: 0o600,
+        defaults: {pins: {}},
+      })
+    } catch (error) {
+      // conf's own message ("Expected property name ... at position 11") names no file. The file
+      // holds server pins: repairing it is the user's call, never a silent reset.
+      if (!(error instanceof SyntaxError)) throw error
+      const file = join(home ?? envPaths('messenger', {suffix: ''}).config, 'profile.json')
+      throw new MessengerError('BAD_INPUT', `The profile ${file} is not valid JSON (${error.message}).`, {
+        hint: 'Fix it, or move it away to start again (then log in again and re-check the server fingerprint; your key and history stay).',
+        cause: error,
+      })
+    }
     // The directory holds the identity key, session tokens and the history: the user's alone, as
     // ~/.ssh is (conf creates it with the umask's mode). A MESSENGER_HOME that existed before is the
     // user's to set up (it might be a directory with other uses); one we created, and the default, are ours.

@@ -1,4 +1,4 @@
-import {mkdirSync, mkdtempSync, rmSync, statSync} from 'node:fs'
+import {mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
@@ -22,6 +22,14 @@ describe('Profile', () => {
     } finally {
       process.umask(old)
     }
+  })
+
+  it('names a profile file that is not valid JSON, and leaves it as it is', () => {
+    const home = scratch()
+    const file = path.join(home, 'profile.json')
+    writeFileSync(file, '{"pins": {oops', {mode: 0o600})
+    expect(() => new Profile(home)).toThrow(expect.objectContaining({code: 'BAD_INPUT', message: expect.stringContaining(`The profile ${file} is not valid JSON`)}))
+    expect(statSync(file).size).toBe(14)
   })
 
   it('leaves the mode of a MESSENGER_HOME that already existed to its owner', () => {
