@@ -2,9 +2,8 @@ import tls from 'node:tls'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {MessengerClient} from '../../src/client/client.js'
 import {loadServerTls} from '../../src/crypto/tls.js'
-import {PROTOCOL_VERSION} from '../../src/protocol/constants.js'
 import {MessengerError} from '../../src/protocol/errors.js'
-import {FrameDecoder, encodeFrame} from '../../src/protocol/frame.js'
+import {answerLikeAServer} from '../helpers/fake-server.js'
 import {makeTempDir} from '../helpers/server.js'
 import {faultUser, report, scaled, seededRandom, sleep, spawnServer, waitFor, withTimeout, type FaultUser, type ServerProcess} from './support.js'
 
@@ -211,21 +210,11 @@ describe('fault: server SIGKILLed while messages flow', () => {
       open.add(socket)
       maxOpen = Math.max(maxOpen, open.size)
       socket.on('close', () => open.delete(socket))
-      socket.on('error', () => undefined)
-      const decoder = new FrameDecoder()
-      socket.on('data', (chunk: Buffer) => {
-        for (const item of decoder.push(chunk)) {
-          if (!item.ok) continue
-          const request = item.value as {type: string; id: number}
-          const reply = (result: unknown) => socket.write(encodeFrame({re: request.id, result}))
-          if (request.type === 'hello') reply({version: PROTOCOL_VERSION, server: 'fake', maxFrameBytes: 262_144, heartbeatIntervalMs: 10_000, udpPort: 1, udpKey: 'A'.repeat(43) + '='})
-          else if (request.type === 'login') reply({username: 'alice', displayName: 'alice', token: 'T'.repeat(43), expiresAt: Date.now() + 60_000})
-          else if (request.type === 'ping') reply({now: Date.now()})
-          else if (request.type === 'resume') {
-            resumes++
-            socket.destroy()
-          }
-        }
+      answerLikeAServer(socket, (request) => {
+        if (request.type !== 'resume') return false
+        resumes++
+        socket.destroy()
+        return true
       })
     })
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))

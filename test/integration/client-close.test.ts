@@ -4,8 +4,7 @@ import tls from 'node:tls'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {MessengerClient} from '../../src/client/client.js'
 import {loadServerTls} from '../../src/crypto/tls.js'
-import {PROTOCOL_VERSION} from '../../src/protocol/constants.js'
-import {FrameDecoder, encodeFrame} from '../../src/protocol/frame.js'
+import {answerLikeAServer} from '../helpers/fake-server.js'
 import {DEFAULT_PASSWORD, createClient, makeTempDir, registerAndLogin, startTestServer} from '../helpers/server.js'
 
 /** close() is final even when it lands in the middle of a reconnect: nothing waits on, nothing connects after. */
@@ -35,19 +34,9 @@ describe('client close during a reconnect', () => {
     const fake = tls.createServer({cert: material.cert, key: material.key}, (socket) => {
       const index = ++connections
       open.push(socket)
-      socket.on('error', () => undefined)
-      const decoder = new FrameDecoder()
-      socket.on('data', (chunk: Buffer) => {
-        for (const item of decoder.push(chunk)) {
-          if (!item.ok) continue
-          const request = item.value as {type: string; id: number}
-          requests.push(`${index}:${request.type}`)
-          const reply = (result: unknown) => socket.write(encodeFrame({re: request.id, result}))
-          if (request.type === 'hello') reply({version: PROTOCOL_VERSION, server: 'fake', maxFrameBytes: 262_144, heartbeatIntervalMs: 10_000, udpPort: 1, udpKey: 'A'.repeat(43) + '='})
-          else if (request.type === 'login') reply({username: 'alice', displayName: 'alice', token: 'T'.repeat(43), expiresAt: Date.now() + 60_000})
-          else if (request.type === 'resume') reply({username: 'alice', displayName: 'alice'})
-          else if (request.type === 'ping') reply({now: Date.now()})
-        }
+      answerLikeAServer(socket, (request) => {
+        requests.push(`${index}:${request.type}`)
+        return false
       })
     })
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))

@@ -394,7 +394,8 @@ describe('DgramStream closing and errors', () => {
 })
 
 describe('DgramStream with sendErrors: report', () => {
-  it('reports a refused send and keeps the socket working for other peers', async () => {
+  /** A reporting stream `a`, and a plain one `b` to check that `a` still sends. */
+  async function reportingPair() {
     const {openDgramStream} = await import('../../src/transport/dgram-stream.js')
     const a = await openDgramStream({address: '127.0.0.1', sendErrors: 'report'})
     const b = await openDgramStream({address: '127.0.0.1'})
@@ -402,6 +403,11 @@ describe('DgramStream with sendErrors: report', () => {
       a.destroy()
       b.destroy()
     })
+    return {a, b}
+  }
+
+  it('reports a refused send and keeps the socket working for other peers', async () => {
+    const {a, b} = await reportingPair()
     const reported = new Promise<{error: NodeJS.ErrnoException; address: string}>((resolve) => a.once('sendError', resolve))
     // Broadcast without SO_BROADCAST: the kernel refuses it (EACCES).
     a.write({data: Buffer.from('x'), address: '255.255.255.255', port: 9})
@@ -415,13 +421,7 @@ describe('DgramStream with sendErrors: report', () => {
   })
 
   it('reports a destination no datagram can reach (port 0, a host name) instead of failing the stream; a malformed chunk still fails it', async () => {
-    const {openDgramStream} = await import('../../src/transport/dgram-stream.js')
-    const a = await openDgramStream({address: '127.0.0.1', sendErrors: 'report'})
-    const b = await openDgramStream({address: '127.0.0.1'})
-    onTestFinished(() => {
-      a.destroy()
-      b.destroy()
-    })
+    const {a, b} = await reportingPair()
     const reports: Array<{error: MessengerError; address: string; port: number}> = []
     a.on('sendError', (r: {error: MessengerError; address: string; port: number}) => reports.push(r))
     // As from a spoofed source port 0, and a peer's candidate list naming a host.

@@ -1,0 +1,31 @@
+import type tls from 'node:tls'
+import {PROTOCOL_VERSION} from '../../src/protocol/constants.js'
+import {FrameDecoder, encodeFrame} from '../../src/protocol/frame.js'
+
+/** A request as a stand-in server sees it. */
+export interface FakeRequest {
+  type: string
+  id: number
+}
+
+/**
+ * Speaks just enough of the protocol on one TLS socket for a MessengerClient to connect, log in as
+ * alice, resume and ping: for tests that need a server misbehaving in one precise way. `intercept`
+ * sees every request first and returns true when it handled it (answered, delayed, or killed the socket).
+ */
+export function answerLikeAServer(socket: tls.TLSSocket, intercept: (request: FakeRequest, reply: (result: unknown) => void) => boolean = () => false): void {
+  socket.on('error', () => undefined)
+  const decoder = new FrameDecoder()
+  socket.on('data', (chunk: Buffer) => {
+    for (const item of decoder.push(chunk)) {
+      if (!item.ok) continue
+      const request = item.value as FakeRequest
+      const reply = (result: unknown) => socket.write(encodeFrame({re: request.id, result}))
+      if (intercept(request, reply)) continue
+      if (request.type === 'hello') reply({version: PROTOCOL_VERSION, server: 'fake', maxFrameBytes: 262_144, heartbeatIntervalMs: 10_000, udpPort: 1, udpKey: 'A'.repeat(43) + '='})
+      else if (request.type === 'login') reply({username: 'alice', displayName: 'alice', token: 'T'.repeat(43), expiresAt: Date.now() + 60_000})
+      else if (request.type === 'resume') reply({username: 'alice', displayName: 'alice'})
+      else if (request.type === 'ping') reply({now: Date.now()})
+    }
+  })
+}
