@@ -1,8 +1,10 @@
-import {createHash, randomBytes} from 'node:crypto'
-import {chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync} from 'node:fs'
+import {createHash} from 'node:crypto'
+import {chmodSync, linkSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync} from 'node:fs'
 import path from 'node:path'
 
 import nacl from 'tweetnacl'
+
+import {syncDir, writeSyncedTemp} from '../util/durable-file.js'
 
 import {MessengerError} from '../protocol/errors.js'
 
@@ -137,14 +139,7 @@ function tightenMode(file: string): void {
 
 /** Writes `file` only if it does not exist yet; false when another writer got there first. */
 function writeNew(file: string, content: string): boolean {
-  const temp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
-  const fd = openSync(temp, 'wx', 0o600)
-  try {
-    writeSync(fd, content)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
+  const temp = writeSyncedTemp(file, content)
   try {
     try {
       // link, unlike rename, refuses to replace an existing file.
@@ -171,16 +166,3 @@ function writeNew(file: string, content: string): boolean {
   }
 }
 
-/** Makes the new directory entry itself durable (POSIX); not possible or needed on Windows. */
-function syncDir(dir: string): void {
-  if (process.platform === 'win32') return
-  let fd: number | undefined
-  try {
-    fd = openSync(dir, 'r')
-    fsyncSync(fd)
-  } catch {
-    // Some file systems refuse fsync on directories; the data itself is already synced.
-  } finally {
-    if (fd !== undefined) closeSync(fd)
-  }
-}

@@ -1,8 +1,9 @@
 import {X509Certificate} from 'node:crypto'
-import {existsSync, readFileSync, writeFileSync} from 'node:fs'
+import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {generate} from 'selfsigned'
 import {MessengerError} from '../protocol/errors.js'
+import {replaceFileDurably} from '../util/durable-file.js'
 
 export interface ServerTlsMaterial {
   cert: string
@@ -58,8 +59,10 @@ export async function loadServerTls(options: {dataDir: string; certFile?: string
       {name: 'subjectAltName', altNames: [{type: 2, value: 'localhost'}, {type: 7, ip: '127.0.0.1'}, {type: 7, ip: '::1'}]},
     ],
   })
-  writeFileSync(keyPath, pems.private, {mode: 0o600})
-  writeFileSync(certPath, pems.cert, {mode: 0o600})
+  // Each file whole or not at all, the key first: a crash in between leaves no certificate, so the
+  // next start makes a new pair instead of failing on a truncated one the operator never passed.
+  replaceFileDurably(keyPath, pems.private)
+  replaceFileDurably(certPath, pems.cert)
   return {cert: pems.cert, key: pems.private, fingerprint: certificateFingerprint(pems.cert), created: true}
 }
 

@@ -1,6 +1,6 @@
 import {X509Certificate} from 'node:crypto'
 import {once} from 'node:events'
-import {existsSync} from 'node:fs'
+import {existsSync, readdirSync} from 'node:fs'
 import {readFile, stat, writeFile} from 'node:fs/promises'
 import net, {type AddressInfo} from 'node:net'
 import {join} from 'node:path'
@@ -49,6 +49,15 @@ describe('TLS', () => {
     expect(client.fingerprint).toBe(fingerprint)
     expect(pins.getPin(address)).toBe(fingerprint)
     expect(pinned).toEqual([[address, fingerprint]])
+    // Written through temporary files that are renamed into place: none is left behind.
+    expect(readdirSync(dataDir).filter((name) => name.endsWith('.tmp'))).toEqual([])
+  })
+
+  it('starts with a fresh pair when a crash left the key without its certificate', async () => {
+    const dataDir = await makeTempDir()
+    await writeFile(join(dataDir, 'server-key.pem'), 'left over from a crash', {mode: 0o600})
+    const {fingerprint} = await startTestServer({dataDir})
+    expect(new X509Certificate(await readFile(join(dataDir, 'server-cert.pem'))).fingerprint256).toBe(fingerprint)
   })
 
   it('a pin that cannot be saved (a full disk) fails the connect with DATA_DIR_UNWRITABLE, not an uncaught exception', async () => {
