@@ -13,12 +13,22 @@ export interface OnlineEntry {
   node: string
 }
 
+/** A session that forwarded a file frame, by node and connection id (unique on its node). */
+export interface ForwardOrigin {
+  node: string
+  conn: number
+}
+
 /** What one node tells the others. Every event is about users; each node acts on its own sessions. */
 export type ClusterEvent =
   /** Push to the user's sessions on your node: online ones, or every signed-in one. */
   | {type: 'push'; username: string; scope: 'online' | 'signedIn'; push: Push}
-  /** Push to one session of the user, on the named node only (file frames: one receiver). */
-  | {type: 'forward'; node: string; username: string; push: Push}
+  /**
+   * Push to one session of the user, on the named node only (file frames: one receiver): the one on
+   * connection `conn` there if given and still signed in, else any. `from` is the forwarding
+   * session's node and connection, so that answers can come back to it.
+   */
+  | {type: 'forward'; node: string; username: string; push: Push; conn?: number; from?: ForwardOrigin}
   /** New messages are queued for the user: pump their sessions on your node. */
   | {type: 'queue'; username: string}
   /** The user acknowledged these: stop redelivering them on your node. */

@@ -44,7 +44,7 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       hub.pushLocal(event.username, event.push, event.scope)
       return
     case 'forward':
-      if (event.node === hub.cluster.nodeId) hub.pushToOneLocal(event.username, event.push)
+      if (event.node === hub.cluster.nodeId) relay.onRemoteForward(event)
       return
     case 'queue':
       relay.queued(event.username)

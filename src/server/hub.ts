@@ -1,5 +1,5 @@
 import type {Endpoint, Push} from '../protocol/messages.js'
-import type {Cluster, OnlineEntry} from './cluster.js'
+import type {Cluster, ForwardOrigin, OnlineEntry} from './cluster.js'
 import type {ConnectionSession} from './connection.js'
 import type {Presence} from './presence.js'
 
@@ -37,7 +37,7 @@ export class Hub {
    * Pushes to exactly one session of the user: the oldest online one here, else one on the node
    * that has them online, else any signed-in session here. False if there is none anywhere.
    */
-  async pushToOne(username: string, push: Push): Promise<boolean> {
+  async pushToOne(username: string, push: Push, from?: ForwardOrigin): Promise<boolean> {
     const online = this.presence.get(username)?.sessions.values().next().value
     if (online) {
       online.connection.push(push)
@@ -45,10 +45,15 @@ export class Hub {
     }
     const remote = this.cluster.shared ? await this.cluster.remoteEntry(username) : undefined
     if (remote) {
-      this.cluster.publish({type: 'forward', node: remote.node, username, push})
+      this.cluster.publish({type: 'forward', node: remote.node, username, push, ...(from ? {from} : {})})
       return true
     }
     return this.pushToOneLocal(username, push)
+  }
+
+  /** Pushes to the user's session on connection `conn` of `node` (another node), as a forward event. */
+  forwardTo(target: ForwardOrigin, username: string, push: Push, from: ForwardOrigin): void {
+    this.cluster.publish({type: 'forward', node: target.node, username, push, conn: target.conn, from})
   }
 
   /** The oldest online session here, else any signed-in one here; false if there is none. */

@@ -1,8 +1,9 @@
 import type {Logger} from 'pino'
 import {MessengerError, errors, type ErrorCode} from '../protocol/errors.js'
-import type {DeliverPush, Request, Results} from '../protocol/messages.js'
+import type {DeliverPush, Push, Request, Results} from '../protocol/messages.js'
 import type {Membership, ReceiptRecord, Store, StoredMessage} from '../store/store.js'
 import type {ConnectionSession} from './connection.js'
+import type {ForwardOrigin} from './cluster.js'
 import type {Hub} from './hub.js'
 import {TokenBuckets} from './token-bucket.js'
 import {DEFAULTS} from '../protocol/constants.js'
@@ -111,8 +112,8 @@ export class Relay {
   relayed = 0
   /** Frames streamed through for file transfers (never stored). */
   forwarded = 0
-  /** "from\nto" -> the session of `from` that last forwarded a frame to `to` on this node; oldest first, bounded. */
-  private readonly lastForwarder = new Map<string, ConnectionSession>()
+  /** "from\nto" -> the session of `from` that last forwarded a frame to `to`, here or on another node; oldest first, bounded. */
+  private readonly lastForwarder = new Map<string, ConnectionSession | ForwardOrigin>()
 
   constructor(private readonly o: RelayOptions) {
     // 2,000 short texts in flight kept a drain's pipe full where 500 left it idle between acks
@@ -243,10 +244,12 @@ export class Relay {
     // would fight over it.
     if (await this.o.store.isBlocked(to, from)) throw offline(to) // a blocker looks offline
     const push = {type: 'forward' as const, from, data: request.data}
-    // Answers go to the session that last forwarded to us: a one-shot `sendfile` while its user
-    // also has `chat` open must get its transfer's answers, not the chat.
+    const origin = {node: this.o.hub.cluster.nodeId, conn: session.connection.id}
+    // Answers go to the session that last forwarded to us, here or on another node: a one-shot
+    // `sendfile` while its user also has `chat` open must get its transfer's answers, not the chat.
     const peer = this.lastForwarder.get(`${to}\n${from}`)
-    const local = peer && peer.connection.session === peer && !peer.connection.isClosed ? peer : this.presence.get(to)?.sessions.values().next().value
+    const back = peer && 'connection' in peer ? (this.signedInOn(to, peer.connection.id) ?? undefined) : undefined
+    const local = back ?? (peer && !('connection' in peer) ? undefined : this.presence.get(to)?.sessions.values().next().value)
     if (local) {
       // A recipient whose connection is not keeping up loses this frame (the transfer's congestion
       // control backs off, as on a lossy path) rather than the connection (dropped at 8 MiB queued).
@@ -254,12 +257,34 @@ export class Relay {
         throw new MessengerError('RATE_LIMITED', `${to}'s connection is not keeping up; the transfer slows down.`)
       }
       local.connection.push(push)
-    } else if (!(await this.o.hub.pushToOne(to, push))) throw offline(to)
-    this.lastForwarder.delete(`${from}\n${to}`) // re-inserted as the newest
-    this.lastForwarder.set(`${from}\n${to}`, session)
-    if (this.lastForwarder.size > MAX_FORWARDERS) this.lastForwarder.delete(this.lastForwarder.keys().next().value!)
+    } else if (peer && !('connection' in peer)) this.o.hub.forwardTo(peer, to, push, origin)
+    else if (!(await this.o.hub.pushToOne(to, push, origin))) throw offline(to)
+    this.rememberForwarder(from, to, session)
     this.forwarded++
     return {}
+  }
+
+  /** A frame another node forwarded to one of our users: to the connection it names, else any session. */
+  onRemoteForward(event: {username: string; push: Push; conn?: number; from?: ForwardOrigin}): void {
+    if (event.push.type === 'forward' && event.from) this.rememberForwarder(event.push.from, event.username, event.from)
+    const target = event.conn === undefined ? undefined : this.signedInOn(event.username, event.conn)
+    if (target) target.connection.push(event.push)
+    else this.o.hub.pushToOneLocal(event.username, event.push)
+  }
+
+  /** `from`'s session that last forwarded a frame to `to`: here, or on another node. */
+  private rememberForwarder(from: string, to: string, where: ConnectionSession | ForwardOrigin): void {
+    this.lastForwarder.delete(`${from}\n${to}`) // re-inserted as the newest
+    this.lastForwarder.set(`${from}\n${to}`, where)
+    if (this.lastForwarder.size > MAX_FORWARDERS) this.lastForwarder.delete(this.lastForwarder.keys().next().value!)
+  }
+
+  /** The user's session on this node's connection `conn`, if it is still signed in there. */
+  private signedInOn(username: string, conn: number): ConnectionSession | undefined {
+    for (const s of this.presence.sessionsOf(username)) {
+      if (s.connection.id === conn && s.connection.session === s && !s.connection.isClosed) return s
+    }
+    return undefined
   }
 
   async ack(session: ConnectionSession, request: Request<'ack'>, admit: () => void = () => {}): Promise<Results['ack']> {

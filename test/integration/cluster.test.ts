@@ -149,6 +149,20 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
       expect(bob.messages.items.map((m) => m.id)).toEqual([outcome.id, marker.id])
     })
 
+    it('a file frame\'s answers cross back to the very session that forwarded it, not to another session of its user', async () => {
+      const {n1, n2} = await twoNodes()
+      const aliceChat = await makeUser(n1.address, 'alice') // online on node 1, as `messenger chat`
+      const aliceSendfile = await loginUser(n1.address, 'alice', {online: false, publishKey: false}) // a one-shot `sendfile`
+      const bob = await makeUser(n2.address, 'bob')
+      const frame = (n: number) => Buffer.alloc(64, n).toString('base64')
+      await aliceSendfile.client.request('forward', {to: 'bob', data: frame(1)})
+      expect(await bob.pushes.find((p) => p.type === 'forward')).toMatchObject({from: 'alice', data: frame(1)})
+      await bob.client.request('forward', {to: 'alice', data: frame(2)})
+      expect(await aliceSendfile.pushes.find((p) => p.type === 'forward')).toMatchObject({from: 'bob', data: frame(2)})
+      await aliceChat.client.ping()
+      expect(aliceChat.pushes.count((p) => p.type === 'forward')).toBe(0)
+    })
+
     it('a backlog drained by bob on node 1 also reaches his session on node 2, whose window refills on node 1\'s acks', async () => {
       const {n1, n2} = await twoNodes({deliveryWindow: {copies: 2}})
       const bobProfile = await makeOfflineUser(n1.address, 'bob')
