@@ -261,6 +261,8 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const info = await this.lookup(username.trim().toLowerCase(), {fresh: true})
     const key = requireKey(info)
     const {previous} = this.o.history.trustPeerKeyValue(info.username, key)
+    // What was held for the old pin opens now, not at the server's next retry.
+    this.inbox.retryHeld(info.username)
     const previousFingerprint = previous && previous !== key ? Keyring.fingerprintOf(previous) : null
     return {username: info.username, fingerprint: Keyring.fingerprintOf(key)!, previousFingerprint}
   }

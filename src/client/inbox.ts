@@ -10,6 +10,9 @@ import type {DeliveryPath} from './history.js'
 /** Lookup failures that mean the sender can never be checked: the message is garbage, not delayed. */
 const UNOPENABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['NO_SUCH_USER', 'NO_KEY'])
 
+/** Held messages kept in memory to open at once after a trust (see Inbox.heldMessages). */
+const MAX_HELD_MESSAGES = 256
+
 /** Ids remembered to recognise a repeat (receipts: two server pages of them). */
 const RECENT_IDS = 2_048
 
@@ -40,6 +43,11 @@ export class Inbox {
   private readonly recentReceipts = new Set<string>()
   /** Messages lately held for a changed key, so that each is announced once, not at every redelivery. */
   private readonly heldIds = new Set<string>()
+  /**
+   * The last held messages themselves, to open as soon as the user trusts the new key here (chat's
+   * /trust) instead of at the server's next retry, up to 30 s later. Bounded: a box is up to 87 KB.
+   */
+  private readonly heldMessages = new Map<string, {push: DeliverPush; path: DeliveryPath; acknowledge: () => void; presentedKey?: string}>()
   private ackScheduled = false
   /**
    * Events that fired before anyone listened: stored messages and receipts follow the login reply
@@ -116,6 +124,9 @@ export class Inbox {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`. The server
         // pushes it again every 30 s meanwhile; the user is told once.
         if (!remember(this.heldIds, push.msgId, RECENT_IDS)) this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
+        this.heldMessages.delete(push.msgId)
+        this.heldMessages.set(push.msgId, {push, path, acknowledge, ...(presentedKey === undefined ? {} : {presentedKey})})
+        if (this.heldMessages.size > MAX_HELD_MESSAGES) this.heldMessages.delete(this.heldMessages.keys().next().value!)
         return
       }
       // Only a sender who cannot have a usable key makes it garbage. Anything else (the server could
@@ -149,8 +160,21 @@ export class Inbox {
       this.deliverEvent('unsaved', {msgId: push.msgId, from: push.from, error: toMessengerError(error)})
       return
     }
+    this.heldMessages.delete(push.msgId)
     if (isNew) this.deliverEvent('message', message)
     acknowledge()
+  }
+
+  /** `username`'s key was just trusted: opens the messages held for it now (each is stored and acknowledged once). */
+  retryHeld(username: string): void {
+    for (const [msgId, held] of [...this.heldMessages]) {
+      if (held.push.from !== username) continue
+      this.heldMessages.delete(msgId)
+      this.heldIds.delete(msgId)
+      this.accept(held.push, held.path, held.acknowledge, held.presentedKey).catch(() => {
+        this.dropped++
+      })
+    }
   }
 
   /** Emits now, or keeps it for the first listener (see `backlogs`). */

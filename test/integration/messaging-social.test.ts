@@ -268,6 +268,23 @@ describe('messaging: key pinning', () => {
     expect(bob.held.items).toHaveLength(3)
   })
 
+  it('a held message opens as soon as the key is trusted in the same session, without waiting for the server to push it again', async () => {
+    // The server would not push it again within this test.
+    const {address} = await startTestServer({retryInitialMs: 60_000, retryMaxMs: 60_000})
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    await alice.engine.sendText('bob', 'pin my key')
+    await bob.nextMessage()
+    await alice.close()
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const outcome = await newAlice.engine.sendText('bob', 'open me after trust')
+    await bob.held.next()
+    await bob.engine.trust('alice')
+    expect(await bob.nextMessage((m) => m.id === outcome.id)).toMatchObject({text: 'open me after trust'})
+    expect(bob.deliveries.count((d) => d.msgId === outcome.id)).toBe(1)
+    expect(await newAlice.receipts.find((r) => r.msgId === outcome.id)).toMatchObject({status: 'delivered'})
+  })
+
   it('holds, unacknowledged, a message from a re-keyed sender; it is delivered after trust', async () => {
     const {address} = await startTestServer()
     const bob = await makeUser(address, 'bob')
