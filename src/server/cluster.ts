@@ -35,6 +35,8 @@ export type ClusterEvent =
   | {type: 'acked'; username: string; msgIds: string[]}
   /** A user came online or went offline cluster-wide: tell your online sessions. */
   | {type: 'presence'; change: PresenceChange}
+  /** A session token was revoked (logout): end your sessions living on it. */
+  | {type: 'revoked'; username: string; tokenHash: string}
 
 /**
  * How server nodes share presence and route to each other. The embedded single node uses

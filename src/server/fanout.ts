@@ -55,6 +55,9 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       relay.dropInFlight(event.username, event.msgIds)
       relay.pumpUser(event.username)
       return
+    case 'revoked':
+      hub.endSessionsOn(event.username, event.tokenHash)
+      return
     case 'presence':
       pushPresence(hub, store, event.change).catch((error: unknown) => logger.error({err: error}, 'presence fan-out failed'))
   }

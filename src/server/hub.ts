@@ -1,3 +1,4 @@
+import {MessengerError} from '../protocol/errors.js'
 import type {Endpoint, Push} from '../protocol/messages.js'
 import type {Cluster, ForwardOrigin, OnlineEntry} from './cluster.js'
 import type {ConnectionSession} from './connection.js'
@@ -66,6 +67,22 @@ export class Hub {
   /** Tells the other nodes that the user has new queued messages (this node pumps its own). */
   queued(username: string): void {
     if (this.cluster.shared) this.cluster.publish({type: 'queue', username})
+  }
+
+  /**
+   * A token was revoked: ends the user's sessions on it here (except `keep`), with TOKEN_INVALID so
+   * their clients stop reconnecting, and tells the other nodes to do the same.
+   */
+  revoked(username: string, tokenHash: string, keep?: ConnectionSession): void {
+    this.endSessionsOn(username, tokenHash, keep)
+    if (this.cluster.shared) this.cluster.publish({type: 'revoked', username, tokenHash})
+  }
+
+  endSessionsOn(username: string, tokenHash: string, keep?: ConnectionSession): void {
+    for (const session of [...this.presence.sessionsOf(username)]) {
+      if (session.tokenHash !== tokenHash || session === keep) continue
+      session.connection.fail(new MessengerError('TOKEN_INVALID', 'This session was logged out.'))
+    }
   }
 
   acked(username: string, msgIds: string[]): void {

@@ -102,12 +102,9 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       const session = requireSession(connection)
       await accounts.logout(session.tokenHash)
       signOut(connection)
-      // The token is revoked: so is every other session living on it here (another terminal's chat,
-      // or whoever stole it). Their clients hear TOKEN_INVALID and stop reconnecting.
-      for (const other of [...presence.sessionsOf(session.username)]) {
-        if (other.tokenHash !== session.tokenHash || other.connection === connection) continue
-        other.connection.fail(new MessengerError('TOKEN_INVALID', 'This session was logged out.'))
-      }
+      // The token is revoked: so is every other session living on it, on any node (another
+      // terminal's chat, or whoever stole it). Their clients hear TOKEN_INVALID and stop reconnecting.
+      hub.revoked(session.username, session.tokenHash, session)
       return {}
     },
 

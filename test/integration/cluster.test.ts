@@ -235,6 +235,20 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
     })
   })
 
+  describe('logout across nodes', () => {
+    it('a logout on node 1 ends the sessions living on that token on node 2 too', async () => {
+      const {n1, n2} = await twoNodes()
+      const first = await connectClient(n1.address)
+      await first.register('alice', 'correct horse')
+      const {token} = await first.login('alice', 'correct horse')
+      const copy = await connectClient(n2.address)
+      await copy.resume(token, {online: true})
+      const cut = new Promise<{code: string}>((resolve) => copy.once('disconnected', ({error}) => resolve(error)))
+      await first.logout()
+      expect(await cut).toMatchObject({code: 'TOKEN_INVALID'})
+    })
+  })
+
   describe('lockout across nodes', () => {
     it('counts failures on both nodes: 2 wrong on node 1 + 1 wrong on node 2 locks, and node 1 then refuses the right password', async () => {
       const {n1, n2} = await twoNodes({maxAttempts: 3, blockDurationMs: 60_000})
