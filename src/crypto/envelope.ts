@@ -19,12 +19,6 @@ const encoder = new TextEncoder()
 // fatal: invalid UTF-8 is a failure to open, not text with replacement characters in it.
 const decoder = new TextDecoder('utf-8', {fatal: true})
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
-}
-
 /**
  * Shared keys (`nacl.box.before`) per peer public key. Precomputing is the expensive half of `nacl.box`
  * (~1,200/s against ~200,000/s for `box.after`), and group sends and chat reuse the same peers.
@@ -35,7 +29,7 @@ export class SharedKeyCache {
   private readonly maxEntries: number
   private readonly keys = new Map<string, Uint8Array>()
   /** The last key asked for and its shared key: a conversation asks for the same peer many times in a row. */
-  private last: {key: Uint8Array; shared: Uint8Array} | undefined
+  private last: {key: Buffer; shared: Uint8Array} | undefined
 
   constructor(secretKey: Uint8Array, maxEntries = DEFAULT_SHARED_KEY_CACHE_SIZE) {
     if (secretKey.length !== KEY_BYTES) throw new MessengerError('INTERNAL', `The secret key must be ${KEY_BYTES} bytes.`)
@@ -52,7 +46,7 @@ export class SharedKeyCache {
     // Without encoding the key: three lookups per direct message on each side made the base64 show in profiles.
     // The last entry is also the most recently used one, so skipping the re-insert keeps the order right.
     const last = this.last
-    if (last && sameBytes(last.key, theirPublicKey)) return last.shared
+    if (last && last.key.equals(theirPublicKey)) return last.shared
     const id = encodeKey(theirPublicKey)
     let shared = this.keys.get(id)
     if (shared) {
@@ -65,7 +59,7 @@ export class SharedKeyCache {
       if (this.keys.size > this.maxEntries) this.keys.delete(this.keys.keys().next().value!)
     }
     // A copy: the caller's array may be reused for another key.
-    this.last = {key: Uint8Array.from(theirPublicKey), shared}
+    this.last = {key: Buffer.from(theirPublicKey), shared}
     return shared
   }
 

@@ -53,7 +53,6 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       // Another session acknowledged these: refill this node's sessions now, while the copies that
       // follow are still queued (waiting for our own client's ack could find them deleted).
       relay.dropInFlight(event.username, event.msgIds)
-      relay.pumpUser(event.username)
       return
     case 'revoked':
       hub.endSessionsOn(event.username, event.tokenHash)

@@ -70,17 +70,17 @@ export class Hub {
   }
 
   /**
-   * A token was revoked: ends the user's sessions on it here (except `keep`), with TOKEN_INVALID so
-   * their clients stop reconnecting, and tells the other nodes to do the same.
+   * A token was revoked: ends the user's sessions on it here, with TOKEN_INVALID so their clients
+   * stop reconnecting, and tells the other nodes to do the same.
    */
-  revoked(username: string, tokenHash: string, keep?: ConnectionSession): void {
-    this.endSessionsOn(username, tokenHash, keep)
+  revoked(username: string, tokenHash: string): void {
+    this.endSessionsOn(username, tokenHash)
     if (this.cluster.shared) this.cluster.publish({type: 'revoked', username, tokenHash})
   }
 
-  endSessionsOn(username: string, tokenHash: string, keep?: ConnectionSession): void {
+  endSessionsOn(username: string, tokenHash: string): void {
     for (const session of [...this.presence.sessionsOf(username)]) {
-      if (session.tokenHash !== tokenHash || session === keep) continue
+      if (session.tokenHash !== tokenHash) continue
       session.connection.fail(new MessengerError('TOKEN_INVALID', 'This session was logged out.'))
     }
   }

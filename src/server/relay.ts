@@ -6,6 +6,7 @@ import type {ConnectionSession} from './connection.js'
 import type {ForwardOrigin} from './cluster.js'
 import type {Hub} from './hub.js'
 import {TokenBuckets} from './token-bucket.js'
+import {setNewest} from '../util/bounded.js'
 import {DEFAULTS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
 
@@ -112,8 +113,8 @@ export class Relay {
   relayed = 0
   /** Frames streamed through for file transfers (never stored). */
   forwarded = 0
-  /** "from\nto" -> the session of `from` that last forwarded a frame to `to`, here or on another node; oldest first, bounded. */
-  private readonly lastForwarder = new Map<string, ConnectionSession | ForwardOrigin>()
+  /** "from\nto" -> where `from`'s session that last forwarded a frame to `to` is (node, connection); oldest first, bounded. */
+  private readonly lastForwarder = new Map<string, ForwardOrigin>()
 
   constructor(private readonly o: RelayOptions) {
     // 2,000 short texts in flight kept a drain's pipe full where 500 left it idle between acks
@@ -248,35 +249,29 @@ export class Relay {
     // Answers go to the session that last forwarded to us, here or on another node: a one-shot
     // `sendfile` while its user also has `chat` open must get its transfer's answers, not the chat.
     const peer = this.lastForwarder.get(`${to}\n${from}`)
-    const back = peer && 'connection' in peer ? (this.signedInOn(to, peer.connection.id) ?? undefined) : undefined
-    const local = back ?? (peer && !('connection' in peer) ? undefined : this.presence.get(to)?.sessions.values().next().value)
-    if (local) {
-      // A recipient whose connection is not keeping up loses this frame (the transfer's congestion
-      // control backs off, as on a lossy path) rather than the connection (dropped at 8 MiB queued).
-      if (local.connection.queuedBytes > FORWARD_QUEUE_LIMIT) {
-        throw new MessengerError('RATE_LIMITED', `${to}'s connection is not keeping up; the transfer slows down.`)
-      }
-      local.connection.push(push)
-    } else if (peer && !('connection' in peer)) this.o.hub.forwardTo(peer, to, push, origin)
-    else if (!(await this.o.hub.pushToOne(to, push, origin))) throw offline(to)
-    this.rememberForwarder(from, to, session)
+    if (peer && peer.node !== origin.node) this.o.hub.forwardTo(peer, to, push, origin)
+    else {
+      const local = (peer && this.signedInOn(to, peer.conn)) ?? this.presence.get(to)?.sessions.values().next().value
+      if (local) {
+        // A recipient whose connection is not keeping up loses this frame (the transfer's congestion
+        // control backs off, as on a lossy path) rather than the connection (dropped at 8 MiB queued).
+        if (local.connection.queuedBytes > FORWARD_QUEUE_LIMIT) {
+          throw new MessengerError('RATE_LIMITED', `${to}'s connection is not keeping up; the transfer slows down.`)
+        }
+        local.connection.push(push)
+      } else if (!(await this.o.hub.pushToOne(to, push, origin))) throw offline(to)
+    }
+    setNewest(this.lastForwarder, `${from}\n${to}`, origin, MAX_FORWARDERS)
     this.forwarded++
     return {}
   }
 
   /** A frame another node forwarded to one of our users: to the connection it names, else any session. */
   onRemoteForward(event: {username: string; push: Push; conn?: number; from?: ForwardOrigin}): void {
-    if (event.push.type === 'forward' && event.from) this.rememberForwarder(event.push.from, event.username, event.from)
+    if (event.push.type === 'forward' && event.from) setNewest(this.lastForwarder, `${event.push.from}\n${event.username}`, event.from, MAX_FORWARDERS)
     const target = event.conn === undefined ? undefined : this.signedInOn(event.username, event.conn)
     if (target) target.connection.push(event.push)
     else this.o.hub.pushToOneLocal(event.username, event.push)
-  }
-
-  /** `from`'s session that last forwarded a frame to `to`: here, or on another node. */
-  private rememberForwarder(from: string, to: string, where: ConnectionSession | ForwardOrigin): void {
-    this.lastForwarder.delete(`${from}\n${to}`) // re-inserted as the newest
-    this.lastForwarder.set(`${from}\n${to}`, where)
-    if (this.lastForwarder.size > MAX_FORWARDERS) this.lastForwarder.delete(this.lastForwarder.keys().next().value!)
   }
 
   /** The user's session on this node's connection `conn`, if it is still signed in there. */
@@ -314,7 +309,6 @@ export class Relay {
     // while the deletions commit (a draining session would otherwise idle through each commit).
     // Should a deletion fail, the copy is pushed again at the next login and shown once.
     this.dropInFlight(username, msgIds)
-    this.pumpUser(username)
     const [receiptsAck, deletion] = await Promise.allSettled([receiptsDone, deleting])
     if (deletion.status === 'rejected') throw deletion.reason
     // Every session of this user, on any node, may hold these in flight; one ack settles them all.
@@ -448,7 +442,6 @@ export class Relay {
     let count = 0
     for (const r of receipts) {
       this.dropInFlight(r.by, r.msgIds)
-      this.pumpUser(r.by) // room was freed in the window
       this.o.hub.acked(r.by, r.msgIds)
       count += r.msgIds.length
     }
@@ -462,7 +455,10 @@ export class Relay {
     for (const r of receipts) this.o.hub.push(r.username, receiptPush(r), 'signedIn')
   }
 
-  /** Stops redelivering these to the user's sessions on this node (acked or expired anywhere). */
+  /**
+   * Stops redelivering these to the user's sessions on this node (acked or expired anywhere), and
+   * refills their windows with the room that frees, while the copies that follow are still queued.
+   */
   dropInFlight(username: string, msgIds: string[]): void {
     for (const s of this.presence.get(username)?.sessions ?? []) {
       const delivery = this.sessions.get(s)
@@ -480,11 +476,12 @@ export class Relay {
         parked.entries.delete(id)
         parked.bytes -= held.message.box.length
       }
+      void this.pump(s)
     }
   }
 
   /** Pumps the user's online sessions on this node from the shared queue (room was freed). */
-  pumpUser(username: string): void {
+  private pumpUser(username: string): void {
     for (const session of this.presence.get(username)?.sessions ?? []) void this.pump(session)
   }
 

@@ -104,7 +104,7 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       signOut(connection)
       // The token is revoked: so is every other session living on it, on any node (another
       // terminal's chat, or whoever stole it). Their clients hear TOKEN_INVALID and stop reconnecting.
-      hub.revoked(session.username, session.tokenHash, session)
+      hub.revoked(session.username, session.tokenHash) // the caller's own session has ended already
       return {}
     },
 

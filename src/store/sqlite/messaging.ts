@@ -159,10 +159,9 @@ const toReceipt = (r: ReceiptRow): ReceiptRecord => ({
 /** The messaging half of the SQLite store: synchronous statements, each call atomic (its own transaction, or its savepoint in the store's group commit). */
 export class SqliteMessaging {
   private readonly s
-  private readonly bare
   private readonly tx
 
-  constructor(private readonly db: Database.Database) {
+  constructor(db: Database.Database) {
     this.s = {
       setPublicKey: db.prepare<[string, string]>('UPDATE users SET public_key = ? WHERE username = ?'),
       findMsgId: db.prepare<[string], {sender: string; seq: number; ts: number}>('SELECT sender, seq, ts FROM message_ids WHERE msg_id = ?'),
@@ -179,7 +178,8 @@ export class SqliteMessaging {
       ack: db.prepare<[string, string], {sender: string; msg_id: string}>(
         'DELETE FROM messages WHERE recipient = ? AND msg_id IN (SELECT value FROM json_each(?)) RETURNING sender, msg_id',
       ),
-      expire: db.prepare<[number], MessageRow>('DELETE FROM messages WHERE expires_at <= ? RETURNING *'),
+      // Only what a receipt needs, as for ack.
+      expire: db.prepare<[number], {sender: string; recipient: string; msg_id: string}>('DELETE FROM messages WHERE expires_at <= ? RETURNING sender, recipient, msg_id'),
       expireIds: db.prepare<[number]>('DELETE FROM message_ids WHERE expires_at <= ?'),
       addReceipt: db.prepare<[string, string, string, string, string, number]>(
         'INSERT OR IGNORE INTO receipts (receipt_id, username, msg_ids, by_user, status, ts) VALUES (?, ?, ?, ?, ?, ?)',
@@ -204,37 +204,14 @@ export class SqliteMessaging {
     // Transaction functions are built once: better-sqlite3 builds four wrappers per db.transaction()
     // call, which showed up in relay profiles when it ran per message.
     const s = this.s
-    // The writes the group committer runs: it already gives each its own savepoint, so inside a
-    // transaction they run bare (a nested transaction function would add a second SAVEPOINT/RELEASE
-    // per message); called on their own they get a transaction of their own.
-    this.bare = {
-      enqueue: (request: EnqueueRequest) => this.enqueueNow(request),
-      // The receipts are stored in the same write as the deletion: a crash cannot separate them.
-      ack: (recipient: string, msgIds: string[], ts: number): ReceiptRecord[] => {
-        const deleted: AckedCopy[] = s.ack.all(recipient, JSON.stringify(msgIds)).map((row) => ({msgId: row.msg_id, sender: row.sender, recipient}))
-        const receipts = receiptsFor(deleted, 'delivered', ts)
-        this.bare.addReceipts(receipts)
-        return receipts
-      },
-      addReceipts: (receipts: ReceiptRecord[]) => {
-        for (const r of receipts) s.addReceipt.run(r.receiptId, r.username, JSON.stringify(r.msgIds), r.by, r.status, r.ts)
-      },
-      ackReceipts: (username: string, receiptIds: string[]) => {
-        for (const id of receiptIds) s.ackReceipt.run(username, id)
-      },
-    }
     this.tx = {
-      enqueue: db.transaction(this.bare.enqueue).immediate,
-      ack: db.transaction(this.bare.ack),
       expire: db.transaction((now: number): ReceiptRecord[] => {
-        const expired = s.expire.all(now).map(toMessage)
+        const expired: AckedCopy[] = s.expire.all(now).map((row) => ({msgId: row.msg_id, sender: row.sender, recipient: row.recipient}))
         s.expireIds.run(now)
         const receipts = receiptsFor(expired, 'expired', now)
-        this.bare.addReceipts(receipts)
+        this.addReceipts(receipts)
         return receipts
       }),
-      addReceipts: db.transaction(this.bare.addReceipts),
-      ackReceipts: db.transaction(this.bare.ackReceipts),
       createGroup: db.transaction((group: GroupRecord) => {
         if (s.createGroup.run(group.name, group.owner, group.createdAt).changes === 0) return false
         s.setMembership.run(group.name, group.owner, 'member')
@@ -243,21 +220,19 @@ export class SqliteMessaging {
     }
   }
 
-  /** Bare inside the group committer's transaction, else each call its own transaction. */
-  private writes(): typeof this.bare {
-    return this.db.inTransaction ? this.bare : this.tx
-  }
 
   setPublicKey(username: string, publicKey: string): void {
     this.s.setPublicKey.run(publicKey, username)
   }
 
-  /** Atomic: the id check, the seq and every copy commit (and fsync) together. */
-  enqueue(request: EnqueueRequest): EnqueueResult {
-    return this.writes().enqueue(request)
-  }
+  /*
+   * enqueue, ack, addReceipts and ackReceipts run inside the store's group commit, which opens the
+   * transaction and gives each call its own savepoint: each is atomic and durable with its batch,
+   * without a nested transaction (a second SAVEPOINT/RELEASE per message) of its own.
+   */
 
-  private enqueueNow(request: EnqueueRequest): EnqueueResult {
+  /** The id check, the seq and every copy, together. */
+  enqueue(request: EnqueueRequest): EnqueueResult {
     const seen = this.s.findMsgId.get(request.msgId)
     if (seen) {
       if (seen.sender !== request.sender) throw errors.msgIdTaken()
@@ -280,8 +255,12 @@ export class SqliteMessaging {
     return this.s.pending.all(recipient, afterQid, limit).map(toMessage)
   }
 
+  /** Deletes the copies and stores their receipts in the same write: a crash cannot separate them. */
   ack(recipient: string, msgIds: string[], ts: number): ReceiptRecord[] {
-    return this.writes().ack(recipient, msgIds, ts)
+    const deleted: AckedCopy[] = this.s.ack.all(recipient, JSON.stringify(msgIds)).map((row) => ({msgId: row.msg_id, sender: row.sender, recipient}))
+    const receipts = receiptsFor(deleted, 'delivered', ts)
+    this.addReceipts(receipts)
+    return receipts
   }
 
   expire(now: number): ReceiptRecord[] {
@@ -289,7 +268,7 @@ export class SqliteMessaging {
   }
 
   addReceipts(receipts: ReceiptRecord[]): void {
-    this.writes().addReceipts(receipts)
+    for (const r of receipts) this.s.addReceipt.run(r.receiptId, r.username, JSON.stringify(r.msgIds), r.by, r.status, r.ts)
   }
 
   pendingReceipts(username: string, limit: number): ReceiptRecord[] {
@@ -297,7 +276,7 @@ export class SqliteMessaging {
   }
 
   ackReceipts(username: string, receiptIds: string[]): void {
-    this.writes().ackReceipts(username, receiptIds)
+    for (const id of receiptIds) this.s.ackReceipt.run(username, id)
   }
 
   createGroup(group: GroupRecord): boolean {
