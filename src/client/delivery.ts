@@ -197,8 +197,18 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const key = info?.publicKey ? decodeKey(info.publicKey) : null
     if (!info || !key) return undefined
     if (preference === 'relay' || !this.link) return {info, key}
-    const path = this.link.confirmedPath(key)
-    return path && info.endpoints.some((e) => sameEndpoint(e, path)) ? {info, key, path} : undefined
+    const path = this.confirmedPathTo(this.link, info, key)
+    return path ? {info, key, path} : undefined
+  }
+
+  /**
+   * The link's confirmed path to `key` if it leads to one of the entry's endpoints. A path
+   * confirmed with another of the peer's processes (a one-shot `send` that has exited) is not
+   * where their online session listens now.
+   */
+  private confirmedPathTo(link: PeerLink, info: Results['whois'], key: Uint8Array): Endpoint | undefined {
+    const path = link.confirmedPath(key)
+    return path && info.endpoints.some((e) => sameEndpoint(e, path)) ? path : undefined
   }
 
   /** Sends one sealed copy through the relay; if the key went stale, looks again, re-seals and sends once more. */
@@ -221,12 +231,14 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     link.on('message', (m) => this.inbox.onDirect(link, m))
   }
 
-  /** Finds or punches a path (with the server's introduction) and sends; false means "relay it". */
-  /** `path` is a confirmed path to the entry's endpoints when the caller has one; else one is looked for. */
+  /**
+   * Finds or punches a path (with the server's introduction) and sends; false means "relay it".
+   * `known` is a confirmed path to the entry's endpoints when the caller has one.
+   */
   private async tryDirect(info: Results['whois'], peerKey: Uint8Array, known: Endpoint | undefined, envelope: DirectEnvelope): Promise<boolean> {
     const link = this.link
     if (!link) return false
-    const path = known ?? (await this.findDirectPath(info))
+    const path = known ?? (await this.findDirectPath(info, peerKey))
     if (!path) return false
     const acked = await link.sendMessage(peerKey, path, envelope.msgId, encodeEnvelope(envelope))
     if (!acked) link.forgetPath(peerKey)
@@ -236,18 +248,14 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /**
    * A confirmed direct path to the user's online session, or one punched now with the server's
    * introduction (the peer probes us too, which opens NAT mappings on both sides); undefined if
-   * none answers within punchMs.
+   * none answers within punchMs. `peerKey` is the entry's key, decoded (and checked) by the caller.
    */
-  async findDirectPath(info: Results['whois']): Promise<Endpoint | undefined> {
+  async findDirectPath(info: Results['whois'], peerKey: Uint8Array): Promise<Endpoint | undefined> {
     const link = this.link
-    if (!link || !info.online || !info.publicKey) return undefined
-    const peerKey = decodeKey(info.publicKey)
-    if (!peerKey) return undefined
-    const path = link.confirmedPath(peerKey)
-    // A path confirmed with another of the peer's processes (a one-shot `send` that has exited)
-    // is not where their online session listens now.
-    if (path && info.endpoints.some((e) => sameEndpoint(e, path))) return path
-    if (path) link.forgetPath(peerKey)
+    if (!link || !info.online) return undefined
+    const confirmed = this.confirmedPathTo(link, info, peerKey)
+    if (confirmed) return confirmed
+    if (link.confirmedPath(peerKey)) link.forgetPath(peerKey) // confirmed, but to where the peer no longer listens
     const intro = await this.o.client.request('introduce', {username: info.username}).catch(() => undefined)
     const candidates = uniqueEndpoints([...info.endpoints, ...(intro?.endpoints ?? [])])
     return (await link.connect(peerKey, candidates, this.o.punchMs ?? 1_500)) ?? undefined
@@ -276,13 +284,13 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     if (push.publicKey) this.directory.noteIntroduced(push.publicKey, push.username)
     const link = this.link
     if (!link || !push.publicKey || push.endpoints.length === 0) return
+    let peerKey: Uint8Array
     try {
-      this.o.keyring.verify(push.username, push.publicKey) // never punch towards a key we do not trust
+      peerKey = this.o.keyring.verify(push.username, push.publicKey) // never punch towards a key we do not trust
     } catch {
       return
     }
-    const peerKey = decodeKey(push.publicKey)
-    if (peerKey) await link.connect(peerKey, push.endpoints)
+    await link.connect(peerKey, push.endpoints)
   }
 
   /** Seals the text to every member separately and hands the server all copies in one request. */

@@ -1,4 +1,5 @@
 import type {Results} from '../protocol/messages.js'
+import {setNewest} from '../util/bounded.js'
 
 export type DirectoryEntry = Results['whois']
 
@@ -42,10 +43,8 @@ export class Directory {
   }
 
   noteIntroduced(publicKey: string, username: string): void {
-    this.introduced.delete(publicKey)
-    this.introduced.set(publicKey, username)
     // Bounded, oldest out: a peer re-keying and introducing itself again and again must not grow it.
-    if (this.introduced.size > MAX_INTRODUCED) this.introduced.delete(this.introduced.keys().next().value!)
+    setNewest(this.introduced, publicKey, username, MAX_INTRODUCED)
   }
 
   /** Who owns a key, as far as the lookups and introductions of this session know. */

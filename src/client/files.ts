@@ -109,7 +109,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     let transport: FrameTransport | undefined
     let path: 'direct' | 'relay' = 'relay'
     if (preference !== 'relay' && this.link) {
-      const endpoint = await this.o.engine.findDirectPath(info)
+      const endpoint = await this.o.engine.findDirectPath(info, peerKey)
       if (endpoint) {
         transport = this.directTransport(this.link, peerKey, endpoint)
         path = 'direct'
@@ -164,16 +164,13 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       this.dropped++
       return true
     }
-    if (frame[0] === FileFrameKind.CANCEL) {
-      // Either side may cancel: one for a transfer we send is the receiver giving up (disk full,
-      // closed), and the sender should stop now with that reason, not after the idle timeout.
-      const outgoing = this.outgoing.size > 0 ? this.outgoing.get(transferIdToHex(id)) : undefined
-      outgoing?.handle(frame)
-      return outgoing !== undefined
-    }
-    if (!ANSWERS.has(frame[0]!)) return false
-    if (this.outgoing.size > 0) this.outgoing.get(transferIdToHex(id))?.handle(frame)
-    return true
+    // Either side may cancel: a CANCEL for a transfer we send is the receiver giving up (disk full,
+    // closed), and the sender should stop now with that reason; any other goes to the receiver.
+    const answer = ANSWERS.has(frame[0]!)
+    if (!answer && frame[0] !== FileFrameKind.CANCEL) return false
+    const outgoing = this.outgoing.size > 0 ? this.outgoing.get(transferIdToHex(id)) : undefined
+    outgoing?.handle(frame)
+    return answer || outgoing !== undefined
   }
 
   private onDirectFrame(frame: DirectFrame): void {

@@ -3,6 +3,7 @@ import {LIMITS} from '../protocol/constants.js'
 import {toMessengerError, type ErrorCode} from '../protocol/errors.js'
 import type {DeliverPush, ReceiptPush} from '../protocol/messages.js'
 import type {DirectMessage, PeerLink} from '../transport/peer-link.js'
+import {rememberId, setNewest} from '../util/bounded.js'
 import {decodeEnvelope} from './envelope-codec.js'
 import type {DeliveryEvents, DeliveryOptions, ReceivedMessage} from './delivery.js'
 import type {DeliveryPath} from './history.js'
@@ -15,14 +16,6 @@ const MAX_HELD_MESSAGES = 256
 
 /** Ids remembered to recognise a repeat (receipts: two server pages of them). */
 const RECENT_IDS = 2_048
-
-/** Adds `id` to a bounded set, oldest out first; true if it was there already. */
-function remember(ids: Set<string>, id: string, max: number): boolean {
-  if (ids.has(id)) return true
-  ids.add(id)
-  if (ids.size > max) ids.delete(ids.values().next().value!)
-  return false
-}
 
 /**
  * The receiving half of delivery: opens, stores, shows once and acknowledges incoming messages from
@@ -123,10 +116,8 @@ export class Inbox {
       if (failure.code === 'KEY_CHANGED') {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`. The server
         // pushes it again every 30 s meanwhile; the user is told once.
-        if (!remember(this.heldIds, push.msgId, RECENT_IDS)) this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
-        this.heldMessages.delete(push.msgId)
-        this.heldMessages.set(push.msgId, {push, path, acknowledge, ...(presentedKey === undefined ? {} : {presentedKey})})
-        if (this.heldMessages.size > MAX_HELD_MESSAGES) this.heldMessages.delete(this.heldMessages.keys().next().value!)
+        if (!rememberId(this.heldIds, push.msgId, RECENT_IDS)) this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
+        setNewest(this.heldMessages, push.msgId, {push, path, acknowledge, ...(presentedKey === undefined ? {} : {presentedKey})}, MAX_HELD_MESSAGES)
         return
       }
       // Only a sender who cannot have a usable key makes it garbage. Anything else (the server could
@@ -186,7 +177,7 @@ export class Inbox {
 
   /** One receipt covers many messages; each is recorded and announced on its own. */
   onReceipt(push: ReceiptPush): void {
-    if (remember(this.recentReceipts, push.receiptId, RECENT_IDS)) {
+    if (rememberId(this.recentReceipts, push.receiptId, RECENT_IDS)) {
       this.pendingReceiptAcks.push(push.receiptId)
       this.scheduleAck()
       return

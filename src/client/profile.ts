@@ -1,9 +1,10 @@
-import {chmodSync, existsSync, statSync} from 'node:fs'
+import {existsSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import Conf from 'conf'
 import envPaths from 'env-paths'
 import {MessengerError} from '../protocol/errors.js'
 import {ENV} from '../protocol/constants.js'
+import {tightenMode} from '../util/file-mode.js'
 import type {PinStore} from './tls-pin.js'
 
 export interface ProfileData {
@@ -56,7 +57,7 @@ export class Profile implements PinStore {
     // ~/.ssh is (conf creates it with the umask's mode). A MESSENGER_HOME that existed before is the
     // user's to set up (it might be a directory with other uses); one we created, and the default, are ours.
     const dir = dirname(this.conf.path)
-    if ((home === undefined || created) && (statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700)
+    if (home === undefined || created) tightenMode(dir, 0o700)
   }
 
   get path(): string {

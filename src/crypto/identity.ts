@@ -1,10 +1,11 @@
 import {createHash} from 'node:crypto'
-import {chmodSync, linkSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync} from 'node:fs'
+import {linkSync, mkdirSync, readFileSync, renameSync, unlinkSync} from 'node:fs'
 import path from 'node:path'
 
 import nacl from 'tweetnacl'
 
 import {syncDir, writeSyncedTemp} from '../util/durable-file.js'
+import {tightenMode} from '../util/file-mode.js'
 
 import {MessengerError} from '../protocol/errors.js'
 
@@ -106,7 +107,7 @@ function readIdentity(file: string): Identity | undefined {
       hint: `Move ${file} away (for example to ${file}.bak) to create a new key; your contacts will then see a key change and must re-trust you.`,
     })
   }
-  tightenMode(file)
+  keepKeyPrivate(file)
   return identity
 }
 
@@ -128,10 +129,9 @@ function parseIdentity(text: string): Identity | undefined {
 }
 
 /** An older or hand-copied file may be group/world readable; the secret key must not be. */
-function tightenMode(file: string): void {
-  if (process.platform === 'win32') return
+function keepKeyPrivate(file: string): void {
   try {
-    if ((statSync(file).mode & 0o077) !== 0) chmodSync(file, 0o600)
+    tightenMode(file, 0o600)
   } catch {
     // Best effort: the key is still usable, and a read-only profile should not stop the client.
   }

@@ -15,6 +15,7 @@ import {
 import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, type TransferProgress} from './file-common.js'
 import {type IncomingHost, IncomingTransfer, sendQuietly} from './file-incoming.js'
 import {safeFileName} from './file-names.js'
+import {setNewest} from '../util/bounded.js'
 
 /*
  * The receiving side of file transfers: one FileReceiver takes the offers of every peer, refuses
@@ -173,12 +174,7 @@ export class FileReceiver {
   }
 
   private remember(key: string, answer: Uint8Array): void {
-    this.finished.delete(key)
-    this.finished.set(key, answer)
-    if (this.finished.size > FILE_TRANSFER_DEFAULTS.rememberFinished) {
-      const oldest = this.finished.keys().next().value
-      if (oldest !== undefined) this.finished.delete(oldest)
-    }
+    setNewest(this.finished, key, answer, FILE_TRANSFER_DEFAULTS.rememberFinished)
   }
 
   private refuse(key: string, id: TransferId, transport: FrameTransport, code: string, reason: string): void {

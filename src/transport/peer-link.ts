@@ -23,6 +23,7 @@ import {
 import {Reassembler, ReplayWindow} from './datagram-receive.js'
 import {openDgramStream, type Datagram, type DgramStream} from './dgram-stream.js'
 import {FileCipher} from './file-datagram.js'
+import {setNewest} from '../util/bounded.js'
 
 /** Options for {@link PeerLink}; the defaults are the numbers in DESIGN.md section 6. */
 export interface PeerLinkOptions {
@@ -181,7 +182,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     const known = this.confirmedPath(peerKey)
     if (known) return known
     if (candidates.length === 0 || !this.stream) return null
-    const pong = this.pongWithin(encodeKey(peerKey), durationMs)
+    const pong = this.pongWithin(this.keyString(peerKey), durationMs)
     const probe = () => {
       for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: this.o.now()}))
     }
@@ -264,7 +265,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
   private fileCipherFor(peerKey: Uint8Array): FileCipher {
     const last = this.lastSendCipher
     if (last && last.key === peerKey) return last.cipher
-    const cipher = this.fileCipher(encodeKey(peerKey), peerKey)
+    const cipher = this.fileCipher(this.keyString(peerKey), peerKey)
     this.lastSendCipher = {key: peerKey, cipher}
     return cipher
   }
@@ -273,8 +274,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     let cipher = this.fileCiphers.get(keyB64)
     if (!cipher) {
       cipher = new FileCipher(this.cache.get(key))
-      this.fileCiphers.set(keyB64, cipher)
-      if (this.fileCiphers.size > 1000) this.fileCiphers.delete(this.fileCiphers.keys().next().value!)
+      setNewest(this.fileCiphers, keyB64, cipher, 1000)
     }
     return cipher
   }
