@@ -1,11 +1,10 @@
 import type {Logger} from 'pino'
 import {MessengerError, errors, type ErrorCode} from '../protocol/errors.js'
 import type {DeliverPush, Push, Request, Results} from '../protocol/messages.js'
-import type {Membership, ReceiptRecord, Store, StoredMessage} from '../store/store.js'
+import type {Membership, ReceiptRecord, SendBuckets, Store, StoredMessage} from '../store/store.js'
 import type {ConnectionSession} from './connection.js'
 import type {ForwardOrigin} from './cluster.js'
 import type {Hub} from './hub.js'
-import {TokenBuckets} from './token-bucket.js'
 import {setNewest} from '../util/bounded.js'
 import {DEFAULTS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
@@ -106,7 +105,7 @@ export class Relay {
   private readonly windowBytes: number
   private readonly receiptPage: number
   private readonly presence: Presence<ConnectionSession>
-  private readonly limiter: TokenBuckets
+  private readonly limiter: SendBuckets
   /** How often each copy was pushed (first push included); a test and metrics hook. */
   pushes = 0
   /** Messages accepted for relaying (send requests that stored something new). */
@@ -124,12 +123,14 @@ export class Relay {
     this.receiptPage = o.receiptPage ?? 1_000
     this.presence = o.hub.presence
     const sendRate = o.sendRate ?? {rate: DEFAULTS.sendRate, burst: DEFAULTS.sendBurst}
-    this.limiter = new TokenBuckets({...sendRate, now: o.now})
+    // The store's buckets: with several nodes on one Redis a user's rate is counted once, whichever
+    // nodes their sessions are on (a flooder cannot multiply it by opening a session per node).
+    this.limiter = o.store.sendBuckets({...sendRate, now: o.now})
   }
 
   /** A flood from one user is slowed here; everyone else is unaffected. Copies count, not requests. */
-  private limit(username: string, copies: number): void {
-    const waitMs = this.limiter.take(username, copies)
+  private async limit(username: string, copies: number): Promise<void> {
+    const waitMs = await this.limiter.take(username, copies)
     if (waitMs > 0) {
       throw new MessengerError('RATE_LIMITED', `You are sending too fast; try again in ${Math.ceil(waitMs / 1000)} s.`, {
         hint: 'Slow down; the server accepts a burst, then a steady rate per user.',
@@ -143,7 +144,7 @@ export class Relay {
     const {store, now} = this.o
     const sender = session.username
     if (request.copies.length === 0) throw errors.badFrame('$.copies must not be empty')
-    this.limit(sender, request.copies.length)
+    await this.limit(sender, request.copies.length)
     const group = request.group?.toLowerCase() ?? null
     if (!group && request.copies.length !== 1) throw errors.badFrame('a direct message has exactly one copy')
     const skipped: Array<{to: string; code: ErrorCode}> = []
@@ -222,7 +223,7 @@ export class Relay {
   /** Delivers to whoever is online right now; nothing is stored. */
   async broadcast(session: ConnectionSession, request: Request<'broadcast'>): Promise<Results['broadcast']> {
     const sender = session.username
-    this.limit(sender, request.copies.length)
+    await this.limit(sender, request.copies.length)
     const blockers = new Set(await this.o.store.listBlockers(sender))
     const online = new Set((await this.o.hub.listOnline()).map((e) => e.username))
     const ts = this.o.now()

@@ -102,6 +102,12 @@ export interface GroupRecord {
   createdAt: number
 }
 
+/** Rate buckets (see Store.sendBuckets). */
+export interface SendBuckets {
+  /** Takes `n` tokens from `key`'s bucket; resolves to 0 if allowed, else the ms until that many are available. */
+  take(key: string, n?: number): number | Promise<number>
+}
+
 export interface Store {
   /** Creates the user; returns false (and changes nothing) if the username exists. */
   createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean>
@@ -125,6 +131,13 @@ export interface Store {
    * back to 0). Returns the state after this failure.
    */
   recordLoginFailure(username: string, policy: {now: number; maxAttempts: number; blockDurationMs: number}): Promise<LoginFailures>
+
+  /**
+   * Token buckets per user for the send rate: `rate` tokens a second up to `burst`. A shared store
+   * counts every node's takes in one bucket per user; the SQLite store, owned by one node, keeps them
+   * in memory.
+   */
+  sendBuckets(policy: {rate: number; burst: number; now: () => number}): SendBuckets
 
   /** Publishes (or replaces) the user's public key. */
   setPublicKey(username: string, publicKey: string): Promise<void>

@@ -215,6 +215,41 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFactor
       })
     })
 
+    describe('sendBuckets', () => {
+      it('allows the burst, then refills at the rate, per user, and never above the burst', async () => {
+        const store = await open()
+        let now = T0
+        const buckets = store.sendBuckets({rate: 10, burst: 5, now: () => now})
+        for (let i = 0; i < 5; i++) expect(await buckets.take('alice')).toBe(0)
+        expect(await buckets.take('alice')).toBe(100) // one token every 100 ms
+        expect(await buckets.take('bob')).toBe(0) // others are unaffected
+        now += 100
+        expect(await buckets.take('alice')).toBe(0)
+        expect(await buckets.take('alice')).toBeGreaterThan(0)
+        now += 10_000
+        expect(await buckets.take('alice', 5)).toBe(0)
+        expect(await buckets.take('alice')).toBeGreaterThan(0)
+      })
+
+      it('lets a take above the whole burst through once the bucket is full, leaving it in debt', async () => {
+        const store = await open()
+        let now = T0
+        const buckets = store.sendBuckets({rate: 10, burst: 5, now: () => now})
+        expect(await buckets.take('g', 3)).toBe(0)
+        expect(await buckets.take('g', 12)).toBe(300)
+        now += 300
+        expect(await buckets.take('g', 12)).toBe(0)
+        expect(await buckets.take('g')).toBe(800) // 7 to repay, 1 to spend, at 10/s
+      })
+
+      it('is atomic: of parallel takes exactly the burst gets through', async () => {
+        const store = await open()
+        const buckets = store.sendBuckets({rate: 1, burst: 4, now: () => T0})
+        const waits = await Promise.all(Array.from({length: 10}, () => buckets.take('carol')))
+        expect(waits.filter((w) => w === 0)).toHaveLength(4)
+      })
+    })
+
     describe('close', () => {
       it('can be called twice', async () => {
         const store = await open()

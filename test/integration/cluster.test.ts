@@ -249,7 +249,21 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
     })
   })
 
-  describe('lockout across nodes', () => {
+  describe('lockout and send rate across nodes', () => {
+    it('counts a user\'s sends on both nodes against one rate: a session per node does not double it', async () => {
+      const {n1, n2} = await twoNodes({sendRate: {rate: 0.01, burst: 4}})
+      await makeOfflineUser(n1.address, 'bob')
+      const alice1 = await makeUser(n1.address, 'alice')
+      const alice2 = await loginUser(n2.address, 'alice', {profileDir: alice1.profileDir})
+      expect((await alice1.engine.sendText('bob', 'one')).status).toBe('stored')
+      expect((await alice1.engine.sendText('bob', 'two')).status).toBe('stored')
+      expect((await alice2.engine.sendText('bob', 'three')).status).toBe('stored')
+      expect((await alice2.engine.sendText('bob', 'four')).status).toBe('stored')
+      // The burst of 4 is spent across both nodes: the fifth is refused wherever it is sent.
+      await expectCode(alice2.engine.sendText('bob', 'five'), 'RATE_LIMITED')
+      await expectCode(alice1.engine.sendText('bob', 'six'), 'RATE_LIMITED')
+    })
+
     it('counts failures on both nodes: 2 wrong on node 1 + 1 wrong on node 2 locks, and node 1 then refuses the right password', async () => {
       const {n1, n2} = await twoNodes({maxAttempts: 3, blockDurationMs: 60_000})
       const setup = await connectClient(n1.address)

@@ -227,6 +227,21 @@ describe.skipIf(!available)('RedisStore', () => {
     })
 
     describe('atomicity across nodes (two stores on one Redis)', () => {
+      it('counts a user\'s sends on two nodes in one bucket, which expires once it would be full again', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const [a, b] = [await open(prefix), await open(prefix)]
+        const now = () => 1_700_000_000_000
+        const [onA, onB] = [a.sendBuckets({rate: 2, burst: 3, now}), b.sendBuckets({rate: 2, burst: 3, now})]
+        expect(await onA.take('alice', 2)).toBe(0)
+        expect(await onB.take('alice')).toBe(0)
+        expect(await onB.take('alice')).toBe(500) // node b sees node a's takes
+        expect(await onA.take('alice')).toBe(500)
+        // Empty, refilling at 2/s up to 3: full after 1.5 s, gone a second after that.
+        const ttl = await admin.pttl(`${prefix}{u:alice}:sendbucket`)
+        expect(ttl).toBeGreaterThan(1_500)
+        expect(ttl).toBeLessThanOrEqual(2_500)
+      })
+
       it('bounds a queue filled concurrently from two nodes, and keeps qids in insert order', async () => {
         const prefix = `test:${randomUUID()}:`
         const [a, b] = [await open(prefix), await open(prefix)]

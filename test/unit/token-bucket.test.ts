@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {TokenBuckets} from '../../src/server/token-bucket.js'
+import {TokenBuckets} from '../../src/util/token-bucket.js'
 
 describe('TokenBuckets', () => {
   it('allows the burst, then refills at the rate, per key', () => {

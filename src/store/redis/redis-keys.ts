@@ -14,6 +14,7 @@ import {MessengerError} from '../../protocol/errors.js'
  *                           senders' receipts (in the senders' slots) are not stored yet
  *   P{u:U}:lastqid   string highest qid ever inserted into U's queue
  *   P{u:U}:failures  hash   count lockedUntil
+ *   P{u:U}:sendbucket hash  tokens at: U's send-rate bucket (expires once it would be full again)
  *   P{u:U}:receipts  zset   receiptId -> ts (ties by receiptId: the SQLite order)
  *   P{u:U}:receipt   hash   receiptId -> JSON ReceiptRecord
  *   P{u:U}:groups    set    names of groups U may belong to (index; checked against the group)
@@ -63,6 +64,7 @@ export function redisKeys(p: string) {
     unreceipted: (x: string) => `${u(x)}:unreceipted`,
     lastQid: (x: string) => `${u(x)}:lastqid`,
     failures: (x: string) => `${u(x)}:failures`,
+    sendBucket: (x: string) => `${u(x)}:sendbucket`,
     receipts: (x: string) => `${u(x)}:receipts`,
     receipt: (x: string) => `${u(x)}:receipt`,
     groupsOf: (x: string) => `${u(x)}:groups`,

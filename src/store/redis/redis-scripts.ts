@@ -55,6 +55,27 @@ const SCRIPTS = {
       redis.call('HSET', KEYS[1], 'count', count, 'lockedUntil', locked)
       return {count, tostring(locked)}`,
   },
+  /**
+   * KEYS bucket; ARGV n rate burst now -> 0 taken, else ms until n tokens are there. TokenBuckets
+   * (util/token-bucket.ts) in Lua: refill at rate up to burst; a take above the whole burst goes
+   * once the bucket is full and leaves it in debt. Nodes' clocks differ a little: time never runs
+   * backwards for a bucket. A missing bucket is a full one, so the key expires once it would be full.
+   */
+  takeTokens: {
+    keys: 1,
+    lua: `
+      local n, rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+      local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or burst)
+      local at = tonumber(redis.call('HGET', KEYS[1], 'at') or now)
+      if now < at then now = at end
+      tokens = math.min(burst, tokens + (now - at) / 1000 * rate)
+      local need = math.min(n, burst)
+      local wait = 0
+      if tokens >= need then tokens = tokens - n else wait = math.ceil((need - tokens) / rate * 1000) end
+      redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+      redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+      return wait`,
+  },
   /** KEYS expiry session; ARGV tokenHash now -> 1 when this call removed an expired session. */
   dropSessionIfExpired: {
     keys: 2,

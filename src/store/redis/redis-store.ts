@@ -7,6 +7,7 @@ import type {
   LoginFailures,
   Membership,
   ReceiptRecord,
+  SendBuckets,
   SessionRecord,
   Store,
   StoredMessage,
@@ -156,6 +157,13 @@ export class RedisStore implements Store {
 
   async clearLoginFailures(username: string): Promise<void> {
     await this.redis.del(this.k.failures(username))
+  }
+
+  /** One bucket per user in Redis, taken from atomically by a script, so every node's sends count together. */
+  sendBuckets(policy: {rate: number; burst: number; now: () => number}): SendBuckets {
+    return {
+      take: async (username, n = 1) => Number(await this.scripts.run('takeTokens', [this.k.sendBucket(username)], [n, policy.rate, policy.burst, policy.now()])),
+    }
   }
 
   async setPublicKey(username: string, publicKey: string): Promise<void> {

@@ -7,6 +7,7 @@ import type {
   LoginFailures,
   Membership,
   ReceiptRecord,
+  SendBuckets,
   SessionRecord,
   Store,
   StoredMessage,
@@ -14,6 +15,7 @@ import type {
 } from '../store.js'
 import {MESSAGING_MIGRATION, QUEUE_LENGTH_MIGRATION, RECEIPT_BATCH_MIGRATION, SqliteMessaging} from './messaging.js'
 import {migrate, translateOpenError, type DatabaseRole} from './open.js'
+import {TokenBuckets} from '../../util/token-bucket.js'
 import {GroupCommitter} from './group-commit.js'
 import {flushBatchedWrites} from '../../protocol/batched-write.js'
 
@@ -218,6 +220,11 @@ export class SqliteStore implements Store {
 
   async clearLoginFailures(username: string): Promise<void> {
     this.stmt.clearLoginFailures.run(username)
+  }
+
+  /** In memory: one node owns this file, so its buckets are all there is (and a bucket is not worth a disk write per send). */
+  sendBuckets(policy: {rate: number; burst: number; now: () => number}): SendBuckets {
+    return new TokenBuckets(policy)
   }
 
   async setPublicKey(username: string, publicKey: string): Promise<void> {
