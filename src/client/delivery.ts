@@ -26,6 +26,11 @@ export interface DeliveryOptions {
   pathPreference?: PathPreference
   /** How long a send may spend finding a direct path before it falls back. Default 1.5 s. */
   punchMs?: number
+  /**
+   * While messages are held for a changed key, how often to look whether another process
+   * (`messenger trust` in a second terminal) trusted it, to open them then. Default 1 s.
+   */
+  heldRecheckMs?: number
 }
 
 export type PathPreference = 'auto' | 'relay' | 'direct'
@@ -273,6 +278,11 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     this.inbox.retryHeld(info.username)
     const previousFingerprint = previous && previous !== key ? Keyring.fingerprintOf(previous) : null
     return {username: info.username, fingerprint: Keyring.fingerprintOf(key)!, previousFingerprint}
+  }
+
+  /** Stops the engine's own timers (the watch for pins trusted elsewhere); the session closes the rest. */
+  close(): void {
+    this.inbox.close()
   }
 
   /** Who owns a key, as far as the directory lookups of this session know. */

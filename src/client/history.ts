@@ -365,6 +365,14 @@ export class LocalHistory {
     return this.pins.getPeerKey(username)
   }
 
+  /**
+   * A number that moves whenever another process commits to this history (PRAGMA data_version), so a
+   * running session can notice, by polling, a pin changed by `messenger trust` elsewhere.
+   */
+  dataVersion(): number {
+    return this.pins.dataVersion()
+  }
+
   /** Closes the database; safe to call more than once. */
   close(): void {
     this.commits.close()

@@ -4,6 +4,7 @@ import {toMessengerError, type ErrorCode} from '../protocol/errors.js'
 import type {DeliverPush, ReceiptPush} from '../protocol/messages.js'
 import type {DirectMessage, PeerLink} from '../transport/peer-link.js'
 import {rememberId, setNewest} from '../util/bounded.js'
+import {CommitWatch} from './commit-watch.js'
 import {decodeEnvelope} from './envelope-codec.js'
 import type {DeliveryEvents, DeliveryOptions, ReceivedMessage} from './delivery.js'
 import type {DeliveryPath} from './history.js'
@@ -13,6 +14,19 @@ const UNOPENABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['NO_SUCH_USER', '
 
 /** Held messages kept in memory to open at once after a trust (see Inbox.heldMessages). */
 const MAX_HELD_MESSAGES = 256
+
+/** How often, while messages are held, a pin changed by another process is looked for (DeliveryOptions.heldRecheckMs). */
+const HELD_RECHECK_MS = 1_000
+
+/** A message held for a changed key, kept to open without waiting for the server (see Inbox.heldMessages). */
+interface HeldMessage {
+  push: DeliverPush
+  path: DeliveryPath
+  acknowledge: () => void
+  presentedKey?: string
+  /** The key it was refused for (KEY_CHANGED's `presented`): once the pin is this key, it opens. */
+  refusedKey?: string
+}
 
 /** Ids remembered to recognise a repeat (receipts: two server pages of them). */
 const RECENT_IDS = 2_048
@@ -37,10 +51,16 @@ export class Inbox {
   /** Messages lately held for a changed key, so that each is announced once, not at every redelivery. */
   private readonly heldIds = new Set<string>()
   /**
-   * The last held messages themselves, to open as soon as the user trusts the new key here (chat's
-   * /trust) instead of at the server's next retry, up to 30 s later. Bounded: a box is up to 87 KB.
+   * The last held messages themselves, to open as soon as the user trusts the new key, here (chat's
+   * /trust) or in another process (noticed by `pinWatch`), instead of at the server's next retry, up
+   * to 30 s later. Bounded: a box is up to 87 KB.
    */
-  private readonly heldMessages = new Map<string, {push: DeliverPush; path: DeliveryPath; acknowledge: () => void; presentedKey?: string}>()
+  private readonly heldMessages = new Map<string, HeldMessage>()
+  /**
+   * Polls for commits by another process (`messenger trust` in a second terminal) while anything is
+   * held, and only then: SQLite does not tell one process of another's commits.
+   */
+  private readonly pinWatch: CommitWatch
   private ackScheduled = false
   /**
    * Events that fired before anyone listened: stored messages and receipts follow the login reply
@@ -56,10 +76,11 @@ export class Inbox {
    * lookup of a sender's key (cached unless `fresh`).
    */
   constructor(
-    private readonly o: Pick<DeliveryOptions, 'client' | 'keyring' | 'history' | 'me' | 'autoAck'>,
+    private readonly o: Pick<DeliveryOptions, 'client' | 'keyring' | 'history' | 'me' | 'autoAck' | 'heldRecheckMs'>,
     private readonly events: EventEmitter<DeliveryEvents>,
     private readonly publicKeyOf: (username: string, options?: {fresh?: boolean}) => Promise<string>,
   ) {
+    this.pinWatch = new CommitWatch(() => o.history.dataVersion(), () => this.retryTrustedElsewhere(), o.heldRecheckMs ?? HELD_RECHECK_MS)
     ;(events as EventEmitter).on('newListener', (event: string | symbol) => {
       const backlog = this.backlogs.get(event as keyof DeliveryEvents)
       if (!backlog) return
@@ -117,7 +138,14 @@ export class Inbox {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`. The server
         // pushes it again every 30 s meanwhile; the user is told once.
         if (!rememberId(this.heldIds, push.msgId, RECENT_IDS)) this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
-        setNewest(this.heldMessages, push.msgId, {push, path, acknowledge, ...(presentedKey === undefined ? {} : {presentedKey})}, MAX_HELD_MESSAGES)
+        const refusedKey = failure.details?.['presented']
+        setNewest(
+          this.heldMessages,
+          push.msgId,
+          {push, path, acknowledge, ...(presentedKey === undefined ? {} : {presentedKey}), ...(typeof refusedKey === 'string' ? {refusedKey} : {})},
+          MAX_HELD_MESSAGES,
+        )
+        this.pinWatch.start()
         return
       }
       // Only a sender who cannot have a usable key makes it garbage. Anything else (the server could
@@ -151,7 +179,7 @@ export class Inbox {
       this.deliverEvent('unsaved', {msgId: push.msgId, from: push.from, error: toMessengerError(error)})
       return
     }
-    this.heldMessages.delete(push.msgId)
+    this.forgetHeld(push.msgId)
     if (isNew) this.deliverEvent('message', message)
     acknowledge()
   }
@@ -160,12 +188,45 @@ export class Inbox {
   retryHeld(username: string): void {
     for (const [msgId, held] of [...this.heldMessages]) {
       if (held.push.from !== username) continue
-      this.heldMessages.delete(msgId)
+      this.forgetHeld(msgId)
       this.heldIds.delete(msgId)
       this.accept(held.push, held.path, held.acknowledge, held.presentedKey).catch(() => {
         this.dropped++
       })
     }
+  }
+
+  /**
+   * Another process committed to the history (perhaps `messenger trust`): opens the held messages
+   * whose sender is now pinned to the very key each was refused for. Each stays held until it is
+   * stored, and stays in `heldIds`, so one that is refused again is not announced again.
+   */
+  private retryTrustedElsewhere(): void {
+    if (this.heldMessages.size === 0) {
+      this.pinWatch.stop()
+      return
+    }
+    const pins = new Map<string, string | undefined>()
+    for (const held of [...this.heldMessages.values()]) {
+      const from = held.push.from
+      if (!pins.has(from)) pins.set(from, this.o.history.getPeerKey(from)?.key)
+      // Without a refused key to compare (never so today), let accept() check it all again.
+      if (held.refusedKey !== undefined && pins.get(from) !== held.refusedKey) continue
+      this.accept(held.push, held.path, held.acknowledge, held.presentedKey).catch(() => {
+        this.dropped++
+      })
+    }
+  }
+
+  /** Forgets a held message (opened, or about to be retried); the watch stops with the last one. */
+  private forgetHeld(msgId: string): void {
+    this.heldMessages.delete(msgId)
+    if (this.heldMessages.size === 0) this.pinWatch.stop()
+  }
+
+  /** The session is closing: no more polling for changed pins. */
+  close(): void {
+    this.pinWatch.close()
   }
 
   /** Emits now, or keeps it for the first listener (see `backlogs`). */

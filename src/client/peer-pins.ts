@@ -119,7 +119,7 @@ export class PeerPins {
     if (!this.pinsCheckedThisTurn) {
       this.pinsCheckedThisTurn = true
       setImmediate(() => (this.pinsCheckedThisTurn = false))
-      const version = this.stmt.dataVersion.get()
+      const version = this.dataVersion()
       if (version !== this.pinsVersion) {
         this.confirmedPins.clear()
         this.pinsVersion = version
@@ -131,6 +131,14 @@ export class PeerPins {
   private readonly confirmedPins = new Map<string, string>()
   private pinsVersion: number | undefined
   private pinsCheckedThisTurn = false
+
+  /**
+   * SQLite's data version of this connection: it moves whenever another connection (another
+   * messenger process on this profile) commits, never for this connection's own commits.
+   */
+  dataVersion(): number {
+    return this.stmt.dataVersion.get()!
+  }
 
   /** The pin of `username` (and a key pending `trust`), if any key was ever seen for them. */
   getPeerKey(username: string): {key: string; pendingKey: string | null; firstSeen: number} | undefined {

@@ -31,7 +31,7 @@ export interface MessagingSession {
 export function openMessaging(
   client: MessengerClient,
   profileDir: string,
-  options: Pick<DeliveryOptions, 'receiptWaitMs' | 'autoAck' | 'pathPreference' | 'punchMs'> & {
+  options: Pick<DeliveryOptions, 'receiptWaitMs' | 'autoAck' | 'pathPreference' | 'punchMs' | 'heldRecheckMs'> & {
     me?: string
     /** Accept files into this directory, up to maxBytes each (online sessions only). */
     receiveFiles?: {downloadsDir: string; maxBytes: number}
@@ -87,6 +87,7 @@ export function openMessaging(
       return link
     },
     async close() {
+      engine.close()
       files.close()
       await session.link?.close()
       history.close()

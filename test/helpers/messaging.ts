@@ -104,6 +104,8 @@ export interface UserOptions {
   displayName?: string
   /** Publish the profile's public key after login (default true). */
   publishKey?: boolean
+  /** How often the inbox looks for a pin changed by another process while it holds messages (engine default 1 s). */
+  heldRecheckMs?: number
 }
 
 /** A signed-in user: client + delivery engine on a profile dir, with everything it receives recorded. */
@@ -166,6 +168,7 @@ async function signIn(address: string, username: string, options: UserOptions, r
     me: username,
     ...(options.autoAck === undefined ? {} : {autoAck: options.autoAck}),
     ...(options.receiptWaitMs === undefined ? {} : {receiptWaitMs: options.receiptWaitMs}),
+    ...(options.heldRecheckMs === undefined ? {} : {heldRecheckMs: options.heldRecheckMs}),
   })
   const {engine} = session
   let closing: Promise<void> | undefined

@@ -1,5 +1,5 @@
 import {join} from 'node:path'
-import {describe, expect, it, vi} from 'vitest'
+import {describe, expect, it, onTestFinished, vi} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {openHistory} from '../../src/client/history.js'
 import {HISTORY_FILE} from '../../src/client/session.js'
@@ -283,6 +283,29 @@ describe('messaging: key pinning', () => {
     expect(await bob.nextMessage((m) => m.id === outcome.id)).toMatchObject({text: 'open me after trust'})
     expect(bob.deliveries.count((d) => d.msgId === outcome.id)).toBe(1)
     expect(await newAlice.receipts.find((r) => r.msgId === outcome.id)).toMatchObject({status: 'delivered'})
+  })
+
+  it('a held message opens soon after `messenger trust` in another process, without waiting for the server to push it again; held is announced once', async () => {
+    // The server would not push it again within this test: only noticing the other process's trust opens it.
+    const {address} = await startTestServer({retryInitialMs: 60_000, retryMaxMs: 60_000})
+    const bob = await makeUser(address, 'bob', {heldRecheckMs: 20})
+    const alice = await makeUser(address, 'alice')
+    await alice.engine.sendText('bob', 'pin my key')
+    await bob.nextMessage()
+    await alice.close()
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const outcome = await newAlice.engine.sendText('bob', 'open me after trust elsewhere')
+    expect(await bob.held.next()).toMatchObject({msgId: outcome.id, from: 'alice'})
+
+    // `messenger trust alice` in a second terminal: its own connection to bob's history file.
+    const elsewhere = openHistory(join(bob.profileDir, HISTORY_FILE))
+    onTestFinished(() => elsewhere.close())
+    elsewhere.trustPeerKeyValue('alice', newAlice.keyring.myPublicKey)
+
+    expect(await bob.nextMessage((m) => m.id === outcome.id)).toMatchObject({from: 'alice', text: 'open me after trust elsewhere'})
+    expect(bob.deliveries.count((d) => d.msgId === outcome.id)).toBe(1)
+    expect(bob.held.count((h) => h.msgId === outcome.id)).toBe(1)
+    expect(await newAlice.receipts.find((r) => r.msgId === outcome.id)).toMatchObject({by: 'bob', status: 'delivered'})
   })
 
   it('holds, unacknowledged, a message from a re-keyed sender; it is delivered after trust', async () => {

@@ -264,6 +264,19 @@ describe('peer key pinning', () => {
     expect(history.checkPeerKey('bob', k2, 31)).toBe('same')
   })
 
+  it('dataVersion moves when another connection commits, not for this connection\u2019s own commits', () => {
+    const before = history.dataVersion()
+    history.checkPeerKey('bob', key(), 10)
+    expect(history.dataVersion()).toBe(before)
+    const other = openHistory(file)
+    try {
+      other.trustPeerKeyValue('bob', key(), 20)
+    } finally {
+      other.close()
+    }
+    expect(history.dataVersion()).not.toBe(before)
+  })
+
   it('answers from a pin this connection just changed, in the same turn', () => {
     const k1 = key()
     const k2 = key()
