@@ -59,6 +59,13 @@ export const FILE_TRANSFER_DEFAULTS = {
   maxChunkSize: 1024 * 1024,
   /** Incoming transfers at once, all peers together; more are refused with BUSY. */
   maxConcurrent: 8,
+  /**
+   * Incoming transfers at once from one peer; more from it are refused with BUSY. Without it one peer
+   * could hold every slot with offers it never feeds until they time out, and nobody else could send
+   * us a file; at 2, a single account holds at most a quarter of the slots while a person sending two
+   * files side by side is not refused.
+   */
+  maxPerPeer: 2,
   /** Finished transfers remembered, so late duplicates get the same answer (DONE, REJECT or CANCEL). */
   rememberFinished: 1024,
 } as const

@@ -56,6 +56,8 @@ export interface FileReceiverOptions {
   idleTimeoutMs?: number
   /** Transfers received at once; further offers are refused (REJECT code BUSY). Default 8. */
   maxConcurrent?: number
+  /** Transfers received at once from one peer (sender username); further offers from it are refused (BUSY). Default 2. */
+  maxPerPeer?: number
   /** Every new offer, before it is accepted or refused. */
   onOffer?: (offer: IncomingOffer) => void
   /** At most every 100 ms per transfer, and once when all bytes are in. */
@@ -82,6 +84,7 @@ export class FileReceiver {
   constructor(private readonly options: FileReceiverOptions) {
     if (!options.downloadsDir) throw new MessengerError('BAD_INPUT', 'FileReceiver needs a downloadsDir.')
     if (!(options.maxBytes >= 0)) throw new MessengerError('BAD_INPUT', 'FileReceiver needs maxBytes >= 0.')
+    if (options.maxPerPeer !== undefined && !(options.maxPerPeer >= 1)) throw new MessengerError('BAD_INPUT', 'FileReceiver needs maxPerPeer >= 1.')
     this.now = options.now ?? (() => performance.now())
     this.host = {
       dir: resolve(options.downloadsDir),
@@ -183,6 +186,13 @@ export class FileReceiver {
     sendQuietly(transport, answer)
   }
 
+  /** Transfers in progress from `peer`; a scan, since `active` holds at most maxConcurrent and is keyed per transfer. */
+  private countFrom(peer: string): number {
+    let n = 0
+    for (const t of this.active.values()) if (t.peer === peer) n++
+    return n
+  }
+
   private onOffer(offer: OfferFrame, hex: string, key: string, transport: FrameTransport, peer: string): void {
     const id = new Uint8Array(offer.transferId) // copy: the frame is not ours to keep
     const name = safeFileName(offer.name)
@@ -192,6 +202,14 @@ export class FileReceiver {
       const message = `${peer} offered "${name}" (${size} bytes), over the limit of ${this.options.maxBytes} bytes; it was refused.`
       this.refuse(key, id, transport, 'FILE_TOO_LARGE', `The file is ${size} bytes; the recipient accepts at most ${this.options.maxBytes}.`)
       this.emit('onError', hex, new MessengerError('FILE_TOO_LARGE', message, {details: {size, maxBytes: this.options.maxBytes}}))
+      return
+    }
+    // Checked before the global limit, so a peer over its share hears what it can do about it.
+    const perPeer = this.options.maxPerPeer ?? FILE_TRANSFER_DEFAULTS.maxPerPeer
+    const mine = this.countFrom(peer)
+    if (mine >= perPeer) {
+      this.refuse(key, id, transport, 'BUSY', `You already have ${mine} files arriving at this recipient, the most it takes from one sender at once; send this one when one of them has finished.`)
+      this.emit('onError', hex, new MessengerError('FILE_REJECTED', `${peer} offered "${name}" while ${mine} of its transfers were running; it was refused.`))
       return
     }
     if (this.active.size >= (this.options.maxConcurrent ?? FILE_TRANSFER_DEFAULTS.maxConcurrent)) {

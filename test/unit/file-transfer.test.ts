@@ -514,6 +514,41 @@ describe('file transfer', () => {
     expect(await listing(join(root, 'dl'))).toEqual([])
   })
 
+  it('refuses a peer over maxPerPeer with BUSY and a sentence for it, while other peers still get slots', async () => {
+    const root = await tempDir()
+    const errors: string[] = []
+    // Default limits: maxConcurrent 8, so only the per-peer limit can refuse mallory here.
+    const receiver = new FileReceiver({downloadsDir: join(root, 'dl'), maxBytes: 1e6, onError: (_id, e) => errors.push(e.code)})
+    onTestFinished(() => receiver.close())
+    const replies: Uint8Array[] = []
+    const transport: FrameTransport = {maxFrame: 1100, send: (f) => replies.push(f)}
+    const offer = (transferId = new Uint8Array(randomBytes(16))) =>
+      encodeFrame({kind: 'offer', transferId, name: 'a', size: 1000, sha256: new Uint8Array(32), chunkSize: 500})
+    // Mallory offers 8 files it never feeds: only the first maxPerPeer take slots.
+    const first = new Uint8Array(randomBytes(16))
+    receiver.handle(offer(first), transport, 'mallory')
+    for (let i = 1; i < 8; i++) receiver.handle(offer(), transport, 'mallory')
+    expect(receiver.activeCount).toBe(2)
+    const refusal = decodeFrame(replies.at(-1)!)
+    expect(refusal).toMatchObject({kind: 'reject', code: 'BUSY'})
+    expect(refusal).toHaveProperty('reason', expect.stringMatching(/send this one when one of them has finished/))
+    expect(errors).toEqual(Array(6).fill('FILE_REJECTED'))
+    // Others still get slots (a refusal is sent at once; an accept only once the partial file is open).
+    const refusals = replies.length
+    receiver.handle(offer(), transport, 'alice')
+    receiver.handle(offer(), transport, 'bob')
+    expect(replies.length).toBe(refusals)
+    expect(receiver.activeCount).toBe(4)
+    // Once one of mallory's transfers ends, it may offer again.
+    receiver.handle(encodeFrame({kind: 'cancel', transferId: first, reason: 'never mind'}), transport, 'mallory')
+    expect(receiver.activeCount).toBe(3)
+    receiver.handle(offer(), transport, 'mallory')
+    expect(receiver.activeCount).toBe(4)
+    expect(errors.filter((code) => code === 'FILE_REJECTED')).toHaveLength(6)
+    await receiver.close()
+    expect(await listing(join(root, 'dl'))).toEqual([])
+  })
+
   it('refuses offers beyond maxConcurrent with BUSY, and silly chunk sizes', async () => {
     const root = await tempDir()
     const errors: string[] = []
