@@ -1,11 +1,40 @@
+import {MessengerError} from '../protocol/errors.js'
+import {setNewest} from '../util/bounded.js'
+
+export interface TokenBucketsOptions {
+  /** Tokens added a second. */
+  rate: number
+  /** Tokens a bucket holds at most (and starts with). */
+  burst: number
+  now: () => number
+  /**
+   * Buckets kept at most; beyond it the oldest is dropped, so a flood of new keys cannot grow the
+   * map without end. Sweeps for full buckets start at half of it. Default 200,000.
+   */
+  maxKeys?: number
+}
+
 /**
  * Token buckets per key (a username): `rate` tokens a second, up to `burst`. Lets a person paste a
  * burst of lines at once while a script flooding the relay is slowed to the rate.
  */
 export class TokenBuckets {
   private readonly buckets = new Map<string, {tokens: number; at: number}>()
+  private readonly maxKeys: number
+  /** Buckets added since the last sweep. */
+  private added = 0
+  /** Buckets looked at by sweeps; for tests, which check it stays linear in the keys added. */
+  readonly stats = {scanned: 0}
 
-  constructor(private readonly o: {rate: number; burst: number; now: () => number}) {}
+  constructor(private readonly o: TokenBucketsOptions) {
+    this.maxKeys = o.maxKeys ?? 200_000
+    if (!(this.maxKeys >= 1)) throw new MessengerError('BAD_INPUT', 'TokenBuckets needs maxKeys >= 1.')
+  }
+
+  /** Buckets kept now. */
+  get size(): number {
+    return this.buckets.size
+  }
 
   /** Takes `n` tokens; returns 0 if allowed, else the ms until that many are available. */
   take(key: string, n = 1): number {
@@ -13,8 +42,13 @@ export class TokenBuckets {
     let bucket = this.buckets.get(key)
     if (!bucket) {
       bucket = {tokens: this.o.burst, at: now}
-      this.buckets.set(key, bucket)
-      if (this.buckets.size > 100_000) this.sweep(now)
+      // A sweep scans every bucket, so it waits until half as many as the map holds have been added
+      // since the last one: O(1) per new key, where a sweep per new key made a flood quadratic.
+      this.added++
+      if (this.buckets.size >= this.maxKeys / 2 && this.added >= this.buckets.size / 2) this.sweep(now)
+      // If the sweep freed too little, the oldest bucket goes. That only forgets a balance, so its
+      // user starts again with a full burst: it errs towards allowing, and refuses no one.
+      setNewest(this.buckets, key, bucket, this.maxKeys)
     }
     bucket.tokens = Math.min(this.o.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.o.rate)
     bucket.at = now
@@ -28,7 +62,10 @@ export class TokenBuckets {
     return Math.ceil(((need - bucket.tokens) / this.o.rate) * 1000)
   }
 
+  /** Drops the buckets that have refilled: one made afresh on the next take is the same. */
   private sweep(now: number): void {
+    this.added = 0
+    this.stats.scanned += this.buckets.size
     for (const [key, bucket] of this.buckets) {
       if (bucket.tokens + ((now - bucket.at) / 1000) * this.o.rate >= this.o.burst) this.buckets.delete(key)
     }

@@ -33,3 +33,44 @@ describe('TokenBuckets', () => {
     expect(buckets.take('g', 3)).toBe(1000)
   })
 })
+
+describe('TokenBuckets under a flood of new keys', () => {
+  const MAX_KEYS = 10_000
+  const N = 30_000
+
+  it('30,000 new keys: sweeps stay linear, at most maxKeys kept, and a hot key is still limited', () => {
+    let now = 0
+    const buckets = new TokenBuckets({rate: 10, burst: 5, now: () => now, maxKeys: MAX_KEYS})
+    for (let i = 0; i < N; i++) {
+      now += 0.01
+      // Each new key empties its bucket, so no sweep can free it: only the cap bounds the map.
+      expect(buckets.take(`u${i}`, 5)).toBe(0)
+      if (i % 1000 === 999) {
+        expect(buckets.stats.scanned, `buckets looked at after ${i + 1} new keys`).toBeLessThanOrEqual(2 * (i + 1))
+        expect(buckets.size, `buckets kept after ${i + 1} new keys`).toBeLessThanOrEqual(MAX_KEYS)
+      }
+    }
+    expect(buckets.size).toBe(MAX_KEYS)
+    // A hot key after the flood is limited as before, and fewer than maxKeys new keys do not make it forget.
+    for (let i = 0; i < 5; i++) expect(buckets.take('hot')).toBe(0)
+    expect(buckets.take('hot')).toBe(100)
+    for (let i = 0; i < MAX_KEYS / 2; i++) buckets.take(`v${i}`, 5)
+    expect(buckets.take('hot')).toBe(100)
+    // The newest flood keys are still empty; the oldest were forgotten, which errs towards allowing.
+    expect(buckets.take(`u${N - 1}`)).toBeGreaterThan(0)
+    expect(buckets.take('u0', 5)).toBe(0)
+  })
+
+  it('sweeps out refilled buckets rather than evicting live ones', () => {
+    let now = 0
+    const buckets = new TokenBuckets({rate: 10, burst: 5, now: () => now, maxKeys: MAX_KEYS})
+    for (let i = 0; i < MAX_KEYS / 2; i++) buckets.take(`u${i}`, 5)
+    now += 1000 // every bucket is full again
+    buckets.take('hot', 5)
+    for (let i = 0; i < MAX_KEYS / 2; i++) buckets.take(`v${i}`, 5)
+    // The refilled 'u' buckets were swept; the cap alone would have kept all but one of them.
+    expect(buckets.size).toBe(MAX_KEYS / 2 + 1)
+    expect(buckets.stats.scanned).toBeLessThanOrEqual(2 * (MAX_KEYS + 1))
+    expect(buckets.take('hot')).toBe(100) // still empty: kept
+  })
+})
