@@ -2,6 +2,7 @@
 // `npm run bench [-- scenario...]`: runs the scenarios against a real server process, prints a
 // table (stdout) and merges the figures into bench/results/latest.json. Progress goes to stderr.
 // Environment: BENCH_PROFILE=1 writes a CPU profile of each server to bench/profiles/<scenario>-server/;
+// BENCH_STORE=redis://127.0.0.1:6379/0 runs the servers on Redis instead of SQLite;
 // BENCH_SESSIONS, BENCH_RELAY_PAIRS, BENCH_DRAIN_MESSAGES, BENCH_FILE_MIB, ... scale scenarios down.
 import {execFileSync} from 'node:child_process'
 import {existsSync, mkdirSync, readFileSync, writeFileSync} from 'node:fs'

@@ -47,6 +47,8 @@ export async function startServer({name, users = [], scryptCost, args = []}) {
     '--send-rate', '1000000',
     '--credentials', credentials,
     ...(scryptCost ? ['--scrypt-cost', String(scryptCost)] : []),
+    // BENCH_STORE=redis://host:port/db runs the scenario on the Redis store (a fresh key prefix per server).
+    ...(process.env.BENCH_STORE ? ['--store', process.env.BENCH_STORE, '--redis-prefix', `bench-${name}-${process.pid}-${Date.now()}:`] : []),
     ...args,
   ]
   // A MESSENGER_* variable from the caller's shell must not change the server under test.
