@@ -1,4 +1,4 @@
-import type {Redis} from 'ioredis'
+import type {ChainableCommander, Redis} from 'ioredis'
 
 import {errors} from '../../protocol/errors.js'
 import type {AckedCopy, EnqueueRequest, EnqueueResult, ReceiptRecord, StoredMessage} from '../store.js'
@@ -58,12 +58,14 @@ export class RedisMessaging {
    * script. It is a small protocol over single-slot scripts instead, keyed by the msgId record
    * P{m:M}:id (sender, ts, expiresAt, group, seq, state open|done):
    *
-   * 1. claim: creates the record (state open) or reports it. Another sender's record -> BAD_FRAME;
-   *    done -> a duplicate, answered with the original seq and ts, nothing inserted.
-   * 2. seq: when the record has none yet, check the queues; if every one is full, discard the
+   * 1. claim: creates the record (state open, with the client's seq when it chose one) or reports it.
+   *    Another sender's record -> BAD_FRAME; done -> a duplicate, answered with the original seq and
+   *    ts, nothing inserted.
+   * 2. seq, when the record has none yet: check the queues; if every one is full, discard the
    *    claim (nothing recorded, a re-send is judged afresh, no seq taken). Otherwise take the
    *    sender's next seq (INCR, or request.seq) and set it on the record with HSETNX, so racing
-   *    attempts agree on one seq.
+   *    attempts agree on one seq. With the client's seq set by the claim, a message whose queues are
+   *    all full leaves its record open, and a re-send tries the queues again.
    * 3. one script per copy, in the recipient's slot: idempotent by msgId (a tombstone remembers an
    *    acknowledged copy), bounded by maxQueue, and given a qid from the global counter that must be
    *    above the queue's last qid (else retried with a fresh one), so qid order is insert order and a
@@ -75,11 +77,16 @@ export class RedisMessaging {
    * an accepted message is never answered "duplicate" while copies are missing. Costs of the split:
    * a seq can be skipped if queues fill between the check and the inserts, or if a node dies after
    * INCR; the expiry indexes are written before the data so they are always supersets.
+   *
+   * Commands that need no answer in between travel in one pipeline (the msgId index with the claim,
+   * the copies' index with the qids): each round trip costs the node a socket write and ioredis'
+   * bookkeeping, which was most of its CPU per message.
    */
   async enqueue(request: EnqueueRequest): Promise<EnqueueResult> {
     const idKey = this.k.msgId(request.msgId)
-    await this.redis.zadd(this.k.idExpiry, 'GT', request.expiresAt, request.msgId)
-    const claim = (await this.scripts.run('claim', [idKey], [request.sender, request.ts, request.expiresAt, request.group === null ? '0' : '1', request.group ?? ''])) as string[]
+    const pipeline = this.redis.pipeline().zadd(this.k.idExpiry, 'GT', request.expiresAt, request.msgId)
+    this.scripts.queue(pipeline, 'claim', [idKey], [request.sender, request.ts, request.expiresAt, request.group === null ? '0' : '1', request.group ?? '', request.seq ?? ''])
+    const claim = (await execPipeline(pipeline))[1] as string[]
     const [state, recordedSeq, tsText, expiresText, hasGroup, groupText] = claim
     if (state === 'other') throw errors.msgIdTaken()
     const ts = Number(tsText)
@@ -119,13 +126,16 @@ export class RedisMessaging {
     const {copies, msgId, sender} = request
     const statuses: string[] = copies.map(() => '')
     if (copies.length === 0) return statuses
-    // Index first: a copy is always findable by the expiry sweep.
-    await this.redis.zadd(this.k.copyExpiry, 'GT', ...copies.flatMap((c) => [message.expiresAt, `${c.recipient} ${msgId}`]))
+    // Index first (in the same pipeline, ahead of it): a copy is always findable by the expiry sweep.
+    let index: ChainableCommander | undefined = this.redis.pipeline().zadd(this.k.copyExpiry, 'GT', ...copies.flatMap((c) => [message.expiresAt, `${c.recipient} ${msgId}`]))
     let todo = copies.map((_, i) => i)
     let floor = 0
     for (let attempt = 0; todo.length > 0; attempt++) {
       if (attempt === MAX_QID_ATTEMPTS) throw new Error(`Could not take a queue position for message ${msgId}.`)
-      const last = Number(await this.scripts.run('nextQids', [this.k.qid], [todo.length, floor]))
+      const qids = index ?? this.redis.pipeline()
+      this.scripts.queue(qids, 'nextQids', [this.k.qid], [todo.length, floor])
+      const last = Number((await execPipeline(qids)).at(-1))
+      index = undefined
       const first = last - todo.length + 1
       const pipeline = this.redis.pipeline()
       todo.forEach((index, j) => {

@@ -87,9 +87,10 @@ const SCRIPTS = {
       return 1`,
   },
   /**
-   * KEYS id; ARGV sender ts expiresAt hasGroup group.
-   * Claims the msgId for the sender, or reports what it already is. Returns
-   * {state, seq|'', ts, expiresAt, hasGroup, group} with state new|open|done|other.
+   * KEYS id; ARGV sender ts expiresAt hasGroup group seq|''.
+   * Claims the msgId for the sender, or reports what it already is. A new claim records the seq the
+   * client chose, if any. Returns {state, seq|'', ts, expiresAt, hasGroup, group} with state
+   * new|open|done|other.
    */
   claim: {
     keys: 1,
@@ -103,7 +104,8 @@ const SCRIPTS = {
       end
       redis.call('HSET', KEYS[1], 'sender', ARGV[1], 'ts', ARGV[2], 'expiresAt', ARGV[3], 'state', 'open')
       if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'group', ARGV[5]) end
-      return {'new', '', ARGV[2], ARGV[3], ARGV[4], ARGV[5]}`,
+      if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'seq', ARGV[6]) end
+      return {'new', ARGV[6], ARGV[2], ARGV[3], ARGV[4], ARGV[5]}`,
   },
   /** KEYS id; ARGV seq -> the record's seq (the first one set wins), or nil if the record vanished. */
   setSeq: {
