@@ -110,6 +110,16 @@ export async function verifyPassword(password: string, stored: string): Promise<
   return timingSafeEqual(actual, parsed.key)
 }
 
+/**
+ * Whether `stored` was hashed with other parameters than `params` (an operator changed
+ * --scrypt-cost since): the server then re-hashes the password at the next successful login. A
+ * malformed hash never verifies, so it is never re-hashed either.
+ */
+export function hashedWithOtherParams(stored: string, params: ScryptParams): boolean {
+  const parsed = parseHash(stored)
+  return parsed !== undefined && (parsed.params.N !== params.N || parsed.params.r !== params.r || parsed.params.p !== params.p)
+}
+
 const dummyHashes = new Map<string, Promise<string>>()
 
 /**

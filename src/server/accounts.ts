@@ -1,5 +1,5 @@
 import {createHash, randomBytes} from 'node:crypto'
-import {hashPassword, makeDummyHash, verifyPassword, type ScryptParams} from '../crypto/password.js'
+import {hashPassword, hashedWithOtherParams, makeDummyHash, verifyPassword, type ScryptParams} from '../crypto/password.js'
 import {MessengerError, errors} from '../protocol/errors.js'
 import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
 import type {Store, UserRecord} from '../store/store.js'
@@ -63,6 +63,7 @@ export class Accounts {
       const ok = await verifyPassword(password, record?.passwordHash ?? (await makeDummyHash(this.options.scrypt)))
       if (ok && record) {
         if (failures.count > 0 || failures.lockedUntil > 0) await store.clearLoginFailures(username)
+        await this.upgradeHash(record, password)
         return record
       }
       // Counted in the store, atomically: with several nodes, attempts on all of them add up.
@@ -77,6 +78,18 @@ export class Accounts {
     await store.createSession({tokenHash, username, createdAt: at, expiresAt})
     await store.setLastLogin(username, at)
     return {user: {...user, lastLoginAt: at}, token, tokenHash, expiresAt}
+  }
+
+  /**
+   * A hash made at another scrypt cost (before the operator changed --scrypt-cost) is replaced by one
+   * at the current cost, now that we have the password: a raised cost protects every account from the
+   * next login on, and logins stop taking a different time for accounts hashed at the old cost than
+   * for unknown users (who are checked against a dummy hash at the current cost). Costs one more
+   * scrypt run, once per account.
+   */
+  private async upgradeHash(record: UserRecord, password: string): Promise<void> {
+    if (!hashedWithOtherParams(record.passwordHash, this.options.scrypt)) return
+    await this.options.store.setPasswordHash(record.username, await hashPassword(password, this.options.scrypt))
   }
 
   /**

@@ -113,6 +113,8 @@ export interface Store {
   createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean>
   getUser(username: string): Promise<UserRecord | undefined>
   setLastLogin(username: string, at: number): Promise<void>
+  /** Replaces an existing user's password hash (re-hashed at a new cost); never creates a user. */
+  setPasswordHash(username: string, passwordHash: string): Promise<void>
   /** Users whose last login is at or after `since`, newest first. */
   listUsersLoggedInSince(since: number): Promise<UserRecord[]>
 

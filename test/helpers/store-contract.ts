@@ -83,6 +83,15 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFactor
         expect((await store.getUser('alice'))?.lastLoginAt).toBe(T0 + 9)
       })
 
+      it('setPasswordHash replaces an existing user\'s hash and never creates a user', async () => {
+        const store = await open()
+        await store.createUser(user('alice'))
+        await store.setPasswordHash('alice', 'scrypt$2048$8$1$bmV3$bmV3')
+        expect((await store.getUser('alice'))?.passwordHash).toBe('scrypt$2048$8$1$bmV3$bmV3')
+        await store.setPasswordHash('ghost', 'scrypt$2048$8$1$bmV3$bmV3')
+        expect(await store.getUser('ghost')).toBeUndefined()
+      })
+
       it('setLastLogin for a missing user changes nothing and does not create one', async () => {
         const store = await open()
         await store.setLastLogin('ghost', T0)

@@ -263,6 +263,32 @@ describe('accounts and sessions', () => {
     await expectCode(again.register('alice', DEFAULT_PASSWORD), 'USERNAME_TAKEN')
   })
 
+  it('re-hashes a password made at another scrypt cost at the next successful login, and only then', async () => {
+    const dir = await makeTempDir('messenger-rehash-')
+    const store = openSqliteStore(join(dir, 'messenger.db'))
+    onTestFinished(() => store.close())
+    const cheap = await startTestServer({store, dataDir: dir, scrypt: {N: 1024}})
+    const first = await connectClient(cheap.address)
+    await first.register('alice', DEFAULT_PASSWORD)
+    await first.close()
+    await cheap.stop()
+    const oldHash = (await store.getUser('alice'))!.passwordHash
+    expect(oldHash).toMatch(/^scrypt\$1024\$/)
+
+    // The operator raised --scrypt-cost.
+    const raised = await startTestServer({store, dataDir: dir, scrypt: {N: 2048}})
+    const client = await connectClient(raised.address)
+    await expectCode(client.login('alice', 'not-the-password'), 'AUTH_FAILED')
+    expect((await store.getUser('alice'))!.passwordHash).toBe(oldHash) // a wrong password changes nothing
+    await client.login('alice', DEFAULT_PASSWORD)
+    const newHash = (await store.getUser('alice'))!.passwordHash
+    expect(newHash).toMatch(/^scrypt\$2048\$8\$1\$/)
+    // The new hash is the same password, and a login at the current cost leaves it alone.
+    const again = await connectClient(raised.address)
+    await again.login('alice', DEFAULT_PASSWORD)
+    expect((await store.getUser('alice'))!.passwordHash).toBe(newHash)
+  })
+
   it('refuses requests that need a session before login with NOT_AUTHENTICATED', async () => {
     const {address} = await startTestServer()
     const client = await connectClient(address)

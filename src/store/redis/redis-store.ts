@@ -77,6 +77,10 @@ export class RedisStore implements Store {
     return toUser(username, h)
   }
 
+  async setPasswordHash(username: string, passwordHash: string): Promise<void> {
+    await this.scripts.run('setIfExists', [this.k.user(username)], ['passwordHash', passwordHash])
+  }
+
   async setLastLogin(username: string, at: number): Promise<void> {
     // Users are never deleted, so "exists" stays true; the index goes first (superset), with GT
     // so that a racing older login cannot lower it below the value the hash ends up with.

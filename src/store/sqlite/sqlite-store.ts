@@ -117,6 +117,7 @@ function prepareStatements(db: Database.Database) {
     ),
     getUser: db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?'),
     setLastLogin: db.prepare<[number, string]>('UPDATE users SET last_login_at = ? WHERE username = ?'),
+    setPasswordHash: db.prepare<[string, string]>('UPDATE users SET password_hash = ? WHERE username = ?'),
     listUsersLoggedInSince: db.prepare<[number], UserRow>(
       'SELECT * FROM users WHERE last_login_at >= ? ORDER BY last_login_at DESC, username ASC',
     ),
@@ -170,6 +171,10 @@ export class SqliteStore implements Store {
 
   async setLastLogin(username: string, at: number): Promise<void> {
     this.stmt.setLastLogin.run(at, username)
+  }
+
+  async setPasswordHash(username: string, passwordHash: string): Promise<void> {
+    this.stmt.setPasswordHash.run(passwordHash, username)
   }
 
   async listUsersLoggedInSince(since: number): Promise<UserRecord[]> {
