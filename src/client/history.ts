@@ -2,7 +2,7 @@ import {closeSync, openSync} from 'node:fs'
 
 import Database from 'better-sqlite3'
 
-import {flushBatchedWrites} from '../protocol/batched-write.js'
+import {flushBatchedWrites} from '../util/batched-write.js'
 import {tightenMode} from '../util/file-mode.js'
 import {MessengerError} from '../protocol/errors.js'
 import {migrate, translateOpenError, type DatabaseRole} from '../store/sqlite/open.js'

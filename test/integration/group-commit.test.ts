@@ -4,7 +4,7 @@ import {join} from 'node:path'
 import Database from 'better-sqlite3'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {PassThrough} from 'node:stream'
-import {flushBatchedWrites, writeBatched} from '../../src/protocol/batched-write.js'
+import {flushBatchedWrites, writeBatched} from '../../src/util/batched-write.js'
 import {GroupCommitter} from '../../src/store/sqlite/group-commit.js'
 
 function database() {

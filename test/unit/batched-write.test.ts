@@ -1,7 +1,7 @@
 import {Writable} from 'node:stream'
 import {setImmediate as nextTurn} from 'node:timers/promises'
 import {describe, expect, it} from 'vitest'
-import {flushBatchedWrites, writeBatched} from '../../src/protocol/batched-write.js'
+import {flushBatchedWrites, writeBatched} from '../../src/util/batched-write.js'
 
 /** A stream that records each flush it is handed: one entry per write/writev call. */
 function recorder() {

@@ -17,7 +17,7 @@ import {MESSAGING_MIGRATION, QUEUE_LENGTH_MIGRATION, RECEIPT_BATCH_MIGRATION, Sq
 import {migrate, translateOpenError, type DatabaseRole} from './open.js'
 import {TokenBuckets} from '../../util/token-bucket.js'
 import {GroupCommitter} from './group-commit.js'
-import {flushBatchedWrites} from '../../protocol/batched-write.js'
+import {flushBatchedWrites} from '../../util/batched-write.js'
 
 /**
  * Schema migrations, applied in order. `PRAGMA user_version` records how many have run, so a database
