@@ -2,7 +2,7 @@ import {MAX_SACK_BITS, type SackFrame, setDataTs} from './file-codec.js'
 import {FILE_TRANSFER_DEFAULTS, type FrameTransport} from './file-common.js'
 
 /*
- * Congestion control and loss recovery for one outgoing transfer; the sender (file-sender.ts) reads
+ * Congestion control and loss recovery for one outgoing transfer; the sender (file-outgoing.ts) reads
  * the file, runs the protocol and the one timer, and asks this what may be sent and when.
  *
  * The window is a congestion window in chunks: slow start from INITIAL_WINDOW, then additive

@@ -6,7 +6,7 @@ import {chunkCount, chunkLength, DATA_OVERHEAD, MAX_CHUNK_INDEX} from './file-co
 import {errnoCode, failed, FILE_TRANSFER_DEFAULTS, hashFileRange} from './file-common.js'
 
 /*
- * Where the sender (file-sender.ts) gets the chunks it sends: the file is opened once, hashed before
+ * Where the sender (file-outgoing.ts) gets the chunks it sends: the file is opened once, hashed before
  * the offer, and then read ahead of the window in batches, each batch one readv straight into fresh
  * DATA frames, so reading the next batch overlaps sending the current one. The sender stamps the
  * frames' headers when it sends them.

@@ -21,7 +21,8 @@
  *   file-codec.ts       the binary frames (pure codec)
  *   file-common.ts      FrameTransport, progress, tunables, shared error helpers
  *   file-names.ts       safe names, partial names, moving a file into place without replacing one
- *   file-sender.ts      sendFile: offer, the protocol state machine and its timer
+ *   file-sender.ts      sendFile: its options, result and counters
+ *   file-outgoing.ts    one outgoing transfer: offer, the protocol state machine and its timer
  *   file-reader.ts      the sender's file: opening, hashing, reading ahead in batches into DATA frames
  *   file-congestion.ts  the sender's window, RTT estimate and loss recovery
  *   file-receiver.ts    FileReceiver: offers from every peer, routing frames, answers to late duplicates

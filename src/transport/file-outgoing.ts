@@ -1,0 +1,365 @@
+import {randomBytes} from 'node:crypto'
+import {basename} from 'node:path'
+import {performance} from 'node:perf_hooks'
+
+import {MessengerError} from '../protocol/errors.js'
+import {
+  decodeFrame,
+  encodeFrame,
+  MAX_NAME_BYTES,
+  MAX_OFFER_BYTES,
+  sameTransferId,
+  type SackFrame,
+  TRANSFER_ID_BYTES,
+  type TransferId,
+  transferIdToHex,
+  writeDataHeader,
+} from './file-codec.js'
+import {chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress} from './file-common.js'
+import {Flight} from './file-congestion.js'
+import {fitName} from './file-names.js'
+import {ChunkReader} from './file-reader.js'
+import type {SendFileOptions, SendFileResult, SenderStats} from './file-sender.js'
+
+/*
+ * One file being sent, from hashing to the receiver's DONE. The sender hashes the file, offers it,
+ * and streams DATA frames through a sliding window; how much may be in flight, and what to resend
+ * when, is the business of Flight (file-congestion.ts), and opening, hashing and reading the file in
+ * batches that of ChunkReader (file-reader.ts). This file runs the protocol (offer, accept, SACK,
+ * DONE, CANCEL) and keeps one timer for everything. sendFile (file-sender.ts) creates it and hands
+ * its caller the public face.
+ */
+
+/** One outgoing transfer; sendFile creates it, then calls `start`. */
+export class Sender {
+  readonly id: TransferId = new Uint8Array(randomBytes(TRANSFER_ID_BYTES))
+  readonly hex = transferIdToHex(this.id)
+  readonly done: Promise<SendFileResult>
+
+  private readonly transport: FrameTransport
+  private readonly now: () => number
+  private readonly offerTimeoutMs: number
+  private readonly idleTimeoutMs: number
+  private readonly chunkSize: number
+  private readonly flight: Flight
+  private readonly reader: ChunkReader
+
+  private phase: 'hashing' | 'offer' | 'data' | 'finish' | 'closed' = 'hashing'
+  private sha256: Buffer | undefined
+  private offer: Uint8Array | undefined
+  private readonly startedAt: number
+  private dataStartedAt = 0
+
+  private offerSentAt = 0
+  private offerTries = 0
+  private probeAt = Number.POSITIVE_INFINITY
+  private probeInterval = 0
+  private offerDeadline = Number.POSITIVE_INFINITY
+
+  private lastProgressAt = 0
+  private lastEmit = Number.NEGATIVE_INFINITY
+
+  private timer: NodeJS.Timeout | undefined
+  private timerAt = Number.POSITIVE_INFINITY
+  private settle!: {resolve: (r: SendFileResult) => void; reject: (e: MessengerError) => void}
+  private readonly onAbort = (): void => {
+    const reason = this.options.signal?.reason
+    this.fail(new MessengerError('TRANSFER_FAILED', 'The transfer was cancelled.', {cause: reason, details: {cancelled: true}}), true)
+  }
+
+  constructor(private readonly options: SendFileOptions) {
+    this.transport = options.transport
+    this.now = options.now ?? (() => performance.now())
+    this.offerTimeoutMs = options.offerTimeoutMs ?? FILE_TRANSFER_DEFAULTS.offerTimeoutMs
+    this.idleTimeoutMs = options.idleTimeoutMs ?? FILE_TRANSFER_DEFAULTS.idleTimeoutMs
+    this.chunkSize = chunkSizeFor(this.transport)
+    this.reader = new ChunkReader(options.file, this.chunkSize, {
+      wanted: () => this.phase === 'data',
+      onRead: () => this.pump(),
+      onError: (error) => this.fail(error, true),
+    })
+    this.flight = new Flight(this.transport, this.chunkSize, (index) => this.reader.chunkLength(index))
+    this.startedAt = this.now()
+    this.done = new Promise<SendFileResult>((resolve, reject) => {
+      this.settle = {resolve, reject}
+    })
+  }
+
+  /** A method, so TypeScript does not keep a narrowed `phase` across awaits. */
+  private isClosed(): boolean {
+    return this.phase === 'closed'
+  }
+
+  stats(): SenderStats {
+    const {flight} = this
+    return {framesSent: flight.txCounter, ...flight.counters, cwnd: flight.cwnd, srttMs: flight.srtt, rtoMs: flight.rto}
+  }
+
+  start(): void {
+    const {signal} = this.options
+    if (!Number.isInteger(this.chunkSize) || this.chunkSize < FILE_TRANSFER_DEFAULTS.minChunkSize || this.transport.maxFrame < MAX_OFFER_BYTES) {
+      this.fail(new MessengerError('BAD_INPUT', `The transport's frames (${this.transport.maxFrame} bytes) are too small for file transfer.`), false)
+      return
+    }
+    if (signal?.aborted) {
+      this.onAbort()
+      return
+    }
+    signal?.addEventListener('abort', this.onAbort, {once: true})
+    this.prepare().catch((error: unknown) => this.fail(error, true))
+  }
+
+  private async prepare(): Promise<void> {
+    const {reader} = this
+    await reader.open()
+    if (this.isClosed()) {
+      // Aborted while opening: close() has run already.
+      await reader.close()
+      return
+    }
+    await reader.stat()
+    // Hash first, so the offer commits to the content; the receiver checks it at the end.
+    const sha256 = await reader.hash(() => this.isClosed())
+    if (!sha256 || this.isClosed()) return
+    this.sha256 = sha256
+    const name = fitName(this.options.name ?? basename(this.options.file), MAX_NAME_BYTES)
+    this.offer = encodeFrame({kind: 'offer', transferId: this.id, name, size: reader.size, sha256, chunkSize: this.chunkSize})
+    const now = this.now()
+    this.phase = 'offer'
+    this.offerDeadline = now + this.offerTimeoutMs
+    this.probeInterval = FILE_TRANSFER_DEFAULTS.offerRetryMs
+    this.sendOffer(now)
+    this.reschedule()
+  }
+
+  private sendOffer(now: number): void {
+    this.offerTries++
+    this.offerSentAt = now
+    this.probeAt = now + this.probeInterval
+    this.probeInterval = Math.min(FILE_TRANSFER_DEFAULTS.offerRetryMaxMs, this.probeInterval * 2)
+    this.transport.send(this.offer!)
+  }
+
+  handle(bytes: Uint8Array): void {
+    if (this.phase === 'closed' || this.phase === 'hashing') return
+    const frame = decodeFrame(bytes)
+    if (!frame || !sameTransferId(frame.transferId, this.id)) return
+    try {
+      switch (frame.kind) {
+        case 'accept':
+          if (this.phase === 'offer') this.onAccept()
+          else if (this.phase === 'finish') this.lastProgressAt = this.now() // still verifying
+          break
+        case 'reject':
+          if (this.phase !== 'offer') break
+          if (frame.code === 'FILE_TOO_LARGE') {
+            this.fail(new MessengerError('FILE_TOO_LARGE', frame.reason || undefined, {details: {code: frame.code}}), false)
+          } else {
+            const reason = frame.reason ? `The recipient refused the file: ${frame.reason}` : undefined
+            this.fail(new MessengerError('FILE_REJECTED', reason, {details: {code: frame.code, reason: frame.reason}}), false)
+          }
+          break
+        case 'sack':
+          if (this.phase === 'data' || this.phase === 'finish') this.onSack(frame)
+          break
+        case 'done':
+          if (frame.ok) this.succeed()
+          else this.fail(new MessengerError('FILE_CORRUPT', 'The recipient received the file but its SHA-256 did not match; nothing was saved.'), false)
+          break
+        case 'cancel':
+          this.fail(failed(`The recipient cancelled the transfer${frame.reason ? `: ${frame.reason}` : '.'}`, undefined, {reason: frame.reason}), false)
+          break
+        default:
+          break
+      }
+    } catch (error) {
+      this.fail(error, true)
+    }
+  }
+
+  private onAccept(): void {
+    const now = this.now()
+    // Karn: only an offer sent once gives an unambiguous sample.
+    if (this.offerTries === 1) this.flight.sampleRtt(now - this.offerSentAt)
+    this.phase = 'data'
+    this.probeAt = Number.POSITIVE_INFINITY
+    this.dataStartedAt = now
+    this.lastProgressAt = now
+    if (this.reader.chunks === 0) this.enterFinish(now)
+    else this.pump()
+    this.reschedule()
+  }
+
+  private onSack(frame: SackFrame): void {
+    const {flight} = this
+    if (frame.next > flight.nextToSend) return // acks something never sent: not from our peer's state
+    const now = this.now()
+    if (frame.echoTs > 0 && frame.echoTs <= now) flight.sampleRtt(now - frame.echoTs)
+    if (this.phase === 'finish') {
+      this.lastProgressAt = now
+      return
+    }
+    if (flight.onSack(frame, now) === 0) return
+    this.lastProgressAt = now
+    this.emitProgress(now, false)
+    if (flight.sndUna >= this.reader.chunks) {
+      this.enterFinish(now)
+    } else {
+      this.pump()
+    }
+    this.reschedule()
+  }
+
+  private enterFinish(now: number): void {
+    this.phase = 'finish'
+    this.flight.stopTimers()
+    this.lastProgressAt = now
+    this.emitProgress(now, true)
+    // The receiver is syncing and hashing; nudge it with the OFFER, which it answers with ACCEPT while
+    // busy and with DONE again if the DONE was lost.
+    this.probeInterval = this.flight.rto
+    this.probeAt = now + this.probeInterval
+  }
+
+  /**
+   * Sends what the window allows: retransmissions first, then new chunks from the read-ahead queue.
+   * Synchronous: the file is read ahead of the window (see ChunkReader.fill), so the sender never
+   * waits for the disk with room in the window and nothing to send.
+   */
+  private pump(): void {
+    const {flight, reader} = this
+    if (this.phase !== 'data') return
+    let room = Math.floor(flight.cwnd) - flight.pipe
+    if (room > 0 && flight.hasLost()) room = flight.retransmit(room, this.now())
+    const count = Math.min(room, reader.readyCount, flight.ringCap - (flight.nextToSend - flight.sndUna))
+    if (count > 0) {
+      const now = this.now()
+      const first = flight.nextToSend
+      for (let k = 0; k < count; k++) {
+        const index = first + k
+        const frame = reader.take()
+        writeDataHeader(frame, this.id, index, now)
+        flight.track(index, frame, now)
+        this.transport.send(frame)
+      }
+      flight.advance(count, now)
+      this.reschedule()
+    }
+    reader.fill()
+  }
+
+  private emitProgress(now: number, final: boolean, bytes = this.flight.ackedBytes): void {
+    const {onProgress} = this.options
+    if (!onProgress) return
+    if (!final && now - this.lastEmit < FILE_TRANSFER_DEFAULTS.progressIntervalMs) return
+    this.lastEmit = now
+    try {
+      onProgress(progress(bytes, this.reader.size, this.dataStartedAt, now))
+    } catch {
+      // A broken progress bar must not break the transfer.
+    }
+  }
+
+  // One timer for everything: offer retries, probes, RTO and idle checks.
+  private reschedule(): void {
+    let at: number
+    switch (this.phase) {
+      case 'offer':
+        at = Math.min(this.probeAt, this.offerDeadline)
+        break
+      case 'data':
+        at = Math.min(this.flight.rtoAt, this.flight.reoAt, this.flight.tlpAt, this.lastProgressAt + this.idleTimeoutMs)
+        break
+      case 'finish':
+        at = Math.min(this.probeAt, this.lastProgressAt + this.idleTimeoutMs)
+        break
+      default:
+        return
+    }
+    if (at >= this.timerAt) return
+    if (this.timer) clearTimeout(this.timer)
+    this.timerAt = at
+    this.timer = setTimeout(() => this.onTimer(), Math.max(0, Math.ceil(at - this.now())))
+  }
+
+  private onTimer(): void {
+    this.timer = undefined
+    this.timerAt = Number.POSITIVE_INFINITY
+    const now = this.now()
+    try {
+      switch (this.phase) {
+        case 'offer':
+          if (now >= this.offerDeadline) {
+            this.fail(new MessengerError('TIMEOUT', `The recipient did not answer the file offer within ${Math.round(this.offerTimeoutMs / 1000)} s.`, {
+              hint: 'Check that the recipient is online and running `messenger chat` or `messenger listen`, then try again.',
+            }), true)
+            return
+          }
+          if (now >= this.probeAt) this.sendOffer(now)
+          break
+        case 'data':
+          if (now - this.lastProgressAt >= this.idleTimeoutMs) {
+            this.fail(failed(`Nothing was acknowledged for ${Math.round(this.idleTimeoutMs / 1000)} s; the path to the recipient seems lost.`), true)
+            return
+          }
+          if (now >= this.flight.reoAt) {
+            this.flight.detectLosses(now)
+            this.pump()
+          }
+          if (now >= this.flight.tlpAt) this.flight.tailProbe(now)
+          if (now >= this.flight.rtoAt) {
+            this.flight.onRto(now)
+            this.pump()
+          }
+          break
+        case 'finish':
+          if (now - this.lastProgressAt >= this.idleTimeoutMs) {
+            this.fail(failed('The recipient received every chunk but never confirmed the file.'), true)
+            return
+          }
+          if (now >= this.probeAt) this.sendOffer(now)
+          break
+        default:
+          return
+      }
+    } catch (error) {
+      this.fail(error, true)
+      return
+    }
+    this.reschedule()
+  }
+
+  private succeed(): void {
+    if (this.phase === 'closed' || !this.sha256) return
+    const now = this.now()
+    this.emitProgress(now, true, this.reader.size)
+    const result = {bytes: this.reader.size, sha256: this.sha256.toString('hex'), seconds: (now - this.startedAt) / 1000}
+    void this.close().then(() => this.settle.resolve(result))
+  }
+
+  private fail(error: unknown, notifyPeer: boolean): void {
+    if (this.phase === 'closed') return
+    const offered = this.phase !== 'hashing'
+    const err = error instanceof MessengerError ? error : failed(`File transfer failed: ${(error as Error)?.message ?? String(error)}`, error)
+    if (notifyPeer && offered) {
+      try {
+        const cancel = encodeFrame({kind: 'cancel', transferId: this.id, reason: err.message.slice(0, 200)})
+        // Twice: CANCEL is not retransmitted, and the receiver's idle timeout is only the backstop.
+        this.transport.send(cancel)
+        this.transport.send(cancel)
+      } catch {
+        // The transport is gone; the receiver's idle timeout cleans up.
+      }
+    }
+    void this.close().then(() => this.settle.reject(err))
+  }
+
+  private async close(): Promise<void> {
+    this.phase = 'closed'
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    this.options.signal?.removeEventListener('abort', this.onAbort)
+    this.flight.clear()
+    await this.reader.close()
+  }
+}
