@@ -140,6 +140,23 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         ).toBe(true)
       })
 
+      it('judges a re-send of a message refused as full afresh, with the seq its client chose: its new ts and expiry, not the refused attempt\'s', async () => {
+        const store = await open()
+        const first = message('alice', ['bob'], {seq: 1, maxQueue: 1})
+        await store.enqueueMessage(first)
+        const refused = message('alice', ['bob'], {seq: 2, maxQueue: 1, ts: T0 + 1, expiresAt: T0 + 51})
+        expect(await store.enqueueMessage(refused)).toMatchObject({seq: 0, duplicate: false, full: ['bob']})
+        await store.ackMessages('bob', [first.msgId], T0 + 2)
+        // Room again; the client sends the same message later.
+        const later = {...refused, ts: T0 + 10, expiresAt: T0 + DAY}
+        expect(await store.enqueueMessage(later)).toEqual({seq: 2, ts: T0 + 10, duplicate: false, full: []})
+        expect(await store.pendingMessages('bob', 0, 10)).toEqual([expect.objectContaining({msgId: refused.msgId, seq: 2, ts: T0 + 10, expiresAt: T0 + DAY})])
+        // Not expired by the refused attempt's expiry.
+        await store.expireMessages(T0 + 60)
+        expect(ids(await store.pendingMessages('bob', 0, 10))).toEqual([refused.msgId])
+        expect(await store.enqueueMessage(later)).toEqual({seq: 2, ts: T0 + 10, duplicate: true, full: []})
+      })
+
       it('counts the queue per recipient, whoever the senders are', async () => {
         const store = await open()
         await store.enqueueMessage(message('alice', ['carol'], {maxQueue: 2}))

@@ -64,8 +64,8 @@ export class RedisMessaging {
    * 2. seq, when the record has none yet: check the queues; if every one is full, discard the
    *    claim (nothing recorded, a re-send is judged afresh, no seq taken). Otherwise take the
    *    sender's next seq (INCR, or request.seq) and set it on the record with HSETNX, so racing
-   *    attempts agree on one seq. With the client's seq set by the claim, a message whose queues are
-   *    all full leaves its record open, and a re-send tries the queues again.
+   *    attempts agree on one seq. With the client's seq set by the claim, the queues are not checked
+   *    first: a new claim whose copies all come back full is discarded after the inserts.
    * 3. one script per copy, in the recipient's slot: idempotent by msgId (a tombstone remembers an
    *    acknowledged copy), bounded by maxQueue, and given a qid from the global counter that must be
    *    above the queue's last qid (else retried with a fresh one), so qid order is insert order and a
@@ -113,8 +113,12 @@ export class RedisMessaging {
     const full = request.copies.filter((_, i) => statuses[i] === 'full').map((c) => c.recipient)
     const inserted = statuses.filter((s) => s === 'ok').length
     const existed = statuses.filter((s) => s === 'exists').length
-    // Nothing stored: the record stays open with its seq, so a re-send retries the queues.
-    if (inserted + existed === 0) return {seq: 0, ts, duplicate: false, full}
+    if (inserted + existed === 0) {
+      // Nothing stored. A claim made now is forgotten, so a re-send is judged afresh (its own ts and
+      // expiry, as SQLite does); a resumed one stays open with its seq, and a re-send retries.
+      if (state === 'new') await this.scripts.run('discard', [idKey], ['withSeq'])
+      return {seq: 0, ts, duplicate: false, full}
+    }
     await this.scripts.run('commit', [idKey])
     return {seq, ts, duplicate: state !== 'new' && inserted === 0, full}
   }

@@ -115,11 +115,16 @@ const SCRIPTS = {
       redis.call('HSETNX', KEYS[1], 'seq', ARGV[1])
       return redis.call('HGET', KEYS[1], 'seq')`,
   },
-  /** KEYS id: forgets a claim that never got a seq (every copy was full), so a re-send is judged afresh. */
+  /**
+   * KEYS id; ARGV [withSeq]: forgets an open claim that stored nothing (every copy was full), so a
+   * re-send is judged afresh, with its own ts and expiry. Without `withSeq` only a claim that never
+   * got a seq (the INCR path checks the queues first); with it also one holding the client's seq.
+   * A concurrent attempt that did insert a copy loses nothing: inserts are idempotent by msgId.
+   */
   discard: {
     keys: 1,
     lua: `
-      if redis.call('HGET', KEYS[1], 'state') == 'open' and redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
+      if redis.call('HGET', KEYS[1], 'state') == 'open' and (ARGV[1] == 'withSeq' or redis.call('HEXISTS', KEYS[1], 'seq') == 0) then
         return redis.call('DEL', KEYS[1])
       end
       return 0`,
