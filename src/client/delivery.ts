@@ -115,6 +115,11 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     return this.inbox.dropped
   }
 
+  /** Messages held (not acknowledged) for a sender's changed key, waiting for `trust`. */
+  get heldCount(): number {
+    return this.inbox.heldCount
+  }
+
   /** Publishes our public key in the directory (on login and whenever a session starts). */
   async publishKey(): Promise<void> {
     await this.o.client.request('setkey', {publicKey: this.o.keyring.myPublicKey})

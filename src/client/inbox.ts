@@ -198,8 +198,8 @@ export class Inbox {
 
   /**
    * Another process committed to the history (perhaps `messenger trust`): opens the held messages
-   * whose sender is now pinned to the very key each was refused for. Each stays held until it is
-   * stored, and stays in `heldIds`, so one that is refused again is not announced again.
+   * whose sender is now pinned to the very key each was refused for. Each stays in `heldIds`, so one
+   * that is refused again is held again without being announced again.
    */
   private retryTrustedElsewhere(): void {
     if (this.heldMessages.size === 0) {
@@ -212,6 +212,10 @@ export class Inbox {
       if (!pins.has(from)) pins.set(from, this.o.history.getPeerKey(from)?.key)
       // Without a refused key to compare (never so today), let accept() check it all again.
       if (held.refusedKey !== undefined && pins.get(from) !== held.refusedKey) continue
+      // Out of the held set first, as retryHeld does: accept() holds it again if it is still refused,
+      // and one that ends otherwise (dropped: it was sealed for a key before this one) must not be
+      // retried, dropped and acknowledged again at every later commit of another process.
+      this.forgetHeld(held.push.msgId)
       this.accept(held.push, held.path, held.acknowledge, held.presentedKey).catch(() => {
         this.dropped++
       })
@@ -222,6 +226,11 @@ export class Inbox {
   private forgetHeld(msgId: string): void {
     this.heldMessages.delete(msgId)
     if (this.heldMessages.size === 0) this.pinWatch.stop()
+  }
+
+  /** Messages held in memory for a changed key, waiting for a trust (status displays, tests). */
+  get heldCount(): number {
+    return this.heldMessages.size
   }
 
   /** The session is closing: no more polling for changed pins. */
