@@ -1,5 +1,5 @@
 import {MessengerError} from '../protocol/errors.js'
-import {setNewest} from '../util/bounded.js'
+import {setNewest} from './bounded.js'
 
 export interface TokenBucketsOptions {
   /** Tokens added a second. */
@@ -15,6 +15,20 @@ export interface TokenBucketsOptions {
 }
 
 /**
+ * How far back a clock may run (an NTP step; on Redis, another node's clock) and still be waited
+ * out. Further back, the bucket takes the new time as its own, so a skewed clock cannot stop refills
+ * for as long as the skew; at worst a burst comes back early.
+ */
+export const CLOCK_SLACK_MS = 1_000
+
+/** Refuses a rate or burst that would make every take fail or divide by zero. */
+export function checkBucketPolicy(policy: {rate: number; burst: number}): void {
+  if (!(policy.rate > 0) || !(policy.burst >= 1)) {
+    throw new MessengerError('BAD_INPUT', `A send rate needs rate > 0 and burst >= 1, not rate ${policy.rate} and burst ${policy.burst}.`)
+  }
+}
+
+/**
  * Token buckets per key (a username): `rate` tokens a second, up to `burst`. Lets a person paste a
  * burst of lines at once while a script flooding the relay is slowed to the rate.
  */
@@ -27,6 +41,7 @@ export class TokenBuckets {
   readonly stats = {scanned: 0}
 
   constructor(private readonly o: TokenBucketsOptions) {
+    checkBucketPolicy(o)
     this.maxKeys = o.maxKeys ?? 200_000
     if (!(this.maxKeys >= 1)) throw new MessengerError('BAD_INPUT', 'TokenBuckets needs maxKeys >= 1.')
   }
@@ -50,8 +65,10 @@ export class TokenBuckets {
       // user starts again with a full burst: it errs towards allowing, and refuses no one.
       setNewest(this.buckets, key, bucket, this.maxKeys)
     }
-    bucket.tokens = Math.min(this.o.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.o.rate)
-    bucket.at = now
+    // A clock that ran back earns nothing (it used to subtract: a 1 s NTP step put every sender
+    // 2,000 tokens in debt); see CLOCK_SLACK_MS. The Redis script does the same.
+    if (now > bucket.at) bucket.tokens = Math.min(this.o.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.o.rate)
+    if (now > bucket.at || bucket.at - now > CLOCK_SLACK_MS) bucket.at = now
     // More than the whole burst at once (a big group's copies) goes through once the bucket is full
     // and leaves it in debt: never refused for ever, and the average rate still holds.
     const need = Math.min(n, this.o.burst)

@@ -251,6 +251,25 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFactor
         expect(await buckets.take('g')).toBe(800) // 7 to repay, 1 to spend, at 10/s
       })
 
+      it('earns nothing while the clock runs back, and a clock far behind the last take re-anchors the bucket instead of stalling it', async () => {
+        const store = await open()
+        let now = T0
+        const buckets = store.sendBuckets({rate: 10, burst: 2, now: () => now})
+        expect(await buckets.take('a', 2)).toBe(0)
+        now = T0 - 500 // an NTP step back, or another node's clock half a second behind
+        expect(await buckets.take('a')).toBe(100) // no refill and no debt: one token away
+        now = T0 - 60_000 // a minute behind
+        expect(await buckets.take('a')).toBe(100)
+        now += 100
+        expect(await buckets.take('a')).toBe(0) // refilling from its own time, not a minute from now
+      })
+
+      it('refuses a rate or burst that could never let anything through', async () => {
+        const store = await open()
+        expect(() => store.sendBuckets({rate: 0, burst: 5, now: () => T0})).toThrow(/rate > 0/)
+        expect(() => store.sendBuckets({rate: 5, burst: 0, now: () => T0})).toThrow(/burst >= 1/)
+      })
+
       it('is atomic: of parallel takes exactly the burst gets through', async () => {
         const store = await open()
         const buckets = store.sendBuckets({rate: 1, burst: 4, now: () => T0})
