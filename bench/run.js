@@ -2,7 +2,8 @@
 // `npm run bench [-- scenario...]`: runs the scenarios against a real server process, prints a
 // table (stdout) and merges the figures into bench/results/latest.json. Progress goes to stderr.
 // Environment: BENCH_PROFILE=1 writes a CPU profile of each server to bench/profiles/<scenario>-server/;
-// BENCH_STORE=redis://127.0.0.1:6379/0 runs the servers on Redis instead of SQLite;
+// BENCH_STORE=redis://127.0.0.1:6379/0 runs the servers on Redis instead of SQLite (figures kept as
+// <scenario>@redis; each server uses a fresh key prefix and leaves its keys: use a scratch db);
 // BENCH_SESSIONS, BENCH_RELAY_PAIRS, BENCH_DRAIN_MESSAGES, BENCH_FILE_MIB, ... scale scenarios down.
 import {execFileSync} from 'node:child_process'
 import {existsSync, mkdirSync, readFileSync, writeFileSync} from 'node:fs'
@@ -77,8 +78,10 @@ async function main() {
         result.profileWindows = windows
         for (const [phase, [from, to]] of Object.entries(windows)) log(`${name}: profile window ${phase}: --from ${from} --to ${to}`)
       }
-      results[name] = result
-      for (const row of scenario.rows(result)) table.push({scenario: name, ...row})
+      // A run on Redis is another configuration: its figures must not replace the SQLite ones.
+      const key = process.env.BENCH_STORE ? `${name}@redis` : name
+      results[key] = result
+      for (const row of scenario.rows(result)) table.push({scenario: key, ...row})
       log(`${name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
     } catch (error) {
       log(`${name}: FAILED: ${error.stack ?? error}`)
