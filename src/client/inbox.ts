@@ -134,7 +134,12 @@ export class Inbox {
       }
     } catch (error) {
       const failure = toMessengerError(error)
-      if (failure.code === 'KEY_CHANGED') {
+      // Relayed and sealed before the sender re-keyed: it opens with the pinned key (a direct datagram
+      // is sealed with the key it presents, so it cannot). Lost before: held, then undecryptable once
+      // the new key was trusted.
+      const beforeRekey = failure.code === 'KEY_CHANGED' && !presentedKey ? this.o.keyring.openWithPinned(push.from, push.nonce, push.box) : null
+      if (beforeRekey !== null) text = beforeRekey
+      else if (failure.code === 'KEY_CHANGED') {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`. The server
         // pushes it again every 30 s meanwhile; the user is told once.
         if (!rememberId(this.heldIds, push.msgId, RECENT_IDS)) this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
@@ -147,12 +152,13 @@ export class Inbox {
         )
         this.pinWatch.start()
         return
+      } else {
+        // Only a sender who cannot have a usable key makes it garbage. Anything else (the server could
+        // not answer the lookup, the connection dropped) is not acknowledged: the server redelivers it
+        // (after a reconnect, or with its retry backoff) and the lookup runs again then.
+        if (!UNOPENABLE.has(failure.code)) return
+        text = null
       }
-      // Only a sender who cannot have a usable key makes it garbage. Anything else (the server could
-      // not answer the lookup, the connection dropped) is not acknowledged: the server redelivers it
-      // (after a reconnect, or with its retry backoff) and the lookup runs again then.
-      if (!UNOPENABLE.has(failure.code)) return
-      text = null
     }
     if (text === null) {
       this.dropped++

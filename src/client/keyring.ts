@@ -81,6 +81,18 @@ export class Keyring {
     return openText(this.sharedKeys, this.verify(username, publicKeyB64), nonce, box)
   }
 
+  /**
+   * Opens a text from `username` with the key pinned for them, whatever the directory says now. A
+   * message sealed before they re-keyed (it waited in the server's queue while we were away) opens
+   * with it and is as authentic as it was when it was sent; only what was sealed with the new key
+   * needs the user's `trust`. Null when there is no pin or the envelope does not open with it.
+   */
+  openWithPinned(username: string, nonce: string, box: string): string | null {
+    const pinned = this.history.getPeerKey(username)?.key
+    const key = pinned === undefined ? null : decodeKey(pinned)
+    return key ? openText(this.sharedKeys, key, nonce, box) : null
+  }
+
   /** The fingerprint of a base64 key, or null when it is not a valid key. */
   static fingerprintOf(publicKeyB64: string): string | null {
     const key = decodeKey(publicKeyB64)

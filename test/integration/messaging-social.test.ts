@@ -308,6 +308,26 @@ describe('messaging: key pinning', () => {
     expect(await newAlice.receipts.find((r) => r.msgId === outcome.id)).toMatchObject({by: 'bob', status: 'delivered'})
   })
 
+  it('a message sealed before its sender re-keyed, waiting while the recipient was away, opens with the pinned key; one sealed with the new key waits for trust', async () => {
+    const {address} = await startTestServer()
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    await alice.engine.sendText('bob', 'pin my key')
+    await bob.nextMessage()
+    await bob.close()
+    const before = await alice.engine.sendText('bob', 'sealed for my old key')
+    await alice.close()
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const after = await newAlice.engine.sendText('bob', 'sealed with my new key')
+
+    const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir})
+    expect(await bobAgain.nextMessage()).toMatchObject({id: before.id, from: 'alice', text: 'sealed for my old key'})
+    expect(await bobAgain.held.next()).toMatchObject({msgId: after.id, from: 'alice'})
+    expect(bobAgain.messages.count((m) => m.id === after.id)).toBe(0)
+    expect(bobAgain.held.count((h) => h.msgId === before.id)).toBe(0)
+    expect(await newAlice.receipts.find((r) => r.msgId === before.id)).toMatchObject({by: 'bob', status: 'delivered'})
+  })
+
   it('a held message that cannot open after a trust in another process is dropped once and forgotten, not retried at every later commit', async () => {
     const {address} = await startTestServer({retryInitialMs: 60_000, retryMaxMs: 60_000})
     const bob = await makeUser(address, 'bob', {heldRecheckMs: 20})
@@ -315,20 +335,22 @@ describe('messaging: key pinning', () => {
     await alice.engine.sendText('bob', 'pin my key')
     await bob.nextMessage()
     await bob.close()
-    // Sealed with alice's first key while bob is away; by the time he is back she has re-keyed.
-    const stale = await alice.engine.sendText('bob', 'sealed for my old key')
     await alice.close()
+    // While bob is away alice re-keys twice, sending with the key in the middle.
+    const middleAlice = await loginUser(address, 'alice')
+    const middle = await middleAlice.engine.sendText('bob', 'sealed with a key bob never trusts')
+    await middleAlice.close()
     const newAlice = await loginUser(address, 'alice')
     const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir, heldRecheckMs: 20})
-    expect(await bobAgain.held.next()).toMatchObject({msgId: stale.id, from: 'alice'})
+    expect(await bobAgain.held.next()).toMatchObject({msgId: middle.id, from: 'alice'})
 
     const elsewhere = openHistory(join(bob.profileDir, HISTORY_FILE))
     onTestFinished(() => elsewhere.close())
     elsewhere.trustPeerKeyValue('alice', newAlice.keyring.myPublicKey)
-    // Retried with the trusted key, it cannot open (it was sealed for the old one): dropped, acknowledged.
-    expect(await bobAgain.dropped.next()).toMatchObject({msgId: stale.id, from: 'alice'})
+    // Retried with the trusted (newest) key, it cannot open: dropped and acknowledged, once.
+    expect(await bobAgain.dropped.next()).toMatchObject({msgId: middle.id, from: 'alice'})
     expect(bobAgain.engine.heldCount).toBe(0)
-    expect(await newAlice.receipts.find((r) => r.msgId === stale.id)).toMatchObject({by: 'bob', status: 'delivered'})
+    expect(await newAlice.receipts.find((r) => r.msgId === middle.id)).toMatchObject({by: 'bob', status: 'delivered'})
   })
 
   it('holds, unacknowledged, a message from a re-keyed sender; it is delivered after trust', async () => {
