@@ -7,7 +7,7 @@ import {tightenMode} from '../util/file-mode.js'
 import {MessengerError} from '../protocol/errors.js'
 import {migrate, translateOpenError, type DatabaseRole} from '../store/sqlite/open.js'
 import {GroupCommitter} from '../store/sqlite/group-commit.js'
-import {PeerPins, type PeerKey, type PeerKeyCheck} from './peer-pins.js'
+import {PeerPins, type PeerKeyCheck} from './peer-pins.js'
 
 /**
  * Schema migrations for the profile's local history, applied in order; `PRAGMA user_version` counts
@@ -42,11 +42,6 @@ export const HISTORY_MIGRATIONS: readonly string[] = [
   `,
   // 2: MAX(seq) over outgoing messages stays an index lookup however long the history grows.
   `CREATE INDEX messages_direction_seq ON messages (direction, seq);`,
-  // 3: the key a trust replaced, and when: messages sealed with it before then still open.
-  `
-  ALTER TABLE peer_keys ADD COLUMN previous_key TEXT;
-  ALTER TABLE peer_keys ADD COLUMN replaced_at INTEGER;
-  `,
 ]
 
 const ROLE: DatabaseRole = {
@@ -125,7 +120,7 @@ export interface ListOptions {
   limit?: number
 }
 
-export type {PeerKey, PeerKeyCheck} from './peer-pins.js'
+export type {PeerKeyCheck} from './peer-pins.js'
 
 export interface HistoryOptions {
   /** Clock for created_at and first_seen defaults; injectable for tests. */
@@ -366,7 +361,7 @@ export class LocalHistory {
   }
 
   /** The pin of `username`; see PeerPins.getPeerKey. */
-  getPeerKey(username: string): PeerKey | undefined {
+  getPeerKey(username: string): {key: string; pendingKey: string | null; firstSeen: number} | undefined {
     return this.pins.getPeerKey(username)
   }
 

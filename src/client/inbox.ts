@@ -131,16 +131,13 @@ export class Inbox {
         // Perhaps the sender re-keyed since we cached; look once more before giving up.
         key = await this.publicKeyOf(push.from, {fresh: true})
         text = this.o.keyring.open(push.from, key, push.nonce, push.box)
-        // Or it was sealed with the key the user's last trust replaced, before that trust (it waited
-        // in the queue): it opens with that key.
-        text ??= this.o.keyring.openWithPinned(push.from, push.nonce, push.box, push.ts)
       }
     } catch (error) {
       const failure = toMessengerError(error)
       // Relayed and sealed before the sender re-keyed: it opens with the pinned key (a direct datagram
       // is sealed with the key it presents, so it cannot). Lost before: held, then undecryptable once
       // the new key was trusted.
-      const beforeRekey = failure.code === 'KEY_CHANGED' && !presentedKey ? this.o.keyring.openWithPinned(push.from, push.nonce, push.box, push.ts) : null
+      const beforeRekey = failure.code === 'KEY_CHANGED' && !presentedKey ? this.o.keyring.openWithPinned(push.from, push.nonce, push.box) : null
       if (beforeRekey !== null) text = beforeRekey
       else if (failure.code === 'KEY_CHANGED') {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`. The server

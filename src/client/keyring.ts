@@ -82,23 +82,14 @@ export class Keyring {
   }
 
   /**
-   * Opens a relayed text from `username` with the keys we trusted for them, whatever the directory
-   * says now: the pin, then the key the last `trust` replaced if the server took the message
-   * (`sentAt`, server time) before that trust. A message sealed before its sender re-keyed (it waited
-   * in the server's queue while we were away) is as authentic as it was when it was sent; only what
-   * was sealed with a new key needs the user's `trust`, and a replaced key cannot speak for the peer
-   * after it was replaced. Null when none of them opens it.
+   * Opens a text from `username` with the key pinned for them, whatever the directory says now. A
+   * message sealed before they re-keyed (it waited in the server's queue while we were away) opens
+   * with it and is as authentic as it was when it was sent; only what was sealed with the new key
+   * needs the user's `trust`. Null when there is no pin or the envelope does not open with it.
    */
-  openWithPinned(username: string, nonce: string, box: string, sentAt?: number): string | null {
-    const pin = this.history.getPeerKey(username)
-    if (!pin) return null
-    const text = this.openWith(pin.key, nonce, box)
-    if (text !== null || pin.previousKey === null || pin.replacedAt === null || sentAt === undefined || !(sentAt < pin.replacedAt)) return text
-    return this.openWith(pin.previousKey, nonce, box)
-  }
-
-  private openWith(publicKeyB64: string, nonce: string, box: string): string | null {
-    const key = decodeKey(publicKeyB64)
+  openWithPinned(username: string, nonce: string, box: string): string | null {
+    const pinned = this.history.getPeerKey(username)?.key
+    const key = pinned === undefined ? null : decodeKey(pinned)
     return key ? openText(this.sharedKeys, key, nonce, box) : null
   }
 

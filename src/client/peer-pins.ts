@@ -11,18 +11,6 @@ interface PeerKeyRow {
   public_key: string
   first_seen: number
   pending_key: string | null
-  previous_key: string | null
-  replaced_at: number | null
-}
-
-/** A peer's pin: the key, one seen since and pending `trust`, and the key the last trust replaced. */
-export interface PeerKey {
-  key: string
-  pendingKey: string | null
-  firstSeen: number
-  /** The pin before the last trust that changed it, and when that trust happened (this machine's clock). */
-  previousKey: string | null
-  replacedAt: number | null
 }
 
 function prepareStatements(db: Database.Database) {
@@ -33,7 +21,6 @@ function prepareStatements(db: Database.Database) {
        ON CONFLICT (username) DO UPDATE SET public_key = excluded.public_key, first_seen = excluded.first_seen, pending_key = NULL`,
     ),
     setPending: db.prepare<[string | null, string]>('UPDATE peer_keys SET pending_key = ? WHERE username = ?'),
-    retire: db.prepare<[string, number, string]>('UPDATE peer_keys SET previous_key = ?, replaced_at = ? WHERE username = ?'),
     // Changes whenever another connection (another messenger process on this profile) commits.
     dataVersion: db.prepare<[], number>('PRAGMA data_version').pluck(),
   }
@@ -103,7 +90,6 @@ export class PeerPins {
         if (!row) throw noKey(username)
         if (row.pending_key === null) return {previous: null, trusted: row.public_key}
         this.stmt.pin.run(username, row.pending_key, now)
-        this.stmt.retire.run(row.public_key, now, username)
         return {previous: row.public_key, trusted: row.pending_key}
       })
       .immediate()
@@ -117,9 +103,7 @@ export class PeerPins {
       .transaction(() => {
         const row = this.stmt.getPeerKey.get(username)
         this.stmt.pin.run(username, publicKeyB64, row?.public_key === publicKeyB64 ? row.first_seen : now)
-        const previous = row && row.public_key !== publicKeyB64 ? row.public_key : null
-        if (previous !== null) this.stmt.retire.run(previous, now, username)
-        return {previous, trusted: publicKeyB64}
+        return {previous: row && row.public_key !== publicKeyB64 ? row.public_key : null, trusted: publicKeyB64}
       })
       .immediate()
   }
@@ -156,12 +140,10 @@ export class PeerPins {
     return this.stmt.dataVersion.get()!
   }
 
-  /** The pin of `username` (and a key pending `trust`, and the one the last trust replaced), if any key was ever seen for them. */
-  getPeerKey(username: string): PeerKey | undefined {
+  /** The pin of `username` (and a key pending `trust`), if any key was ever seen for them. */
+  getPeerKey(username: string): {key: string; pendingKey: string | null; firstSeen: number} | undefined {
     const row = this.stmt.getPeerKey.get(username)
-    return row
-      ? {key: row.public_key, pendingKey: row.pending_key, firstSeen: row.first_seen, previousKey: row.previous_key, replacedAt: row.replaced_at}
-      : undefined
+    return row ? {key: row.public_key, pendingKey: row.pending_key, firstSeen: row.first_seen} : undefined
   }
 }
 

@@ -68,7 +68,7 @@ describe('openHistory', () => {
       {id: 'o1', direction: 'out', peer: 'bob', group: null, from: 'alice', to: 'bob', text: 'hello', ts: 1, seq: 7, status: 'stored', path: 'relay'},
       {id: 'i1', direction: 'in', peer: 'bob', group: null, from: 'bob', to: 'alice', text: 'hi back', ts: 2, seq: null, status: 'received', path: null},
     ])
-    expect(history.getPeerKey('bob')).toEqual({key: bobKey, pendingKey: null, firstSeen: 100, previousKey: null, replacedAt: null})
+    expect(history.getPeerKey('bob')).toEqual({key: bobKey, pendingKey: null, firstSeen: 100})
     expect(history.checkPeerKey('bob', bobKey, 200)).toBe('same')
   })
 })
@@ -244,7 +244,7 @@ describe('peer key pinning', () => {
     expect(history.checkPeerKey('bob', k1, 20)).toBe('same')
     expect(history.checkPeerKey('bob', k2, 30)).toBe('changed')
     expect(history.checkPeerKey('bob', k2, 31)).toBe('changed')
-    expect(history.getPeerKey('bob')).toEqual({key: k1, pendingKey: k2, firstSeen: 10, previousKey: null, replacedAt: null})
+    expect(history.getPeerKey('bob')).toEqual({key: k1, pendingKey: k2, firstSeen: 10})
   })
 
   it('sees a pin changed by another process from the next event-loop turn', async () => {
@@ -296,7 +296,7 @@ describe('peer key pinning', () => {
     history.checkPeerKey('bob', k1, 10)
     history.checkPeerKey('bob', k2, 20)
     expect(history.trustPeerKey('bob', 30)).toEqual({previous: k1, trusted: k2})
-    expect(history.getPeerKey('bob')).toEqual({key: k2, pendingKey: null, firstSeen: 30, previousKey: k1, replacedAt: 30})
+    expect(history.getPeerKey('bob')).toEqual({key: k2, pendingKey: null, firstSeen: 30})
     expect(history.checkPeerKey('bob', k2, 40)).toBe('same')
     expect(history.checkPeerKey('bob', k1, 50)).toBe('changed')
   })
@@ -305,7 +305,7 @@ describe('peer key pinning', () => {
     const k1 = key()
     history.checkPeerKey('bob', k1, 10)
     expect(history.trustPeerKey('bob')).toEqual({previous: null, trusted: k1})
-    expect(history.getPeerKey('bob')).toEqual({key: k1, pendingKey: null, firstSeen: 10, previousKey: null, replacedAt: null})
+    expect(history.getPeerKey('bob')).toEqual({key: k1, pendingKey: null, firstSeen: 10})
     expect(codeOf(() => history.trustPeerKey('nobody'))).toBe('NO_KEY')
   })
 
@@ -331,7 +331,7 @@ describe('peer key pinning', () => {
     expect(history.trustPeerKeyValue('carol', k1, 5)).toEqual({previous: null, trusted: k1})
     history.checkPeerKey('carol', k2, 10)
     expect(history.trustPeerKeyValue('carol', k3, 20)).toEqual({previous: k1, trusted: k3})
-    expect(history.getPeerKey('carol')).toEqual({key: k3, pendingKey: null, firstSeen: 20, previousKey: k1, replacedAt: 20})
+    expect(history.getPeerKey('carol')).toEqual({key: k3, pendingKey: null, firstSeen: 20})
   })
 
   it('refuses something that is not a key', () => {
