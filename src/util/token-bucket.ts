@@ -15,9 +15,10 @@ export interface TokenBucketsOptions {
 }
 
 /**
- * How far back a clock may run (an NTP step; on Redis, another node's clock) and still be waited
- * out. Further back, the bucket takes the new time as its own, so a skewed clock cannot stop refills
- * for as long as the skew; at worst a burst comes back early.
+ * How far back this process's clock may step (NTP) and still be waited out; further back, a bucket
+ * takes the new time as its own, so a step back cannot stop refills for as long as the step. One
+ * clock, so at worst a burst comes back early. (The Redis buckets never re-anchor: there the clocks
+ * are several nodes', and re-anchoring to a node behind would let a node ahead earn the skew.)
  */
 export const CLOCK_SLACK_MS = 1_000
 
@@ -65,8 +66,8 @@ export class TokenBuckets {
       // user starts again with a full burst: it errs towards allowing, and refuses no one.
       setNewest(this.buckets, key, bucket, this.maxKeys)
     }
-    // A clock that ran back earns nothing (it used to subtract: a 1 s NTP step put every sender
-    // 2,000 tokens in debt); see CLOCK_SLACK_MS. The Redis script does the same.
+    // A clock that ran back earns nothing and costs nothing (it used to subtract: a 1 s NTP step put
+    // every sender 2,000 tokens in debt); see CLOCK_SLACK_MS.
     if (now > bucket.at) bucket.tokens = Math.min(this.o.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.o.rate)
     if (now > bucket.at || bucket.at - now > CLOCK_SLACK_MS) bucket.at = now
     // More than the whole burst at once (a big group's copies) goes through once the bucket is full
@@ -76,7 +77,8 @@ export class TokenBuckets {
       bucket.tokens -= n
       return 0
     }
-    return Math.ceil(((need - bucket.tokens) / this.o.rate) * 1000)
+    // Refilling starts from the bucket's time, which a clock that stepped back has not reached yet.
+    return Math.ceil(((need - bucket.tokens) / this.o.rate) * 1000) + Math.max(0, bucket.at - now)
   }
 
   /** Drops the buckets that have refilled: one made afresh on the next take is the same. */

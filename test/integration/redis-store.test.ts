@@ -227,6 +227,16 @@ describe.skipIf(!available)('RedisStore', () => {
     })
 
     describe('atomicity across nodes (two stores on one Redis)', () => {
+      it('a node whose clock is behind earns nothing: alternating with a node ahead does not refill the bucket', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const [a, b] = [await open(prefix), await open(prefix)]
+        const ahead = a.sendBuckets({rate: 2, burst: 3, now: () => 1_700_000_002_000})
+        const behind = b.sendBuckets({rate: 2, burst: 3, now: () => 1_700_000_000_000}) // two seconds behind
+        const waits: number[] = []
+        for (let i = 0; i < 10; i++) waits.push(await (i % 2 ? behind : ahead).take('mallory'))
+        expect(waits.filter((w) => w === 0)).toHaveLength(3) // the burst, and nothing earned from the skew
+      })
+
       it('counts a user\'s sends on two nodes in one bucket, which expires once it would be full again', async () => {
         const prefix = `test:${randomUUID()}:`
         const [a, b] = [await open(prefix), await open(prefix)]

@@ -32,6 +32,16 @@ describe('TokenBuckets', () => {
     expect(buckets.take('g', 3)).toBe(0)
     expect(buckets.take('g', 3)).toBe(1000)
   })
+
+  it('a clock stepped back more than CLOCK_SLACK_MS re-anchors the bucket (one clock here), rather than stalling it for the step', () => {
+    let now = 60_000
+    const buckets = new TokenBuckets({rate: 10, burst: 2, now: () => now})
+    expect(buckets.take('a', 2)).toBe(0)
+    now = 0 // a minute back
+    expect(buckets.take('a')).toBe(100)
+    now = 100
+    expect(buckets.take('a')).toBe(0) // refilling from the new time, not a minute from now
+  })
 })
 
 describe('TokenBuckets under a flood of new keys', () => {

@@ -56,11 +56,12 @@ const SCRIPTS = {
       return {count, tostring(locked)}`,
   },
   /**
-   * KEYS bucket; ARGV n rate burst now slackMs -> 0 taken, else ms until n tokens are there.
-   * TokenBuckets (util/token-bucket.ts) in Lua: refill at rate up to burst; a take above the whole
-   * burst goes once the bucket is full and leaves it in debt. Nodes' clocks differ: a node behind the
-   * last take earns nothing, and one more than slackMs behind re-anchors the bucket to its own time
-   * (CLOCK_SLACK_MS). A missing bucket is a full one, so the key expires once it would be full.
+   * KEYS bucket; ARGV n rate burst now -> 0 taken, else ms until n tokens are there. TokenBuckets
+   * (util/token-bucket.ts) in Lua: refill at rate up to burst; a take above the whole burst goes
+   * once the bucket is full and leaves it in debt. Nodes' clocks differ: a node behind the last take
+   * earns nothing until its clock gets there (never re-anchored: a node ahead would then earn the
+   * skew at every alternation, and a user with sessions on both would have no limit). A missing
+   * bucket is a full one, so the key expires once it would be full.
    */
   takeTokens: {
     keys: 1,
@@ -68,11 +69,11 @@ const SCRIPTS = {
       local n, rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
       local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or burst)
       local at = tonumber(redis.call('HGET', KEYS[1], 'at') or now)
-      if now > at then tokens = math.min(burst, tokens + (now - at) / 1000 * rate) end
-      if now < at and at - now <= tonumber(ARGV[5]) then now = at end
+      local behind = 0
+      if now > at then tokens = math.min(burst, tokens + (now - at) / 1000 * rate) else behind = at - now; now = at end
       local need = math.min(n, burst)
       local wait = 0
-      if tokens >= need then tokens = tokens - n else wait = math.ceil((need - tokens) / rate * 1000) end
+      if tokens >= need then tokens = tokens - n else wait = math.ceil((need - tokens) / rate * 1000) + behind end
       redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
       redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
       return wait`,

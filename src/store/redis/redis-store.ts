@@ -22,7 +22,7 @@ import {RedisSocial} from './redis-social.js'
 import {receiptsFor} from '../receipts.js'
 import {randomId} from '../../crypto/random-pool.js'
 import {KeyedMutex} from '../../util/keyed-mutex.js'
-import {CLOCK_SLACK_MS, checkBucketPolicy} from '../../util/token-bucket.js'
+import {checkBucketPolicy} from '../../util/token-bucket.js'
 
 // The key layout is in redis-keys.ts, the Lua scripts in redis-scripts.ts, connecting in redis-connect.ts.
 export {DEFAULT_REDIS_PREFIX} from './redis-keys.js'
@@ -169,7 +169,7 @@ export class RedisStore implements Store {
     checkBucketPolicy(policy)
     return {
       take: async (username, n = 1) =>
-        Number(await this.scripts.run('takeTokens', [this.k.sendBucket(username)], [n, policy.rate, policy.burst, policy.now(), CLOCK_SLACK_MS])),
+        Number(await this.scripts.run('takeTokens', [this.k.sendBucket(username)], [n, policy.rate, policy.burst, policy.now()])),
     }
   }
 
