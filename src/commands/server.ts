@@ -45,7 +45,7 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
     'send-rate': Flags.integer({description: 'Messages a second one user may send (a burst of 2.5x is allowed); beyond it: RATE_LIMITED.', default: DEFAULTS.sendRate, min: 1, env: 'MESSENGER_SEND_RATE'}),
     'max-queue': Flags.integer({description: 'Most messages stored per offline recipient; beyond it senders get QUEUE_FULL.', default: DEFAULTS.maxQueue, min: 1, env: 'MESSENGER_MAX_QUEUE'}),
     'message-ttl': Flags.string({description: 'Stored messages expire after this long (the sender gets an "expired" receipt).', default: '30d', env: 'MESSENGER_MESSAGE_TTL'}),
-    'scrypt-cost': Flags.integer({description: 'scrypt N for password hashes (power of two); older hashes move to it at their next login. Lower only for tests.', default: DEFAULTS.scryptN, min: 2, env: 'MESSENGER_SCRYPT_COST'}),
+    'scrypt-cost': Flags.integer({description: 'scrypt N for password hashes (power of two); hashes made at a lower cost move up to it at their next login. Lower only for tests.', default: DEFAULTS.scryptN, min: 2, env: 'MESSENGER_SCRYPT_COST'}),
     'log-level': Flags.option({options: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, default: 'info', env: 'MESSENGER_LOG_LEVEL', description: 'Log verbosity.'})(),
   }
 

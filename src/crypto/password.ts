@@ -111,13 +111,15 @@ export async function verifyPassword(password: string, stored: string): Promise<
 }
 
 /**
- * Whether `stored` was hashed with other parameters than `params` (an operator changed
- * --scrypt-cost since): the server then re-hashes the password at the next successful login. A
+ * Whether `stored` was hashed at a lower cost than `params` (an operator raised --scrypt-cost
+ * since): the server then re-hashes the password at the next successful login. Never for a higher
+ * cost: a test value of MESSENGER_SCRYPT_COST that leaked into production must not weaken every
+ * account that logs in, and nodes briefly configured apart must not re-hash back and forth. A
  * malformed hash never verifies, so it is never re-hashed either.
  */
-export function hashedWithOtherParams(stored: string, params: ScryptParams): boolean {
+export function hashedAtLowerCost(stored: string, params: ScryptParams): boolean {
   const parsed = parseHash(stored)
-  return parsed !== undefined && (parsed.params.N !== params.N || parsed.params.r !== params.r || parsed.params.p !== params.p)
+  return parsed !== undefined && parsed.params.N * parsed.params.r * parsed.params.p < params.N * params.r * params.p
 }
 
 const dummyHashes = new Map<string, Promise<string>>()

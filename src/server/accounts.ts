@@ -1,5 +1,5 @@
 import {createHash, randomBytes} from 'node:crypto'
-import {hashPassword, hashedWithOtherParams, makeDummyHash, verifyPassword, type ScryptParams} from '../crypto/password.js'
+import {hashPassword, hashedAtLowerCost, makeDummyHash, verifyPassword, type ScryptParams} from '../crypto/password.js'
 import {MessengerError, errors} from '../protocol/errors.js'
 import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
 import type {Store, UserRecord} from '../store/store.js'
@@ -81,15 +81,20 @@ export class Accounts {
   }
 
   /**
-   * A hash made at another scrypt cost (before the operator changed --scrypt-cost) is replaced by one
+   * A hash made at a lower scrypt cost (before the operator raised --scrypt-cost) is replaced by one
    * at the current cost, now that we have the password: a raised cost protects every account from the
    * next login on, and logins stop taking a different time for accounts hashed at the old cost than
    * for unknown users (who are checked against a dummy hash at the current cost). Costs one more
-   * scrypt run, once per account.
+   * scrypt run, once per account. Best effort: the login itself has succeeded, and a store that
+   * cannot take the new hash now gets another chance at the next login.
    */
   private async upgradeHash(record: UserRecord, password: string): Promise<void> {
-    if (!hashedWithOtherParams(record.passwordHash, this.options.scrypt)) return
-    await this.options.store.setPasswordHash(record.username, await hashPassword(password, this.options.scrypt))
+    if (!hashedAtLowerCost(record.passwordHash, this.options.scrypt)) return
+    try {
+      await this.options.store.setPasswordHash(record.username, await hashPassword(password, this.options.scrypt))
+    } catch {
+      // Kept at the old cost until a later login; nothing is lost.
+    }
   }
 
   /**

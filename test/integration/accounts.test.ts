@@ -263,7 +263,7 @@ describe('accounts and sessions', () => {
     await expectCode(again.register('alice', DEFAULT_PASSWORD), 'USERNAME_TAKEN')
   })
 
-  it('re-hashes a password made at another scrypt cost at the next successful login, and only then', async () => {
+  it('re-hashes a password made at a lower scrypt cost at the next successful login, and only then; never down to a lower cost', async () => {
     const dir = await makeTempDir('messenger-rehash-')
     const store = openSqliteStore(join(dir, 'messenger.db'))
     onTestFinished(() => store.close())
@@ -287,6 +287,32 @@ describe('accounts and sessions', () => {
     const again = await connectClient(raised.address)
     await again.login('alice', DEFAULT_PASSWORD)
     expect((await store.getUser('alice'))!.passwordHash).toBe(newHash)
+    await again.close()
+    await client.close()
+    await raised.stop()
+
+    // A lower cost (a test value in production) never weakens a stored hash.
+    const lowered = await startTestServer({store, dataDir: dir, scrypt: {N: 1024}})
+    const third = await connectClient(lowered.address)
+    await third.login('alice', DEFAULT_PASSWORD)
+    expect((await store.getUser('alice'))!.passwordHash).toBe(newHash)
+  })
+
+  it('a re-hash the store cannot take does not fail the login: the old hash stays until a later login', async () => {
+    const dir = await makeTempDir('messenger-rehash-fail-')
+    const store = openSqliteStore(join(dir, 'messenger.db'))
+    onTestFinished(() => store.close())
+    const cheap = await startTestServer({store, dataDir: dir, scrypt: {N: 1024}})
+    const first = await connectClient(cheap.address)
+    await first.register('alice', DEFAULT_PASSWORD)
+    await first.close()
+    await cheap.stop()
+    const oldHash = (await store.getUser('alice'))!.passwordHash
+    sinon.stub(store, 'setPasswordHash').rejects(new Error('disk full'))
+    const raised = await startTestServer({store, dataDir: dir, scrypt: {N: 2048}})
+    const client = await connectClient(raised.address)
+    expect(await client.login('alice', DEFAULT_PASSWORD)).toMatchObject({username: 'alice'})
+    expect((await store.getUser('alice'))!.passwordHash).toBe(oldHash)
   })
 
   it('refuses requests that need a session before login with NOT_AUTHENTICATED', async () => {
