@@ -2,10 +2,12 @@ import {randomUUID} from 'node:crypto'
 import {createServer, type Socket} from 'node:net'
 
 import {Redis} from 'ioredis'
+import sinon from 'sinon'
 import {beforeAll, describe, expect, it, onTestFinished} from 'vitest'
 
 import {MessengerError} from '../../src/protocol/errors.js'
 import {checkRedisDurability, openRedisStore, RedisStore} from '../../src/store/redis/redis-store.js'
+import {RedisScripts} from '../../src/store/redis/redis-scripts.js'
 import type {EnqueueRequest} from '../../src/store/store.js'
 import {messagingStoreContract} from '../helpers/messaging-store-contract.js'
 import {freePort, redisAvailable, startRedis, type RedisServer} from '../helpers/redis.js'
@@ -401,6 +403,24 @@ describe.skipIf(!available)('RedisStore', () => {
         expect(await store.pendingMessages('bob', 0, 10)).toEqual([expect.objectContaining({msgId: request.msgId, seq: 7, ts: T0 - 5})])
         expect(await store.enqueueMessage(request)).toEqual({seq: 7, ts: T0 - 5, duplicate: true, full: []})
         expect(await store.pendingMessages('bob', 0, 10)).toHaveLength(1)
+      })
+
+      it('a record another attempt discarded while this one inserted is written again at commit, so a re-send stays a duplicate', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const store = await open(prefix)
+        await withUsers(store, ['alice', 'bob'])
+        const request = message('alice', ['bob'], {seq: 4})
+        // A concurrent attempt whose copies all came back full discards the claim between our inserts and our commit.
+        const run = RedisScripts.prototype.run
+        const stub = sinon.stub(RedisScripts.prototype, 'run').callsFake(async function (this: RedisScripts, name, keys, args) {
+          if (name === 'commit') await admin.del(keys[0]!)
+          return run.call(this, name, keys, args)
+        })
+        onTestFinished(() => stub.restore())
+        expect(await store.enqueueMessage(request)).toEqual({seq: 4, ts: T0, duplicate: false, full: []})
+        stub.restore()
+        expect(await store.enqueueMessage({...request, ts: T0 + 9})).toEqual({seq: 4, ts: T0, duplicate: true, full: []})
+        expect(await store.pendingMessages('bob', 0, 10)).toEqual([expect.objectContaining({msgId: request.msgId, seq: 4, ts: T0})])
       })
 
       it('takes a fresh, higher qid when a queue is ahead of the global counter (e.g. restored from another backup)', async () => {

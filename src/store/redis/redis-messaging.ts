@@ -119,7 +119,7 @@ export class RedisMessaging {
       if (state === 'new') await this.scripts.run('discard', [idKey], ['withSeq'])
       return {seq: 0, ts, duplicate: false, full}
     }
-    await this.scripts.run('commit', [idKey])
+    await this.scripts.run('commit', [idKey], [request.sender, ts, expiresAt, seq, group === null ? '0' : '1', group ?? ''])
     return {seq, ts, duplicate: state !== 'new' && inserted === 0, full}
   }
 

@@ -121,7 +121,8 @@ const SCRIPTS = {
    * KEYS id; ARGV [withSeq]: forgets an open claim that stored nothing (every copy was full), so a
    * re-send is judged afresh, with its own ts and expiry. Without `withSeq` only a claim that never
    * got a seq (the INCR path checks the queues first); with it also one holding the client's seq.
-   * A concurrent attempt that did insert a copy loses nothing: inserts are idempotent by msgId.
+   * A concurrent attempt that did insert a copy meanwhile finds the record gone at its commit, which
+   * writes it again (see commit); inserts are idempotent by msgId.
    */
   discard: {
     keys: 1,
@@ -131,11 +132,19 @@ const SCRIPTS = {
       end
       return 0`,
   },
-  /** KEYS id: the message's copies are all in place. */
+  /**
+   * KEYS id; ARGV sender ts expiresAt seq hasGroup group: the message's copies are all in place. A
+   * record that another attempt discarded meanwhile (its copies all full, ours inserted) is written
+   * again, so a later re-send is still recognised as a duplicate.
+   */
   commit: {
     keys: 1,
     lua: `
-      if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'state', 'done') end
+      if redis.call('EXISTS', KEYS[1]) == 0 then
+        redis.call('HSET', KEYS[1], 'sender', ARGV[1], 'ts', ARGV[2], 'expiresAt', ARGV[3], 'seq', ARGV[4])
+        if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'group', ARGV[6]) end
+      end
+      redis.call('HSET', KEYS[1], 'state', 'done')
       return 1`,
   },
   /** KEYS qid; ARGV count floor -> the last of `count` fresh qids, all above `floor`. */

@@ -27,7 +27,10 @@ export function migrate(db: Database.Database, file: string, migrations: readonl
   }
   if (current === migrations.length) return
   db.transaction(() => {
-    for (let version = current; version < migrations.length; version++) {
+    // Read again under the write lock: another process (\`chat\` and \`trust\` starting together) may
+    // have migrated while this one waited for it, and an ALTER TABLE run twice fails.
+    const locked = db.pragma('user_version', {simple: true}) as number
+    for (let version = locked; version < migrations.length; version++) {
       db.exec(migrations[version]!)
       db.pragma(`user_version = ${version + 1}`)
     }
