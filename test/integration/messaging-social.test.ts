@@ -328,7 +328,7 @@ describe('messaging: key pinning', () => {
     expect(await newAlice.receipts.find((r) => r.msgId === before.id)).toMatchObject({by: 'bob', status: 'delivered'})
   })
 
-  it('a held message that cannot open after a trust in another process is dropped once and forgotten, not retried at every later commit', async () => {
+  it('a held message that cannot open after a trust in another process is dropped once and leaves the held set, so later commits do not retry it', async () => {
     const {address} = await startTestServer({retryInitialMs: 60_000, retryMaxMs: 60_000})
     const bob = await makeUser(address, 'bob', {heldRecheckMs: 20})
     const alice = await makeUser(address, 'alice')
