@@ -1,6 +1,6 @@
 import {EventEmitter} from 'node:events'
 import {MessengerError, RECONNECT_CURES} from '../protocol/errors.js'
-import {sameEndpoint, uniqueEndpoints, type Endpoint, type IntroducePush, type InvitedPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
+import {sameEndpoint, uniqueEndpoints, type Endpoint, type IntroducePush, type InvitedPush, type ReceiptPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
 import {decodeKey} from '../crypto/identity.js'
 import type {SealedText} from '../crypto/envelope.js'
 import type {PeerLink} from '../transport/peer-link.js'
@@ -74,7 +74,7 @@ export interface GroupSendOutcome {
 
 export interface DeliveryEvents {
   message: [ReceivedMessage]
-  receipt: [{msgId: string; by: string; status: 'delivered' | 'expired'; ts: number}]
+  receipt: [{msgId: string; by: string; status: ReceiptPush['status']; ts: number}]
   invited: [InvitedPush]
   /** A message whose sender's key differs from the pin: held (not acknowledged) until `trust`. */
   held: [{msgId: string; from: string; error: MessengerError}]
@@ -83,7 +83,10 @@ export interface DeliveryEvents {
    * so the server sends it again (1 s, doubling to 30 s) and it is shown once a write succeeds.
    */
   unsaved: [{msgId: string; from: string; error: MessengerError}]
-  /** A message that failed to decrypt: dropped and counted, never shown. */
+  /**
+   * A message that failed to decrypt (sealed for a key we do not have, or with one that is not the
+   * sender's trusted key): never shown; acknowledged as unreadable, so its sender hears so.
+   */
   dropped: [{msgId: string; from: string; reason: string}]
 }
 

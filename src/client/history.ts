@@ -56,17 +56,18 @@ const BUSY_TIMEOUT_MS = 5_000
 const DEFAULT_LIST_LIMIT = 50
 
 /** Statuses of an outgoing message; an incoming one is always 'received'. */
-export type OutgoingStatus = 'sending' | 'stored' | 'sent' | 'delivered' | 'expired' | 'failed'
+export type OutgoingStatus = 'sending' | 'stored' | 'sent' | 'delivered' | 'expired' | 'unreadable' | 'failed'
 export type HistoryStatus = OutgoingStatus | 'received'
 export type DeliveryPath = 'relay' | 'direct'
 
 /**
  * Forward order of outgoing statuses. 'failed' ranks with 'sending': any later proof of progress
  * (a late reply, a receipt) overrides it, and it can itself only replace 'sending'. 'expired' (the
- * server dropped the copy after its TTL, undelivered) is final unless a session of the recipient
- * had acknowledged it after all ('delivered').
+ * server dropped the copy after its TTL, undelivered) and 'unreadable' (the recipient's client could
+ * not open it: sealed for a key it does not have) are final unless a session of the recipient had
+ * acknowledged it after all ('delivered').
  */
-const RANK: Record<OutgoingStatus, number> = {sending: 0, failed: 0, stored: 1, sent: 2, expired: 3, delivered: 4}
+const RANK: Record<OutgoingStatus, number> = {sending: 0, failed: 0, stored: 1, sent: 2, expired: 3, unreadable: 3, delivered: 4}
 
 /** The conversation key of a group in the `peer` column: group names share no namespace with users. */
 export const groupPeer = (group: string): string => `#${group}`

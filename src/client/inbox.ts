@@ -22,11 +22,14 @@ const HELD_RECHECK_MS = 1_000
 interface HeldMessage {
   push: DeliverPush
   path: DeliveryPath
-  acknowledge: () => void
+  acknowledge: Acknowledge
   presentedKey?: string
   /** The key it was refused for (KEY_CHANGED's `presented`): once the pin is this key, it opens. */
   refusedKey?: string
 }
+
+/** Settles an incoming message with whoever sent it; `unreadable` when it could not be opened. */
+type Acknowledge = (unreadable?: boolean) => void
 
 /** Ids remembered to recognise a repeat (receipts: two server pages of them). */
 const RECENT_IDS = 2_048
@@ -41,6 +44,8 @@ export class Inbox {
   dropped = 0
   private readonly receiptWaiters = new Map<string, (delivered: boolean) => void>()
   private pendingAcks: string[] = []
+  /** Received, but could not be opened: acknowledged as such. */
+  private pendingUnreadable: string[] = []
   private pendingReceiptAcks: string[] = []
   /**
    * Receipts handled lately, oldest first: the server may push one twice (unacknowledged when the
@@ -98,7 +103,13 @@ export class Inbox {
       this.dropped++
       return
     }
-    this.accept(envelope, 'direct', () => link.ack(m.senderKeyBytes, m.from, envelope.msgId), m.senderKey).catch(() => {
+    // One that cannot be opened is not acknowledged here: the sender falls back to the relay, which
+    // either refuses a copy sealed for a key we no longer have (STALE_KEY: it looks again) or
+    // carries the 'unreadable' acknowledgement back.
+    const acknowledge: Acknowledge = (unreadable) => {
+      if (!unreadable) link.ack(m.senderKeyBytes, m.from, envelope.msgId)
+    }
+    this.accept(envelope, 'direct', acknowledge, m.senderKey).catch(() => {
       // Whatever a peer's datagram makes throw is its problem, never the end of this process.
       this.dropped++
     })
@@ -106,7 +117,7 @@ export class Inbox {
 
   /** One message from the relay; acknowledged to the server with the others of its burst. */
   onDeliver(push: DeliverPush): Promise<void> {
-    return this.accept(push, 'relay', () => this.queueAck(push.msgId))
+    return this.accept(push, 'relay', (unreadable) => this.queueAck(push.msgId, unreadable))
   }
 
   /**
@@ -115,7 +126,7 @@ export class Inbox {
    * changed key, or one whose sender cannot be checked right now, is not acknowledged.
    * `presentedKey` is the key a direct datagram was sealed with: it must be `from`'s key.
    */
-  private async accept(push: DeliverPush, path: DeliveryPath, acknowledge: () => void, presentedKey?: string): Promise<void> {
+  private async accept(push: DeliverPush, path: DeliveryPath, acknowledge: Acknowledge, presentedKey?: string): Promise<void> {
     let text: string | null
     try {
       let key = await this.publicKeyOf(push.from)
@@ -163,7 +174,8 @@ export class Inbox {
     if (text === null) {
       this.dropped++
       this.events.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'could not be decrypted'})
-      acknowledge() // garbage would otherwise be redelivered forever
+      // Settled, or it would come back for ever; its sender hears 'unreadable', not 'delivered'.
+      acknowledge(true)
       return
     }
     const message: ReceivedMessage = {
@@ -270,9 +282,9 @@ export class Inbox {
     })
   }
 
-  private queueAck(msgId: string): void {
+  private queueAck(msgId: string, unreadable = false): void {
     if (this.o.autoAck === false) return
-    this.pendingAcks.push(msgId)
+    ;(unreadable ? this.pendingUnreadable : this.pendingAcks).push(msgId)
     this.scheduleAck()
   }
 
@@ -282,11 +294,14 @@ export class Inbox {
     this.ackScheduled = true
     setImmediate(() => {
       this.ackScheduled = false
-      while (this.pendingAcks.length > 0 || this.pendingReceiptAcks.length > 0) {
+      while (this.pendingAcks.length > 0 || this.pendingUnreadable.length > 0 || this.pendingReceiptAcks.length > 0) {
         const msgIds = this.pendingAcks.splice(0, LIMITS.ackIds)
+        const unreadable = this.pendingUnreadable.splice(0, LIMITS.ackIds)
         const receiptIds = this.pendingReceiptAcks.splice(0, LIMITS.ackIds)
         // If this fails the server redelivers; local history dedupes by id.
-        this.o.client.request('ack', {...(msgIds.length ? {msgIds} : {}), ...(receiptIds.length ? {receiptIds} : {})}).catch(() => undefined)
+        this.o.client
+          .request('ack', {...(msgIds.length ? {msgIds} : {}), ...(unreadable.length ? {unreadable} : {}), ...(receiptIds.length ? {receiptIds} : {})})
+          .catch(() => undefined)
       }
     })
   }

@@ -121,7 +121,13 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     engine.on('receipt', (r) => {
       const sent = ctx.sent.get(r.msgId)
       if (!sent) return
-      print(r.status === 'delivered' ? `  ✓✓ message ${sent.seq} delivered to ${r.by}` : `  ✗ message ${sent.seq} to ${r.by} expired undelivered`)
+      print(
+        r.status === 'delivered'
+          ? `  ✓✓ message ${sent.seq} delivered to ${r.by}`
+          : r.status === 'unreadable'
+            ? `  ✗ ${r.by} could not read message ${sent.seq} (sealed for a key ${r.by} no longer has); send it again`
+            : `  ✗ message ${sent.seq} to ${r.by} expired undelivered`,
+      )
     })
     engine.on('invited', (i) => print(`* ${i.by} invited you to #${i.group}. Type /group join ${i.group}`))
     engine.on('held', ({from, error}) => print(`!! ${error.message} A message from ${from} is held until you /trust ${from}.`))

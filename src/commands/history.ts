@@ -5,13 +5,13 @@ import {HISTORY_FILE} from '../client/session.js'
 import {join} from 'node:path'
 
 // Typed by status: a new status that has no mark here does not compile.
-const MARKS: Record<HistoryStatus, string> = {sending: '…', failed: '✗ failed', stored: '✓ stored', sent: '✓ sent', delivered: '✓✓ delivered', expired: '✗ expired', received: ''}
+const MARKS: Record<HistoryStatus, string> = {sending: '…', failed: '✗ failed', stored: '✓ stored', sent: '✓ sent', delivered: '✓✓ delivered', expired: '✗ expired', unreadable: '✗ unreadable', received: ''}
 
 export default class History extends BaseCommand<typeof History> {
   static override summary = 'Show your local message history, with delivery marks.'
 
   static override description = `Reads the history kept on this machine (the server keeps no copy of delivered messages).
-Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ failed.`
+Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ unreadable (the recipient's client could not open it: sealed for a key it no longer has; send it again), ✗ failed.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',

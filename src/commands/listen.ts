@@ -59,7 +59,12 @@ With --json it prints one JSON object per line:
         `[${new Date(m.ts).toLocaleTimeString()}] ${m.group ? `#${m.group} ` : m.broadcast ? '(broadcast) ' : ''}${m.from}: ${m.text}`,
       ),
     )
-    engine.on('receipt', (r) => emit({type: 'receipt', id: r.msgId, by: r.by, status: r.status, ts: new Date(r.ts).toISOString()}, `* ${r.status} to ${r.by}`))
+    engine.on('receipt', (r) =>
+      emit(
+        {type: 'receipt', id: r.msgId, by: r.by, status: r.status, ts: new Date(r.ts).toISOString()},
+        r.status === 'unreadable' ? `* unreadable to ${r.by}: ${r.by} could not open it (sealed for a key ${r.by} no longer has); send it again` : `* ${r.status} to ${r.by}`,
+      ),
+    )
     engine.on('invited', (i) => emit({type: 'invited', group: i.group, by: i.by}, `* ${i.by} invited you to #${i.group}: messenger group join ${i.group}`))
     engine.on('held', ({from, error}) => {
       process.stderr.write(`WARNING: ${error.message} A message from ${from} is held until you run \`messenger trust ${from}\`.\n`)

@@ -3,7 +3,7 @@
  * 2: a receipt carries `msgIds` (every message of an acknowledgement batch), not one `msgId`.
  * A client and a server of different versions refuse each other at `hello` (VERSION_MISMATCH).
  */
-export const PROTOCOL_VERSION = 2 as const
+export const PROTOCOL_VERSION = 3 as const
 
 export const DEFAULTS = {
   host: '0.0.0.0',

@@ -35,7 +35,14 @@ export const REQUEST_SCHEMAS = {
   setkey: object({type: literal('setkey'), id, publicKey}),
   whois: object({type: literal('whois'), id, username}),
   send: object({type: literal('send'), id, msgId, seq: optional(int({min: 1})), group: optional(groupName), copies}),
-  ack: object({type: literal('ack'), id, msgIds: optional(array(msgId, {max: LIMITS.ackIds})), receiptIds: optional(array(msgId, {max: LIMITS.ackIds}))}),
+  ack: object({
+    type: literal('ack'),
+    id,
+    msgIds: optional(array(msgId, {max: LIMITS.ackIds})),
+    // Copies the client could not open (sealed for a key it does not have): settled, but 'unreadable' for the sender.
+    unreadable: optional(array(msgId, {max: LIMITS.ackIds})),
+    receiptIds: optional(array(msgId, {max: LIMITS.ackIds})),
+  }),
   broadcast: object({type: literal('broadcast'), id, msgId, copies}),
   group_create: object({type: literal('group_create'), id, name: groupName, invite: optional(array(username, {max: 100}))}),
   group_invite: object({type: literal('group_invite'), id, name: groupName, username}),
@@ -187,7 +194,8 @@ export interface ReceiptPush {
   /** 1 to LIMITS.receiptMsgIds ids. */
   msgIds: string[]
   by: string
-  status: 'delivered' | 'expired'
+  /** delivered: stored by the recipient's client; expired: never fetched before the TTL; unreadable: the recipient's client could not open it (sealed for a key it does not have). */
+  status: 'delivered' | 'expired' | 'unreadable'
   ts: number
 }
 

@@ -300,22 +300,30 @@ export class Relay {
             },
           )
         : undefined
-    const deleting = msgIds.length > 0 ? store.ackMessages(username, msgIds, now()) : undefined
+    // Copies the client could not open settle like the others, but their senders hear 'unreadable'.
+    const unreadable = request.unreadable ?? []
+    const ts = now()
+    const deletions = [
+      ...(msgIds.length > 0 ? [store.ackMessages(username, msgIds, ts)] : []),
+      ...(unreadable.length > 0 ? [store.ackMessages(username, unreadable, ts, 'unreadable')] : []),
+    ]
     admit()
-    if (!deleting) {
+    if (deletions.length === 0) {
       await receiptsDone
       return {}
     }
+    const settled = unreadable.length > 0 ? [...msgIds, ...unreadable] : msgIds
     // The client has these on its disk: they leave the window now, and the window is refilled
     // while the deletions commit (a draining session would otherwise idle through each commit).
     // Should a deletion fail, the copy is pushed again at the next login and shown once.
-    this.dropInFlight(username, msgIds)
-    const [receiptsAck, deletion] = await Promise.allSettled([receiptsDone, deleting])
-    if (deletion.status === 'rejected') throw deletion.reason
+    this.dropInFlight(username, settled)
+    const [receiptsAck, ...deleted] = await Promise.allSettled([receiptsDone, ...deletions])
+    // Stored with the deletion: pushed even if another half of this ack failed.
+    for (const deletion of deleted) if (deletion.status === 'fulfilled') this.pushReceipts(deletion.value)
+    const failed = deleted.find((deletion) => deletion.status === 'rejected')
+    if (failed) throw failed.reason
     // Every session of this user, on any node, may hold these in flight; one ack settles them all.
-    this.o.hub.acked(username, msgIds)
-    // Stored with the deletion: pushed even if the receipt half of this ack failed.
-    this.pushReceipts(deletion.value)
+    this.o.hub.acked(username, settled)
     if (receiptsAck.status === 'rejected') throw receiptsAck.reason
     return {}
   }

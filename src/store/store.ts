@@ -90,7 +90,7 @@ export interface ReceiptRecord {
   msgIds: string[]
   /** The recipient whose client acknowledged (or whose copy expired). */
   by: string
-  status: 'delivered' | 'expired'
+  status: 'delivered' | 'expired' | 'unreadable'
   ts: number
 }
 
@@ -101,6 +101,9 @@ export interface GroupRecord {
   owner: string
   createdAt: number
 }
+
+/** What an acknowledgement says of the copies it settles (ReceiptRecord.status). Default delivered. */
+export type AckStatus = 'delivered' | 'unreadable'
 
 /** Rate buckets (see Store.sendBuckets). */
 export interface SendBuckets {
@@ -154,13 +157,14 @@ export interface Store {
   /** The recipient's queued copies with qid > afterQid, in queue order. */
   pendingMessages(recipient: string, afterQid: number, limit: number): Promise<StoredMessage[]>
   /**
-   * Deletes the recipient's copies of these messages and stores the "delivered" receipts for the
-   * ones deleted (receiptsFor, stamped `ts`); returns those receipts (none when nothing was deleted).
+   * Deletes the recipient's copies of these messages and stores the receipts for the ones deleted
+   * (receiptsFor, stamped `ts`): "delivered", or "unreadable" for copies the recipient's client could
+   * not open; returns those receipts (none when nothing was deleted).
    * SQLite does both in one atomic, durable write, so a crash cannot leave a message delivered and
    * its sender unaware; Redis records the deletion for the receipts in the same script and stores
    * them right after, or at the recipient's next ack if the node died in between (see RedisStore).
    */
-  ackMessages(recipient: string, msgIds: string[], ts: number): Promise<ReceiptRecord[]>
+  ackMessages(recipient: string, msgIds: string[], ts: number, status?: AckStatus): Promise<ReceiptRecord[]>
   /**
    * Deletes copies whose expiresAt <= now (and forgets old msgIds) and stores their "expired"
    * receipts, as ackMessages does; returns those receipts.

@@ -218,6 +218,22 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
     })
 
     describe('ackMessages', () => {
+      it('settles copies acknowledged as unreadable like the others, with an unreadable receipt for their sender', async () => {
+        const store = await open()
+        const [read, unread] = [message('alice', ['bob']), message('alice', ['bob'])]
+        await store.enqueueMessage(read)
+        await store.enqueueMessage(unread)
+        expect((await store.ackMessages('bob', [read.msgId], T0 + 1)).map((r) => [r.status, r.msgIds])).toEqual([['delivered', [read.msgId]]])
+        const receipts = await store.ackMessages('bob', [unread.msgId], T0 + 2, 'unreadable')
+        expect(receipts).toEqual([expect.objectContaining({username: 'alice', by: 'bob', status: 'unreadable', msgIds: [unread.msgId], ts: T0 + 2})])
+        expect(await store.pendingMessages('bob', 0, 10)).toEqual([])
+        const stored = await store.pendingReceipts('alice', 10)
+        expect(stored.map((r) => [r.status, r.msgIds])).toEqual([
+          ['delivered', [read.msgId]],
+          ['unreadable', [unread.msgId]],
+        ])
+      })
+
       it('deletes only the acknowledging recipient’s copies and stores a delivered receipt for what it deleted', async () => {
         const store = await open()
         const shared = message('alice', ['bob', 'carol'], {group: 'team'})

@@ -328,6 +328,46 @@ describe('messaging: key pinning', () => {
     expect(await newAlice.receipts.find((r) => r.msgId === before.id)).toMatchObject({by: 'bob', status: 'delivered'})
   })
 
+  it('messages waiting for a recipient who re-keyed cannot open on the new key: the sender hears "unreadable", never "delivered"', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    await bob.engine.sendText('alice', 'hi') // alice pins bob's key
+    await alice.nextMessage()
+    await bob.close()
+    const waiting = await alice.engine.sendText('bob', 'sealed for the key bob had')
+    expect(waiting.status).toBe('stored')
+
+    // Bob on a new machine: a new profile, a new key. The queued copy was sealed for the old one.
+    const newBob = await loginUser(address, 'bob')
+    expect(await newBob.dropped.next()).toMatchObject({msgId: waiting.id, from: 'alice'})
+    expect(await alice.receipts.find((r) => r.msgId === waiting.id)).toMatchObject({by: 'bob', status: 'unreadable'})
+    expect(alice.receipts.count((r) => r.msgId === waiting.id && r.status === 'delivered')).toBe(0)
+    expect(alice.history.list({peer: 'bob'}).find((e) => e.id === waiting.id)?.status).toBe('unreadable')
+  })
+
+  it('a message sealed with the sender\'s old key, read only after the recipient trusted the new one, cannot open: the sender hears "unreadable"', async () => {
+    const {address} = await startTestServer()
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    await alice.engine.sendText('bob', 'pin my key')
+    await bob.nextMessage()
+    await bob.close()
+    const before = await alice.engine.sendText('bob', 'sealed with my old key')
+    await alice.close()
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    // Bob hears of the new key and trusts it before he reads what waits for him.
+    const history = openHistory(join(bob.profileDir, HISTORY_FILE))
+    try {
+      history.trustPeerKeyValue('alice', newAlice.keyring.myPublicKey)
+    } finally {
+      history.close()
+    }
+    const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir})
+    expect(await bobAgain.dropped.next()).toMatchObject({msgId: before.id, from: 'alice'})
+    expect(await newAlice.receipts.find((r) => r.msgId === before.id)).toMatchObject({by: 'bob', status: 'unreadable'})
+  })
+
   it('a held message that cannot open after a trust in another process is dropped once and leaves the held set, so later commits do not retry it', async () => {
     const {address} = await startTestServer({retryInitialMs: 60_000, retryMaxMs: 60_000})
     const bob = await makeUser(address, 'bob', {heldRecheckMs: 20})
@@ -347,10 +387,10 @@ describe('messaging: key pinning', () => {
     const elsewhere = openHistory(join(bob.profileDir, HISTORY_FILE))
     onTestFinished(() => elsewhere.close())
     elsewhere.trustPeerKeyValue('alice', newAlice.keyring.myPublicKey)
-    // Retried with the trusted (newest) key, it cannot open: dropped and acknowledged, once.
+    // Retried with the trusted (newest) key, it cannot open: dropped and acknowledged as unreadable, once.
     expect(await bobAgain.dropped.next()).toMatchObject({msgId: middle.id, from: 'alice'})
     expect(bobAgain.engine.heldCount).toBe(0)
-    expect(await newAlice.receipts.find((r) => r.msgId === middle.id)).toMatchObject({by: 'bob', status: 'delivered'})
+    expect(await newAlice.receipts.find((r) => r.msgId === middle.id)).toMatchObject({by: 'bob', status: 'unreadable'})
   })
 
   it('holds, unacknowledged, a message from a re-keyed sender; it is delivered after trust', async () => {

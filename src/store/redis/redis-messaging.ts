@@ -1,7 +1,7 @@
 import type {ChainableCommander, Redis} from 'ioredis'
 
 import {errors} from '../../protocol/errors.js'
-import type {AckedCopy, EnqueueRequest, EnqueueResult, ReceiptRecord, StoredMessage} from '../store.js'
+import type {AckedCopy, AckStatus, EnqueueRequest, EnqueueResult, ReceiptRecord, StoredMessage} from '../store.js'
 import {SWEEP_BATCH, execPipeline} from './redis-common.js'
 import type {RedisKeys} from './redis-keys.js'
 import type {RedisScripts} from './redis-scripts.js'
@@ -40,6 +40,8 @@ function parseReceipt(json: string): ReceiptRecord {
 export interface UnreceiptedBatch {
   batchId: string
   ts: number
+  /** What the recipient said of them (records written before 'unreadable' existed say nothing: delivered). */
+  status: AckStatus
   copies: AckedCopy[]
 }
 
@@ -174,19 +176,19 @@ export class RedisMessaging {
    * Deletes the recipient's copies; returns every batch of acknowledged copies whose receipts are not
    * stored yet (this one, under `batchId`, and any a dead node left). Call `receipted` once stored.
    */
-  async ack(recipient: string, msgIds: string[], batchId: string, ts: number): Promise<UnreceiptedBatch[]> {
+  async ack(recipient: string, msgIds: string[], batchId: string, ts: number, status: AckStatus = 'delivered'): Promise<UnreceiptedBatch[]> {
     if (msgIds.length === 0) return []
     const keys = [this.k.queue(recipient), this.k.copies(recipient), this.k.acked(recipient), this.k.unreceipted(recipient)]
-    const flat = (await this.scripts.run('ack', keys, [batchId, ts, ...msgIds])) as string[]
+    const flat = (await this.scripts.run('ack', keys, [batchId, ts, status, ...msgIds])) as string[]
     const batches: UnreceiptedBatch[] = []
     for (let i = 0; i < flat.length; i += 2) {
       // ts travels as a string: cjson prints numbers with 14 significant digits.
-      const {ts: at, ids} = JSON.parse(flat[i + 1]!) as {ts: string; ids: string[] | Record<string, never>}
+      const {ts: at, status: said, ids} = JSON.parse(flat[i + 1]!) as {ts: string; status?: AckStatus; ids: string[] | Record<string, never>}
       // cjson writes an empty Lua table as {}; the script stores only non-empty batches, but be lenient.
       const list = Array.isArray(ids) ? ids : []
       const copies: AckedCopy[] = []
       for (let j = 0; j < list.length; j += 2) copies.push({msgId: list[j]!, sender: list[j + 1]!, recipient})
-      batches.push({batchId: flat[i]!, ts: Number(at), copies})
+      batches.push({batchId: flat[i]!, ts: Number(at), status: said === 'unreadable' ? 'unreadable' : 'delivered', copies})
     }
     return batches
   }

@@ -187,8 +187,8 @@ const SCRIPTS = {
       return out`,
   },
   /**
-   * KEYS queue copies acked unreceipted; ARGV batchId ts msgIds... Deletes the copies and, in the
-   * same script, records msgId, sender, msgId, sender... of those deleted (all a receipt needs; not
+   * KEYS queue copies acked unreceipted; ARGV batchId ts status msgIds... Deletes the copies and, in the
+   * same script, records the status and msgId, sender, msgId, sender... of those deleted (all a receipt needs; not
    * the copies, boxes and all) under batchId in unreceipted, until the caller has stored the senders'
    * receipts (in other slots) and removes it. Returns every batch still there, flat [batchId, JSON, ...]:
    * a node that died before storing an earlier batch's receipts left it for this ack to finish.
@@ -200,7 +200,7 @@ const SCRIPTS = {
     keys: 4,
     lua: `
       local ids = {}
-      for i = 3, #ARGV do
+      for i = 4, #ARGV do
         local id = ARGV[i]
         local json = redis.call('HGET', KEYS[2], id)
         if json then
@@ -211,7 +211,7 @@ const SCRIPTS = {
           ids[#ids + 1] = string.match(json, '"sender":"([^"]*)"')
         end
       end
-      if #ids > 0 then redis.call('HSET', KEYS[4], ARGV[1], cjson.encode({ts = ARGV[2], ids = ids})) end
+      if #ids > 0 then redis.call('HSET', KEYS[4], ARGV[1], cjson.encode({ts = ARGV[2], status = ARGV[3], ids = ids})) end
       return redis.call('HGETALL', KEYS[4])`,
   },
   /**

@@ -1,6 +1,7 @@
 import type {Redis} from 'ioredis'
 
 import type {
+  AckStatus,
   EnqueueRequest,
   EnqueueResult,
   GroupRecord,
@@ -197,9 +198,9 @@ export class RedisStore implements Store {
    * in between leaves the record, and the recipient's next ack, on any node, stores those receipts
    * too (and returns them, to be pushed).
    */
-  async ackMessages(recipient: string, msgIds: string[], ts: number): Promise<ReceiptRecord[]> {
-    const batches = await this.messaging.ack(recipient, msgIds, randomId(), ts)
-    const receipts = batches.flatMap((b) => receiptsFor(b.copies, 'delivered', b.ts, (n) => `${b.batchId}-${n}`))
+  async ackMessages(recipient: string, msgIds: string[], ts: number, status: AckStatus = 'delivered'): Promise<ReceiptRecord[]> {
+    const batches = await this.messaging.ack(recipient, msgIds, randomId(), ts, status)
+    const receipts = batches.flatMap((b) => receiptsFor(b.copies, b.status, b.ts, (n) => `${b.batchId}-${n}`))
     await this.messaging.addReceipts(receipts)
     await this.messaging.receipted(recipient, batches.map((b) => b.batchId))
     return receipts

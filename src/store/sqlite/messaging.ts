@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3'
 import {errors} from '../../protocol/errors.js'
-import type {AckedCopy, EnqueueRequest, EnqueueResult, GroupRecord, Membership, ReceiptRecord, StoredMessage} from '../store.js'
+import type {AckedCopy, AckStatus, EnqueueRequest, EnqueueResult, GroupRecord, Membership, ReceiptRecord, StoredMessage} from '../store.js'
 import {receiptsFor} from '../receipts.js'
 
 /**
@@ -256,9 +256,9 @@ export class SqliteMessaging {
   }
 
   /** Deletes the copies and stores their receipts in the same write: a crash cannot separate them. */
-  ack(recipient: string, msgIds: string[], ts: number): ReceiptRecord[] {
+  ack(recipient: string, msgIds: string[], ts: number, status: AckStatus = 'delivered'): ReceiptRecord[] {
     const deleted: AckedCopy[] = this.s.ack.all(recipient, JSON.stringify(msgIds)).map((row) => ({msgId: row.msg_id, sender: row.sender, recipient}))
-    const receipts = receiptsFor(deleted, 'delivered', ts)
+    const receipts = receiptsFor(deleted, status, ts)
     this.addReceipts(receipts)
     return receipts
   }

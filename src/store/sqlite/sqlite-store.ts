@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3'
 
 import type {
+  AckStatus,
   EnqueueRequest,
   EnqueueResult,
   GroupRecord,
@@ -244,8 +245,8 @@ export class SqliteStore implements Store {
     return this.messaging.pending(recipient, afterQid, limit)
   }
 
-  async ackMessages(recipient: string, msgIds: string[], ts: number): Promise<ReceiptRecord[]> {
-    return this.commits.run(() => this.messaging.ack(recipient, msgIds, ts))
+  async ackMessages(recipient: string, msgIds: string[], ts: number, status: AckStatus = 'delivered'): Promise<ReceiptRecord[]> {
+    return this.commits.run(() => this.messaging.ack(recipient, msgIds, ts, status))
   }
 
   async expireMessages(now: number): Promise<ReceiptRecord[]> {
