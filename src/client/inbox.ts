@@ -117,7 +117,10 @@ export class Inbox {
 
   /** One message from the relay; acknowledged to the server with the others of its burst. */
   onDeliver(push: DeliverPush): Promise<void> {
-    return this.accept(push, 'relay', (unreadable) => this.queueAck(push.msgId, unreadable))
+    return this.accept(push, 'relay', (unreadable) => this.queueAck(push.msgId, unreadable)).catch(() => {
+      // Something unforeseen (the history unreadable, a listener that threw): not acknowledged, so
+      // the server sends it again; never an unhandled rejection that ends chat or listen.
+    })
   }
 
   /**
