@@ -84,6 +84,12 @@ export interface DeliveryEvents {
    */
   unsaved: [{msgId: string; from: string; error: MessengerError}]
   /**
+   * A sender's directory key differs from the pin, though their message opened with the pinned key
+   * (sealed before they re-keyed): delivered, and this says so once per sender, because what they
+   * seal with the new key is held until `trust`.
+   */
+  keyChanged: [{from: string; error: MessengerError}]
+  /**
    * A message that failed to decrypt (sealed for a key we do not have, or with one that is not the
    * sender's trusted key): never shown; acknowledged as unreadable, so its sender hears so.
    */

@@ -73,8 +73,10 @@ export class Inbox {
    * listener of that event attaches, then replayed in order.
    */
   private readonly backlogs = new Map<keyof DeliveryEvents, unknown[][]>(
-    (['message', 'receipt', 'invited', 'held', 'unsaved'] as const).map((event) => [event, []]),
+    (['message', 'receipt', 'invited', 'held', 'unsaved', 'keyChanged'] as const).map((event) => [event, []]),
   )
+  /** Senders whose changed key was announced this session while their older messages still opened. */
+  private readonly keyChangeAnnounced = new Set<string>()
 
   /**
    * `events` is the engine, whose events this fires; `publicKeyOf` is the engine's directory
@@ -152,8 +154,11 @@ export class Inbox {
       // is sealed with the key it presents, so it cannot). Lost before: held, then undecryptable once
       // the new key was trusted.
       const beforeRekey = failure.code === 'KEY_CHANGED' && !presentedKey ? this.o.keyring.openWithPinned(push.from, push.nonce, push.box) : null
-      if (beforeRekey !== null) text = beforeRekey
-      else if (failure.code === 'KEY_CHANGED') {
+      if (beforeRekey !== null) {
+        text = beforeRekey
+        // Shown loudly all the same (DESIGN.md 5), once per sender: what they seal from now on waits for trust.
+        if (!rememberId(this.keyChangeAnnounced, push.from, RECENT_IDS)) this.deliverEvent('keyChanged', {from: push.from, error: failure})
+      } else if (failure.code === 'KEY_CHANGED') {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`. The server
         // pushes it again every 30 s meanwhile; the user is told once.
         if (!rememberId(this.heldIds, push.msgId, RECENT_IDS)) this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
@@ -260,7 +265,7 @@ export class Inbox {
   }
 
   /** Emits now, or keeps it for the first listener (see `backlogs`). */
-  deliverEvent<E extends 'message' | 'receipt' | 'invited' | 'held' | 'unsaved'>(event: E, ...args: DeliveryEvents[E]): void {
+  deliverEvent<E extends 'message' | 'receipt' | 'invited' | 'held' | 'unsaved' | 'keyChanged'>(event: E, ...args: DeliveryEvents[E]): void {
     const backlog = this.backlogs.get(event)
     if (backlog) backlog.push(args)
     else (this.events as EventEmitter).emit(event, ...args)

@@ -131,6 +131,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     })
     engine.on('invited', (i) => print(`* ${i.by} invited you to #${i.group}. Type /group join ${i.group}`))
     engine.on('held', ({from, error}) => print(`!! ${error.message} A message from ${from} is held until you /trust ${from}.`))
+    engine.on('keyChanged', ({from, error}) => print(`!! ${error.message} What ${from} sent before still arrives; new messages wait until you verify and /trust ${from}.`))
     engine.on('unsaved', ({from, error}) => print(`!! A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`))
     client.on('presence', (p) => print(`* ${p.username} (${p.displayName}) is ${p.online ? 'online' : 'offline'}`))
     client.on('disconnected', ({error}) => print(`* connection lost (${error.message}); reconnecting...`))

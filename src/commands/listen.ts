@@ -70,6 +70,10 @@ With --json it prints one JSON object per line:
       process.stderr.write(`WARNING: ${error.message} A message from ${from} is held until you run \`messenger trust ${from}\`.\n`)
       if (json) emit({type: 'warning', code: error.code, from, message: error.message}, '')
     })
+    engine.on('keyChanged', ({from, error}) => {
+      process.stderr.write(`WARNING: ${error.message} What ${from} sent before still arrives; new messages wait until you verify and run \`messenger trust ${from}\`.\n`)
+      if (json) emit({type: 'warning', code: error.code, from, message: error.message}, '')
+    })
     engine.on('unsaved', ({from, error}) => {
       process.stderr.write(`WARNING: A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.\n`)
       if (json) emit({type: 'warning', code: error.code, from, message: error.message}, '')

@@ -321,8 +321,12 @@ describe('messaging: key pinning', () => {
     const after = await newAlice.engine.sendText('bob', 'sealed with my new key')
 
     const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir})
+    const keyChanged: Array<{from: string; code: string}> = []
+    bobAgain.engine.on('keyChanged', ({from, error}) => keyChanged.push({from, code: error.code}))
     expect(await bobAgain.nextMessage()).toMatchObject({id: before.id, from: 'alice', text: 'sealed for my old key'})
     expect(await bobAgain.held.next()).toMatchObject({msgId: after.id, from: 'alice'})
+    // Delivered, but the change is still shown, once.
+    expect(keyChanged).toEqual([{from: 'alice', code: 'KEY_CHANGED'}])
     expect(bobAgain.messages.count((m) => m.id === after.id)).toBe(0)
     expect(bobAgain.held.count((h) => h.msgId === before.id)).toBe(0)
     expect(await newAlice.receipts.find((r) => r.msgId === before.id)).toMatchObject({by: 'bob', status: 'delivered'})
