@@ -1,7 +1,9 @@
 /** Wire and policy constants in one place, so the server, the client and the docs agree. */
 /**
  * 2: a receipt carries `msgIds` (every message of an acknowledgement batch), not one `msgId`.
- * A client and a server of different versions refuse each other at `hello` (VERSION_MISMATCH).
+ * 3: `ack.unreadable`, and the receipt status `unreadable` (a copy the recipient could not open).
+ * A client and a server of different versions refuse each other at `hello` (VERSION_MISMATCH); a
+ * reconnecting client stops there rather than retrying. Redis nodes of one cluster run one version.
  */
 export const PROTOCOL_VERSION = 3 as const
 

@@ -116,8 +116,8 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
 /** Failures a reconnect cures: a request failing so is sent again, a delivery failing so comes again. */
 export const RECONNECT_CURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['CONNECTION_CLOSED', 'TIMEOUT', 'SHUTTING_DOWN'])
 
-/** Failures a reconnect cannot cure (a revoked session token, a changed server certificate): the session ends. */
-export const RECONNECT_CANNOT_CURE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['TOKEN_INVALID', 'CERT_CHANGED'])
+/** Failures a reconnect cannot cure (a revoked session token, a changed server certificate, a server upgraded to another protocol): the session ends. */
+export const RECONNECT_CANNOT_CURE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['TOKEN_INVALID', 'CERT_CHANGED', 'VERSION_MISMATCH'])
 
 /** Replies after which the server ends the connection: nothing more sent on it could succeed. */
 export const CLOSES_CONNECTION: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['HELLO_REQUIRED', 'VERSION_MISMATCH'])

@@ -5,6 +5,7 @@ import {describe, expect, it, onTestFinished} from 'vitest'
 import {MessengerClient} from '../../src/client/client.js'
 import {loadServerTls} from '../../src/crypto/tls.js'
 import {answerLikeAServer} from '../helpers/fake-server.js'
+import {encodeFrame} from '../../src/protocol/frame.js'
 import {DEFAULT_PASSWORD, createClient, makeTempDir, registerAndLogin, startTestServer} from '../helpers/server.js'
 
 /** close() is final even when it lands in the middle of a reconnect: nothing waits on, nothing connects after. */
@@ -84,5 +85,43 @@ describe('client close during a reconnect', () => {
     // The client drops the connection that completes after close(), and says nothing on it.
     await secondGone
     expect(requests).toEqual(['1:hello', '1:login'])
+  })
+})
+
+describe('client reconnecting to a server of another protocol version', () => {
+  it('stops with VERSION_MISMATCH instead of retrying for ever (an upgrade, not a restart, cures it)', async () => {
+    const material = await loadServerTls({dataDir: await makeTempDir('messenger-version-fake-')})
+    let connections = 0
+    const sockets: tls.TLSSocket[] = []
+    const fake = tls.createServer({cert: material.cert, key: material.key}, (socket) => {
+      const index = ++connections
+      sockets.push(socket)
+      answerLikeAServer(socket, (request) => {
+        // The server came back upgraded: the second connection's hello is refused.
+        if (index === 1 || request.type !== 'hello') return false
+        socket.write(encodeFrame({re: request.id, error: {code: 'VERSION_MISMATCH', message: 'This server speaks protocol 99.'}}))
+        return true
+      })
+    })
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))
+    onTestFinished(() => new Promise<void>((resolve) => fake.close(() => resolve())))
+    const port = (fake.address() as net.AddressInfo).port
+    const alice = createClient(`127.0.0.1:${port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
+    onTestFinished(() => alice.close())
+    await alice.connect()
+    await alice.login('alice', DEFAULT_PASSWORD, {online: true})
+    let attempts = 0
+    // Settles on the mismatch, or on a third connection (a retry that should not have happened).
+    const outcome = new Promise<string>((resolve) => {
+      alice.on('disconnected', ({error}) => {
+        if (error.code === 'VERSION_MISMATCH') resolve('stopped')
+      })
+      alice.on('reconnecting', () => {
+        if (++attempts === 2) resolve('retried')
+      })
+    })
+    sockets[0]!.destroy()
+    expect(await outcome).toBe('stopped')
+    expect(connections).toBe(2)
   })
 })
