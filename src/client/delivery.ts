@@ -60,8 +60,11 @@ export interface SendOutcome {
   seq: number
   to: string
   path: DeliveryPath
-  /** delivered: the recipient's client has it; stored: queued for an offline user; sent: queued, recipient online, receipt pending. */
-  status: 'delivered' | 'stored' | 'sent'
+  /**
+   * delivered: the recipient's client has it; stored: queued for an offline user; sent: queued,
+   * recipient online, receipt pending; unreadable: the recipient's client could not open it.
+   */
+  status: 'delivered' | 'stored' | 'sent' | 'unreadable'
 }
 
 export interface GroupSendOutcome {
@@ -90,8 +93,10 @@ export interface DeliveryEvents {
    */
   keyChanged: [{from: string; error: MessengerError}]
   /**
-   * A message that failed to decrypt (sealed for a key we do not have, or with one that is not the
-   * sender's trusted key): never shown; acknowledged as unreadable, so its sender hears so.
+   * A message that failed to decrypt (sealed for a key we do not have, tampered with) or a datagram
+   * sealed with a key that is not the sender's: never shown. A relayed one is acknowledged as
+   * unreadable, so its sender hears so; a direct one is not acknowledged (its sender falls back to
+   * the relay, and may be reported again for each retry).
    */
   dropped: [{msgId: string; from: string; reason: string}]
 }
@@ -173,7 +178,8 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const online = result.recipients[0]?.online ?? false
     let status: SendOutcome['status'] = online ? 'sent' : 'stored'
     await this.o.history.updateStatus(id, status === 'sent' ? 'sent' : 'stored', {seq, path: 'relay'})
-    if (online && (await delivered.within(this.o.receiptWaitMs ?? 2_000))) status = 'delivered'
+    const receipt = online ? await delivered.within(this.o.receiptWaitMs ?? 2_000) : undefined
+    if (receipt === 'delivered' || receipt === 'unreadable') status = receipt
     else delivered.cancel()
     return {id, seq, to, path: 'relay', status}
   }

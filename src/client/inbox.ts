@@ -42,7 +42,7 @@ const RECENT_IDS = 2_048
 export class Inbox {
   /** Messages that failed to open (tampered, wrong key). */
   dropped = 0
-  private readonly receiptWaiters = new Map<string, (delivered: boolean) => void>()
+  private readonly receiptWaiters = new Map<string, (status: ReceiptPush['status']) => void>()
   private pendingAcks: string[] = []
   /** Received, but could not be opened: acknowledged as such. */
   private pendingUnreadable: string[] = []
@@ -93,7 +93,14 @@ export class Inbox {
       if (!backlog) return
       setImmediate(() => {
         this.backlogs.delete(event as keyof DeliveryEvents)
-        for (const args of backlog) (events as EventEmitter).emit(event, ...args)
+        for (const args of backlog) {
+          try {
+            ;(events as EventEmitter).emit(event, ...args)
+          } catch {
+            // A listener that throws must not end the process (this runs in a timer) nor cost the
+            // others their events; what it was told is already stored.
+          }
+        }
       })
     })
   }
@@ -282,8 +289,13 @@ export class Inbox {
     // Announced once the history says so, so whoever reacts to the event reads the new status.
     void Promise.all(recorded).then(() => {
       for (const msgId of push.msgIds) {
-        this.receiptWaiters.get(msgId)?.(push.status === 'delivered')
-        this.deliverEvent('receipt', {msgId, by: push.by, status: push.status, ts: push.ts})
+        this.receiptWaiters.get(msgId)?.(push.status)
+        try {
+          this.deliverEvent('receipt', {msgId, by: push.by, status: push.status, ts: push.ts})
+        } catch {
+          // A listener that throws must not end the process nor keep the others from hearing; the
+          // statuses are recorded, so the receipt is acknowledged all the same.
+        }
       }
       this.pendingReceiptAcks.push(push.receiptId)
       this.scheduleAck()
@@ -316,20 +328,20 @@ export class Inbox {
 
   /**
    * Arms a wait for the receipt of `msgId` before it is sent, so a quick receipt is not missed.
-   * `within` is true for a "delivered" receipt; an "expired" one ends the wait at once with false.
+   * `within` resolves with the receipt's status, or undefined when none came in time.
    */
-  waitForReceipt(msgId: string): {within: (ms: number) => Promise<boolean>; cancel: () => void} {
-    let outcome: boolean | undefined
-    let wake: ((delivered: boolean) => void) | undefined
-    this.receiptWaiters.set(msgId, (delivered) => {
-      outcome = delivered
-      wake?.(delivered)
+  waitForReceipt(msgId: string): {within: (ms: number) => Promise<ReceiptPush['status'] | undefined>; cancel: () => void} {
+    let outcome: ReceiptPush['status'] | undefined
+    let wake: ((status: ReceiptPush['status']) => void) | undefined
+    this.receiptWaiters.set(msgId, (status) => {
+      outcome = status
+      wake?.(status)
     })
     const cancel = () => this.receiptWaiters.delete(msgId)
     return {
       cancel,
       within: (ms) =>
-        new Promise<boolean>((resolve) => {
+        new Promise<ReceiptPush['status'] | undefined>((resolve) => {
           if (outcome !== undefined) {
             cancel()
             resolve(outcome)
@@ -337,12 +349,12 @@ export class Inbox {
           }
           const timer = setTimeout(() => {
             cancel()
-            resolve(false)
+            resolve(undefined)
           }, ms)
-          wake = (delivered) => {
+          wake = (status) => {
             clearTimeout(timer)
             cancel()
-            resolve(delivered)
+            resolve(status)
           }
         }),
     }

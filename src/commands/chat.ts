@@ -125,7 +125,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         r.status === 'delivered'
           ? `  ✓✓ message ${sent.seq} delivered to ${r.by}`
           : r.status === 'unreadable'
-            ? `  ✗ ${r.by} could not read message ${sent.seq} (sealed for a key ${r.by} no longer has); send it again`
+            ? `  ✗ ${r.by}'s client could not open message ${sent.seq}; send it again`
             : `  ✗ message ${sent.seq} to ${r.by} expired undelivered`,
       )
     })
@@ -145,7 +145,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       ctx.current = to.toLowerCase()
       const outcome = await engine.sendText(to, text)
       ctx.sent.set(outcome.id, {to: outcome.to, seq: outcome.seq})
-      const how = outcome.path === 'direct' ? 'delivered directly, p2p' : {delivered: 'delivered, relayed', stored: `stored: ${outcome.to} is offline`, sent: 'sent, relayed'}[outcome.status]
+      const how = outcome.path === 'direct' ? 'delivered directly, p2p' : {delivered: 'delivered, relayed', stored: `stored: ${outcome.to} is offline`, sent: 'sent, relayed', unreadable: `relayed, but ${outcome.to}'s client could not open it; send it again`}[outcome.status]
       print(`  message ${outcome.seq} to ${outcome.to} (${how})`)
     }
     switch (action.kind) {

@@ -11,7 +11,7 @@ export default class History extends BaseCommand<typeof History> {
   static override summary = 'Show your local message history, with delivery marks.'
 
   static override description = `Reads the history kept on this machine (the server keeps no copy of delivered messages).
-Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ unreadable (the recipient's client could not open it: sealed for a key it no longer has; send it again), ✗ failed.`
+Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ unreadable (the recipient's client could not open it; send it again), ✗ failed.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',

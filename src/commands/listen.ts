@@ -62,7 +62,7 @@ With --json it prints one JSON object per line:
     engine.on('receipt', (r) =>
       emit(
         {type: 'receipt', id: r.msgId, by: r.by, status: r.status, ts: new Date(r.ts).toISOString()},
-        r.status === 'unreadable' ? `* unreadable to ${r.by}: ${r.by} could not open it (sealed for a key ${r.by} no longer has); send it again` : `* ${r.status} to ${r.by}`,
+        r.status === 'unreadable' ? `* unreadable to ${r.by}: ${r.by}'s client could not open it; send it again` : `* ${r.status} to ${r.by}`,
       ),
     )
     engine.on('invited', (i) => emit({type: 'invited', group: i.group, by: i.by}, `* ${i.by} invited you to #${i.group}: messenger group join ${i.group}`))

@@ -3,6 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {messageText, positionalWords} from '../cli/message-text.js'
 import {pathFlags} from '../cli/path-flags.js'
 import type {SendOutcome} from '../client/delivery.js'
+import {MessengerError} from '../protocol/errors.js'
 
 export default class Send extends BaseCommand<typeof Send> {
   static override summary = 'Send an end-to-end encrypted message to a user.'
@@ -37,8 +38,19 @@ Prints the message number and what happened: delivered directly (p2p), delivered
     const how =
       outcome.path === 'direct'
         ? 'delivered directly, p2p'
-        : {delivered: 'delivered, relayed', stored: `stored: ${outcome.to} is offline`, sent: 'sent, relayed; not yet confirmed by the recipient'}[outcome.status]
+        : {
+            delivered: 'delivered, relayed',
+            stored: `stored: ${outcome.to} is offline`,
+            sent: 'sent, relayed; not yet confirmed by the recipient',
+            unreadable: `but ${outcome.to}'s client could not open it`,
+          }[outcome.status]
     this.log(`Message ${outcome.seq} sent to ${outcome.to} (${how})`)
+    if (outcome.status === 'unreadable') {
+      throw new MessengerError('UNREADABLE', `${outcome.to}'s client received message ${outcome.seq} but could not open it.`, {
+        hint: `Send it again; if it keeps happening, compare fingerprints with ${outcome.to} in person (\`messenger whois ${outcome.to}\`).`,
+        details: {...outcome},
+      })
+    }
     return outcome
   }
 }

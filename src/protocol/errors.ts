@@ -42,6 +42,7 @@ export const ERROR_CODES = {
   NOT_A_MEMBER: 'You are not a member of that group.',
   NOT_INVITED: 'You have not been invited to that group.',
   DIRECT_FAILED: 'No direct path to the peer answered (and --direct-only forbids the relay).',
+  UNREADABLE: "The recipient's client received the message but could not open it.",
   // file transfer
   RECIPIENT_OFFLINE: 'Files go only to online users; the recipient is offline.',
   FILE_TOO_LARGE: "The file is larger than the recipient's limit.",
@@ -103,6 +104,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   FILE_CORRUPT: 'Send the file again; if it keeps failing, the path between you is corrupting data.',
   TRANSFER_FAILED: 'Check that both of you are online, then send the file again.',
   DIRECT_FAILED: 'Drop --direct-only (or set the path preference to auto) to let the relay carry it, or check that the peer is online.',
+  UNREADABLE: 'Send it again; if it keeps happening, compare fingerprints with the recipient in person (`messenger whois USER`).',
   SERVER_UNREACHABLE: 'Check that `messenger server` is running, or pass --server HOST:PORT (or set MESSENGER_SERVER).',
   CONNECTION_CLOSED: 'Check that the server is running, then try again.',
   TIMEOUT: 'Check the server and your network, then try again.',

@@ -301,14 +301,18 @@ export class Relay {
           )
         : undefined
     // Copies the client could not open settle like the others, but their senders hear 'unreadable'.
+    // One deletion after the other (rare, and a Redis ack finishes the batches an earlier one left).
     const unreadable = request.unreadable ?? []
     const ts = now()
-    const deletions = [
-      ...(msgIds.length > 0 ? [store.ackMessages(username, msgIds, ts)] : []),
-      ...(unreadable.length > 0 ? [store.ackMessages(username, unreadable, ts, 'unreadable')] : []),
-    ]
+    const deleteBoth = async (): Promise<ReceiptRecord[]> => {
+      const delivered = msgIds.length > 0 ? await store.ackMessages(username, msgIds, ts) : []
+      // Stored with its deletion: pushed even if the unreadable half fails.
+      this.pushReceipts(delivered)
+      return unreadable.length > 0 ? store.ackMessages(username, unreadable, ts, 'unreadable') : []
+    }
+    const deleting = msgIds.length > 0 || unreadable.length > 0 ? deleteBoth() : undefined
     admit()
-    if (deletions.length === 0) {
+    if (!deleting) {
       await receiptsDone
       return {}
     }
@@ -317,13 +321,11 @@ export class Relay {
     // while the deletions commit (a draining session would otherwise idle through each commit).
     // Should a deletion fail, the copy is pushed again at the next login and shown once.
     this.dropInFlight(username, settled)
-    const [receiptsAck, ...deleted] = await Promise.allSettled([receiptsDone, ...deletions])
-    // Stored with the deletion: pushed even if another half of this ack failed.
-    for (const deletion of deleted) if (deletion.status === 'fulfilled') this.pushReceipts(deletion.value)
-    const failed = deleted.find((deletion) => deletion.status === 'rejected')
-    if (failed) throw failed.reason
+    const [receiptsAck, deletion] = await Promise.allSettled([receiptsDone, deleting])
+    if (deletion.status === 'rejected') throw deletion.reason
     // Every session of this user, on any node, may hold these in flight; one ack settles them all.
     this.o.hub.acked(username, settled)
+    this.pushReceipts(deletion.value)
     if (receiptsAck.status === 'rejected') throw receiptsAck.reason
     return {}
   }

@@ -1,4 +1,5 @@
 import {join} from 'node:path'
+import sinon from 'sinon'
 import {describe, expect, it, onTestFinished, vi} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {openHistory} from '../../src/client/history.js'
@@ -330,6 +331,18 @@ describe('messaging: key pinning', () => {
     expect(bobAgain.messages.count((m) => m.id === after.id)).toBe(0)
     expect(bobAgain.held.count((h) => h.msgId === before.id)).toBe(0)
     expect(await newAlice.receipts.find((r) => r.msgId === before.id)).toMatchObject({by: 'bob', status: 'delivered'})
+  })
+
+  it('a message the online recipient cannot open (tampered on the way) ends sendText as "unreadable", not "sent" or "delivered"', async () => {
+    const {address} = await startTestServer()
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    // The fault: every box bob opens comes out as garbage, as a tampered one would.
+    sinon.stub(bob.keyring, 'open').returns(null)
+    const outcome = await alice.engine.sendText('bob', 'mangled on the way')
+    expect(outcome).toMatchObject({to: 'bob', path: 'relay', status: 'unreadable'})
+    expect(await bob.dropped.next()).toMatchObject({msgId: outcome.id, from: 'alice'})
+    expect(alice.history.list({peer: 'bob'}).find((e) => e.id === outcome.id)?.status).toBe('unreadable')
   })
 
   it('messages waiting for a recipient who re-keyed cannot open on the new key: the sender hears "unreadable", never "delivered"', async () => {

@@ -11,7 +11,7 @@ import {openSqliteStore} from '../../src/store/sqlite/sqlite-store.js'
  * its SQLite store in a temp dir, and clients with their own profile (identity key + local history).
  */
 describe('messaging: delivery', () => {
-  it('a message listener that throws does not end the session: the message is stored, and acknowledged at its redelivery', async () => {
+  it('listeners that throw do not end the session: the message is stored and acknowledged at its redelivery, the receipt recorded and acknowledged', async () => {
     const {address} = await startTestServer({retryInitialMs: 50, retryMaxMs: 50})
     const bob = await makeUser(address, 'bob')
     const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
@@ -20,10 +20,14 @@ describe('messaging: delivery', () => {
       thrown++
       throw new Error('a listener bug')
     })
+    alice.engine.on('receipt', () => {
+      throw new Error('another listener bug')
+    })
     const outcome = await alice.engine.sendText('bob', 'hello')
     expect(await alice.receipts.find((r) => r.msgId === outcome.id)).toMatchObject({by: 'bob', status: 'delivered'})
     expect(thrown).toBe(1) // shown once; the redelivery found it stored and only acknowledged it
     expect(bob.history.list({peer: 'alice'}).map((e) => e.id)).toEqual([outcome.id])
+    expect(alice.history.list({peer: 'bob'}).find((e) => e.id === outcome.id)?.status).toBe('delivered')
   })
 
   it('delivers live: the recipient sees text, sender and seq; the sender gets "delivered"', async () => {

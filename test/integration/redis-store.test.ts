@@ -363,6 +363,21 @@ describe.skipIf(!available)('RedisStore', () => {
         expect(await admin.exists(`${prefix}{u:bob}:unreceipted`)).toBe(0)
       })
 
+      it('an unfinished batch keeps its status: an unreadable one finished by a later ack stays unreadable, and one recorded by an older node (no status) reads as delivered', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const store = await open(prefix)
+        await withUsers(store, ['alice', 'bob'])
+        const [m1, m2, m3] = [message('alice', ['bob']), message('alice', ['bob']), message('alice', ['bob'])]
+        for (const m of [m1, m2, m3]) await store.enqueueMessage(m)
+        // Batches a node left behind after deleting, before storing the receipts: one of this version
+        // (unreadable) and one written by an older node, whose record has no status.
+        await admin.hset(`${prefix}{u:bob}:unreceipted`, 'left-new', JSON.stringify({ts: String(T0 + 1), status: 'unreadable', ids: [m1.msgId, 'alice']}))
+        await admin.hset(`${prefix}{u:bob}:unreceipted`, 'left-old', JSON.stringify({ts: String(T0 + 2), ids: [m2.msgId, 'alice']}))
+        const receipts = await store.ackMessages('bob', [m3.msgId], T0 + 3)
+        const statusOf = (id: string) => receipts.find((r) => r.msgIds.includes(id))?.status
+        expect([statusOf(m1.msgId), statusOf(m2.msgId), statusOf(m3.msgId)]).toEqual(['unreadable', 'delivered', 'delivered'])
+      })
+
       it('an expiry sweep that fails part way has stored the receipts of the batches it already deleted', async () => {
         const store = await open()
         await withUsers(store, ['alice', 'bob'])

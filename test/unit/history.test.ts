@@ -123,6 +123,16 @@ describe('outgoing status', () => {
     expect(status()).toBe('delivered')
   })
 
+  it("'unreadable' replaces stored or sent and stays, unless another session of the recipient had stored it after all", () => {
+    history.setStatus('m', 'sent')
+    expect(history.setStatus('m', 'unreadable')).toBe(true)
+    for (const s of ['sent', 'stored', 'sending', 'failed', 'expired'] as const) expect(history.setStatus('m', s)).toBe(false)
+    expect(status()).toBe('unreadable')
+    expect(history.setStatus('m', 'delivered')).toBe(true)
+    expect(history.setStatus('m', 'unreadable')).toBe(false)
+    expect(status()).toBe('delivered')
+  })
+
   it('never moves backward', () => {
     history.setStatus('m', 'delivered')
     for (const s of ['sent', 'stored', 'sending', 'failed', 'delivered'] as const) {

@@ -18,7 +18,7 @@ const FULL: {[K in RequestType]: Request<K>} = {
   setkey: {type: 'setkey', id: 7, publicKey: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='},
   whois: {type: 'whois', id: 8, username: 'bob'},
   send: {type: 'send', id: 9, msgId: 'msg_0123456789abcdef', seq: 3, group: 'team', copies: [{to: 'bob', nonce: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', box: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'}]},
-  ack: {type: 'ack', id: 10, msgIds: ['msg_0123456789abcdef'], receiptIds: ['msg_0123456789abcdef']},
+  ack: {type: 'ack', id: 10, msgIds: ['msg_0123456789abcdef'], unreadable: ['msg_fedcba9876543210'], receiptIds: ['msg_0123456789abcdef']},
   broadcast: {type: 'broadcast', id: 11, msgId: 'msg_0123456789abcdef', copies: [{to: 'bob', nonce: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', box: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'}]},
   group_create: {type: 'group_create', id: 12, name: 'team', invite: ['bob']},
   group_invite: {type: 'group_invite', id: 13, name: 'team', username: 'bob'},
@@ -98,6 +98,13 @@ describe('validateRequest: valid requests', () => {
     expect(validateJson({...FULL.login, password: ''}).ok).toBe(true)
     expect(validateJson({...FULL.resume, token: 't'.repeat(128)}).ok).toBe(true)
     expect(validateJson({...FULL.hello, client: 'c'.repeat(100)}).ok).toBe(true)
+  })
+
+  it('takes up to LIMITS.ackIds unreadable ids in an ack, and no more', () => {
+    const ids = (n: number) => Array.from({length: n}, (_, i) => `msg_${String(i).padStart(16, '0')}`)
+    expect(validateJson({...FULL.ack, unreadable: ids(LIMITS.ackIds)}).ok).toBe(true)
+    expect(expectError(validateJson({...FULL.ack, unreadable: ids(LIMITS.ackIds + 1)}), 'BAD_FRAME').message).toContain('$.unreadable')
+    expect(expectError(validateJson({...FULL.ack, unreadable: ['not an id']}), 'BAD_FRAME').message).toContain('$.unreadable[0]')
   })
 })
 
