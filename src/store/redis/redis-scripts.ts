@@ -56,17 +56,22 @@ const SCRIPTS = {
       return {count, tostring(locked)}`,
   },
   /**
-   * KEYS bucket; ARGV n rate burst now -> 0 taken, else ms until n tokens are there. TokenBuckets
+   * KEYS bucket; ARGV n rate burst now|'' -> 0 taken, else ms until n tokens are there. TokenBuckets
    * (util/token-bucket.ts) in Lua: refill at rate up to burst; a take above the whole burst goes
-   * once the bucket is full and leaves it in debt. Nodes' clocks differ: a node behind the last take
-   * earns nothing until its clock gets there (never re-anchored: a node ahead would then earn the
-   * skew at every alternation, and a user with sessions on both would have no limit). A missing
-   * bucket is a full one, so the key expires once it would be full.
+   * once the bucket is full and leaves it in debt. Time is Redis's own (TIME) unless `now` is given
+   * (tests): one clock for every node. Should it run back, a take earns nothing until it is past the
+   * last take again (never re-anchored: with callers' clocks, a node ahead would earn the skew at
+   * every alternation). A missing bucket is a full one, so the key expires once it would be full.
    */
   takeTokens: {
     keys: 1,
     lua: `
-      local n, rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+      local n, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+      local now = tonumber(ARGV[4])
+      if not now then
+        local t = redis.call('TIME')
+        now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+      end
       local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or burst)
       local at = tonumber(redis.call('HGET', KEYS[1], 'at') or now)
       local behind = 0

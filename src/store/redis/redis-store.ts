@@ -39,6 +39,12 @@ export interface RedisStoreOptions {
    * contain `{` or `}`: the per-user hash tags decide the Cluster slot. Default `messenger:`.
    */
   prefix?: string
+  /**
+   * Whose clock the send buckets run on. 'redis' (the default): Redis's own (TIME), one clock for
+   * every node, so nodes whose clocks disagree can neither stall a user's refills nor add to them.
+   * 'caller': the `now` given to sendBuckets, for tests that drive time by hand.
+   */
+  bucketClock?: 'redis' | 'caller'
 }
 
 /**
@@ -48,6 +54,7 @@ export interface RedisStoreOptions {
  */
 export class RedisStore implements Store {
   readonly prefix: string
+  private readonly bucketClock: 'redis' | 'caller'
   private readonly k: RedisKeys
   private readonly scripts: RedisScripts
   private readonly messaging: RedisMessaging
@@ -61,6 +68,7 @@ export class RedisStore implements Store {
     options: RedisStoreOptions = {},
   ) {
     this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX
+    this.bucketClock = options.bucketClock ?? 'redis'
     this.k = redisKeys(this.prefix)
     this.scripts = new RedisScripts(redis)
     this.messaging = new RedisMessaging(redis, this.k, this.scripts)
@@ -165,12 +173,15 @@ export class RedisStore implements Store {
     await this.redis.del(this.k.failures(username))
   }
 
-  /** One bucket per user in Redis, taken from atomically by a script, so every node's sends count together. */
+  /**
+   * One bucket per user in Redis, taken from atomically by a script, so every node's sends count
+   * together; on Redis's clock unless the store was opened with bucketClock 'caller'.
+   */
   sendBuckets(policy: {rate: number; burst: number; now: () => number}): SendBuckets {
     checkBucketPolicy(policy)
+    const now = this.bucketClock === 'caller' ? policy.now : () => ''
     return {
-      take: async (username, n = 1) =>
-        Number(await this.scripts.run('takeTokens', [this.k.sendBucket(username)], [n, policy.rate, policy.burst, policy.now()])),
+      take: async (username, n = 1) => Number(await this.scripts.run('takeTokens', [this.k.sendBucket(username)], [n, policy.rate, policy.burst, now()])),
     }
   }
 
