@@ -119,7 +119,11 @@ export async function verifyPassword(password: string, stored: string): Promise<
  */
 export function hashedAtLowerCost(stored: string, params: ScryptParams): boolean {
   const parsed = parseHash(stored)
-  return parsed !== undefined && parsed.params.N * parsed.params.r * parsed.params.p < params.N * params.r * params.p
+  if (!parsed) return false
+  // N*r is the memory cost (what makes scrypt hard to parallelise), p only repeats it: a higher p
+  // must not pass for a higher cost while the memory cost went down.
+  const [memory, current] = [parsed.params.N * parsed.params.r, params.N * params.r]
+  return memory < current || (memory === current && parsed.params.p < params.p)
 }
 
 const dummyHashes = new Map<string, Promise<string>>()

@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest'
 
-import {DEFAULT_SCRYPT, hashPassword, makeDummyHash, verifyPassword, type ScryptParams} from '../../src/crypto/password.js'
+import {DEFAULT_SCRYPT, hashPassword, hashedAtLowerCost, makeDummyHash, verifyPassword, type ScryptParams} from '../../src/crypto/password.js'
 
 // Cheap parameters: the production cost (~60 ms per hash) would make this suite slow for no gain.
 const CHEAP: ScryptParams = {N: 1024, r: 8, p: 1}
@@ -81,6 +81,19 @@ describe('password hashing', () => {
     const stored = await hashPassword('production cost', DEFAULT_SCRYPT)
     expect(stored.startsWith(`scrypt$${DEFAULT_SCRYPT.N}$${DEFAULT_SCRYPT.r}$${DEFAULT_SCRYPT.p}$`)).toBe(true)
     expect(await verifyPassword('production cost', stored)).toBe(true)
+  })
+})
+
+describe('hashedAtLowerCost', () => {
+  const stored = (N: number, r: number, p: number) => `scrypt$${N}$${r}$${p}$c2FsdHNhbHRzYWx0c2FsdA==$${Buffer.alloc(32).toString('base64')}`
+  it('is true only below the current memory cost (N*r), or at it with a lower p', () => {
+    const current = {N: 32768, r: 8, p: 1}
+    expect(hashedAtLowerCost(stored(16384, 8, 1), current)).toBe(true)
+    expect(hashedAtLowerCost(stored(32768, 8, 1), current)).toBe(false)
+    expect(hashedAtLowerCost(stored(65536, 8, 1), current)).toBe(false) // never down
+    expect(hashedAtLowerCost(stored(16384, 8, 4), current)).toBe(true) // more p does not make up for less memory
+    expect(hashedAtLowerCost(stored(32768, 8, 1), {...current, p: 2})).toBe(true)
+    expect(hashedAtLowerCost('not a hash', current)).toBe(false)
   })
 })
 
