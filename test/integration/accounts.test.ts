@@ -2,7 +2,7 @@ import {writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import sinon from 'sinon'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {openSqliteStore} from '../../src/store/sqlite/sqlite-store.js'
+import {openSqliteStore, type SqliteStore} from '../../src/store/sqlite/sqlite-store.js'
 import {rawTls} from '../helpers/raw.js'
 import {eventually} from '../helpers/messaging.js'
 import {encodeFrame} from '../../src/protocol/frame.js'
@@ -263,7 +263,8 @@ describe('accounts and sessions', () => {
     await expectCode(again.register('alice', DEFAULT_PASSWORD), 'USERNAME_TAKEN')
   })
 
-  it('re-hashes a password made at a lower scrypt cost at the next successful login, and only then; never down to a lower cost', async () => {
+  /** alice registered on a server at scrypt N=1024 (since stopped); its store and data dir, to start another on. */
+  async function aliceHashedCheaply(): Promise<{store: SqliteStore; dir: string; oldHash: string}> {
     const dir = await makeTempDir('messenger-rehash-')
     const store = openSqliteStore(join(dir, 'messenger.db'))
     onTestFinished(() => store.close())
@@ -272,7 +273,11 @@ describe('accounts and sessions', () => {
     await first.register('alice', DEFAULT_PASSWORD)
     await first.close()
     await cheap.stop()
-    const oldHash = (await store.getUser('alice'))!.passwordHash
+    return {store, dir, oldHash: (await store.getUser('alice'))!.passwordHash}
+  }
+
+  it('re-hashes a password made at a lower scrypt cost at the next successful login, and only then; never down to a lower cost', async () => {
+    const {store, dir, oldHash} = await aliceHashedCheaply()
     expect(oldHash).toMatch(/^scrypt\$1024\$/)
 
     // The operator raised --scrypt-cost.
@@ -299,15 +304,7 @@ describe('accounts and sessions', () => {
   })
 
   it('a re-hash the store cannot take does not fail the login: the old hash stays until a later login', async () => {
-    const dir = await makeTempDir('messenger-rehash-fail-')
-    const store = openSqliteStore(join(dir, 'messenger.db'))
-    onTestFinished(() => store.close())
-    const cheap = await startTestServer({store, dataDir: dir, scrypt: {N: 1024}})
-    const first = await connectClient(cheap.address)
-    await first.register('alice', DEFAULT_PASSWORD)
-    await first.close()
-    await cheap.stop()
-    const oldHash = (await store.getUser('alice'))!.passwordHash
+    const {store, dir, oldHash} = await aliceHashedCheaply()
     sinon.stub(store, 'setPasswordHash').rejects(new Error('disk full'))
     const raised = await startTestServer({store, dataDir: dir, scrypt: {N: 2048}})
     const client = await connectClient(raised.address)

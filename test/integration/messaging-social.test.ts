@@ -1,11 +1,12 @@
 import {join} from 'node:path'
 import sinon from 'sinon'
-import {describe, expect, it, onTestFinished, vi} from 'vitest'
+import {describe, expect, it, vi} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {openHistory} from '../../src/client/history.js'
 import {HISTORY_FILE} from '../../src/client/session.js'
 import type {PresencePush} from '../../src/protocol/messages.js'
-import {loginUser, makeOfflineUser, makeUser} from '../helpers/messaging.js'
+import type {ServerOptions} from '../../src/server/server.js'
+import {loginUser, makeOfflineUser, makeUser, type UserOptions} from '../helpers/messaging.js'
 import {expectCode, nextPresence, startTestServer} from '../helpers/server.js'
 
 /** Groups, blocking, broadcast and key pinning, end to end over real sockets and a real SQLite store. */
@@ -171,6 +172,33 @@ describe('messaging: broadcast', () => {
 })
 
 describe('messaging: key pinning', () => {
+  /** bob, online, has pinned alice's first key: she sent him one message. */
+  async function alicePinned(server: Partial<ServerOptions> = {}, bobOptions: UserOptions = {}) {
+    const {address} = await startTestServer(server)
+    const bob = await makeUser(address, 'bob', bobOptions)
+    const alice = await makeUser(address, 'alice')
+    await alice.engine.sendText('bob', 'pin my key')
+    await bob.nextMessage()
+    return {address, bob, alice}
+  }
+
+  /** alicePinned, then bob goes away. */
+  async function pinnedThenAway(server: Partial<ServerOptions> = {}) {
+    const pinned = await alicePinned(server)
+    await pinned.bob.close()
+    return pinned
+  }
+
+  /** `messenger trust alice` in another process: its own connection to bob's history file. */
+  function trustElsewhere(profileDir: string, key: string): void {
+    const history = openHistory(join(profileDir, HISTORY_FILE))
+    try {
+      history.trustPeerKeyValue('alice', key)
+    } finally {
+      history.close()
+    }
+  }
+
   it('refuses to send to a re-keyed user with KEY_CHANGED naming both fingerprints, until the new key is trusted', async () => {
     const {address} = await startTestServer()
     const alice = await makeUser(address, 'alice')
@@ -271,11 +299,7 @@ describe('messaging: key pinning', () => {
 
   it('a held message opens as soon as the key is trusted in the same session, without waiting for the server to push it again', async () => {
     // The server would not push it again within this test.
-    const {address} = await startTestServer({retryInitialMs: 60_000, retryMaxMs: 60_000})
-    const bob = await makeUser(address, 'bob')
-    const alice = await makeUser(address, 'alice')
-    await alice.engine.sendText('bob', 'pin my key')
-    await bob.nextMessage()
+    const {address, bob, alice} = await alicePinned({retryInitialMs: 60_000, retryMaxMs: 60_000})
     await alice.close()
     const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
     const outcome = await newAlice.engine.sendText('bob', 'open me after trust')
@@ -288,20 +312,14 @@ describe('messaging: key pinning', () => {
 
   it('a held message opens soon after `messenger trust` in another process, without waiting for the server to push it again; held is announced once', async () => {
     // The server would not push it again within this test: only noticing the other process's trust opens it.
-    const {address} = await startTestServer({retryInitialMs: 60_000, retryMaxMs: 60_000})
-    const bob = await makeUser(address, 'bob', {heldRecheckMs: 20})
-    const alice = await makeUser(address, 'alice')
-    await alice.engine.sendText('bob', 'pin my key')
-    await bob.nextMessage()
+    const {address, bob, alice} = await alicePinned({retryInitialMs: 60_000, retryMaxMs: 60_000}, {heldRecheckMs: 20})
     await alice.close()
     const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
     const outcome = await newAlice.engine.sendText('bob', 'open me after trust elsewhere')
     expect(await bob.held.next()).toMatchObject({msgId: outcome.id, from: 'alice'})
 
     // `messenger trust alice` in a second terminal: its own connection to bob's history file.
-    const elsewhere = openHistory(join(bob.profileDir, HISTORY_FILE))
-    onTestFinished(() => elsewhere.close())
-    elsewhere.trustPeerKeyValue('alice', newAlice.keyring.myPublicKey)
+    trustElsewhere(bob.profileDir, newAlice.keyring.myPublicKey)
 
     expect(await bob.nextMessage((m) => m.id === outcome.id)).toMatchObject({from: 'alice', text: 'open me after trust elsewhere'})
     expect(bob.deliveries.count((d) => d.msgId === outcome.id)).toBe(1)
@@ -310,12 +328,7 @@ describe('messaging: key pinning', () => {
   })
 
   it('a message sealed before its sender re-keyed, waiting while the recipient was away, opens with the pinned key; one sealed with the new key waits for trust', async () => {
-    const {address} = await startTestServer()
-    const bob = await makeUser(address, 'bob')
-    const alice = await makeUser(address, 'alice')
-    await alice.engine.sendText('bob', 'pin my key')
-    await bob.nextMessage()
-    await bob.close()
+    const {address, bob, alice} = await pinnedThenAway()
     const before = await alice.engine.sendText('bob', 'sealed for my old key')
     await alice.close()
     const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
@@ -364,34 +377,19 @@ describe('messaging: key pinning', () => {
   })
 
   it('a message sealed with the sender\'s old key, read only after the recipient trusted the new one, cannot open: the sender hears "unreadable"', async () => {
-    const {address} = await startTestServer()
-    const bob = await makeUser(address, 'bob')
-    const alice = await makeUser(address, 'alice')
-    await alice.engine.sendText('bob', 'pin my key')
-    await bob.nextMessage()
-    await bob.close()
+    const {address, bob, alice} = await pinnedThenAway()
     const before = await alice.engine.sendText('bob', 'sealed with my old key')
     await alice.close()
     const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
     // Bob hears of the new key and trusts it before he reads what waits for him.
-    const history = openHistory(join(bob.profileDir, HISTORY_FILE))
-    try {
-      history.trustPeerKeyValue('alice', newAlice.keyring.myPublicKey)
-    } finally {
-      history.close()
-    }
+    trustElsewhere(bob.profileDir, newAlice.keyring.myPublicKey)
     const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir})
     expect(await bobAgain.dropped.next()).toMatchObject({msgId: before.id, from: 'alice'})
     expect(await newAlice.receipts.find((r) => r.msgId === before.id)).toMatchObject({by: 'bob', status: 'unreadable'})
   })
 
   it('a held message that cannot open after a trust in another process is dropped once and leaves the held set, so later commits do not retry it', async () => {
-    const {address} = await startTestServer({retryInitialMs: 60_000, retryMaxMs: 60_000})
-    const bob = await makeUser(address, 'bob', {heldRecheckMs: 20})
-    const alice = await makeUser(address, 'alice')
-    await alice.engine.sendText('bob', 'pin my key')
-    await bob.nextMessage()
-    await bob.close()
+    const {address, bob, alice} = await pinnedThenAway({retryInitialMs: 60_000, retryMaxMs: 60_000})
     await alice.close()
     // While bob is away alice re-keys twice, sending with the key in the middle.
     const middleAlice = await loginUser(address, 'alice')
@@ -401,9 +399,7 @@ describe('messaging: key pinning', () => {
     const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir, heldRecheckMs: 20})
     expect(await bobAgain.held.next()).toMatchObject({msgId: middle.id, from: 'alice'})
 
-    const elsewhere = openHistory(join(bob.profileDir, HISTORY_FILE))
-    onTestFinished(() => elsewhere.close())
-    elsewhere.trustPeerKeyValue('alice', newAlice.keyring.myPublicKey)
+    trustElsewhere(bob.profileDir, newAlice.keyring.myPublicKey)
     // Retried with the trusted (newest) key, it cannot open: dropped and acknowledged as unreadable, once.
     expect(await bobAgain.dropped.next()).toMatchObject({msgId: middle.id, from: 'alice'})
     expect(bobAgain.engine.heldCount).toBe(0)
