@@ -8,6 +8,9 @@ import type {ErrorPush, PresencePush, Push, RequestParams, RequestType, Results,
 import {formatServerAddress, parseServerList, type ServerAddress} from './address.js'
 import {MemoryPinStore, connectPinned, type PinStore} from './tls-pin.js'
 
+/** Failures of one server node after which connect() tries the next address in the list. */
+const TRY_ANOTHER_NODE: ReadonlySet<string> = new Set(['SERVER_UNREACHABLE', 'SHUTTING_DOWN', 'SERVER_FULL', 'VERSION_MISMATCH'])
+
 /** Options for {@link MessengerClient}. */
 export interface MessengerClientOptions {
   /**
@@ -105,15 +108,19 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     return this.state === 'ready'
   }
 
-  /** Whether a lost connection will be re-established (a `reconnect` client not closed by us). */
+  /** Whether a lost connection will be re-established (a `reconnect` client not closed by us, nor stopped by what a reconnect cannot cure). */
   get reconnects(): boolean {
-    return this.options.reconnect && this.state !== 'closed'
+    return this.options.reconnect && this.state !== 'closed' && this.stoppedBy === undefined
   }
+
+  /** What ended reconnecting for good (RECONNECT_CANNOT_CURE): later waits fail with it at once instead of waiting for ever. */
+  private stoppedBy: MessengerError | undefined
 
   /** Resolves once connected and signed in again; rejects if the client is closed or gives up. */
   waitUntilConnected(): Promise<void> {
     if (this.state === 'ready' && !this.resuming) return Promise.resolve()
     if (this.state === 'closed') return Promise.reject(closedError())
+    if (this.stoppedBy) return Promise.reject(this.stoppedBy)
     return new Promise((resolve, reject) => {
       const stop = () => {
         this.off('reconnected', onReconnected)
@@ -160,8 +167,9 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
         return await this.connectTo(address)
       } catch (error) {
         lastError = error
-        // A changed certificate is an alarm, not a reason to try elsewhere.
-        if (!(error instanceof MessengerError && (error.code === 'SERVER_UNREACHABLE' || error.code === 'SHUTTING_DOWN' || error.code === 'SERVER_FULL'))) throw error
+        // A changed certificate is an alarm, not a reason to try elsewhere. A node of another protocol
+        // version is (a cluster being upgraded one node at a time): the others may still speak ours.
+        if (!(error instanceof MessengerError && TRY_ANOTHER_NODE.has(error.code))) throw error
       }
     }
     throw lastError
@@ -354,6 +362,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
           if (this.state === 'closed') return
           const failure = error_ instanceof MessengerError ? error_ : new MessengerError('CONNECTION_CLOSED', String(error_))
           if (RECONNECT_CANNOT_CURE.has(failure.code)) {
+            this.stoppedBy = failure
             this.state = 'disconnected'
             this.socket?.destroy()
             this.emit('disconnected', {error: failure})

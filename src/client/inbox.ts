@@ -75,7 +75,7 @@ export class Inbox {
   private readonly backlogs = new Map<keyof DeliveryEvents, unknown[][]>(
     (['message', 'receipt', 'invited', 'held', 'unsaved', 'keyChanged'] as const).map((event) => [event, []]),
   )
-  /** Senders whose changed key was announced this session while their older messages still opened. */
+  /** Sender and presented key of each key change announced this session while older messages still opened (a later change is announced again). */
   private readonly keyChangeAnnounced = new Set<string>()
 
   /**
@@ -98,7 +98,7 @@ export class Inbox {
             ;(events as EventEmitter).emit(event, ...args)
           } catch {
             // A listener that throws must not end the process (this runs in a timer) nor cost the
-            // others their events; what it was told is already stored.
+            // later backlogged events; what it was told is already stored.
           }
         }
       })
@@ -164,7 +164,8 @@ export class Inbox {
       if (beforeRekey !== null) {
         text = beforeRekey
         // Shown loudly all the same (DESIGN.md 5), once per sender: what they seal from now on waits for trust.
-        if (!rememberId(this.keyChangeAnnounced, push.from, RECENT_IDS)) this.deliverEvent('keyChanged', {from: push.from, error: failure})
+        const change = `${push.from}\n${String(failure.details?.['presented'])}`
+        if (!rememberId(this.keyChangeAnnounced, change, RECENT_IDS)) this.deliverEvent('keyChanged', {from: push.from, error: failure})
       } else if (failure.code === 'KEY_CHANGED') {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`. The server
         // pushes it again every 30 s meanwhile; the user is told once.
@@ -293,8 +294,9 @@ export class Inbox {
         try {
           this.deliverEvent('receipt', {msgId, by: push.by, status: push.status, ts: push.ts})
         } catch {
-          // A listener that throws must not end the process nor keep the others from hearing; the
-          // statuses are recorded, so the receipt is acknowledged all the same.
+          // A listener that throws must not end the process (listeners after it miss this one
+          // event, as EventEmitter goes); the statuses are recorded, so the receipt is acknowledged
+          // all the same.
         }
       }
       this.pendingReceiptAcks.push(push.receiptId)

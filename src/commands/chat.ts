@@ -29,7 +29,7 @@ export default class Chat extends BaseCommand<typeof Chat> {
 
   static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
 Type /help for commands (/msg, /reply, /who, /whois, /history, /group, /broadcast, /block, /quit). Plain text goes to the user you last wrote to or heard from.
-Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; messages typed meanwhile are sent once it is back.`
+Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; messages typed meanwhile are sent once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version.`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'}]
 
@@ -134,7 +134,10 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     engine.on('keyChanged', ({from, error}) => print(`!! ${error.message} What ${from} sent before still arrives; new messages wait until you verify and /trust ${from}.`))
     engine.on('unsaved', ({from, error}) => print(`!! A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`))
     client.on('presence', (p) => print(`* ${p.username} (${p.displayName}) is ${p.online ? 'online' : 'offline'}`))
-    client.on('disconnected', ({error}) => print(`* connection lost (${error.message}); reconnecting...`))
+    // One that a reconnect cannot cure ends the chat (see run): no "reconnecting" for it.
+    client.on('disconnected', ({error}) => {
+      if (!RECONNECT_CANNOT_CURE.has(error.code)) print(`* connection lost (${error.message}); reconnecting...`)
+    })
     client.on('reconnected', () => print('* reconnected'))
   }
 

@@ -11,7 +11,8 @@ export default class Send extends BaseCommand<typeof Send> {
   static override description = `The text is sealed for the recipient's key on this machine; the server only relays ciphertext.
 An offline recipient gets it when they next come online (the server stores it, encrypted, and retries until their client acknowledges).
 It goes straight to an online recipient over UDP when a direct path answers (peer-to-peer, encrypted), else through the server relay.
-Prints the message number and what happened: delivered directly (p2p), delivered (relayed), or stored because the recipient is offline.`
+Prints the message number and what happened: delivered directly (p2p), delivered (relayed), sent (relayed, not yet confirmed), or stored because the recipient is offline.
+If the recipient's client received it but could not open it, send exits 1 with UNREADABLE (with --json: {"error": {"code": "UNREADABLE", ..., "details": the outcome}}).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> bob hello there',

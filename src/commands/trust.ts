@@ -4,7 +4,8 @@ import {BaseCommand} from '../cli/base-command.js'
 export default class Trust extends BaseCommand<typeof Trust> {
   static override summary = "Accept a user's new encryption key after verifying it."
 
-  static override description = 'When a peer re-installs or changes devices their key changes, and sending to them is refused with KEY_CHANGED until you accept the new key here. Verify the fingerprint with them first (`messenger whois USER`).'
+  static override description = `When a peer re-installs or changes devices their key changes, and sending to them is refused with KEY_CHANGED until you accept the new key here. Verify the fingerprint with them first (\`messenger whois USER\`).
+Messages they sealed with the old key and that still wait for you cannot open once you trust the new one (their sender is told "unreadable"): read them first, with listen or chat.`
 
   static override examples = ['<%= config.bin %> <%= command.id %> bob']
 

@@ -287,7 +287,7 @@ export class Relay {
     const {store, now} = this.o
     const username = session.username
     const msgIds = request.msgIds ?? []
-    // Acks commute: once both deletions are submitted, the connection's next request may start.
+    // Acks commute: once the deletions are under way, the connection's next request may start.
     const receiptIds = request.receiptIds ?? []
     const receiptsDone =
       receiptIds.length > 0

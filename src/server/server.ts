@@ -79,6 +79,7 @@ export interface ServerOptions {
   /** This node's id in the cluster (default random). */
   nodeId?: string
   logger?: Logger
+  /** The clock (tests). On Redis, the send-rate buckets keep Redis's own clock regardless (one for every node). */
   now?: () => number
 }
 

@@ -123,5 +123,29 @@ describe('client reconnecting to a server of another protocol version', () => {
     sockets[0]!.destroy()
     expect(await outcome).toBe('stopped')
     expect(connections).toBe(2)
+    // Stopped for good: what waits for the server fails at once rather than waiting for ever.
+    expect(alice.reconnects).toBe(false)
+    await expect(alice.waitUntilConnected()).rejects.toMatchObject({code: 'VERSION_MISMATCH'})
+  })
+
+  it('with several server addresses, a node of another version is passed over for the next one', async () => {
+    const material = await loadServerTls({dataDir: await makeTempDir('messenger-version-nodes-')})
+    const serve = (upgraded: boolean) =>
+      tls.createServer({cert: material.cert, key: material.key}, (socket) =>
+        answerLikeAServer(socket, (request) => {
+          if (!upgraded || request.type !== 'hello') return false
+          socket.write(encodeFrame({re: request.id, error: {code: 'VERSION_MISMATCH', message: 'This server speaks protocol 99.'}}))
+          return true
+        }),
+      )
+    const [upgraded, current] = [serve(true), serve(false)]
+    for (const node of [upgraded, current]) {
+      await new Promise<void>((resolve) => node.listen(0, '127.0.0.1', () => resolve()))
+      onTestFinished(() => new Promise<void>((resolve) => node.close(() => resolve())))
+    }
+    const port = (node: tls.Server) => (node.address() as net.AddressInfo).port
+    const alice = createClient(`127.0.0.1:${port(upgraded)},127.0.0.1:${port(current)}`)
+    await alice.connect()
+    expect(alice.serverKey).toBe(`127.0.0.1:${port(current)}`)
   })
 })

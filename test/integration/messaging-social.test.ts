@@ -330,6 +330,7 @@ describe('messaging: key pinning', () => {
   it('a message sealed before its sender re-keyed, waiting while the recipient was away, opens with the pinned key; one sealed with the new key waits for trust', async () => {
     const {address, bob, alice} = await pinnedThenAway()
     const before = await alice.engine.sendText('bob', 'sealed for my old key')
+    const alsoBefore = await alice.engine.sendText('bob', 'this one too')
     await alice.close()
     const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
     const after = await newAlice.engine.sendText('bob', 'sealed with my new key')
@@ -338,8 +339,9 @@ describe('messaging: key pinning', () => {
     const keyChanged: Array<{from: string; code: string}> = []
     bobAgain.engine.on('keyChanged', ({from, error}) => keyChanged.push({from, code: error.code}))
     expect(await bobAgain.nextMessage()).toMatchObject({id: before.id, from: 'alice', text: 'sealed for my old key'})
+    expect(await bobAgain.nextMessage()).toMatchObject({id: alsoBefore.id, text: 'this one too'})
     expect(await bobAgain.held.next()).toMatchObject({msgId: after.id, from: 'alice'})
-    // Delivered, but the change is still shown, once.
+    // Delivered, but the change is still shown, once for the two.
     expect(keyChanged).toEqual([{from: 'alice', code: 'KEY_CHANGED'}])
     expect(bobAgain.messages.count((m) => m.id === after.id)).toBe(0)
     expect(bobAgain.held.count((h) => h.msgId === before.id)).toBe(0)
