@@ -21,7 +21,7 @@ interface ChatContext {
   current?: string
   lastSender?: string
   /** Message ids sent from this chat, to announce their receipts. */
-  sent: Map<string, {to: string; seq: number}>
+  sent: Map<string, {to: string; seq: number; group?: string}>
 }
 
 export default class Chat extends BaseCommand<typeof Chat> {
@@ -121,6 +121,12 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     engine.on('receipt', (r) => {
       const sent = ctx.sent.get(r.msgId)
       if (!sent) return
+      if (sent.group) {
+        // One receipt per member: only what went wrong is worth a line.
+        if (r.status === 'unreadable') print(`  ✗ ${r.by}'s client could not open message ${sent.seq} to #${sent.group}; send it again`)
+        else if (r.status === 'expired') print(`  ✗ message ${sent.seq} to #${sent.group} expired undelivered for ${r.by}`)
+        return
+      }
       print(
         r.status === 'delivered'
           ? `  ✓✓ message ${sent.seq} delivered to ${r.by}`
@@ -241,6 +247,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       }
       case 'send': {
         const outcome = await engine.sendGroup(name, action.text ?? '')
+        ctx.sent.set(outcome.id, {to: `#${outcome.group}`, seq: outcome.seq, group: outcome.group})
         print(`  message ${outcome.seq} to #${outcome.group}: ${outcome.recipients.length} member(s)`)
       }
     }
