@@ -219,6 +219,22 @@ describe('messaging through the CLI', () => {
     expect(events(bobListens).filter((e) => e.type === 'message').map((e) => e.text)).toEqual(['hi again'])
   })
 
+  it('send exits 1 with UNREADABLE when the recipient\'s running client cannot open the message (bob moved to a new machine; his old listen is still on)', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const oldMachine = await listen(bob)
+    // bob logs in on a new machine: a new profile, so a new key in the directory.
+    const newMachine = {MESSENGER_HOME: tempDir('home-bob-new-'), MESSENGER_SERVER: bob.MESSENGER_SERVER}
+    const login = await runCli(['login', 'bob', '--password-stdin'], {env: newMachine, input: `${PASSWORDS.bob}\n`})
+    expect(login.code, login.stderr).toBe(0)
+
+    const sent = await sendJson(alice, ['send', 'bob', 'can you read this?', '--relay-only'])
+    expect(sent.code).toBe(1)
+    expect(sent.result).toMatchObject({error: {code: 'UNREADABLE', details: {to: 'bob', path: 'relay', status: 'unreadable'}}})
+    const history = await sendJson(alice, ['history', 'bob'])
+    expect((history.result.messages as Array<{text: string; status: string}>).find((m) => m.text === 'can you read this?')).toMatchObject({status: 'unreadable'})
+    expect(events(oldMachine).filter((e) => e.type === 'message')).toEqual([])
+  })
+
   it('documents every messaging command with a description and examples in --help', async () => {
     const commands = [
       ['send'],
