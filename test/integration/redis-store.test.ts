@@ -357,14 +357,15 @@ describe.skipIf(!available)('RedisStore', () => {
         expect(await b.pendingReceipts('alice', 10)).toEqual([])
         expect(await b.pendingMessages('bob', 0, 10)).toEqual([expect.objectContaining({msgId: m2.msgId})])
 
-        // bob's next ack, through node b: m1's receipt is stored (and returned, to be pushed) with m2's.
-        const receipts = await b.ackMessages('bob', [m2.msgId], T0 + 2)
+        // bob's next ack, through node b, once the grace for a batch still being finished has passed:
+        // m1's receipt is stored (and returned, to be pushed) with m2's.
+        const receipts = await b.ackMessages('bob', [m2.msgId], T0 + 60_000)
         expect(receipts.flatMap((r) => r.msgIds).sort()).toEqual([m1.msgId, m2.msgId].sort())
         expect(receipts.find((r) => r.msgIds.includes(m1.msgId))).toMatchObject({username: 'alice', by: 'bob', status: 'delivered', ts: T0 + 1})
         expect((await b.pendingReceipts('alice', 10)).flatMap((r) => r.msgIds).sort()).toEqual([m1.msgId, m2.msgId].sort())
         // Settled: a later ack carries nothing old, and the record is gone.
         a.redis.pipeline = pipeline
-        expect(await a.ackMessages('bob', [m2.msgId], T0 + 3)).toEqual([])
+        expect(await a.ackMessages('bob', [m2.msgId], T0 + 60_001)).toEqual([])
         expect(await admin.exists(`${prefix}{u:bob}:unreceipted`)).toBe(0)
       })
 
@@ -378,9 +379,24 @@ describe.skipIf(!available)('RedisStore', () => {
         // (unreadable) and one written by an older node, whose record has no status.
         await admin.hset(`${prefix}{u:bob}:unreceipted`, 'left-new', JSON.stringify({ts: String(T0 + 1), status: 'unreadable', ids: [m1.msgId, 'alice']}))
         await admin.hset(`${prefix}{u:bob}:unreceipted`, 'left-old', JSON.stringify({ts: String(T0 + 2), ids: [m2.msgId, 'alice']}))
-        const receipts = await store.ackMessages('bob', [m3.msgId], T0 + 3)
+        const receipts = await store.ackMessages('bob', [m3.msgId], T0 + 60_000)
         const statusOf = (id: string) => receipts.find((r) => r.msgIds.includes(id))?.status
         expect([statusOf(m1.msgId), statusOf(m2.msgId), statusOf(m3.msgId)]).toEqual(['unreadable', 'delivered', 'delivered'])
+      })
+
+      it('leaves a batch that another ack recorded moments ago to that ack (pipelined acks), and finishes it once it is older than the grace', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const store = await open(prefix)
+        await withUsers(store, ['alice', 'bob'])
+        const [m1, m2, m3] = [message('alice', ['bob']), message('alice', ['bob']), message('alice', ['bob'])]
+        for (const m of [m1, m2, m3]) await store.enqueueMessage(m)
+        // The previous ack of a drain recorded its batch a second ago and is storing its receipts now.
+        await admin.hset(`${prefix}{u:bob}:unreceipted`, 'in-flight', JSON.stringify({ts: String(T0 - 1_000), status: 'delivered', ids: [m1.msgId, 'alice']}))
+        const next = await store.ackMessages('bob', [m2.msgId], T0)
+        expect(next.flatMap((r) => r.msgIds)).toEqual([m2.msgId]) // not m1's again
+        // Never finished (its node died): a later ack, past the grace, stores it.
+        const later = await store.ackMessages('bob', [m3.msgId], T0 + 60_000)
+        expect(later.flatMap((r) => r.msgIds).sort()).toEqual([m1.msgId, m3.msgId].sort())
       })
 
       it('an expiry sweep that fails part way has stored the receipts of the batches it already deleted', async () => {

@@ -6,6 +6,12 @@ import {SWEEP_BATCH, execPipeline} from './redis-common.js'
 import type {RedisKeys} from './redis-keys.js'
 import type {RedisScripts} from './redis-scripts.js'
 
+/**
+ * How old another ack's unreceipted batch must be before this ack finishes it. Its own ack stores
+ * its receipts within milliseconds; one older than this was left by a node that died in between.
+ */
+const UNFINISHED_BATCH_GRACE_MS = 10_000
+
 /** Bound on qid retries; each retry takes a fresh qid above every one handed out before, so 2 is the norm. */
 const MAX_QID_ATTEMPTS = 20
 
@@ -174,12 +180,13 @@ export class RedisMessaging {
 
   /**
    * Deletes the recipient's copies; returns every batch of acknowledged copies whose receipts are not
-   * stored yet (this one, under `batchId`, and any a dead node left). Call `receipted` once stored.
+   * stored yet (this one, under `batchId`, and any a dead node left, older than
+   * UNFINISHED_BATCH_GRACE_MS). Call `receipted` once stored.
    */
   async ack(recipient: string, msgIds: string[], batchId: string, ts: number, status: AckStatus = 'delivered'): Promise<UnreceiptedBatch[]> {
     if (msgIds.length === 0) return []
     const keys = [this.k.queue(recipient), this.k.copies(recipient), this.k.acked(recipient), this.k.unreceipted(recipient)]
-    const flat = (await this.scripts.run('ack', keys, [batchId, ts, status, ...msgIds])) as string[]
+    const flat = (await this.scripts.run('ack', keys, [batchId, ts, status, UNFINISHED_BATCH_GRACE_MS, ...msgIds])) as string[]
     const batches: UnreceiptedBatch[] = []
     for (let i = 0; i < flat.length; i += 2) {
       // ts travels as a string: cjson prints numbers with 14 significant digits.

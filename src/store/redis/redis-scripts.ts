@@ -195,11 +195,13 @@ const SCRIPTS = {
       return out`,
   },
   /**
-   * KEYS queue copies acked unreceipted; ARGV batchId ts status msgIds... Deletes the copies and, in the
-   * same script, records the status and msgId, sender, msgId, sender... of those deleted (all a receipt needs; not
-   * the copies, boxes and all) under batchId in unreceipted, until the caller has stored the senders'
-   * receipts (in other slots) and removes it. Returns every batch still there, flat [batchId, JSON, ...]:
-   * a node that died before storing an earlier batch's receipts left it for this ack to finish.
+   * KEYS queue copies acked unreceipted; ARGV batchId ts status graceMs msgIds... Deletes the copies
+   * and, in the same script, records the status and msgId, sender, msgId, sender... of those deleted
+   * (all a receipt needs; not the copies, boxes and all) under batchId in unreceipted, until the
+   * caller has stored the senders' receipts (in other slots) and removes it. Returns, flat [batchId,
+   * JSON, ...], this batch and every other one older than graceMs: a node that died before storing an
+   * earlier batch's receipts left it for this ack to finish. A younger one is most likely still being
+   * finished by its own ack (a drain pipelines acks): taking it too stored and pushed its receipts twice.
    * Each copy leaves a tombstone until its expiry, so a re-send that resumes an unfinished enqueue
    * cannot queue it again. expiresAt is read with a pattern, not cjson: Lua numbers print with 14
    * digits and would round it. Usernames hold no quote, so the sender's pattern is exact too.
@@ -208,7 +210,7 @@ const SCRIPTS = {
     keys: 4,
     lua: `
       local ids = {}
-      for i = 4, #ARGV do
+      for i = 5, #ARGV do
         local id = ARGV[i]
         local json = redis.call('HGET', KEYS[2], id)
         if json then
@@ -220,7 +222,17 @@ const SCRIPTS = {
         end
       end
       if #ids > 0 then redis.call('HSET', KEYS[4], ARGV[1], cjson.encode({ts = ARGV[2], status = ARGV[3], ids = ids})) end
-      return redis.call('HGETALL', KEYS[4])`,
+      local out = {}
+      local all = redis.call('HGETALL', KEYS[4])
+      local cutoff = tonumber(ARGV[2]) - tonumber(ARGV[4])
+      for i = 1, #all, 2 do
+        -- A pattern, not cjson.decode: a batch holds up to 1,000 ids (usernames and msgIds have no quotes).
+        if all[i] == ARGV[1] or tonumber(string.match(all[i + 1], '"ts":"(%d+)"') or '0') <= cutoff then
+          out[#out + 1] = all[i]
+          out[#out + 1] = all[i + 1]
+        end
+      end
+      return out`,
   },
   /**
    * KEYS queue copies acked; ARGV msgId now -> {'expired', json} | {'live', expiresAt} | {'gone', ''}.
