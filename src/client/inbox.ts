@@ -53,6 +53,8 @@ export class Inbox {
    * acknowledged again but not recorded or announced twice.
    */
   private readonly recentReceipts = new Set<string>()
+  /** Messages lately dropped as unopenable, so that each is reported once. */
+  private readonly droppedIds = new Set<string>()
   /** Messages lately held for a changed key, so that each is announced once, not at every redelivery. */
   private readonly heldIds = new Set<string>()
   /**
@@ -188,8 +190,11 @@ export class Inbox {
       }
     }
     if (text === null) {
-      this.dropped++
-      this.events.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'could not be decrypted'})
+      // Told once per message: a direct one comes again with each retransmit, then through the relay.
+      if (!rememberId(this.droppedIds, push.msgId, RECENT_IDS)) {
+        this.dropped++
+        this.events.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'could not be decrypted'})
+      }
       // Settled, or it would come back for ever; its sender hears 'unreadable', not 'delivered'.
       acknowledge(true)
       return

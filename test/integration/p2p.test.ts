@@ -1,6 +1,7 @@
 import dgram from 'node:dgram'
 import {randomBytes} from 'node:crypto'
 import nacl from 'tweetnacl'
+import sinon from 'sinon'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {encodeEnvelope} from '../../src/client/envelope-codec.js'
 import {newMessageId} from '../../src/client/delivery.js'
@@ -213,6 +214,19 @@ describe('p2p: direct messages between two online clients', () => {
     expect(faults.reordered).toBeGreaterThan(0)
     expect(directOutcomes).toBeGreaterThan(0)
     console.log(`lossy p2p: ${directOutcomes} direct, ${relayedOutcomes} relayed; proxy ${JSON.stringify(faults)}; bob dropped ${JSON.stringify(bob.link.stats.dropped)}`)
+  })
+
+  it('a message the recipient cannot open is reported once, not at each direct retry and again from the relay; its sender hears "unreadable"', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeP2PUser(address, 'alice')
+    const bob = await makeP2PUser(address, 'bob')
+    // The fault: every box bob opens comes out as garbage. Direct copies are not acknowledged, so
+    // alice retries three times, then relays; the relayed copy is acknowledged as unreadable.
+    sinon.stub(bob.keyring, 'open').returns(null)
+    const outcome = await alice.engine.sendText('bob', 'mangled on the way')
+    expect(outcome).toMatchObject({path: 'relay', status: 'unreadable'})
+    expect(bob.dropped.count((d) => d.msgId === outcome.id)).toBe(1)
+    expect(bob.engine.dropped).toBe(1)
   })
 
   it('spoofed and garbage datagrams are dropped and counted, never thrown; a real message still arrives afterwards', async () => {
