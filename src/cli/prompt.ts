@@ -1,6 +1,9 @@
 import {createInterface} from 'node:readline'
 import {MessengerError} from '../protocol/errors.js'
 
+/** Ctrl-C or Ctrl-D at a prompt. */
+const cancelled = () => new MessengerError('BAD_INPUT', 'Cancelled.', {hint: 'Run the command again when ready.'})
+
 /** Reads all of stdin and returns its first line (for --password-stdin: `echo pw | messenger login`). */
 export async function readFirstLineFromStdin(stdin: NodeJS.ReadableStream = process.stdin): Promise<string> {
   const rl = createInterface({input: stdin, terminal: false})
@@ -27,7 +30,7 @@ export async function ask(question: string): Promise<string> {
   try {
     return await new Promise<string>((resolve, reject) => {
       // Ctrl-C or Ctrl-D: readline closes and the question would never be answered.
-      const cancel = () => reject(new MessengerError('BAD_INPUT', 'Cancelled.', {hint: 'Run the command again when ready.'}))
+      const cancel = () => reject(cancelled())
       rl.once('SIGINT', cancel)
       rl.once('close', cancel)
       rl.question(question, (answer) => {
@@ -62,7 +65,7 @@ export async function askHidden(question: string): Promise<string> {
           if (ch === '\u0003') {
             stdin.off('data', onData)
             process.stderr.write('\n')
-            reject(new MessengerError('BAD_INPUT', 'Cancelled.', {hint: 'Run the command again when ready.'}))
+            reject(cancelled())
             return
           }
           if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1)

@@ -280,7 +280,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     if (!link || !info.online) return undefined
     const confirmed = this.confirmedPathTo(link, info, peerKey)
     if (confirmed) return confirmed
-    if (link.confirmedPath(peerKey)) link.forgetPath(peerKey) // confirmed, but to where the peer no longer listens
+    link.forgetPath(peerKey) // any path still confirmed leads to where the peer no longer listens
     const intro = await this.o.client.request('introduce', {username: info.username}).catch(() => undefined)
     const candidates = uniqueEndpoints([...info.endpoints, ...(intro?.endpoints ?? [])])
     return (await link.connect(peerKey, candidates, this.o.punchMs ?? 1_500)) ?? undefined

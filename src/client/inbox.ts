@@ -31,6 +31,10 @@ interface HeldMessage {
 /** Settles an incoming message with whoever sent it; `unreadable` when it could not be opened. */
 type Acknowledge = (unreadable?: boolean) => void
 
+/** Events kept until their first listener attaches (see Inbox.backlogs). */
+const BACKLOGGED = ['message', 'receipt', 'invited', 'held', 'unsaved', 'keyChanged'] as const
+type Backlogged = (typeof BACKLOGGED)[number]
+
 /** Ids remembered to recognise a repeat (receipts: two server pages of them). */
 const RECENT_IDS = 2_048
 
@@ -75,7 +79,7 @@ export class Inbox {
    * listener of that event attaches, then replayed in order.
    */
   private readonly backlogs = new Map<keyof DeliveryEvents, unknown[][]>(
-    (['message', 'receipt', 'invited', 'held', 'unsaved', 'keyChanged'] as const).map((event) => [event, []]),
+    BACKLOGGED.map((event) => [event, []]),
   )
   /** Sender and presented key of each key change announced this session while older messages still opened (a later change is announced again). */
   private readonly keyChangeAnnounced = new Set<string>()
@@ -95,14 +99,8 @@ export class Inbox {
       if (!backlog) return
       setImmediate(() => {
         this.backlogs.delete(event as keyof DeliveryEvents)
-        for (const args of backlog) {
-          try {
-            ;(events as EventEmitter).emit(event, ...args)
-          } catch {
-            // A listener that throws must not end the process (this runs in a timer) nor cost the
-            // later backlogged events; what it was told is already stored.
-          }
-        }
+        // In a timer: a listener that throws must not end the process nor cost the later events.
+        for (const args of backlog) this.emitGuarded(event as keyof DeliveryEvents, args)
       })
     })
   }
@@ -163,16 +161,16 @@ export class Inbox {
       // is sealed with the key it presents, so it cannot). Lost before: held, then undecryptable once
       // the new key was trusted.
       const beforeRekey = failure.code === 'KEY_CHANGED' && !presentedKey ? this.o.keyring.openWithPinned(push.from, push.nonce, push.box) : null
+      const refusedKey = failure.details?.['presented']
       if (beforeRekey !== null) {
         text = beforeRekey
         // Shown loudly all the same (DESIGN.md 5), once per sender: what they seal from now on waits for trust.
-        const change = `${push.from}\n${String(failure.details?.['presented'])}`
+        const change = `${push.from}\n${String(refusedKey)}`
         if (!rememberId(this.keyChangeAnnounced, change, RECENT_IDS)) this.deliverEvent('keyChanged', {from: push.from, error: failure})
       } else if (failure.code === 'KEY_CHANGED') {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`. The server
         // pushes it again every 30 s meanwhile; the user is told once.
         if (!rememberId(this.heldIds, push.msgId, RECENT_IDS)) this.deliverEvent('held', {msgId: push.msgId, from: push.from, error: failure})
-        const refusedKey = failure.details?.['presented']
         setNewest(
           this.heldMessages,
           push.msgId,
@@ -225,13 +223,11 @@ export class Inbox {
 
   /** `username`'s key was just trusted: opens the messages held for it now (each is stored and acknowledged once). */
   retryHeld(username: string): void {
-    for (const [msgId, held] of [...this.heldMessages]) {
+    for (const held of [...this.heldMessages.values()]) {
       if (held.push.from !== username) continue
-      this.forgetHeld(msgId)
-      this.heldIds.delete(msgId)
-      this.accept(held.push, held.path, held.acknowledge, held.presentedKey).catch(() => {
-        this.dropped++
-      })
+      // After an explicit trust, one refused again is announced again.
+      this.heldIds.delete(held.push.msgId)
+      this.retry(held)
     }
   }
 
@@ -241,24 +237,26 @@ export class Inbox {
    * that is refused again is held again without being announced again.
    */
   private retryTrustedElsewhere(): void {
-    if (this.heldMessages.size === 0) {
-      this.pinWatch.stop()
-      return
-    }
     const pins = new Map<string, string | undefined>()
     for (const held of [...this.heldMessages.values()]) {
       const from = held.push.from
       if (!pins.has(from)) pins.set(from, this.o.history.getPeerKey(from)?.key)
       // Without a refused key to compare (never so today), let accept() check it all again.
       if (held.refusedKey !== undefined && pins.get(from) !== held.refusedKey) continue
-      // Out of the held set first, as retryHeld does: accept() holds it again if it is still refused,
-      // and one that ends otherwise (dropped: it was sealed for a key before this one) must not be
-      // retried, dropped and acknowledged again at every later commit of another process.
-      this.forgetHeld(held.push.msgId)
-      this.accept(held.push, held.path, held.acknowledge, held.presentedKey).catch(() => {
-        this.dropped++
-      })
+      this.retry(held)
     }
+  }
+
+  /**
+   * Opens a held message again. Out of the held set first: accept() holds it again if it is still
+   * refused, and one that ends otherwise (dropped: sealed for a key before this one) must not be
+   * retried, dropped and acknowledged again at every later trust or commit.
+   */
+  private retry(held: HeldMessage): void {
+    this.forgetHeld(held.push.msgId)
+    this.accept(held.push, held.path, held.acknowledge, held.presentedKey).catch(() => {
+      this.dropped++
+    })
   }
 
   /** Forgets a held message (opened, or about to be retried); the watch stops with the last one. */
@@ -277,8 +275,24 @@ export class Inbox {
     this.pinWatch.close()
   }
 
+  /**
+   * Runs an emit whose listener may throw: that must not end the process (listeners after it miss
+   * this one event, as EventEmitter goes).
+   */
+  private guarded(emit: () => void): void {
+    try {
+      emit()
+    } catch {
+      // Nothing to undo: what the listener was told is already stored.
+    }
+  }
+
+  private emitGuarded(event: keyof DeliveryEvents, args: unknown[]): void {
+    this.guarded(() => (this.events as EventEmitter).emit(event, ...args))
+  }
+
   /** Emits now, or keeps it for the first listener (see `backlogs`). */
-  deliverEvent<E extends 'message' | 'receipt' | 'invited' | 'held' | 'unsaved' | 'keyChanged'>(event: E, ...args: DeliveryEvents[E]): void {
+  deliverEvent<E extends Backlogged>(event: E, ...args: DeliveryEvents[E]): void {
     const backlog = this.backlogs.get(event)
     if (backlog) backlog.push(args)
     else (this.events as EventEmitter).emit(event, ...args)
@@ -296,13 +310,8 @@ export class Inbox {
     void Promise.all(recorded).then(() => {
       for (const msgId of push.msgIds) {
         this.receiptWaiters.get(msgId)?.(push.status)
-        try {
-          this.deliverEvent('receipt', {msgId, by: push.by, status: push.status, ts: push.ts})
-        } catch {
-          // A listener that throws must not end the process (listeners after it miss this one
-          // event, as EventEmitter goes); the statuses are recorded, so the receipt is acknowledged
-          // all the same.
-        }
+        // The statuses are recorded: the receipt is acknowledged even if a listener throws.
+        this.guarded(() => this.deliverEvent('receipt', {msgId, by: push.by, status: push.status, ts: push.ts}))
       }
       this.pendingReceiptAcks.push(push.receiptId)
       this.scheduleAck()

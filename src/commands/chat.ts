@@ -21,7 +21,7 @@ interface ChatContext {
   current?: string
   lastSender?: string
   /** Message ids sent from this chat, to announce their receipts. */
-  sent: Map<string, {to: string; seq: number; group?: string}>
+  sent: Map<string, {seq: number; group?: string}>
 }
 
 export default class Chat extends BaseCommand<typeof Chat> {
@@ -98,11 +98,13 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       process.once('SIGINT', quit)
       process.once('SIGTERM', quit)
       client.on('disconnected', ({error}) => {
-        if (RECONNECT_CANNOT_CURE.has(error.code)) {
-          print(`Error: ${error.message} ${error.hint ?? ''}`)
-          process.exitCode = 1
-          quit()
+        if (!RECONNECT_CANNOT_CURE.has(error.code)) {
+          print(`* connection lost (${error.message}); reconnecting...`)
+          return
         }
+        print(`Error: ${error.message} ${error.hint ?? ''}`)
+        process.exitCode = 1
+        quit()
       })
     })
     closed = true
@@ -140,10 +142,6 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     engine.on('keyChanged', ({from, error}) => print(`!! ${error.message} What ${from} sent before still arrives; new messages wait until you verify and /trust ${from}.`))
     engine.on('unsaved', ({from, error}) => print(`!! A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`))
     client.on('presence', (p) => print(`* ${p.username} (${p.displayName}) is ${p.online ? 'online' : 'offline'}`))
-    // One that a reconnect cannot cure ends the chat (see run): no "reconnecting" for it.
-    client.on('disconnected', ({error}) => {
-      if (!RECONNECT_CANNOT_CURE.has(error.code)) print(`* connection lost (${error.message}); reconnecting...`)
-    })
     client.on('reconnected', () => print('* reconnected'))
   }
 
@@ -153,7 +151,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       if (!to) throw new MessengerError('BAD_INPUT', 'Nobody to send to yet.', {hint: 'Start with /msg USER text.'})
       ctx.current = to.toLowerCase()
       const outcome = await engine.sendText(to, text)
-      ctx.sent.set(outcome.id, {to: outcome.to, seq: outcome.seq})
+      ctx.sent.set(outcome.id, {seq: outcome.seq})
       const how = outcome.path === 'direct' ? 'delivered directly, p2p' : {delivered: 'delivered, relayed', stored: `stored: ${outcome.to} is offline`, sent: 'sent, relayed', unreadable: `relayed, but ${outcome.to}'s client could not open it; send it again`}[outcome.status]
       print(`  message ${outcome.seq} to ${outcome.to} (${how})`)
     }
@@ -247,7 +245,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       }
       case 'send': {
         const outcome = await engine.sendGroup(name, action.text ?? '')
-        ctx.sent.set(outcome.id, {to: `#${outcome.group}`, seq: outcome.seq, group: outcome.group})
+        ctx.sent.set(outcome.id, {seq: outcome.seq, group: outcome.group})
         print(`  message ${outcome.seq} to #${outcome.group}: ${outcome.recipients.length} member(s)`)
       }
     }

@@ -4,7 +4,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
-import {RECONNECT_CANNOT_CURE} from '../protocol/errors.js'
+import {RECONNECT_CANNOT_CURE, type MessengerError} from '../protocol/errors.js'
 
 /**
  * Stays online and prints what arrives. With --json, one JSON object per line (for scripts and
@@ -69,18 +69,18 @@ With --json it prints one JSON object per line:
       ),
     )
     engine.on('invited', (i) => emit({type: 'invited', group: i.group, by: i.by}, `* ${i.by} invited you to #${i.group}: messenger group join ${i.group}`))
-    engine.on('held', ({from, error}) => {
-      process.stderr.write(`WARNING: ${error.message} A message from ${from} is held until you run \`messenger trust ${from}\`.\n`)
+    // On stderr for people; with --json also as a warning line on stdout.
+    const warn = (from: string, error: MessengerError, line: string) => {
+      process.stderr.write(`WARNING: ${line}\n`)
       if (json) emit({type: 'warning', code: error.code, from, message: error.message}, '')
-    })
-    engine.on('keyChanged', ({from, error}) => {
-      process.stderr.write(`WARNING: ${error.message} What ${from} sent before still arrives; new messages wait until you verify and run \`messenger trust ${from}\`.\n`)
-      if (json) emit({type: 'warning', code: error.code, from, message: error.message}, '')
-    })
-    engine.on('unsaved', ({from, error}) => {
-      process.stderr.write(`WARNING: A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.\n`)
-      if (json) emit({type: 'warning', code: error.code, from, message: error.message}, '')
-    })
+    }
+    engine.on('held', ({from, error}) => warn(from, error, `${error.message} A message from ${from} is held until you run \`messenger trust ${from}\`.`))
+    engine.on('keyChanged', ({from, error}) =>
+      warn(from, error, `${error.message} What ${from} sent before still arrives; new messages wait until you verify and run \`messenger trust ${from}\`.`),
+    )
+    engine.on('unsaved', ({from, error}) =>
+      warn(from, error, `A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`),
+    )
     client.on('presence', (p: PresencePush) =>
       emit(
         {type: 'presence', username: p.username, displayName: p.displayName, online: p.online, ts: new Date(p.since).toISOString()},

@@ -63,7 +63,6 @@ export class Accounts {
       const ok = await verifyPassword(password, record?.passwordHash ?? (await makeDummyHash(this.options.scrypt)))
       if (ok && record) {
         if (failures.count > 0 || failures.lockedUntil > 0) await store.clearLoginFailures(username)
-        await this.upgradeHash(record, password)
         return record
       }
       // Counted in the store, atomically: with several nodes, attempts on all of them add up.
@@ -71,6 +70,8 @@ export class Accounts {
       if (after.lockedUntil > now()) throw errors.lockedOut(after.lockedUntil - now())
       throw errors.authFailed()
     })
+    // Outside the lock, which only serialises the failure count: other logins need not wait for it.
+    await this.upgradeHash(user, password)
     const token = randomBytes(32).toString('base64url')
     const tokenHash = hashToken(token)
     const at = now()

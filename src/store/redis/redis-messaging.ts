@@ -43,7 +43,7 @@ function parseReceipt(json: string): ReceiptRecord {
 }
 
 /** Copies one ack deleted, kept (in the recipient's slot) until their senders' receipts are stored. */
-export interface UnreceiptedBatch {
+interface UnreceiptedBatch {
   batchId: string
   ts: number
   /** What the recipient said of them (records written before 'unreadable' existed say nothing: delivered). */
@@ -183,7 +183,7 @@ export class RedisMessaging {
    * stored yet (this one, under `batchId`, and any a dead node left, older than
    * UNFINISHED_BATCH_GRACE_MS). Call `receipted` once stored.
    */
-  async ack(recipient: string, msgIds: string[], batchId: string, ts: number, status: AckStatus = 'delivered'): Promise<UnreceiptedBatch[]> {
+  async ack(recipient: string, msgIds: string[], batchId: string, ts: number, status: AckStatus): Promise<UnreceiptedBatch[]> {
     if (msgIds.length === 0) return []
     const keys = [this.k.queue(recipient), this.k.copies(recipient), this.k.acked(recipient), this.k.unreceipted(recipient)]
     const flat = (await this.scripts.run('ack', keys, [batchId, ts, status, UNFINISHED_BATCH_GRACE_MS, ...msgIds])) as string[]

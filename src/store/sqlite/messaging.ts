@@ -256,7 +256,7 @@ export class SqliteMessaging {
   }
 
   /** Deletes the copies and stores their receipts in the same write: a crash cannot separate them. */
-  ack(recipient: string, msgIds: string[], ts: number, status: AckStatus = 'delivered'): ReceiptRecord[] {
+  ack(recipient: string, msgIds: string[], ts: number, status: AckStatus): ReceiptRecord[] {
     const deleted: AckedCopy[] = this.s.ack.all(recipient, JSON.stringify(msgIds)).map((row) => ({msgId: row.msg_id, sender: row.sender, recipient}))
     const receipts = receiptsFor(deleted, status, ts)
     this.addReceipts(receipts)
