@@ -7,6 +7,7 @@ import {MessengerClient, type MessengerClientOptions} from '../../src/client/cli
 import {MessengerError, type ErrorCode} from '../../src/protocol/errors.js'
 import type {PresencePush, Results} from '../../src/protocol/messages.js'
 import {createServer, type MessengerServer, type ServerOptions} from '../../src/server/server.js'
+import {openSqliteStore, type SqliteStore} from '../../src/store/sqlite/sqlite-store.js'
 
 /** The password the helpers use when a test does not care which one. */
 export const DEFAULT_PASSWORD = 'correct horse'
@@ -27,6 +28,14 @@ export interface TestServer {
   dataDir: string
   /** Stops the server (idempotent; teardown calls it too). */
   stop: () => Promise<void>
+}
+
+/** An SQLite store in a fresh data dir, closed on teardown: for tests that read, spy on or fault the server's store. */
+export async function sqliteStoreIn(prefix: string): Promise<{store: SqliteStore; dir: string}> {
+  const dir = await makeTempDir(prefix)
+  const store = openSqliteStore(join(dir, 'messenger.db'))
+  onTestFinished(() => store.close())
+  return {store, dir}
 }
 
 /**

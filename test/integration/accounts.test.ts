@@ -1,8 +1,8 @@
 import {writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import sinon from 'sinon'
-import {describe, expect, it, onTestFinished} from 'vitest'
-import {openSqliteStore, type SqliteStore} from '../../src/store/sqlite/sqlite-store.js'
+import {describe, expect, it} from 'vitest'
+import type {SqliteStore} from '../../src/store/sqlite/sqlite-store.js'
 import {rawTls} from '../helpers/raw.js'
 import {eventually} from '../helpers/messaging.js'
 import {encodeFrame} from '../../src/protocol/frame.js'
@@ -14,6 +14,7 @@ import {
   manualClock,
   memoryLogger,
   registerAndLogin,
+  sqliteStoreIn,
   startTestServer,
 } from '../helpers/server.js'
 
@@ -44,9 +45,7 @@ describe('accounts and sessions', () => {
   })
 
   it('a connection that closes while its login is still running leaves no session behind (not online, nothing to clean up)', async () => {
-    const dir = await makeTempDir('messenger-login-close-')
-    const store = openSqliteStore(join(dir, 'messenger.db'))
-    onTestFinished(() => store.close())
+    const {store, dir} = await sqliteStoreIn('messenger-login-close-')
     const {server, address, port} = await startTestServer({store, dataDir: dir})
     const registering = await connectClient(address)
     await registerAndLogin(registering, 'alice', DEFAULT_PASSWORD)
@@ -74,9 +73,7 @@ describe('accounts and sessions', () => {
   })
 
   it('stops reading a connection that pipelines far more requests than it gets answered, and goes on once they are', async () => {
-    const dir = await makeTempDir('messenger-pipeline-bound-')
-    const store = openSqliteStore(join(dir, 'messenger.db'))
-    onTestFinished(() => store.close())
+    const {store, dir} = await sqliteStoreIn('messenger-pipeline-bound-')
     const {server, port} = await startTestServer({store, dataDir: dir})
     // One slow request at the head of the line: a lookup the store takes its time over.
     let release: () => void = () => undefined
@@ -109,8 +106,7 @@ describe('accounts and sessions', () => {
   it('logout ends every other session living on the same token (another terminal, a stolen copy)', async () => {
     const {address} = await startTestServer()
     const first = await connectClient(address)
-    await first.register('alice', DEFAULT_PASSWORD)
-    const {token} = await first.login('alice', DEFAULT_PASSWORD)
+    const {token} = await registerAndLogin(first, 'alice', DEFAULT_PASSWORD)
     const copy = await connectClient(address)
     await copy.resume(token, {online: true})
     const other = await connectClient(address)
@@ -265,9 +261,7 @@ describe('accounts and sessions', () => {
 
   /** alice registered on a server at scrypt N=1024 (since stopped); its store and data dir, to start another on. */
   async function aliceHashedCheaply(): Promise<{store: SqliteStore; dir: string; oldHash: string}> {
-    const dir = await makeTempDir('messenger-rehash-')
-    const store = openSqliteStore(join(dir, 'messenger.db'))
-    onTestFinished(() => store.close())
+    const {store, dir} = await sqliteStoreIn('messenger-rehash-')
     const cheap = await startTestServer({store, dataDir: dir, scrypt: {N: 1024}})
     const first = await connectClient(cheap.address)
     await first.register('alice', DEFAULT_PASSWORD)

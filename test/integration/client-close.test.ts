@@ -2,18 +2,16 @@ import {once} from 'node:events'
 import net from 'node:net'
 import tls from 'node:tls'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {MessengerClient} from '../../src/client/client.js'
 import {loadServerTls} from '../../src/crypto/tls.js'
 import {answerLikeAServer} from '../helpers/fake-server.js'
 import {encodeFrame} from '../../src/protocol/frame.js'
-import {DEFAULT_PASSWORD, createClient, makeTempDir, registerAndLogin, startTestServer} from '../helpers/server.js'
+import {DEFAULT_PASSWORD, connectClient, makeTempDir, registerAndLogin, startTestServer} from '../helpers/server.js'
 
 /** close() is final even when it lands in the middle of a reconnect: nothing waits on, nothing connects after. */
 describe('client close during a reconnect', () => {
   it('ends a wait for the server: waitUntilConnected (what a send waits on) rejects with CONNECTION_CLOSED', async () => {
     const server = await startTestServer()
-    const alice = createClient(server.address, {reconnect: true, reconnectDelayMs: {initial: 50, max: 200}})
-    await alice.connect()
+    const alice = await connectClient(server.address, {reconnect: true, reconnectDelayMs: {initial: 50, max: 200}})
     await registerAndLogin(alice, 'alice', DEFAULT_PASSWORD, {online: true})
     const reconnecting = once(alice, 'reconnecting')
     await server.stop()
@@ -74,9 +72,7 @@ describe('client close during a reconnect', () => {
     })
 
     const {port} = gate.address() as net.AddressInfo
-    const client = new MessengerClient({server: `127.0.0.1:${port}`, reconnect: true, reconnectDelayMs: {initial: 20, max: 50}, connectTimeoutMs: 30_000})
-    onTestFinished(() => client.close())
-    await client.connect()
+    const client = await connectClient(`127.0.0.1:${port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}, connectTimeoutMs: 30_000})
     await client.login('alice', 'whatever password', {online: true})
     for (const socket of open) socket.destroy() // the server goes away; the client reconnects
     await held // the reconnect is inside its TCP/TLS connect
@@ -106,9 +102,7 @@ describe('client reconnecting to a server of another protocol version', () => {
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))
     onTestFinished(() => new Promise<void>((resolve) => fake.close(() => resolve())))
     const port = (fake.address() as net.AddressInfo).port
-    const alice = createClient(`127.0.0.1:${port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
-    onTestFinished(() => alice.close())
-    await alice.connect()
+    const alice = await connectClient(`127.0.0.1:${port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
     await alice.login('alice', DEFAULT_PASSWORD, {online: true})
     let attempts = 0
     // Settles on the mismatch, or on a third connection (a retry that should not have happened).
@@ -144,8 +138,7 @@ describe('client reconnecting to a server of another protocol version', () => {
       onTestFinished(() => new Promise<void>((resolve) => node.close(() => resolve())))
     }
     const port = (node: tls.Server) => (node.address() as net.AddressInfo).port
-    const alice = createClient(`127.0.0.1:${port(upgraded)},127.0.0.1:${port(current)}`)
-    await alice.connect()
+    const alice = await connectClient(`127.0.0.1:${port(upgraded)},127.0.0.1:${port(current)}`)
     expect(alice.serverKey).toBe(`127.0.0.1:${port(current)}`)
   })
 })

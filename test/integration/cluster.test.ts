@@ -16,7 +16,7 @@ import type {ServerOptions} from '../../src/server/server.js'
 import {startServerProcess} from '../helpers/cli.js'
 import {loginUser, makeOfflineUser, makeUser} from '../helpers/messaging.js'
 import {freePort, redisAvailable, startRedis, type RedisServer} from '../helpers/redis.js'
-import {connectClient, expectCode, makeTempDir, memoryLogger, nextPresence, startTestServer, type TestServer} from '../helpers/server.js'
+import {connectClient, expectCode, makeTempDir, memoryLogger, nextPresence, registerAndLogin, startTestServer, type TestServer} from '../helpers/server.js'
 
 /**
  * Scale-out on Redis: two server nodes on one Redis behave as one service. In-process nodes for
@@ -239,8 +239,7 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
     it('a logout on node 1 ends the sessions living on that token on node 2 too', async () => {
       const {n1, n2} = await twoNodes()
       const first = await connectClient(n1.address)
-      await first.register('alice', 'correct horse')
-      const {token} = await first.login('alice', 'correct horse')
+      const {token} = await registerAndLogin(first, 'alice', 'correct horse')
       const copy = await connectClient(n2.address)
       await copy.resume(token, {online: true})
       const cut = new Promise<{code: string}>((resolve) => copy.once('disconnected', ({error}) => resolve(error)))

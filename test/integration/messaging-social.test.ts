@@ -272,12 +272,8 @@ describe('messaging: key pinning', () => {
   })
 
   it('messages held for a re-keyed sender do not fill the window: others still arrive, each held one is announced once, all come after trust', async () => {
-    const {address} = await startTestServer({deliveryWindow: {copies: 2}, retryInitialMs: 50, retryMaxMs: 400})
-    const bob = await makeUser(address, 'bob')
-    const alice = await makeUser(address, 'alice')
+    const {address, bob, alice} = await alicePinned({deliveryWindow: {copies: 2}, retryInitialMs: 50, retryMaxMs: 400})
     const carol = await makeUser(address, 'carol', {receiptWaitMs: 0})
-    await alice.engine.sendText('bob', 'pin my key')
-    await bob.nextMessage()
     await alice.close()
 
     const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})

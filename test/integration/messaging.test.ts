@@ -1,10 +1,8 @@
-import {join} from 'node:path'
 import sinon from 'sinon'
-import {describe, expect, it, onTestFinished} from 'vitest'
+import {describe, expect, it} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {eventually, loginUser, makeOfflineUser, makeUser} from '../helpers/messaging.js'
-import {expectCode, makeTempDir, manualClock, startTestServer} from '../helpers/server.js'
-import {openSqliteStore} from '../../src/store/sqlite/sqlite-store.js'
+import {expectCode, manualClock, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 
 /**
  * Store-and-forward delivery end to end (DESIGN.md section 4): real TLS sockets, a real server with
@@ -204,9 +202,7 @@ describe('messaging: delivery', () => {
   })
 
   it('pipelines a connection\'s sends: they share group commits, keep their order, and each is answered once durable', async () => {
-    const dir = await makeTempDir('messenger-pipeline-')
-    const store = openSqliteStore(join(dir, 'messenger.db'))
-    onTestFinished(() => store.close())
+    const {store, dir} = await sqliteStoreIn('messenger-pipeline-')
     const {address} = await startTestServer({store, dataDir: dir})
     const bobProfile = await makeOfflineUser(address, 'bob')
     const alice = await makeUser(address, 'alice')
@@ -254,9 +250,7 @@ describe('messaging: delivery', () => {
   })
 
   it('keeps a message whose sender the server could not look up for a moment: not dropped, not acknowledged, shown once it can be checked', async () => {
-    const dir = await makeTempDir('messenger-lookup-fault-')
-    const store = openSqliteStore(join(dir, 'messenger.db'))
-    onTestFinished(() => store.close())
+    const {store, dir} = await sqliteStoreIn('messenger-lookup-fault-')
     const {address} = await startTestServer({store, dataDir: dir, retryInitialMs: 100})
     const bob = await makeUser(address, 'bob')
     const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
@@ -277,9 +271,7 @@ describe('messaging: delivery', () => {
 
   describe('when the store fails for a moment or an event is lost, delivery picks up again by itself', () => {
     async function serverWithStore() {
-      const dir = await makeTempDir('messenger-recheck-')
-      const store = openSqliteStore(join(dir, 'messenger.db'))
-      onTestFinished(() => store.close())
+      const {store, dir} = await sqliteStoreIn('messenger-recheck-')
       const {address} = await startTestServer({store, dataDir: dir, retryInitialMs: 100, retryMaxMs: 400})
       return {store, address}
     }
@@ -389,9 +381,7 @@ describe('messaging: delivery', () => {
   })
 
   it('does not read the queue again for an ack when nothing new was queued, and still delivers what comes next', async () => {
-    const dir = await makeTempDir('messenger-caught-up-')
-    const store = openSqliteStore(join(dir, 'messenger.db'))
-    onTestFinished(() => store.close())
+    const {store, dir} = await sqliteStoreIn('messenger-caught-up-')
     const reads = sinon.spy(store, 'pendingMessages')
     const {address} = await startTestServer({store, dataDir: dir})
     const alice = await makeUser(address, 'alice', {receiptWaitMs: 1})

@@ -8,10 +8,9 @@ import {newMessageId} from '../../src/client/delivery.js'
 import {SharedKeyCache, sealText} from '../../src/crypto/envelope.js'
 import {DatagramType, MAX_DATAGRAM, TOKEN_BYTES, encodeProbe, encodeServerPong, fragment, sealDatagram} from '../../src/transport/datagram.js'
 import type {DgramStream} from '../../src/transport/dgram-stream.js'
-import {decodeKey} from '../../src/crypto/identity.js'
 import {PeerLink, type LinkStats} from '../../src/transport/peer-link.js'
 import {eventually, makeOfflineUser} from '../helpers/messaging.js'
-import {makeP2PUser, relayCounters, routeThrough, sleep, waitForP2P, type P2PUser} from '../helpers/p2p.js'
+import {makeP2PUser, rawKey, relayCounters, routeThrough, sleep, waitForP2P, type P2PUser} from '../helpers/p2p.js'
 import {expectCode, manualClock, startTestServer} from '../helpers/server.js'
 import {startUdpProxy, type UdpEndpoint} from '../helpers/udp-proxy.js'
 
@@ -381,7 +380,7 @@ describe('p2p: direct messages between two online clients', () => {
     const fromPortZero = (stream: DgramStream, data: Uint8Array) => stream.push({data: Buffer.from(data), address: '127.0.0.1', port: 0})
     const malformedBefore = bob.link.stats.dropped.malformed
     fromPortZero((bob.link as unknown as {stream: DgramStream}).stream, probe(bob.publicKey, DatagramType.PROBE))
-    fromPortZero((server.rendezvous as unknown as {stream: DgramStream}).stream, probe(decodeKey(server.rendezvous!.publicKey)!, DatagramType.SERVER_PROBE))
+    fromPortZero((server.rendezvous as unknown as {stream: DgramStream}).stream, probe(rawKey(server.rendezvous!.publicKey), DatagramType.SERVER_PROBE))
     await eventually(() => bob.link.stats.dropped.malformed > malformedBefore, 'bob to drop the probe from port 0')
 
     // The server's rendezvous still answers (carol learns her address) and bob's link still carries messages.

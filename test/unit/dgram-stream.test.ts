@@ -396,7 +396,6 @@ describe('DgramStream closing and errors', () => {
 describe('DgramStream with sendErrors: report', () => {
   /** A reporting stream `a`, and a plain one `b` to check that `a` still sends. */
   async function reportingPair() {
-    const {openDgramStream} = await import('../../src/transport/dgram-stream.js')
     const a = await openDgramStream({address: '127.0.0.1', sendErrors: 'report'})
     const b = await openDgramStream({address: '127.0.0.1'})
     onTestFinished(() => {
