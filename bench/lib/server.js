@@ -4,7 +4,7 @@ import {mkdirSync, writeFileSync} from 'node:fs'
 import {dirname, join, resolve} from 'node:path'
 import {createInterface} from 'node:readline'
 import {fileURLToPath} from 'node:url'
-import {log, onCleanup, rssKiB, tempDir} from './util.js'
+import {cpuMsOf, log, onCleanup, rssKiB, tempDir} from './util.js'
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const BIN = join(ROOT, 'bin', 'run.js')
@@ -118,6 +118,8 @@ export async function startServer({name, users = [], scryptCost, args = []}) {
     pid: child.pid,
     dataDir,
     rssKiB: () => rssKiB(child.pid),
+    /** CPU time the server process has used so far, ms. */
+    cpuMs: () => cpuMsOf(child.pid),
     get exited() {
       return exited
     },

@@ -110,6 +110,20 @@ export function rssKiB(pid) {
   return Number(match[1])
 }
 
+/**
+ * CPU time (user + system, ms) a process has used so far, from /proc/<pid>/stat (Linux; clock ticks
+ * of 10 ms, so compare over seconds). Includes all its threads (the thread pool's fsyncs too).
+ */
+export function cpuMsOf(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the command name (which may hold spaces), counted from utime, field 14.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
+}
+
+/** USER_HZ: the unit of /proc/<pid>/stat times; 100 on every Linux kernel config we run on. */
+const CLOCK_TICKS = 100
+
 /** The soft limit on open files of this process (what children inherit). */
 export function openFileLimit() {
   try {

@@ -42,10 +42,17 @@ export async function run() {
     const r0 = await received()
     const t0 = performance.now()
     const sustainedFrom = monoUs()
+    const cpu0 = {server: server.cpuMs(), clients: process.cpuUsage()}
     await sleep(measureMs)
-    const sustained = ((await received()) - r0) / ((performance.now() - t0) / 1000)
+    const r1 = await received()
+    const cpu = {server: server.cpuMs() - cpu0.server, clients: cpuMs(process.cpuUsage(cpu0.clients))}
+    const sustained = (r1 - r0) / ((performance.now() - t0) / 1000)
     recordPhase('sustained', sustainedFrom)
-    log(`relay: sustained ${Math.round(sustained)} msgs/s; waiting for the sends in flight`)
+    // Where the CPU went: the server's share says what one core of relay does, whatever the clients
+    // beside it on this machine cost (in production they are on other machines).
+    const serverUsPerMsg = (cpu.server * 1000) / (r1 - r0)
+    const clientsUsPerMsg = (cpu.clients * 1000) / (r1 - r0)
+    log(`relay: sustained ${Math.round(sustained)} msgs/s; CPU per message: server ${round(serverUsPerMsg, 0)} us, clients ${round(clientsUsPerMsg, 0)} us; waiting for the sends in flight`)
     await Promise.all(workers.map((w) => w.ask({cmd: 'stop'}, 'stopped')))
 
     // Phase 2: paced at half the sustained rate, spread evenly over the pairs.
@@ -65,6 +72,9 @@ export async function run() {
     const p99 = percentile(all, 99)
     return {
       msgsPerSec: round(sustained, 0),
+      serverUsPerMsg: round(serverUsPerMsg, 1),
+      serverMsgsPerCoreSec: round(1e6 / serverUsPerMsg, 0),
+      clientsUsPerMsg: round(clientsUsPerMsg, 1),
       p50Ms: round(percentile(all, 50), 2),
       p99Ms: Number.isFinite(p99) ? round(p99, 2) : null,
       pacedRate: round(achievedRate, 0),
@@ -126,12 +136,20 @@ class ClientWorker {
 export function rows(r) {
   return [
     {figure: 'sustained msgs/s', value: r.msgsPerSec, target: `>= ${target.msgsPerSec}`, met: r.msgsPerSec >= target.msgsPerSec},
+    {figure: 'server CPU us per message', value: r.serverUsPerMsg, target: '', met: null},
+    {figure: 'msgs/s one server core relays', value: r.serverMsgsPerCoreSec, target: '', met: null},
+    {figure: 'clients CPU us per message', value: r.clientsUsPerMsg, target: '', met: null},
     {figure: `p50 latency ms @ ${r.pacedRate}/s`, value: r.p50Ms, target: '', met: null},
     {figure: `p99 latency ms @ ${r.pacedRate}/s`, value: r.p99Ms ?? 'lost msgs', target: `<= ${target.p99Ms} @ ${target.msgsPerSec / 2}/s`, met: p99Met(r)},
   ]
 }
 
 /** The latency target holds at half the TARGET rate; a low p99 at a lower rate is not a pass. */
+/** process.cpuUsage() difference (user + system, us) in ms. */
+function cpuMs(usage) {
+  return (usage.user + usage.system) / 1000
+}
+
 function p99Met(r) {
   if (r.p99Ms === null || r.p99Ms > target.p99Ms) return false
   return r.pacedRate >= (target.msgsPerSec / 2) * 0.95 ? true : `only at ${r.pacedRate}/s`
