@@ -72,8 +72,10 @@ function paced({perPairPerMs, pacedMs, warmMs}) {
         resolve(sent.reduce((a, b) => a + b, 0))
         return
       }
-      const owed = Math.floor(elapsed * perPairPerMs)
       for (let local = 0; local < pairs.length; local++) {
+        // Each pair's sends are offset by its `phase` (a fraction of the period). Without it every pair
+        // was owed a message at the same tick: bursts of 50 sends, whose queueing the latencies measured.
+        const owed = Math.floor(elapsed * perPairPerMs + pairs[local].phase)
         // A bound on the backlog: if the pace cannot be held, latency says so anyway.
         while (sent[local] < owed && started[local].size < 2_000) {
           sent[local]++

@@ -28,7 +28,7 @@ export async function run() {
   log(`relay: signing in ${pairs * 2} clients in ${workerCount} worker thread(s)`)
   const workers = Array.from({length: workerCount}, (_, w) => {
     const mine = []
-    for (let i = w; i < pairs; i += workerCount) mine.push({sender: senders[i], recipient: recipients[i], senderToken: tokens.get(senders[i]), recipientToken: tokens.get(recipients[i])})
+    for (let i = w; i < pairs; i += workerCount) mine.push({sender: senders[i], recipient: recipients[i], senderToken: tokens.get(senders[i]), recipientToken: tokens.get(recipients[i]), phase: i / pairs})
     return new ClientWorker(server.address, mine)
   })
   try {
