@@ -62,8 +62,9 @@ export async function run() {
   if (!endpoint) throw new Error('no direct path to bob for the link-level round trip')
   const link = []
   for (let i = 0; i < 600; i++) {
-    const sealed = alice.session.keyring.seal('bob', bobInfo.publicKey, paddedText(`link|${i}|`))
-    const envelope = {msgId: newMessageId(), from: 'alice', to: 'bob', group: null, ts: Date.now(), seq: 1_000_000 + i, nonce: sealed.nonce, box: sealed.box}
+    const msgId = newMessageId()
+    const sealed = alice.session.keyring.seal('bob', bobInfo.publicKey, paddedText(`link|${i}|`), {msgId, context: ''})
+    const envelope = {msgId, from: 'alice', to: 'bob', group: null, ts: Date.now(), seq: 1_000_000 + i, nonce: sealed.nonce, box: sealed.box}
     const t = performance.now()
     const acked = await alice.session.link.sendMessage(bobKey, endpoint, envelope.msgId, encodeEnvelope(envelope))
     if (acked && i >= 100) link.push(performance.now() - t)

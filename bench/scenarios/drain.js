@@ -51,9 +51,10 @@ export async function run() {
         const lane = async () => {
           while (next < count && performance.now() < fillDeadline) {
             const n = ++next
-            const sealed = filler.session.keyring.seal('sink', info.publicKey, paddedText(`${f}|${n}|`))
+            const msgId = newMessageId()
+            const sealed = filler.session.keyring.seal('sink', info.publicKey, paddedText(`${f}|${n}|`), {msgId, context: ''})
             try {
-              await filler.client.request('send', {msgId: newMessageId(), seq: n, copies: [{to: 'sink', ...sealed}]})
+              await filler.client.request('send', {msgId, seq: n, copies: [{to: 'sink', ...sealed}]})
               stored++
             } catch (error) {
               failures++

@@ -2,7 +2,7 @@ import {EventEmitter} from 'node:events'
 import {MessengerError, RECONNECT_CURES} from '../protocol/errors.js'
 import {sameEndpoint, uniqueEndpoints, type Endpoint, type IntroducePush, type InvitedPush, type ReceiptPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
 import {decodeKey} from '../crypto/identity.js'
-import type {SealedText} from '../crypto/envelope.js'
+import {messageContext, type SealedText} from '../crypto/envelope.js'
 import type {PeerLink} from '../transport/peer-link.js'
 import {encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
 import type {MessengerClient} from './client.js'
@@ -148,8 +148,8 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const to = rawTo.trim().toLowerCase()
     if (to === this.o.me) throw new MessengerError('SELF_MESSAGE', 'You cannot send a message to yourself.')
     const preference = this.o.pathPreference ?? 'auto'
-    const {info, sealed, key, path} = await this.sealFor(to, preference, text)
     const id = newMessageId()
+    const {info, sealed, key, path} = await this.sealFor(to, preference, text, id)
     const ts = Date.now()
     const seq = await this.o.history.recordOutgoing({id, to, text, ts, from: this.o.me})
     if (preference !== 'relay') {
@@ -191,24 +191,25 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
    * path to one of its endpoints is confirmed (the peer proved it holds that key within seconds).
    * Saves a whois round trip per message.
    */
-  private async sealFor(to: string, preference: PathPreference, text: string): Promise<Sealing> {
+  private async sealFor(to: string, preference: PathPreference, text: string, msgId: string): Promise<Sealing> {
     const cached = this.usableCachedEntry(to, preference)
     if (cached) {
       try {
-        return {...cached, sealed: this.o.keyring.seal(to, requireKey(cached.info), text, cached.key)}
+        return {...cached, sealed: this.o.keyring.seal(to, requireKey(cached.info), text, {msgId, context: ''}, cached.key)}
       } catch (error) {
         // The pin moved on (`messenger trust` in another process) while our cache did not: look again.
         if (!(error instanceof MessengerError && error.code === 'KEY_CHANGED')) throw error
       }
     }
-    return this.sealFresh(to, text)
+    return this.sealFresh(to, text, msgId)
   }
 
-  private async sealFresh(to: string, text: string): Promise<Sealing> {
+  /** Seals a direct message `msgId` for `to`'s key as the directory has it now. */
+  private async sealFresh(to: string, text: string, msgId: string): Promise<Sealing> {
     const info = await this.lookup(to, {fresh: true})
     const b64 = requireKey(info)
     const key = decodeKey(b64)
-    const sealed = this.o.keyring.seal(to, b64, text, key)
+    const sealed = this.o.keyring.seal(to, b64, text, {msgId, context: ''}, key)
     // seal() threw NO_KEY if the key does not decode.
     return {info, key: key!, sealed}
   }
@@ -245,7 +246,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     } catch (error) {
       if (!(error instanceof MessengerError && error.code === 'STALE_KEY')) throw error
       // seal() checks the new key against the pin: a changed key is refused here (KEY_CHANGED).
-      const fresh = await this.sealFresh(to, text)
+      const fresh = await this.sealFresh(to, text, msgId)
       return send(fresh.info, fresh.sealed)
     }
   }
@@ -326,6 +327,8 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /** Seals the text to every member separately and hands the server all copies in one request. */
   async sendGroup(group: string, text: string): Promise<GroupSendOutcome> {
     const {members, name} = await this.request('group_members', {name: group})
+    const id = newMessageId()
+    const binding = {msgId: id, context: messageContext({group: name})}
     const copies: Array<{to: string; nonce: string; box: string; key: string}> = []
     const skipped: Array<{to: string; code: string}> = []
     for (const m of members) {
@@ -335,10 +338,9 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
         continue
       }
       // A changed key anywhere in the group refuses the whole send, as for a direct message.
-      const sealed = this.o.keyring.seal(m.username, m.publicKey, text)
+      const sealed = this.o.keyring.seal(m.username, m.publicKey, text, binding)
       copies.push({to: m.username, ...sealed, key: m.publicKey})
     }
-    const id = newMessageId()
     const seq = await this.o.history.recordOutgoing({id, group: name, text, ts: Date.now(), from: this.o.me})
     if (copies.length === 0) {
       await this.o.history.updateStatus(id, 'stored', {seq})
@@ -357,6 +359,8 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /** To everyone online now (except those who blocked us); never stored. */
   async broadcast(text: string): Promise<{id: string; seq: number; delivered: number; skipped: Array<{to: string; code: string}>}> {
     const {users} = await this.request('whoisonline', {})
+    const id = newMessageId()
+    const binding = {msgId: id, context: messageContext({broadcast: true})}
     const copies: Array<{to: string; nonce: string; box: string}> = []
     const skipped: Array<{to: string; code: string}> = []
     for (const u of users) {
@@ -366,13 +370,12 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
         continue
       }
       try {
-        copies.push({to: u.username, ...this.o.keyring.seal(u.username, u.publicKey, text)})
+        copies.push({to: u.username, ...this.o.keyring.seal(u.username, u.publicKey, text, binding)})
       } catch (error) {
         if (!(error instanceof MessengerError && error.code === 'KEY_CHANGED')) throw error
         skipped.push({to: u.username, code: 'KEY_CHANGED'})
       }
     }
-    const id = newMessageId()
     const seq = await this.o.history.recordOutgoing({id, to: '*', text, ts: Date.now(), from: this.o.me})
     const {delivered} = copies.length > 0 ? await this.request('broadcast', {msgId: id, copies}) : {delivered: 0}
     await this.o.history.updateStatus(id, delivered > 0 ? 'delivered' : 'sent', {seq, path: 'relay'})

@@ -4,6 +4,7 @@ import {toMessengerError, type ErrorCode} from '../protocol/errors.js'
 import type {DeliverPush, ReceiptPush} from '../protocol/messages.js'
 import type {DirectMessage, PeerLink} from '../transport/peer-link.js'
 import {rememberId, setNewest} from '../util/bounded.js'
+import {messageBindingMatches, type OpenedText} from '../crypto/envelope.js'
 import {CommitWatch} from './commit-watch.js'
 import {decodeEnvelope} from './envelope-codec.js'
 import type {DeliveryEvents, DeliveryOptions, ReceivedMessage} from './delivery.js'
@@ -64,7 +65,7 @@ export class Inbox {
   /**
    * The last held messages themselves, to open as soon as the user trusts the new key, here (chat's
    * /trust) or in another process (noticed by `pinWatch`), instead of at the server's next retry, up
-   * to 30 s later. Bounded: a box is up to 87 KB.
+   * to 30 s later. Bounded: a box is up to 88 KB.
    */
   private readonly heldMessages = new Map<string, HeldMessage>()
   /**
@@ -139,7 +140,7 @@ export class Inbox {
    * `presentedKey` is the key a direct datagram was sealed with: it must be `from`'s key.
    */
   private async accept(push: DeliverPush, path: DeliveryPath, acknowledge: Acknowledge, presentedKey?: string): Promise<void> {
-    let text: string | null
+    let opened: OpenedText | null
     try {
       let key = await this.publicKeyOf(push.from)
       if (presentedKey && key !== presentedKey) key = await this.publicKeyOf(push.from, {fresh: true})
@@ -149,11 +150,11 @@ export class Inbox {
         this.dropped++
         return
       }
-      text = this.o.keyring.open(push.from, key, push.nonce, push.box)
-      if (text === null && !presentedKey) {
+      opened = this.o.keyring.open(push.from, key, push.nonce, push.box)
+      if (opened === null && !presentedKey) {
         // Perhaps the sender re-keyed since we cached; look once more before giving up.
         key = await this.publicKeyOf(push.from, {fresh: true})
-        text = this.o.keyring.open(push.from, key, push.nonce, push.box)
+        opened = this.o.keyring.open(push.from, key, push.nonce, push.box)
       }
     } catch (error) {
       const failure = toMessengerError(error)
@@ -163,7 +164,7 @@ export class Inbox {
       const beforeRekey = failure.code === 'KEY_CHANGED' && !presentedKey ? this.o.keyring.openWithPinned(push.from, push.nonce, push.box) : null
       const refusedKey = failure.details?.['presented']
       if (beforeRekey !== null) {
-        text = beforeRekey
+        opened = beforeRekey
         // Shown loudly all the same (DESIGN.md 5), once per sender: what they seal from now on waits for trust.
         const change = `${push.from}\n${String(refusedKey)}`
         if (!rememberId(this.keyChangeAnnounced, change, RECENT_IDS)) this.deliverEvent('keyChanged', {from: push.from, error: failure})
@@ -184,19 +185,24 @@ export class Inbox {
         // not answer the lookup, the connection dropped) is not acknowledged: the server redelivers it
         // (after a reconnect, or with its retry backoff) and the lookup runs again then.
         if (!UNOPENABLE.has(failure.code)) return
-        text = null
+        opened = null
       }
     }
-    if (text === null) {
+    // A box sealed for another message: replayed under a new msgId (it would be shown twice, since
+    // the history knows messages by msgId), or moved from a direct conversation into a group or a
+    // broadcast. Only a server or a peer that altered the envelope produces one.
+    const misbound = opened !== null && !messageBindingMatches(opened, push)
+    if (opened === null || misbound) {
       // Told once per message: a direct one comes again with each retransmit, then through the relay.
       if (!rememberId(this.droppedIds, push.msgId, RECENT_IDS)) {
         this.dropped++
-        this.events.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'could not be decrypted'})
+        this.events.emit('dropped', {msgId: push.msgId, from: push.from, reason: misbound ? 'sealed for another message (replayed or altered on the way)' : 'could not be decrypted'})
       }
       // Settled, or it would come back for ever; its sender hears 'unreadable', not 'delivered'.
       acknowledge(true)
       return
     }
+    const {text} = opened
     const message: ReceivedMessage = {
       id: push.msgId,
       from: push.from,

@@ -1,4 +1,4 @@
-import {openText, sealText, SharedKeyCache, type SealedText} from '../crypto/envelope.js'
+import {openText, sealText, SharedKeyCache, type MessageBinding, type OpenedText, type SealedText} from '../crypto/envelope.js'
 import {decodeKey, encodeKey, keyFingerprint, type Identity} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 import type {LocalHistory} from './history.js'
@@ -67,17 +67,21 @@ export class Keyring {
     return key
   }
 
-  /** Seals `text` for `username` after verifying their key; throws KEY_CHANGED, NO_KEY, BAD_INPUT, MESSAGE_TOO_LARGE. */
-  seal(username: string, publicKeyB64: string, text: string, decoded?: Uint8Array | null): SealedText {
-    return sealText(this.sharedKeys, this.verify(username, publicKeyB64, decoded), text)
+  /**
+   * Seals `text`, bound to its msgId and context, for `username` after verifying their key; throws
+   * KEY_CHANGED, NO_KEY, BAD_INPUT, MESSAGE_TOO_LARGE.
+   */
+  seal(username: string, publicKeyB64: string, text: string, binding: MessageBinding, decoded?: Uint8Array | null): SealedText {
+    return sealText(this.sharedKeys, this.verify(username, publicKeyB64, decoded), text, binding)
   }
 
   /**
-   * Opens a text from `username`. Returns null when the envelope does not open (forged, corrupt,
-   * tampered): drop it. Throws only when the sender's key itself is the problem (KEY_CHANGED, NO_KEY),
-   * so the caller can warn loudly and hold the message instead of dropping it.
+   * Opens a text from `username`, with the msgId and context it was sealed for. Returns null when
+   * the envelope does not open (forged, corrupt, tampered): drop it. Throws only when the sender's
+   * key itself is the problem (KEY_CHANGED, NO_KEY), so the caller can warn loudly and hold the
+   * message instead of dropping it.
    */
-  open(username: string, publicKeyB64: string, nonce: string, box: string): string | null {
+  open(username: string, publicKeyB64: string, nonce: string, box: string): OpenedText | null {
     return openText(this.sharedKeys, this.verify(username, publicKeyB64), nonce, box)
   }
 
@@ -87,7 +91,7 @@ export class Keyring {
    * with it and is as authentic as it was when it was sent; only what was sealed with the new key
    * needs the user's `trust`. Null when there is no pin or the envelope does not open with it.
    */
-  openWithPinned(username: string, nonce: string, box: string): string | null {
+  openWithPinned(username: string, nonce: string, box: string): OpenedText | null {
     const pinned = this.history.getPeerKey(username)?.key
     const key = pinned === undefined ? null : decodeKey(pinned)
     return key ? openText(this.sharedKeys, key, nonce, box) : null

@@ -76,10 +76,82 @@ export interface SealedText {
 }
 
 /**
- * Encrypts and authenticates `text` for `theirPublicKey`. Throws BAD_INPUT for empty text and
- * MESSAGE_TOO_LARGE above MAX_TEXT_BYTES of UTF-8.
+ * What a sealed text is bound to, sealed inside the box with it: the server (or a peer) sees these
+ * outside the box too, and the recipient checks that both agree (messageBindingMatches). Without it
+ * a server could replay a box under a new msgId (shown twice: the history dedupes by msgId) or move
+ * a direct message into a group's conversation.
  */
-export function sealText(cache: SharedKeyCache, theirPublicKey: Uint8Array, text: string): SealedText {
+export interface MessageBinding {
+  msgId: string
+  /** '' for a direct message, '#name' for a message to group `name`, '*' for a broadcast. */
+  context: string
+}
+
+/** What an opened box holds. */
+export interface OpenedText extends MessageBinding {
+  text: string
+}
+
+/** The context of a message: a group's (`#name`), a broadcast's (`*`), or a direct message's (''). */
+export function messageContext(m: {group?: string | null; broadcast?: boolean}): string {
+  if (m.group) return `#${m.group}`
+  return m.broadcast ? '*' : ''
+}
+
+/** Version of the plaintext layout (its first byte). */
+const PLAINTEXT_VERSION = 2
+/** Most bytes of a msgId and of a context in the plaintext header (each has a one-byte length). */
+const MAX_BINDING_FIELD_BYTES = 255
+/** The header's largest size: version, then msgId and context, each with its length byte. */
+export const MAX_PLAINTEXT_HEADER_BYTES = 1 + 2 * (1 + MAX_BINDING_FIELD_BYTES)
+/** The largest box a conforming sender makes: the largest header and text, and the authenticator. */
+export const MAX_BOX_BYTES = MAX_PLAINTEXT_HEADER_BYTES + MAX_TEXT_BYTES + OVERHEAD
+
+/**
+ * The plaintext inside a message box: version 2, msgId, context (each a length byte and UTF-8),
+ * then the text. Pure; round-trip tested. Throws BAD_INPUT for a field beyond 255 bytes.
+ */
+export function encodePlaintext(binding: MessageBinding, text: Uint8Array): Uint8Array {
+  const msgId = encoder.encode(binding.msgId)
+  const context = encoder.encode(binding.context)
+  if (msgId.length > MAX_BINDING_FIELD_BYTES || context.length > MAX_BINDING_FIELD_BYTES) {
+    throw new MessengerError('BAD_INPUT', 'A message id or group name is too long to seal.')
+  }
+  const out = new Uint8Array(3 + msgId.length + context.length + text.length)
+  out[0] = PLAINTEXT_VERSION
+  out[1] = msgId.length
+  out.set(msgId, 2)
+  out[2 + msgId.length] = context.length
+  out.set(context, 3 + msgId.length)
+  out.set(text, 3 + msgId.length + context.length)
+  return out
+}
+
+/** Reads what encodePlaintext wrote; null for another version, a truncated header, invalid UTF-8 or an empty or oversized text. */
+export function decodePlaintext(plain: Uint8Array): OpenedText | null {
+  if (plain.length < 3 || plain[0] !== PLAINTEXT_VERSION) return null
+  const idEnd = 2 + plain[1]!
+  if (idEnd >= plain.length) return null
+  const contextEnd = idEnd + 1 + plain[idEnd]!
+  if (contextEnd > plain.length) return null
+  const textBytes = plain.length - contextEnd
+  if (textBytes === 0 || textBytes > MAX_TEXT_BYTES) return null
+  try {
+    return {
+      msgId: decoder.decode(plain.subarray(2, idEnd)),
+      context: decoder.decode(plain.subarray(idEnd + 1, contextEnd)),
+      text: decoder.decode(plain.subarray(contextEnd)),
+    }
+  } catch {
+    return null
+  }
+}
+
+/**
+ * Encrypts and authenticates `text`, bound to its msgId and context, for `theirPublicKey`. Throws
+ * BAD_INPUT for empty text and MESSAGE_TOO_LARGE above MAX_TEXT_BYTES of UTF-8.
+ */
+export function sealText(cache: SharedKeyCache, theirPublicKey: Uint8Array, text: string, binding: MessageBinding): SealedText {
   if (typeof text !== 'string' || text.length === 0) {
     throw new MessengerError('BAD_INPUT', 'The message is empty.', {hint: 'Type some text to send.'})
   }
@@ -93,28 +165,33 @@ export function sealText(cache: SharedKeyCache, theirPublicKey: Uint8Array, text
   // Random 24-byte nonces: the chance of a repeat under one shared key is negligible, and no counter
   // state has to survive restarts or be shared between a user's sessions.
   const nonce = randomBytesPooled(NONCE_BYTES)
-  const box = nacl.box.after(plain, nonce, cache.get(theirPublicKey))
+  const box = nacl.box.after(encodePlaintext(binding, plain), nonce, cache.get(theirPublicKey))
   return {nonce: toBase64(nonce), box: toBase64(box)}
 }
 
 /**
- * Decrypts a sealed text from `theirPublicKey`. Returns null on any failure (malformed base64, wrong
- * nonce length, failed authentication, invalid UTF-8, or a plaintext no conforming sender produces:
- * empty or above MAX_TEXT_BYTES). Never throws: the caller drops and counts (DESIGN 7.7).
+ * Decrypts a sealed text from `theirPublicKey`: its binding and text. Returns null on any failure
+ * (malformed base64, wrong nonce length, failed authentication, invalid UTF-8, or a plaintext no
+ * conforming sender produces). Never throws: the caller drops and counts (DESIGN 7.7). The caller
+ * still checks the binding against the envelope (messageBindingMatches).
  */
-export function openText(cache: SharedKeyCache, theirPublicKey: Uint8Array, nonce: string, box: string): string | null {
+export function openText(cache: SharedKeyCache, theirPublicKey: Uint8Array, nonce: string, box: string): OpenedText | null {
   try {
     const nonceBytes = decodeBase64Strict(nonce)
     if (!nonceBytes || nonceBytes.length !== NONCE_BYTES) return null
     const boxBytes = decodeBase64Strict(box)
     // Length check before any crypto: a forged oversized box costs nothing to reject.
-    if (!boxBytes || boxBytes.length <= OVERHEAD || boxBytes.length > MAX_TEXT_BYTES + OVERHEAD) return null
+    if (!boxBytes || boxBytes.length <= OVERHEAD || boxBytes.length > MAX_BOX_BYTES) return null
     const plain = nacl.box.open.after(boxBytes, nonceBytes, cache.get(theirPublicKey))
-    if (!plain) return null
-    return decoder.decode(plain)
+    return plain ? decodePlaintext(plain) : null
   } catch {
     return null
   }
+}
+
+/** Whether an opened box was sealed for the message the envelope around it says it is. */
+export function messageBindingMatches(opened: MessageBinding, envelope: {msgId: string; group?: string | null; broadcast?: boolean}): boolean {
+  return opened.msgId === envelope.msgId && opened.context === messageContext(envelope)
 }
 
 /** Seals bytes as nonce || box, one buffer (the relay's file frames). */

@@ -18,8 +18,12 @@ const msgId = str({min: 16, max: 64, pattern: MSG_ID_PATTERN, describe: 'base64u
 const groupName = str({min: 1, max: 64})
 const publicKey = str({min: 44, max: 44, pattern: base64, describe: 'a base64 X25519 public key'})
 const nonce = str({min: 32, max: 32, pattern: base64, describe: 'a base64 24-byte nonce'})
-/** 64 KiB of text + 16 bytes of MAC, base64: 87,404 characters. */
-const box = str({min: 24, max: 87_404, pattern: base64, describe: 'base64 ciphertext'})
+/**
+ * 64 KiB of text, the sealed header binding it to its msgId and context (at most 513 bytes) and 16
+ * bytes of MAC, base64: 88,088 characters (MAX_BOX_BYTES in crypto/envelope.ts; a test keeps them equal).
+ */
+export const MAX_BOX_BASE64_CHARS = 88_088
+const box = str({min: 24, max: MAX_BOX_BASE64_CHARS, pattern: base64, describe: 'base64 ciphertext'})
 /** `key`: the recipient key the box was sealed for; the server refuses it (STALE_KEY) if that is no longer the key. */
 const copies = array(object({to: username, nonce, box, key: optional(publicKey)}), {max: 1000})
 const endpoint = object({address: str({min: 2, max: 45, pattern: /^[0-9a-fA-F.:]+$/, describe: 'an IP address'}), port: int({min: 1, max: 65535})})

@@ -7,7 +7,7 @@ import {describe, expect, it} from 'vitest'
 import {MAX_TEXT_BYTES} from '../../src/crypto/envelope.js'
 import {newMessageId} from '../../src/client/delivery.js'
 import {loginUser, makeOfflineUser, makeUser, type TestUser} from '../helpers/messaging.js'
-import {expectCode, makeTempDir, startTestServer} from '../helpers/server.js'
+import {expectCode, makeTempDir, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 
 /** Every file under `dir`, recursively, with its bytes. */
 async function readTree(dir: string): Promise<Array<{file: string; bytes: Buffer}>> {
@@ -112,6 +112,47 @@ describe('messaging: confidentiality', () => {
     expect(log.length, 'the trace logger wrote nothing: the check would prove nothing').toBeGreaterThan(0)
     expect(log.toString('utf8')).toMatch(/redelivering/)
     expect(findLeaks([{file: 'server log', bytes: log}], canary)).toEqual([])
+  })
+})
+
+describe('messaging: what the server cannot alter', () => {
+  /** A server that rewrites envelopes: it stores copies as it likes, straight into its store. */
+  async function rewritingServer() {
+    const {store, dir} = await sqliteStoreIn('messenger-rewriting-')
+    const {address, server} = await startTestServer({store, dataDir: dir})
+    const inject = async (m: {msgId: string; group?: string; nonce: string; box: string}) => {
+      await store.enqueueMessage({msgId: m.msgId, sender: 'alice', group: m.group ?? null, ts: Date.now(), expiresAt: Date.now() + 60_000, maxQueue: 100, copies: [{recipient: 'bob', nonce: m.nonce, box: m.box}]})
+      server.relay!.queued('bob')
+    }
+    return {address, inject}
+  }
+
+  it('a box replayed under a new msgId is not shown again: dropped, and settled as unreadable', async () => {
+    const {address, inject} = await rewritingServer()
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    const original = await alice.engine.sendText('bob', 'pay carol 10 euros')
+    await bob.nextMessage()
+    const {nonce, box} = bob.deliveries.items.find((d) => d.msgId === original.id)!
+    const replayId = newMessageId()
+    await inject({msgId: replayId, nonce, box})
+    expect(await bob.dropped.next((d) => d.msgId === replayId)).toMatchObject({from: 'alice', reason: expect.stringContaining('sealed for another message')})
+    // Settled: the server no longer holds it, and its "sender" hears it could not be read.
+    expect(await alice.nextReceipt((r) => r.msgId === replayId)).toMatchObject({status: 'unreadable'})
+    expect(bob.messages.items.map((m) => m.text)).toEqual(['pay carol 10 euros'])
+    expect(bob.history.list({peer: 'alice'}).map((row) => row.id)).toEqual([original.id])
+  })
+
+  it('a direct message moved into a group (same msgId) is dropped, not shown in the group', async () => {
+    const {address, inject} = await rewritingServer()
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    const bobKey = (await alice.engine.lookup('bob')).publicKey!
+    const msgId = newMessageId()
+    const sealed = alice.keyring.seal('bob', bobKey, 'just between us', {msgId, context: ''})
+    await inject({msgId, group: 'team', ...sealed})
+    expect(await bob.dropped.next((d) => d.msgId === msgId)).toMatchObject({reason: expect.stringContaining('sealed for another message')})
+    expect(bob.messages.items).toEqual([])
   })
 })
 

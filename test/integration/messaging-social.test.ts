@@ -39,8 +39,9 @@ describe('messaging: groups', () => {
     await expectCode(dave.client.request('group_members', {name: 'team'}), 'NOT_A_MEMBER')
     await expectCode(dave.engine.sendGroup('team', 'let me in'), 'NOT_A_MEMBER')
     const bobKey = members.find((m) => m.username === 'bob')!.publicKey!
+    const sneakId = newMessageId()
     await expectCode(
-      dave.client.request('send', {msgId: newMessageId(), group: 'team', copies: [{to: 'bob', ...dave.keyring.seal('bob', bobKey, 'sneaking in')}]}),
+      dave.client.request('send', {msgId: sneakId, group: 'team', copies: [{to: 'bob', ...dave.keyring.seal('bob', bobKey, 'sneaking in', {msgId: sneakId, context: '#team'})}]}),
       'NOT_A_MEMBER',
     )
 
@@ -150,11 +151,12 @@ describe('messaging: broadcast', () => {
     // The server enforces it too: copies addressed to the blocker and to the offline user go nowhere.
     const {publicKey: carolKey} = await alice.client.request('whois', {username: 'carol'})
     const {publicKey: daveKey} = await alice.client.request('whois', {username: 'dave'})
+    const sneakyId = newMessageId()
     const sneaky = await alice.client.request('broadcast', {
-      msgId: newMessageId(),
+      msgId: sneakyId,
       copies: [
-        {to: 'carol', ...alice.keyring.seal('carol', carolKey!, 'sneaky')},
-        {to: 'dave', ...alice.keyring.seal('dave', daveKey!, 'sneaky')},
+        {to: 'carol', ...alice.keyring.seal('carol', carolKey!, 'sneaky', {msgId: sneakyId, context: '*'})},
+        {to: 'dave', ...alice.keyring.seal('dave', daveKey!, 'sneaky', {msgId: sneakyId, context: '*'})},
       ],
     })
     expect(sneaky).toEqual({delivered: 0})
@@ -239,12 +241,12 @@ describe('messaging: key pinning', () => {
     await bob.close()
     const newBob = await loginUser(address, 'bob')
     const msgId = newMessageId()
-    const stale = {to: 'bob', ...alice.keyring.seal('bob', oldKey, 'for the old key'), key: oldKey}
+    const stale = {to: 'bob', ...alice.keyring.seal('bob', oldKey, 'for the old key', {msgId, context: ''}), key: oldKey}
     const error = await expectCode(alice.client.request('send', {msgId, copies: [stale]}), 'STALE_KEY')
     expect(error.message).toContain('bob')
     // Nothing was stored under that msgId: the same id sealed for the current key is a new message.
     alice.history.trustPeerKeyValue('bob', newBob.keyring.myPublicKey)
-    const fresh = {to: 'bob', ...alice.keyring.seal('bob', newBob.keyring.myPublicKey, 'for the new key'), key: newBob.keyring.myPublicKey}
+    const fresh = {to: 'bob', ...alice.keyring.seal('bob', newBob.keyring.myPublicKey, 'for the new key', {msgId, context: ''}), key: newBob.keyring.myPublicKey}
     expect(await alice.client.request('send', {msgId, copies: [fresh]})).toMatchObject({duplicate: false, recipients: [{to: 'bob', online: true}]})
     expect(await newBob.nextMessage()).toMatchObject({id: msgId, text: 'for the new key'})
   })

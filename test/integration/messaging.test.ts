@@ -132,8 +132,8 @@ describe('messaging: delivery', () => {
     const alice = await makeUser(address, 'alice')
 
     const {publicKey} = await alice.client.request('whois', {username: 'bob'})
-    const sealed = alice.keyring.seal('bob', publicKey!, 'exactly once')
     const msgId = newMessageId()
+    const sealed = alice.keyring.seal('bob', publicKey!, 'exactly once', {msgId, context: ''})
     const first = await alice.client.request('send', {msgId, copies: [{to: 'bob', ...sealed}]})
     const second = await alice.client.request('send', {msgId, copies: [{to: 'bob', ...sealed}]})
     expect(first).toMatchObject({seq: 1, duplicate: false, recipients: [{to: 'bob', online: true}], skipped: []})
@@ -158,8 +158,8 @@ describe('messaging: delivery', () => {
     const bobProfile = await makeOfflineUser(address, 'bob')
     const alice = await makeUser(address, 'alice')
     const {publicKey} = await alice.client.request('whois', {username: 'bob'})
-    const sealed = alice.keyring.seal('bob', publicKey!, 'lost ack, sent twice')
     const msgId = newMessageId()
+    const sealed = alice.keyring.seal('bob', publicKey!, 'lost ack, sent twice', {msgId, context: ''})
     const first = await alice.client.request('send', {msgId, copies: [{to: 'bob', ...sealed}]})
     const second = await alice.client.request('send', {msgId, copies: [{to: 'bob', ...sealed}]})
     expect(first).toMatchObject({duplicate: false, recipients: [{to: 'bob', online: false}]})
@@ -211,7 +211,7 @@ describe('messaging: delivery', () => {
 
     // 200 requests written without waiting for replies, as a busy client does.
     const msgIds = Array.from({length: 200}, () => newMessageId())
-    const replies = await Promise.all(msgIds.map((msgId, i) => alice.client.request('send', {msgId, copies: [{to: 'bob', ...alice.keyring.seal('bob', bobKey, `m${i}`), key: bobKey}]})))
+    const replies = await Promise.all(msgIds.map((msgId, i) => alice.client.request('send', {msgId, copies: [{to: 'bob', ...alice.keyring.seal('bob', bobKey, `m${i}`, {msgId, context: ''}), key: bobKey}]})))
     expect(replies.map((r) => r.seq)).toEqual(msgIds.map((_, i) => i + 1))
     const commits = store.commits.stats.commits - before.commits
     expect(store.commits.stats.writes - before.writes).toBe(200)
@@ -310,7 +310,7 @@ describe('messaging: delivery', () => {
       // Straight into the store: nothing tells the relay that bob has something new.
       const bobKey = (await alice.engine.lookup('bob')).publicKey!
       const msgId = newMessageId()
-      await store.enqueueMessage({msgId, sender: 'alice', group: null, ts: Date.now(), expiresAt: Date.now() + 60_000, maxQueue: 100, copies: [{recipient: 'bob', ...alice.keyring.seal('bob', bobKey, 'quietly queued')}]})
+      await store.enqueueMessage({msgId, sender: 'alice', group: null, ts: Date.now(), expiresAt: Date.now() + 60_000, maxQueue: 100, copies: [{recipient: 'bob', ...alice.keyring.seal('bob', bobKey, 'quietly queued', {msgId, context: ''})}]})
       expect(await bob.nextMessage((m) => m.id === msgId)).toMatchObject({text: 'quietly queued'})
     })
   })
@@ -461,8 +461,8 @@ describe('messaging: delivery', () => {
     const filler = await alice.engine.sendText('bob', 'fills the queue')
 
     const {publicKey} = await alice.client.request('whois', {username: 'bob'})
-    const sealed = alice.keyring.seal('bob', publicKey!, 'refused, then re-sent')
     const msgId = newMessageId()
+    const sealed = alice.keyring.seal('bob', publicKey!, 'refused, then re-sent', {msgId, context: ''})
     await expectCode(alice.client.request('send', {msgId, copies: [{to: 'bob', ...sealed}]}), 'QUEUE_FULL')
     let resend: unknown
     try {

@@ -268,8 +268,9 @@ describe('p2p: direct messages between two online clients', () => {
     const mallory = nacl.box.keyPair()
     const malloryCache = new SharedKeyCache(mallory.secretKey)
     const envelopeFromAlice = (text: string) => {
-      const sealed = sealText(malloryCache, bob.publicKey, text)
-      return encodeEnvelope({msgId: newMessageId(), from: 'alice', to: 'bob', group: null, ts: Date.now(), seq: 99, nonce: sealed.nonce, box: sealed.box})
+      const msgId = newMessageId()
+      const sealed = sealText(malloryCache, bob.publicKey, text, {msgId, context: ''})
+      return encodeEnvelope({msgId, from: 'alice', to: 'bob', group: null, ts: Date.now(), seq: 99, nonce: sealed.nonce, box: sealed.box})
     }
     const spoofId = newMessageId()
     const [claimsAlice] = fragment(spoofId, envelopeFromAlice('claims alice in the header'))
@@ -354,8 +355,9 @@ describe('p2p: direct messages between two online clients', () => {
     const mallory = await makeP2PUser(address, 'mallory', {direct: false})
     const identity = mallory.session.identity
     const cache = new SharedKeyCache(identity.secretKey)
-    const sealed = sealText(cache, bob.publicKey, 'opens fine, but look at my id')
-    const envelope = encodeEnvelope({msgId: '€'.repeat(22), from: 'mallory', to: 'bob', group: null, ts: Date.now(), seq: 1, nonce: sealed.nonce, box: sealed.box})
+    const badId = '€'.repeat(22)
+    const sealed = sealText(cache, bob.publicKey, 'opens fine, but look at my id', {msgId: badId, context: ''})
+    const envelope = encodeEnvelope({msgId: badId, from: 'mallory', to: 'bob', group: null, ts: Date.now(), seq: 1, nonce: sealed.nonce, box: sealed.box})
     const attacker = await attackerSocket()
     const droppedBefore = bob.engine.dropped
     for (const payload of fragment(newMessageId(), envelope)) await attacker.send(sealDatagram(cache, identity.publicKey, bob.publicKey, DatagramType.DATA, payload), bob.endpoint)

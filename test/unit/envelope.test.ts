@@ -1,7 +1,20 @@
 import nacl from 'tweetnacl'
 import {describe, expect, it} from 'vitest'
 
-import {MAX_TEXT_BYTES, openBytes, openText, sealBytes, sealText, SharedKeyCache} from '../../src/crypto/envelope.js'
+import {
+  decodePlaintext,
+  encodePlaintext,
+  MAX_BOX_BYTES,
+  MAX_TEXT_BYTES,
+  messageBindingMatches,
+  messageContext,
+  openBytes,
+  openText,
+  sealBytes,
+  sealText,
+  SharedKeyCache,
+} from '../../src/crypto/envelope.js'
+import {MAX_BOX_BASE64_CHARS} from '../../src/protocol/messages.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 
 const alice = nacl.box.keyPair()
@@ -28,30 +41,37 @@ function flipBit(b64: string, index: number): string {
   return bytes.toString('base64')
 }
 
+/** The binding of a direct message; the tests that are not about binding use one. */
+const BOUND = {msgId: 'm-0123456789abcdef', context: ''}
+const seal = (text: string, binding = BOUND) => sealText(aliceCache, bob.publicKey, text, binding)
+
 describe('sealText / openText', () => {
-  it('round-trips text, including unicode', () => {
+  it('round-trips text, including unicode, with the msgId and context it was sealed for', () => {
     for (const text of ['hi', 'héllo wörld', '日本語のテキスト', 'emoji 👋🏽 and ZWJ 👩‍👩‍👧', 'line\nbreaks\tand\u0000nul']) {
-      const sealed = sealText(aliceCache, bob.publicKey, text)
-      expect(openText(bobCache, alice.publicKey, sealed.nonce, sealed.box)).toBe(text)
+      for (const binding of [BOUND, {msgId: 'g-0123456789abcdef', context: '#équipe'}, {msgId: 'b-0123456789abcdef', context: '*'}]) {
+        const sealed = seal(text, binding)
+        expect(openText(bobCache, alice.publicKey, sealed.nonce, sealed.box)).toEqual({...binding, text})
+      }
     }
   })
 
-  it('produces base64 of a 24-byte nonce and a box 16 bytes longer than the text', () => {
-    const sealed = sealText(aliceCache, bob.publicKey, 'abc')
+  it('produces base64 of a 24-byte nonce and a box of the header, the text and 16 bytes', () => {
+    const sealed = seal('abc')
     expect(Buffer.from(sealed.nonce, 'base64')).toHaveLength(24)
-    expect(Buffer.from(sealed.box, 'base64')).toHaveLength(3 + 16)
+    // Version, msgId length, 18-byte msgId, context length, no context.
+    expect(Buffer.from(sealed.box, 'base64')).toHaveLength(1 + 1 + 18 + 1 + 3 + 16)
     expect(sealed.box).not.toContain('abc')
   })
 
   it('a third party cannot open it, nor can the recipient with the wrong sender key', () => {
-    const sealed = sealText(aliceCache, bob.publicKey, 'secret')
+    const sealed = seal('secret')
     expect(openText(eveCache, alice.publicKey, sealed.nonce, sealed.box)).toBeNull()
     expect(openText(eveCache, bob.publicKey, sealed.nonce, sealed.box)).toBeNull()
     expect(openText(bobCache, eve.publicKey, sealed.nonce, sealed.box)).toBeNull()
   })
 
   it('returns null for a tampered box or nonce', () => {
-    const sealed = sealText(aliceCache, bob.publicKey, 'do not touch')
+    const sealed = seal('do not touch')
     const boxLength = Buffer.from(sealed.box, 'base64').length
     for (const index of [0, 15, 16, boxLength - 1]) {
       expect(openText(bobCache, alice.publicKey, sealed.nonce, flipBit(sealed.box, index))).toBeNull()
@@ -60,12 +80,12 @@ describe('sealText / openText', () => {
       expect(openText(bobCache, alice.publicKey, flipBit(sealed.nonce, index), sealed.box)).toBeNull()
     }
     // Swapping in another message's nonce fails too.
-    const other = sealText(aliceCache, bob.publicKey, 'do not touch')
+    const other = seal('do not touch')
     expect(openText(bobCache, alice.publicKey, other.nonce, sealed.box)).toBeNull()
   })
 
   it('returns null, never throws, for garbage input', () => {
-    const sealed = sealText(aliceCache, bob.publicKey, 'x')
+    const sealed = seal('x')
     const cases: Array<[unknown, unknown, unknown]> = [
       ['!!!not base64!!!', sealed.box, alice.publicKey],
       [sealed.nonce, '%%%', alice.publicKey],
@@ -73,7 +93,7 @@ describe('sealText / openText', () => {
       [Buffer.alloc(23).toString('base64'), sealed.box, alice.publicKey],
       [Buffer.alloc(25).toString('base64'), sealed.box, alice.publicKey],
       [sealed.nonce, Buffer.alloc(16).toString('base64'), alice.publicKey],
-      [sealed.nonce, Buffer.alloc(MAX_TEXT_BYTES + 17).toString('base64'), alice.publicKey],
+      [sealed.nonce, Buffer.alloc(MAX_BOX_BYTES + 1).toString('base64'), alice.publicKey],
       [sealed.nonce.slice(1), sealed.box, alice.publicKey],
       [null, undefined, alice.publicKey],
       [42, {}, alice.publicKey],
@@ -87,39 +107,85 @@ describe('sealText / openText', () => {
     }
   })
 
-  it('returns null for a validly sealed payload that is not UTF-8', () => {
-    const nonce = nacl.randomBytes(24)
-    const box = nacl.box.after(new Uint8Array([0xff, 0xfe, 0x80]), nonce, aliceCache.get(bob.publicKey))
-    expect(openText(bobCache, alice.publicKey, Buffer.from(nonce).toString('base64'), Buffer.from(box).toString('base64'))).toBeNull()
+  it('returns null for a validly sealed payload that is not a version-2 plaintext, or whose text is not UTF-8', () => {
+    const sealRaw = (plain: Uint8Array) => {
+      const nonce = nacl.randomBytes(24)
+      const box = nacl.box.after(plain, nonce, aliceCache.get(bob.publicKey))
+      return openText(bobCache, alice.publicKey, Buffer.from(nonce).toString('base64'), Buffer.from(box).toString('base64'))
+    }
+    // A protocol 3 sender's bare text: no header.
+    expect(sealRaw(new TextEncoder().encode('just the text'))).toBeNull()
+    expect(sealRaw(encodePlaintext(BOUND, new Uint8Array([0xff, 0xfe, 0x80])))).toBeNull()
   })
 
-  it('accepts exactly 64 KiB of UTF-8 and refuses one byte more with MESSAGE_TOO_LARGE', () => {
+  it('accepts exactly 64 KiB of UTF-8 text (with the longest header) and refuses one byte more with MESSAGE_TOO_LARGE', () => {
     expect(MAX_TEXT_BYTES).toBe(65_536)
     const max = 'a'.repeat(MAX_TEXT_BYTES)
-    const sealed = sealText(aliceCache, bob.publicKey, max)
-    expect(openText(bobCache, alice.publicKey, sealed.nonce, sealed.box)).toBe(max)
+    const longest = {msgId: 'i'.repeat(255), context: `#${'g'.repeat(254)}`}
+    const sealed = seal(max, longest)
+    expect(Buffer.from(sealed.box, 'base64')).toHaveLength(MAX_BOX_BYTES)
+    expect(openText(bobCache, alice.publicKey, sealed.nonce, sealed.box)).toEqual({...longest, text: max})
+    // The protocol's bound on a box is this box, base64.
+    expect(sealed.box.length).toBe(MAX_BOX_BASE64_CHARS)
 
-    expect(codeOf(() => sealText(aliceCache, bob.publicKey, max + 'a'))).toBe('MESSAGE_TOO_LARGE')
+    expect(codeOf(() => seal(max + 'a'))).toBe('MESSAGE_TOO_LARGE')
     // The limit counts UTF-8 bytes, not characters: 'é' is two bytes.
-    expect(codeOf(() => sealText(aliceCache, bob.publicKey, 'a'.repeat(MAX_TEXT_BYTES - 1) + 'é'))).toBe('MESSAGE_TOO_LARGE')
+    expect(codeOf(() => seal('a'.repeat(MAX_TEXT_BYTES - 1) + 'é'))).toBe('MESSAGE_TOO_LARGE')
     let hint: string | undefined
     try {
-      sealText(aliceCache, bob.publicKey, max + 'a')
+      seal(max + 'a')
     } catch (error) {
       hint = (error as MessengerError).hint
     }
     expect(hint).toBeTruthy()
   })
 
-  it('refuses empty text with BAD_INPUT', () => {
-    expect(codeOf(() => sealText(aliceCache, bob.publicKey, ''))).toBe('BAD_INPUT')
+  it('refuses empty text, and a msgId or context over 255 bytes, with BAD_INPUT', () => {
+    expect(codeOf(() => seal(''))).toBe('BAD_INPUT')
+    expect(codeOf(() => seal('x', {msgId: 'i'.repeat(256), context: ''}))).toBe('BAD_INPUT')
+    expect(codeOf(() => seal('x', {msgId: BOUND.msgId, context: `#${'é'.repeat(128)}`}))).toBe('BAD_INPUT')
   })
 
   it('uses a fresh nonce for every seal', () => {
-    const a = sealText(aliceCache, bob.publicKey, 'same text')
-    const b = sealText(aliceCache, bob.publicKey, 'same text')
+    const a = seal('same text')
+    const b = seal('same text')
     expect(a.nonce).not.toBe(b.nonce)
     expect(a.box).not.toBe(b.box)
+  })
+})
+
+describe('the sealed plaintext and its binding', () => {
+  it('round-trips through encodePlaintext / decodePlaintext', () => {
+    for (const binding of [BOUND, {msgId: '', context: ''}, {msgId: 'x'.repeat(255), context: '#ü'}]) {
+      for (const text of ['a', 'two\nlines', '👋'.repeat(100)]) {
+        expect(decodePlaintext(encodePlaintext(binding, new TextEncoder().encode(text)))).toEqual({...binding, text})
+      }
+    }
+  })
+
+  it('decodes nothing from another version, a truncated header, or no text', () => {
+    const good = encodePlaintext(BOUND, new TextEncoder().encode('text'))
+    expect(decodePlaintext(new Uint8Array([3, ...good.subarray(1)]))).toBeNull()
+    for (let cut = 0; cut <= 2 + BOUND.msgId.length + 1; cut++) expect(decodePlaintext(good.subarray(0, cut))).toBeNull()
+    // A msgId length that runs past the end.
+    expect(decodePlaintext(new Uint8Array([2, 200, 65, 66]))).toBeNull()
+  })
+
+  it('the context says direct, group or broadcast', () => {
+    expect(messageContext({group: null, broadcast: false})).toBe('')
+    expect(messageContext({group: 'team'})).toBe('#team')
+    expect(messageContext({broadcast: true})).toBe('*')
+  })
+
+  it('a box matches only the envelope of the message it was sealed for', () => {
+    const direct = {msgId: BOUND.msgId, group: null, broadcast: false}
+    expect(messageBindingMatches(BOUND, direct)).toBe(true)
+    // Replayed under another msgId, or moved into a group or a broadcast.
+    expect(messageBindingMatches(BOUND, {...direct, msgId: 'm-fedcba9876543210'})).toBe(false)
+    expect(messageBindingMatches(BOUND, {...direct, group: 'team'})).toBe(false)
+    expect(messageBindingMatches(BOUND, {...direct, broadcast: true})).toBe(false)
+    expect(messageBindingMatches({msgId: BOUND.msgId, context: '#team'}, {...direct, group: 'team'})).toBe(true)
+    expect(messageBindingMatches({msgId: BOUND.msgId, context: '#team'}, {...direct, group: 'other'})).toBe(false)
   })
 })
 

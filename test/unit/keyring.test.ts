@@ -7,6 +7,7 @@ import {afterEach, beforeEach, describe, expect, it} from 'vitest'
 
 import {openHistory, type LocalHistory} from '../../src/client/history.js'
 import {Keyring} from '../../src/client/keyring.js'
+import {encodePlaintext} from '../../src/crypto/envelope.js'
 import {encodeKey, keyFingerprint, loadOrCreateIdentity} from '../../src/crypto/identity.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 
@@ -45,12 +46,15 @@ function caught(fn: () => unknown): MessengerError {
   throw new Error('expected a MessengerError')
 }
 
+/** What each test message is sealed for (a direct message). */
+const BOUND = {msgId: 'm-0123456789abcdef', context: ''}
+
 describe('Keyring', () => {
   it('lets two identities talk both ways, pinning each other on first use', () => {
-    const toBob = alice.seal('bob', bobKey, 'hello bob ✉️')
-    expect(bob.open('alice', aliceKey, toBob.nonce, toBob.box)).toBe('hello bob ✉️')
-    const toAlice = bob.seal('alice', aliceKey, 'hi alice')
-    expect(alice.open('bob', bobKey, toAlice.nonce, toAlice.box)).toBe('hi alice')
+    const toBob = alice.seal('bob', bobKey, 'hello bob ✉️', BOUND)
+    expect(bob.open('alice', aliceKey, toBob.nonce, toBob.box)).toEqual({...BOUND, text: 'hello bob ✉️'})
+    const toAlice = bob.seal('alice', aliceKey, 'hi alice', BOUND)
+    expect(alice.open('bob', bobKey, toAlice.nonce, toAlice.box)).toEqual({...BOUND, text: 'hi alice'})
     expect(aliceHistory.getPeerKey('bob')!.key).toBe(bobKey)
     expect(bobHistory.getPeerKey('alice')!.key).toBe(aliceKey)
   })
@@ -69,7 +73,7 @@ describe('Keyring', () => {
   })
 
   it('returns null for an envelope that does not open', () => {
-    const sealed = alice.seal('bob', bobKey, 'x')
+    const sealed = alice.seal('bob', bobKey, 'x', BOUND)
     const eve = encodeKey(nacl.box.keyPair().publicKey)
     expect(bob.open('eve', eve, sealed.nonce, sealed.box)).toBeNull()
     expect(bob.open('alice', aliceKey, sealed.nonce, 'garbage')).toBeNull()
@@ -82,14 +86,14 @@ describe('Keyring', () => {
     const oldFp = keyFingerprint(Buffer.from(bobKey, 'base64'))
     const newFp = keyFingerprint(newBob.publicKey)
 
-    const error = caught(() => alice.seal('bob', newBobKey, 'are you there?'))
+    const error = caught(() => alice.seal('bob', newBobKey, 'are you there?', BOUND))
     expect(error.code).toBe('KEY_CHANGED')
     expect(error.message).toBe(`The key of bob changed: pinned ${oldFp}, now ${newFp}.`)
     expect(error.hint).toBe('Verify the new fingerprint with bob, then run `messenger trust bob`.')
     expect(error.details).toMatchObject({username: 'bob', pinned: bobKey, presented: newBobKey})
 
     // Opening from the new key is refused the same way, and keeps being refused.
-    const fromNewBob = nacl.box(new TextEncoder().encode('it is me'), new Uint8Array(24), alice.publicKey, newBob.secretKey)
+    const fromNewBob = nacl.box(encodePlaintext(BOUND, new TextEncoder().encode('it is me')), new Uint8Array(24), alice.publicKey, newBob.secretKey)
     const nonce = encodeKey(new Uint8Array(24))
     expect(caught(() => alice.open('bob', newBobKey, nonce, encodeKey(fromNewBob))).code).toBe('KEY_CHANGED')
     expect(caught(() => alice.verify('bob', newBobKey)).code).toBe('KEY_CHANGED')
@@ -99,20 +103,20 @@ describe('Keyring', () => {
     // Seeing the old key cleared the pending one; the new key shows up again, then the user trusts it.
     expect(caught(() => alice.verify('bob', newBobKey)).code).toBe('KEY_CHANGED')
     expect(aliceHistory.trustPeerKey('bob')).toEqual({previous: bobKey, trusted: newBobKey})
-    expect(alice.open('bob', newBobKey, nonce, encodeKey(fromNewBob))).toBe('it is me')
-    const sealed = alice.seal('bob', newBobKey, 'welcome back')
+    expect(alice.open('bob', newBobKey, nonce, encodeKey(fromNewBob))).toEqual({...BOUND, text: 'it is me'})
+    const sealed = alice.seal('bob', newBobKey, 'welcome back', BOUND)
     expect(nacl.box.open(Buffer.from(sealed.box, 'base64'), Buffer.from(sealed.nonce, 'base64'), alice.publicKey, newBob.secretKey)).not.toBeNull()
     // Now the old key is the changed one.
     expect(caught(() => alice.verify('bob', bobKey)).code).toBe('KEY_CHANGED')
   })
 
   it('refuses an invalid directory key with NO_KEY and pins nothing', () => {
-    expect(caught(() => alice.seal('carol', 'not-a-key', 'hi')).code).toBe('NO_KEY')
+    expect(caught(() => alice.seal('carol', 'not-a-key', 'hi', BOUND)).code).toBe('NO_KEY')
     expect(aliceHistory.getPeerKey('carol')).toBeUndefined()
   })
 
   it('passes envelope errors through: empty and oversized text', () => {
-    expect(caught(() => alice.seal('bob', bobKey, '')).code).toBe('BAD_INPUT')
-    expect(caught(() => alice.seal('bob', bobKey, 'x'.repeat(64 * 1024 + 1))).code).toBe('MESSAGE_TOO_LARGE')
+    expect(caught(() => alice.seal('bob', bobKey, '', BOUND)).code).toBe('BAD_INPUT')
+    expect(caught(() => alice.seal('bob', bobKey, 'x'.repeat(64 * 1024 + 1), BOUND)).code).toBe('MESSAGE_TOO_LARGE')
   })
 })
