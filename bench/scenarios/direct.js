@@ -63,7 +63,7 @@ export async function run() {
   const link = []
   for (let i = 0; i < 600; i++) {
     const msgId = newMessageId()
-    const sealed = alice.session.keyring.seal('bob', bobInfo.publicKey, paddedText(`link|${i}|`), {msgId, context: ''})
+    const sealed = alice.session.keyring.seal('bob', bobInfo.publicKey, paddedText(`link|${i}|`), {msgId, from: 'alice', context: ''})
     const envelope = {msgId, from: 'alice', to: 'bob', group: null, ts: Date.now(), seq: 1_000_000 + i, nonce: sealed.nonce, box: sealed.box}
     const t = performance.now()
     const acked = await alice.session.link.sendMessage(bobKey, endpoint, envelope.msgId, encodeEnvelope(envelope))

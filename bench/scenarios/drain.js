@@ -52,7 +52,7 @@ export async function run() {
           while (next < count && performance.now() < fillDeadline) {
             const n = ++next
             const msgId = newMessageId()
-            const sealed = filler.session.keyring.seal('sink', info.publicKey, paddedText(`${f}|${n}|`), {msgId, context: ''})
+            const sealed = filler.session.keyring.seal('sink', info.publicKey, paddedText(`${f}|${n}|`), {msgId, from: filler.username, context: ''})
             try {
               await filler.client.request('send', {msgId, seq: n, copies: [{to: 'sink', ...sealed}]})
               stored++

@@ -2,7 +2,7 @@ import {EventEmitter} from 'node:events'
 import {MessengerError, RECONNECT_CURES} from '../protocol/errors.js'
 import {sameEndpoint, uniqueEndpoints, type Endpoint, type IntroducePush, type InvitedPush, type ReceiptPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
 import {decodeKey} from '../crypto/identity.js'
-import {messageContext, type SealedText} from '../crypto/envelope.js'
+import {messageContext, type MessageBinding, type SealedText} from '../crypto/envelope.js'
 import type {PeerLink} from '../transport/peer-link.js'
 import {encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
 import type {MessengerClient} from './client.js'
@@ -195,7 +195,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const cached = this.usableCachedEntry(to, preference)
     if (cached) {
       try {
-        return {...cached, sealed: this.o.keyring.seal(to, requireKey(cached.info), text, {msgId, context: ''}, cached.key)}
+        return {...cached, sealed: this.o.keyring.seal(to, requireKey(cached.info), text, this.binding(msgId), cached.key)}
       } catch (error) {
         // The pin moved on (`messenger trust` in another process) while our cache did not: look again.
         if (!(error instanceof MessengerError && error.code === 'KEY_CHANGED')) throw error
@@ -204,12 +204,17 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     return this.sealFresh(to, text, msgId)
   }
 
+  /** What a message of ours is sealed for (see MessageBinding): a direct one unless `m` says group or broadcast. */
+  private binding(msgId: string, m: {group?: string; broadcast?: boolean} = {}): MessageBinding {
+    return {msgId, from: this.o.me, context: messageContext(m)}
+  }
+
   /** Seals a direct message `msgId` for `to`'s key as the directory has it now. */
   private async sealFresh(to: string, text: string, msgId: string): Promise<Sealing> {
     const info = await this.lookup(to, {fresh: true})
     const b64 = requireKey(info)
     const key = decodeKey(b64)
-    const sealed = this.o.keyring.seal(to, b64, text, {msgId, context: ''}, key)
+    const sealed = this.o.keyring.seal(to, b64, text, this.binding(msgId), key)
     // seal() threw NO_KEY if the key does not decode.
     return {info, key: key!, sealed}
   }
@@ -328,7 +333,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   async sendGroup(group: string, text: string): Promise<GroupSendOutcome> {
     const {members, name} = await this.request('group_members', {name: group})
     const id = newMessageId()
-    const binding = {msgId: id, context: messageContext({group: name})}
+    const binding = this.binding(id, {group: name})
     const copies: Array<{to: string; nonce: string; box: string; key: string}> = []
     const skipped: Array<{to: string; code: string}> = []
     for (const m of members) {
@@ -360,7 +365,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   async broadcast(text: string): Promise<{id: string; seq: number; delivered: number; skipped: Array<{to: string; code: string}>}> {
     const {users} = await this.request('whoisonline', {})
     const id = newMessageId()
-    const binding = {msgId: id, context: messageContext({broadcast: true})}
+    const binding = this.binding(id, {broadcast: true})
     const copies: Array<{to: string; nonce: string; box: string}> = []
     const skipped: Array<{to: string; code: string}> = []
     for (const u of users) {

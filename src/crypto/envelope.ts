@@ -17,7 +17,8 @@ const toBase64 = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.
 
 const encoder = new TextEncoder()
 // fatal: invalid UTF-8 is a failure to open, not text with replacement characters in it.
-const decoder = new TextDecoder('utf-8', {fatal: true})
+// ignoreBOM: a leading U+FEFF is part of the text (stripping it turned a one-character text into an empty one).
+const decoder = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true})
 
 /**
  * Shared keys (`nacl.box.before`) per peer public key. Precomputing is the expensive half of `nacl.box`
@@ -78,11 +79,14 @@ export interface SealedText {
 /**
  * What a sealed text is bound to, sealed inside the box with it: the server (or a peer) sees these
  * outside the box too, and the recipient checks that both agree (messageBindingMatches). Without it
- * a server could replay a box under a new msgId (shown twice: the history dedupes by msgId) or move
- * a direct message into a group's conversation.
+ * a server could replay a box under a new msgId (shown twice: the history dedupes by msgId), move a
+ * direct message into a group's conversation, or hand a box back to its own sender as if it came
+ * from the recipient (one shared key serves both directions of a pair).
  */
 export interface MessageBinding {
   msgId: string
+  /** The sender's username. */
+  from: string
   /** '' for a direct message, '#name' for a message to group `name`, '*' for a broadcast. */
   context: string
 }
@@ -100,48 +104,50 @@ export function messageContext(m: {group?: string | null; broadcast?: boolean}):
 
 /** Version of the plaintext layout (its first byte). */
 const PLAINTEXT_VERSION = 2
-/** Most bytes of a msgId and of a context in the plaintext header (each has a one-byte length). */
+/** Most bytes of each field of the plaintext header (each has a one-byte length). */
 const MAX_BINDING_FIELD_BYTES = 255
-/** The header's largest size: version, then msgId and context, each with its length byte. */
-export const MAX_PLAINTEXT_HEADER_BYTES = 1 + 2 * (1 + MAX_BINDING_FIELD_BYTES)
+/** The header's largest size: version, then msgId, sender and context, each with its length byte. */
+export const MAX_PLAINTEXT_HEADER_BYTES = 1 + 3 * (1 + MAX_BINDING_FIELD_BYTES)
 /** The largest box a conforming sender makes: the largest header and text, and the authenticator. */
 export const MAX_BOX_BYTES = MAX_PLAINTEXT_HEADER_BYTES + MAX_TEXT_BYTES + OVERHEAD
 
 /**
- * The plaintext inside a message box: version 2, msgId, context (each a length byte and UTF-8),
- * then the text. Pure; round-trip tested. Throws BAD_INPUT for a field beyond 255 bytes.
+ * The plaintext inside a message box: version 2, then msgId, sender and context (each a length
+ * byte and UTF-8), then the text. Pure; round-trip tested. Throws BAD_INPUT for a field beyond 255 bytes.
  */
 export function encodePlaintext(binding: MessageBinding, text: Uint8Array): Uint8Array {
-  const msgId = encoder.encode(binding.msgId)
-  const context = encoder.encode(binding.context)
-  if (msgId.length > MAX_BINDING_FIELD_BYTES || context.length > MAX_BINDING_FIELD_BYTES) {
-    throw new MessengerError('BAD_INPUT', 'A message id or group name is too long to seal.')
+  const fields = [binding.msgId, binding.from, binding.context].map((f) => encoder.encode(f))
+  if (fields.some((f) => f.length > MAX_BINDING_FIELD_BYTES)) {
+    throw new MessengerError('BAD_INPUT', 'A message id, username or group name is too long to seal.')
   }
-  const out = new Uint8Array(3 + msgId.length + context.length + text.length)
+  const out = new Uint8Array(1 + fields.reduce((n, f) => n + 1 + f.length, 0) + text.length)
   out[0] = PLAINTEXT_VERSION
-  out[1] = msgId.length
-  out.set(msgId, 2)
-  out[2 + msgId.length] = context.length
-  out.set(context, 3 + msgId.length)
-  out.set(text, 3 + msgId.length + context.length)
+  let at = 1
+  for (const f of fields) {
+    out[at] = f.length
+    out.set(f, at + 1)
+    at += 1 + f.length
+  }
+  out.set(text, at)
   return out
 }
 
 /** Reads what encodePlaintext wrote; null for another version, a truncated header, invalid UTF-8 or an empty or oversized text. */
 export function decodePlaintext(plain: Uint8Array): OpenedText | null {
-  if (plain.length < 3 || plain[0] !== PLAINTEXT_VERSION) return null
-  const idEnd = 2 + plain[1]!
-  if (idEnd >= plain.length) return null
-  const contextEnd = idEnd + 1 + plain[idEnd]!
-  if (contextEnd > plain.length) return null
-  const textBytes = plain.length - contextEnd
-  if (textBytes === 0 || textBytes > MAX_TEXT_BYTES) return null
+  if (plain[0] !== PLAINTEXT_VERSION) return null
+  const fields: string[] = []
+  let at = 1
   try {
-    return {
-      msgId: decoder.decode(plain.subarray(2, idEnd)),
-      context: decoder.decode(plain.subarray(idEnd + 1, contextEnd)),
-      text: decoder.decode(plain.subarray(contextEnd)),
+    for (let i = 0; i < 3; i++) {
+      if (at >= plain.length) return null
+      const end = at + 1 + plain[at]!
+      if (end > plain.length) return null
+      fields.push(decoder.decode(plain.subarray(at + 1, end)))
+      at = end
     }
+    const textBytes = plain.length - at
+    if (textBytes === 0 || textBytes > MAX_TEXT_BYTES) return null
+    return {msgId: fields[0]!, from: fields[1]!, context: fields[2]!, text: decoder.decode(plain.subarray(at))}
   } catch {
     return null
   }
@@ -190,8 +196,8 @@ export function openText(cache: SharedKeyCache, theirPublicKey: Uint8Array, nonc
 }
 
 /** Whether an opened box was sealed for the message the envelope around it says it is. */
-export function messageBindingMatches(opened: MessageBinding, envelope: {msgId: string; group?: string | null; broadcast?: boolean}): boolean {
-  return opened.msgId === envelope.msgId && opened.context === messageContext(envelope)
+export function messageBindingMatches(opened: MessageBinding, envelope: {msgId: string; from: string; group?: string | null; broadcast?: boolean}): boolean {
+  return opened.msgId === envelope.msgId && opened.from === envelope.from && opened.context === messageContext(envelope)
 }
 
 /** Seals bytes as nonce || box, one buffer (the relay's file frames). */

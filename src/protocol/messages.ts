@@ -19,10 +19,10 @@ const groupName = str({min: 1, max: 64})
 const publicKey = str({min: 44, max: 44, pattern: base64, describe: 'a base64 X25519 public key'})
 const nonce = str({min: 32, max: 32, pattern: base64, describe: 'a base64 24-byte nonce'})
 /**
- * 64 KiB of text, the sealed header binding it to its msgId and context (at most 513 bytes) and 16
- * bytes of MAC, base64: 88,088 characters (MAX_BOX_BYTES in crypto/envelope.ts; a test keeps them equal).
+ * 64 KiB of text, the sealed header binding it to its msgId, sender and context (at most 769 bytes)
+ * and 16 bytes of MAC, base64: 88,428 characters (MAX_BOX_BYTES in crypto/envelope.ts; a test keeps them equal).
  */
-export const MAX_BOX_BASE64_CHARS = 88_088
+export const MAX_BOX_BASE64_CHARS = 88_428
 const box = str({min: 24, max: MAX_BOX_BASE64_CHARS, pattern: base64, describe: 'base64 ciphertext'})
 /** `key`: the recipient key the box was sealed for; the server refuses it (STALE_KEY) if that is no longer the key. */
 const copies = array(object({to: username, nonce, box, key: optional(publicKey)}), {max: 1000})

@@ -363,7 +363,7 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
       // node 2. Node 2 answers it as a duplicate with the original seq, and queues nothing new.
       const early = acknowledged[5]!
       const {publicKey: bobKey} = await client.request('whois', {username: 'bob'})
-      const resent = await client.request('send', {msgId: early.id, seq: early.seq, copies: [{to: 'bob', ...session.keyring.seal('bob', bobKey!, early.text, {msgId: early.id, context: ''})}]})
+      const resent = await client.request('send', {msgId: early.id, seq: early.seq, copies: [{to: 'bob', ...session.keyring.seal('bob', bobKey!, early.text, {msgId: early.id, from: 'alice', context: ''})}]})
       expect(resent).toMatchObject({duplicate: true, seq: early.seq})
 
       const bob = await loginUser(node2.address, 'bob', {password: FIXTURE.bob, profileDir: bobSetup.profileDir})

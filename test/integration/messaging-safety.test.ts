@@ -120,9 +120,11 @@ describe('messaging: what the server cannot alter', () => {
   async function rewritingServer() {
     const {store, dir} = await sqliteStoreIn('messenger-rewriting-')
     const {address, server} = await startTestServer({store, dataDir: dir})
-    const inject = async (m: {msgId: string; group?: string; nonce: string; box: string}) => {
-      await store.enqueueMessage({msgId: m.msgId, sender: 'alice', group: m.group ?? null, ts: Date.now(), expiresAt: Date.now() + 60_000, maxQueue: 100, copies: [{recipient: 'bob', nonce: m.nonce, box: m.box}]})
-      server.relay!.queued('bob')
+    /** Queues a copy from `from` (default alice) to `to` (default bob), as the server chooses to label it. */
+    const inject = async (m: {msgId: string; group?: string; nonce: string; box: string; from?: string; to?: string}) => {
+      const to = m.to ?? 'bob'
+      await store.enqueueMessage({msgId: m.msgId, sender: m.from ?? 'alice', group: m.group ?? null, ts: Date.now(), expiresAt: Date.now() + 60_000, maxQueue: 100, copies: [{recipient: to, nonce: m.nonce, box: m.box}]})
+      server.relay!.queued(to)
     }
     return {address, inject}
   }
@@ -149,10 +151,26 @@ describe('messaging: what the server cannot alter', () => {
     const alice = await makeUser(address, 'alice')
     const bobKey = (await alice.engine.lookup('bob')).publicKey!
     const msgId = newMessageId()
-    const sealed = alice.keyring.seal('bob', bobKey, 'just between us', {msgId, context: ''})
+    const sealed = alice.keyring.seal('bob', bobKey, 'just between us', {msgId, from: 'alice', context: ''})
     await inject({msgId, group: 'team', ...sealed})
     expect(await bob.dropped.next((d) => d.msgId === msgId)).toMatchObject({reason: expect.stringContaining('sealed for another message')})
+    expect(await alice.nextReceipt((r) => r.msgId === msgId)).toMatchObject({status: 'unreadable'})
     expect(bob.messages.items).toEqual([])
+    expect(bob.history.list({group: 'team'})).toEqual([])
+  })
+
+  it('a box handed back to its own sender as if the recipient had sent it is dropped', async () => {
+    const {address, inject} = await rewritingServer()
+    await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    // A box alice sealed for bob (the server never delivered it): one shared key serves both
+    // directions of a pair, so it opens for alice too, with the right msgId and context.
+    const bobKey = (await alice.engine.lookup('bob')).publicKey!
+    const msgId = newMessageId()
+    const sealed = alice.keyring.seal('bob', bobKey, 'meet me at noon', {msgId, from: 'alice', context: ''})
+    await inject({msgId, from: 'bob', to: 'alice', ...sealed})
+    expect(await alice.dropped.next((d) => d.msgId === msgId)).toMatchObject({from: 'bob', reason: expect.stringContaining('sealed for another message')})
+    expect(alice.messages.items).toEqual([])
   })
 })
 

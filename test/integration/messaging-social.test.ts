@@ -41,7 +41,7 @@ describe('messaging: groups', () => {
     const bobKey = members.find((m) => m.username === 'bob')!.publicKey!
     const sneakId = newMessageId()
     await expectCode(
-      dave.client.request('send', {msgId: sneakId, group: 'team', copies: [{to: 'bob', ...dave.keyring.seal('bob', bobKey, 'sneaking in', {msgId: sneakId, context: '#team'})}]}),
+      dave.client.request('send', {msgId: sneakId, group: 'team', copies: [{to: 'bob', ...dave.keyring.seal('bob', bobKey, 'sneaking in', {msgId: sneakId, from: 'dave', context: '#team'})}]}),
       'NOT_A_MEMBER',
     )
 
@@ -64,6 +64,10 @@ describe('messaging: groups', () => {
     expect(alice.history.list({group: 'team'})).toEqual([expect.objectContaining({id: outcome.id, direction: 'out', to: '#team', text: 'hello team'})])
     expect(bob.history.list({group: 'team'})).toEqual([expect.objectContaining({id: outcome.id, direction: 'in', from: 'alice', group: 'team'})])
     expect(dave.messages.items).toEqual([])
+
+    // The group's name in another case is the same group: sealed for '#team', as the server labels it.
+    const shouted = await alice.engine.sendGroup('TEAM', 'hello again')
+    expect(await bob.nextMessage((m) => m.id === shouted.id)).toMatchObject({group: 'team', text: 'hello again'})
     expect(dave.history.list()).toEqual([])
   })
 })
@@ -155,8 +159,8 @@ describe('messaging: broadcast', () => {
     const sneaky = await alice.client.request('broadcast', {
       msgId: sneakyId,
       copies: [
-        {to: 'carol', ...alice.keyring.seal('carol', carolKey!, 'sneaky', {msgId: sneakyId, context: '*'})},
-        {to: 'dave', ...alice.keyring.seal('dave', daveKey!, 'sneaky', {msgId: sneakyId, context: '*'})},
+        {to: 'carol', ...alice.keyring.seal('carol', carolKey!, 'sneaky', {msgId: sneakyId, from: 'alice', context: '*'})},
+        {to: 'dave', ...alice.keyring.seal('dave', daveKey!, 'sneaky', {msgId: sneakyId, from: 'alice', context: '*'})},
       ],
     })
     expect(sneaky).toEqual({delivered: 0})
@@ -241,12 +245,12 @@ describe('messaging: key pinning', () => {
     await bob.close()
     const newBob = await loginUser(address, 'bob')
     const msgId = newMessageId()
-    const stale = {to: 'bob', ...alice.keyring.seal('bob', oldKey, 'for the old key', {msgId, context: ''}), key: oldKey}
+    const stale = {to: 'bob', ...alice.keyring.seal('bob', oldKey, 'for the old key', {msgId, from: 'alice', context: ''}), key: oldKey}
     const error = await expectCode(alice.client.request('send', {msgId, copies: [stale]}), 'STALE_KEY')
     expect(error.message).toContain('bob')
     // Nothing was stored under that msgId: the same id sealed for the current key is a new message.
     alice.history.trustPeerKeyValue('bob', newBob.keyring.myPublicKey)
-    const fresh = {to: 'bob', ...alice.keyring.seal('bob', newBob.keyring.myPublicKey, 'for the new key', {msgId, context: ''}), key: newBob.keyring.myPublicKey}
+    const fresh = {to: 'bob', ...alice.keyring.seal('bob', newBob.keyring.myPublicKey, 'for the new key', {msgId, from: 'alice', context: ''}), key: newBob.keyring.myPublicKey}
     expect(await alice.client.request('send', {msgId, copies: [fresh]})).toMatchObject({duplicate: false, recipients: [{to: 'bob', online: true}]})
     expect(await newBob.nextMessage()).toMatchObject({id: msgId, text: 'for the new key'})
   })

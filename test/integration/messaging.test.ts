@@ -133,7 +133,7 @@ describe('messaging: delivery', () => {
 
     const {publicKey} = await alice.client.request('whois', {username: 'bob'})
     const msgId = newMessageId()
-    const sealed = alice.keyring.seal('bob', publicKey!, 'exactly once', {msgId, context: ''})
+    const sealed = alice.keyring.seal('bob', publicKey!, 'exactly once', {msgId, from: 'alice', context: ''})
     const first = await alice.client.request('send', {msgId, copies: [{to: 'bob', ...sealed}]})
     const second = await alice.client.request('send', {msgId, copies: [{to: 'bob', ...sealed}]})
     expect(first).toMatchObject({seq: 1, duplicate: false, recipients: [{to: 'bob', online: true}], skipped: []})
@@ -159,7 +159,7 @@ describe('messaging: delivery', () => {
     const alice = await makeUser(address, 'alice')
     const {publicKey} = await alice.client.request('whois', {username: 'bob'})
     const msgId = newMessageId()
-    const sealed = alice.keyring.seal('bob', publicKey!, 'lost ack, sent twice', {msgId, context: ''})
+    const sealed = alice.keyring.seal('bob', publicKey!, 'lost ack, sent twice', {msgId, from: 'alice', context: ''})
     const first = await alice.client.request('send', {msgId, copies: [{to: 'bob', ...sealed}]})
     const second = await alice.client.request('send', {msgId, copies: [{to: 'bob', ...sealed}]})
     expect(first).toMatchObject({duplicate: false, recipients: [{to: 'bob', online: false}]})
@@ -211,7 +211,7 @@ describe('messaging: delivery', () => {
 
     // 200 requests written without waiting for replies, as a busy client does.
     const msgIds = Array.from({length: 200}, () => newMessageId())
-    const replies = await Promise.all(msgIds.map((msgId, i) => alice.client.request('send', {msgId, copies: [{to: 'bob', ...alice.keyring.seal('bob', bobKey, `m${i}`, {msgId, context: ''}), key: bobKey}]})))
+    const replies = await Promise.all(msgIds.map((msgId, i) => alice.client.request('send', {msgId, copies: [{to: 'bob', ...alice.keyring.seal('bob', bobKey, `m${i}`, {msgId, from: 'alice', context: ''}), key: bobKey}]})))
     expect(replies.map((r) => r.seq)).toEqual(msgIds.map((_, i) => i + 1))
     const commits = store.commits.stats.commits - before.commits
     expect(store.commits.stats.writes - before.writes).toBe(200)
@@ -310,7 +310,7 @@ describe('messaging: delivery', () => {
       // Straight into the store: nothing tells the relay that bob has something new.
       const bobKey = (await alice.engine.lookup('bob')).publicKey!
       const msgId = newMessageId()
-      await store.enqueueMessage({msgId, sender: 'alice', group: null, ts: Date.now(), expiresAt: Date.now() + 60_000, maxQueue: 100, copies: [{recipient: 'bob', ...alice.keyring.seal('bob', bobKey, 'quietly queued', {msgId, context: ''})}]})
+      await store.enqueueMessage({msgId, sender: 'alice', group: null, ts: Date.now(), expiresAt: Date.now() + 60_000, maxQueue: 100, copies: [{recipient: 'bob', ...alice.keyring.seal('bob', bobKey, 'quietly queued', {msgId, from: 'alice', context: ''})}]})
       expect(await bob.nextMessage((m) => m.id === msgId)).toMatchObject({text: 'quietly queued'})
     })
   })
@@ -462,7 +462,7 @@ describe('messaging: delivery', () => {
 
     const {publicKey} = await alice.client.request('whois', {username: 'bob'})
     const msgId = newMessageId()
-    const sealed = alice.keyring.seal('bob', publicKey!, 'refused, then re-sent', {msgId, context: ''})
+    const sealed = alice.keyring.seal('bob', publicKey!, 'refused, then re-sent', {msgId, from: 'alice', context: ''})
     await expectCode(alice.client.request('send', {msgId, copies: [{to: 'bob', ...sealed}]}), 'QUEUE_FULL')
     let resend: unknown
     try {

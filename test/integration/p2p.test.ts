@@ -269,7 +269,7 @@ describe('p2p: direct messages between two online clients', () => {
     const malloryCache = new SharedKeyCache(mallory.secretKey)
     const envelopeFromAlice = (text: string) => {
       const msgId = newMessageId()
-      const sealed = sealText(malloryCache, bob.publicKey, text, {msgId, context: ''})
+      const sealed = sealText(malloryCache, bob.publicKey, text, {msgId, from: 'alice', context: ''})
       return encodeEnvelope({msgId, from: 'alice', to: 'bob', group: null, ts: Date.now(), seq: 99, nonce: sealed.nonce, box: sealed.box})
     }
     const spoofId = newMessageId()
@@ -356,7 +356,7 @@ describe('p2p: direct messages between two online clients', () => {
     const identity = mallory.session.identity
     const cache = new SharedKeyCache(identity.secretKey)
     const badId = '€'.repeat(22)
-    const sealed = sealText(cache, bob.publicKey, 'opens fine, but look at my id', {msgId: badId, context: ''})
+    const sealed = sealText(cache, bob.publicKey, 'opens fine, but look at my id', {msgId: badId, from: 'mallory', context: ''})
     const envelope = encodeEnvelope({msgId: badId, from: 'mallory', to: 'bob', group: null, ts: Date.now(), seq: 1, nonce: sealed.nonce, box: sealed.box})
     const attacker = await attackerSocket()
     const droppedBefore = bob.engine.dropped

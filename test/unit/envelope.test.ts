@@ -42,13 +42,13 @@ function flipBit(b64: string, index: number): string {
 }
 
 /** The binding of a direct message; the tests that are not about binding use one. */
-const BOUND = {msgId: 'm-0123456789abcdef', context: ''}
+const BOUND = {msgId: 'm-0123456789abcdef', from: 'alice', context: ''}
 const seal = (text: string, binding = BOUND) => sealText(aliceCache, bob.publicKey, text, binding)
 
 describe('sealText / openText', () => {
   it('round-trips text, including unicode, with the msgId and context it was sealed for', () => {
     for (const text of ['hi', 'héllo wörld', '日本語のテキスト', 'emoji 👋🏽 and ZWJ 👩‍👩‍👧', 'line\nbreaks\tand\u0000nul']) {
-      for (const binding of [BOUND, {msgId: 'g-0123456789abcdef', context: '#équipe'}, {msgId: 'b-0123456789abcdef', context: '*'}]) {
+      for (const binding of [BOUND, {msgId: 'g-0123456789abcdef', from: 'alice', context: '#équipe'}, {msgId: 'b-0123456789abcdef', from: 'alice', context: '*'}]) {
         const sealed = seal(text, binding)
         expect(openText(bobCache, alice.publicKey, sealed.nonce, sealed.box)).toEqual({...binding, text})
       }
@@ -58,8 +58,8 @@ describe('sealText / openText', () => {
   it('produces base64 of a 24-byte nonce and a box of the header, the text and 16 bytes', () => {
     const sealed = seal('abc')
     expect(Buffer.from(sealed.nonce, 'base64')).toHaveLength(24)
-    // Version, msgId length, 18-byte msgId, context length, no context.
-    expect(Buffer.from(sealed.box, 'base64')).toHaveLength(1 + 1 + 18 + 1 + 3 + 16)
+    // Version; 18-byte msgId, 5-byte sender and empty context, each after its length; text; MAC.
+    expect(Buffer.from(sealed.box, 'base64')).toHaveLength(1 + (1 + 18) + (1 + 5) + 1 + 3 + 16)
     expect(sealed.box).not.toContain('abc')
   })
 
@@ -121,7 +121,7 @@ describe('sealText / openText', () => {
   it('accepts exactly 64 KiB of UTF-8 text (with the longest header) and refuses one byte more with MESSAGE_TOO_LARGE', () => {
     expect(MAX_TEXT_BYTES).toBe(65_536)
     const max = 'a'.repeat(MAX_TEXT_BYTES)
-    const longest = {msgId: 'i'.repeat(255), context: `#${'g'.repeat(254)}`}
+    const longest = {msgId: 'i'.repeat(255), from: 'u'.repeat(255), context: `#${'g'.repeat(254)}`}
     const sealed = seal(max, longest)
     expect(Buffer.from(sealed.box, 'base64')).toHaveLength(MAX_BOX_BYTES)
     expect(openText(bobCache, alice.publicKey, sealed.nonce, sealed.box)).toEqual({...longest, text: max})
@@ -140,10 +140,18 @@ describe('sealText / openText', () => {
     expect(hint).toBeTruthy()
   })
 
-  it('refuses empty text, and a msgId or context over 255 bytes, with BAD_INPUT', () => {
+  it('refuses empty text, and a msgId, sender or context over 255 bytes, with BAD_INPUT', () => {
     expect(codeOf(() => seal(''))).toBe('BAD_INPUT')
-    expect(codeOf(() => seal('x', {msgId: 'i'.repeat(256), context: ''}))).toBe('BAD_INPUT')
-    expect(codeOf(() => seal('x', {msgId: BOUND.msgId, context: `#${'é'.repeat(128)}`}))).toBe('BAD_INPUT')
+    expect(codeOf(() => seal('x', {...BOUND, msgId: 'i'.repeat(256)}))).toBe('BAD_INPUT')
+    expect(codeOf(() => seal('x', {...BOUND, from: 'u'.repeat(256)}))).toBe('BAD_INPUT')
+    expect(codeOf(() => seal('x', {...BOUND, context: `#${'é'.repeat(128)}`}))).toBe('BAD_INPUT')
+  })
+
+  it('keeps a leading byte order mark as part of the text', () => {
+    for (const text of ['\uFEFF', '\uFEFFhello']) {
+      const sealed = seal(text)
+      expect(openText(bobCache, alice.publicKey, sealed.nonce, sealed.box)).toEqual({...BOUND, text})
+    }
   })
 
   it('uses a fresh nonce for every seal', () => {
@@ -156,19 +164,28 @@ describe('sealText / openText', () => {
 
 describe('the sealed plaintext and its binding', () => {
   it('round-trips through encodePlaintext / decodePlaintext', () => {
-    for (const binding of [BOUND, {msgId: '', context: ''}, {msgId: 'x'.repeat(255), context: '#ü'}]) {
+    for (const binding of [BOUND, {msgId: '', from: '', context: ''}, {msgId: 'x'.repeat(255), from: 'ü', context: '#ü'}]) {
       for (const text of ['a', 'two\nlines', '👋'.repeat(100)]) {
         expect(decodePlaintext(encodePlaintext(binding, new TextEncoder().encode(text)))).toEqual({...binding, text})
       }
     }
   })
 
-  it('decodes nothing from another version, a truncated header, or no text', () => {
+  it('decodes nothing from another version, a truncated header, a field that is not UTF-8, or no text or too much', () => {
     const good = encodePlaintext(BOUND, new TextEncoder().encode('text'))
     expect(decodePlaintext(new Uint8Array([3, ...good.subarray(1)]))).toBeNull()
-    for (let cut = 0; cut <= 2 + BOUND.msgId.length + 1; cut++) expect(decodePlaintext(good.subarray(0, cut))).toBeNull()
-    // A msgId length that runs past the end.
+    const headerBytes = good.length - 4
+    for (let cut = 0; cut <= headerBytes; cut++) expect(decodePlaintext(good.subarray(0, cut))).toBeNull()
+    // A field length that runs past the end, in each field.
     expect(decodePlaintext(new Uint8Array([2, 200, 65, 66]))).toBeNull()
+    expect(decodePlaintext(new Uint8Array([2, 1, 65, 200, 66]))).toBeNull()
+    expect(decodePlaintext(new Uint8Array([2, 1, 65, 1, 66, 200, 67]))).toBeNull()
+    // Invalid UTF-8 in the msgId, the sender, the context.
+    expect(decodePlaintext(new Uint8Array([2, 1, 0xff, 1, 66, 0, 67]))).toBeNull()
+    expect(decodePlaintext(new Uint8Array([2, 1, 65, 1, 0xfe, 0, 67]))).toBeNull()
+    expect(decodePlaintext(new Uint8Array([2, 1, 65, 1, 66, 1, 0x80, 67]))).toBeNull()
+    // A text over 64 KiB behind a short header.
+    expect(decodePlaintext(encodePlaintext(BOUND, new Uint8Array(MAX_TEXT_BYTES + 1).fill(97)))).toBeNull()
   })
 
   it('the context says direct, group or broadcast', () => {
@@ -178,14 +195,18 @@ describe('the sealed plaintext and its binding', () => {
   })
 
   it('a box matches only the envelope of the message it was sealed for', () => {
-    const direct = {msgId: BOUND.msgId, group: null, broadcast: false}
+    const direct = {msgId: BOUND.msgId, from: 'alice', group: null, broadcast: false}
     expect(messageBindingMatches(BOUND, direct)).toBe(true)
-    // Replayed under another msgId, or moved into a group or a broadcast.
+    // Replayed under another msgId, handed back to its sender as if from the recipient, or moved into a group or a broadcast.
     expect(messageBindingMatches(BOUND, {...direct, msgId: 'm-fedcba9876543210'})).toBe(false)
+    expect(messageBindingMatches(BOUND, {...direct, from: 'bob'})).toBe(false)
     expect(messageBindingMatches(BOUND, {...direct, group: 'team'})).toBe(false)
     expect(messageBindingMatches(BOUND, {...direct, broadcast: true})).toBe(false)
-    expect(messageBindingMatches({msgId: BOUND.msgId, context: '#team'}, {...direct, group: 'team'})).toBe(true)
-    expect(messageBindingMatches({msgId: BOUND.msgId, context: '#team'}, {...direct, group: 'other'})).toBe(false)
+    const inTeam = {...BOUND, context: '#team'}
+    expect(messageBindingMatches(inTeam, {...direct, group: 'team'})).toBe(true)
+    // A group message moved into another group, or out of it into a direct conversation.
+    expect(messageBindingMatches(inTeam, {...direct, group: 'other'})).toBe(false)
+    expect(messageBindingMatches(inTeam, direct)).toBe(false)
   })
 })
 

@@ -47,7 +47,7 @@ function caught(fn: () => unknown): MessengerError {
 }
 
 /** What each test message is sealed for (a direct message). */
-const BOUND = {msgId: 'm-0123456789abcdef', context: ''}
+const BOUND = {msgId: 'm-0123456789abcdef', from: 'alice', context: ''}
 
 describe('Keyring', () => {
   it('lets two identities talk both ways, pinning each other on first use', () => {
