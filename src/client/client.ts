@@ -249,6 +249,22 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     return this.send(type, params)
   }
 
+  /**
+   * Ends a session that can no longer work (its key was taken over), as a server error that a
+   * reconnect cannot cure would: no more reconnects, later waits fail with `error`, and
+   * 'disconnected' says why.
+   */
+  stop(error: MessengerError): void {
+    if (this.state === 'closed' || this.stoppedBy) return
+    this.stoppedBy = error
+    this.stopTimers()
+    this.state = 'disconnected'
+    const socket = this.socket
+    this.socket = undefined
+    socket?.destroy()
+    this.emit('disconnected', {error})
+  }
+
   /** Closes for good: no reconnect, pending requests fail. */
   async close(): Promise<void> {
     if (this.state === 'closed') return
@@ -337,8 +353,11 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     // Lost while a reconnect was still resuming: that reconnect's failure schedules the next try.
     // Scheduling here too would start a second loop, and every further failure would double them.
     if (this.resuming) return
+    // The server ended the session for a reason a new one would meet again (logged out elsewhere,
+    // key taken over): stop here rather than reconnect into it.
+    if (RECONNECT_CANNOT_CURE.has(error.code)) this.stoppedBy = error
     if (wasReady) this.emit('disconnected', {error})
-    if (wasReady && this.options.reconnect) this.scheduleReconnect(1, error)
+    if (wasReady && this.options.reconnect && !this.stoppedBy) this.scheduleReconnect(1, error)
   }
 
   private scheduleReconnect(attempt: number, error: MessengerError): void {

@@ -134,9 +134,13 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     return this.inbox.heldCount
   }
 
-  /** Publishes our public key in the directory (on login and whenever a session starts). */
-  async publishKey(): Promise<void> {
-    await this.o.client.request('setkey', {publicKey: this.o.keyring.myPublicKey})
+  /**
+   * Publishes our public key in the directory (on login and whenever a session starts). The server
+   * refuses a key that differs from the account's (KEY_IN_USE: another profile holds it) unless
+   * `replace` takes it over, which ends the sessions on the old key (KEY_REPLACED).
+   */
+  async publishKey(options: {replace?: boolean} = {}): Promise<void> {
+    await this.o.client.request('setkey', {publicKey: this.o.keyring.myPublicKey, ...(options.replace ? {replace: true} : {})})
   }
 
   /**

@@ -1,6 +1,7 @@
 import {lookup} from 'node:dns/promises'
 import {join} from 'node:path'
 import {decodeKey, loadOrCreateIdentity, type Identity} from '../crypto/identity.js'
+import {MessengerError} from '../protocol/errors.js'
 import {PeerLink} from '../transport/peer-link.js'
 import type {MessengerClient} from './client.js'
 import {DeliveryEngine, type DeliveryOptions} from './delivery.js'
@@ -44,6 +45,19 @@ export function openMessaging(
   const keyring = new Keyring({identity, history})
   const engine = new DeliveryEngine({client, keyring, history, ...options, me})
   const files = new FileHub({client, engine, keyring, receive: options.receiveFiles})
+  /** What the direct path re-announces after a reconnect; set by startDirect. */
+  let relink: (() => Promise<void>) | undefined
+  // A new TCP session after a reconnect must be told our key again, with or without the direct path.
+  client.on('reconnected', () => {
+    engine
+      .publishKey()
+      .then(() => relink?.())
+      .catch((error: unknown) => {
+        // Another profile took the account's key while we were away: nothing sealed from now on
+        // opens here, so this session ends rather than receive it.
+        if (error instanceof MessengerError && error.code === 'KEY_IN_USE') client.stop(error)
+      })
+  })
   const session: MessagingSession = {
     engine,
     history,
@@ -74,14 +88,8 @@ export function openMessaging(
         }
       }
       await announce()
-      // A new TCP session after a reconnect must be told our key and endpoints again.
-      client.on('reconnected', () => {
-        engine
-          .publishKey()
-          .then(() => link.refreshServerMapping())
-          .then(announce)
-          .catch(() => undefined)
-      })
+      // After the key is published again (the server matches probes by it): our endpoints.
+      relink = () => link.refreshServerMapping().then(announce)
       engine.attachLink(link)
       files.attachLink(link)
       return link

@@ -7,12 +7,17 @@ export default class Login extends BaseCommand<typeof Login> {
   static override summary = 'Log in and save the session in your profile.'
 
   static override description = `Later commands resume the saved session by token (valid 30 days) without asking again.
-After too many wrong passwords the account is locked for a while (LOCKED_OUT).`
+After too many wrong passwords the account is locked for a while (LOCKED_OUT).
+Messages are sealed to one encryption key per account, kept in the profile. Logging in from another
+profile (another machine, or after losing this one) is refused with KEY_IN_USE until you move the
+account there with --replace-key; the old profile's sessions then end (KEY_REPLACED), and messages
+already sealed for its key come back to their senders as unreadable.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> alice',
     {description: 'Non-interactive', command: 'echo "$PASSWORD" | <%= config.bin %> <%= command.id %> alice --password-stdin'},
     {description: 'A second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %> bob'},
+    {description: 'Move your account to this machine (the other profile stops receiving)', command: '<%= config.bin %> <%= command.id %> alice --replace-key'},
   ]
 
   static override args = {
@@ -21,6 +26,7 @@ After too many wrong passwords the account is locked for a while (LOCKED_OUT).`
 
   static override flags = {
     'password-stdin': Flags.boolean({description: 'Read the password from the first line of stdin.'}),
+    'replace-key': Flags.boolean({description: "Take the account's encryption key over from another profile (KEY_IN_USE without it)."}),
   }
 
   async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string}> {
@@ -34,7 +40,7 @@ After too many wrong passwords the account is locked for a while (LOCKED_OUT).`
     // The profile's key pair is made on first login and published, so others can write to us.
     const messaging = openMessaging(client, this.profile.dir)
     try {
-      await messaging.engine.publishKey()
+      await messaging.engine.publishKey({replace: this.flags['replace-key']})
     } finally {
       await messaging.close()
     }

@@ -36,6 +36,8 @@ export const ERROR_CODES = {
   NO_KEY: 'The user has not published an encryption key yet.',
   KEY_CHANGED: "A peer's encryption key differs from the one pinned on first use.",
   STALE_KEY: 'The message was sealed for a key the recipient no longer publishes.',
+  KEY_IN_USE: "Your account's encryption key belongs to another profile (another machine).",
+  KEY_REPLACED: "Another profile replaced this account's encryption key; this one can no longer read new messages.",
   NO_SUCH_GROUP: 'No group has that name.',
   GROUP_EXISTS: 'A group with that name already exists.',
   BAD_GROUP_NAME: 'Group names are 2-32 characters of a-z, 0-9, _ . -',
@@ -93,6 +95,8 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   NO_KEY: 'Ask the user to log in once with a current client, which publishes their key.',
   KEY_CHANGED: 'Verify the new fingerprint with the user (`messenger whois USER`), then run `messenger trust USER`.',
   STALE_KEY: 'Look the recipient up again (`messenger whois USER`) and send again; the client does this by itself.',
+  KEY_IN_USE: 'To move your account to this profile, run `messenger login --replace-key` here; the other profile then stops receiving.',
+  KEY_REPLACED: 'To move your account back to this profile, run `messenger login --replace-key` here.',
   NO_SUCH_GROUP: 'Check the name with `messenger group list`.',
   GROUP_EXISTS: 'Pick another name, or ask a member to invite you.',
   BAD_GROUP_NAME: 'Use 2-32 characters of a-z, 0-9, "_", "." and "-".',
@@ -119,7 +123,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
 export const RECONNECT_CURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['CONNECTION_CLOSED', 'TIMEOUT', 'SHUTTING_DOWN'])
 
 /** Failures a reconnect cannot cure (a revoked session token, a changed server certificate, a server upgraded to another protocol): the session ends. */
-export const RECONNECT_CANNOT_CURE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['TOKEN_INVALID', 'CERT_CHANGED', 'VERSION_MISMATCH'])
+export const RECONNECT_CANNOT_CURE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['TOKEN_INVALID', 'CERT_CHANGED', 'VERSION_MISMATCH', 'KEY_IN_USE', 'KEY_REPLACED'])
 
 /** Replies after which the server ends the connection: nothing more sent on it could succeed. */
 export const CLOSES_CONNECTION: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['HELLO_REQUIRED', 'VERSION_MISMATCH'])
@@ -187,6 +191,15 @@ export const errors = {
   noSuchGroup: (name: string) => new MessengerError('NO_SUCH_GROUP', `There is no group "${name}".`),
   notAMember: (name: string) => new MessengerError('NOT_A_MEMBER', `You are not a member of "${name}".`),
   msgIdTaken: () => errors.badFrame('msgId is already used by another message; pick a fresh random id'),
+  keyInUse: (fingerprint: string) =>
+    new MessengerError('KEY_IN_USE', `Your account's encryption key belongs to another profile (key ${fingerprint}); messages are sealed to one key at a time.`, {
+      hint: 'To move your account to this profile, run `messenger login --replace-key` here; the other profile then stops receiving.',
+      details: {fingerprint},
+    }),
+  keyReplaced: () =>
+    new MessengerError('KEY_REPLACED', "Another profile replaced this account's encryption key (`login --replace-key` on another machine); this one can no longer read new messages.", {
+      hint: 'To move your account back to this profile, run `messenger login --replace-key` here.',
+    }),
   noSuchUser: (username: string) =>
     new MessengerError('NO_SUCH_USER', `There is no user "${username}".`, {hint: 'Check the spelling; `messenger whoisonline --since 30d` lists recent users.'}),
 } as const

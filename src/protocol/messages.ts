@@ -36,7 +36,8 @@ export const REQUEST_SCHEMAS = {
   logout: object({type: literal('logout'), id}),
   whoisonline: object({type: literal('whoisonline'), id, sinceMs: optional(int({min: 0}))}),
   ping: object({type: literal('ping'), id}),
-  setkey: object({type: literal('setkey'), id, publicKey}),
+  /** `replace`: take the account's key over from another profile (else KEY_IN_USE when it differs). */
+  setkey: object({type: literal('setkey'), id, publicKey, replace: optional(bool)}),
   whois: object({type: literal('whois'), id, username}),
   send: object({type: literal('send'), id, msgId, seq: optional(int({min: 1})), group: optional(groupName), copies}),
   ack: object({

@@ -57,6 +57,9 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
     case 'revoked':
       hub.endSessionsOn(event.username, event.tokenHash)
       return
+    case 'rekeyed':
+      hub.endSessionsWithOtherKey(event.username, event.publicKey)
+      return
     case 'presence':
       pushPresence(hub, store, event.change).catch((error: unknown) => logger.error({err: error}, 'presence fan-out failed'))
   }

@@ -1,4 +1,4 @@
-import {MessengerError} from '../protocol/errors.js'
+import {errors, MessengerError} from '../protocol/errors.js'
 import type {Endpoint, Push} from '../protocol/messages.js'
 import type {Cluster, ForwardOrigin, OnlineEntry} from './cluster.js'
 import type {ConnectionSession} from './connection.js'
@@ -82,6 +82,23 @@ export class Hub {
     for (const session of [...this.presence.sessionsOf(username)]) {
       if (session.tokenHash !== tokenHash) continue
       session.connection.fail(new MessengerError('TOKEN_INVALID', 'This session was logged out.'))
+    }
+  }
+
+  /**
+   * Another profile took the user's key over (setkey with replace): ends the user's sessions that
+   * published another key, here and on the other nodes, with KEY_REPLACED so their clients stop.
+   * They could open nothing sealed from now on, and would report it all as unreadable.
+   */
+  rekeyed(username: string, publicKey: string): void {
+    this.endSessionsWithOtherKey(username, publicKey)
+    if (this.cluster.shared) this.cluster.publish({type: 'rekeyed', username, publicKey})
+  }
+
+  endSessionsWithOtherKey(username: string, publicKey: string): void {
+    for (const session of [...this.presence.sessionsOf(username)]) {
+      if (session.publicKey === undefined || session.publicKey === publicKey) continue
+      session.connection.fail(errors.keyReplaced())
     }
   }
 

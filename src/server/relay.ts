@@ -302,7 +302,10 @@ export class Relay {
         : undefined
     // Copies the client could not open settle like the others, but their senders hear 'unreadable'.
     // One deletion after the other (rare, and a Redis ack finishes the batches an earlier one left).
-    const unreadable = request.unreadable ?? []
+    // Only from a session holding the account's key: one that has not published it yet (just
+    // resumed) or holds an older one (another profile took the key over) cannot open what is sealed
+    // for the current key, and its word would delete messages the current profile can read.
+    const unreadable = request.unreadable?.length && (await this.holdsCurrentKey(session)) ? request.unreadable : []
     const ts = now()
     const deleteBoth = async (): Promise<ReceiptRecord[]> => {
       const delivered = msgIds.length > 0 ? await store.ackMessages(username, msgIds, ts) : []
@@ -328,6 +331,12 @@ export class Relay {
     this.pushReceipts(deletion.value)
     if (receiptsAck.status === 'rejected') throw receiptsAck.reason
     return {}
+  }
+
+  /** Whether the session published the key the account has now. */
+  private async holdsCurrentKey(session: ConnectionSession): Promise<boolean> {
+    if (session.publicKey === undefined) return false
+    return (await this.o.store.getUser(session.username))?.publicKey === session.publicKey
   }
 
   /**

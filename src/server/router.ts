@@ -1,3 +1,4 @@
+import {decodeKey, keyFingerprint} from '../crypto/identity.js'
 import {PROTOCOL_VERSION} from '../protocol/constants.js'
 import {errors, MessengerError} from '../protocol/errors.js'
 import type {OnlineUser, Request, RequestType} from '../protocol/messages.js'
@@ -148,8 +149,14 @@ export function createRouter(deps: RouterDeps): RequestHandler {
 
     async setkey(connection, request) {
       const session = requireSession(connection)
+      // One key per account: a profile with another key (another machine, a lost profile) takes
+      // it over only when asked to, and the sessions on the old key end (they could open nothing).
+      const current = (await store.getUser(session.username))?.publicKey ?? null
+      const replacing = current !== null && current !== request.publicKey
+      if (replacing && !request.replace) throw errors.keyInUse(fingerprintOf(current))
       await store.setPublicKey(session.username, request.publicKey)
       rendezvous.register(session, request.publicKey)
+      if (replacing) hub.rekeyed(session.username, request.publicKey)
       return {}
     },
 
@@ -241,3 +248,8 @@ function requireSession(connection: Connection): ConnectionSession {
   return connection.session
 }
 
+/** The fingerprint users compare (`messenger whois`) of a stored base64 key. */
+function fingerprintOf(publicKey: string): string {
+  const key = decodeKey(publicKey)
+  return key ? keyFingerprint(key) : publicKey
+}

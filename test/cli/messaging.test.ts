@@ -219,19 +219,26 @@ describe('messaging through the CLI', () => {
     expect(events(bobListens).filter((e) => e.type === 'message').map((e) => e.text)).toEqual(['hi again'])
   })
 
-  it('send exits 1 with UNREADABLE when the recipient\'s running client cannot open the message (bob moved to a new machine; his old listen is still on)', async () => {
+  it('a second machine: login is refused with KEY_IN_USE until --replace-key, which ends the old machine\'s listen (KEY_REPLACED); new messages reach the new machine', async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
     const oldMachine = await listen(bob)
-    // bob logs in on a new machine: a new profile, so a new key in the directory.
+    // bob logs in on a new machine: a new profile, so a new key.
     const newMachine = {MESSENGER_HOME: tempDir('home-bob-new-'), MESSENGER_SERVER: bob.MESSENGER_SERVER}
-    const login = await runCli(['login', 'bob', '--password-stdin'], {env: newMachine, input: `${PASSWORDS.bob}\n`})
-    expect(login.code, login.stderr).toBe(0)
+    const refused = await sendJson(newMachine, ['login', 'bob', '--password-stdin'], `${PASSWORDS.bob}\n`)
+    expect(refused.code).toBe(1)
+    expect(refused.result).toMatchObject({error: {code: 'KEY_IN_USE', hint: expect.stringContaining('--replace-key')}})
 
-    const sent = await sendJson(alice, ['send', 'bob', 'can you read this?', '--relay-only'])
-    expect(sent.code).toBe(1)
-    expect(sent.result).toMatchObject({error: {code: 'UNREADABLE', details: {to: 'bob', path: 'relay', status: 'unreadable'}}})
-    const history = await sendJson(alice, ['history', 'bob'])
-    expect((history.result.messages as Array<{text: string; status: string}>).find((m) => m.text === 'can you read this?')).toMatchObject({status: 'unreadable'})
+    const moved = await runCli(['login', 'bob', '--password-stdin', '--replace-key'], {env: newMachine, input: `${PASSWORDS.bob}\n`})
+    expect(moved.code, moved.stderr).toBe(0)
+    // The old machine's listen ends instead of receiving what it could not open (and reporting it unreadable).
+    expect(await oldMachine.exited).toBe(1)
+    expect(oldMachine.stderr()).toContain('replaced this account')
+
+    const sent = await sendJson(alice, ['send', 'bob', 'welcome to your new machine', '--relay-only'])
+    expect(sent.code, sent.stderr).toBe(0)
+    expect(sent.result).toMatchObject({status: 'stored'})
+    const newListen = await listen(newMachine)
+    expect(await nextMessage(newListen, (m) => m.text === 'welcome to your new machine', 'the message on the new machine')).toMatchObject({from: 'alice'})
     expect(events(oldMachine).filter((e) => e.type === 'message')).toEqual([])
   })
 

@@ -104,6 +104,8 @@ export interface UserOptions {
   displayName?: string
   /** Publish the profile's public key after login (default true). */
   publishKey?: boolean
+  /** Take the account's key over from another profile (setkey replace): a user moving to a new machine. */
+  replaceKey?: boolean
   /** How often the inbox looks for a pin changed by another process while it holds messages (engine default 1 s). */
   heldRecheckMs?: number
 }
@@ -197,7 +199,7 @@ async function signIn(address: string, username: string, options: UserOptions, r
   const password = options.password ?? DEFAULT_PASSWORD
   if (register) await client.register(username, password, options.displayName)
   await client.login(username, password, {online: options.online ?? true})
-  if (options.publishKey ?? true) await engine.publishKey()
+  if (options.publishKey ?? true) await engine.publishKey({replace: options.replaceKey})
 
   return {
     username,

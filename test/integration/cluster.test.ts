@@ -246,6 +246,14 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
       await first.logout()
       expect(await cut).toMatchObject({code: 'TOKEN_INVALID'})
     })
+
+    it('a key taken over on node 2 ends the sessions on the old key on node 1 (KEY_REPLACED)', async () => {
+      const {n1, n2} = await twoNodes()
+      const oldBob = await makeUser(n1.address, 'bob')
+      const ended = new Promise<{code: string}>((resolve) => oldBob.client.once('disconnected', ({error}) => resolve(error)))
+      await loginUser(n2.address, 'bob', {replaceKey: true})
+      expect(await ended).toMatchObject({code: 'KEY_REPLACED'})
+    })
   })
 
   describe('lockout and send rate across nodes', () => {

@@ -1,13 +1,15 @@
+import net from 'node:net'
 import {join} from 'node:path'
 import sinon from 'sinon'
-import {describe, expect, it, vi} from 'vitest'
+import {describe, expect, it, onTestFinished, vi} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {openHistory} from '../../src/client/history.js'
-import {HISTORY_FILE} from '../../src/client/session.js'
+import {MessengerClient} from '../../src/client/client.js'
+import {HISTORY_FILE, openMessaging} from '../../src/client/session.js'
 import type {PresencePush} from '../../src/protocol/messages.js'
 import type {ServerOptions} from '../../src/server/server.js'
 import {loginUser, makeOfflineUser, makeUser, type UserOptions} from '../helpers/messaging.js'
-import {expectCode, nextPresence, startTestServer} from '../helpers/server.js'
+import {DEFAULT_PASSWORD, expectCode, makeTempDir, nextPresence, startTestServer} from '../helpers/server.js'
 
 /** Groups, blocking, broadcast and key pinning, end to end over real sockets and a real SQLite store. */
 describe('messaging: groups', () => {
@@ -216,7 +218,7 @@ describe('messaging: key pinning', () => {
     await bob.close()
 
     // A fresh profile: a new identity key, published at login.
-    const newBob = await loginUser(address, 'bob')
+    const newBob = await loginUser(address, 'bob', {replaceKey: true})
     const newKey = newBob.keyring.myPublicKey
     const newFingerprint = newBob.keyring.myFingerprint
     expect(newKey).not.toBe(oldKey)
@@ -243,7 +245,7 @@ describe('messaging: key pinning', () => {
     const bob = await makeUser(address, 'bob')
     const oldKey = bob.keyring.myPublicKey
     await bob.close()
-    const newBob = await loginUser(address, 'bob')
+    const newBob = await loginUser(address, 'bob', {replaceKey: true})
     const msgId = newMessageId()
     const stale = {to: 'bob', ...alice.keyring.seal('bob', oldKey, 'for the old key', {msgId, from: 'alice', context: ''}), key: oldKey}
     const error = await expectCode(alice.client.request('send', {msgId, copies: [stale]}), 'STALE_KEY')
@@ -268,7 +270,7 @@ describe('messaging: key pinning', () => {
 
     // Bob re-keys and alice trusts the new key (as `messenger trust bob` in another shell would):
     // her cache still holds the old key, the server refuses it, and the re-sealed copy goes through.
-    const newBob = await loginUser(address, 'bob')
+    const newBob = await loginUser(address, 'bob', {replaceKey: true})
     alice.history.trustPeerKeyValue('bob', newBob.keyring.myPublicKey)
     const outcome = await alice.engine.sendText('bob', 'after the re-key')
     expect(outcome.status).toBe('delivered')
@@ -282,7 +284,7 @@ describe('messaging: key pinning', () => {
     const carol = await makeUser(address, 'carol', {receiptWaitMs: 0})
     await alice.close()
 
-    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0, replaceKey: true})
     const held = [await newAlice.engine.sendText('bob', 'new key 1'), await newAlice.engine.sendText('bob', 'new key 2'), await newAlice.engine.sendText('bob', 'new key 3')]
     await bob.held.atLeast(2)
     // The two held copies fill bob's window of two; once the server parks them, carol's gets through.
@@ -303,7 +305,7 @@ describe('messaging: key pinning', () => {
     // The server would not push it again within this test.
     const {address, bob, alice} = await alicePinned({retryInitialMs: 60_000, retryMaxMs: 60_000})
     await alice.close()
-    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0, replaceKey: true})
     const outcome = await newAlice.engine.sendText('bob', 'open me after trust')
     await bob.held.next()
     await bob.engine.trust('alice')
@@ -316,7 +318,7 @@ describe('messaging: key pinning', () => {
     // The server would not push it again within this test: only noticing the other process's trust opens it.
     const {address, bob, alice} = await alicePinned({retryInitialMs: 60_000, retryMaxMs: 60_000}, {heldRecheckMs: 20})
     await alice.close()
-    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0, replaceKey: true})
     const outcome = await newAlice.engine.sendText('bob', 'open me after trust elsewhere')
     expect(await bob.held.next()).toMatchObject({msgId: outcome.id, from: 'alice'})
 
@@ -334,7 +336,7 @@ describe('messaging: key pinning', () => {
     const before = await alice.engine.sendText('bob', 'sealed for my old key')
     const alsoBefore = await alice.engine.sendText('bob', 'this one too')
     await alice.close()
-    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0, replaceKey: true})
     const after = await newAlice.engine.sendText('bob', 'sealed with my new key')
 
     const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir})
@@ -373,7 +375,7 @@ describe('messaging: key pinning', () => {
     expect(waiting.status).toBe('stored')
 
     // Bob on a new machine: a new profile, a new key. The queued copy was sealed for the old one.
-    const newBob = await loginUser(address, 'bob')
+    const newBob = await loginUser(address, 'bob', {replaceKey: true})
     expect(await newBob.dropped.next()).toMatchObject({msgId: waiting.id, from: 'alice'})
     expect(await alice.receipts.find((r) => r.msgId === waiting.id)).toMatchObject({by: 'bob', status: 'unreadable'})
     expect(alice.receipts.count((r) => r.msgId === waiting.id && r.status === 'delivered')).toBe(0)
@@ -384,7 +386,7 @@ describe('messaging: key pinning', () => {
     const {address, bob, alice} = await pinnedThenAway()
     const before = await alice.engine.sendText('bob', 'sealed with my old key')
     await alice.close()
-    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0, replaceKey: true})
     // Bob hears of the new key and trusts it before he reads what waits for him.
     trustElsewhere(bob.profileDir, newAlice.keyring.myPublicKey)
     const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir})
@@ -396,10 +398,10 @@ describe('messaging: key pinning', () => {
     const {address, bob, alice} = await pinnedThenAway({retryInitialMs: 60_000, retryMaxMs: 60_000})
     await alice.close()
     // While bob is away alice re-keys twice, sending with the key in the middle.
-    const middleAlice = await loginUser(address, 'alice')
+    const middleAlice = await loginUser(address, 'alice', {replaceKey: true})
     const middle = await middleAlice.engine.sendText('bob', 'sealed with a key bob never trusts')
     await middleAlice.close()
-    const newAlice = await loginUser(address, 'alice')
+    const newAlice = await loginUser(address, 'alice', {replaceKey: true})
     const bobAgain = await loginUser(address, 'bob', {profileDir: bob.profileDir, heldRecheckMs: 20})
     expect(await bobAgain.held.next()).toMatchObject({msgId: middle.id, from: 'alice'})
 
@@ -419,7 +421,7 @@ describe('messaging: key pinning', () => {
     const oldKey = alice.keyring.myPublicKey
     await alice.close()
 
-    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0})
+    const newAlice = await loginUser(address, 'alice', {receiptWaitMs: 0, replaceKey: true})
     const outcome = await newAlice.engine.sendText('bob', 'from my new key')
     const held = await bob.held.next()
     expect(held).toMatchObject({msgId: outcome.id, from: 'alice'})
@@ -443,3 +445,112 @@ describe('messaging: key pinning', () => {
     expect(newAlice.receipts.count((r) => r.msgId === outcome.id)).toBe(1)
   })
 })
+
+describe('messaging: one key per account', () => {
+  it('a key other than the account\'s is refused with KEY_IN_USE (naming the key in use), and the account keeps its key', async () => {
+    const {address} = await startTestServer()
+    const bob = await makeUser(address, 'bob')
+    const error = await expectCode(loginUser(address, 'bob'), 'KEY_IN_USE')
+    expect(error.details).toMatchObject({fingerprint: bob.keyring.myFingerprint})
+    expect(error.hint).toContain('--replace-key')
+    const alice = await makeUser(address, 'alice')
+    expect((await alice.engine.lookup('bob', {fresh: true})).publicKey).toBe(bob.keyring.myPublicKey)
+  })
+
+  it('taking the key over ends the sessions on the old key with KEY_REPLACED, for good; the new profile gets what is sent next', async () => {
+    const {address} = await startTestServer()
+    await makeOfflineUser(address, 'bob')
+    // The old machine: a reconnecting session, as chat and listen have.
+    const oldClient = new MessengerClient({server: address, reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
+    const oldSession = openMessaging(oldClient, await makeTempDir('messenger-profile-bob-old-'), {me: 'bob'})
+    onTestFinished(async () => {
+      await oldClient.close()
+      oldSession.close()
+    })
+    const oldPushes: string[] = []
+    oldClient.on('push', (push) => oldPushes.push(push.type))
+    await oldClient.connect()
+    await oldClient.login('bob', DEFAULT_PASSWORD, {online: true})
+    await oldSession.engine.publishKey({replace: true})
+
+    const ended = new Promise<string>((resolve) => oldClient.once('disconnected', ({error}) => resolve(error.code)))
+    const newBob = await loginUser(address, 'bob', {replaceKey: true})
+    expect(await ended).toBe('KEY_REPLACED')
+    // Stopped rather than reconnecting into a session that could open nothing.
+    expect(oldClient.reconnects).toBe(false)
+    const alice = await makeUser(address, 'alice')
+    const {id} = await alice.engine.sendText('bob', 'to the new machine')
+    expect(await newBob.nextMessage()).toMatchObject({id, text: 'to the new machine'})
+    expect(oldPushes).not.toContain('deliver')
+  })
+
+  it('an unreadable ack from a session without the account\'s key is ignored: the copy stays for the profile that can open it', async () => {
+    const {address} = await startTestServer({retryInitialMs: 60_000})
+    const oldBob = await makeUser(address, 'bob')
+    await oldBob.close()
+    const newBob = await loginUser(address, 'bob', {replaceKey: true})
+    await newBob.close()
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
+    const {id} = await alice.engine.sendText('bob', 'only the new machine can read this')
+    // The old machine comes back (its publish would be refused): it cannot open the copy and says so.
+    const back = await loginUser(address, 'bob', {profileDir: oldBob.profileDir, publishKey: false})
+    expect(await back.dropped.next((d) => d.msgId === id)).toMatchObject({reason: 'could not be decrypted'})
+    await back.settle()
+    await back.close()
+    // Not deleted: the new machine gets it, and alice hears "delivered", not "unreadable".
+    const again = await loginUser(address, 'bob', {profileDir: newBob.profileDir})
+    expect(await again.nextMessage()).toMatchObject({id, text: 'only the new machine can read this'})
+    expect(await alice.nextReceipt((r) => r.msgId === id)).toMatchObject({status: 'delivered'})
+  })
+
+  it('a session that comes back after its key was taken over stops with KEY_IN_USE (relay only, no direct path)', async () => {
+    const {port} = await startTestServer({retryInitialMs: 60_000})
+    // A gate in front of the server: the first connection passes, a reconnect waits until let through.
+    const open: net.Socket[] = []
+    let connections = 0
+    let letThrough: () => void = () => undefined
+    let reconnecting: () => void = () => undefined
+    const reconnectArrived = new Promise<void>((resolve) => (reconnecting = resolve))
+    const gate = net.createServer((socket) => {
+      open.push(socket)
+      socket.on('error', () => undefined)
+      const through = () => {
+        const upstream = net.connect(port, '127.0.0.1')
+        open.push(upstream)
+        upstream.on('error', () => undefined)
+        socket.pipe(upstream).pipe(socket)
+        socket.on('close', () => upstream.destroy())
+        upstream.on('close', () => socket.destroy())
+      }
+      if (++connections === 1) through()
+      else {
+        letThrough = through
+        reconnecting()
+      }
+    })
+    await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', () => resolve()))
+    onTestFinished(async () => {
+      for (const socket of open) socket.destroy()
+      await new Promise<void>((done) => gate.close(() => done()))
+    })
+    await makeOfflineUser(`127.0.0.1:${port}`, 'bob')
+    const client = new MessengerClient({server: `127.0.0.1:${(gate.address() as net.AddressInfo).port}`, reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
+    const session = openMessaging(client, await makeTempDir('messenger-profile-bob-old-'), {me: 'bob'})
+    onTestFinished(async () => {
+      await client.close()
+      session.close()
+    })
+    await client.connect()
+    await client.login('bob', DEFAULT_PASSWORD, {online: true})
+    await session.engine.publishKey({replace: true}) // bob's registration published another profile's key
+    // Cut off; while it is away, another profile takes the key over.
+    for (const socket of open) socket.destroy()
+    await reconnectArrived
+    await loginUser(`127.0.0.1:${port}`, 'bob', {replaceKey: true})
+    const stopped = new Promise<{code: string}>((resolve) => client.on('disconnected', ({error}) => error.code !== 'CONNECTION_CLOSED' && resolve(error)))
+    letThrough()
+    expect(await stopped).toMatchObject({code: 'KEY_IN_USE'})
+    expect(client.reconnects).toBe(false)
+  })
+})
+
