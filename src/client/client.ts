@@ -261,6 +261,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     this.state = 'disconnected'
     const socket = this.socket
     this.socket = undefined
+    this.failPending(error)
     socket?.destroy()
     this.emit('disconnected', {error})
   }
@@ -341,11 +342,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     const error = this.lastServerError
       ? MessengerError.fromWire(this.lastServerError)
       : new MessengerError('CONNECTION_CLOSED', `The connection to ${this.serverKey} closed.`, {hint: 'Check that the server is running, then try again.'})
-    for (const [id, pending] of this.pending) {
-      clearTimeout(pending.timer)
-      pending.reject(error)
-      this.pending.delete(id)
-    }
+    this.failPending(error)
     this.stopTimers()
     if (this.state === 'closed') return
     const wasReady = this.state === 'ready'
@@ -360,6 +357,15 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     if (wasReady && this.options.reconnect && !this.stoppedBy) this.scheduleReconnect(1, error)
   }
 
+  /** Ends every request waiting for an answer with `error`. */
+  private failPending(error: MessengerError): void {
+    for (const [id, pending] of this.pending) {
+      clearTimeout(pending.timer)
+      pending.reject(error)
+      this.pending.delete(id)
+    }
+  }
+
   private scheduleReconnect(attempt: number, error: MessengerError): void {
     const {initial, max} = this.options.reconnectDelayMs
     const ceiling = Math.min(max, initial * 2 ** (attempt - 1))
@@ -368,7 +374,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     this.emit('reconnecting', {attempt, delayMs, error})
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined
-      if (this.state === 'closed') return
+      if (this.state === 'closed' || this.stoppedBy) return
       this.resuming = Boolean(this.resumeWith)
       this.connect()
         .then(async () => {

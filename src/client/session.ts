@@ -55,7 +55,7 @@ export function openMessaging(
       .catch((error: unknown) => {
         // Another profile took the account's key while we were away: nothing sealed from now on
         // opens here, so this session ends rather than receive it.
-        if (error instanceof MessengerError && error.code === 'KEY_IN_USE') client.stop(error)
+        if (error instanceof MessengerError && (error.code === 'KEY_IN_USE' || error.code === 'KEY_REPLACED')) client.stop(error)
       })
   })
   const session: MessagingSession = {

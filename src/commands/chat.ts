@@ -29,7 +29,7 @@ export default class Chat extends BaseCommand<typeof Chat> {
 
   static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
 Type /help for commands (/msg, /reply, /who, /whois, /history, /group, /broadcast, /block, /quit). Plain text goes to the user you last wrote to or heard from.
-Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; messages typed meanwhile are sent once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version.`
+Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; messages typed meanwhile are sent once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere).`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'}]
 

@@ -14,7 +14,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
   static override summary = 'Stay online and print messages, receipts and presence changes as they arrive.'
 
   static override description = `Makes you visible in whoisonline until Ctrl-C. Messages stored while you were away arrive first, in order.
-If the server goes away it reconnects with backoff, says so on stderr, and resumes; it ends (exit 1) when a reconnect cannot help: a revoked session (TOKEN_INVALID), a changed server certificate (CERT_CHANGED), a server of another protocol version (VERSION_MISMATCH).
+If the server goes away it reconnects with backoff, says so on stderr, and resumes; it ends (exit 1) when a reconnect cannot help: a revoked session (TOKEN_INVALID), a changed server certificate (CERT_CHANGED), a server of another protocol version (VERSION_MISMATCH), or the account's key taken over by another profile (KEY_REPLACED, KEY_IN_USE).
 Files sent to you (messenger sendfile) are saved in --downloads after their SHA-256 is checked, never over an existing file.
 With --json it prints one JSON object per line:
   {"type":"message","id","from","to","group","text","path","ts"}

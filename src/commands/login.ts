@@ -34,16 +34,20 @@ already sealed for its key come back to their senders as unreadable.`
     const password = await resolvePassword({fromStdin: this.flags['password-stdin']})
     const client = await this.connect()
     const session = await client.login(username, password)
-    // The list the user gave (several nodes fail over), not just the node that answered.
-    const server = this.serverAddress()
-    this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
     // The profile's key pair is made on first login and published, so others can write to us.
     const messaging = openMessaging(client, this.profile.dir)
     try {
       await messaging.engine.publishKey({replace: this.flags['replace-key']})
+    } catch (error) {
+      // Refused (KEY_IN_USE): not logged in here after all; the token dies with it.
+      await client.logout().catch(() => undefined)
+      throw error
     } finally {
       await messaging.close()
     }
+    // The list the user gave (several nodes fail over), not just the node that answered.
+    const server = this.serverAddress()
+    this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
     this.log(`Logged in as ${session.username} (${session.displayName}) on ${server}.`)
     return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}
   }

@@ -4,6 +4,7 @@
  * 3: `ack.unreadable`, and the receipt status `unreadable` (a copy the recipient could not open).
  * 4: a message box seals its msgId, sender and context (direct, group or broadcast) with the text,
  *    and the recipient checks them against the envelope; a box may be up to 769 bytes longer.
+ *    `setkey.replace`: one key per account (KEY_IN_USE, KEY_REPLACED).
  * A client and a server of different versions refuse each other at `hello` (VERSION_MISMATCH); a
  * reconnecting client stops there rather than retrying. Redis nodes of one cluster run one version.
  */

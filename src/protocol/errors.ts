@@ -191,15 +191,13 @@ export const errors = {
   noSuchGroup: (name: string) => new MessengerError('NO_SUCH_GROUP', `There is no group "${name}".`),
   notAMember: (name: string) => new MessengerError('NOT_A_MEMBER', `You are not a member of "${name}".`),
   msgIdTaken: () => errors.badFrame('msgId is already used by another message; pick a fresh random id'),
+  // Their hints are the DEFAULT_HINTS of their codes.
   keyInUse: (fingerprint: string) =>
     new MessengerError('KEY_IN_USE', `Your account's encryption key belongs to another profile (key ${fingerprint}); messages are sealed to one key at a time.`, {
-      hint: 'To move your account to this profile, run `messenger login --replace-key` here; the other profile then stops receiving.',
       details: {fingerprint},
     }),
   keyReplaced: () =>
-    new MessengerError('KEY_REPLACED', "Another profile replaced this account's encryption key (`login --replace-key` on another machine); this one can no longer read new messages.", {
-      hint: 'To move your account back to this profile, run `messenger login --replace-key` here.',
-    }),
+    new MessengerError('KEY_REPLACED', "Another profile replaced this account's encryption key (`login --replace-key` on another machine); this one can no longer read new messages."),
   noSuchUser: (username: string) =>
     new MessengerError('NO_SUCH_USER', `There is no user "${username}".`, {hint: 'Check the spelling; `messenger whoisonline --since 30d` lists recent users.'}),
 } as const

@@ -333,10 +333,15 @@ export class Relay {
     return {}
   }
 
-  /** Whether the session published the key the account has now. */
+  /**
+   * Whether the session published the key the account has now. One that published another was
+   * passed over by a takeover (it raced it): it ends now, as the takeover would have ended it.
+   */
   private async holdsCurrentKey(session: ConnectionSession): Promise<boolean> {
     if (session.publicKey === undefined) return false
-    return (await this.o.store.getUser(session.username))?.publicKey === session.publicKey
+    const current = (await this.o.store.getUser(session.username))?.publicKey
+    if (current && current !== session.publicKey) this.o.hub.endSessionsWithOtherKey(session.username, current)
+    return current === session.publicKey
   }
 
   /**

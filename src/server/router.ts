@@ -149,14 +149,21 @@ export function createRouter(deps: RouterDeps): RequestHandler {
 
     async setkey(connection, request) {
       const session = requireSession(connection)
+      const {username} = session
       // One key per account: a profile with another key (another machine, a lost profile) takes
       // it over only when asked to, and the sessions on the old key end (they could open nothing).
-      const current = (await store.getUser(session.username))?.publicKey ?? null
+      const current = (await store.getUser(username))?.publicKey ?? null
       const replacing = current !== null && current !== request.publicKey
       if (replacing && !request.replace) throw errors.keyInUse(fingerprintOf(current))
-      await store.setPublicKey(session.username, request.publicKey)
+      // Compare-and-set: a takeover committed since the read (on another node) is not undone.
+      if (current !== request.publicKey && !(await store.setPublicKey(username, request.publicKey, current))) {
+        throw errors.keyInUse(fingerprintOf((await store.getUser(username))?.publicKey ?? ''))
+      }
       rendezvous.register(session, request.publicKey)
-      if (replacing) hub.rekeyed(session.username, request.publicKey)
+      if (replacing) hub.rekeyed(username, request.publicKey)
+      // A takeover committed between the write and the registration ended the account's sessions
+      // while this one had no key yet, so it was passed over: it ends here.
+      if ((await store.getUser(username))?.publicKey !== request.publicKey) throw errors.keyReplaced()
       return {}
     },
 

@@ -144,8 +144,12 @@ export interface Store {
    */
   sendBuckets(policy: {rate: number; burst: number; now: () => number}): SendBuckets
 
-  /** Publishes (or replaces) the user's public key. */
-  setPublicKey(username: string, publicKey: string): Promise<void>
+  /**
+   * Publishes (or replaces) the user's public key. With `expected`, only if the key is still that
+   * (null: none yet): a compare-and-set, so a takeover committed meanwhile (another node, another
+   * profile) is not undone. True if the key was written.
+   */
+  setPublicKey(username: string, publicKey: string, expected?: string | null): Promise<boolean>
 
   /**
    * Durably stores every copy of one message in one transaction and assigns the sender's next seq.

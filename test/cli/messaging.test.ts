@@ -227,6 +227,8 @@ describe('messaging through the CLI', () => {
     const refused = await sendJson(newMachine, ['login', 'bob', '--password-stdin'], `${PASSWORDS.bob}\n`)
     expect(refused.code).toBe(1)
     expect(refused.result).toMatchObject({error: {code: 'KEY_IN_USE', hint: expect.stringContaining('--replace-key')}})
+    // Refused means not logged in there: no session saved.
+    expect((await sendJson(newMachine, ['status'])).result).toMatchObject({session: 'none'})
 
     const moved = await runCli(['login', 'bob', '--password-stdin', '--replace-key'], {env: newMachine, input: `${PASSWORDS.bob}\n`})
     expect(moved.code, moved.stderr).toBe(0)

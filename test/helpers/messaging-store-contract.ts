@@ -429,6 +429,22 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         expect((await store.getUser('alice'))?.publicKey).toBe(key2)
         expect((await store.getUser('bob'))?.publicKey).toBeNull()
       })
+
+      it('a compare-and-set writes only over the expected key (null: none yet)', async () => {
+        const store = await open()
+        const [key1, key2, key3] = [1, 2, 3].map((n) => Buffer.alloc(32, n).toString('base64'))
+        expect(await store.setPublicKey('alice', key1, key2)).toBe(false)
+        expect((await store.getUser('alice'))?.publicKey).toBeNull()
+        expect(await store.setPublicKey('alice', key1, null)).toBe(true)
+        expect(await store.setPublicKey('alice', key2, null)).toBe(false)
+        expect(await store.setPublicKey('alice', key3, key2)).toBe(false)
+        expect((await store.getUser('alice'))?.publicKey).toBe(key1)
+        expect(await store.setPublicKey('alice', key2, key1)).toBe(true)
+        expect((await store.getUser('alice'))?.publicKey).toBe(key2)
+        // No such user: nothing is created.
+        expect(await store.setPublicKey('nobody', key1, null)).toBe(false)
+        expect(await store.getUser('nobody')).toBeUndefined()
+      })
     })
   })
 }

@@ -5,6 +5,7 @@ import {describe, expect, it, onTestFinished} from 'vitest'
 import {loadServerTls} from '../../src/crypto/tls.js'
 import {answerLikeAServer} from '../helpers/fake-server.js'
 import {encodeFrame} from '../../src/protocol/frame.js'
+import {MessengerError} from '../../src/protocol/errors.js'
 import {DEFAULT_PASSWORD, connectClient, makeTempDir, registerAndLogin, startTestServer} from '../helpers/server.js'
 
 /** close() is final even when it lands in the middle of a reconnect: nothing waits on, nothing connects after. */
@@ -140,5 +141,32 @@ describe('client reconnecting to a server of another protocol version', () => {
     const port = (node: tls.Server) => (node.address() as net.AddressInfo).port
     const alice = await connectClient(`127.0.0.1:${port(upgraded)},127.0.0.1:${port(current)}`)
     expect(alice.serverKey).toBe(`127.0.0.1:${port(current)}`)
+  })
+})
+
+describe('client stopped for good', () => {
+  it('stop() fails the requests still waiting with its error, at once, and no reconnect follows', async () => {
+    const material = await loadServerTls({dataDir: await makeTempDir('messenger-stop-fake-')})
+    let connections = 0
+    const fake = tls.createServer({cert: material.cert, key: material.key}, (socket) => {
+      connections++
+      // A server that never answers a ping: the request stays pending until something ends it.
+      answerLikeAServer(socket, (request) => request.type === 'ping')
+    })
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))
+    onTestFinished(() => new Promise<void>((resolve) => fake.close(() => resolve())))
+    const client = await connectClient(`127.0.0.1:${(fake.address() as net.AddressInfo).port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}, requestTimeoutMs: 60_000})
+    await client.login('alice', DEFAULT_PASSWORD, {online: true})
+    const waiting = client.request('ping', {})
+    waiting.catch(() => undefined)
+    let reconnecting = 0
+    client.on('reconnecting', () => reconnecting++)
+    const disconnected = new Promise<string>((resolve) => client.once('disconnected', ({error}) => resolve(error.code)))
+    client.stop(new MessengerError('KEY_IN_USE', 'taken over'))
+    await expect(waiting).rejects.toMatchObject({code: 'KEY_IN_USE'})
+    expect(await disconnected).toBe('KEY_IN_USE')
+    await expect(client.waitUntilConnected()).rejects.toMatchObject({code: 'KEY_IN_USE'})
+    expect(reconnecting).toBe(0)
+    expect(connections).toBe(1)
   })
 })

@@ -246,7 +246,9 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
       await first.logout()
       expect(await cut).toMatchObject({code: 'TOKEN_INVALID'})
     })
+  })
 
+  describe('one key per account across nodes', () => {
     it('a key taken over on node 2 ends the sessions on the old key on node 1 (KEY_REPLACED)', async () => {
       const {n1, n2} = await twoNodes()
       const oldBob = await makeUser(n1.address, 'bob')

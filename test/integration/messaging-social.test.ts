@@ -1,15 +1,17 @@
 import net from 'node:net'
+import nacl from 'tweetnacl'
 import {join} from 'node:path'
 import sinon from 'sinon'
 import {describe, expect, it, onTestFinished, vi} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {openHistory} from '../../src/client/history.js'
 import {MessengerClient} from '../../src/client/client.js'
+import {encodeKey} from '../../src/crypto/identity.js'
 import {HISTORY_FILE, openMessaging} from '../../src/client/session.js'
 import type {PresencePush} from '../../src/protocol/messages.js'
 import type {ServerOptions} from '../../src/server/server.js'
 import {loginUser, makeOfflineUser, makeUser, type UserOptions} from '../helpers/messaging.js'
-import {DEFAULT_PASSWORD, expectCode, makeTempDir, nextPresence, startTestServer} from '../helpers/server.js'
+import {DEFAULT_PASSWORD, expectCode, makeTempDir, nextPresence, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 
 /** Groups, blocking, broadcast and key pinning, end to end over real sockets and a real SQLite store. */
 describe('messaging: groups', () => {
@@ -465,10 +467,8 @@ describe('messaging: one key per account', () => {
     const oldSession = openMessaging(oldClient, await makeTempDir('messenger-profile-bob-old-'), {me: 'bob'})
     onTestFinished(async () => {
       await oldClient.close()
-      oldSession.close()
+      await oldSession.close()
     })
-    const oldPushes: string[] = []
-    oldClient.on('push', (push) => oldPushes.push(push.type))
     await oldClient.connect()
     await oldClient.login('bob', DEFAULT_PASSWORD, {online: true})
     await oldSession.engine.publishKey({replace: true})
@@ -481,7 +481,37 @@ describe('messaging: one key per account', () => {
     const alice = await makeUser(address, 'alice')
     const {id} = await alice.engine.sendText('bob', 'to the new machine')
     expect(await newBob.nextMessage()).toMatchObject({id, text: 'to the new machine'})
-    expect(oldPushes).not.toContain('deliver')
+  })
+
+  it('a takeover committed by someone else between the read and the write is not undone: KEY_IN_USE', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-key-race-')
+    const {address} = await startTestServer({store, dataDir: dir})
+    await makeUser(address, 'bob')
+    const racer = Buffer.alloc(32, 7).toString('base64')
+    // Another node's takeover lands just before this one's write.
+    const write = sinon.stub(store, 'setPublicKey')
+    write.onFirstCall().callsFake(async (username, publicKey, expected) => {
+      await write.wrappedMethod.call(store, username, racer)
+      return write.wrappedMethod.call(store, username, publicKey, expected)
+    })
+    write.callThrough()
+    await expectCode(loginUser(address, 'bob', {replaceKey: true}), 'KEY_IN_USE')
+    expect((await store.getUser('bob'))?.publicKey).toBe(racer)
+  })
+
+  it('a session that published a key the account no longer has (it raced a takeover) is ended at its next ack, and its unreadable ack is ignored', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-key-stale-session-')
+    const {address} = await startTestServer({store, dataDir: dir, retryInitialMs: 60_000})
+    const bob = await makeUser(address, 'bob')
+    const ended = new Promise<string>((resolve) => bob.client.once('disconnected', ({error}) => resolve(error.code)))
+    // The account's key moves on without this session hearing of it.
+    const newBob = nacl.box.keyPair()
+    await store.setPublicKey('bob', encodeKey(newBob.publicKey))
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 0})
+    const {id} = await alice.engine.sendText('bob', 'sealed for the new key')
+    expect(await bob.dropped.next((d) => d.msgId === id)).toMatchObject({reason: 'could not be decrypted'})
+    expect(await ended).toBe('KEY_REPLACED')
+    expect((await store.pendingMessages('bob', 0, 10)).map((m) => m.msgId)).toEqual([id])
   })
 
   it('an unreadable ack from a session without the account\'s key is ignored: the copy stays for the profile that can open it', async () => {
@@ -538,7 +568,7 @@ describe('messaging: one key per account', () => {
     const session = openMessaging(client, await makeTempDir('messenger-profile-bob-old-'), {me: 'bob'})
     onTestFinished(async () => {
       await client.close()
-      session.close()
+      await session.close()
     })
     await client.connect()
     await client.login('bob', DEFAULT_PASSWORD, {online: true})

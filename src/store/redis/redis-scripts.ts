@@ -22,6 +22,19 @@ const SCRIPTS = {
       return 1`,
   },
   /**
+   * KEYS hash; ARGV field value expected: sets the field on an existing hash only if it is now
+   * `expected` ('' matches an absent or empty field): a compare-and-set. 1 if set.
+   */
+  setIfFieldIs: {
+    keys: 1,
+    lua: `
+      if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+      local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+      if current ~= ARGV[3] then return 0 end
+      redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+      return 1`,
+  },
+  /**
    * KEYS failures; ARGV count lockedUntil. A lock is never shortened by a set, only by clear: if two
    * nodes race on one username, a stale "count+1" written after another node's lock cannot undo it.
    */

@@ -185,8 +185,12 @@ export class RedisStore implements Store {
     }
   }
 
-  async setPublicKey(username: string, publicKey: string): Promise<void> {
-    await this.scripts.run('setIfExists', [this.k.user(username)], ['publicKey', publicKey])
+  async setPublicKey(username: string, publicKey: string, expected?: string | null): Promise<boolean> {
+    const key = [this.k.user(username)]
+    const done = expected === undefined
+      ? await this.scripts.run('setIfExists', key, ['publicKey', publicKey])
+      : await this.scripts.run('setIfFieldIs', key, ['publicKey', publicKey, expected ?? ''])
+    return Number(done) === 1
   }
 
   // ---- messages and receipts (redis-messaging.ts) -------------------------------------------

@@ -164,6 +164,8 @@ export class SqliteMessaging {
   constructor(db: Database.Database) {
     this.s = {
       setPublicKey: db.prepare<[string, string]>('UPDATE users SET public_key = ? WHERE username = ?'),
+      // IS, not =: it matches NULL (no key yet) too.
+      swapPublicKey: db.prepare<[string, string, string | null]>('UPDATE users SET public_key = ? WHERE username = ? AND public_key IS ?'),
       findMsgId: db.prepare<[string], {sender: string; seq: number; ts: number}>('SELECT sender, seq, ts FROM message_ids WHERE msg_id = ?'),
       takeSeq: db.prepare<[string], {seq: number}>('UPDATE users SET next_seq = next_seq + 1 WHERE username = ? RETURNING next_seq - 1 AS seq'),
       insertMsgId: db.prepare<[string, string, number, number, number]>('INSERT INTO message_ids (msg_id, sender, seq, ts, expires_at) VALUES (?, ?, ?, ?, ?)'),
@@ -221,8 +223,9 @@ export class SqliteMessaging {
   }
 
 
-  setPublicKey(username: string, publicKey: string): void {
-    this.s.setPublicKey.run(publicKey, username)
+  setPublicKey(username: string, publicKey: string, expected?: string | null): boolean {
+    const done = expected === undefined ? this.s.setPublicKey.run(publicKey, username) : this.s.swapPublicKey.run(publicKey, username, expected)
+    return done.changes > 0
   }
 
   /*

@@ -233,8 +233,8 @@ export class SqliteStore implements Store {
     return new TokenBuckets(policy)
   }
 
-  async setPublicKey(username: string, publicKey: string): Promise<void> {
-    this.messaging.setPublicKey(username, publicKey)
+  async setPublicKey(username: string, publicKey: string, expected?: string | null): Promise<boolean> {
+    return this.messaging.setPublicKey(username, publicKey, expected)
   }
 
   async enqueueMessage(request: EnqueueRequest): Promise<EnqueueResult> {
