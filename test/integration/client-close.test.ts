@@ -4,6 +4,7 @@ import tls from 'node:tls'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {loadServerTls} from '../../src/crypto/tls.js'
 import {answerLikeAServer} from '../helpers/fake-server.js'
+import {tcpGate} from '../helpers/tcp-gate.js'
 import {encodeFrame} from '../../src/protocol/frame.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 import {DEFAULT_PASSWORD, connectClient, makeTempDir, registerAndLogin, startTestServer} from '../helpers/server.js'
@@ -29,56 +30,25 @@ describe('client close during a reconnect', () => {
     // (the reconnect) before its TLS handshake until the test lets it through.
     const material = await loadServerTls({dataDir: await makeTempDir('messenger-close-fake-')})
     const requests: string[] = []
-    const open: net.Socket[] = []
     let connections = 0
     const fake = tls.createServer({cert: material.cert, key: material.key}, (socket) => {
       const index = ++connections
-      open.push(socket)
       answerLikeAServer(socket, (request) => {
         requests.push(`${index}:${request.type}`)
         return false
       })
     })
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))
-    const fakePort = (fake.address() as net.AddressInfo).port
+    onTestFinished(() => new Promise<void>((done) => fake.close(() => done())))
+    const gate = await tcpGate((fake.address() as net.AddressInfo).port)
 
-    let gated = 0
-    let letThrough: () => void = () => undefined
-    let holding: () => void = () => undefined
-    const held = new Promise<void>((resolve) => (holding = resolve))
-    let gatedClosed: () => void = () => undefined
-    const secondGone = new Promise<void>((resolve) => (gatedClosed = resolve))
-    const gate = net.createServer((client) => {
-      open.push(client)
-      client.on('error', () => undefined)
-      const through = () => {
-        const upstream = net.connect(fakePort, '127.0.0.1')
-        open.push(upstream)
-        upstream.on('error', () => undefined)
-        client.pipe(upstream).pipe(client)
-        client.on('close', () => upstream.destroy())
-        upstream.on('close', () => client.destroy())
-      }
-      if (++gated === 2) {
-        client.on('close', () => gatedClosed())
-        letThrough = through
-        holding()
-      } else through()
-    })
-    await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', () => resolve()))
-    onTestFinished(async () => {
-      for (const socket of open) socket.destroy()
-      await new Promise<void>((done) => gate.close(() => done()))
-      await new Promise<void>((done) => fake.close(() => done()))
-    })
-
-    const {port} = gate.address() as net.AddressInfo
-    const client = await connectClient(`127.0.0.1:${port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}, connectTimeoutMs: 30_000})
+    const client = await connectClient(`127.0.0.1:${gate.port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}, connectTimeoutMs: 30_000})
     await client.login('alice', 'whatever password', {online: true})
-    for (const socket of open) socket.destroy() // the server goes away; the client reconnects
-    await held // the reconnect is inside its TCP/TLS connect
+    gate.cut() // the server goes away; the client reconnects
+    const held = await gate.held // the reconnect is inside its TCP/TLS connect
+    const secondGone = once(held, 'close')
     await client.close()
-    letThrough()
+    gate.release()
     // The client drops the connection that completes after close(), and says nothing on it.
     await secondGone
     expect(requests).toEqual(['1:hello', '1:login'])

@@ -1,4 +1,3 @@
-import net from 'node:net'
 import nacl from 'tweetnacl'
 import {join} from 'node:path'
 import sinon from 'sinon'
@@ -12,6 +11,7 @@ import type {PresencePush} from '../../src/protocol/messages.js'
 import type {ServerOptions} from '../../src/server/server.js'
 import {loginUser, makeOfflineUser, makeUser, type UserOptions} from '../helpers/messaging.js'
 import {DEFAULT_PASSWORD, expectCode, makeTempDir, nextPresence, sqliteStoreIn, startTestServer} from '../helpers/server.js'
+import {tcpGate} from '../helpers/tcp-gate.js'
 
 /** Groups, blocking, broadcast and key pinning, end to end over real sockets and a real SQLite store. */
 describe('messaging: groups', () => {
@@ -448,6 +448,23 @@ describe('messaging: key pinning', () => {
   })
 })
 
+/**
+ * bob's old machine: a reconnecting session (as chat and listen have) on a profile of its own, which
+ * takes the key over from the profile that registered bob.
+ */
+async function reconnectingBob(address: string) {
+  const client = new MessengerClient({server: address, reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
+  const session = openMessaging(client, await makeTempDir('messenger-profile-bob-old-'), {me: 'bob'})
+  onTestFinished(async () => {
+    await client.close()
+    await session.close()
+  })
+  await client.connect()
+  await client.login('bob', DEFAULT_PASSWORD, {online: true})
+  await session.engine.publishKey({replace: true})
+  return {client, session}
+}
+
 describe('messaging: one key per account', () => {
   it('a key other than the account\'s is refused with KEY_IN_USE (naming the key in use), and the account keeps its key', async () => {
     const {address} = await startTestServer()
@@ -462,16 +479,7 @@ describe('messaging: one key per account', () => {
   it('taking the key over ends the sessions on the old key with KEY_REPLACED, for good; the new profile gets what is sent next', async () => {
     const {address} = await startTestServer()
     await makeOfflineUser(address, 'bob')
-    // The old machine: a reconnecting session, as chat and listen have.
-    const oldClient = new MessengerClient({server: address, reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
-    const oldSession = openMessaging(oldClient, await makeTempDir('messenger-profile-bob-old-'), {me: 'bob'})
-    onTestFinished(async () => {
-      await oldClient.close()
-      await oldSession.close()
-    })
-    await oldClient.connect()
-    await oldClient.login('bob', DEFAULT_PASSWORD, {online: true})
-    await oldSession.engine.publishKey({replace: true})
+    const {client: oldClient} = await reconnectingBob(address)
 
     const ended = new Promise<string>((resolve) => oldClient.once('disconnected', ({error}) => resolve(error.code)))
     const newBob = await loginUser(address, 'bob', {replaceKey: true})
@@ -535,50 +543,16 @@ describe('messaging: one key per account', () => {
 
   it('a session that comes back after its key was taken over stops with KEY_IN_USE (relay only, no direct path)', async () => {
     const {port} = await startTestServer({retryInitialMs: 60_000})
-    // A gate in front of the server: the first connection passes, a reconnect waits until let through.
-    const open: net.Socket[] = []
-    let connections = 0
-    let letThrough: () => void = () => undefined
-    let reconnecting: () => void = () => undefined
-    const reconnectArrived = new Promise<void>((resolve) => (reconnecting = resolve))
-    const gate = net.createServer((socket) => {
-      open.push(socket)
-      socket.on('error', () => undefined)
-      const through = () => {
-        const upstream = net.connect(port, '127.0.0.1')
-        open.push(upstream)
-        upstream.on('error', () => undefined)
-        socket.pipe(upstream).pipe(socket)
-        socket.on('close', () => upstream.destroy())
-        upstream.on('close', () => socket.destroy())
-      }
-      if (++connections === 1) through()
-      else {
-        letThrough = through
-        reconnecting()
-      }
-    })
-    await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', () => resolve()))
-    onTestFinished(async () => {
-      for (const socket of open) socket.destroy()
-      await new Promise<void>((done) => gate.close(() => done()))
-    })
+    // A gate in front of the server holds the old machine's reconnect until the takeover is done.
+    const gate = await tcpGate(port)
     await makeOfflineUser(`127.0.0.1:${port}`, 'bob')
-    const client = new MessengerClient({server: `127.0.0.1:${(gate.address() as net.AddressInfo).port}`, reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
-    const session = openMessaging(client, await makeTempDir('messenger-profile-bob-old-'), {me: 'bob'})
-    onTestFinished(async () => {
-      await client.close()
-      await session.close()
-    })
-    await client.connect()
-    await client.login('bob', DEFAULT_PASSWORD, {online: true})
-    await session.engine.publishKey({replace: true}) // bob's registration published another profile's key
+    const {client} = await reconnectingBob(`127.0.0.1:${gate.port}`)
     // Cut off; while it is away, another profile takes the key over.
-    for (const socket of open) socket.destroy()
-    await reconnectArrived
+    gate.cut()
+    await gate.held
     await loginUser(`127.0.0.1:${port}`, 'bob', {replaceKey: true})
     const stopped = new Promise<{code: string}>((resolve) => client.on('disconnected', ({error}) => error.code !== 'CONNECTION_CLOSED' && resolve(error)))
-    letThrough()
+    gate.release()
     expect(await stopped).toMatchObject({code: 'KEY_IN_USE'})
     expect(client.reconnects).toBe(false)
   })
