@@ -147,9 +147,12 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     })
   }
 
-  /** A method, so TypeScript does not keep a narrowed `state` across awaits. */
-  private isClosed(): boolean {
-    return this.state === 'closed'
+  /**
+   * Closed, or stopped for good (stop()): a connection that completes now must not be used. A
+   * method, so TypeScript does not keep a narrowed `state` across awaits.
+   */
+  private isEnded(): boolean {
+    return this.state === 'closed' || this.stoppedBy !== undefined
   }
 
   /**
@@ -183,10 +186,10 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
       timeoutMs: this.options.connectTimeoutMs,
       onPinned: this.options.onPinned,
     })
-    // close() may have run while we were connecting: it found no socket to close, so this one must go.
-    if (this.isClosed()) {
+    // close() or stop() may have run while we were connecting: they found no socket to close, so this one must go.
+    if (this.isEnded()) {
       socket.destroy()
-      throw closedError()
+      throw this.stoppedBy ?? closedError()
     }
     this.attach(socket)
     this.fingerprint = fingerprint
@@ -196,9 +199,9 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
       socket.destroy()
       throw error
     }
-    if (this.isClosed()) {
+    if (this.isEnded()) {
       socket.destroy()
-      throw closedError()
+      throw this.stoppedBy ?? closedError()
     }
     this.state = 'ready'
     return this.hello
@@ -380,11 +383,16 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
         .then(async () => {
           if (this.resumeWith) await this.resume(this.resumeWith.token, {online: this.resumeWith.online})
           this.resuming = false
+          // Stopped while resuming: stop() already said why; this session is not to be used.
+          if (this.stoppedBy) {
+            this.socket?.destroy()
+            return
+          }
           this.emit('reconnected')
         })
         .catch((error_: unknown) => {
           this.resuming = false
-          if (this.state === 'closed') return
+          if (this.isEnded()) return
           const failure = error_ instanceof MessengerError ? error_ : new MessengerError('CONNECTION_CLOSED', String(error_))
           if (RECONNECT_CANNOT_CURE.has(failure.code)) {
             this.stoppedBy = failure

@@ -37,8 +37,11 @@ export type ClusterEvent =
   | {type: 'presence'; change: PresenceChange}
   /** A session token was revoked (logout): end your sessions living on it. */
   | {type: 'revoked'; username: string; tokenHash: string}
-  /** The user's key was replaced by another profile: end your sessions that published another key. */
-  | {type: 'rekeyed'; username: string; publicKey: string}
+  /**
+   * The user's key was replaced by another profile: read the key now and end your sessions that
+   * published another (the key itself is not sent: by the time the event arrives, a later takeover may have won).
+   */
+  | {type: 'rekeyed'; username: string}
 
 /**
  * How server nodes share presence and route to each other. The embedded single node uses

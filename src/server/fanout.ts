@@ -58,7 +58,12 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       hub.endSessionsOn(event.username, event.tokenHash)
       return
     case 'rekeyed':
-      hub.endSessionsWithOtherKey(event.username, event.publicKey)
+      store
+        .getUser(event.username)
+        .then((user) => {
+          if (user?.publicKey) hub.endSessionsWithOtherKey(event.username, user.publicKey)
+        })
+        .catch((error: unknown) => logger.error({err: error, user: event.username}, 'reading a re-keyed user failed'))
       return
     case 'presence':
       pushPresence(hub, store, event.change).catch((error: unknown) => logger.error({err: error}, 'presence fan-out failed'))

@@ -92,7 +92,7 @@ export class Hub {
    */
   rekeyed(username: string, publicKey: string): void {
     this.endSessionsWithOtherKey(username, publicKey)
-    if (this.cluster.shared) this.cluster.publish({type: 'rekeyed', username, publicKey})
+    if (this.cluster.shared) this.cluster.publish({type: 'rekeyed', username})
   }
 
   endSessionsWithOtherKey(username: string, publicKey: string): void {

@@ -287,6 +287,13 @@ export class Relay {
     const {store, now} = this.o
     const username = session.username
     const msgIds = request.msgIds ?? []
+    // Copies the client could not open settle like the others, but their senders hear 'unreadable'.
+    // One deletion after the other (rare, and a Redis ack finishes the batches an earlier one left).
+    // Only from a session holding the account's key: one that has not published it yet (just
+    // resumed) or holds an older one (another profile took the key over) cannot open what is sealed
+    // for the current key, and its word would delete messages the current profile can read.
+    // Decided before anything starts: a store failure here fails the ack with nothing left running.
+    const unreadable = request.unreadable?.length && (await this.holdsCurrentKey(session)) ? request.unreadable : []
     // Acks commute: once the deletions are under way, the connection's next request may start.
     const receiptIds = request.receiptIds ?? []
     const receiptsDone =
@@ -300,12 +307,6 @@ export class Relay {
             },
           )
         : undefined
-    // Copies the client could not open settle like the others, but their senders hear 'unreadable'.
-    // One deletion after the other (rare, and a Redis ack finishes the batches an earlier one left).
-    // Only from a session holding the account's key: one that has not published it yet (just
-    // resumed) or holds an older one (another profile took the key over) cannot open what is sealed
-    // for the current key, and its word would delete messages the current profile can read.
-    const unreadable = request.unreadable?.length && (await this.holdsCurrentKey(session)) ? request.unreadable : []
     const ts = now()
     const deleteBoth = async (): Promise<ReceiptRecord[]> => {
       const delivered = msgIds.length > 0 ? await store.ackMessages(username, msgIds, ts) : []

@@ -150,20 +150,34 @@ export function createRouter(deps: RouterDeps): RequestHandler {
     async setkey(connection, request) {
       const session = requireSession(connection)
       const {username} = session
+      const keyNow = async () => {
+        const user = await store.getUser(username)
+        if (!user) throw errors.noSuchUser(username)
+        return user.publicKey || null
+      }
       // One key per account: a profile with another key (another machine, a lost profile) takes
       // it over only when asked to, and the sessions on the old key end (they could open nothing).
-      const current = (await store.getUser(username))?.publicKey ?? null
+      const current = await keyNow()
       const replacing = current !== null && current !== request.publicKey
       if (replacing && !request.replace) throw errors.keyInUse(fingerprintOf(current))
-      // Compare-and-set: a takeover committed since the read (on another node) is not undone.
+      // Compare-and-set: a takeover committed since the read (on another node) is not undone. Lost
+      // to a session of this same profile (the same key), it is done all the same.
       if (current !== request.publicKey && !(await store.setPublicKey(username, request.publicKey, current))) {
-        throw errors.keyInUse(fingerprintOf((await store.getUser(username))?.publicKey ?? ''))
+        const winner = await keyNow()
+        if (winner !== request.publicKey) throw errors.keyInUse(fingerprintOf(winner ?? ''))
       }
       rendezvous.register(session, request.publicKey)
-      if (replacing) hub.rekeyed(username, request.publicKey)
-      // A takeover committed between the write and the registration ended the account's sessions
-      // while this one had no key yet, so it was passed over: it ends here.
-      if ((await store.getUser(username))?.publicKey !== request.publicKey) throw errors.keyReplaced()
+      // A takeover committed since our write passed this session over (it had no key yet): it ends
+      // here. Else the key is ours, and the sessions on any other key end (here; the other nodes
+      // each read the key themselves, so a later takeover's sessions are never ended by ours).
+      const confirmed = await keyNow()
+      if (confirmed !== request.publicKey) {
+        rendezvous.unregister(session)
+        const replaced = errors.keyReplaced()
+        connection.fail(replaced)
+        throw replaced
+      }
+      if (replacing) hub.rekeyed(username, confirmed)
       return {}
     },
 

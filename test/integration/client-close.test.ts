@@ -115,6 +115,23 @@ describe('client reconnecting to a server of another protocol version', () => {
 })
 
 describe('client stopped for good', () => {
+  it('stopped while a reconnect is still connecting: that connection is dropped, and it never says reconnected', async () => {
+    const {port} = await startTestServer()
+    const gate = await tcpGate(port)
+    const client = await connectClient(`127.0.0.1:${gate.port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}, connectTimeoutMs: 30_000})
+    await registerAndLogin(client, 'alice', DEFAULT_PASSWORD)
+    let reconnected = 0
+    client.on('reconnected', () => reconnected++)
+    gate.cut()
+    const held = await gate.held // the reconnect is inside its TCP/TLS connect
+    const gone = once(held, 'close')
+    client.stop(new MessengerError('KEY_IN_USE', 'taken over'))
+    gate.release()
+    await gone
+    expect(reconnected).toBe(0)
+    await expect(client.waitUntilConnected()).rejects.toMatchObject({code: 'KEY_IN_USE'})
+  })
+
   it('stop() fails the requests still waiting with its error, at once, and no reconnect follows', async () => {
     const material = await loadServerTls({dataDir: await makeTempDir('messenger-stop-fake-')})
     let connections = 0

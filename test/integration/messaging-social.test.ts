@@ -507,6 +507,41 @@ describe('messaging: one key per account', () => {
     expect((await store.getUser('bob'))?.publicKey).toBe(racer)
   })
 
+  it('a takeover committed right after this one wins: this session is told KEY_REPLACED and closed', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-key-race-late-')
+    const {address} = await startTestServer({store, dataDir: dir})
+    await makeUser(address, 'bob')
+    const racer = Buffer.alloc(32, 8).toString('base64')
+    const write = sinon.stub(store, 'setPublicKey')
+    write.onFirstCall().callsFake(async (username, publicKey, expected) => {
+      const done = await write.wrappedMethod.call(store, username, publicKey, expected)
+      await write.wrappedMethod.call(store, username, racer) // another node's takeover, just after ours
+      return done
+    })
+    write.callThrough()
+    const late = await loginUser(address, 'bob', {publishKey: false})
+    const closed = new Promise<string>((resolve) => late.client.once('disconnected', ({error}) => resolve(error.code)))
+    await expectCode(late.engine.publishKey({replace: true}), 'KEY_REPLACED')
+    expect(await closed).toBe('KEY_REPLACED')
+    expect((await store.getUser('bob'))?.publicKey).toBe(racer)
+  })
+
+  it('two sessions of one profile publishing its key at once both succeed (the one that loses the write finds its own key there)', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-key-same-profile-')
+    const {address} = await startTestServer({store, dataDir: dir})
+    const first = await makeUser(address, 'bob', {publishKey: false})
+    const second = await loginUser(address, 'bob', {profileDir: first.profileDir, publishKey: false})
+    // The other session's write lands between this one's read and its write.
+    const write = sinon.stub(store, 'setPublicKey')
+    write.onFirstCall().callsFake(async (username, publicKey, expected) => {
+      await write.wrappedMethod.call(store, username, first.keyring.myPublicKey, expected)
+      return write.wrappedMethod.call(store, username, publicKey, expected)
+    })
+    write.callThrough()
+    await second.engine.publishKey()
+    expect((await store.getUser('bob'))?.publicKey).toBe(first.keyring.myPublicKey)
+  })
+
   it('a session that published a key the account no longer has (it raced a takeover) is ended at its next ack, and its unreadable ack is ignored', async () => {
     const {store, dir} = await sqliteStoreIn('messenger-key-stale-session-')
     const {address} = await startTestServer({store, dataDir: dir, retryInitialMs: 60_000})
