@@ -9,6 +9,7 @@ import {encodeKey} from '../../src/crypto/identity.js'
 import {HISTORY_FILE, openMessaging} from '../../src/client/session.js'
 import type {PresencePush} from '../../src/protocol/messages.js'
 import type {ServerOptions} from '../../src/server/server.js'
+import type {SqliteStore} from '../../src/store/sqlite/sqlite-store.js'
 import {loginUser, makeOfflineUser, makeUser, type UserOptions} from '../helpers/messaging.js'
 import {DEFAULT_PASSWORD, expectCode, makeTempDir, nextPresence, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 import {tcpGate} from '../helpers/tcp-gate.js'
@@ -449,6 +450,31 @@ describe('messaging: key pinning', () => {
 })
 
 /**
+ * Makes the store's next key write meet another one (another node's, another session's) committed
+ * just before it (from the same expected key) or just after it.
+ */
+function raceNextKeyWrite(store: SqliteStore, when: 'before' | 'after', otherKey: string): void {
+  const write = sinon.stub(store, 'setPublicKey')
+  write.onFirstCall().callsFake(async (username, publicKey, expected) => {
+    if (when === 'before') await write.wrappedMethod.call(store, username, otherKey, expected)
+    const done = await write.wrappedMethod.call(store, username, publicKey, expected)
+    if (when === 'after') await write.wrappedMethod.call(store, username, otherKey)
+    return done
+  })
+  write.callThrough()
+}
+
+/** A server with bob (key published) whose next key write meets another node's takeover. */
+async function bobWhoseNextKeyWriteRaces(when: 'before' | 'after') {
+  const {store, dir} = await sqliteStoreIn('messenger-key-race-')
+  const {address} = await startTestServer({store, dataDir: dir})
+  await makeUser(address, 'bob')
+  const racer = Buffer.alloc(32, 7).toString('base64')
+  raceNextKeyWrite(store, when, racer)
+  return {store, address, racer}
+}
+
+/**
  * bob's old machine: a reconnecting session (as chat and listen have) on a profile of its own, which
  * takes the key over from the profile that registered bob.
  */
@@ -492,33 +518,14 @@ describe('messaging: one key per account', () => {
   })
 
   it('a takeover committed by someone else between the read and the write is not undone: KEY_IN_USE', async () => {
-    const {store, dir} = await sqliteStoreIn('messenger-key-race-')
-    const {address} = await startTestServer({store, dataDir: dir})
-    await makeUser(address, 'bob')
-    const racer = Buffer.alloc(32, 7).toString('base64')
     // Another node's takeover lands just before this one's write.
-    const write = sinon.stub(store, 'setPublicKey')
-    write.onFirstCall().callsFake(async (username, publicKey, expected) => {
-      await write.wrappedMethod.call(store, username, racer)
-      return write.wrappedMethod.call(store, username, publicKey, expected)
-    })
-    write.callThrough()
+    const {store, address, racer} = await bobWhoseNextKeyWriteRaces('before')
     await expectCode(loginUser(address, 'bob', {replaceKey: true}), 'KEY_IN_USE')
     expect((await store.getUser('bob'))?.publicKey).toBe(racer)
   })
 
   it('a takeover committed right after this one wins: this session is told KEY_REPLACED and closed', async () => {
-    const {store, dir} = await sqliteStoreIn('messenger-key-race-late-')
-    const {address} = await startTestServer({store, dataDir: dir})
-    await makeUser(address, 'bob')
-    const racer = Buffer.alloc(32, 8).toString('base64')
-    const write = sinon.stub(store, 'setPublicKey')
-    write.onFirstCall().callsFake(async (username, publicKey, expected) => {
-      const done = await write.wrappedMethod.call(store, username, publicKey, expected)
-      await write.wrappedMethod.call(store, username, racer) // another node's takeover, just after ours
-      return done
-    })
-    write.callThrough()
+    const {store, address, racer} = await bobWhoseNextKeyWriteRaces('after')
     const late = await loginUser(address, 'bob', {publishKey: false})
     const closed = new Promise<string>((resolve) => late.client.once('disconnected', ({error}) => resolve(error.code)))
     await expectCode(late.engine.publishKey({replace: true}), 'KEY_REPLACED')
@@ -532,12 +539,7 @@ describe('messaging: one key per account', () => {
     const first = await makeUser(address, 'bob', {publishKey: false})
     const second = await loginUser(address, 'bob', {profileDir: first.profileDir, publishKey: false})
     // The other session's write lands between this one's read and its write.
-    const write = sinon.stub(store, 'setPublicKey')
-    write.onFirstCall().callsFake(async (username, publicKey, expected) => {
-      await write.wrappedMethod.call(store, username, first.keyring.myPublicKey, expected)
-      return write.wrappedMethod.call(store, username, publicKey, expected)
-    })
-    write.callThrough()
+    raceNextKeyWrite(store, 'before', first.keyring.myPublicKey)
     await second.engine.publishKey()
     expect((await store.getUser('bob'))?.publicKey).toBe(first.keyring.myPublicKey)
   })
