@@ -55,8 +55,8 @@ export async function run() {
     log(`relay: sustained ${Math.round(sustained)} msgs/s; CPU per message: server ${round(serverUsPerMsg, 0)} us, clients ${round(clientsUsPerMsg, 0)} us; waiting for the sends in flight`)
     await Promise.all(workers.map((w) => w.ask({cmd: 'stop'}, 'stopped')))
 
-    // Phase 2: paced at half the sustained rate, spread evenly over the pairs.
-    const rate = Math.max(1, sustained / 2)
+    // Phase 2: paced at half the sustained rate (or BENCH_RELAY_PACED_RATE msgs/s), spread evenly over the pairs.
+    const rate = envInt('BENCH_RELAY_PACED_RATE', 0) || Math.max(1, sustained / 2)
     log(`relay: phase 2, paced at ${Math.round(rate)} msgs/s for ${pacedMs / 1000} s (first second not measured)`)
     const pacedFrom = monoUs()
     const paced = await Promise.all(workers.map((w) => w.ask({cmd: 'paced', perPairPerMs: rate / pairs / 1000, pacedMs, warmMs: 1_000}, 'paced')))
