@@ -79,8 +79,9 @@ async function main() {
         result.profileWindows = windows
         for (const [phase, [from, to]] of Object.entries(windows)) log(`${name}: profile window ${phase}: --from ${from} --to ${to}`)
       }
-      // A run on Redis is another configuration: its figures must not replace the SQLite ones.
-      const key = process.env.BENCH_STORE ? `${name}@redis` : name
+      // A run on Redis (or a scenario's variant) is another configuration: its figures must not
+      // replace those of the default one.
+      const key = [name, process.env.BENCH_STORE ? 'redis' : undefined, scenario.variant?.()].filter(Boolean).join('@')
       results[key] = result
       for (const row of scenario.rows(result)) table.push({scenario: key, ...row})
       log(`${name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`)

@@ -116,7 +116,8 @@ export function rssKiB(pid) {
  */
 export function cpuMsOf(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  // Fields after the command name (which may hold spaces), counted from utime, field 14.
+  // After the command name (which may hold spaces and parentheses): fields[0] is field 3 (state), so
+  // utime (field 14) is fields[11] and stime (field 15) fields[12].
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
 }
