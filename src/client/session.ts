@@ -1,7 +1,7 @@
 import {lookup} from 'node:dns/promises'
 import {join} from 'node:path'
 import {decodeKey, loadOrCreateIdentity, type Identity} from '../crypto/identity.js'
-import {MessengerError} from '../protocol/errors.js'
+import {toMessengerError} from '../protocol/errors.js'
 import {PeerLink} from '../transport/peer-link.js'
 import type {MessengerClient} from './client.js'
 import {DeliveryEngine, type DeliveryOptions} from './delivery.js'
@@ -25,6 +25,9 @@ export interface MessagingSession {
   close(): Promise<void>
 }
 
+/** A key re-publish after a reconnect that failed (not refused) is tried again after 1 s, doubling to 30 s. */
+const REPUBLISH_RETRY_MS = {initial: 1_000, max: 30_000}
+
 /**
  * Wires a client to this profile's identity key and local history. The identity is created on
  * first use (0600 in the profile dir), which is how a profile gets its key pair.
@@ -47,16 +50,31 @@ export function openMessaging(
   const files = new FileHub({client, engine, keyring, receive: options.receiveFiles})
   /** What the direct path re-announces after a reconnect; set by startDirect. */
   let relink: (() => Promise<void>) | undefined
+  let republishTimer: NodeJS.Timeout | undefined
   // A new TCP session after a reconnect must be told our key again, with or without the direct path.
-  client.on('reconnected', () => {
+  const republish = (attempt: number): void => {
     engine
       .publishKey()
       .then(() => relink?.())
       .catch((error: unknown) => {
+        const failure = toMessengerError(error)
         // Another profile took the account's key while we were away: nothing sealed from now on
         // opens here, so this session ends rather than receive it.
-        if (error instanceof MessengerError && (error.code === 'KEY_IN_USE' || error.code === 'KEY_REPLACED')) client.stop(error)
+        if (failure.code === 'KEY_IN_USE' || failure.code === 'KEY_REPLACED') return client.stop(failure)
+        // Lost with the connection: the next reconnect publishes again. Else (no answer in time, a
+        // store error on the server) again while connected: a session without its key is passed
+        // over by the direct path and by a takeover, and its word on unreadable copies is ignored.
+        if (!client.connected) return
+        republishTimer = setTimeout(() => {
+          republishTimer = undefined
+          if (client.connected) republish(attempt + 1)
+        }, Math.min(REPUBLISH_RETRY_MS.max, REPUBLISH_RETRY_MS.initial * 2 ** attempt))
+        republishTimer.unref()
       })
+  }
+  client.on('reconnected', () => {
+    clearTimeout(republishTimer)
+    republish(0)
   })
   const session: MessagingSession = {
     engine,
@@ -95,6 +113,7 @@ export function openMessaging(
       return link
     },
     async close() {
+      clearTimeout(republishTimer)
       engine.close()
       files.close()
       await session.link?.close()

@@ -6,11 +6,12 @@ import {newMessageId} from '../../src/client/delivery.js'
 import {openHistory} from '../../src/client/history.js'
 import {MessengerClient} from '../../src/client/client.js'
 import {encodeKey} from '../../src/crypto/identity.js'
+import {MessengerError} from '../../src/protocol/errors.js'
 import {HISTORY_FILE, openMessaging} from '../../src/client/session.js'
 import type {PresencePush} from '../../src/protocol/messages.js'
 import type {ServerOptions} from '../../src/server/server.js'
 import type {SqliteStore} from '../../src/store/sqlite/sqlite-store.js'
-import {loginUser, makeOfflineUser, makeUser, type UserOptions} from '../helpers/messaging.js'
+import {eventually, loginUser, makeOfflineUser, makeUser, type UserOptions} from '../helpers/messaging.js'
 import {DEFAULT_PASSWORD, expectCode, makeTempDir, nextPresence, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 import {tcpGate} from '../helpers/tcp-gate.js'
 
@@ -576,6 +577,25 @@ describe('messaging: one key per account', () => {
     const again = await loginUser(address, 'bob', {profileDir: newBob.profileDir})
     expect(await again.nextMessage()).toMatchObject({id, text: 'only the new machine can read this'})
     expect(await alice.nextReceipt((r) => r.msgId === id)).toMatchObject({status: 'delivered'})
+  })
+
+  it('a key re-publish after a reconnect that gets no answer is tried again until it lands', async () => {
+    const {port} = await startTestServer()
+    const gate = await tcpGate(port)
+    await makeOfflineUser(`127.0.0.1:${port}`, 'bob')
+    const {client} = await reconnectingBob(`127.0.0.1:${gate.port}`)
+    // The first setkey after the reconnect is lost (the fault); the others go through.
+    const request = sinon.stub(client, 'request').callThrough()
+    const setkey = request.withArgs('setkey')
+    setkey.callThrough()
+    setkey.onFirstCall().rejects(new MessengerError('TIMEOUT', 'The server did not answer "setkey" in time.'))
+    const reconnected = new Promise<void>((resolve) => client.once('reconnected', () => resolve()))
+    gate.cut()
+    await gate.held
+    gate.release()
+    await reconnected
+    await eventually(() => setkey.callCount >= 2, 'the key to be published again')
+    await expect(setkey.secondCall.returnValue).resolves.toEqual({})
   })
 
   it('a session that comes back after its key was taken over stops with KEY_IN_USE (relay only, no direct path)', async () => {
