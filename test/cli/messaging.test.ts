@@ -1,5 +1,15 @@
+import sinon from 'sinon'
 import {describe, expect, it} from 'vitest'
 import {runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
+import {makeUser} from '../helpers/messaging.js'
+import {connectClient, registerAndLogin, sqliteStoreIn, startTestServer} from '../helpers/server.js'
+
+/** The base64 of `b64`'s bytes with the first bit flipped: a box tampered with on the way. */
+function flipFirstBit(b64: string): string {
+  const bytes = Buffer.from(b64, 'base64')
+  bytes[0]! ^= 0x01
+  return bytes.toString('base64')
+}
 
 /**
  * Messaging through the built CLI: `send` in one child process, `listen --json` in another, each
@@ -242,6 +252,27 @@ describe('messaging through the CLI', () => {
     const newListen = await listen(newMachine)
     expect(await nextMessage(newListen, (m) => m.text === 'welcome to your new machine', 'the message on the new machine')).toMatchObject({from: 'alice'})
     expect(events(oldMachine).filter((e) => e.type === 'message')).toEqual([])
+  })
+
+  it('send exits 1 with UNREADABLE when the online recipient\'s client cannot open the message (tampered on the way)', async () => {
+    // The server in this process, so the fault can be put on its store: every stored box gets a bit flipped.
+    const {store, dir} = await sqliteStoreIn('messenger-cli-tamper-')
+    const {address} = await startTestServer({store, dataDir: dir})
+    const registrar = await connectClient(address)
+    await registerAndLogin(registrar, 'alice', PASSWORDS.alice)
+    const alice = {MESSENGER_HOME: tempDir('home-alice-'), MESSENGER_SERVER: address}
+    const login = await runCli(['login', 'alice', '--password-stdin'], {env: alice, input: `${PASSWORDS.alice}\n`})
+    expect(login.code, login.stderr).toBe(0)
+    const bob = await makeUser(address, 'bob')
+    const enqueue = sinon.stub(store, 'enqueueMessage')
+    enqueue.callsFake((request) => enqueue.wrappedMethod.call(store, {...request, copies: request.copies.map((c) => ({...c, box: flipFirstBit(c.box)}))}))
+
+    const sent = await sendJson(alice, ['send', 'bob', 'can you read this?', '--relay-only'])
+    expect(sent.code).toBe(1)
+    expect(sent.result).toMatchObject({error: {code: 'UNREADABLE', details: {to: 'bob', path: 'relay', status: 'unreadable'}}})
+    expect(await bob.dropped.next()).toMatchObject({from: 'alice', reason: 'could not be decrypted'})
+    const history = await sendJson(alice, ['history', 'bob'])
+    expect((history.result.messages as Array<{text: string; status: string}>).find((m) => m.text === 'can you read this?')).toMatchObject({status: 'unreadable'})
   })
 
   it('documents every messaging command with a description and examples in --help', async () => {
