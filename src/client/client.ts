@@ -4,6 +4,7 @@ import {DEFAULTS, PROTOCOL_VERSION} from '../protocol/constants.js'
 import {MessengerError, RECONNECT_CANNOT_CURE} from '../protocol/errors.js'
 import {FrameDecoder, encodeFrame} from '../protocol/frame.js'
 import {writeBatched} from '../util/batched-write.js'
+import {backoffMs} from '../util/backoff.js'
 import type {ErrorPush, PresencePush, Push, RequestParams, RequestType, Results, WireError} from '../protocol/messages.js'
 import {formatServerAddress, parseServerList, type ServerAddress} from './address.js'
 import {MemoryPinStore, connectPinned, type PinStore} from './tls-pin.js'
@@ -110,7 +111,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
 
   /** Whether a lost connection will be re-established (a `reconnect` client not closed by us, nor stopped by what a reconnect cannot cure). */
   get reconnects(): boolean {
-    return this.options.reconnect && this.state !== 'closed' && this.stoppedBy === undefined
+    return this.options.reconnect && !this.isEnded()
   }
 
   /** What ended reconnecting for good (RECONNECT_CANNOT_CURE): later waits fail with it at once instead of waiting for ever. */
@@ -371,7 +372,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
 
   private scheduleReconnect(attempt: number, error: MessengerError): void {
     const {initial, max} = this.options.reconnectDelayMs
-    const ceiling = Math.min(max, initial * 2 ** (attempt - 1))
+    const ceiling = backoffMs(attempt, {initial, max})
     // Full jitter over the upper half: spreads a thundering herd after a server restart.
     const delayMs = Math.round(ceiling / 2 + Math.random() * (ceiling / 2))
     this.emit('reconnecting', {attempt, delayMs, error})
@@ -394,13 +395,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
           this.resuming = false
           if (this.isEnded()) return
           const failure = error_ instanceof MessengerError ? error_ : new MessengerError('CONNECTION_CLOSED', String(error_))
-          if (RECONNECT_CANNOT_CURE.has(failure.code)) {
-            this.stoppedBy = failure
-            this.state = 'disconnected'
-            this.socket?.destroy()
-            this.emit('disconnected', {error: failure})
-            return
-          }
+          if (RECONNECT_CANNOT_CURE.has(failure.code)) return this.stop(failure)
           this.socket?.destroy()
           this.state = 'disconnected'
           this.scheduleReconnect(attempt + 1, failure)

@@ -337,7 +337,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   async sendGroup(group: string, text: string): Promise<GroupSendOutcome> {
     const {members, name} = await this.request('group_members', {name: group})
     const id = newMessageId()
-    const binding = this.binding(id, {group: name})
+    const seal = this.o.keyring.sealerFor(text, this.binding(id, {group: name}))
     const copies: Array<{to: string; nonce: string; box: string; key: string}> = []
     const skipped: Array<{to: string; code: string}> = []
     for (const m of members) {
@@ -347,7 +347,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
         continue
       }
       // A changed key anywhere in the group refuses the whole send, as for a direct message.
-      const sealed = this.o.keyring.seal(m.username, m.publicKey, text, binding)
+      const sealed = seal(m.username, m.publicKey)
       copies.push({to: m.username, ...sealed, key: m.publicKey})
     }
     const seq = await this.o.history.recordOutgoing({id, group: name, text, ts: Date.now(), from: this.o.me})
@@ -369,7 +369,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   async broadcast(text: string): Promise<{id: string; seq: number; delivered: number; skipped: Array<{to: string; code: string}>}> {
     const {users} = await this.request('whoisonline', {})
     const id = newMessageId()
-    const binding = this.binding(id, {broadcast: true})
+    const seal = this.o.keyring.sealerFor(text, this.binding(id, {broadcast: true}))
     const copies: Array<{to: string; nonce: string; box: string}> = []
     const skipped: Array<{to: string; code: string}> = []
     for (const u of users) {
@@ -379,7 +379,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
         continue
       }
       try {
-        copies.push({to: u.username, ...this.o.keyring.seal(u.username, u.publicKey, text, binding)})
+        copies.push({to: u.username, ...seal(u.username, u.publicKey)})
       } catch (error) {
         if (!(error instanceof MessengerError && error.code === 'KEY_CHANGED')) throw error
         skipped.push({to: u.username, code: 'KEY_CHANGED'})

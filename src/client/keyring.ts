@@ -1,5 +1,5 @@
-import {openText, sealText, SharedKeyCache, type MessageBinding, type OpenedText, type SealedText} from '../crypto/envelope.js'
-import {decodeKey, encodeKey, keyFingerprint, type Identity} from '../crypto/identity.js'
+import {messagePlaintext, openText, sealPlaintext, sealText, SharedKeyCache, type MessageBinding, type OpenedText, type SealedText} from '../crypto/envelope.js'
+import {decodeKey, encodeKey, fingerprintOfKey, keyFingerprint, type Identity} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 import type {LocalHistory} from './history.js'
 
@@ -76,6 +76,19 @@ export class Keyring {
   }
 
   /**
+   * Seals one message for several recipients (a group, a broadcast), as seal() would for each: the
+   * key verified first, then the text checked, but the text is checked and encoded only once.
+   */
+  sealerFor(text: string, binding: MessageBinding): (username: string, publicKeyB64: string) => SealedText {
+    let plaintext: Uint8Array | undefined
+    return (username, publicKeyB64) => {
+      const key = this.verify(username, publicKeyB64)
+      plaintext ??= messagePlaintext(text, binding)
+      return sealPlaintext(this.sharedKeys, key, plaintext)
+    }
+  }
+
+  /**
    * Opens a text from `username`, with the msgId and context it was sealed for. Returns null when
    * the envelope does not open (forged, corrupt, tampered): drop it. Throws only when the sender's
    * key itself is the problem (KEY_CHANGED, NO_KEY), so the caller can warn loudly and hold the
@@ -99,7 +112,6 @@ export class Keyring {
 
   /** The fingerprint of a base64 key, or null when it is not a valid key. */
   static fingerprintOf(publicKeyB64: string): string | null {
-    const key = decodeKey(publicKeyB64)
-    return key ? keyFingerprint(key) : null
+    return fingerprintOfKey(publicKeyB64)
   }
 }

@@ -3,6 +3,7 @@ import {join} from 'node:path'
 import {decodeKey, loadOrCreateIdentity, type Identity} from '../crypto/identity.js'
 import {toMessengerError} from '../protocol/errors.js'
 import {PeerLink} from '../transport/peer-link.js'
+import {backoffMs} from '../util/backoff.js'
 import type {MessengerClient} from './client.js'
 import {DeliveryEngine, type DeliveryOptions} from './delivery.js'
 import {FileHub} from './files.js'
@@ -68,7 +69,7 @@ export function openMessaging(
         republishTimer = setTimeout(() => {
           republishTimer = undefined
           if (client.connected) republish(attempt + 1)
-        }, Math.min(REPUBLISH_RETRY_MS.max, REPUBLISH_RETRY_MS.initial * 2 ** attempt))
+        }, backoffMs(attempt + 1, REPUBLISH_RETRY_MS))
         republishTimer.unref()
       })
   }

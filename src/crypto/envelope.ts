@@ -158,6 +158,15 @@ export function decodePlaintext(plain: Uint8Array): OpenedText | null {
  * BAD_INPUT for empty text and MESSAGE_TOO_LARGE above MAX_TEXT_BYTES of UTF-8.
  */
 export function sealText(cache: SharedKeyCache, theirPublicKey: Uint8Array, text: string, binding: MessageBinding): SealedText {
+  return sealPlaintext(cache, theirPublicKey, messagePlaintext(text, binding))
+}
+
+/**
+ * What is sealed for one message (see encodePlaintext), after checking its text: BAD_INPUT when
+ * empty, MESSAGE_TOO_LARGE above MAX_TEXT_BYTES of UTF-8. Made once per message, however many
+ * recipients it is sealed for.
+ */
+export function messagePlaintext(text: string, binding: MessageBinding): Uint8Array {
   if (typeof text !== 'string' || text.length === 0) {
     throw new MessengerError('BAD_INPUT', 'The message is empty.', {hint: 'Type some text to send.'})
   }
@@ -168,10 +177,15 @@ export function sealText(cache: SharedKeyCache, theirPublicKey: Uint8Array, text
       details: {size: plain.length, max: MAX_TEXT_BYTES},
     })
   }
+  return encodePlaintext(binding, plain)
+}
+
+/** Seals what messagePlaintext made for `theirPublicKey`, with a fresh nonce. */
+export function sealPlaintext(cache: SharedKeyCache, theirPublicKey: Uint8Array, plaintext: Uint8Array): SealedText {
   // Random 24-byte nonces: the chance of a repeat under one shared key is negligible, and no counter
   // state has to survive restarts or be shared between a user's sessions.
   const nonce = randomBytesPooled(NONCE_BYTES)
-  const box = nacl.box.after(encodePlaintext(binding, plain), nonce, cache.get(theirPublicKey))
+  const box = nacl.box.after(plaintext, nonce, cache.get(theirPublicKey))
   return {nonce: toBase64(nonce), box: toBase64(box)}
 }
 

@@ -68,6 +68,12 @@ export function keyFingerprint(publicKey: Uint8Array): string {
   return hex.match(/.{4}/g)!.join(' ')
 }
 
+/** The fingerprint of a base64 key, or null when it is not a valid key. */
+export function fingerprintOfKey(publicKeyB64: string): string | null {
+  const key = decodeKey(publicKeyB64)
+  return key ? keyFingerprint(key) : null
+}
+
 export function encodeKey(key: Uint8Array): string {
   return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('base64')
 }

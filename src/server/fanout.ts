@@ -58,11 +58,8 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       hub.endSessionsOn(event.username, event.tokenHash)
       return
     case 'rekeyed':
-      store
-        .getUser(event.username)
-        .then((user) => {
-          if (user?.publicKey) hub.endSessionsWithOtherKey(event.username, user.publicKey)
-        })
+      hub
+        .endSessionsOffStoredKey(store, event.username)
         .catch((error: unknown) => logger.error({err: error, user: event.username}, 'reading a re-keyed user failed'))
       return
     case 'presence':

@@ -3,6 +3,7 @@ import type {Endpoint, Push} from '../protocol/messages.js'
 import type {Cluster, ForwardOrigin, OnlineEntry} from './cluster.js'
 import type {ConnectionSession} from './connection.js'
 import type {Presence} from './presence.js'
+import type {Store} from '../store/store.js'
 
 /** Where a user's online session can be reached over UDP, from whichever node holds it. */
 export type EndpointSource = (username: string) => {endpoints: Endpoint[]; seenAt: number}
@@ -100,6 +101,16 @@ export class Hub {
       if (session.publicKey === undefined || session.publicKey === publicKey) continue
       session.connection.fail(errors.keyReplaced())
     }
+  }
+
+  /**
+   * Reads the user's key now and ends their sessions here that published another: after a
+   * takeover elsewhere, or one raced by the session at hand. Returns the key (null: none yet).
+   */
+  async endSessionsOffStoredKey(store: Pick<Store, 'getUser'>, username: string): Promise<string | null> {
+    const current = (await store.getUser(username))?.publicKey || null
+    if (current) this.endSessionsWithOtherKey(username, current)
+    return current
   }
 
   acked(username: string, msgIds: string[]): void {

@@ -5,6 +5,7 @@ import type {Membership, ReceiptRecord, SendBuckets, Store, StoredMessage} from 
 import type {ConnectionSession} from './connection.js'
 import type {ForwardOrigin} from './cluster.js'
 import type {Hub} from './hub.js'
+import {backoffMs} from '../util/backoff.js'
 import {setNewest} from '../util/bounded.js'
 import {DEFAULTS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
@@ -340,9 +341,7 @@ export class Relay {
    */
   private async holdsCurrentKey(session: ConnectionSession): Promise<boolean> {
     if (session.publicKey === undefined) return false
-    const current = (await this.o.store.getUser(session.username))?.publicKey
-    if (current && current !== session.publicKey) this.o.hub.endSessionsWithOtherKey(session.username, current)
-    return current === session.publicKey
+    return (await this.o.hub.endSessionsOffStoredKey(this.o.store, session.username)) === session.publicKey
   }
 
   /**
@@ -442,7 +441,7 @@ export class Relay {
   private redeliverIfDue(session: ConnectionSession, entry: InFlight, now: number): boolean {
     if (entry.nextAt > now) return false
     entry.attempts++
-    entry.nextAt = now + Math.min(this.o.retryMaxMs, this.o.retryInitialMs * 2 ** (entry.attempts - 1))
+    entry.nextAt = now + backoffMs(entry.attempts, {initial: this.o.retryInitialMs, max: this.o.retryMaxMs})
     this.o.logger.debug({to: session.username, msgId: entry.message.msgId, attempt: entry.attempts}, 'redelivering')
     this.pushCopy(session, entry.message)
     return true

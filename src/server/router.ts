@@ -1,4 +1,4 @@
-import {decodeKey, keyFingerprint} from '../crypto/identity.js'
+import {fingerprintOfKey} from '../crypto/identity.js'
 import {PROTOCOL_VERSION} from '../protocol/constants.js'
 import {errors, MessengerError} from '../protocol/errors.js'
 import type {OnlineUser, Request, RequestType} from '../protocol/messages.js'
@@ -62,7 +62,10 @@ export function createRouter(deps: RouterDeps): RequestHandler {
     const blockers = new Set(await store.listBlockers(username))
     return (other: string) => !blockers.has(other)
   }
-  const publicKeyOf = async (username: string) => (await store.getUser(username))?.publicKey ?? null
+  // `||`: an empty stored key (a hand-edited row) counts as none.
+  const publicKeyOf = async (username: string) => (await store.getUser(username))?.publicKey || null
+  /** The fingerprint users compare (`messenger whois`) of a stored key; the key itself if it does not decode. */
+  const fingerprintOf = (publicKey: string) => fingerprintOfKey(publicKey) ?? publicKey
 
   const handlers: {[K in RequestType]: Handler<K>} = {
     async hello(connection, request) {
@@ -150,27 +153,22 @@ export function createRouter(deps: RouterDeps): RequestHandler {
     async setkey(connection, request) {
       const session = requireSession(connection)
       const {username} = session
-      const keyNow = async () => {
-        const user = await store.getUser(username)
-        if (!user) throw errors.noSuchUser(username)
-        return user.publicKey || null
-      }
       // One key per account: a profile with another key (another machine, a lost profile) takes
       // it over only when asked to, and the sessions on the old key end (they could open nothing).
-      const current = await keyNow()
+      const current = await publicKeyOf(username)
       const replacing = current !== null && current !== request.publicKey
       if (replacing && !request.replace) throw errors.keyInUse(fingerprintOf(current))
       // Compare-and-set: a takeover committed since the read (on another node) is not undone. Lost
       // to a session of this same profile (the same key), it is done all the same.
       if (current !== request.publicKey && !(await store.setPublicKey(username, request.publicKey, current))) {
-        const winner = await keyNow()
+        const winner = await publicKeyOf(username)
         if (winner !== request.publicKey) throw errors.keyInUse(fingerprintOf(winner ?? ''))
       }
       rendezvous.register(session, request.publicKey)
       // A takeover committed since our write passed this session over (it had no key yet): it ends
       // here. Else the key is ours, and the sessions on any other key end (here; the other nodes
       // each read the key themselves, so a later takeover's sessions are never ended by ours).
-      const confirmed = await keyNow()
+      const confirmed = await publicKeyOf(username)
       if (confirmed !== request.publicKey) {
         rendezvous.unregister(session)
         const replaced = errors.keyReplaced()
@@ -267,10 +265,4 @@ export function endSession(services: Pick<RouterDeps, 'presence' | 'rendezvous' 
 function requireSession(connection: Connection): ConnectionSession {
   if (!connection.session) throw errors.notAuthenticated()
   return connection.session
-}
-
-/** The fingerprint users compare (`messenger whois`) of a stored base64 key. */
-function fingerprintOf(publicKey: string): string {
-  const key = decodeKey(publicKey)
-  return key ? keyFingerprint(key) : publicKey
 }
