@@ -2,7 +2,7 @@
 // `npm run bench [-- scenario...]`: runs the scenarios against a real server process, prints a
 // table (stdout) and merges the figures into bench/results/latest.json. Progress goes to stderr.
 // Environment: BENCH_PROFILE=1 writes a CPU profile of each server to bench/profiles/<scenario>-server/;
-// BENCH_STORE=redis://127.0.0.1:6379/0 runs the servers on Redis instead of SQLite (figures kept as
+// BENCH_STORE=redis://127.0.0.1:6379/15 runs the servers on Redis instead of SQLite (figures kept as
 // <scenario>@redis; each server uses a fresh key prefix and leaves its keys: use a scratch db);
 // BENCH_SESSIONS, BENCH_RELAY_PAIRS, BENCH_DRAIN_MESSAGES, BENCH_FILE_MIB, ... scale scenarios down;
 // BENCH_RELAY_PACED_RATE sets the relay's paced phase (msgs/s) instead of half the sustained rate.

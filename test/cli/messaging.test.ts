@@ -2,7 +2,7 @@ import sinon from 'sinon'
 import {describe, expect, it} from 'vitest'
 import {runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
 import {makeUser} from '../helpers/messaging.js'
-import {connectClient, registerAndLogin, sqliteStoreIn, startTestServer} from '../helpers/server.js'
+import {connectClient, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 
 /** The base64 of `b64`'s bytes with the first bit flipped: a box tampered with on the way. */
 function flipFirstBit(b64: string): string {
@@ -258,8 +258,7 @@ describe('messaging through the CLI', () => {
     // The server in this process, so the fault can be put on its store: every stored box gets a bit flipped.
     const {store, dir} = await sqliteStoreIn('messenger-cli-tamper-')
     const {address} = await startTestServer({store, dataDir: dir})
-    const registrar = await connectClient(address)
-    await registerAndLogin(registrar, 'alice', PASSWORDS.alice)
+    await (await connectClient(address)).register('alice', PASSWORDS.alice)
     const alice = {MESSENGER_HOME: tempDir('home-alice-'), MESSENGER_SERVER: address}
     const login = await runCli(['login', 'alice', '--password-stdin'], {env: alice, input: `${PASSWORDS.alice}\n`})
     expect(login.code, login.stderr).toBe(0)

@@ -1,6 +1,6 @@
 import {setImmediate as nextTurn} from 'node:timers/promises'
 import {onTestFinished} from 'vitest'
-import {MessengerClient} from '../../src/client/client.js'
+import {MessengerClient, type MessengerClientOptions} from '../../src/client/client.js'
 import type {DeliveryEngine, DeliveryEvents, ReceivedMessage} from '../../src/client/delivery.js'
 import type {LocalHistory} from '../../src/client/history.js'
 import type {Keyring} from '../../src/client/keyring.js'
@@ -106,6 +106,8 @@ export interface UserOptions {
   publishKey?: boolean
   /** Take the account's key over from another profile (setkey replace): a user moving to a new machine. */
   replaceKey?: boolean
+  /** Client options (a reconnecting client, as chat and listen have). */
+  client?: Partial<Omit<MessengerClientOptions, 'server'>>
   /** How often the inbox looks for a pin changed by another process while it holds messages (engine default 1 s). */
   heldRecheckMs?: number
 }
@@ -158,7 +160,7 @@ export async function loginUser(address: string, username: string, options: User
 
 async function signIn(address: string, username: string, options: UserOptions, register: boolean): Promise<TestUser> {
   const profileDir = options.profileDir ?? (await makeTempDir(`messenger-profile-${username}-`))
-  const client = new MessengerClient({server: address})
+  const client = new MessengerClient({...options.client, server: address})
   const pushes = new EventLog<Push>(`${username} pushes`)
   const deliveries = new EventLog<DeliverPush>(`${username} deliver pushes`)
   client.on('push', (push) => {

@@ -1,18 +1,17 @@
 import nacl from 'tweetnacl'
 import {join} from 'node:path'
 import sinon from 'sinon'
-import {describe, expect, it, onTestFinished, vi} from 'vitest'
+import {describe, expect, it, vi} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {openHistory} from '../../src/client/history.js'
-import {MessengerClient} from '../../src/client/client.js'
 import {encodeKey} from '../../src/crypto/identity.js'
 import {MessengerError} from '../../src/protocol/errors.js'
-import {HISTORY_FILE, openMessaging} from '../../src/client/session.js'
+import {HISTORY_FILE} from '../../src/client/session.js'
 import type {PresencePush} from '../../src/protocol/messages.js'
 import type {ServerOptions} from '../../src/server/server.js'
 import type {SqliteStore} from '../../src/store/sqlite/sqlite-store.js'
 import {eventually, loginUser, makeOfflineUser, makeUser, type UserOptions} from '../helpers/messaging.js'
-import {DEFAULT_PASSWORD, expectCode, makeTempDir, nextPresence, sqliteStoreIn, startTestServer} from '../helpers/server.js'
+import {expectCode, nextPresence, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 import {tcpGate} from '../helpers/tcp-gate.js'
 
 /** Groups, blocking, broadcast and key pinning, end to end over real sockets and a real SQLite store. */
@@ -480,16 +479,7 @@ async function bobWhoseNextKeyWriteRaces(when: 'before' | 'after') {
  * takes the key over from the profile that registered bob.
  */
 async function reconnectingBob(address: string) {
-  const client = new MessengerClient({server: address, reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
-  const session = openMessaging(client, await makeTempDir('messenger-profile-bob-old-'), {me: 'bob'})
-  onTestFinished(async () => {
-    await client.close()
-    await session.close()
-  })
-  await client.connect()
-  await client.login('bob', DEFAULT_PASSWORD, {online: true})
-  await session.engine.publishKey({replace: true})
-  return {client, session}
+  return loginUser(address, 'bob', {replaceKey: true, client: {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}}})
 }
 
 describe('messaging: one key per account', () => {
@@ -580,9 +570,9 @@ describe('messaging: one key per account', () => {
   })
 
   it('a key re-publish after a reconnect that gets no answer is tried again until it lands', async () => {
-    const {port} = await startTestServer()
+    const {port, address} = await startTestServer()
     const gate = await tcpGate(port)
-    await makeOfflineUser(`127.0.0.1:${port}`, 'bob')
+    await makeOfflineUser(address, 'bob')
     const {client} = await reconnectingBob(`127.0.0.1:${gate.port}`)
     // The first setkey after the reconnect is lost (the fault); the others go through.
     const request = sinon.stub(client, 'request').callThrough()
@@ -599,15 +589,15 @@ describe('messaging: one key per account', () => {
   })
 
   it('a session that comes back after its key was taken over stops with KEY_IN_USE (relay only, no direct path)', async () => {
-    const {port} = await startTestServer({retryInitialMs: 60_000})
+    const {port, address} = await startTestServer({retryInitialMs: 60_000})
     // A gate in front of the server holds the old machine's reconnect until the takeover is done.
     const gate = await tcpGate(port)
-    await makeOfflineUser(`127.0.0.1:${port}`, 'bob')
+    await makeOfflineUser(address, 'bob')
     const {client} = await reconnectingBob(`127.0.0.1:${gate.port}`)
     // Cut off; while it is away, another profile takes the key over.
     gate.cut()
     await gate.held
-    await loginUser(`127.0.0.1:${port}`, 'bob', {replaceKey: true})
+    await loginUser(address, 'bob', {replaceKey: true})
     const stopped = new Promise<{code: string}>((resolve) => client.on('disconnected', ({error}) => error.code !== 'CONNECTION_CLOSED' && resolve(error)))
     gate.release()
     expect(await stopped).toMatchObject({code: 'KEY_IN_USE'})
