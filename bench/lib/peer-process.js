@@ -5,7 +5,10 @@
 import {fork} from 'node:child_process'
 import {onCleanup, withTimeout} from './util.js'
 
-/** Forks `script`, sends it the job and waits until it is ready. `stop()` asks it to exit (SIGKILL after 5 s). */
+/**
+ * Forks `script`, sends it the job and waits until it is ready. `ready` is the child's ready message
+ * (whatever it reported with it). `stop()` asks it to exit (SIGKILL after 5 s).
+ */
 export async function forkPeer(script, job, what = 'the peer') {
   const child = fork(script, [], {stdio: ['ignore', 'inherit', 'inherit', 'ipc']})
   let exited = false
@@ -22,9 +25,9 @@ export async function forkPeer(script, job, what = 'the peer') {
   }
   stop.sync = kill
   const cleanup = onCleanup(stop)
-  await withTimeout(
+  const ready = await withTimeout(
     new Promise((resolve, reject) => {
-      child.on('message', (m) => (m.type === 'ready' ? resolve() : m.type === 'failed' ? reject(new Error(`${what} failed: ${m.message}`)) : undefined))
+      child.on('message', (m) => (m.type === 'ready' ? resolve(m) : m.type === 'failed' ? reject(new Error(`${what} failed: ${m.message}`)) : undefined))
       void gone.then(() => reject(new Error(`${what} exited before it was ready`)))
       child.send({type: 'open', ...job})
     }),
@@ -49,5 +52,5 @@ export async function forkPeer(script, job, what = 'the peer') {
     child.send(message)
     return answer
   }
-  return {child, next, ask, stop: cleanup}
+  return {child, next, ask, stop: cleanup, ready}
 }
