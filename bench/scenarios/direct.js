@@ -1,9 +1,13 @@
 // direct: one online pair with the direct path on both sides; encrypted, acknowledged messages
 // over UDP (engine.sendText with pathPreference 'direct'). Baseline in the same run: a raw
-// node:dgram ping-pong on 127.0.0.1, so the round trip is reported as a ratio.
+// node:dgram ping-pong on 127.0.0.1, so the round trip is reported as a ratio; and the same
+// ping-pong with the message and the ack sealed and opened as every direct message's are (tweetnacl
+// box with a precomputed shared key, fresh nonces) and nothing stored: the floor that end-to-end
+// encryption alone puts under the ratio.
 // The recipient (bob) runs in a child process (direct-peer.js), the sender (alice) in this one:
 // two users are two processes. Throughput keeps 64 sendText calls in flight.
 import dgram from 'node:dgram'
+import nacl from 'tweetnacl'
 import {closeSync, fdatasyncSync, openSync, writeSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {encodeEnvelope} from '../../dist/client/envelope-codec.js'
@@ -31,6 +35,7 @@ export async function run() {
   // Baseline: raw UDP echo of a datagram the size of a sealed 180-byte message.
   const rawUdpSamples = await udpEcho(3_000, 300)
   const rawUdpP50Ms = percentile(rawUdpSamples, 50)
+  const sealedUdpP50Ms = percentile(await udpEcho(3_000, 300, true), 50)
   // Floor: the recipient acknowledges only once the message is on disk (DESIGN.md section 4), so
   // every round trip contains at least one fdatasync; measured here, on the same disk, for scale.
   const fsyncP50Ms = percentile(fdatasyncTimes(300), 50)
@@ -106,6 +111,8 @@ export async function run() {
     rttRatio: round(p50Ms / rawUdpP50Ms, 1),
     p50Ms: round(p50Ms, 3),
     rawUdpP50Ms: round(rawUdpP50Ms, 3),
+    sealedUdpP50Ms: round(sealedUdpP50Ms, 3),
+    sealedUdpRatio: round(sealedUdpP50Ms / rawUdpP50Ms, 1),
     fsyncP50Ms: round(fsyncP50Ms, 3),
     linkP50Ms: round(percentile(link, 50), 3),
     concurrency,
@@ -133,25 +140,47 @@ function fdatasyncTimes(samples) {
   return times
 }
 
-/** Sequential ping-pong between two UDP sockets in this process; round trips in ms. */
-async function udpEcho(samples, size) {
+/**
+ * Sequential ping-pong between two UDP sockets in this process; round trips in ms. `sealed`: the
+ * pinger seals the payload in a box with a fresh nonce, the echo opens it and answers with a sealed
+ * 22-byte ack (a msgId, as a direct ack carries), which the pinger opens; shared keys precomputed, as
+ * the keyring caches them. A lower bound: a real direct message is sealed twice (its box, then the
+ * datagram's) and carries its envelope.
+ */
+async function udpEcho(samples, size, sealed = false) {
   const echo = dgram.createSocket('udp4')
   const pinger = dgram.createSocket('udp4')
   await Promise.all([new Promise((r) => echo.bind(0, '127.0.0.1', r)), new Promise((r) => pinger.bind(0, '127.0.0.1', r))])
-  echo.on('message', (msg, rinfo) => echo.send(msg, rinfo.port, rinfo.address))
+  const shared = nacl.box.before(nacl.box.keyPair().publicKey, nacl.box.keyPair().secretKey)
+  const seal = (plain) => {
+    const nonce = nacl.randomBytes(nacl.box.nonceLength)
+    return Buffer.concat([nonce, nacl.box.after(plain, nonce, shared)])
+  }
+  const open = (datagram) => {
+    const plain = nacl.box.open.after(datagram.subarray(nacl.box.nonceLength), datagram.subarray(0, nacl.box.nonceLength), shared)
+    if (!plain) throw new Error('a sealed echo did not open')
+    return plain
+  }
+  const ack = new Uint8Array(22).fill(3)
+  echo.on('message', (msg, rinfo) => {
+    if (sealed) open(msg)
+    echo.send(sealed ? seal(ack) : msg, rinfo.port, rinfo.address)
+  })
   const port = echo.address().port
-  const payload = Buffer.alloc(size, 7)
+  // Sealed: a plaintext that makes a datagram of `size` bytes with its nonce and authenticator.
+  const payload = sealed ? new Uint8Array(size - nacl.box.nonceLength - nacl.box.overheadLength).fill(7) : Buffer.alloc(size, 7)
   const times = []
   try {
     for (let i = 0; i < samples + 200; i++) {
       const t = performance.now()
       await new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('raw UDP echo lost a datagram on loopback')), 1_000)
-        pinger.once('message', () => {
+        const timer = setTimeout(() => reject(new Error('a UDP echo lost a datagram on loopback')), 1_000)
+        pinger.once('message', (reply) => {
           clearTimeout(timer)
+          if (sealed) open(reply)
           resolve()
         })
-        pinger.send(payload, port, '127.0.0.1')
+        pinger.send(sealed ? seal(payload) : payload, port, '127.0.0.1')
       })
       if (i >= 200) times.push(performance.now() - t)
     }
@@ -167,6 +196,7 @@ export function rows(r) {
     {figure: 'direct msgs/s', value: r.msgsPerSec, target: `>= ${target.msgsPerSec}`, met: r.msgsPerSec >= target.msgsPerSec},
     {figure: 'p50 round trip ms (sendText)', value: r.p50Ms, target: '', met: null},
     {figure: 'raw UDP echo p50 ms', value: r.rawUdpP50Ms, target: '(baseline)', met: null},
+    {figure: 'sealed UDP echo p50 ms (tweetnacl both ways, nothing stored)', value: `${r.sealedUdpP50Ms} (${r.sealedUdpRatio}x)`, target: '(floor)', met: null},
     {figure: 'fdatasync p50 ms (recipient stores before acking)', value: r.fsyncP50Ms, target: '(floor)', met: null},
     {figure: 'p50 / raw UDP p50', value: `${r.rttRatio}x`, target: `<= ${target.rttRatio}x`, met: r.rttRatio <= target.rttRatio},
   ]
