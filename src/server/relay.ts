@@ -1,7 +1,7 @@
 import type {Logger} from 'pino'
 import {MessengerError, errors, type ErrorCode} from '../protocol/errors.js'
 import type {DeliverPush, Push, Request, Results} from '../protocol/messages.js'
-import type {Membership, ReceiptRecord, SendBuckets, Store, StoredMessage} from '../store/store.js'
+import type {AckStatus, Membership, ReceiptRecord, SendBuckets, Store, StoredMessage} from '../store/store.js'
 import type {ConnectionSession} from './connection.js'
 import type {ForwardOrigin} from './cluster.js'
 import type {Hub} from './hub.js'
@@ -9,6 +9,8 @@ import {backoffMs} from '../util/backoff.js'
 import {setNewest} from '../util/bounded.js'
 import {DEFAULTS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
+import {randomId} from '../crypto/random-pool.js'
+import {UnsettledAcks, type Settlement} from './unsettled-acks.js'
 
 export interface RelayOptions {
   store: Store
@@ -92,6 +94,9 @@ const FORWARD_QUEUE_LIMIT = 2 * 1024 * 1024
 /** Sender-recipient pairs whose last forwarding session is remembered (a transfer needs one each). */
 const MAX_FORWARDERS = 10_000
 
+/** Failed ack deletions held for retry; each holds at most LIMITS.ackIds ids. */
+const MAX_UNSETTLED_ACKS = 1_000
+
 /** Pushes of a copy without an ack (about 7 s at the default backoff) before it is parked out of the window. */
 const PARK_AFTER_ATTEMPTS = 4
 
@@ -115,6 +120,8 @@ export class Relay {
   forwarded = 0
   /** "from\nto" -> where `from`'s session that last forwarded a frame to `to` is (node, connection); oldest first, bounded. */
   private readonly lastForwarder = new Map<string, ForwardOrigin>()
+  /** Ack deletions the store failed, retried by retryDue. */
+  private readonly unsettled: UnsettledAcks
 
   constructor(private readonly o: RelayOptions) {
     // 2,000 short texts in flight kept a drain's pipe full where 500 left it idle between acks
@@ -127,6 +134,13 @@ export class Relay {
     // The store's buckets: with several nodes on one Redis a user's rate is counted once, whichever
     // nodes their sessions are on (a flooder cannot multiply it by opening a session per node).
     this.limiter = o.store.sendBuckets({...sendRate, now: o.now})
+    this.unsettled = new UnsettledAcks({
+      retry: async (s) => this.settled(s.username, s.msgIds, await o.store.ackMessages(s.username, s.msgIds, s.ts, s.status, s.batchId)),
+      now: o.now,
+      delays: {initial: o.retryInitialMs, max: o.retryMaxMs},
+      max: MAX_UNSETTLED_ACKS,
+      onGiveUp: (s) => o.logger.warn({to: s.username, messages: s.msgIds.length}, 'too many acks failed in the store; these copies wait for the recipient\'s next login'),
+    })
   }
 
   /** A flood from one user is slowed here; everyone else is unaffected. Copies count, not requests. */
@@ -309,11 +323,29 @@ export class Relay {
           )
         : undefined
     const ts = now()
+    const settlement = (ids: string[], status: AckStatus): Settlement => ({username, msgIds: ids, ts, status, batchId: randomId()})
+    // A deletion the store fails is held and tried again (UnsettledAcks): the client will not ack
+    // these again, and their senders are owed a receipt.
+    const settle = async (ids: string[], status: AckStatus): Promise<ReceiptRecord[]> => {
+      const s = settlement(ids, status)
+      try {
+        return await store.ackMessages(username, ids, ts, status, s.batchId)
+      } catch (error) {
+        this.unsettled.add(s)
+        throw error
+      }
+    }
     const deleteBoth = async (): Promise<ReceiptRecord[]> => {
-      const delivered = msgIds.length > 0 ? await store.ackMessages(username, msgIds, ts) : []
+      let delivered: ReceiptRecord[] = []
+      try {
+        delivered = msgIds.length > 0 ? await settle(msgIds, 'delivered') : []
+      } catch (error) {
+        if (unreadable.length > 0) this.unsettled.add(settlement(unreadable, 'unreadable'))
+        throw error
+      }
       // Stored with its deletion: pushed even if the unreadable half fails.
       this.pushReceipts(delivered)
-      return unreadable.length > 0 ? store.ackMessages(username, unreadable, ts, 'unreadable') : []
+      return unreadable.length > 0 ? settle(unreadable, 'unreadable') : []
     }
     const deleting = msgIds.length > 0 || unreadable.length > 0 ? deleteBoth() : undefined
     admit()
@@ -324,15 +356,19 @@ export class Relay {
     const settled = unreadable.length > 0 ? [...msgIds, ...unreadable] : msgIds
     // The client has these on its disk: they leave the window now, and the window is refilled
     // while the deletions commit (a draining session would otherwise idle through each commit).
-    // Should a deletion fail, the copy is pushed again at the next login and shown once.
+    // Should a deletion fail, it is tried again until the store takes it.
     this.dropInFlight(username, settled)
     const [receiptsAck, deletion] = await Promise.allSettled([receiptsDone, deleting])
     if (deletion.status === 'rejected') throw deletion.reason
-    // Every session of this user, on any node, may hold these in flight; one ack settles them all.
-    this.o.hub.acked(username, settled)
-    this.pushReceipts(deletion.value)
+    this.settled(username, settled, deletion.value)
     if (receiptsAck.status === 'rejected') throw receiptsAck.reason
     return {}
+  }
+
+  /** Copies of `username` were deleted: every session of the user, on any node, may hold them in flight; their senders hear it. */
+  private settled(username: string, msgIds: string[], receipts: ReceiptRecord[]): void {
+    this.o.hub.acked(username, msgIds)
+    this.pushReceipts(receipts)
   }
 
   /**
@@ -414,6 +450,7 @@ export class Relay {
 
   /** Called often by the server's sweeper: re-push copies whose ack is overdue. */
   retryDue(): void {
+    this.unsettled.retryDue()
     const now = this.o.now()
     for (const session of this.presence.sessions()) {
       const delivery = this.sessions.get(session)

@@ -167,8 +167,11 @@ export interface Store {
    * SQLite does both in one atomic, durable write, so a crash cannot leave a message delivered and
    * its sender unaware; Redis records the deletion for the receipts in the same script and stores
    * them right after, or at the recipient's next ack if the node died in between (see RedisStore).
+   * `batchId` names this deletion for a retry: a call that failed may still have been applied (Redis
+   * ran the script, then the connection dropped), and calling again with the same batchId returns
+   * the receipts that deletion recorded, stored once. Without one the store draws a fresh id.
    */
-  ackMessages(recipient: string, msgIds: string[], ts: number, status?: AckStatus): Promise<ReceiptRecord[]>
+  ackMessages(recipient: string, msgIds: string[], ts: number, status?: AckStatus, batchId?: string): Promise<ReceiptRecord[]>
   /**
    * Deletes copies whose expiresAt <= now (and forgets old msgIds) and stores their "expired"
    * receipts, as ackMessages does; returns those receipts.

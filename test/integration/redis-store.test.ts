@@ -369,6 +369,30 @@ describe.skipIf(!available)('RedisStore', () => {
         expect(await admin.exists(`${prefix}{u:bob}:unreceipted`)).toBe(0)
       })
 
+      it('an ack retried under the same batch id after its receipts failed (the node lives on) stores them at once, without waiting for the grace', async () => {
+        const prefix = `test:${randomUUID()}:`
+        const store = await open(prefix)
+        await withUsers(store, ['alice', 'bob'])
+        const m1 = message('alice', ['bob'])
+        await store.enqueueMessage(m1)
+        const pipeline = store.redis.pipeline.bind(store.redis)
+        store.redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
+          const p = pipeline(...args)
+          p.exec = () => Promise.reject(new Error('connection lost'))
+          return p
+        }) as typeof pipeline
+        await expect(store.ackMessages('bob', [m1.msgId], T0 + 1, 'delivered', 'batch-1')).rejects.toThrow('connection lost')
+        store.redis.pipeline = pipeline
+
+        // The copy is gone; the retry deletes nothing more but gets its own batch back, one second later.
+        const receipts = await store.ackMessages('bob', [m1.msgId], T0 + 1, 'delivered', 'batch-1')
+        expect(receipts).toEqual([expect.objectContaining({username: 'alice', by: 'bob', status: 'delivered', msgIds: [m1.msgId], ts: T0 + 1})])
+        expect((await store.pendingReceipts('alice', 10)).map((r) => r.receiptId)).toEqual(receipts.map((r) => r.receiptId))
+        expect(await admin.exists(`${prefix}{u:bob}:unreceipted`)).toBe(0)
+        // A third call finds nothing: stored once.
+        expect(await store.ackMessages('bob', [m1.msgId], T0 + 1, 'delivered', 'batch-1')).toEqual([])
+      })
+
       it('an unfinished batch keeps its status: an unreadable one finished by a later ack stays unreadable, and one recorded by an older node (no status) reads as delivered', async () => {
         const prefix = `test:${randomUUID()}:`
         const store = await open(prefix)

@@ -213,8 +213,10 @@ export class RedisStore implements Store {
    * in between leaves the record, and the recipient's next ack, on any node, stores those receipts
    * too (and returns them, to be pushed).
    */
-  async ackMessages(recipient: string, msgIds: string[], ts: number, status: AckStatus = 'delivered'): Promise<ReceiptRecord[]> {
-    const batches = await this.messaging.ack(recipient, msgIds, randomId(), ts, status)
+  async ackMessages(recipient: string, msgIds: string[], ts: number, status: AckStatus = 'delivered', batchId = randomId()): Promise<ReceiptRecord[]> {
+    // The script returns the batch recorded under batchId whatever its age, so a retry of a call whose
+    // script ran before the connection dropped gets its receipts back (receipt ids derive from it).
+    const batches = await this.messaging.ack(recipient, msgIds, batchId, ts, status)
     const receipts = batches.flatMap((b) => receiptsFor(b.copies, b.status, b.ts, (n) => `${b.batchId}-${n}`))
     await this.messaging.addReceipts(receipts)
     await this.messaging.receipted(recipient, batches.map((b) => b.batchId))
