@@ -11,6 +11,11 @@ import {Directory} from './directory.js'
 import {Keyring} from './keyring.js'
 import {timeOrderedId} from '../crypto/random-pool.js'
 import {Inbox} from './inbox.js'
+import {backoffMs} from '../util/backoff.js'
+
+/** Tries of a request the server failed with INTERNAL, and the waits between them (0.25 s doubling: 7.75 s in all). */
+const INTERNAL_TRIES = 6
+const INTERNAL_RETRY_MS = {initial: 250, max: 4_000}
 
 export interface DeliveryOptions {
   client: MessengerClient
@@ -394,12 +399,19 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /**
    * Sends a request; with a reconnecting client, a lost connection waits for the reconnect and
    * re-sends the same request. Safe for `send` because the server dedupes by msgId.
+   * INTERNAL (the server's store failed: Redis restarting, a disk error) is tried again a few times
+   * too, over about 8 s: such a send may have been stored all the same (Redis ran it, then the
+   * connection to it dropped), and the same msgId is the only way to learn so without a duplicate.
    */
   private async request<T extends RequestType>(type: T, params: RequestParams<T>): Promise<Results[T]> {
-    for (;;) {
+    for (let internal = 0; ; ) {
       try {
         return await this.o.client.request(type, params)
       } catch (error) {
+        if (error instanceof MessengerError && error.code === 'INTERNAL' && ++internal < INTERNAL_TRIES) {
+          await new Promise((resolve) => setTimeout(resolve, backoffMs(internal, INTERNAL_RETRY_MS)))
+          continue
+        }
         if (!(error instanceof MessengerError && RECONNECT_CURES.has(error.code) && this.o.client.reconnects)) throw error
         await this.o.client.waitUntilConnected()
       }

@@ -3,6 +3,7 @@ import {copyFile, readdir, readFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {Writable} from 'node:stream'
 import pino from 'pino'
+import sinon from 'sinon'
 import {describe, expect, it} from 'vitest'
 import {MAX_TEXT_BYTES} from '../../src/crypto/envelope.js'
 import {newMessageId} from '../../src/client/delivery.js'
@@ -261,6 +262,51 @@ describe('messaging: durability', () => {
     const revived = await startTestServer({dataDir: crashImage})
     const bob = await loginUser(revived.address, 'bob', {profileDir: bobProfile.profileDir})
     expect(await bob.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', seq: 1})
+  })
+})
+
+describe('messaging: store failures the sender would otherwise pay for', () => {
+  it('a send the store applied but reported failed (Redis ran it, then the connection dropped) is sent again under its msgId: stored once, not an error', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-store-blip-')
+    const {address} = await startTestServer({store, dataDir: dir})
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    const enqueue = sinon.stub(store, 'enqueueMessage')
+    enqueue.onFirstCall().callsFake(async (request) => {
+      await enqueue.wrappedMethod.call(store, request)
+      throw new Error('Connection is closed.')
+    })
+    enqueue.callThrough()
+
+    // Without the retry this rejected with INTERNAL while bob got the message: a user who then sent
+    // it again gave bob two.
+    const outcome = await alice.engine.sendText('bob', 'stored despite the error')
+    expect(enqueue.callCount).toBe(2)
+    expect(await bob.nextMessage()).toMatchObject({id: outcome.id, text: 'stored despite the error'})
+    await alice.settle()
+    await bob.settle()
+    expect(bob.messages.count((m) => m.text === 'stored despite the error')).toBe(1)
+    expect(alice.history.list({peer: 'bob'}).map((r) => [r.id, r.status])).toEqual([[outcome.id, expect.stringMatching(/^(sent|delivered)$/)]])
+  })
+
+  it('an ack whose deletion the store failed is tried again by the server: the sender hears "delivered" without the recipient acking again', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-ack-blip-')
+    // Redelivery and the recheck far off, so only the retry of the deletion can settle it.
+    const {address} = await startTestServer({store, dataDir: dir, retryInitialMs: 50, retryMaxMs: 60_000})
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice', {receiptWaitMs: 1})
+    const ack = sinon.stub(store, 'ackMessages')
+    ack.onFirstCall().rejects(new Error('disk I/O error'))
+    ack.callThrough()
+
+    const outcome = await alice.engine.sendText('bob', 'acked into a failing store')
+    expect(await bob.nextMessage()).toMatchObject({id: outcome.id})
+    expect(await alice.nextReceipt((r) => r.msgId === outcome.id)).toMatchObject({by: 'bob', status: 'delivered'})
+    expect(ack.callCount).toBe(2)
+    expect(ack.secondCall.args.slice(0, 2)).toEqual(['bob', [outcome.id]])
+    expect(await store.pendingMessages('bob', 0, 10)).toEqual([])
+    // bob acked once; the server did the rest.
+    expect(bob.deliveries.count((d) => d.msgId === outcome.id)).toBe(1)
   })
 })
 
