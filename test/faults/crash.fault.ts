@@ -2,10 +2,10 @@ import tls from 'node:tls'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {MessengerClient} from '../../src/client/client.js'
 import {loadServerTls} from '../../src/crypto/tls.js'
-import {MessengerError} from '../../src/protocol/errors.js'
 import {answerLikeAServer} from '../helpers/fake-server.js'
 import {makeTempDir} from '../helpers/server.js'
-import {faultUser, report, scaled, seededRandom, sleep, spawnServer, waitFor, withTimeout, type FaultUser, type ServerProcess} from './support.js'
+import {faultUser, report, scaled, seededRandom, sleep, spawnServer, type ServerProcess} from './support.js'
+import {expectDeliveredExactlyOnce, resendRejected, sendStorm} from './storm.js'
 
 /**
  * Crash: the server process is killed with SIGKILL at random moments while five senders push
@@ -21,14 +21,6 @@ const SENDERS = 5
 const PER_SENDER = scaled(2_000, 300)
 const KILLS = scaled({min: 3, max: 5}, {min: 2, max: 2})
 const SEED = Number(process.env.FAULTS_SEED ?? 20_240_606)
-
-interface Sent {
-  id: string
-  seq: number
-  from: string
-  to: string
-  text: string
-}
 
 describe('fault: server SIGKILLed while messages flow', () => {
   it(`${SENDERS} senders x ${PER_SENDER} messages, ${KILLS.min}-${KILLS.max} SIGKILLs: every acknowledged message arrives exactly once, in per-sender order`, async () => {
@@ -50,150 +42,32 @@ describe('fault: server SIGKILLed while messages flow', () => {
     // A short receipt wait: sendText resolves on the server's ack; the receipt is not what we test.
     const senders = await Promise.all(Array.from({length: SENDERS}, (_, i) => faultUser(address, `sender-${i + 1}`, {...fast, online: true, receiptWaitMs: 1})))
 
-    const acked: Sent[] = []
-    const rejected: Array<{from: FaultUser; to: string; text: string; error: string}> = []
-    let attempted = 0
-    let sendingDone = false
-
-    const sendAll = async (sender: FaultUser, index: number) => {
-      for (let k = 0; k < PER_SENDER; k++) {
-        const to = recipients[(k + index) % recipients.length]!
-        const text = `${sender.username} #${k} to ${to}`
-        attempted++
-        try {
-          const outcome = await sender.session.engine.sendText(to, text)
-          acked.push({id: outcome.id, seq: outcome.seq, from: sender.username, to, text})
-        } catch (error) {
-          rejected.push({from: sender, to, text, error: error instanceof MessengerError ? `${error.code}: ${error.message}` : String(error)})
-        }
-      }
-    }
-
-    // Kill points at random fractions of the total, so every kill lands while messages are in flight
-    // however fast this machine is; a little random jitter on top, and a random downtime.
-    const total = SENDERS * PER_SENDER
-    const killCount = KILLS.min + Math.floor(random() * (KILLS.max - KILLS.min + 1))
-    const killAt = Array.from({length: killCount}, () => Math.floor(total * (0.05 + 0.9 * random()))).sort((a, b) => a - b)
-    const kills: Array<{afterAttempts: number; ackedBefore: number; downMs: number}> = []
-    const killer = (async () => {
-      for (const point of killAt) {
-        await waitFor(() => attempted >= point || sendingDone, `progress to message ${point}`, 300_000, () => `attempted ${attempted}`)
-        if (sendingDone) return
-        await sleep(Math.floor(random() * 300))
-        const ackedBefore = acked.length
+    const storm = await sendStorm({
+      label: 'crash',
+      senders,
+      recipients,
+      perSender: PER_SENDER,
+      random,
+      crashes: KILLS,
+      maxDownMs: 500,
+      timeoutMs: scaled(300_000, 120_000),
+      crash: async (downMs) => {
         await server.kill9()
         if (server.child.signalCode !== 'SIGKILL') throw new Error(`the server was not killed by SIGKILL: ${server.output()}`)
-        const downMs = Math.floor(random() * 500)
         await sleep(downMs)
         server = await spawnServer({dataDir, port})
-        kills.push({afterAttempts: attempted, ackedBefore, downMs})
-      }
-    })()
-
-    const started = Date.now()
-    const sending = Promise.all(senders.map((s, i) => sendAll(s, i))).then(() => {
-      sendingDone = true
+      },
     })
-    // A failed restart fails the test at once; a send that never returns fails it with a reason.
-    await withTimeout(Promise.all([sending, killer]), scaled(300_000, 120_000), () => `sending (attempted ${attempted}, acked ${acked.length}, kills ${kills.length})`)
-    const sendMs = Date.now() - started
-    report('crash: kills', kills)
-    report('crash: first pass', {attempted, acked: acked.length, rejected: rejected.length, sendMs, senderReconnects: senders.map((s) => s.reconnects)})
-    if (rejected.length > 0) report('crash: rejections (first 5)', rejected.slice(0, 5).map((r) => r.error))
-    expect(kills.length, `only ${kills.length} of ${killCount} kills happened while sending`).toBe(killCount)
 
     // The server is up for good now: whatever was refused is sent again (new sends, new ids).
-    const resent: Sent[] = []
-    for (const r of rejected) {
-      let lastError: unknown
-      for (let attempt = 0; attempt < 5; attempt++) {
-        try {
-          const outcome = await r.from.session.engine.sendText(r.to, r.text)
-          resent.push({id: outcome.id, seq: outcome.seq, from: r.from.username, to: r.to, text: r.text})
-          lastError = undefined
-          break
-        } catch (error) {
-          lastError = error
-          await sleep(200)
-        }
-      }
-      if (lastError) throw new Error(`re-sending "${r.text}" kept failing: ${String(lastError)}`)
-    }
-
-    const expected = [...acked, ...resent]
-    expect(expected).toHaveLength(total)
-    expect(new Set(expected.map((m) => m.id)).size, 'every send got its own msgId').toBe(total)
+    const resent = await resendRejected(storm.rejected)
+    const expected = [...storm.acked, ...resent]
+    expect(expected).toHaveLength(SENDERS * PER_SENDER)
 
     // The offline recipients come online and drain their queues.
     const drained = await Promise.all(offlineProfiles.map((p) => faultUser(address, p.username, {register: false, online: true, profileDir: p.profileDir, ...fast})))
-    const everyone = [...onlineRecipients, ...drained]
-
-    const expectedBy = new Map(everyone.map((u) => [u.username, expected.filter((m) => m.to === u.username)]))
-    const missing = () =>
-      everyone
-        .map((u) => {
-          const got = new Set(u.messages.items.map((m) => m.id))
-          const lacking = expectedBy.get(u.username)!.filter((m) => !got.has(m.id))
-          return lacking.length ? `${u.username} lacks ${lacking.length} (e.g. ${lacking[0]!.text})` : ''
-        })
-        .filter(Boolean)
-        .join('; ')
-    await waitFor(() => missing() === '', 'every acknowledged message reaching its recipient', scaled(180_000, 60_000), missing, 100)
-    // Let acks settle and any stray redelivery (retry after 1 s) come in before counting.
-    for (const u of [...everyone, ...senders]) await u.client.ping()
-    await sleep(1_500)
-
-    const sentById = new Map(expected.map((m) => [m.id, m]))
-    for (const user of everyone) {
-      const got = user.messages.items
-      const mine = expectedBy.get(user.username)!
-      // Exactly once, by id and by content: a text twice under two ids would be a lost ack turned duplicate.
-      const ids = got.map((m) => m.id)
-      expect(new Set(ids).size, `${user.username}: the same msgId shown twice`).toBe(ids.length)
-      const unexpected = got.filter((m) => sentById.get(m.id)?.to !== user.username)
-      expect(
-        unexpected.map((m) => `${m.from}: ${m.text} (${m.id})`),
-        `${user.username} got messages whose send was not acknowledged or that were not for them (a rejected send that was stored anyway duplicates its re-send)`,
-      ).toEqual([])
-      const texts = got.map((m) => m.text)
-      expect(new Set(texts).size, `${user.username}: the same text delivered twice`).toBe(texts.length)
-      expect(got.length, `${user.username}: messages received`).toBe(mine.length)
-      for (const m of got) expect(m.text, `content of ${m.id}`).toBe(sentById.get(m.id)!.text)
-      // Local history agrees: one row per message.
-      const rows = user.session.history.list({limit: 1_000_000}).filter((r) => r.direction === 'in')
-      expect(rows.length, `${user.username}: rows in local history`).toBe(mine.length)
-
-      // Per-sender order: in arrival order, each sender's seqs only go up.
-      for (const sender of senders) {
-        const seqs = got.filter((m) => m.from === sender.username).map((m) => m.seq)
-        const outOfOrder = seqs.findIndex((seq, i) => i > 0 && seq <= seqs[i - 1]!)
-        expect(outOfOrder, `${user.username}: messages from ${sender.username} out of order at position ${outOfOrder}: ${seqs.slice(Math.max(0, outOfOrder - 3), outOfOrder + 3).join(', ')}`).toBe(-1)
-        // And the seqs are the ones the sender's acknowledged sends reported.
-        const sentSeqs = expected.filter((m) => m.from === sender.username && m.to === user.username).map((m) => m.seq)
-        expect([...seqs].sort((a, b) => a - b)).toEqual([...sentSeqs].sort((a, b) => a - b))
-      }
-    }
-    // And every sender learns it: the "delivered" receipt is stored in the deletion's transaction, so
-    // no kill can separate them, and receipts stored while a sender was cut off follow at its resume.
-    const notMarked = () =>
-      senders
-        .map((s) => {
-          const status = new Map(s.session.history.list({limit: 1_000_000}).map((row) => [row.id, row.status]))
-          const lacking = expected.filter((m) => m.from === s.username && status.get(m.id) !== 'delivered')
-          return lacking.length ? `${s.username}: ${lacking.length} not marked delivered (e.g. "${lacking[0]!.text}" is ${status.get(lacking[0]!.id)})` : ''
-        })
-        .filter(Boolean)
-        .join('; ')
-    await waitFor(() => notMarked() === '', 'a delivered receipt for every message at its sender', scaled(60_000, 30_000), notMarked, 100)
-
-    const redelivered = everyone.reduce((n, u) => n + u.deliveries.items.length - u.messages.items.length, 0)
-    report('crash: delivered', {
-      messages: everyone.map((u) => `${u.username}=${u.messages.items.length}`).join(' '),
-      redeliveriesDeduped: redelivered,
-      resent: resent.length,
-      recipientReconnects: onlineRecipients.map((u) => u.reconnects),
-      totalMs: Date.now() - started,
-    })
+    await expectDeliveredExactlyOnce({label: 'crash', recipients: [...onlineRecipients, ...drained], senders, expected, timeoutMs: scaled(180_000, 60_000), receiptTimeoutMs: scaled(60_000, 30_000)})
+    report('crash: after the storm', {resent: resent.length, recipientReconnects: onlineRecipients.map((u) => u.reconnects)})
     expect(server.alive(), server.output()).toBe(true)
   })
 

@@ -13,6 +13,10 @@ export interface RedisServer {
   dir: string
   /** Shuts the server down and removes its dir; safe to call more than once. */
   stop(): Promise<void>
+  /** SIGKILL, as a crash or an OOM kill would: nothing is flushed beyond what appendfsync already did. */
+  kill9(): Promise<void>
+  /** Starts it again on the same port and dir (it reloads its AOF); after kill9. */
+  restart(): Promise<void>
 }
 
 const BINARY = 'redis-server'
@@ -83,8 +87,8 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()))
 }
 
-async function startOnce(dir: string): Promise<RedisServer | {retry: string}> {
-  const port = await freePort()
+/** redis-server on `port` with `dir`, answering PING; `retry` when the port was taken meanwhile. */
+async function spawnRedis(dir: string, port: number): Promise<ChildProcess | {retry: string}> {
   const child = spawn(
     BINARY,
     ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--daemonize', 'no', '--loglevel', 'warning'],
@@ -108,6 +112,14 @@ async function startOnce(dir: string): Promise<RedisServer | {retry: string}> {
     await exited(child)
     throw new Error(`redis-server on port ${port} did not answer PING within ${START_TIMEOUT_MS} ms:\n${output}`)
   }
+  return child
+}
+
+async function startOnce(dir: string): Promise<RedisServer | {retry: string}> {
+  const port = await freePort()
+  const first = await spawnRedis(dir, port)
+  if ('retry' in first) return first
+  let child: ChildProcess = first
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
@@ -120,7 +132,17 @@ async function startOnce(dir: string): Promise<RedisServer | {retry: string}> {
     })()
     return stopping
   }
-  return {url: `redis://127.0.0.1:${port}/0`, port, dir, stop}
+  const kill9 = async () => {
+    child.kill('SIGKILL')
+    await exited(child)
+  }
+  const restart = async () => {
+    // The port was ours a moment ago; Redis binds with SO_REUSEADDR, so the old connections do not hold it.
+    const next = await spawnRedis(dir, port)
+    if ('retry' in next) throw new Error(`redis-server could not bind port ${port} again: ${next.retry}`)
+    child = next
+  }
+  return {url: `redis://127.0.0.1:${port}/0`, port, dir, stop, kill9, restart}
 }
 
 /**
