@@ -5,6 +5,7 @@ import {MAX_FILE_PAYLOAD} from '../transport/file-datagram.js'
 import {encodeFrame, FileFrameKind, peekTransferId, transferIdToHex} from '../transport/file-codec.js'
 import {
   FileReceiver,
+  type OfferLog,
   sendFile,
   type FrameTransport,
   type IncomingOffer,
@@ -16,7 +17,8 @@ import type {DirectFrame, PeerLink} from '../transport/peer-link.js'
 import type {MessengerClient} from './client.js'
 import type {DeliveryEngine, PathPreference} from './delivery.js'
 import type {Keyring} from './keyring.js'
-import {openBytes, sealBytes} from '../crypto/envelope.js'
+import {fileFrameDirectionMatches, openFileFrame, sealFileFrame} from '../crypto/envelope.js'
+import {rememberId} from '../util/bounded.js'
 
 /** A direct offer unanswered this long means the path died: fall back to the relay. */
 const DIRECT_OFFER_TIMEOUT_MS = 3_000
@@ -30,6 +32,20 @@ export interface FileHubOptions {
   keyring: Keyring
   /** Receiving is for online sessions (chat, listen); one-shot commands only send. */
   receive?: {downloadsDir: string; maxBytes: number}
+  /**
+   * The transfers taken, so that a replayed offer is refused even after a restart: the profile's
+   * history. Without it the receiver remembers them in memory only.
+   */
+  offerLog?: OfferLog
+}
+
+/** A file frame or offer dropped unread, reported once per transfer (as messages report theirs). */
+export interface FileDrop {
+  /** Who the relay or the path says sent it. */
+  from: string
+  /** Hex id of the transfer, when the frame showed one. */
+  transferId: string | null
+  reason: string
 }
 
 export interface SentFile {
@@ -44,7 +60,11 @@ export interface FileHubEvents {
   progress: [string, TransferProgress]
   received: [ReceivedFile]
   failed: [string, MessengerError]
+  dropped: [FileDrop]
 }
+
+/** Transfers whose dropped frames were reported lately: a transfer is thousands of frames, reported once. */
+const REPORTED_DROPS = 1_000
 
 /** Frames a sender must see (the receiver's answers), by kind byte; the rest go to the receiver. */
 const ANSWERS = new Set<number>([FileFrameKind.ACCEPT, FileFrameKind.REJECT, FileFrameKind.SACK, FileFrameKind.DONE])
@@ -61,15 +81,18 @@ interface DirectPeer {
 /**
  * Files between users: straight over the UDP link when a direct path answers, else streamed
  * through the server relay while both are online (the server stores nothing). Either way every
- * frame is sealed end to end; the transfer engine adds reliability, and the receiver checks the
+ * frame is sealed end to end and bound to its direction (a relayed frame seals its sender's and
+ * recipient's names, a direct one authenticates the sender's key in its header), and the receiver
+ * takes each transfer once; the transfer engine adds reliability, and the receiver checks the
  * SHA-256 of the whole file.
  */
 export class FileHub extends EventEmitter<FileHubEvents> {
   private link: PeerLink | undefined
   private readonly receiver: FileReceiver | undefined
   private readonly outgoing = new Map<string, OutgoingTransfer>()
-  /** Relay frames that could not be sealed, opened or forwarded. */
+  /** Frames that could not be sealed, opened or forwarded, relay frames sealed for another direction, and replayed offers. */
   dropped = 0
+  private readonly reportedDrops = new Set<string>()
   private lastDirect: DirectPeer | undefined
 
   constructor(private readonly o: FileHubOptions) {
@@ -82,6 +105,11 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         onProgress: (id, progress) => this.emit('progress', id, progress),
         onComplete: (file) => this.emit('received', file),
         onError: (id, error) => this.emit('failed', id, error),
+        onReplay: ({transferId, peer, reason}) => {
+          this.dropped++
+          this.report({from: peer, transferId, reason})
+        },
+        ...(o.offerLog ? {offerLog: o.offerLog} : {}),
       })
     }
     o.client.on('push', (push) => {
@@ -218,15 +246,31 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       const info = await this.o.engine.lookup(push.from)
       const peerKey = info.publicKey ? this.o.keyring.verify(push.from, info.publicKey) : null
       const sealed = Buffer.from(push.data, 'base64')
-      const frame = peerKey ? openBytes(this.o.keyring.sharedKeys, peerKey, sealed) : null
-      if (!frame || !peerKey) {
+      const opened = peerKey ? openFileFrame(this.o.keyring.sharedKeys, peerKey, sealed) : null
+      const me = this.o.client.user?.username
+      if (!opened || !peerKey || !me) {
         this.dropped++
         return
       }
-      if (!this.routeAnswer(frame)) this.receiver?.handle(frame, this.relayTransport(push.from, peerKey), push.from)
+      // Sealed for another direction: handed back to its own sender as if its recipient had sent it
+      // (it opens: one shared key serves both directions of a pair), or otherwise re-addressed. Only
+      // a server that altered the forward produces one.
+      if (!fileFrameDirectionMatches(opened, {from: push.from, to: me})) {
+        this.dropped++
+        const id = peekTransferId(opened.frame)
+        this.report({from: push.from, transferId: id ? transferIdToHex(id) : null, reason: 'sealed for another direction (reflected or re-addressed on the way)'})
+        return
+      }
+      if (!this.routeAnswer(opened.frame)) this.receiver?.handle(opened.frame, this.relayTransport(push.from, peerKey), push.from)
     } catch {
       this.dropped++ // unknown sender, changed key: never a crash from the network
     }
+  }
+
+  /** Emits `dropped` once per sender and transfer. */
+  private report(drop: FileDrop): void {
+    if (rememberId(this.reportedDrops, `${drop.from}\u0000${drop.transferId ?? ''}`, REPORTED_DROPS)) return
+    this.emit('dropped', drop)
   }
 
   private directTransport(link: PeerLink, peerKey: Uint8Array, endpoint: Endpoint): FrameTransport {
@@ -237,7 +281,13 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     return {
       maxFrame: RELAY_FRAME_BYTES,
       send: (frame) => {
-        const data = sealBytes(this.o.keyring.sharedKeys, peerKey, frame).toString('base64')
+        // Signed in, or there is no relay to send through; read per frame, as a session may resume.
+        const from = this.o.client.user?.username
+        if (!from) {
+          this.dropped++
+          return
+        }
+        const data = sealFileFrame(this.o.keyring.sharedKeys, peerKey, {from, to}, frame).toString('base64')
         this.o.client.request('forward', {to, data}).catch(() => this.dropped++)
       },
     }

@@ -42,6 +42,17 @@ export const HISTORY_MIGRATIONS: readonly string[] = [
   `,
   // 2: MAX(seq) over outgoing messages stays an index lookup however long the history grows.
   `CREATE INDEX messages_direction_seq ON messages (direction, seq);`,
+  // 3: file transfers taken, by sender, so that a replayed offer is refused (transport/file-offers.ts);
+  // each kept only while an offer for it could still pass the receiver's clock check.
+  `
+  CREATE TABLE received_transfers (
+    peer        TEXT NOT NULL,
+    transfer_id TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (peer, transfer_id)
+  ) WITHOUT ROWID;
+  CREATE INDEX received_transfers_expires_at ON received_transfers (expires_at);
+  `,
 ]
 
 const ROLE: DatabaseRole = {
@@ -200,6 +211,9 @@ function prepareStatements(db: Database.Database) {
     latestAll: db.prepare<[number], MessageRow>(SELECT_LATEST.replace('%WHERE%', '')),
     latestPeer: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE peer = ? AND grp IS NULL')),
     latestGroup: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE grp = ?')),
+    hasTransfer: db.prepare<[string, string], number>('SELECT 1 FROM received_transfers WHERE peer = ? AND transfer_id = ?').pluck(),
+    addTransfer: db.prepare<[string, string, number]>('INSERT OR IGNORE INTO received_transfers (peer, transfer_id, expires_at) VALUES (?, ?, ?)'),
+    pruneTransfers: db.prepare<[number]>('DELETE FROM received_transfers WHERE expires_at < ?'),
   }
 }
 
@@ -236,7 +250,13 @@ export class LocalHistory {
     // Built once: better-sqlite3 builds four wrappers per db.transaction() call (seen in profiles
     // when a status changed per message).
     this.setStatusTx = db.transaction((id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null) => this.setStatusNow(id, status, seq, path)).immediate
+    this.addTransferTx = db.transaction((peer: string, transferId: string, expiresAt: number) => {
+      this.stmt.pruneTransfers.run(this.now())
+      return this.stmt.addTransfer.run(peer, transferId, expiresAt).changes === 1
+    }).immediate
   }
+
+  private readonly addTransferTx: (peer: string, transferId: string, expiresAt: number) => boolean
 
   private readonly setStatusTx: (id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null) => boolean
 
@@ -344,6 +364,20 @@ export class LocalHistory {
           ? this.stmt.latestPeer.all(peer, limit)
           : this.stmt.latestAll.all(limit)
     return rows.map(toEntry)
+  }
+
+  /** Whether `peer`'s file transfer `transferId` was taken before (an OfferLog, transport/file-offers.ts). */
+  hasTransfer(peer: string, transferId: string): boolean {
+    return this.stmt.hasTransfer.get(peer, transferId) !== undefined
+  }
+
+  /**
+   * Records `peer`'s file transfer `transferId` as taken until `expiresAt`, and lets expired ones go;
+   * false if it was recorded already (another process on this profile took it first). Committed
+   * before it returns, so that a replay after a crash is refused too.
+   */
+  addTransfer(peer: string, transferId: string, expiresAt: number): boolean {
+    return this.addTransferTx(peer, transferId, expiresAt)
   }
 
   /** Trust on first use; see PeerPins.checkPeerKey. */

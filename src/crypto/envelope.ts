@@ -225,3 +225,73 @@ export function openBytes(cache: SharedKeyCache, theirPublicKey: Uint8Array, sea
   if (sealed.length <= NONCE_BYTES) return null
   return nacl.box.open.after(sealed.subarray(NONCE_BYTES), sealed.subarray(0, NONCE_BYTES), cache.get(theirPublicKey))
 }
+
+/**
+ * Who a relayed file-transfer frame goes from and to (usernames), sealed inside it with the frame
+ * (protocol 5). The relay's `forward` names the sender outside the box; the recipient checks both
+ * against it and itself (fileFrameDirectionMatches). Without it a server could hand the frames alice
+ * sealed for bob back to alice as if bob had sent them (one shared key serves both directions of a
+ * pair, so they open for her too): her own receiver took her offer and data, saved her file "from
+ * bob", and its answers, reflected as well, told her sender that bob had the file.
+ */
+export interface FrameDirection {
+  /** The sender's username. */
+  from: string
+  /** The recipient's username. */
+  to: string
+}
+
+/** What openFileFrame finds: the direction sealed with the frame, and the frame (a view into the opened bytes). */
+export interface OpenedFileFrame extends FrameDirection {
+  frame: Uint8Array
+}
+
+/**
+ * First byte of a sealed file frame's plaintext. Not a file frame kind (1-7), so a frame sealed
+ * without a direction (protocol 4) never reads as one.
+ */
+const FILE_FRAME_PLAINTEXT_VERSION = 0x81
+
+/**
+ * Seals a file frame for the relay, bound to its direction: nonce || box of (version 0x81, length
+ * byte + UTF-8 `from`, length byte + UTF-8 `to`, the frame). Throws BAD_INPUT for a name beyond 255 bytes.
+ */
+export function sealFileFrame(cache: SharedKeyCache, theirPublicKey: Uint8Array, direction: FrameDirection, frame: Uint8Array): Buffer {
+  const from = encoder.encode(direction.from)
+  const to = encoder.encode(direction.to)
+  if (from.length > MAX_BINDING_FIELD_BYTES || to.length > MAX_BINDING_FIELD_BYTES) {
+    throw new MessengerError('BAD_INPUT', 'A username is too long to seal.')
+  }
+  const plain = new Uint8Array(3 + from.length + to.length + frame.length)
+  plain[0] = FILE_FRAME_PLAINTEXT_VERSION
+  plain[1] = from.length
+  plain.set(from, 2)
+  plain[2 + from.length] = to.length
+  plain.set(to, 3 + from.length)
+  plain.set(frame, 3 + from.length + to.length)
+  return sealBytes(cache, theirPublicKey, plain)
+}
+
+/**
+ * Opens what sealFileFrame made: the direction and the frame. Null when it does not open, or holds
+ * another version, a truncated header or a name that is not UTF-8. Never throws; the caller still
+ * checks the direction (fileFrameDirectionMatches).
+ */
+export function openFileFrame(cache: SharedKeyCache, theirPublicKey: Uint8Array, sealed: Uint8Array): OpenedFileFrame | null {
+  try {
+    const plain = openBytes(cache, theirPublicKey, sealed)
+    if (!plain || plain.length < 3 || plain[0] !== FILE_FRAME_PLAINTEXT_VERSION) return null
+    const fromEnd = 2 + plain[1]!
+    if (fromEnd >= plain.length) return null
+    const toEnd = fromEnd + 1 + plain[fromEnd]!
+    if (toEnd > plain.length) return null
+    return {from: decoder.decode(plain.subarray(2, fromEnd)), to: decoder.decode(plain.subarray(fromEnd + 1, toEnd)), frame: plain.subarray(toEnd)}
+  } catch {
+    return null
+  }
+}
+
+/** Whether an opened file frame was sealed for this direction: from the `forward`'s sender to us. */
+export function fileFrameDirectionMatches(opened: FrameDirection, expected: FrameDirection): boolean {
+  return opened.from === expected.from && opened.to === expected.to
+}

@@ -5,10 +5,16 @@
  * 4: a message box seals its msgId, sender and context (direct, group or broadcast) with the text,
  *    and the recipient checks them against the envelope; a box may be up to 769 bytes longer.
  *    `setkey.replace`: one key per account (KEY_IN_USE, KEY_REPLACED).
+ * 5: a file frame `forward`ed through the relay seals its sender's and recipient's usernames with
+ *    it, and the recipient checks them against the `forward` and itself; a file OFFER carries the
+ *    sender's send time, and a receiver takes each transfer once (REJECT codes STALE_OFFER, REPLAYED).
+ *    Direct-path datagrams (version 2, transport/datagram.ts) seal their direction in the nonce's
+ *    third byte, so one reflected to its own sender under the peer's key is dropped; version 1
+ *    datagrams are refused.
  * A client and a server of different versions refuse each other at `hello` (VERSION_MISMATCH); a
  * reconnecting client stops there rather than retrying. Redis nodes of one cluster run one version.
  */
-export const PROTOCOL_VERSION = 4 as const
+export const PROTOCOL_VERSION = 5 as const
 
 export const DEFAULTS = {
   host: '0.0.0.0',

@@ -7,7 +7,8 @@ import {MessengerError} from '../protocol/errors.js'
  *
  *   every frame   0 kind (FileFrameKind), 1..16 transfer id
  *   OFFER         17 size (uint64, <= 2^53 - 1), 25 sha256 (32), 57 chunkSize (uint32),
- *                 61 name length (uint8), 62.. name (UTF-8)
+ *                 61 sentAt (uint64, the sender's wall clock in ms since the epoch),
+ *                 69 name length (uint8), 70.. name (UTF-8)
  *   ACCEPT        nothing more
  *   REJECT        17 code length (uint8), code (printable ASCII), reason (UTF-8, rest of frame)
  *   DATA          17 index (uint32), 21 ts (float64, sender clock in ms), 29.. bytes (rest of frame)
@@ -49,7 +50,8 @@ const ID_END = 1 + TRANSFER_ID_BYTES
 export const DATA_OVERHEAD = ID_END + 4 + 8
 /** A SACK without its bitmap. */
 export const SACK_HEADER_BYTES = ID_END + 4 + 8
-const OFFER_HEADER_BYTES = ID_END + 8 + SHA256_BYTES + 4 + 1
+const OFFER_SENT_AT = ID_END + 8 + SHA256_BYTES + 4
+const OFFER_HEADER_BYTES = OFFER_SENT_AT + 8 + 1
 /** The largest OFFER, so a transport can check it fits. */
 export const MAX_OFFER_BYTES = OFFER_HEADER_BYTES + MAX_NAME_BYTES
 
@@ -62,6 +64,12 @@ export interface OfferFrame {
   size: number
   sha256: Uint8Array
   chunkSize: number
+  /**
+   * When the sender made the offer, by its wall clock (ms since the epoch, <= 2^53 - 1). A receiver
+   * refuses an offer too far from its own clock, so it need remember the transfers it took only that
+   * long to refuse them when they are replayed (file-offers.ts).
+   */
+  sentAt: number
 }
 export interface AcceptFrame {
   kind: 'accept'
@@ -143,11 +151,12 @@ export function encodeFrame(frame: FileFrame): Uint8Array {
       if (!Number.isSafeInteger(frame.size) || frame.size < 0) throw bad('size must be an integer from 0 to 2^53 - 1')
       if (!(frame.sha256 instanceof Uint8Array) || frame.sha256.length !== SHA256_BYTES) throw bad('sha256 must be 32 bytes')
       if (!isUint32(frame.chunkSize) || frame.chunkSize === 0) throw bad('chunkSize must be a uint32 above 0')
+      if (!Number.isSafeInteger(frame.sentAt) || frame.sentAt < 0) throw bad('sentAt must be an integer from 0 to 2^53 - 1')
       const {bytes, view} = start(OFFER_HEADER_BYTES + name.length, FileFrameKind.OFFER, frame.transferId)
-      view.setUint32(ID_END, Math.floor(frame.size / 2 ** 32))
-      view.setUint32(ID_END + 4, frame.size % 2 ** 32)
+      setUint53(view, ID_END, frame.size)
       bytes.set(frame.sha256, ID_END + 8)
       view.setUint32(ID_END + 8 + SHA256_BYTES, frame.chunkSize)
+      setUint53(view, OFFER_SENT_AT, frame.sentAt)
       bytes[OFFER_HEADER_BYTES - 1] = name.length
       bytes.set(name, OFFER_HEADER_BYTES)
       return bytes
@@ -195,6 +204,18 @@ export function encodeFrame(frame: FileFrame): Uint8Array {
   }
 }
 
+/** Writes an integer from 0 to 2^53 - 1 (the caller checked it) as a uint64. */
+function setUint53(view: DataView, offset: number, value: number): void {
+  view.setUint32(offset, Math.floor(value / 2 ** 32))
+  view.setUint32(offset + 4, value % 2 ** 32)
+}
+
+/** Reads a uint64; null above 2^53 - 1, which a number cannot hold exactly. */
+function getUint53(view: DataView, offset: number): number | null {
+  const high = view.getUint32(offset)
+  return high > 0x1f_ffff ? null : high * 2 ** 32 + view.getUint32(offset + 4)
+}
+
 /**
  * Writes a DATA header into the first DATA_OVERHEAD bytes of `target`, so the sender can read file
  * bytes straight into `target.subarray(DATA_OVERHEAD)` and send without copying.
@@ -231,16 +252,16 @@ export function decodeFrame(frame: Uint8Array): FileFrame | null {
   switch (frame[0]) {
     case FileFrameKind.OFFER: {
       if (frame.length < OFFER_HEADER_BYTES) return null
-      const high = view.getUint32(ID_END)
-      if (high > 0x1f_ffff) return null
-      const size = high * 2 ** 32 + view.getUint32(ID_END + 4)
+      const size = getUint53(view, ID_END)
+      const sentAt = getUint53(view, OFFER_SENT_AT)
+      if (size === null || sentAt === null) return null
       const chunkSize = view.getUint32(ID_END + 8 + SHA256_BYTES)
       if (chunkSize === 0) return null
       const nameLength = frame[OFFER_HEADER_BYTES - 1]!
       if (frame.length !== OFFER_HEADER_BYTES + nameLength) return null
       const name = text(frame.subarray(OFFER_HEADER_BYTES))
       if (name === null) return null
-      return {kind: 'offer', transferId, name, size, sha256: frame.subarray(ID_END + 8, ID_END + 8 + SHA256_BYTES), chunkSize}
+      return {kind: 'offer', transferId, name, size, sha256: frame.subarray(ID_END + 8, ID_END + 8 + SHA256_BYTES), chunkSize, sentAt}
     }
     case FileFrameKind.ACCEPT:
       return frame.length === ID_END ? {kind: 'accept', transferId} : null

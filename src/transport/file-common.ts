@@ -68,6 +68,13 @@ export const FILE_TRANSFER_DEFAULTS = {
   maxPerPeer: 2,
   /** Finished transfers remembered, so late duplicates get the same answer (DONE, REJECT or CANCEL). */
   rememberFinished: 1024,
+  /**
+   * An offer whose sealed send time is further than this from the receiver's clock, either way, is
+   * refused (REJECT code STALE_OFFER). What refuses a replayed offer is the receiver's log of the
+   * transfers it took (file-offers.ts); this bound only says how long the log must keep each one. A
+   * day, so that a clock wrong by hours (a time zone set wrong) still sends files.
+   */
+  offerClockSkewMs: 24 * 60 * 60 * 1000,
 } as const
 
 /** Chunk size for a transport: the largest DATA frame that fits. */

@@ -123,7 +123,9 @@ export class Sender {
     if (!sha256 || this.isClosed()) return
     this.sha256 = sha256
     const name = fitName(this.options.name ?? basename(this.options.file), MAX_NAME_BYTES)
-    this.offer = encodeFrame({kind: 'offer', transferId: this.id, name, size: reader.size, sha256, chunkSize: this.chunkSize})
+    // Stamped now, after hashing: the receiver checks the time against its clock (file-offers.ts).
+    const sentAt = Math.floor((this.options.clock ?? Date.now)())
+    this.offer = encodeFrame({kind: 'offer', transferId: this.id, name, size: reader.size, sha256, chunkSize: this.chunkSize, sentAt})
     const now = this.now()
     this.phase = 'offer'
     this.offerDeadline = now + this.offerTimeoutMs

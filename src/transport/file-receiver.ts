@@ -14,14 +14,16 @@ import {
 } from './file-codec.js'
 import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, type TransferProgress} from './file-common.js'
 import {type IncomingHost, IncomingTransfer, sendQuietly} from './file-incoming.js'
+import {checkOffer, MemoryOfferLog, type OfferLog, type OfferRefusal, takenBefore} from './file-offers.js'
 import {safeFileName} from './file-names.js'
 import {setNewest} from '../util/bounded.js'
 
 /*
  * The receiving side of file transfers: one FileReceiver takes the offers of every peer, refuses
  * those over its limits, routes each frame to its transfer (IncomingTransfer, file-incoming.ts,
- * which writes, acks, verifies and saves the file), and answers late duplicates of finished
- * transfers the way they ended.
+ * which writes, acks, verifies and saves the file), answers late duplicates of finished
+ * transfers the way they ended, and takes each transfer once: a replayed offer is refused
+ * (file-offers.ts).
  */
 
 export interface IncomingOffer {
@@ -52,6 +54,13 @@ export interface FileReceiverOptions {
   maxBytes: number
   /** Clock in ms; default performance.now. */
   now?: () => number
+  /** Wall clock in ms since the epoch, which offers' send times are checked against; default Date.now. */
+  clock?: () => number
+  /**
+   * The transfers taken, so that a replayed offer is refused (file-offers.ts). Give the profile's
+   * history, which outlives the process; default a MemoryOfferLog, which does not.
+   */
+  offerLog?: OfferLog
   /** A transfer that receives nothing for this long fails and its partial file is removed. Default 10 s. */
   idleTimeoutMs?: number
   /** Transfers received at once; further offers are refused (REJECT code BUSY). Default 8. */
@@ -65,6 +74,11 @@ export interface FileReceiverOptions {
   onComplete?: (file: ReceivedFile) => void
   /** FILE_TOO_LARGE (refused), FILE_CORRUPT (hash mismatch) or TRANSFER_FAILED (cancelled, idle, I/O). */
   onError?: (transferId: string, error: MessengerError) => void
+  /**
+   * An offer refused as a replay (taken before, or made too far from our clock), once per transfer.
+   * Not an onOffer: a replayed offer is no news to the user.
+   */
+  onReplay?: (info: {transferId: string; peer: string; reason: string}) => void
 }
 
 /**
@@ -74,6 +88,8 @@ export interface FileReceiverOptions {
  */
 export class FileReceiver {
   private readonly now: () => number
+  private readonly clock: () => number
+  private readonly offerLog: OfferLog
   private readonly host: IncomingHost
   private readonly active = new Map<string, IncomingTransfer>()
   /** Answers for finished transfers (DONE, REJECT or CANCEL), so late duplicates hear the same. */
@@ -86,6 +102,8 @@ export class FileReceiver {
     if (!(options.maxBytes >= 0)) throw new MessengerError('BAD_INPUT', 'FileReceiver needs maxBytes >= 0.')
     if (options.maxPerPeer !== undefined && !(options.maxPerPeer >= 1)) throw new MessengerError('BAD_INPUT', 'FileReceiver needs maxPerPeer >= 1.')
     this.now = options.now ?? (() => performance.now())
+    this.clock = options.clock ?? Date.now
+    this.offerLog = options.offerLog ?? new MemoryOfferLog(this.clock)
     this.host = {
       dir: resolve(options.downloadsDir),
       idleTimeoutMs: options.idleTimeoutMs ?? FILE_TRANSFER_DEFAULTS.idleTimeoutMs,
@@ -167,7 +185,7 @@ export class FileReceiver {
   }
 
   /** Calls a callback; what it throws is ignored, so a broken UI cannot wedge a transfer or leak a partial file. */
-  private emit<K extends 'onOffer' | 'onProgress' | 'onComplete' | 'onError'>(name: K, ...args: Parameters<NonNullable<FileReceiverOptions[K]>>): void {
+  private emit<K extends 'onOffer' | 'onProgress' | 'onComplete' | 'onError' | 'onReplay'>(name: K, ...args: Parameters<NonNullable<FileReceiverOptions[K]>>): void {
     const callback = this.options[name] as ((...a: typeof args) => void) | undefined
     try {
       callback?.(...args)
@@ -195,6 +213,19 @@ export class FileReceiver {
 
   private onOffer(offer: OfferFrame, hex: string, key: string, transport: FrameTransport, peer: string): void {
     const id = new Uint8Array(offer.transferId) // copy: the frame is not ours to keep
+    // Before the offer is announced: a replay is refused without a word to the user about a file.
+    let taken: boolean
+    try {
+      taken = this.offerLog.hasTransfer(peer, hex)
+    } catch (error) {
+      this.cannotRecord(key, id, hex, transport, peer, error)
+      return
+    }
+    const replayed = checkOffer(peer, offer.sentAt, this.clock(), taken)
+    if (replayed) {
+      this.refuseReplay(key, id, hex, transport, peer, replayed)
+      return
+    }
     const name = safeFileName(offer.name)
     const {size, chunkSize} = offer
     this.emit('onOffer', {transferId: hex, name, size, peer})
@@ -224,8 +255,33 @@ export class FileReceiver {
       this.emit('onError', hex, failed(`${peer} offered "${name}" in chunks of ${chunkSize} bytes, which is not supported; it was refused.`))
       return
     }
+    // Recorded last, so that an offer refused above costs no write. Atomic: of two sessions on one
+    // profile handed the same offer (the relay may push it to both), only one takes it.
+    let claimed: boolean
+    try {
+      claimed = this.offerLog.addTransfer(peer, hex, offer.sentAt + FILE_TRANSFER_DEFAULTS.offerClockSkewMs)
+    } catch (error) {
+      this.cannotRecord(key, id, hex, transport, peer, error)
+      return
+    }
+    if (!claimed) {
+      this.refuseReplay(key, id, hex, transport, peer, takenBefore(peer))
+      return
+    }
     const t = new IncomingTransfer(this.host, {key, id, hex, peer, transport, name, size, sha256: new Uint8Array(offer.sha256), chunkSize, chunks})
     this.active.set(key, t)
     t.start()
+  }
+
+  /** Refuses a replayed offer (now and to its duplicates, via `finished`) and reports it once. */
+  private refuseReplay(key: string, id: TransferId, hex: string, transport: FrameTransport, peer: string, refusal: OfferRefusal): void {
+    this.refuse(key, id, transport, refusal.code, refusal.reason)
+    this.emit('onReplay', {transferId: hex, peer, reason: refusal.report})
+  }
+
+  /** The log cannot be read or written (disk full, locked): refused, since a transfer taken unrecorded could be replayed. */
+  private cannotRecord(key: string, id: TransferId, hex: string, transport: FrameTransport, peer: string, error: unknown): void {
+    this.refuse(key, id, transport, 'TRANSFER_FAILED', 'The recipient cannot record the transfer.')
+    this.emit('onError', hex, failed(`Cannot record the transfer ${peer} offered: ${(error as Error)?.message ?? String(error)}.`, error))
   }
 }

@@ -19,6 +19,8 @@ export interface SendFileOptions {
   signal?: AbortSignal
   /** Clock in ms; default performance.now. */
   now?: () => number
+  /** Wall clock in ms since the epoch, for the offer's send time; default Date.now. */
+  clock?: () => number
   /** Give up (TIMEOUT) when no ACCEPT or REJECT arrives in this long. Default 15 s. */
   offerTimeoutMs?: number
   /** Give up (TRANSFER_FAILED) when nothing new is acknowledged for this long. Default 10 s. */

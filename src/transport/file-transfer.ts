@@ -26,6 +26,7 @@
  *   file-reader.ts      the sender's file: opening, hashing, reading ahead in batches into DATA frames
  *   file-congestion.ts  the sender's window, RTT estimate and loss recovery
  *   file-receiver.ts    FileReceiver: offers from every peer, routing frames, answers to late duplicates
+ *   file-offers.ts      taking each transfer once: the log of transfers taken, the offer's send time
  *   file-incoming.ts    one incoming transfer: partial file, acks, idle timer, verifying, saving
  *   file-writer.ts      the receiver's writes and running hash of the chunks
  */
@@ -34,3 +35,4 @@ export {chunkSizeFor, FILE_TRANSFER_DEFAULTS, type FrameTransport, type Transfer
 export {MAX_SAFE_NAME_BYTES, partialFileName, safeFileName} from './file-names.js'
 export {type OutgoingTransfer, sendFile, type SendFileOptions, type SendFileResult, type SenderStats} from './file-sender.js'
 export {FileReceiver, type FileReceiverOptions, type IncomingOffer, type ReceivedFile} from './file-receiver.js'
+export {MemoryOfferLog, type OfferLog} from './file-offers.js'

@@ -7,12 +7,13 @@ import {setImmediate as nextTurn} from 'node:timers/promises'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {MessengerClient} from '../../src/client/client.js'
 import type {PathPreference} from '../../src/client/delivery.js'
-import type {SentFile} from '../../src/client/files.js'
+import type {FileDrop, SentFile} from '../../src/client/files.js'
 import {openMessaging, type MessagingSession} from '../../src/client/session.js'
 import {encodeKey} from '../../src/crypto/identity.js'
 import type {MessengerError} from '../../src/protocol/errors.js'
 import type {MessengerServer} from '../../src/server/server.js'
-import {MAX_PAYLOAD} from '../../src/transport/datagram.js'
+import type {Relay} from '../../src/server/relay.js'
+import {DatagramType, MAX_PAYLOAD} from '../../src/transport/datagram.js'
 import {
   FileReceiver,
   sendFile,
@@ -59,6 +60,8 @@ interface FileUser {
   received: EventLog<ReceivedFile>
   failed: EventLog<FailedEvent>
   progress: EventLog<{id: string; progress: TransferProgress}>
+  /** Frames FileHub dropped and reported (sealed for another direction, replayed offers). */
+  dropped: EventLog<FileDrop>
   send(to: string, file: string, options?: {preference?: PathPreference; signal?: AbortSignal}): Promise<SentFile & {paths: string[]; progress: TransferProgress[]}>
   close(): Promise<void>
 }
@@ -74,6 +77,8 @@ interface FileUserOptions {
   oneShot?: boolean
   /** The profile (identity key, history); a fresh one by default. */
   profileDir?: string
+  /** An account registered before: signs in online without registering (as `listen` started again). */
+  existing?: boolean
 }
 
 /** Registers, logs in online, publishes the key, opens messaging with receiveFiles and starts the direct link. */
@@ -100,13 +105,15 @@ async function makeFileUser(address: string, username: string, options: FileUser
   const received = new EventLog<ReceivedFile>(`${username} received files`)
   const failed = new EventLog<FailedEvent>(`${username} failed transfers`)
   const progress = new EventLog<{id: string; progress: TransferProgress}>(`${username} receive progress`)
+  const dropped = new EventLog<FileDrop>(`${username} dropped file frames`)
   session.files.on('offer', (o) => offers.add(o))
+  session.files.on('dropped', (d) => dropped.add(d))
   session.files.on('received', (f) => received.add(f))
   session.files.on('failed', (id, error) => failed.add({id, error}))
   session.files.on('progress', (id, p) => progress.add({id, progress: p}))
 
   await client.connect()
-  if (!options.oneShot) await client.register(username, DEFAULT_PASSWORD)
+  if (!options.oneShot && !options.existing) await client.register(username, DEFAULT_PASSWORD)
   await client.login(username, DEFAULT_PASSWORD, {online: !options.oneShot})
   if (!options.oneShot) await session.engine.publishKey()
   const link = await session.startDirect()
@@ -124,6 +131,7 @@ async function makeFileUser(address: string, username: string, options: FileUser
     received,
     failed,
     progress,
+    dropped,
     async send(to, file, sendOptions = {}) {
       const paths: string[] = []
       const seen: TransferProgress[] = []
@@ -623,5 +631,173 @@ describe('the transfer engine over real UDP on loopback (what FileHub does not e
     expect(await listing(downloadsDir)).toEqual([])
     // The sender's own sends now throw (closed socket): it fails rather than hangs.
     expect(await within(senderOutcome, 2_000, 'still running')).toBe('TRANSFER_FAILED')
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// What a malicious relay, or an attacker on the direct path, can do with recorded file frames
+
+type ForwardArgs = Parameters<Relay['forward']>
+
+interface TappedForward {
+  from: string
+  to: string
+  /** base64 nonce + box, as the sender forwarded it. */
+  data: string
+  /** The forwarding session, so a replay can go through the real forward later. */
+  session: ForwardArgs[0]
+}
+
+/**
+ * Makes the server's relay a malicious one: every `forward` is recorded, and `policy` decides what
+ * becomes of it: passed on as an honest relay would, swallowed (the sender hears `{}`), or
+ * reflected (pushed back to its own sender as if the recipient had sent it).
+ */
+function tapForwards(server: MessengerServer) {
+  const relay = server.relay!
+  const original = relay.forward.bind(relay)
+  const log = new EventLog<TappedForward>('forwards the relay saw')
+  const tap = {
+    log,
+    policy: (_f: TappedForward): 'pass' | 'swallow' | 'reflect' => 'pass',
+    /** Pushes recorded `data` to `to` again through the real forward, on a session of its sender. */
+    replay: (f: TappedForward, to = f.to) => original(f.session, {type: 'forward', id: 0, to, data: f.data}),
+  }
+  relay.forward = async (session, request) => {
+    const f = {from: session.username, to: request.to, data: request.data, session}
+    log.add(f)
+    switch (tap.policy(f)) {
+      case 'pass':
+        return original(session, request)
+      case 'swallow':
+        return {}
+      case 'reflect':
+        session.connection.push({type: 'forward', from: request.to, data: request.data})
+        return {}
+    }
+  }
+  return tap
+}
+
+/** A UDP socket of an attacker on the path: sends what it captured, and sees what comes back. */
+async function attackerSocket(): Promise<{send(data: Buffer, to: UdpEndpoint): Promise<void>; heard: EventLog<Buffer>}> {
+  const socket = dgram.createSocket('udp4')
+  socket.on('error', () => undefined)
+  await new Promise<void>((done) => socket.bind({address: '127.0.0.1', port: 0}, () => done()))
+  onTestFinished(() => new Promise<void>((done) => socket.close(() => done())))
+  const heard = new EventLog<Buffer>('datagrams the attacker heard')
+  socket.on('message', (data) => heard.add(data))
+  return {send: (data, to) => new Promise<void>((done) => socket.send(data, to.port, to.address, () => done())), heard}
+}
+
+/** FILE datagrams (type byte 7) the proxy saw going to its target, in order. */
+const capturedFileDatagrams = (proxy: {captured: Array<{direction: string; data: Buffer}>}): Buffer[] =>
+  proxy.captured.filter((c) => c.direction === 'toTarget' && c.data[1] === DatagramType.FILE).map((c) => c.data)
+
+describe('file transfer: what the relay (or an attacker on the path) cannot do with recorded frames', () => {
+  it('frames alice sent to bob, handed back to alice "from bob", are dropped: she does not receive her own file, and her send is not answered', async () => {
+    const {server, address} = await startTestServer()
+    // alice receives files too (chat or listen), so her own offer could land in her downloads.
+    const alice = await makeFileUser(address, 'alice')
+    const bob = await makeFileUser(address, 'bob')
+    const relay = tapForwards(server)
+    // Nothing of alice's reaches bob: the relay pushes each frame back to alice, labelled from bob.
+    relay.policy = (f) => (f.from === 'alice' ? 'reflect' : 'pass')
+    const src = await sourceFile(await makeTempDir(), 'mine.bin', 200_000)
+    const abort = new AbortController()
+    onTestFinished(() => abort.abort())
+    const sending = alice.send('bob', src.path, {preference: 'relay', signal: abort.signal})
+    sending.catch(() => undefined)
+
+    const outcome = await within(sending.then((r) => r, (error: unknown) => error as Error), 3_000, 'still waiting' as const)
+    expect(outcome, 'alice\'s send completed although bob never saw a frame (her own receiver answered her, through the reflection)').toBe('still waiting')
+    expect(alice.received.items, 'alice received her own file as if bob had sent it').toEqual([])
+    expect(alice.offers.items).toEqual([])
+    expect(await alice.dropped.next()).toMatchObject({from: 'bob', reason: expect.stringContaining('sealed for another direction')})
+    // Reported once per transfer, not once per frame: alice's offer was retransmitted meanwhile.
+    expect(relay.log.count((f) => f.from === 'alice')).toBeGreaterThan(1)
+    expect(alice.dropped.items).toHaveLength(1)
+    expect(alice.session.files.dropped).toBeGreaterThan(1)
+    expect(bob.offers.items).toEqual([])
+  })
+
+  it('a relayed transfer replayed to bob after his listen restarted is refused, not saved again as "name (1).ext"', async () => {
+    const {server, address} = await startTestServer()
+    const alice = await makeFileUser(address, 'alice', {receive: false})
+    const bob = await makeFileUser(address, 'bob')
+    const relay = tapForwards(server)
+    const src = await sourceFile(await makeTempDir(), 'contract.pdf', 150_000)
+    expect(await alice.send('bob', src.path, {preference: 'relay'})).toMatchObject({path: 'relay', sha256: src.sha256})
+    await bob.received.next()
+    const recorded = relay.log.items.filter((f) => f.from === 'alice' && f.to === 'bob')
+    expect(recorded.length).toBeGreaterThan(3) // the offer and the data frames
+
+    // bob's `listen` restarts (same profile, same downloads); then the relay replays the transfer,
+    // and keeps bob's answers from alice.
+    await bob.close()
+    const bob2 = await makeFileUser(address, 'bob', {existing: true, profileDir: bob.profileDir, downloadsDir: bob.downloadsDir})
+    relay.policy = (f) => (f.from === 'bob' ? 'swallow' : 'pass')
+    const before = relay.log.items.length
+    const firstAnswer = () => relay.log.until((items) => items.slice(before).find((f) => f.from === 'bob'), 'an answer from bob')
+    await relay.replay(recorded[0]!)
+    await firstAnswer()
+    for (const f of recorded.slice(1)) await relay.replay(f)
+
+    expect(await within(bob2.received.next(), 2_000, 'nothing' as const), 'bob saved the replayed file a second time').toBe('nothing')
+    expect(await listing(bob.downloadsDir)).toEqual(['contract.pdf'])
+    expect(bob2.offers.items).toEqual([])
+    expect(await bob2.dropped.next()).toMatchObject({from: 'alice', reason: expect.stringContaining('taken before (replayed)')})
+  })
+
+  it('a direct transfer replayed by an attacker on the path to bob after his listen restarted is refused, not saved again', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeFileUser(address, 'alice', {receive: false})
+    const bob = await makeFileUser(address, 'bob')
+    const proxy = await startUdpProxy({target: bob.endpoint, capture: true})
+    onTestFinished(() => proxy.close())
+    await routeThrough(alice, bob, proxy.endpoint)
+    const src = await sourceFile(await makeTempDir(), 'photo.jpg', 50_000)
+    expect(await alice.send('bob', src.path)).toMatchObject({path: 'direct', sha256: src.sha256})
+    await bob.received.next()
+    const recorded = capturedFileDatagrams(proxy)
+    expect(recorded.length).toBeGreaterThan(40) // the offer and about 46 data datagrams
+
+    await bob.close()
+    const bob2 = await makeFileUser(address, 'bob', {existing: true, profileDir: bob.profileDir, downloadsDir: bob.downloadsDir})
+    await bob2.session.engine.lookup('alice') // bob2 can name alice's key, as after any message from her
+    const attacker = await attackerSocket()
+    await attacker.send(recorded[0]!, bob2.endpoint) // the offer
+    await attacker.heard.next() // bob's answer
+    for (const d of recorded.slice(1)) await attacker.send(d, bob2.endpoint)
+
+    expect(await within(bob2.received.next(), 2_000, 'nothing' as const), 'bob saved the replayed file a second time').toBe('nothing')
+    expect(await listing(bob.downloadsDir)).toEqual(['photo.jpg'])
+    expect(await bob2.dropped.next()).toMatchObject({from: 'alice', reason: expect.stringContaining('taken before (replayed)')})
+  })
+
+  it('a FILE datagram reflected to its own sender does not open (its authenticated header names the sender), with or without the key field rewritten', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeFileUser(address, 'alice')
+    const bob = await makeFileUser(address, 'bob')
+    const proxy = await startUdpProxy({target: bob.endpoint, capture: true})
+    onTestFinished(() => proxy.close())
+    await routeThrough(alice, bob, proxy.endpoint)
+    const src = await sourceFile(await makeTempDir(), 'echo.bin', 20_000)
+    expect(await alice.send('bob', src.path)).toMatchObject({path: 'direct'})
+    const recorded = capturedFileDatagrams(proxy)
+
+    const attacker = await attackerSocket()
+    const before = alice.link.stats.dropped.decrypt
+    for (const d of recorded) {
+      await attacker.send(d, alice.endpoint)
+      // The same datagram claiming bob's key: the key is part of the authenticated header.
+      const relabelled = Buffer.from(d)
+      relabelled.set(bob.publicKey, 2)
+      await attacker.send(relabelled, alice.endpoint)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(alice.link.stats.dropped.decrypt - before).toBe(2 * recorded.length)
+    expect(alice.offers.items).toEqual([])
+    expect(alice.received.items).toEqual([])
   })
 })

@@ -4,13 +4,16 @@ import {describe, expect, it} from 'vitest'
 import {
   decodePlaintext,
   encodePlaintext,
+  fileFrameDirectionMatches,
   MAX_BOX_BYTES,
   MAX_TEXT_BYTES,
   messageBindingMatches,
   messageContext,
   openBytes,
+  openFileFrame,
   openText,
   sealBytes,
+  sealFileFrame,
   sealText,
   SharedKeyCache,
 } from '../../src/crypto/envelope.js'
@@ -270,5 +273,48 @@ describe('sealBytes / openBytes', () => {
     expect(openBytes(bobCache, alice.publicKey, tampered)).toBeNull()
     expect(openBytes(bobCache, alice.publicKey, sealed.subarray(0, 24))).toBeNull()
     expect(openBytes(bobCache, alice.publicKey, new Uint8Array(0))).toBeNull()
+  })
+})
+
+describe('sealFileFrame / openFileFrame (a relayed file frame bound to its direction)', () => {
+  const frame = new Uint8Array([4, ...new Uint8Array(16).fill(9), 1, 2, 3])
+
+  it('round-trips the frame with the sender and recipient sealed inside; nobody else opens it', () => {
+    const sealed = sealFileFrame(aliceCache, bob.publicKey, {from: 'alice', to: 'bob'}, frame)
+    const opened = openFileFrame(bobCache, alice.publicKey, sealed)
+    expect(opened).toEqual({from: 'alice', to: 'bob', frame})
+    expect(fileFrameDirectionMatches(opened!, {from: 'alice', to: 'bob'})).toBe(true)
+    expect(openFileFrame(eveCache, alice.publicKey, sealed)).toBeNull()
+    // Names up to 255 bytes of UTF-8 each, and an empty frame, fit.
+    const long = sealFileFrame(aliceCache, bob.publicKey, {from: 'é'.repeat(127), to: 'b'.repeat(255)}, new Uint8Array(0))
+    expect(openFileFrame(bobCache, alice.publicKey, long)).toEqual({from: 'é'.repeat(127), to: 'b'.repeat(255), frame: new Uint8Array(0)})
+  })
+
+  it('handed back to its own sender it still opens (one shared key serves both directions), but its direction says it is not for her', () => {
+    const sealed = sealFileFrame(aliceCache, bob.publicKey, {from: 'alice', to: 'bob'}, frame)
+    const reflected = openFileFrame(aliceCache, bob.publicKey, sealed)
+    expect(reflected).not.toBeNull()
+    // What alice checks a forward "from bob" against.
+    expect(fileFrameDirectionMatches(reflected!, {from: 'bob', to: 'alice'})).toBe(false)
+    expect(fileFrameDirectionMatches(reflected!, {from: 'bob', to: 'bob'})).toBe(false)
+    expect(fileFrameDirectionMatches(reflected!, {from: 'alice', to: 'alice'})).toBe(false)
+  })
+
+  it('returns null for a frame sealed without a direction (protocol 4), a truncated header, a name not UTF-8, or tampering; never throws', () => {
+    expect(openFileFrame(bobCache, alice.publicKey, sealBytes(aliceCache, bob.publicKey, frame))).toBeNull()
+    for (const plain of [[0x81], [0x81, 5, 97], [0x81, 1, 97], [0x81, 1, 97, 3, 98], [0x81, 1, 0xff, 0], [0x82, 0, 0]]) {
+      expect(openFileFrame(bobCache, alice.publicKey, sealBytes(aliceCache, bob.publicKey, new Uint8Array(plain)))).toBeNull()
+    }
+    const sealed = sealFileFrame(aliceCache, bob.publicKey, {from: 'alice', to: 'bob'}, frame)
+    const tampered = Buffer.from(sealed)
+    tampered[30]! ^= 1
+    expect(openFileFrame(bobCache, alice.publicKey, tampered)).toBeNull()
+    expect(openFileFrame(bobCache, alice.publicKey, new Uint8Array(0))).toBeNull()
+    expect(openFileFrame(bobCache, new Uint8Array(5), sealed)).toBeNull()
+  })
+
+  it('refuses a name over 255 bytes with BAD_INPUT', () => {
+    expect(codeOf(() => sealFileFrame(aliceCache, bob.publicKey, {from: 'a'.repeat(256), to: 'bob'}, frame))).toBe('BAD_INPUT')
+    expect(codeOf(() => sealFileFrame(aliceCache, bob.publicKey, {from: 'alice', to: 'b'.repeat(256)}, frame))).toBe('BAD_INPUT')
   })
 })

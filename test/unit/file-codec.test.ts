@@ -26,6 +26,7 @@ import {
 
 const id = new Uint8Array(randomBytes(16))
 const sha = new Uint8Array(randomBytes(32))
+const sentAt = 1_760_000_000_123
 
 /** Plain copies of the byte views, so toEqual compares contents. */
 function plain(frame: FileFrame | null): unknown {
@@ -34,10 +35,10 @@ function plain(frame: FileFrame | null): unknown {
 }
 
 const samples: FileFrame[] = [
-  {kind: 'offer', transferId: id, name: 'report.pdf', size: 123_456_789, sha256: sha, chunkSize: 1071},
-  {kind: 'offer', transferId: id, name: '', size: 0, sha256: sha, chunkSize: 1},
-  {kind: 'offer', transferId: id, name: 'ü'.repeat(127), size: Number.MAX_SAFE_INTEGER, sha256: sha, chunkSize: 0xffff_ffff},
-  {kind: 'offer', transferId: id, name: '../../etc/passwd', size: 2 ** 32, sha256: sha, chunkSize: 49_123},
+  {kind: 'offer', transferId: id, name: 'report.pdf', size: 123_456_789, sha256: sha, chunkSize: 1071, sentAt},
+  {kind: 'offer', transferId: id, name: '', size: 0, sha256: sha, chunkSize: 1, sentAt: 0},
+  {kind: 'offer', transferId: id, name: 'ü'.repeat(127), size: Number.MAX_SAFE_INTEGER, sha256: sha, chunkSize: 0xffff_ffff, sentAt: Number.MAX_SAFE_INTEGER},
+  {kind: 'offer', transferId: id, name: '../../etc/passwd', size: 2 ** 32, sha256: sha, chunkSize: 49_123, sentAt: 2 ** 32},
   {kind: 'accept', transferId: id},
   {kind: 'reject', transferId: id, code: 'FILE_TOO_LARGE', reason: 'The file is 10 bytes; the recipient accepts at most 5.'},
   {kind: 'reject', transferId: id, code: 'X', reason: ''},
@@ -86,7 +87,7 @@ describe('file frame codec', () => {
   })
 
   it('keeps the control frames small', () => {
-    expect(MAX_OFFER_BYTES).toBeLessThanOrEqual(320)
+    expect(MAX_OFFER_BYTES).toBeLessThanOrEqual(330)
     expect(SACK_HEADER_BYTES + MAX_SACK_BITMAP_BYTES).toBeLessThanOrEqual(64)
   })
 
@@ -139,13 +140,18 @@ describe('file frame codec', () => {
     const zeroChunk = offer.slice()
     zeroChunk.fill(0, 57, 61)
     bad.push(zeroChunk)
+    // sentAt above 2^53 - 1
+    const hugeSentAt = offer.slice()
+    hugeSentAt[61] = 0x00
+    hugeSentAt[62] = 0x20
+    bad.push(hugeSentAt)
     // name length beyond the frame, and short of it
     const longName = offer.slice()
-    longName[61] = 200
+    longName[69] = 200
     bad.push(longName)
     bad.push(Uint8Array.from([...offer, 65]))
     // invalid UTF-8 in the name
-    const badName = Uint8Array.from([...offer.subarray(0, 61), 2, 0xc3, 0x28])
+    const badName = Uint8Array.from([...offer.subarray(0, 69), 2, 0xc3, 0x28])
     bad.push(badName)
     // NaN timestamps
     const nanData = encodeFrame({kind: 'data', transferId: id, index: 0, ts: 0, bytes: new Uint8Array(1)})
@@ -174,11 +180,15 @@ describe('file frame codec', () => {
 
   it('refuses to encode what the format cannot carry', () => {
     const cases: FileFrame[] = [
-      {kind: 'offer', transferId: id, name: 'x'.repeat(MAX_NAME_BYTES + 1), size: 1, sha256: sha, chunkSize: 1},
-      {kind: 'offer', transferId: id, name: 'a', size: 2 ** 53, sha256: sha, chunkSize: 1},
-      {kind: 'offer', transferId: id, name: 'a', size: -1, sha256: sha, chunkSize: 1},
-      {kind: 'offer', transferId: id, name: 'a', size: 1, sha256: sha.subarray(1), chunkSize: 1},
-      {kind: 'offer', transferId: id, name: 'a', size: 1, sha256: sha, chunkSize: 0},
+      {kind: 'offer', transferId: id, name: 'x'.repeat(MAX_NAME_BYTES + 1), size: 1, sha256: sha, chunkSize: 1, sentAt},
+      {kind: 'offer', transferId: id, name: 'a', size: 2 ** 53, sha256: sha, chunkSize: 1, sentAt},
+      {kind: 'offer', transferId: id, name: 'a', size: -1, sha256: sha, chunkSize: 1, sentAt},
+      {kind: 'offer', transferId: id, name: 'a', size: 1, sha256: sha.subarray(1), chunkSize: 1, sentAt},
+      {kind: 'offer', transferId: id, name: 'a', size: 1, sha256: sha, chunkSize: 0, sentAt},
+      {kind: 'offer', transferId: id, name: 'a', size: 1, sha256: sha, chunkSize: 1, sentAt: -1},
+      {kind: 'offer', transferId: id, name: 'a', size: 1, sha256: sha, chunkSize: 1, sentAt: 1.5},
+      {kind: 'offer', transferId: id, name: 'a', size: 1, sha256: sha, chunkSize: 1, sentAt: 2 ** 53},
+      {kind: 'offer', transferId: id, name: 'a', size: 1, sha256: sha, chunkSize: 1, sentAt: Number.NaN},
       {kind: 'accept', transferId: id.subarray(1)},
       {kind: 'reject', transferId: id, code: 'has space', reason: ''},
       {kind: 'reject', transferId: id, code: 'É', reason: ''},
@@ -188,7 +198,7 @@ describe('file frame codec', () => {
       {kind: 'sack', transferId: id, next: 0, bitmap: new Uint8Array(33), echoTs: 0},
     ]
     for (const frame of cases) expect(() => encodeFrame(frame)).toThrow(MessengerError)
-    expect(encodeFrame({kind: 'offer', transferId: id, name: 'x'.repeat(MAX_NAME_BYTES), size: 1, sha256: sha, chunkSize: 1}).length).toBe(MAX_OFFER_BYTES)
+    expect(encodeFrame({kind: 'offer', transferId: id, name: 'x'.repeat(MAX_NAME_BYTES), size: 1, sha256: sha, chunkSize: 1, sentAt}).length).toBe(MAX_OFFER_BYTES)
   })
 
   it('converts transfer ids', () => {

@@ -5,9 +5,12 @@ import {dirname, join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
 
 import {MessengerError} from '../../src/protocol/errors.js'
-import {DATA_OVERHEAD, decodeFrame, encodeFrame, FileFrameKind} from '../../src/transport/file-codec.js'
+import {DATA_OVERHEAD, decodeFrame, encodeFrame, FileFrameKind, transferIdToHex} from '../../src/transport/file-codec.js'
 import {
+  FILE_TRANSFER_DEFAULTS,
   FileReceiver,
+  MemoryOfferLog,
+  type OfferLog,
   type FileReceiverOptions,
   type FrameTransport,
   MAX_SAFE_NAME_BYTES,
@@ -475,7 +478,7 @@ describe('file transfer', () => {
     receiver.handle(encodeFrame({kind: 'data', transferId: id, index: 0, ts: 1, bytes: new Uint8Array(10)}), transport, 'mallory')
     expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'cancel'})
     // A transfer offered by alice cannot be fed or cancelled by mallory.
-    const offer = encodeFrame({kind: 'offer', transferId: id, name: 'a.txt', size: 3, sha256: createHash('sha256').update('abc').digest(), chunkSize: 1071})
+    const offer = encodeFrame({kind: 'offer', transferId: id, name: 'a.txt', size: 3, sha256: createHash('sha256').update('abc').digest(), chunkSize: 1071, sentAt: Date.now()})
     receiver.handle(offer, transport, 'alice')
     await new Promise((resolve) => setTimeout(resolve, 50))
     expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'accept'})
@@ -499,7 +502,7 @@ describe('file transfer', () => {
       onTestFinished(() => receiver.close())
       const transport: FrameTransport = {maxFrame: 1100, send: () => undefined}
       const transferId = new Uint8Array(randomBytes(16))
-      const offer = encodeFrame({kind: 'offer', transferId, name: 'slot.bin', size: 2000, sha256: new Uint8Array(32), chunkSize: 1000})
+      const offer = encodeFrame({kind: 'offer', transferId, name: 'slot.bin', size: 2000, sha256: new Uint8Array(32), chunkSize: 1000, sentAt: Date.now()})
       const chunk0 = encodeFrame({kind: 'data', transferId, index: 0, ts: 1, bytes: new Uint8Array(1000)})
       receiver.handle(offer, transport, 'mallory')
       receiver.handle(chunk0, transport, 'mallory')
@@ -523,7 +526,7 @@ describe('file transfer', () => {
     const replies: Uint8Array[] = []
     const transport: FrameTransport = {maxFrame: 1100, send: (f) => replies.push(f)}
     const offer = (transferId = new Uint8Array(randomBytes(16))) =>
-      encodeFrame({kind: 'offer', transferId, name: 'a', size: 1000, sha256: new Uint8Array(32), chunkSize: 500})
+      encodeFrame({kind: 'offer', transferId, name: 'a', size: 1000, sha256: new Uint8Array(32), chunkSize: 500, sentAt: Date.now()})
     // Mallory offers 8 files it never feeds: only the first maxPerPeer take slots.
     const first = new Uint8Array(randomBytes(16))
     receiver.handle(offer(first), transport, 'mallory')
@@ -557,7 +560,7 @@ describe('file transfer', () => {
     const replies: Uint8Array[] = []
     const transport: FrameTransport = {maxFrame: 1100, send: (f) => replies.push(f)}
     const offer = (chunkSize: number) =>
-      encodeFrame({kind: 'offer', transferId: new Uint8Array(randomBytes(16)), name: 'a', size: 1000, sha256: new Uint8Array(32), chunkSize})
+      encodeFrame({kind: 'offer', transferId: new Uint8Array(randomBytes(16)), name: 'a', size: 1000, sha256: new Uint8Array(32), chunkSize, sentAt: Date.now()})
     receiver.handle(offer(1), transport, 'alice')
     expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'reject', code: 'BAD_INPUT'})
     receiver.handle(offer(500), transport, 'alice')
@@ -567,5 +570,114 @@ describe('file transfer', () => {
     expect(errors).toEqual(['TRANSFER_FAILED', 'FILE_REJECTED'])
     await receiver.close()
     expect(await listing(join(root, 'dl'))).toEqual([])
+  })
+})
+
+describe('replayed offers (a recorded transfer sent again, by the relay or anyone on the path)', () => {
+  const DAY = 24 * 60 * 60 * 1000
+  const abc = new TextEncoder().encode('abc')
+  const abcOffer = (transferId: Uint8Array, sentAt: number) =>
+    encodeFrame({kind: 'offer', transferId, name: 'a.txt', size: 3, sha256: createHash('sha256').update(abc).digest(), chunkSize: 1071, sentAt})
+  const abcData = (transferId: Uint8Array) => encodeFrame({kind: 'data', transferId, index: 0, ts: 1, bytes: abc})
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 100))
+
+  /** A receiver that records what it reports, and a transport that records its answers. */
+  async function receiverWith(options: Partial<FileReceiverOptions> = {}) {
+    const root = await tempDir()
+    const seen = {offers: [] as string[], replays: [] as Array<{transferId: string; peer: string; reason: string}>, saved: [] as string[]}
+    const receiver = new FileReceiver({
+      downloadsDir: join(root, 'dl'),
+      maxBytes: 1000,
+      onOffer: (o) => seen.offers.push(o.transferId),
+      onReplay: (r) => seen.replays.push(r),
+      onComplete: (f) => seen.saved.push(f.name),
+      ...options,
+    })
+    onTestFinished(() => receiver.close())
+    const replies: Uint8Array[] = []
+    const transport: FrameTransport = {maxFrame: 1100, send: (f) => replies.push(f)}
+    return {receiver, seen, replies, transport, dir: join(root, 'dl')}
+  }
+
+  it('a transfer replayed once the answers to finished transfers have let it go (1,024 later) is refused (REPLAYED), not saved again', async () => {
+    const {receiver, seen, replies, transport, dir} = await receiverWith()
+    const id = new Uint8Array(randomBytes(16))
+    const offer = abcOffer(id, Date.now())
+    receiver.handle(offer, transport, 'alice')
+    await settle()
+    receiver.handle(abcData(id), transport, 'alice')
+    await settle()
+    expect(seen.saved).toEqual(['a.txt'])
+    // Anyone may push alice's answer out of the receiver's memory: 1,024 offers it refuses.
+    for (let i = 0; i < FILE_TRANSFER_DEFAULTS.rememberFinished; i++) {
+      receiver.handle(encodeFrame({kind: 'offer', transferId: new Uint8Array(randomBytes(16)), name: 'big', size: 1e6, sha256: new Uint8Array(32), chunkSize: 1000, sentAt: Date.now()}), transport, 'mallory')
+    }
+    const offersBefore = seen.offers.length
+    receiver.handle(offer, transport, 'alice')
+    await settle()
+    receiver.handle(abcData(id), transport, 'alice')
+    await settle()
+    expect(seen.saved, 'the replayed transfer was saved a second time').toEqual(['a.txt'])
+    expect(await listing(dir)).toEqual(['a.txt'])
+    expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'reject', code: 'REPLAYED'})
+    // Not announced as an offer; reported once, however often it comes.
+    expect(seen.offers).toHaveLength(offersBefore)
+    receiver.handle(offer, transport, 'alice')
+    expect(seen.replays).toEqual([{transferId: transferIdToHex(id), peer: 'alice', reason: expect.stringContaining('taken before')}])
+  })
+
+  it('refuses an offer made more than a day away from its clock (STALE_OFFER), either way, without announcing it', async () => {
+    const now = 1_760_000_000_000
+    const {receiver, seen, replies, transport} = await receiverWith({clock: () => now})
+    for (const sentAt of [now - DAY - 1, now + DAY + 1]) {
+      receiver.handle(abcOffer(new Uint8Array(randomBytes(16)), sentAt), transport, 'alice')
+      expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'reject', code: 'STALE_OFFER', reason: expect.stringMatching(/check the clocks/)})
+    }
+    expect(seen.offers).toEqual([])
+    expect(seen.replays.map((r) => r.reason)).toEqual([expect.stringMatching(/made 24 h ago by its clock/), expect.stringMatching(/made 24 h ahead by its clock/)])
+    // Within the day, either way, it is taken.
+    receiver.handle(abcOffer(new Uint8Array(randomBytes(16)), now - DAY + 60_000), transport, 'alice')
+    receiver.handle(abcOffer(new Uint8Array(randomBytes(16)), now + DAY - 60_000), transport, 'bob')
+    await settle()
+    expect(seen.offers).toHaveLength(2)
+    expect(receiver.activeCount).toBe(2)
+  })
+
+  it('two receivers with one log (two sessions of one profile, both handed the offer) take the transfer once', async () => {
+    const log = new MemoryOfferLog()
+    const one = await receiverWith({offerLog: log})
+    const two = await receiverWith({offerLog: log})
+    const id = new Uint8Array(randomBytes(16))
+    const offer = abcOffer(id, Date.now())
+    one.receiver.handle(offer, one.transport, 'alice')
+    two.receiver.handle(offer, two.transport, 'alice')
+    await settle()
+    expect(decodeFrame(one.replies.at(-1)!)).toMatchObject({kind: 'accept'})
+    expect(decodeFrame(two.replies.at(-1)!)).toMatchObject({kind: 'reject', code: 'REPLAYED'})
+    expect(two.receiver.activeCount).toBe(0)
+  })
+
+  it('an offer log that cannot be read or written refuses the offer rather than take it unrecorded', async () => {
+    const errors: string[] = []
+    const broken: OfferLog = {
+      hasTransfer: () => false,
+      addTransfer: () => {
+        throw new Error('SQLITE_FULL: database or disk is full')
+      },
+    }
+    const {receiver, replies, transport} = await receiverWith({offerLog: broken, onError: (_id, e) => errors.push(e.message)})
+    receiver.handle(abcOffer(new Uint8Array(randomBytes(16)), Date.now()), transport, 'alice')
+    expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'reject', code: 'TRANSFER_FAILED'})
+    expect(receiver.activeCount).toBe(0)
+    expect(errors).toEqual([expect.stringMatching(/Cannot record the transfer alice offered: SQLITE_FULL/)])
+  })
+
+  it('the sender stamps its offer with its wall clock', async () => {
+    const source = join(await tempDir(), 'x.bin')
+    await writeFile(source, 'x')
+    const sent: Uint8Array[] = []
+    const t = sendFile({transport: {maxFrame: 1100, send: (f) => sent.push(f)}, file: source, clock: () => 1_234_567_890_123, offerTimeoutMs: 50})
+    await t.done.catch(() => undefined)
+    expect(decodeFrame(sent[0]!)).toMatchObject({kind: 'offer', sentAt: 1_234_567_890_123})
   })
 })

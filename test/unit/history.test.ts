@@ -350,3 +350,36 @@ describe('peer key pinning', () => {
     expect(history.getPeerKey('bob')).toBeUndefined()
   })
 })
+
+describe('file transfers taken (the receiver\u2019s OfferLog)', () => {
+  it('records a transfer once per sender, and another process on the profile sees it', () => {
+    expect(history.hasTransfer('alice', 'aa')).toBe(false)
+    expect(history.addTransfer('alice', 'aa', Date.now() + 60_000)).toBe(true)
+    expect(history.hasTransfer('alice', 'aa')).toBe(true)
+    expect(history.hasTransfer('bob', 'aa')).toBe(false)
+    const other = openHistory(file)
+    try {
+      expect(other.hasTransfer('alice', 'aa')).toBe(true)
+      expect(other.addTransfer('alice', 'aa', Date.now() + 60_000)).toBe(false)
+      expect(other.addTransfer('bob', 'aa', Date.now() + 60_000)).toBe(true)
+    } finally {
+      other.close()
+    }
+    // And across a reopen (a `listen` restarted).
+    history.close()
+    history = openHistory(file)
+    expect(history.hasTransfer('alice', 'aa')).toBe(true)
+  })
+
+  it('lets transfers go once they expire, when the next one is recorded', () => {
+    let now = 1_000_000
+    history.close()
+    history = openHistory(file, {now: () => now})
+    history.addTransfer('alice', 'old', now + 10)
+    history.addTransfer('alice', 'new', now + 1_000)
+    now += 100
+    history.addTransfer('bob', 'x', now + 1_000)
+    expect(history.hasTransfer('alice', 'old')).toBe(false)
+    expect(history.hasTransfer('alice', 'new')).toBe(true)
+  })
+})
