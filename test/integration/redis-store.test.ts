@@ -38,6 +38,19 @@ async function allKeys(redis: Redis, pattern = '*'): Promise<string[]> {
 }
 
 /** Redis Cluster's key slot: CRC16 (XMODEM) of the hash tag if there is one, mod 16384. */
+/** Makes every pipeline of the store's connection fail ('connection lost') until the returned function is called. */
+function failPipelines(store: RedisStore): () => void {
+  const pipeline = store.redis.pipeline.bind(store.redis)
+  store.redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
+    const p = pipeline(...args)
+    p.exec = () => Promise.reject(new Error('connection lost'))
+    return p
+  }) as typeof pipeline
+  return () => {
+    store.redis.pipeline = pipeline
+  }
+}
+
 function keySlot(key: string): number {
   const open = key.indexOf('{')
   if (open !== -1) {
@@ -347,12 +360,7 @@ describe.skipIf(!available)('RedisStore', () => {
         await a.enqueueMessage(m1)
         await a.enqueueMessage(m2)
         // Node a deletes m1's copy, then its next write to Redis (the receipts) fails.
-        const pipeline = a.redis.pipeline.bind(a.redis)
-        a.redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
-          const p = pipeline(...args)
-          p.exec = () => Promise.reject(new Error('connection lost'))
-          return p
-        }) as typeof pipeline
+        const mend = failPipelines(a)
         await expect(a.ackMessages('bob', [m1.msgId], T0 + 1)).rejects.toThrow('connection lost')
         expect(await b.pendingReceipts('alice', 10)).toEqual([])
         expect(await b.pendingMessages('bob', 0, 10)).toEqual([expect.objectContaining({msgId: m2.msgId})])
@@ -364,7 +372,7 @@ describe.skipIf(!available)('RedisStore', () => {
         expect(receipts.find((r) => r.msgIds.includes(m1.msgId))).toMatchObject({username: 'alice', by: 'bob', status: 'delivered', ts: T0 + 1})
         expect((await b.pendingReceipts('alice', 10)).flatMap((r) => r.msgIds).sort()).toEqual([m1.msgId, m2.msgId].sort())
         // Settled: a later ack carries nothing old, and the record is gone.
-        a.redis.pipeline = pipeline
+        mend()
         expect(await a.ackMessages('bob', [m2.msgId], T0 + 60_001)).toEqual([])
         expect(await admin.exists(`${prefix}{u:bob}:unreceipted`)).toBe(0)
       })
@@ -375,14 +383,9 @@ describe.skipIf(!available)('RedisStore', () => {
         await withUsers(store, ['alice', 'bob'])
         const m1 = message('alice', ['bob'])
         await store.enqueueMessage(m1)
-        const pipeline = store.redis.pipeline.bind(store.redis)
-        store.redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
-          const p = pipeline(...args)
-          p.exec = () => Promise.reject(new Error('connection lost'))
-          return p
-        }) as typeof pipeline
+        const mend = failPipelines(store)
         await expect(store.ackMessages('bob', [m1.msgId], T0 + 1, 'delivered', 'batch-1')).rejects.toThrow('connection lost')
-        store.redis.pipeline = pipeline
+        mend()
 
         // The copy is gone; the retry deletes nothing more but gets its own batch back, one second later.
         const receipts = await store.ackMessages('bob', [m1.msgId], T0 + 1, 'delivered', 'batch-1')
