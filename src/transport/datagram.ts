@@ -15,11 +15,16 @@ import {randomBytesPooled} from '../crypto/random-pool.js'
  *   0      version (DATAGRAM_VERSION)
  *   1      type (DatagramType)
  *   2..33  sender's X25519 public key
- *   34..57 24-byte nonce; its first two bytes repeat the version and type (see sealDatagram)
+ *   34..57 24-byte nonce: version, type, direction (see directionByte), then 21 random bytes
+ *          (FILE datagrams: version, type, then their own AEAD nonce; see file-datagram.ts)
  *   58..   nacl.box.after(payload, nonce, shared key): payload plus a 16-byte authenticator
  */
 
-export const DATAGRAM_VERSION = 1
+/**
+ * 2: the nonce's third byte names the direction (sender's key before or after the recipient's), so a
+ * datagram reflected to its own sender no longer opens there. Version 1 datagrams are refused.
+ */
+export const DATAGRAM_VERSION = 2
 
 /** Largest datagram we send or accept: fits the IPv6 minimum MTU (1280) with room for IP and UDP headers, as in QUIC. */
 export const MAX_DATAGRAM = 1200
@@ -97,10 +102,13 @@ export interface OpenedDatagram {
  * `recipientPublicKey`. Throws BAD_INPUT for an unknown type, a key that is not 32 bytes, or a payload
  * above MAX_PAYLOAD (the datagram would exceed MAX_DATAGRAM; use `fragment`).
  *
- * The nonce is random except for its first two bytes, which repeat the version and type. The box
- * authenticates the nonce, so the whole header is covered: a changed type or version no longer matches
- * the nonce, a changed nonce fails the authenticator, and a changed sender key selects another shared
- * key. 176 random bits keep nonces unique under one key far beyond any realistic number of datagrams.
+ * The nonce is random except for its first three bytes: the version, the type and the direction
+ * (directionByte). The box authenticates the nonce, so the whole header is covered: a changed type or
+ * version no longer matches the nonce, a changed nonce fails the authenticator, and a changed sender key
+ * selects another shared key, except the peer's key, which selects the SAME one (nacl.box's shared key
+ * serves both directions of a pair): that forgery, a datagram reflected to its own sender as if the
+ * peer had sent it, is what the direction byte catches (see openDatagram). 168 random bits keep nonces
+ * unique under one key far beyond any realistic number of datagrams.
  */
 export function sealDatagram(
   cache: SharedKeyCache,
@@ -124,6 +132,7 @@ export function sealDatagram(
   const nonce = randomBytesPooled(NONCE_BYTES)
   nonce[0] = DATAGRAM_VERSION
   nonce[1] = type
+  nonce[2] = directionByte(senderPublicKey, recipientPublicKey)
   const box = nacl.box.after(payload, nonce, sharedKey)
   const out = Buffer.allocUnsafe(HEADER_BYTES + box.length)
   out[0] = DATAGRAM_VERSION
@@ -132,6 +141,25 @@ export function sealDatagram(
   out.set(nonce, 2 + KEY_BYTES)
   out.set(box, HEADER_BYTES)
   return out
+}
+
+/** Offset of the direction byte: the nonce's third byte. */
+const DIRECTION_OFFSET = 2 + KEY_BYTES + 2
+
+/**
+ * The direction of a datagram, as sealed in its nonce's third byte: 0 when the sender's public key sorts
+ * before the recipient's (byte-wise, as unsigned bytes), else 1. Both ends of a pair compute it from the
+ * two public keys alone, and it differs between the two directions, so a datagram alice sealed for bob
+ * carries the byte of "alice to bob" and fails the check when it comes back to alice as "bob to alice".
+ * (Equal keys give 1; two parties never share a key.)
+ */
+export function directionByte(senderPublicKey: Uint8Array, recipientPublicKey: Uint8Array): number {
+  for (let i = 0; i < KEY_BYTES; i++) {
+    const a = senderPublicKey[i]!
+    const b = recipientPublicKey[i]!
+    if (a !== b) return a < b ? 0 : 1
+  }
+  return 1
 }
 
 /**
@@ -193,16 +221,24 @@ function isCanonicalKey(key: Uint8Array): boolean {
 }
 
 /**
- * Authenticates and decrypts a datagram with the shared key for the sender key it names. Returns null on
- * any failure (malformed, wrong size, unknown version or type, failed authentication) and never throws:
- * the caller drops and counts (DESIGN 7.7). Check the sender with `peekHeader` first (see there), and
- * the nonce against a ReplayWindow after this succeeds.
+ * Authenticates and decrypts a datagram sent to `recipientPublicKey` (ours: the public half of the key
+ * `cache` was built with) with the shared key for the sender key it names. Returns null on any failure
+ * (malformed, wrong size, unknown version or type, a nonce whose direction byte is not that of "sender
+ * key to us", failed authentication) and never throws: the caller drops and counts (DESIGN 7.7). Check
+ * the sender with `peekHeader` first (see there), and the nonce against a ReplayWindow after this succeeds.
+ *
+ * The direction check is what stops reflection: nacl.box's shared key is the same both ways, so a
+ * datagram we sealed for a peer, sent back to us with the peer's key written over ours, would otherwise
+ * open as the peer's (a reflected PONG would confirm a path to whoever reflected it). Its nonce still
+ * says "us to the peer", and it cannot be changed without failing the authenticator.
  */
-export function openDatagram(cache: SharedKeyCache, buf: Uint8Array, peeked?: DatagramHeader): OpenedDatagram | null {
+export function openDatagram(cache: SharedKeyCache, recipientPublicKey: Uint8Array, buf: Uint8Array, peeked?: DatagramHeader): OpenedDatagram | null {
   try {
     // A caller that has peeked already (to drop blocked senders) passes the header on.
     const header = peeked ?? peekHeader(buf)
     if (!header) return null
+    // Before the (costlier) decryption: a reflected datagram stops here.
+    if (buf[DIRECTION_OFFSET] !== directionByte(header.senderKey, recipientPublicKey)) return null
     const nonce = copy(buf.subarray(2 + KEY_BYTES, HEADER_BYTES))
     const payload = nacl.box.open.after(buf.subarray(HEADER_BYTES), nonce, cache.get(header.senderKey))
     if (!payload) return null

@@ -25,7 +25,9 @@ export const MAX_FILE_PAYLOAD = MAX_DATAGRAM - HEADER_BYTES - TAG_BYTES
  *   two directions negligible, and the counter makes one within a direction impossible). No
  *   per-datagram random bytes, which cost as much as the cipher.
  * - The whole 58-byte header is the additional authenticated data: type, sender key and nonce are
- *   covered, as with the box.
+ *   covered, as with the box. Unlike the box, the sender key itself is authenticated, so a FILE
+ *   datagram needs no direction byte (datagram.ts directionByte): one reflected to its own sender
+ *   fails there whether or not its key field was rewritten to the peer's.
  */
 export class FileCipher {
   // A KeyObject, not a Buffer: createCipheriv then skips preparing the raw key on every datagram.

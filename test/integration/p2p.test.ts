@@ -415,6 +415,51 @@ describe('p2p: direct messages between two online clients', () => {
     expect(paths()).toBe(1)
   })
 
+  it('a pong (or probe) reflected to its sender under the peer\'s key confirms no path to the reflector and draws no answer', async () => {
+    const aliceKeys = nacl.box.keyPair()
+    const bobKeys = nacl.box.keyPair()
+    const alice = new PeerLink({identity: aliceKeys})
+    const bob = new PeerLink({identity: bobKeys})
+    await alice.start()
+    await bob.start()
+    onTestFinished(() => alice.close())
+    onTestFinished(() => bob.close())
+    const aliceEndpoint = {address: '127.0.0.1', port: alice.port}
+    const attacker = await attackerSocket()
+    const taken = () => alice.stats.received + droppedTotal(alice.stats)
+
+    // Alice's probe for bob, sent to the attacker's address (a candidate) and sent back to her with
+    // the key field rewritten to bob's, gets no pong: that would be a pong sealed for bob, to reflect
+    // to her in turn.
+    const probing = alice.connect(bobKeys.publicKey, [attacker.endpoint], 600)
+    await eventually(() => attacker.received.some((d) => d[1] === DatagramType.PROBE), 'alice to probe the attacker\'s address')
+    const probe = Buffer.from(attacker.received.find((d) => d[1] === DatagramType.PROBE)!)
+    probe.set(bobKeys.publicKey, 2)
+    const beforeProbe = {taken: taken(), decrypt: alice.stats.dropped.decrypt}
+    await attacker.send(probe, aliceEndpoint)
+    await eventually(() => taken() > beforeProbe.taken, 'alice to take in the reflected probe')
+    expect(await probing).toBeNull()
+    expect(attacker.received.filter((d) => d[1] === DatagramType.PONG), 'alice answered her own reflected probe').toEqual([])
+    expect(alice.stats.dropped.decrypt).toBe(beforeProbe.decrypt + 1)
+
+    // Bob finds alice through a proxy, which records alice's pongs to bob.
+    const proxy = await startUdpProxy({target: aliceEndpoint, capture: true})
+    onTestFinished(() => proxy.close())
+    expect(await bob.connect(aliceKeys.publicKey, [proxy.endpoint], 2_000)).toEqual(proxy.endpoint)
+    const pongs = proxy.captured.filter((c) => c.direction === 'toClient' && c.data[1] === DatagramType.PONG).map((c) => c.data)
+    expect(pongs.length).toBeGreaterThan(0)
+    expect(alice.confirmedPath(bobKeys.publicKey)).toBeUndefined()
+
+    // The attacker sends alice's own pong back to her from its socket, the key field rewritten to bob's.
+    const before = {taken: taken(), decrypt: alice.stats.dropped.decrypt}
+    const reflected = Buffer.from(pongs[0]!)
+    reflected.set(bobKeys.publicKey, 2)
+    await attacker.send(reflected, aliceEndpoint)
+    await eventually(() => taken() > before.taken, 'alice to take in the reflected pong')
+    expect(alice.confirmedPath(bobKeys.publicKey), 'alice recorded a direct path to bob at the reflector\'s address').toBeUndefined()
+    expect(alice.stats.dropped.decrypt).toBe(before.decrypt + 1)
+  })
+
   it('a hostile candidate list (broadcast address) in an introduction does not kill the recipient\'s link', async () => {
     const {address} = await startTestServer()
     const alice = await makeP2PUser(address, 'alice')

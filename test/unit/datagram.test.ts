@@ -8,6 +8,7 @@ import {MessengerError} from '../../src/protocol/errors.js'
 import {
   DATAGRAM_VERSION,
   DatagramType,
+  directionByte,
   decodeAck,
   decodeData,
   decodeProbe,
@@ -95,7 +96,7 @@ describe('sealDatagram / openDatagram', () => {
         expect(sealed[1]).toBe(type)
         expect(sealed.subarray(2, 34).equals(Buffer.from(alice.publicKey))).toBe(true)
 
-        const opened = openDatagram(bobCache, sealed)
+        const opened = openDatagram(bobCache, bob.publicKey, sealed)
         expect(opened).not.toBeNull()
         expect(opened!.type).toBe(type)
         expect([...opened!.senderKey]).toEqual([...alice.publicKey])
@@ -125,24 +126,24 @@ describe('sealDatagram / openDatagram', () => {
 
   it('cannot be opened by a third party, nor forged by one', () => {
     const sealed = seal(DatagramType.DATA, new Uint8Array([1, 2, 3]))
-    expect(openDatagram(eveCache, sealed)).toBeNull()
+    expect(openDatagram(eveCache, eve.publicKey, sealed)).toBeNull()
     // Alice opening her own datagram (as if Bob had sent it) fails too: the key pair is wrong.
-    expect(openDatagram(aliceCache, sealed)).toBeNull()
+    expect(openDatagram(aliceCache, alice.publicKey, sealed)).toBeNull()
 
     // Eve puts Alice's key in the header of a datagram she sealed herself: Bob derives the Alice-Bob key, which Eve lacks.
     const forged = sealDatagram(eveCache, eve.publicKey, bob.publicKey, DatagramType.DATA, new Uint8Array([1, 2, 3]))
     forged.set(alice.publicKey, 2)
-    expect(openDatagram(bobCache, forged)).toBeNull()
+    expect(openDatagram(bobCache, bob.publicKey, forged)).toBeNull()
   })
 
   it('returns null when any byte is changed', () => {
     const sealed = seal(DatagramType.ACK, encodeAck({msgId: 'm-1'}))
-    expect(openDatagram(bobCache, sealed)).not.toBeNull()
+    expect(openDatagram(bobCache, bob.publicKey, sealed)).not.toBeNull()
     for (let i = 0; i < sealed.length; i++) {
       for (const mask of [0x01, 0x80, 0xff]) {
         const tampered = Buffer.from(sealed)
         tampered[i]! ^= mask
-        expect(openDatagram(bobCache, tampered), `byte ${i} ^ ${mask}`).toBeNull()
+        expect(openDatagram(bobCache, bob.publicKey, tampered), `byte ${i} ^ ${mask}`).toBeNull()
       }
     }
   })
@@ -153,7 +154,7 @@ describe('sealDatagram / openDatagram', () => {
     const highBit = Buffer.from(sealed)
     highBit[33]! |= 0x80
     expect(peekHeader(highBit)).toBeNull()
-    expect(openDatagram(bobCache, highBit)).toBeNull()
+    expect(openDatagram(bobCache, bob.publicKey, highBit)).toBeNull()
     // Values at or above p = 2^255 - 19 alias small values; below p is fine.
     const withKey = (key: Uint8Array): Buffer => {
       const out = Buffer.from(sealed)
@@ -187,7 +188,7 @@ describe('sealDatagram / openDatagram', () => {
       expect(Buffer.from(forgerCache.get(key)).equals(Buffer.from(bobCache.get(key)))).toBe(true)
       const forged = sealDatagram(forgerCache, key, key, DatagramType.DATA, new Uint8Array([1]))
       expect(peekHeader(forged), hex).toBeNull()
-      expect(openDatagram(bobCache, forged), hex).toBeNull()
+      expect(openDatagram(bobCache, bob.publicKey, forged), hex).toBeNull()
     }
   })
 
@@ -197,20 +198,110 @@ describe('sealDatagram / openDatagram', () => {
     asPong[1] = DatagramType.PONG
     asPong[35] = DatagramType.PONG
     expect(peekHeader(asPong)).not.toBeNull()
-    expect(openDatagram(bobCache, asPong)).toBeNull()
+    expect(openDatagram(bobCache, bob.publicKey, asPong)).toBeNull()
+  })
+
+  describe('direction (datagram version 2)', () => {
+    /** Everything but FILE, whose datagrams are sealed by FileCipher (file-datagram.ts). */
+    const BOX_TYPES = ALL_TYPES.filter((type) => type !== DatagramType.FILE)
+    const payloadFor = (type: DatagramType): Uint8Array =>
+      type === DatagramType.DATA ? fragment('m-1', new Uint8Array([1, 2, 3]))[0]!
+      : type === DatagramType.ACK ? encodeAck({msgId: 'm-1'})
+      : type === DatagramType.SERVER_PONG ? encodeServerPong({token: new Uint8Array(8), address: '127.0.0.1', port: 9})
+      : encodeProbe({token: nacl.randomBytes(8), ts: 7})
+
+    /** A datagram sealed by hand with the right shared key and any version and nonce bytes 0-2: what a conforming sealer of that layout would send. */
+    function sealRaw(version: number, type: DatagramType, direction: number | undefined, payload: Uint8Array): Buffer {
+      const nonce = nacl.randomBytes(24)
+      nonce[0] = version
+      nonce[1] = type
+      if (direction !== undefined) nonce[2] = direction
+      const box = nacl.box.after(payload, nonce, aliceCache.get(bob.publicKey))
+      return Buffer.concat([Buffer.from([version, type]), Buffer.from(alice.publicKey), Buffer.from(nonce), Buffer.from(box)])
+    }
+
+    it('orders the two keys byte-wise: 0 from the lower key to the higher, 1 the other way', () => {
+      const low = new Uint8Array(32).fill(5)
+      const high = Uint8Array.from(low)
+      high[31] = 6
+      expect(directionByte(low, high)).toBe(0)
+      expect(directionByte(high, low)).toBe(1)
+      // Unsigned bytes, first difference wins.
+      const a = new Uint8Array(32)
+      a[0] = 0x7f
+      a[1] = 0xff
+      const b = new Uint8Array(32)
+      b[0] = 0x80
+      expect(directionByte(a, b)).toBe(0)
+      expect(directionByte(b, a)).toBe(1)
+      expect(directionByte(alice.publicKey, bob.publicKey)).toBe(1 - directionByte(bob.publicKey, alice.publicKey))
+    })
+
+    it('round-trips both ways, each with its own direction byte in the nonce', () => {
+      for (const type of BOX_TYPES) {
+        const payload = payloadFor(type)
+        const toBob = sealDatagram(aliceCache, alice.publicKey, bob.publicKey, type, payload)
+        const toAlice = sealDatagram(bobCache, bob.publicKey, alice.publicKey, type, payload)
+        expect(toBob[36]).toBe(directionByte(alice.publicKey, bob.publicKey))
+        expect(toAlice[36]).toBe(directionByte(bob.publicKey, alice.publicKey))
+        expect(toBob[36]).not.toBe(toAlice[36])
+        expect([...openDatagram(bobCache, bob.publicKey, toBob)!.payload], `type ${type} to bob`).toEqual([...payload])
+        expect([...openDatagram(aliceCache, alice.publicKey, toAlice)!.payload], `type ${type} to alice`).toEqual([...payload])
+        // Each opens only for its recipient.
+        expect(openDatagram(aliceCache, alice.publicKey, toBob)).toBeNull()
+        expect(openDatagram(bobCache, bob.publicKey, toAlice)).toBeNull()
+      }
+    })
+
+    it('a datagram reflected to its sender with the key field rewritten to the peer\'s does not open (DATA, ACK, PROBE, PONG, and the rest)', () => {
+      for (const type of BOX_TYPES) {
+        const sealed = sealDatagram(aliceCache, alice.publicKey, bob.publicKey, type, payloadFor(type))
+        const reflected = Buffer.from(sealed)
+        reflected.set(bob.publicKey, 2)
+        // The attack is real: the box alone opens for alice, since one shared key serves both directions.
+        expect(nacl.box.open.after(reflected.subarray(HEADER_BYTES), reflected.subarray(34, 58), aliceCache.get(bob.publicKey)), `type ${type}`).not.toBeNull()
+        expect(peekHeader(reflected), `type ${type}`).not.toBeNull()
+        expect(openDatagram(aliceCache, alice.publicKey, reflected), `type ${type}`).toBeNull()
+        // And the same the other way round.
+        const fromBob = sealDatagram(bobCache, bob.publicKey, alice.publicKey, type, payloadFor(type))
+        const back = Buffer.from(fromBob)
+        back.set(alice.publicKey, 2)
+        expect(openDatagram(bobCache, bob.publicKey, back), `type ${type} from bob`).toBeNull()
+      }
+    })
+
+    it('drops an authentic box whose nonce carries the wrong direction byte, or none', () => {
+      const right = directionByte(alice.publicKey, bob.publicKey)
+      const payload = encodeProbe({token: new Uint8Array(8), ts: 1})
+      // The hand sealer is right when the byte is.
+      expect(openDatagram(bobCache, bob.publicKey, sealRaw(DATAGRAM_VERSION, DatagramType.PONG, right, payload))).not.toBeNull()
+      for (const wrong of [1 - right, 2, 0xff]) {
+        const datagram = sealRaw(DATAGRAM_VERSION, DatagramType.PONG, wrong, payload)
+        expect(peekHeader(datagram)).not.toBeNull()
+        expect(openDatagram(bobCache, bob.publicKey, datagram), `direction byte ${wrong}`).toBeNull()
+      }
+    })
+
+    it('refuses version 1 datagrams (no direction byte), even authentic ones', () => {
+      for (const type of BOX_TYPES) {
+        const v1 = sealRaw(1, type, undefined, payloadFor(type))
+        expect(peekHeader(v1), `type ${type}`).toBeNull()
+        expect(openDatagram(bobCache, bob.publicKey, v1), `type ${type}`).toBeNull()
+      }
+    })
   })
 
   it('returns null for truncated and oversized datagrams', () => {
     const sealed = seal(DatagramType.DATA, nacl.randomBytes(200))
     for (let length = 0; length < sealed.length; length++) {
-      expect(openDatagram(bobCache, sealed.subarray(0, length)), `length ${length}`).toBeNull()
+      expect(openDatagram(bobCache, bob.publicKey, sealed.subarray(0, length)), `length ${length}`).toBeNull()
     }
-    expect(openDatagram(bobCache, Buffer.concat([sealed, Buffer.alloc(1)]))).toBeNull()
+    expect(openDatagram(bobCache, bob.publicKey, Buffer.concat([sealed, Buffer.alloc(1)]))).toBeNull()
 
     const full = seal(DatagramType.DATA, nacl.randomBytes(MAX_PAYLOAD))
     expect(full.length).toBe(MAX_DATAGRAM)
-    expect(openDatagram(bobCache, Buffer.concat([full, Buffer.alloc(1)]))).toBeNull()
-    expect(openDatagram(bobCache, Buffer.alloc(65_507, 1))).toBeNull()
+    expect(openDatagram(bobCache, bob.publicKey, Buffer.concat([full, Buffer.alloc(1)]))).toBeNull()
+    expect(openDatagram(bobCache, bob.publicKey, Buffer.alloc(65_507, 1))).toBeNull()
   })
 
   it('returns null and never throws on garbage (seeded fuzz)', () => {
@@ -250,7 +341,7 @@ describe('sealDatagram / openDatagram', () => {
       }
       let result: ReturnType<typeof openDatagram> = null
       expect(() => {
-        result = openDatagram(bobCache, buf)
+        result = openDatagram(bobCache, bob.publicKey, buf)
       }).not.toThrow()
       if (result) opened++
       expect(() => peekHeader(buf)).not.toThrow()
@@ -260,7 +351,7 @@ describe('sealDatagram / openDatagram', () => {
 
   it('returns null for inputs that are not bytes', () => {
     for (const value of [null, undefined, 'datagram', 42, {}, [1, 2, 3], new ArrayBuffer(100)]) {
-      expect(openDatagram(bobCache, value as unknown as Uint8Array)).toBeNull()
+      expect(openDatagram(bobCache, bob.publicKey, value as unknown as Uint8Array)).toBeNull()
       expect(peekHeader(value as unknown as Uint8Array)).toBeNull()
     }
   })
@@ -270,7 +361,7 @@ describe('peekHeader', () => {
   it('reads version, type and sender key without decrypting', () => {
     const sealed = seal(DatagramType.SERVER_PROBE, encodeProbe({token: new Uint8Array(8), ts: 5}))
     const header = peekHeader(sealed)
-    expect(header).toEqual({version: 1, type: DatagramType.SERVER_PROBE, senderKey: expect.any(Uint8Array)})
+    expect(header).toEqual({version: DATAGRAM_VERSION, type: DatagramType.SERVER_PROBE, senderKey: expect.any(Uint8Array)})
     expect(encodeKey(header!.senderKey)).toBe(ALICE)
     // A copy: changing the datagram afterwards does not change it.
     sealed[2]! ^= 0xff
@@ -282,12 +373,13 @@ describe('peekHeader', () => {
     expect(peekHeader(sealed.subarray(0, MIN_DATAGRAM - 1))).toBeNull()
     expect(peekHeader(Buffer.alloc(0))).toBeNull()
     const variants: Array<[number, number]> = [
-      [0, 2],
+      [0, DATAGRAM_VERSION - 1],
+      [0, DATAGRAM_VERSION + 1],
       [0, 0],
       [1, 0],
       [1, 9],
       [1, 255],
-      [34, 2],
+      [34, DATAGRAM_VERSION + 1],
       [35, 2],
     ]
     for (const [at, value] of variants) {
@@ -457,7 +549,7 @@ describe('fragment and Reassembler', () => {
       const reassembler = new Reassembler({maxBytes: 4 * 1024 * 1024})
       const results: Uint8Array[] = []
       for (const datagram of wire) {
-        const opened = openDatagram(bobCache, datagram)!
+        const opened = openDatagram(bobCache, bob.publicKey, datagram)!
         const data = decodeData(opened.payload)!
         expect(data.msgId).toBe(msgId)
         const whole = reassembler.add(encodeKey(opened.senderKey), data)
@@ -629,11 +721,11 @@ describe('ReplayWindow', () => {
   it('works on nonces from opened datagrams: a replayed datagram is caught', () => {
     const window = new ReplayWindow()
     const sealed = seal(DatagramType.DATA, encodeData({msgId: 'r', index: 0, count: 1, chunk: new Uint8Array(1)}))
-    expect(window.seen(openDatagram(bobCache, sealed)!.nonce)).toBe(false)
-    expect(window.seen(openDatagram(bobCache, Buffer.from(sealed))!.nonce)).toBe(true)
+    expect(window.seen(openDatagram(bobCache, bob.publicKey, sealed)!.nonce)).toBe(false)
+    expect(window.seen(openDatagram(bobCache, bob.publicKey, Buffer.from(sealed))!.nonce)).toBe(true)
     // The same content sealed again has a new nonce: not a replay (the caller dedupes by msgId).
     const again = seal(DatagramType.DATA, encodeData({msgId: 'r', index: 0, count: 1, chunk: new Uint8Array(1)}))
-    expect(window.seen(openDatagram(bobCache, again)!.nonce)).toBe(false)
+    expect(window.seen(openDatagram(bobCache, bob.publicKey, again)!.nonce)).toBe(false)
   })
 
   it('forgets the oldest nonce beyond its capacity', () => {
