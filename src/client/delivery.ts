@@ -13,9 +13,9 @@ import {timeOrderedId} from '../crypto/random-pool.js'
 import {Inbox} from './inbox.js'
 import {backoffMs} from '../util/backoff.js'
 
-/** Tries of a request the server failed with INTERNAL, and the waits between them (0.25 s doubling: 7.75 s in all). */
-const INTERNAL_TRIES = 6
-const INTERNAL_RETRY_MS = {initial: 250, max: 4_000}
+/** Tries of a request the server failed with STORE_UNAVAILABLE, and the waits between them (0.25 s doubling: 7.75 s in all). */
+const STORE_UNAVAILABLE_TRIES = 6
+const STORE_UNAVAILABLE_RETRY_MS = {initial: 250, max: 4_000}
 
 export interface DeliveryOptions {
   client: MessengerClient
@@ -399,23 +399,42 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /**
    * Sends a request; with a reconnecting client, a lost connection waits for the reconnect and
    * re-sends the same request. Safe for `send` because the server dedupes by msgId.
-   * INTERNAL (the server's store failed: Redis restarting, a disk error) is tried again a few times
-   * too, over about 8 s: such a send may have been stored all the same (Redis ran it, then the
-   * connection to it dropped), and the same msgId is the only way to learn so without a duplicate.
+   * STORE_UNAVAILABLE (the server's store is out of reach for a moment: Redis restarting or failing
+   * over) is tried again a few times too, over about 8 s: such a send may have been stored all the
+   * same (Redis ran it, then the connection to it dropped), and the same msgId is the only way to
+   * learn so without a duplicate. Every request sent through here must be safe to repeat (see
+   * Relay.broadcast for the one that is not stored).
    */
   private async request<T extends RequestType>(type: T, params: RequestParams<T>): Promise<Results[T]> {
-    for (let internal = 0; ; ) {
+    for (let unavailable = 0; ; ) {
       try {
         return await this.o.client.request(type, params)
       } catch (error) {
-        if (error instanceof MessengerError && error.code === 'INTERNAL' && ++internal < INTERNAL_TRIES) {
-          await new Promise((resolve) => setTimeout(resolve, backoffMs(internal, INTERNAL_RETRY_MS)))
+        if (error instanceof MessengerError && error.code === 'STORE_UNAVAILABLE' && ++unavailable < STORE_UNAVAILABLE_TRIES) {
+          // Closed meanwhile: the caller hears what the server said, not that the client went away.
+          if (await this.closedWithin(backoffMs(unavailable, STORE_UNAVAILABLE_RETRY_MS))) throw error
           continue
         }
         if (!(error instanceof MessengerError && RECONNECT_CURES.has(error.code) && this.o.client.reconnects)) throw error
         await this.o.client.waitUntilConnected()
       }
     }
+  }
+
+  /** Waits `ms`; true (at once) if the client is closed meanwhile. Keeps no process alive. */
+  private closedWithin(ms: number): Promise<boolean> {
+    const client = this.o.client
+    return new Promise((resolve) => {
+      const finish = (closed: boolean) => {
+        clearTimeout(timer)
+        client.off('closed', onClosed)
+        resolve(closed)
+      }
+      const onClosed = () => finish(true)
+      const timer = setTimeout(() => finish(false), ms)
+      timer.unref()
+      client.once('closed', onClosed)
+    })
   }
 
   /** The directory entry (key, presence, endpoints), cached until `fresh` or a reconnect. */

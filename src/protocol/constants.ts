@@ -10,7 +10,8 @@
  *    sender's send time, and a receiver takes each transfer once (REJECT codes STALE_OFFER, REPLAYED).
  *    Direct-path datagrams (version 2, transport/datagram.ts) seal their direction in the nonce's
  *    third byte, so one reflected to its own sender under the peer's key is dropped; version 1
- *    datagrams are refused.
+ *    datagrams are refused. Store failures are STORE_UNAVAILABLE (sent again by clients) or
+ *    STORE_FULL instead of INTERNAL.
  * A client and a server of different versions refuse each other at `hello` (VERSION_MISMATCH); a
  * reconnecting client stops there rather than retrying. Redis nodes of one cluster run one version.
  */

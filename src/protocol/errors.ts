@@ -17,6 +17,8 @@ export const ERROR_CODES = {
   SHUTTING_DOWN: 'The server is shutting down.',
   IDLE_TIMEOUT: 'The connection was idle for longer than the server allows.',
   INTERNAL: 'The server hit an unexpected error handling this request.',
+  STORE_UNAVAILABLE: 'The server cannot reach its message store right now (Redis restarting or unreachable, the database busy).',
+  STORE_FULL: "The server's message store is out of space (its disk, or Redis's memory limit).",
   // accounts and sessions
   BAD_USERNAME: 'Usernames are 2-32 characters of a-z, 0-9, _ . -',
   BAD_PASSWORD: 'Passwords must be at least 8 characters.',
@@ -78,6 +80,8 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   SHUTTING_DOWN: 'The server is restarting or stopping; try again in a moment.',
   IDLE_TIMEOUT: 'Reconnect to continue.',
   INTERNAL: 'Try again; if it keeps happening, check the server log.',
+  STORE_UNAVAILABLE: 'Try again in a moment; the messenger client already did for a few seconds. Nothing was lost: what the server acknowledged is stored.',
+  STORE_FULL: "Nothing new can be stored until the server's operator frees space (the server log says where); try again later.",
   BAD_USERNAME: 'Pick a username of 2-32 characters from a-z, 0-9, "_", "." and "-", like alice or bob_92.',
   BAD_PASSWORD: 'Choose a password of at least 8 characters.',
   BAD_DISPLAY_NAME: 'Use 1-64 printable characters, without line breaks.',

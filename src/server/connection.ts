@@ -6,6 +6,7 @@ import {writeBatched} from '../util/batched-write.js'
 import {CLOSES_CONNECTION, MessengerError} from '../protocol/errors.js'
 import type {Push, Request, Results, RequestType} from '../protocol/messages.js'
 import {validateRequest} from '../protocol/validate.js'
+import {storeFailure, type StoreFailureLog} from './store-failure.js'
 
 /** The authenticated identity behind a connection. */
 export interface ConnectionSession {
@@ -56,7 +57,7 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
 
   constructor(
     private readonly socket: Socket,
-    private readonly options: {maxFrameBytes: number; now: () => number; logger: Logger; handle: RequestHandler},
+    private readonly options: {maxFrameBytes: number; now: () => number; logger: Logger; handle: RequestHandler; storeFailures?: StoreFailureLog},
   ) {
     super()
     this.remoteAddress = socket.remoteAddress ?? 'unknown'
@@ -169,6 +170,13 @@ export class Connection extends EventEmitter<{request: [Request]; close: []}> {
       if (error instanceof MessengerError) {
         this.write({re: request.id, error: error.toWire()})
         if (CLOSES_CONNECTION.has(error.code)) this.end()
+        return
+      }
+      // The store out of reach or out of space is the world, not a bug: said precisely, logged once in a while.
+      const failure = storeFailure(error)
+      if (failure) {
+        this.options.storeFailures?.report(failure, {type: request.type})
+        this.write({re: request.id, error: failure.toWire()})
         return
       }
       this.options.logger.error({conn: this.id, type: request.type, err: error}, 'request failed')

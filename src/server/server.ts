@@ -25,6 +25,7 @@ import {Rendezvous} from './rendezvous.js'
 import {loadOrCreateIdentity} from '../crypto/identity.js'
 import {createRouter, endSession} from './router.js'
 import {Social} from './social.js'
+import {StoreFailureLog} from './store-failure.js'
 
 /** Options for {@link createServer}. Every field has a default; tests pass small timeouts and cheap scrypt. */
 export interface ServerOptions {
@@ -100,6 +101,8 @@ export class MessengerServer {
   readonly logger: Logger
   private readonly options: Required<Omit<ServerOptions, 'credentialsFile' | 'tlsCertFile' | 'tlsKeyFile' | 'store' | 'cluster' | 'storeUrl' | 'redisPrefix' | 'nodeId' | 'sendRate' | 'deliveryWindow' | 'logger' | 'scrypt'>> & {scrypt: ScryptParams}
   private readonly connections = new Set<Connection>()
+  /** One log line per store outage (or full disk) every 10 s, however many requests it fails. */
+  private readonly storeFailures: StoreFailureLog
   private tlsServer: tls.Server | undefined
   private store: Store | undefined
   private ownsStore = false
@@ -144,6 +147,7 @@ export class MessengerServer {
     }
     this.options = o
     this.logger = input.logger ?? pino({level: 'silent'})
+    this.storeFailures = new StoreFailureLog(this.logger)
   }
 
   get address(): ServerInfo {
@@ -305,7 +309,7 @@ export class MessengerServer {
 
   private accept(socket: tls.TLSSocket, handle: ReturnType<typeof createRouter>): void {
     const o = this.options
-    const connection = new Connection(socket, {maxFrameBytes: o.maxFrameBytes, now: o.now, logger: this.logger, handle})
+    const connection = new Connection(socket, {maxFrameBytes: o.maxFrameBytes, now: o.now, logger: this.logger, handle, storeFailures: this.storeFailures})
     if (this.stopping) {
       connection.fail(new MessengerError('SHUTTING_DOWN', 'The server is shutting down.', {hint: 'Try again in a moment.'}))
       return

@@ -278,8 +278,8 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
     })
     enqueue.callThrough()
 
-    // Without the retry this rejected with INTERNAL while bob got the message: a user who then sent
-    // it again gave bob two.
+    // The server answers STORE_UNAVAILABLE. Without the retry this rejected while bob got the
+    // message: a user who then sent it again gave bob two.
     const outcome = await alice.engine.sendText('bob', 'stored despite the error')
     expect(enqueue.callCount).toBe(2)
     expect(await bob.nextMessage()).toMatchObject({id: outcome.id, text: 'stored despite the error'})
@@ -287,6 +287,26 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
     await bob.settle()
     expect(bob.messages.count((m) => m.text === 'stored despite the error')).toBe(1)
     expect(alice.history.list({peer: 'bob'}).map((r) => [r.id, r.status])).toEqual([[outcome.id, expect.stringMatching(/^(sent|delivered)$/)]])
+  })
+
+  it('a full disk is STORE_FULL, with what to do, and nothing is stored; a bug is INTERNAL; neither is sent again', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-store-full-')
+    const {address} = await startTestServer({store, dataDir: dir})
+    const bob = await makeUser(address, 'bob')
+    const alice = await makeUser(address, 'alice')
+    const enqueue = sinon.stub(store, 'enqueueMessage')
+    enqueue.onFirstCall().rejects(Object.assign(new Error('database or disk is full'), {code: 'SQLITE_FULL'}))
+    enqueue.onSecondCall().rejects(new TypeError("Cannot read properties of undefined (reading 'qid')"))
+    enqueue.callThrough()
+
+    const full = await expectCode(alice.engine.sendText('bob', 'no room'), 'STORE_FULL')
+    expect(full.message).toMatch(/out of space/)
+    expect(full.hint).toMatch(/operator frees space/)
+    await expectCode(alice.engine.sendText('bob', 'a bug'), 'INTERNAL')
+    expect(enqueue.callCount).toBe(2)
+    const after = await alice.engine.sendText('bob', 'room again')
+    expect(await bob.nextMessage()).toMatchObject({id: after.id, text: 'room again'})
+    expect(bob.messages.items.map((m) => m.text)).toEqual(['room again'])
   })
 
   it('an ack whose deletion the store failed is tried again by the server: the sender hears "delivered" without the recipient acking again', async () => {
@@ -304,6 +324,9 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
     expect(await alice.nextReceipt((r) => r.msgId === outcome.id)).toMatchObject({by: 'bob', status: 'delivered'})
     expect(ack.callCount).toBe(2)
     expect(ack.secondCall.args.slice(0, 2)).toEqual(['bob', [outcome.id]])
+    // The same batch id: what lets a Redis store hand back the receipts a first try recorded.
+    expect(ack.secondCall.args[4]).toEqual(expect.any(String))
+    expect(ack.secondCall.args[4]).toBe(ack.firstCall.args[4])
     expect(await store.pendingMessages('bob', 0, 10)).toEqual([])
     // bob acked once; the server did the rest.
     expect(bob.deliveries.count((d) => d.msgId === outcome.id)).toBe(1)

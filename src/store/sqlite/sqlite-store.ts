@@ -245,9 +245,9 @@ export class SqliteStore implements Store {
     return this.messaging.pending(recipient, afterQid, limit)
   }
 
-  // No batchId needed: deletion and receipts commit together, so a failed call applied nothing (or,
-  // when only the WAL flush failed, both, and the stored receipts are pushed at the sender's recheck).
-  async ackMessages(recipient: string, msgIds: string[], ts: number, status: AckStatus = 'delivered'): Promise<ReceiptRecord[]> {
+  // The batch id is not needed: deletion and receipts commit together, so a failed call applied nothing
+  // (or, when only the WAL flush failed, both, and the stored receipts are pushed at the sender's recheck).
+  async ackMessages(recipient: string, msgIds: string[], ts: number, status: AckStatus = 'delivered', _batchId?: string): Promise<ReceiptRecord[]> {
     return this.commits.run(() => this.messaging.ack(recipient, msgIds, ts, status))
   }
 

@@ -1,0 +1,75 @@
+import type {Logger} from 'pino'
+import {MessengerError} from '../protocol/errors.js'
+
+/*
+ * Store failures a client can be told about precisely. Anything else a handler throws that is not a
+ * MessengerError is a bug, answered INTERNAL; but a store that is out of reach for a moment (Redis
+ * restarting or failing over, SQLite busy) or out of space is the world, not a bug: the client is told
+ * which, so it knows whether to try again at once (STORE_UNAVAILABLE, which the messenger client does
+ * under the same msgId) or later (STORE_FULL).
+ */
+
+/** SQLite result codes (better-sqlite3 SqliteError.code) and Node/libuv error codes meaning "no space left". */
+const FULL_CODES = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT'])
+
+/** Codes of a store that is there but cannot answer now: a lock held too long, a connection lost. */
+const UNAVAILABLE_CODES = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH'])
+
+/**
+ * Redis replies and ioredis errors of a Redis that is restarting, failing over or gone for a moment:
+ * LOADING (reading its AOF after a restart), READONLY/MASTERDOWN (a replica during failover),
+ * TRYAGAIN/CLUSTERDOWN, and ioredis giving up on a command or a closed connection.
+ */
+const UNAVAILABLE_REDIS = /^(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|BUSY)\b|^Connection is closed|^Reached the max retries per request limit|^Stream isn't writeable/
+
+/** Redis past its maxmemory: "OOM command not allowed when used memory > 'maxmemory'". */
+const FULL_REDIS = /^OOM\b/
+
+/** The error and its causes, innermost last (bounded: causes can form a cycle). */
+function chain(error: unknown): unknown[] {
+  const out: unknown[] = []
+  for (let e = error; e !== undefined && e !== null && out.length < 8; e = (e as {cause?: unknown}).cause) out.push(e)
+  return out
+}
+
+/** STORE_FULL or STORE_UNAVAILABLE for a store failure of those kinds; undefined for anything else. */
+export function storeFailure(error: unknown): MessengerError | undefined {
+  for (const e of chain(error)) {
+    if (!(e instanceof Error)) continue
+    const code = (e as {code?: unknown}).code
+    if ((typeof code === 'string' && FULL_CODES.has(code)) || FULL_REDIS.test(e.message)) {
+      return new MessengerError('STORE_FULL', 'The server is out of space to store this, so it was not stored.', {cause: error})
+    }
+    if ((typeof code === 'string' && UNAVAILABLE_CODES.has(code)) || UNAVAILABLE_REDIS.test(e.message) || e.name === 'MaxRetriesPerRequestError') {
+      return new MessengerError('STORE_UNAVAILABLE', 'The server cannot reach its message store right now.', {cause: error})
+    }
+  }
+  return undefined
+}
+
+/**
+ * Logs store failures at most once per `everyMs` per code, with how many there were meanwhile: a
+ * Redis outage under load fails thousands of requests a second, and one line says it as well.
+ */
+export class StoreFailureLog {
+  private readonly last = new Map<string, {at: number; suppressed: number}>()
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+    private readonly everyMs = 10_000,
+  ) {}
+
+  report(failure: MessengerError, context: Record<string, unknown> = {}): void {
+    const now = this.now()
+    const seen = this.last.get(failure.code)
+    if (seen && now - seen.at < this.everyMs) {
+      seen.suppressed++
+      return
+    }
+    const cause = failure.cause instanceof Error ? failure.cause.message : String(failure.cause)
+    const level = failure.code === 'STORE_FULL' ? 'error' : 'warn'
+    this.logger[level]({...context, code: failure.code, err: cause, sinceLast: seen?.suppressed ?? 0}, failure.code === 'STORE_FULL' ? 'the message store is out of space: free disk space (or raise Redis maxmemory)' : 'the message store is unavailable')
+    this.last.set(failure.code, {at: now, suppressed: 0})
+  }
+}
