@@ -96,6 +96,8 @@ const MAX_FORWARDERS = 10_000
 
 /** Failed ack deletions held for retry; each holds at most LIMITS.ackIds ids. */
 const MAX_UNSETTLED_ACKS = 1_000
+/** Tries of a failed ack deletion: about 4 minutes at the default backoff (1 s doubling to 30 s). */
+const UNSETTLED_ACK_ATTEMPTS = 12
 
 /** Pushes of a copy without an ack (about 7 s at the default backoff) before it is parked out of the window. */
 const PARK_AFTER_ATTEMPTS = 4
@@ -134,12 +136,23 @@ export class Relay {
     // The store's buckets: with several nodes on one Redis a user's rate is counted once, whichever
     // nodes their sessions are on (a flooder cannot multiply it by opening a session per node).
     this.limiter = o.store.sendBuckets({...sendRate, now: o.now})
+    let loggedAt = Number.NEGATIVE_INFINITY
     this.unsettled = new UnsettledAcks({
       retry: async (s) => this.settled(s.username, s.msgIds, await o.store.ackMessages(s.username, s.msgIds, s.ts, s.status, s.batchId)),
       now: o.now,
       delays: {initial: o.retryInitialMs, max: o.retryMaxMs},
       max: MAX_UNSETTLED_ACKS,
-      onGiveUp: (s) => o.logger.warn({to: s.username, messages: s.msgIds.length}, 'too many acks failed in the store; these copies wait for the recipient\'s next login'),
+      maxAttempts: UNSETTLED_ACK_ATTEMPTS,
+      onFailure: (error) => {
+        // One line per 10 s: under a Redis outage every ack fails.
+        if (o.now() - loggedAt < 10_000) return
+        loggedAt = o.now()
+        o.logger.warn({err: error instanceof Error ? error.message : String(error), waiting: this.unsettled.size}, 'acknowledged messages could not be deleted in the store; retrying')
+      },
+      onGiveUp: (s) => {
+        o.logger.warn({to: s.username, messages: s.msgIds.length}, 'gave up deleting acknowledged messages; they are pushed to the recipient again')
+        this.rereadQueue(s.username)
+      },
     })
   }
 
@@ -235,7 +248,11 @@ export class Relay {
     return undefined
   }
 
-  /** Delivers to whoever is online right now; nothing is stored. */
+  /**
+   * Delivers to whoever is online right now; nothing is stored. Every store read comes before the
+   * first push: a client sends a request that failed STORE_UNAVAILABLE again, and a failure after a
+   * push would push the broadcast twice (recipients would show it once, by msgId, but still).
+   */
   async broadcast(session: ConnectionSession, request: Request<'broadcast'>): Promise<Results['broadcast']> {
     const sender = session.username
     await this.limit(sender, request.copies.length)
@@ -335,17 +352,20 @@ export class Relay {
         throw error
       }
     }
-    const deleteBoth = async (): Promise<ReceiptRecord[]> => {
-      let delivered: ReceiptRecord[] = []
-      try {
-        delivered = msgIds.length > 0 ? await settle(msgIds, 'delivered') : []
-      } catch (error) {
-        if (unreadable.length > 0) this.unsettled.add(settlement(unreadable, 'unreadable'))
-        throw error
+    // Each half, once deleted, is settled at once (other sessions stop pushing it, its senders hear
+    // it), even if the other half then fails.
+    const deleteBoth = async (): Promise<void> => {
+      if (msgIds.length > 0) {
+        let delivered: ReceiptRecord[]
+        try {
+          delivered = await settle(msgIds, 'delivered')
+        } catch (error) {
+          if (unreadable.length > 0) this.unsettled.add(settlement(unreadable, 'unreadable'))
+          throw error
+        }
+        this.settled(username, msgIds, delivered)
       }
-      // Stored with its deletion: pushed even if the unreadable half fails.
-      this.pushReceipts(delivered)
-      return unreadable.length > 0 ? settle(unreadable, 'unreadable') : []
+      if (unreadable.length > 0) this.settled(username, unreadable, await settle(unreadable, 'unreadable'))
     }
     const deleting = msgIds.length > 0 || unreadable.length > 0 ? deleteBoth() : undefined
     admit()
@@ -360,7 +380,6 @@ export class Relay {
     this.dropInFlight(username, settled)
     const [receiptsAck, deletion] = await Promise.allSettled([receiptsDone, deleting])
     if (deletion.status === 'rejected') throw deletion.reason
-    this.settled(username, settled, deletion.value)
     if (receiptsAck.status === 'rejected') throw receiptsAck.reason
     return {}
   }
@@ -437,6 +456,20 @@ export class Relay {
       if (page.size > 0) continue
       delivery.receiptPage = undefined
       void this.pushStoredReceipts(session, delivery)
+    }
+  }
+
+  /**
+   * Pushes `username`'s queue again from its start to their sessions here: copies whose ack could not
+   * be recorded come again (the client shows each msgId once and acks it again), as at a new login.
+   */
+  private rereadQueue(username: string): void {
+    for (const session of this.presence.sessionsOf(username)) {
+      const delivery = this.sessions.get(session)
+      if (!delivery) continue
+      delivery.cursor = 0
+      delivery.caughtUpAt = -1
+      void this.pump(session)
     }
   }
 

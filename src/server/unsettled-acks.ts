@@ -23,7 +23,12 @@ export interface UnsettledAcksOptions {
   delays: {initial: number; max: number}
   /** Most deletions held; beyond, the oldest is given up (`onGiveUp`). */
   max: number
+  /** Tries before a deletion is given up (a failure a retry cannot cure must not be tried for ever). */
+  maxAttempts: number
+  /** A deletion no longer tried: the caller makes its copies come again, so the client acks them again. */
   onGiveUp: (settlement: Settlement) => void
+  /** Each failed try (the caller logs, sparingly). */
+  onFailure: (error: unknown, settlement: Settlement) => void
 }
 
 /**
@@ -33,6 +38,9 @@ export interface UnsettledAcksOptions {
  * wait for the recipient's next login, and their senders would not hear "delivered" until then. A
  * failed call may still have been applied (Redis ran the script, then the connection dropped), so
  * each retry uses the same batch id, which hands back the receipts that deletion recorded.
+ * Bounded in entries and tries: one given up (the oldest when full, or after maxAttempts) goes to
+ * onGiveUp, which makes its copies come to the client again. Held in memory: a node that stops loses
+ * them, and its clients' next sessions read their queues from the start and ack what is left.
  * Driven by the relay's sweeper (retryDue); nothing here keeps a timer.
  */
 export class UnsettledAcks {
@@ -44,6 +52,7 @@ export class UnsettledAcks {
     return this.entries.size
   }
 
+  /** Holds a deletion that just failed (its first try) for retryDue. */
   add(settlement: Settlement): void {
     if (this.entries.size >= this.o.max) {
       const oldest = this.entries.values().next().value!
@@ -61,9 +70,16 @@ export class UnsettledAcks {
       entry.running = true
       this.o.retry(entry).then(
         () => this.entries.delete(entry),
-        () => {
+        (error: unknown) => {
           entry.running = false
-          entry.attempts++
+          this.o.onFailure(error, entry)
+          // Given up already (evicted while this try ran)?
+          if (!this.entries.has(entry)) return
+          if (++entry.attempts > this.o.maxAttempts) {
+            this.entries.delete(entry)
+            this.o.onGiveUp(entry)
+            return
+          }
           entry.nextAt = this.o.now() + backoffMs(entry.attempts, this.o.delays)
         },
       )
