@@ -1,4 +1,4 @@
-// The relay's floor (a forkPeer child, see relay-floor.js): a TLS server that does only the relay's
+// The relay's floor (a forkPeer child, see measureFloor in scenarios/relay.js): a TLS server that does only the relay's
 // wire work. It speaks the same frames (length + JSON, our codec), in the same flow per message
 // (send -> reply + deliver; ack -> reply + receipt; ack of the receipt -> reply), and batches each
 // connection's frames of one turn into one socket write with the server's own writeBatched. It authenticates nobody,

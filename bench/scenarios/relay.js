@@ -4,8 +4,9 @@
 //   phase 2: paced at half that rate: p50/p99 of send start -> recipient 'message' event
 // Baseline, run first with the same pairs, window and threads: the floor (relay-floor-server.js and
 // relay-floor-worker.js), a TLS forwarder and bare clients that do only the wire work (frames, JSON,
-// TLS) of each message and nothing else. Its msgs/s is what this machine allows any relay speaking
-// our protocol with its clients beside it; the relay's figure is also reported as a ratio to it.
+// TLS) of each message and nothing else. Its msgs/s is what the wire work of our protocol allows on
+// this machine with the clients beside it; the relay's figure is also reported as a ratio to it (the
+// floor's clients do no sealing or history either, so compare the servers by their CPU per message).
 // The clients run in BENCH_RELAY_WORKERS worker threads of this process (default 2, one per core;
 // each pair's sender and recipient in the same thread): 100 users would have 100 machines, and one
 // event loop for all of them made the bench measure its own queueing. BENCH_RELAY_WORKERS=1 puts

@@ -269,7 +269,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
 
   /** Emits `dropped` once per sender and transfer. */
   private report(drop: FileDrop): void {
-    if (rememberId(this.reportedDrops, `${drop.from}\u0000${drop.transferId ?? ''}`, REPORTED_DROPS)) return
+    if (rememberId(this.reportedDrops, `${drop.from}\u0000${drop.transferId ?? drop.reason}`, REPORTED_DROPS)) return
     this.emit('dropped', drop)
   }
 

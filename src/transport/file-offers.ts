@@ -41,7 +41,8 @@ export class MemoryOfferLog implements OfferLog {
   addTransfer(peer: string, transferId: string, expiresAt: number): boolean {
     const key = `${peer}\u0000${transferId}`
     if (this.taken.has(key)) return false
-    // Oldest first: entries go in as offers arrive, and all live for the same window.
+    // In arrival order. Expiry follows the sender's clock, so an entry at the front may outlive some
+    // behind it: those wait for it (or for the cap, which always holds) to be let go.
     const now = this.now()
     for (const [old, until] of this.taken) {
       if (until >= now && this.taken.size < MEMORY_LOG_ENTRIES) break

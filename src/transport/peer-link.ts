@@ -342,8 +342,9 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
       return
     }
     if (header.type === DatagramType.FILE) {
-      // No replay window here: duplicated or replayed transfer frames are harmless to the transfer
-      // engine (chunk writes and control frames are idempotent), and this is the hot path.
+      // No replay window here (the hot path): duplicated frames are harmless to the transfer engine
+      // (chunk writes and control frames are idempotent), and a replayed whole transfer is refused by
+      // the receiver's record of the transfers it took (file-offers.ts).
       const payload = this.fileCipher(senderKey, header.senderKey).open(d.data)
       if (!payload) {
         this.stats.dropped.decrypt++

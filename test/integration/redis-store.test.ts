@@ -37,7 +37,6 @@ async function allKeys(redis: Redis, pattern = '*'): Promise<string[]> {
   return keys.sort()
 }
 
-/** Redis Cluster's key slot: CRC16 (XMODEM) of the hash tag if there is one, mod 16384. */
 /** Makes every pipeline of the store's connection fail ('connection lost') until the returned function is called. */
 function failPipelines(store: RedisStore): () => void {
   const pipeline = store.redis.pipeline.bind(store.redis)
@@ -51,6 +50,7 @@ function failPipelines(store: RedisStore): () => void {
   }
 }
 
+/** Redis Cluster's key slot: CRC16 (XMODEM) of the hash tag if there is one, mod 16384. */
 function keySlot(key: string): number {
   const open = key.indexOf('{')
   if (open !== -1) {
@@ -387,7 +387,8 @@ describe.skipIf(!available)('RedisStore', () => {
         await expect(store.ackMessages('bob', [m1.msgId], T0 + 1, 'delivered', 'batch-1')).rejects.toThrow('connection lost')
         mend()
 
-        // The copy is gone; the retry deletes nothing more but gets its own batch back, one second later.
+        // The copy is gone; the retry deletes nothing more but gets its own batch back, at once (its
+        // record is younger than the grace after which another ack would take it over).
         const receipts = await store.ackMessages('bob', [m1.msgId], T0 + 1, 'delivered', 'batch-1')
         expect(receipts).toEqual([expect.objectContaining({username: 'alice', by: 'bob', status: 'delivered', msgIds: [m1.msgId], ts: T0 + 1})])
         expect((await store.pendingReceipts('alice', 10)).map((r) => r.receiptId)).toEqual(receipts.map((r) => r.receiptId))
