@@ -51,6 +51,10 @@ export interface PeerLinkOptions {
 
 /** Confirmed paths kept at most (peers talked to within pathTtlMs). */
 const MAX_PATHS = 4_096
+/** Probe tokens remembered (one per candidate per probe round); the oldest go first. */
+const MAX_PROBES_SENT = 4_096
+/** How long after its probe round a pong still counts: the time it may take to come back. */
+const PONG_GRACE_MS = 2_000
 
 /** Datagrams dropped, by reason. Nothing from the network ever throws. */
 export interface LinkStats {
@@ -104,6 +108,13 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
   private readonly paths = new Map<string, Path>()
   /** Everyone waiting for a pong from a key: concurrent first sends to one peer all hear it. */
   private readonly pongWaiters = new Map<string, Set<(endpoint: Endpoint) => void>>()
+  /**
+   * Probe tokens we sent (hex) -> whom we probed (key) and until when an answer counts. A pong must
+   * echo one of ours to that key: a genuine pong recorded on the way and replayed later (once the
+   * replay window has let its nonce go), from anywhere, would otherwise confirm a path at the
+   * replayer's address, or set our observed address from the server's.
+   */
+  private readonly probesSent = new Map<string, {key: string; until: number}>()
   private readonly ackWaiters = new Map<string, () => void>()
   private readonly fileCiphers = new Map<string, FileCipher>()
   /** The last sender key seen and its base64: a transfer is thousands of datagrams from one key. */
@@ -182,9 +193,10 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     const known = this.confirmedPath(peerKey)
     if (known) return known
     if (candidates.length === 0 || !this.stream) return null
-    const pong = this.pongWithin(this.keyString(peerKey), durationMs)
+    const keyB64 = this.keyString(peerKey)
+    const pong = this.pongWithin(keyB64, durationMs)
     const probe = () => {
-      for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: this.o.now()}))
+      for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token: this.probeToken(keyB64, durationMs), ts: this.o.now()}))
     }
     const timer = setInterval(probe, this.o.probeIntervalMs)
     probe()
@@ -193,6 +205,19 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     } finally {
       clearInterval(timer)
     }
+  }
+
+  /** A fresh probe token for `keyB64`, whose pong counts for `ms` (and a moment more for the way back). */
+  private probeToken(keyB64: string, ms: number): Uint8Array {
+    const token = randomBytes(TOKEN_BYTES)
+    setNewest(this.probesSent, token.toString('hex'), {key: keyB64, until: this.o.now() + ms + PONG_GRACE_MS}, MAX_PROBES_SENT)
+    return token
+  }
+
+  /** Whether `token` is one we sent to `keyB64` lately. */
+  private answersOurProbe(keyB64: string, token: Uint8Array): boolean {
+    const sent = this.probesSent.get(Buffer.from(token).toString('hex'))
+    return sent !== undefined && sent.key === keyB64 && sent.until >= this.o.now()
   }
 
   /** Where the first authenticated pong from `keyB64` came from, if one arrives within `ms`; else null. */
@@ -305,8 +330,9 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     if (!server || !this.stream) return
     const serverKey = encodeKey(server.publicKey)
     for (let attempt = 0; attempt < 3; attempt++) {
-      const pong = this.pongWithin(serverKey, this.o.ackTimeoutMs * 2 ** attempt)
-      this.send(server.publicKey, server, DatagramType.SERVER_PROBE, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: this.o.now()}))
+      const waitMs = this.o.ackTimeoutMs * 2 ** attempt
+      const pong = this.pongWithin(serverKey, waitMs)
+      this.send(server.publicKey, server, DatagramType.SERVER_PROBE, encodeProbe({token: this.probeToken(serverKey, waitMs), ts: this.o.now()}))
       if (await pong) return
     }
   }
@@ -374,15 +400,17 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
         this.send(header.senderKey, from, DatagramType.PONG, encodeProbe({token: probe.token, ts: this.o.now()}))
         return
       }
-      case DatagramType.PONG:
-        if (!decodeProbe(opened.payload)) break
+      case DatagramType.PONG: {
+        const pong = decodeProbe(opened.payload)
+        if (!pong || !this.answersOurProbe(senderKey, pong.token)) break
         this.rememberPath(senderKey, from)
         this.pongArrived(senderKey, from)
         return
+      }
       case DatagramType.SERVER_PONG: {
         const pong = decodeServerPong(opened.payload)
         const server = this.o.server
-        if (!pong || !server || senderKey !== encodeKey(server.publicKey)) break
+        if (!pong || !server || senderKey !== encodeKey(server.publicKey) || !this.answersOurProbe(senderKey, pong.token)) break
         this.observed = {address: pong.address, port: pong.port}
         this.pongArrived(senderKey, from)
         return

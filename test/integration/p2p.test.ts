@@ -6,7 +6,7 @@ import {describe, expect, it, onTestFinished} from 'vitest'
 import {encodeEnvelope} from '../../src/client/envelope-codec.js'
 import {newMessageId} from '../../src/client/delivery.js'
 import {SharedKeyCache, sealText} from '../../src/crypto/envelope.js'
-import {DatagramType, MAX_DATAGRAM, TOKEN_BYTES, encodeProbe, encodeServerPong, fragment, sealDatagram} from '../../src/transport/datagram.js'
+import {DatagramType, MAX_DATAGRAM, TOKEN_BYTES, decodeProbe, encodeProbe, encodeServerPong, fragment, openDatagram, sealDatagram} from '../../src/transport/datagram.js'
 import type {DgramStream} from '../../src/transport/dgram-stream.js'
 import {PeerLink, type LinkStats} from '../../src/transport/peer-link.js'
 import {eventually, makeOfflineUser} from '../helpers/messaging.js'
@@ -392,26 +392,40 @@ describe('p2p: direct messages between two online clients', () => {
     expect(await carol.nextMessage()).toMatchObject({text: 'rendezvous alive?'})
   })
 
-  it('pongs signed by ever new keys do not grow the path table: paths past their trust time are let go', async () => {
+  it('pongs signed by ever new keys do not grow the path table: unsolicited ones confirm nothing, and paths past their trust time are let go', async () => {
     const clock = manualClock()
     const identity = nacl.box.keyPair()
     const link = new PeerLink({identity, now: clock.now, pathTtlMs: 8_000})
     await link.start()
     onTestFinished(() => link.close())
     const attacker = await attackerSocket()
-    const pongs = async (n: number) => {
-      const target = link.stats.received + n
+    const paths = () => (link as unknown as {paths: Map<string, unknown>}).paths.size
+    const pongFrom = (key: nacl.BoxKeyPair, token: Uint8Array) =>
+      attacker.send(sealDatagram(new SharedKeyCache(key.secretKey), key.publicKey, identity.publicKey, DatagramType.PONG, encodeProbe({token, ts: 1})), {address: '127.0.0.1', port: link.port})
+
+    // Pongs nobody asked for (they echo no probe token of ours): taken in, and dropped.
+    for (let i = 0; i < 50; i++) await pongFrom(nacl.box.keyPair(), randomBytes(TOKEN_BYTES))
+    await eventually(() => link.stats.received >= 50, 'the link to take in 50 pongs')
+    expect(paths()).toBe(0)
+    expect(link.stats.dropped.unexpected).toBe(50)
+
+    // Pongs to probes of ours (keys the attacker holds, which the link probes at the attacker's
+    // address): each is a path, until its trust time passes.
+    const answered = async (n: number) => {
       for (let i = 0; i < n; i++) {
         const key = nacl.box.keyPair()
-        await attacker.send(sealDatagram(new SharedKeyCache(key.secretKey), key.publicKey, identity.publicKey, DatagramType.PONG, encodeProbe({token: randomBytes(TOKEN_BYTES), ts: 1})), {address: '127.0.0.1', port: link.port})
+        const seen = attacker.received.length
+        const probing = link.connect(key.publicKey, [attacker.endpoint], 2_000)
+        await eventually(() => attacker.received.length > seen, 'the link to probe the attacker')
+        const probe = openDatagram(new SharedKeyCache(key.secretKey), key.publicKey, attacker.received.at(-1)!)
+        await pongFrom(key, decodeProbe(probe!.payload)!.token)
+        expect(await probing).toEqual(attacker.endpoint)
       }
-      await eventually(() => link.stats.received >= target, `the link to take in ${n} pongs`)
     }
-    const paths = () => (link as unknown as {paths: Map<string, unknown>}).paths.size
-    await pongs(200)
+    await answered(200)
     expect(paths()).toBe(200)
     clock.tick(8_001)
-    await pongs(1)
+    await answered(1)
     expect(paths()).toBe(1)
   })
 
@@ -458,6 +472,33 @@ describe('p2p: direct messages between two online clients', () => {
     await eventually(() => taken() > before.taken, 'alice to take in the reflected pong')
     expect(alice.confirmedPath(bobKeys.publicKey), 'alice recorded a direct path to bob at the reflector\'s address').toBeUndefined()
     expect(alice.stats.dropped.decrypt).toBe(before.decrypt + 1)
+  })
+
+  it('a genuine pong recorded on the way and replayed later from elsewhere (after a restart forgot its nonce) confirms no path: it answers no probe of ours', async () => {
+    const aliceKeys = nacl.box.keyPair()
+    const bobKeys = nacl.box.keyPair()
+    const alice = new PeerLink({identity: aliceKeys})
+    await alice.start()
+    onTestFinished(() => alice.close())
+    // Bob finds alice through a proxy that records alice's pongs to him.
+    const proxy = await startUdpProxy({target: {address: '127.0.0.1', port: alice.port}, capture: true})
+    onTestFinished(() => proxy.close())
+    const firstBob = new PeerLink({identity: bobKeys})
+    await firstBob.start()
+    expect(await firstBob.connect(aliceKeys.publicKey, [proxy.endpoint], 2_000)).toEqual(proxy.endpoint)
+    await firstBob.close()
+    const pong = proxy.captured.find((c) => c.direction === 'toClient' && c.data[1] === DatagramType.PONG)!.data
+
+    // Bob's next session (a new process: its replay window is empty) gets the recorded pong from the attacker.
+    const bob = new PeerLink({identity: bobKeys})
+    await bob.start()
+    onTestFinished(() => bob.close())
+    const attacker = await attackerSocket()
+    const taken = () => bob.stats.received + droppedTotal(bob.stats)
+    await attacker.send(Buffer.from(pong), {address: '127.0.0.1', port: bob.port})
+    await eventually(() => taken() > 0, 'bob to take in the replayed pong')
+    expect(bob.confirmedPath(aliceKeys.publicKey), 'bob recorded a direct path to alice at the replayer\'s address').toBeUndefined()
+    expect(bob.stats.dropped.unexpected).toBe(1)
   })
 
   it('a hostile candidate list (broadcast address) in an introduction does not kill the recipient\'s link', async () => {
