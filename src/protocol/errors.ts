@@ -63,6 +63,7 @@ export const ERROR_CODES = {
   // server start-up
   PORT_IN_USE: 'The port is already in use.',
   DATA_DIR_UNWRITABLE: 'The data directory cannot be created or written.',
+  DATA_DIR_IN_USE: 'Another messenger server is using the data directory.',
   CREDENTIALS_UNREADABLE: 'The credentials file cannot be read.',
   TLS_FILES_UNREADABLE: 'The TLS certificate or key cannot be read.',
 } as const
@@ -119,6 +120,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   NOT_LOGGED_IN: 'Run `messenger login` (or `messenger register` for a new account).',
   PORT_IN_USE: 'Stop the other process or pick another port with --port.',
   DATA_DIR_UNWRITABLE: 'Pick a writable directory with --data-dir or MESSENGER_DATA_DIR.',
+  DATA_DIR_IN_USE: 'Stop the other server first, or give this one a --data-dir of its own.',
   CREDENTIALS_UNREADABLE: 'Check the path given to --credentials and its permissions.',
   TLS_FILES_UNREADABLE: 'Check the paths given to --tls-cert and --tls-key.',
 }

@@ -26,6 +26,7 @@ import {loadOrCreateIdentity} from '../crypto/identity.js'
 import {createRouter, endSession} from './router.js'
 import {Social} from './social.js'
 import {StoreFailureLog} from './store-failure.js'
+import {lockDataDir} from './data-dir-lock.js'
 
 /** Options for {@link createServer}. Every field has a default; tests pass small timeouts and cheap scrypt. */
 export interface ServerOptions {
@@ -103,6 +104,8 @@ export class MessengerServer {
   private readonly connections = new Set<Connection>()
   /** One log line per store outage (or full disk) every 10 s, however many requests it fails. */
   private readonly storeFailures: StoreFailureLog
+  /** Gives the data dir up (see lockDataDir); set once started. */
+  private releaseDataDir: (() => void) | undefined
   private tlsServer: tls.Server | undefined
   private store: Store | undefined
   private ownsStore = false
@@ -160,8 +163,21 @@ export class MessengerServer {
   }
 
   async start(): Promise<ServerInfo> {
+    prepareDataDir(this.options.dataDir)
+    // Before anything is created in it (a second server racing to make the certificate included).
+    const release = lockDataDir(this.options.dataDir)
+    try {
+      const info = await this.startLocked()
+      this.releaseDataDir = release
+      return info
+    } catch (error) {
+      release()
+      throw error
+    }
+  }
+
+  private async startLocked(): Promise<ServerInfo> {
     const o = this.options
-    prepareDataDir(o.dataDir)
     const material = await loadServerTls({dataDir: o.dataDir, certFile: this.input.tlsCertFile, keyFile: this.input.tlsKeyFile})
     if (material.created) this.logger.info({dataDir: o.dataDir}, 'created a self-signed TLS certificate')
 
@@ -369,6 +385,7 @@ export class MessengerServer {
     await this.rendezvous?.stop()
     await this.cluster?.stop()
     if (this.store && this.ownsStore) await this.store.close()
+    this.releaseDataDir?.()
     this.logger.info('server stopped')
   }
 }

@@ -74,9 +74,9 @@ async function fixtureCredentials(): Promise<string> {
   return file
 }
 
-/** Starts a server on a free port and waits until it logs its address. */
-async function startServerProcess(): Promise<{proc: ServerProcess; port: number; address: string; fingerprint: string}> {
-  const dataDir = await makeTempDir('messenger-data-')
+/** Starts a server on a free port (and a fresh data dir unless given) and waits until it logs its address. */
+async function startServerProcess(dataDir?: string): Promise<{proc: ServerProcess; port: number; address: string; fingerprint: string}> {
+  dataDir ??= await makeTempDir('messenger-data-')
   const credentials = await fixtureCredentials()
   const proc = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024', '--credentials', credentials])
   const line = await proc.waitForLog((l) => typeof l.address === 'string')
@@ -135,6 +135,23 @@ describe('messenger server as a process', () => {
     const lines = stderrLines(proc)
     expect(lines).toHaveLength(1)
     expect(lines[0]).toContain('--data-dir')
+  })
+
+  it('refuses a second server on the same data dir (one stderr line naming the pid and --data-dir), and takes over the dir of one that was killed', async () => {
+    const dataDir = await makeTempDir('messenger-data-')
+    const first = await startServerProcess(dataDir)
+    const second = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024'])
+    const {code} = await second.exited
+    expect(code).toBe(1)
+    const lines = stderrLines(second)
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toContain(`pid ${first.proc.child.pid}`)
+    expect(lines[0]).toContain('--data-dir')
+
+    first.proc.child.kill('SIGKILL')
+    await first.proc.exited
+    const third = await startServerProcess(dataDir)
+    expect(third.fingerprint).toBe(first.fingerprint) // the same dir: its certificate
   })
 
   it('exits 1 with one stderr line naming --credentials when the credentials file cannot be read', async () => {
