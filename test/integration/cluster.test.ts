@@ -422,6 +422,29 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
     }, 60_000)
   })
 
+  describe('Redis out of memory', () => {
+    it('a Redis past its maxmemory refuses sends with STORE_FULL (nothing stored); once it has room, sending works again', async () => {
+      const {n1} = await twoNodes()
+      const bob = await makeOfflineUser(n1.address, 'bob')
+      const alice = await makeUser(n1.address, 'alice')
+      const admin = new Redis(redis.url)
+      onTestFinished(async () => {
+        await admin.config('SET', 'maxmemory', '0')
+        admin.disconnect()
+      })
+      await admin.config('SET', 'maxmemory-policy', 'noeviction')
+      await admin.config('SET', 'maxmemory', '1') // below what it uses: every write is refused
+      const full = await expectCode(alice.engine.sendText('bob', 'no room'), 'STORE_FULL')
+      expect(full.hint).toMatch(/frees space/)
+      await admin.config('SET', 'maxmemory', '0')
+      const sent = await alice.engine.sendText('bob', 'room again')
+      const back = await loginUser(n1.address, 'bob', {profileDir: bob.profileDir})
+      expect(await back.nextMessage()).toMatchObject({id: sent.id, text: 'room again'})
+      await back.settle()
+      expect(back.messages.items.map((m) => m.text)).toEqual(['room again'])
+    })
+  })
+
   describe('durability warning', () => {
     /** A redis-server without AOF, stopped on teardown. */
     async function startRedisWithoutAof(): Promise<{url: string; admin: Redis}> {
