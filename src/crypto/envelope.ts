@@ -26,6 +26,8 @@ const decoder = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true})
  * Bounded, least recently used out first, so a flood of distinct senders cannot grow it without limit.
  */
 export class SharedKeyCache {
+  /** The public half of the secret key: whom these shared keys are for (datagrams check their direction against it). */
+  readonly publicKey: Uint8Array
   private readonly secretKey: Uint8Array
   private readonly maxEntries: number
   private readonly keys = new Map<string, Uint8Array>()
@@ -36,6 +38,7 @@ export class SharedKeyCache {
     if (secretKey.length !== KEY_BYTES) throw new MessengerError('INTERNAL', `The secret key must be ${KEY_BYTES} bytes.`)
     if (!Number.isInteger(maxEntries) || maxEntries < 1) throw new MessengerError('INTERNAL', 'maxEntries must be a positive integer.')
     this.secretKey = secretKey
+    this.publicKey = nacl.scalarMult.base(secretKey)
     this.maxEntries = maxEntries
   }
 

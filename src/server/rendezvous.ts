@@ -145,8 +145,8 @@ export class Rendezvous {
       this.stats.dropped++
       return
     }
-    // With the server's own key, so only a probe sealed from the client to the server opens.
-    const opened = openDatagram(this.cache, this.o.identity.publicKey, d.data, header)
+    // Only a probe sealed from the client to the server opens (its direction is checked against our key).
+    const opened = openDatagram(this.cache, d.data, header)
     const probe = opened ? decodeProbe(opened.payload) : null
     if (!opened || !probe || this.replay.seen(opened.nonce)) {
       this.stats.dropped++

@@ -221,8 +221,8 @@ function isCanonicalKey(key: Uint8Array): boolean {
 }
 
 /**
- * Authenticates and decrypts a datagram sent to `recipientPublicKey` (ours: the public half of the key
- * `cache` was built with) with the shared key for the sender key it names. Returns null on any failure
+ * Authenticates and decrypts a datagram sent to us (the public half of the key `cache` was built with)
+ * with the shared key for the sender key it names. Returns null on any failure
  * (malformed, wrong size, unknown version or type, a nonce whose direction byte is not that of "sender
  * key to us", failed authentication) and never throws: the caller drops and counts (DESIGN 7.7). Check
  * the sender with `peekHeader` first (see there), and the nonce against a ReplayWindow after this succeeds.
@@ -232,13 +232,13 @@ function isCanonicalKey(key: Uint8Array): boolean {
  * open as the peer's (a reflected PONG would confirm a path to whoever reflected it). Its nonce still
  * says "us to the peer", and it cannot be changed without failing the authenticator.
  */
-export function openDatagram(cache: SharedKeyCache, recipientPublicKey: Uint8Array, buf: Uint8Array, peeked?: DatagramHeader): OpenedDatagram | null {
+export function openDatagram(cache: SharedKeyCache, buf: Uint8Array, peeked?: DatagramHeader): OpenedDatagram | null {
   try {
     // A caller that has peeked already (to drop blocked senders) passes the header on.
     const header = peeked ?? peekHeader(buf)
     if (!header) return null
     // Before the (costlier) decryption: a reflected datagram stops here.
-    if (buf[DIRECTION_OFFSET] !== directionByte(header.senderKey, recipientPublicKey)) return null
+    if (buf[DIRECTION_OFFSET] !== directionByte(header.senderKey, cache.publicKey)) return null
     const nonce = copy(buf.subarray(2 + KEY_BYTES, HEADER_BYTES))
     const payload = nacl.box.open.after(buf.subarray(HEADER_BYTES), nonce, cache.get(header.senderKey))
     if (!payload) return null

@@ -380,9 +380,9 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
       this.emit('frame', {senderKey, senderKeyBytes: header.senderKey, from: {address: d.address, port: d.port}, payload})
       return
     }
-    // With our own key: a datagram we sealed for a peer and someone reflected back to us under the
-    // peer's key does not open (openDatagram checks its direction), so it confirms no path below.
-    const opened = openDatagram(this.cache, this.o.identity.publicKey, d.data, header)
+    // A datagram we sealed for a peer and someone reflected back to us under the peer's key does not
+    // open (openDatagram checks its direction against our key), so it confirms no path below.
+    const opened = openDatagram(this.cache, d.data, header)
     if (!opened) {
       this.stats.dropped.decrypt++
       return

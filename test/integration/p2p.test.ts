@@ -417,7 +417,7 @@ describe('p2p: direct messages between two online clients', () => {
         const seen = attacker.received.length
         const probing = link.connect(key.publicKey, [attacker.endpoint], 2_000)
         await eventually(() => attacker.received.length > seen, 'the link to probe the attacker')
-        const probe = openDatagram(new SharedKeyCache(key.secretKey), key.publicKey, attacker.received.at(-1)!)
+        const probe = openDatagram(new SharedKeyCache(key.secretKey), attacker.received.at(-1)!)
         await pongFrom(key, decodeProbe(probe!.payload)!.token)
         expect(await probing).toEqual(attacker.endpoint)
       }

@@ -96,7 +96,7 @@ describe('sealDatagram / openDatagram', () => {
         expect(sealed[1]).toBe(type)
         expect(sealed.subarray(2, 34).equals(Buffer.from(alice.publicKey))).toBe(true)
 
-        const opened = openDatagram(bobCache, bob.publicKey, sealed)
+        const opened = openDatagram(bobCache, sealed)
         expect(opened).not.toBeNull()
         expect(opened!.type).toBe(type)
         expect([...opened!.senderKey]).toEqual([...alice.publicKey])
@@ -126,24 +126,24 @@ describe('sealDatagram / openDatagram', () => {
 
   it('cannot be opened by a third party, nor forged by one', () => {
     const sealed = seal(DatagramType.DATA, new Uint8Array([1, 2, 3]))
-    expect(openDatagram(eveCache, eve.publicKey, sealed)).toBeNull()
+    expect(openDatagram(eveCache, sealed)).toBeNull()
     // Alice opening her own datagram (as if Bob had sent it) fails too: the key pair is wrong.
-    expect(openDatagram(aliceCache, alice.publicKey, sealed)).toBeNull()
+    expect(openDatagram(aliceCache, sealed)).toBeNull()
 
     // Eve puts Alice's key in the header of a datagram she sealed herself: Bob derives the Alice-Bob key, which Eve lacks.
     const forged = sealDatagram(eveCache, eve.publicKey, bob.publicKey, DatagramType.DATA, new Uint8Array([1, 2, 3]))
     forged.set(alice.publicKey, 2)
-    expect(openDatagram(bobCache, bob.publicKey, forged)).toBeNull()
+    expect(openDatagram(bobCache, forged)).toBeNull()
   })
 
   it('returns null when any byte is changed', () => {
     const sealed = seal(DatagramType.ACK, encodeAck({msgId: 'm-1'}))
-    expect(openDatagram(bobCache, bob.publicKey, sealed)).not.toBeNull()
+    expect(openDatagram(bobCache, sealed)).not.toBeNull()
     for (let i = 0; i < sealed.length; i++) {
       for (const mask of [0x01, 0x80, 0xff]) {
         const tampered = Buffer.from(sealed)
         tampered[i]! ^= mask
-        expect(openDatagram(bobCache, bob.publicKey, tampered), `byte ${i} ^ ${mask}`).toBeNull()
+        expect(openDatagram(bobCache, tampered), `byte ${i} ^ ${mask}`).toBeNull()
       }
     }
   })
@@ -154,7 +154,7 @@ describe('sealDatagram / openDatagram', () => {
     const highBit = Buffer.from(sealed)
     highBit[33]! |= 0x80
     expect(peekHeader(highBit)).toBeNull()
-    expect(openDatagram(bobCache, bob.publicKey, highBit)).toBeNull()
+    expect(openDatagram(bobCache, highBit)).toBeNull()
     // Values at or above p = 2^255 - 19 alias small values; below p is fine.
     const withKey = (key: Uint8Array): Buffer => {
       const out = Buffer.from(sealed)
@@ -188,7 +188,7 @@ describe('sealDatagram / openDatagram', () => {
       expect(Buffer.from(forgerCache.get(key)).equals(Buffer.from(bobCache.get(key)))).toBe(true)
       const forged = sealDatagram(forgerCache, key, key, DatagramType.DATA, new Uint8Array([1]))
       expect(peekHeader(forged), hex).toBeNull()
-      expect(openDatagram(bobCache, bob.publicKey, forged), hex).toBeNull()
+      expect(openDatagram(bobCache, forged), hex).toBeNull()
     }
   })
 
@@ -198,7 +198,7 @@ describe('sealDatagram / openDatagram', () => {
     asPong[1] = DatagramType.PONG
     asPong[35] = DatagramType.PONG
     expect(peekHeader(asPong)).not.toBeNull()
-    expect(openDatagram(bobCache, bob.publicKey, asPong)).toBeNull()
+    expect(openDatagram(bobCache, asPong)).toBeNull()
   })
 
   describe('direction (datagram version 2)', () => {
@@ -245,11 +245,11 @@ describe('sealDatagram / openDatagram', () => {
         expect(toBob[36]).toBe(directionByte(alice.publicKey, bob.publicKey))
         expect(toAlice[36]).toBe(directionByte(bob.publicKey, alice.publicKey))
         expect(toBob[36]).not.toBe(toAlice[36])
-        expect([...openDatagram(bobCache, bob.publicKey, toBob)!.payload], `type ${type} to bob`).toEqual([...payload])
-        expect([...openDatagram(aliceCache, alice.publicKey, toAlice)!.payload], `type ${type} to alice`).toEqual([...payload])
+        expect([...openDatagram(bobCache, toBob)!.payload], `type ${type} to bob`).toEqual([...payload])
+        expect([...openDatagram(aliceCache, toAlice)!.payload], `type ${type} to alice`).toEqual([...payload])
         // Each opens only for its recipient.
-        expect(openDatagram(aliceCache, alice.publicKey, toBob)).toBeNull()
-        expect(openDatagram(bobCache, bob.publicKey, toAlice)).toBeNull()
+        expect(openDatagram(aliceCache, toBob)).toBeNull()
+        expect(openDatagram(bobCache, toAlice)).toBeNull()
       }
     })
 
@@ -261,12 +261,12 @@ describe('sealDatagram / openDatagram', () => {
         // The attack is real: the box alone opens for alice, since one shared key serves both directions.
         expect(nacl.box.open.after(reflected.subarray(HEADER_BYTES), reflected.subarray(34, 58), aliceCache.get(bob.publicKey)), `type ${type}`).not.toBeNull()
         expect(peekHeader(reflected), `type ${type}`).not.toBeNull()
-        expect(openDatagram(aliceCache, alice.publicKey, reflected), `type ${type}`).toBeNull()
+        expect(openDatagram(aliceCache, reflected), `type ${type}`).toBeNull()
         // And the same the other way round.
         const fromBob = sealDatagram(bobCache, bob.publicKey, alice.publicKey, type, payloadFor(type))
         const back = Buffer.from(fromBob)
         back.set(alice.publicKey, 2)
-        expect(openDatagram(bobCache, bob.publicKey, back), `type ${type} from bob`).toBeNull()
+        expect(openDatagram(bobCache, back), `type ${type} from bob`).toBeNull()
       }
     })
 
@@ -274,11 +274,11 @@ describe('sealDatagram / openDatagram', () => {
       const right = directionByte(alice.publicKey, bob.publicKey)
       const payload = encodeProbe({token: new Uint8Array(8), ts: 1})
       // The hand sealer is right when the byte is.
-      expect(openDatagram(bobCache, bob.publicKey, sealRaw(DATAGRAM_VERSION, DatagramType.PONG, right, payload))).not.toBeNull()
+      expect(openDatagram(bobCache, sealRaw(DATAGRAM_VERSION, DatagramType.PONG, right, payload))).not.toBeNull()
       for (const wrong of [1 - right, 2, 0xff]) {
         const datagram = sealRaw(DATAGRAM_VERSION, DatagramType.PONG, wrong, payload)
         expect(peekHeader(datagram)).not.toBeNull()
-        expect(openDatagram(bobCache, bob.publicKey, datagram), `direction byte ${wrong}`).toBeNull()
+        expect(openDatagram(bobCache, datagram), `direction byte ${wrong}`).toBeNull()
       }
     })
 
@@ -286,7 +286,7 @@ describe('sealDatagram / openDatagram', () => {
       for (const type of BOX_TYPES) {
         const v1 = sealRaw(1, type, undefined, payloadFor(type))
         expect(peekHeader(v1), `type ${type}`).toBeNull()
-        expect(openDatagram(bobCache, bob.publicKey, v1), `type ${type}`).toBeNull()
+        expect(openDatagram(bobCache, v1), `type ${type}`).toBeNull()
       }
     })
   })
@@ -294,14 +294,14 @@ describe('sealDatagram / openDatagram', () => {
   it('returns null for truncated and oversized datagrams', () => {
     const sealed = seal(DatagramType.DATA, nacl.randomBytes(200))
     for (let length = 0; length < sealed.length; length++) {
-      expect(openDatagram(bobCache, bob.publicKey, sealed.subarray(0, length)), `length ${length}`).toBeNull()
+      expect(openDatagram(bobCache, sealed.subarray(0, length)), `length ${length}`).toBeNull()
     }
-    expect(openDatagram(bobCache, bob.publicKey, Buffer.concat([sealed, Buffer.alloc(1)]))).toBeNull()
+    expect(openDatagram(bobCache, Buffer.concat([sealed, Buffer.alloc(1)]))).toBeNull()
 
     const full = seal(DatagramType.DATA, nacl.randomBytes(MAX_PAYLOAD))
     expect(full.length).toBe(MAX_DATAGRAM)
-    expect(openDatagram(bobCache, bob.publicKey, Buffer.concat([full, Buffer.alloc(1)]))).toBeNull()
-    expect(openDatagram(bobCache, bob.publicKey, Buffer.alloc(65_507, 1))).toBeNull()
+    expect(openDatagram(bobCache, Buffer.concat([full, Buffer.alloc(1)]))).toBeNull()
+    expect(openDatagram(bobCache, Buffer.alloc(65_507, 1))).toBeNull()
   })
 
   it('returns null and never throws on garbage (seeded fuzz)', () => {
@@ -341,7 +341,7 @@ describe('sealDatagram / openDatagram', () => {
       }
       let result: ReturnType<typeof openDatagram> = null
       expect(() => {
-        result = openDatagram(bobCache, bob.publicKey, buf)
+        result = openDatagram(bobCache, buf)
       }).not.toThrow()
       if (result) opened++
       expect(() => peekHeader(buf)).not.toThrow()
@@ -351,7 +351,7 @@ describe('sealDatagram / openDatagram', () => {
 
   it('returns null for inputs that are not bytes', () => {
     for (const value of [null, undefined, 'datagram', 42, {}, [1, 2, 3], new ArrayBuffer(100)]) {
-      expect(openDatagram(bobCache, bob.publicKey, value as unknown as Uint8Array)).toBeNull()
+      expect(openDatagram(bobCache, value as unknown as Uint8Array)).toBeNull()
       expect(peekHeader(value as unknown as Uint8Array)).toBeNull()
     }
   })
@@ -549,7 +549,7 @@ describe('fragment and Reassembler', () => {
       const reassembler = new Reassembler({maxBytes: 4 * 1024 * 1024})
       const results: Uint8Array[] = []
       for (const datagram of wire) {
-        const opened = openDatagram(bobCache, bob.publicKey, datagram)!
+        const opened = openDatagram(bobCache, datagram)!
         const data = decodeData(opened.payload)!
         expect(data.msgId).toBe(msgId)
         const whole = reassembler.add(encodeKey(opened.senderKey), data)
@@ -721,11 +721,11 @@ describe('ReplayWindow', () => {
   it('works on nonces from opened datagrams: a replayed datagram is caught', () => {
     const window = new ReplayWindow()
     const sealed = seal(DatagramType.DATA, encodeData({msgId: 'r', index: 0, count: 1, chunk: new Uint8Array(1)}))
-    expect(window.seen(openDatagram(bobCache, bob.publicKey, sealed)!.nonce)).toBe(false)
-    expect(window.seen(openDatagram(bobCache, bob.publicKey, Buffer.from(sealed))!.nonce)).toBe(true)
+    expect(window.seen(openDatagram(bobCache, sealed)!.nonce)).toBe(false)
+    expect(window.seen(openDatagram(bobCache, Buffer.from(sealed))!.nonce)).toBe(true)
     // The same content sealed again has a new nonce: not a replay (the caller dedupes by msgId).
     const again = seal(DatagramType.DATA, encodeData({msgId: 'r', index: 0, count: 1, chunk: new Uint8Array(1)}))
-    expect(window.seen(openDatagram(bobCache, bob.publicKey, again)!.nonce)).toBe(false)
+    expect(window.seen(openDatagram(bobCache, again)!.nonce)).toBe(false)
   })
 
   it('forgets the oldest nonce beyond its capacity', () => {
