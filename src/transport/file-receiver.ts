@@ -226,6 +226,20 @@ export class FileReceiver {
       this.refuseReplay(key, id, hex, transport, peer, replayed)
       return
     }
+    // Claimed before it is announced, refused or not: atomic, so of two sessions on one profile handed
+    // the same offer (the relay may push it to both) only one announces and takes it, and a replay of
+    // an offer refused below (too large, busy) is refused as a replay, not announced again.
+    let claimed: boolean
+    try {
+      claimed = this.offerLog.addTransfer(peer, hex, offer.sentAt + FILE_TRANSFER_DEFAULTS.offerClockSkewMs)
+    } catch (error) {
+      this.cannotRecord(key, id, hex, transport, peer, error)
+      return
+    }
+    if (!claimed) {
+      this.refuseReplay(key, id, hex, transport, peer, takenBefore(peer))
+      return
+    }
     const name = safeFileName(offer.name)
     const {size, chunkSize} = offer
     this.emit('onOffer', {transferId: hex, name, size, peer})
@@ -253,19 +267,6 @@ export class FileReceiver {
     if (chunkSize > d.maxChunkSize || (chunkSize < d.minChunkSize && chunks > 1) || chunks > MAX_CHUNK_INDEX + 1) {
       this.refuse(key, id, transport, 'BAD_INPUT', `Chunks of ${chunkSize} bytes are not accepted.`)
       this.emit('onError', hex, failed(`${peer} offered "${name}" in chunks of ${chunkSize} bytes, which is not supported; it was refused.`))
-      return
-    }
-    // Recorded last, so that an offer refused above costs no write. Atomic: of two sessions on one
-    // profile handed the same offer (the relay may push it to both), only one takes it.
-    let claimed: boolean
-    try {
-      claimed = this.offerLog.addTransfer(peer, hex, offer.sentAt + FILE_TRANSFER_DEFAULTS.offerClockSkewMs)
-    } catch (error) {
-      this.cannotRecord(key, id, hex, transport, peer, error)
-      return
-    }
-    if (!claimed) {
-      this.refuseReplay(key, id, hex, transport, peer, takenBefore(peer))
       return
     }
     const t = new IncomingTransfer(this.host, {key, id, hex, peer, transport, name, size, sha256: new Uint8Array(offer.sha256), chunkSize, chunks})

@@ -655,6 +655,24 @@ describe('replayed offers (a recorded transfer sent again, by the relay or anyon
     expect(decodeFrame(one.replies.at(-1)!)).toMatchObject({kind: 'accept'})
     expect(decodeFrame(two.replies.at(-1)!)).toMatchObject({kind: 'reject', code: 'REPLAYED'})
     expect(two.receiver.activeCount).toBe(0)
+    // Only the session that takes it tells its user about a file.
+    expect([one.seen.offers.length, two.seen.offers.length]).toEqual([1, 0])
+  })
+
+  it('an offer refused as too large, replayed later, is refused as a replay and not announced again', async () => {
+    const {receiver, seen, replies, transport} = await receiverWith({maxBytes: 2})
+    const offer = abcOffer(new Uint8Array(randomBytes(16)), Date.now())
+    receiver.handle(offer, transport, 'alice')
+    expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'reject', code: 'FILE_TOO_LARGE'})
+    expect(seen.offers).toHaveLength(1)
+    // Past the receiver's memory of how transfers ended (as a restart would be).
+    for (let i = 0; i < FILE_TRANSFER_DEFAULTS.rememberFinished; i++) {
+      receiver.handle(encodeFrame({kind: 'offer', transferId: new Uint8Array(randomBytes(16)), name: 'big', size: 1e6, sha256: new Uint8Array(32), chunkSize: 1000, sentAt: Date.now()}), transport, 'mallory')
+    }
+    const offersBefore = seen.offers.length
+    receiver.handle(offer, transport, 'alice')
+    expect(decodeFrame(replies.at(-1)!)).toMatchObject({kind: 'reject', code: 'REPLAYED'})
+    expect(seen.offers).toHaveLength(offersBefore)
   })
 
   it('an offer log that cannot be read or written refuses the offer rather than take it unrecorded', async () => {
