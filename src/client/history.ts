@@ -1,9 +1,7 @@
-import {closeSync, openSync} from 'node:fs'
-
 import Database from 'better-sqlite3'
 
 import {flushBatchedWrites} from '../util/batched-write.js'
-import {tightenMode} from '../util/file-mode.js'
+import {keepDatabasePrivate} from '../util/file-mode.js'
 import {MessengerError} from '../protocol/errors.js'
 import {migrate, translateOpenError, type DatabaseRole} from '../store/sqlite/open.js'
 import {GroupCommitter} from '../store/sqlite/group-commit.js'
@@ -429,22 +427,13 @@ function outgoingPeer(m: OutgoingMessage): {group: string | null; to: string} {
 }
 
 /**
- * The history holds every message in plaintext: it, and the WAL and shared-memory files SQLite
- * creates with the database's mode, are the user's alone (0600), whatever the umask.
- */
-function keepPrivate(file: string): void {
-  closeSync(openSync(file, 'a', 0o600))
-  for (const path of [file, `${file}-wal`, `${file}-shm`]) tightenMode(path, 0o600)
-}
-
-/**
  * Opens (creating if needed) the history database at `file` and applies pending migrations. The
  * directory must exist. Throws DATA_DIR_UNWRITABLE when the location cannot be opened or written.
  */
 export function openHistory(file: string, options: HistoryOptions = {}): LocalHistory {
   let db: Database.Database | undefined
   try {
-    keepPrivate(file)
+    keepDatabasePrivate(file)
     db = new Database(file)
     // WAL + FULL: the recipient acknowledges a message once it is stored, so the commit must be on
     // disk by then, or a power cut after the ack loses a message the server already deleted. (The

@@ -1,4 +1,4 @@
-import {mkdtemp, rm} from 'node:fs/promises'
+import {chmod, mkdtemp, rm, stat} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 
@@ -58,6 +58,19 @@ describe('SqliteStore specifics', () => {
       raw.close()
     })
     expect(raw.pragma('journal_mode', {simple: true})).toBe('wal')
+  })
+
+  it('keeps the database and its WAL private (0600) even in a data dir others can read, and tightens an existing one', async () => {
+    const dir = await tempDir()
+    await chmod(dir, 0o755)
+    const file = path.join(dir, 'messenger.db')
+    const store = openStore(file)
+    await store.createUser({username: 'alice', displayName: 'Alice', passwordHash: 'h', createdAt: 1})
+    for (const name of ['messenger.db', 'messenger.db-wal']) expect((await stat(path.join(dir, name))).mode & 0o777, name).toBe(0o600)
+    await store.close()
+    await chmod(file, 0o644) // made readable by hand, or by an older version
+    openStore(file)
+    expect((await stat(file)).mode & 0o777).toBe(0o600)
   })
 
   it('applies migrations once: reopening keeps the schema version and the data', async () => {

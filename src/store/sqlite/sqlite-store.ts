@@ -19,6 +19,7 @@ import {migrate, translateOpenError, type DatabaseRole} from './open.js'
 import {TokenBuckets} from '../../util/token-bucket.js'
 import {GroupCommitter} from './group-commit.js'
 import {flushBatchedWrites} from '../../util/batched-write.js'
+import {keepDatabasePrivate} from '../../util/file-mode.js'
 
 /**
  * Schema migrations, applied in order. `PRAGMA user_version` records how many have run, so a database
@@ -334,6 +335,7 @@ export class SqliteStore implements Store {
 export function openSqliteStore(file: string): SqliteStore {
   let db: Database.Database | undefined
   try {
+    keepDatabasePrivate(file)
     db = new Database(file)
     configure(db)
     migrate(db, file, MIGRATIONS, ROLE)
