@@ -126,8 +126,10 @@ export interface Results {
   }
   ack: Record<string, never>
   broadcast: {delivered: number}
-  group_create: {name: string; invited: string[]}
-  group_invite: Record<string, never>
+  /** `skipped`: named users who were not invited (BLOCKED: they block the owner). */
+  group_create: {name: string; invited: string[]; skipped: Array<{to: string; code: ErrorCode}>}
+  /** `alreadyMember`: nothing was done, the user is in the group. */
+  group_invite: {alreadyMember: boolean}
   group_join: Record<string, never>
   group_leave: Record<string, never>
   group_list: {groups: Array<{name: string; membership: 'invited' | 'member'}>}

@@ -222,10 +222,7 @@ export function createRouter(deps: RouterDeps): RequestHandler {
     forward: (connection, request) => relay.forward(requireSession(connection), request),
 
     group_create: (connection, request) => social.createGroup(requireSession(connection).username, request.name, request.invite ?? []),
-    async group_invite(connection, request) {
-      await social.invite(requireSession(connection).username, request.name, request.username)
-      return {}
-    },
+    group_invite: (connection, request) => social.invite(requireSession(connection).username, request.name, request.username),
     async group_join(connection, request) {
       await social.join(requireSession(connection).username, request.name)
       return {}

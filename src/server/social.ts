@@ -10,29 +10,37 @@ export class Social {
 
   async createGroup(owner: string, rawName: string, invite: string[]): Promise<Results['group_create']> {
     const name = groupName(rawName)
-    const invitees = [...new Set(invite.map((u) => u.toLowerCase()).filter((u) => u !== owner))]
-    for (const username of invitees) await this.requireUser(username)
+    const named = [...new Set(invite.map((u) => u.toLowerCase()).filter((u) => u !== owner))]
+    for (const username of named) await this.requireUser(username)
+    // Someone who blocked the owner gets no invitation from them, as they get no message.
+    const blockers = new Set(await this.o.store.listBlockers(owner))
+    const invitees = named.filter((u) => !blockers.has(u))
     if (!(await this.o.store.createGroup({name, owner, createdAt: this.o.now()}))) {
       throw new MessengerError('GROUP_EXISTS', `The group "${name}" already exists.`)
     }
     // Checked above: the group is new, its owner a member, every invitee a user.
     for (const username of invitees) await this.addInvite(owner, name, username)
-    return {name, invited: invitees}
+    return {name, invited: invitees, skipped: named.filter((u) => blockers.has(u)).map((to) => ({to, code: 'BLOCKED' as const}))}
   }
 
-  async invite(by: string, rawName: string, rawUsername: string): Promise<void> {
+  async invite(by: string, rawName: string, rawUsername: string): Promise<Results['group_invite']> {
     const name = (await this.requireGroup(rawName)).name
     await this.requireMember(name, by)
     const username = rawUsername.toLowerCase()
     await this.requireUser(username)
-    await this.addInvite(by, name, username)
+    if (await this.o.store.isBlocked(username, by)) {
+      throw new MessengerError('BLOCKED', `${username} does not accept invitations from you.`)
+    }
+    return {alreadyMember: !(await this.addInvite(by, name, username))}
   }
 
-  private async addInvite(by: string, name: string, username: string): Promise<void> {
-    if ((await this.o.store.getMembership(name, username)) === 'member') return
+  /** Invites `username` and tells them; false (nothing done) if they are a member already. */
+  private async addInvite(by: string, name: string, username: string): Promise<boolean> {
+    if ((await this.o.store.getMembership(name, username)) === 'member') return false
     await this.o.store.setMembership(name, username, 'invited')
     const push: InvitedPush = {type: 'invited', group: name, by}
     this.o.hub.push(username, push)
+    return true
   }
 
   async join(username: string, rawName: string): Promise<void> {

@@ -23,7 +23,7 @@ describe('messaging: groups', () => {
     const carol = await makeUser(address, 'carol')
     const dave = await makeUser(address, 'dave')
 
-    expect(await alice.client.request('group_create', {name: 'Team', invite: ['bob', 'carol']})).toEqual({name: 'team', invited: ['bob', 'carol']})
+    expect(await alice.client.request('group_create', {name: 'Team', invite: ['bob', 'carol']})).toEqual({name: 'team', invited: ['bob', 'carol'], skipped: []})
     expect(await bob.invited.next()).toEqual({type: 'invited', group: 'team', by: 'alice'})
     await expectCode(alice.client.request('group_create', {name: 'team'}), 'GROUP_EXISTS')
     await expectCode(dave.client.request('group_create', {name: 'TEAM'}), 'GROUP_EXISTS')
@@ -120,6 +120,28 @@ describe('messaging: blocking', () => {
     const bobOffline = nextPresence(alice.client, (p) => p.username === 'bob')
     await bobAgain.close()
     expect(await bobOffline).toMatchObject({username: 'bob', online: false})
+  })
+
+  it('someone who blocked you gets no group invitation from you: group_invite says BLOCKED, group_create leaves them out (skipped); inviting a member says so', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    const carol = await makeUser(address, 'carol')
+    await bob.client.request('block', {username: 'alice'})
+
+    expect(await alice.client.request('group_create', {name: 'team', invite: ['bob', 'carol']})).toEqual({name: 'team', invited: ['carol'], skipped: [{to: 'bob', code: 'BLOCKED'}]})
+    const blocked = await expectCode(alice.client.request('group_invite', {name: 'team', username: 'bob'}), 'BLOCKED')
+    expect(blocked.message).toMatch(/does not accept invitations/)
+    await expectCode(bob.client.request('group_join', {name: 'team'}), 'NOT_INVITED')
+    expect(await carol.invited.next()).toEqual({type: 'invited', group: 'team', by: 'alice'})
+
+    await carol.client.request('group_join', {name: 'team'})
+    expect(await alice.client.request('group_invite', {name: 'team', username: 'carol'})).toEqual({alreadyMember: true})
+    await bob.client.request('unblock', {username: 'alice'})
+    expect(await alice.client.request('group_invite', {name: 'team', username: 'bob'})).toEqual({alreadyMember: false})
+    await bob.client.request('ping', {})
+    expect(bob.invited.items).toEqual([{type: 'invited', group: 'team', by: 'alice'}]) // the one after the unblock
+    expect(carol.invited.items).toHaveLength(1) // no second push for a member
   })
 
   it('skips a member who blocked the sender in a group send, with BLOCKED', async () => {

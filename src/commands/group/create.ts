@@ -12,10 +12,11 @@ export default class GroupCreate extends BaseCommand<typeof GroupCreate> {
 
   static override flags = {invite: Flags.string({description: 'User to invite (repeatable).', multiple: true, default: []})}
 
-  async run(): Promise<{name: string; invited: string[]}> {
+  async run(): Promise<{name: string; invited: string[]; skipped: Array<{to: string; code: string}>}> {
     const client = await this.connectSession()
     const result = await client.request('group_create', {name: this.args.name, invite: this.flags.invite})
     this.log(`Created group ${result.name}${result.invited.length ? `; invited ${result.invited.join(', ')}` : ''}.`)
+    for (const s of result.skipped) this.logToStderr(`Not invited: ${s.to} (${s.code === 'BLOCKED' ? 'they do not accept invitations from you' : s.code}).`)
     return result
   }
 }

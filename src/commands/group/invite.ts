@@ -13,11 +13,11 @@ export default class GroupInvite extends BaseCommand<typeof GroupInvite> {
     user: Args.string({description: 'Username to invite.', required: true}),
   }
 
-  async run(): Promise<{group: string; invited: string}> {
+  async run(): Promise<{group: string; invited: string; alreadyMember: boolean}> {
     const client = await this.connectSession()
-    await client.request('group_invite', {name: this.args.name, username: this.args.user})
-    const result = {group: this.args.name.toLowerCase(), invited: this.args.user.toLowerCase()}
-    this.log(`Invited ${result.invited} to ${result.group}.`)
+    const {alreadyMember} = await client.request('group_invite', {name: this.args.name, username: this.args.user})
+    const result = {group: this.args.name.toLowerCase(), invited: this.args.user.toLowerCase(), alreadyMember}
+    this.log(alreadyMember ? `${result.invited} is already a member of ${result.group}.` : `Invited ${result.invited} to ${result.group}.`)
     return result
   }
 }
