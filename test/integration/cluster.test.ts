@@ -192,7 +192,7 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
       const bob = await makeUser(n2.address, 'bob')
       const carol = await makeUser(n2.address, 'carol')
 
-      expect(await alice.client.request('group_create', {name: 'Team', invite: ['bob']})).toEqual({name: 'team', invited: ['bob']})
+      expect(await alice.client.request('group_create', {name: 'Team', invite: ['bob']})).toEqual({name: 'team', invited: ['bob'], skipped: []})
       expect(await bob.invited.next()).toEqual({type: 'invited', group: 'team', by: 'alice'})
       await bob.client.request('group_join', {name: 'team'})
       const {members} = await alice.client.request('group_members', {name: 'team'})
