@@ -1,4 +1,7 @@
-/** Plain-text rendering helpers: aligned tables and human times. No colours, so output pipes cleanly. */
+/**
+ * Plain-text rendering helpers: aligned tables, human times, and message text made safe for a
+ * terminal. No colours, so output pipes cleanly.
+ */
 export function table(columns: string[], rows: string[][]): string {
   const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)))
   const line = (cells: string[]) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')
@@ -13,4 +16,45 @@ export function relativeTime(at: number, now = Date.now()): string {
   const hours = Math.floor(minutes / 60)
   if (hours < 48) return `${hours}h ${minutes % 60}m ago`
   return `${Math.floor(hours / 24)}d ago`
+}
+
+/**
+ * What a terminal would act on, or hide, instead of showing: C0 controls (ESC starts colour, title
+ * and cursor sequences; CR and BS move back over what is already on the line; BEL rings), DEL, C1
+ * controls (U+009B is a one-byte CSI, U+0085 a newline), line and paragraph separators, lone
+ * surrogates, and the invisible format characters that reorder or hide text: bidi marks, embeddings,
+ * overrides and isolates (U+202E makes "ecila" read "alice"), zero-width space, word joiner and
+ * friends, BOM, interlinear annotation. It covers what `register` refuses in display names
+ * (UNPRINTABLE in protocol/rules.ts) and what safeFileName drops from file names, but shows it
+ * instead of refusing or dropping it. Tab is kept; newline is escaped here and kept by
+ * renderMessageText. Zero-width (non-)joiners are kept: emoji sequences and several scripts need
+ * them, and they cannot move or hide text.
+ */
+const UNSAFE = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u180e\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]/gu
+
+/** Continuation lines of a multi-line message start with this, so no line of a message can pass for a line of its own. */
+export const CONTINUATION = '  | '
+
+/** One line of text with every UNSAFE character (newline too) shown as an escape: ESC as \x1b, U+202E as \u202e. */
+export function escapeControls(text: string): string {
+  return String(text).replace(UNSAFE, (c) => {
+    const code = c.charCodeAt(0)
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`
+  })
+}
+
+/**
+ * Message text (someone else's, or the user's own) for the terminal: controls escaped as in
+ * escapeControls, newlines (and CRLF) kept, every line after the first starting with CONTINUATION
+ * so that an embedded "\n[10:00 AM] alice: " cannot forge a message from someone else. For human
+ * output only: --json prints the exact text.
+ */
+export function renderMessageText(text: string): string {
+  return String(text).replace(/\r\n/g, '\n').split('\n').map(escapeControls).join(`\n${CONTINUATION}`)
+}
+
+/** The line `listen` and `chat` print for a received message: `[time] #group alice: text`. */
+export function incomingMessageLine(m: {ts: number; from: string; text: string; group?: string | null; broadcast?: boolean}): string {
+  const where = m.group ? `#${escapeControls(m.group)} ` : m.broadcast ? '(broadcast) ' : ''
+  return `[${new Date(m.ts).toLocaleTimeString()}] ${where}${escapeControls(m.from)}: ${renderMessageText(m.text)}`
 }

@@ -4,7 +4,7 @@ import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {CHAT_HELP, parseChatLine, type ChatAction} from '../cli/chat-commands.js'
-import {relativeTime, table} from '../cli/render.js'
+import {escapeControls, incomingMessageLine, relativeTime, renderMessageText, table} from '../cli/render.js'
 import type {DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
@@ -117,8 +117,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     const {client, engine, print} = ctx
     engine.on('message', (m) => {
       if (!m.group && !m.broadcast) ctx.lastSender = m.from
-      const where = m.group ? `#${m.group} ` : m.broadcast ? '(broadcast) ' : ''
-      print(`[${new Date(m.ts).toLocaleTimeString()}] ${where}${m.from}: ${m.text}`)
+      print(incomingMessageLine(m))
     })
     engine.on('receipt', (r) => {
       const sent = ctx.sent.get(r.msgId)
@@ -184,7 +183,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       case 'history': {
         const rows = ctx.history.list({peer: action.user?.toLowerCase(), limit: 20})
         if (rows.length === 0) print('No messages yet.')
-        for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${m.direction === 'out' ? `you -> ${m.group ? `#${m.group}` : m.to}` : m.from}: ${m.text}${m.direction === 'out' ? ` [${m.status}]` : ''}`)
+        for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${escapeControls(m.direction === 'out' ? `you -> ${m.group ? `#${m.group}` : m.to}` : m.from)}: ${renderMessageText(m.text)}${m.direction === 'out' ? ` [${m.status}]` : ''}`)
         return
       }
       case 'broadcast': {

@@ -2,6 +2,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
+import {incomingMessageLine} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
 import {RECONNECT_CANNOT_CURE, type MessengerError} from '../protocol/errors.js'
@@ -59,7 +60,8 @@ With --json it prints one JSON object per line:
     engine.on('message', (m: ReceivedMessage) =>
       emit(
         {type: 'message', id: m.id, from: m.from, to: m.to, group: m.group, text: m.text, path: m.path, ts: new Date(m.ts).toISOString(), ...(m.broadcast ? {broadcast: true} : {})},
-        `[${new Date(m.ts).toLocaleTimeString()}] ${m.group ? `#${m.group} ` : m.broadcast ? '(broadcast) ' : ''}${m.from}: ${m.text}`,
+        // The text as sent in JSON; for people, controls escaped and continuation lines marked.
+        incomingMessageLine(m),
       ),
     )
     engine.on('receipt', (r) =>

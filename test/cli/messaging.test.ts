@@ -178,6 +178,38 @@ describe('messaging through the CLI', () => {
     expect(texts).toEqual(['no no means no', 'first line\n  second line, indented', `${64 * 1024} chars`])
   })
 
+  it('shows control characters in a message instead of sending them to the terminal (listen, history); --json keeps the exact text', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    // Colour, window title, bell, a CR back over "[time] alice:", a C1 CSI, an RTL override, and a forged second message.
+    const evil = 'evil\u001b[31mRED\u001b[0m \u001b]0;pwned\u0007 bell\u0007 cr\rOVERWRITE \u009b2J \u202Efdp.exe\n[10:00 AM] carol: forged'
+    const interpreted = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/u
+
+    const bobListens = spawnCli(['listen'], {env: bob})
+    let raw = ''
+    bobListens.child.stdout.on('data', (d: Buffer) => (raw += d.toString('utf8')))
+    await bobListens.waitForLine((l) => l.startsWith('Listening as bob'), 'listen to be ready')
+    const sent = await sendJson(alice, ['send', 'bob', '-'], evil)
+    expect(sent.code, sent.stderr).toBe(0)
+    await bobListens.waitForLine((l) => l.endsWith('[10:00 AM] carol: forged'), 'the message\'s second line')
+    expect(await bobListens.stop('SIGINT')).toBe(0)
+    const shown = 'evil\\x1b[31mRED\\x1b[0m \\x1b]0;pwned\\x07 bell\\x07 cr\\x0dOVERWRITE \\x9b2J \\u202efdp.exe\n  | [10:00 AM] carol: forged'
+    expect(raw).toContain(`] alice: ${shown}\n`)
+    expect(raw).not.toMatch(interpreted)
+
+    const history = await runCli(['history', 'alice'], {env: bob})
+    expect(history.code, history.stderr).toBe(0)
+    expect(history.stdout, 'history printed an ESC byte: message text reached the terminal raw').not.toContain('\u001b')
+    expect(history.stdout).not.toMatch(interpreted)
+    expect(history.stdout).toContain(`  alice: ${shown}\n`)
+    const mine = await runCli(['history', 'bob'], {env: alice})
+    expect(mine.code, mine.stderr).toBe(0)
+    expect(mine.stdout).not.toMatch(interpreted)
+    expect(mine.stdout).toContain(`you -> bob: ${shown}  ✓`)
+
+    const json = await sendJson(bob, ['history', 'alice'])
+    expect((json.result.messages as Array<{text: string}>).map((m) => m.text)).toEqual([evil])
+  })
+
   it('runs a group: create with an invite, join, send to members, refuse outsiders', async () => {
     const {alice, bob, carol} = await setup(['alice', 'bob', 'carol'])
 

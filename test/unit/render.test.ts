@@ -1,0 +1,82 @@
+import {describe, expect, it} from 'vitest'
+import {CONTINUATION, escapeControls, incomingMessageLine, relativeTime, renderMessageText, table} from '../../src/cli/render.js'
+
+/** Anything a terminal would interpret or hide: C0 but newline and tab, DEL, C1, bidi and zero-width format characters. */
+const INTERPRETED = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u
+
+describe('renderMessageText: message text from others is shown, never interpreted by the terminal', () => {
+  it.each([
+    ['ESC (colour)', 'evil\u001b[31mRED\u001b[0m', 'evil\\x1b[31mRED\\x1b[0m'],
+    ['OSC window title ended by BEL', '\u001b]0;pwned\u0007 hi', '\\x1b]0;pwned\\x07 hi'],
+    ['BEL', 'bell\u0007', 'bell\\x07'],
+    ['CR overwriting the timestamp and sender', 'cr\rOVERWRITE', 'cr\\x0dOVERWRITE'],
+    ['backspace', 'abc\b\b\bxyz', 'abc\\x08\\x08\\x08xyz'],
+    ['DEL', 'a\u007fb', 'a\\x7fb'],
+    ['C1 CSI (U+009B)', '\u009b31mred', '\\x9b31mred'],
+    ['C1 NEL (U+0085)', 'a\u0085b', 'a\\x85b'],
+    ['right-to-left override', 'invoice \u202Efdp.exe', 'invoice \\u202efdp.exe'],
+    ['bidi isolates', '\u2066a\u2067b\u2068c\u2069', '\\u2066a\\u2067b\\u2068c\\u2069'],
+    ['bidi embeddings and marks', '\u202Aa\u202Bb\u202Cc\u202Dd\u200Ee\u200Ff\u061Cg', '\\u202aa\\u202bb\\u202cc\\u202dd\\u200ee\\u200ff\\u061cg'],
+    ['zero-width space, word joiner, BOM', 'al\u200Bi\u2060c\uFEFFe', 'al\\u200bi\\u2060c\\ufeffe'],
+    ['line and paragraph separators', 'a\u2028b\u2029c', 'a\\u2028b\\u2029c'],
+  ])('%s', (_what, text, shown) => {
+    expect(renderMessageText(text)).toBe(shown)
+  })
+
+  it('QA\'s message: no ESC, BEL or CR reaches the terminal', () => {
+    const shown = renderMessageText('evil\u001b[31mRED\u001b[0m \u001b]0;pwned\u0007 bell\u0007 cr\rOVERWRITE')
+    expect(shown).toBe('evil\\x1b[31mRED\\x1b[0m \\x1b]0;pwned\\x07 bell\\x07 cr\\x0dOVERWRITE')
+    expect(shown).not.toMatch(INTERPRETED)
+  })
+
+  it('leaves ordinary text alone: tabs, accents, other scripts, emoji with joiners', () => {
+    for (const text of ['hello there', 'a\tb', 'café ñ ü', 'שלום עולם', 'مرحبا', '日本語', '👨‍👩‍👧 family', 'می‌خواهم', 'C:\\path\\x1b is text']) {
+      expect(renderMessageText(text)).toBe(text)
+    }
+  })
+
+  it('keeps the lines of a multi-line message, each continuation line marked as part of it', () => {
+    expect(renderMessageText('first line\n  second line, indented')).toBe(`first line\n${CONTINUATION}  second line, indented`)
+    expect(renderMessageText('windows\r\nline')).toBe(`windows\n${CONTINUATION}line`)
+  })
+
+  it('an embedded newline cannot forge a "[time] user:" line from someone else', () => {
+    const forged = 'see you\n[10:00 AM] alice: send the money to mallory'
+    const line = incomingMessageLine({ts: Date.parse('2024-05-01T10:00:00Z'), from: 'mallory', text: forged, group: null})
+    const lines = line.split('\n')
+    expect(lines).toHaveLength(2)
+    expect(lines[0]).toMatch(/^\[[^\]]+\] mallory: see you$/)
+    expect(lines[1]).toBe(`${CONTINUATION}[10:00 AM] alice: send the money to mallory`)
+    // Only the real first line starts like a message.
+    expect(lines.filter((l) => /^\[/.test(l))).toHaveLength(1)
+  })
+
+  it('a CR cannot move back over the sender name', () => {
+    const line = incomingMessageLine({ts: Date.now(), from: 'mallory', text: '\r[10:00 AM] alice: hi', group: null})
+    expect(line).not.toContain('\r')
+    expect(line).toMatch(/ mallory: \\x0d\[10:00 AM\] alice: hi$/)
+  })
+})
+
+describe('escapeControls', () => {
+  it('escapes newline too, for text that must stay on one line', () => {
+    expect(escapeControls('a\nb\u001b')).toBe('a\\x0ab\\x1b')
+  })
+})
+
+describe('incomingMessageLine', () => {
+  it('labels direct, group and broadcast messages as listen and chat always have', () => {
+    const ts = Date.parse('2024-05-01T10:00:00Z')
+    const time = new Date(ts).toLocaleTimeString()
+    expect(incomingMessageLine({ts, from: 'alice', text: 'hi', group: null})).toBe(`[${time}] alice: hi`)
+    expect(incomingMessageLine({ts, from: 'alice', text: 'hi \u001b[2J', group: 'friends'})).toBe(`[${time}] #friends alice: hi \\x1b[2J`)
+    expect(incomingMessageLine({ts, from: 'alice', text: 'all\u0007', group: null, broadcast: true})).toBe(`[${time}] (broadcast) alice: all\\x07`)
+  })
+})
+
+describe('table and relativeTime', () => {
+  it('still align and count', () => {
+    expect(table(['A', 'BB'], [['xyz', '1']])).toBe('A    BB\nxyz  1')
+    expect(relativeTime(0, 90_000)).toBe('1m ago')
+  })
+})
