@@ -9,7 +9,10 @@ import type {DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
 import {Keyring} from '../client/keyring.js'
-import {MessengerError, RECONNECT_CANNOT_CURE, toMessengerError} from '../protocol/errors.js'
+import {MessengerError, RECONNECT_CANNOT_CURE, toMessengerError, type ErrorCode} from '../protocol/errors.js'
+
+/** Refusals that say the recipient is not someone to write to: a failed /msg to one keeps the current one. */
+const NOT_A_RECIPIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['NO_SUCH_USER', 'SELF_MESSAGE', 'NO_KEY', 'BAD_USERNAME', 'BAD_INPUT'])
 
 interface ChatContext {
   client: MessengerClient
@@ -148,8 +151,15 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     const {client, engine, print} = ctx
     const send = async (to: string | undefined, text: string) => {
       if (!to) throw new MessengerError('BAD_INPUT', 'Nobody to send to yet.', {hint: 'Start with /msg USER text.'})
+      let outcome
+      try {
+        outcome = await engine.sendText(to, text)
+      } catch (error) {
+        // A recipient that cannot be written to (a typo, yourself) does not become where plain text goes.
+        if (!(error instanceof MessengerError && NOT_A_RECIPIENT.has(error.code))) ctx.current = to.toLowerCase()
+        throw error
+      }
       ctx.current = to.toLowerCase()
-      const outcome = await engine.sendText(to, text)
       ctx.sent.set(outcome.id, {seq: outcome.seq})
       const how = outcome.path === 'direct' ? 'delivered directly, p2p' : {delivered: 'delivered, relayed', stored: `stored: ${outcome.to} is offline`, sent: 'sent, relayed', unreadable: `relayed, but ${outcome.to}'s client could not open it; send it again`}[outcome.status]
       print(`  message ${outcome.seq} to ${outcome.to} (${how})`)

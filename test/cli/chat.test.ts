@@ -104,9 +104,15 @@ describe('messenger chat', () => {
     expect(JSON.parse(got)).toMatchObject({from: 'alice', to: 'bob', text: 'hi there', path: 'direct'})
     await chat.waitFor(/message \d+ to bob \(delivered directly, p2p\)/, 'the send confirmation')
 
-    // Plain text goes to the user last written to.
+    // Plain text goes to the user last written to; a /msg to someone who cannot be written to does not change that.
     chat.write('and again\n')
     await bobListens.waitForLine((l) => l.includes('"text":"and again"'), 'the follow-up as plain text')
+    chat.write('/msg nosuch zzz\n')
+    await chat.waitFor('There is no user "nosuch"', 'the refusal')
+    chat.write('/msg alice to myself\n')
+    await chat.waitFor('You cannot send a message to yourself', 'the refusal of a /msg to yourself')
+    chat.write('still for bob\n')
+    await bobListens.waitForLine((l) => l.includes('"text":"still for bob"'), 'plain text still going to bob')
 
     chat.write('/quit\n')
     expect(await chat.exited).toBe(0)
