@@ -6,7 +6,7 @@ import {openMessaging, type MessagingSession} from '../client/session.js'
 import type {PathPreference} from '../client/delivery.js'
 import {receiveFilesOption} from './file-flags.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
-import {MessengerError, toMessengerError} from '../protocol/errors.js'
+import {MessengerError, toMessengerError, type ErrorCode} from '../protocol/errors.js'
 
 export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
@@ -159,10 +159,16 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return super.finally(error)
   }
 
-  protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
-    // Usage errors from oclif's parser keep oclif's own rendering and exit code 2.
-    if (!(error instanceof MessengerError) && (error.oclif?.exit !== undefined || error.exitCode !== undefined)) return super.catch(error)
-    const failure = toMessengerError(error)
+  protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}; parse?: unknown}): Promise<unknown> {
+    let failure: MessengerError
+    if (!(error instanceof MessengerError) && (error.oclif?.exit !== undefined || error.exitCode !== undefined)) {
+      // Usage errors from oclif's parser keep oclif's own rendering and exit code 2; with --json
+      // they become BAD_INPUT like ours (oclif would dump the error object: its whole parse state).
+      if (!this.jsonEnabled() || !isUsageError(error)) return super.catch(error)
+      failure = usageError(error, `${this.config.bin} ${(this.id ?? '').replaceAll(':', ' ')}`.trim())
+    } else {
+      failure = toMessengerError(error)
+    }
     if (this.jsonEnabled()) {
       this.logJson({error: {code: failure.code, message: failure.message, ...(failure.hint ? {hint: failure.hint} : {}), ...(failure.details ? {details: failure.details} : {})}})
     } else {
@@ -170,7 +176,32 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       process.stderr.write(`Error: ${failure.message}${failure.hint ? ` ${failure.hint}` : ''}\n`)
       if (failure.code === 'INTERNAL' && process.env.DEBUG) process.stderr.write(`${error.stack}\n`)
     }
-    process.exitCode = failure.code === 'BAD_INPUT' ? 2 : 1
+    process.exitCode = USAGE_CODES.has(failure.code) ? 2 : 1
     return undefined
   }
+}
+
+/** A value given on the command line is wrong, whoever noticed: exit 2, like oclif's own usage errors. */
+const USAGE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['BAD_INPUT', 'BAD_USERNAME', 'BAD_GROUP_NAME', 'BAD_PASSWORD', 'BAD_DISPLAY_NAME'])
+
+/** oclif's parse errors (missing or unexpected arguments, unknown flags, invalid values) and `this.error()`: exit 2. */
+function isUsageError(error: {oclif?: {exit?: number}; parse?: unknown}): boolean {
+  return error.parse !== undefined || error.oclif?.exit === 2
+}
+
+/** An oclif usage error as BAD_INPUT: one message without colours or oclif's "See more help" line, and a hint. */
+export function usageError(error: Error & {args?: unknown}, command: string): MessengerError {
+  // Missing args: oclif lists each with its description over several lines; their names suffice.
+  const missing = Array.isArray(error.args) ? error.args.flatMap((arg: {name?: unknown}) => (typeof arg?.name === 'string' ? [arg.name] : [])) : []
+  const message = /^Missing \d+ required args?/.test(error.message) && missing.length > 0
+    ? `${error.message.split(':')[0]}: ${missing.join(', ')}.`
+    : error.message
+        .replace(/\u001B\[[0-9;]*m/g, '')
+        .replace(/\n\s*See more help with --help\s*$/, '')
+        .replace(/^(Parsing --\S+)\s*\n/, '$1:\n')
+        .split('\n')
+        .map((line) => line.trim())
+        .filter(Boolean)
+        .join(' ')
+  return new MessengerError('BAD_INPUT', message, {hint: `Run \`${command} --help\` for its arguments and flags.`, cause: error})
 }

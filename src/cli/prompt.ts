@@ -6,6 +6,9 @@ const cancelled = () => new MessengerError('BAD_INPUT', 'Cancelled.', {hint: 'Ru
 
 /** Reads all of stdin and returns its first line (for --password-stdin: `echo pw | messenger login`). */
 export async function readFirstLineFromStdin(stdin: NodeJS.ReadableStream = process.stdin): Promise<string> {
+  // Already read to its end (by someone else): readline would wait for a 'close' that never comes,
+  // and the process would exit 13 with nothing said.
+  if ((stdin as NodeJS.ReadableStream & {readableEnded?: boolean}).readableEnded) return ''
   const rl = createInterface({input: stdin, terminal: false})
   try {
     for await (const line of rl) return line.replace(/\r$/, '')

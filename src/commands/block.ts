@@ -1,5 +1,5 @@
-import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
+import {userArg} from '../cli/name-args.js'
 
 export default class Block extends BaseCommand<typeof Block> {
   static override summary = 'Block a user: the server refuses their messages to you and hides your presence from them.'
@@ -8,7 +8,7 @@ export default class Block extends BaseCommand<typeof Block> {
 
   static override examples = ['<%= config.bin %> <%= command.id %> mallory']
 
-  static override args = {user: Args.string({description: 'Username to block.', required: true})}
+  static override args = {user: userArg('Username to block.')}
 
   async run(): Promise<{blocked: string}> {
     const client = await this.connectSession()

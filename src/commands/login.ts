@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {openMessaging} from '../client/session.js'
-import {resolvePassword, resolveUsername} from '../cli/credentials-input.js'
+import {checkProfileAccount, resolvePassword, resolveUsername} from '../cli/credentials-input.js'
 
 export default class Login extends BaseCommand<typeof Login> {
   static override summary = 'Log in and save the session in your profile.'
@@ -21,7 +21,8 @@ already sealed for its key come back to their senders as unreadable.`
   ]
 
   static override args = {
-    username: Args.string({description: 'Your username. Default: the one in your profile.'}),
+    // ignoreStdin: with --password-stdin, stdin is the password, never the username.
+    username: Args.string({description: 'Your username. Default: the one in your profile.', ignoreStdin: true}),
   }
 
   static override flags = {
@@ -31,6 +32,7 @@ already sealed for its key come back to their senders as unreadable.`
 
   async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string}> {
     const username = await resolveUsername(this.args.username, this.profile.data.username)
+    checkProfileAccount(this.profile, username, 'login')
     const password = await resolvePassword({fromStdin: this.flags['password-stdin']})
     const client = await this.connect()
     const session = await client.login(username, password)

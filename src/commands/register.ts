@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {openMessaging} from '../client/session.js'
-import {resolvePassword, resolveUsername} from '../cli/credentials-input.js'
+import {checkProfileAccount, resolvePassword, resolveUsername} from '../cli/credentials-input.js'
 import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
 
 export default class Register extends BaseCommand<typeof Register> {
@@ -16,7 +16,8 @@ export default class Register extends BaseCommand<typeof Register> {
   ]
 
   static override args = {
-    username: Args.string({description: 'Username: 2-32 characters of a-z, 0-9, _ . -'}),
+    // ignoreStdin: with --password-stdin, stdin is the password, never the username.
+    username: Args.string({description: 'Username: 2-32 characters of a-z, 0-9, _ . -', ignoreStdin: true}),
   }
 
   static override flags = {
@@ -27,6 +28,7 @@ export default class Register extends BaseCommand<typeof Register> {
   async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string}> {
     // Check locally first so a typo costs no round trip and no rate-limit slot.
     const username = normalizeUsername(await resolveUsername(this.args.username, undefined))
+    checkProfileAccount(this.profile, username, 'register')
     const displayName = normalizeDisplayName(this.flags['display-name'], username)
     const password = await resolvePassword({fromStdin: this.flags['password-stdin'], confirm: true})
     checkPassword(password)

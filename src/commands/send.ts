@@ -1,5 +1,6 @@
 import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
+import {userArg} from '../cli/name-args.js'
 import {messageText, positionalWords} from '../cli/message-text.js'
 import {pathFlags} from '../cli/path-flags.js'
 import type {SendOutcome} from '../client/delivery.js'
@@ -21,13 +22,13 @@ If the recipient's client received it but could not open it, send exits 1 with U
     {description: 'Never through the server', command: '<%= config.bin %> <%= command.id %> bob hi --direct-only'},
   ]
 
-  static override strict = false
-
   static override flags = {...pathFlags}
 
+  // One USER, then every other word is the message (variadic; oclif marks every arg of a
+  // non-strict command "...", which read as several recipients).
   static override args = {
-    user: Args.string({description: 'Recipient username.', required: true}),
-    message: Args.string({description: 'The text (several words are joined); "-" reads stdin.', required: true}),
+    user: userArg('Recipient username.'),
+    message: Args.string({description: 'The text (several words are joined); "-" reads stdin.', required: true, multiple: true, ignoreStdin: true}),
   }
 
   async run(): Promise<SendOutcome> {

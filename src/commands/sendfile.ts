@@ -3,6 +3,7 @@ import {basename} from 'node:path'
 import {Args} from '@oclif/core'
 import {SingleBar} from 'cli-progress'
 import {BaseCommand} from '../cli/base-command.js'
+import {userArg} from '../cli/name-args.js'
 import {pathFlags} from '../cli/path-flags.js'
 import {formatSize} from '../cli/size.js'
 import type {SentFile} from '../client/files.js'
@@ -21,13 +22,15 @@ Without a direct path it streams through the server relay while you are both onl
   ]
 
   static override args = {
-    user: Args.string({description: 'Recipient username (must be online).', required: true}),
-    path: Args.string({description: 'File to send.', required: true}),
+    user: userArg('Recipient username (must be online).'),
+    path: Args.string({description: 'File to send.', required: true, ignoreStdin: true}),
   }
 
   static override flags = {...pathFlags}
 
   async run(): Promise<SentFile & {to: string; name: string}> {
+    // Before the file and the server, as `send` refuses it (SELF_MESSAGE).
+    if (this.args.user === this.profile.data.username) throw new MessengerError('SELF_MESSAGE', 'You cannot send a file to yourself.')
     const file = this.args.path
     const info = await stat(file).catch(() => undefined)
     if (!info?.isFile() || !(await access(file, constants.R_OK).then(() => true, () => false))) {
@@ -53,7 +56,7 @@ Without a direct path it streams through the server relay while you are both onl
     } finally {
       if (showBar) bar.stop()
     }
-    const to = this.args.user.toLowerCase()
+    const to = this.args.user
     const rate = result.seconds > 0 ? `, ${formatSize(result.bytes / result.seconds)}/s` : ''
     this.log(`Sent ${basename(file)} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${rate}; SHA-256 ${result.sha256}`)
     return {to, name: basename(file), ...result}

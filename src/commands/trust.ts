@@ -1,5 +1,5 @@
-import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
+import {userArg} from '../cli/name-args.js'
 
 export default class Trust extends BaseCommand<typeof Trust> {
   static override summary = "Accept a user's new encryption key after verifying it."
@@ -9,7 +9,7 @@ Messages they sealed with the old key and that still wait for you cannot open on
 
   static override examples = ['<%= config.bin %> <%= command.id %> bob']
 
-  static override args = {user: Args.string({description: 'Username whose current key to trust.', required: true})}
+  static override args = {user: userArg('Username whose current key to trust.')}
 
   async run(): Promise<{username: string; fingerprint: string; previousFingerprint: string | null}> {
     const {engine} = await this.messagingSession()

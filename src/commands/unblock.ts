@@ -1,5 +1,5 @@
-import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
+import {userArg} from '../cli/name-args.js'
 
 export default class Unblock extends BaseCommand<typeof Unblock> {
   static override summary = 'Unblock a user.'
@@ -8,7 +8,7 @@ export default class Unblock extends BaseCommand<typeof Unblock> {
 
   static override examples = ['<%= config.bin %> <%= command.id %> mallory']
 
-  static override args = {user: Args.string({description: 'Username to unblock.', required: true})}
+  static override args = {user: userArg('Username to unblock.')}
 
   async run(): Promise<{unblocked: string; wasBlocked: boolean}> {
     const client = await this.connectSession()

@@ -1,5 +1,5 @@
-import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
+import {userArg} from '../cli/name-args.js'
 import {relativeTime} from '../cli/render.js'
 import {Keyring} from '../client/keyring.js'
 
@@ -11,7 +11,7 @@ export default class Whois extends BaseCommand<typeof Whois> {
 
   static override examples = ['<%= config.bin %> <%= command.id %> bob', '<%= config.bin %> <%= command.id %> bob --json']
 
-  static override args = {user: Args.string({description: 'Username.', required: true})}
+  static override args = {user: userArg('Username.')}
 
   async run(): Promise<{username: string; displayName: string; online: boolean; lastSeen: string | null; fingerprint: string | null; trust: 'new' | 'pinned' | 'changed' | 'none'}> {
     const {client, history} = await this.messagingSession()

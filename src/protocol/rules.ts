@@ -15,6 +15,17 @@ export function normalizeUsername(raw: string): string {
   return username
 }
 
+/** Group names follow the username rules (the server applies the same check, as BAD_GROUP_NAME). */
+export function normalizeGroupName(raw: string): string {
+  const name = raw.trim().toLowerCase()
+  if (!LIMITS.usernamePattern.test(name)) {
+    throw new MessengerError('BAD_GROUP_NAME', `Invalid group name "${raw.slice(0, 40)}": use 2-32 characters of a-z, 0-9, "_", "." or "-".`, {
+      hint: 'Pick a name like friends or team_42.',
+    })
+  }
+  return name
+}
+
 export function checkPassword(password: string): void {
   // Count characters, not UTF-16 units: four emoji are four characters, not eight.
   if ([...password].length < LIMITS.passwordMinLength) {

@@ -2,7 +2,7 @@ import {describe, expect, it} from 'vitest'
 
 import {LIMITS} from '../../src/protocol/constants.js'
 import {MessengerError, type ErrorCode} from '../../src/protocol/errors.js'
-import {checkPassword, normalizeDisplayName, normalizeUsername} from '../../src/protocol/rules.js'
+import {checkPassword, normalizeDisplayName, normalizeGroupName, normalizeUsername} from '../../src/protocol/rules.js'
 
 function codeOf(fn: () => unknown): ErrorCode | undefined {
   try {
@@ -83,6 +83,22 @@ describe('normalizeUsername', () => {
       expect.unreachable()
     } catch (error) {
       expect(error).toBeInstanceOf(MessengerError)
+      expect((error as MessengerError).hint).toBeTruthy()
+    }
+  })
+})
+
+describe('normalizeGroupName', () => {
+  it('trims and lower-cases like a username', () => {
+    expect(normalizeGroupName(' Friends ')).toBe('friends')
+  })
+
+  it.each([[''], ['x'], ['a b'], ['a'.repeat(33)]])('refuses %j with BAD_GROUP_NAME, a message naming the rule and a hint', (raw) => {
+    expect(codeOf(() => normalizeGroupName(raw))).toBe('BAD_GROUP_NAME')
+    try {
+      normalizeGroupName(raw)
+    } catch (error) {
+      expect((error as MessengerError).message).toContain('use 2-32 characters of a-z, 0-9')
       expect((error as MessengerError).hint).toBeTruthy()
     }
   })

@@ -1,5 +1,7 @@
-import {Args, Flags} from '@oclif/core'
+import {Flags} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
+import {groupArg} from '../../cli/name-args.js'
+import {normalizeUsername} from '../../protocol/rules.js'
 
 export default class GroupCreate extends BaseCommand<typeof GroupCreate> {
   static override summary = 'Create a group and invite people to it.'
@@ -8,13 +10,15 @@ export default class GroupCreate extends BaseCommand<typeof GroupCreate> {
 
   static override examples = ['<%= config.bin %> <%= command.id %> friends --invite bob --invite carol']
 
-  static override args = {name: Args.string({description: 'Group name: 2-32 characters of a-z, 0-9, _ . -', required: true})}
+  static override args = {name: groupArg('Group name: 2-32 characters of a-z, 0-9, _ . -')}
 
   static override flags = {invite: Flags.string({description: 'User to invite (repeatable).', multiple: true, default: []})}
 
   async run(): Promise<{name: string; invited: string[]; skipped: Array<{to: string; code: string}>}> {
+    // Checked here, not in the flag's parse (oclif would wrap the error as "Parsing --invite").
+    const invite = this.flags.invite.map((user) => normalizeUsername(user))
     const client = await this.connectSession()
-    const result = await client.request('group_create', {name: this.args.name, invite: this.flags.invite})
+    const result = await client.request('group_create', {name: this.args.name, invite})
     this.log(`Created group ${result.name}${result.invited.length ? `; invited ${result.invited.join(', ')}` : ''}.`)
     for (const s of result.skipped) this.logToStderr(`Not invited: ${s.to} (${s.code === 'BLOCKED' ? 'they do not accept invitations from you' : s.code}).`)
     return result

@@ -1,5 +1,5 @@
-import {Args} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
+import {groupArg, userArg} from '../../cli/name-args.js'
 
 export default class GroupInvite extends BaseCommand<typeof GroupInvite> {
   static override summary = 'Invite a user to a group you are a member of.'
@@ -9,8 +9,8 @@ export default class GroupInvite extends BaseCommand<typeof GroupInvite> {
   static override examples = ['<%= config.bin %> <%= command.id %> friends dave']
 
   static override args = {
-    name: Args.string({description: 'Group name.', required: true}),
-    user: Args.string({description: 'Username to invite.', required: true}),
+    name: groupArg('Group name.'),
+    user: userArg('Username to invite.'),
   }
 
   async run(): Promise<{group: string; invited: string; alreadyMember: boolean}> {

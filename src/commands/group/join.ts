@@ -1,5 +1,5 @@
-import {Args} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
+import {groupArg} from '../../cli/name-args.js'
 
 export default class GroupJoin extends BaseCommand<typeof GroupJoin> {
   static override summary = 'Join a group you were invited to.'
@@ -8,7 +8,7 @@ export default class GroupJoin extends BaseCommand<typeof GroupJoin> {
 
   static override examples = ['<%= config.bin %> <%= command.id %> friends']
 
-  static override args = {name: Args.string({description: 'Group name.', required: true})}
+  static override args = {name: groupArg('Group name.')}
 
   async run(): Promise<{group: string; joined: true}> {
     const client = await this.connectSession()

@@ -1,5 +1,5 @@
-import {Args} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
+import {groupArg} from '../../cli/name-args.js'
 
 export default class GroupLeave extends BaseCommand<typeof GroupLeave> {
   static override summary = 'Leave a group.'
@@ -8,7 +8,7 @@ export default class GroupLeave extends BaseCommand<typeof GroupLeave> {
 
   static override examples = ['<%= config.bin %> <%= command.id %> friends']
 
-  static override args = {name: Args.string({description: 'Group name.', required: true})}
+  static override args = {name: groupArg('Group name.')}
 
   async run(): Promise<{group: string; left: true}> {
     const client = await this.connectSession()

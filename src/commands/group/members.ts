@@ -1,5 +1,5 @@
-import {Args} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
+import {groupArg} from '../../cli/name-args.js'
 import {table} from '../../cli/render.js'
 import type {Results} from '../../protocol/messages.js'
 
@@ -10,7 +10,7 @@ export default class GroupMembers extends BaseCommand<typeof GroupMembers> {
 
   static override examples = ['<%= config.bin %> <%= command.id %> friends']
 
-  static override args = {name: Args.string({description: 'Group name.', required: true})}
+  static override args = {name: groupArg('Group name.')}
 
   async run(): Promise<Results['group_members']> {
     const client = await this.connectSession()

@@ -1,5 +1,6 @@
 import {Args} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
+import {groupArg} from '../../cli/name-args.js'
 import {messageText, positionalWords} from '../../cli/message-text.js'
 import type {GroupSendOutcome} from '../../client/delivery.js'
 
@@ -10,11 +11,10 @@ export default class GroupSend extends BaseCommand<typeof GroupSend> {
 
   static override examples = ['<%= config.bin %> <%= command.id %> friends dinner at 8?']
 
-  static override strict = false
-
+  // One NAME, then every other word is the message (see send).
   static override args = {
-    name: Args.string({description: 'Group name.', required: true}),
-    message: Args.string({description: 'The text; "-" reads stdin.', required: true}),
+    name: groupArg('Group name.'),
+    message: Args.string({description: 'The text (several words are joined); "-" reads stdin.', required: true, multiple: true, ignoreStdin: true}),
   }
 
   async run(): Promise<GroupSendOutcome> {

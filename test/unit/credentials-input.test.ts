@@ -1,0 +1,69 @@
+import {PassThrough} from 'node:stream'
+import {describe, expect, it} from 'vitest'
+import {checkProfileAccount, resolvePassword} from '../../src/cli/credentials-input.js'
+import {readFirstLineFromStdin} from '../../src/cli/prompt.js'
+import {MessengerError} from '../../src/protocol/errors.js'
+
+function failure(fn: () => unknown): MessengerError {
+  try {
+    fn()
+  } catch (error) {
+    expect(error).toBeInstanceOf(MessengerError)
+    return error as MessengerError
+  }
+  throw new Error('expected a MessengerError')
+}
+
+describe('readFirstLineFromStdin', () => {
+  it('returns the first line, without its CR', async () => {
+    const stdin = new PassThrough()
+    stdin.end('secret\r\nmore\n')
+    expect(await readFirstLineFromStdin(stdin)).toBe('secret')
+  })
+
+  it('settles with "" on a stream that has already ended (read to its end by someone else)', async () => {
+    const stdin = new PassThrough()
+    stdin.end('taken\n')
+    stdin.resume()
+    await new Promise((resolve) => stdin.once('end', resolve))
+    const result = await Promise.race([readFirstLineFromStdin(stdin), new Promise((resolve) => setTimeout(() => resolve('never settled'), 500))])
+    expect(result).toBe('')
+  })
+})
+
+describe('resolvePassword --password-stdin', () => {
+  it('refuses an empty stdin with BAD_INPUT and a hint to pipe the password', async () => {
+    const original = Object.getOwnPropertyDescriptor(process, 'stdin')!
+    const stdin = new PassThrough()
+    stdin.end('')
+    Object.defineProperty(process, 'stdin', {value: stdin, configurable: true})
+    try {
+      const error = await resolvePassword({fromStdin: true}).then(() => undefined, (e: unknown) => e)
+      expect(error).toBeInstanceOf(MessengerError)
+      expect((error as MessengerError).code).toBe('BAD_INPUT')
+      expect((error as MessengerError).hint).toMatch(/pipe the password/i)
+    } finally {
+      Object.defineProperty(process, 'stdin', original)
+    }
+  })
+})
+
+describe('checkProfileAccount', () => {
+  const profile = (username?: string) => ({dir: '/home/me/.config/messenger', data: {username}})
+
+  it('lets a profile with no account yet take any, and its own account log in again (any case)', () => {
+    expect(() => checkProfileAccount(profile(), 'zed', 'register')).not.toThrow()
+    expect(() => checkProfileAccount(profile('erin'), 'erin', 'login')).not.toThrow()
+    expect(() => checkProfileAccount(profile('erin'), ' Erin ', 'login')).not.toThrow()
+  })
+
+  it('refuses another account with BAD_INPUT naming both, and a hint to use another profile', () => {
+    const error = failure(() => checkProfileAccount(profile('erin'), 'Zed', 'register'))
+    expect(error.code).toBe('BAD_INPUT')
+    expect(error.message).toContain('erin')
+    expect(error.message).toContain('zed')
+    expect(error.hint).toContain('MESSENGER_HOME=')
+    expect(error.hint).toContain('messenger register zed')
+    expect(failure(() => checkProfileAccount(profile('erin'), 'dave', 'login')).hint).toContain('messenger login dave')
+  })
+})
