@@ -5,6 +5,7 @@ import {Profile} from '../client/profile.js'
 import {openMessaging, type MessagingSession} from '../client/session.js'
 import type {PathPreference} from '../client/delivery.js'
 import {receiveFilesOption} from './file-flags.js'
+import {lockOnlineProfile} from '../util/pid-lock.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError, toMessengerError, type ErrorCode} from '../protocol/errors.js'
 
@@ -32,6 +33,8 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   private profileInstance: Profile | undefined
   private readonly clients: MessengerClient[] = []
   private readonly sessions: MessagingSession[] = []
+  /** Locks to give up when the command ends (the online profile lock). */
+  private readonly releases: Array<() => void> = []
 
   public override async init(): Promise<void> {
     await super.init()
@@ -131,6 +134,9 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
    * Takes their shared flags (path, UDP port, downloads, max file size).
    */
   protected async onlineSession(flags: {'relay-only'?: boolean; 'direct-only'?: boolean; 'udp-port'?: number; downloads?: string; 'max-file-size': string}) {
+    // One online session per profile (see lockOnlineProfile), taken before going online; released
+    // when the command ends. A profile without a session has nothing to lock (NOT_LOGGED_IN follows).
+    if (this.profile.data.token) this.releases.push(lockOnlineProfile(this.profile.dir))
     const receiveFiles = receiveFilesOption(flags, this.profile)
     const session = await this.messagingSession({
       online: true,
@@ -156,6 +162,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected override async finally(error: Error | undefined): Promise<unknown> {
     await Promise.all(this.clients.map((client) => client.close()))
     for (const session of this.sessions) await session.close()
+    for (const release of this.releases.splice(0)) release()
     return super.finally(error)
   }
 

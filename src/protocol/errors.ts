@@ -59,6 +59,7 @@ export const ERROR_CODES = {
   TIMEOUT: 'The server did not answer in time.',
   CERT_CHANGED: "The server's TLS certificate differs from the one pinned for this address.",
   NOT_LOGGED_IN: 'This profile has no session.',
+  PROFILE_IN_USE: 'This profile is already online in another chat or listen.',
   BAD_INPUT: 'A value given on the command line is not valid.',
   // server start-up
   PORT_IN_USE: 'The port is already in use.',
@@ -118,6 +119,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   CONNECTION_CLOSED: 'Check that the server is running, then try again.',
   TIMEOUT: 'Check the server and your network, then try again.',
   NOT_LOGGED_IN: 'Run `messenger login` (or `messenger register` for a new account).',
+  PROFILE_IN_USE: 'Use the chat or listen already running, or stop it first; `messenger send` and `messenger history` work beside it.',
   PORT_IN_USE: 'Stop the other process or pick another port with --port.',
   DATA_DIR_UNWRITABLE: 'Pick a writable directory with --data-dir or MESSENGER_DATA_DIR.',
   DATA_DIR_IN_USE: 'Stop the other server first, or give this one a --data-dir of its own.',

@@ -26,7 +26,7 @@ import {loadOrCreateIdentity} from '../crypto/identity.js'
 import {createRouter, endSession} from './router.js'
 import {Social} from './social.js'
 import {StoreFailureLog} from './store-failure.js'
-import {lockDataDir} from './data-dir-lock.js'
+import {lockDataDir} from '../util/pid-lock.js'
 
 /** Options for {@link createServer}. Every field has a default; tests pass small timeouts and cheap scrypt. */
 export interface ServerOptions {

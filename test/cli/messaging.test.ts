@@ -118,6 +118,25 @@ describe('messaging through the CLI', () => {
     expect(events(bobListens).filter((e) => e.type === 'message' && e.id === sent.result.id)).toHaveLength(1)
   })
 
+  it('one online session per profile: a second listen or chat exits 1 with PROFILE_IN_USE naming the first, send and history work beside it, and the profile is free once it stops', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const first = await listen(bob)
+    for (const command of ['listen', 'chat']) {
+      const second = await runCli([command, '--json'], {env: bob})
+      expect(second.code, second.stdout).toBe(1)
+      expect(JSON.parse(second.stdout)).toMatchObject({error: {code: 'PROFILE_IN_USE', details: {pid: first.child.pid}, message: expect.stringContaining(`pid ${first.child.pid}`)}})
+    }
+    const sent = await sendJson(alice, ['send', 'bob', 'seen by the first'])
+    expect(sent.code, sent.stderr).toBe(0)
+    await nextMessage(first, (m) => m.text === 'seen by the first', 'the message in the first listen')
+    expect((await runCli(['history', 'alice'], {env: bob})).code).toBe(0)
+    expect((await runCli(['send', 'alice', 'from beside it'], {env: bob})).code).toBe(0)
+
+    expect(await first.stop('SIGINT')).toBe(0)
+    const again = await listen(bob)
+    expect(await again.stop('SIGINT')).toBe(0)
+  })
+
   it('stores a message for an offline user, delivers it when they listen, and marks it delivered for the sender later', async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
 

@@ -1,7 +1,7 @@
 import {readFileSync, statSync, writeFileSync, existsSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {LOCK_FILE, lockDataDir} from '../../src/server/data-dir-lock.js'
+import {LOCK_FILE, lockDataDir} from '../../src/util/pid-lock.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 import {makeTempDir} from '../helpers/server.js'
 
