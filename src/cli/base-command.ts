@@ -6,6 +6,7 @@ import {openMessaging, type MessagingSession} from '../client/session.js'
 import type {PathPreference} from '../client/delivery.js'
 import {receiveFilesOption} from './file-flags.js'
 import {lockOnlineProfile} from '../util/pid-lock.js'
+import {escapeControls} from './render.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError, toMessengerError, type ErrorCode} from '../protocol/errors.js'
 
@@ -160,9 +161,12 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   }
 
   protected override async finally(error: Error | undefined): Promise<unknown> {
-    await Promise.all(this.clients.map((client) => client.close()))
-    for (const session of this.sessions) await session.close()
-    for (const release of this.releases.splice(0)) release()
+    try {
+      await Promise.all(this.clients.map((client) => client.close()))
+      for (const session of this.sessions) await session.close()
+    } finally {
+      for (const release of this.releases.splice(0)) release()
+    }
     return super.finally(error)
   }
 
@@ -180,7 +184,8 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       this.logJson({error: {code: failure.code, message: failure.message, ...(failure.hint ? {hint: failure.hint} : {}), ...(failure.details ? {details: failure.details} : {})}})
     } else {
       // One line: the problem, then what to do about it.
-      process.stderr.write(`Error: ${failure.message}${failure.hint ? ` ${failure.hint}` : ''}\n`)
+      // Escaped: a message can carry a peer's words (a file transfer's REJECT or CANCEL reason).
+      process.stderr.write(`Error: ${escapeControls(failure.message)}${failure.hint ? ` ${escapeControls(failure.hint)}` : ''}\n`)
       if (failure.code === 'INTERNAL' && process.env.DEBUG) process.stderr.write(`${error.stack}\n`)
     }
     process.exitCode = USAGE_CODES.has(failure.code) ? 2 : 1

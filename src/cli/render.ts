@@ -32,7 +32,11 @@ export function relativeTime(at: number, now = Date.now()): string {
  */
 const UNSAFE = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u180e\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]/gu
 
-/** Continuation lines of a multi-line message start with this, so no line of a message can pass for a line of its own. */
+/**
+ * Continuation lines of a multi-line message start with this, so an embedded newline cannot start a
+ * line that passes for a message of its own. (A line padded until the terminal wraps it still can:
+ * that is the terminal's layout, which we do not know.)
+ */
 export const CONTINUATION = '  | '
 
 /** One line of text with every UNSAFE character (newline too) shown as an escape: ESC as \x1b, U+202E as \u202e. */

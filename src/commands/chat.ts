@@ -12,7 +12,7 @@ import {Keyring} from '../client/keyring.js'
 import {MessengerError, RECONNECT_CANNOT_CURE, toMessengerError, type ErrorCode} from '../protocol/errors.js'
 
 /** Refusals that say the recipient is not someone to write to: a failed /msg to one keeps the current one. */
-const NOT_A_RECIPIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['NO_SUCH_USER', 'SELF_MESSAGE', 'NO_KEY', 'BAD_USERNAME', 'BAD_INPUT'])
+const NOT_A_RECIPIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['NO_SUCH_USER', 'SELF_MESSAGE', 'NO_KEY', 'BAD_USERNAME', 'BAD_INPUT', 'BLOCKED'])
 
 interface ChatContext {
   client: MessengerClient
@@ -66,7 +66,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       print(`  ${Math.floor((100 * p.bytes) / Math.max(1, p.total))}% at ${formatSize(p.rateBps)}/s, ETA ${Math.ceil(p.etaSeconds)} s`)
     })
     files.on('received', (f) => print(`* saved ${f.path} from ${f.peer} (${formatSize(f.bytes)}, SHA-256 verified)`))
-    files.on('failed', (_id, error) => print(`* file transfer failed: ${error.message}`))
+    files.on('failed', (_id, error) => print(`* file transfer failed: ${escapeControls(error.message)}`))
 
     print(`Chatting as ${me} on ${client.serverKey}. Type /help for commands, /quit to leave.`)
     rl.prompt()
@@ -143,7 +143,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     engine.on('held', ({from, error}) => print(`!! ${error.message} A message from ${from} is held until you /trust ${from}.`))
     engine.on('keyChanged', ({from, error}) => print(`!! ${error.message} What ${from} sent before still arrives; new messages wait until you verify and /trust ${from}.`))
     engine.on('unsaved', ({from, error}) => print(`!! A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`))
-    client.on('presence', (p) => print(`* ${p.username} (${p.displayName}) is ${p.online ? 'online' : 'offline'}`))
+    client.on('presence', (p) => print(`* ${p.username} (${escapeControls(p.displayName)}) is ${p.online ? 'online' : 'offline'}`))
     client.on('reconnected', () => print('* reconnected'))
   }
 
@@ -228,12 +228,14 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       case 'create': {
         const result = await client.request('group_create', {name, invite: action.args.slice(1)})
         print(`Created #${result.name}${result.invited.length ? `, invited ${result.invited.join(', ')}` : ''}.`)
+        for (const s of result.skipped ?? []) print(`  not invited: ${s.to} (${s.code === 'BLOCKED' ? 'they do not accept invitations from you' : s.code})`)
         return
       }
-      case 'invite':
-        await client.request('group_invite', {name, username: user})
-        print(`Invited ${user} to #${name}.`)
+      case 'invite': {
+        const {alreadyMember} = await client.request('group_invite', {name, username: user})
+        print(alreadyMember ? `${user} is already a member of #${name}.` : `Invited ${user} to #${name}.`)
         return
+      }
       case 'join':
         await client.request('group_join', {name})
         print(`Joined #${name}.`)

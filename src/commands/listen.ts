@@ -2,7 +2,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
-import {incomingMessageLine} from '../cli/render.js'
+import {escapeControls, incomingMessageLine} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
 import {RECONNECT_CANNOT_CURE, type MessengerError} from '../protocol/errors.js'
@@ -54,7 +54,7 @@ With --json it prints one JSON object per line:
     })
     files.on('failed', (id, error) => {
       progress.stop(id)
-      emit({type: 'file-failed', id, code: error.code, message: error.message}, `* file transfer failed: ${error.message}`)
+      emit({type: 'file-failed', id, code: error.code, message: error.message}, `* file transfer failed: ${escapeControls(error.message)}`)
     })
     const me = client.user!
     engine.on('message', (m: ReceivedMessage) =>
@@ -86,7 +86,7 @@ With --json it prints one JSON object per line:
     client.on('presence', (p: PresencePush) =>
       emit(
         {type: 'presence', username: p.username, displayName: p.displayName, online: p.online, ts: new Date(p.since).toISOString()},
-        `* ${p.username} (${p.displayName}) is ${p.online ? 'online' : 'offline'}`,
+        `* ${p.username} (${escapeControls(p.displayName)}) is ${p.online ? 'online' : 'offline'}`,
       ),
     )
     client.on('disconnected', ({error}) => process.stderr.write(`Connection lost: ${error.message}\n`))

@@ -38,9 +38,10 @@ export function checkPassword(password: string): void {
   }
 }
 
-// Printable: no control characters (C0, DEL, C1), no line or paragraph separators, and no bidi
-// controls, which can make a name render as someone else's ("\u202Eecila" shows as "alice").
-export const UNPRINTABLE = /[\p{Cc}\p{Cs}\u2028\u2029\u200E\u200F\u202A-\u202E\u2066-\u2069]/u
+// Printable: no control characters (C0, DEL, C1), no line or paragraph separators, no bidi
+// controls, which can make a name render as someone else's ("\u202Eecila" shows as "alice"), and no
+// invisible characters ("alice\u200B" looks like "alice"): the set cli/render.ts escapes in output.
+export const UNPRINTABLE = /[\p{Cc}\p{Cs}\u061C\u180E\u200B\u200E\u200F\u2028\u2029\u202A-\u202E\u2060-\u206F\uFEFF\uFFF9-\uFFFB]/u
 
 export function normalizeDisplayName(raw: string | undefined, username: string): string {
   const displayName = (raw ?? username).trim()

@@ -134,6 +134,13 @@ describe('normalizeDisplayName', () => {
     expect(normalizeDisplayName('Zoë 李小龍 😀', 'zoe')).toBe('Zoë 李小龍 😀')
   })
 
+  it('refuses invisible characters that make a name look like another (zero-width space, word joiner, BOM, Arabic letter mark); keeps the joiners emoji need', () => {
+    for (const name of ['alice\u200b', 'al\u2060ice', 'ali\ufeffce', 'alice\u061c', 'alice\u180e']) {
+      expect(codeOf(() => normalizeDisplayName(name, 'x')), JSON.stringify(name)).toBe('BAD_DISPLAY_NAME')
+    }
+    expect(normalizeDisplayName('👩\u200d💻 Dev', 'x')).toBe('👩\u200d💻 Dev')
+  })
+
   it('accepts 64 characters and refuses 65', () => {
     expect(normalizeDisplayName('d'.repeat(64), 'x')).toBe('d'.repeat(64))
     expect(codeOf(() => normalizeDisplayName('d'.repeat(65), 'x'))).toBe('BAD_DISPLAY_NAME')

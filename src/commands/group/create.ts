@@ -20,7 +20,7 @@ export default class GroupCreate extends BaseCommand<typeof GroupCreate> {
     const client = await this.connectSession()
     const result = await client.request('group_create', {name: this.args.name, invite})
     this.log(`Created group ${result.name}${result.invited.length ? `; invited ${result.invited.join(', ')}` : ''}.`)
-    for (const s of result.skipped) this.logToStderr(`Not invited: ${s.to} (${s.code === 'BLOCKED' ? 'they do not accept invitations from you' : s.code}).`)
+    for (const s of result.skipped ?? []) this.logToStderr(`Not invited: ${s.to} (${s.code === 'BLOCKED' ? 'they do not accept invitations from you' : s.code}).`)
     return result
   }
 }

@@ -15,7 +15,8 @@ export default class GroupInvite extends BaseCommand<typeof GroupInvite> {
 
   async run(): Promise<{group: string; invited: string; alreadyMember: boolean}> {
     const client = await this.connectSession()
-    const {alreadyMember} = await client.request('group_invite', {name: this.args.name, username: this.args.user})
+    // An older protocol-5 server answered {}: read as "invited".
+    const alreadyMember = (await client.request('group_invite', {name: this.args.name, username: this.args.user})).alreadyMember === true
     const result = {group: this.args.name.toLowerCase(), invited: this.args.user.toLowerCase(), alreadyMember}
     this.log(alreadyMember ? `${result.invited} is already a member of ${result.group}.` : `Invited ${result.invited} to ${result.group}.`)
     return result
