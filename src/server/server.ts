@@ -382,10 +382,13 @@ export class MessengerServer {
     }, 1_500)
     await closed
     clearTimeout(deadline)
-    await this.rendezvous?.stop()
-    await this.cluster?.stop()
-    if (this.store && this.ownsStore) await this.store.close()
-    this.releaseDataDir?.()
+    try {
+      await this.rendezvous?.stop()
+      await this.cluster?.stop()
+      if (this.store && this.ownsStore) await this.store.close()
+    } finally {
+      this.releaseDataDir?.()
+    }
     this.logger.info('server stopped')
   }
 }

@@ -51,7 +51,7 @@ export interface PeerLinkOptions {
 
 /** Confirmed paths kept at most (peers talked to within pathTtlMs). */
 const MAX_PATHS = 4_096
-/** Probe tokens remembered (one per candidate per probe round); the oldest go first. */
+/** Probe tokens remembered (one per connect() call and server probe); the oldest go first. */
 const MAX_PROBES_SENT = 4_096
 /** How long after its probe round a pong still counts: the time it may take to come back. */
 const PONG_GRACE_MS = 2_000
@@ -195,8 +195,10 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     if (candidates.length === 0 || !this.stream) return null
     const keyB64 = this.keyString(peerKey)
     const pong = this.pongWithin(keyB64, durationMs)
+    // One token for every candidate and round of this call: a pong to any of them answers it.
+    const token = this.probeToken(keyB64, durationMs)
     const probe = () => {
-      for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token: this.probeToken(keyB64, durationMs), ts: this.o.now()}))
+      for (const c of candidates) this.send(peerKey, c, DatagramType.PROBE, encodeProbe({token, ts: this.o.now()}))
     }
     const timer = setInterval(probe, this.o.probeIntervalMs)
     probe()

@@ -1,4 +1,5 @@
-import {readFileSync, unlinkSync, writeFileSync} from 'node:fs'
+import {randomBytes} from 'node:crypto'
+import {linkSync, readFileSync, rmSync, unlinkSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {MessengerError} from '../protocol/errors.js'
 
@@ -59,27 +60,40 @@ export function lockOnlineProfile(profileDir: string, options: PidLockOptions = 
  * Takes `file` as a pid lock: creates it with our pid, or throws what `held` makes of the live process
  * that holds it. A lock left by a process that died (kill -9, a crash) names a process that no longer
  * exists and is taken over; so is one naming this process (tests run several servers in one
- * process, on dirs of their own). Returns the release.
+ * process, on dirs of their own). A pid reused by another process since (after a reboot) looks
+ * alive: the error's hint names the file to delete. Returns the release.
  */
 export function takePidLock(file: string, options: PidLockOptions, held: (pid: number) => MessengerError): () => void {
   const pid = options.pid ?? process.pid
   const exists = options.exists ?? processExists
-  for (let attempt = 0; ; attempt++) {
-    try {
-      // O_EXCL: of two processes starting at once, one creates it and the other sees it.
-      writeFileSync(file, `${pid}\n`, {flag: 'wx', mode: 0o600})
-      break
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw unwritable(file, error)
+  // Written whole under a name of our own, then linked into place: link() fails if the lock exists,
+  // and a lock that exists is never half-written (a reader would take an empty one for stale).
+  const mine = `${file}.${pid}.${randomBytes(4).toString('hex')}`
+  try {
+    writeFileSync(mine, `${pid}\n`, {mode: 0o600})
+  } catch (error) {
+    throw unwritable(file, error)
+  }
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        linkSync(mine, file)
+        break
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 3) throw unwritable(file, error)
+      }
+      const holder = holderOf(file)
+      if (holder !== undefined && holder !== pid && exists(holder)) throw held(holder)
+      // Stale: its process is gone. Removed only if it still names that process (another starter
+      // may have replaced it meanwhile), then taken like a fresh one.
+      try {
+        if (holderOf(file) === holder) unlinkSync(file)
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw unwritable(file, error)
+      }
     }
-    const holder = holderOf(file)
-    if (holder !== undefined && holder !== pid && exists(holder)) throw held(holder)
-    // Stale: its process is gone. Removed and created anew, so a racing starter still meets O_EXCL.
-    try {
-      unlinkSync(file)
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw unwritable(file, error)
-    }
+  } finally {
+    rmSync(mine, {force: true})
   }
   return () => {
     try {
@@ -101,8 +115,8 @@ function holderOf(file: string): number | undefined {
 }
 
 function unwritable(file: string, error: unknown): MessengerError {
-  return new MessengerError('DATA_DIR_UNWRITABLE', `Cannot write ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {
-    hint: 'Pick a writable directory with --data-dir or MESSENGER_DATA_DIR.',
+  return new MessengerError('DATA_DIR_UNWRITABLE', `Cannot write the lock ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {
+    hint: 'Check that its directory exists and is writable by you.',
     cause: error,
   })
 }

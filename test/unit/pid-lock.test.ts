@@ -1,7 +1,7 @@
-import {readFileSync, statSync, writeFileSync, existsSync} from 'node:fs'
+import {readFileSync, readdirSync, statSync, writeFileSync, existsSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {LOCK_FILE, lockDataDir} from '../../src/util/pid-lock.js'
+import {LOCK_FILE, ONLINE_LOCK_FILE, lockDataDir, lockOnlineProfile} from '../../src/util/pid-lock.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 import {makeTempDir} from '../helpers/server.js'
 
@@ -53,5 +53,26 @@ describe('lockDataDir', () => {
     lockDataDir(dir, {pid: 200, exists: () => false}) // 100 died; 200 took over
     release()
     expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe('200\n')
+  })
+
+  it('the profile lock: PROFILE_IN_USE naming the chat or listen that holds it, and no stray files left either way', async () => {
+    const dir = await makeTempDir('messenger-lock-')
+    const release = lockOnlineProfile(dir, {pid: 100})
+    let caught: unknown
+    try {
+      lockOnlineProfile(dir, {pid: 200, exists: () => true})
+    } catch (error) {
+      caught = error
+    }
+    expect((caught as MessengerError).code).toBe('PROFILE_IN_USE')
+    expect((caught as MessengerError).message).toContain('pid 100')
+    expect(readdirSync(dir)).toEqual([ONLINE_LOCK_FILE])
+    release()
+    expect(readdirSync(dir)).toEqual([])
+  })
+
+  it('a dir that does not exist is DATA_DIR_UNWRITABLE naming the lock, not a raw error', async () => {
+    const dir = join(await makeTempDir('messenger-lock-'), 'missing')
+    expect(() => lockOnlineProfile(dir)).toThrow(expect.objectContaining({code: 'DATA_DIR_UNWRITABLE', message: expect.stringContaining(ONLINE_LOCK_FILE)}))
   })
 })
