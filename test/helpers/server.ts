@@ -2,7 +2,7 @@ import {mkdtemp, rm} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import pino, {type Logger} from 'pino'
-import {onTestFinished} from 'vitest'
+import {expect, onTestFinished} from 'vitest'
 import {MessengerClient, type MessengerClientOptions} from '../../src/client/client.js'
 import {MessengerError, type ErrorCode} from '../../src/protocol/errors.js'
 import type {PresencePush, Results} from '../../src/protocol/messages.js'
@@ -130,4 +130,15 @@ export function memoryLogger(level: pino.Level = 'info'): {logger: Logger; recor
   const records: Array<Record<string, unknown>> = []
   const logger = pino({level}, {write: (line: string) => void records.push(JSON.parse(line) as Record<string, unknown>)})
   return {logger, records}
+}
+
+/** The MessengerError `fn` throws (synchronously); fails the test if it throws anything else or nothing. */
+export function thrownMessengerError(fn: () => unknown): MessengerError {
+  try {
+    fn()
+  } catch (error) {
+    expect(error).toBeInstanceOf(MessengerError)
+    return error as MessengerError
+  }
+  throw new Error('expected a MessengerError')
 }

@@ -2,17 +2,10 @@ import {PassThrough} from 'node:stream'
 import {describe, expect, it} from 'vitest'
 import {checkProfileAccount, resolvePassword} from '../../src/cli/credentials-input.js'
 import {readFirstLineFromStdin} from '../../src/cli/prompt.js'
+import {thrownMessengerError} from '../helpers/server.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 
-function failure(fn: () => unknown): MessengerError {
-  try {
-    fn()
-  } catch (error) {
-    expect(error).toBeInstanceOf(MessengerError)
-    return error as MessengerError
-  }
-  throw new Error('expected a MessengerError')
-}
+const failure = thrownMessengerError
 
 describe('readFirstLineFromStdin', () => {
   it('returns the first line, without its CR', async () => {

@@ -9,7 +9,7 @@ import {openHistory, type LocalHistory} from '../../src/client/history.js'
 import {Keyring} from '../../src/client/keyring.js'
 import {encodePlaintext} from '../../src/crypto/envelope.js'
 import {encodeKey, keyFingerprint, loadOrCreateIdentity} from '../../src/crypto/identity.js'
-import {MessengerError} from '../../src/protocol/errors.js'
+import {thrownMessengerError} from '../helpers/server.js'
 
 let dir: string
 let aliceHistory: LocalHistory
@@ -36,15 +36,7 @@ afterEach(() => {
   rmSync(dir, {recursive: true, force: true})
 })
 
-function caught(fn: () => unknown): MessengerError {
-  try {
-    fn()
-  } catch (error) {
-    expect(error).toBeInstanceOf(MessengerError)
-    return error as MessengerError
-  }
-  throw new Error('expected a MessengerError')
-}
+const caught = thrownMessengerError
 
 /** What each test message is sealed for (a direct message). */
 const BOUND = {msgId: 'm-0123456789abcdef', from: 'alice', context: ''}
