@@ -52,6 +52,8 @@ export interface IncomingHost {
   remember(key: string, answer: Uint8Array): void
   /** Refuses the transfer with REJECT, now and to late duplicates. */
   refuse(key: string, id: TransferId, transport: FrameTransport, code: string, reason: string): void
+  /** A failed transfer's clean-up (closing and removing its partial file), which close() waits for. */
+  settling(task: Promise<void>): void
 }
 
 /** What FileReceiver knows of an offer it accepts. */
@@ -355,5 +357,8 @@ export class IncomingTransfer {
       if (wasOpening) await previous
       await cleanup()
     })()
+    // Forgotten above, so the receiver's close() would not see it otherwise: a `listen` that exits
+    // right after a cancel must not leave the partial file behind.
+    this.host.settling(this.task)
   }
 }

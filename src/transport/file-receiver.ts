@@ -92,6 +92,8 @@ export class FileReceiver {
   private readonly offerLog: OfferLog
   private readonly host: IncomingHost
   private readonly active = new Map<string, IncomingTransfer>()
+  /** Clean-ups of failed transfers still running (see IncomingHost.settling). */
+  private readonly cleanups = new Set<Promise<void>>()
   /** Answers for finished transfers (DONE, REJECT or CANCEL), so late duplicates hear the same. */
   private readonly finished = new Map<string, Uint8Array>()
   private closed = false
@@ -113,6 +115,10 @@ export class FileReceiver {
       forget: (key) => this.active.delete(key),
       remember: (key, answer) => this.remember(key, answer),
       refuse: (key, id, transport, code, reason) => this.refuse(key, id, transport, code, reason),
+      settling: (task) => {
+        this.cleanups.add(task)
+        void task.finally(() => this.cleanups.delete(task))
+      },
     }
   }
 
@@ -181,7 +187,8 @@ export class FileReceiver {
     this.closed = true
     const all = [...this.active.values()]
     for (const t of all) t.fail(failed(`The receiver closed during the transfer of "${t.name}".`), true, 'receiver closed')
-    await Promise.allSettled(all.map((t) => t.task))
+    // Theirs, and those of transfers that failed before (their partial files may still be going).
+    await Promise.allSettled([...all.map((t) => t.task), ...this.cleanups])
   }
 
   /** Calls a callback; what it throws is ignored, so a broken UI cannot wedge a transfer or leak a partial file. */

@@ -552,6 +552,19 @@ describe('file transfer', () => {
     expect(await listing(join(root, 'dl'))).toEqual([])
   })
 
+  it('close() waits for the clean-up of transfers cancelled before it: no partial file is left, even one still being opened', async () => {
+    for (let round = 0; round < 20; round++) {
+      const root = await tempDir()
+      const receiver = new FileReceiver({downloadsDir: join(root, 'dl'), maxBytes: 1e6})
+      const transport: FrameTransport = {maxFrame: 1100, send: () => undefined}
+      const transferId = new Uint8Array(randomBytes(16))
+      receiver.handle(encodeFrame({kind: 'offer', transferId, name: 'a', size: 1000, sha256: new Uint8Array(32), chunkSize: 500, sentAt: Date.now()}), transport, 'mallory')
+      receiver.handle(encodeFrame({kind: 'cancel', transferId, reason: 'never mind'}), transport, 'mallory')
+      await receiver.close()
+      expect(await listing(join(root, 'dl')), `round ${round}`).toEqual([])
+    }
+  })
+
   it('refuses offers beyond maxConcurrent with BUSY, and silly chunk sizes', async () => {
     const root = await tempDir()
     const errors: string[] = []
