@@ -4,7 +4,7 @@
 // sealed: the box is random bytes of the size a 180-byte text seals to), the recipient acks each
 // turn's deliveries in one `ack`, the sender acks each turn's receipts in one `ack`, frames go out
 // through writeBatched. A send completes at its receipt, as sendText with receiptWaitMs does.
-//   {cmd: 'saturate', window} / {cmd: 'count'} / {cmd: 'stop'} / {cmd: 'close'} as in relay-worker.js
+//   {cmd: 'saturate', window} / {cmd: 'count'} / {cmd: 'stop'} as in relay-worker.js (the thread is then terminated)
 import {randomBytes} from 'node:crypto'
 import tls from 'node:tls'
 import {parentPort, workerData} from 'node:worker_threads'
@@ -107,12 +107,6 @@ parentPort.on('message', async (m) => {
     running = false
     await waitFor(() => inFlight.size === 0, 60_000)
     parentPort.postMessage({type: 'stopped'})
-  } else if (m.cmd === 'close') {
-    for (const link of links) {
-      link.from.socket.destroy()
-      link.to.socket.destroy()
-    }
-    parentPort.postMessage({type: 'closed', received, deliverPushes: received, failures: 0, lastFailure: ''})
   }
 })
 parentPort.postMessage({type: 'ready'})

@@ -13,6 +13,7 @@
 // every client on one thread beside the main one.
 import {fileURLToPath} from 'node:url'
 import {Worker} from 'node:worker_threads'
+import nacl from 'tweetnacl'
 import {messagePlaintext} from '../../dist/crypto/envelope.js'
 import {forkPeer} from '../lib/peer-process.js'
 import {startServer} from '../lib/server.js'
@@ -171,7 +172,7 @@ async function saturate(workers, serverCpuMs, window, {warmupMs, measureMs}) {
 async function measureFloor(pairsByWorker, window, phaseMs) {
   const floorServer = await forkPeer(fileURLToPath(new URL('../lib/relay-floor-server.js', import.meta.url)), {}, 'the floor server')
   // The size of the box a 180-byte text seals to (msgId and sender as long as the real ones).
-  const boxBytes = messagePlaintext(paddedText('0|0|'), {msgId: 'x'.repeat(22), from: 'snd000', context: ''}).length + BOX_OVERHEAD_BYTES
+  const boxBytes = messagePlaintext(paddedText('0|0|'), {msgId: 'x'.repeat(22), from: 'snd000', context: ''}).length + nacl.box.overheadLength
   const workers = pairsByWorker.map((mine) => new ClientWorker('./relay-floor-worker.js', {port: floorServer.ready.port, pairs: mine, boxBytes}))
   try {
     await Promise.all(workers.map((w) => w.next('ready')))
@@ -185,9 +186,6 @@ async function measureFloor(pairsByWorker, window, phaseMs) {
     await floorServer.stop()
   }
 }
-
-/** nacl.box's authenticator (tweetnacl's box.overhead). */
-const BOX_OVERHEAD_BYTES = 16
 
 /** Results of a run at a paced rate given by BENCH_RELAY_PACED_RATE are kept apart (relay@paced100): another configuration. */
 export function variant() {

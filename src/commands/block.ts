@@ -12,7 +12,7 @@ export default class Block extends BaseCommand<typeof Block> {
 
   async run(): Promise<{blocked: string}> {
     const client = await this.connectSession()
-    const blocked = this.args.user.toLowerCase()
+    const blocked = this.args.user
     await client.request('block', {username: blocked})
     this.log(`Blocked ${blocked}. Undo with \`messenger unblock ${blocked}\`.`)
     return {blocked}

@@ -151,14 +151,11 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     const {client, engine, print} = ctx
     const send = async (to: string | undefined, text: string) => {
       if (!to) throw new MessengerError('BAD_INPUT', 'Nobody to send to yet.', {hint: 'Start with /msg USER text.'})
-      let outcome
-      try {
-        outcome = await engine.sendText(to, text)
-      } catch (error) {
-        // A recipient that cannot be written to (a typo, yourself) does not become where plain text goes.
+      // A recipient that cannot be written to (a typo, yourself) does not become where plain text goes.
+      const outcome = await engine.sendText(to, text).catch((error: unknown) => {
         if (!(error instanceof MessengerError && NOT_A_RECIPIENT.has(error.code))) ctx.current = to.toLowerCase()
         throw error
-      }
+      })
       ctx.current = to.toLowerCase()
       ctx.sent.set(outcome.id, {seq: outcome.seq})
       const how = outcome.path === 'direct' ? 'delivered directly, p2p' : {delivered: 'delivered, relayed', stored: `stored: ${outcome.to} is offline`, sent: 'sent, relayed', unreadable: `relayed, but ${outcome.to}'s client could not open it; send it again`}[outcome.status]

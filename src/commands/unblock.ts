@@ -12,7 +12,7 @@ export default class Unblock extends BaseCommand<typeof Unblock> {
 
   async run(): Promise<{unblocked: string; wasBlocked: boolean}> {
     const client = await this.connectSession()
-    const username = this.args.user.toLowerCase()
+    const username = this.args.user
     const {wasBlocked} = await client.request('unblock', {username})
     this.log(wasBlocked ? `Unblocked ${username}.` : `${username} was not blocked.`)
     return {unblocked: username, wasBlocked}

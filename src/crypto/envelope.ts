@@ -26,9 +26,8 @@ const decoder = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true})
  * Bounded, least recently used out first, so a flood of distinct senders cannot grow it without limit.
  */
 export class SharedKeyCache {
-  /** The public half of the secret key: whom these shared keys are for (datagrams check their direction against it). */
-  readonly publicKey: Uint8Array
   private readonly secretKey: Uint8Array
+  private ownPublicKey: Uint8Array | undefined
   private readonly maxEntries: number
   private readonly keys = new Map<string, Uint8Array>()
   /** The last key asked for and its shared key: a conversation asks for the same peer many times in a row. */
@@ -38,8 +37,15 @@ export class SharedKeyCache {
     if (secretKey.length !== KEY_BYTES) throw new MessengerError('INTERNAL', `The secret key must be ${KEY_BYTES} bytes.`)
     if (!Number.isInteger(maxEntries) || maxEntries < 1) throw new MessengerError('INTERNAL', 'maxEntries must be a positive integer.')
     this.secretKey = secretKey
-    this.publicKey = nacl.scalarMult.base(secretKey)
     this.maxEntries = maxEntries
+  }
+
+  /**
+   * The public half of the secret key: whom these shared keys are for (datagrams check their direction
+   * against it). Derived on first use: most caches (the client's keyring) never need it.
+   */
+  get publicKey(): Uint8Array {
+    return (this.ownPublicKey ??= nacl.scalarMult.base(this.secretKey))
   }
 
   /** The shared key with `theirPublicKey`; throws BAD_INPUT when it is not a 32-byte key. */

@@ -138,7 +138,7 @@ export class Relay {
     this.limiter = o.store.sendBuckets({...sendRate, now: o.now})
     let loggedAt = Number.NEGATIVE_INFINITY
     this.unsettled = new UnsettledAcks({
-      retry: async (s) => this.settled(s.username, s.msgIds, await o.store.ackMessages(s.username, s.msgIds, s.ts, s.status, s.batchId)),
+      retry: (s) => this.settleOnce(s),
       now: o.now,
       delays: {initial: o.retryInitialMs, max: o.retryMaxMs},
       max: MAX_UNSETTLED_ACKS,
@@ -340,34 +340,23 @@ export class Relay {
           )
         : undefined
     const ts = now()
-    const settlement = (ids: string[], status: AckStatus): Settlement => ({username, msgIds: ids, ts, status, batchId: randomId()})
-    // A deletion the store fails is held and tried again (UnsettledAcks): the client will not ack
-    // these again, and their senders are owed a receipt.
-    const settle = async (ids: string[], status: AckStatus): Promise<ReceiptRecord[]> => {
-      const s = settlement(ids, status)
-      try {
-        return await store.ackMessages(username, ids, ts, status, s.batchId)
-      } catch (error) {
-        this.unsettled.add(s)
-        throw error
-      }
-    }
-    // Each half, once deleted, is settled at once (other sessions stop pushing it, its senders hear
-    // it), even if the other half then fails.
+    // The delivered half, then the unreadable one; each, once deleted, is settled at once (other
+    // sessions stop pushing it, its senders hear it). A half the store fails is held and tried again
+    // (UnsettledAcks), with the halves after it: the client will not ack these again.
+    const halves = ([[msgIds, 'delivered'], [unreadable, 'unreadable']] as Array<[string[], AckStatus]>)
+      .filter(([ids]) => ids.length > 0)
+      .map(([ids, status]): Settlement => ({username, msgIds: ids, ts, status, batchId: randomId()}))
     const deleteBoth = async (): Promise<void> => {
-      if (msgIds.length > 0) {
-        let delivered: ReceiptRecord[]
+      for (const [i, half] of halves.entries()) {
         try {
-          delivered = await settle(msgIds, 'delivered')
+          await this.settleOnce(half)
         } catch (error) {
-          if (unreadable.length > 0) this.unsettled.add(settlement(unreadable, 'unreadable'))
+          for (const rest of halves.slice(i)) this.unsettled.add(rest)
           throw error
         }
-        this.settled(username, msgIds, delivered)
       }
-      if (unreadable.length > 0) this.settled(username, unreadable, await settle(unreadable, 'unreadable'))
     }
-    const deleting = msgIds.length > 0 || unreadable.length > 0 ? deleteBoth() : undefined
+    const deleting = halves.length > 0 ? deleteBoth() : undefined
     admit()
     if (!deleting) {
       await receiptsDone
@@ -382,6 +371,11 @@ export class Relay {
     if (deletion.status === 'rejected') throw deletion.reason
     if (receiptsAck.status === 'rejected') throw receiptsAck.reason
     return {}
+  }
+
+  /** Deletes the copies (under the settlement's batch id, so a retry is safe) and settles them. */
+  private async settleOnce(s: Settlement): Promise<void> {
+    this.settled(s.username, s.msgIds, await this.o.store.ackMessages(s.username, s.msgIds, s.ts, s.status, s.batchId))
   }
 
   /** Copies of `username` were deleted: every session of the user, on any node, may hold them in flight; their senders hear it. */

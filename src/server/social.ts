@@ -1,15 +1,15 @@
-import {LIMITS} from '../protocol/constants.js'
 import {MessengerError, errors} from '../protocol/errors.js'
 import type {GroupMember, InvitedPush, Results} from '../protocol/messages.js'
 import type {GroupRecord, Store} from '../store/store.js'
 import type {Hub} from './hub.js'
+import {normalizeGroupName} from '../protocol/rules.js'
 
 /** Groups (create, invite, join, leave, members) and blocking: the rules, with coded errors. */
 export class Social {
   constructor(private readonly o: {store: Store; hub: Hub; now: () => number}) {}
 
   async createGroup(owner: string, rawName: string, invite: string[]): Promise<Results['group_create']> {
-    const name = groupName(rawName)
+    const name = normalizeGroupName(rawName)
     const named = [...new Set(invite.map((u) => u.toLowerCase()).filter((u) => u !== owner))]
     for (const username of named) await this.requireUser(username)
     // Someone who blocked the owner gets no invitation from them, as they get no message.
@@ -101,10 +101,3 @@ export class Social {
   }
 }
 
-function groupName(raw: string): string {
-  const name = raw.trim().toLowerCase()
-  if (!LIMITS.usernamePattern.test(name)) {
-    throw new MessengerError('BAD_GROUP_NAME', `Invalid group name "${raw.slice(0, 40)}": use 2-32 characters of a-z, 0-9, "_", "." or "-".`)
-  }
-  return name
-}

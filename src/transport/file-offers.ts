@@ -68,10 +68,10 @@ function minutes(ms: number): string {
 }
 
 /**
- * Whether an offer `peer` sealed at `sentAt` (its clock) may be taken at `now` (ours), given whether
- * the log has it already. Pure; the FileReceiver asks before it announces the offer.
+ * Whether an offer `peer` sealed at `sentAt` (its clock) is recent enough to take at `now` (ours).
+ * Pure; whether it was taken before is the log's answer when the receiver records it.
  */
-export function checkOffer(peer: string, sentAt: number, now: number, taken: boolean, skewMs: number = FILE_TRANSFER_DEFAULTS.offerClockSkewMs): OfferRefusal | undefined {
+export function checkOffer(peer: string, sentAt: number, now: number, skewMs: number = FILE_TRANSFER_DEFAULTS.offerClockSkewMs): OfferRefusal | undefined {
   const off = sentAt - now
   if (Math.abs(off) > skewMs) {
     const when = off < 0 ? `${minutes(off)} ago` : `${minutes(off)} ahead`
@@ -81,7 +81,7 @@ export function checkOffer(peer: string, sentAt: number, now: number, taken: boo
       report: `a file offer from ${peer} made ${when} by its clock (replayed, or one of the clocks is wrong)`,
     }
   }
-  return taken ? takenBefore(peer) : undefined
+  return undefined
 }
 
 /** The refusal of an offer for a transfer the log has. */

@@ -221,14 +221,8 @@ export class FileReceiver {
   private onOffer(offer: OfferFrame, hex: string, key: string, transport: FrameTransport, peer: string): void {
     const id = new Uint8Array(offer.transferId) // copy: the frame is not ours to keep
     // Before the offer is announced: a replay is refused without a word to the user about a file.
-    let taken: boolean
-    try {
-      taken = this.offerLog.hasTransfer(peer, hex)
-    } catch (error) {
-      this.cannotRecord(key, id, hex, transport, peer, error)
-      return
-    }
-    const replayed = checkOffer(peer, offer.sentAt, this.clock(), taken)
+    // One read of the log: addTransfer below says whether it was taken before.
+    const replayed = checkOffer(peer, offer.sentAt, this.clock())
     if (replayed) {
       this.refuseReplay(key, id, hex, transport, peer, replayed)
       return

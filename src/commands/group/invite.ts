@@ -17,7 +17,7 @@ export default class GroupInvite extends BaseCommand<typeof GroupInvite> {
     const client = await this.connectSession()
     // An older protocol-5 server answered {}: read as "invited".
     const alreadyMember = (await client.request('group_invite', {name: this.args.name, username: this.args.user})).alreadyMember === true
-    const result = {group: this.args.name.toLowerCase(), invited: this.args.user.toLowerCase(), alreadyMember}
+    const result = {group: this.args.name, invited: this.args.user, alreadyMember}
     this.log(alreadyMember ? `${result.invited} is already a member of ${result.group}.` : `Invited ${result.invited} to ${result.group}.`)
     return result
   }

@@ -13,7 +13,7 @@ export default class GroupJoin extends BaseCommand<typeof GroupJoin> {
   async run(): Promise<{group: string; joined: true}> {
     const client = await this.connectSession()
     await client.request('group_join', {name: this.args.name})
-    this.log(`Joined ${this.args.name.toLowerCase()}.`)
-    return {group: this.args.name.toLowerCase(), joined: true}
+    this.log(`Joined ${this.args.name}.`)
+    return {group: this.args.name, joined: true}
   }
 }

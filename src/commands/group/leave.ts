@@ -13,7 +13,7 @@ export default class GroupLeave extends BaseCommand<typeof GroupLeave> {
   async run(): Promise<{group: string; left: true}> {
     const client = await this.connectSession()
     await client.request('group_leave', {name: this.args.name})
-    this.log(`Left ${this.args.name.toLowerCase()}.`)
-    return {group: this.args.name.toLowerCase(), left: true}
+    this.log(`Left ${this.args.name}.`)
+    return {group: this.args.name, left: true}
   }
 }
