@@ -1,27 +1,29 @@
 import {randomBytes} from 'node:crypto'
-import {linkSync, readFileSync, rmSync, unlinkSync, writeFileSync} from 'node:fs'
-import {join} from 'node:path'
+import {constants as fsConstants, accessSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync} from 'node:fs'
+import {hostname} from 'node:os'
+import {dirname, join} from 'node:path'
+import Database from 'better-sqlite3'
 import {MessengerError} from '../protocol/errors.js'
+import {tightenMode} from './file-mode.js'
 
-/** In the data dir: the pid of the server using it (PostgreSQL's postmaster.pid, in spirit). */
-export const LOCK_FILE = 'server.pid'
+/** In the data dir: the lock the running server holds (the authority; an empty SQLite file). */
+export const LOCK_FILE = 'server.lock'
 
-/** In a profile dir: the pid of the `chat` or `listen` online with it. */
-export const ONLINE_LOCK_FILE = 'online.pid'
+/** In the data dir: who holds LOCK_FILE (pid, host, since), so an error can name them. */
+export const HOLDER_FILE = 'server.pid'
 
-/** Whether a process with this pid exists (EPERM: it does, and is someone else's). */
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
+/** In a profile dir: the lock the `chat` or `listen` online with it holds. */
+export const ONLINE_LOCK_FILE = 'online.lock'
 
-export interface PidLockOptions {
-  pid?: number
-  exists?: (pid: number) => boolean
+/** In a profile dir: who holds ONLINE_LOCK_FILE. */
+export const ONLINE_HOLDER_FILE = 'online.pid'
+
+/** Who holds a lock, as its holder wrote it down. */
+export interface LockHolder {
+  pid: number
+  host?: string
+  /** When it took the lock (ISO 8601). */
+  since?: string
 }
 
 /**
@@ -30,12 +32,11 @@ export interface PidLockOptions {
  * windows (those live in memory): each would see half the users online, and messages between their
  * users would wait for the 30 s recheck.
  */
-export function lockDataDir(dataDir: string, options: PidLockOptions = {}): () => void {
-  const file = join(dataDir, LOCK_FILE)
-  return takePidLock(file, options, (holder) =>
-    new MessengerError('DATA_DIR_IN_USE', `Another messenger server (pid ${holder}) is using the data directory ${dataDir}.`, {
-      hint: `Stop it first, or give this server a --data-dir of its own (servers share users through --store redis://..., each with its own data dir). If no server runs there, delete ${file}.`,
-      details: {pid: holder},
+export function lockDataDir(dataDir: string): () => void {
+  return takeLock(join(dataDir, LOCK_FILE), join(dataDir, HOLDER_FILE), (holder) =>
+    new MessengerError('DATA_DIR_IN_USE', `Another messenger server (${describe(holder)}) is using the data directory ${dataDir}.`, {
+      hint: 'Stop it first, or give this server a --data-dir of its own (servers share users through --store redis://..., each with its own data dir).',
+      details: {...holder},
     }),
   )
 }
@@ -46,77 +47,117 @@ export function lockDataDir(dataDir: string, options: PidLockOptions = {}): () =
  * person watching one terminal would miss about half. One-shot commands (`send`, `history`) are
  * not online sessions and run beside it.
  */
-export function lockOnlineProfile(profileDir: string, options: PidLockOptions = {}): () => void {
-  const file = join(profileDir, ONLINE_LOCK_FILE)
-  return takePidLock(file, options, (holder) =>
-    new MessengerError('PROFILE_IN_USE', `This profile is already online in another chat or listen (pid ${holder}).`, {
-      hint: `Use that one, or stop it first; \`messenger send\` and \`messenger history\` work beside it. If none runs, delete ${file}.`,
-      details: {pid: holder},
+export function lockOnlineProfile(profileDir: string): () => void {
+  return takeLock(join(profileDir, ONLINE_LOCK_FILE), join(profileDir, ONLINE_HOLDER_FILE), (holder) =>
+    new MessengerError('PROFILE_IN_USE', `This profile is already online in another chat or listen (${describe(holder)}).`, {
+      hint: 'Use that one, or stop it first; `messenger send` and `messenger history` work beside it.',
+      details: {...holder},
     }),
   )
 }
 
 /**
- * Takes `file` as a pid lock: creates it with our pid, or throws what `held` makes of the live process
- * that holds it. A lock left by a process that died (kill -9, a crash) names a process that no longer
- * exists and is taken over; so is one naming this process (tests run several servers in one
- * process, on dirs of their own). A pid reused by another process since (after a reboot) looks
- * alive: the error's hint names the file to delete. Returns the release.
+ * Locks held by this process. The release closes over its connection too, but a caller that drops
+ * the release must not lose the lock: better-sqlite3 closes a garbage-collected connection.
  */
-export function takePidLock(file: string, options: PidLockOptions, held: (pid: number) => MessengerError): () => void {
-  const pid = options.pid ?? process.pid
-  const exists = options.exists ?? processExists
-  // Written whole under a name of our own, then linked into place: link() fails if the lock exists,
-  // and a lock that exists is never half-written (a reader would take an empty one for stale).
-  const mine = `${file}.${pid}.${randomBytes(4).toString('hex')}`
+const held = new Set<Database.Database>()
+
+/**
+ * Takes `lockFile` for as long as this process lives, or throws what `refused` makes of the holder
+ * named in `holderFile`. The lock is SQLite's exclusive lock on the file: a POSIX fcntl lock on
+ * Linux and macOS (LockFileEx on Windows), which the kernel drops when its process dies, so a
+ * crash or kill -9 never blocks the next start, whatever pid the next boot or another container
+ * hands out. SQLite also refuses a second connection in the same process, which the kernel would not.
+ * The holder file only names the holder for the error; it is written after the lock is taken, so
+ * one refused in that instant may read the previous holder, or none. Returns the release.
+ *
+ * Nothing else in this process may open the lock file: closing any descriptor of it drops every
+ * fcntl lock the process holds on it (POSIX semantics; SQLite guards only its own descriptors).
+ * Neither file is ever deleted while it could be locked: one that replaced it would be a second lock.
+ */
+function takeLock(lockFile: string, holderFile: string, refused: (holder: LockHolder | undefined) => MessengerError): () => void {
   try {
-    writeFileSync(mine, `${pid}\n`, {mode: 0o600})
+    // better-sqlite3 reports a missing directory as a bare TypeError; this gives ENOENT or EACCES.
+    accessSync(dirname(lockFile), fsConstants.W_OK)
   } catch (error) {
-    throw unwritable(file, error)
+    throw unwritable(lockFile, error)
   }
+  let db: Database.Database | undefined
   try {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        linkSync(mine, file)
-        break
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 3) throw unwritable(file, error)
-      }
-      const holder = holderOf(file)
-      if (holder !== undefined && holder !== pid && exists(holder)) throw held(holder)
-      // Stale: its process is gone. Removed only if it still names that process (another starter
-      // may have replaced it meanwhile), then taken like a fresh one.
-      try {
-        if (holderOf(file) === holder) unlinkSync(file)
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw unwritable(file, error)
-      }
-    }
-  } finally {
-    rmSync(mine, {force: true})
+    // timeout 0: a held lock is an answer now, not after SQLite's busy wait.
+    db = new Database(lockFile, {timeout: 0})
+    // No journal file beside the lock (nothing is ever written to it).
+    db.pragma('journal_mode = MEMORY')
+    // Held open for the process's lifetime.
+    db.exec('BEGIN EXCLUSIVE')
+  } catch (error) {
+    db?.close()
+    if ((error as {code?: string}).code === 'SQLITE_BUSY') throw refused(readHolder(holderFile))
+    throw unwritable(lockFile, error)
+  }
+  const lock = db
+  held.add(lock)
+  // The lock has nothing to hide, but no one else should take a shared lock on it and stall a start.
+  tightenMode(lockFile, 0o600)
+  const record = `${process.pid}\n${hostname()}\n${new Date().toISOString()}\n`
+  try {
+    writeWhole(holderFile, record)
+  } catch (error) {
+    held.delete(lock)
+    lock.close()
+    throw unwritable(holderFile, error)
   }
   return () => {
+    if (!held.delete(lock)) return
     try {
-      if (holderOf(file) === pid) unlinkSync(file)
+      // While the lock is ours no one else writes the holder file; the check is for a hand edit.
+      if (readFileSync(holderFile, 'utf8') === record) unlinkSync(holderFile)
     } catch {
-      // best effort: a lock left behind names a dead process and is taken over
+      // best effort: a holder file left behind is overwritten by the next holder, never obeyed
     }
+    lock.close()
   }
 }
 
-/** The pid a lock file names; undefined when unreadable or garbled (treated as stale). */
-function holderOf(file: string): number | undefined {
+/** Written under a name of its own, then renamed into place: a reader never sees half of it. */
+function writeWhole(file: string, text: string): void {
+  const temp = `${file}.${randomBytes(4).toString('hex')}.tmp`
   try {
-    const pid = Number(readFileSync(file, 'utf8').trim())
-    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined
+    writeFileSync(temp, text, {mode: 0o600})
+    renameSync(temp, file)
+  } finally {
+    rmSync(temp, {force: true})
+  }
+}
+
+/** The holder a holder file names: pid, then host and time; undefined when missing or garbled. */
+export function readHolder(file: string): LockHolder | undefined {
+  let lines: string[]
+  try {
+    lines = readFileSync(file, 'utf8').split('\n')
   } catch {
     return undefined
   }
+  const pid = Number(lines[0]?.trim())
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined
+  const host = lines[1]?.trim()
+  const since = lines[2]?.trim()
+  return {pid, ...(host ? {host} : {}), ...(since ? {since} : {})}
+}
+
+/** "pid 123", with the host when it is not ours (containers sharing a dir are often all pid 1). */
+function describe(holder: LockHolder | undefined): string {
+  if (!holder) return 'pid unknown'
+  return holder.host && holder.host !== hostname() ? `pid ${holder.pid} on ${holder.host}` : `pid ${holder.pid}`
 }
 
 function unwritable(file: string, error: unknown): MessengerError {
-  return new MessengerError('DATA_DIR_UNWRITABLE', `Cannot write the lock ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {
-    hint: 'Check that its directory exists and is writable by you.',
+  const code = (error as {code?: string}).code
+  return new MessengerError('DATA_DIR_UNWRITABLE', `Cannot write the lock ${file}: ${code ?? (error as Error).message}.`, {
+    hint:
+      code === 'SQLITE_NOTADB'
+        ? 'It is not a lock this program made; move it away.'
+        : 'Check that its directory exists, and that the directory and the lock are writable by you.',
     cause: error,
   })
 }

@@ -1,78 +1,93 @@
-import {readFileSync, readdirSync, statSync, writeFileSync, existsSync} from 'node:fs'
+import {existsSync, readFileSync, readdirSync, statSync, writeFileSync} from 'node:fs'
+import {hostname} from 'node:os'
 import {join} from 'node:path'
-import {describe, expect, it} from 'vitest'
-import {LOCK_FILE, ONLINE_LOCK_FILE, lockDataDir, lockOnlineProfile} from '../../src/util/pid-lock.js'
-import {MessengerError} from '../../src/protocol/errors.js'
-import {makeTempDir} from '../helpers/server.js'
+import {describe, expect, it, onTestFinished} from 'vitest'
+import {HOLDER_FILE, LOCK_FILE, ONLINE_HOLDER_FILE, ONLINE_LOCK_FILE, lockDataDir, lockOnlineProfile} from '../../src/util/pid-lock.js'
+import {makeTempDir, thrownMessengerError} from '../helpers/server.js'
+
+/** Takes the lock and releases it when the test ends (the release is idempotent). */
+function held(take: () => () => void): () => void {
+  const release = take()
+  onTestFinished(release)
+  return release
+}
 
 describe('lockDataDir', () => {
-  it('writes our pid to server.pid (0600), and the release removes it', async () => {
+  it('writes who holds it (pid, host, since) to server.pid (0600); the release removes that and keeps the lock file', async () => {
     const dir = await makeTempDir('messenger-lock-')
-    const release = lockDataDir(dir, {pid: 4242})
-    const file = join(dir, LOCK_FILE)
-    expect(readFileSync(file, 'utf8')).toBe('4242\n')
-    expect(statSync(file).mode & 0o777).toBe(0o600)
+    const release = held(() => lockDataDir(dir))
+    const [pid, host, since, end] = readFileSync(join(dir, HOLDER_FILE), 'utf8').split('\n')
+    expect([pid, host, end]).toEqual([String(process.pid), hostname(), ''])
+    expect(Number.isNaN(Date.parse(since!))).toBe(false)
+    expect(statSync(join(dir, HOLDER_FILE)).mode & 0o777).toBe(0o600)
+    expect(statSync(join(dir, LOCK_FILE)).mode & 0o777).toBe(0o600)
     release()
-    expect(existsSync(file)).toBe(false)
+    // The lock file stays: deleting a lock someone may be opening would let a second one be made.
+    expect(readdirSync(dir)).toEqual([LOCK_FILE])
+    held(() => lockDataDir(dir))
   })
 
-  it('refuses with DATA_DIR_IN_USE, naming the pid and what to do, while the holder lives; the lock stays its own', async () => {
+  it('a second acquirer in the same process is refused with DATA_DIR_IN_USE naming the holder, and the holder keeps it', async () => {
     const dir = await makeTempDir('messenger-lock-')
-    lockDataDir(dir, {pid: 100})
-    let caught: unknown
-    try {
-      lockDataDir(dir, {pid: 200, exists: (pid) => pid === 100})
-    } catch (error) {
-      caught = error
-    }
-    expect(caught).toBeInstanceOf(MessengerError)
-    const error = caught as MessengerError
+    const release = held(() => lockDataDir(dir))
+    const before = readFileSync(join(dir, HOLDER_FILE), 'utf8')
+    const error = thrownMessengerError(() => lockDataDir(dir))
     expect(error.code).toBe('DATA_DIR_IN_USE')
-    expect(error.message).toContain('pid 100')
+    expect(error.message).toBe(`Another messenger server (pid ${process.pid}) is using the data directory ${dir}.`)
     expect(error.hint).toContain('--data-dir')
-    expect(error.details).toEqual({pid: 100})
-    expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe('100\n')
-  })
-
-  it('takes over a lock whose server died (kill -9), one that names this process, and a garbled one', async () => {
-    const dir = await makeTempDir('messenger-lock-')
-    const file = join(dir, LOCK_FILE)
-    lockDataDir(dir, {pid: 100})
-    lockDataDir(dir, {pid: 200, exists: () => false})
-    expect(readFileSync(file, 'utf8')).toBe('200\n')
-    lockDataDir(dir, {pid: 200, exists: () => true})
-    expect(readFileSync(file, 'utf8')).toBe('200\n')
-    writeFileSync(file, 'not a pid')
-    lockDataDir(dir, {pid: 300, exists: () => true})
-    expect(readFileSync(file, 'utf8')).toBe('300\n')
-  })
-
-  it('a release leaves alone a lock another server has taken since', async () => {
-    const dir = await makeTempDir('messenger-lock-')
-    const release = lockDataDir(dir, {pid: 100})
-    lockDataDir(dir, {pid: 200, exists: () => false}) // 100 died; 200 took over
+    expect(error.hint).not.toContain('delete')
+    expect(error.details).toMatchObject({pid: process.pid, host: hostname()})
+    // The refused attempt closed its connection without taking the holder's lock with it.
+    expect(thrownMessengerError(() => lockDataDir(dir)).code).toBe('DATA_DIR_IN_USE')
+    expect(readFileSync(join(dir, HOLDER_FILE), 'utf8')).toBe(before)
     release()
-    expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe('200\n')
+    held(() => lockDataDir(dir))
   })
 
-  it('the profile lock: PROFILE_IN_USE naming the chat or listen that holds it, and no stray files left either way', async () => {
-    const dir = await makeTempDir('messenger-lock-')
-    const release = lockOnlineProfile(dir, {pid: 100})
-    let caught: unknown
-    try {
-      lockOnlineProfile(dir, {pid: 200, exists: () => true})
-    } catch (error) {
-      caught = error
+  it('a server.pid naming a live unrelated process (our parent, pid 1) or garbage does not block: the lock decides', async () => {
+    for (const stale of [`${process.ppid}\n`, '1\n', `1\n${hostname()}\n2020-01-01T00:00:00.000Z\n`, 'not a pid']) {
+      const dir = await makeTempDir('messenger-lock-')
+      writeFileSync(join(dir, HOLDER_FILE), stale)
+      held(() => lockDataDir(dir))
+      expect(readFileSync(join(dir, HOLDER_FILE), 'utf8').split('\n')[0]).toBe(String(process.pid))
     }
-    expect((caught as MessengerError).code).toBe('PROFILE_IN_USE')
-    expect((caught as MessengerError).message).toContain('pid 100')
-    expect(readdirSync(dir)).toEqual([ONLINE_LOCK_FILE])
+  })
+
+  it('a release called again, after another has taken the lock, leaves that one alone', async () => {
+    const dir = await makeTempDir('messenger-lock-')
+    const release = lockDataDir(dir)
     release()
-    expect(readdirSync(dir)).toEqual([])
+    held(() => lockDataDir(dir))
+    const theirs = readFileSync(join(dir, HOLDER_FILE), 'utf8')
+    release()
+    expect(readFileSync(join(dir, HOLDER_FILE), 'utf8')).toBe(theirs)
+    expect(thrownMessengerError(() => lockDataDir(dir)).code).toBe('DATA_DIR_IN_USE')
+  })
+
+  it('the profile lock: PROFILE_IN_USE naming the chat or listen that holds it; only the lock file is left once released', async () => {
+    const dir = await makeTempDir('messenger-lock-')
+    const release = held(() => lockOnlineProfile(dir))
+    const error = thrownMessengerError(() => lockOnlineProfile(dir))
+    expect(error.code).toBe('PROFILE_IN_USE')
+    expect(error.message).toBe(`This profile is already online in another chat or listen (pid ${process.pid}).`)
+    expect(error.hint).not.toContain('delete')
+    expect(readdirSync(dir).sort()).toEqual([ONLINE_LOCK_FILE, ONLINE_HOLDER_FILE])
+    release()
+    expect(readdirSync(dir)).toEqual([ONLINE_LOCK_FILE])
   })
 
   it('a dir that does not exist is DATA_DIR_UNWRITABLE naming the lock, not a raw error', async () => {
     const dir = join(await makeTempDir('messenger-lock-'), 'missing')
     expect(() => lockOnlineProfile(dir)).toThrow(expect.objectContaining({code: 'DATA_DIR_UNWRITABLE', message: expect.stringContaining(ONLINE_LOCK_FILE)}))
+    expect(existsSync(dir)).toBe(false)
+  })
+
+  it('a lock file that is not ours (not SQLite) is DATA_DIR_UNWRITABLE saying to move it away', async () => {
+    const dir = await makeTempDir('messenger-lock-')
+    writeFileSync(join(dir, LOCK_FILE), 'something else entirely, long enough to have a header'.repeat(4))
+    const error = thrownMessengerError(() => lockDataDir(dir))
+    expect(error.code).toBe('DATA_DIR_UNWRITABLE')
+    expect(error.message).toContain('SQLITE_NOTADB')
+    expect(error.hint).toContain('move it away')
   })
 })
