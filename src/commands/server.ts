@@ -53,7 +53,7 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
     const f = this.flags
     const scryptN = f['scrypt-cost']
     if ((scryptN & (scryptN - 1)) !== 0) throw new MessengerError('BAD_INPUT', `--scrypt-cost must be a power of two, got ${scryptN}.`, {hint: 'Use a value like 16384 or 32768.'})
-    const heartbeatTimeoutMs = parseDuration(f['heartbeat-timeout'])
+    const heartbeatTimeoutMs = parseDuration(f['heartbeat-timeout'], '--heartbeat-timeout')
     const dataDir = f['data-dir'] ?? envPaths('messenger', {suffix: ''}).data
     let credentialsFile = f.credentials
     if (!credentialsFile && existsSync(DEFAULT_CREDENTIALS)) credentialsFile = join(process.cwd(), DEFAULT_CREDENTIALS)
@@ -68,8 +68,8 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
       tlsKeyFile: f['tls-key'],
       maxClients: f['max-clients'],
       maxAttempts: f['max-attempts'],
-      blockDurationMs: parseDuration(f['block-duration']),
-      idleTimeoutMs: parseDuration(f['idle-timeout']),
+      blockDurationMs: parseDuration(f['block-duration'], '--block-duration'),
+      idleTimeoutMs: parseDuration(f['idle-timeout'], '--idle-timeout'),
       heartbeatTimeoutMs,
       heartbeatIntervalMs: Math.max(100, Math.floor(heartbeatTimeoutMs / 3)),
       maxFrameBytes: f['max-frame'],
@@ -79,7 +79,7 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
       storeUrl: f.store,
       redisPrefix: f['redis-prefix'],
       nodeId: f['node-id'],
-      messageTtlMs: parseDuration(f['message-ttl']),
+      messageTtlMs: parseDuration(f['message-ttl'], '--message-ttl'),
       logger,
     })
     const info = await server.start()

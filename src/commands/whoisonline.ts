@@ -17,20 +17,22 @@ export default class WhoIsOnline extends BaseCommand<typeof WhoIsOnline> {
   static override summary = 'List users who are online now, or who logged in recently.'
 
   static override description = `Without --since: users with an online session (chat, listen), longest online first.
-With --since: everyone who logged in within that window, newest first, online or not.`
+With --since: everyone who logged in within that window, newest first, online or not.
+The window is a number with a unit: ms, s, m, h, d or w (500ms, 30s, 10m, 2h, 7d, 1w), and parts combine (1h30m, "2h 15m"). A number without a unit ("5") is refused, not guessed.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     {description: 'Everyone who logged in during the last 10 minutes', command: '<%= config.bin %> <%= command.id %> --since 10m'},
+    {description: 'During the last week and a half', command: '<%= config.bin %> <%= command.id %> --since "1w 3d"'},
     {description: 'For scripts', command: '<%= config.bin %> <%= command.id %> --json'},
   ]
 
   static override flags = {
-    since: Flags.string({description: 'Window to look back, like 10m, 2h or 7d.'}),
+    since: Flags.string({description: 'Window to look back: a number with a unit (ms, s, m, h, d, w), like 10m, 2h or 7d.'}),
   }
 
   async run(): Promise<{users: Listed[]}> {
-    const sinceMs = this.flags.since === undefined ? undefined : parseDuration(this.flags.since)
+    const sinceMs = this.flags.since === undefined ? undefined : parseDuration(this.flags.since, '--since')
     const client = await this.connectSession()
     const {users} = await client.whoisonline({sinceMs})
     const listed = users.map((u) => ({username: u.username, displayName: u.displayName, since: new Date(u.since).toISOString(), online: u.online, p2p: u.p2p}))

@@ -15,21 +15,30 @@ type Unit = keyof typeof MS_PER
 const PART = /(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d|w)/gy
 const BARE_NUMBER = /^(\d+(?:\.\d+)?|\.\d+)$/
 
-function invalid(text: string): MessengerError {
-  return new MessengerError('BAD_INPUT', `Invalid duration "${text}": use a number with a unit, like 10s, 10m, 2h or 30d.`)
+/** Every form parseDuration takes, for the hint of its errors. */
+export const DURATION_FORMS = 'a number and a unit: ms, s, m, h, d or w, like 500ms, 30s, 10m, 2h, 7d or 1w; parts combine, like 1h30m or "2h 15m"; 0 (or off) means none'
+
+function invalid(text: string, name: string | undefined, problem = 'use a number with a unit, like 10s, 10m, 2h or 30d.'): MessengerError {
+  return new MessengerError('BAD_INPUT', `Invalid duration "${text}"${name ? ` for ${name}` : ''}: ${problem}`, {hint: `Write ${DURATION_FORMS}.`})
 }
 
 /**
- * Parses a human duration into milliseconds: `500ms`, `10s`, `10m`, `2h`, `30d`, `1w`; a bare number
- * means seconds; `0` and `off` mean 0 (a disabled timeout). Parts may be combined (`2h 5m`, `1h30m`) so
- * that whatever formatDuration prints can be typed back. Case and surrounding spaces are ignored.
- * Throws BAD_INPUT for anything else, including negative numbers.
+ * Parses a human duration into milliseconds: `500ms`, `10s`, `10m`, `2h`, `30d`, `1w`; `0` and `off`
+ * mean 0 (a disabled timeout). Parts may be combined (`2h 5m`, `1h30m`) so that whatever
+ * formatDuration prints can be typed back. Case and surrounding spaces are ignored. Throws BAD_INPUT
+ * for anything else, including negative numbers and a number without a unit: "5" was read as 5 s by
+ * some and meant as 5 minutes (or days) by others, so it is refused rather than guessed.
+ * `name` (a flag, like `--since`) is named in the error.
  */
-export function parseDuration(text: string): number {
+export function parseDuration(text: string, name?: string): number {
   const input = String(text).trim().toLowerCase()
-  if (input === 'off' || input === '0') return 0
-  if (BARE_NUMBER.test(input)) return finish(Number(input) * MS_PER.s, text)
-  if (input === '') throw invalid(text)
+  if (input === 'off') return 0
+  if (BARE_NUMBER.test(input)) {
+    // Zero is zero in any unit.
+    if (Number(input) === 0) return 0
+    throw invalid(text, name, `it has no unit; did you mean ${input}s, ${input}m, ${input}h or ${input}d?`)
+  }
+  if (input === '') throw invalid(text, name)
 
   let total = 0
   let index = 0
@@ -37,18 +46,18 @@ export function parseDuration(text: string): number {
   while (index < input.length) {
     PART.lastIndex = index
     const match = PART.exec(input)
-    if (!match) throw invalid(text)
+    if (!match) throw invalid(text, name)
     total += Number(match[1]) * MS_PER[match[2] as Unit]
     index = PART.lastIndex
     while (/\s/.test(input[index] ?? '')) index++
   }
-  return finish(total, text)
+  return finish(total, text, name)
 }
 
-function finish(ms: number, text: string): number {
+function finish(ms: number, text: string, name: string | undefined): number {
   const rounded = Math.round(ms)
   // Past MAX_SAFE_INTEGER the value is no longer exact, and no timer needs 285,000 years.
-  if (!Number.isSafeInteger(rounded)) throw invalid(text)
+  if (!Number.isSafeInteger(rounded)) throw invalid(text, name)
   return rounded
 }
 

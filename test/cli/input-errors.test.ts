@@ -166,6 +166,36 @@ describe('CLI input errors', () => {
     expect(plain.stderr).toMatch(/^Error: You cannot send a file to yourself\./)
   })
 
+  it('refuses a duration without a unit (--since 5) with BAD_INPUT, exit 2, and a hint listing the forms; every documented form works', async () => {
+    const server = await startServerProcess()
+    const alice = await loggedIn(server.address, 'alice', 'wonderland1')
+    const json = await runCli(['whoisonline', '--since', '5', '--json'], {env: alice})
+    expect(json.code).toBe(2)
+    const error = errorOf(json.stdout)
+    expect(error).toMatchObject({code: 'BAD_INPUT', message: 'Invalid duration "5" for --since: it has no unit; did you mean 5s, 5m, 5h or 5d?'})
+    for (const form of ['ms', '10m', '2h', '7d', '1w', '1h30m', 'off']) expect(error.hint).toContain(form)
+    const plain = await runCli(['whoisonline', '--since', '5'], {env: alice})
+    expect(plain.code).toBe(2)
+    expect(plain.stdout).toBe('')
+    expect(plain.stderr).toBe(`Error: ${error.message} ${error.hint}\n`)
+
+    // The server's durations are read by the same parser: refused before it starts.
+    const serverRefused = await runCli(['server', '--port', '0', '--data-dir', tempDir(), '--block-duration', '10', '--json'])
+    expect(serverRefused.code).toBe(2)
+    expect(errorOf(serverRefused.stdout)).toMatchObject({code: 'BAD_INPUT', message: expect.stringContaining('for --block-duration: it has no unit')})
+
+    const forms = ['30s', '10m', '2h', '7d', '1w', '1h30m', '2h 15m', '500ms']
+    const results = await Promise.all(forms.map((form) => runCli(['whoisonline', '--since', form, '--json'], {env: alice})))
+    for (const [i, result] of results.entries()) {
+      expect(result.code, `${forms[i]}: ${result.stdout}${result.stderr}`).toBe(0)
+      // alice logged in just now: within every window but the half second, which may or may not hold her.
+      if (forms[i] !== '500ms') expect((JSON.parse(result.stdout) as {users: Array<{username: string}>}).users.map((u) => u.username), forms[i]).toEqual(['alice'])
+    }
+
+    const help = await runCli(['whoisonline', '--help'])
+    for (const form of ['ms, s, m, h, d or w', '10m', '2h', '7d', '1h30m', 'refused']) expect(help.stdout).toContain(form)
+  }, 60_000)
+
   it('documents send and group send as one USER (or NAME) followed by the message words', async () => {
     const [send, groupSend] = await Promise.all([runCli(['send', '--help']), runCli(['group', 'send', '--help'])])
     expect(send.stdout).toContain('$ messenger send USER MESSAGE...')

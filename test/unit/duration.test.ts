@@ -1,7 +1,7 @@
 import {describe, expect, it} from 'vitest'
 
-import {formatDuration, parseDuration} from '../../src/protocol/duration.js'
-import {MessengerError} from '../../src/protocol/errors.js'
+import {DURATION_FORMS, formatDuration, parseDuration} from '../../src/protocol/duration.js'
+import {thrownMessengerError} from '../helpers/server.js'
 
 const S = 1000
 const M = 60 * S
@@ -28,13 +28,33 @@ describe('parseDuration', () => {
     expect(parseDuration(text)).toBe(ms)
   })
 
-  it('reads a bare number as seconds', () => {
-    expect(parseDuration('45')).toBe(45 * S)
-    expect(parseDuration('1.5')).toBe(1500)
+  it.each(['5', '45', '1.5', ' 10 '])('refuses %j, a number without a unit, with BAD_INPUT and a hint listing the forms', (text) => {
+    const error = thrownMessengerError(() => parseDuration(text, '--since'))
+    const n = text.trim()
+    expect(error.code).toBe('BAD_INPUT')
+    expect(error.message).toBe(`Invalid duration "${text}" for --since: it has no unit; did you mean ${n}s, ${n}m, ${n}h or ${n}d?`)
+    expect(error.hint).toBe(`Write ${DURATION_FORMS}.`)
+    for (const form of ['ms', '500ms', '30s', '10m', '2h', '7d', '1w', '1h30m', 'off']) expect(error.hint).toContain(form)
+  })
+
+  it('parses every form the hint names', () => {
+    expect(['500ms', '30s', '10m', '2h', '7d', '1w', '1h30m', '2h 15m', '0', 'off'].map((text) => parseDuration(text))).toEqual([
+      500,
+      30 * S,
+      10 * M,
+      2 * H,
+      7 * D,
+      7 * D,
+      90 * M,
+      2 * H + 15 * M,
+      0,
+      0,
+    ])
   })
 
   it('reads 0 and off as 0', () => {
     expect(parseDuration('0')).toBe(0)
+    expect(parseDuration('0.0')).toBe(0)
     expect(parseDuration('off')).toBe(0)
     expect(parseDuration('OFF')).toBe(0)
     expect(parseDuration('0s')).toBe(0)
@@ -48,15 +68,10 @@ describe('parseDuration', () => {
   it.each(['', '   ', 'abc', '10x', '-5s', '-5', 's', '10s garbage', '10 20s', '1e3s', 'NaN', 'Infinity', '10mm', '5 minutes', '99999999999999w'])(
     'rejects %j with BAD_INPUT and a message naming the fix',
     (text) => {
-      let caught: unknown
-      try {
-        parseDuration(text)
-      } catch (error) {
-        caught = error
-      }
-      expect(caught).toBeInstanceOf(MessengerError)
-      expect((caught as MessengerError).code).toBe('BAD_INPUT')
-      expect((caught as MessengerError).message).toBe(`Invalid duration "${text}": use a number with a unit, like 10s, 10m, 2h or 30d.`)
+      const error = thrownMessengerError(() => parseDuration(text))
+      expect(error.code).toBe('BAD_INPUT')
+      expect(error.message).toBe(`Invalid duration "${text}": use a number with a unit, like 10s, 10m, 2h or 30d.`)
+      expect(error.hint).toBe(`Write ${DURATION_FORMS}.`)
     },
   )
 })
