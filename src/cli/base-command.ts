@@ -1,14 +1,17 @@
+import {join} from 'node:path'
 import {Command, Flags, type Interfaces} from '@oclif/core'
 import {MessengerClient} from '../client/client.js'
 import {formatServerList, parseServerList} from '../client/address.js'
-import {Profile} from '../client/profile.js'
-import {openMessaging, type MessagingSession} from '../client/session.js'
+import {Profile, SETTING_DEFAULTS} from '../client/profile.js'
+import {checkUdpPort, HISTORY_FILE, openMessaging, type MessagingSession} from '../client/session.js'
+import {HISTORY_ROLE} from '../client/history.js'
+import {corruptDatabaseError} from '../store/sqlite/open.js'
 import type {PathPreference} from '../client/delivery.js'
 import {receiveFilesOption} from './file-flags.js'
 import {lockOnlineProfile} from '../util/pid-lock.js'
 import {escapeControls} from './render.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
-import {MessengerError, toMessengerError, type ErrorCode} from '../protocol/errors.js'
+import {MessengerError, type ErrorCode} from '../protocol/errors.js'
 
 export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
@@ -135,19 +138,50 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
    * Takes their shared flags (path, UDP port, downloads, max file size).
    */
   protected async onlineSession(flags: {'relay-only'?: boolean; 'direct-only'?: boolean; 'udp-port'?: number; downloads?: string; 'max-file-size': string}) {
+    // Before the lock and going online: a downloads path that is a file would otherwise surface only
+    // when a file arrives, and a bad flag is reported without side effects.
+    const receiveFiles = receiveFilesOption(flags, this.profile, this.argv)
     // One online session per profile (see lockOnlineProfile), taken before going online; released
     // when the command ends. A profile without a session has nothing to lock (NOT_LOGGED_IN follows).
     if (this.profile.data.token) this.releases.push(lockOnlineProfile(this.profile.dir))
-    const receiveFiles = receiveFilesOption(flags, this.profile)
-    const session = await this.messagingSession({
-      online: true,
-      reconnect: true,
-      direct: true,
-      path: this.pathPreference(flags),
-      udpPort: flags['udp-port'] ?? this.profile.data.udpPort,
-      receiveFiles,
-    })
+    const path = this.pathPreference(flags)
+    const udp = this.udpPortChoice(flags)
+    // A port the user chose is for a reason (a port forward on their router): going online on
+    // another would look fine and not work. A taken one stops here, before we are shown online and
+    // stored messages start to arrive; startDirect reports it too, should it be taken meanwhile.
+    const explained = (error: unknown): unknown => (error instanceof MessengerError && error.code === 'PORT_IN_USE' ? this.udpPortInUse(udp) : error)
+    if (udp.port !== 0 && path !== 'relay') await checkUdpPort(udp.port).catch((error: unknown) => Promise.reject(explained(error)))
+    const session = await this.messagingSession({online: true, reconnect: true, direct: true, path, udpPort: udp.port, receiveFiles}).catch(
+      (error: unknown) => Promise.reject(explained(error)),
+    )
     return {...session, receiveFiles}
+  }
+
+  /** The UDP port for the direct path, and where it was set: --udp-port, its env MESSENGER_UDP_PORT, the profile, or nowhere (0: any free port). */
+  private udpPortChoice(flags: {'udp-port'?: number}): {port: number; source: 'flag' | 'env' | 'profile' | 'default'} {
+    if (flags['udp-port'] !== undefined) {
+      // oclif fills the flag from its env var too; only the command line names it.
+      const onCommandLine = this.argv.some((arg) => arg === '--udp-port' || arg.startsWith('--udp-port='))
+      return {port: flags['udp-port'], source: onCommandLine ? 'flag' : 'env'}
+    }
+    if (this.profile.data.udpPort !== undefined) return {port: this.profile.data.udpPort, source: 'profile'}
+    return {port: SETTING_DEFAULTS.udpPort, source: 'default'}
+  }
+
+  /** PORT_IN_USE for the UDP port the user set, saying where it was set and how to change it there. */
+  private udpPortInUse({port, source}: {port: number; source: 'flag' | 'env' | 'profile' | 'default'}): MessengerError {
+    const command = `messenger ${(this.id ?? '').replaceAll(':', ' ')}`.trim()
+    const where = {flag: '--udp-port', env: 'MESSENGER_UDP_PORT', profile: "the profile's udp-port setting", default: 'default'}[source]
+    const instead = {
+      flag: 'pick another with --udp-port PORT (and forward that one on your router), or pass --udp-port 0 for any free port',
+      env: 'set MESSENGER_UDP_PORT to another port (and forward that one on your router), or unset it for any free port',
+      profile: 'pick another with `messenger config set udp-port PORT` (and forward that one on your router), or run `messenger config unset udp-port` (or `config set udp-port 0`) for any free port',
+      default: 'pick another with --udp-port PORT',
+    }[source]
+    return new MessengerError('PORT_IN_USE', `UDP port ${port} (set by ${where}) is already in use on this machine, so ${command} cannot receive direct messages there.`, {
+      hint: `Stop the program using UDP port ${port}, ${instead}.`,
+      details: {port, source},
+    })
   }
 
   /**
@@ -157,7 +191,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected pathPreference(flags: {'relay-only'?: boolean; 'direct-only'?: boolean}): PathPreference {
     if (flags['relay-only']) return 'relay'
     if (flags['direct-only']) return 'direct'
-    return this.profile.data.path ?? 'auto'
+    return this.profile.data.path ?? SETTING_DEFAULTS.path
   }
 
   protected override async finally(error: Error | undefined): Promise<unknown> {
@@ -170,6 +204,24 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return super.finally(error)
   }
 
+  /**
+   * An error thrown by this process, not answered by the server: INTERNAL's default hint (the server
+   * log) would send the user to look on the wrong machine.
+   */
+  private localFailure(error: Error): MessengerError {
+    // The one SQLite file a client command reads is the profile's history: damage met past its
+    // opening (a page in the middle) is reported like damage met when opening it, naming the file.
+    if (this.id !== 'server') {
+      try {
+        const corrupt = corruptDatabaseError(error, join(this.profile.dir, HISTORY_FILE), HISTORY_ROLE)
+        if (corrupt) return corrupt
+      } catch {
+        // The profile cannot be read: no file to name, so the hint below.
+      }
+    }
+    return new MessengerError('INTERNAL', error instanceof Error ? error.message : String(error), {hint: LOCAL_FAILURE_HINT, cause: error})
+  }
+
   protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}; parse?: unknown}): Promise<unknown> {
     let failure: MessengerError
     if (!(error instanceof MessengerError) && (error.oclif?.exit !== undefined || error.exitCode !== undefined)) {
@@ -178,20 +230,27 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       if (!this.jsonEnabled() || !isUsageError(error)) return super.catch(error)
       failure = usageError(error, `${this.config.bin} ${(this.id ?? '').replaceAll(':', ' ')}`.trim())
     } else {
-      failure = toMessengerError(error)
+      failure = error instanceof MessengerError ? error : this.localFailure(error)
     }
     if (this.jsonEnabled()) {
       this.logJson({error: {code: failure.code, message: failure.message, ...(failure.hint ? {hint: failure.hint} : {}), ...(failure.details ? {details: failure.details} : {})}})
+    } else if (failure.code === 'CANCELLED') {
+      // Ctrl-C at a prompt: the person knows what they did, so no "Error:" and nothing to fix.
+      process.stderr.write(`${failure.message}\n`)
     } else {
       // One line: the problem, then what to do about it.
       // Escaped: a message can carry a peer's words (a file transfer's REJECT or CANCEL reason).
       process.stderr.write(`Error: ${escapeControls(failure.message)}${failure.hint ? ` ${escapeControls(failure.hint)}` : ''}\n`)
       if (failure.code === 'INTERNAL' && process.env.DEBUG) process.stderr.write(`${error.stack}\n`)
     }
-    process.exitCode = USAGE_CODES.has(failure.code) ? 2 : 1
+    // 130 = 128 + SIGINT, what a shell reports for a program Ctrl-C stopped.
+    process.exitCode = failure.code === 'CANCELLED' ? 130 : USAGE_CODES.has(failure.code) ? 2 : 1
     return undefined
   }
 }
+
+/** For an error thrown by this process itself, not one the server answered with. */
+const LOCAL_FAILURE_HINT = 'It happened on this machine, not on the server: run the command again with DEBUG=1 to see where, and report it if it keeps happening.'
 
 /** A value given on the command line is wrong, whoever noticed: exit 2, like oclif's own usage errors. */
 const USAGE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['BAD_INPUT', 'BAD_USERNAME', 'BAD_GROUP_NAME', 'BAD_PASSWORD', 'BAD_DISPLAY_NAME'])

@@ -7,5 +7,10 @@ export const pathFlags = {
 }
 
 export const udpPortFlag = {
-  'udp-port': Flags.integer({description: 'Local UDP port for direct messages (default: the profile setting, else any free port).', min: 0, max: 65535, env: 'MESSENGER_UDP_PORT'}),
+  'udp-port': Flags.integer({
+    description: 'Local UDP port for direct messages, e.g. one forwarded on your router (default: the profile setting, else any free port; 0: any free port). One in use is an error (PORT_IN_USE), never swapped for another.',
+    min: 0,
+    max: 65535,
+    env: 'MESSENGER_UDP_PORT',
+  }),
 }

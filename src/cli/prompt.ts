@@ -1,8 +1,11 @@
 import {createInterface} from 'node:readline'
 import {MessengerError} from '../protocol/errors.js'
 
-/** Ctrl-C or Ctrl-D at a prompt. */
+/** Ctrl-D at a prompt (the input ended before an answer). */
 const cancelled = () => new MessengerError('BAD_INPUT', 'Cancelled.', {hint: 'Run the command again when ready.'})
+
+/** Ctrl-C at a prompt: the CLI says "Cancelled." and exits 130, as if SIGINT had stopped it. */
+const interrupted = () => new MessengerError('CANCELLED', 'Cancelled.')
 
 /** Reads all of stdin and returns its first line (for --password-stdin: `echo pw | messenger login`). */
 export async function readFirstLineFromStdin(stdin: NodeJS.ReadableStream = process.stdin): Promise<string> {
@@ -34,7 +37,11 @@ export async function ask(question: string): Promise<string> {
     return await new Promise<string>((resolve, reject) => {
       // Ctrl-C or Ctrl-D: readline closes and the question would never be answered.
       const cancel = () => reject(cancelled())
-      rl.once('SIGINT', cancel)
+      rl.once('SIGINT', () => {
+        // readline leaves the cursor after the question.
+        process.stderr.write('\n')
+        reject(interrupted())
+      })
       rl.once('close', cancel)
       rl.question(question, (answer) => {
         rl.off('close', cancel)
@@ -50,8 +57,10 @@ export async function ask(question: string): Promise<string> {
 export async function askHidden(question: string): Promise<string> {
   requireTty('password')
   const stdin = process.stdin
-  process.stderr.write(question)
+  // Raw before the prompt shows: nothing typed once it shows is echoed, and a Ctrl-C then always
+  // arrives as a byte (below), not as SIGINT.
   stdin.setRawMode(true)
+  process.stderr.write(question)
   stdin.resume()
   stdin.setEncoding('utf8')
   try {
@@ -68,7 +77,7 @@ export async function askHidden(question: string): Promise<string> {
           if (ch === '\u0003') {
             stdin.off('data', onData)
             process.stderr.write('\n')
-            reject(cancelled())
+            reject(interrupted())
             return
           }
           if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1)

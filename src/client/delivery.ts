@@ -74,10 +74,58 @@ export interface SendOutcome {
 
 export interface GroupSendOutcome {
   id: string
+  /** This profile's number for the message (the N of "Message N sent"), as for a direct one; never 0. */
   seq: number
   group: string
+  /** Members whose copy the server stored (at least one: a send that reached nobody throws NO_RECIPIENTS). */
   recipients: Array<{to: string; online: boolean}>
   skipped: Array<{to: string; code: string}>
+}
+
+/** Why a member's copy was not sent or stored, as the rest of a sentence that starts with their name. */
+const SKIP_REASONS: Record<string, string> = {
+  NO_KEY: 'has no encryption key yet (they need to log in once)',
+  BLOCKED: 'does not accept messages from you',
+  QUEUE_FULL: 'has too many messages waiting on the server (their offline queue is full)',
+  STALE_KEY: 'published a new key while you were sending',
+  NOT_A_MEMBER: 'is no longer a member',
+  NO_SUCH_USER: 'no longer has an account',
+}
+
+/** What to do about each reason, for the hint of a send that reached nobody. */
+const SKIP_ADVICE: Record<string, string> = {
+  NO_KEY: 'A member without a key gets one by logging in once; send again after that.',
+  BLOCKED: 'A member who blocks you gets nothing from you; there is nothing to retry for them.',
+  QUEUE_FULL: 'A full queue empties as its owner comes online and reads; send again then.',
+}
+
+/** `reason` for one skipped member: "does not accept messages from you". */
+export function skipReason(code: string): string {
+  return SKIP_REASONS[code] ?? `was refused by the server (${code})`
+}
+
+/**
+ * The error for a group message that reached nobody: no copy was stored for anyone, so there is no
+ * "Message N sent" to report. `invited`: members who have not joined yet (they get nothing until they do).
+ */
+function noRecipients(group: string, skipped: Array<{to: string; code: string}>, invited: string[]): MessengerError {
+  const details = {group, skipped: skipped.map((s) => ({...s, reason: skipReason(s.code)})), invited}
+  if (skipped.length === 0) {
+    const pending = invited.length === 0 ? '' : ` ${invited.join(', ')} ${invited.length === 1 ? 'is' : 'are'} invited but ${invited.length === 1 ? 'has' : 'have'} not joined yet.`
+    return new MessengerError('NO_RECIPIENTS', `Nobody received your message: you are the only member of "${group}".${pending}`, {
+      hint:
+        invited.length === 0
+          ? `Invite someone first (\`messenger group invite ${group} USER\`); members get what is sent after they join.`
+          : `Messages go to members only: once they run \`messenger group join ${group}\`, send it again.`,
+      details,
+    })
+  }
+  const why = details.skipped.map((s) => `${s.to} ${s.reason}`).join('; ')
+  const advice = [...new Set(skipped.map((s) => SKIP_ADVICE[s.code] ?? 'Send it again once that has changed.'))]
+  return new MessengerError('NO_RECIPIENTS', `Nobody received your message to "${group}", and nothing was stored for anyone: ${why}.`, {
+    hint: advice.join(' '),
+    details,
+  })
 }
 
 export interface DeliveryEvents {
@@ -345,8 +393,13 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const seal = this.o.keyring.sealerFor(text, this.binding(id, {group: name}))
     const copies: Array<{to: string; nonce: string; box: string; key: string}> = []
     const skipped: Array<{to: string; code: string}> = []
+    const invited: string[] = []
     for (const m of members) {
-      if (m.username === this.o.me || m.membership !== 'member') continue
+      if (m.username === this.o.me) continue
+      if (m.membership !== 'member') {
+        invited.push(m.username)
+        continue
+      }
       if (!m.publicKey) {
         skipped.push({to: m.username, code: 'NO_KEY'})
         continue
@@ -355,19 +408,24 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       const sealed = seal(m.username, m.publicKey)
       copies.push({to: m.username, ...sealed, key: m.publicKey})
     }
+    // Nobody to seal it for: refused before anything is recorded or sent, like a direct NO_KEY.
+    if (copies.length === 0) throw noRecipients(name, skipped, invited)
     const seq = await this.o.history.recordOutgoing({id, group: name, text, ts: Date.now(), from: this.o.me})
-    if (copies.length === 0) {
-      await this.o.history.updateStatus(id, 'stored', {seq})
-      return {id, seq, group: name, recipients: [], skipped}
-    }
+    let result: Results['send']
     try {
-      const result = await this.request('send', {msgId: id, seq, group: name, copies})
-      await this.o.history.updateStatus(id, 'stored', {seq: result.seq, path: 'relay'})
-      return {id, seq: result.seq, group: name, recipients: result.recipients, skipped: [...skipped, ...result.skipped]}
+      result = await this.request('send', {msgId: id, seq, group: name, copies})
     } catch (error) {
       await this.o.history.updateStatus(id, 'failed')
       throw error
     }
+    const allSkipped = [...skipped, ...result.skipped]
+    if (result.recipients.length === 0) {
+      // The server refused every copy (and answers seq 0: it recorded nothing); our number stands.
+      await this.o.history.updateStatus(id, 'failed')
+      throw noRecipients(name, allSkipped, invited)
+    }
+    await this.o.history.updateStatus(id, 'stored', {seq, path: 'relay'})
+    return {id, seq, group: name, recipients: result.recipients, skipped: allSkipped}
   }
 
   /** To everyone online now (except those who blocked us); never stored. */

@@ -53,10 +53,17 @@ export const HISTORY_MIGRATIONS: readonly string[] = [
   `,
 ]
 
-const ROLE: DatabaseRole = {
+/** How messages name the history and what they tell the user to do about it. */
+export const HISTORY_ROLE: DatabaseRole = {
   what: 'the history',
   newerHint: 'Run a newer version of messenger with this profile, or set MESSENGER_HOME to another directory.',
   unwritableHint: 'Check that the profile directory exists and is writable, or set MESSENGER_HOME to another directory.',
+  // Only this machine's copy: the account, session token and key live elsewhere (profile.json,
+  // identity.json) and undelivered messages on the server, so moving the file aside loses only what
+  // the history alone held.
+  corruptHint: (file) =>
+    `Move it aside with its -wal and -shm files, if any (for example: mv ${file} ${file}.broken), and run the command again to start an empty history. ` +
+    'Your account, session, encryption key and the messages waiting for you on the server are not affected; the past messages in that file are lost (the server keeps no copy of delivered ones), and peers\' keys are pinned again on first contact.',
 }
 
 export const HISTORY_SCHEMA_VERSION = HISTORY_MIGRATIONS.length
@@ -442,10 +449,10 @@ export function openHistory(file: string, options: HistoryOptions = {}): LocalHi
     db.pragma('synchronous = FULL')
     // `listen` and `history` may run side by side on one profile.
     db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
-    migrate(db, file, HISTORY_MIGRATIONS, ROLE)
+    migrate(db, file, HISTORY_MIGRATIONS, HISTORY_ROLE)
     return new LocalHistory(db, file, options)
   } catch (error) {
     if (db?.open) db.close()
-    throw translateOpenError(error, file, ROLE)
+    throw translateOpenError(error, file, HISTORY_ROLE)
   }
 }

@@ -1,4 +1,5 @@
 import {existsSync} from 'node:fs'
+import {homedir} from 'node:os'
 import {dirname, join} from 'node:path'
 import Conf from 'conf'
 import envPaths from 'env-paths'
@@ -24,6 +25,17 @@ export interface ProfileData {
   /** UDP port for chat/listen (0 = ephemeral). */
   udpPort?: number
 }
+
+/**
+ * What each setting means while it is unset. `config get` shows these, and the commands fall back
+ * to them, so the two cannot disagree.
+ */
+export const SETTING_DEFAULTS = {
+  path: 'auto',
+  downloads: join(homedir(), 'Downloads', 'messenger'),
+  /** Any free port (what PeerLink binds when given none). */
+  udpPort: 0,
+} as const satisfies Required<Pick<ProfileData, 'path' | 'downloads' | 'udpPort'>>
 
 /**
  * The user's profile on disk (conf, JSON, mode 0600). `MESSENGER_HOME` picks the directory, so

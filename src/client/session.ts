@@ -1,7 +1,8 @@
 import {lookup} from 'node:dns/promises'
 import {join} from 'node:path'
 import {decodeKey, loadOrCreateIdentity, type Identity} from '../crypto/identity.js'
-import {toMessengerError} from '../protocol/errors.js'
+import {MessengerError, toMessengerError} from '../protocol/errors.js'
+import {openDgramStream} from '../transport/dgram-stream.js'
 import {PeerLink} from '../transport/peer-link.js'
 import {backoffMs} from '../util/backoff.js'
 import type {MessengerClient} from './client.js'
@@ -21,9 +22,36 @@ export interface MessagingSession {
   files: FileHub
   /** The direct path, once `startDirect` ran. */
   link: PeerLink | undefined
-  /** Binds UDP, learns our observed address, tells the server our candidates, and sends direct-first. */
+  /**
+   * Binds UDP, learns our observed address, tells the server our candidates, and sends direct-first.
+   * A `port` that another socket holds is PORT_IN_USE (details.port); no other port is tried.
+   */
   startDirect(options?: {port?: number}): Promise<PeerLink>
   close(): Promise<void>
+}
+
+/** A bind failure on `port` as the error to show: PORT_IN_USE when another socket holds it, else unchanged. */
+function udpBindError(port: number, error: unknown): unknown {
+  if ((error as NodeJS.ErrnoException)?.code !== 'EADDRINUSE') return error
+  return new MessengerError('PORT_IN_USE', `UDP port ${port} is already in use on this machine.`, {
+    hint: 'Stop the program using it, or pick another UDP port; port 0 takes any free one.',
+    details: {port},
+    cause: error,
+  })
+}
+
+/**
+ * Binds `port` as startDirect does (UDP, all interfaces) and lets it go: for callers that must
+ * know the port is free before going online. Throws PORT_IN_USE if another socket holds it.
+ */
+export async function checkUdpPort(port: number): Promise<void> {
+  const stream = await openDgramStream({type: 'udp4', port}).catch((error: unknown) => {
+    throw udpBindError(port, error)
+  })
+  await new Promise<void>((resolve) => {
+    stream.once('close', () => resolve())
+    stream.destroy()
+  })
 }
 
 /** A key re-publish after a reconnect that failed (not refused) is tried again after 1 s, doubling to 30 s. */
@@ -95,7 +123,9 @@ export function openMessaging(
         port: direct.port,
         server: hello && serverKey && serverIp ? {address: serverIp, port: hello.udpPort, publicKey: serverKey} : undefined,
       })
-      await link.start()
+      await link.start().catch((error: unknown) => {
+        throw udpBindError(direct.port ?? 0, error)
+      })
       session.link = link
       const announce = async () => {
         await client.request('setendpoint', {candidates: link.localCandidates()})

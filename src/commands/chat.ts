@@ -5,7 +5,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {CHAT_HELP, parseChatLine, type ChatAction} from '../cli/chat-commands.js'
 import {escapeControls, incomingMessageLine, relativeTime, renderMessageText, table} from '../cli/render.js'
-import type {DeliveryEngine} from '../client/delivery.js'
+import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
 import {Keyring} from '../client/keyring.js'
@@ -255,6 +255,8 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         const outcome = await engine.sendGroup(name, action.text ?? '')
         ctx.sent.set(outcome.id, {seq: outcome.seq, group: outcome.group})
         print(`  message ${outcome.seq} to #${outcome.group}: ${outcome.recipients.length} member(s)`)
+        // As `group send` says them; a send that reached nobody threw NO_RECIPIENTS instead.
+        for (const s of outcome.skipped) print(`  not sent to ${s.to}, who ${skipReason(s.code)} (${s.code})`)
       }
     }
   }

@@ -54,6 +54,10 @@ export interface IncomingHost {
   refuse(key: string, id: TransferId, transport: FrameTransport, code: string, reason: string): void
   /** A failed transfer's clean-up (closing and removing its partial file), which close() waits for. */
   settling(task: Promise<void>): void
+  /** Before a partial file is created: the token to name it with (file-partials.ts); undefined without one. */
+  acquirePartial(): string | undefined
+  /** A partial file named by acquirePartial is gone, published or removed (or was never created). */
+  partialGone(): void
 }
 
 /** What FileReceiver knows of an offer it accepts. */
@@ -89,7 +93,9 @@ export class IncomingTransfer {
   private readonly sha256: Uint8Array
   private readonly chunkSize: number
   private readonly chunks: number
-  private readonly partial: string
+  /** Named in openPartial, under the lock the receiver holds while it has partial files (file-partials.ts). */
+  private partial = ''
+  private ownsPartial = false
   private fh: FileHandle | undefined
   private readonly have: Uint8Array
   private next = 0
@@ -121,7 +127,6 @@ export class IncomingTransfer {
     this.sha256 = offer.sha256
     this.chunkSize = offer.chunkSize
     this.chunks = offer.chunks
-    this.partial = join(host.dir, partialFileName(offer.name, offer.hex))
     this.have = new Uint8Array(Math.ceil(offer.chunks / 8))
     this.lastActivity = now
     this.startedAt = now
@@ -132,6 +137,13 @@ export class IncomingTransfer {
     this.task = this.openPartial()
   }
 
+  /** The partial file is gone, or was never made: the last one lets the receiver give up its lock. */
+  private partialGone(): void {
+    if (!this.ownsPartial) return
+    this.ownsPartial = false
+    this.host.partialGone()
+  }
+
   /** Sends a frame to the peer, best effort (see sendQuietly). */
   send(frame: Uint8Array): void {
     sendQuietly(this.transport, frame)
@@ -140,9 +152,12 @@ export class IncomingTransfer {
   private async openPartial(): Promise<void> {
     try {
       await mkdir(this.host.dir, {recursive: true})
+      this.ownsPartial = true
+      this.partial = join(this.host.dir, partialFileName(this.name, this.hex, this.host.acquirePartial()))
       // Read and write: the writer reads back what it could not hash in order.
       this.fh = await open(this.partial, 'wx+', 0o600)
     } catch (error) {
+      this.partialGone()
       if (this.state !== 'opening') return
       this.state = 'closed'
       this.host.forget(this.key)
@@ -154,6 +169,7 @@ export class IncomingTransfer {
       // Closed while opening: fail() left the clean-up to us.
       await this.fh.close().catch(() => undefined)
       await removeQuietly(this.partial).catch(() => undefined)
+      this.partialGone()
       return
     }
     this.state = 'receiving'
@@ -286,6 +302,7 @@ export class IncomingTransfer {
       if (this.abort) throw this.abort
       if (digest.equals(this.sha256)) path = await publish(this.partial, this.host.dir, this.name)
       else await removeQuietly(this.partial)
+      this.partialGone()
     } catch (error) {
       const err = error instanceof MessengerError ? error : failed(`Cannot save "${this.name}": ${errnoCode(error) ?? (error as Error).message}.`, error)
       this.state = 'receiving' // hand the clean-up to fail()
@@ -348,6 +365,7 @@ export class IncomingTransfer {
         this.fh = undefined
         await fh?.close().catch(() => undefined)
         await removeQuietly(this.partial).catch(() => undefined)
+        this.partialGone()
       }
       // (While opening, openPartial sees the closed state and removes what it created.)
       this.host.emit('onError', this.hex, error)

@@ -52,7 +52,7 @@ const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9]|conin\$|conout\$)$/i
 const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/gu
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
-/** Longest name the receiver saves under, in UTF-8 bytes: leaves room for " (N)" and the partial name. */
+/** Longest name the receiver saves under, in UTF-8 bytes: leaves room for " (N)" and the partial name (252 bytes at most, of 255). */
 export const MAX_SAFE_NAME_BYTES = 200
 
 /**
@@ -76,9 +76,12 @@ export function safeFileName(name: string): string {
   return fitName(text, MAX_SAFE_NAME_BYTES)
 }
 
-/** The name of the hidden partial file for a transfer (safe name and hex id). */
-export function partialFileName(safeName: string, transferId: string): string {
-  return `.${safeName}.${transferId}.part`
+/**
+ * The name of the hidden partial file for a transfer: safe name, hex id and the token of the
+ * receiver that owns it (file-partials.ts, which tells an orphan by it), when it has one.
+ */
+export function partialFileName(safeName: string, transferId: string, owner?: string): string {
+  return owner === undefined ? `.${safeName}.${transferId}.part` : `.${safeName}.${transferId}.${owner}.part`
 }
 
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK', 'EXDEV'])

@@ -16,6 +16,7 @@ import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, type TransferProgre
 import {type IncomingHost, IncomingTransfer, sendQuietly} from './file-incoming.js'
 import {checkOffer, MemoryOfferLog, type OfferLog, type OfferRefusal, takenBefore} from './file-offers.js'
 import {safeFileName} from './file-names.js'
+import {PartialOwner, sweepPartials} from './file-partials.js'
 import {setNewest} from '../util/bounded.js'
 
 /*
@@ -98,6 +99,8 @@ export class FileReceiver {
   private readonly finished = new Map<string, Uint8Array>()
   private closed = false
   private last: IncomingTransfer | undefined
+  /** Names this receiver's partial files, so that no other receiver removes them while it lives. */
+  private readonly partials: PartialOwner
 
   constructor(private readonly options: FileReceiverOptions) {
     if (!options.downloadsDir) throw new MessengerError('BAD_INPUT', 'FileReceiver needs a downloadsDir.')
@@ -106,8 +109,13 @@ export class FileReceiver {
     this.now = options.now ?? (() => performance.now())
     this.clock = options.clock ?? Date.now
     this.offerLog = options.offerLog ?? new MemoryOfferLog(this.clock)
+    const dir = resolve(options.downloadsDir)
+    // Partial files left by receivers that died (kill -9, a crash) there, before any transfer of ours:
+    // nothing else ever would remove them. Those of receivers still running are kept (file-partials.ts).
+    sweepPartials(dir)
+    this.partials = new PartialOwner(dir)
     this.host = {
-      dir: resolve(options.downloadsDir),
+      dir,
       idleTimeoutMs: options.idleTimeoutMs ?? FILE_TRANSFER_DEFAULTS.idleTimeoutMs,
       options,
       now: () => this.now(),
@@ -119,6 +127,8 @@ export class FileReceiver {
         this.cleanups.add(task)
         void task.finally(() => this.cleanups.delete(task))
       },
+      acquirePartial: () => this.partials.acquire(),
+      partialGone: () => this.partials.gone(),
     }
   }
 
@@ -189,6 +199,7 @@ export class FileReceiver {
     for (const t of all) t.fail(failed(`The receiver closed during the transfer of "${t.name}".`), true, 'receiver closed')
     // Theirs, and those of transfers that failed before (their partial files may still be going).
     await Promise.allSettled([...all.map((t) => t.task), ...this.cleanups])
+    this.partials.close()
   }
 
   /** Calls a callback; what it throws is ignored, so a broken UI cannot wedge a transfer or leak a partial file. */

@@ -257,6 +257,71 @@ describe('messaging through the CLI', () => {
     expect(events(bobListens).filter((e) => e.type === 'message').map((e) => e.text)).toEqual(['hi all'])
   })
 
+  it('a group send that reached nobody says so, per member with the reason, and exits 1 with NO_RECIPIENTS; chat\'s /group send says the same', async () => {
+    const {alice, bob, carol} = await setup(['alice', 'bob', 'carol'])
+    const created = await Promise.all([runCli(['group', 'create', 'solo'], {env: alice}), runCli(['group', 'create', 'friends', '--invite', 'bob'], {env: alice})])
+    expect(created.map((c) => c.code)).toEqual([0, 0])
+    const [joined, blockedAlice] = [await runCli(['group', 'join', 'friends'], {env: bob}), await runCli(['block', 'alice'], {env: bob})]
+    expect([joined.code, blockedAlice.code]).toEqual([0, 0])
+
+    // Alone in the group: nothing is "sent". In "friends" the only other member blocks alice.
+    const [alone, aloneJson, blocked, blockedJson] = await Promise.all([
+      runCli(['group', 'send', 'solo', 'anyone', 'there?'], {env: alice}),
+      sendJson(alice, ['group', 'send', 'solo', 'anyone', 'there?']),
+      runCli(['group', 'send', 'friends', 'hi'], {env: alice}),
+      sendJson(alice, ['group', 'send', 'friends', 'hi']),
+    ])
+    expect(alone.code).toBe(1)
+    expect(alone.stdout).toBe('')
+    expect(alone.stderr).toMatch(/^Error: Nobody received your message: you are the only member of "solo"\. Invite someone first \(`messenger group invite solo USER`\)/)
+    expect(aloneJson.code).toBe(1)
+    expect(aloneJson.result).toMatchObject({error: {code: 'NO_RECIPIENTS', hint: expect.any(String), details: {group: 'solo', skipped: [], invited: []}}})
+
+    expect(blocked.code).toBe(1)
+    expect(blocked.stdout).toBe('')
+    const nobody = 'Nobody received your message to "friends", and nothing was stored for anyone: bob does not accept messages from you.'
+    expect(blocked.stderr).toMatch(new RegExp(`^Error: ${nobody.replaceAll('.', '\\.')} `))
+    expect(blockedJson.code).toBe(1)
+    expect(blockedJson.result).toMatchObject({
+      error: {code: 'NO_RECIPIENTS', message: nobody, details: {group: 'friends', skipped: [{to: 'bob', code: 'BLOCKED', reason: 'does not accept messages from you'}]}},
+    })
+
+    const chat = spawnCli(['chat'], {env: alice})
+    await chat.waitForLine((l) => l.startsWith('Chatting as alice'), 'the chat greeting')
+    chat.child.stdin.write('/group send friends hi from chat\n')
+    await chat.waitForLine((l) => l.startsWith(`Error: ${nobody} `), 'chat to say nobody received it')
+    chat.child.stdin.write('/group send solo hi from chat\n')
+    await chat.waitForLine((l) => l.startsWith('Error: Nobody received your message: you are the only member of "solo".'), 'chat to say alice is alone')
+
+    // carol joins: sent to her, with bob named as skipped and why; the number is this profile's, never 0.
+    expect((await runCli(['group', 'invite', 'friends', 'carol'], {env: alice})).code).toBe(0)
+    expect((await runCli(['group', 'join', 'friends'], {env: carol})).code).toBe(0)
+    const partial = await runCli(['group', 'send', 'friends', 'hello'], {env: alice})
+    expect(partial.code, partial.stderr).toBe(0)
+    expect(partial.stdout).toMatch(/^Message [1-9]\d* sent to friends: 1 member\(s\)/)
+    expect(partial.stderr).toBe('Not sent to bob, who does not accept messages from you (BLOCKED).\n')
+    const partialJson = await sendJson(alice, ['group', 'send', 'friends', 'hello', 'again'])
+    expect(partialJson.code, partialJson.stderr).toBe(0)
+    expect(partialJson.result).toMatchObject({group: 'friends', recipients: [{to: 'carol'}], skipped: [{to: 'bob', code: 'BLOCKED', reason: 'does not accept messages from you'}]})
+    expect(partialJson.result.seq).toBeGreaterThan(Number(/^Message (\d+)/.exec(partial.stdout)![1]))
+    chat.child.stdin.write('/group send friends from chat\n')
+    await chat.waitForLine((l) => /^ {2}message [1-9]\d* to #friends: 1 member\(s\)$/.test(l), 'the chat confirmation')
+    await chat.waitForLine((l) => l === '  not sent to bob, who does not accept messages from you (BLOCKED)', 'the skipped member in chat')
+    chat.child.stdin.write('/quit\n')
+    expect(await chat.exited).toBe(0)
+
+    // Nothing that reached nobody is shown as stored.
+    const history = await sendJson(alice, ['history', '--group', 'friends'])
+    expect((history.result.messages as Array<{text: string; status: string}>).map((m) => [m.text, m.status])).toEqual([
+      ['hi', 'failed'],
+      ['hi', 'failed'],
+      ['hi from chat', 'failed'],
+      ['hello', 'stored'],
+      ['hello again', 'stored'],
+      ['from chat', 'stored'],
+    ])
+  }, 120_000)
+
   it('blocks and unblocks a sender', async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
 

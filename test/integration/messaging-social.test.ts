@@ -165,6 +165,58 @@ describe('messaging: blocking', () => {
   })
 })
 
+describe('messaging: a group send that reaches nobody', () => {
+  it('is NO_RECIPIENTS naming each member and the reason, not a "sent" outcome; the message number is never 0', async () => {
+    const {address} = await startTestServer({maxQueue: 1})
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    const dave = await makeOfflineUser(address, 'dave')
+
+    // Alone in the group, bob only invited: refused before anything is recorded or sent.
+    await alice.client.request('group_create', {name: 'solo', invite: ['bob']})
+    const alone = await expectCode(alice.engine.sendGroup('solo', 'anyone?'), 'NO_RECIPIENTS')
+    expect(alone.message).toBe('Nobody received your message: you are the only member of "solo". bob is invited but has not joined yet.')
+    expect(alone.hint).toContain('messenger group join solo')
+    expect(alone.details).toEqual({group: 'solo', skipped: [], invited: ['bob']})
+    expect(alice.history.list({group: 'solo'})).toEqual([])
+
+    await alice.client.request('group_create', {name: 'team', invite: ['bob', 'dave']})
+    await bob.client.request('group_join', {name: 'team'})
+    const daveBack = await loginUser(address, 'dave', {profileDir: dave.profileDir, online: false})
+    await daveBack.client.request('group_join', {name: 'team'})
+    await daveBack.close()
+    await bob.client.request('block', {username: 'alice'})
+
+    // bob blocks alice; dave's queue (max 1) takes this one: sent, with bob skipped.
+    const first = await alice.engine.sendGroup('team', 'first')
+    expect(first).toMatchObject({seq: 1, recipients: [{to: 'dave', online: false}], skipped: [{to: 'bob', code: 'BLOCKED'}]})
+
+    // Now dave's queue is full too: nobody got it, and the server answers seq 0; our number stands.
+    const second = await expectCode(alice.engine.sendGroup('team', 'second'), 'NO_RECIPIENTS')
+    expect(second.message).toBe(
+      'Nobody received your message to "team", and nothing was stored for anyone: bob does not accept messages from you; dave has too many messages waiting on the server (their offline queue is full).',
+    )
+    expect(second.details).toEqual({
+      group: 'team',
+      skipped: [
+        {to: 'bob', code: 'BLOCKED', reason: 'does not accept messages from you'},
+        {to: 'dave', code: 'QUEUE_FULL', reason: 'has too many messages waiting on the server (their offline queue is full)'},
+      ],
+      invited: [],
+    })
+    expect(second.hint).toMatch(/blocks you.*full queue/)
+    expect(alice.history.list({group: 'team'}).map((m) => [m.text, m.seq, m.status])).toEqual([
+      ['first', 1, 'stored'],
+      ['second', 2, 'failed'],
+    ])
+
+    await bob.client.request('unblock', {username: 'alice'})
+    const third = await alice.engine.sendGroup('team', 'third')
+    expect(third).toMatchObject({seq: 3, recipients: [{to: 'bob', online: true}], skipped: [{to: 'dave', code: 'QUEUE_FULL'}]})
+    expect(await bob.nextMessage()).toMatchObject({id: third.id, text: 'third', seq: 3})
+  })
+})
+
 describe('messaging: broadcast', () => {
   it('reaches everyone online except those who blocked the sender, and is never stored for the offline', async () => {
     const {address} = await startTestServer()

@@ -5,6 +5,7 @@ import sinon from 'sinon'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {encodeEnvelope} from '../../src/client/envelope-codec.js'
 import {newMessageId} from '../../src/client/delivery.js'
+import {checkUdpPort} from '../../src/client/session.js'
 import {SharedKeyCache, sealText} from '../../src/crypto/envelope.js'
 import {DatagramType, MAX_DATAGRAM, TOKEN_BYTES, decodeProbe, encodeProbe, encodeServerPong, fragment, openDatagram, sealDatagram} from '../../src/transport/datagram.js'
 import type {DgramStream} from '../../src/transport/dgram-stream.js'
@@ -520,6 +521,28 @@ describe('p2p: direct messages between two online clients', () => {
         'fails the DgramStream write, which destroys the stream and closes the socket (start() swallows the error event, but the socket is gone): ' +
         'any user can kill a peer\'s direct path with a setendpoint candidate list + introduce',
     ).toBe('direct')
+  })
+})
+
+describe('p2p: the UDP port', () => {
+  it('a given port that another socket holds is PORT_IN_USE naming it, from checkUdpPort and startDirect; no other port is taken instead', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeP2PUser(address, 'alice', {direct: false})
+    const holder = await attackerSocket()
+    const port = holder.endpoint.port
+
+    const checked = await expectCode(checkUdpPort(port), 'PORT_IN_USE')
+    expect(checked.message).toBe(`UDP port ${port} is already in use on this machine.`)
+    expect(checked.details).toEqual({port})
+    const started = await expectCode(alice.session.startDirect({port}), 'PORT_IN_USE')
+    expect(started.details).toEqual({port})
+    expect(alice.session.link).toBeUndefined()
+
+    // Not given: any free port, as before.
+    const link = await alice.session.startDirect()
+    expect(link.port).not.toBe(port)
+    expect(link.port).toBeGreaterThan(0)
+    await expectCode(checkUdpPort(link.port), 'PORT_IN_USE')
   })
 })
 

@@ -172,6 +172,9 @@ describe('safeFileName', () => {
 
   it('names partial files so they are hidden and unique per transfer', () => {
     expect(partialFileName('a.txt', 'ab'.repeat(16))).toBe(`.a.txt.${'ab'.repeat(16)}.part`)
+    expect(partialFileName('a.txt', 'ab'.repeat(16), 'cd'.repeat(6))).toBe(`.a.txt.${'ab'.repeat(16)}.${'cd'.repeat(6)}.part`)
+    // The longest safe name still makes a partial name a file system takes (255 bytes).
+    expect(Buffer.byteLength(partialFileName('x'.repeat(MAX_SAFE_NAME_BYTES), 'ab'.repeat(16), 'cd'.repeat(6)))).toBeLessThanOrEqual(255)
   })
 })
 
@@ -357,7 +360,9 @@ describe('file transfer', () => {
     expect(sent.error).toMatchObject({code: 'TRANSFER_FAILED', details: {cancelled: true}})
     expect(received.error).toMatchObject({code: 'TRANSFER_FAILED'})
     expect(received.error!.message).toContain('alice cancelled')
-    expect(partialSeen).toEqual([partialFileName('source.bin', r.transfer.transferId)])
+    // Named after the lock the receiver holds while it has partial files (file-partials.ts).
+    const token = /^\.messenger-receiver\.([0-9a-f]{12})\.lock$/.exec(partialSeen[0] ?? '')?.[1]
+    expect(partialSeen).toEqual([`.messenger-receiver.${token}.lock`, partialFileName('source.bin', r.transfer.transferId, token)])
     expect(await listing(r.downloads)).toEqual([])
     expect(r.receiver.activeCount).toBe(0)
   })

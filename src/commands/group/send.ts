@@ -2,14 +2,19 @@ import {Args} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
 import {groupArg} from '../../cli/name-args.js'
 import {messageText, positionalWords} from '../../cli/message-text.js'
-import type {GroupSendOutcome} from '../../client/delivery.js'
+import {skipReason, type GroupSendOutcome} from '../../client/delivery.js'
 
 export default class GroupSend extends BaseCommand<typeof GroupSend> {
   static override summary = 'Send a message to every member of a group.'
 
-  static override description = 'Encrypted separately for each member; offline members get theirs when they come online. Sending to a group you are not in fails with NOT_A_MEMBER.'
+  static override description = `Encrypted separately for each member; offline members get theirs when they come online. Sending to a group you are not in fails with NOT_A_MEMBER.
+Prints "Message N sent", N being this profile's number for the message (1, 2, 3... over every message sent from this profile, direct, group or broadcast), and on stderr each member it was not sent to, with the reason (they block you, have no key yet, their queue is full...).
+When it reached nobody (you are the only member, or every other member was skipped) it exits 1 with NO_RECIPIENTS, naming each member and the reason; with --json: {"error": {"code": "NO_RECIPIENTS", ..., "details": {"group", "skipped": [{"to", "code", "reason"}], "invited"}}}. Invited users who have not joined get nothing.`
 
-  static override examples = ['<%= config.bin %> <%= command.id %> friends dinner at 8?']
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> friends dinner at 8?',
+    {description: 'For scripts: recipients, and skipped members with code and reason', command: '<%= config.bin %> <%= command.id %> friends "dinner at 8?" --json'},
+  ]
 
   // One NAME, then every other word is the message (see send).
   static override args = {
@@ -17,13 +22,14 @@ export default class GroupSend extends BaseCommand<typeof GroupSend> {
     message: Args.string({description: 'The text (several words are joined); "-" reads stdin.', required: true, multiple: true, ignoreStdin: true}),
   }
 
-  async run(): Promise<GroupSendOutcome> {
+  async run(): Promise<Omit<GroupSendOutcome, 'skipped'> & {skipped: Array<{to: string; code: string; reason: string}>}> {
     const text = await messageText(positionalWords(this.argv).slice(1))
     const {engine} = await this.messagingSession()
     const outcome = await engine.sendGroup(this.args.name, text)
     const online = outcome.recipients.filter((r) => r.online).length
     this.log(`Message ${outcome.seq} sent to ${outcome.group}: ${outcome.recipients.length} member(s), ${online} online now, the rest stored.`)
-    for (const s of outcome.skipped) this.logToStderr(`Not sent to ${s.to}: ${s.code}`)
-    return outcome
+    const skipped = outcome.skipped.map((s) => ({...s, reason: skipReason(s.code)}))
+    for (const s of skipped) this.logToStderr(`Not sent to ${s.to}, who ${s.reason} (${s.code}).`)
+    return {...outcome, skipped}
   }
 }

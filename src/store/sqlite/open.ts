@@ -4,6 +4,13 @@ import {MessengerError} from '../../protocol/errors.js'
 /** Error codes (and extended codes) from opening a file that mean "this location cannot be used", not "the data is bad". */
 const UNWRITABLE_CODES = /^(SQLITE_(CANTOPEN|READONLY|PERM|IOERR)|ENOENT|EACCES|EPERM|EROFS|ENOTDIR)/
 
+/**
+ * Codes (and extended codes) that mean the file's content is not a usable database: overwritten,
+ * truncated, damaged. Trying again cannot help, and the file is ours, not the server's: the hint says
+ * what to do with it.
+ */
+const CORRUPT_CODES = /^SQLITE_(CORRUPT|NOTADB)/
+
 /** Names the database in messages and says where to point instead (server data dir or client profile). */
 export interface DatabaseRole {
   /** e.g. "the database" or "the history" */
@@ -11,6 +18,8 @@ export interface DatabaseRole {
   /** What the user can do about a file that is too new or cannot be opened. */
   newerHint: string
   unwritableHint: string
+  /** What to do about `file` when it is damaged or not a database at all, and what that loses. */
+  corruptHint: (file: string) => string
 }
 
 /**
@@ -41,9 +50,27 @@ export function translateOpenError(error: unknown, file: string, role: DatabaseR
   if (error instanceof MessengerError) return error
   const code = (error as {code?: unknown}).code
   const message = error instanceof Error ? error.message : String(error)
+  const corrupt = corruptDatabaseError(error, file, role)
+  if (corrupt) return corrupt
   const unusable = (typeof code === 'string' && UNWRITABLE_CODES.test(code)) || /directory does not exist/i.test(message)
   if (!unusable) return error
   return new MessengerError('DATA_DIR_UNWRITABLE', `Cannot open ${role.what} ${file}: ${message}`, {hint: role.unwritableHint, cause: error})
+}
+
+/**
+ * DATABASE_CORRUPT naming `file`, for an SQLite error that says the file is damaged or not a
+ * database; undefined for any other error. Damage can show at opening (the header, the schema) or
+ * only when a statement reaches a damaged page.
+ */
+export function corruptDatabaseError(error: unknown, file: string, role: DatabaseRole): MessengerError | undefined {
+  const code = (error as {code?: unknown} | undefined)?.code
+  if (typeof code !== 'string' || !CORRUPT_CODES.test(code)) return undefined
+  const message = error instanceof Error ? error.message : String(error)
+  return new MessengerError('DATABASE_CORRUPT', `${capitalise(role.what)} ${file} cannot be read: it is damaged or is not a database (SQLite: ${message}).`, {
+    hint: role.corruptHint(file),
+    details: {file},
+    cause: error,
+  })
 }
 
 function capitalise(text: string): string {

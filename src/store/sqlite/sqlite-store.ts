@@ -73,6 +73,9 @@ const ROLE: DatabaseRole = {
   what: 'the database',
   newerHint: 'Run a newer version of messenger with this data dir, or point --data-dir at another directory.',
   unwritableHint: 'Check that the data directory exists and is writable, or choose another with --data-dir.',
+  corruptHint: (file) =>
+    `Move it aside with its -wal and -shm files, if any (for example: mv ${file} ${file}.broken), then restore it from a backup, or start the server again to begin an empty database. ` +
+    'That loses the accounts it held (those in --credentials are imported again), their sessions (users log in again), groups, blocks and undelivered messages; the TLS certificate in the data dir is kept.',
 }
 
 interface UserRow {
