@@ -13,7 +13,8 @@ export default class SendFile extends BaseCommand<typeof SendFile> {
   static override summary = 'Send a file to an online user, directly over UDP when possible.'
 
   static override description = `The file goes straight to the recipient's chat or listen session, encrypted end to end, in chunks with a sliding window, selective acks and retransmission; the recipient checks its SHA-256 before saving it in their downloads directory.
-Without a direct path it streams through the server relay while you are both online (the server stores nothing). An offline recipient gets nothing: you are told at once.`
+Without a direct path it streams through the server relay while you are both online (the server stores nothing). An offline recipient gets nothing: you are told at once.
+Ctrl-C stops the transfer: the recipient is told at once and removes the partial file; sendfile prints how much was sent and exits 130.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> bob ./holiday.mp4',
@@ -45,15 +46,30 @@ Without a direct path it streams through the server relay while you are both onl
       hideCursor: true,
     })
     if (showBar) bar.start(info.size, 0, {sent: formatSize(0), size: formatSize(info.size), rate: '-'})
+    // Ctrl-C: without this, SIGINT kills the process with the bar's cursor hiding and no-wrap modes
+    // still set on the terminal, and the recipient hears nothing until its 10 s idle limit. The abort
+    // sends CANCEL, so the recipient reports it at once. A second Ctrl-C kills as usual (once).
+    const interrupt = new AbortController()
+    const onSigint = (): void => interrupt.abort()
+    process.once('SIGINT', onSigint)
+    let sent = 0
     let result: SentFile
     try {
       result = await files.send(this.args.user, file, {
         preference: path,
+        signal: interrupt.signal,
         onProgress: (p) => {
+          sent = p.bytes
           if (showBar) bar.update(p.bytes, {sent: formatSize(p.bytes), size: formatSize(p.total), rate: formatSize(p.rateBps)})
         },
       })
+    } catch (error) {
+      if (interrupt.signal.aborted) {
+        throw new MessengerError('CANCELLED', `Cancelled (${formatSize(sent)} of ${formatSize(info.size)} sent).`, {cause: error, details: {bytes: sent, size: info.size}})
+      }
+      throw error
     } finally {
+      process.removeListener('SIGINT', onSigint)
       if (showBar) bar.stop()
     }
     const to = this.args.user

@@ -62,7 +62,7 @@ export const ERROR_CODES = {
   NOT_LOGGED_IN: 'This profile has no session.',
   PROFILE_IN_USE: 'This profile is already online in another chat or listen.',
   BAD_INPUT: 'A value given on the command line is not valid.',
-  CANCELLED: 'The command was cancelled with Ctrl-C at a prompt (exit code 130).',
+  CANCELLED: 'The command was cancelled with Ctrl-C, at a prompt or during a file transfer (exit code 130).',
   // server start-up
   PORT_IN_USE: 'The port is already in use.',
   DATA_DIR_UNWRITABLE: 'The data directory cannot be created or written.',

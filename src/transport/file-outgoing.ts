@@ -64,7 +64,8 @@ export class Sender {
   private settle!: {resolve: (r: SendFileResult) => void; reject: (e: MessengerError) => void}
   private readonly onAbort = (): void => {
     const reason = this.options.signal?.reason
-    this.fail(new MessengerError('TRANSFER_FAILED', 'The transfer was cancelled.', {cause: reason, details: {cancelled: true}}), true)
+    // No reason on the CANCEL: the receiver says "<sender> cancelled the transfer of ...", which is all there is to say.
+    this.fail(new MessengerError('TRANSFER_FAILED', 'The transfer was cancelled.', {cause: reason, details: {cancelled: true}}), true, '')
   }
 
   constructor(private readonly options: SendFileOptions) {
@@ -339,13 +340,14 @@ export class Sender {
     void this.close().then(() => this.settle.resolve(result))
   }
 
-  private fail(error: unknown, notifyPeer: boolean): void {
+  /** `cancelReason`: what the CANCEL tells the peer; default the error's message. */
+  private fail(error: unknown, notifyPeer: boolean, cancelReason?: string): void {
     if (this.phase === 'closed') return
     const offered = this.phase !== 'hashing'
     const err = error instanceof MessengerError ? error : failed(`File transfer failed: ${(error as Error)?.message ?? String(error)}`, error)
     if (notifyPeer && offered) {
       try {
-        const cancel = encodeFrame({kind: 'cancel', transferId: this.id, reason: err.message.slice(0, 200)})
+        const cancel = encodeFrame({kind: 'cancel', transferId: this.id, reason: (cancelReason ?? err.message).slice(0, 200)})
         // Twice: CANCEL is not retransmitted, and the receiver's idle timeout is only the backstop.
         this.transport.send(cancel)
         this.transport.send(cancel)

@@ -1,0 +1,131 @@
+import {spawn, spawnSync} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
+import {readdirSync, writeFileSync} from 'node:fs'
+import {join} from 'node:path'
+import {describe, expect, it, onTestFinished} from 'vitest'
+import {BIN, runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
+
+/**
+ * Stopping a transfer from either end: Ctrl-C in sendfile's terminal, or the receiver's listen
+ * stopped. Whoever stops tells the other with CANCEL, so the other reports it at once instead of
+ * waiting out its 10 s idle limit, and sendfile leaves the terminal as it found it. Real processes:
+ * a server, listen, and sendfile on a pseudo-terminal made by util-linux `script`.
+ *
+ * A transfer is held in flight by stopping the receiver (SIGSTOP) once the offer has reached it: the
+ * sender then cannot finish, whatever the machine's speed.
+ */
+
+const SCRIPT = spawnSync('script', ['--version'], {encoding: 'utf8'})
+const haveScript = SCRIPT.status === 0 && /util-linux/.test(SCRIPT.stdout)
+if (!haveScript) console.warn('skipping the Ctrl-C sendfile test: it needs `script` from util-linux (Debian: bsdutils) for a pseudo-terminal')
+
+const PASSWORDS = {alice: 'wonderland1', bob: 'builder123'} as const
+type User = keyof typeof PASSWORDS
+type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+
+async function setup<U extends User>(users: U[]): Promise<Record<U, Env>> {
+  const server = await startServerProcess()
+  const entries = await Promise.all(
+    users.map(async (user) => {
+      const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
+      const login = await runCli(['login', user, '--password-stdin'], {env, input: `${PASSWORDS[user]}\n`})
+      expect(login.code, `login ${user}: ${login.stderr}`).toBe(0)
+      return [user, env] as const
+    }),
+  )
+  return Object.fromEntries(entries) as Record<U, Env>
+}
+
+async function listen(env: Env, downloads: string): Promise<CliProcess> {
+  const proc = spawnCli(['listen', '--json', '--downloads', downloads], {env})
+  await proc.waitForLine((l) => l.includes('"type":"ready"'), 'listen to be ready')
+  return proc
+}
+
+function fileEvent(proc: CliProcess, type: string, what: string): Promise<{message?: string; code?: string}> {
+  return proc.waitForLine((l) => l.startsWith('{') && (JSON.parse(l) as {type: string}).type === type, what).then((l) => JSON.parse(l) as {message?: string})
+}
+
+interface Terminal {
+  /** What the terminal showed so far: stdout and stderr together. */
+  screen(): string
+  /** Resolves once the screen shows `pattern`. */
+  shows(pattern: RegExp, what: string): Promise<void>
+  type(text: string): void
+  exited: Promise<number | null>
+}
+
+/** The CLI on a pseudo-terminal (stdin, stdout and stderr are all the terminal, as for a person). */
+function onTerminal(args: string[], env: Record<string, string>): Terminal {
+  const command = [process.execPath, BIN, ...args].map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(' ')
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MESSENGER_')))
+  // -e: exit with the CLI's status; -q: no "Script started" lines; no typescript file.
+  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], {env: {...base, NO_COLOR: '1', ...env}})
+  onTestFinished(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  let screen = ''
+  const watchers: Array<() => void> = []
+  const onData = (chunk: Buffer): void => {
+    screen += chunk.toString('utf8')
+    for (const watcher of [...watchers]) watcher()
+  }
+  child.stdout.on('data', onData)
+  child.stderr.on('data', onData)
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
+  return {
+    screen: () => screen,
+    type: (text) => child.stdin.write(text),
+    exited,
+    shows(pattern, what) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (!pattern.test(screen)) return
+          watchers.splice(watchers.indexOf(check), 1)
+          resolve()
+        }
+        watchers.push(check)
+        void exited.then(() => reject(new Error(`the terminal closed before ${what}:\n${JSON.stringify(screen)}`)))
+        check()
+      })
+    },
+  }
+}
+
+/** The last `on` of a terminal mode comes after its last `off`: the mode is restored. */
+function restored(screen: string, off: string, on: string): boolean {
+  return screen.lastIndexOf(on) > screen.lastIndexOf(off)
+}
+
+describe.skipIf(!haveScript)('stopping a file transfer', () => {
+  it('Ctrl-C in sendfile: the terminal is restored, "Cancelled (X of Y sent).", exit 130, and the receiver hears that alice cancelled', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const downloads = tempDir('downloads-bob-')
+    const file = join(tempDir('files-alice-'), 'big.bin')
+    writeFileSync(file, randomBytes(8 * 1024 * 1024))
+    const bobListens = await listen(bob, downloads)
+
+    const sender = onTerminal(['sendfile', 'bob', file], alice)
+    await fileEvent(bobListens, 'file-offer', 'the offer to reach bob')
+    // Held: bob takes nothing more until he is continued, so the transfer cannot finish meanwhile.
+    bobListens.child.kill('SIGSTOP')
+    onTestFinished(() => {
+      bobListens.child.kill('SIGCONT')
+    })
+    // The bar is drawn once the transfer has started, and with it Ctrl-C is handled.
+    await sender.shows(/\d+%/, 'the progress bar')
+    sender.type('\u0003')
+    const code = await sender.exited
+    const screen = sender.screen()
+    expect(code, screen).toBe(130)
+    expect(screen).toMatch(/Cancelled \(\d+(\.\d+)? (B|KiB|MiB) of 8(\.0+)? MiB sent\)\.\r\n$/)
+    expect(screen).not.toMatch(/Error/)
+    expect(restored(screen, '\u001B[?25l', '\u001B[?25h'), 'the cursor is shown again').toBe(true)
+    expect(restored(screen, '\u001B[?7l', '\u001B[?7h'), 'line wrapping is on again').toBe(true)
+
+    bobListens.child.kill('SIGCONT')
+    const failed = await fileEvent(bobListens, 'file-failed', 'bob to report the transfer stopped')
+    expect(failed.message).toBe('alice cancelled the transfer of "big.bin".')
+    expect(readdirSync(downloads).filter((n) => n.endsWith('.part'))).toEqual([])
+  }, 60_000)
+})
