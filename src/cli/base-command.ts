@@ -196,6 +196,9 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   protected override async finally(error: Error | undefined): Promise<unknown> {
     try {
+      // Incoming transfers first, while the clients are connected: their CANCEL tells each sender at
+      // once (a relayed one goes through the server), instead of after its 10 s idle limit.
+      await Promise.allSettled(this.sessions.map((session) => session.files.close()))
       await Promise.all(this.clients.map((client) => client.close()))
       for (const session of this.sessions) await session.close()
     } finally {

@@ -152,33 +152,55 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       // Direct: a path that went dead since it was confirmed shows as an unanswered offer; give it
       // a few seconds, then stream through the relay instead (unless --direct-only). So does a
       // recipient that does not know our key (UNKNOWN_SENDER): the relay names us to it.
-      return {path, ...(await this.transfer(transport, file, options, path === 'direct' ? DIRECT_OFFER_TIMEOUT_MS : undefined))}
+      return {path, ...(await this.transfer(to, path, transport, file, options, path === 'direct' ? DIRECT_OFFER_TIMEOUT_MS : undefined))}
     } catch (error) {
       const unknownHere = error instanceof MessengerError && error.code === 'FILE_REJECTED' && error.details?.code === 'UNKNOWN_SENDER'
       if (!(path === 'direct' && preference === 'auto' && error instanceof MessengerError && (error.code === 'TIMEOUT' || unknownHere))) throw error
       this.link?.forgetPath(peerKey)
       options.onPath?.('relay')
-      return {path: 'relay', ...(await this.transfer(this.relayTransport(to, peerKey), file, options))}
+      return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options))}
     }
   }
 
   private async transfer(
+    to: string,
+    path: 'direct' | 'relay',
     transport: FrameTransport,
     file: string,
     options: {onProgress?: (p: TransferProgress) => void; signal?: AbortSignal},
     offerTimeoutMs?: number,
   ): Promise<Omit<SentFile, 'path'>> {
-    const transfer = sendFile({transport, file, onProgress: options.onProgress, signal: options.signal, ...(offerTimeoutMs ? {offerTimeoutMs} : {})})
+    // A relayed transfer cannot outlive the connection it goes through: fail with the connection's
+    // error at once, not after 10 s of unanswered frames ("the path seems lost"). Even a client that
+    // reconnects comes back as a new session, which the recipient's answers do not follow.
+    const lost = new AbortController()
+    const onDisconnected = ({error}: {error: MessengerError}): void => lost.abort(error)
+    const signals = options.signal ? [options.signal] : []
+    if (path === 'relay') {
+      if (!this.o.client.connected) throw new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.o.client.serverKey}.`, {hint: 'Check that the server is running, then try again.'})
+      this.o.client.on('disconnected', onDisconnected)
+      signals.push(lost.signal)
+    }
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0]
+    const transfer = sendFile({transport, file, peer: to, onProgress: options.onProgress, signal, ...(offerTimeoutMs ? {offerTimeoutMs} : {})})
     this.outgoing.set(transfer.transferId, transfer)
     try {
       return await transfer.done
     } finally {
+      this.o.client.off('disconnected', onDisconnected)
       this.outgoing.delete(transfer.transferId)
     }
   }
 
-  close(): void {
-    this.receiver?.close()
+  private closing: Promise<void> | undefined
+
+  /**
+   * Cancels the transfers arriving (their senders hear CANCEL and stop at once) and removes their
+   * partial files. Call it while the client is still connected: a relayed CANCEL goes through it.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.receiver?.close() ?? Promise.resolve()
+    return this.closing
   }
 
   /**

@@ -146,7 +146,7 @@ export function openMessaging(
     async close() {
       clearTimeout(republishTimer)
       engine.close()
-      files.close()
+      await files.close()
       await session.link?.close()
       history.close()
     },

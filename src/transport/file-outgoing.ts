@@ -63,7 +63,11 @@ export class Sender {
   private timerAt = Number.POSITIVE_INFINITY
   private settle!: {resolve: (r: SendFileResult) => void; reject: (e: MessengerError) => void}
   private readonly onAbort = (): void => {
-    const reason = this.options.signal?.reason
+    const reason: unknown = this.options.signal?.reason
+    if (reason instanceof MessengerError) {
+      this.fail(reason, true)
+      return
+    }
     // No reason on the CANCEL: the receiver says "<sender> cancelled the transfer of ...", which is all there is to say.
     this.fail(new MessengerError('TRANSFER_FAILED', 'The transfer was cancelled.', {cause: reason, details: {cancelled: true}}), true, '')
   }
@@ -170,7 +174,7 @@ export class Sender {
           else this.fail(new MessengerError('FILE_CORRUPT', 'The recipient received the file but its SHA-256 did not match; nothing was saved.'), false)
           break
         case 'cancel':
-          this.fail(failed(`The recipient cancelled the transfer${frame.reason ? `: ${frame.reason}` : '.'}`, undefined, {reason: frame.reason}), false)
+          this.fail(failed(`${this.options.peer ?? 'The recipient'} cancelled the transfer${frame.reason ? `: ${frame.reason}${/[.!?]$/.test(frame.reason) ? '' : '.'}` : '.'}`, undefined, {reason: frame.reason}), false)
           break
         default:
           break

@@ -196,7 +196,7 @@ export class FileReceiver {
   async close(): Promise<void> {
     this.closed = true
     const all = [...this.active.values()]
-    for (const t of all) t.fail(failed(`The receiver closed during the transfer of "${t.name}".`), true, 'receiver closed')
+    for (const t of all) t.fail(failed(`The receiver closed during the transfer of "${t.name}".`), true, 'their chat or listen was stopped')
     // Theirs, and those of transfers that failed before (their partial files may still be going).
     await Promise.allSettled([...all.map((t) => t.task), ...this.cleanups])
     this.partials.close()

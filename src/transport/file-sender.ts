@@ -15,7 +15,12 @@ export interface SendFileOptions {
   name?: string
   /** Called at most every 100 ms, and once at the end. */
   onProgress?: (progress: TransferProgress) => void
-  /** Aborting sends CANCEL and rejects with TRANSFER_FAILED. */
+  /** Who receives, for messages ("bob cancelled the transfer"); default "The recipient". */
+  peer?: string
+  /**
+   * Aborting sends CANCEL and rejects: with the abort's reason when it is a MessengerError (the
+   * connection the frames went through is gone), else with TRANSFER_FAILED (details.cancelled).
+   */
   signal?: AbortSignal
   /** Clock in ms; default performance.now. */
   now?: () => number

@@ -24,6 +24,10 @@ type User = keyof typeof PASSWORDS
 type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
 
 async function setup<U extends User>(users: U[]): Promise<Record<U, Env>> {
+  return (await setupWithServer(users)).envs
+}
+
+async function setupWithServer<U extends User>(users: U[]): Promise<{server: CliProcess; envs: Record<U, Env>}> {
   const server = await startServerProcess()
   const entries = await Promise.all(
     users.map(async (user) => {
@@ -33,7 +37,7 @@ async function setup<U extends User>(users: U[]): Promise<Record<U, Env>> {
       return [user, env] as const
     }),
   )
-  return Object.fromEntries(entries) as Record<U, Env>
+  return {server, envs: Object.fromEntries(entries) as Record<U, Env>}
 }
 
 async function listen(env: Env, downloads: string): Promise<CliProcess> {
@@ -127,5 +131,56 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     const failed = await fileEvent(bobListens, 'file-failed', 'bob to report the transfer stopped')
     expect(failed.message).toBe('alice cancelled the transfer of "big.bin".')
     expect(readdirSync(downloads).filter((n) => n.endsWith('.part'))).toEqual([])
+  }, 60_000)
+
+  /** sendfile with --json, so its failure is one parsable line on stdout. */
+  async function sendfileError(proc: CliProcess): Promise<{code: number | null; error: {code: string; message: string}}> {
+    const code = await proc.exited
+    return {code, error: (JSON.parse(proc.lines.join('\n')) as {error: {code: string; message: string}}).error}
+  }
+
+  it.each([
+    ['directly', []],
+    ['through the relay', ['--relay-only']],
+  ])('the receiver stopped (SIGTERM) mid-transfer, %s: the sender fails at once with "bob cancelled the transfer", not the idle timeout', async (_, flags) => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const downloads = tempDir('downloads-bob-')
+    const file = join(tempDir('files-alice-'), 'big.bin')
+    writeFileSync(file, randomBytes(8 * 1024 * 1024))
+    const bobListens = await listen(bob, downloads)
+
+    const sender = spawnCli(['sendfile', 'bob', file, '--json', ...flags], {env: alice})
+    await fileEvent(bobListens, 'file-offer', 'the offer to reach bob')
+    // Held (see above); the SIGTERM waits until bob is continued, and is then the first thing he does.
+    bobListens.child.kill('SIGSTOP')
+    bobListens.child.kill('SIGTERM')
+    bobListens.child.kill('SIGCONT')
+    expect(await bobListens.exited).toBe(0)
+
+    const {code, error} = await sendfileError(sender)
+    expect(code).toBe(1)
+    expect(error).toMatchObject({code: 'TRANSFER_FAILED', message: 'bob cancelled the transfer: their chat or listen was stopped.'})
+    expect(readdirSync(downloads).filter((n) => n.endsWith('.part'))).toEqual([])
+  }, 60_000)
+
+  it('the server killed during a relayed transfer: the sender fails at once with the lost connection, not the idle timeout', async () => {
+    const {server, envs: {alice, bob}} = await setupWithServer(['alice', 'bob'])
+    const downloads = tempDir('downloads-bob-')
+    const file = join(tempDir('files-alice-'), 'big.bin')
+    writeFileSync(file, randomBytes(8 * 1024 * 1024))
+    const bobListens = await listen(bob, downloads)
+
+    const sender = spawnCli(['sendfile', 'bob', file, '--json', '--relay-only'], {env: alice})
+    await fileEvent(bobListens, 'file-offer', 'the offer to reach bob')
+    bobListens.child.kill('SIGSTOP')
+    onTestFinished(() => {
+      bobListens.child.kill('SIGCONT')
+    })
+    await server.stop('SIGKILL')
+
+    const {code, error} = await sendfileError(sender)
+    expect(code).toBe(1)
+    expect(error.code).toBe('CONNECTION_CLOSED')
+    expect(error.message).toMatch(/^The connection to 127\.0\.0\.1:\d+ closed\.$/)
   }, 60_000)
 })

@@ -376,7 +376,7 @@ describe('file transfer between two online clients (FileHub over the real server
     await bob.session.files.close()
     const error = await sending.then(() => undefined, (e: unknown) => e as MessengerError)
     // The receiver's reason, not the idle timeout's "seems lost" the sender reported before.
-    expect(error?.message).toMatch(/The recipient cancelled the transfer: receiver closed/)
+    expect(error?.message).toMatch(/^bob cancelled the transfer: their chat or listen was stopped\.$/)
   })
 
   it('frames forwarded to a recipient that reads slowly are refused (RATE_LIMITED) before its connection would be dropped', async () => {
