@@ -129,6 +129,12 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     options: {preference?: PathPreference; onProgress?: (p: TransferProgress) => void; onPath?: (path: 'direct' | 'relay') => void; signal?: AbortSignal} = {},
   ): Promise<SentFile> {
     const to = rawTo.trim().toLowerCase()
+    // Blocking drops whatever the blocked user sends us (the server refuses their forwards, our link
+    // their datagrams), so their ACCEPT would never arrive: they would see an offer, we a timeout.
+    const {users: blocked} = await this.o.client.request('blocked', {})
+    if (blocked.includes(to)) {
+      throw new MessengerError('RECIPIENT_BLOCKED', `You have blocked ${to}; unblock them to send files.`, {hint: `Run \`messenger unblock ${to}\`, then send the file again; messages still reach ${to} while blocked.`})
+    }
     const info = await this.o.engine.lookup(to, {fresh: true})
     if (!info.online) throw new MessengerError('RECIPIENT_OFFLINE', `${to} is offline; files go only to online users.`)
     if (!info.publicKey) throw new MessengerError('NO_KEY', `${to} has not published an encryption key yet.`)

@@ -13,7 +13,7 @@ export default class SendFile extends BaseCommand<typeof SendFile> {
   static override summary = 'Send a file to an online user, directly over UDP when possible.'
 
   static override description = `The file goes straight to the recipient's chat or listen session, encrypted end to end, in chunks with a sliding window, selective acks and retransmission; the recipient checks its SHA-256 before saving it in their downloads directory.
-Without a direct path it streams through the server relay while you are both online (the server stores nothing). An offline recipient gets nothing: you are told at once.
+Without a direct path it streams through the server relay while you are both online (the server stores nothing). An offline recipient gets nothing: you are told at once; so does one you have blocked (RECIPIENT_BLOCKED: unblock them first, as their answers would be dropped).
 Ctrl-C stops the transfer: the recipient is told at once and removes the partial file; sendfile prints how much was sent and exits 130.`
 
   static override examples = [

@@ -50,6 +50,7 @@ export const ERROR_CODES = {
   NO_RECIPIENTS: 'A group message reached nobody: no other member could be sent a copy, or the server stored none.',
   // file transfer
   RECIPIENT_OFFLINE: 'Files go only to online users; the recipient is offline.',
+  RECIPIENT_BLOCKED: 'You have blocked the recipient, so their answers to a file offer would never reach you.',
   FILE_TOO_LARGE: "The file is larger than the recipient's limit.",
   FILE_REJECTED: 'The recipient refused the file.',
   FILE_CORRUPT: 'The received file did not match the SHA-256 of the offer.',
@@ -111,6 +112,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   BAD_GROUP_NAME: 'Use 2-32 characters of a-z, 0-9, "_", "." and "-".',
   NOT_A_MEMBER: 'Ask a member to invite you, then run `messenger group join NAME`.',
   NOT_INVITED: 'Ask a member to run `messenger group invite NAME YOU` first.',
+  RECIPIENT_BLOCKED: 'Unblock them with `messenger unblock USER`, then send the file again.',
   RECIPIENT_OFFLINE: 'Send it when they are online (`messenger whoisonline`), or send a message meanwhile.',
   FILE_TOO_LARGE: 'Ask the recipient to raise their --max-file-size, or split the file.',
   FILE_REJECTED: 'Ask the recipient whether they want the file.',

@@ -173,4 +173,26 @@ describe('messenger sendfile', () => {
     expect(listenHelp.code).toBe(0)
     for (const flag of ['--downloads', '--max-file-size']) expect(listenHelp.stdout).toContain(flag)
   })
+
+  it('to a user you have blocked: refused at once with RECIPIENT_BLOCKED, and the recipient is offered nothing; messages still go', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const downloads = join(tempDir('downloads-bob-'), 'incoming')
+    const bobListens = await listen(bob, ['--downloads', downloads])
+    const file = await randomFile(tempDir('files-alice-'), 'note.bin', 4096)
+    expect((await runCli(['block', 'bob'], {env: alice})).code).toBe(0)
+
+    const sent = await runJson(alice, ['sendfile', 'bob', file.path])
+    expect(sent.code).toBe(1)
+    expect(sent.result).toMatchObject({error: {code: 'RECIPIENT_BLOCKED', message: 'You have blocked bob; unblock them to send files.', hint: expect.stringContaining('messenger unblock bob')}})
+    // The message after it arrives, and no offer came before it.
+    expect((await runCli(['send', 'bob', 'still here'], {env: alice})).code).toBe(0)
+    await bobListens.waitForLine((l) => l.includes('still here'), 'the message to reach bob')
+    expect(bobListens.lines.filter((l) => l.includes('"type":"file-offer"'))).toEqual([])
+
+    // Unblocked, the same file goes.
+    expect((await runCli(['unblock', 'bob'], {env: alice})).code).toBe(0)
+    const again = await runJson(alice, ['sendfile', 'bob', file.path])
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.result).toMatchObject({sha256: file.sha256})
+  })
 })
