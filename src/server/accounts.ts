@@ -1,4 +1,5 @@
 import {createHash, randomBytes} from 'node:crypto'
+import type {Logger} from 'pino'
 import {hashPassword, hashedAtLowerCost, makeDummyHash, verifyPassword, type ScryptParams} from '../crypto/password.js'
 import {MessengerError, errors} from '../protocol/errors.js'
 import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
@@ -14,6 +15,8 @@ export interface AccountsOptions {
   /** How long a locked username stays locked. */
   blockDurationMs: number
   tokenTtlMs: number
+  /** Failed logins and lockouts are logged here (warn), for audits and fail2ban. */
+  logger?: Logger
 }
 
 export interface LoggedIn {
@@ -52,13 +55,18 @@ export class Accounts {
   /**
    * Password login. Unknown users and wrong passwords look the same from outside, in answer and
    * in time (a dummy hash is verified), and both count toward the username's lockout.
+   * `addr` (the client's address) is only logged: failures are logged here, where the count is known.
    */
-  async login(rawUsername: string, password: string): Promise<LoggedIn> {
+  async login(rawUsername: string, password: string, addr = 'unknown'): Promise<LoggedIn> {
+    // Attacker-chosen, but the wire schema caps it at 64 characters and pino escapes it in the log.
     const username = rawUsername.trim().toLowerCase()
-    const {store, now} = this.options
+    const {store, now, logger} = this.options
     const user = await this.failures.run(username, async () => {
       const failures = await store.getLoginFailures(username)
-      if (failures.lockedUntil > now()) throw errors.lockedOut(failures.lockedUntil - now())
+      if (failures.lockedUntil > now()) {
+        logger?.warn({user: username, addr, lockedForMs: failures.lockedUntil - now()}, `login refused for ${username} from ${addr}: username locked`)
+        throw errors.lockedOut(failures.lockedUntil - now())
+      }
       const record = await store.getUser(username)
       const ok = await verifyPassword(password, record?.passwordHash ?? (await makeDummyHash(this.options.scrypt)))
       if (ok && record) {
@@ -67,7 +75,16 @@ export class Accounts {
       }
       // Counted in the store, atomically: with several nodes, attempts on all of them add up.
       const after = await store.recordLoginFailure(username, {now: now(), maxAttempts: this.options.maxAttempts, blockDurationMs: this.options.blockDurationMs})
-      if (after.lockedUntil > now()) throw errors.lockedOut(after.lockedUntil - now())
+      // The client hears AUTH_FAILED either way; the operator may tell a guessed name from a guessed password.
+      const reason = record ? 'wrong password' : 'unknown user'
+      if (after.lockedUntil > now()) {
+        const lockedForMs = after.lockedUntil - now()
+        // The store resets the count when it locks: the lock itself says maxAttempts were reached.
+        logger?.warn({user: username, addr, reason, maxAttempts: this.options.maxAttempts, lockedForMs}, `login failed for ${username} from ${addr}: ${reason}; username locked for ${Math.ceil(lockedForMs / 1000)} s`)
+        throw errors.lockedOut(lockedForMs)
+      }
+      const remaining = Math.max(0, this.options.maxAttempts - after.count)
+      logger?.warn({user: username, addr, reason, failures: after.count, remaining}, `login failed for ${username} from ${addr}: ${reason}; ${remaining} attempt(s) left before a lockout`)
       throw errors.authFailed()
     })
     // Outside the lock, which only serialises the failure count: other logins need not wait for it.

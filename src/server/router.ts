@@ -1,3 +1,4 @@
+import type {Logger} from 'pino'
 import {fingerprintOfKey} from '../crypto/identity.js'
 import {PROTOCOL_VERSION} from '../protocol/constants.js'
 import {errors, MessengerError} from '../protocol/errors.js'
@@ -25,11 +26,13 @@ export interface RouterDeps {
   serverName: string
   maxFrameBytes: number
   heartbeatIntervalMs: number
+  /** Account events (register, login, resume, logout), never a password or token. */
+  logger: Logger
 }
 
 /** Gives each request type its meaning. Thin: the rules live in the services. */
 export function createRouter(deps: RouterDeps): RequestHandler {
-  const {accounts, presence, store, authLimiter, now, relay, social, rendezvous, hub} = deps
+  const {accounts, presence, store, authLimiter, now, relay, social, rendezvous, hub, logger} = deps
 
   const limitAuth = (connection: Connection) => {
     const retryAfterMs = authLimiter.hit(connection.remoteAddress)
@@ -85,13 +88,15 @@ export function createRouter(deps: RouterDeps): RequestHandler {
     async register(connection, request) {
       limitAuth(connection)
       const user = await accounts.register(request.username, request.password, request.displayName)
+      logger.info({user: user.username, addr: connection.remoteAddress}, `registered ${user.username} from ${connection.remoteAddress}`)
       return {username: user.username, displayName: user.displayName}
     },
 
     async login(connection, request) {
       limitAuth(connection)
-      const {user, token, tokenHash, expiresAt} = await accounts.login(request.username, request.password)
+      const {user, token, tokenHash, expiresAt} = await accounts.login(request.username, request.password, connection.remoteAddress)
       await signIn(connection, {username: user.username, displayName: user.displayName, tokenHash, online: request.online ?? false, connection})
+      logger.info({user: user.username, addr: connection.remoteAddress, conn: connection.id}, `login ${user.username} from ${connection.remoteAddress} (password)`)
       return {username: user.username, displayName: user.displayName, token, expiresAt}
     },
 
@@ -99,6 +104,8 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       const online = request.online ?? false
       const {user, tokenHash, expiresAt} = await accounts.resume(request.token, online)
       await signIn(connection, {username: user.username, displayName: user.displayName, tokenHash, online, connection})
+      // Debug: every one-shot command and every reconnect resumes; the password logins are the audit trail.
+      logger.debug({user: user.username, addr: connection.remoteAddress, conn: connection.id, online}, `resumed ${user.username} from ${connection.remoteAddress} (token)`)
       return {username: user.username, displayName: user.displayName, expiresAt}
     },
 
@@ -109,6 +116,7 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       // The token is revoked: so is every other session living on it, on any node (another
       // terminal's chat, or whoever stole it). Their clients hear TOKEN_INVALID and stop reconnecting.
       hub.revoked(session.username, session.tokenHash) // the caller's own session has ended already
+      logger.info({user: session.username, addr: connection.remoteAddress, conn: connection.id}, `logout ${session.username} from ${connection.remoteAddress}`)
       return {}
     },
 

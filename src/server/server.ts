@@ -255,6 +255,7 @@ export class MessengerServer {
         maxAttempts: o.maxAttempts,
         blockDurationMs: o.blockDurationMs,
         tokenTtlMs: o.tokenTtlMs,
+        logger: this.logger,
       })
       const authLimiter = new RateLimiter({limit: o.authRateLimit, windowMs: o.authRateWindowMs, now: o.now})
       const handle = createRouter({
@@ -270,6 +271,7 @@ export class MessengerServer {
         serverName: 'messenger',
         maxFrameBytes: o.maxFrameBytes,
         heartbeatIntervalMs: o.heartbeatIntervalMs,
+        logger: this.logger,
       })
 
       // A socket that never completes its handshake is not a Connection yet, so no heartbeat sweep

@@ -197,6 +197,38 @@ describe('accounts and sessions', () => {
     await client.login('alice', DEFAULT_PASSWORD)
   })
 
+  it('logs account events for an audit (fail2ban): failures and lockouts at warn with the address, never a password or token', async () => {
+    const {logger, records} = memoryLogger('debug')
+    const clock = manualClock()
+    const {address} = await startTestServer({logger, now: clock.now, maxAttempts: 2, blockDurationMs: 60_000})
+    const client = await connectClient(address)
+    await client.register('alice', DEFAULT_PASSWORD)
+    const {token} = await client.login('alice', DEFAULT_PASSWORD)
+    await client.resume(token)
+    await client.logout()
+    await expectCode(client.login('nobody', 'guess one'), 'AUTH_FAILED')
+    await expectCode(client.login('alice', 'guess one'), 'AUTH_FAILED')
+    await expectCode(client.login('alice', 'guess two'), 'LOCKED_OUT')
+    await expectCode(client.login('alice', DEFAULT_PASSWORD), 'LOCKED_OUT')
+
+    const account = records.filter((r) => /^(registered|login|resumed|logout)/.test(String(r.msg)))
+    expect(account.map((r) => [r.level, r.user, r.msg])).toEqual([
+      [30, 'alice', 'registered alice from 127.0.0.1'],
+      [30, 'alice', 'login alice from 127.0.0.1 (password)'],
+      [20, 'alice', 'resumed alice from 127.0.0.1 (token)'],
+      [30, 'alice', 'logout alice from 127.0.0.1'],
+      [40, 'nobody', 'login failed for nobody from 127.0.0.1: unknown user; 1 attempt(s) left before a lockout'],
+      [40, 'alice', 'login failed for alice from 127.0.0.1: wrong password; 1 attempt(s) left before a lockout'],
+      [40, 'alice', 'login failed for alice from 127.0.0.1: wrong password; username locked for 60 s'],
+      [40, 'alice', 'login refused for alice from 127.0.0.1: username locked'],
+    ])
+    expect(account[4]).toMatchObject({reason: 'unknown user', failures: 1, remaining: 1})
+    expect(account[6]).toMatchObject({reason: 'wrong password', maxAttempts: 2, lockedForMs: 60_000})
+    expect(account[7]).toMatchObject({lockedForMs: 60_000})
+    const logged = JSON.stringify(records)
+    for (const secret of [DEFAULT_PASSWORD, 'guess one', 'guess two', token]) expect(logged).not.toContain(secret)
+  })
+
   it('rate-limits login attempts per address across connections', async () => {
     const clock = manualClock()
     const {address} = await startTestServer({now: clock.now, authRateLimit: 5, authRateWindowMs: 60_000})
