@@ -17,7 +17,7 @@ export default class Server extends BaseCommand<typeof Server> {
 
   static override description = `Listens for TLS connections, authenticates users, tracks who is online and stores accounts in SQLite in the data dir.
 On first start it creates a self-signed certificate there and logs its SHA-256 fingerprint; clients pin it on first use.
-Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
+Logs are JSON lines (pino) on stdout. SIGINT, SIGTERM or SIGHUP (the terminal running it was closed) stops it cleanly: clients are told, the data dir is released.`
 
   static override examples = [
     {description: 'Run with defaults (port 7420, XDG data dir, ./credentials.txt if present)', command: '<%= config.bin %> <%= command.id %>'},
@@ -58,7 +58,14 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
     let credentialsFile = f.credentials
     if (!credentialsFile && existsSync(DEFAULT_CREDENTIALS)) credentialsFile = join(process.cwd(), DEFAULT_CREDENTIALS)
 
-    const logger = pino({level: f['log-level'], base: {pid: process.pid}}, pino.destination({fd: 1, sync: true}))
+    const destination = pino.destination({fd: 1, sync: true})
+    let shuttingDown = false
+    // After a SIGHUP the terminal is gone and writes to it fail (EIO): the shutdown must still run to
+    // the end (clients told, data dir released) rather than die on an unhandled stream error.
+    destination.on('error', (error) => {
+      if (!shuttingDown) throw error
+    })
+    const logger = pino({level: f['log-level'], base: {pid: process.pid}}, destination)
     const server = createServer({
       host: f.host,
       port: f.port,
@@ -84,22 +91,34 @@ Logs are JSON lines (pino) on stdout. SIGINT or SIGTERM stops it cleanly.`
     })
     const info = await server.start()
 
-    await new Promise<void>((resolve) => {
+    const received = await new Promise<NodeJS.Signals>((resolve) => {
       const stop = (signal: NodeJS.Signals) => {
+        shuttingDown = true
         logger.info({signal}, `received ${signal}, shutting down`)
         // Whatever happens in shutdown, exit within 5 s as promised.
         setTimeout(() => {
           logger.error('shutdown took too long; exiting')
           process.exit(1)
         }, 4_500).unref()
-        server.stop().then(resolve, (error: unknown) => {
-          logger.error({err: error}, 'error while shutting down')
-          resolve()
-        })
+        server.stop().then(
+          () => resolve(signal),
+          (error: unknown) => {
+            logger.error({err: error}, 'error while shutting down')
+            resolve(signal)
+          },
+        )
       }
       process.once('SIGINT', stop)
       process.once('SIGTERM', stop)
+      // Closing the terminal of a foreground server sends SIGHUP; its default would kill it uncleanly.
+      process.once('SIGHUP', stop)
     })
+    if (received === 'SIGHUP' && process.stdout.isTTY) {
+      // The terminal hung up and the shutdown is done. Leave by the signal itself: exiting normally
+      // would write to the dead terminal (oclif's last stdout flush throws EIO) and Node's reset of
+      // the terminal mode at exit aborts on it, both turning a clean stop into a crash report.
+      process.kill(process.pid, 'SIGHUP')
+    }
     return {address: `${info.host}:${info.port}`, fingerprint: info.fingerprint}
   }
 }

@@ -1,5 +1,6 @@
-import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process'
+import {spawn, spawnSync, type ChildProcessWithoutNullStreams} from 'node:child_process'
 import {once} from 'node:events'
+import {existsSync} from 'node:fs'
 import {writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
@@ -112,6 +113,78 @@ describe('messenger server as a process', () => {
     expect(error.code).toBe('SHUTTING_DOWN')
     expect(stderrLines(proc)).toEqual([])
   })
+
+  it('stops cleanly on SIGHUP (kill -HUP): logs the signal, tells clients, releases the data dir, exits 0', async () => {
+    const dataDir = await makeTempDir('messenger-data-')
+    const {proc, address} = await startServerProcess(dataDir)
+    const client = await connectClient(address)
+    await client.login('alice', 'wonderland1', {online: true})
+    const disconnected = once(client, 'disconnected')
+
+    proc.child.kill('SIGHUP')
+    const {code, signal} = await proc.exited
+    expect({code, signal}).toEqual({code: 0, signal: null})
+    expect(proc.logs.find((l) => l.signal === 'SIGHUP')?.msg).toBe('received SIGHUP, shutting down')
+    expect(proc.logs.some((l) => l.msg === 'server stopped')).toBe(true)
+    const [{error}] = await disconnected
+    expect(error.code).toBe('SHUTTING_DOWN')
+    expect(existsSync(join(dataDir, 'server.pid'))).toBe(false)
+    expect(stderrLines(proc)).toEqual([])
+  })
+
+  // A terminal that closes: the server runs on a pseudo-terminal (python3's pty), whose master is then
+  // closed, so the kernel sends SIGHUP and every later write to the terminal fails with EIO.
+  it.skipIf(spawnSync('python3', ['-c', 'import pty'], {stdio: 'ignore'}).status !== 0)(
+    'stops cleanly when the terminal it runs in is closed: clients told, data dir released, no crash report (needs python3)',
+    async () => {
+      const dataDir = await makeTempDir('messenger-data-')
+      const credentials = await fixtureCredentials()
+      const script = [
+        'import os, pty, sys, json',
+        'pid, fd = pty.fork()',
+        'if pid == 0: os.execv(sys.argv[1], sys.argv[1:])',
+        "out = b''",
+        "while b'listening' not in out: out += os.read(fd, 65536)",
+        'sys.stdout.buffer.write(out); sys.stdout.flush()',
+        'sys.stdin.readline()',
+        'os.close(fd)',
+        '_, status = os.waitpid(pid, 0)',
+        "print(json.dumps({'signal': os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, 'code': os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}), flush=True)",
+      ].join('\n')
+      const args = [BIN, 'server', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024', '--credentials', credentials]
+      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MESSENGER_')))
+      const py = spawn('python3', ['-c', script, process.execPath, ...args], {env})
+      onTestFinished(() => {
+        if (py.exitCode === null) py.kill('SIGKILL')
+      })
+      let out = ''
+      const lines = createInterface({input: py.stdout})
+      const address = await new Promise<string>((resolve, reject) => {
+        lines.on('line', (line) => {
+          out += line + '\n'
+          const found = /"address":"([^"]+)"/.exec(line)
+          if (found) resolve(found[1])
+        })
+        py.once('exit', () => reject(new Error(`no address logged: ${out}`)))
+      })
+      const client = await connectClient(address)
+      await client.login('alice', 'wonderland1', {online: true})
+      const disconnected = once(client, 'disconnected')
+      const status = new Promise<{signal: number | null; code: number | null}>((resolve) => {
+        lines.on('line', (line) => {
+          if (line.startsWith('{"signal"')) resolve(JSON.parse(line) as {signal: number | null; code: number | null})
+        })
+      })
+      py.stdin.write('hang up\n')
+
+      const [{error}] = await disconnected
+      expect(error.code).toBe('SHUTTING_DOWN')
+      // Done, it leaves by the signal that stopped it (1 = SIGHUP): not a crash (Node's abort on the
+      // dead terminal at exit, SIGSEGV/SIGABRT) and not an EIO error exit.
+      expect(await status).toEqual({signal: 1, code: null})
+      expect(existsSync(join(dataDir, 'server.pid'))).toBe(false)
+    },
+  )
 
   it('exits 1 with one stderr line naming the port and --port when the port is in use', async () => {
     const {port} = await startServerProcess()
