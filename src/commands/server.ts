@@ -34,7 +34,7 @@ Logs are JSON lines (pino) on stdout. SIGINT, SIGTERM or SIGHUP (the terminal ru
     'max-clients': Flags.integer({description: 'Most simultaneous connections; more get SERVER_FULL.', default: DEFAULTS.maxClients, min: 1, env: 'MESSENGER_MAX_CLIENTS'}),
     'max-attempts': Flags.integer({description: 'Consecutive failed logins that lock a username.', default: DEFAULTS.maxAttempts, min: 1, env: 'MESSENGER_MAX_ATTEMPTS'}),
     'block-duration': Flags.string({description: 'How long a locked username stays locked (e.g. 10s, 5m).', default: '10s', env: 'MESSENGER_BLOCK_DURATION'}),
-    'idle-timeout': Flags.string({description: 'Close connections idle this long (e.g. 30m); "off" keeps them.', default: 'off', env: 'MESSENGER_IDLE_TIMEOUT'}),
+    'idle-timeout': Flags.string({description: 'Close connections that are not online (not logged in, or one-shot sessions) and send nothing but pings this long (e.g. 30m); "off" keeps them. Online sessions (listen, chat) stay while they answer heartbeats.', default: 'off', env: 'MESSENGER_IDLE_TIMEOUT'}),
     'heartbeat-timeout': Flags.string({description: 'Drop a connection silent this long (clients ping every third of it).', default: '30s', env: 'MESSENGER_HEARTBEAT_TIMEOUT'}),
     'max-frame': Flags.integer({description: 'Largest frame accepted, in bytes.', default: DEFAULTS.maxFrameBytes, min: 1024, env: 'MESSENGER_MAX_FRAME'}),
     'tls-cert': Flags.string({description: 'PEM certificate to use instead of the self-signed one.', env: 'MESSENGER_TLS_CERT', dependsOn: ['tls-key']}),

@@ -43,7 +43,7 @@ export interface ServerOptions {
   maxClients?: number
   maxAttempts?: number
   blockDurationMs?: number
-  /** 0 = off. */
+  /** Closes connections without an online session that send nothing but pings this long. 0 = off. */
   idleTimeoutMs?: number
   heartbeatIntervalMs?: number
   heartbeatTimeoutMs?: number
@@ -346,7 +346,7 @@ export class MessengerServer {
     })
   }
 
-  /** Drops connections that went silent (half-open) or idle past --idle-timeout. */
+  /** Drops connections that went silent (half-open), or not online and idle past --idle-timeout. */
   private sweep(): void {
     const o = this.options
     const now = o.now()
@@ -359,7 +359,10 @@ export class MessengerServer {
       if (now - connection.lastInboundAt > o.heartbeatTimeoutMs) {
         this.logger.info({conn: connection.id, user: connection.session?.username}, 'no heartbeat: dropping connection')
         connection.destroy()
-      } else if (o.idleTimeoutMs > 0 && now - connection.lastActiveAt > o.idleTimeoutMs) {
+      } else if (o.idleTimeoutMs > 0 && !connection.session?.online && now - connection.lastActiveAt > o.idleTimeoutMs) {
+        // An online session (listen, chat) is there to wait for messages, and its client would only
+        // reconnect, flapping its presence for everyone: the heartbeat timeout covers it. The idle
+        // limit reclaims slots from connections that hold one without being online.
         connection.fail(new MessengerError('IDLE_TIMEOUT', 'Closed after being idle too long.', {hint: 'Reconnect to continue.'}))
       }
     }

@@ -1,5 +1,6 @@
 import {once} from 'node:events'
 import {describe, expect, it} from 'vitest'
+import {eventually} from '../helpers/messaging.js'
 import {rawTls} from '../helpers/raw.js'
 import {
   DEFAULT_PASSWORD,
@@ -121,6 +122,29 @@ describe('presence', () => {
     await mallory.closed
     expect(alice.connected).toBe(true)
     expect((await alice.whoisonline()).users.map((u) => u.username)).toEqual(['alice'])
+  })
+
+  it('--idle-timeout closes connections that are not online, never an online session (listen, chat) that only heartbeats', async () => {
+    const clock = manualClock()
+    // A heartbeat timeout far beyond the ticks below: only the idle limit can close anyone.
+    const {address, server} = await startTestServer({now: clock.now, idleTimeoutMs: 1_000, heartbeatIntervalMs: 1_800_000, heartbeatTimeoutMs: 3_600_000})
+    const listener = await connectClient(address)
+    await registerAndLogin(listener, 'alice', DEFAULT_PASSWORD, {online: true})
+    const anonymous = await connectClient(address)
+    const oneShot = await connectClient(address)
+    await registerAndLogin(oneShot, 'bob', DEFAULT_PASSWORD, {online: false})
+    const anonymousGone = once(anonymous, 'disconnected')
+    const oneShotGone = once(oneShot, 'disconnected')
+
+    clock.tick(1_001)
+    expect((await anonymousGone)[0].error.code).toBe('IDLE_TIMEOUT')
+    expect((await oneShotGone)[0].error.code).toBe('IDLE_TIMEOUT')
+    // The sweep that closed them looked at alice's connection too; a ping (no activity) after it
+    // would come back behind an IDLE_TIMEOUT had she been closed.
+    await listener.ping()
+    expect(listener.connected).toBe(true)
+    // The server closes its ends of the other two on its own schedule; alice's stays.
+    await eventually(() => server.connectionCount === 1, 'the server closing the two idle connections')
   })
 
   it('reconnects and resumes after the server restarts on the same data dir and port', async () => {
