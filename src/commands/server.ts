@@ -11,13 +11,15 @@ import {createServer} from '../server/server.js'
 import {DEFAULT_REDIS_PREFIX} from '../store/redis/redis-keys.js'
 
 const DEFAULT_CREDENTIALS = 'credentials.txt'
+/** Below this, scrypt is hardly a password hash at all; tests and the bench use exactly this. */
+const MIN_SCRYPT_COST = 1024
 
 export default class Server extends BaseCommand<typeof Server> {
   static override summary = 'Run the messenger server (directory and relay) in the foreground.'
 
   static override description = `Listens for TLS connections, authenticates users, tracks who is online and stores accounts in SQLite in the data dir.
 On first start it creates a self-signed certificate there and logs its SHA-256 fingerprint; clients pin it on first use.
-Logs are JSON lines (pino) on stdout. SIGINT, SIGTERM or SIGHUP (the terminal running it was closed) stops it cleanly: clients are told, the data dir is released.`
+Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fingerprint} (or {error}), one line too. SIGINT, SIGTERM or SIGHUP (the terminal running it was closed) stops it cleanly: clients are told, the data dir is released.`
 
   static override examples = [
     {description: 'Run with defaults (port 7420, XDG data dir, ./credentials.txt if present)', command: '<%= config.bin %> <%= command.id %>'},
@@ -45,14 +47,28 @@ Logs are JSON lines (pino) on stdout. SIGINT, SIGTERM or SIGHUP (the terminal ru
     'send-rate': Flags.integer({description: 'Messages a second one user may send (a burst of 2.5x is allowed); beyond it: RATE_LIMITED.', default: DEFAULTS.sendRate, min: 1, env: 'MESSENGER_SEND_RATE'}),
     'max-queue': Flags.integer({description: 'Most messages stored per offline recipient; beyond it senders get QUEUE_FULL.', default: DEFAULTS.maxQueue, min: 1, env: 'MESSENGER_MAX_QUEUE'}),
     'message-ttl': Flags.string({description: 'Stored messages expire after this long (the sender gets an "expired" receipt).', default: '30d', env: 'MESSENGER_MESSAGE_TTL'}),
-    'scrypt-cost': Flags.integer({description: 'scrypt N for password hashes (power of two); hashes made at a lower cost move up to it at their next login. Lower only for tests.', default: DEFAULTS.scryptN, min: 2, env: 'MESSENGER_SCRYPT_COST'}),
+    'scrypt-cost': Flags.integer({description: `scrypt N for password hashes (power of two, at least ${MIN_SCRYPT_COST}); hashes made at a lower cost move up to it at their next login. Lower only for tests: a cost below the default is logged as a warning.`, default: DEFAULTS.scryptN, env: 'MESSENGER_SCRYPT_COST'}),
     'log-level': Flags.option({options: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, default: 'info', env: 'MESSENGER_LOG_LEVEL', description: 'Log verbosity.'})(),
+  }
+
+  // No client flags: --server names a server to connect to, meaningless here (it was listed and
+  // accepted). The cast only keeps the static side assignable; the server never reads flags.server.
+  static override baseFlags = {} as typeof BaseCommand.baseFlags
+
+  /**
+   * --json: the result ({address, fingerprint}) and errors go on one line, like the log lines
+   * around them (oclif would pretty-print them over several lines into the JSON-lines stream).
+   */
+  override logJson(json: unknown): void {
+    process.stdout.write(`${JSON.stringify(json)}\n`)
   }
 
   async run(): Promise<{address: string; fingerprint: string}> {
     const f = this.flags
     const scryptN = f['scrypt-cost']
-    if ((scryptN & (scryptN - 1)) !== 0) throw new MessengerError('BAD_INPUT', `--scrypt-cost must be a power of two, got ${scryptN}.`, {hint: 'Use a value like 16384 or 32768.'})
+    if (scryptN < MIN_SCRYPT_COST || (scryptN & (scryptN - 1)) !== 0) {
+      throw new MessengerError('BAD_INPUT', `--scrypt-cost must be a power of two of at least ${MIN_SCRYPT_COST}, got ${scryptN}.`, {hint: `Leave it out for the default ${DEFAULTS.scryptN}; ${MIN_SCRYPT_COST} is for tests only.`})
+    }
     const heartbeatTimeoutMs = parseDuration(f['heartbeat-timeout'], '--heartbeat-timeout')
     const dataDir = f['data-dir'] ?? envPaths('messenger', {suffix: ''}).data
     let credentialsFile = f.credentials
@@ -66,6 +82,12 @@ Logs are JSON lines (pino) on stdout. SIGINT, SIGTERM or SIGHUP (the terminal ru
       if (!shuttingDown) throw error
     })
     const logger = pino({level: f['log-level'], base: {pid: process.pid}}, destination)
+    if (scryptN < DEFAULTS.scryptN) {
+      logger.warn(
+        {scryptCost: scryptN, defaultScryptCost: DEFAULTS.scryptN},
+        `--scrypt-cost ${scryptN} is below the default ${DEFAULTS.scryptN}: stored password hashes are ${DEFAULTS.scryptN / scryptN} times cheaper to guess if the database leaks. Use it for tests only.`,
+      )
+    }
     const server = createServer({
       host: f.host,
       port: f.port,

@@ -66,6 +66,7 @@ export const ERROR_CODES = {
   CANCELLED: 'The command was cancelled with Ctrl-C, at a prompt or during a file transfer (exit code 130).',
   // server start-up
   PORT_IN_USE: 'The port is already in use.',
+  HOST_UNAVAILABLE: 'The server cannot listen on its --host: the name does not resolve, or the address is not one of this machine.',
   DATA_DIR_UNWRITABLE: 'The data directory cannot be created or written.',
   DATABASE_CORRUPT: "A local SQLite file (the profile's history, the server's database) is damaged or is not a database.",
   DATA_DIR_IN_USE: 'Another messenger server is using the data directory.',
@@ -127,6 +128,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   NOT_LOGGED_IN: 'Run `messenger login` (or `messenger register` for a new account).',
   PROFILE_IN_USE: 'Use the chat or listen already running, or stop it first; `messenger send` and `messenger history` work beside it.',
   PORT_IN_USE: 'Stop the other process or pick another port with --port.',
+  HOST_UNAVAILABLE: 'Check --host (MESSENGER_HOST): an address of this machine, 0.0.0.0 for all interfaces, or 127.0.0.1 for this machine only.',
   DATA_DIR_UNWRITABLE: 'Pick a writable directory with --data-dir or MESSENGER_DATA_DIR.',
   DATABASE_CORRUPT: 'Move the file the message names aside, with its -wal and -shm files, and start again: an empty one is created.',
   CANCELLED: 'Run the command again when ready.',

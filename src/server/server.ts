@@ -298,6 +298,14 @@ export class MessengerServer {
             reject(new MessengerError('PORT_IN_USE', `Port ${o.port} on ${o.host} is already in use.`, {hint: 'Stop the other process or pick another port with --port.'}))
           } else if (error.code === 'EACCES') {
             reject(new MessengerError('PORT_IN_USE', `Not allowed to listen on port ${o.port}.`, {hint: 'Use a port above 1023 or run with the needed privilege.'}))
+          } else if (error.code === 'ENOTFOUND' || error.code === 'EAI_AGAIN' || error.code === 'EADDRNOTAVAIL') {
+            // Raw, it would read as a client's failure ("getaddrinfo ENOTFOUND ...") with no word of --host.
+            reject(
+              new MessengerError('HOST_UNAVAILABLE', `Cannot listen on host ${o.host}: ${error.code === 'EADDRNOTAVAIL' ? 'it is not an address of this machine' : 'the name does not resolve'} (${error.code}).`, {
+                hint: 'Check --host (MESSENGER_HOST): an address of this machine, 0.0.0.0 for all interfaces, or 127.0.0.1 for this machine only.',
+                cause: error,
+              }),
+            )
           } else reject(error)
         })
         server.listen(o.port, o.host, () => resolve())

@@ -198,6 +198,56 @@ describe('messenger server as a process', () => {
     expect(lines[0]).toContain('--port')
   })
 
+  it('exits 1 with HOST_UNAVAILABLE naming --host when the host does not resolve or is not on this machine', async () => {
+    const dataDir = await makeTempDir('messenger-data-')
+    for (const host of ['999.1.1.1', '192.0.2.1']) {
+      const proc = spawnServer(['--port', '0', '--host', host, '--data-dir', dataDir, '--scrypt-cost', '1024', '--json'])
+      const {code} = await proc.exited
+      expect(code).toBe(1)
+      const error = proc.logs.at(-1)?.error as {code: string; message: string; hint: string}
+      expect(error.code).toBe('HOST_UNAVAILABLE')
+      expect(error.message).toContain(host)
+      expect(error.hint).toContain('--host')
+    }
+  })
+
+  it('says where Redis is unreachable in a sentence of its own, then the hint', async () => {
+    const dataDir = await makeTempDir('messenger-data-')
+    const proc = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024', '--store', 'redis://127.0.0.1:1/0'])
+    const {code} = await proc.exited
+    expect(code).toBe(1)
+    expect(stderrLines(proc)).toEqual([expect.stringMatching(/127\.0\.0\.1:1\. Start redis-server or fix --store\.$/)])
+  })
+
+  it('refuses an --scrypt-cost below 1024 (no real hashing) and warns in the log for one below the default', async () => {
+    const dataDir = await makeTempDir('messenger-data-')
+    const cheap = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '2'])
+    expect((await cheap.exited).code).toBe(2)
+    expect(stderrLines(cheap)).toEqual([expect.stringContaining('--scrypt-cost must be a power of two of at least 1024, got 2.')])
+
+    const {proc} = await startServerProcess()
+    const warning = proc.logs.find((l) => l.scryptCost === 1024)
+    expect(warning).toMatchObject({level: 40, defaultScryptCost: 32768})
+    expect(warning?.msg).toContain('below the default')
+  })
+
+  it('with --json, keeps stdout JSON lines: the result at shutdown is one line', async () => {
+    const dataDir = await makeTempDir('messenger-data-')
+    const proc = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024', '--json'])
+    const listening = await proc.waitForLog((l) => typeof l.address === 'string')
+    proc.child.kill('SIGTERM')
+    expect((await proc.exited).code).toBe(0)
+    expect(proc.logs.filter((l) => 'unparsed' in l)).toEqual([])
+    expect(proc.logs.at(-1)).toEqual({address: listening.address, fingerprint: listening.fingerprint})
+  })
+
+  it('does not offer the client flag --server', () => {
+    const help = spawnSync(process.execPath, [BIN, 'server', '--help'], {encoding: 'utf8'})
+    expect(help.status).toBe(0)
+    expect(help.stdout).toContain('--host')
+    expect(help.stdout).not.toContain('--server')
+  })
+
   it('exits 1 with one stderr line naming --data-dir when the data dir cannot be created', async () => {
     const dir = await makeTempDir()
     const file = join(dir, 'a-file')

@@ -39,7 +39,7 @@ export async function connectRedis<T>(url: string, make: (redis: Redis) => T): P
     lastError = error
   })
   const unreachable = (detail: string, cause?: unknown) =>
-    new MessengerError('SERVER_UNREACHABLE', `Cannot reach Redis at ${redactRedisUrl(url)}: ${detail}`, {hint: 'Start redis-server or fix --store.', cause})
+    new MessengerError('SERVER_UNREACHABLE', `Cannot reach Redis at ${redactRedisUrl(url)}: ${detail.replace(/\.?$/, '.')}`, {hint: 'Start redis-server or fix --store.', cause})
   let timer: NodeJS.Timeout | undefined
   try {
     await Promise.race([
