@@ -1,4 +1,5 @@
 import {BaseCommand} from '../cli/base-command.js'
+import {keyFingerprint, loadIdentity} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 
 interface Status {
@@ -6,10 +7,16 @@ interface Status {
   displayName: string | null
   server: string
   profile: string
-  /** Fingerprint pinned for this server, if any. */
-  pinnedFingerprint: string | null
-  /** Fingerprint the server presented just now (null if unreachable). */
-  fingerprint: string | null
+  /**
+   * Fingerprint of this profile's own identity key, read from the profile (never the server), in the
+   * form `whois` shows peers: what a contact compares over a channel they trust. Null before the
+   * first login creates the key.
+   */
+  keyFingerprint: string | null
+  /** Certificate fingerprint pinned for this server, if any. */
+  pinnedCertificateFingerprint: string | null
+  /** Certificate fingerprint the server presented just now (null if unreachable). */
+  certificateFingerprint: string | null
   reachable: boolean
   /** valid | invalid | none (no session saved) | unknown (server unreachable) */
   session: 'valid' | 'invalid' | 'none' | 'unknown'
@@ -17,9 +24,11 @@ interface Status {
 }
 
 export default class StatusCommand extends BaseCommand<typeof StatusCommand> {
-  static override summary = 'Show who you are, which server, its certificate fingerprint and whether your session is valid.'
+  static override summary = "Show who you are, your key's fingerprint, which server, its certificate fingerprint and whether your session is valid."
 
   static override description = `Works offline too: an unreachable server is reported, not an error. A certificate that differs from the pinned one is an error (CERT_CHANGED).
+Key is the fingerprint of this profile's own encryption key, read from the profile, not asked of the server: read it to a contact over a channel you trust (in person, a call) so they can compare it with what \`messenger whois YOU\` shows them.
+Certificate is the server's TLS certificate fingerprint; it says nothing about your key.
 Session is one of: valid, invalid (expired or revoked), none (not logged in), unknown (server unreachable).`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
@@ -27,13 +36,16 @@ Session is one of: valid, invalid (expired or revoked), none (not logged in), un
   async run(): Promise<Status> {
     const data = this.profile.data
     const server = this.serverAddress()
+    // Local on purpose: a fingerprint the server reported would be the very thing being verified.
+    const identity = loadIdentity(this.profile.dir)
     const status: Status = {
       username: data.username ?? null,
       displayName: data.displayName ?? null,
       server,
       profile: this.profile.path,
-      pinnedFingerprint: this.profile.getPin(server) ?? null,
-      fingerprint: null,
+      keyFingerprint: identity ? keyFingerprint(identity.publicKey) : null,
+      pinnedCertificateFingerprint: this.profile.getPin(server) ?? null,
+      certificateFingerprint: null,
       reachable: false,
       session: data.token ? 'unknown' : 'none',
       expiresAt: data.tokenExpiresAt ? new Date(data.tokenExpiresAt).toISOString() : null,
@@ -41,8 +53,8 @@ Session is one of: valid, invalid (expired or revoked), none (not logged in), un
     try {
       const client = await this.connect()
       status.reachable = true
-      status.fingerprint = client.fingerprint ?? null
-      status.pinnedFingerprint = this.profile.getPin(server) ?? null
+      status.certificateFingerprint = client.fingerprint ?? null
+      status.pinnedCertificateFingerprint = this.profile.getPin(server) ?? null
       if (data.token && (!data.server || data.server === server)) {
         try {
           await client.resume(data.token)
@@ -66,8 +78,9 @@ Session is one of: valid, invalid (expired or revoked), none (not logged in), un
     this.log(
       [
         `User:        ${status.username ? `${status.username} (${status.displayName ?? status.username})` : '(not logged in)'}`,
+        `Key:         ${status.keyFingerprint ?? '(none yet: created at your first login)'}`,
         `Server:      ${server}${status.reachable ? '' : ' (unreachable)'}`,
-        `Certificate: ${status.fingerprint ?? status.pinnedFingerprint ?? '(not pinned yet)'}`,
+        `Certificate: ${status.certificateFingerprint ?? status.pinnedCertificateFingerprint ?? '(not pinned yet)'}`,
         `Session:     ${sessionText}`,
         `Profile:     ${status.profile}`,
       ].join('\n'),

@@ -6,7 +6,7 @@ import {Keyring} from '../client/keyring.js'
 export default class Whois extends BaseCommand<typeof Whois> {
   static override summary = "Show a user's display name, presence and key fingerprint."
 
-  static override description = `Compare the fingerprint with the one the user sees in \`messenger status\` over a channel you trust: if they match, nobody is in the middle.
+  static override description = `To verify the key, have the user run \`messenger status\` and read you its "Key:" line over a channel you trust (in person, a call): if it matches the key fingerprint shown here, nobody is in the middle. (status's "Certificate:" line is the server's TLS certificate, not their key.)
 "trust" says whether the key matches the one pinned on first use (new, pinned, or CHANGED).`
 
   static override examples = ['<%= config.bin %> <%= command.id %> bob', '<%= config.bin %> <%= command.id %> bob --json']

@@ -60,6 +60,15 @@ export function loadOrCreateIdentity(dir: string): Identity & {created: boolean}
 }
 
 /**
+ * The profile's identity from `dir/identity.json`, or undefined when it has none yet; never creates
+ * one (for commands that only show it, such as `status`). Throws like loadOrCreateIdentity on a
+ * corrupt or unreadable file.
+ */
+export function loadIdentity(dir: string): Identity | undefined {
+  return readIdentity(path.join(dir, IDENTITY_FILE))
+}
+
+/**
  * A short, human-comparable fingerprint: the first 16 bytes of SHA-256 of the public key, as upper-case
  * hex in 8 groups of 4 (`3F2A 91C0 ...`). Two people read these to each other to verify a key.
  */

@@ -47,7 +47,7 @@ describe('CLI walkthrough', () => {
 
     const status = await runCli(['status', '--json'], {env: alice})
     expect(status.code).toBe(0)
-    expect(JSON.parse(status.stdout)).toMatchObject({username: 'zoe', server: server.address, fingerprint: server.fingerprint, session: 'valid', reachable: true})
+    expect(JSON.parse(status.stdout)).toMatchObject({username: 'zoe', server: server.address, certificateFingerprint: server.fingerprint, session: 'valid', reachable: true})
 
     const logout = await runCli(['logout', '--json'], {env: alice})
     expect(logout.code, logout.stderr).toBe(0)
