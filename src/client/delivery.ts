@@ -352,15 +352,30 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /**
    * Pins the key the directory now publishes for `username` (after the user verified it), so
    * sending to them works again after a KEY_CHANGED. Returns both fingerprints.
+   *
+   * `expectFingerprint` (keyFingerprint's form) is the key the person verified: the directory may
+   * serve another by now (swapped between `whois` and `trust`), so that one is refused with
+   * KEY_MISMATCH and nothing is pinned.
    */
-  async trust(username: string): Promise<{username: string; fingerprint: string; previousFingerprint: string | null}> {
+  async trust(username: string, options: {expectFingerprint?: string} = {}): Promise<{username: string; fingerprint: string; previousFingerprint: string | null}> {
     const info = await this.lookup(username.trim().toLowerCase(), {fresh: true})
     const key = requireKey(info)
+    const presented = Keyring.fingerprintOf(key)!
+    if (options.expectFingerprint !== undefined && presented !== options.expectFingerprint) {
+      throw new MessengerError(
+        'KEY_MISMATCH',
+        `The key the server now serves for ${info.username} has fingerprint ${presented}, not ${options.expectFingerprint}: it changed again since you verified it (or the fingerprint was mistyped). Nothing was trusted.`,
+        {
+          hint: `Run \`messenger whois ${info.username}\` again, verify the fingerprint it shows with ${info.username} over a channel you trust (in person, a call), then run \`messenger trust ${info.username} --fingerprint "FINGERPRINT"\` with it. A key that keeps changing may mean someone is in the middle.`,
+          details: {username: info.username, expected: options.expectFingerprint, presented},
+        },
+      )
+    }
     const {previous} = this.o.history.trustPeerKeyValue(info.username, key)
     // What was held for the old pin opens now, not at the server's next retry.
     this.inbox.retryHeld(info.username)
     const previousFingerprint = previous && previous !== key ? Keyring.fingerprintOf(previous) : null
-    return {username: info.username, fingerprint: Keyring.fingerprintOf(key)!, previousFingerprint}
+    return {username: info.username, fingerprint: presented, previousFingerprint}
   }
 
   /** Stops the engine's own timers (the watch for pins trusted elsewhere); the session closes the rest. */

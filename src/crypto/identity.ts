@@ -77,6 +77,17 @@ export function keyFingerprint(publicKey: Uint8Array): string {
   return hex.match(/.{4}/g)!.join(' ')
 }
 
+/**
+ * A fingerprint as a person types it, in keyFingerprint's form (`3F2A 91C0 ...`), or null when it is
+ * not 32 hex digits. Case, spaces, colons and dashes are ignored: people copy it from `whois`, read
+ * it aloud, or paste it from a message.
+ */
+export function normalizeFingerprint(text: string): string | null {
+  const hex = text.replace(/[\s:-]/g, '').toUpperCase()
+  if (!/^[0-9A-F]{32}$/.test(hex)) return null
+  return hex.match(/.{4}/g)!.join(' ')
+}
+
 /** The fingerprint of a base64 key, or null when it is not a valid key. */
 export function fingerprintOfKey(publicKeyB64: string): string | null {
   const key = decodeKey(publicKeyB64)

@@ -65,4 +65,50 @@ describe('key verification', () => {
     expect(help.stdout).toContain('"Key:" line')
     // A dozen CLI processes in a row: on a loaded machine this outlasts the default 30 s.
   }, 120_000)
+
+  it('trust --fingerprint pins only the key that was verified: a key swapped after whois is refused with KEY_MISMATCH and nothing is pinned', async () => {
+    const server = await startServerProcess()
+    const alice = await login(server, 'alice', 'wonderland1')
+    await login(server, 'bob', 'builder123')
+
+    // Without the flag: as before, and the fingerprint trusted is printed.
+    const first = await json(alice, ['whois', 'bob'])
+    const plain = await runCli(['trust', 'bob'], {env: alice})
+    expect(plain.code, plain.stderr).toBe(0)
+    expect(plain.stdout).toContain(`Trusting bob's key ${first.result.fingerprint as string}`)
+
+    // Bob moves to a new machine; alice sees the new key and verifies it with him...
+    const verified = await runCli(['login', 'bob', '--password-stdin', '--replace-key'], {env: {MESSENGER_HOME: tempDir('home-bob2-'), MESSENGER_SERVER: server.address}, input: 'builder123\n'})
+    expect(verified.code, verified.stderr).toBe(0)
+    const seen = await json(alice, ['whois', 'bob'])
+    expect(seen.result).toMatchObject({trust: 'changed'})
+    const verifiedFingerprint = seen.result.fingerprint as string
+
+    // ...but before she trusts it, the key the server serves is swapped again.
+    const swapped = await runCli(['login', 'bob', '--password-stdin', '--replace-key'], {env: {MESSENGER_HOME: tempDir('home-mallory-'), MESSENGER_SERVER: server.address}, input: 'builder123\n'})
+    expect(swapped.code, swapped.stderr).toBe(0)
+    const now = (await json(alice, ['whois', 'bob'])).result.fingerprint as string
+    expect(now).not.toBe(verifiedFingerprint)
+
+    const refused = await json(alice, ['trust', 'bob', '--fingerprint', verifiedFingerprint])
+    expect(refused.code).toBe(1)
+    expect(refused.result).toMatchObject({error: {code: 'KEY_MISMATCH', details: {username: 'bob', expected: verifiedFingerprint, presented: now}, hint: expect.stringContaining('messenger whois bob')}})
+    const refusedText = await runCli(['trust', 'bob', '--fingerprint', verifiedFingerprint], {env: alice})
+    expect(refusedText.code).toBe(1)
+    expect(refusedText.stderr).toContain('changed again since you verified it')
+    // Nothing was pinned: the swapped key is still a changed key.
+    expect((await json(alice, ['whois', 'bob'])).result).toMatchObject({fingerprint: now, trust: 'changed'})
+
+    // Not a fingerprint at all: a usage error, before anything is asked of the server.
+    const typo = await json(alice, ['trust', 'bob', '--fingerprint', 'ABCD'])
+    expect(typo.code).toBe(2)
+    expect(typo.result).toMatchObject({error: {code: 'BAD_INPUT'}})
+
+    // The key now served, written as people copy it (lower case, colons instead of spaces), is trusted.
+    const typed = now.toLowerCase().replaceAll(' ', ':')
+    const accepted = await json(alice, ['trust', 'bob', '--fingerprint', typed])
+    expect(accepted.code).toBe(0)
+    expect(accepted.result).toMatchObject({username: 'bob', fingerprint: now, previousFingerprint: first.result.fingerprint})
+    expect((await json(alice, ['whois', 'bob'])).result).toMatchObject({trust: 'pinned'})
+  }, 180_000)
 })
