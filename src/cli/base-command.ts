@@ -9,7 +9,7 @@ import {corruptDatabaseError} from '../store/sqlite/open.js'
 import type {PathPreference} from '../client/delivery.js'
 import {receiveFilesOption} from './file-flags.js'
 import {lockOnlineProfile} from '../util/pid-lock.js'
-import {escapeControls} from './render.js'
+import {renderError} from './render.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError, type ErrorCode} from '../protocol/errors.js'
 
@@ -241,9 +241,8 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       // Ctrl-C at a prompt: the person knows what they did, so no "Error:" and nothing to fix.
       process.stderr.write(`${failure.message}\n`)
     } else {
-      // One line: the problem, then what to do about it.
-      // Escaped: a message can carry a peer's words (a file transfer's REJECT or CANCEL reason).
-      process.stderr.write(`Error: ${escapeControls(failure.message)}${failure.hint ? ` ${escapeControls(failure.hint)}` : ''}\n`)
+      // The problem, then what to do about it; escaped, since a message can carry a peer's words.
+      process.stderr.write(renderError(failure.message, failure.hint))
       if (failure.code === 'INTERNAL' && process.env.DEBUG) process.stderr.write(`${error.stack}\n`)
     }
     // 130 = 128 + SIGINT, what a shell reports for a program Ctrl-C stopped.

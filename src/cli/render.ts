@@ -57,6 +57,24 @@ export function renderMessageText(text: string): string {
   return String(text).replace(/\r\n/g, '\n').split('\n').map(escapeControls).join(`\n${CONTINUATION}`)
 }
 
+/** Continuation lines of an error: indented, so none can pass for an "Error:" line of its own. */
+export const ERROR_CONTINUATION = '  '
+
+/**
+ * An error for the terminal: `Error: message hint` on one line when the message is one line; when
+ * the message has lines of its own (CERT_CHANGED's pinned and presented fingerprints), they stay
+ * lines, indented with ERROR_CONTINUATION, and the hint follows on a line of its own. Every other
+ * control is escaped as in escapeControls: a message can carry a peer's words (a file transfer's
+ * REJECT or CANCEL reason). Ends with a newline.
+ */
+export function renderError(message: string, hint?: string): string {
+  const lines = (text: string) => String(text).replace(/\r\n/g, '\n').split('\n').map(escapeControls)
+  const [first, ...rest] = lines(message)
+  const hintLines = hint ? lines(hint) : []
+  if (rest.length === 0 && hintLines.length <= 1) return `Error: ${first}${hintLines.length ? ` ${hintLines[0]}` : ''}\n`
+  return `${[`Error: ${first}`, ...[...rest, ...hintLines].map((line) => `${ERROR_CONTINUATION}${line}`)].join('\n')}\n`
+}
+
 /** The line `listen` and `chat` print for a received message: `[time] #group alice: text`. */
 export function incomingMessageLine(m: {ts: number; from: string; text: string; group?: string | null; broadcast?: boolean}): string {
   const where = m.group ? `#${escapeControls(m.group)} ` : m.broadcast ? '(broadcast) ' : ''

@@ -2,7 +2,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
-import {escapeControls, incomingMessageLine} from '../cli/render.js'
+import {escapeControls, incomingMessageLine, renderError} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
 import {RECONNECT_CANNOT_CURE, type MessengerError} from '../protocol/errors.js'
@@ -89,7 +89,10 @@ With --json it prints one JSON object per line:
         `* ${p.username} (${escapeControls(p.displayName)}) is ${p.online ? 'online' : 'offline'}`,
       ),
     )
-    client.on('disconnected', ({error}) => process.stderr.write(`Connection lost: ${error.message}\n`))
+    client.on('disconnected', ({error}) => {
+      // One that no reconnect cures ends the command below, which says so once, as an Error.
+      if (!RECONNECT_CANNOT_CURE.has(error.code)) process.stderr.write(`Connection lost: ${escapeControls(error.message)}\n`)
+    })
     client.on('reconnecting', ({attempt, delayMs}) => process.stderr.write(`Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt})...\n`))
     client.on('reconnected', () => {
       process.stderr.write('Reconnected.\n')
@@ -104,7 +107,7 @@ With --json it prints one JSON object per line:
       client.on('disconnected', ({error}) => {
         if (RECONNECT_CANNOT_CURE.has(error.code)) {
           process.exitCode = 1
-          process.stderr.write(`Error: ${error.message} ${error.hint ?? ''}\n`)
+          process.stderr.write(renderError(error.message, error.hint))
           resolve()
         }
       })

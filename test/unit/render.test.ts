@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {CONTINUATION, escapeControls, incomingMessageLine, relativeTime, renderMessageText, table} from '../../src/cli/render.js'
+import {CONTINUATION, ERROR_CONTINUATION, escapeControls, incomingMessageLine, relativeTime, renderError, renderMessageText, table} from '../../src/cli/render.js'
 
 /** Anything a terminal would interpret or hide: C0 but newline and tab, DEL, C1, bidi and zero-width format characters. */
 const INTERPRETED = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u
@@ -78,5 +78,25 @@ describe('table and relativeTime', () => {
   it('still align and count', () => {
     expect(table(['A', 'BB'], [['xyz', '1']])).toBe('A    BB\nxyz  1')
     expect(relativeTime(0, 90_000)).toBe('1m ago')
+  })
+})
+
+describe('renderError: intended line breaks stay, everything else a terminal would act on is escaped', () => {
+  it('a one-line message and hint stay one line', () => {
+    expect(renderError('Wrong username or password.', 'Check them.')).toBe('Error: Wrong username or password. Check them.\n')
+    expect(renderError('No hint.')).toBe('Error: No hint.\n')
+  })
+
+  it("a message's own lines stay lines, indented, and the hint gets a line of its own", () => {
+    expect(renderError('The certificate changed.\n  pinned:    AA\n  presented: BB', 'Run forget-server.')).toBe(
+      `Error: The certificate changed.\n${ERROR_CONTINUATION}  pinned:    AA\n${ERROR_CONTINUATION}  presented: BB\n${ERROR_CONTINUATION}Run forget-server.\n`,
+    )
+  })
+
+  it("a peer's words in a message cannot colour, rewrite or forge a line", () => {
+    const shown = renderError('bob refused the file: no\u001b[31m thanks\r\nError: forged\rOVERWRITE\u202e', 'Ask bob.')
+    expect(shown).toBe(`Error: bob refused the file: no\\x1b[31m thanks\n${ERROR_CONTINUATION}Error: forged\\x0dOVERWRITE\\u202e\n${ERROR_CONTINUATION}Ask bob.\n`)
+    expect(shown.split('\n').filter((line) => line.startsWith('Error:'))).toHaveLength(1)
+    expect(shown.replaceAll('\n', '')).not.toMatch(INTERPRETED)
   })
 })
