@@ -4,7 +4,7 @@ import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {CHAT_HELP, parseChatLine, type ChatAction} from '../cli/chat-commands.js'
-import {escapeControls, incomingMessageLine, relativeTime, renderMessageText, table} from '../cli/render.js'
+import {escapeControls, incomingMessageLine, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
@@ -91,7 +91,8 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
             await this.perform(ctx, action)
           } catch (error) {
             const failure = toMessengerError(error)
-            print(`Error: ${failure.message}${failure.hint ? ` ${failure.hint}` : ''}`)
+            // Escaped like a one-shot command's: a message can carry a peer's words (a file's REJECT reason).
+            print(renderError(failure.message, failure.hint).trimEnd())
           }
           if (!quitting) rl.prompt()
         })
@@ -102,10 +103,10 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       process.once('SIGTERM', quit)
       client.on('disconnected', ({error}) => {
         if (!RECONNECT_CANNOT_CURE.has(error.code)) {
-          print(`* connection lost (${error.message}); reconnecting...`)
+          print(`* connection lost (${escapeControls(error.message)}); reconnecting...`)
           return
         }
-        print(`Error: ${error.message} ${error.hint ?? ''}`)
+        print(renderError(error.message, error.hint).trimEnd())
         process.exitCode = 1
         quit()
       })

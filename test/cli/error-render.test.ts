@@ -49,4 +49,21 @@ describe('CERT_CHANGED on the terminal', () => {
     expect(stderr).not.toContain('\\x0a')
     expect(stderr.split('\n').filter(Boolean).slice(-4), stderr).toEqual(certChangedLines(first.address, first.fingerprint, second.fingerprint))
   }, 120_000)
+
+  it('a running chat whose server comes back with another certificate says it once, its lines as lines', async () => {
+    const first = await startServerProcess()
+    const env = {MESSENGER_HOME: tempDir(), MESSENGER_SERVER: first.address}
+    expect((await runCli(['login', 'alice', '--password-stdin'], {env, input: 'wonderland1\n'})).code).toBe(0)
+    // stdin stays open (not a terminal): chat prints plain lines on stdout.
+    const chat = spawnCli(['chat'], {env})
+    await chat.waitForLine((l) => l.startsWith('Chatting as alice'), 'chat to be ready')
+
+    await first.stop()
+    const second = await startServerProcess([], {port: first.port})
+    expect(await chat.exited).toBe(1)
+    const out = chat.lines.join('\n')
+    expect(out.match(/has changed/g), out).toHaveLength(1)
+    const start = chat.lines.findIndex((l) => l.startsWith('Error: The certificate'))
+    expect(chat.lines.slice(start, start + 4), out).toEqual(certChangedLines(first.address, first.fingerprint, second.fingerprint))
+  }, 120_000)
 })
