@@ -25,7 +25,8 @@ export const CHAT_HELP = `Commands:
   /group create NAME [USER...] | invite NAME USER | join NAME | leave NAME | list | members NAME | send NAME text
   /broadcast text       to everyone online
   /block USER, /unblock USER, /trust USER
-  /help, /quit          (Ctrl-C quits too)`
+  /help, /quit          (Ctrl-C quits too)
+A paste of several lines is sent as one message, never run as commands.`
 
 const GROUP_SUBS = new Set(['create', 'invite', 'join', 'leave', 'list', 'members', 'send'])
 
@@ -79,4 +80,20 @@ export function parseChatLine(line: string): ChatAction {
     default:
       return {kind: 'error', message: `Unknown command /${command}. Type /help for the list.`}
   }
+}
+
+/** Commands that take text: a paste after one typed on the line becomes that text. */
+const TAKES_TEXT = new Set<ChatAction['kind']>(['msg', 'reply', 'say', 'broadcast'])
+
+/**
+ * What a paste of several lines does in a terminal: it is one message, never a command. Text typed
+ * before it on the line comes first; when that is a command that takes text (`/msg bob ` then a
+ * paste), the paste is its text. Leading blank lines and trailing white space are dropped.
+ */
+export function pasteAction(typed: string, pasted: string): ChatAction {
+  const text = (typed + pasted).replace(/^\n+/, '').trimEnd()
+  if (!typed.trimStart().startsWith('/')) return text.trim() === '' ? {kind: 'none'} : {kind: 'say', text}
+  const action = parseChatLine(text)
+  if (TAKES_TEXT.has(action.kind) || (action.kind === 'group' && action.sub === 'send') || action.kind === 'error') return action
+  return {kind: 'error', message: 'A paste can only be the text of /msg, /reply, /broadcast or /group send, or a message of its own; nothing was sent.'}
 }

@@ -1,15 +1,19 @@
-import {clearLine, createInterface, cursorTo} from 'node:readline'
+import {clearLine, createInterface, cursorTo, type Interface, type Key} from 'node:readline'
 import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
-import {CHAT_HELP, parseChatLine, type ChatAction} from '../cli/chat-commands.js'
+import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
 import {escapeControls, incomingMessageLine, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
 import {Keyring} from '../client/keyring.js'
 import {MessengerError, RECONNECT_CANNOT_CURE, toMessengerError, type ErrorCode} from '../protocol/errors.js'
+
+/** Bracketed paste mode on and off (xterm; terminals without it ignore these). */
+const PASTE_ON = '\u001b[?2004h'
+const PASTE_OFF = '\u001b[?2004l'
 
 /** Refusals that say the recipient is not someone to write to: a failed /msg to one keeps the current one. */
 const NOT_A_RECIPIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['NO_SUCH_USER', 'SELF_MESSAGE', 'NO_KEY', 'BAD_USERNAME', 'BAD_INPUT', 'BLOCKED'])
@@ -31,7 +35,7 @@ export default class Chat extends BaseCommand<typeof Chat> {
   static override summary = 'Chat interactively: you are online, messages arrive as they are sent.'
 
   static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
-Type /help for commands (/msg, /reply, /who, /whois, /history, /group, /broadcast, /block, /quit). Plain text goes to the user you last wrote to or heard from.
+Type /help for commands (/msg, /reply, /who, /whois, /history, /group, /broadcast, /block, /quit). Plain text goes to the user you last wrote to or heard from. In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
 Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; messages typed meanwhile are sent once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere).`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'}]
@@ -68,53 +72,111 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     files.on('received', (f) => print(`* saved ${f.path} from ${f.peer} (${formatSize(f.bytes)}, SHA-256 verified)`))
     files.on('failed', (_id, error) => print(`* file transfer failed: ${escapeControls(error.message)}`))
 
+    // Bracketed paste: the terminal wraps pasted text in ESC[200~ ... ESC[201~, so a paste of several
+    // lines is one message instead of one per line, and a pasted "/quit" is text, not a command.
+    const pasteOff = () => process.stdout.write(PASTE_OFF)
+    if (terminal) {
+      process.stdout.write(PASTE_ON)
+      // Whatever way the process ends, the terminal must not stay in paste mode (the shell would see the markers).
+      process.once('exit', pasteOff)
+    }
     print(`Chatting as ${me} on ${client.serverKey}. Type /help for commands, /quit to leave.`)
     rl.prompt()
     let chain = Promise.resolve()
     let quitting = false
-    await new Promise<void>((resolve) => {
-      const quit = () => {
-        if (quitting) return
-        quitting = true
-        // A send waiting for the server to come back would wait forever; closing the client ends it.
-        if (!client.connected) void client.close()
-        chain.finally(() => resolve())
-      }
-      rl.on('line', (line) => {
-        const action = parseChatLine(line)
-        if (action.kind === 'quit') {
-          quit()
-          return
+    try {
+      await new Promise<void>((resolve) => {
+        const quit = () => {
+          if (quitting) return
+          quitting = true
+          // A send waiting for the server to come back would wait forever; closing the client ends it.
+          if (!client.connected) void client.close()
+          chain.finally(() => resolve())
         }
-        chain = chain.then(async () => {
-          try {
-            await this.perform(ctx, action)
-          } catch (error) {
-            const failure = toMessengerError(error)
-            // Escaped like a one-shot command's: a message can carry a peer's words (a file's REJECT reason).
-            print(renderError(failure.message, failure.hint).trimEnd())
+        const perform = (action: ChatAction) => {
+          if (action.kind === 'quit') {
+            quit()
+            return
           }
-          if (!quitting) rl.prompt()
+          chain = chain.then(async () => {
+            try {
+              await this.perform(ctx, action)
+            } catch (error) {
+              const failure = toMessengerError(error)
+              // Escaped like a one-shot command's: a message can carry a peer's words (a file's REJECT reason).
+              print(renderError(failure.message, failure.hint).trimEnd())
+            }
+            if (!quitting) rl.prompt()
+          })
+        }
+        rl.on('line', (line) => perform(parseChatLine(line)))
+        if (terminal) this.takePastes(rl, (pasted) => {
+          const typed = rl.line
+          // Clear the typed line (Ctrl-E, Ctrl-U): it is sent with the paste, shown below as sent.
+          rl.write(null, {ctrl: true, name: 'e'})
+          rl.write(null, {ctrl: true, name: 'u'})
+          print(`${rl.getPrompt()}${renderMessageText(typed + pasted)}`)
+          perform(pasteAction(typed, pasted))
+        })
+        rl.on('SIGINT', quit)
+        rl.on('close', quit)
+        process.once('SIGINT', quit)
+        process.once('SIGTERM', quit)
+        client.on('disconnected', ({error}) => {
+          if (!RECONNECT_CANNOT_CURE.has(error.code)) {
+            print(`* connection lost (${escapeControls(error.message)}); reconnecting...`)
+            return
+          }
+          print(renderError(error.message, error.hint).trimEnd())
+          process.exitCode = 1
+          quit()
         })
       })
-      rl.on('SIGINT', quit)
-      rl.on('close', quit)
-      process.once('SIGINT', quit)
-      process.once('SIGTERM', quit)
-      client.on('disconnected', ({error}) => {
-        if (!RECONNECT_CANNOT_CURE.has(error.code)) {
-          print(`* connection lost (${escapeControls(error.message)}); reconnecting...`)
-          return
-        }
-        print(renderError(error.message, error.hint).trimEnd())
-        process.exitCode = 1
-        quit()
-      })
-    })
+    } finally {
+      if (terminal) {
+        pasteOff()
+        process.removeListener('exit', pasteOff)
+      }
+    }
     closed = true
     rl.close()
     print('Bye.')
     return {messagesSent: ctx.sent.size}
+  }
+
+  /**
+   * Keeps pasted text away from readline, which would end a line at each pasted newline, and hands a
+   * paste with a newline in it to `onPaste` once it is complete. A paste without a newline is typed
+   * into the line as usual, to be edited and sent with Enter. readline reads keys through the
+   * input's 'keypress' events (Node names the paste markers 'paste-start' and 'paste-end'), so its
+   * listener is wrapped rather than replaced.
+   */
+  private takePastes(rl: Interface, onPaste: (text: string) => void): void {
+    const input = process.stdin
+    const readlineKeys = input.listeners('keypress') as Array<(s: string | undefined, key?: Key) => void>
+    for (const listener of readlineKeys) input.removeListener('keypress', listener)
+    let pasted: string | undefined
+    const onKey = (s: string | undefined, key?: Key) => {
+      if (key?.name === 'paste-start') {
+        pasted = ''
+        return
+      }
+      if (pasted !== undefined) {
+        if (key?.name !== 'paste-end') {
+          pasted += s ?? ''
+          return
+        }
+        // Terminals send a pasted line end as CR.
+        const text = pasted.replace(/\r\n?/g, '\n')
+        pasted = undefined
+        if (text.includes('\n')) onPaste(text)
+        else rl.write(text)
+        return
+      }
+      for (const listener of readlineKeys) listener.call(input, s, key)
+    }
+    input.on('keypress', onKey)
+    rl.once('close', () => input.removeListener('keypress', onKey))
   }
 
   private wireEvents(ctx: ChatContext): void {

@@ -150,4 +150,53 @@ describe('messenger chat', () => {
     chat.write('/quit\r')
     expect(await chat.exited).toBe(0)
   })
+
+  it.skipIf(!hasScript)('in a pseudo-terminal: a paste of several lines is one message, and a pasted /who is text, not a command', async () => {
+    const {alice, bob} = await setup()
+    const bobListens = await listen(bob)
+    const proc = spawn('script', ['-qfec', `${quote(process.execPath)} ${quote(BIN)} chat`, '/dev/null'], {env: childEnv(alice), detached: true})
+    onTestFinished(async () => {
+      if (proc.exitCode === null && proc.signalCode === null) process.kill(-proc.pid!, 'SIGKILL')
+      await chat.exited
+    })
+    const chat = watch(proc)
+    await chat.waitFor('alice> ', 'the prompt')
+    // chat asks the terminal to mark pastes.
+    expect(chat.output()).toContain('\u001b[?2004h')
+
+    // As a terminal in bracketed paste mode sends a paste: line ends as CR, between ESC[200~ and ESC[201~.
+    chat.write('/msg bob \u001b[200~paste1\rpaste2\r/who\rpaste4\u001b[201~')
+    const got = await bobListens.waitForLine((l) => l.includes('"type":"message"'), 'bob to get the paste')
+    expect(JSON.parse(got)).toMatchObject({from: 'alice', text: 'paste1\npaste2\n/who\npaste4'})
+    await chat.waitFor(/message \d+ to bob/, 'the send confirmation')
+
+    // Plain text is still typed and sent line by line; a one-line paste is typed into the line.
+    chat.write('\u001b[200~one line\u001b[201~ typed\r')
+    const second = await bobListens.waitForLine((l) => l.includes('"text":"one line typed"'), 'the typed line')
+    expect(JSON.parse(second)).toMatchObject({from: 'alice'})
+    chat.write('/quit\r')
+    expect(await chat.exited).toBe(0)
+    // /who never ran, and no other message was sent.
+    expect(chat.output()).not.toMatch(/USERNAME|Nobody is online/)
+    expect(bobListens.lines.filter((l) => l.includes('"type":"message"'))).toHaveLength(2)
+    // The terminal is left out of paste mode.
+    expect(chat.output().lastIndexOf('\u001b[?2004l')).toBeGreaterThan(chat.output().lastIndexOf('\u001b[?2004h'))
+  })
+
+  it('through pipes: lines stay separate, and a terminal mode is never asked for', async () => {
+    const {alice, bob} = await setup()
+    const bobListens = await listen(bob)
+    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
+    onTestFinished(async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+      await chat.exited
+    })
+    const chat = watch(proc)
+    await chat.waitFor('Chatting as alice', 'the greeting')
+    chat.write('/msg bob first\nsecond\n/who\n/quit\n')
+    expect(await chat.exited).toBe(0)
+    await bobListens.waitForLine((l) => l.includes('"text":"second"'), 'the second line as a message of its own')
+    expect(chat.output()).toMatch(/USERNAME|Nobody is online/)
+    expect(chat.output()).not.toContain('\u001b[?2004')
+  })
 })

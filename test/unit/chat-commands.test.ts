@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {parseChatLine} from '../../src/cli/chat-commands.js'
+import {parseChatLine, pasteAction} from '../../src/cli/chat-commands.js'
 import {positionalWords} from '../../src/cli/message-text.js'
 
 describe('parseChatLine', () => {
@@ -31,6 +31,23 @@ describe('parseChatLine', () => {
     const action = parseChatLine(line)
     expect(action.kind).toBe('error')
     expect((action as {message: string}).message).toMatch(/Usage|Unknown command/)
+  })
+})
+
+describe('pasteAction: a paste of several lines in a terminal', () => {
+  it.each([
+    ['', 'one\n/quit\n/block bob\n', {kind: 'say', text: 'one\n/quit\n/block bob'}],
+    ['', '/broadcast hi\nthere', {kind: 'say', text: '/broadcast hi\nthere'}],
+    ['look: ', '\n  indented\nend', {kind: 'say', text: 'look: \n  indented\nend'}],
+    ['/msg bob ', 'a\nb\n', {kind: 'msg', to: 'bob', text: 'a\nb'}],
+    ['/group send team ', 'a\nb', {kind: 'group', sub: 'send', args: ['team'], text: 'a\nb'}],
+    ['', '\n\n', {kind: 'none'}],
+  ])('%j then %j', (typed, pasted, expected) => {
+    expect(pasteAction(typed, pasted)).toEqual(expected)
+  })
+
+  it.each(['/quit ', '/block ', '/who '])('is never the argument of %j', (typed) => {
+    expect(pasteAction(typed, 'bob\nmore')).toMatchObject({kind: 'error', message: expect.stringMatching(/nothing was sent/)})
   })
 })
 
