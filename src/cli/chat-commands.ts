@@ -5,7 +5,7 @@ export type ChatAction =
   | {kind: 'say'; text: string}
   | {kind: 'who'}
   | {kind: 'whois'; user: string}
-  | {kind: 'history'; user?: string}
+  | {kind: 'history'; user?: string; limit?: number}
   | {kind: 'group'; sub: 'create' | 'invite' | 'join' | 'leave' | 'list' | 'members' | 'send'; args: string[]; text?: string}
   | {kind: 'broadcast'; text: string}
   | {kind: 'block'; user: string}
@@ -21,11 +21,12 @@ export const CHAT_HELP = `Commands:
   /reply text           reply to whoever wrote last
   /who                  who is online
   /whois USER           display name, presence, key fingerprint
-  /history [USER]       recent messages
+  /history [USER|#GROUP] [N]  the latest N messages (default 20), all or with USER or in GROUP
   /group create NAME [USER...] | invite NAME USER | join NAME | leave NAME | list | members NAME | send NAME text
   /broadcast text       to everyone online
   /block USER, /unblock USER, /trust USER
   /help, /quit          (Ctrl-C quits too)
+Plain text goes to the user shown in the prompt. //text sends "/text".
 A paste of several lines is sent as one message, never run as commands.`
 
 const GROUP_SUBS = new Set(['create', 'invite', 'join', 'leave', 'list', 'members', 'send'])
@@ -34,9 +35,13 @@ export function parseChatLine(line: string): ChatAction {
   const trimmed = line.trim()
   if (trimmed === '') return {kind: 'none'}
   if (!trimmed.startsWith('/')) return {kind: 'say', text: trimmed}
+  // As in IRC clients: a doubled slash is text that starts with a slash.
+  if (trimmed.startsWith('//')) return {kind: 'say', text: trimmed.slice(1)}
   const [command = '', ...rest] = trimmed.slice(1).split(/\s+/)
   const restText = trimmed.slice(1 + command.length).trim()
   const need = (n: number, usage: string): ChatAction | undefined => (rest.length < n ? {kind: 'error', message: `Usage: ${usage}`} : undefined)
+  // Words after the last one a command takes are refused, not ignored: `/history bob 5` is not `/history bob`.
+  const exactly = (n: number, usage: string): ChatAction | undefined => (rest.length === n ? undefined : {kind: 'error', message: `Usage: ${usage}`})
   switch (command.toLowerCase()) {
     case 'msg':
     case 'm':
@@ -45,19 +50,22 @@ export function parseChatLine(line: string): ChatAction {
     case 'r':
       return need(1, '/reply text') ?? {kind: 'reply', text: restText}
     case 'who':
-      return {kind: 'who'}
+      return exactly(0, '/who') ?? {kind: 'who'}
     case 'whois':
-      return need(1, '/whois USER') ?? {kind: 'whois', user: rest[0]!}
-    case 'history':
-      return {kind: 'history', user: rest[0]}
+      return exactly(1, '/whois USER') ?? {kind: 'whois', user: rest[0]!}
+    case 'history': {
+      const usage: ChatAction = {kind: 'error', message: 'Usage: /history [USER|#GROUP] [N], N a whole number of messages from 1'}
+      if (rest.length > 2 || (rest.length === 2 && !/^[1-9]\d{0,5}$/.test(rest[1]!))) return usage
+      return {kind: 'history', user: rest[0], ...(rest[1] ? {limit: Number(rest[1])} : {})}
+    }
     case 'broadcast':
       return need(1, '/broadcast text') ?? {kind: 'broadcast', text: restText}
     case 'block':
-      return need(1, '/block USER') ?? {kind: 'block', user: rest[0]!}
+      return exactly(1, '/block USER') ?? {kind: 'block', user: rest[0]!}
     case 'unblock':
-      return need(1, '/unblock USER') ?? {kind: 'unblock', user: rest[0]!}
+      return exactly(1, '/unblock USER') ?? {kind: 'unblock', user: rest[0]!}
     case 'trust':
-      return need(1, '/trust USER') ?? {kind: 'trust', user: rest[0]!}
+      return exactly(1, '/trust USER') ?? {kind: 'trust', user: rest[0]!}
     case 'group': {
       const sub = rest[0]?.toLowerCase()
       if (!sub || !GROUP_SUBS.has(sub)) return {kind: 'error', message: 'Usage: /group create|invite|join|leave|list|members|send ...'}
@@ -67,16 +75,17 @@ export function parseChatLine(line: string): ChatAction {
         return {kind: 'group', sub, args: [rest[1]!], text: afterName}
       }
       const minArgs = {create: 1, invite: 2, join: 1, leave: 1, list: 0, members: 1}[sub as 'create']
-      if (rest.length - 1 < minArgs) return {kind: 'error', message: `Usage: /group ${sub}${minArgs ? ' NAME' : ''}${sub === 'invite' ? ' USER' : ''}`}
+      // create invites any number of users; the others take exactly their arguments.
+      if (rest.length - 1 < minArgs || (sub !== 'create' && rest.length - 1 > minArgs)) return {kind: 'error', message: `Usage: /group ${sub}${minArgs ? ' NAME' : ''}${sub === 'invite' ? ' USER' : ''}`}
       return {kind: 'group', sub: sub as 'create', args: rest.slice(1)}
     }
     case 'help':
     case '?':
-      return {kind: 'help'}
+      return exactly(0, '/help') ?? {kind: 'help'}
     case 'quit':
     case 'exit':
     case 'q':
-      return {kind: 'quit'}
+      return exactly(0, '/quit') ?? {kind: 'quit'}
     default:
       return {kind: 'error', message: `Unknown command /${command}. Type /help for the list.`}
   }

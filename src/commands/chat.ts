@@ -35,7 +35,7 @@ export default class Chat extends BaseCommand<typeof Chat> {
   static override summary = 'Chat interactively: you are online, messages arrive as they are sent.'
 
   static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
-Type /help for commands (/msg, /reply, /who, /whois, /history, /group, /broadcast, /block, /quit). Plain text goes to the user you last wrote to or heard from. In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
+Type /help for commands (/msg, /reply, /who, /whois, /history [USER|#GROUP] [N], /group, /broadcast, /block, /quit). Plain text goes to the user you last wrote to or heard from; //text sends "/text". In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
 Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; messages typed meanwhile are sent once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere).`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'}]
@@ -251,8 +251,9 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         return
       }
       case 'history': {
-        const rows = ctx.history.list({peer: action.user?.toLowerCase(), limit: 20})
-        if (rows.length === 0) print('No messages yet.')
+        // A #name is a group, as chat shows groups (LocalHistory.list reads it so, as `history` does).
+        const rows = ctx.history.list({peer: action.user?.toLowerCase(), limit: action.limit ?? 20})
+        if (rows.length === 0) print(escapeControls(await this.noHistory(ctx, action.user?.toLowerCase())))
         for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${escapeControls(m.direction === 'out' ? `you -> ${m.group ? `#${m.group}` : m.to}` : m.from)}: ${renderMessageText(m.text)}${m.direction === 'out' ? ` [${m.status}]` : ''}`)
         return
       }
@@ -279,6 +280,21 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       case 'quit':
         return
     }
+  }
+
+  /** What an empty /history says: a name that is nobody is refused (the server knows), not "no messages". */
+  private async noHistory(ctx: ChatContext, peer: string | undefined): Promise<string> {
+    if (peer === undefined) return 'No messages yet.'
+    if (peer.startsWith('#')) return `No messages in ${peer} yet.`
+    // Offline (reconnecting) the server cannot say, so the sentence does not claim the user exists.
+    if (!ctx.client.connected) return `No messages with ${peer}.`
+    try {
+      await ctx.client.request('whois', {username: peer})
+    } catch (error) {
+      if (error instanceof MessengerError && (error.code === 'NO_SUCH_USER' || error.code === 'BAD_USERNAME')) throw error
+      return `No messages with ${peer}.`
+    }
+    return `No messages with ${peer} yet.`
   }
 
   private async group(ctx: ChatContext, action: Extract<ChatAction, {kind: 'group'}>): Promise<void> {

@@ -12,6 +12,9 @@ describe('parseChatLine', () => {
     ['/whois carol', {kind: 'whois', user: 'carol'}],
     ['/history', {kind: 'history', user: undefined}],
     ['/history bob', {kind: 'history', user: 'bob'}],
+    ['/history #team 5', {kind: 'history', user: '#team', limit: 5}],
+    ['//etc/hosts is the file', {kind: 'say', text: '/etc/hosts is the file'}],
+    ['  //', {kind: 'say', text: '/'}],
     ['/broadcast all hands', {kind: 'broadcast', text: 'all hands'}],
     ['/block mallory', {kind: 'block', user: 'mallory'}],
     ['/unblock mallory', {kind: 'unblock', user: 'mallory'}],
@@ -27,7 +30,7 @@ describe('parseChatLine', () => {
     expect(parseChatLine(line)).toEqual(expected)
   })
 
-  it.each(['/msg bob', '/whois', '/group', '/group dance', '/group send team', '/group invite team', '/nope'])('explains %j', (line) => {
+  it.each(['/msg bob', '/whois', '/group', '/group dance', '/group send team', '/group invite team', '/nope', '/who extra', '/whois bob carol', '/history bob 5 6', '/history bob five', '/history bob 0', '/block bob carol', '/trust', '/group join team more', '/group list all', '/quit now', '/help me'])('explains %j', (line) => {
     const action = parseChatLine(line)
     expect(action.kind).toBe('error')
     expect((action as {message: string}).message).toMatch(/Usage|Unknown command/)
@@ -46,8 +49,12 @@ describe('pasteAction: a paste of several lines in a terminal', () => {
     expect(pasteAction(typed, pasted)).toEqual(expected)
   })
 
-  it.each(['/quit ', '/block ', '/who '])('is never the argument of %j', (typed) => {
-    expect(pasteAction(typed, 'bob\nmore')).toMatchObject({kind: 'error', message: expect.stringMatching(/nothing was sent/)})
+  it.each([
+    ['/quit', '\n'],
+    ['/block ', 'bob\n'],
+    ['/who', '\n\n'],
+  ])('is never the argument of %j', (typed, pasted) => {
+    expect(pasteAction(typed, pasted)).toMatchObject({kind: 'error', message: expect.stringMatching(/nothing was sent/)})
   })
 })
 
