@@ -35,7 +35,7 @@ export default class Chat extends BaseCommand<typeof Chat> {
   static override summary = 'Chat interactively: you are online, messages arrive as they are sent.'
 
   static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
-Type /help for commands (/msg, /reply, /who, /whois, /history [USER|#GROUP] [N], /group, /broadcast, /block, /quit). Plain text goes to the user you last wrote to or heard from; //text sends "/text". In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
+Type /help for commands (/msg, /reply, /who, /whois, /history [USER|#GROUP] [N], /group, /broadcast, /block, /quit). Plain text goes to the user you last wrote to or heard from, shown in the prompt (alice -> bob>); //text sends "/text". In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
 Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; messages typed meanwhile are sent once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere).`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'}]
@@ -48,6 +48,13 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     const terminal = Boolean(process.stdin.isTTY && process.stdout.isTTY)
     const rl = createInterface({input: process.stdin, output: process.stdout, terminal, prompt: terminal ? `${me}> ` : ''})
     let closed = false
+    // The prompt names where plain text goes (`alice -> bob> `); every redraw follows a change of it.
+    const prompt = (preserveCursor?: boolean) => {
+      const to = ctx.current ?? ctx.lastSender
+      // Piped, there is no prompt at all: scripts read the output.
+      if (terminal) rl.setPrompt(to ? `${me} -> ${to}> ` : `${me}> `)
+      rl.prompt(preserveCursor)
+    }
     const print = (line: string) => {
       if (!terminal || closed) {
         process.stdout.write(`${line}\n`)
@@ -57,7 +64,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       clearLine(process.stdout, 0)
       cursorTo(process.stdout, 0)
       process.stdout.write(`${line}\n`)
-      rl.prompt(true)
+      prompt(true)
     }
     const ctx: ChatContext = {client, engine, history, me, print, sent: new Map()}
     this.wireEvents(ctx)
@@ -81,7 +88,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       process.once('exit', pasteOff)
     }
     print(`Chatting as ${me} on ${client.serverKey}. Type /help for commands, /quit to leave.`)
-    rl.prompt()
+    prompt()
     let chain = Promise.resolve()
     let quitting = false
     try {
@@ -106,7 +113,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
               // Escaped like a one-shot command's: a message can carry a peer's words (a file's REJECT reason).
               print(renderError(failure.message, failure.hint).trimEnd())
             }
-            if (!quitting) rl.prompt()
+            if (!quitting) prompt()
           })
         }
         rl.on('line', (line) => perform(parseChatLine(line)))

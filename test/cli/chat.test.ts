@@ -141,11 +141,18 @@ describe('messenger chat', () => {
     const live = await runCli(['send', 'alice', 'interrupting', 'you'], {env: bob})
     expect(live.code, live.stderr).toBe(0)
     await chat.waitFor('bob: interrupting you', 'the incoming message')
-    await chat.waitFor(/bob: interrupting you[^]*alice> \/msg bob half/, 'the prompt and typed text redrawn')
+    // The prompt now names where plain text goes: to bob, who wrote last.
+    await chat.waitFor(/bob: interrupting you[^]*alice -> bob> \/msg bob half/, 'the prompt and typed text redrawn')
 
     chat.write(' way\r')
     const got = await bobListens.waitForLine((l) => l.includes('"type":"message"') && l.includes('half way'), 'bob to get /msg')
     expect(JSON.parse(got)).toMatchObject({from: 'alice', text: 'half way'})
+
+    // /msg to someone else moves the prompt's target with it.
+    const carol = await runCli(['login', 'carol', '--password-stdin'], {env: {...alice, MESSENGER_HOME: tempDir('home-carol-')}, input: 'carolsings\n'})
+    expect(carol.code, carol.stderr).toBe(0)
+    chat.write('/msg carol hello\r')
+    await chat.waitFor(/message \d+ to carol[^]*alice -> carol> /, 'the send to carol, then the prompt naming carol')
 
     chat.write('/quit\r')
     expect(await chat.exited).toBe(0)
