@@ -23,7 +23,9 @@ Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered
   static override args = {user: Args.string({description: 'Only the conversation with this user.'})}
 
   static override flags = {
-    group: Flags.string({description: 'Only this group.', exclusive: ['user']}),
+    // Not `exclusive: ['user']`: oclif's exclusive names flags only, so an arg there is never
+    // checked and the usage shows a stray `[--group <value> | ]`. The history query refuses both.
+    group: Flags.string({description: 'Only this group (not with USER).'}),
     limit: Flags.integer({description: 'How many of the latest messages.', default: 50, min: 1}),
   }
 

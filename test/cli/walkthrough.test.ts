@@ -1,5 +1,6 @@
 import {describe, expect, it} from 'vitest'
 import {runCli, spawnCli, startServerProcess, tempDir} from '../helpers/cli.js'
+import {CHAT_HELP} from '../../src/cli/chat-commands.js'
 
 /** Two users, two profiles, the built CLI as child processes: the README walkthrough, checked. */
 describe('CLI walkthrough', () => {
@@ -115,5 +116,33 @@ describe('CLI walkthrough', () => {
       expect(help.stdout, command).toContain('EXAMPLES')
       expect(help.stdout, command).toContain('--json')
     }
+  })
+
+  it('documents the config and group topics with their own description and examples', async () => {
+    const top = await runCli(['--help'])
+    expect(top.code).toBe(0)
+    for (const topic of ['config', 'group']) {
+      const help = await runCli([topic, '--help'])
+      expect(help.code, topic).toBe(0)
+      expect(help.stdout, topic).toContain('DESCRIPTION')
+      expect(help.stdout, topic).toContain(`Examples:\n  $ messenger ${topic} `)
+      // The topic's summary (first line, and its line in the top-level list) is not one of its commands'.
+      const summary = help.stdout.split('\n')[0]!
+      const commandSummaries = [...help.stdout.matchAll(new RegExp(`^  ${topic} \\S+ +(.+)$`, 'gm'))].map((m) => m[1])
+      expect(commandSummaries.length, topic).toBeGreaterThan(1)
+      expect(commandSummaries, topic).not.toContain(summary)
+      expect(top.stdout, topic).toMatch(new RegExp(`^  ${topic} +${summary.slice(0, 30).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`, 'm'))
+    }
+  })
+
+  it('shows clean usage for history and lists every chat command in chat --help', async () => {
+    const history = await runCli(['history', '--help'])
+    const usage = history.stdout.replace(/\s+/g, ' ')
+    expect(usage).toContain('[--group <value>]')
+    expect(usage).not.toMatch(/\| \]/)
+    const chat = await runCli(['chat', '--help'])
+    const chatCommands = new Set(CHAT_HELP.match(/\/[a-z]+/g))
+    expect(chatCommands.size).toBeGreaterThan(10)
+    for (const command of chatCommands) expect(chat.stdout, command).toMatch(new RegExp(`${command}\\b`))
   })
 })
