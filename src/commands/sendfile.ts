@@ -1,3 +1,4 @@
+import type {Stats} from 'node:fs'
 import {access, constants, stat} from 'node:fs/promises'
 import {basename} from 'node:path'
 import {Args} from '@oclif/core'
@@ -14,6 +15,7 @@ export default class SendFile extends BaseCommand<typeof SendFile> {
 
   static override description = `The file goes straight to the recipient's chat or listen session, encrypted end to end, in chunks with a sliding window, selective acks and retransmission; the recipient checks its SHA-256 before saving it in their downloads directory.
 Without a direct path it streams through the server relay while you are both online (the server stores nothing). An offline recipient gets nothing: you are told at once; so does one you have blocked (RECIPIENT_BLOCKED: unblock them first, as their answers would be dropped).
+PATH must be a regular file you can read: a missing path, a directory (archive it first) or an unreadable file is refused with FILE_UNREADABLE (exit 1), naming which, before anything is sent.
 Ctrl-C stops the transfer: the recipient is told at once and removes the partial file; sendfile prints how much was sent and exits 130.`
 
   static override examples = [
@@ -33,10 +35,7 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     // Before the file and the server, as `send` refuses it (SELF_MESSAGE).
     if (this.args.user === this.profile.data.username) throw new MessengerError('SELF_MESSAGE', 'You cannot send a file to yourself.')
     const file = this.args.path
-    const info = await stat(file).catch(() => undefined)
-    if (!info?.isFile() || !(await access(file, constants.R_OK).then(() => true, () => false))) {
-      throw new MessengerError('BAD_INPUT', `Cannot read the file ${file}.`, {hint: 'Check the path and that it is a readable regular file.'})
-    }
+    const info = await readableFile(file)
     const path = this.pathPreference(this.flags)
     const {files} = await this.messagingSession({direct: true, path})
     const showBar = !this.jsonEnabled() && process.stderr.isTTY
@@ -77,4 +76,25 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     this.log(`Sent ${basename(file)} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${rate}; SHA-256 ${result.sha256}`)
     return {to, name: basename(file), ...result}
   }
+}
+
+/**
+ * The file to send, or FILE_UNREADABLE saying why not: each cause needs a different fix, so a
+ * missing path and a directory do not share one sentence. Exit 1, not 2: the command line is
+ * well formed, the file system disagrees with it.
+ */
+async function readableFile(file: string): Promise<Stats> {
+  const refuse = (reason: string, sentence: string, hint?: string) => new MessengerError('FILE_UNREADABLE', `Cannot send ${file}: ${sentence}.`, {hint, details: {path: file, reason}})
+  const info = await stat(file).catch((error: NodeJS.ErrnoException) => {
+    // ENOTDIR: a path component is a file (notes.txt/x), so the file named does not exist either.
+    if (error.code === 'ENOENT' || error.code === 'ENOTDIR') throw refuse('missing', 'no such file')
+    if (error.code === 'EACCES') throw refuse('permission', 'permission denied', 'Check the permissions of the file and of the directories above it (`ls -ld`).')
+    throw error
+  })
+  if (info.isDirectory()) throw refuse('directory', 'it is a directory (send a file; archive a directory first)', `Pack it into one file first, for example \`tar czf dir.tar.gz ${file}\`, then send dir.tar.gz.`)
+  if (!info.isFile()) throw refuse('not-a-file', 'it is not a regular file (a device, a pipe or a socket)', 'Copy what you want to send into a regular file, then send that.')
+  if (!(await access(file, constants.R_OK).then(() => true, () => false))) {
+    throw refuse('permission', 'permission denied', 'Check the file\'s permissions (`ls -l`), or copy it somewhere you can read it.')
+  }
+  return info
 }

@@ -56,6 +56,7 @@ export const ERROR_CODES = {
   FILE_REJECTED: 'The recipient refused the file.',
   FILE_CORRUPT: 'The received file did not match the SHA-256 of the offer.',
   TRANSFER_FAILED: 'The file transfer stopped before it completed.',
+  FILE_UNREADABLE: 'The file to send cannot be read: it does not exist, is a directory or another non-regular file, or is not readable.',
   // client side
   SERVER_UNREACHABLE: 'The server could not be reached.',
   CONNECTION_CLOSED: 'The connection to the server closed before the request completed.',
@@ -121,6 +122,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   FILE_REJECTED: 'Ask the recipient whether they want the file.',
   FILE_CORRUPT: 'Send the file again; if it keeps failing, the path between you is corrupting data.',
   TRANSFER_FAILED: 'Check that both of you are online, then send the file again.',
+  FILE_UNREADABLE: 'Check the path (a relative one starts from the current directory) and that it names a regular file you can read.',
   DIRECT_FAILED: 'Drop --direct-only (or set the path preference to auto) to let the relay carry it, or check that the peer is online.',
   UNREADABLE: 'Send it again; if it keeps happening, compare fingerprints with the recipient in person (`messenger whois USER`).',
   NO_RECIPIENTS: 'Check who is in the group (`messenger group members NAME`), then send again once someone can receive it.',

@@ -119,21 +119,30 @@ describe('messenger sendfile', () => {
     expect(bobListens.lines.filter((l) => l.includes('"type":"file-failed"'))).toEqual([])
   })
 
-  it('refuses a missing file (exit 2), an offline recipient (exit 1, RECIPIENT_OFFLINE) and a file over --max-file-size', async () => {
+  it('refuses a missing file or a directory (exit 1, FILE_UNREADABLE, each its own sentence), an offline recipient (exit 1, RECIPIENT_OFFLINE) and a file over --max-file-size', async () => {
     // carol logs in once (so she has an account and a key) and is never online afterwards.
     const {alice, bob} = await setup(['alice', 'bob', 'carol'])
     const files = tempDir('files-alice-')
     const small = await randomFile(files, 'small.bin', 4096)
 
-    // A missing file: a usage problem, exit 2, one sentence on stderr; BAD_INPUT with --json.
+    // A missing file: exit 1 (the command line is well formed; the file system disagrees), one sentence on stderr.
     const missing = join(files, 'no-such-file.pdf')
     const plain = await runCli(['sendfile', 'bob', missing], {env: alice})
-    expect(plain.code).toBe(2)
+    expect(plain.code).toBe(1)
     expect(plain.stdout).toBe('')
-    expect(plain.stderr).toMatch(/^Error: Cannot read the file .*no-such-file\.pdf\..*\n$/)
+    expect(plain.stderr).toMatch(/^Error: Cannot send .*no-such-file\.pdf: no such file\./)
     const missingJson = await runJson(alice, ['sendfile', 'bob', missing])
-    expect(missingJson.code).toBe(2)
-    expect(missingJson.result).toMatchObject({error: {code: 'BAD_INPUT', message: expect.stringContaining('no-such-file.pdf')}})
+    expect(missingJson.code).toBe(1)
+    expect(missingJson.result).toMatchObject({error: {code: 'FILE_UNREADABLE', message: expect.stringContaining('no-such-file.pdf'), details: {path: missing, reason: 'missing'}}})
+
+    // A directory: told so, with what to do instead, not the missing file's sentence.
+    const directory = await runCli(['sendfile', 'bob', files], {env: alice})
+    expect(directory.code).toBe(1)
+    expect(directory.stderr).toContain(`Error: Cannot send ${files}: it is a directory (send a file; archive a directory first).`)
+    expect(directory.stderr).toContain('tar czf')
+    expect(directory.stderr).not.toContain('no such file')
+    const directoryJson = await runJson(alice, ['sendfile', 'bob', files])
+    expect(directoryJson.result).toMatchObject({error: {code: 'FILE_UNREADABLE', details: {path: files, reason: 'directory'}}})
 
     // carol has an account (she logged in) but no online session.
     const started = Date.now()
