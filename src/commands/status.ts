@@ -26,12 +26,16 @@ interface Status {
 export default class StatusCommand extends BaseCommand<typeof StatusCommand> {
   static override summary = "Show who you are, your key's fingerprint, which server, its certificate fingerprint and whether your session is valid."
 
-  static override description = `Works offline too: an unreachable server is reported, not an error. A certificate that differs from the pinned one is an error (CERT_CHANGED).
+  static override description = `Exit 0 when the server answered and its certificate matches the pin; exit 1 when it could not be checked: the server is unreachable (SERVER_UNREACHABLE) or its certificate differs from the pinned one (CERT_CHANGED). Either way it first prints what this profile knows (user, key, server, pinned certificate, saved session); with --json that is the error's details.status.
 Key is the fingerprint of this profile's own encryption key, read from the profile, not asked of the server: read it to a contact over a channel you trust (in person, a call) so they can compare it with what \`messenger whois YOU\` shows them.
 Certificate is the server's TLS certificate fingerprint; it says nothing about your key.
-Session is one of: valid, invalid (expired or revoked), none (not logged in), unknown (server unreachable).`
+Session is one of: valid, invalid (expired or revoked), none (not logged in), unknown (the server could not be asked).`
 
-  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    '<%= config.bin %> <%= command.id %> --json',
+    {description: 'In a script: exit 1 when the server cannot be checked', command: '<%= config.bin %> <%= command.id %> >/dev/null || echo "server unreachable or its certificate changed"'},
+  ]
 
   async run(): Promise<Status> {
     const data = this.profile.data
@@ -50,6 +54,9 @@ Session is one of: valid, invalid (expired or revoked), none (not logged in), un
       session: data.token ? 'unknown' : 'none',
       expiresAt: data.tokenExpiresAt ? new Date(data.tokenExpiresAt).toISOString() : null,
     }
+    // What stopped the check; thrown after the local part is printed, so the exit code says the
+    // server could not be checked (as `ssh -O check` and `docker info` do) and nothing known is hidden.
+    let failure: MessengerError | undefined
     try {
       const client = await this.connect()
       status.reachable = true
@@ -65,26 +72,29 @@ Session is one of: valid, invalid (expired or revoked), none (not logged in), un
         }
       }
     } catch (error) {
-      // A pin mismatch is not a status to report quietly: it is an alarm.
-      if (error instanceof MessengerError && error.code === 'CERT_CHANGED') throw error
-      if (!(error instanceof MessengerError && error.code === 'SERVER_UNREACHABLE')) throw error
+      if (!(error instanceof MessengerError && (error.code === 'SERVER_UNREACHABLE' || error.code === 'CERT_CHANGED'))) throw error
+      failure = error
+      // A changed certificate means the server answered, with a certificate we must not trust.
+      status.reachable = error.code === 'CERT_CHANGED'
     }
     const sessionText = {
       valid: `valid until ${status.expiresAt}`,
       invalid: 'expired or revoked (run `messenger login`)',
       none: 'none (run `messenger login`)',
-      unknown: 'unknown (server unreachable)',
+      unknown: `unknown (${failure?.code === 'CERT_CHANGED' ? 'not asked: the certificate changed' : 'server unreachable'})`,
     }[status.session]
+    const serverNote = failure?.code === 'CERT_CHANGED' ? ' (certificate changed)' : status.reachable ? '' : ' (unreachable)'
     this.log(
       [
         `User:        ${status.username ? `${status.username} (${status.displayName ?? status.username})` : '(not logged in)'}`,
         `Key:         ${status.keyFingerprint ?? '(none yet: created at your first login)'}`,
-        `Server:      ${server}${status.reachable ? '' : ' (unreachable)'}`,
-        `Certificate: ${status.certificateFingerprint ?? status.pinnedCertificateFingerprint ?? '(not pinned yet)'}`,
+        `Server:      ${server}${serverNote}`,
+        `Certificate: ${status.certificateFingerprint ?? (status.pinnedCertificateFingerprint ? `${status.pinnedCertificateFingerprint} (pinned; not checked now)` : '(not pinned yet)')}`,
         `Session:     ${sessionText}`,
         `Profile:     ${status.profile}`,
       ].join('\n'),
     )
+    if (failure) throw new MessengerError(failure.code, failure.message, {hint: failure.hint, details: {...failure.details, status}, cause: failure})
     return status
   }
 }

@@ -84,9 +84,29 @@ describe('CLI walkthrough', () => {
     expect((await runCli(['login', 'alice', '--password-stdin'], {env, input: 'wonderland1\n'})).code).toBe(0)
     await first.stop()
 
+    // Down: status prints what the profile knows, then says it could not check (exit 1).
+    const down = await runCli(['status'], {env})
+    expect(down.code).toBe(1)
+    expect(down.stdout).toContain('User:        alice')
+    expect(down.stdout).toContain(`Certificate: ${first.fingerprint} (pinned; not checked now)`)
+    expect(down.stdout).toContain('Session:     unknown (server unreachable)')
+    expect(down.stderr).toContain(`Error: Cannot reach the server at ${first.address}`)
+    const downJson = await runCli(['status', '--json'], {env})
+    expect(downJson.code).toBe(1)
+    expect(JSON.parse(downJson.stdout)).toMatchObject({
+      error: {code: 'SERVER_UNREACHABLE', details: {status: {username: 'alice', server: first.address, reachable: false, session: 'unknown', pinnedCertificateFingerprint: first.fingerprint}}},
+    })
+
     // Same address, new data dir: a new self-signed certificate.
     const second = await startServerProcess([], {port: first.port})
     expect(second.fingerprint).not.toBe(first.fingerprint)
+    const changed = await runCli(['status', '--json'], {env})
+    expect(changed.code).toBe(1)
+    expect(JSON.parse(changed.stdout)).toMatchObject({error: {code: 'CERT_CHANGED', details: {presented: second.fingerprint, status: {username: 'alice', reachable: true, session: 'unknown'}}}})
+    const changedPlain = await runCli(['status'], {env})
+    expect(changedPlain.code).toBe(1)
+    expect(changedPlain.stdout).toContain(`Server:      ${first.address} (certificate changed)`)
+    expect(changedPlain.stderr).toContain(second.fingerprint)
     const refused = await runCli(['whoisonline'], {env})
     expect(refused.code).toBe(1)
     expect(refused.stderr).toContain(first.fingerprint)
