@@ -1,3 +1,5 @@
+import {cpSync, readFileSync} from 'node:fs'
+import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {runCli, spawnCli, startServerProcess, tempDir} from '../helpers/cli.js'
 import {CHAT_HELP} from '../../src/cli/chat-commands.js'
@@ -76,6 +78,35 @@ describe('CLI walkthrough', () => {
     expect(unreachable.code).toBe(1)
     expect(unreachable.stderr).toContain(`Cannot reach the server at ${server.address}`)
     expect(unreachable.stderr).toContain('messenger server')
+  })
+
+  it('logs out on this machine when the server is unreachable, saying the session stays valid there until it expires', async () => {
+    const server = await startServerProcess()
+    const env = {MESSENGER_HOME: tempDir(), MESSENGER_SERVER: server.address}
+    expect((await runCli(['login', 'alice', '--password-stdin'], {env, input: 'wonderland1\n'})).code).toBe(0)
+    const expiresAt = new Date((JSON.parse(readFileSync(join(env.MESSENGER_HOME, 'profile.json'), 'utf8')) as {tokenExpiresAt: number}).tokenExpiresAt).toISOString()
+    // A backup of the profile taken while logged in: what the warning says could still use the session.
+    const backup = {...env, MESSENGER_HOME: tempDir()}
+    cpSync(env.MESSENGER_HOME, backup.MESSENGER_HOME, {recursive: true})
+    await server.stop()
+
+    const logout = await runCli(['logout'], {env})
+    expect(logout.code, logout.stderr).toBe(0)
+    expect(logout.stdout).toBe('Logged out alice on this machine.\n')
+    expect(logout.stderr).toContain('Warning: the server was not told (SERVER_UNREACHABLE')
+    expect(logout.stderr).toContain(`stays valid there until it expires (${expiresAt})`)
+    expect(JSON.parse(readFileSync(join(env.MESSENGER_HOME, 'profile.json'), 'utf8'))).not.toHaveProperty('token')
+    const again = await runCli(['logout', '--json'], {env})
+    expect(JSON.parse(again.stdout)).toMatchObject({username: 'alice', revoked: false, forgotten: false})
+
+    // The warning is true: back up, the server still honours the session, until a logout that reaches it.
+    const restarted = await startServerProcess([], {dataDir: server.dataDir, port: server.port})
+    const fromBackup = await runCli(['status', '--json'], {env: backup})
+    expect(JSON.parse(fromBackup.stdout)).toMatchObject({username: 'alice', session: 'valid'})
+    const revoke = await runCli(['logout', '--json'], {env: backup})
+    expect(JSON.parse(revoke.stdout)).toMatchObject({username: 'alice', revoked: true, forgotten: true})
+    expect(JSON.parse(revoke.stdout)).not.toHaveProperty('notRevoked')
+    await restarted.stop()
   })
 
   it('refuses a changed server certificate, naming both fingerprints, until the pin is forgotten', async () => {
