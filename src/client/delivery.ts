@@ -221,6 +221,9 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       }
     }
     const delivered = this.inbox.waitForReceipt(id)
+    // The client writes a request in the turn it is made, if connected: so this says whether the
+    // send can have reached the server, should the connection be lost before its answer.
+    const written = this.o.client.connected
     let result: Results['send']
     try {
       result = await this.relay(id, seq, to, info, sealed, text)
@@ -230,6 +233,23 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       // lookup (before recording) or from the server's STALE_KEY (after): no trace either way.
       if (error instanceof MessengerError && error.code === 'KEY_CHANGED') await this.o.history.discardOutgoing(id)
       else await this.o.history.updateStatus(id, 'failed')
+      // Lost with no reply (the server killed, the network gone): the client's own sentence is
+      // about the connection; the person needs to know about the message, and that a new send
+      // gets a new id, so the server cannot tell it from the first.
+      if (error instanceof MessengerError && error.code === 'CONNECTION_CLOSED') {
+        const where = `The connection to ${this.o.client.serverKey} was lost`
+        throw written
+          ? new MessengerError('CONNECTION_CLOSED', `${where} before the server confirmed message ${seq} to ${to}: it may or may not have been stored. History marks it failed.`, {
+              hint: `Check that the server is running, then send it again. A new send is a new message: if the first was stored after all, ${to} gets both.`,
+              details: {id, seq, to, stored: 'unknown'},
+              cause: error,
+            })
+          : new MessengerError('CONNECTION_CLOSED', `${where} before message ${seq} to ${to} was sent: it never reached the server, so nothing was stored. History marks it failed.`, {
+              hint: 'Check that the server is running, then send it again.',
+              details: {id, seq, to, stored: 'no'},
+              cause: error,
+            })
+      }
       throw error
     }
     const online = result.recipients[0]?.online ?? false

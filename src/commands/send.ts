@@ -13,7 +13,8 @@ export default class Send extends BaseCommand<typeof Send> {
 An offline recipient gets it when they next come online (the server stores it, encrypted, and retries until their client acknowledges).
 It goes straight to an online recipient over UDP when a direct path answers (peer-to-peer, encrypted), else through the server relay.
 Prints the message number and what happened: delivered directly (p2p), delivered (relayed), sent (relayed, not yet confirmed), or stored because the recipient is offline.
-If the recipient's client received it but could not open it, send exits 1 with UNREADABLE (with --json: {"error": {"code": "UNREADABLE", ..., "details": the outcome}}).`
+If the recipient's client received it but could not open it, send exits 1 with UNREADABLE (with --json: {"error": {"code": "UNREADABLE", ..., "details": the outcome}}).
+If the connection to the server is lost before it confirms the message, send exits 1 with CONNECTION_CLOSED, saying whether the message never reached the server (details.stored "no": send it again) or may have been stored (details.stored "unknown": sending again is a new message, so the recipient may get both); history marks it failed.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> bob hello there',

@@ -8,6 +8,7 @@ import {describe, expect, it} from 'vitest'
 import {MAX_TEXT_BYTES} from '../../src/crypto/envelope.js'
 import {newMessageId} from '../../src/client/delivery.js'
 import {loginUser, makeOfflineUser, makeUser, type TestUser} from '../helpers/messaging.js'
+import {makeP2PUser} from '../helpers/p2p.js'
 import {expectCode, makeTempDir, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 
 /** Every file under `dir`, recursively, with its bytes. */
@@ -287,6 +288,56 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
     await bob.settle()
     expect(bob.messages.count((m) => m.text === 'stored despite the error')).toBe(1)
     expect(alice.history.list({peer: 'bob'}).map((r) => [r.id, r.status])).toEqual([[outcome.id, expect.stringMatching(/^(sent|delivered)$/)]])
+  })
+
+  it('a connection lost after the send was written, before the server answered: CONNECTION_CLOSED about the message (may be stored, a resend is a new message), marked failed', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-send-cut-')
+    const {server, address} = await startTestServer({store, dataDir: dir})
+    const bob = await makeUser(address, 'bob', {online: false})
+    await bob.close()
+    const alice = await makeUser(address, 'alice')
+    // As a SIGKILL after the write: the server stores the message, then every socket drops with no reply.
+    const enqueue = sinon.stub(store, 'enqueueMessage')
+    enqueue.onFirstCall().callsFake(async (request) => {
+      const stored = await enqueue.wrappedMethod.call(store, request)
+      for (const connection of server['connections']) connection.destroy()
+      return stored
+    })
+    enqueue.callThrough()
+
+    const lost = await expectCode(alice.engine.sendText('bob', 'cut off'), 'CONNECTION_CLOSED')
+    const [row] = alice.history.list({peer: 'bob'})
+    expect(row).toMatchObject({text: 'cut off', status: 'failed'})
+    expect(lost.message).toBe(`The connection to ${address} was lost before the server confirmed message ${row!.seq} to bob: it may or may not have been stored. History marks it failed.`)
+    expect(lost.hint).toMatch(/send it again\. A new send is a new message: if the first was stored after all, bob gets both\.$/)
+    expect(lost.hint).not.toContain('reconnect')
+    expect(lost.details).toEqual({id: row!.id, seq: row!.seq, to: 'bob', stored: 'unknown'})
+    // Here it was stored: why the sentence cannot say "not sent". bob, coming online, gets it.
+    expect(enqueue.callCount).toBe(1)
+    const bobBack = await loginUser(address, 'bob', {profileDir: bob.profileDir})
+    expect(await bobBack.nextMessage()).toMatchObject({from: 'alice', text: 'cut off'})
+  })
+
+  it('a connection lost before the send was written (during the direct attempt): CONNECTION_CLOSED saying nothing was stored, marked failed', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-send-unsent-')
+    const {server, address} = await startTestServer({store, dataDir: dir})
+    const bob = await makeUser(address, 'bob') // online, no direct path: alice's punch finds nothing
+    const alice = await makeP2PUser(address, 'alice', {punchMs: 200})
+    const enqueue = sinon.spy(store, 'enqueueMessage')
+    // Only alice's introduce asks whether alice blocks bob: the server dies there, before the send.
+    sinon.stub(store, 'isBlocked').callsFake(async (blocker: string, blocked: string) => {
+      if (blocker === 'alice' && blocked === 'bob') for (const connection of server['connections']) connection.destroy()
+      return false
+    })
+
+    const lost = await expectCode(alice.engine.sendText('bob', 'never left'), 'CONNECTION_CLOSED')
+    const [row] = alice.history.list({peer: 'bob'})
+    expect(row).toMatchObject({text: 'never left', status: 'failed'})
+    expect(lost.message).toBe(`The connection to ${address} was lost before message ${row!.seq} to bob was sent: it never reached the server, so nothing was stored. History marks it failed.`)
+    expect(lost.hint).toBe('Check that the server is running, then send it again.')
+    expect(lost.details).toEqual({id: row!.id, seq: row!.seq, to: 'bob', stored: 'no'})
+    expect(enqueue.callCount).toBe(0)
+    await bob.close()
   })
 
   it('a full disk is STORE_FULL, with what to do, and nothing is stored; a bug is INTERNAL; neither is sent again', async () => {
