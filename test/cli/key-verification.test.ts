@@ -50,13 +50,17 @@ describe('key verification', () => {
 
     // The key comes from the profile, not the server.
     await server.stop()
+    // (Exit 1, SERVER_UNREACHABLE, with what the profile knows in details.status.)
     const offline = await json(alice, ['status'])
-    expect(offline.result).toMatchObject({reachable: false, keyFingerprint: fingerprint})
+    expect(offline.code).toBe(1)
+    expect(offline.result).toMatchObject({error: {code: 'SERVER_UNREACHABLE', details: {status: {reachable: false, keyFingerprint: fingerprint}}}})
+    const offlineText = await runCli(['status'], {env: alice})
+    expect(offlineText.stdout).toMatch(new RegExp(`^Key: +${fingerprint}$`, 'm'))
 
     // A profile that never logged in has no key yet, and status does not make one.
     const freshHome = tempDir()
     const fresh = await json({MESSENGER_HOME: freshHome, MESSENGER_SERVER: server.address}, ['status'])
-    expect(fresh.result).toMatchObject({keyFingerprint: null})
+    expect(fresh.result).toMatchObject({error: {details: {status: {keyFingerprint: null}}}})
     expect(existsSync(join(freshHome, 'identity.json'))).toBe(false)
     expect((await runCli(['status'], {env: {MESSENGER_HOME: tempDir(), MESSENGER_SERVER: server.address}})).stdout).toMatch(/^Key: +\(none yet/m)
 
