@@ -1,6 +1,6 @@
 import sinon from 'sinon'
 import {describe, expect, it} from 'vitest'
-import {runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
+import {FIXTURE_PASSWORDS, loggedInProfiles, runCli, spawnCli, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
 import {makeUser} from '../helpers/messaging.js'
 import {connectClient, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 
@@ -16,9 +16,8 @@ function flipFirstBit(b64: string): string {
  * user with a profile of their own, exactly as two people in two terminals would use it.
  */
 
-const PASSWORDS = {alice: 'wonderland1', bob: 'builder123', carol: 'carolsings'} as const
-type User = keyof typeof PASSWORDS
-type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+const PASSWORDS = FIXTURE_PASSWORDS
+type Env = ProfileEnv
 
 interface ListenEvent {
   type: string
@@ -33,18 +32,8 @@ interface ListenEvent {
   status?: string
 }
 
-/** A fresh server and a logged-in profile per user (logins run in parallel: each costs a node start-up). */
-async function setup<U extends User>(users: U[]): Promise<Record<U, Env>> {
-  const server = await startServerProcess()
-  const entries = await Promise.all(
-    users.map(async (user) => {
-      const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
-      const login = await runCli(['login', user, '--password-stdin'], {env, input: `${PASSWORDS[user]}\n`})
-      expect(login.code, `login ${user}: ${login.stderr}`).toBe(0)
-      return [user, env] as const
-    }),
-  )
-  return Object.fromEntries(entries) as Record<U, Env>
+async function setup<U extends FixtureUser>(users: U[]): Promise<Record<U, Env>> {
+  return (await loggedInProfiles(users)).envs
 }
 
 async function listen(env: Env): Promise<CliProcess> {

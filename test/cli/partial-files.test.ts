@@ -2,7 +2,7 @@ import {randomBytes} from 'node:crypto'
 import {mkdirSync, readdirSync, watch, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
+import {loggedInProfiles, spawnCli, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
 
 /**
  * A `listen` killed with SIGKILL mid-transfer leaves its partial file in the downloads directory; the
@@ -10,23 +10,12 @@ import {runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '..
  * profile sharing the directory) is writing. Real processes throughout: server, listen, sendfile.
  */
 
-const PASSWORDS = {alice: 'wonderland1', bob: 'builder123', carol: 'carolsings'} as const
-type User = keyof typeof PASSWORDS
-type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+type Env = ProfileEnv
 
 const PARTIAL = /^\..+\.[0-9a-f]{32}\.([0-9a-f]{12})\.part$/
 
-async function setup<U extends User>(users: U[]): Promise<Record<U, Env>> {
-  const server = await startServerProcess()
-  const entries = await Promise.all(
-    users.map(async (user) => {
-      const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
-      const login = await runCli(['login', user, '--password-stdin'], {env, input: `${PASSWORDS[user]}\n`})
-      expect(login.code, `login ${user}: ${login.stderr}`).toBe(0)
-      return [user, env] as const
-    }),
-  )
-  return Object.fromEntries(entries) as Record<U, Env>
+async function setup<U extends FixtureUser>(users: U[]): Promise<Record<U, Env>> {
+  return (await loggedInProfiles(users)).envs
 }
 
 async function listen(env: Env, downloads: string): Promise<CliProcess> {

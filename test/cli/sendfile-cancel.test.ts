@@ -3,7 +3,7 @@ import {randomBytes} from 'node:crypto'
 import {readdirSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {BIN, runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
+import {BIN, loggedInProfiles, spawnCli, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
 
 /**
  * Stopping a transfer from either end: Ctrl-C in sendfile's terminal, or the receiver's listen
@@ -19,25 +19,14 @@ const SCRIPT = spawnSync('script', ['--version'], {encoding: 'utf8'})
 const haveScript = SCRIPT.status === 0 && /util-linux/.test(SCRIPT.stdout)
 if (!haveScript) console.warn('skipping the Ctrl-C sendfile test: it needs `script` from util-linux (Debian: bsdutils) for a pseudo-terminal')
 
-const PASSWORDS = {alice: 'wonderland1', bob: 'builder123'} as const
-type User = keyof typeof PASSWORDS
-type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+type Env = ProfileEnv
 
-async function setup<U extends User>(users: U[]): Promise<Record<U, Env>> {
+async function setup<U extends FixtureUser>(users: U[]): Promise<Record<U, Env>> {
   return (await setupWithServer(users)).envs
 }
 
-async function setupWithServer<U extends User>(users: U[]): Promise<{server: CliProcess; envs: Record<U, Env>}> {
-  const server = await startServerProcess()
-  const entries = await Promise.all(
-    users.map(async (user) => {
-      const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
-      const login = await runCli(['login', user, '--password-stdin'], {env, input: `${PASSWORDS[user]}\n`})
-      expect(login.code, `login ${user}: ${login.stderr}`).toBe(0)
-      return [user, env] as const
-    }),
-  )
-  return {server, envs: Object.fromEntries(entries) as Record<U, Env>}
+async function setupWithServer<U extends FixtureUser>(users: U[]): Promise<{server: CliProcess; envs: Record<U, Env>}> {
+  return loggedInProfiles(users)
 }
 
 async function listen(env: Env, downloads: string): Promise<CliProcess> {

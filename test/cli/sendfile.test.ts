@@ -3,16 +3,14 @@ import {readdirSync} from 'node:fs'
 import {readFile, writeFile} from 'node:fs/promises'
 import {dirname, join} from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
+import {loggedInProfiles, runCli, spawnCli, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
 
 /**
  * `messenger sendfile` against `messenger listen --json --downloads DIR` in separate processes, with
  * a real server process: two people in two terminals (issue 4 section 6).
  */
 
-const PASSWORDS = {alice: 'wonderland1', bob: 'builder123', carol: 'carolsings'} as const
-type User = keyof typeof PASSWORDS
-type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+type Env = ProfileEnv
 
 interface FileEvent {
   type: string
@@ -28,18 +26,8 @@ interface FileEvent {
   message?: string
 }
 
-/** A fresh server and a logged-in profile per user (in parallel: each login is a node start-up). */
-async function setup<U extends User>(users: U[]): Promise<Record<U, Env>> {
-  const server = await startServerProcess()
-  const entries = await Promise.all(
-    users.map(async (user) => {
-      const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
-      const login = await runCli(['login', user, '--password-stdin'], {env, input: `${PASSWORDS[user]}\n`})
-      expect(login.code, `login ${user}: ${login.stderr}`).toBe(0)
-      return [user, env] as const
-    }),
-  )
-  return Object.fromEntries(entries) as Record<U, Env>
+async function setup<U extends FixtureUser>(users: U[]): Promise<Record<U, Env>> {
+  return (await loggedInProfiles(users)).envs
 }
 
 async function listen(env: Env, args: string[]): Promise<CliProcess> {

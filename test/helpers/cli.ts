@@ -4,7 +4,7 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 import {fileURLToPath} from 'node:url'
-import {onTestFinished} from 'vitest'
+import {expect, onTestFinished} from 'vitest'
 
 /** The built CLI, exactly as a user runs it. `npm test` builds dist/ first. */
 export const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
@@ -105,4 +105,25 @@ export async function startServerProcess(
   const {address, fingerprint} = JSON.parse(line) as {address: string; fingerprint: string}
   const port = Number(address.split(':').pop())
   return Object.assign(proc, {port, address: `127.0.0.1:${port}`, dataDir, fingerprint})
+}
+
+/** The accounts in test/fixtures/credentials.txt, which startServerProcess imports. */
+export const FIXTURE_PASSWORDS = {alice: 'wonderland1', bob: 'builder123', carol: 'carolsings'} as const
+export type FixtureUser = keyof typeof FIXTURE_PASSWORDS
+
+/** What a CLI child needs to act as one user: its own profile, and the server. */
+export type ProfileEnv = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+
+/** A fresh server and a logged-in profile per user (logins run in parallel: each costs a node start-up). */
+export async function loggedInProfiles<U extends FixtureUser>(users: U[]): Promise<{server: Awaited<ReturnType<typeof startServerProcess>>; envs: Record<U, ProfileEnv>}> {
+  const server = await startServerProcess()
+  const entries = await Promise.all(
+    users.map(async (user) => {
+      const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
+      const login = await runCli(['login', user, '--password-stdin'], {env, input: `${FIXTURE_PASSWORDS[user]}\n`})
+      expect(login.code, `login ${user}: ${login.stderr}`).toBe(0)
+      return [user, env] as const
+    }),
+  )
+  return {server, envs: Object.fromEntries(entries) as Record<U, ProfileEnv>}
 }
