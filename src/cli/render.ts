@@ -80,3 +80,11 @@ export function incomingMessageLine(m: {ts: number; from: string; text: string; 
   const where = m.group ? `#${escapeControls(m.group)} ` : m.broadcast ? '(broadcast) ' : ''
   return `[${new Date(m.ts).toLocaleTimeString()}] ${where}${escapeControls(m.from)}: ${renderMessageText(m.text)}`
 }
+
+/** What leaving a group did (group_leave's reply), for `group leave` and chat's `/group leave`. */
+export function leftGroupLine(label: string, result: {deleted?: boolean; newOwner?: string | null}): string {
+  // Servers from before ownership passed on answer {}: then there is nothing more to say.
+  if (result.deleted) return `Left ${label}. You were its last member, so the group is deleted and its name is free.`
+  if (result.newOwner) return `Left ${label}. ${result.newOwner} owns it now (its longest-standing member).`
+  return `Left ${label}.`
+}

@@ -4,7 +4,7 @@ import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
-import {escapeControls, incomingMessageLine, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
+import {escapeControls, incomingMessageLine, leftGroupLine, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
@@ -324,8 +324,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         print(`Joined #${name}.`)
         return
       case 'leave':
-        await client.request('group_leave', {name})
-        print(`Left #${name}.`)
+        print(leftGroupLine(`#${name}`, await client.request('group_leave', {name})))
         return
       case 'list': {
         const {groups} = await client.request('group_list', {})

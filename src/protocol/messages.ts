@@ -131,7 +131,11 @@ export interface Results {
   /** `alreadyMember`: nothing was done, the user is in the group. */
   group_invite: {alreadyMember: boolean}
   group_join: Record<string, never>
-  group_leave: Record<string, never>
+  /**
+   * `deleted`: you were the last member, so the group and its invitations are gone (the name is free).
+   * `newOwner`: you owned the group and it passed to this member (the longest-standing); else null.
+   */
+  group_leave: {deleted: boolean; newOwner: string | null}
   group_list: {groups: Array<{name: string; membership: 'invited' | 'member'}>}
   group_members: {name: string; owner: string; members: GroupMember[]}
   block: Record<string, never>

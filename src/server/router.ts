@@ -235,10 +235,7 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       await social.join(requireSession(connection).username, request.name)
       return {}
     },
-    async group_leave(connection, request) {
-      await social.leave(requireSession(connection).username, request.name)
-      return {}
-    },
+    group_leave: (connection, request) => social.leave(requireSession(connection).username, request.name),
     group_list: (connection) => social.list(requireSession(connection).username),
     group_members: (connection, request) => social.members(requireSession(connection).username, request.name),
 

@@ -51,10 +51,10 @@ export class Social {
     await this.o.store.setMembership(name, username, 'member')
   }
 
-  async leave(username: string, rawName: string): Promise<void> {
+  async leave(username: string, rawName: string): Promise<Results['group_leave']> {
     const name = (await this.requireGroup(rawName)).name
     await this.requireMember(name, username)
-    await this.o.store.removeMembership(name, username)
+    return this.o.store.removeMembership(name, username)
   }
 
   async list(username: string): Promise<Results['group_list']> {

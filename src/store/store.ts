@@ -102,6 +102,14 @@ export interface GroupRecord {
   createdAt: number
 }
 
+/** What removeMembership did to the group besides removing the user. */
+export interface GroupLeft {
+  /** No member remained: the group and its invitations are gone. */
+  deleted: boolean
+  /** Who owns the group now, when the user who left was its owner and it was not deleted. */
+  newOwner: string | null
+}
+
 /** What an acknowledgement says of the copies it settles (ReceiptRecord.status). Default delivered. */
 export type AckStatus = 'delivered' | 'unreadable'
 
@@ -185,8 +193,14 @@ export interface Store {
   /** Creates the group with its owner as first member; false if the name is taken. */
   createGroup(group: GroupRecord): Promise<boolean>
   getGroup(name: string): Promise<GroupRecord | undefined>
+  /** Invites, or makes a member; a new member is recorded as joining after every current one (see removeMembership). */
   setMembership(name: string, username: string, membership: Membership): Promise<void>
-  removeMembership(name: string, username: string): Promise<void>
+  /**
+   * Takes `username` out of the group, atomically with what follows from it: if they owned it, the
+   * longest-standing remaining member (earliest to join; ties by username) becomes the owner; if no
+   * member remains, the group is deleted with its pending invitations, so the name is free again.
+   */
+  removeMembership(name: string, username: string): Promise<GroupLeft>
   getMembership(name: string, username: string): Promise<Membership | undefined>
   listMembers(name: string): Promise<Array<{username: string; membership: Membership}>>
   listGroupsOf(username: string): Promise<Array<{name: string; membership: Membership}>>

@@ -246,6 +246,33 @@ describe('messaging through the CLI', () => {
     expect(events(bobListens).filter((e) => e.type === 'message').map((e) => e.text)).toEqual(['hi all'])
   })
 
+  it('group leave: the owner leaving hands the group on (members shows the new owner; the old one returns as a member); the last member leaving deletes it, so its name can be created again', async () => {
+    const {alice, bob, carol} = await setup(['alice', 'bob', 'carol'])
+    const cli = async (env: Env, args: string[]) => {
+      const run = await runCli(args, {env})
+      expect(run.code, `${args.join(' ')}: ${run.stderr}`).toBe(0)
+      return run.stdout
+    }
+    await cli(alice, ['group', 'create', 'friends', '--invite', 'bob', '--invite', 'carol'])
+    await cli(bob, ['group', 'join', 'friends'])
+    expect(await cli(bob, ['group', 'leave', 'friends'])).toBe('Left friends.\n')
+    await cli(carol, ['group', 'join', 'friends'])
+    expect(await cli(alice, ['group', 'leave', 'friends'])).toBe('Left friends. carol owns it now (its longest-standing member).\n')
+    expect(await cli(carol, ['group', 'members', 'friends'])).toMatch(/^carol \(owner\) /m)
+
+    await cli(carol, ['group', 'invite', 'friends', 'alice'])
+    await cli(alice, ['group', 'join', 'friends'])
+    const members = await cli(alice, ['group', 'members', 'friends'])
+    expect(members).toMatch(/^carol \(owner\) /m)
+    expect(members).toMatch(/^alice +Alice/m) // no "(owner)" on alice
+
+    await cli(carol, ['group', 'leave', 'friends'])
+    const last = await sendJson(alice, ['group', 'leave', 'friends'])
+    expect(last.result).toEqual({group: 'friends', left: true, deleted: true, newOwner: null})
+    expect(await cli(bob, ['group', 'create', 'friends'])).toMatch(/friends/)
+    expect(await cli(bob, ['group', 'members', 'friends'])).toMatch(/^bob \(owner\) /m)
+  })
+
   it('a group send that reached nobody says so, per member with the reason, and exits 1 with NO_RECIPIENTS; chat\'s /group send says the same', async () => {
     const {alice, bob, carol} = await setup(['alice', 'bob', 'carol'])
     const created = await Promise.all([runCli(['group', 'create', 'solo'], {env: alice}), runCli(['group', 'create', 'friends', '--invite', 'bob'], {env: alice})])

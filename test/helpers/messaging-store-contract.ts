@@ -372,11 +372,67 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
           {username: 'bob', membership: 'member'},
           {username: 'carol', membership: 'invited'},
         ])
-        await store.removeMembership('team', 'bob')
-        await store.removeMembership('team', 'nobody')
+        expect(await store.removeMembership('team', 'bob')).toEqual({deleted: false, newOwner: null})
+        expect(await store.removeMembership('team', 'nobody')).toEqual({deleted: false, newOwner: null})
+        expect(await store.removeMembership('nope', 'bob')).toEqual({deleted: false, newOwner: null})
         expect(await store.getMembership('team', 'bob')).toBeUndefined()
         expect((await store.listMembers('team')).map((m) => m.username)).toEqual(['alice', 'carol'])
         expect(await store.listMembers('nope')).toEqual([])
+      })
+
+      it('passes ownership to the longest-standing member when the owner leaves; a returning owner is an ordinary member', async () => {
+        const store = await open(['alice', 'bob', 'carol', 'dave'])
+        await store.createGroup({name: 'team', owner: 'alice', createdAt: T0})
+        for (const u of ['dave', 'carol', 'bob']) await store.setMembership('team', u, 'invited')
+        // Join order dave, bob, carol: neither invitation order nor the alphabet decides.
+        await store.setMembership('team', 'dave', 'member')
+        await store.setMembership('team', 'bob', 'member')
+        await store.setMembership('team', 'carol', 'member')
+        // Joining again (a retried join) keeps a member's place.
+        await store.setMembership('team', 'dave', 'member')
+
+        expect(await store.removeMembership('team', 'alice')).toEqual({deleted: false, newOwner: 'dave'})
+        expect((await store.getGroup('team'))?.owner).toBe('dave')
+        // Not the owner leaving: nothing passes.
+        expect(await store.removeMembership('team', 'bob')).toEqual({deleted: false, newOwner: null})
+        expect((await store.getGroup('team'))?.owner).toBe('dave')
+
+        // alice comes back: she joins last and does not own it.
+        await store.setMembership('team', 'alice', 'invited')
+        await store.setMembership('team', 'alice', 'member')
+        expect((await store.getGroup('team'))?.owner).toBe('dave')
+        // bob rejoins after alice: a member who left starts again at the back.
+        await store.setMembership('team', 'bob', 'invited')
+        await store.setMembership('team', 'bob', 'member')
+        expect(await store.removeMembership('team', 'dave')).toEqual({deleted: false, newOwner: 'carol'})
+        expect(await store.removeMembership('team', 'carol')).toEqual({deleted: false, newOwner: 'alice'})
+        expect(await store.getGroup('team')).toEqual({name: 'team', owner: 'alice', createdAt: T0})
+      })
+
+      it('deletes a group with its invitations when its last member leaves, so the name can be created again', async () => {
+        const store = await open(['alice', 'bob', 'carol', 'dave'])
+        await store.createGroup({name: 'team', owner: 'alice', createdAt: T0})
+        await store.setMembership('team', 'bob', 'invited')
+        await store.setMembership('team', 'bob', 'member')
+        await store.setMembership('team', 'carol', 'invited')
+        expect(await store.removeMembership('team', 'alice')).toEqual({deleted: false, newOwner: 'bob'})
+        // Invitees are not members: the group ends with its last member.
+        expect(await store.removeMembership('team', 'bob')).toEqual({deleted: true, newOwner: null})
+        expect(await store.getGroup('team')).toBeUndefined()
+        expect(await store.listMembers('team')).toEqual([])
+        expect(await store.getMembership('team', 'carol')).toBeUndefined()
+        expect(await store.listGroupsOf('carol')).toEqual([])
+        await expect(store.setMembership('team', 'carol', 'member')).rejects.toMatchObject({code: 'NO_SUCH_GROUP'})
+
+        // The name is free: a new group, its creator the owner and only member, nothing of the old one.
+        expect(await store.createGroup({name: 'team', owner: 'dave', createdAt: T0 + 1})).toBe(true)
+        expect(await store.getGroup('team')).toEqual({name: 'team', owner: 'dave', createdAt: T0 + 1})
+        expect(await store.listMembers('team')).toEqual([{username: 'dave', membership: 'member'}])
+        expect(await store.listGroupsOf('carol')).toEqual([])
+        // Join order starts afresh too: dave, then carol.
+        await store.setMembership('team', 'carol', 'invited')
+        await store.setMembership('team', 'carol', 'member')
+        expect(await store.removeMembership('team', 'dave')).toEqual({deleted: false, newOwner: 'carol'})
       })
 
       it('lists the groups of a user by name, with their membership', async () => {

@@ -75,6 +75,43 @@ describe('messaging: groups', () => {
     expect(await bob.nextMessage((m) => m.id === shouted.id)).toMatchObject({group: 'team', text: 'hello again'})
     expect(dave.history.list()).toEqual([])
   })
+
+  it('passes ownership to the longest-standing member when the owner leaves, and deletes a group its last member leaves, freeing the name', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    const carol = await makeUser(address, 'carol')
+    const dave = await makeUser(address, 'dave')
+
+    await alice.client.request('group_create', {name: 'friends', invite: ['bob', 'carol', 'dave']})
+    await bob.client.request('group_join', {name: 'friends'})
+    expect(await bob.client.request('group_leave', {name: 'friends'})).toEqual({deleted: false, newOwner: null})
+    await carol.client.request('group_join', {name: 'friends'})
+
+    // carol is the only member left besides alice: she owns it once alice leaves.
+    expect(await alice.client.request('group_leave', {name: 'friends'})).toEqual({deleted: false, newOwner: 'carol'})
+    const afterAlice = await carol.client.request('group_members', {name: 'friends'})
+    expect(afterAlice.owner).toBe('carol')
+    expect(afterAlice.members.map((m) => [m.username, m.membership])).toEqual([['carol', 'member'], ['dave', 'invited']])
+
+    // alice comes back as an ordinary member.
+    await carol.client.request('group_invite', {name: 'friends', username: 'alice'})
+    await alice.client.request('group_join', {name: 'friends'})
+    expect((await alice.client.request('group_members', {name: 'friends'})).owner).toBe('carol')
+
+    expect(await carol.client.request('group_leave', {name: 'friends'})).toEqual({deleted: false, newOwner: 'alice'})
+    // The last member leaves: the group goes, dave's invitation with it.
+    expect(await alice.client.request('group_leave', {name: 'friends'})).toEqual({deleted: true, newOwner: null})
+    await expectCode(dave.client.request('group_join', {name: 'friends'}), 'NO_SUCH_GROUP')
+    expect(await dave.client.request('group_list', {})).toEqual({groups: []})
+
+    // The name is free: bob creates it afresh, its owner and only member.
+    expect(await bob.client.request('group_create', {name: 'friends'})).toEqual({name: 'friends', invited: [], skipped: []})
+    const fresh = await bob.client.request('group_members', {name: 'friends'})
+    expect(fresh.owner).toBe('bob')
+    expect(fresh.members.map((m) => [m.username, m.membership])).toEqual([['bob', 'member']])
+    await expectCode(dave.client.request('group_members', {name: 'friends'}), 'NOT_A_MEMBER')
+  })
 })
 
 describe('messaging: blocking', () => {

@@ -151,7 +151,7 @@ describe.skipIf(!available)('RedisStore', () => {
       const keys = await allKeys(raw)
       const shapes = [
         /^\{u:[a-z]+\}:(user|seq|queue|copies|acked|lastqid|failures|receipts|receipt|groups|blocked|blockers)$/,
-        /^\{g:[a-z]+\}:(group|members)$/,
+        /^\{g:[a-z]+\}:(group|members|joined)$/,
         /^\{m:[\w-]+\}:id$/,
         /^\{sessions\}:(session:[0-9a-f]{64}|expiry)$/,
         /^\{users\}:logins$/,

@@ -21,8 +21,11 @@ import {MessengerError} from '../../protocol/errors.js'
  *   P{u:U}:blocked   set    users U has blocked (authoritative)
  *   P{u:U}:blockers  set    users who may have blocked U (index; checked against their :blocked)
  * Per group G (hash tag {g:G}):
- *   P{g:G}:group     hash   owner createdAt
+ *   P{g:G}:group     hash   owner createdAt joins (the last join number handed out)
  *   P{g:G}:members   hash   username -> invited|member (authoritative)
+ *   P{g:G}:joined    zset   member -> join number (who is longest-standing; members from before it
+ *                           existed are missing and count as 0: they joined before everyone in it)
+ *   A group whose last member leaves is deleted (all three keys), so its name is free again.
  * Per message id M (hash tag {m:M}):
  *   P{m:M}:id        hash   sender ts expiresAt [group] state(open|done) [seq]
  * Shared, each in a slot of its own:
@@ -72,6 +75,7 @@ export function redisKeys(p: string) {
     blockers: (x: string) => `${u(x)}:blockers`,
     group: (name: string) => `${g(name)}:group`,
     members: (name: string) => `${g(name)}:members`,
+    joined: (name: string) => `${g(name)}:joined`,
     msgId: (id: string) => `${p}{m:${id}}:id`,
     session: (tokenHash: string) => `${p}{sessions}:session:${tokenHash}`,
     sessionExpiry: `${p}{sessions}:expiry`,

@@ -313,22 +313,62 @@ const SCRIPTS = {
       end
       return out`,
   },
-  /** KEYS group members; ARGV owner createdAt -> 1 created, 0 taken. */
+  /** KEYS group members joined; ARGV owner createdAt -> 1 created, 0 taken. */
   createGroup: {
-    keys: 2,
+    keys: 3,
     lua: `
       if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-      redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'createdAt', ARGV[2])
+      redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'createdAt', ARGV[2], 'joins', 1)
       redis.call('HSET', KEYS[2], ARGV[1], 'member')
+      redis.call('DEL', KEYS[3])
+      redis.call('ZADD', KEYS[3], 1, ARGV[1])
       return 1`,
   },
-  /** KEYS group members; ARGV username membership -> 0 when the group does not exist. */
+  /**
+   * KEYS group members joined; ARGV username membership -> 0 when the group does not exist. A new
+   * member gets the next join number; a member stays where they were.
+   */
   setMembership: {
-    keys: 2,
+    keys: 3,
     lua: `
       if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+      local was = redis.call('HGET', KEYS[2], ARGV[1])
       redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+      if ARGV[2] ~= 'member' then
+        redis.call('ZREM', KEYS[3], ARGV[1])
+      elseif was ~= 'member' then
+        redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'joins', 1), ARGV[1])
+      end
       return 1`,
+  },
+  /**
+   * KEYS group members joined; ARGV username -> {removed, deleted, newOwner}. Removes the user; if
+   * no member remains, deletes the group with its invitations; else, if they owned it, hands it to
+   * the longest-standing member (lowest join number, missing = 0; ties by username: the SQLite order).
+   */
+  removeMembership: {
+    keys: 3,
+    lua: `
+      local owner = redis.call('HGET', KEYS[1], 'owner')
+      if not owner or redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return {0, 0, ''} end
+      redis.call('ZREM', KEYS[3], ARGV[1])
+      local next, nextJoined = nil, nil
+      local all = redis.call('HGETALL', KEYS[2])
+      for i = 1, #all, 2 do
+        if all[i + 1] == 'member' then
+          local joined = tonumber(redis.call('ZSCORE', KEYS[3], all[i]) or '0')
+          if next == nil or joined < nextJoined or (joined == nextJoined and all[i] < next) then
+            next, nextJoined = all[i], joined
+          end
+        end
+      end
+      if next == nil then
+        redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+        return {1, 1, ''}
+      end
+      if owner ~= ARGV[1] then return {1, 0, ''} end
+      redis.call('HSET', KEYS[1], 'owner', next)
+      return {1, 0, next}`,
   },
 } as const
 

@@ -1,7 +1,7 @@
 import type {Redis} from 'ioredis'
 
 import {errors} from '../../protocol/errors.js'
-import type {GroupRecord, Membership} from '../store.js'
+import type {GroupLeft, GroupRecord, Membership} from '../store.js'
 import {byName, execPipeline} from './redis-common.js'
 import type {RedisKeys} from './redis-keys.js'
 import type {RedisScripts} from './redis-scripts.js'
@@ -20,10 +20,11 @@ export class RedisSocial {
   // ---- groups -------------------------------------------------------------------------------
 
   async createGroup(group: GroupRecord): Promise<boolean> {
-    // Groups are never deleted, so a name seen taken stays taken: answer without writing anything.
+    // A name taken now is refused without writing anything (no stray index entry); the script
+    // decides for real, since the group may be deleted or created in between.
     if ((await this.redis.exists(this.k.group(group.name))) === 1) return false
     await this.redis.sadd(this.k.groupsOf(group.owner), group.name)
-    const created = await this.scripts.run('createGroup', [this.k.group(group.name), this.k.members(group.name)], [group.owner, group.createdAt])
+    const created = await this.scripts.run('createGroup', this.groupKeys(group.name), [group.owner, group.createdAt])
     return created === 1
   }
 
@@ -35,14 +36,22 @@ export class RedisSocial {
 
   async setMembership(name: string, username: string, membership: Membership): Promise<void> {
     await this.redis.sadd(this.k.groupsOf(username), name)
-    const set = await this.scripts.run('setMembership', [this.k.group(name), this.k.members(name)], [username, membership])
+    const set = await this.scripts.run('setMembership', this.groupKeys(name), [username, membership])
     // The SQLite store refuses this with a foreign key; say so here too rather than invent a group.
     if (set !== 1) throw errors.noSuchGroup(name)
   }
 
-  async removeMembership(name: string, username: string): Promise<void> {
-    await this.redis.hdel(this.k.members(name), username)
+  async removeMembership(name: string, username: string): Promise<GroupLeft> {
+    const [, deleted, newOwner] = (await this.scripts.run('removeMembership', this.groupKeys(name), [username])) as [number, number, string]
+    // Index removed last. A deleted group's invitees keep a stale entry in theirs, which
+    // listGroupsOf checks against the (now missing) members hash.
     await this.redis.srem(this.k.groupsOf(username), name)
+    return {deleted: deleted === 1, newOwner: newOwner === '' ? null : newOwner}
+  }
+
+  /** One group's keys, all in its slot, so one script may change them together. */
+  private groupKeys(name: string): string[] {
+    return [this.k.group(name), this.k.members(name), this.k.joined(name)]
   }
 
   async getMembership(name: string, username: string): Promise<Membership | undefined> {

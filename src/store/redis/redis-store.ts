@@ -4,6 +4,7 @@ import type {
   AckStatus,
   EnqueueRequest,
   EnqueueResult,
+  GroupLeft,
   GroupRecord,
   LoginFailures,
   Membership,
@@ -259,7 +260,7 @@ export class RedisStore implements Store {
     return this.social.setMembership(name, username, membership)
   }
 
-  async removeMembership(name: string, username: string): Promise<void> {
+  async removeMembership(name: string, username: string): Promise<GroupLeft> {
     return this.social.removeMembership(name, username)
   }
 

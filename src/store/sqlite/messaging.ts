@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3'
 import {errors} from '../../protocol/errors.js'
-import type {AckedCopy, AckStatus, EnqueueRequest, EnqueueResult, GroupRecord, Membership, ReceiptRecord, StoredMessage} from '../store.js'
+import type {AckedCopy, AckStatus, EnqueueRequest, EnqueueResult, GroupLeft, GroupRecord, Membership, ReceiptRecord, StoredMessage} from '../store.js'
 import {receiptsFor} from '../receipts.js'
 
 /**
@@ -111,6 +111,15 @@ export const RECEIPT_BATCH_MIGRATION = `
   CREATE INDEX receipts_username ON receipts (username, ts);
 `
 
+/**
+ * Migration 5: join order, so that ownership passes to the longest-standing member when the owner
+ * leaves. `joined` counts up per group; members from before this migration keep NULL, which sorts
+ * first: they joined before anyone who joins later.
+ */
+export const GROUP_JOIN_ORDER_MIGRATION = `
+  ALTER TABLE group_members ADD COLUMN joined INTEGER;
+`
+
 interface MessageRow {
   qid: number
   msg_id: string
@@ -190,10 +199,22 @@ export class SqliteMessaging {
       ackReceipt: db.prepare<[string, string]>('DELETE FROM receipts WHERE username = ? AND receipt_id = ?'),
       createGroup: db.prepare<[string, string, number]>('INSERT OR IGNORE INTO chat_groups (name, owner, created_at) VALUES (?, ?, ?)'),
       getGroup: db.prepare<[string], {name: string; owner: string; created_at: number}>('SELECT * FROM chat_groups WHERE name = ?'),
-      setMembership: db.prepare<[string, string, string]>(
-        'INSERT INTO group_members (name, username, membership) VALUES (?, ?, ?) ON CONFLICT (name, username) DO UPDATE SET membership = excluded.membership',
+      // A new member's join number is the group's highest plus one; a member stays where they were.
+      setMembership: db.prepare<[{name: string; username: string; membership: string}]>(
+        `INSERT INTO group_members (name, username, membership, joined)
+           VALUES (@name, @username, @membership,
+             CASE WHEN @membership = 'member' THEN (SELECT COALESCE(MAX(joined), 0) + 1 FROM group_members WHERE name = @name) END)
+         ON CONFLICT (name, username) DO UPDATE SET
+           membership = excluded.membership,
+           joined = CASE WHEN group_members.membership = 'member' AND excluded.membership = 'member' THEN group_members.joined ELSE excluded.joined END`,
       ),
       removeMembership: db.prepare<[string, string]>('DELETE FROM group_members WHERE name = ? AND username = ?'),
+      longestMember: db.prepare<[string], {username: string}>(
+        "SELECT username FROM group_members WHERE name = ? AND membership = 'member' ORDER BY joined, username LIMIT 1",
+      ),
+      setOwner: db.prepare<[string, string]>('UPDATE chat_groups SET owner = ? WHERE name = ?'),
+      deleteInvitations: db.prepare<[string]>('DELETE FROM group_members WHERE name = ?'),
+      deleteGroup: db.prepare<[string]>('DELETE FROM chat_groups WHERE name = ?'),
       getMembership: db.prepare<[string, string], {membership: Membership}>('SELECT membership FROM group_members WHERE name = ? AND username = ?'),
       listMembers: db.prepare<[string], {username: string; membership: Membership}>('SELECT username, membership FROM group_members WHERE name = ? ORDER BY username'),
       listGroupsOf: db.prepare<[string], {name: string; membership: Membership}>('SELECT name, membership FROM group_members WHERE username = ? ORDER BY name'),
@@ -216,8 +237,21 @@ export class SqliteMessaging {
       }),
       createGroup: db.transaction((group: GroupRecord) => {
         if (s.createGroup.run(group.name, group.owner, group.createdAt).changes === 0) return false
-        s.setMembership.run(group.name, group.owner, 'member')
+        s.setMembership.run({name: group.name, username: group.owner, membership: 'member'})
         return true
+      }),
+      removeMembership: db.transaction((name: string, username: string): GroupLeft => {
+        const group = s.getGroup.get(name)
+        if (!group || s.removeMembership.run(name, username).changes === 0) return {deleted: false, newOwner: null}
+        const next = s.longestMember.get(name)
+        if (!next) {
+          s.deleteInvitations.run(name)
+          s.deleteGroup.run(name)
+          return {deleted: true, newOwner: null}
+        }
+        if (group.owner !== username) return {deleted: false, newOwner: null}
+        s.setOwner.run(next.username, name)
+        return {deleted: false, newOwner: next.username}
       }),
     }
   }
@@ -292,11 +326,14 @@ export class SqliteMessaging {
   }
 
   setMembership(name: string, username: string, membership: Membership): void {
-    this.s.setMembership.run(name, username, membership)
+    // Groups are deleted when their last member leaves, so a join or invite racing that leave meets
+    // no group: say NO_SUCH_GROUP (as the Redis store does) rather than a foreign-key failure.
+    if (!this.s.getGroup.get(name)) throw errors.noSuchGroup(name)
+    this.s.setMembership.run({name, username, membership})
   }
 
-  removeMembership(name: string, username: string): void {
-    this.s.removeMembership.run(name, username)
+  removeMembership(name: string, username: string): GroupLeft {
+    return this.tx.removeMembership(name, username)
   }
 
   getMembership(name: string, username: string): Membership | undefined {

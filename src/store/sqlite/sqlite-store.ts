@@ -4,6 +4,7 @@ import type {
   AckStatus,
   EnqueueRequest,
   EnqueueResult,
+  GroupLeft,
   GroupRecord,
   LoginFailures,
   Membership,
@@ -14,7 +15,7 @@ import type {
   StoredMessage,
   UserRecord,
 } from '../store.js'
-import {MESSAGING_MIGRATION, QUEUE_LENGTH_MIGRATION, RECEIPT_BATCH_MIGRATION, SqliteMessaging} from './messaging.js'
+import {GROUP_JOIN_ORDER_MIGRATION, MESSAGING_MIGRATION, QUEUE_LENGTH_MIGRATION, RECEIPT_BATCH_MIGRATION, SqliteMessaging} from './messaging.js'
 import {migrate, translateOpenError, type DatabaseRole} from './open.js'
 import {TokenBuckets} from '../../util/token-bucket.js'
 import {GroupCommitter} from './group-commit.js'
@@ -61,6 +62,8 @@ export const MIGRATIONS: readonly string[] = [
   QUEUE_LENGTH_MIGRATION,
   // 4: one receipt per acknowledgement batch (protocol 2).
   RECEIPT_BATCH_MIGRATION,
+  // 5: join order in groups (ownership passes to the longest-standing member).
+  GROUP_JOIN_ORDER_MIGRATION,
 ]
 
 /** The schema version this code writes; a database newer than this is refused rather than misread. */
@@ -283,8 +286,8 @@ export class SqliteStore implements Store {
     this.messaging.setMembership(name, username, membership)
   }
 
-  async removeMembership(name: string, username: string): Promise<void> {
-    this.messaging.removeMembership(name, username)
+  async removeMembership(name: string, username: string): Promise<GroupLeft> {
+    return this.messaging.removeMembership(name, username)
   }
 
   async getMembership(name: string, username: string): Promise<Membership | undefined> {
