@@ -75,6 +75,17 @@ function childEnv(env: Env): NodeJS.ProcessEnv {
 const hasScript = spawnSync('script', ['--version'], {stdio: 'ignore'}).status === 0
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`
 
+
+/** `messenger chat` on a pseudo-terminal (`script`; its own exit code, -e, is chat's), killed at the end of the test if still running. */
+function chatInTerminal(env: Env): ReturnType<typeof watch> {
+  const proc = spawn('script', ['-qfec', `${quote(process.execPath)} ${quote(BIN)} chat`, '/dev/null'], {env: childEnv(env), detached: true})
+  const chat = watch(proc)
+  onTestFinished(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) process.kill(-proc.pid!, 'SIGKILL')
+    await chat.exited
+  })
+  return chat
+}
 describe('messenger chat', () => {
   it('through pipes: shows stored and live messages, sends with /msg, and /quit exits 0', async () => {
     const {alice, bob} = await setup()
@@ -125,13 +136,7 @@ describe('messenger chat', () => {
     const {alice, bob} = await setup()
     const bobListens = await listen(bob)
 
-    // `script` gives chat a real tty; its own exit code (-e) is chat's.
-    const proc = spawn('script', ['-qfec', `${quote(process.execPath)} ${quote(BIN)} chat`, '/dev/null'], {env: childEnv(alice), detached: true})
-    onTestFinished(async () => {
-      if (proc.exitCode === null && proc.signalCode === null) process.kill(-proc.pid!, 'SIGKILL')
-      await chat.exited
-    })
-    const chat = watch(proc)
+    const chat = chatInTerminal(alice)
     await chat.waitFor('Chatting as alice', 'the greeting')
     await chat.waitFor('alice> ', 'the prompt')
 
@@ -161,12 +166,7 @@ describe('messenger chat', () => {
   it.skipIf(!hasScript)('in a pseudo-terminal: a paste of several lines is one message, and a pasted /who is text, not a command', async () => {
     const {alice, bob} = await setup()
     const bobListens = await listen(bob)
-    const proc = spawn('script', ['-qfec', `${quote(process.execPath)} ${quote(BIN)} chat`, '/dev/null'], {env: childEnv(alice), detached: true})
-    onTestFinished(async () => {
-      if (proc.exitCode === null && proc.signalCode === null) process.kill(-proc.pid!, 'SIGKILL')
-      await chat.exited
-    })
-    const chat = watch(proc)
+    const chat = chatInTerminal(alice)
     await chat.waitFor('alice> ', 'the prompt')
     // chat asks the terminal to mark pastes.
     expect(chat.output()).toContain('\u001b[?2004h')
