@@ -7,7 +7,7 @@ import {checkUdpPort, HISTORY_FILE, openMessaging, type MessagingSession} from '
 import {HISTORY_ROLE} from '../client/history.js'
 import {corruptDatabaseError} from '../store/sqlite/open.js'
 import type {PathPreference} from '../client/delivery.js'
-import {receiveFilesOption} from './file-flags.js'
+import {givenOnCommandLine, receiveFilesOption} from './file-flags.js'
 import {lockOnlineProfile} from '../util/pid-lock.js'
 import {renderError} from './render.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
@@ -157,12 +157,16 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return {...session, receiveFiles}
   }
 
+  /** How the user typed this command: `messenger group send`. */
+  private get commandName(): string {
+    return `${this.config.bin} ${(this.id ?? '').replaceAll(':', ' ')}`.trim()
+  }
+
   /** The UDP port for the direct path, and where it was set: --udp-port, its env MESSENGER_UDP_PORT, the profile, or nowhere (0: any free port). */
   private udpPortChoice(flags: {'udp-port'?: number}): {port: number; source: 'flag' | 'env' | 'profile' | 'default'} {
     if (flags['udp-port'] !== undefined) {
       // oclif fills the flag from its env var too; only the command line names it.
-      const onCommandLine = this.argv.some((arg) => arg === '--udp-port' || arg.startsWith('--udp-port='))
-      return {port: flags['udp-port'], source: onCommandLine ? 'flag' : 'env'}
+      return {port: flags['udp-port'], source: givenOnCommandLine(this.argv, '--udp-port') ? 'flag' : 'env'}
     }
     if (this.profile.data.udpPort !== undefined) return {port: this.profile.data.udpPort, source: 'profile'}
     return {port: SETTING_DEFAULTS.udpPort, source: 'default'}
@@ -170,7 +174,6 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   /** PORT_IN_USE for the UDP port the user set, saying where it was set and how to change it there. */
   private udpPortInUse({port, source}: {port: number; source: 'flag' | 'env' | 'profile' | 'default'}): MessengerError {
-    const command = `messenger ${(this.id ?? '').replaceAll(':', ' ')}`.trim()
     const where = {flag: '--udp-port', env: 'MESSENGER_UDP_PORT', profile: "the profile's udp-port setting", default: 'default'}[source]
     const instead = {
       flag: 'pick another with --udp-port PORT (and forward that one on your router), or pass --udp-port 0 for any free port',
@@ -178,7 +181,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       profile: 'pick another with `messenger config set udp-port PORT` (and forward that one on your router), or run `messenger config unset udp-port` (or `config set udp-port 0`) for any free port',
       default: 'pick another with --udp-port PORT',
     }[source]
-    return new MessengerError('PORT_IN_USE', `UDP port ${port} (set by ${where}) is already in use on this machine, so ${command} cannot receive direct messages there.`, {
+    return new MessengerError('PORT_IN_USE', `UDP port ${port} (set by ${where}) is already in use on this machine, so ${this.commandName} cannot receive direct messages there.`, {
       hint: `Stop the program using UDP port ${port}, ${instead}.`,
       details: {port, source},
     })
@@ -231,7 +234,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       // Usage errors from oclif's parser keep oclif's own rendering and exit code 2; with --json
       // they become BAD_INPUT like ours (oclif would dump the error object: its whole parse state).
       if (!this.jsonEnabled() || !isUsageError(error)) return super.catch(error)
-      failure = usageError(error, `${this.config.bin} ${(this.id ?? '').replaceAll(':', ' ')}`.trim())
+      failure = usageError(error, this.commandName)
     } else {
       failure = error instanceof MessengerError ? error : this.localFailure(error)
     }

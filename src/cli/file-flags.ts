@@ -16,20 +16,24 @@ export const receiveFileFlags = {
   'max-file-size': Flags.string({description: 'Refuse incoming files larger than this (e.g. 500M, 2G).', default: DEFAULT_MAX_FILE, env: 'MESSENGER_MAX_FILE_SIZE'}),
 }
 
+/** Whether `flag` was typed on the command line `argv`, not filled by oclif from its env var. */
+export function givenOnCommandLine(argv: readonly string[], flag: string): boolean {
+  return argv.some((arg) => arg === flag || arg.startsWith(`${flag}=`))
+}
+
 /**
  * The downloads directory and size limit of chat and listen; throws BAD_INPUT if the directory
  * cannot be one. `argv` (the command line) tells --downloads from its env var, which oclif merges.
  */
 export function receiveFilesOption(flags: {downloads?: string; 'max-file-size': string}, profile: Profile, argv: readonly string[] = []): {downloadsDir: string; maxBytes: number} {
   const maxBytes = parseSize(flags['max-file-size'])
-  const onCommandLine = argv.some((arg) => arg === '--downloads' || arg.startsWith('--downloads='))
   const source = flags.downloads !== undefined
-    ? (onCommandLine ? '--downloads' : DOWNLOADS_ENV)
+    ? (givenOnCommandLine(argv, '--downloads') ? '--downloads' : DOWNLOADS_ENV)
     : profile.data.downloads !== undefined ? "the profile's downloads setting" : 'the default'
   // resolve('') is the current directory: nobody means that by an empty value.
   if (flags.downloads !== undefined && flags.downloads.trim() === '') {
     throw new MessengerError('BAD_INPUT', `The downloads directory (from ${source}) cannot be empty.`, {
-      hint: onCommandLine ? 'Give --downloads a directory, or leave it out to use the profile setting or the default.' : `Set ${DOWNLOADS_ENV} to a directory, or unset it to use the profile setting or the default.`,
+      hint: givenOnCommandLine(argv, '--downloads') ? 'Give --downloads a directory, or leave it out to use the profile setting or the default.' : `Set ${DOWNLOADS_ENV} to a directory, or unset it to use the profile setting or the default.`,
     })
   }
   const downloadsDir = resolve(flags.downloads ?? profile.data.downloads ?? SETTING_DEFAULTS.downloads)

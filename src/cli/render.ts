@@ -2,6 +2,8 @@
  * Plain-text rendering helpers: aligned tables, human times, and message text made safe for a
  * terminal. No colours, so output pipes cleanly.
  */
+import {UNPRINTABLE} from '../protocol/rules.js'
+
 export function table(columns: string[], rows: string[][]): string {
   const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)))
   const line = (cells: string[]) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')
@@ -24,13 +26,13 @@ export function relativeTime(at: number, now = Date.now()): string {
  * controls (U+009B is a one-byte CSI, U+0085 a newline), line and paragraph separators, lone
  * surrogates, and the invisible format characters that reorder or hide text: bidi marks, embeddings,
  * overrides and isolates (U+202E makes "ecila" read "alice"), zero-width space, word joiner and
- * friends, BOM, interlinear annotation. It covers what `register` refuses in display names
- * (UNPRINTABLE in protocol/rules.ts) and what safeFileName drops from file names, but shows it
- * instead of refusing or dropping it. Tab is kept; newline is escaped here and kept by
+ * friends, BOM, interlinear annotation. It is the set `register` refuses in display names
+ * (UNPRINTABLE in protocol/rules.ts, built from it so the two cannot drift) and covers what
+ * safeFileName drops from file names, but shows it instead of refusing or dropping it. Tab is kept; newline is escaped here and kept by
  * renderMessageText. Zero-width (non-)joiners are kept: emoji sequences and several scripts need
  * them, and they cannot move or hide text.
  */
-const UNSAFE = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u180e\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]/gu
+const UNSAFE = new RegExp(UNPRINTABLE.source, 'gu')
 
 /**
  * Continuation lines of a multi-line message start with this, so an embedded newline cannot start a
@@ -42,6 +44,7 @@ export const CONTINUATION = '  | '
 /** One line of text with every UNSAFE character (newline too) shown as an escape: ESC as \x1b, U+202E as \u202e. */
 export function escapeControls(text: string): string {
   return String(text).replace(UNSAFE, (c) => {
+    if (c === '\t') return c
     const code = c.charCodeAt(0)
     return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`
   })
@@ -54,7 +57,12 @@ export function escapeControls(text: string): string {
  * output only: --json prints the exact text.
  */
 export function renderMessageText(text: string): string {
-  return String(text).replace(/\r\n/g, '\n').split('\n').map(escapeControls).join(`\n${CONTINUATION}`)
+  return escapedLines(text).join(`\n${CONTINUATION}`)
+}
+
+/** The lines of `text` (CRLF or LF), each escaped as in escapeControls. */
+function escapedLines(text: string): string[] {
+  return String(text).replace(/\r\n/g, '\n').split('\n').map(escapeControls)
 }
 
 /** Continuation lines of an error: indented, so none can pass for an "Error:" line of its own. */
@@ -68,9 +76,8 @@ export const ERROR_CONTINUATION = '  '
  * REJECT or CANCEL reason). Ends with a newline.
  */
 export function renderError(message: string, hint?: string): string {
-  const lines = (text: string) => String(text).replace(/\r\n/g, '\n').split('\n').map(escapeControls)
-  const [first, ...rest] = lines(message)
-  const hintLines = hint ? lines(hint) : []
+  const [first, ...rest] = escapedLines(message)
+  const hintLines = hint ? escapedLines(hint) : []
   if (rest.length === 0 && hintLines.length <= 1) return `Error: ${first}${hintLines.length ? ` ${hintLines[0]}` : ''}\n`
   return `${[`Error: ${first}`, ...[...rest, ...hintLines].map((line) => `${ERROR_CONTINUATION}${line}`)].join('\n')}\n`
 }
@@ -82,6 +89,16 @@ export function incomingMessageLine(m: {ts: number; from: string; text: string; 
 }
 
 /** What leaving a group did (group_leave's reply), for `group leave` and chat's `/group leave`. */
+/** Why a group invitation was not sent, for `group create` and chat's `/group create`. */
+export function notInvitedReason(code: string): string {
+  return code === 'BLOCKED' ? 'they do not accept invitations from you' : code
+}
+
+/** Who a history entry is from, or to: `alice`, `you -> bob`, `you -> #team` (escaped). */
+export function historyWho(m: {direction: 'in' | 'out'; from: string; to: string; group: string | null}): string {
+  return escapeControls(m.direction === 'out' ? `you -> ${m.group ? `#${m.group}` : m.to}` : m.from)
+}
+
 export function leftGroupLine(label: string, result: {deleted?: boolean; newOwner?: string | null}): string {
   // Servers from before ownership passed on answer {}: then there is nothing more to say.
   if (result.deleted) return `Left ${label}. You were its last member, so the group is deleted and its name is free.`

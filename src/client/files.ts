@@ -131,11 +131,14 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     const to = rawTo.trim().toLowerCase()
     // Blocking drops whatever the blocked user sends us (the server refuses their forwards, our link
     // their datagrams), so their ACCEPT would never arrive: they would see an offer, we a timeout.
+    // The lookup goes out at once too (the refusal still wins): one round trip before the offer, not two.
+    const lookup = this.o.engine.lookup(to, {fresh: true})
+    lookup.catch(() => {})
     const {users: blocked} = await this.o.client.request('blocked', {})
     if (blocked.includes(to)) {
       throw new MessengerError('RECIPIENT_BLOCKED', `You have blocked ${to}; unblock them to send files.`, {hint: `Run \`messenger unblock ${to}\`, then send the file again; messages still reach ${to} while blocked.`})
     }
-    const info = await this.o.engine.lookup(to, {fresh: true})
+    const info = await lookup
     if (!info.online) throw new MessengerError('RECIPIENT_OFFLINE', `${to} is offline; files go only to online users.`)
     if (!info.publicKey) throw new MessengerError('NO_KEY', `${to} has not published an encryption key yet.`)
     const peerKey = this.o.keyring.verify(to, info.publicKey)
@@ -183,7 +186,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     const onDisconnected = ({error}: {error: MessengerError}): void => lost.abort(error)
     const signals = options.signal ? [options.signal] : []
     if (path === 'relay') {
-      if (!this.o.client.connected) throw new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.o.client.serverKey}.`, {hint: 'Check that the server is running, then try again.'})
+      if (!this.o.client.connected) throw new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.o.client.serverKey}.`)
       this.o.client.on('disconnected', onDisconnected)
       signals.push(lost.signal)
     }

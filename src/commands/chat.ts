@@ -4,7 +4,7 @@ import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
-import {escapeControls, incomingMessageLine, leftGroupLine, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
+import {escapeControls, historyWho, incomingMessageLine, leftGroupLine, notInvitedReason, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
@@ -261,7 +261,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         // A #name is a group, as chat shows groups (LocalHistory.list reads it so, as `history` does).
         const rows = ctx.history.list({peer: action.user?.toLowerCase(), limit: action.limit ?? 20})
         if (rows.length === 0) print(escapeControls(await this.noHistory(ctx, action.user?.toLowerCase())))
-        for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${escapeControls(m.direction === 'out' ? `you -> ${m.group ? `#${m.group}` : m.to}` : m.from)}: ${renderMessageText(m.text)}${m.direction === 'out' ? ` [${m.status}]` : ''}`)
+        for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${historyWho(m)}: ${renderMessageText(m.text)}${m.direction === 'out' ? ` [${m.status}]` : ''}`)
         return
       }
       case 'broadcast': {
@@ -311,7 +311,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       case 'create': {
         const result = await client.request('group_create', {name, invite: action.args.slice(1)})
         print(`Created #${result.name}${result.invited.length ? `, invited ${result.invited.join(', ')}` : ''}.`)
-        for (const s of result.skipped ?? []) print(`  not invited: ${s.to} (${s.code === 'BLOCKED' ? 'they do not accept invitations from you' : s.code})`)
+        for (const s of result.skipped ?? []) print(`  not invited: ${s.to} (${notInvitedReason(s.code)})`)
         return
       }
       case 'invite': {

@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {escapeControls, renderMessageText} from '../cli/render.js'
+import {escapeControls, historyWho, renderMessageText} from '../cli/render.js'
 import {openHistory, type HistoryEntry, type HistoryStatus} from '../client/history.js'
 import {HISTORY_FILE} from '../client/session.js'
 import {join} from 'node:path'
@@ -37,7 +37,7 @@ Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered
       for (const m of messages) {
         const when = new Date(m.ts).toLocaleString()
         const where = m.group ? `[#${escapeControls(m.group)}] ` : ''
-        const who = escapeControls(m.direction === 'out' ? `you -> ${m.group ? `#${m.group}` : m.to}` : m.from)
+        const who = historyWho(m)
         // Controls escaped and continuation lines marked; --json returns the exact text.
         this.log(`${when}  ${where}${who}: ${renderMessageText(m.text)}${m.direction === 'out' ? `  ${MARKS[m.status] ?? m.status}` : ''}`)
       }

@@ -89,10 +89,6 @@ With --json it prints one JSON object per line:
         `* ${p.username} (${escapeControls(p.displayName)}) is ${p.online ? 'online' : 'offline'}`,
       ),
     )
-    client.on('disconnected', ({error}) => {
-      // One that no reconnect cures ends the command below, which says so once, as an Error.
-      if (!RECONNECT_CANNOT_CURE.has(error.code)) process.stderr.write(`Connection lost: ${escapeControls(error.message)}\n`)
-    })
     client.on('reconnecting', ({attempt, delayMs}) => process.stderr.write(`Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt})...\n`))
     client.on('reconnected', () => {
       process.stderr.write('Reconnected.\n')
@@ -104,12 +100,15 @@ With --json it prints one JSON object per line:
       process.once('SIGINT', resolve)
       process.once('SIGTERM', resolve)
       // A session that can never come back (token revoked, certificate changed) ends the command.
+      // One that no reconnect cures ends the command, said once, as an Error.
       client.on('disconnected', ({error}) => {
-        if (RECONNECT_CANNOT_CURE.has(error.code)) {
-          process.exitCode = 1
-          process.stderr.write(renderError(error.message, error.hint))
-          resolve()
+        if (!RECONNECT_CANNOT_CURE.has(error.code)) {
+          process.stderr.write(`Connection lost: ${escapeControls(error.message)}\n`)
+          return
         }
+        process.exitCode = 1
+        process.stderr.write(renderError(error.message, error.hint))
+        resolve()
       })
     })
   }

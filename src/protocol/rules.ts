@@ -6,22 +6,18 @@ import {MessengerError} from './errors.js'
  * Each check throws a specific coded error whose message names the rule.
  */
 export function normalizeUsername(raw: string): string {
-  const username = raw.trim().toLowerCase()
-  if (!LIMITS.usernamePattern.test(username)) {
-    throw new MessengerError('BAD_USERNAME', `Invalid username "${raw.slice(0, 40)}": use 2-32 characters of a-z, 0-9, "_", "." or "-".`, {
-      hint: 'Pick a username like alice or bob_92.',
-    })
-  }
-  return username
+  return normalizeName(raw, 'BAD_USERNAME', 'username', 'Pick a username like alice or bob_92.')
 }
 
 /** Group names follow the username rules (the server applies the same check, as BAD_GROUP_NAME). */
 export function normalizeGroupName(raw: string): string {
+  return normalizeName(raw, 'BAD_GROUP_NAME', 'group name', 'Pick a name like friends or team_42.')
+}
+
+function normalizeName(raw: string, code: 'BAD_USERNAME' | 'BAD_GROUP_NAME', noun: string, hint: string): string {
   const name = raw.trim().toLowerCase()
   if (!LIMITS.usernamePattern.test(name)) {
-    throw new MessengerError('BAD_GROUP_NAME', `Invalid group name "${raw.slice(0, 40)}": use 2-32 characters of a-z, 0-9, "_", "." or "-".`, {
-      hint: 'Pick a name like friends or team_42.',
-    })
+    throw new MessengerError(code, `Invalid ${noun} "${raw.slice(0, 40)}": use 2-32 characters of a-z, 0-9, "_", "." or "-".`, {hint})
   }
   return name
 }

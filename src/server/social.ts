@@ -13,14 +13,15 @@ export class Social {
     const named = [...new Set(invite.map((u) => u.toLowerCase()).filter((u) => u !== owner))]
     for (const username of named) await this.requireUser(username)
     // Someone who blocked the owner gets no invitation from them, as they get no message.
-    const blockers = new Set(await this.o.store.listBlockers(owner))
+    const blockers = new Set(named.length > 0 ? await this.o.store.listBlockers(owner) : [])
     const invitees = named.filter((u) => !blockers.has(u))
+    const skipped = named.filter((u) => blockers.has(u)).map((to) => ({to, code: 'BLOCKED' as const}))
     if (!(await this.o.store.createGroup({name, owner, createdAt: this.o.now()}))) {
       throw new MessengerError('GROUP_EXISTS', `The group "${name}" already exists.`)
     }
     // Checked above: the group is new, its owner a member, every invitee a user.
     for (const username of invitees) await this.addInvite(owner, name, username)
-    return {name, invited: invitees, skipped: named.filter((u) => blockers.has(u)).map((to) => ({to, code: 'BLOCKED' as const}))}
+    return {name, invited: invitees, skipped}
   }
 
   async invite(by: string, rawName: string, rawUsername: string): Promise<Results['group_invite']> {

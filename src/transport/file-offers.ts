@@ -13,10 +13,8 @@ import {FILE_TRANSFER_DEFAULTS} from './file-common.js'
 
 /** The transfers a receiver has taken, by sender and transfer id; see the top of this file. */
 export interface OfferLog {
-  /** Whether `peer`'s transfer `transferId` (hex) was taken before. */
-  hasTransfer(peer: string, transferId: string): boolean
   /**
-   * Records that it is taken, until `expiresAt` (wall clock, ms since the epoch). False if it was
+   * Records that `peer`'s transfer `transferId` (hex) is taken, until `expiresAt` (wall clock, ms since the epoch). False if it was
    * recorded already: another session on the same profile, handed the same offer, took it first.
    */
   addTransfer(peer: string, transferId: string, expiresAt: number): boolean
@@ -33,10 +31,6 @@ export class MemoryOfferLog implements OfferLog {
   private readonly taken = new Map<string, number>()
 
   constructor(private readonly now: () => number = Date.now) {}
-
-  hasTransfer(peer: string, transferId: string): boolean {
-    return this.taken.has(`${peer}\u0000${transferId}`)
-  }
 
   addTransfer(peer: string, transferId: string, expiresAt: number): boolean {
     const key = `${peer}\u0000${transferId}`

@@ -34,6 +34,8 @@ import Database from 'better-sqlite3'
 
 const TOKEN_BYTES = 6
 const LOCK_PREFIX = '.messenger-receiver.'
+/** The lock file of the receiver whose token is `token`. */
+const lockFileOf = (dir: string, token: string): string => join(dir, `${LOCK_PREFIX}${token}.lock`)
 const LOCK_FILE = /^\.messenger-receiver\.([0-9a-f]{12})\.lock$/
 const LOCK_TEMP = /^\.messenger-receiver\.[0-9a-f]{12}\.lock\.[0-9a-f]{8}\.tmp$/
 /** A partial file (partialFileName): a hidden safe name, the 32-hex transfer id, the owner's token (none from earlier versions). */
@@ -102,7 +104,7 @@ export class PartialOwner {
 /** Creates, locks and links into place a lock file of a fresh token; undefined when the token is taken or no lock can be had. */
 function takeLock(dir: string): {db: Database.Database; file: string; token: string} | undefined {
   const token = randomBytes(TOKEN_BYTES).toString('hex')
-  const file = join(dir, `${LOCK_PREFIX}${token}.lock`)
+  const file = lockFileOf(dir, token)
   const temp = `${file}.${randomBytes(4).toString('hex')}.tmp`
   let db: Database.Database | undefined
   try {
@@ -126,7 +128,7 @@ function takeLock(dir: string): {db: Database.Database; file: string; token: str
 type OwnerState = {state: 'gone'; db?: Database.Database} | {state: 'alive' | 'unknown'}
 
 function probe(dir: string, token: string): OwnerState {
-  const file = join(dir, `${LOCK_PREFIX}${token}.lock`)
+  const file = lockFileOf(dir, token)
   // No lock file: its owner released it, after removing its partial files (or a sweeper that took
   // its lock did). An owner makes its lock file before its first partial file, never after.
   if (lstatOrUndefined(file) === undefined) return {state: 'gone'}
@@ -209,7 +211,7 @@ export function sweepPartials(dir: string, now: number = Date.now()): string[] {
     if (owner.db) {
       // No one makes that token again, so the file can go after the lock (which Windows needs).
       owner.db.close()
-      removeQuietly(join(dir, `${LOCK_PREFIX}${token}.lock`), removed)
+      removeQuietly(lockFileOf(dir, token), removed)
     }
   }
   for (const name of ownerless) {

@@ -1,9 +1,9 @@
-import {randomBytes} from 'node:crypto'
-import {constants as fsConstants, accessSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync} from 'node:fs'
+import {constants as fsConstants, accessSync, readFileSync, renameSync, rmSync, unlinkSync} from 'node:fs'
 import {hostname} from 'node:os'
 import {dirname, join} from 'node:path'
 import Database from 'better-sqlite3'
 import {MessengerError} from '../protocol/errors.js'
+import {writeSyncedTemp} from './durable-file.js'
 import {tightenMode} from './file-mode.js'
 
 /** In the data dir: the lock the running server holds (the authority; an empty SQLite file). */
@@ -121,9 +121,8 @@ function takeLock(lockFile: string, holderFile: string, refused: (holder: LockHo
 
 /** Written under a name of its own, then renamed into place: a reader never sees half of it. */
 function writeWhole(file: string, text: string): void {
-  const temp = `${file}.${randomBytes(4).toString('hex')}.tmp`
+  const temp = writeSyncedTemp(file, text)
   try {
-    writeFileSync(temp, text, {mode: 0o600})
     renameSync(temp, file)
   } finally {
     rmSync(temp, {force: true})

@@ -1,24 +1,16 @@
 import {spawn, spawnSync} from 'node:child_process'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {BIN, runCli, spawnCli, startServerProcess, tempDir, type CliProcess} from '../helpers/cli.js'
+import {BIN, loggedInProfiles, runCli, spawnCli, tempDir, type CliProcess, type ProfileEnv} from '../helpers/cli.js'
 
 /**
  * `messenger chat` driven through its stdin, as a person would type: once through plain pipes and
  * once inside a pseudo-terminal (util-linux `script`), where readline runs in terminal mode.
  */
 
-type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+type Env = ProfileEnv
 
 async function setup(): Promise<{alice: Env; bob: Env}> {
-  const server = await startServerProcess()
-  const login = async (user: string, password: string): Promise<Env> => {
-    const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
-    const result = await runCli(['login', user, '--password-stdin'], {env, input: `${password}\n`})
-    expect(result.code, `login ${user}: ${result.stderr}`).toBe(0)
-    return env
-  }
-  const [alice, bob] = await Promise.all([login('alice', 'wonderland1'), login('bob', 'builder123')])
-  return {alice, bob}
+  return (await loggedInProfiles(['alice', 'bob'])).envs
 }
 
 async function listen(env: Env): Promise<CliProcess> {

@@ -1,20 +1,11 @@
 import {createSocket} from 'node:dgram'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {runCli, spawnCli, startServerProcess, tempDir} from '../helpers/cli.js'
+import {loggedInProfiles, runCli, spawnCli} from '../helpers/cli.js'
 
 /**
  * A UDP port the user set for chat and listen (for a port forward on their router) is the port they
  * go online on, or they do not go online: a taken one is PORT_IN_USE, never swapped for another.
  */
-
-type Env = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
-
-async function loggedIn(server: string, user: string, password: string): Promise<Env> {
-  const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server}
-  const login = await runCli(['login', user, '--password-stdin'], {env, input: `${password}\n`})
-  expect(login.code, login.stderr).toBe(0)
-  return env
-}
 
 /** A UDP port held by a real socket on 127.0.0.1 for the rest of the test. */
 async function occupiedUdpPort(): Promise<number> {
@@ -33,8 +24,7 @@ function jsonError(stdout: string): {code: string; message: string; hint: string
 
 describe('chat and listen on a UDP port that is taken', () => {
   it('refuse it with PORT_IN_USE naming the port, where it was set and what to do, before going online; without a port set they take any free one', async () => {
-    const server = await startServerProcess()
-    const [alice, bob] = await Promise.all([loggedIn(server.address, 'alice', 'wonderland1'), loggedIn(server.address, 'bob', 'builder123')])
+    const {envs: {alice, bob}} = await loggedInProfiles(['alice', 'bob'])
     const port = await occupiedUdpPort()
     const stored = await runCli(['send', 'alice', 'waiting for you'], {env: bob})
     expect(stored.stdout).toContain('stored: alice is offline')

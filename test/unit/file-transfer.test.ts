@@ -696,7 +696,6 @@ describe('replayed offers (a recorded transfer sent again, by the relay or anyon
   it('an offer log that cannot be read or written refuses the offer rather than take it unrecorded', async () => {
     const errors: string[] = []
     const broken: OfferLog = {
-      hasTransfer: () => false,
       addTransfer: () => {
         throw new Error('SQLITE_FULL: database or disk is full')
       },

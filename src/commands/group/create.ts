@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
 import {groupArg} from '../../cli/name-args.js'
+import {notInvitedReason} from '../../cli/render.js'
 import {normalizeUsername} from '../../protocol/rules.js'
 
 export default class GroupCreate extends BaseCommand<typeof GroupCreate> {
@@ -20,7 +21,7 @@ export default class GroupCreate extends BaseCommand<typeof GroupCreate> {
     const client = await this.connectSession()
     const result = await client.request('group_create', {name: this.args.name, invite})
     this.log(`Created group ${result.name}${result.invited.length ? `; invited ${result.invited.join(', ')}` : ''}.`)
-    for (const s of result.skipped ?? []) this.logToStderr(`Not invited: ${s.to} (${s.code === 'BLOCKED' ? 'they do not accept invitations from you' : s.code}).`)
+    for (const s of result.skipped ?? []) this.logToStderr(`Not invited: ${s.to} (${notInvitedReason(s.code)}).`)
     return result
   }
 }

@@ -213,7 +213,6 @@ export class SqliteMessaging {
         "SELECT username FROM group_members WHERE name = ? AND membership = 'member' ORDER BY joined, username LIMIT 1",
       ),
       setOwner: db.prepare<[string, string]>('UPDATE chat_groups SET owner = ? WHERE name = ?'),
-      deleteInvitations: db.prepare<[string]>('DELETE FROM group_members WHERE name = ?'),
       deleteGroup: db.prepare<[string]>('DELETE FROM chat_groups WHERE name = ?'),
       getMembership: db.prepare<[string, string], {membership: Membership}>('SELECT membership FROM group_members WHERE name = ? AND username = ?'),
       listMembers: db.prepare<[string], {username: string; membership: Membership}>('SELECT username, membership FROM group_members WHERE name = ? ORDER BY username'),
@@ -245,7 +244,7 @@ export class SqliteMessaging {
         if (!group || s.removeMembership.run(name, username).changes === 0) return {deleted: false, newOwner: null}
         const next = s.longestMember.get(name)
         if (!next) {
-          s.deleteInvitations.run(name)
+          // Its pending invitations go with it: group_members.name is ON DELETE CASCADE.
           s.deleteGroup.run(name)
           return {deleted: true, newOwner: null}
         }
