@@ -549,18 +549,16 @@ describe.skipIf(!available)('RedisStore', () => {
     })
 
     describe('openRedisStore failures', () => {
-      it('fails fast with SERVER_UNREACHABLE when nothing listens on the port', async () => {
+      it('fails with SERVER_UNREACHABLE when nothing listens on the port, instead of retrying for ever', async () => {
         const port = await freePort()
-        const started = Date.now()
         const error = await openRedisStore(`redis://127.0.0.1:${port}/0`).catch((e: unknown) => e)
-        expect(Date.now() - started).toBeLessThan(2_500)
         expect(error).toBeInstanceOf(MessengerError)
         expect((error as MessengerError).code).toBe('SERVER_UNREACHABLE')
         expect((error as MessengerError).message).toContain(`127.0.0.1:${port}`)
         expect((error as MessengerError).hint).toMatch(/--store/)
       })
 
-      it('fails with SERVER_UNREACHABLE within about 2 s when the port accepts but never answers', async () => {
+      it('fails with SERVER_UNREACHABLE after one connect timeout when the port accepts but never answers (no retry)', async () => {
         const sockets: Socket[] = []
         const silent = createServer((socket) => sockets.push(socket))
         await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
@@ -569,10 +567,10 @@ describe.skipIf(!available)('RedisStore', () => {
           await new Promise((resolve) => silent.close(resolve))
         })
         const {port} = silent.address() as {port: number}
-        const started = Date.now()
         const error = await openRedisStore(`redis://127.0.0.1:${port}/0`).catch((e: unknown) => e)
-        expect(Date.now() - started).toBeLessThan(3_000)
         expect((error as MessengerError).code).toBe('SERVER_UNREACHABLE')
+        // One connection, given up on: ioredis did not go on retrying before the store gave up.
+        expect(sockets).toHaveLength(1)
       })
 
       it('refuses a URL that is not redis:// and hides a password in messages', async () => {
