@@ -1,10 +1,10 @@
-import {existsSync} from 'node:fs'
+import {existsSync, mkdirSync, readFileSync} from 'node:fs'
 import {homedir} from 'node:os'
 import {dirname, join} from 'node:path'
-import Conf from 'conf'
 import envPaths from 'env-paths'
 import {MessengerError} from '../protocol/errors.js'
 import {ENV} from '../protocol/constants.js'
+import {replaceFileDurably} from '../util/durable-file.js'
 import {tightenMode} from '../util/file-mode.js'
 import type {PinStore} from './tls-pin.js'
 
@@ -38,58 +38,49 @@ export const SETTING_DEFAULTS = {
 } as const satisfies Required<Pick<ProfileData, 'path' | 'downloads' | 'udpPort'>>
 
 /**
- * The user's profile on disk (conf, JSON, mode 0600). `MESSENGER_HOME` picks the directory, so
+ * The user's profile on disk (profile.json, mode 0600). `MESSENGER_HOME` picks the directory, so
  * two shells with different homes are two users on one machine; without it, the OS config dir.
+ *
+ * Every read goes to the file and every change is read-modify-write, so a long-running `listen` or
+ * `chat` sees what `config set`, `trust` or a login in another shell wrote meanwhile. Writes are
+ * atomic and durable (temp file, fsync, rename): a crash leaves the old profile or the new one.
+ * (This replaced the `conf` package, whose schema validator alone cost every command ~100 ms of
+ * start-up for validation we never used.)
  */
 export class Profile implements PinStore {
-  private readonly conf: Conf<ProfileData>
+  /** The profile file. */
+  readonly path: string
 
   constructor(home: string | undefined = process.env[ENV.home]) {
+    const dir = home ?? envPaths('messenger', {suffix: ''}).config
     const created = home !== undefined && !existsSync(home)
-    try {
-      this.conf = new Conf<ProfileData>({
-        projectName: 'messenger',
-        projectSuffix: '',
-        ...(home ? {cwd: home} : {}),
-        configName: 'profile',
-        configFileMode: 0o600,
-        defaults: {pins: {}},
-      })
-    } catch (error) {
-      // conf's own message ("Expected property name ... at position 11") names no file. The file
-      // holds server pins: repairing it is the user's call, never a silent reset.
-      if (!(error instanceof SyntaxError)) throw error
-      const file = join(home ?? envPaths('messenger', {suffix: ''}).config, 'profile.json')
-      throw new MessengerError('BAD_INPUT', `The profile ${file} is not valid JSON (${error.message}).`, {
-        hint: 'Fix it, or move it away to start again (then log in again and re-check the server fingerprint; your key and history stay).',
-        cause: error,
-      })
-    }
+    mkdirSync(dir, {recursive: true})
+    this.path = join(dir, 'profile.json')
+    // Read once now, so a damaged profile is reported by the first command that opens it.
+    if (existsSync(this.path)) this.read()
+    else this.write({pins: {}})
     // The directory holds the identity key, session tokens and the history: the user's alone, as
-    // ~/.ssh is (conf creates it with the umask's mode). A MESSENGER_HOME that existed before is the
+    // ~/.ssh is (mkdir creates it with the umask's mode). A MESSENGER_HOME that existed before is the
     // user's to set up (it might be a directory with other uses); one we created, and the default, are ours.
-    const dir = dirname(this.conf.path)
     if (home === undefined || created) tightenMode(dir, 0o700)
-  }
-
-  get path(): string {
-    return this.conf.path
   }
 
   /** The profile directory: identity key and local history live beside the profile file. */
   get dir(): string {
-    return dirname(this.conf.path)
+    return dirname(this.path)
   }
 
   get data(): ProfileData {
-    return this.conf.store
+    return this.read()
   }
 
   update(patch: Partial<ProfileData>): void {
-    for (const [key, value] of Object.entries(patch) as Array<[keyof ProfileData, unknown]>) {
-      if (value === undefined) this.conf.delete(key)
-      else this.conf.set(key, value as never)
+    const data: Record<string, unknown> = {...this.read()}
+    for (const [key, value] of Object.entries(patch)) {
+      if (value === undefined) delete data[key]
+      else data[key] = value
     }
+    this.write(data as unknown as ProfileData)
   }
 
   clearSession(): void {
@@ -97,18 +88,56 @@ export class Profile implements PinStore {
   }
 
   getPin(address: string): string | undefined {
-    return this.conf.get('pins')[address]
+    return this.read().pins[address]
   }
 
   setPin(address: string, fingerprint: string): void {
-    this.conf.set('pins', {...this.conf.get('pins'), [address]: fingerprint})
+    this.update({pins: {...this.read().pins, [address]: fingerprint}})
   }
 
   forgetPin(address: string): boolean {
-    const pins = {...this.conf.get('pins')}
+    const pins = {...this.read().pins}
     if (!(address in pins)) return false
     delete pins[address]
-    this.conf.set('pins', pins)
+    this.update({pins})
     return true
   }
+
+  private read(): ProfileData {
+    let text: string
+    try {
+      text = readFileSync(this.path, 'utf8')
+    } catch (error) {
+      // Removed while we run (the user starting over): the same as a fresh profile.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {pins: {}}
+      throw error
+    }
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(text)
+    } catch (error) {
+      // The file holds server pins: repairing it is the user's call, never a silent reset.
+      throw this.damaged(`is not valid JSON (${(error as Error).message})`, error)
+    }
+    if (!isPlainObject(parsed)) throw this.damaged('is not a JSON object')
+    const pins = parsed.pins ?? {}
+    if (!isPlainObject(pins) || Object.values(pins).some((v) => typeof v !== 'string')) throw this.damaged('has a "pins" entry that is not a map of server addresses to fingerprints')
+    return {...parsed, pins} as ProfileData
+  }
+
+  private write(data: ProfileData): void {
+    // Tab-indented, as conf wrote it, so a profile from before reads the same and diffs cleanly.
+    replaceFileDurably(this.path, `${JSON.stringify(data, undefined, '\t')}\n`)
+  }
+
+  private damaged(what: string, cause?: unknown): MessengerError {
+    return new MessengerError('BAD_INPUT', `The profile ${this.path} ${what}.`, {
+      hint: 'Fix it, or move it away to start again (then log in again and re-check the server fingerprint; your key and history stay).',
+      ...(cause === undefined ? {} : {cause}),
+    })
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
 }

@@ -1,4 +1,4 @@
-import {mkdirSync, statSync, writeFileSync} from 'node:fs'
+import {mkdirSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import path from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {Profile} from '../../src/client/profile.js'
@@ -31,5 +31,40 @@ describe('Profile', () => {
     mkdirSync(home, {mode: 0o755})
     new Profile(home).setPin('127.0.0.1:7777', 'AA:BB')
     expect(statSync(home).mode & 0o777).toBe(0o755)
+  })
+
+  it('refuses a profile that is JSON but not a profile (not an object, or pins not a map of strings), naming the file', () => {
+    for (const content of ['[]', '42', 'null', '{"pins": []}', '{"pins": {"127.0.0.1:7777": 5}}']) {
+      const home = tempDir('messenger-profile-')
+      const file = path.join(home, 'profile.json')
+      writeFileSync(file, content, {mode: 0o600})
+      expect(() => new Profile(home), content).toThrow(expect.objectContaining({code: 'BAD_INPUT', message: expect.stringContaining(`The profile ${file} `)}))
+      expect(readFileSync(file, 'utf8'), 'left as it was').toBe(content)
+    }
+  })
+
+  it('reads the file on every access, so a long-running command sees what another process wrote; a change keeps the other fields', () => {
+    const home = tempDir('messenger-profile-')
+    const listening = new Profile(home)
+    listening.update({username: 'alice', server: '127.0.0.1:7777', token: 't1'})
+    // Another command (config set, trust, a new login) in another process writes the same file.
+    const other = new Profile(home)
+    other.update({downloads: '/tmp/elsewhere', token: undefined})
+    other.setPin('127.0.0.1:7777', 'AA:BB')
+    expect(listening.data).toEqual({username: 'alice', server: '127.0.0.1:7777', downloads: '/tmp/elsewhere', pins: {'127.0.0.1:7777': 'AA:BB'}})
+    expect(listening.getPin('127.0.0.1:7777')).toBe('AA:BB')
+    expect(listening.forgetPin('127.0.0.1:7777')).toBe(true)
+    expect(listening.forgetPin('127.0.0.1:7777')).toBe(false)
+    expect(JSON.parse(readFileSync(listening.path, 'utf8'))).toEqual({username: 'alice', server: '127.0.0.1:7777', downloads: '/tmp/elsewhere', pins: {}})
+  })
+
+  it('a profile file removed while a command runs reads as a fresh profile, and the next change writes it again', () => {
+    const home = tempDir('messenger-profile-')
+    const profile = new Profile(home)
+    profile.update({username: 'alice'})
+    rmSync(profile.path)
+    expect(profile.data).toEqual({pins: {}})
+    profile.update({username: 'bob'})
+    expect(JSON.parse(readFileSync(profile.path, 'utf8'))).toEqual({pins: {}, username: 'bob'})
   })
 })
