@@ -5,6 +5,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
 import {escapeControls, historyWho, incomingMessageLine, leftGroupLine, notInvitedReason, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
+import {stopSignals} from '../cli/stop-signals.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
@@ -87,6 +88,8 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       // Whatever way the process ends, the terminal must not stay in paste mode (the shell would see the markers).
       process.once('exit', pasteOff)
     }
+    // Before the banner: whoever waits for it may stop us at once (stop-signals.ts).
+    const signalled = stopSignals()
     print(`Chatting as ${me} on ${client.serverKey}. Type /help for commands, /quit to leave.`)
     prompt()
     let chain = Promise.resolve()
@@ -127,8 +130,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         })
         rl.on('SIGINT', quit)
         rl.on('close', quit)
-        process.once('SIGINT', quit)
-        process.once('SIGTERM', quit)
+        void signalled.then(quit)
         client.on('disconnected', ({error}) => {
           if (!RECONNECT_CANNOT_CURE.has(error.code)) {
             print(`* connection lost (${escapeControls(error.message)}); reconnecting...`)

@@ -2,6 +2,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
+import {stopSignals} from '../cli/stop-signals.js'
 import {escapeControls, incomingMessageLine, renderError} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
@@ -94,11 +95,12 @@ With --json it prints one JSON object per line:
       process.stderr.write('Reconnected.\n')
       if (json) emit({type: 'reconnected', ts: new Date().toISOString()}, '')
     })
+    // Before the ready line: whoever waits for it may stop us at once (stop-signals.ts).
+    const signalled = stopSignals()
     emit({type: 'ready', username: me.username, server: client.serverKey, ts: new Date().toISOString()}, `Listening as ${me.username} on ${client.serverKey}. Press Ctrl-C to stop.`)
 
     await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve)
-      process.once('SIGTERM', resolve)
+      void signalled.then(() => resolve())
       // A session that can never come back (token revoked, certificate changed) ends the command.
       // One that no reconnect cures ends the command, said once, as an Error.
       client.on('disconnected', ({error}) => {

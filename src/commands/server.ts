@@ -4,6 +4,7 @@ import {Flags} from '@oclif/core'
 import envPaths from 'env-paths'
 import pino from 'pino'
 import {BaseCommand} from '../cli/base-command.js'
+import {stopSignals} from '../cli/stop-signals.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError} from '../protocol/errors.js'
 import {parseDuration} from '../protocol/duration.js'
@@ -111,30 +112,21 @@ Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fi
       messageTtlMs: parseDuration(f['message-ttl'], '--message-ttl'),
       logger,
     })
+    // Listening for signals before start(), whose "listening" line is what supervisors and scripts
+    // wait for. A signal during start() stops the server as soon as it is up. Closing the terminal of
+    // a foreground server sends SIGHUP; its default would kill it uncleanly.
+    const signalled = stopSignals(['SIGINT', 'SIGTERM', 'SIGHUP'])
     const info = await server.start()
 
-    const received = await new Promise<NodeJS.Signals>((resolve) => {
-      const stop = (signal: NodeJS.Signals) => {
-        shuttingDown = true
-        logger.info({signal}, `received ${signal}, shutting down`)
-        // Whatever happens in shutdown, exit within 5 s as promised.
-        setTimeout(() => {
-          logger.error('shutdown took too long; exiting')
-          process.exit(1)
-        }, 4_500).unref()
-        server.stop().then(
-          () => resolve(signal),
-          (error: unknown) => {
-            logger.error({err: error}, 'error while shutting down')
-            resolve(signal)
-          },
-        )
-      }
-      process.once('SIGINT', stop)
-      process.once('SIGTERM', stop)
-      // Closing the terminal of a foreground server sends SIGHUP; its default would kill it uncleanly.
-      process.once('SIGHUP', stop)
-    })
+    const received = await signalled
+    shuttingDown = true
+    logger.info({signal: received}, `received ${received}, shutting down`)
+    // Whatever happens in shutdown, exit within 5 s as promised.
+    setTimeout(() => {
+      logger.error('shutdown took too long; exiting')
+      process.exit(1)
+    }, 4_500).unref()
+    await server.stop().catch((error: unknown) => logger.error({err: error}, 'error while shutting down'))
     if (received === 'SIGHUP' && process.stdout.isTTY) {
       // The terminal hung up and the shutdown is done. Leave by the signal itself: exiting normally
       // would write to the dead terminal (oclif's last stdout flush throws EIO) and Node's reset of
