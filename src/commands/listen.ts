@@ -2,6 +2,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
+import {formatSize} from '../cli/size.js'
 import {stopSignals} from '../cli/stop-signals.js'
 import {escapeControls, incomingMessageLine, renderError} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
@@ -43,14 +44,14 @@ With --json it prints one JSON object per line:
     const progress = new FileProgress(!json && process.stderr.isTTY)
     files.on('offer', (o) => {
       progress.start(o.transferId, o.name, o.size)
-      emit({type: 'file-offer', id: o.transferId, from: o.peer, name: o.name, size: o.size}, `* ${o.peer} is sending ${o.name} (${o.size} bytes) to ${receiveFiles.downloadsDir}`)
+      emit({type: 'file-offer', id: o.transferId, from: o.peer, name: o.name, size: o.size}, `* ${o.peer} is sending ${o.name} (${formatSize(o.size)}) to ${receiveFiles.downloadsDir}`)
     })
     files.on('progress', (id, p) => progress.update(id, p))
     files.on('received', (f) => {
       progress.stop(f.transferId)
       emit(
         {type: 'file', id: f.transferId, from: f.peer, name: f.name, path: f.path, bytes: f.bytes, sha256: f.sha256, seconds: f.seconds},
-        `* saved ${f.path} from ${f.peer} (${f.bytes} bytes, SHA-256 verified)`,
+        `* saved ${f.path} from ${f.peer} (${formatSize(f.bytes)}, SHA-256 verified)`,
       )
     })
     files.on('failed', (id, error) => {

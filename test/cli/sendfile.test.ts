@@ -107,6 +107,22 @@ describe('messenger sendfile', () => {
     expect(bobListens.lines.filter((l) => l.includes('"type":"file-failed"'))).toEqual([])
   })
 
+  it('listen without --json says the offered and saved sizes in the units sendfile uses (MiB), not raw bytes', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const downloads = join(tempDir('downloads-bob-'), 'incoming')
+    const bobListens = spawnCli(['listen', '--downloads', downloads], {env: bob})
+    await bobListens.waitForLine((l) => l.startsWith('Listening as bob'), 'listen to be ready')
+    const file = await randomFile(tempDir('files-alice-'), 'big.bin', 3 * 1024 * 1024)
+
+    const sent = await runCli(['sendfile', 'bob', file.path], {env: alice})
+    expect(sent.code, sent.stderr).toBe(0)
+    expect(sent.stdout).toContain('(3.0 MiB)')
+    const offer = await bobListens.waitForLine((l) => l.includes('is sending big.bin'), 'the offer line')
+    expect(offer).toBe(`* alice is sending big.bin (3.0 MiB) to ${downloads}`)
+    const saved = await bobListens.waitForLine((l) => l.startsWith('* saved'), 'the saved line')
+    expect(saved).toBe(`* saved ${join(downloads, 'big.bin')} from alice (3.0 MiB, SHA-256 verified)`)
+  })
+
   it('refuses a missing file or a directory (exit 1, FILE_UNREADABLE, each its own sentence), an offline recipient (exit 1, RECIPIENT_OFFLINE) and a file over --max-file-size', async () => {
     // carol logs in once (so she has an account and a key) and is never online afterwards.
     const {alice, bob} = await setup(['alice', 'bob', 'carol'])
