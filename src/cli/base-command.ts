@@ -241,17 +241,26 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     if (this.jsonEnabled()) {
       this.logJson({error: {code: failure.code, message: failure.message, ...(failure.hint ? {hint: failure.hint} : {}), ...(failure.details ? {details: failure.details} : {})}})
     } else if (failure.code === 'CANCELLED') {
-      // Ctrl-C at a prompt: the person knows what they did, so no "Error:" and nothing to fix.
+      // Ctrl-C or Ctrl-D at a prompt: the person knows what they did, so no "Error:" and nothing to fix.
       process.stderr.write(`${failure.message}\n`)
     } else {
       // The problem, then what to do about it; escaped, since a message can carry a peer's words.
       process.stderr.write(renderError(failure.message, failure.hint))
       if (failure.code === 'INTERNAL' && process.env.DEBUG) process.stderr.write(`${error.stack}\n`)
     }
-    // 130 = 128 + SIGINT, what a shell reports for a program Ctrl-C stopped.
-    process.exitCode = failure.code === 'CANCELLED' ? 130 : USAGE_CODES.has(failure.code) ? 2 : 1
+    process.exitCode = exitCode(failure)
     return undefined
   }
+}
+
+function exitCode(failure: MessengerError): number {
+  if (failure.code === 'CANCELLED') {
+    // Ctrl-D at a prompt: the person stopped, but no signal did, so 130 would misreport it.
+    if (failure.details?.reason === 'end-of-input') return 1
+    // 130 = 128 + SIGINT, what a shell reports for a program Ctrl-C stopped.
+    return 130
+  }
+  return USAGE_CODES.has(failure.code) ? 2 : 1
 }
 
 /** For an error thrown by this process itself, not one the server answered with. */

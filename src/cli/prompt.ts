@@ -1,8 +1,11 @@
 import {createInterface} from 'node:readline'
 import {MessengerError} from '../protocol/errors.js'
 
-/** Ctrl-D at a prompt (the input ended before an answer). */
-const cancelled = () => new MessengerError('BAD_INPUT', 'Cancelled.', {hint: 'Run the command again when ready.'})
+/**
+ * Ctrl-D at a prompt (the input ended before an answer): the person chose to stop, as with Ctrl-C,
+ * but no signal stopped the command, so the CLI exits 1 rather than 130 (base-command reads `reason`).
+ */
+const endOfInput = () => new MessengerError('CANCELLED', 'Cancelled.', {details: {reason: 'end-of-input'}})
 
 /** Ctrl-C at a prompt: the CLI says "Cancelled." and exits 130, as if SIGINT had stopped it. */
 const interrupted = () => new MessengerError('CANCELLED', 'Cancelled.')
@@ -36,7 +39,11 @@ export async function ask(question: string): Promise<string> {
   try {
     return await new Promise<string>((resolve, reject) => {
       // Ctrl-C or Ctrl-D: readline closes and the question would never be answered.
-      const cancel = () => reject(cancelled())
+      const cancel = () => {
+        // As for Ctrl-C: readline leaves the cursor after the question.
+        process.stderr.write('\n')
+        reject(endOfInput())
+      }
       rl.once('SIGINT', () => {
         // readline leaves the cursor after the question.
         process.stderr.write('\n')
@@ -68,10 +75,19 @@ export async function askHidden(question: string): Promise<string> {
       let value = ''
       const onData = (chunk: string) => {
         for (const ch of chunk) {
-          if (ch === '\r' || ch === '\n' || ch === '\u0004') {
+          if (ch === '\r' || ch === '\n') {
             stdin.off('data', onData)
             process.stderr.write('\n')
             resolve(value)
+            return
+          }
+          // Ctrl-D ends the input only on an empty answer, as the terminal itself and the username
+          // prompt (readline) treat it; after typed characters it does nothing.
+          if (ch === '\u0004') {
+            if (value !== '') continue
+            stdin.off('data', onData)
+            process.stderr.write('\n')
+            reject(endOfInput())
             return
           }
           if (ch === '\u0003') {

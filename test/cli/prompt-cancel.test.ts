@@ -1,6 +1,6 @@
 import {spawn, spawnSync} from 'node:child_process'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {BIN, tempDir} from '../helpers/cli.js'
+import {BIN, runCli, tempDir} from '../helpers/cli.js'
 
 /**
  * Ctrl-C at an interactive prompt (the username, the password, the repeated password) stops the
@@ -14,6 +14,7 @@ const haveScript = SCRIPT.status === 0 && /util-linux/.test(SCRIPT.stdout)
 if (!haveScript) console.warn('skipping the Ctrl-C prompt tests: they need `script` from util-linux (Debian: bsdutils) for a pseudo-terminal')
 
 const CTRL_C = '\u0003'
+const CTRL_D = '\u0004'
 
 interface TerminalRun {
   code: number | null
@@ -52,8 +53,8 @@ function runOnTerminal(args: string[], env: Record<string, string>, answers: Arr
   })
 }
 
-function expectCancelled(run: TerminalRun): void {
-  expect(run.code, run.screen).toBe(130)
+function expectCancelled(run: TerminalRun, code = 130): void {
+  expect(run.code, run.screen).toBe(code)
   expect(run.screen).toMatch(/\r\nCancelled\.\r\n$/)
   expect(run.screen).not.toMatch(/Error|BAD_INPUT|\n\s+at /)
 }
@@ -79,5 +80,46 @@ describe.skipIf(!haveScript)('Ctrl-C at a prompt', () => {
     const run = await runOnTerminal(['login', 'alice', '--json'], env(), [{after: /Password: $/, send: CTRL_C}])
     expect(run.code, run.screen).toBe(130)
     expect(run.screen).toContain('"code": "CANCELLED"')
+  })
+})
+
+/**
+ * Ctrl-D (end of input) at a prompt is the person stopping too: CANCELLED and "Cancelled.", but exit 1,
+ * since no signal stopped the command (130 would say SIGINT did).
+ */
+describe.skipIf(!haveScript)('Ctrl-D at a prompt', () => {
+  const env = () => ({MESSENGER_HOME: tempDir(), MESSENGER_SERVER: '127.0.0.1:1'})
+
+  it('at the password prompt and the username prompt of login, and the second password prompt of register: exit 1 and "Cancelled.", nothing else', async () => {
+    expectCancelled(await runOnTerminal(['login', 'alice'], env(), [{after: /Password: $/, send: CTRL_D}]), 1)
+    expectCancelled(await runOnTerminal(['login'], env(), [{after: /Username: /, send: CTRL_D}]), 1)
+    expectCancelled(
+      await runOnTerminal(['register', 'zed'], env(), [
+        {after: /Password: $/, send: 'secretpw1\r'},
+        {after: /Repeat password: $/, send: CTRL_D},
+      ]),
+      1,
+    )
+  })
+
+  it('after typed characters does not submit them (as at the username prompt): Ctrl-C then still cancels', async () => {
+    expectCancelled(await runOnTerminal(['login', 'alice'], env(), [{after: /Password: $/, send: `secretpw1${CTRL_D}${CTRL_C}`}]))
+  })
+
+  it('with --json: CANCELLED with details.reason "end-of-input", exit 1', async () => {
+    const run = await runOnTerminal(['login', 'alice', '--json'], env(), [{after: /Password: $/, send: CTRL_D}])
+    expect(run.code, run.screen).toBe(1)
+    expect(run.screen).toContain('"code": "CANCELLED"')
+    expect(run.screen).toContain('"reason": "end-of-input"')
+  })
+})
+
+describe('empty input that is not a terminal', () => {
+  it('--password-stdin with nothing on stdin is not a cancel: BAD_INPUT, exit 2, and how to pipe it', async () => {
+    const run = await runCli(['login', 'alice', '--password-stdin'], {env: {MESSENGER_HOME: tempDir(), MESSENGER_SERVER: '127.0.0.1:1'}, input: ''})
+    expect(run.code, run.stderr).toBe(2)
+    expect(run.stderr).toContain('No password on stdin')
+    expect(run.stderr).toContain('--password-stdin')
+    expect(run.stderr).not.toContain('Cancelled')
   })
 })
