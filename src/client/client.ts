@@ -248,6 +248,9 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
   /** Sends one typed request and waits for its reply. */
   request<T extends RequestType>(type: T, params: RequestParams<T>): Promise<Results[T]> {
     if (this.state !== 'ready' || (this.resuming && type !== 'resume')) {
+      // Lost between two requests of a client that does not reconnect (a one-shot command): there
+      // is nothing to wait for.
+      if (this.state === 'disconnected' && !this.options.reconnect) return Promise.reject(this.lostError(`The connection to ${this.serverKey} was lost.`))
       return Promise.reject(new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.serverKey}.`, {hint: 'Wait for the client to reconnect, or connect first.'}))
     }
     return this.send(type, params)
@@ -268,6 +271,15 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     this.failPending(error)
     socket?.destroy()
     this.emit('disconnected', {error})
+  }
+
+  /**
+   * A request failed by a lost connection on a client that does not reconnect: running the command
+   * again is the way on (what it asked may or may not have been done; a message send says which, see
+   * DeliveryEngine).
+   */
+  private lostError(message: string): MessengerError {
+    return new MessengerError('CONNECTION_CLOSED', message, {hint: 'Check that the server is running, then run the command again.'})
   }
 
   /** Closes for good: no reconnect, pending requests fail. */
@@ -346,7 +358,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     const error = this.lastServerError
       ? MessengerError.fromWire(this.lastServerError)
       : new MessengerError('CONNECTION_CLOSED', `The connection to ${this.serverKey} closed.`, {hint: 'Check that the server is running, then try again.'})
-    this.failPending(error)
+    this.failPending(this.lastServerError || this.options.reconnect ? error : this.lostError(`The connection to ${this.serverKey} was lost before the server answered.`))
     this.stopTimers()
     if (this.state === 'closed') return
     const wasReady = this.state === 'ready'

@@ -82,6 +82,32 @@ export interface GroupSendOutcome {
   skipped: Array<{to: string; code: string}>
 }
 
+/**
+ * A message request (send, group send, broadcast) lost with no reply (the server killed, the
+ * network gone): the client's own sentence is about the connection; the person needs to know about
+ * the message, and that a new send gets a new id, so the server cannot tell it from the first.
+ * `written`: whether the request can have reached the server (the client writes a request in the
+ * turn it is made, if connected). Any other error is returned as it is.
+ */
+function lostMessage(
+  error: unknown,
+  o: {server: string; written: boolean; seq: number; to: string; done: 'stored' | 'delivered'; both: string; details: Record<string, unknown>},
+): unknown {
+  if (!(error instanceof MessengerError && error.code === 'CONNECTION_CLOSED')) return error
+  const where = `The connection to ${o.server} was lost`
+  return o.written
+    ? new MessengerError('CONNECTION_CLOSED', `${where} before the server confirmed message ${o.seq} to ${o.to}: it may or may not have been ${o.done}. History marks it failed.`, {
+        hint: `Check that the server is running, then send it again. A new send is a new message: if the first was ${o.done} after all, ${o.both}.`,
+        details: {...o.details, stored: 'unknown'},
+        cause: error,
+      })
+    : new MessengerError('CONNECTION_CLOSED', `${where} before message ${o.seq} to ${o.to} was sent: it never reached the server, so nothing was ${o.done}. History marks it failed.`, {
+        hint: 'Check that the server is running, then send it again.',
+        details: {...o.details, stored: 'no'},
+        cause: error,
+      })
+}
+
 /** Why a member's copy was not sent or stored, as the rest of a sentence that starts with their name. */
 const SKIP_REASONS: Record<string, string> = {
   NO_KEY: 'has no encryption key yet (they need to log in once)',
@@ -233,24 +259,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       // lookup (before recording) or from the server's STALE_KEY (after): no trace either way.
       if (error instanceof MessengerError && error.code === 'KEY_CHANGED') await this.o.history.discardOutgoing(id)
       else await this.o.history.updateStatus(id, 'failed')
-      // Lost with no reply (the server killed, the network gone): the client's own sentence is
-      // about the connection; the person needs to know about the message, and that a new send
-      // gets a new id, so the server cannot tell it from the first.
-      if (error instanceof MessengerError && error.code === 'CONNECTION_CLOSED') {
-        const where = `The connection to ${this.o.client.serverKey} was lost`
-        throw written
-          ? new MessengerError('CONNECTION_CLOSED', `${where} before the server confirmed message ${seq} to ${to}: it may or may not have been stored. History marks it failed.`, {
-              hint: `Check that the server is running, then send it again. A new send is a new message: if the first was stored after all, ${to} gets both.`,
-              details: {id, seq, to, stored: 'unknown'},
-              cause: error,
-            })
-          : new MessengerError('CONNECTION_CLOSED', `${where} before message ${seq} to ${to} was sent: it never reached the server, so nothing was stored. History marks it failed.`, {
-              hint: 'Check that the server is running, then send it again.',
-              details: {id, seq, to, stored: 'no'},
-              cause: error,
-            })
-      }
-      throw error
+      throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to, done: 'stored', both: `${to} gets both`, details: {id, seq, to}})
     }
     const online = result.recipients[0]?.online ?? false
     let status: SendOutcome['status'] = online ? 'sent' : 'stored'
@@ -446,12 +455,13 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     // Nobody to seal it for: refused before anything is recorded or sent, like a direct NO_KEY.
     if (copies.length === 0) throw noRecipients(name, skipped, invited)
     const seq = await this.o.history.recordOutgoing({id, group: name, text, ts: Date.now(), from: this.o.me})
+    const written = this.o.client.connected
     let result: Results['send']
     try {
       result = await this.request('send', {msgId: id, seq, group: name, copies})
     } catch (error) {
       await this.o.history.updateStatus(id, 'failed')
-      throw error
+      throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to: `group ${name}`, done: 'stored', both: 'its members get both', details: {id, seq, group: name}})
     }
     const allSkipped = [...skipped, ...result.skipped]
     if (result.recipients.length === 0) {
@@ -484,7 +494,14 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       }
     }
     const seq = await this.o.history.recordOutgoing({id, to: '*', text, ts: Date.now(), from: this.o.me})
-    const {delivered} = copies.length > 0 ? await this.request('broadcast', {msgId: id, copies}) : {delivered: 0}
+    const written = this.o.client.connected
+    let delivered = 0
+    try {
+      if (copies.length > 0) ({delivered} = await this.request('broadcast', {msgId: id, copies}))
+    } catch (error) {
+      await this.o.history.updateStatus(id, 'failed')
+      throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to: 'everyone online', done: 'delivered', both: 'those online get both', details: {id, seq}})
+    }
     await this.o.history.updateStatus(id, delivered > 0 ? 'delivered' : 'sent', {seq, path: 'relay'})
     return {id, seq, delivered, skipped}
   }

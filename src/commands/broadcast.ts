@@ -5,7 +5,8 @@ import {messageText, positionalWords} from '../cli/message-text.js'
 export default class Broadcast extends BaseCommand<typeof Broadcast> {
   static override summary = 'Send a message to everyone online right now.'
 
-  static override description = 'Each copy is encrypted for its recipient. Offline users do not get it later, and users who blocked you never get it.'
+  static override description = `Each copy is encrypted for its recipient. Offline users do not get it later, and users who blocked you never get it.
+If the connection to the server is lost before it answers, it exits 1 with CONNECTION_CLOSED, saying whether the broadcast never reached the server (details.stored "no": send it again) or may have been delivered (details.stored "unknown": sending again is a new message, so those online may get both); history marks it failed.`
 
   static override examples = ['<%= config.bin %> <%= command.id %> server restarts in 5 minutes']
 

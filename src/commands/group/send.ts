@@ -9,7 +9,8 @@ export default class GroupSend extends BaseCommand<typeof GroupSend> {
 
   static override description = `Encrypted separately for each member; offline members get theirs when they come online. Sending to a group you are not in fails with NOT_A_MEMBER.
 Prints "Message N sent", N being this profile's number for the message (1, 2, 3... over every message sent from this profile, direct, group or broadcast), and on stderr each member it was not sent to, with the reason (they block you, have no key yet, their queue is full...).
-When it reached nobody (you are the only member, or every other member was skipped) it exits 1 with NO_RECIPIENTS, naming each member and the reason; with --json: {"error": {"code": "NO_RECIPIENTS", ..., "details": {"group", "skipped": [{"to", "code", "reason"}], "invited"}}}. Invited users who have not joined get nothing.`
+When it reached nobody (you are the only member, or every other member was skipped) it exits 1 with NO_RECIPIENTS, naming each member and the reason; with --json: {"error": {"code": "NO_RECIPIENTS", ..., "details": {"group", "skipped": [{"to", "code", "reason"}], "invited"}}}. Invited users who have not joined get nothing.
+If the connection to the server is lost before it confirms the message, it exits 1 with CONNECTION_CLOSED, saying whether the message never reached the server (details.stored "no": send it again) or may have been stored (details.stored "unknown": sending again is a new message, so members may get both); history marks it failed.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> friends dinner at 8?',
