@@ -1,3 +1,4 @@
+import {constants as osConstants} from 'node:os'
 import {join} from 'node:path'
 import {Command, Flags, type Interfaces} from '@oclif/core'
 import {MessengerClient} from '../client/client.js'
@@ -257,8 +258,10 @@ function exitCode(failure: MessengerError): number {
   if (failure.code === 'CANCELLED') {
     // Ctrl-D at a prompt: the person stopped, but no signal did, so 130 would misreport it.
     if (failure.details?.reason === 'end-of-input') return 1
-    // 130 = 128 + SIGINT, what a shell reports for a program Ctrl-C stopped.
-    return 130
+    // 128 + the signal's number, what a shell reports for a program a signal stopped: 130 for
+    // Ctrl-C (SIGINT, also when a prompt read it as a keystroke), 143 for SIGTERM, 129 for SIGHUP.
+    const signal = failure.details?.signal
+    return 128 + ((typeof signal === 'string' && osConstants.signals[signal as NodeJS.Signals]) || osConstants.signals.SIGINT)
   }
   return USAGE_CODES.has(failure.code) ? 2 : 1
 }

@@ -16,7 +16,7 @@ export default class SendFile extends BaseCommand<typeof SendFile> {
   static override description = `The file goes straight to the recipient's chat or listen session, encrypted end to end, in chunks with a sliding window, selective acks and retransmission; the recipient checks its SHA-256 before saving it in their downloads directory.
 Without a direct path it streams through the server relay while you are both online (the server stores nothing). An offline recipient gets nothing: you are told at once; so does one you have blocked (RECIPIENT_BLOCKED: unblock them first, as their answers would be dropped).
 PATH must be a regular file you can read: a missing path, a directory (archive it first) or an unreadable file is refused with FILE_UNREADABLE (exit 1), naming which, before anything is sent.
-Ctrl-C stops the transfer: the recipient is told at once and removes the partial file; sendfile prints how much was sent and exits 130.`
+Ctrl-C stops the transfer: the recipient is told at once and removes the partial file; sendfile prints how much was sent and exits 130. SIGTERM (kill) and SIGHUP (the terminal closed) stop it the same way, exiting 143 and 129.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> bob ./holiday.mp4',
@@ -45,12 +45,17 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
       hideCursor: true,
     })
     if (showBar) bar.start(info.size, 0, {sent: formatSize(0), size: formatSize(info.size), rate: '-'})
-    // Ctrl-C: without this, SIGINT kills the process with the bar's cursor hiding and no-wrap modes
-    // still set on the terminal, and the recipient hears nothing until its 10 s idle limit. The abort
-    // sends CANCEL, so the recipient reports it at once. A second Ctrl-C kills as usual (once).
+    // Ctrl-C, `kill` (SIGTERM) or the terminal closing (SIGHUP): without this, the signal kills the
+    // process with the bar's cursor hiding and no-wrap modes still set on the terminal, and the
+    // recipient hears nothing until its 10 s idle limit. The abort sends CANCEL, so the recipient
+    // reports it at once. A second signal of the same kind kills as usual (once).
     const interrupt = new AbortController()
-    const onSigint = (): void => interrupt.abort()
-    process.once('SIGINT', onSigint)
+    let stoppedBy: NodeJS.Signals | undefined
+    const onSignal = (signal: NodeJS.Signals): void => {
+      stoppedBy ??= signal
+      interrupt.abort()
+    }
+    for (const signal of STOP_SIGNALS) process.once(signal, onSignal)
     let sent = 0
     let result: SentFile
     try {
@@ -64,11 +69,12 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
       })
     } catch (error) {
       if (interrupt.signal.aborted) {
-        throw new MessengerError('CANCELLED', `Cancelled (${formatSize(sent)} of ${formatSize(info.size)} sent).`, {cause: error, details: {bytes: sent, size: info.size}})
+        // details.signal sets the exit status: 128 + its number, as a shell reports a program it stopped.
+        throw new MessengerError('CANCELLED', `Cancelled (${formatSize(sent)} of ${formatSize(info.size)} sent).`, {cause: error, details: {bytes: sent, size: info.size, signal: stoppedBy}})
       }
       throw error
     } finally {
-      process.removeListener('SIGINT', onSigint)
+      for (const signal of STOP_SIGNALS) process.removeListener(signal, onSignal)
       if (showBar) bar.stop()
     }
     const to = this.args.user
@@ -77,6 +83,8 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     return {to, name: basename(file), ...result}
   }
 }
+
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
 
 /**
  * The file to send, or FILE_UNREADABLE saying why not: each cause needs a different fix, so a

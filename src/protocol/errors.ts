@@ -65,7 +65,7 @@ export const ERROR_CODES = {
   NOT_LOGGED_IN: 'This profile has no session.',
   PROFILE_IN_USE: 'This profile is already online in another chat or listen.',
   BAD_INPUT: 'A value given on the command line is not valid.',
-  CANCELLED: 'The command was cancelled: Ctrl-C at a prompt or during a file transfer (exit code 130), or Ctrl-D at a prompt (exit code 1).',
+  CANCELLED: 'The command was cancelled: Ctrl-C at a prompt or during a file transfer (exit code 130; SIGTERM 143, SIGHUP 129), or Ctrl-D at a prompt (exit code 1).',
   // server start-up
   PORT_IN_USE: 'The port is already in use.',
   HOST_UNAVAILABLE: 'The server cannot listen on its --host: the name does not resolve, or the address is not one of this machine.',

@@ -6,7 +6,7 @@ import {describe, expect, it, onTestFinished} from 'vitest'
 import {BIN, loggedInProfiles, spawnCli, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
 
 /**
- * Stopping a transfer from either end: Ctrl-C in sendfile's terminal, or the receiver's listen
+ * Stopping a transfer from either end: Ctrl-C (or SIGTERM, SIGHUP) in sendfile, or the receiver's listen
  * stopped. Whoever stops tells the other with CANCEL, so the other reports it at once instead of
  * waiting out its 10 s idle limit, and sendfile leaves the terminal as it found it. Real processes:
  * a server, listen, and sendfile on a pseudo-terminal made by util-linux `script`.
@@ -46,6 +46,20 @@ interface Terminal {
   shows(pattern: RegExp, what: string): Promise<void>
   type(text: string): void
   exited: Promise<number | null>
+  /** Sends `signal` to the CLI itself, the process under `script` running the built CLI. */
+  signal(signal: NodeJS.Signals): void
+}
+
+/** The pid of the process under `pid` (itself included) whose command line runs the CLI at BIN. */
+function cliPid(pid: number): number | undefined {
+  const args = spawnSync('ps', ['-o', 'args=', '-p', String(pid)], {encoding: 'utf8'}).stdout
+  if (args.includes(BIN) && !args.startsWith('script')) return pid
+  const children = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], {encoding: 'utf8'}).stdout.split('\n').map(Number).filter((n) => n > 0)
+  for (const child of children) {
+    const found = cliPid(child)
+    if (found !== undefined) return found
+  }
+  return undefined
 }
 
 /** The CLI on a pseudo-terminal (stdin, stdout and stderr are all the terminal, as for a person). */
@@ -70,6 +84,11 @@ function onTerminal(args: string[], env: Record<string, string>): Terminal {
     screen: () => screen,
     type: (text) => child.stdin.write(text),
     exited,
+    signal(signal) {
+      const pid = cliPid(child.pid!)
+      if (pid === undefined) throw new Error('the CLI process under script was not found')
+      process.kill(pid, signal)
+    },
     shows(pattern, what) {
       return new Promise((resolve, reject) => {
         const check = (): void => {
@@ -120,6 +139,57 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     const failed = await fileEvent(bobListens, 'file-failed', 'bob to report the transfer stopped')
     expect(failed.message).toBe('alice cancelled the transfer of "big.bin".')
     expect(readdirSync(downloads).filter((n) => n.endsWith('.part'))).toEqual([])
+  }, 60_000)
+
+  it('SIGTERM to sendfile (kill): as Ctrl-C, the terminal is restored, "Cancelled (X of Y sent).", and the receiver hears that alice cancelled; exit 143', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const downloads = tempDir('downloads-bob-')
+    const file = join(tempDir('files-alice-'), 'big.bin')
+    writeFileSync(file, randomBytes(8 * 1024 * 1024))
+    const bobListens = await listen(bob, downloads)
+
+    const sender = onTerminal(['sendfile', 'bob', file], alice)
+    await fileEvent(bobListens, 'file-offer', 'the offer to reach bob')
+    bobListens.child.kill('SIGSTOP')
+    onTestFinished(() => {
+      bobListens.child.kill('SIGCONT')
+    })
+    await sender.shows(/\d+%/, 'the progress bar')
+    sender.signal('SIGTERM')
+    const code = await sender.exited
+    const screen = sender.screen()
+    expect(code, screen).toBe(143)
+    expect(screen).toMatch(/Cancelled \(\d+(\.\d+)? (B|KiB|MiB) of 8(\.0+)? MiB sent\)\.\r\n$/)
+    expect(screen).not.toMatch(/Error/)
+    expect(restored(screen, '\u001B[?25l', '\u001B[?25h'), 'the cursor is shown again').toBe(true)
+    expect(restored(screen, '\u001B[?7l', '\u001B[?7h'), 'line wrapping is on again').toBe(true)
+
+    bobListens.child.kill('SIGCONT')
+    const failed = await fileEvent(bobListens, 'file-failed', 'bob to report the transfer stopped')
+    expect(failed.message).toBe('alice cancelled the transfer of "big.bin".')
+  }, 60_000)
+
+  it('SIGHUP to sendfile (its terminal closed): the receiver hears that alice cancelled; CANCELLED, exit 129', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const downloads = tempDir('downloads-bob-')
+    const file = join(tempDir('files-alice-'), 'big.bin')
+    writeFileSync(file, randomBytes(8 * 1024 * 1024))
+    const bobListens = await listen(bob, downloads)
+
+    const sender = spawnCli(['sendfile', 'bob', file, '--json'], {env: alice})
+    await fileEvent(bobListens, 'file-offer', 'the offer to reach bob')
+    bobListens.child.kill('SIGSTOP')
+    onTestFinished(() => {
+      bobListens.child.kill('SIGCONT')
+    })
+    sender.child.kill('SIGHUP')
+    const code = await sender.exited
+    expect(code, sender.stderr()).toBe(129)
+    expect(JSON.parse(sender.lines.join('\n'))).toMatchObject({error: {code: 'CANCELLED', details: {signal: 'SIGHUP', size: 8 * 1024 * 1024}}})
+
+    bobListens.child.kill('SIGCONT')
+    const failed = await fileEvent(bobListens, 'file-failed', 'bob to report the transfer stopped')
+    expect(failed.message).toBe('alice cancelled the transfer of "big.bin".')
   }, 60_000)
 
   /** sendfile with --json, so its failure is one parsable line on stdout. */
