@@ -1,7 +1,6 @@
 import {X509Certificate} from 'node:crypto'
 import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
-import {generate} from 'selfsigned'
 import {MessengerError} from '../protocol/errors.js'
 import {replaceFileDurably} from '../util/durable-file.js'
 
@@ -46,6 +45,8 @@ export async function loadServerTls(options: {dataDir: string; certFile?: string
   }
 
   const now = Date.now()
+  // Loaded only to make a certificate: the module costs ~150 ms of start-up, once per data dir.
+  const {generate} = await import('selfsigned')
   const pems = await generate([{name: 'commonName', value: 'messenger-server'}], {
     keyType: 'ec',
     curve: 'P-256',

@@ -18,7 +18,6 @@ import {RateLimiter} from './rate-limit.js'
 import {Relay} from './relay.js'
 import {LocalCluster, type Cluster, type OnlineEntry} from './cluster.js'
 import {RedisCluster} from './redis-cluster.js'
-import {checkRedisDurability, openRedisStore, redactRedisUrl} from '../store/redis/redis-store.js'
 import {announceGone, onClusterEvent, wirePresence} from './fanout.js'
 import {Hub} from './hub.js'
 import {Rendezvous} from './rendezvous.js'
@@ -186,6 +185,8 @@ export class MessengerServer {
     if (this.input.store) {
       this.store = this.input.store
     } else if (this.input.storeUrl) {
+      // Loaded only for a Redis store: ioredis alone is ~150 ms of every SQLite server's start-up.
+      const {checkRedisDurability, openRedisStore, redactRedisUrl} = await import('../store/redis/redis-store.js')
       const redisStore = await openRedisStore(this.input.storeUrl, {prefix: this.input.redisPrefix})
       this.store = redisStore
       const warning = await checkRedisDurability(redisStore)
