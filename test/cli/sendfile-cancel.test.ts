@@ -110,7 +110,10 @@ function restored(screen: string, off: string, on: string): boolean {
 }
 
 describe.skipIf(!haveScript)('stopping a file transfer', () => {
-  it('Ctrl-C in sendfile: the terminal is restored, "Cancelled (X of Y sent).", exit 130, and the receiver hears that alice cancelled', async () => {
+  it.each([
+    {how: 'Ctrl-C', stop: (sender: Terminal) => sender.type('\u0003'), code: 130},
+    {how: 'SIGTERM (kill)', stop: (sender: Terminal) => sender.signal('SIGTERM'), code: 143},
+  ])('$how in sendfile: the terminal is restored, "Cancelled (X of Y sent).", exit $code, and the receiver hears that alice cancelled', async ({stop, code: expected}) => {
     const {alice, bob} = await setup(['alice', 'bob'])
     const downloads = tempDir('downloads-bob-')
     const file = join(tempDir('files-alice-'), 'big.bin')
@@ -124,12 +127,12 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     onTestFinished(() => {
       bobListens.child.kill('SIGCONT')
     })
-    // The bar is drawn once the transfer has started, and with it Ctrl-C is handled.
+    // The bar is drawn once the transfer has started, and with it the signals are handled.
     await sender.shows(/\d+%/, 'the progress bar')
-    sender.type('\u0003')
+    stop(sender)
     const code = await sender.exited
     const screen = sender.screen()
-    expect(code, screen).toBe(130)
+    expect(code, screen).toBe(expected)
     expect(screen).toMatch(/Cancelled \(\d+(\.\d+)? (B|KiB|MiB) of 8(\.0+)? MiB sent\)\.\r\n$/)
     expect(screen).not.toMatch(/Error/)
     expect(restored(screen, '\u001B[?25l', '\u001B[?25h'), 'the cursor is shown again').toBe(true)
@@ -139,34 +142,6 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     const failed = await fileEvent(bobListens, 'file-failed', 'bob to report the transfer stopped')
     expect(failed.message).toBe('alice cancelled the transfer of "big.bin".')
     expect(readdirSync(downloads).filter((n) => n.endsWith('.part'))).toEqual([])
-  }, 60_000)
-
-  it('SIGTERM to sendfile (kill): as Ctrl-C, the terminal is restored, "Cancelled (X of Y sent).", and the receiver hears that alice cancelled; exit 143', async () => {
-    const {alice, bob} = await setup(['alice', 'bob'])
-    const downloads = tempDir('downloads-bob-')
-    const file = join(tempDir('files-alice-'), 'big.bin')
-    writeFileSync(file, randomBytes(8 * 1024 * 1024))
-    const bobListens = await listen(bob, downloads)
-
-    const sender = onTerminal(['sendfile', 'bob', file], alice)
-    await fileEvent(bobListens, 'file-offer', 'the offer to reach bob')
-    bobListens.child.kill('SIGSTOP')
-    onTestFinished(() => {
-      bobListens.child.kill('SIGCONT')
-    })
-    await sender.shows(/\d+%/, 'the progress bar')
-    sender.signal('SIGTERM')
-    const code = await sender.exited
-    const screen = sender.screen()
-    expect(code, screen).toBe(143)
-    expect(screen).toMatch(/Cancelled \(\d+(\.\d+)? (B|KiB|MiB) of 8(\.0+)? MiB sent\)\.\r\n$/)
-    expect(screen).not.toMatch(/Error/)
-    expect(restored(screen, '\u001B[?25l', '\u001B[?25h'), 'the cursor is shown again').toBe(true)
-    expect(restored(screen, '\u001B[?7l', '\u001B[?7h'), 'line wrapping is on again').toBe(true)
-
-    bobListens.child.kill('SIGCONT')
-    const failed = await fileEvent(bobListens, 'file-failed', 'bob to report the transfer stopped')
-    expect(failed.message).toBe('alice cancelled the transfer of "big.bin".')
   }, 60_000)
 
   it('SIGHUP to sendfile (its terminal closed): the receiver hears that alice cancelled; CANCELLED, exit 129', async () => {
