@@ -1,6 +1,6 @@
 import {accessSync, constants as fsConstants, mkdirSync} from 'node:fs'
 import {join} from 'node:path'
-import type {AddressInfo} from 'node:net'
+import net, {type AddressInfo} from 'node:net'
 import tls from 'node:tls'
 import pino, {type Logger} from 'pino'
 import type {ScryptParams} from '../crypto/password.js'
@@ -162,6 +162,11 @@ export class MessengerServer {
   }
 
   async start(): Promise<ServerInfo> {
+    // A taken --port or a mistyped --host must fail before the data dir, certificate and database
+    // exist: a typo would otherwise leave a half-initialised (or brand-new, misnamed) data dir. A
+    // trial bind, not cleanup afterwards, so a failed start never deletes anything; the port can
+    // still be taken between this check and the real bind, which then fails as before.
+    await probeListen(this.options.host, this.options.port)
     prepareDataDir(this.options.dataDir)
     // Before anything is created in it (a second server racing to make the certificate included).
     const release = lockDataDir(this.options.dataDir)
@@ -294,21 +299,7 @@ export class MessengerServer {
         socket.destroy()
       })
       await new Promise<void>((resolve, reject) => {
-        server.once('error', (error: NodeJS.ErrnoException) => {
-          if (error.code === 'EADDRINUSE') {
-            reject(new MessengerError('PORT_IN_USE', `Port ${o.port} on ${o.host} is already in use.`, {hint: 'Stop the other process or pick another port with --port.'}))
-          } else if (error.code === 'EACCES') {
-            reject(new MessengerError('PORT_IN_USE', `Not allowed to listen on port ${o.port}.`, {hint: 'Use a port above 1023 or run with the needed privilege.'}))
-          } else if (error.code === 'ENOTFOUND' || error.code === 'EAI_AGAIN' || error.code === 'EADDRNOTAVAIL') {
-            // Raw, it would read as a client's failure ("getaddrinfo ENOTFOUND ...") with no word of --host.
-            reject(
-              new MessengerError('HOST_UNAVAILABLE', `Cannot listen on host ${o.host}: ${error.code === 'EADDRNOTAVAIL' ? 'it is not an address of this machine' : 'the name does not resolve'} (${error.code}).`, {
-                hint: 'Check --host (MESSENGER_HOST): an address of this machine, 0.0.0.0 for all interfaces, or 127.0.0.1 for this machine only.',
-                cause: error,
-              }),
-            )
-          } else reject(error)
-        })
+        server.once('error', (error: NodeJS.ErrnoException) => reject(listenError(error, o.host, o.port)))
         server.listen(o.port, o.host, () => resolve())
       })
       server.on('error', (error) => this.logger.error({err: error}, 'server socket error'))
@@ -405,6 +396,34 @@ export class MessengerServer {
     }
     this.logger.info('server stopped')
   }
+}
+
+/** Binds host:port and lets go at once: throws what listening there for real would (listenError). */
+async function probeListen(host: string, port: number): Promise<void> {
+  const probe = net.createServer()
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (error: NodeJS.ErrnoException) => reject(listenError(error, host, port)))
+    probe.listen(port, host, () => resolve())
+  })
+  await new Promise<void>((resolve) => probe.close(() => resolve()))
+}
+
+/** A listen error as the user's fix: which flag to change. */
+function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
+  if (error.code === 'EADDRINUSE') {
+    return new MessengerError('PORT_IN_USE', `Port ${port} on ${host} is already in use.`, {hint: 'Stop the other process or pick another port with --port.'})
+  }
+  if (error.code === 'EACCES') {
+    return new MessengerError('PORT_IN_USE', `Not allowed to listen on port ${port}.`, {hint: 'Use a port above 1023 or run with the needed privilege.'})
+  }
+  if (error.code === 'ENOTFOUND' || error.code === 'EAI_AGAIN' || error.code === 'EADDRNOTAVAIL') {
+    // Raw, it would read as a client's failure ("getaddrinfo ENOTFOUND ...") with no word of --host.
+    return new MessengerError('HOST_UNAVAILABLE', `Cannot listen on host ${host}: ${error.code === 'EADDRNOTAVAIL' ? 'it is not an address of this machine' : 'the name does not resolve'} (${error.code}).`, {
+      hint: 'Check --host (MESSENGER_HOST): an address of this machine, 0.0.0.0 for all interfaces, or 127.0.0.1 for this machine only.',
+      cause: error,
+    })
+  }
+  return error
 }
 
 function prepareDataDir(dataDir: string): void {

@@ -1,7 +1,8 @@
 import {spawn, spawnSync, type ChildProcessWithoutNullStreams} from 'node:child_process'
 import {once} from 'node:events'
 import {existsSync} from 'node:fs'
-import {writeFile} from 'node:fs/promises'
+import {readFile, readdir, writeFile} from 'node:fs/promises'
+import {createHash} from 'node:crypto'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 import {fileURLToPath} from 'node:url'
@@ -209,6 +210,44 @@ describe('messenger server as a process', () => {
       expect(error.message).toContain(host)
       expect(error.hint).toContain('--host')
     }
+  })
+
+  it('a start that fails on a taken port or a bad --host creates nothing: no fresh data dir, an existing one untouched', async () => {
+    const {port} = await startServerProcess()
+    const parent = await makeTempDir('messenger-parent-')
+    const failures = [
+      {args: ['--port', String(port), '--host', '127.0.0.1'], code: 'PORT_IN_USE'},
+      {args: ['--port', '0', '--host', '192.0.2.1'], code: 'HOST_UNAVAILABLE'},
+      {args: ['--port', '0', '--host', '999.1.1.1'], code: 'HOST_UNAVAILABLE'},
+    ]
+    const failToStart = async (args: string[], dataDir: string, code: string) => {
+      const proc = spawnServer([...args, '--data-dir', dataDir, '--scrypt-cost', '1024', '--json'])
+      expect((await proc.exited).code).toBe(1)
+      expect((proc.logs.at(-1)?.error as {code: string}).code).toBe(code)
+    }
+
+    // A fresh (mistyped) data dir, two levels deep: neither level appears.
+    for (const {args, code} of failures) {
+      const dataDir = join(parent, 'typo', 'data')
+      await failToStart(args, dataDir, code)
+      expect(existsSync(join(parent, 'typo'))).toBe(false)
+    }
+
+    // An existing data dir from a server that ran and stopped: the same files, byte for byte.
+    const existing = await makeTempDir('messenger-data-')
+    const first = await startServerProcess(existing)
+    first.proc.child.kill('SIGTERM')
+    expect((await first.proc.exited).code).toBe(0)
+    const snapshot = async () => {
+      const names = (await readdir(existing)).sort()
+      return Object.fromEntries(await Promise.all(names.map(async (name) => [name, createHash('sha256').update(await readFile(join(existing, name))).digest('hex')])))
+    }
+    const before = await snapshot()
+    for (const {args, code} of failures) await failToStart(args, existing, code)
+    expect(await snapshot()).toEqual(before)
+    // And it still starts with the same certificate.
+    const again = await startServerProcess(existing)
+    expect(again.fingerprint).toBe(first.fingerprint)
   })
 
   it('says where Redis is unreachable in a sentence of its own, then the hint', async () => {
