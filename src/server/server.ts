@@ -1,5 +1,5 @@
-import {accessSync, constants as fsConstants, mkdirSync} from 'node:fs'
-import {join} from 'node:path'
+import {accessSync, constants as fsConstants, existsSync, mkdirSync, statSync} from 'node:fs'
+import {dirname, join, resolve as resolvePath} from 'node:path'
 import net, {type AddressInfo} from 'node:net'
 import tls from 'node:tls'
 import pino, {type Logger} from 'pino'
@@ -427,14 +427,36 @@ function listenError(error: NodeJS.ErrnoException, host: string, port: number): 
 }
 
 function prepareDataDir(dataDir: string): void {
-  try {
-    mkdirSync(dataDir, {recursive: true, mode: 0o700})
-    accessSync(dataDir, fsConstants.W_OK)
-  } catch (error) {
-    throw new MessengerError('DATA_DIR_UNWRITABLE', `Cannot use data directory ${dataDir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {
-      hint: 'Pick a writable directory with --data-dir or MESSENGER_DATA_DIR.',
+  const unusable = (why: string, error: unknown) =>
+    new MessengerError('DATA_DIR_UNWRITABLE', `Cannot use data directory ${dataDir}: ${why}.`, {
+      hint: 'Pick a directory you can write to (or one that can be created) with --data-dir or MESSENGER_DATA_DIR.',
       cause: error,
     })
+  const missing: string[] = []
+  for (let level = resolvePath(dataDir); !existsSync(level); level = dirname(level)) {
+    missing.unshift(level)
+    if (dirname(level) === level) break
+  }
+  // mkdir -p one level at a time: Node's recursive mkdir loops forever on a parent that exists but
+  // cannot hold a directory (under /proc, mkdir says ENOENT, so it keeps "creating the parent").
+  for (const level of missing) {
+    try {
+      mkdirSync(level, {mode: 0o700})
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code
+      // Another process made it first: as good.
+      if (code === 'EEXIST') continue
+      const parent = dirname(level)
+      throw unusable(code === 'ENOENT' || code === 'ENOTDIR' ? `${parent} cannot hold a directory (${code})` : `cannot create ${level} (${code ?? (error as Error).message})`, error)
+    }
+  }
+  try {
+    // A file passes the access check: say so here rather than at the lock.
+    if (!statSync(dataDir).isDirectory()) throw Object.assign(new Error('not a directory'), {code: 'ENOTDIR'})
+    accessSync(dataDir, fsConstants.W_OK)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    throw unusable(code === 'ENOTDIR' ? 'it is a file, not a directory (ENOTDIR)' : (code ?? (error as Error).message), error)
   }
 }
 

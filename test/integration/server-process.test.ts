@@ -299,6 +299,26 @@ describe('messenger server as a process', () => {
     expect(lines[0]).toContain('--data-dir')
   })
 
+  it('fails at once with DATA_DIR_UNWRITABLE naming the path when the data dir cannot be made there (under /proc, under a file, or a file itself)', async () => {
+    const dir = await makeTempDir()
+    const file = join(dir, 'a-file')
+    await writeFile(file, 'not a directory')
+    // /proc/x: Node's recursive mkdir spun there forever (mkdir answers ENOENT for the existing /proc).
+    const cases = [
+      {dataDir: '/proc/messenger-test/data', reason: '/proc cannot hold a directory'},
+      {dataDir: join(file, 'sub', 'data'), reason: `${file} cannot hold a directory`},
+      {dataDir: file, reason: 'it is a file, not a directory'},
+    ]
+    for (const {dataDir, reason} of cases) {
+      const proc = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024', '--json'])
+      expect((await proc.exited).code).toBe(1)
+      const error = proc.logs.at(-1)?.error as {code: string; message: string; hint: string}
+      expect(error.code).toBe('DATA_DIR_UNWRITABLE')
+      expect(error.message).toContain(`Cannot use data directory ${dataDir}: ${reason}`)
+      expect(error.hint).toContain('--data-dir')
+    }
+  })
+
   it('refuses a second server on the same data dir (one stderr line naming the pid and --data-dir), and takes over the dir of one that was killed', async () => {
     const dataDir = await makeTempDir('messenger-data-')
     const first = await startServerProcess(dataDir)
