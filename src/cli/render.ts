@@ -94,9 +94,15 @@ export function notInvitedReason(code: string): string {
   return code === 'BLOCKED' ? 'they do not accept invitations from you' : code
 }
 
-/** Who a history entry is from, or to: `alice`, `you -> bob`, `you -> #team` (escaped). */
-export function historyWho(m: {direction: 'in' | 'out'; from: string; to: string; group: string | null}): string {
-  return escapeControls(m.direction === 'out' ? `you -> ${m.group ? `#${m.group}` : m.to}` : m.from)
+/**
+ * Where a history entry went and who wrote it (escaped): `alice`, `you -> bob`, `[#team] alice`,
+ * `[#team] you`, `[broadcast] alice`, `[broadcast] you`. A group or broadcast is named once, in the
+ * tag, like the (broadcast) and #team that listen and chat print for one arriving.
+ */
+export function historyWho(m: {direction: 'in' | 'out'; from: string; to: string; group: string | null; broadcast?: boolean}): string {
+  const where = m.group ? `[#${m.group}] ` : m.broadcast ? '[broadcast] ' : ''
+  const who = m.direction === 'in' ? m.from : where ? 'you' : `you -> ${m.to}`
+  return escapeControls(`${where}${who}`)
 }
 
 export function leftGroupLine(label: string, result: {deleted?: boolean; newOwner?: string | null}): string {

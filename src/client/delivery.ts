@@ -493,7 +493,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
         skipped.push({to: u.username, code: 'KEY_CHANGED'})
       }
     }
-    const seq = await this.o.history.recordOutgoing({id, to: '*', text, ts: Date.now(), from: this.o.me})
+    const seq = await this.o.history.recordOutgoing({id, to: '*', broadcast: true, text, ts: Date.now(), from: this.o.me})
     const written = this.o.client.connected
     let delivered = 0
     try {

@@ -51,6 +51,12 @@ export const HISTORY_MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX received_transfers_expires_at ON received_transfers (expires_at);
   `,
+  // 4: broadcasts are told apart from direct messages (history showed both alike). An outgoing one
+  // was always recorded to '*', never a username; an incoming one was not marked and stays direct.
+  `
+  ALTER TABLE messages ADD COLUMN broadcast INTEGER NOT NULL DEFAULT 0;
+  UPDATE messages SET broadcast = 1 WHERE direction = 'out' AND recipient = '*';
+  `,
 ]
 
 /** How messages name the history and what they tell the user to do about it. */
@@ -96,8 +102,10 @@ export interface HistoryEntry {
   group: string | null
   /** Sender; '' for an outgoing message recorded without `from`. */
   from: string
-  /** Recipient; `#group` for an outgoing group message. */
+  /** Recipient; `#group` for an outgoing group message, `*` for an outgoing broadcast. */
   to: string
+  /** Sent to everyone online (`broadcast`), not to `to` alone; incoming ones before schema 4 are false. */
+  broadcast: boolean
   text: string
   ts: number
   seq: number | null
@@ -116,6 +124,8 @@ export type OutgoingMessage = {
   status?: 'sending'
   /** The local user; recorded so history stays right if the profile later logs in as someone else. */
   from?: string
+  /** To everyone online (recorded with `to` '*'). */
+  broadcast?: boolean
 } & ({to: string; group?: undefined} | {group: string; to?: string})
 
 export interface IncomingMessage {
@@ -123,6 +133,8 @@ export interface IncomingMessage {
   from: string
   to: string
   group?: string
+  /** Sent to everyone online, not to us alone. */
+  broadcast?: boolean
   text: string
   ts: number
   seq?: number
@@ -151,6 +163,7 @@ interface MessageRow {
   grp: string | null
   sender: string
   recipient: string
+  broadcast: 0 | 1
   text: string
   ts: number
   seq: number | null
@@ -166,6 +179,7 @@ function toEntry(row: MessageRow): HistoryEntry {
     group: row.grp,
     from: row.sender,
     to: row.recipient,
+    broadcast: row.broadcast === 1,
     text: row.text,
     ts: row.ts,
     seq: row.seq,
@@ -179,9 +193,9 @@ const SELECT_LATEST = 'SELECT * FROM (SELECT rowid AS r, * FROM messages %WHERE%
 
 function prepareStatements(db: Database.Database) {
   return {
-    insert: db.prepare<[string, 'in' | 'out', string, string | null, string, string, string, number, number | null, HistoryStatus, DeliveryPath | null, number]>(
-      `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, text, ts, seq, status, path, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    insert: db.prepare<[string, 'in' | 'out', string, string | null, string, string, 0 | 1, string, number, number | null, HistoryStatus, DeliveryPath | null, number]>(
+      `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, broadcast, text, ts, seq, status, path, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     // seq and path are recorded whatever happens to the status: a receipt that overtook the send reply
     // keeps 'delivered', but the reply's seq and path still belong on the row.
@@ -207,9 +221,9 @@ function prepareStatements(db: Database.Database) {
     getStatus: db.prepare<[string], {status: HistoryStatus}>('SELECT status FROM messages WHERE id = ?'),
     // Numbered inside the INSERT, so two processes on one profile (listen + send) never share an N.
     // Returns the number given; nothing when the id was already recorded (a resend).
-    insertNumbered: db.prepare<[string, string, string | null, string, string, string, number, number], {seq: number}>(
-      `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, text, ts, seq, status, path, created_at)
-       VALUES (?, 'out', ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE direction = 'out'), 'sending', NULL, ?)
+    insertNumbered: db.prepare<[string, string, string | null, string, string, 0 | 1, string, number, number], {seq: number}>(
+      `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, broadcast, text, ts, seq, status, path, created_at)
+       VALUES (?, 'out', ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE direction = 'out'), 'sending', NULL, ?)
        RETURNING seq`,
     ),
     getSeq: db.prepare<[string], {seq: number | null}>('SELECT seq FROM messages WHERE id = ?'),
@@ -284,7 +298,7 @@ export class LocalHistory {
    */
   addOutgoing(m: OutgoingMessage): boolean {
     const {group, to} = outgoingPeer(m)
-    const result = this.stmt.insert.run(m.id, 'out', to, group, m.from ?? '', to, m.text, m.ts, null, 'sending', null, this.now())
+    const result = this.stmt.insert.run(m.id, 'out', to, group, m.from ?? '', to, m.broadcast ? 1 : 0, m.text, m.ts, null, 'sending', null, this.now())
     return result.changes === 1
   }
 
@@ -294,7 +308,7 @@ export class LocalHistory {
    */
   addOutgoingNumbered(m: OutgoingMessage): number {
     const {group, to} = outgoingPeer(m)
-    const numbered = this.stmt.insertNumbered.get(m.id, to, group, m.from ?? '', to, m.text, m.ts, this.now())
+    const numbered = this.stmt.insertNumbered.get(m.id, to, group, m.from ?? '', to, m.broadcast ? 1 : 0, m.text, m.ts, this.now())
     return numbered?.seq ?? this.stmt.getSeq.get(m.id)?.seq ?? 0
   }
 
@@ -315,7 +329,7 @@ export class LocalHistory {
   addIncoming(m: IncomingMessage): boolean {
     const group = m.group ?? null
     const peer = group === null ? m.from : groupPeer(group)
-    const result = this.stmt.insert.run(m.id, 'in', peer, group, m.from, m.to, m.text, m.ts, m.seq ?? null, 'received', m.path ?? null, this.now())
+    const result = this.stmt.insert.run(m.id, 'in', peer, group, m.from, m.to, m.broadcast ? 1 : 0, m.text, m.ts, m.seq ?? null, 'received', m.path ?? null, this.now())
     return result.changes === 1
   }
 

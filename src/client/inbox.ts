@@ -216,7 +216,7 @@ export class Inbox {
     }
     let isNew: boolean
     try {
-      isNew = await this.o.history.storeIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, text, ts: message.ts, seq: message.seq, path})
+      isNew = await this.o.history.storeIncoming({id: message.id, from: message.from, to: message.to, group: message.group ?? undefined, broadcast: message.broadcast, text, ts: message.ts, seq: message.seq, path})
     } catch (error) {
       // Not acknowledged: it stays on the server (or with the direct peer, who falls back to it).
       this.deliverEvent('unsaved', {msgId: push.msgId, from: push.from, error: toMessengerError(error)})

@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {escapeControls, historyWho, renderMessageText} from '../cli/render.js'
+import {historyWho, renderMessageText} from '../cli/render.js'
 import {openHistory, type HistoryEntry, type HistoryStatus} from '../client/history.js'
 import {HISTORY_FILE} from '../client/session.js'
 import {join} from 'node:path'
@@ -12,6 +12,7 @@ export default class History extends BaseCommand<typeof History> {
   static override summary = 'Show your local message history, with delivery marks.'
 
   static override description = `Reads the history kept on this machine (the server keeps no copy of delivered messages).
+Each line says where a message went and who wrote it: "alice", "you -> bob", "[#team] alice", "[broadcast] you" (--json: group, and broadcast true for one sent to everyone online).
 Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ unreadable (the recipient's client could not open it; send it again), ✗ failed.`
 
   static override examples = [
@@ -36,10 +37,8 @@ Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered
       if (messages.length === 0) this.log('No messages yet.')
       for (const m of messages) {
         const when = new Date(m.ts).toLocaleString()
-        const where = m.group ? `[#${escapeControls(m.group)}] ` : ''
-        const who = historyWho(m)
         // Controls escaped and continuation lines marked; --json returns the exact text.
-        this.log(`${when}  ${where}${who}: ${renderMessageText(m.text)}${m.direction === 'out' ? `  ${MARKS[m.status] ?? m.status}` : ''}`)
+        this.log(`${when}  ${historyWho(m)}: ${renderMessageText(m.text)}${m.direction === 'out' ? `  ${MARKS[m.status] ?? m.status}` : ''}`)
       }
       return {messages}
     } finally {

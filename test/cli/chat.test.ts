@@ -220,7 +220,7 @@ describe('messenger chat', () => {
     await chat.waitFor(/message \d+ to bob[^]*message \d+ to bob/, 'the second message to bob')
 
     chat.write('/history #team\n')
-    await chat.waitFor('you -> #team: for the team', 'the group in /history')
+    await chat.waitFor('[#team] you: for the team', 'the group in /history')
     // The latest one only; "//second" was sent as "/second".
     chat.write('/history bob 1\n')
     await chat.waitFor('you -> bob: /second', 'the last message to bob')
@@ -234,7 +234,7 @@ describe('messenger chat', () => {
     expect(await chat.exited).toBe(0)
     const out = chat.output()
     const bobSide = out.slice(out.indexOf('/history bob 1'))
-    expect(out.slice(out.lastIndexOf('you -> #team'))).not.toMatch(/you -> bob: \/first/)
+    expect(out.slice(out.lastIndexOf('[#team] you'))).not.toMatch(/you -> bob: \/first/)
     expect(bobSide).not.toContain('you -> bob: /first')
     expect(out).not.toMatch(/you -> bob: \/\/|No messages yet|USERNAME|Nobody is online/)
   })

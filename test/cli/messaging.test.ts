@@ -338,6 +338,42 @@ describe('messaging through the CLI', () => {
     ])
   }, 120_000)
 
+  it('history tells broadcasts apart (a [broadcast] tag, broadcast: true in --json) and names a group once', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    expect((await runCli(['group', 'create', 'team', '--invite', 'bob'], {env: alice})).code).toBe(0)
+    expect((await runCli(['group', 'join', 'team'], {env: bob})).code).toBe(0)
+    const bobListens = await listen(bob)
+    expect((await runCli(['broadcast', 'hello', 'everyone'], {env: alice})).code).toBe(0)
+    await nextMessage(bobListens, (m) => m.text === 'hello everyone', 'the broadcast')
+    expect((await runCli(['group', 'send', 'team', 'team', 'talk'], {env: alice})).code).toBe(0)
+    await nextMessage(bobListens, (m) => m.text === 'team talk', 'the group message')
+    expect((await runCli(['send', 'bob', 'just', 'you'], {env: alice})).code).toBe(0)
+    await nextMessage(bobListens, (m) => m.text === 'just you', 'the direct message')
+
+    const shown = (env: Env) => runCli(['history'], {env}).then((r) => r.stdout.split('\n').filter((l) => l.trim() !== ''))
+    const aliceLines = await shown(alice)
+    expect(aliceLines).toEqual([
+      expect.stringMatching(/  \[broadcast\] you: hello everyone  ✓/),
+      expect.stringMatching(/  \[#team\] you: team talk  ✓/),
+      expect.stringMatching(/  you -> bob: just you  ✓/),
+    ])
+    expect(await shown(bob)).toEqual([
+      expect.stringMatching(/  \[broadcast\] alice: hello everyone$/),
+      expect.stringMatching(/  \[#team\] alice: team talk$/),
+      expect.stringMatching(/  alice: just you$/),
+    ])
+
+    for (const env of [alice, bob]) {
+      const {result} = await sendJson(env, ['history'])
+      const messages = result.messages as Array<{text: string; broadcast: boolean; group: string | null}>
+      expect(messages.map((m) => [m.text, m.broadcast, m.group])).toEqual([
+        ['hello everyone', true, null],
+        ['team talk', false, 'team'],
+        ['just you', false, null],
+      ])
+    }
+  })
+
   it('blocks and unblocks a sender', async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
 

@@ -5,7 +5,8 @@ import path from 'node:path'
 import nacl from 'tweetnacl'
 import {afterEach, beforeEach, describe, expect, it} from 'vitest'
 
-import {HISTORY_SCHEMA_VERSION, openHistory, type LocalHistory} from '../../src/client/history.js'
+import Database from 'better-sqlite3'
+import {HISTORY_MIGRATIONS, HISTORY_SCHEMA_VERSION, openHistory, type LocalHistory} from '../../src/client/history.js'
 import {encodeKey} from '../../src/crypto/identity.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 
@@ -42,6 +43,28 @@ describe('openHistory', () => {
     expect(history.pragma('user_version')).toBe(HISTORY_SCHEMA_VERSION)
   })
 
+  it('migrates a schema-3 history: an outgoing broadcast (recorded to *) becomes broadcast: true, the rest false', () => {
+    const old = path.join(dir, 'v3.db')
+    const db = new Database(old)
+    db.exec(HISTORY_MIGRATIONS.slice(0, 3).join('\n'))
+    db.pragma('user_version = 3')
+    const insert = db.prepare("INSERT INTO messages (id, direction, peer, grp, sender, recipient, text, ts, seq, status, path, created_at) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, NULL, ?, NULL, 0)")
+    insert.run('b', 'out', '*', 'alice', '*', 'to all', 1, 'sent')
+    insert.run('d', 'out', 'bob', 'alice', 'bob', 'to bob', 2, 'sent')
+    insert.run('i', 'in', 'bob', 'bob', 'alice', 'from bob', 3, 'received')
+    db.close()
+    const migrated = openHistory(old)
+    try {
+      expect(migrated.list().map((m) => [m.id, m.broadcast])).toEqual([
+        ['b', true],
+        ['d', false],
+        ['i', false],
+      ])
+    } finally {
+      migrated.close()
+    }
+  })
+
   it('keeps the history and its WAL files private (0600) whatever the umask, and tightens an old one', async () => {
     await history.storeIncoming({id: 'private-0000000000001', from: 'alice', to: 'bob', text: 'secret', ts: 1})
     for (const suffix of ['', '-wal', '-shm']) expect(statSync(file + suffix).mode & 0o777, `history.db${suffix}`).toBe(0o600)
@@ -65,8 +88,8 @@ describe('openHistory', () => {
 
     history = openHistory(file)
     expect(history.list({peer: 'bob'})).toEqual([
-      {id: 'o1', direction: 'out', peer: 'bob', group: null, from: 'alice', to: 'bob', text: 'hello', ts: 1, seq: 7, status: 'stored', path: 'relay'},
-      {id: 'i1', direction: 'in', peer: 'bob', group: null, from: 'bob', to: 'alice', text: 'hi back', ts: 2, seq: null, status: 'received', path: null},
+      {id: 'o1', direction: 'out', peer: 'bob', group: null, from: 'alice', to: 'bob', broadcast: false, text: 'hello', ts: 1, seq: 7, status: 'stored', path: 'relay'},
+      {id: 'i1', direction: 'in', peer: 'bob', group: null, from: 'bob', to: 'alice', broadcast: false, text: 'hi back', ts: 2, seq: null, status: 'received', path: null},
     ])
     expect(history.getPeerKey('bob')).toEqual({key: bobKey, pendingKey: null, firstSeen: 100})
     expect(history.checkPeerKey('bob', bobKey, 200)).toBe('same')
@@ -87,7 +110,7 @@ describe('incoming messages', () => {
   it('files a group message under #group with the real sender', () => {
     history.addIncoming({id: 'g1', from: 'bob', to: 'alice', group: 'team', text: 'to all', ts: 1})
     expect(history.list({group: 'team'})).toEqual([
-      {id: 'g1', direction: 'in', peer: '#team', group: 'team', from: 'bob', to: 'alice', text: 'to all', ts: 1, seq: null, status: 'received', path: null},
+      {id: 'g1', direction: 'in', peer: '#team', group: 'team', from: 'bob', to: 'alice', broadcast: false, text: 'to all', ts: 1, seq: null, status: 'received', path: null},
     ])
     expect(history.list({peer: 'bob'})).toEqual([])
   })
@@ -190,7 +213,7 @@ describe('outgoing status', () => {
     history.setStatus('g', 'stored', {seq: 9})
     history.setStatus('g', 'delivered')
     expect(history.list({group: 'team'})).toEqual([
-      {id: 'g', direction: 'out', peer: '#team', group: 'team', from: 'alice', to: '#team', text: 'hello team', ts: 3, seq: 9, status: 'delivered', path: null},
+      {id: 'g', direction: 'out', peer: '#team', group: 'team', from: 'alice', to: '#team', broadcast: false, text: 'hello team', ts: 3, seq: 9, status: 'delivered', path: null},
     ])
   })
 })
