@@ -10,7 +10,7 @@ export type ChatAction =
   | {kind: 'broadcast'; text: string}
   | {kind: 'block'; user: string}
   | {kind: 'unblock'; user: string}
-  | {kind: 'trust'; user: string}
+  | {kind: 'trust'; user: string; fingerprint?: string}
   | {kind: 'help'}
   | {kind: 'quit'}
   | {kind: 'none'}
@@ -24,7 +24,9 @@ export const CHAT_HELP = `Commands:
   /history [USER|#GROUP] [N]  the latest N messages (default 20), all or with USER or in GROUP
   /group create NAME [USER...] | invite NAME USER | join NAME | leave NAME | list | members NAME | send NAME text
   /broadcast text       to everyone online
-  /block USER, /unblock USER, /trust USER
+  /block USER, /unblock USER
+  /trust USER [FINGERPRINT]  accept USER's current key; with the fingerprint you verified
+                        (as /whois shows it), only if the server serves exactly that key
   /help, /quit          (Ctrl-C quits too)
 Plain text goes to the user shown in the prompt. //text sends "/text".
 A paste of several lines is sent as one message, never run as commands.`
@@ -65,7 +67,9 @@ export function parseChatLine(line: string): ChatAction {
     case 'unblock':
       return exactly(1, '/unblock USER') ?? {kind: 'unblock', user: rest[0]!}
     case 'trust':
-      return exactly(1, '/trust USER') ?? {kind: 'trust', user: rest[0]!}
+      // The fingerprint is the rest of the line (/whois prints it in groups with spaces), quoted or not
+      // (trust --fingerprint takes it in quotes).
+      return need(1, '/trust USER [FINGERPRINT]') ?? {kind: 'trust', user: rest[0]!, ...(rest.length > 1 ? {fingerprint: rest.slice(1).join(' ').replace(/^["']|["']$/g, '')} : {})}
     case 'group': {
       const sub = rest[0]?.toLowerCase()
       if (!sub || !GROUP_SUBS.has(sub)) return {kind: 'error', message: 'Usage: /group create|invite|join|leave|list|members|send ...'}

@@ -1,8 +1,7 @@
 import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {userArg} from '../cli/name-args.js'
-import {normalizeFingerprint} from '../crypto/identity.js'
-import {MessengerError} from '../protocol/errors.js'
+import {trustedLine, verifiedFingerprint} from '../cli/trust.js'
 
 export default class Trust extends BaseCommand<typeof Trust> {
   static override summary = "Accept a user's new encryption key after verifying it."
@@ -25,25 +24,11 @@ Messages they sealed with the old key and that still wait for you cannot open on
   }
 
   async run(): Promise<{username: string; fingerprint: string; previousFingerprint: string | null}> {
-    let expectFingerprint: string | undefined
-    if (this.flags.fingerprint !== undefined) {
-      // Checked before connecting: a typo is the person's to fix, not a key change to alarm about.
-      const normalized = normalizeFingerprint(this.flags.fingerprint)
-      if (!normalized) {
-        throw new MessengerError('BAD_INPUT', `--fingerprint "${this.flags.fingerprint}" is not a key fingerprint: it needs 32 hex digits, as \`messenger whois USER\` prints them.`, {
-          hint: `Copy it from \`messenger whois ${this.args.user}\`, in quotes: --fingerprint "3F2A 91C0 ...".`,
-        })
-      }
-      expectFingerprint = normalized
-    }
+    // Checked before connecting.
+    const expectFingerprint = this.flags.fingerprint === undefined ? undefined : verifiedFingerprint(this.flags.fingerprint, this.args.user, 'flag')
     const {engine} = await this.messagingSession()
     const result = await engine.trust(this.args.user, {expectFingerprint})
-    const how = expectFingerprint ? ' (it matches the fingerprint you gave)' : ''
-    this.log(
-      result.previousFingerprint
-        ? `Now trusting ${result.username}'s new key ${result.fingerprint}${how} (was ${result.previousFingerprint}).`
-        : `Trusting ${result.username}'s key ${result.fingerprint}${how}.`,
-    )
+    this.log(trustedLine(result, expectFingerprint !== undefined))
     return result
   }
 }

@@ -199,6 +199,44 @@ describe('messenger chat', () => {
     expect(chat.output()).not.toContain('\u001b[?2004')
   })
 
+  it('through pipes: /trust USER FINGERPRINT trusts only the key verified, as trust --fingerprint does (KEY_MISMATCH, BAD_INPUT)', async () => {
+    const {alice, bob} = await setup()
+    const whois = async () => JSON.parse((await runCli(['whois', 'bob', '--json'], {env: alice})).stdout) as {fingerprint: string; trust: string}
+    const first = (await whois()).fingerprint
+    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
+    onTestFinished(async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+      await chat.exited
+    })
+    const chat = watch(proc)
+    await chat.waitFor('Chatting as alice', 'the greeting')
+    chat.write('/help\n')
+    await chat.waitFor('/trust USER [FINGERPRINT]', '/trust in /help')
+    // Without a fingerprint: whatever key is served now, printed to compare.
+    chat.write('/trust bob\n')
+    await chat.waitFor(`Trusting bob's key ${first}.`, 'the first key trusted')
+
+    // Bob moves to a new machine and alice verifies the new key with him; then the key is swapped again.
+    const newMachine = (home: string) => runCli(['login', 'bob', '--password-stdin', '--replace-key'], {env: {...bob, MESSENGER_HOME: tempDir(home)}, input: 'builder123\n'})
+    expect((await newMachine('home-bob2-')).code).toBe(0)
+    const verified = (await whois()).fingerprint
+    expect((await newMachine('home-mallory-')).code).toBe(0)
+    const now = (await whois()).fingerprint
+    expect(now).not.toBe(verified)
+
+    chat.write(`/trust bob ${verified}\n`)
+    await chat.waitFor(`The key the server now serves for bob has fingerprint ${now}, not ${verified}: it changed again since you verified it`, 'KEY_MISMATCH')
+    expect(await whois()).toMatchObject({fingerprint: now, trust: 'changed'})
+    chat.write('/trust bob ABCD\n')
+    await chat.waitFor('"ABCD" is not a key fingerprint: it needs 32 hex digits, as /whois USER prints them. Copy it from /whois bob: /trust bob 3F2A 91C0 ...', 'a typo refused')
+    // As people copy it: lower case, colons, in quotes.
+    chat.write(`/trust bob "${now.toLowerCase().replaceAll(' ', ':')}"\n`)
+    await chat.waitFor(`Now trusting bob's new key ${now} (it matches the fingerprint you gave) (was ${first}).`, 'the verified key trusted')
+    expect(await whois()).toMatchObject({trust: 'pinned'})
+    chat.write('/quit\n')
+    expect(await chat.exited).toBe(0)
+  }, 120_000)
+
   it('through pipes: /history takes #GROUP and a count, refuses a user who does not exist; //text sends "/text"; extra words are refused', async () => {
     const {alice, bob} = await setup()
     const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})

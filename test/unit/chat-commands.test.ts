@@ -19,6 +19,8 @@ describe('parseChatLine', () => {
     ['/block mallory', {kind: 'block', user: 'mallory'}],
     ['/unblock mallory', {kind: 'unblock', user: 'mallory'}],
     ['/trust bob', {kind: 'trust', user: 'bob'}],
+    ['/trust bob 3F2A 91C0 5B7E 0D14', {kind: 'trust', user: 'bob', fingerprint: '3F2A 91C0 5B7E 0D14'}],
+    ['/trust bob "3F2A 91C0"', {kind: 'trust', user: 'bob', fingerprint: '3F2A 91C0'}],
     ['/group create team bob carol', {kind: 'group', sub: 'create', args: ['team', 'bob', 'carol']}],
     ['/group invite team dave', {kind: 'group', sub: 'invite', args: ['team', 'dave']}],
     ['/group send team see you at 8', {kind: 'group', sub: 'send', args: ['team'], text: 'see you at 8'}],
