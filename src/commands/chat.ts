@@ -33,12 +33,29 @@ interface ChatContext {
   sent: Map<string, {seq: number; group?: string}>
 }
 
+/** Whether `action` sends a message (one with nobody to go to is refused, not sent). */
+function sendsMessage(action: ChatAction, ctx: ChatContext): boolean {
+  switch (action.kind) {
+    case 'msg':
+    case 'broadcast':
+      return true
+    case 'say':
+      return (ctx.current ?? ctx.lastSender) !== undefined
+    case 'reply':
+      return ctx.lastSender !== undefined
+    case 'group':
+      return action.sub === 'send'
+    default:
+      return false
+  }
+}
+
 export default class Chat extends BaseCommand<typeof Chat> {
   static override summary = 'Chat interactively: you are online, messages arrive as they are sent.'
 
   static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
 Type /help for commands (/msg, /reply, /who, /whois, /history [USER|#GROUP] [N], /group, /broadcast, /block, /unblock, /trust USER [FINGERPRINT], /quit). Plain text goes to the user you last wrote to or heard from, shown in the prompt (alice -> bob>); //text sends "/text". In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
-Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; messages typed meanwhile are sent once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere).`
+Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; a message typed meanwhile is answered "(not connected: message queued; ...)" at once and sent, in the order typed, once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere).`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'}]
 
@@ -109,6 +126,9 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
             quit()
             return
           }
+          // Typed while the connection is down, a message waits (in order, behind what was typed
+          // before) for the reconnect, then goes: say so now, or the line looks ignored.
+          if (!client.connected && sendsMessage(action, ctx)) print('(not connected: message queued; it is sent when the connection is back)')
           chain = chain.then(async () => {
             try {
               await this.perform(ctx, action)

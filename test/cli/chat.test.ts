@@ -1,6 +1,6 @@
 import {spawn, spawnSync} from 'node:child_process'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {BIN, loggedInProfiles, runCli, spawnCli, tempDir, type CliProcess, type ProfileEnv} from '../helpers/cli.js'
+import {BIN, loggedInProfiles, runCli, spawnCli, startServerProcess, tempDir, type CliProcess, type ProfileEnv} from '../helpers/cli.js'
 
 /**
  * `messenger chat` driven through its stdin, as a person would type: once through plain pipes and
@@ -235,6 +235,39 @@ describe('messenger chat', () => {
     expect(await whois()).toMatchObject({trust: 'pinned'})
     chat.write('/quit\n')
     expect(await chat.exited).toBe(0)
+  }, 120_000)
+
+  it('through pipes: a message typed while the server is down is queued, said so at once, and sent once it is back', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const {alice, bob} = envs
+    // Bob is offline: the message is stored for him, so nothing but the server decides when it goes.
+    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
+    onTestFinished(async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+      await chat.exited
+    })
+    const chat = watch(proc)
+    await chat.waitFor('Chatting as alice', 'the greeting')
+    chat.write('/msg bob before\n')
+    await chat.waitFor(/message (\d+) to bob \(stored: bob is offline\)/, 'the first message stored')
+
+    expect(await server.stop()).toBe(0)
+    await chat.waitFor('* connection lost', 'the lost connection')
+    chat.write('while down\n')
+    chat.write('/msg bob also down\n')
+    await chat.waitFor('(not connected: message queued; it is sent when the connection is back)', 'the first queued line')
+    await chat.waitFor(/queued;[^]*queued;/, 'the second queued line')
+
+    await startServerProcess([], {dataDir: server.dataDir, port: server.port})
+    await chat.waitFor('* reconnected', 'the reconnect')
+    await chat.waitFor(/message \d+ to bob \(stored: bob is offline\)[^]*message \d+ to bob \(stored[^]*message \d+ to bob \(stored/, 'both queued messages sent')
+    chat.write('/quit\n')
+    expect(await chat.exited).toBe(0)
+
+    // Nothing lost, in the order typed: bob gets all three.
+    const bobListens = spawnCli(['listen', '--json'], {env: bob})
+    for (const text of ['before', 'while down', 'also down']) await bobListens.waitForLine((l) => l.includes(`"text":"${text}"`), `bob to get "${text}"`)
+    expect(bobListens.lines.filter((l) => l.includes('"type":"message"')).map((l) => (JSON.parse(l) as {text: string}).text)).toEqual(['before', 'while down', 'also down'])
   }, 120_000)
 
   it('through pipes: /history takes #GROUP and a count, refuses a user who does not exist; //text sends "/text"; extra words are refused', async () => {
