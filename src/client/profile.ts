@@ -1,4 +1,4 @@
-import {existsSync, mkdirSync, readFileSync} from 'node:fs'
+import {existsSync, readFileSync} from 'node:fs'
 import {homedir} from 'node:os'
 import {dirname, join} from 'node:path'
 import envPaths from 'env-paths'
@@ -6,6 +6,7 @@ import {MessengerError} from '../protocol/errors.js'
 import {ENV} from '../protocol/constants.js'
 import {replaceFileDurably} from '../util/durable-file.js'
 import {tightenMode} from '../util/file-mode.js'
+import {DirectoryUnusable, makeDirs} from '../util/make-dirs.js'
 import type {PinStore} from './tls-pin.js'
 
 export interface ProfileData {
@@ -54,7 +55,15 @@ export class Profile implements PinStore {
   constructor(home: string | undefined = process.env[ENV.home]) {
     const dir = home ?? envPaths('messenger', {suffix: ''}).config
     const created = home !== undefined && !existsSync(home)
-    mkdirSync(dir, {recursive: true})
+    try {
+      makeDirs(dir)
+    } catch (error) {
+      if (!(error instanceof DirectoryUnusable)) throw error
+      throw new MessengerError('BAD_INPUT', `Cannot use the profile directory ${dir}${home === undefined ? '' : ` (from ${ENV.home})`}: ${error.reason}.`, {
+        hint: home === undefined ? `Check that you can write to ${dirname(dir)}, or set ${ENV.home} to a directory you can write to.` : `Set ${ENV.home} to a directory you can write to, or unset it to use the default profile.`,
+        cause: error,
+      })
+    }
     this.path = join(dir, 'profile.json')
     // Read once now, so a damaged profile is reported by the first command that opens it.
     if (existsSync(this.path)) this.read()

@@ -1,11 +1,12 @@
 import {createHash} from 'node:crypto'
-import {linkSync, mkdirSync, readFileSync, renameSync, unlinkSync} from 'node:fs'
+import {linkSync, readFileSync, renameSync, unlinkSync} from 'node:fs'
 import path from 'node:path'
 
 import nacl from 'tweetnacl'
 
 import {syncDir, writeSyncedTemp} from '../util/durable-file.js'
 import {tightenMode} from '../util/file-mode.js'
+import {makeDirs} from '../util/make-dirs.js'
 
 import {MessengerError} from '../protocol/errors.js'
 
@@ -43,7 +44,7 @@ export function loadOrCreateIdentity(dir: string): Identity & {created: boolean}
   const body: IdentityFile = {version: 1, publicKey: encodeKey(pair.publicKey), secretKey: encodeKey(pair.secretKey)}
   let winner: boolean
   try {
-    mkdirSync(dir, {recursive: true, mode: 0o700})
+    makeDirs(dir, 0o700)
     winner = writeNew(file, `${JSON.stringify(body, null, 2)}\n`)
   } catch (error) {
     throw new MessengerError('INTERNAL', `Cannot write the identity key ${file}: ${(error as Error).message}`, {

@@ -1,5 +1,5 @@
-import {accessSync, constants as fsConstants, existsSync, mkdirSync, statSync} from 'node:fs'
-import {dirname, join, resolve as resolvePath} from 'node:path'
+import {accessSync, constants as fsConstants} from 'node:fs'
+import {join} from 'node:path'
 import net, {type AddressInfo} from 'node:net'
 import tls from 'node:tls'
 import pino, {type Logger} from 'pino'
@@ -26,6 +26,7 @@ import {createRouter, endSession} from './router.js'
 import {Social} from './social.js'
 import {StoreFailureLog} from './store-failure.js'
 import {lockDataDir} from '../util/pid-lock.js'
+import {DirectoryUnusable, makeDirs} from '../util/make-dirs.js'
 
 /** Options for {@link createServer}. Every field has a default; tests pass small timeouts and cheap scrypt. */
 export interface ServerOptions {
@@ -432,31 +433,12 @@ function prepareDataDir(dataDir: string): void {
       hint: 'Pick a directory you can write to (or one that can be created) with --data-dir or MESSENGER_DATA_DIR.',
       cause: error,
     })
-  const missing: string[] = []
-  for (let level = resolvePath(dataDir); !existsSync(level); level = dirname(level)) {
-    missing.unshift(level)
-    if (dirname(level) === level) break
-  }
-  // mkdir -p one level at a time: Node's recursive mkdir loops forever on a parent that exists but
-  // cannot hold a directory (under /proc, mkdir says ENOENT, so it keeps "creating the parent").
-  for (const level of missing) {
-    try {
-      mkdirSync(level, {mode: 0o700})
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code
-      // Another process made it first: as good.
-      if (code === 'EEXIST') continue
-      const parent = dirname(level)
-      throw unusable(code === 'ENOENT' || code === 'ENOTDIR' ? `${parent} cannot hold a directory (${code})` : `cannot create ${level} (${code ?? (error as Error).message})`, error)
-    }
-  }
   try {
-    // A file passes the access check: say so here rather than at the lock.
-    if (!statSync(dataDir).isDirectory()) throw Object.assign(new Error('not a directory'), {code: 'ENOTDIR'})
+    // A file would pass the access check: makeDirs says so here rather than at the lock.
+    makeDirs(dataDir, 0o700)
     accessSync(dataDir, fsConstants.W_OK)
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    throw unusable(code === 'ENOTDIR' ? 'it is a file, not a directory (ENOTDIR)' : (code ?? (error as Error).message), error)
+    throw unusable(error instanceof DirectoryUnusable ? error.reason : ((error as NodeJS.ErrnoException).code ?? (error as Error).message), error)
   }
 }
 

@@ -1,7 +1,8 @@
-import {mkdir, open, unlink, type FileHandle} from 'node:fs/promises'
+import {open, unlink, type FileHandle} from 'node:fs/promises'
 import {basename, join} from 'node:path'
 
 import {MessengerError} from '../protocol/errors.js'
+import {DirectoryUnusable, makeDirs} from '../util/make-dirs.js'
 import {chunkLength, encodeFrame, MAX_SACK_BITMAP_BYTES, MAX_SACK_BITS, type TransferId} from './file-codec.js'
 import {errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress} from './file-common.js'
 import {partialFileName, publish} from './file-names.js'
@@ -151,7 +152,7 @@ export class IncomingTransfer {
 
   private async openPartial(): Promise<void> {
     try {
-      await mkdir(this.host.dir, {recursive: true})
+      makeDirs(this.host.dir)
       this.ownsPartial = true
       this.partial = join(this.host.dir, partialFileName(this.name, this.hex, this.host.acquirePartial()))
       // Read and write: the writer reads back what it could not hash in order.
@@ -162,7 +163,7 @@ export class IncomingTransfer {
       this.state = 'closed'
       this.host.forget(this.key)
       this.host.refuse(this.key, this.id, this.transport, 'TRANSFER_FAILED', 'The recipient cannot save the file.')
-      this.host.emit('onError', this.hex, failed(`Cannot save "${this.name}" in ${this.host.dir}: ${errnoCode(error) ?? (error as Error).message}.`, error))
+      this.host.emit('onError', this.hex, failed(`Cannot save "${this.name}" in ${this.host.dir}: ${error instanceof DirectoryUnusable ? error.reason : (errnoCode(error) ?? (error as Error).message)}.`, error))
       return
     }
     if (this.state !== 'opening') {

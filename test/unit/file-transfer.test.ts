@@ -305,6 +305,13 @@ describe('file transfer', () => {
     expect(await listing(downloads)).toEqual(['report (1).pdf', 'report (2).pdf', 'report.pdf'])
   })
 
+  it('a downloads directory that cannot be made (under /proc): the transfer fails at once saying why, instead of hanging in mkdir', async () => {
+    const r = await run({size: 4096, downloads: '/proc/messenger-no-such/incoming'})
+    const received = await r.received
+    expect(received.error?.message).toBe('Cannot save "source.bin" in /proc/messenger-no-such/incoming: /proc cannot hold a directory (ENOENT).')
+    expect((await r.sent).error).toMatchObject({code: 'FILE_REJECTED', message: expect.stringContaining('cannot save the file')})
+  })
+
   it('refuses files over the limit: the sender gets FILE_TOO_LARGE and nothing is written', async () => {
     const r = await run({size: 5000, maxBytes: 4999})
     const [sent, received] = await Promise.all([r.sent, r.received])

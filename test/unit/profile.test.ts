@@ -67,4 +67,13 @@ describe('Profile', () => {
     profile.update({username: 'bob'})
     expect(JSON.parse(readFileSync(profile.path, 'utf8'))).toEqual({pins: {}, username: 'bob'})
   })
+
+  it('a MESSENGER_HOME that cannot be a directory is BAD_INPUT naming it and why, at once (not a hang in mkdir under /proc)', () => {
+    expect(() => new Profile('/proc/messenger-no-such')).toThrow(
+      expect.objectContaining({code: 'BAD_INPUT', message: 'Cannot use the profile directory /proc/messenger-no-such (from MESSENGER_HOME): /proc cannot hold a directory (ENOENT).'}),
+    )
+    const file = path.join(tempDir('messenger-profile-'), 'plain')
+    writeFileSync(file, 'x')
+    expect(() => new Profile(file)).toThrow(expect.objectContaining({code: 'BAD_INPUT', message: expect.stringContaining('it is a file, not a directory')}))
+  })
 })
