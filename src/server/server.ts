@@ -1,4 +1,4 @@
-import {accessSync, constants as fsConstants} from 'node:fs'
+import {accessSync, existsSync, constants as fsConstants} from 'node:fs'
 import {join} from 'node:path'
 import net, {type AddressInfo} from 'node:net'
 import tls from 'node:tls'
@@ -25,7 +25,7 @@ import {loadOrCreateIdentity} from '../crypto/identity.js'
 import {createRouter, endSession} from './router.js'
 import {Social} from './social.js'
 import {StoreFailureLog} from './store-failure.js'
-import {lockDataDir} from '../util/pid-lock.js'
+import {LOCK_FILE, lockDataDir} from '../util/pid-lock.js'
 import {DirectoryUnusable, makeDirs} from '../util/make-dirs.js'
 
 /** Options for {@link createServer}. Every field has a default; tests pass small timeouts and cheap scrypt. */
@@ -167,7 +167,12 @@ export class MessengerServer {
     // exist: a typo would otherwise leave a half-initialised (or brand-new, misnamed) data dir. A
     // trial bind, not cleanup afterwards, so a failed start never deletes anything; the port can
     // still be taken between this check and the real bind, which then fails as before.
-    await probeListen(this.options.host, this.options.port)
+    await probeListen(this.options.host, this.options.port).catch((error: unknown) => {
+      // Most often the same server started twice: say that, naming the running one, rather than only
+      // the port. Only a data dir that has a lock file is asked (nothing is created to ask).
+      if (error instanceof MessengerError && error.code === 'PORT_IN_USE' && existsSync(join(this.options.dataDir, LOCK_FILE))) lockDataDir(this.options.dataDir)()
+      throw error
+    })
     prepareDataDir(this.options.dataDir)
     // Before anything is created in it (a second server racing to make the certificate included).
     const release = lockDataDir(this.options.dataDir)

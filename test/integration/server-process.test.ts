@@ -250,6 +250,18 @@ describe('messenger server as a process', () => {
     expect(again.fingerprint).toBe(first.fingerprint)
   })
 
+  it('the same server started twice (its data dir and port): DATA_DIR_IN_USE naming the running one, not only the taken port', async () => {
+    const dataDir = await makeTempDir('messenger-data-')
+    const running = await startServerProcess(dataDir)
+    const twice = spawnServer(['--port', String(running.port), '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024', '--json'])
+    expect((await twice.exited).code).toBe(1)
+    expect(twice.logs.at(-1)?.error).toMatchObject({code: 'DATA_DIR_IN_USE', details: {pid: running.proc.child.pid}})
+    // Another data dir on that port is still told about the port.
+    const other = spawnServer(['--port', String(running.port), '--host', '127.0.0.1', '--data-dir', await makeTempDir('messenger-data-'), '--scrypt-cost', '1024', '--json'])
+    expect((await other.exited).code).toBe(1)
+    expect(other.logs.at(-1)?.error).toMatchObject({code: 'PORT_IN_USE'})
+  })
+
   it('says where Redis is unreachable in a sentence of its own, then the hint', async () => {
     const dataDir = await makeTempDir('messenger-data-')
     const proc = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024', '--store', 'redis://127.0.0.1:1/0'])
