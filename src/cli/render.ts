@@ -88,7 +88,6 @@ export function incomingMessageLine(m: {ts: number; from: string; text: string; 
   return `[${new Date(m.ts).toLocaleTimeString()}] ${where}${escapeControls(m.from)}: ${renderMessageText(m.text)}`
 }
 
-/** What leaving a group did (group_leave's reply), for `group leave` and chat's `/group leave`. */
 /** Why a group invitation was not sent, for `group create` and chat's `/group create`. */
 export function notInvitedReason(code: string): string {
   return code === 'BLOCKED' ? 'they do not accept invitations from you' : code
@@ -105,6 +104,7 @@ export function historyWho(m: {direction: 'in' | 'out'; from: string; to: string
   return escapeControls(`${where}${who}`)
 }
 
+/** What leaving a group did (group_leave's reply), for `group leave` and chat's `/group leave`. */
 export function leftGroupLine(label: string, result: {deleted?: boolean; newOwner?: string | null}): string {
   // Servers from before ownership passed on answer {}: then there is nothing more to say.
   if (result.deleted) return `Left ${label}. You were its last member, so the group is deleted and its name is free.`

@@ -282,6 +282,34 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
     return new MessengerError('CONNECTION_CLOSED', message, {hint: 'Check that the server is running, then run the command again.'})
   }
 
+  /**
+   * Pins the certificate of every other node of the list that answers now, as the first was pinned
+   * (trust on first use), so a later failover meets a certificate checked at login instead of
+   * trusting whatever answers at that moment: someone able to make one node unreachable could
+   * otherwise be pinned as the next. Returns the nodes that did not answer (pinned on first use
+   * later) and the CERT_CHANGED errors of nodes whose certificate differs from their pin (such a node
+   * is refused when failed over to, as always).
+   */
+  async pinOtherNodes(): Promise<{unreachable: string[]; changed: MessengerError[]}> {
+    const others = this.servers.filter((node) => formatServerAddress(node) !== this.serverKey)
+    const outcomes = await Promise.allSettled(
+      others.map(async (address) => {
+        const {socket} = await connectPinned({address, pins: this.options.pins, timeoutMs: this.options.connectTimeoutMs, onPinned: this.options.onPinned})
+        socket.destroy()
+      }),
+    )
+    const unreachable: string[] = []
+    const changed: MessengerError[] = []
+    outcomes.forEach((outcome, i) => {
+      if (outcome.status === 'fulfilled') return
+      const error = outcome.reason
+      if (error instanceof MessengerError && error.code === 'CERT_CHANGED') changed.push(error)
+      else if (error instanceof MessengerError && error.code === 'SERVER_UNREACHABLE') unreachable.push(formatServerAddress(others[i]!))
+      else throw error
+    })
+    return {unreachable, changed}
+  }
+
   /** Closes for good: no reconnect, pending requests fail. */
   async close(): Promise<void> {
     if (this.state === 'closed') return

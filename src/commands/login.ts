@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {openMessaging} from '../client/session.js'
 import {checkProfileAccount, resolvePassword, resolveUsername} from '../cli/credentials-input.js'
+import {pinOtherNodes} from '../cli/pin-nodes.js'
 
 export default class Login extends BaseCommand<typeof Login> {
   static override summary = 'Log in and save the session in your profile.'
@@ -51,6 +52,7 @@ already sealed for its key come back to their senders as unreadable.`
     const server = this.serverAddress()
     this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
     this.log(`Logged in as ${session.username} (${session.displayName}) on ${server}.`)
+    await pinOtherNodes(client)
     return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}
   }
 }

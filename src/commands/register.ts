@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {openMessaging} from '../client/session.js'
 import {checkProfileAccount, resolvePassword, resolveUsername} from '../cli/credentials-input.js'
+import {pinOtherNodes} from '../cli/pin-nodes.js'
 import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
 
 export default class Register extends BaseCommand<typeof Register> {
@@ -47,6 +48,7 @@ export default class Register extends BaseCommand<typeof Register> {
       await messaging.close()
     }
     this.log(`Registered ${session.username} (${session.displayName}) on ${server}; you are logged in.`)
+    await pinOtherNodes(client)
     return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}
   }
 }

@@ -2,6 +2,7 @@ import {cpSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {runCli, spawnCli, startServerProcess, tempDir} from '../helpers/cli.js'
+import {freePort} from '../helpers/redis.js'
 import {CHAT_HELP} from '../../src/cli/chat-commands.js'
 
 /** Two users, two profiles, the built CLI as child processes: the README walkthrough, checked. */
@@ -107,6 +108,28 @@ describe('CLI walkthrough', () => {
     expect(JSON.parse(revoke.stdout)).toMatchObject({username: 'alice', revoked: true, forgotten: true})
     expect(JSON.parse(revoke.stdout)).not.toHaveProperty('notRevoked')
     await restarted.stop()
+  })
+
+  it('login on a list of nodes pins every node that answers, so a failover meets a checked certificate; a node that is down is named', async () => {
+    const a = await startServerProcess()
+    // Another server stands in for the second node: only its TLS certificate is used here.
+    const b = await startServerProcess()
+    const down = `127.0.0.1:${await freePort()}`
+    const env = {MESSENGER_HOME: tempDir(), MESSENGER_SERVER: `${a.address},${b.address},${down}`}
+    const login = await runCli(['login', 'alice', '--password-stdin'], {env, input: 'wonderland1\n'})
+    expect(login.code, login.stderr).toBe(0)
+    expect(login.stderr).toContain(`Pinned the certificate of ${b.address} on first use: SHA-256 ${b.fingerprint}`)
+    expect(login.stderr).toContain(`Warning: ${down} did not answer, so its certificate is not pinned yet`)
+    const pins = (JSON.parse(readFileSync(join(env.MESSENGER_HOME, 'profile.json'), 'utf8')) as {pins: Record<string, string>}).pins
+    expect(pins).toEqual({[a.address]: a.fingerprint, [b.address]: b.fingerprint})
+
+    // Whoever answers at the second node's address once the first is unreachable is not trusted on first use.
+    await a.stop()
+    await b.stop()
+    const impostor = await startServerProcess([], {port: b.port})
+    const failover = await runCli(['whoisonline', '--json'], {env})
+    expect(failover.code).toBe(1)
+    expect(JSON.parse(failover.stdout)).toMatchObject({error: {code: 'CERT_CHANGED', details: {server: b.address, pinned: b.fingerprint, presented: impostor.fingerprint}}})
   })
 
   it('refuses a changed server certificate, naming both fingerprints, until the pin is forgotten', async () => {
