@@ -1,7 +1,7 @@
 import {EventEmitter} from 'node:events'
 import {MessengerError, RECONNECT_CURES} from '../protocol/errors.js'
 import {sameEndpoint, uniqueEndpoints, type Endpoint, type IntroducePush, type InvitedPush, type ReceiptPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
-import {decodeKey} from '../crypto/identity.js'
+import {decodeKey, encodeKey} from '../crypto/identity.js'
 import {messageContext, type MessageBinding, type SealedText} from '../crypto/envelope.js'
 import type {PeerLink} from '../transport/peer-link.js'
 import {encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
@@ -370,6 +370,10 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   async findDirectPath(info: Results['whois'], peerKey: Uint8Array): Promise<Endpoint | undefined> {
     const link = this.link
     if (!link || !info.online) return undefined
+    // Someone we blocked: our link drops their datagrams unread, their pongs too, so no path can
+    // be confirmed (and the server introduces nobody across a block). Probing would only hold the
+    // send for punchMs before the relay; decided from our own block list, with no round trip.
+    if (link.blockedKeys.has(encodeKey(peerKey))) return undefined
     const confirmed = this.confirmedPathTo(link, info, peerKey)
     if (confirmed) return confirmed
     link.forgetPath(peerKey) // any path still confirmed leads to where the peer no longer listens

@@ -608,6 +608,26 @@ describe('p2p: path preferences and blocking', () => {
     expect(alice.history.list({peer: 'bob'})).toEqual([expect.objectContaining({status: 'failed'})])
   })
 
+  it('a message to a user you blocked goes by the relay at once: no probe, no introduction, nothing for the blocked user to learn', async () => {
+    const {server, address} = await startTestServer()
+    const dave = await makeP2PUser(address, 'dave')
+    const carol = await makeP2PUser(address, 'carol', {block: ['dave']})
+    await waitForP2P(carol, ['carol', 'dave'])
+    expect([...carol.link.blockedKeys]).toEqual([dave.session.keyring.myPublicKey])
+
+    for (let i = 1; i <= 3; i++) {
+      const outcome = await carol.engine.sendText('dave', `to a blocked user ${i}`)
+      expect(outcome).toMatchObject({seq: i, path: 'relay', status: 'delivered'})
+      expect(await dave.nextMessage((m) => m.id === outcome.id)).toMatchObject({from: 'carol', path: 'relay'})
+    }
+    expect(relayCounters(server).relayed).toBe(3)
+    // No direct attempt: dave answered no probe of carol's (carol's link would have dropped the
+    // pongs as blocked), and the server pushed dave no introduction naming carol.
+    expect(carol.link.stats.dropped.blocked).toBe(0)
+    expect(dave.pushes.count((p) => p.type === 'introduce')).toBe(0)
+    expect(carol.history.list({peer: 'dave'}).map((r) => r.path)).toEqual(['relay', 'relay', 'relay'])
+  })
+
   it('fragmentation end to end: a 60 KiB text goes direct and arrives intact', async () => {
     const {server, address} = await startTestServer()
     const alice = await makeP2PUser(address, 'alice')
