@@ -57,6 +57,16 @@ export async function checkUdpPort(port: number): Promise<void> {
 /** A key re-publish after a reconnect that failed (not refused) is tried again after 1 s, doubling to 30 s. */
 const REPUBLISH_RETRY_MS = {initial: 1_000, max: 30_000}
 
+/** The UDP rendezvous of the node the client is connected to now (from its hello), if it has one. */
+async function rendezvousOf(client: MessengerClient): Promise<{address: string; port: number; publicKey: Uint8Array} | undefined> {
+  const hello = client.hello
+  const serverKey = hello ? decodeKey(hello.udpKey) : null
+  if (!hello || !serverKey) return undefined
+  // Datagrams go to IP literals only (no DNS lookup per packet): resolve the server once per session.
+  const serverIp = await lookup(client.address.host, {family: 4}).then((r) => r.address, () => undefined)
+  return serverIp ? {address: serverIp, port: hello.udpPort, publicKey: serverKey} : undefined
+}
+
 /**
  * Wires a client to this profile's identity key and local history. The identity is created on
  * first use (0600 in the profile dir), which is how a profile gets its key pair.
@@ -113,15 +123,11 @@ export function openMessaging(
     files,
     link: undefined,
     async startDirect(direct = {}) {
-      const hello = client.hello
-      const serverKey = hello ? decodeKey(hello.udpKey) : null
-      // Datagrams go to IP literals only (no DNS lookup per packet): resolve the server once.
-      const serverIp = await lookup(client.address.host, {family: 4}).then((r) => r.address, () => undefined)
       const link = new PeerLink({
         identity,
         sharedKeys: keyring.sharedKeys,
         port: direct.port,
-        server: hello && serverKey && serverIp ? {address: serverIp, port: hello.udpPort, publicKey: serverKey} : undefined,
+        server: await rendezvousOf(client),
       })
       await link.start().catch((error: unknown) => {
         throw udpBindError(direct.port ?? 0, error)
@@ -138,7 +144,12 @@ export function openMessaging(
       }
       await announce()
       // After the key is published again (the server matches probes by it): our endpoints.
-      relink = () => link.refreshServerMapping().then(announce)
+      // The node may be another one now (failover in a cluster): probe the rendezvous of the node
+      // this session is on, else that node never observes us and lists us without p2p.
+      relink = async () => {
+        await link.refreshServerMapping(await rendezvousOf(client))
+        await announce()
+      }
       engine.attachLink(link)
       files.attachLink(link)
       return link

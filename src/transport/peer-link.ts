@@ -322,8 +322,13 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     })
   }
 
-  /** Probes the server again now (after a reconnect the new session needs our observed address). */
-  refreshServerMapping(): Promise<void> {
+  /**
+   * Probes the server again now (after a reconnect the new session needs our observed address).
+   * `server` is the rendezvous of the node we are connected to now: after a failover to another
+   * node of a cluster it has another port (and key), and only that node can record our address.
+   */
+  refreshServerMapping(server?: PeerLinkOptions['server']): Promise<void> {
+    if (server) this.o.server = server
     return this.probeServer()
   }
 

@@ -397,6 +397,46 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
       expect(perId.size).toBe(31)
     }, 60_000)
 
+    it('a user who failed over to the other node is listed with p2p there: the link probes the new node\'s rendezvous', async () => {
+      const {node1, node2} = await twoNodeProcesses()
+      const alice = await loginUser(node1.address, 'alice', {password: FIXTURE.alice})
+
+      // bob as `listen` runs him with MESSENGER_SERVER=n2,n1: the direct path on, reconnecting.
+      const profileDir = await makeTempDir('messenger-profile-bob-')
+      const client = new MessengerClient({server: `${node2.address},${node1.address}`, reconnect: true, reconnectDelayMs: {initial: 50, max: 500}})
+      const session = openMessaging(client, profileDir, {me: 'bob'})
+      onTestFinished(async () => {
+        await client.close()
+        await nextTurn()
+        await session.close()
+      })
+      await client.connect()
+      await client.login('bob', FIXTURE.bob, {online: true})
+      await session.engine.publishKey()
+      await session.startDirect()
+      const bobListed = async () => (await alice.client.whoisonline()).users.find((u) => u.username === 'bob')
+      expect(await bobListed()).toMatchObject({online: true, p2p: true})
+
+      const reconnected = new Promise<void>((resolve) => client.once('reconnected', () => resolve()))
+      const killedAt = Date.now()
+      await node2.stop('SIGKILL')
+      await reconnected
+      expect(client.address.port).toBe(node1.port)
+
+      // Node 2's entry for bob lives on until its TTL (15 s) and is listed first (the earlier
+      // login): wait for node 1's own entry (bob online since after the kill) to be the one listed.
+      // No event says so; poll. Without a probe to node 1's rendezvous it never shows p2p.
+      const deadline = Date.now() + 40_000
+      let listed = await bobListed()
+      while (!(listed && listed.since >= killedAt && listed.p2p)) {
+        if (Date.now() > deadline) break
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        listed = await bobListed()
+      }
+      expect(listed).toMatchObject({online: true, p2p: true, since: expect.any(Number)})
+      expect(listed!.since).toBeGreaterThanOrEqual(killedAt)
+    }, 90_000)
+
     it("a dead node's users go offline within 30 s: presence push to alice on node 2, and whoisonline stops listing bob", async () => {
       const {node1, node2} = await twoNodeProcesses()
       const alice = await loginUser(node2.address, 'alice', {password: FIXTURE.alice})
