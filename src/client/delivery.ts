@@ -16,6 +16,8 @@ import {backoffMs} from '../util/backoff.js'
 /** Tries of a request the server failed with STORE_UNAVAILABLE, and the waits between them (0.25 s doubling: 7.75 s in all). */
 const STORE_UNAVAILABLE_TRIES = 6
 const STORE_UNAVAILABLE_RETRY_MS = {initial: 250, max: 4_000}
+/** Requests that store something: only for these does "what the server acknowledged is stored" say anything. */
+const STORING_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>(['send'])
 
 export interface DeliveryOptions {
   client: MessengerClient
@@ -106,6 +108,16 @@ function lostMessage(
         details: {...o.details, stored: 'no'},
         cause: error,
       })
+}
+
+/**
+ * STORE_UNAVAILABLE after the engine's own tries: the hint says what was tried (the default hint
+ * cannot know), and "nothing was lost" only for a request that stores something.
+ */
+function storeStillUnavailable(error: MessengerError, type: RequestType, tries: number): MessengerError {
+  const tried = tries >= STORE_UNAVAILABLE_TRIES ? 'The messenger client already tried again for about 8 s; try again in a moment.' : 'Try again in a moment.'
+  const kept = STORING_REQUESTS.has(type) ? ' Nothing was lost: what the server acknowledged is stored.' : ''
+  return new MessengerError('STORE_UNAVAILABLE', error.message, {hint: tried + kept, details: error.details, cause: error})
 }
 
 /** Why a member's copy was not sent or stored, as the rest of a sentence that starts with their name. */
@@ -524,10 +536,10 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       try {
         return await this.o.client.request(type, params)
       } catch (error) {
-        if (error instanceof MessengerError && error.code === 'STORE_UNAVAILABLE' && ++unavailable < STORE_UNAVAILABLE_TRIES) {
+        if (error instanceof MessengerError && error.code === 'STORE_UNAVAILABLE') {
           // Closed meanwhile: the caller hears what the server said, not that the client went away.
-          if (await this.closedWithin(backoffMs(unavailable, STORE_UNAVAILABLE_RETRY_MS))) throw error
-          continue
+          if (++unavailable < STORE_UNAVAILABLE_TRIES && !(await this.closedWithin(backoffMs(unavailable, STORE_UNAVAILABLE_RETRY_MS)))) continue
+          throw storeStillUnavailable(error, type, unavailable)
         }
         if (!(error instanceof MessengerError && RECONNECT_CURES.has(error.code) && this.o.client.reconnects)) throw error
         await this.o.client.waitUntilConnected()

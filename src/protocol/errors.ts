@@ -89,7 +89,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   SHUTTING_DOWN: 'The server is restarting or stopping; try again in a moment.',
   IDLE_TIMEOUT: 'Reconnect to continue.',
   INTERNAL: 'Try again; if it keeps happening, check the server log.',
-  STORE_UNAVAILABLE: 'Try again in a moment; the messenger client already did for a few seconds. Nothing was lost: what the server acknowledged is stored.',
+  STORE_UNAVAILABLE: 'Try again in a moment: the store is usually back within seconds. If it is not, tell the server\'s operator.',
   STORE_FULL: "Nothing new can be stored until the server's operator frees space (the server log says where); try again later.",
   BAD_USERNAME: 'Pick a username of 2-32 characters from a-z, 0-9, "_", "." and "-", like alice or bob_92.',
   BAD_PASSWORD: 'Choose a password of at least 8 characters.',

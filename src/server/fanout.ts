@@ -4,13 +4,14 @@ import type {ClusterEvent, OnlineEntry} from './cluster.js'
 import type {Hub} from './hub.js'
 import type {PresenceChange} from './presence.js'
 import type {Relay} from './relay.js'
+import type {StoreFailureLog} from './store-failure.js'
 
 /**
  * Presence across nodes. The local presence says when a user's first session on this node starts
  * or the last one here ends; the user is online cluster-wide if any node has them, so a change is
  * announced only when no other node has the user online.
  */
-export function wirePresence(o: {hub: Hub; store: Store; logger: Logger}): void {
+export function wirePresence(o: {hub: Hub; store: Store; logger: Logger; storeFailures?: StoreFailureLog}): void {
   const {hub, store, logger} = o
   hub.presence.on('change', (change) => {
     hub.announce(change.username)
@@ -19,7 +20,9 @@ export function wirePresence(o: {hub: Hub; store: Store; logger: Logger}): void 
       logger.info({user: change.username, online: change.online}, change.online ? 'user online' : 'user offline')
       await pushPresence(hub, store, change)
       if (hub.cluster.shared) hub.cluster.publish({type: 'presence', change})
-    })().catch((error: unknown) => logger.error({err: error}, 'presence fan-out failed'))
+    })().catch((error: unknown) => {
+      if (!o.storeFailures?.background('presence fan-out', error)) logger.error({err: error}, 'presence fan-out failed')
+    })
   })
 }
 
@@ -37,7 +40,7 @@ async function pushPresence(hub: Hub, store: Store, change: PresenceChange): Pro
 }
 
 /** What this node does with another node's event: act on its own sessions only. */
-export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger: Logger}, event: ClusterEvent): void {
+export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger: Logger; storeFailures?: StoreFailureLog}, event: ClusterEvent): void {
   const {hub, relay, store, logger} = o
   switch (event.type) {
     case 'push':
@@ -63,7 +66,9 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
         .catch((error: unknown) => logger.error({err: error, user: event.username}, 'reading a re-keyed user failed'))
       return
     case 'presence':
-      pushPresence(hub, store, event.change).catch((error: unknown) => logger.error({err: error}, 'presence fan-out failed'))
+      pushPresence(hub, store, event.change).catch((error: unknown) => {
+        if (!o.storeFailures?.background('presence fan-out', error)) logger.error({err: error}, 'presence fan-out failed')
+      })
   }
 }
 
@@ -71,7 +76,7 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
  * A dead node's users, swept from the shared presence: each is announced offline, here and to the
  * cluster, unless a live node has them online.
  */
-export function announceGone(o: {hub: Hub; relay: Relay; store: Store; logger: Logger}, entries: OnlineEntry[], since: number): void {
+export function announceGone(o: {hub: Hub; relay: Relay; store: Store; logger: Logger; storeFailures?: StoreFailureLog}, entries: OnlineEntry[], since: number): void {
   for (const entry of entries) {
     o.hub
       .isOnline(entry.username)

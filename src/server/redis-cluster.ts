@@ -3,6 +3,7 @@ import type {Redis} from 'ioredis'
 import type {Logger} from 'pino'
 import type {Cluster, ClusterEvent, OnlineEntry} from './cluster.js'
 import {redisKeys, type RedisKeys} from '../store/redis/redis-keys.js'
+import type {StoreFailureLog} from './store-failure.js'
 
 export interface RedisClusterOptions {
   /** A connected client (the store's); the cluster adds its own subscriber connection. */
@@ -10,6 +11,8 @@ export interface RedisClusterOptions {
   /** Key and channel prefix, the same as the store's. */
   prefix: string
   logger: Logger
+  /** Where a Redis outage is logged (limited, no stacks); without it, each failure gets its own line. */
+  storeFailures?: StoreFailureLog
   /** This node's id; default random. */
   nodeId?: string
   /** Presence entries are refreshed this often... Default 5 s. */
@@ -52,10 +55,17 @@ export class RedisCluster implements Cluster {
     this.ttlMs = o.entryTtlMs ?? 15_000
   }
 
+  /** A failed Redis call: a known outage goes to the limited outage log, anything else gets its own warning. */
+  private failed(task: string, error: unknown): void {
+    if (this.o.storeFailures?.background(task, error)) return
+    this.o.logger.warn({err: error instanceof Error ? error.message : String(error)}, task === 'cluster subscriber' ? 'cluster subscriber error' : `${task} failed`)
+  }
+
   async start(onEvent: (event: ClusterEvent) => void): Promise<void> {
     const subscriber = this.o.redis.duplicate()
     this.subscriber = subscriber
-    subscriber.on('error', (error: Error) => this.o.logger.warn({err: error.message}, 'cluster subscriber error'))
+    // ioredis reports each failed reconnect here: during an outage, one every 2 s.
+    subscriber.on('error', (error: Error) => this.failed('cluster subscriber', error))
     subscriber.on('message', (_channel: string, raw: string) => {
       try {
         const {origin, event} = JSON.parse(raw) as {origin: string; event: ClusterEvent}
@@ -80,7 +90,7 @@ export class RedisCluster implements Cluster {
   }
 
   publish(event: ClusterEvent): void {
-    this.o.redis.publish(this.k.events, JSON.stringify({origin: this.nodeId, event})).catch((error: Error) => this.o.logger.warn({err: error.message}, 'cluster publish failed'))
+    this.o.redis.publish(this.k.events, JSON.stringify({origin: this.nodeId, event})).catch((error: Error) => this.failed('cluster publish', error))
   }
 
   announce(entry: OnlineEntry): void {
@@ -132,7 +142,7 @@ export class RedisCluster implements Cluster {
         .zadd(this.k.presenceUsers, 'GT', expiresAt, entry.username)
         .exec()
     } catch (error) {
-      this.o.logger.warn({err: (error as Error).message}, 'presence write failed')
+      this.failed('presence write', error)
     }
   }
 
@@ -163,7 +173,7 @@ export class RedisCluster implements Cluster {
       }
       if (expired.length > 0) this.o.onExpired?.(expired)
     } catch (error) {
-      this.o.logger.warn({err: (error as Error).message}, 'presence sweep failed')
+      this.failed('presence sweep', error)
     }
   }
 }

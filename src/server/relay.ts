@@ -11,6 +11,7 @@ import {DEFAULTS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
 import {randomId} from '../crypto/random-pool.js'
 import {UnsettledAcks, type Settlement} from './unsettled-acks.js'
+import type {StoreFailureLog} from './store-failure.js'
 
 export interface RelayOptions {
   store: Store
@@ -18,6 +19,8 @@ export interface RelayOptions {
   hub: Hub
   now: () => number
   logger: Logger
+  /** Where a store outage is logged (limited, no stacks); without it, each failure gets its own line. */
+  storeFailures?: StoreFailureLog
   /** Most copies queued for one recipient; beyond it senders get QUEUE_FULL. */
   maxQueue: number
   /** Stored copies expire after this long; the sender gets an "expired" receipt. */
@@ -423,7 +426,7 @@ export class Relay {
     try {
       receipts = await this.o.store.pendingReceipts(session.username, this.receiptPage)
     } catch (error) {
-      this.o.logger.error({err: error, user: session.username}, 'reading stored receipts failed; retrying soon')
+      if (!this.o.storeFailures?.background('reading stored receipts', error, {user: session.username})) this.o.logger.error({err: error, user: session.username}, 'reading stored receipts failed; retrying soon')
       this.recheckSoon(delivery)
       return
     }
@@ -619,7 +622,7 @@ export class Relay {
         else if (pushed === batch.length) delivery.caughtUpAt = mark
       } while (delivery.again)
     } catch (error) {
-      this.o.logger.error({err: error, user: session.username}, 'delivery pump failed; retrying soon')
+      if (!this.o.storeFailures?.background('delivery pump', error, {user: session.username})) this.o.logger.error({err: error, user: session.username}, 'delivery pump failed; retrying soon')
       this.recheckSoon(delivery)
     } finally {
       delivery.pumping = false

@@ -200,12 +200,15 @@ export class MessengerServer {
       const {checkRedisDurability, openRedisStore, redactRedisUrl} = await import('../store/redis/redis-store.js')
       const redisStore = await openRedisStore(this.input.storeUrl, {prefix: this.input.redisPrefix})
       this.store = redisStore
+      // Its 'ready' after an outage is when the store answers again: logged once, with how long.
+      this.storeFailures.follow(redisStore.redis)
       const warning = await checkRedisDurability(redisStore)
       if (warning) this.logger.warn({store: redactRedisUrl(this.input.storeUrl)}, warning)
       cluster ??= new RedisCluster({
         redis: redisStore.redis,
         prefix: redisStore.prefix,
         logger: this.logger,
+        storeFailures: this.storeFailures,
         nodeId: this.input.nodeId,
         onExpired: (entries) => expiredHandler(entries),
       })
@@ -233,6 +236,7 @@ export class MessengerServer {
         hub,
         now: o.now,
         logger: this.logger,
+        storeFailures: this.storeFailures,
         maxQueue: o.maxQueue,
         messageTtlMs: o.messageTtlMs,
         retryInitialMs: o.retryInitialMs,
@@ -243,7 +247,7 @@ export class MessengerServer {
         receiptPage: this.input.deliveryWindow?.receipts,
       })
       this.relay = relay
-      const fanout = {hub, relay, store, logger: this.logger}
+      const fanout = {hub, relay, store, logger: this.logger, storeFailures: this.storeFailures}
       // A dead node's users: whoever swept their entries tells the cluster they are offline.
       expiredHandler = (entries) => announceGone(fanout, entries, o.now())
       const social = new Social({store, hub, now: o.now})
@@ -257,7 +261,7 @@ export class MessengerServer {
       })
       this.rendezvous = rendezvous
       hub.setEndpointSource((username) => rendezvous.localEndpoints(username))
-      wirePresence({hub, store, logger: this.logger})
+      wirePresence(fanout)
       await cluster.start((event) => onClusterEvent(fanout, event))
       this.cluster = cluster
       const accounts = new Accounts({
@@ -359,7 +363,9 @@ export class MessengerServer {
     this.relay?.retryDue()
     if (now - this.lastExpiry >= Math.min(60_000, o.messageTtlMs)) {
       this.lastExpiry = now
-      this.relay?.expire().catch((error: unknown) => this.logger.error({err: error}, 'expiry sweep failed'))
+      this.relay?.expire().catch((error: unknown) => {
+        if (!this.storeFailures.background('expiry sweep', error)) this.logger.error({err: error}, 'expiry sweep failed')
+      })
     }
     for (const connection of this.connections) {
       if (now - connection.lastInboundAt > o.heartbeatTimeoutMs) {

@@ -48,11 +48,17 @@ export function storeFailure(error: unknown): MessengerError | undefined {
 }
 
 /**
- * Logs store failures at most once per `everyMs` per code, with how many there were meanwhile: a
- * Redis outage under load fails thousands of requests a second, and one line says it as well.
+ * Logs store failures at most once per `everyMs` per kind, with how many there were meanwhile: a
+ * Redis outage under load fails thousands of requests a second, and one line says it as well. A
+ * kind is a request failure's code, or a background task (delivery pump, presence write) and code.
+ * The known store failures are logged by their message, without a stack: they are the world, not a
+ * bug. When the store answers again (see follow), one line says so and for how long it was away.
  */
 export class StoreFailureLog {
   private readonly last = new Map<string, {at: number; suppressed: number}>()
+  /** When this outage's first failure was logged; undefined while the store answers. */
+  private downSince: number | undefined
+  private connection: {status: string} | undefined
 
   constructor(
     private readonly logger: Logger,
@@ -60,16 +66,54 @@ export class StoreFailureLog {
     private readonly everyMs = 10_000,
   ) {}
 
+  /**
+   * Follows the store's Redis connection: its 'ready' after an outage means the store answers
+   * again. A failure reported while it is ready is a command from before the reconnect, not a new outage.
+   */
+  follow(connection: {status: string; on(event: 'ready', listener: () => void): unknown}): void {
+    this.connection = connection
+    connection.on('ready', () => this.available())
+  }
+
+  /** A request failed on the store. */
   report(failure: MessengerError, context: Record<string, unknown> = {}): void {
+    const message = failure.code === 'STORE_FULL' ? 'the message store is out of space: free disk space (or raise Redis maxmemory)' : 'the message store is unavailable'
+    this.log(failure.code, failure, context, message)
+  }
+
+  /**
+   * A background task failed (`task` names it: "delivery pump"). A known store failure is logged
+   * like report()'s, limited per task; false for anything else, which the caller logs in full.
+   */
+  background(task: string, error: unknown, context: Record<string, unknown> = {}): boolean {
+    const failure = storeFailure(error)
+    if (!failure) return false
+    const message = failure.code === 'STORE_FULL' ? `${task} failed: the message store is out of space` : `${task} failed: the message store is unavailable`
+    this.log(`${task}/${failure.code}`, failure, {...context, task}, message)
+    return true
+  }
+
+  /** The store answers again: one line if an outage was logged; the next outage is logged from its first failure. */
+  available(): void {
+    const since = this.downSince
+    if (since === undefined) return
+    this.downSince = undefined
+    this.last.clear()
+    const downForMs = Math.max(0, this.now() - since)
+    this.logger.info({downForMs}, `the message store is available again after ${Math.round(downForMs / 1000)} s`)
+  }
+
+  private log(kind: string, failure: MessengerError, context: Record<string, unknown>, message: string): void {
     const now = this.now()
-    const seen = this.last.get(failure.code)
+    if (failure.code === 'STORE_UNAVAILABLE' && this.downSince === undefined && this.connection?.status !== 'ready') this.downSince = now
+    const seen = this.last.get(kind)
     if (seen && now - seen.at < this.everyMs) {
       seen.suppressed++
       return
     }
     const cause = failure.cause instanceof Error ? failure.cause.message : String(failure.cause)
     const level = failure.code === 'STORE_FULL' ? 'error' : 'warn'
-    this.logger[level]({...context, code: failure.code, err: cause, sinceLast: seen?.suppressed ?? 0}, failure.code === 'STORE_FULL' ? 'the message store is out of space: free disk space (or raise Redis maxmemory)' : 'the message store is unavailable')
-    this.last.set(failure.code, {at: now, suppressed: 0})
+    this.logger[level]({...context, code: failure.code, err: cause, sinceLast: seen?.suppressed ?? 0}, message)
+    this.last.set(kind, {at: now, suppressed: 0})
   }
 }
