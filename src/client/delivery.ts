@@ -115,7 +115,7 @@ function lostMessage(
  * cannot know), and "nothing was lost" only for a request that stores something.
  */
 function storeStillUnavailable(error: MessengerError, type: RequestType, tries: number): MessengerError {
-  const tried = tries >= STORE_UNAVAILABLE_TRIES ? 'The messenger client already tried again for about 8 s; try again in a moment.' : 'Try again in a moment.'
+  const tried = tries >= STORE_UNAVAILABLE_TRIES ? `The messenger client already tried it ${STORE_UNAVAILABLE_TRIES} times; try again in a moment.` : 'Try again in a moment.'
   const kept = STORING_REQUESTS.has(type) ? ' Nothing was lost: what the server acknowledged is stored.' : ''
   return new MessengerError('STORE_UNAVAILABLE', error.message, {hint: tried + kept, details: error.details, cause: error})
 }
