@@ -1,6 +1,6 @@
 import {EventEmitter} from 'node:events'
 import {MessengerError, RECONNECT_CURES} from '../protocol/errors.js'
-import {sameEndpoint, uniqueEndpoints, type Endpoint, type IntroducePush, type InvitedPush, type ReceiptPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
+import {sameEndpoint, uniqueEndpoints, type BlockedPush, type Endpoint, type IntroducePush, type InvitedPush, type ReceiptPush, type RequestParams, type RequestType, type Results} from '../protocol/messages.js'
 import {decodeKey, encodeKey} from '../crypto/identity.js'
 import {messageContext, type MessageBinding, type SealedText} from '../crypto/envelope.js'
 import type {PeerLink} from '../transport/peer-link.js'
@@ -210,6 +210,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       else if (push.type === 'receipt') this.inbox.onReceipt(push)
       else if (push.type === 'invited') this.inbox.deliverEvent('invited', push)
       else if (push.type === 'introduce') void this.onIntroduce(push)
+      else if (push.type === 'blocked') this.onBlocked(push)
     })
     // A reconnect starts a new session view of the directory: keys may have changed meanwhile.
     o.client.on('reconnected', () => this.directory.clear())
@@ -431,6 +432,17 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   /** Who owns a key, as far as the directory lookups of this session know. */
   usernameOfKey(publicKey: string): string | undefined {
     return this.directory.usernameOfKey(publicKey)
+  }
+
+  /** Our block list changed (here or in another session): the direct link drops or takes their datagrams from now on. */
+  private onBlocked(push: BlockedPush): void {
+    if (!this.link || !push.publicKey) return
+    if (push.blocked) {
+      this.link.blockedKeys.add(push.publicKey)
+      // A path confirmed before the block leads nowhere now: their pongs are dropped too.
+      const key = decodeKey(push.publicKey)
+      if (key) this.link.forgetPath(key)
+    } else this.link.blockedKeys.delete(push.publicKey)
   }
 
   private async onIntroduce(push: IntroducePush): Promise<void> {

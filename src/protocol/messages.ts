@@ -224,6 +224,18 @@ export interface IntroducePush {
   endpoints: Endpoint[]
 }
 
+/**
+ * The user's own block list changed (`block`/`unblock` from this or any other session): every
+ * session of theirs drops direct datagrams from `publicKey` while `blocked`, from now on, not only
+ * after its next start.
+ */
+export interface BlockedPush {
+  type: 'blocked'
+  username: string
+  blocked: boolean
+  publicKey: string | null
+}
+
 /** A frame forwarded by `forward`: opaque to the server, sealed by `from` for us. */
 export interface ForwardPush {
   type: 'forward'
@@ -231,7 +243,7 @@ export interface ForwardPush {
   data: string
 }
 
-export type Push = PresencePush | ErrorPush | DeliverPush | ReceiptPush | InvitedPush | IntroducePush | ForwardPush
+export type Push = PresencePush | ErrorPush | DeliverPush | ReceiptPush | InvitedPush | IntroducePush | ForwardPush | BlockedPush
 
 export function isRequestType(value: unknown): value is RequestType {
   return typeof value === 'string' && Object.hasOwn(REQUEST_SCHEMAS, value)

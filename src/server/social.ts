@@ -1,5 +1,5 @@
 import {MessengerError, errors} from '../protocol/errors.js'
-import type {GroupMember, InvitedPush, Results} from '../protocol/messages.js'
+import type {BlockedPush, GroupMember, InvitedPush, Results} from '../protocol/messages.js'
 import type {GroupRecord, Store} from '../store/store.js'
 import type {Hub} from './hub.js'
 import {normalizeGroupName} from '../protocol/rules.js'
@@ -78,12 +78,26 @@ export class Social {
   async block(blocker: string, rawUsername: string): Promise<void> {
     const blocked = rawUsername.toLowerCase()
     if (blocked === blocker) throw new MessengerError('BAD_INPUT', 'You cannot block yourself.')
-    await this.requireUser(blocked)
+    const user = await this.o.store.getUser(blocked)
+    if (!user) throw errors.noSuchUser(blocked)
     await this.o.store.block(blocker, blocked)
+    this.blockListChanged(blocker, blocked, true, user.publicKey)
   }
 
   async unblock(blocker: string, rawUsername: string): Promise<Results['unblock']> {
-    return {wasBlocked: await this.o.store.unblock(blocker, rawUsername.toLowerCase())}
+    const unblocked = rawUsername.toLowerCase()
+    const wasBlocked = await this.o.store.unblock(blocker, unblocked)
+    if (wasBlocked) this.blockListChanged(blocker, unblocked, false, (await this.o.store.getUser(unblocked))?.publicKey)
+    return {wasBlocked}
+  }
+
+  /**
+   * Tells every session of the blocker, on every node: a running chat or listen drops the blocked
+   * user's direct datagrams at once, not after its next start (the server never sees those).
+   */
+  private blockListChanged(blocker: string, username: string, blocked: boolean, publicKey: string | null | undefined): void {
+    const push: BlockedPush = {type: 'blocked', username, blocked, publicKey: publicKey ?? null}
+    this.o.hub.push(blocker, push, 'signedIn')
   }
 
   private async requireUser(username: string): Promise<void> {

@@ -608,6 +608,32 @@ describe('p2p: path preferences and blocking', () => {
     expect(alice.history.list({peer: 'bob'})).toEqual([expect.objectContaining({status: 'failed'})])
   })
 
+  it('a block made while a session runs takes effect on its direct link at once (chat\'s /block, or block in another shell); unblock too', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeP2PUser(address, 'alice')
+    const bob = await makeP2PUser(address, 'bob')
+    await waitForP2P(alice, ['alice', 'bob'])
+    const aliceKey = alice.session.keyring.myPublicKey
+    const before = await alice.engine.sendText('bob', 'before the block')
+    expect(before).toMatchObject({path: 'direct', status: 'delivered'})
+
+    // The block goes to the server from any session of bob's; the server tells all of them.
+    await bob.client.request('block', {username: 'alice'})
+    await eventually(() => bob.link.blockedKeys.has(aliceKey), "bob's running session to learn of the block")
+    const dropped = bob.link.stats.dropped.blocked
+    const acked = await alice.link.sendMessage(bob.publicKey, bob.endpoint, newMessageId(), new TextEncoder().encode('after the block'))
+    expect(acked).toBe(false)
+    expect(bob.link.stats.dropped.blocked).toBeGreaterThan(dropped)
+    await bob.settle()
+    expect(bob.messages.items.map((m) => m.text)).toEqual(['before the block'])
+
+    await bob.client.request('unblock', {username: 'alice'})
+    await eventually(() => !bob.link.blockedKeys.has(aliceKey), "bob's running session to learn of the unblock")
+    const after = await alice.engine.sendText('bob', 'after the unblock')
+    expect(after).toMatchObject({path: 'direct', status: 'delivered'})
+    expect(await bob.nextMessage((m) => m.id === after.id)).toMatchObject({text: 'after the unblock', path: 'direct'})
+  })
+
   it('a message to a user you blocked goes by the relay at once: no probe, no introduction, nothing for the blocked user to learn', async () => {
     const {server, address} = await startTestServer()
     const dave = await makeP2PUser(address, 'dave')
