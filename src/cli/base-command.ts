@@ -82,18 +82,29 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return client
   }
 
+  /**
+   * NOT_LOGGED_IN when the profile's session belongs to another server address than the one this
+   * command uses (its token means nothing there), else undefined. Shared by every command that
+   * resumes the session and by `status`, which reports it instead of resuming.
+   */
+  protected loggedInElsewhere(): MessengerError | undefined {
+    const {token, server} = this.profile.data
+    const address = this.serverAddress()
+    if (!token || !server || server === address) return undefined
+    return new MessengerError('NOT_LOGGED_IN', `You are logged in to ${server}, not ${address}.`, {
+      hint: `Run \`messenger login --server ${address}\`, or drop --server to use ${server}.`,
+      details: {loggedInTo: server, server: address},
+    })
+  }
+
   /** Connects and resumes the profile's session (invisibly unless `online`). */
   protected async connectSession(
     options: {online?: boolean; reconnect?: boolean; beforeResume?: (client: MessengerClient) => void} = {},
   ): Promise<MessengerClient> {
-    const {token, server} = this.profile.data
-    const address = this.serverAddress()
+    const {token} = this.profile.data
     if (!token) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.')
-    if (server && server !== address) {
-      throw new MessengerError('NOT_LOGGED_IN', `You are logged in to ${server}, not ${address}.`, {
-        hint: `Run \`messenger login --server ${address}\`, or drop --server to use ${server}.`,
-      })
-    }
+    const otherServer = this.loggedInElsewhere()
+    if (otherServer) throw otherServer
     const client = await this.connect(options)
     options.beforeResume?.(client)
     try {

@@ -18,7 +18,7 @@ interface Status {
   /** Certificate fingerprint the server presented just now (null if unreachable). */
   certificateFingerprint: string | null
   reachable: boolean
-  /** valid | invalid | none (no session saved) | unknown (server unreachable) */
+  /** valid | invalid | none (no session saved) | unknown (server unreachable, certificate changed, or the session is for another server address) */
   session: 'valid' | 'invalid' | 'none' | 'unknown'
   expiresAt: string | null
 }
@@ -26,10 +26,10 @@ interface Status {
 export default class StatusCommand extends BaseCommand<typeof StatusCommand> {
   static override summary = "Show who you are, your key's fingerprint, which server, its certificate fingerprint and whether your session is valid."
 
-  static override description = `Exit 0 when the server answered and its certificate matches the pin; exit 1 when it could not be checked: the server is unreachable (SERVER_UNREACHABLE) or its certificate differs from the pinned one (CERT_CHANGED). Either way it first prints what this profile knows (user, key, server, pinned certificate, saved session); with --json that is the error's details.status.
+  static override description = `Exit 0 when the server answered and its certificate matches the pin; exit 1 when it could not be checked: the server is unreachable (SERVER_UNREACHABLE), its certificate differs from the pinned one (CERT_CHANGED), or the profile is logged in to another server address than the one given (NOT_LOGGED_IN; the session is not asked about). Either way it first prints what this profile knows (user, key, server, pinned certificate, saved session); with --json that is the error's details.status.
 Key is the fingerprint of this profile's own encryption key, read from the profile, not asked of the server: read it to a contact over a channel you trust (in person, a call) so they can compare it with what \`messenger whois YOU\` shows them.
 Certificate is the server's TLS certificate fingerprint; it says nothing about your key.
-Session is one of: valid, invalid (expired or revoked), none (not logged in), unknown (the server could not be asked).`
+Session is one of: valid, invalid (expired or revoked), none (not logged in), unknown (the server could not be asked, or the session is for another server address).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -62,7 +62,11 @@ Session is one of: valid, invalid (expired or revoked), none (not logged in), un
       status.reachable = true
       status.certificateFingerprint = client.fingerprint ?? null
       status.pinnedCertificateFingerprint = this.profile.getPin(server) ?? null
-      if (data.token && (!data.server || data.server === server)) {
+      // A session saved for another server address is not asked about (its token means nothing
+      // here): the check could not be made, so the exit code says so, with the reason and the fix.
+      const elsewhere = this.loggedInElsewhere()
+      if (elsewhere) failure = elsewhere
+      else if (data.token) {
         try {
           await client.resume(data.token)
           status.session = 'valid'
@@ -81,7 +85,11 @@ Session is one of: valid, invalid (expired or revoked), none (not logged in), un
       valid: `valid until ${status.expiresAt}`,
       invalid: 'expired or revoked (run `messenger login`)',
       none: 'none (run `messenger login`)',
-      unknown: `unknown (${failure?.code === 'CERT_CHANGED' ? 'not asked: the certificate changed' : 'server unreachable'})`,
+      unknown: `unknown (${
+        failure?.code === 'CERT_CHANGED' ? 'not asked: the certificate changed'
+        : failure?.code === 'NOT_LOGGED_IN' ? `not asked: this profile is logged in to ${data.server}, not ${server}`
+        : 'server unreachable'
+      })`,
     }[status.session]
     const serverNote = failure?.code === 'CERT_CHANGED' ? ' (certificate changed)' : status.reachable ? '' : ' (unreachable)'
     this.log(

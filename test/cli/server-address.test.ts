@@ -1,0 +1,34 @@
+import {describe, expect, it} from 'vitest'
+import {loggedInProfiles, runCli} from '../helpers/cli.js'
+
+/**
+ * The profile's session belongs to the server address it logged in to; commands given another
+ * address (--server or MESSENGER_SERVER) say so and what to do, instead of a wrong reason.
+ */
+
+describe('server address of the session', () => {
+  it('status reached a server at another address than the profile is logged in to: says so, and exits 1', async () => {
+    const {server, envs} = await loggedInProfiles(['alice'])
+    // Port 1: nothing listens there; the first node answers, so the server is reached.
+    const env = {...envs.alice, MESSENGER_SERVER: `${server.address},127.0.0.1:1`}
+
+    const text = await runCli(['status'], {env})
+    expect(text.code, text.stderr).toBe(1)
+    expect(text.stdout).toMatch(new RegExp(`^Certificate: +${server.fingerprint}$`, 'm'))
+    expect(text.stdout).toMatch(new RegExp(`^Session: +unknown \\(not asked: this profile is logged in to ${server.address}, not ${server.address},127.0.0.1:1\\)$`, 'm'))
+    expect(text.stdout).not.toContain('unreachable')
+    expect(text.stderr).toContain(`You are logged in to ${server.address}, not ${server.address},127.0.0.1:1.`)
+    expect(text.stderr).toContain(`messenger login`)
+
+    const json = await runCli(['status', '--json'], {env})
+    expect(json.code).toBe(1)
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      error: {code: 'NOT_LOGGED_IN', details: {loggedInTo: server.address, status: {reachable: true, session: 'unknown', certificateFingerprint: server.fingerprint}}},
+    })
+
+    // The address it logged in to: unchanged, valid and exit 0.
+    const same = await runCli(['status'], {env: envs.alice})
+    expect(same.code, same.stderr).toBe(0)
+    expect(same.stdout).toMatch(/^Session: +valid until /m)
+  }, 60_000)
+})
