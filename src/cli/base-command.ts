@@ -2,7 +2,7 @@ import {constants as osConstants} from 'node:os'
 import {join} from 'node:path'
 import {Command, Flags, type Interfaces} from '@oclif/core'
 import {MessengerClient} from '../client/client.js'
-import {formatServerList, parseServerList} from '../client/address.js'
+import {formatServerList, parseServerList, sameServer} from '../client/address.js'
 import {Profile, SETTING_DEFAULTS} from '../client/profile.js'
 import {checkUdpPort, HISTORY_FILE, openMessaging, type MessagingSession} from '../client/session.js'
 import {HISTORY_ROLE} from '../client/history.js'
@@ -90,9 +90,11 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected loggedInElsewhere(): MessengerError | undefined {
     const {token, server} = this.profile.data
     const address = this.serverAddress()
-    if (!token || !server || server === address) return undefined
+    if (!token || !server || sameServer(server, address)) return undefined
+    // Only a flag or its env var can differ from the profile's server: name the one the user set.
+    const drop = givenOnCommandLine(this.argv, '--server') ? 'drop --server' : `unset ${ENV.server}`
     return new MessengerError('NOT_LOGGED_IN', `You are logged in to ${server}, not ${address}.`, {
-      hint: `Run \`messenger login --server ${address}\`, or drop --server to use ${server}.`,
+      hint: `Run \`messenger login --server ${address}\`, or ${drop} to use ${server}.`,
       details: {loggedInTo: server, server: address},
     })
   }

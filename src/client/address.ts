@@ -46,3 +46,15 @@ export function parseServerList(text: string): ServerAddress[] {
 export function formatServerList(list: ServerAddress[]): string {
   return list.map(formatServerAddress).join(',')
 }
+
+/**
+ * Whether two server lists name the same service: the same set of nodes, in any order. The order is
+ * only which node to try first, and a session token is valid on every node of the service. Host
+ * names compare without case, as DNS (and IPv6 hex) does.
+ */
+export function sameServer(a: string, b: string): boolean {
+  const nodes = (text: string): Set<string> => new Set(parseServerList(text).map((node) => formatServerAddress({...node, host: node.host.toLowerCase()})))
+  const left = nodes(a)
+  const right = nodes(b)
+  return left.size === right.size && [...left].every((node) => right.has(node))
+}

@@ -31,4 +31,31 @@ describe('server address of the session', () => {
     expect(same.code, same.stderr).toBe(0)
     expect(same.stdout).toMatch(/^Session: +valid until /m)
   }, 60_000)
+
+  it('the same nodes listed in another order are the same server; a different set names where it was set', async () => {
+    // One server under two addresses: two nodes as far as the address list goes.
+    const {server, envs} = await loggedInProfiles(['alice'])
+    const forward = `127.0.0.1:${server.port},localhost:${server.port}`
+    const backward = `localhost:${server.port},127.0.0.1:${server.port}`
+    const login = await runCli(['login', 'alice', '--password-stdin'], {env: {...envs.alice, MESSENGER_SERVER: forward}, input: 'wonderland1\n'})
+    expect(login.code, login.stderr).toBe(0)
+
+    const env = await runCli(['whoisonline'], {env: {...envs.alice, MESSENGER_SERVER: backward}})
+    expect(env.code, env.stderr).toBe(0)
+    expect(env.stdout).toContain('Nobody is online.')
+    const flag = await runCli(['whoisonline', '--server', backward], {env: {MESSENGER_HOME: envs.alice.MESSENGER_HOME}})
+    expect(flag.code, flag.stderr).toBe(0)
+    const status = await runCli(['status'], {env: {...envs.alice, MESSENGER_SERVER: backward}})
+    expect(status.code, status.stderr).toBe(0)
+    expect(status.stdout).toMatch(/^Session: +valid until /m)
+
+    // Another set of nodes: the hint names what the user set.
+    const fromEnv = await runCli(['whoisonline'], {env: {...envs.alice, MESSENGER_SERVER: `localhost:${server.port}`}})
+    expect(fromEnv.code).toBe(1)
+    expect(fromEnv.stderr).toContain(`You are logged in to ${forward}, not localhost:${server.port}.`)
+    expect(fromEnv.stderr).toContain(`or unset MESSENGER_SERVER to use ${forward}.`)
+    const fromFlag = await runCli(['whoisonline', '--server', `localhost:${server.port}`], {env: {MESSENGER_HOME: envs.alice.MESSENGER_HOME}})
+    expect(fromFlag.code).toBe(1)
+    expect(fromFlag.stderr).toContain(`or drop --server to use ${forward}.`)
+  }, 60_000)
 })

@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest'
 
-import {formatServerAddress, parseServerAddress, type ServerAddress} from '../../src/client/address.js'
+import {formatServerAddress, parseServerAddress, sameServer, type ServerAddress} from '../../src/client/address.js'
 import {DEFAULTS} from '../../src/protocol/constants.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 
@@ -94,5 +94,16 @@ describe('formatServerAddress', () => {
 describe('parseServerAddress with colons that are not IPv6', () => {
   it.each([':::', 'host.example::7420', 'localhost:80:90'])('refuses %j with BAD_INPUT', (text) => {
     expect(() => parseServerAddress(text)).toThrow(expect.objectContaining({code: 'BAD_INPUT'}))
+  })
+})
+
+describe('sameServer', () => {
+  it('is the same set of nodes, in any order, host names without case', () => {
+    expect(sameServer('a:1,b:2', 'b:2,a:1')).toBe(true)
+    expect(sameServer('a:1, b:2', 'B:2,a:1')).toBe(true)
+    expect(sameServer('a', `a:${DEFAULTS.port}`)).toBe(true)
+    expect(sameServer('a:1,b:2', 'a:1')).toBe(false)
+    expect(sameServer('a:1', 'a:1,b:2')).toBe(false)
+    expect(sameServer('a:1,b:2', 'a:1,b:3')).toBe(false)
   })
 })
