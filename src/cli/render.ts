@@ -111,3 +111,16 @@ export function leftGroupLine(label: string, result: {deleted?: boolean; newOwne
   if (result.newOwner) return `Left ${label}. ${result.newOwner} owns it now (its longest-standing member).`
   return `Left ${label}.`
 }
+
+/**
+ * A receipt for one of our messages, told by the message's number in this profile's history (as
+ * `history` and the send lines show it): chat and listen word it alike. `seq` null: the history does
+ * not know the message (sent from another profile copy, or pruned), so its id stands in.
+ */
+export function receiptText(r: {msgId: string; by: string; status: 'delivered' | 'expired' | 'unreadable'}, sent: {seq: number | null; group?: string | null}): string {
+  const message = sent.seq === null ? `message ${r.msgId} (not in this profile's history)` : `message ${sent.seq}`
+  const to = sent.group ? ` to #${sent.group}` : ''
+  if (r.status === 'delivered') return `✓✓ ${message}${to} delivered to ${r.by}`
+  if (r.status === 'unreadable') return `✗ ${r.by}'s client could not open ${message}${to}; send it again`
+  return sent.group ? `✗ ${message}${to} expired undelivered for ${r.by}` : `✗ ${message} to ${r.by} expired undelivered`
+}

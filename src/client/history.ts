@@ -227,6 +227,7 @@ function prepareStatements(db: Database.Database) {
        RETURNING seq`,
     ),
     getSeq: db.prepare<[string], {seq: number | null}>('SELECT seq FROM messages WHERE id = ?'),
+    getOutgoing: db.prepare<[string], {seq: number | null; grp: string | null}>("SELECT seq, grp FROM messages WHERE id = ? AND direction = 'out'"),
     latestAll: db.prepare<[number], MessageRow>(SELECT_LATEST.replace('%WHERE%', '')),
     latestPeer: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE peer = ? AND grp IS NULL')),
     latestGroup: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE grp = ?')),
@@ -326,6 +327,15 @@ export class LocalHistory {
   }
 
   /** Stores an incoming message; true only the first time its id is seen, so a redelivery is shown once. */
+  /**
+   * The number (seq) and group of one of our own messages, undefined if this history has no such
+   * message: how a receipt, which carries only the message id, is told to a person.
+   */
+  outgoingNumber(id: string): {seq: number | null; group: string | null} | undefined {
+    const row = this.stmt.getOutgoing.get(id)
+    return row && {seq: row.seq, group: row.grp}
+  }
+
   addIncoming(m: IncomingMessage): boolean {
     const group = m.group ?? null
     const peer = group === null ? m.from : groupPeer(group)

@@ -4,7 +4,7 @@ import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
-import {escapeControls, historyWho, incomingMessageLine, leftGroupLine, notInvitedReason, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
+import {escapeControls, historyWho, incomingMessageLine, leftGroupLine, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {stopSignals} from '../cli/stop-signals.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
@@ -218,19 +218,9 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     engine.on('receipt', (r) => {
       const sent = ctx.sent.get(r.msgId)
       if (!sent) return
-      if (sent.group) {
-        // One receipt per member: only what went wrong is worth a line.
-        if (r.status === 'unreadable') print(`  ✗ ${r.by}'s client could not open message ${sent.seq} to #${sent.group}; send it again`)
-        else if (r.status === 'expired') print(`  ✗ message ${sent.seq} to #${sent.group} expired undelivered for ${r.by}`)
-        return
-      }
-      print(
-        r.status === 'delivered'
-          ? `  ✓✓ message ${sent.seq} delivered to ${r.by}`
-          : r.status === 'unreadable'
-            ? `  ✗ ${r.by}'s client could not open message ${sent.seq}; send it again`
-            : `  ✗ message ${sent.seq} to ${r.by} expired undelivered`,
-      )
+      // One receipt per group member: only what went wrong is worth a line.
+      if (sent.group && r.status === 'delivered') return
+      print(`  ${receiptText(r, sent)}`)
     })
     engine.on('invited', (i) => print(`* ${i.by} invited you to #${i.group}. Type /group join ${i.group}`))
     engine.on('held', ({from, error}) => print(`!! ${error.message} A message from ${from} is held until you /trust ${from}.`))

@@ -4,7 +4,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
 import {formatSize} from '../cli/size.js'
 import {stopSignals} from '../cli/stop-signals.js'
-import {escapeControls, incomingMessageLine, renderError} from '../cli/render.js'
+import {escapeControls, incomingMessageLine, receiptText, renderError} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
 import {RECONNECT_CANNOT_CURE, type MessengerError} from '../protocol/errors.js'
@@ -21,7 +21,7 @@ If the server goes away it reconnects with backoff, says so on stderr, and resum
 Files sent to you (messenger sendfile) are saved in --downloads after their SHA-256 is checked, never over an existing file.
 With --json it prints one JSON object per line:
   {"type":"message","id","from","to","group","text","path","ts"}
-  {"type":"receipt","id","by","status","ts"}
+  {"type":"receipt","id","seq","by","status","ts"} (seq: the message's number in your history, as send printed it; absent if the history does not have it)
   {"type":"presence","username","displayName","online","ts"}
   {"type":"invited","group","by"}
   {"type":"warning","code","from","message"} (a held message, a changed key, a message that could not be saved)
@@ -40,7 +40,7 @@ With --json it prints one JSON object per line:
     const emit = (event: Record<string, unknown>, text: string) => {
       process.stdout.write(`${json ? JSON.stringify(event) : text}\n`)
     }
-    const {client, engine, files, receiveFiles} = await this.onlineSession(this.flags)
+    const {client, engine, files, history, receiveFiles} = await this.onlineSession(this.flags)
     const progress = new FileProgress(!json && process.stderr.isTTY)
     files.on('offer', (o) => {
       progress.start(o.transferId, o.name, o.size)
@@ -66,12 +66,16 @@ With --json it prints one JSON object per line:
         incomingMessageLine(m),
       ),
     )
-    engine.on('receipt', (r) =>
+    engine.on('receipt', (r) => {
+      // The message's number in this profile's history (the one send printed), as chat says it; a
+      // receipt names only the message id, which means nothing to a person.
+      const sent = history.outgoingNumber(r.msgId)
+      const seq = sent?.seq ?? null
       emit(
-        {type: 'receipt', id: r.msgId, by: r.by, status: r.status, ts: new Date(r.ts).toISOString()},
-        r.status === 'unreadable' ? `* unreadable to ${r.by}: ${r.by}'s client could not open it; send it again` : `* ${r.status} to ${r.by}`,
-      ),
-    )
+        {type: 'receipt', id: r.msgId, ...(seq === null ? {} : {seq}), by: r.by, status: r.status, ts: new Date(r.ts).toISOString()},
+        `* ${receiptText(r, {seq, group: sent?.group})}`,
+      )
+    })
     engine.on('invited', (i) => emit({type: 'invited', group: i.group, by: i.by}, `* ${i.by} invited you to #${i.group}: messenger group join ${i.group}`))
     // On stderr for people; with --json also as a warning line on stdout.
     const warn = (from: string, error: MessengerError, line: string) => {

@@ -153,6 +153,31 @@ describe('messaging through the CLI', () => {
     expect(JSON.parse(receipt!)).toMatchObject({type: 'receipt', id: entry!.id, by: 'bob', status: 'delivered'})
   })
 
+  it("listen names which message a receipt is for: the number send printed, in the plain line and as seq in --json", async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const numbers: number[] = []
+    for (const text of ['first', 'second']) {
+      const sent = await sendJson(alice, ['send', 'bob', text])
+      expect(sent.code, sent.stderr).toBe(0)
+      numbers.push(sent.result.seq as number)
+    }
+    expect(numbers[0]).not.toBe(numbers[1])
+
+    const plain = spawnCli(['listen'], {env: alice})
+    await plain.waitForLine((l) => l.startsWith('Listening as alice'), 'plain listen to be ready')
+    const bobListens = await listen(bob)
+    for (const n of numbers) await plain.waitForLine((l) => l === `* ✓✓ message ${n} delivered to bob`, `the receipt line for message ${n}`)
+    expect(await plain.stop('SIGINT')).toBe(0)
+    expect(await bobListens.stop('SIGINT')).toBe(0)
+
+    // --json: the id as before, and the number. A third message, so its receipt is new.
+    const third = await sendJson(alice, ['send', 'bob', 'third'])
+    const aliceJson = await listen(alice)
+    await listen(bob)
+    const receipt = await aliceJson.waitForLine((l) => l.includes('"type":"receipt"') && l.includes(third.result.id as string), 'the receipt of the third message')
+    expect(JSON.parse(receipt)).toMatchObject({type: 'receipt', id: third.result.id, seq: third.result.seq, by: 'bob', status: 'delivered'})
+  })
+
   it('takes text from stdin, keeps repeated words in order, and refuses self, unknown and oversized messages', async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
     const bobListens = await listen(bob)
