@@ -25,7 +25,8 @@ With --json it prints one JSON object per line:
   {"type":"presence","username","displayName","online","ts"}
   {"type":"invited","group","by"}
   {"type":"warning","code","from","message"} (a held message, a changed key, a message that could not be saved)
-  {"type":"ready",...} and {"type":"reconnected","ts"}
+  {"type":"ready",...}
+  {"type":"disconnected","code","message","ts"} when the connection is lost (then it reconnects, or ends with exit 1 for the codes above) and {"type":"reconnected","ts"}
   {"type":"file","id","from","name","path","bytes","sha256","seconds"} (and "file-offer", "file-failed")`
 
   static override examples = [
@@ -109,6 +110,8 @@ With --json it prints one JSON object per line:
       // A session that can never come back (token revoked, certificate changed) ends the command.
       // One that no reconnect cures ends the command, said once, as an Error.
       client.on('disconnected', ({error}) => {
+        // Scripts see the drop on stdout as they see the reconnect; the text below is for people.
+        if (json) emit({type: 'disconnected', code: error.code, message: error.message, ts: new Date().toISOString()}, '')
         if (!RECONNECT_CANNOT_CURE.has(error.code)) {
           process.stderr.write(`Connection lost: ${escapeControls(error.message)}\n`)
           return

@@ -1,6 +1,6 @@
 import sinon from 'sinon'
 import {describe, expect, it} from 'vitest'
-import {FIXTURE_PASSWORDS, loggedInProfiles, runCli, spawnCli, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
+import {FIXTURE_PASSWORDS, loggedInProfiles, runCli, spawnCli, startServerProcess, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
 import {makeUser} from '../helpers/messaging.js'
 import {connectClient, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 
@@ -176,6 +176,23 @@ describe('messaging through the CLI', () => {
     await listen(bob)
     const receipt = await aliceJson.waitForLine((l) => l.includes('"type":"receipt"') && l.includes(third.result.id as string), 'the receipt of the third message')
     expect(JSON.parse(receipt)).toMatchObject({type: 'receipt', id: third.result.id, seq: third.result.seq, by: 'bob', status: 'delivered'})
+  })
+
+  it('listen --json says on stdout when the connection is lost, then when it is back', async () => {
+    const {server, envs} = await loggedInProfiles(['alice'])
+    const aliceListens = await listen(envs.alice)
+    await server.stop()
+    const lost = JSON.parse(await aliceListens.waitForLine((l) => l.includes('"type":"disconnected"'), 'the disconnected event')) as Record<string, unknown>
+    expect(lost).toMatchObject({type: 'disconnected', code: expect.any(String), message: expect.any(String)})
+    expect(Number.isNaN(Date.parse(lost.ts as string))).toBe(false)
+
+    await startServerProcess([], {dataDir: server.dataDir, port: server.port})
+    await aliceListens.waitForLine((l) => l.includes('"type":"reconnected"'), 'the reconnected event')
+    const types = events(aliceListens).map((e) => e.type)
+    expect(types.indexOf('disconnected')).toBeLessThan(types.indexOf('reconnected'))
+    // People still read it on stderr (checked now: stderr is another pipe, read in its own time).
+    expect(aliceListens.stderr()).toContain('Connection lost:')
+    expect(await aliceListens.stop('SIGINT')).toBe(0)
   })
 
   it('takes text from stdin, keeps repeated words in order, and refuses self, unknown and oversized messages', async () => {
