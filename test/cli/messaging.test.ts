@@ -288,6 +288,23 @@ describe('messaging through the CLI', () => {
     expect(events(bobListens).filter((e) => e.type === 'message').map((e) => e.text)).toEqual(['hi all'])
   })
 
+  it('group send says what happened to the copies: stored for all, some online and the rest stored, or all online', async () => {
+    const {alice, bob, carol} = await setup(['alice', 'bob', 'carol'])
+    expect((await runCli(['group', 'create', 'friends', '--invite', 'bob', '--invite', 'carol'], {env: alice})).code).toBe(0)
+    for (const env of [bob, carol]) expect((await runCli(['group', 'join', 'friends'], {env})).code).toBe(0)
+    const send = async (text: string) => {
+      const run = await runCli(['group', 'send', 'friends', text], {env: alice})
+      expect(run.code, run.stderr).toBe(0)
+      return run.stdout.trim()
+    }
+
+    expect(await send('nobody on')).toMatch(/^Message \d+ sent to friends: stored for 2 member\(s\), none online now\.$/)
+    await listen(bob)
+    expect(await send('bob on')).toMatch(/^Message \d+ sent to friends: 2 member\(s\), 1 online now, stored for the other 1\.$/)
+    await listen(carol)
+    expect(await send('all on')).toMatch(/^Message \d+ sent to friends: 2 member\(s\), all online now\.$/)
+  })
+
   it('group leave: the owner leaving hands the group on (members shows the new owner; the old one returns as a member); the last member leaving deletes it, so its name can be created again', async () => {
     const {alice, bob, carol} = await setup(['alice', 'bob', 'carol'])
     const cli = async (env: Env, args: string[]) => {
@@ -356,7 +373,7 @@ describe('messaging through the CLI', () => {
     expect((await runCli(['group', 'join', 'friends'], {env: carol})).code).toBe(0)
     const partial = await runCli(['group', 'send', 'friends', 'hello'], {env: alice})
     expect(partial.code, partial.stderr).toBe(0)
-    expect(partial.stdout).toMatch(/^Message [1-9]\d* sent to friends: 1 member\(s\)/)
+    expect(partial.stdout).toMatch(/^Message [1-9]\d* sent to friends: stored for 1 member\(s\), none online now\.$/m)
     expect(partial.stderr).toBe('Not sent to bob, who does not accept messages from you (BLOCKED).\n')
     const partialJson = await sendJson(alice, ['group', 'send', 'friends', 'hello', 'again'])
     expect(partialJson.code, partialJson.stderr).toBe(0)
