@@ -1,4 +1,4 @@
-import {statSync} from 'node:fs'
+import {accessSync, constants as fsConstants, statSync} from 'node:fs'
 import {dirname, resolve} from 'node:path'
 import {Flags} from '@oclif/core'
 import {SETTING_DEFAULTS, type Profile} from '../client/profile.js'
@@ -46,7 +46,7 @@ export function receiveFilesOption(flags: {downloads?: string; 'max-file-size': 
 
 /**
  * Refuses a downloads directory that cannot become one: the path, or the nearest of its parents
- * that exists, is not a directory. Otherwise only the first file to arrive would find out, failing
+ * that exists, is not a directory, or is one this process cannot write in. Otherwise only the first file to arrive would find out, failing
  * with its sender waiting. A directory that does not exist yet is fine: the receiver creates it
  * when a file arrives. Other stat errors (EACCES) are left to that moment too, which reports them.
  */
@@ -69,7 +69,22 @@ export function checkDownloadsDir(dir: string, options: {source?: string; hint: 
       path = parent
       continue
     }
-    if (isDirectory) return
+    if (isDirectory) {
+      // A directory we cannot write in (a read-only mount, no permission): the first file would
+      // fail on arrival with its sender waiting. Root passes EACCES checks, not EROFS, as for real.
+      try {
+        accessSync(path, fsConstants.W_OK | fsConstants.X_OK)
+      } catch (error) {
+        const code = errnoCode(error)
+        if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') return
+        const why = code === 'EROFS' ? 'is on a read-only file system' : 'is not writable by you'
+        const message = path === wanted
+          ? `The downloads directory ${named} ${why} (${code}).`
+          : `The downloads directory ${named} cannot be created: ${path} ${why} (${code}).`
+        throw new MessengerError('BAD_INPUT', message, {hint: options.hint, details: {path: wanted, code}})
+      }
+      return
+    }
     const what = isFile ? 'is a file' : 'exists and is not a directory'
     const message = path === wanted
       ? `The downloads directory ${named} ${what}.`

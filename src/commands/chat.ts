@@ -96,7 +96,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       print(`  ${Math.floor((100 * p.bytes) / Math.max(1, p.total))}% at ${formatSize(p.rateBps)}/s, ETA ${Math.ceil(p.etaSeconds)} s`)
     })
     files.on('received', (f) => print(`* saved ${f.path} from ${f.peer} (${formatSize(f.bytes)}, SHA-256 verified)`))
-    files.on('failed', (_id, error) => print(`* file transfer failed: ${escapeControls(error.message)}`))
+    files.on('failed', (_id, error) => print(`* file transfer failed: ${escapeControls(error.message)}${error.hint ? ` ${error.hint}` : ''}`))
 
     // Bracketed paste: the terminal wraps pasted text in ESC[200~ ... ESC[201~, so a paste of several
     // lines is one message instead of one per line, and a pasted "/quit" is text, not a command.

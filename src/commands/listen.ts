@@ -27,7 +27,7 @@ With --json it prints one JSON object per line:
   {"type":"warning","code","from","message"} (a held message, a changed key, a message that could not be saved)
   {"type":"ready",...}
   {"type":"disconnected","code","message","ts"} when the connection is lost (then it reconnects, or ends with exit 1 for the codes above) and {"type":"reconnected","ts"}
-  {"type":"file","id","from","name","path","bytes","sha256","seconds"} (and "file-offer", "file-failed")`
+  {"type":"file","id","from","name","path","bytes","sha256","seconds"} (and "file-offer", "file-failed" with code, message and, when there is a next step, hint)`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -57,7 +57,10 @@ With --json it prints one JSON object per line:
     })
     files.on('failed', (id, error) => {
       progress.stop(id)
-      emit({type: 'file-failed', id, code: error.code, message: error.message}, `* file transfer failed: ${escapeControls(error.message)}`)
+      emit(
+        {type: 'file-failed', id, code: error.code, message: error.message, ...(error.hint ? {hint: error.hint} : {})},
+        `* file transfer failed: ${escapeControls(error.message)}${error.hint ? ` ${error.hint}` : ''}`,
+      )
     })
     const me = client.user!
     engine.on('message', (m: ReceivedMessage) =>

@@ -163,7 +163,15 @@ export class IncomingTransfer {
       this.state = 'closed'
       this.host.forget(this.key)
       this.host.refuse(this.key, this.id, this.transport, 'TRANSFER_FAILED', 'The recipient cannot save the file.')
-      this.host.emit('onError', this.hex, failed(`Cannot save "${this.name}" in ${this.host.dir}: ${error instanceof DirectoryUnusable ? error.reason : (errnoCode(error) ?? (error as Error).message)}.`, error))
+      this.host.emit(
+        'onError',
+        this.hex,
+        new MessengerError('TRANSFER_FAILED', `Cannot save "${this.name}" in ${this.host.dir}: ${error instanceof DirectoryUnusable ? error.reason : (errnoCode(error) ?? (error as Error).message)}.`, {
+          // The next file would fail the same way: the directory is the thing to change.
+          hint: 'Stop, and start again with --downloads DIR naming a directory you can write in (or set it with `messenger config set downloads DIR`); then ask the sender to send it again.',
+          cause: error,
+        }),
+      )
       return
     }
     if (this.state !== 'opening') {

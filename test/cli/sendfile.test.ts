@@ -2,7 +2,8 @@ import {createHash, randomBytes} from 'node:crypto'
 import {readdirSync} from 'node:fs'
 import {readFile, writeFile} from 'node:fs/promises'
 import {dirname, join} from 'node:path'
-import {describe, expect, it} from 'vitest'
+import {spawnSync} from 'node:child_process'
+import {describe, expect, it, onTestFinished} from 'vitest'
 import {loggedInProfiles, runCli, spawnCli, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
 
 /**
@@ -24,6 +25,7 @@ interface FileEvent {
   seconds?: number
   code?: string
   message?: string
+  hint?: string
 }
 
 async function setup<U extends FixtureUser>(users: U[]): Promise<Record<U, Env>> {
@@ -173,6 +175,41 @@ describe('messenger sendfile', () => {
       // never created: fine
     }
     expect(saved).toEqual([])
+  })
+
+  it('a read-only downloads directory: listen refuses it at start; one that turns read-only later says at arrival to pick another --downloads', async (context) => {
+    // Read-only mounts need root; a chmod'ed directory would not stop root, so that is no test either.
+    const tmpfs = (dir: string, options: string) => spawnSync('mount', ['-t', 'tmpfs', '-o', `${options},size=1m`, 'tmpfs', dir], {encoding: 'utf8'})
+    const probe = tempDir('probe-')
+    const canMount = process.getuid?.() === 0 && tmpfs(probe, 'ro').status === 0
+    if (canMount) spawnSync('umount', [probe])
+    if (!canMount) {
+      console.log('skipped: mounting a read-only tmpfs needs root (mount -t tmpfs -o ro)')
+      context.skip()
+    }
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const readOnly = tempDir('downloads-ro-')
+    expect(tmpfs(readOnly, 'ro').status).toBe(0)
+    onTestFinished(() => void spawnSync('umount', [readOnly]))
+
+    for (const dir of [readOnly, join(readOnly, 'not', 'yet')]) {
+      const refused = await runCli(['listen', '--downloads', dir], {env: bob})
+      expect(refused.code).toBe(2)
+      expect(refused.stderr).toContain(`The downloads directory ${dir} (from --downloads)`)
+      expect(refused.stderr).toContain(dir === readOnly ? ' is on a read-only file system (EROFS).' : `cannot be created: ${readOnly} is on a read-only file system (EROFS).`)
+      expect(refused.stderr).toContain('Pick another directory with --downloads DIR')
+    }
+
+    // Writable at start, read-only when the file comes: the receiver is told what to do.
+    const later = tempDir('downloads-later-')
+    expect(tmpfs(later, 'rw').status).toBe(0)
+    onTestFinished(() => void spawnSync('umount', [later]))
+    const bobListens = await listen(bob, ['--downloads', later])
+    expect(spawnSync('mount', ['-o', 'remount,ro', later]).status).toBe(0)
+    const file = await randomFile(tempDir('files-'), 'x.bin', 100)
+    expect((await runCli(['sendfile', 'bob', file.path], {env: alice})).code).toBe(1)
+    const failed = await nextFileEvent(bobListens, 'file-failed', () => true, 'the file-failed line')
+    expect(failed).toMatchObject({code: 'TRANSFER_FAILED', message: `Cannot save "x.bin" in ${later}: EROFS.`, hint: expect.stringContaining('start again with --downloads DIR')})
   })
 
   it('documents sendfile (and the receiving flags of listen) in --help', async () => {
