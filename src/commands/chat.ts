@@ -226,8 +226,30 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     engine.on('held', ({from, error}) => print(`!! ${error.message} A message from ${from} is held until you /trust ${from}.`))
     engine.on('keyChanged', ({from, error}) => print(`!! ${error.message} What ${from} sent before still arrives; new messages wait until you verify and /trust ${from}.`))
     engine.on('unsaved', ({from, error}) => print(`!! A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`))
-    client.on('presence', (p) => print(`* ${p.username} (${escapeControls(p.displayName)}) is ${p.online ? 'online' : 'offline'}`))
-    client.on('reconnected', () => print('* reconnected'))
+    // Last known presence per user: a reconnect brings presence pushes again (each session resuming
+    // on the restarted server), which are no news to the person. Only a change is announced.
+    const known = new Map<string, {online: boolean; displayName: string}>()
+    const announce = (username: string, displayName: string, online: boolean, quiet = false) => {
+      if (username === ctx.me || known.get(username)?.online === online) return
+      known.set(username, {online, displayName})
+      if (!quiet) print(`* ${username} (${escapeControls(displayName)}) is ${online ? 'online' : 'offline'}`)
+    }
+    // Who is online, read quietly at start (chat never listed them there), and after a reconnect to
+    // announce whoever came online while we were away (no push told us). Nobody is announced offline
+    // from it: after a server restart the others are reconnecting too, and would flap offline/online.
+    const sync = async (quiet: boolean) => {
+      try {
+        for (const u of (await client.whoisonline()).users) if (u.online) announce(u.username, u.displayName, true, quiet)
+      } catch {
+        // Lost again: the next reconnect reads it again.
+      }
+    }
+    void sync(true)
+    client.on('presence', (p) => announce(p.username, p.displayName, p.online))
+    client.on('reconnected', () => {
+      print('* reconnected')
+      void sync(false)
+    })
   }
 
   private async perform(ctx: ChatContext, action: ChatAction): Promise<void> {

@@ -270,6 +270,41 @@ describe('messenger chat', () => {
     expect(bobListens.lines.filter((l) => l.includes('"type":"message"')).map((l) => (JSON.parse(l) as {text: string}).text)).toEqual(['before', 'while down', 'also down'])
   }, 120_000)
 
+  it('through pipes: after a reconnect, users who stayed online are not announced online again', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const {alice, bob} = envs
+    const bobListens = await listen(bob)
+    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
+    onTestFinished(async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+      await chat.exited
+    })
+    const chat = watch(proc)
+    await chat.waitFor('Chatting as alice', 'the greeting')
+    // A round trip after bob is known online: whatever presence chat was told at start is printed by now.
+    chat.write('/msg bob before\n')
+    await chat.waitFor(/message \d+ to bob \(delivered/, 'the first message delivered')
+    const onlineLines = () => chat.output().split('\n').filter((l) => l.includes('* bob (Bob the Builder) is online')).length
+    const before = onlineLines()
+
+    // The server restarts under both: for alice, bob never went offline.
+    expect(await server.stop()).toBe(0)
+    await chat.waitFor('* connection lost', 'the lost connection')
+    await startServerProcess([], {dataDir: server.dataDir, port: server.port})
+    await chat.waitFor('* reconnected', 'the reconnect')
+    await bobListens.waitForLine((l) => l.includes('"type":"reconnected"'), 'bob to reconnect')
+    // After both are back, a round trip on alice's connection: a presence push for bob's resume came before its reply.
+    chat.write('/msg bob after\n')
+    await chat.waitFor(/message \d+ to bob \(delivered[^]*message \d+ to bob \(delivered/, 'the second message delivered')
+    expect(onlineLines(), chat.output()).toBe(before)
+
+    // A real change is still announced: bob leaves.
+    expect(await bobListens.stop('SIGINT')).toBe(0)
+    await chat.waitFor('* bob (Bob the Builder) is offline', 'bob going offline')
+    chat.write('/quit\n')
+    expect(await chat.exited).toBe(0)
+  }, 120_000)
+
   it('through pipes: /history takes #GROUP and a count, refuses a user who does not exist; //text sends "/text"; extra words are refused', async () => {
     const {alice, bob} = await setup()
     const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
