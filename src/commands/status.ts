@@ -1,4 +1,5 @@
 import {BaseCommand} from '../cli/base-command.js'
+import {formatServerAddress, parseServerList} from '../client/address.js'
 import {keyFingerprint, loadIdentity} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 
@@ -48,7 +49,8 @@ Session is one of: valid, invalid (expired or revoked), none (not logged in), un
       server,
       profile: this.profile.path,
       keyFingerprint: identity ? keyFingerprint(identity.publicKey) : null,
-      pinnedCertificateFingerprint: this.profile.getPin(server) ?? null,
+      // Pins are per node: with a list, the first node's until we know which one answers.
+      pinnedCertificateFingerprint: this.profile.getPin(formatServerAddress(parseServerList(server)[0]!)) ?? null,
       certificateFingerprint: null,
       reachable: false,
       session: data.token ? 'unknown' : 'none',
@@ -61,7 +63,7 @@ Session is one of: valid, invalid (expired or revoked), none (not logged in), un
       const client = await this.connect()
       status.reachable = true
       status.certificateFingerprint = client.fingerprint ?? null
-      status.pinnedCertificateFingerprint = this.profile.getPin(server) ?? null
+      status.pinnedCertificateFingerprint = this.profile.getPin(client.serverKey) ?? null
       // A session saved for another server address is not asked about (its token means nothing
       // here): the check could not be made, so the exit code says so, with the reason and the fix.
       const elsewhere = this.loggedInElsewhere()

@@ -122,6 +122,9 @@ describe('CLI walkthrough', () => {
     expect(login.stderr).toContain(`Warning: ${down} did not answer, so its certificate is not pinned yet`)
     const pins = (JSON.parse(readFileSync(join(env.MESSENGER_HOME, 'profile.json'), 'utf8')) as {pins: Record<string, string>}).pins
     expect(pins).toEqual({[a.address]: a.fingerprint, [b.address]: b.fingerprint})
+    // status shows the pin of the node that answered (pins are per node, not per list).
+    const status = await runCli(['status', '--json'], {env})
+    expect(JSON.parse(status.stdout)).toMatchObject({server: env.MESSENGER_SERVER, certificateFingerprint: a.fingerprint, pinnedCertificateFingerprint: a.fingerprint, session: 'valid'})
 
     // Whoever answers at the second node's address once the first is unreachable is not trusted on first use.
     await a.stop()
