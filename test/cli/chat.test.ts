@@ -69,6 +69,18 @@ const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`
 
 
 /** `messenger chat` on a pseudo-terminal (`script`; its own exit code, -e, is chat's), killed at the end of the test if still running. */
+/** `chat` with stdin and stdout as pipes (no terminal), once it has greeted; killed when the test ends. */
+async function chatThroughPipes(env: Env, user: string): Promise<ReturnType<typeof watch>> {
+  const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(env)})
+  const chat = watch(proc)
+  onTestFinished(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+    await chat.exited
+  })
+  await chat.waitFor(`Chatting as ${user}`, 'the greeting')
+  return chat
+}
+
 function chatInTerminal(env: Env): ReturnType<typeof watch> {
   const proc = spawn('script', ['-qfec', `${quote(process.execPath)} ${quote(BIN)} chat`, '/dev/null'], {env: childEnv(env), detached: true})
   const chat = watch(proc)
@@ -88,13 +100,7 @@ describe('messenger chat', () => {
     expect(early.stdout).toContain('stored: alice is offline')
     const bobListens = await listen(bob)
 
-    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
-    onTestFinished(async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-      await chat.exited
-    })
-    const chat = watch(proc)
-    await chat.waitFor('Chatting as alice', 'the greeting')
+    const chat = await chatThroughPipes(alice, 'alice')
     await chat.waitFor('bob: while you were out', 'the stored message')
 
     const live = await runCli(['send', 'alice', 'hello', 'alice'], {env: bob})
@@ -185,13 +191,7 @@ describe('messenger chat', () => {
   it('through pipes: lines stay separate, and a terminal mode is never asked for', async () => {
     const {alice, bob} = await setup()
     const bobListens = await listen(bob)
-    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
-    onTestFinished(async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-      await chat.exited
-    })
-    const chat = watch(proc)
-    await chat.waitFor('Chatting as alice', 'the greeting')
+    const chat = await chatThroughPipes(alice, 'alice')
     chat.write('/msg bob first\nsecond\n/who\n/quit\n')
     expect(await chat.exited).toBe(0)
     await bobListens.waitForLine((l) => l.includes('"text":"second"'), 'the second line as a message of its own')
@@ -203,13 +203,7 @@ describe('messenger chat', () => {
     const {alice, bob} = await setup()
     const whois = async () => JSON.parse((await runCli(['whois', 'bob', '--json'], {env: alice})).stdout) as {fingerprint: string; trust: string}
     const first = (await whois()).fingerprint
-    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
-    onTestFinished(async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-      await chat.exited
-    })
-    const chat = watch(proc)
-    await chat.waitFor('Chatting as alice', 'the greeting')
+    const chat = await chatThroughPipes(alice, 'alice')
     chat.write('/help\n')
     await chat.waitFor('/trust USER [FINGERPRINT]', '/trust in /help')
     // Without a fingerprint: whatever key is served now, printed to compare.
@@ -241,13 +235,7 @@ describe('messenger chat', () => {
     const {server, envs} = await loggedInProfiles(['alice', 'bob'])
     const {alice, bob} = envs
     // Bob is offline: the message is stored for him, so nothing but the server decides when it goes.
-    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
-    onTestFinished(async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-      await chat.exited
-    })
-    const chat = watch(proc)
-    await chat.waitFor('Chatting as alice', 'the greeting')
+    const chat = await chatThroughPipes(alice, 'alice')
     chat.write('/msg bob before\n')
     await chat.waitFor(/message (\d+) to bob \(stored: bob is offline\)/, 'the first message stored')
 
@@ -274,13 +262,7 @@ describe('messenger chat', () => {
     const {server, envs} = await loggedInProfiles(['alice', 'bob'])
     const {alice, bob} = envs
     const bobListens = await listen(bob)
-    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
-    onTestFinished(async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-      await chat.exited
-    })
-    const chat = watch(proc)
-    await chat.waitFor('Chatting as alice', 'the greeting')
+    const chat = await chatThroughPipes(alice, 'alice')
     // A round trip after bob is known online: whatever presence chat was told at start is printed by now.
     chat.write('/msg bob before\n')
     await chat.waitFor(/message \d+ to bob \(delivered/, 'the first message delivered')
@@ -307,13 +289,7 @@ describe('messenger chat', () => {
 
   it('through pipes: /history takes #GROUP and a count, refuses a user who does not exist; //text sends "/text"; extra words are refused', async () => {
     const {alice, bob} = await setup()
-    const proc = spawn(process.execPath, [BIN, 'chat'], {env: childEnv(alice)})
-    onTestFinished(async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-      await chat.exited
-    })
-    const chat = watch(proc)
-    await chat.waitFor('Chatting as alice', 'the greeting')
+    const chat = await chatThroughPipes(alice, 'alice')
     chat.write('/group create team bob\n')
     await chat.waitFor('Created #team', 'the group')
     const joined = await runCli(['group', 'join', 'team'], {env: bob})
