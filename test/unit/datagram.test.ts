@@ -327,11 +327,13 @@ describe('sealDatagram / openDatagram', () => {
         // A real datagram with a few random bytes overwritten.
         buf = Uint8Array.from(template)
         const hits = 1 + Math.floor(random() * 4)
-        for (let h = 0; h < hits; h++) {
-          const at = Math.floor(random() * buf.length)
+        // Distinct positions: a second hit on the same byte could write the original value back,
+        // leaving the real datagram, which opens (a run in CI did: the template's bytes differ per run).
+        const changed = new Set<number>()
+        while (changed.size < hits) changed.add(Math.floor(random() * buf.length))
+        for (const at of changed) {
           const value = Math.floor(random() * 256)
-          if (buf[at] === value) buf[at] = value ^ 1
-          else buf[at] = value
+          buf[at] = buf[at] === value ? value ^ 1 : value
         }
       } else {
         // A real datagram cut or extended at a random point.
