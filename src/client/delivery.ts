@@ -38,6 +38,8 @@ export interface DeliveryOptions {
    * (`messenger trust` in a second terminal) trusted it, to open them then. Default 1 s.
    */
   heldRecheckMs?: number
+  /** Tries of a request the server refuses with STORE_UNAVAILABLE before reporting it. Default 6 (7.75 s of waits). */
+  storeUnavailableTries?: number
 }
 
 export type PathPreference = 'auto' | 'relay' | 'direct'
@@ -114,8 +116,8 @@ function lostMessage(
  * STORE_UNAVAILABLE after the engine's own tries: the hint says what was tried (the default hint
  * cannot know), and "nothing was lost" only for a request that stores something.
  */
-function storeStillUnavailable(error: MessengerError, type: RequestType, tries: number): MessengerError {
-  const tried = tries >= STORE_UNAVAILABLE_TRIES ? `The messenger client already tried it ${STORE_UNAVAILABLE_TRIES} times; try again in a moment.` : 'Try again in a moment.'
+function storeStillUnavailable(error: MessengerError, type: RequestType, tries: number, allowed: number): MessengerError {
+  const tried = tries >= allowed && allowed > 1 ? `The messenger client already tried it ${allowed} times; try again in a moment.` : 'Try again in a moment.'
   const kept = STORING_REQUESTS.has(type) ? ' Nothing was lost: what the server acknowledged is stored.' : ''
   return new MessengerError('STORE_UNAVAILABLE', error.message, {hint: tried + kept, details: error.details, cause: error})
 }
@@ -550,8 +552,9 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       } catch (error) {
         if (error instanceof MessengerError && error.code === 'STORE_UNAVAILABLE') {
           // Closed meanwhile: the caller hears what the server said, not that the client went away.
-          if (++unavailable < STORE_UNAVAILABLE_TRIES && !(await this.closedWithin(backoffMs(unavailable, STORE_UNAVAILABLE_RETRY_MS)))) continue
-          throw storeStillUnavailable(error, type, unavailable)
+          const allowed = this.o.storeUnavailableTries ?? STORE_UNAVAILABLE_TRIES
+          if (++unavailable < allowed && !(await this.closedWithin(backoffMs(unavailable, STORE_UNAVAILABLE_RETRY_MS)))) continue
+          throw storeStillUnavailable(error, type, unavailable, allowed)
         }
         if (!(error instanceof MessengerError && RECONNECT_CURES.has(error.code) && this.o.client.reconnects)) throw error
         await this.o.client.waitUntilConnected()

@@ -74,7 +74,7 @@ async function rendezvousOf(client: MessengerClient): Promise<{address: string; 
 export function openMessaging(
   client: MessengerClient,
   profileDir: string,
-  options: Pick<DeliveryOptions, 'receiptWaitMs' | 'autoAck' | 'pathPreference' | 'punchMs' | 'heldRecheckMs'> & {
+  options: Pick<DeliveryOptions, 'receiptWaitMs' | 'autoAck' | 'pathPreference' | 'punchMs' | 'heldRecheckMs' | 'storeUnavailableTries'> & {
     me?: string
     /** Accept files into this directory, up to maxBytes each (online sessions only). */
     receiveFiles?: {downloadsDir: string; maxBytes: number}

@@ -110,6 +110,8 @@ export interface UserOptions {
   client?: Partial<Omit<MessengerClientOptions, 'server'>>
   /** How often the inbox looks for a pin changed by another process while it holds messages (engine default 1 s). */
   heldRecheckMs?: number
+  /** Tries of a request refused with STORE_UNAVAILABLE (engine default 6). */
+  storeUnavailableTries?: number
 }
 
 /** A signed-in user: client + delivery engine on a profile dir, with everything it receives recorded. */
@@ -173,6 +175,7 @@ async function signIn(address: string, username: string, options: UserOptions, r
     ...(options.autoAck === undefined ? {} : {autoAck: options.autoAck}),
     ...(options.receiptWaitMs === undefined ? {} : {receiptWaitMs: options.receiptWaitMs}),
     ...(options.heldRecheckMs === undefined ? {} : {heldRecheckMs: options.heldRecheckMs}),
+    ...(options.storeUnavailableTries === undefined ? {} : {storeUnavailableTries: options.storeUnavailableTries}),
   })
   const {engine} = session
   let closing: Promise<void> | undefined
