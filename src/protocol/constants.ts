@@ -63,6 +63,11 @@ export const LIMITS = {
   ackIds: ACK_IDS,
   /** Most message ids in one receipt: as many as one `ack` settles, so a receipt fits the ack it answers. */
   receiptMsgIds: ACK_IDS,
+  /**
+   * Most receipts one `receipts` reply carries (its default page too): at LIMITS.receiptMsgIds ids
+   * of up to 64 characters each, 100 receipts stay under 7 MB, well within the client's frame limit.
+   */
+  receiptsPage: 100,
 } as const
 
 export const ENV = {

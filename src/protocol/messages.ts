@@ -48,6 +48,12 @@ export const REQUEST_SCHEMAS = {
     unreadable: optional(array(msgId, {max: LIMITS.ackIds})),
     receiptIds: optional(array(msgId, {max: LIMITS.ackIds})),
   }),
+  /**
+   * The receipts waiting on the server for the signed-in user, oldest first, without going online:
+   * for a one-shot command (`history`) that must show up-to-date marks. Acknowledged with `ack
+   * {receiptIds}` like pushed ones, which deletes them; the next request then returns the next page.
+   */
+  receipts: object({type: literal('receipts'), id, limit: optional(int({min: 1, max: LIMITS.receiptsPage}))}),
   broadcast: object({type: literal('broadcast'), id, msgId, copies}),
   group_create: object({type: literal('group_create'), id, name: groupName, invite: optional(array(username, {max: 100}))}),
   group_invite: object({type: literal('group_invite'), id, name: groupName, username}),
@@ -125,6 +131,8 @@ export interface Results {
     skipped: Array<{to: string; code: ErrorCode}>
   }
   ack: Record<string, never>
+  /** Shaped like the `receipt` pushes; fewer than the limit asked for means there are no more. */
+  receipts: {receipts: ReceiptPush[]}
   broadcast: {delivered: number}
   /** `skipped`: named users who were not invited (BLOCKED: they block the owner). */
   group_create: {name: string; invited: string[]; skipped: Array<{to: string; code: ErrorCode}>}

@@ -7,7 +7,7 @@ import type {ForwardOrigin} from './cluster.js'
 import type {Hub} from './hub.js'
 import {backoffMs} from '../util/backoff.js'
 import {setNewest} from '../util/bounded.js'
-import {DEFAULTS} from '../protocol/constants.js'
+import {DEFAULTS, LIMITS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
 import {randomId} from '../crypto/random-pool.js'
 import {UnsettledAcks, type Settlement} from './unsettled-acks.js'
@@ -414,6 +414,16 @@ export class Relay {
     this.sessions.set(session, delivery)
     void this.pump(session)
     await this.pushStoredReceipts(session, delivery)
+  }
+
+  /**
+   * The `receipts` request: the oldest stored receipts of a session's user, answered rather than
+   * pushed, so a one-shot command sees them without going online. Read-only: they stay until an
+   * `ack {receiptIds}`, which also moves along the page of any online session of the user.
+   */
+  async storedReceipts(session: ConnectionSession, limit: number = LIMITS.receiptsPage): Promise<Results['receipts']> {
+    const receipts = await this.o.store.pendingReceipts(session.username, limit)
+    return {receipts: receipts.map(receiptPush)}
   }
 
   /**

@@ -226,6 +226,7 @@ export function createRouter(deps: RouterDeps): RequestHandler {
 
     send: (connection, request, admit) => relay.send(requireSession(connection), request, admit),
     ack: (connection, request, admit) => relay.ack(requireSession(connection), request, admit),
+    receipts: (connection, request) => relay.storedReceipts(requireSession(connection), request.limit),
     broadcast: (connection, request) => relay.broadcast(requireSession(connection), request),
     forward: (connection, request) => relay.forward(requireSession(connection), request),
 
