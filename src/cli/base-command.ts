@@ -130,6 +130,8 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       udpPort?: number
       path?: PathPreference
       receiveFiles?: {downloadsDir: string; maxBytes: number}
+      /** Publish our key (default true); off for a command that only reads, so it changes nothing on the server. */
+      publishKey?: boolean
     } = {},
   ): Promise<{client: MessengerClient} & MessagingSession> {
     let session: MessagingSession | undefined
@@ -142,7 +144,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       },
     })
     if (!session) throw new Error('unreachable: beforeResume always runs')
-    await session.engine.publishKey()
+    if (options.publishKey !== false) await session.engine.publishKey()
     if (options.direct && options.path !== 'relay') await session.startDirect({port: options.udpPort})
     return {client, ...session}
   }

@@ -12,10 +12,16 @@ import {Keyring} from './keyring.js'
 import {timeOrderedId} from '../crypto/random-pool.js'
 import {Inbox} from './inbox.js'
 import {backoffMs} from '../util/backoff.js'
+import {LIMITS} from '../protocol/constants.js'
 
 /** Tries of a request the server failed with STORE_UNAVAILABLE, and the waits between them (0.25 s doubling: 7.75 s in all). */
 const STORE_UNAVAILABLE_TRIES = 6
 const STORE_UNAVAILABLE_RETRY_MS = {initial: 250, max: 4_000}
+/**
+ * Pages of stored receipts one collectStoredReceipts reads at most: 10,000 receipts, each covering up
+ * to 1,000 messages. A bound against a server that keeps answering full pages (acks that fail).
+ */
+const MAX_RECEIPT_PAGES = 100
 /** Requests that store something: only for these does "what the server acknowledged is stored" say anything. */
 const STORING_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>(['send'])
 
@@ -209,7 +215,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     this.inbox = new Inbox(o, this, (username, options) => this.publicKeyOf(username, options))
     o.client.on('push', (push) => {
       if (push.type === 'deliver') void this.inbox.onDeliver(push)
-      else if (push.type === 'receipt') this.inbox.onReceipt(push)
+      else if (push.type === 'receipt') void this.inbox.onReceipt(push)
       else if (push.type === 'invited') this.inbox.deliverEvent('invited', push)
       else if (push.type === 'introduce') void this.onIntroduce(push)
       else if (push.type === 'blocked') this.onBlocked(push)
@@ -235,6 +241,32 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
    */
   async publishKey(options: {replace?: boolean} = {}): Promise<void> {
     await this.o.client.request('setkey', {publicKey: this.o.keyring.myPublicKey, ...(options.replace ? {replace: true} : {})})
+  }
+
+  /**
+   * Fetches the receipts waiting on the server for us (`receipts`), records each in local history as
+   * a pushed one is (Inbox.onReceipt) and acknowledges it, a page at a time: for a one-shot command,
+   * which is not online and so is pushed none of them. `supported` is false when the server predates
+   * the request (UNKNOWN_TYPE); any other failure rejects. Stops after `maxPages` pages.
+   */
+  async collectStoredReceipts(options: {maxPages?: number} = {}): Promise<{supported: boolean; receipts: number}> {
+    const maxPages = options.maxPages ?? MAX_RECEIPT_PAGES
+    let count = 0
+    for (let page = 0; page < maxPages; page++) {
+      let receipts: ReceiptPush[]
+      try {
+        ;({receipts} = await this.o.client.request('receipts', {limit: LIMITS.receiptsPage}))
+      } catch (error) {
+        if (error instanceof MessengerError && error.code === 'UNKNOWN_TYPE') return {supported: false, receipts: count}
+        throw error
+      }
+      await Promise.all(receipts.map((r) => this.inbox.onReceipt(r)))
+      // Acknowledged (so deleted) before the next page, which would otherwise be this one again.
+      await this.inbox.acksSent()
+      count += receipts.length
+      if (receipts.length < LIMITS.receiptsPage) break
+    }
+    return {supported: true, receipts: count}
   }
 
   /**

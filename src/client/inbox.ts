@@ -74,6 +74,8 @@ export class Inbox {
    */
   private readonly pinWatch: CommitWatch
   private ackScheduled = false
+  /** Ack requests sent and not yet answered (see acksSent). */
+  private readonly acksInFlight = new Set<Promise<void>>()
   /**
    * Events that fired before anyone listened: stored messages and receipts follow the login reply
    * at once, usually before a command has wired its handlers. Kept per event until the first
@@ -304,16 +306,19 @@ export class Inbox {
     else (this.events as EventEmitter).emit(event, ...args)
   }
 
-  /** One receipt covers many messages; each is recorded and announced on its own. */
-  onReceipt(push: ReceiptPush): void {
+  /**
+   * One receipt covers many messages; each is recorded and announced on its own. Resolves once they
+   * are recorded and the receipt's ack is queued (see acksSent), for callers that must wait for both.
+   */
+  onReceipt(push: ReceiptPush): Promise<void> {
     if (rememberId(this.recentReceipts, push.receiptId, RECENT_IDS)) {
       this.pendingReceiptAcks.push(push.receiptId)
       this.scheduleAck()
-      return
+      return Promise.resolve()
     }
     const recorded = push.msgIds.map((msgId) => this.o.history.updateStatus(msgId, push.status).catch(() => false))
     // Announced once the history says so, so whoever reacts to the event reads the new status.
-    void Promise.all(recorded).then(() => {
+    return Promise.all(recorded).then(() => {
       for (const msgId of push.msgIds) {
         this.receiptWaiters.get(msgId)?.(push.status)
         // The statuses are recorded: the receipt is acknowledged even if a listener throws.
@@ -341,11 +346,24 @@ export class Inbox {
         const unreadable = this.pendingUnreadable.splice(0, LIMITS.ackIds)
         const receiptIds = this.pendingReceiptAcks.splice(0, LIMITS.ackIds)
         // If this fails the server redelivers; local history dedupes by id.
-        this.o.client
+        const sent = this.o.client
           .request('ack', {...(msgIds.length ? {msgIds} : {}), ...(unreadable.length ? {unreadable} : {}), ...(receiptIds.length ? {receiptIds} : {})})
-          .catch(() => undefined)
+          .then(() => undefined, () => undefined)
+        this.acksInFlight.add(sent)
+        void sent.then(() => this.acksInFlight.delete(sent))
       }
     })
+  }
+
+  /**
+   * Resolves once every ack queued so far has been answered (or failed: the server then keeps what
+   * it was about). For a one-shot command that must not close its connection under its acks.
+   */
+  async acksSent(): Promise<void> {
+    while (this.ackScheduled || this.acksInFlight.size > 0) {
+      if (this.ackScheduled) await new Promise<void>((resolve) => setImmediate(resolve))
+      else await Promise.all(this.acksInFlight)
+    }
   }
 
   /**

@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {historyWho, renderMessageText} from '../cli/render.js'
+import {escapeControls, historyWho, renderMessageText} from '../cli/render.js'
+import {MessengerError} from '../protocol/errors.js'
 import {openHistory, type HistoryEntry, type HistoryStatus} from '../client/history.js'
 import {HISTORY_FILE} from '../client/session.js'
 import {join} from 'node:path'
@@ -13,12 +14,14 @@ export default class History extends BaseCommand<typeof History> {
 
   static override description = `Reads the history kept on this machine (the server keeps no copy of delivered messages).
 Each line says where a message went and who wrote it: "alice", "you -> bob", "[#team] alice", "[broadcast] you" (--json: group, and broadcast true for one sent to everyone online).
+Before printing, it asks the server for the receipts waiting for you (delivered, expired, unreadable) and records them, without showing you online, so the marks are current even if you never ran chat or listen. If the server cannot be asked (unreachable, not logged in), it prints the local marks and says on stderr that they may be out of date (--json: receiptsChecked false).
 Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ unreadable (the recipient's client could not open it; send it again), ✗ failed.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> bob --limit 20',
     '<%= config.bin %> <%= command.id %> --group friends',
+    '<%= config.bin %> <%= command.id %> bob --json',
   ]
 
   static override args = {user: Args.string({description: 'Only the conversation with this user.'})}
@@ -30,19 +33,41 @@ Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered
     limit: Flags.integer({description: 'How many of the latest messages.', default: 50, min: 1}),
   }
 
-  async run(): Promise<{messages: HistoryEntry[]}> {
+  async run(): Promise<{messages: HistoryEntry[]; receiptsChecked: boolean}> {
     const history = openHistory(join(this.profile.dir, HISTORY_FILE))
     try {
-      const messages = history.list({peer: this.args.user?.toLowerCase(), group: this.flags.group?.toLowerCase(), limit: this.flags.limit})
+      const query = {peer: this.args.user?.toLowerCase(), group: this.flags.group?.toLowerCase(), limit: this.flags.limit}
+      // Refuses a bad query (a user and a group) before anything is asked of the server.
+      history.list(query)
+      const receiptsChecked = await this.collectReceipts()
+      const messages = history.list(query)
       if (messages.length === 0) this.log('No messages yet.')
       for (const m of messages) {
         const when = new Date(m.ts).toLocaleString()
         // Controls escaped and continuation lines marked; --json returns the exact text.
         this.log(`${when}  ${historyWho(m)}: ${renderMessageText(m.text)}${m.direction === 'out' ? `  ${MARKS[m.status] ?? m.status}` : ''}`)
       }
-      return {messages}
+      return {messages, receiptsChecked}
     } finally {
       history.close()
+    }
+  }
+
+  /**
+   * Records the receipts waiting on the server, as chat and listen do when they go online, so the
+   * marks are current. Invisible and without the online profile lock: a chat or listen running on
+   * this profile may be handed the same receipts, and recording a status or acknowledging a receipt
+   * twice changes nothing. False when they could not be read: local history is shown all the same,
+   * with a note (an older server without the `receipts` request is no news, so no note).
+   */
+  private async collectReceipts(): Promise<boolean> {
+    try {
+      const {engine} = await this.messagingSession({online: false, publishKey: false})
+      return (await engine.collectStoredReceipts()).supported
+    } catch (error) {
+      const reason = error instanceof MessengerError ? error.message : String(error)
+      if (!this.jsonEnabled()) process.stderr.write(`Marks may be out of date: the server could not be asked for new receipts (${escapeControls(reason)})\n`)
+      return false
     }
   }
 }

@@ -142,6 +142,51 @@ describe('messaging through the CLI', () => {
     expect(JSON.parse(receipt)).toMatchObject({type: 'receipt', id: entry!.id, by: 'bob', status: 'delivered'})
   })
 
+  it('history collects the receipts waiting on the server: the sender sees "✓✓ delivered" without ever going online', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const {alice, bob} = envs
+    const sent = await sendJson(alice, ['send', 'bob', 'did you get it?'])
+    expect(sent.code, sent.stderr).toBe(0)
+    const id = sent.result.id as string
+    // A second session of alice's, signed in but not online (as history's is): pushed the receipt
+    // the moment the server has stored it, and never acknowledging it, so it stays stored. The
+    // event to wait for; alice's profile itself never runs listen or chat.
+    const watcher = await connectClient(server.address)
+    await watcher.login('alice', PASSWORDS.alice)
+    const stored = new Promise<void>((resolve) => watcher.on('push', (push) => push.type === 'receipt' && push.msgIds.includes(id) && resolve()))
+
+    const bobListens = await listen(bob)
+    await nextMessage(bobListens, (m) => m.id === id, 'the stored message')
+    expect(await bobListens.stop('SIGINT')).toBe(0)
+    await stored
+
+    const plain = await runCli(['history', 'bob'], {env: alice})
+    expect(plain.code, plain.stderr).toBe(0)
+    expect(plain.stdout).toMatch(/you -> bob: did you get it\?  ✓✓ delivered$/m)
+    expect(plain.stderr).toBe('')
+    const json = await sendJson(alice, ['history', 'bob'])
+    expect(json.result).toMatchObject({receiptsChecked: true, messages: [expect.objectContaining({id, status: 'delivered'})]})
+    // Acknowledged: the server no longer keeps it for alice's next session.
+    expect(await watcher.request('receipts', {})).toEqual({receipts: []})
+  })
+
+  it('history with the server stopped prints the local marks, and says on stderr they may be out of date', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const {alice} = envs
+    const sent = await runCli(['send', 'bob', 'anyone there?'], {env: alice})
+    expect(sent.code, sent.stderr).toBe(0)
+    await server.stop('SIGTERM')
+
+    const plain = await runCli(['history', 'bob'], {env: alice})
+    expect(plain.code, plain.stderr).toBe(0)
+    expect(plain.stdout).toMatch(/you -> bob: anyone there\?  ✓ stored$/m)
+    expect(plain.stderr).toMatch(/^Marks may be out of date: the server could not be asked for new receipts \(.+\)\n$/)
+    const json = await runCli(['history', 'bob', '--json'], {env: alice})
+    expect(json.code, json.stderr).toBe(0)
+    expect(json.stderr).toBe('')
+    expect(JSON.parse(json.stdout)).toMatchObject({receiptsChecked: false, messages: [expect.objectContaining({text: 'anyone there?', status: 'stored'})]})
+  })
+
   it("listen names which message a receipt is for: the number send printed, in the plain line and as seq in --json", async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
     const numbers: number[] = []
