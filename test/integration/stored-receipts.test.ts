@@ -1,7 +1,14 @@
-import {describe, expect, it} from 'vitest'
+import net from 'node:net'
+import tls from 'node:tls'
+import {describe, expect, it, onTestFinished} from 'vitest'
+import {openMessaging} from '../../src/client/session.js'
+import {loadServerTls} from '../../src/crypto/tls.js'
 import {LIMITS} from '../../src/protocol/constants.js'
+import {errors} from '../../src/protocol/errors.js'
+import {encodeFrame} from '../../src/protocol/frame.js'
+import {answerLikeAServer} from '../helpers/fake-server.js'
 import type {ReceiptRecord} from '../../src/store/store.js'
-import {connectClient, expectCode, registerAndLogin, sqliteStoreIn, startTestServer} from '../helpers/server.js'
+import {connectClient, expectCode, makeTempDir, registerAndLogin, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 
 /** Receipt ids are msgId-shaped (ack checks them so): 16+ base64url characters, ordered by number. */
 const receiptId = (i: number) => `receipt-${String(i).padStart(12, '0')}`
@@ -47,5 +54,27 @@ describe('the receipts request: stored receipts for a session that is not online
     expect(await alice.request('receipts', {})).toEqual({receipts: []})
     // Carol's receipt was never alice's to see or delete.
     expect((await store.pendingReceipts('carol', 10)).map((r) => r.receiptId)).toEqual([receiptId(total)])
+  })
+
+  it('a client of a server that predates the request hears "not supported", not an error, and asks nothing more', async () => {
+    // A stand-in for an older server: it refuses `receipts` exactly as validateRequest refuses any unknown type.
+    const material = await loadServerTls({dataDir: await makeTempDir('messenger-old-server-')})
+    const requests: string[] = []
+    const fake = tls.createServer({cert: material.cert, key: material.key}, (socket) =>
+      answerLikeAServer(socket, (request) => {
+        requests.push(request.type)
+        if (request.type !== 'receipts') return false
+        socket.write(encodeFrame({re: request.id, error: errors.unknownType(request.type).toWire()}))
+        return true
+      }),
+    )
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))
+    onTestFinished(() => new Promise<void>((done) => fake.close(() => done())))
+    const client = await connectClient(`127.0.0.1:${(fake.address() as net.AddressInfo).port}`)
+    await client.login('alice', 'whatever password')
+    const session = openMessaging(client, await makeTempDir('messenger-old-server-profile-'), {me: 'alice'})
+    onTestFinished(() => session.close())
+    expect(await session.engine.collectStoredReceipts()).toEqual({supported: false, receipts: 0})
+    expect(requests).toEqual(['hello', 'login', 'receipts'])
   })
 })
