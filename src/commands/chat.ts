@@ -3,6 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags, udpPortFlag} from '../cli/path-flags.js'
 import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
+import {ProgressLines} from '../cli/file-progress.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
 import {escapeControls, historyWho, incomingMessageLine, leftGroupLine, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {stopSignals} from '../cli/stop-signals.js'
@@ -87,16 +88,20 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     }
     const ctx: ChatContext = {client, engine, history, me, print, sent: new Map()}
     this.wireEvents(ctx)
-    const lastShown = new Map<string, number>()
+    const progressLines = new ProgressLines()
     files.on('offer', (o) => print(`* ${o.peer} is sending you ${o.name} (${formatSize(o.size)})`))
     files.on('progress', (id, p) => {
-      // A line every couple of seconds: a bar would fight with the prompt.
-      if (Date.now() - (lastShown.get(id) ?? 0) < 2_000 || p.bytes === p.total) return
-      lastShown.set(id, Date.now())
-      print(`  ${Math.floor((100 * p.bytes) / Math.max(1, p.total))}% at ${formatSize(p.rateBps)}/s, ETA ${Math.ceil(p.etaSeconds)} s`)
+      const line = progressLines.line(id, p)
+      if (line !== undefined) print(line)
     })
-    files.on('received', (f) => print(`* saved ${f.path} from ${f.peer} (${formatSize(f.bytes)}, SHA-256 verified)`))
-    files.on('failed', (_id, error) => print(`* file transfer failed: ${escapeControls(error.message)}${error.hint ? ` ${error.hint}` : ''}`))
+    files.on('received', (f) => {
+      progressLines.end(f.transferId)
+      print(`* saved ${f.path} from ${f.peer} (${formatSize(f.bytes)}, SHA-256 verified)`)
+    })
+    files.on('failed', (id, error) => {
+      progressLines.end(id)
+      print(`* file transfer failed: ${escapeControls(error.message)}${error.hint ? ` ${error.hint}` : ''}`)
+    })
 
     // Bracketed paste: the terminal wraps pasted text in ESC[200~ ... ESC[201~, so a paste of several
     // lines is one message instead of one per line, and a pasted "/quit" is text, not a command.
