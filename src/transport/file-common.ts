@@ -1,6 +1,7 @@
 import type {Hash} from 'node:crypto'
 import type {FileHandle} from 'node:fs/promises'
 import {MessengerError} from '../protocol/errors.js'
+import {DirectoryUnusable} from '../util/make-dirs.js'
 import {DATA_OVERHEAD} from './file-codec.js'
 
 /*
@@ -112,4 +113,50 @@ export async function hashFileRange(fh: FileHandle, hash: Hash, from: number, to
     position += bytesRead
   }
   return true
+}
+
+/**
+ * How a receiver that cannot open a file in its downloads directory refuses it (REJECT code
+ * TRANSFER_FAILED); a category may follow after ": " (saveFailureCategory). Senders from before the
+ * category read the text as it comes; newer ones recognise the prefix (cannotSaveRefusal).
+ */
+export const CANNOT_SAVE_REASON = 'The recipient cannot save the file'
+
+/**
+ * Why a file cannot be saved, in words fit for the sender: a category of the error, never the
+ * receiver's paths or its errno text. Undefined when the error fits none.
+ */
+export function saveFailureCategory(error: unknown): string | undefined {
+  switch (error instanceof DirectoryUnusable ? error.code : errnoCode(error)) {
+    case 'EACCES':
+    case 'EPERM':
+      return 'its downloads directory is not writable'
+    case 'EROFS':
+      return 'its downloads directory is on a read-only file system'
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return 'the disk of its downloads directory is full'
+    case 'ENOTDIR':
+    case 'ENOENT':
+      return 'its downloads directory cannot be created or is not a directory'
+    default:
+      return undefined
+  }
+}
+
+/**
+ * The sender's error for a receiver's CANNOT_SAVE_REASON refusal: the category it named and what
+ * the recipient has to change, since asking "do you want the file?" cannot help. The reason is the
+ * peer's text: rendering escapes it (render.ts).
+ */
+export function cannotSaveRefusal(peer: string | undefined, code: string, reason: string): MessengerError {
+  const who = peer ?? 'the recipient'
+  const category = reason.slice(CANNOT_SAVE_REASON.length).replace(/^:\s*/, '').replace(/\.$/, '')
+  const full = /\bfull\b/.test(category)
+  return new MessengerError('FILE_REJECTED', `${peer ? `${peer}'s client` : 'The recipient'} cannot save the file${category ? `: ${category}` : ''}.`, {
+    hint: full
+      ? `${who} has to free space there or pick another downloads directory (--downloads DIR); then send the file again.`
+      : `${who} has to pick a downloads directory they can write in (--downloads DIR, or messenger config set downloads DIR); then send the file again.`,
+    details: {code, reason},
+  })
 }

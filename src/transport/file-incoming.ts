@@ -4,7 +4,7 @@ import {basename, join} from 'node:path'
 import {MessengerError} from '../protocol/errors.js'
 import {DirectoryUnusable, makeDirs} from '../util/make-dirs.js'
 import {chunkLength, encodeFrame, MAX_SACK_BITMAP_BYTES, MAX_SACK_BITS, type TransferId} from './file-codec.js'
-import {errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress} from './file-common.js'
+import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress, saveFailureCategory} from './file-common.js'
 import {partialFileName, publish} from './file-names.js'
 import type {FileReceiverOptions} from './file-receiver.js'
 import {ChunkWriter} from './file-writer.js'
@@ -162,7 +162,9 @@ export class IncomingTransfer {
       if (this.state !== 'opening') return
       this.state = 'closed'
       this.host.forget(this.key)
-      this.host.refuse(this.key, this.id, this.transport, 'TRANSFER_FAILED', 'The recipient cannot save the file.')
+      // The sender hears why in a category only: the receiver's paths are not its business.
+      const category = saveFailureCategory(error)
+      this.host.refuse(this.key, this.id, this.transport, 'TRANSFER_FAILED', `${CANNOT_SAVE_REASON}${category ? `: ${category}` : ''}.`)
       this.host.emit(
         'onError',
         this.hex,

@@ -15,7 +15,7 @@ import {
   transferIdToHex,
   writeDataHeader,
 } from './file-codec.js'
-import {chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress} from './file-common.js'
+import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress} from './file-common.js'
 import {Flight} from './file-congestion.js'
 import {fitName} from './file-names.js'
 import {ChunkReader} from './file-reader.js'
@@ -161,6 +161,8 @@ export class Sender {
           if (this.phase !== 'offer') break
           if (frame.code === 'FILE_TOO_LARGE') {
             this.fail(new MessengerError('FILE_TOO_LARGE', frame.reason || undefined, {details: {code: frame.code}}), false)
+          } else if (frame.code === 'TRANSFER_FAILED' && frame.reason.startsWith(CANNOT_SAVE_REASON)) {
+            this.fail(cannotSaveRefusal(this.options.peer, frame.code, frame.reason), false)
           } else {
             const reason = frame.reason ? `The recipient refused the file: ${frame.reason}` : undefined
             this.fail(new MessengerError('FILE_REJECTED', reason, {details: {code: frame.code, reason: frame.reason}}), false)

@@ -22,6 +22,7 @@ import {
   type TransferProgress,
 } from '../../src/transport/file-transfer.js'
 import {type LossyOptions, memoryTransportPair} from '../helpers/lossy-transport.js'
+import {CANNOT_SAVE_REASON, cannotSaveRefusal, saveFailureCategory} from '../../src/transport/file-common.js'
 
 const CHUNK = 1100 - DATA_OVERHEAD
 
@@ -306,10 +307,41 @@ describe('file transfer', () => {
   })
 
   it('a downloads directory that cannot be made (under /proc): the transfer fails at once saying why, instead of hanging in mkdir', async () => {
-    const r = await run({size: 4096, downloads: '/proc/messenger-no-such/incoming'})
+    const r = await run({size: 4096, downloads: '/proc/messenger-no-such/incoming', sender: {peer: 'bob'}})
     const received = await r.received
     expect(received.error?.message).toBe('Cannot save "source.bin" in /proc/messenger-no-such/incoming: /proc cannot hold a directory (ENOENT).')
-    expect((await r.sent).error).toMatchObject({code: 'FILE_REJECTED', message: expect.stringContaining('cannot save the file')})
+    // The sender hears the category and what bob has to do, never bob's paths.
+    const {error} = await r.sent
+    expect(error).toMatchObject({code: 'FILE_REJECTED', message: "bob's client cannot save the file: its downloads directory cannot be created or is not a directory."})
+    expect(error!.hint).toBe('bob has to pick a downloads directory they can write in (--downloads DIR, or messenger config set downloads DIR); then send the file again.')
+    expect(`${error!.message} ${error!.hint} ${JSON.stringify(error!.details)}`).not.toContain('/proc')
+  })
+
+  it('a downloads "directory" that is a file: the receiver is told where, the sender only why', async () => {
+    const root = await tempDir()
+    const downloads = join(root, 'secret-place')
+    await writeFile(downloads, 'not a directory')
+    const r = await run({size: 10, downloads, sender: {peer: 'bob'}})
+    expect((await r.received).error?.message).toContain(downloads)
+    const {error} = await r.sent
+    expect(error?.message).toBe("bob's client cannot save the file: its downloads directory cannot be created or is not a directory.")
+    expect(JSON.stringify({...error, message: error!.message})).not.toContain('secret-place')
+  })
+
+  it.each([
+    ['EACCES', "bob's client cannot save the file: its downloads directory is not writable.", 'pick a downloads directory'],
+    ['EROFS', "bob's client cannot save the file: its downloads directory is on a read-only file system.", 'pick a downloads directory'],
+    ['ENOSPC', "bob's client cannot save the file: the disk of its downloads directory is full.", 'free space there'],
+    // What a receiver from before the category sends: the hint still fits, "do you want it?" would not.
+    [undefined, "bob's client cannot save the file.", 'pick a downloads directory'],
+  ])('cannot save (%s): the REJECT reason names a category the sender shows with a hint for bob', (code, message, hint) => {
+    const category = code === undefined ? undefined : saveFailureCategory(Object.assign(new Error(`${code}: open '/home/bob/dl/x.part'`), {code}))
+    const reason = `${CANNOT_SAVE_REASON}${category ? `: ${category}` : ''}.`
+    expect(reason).not.toContain('/home')
+    const error = cannotSaveRefusal('bob', 'TRANSFER_FAILED', reason)
+    expect(error).toMatchObject({code: 'FILE_REJECTED', message})
+    expect(error.hint).toContain(hint)
+    expect(error.hint).toContain('then send the file again')
   })
 
   it('refuses files over the limit: the sender gets FILE_TOO_LARGE and nothing is written', async () => {
