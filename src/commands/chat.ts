@@ -30,6 +30,11 @@ interface ChatContext {
   /** Where plain text goes: the last /msg target, else whoever wrote last. */
   current?: string
   lastSender?: string
+  /**
+   * The last /msg typed and not yet sent (queued while the connection is down): plain text typed
+   * after it goes there once it is sent, so the prompt names it now, not when it goes.
+   */
+  typed?: {to: string}
   /** Message ids sent from this chat, to announce their receipts. */
   sent: Map<string, {seq: number; group?: string}>
 }
@@ -41,7 +46,7 @@ function sendsMessage(action: ChatAction, ctx: ChatContext): boolean {
     case 'broadcast':
       return true
     case 'say':
-      return (ctx.current ?? ctx.lastSender) !== undefined
+      return (ctx.typed?.to ?? ctx.current ?? ctx.lastSender) !== undefined
     case 'reply':
       return ctx.lastSender !== undefined
     case 'group':
@@ -70,7 +75,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     let closed = false
     // The prompt names where plain text goes (`alice -> bob> `); every redraw follows a change of it.
     const prompt = (preserveCursor?: boolean) => {
-      const to = ctx.current ?? ctx.lastSender
+      const to = ctx.typed?.to ?? ctx.current ?? ctx.lastSender
       // Piped, there is no prompt at all: scripts read the output.
       if (terminal) rl.setPrompt(to ? `${me} -> ${to}> ` : `${me}> `)
       rl.prompt(preserveCursor)
@@ -133,15 +138,20 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
           }
           // Typed while the connection is down, a message waits (in order, behind what was typed
           // before) for the reconnect, then goes: say so now, or the line looks ignored.
+          const typed = action.kind === 'msg' ? {to: action.to.toLowerCase()} : undefined
+          if (typed) ctx.typed = typed
           if (!client.connected && sendsMessage(action, ctx)) print('(not connected: message queued; it is sent when the connection is back)')
           chain = chain.then(async () => {
+            let failure: MessengerError | undefined
             try {
               await this.perform(ctx, action)
             } catch (error) {
-              const failure = toMessengerError(error)
-              // Escaped like a one-shot command's: a message can carry a peer's words (a file's REJECT reason).
-              print(renderError(failure.message, failure.hint).trimEnd())
+              failure = toMessengerError(error)
             }
+            // Sent (or refused): ctx.current says where text goes now, unless a later /msg is still waiting.
+            if (typed && ctx.typed === typed) ctx.typed = undefined
+            // Escaped like a one-shot command's: a message can carry a peer's words (a file's REJECT reason).
+            if (failure) print(renderError(failure.message, failure.hint).trimEnd())
             if (!quitting) prompt()
           })
         }

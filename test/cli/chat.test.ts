@@ -258,6 +258,32 @@ describe('messenger chat', () => {
     expect(bobListens.lines.filter((l) => l.includes('"type":"message"')).map((l) => (JSON.parse(l) as {text: string}).text)).toEqual(['before', 'while down', 'also down'])
   }, 120_000)
 
+  it.skipIf(!hasScript)('in a pseudo-terminal: a /msg queued while the server is down moves the prompt at once, as plain text typed next goes there', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob', 'carol'])
+    const chat = chatInTerminal(envs.alice)
+    /** The prompt last drawn (readline follows it with cursor moves, hence no end anchor). */
+    const lastPrompt = () => [...chat.output().matchAll(/alice(?: -> (\w+))?> /g)].at(-1)?.[0]
+    await chat.waitFor('alice> ', 'the prompt')
+    chat.write('/msg bob before\r')
+    await chat.waitFor(/message \d+ to bob [^]*alice -> bob> /, 'the prompt naming bob')
+
+    expect(await server.stop()).toBe(0)
+    await chat.waitFor('* connection lost', 'the lost connection')
+    chat.write('/msg carol queued\r')
+    // Before: the prompt kept "-> bob" until the reconnect, yet the next plain line went to carol.
+    await chat.waitFor(/message queued;[^]*alice -> \w+> /, 'the queued line, then the prompt')
+    expect(lastPrompt()).toBe('alice -> carol> ')
+    chat.write('for carol too\r')
+    await chat.waitFor(/queued;[^]*queued;[^]*alice -> \w+> /, 'the second queued line, then the prompt')
+    expect(lastPrompt()).toBe('alice -> carol> ')
+
+    await startServerProcess([], {dataDir: server.dataDir, port: server.port})
+    await chat.waitFor(/message \d+ to carol [^]*message \d+ to carol [^]*alice -> \w+> /, 'both sent to carol, then the prompt')
+    expect(lastPrompt()).toBe('alice -> carol> ')
+    chat.write('/quit\r')
+    expect(await chat.exited).toBe(0)
+  }, 120_000)
+
   it('through pipes: after a reconnect, users who stayed online are not announced online again', async () => {
     const {server, envs} = await loggedInProfiles(['alice', 'bob'])
     const {alice, bob} = envs
