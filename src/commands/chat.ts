@@ -329,7 +329,17 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         return
       case 'trust': {
         const expectFingerprint = action.fingerprint === undefined ? undefined : verifiedFingerprint(action.fingerprint, action.user, 'chat')
-        print(trustedLine(await engine.trust(action.user, {expectFingerprint}), expectFingerprint !== undefined))
+        const result = await engine.trust(action.user, {expectFingerprint}).catch((error: unknown) => {
+          // The shared hint names the commands (`messenger trust USER --fingerprint`); here the person types chat's own forms.
+          if (!(error instanceof MessengerError && error.code === 'KEY_MISMATCH')) throw error
+          const user = typeof error.details?.username === 'string' ? error.details.username : action.user
+          throw new MessengerError('KEY_MISMATCH', error.message, {
+            hint: `Run /whois ${user} again, verify the fingerprint it shows with ${user} over a channel you trust (in person, a call), then type /trust ${user} FINGERPRINT with it. A key that keeps changing may mean someone is in the middle.`,
+            details: error.details,
+            cause: error,
+          })
+        })
+        print(trustedLine(result, expectFingerprint !== undefined))
         return
       }
       case 'group':

@@ -220,6 +220,9 @@ describe('messenger chat', () => {
 
     chat.write(`/trust bob ${verified}\n`)
     await chat.waitFor(`The key the server now serves for bob has fingerprint ${now}, not ${verified}: it changed again since you verified it`, 'KEY_MISMATCH')
+    // The hint names chat's own commands, not the one-shot `messenger trust bob --fingerprint`.
+    await chat.waitFor('Run /whois bob again, verify the fingerprint it shows with bob over a channel you trust (in person, a call), then type /trust bob FINGERPRINT with it.', "KEY_MISMATCH's hint")
+    expect(chat.output()).not.toContain('messenger trust')
     expect(await whois()).toMatchObject({fingerprint: now, trust: 'changed'})
     chat.write('/trust bob ABCD\n')
     await chat.waitFor('"ABCD" is not a key fingerprint: it needs 32 hex digits, as /whois USER prints them. Copy it from /whois bob: /trust bob 3F2A 91C0 ...', 'a typo refused')
