@@ -7,7 +7,11 @@ export interface ServerAddress {
   port: number
 }
 
-/** Parses `host`, `host:port`, `[v6]:port` or `v6`; the result's `key` is how pins are filed. */
+/**
+ * Parses `host`, `host:port`, `[v6]:port` or `v6`; formatServerAddress of the result is how pins are
+ * filed. The host comes back in lower case: DNS names and IPv6 hex have no case, so "LOCALHOST:7420"
+ * and "localhost:7420" are one server, with one pin.
+ */
 export function parseServerAddress(text: string): ServerAddress {
   const raw = text.trim()
   let host = raw
@@ -25,11 +29,13 @@ export function parseServerAddress(text: string): ServerAddress {
   // Colons belong only to IPv6 literals; anything else with them ("host::7420") is a typo.
   if (host.includes(':') && !isIPv6(host)) throw badAddress(text)
   if (!host || !/^[A-Za-z0-9.:_-]+$/.test(host) || !Number.isInteger(port) || port < 1 || port > 65535) throw badAddress(text)
-  return {host, port}
+  return {host: host.toLowerCase(), port}
 }
 
+/** HOST:PORT (or [v6]:PORT), host in lower case whatever built the address: the key pins are filed by. */
 export function formatServerAddress(address: ServerAddress): string {
-  return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`
+  const host = address.host.toLowerCase()
+  return host.includes(':') ? `[${host}]:${address.port}` : `${host}:${address.port}`
 }
 
 function badAddress(text: string): MessengerError {
@@ -53,7 +59,7 @@ export function formatServerList(list: ServerAddress[]): string {
  * names compare without case, as DNS (and IPv6 hex) does.
  */
 export function sameServer(a: string, b: string): boolean {
-  const nodes = (text: string): Set<string> => new Set(parseServerList(text).map((node) => formatServerAddress({...node, host: node.host.toLowerCase()})))
+  const nodes = (text: string): Set<string> => new Set(parseServerList(text).map(formatServerAddress))
   const left = nodes(a)
   const right = nodes(b)
   return left.size === right.size && [...left].every((node) => right.has(node))

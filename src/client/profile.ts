@@ -96,18 +96,27 @@ export class Profile implements PinStore {
     this.update({token: undefined, tokenExpiresAt: undefined})
   }
 
+  /**
+   * Addresses are filed in lower case (formatServerAddress); a profile from before that may hold a
+   * pin under "LOCALHOST:7420", which is the same server and is found too (the lower-case key first).
+   */
   getPin(address: string): string | undefined {
-    return this.read().pins[address]
+    const pins = this.read().pins
+    const key = address.toLowerCase()
+    return pins[key] ?? pins[address] ?? Object.entries(pins).find(([k]) => k.toLowerCase() === key)?.[1]
   }
 
+  /** Files the pin under the lower-case key, replacing any other-case key of the same server. */
   setPin(address: string, fingerprint: string): void {
-    this.update({pins: {...this.read().pins, [address]: fingerprint}})
+    const pins = withoutServer(this.read().pins, address)
+    this.update({pins: {...pins, [address.toLowerCase()]: fingerprint}})
   }
 
+  /** Forgets the server's pin, under whatever case it was filed. */
   forgetPin(address: string): boolean {
-    const pins = {...this.read().pins}
-    if (!(address in pins)) return false
-    delete pins[address]
+    const before = this.read().pins
+    const pins = withoutServer(before, address)
+    if (Object.keys(pins).length === Object.keys(before).length) return false
     this.update({pins})
     return true
   }
@@ -149,4 +158,10 @@ export class Profile implements PinStore {
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** `pins` without the entries of `address`, compared without case. */
+function withoutServer(pins: Record<string, string>, address: string): Record<string, string> {
+  const key = address.toLowerCase()
+  return Object.fromEntries(Object.entries(pins).filter(([k]) => k.toLowerCase() !== key))
 }

@@ -1,3 +1,5 @@
+import {readFileSync, writeFileSync} from 'node:fs'
+import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {loggedInProfiles, runCli} from '../helpers/cli.js'
 
@@ -57,5 +59,32 @@ describe('server address of the session', () => {
     const fromFlag = await runCli(['whoisonline', '--server', `localhost:${server.port}`], {env: {MESSENGER_HOME: envs.alice.MESSENGER_HOME}})
     expect(fromFlag.code).toBe(1)
     expect(fromFlag.stderr).toContain(`or drop --server to use ${forward}.`)
+  }, 60_000)
+
+  it('host names have no case: LOCALHOST:P is the server of localhost:P, with its one pin, also in a profile from before that filed "LOCALHOST:P"', async () => {
+    const {server, envs} = await loggedInProfiles(['alice'])
+    const profileFile = join(envs.alice.MESSENGER_HOME, 'profile.json')
+    const profile = () => JSON.parse(readFileSync(profileFile, 'utf8')) as {server: string; pins: Record<string, string>}
+    const login = await runCli(['login', 'alice', '--password-stdin'], {env: {...envs.alice, MESSENGER_SERVER: `localhost:${server.port}`}, input: 'wonderland1\n'})
+    expect(login.code, login.stderr).toBe(0)
+
+    // Before: "Pinned the certificate of LOCALHOST:P on first use" again, and a second pin.
+    const upper = await runCli(['whoisonline'], {env: {...envs.alice, MESSENGER_SERVER: `LOCALHOST:${server.port}`}})
+    expect(upper.code, upper.stderr).toBe(0)
+    expect(upper.stderr).not.toContain('Pinned')
+    expect(Object.keys(profile().pins).sort()).toEqual([server.address, `localhost:${server.port}`])
+
+    // A profile from before: server and pin filed under upper case. The pin is found (a wrong one is CERT_CHANGED).
+    const old = profile()
+    const wrong = 'AA:'.repeat(31) + 'AA'
+    writeFileSync(profileFile, JSON.stringify({...old, server: `LOCALHOST:${server.port}`, pins: {[`LOCALHOST:${server.port}`]: wrong}}))
+    const changed = await runCli(['whoisonline'], {env: {MESSENGER_HOME: envs.alice.MESSENGER_HOME}})
+    expect(changed.code).not.toBe(0)
+    expect(changed.stderr).toContain(`The certificate of localhost:${server.port} has changed.`)
+    writeFileSync(profileFile, JSON.stringify({...old, server: `LOCALHOST:${server.port}`, pins: {[`LOCALHOST:${server.port}`]: server.fingerprint}}))
+    const same = await runCli(['whoisonline'], {env: {MESSENGER_HOME: envs.alice.MESSENGER_HOME}})
+    expect(same.code, same.stderr).toBe(0)
+    expect(same.stderr).not.toContain('Pinned')
+    expect(profile().pins).toEqual({[`LOCALHOST:${server.port}`]: server.fingerprint})
   }, 60_000)
 })

@@ -29,6 +29,11 @@ describe('parseServerAddress', () => {
     ['[2001:db8::42]:443', {host: '2001:db8::42', port: 443}],
     ['::1', {host: '::1', port: DEFAULTS.port}],
     ['2001:db8::42', {host: '2001:db8::42', port: DEFAULTS.port}],
+    // Hosts have no case (DNS names, IPv6 hex): one spelling, so one pin per server.
+    ['LOCALHOST:7420', {host: 'localhost', port: 7420}],
+    ['Chat.Example.ORG', {host: 'chat.example.org', port: DEFAULTS.port}],
+    ['[2001:DB8::AB]:443', {host: '2001:db8::ab', port: 443}],
+    ['FE80::1', {host: 'fe80::1', port: DEFAULTS.port}],
   ])('%j is %j', (text, expected) => {
     expect(parseServerAddress(text)).toEqual(expected)
   })
@@ -77,6 +82,12 @@ describe('formatServerAddress', () => {
   it('writes host:port, and brackets IPv6 hosts', () => {
     expect(formatServerAddress({host: '127.0.0.1', port: 7420})).toBe('127.0.0.1:7420')
     expect(formatServerAddress({host: '::1', port: 7420})).toBe('[::1]:7420')
+  })
+
+  it('writes the host in lower case, however the address was built: the key pins are filed by', () => {
+    expect(formatServerAddress({host: 'LocalHost', port: 7420})).toBe('localhost:7420')
+    expect(formatServerAddress({host: '2001:DB8::AB', port: 443})).toBe('[2001:db8::ab]:443')
+    expect(formatServerAddress(parseServerAddress('LOCALHOST:7420'))).toBe(formatServerAddress(parseServerAddress('localhost:7420')))
   })
 
   it.each([['example.com'], ['example.com:9000'], ['[::1]:7420'], ['::1'], ['[2001:db8::42]:443'], ['10.1.2.3:1']])(

@@ -58,6 +58,20 @@ describe('Profile', () => {
     expect(JSON.parse(readFileSync(listening.path, 'utf8'))).toEqual({username: 'alice', server: '127.0.0.1:7777', downloads: '/tmp/elsewhere', pins: {}})
   })
 
+  it('pins are filed per server whatever the case of its host: a pin from before, under "LOCALHOST:7777", is found, replaced and forgotten by the lower-case key', () => {
+    const home = tempDir('messenger-profile-')
+    // As a profile written before host names were lower-cased may hold them.
+    writeFileSync(path.join(home, 'profile.json'), JSON.stringify({server: 'LOCALHOST:7777', pins: {'LOCALHOST:7777': 'AA:BB', '[FE80::1]:7420': 'CC:DD'}}))
+    const profile = new Profile(home)
+    expect(profile.getPin('localhost:7777')).toBe('AA:BB')
+    expect(profile.getPin('[fe80::1]:7420')).toBe('CC:DD')
+    // Pinned again (forget-server, then a connect): one entry, under the lower-case key.
+    profile.setPin('localhost:7777', 'EE:FF')
+    expect(profile.data.pins).toEqual({'localhost:7777': 'EE:FF', '[FE80::1]:7420': 'CC:DD'})
+    expect(profile.forgetPin('[fe80::1]:7420')).toBe(true)
+    expect(profile.data.pins).toEqual({'localhost:7777': 'EE:FF'})
+  })
+
   it('a profile file removed while a command runs reads as a fresh profile, and the next change writes it again', () => {
     const home = tempDir('messenger-profile-')
     const profile = new Profile(home)
