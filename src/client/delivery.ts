@@ -22,8 +22,6 @@ const STORE_UNAVAILABLE_RETRY_MS = {initial: 250, max: 4_000}
  * to 1,000 messages. A bound against a server that keeps answering full pages (acks that fail).
  */
 const MAX_RECEIPT_PAGES = 100
-/** Requests that store something: only for these does "what the server acknowledged is stored" say anything. */
-const STORING_REQUESTS: ReadonlySet<RequestType> = new Set<RequestType>(['send'])
 
 export interface DeliveryOptions {
   client: MessengerClient
@@ -124,7 +122,8 @@ function lostMessage(
  */
 function storeStillUnavailable(error: MessengerError, type: RequestType, tries: number, allowed: number): MessengerError {
   const tried = tries >= allowed && allowed > 1 ? `The messenger client already tried it ${allowed} times; try again in a moment.` : 'Try again in a moment.'
-  const kept = STORING_REQUESTS.has(type) ? ' Nothing was lost: what the server acknowledged is stored.' : ''
+  // send is the one request that stores something: only there does "what the server acknowledged is stored" say anything.
+  const kept = type === 'send' ? ' Nothing was lost: what the server acknowledged is stored.' : ''
   return new MessengerError('STORE_UNAVAILABLE', error.message, {hint: tried + kept, details: error.details, cause: error})
 }
 

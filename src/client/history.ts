@@ -326,7 +326,6 @@ export class LocalHistory {
     return (this.db.inTransaction ? this.setStatusNow : this.setStatusTx).call(this, id, status, fields.seq ?? null, fields.path ?? null)
   }
 
-  /** Stores an incoming message; true only the first time its id is seen, so a redelivery is shown once. */
   /**
    * The number (seq) and group of one of our own messages, undefined if this history has no such
    * message: how a receipt, which carries only the message id, is told to a person.
@@ -336,6 +335,7 @@ export class LocalHistory {
     return row && {seq: row.seq, group: row.grp}
   }
 
+  /** Stores an incoming message; true only the first time its id is seen, so a redelivery is shown once. */
   addIncoming(m: IncomingMessage): boolean {
     const group = m.group ?? null
     const peer = group === null ? m.from : groupPeer(group)

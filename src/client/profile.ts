@@ -108,16 +108,16 @@ export class Profile implements PinStore {
 
   /** Files the pin under the lower-case key, replacing any other-case key of the same server. */
   setPin(address: string, fingerprint: string): void {
-    const pins = withoutServer(this.read().pins, address)
-    this.update({pins: {...pins, [address.toLowerCase()]: fingerprint}})
+    const data = this.read()
+    this.write({...data, pins: {...withoutServer(data.pins, address), [address.toLowerCase()]: fingerprint}})
   }
 
   /** Forgets the server's pin, under whatever case it was filed. */
   forgetPin(address: string): boolean {
-    const before = this.read().pins
-    const pins = withoutServer(before, address)
-    if (Object.keys(pins).length === Object.keys(before).length) return false
-    this.update({pins})
+    const data = this.read()
+    const pins = withoutServer(data.pins, address)
+    if (Object.keys(pins).length === Object.keys(data.pins).length) return false
+    this.write({...data, pins})
     return true
   }
 

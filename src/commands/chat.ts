@@ -39,6 +39,11 @@ interface ChatContext {
   sent: Map<string, {seq: number; group?: string}>
 }
 
+/** Where plain text goes: a /msg typed but still queued, else the current conversation, else whoever wrote last. */
+function plainTextTarget(ctx: ChatContext): string | undefined {
+  return ctx.typed?.to ?? ctx.current ?? ctx.lastSender
+}
+
 /** Whether `action` sends a message (one with nobody to go to is refused, not sent). */
 function sendsMessage(action: ChatAction, ctx: ChatContext): boolean {
   switch (action.kind) {
@@ -46,7 +51,7 @@ function sendsMessage(action: ChatAction, ctx: ChatContext): boolean {
     case 'broadcast':
       return true
     case 'say':
-      return (ctx.typed?.to ?? ctx.current ?? ctx.lastSender) !== undefined
+      return plainTextTarget(ctx) !== undefined
     case 'reply':
       return ctx.lastSender !== undefined
     case 'group':
@@ -75,7 +80,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     let closed = false
     // The prompt names where plain text goes (`alice -> bob> `); every redraw follows a change of it.
     const prompt = (preserveCursor?: boolean) => {
-      const to = ctx.typed?.to ?? ctx.current ?? ctx.lastSender
+      const to = plainTextTarget(ctx)
       // Piped, there is no prompt at all: scripts read the output.
       if (terminal) rl.setPrompt(to ? `${me} -> ${to}> ` : `${me}> `)
       rl.prompt(preserveCursor)
@@ -243,10 +248,10 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     engine.on('unsaved', ({from, error}) => print(`!! A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`))
     // Last known presence per user: a reconnect brings presence pushes again (each session resuming
     // on the restarted server), which are no news to the person. Only a change is announced.
-    const known = new Map<string, {online: boolean; displayName: string}>()
+    const known = new Map<string, boolean>()
     const announce = (username: string, displayName: string, online: boolean, quiet = false) => {
-      if (username === ctx.me || known.get(username)?.online === online) return
-      known.set(username, {online, displayName})
+      if (username === ctx.me || known.get(username) === online) return
+      known.set(username, online)
       if (!quiet) print(`* ${username} (${escapeControls(displayName)}) is ${online ? 'online' : 'offline'}`)
     }
     // Who is online, read quietly at start (chat never listed them there), and after a reconnect to

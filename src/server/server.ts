@@ -26,7 +26,7 @@ import {createRouter, endSession} from './router.js'
 import {Social} from './social.js'
 import {StoreFailureLog} from './store-failure.js'
 import {LOCK_FILE, lockDataDir} from '../util/pid-lock.js'
-import {DirectoryUnusable, makeDirs} from '../util/make-dirs.js'
+import {directoryFailureText, makeDirs} from '../util/make-dirs.js'
 
 /** Options for {@link createServer}. Every field has a default; tests pass small timeouts and cheap scrypt. */
 export interface ServerOptions {
@@ -169,8 +169,15 @@ export class MessengerServer {
     // still be taken between this check and the real bind, which then fails as before.
     await probeListen(this.options.host, this.options.port).catch((error: unknown) => {
       // Most often the same server started twice: say that, naming the running one, rather than only
-      // the port. Only a data dir that has a lock file is asked (nothing is created to ask).
-      if (error instanceof MessengerError && error.code === 'PORT_IN_USE' && existsSync(join(this.options.dataDir, LOCK_FILE))) lockDataDir(this.options.dataDir)()
+      // the port. Only a data dir that already has a lock file is asked (no data dir is made to ask);
+      // anything but DATA_DIR_IN_USE from asking leaves the port as the answer.
+      if (error instanceof MessengerError && error.code === 'PORT_IN_USE' && existsSync(join(this.options.dataDir, LOCK_FILE))) {
+        try {
+          lockDataDir(this.options.dataDir)()
+        } catch (held) {
+          if (held instanceof MessengerError && held.code === 'DATA_DIR_IN_USE') throw held
+        }
+      }
       throw error
     })
     prepareDataDir(this.options.dataDir)
@@ -449,7 +456,7 @@ function prepareDataDir(dataDir: string): void {
     makeDirs(dataDir, 0o700)
     accessSync(dataDir, fsConstants.W_OK)
   } catch (error) {
-    throw unusable(error instanceof DirectoryUnusable ? error.reason : ((error as NodeJS.ErrnoException).code ?? (error as Error).message), error)
+    throw unusable(directoryFailureText(error), error)
   }
 }
 

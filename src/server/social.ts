@@ -1,6 +1,6 @@
 import {MessengerError, errors} from '../protocol/errors.js'
 import type {BlockedPush, GroupMember, InvitedPush, Results} from '../protocol/messages.js'
-import type {GroupRecord, Store} from '../store/store.js'
+import type {GroupRecord, Store, UserRecord} from '../store/store.js'
 import type {Hub} from './hub.js'
 import {normalizeGroupName} from '../protocol/rules.js'
 
@@ -78,8 +78,7 @@ export class Social {
   async block(blocker: string, rawUsername: string): Promise<void> {
     const blocked = rawUsername.toLowerCase()
     if (blocked === blocker) throw new MessengerError('BAD_INPUT', 'You cannot block yourself.')
-    const user = await this.o.store.getUser(blocked)
-    if (!user) throw errors.noSuchUser(blocked)
+    const user = await this.requireUser(blocked)
     await this.o.store.block(blocker, blocked)
     this.blockListChanged(blocker, blocked, true, user.publicKey)
   }
@@ -100,8 +99,10 @@ export class Social {
     this.o.hub.push(blocker, push, 'signedIn')
   }
 
-  private async requireUser(username: string): Promise<void> {
-    if (!(await this.o.store.getUser(username))) throw errors.noSuchUser(username)
+  private async requireUser(username: string): Promise<UserRecord> {
+    const user = await this.o.store.getUser(username)
+    if (!user) throw errors.noSuchUser(username)
+    return user
   }
 
   private async requireGroup(rawName: string): Promise<GroupRecord> {

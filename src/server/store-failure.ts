@@ -105,7 +105,7 @@ export class StoreFailureLog {
 
   private log(kind: string, failure: MessengerError, context: Record<string, unknown>, message: string): void {
     const now = this.now()
-    if (failure.code === 'STORE_UNAVAILABLE' && this.downSince === undefined && this.connection?.status !== 'ready') this.downSince = now
+    if (failure.code === 'STORE_UNAVAILABLE' && this.downSince === undefined && this.connection !== undefined && this.connection.status !== 'ready') this.downSince = now
     const seen = this.last.get(kind)
     if (seen && now - seen.at < this.everyMs) {
       seen.suppressed++

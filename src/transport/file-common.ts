@@ -1,7 +1,6 @@
 import type {Hash} from 'node:crypto'
 import type {FileHandle} from 'node:fs/promises'
 import {MessengerError} from '../protocol/errors.js'
-import {DirectoryUnusable} from '../util/make-dirs.js'
 import {DATA_OVERHEAD} from './file-codec.js'
 
 /*
@@ -127,7 +126,7 @@ export const CANNOT_SAVE_REASON = 'The recipient cannot save the file'
  * receiver's paths or its errno text. Undefined when the error fits none.
  */
 export function saveFailureCategory(error: unknown): string | undefined {
-  switch (error instanceof DirectoryUnusable ? error.code : errnoCode(error)) {
+  switch (errnoCode(error)) {
     case 'EACCES':
     case 'EPERM':
       return 'its downloads directory is not writable'

@@ -2,7 +2,7 @@ import {open, unlink, type FileHandle} from 'node:fs/promises'
 import {basename, join} from 'node:path'
 
 import {MessengerError} from '../protocol/errors.js'
-import {DirectoryUnusable, makeDirs} from '../util/make-dirs.js'
+import {directoryFailureText, makeDirs} from '../util/make-dirs.js'
 import {chunkLength, encodeFrame, MAX_SACK_BITMAP_BYTES, MAX_SACK_BITS, type TransferId} from './file-codec.js'
 import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress, saveFailureCategory} from './file-common.js'
 import {partialFileName, publish} from './file-names.js'
@@ -168,7 +168,7 @@ export class IncomingTransfer {
       this.host.emit(
         'onError',
         this.hex,
-        new MessengerError('TRANSFER_FAILED', `Cannot save "${this.name}" in ${this.host.dir}: ${error instanceof DirectoryUnusable ? error.reason : (errnoCode(error) ?? (error as Error).message)}.`, {
+        new MessengerError('TRANSFER_FAILED', `Cannot save "${this.name}" in ${this.host.dir}: ${directoryFailureText(error)}.`, {
           // The next file would fail the same way: the directory is the thing to change.
           hint: 'Stop, and start again with --downloads DIR naming a directory you can write in (or set it with `messenger config set downloads DIR`); then ask the sender to send it again.',
           cause: error,

@@ -12,6 +12,12 @@ export class DirectoryUnusable extends Error {
   }
 }
 
+/** What went wrong making or using a directory, to finish a sentence: DirectoryUnusable's reason, else the errno code. */
+export function directoryFailureText(error: unknown): string {
+  if (error instanceof DirectoryUnusable) return error.reason
+  return (error as NodeJS.ErrnoException).code ?? (error as Error).message
+}
+
 /**
  * `mkdir -p` that fails instead of hanging, then checks the result is a directory. Node's recursive
  * mkdir loops for ever on a parent that exists but cannot hold a directory (under /proc, mkdir says
