@@ -141,11 +141,12 @@ describe('messenger server as a process', () => {
       const dataDir = await makeTempDir('messenger-data-')
       const credentials = await fixtureCredentials()
       const script = [
-        'import os, pty, sys, json',
+        'import os, pty, re, sys, json',
         'pid, fd = pty.fork()',
         'if pid == 0: os.execv(sys.argv[1], sys.argv[1:])',
         "out = b''",
-        "while b'listening' not in out: out += os.read(fd, 65536)",
+        // The whole line: a read can end inside it, and the reader below needs its newline.
+        "while not re.search(rb'listening[^\\n]*\\n', out): out += os.read(fd, 65536)",
         'sys.stdout.buffer.write(out); sys.stdout.flush()',
         'sys.stdin.readline()',
         'os.close(fd)',
