@@ -3,7 +3,7 @@ import {join} from 'node:path'
 import {Command, Flags, type Interfaces} from '@oclif/core'
 import {MessengerClient} from '../client/client.js'
 import {formatServerList, parseServerList, sameServer} from '../client/address.js'
-import {Profile, SETTING_DEFAULTS} from '../client/profile.js'
+import {Profile, SETTING_DEFAULTS, type ProfileData} from '../client/profile.js'
 import {checkUdpPort, HISTORY_FILE, openMessaging, type MessagingSession} from '../client/session.js'
 import {HISTORY_ROLE} from '../client/history.js'
 import {corruptDatabaseError} from '../store/sqlite/open.js'
@@ -87,8 +87,8 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
    * command uses (its token means nothing there), else undefined. Shared by every command that
    * resumes the session and by `status`, which reports it instead of resuming.
    */
-  protected loggedInElsewhere(): MessengerError | undefined {
-    const {token, server} = this.profile.data
+  protected loggedInElsewhere(data: ProfileData = this.profile.data): MessengerError | undefined {
+    const {token, server} = data
     const address = this.serverAddress()
     if (!token || !server || sameServer(server, address)) return undefined
     // Only a flag or its env var can differ from the profile's server: name the one the user set.
@@ -103,9 +103,10 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected async connectSession(
     options: {online?: boolean; reconnect?: boolean; beforeResume?: (client: MessengerClient) => void} = {},
   ): Promise<MessengerClient> {
-    const {token} = this.profile.data
+    const data = this.profile.data
+    const {token} = data
     if (!token) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.')
-    const otherServer = this.loggedInElsewhere()
+    const otherServer = this.loggedInElsewhere(data)
     if (otherServer) throw otherServer
     const client = await this.connect(options)
     options.beforeResume?.(client)

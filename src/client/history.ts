@@ -151,6 +151,22 @@ export interface ListOptions {
 
 export type {PeerKeyCheck} from './peer-pins.js'
 
+/**
+ * A list query checked and resolved (`#name` as a peer is the group `name`), or BAD_INPUT: what
+ * `list` runs, and what a command checks before it asks the server anything.
+ */
+export function checkListOptions(options: ListOptions = {}): {peer?: string; group?: string; limit: number} {
+  const limit = options.limit ?? DEFAULT_LIST_LIMIT
+  if (!Number.isInteger(limit) || limit < 1) {
+    throw new MessengerError('BAD_INPUT', `The limit must be a positive whole number, not ${limit}.`, {hint: 'Pass --limit 1 or more.'})
+  }
+  const {peer, group} = options
+  if (peer !== undefined && group !== undefined) {
+    throw new MessengerError('BAD_INPUT', 'Choose a user or a group, not both.')
+  }
+  return peer?.startsWith('#') ? {group: peer.slice(1), limit} : {peer, group, limit}
+}
+
 export interface HistoryOptions {
   /** Clock for created_at and first_seen defaults; injectable for tests. */
   now?: () => number
@@ -374,18 +390,7 @@ export class LocalHistory {
 
   /** The latest `limit` messages (default 50), oldest first, of one conversation or of all. */
   list(options: ListOptions = {}): HistoryEntry[] {
-    const limit = options.limit ?? DEFAULT_LIST_LIMIT
-    if (!Number.isInteger(limit) || limit < 1) {
-      throw new MessengerError('BAD_INPUT', `The limit must be a positive whole number, not ${limit}.`, {hint: 'Pass --limit 1 or more.'})
-    }
-    let {peer, group} = options
-    if (peer !== undefined && group !== undefined) {
-      throw new MessengerError('BAD_INPUT', 'Choose a user or a group, not both.')
-    }
-    if (peer?.startsWith('#')) {
-      group = peer.slice(1)
-      peer = undefined
-    }
+    const {peer, group, limit} = checkListOptions(options)
     const rows =
       group !== undefined
         ? this.stmt.latestGroup.all(group, limit)

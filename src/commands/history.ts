@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {escapeControls, historyWho, renderMessageText} from '../cli/render.js'
 import {MessengerError} from '../protocol/errors.js'
-import {openHistory, type HistoryEntry, type HistoryStatus} from '../client/history.js'
+import {checkListOptions, openHistory, type HistoryEntry, type HistoryStatus} from '../client/history.js'
 import {HISTORY_FILE} from '../client/session.js'
 import {join} from 'node:path'
 
@@ -38,7 +38,7 @@ Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered
     try {
       const query = {peer: this.args.user?.toLowerCase(), group: this.flags.group?.toLowerCase(), limit: this.flags.limit}
       // Refuses a bad query (a user and a group) before anything is asked of the server.
-      history.list(query)
+      checkListOptions(query)
       const receiptsChecked = await this.collectReceipts()
       const messages = history.list(query)
       if (messages.length === 0) this.log('No messages yet.')

@@ -66,7 +66,7 @@ Session is one of: valid, invalid (expired or revoked), none (not logged in), un
       status.pinnedCertificateFingerprint = this.profile.getPin(client.serverKey) ?? null
       // A session saved for another server address is not asked about (its token means nothing
       // here): the check could not be made, so the exit code says so, with the reason and the fix.
-      const elsewhere = this.loggedInElsewhere()
+      const elsewhere = this.loggedInElsewhere(data)
       if (elsewhere) failure = elsewhere
       else if (data.token) {
         try {

@@ -20,10 +20,15 @@ export function wirePresence(o: {hub: Hub; store: Store; logger: Logger; storeFa
       logger.info({user: change.username, online: change.online}, change.online ? 'user online' : 'user offline')
       await pushPresence(hub, store, change)
       if (hub.cluster.shared) hub.cluster.publish({type: 'presence', change})
-    })().catch((error: unknown) => {
-      if (!o.storeFailures?.background('presence fan-out', error)) logger.error({err: error}, 'presence fan-out failed')
-    })
+    })().catch(presenceFanOutFailed(o))
   })
+}
+
+/** A presence fan-out that failed, here or for another node's event: a store outage is logged as one, anything else in full. */
+function presenceFanOutFailed(o: {logger: Logger; storeFailures?: StoreFailureLog}): (error: unknown) => void {
+  return (error) => {
+    if (!o.storeFailures?.background('presence fan-out', error)) o.logger.error({err: error}, 'presence fan-out failed')
+  }
 }
 
 async function hubHasRemote(hub: Hub, username: string): Promise<boolean> {
@@ -66,9 +71,7 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
         .catch((error: unknown) => logger.error({err: error, user: event.username}, 'reading a re-keyed user failed'))
       return
     case 'presence':
-      pushPresence(hub, store, event.change).catch((error: unknown) => {
-        if (!o.storeFailures?.background('presence fan-out', error)) logger.error({err: error}, 'presence fan-out failed')
-      })
+      pushPresence(hub, store, event.change).catch(presenceFanOutFailed(o))
   }
 }
 
