@@ -473,6 +473,18 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
       })
     })
 
+    describe('blocks read before they change', () => {
+      it('isBlocked follows block and unblock of a pair it was asked about before', async () => {
+        const store = await open(['alice', 'bob'])
+        expect(await store.isBlocked('bob', 'alice')).toBe(false)
+        await store.block('bob', 'alice')
+        expect(await store.isBlocked('bob', 'alice')).toBe(true)
+        expect(await store.isBlocked('alice', 'bob')).toBe(false)
+        await store.unblock('bob', 'alice')
+        expect(await store.isBlocked('bob', 'alice')).toBe(false)
+      })
+    })
+
     describe('public keys', () => {
       it('publishes and replaces a user’s key', async () => {
         const store = await open()

@@ -92,6 +92,19 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFactor
         expect(await store.getUser('ghost')).toBeUndefined()
       })
 
+      // Read before each write as well as after: a store that remembers what it read (the SQLite
+      // store does) must never answer with what was true before a write.
+      it('a read after each kind of write sees it, even when the same user was read before', async () => {
+        const store = await open()
+        expect(await store.getUser('alice')).toBeUndefined()
+        await store.createUser(user('alice'))
+        expect((await store.getUser('alice'))?.lastLoginAt).toBeNull()
+        await store.setLastLogin('alice', T0 + 5)
+        expect((await store.getUser('alice'))?.lastLoginAt).toBe(T0 + 5)
+        await store.setPasswordHash('alice', 'scrypt$2048$8$1$bmV3$bmV3')
+        expect(await store.getUser('alice')).toMatchObject({passwordHash: 'scrypt$2048$8$1$bmV3$bmV3', lastLoginAt: T0 + 5})
+      })
+
       it('setLastLogin for a missing user changes nothing and does not create one', async () => {
         const store = await open()
         await store.setLastLogin('ghost', T0)

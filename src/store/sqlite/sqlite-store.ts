@@ -21,6 +21,7 @@ import {TokenBuckets} from '../../util/token-bucket.js'
 import {GroupCommitter} from './group-commit.js'
 import {flushBatchedWrites} from '../../util/batched-write.js'
 import {keepDatabasePrivate} from '../../util/file-mode.js'
+import {setNewest} from '../../util/bounded.js'
 
 /**
  * Schema migrations, applied in order. `PRAGMA user_version` records how many have run, so a database
@@ -68,6 +69,13 @@ export const MIGRATIONS: readonly string[] = [
 
 /** The schema version this code writes; a database newer than this is refused rather than misread. */
 export const SCHEMA_VERSION = MIGRATIONS.length
+
+/**
+ * Users and block pairs remembered in memory (absent ones too, so names from the network are
+ * bounded): every relayed message looked up its recipient and whether they block the sender, 7% of
+ * a relaying server's time in SQLite reads of rows that almost never change.
+ */
+const CACHE_MAX = 50_000
 
 /** How long a statement waits for another connection's lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000
@@ -155,6 +163,12 @@ export class SqliteStore implements Store {
   private readonly messaging: SqliteMessaging
   /** Message writes of one event-loop turn share one transaction and one fsync. */
   readonly commits: GroupCommitter
+  /**
+   * Read-through caches. Safe because this process is the file's only writer (the data dir lock
+   * keeps a second server out), and every write below drops the entries it touches.
+   */
+  private readonly users = new Map<string, Readonly<UserRecord> | null>()
+  private readonly blocks = new Map<string, boolean>()
 
   /** Use openSqliteStore(); this expects a connection that is already configured and migrated. */
   constructor(db: Database.Database, file: string) {
@@ -168,20 +182,28 @@ export class SqliteStore implements Store {
 
   async createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean> {
     // OR IGNORE + changes: a duplicate is an answer ("taken"), not an exception, and is race-free.
+    this.users.delete(user.username)
     const result = this.stmt.createUser.run(user.username, user.displayName, user.passwordHash, user.createdAt)
     return result.changes === 1
   }
 
+  /** Frozen: the record may be the cached one, shared by every caller. */
   async getUser(username: string): Promise<UserRecord | undefined> {
+    const cached = this.users.get(username)
+    if (cached !== undefined) return cached ?? undefined
     const row = this.stmt.getUser.get(username)
-    return row ? toUser(row) : undefined
+    const user = row ? Object.freeze(toUser(row)) : null
+    setNewest(this.users, username, user, CACHE_MAX)
+    return user ?? undefined
   }
 
   async setLastLogin(username: string, at: number): Promise<void> {
+    this.users.delete(username)
     this.stmt.setLastLogin.run(at, username)
   }
 
   async setPasswordHash(username: string, passwordHash: string): Promise<void> {
+    this.users.delete(username)
     this.stmt.setPasswordHash.run(passwordHash, username)
   }
 
@@ -241,6 +263,7 @@ export class SqliteStore implements Store {
   }
 
   async setPublicKey(username: string, publicKey: string, expected?: string | null): Promise<boolean> {
+    this.users.delete(username)
     return this.messaging.setPublicKey(username, publicKey, expected)
   }
 
@@ -303,10 +326,12 @@ export class SqliteStore implements Store {
   }
 
   async block(blocker: string, blocked: string): Promise<void> {
+    this.blocks.delete(`${blocker}\n${blocked}`)
     this.messaging.block(blocker, blocked)
   }
 
   async unblock(blocker: string, blocked: string): Promise<boolean> {
+    this.blocks.delete(`${blocker}\n${blocked}`)
     return this.messaging.unblock(blocker, blocked)
   }
 
@@ -319,7 +344,12 @@ export class SqliteStore implements Store {
   }
 
   async isBlocked(blocker: string, blocked: string): Promise<boolean> {
-    return this.messaging.isBlocked(blocker, blocked)
+    const pair = `${blocker}\n${blocked}`
+    const cached = this.blocks.get(pair)
+    if (cached !== undefined) return cached
+    const answer = this.messaging.isBlocked(blocker, blocked)
+    setNewest(this.blocks, pair, answer, CACHE_MAX)
+    return answer
   }
 
   /** Closes the database; safe to call more than once (shutdown paths often overlap). */
