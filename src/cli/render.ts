@@ -104,6 +104,22 @@ export function historyWho(m: {direction: 'in' | 'out'; from: string; to: string
   return escapeControls(`${where}${who}`)
 }
 
+/**
+ * How far a group message got while its status alone would mislead: "delivered to 1 of 3", with
+ * "expired for 1" and "unreadable for 1" when members' copies ended so. Undefined when the status
+ * says it all: every member has it, or nobody has answered yet.
+ */
+export function groupProgress(copies: ReadonlyArray<{status: string}> | undefined): string | undefined {
+  if (!copies || copies.length === 0) return undefined
+  const count = (status: string) => copies.filter((c) => c.status === status).length
+  const [delivered, expired, unreadable] = [count('delivered'), count('expired'), count('unreadable')]
+  if (delivered === copies.length || delivered + expired + unreadable === 0) return undefined
+  const parts = [`delivered to ${delivered} of ${copies.length}`]
+  if (expired > 0) parts.push(`expired for ${expired}`)
+  if (unreadable > 0) parts.push(`unreadable for ${unreadable}`)
+  return parts.join(', ')
+}
+
 /** What leaving a group did (group_leave's reply), for `group leave` and chat's `/group leave`. */
 export function leftGroupLine(label: string, result: {deleted?: boolean; newOwner?: string | null}): string {
   // Servers from before ownership passed on answer {}: then there is nothing more to say.

@@ -530,7 +530,8 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       await this.o.history.updateStatus(id, 'failed')
       throw noRecipients(name, allSkipped, invited)
     }
-    await this.o.history.updateStatus(id, 'stored', {seq, path: 'relay'})
+    // The members it was stored for: it is "delivered" once each of them has it.
+    await this.o.history.updateStatus(id, 'stored', {seq, path: 'relay', copies: result.recipients.map((r) => r.to)})
     return {id, seq, group: name, recipients: result.recipients, skipped: allSkipped}
   }
 

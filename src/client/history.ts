@@ -57,6 +57,17 @@ export const HISTORY_MIGRATIONS: readonly string[] = [
   ALTER TABLE messages ADD COLUMN broadcast INTEGER NOT NULL DEFAULT 0;
   UPDATE messages SET broadcast = 1 WHERE direction = 'out' AND recipient = '*';
   `,
+  // 5: an outgoing group message's copy per member, with that member's receipt, so that "delivered"
+  // means every member has it (it meant: the first one did). Older group messages have no rows here
+  // and keep the status they had.
+  `
+  CREATE TABLE group_copies (
+    id     TEXT NOT NULL,
+    member TEXT NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (id, member)
+  ) WITHOUT ROWID;
+  `,
 ]
 
 /** How messages name the history and what they tell the user to do about it. */
@@ -109,13 +120,36 @@ export interface HistoryEntry {
   text: string
   ts: number
   seq: number | null
+  /**
+   * For an outgoing group message, the least any member's copy reached: 'delivered' once every
+   * member it was stored for has it. Otherwise the furthest the message got.
+   */
   status: HistoryStatus
   path: DeliveryPath | null
+  /** An outgoing group message's copy per member, with what that member's client said (absent before schema 5). */
+  copies?: GroupCopy[]
+}
+
+/**
+ * What a status change carries besides the status. `by`: the member whose receipt it is (a group
+ * message's copy moves, not the whole message); `copies`: the members a group message was stored for.
+ */
+export interface StatusFields {
+  seq?: number
+  path?: DeliveryPath
+  by?: string
+  copies?: string[]
+}
+
+/** One member's copy of an outgoing group message. */
+export interface GroupCopy {
+  to: string
+  status: OutgoingStatus
 }
 
 /**
  * An outgoing message. A group send is one row (recipient `#group`), although one envelope is sealed
- * per member; its status is the best any member reached.
+ * per member; its status is the least any member's copy reached (see StatusFields).
  */
 export type OutgoingMessage = {
   id: string
@@ -234,7 +268,15 @@ function prepareStatements(db: Database.Database) {
     ),
     discard: db.prepare<[string]>("DELETE FROM messages WHERE id = ? AND direction = 'out' AND status IN ('sending', 'failed')"),
     retry: db.prepare<[string], {status: HistoryStatus}>("UPDATE messages SET status = 'sending' WHERE id = ? AND direction = 'out' AND status = 'failed' RETURNING status"),
-    getStatus: db.prepare<[string], {status: HistoryStatus}>('SELECT status FROM messages WHERE id = ?'),
+    getStatus: db.prepare<[string], {status: HistoryStatus; grp: string | null; direction: 'in' | 'out'}>('SELECT status, grp, direction FROM messages WHERE id = ?'),
+    addCopy: db.prepare<[string, string]>("INSERT OR IGNORE INTO group_copies (id, member, status) VALUES (?, ?, 'stored')"),
+    // A copy only moves forward, as a message does (a receipt pushed twice, or late, changes nothing).
+    copyReceipt: db.prepare<{id: string; member: string; status: OutgoingStatus; rank: number}>(
+      `INSERT INTO group_copies (id, member, status) VALUES (@id, @member, @status)
+       ON CONFLICT (id, member) DO UPDATE SET status = CASE WHEN ${rankSql('status')} < @rank THEN @status ELSE status END`,
+    ),
+    copies: db.prepare<[string], {member: string; status: OutgoingStatus}>('SELECT member, status FROM group_copies WHERE id = ? ORDER BY member'),
+    setGroupStatus: db.prepare<[HistoryStatus, string]>('UPDATE messages SET status = ? WHERE id = ?'),
     // Numbered inside the INSERT, so two processes on one profile (listen + send) never share an N.
     // Returns the number given; nothing when the id was already recorded (a resend).
     insertNumbered: db.prepare<[string, string, string | null, string, string, 0 | 1, string, number, number], {seq: number}>(
@@ -285,7 +327,7 @@ export class LocalHistory {
     this.pins = new PeerPins(db, this.now)
     // Built once: better-sqlite3 builds four wrappers per db.transaction() call (seen in profiles
     // when a status changed per message).
-    this.setStatusTx = db.transaction((id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null) => this.setStatusNow(id, status, seq, path)).immediate
+    this.setStatusTx = db.transaction((id: string, status: OutgoingStatus, fields: StatusFields) => this.setStatusNow(id, status, fields)).immediate
     this.addTransferTx = db.transaction((peer: string, transferId: string, expiresAt: number) => {
       this.stmt.pruneTransfers.run(this.now())
       return this.stmt.addTransfer.run(peer, transferId, expiresAt).changes === 1
@@ -294,12 +336,19 @@ export class LocalHistory {
 
   private readonly addTransferTx: (peer: string, transferId: string, expiresAt: number) => boolean
 
-  private readonly setStatusTx: (id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null) => boolean
+  private readonly setStatusTx: (id: string, status: OutgoingStatus, fields: StatusFields) => boolean
 
   /** The read and the update of setStatus; the caller provides the transaction. */
-  private setStatusNow(id: string, status: OutgoingStatus, seq: number | null, path: DeliveryPath | null): boolean {
-    const before = this.stmt.getStatus.get(id)?.status
-    if (before === undefined) return false
+  private setStatusNow(id: string, status: OutgoingStatus, fields: StatusFields): boolean {
+    const row = this.stmt.getStatus.get(id)
+    if (row === undefined) return false
+    const before = row.status
+    const seq = fields.seq ?? null
+    const path = fields.path ?? null
+    const isGroupOut = row.grp !== null && row.direction === 'out'
+    if (isGroupOut && (fields.copies !== undefined || (fields.by !== undefined && RANK[status] >= RANK.expired))) {
+      return this.setGroupCopies(id, status, fields, before)
+    }
     const after =
       status === 'failed'
         ? this.stmt.fail.get({id, seq, path})
@@ -308,6 +357,30 @@ export class LocalHistory {
           : this.stmt.advance.get({id, status, rank: RANK[status], seq, path})
     return after !== undefined && after.status !== before
   }
+
+  /**
+   * A group message's copies (the members it was stored for) or one member's receipt. The message's
+   * status is then the least its copies reached, so "delivered" waits for the last member. Written
+   * whichever comes first, should a receipt ever overtake the send reply that names the copies.
+   */
+  private setGroupCopies(id: string, status: OutgoingStatus, fields: StatusFields, before: HistoryStatus): boolean {
+    if (fields.copies !== undefined) {
+      // The send reply: its seq and path, and the members the message was stored for.
+      this.stmt.advance.get({id, status, rank: RANK[status], seq: fields.seq ?? null, path: fields.path ?? null})
+      for (const member of fields.copies) this.stmt.addCopy.run(id, member)
+    }
+    if (fields.by !== undefined) this.stmt.copyReceipt.run({id, member: fields.by, status, rank: RANK[status]})
+    const copies = this.stmt.copies.all(id)
+    if (copies.length === 0) return this.stmt.getStatus.get(id)?.status !== before
+    let least = copies[0]!.status
+    for (const c of copies) if (RANK[c.status] < RANK[least]) least = c.status
+    // Delivered (or expired, unreadable) once every copy is; until then, stored on the server.
+    const after: HistoryStatus = RANK[least] >= RANK.expired ? least : 'stored'
+    if (after === before) return false
+    this.stmt.setGroupStatus.run(after, id)
+    return true
+  }
+
 
   /**
    * Records a message about to be sent, status 'sending'. Idempotent by id: recording the same id again
@@ -335,11 +408,11 @@ export class LocalHistory {
    * its seq and path are still recorded. 'failed' replaces only 'sending'; 'sending' replaces only
    * 'failed' (a retry). Returns whether the status changed.
    */
-  setStatus(id: string, status: OutgoingStatus, fields: {seq?: number; path?: DeliveryPath} = {}): boolean {
+  setStatus(id: string, status: OutgoingStatus, fields: StatusFields = {}): boolean {
     if (!Object.hasOwn(RANK, status)) throw new MessengerError('BAD_INPUT', `Unknown message status "${status}".`)
     // Inside a group commit the write already has its savepoint: a nested one per status change
     // was a fifth of a direct sender's history time.
-    return (this.db.inTransaction ? this.setStatusNow : this.setStatusTx).call(this, id, status, fields.seq ?? null, fields.path ?? null)
+    return (this.db.inTransaction ? this.setStatusNow : this.setStatusTx).call(this, id, status, fields)
   }
 
   /**
@@ -384,7 +457,7 @@ export class LocalHistory {
   }
 
   /** setStatus through the group commit, like recordOutgoing. */
-  updateStatus(id: string, status: OutgoingStatus, fields: {seq?: number; path?: DeliveryPath} = {}): Promise<boolean> {
+  updateStatus(id: string, status: OutgoingStatus, fields: StatusFields = {}): Promise<boolean> {
     return this.commits.run(() => this.setStatus(id, status, fields), {durable: false})
   }
 
@@ -397,7 +470,12 @@ export class LocalHistory {
         : peer !== undefined
           ? this.stmt.latestPeer.all(peer, limit)
           : this.stmt.latestAll.all(limit)
-    return rows.map(toEntry)
+    return rows.map((row) => {
+      const entry = toEntry(row)
+      if (row.grp === null || row.direction !== 'out') return entry
+      const copies = this.stmt.copies.all(row.id)
+      return copies.length === 0 ? entry : {...entry, copies: copies.map((c) => ({to: c.member, status: c.status}))}
+    })
   }
 
   /** Whether `peer`'s file transfer `transferId` was taken before (an OfferLog, transport/file-offers.ts). */

@@ -316,7 +316,8 @@ export class Inbox {
       this.scheduleAck()
       return Promise.resolve()
     }
-    const recorded = push.msgIds.map((msgId) => this.o.history.updateStatus(msgId, push.status).catch(() => false))
+    // `by`: a group message's copy for that member moves; the message is delivered once all are.
+    const recorded = push.msgIds.map((msgId) => this.o.history.updateStatus(msgId, push.status, {by: push.by}).catch(() => false))
     // Announced once the history says so, so whoever reacts to the event reads the new status.
     return Promise.all(recorded).then(() => {
       for (const msgId of push.msgIds) {

@@ -5,7 +5,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {ProgressLines} from '../cli/file-progress.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
-import {escapeControls, historyWho, incomingMessageLine, leftGroupLine, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
+import {escapeControls, groupProgress, historyWho, incomingMessageLine, leftGroupLine, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {stopSignals} from '../cli/stop-signals.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
@@ -316,7 +316,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         // A #name is a group, as chat shows groups (LocalHistory.list reads it so, as `history` does).
         const rows = ctx.history.list({peer: action.user?.toLowerCase(), limit: action.limit ?? 20})
         if (rows.length === 0) print(escapeControls(await this.noHistory(ctx, action.user?.toLowerCase())))
-        for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${historyWho(m)}: ${renderMessageText(m.text)}${m.direction === 'out' ? ` [${m.status}]` : ''}`)
+        for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${historyWho(m)}: ${renderMessageText(m.text)}${m.direction === 'out' ? ` [${groupProgress(m.copies) ?? m.status}]` : ''}`)
         return
       }
       case 'broadcast': {

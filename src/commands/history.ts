@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {escapeControls, historyWho, renderMessageText} from '../cli/render.js'
+import {escapeControls, groupProgress, historyWho, renderMessageText} from '../cli/render.js'
 import {MessengerError} from '../protocol/errors.js'
 import {checkListOptions, openHistory, type HistoryEntry, type HistoryStatus} from '../client/history.js'
 import {HISTORY_FILE} from '../client/session.js'
@@ -9,13 +9,21 @@ import {join} from 'node:path'
 // Typed by status: a new status that has no mark here does not compile.
 const MARKS: Record<HistoryStatus, string> = {sending: '…', failed: '✗ failed', stored: '✓ stored', sent: '✓ sent', delivered: '✓✓ delivered', expired: '✗ expired', unreadable: '✗ unreadable', received: ''}
 
+/** A group message some members have and others not yet: ✓ while copies wait on the server, ✗ once the rest failed. */
+function mark(m: HistoryEntry): string {
+  const progress = groupProgress(m.copies)
+  if (progress) return `${m.status === 'stored' ? '✓' : '✗'} ${progress}`
+  return MARKS[m.status] ?? m.status
+}
+
 export default class History extends BaseCommand<typeof History> {
   static override summary = 'Show your local message history, with delivery marks.'
 
   static override description = `Reads the history kept on this machine (the server keeps no copy of delivered messages).
 Each line says where a message went and who wrote it: "alice", "you -> bob", "[#team] alice", "[broadcast] you" (--json: group, and broadcast true for one sent to everyone online).
 Before printing, it asks the server for the receipts waiting for you (delivered, expired, unreadable) and records them, without showing you online, so the marks are current even if you never ran chat or listen. If the server cannot be asked (unreachable, not logged in), it prints the local marks and says on stderr that they may be out of date (--json: receiptsChecked false).
-Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ unreadable (the recipient's client could not open it; send it again), ✗ failed.`
+Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ unreadable (the recipient's client could not open it; send it again), ✗ failed.
+A group message is ✓✓ delivered once every member it was stored for has it; until then it says how many do ("✓ delivered to 1 of 3"), and --json lists each member's copy (copies: [{to, status}]).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -45,7 +53,7 @@ Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered
       for (const m of messages) {
         const when = new Date(m.ts).toLocaleString()
         // Controls escaped and continuation lines marked; --json returns the exact text.
-        this.log(`${when}  ${historyWho(m)}: ${renderMessageText(m.text)}${m.direction === 'out' ? `  ${MARKS[m.status] ?? m.status}` : ''}`)
+        this.log(`${when}  ${historyWho(m)}: ${renderMessageText(m.text)}${m.direction === 'out' ? `  ${mark(m)}` : ''}`)
       }
       return {messages, receiptsChecked}
     } finally {

@@ -322,7 +322,7 @@ describe('messaging through the CLI', () => {
     expect(events(bobListens).filter((e) => e.type === 'message').map((e) => e.text)).toEqual(['hi all'])
   })
 
-  it('group send says what happened to the copies: stored for all, some online and the rest stored, or all online', async () => {
+  it('group send says what happened to the copies (stored for all, some online and the rest stored, or all online); history marks it delivered only once every member has it', async () => {
     const {alice, bob, carol} = await setup(['alice', 'bob', 'carol'])
     expect((await runCli(['group', 'create', 'friends', '--invite', 'bob', '--invite', 'carol'], {env: alice})).code).toBe(0)
     for (const env of [bob, carol]) expect((await runCli(['group', 'join', 'friends'], {env})).code).toBe(0)
@@ -332,10 +332,28 @@ describe('messaging through the CLI', () => {
       return run.stdout.trim()
     }
 
-    expect(await send('nobody on')).toMatch(/^Message \d+ sent to friends: stored for 2 member\(s\), none online now\.$/)
+    // Alice listens too: her receipts, one per member, show when each member's client has a copy.
+    const aliceListens = await listen(alice)
+    const receiptFrom = (by: string, seq: number) =>
+      aliceListens.waitForLine((l) => {
+        if (!l.startsWith('{')) return false
+        const event = JSON.parse(l) as ListenEvent & {seq?: number}
+        return event.type === 'receipt' && event.by === by && event.seq === seq
+      }, `${by}'s receipt for message ${seq}`)
+    const numberOf = (line: string) => Number(/^Message (\d+)/.exec(line)![1])
+    const marks = async () => (await runCli(['history', '--group', 'friends'], {env: alice})).stdout.split('\n').filter((l) => l.trim() !== '')
+
+    const nobodyOn = await send('nobody on')
+    expect(nobodyOn).toMatch(/^Message \d+ sent to friends: stored for 2 member\(s\), none online now\.$/)
     await listen(bob)
-    expect(await send('bob on')).toMatch(/^Message \d+ sent to friends: 2 member\(s\), 1 online now, stored for the other 1\.$/)
+    const bobOn = await send('bob on')
+    expect(bobOn).toMatch(/^Message \d+ sent to friends: 2 member\(s\), 1 online now, stored for the other 1\.$/)
+    await Promise.all([receiptFrom('bob', numberOf(nobodyOn)), receiptFrom('bob', numberOf(bobOn))])
+    // Bob has both, carol neither: not "delivered" yet.
+    expect(await marks()).toEqual([expect.stringMatching(/you: nobody on  ✓ delivered to 1 of 2$/), expect.stringMatching(/you: bob on  ✓ delivered to 1 of 2$/)])
     await listen(carol)
+    await Promise.all([receiptFrom('carol', numberOf(nobodyOn)), receiptFrom('carol', numberOf(bobOn))])
+    expect(await marks()).toEqual([expect.stringMatching(/you: nobody on  ✓✓ delivered$/), expect.stringMatching(/you: bob on  ✓✓ delivered$/)])
     expect(await send('all on')).toMatch(/^Message \d+ sent to friends: 2 member\(s\), all online now\.$/)
   })
 

@@ -63,10 +63,18 @@ describe('messaging: groups', () => {
     expect(outcome.recipients).toHaveLength(2)
 
     expect(await bob.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', to: 'bob', group: 'team', text: 'hello team', seq: 1})
+    // Bob's receipt is not the group's: "delivered" waits for carol.
+    await alice.nextReceipt((r) => r.msgId === outcome.id && r.by === 'bob')
+    expect(alice.history.list({group: 'team'})).toEqual([
+      expect.objectContaining({id: outcome.id, status: 'stored', copies: [{to: 'bob', status: 'delivered'}, {to: 'carol', status: 'stored'}]}),
+    ])
     const carolBack = await loginUser(address, 'carol', {profileDir: carol.profileDir})
     expect(await carolBack.nextMessage()).toMatchObject({id: outcome.id, from: 'alice', to: 'carol', group: 'team', text: 'hello team', seq: 1})
+    await alice.nextReceipt((r) => r.msgId === outcome.id && r.by === 'carol')
 
-    expect(alice.history.list({group: 'team'})).toEqual([expect.objectContaining({id: outcome.id, direction: 'out', to: '#team', text: 'hello team'})])
+    expect(alice.history.list({group: 'team'})).toEqual([
+      expect.objectContaining({id: outcome.id, direction: 'out', to: '#team', text: 'hello team', status: 'delivered', copies: [{to: 'bob', status: 'delivered'}, {to: 'carol', status: 'delivered'}]}),
+    ])
     expect(bob.history.list({group: 'team'})).toEqual([expect.objectContaining({id: outcome.id, direction: 'in', from: 'alice', group: 'team'})])
     expect(dave.messages.items).toEqual([])
 

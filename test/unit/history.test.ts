@@ -218,6 +218,51 @@ describe('outgoing status', () => {
   })
 })
 
+describe('group copies', () => {
+  beforeEach(() => {
+    history.addOutgoing({id: 'g', from: 'alice', group: 'team', text: 'hello team', ts: 3, status: 'sending'})
+  })
+  const row = () => history.list({group: 'team'})[0]!
+
+  it('is delivered only once every member it was stored for has it; until then each copy says where it is', () => {
+    history.setStatus('g', 'stored', {seq: 4, path: 'relay', copies: ['bob', 'carol']})
+    expect(row()).toMatchObject({status: 'stored', seq: 4, path: 'relay', copies: [{to: 'bob', status: 'stored'}, {to: 'carol', status: 'stored'}]})
+    expect(history.setStatus('g', 'delivered', {by: 'bob'})).toBe(false)
+    expect(row()).toMatchObject({status: 'stored', copies: [{to: 'bob', status: 'delivered'}, {to: 'carol', status: 'stored'}]})
+    // A receipt pushed again changes nothing.
+    expect(history.setStatus('g', 'delivered', {by: 'bob'})).toBe(false)
+    expect(history.setStatus('g', 'delivered', {by: 'carol'})).toBe(true)
+    expect(row()).toMatchObject({status: 'delivered', copies: [{to: 'bob', status: 'delivered'}, {to: 'carol', status: 'delivered'}]})
+  })
+
+  it('ends expired or unreadable when the last copies end so, and a member who had it stays delivered', () => {
+    history.setStatus('g', 'stored', {seq: 4, path: 'relay', copies: ['bob', 'carol', 'dave']})
+    history.setStatus('g', 'delivered', {by: 'bob'})
+    history.setStatus('g', 'expired', {by: 'carol'})
+    expect(row().status).toBe('stored')
+    history.setStatus('g', 'expired', {by: 'bob'})
+    history.setStatus('g', 'unreadable', {by: 'dave'})
+    expect(row()).toMatchObject({copies: [{to: 'bob', status: 'delivered'}, {to: 'carol', status: 'expired'}, {to: 'dave', status: 'unreadable'}]})
+    expect(['expired', 'unreadable']).toContain(row().status)
+  })
+
+  it('a receipt that overtakes the send reply is kept, and the reply then names who still waits', () => {
+    expect(history.setStatus('g', 'delivered', {by: 'bob'})).toBe(true)
+    expect(history.setStatus('g', 'stored', {seq: 4, path: 'relay', copies: ['bob', 'carol']})).toBe(true)
+    expect(row()).toMatchObject({status: 'stored', seq: 4, copies: [{to: 'bob', status: 'delivered'}, {to: 'carol', status: 'stored'}]})
+  })
+
+  it('a group message recorded before copies were (schema 4) moves as before, and a direct message ignores `by`', () => {
+    history.setStatus('g', 'stored', {seq: 4})
+    history.setStatus('g', 'delivered', {by: 'bob'})
+    expect(row().status).toBe('delivered')
+    history.addOutgoing({id: 'd', to: 'bob', text: 'direct', ts: 5, status: 'sending'})
+    history.setStatus('d', 'stored')
+    expect(history.setStatus('d', 'delivered', {by: 'bob'})).toBe(true)
+    expect(history.list({peer: 'bob'}).find((m) => m.id === 'd')).not.toHaveProperty('copies')
+  })
+})
+
 describe('list', () => {
   beforeEach(() => {
     // Inserted out of time order on purpose; ts 4 twice to exercise the tie-break.

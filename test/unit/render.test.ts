@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {CONTINUATION, ERROR_CONTINUATION, escapeControls, incomingMessageLine, relativeTime, renderError, renderMessageText, table} from '../../src/cli/render.js'
+import {CONTINUATION, ERROR_CONTINUATION, escapeControls, groupProgress, incomingMessageLine, relativeTime, renderError, renderMessageText, table} from '../../src/cli/render.js'
 
 /** Anything a terminal would interpret or hide: C0 but newline and tab, DEL, C1, bidi and zero-width format characters. */
 const INTERPRETED = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u
@@ -98,5 +98,22 @@ describe('renderError: intended line breaks stay, everything else a terminal wou
     expect(shown).toBe(`Error: bob refused the file: no\\x1b[31m thanks\n${ERROR_CONTINUATION}Error: forged\\x0dOVERWRITE\\u202e\n${ERROR_CONTINUATION}Ask bob.\n`)
     expect(shown.split('\n').filter((line) => line.startsWith('Error:'))).toHaveLength(1)
     expect(shown.replaceAll('\n', '')).not.toMatch(INTERPRETED)
+  })
+})
+
+describe('groupProgress: a group message some members have and others not', () => {
+  const copies = (...statuses: string[]) => statuses.map((status, i) => ({to: `m${i}`, status}))
+
+  it('counts the members who have it, and those whose copy expired or could not be opened', () => {
+    expect(groupProgress(copies('delivered', 'stored'))).toBe('delivered to 1 of 2')
+    expect(groupProgress(copies('delivered', 'expired', 'unreadable', 'stored'))).toBe('delivered to 1 of 4, expired for 1, unreadable for 1')
+    expect(groupProgress(copies('expired', 'expired'))).toBe('delivered to 0 of 2, expired for 2')
+  })
+
+  it('says nothing when the status says it all: every member has it, nobody answered yet, or no copies are known', () => {
+    expect(groupProgress(copies('delivered', 'delivered'))).toBeUndefined()
+    expect(groupProgress(copies('stored', 'stored'))).toBeUndefined()
+    expect(groupProgress([])).toBeUndefined()
+    expect(groupProgress(undefined)).toBeUndefined()
   })
 })
