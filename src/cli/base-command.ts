@@ -286,7 +286,7 @@ function exitCode(failure: MessengerError): number {
 const LOCAL_FAILURE_HINT = 'It happened on this machine, not on the server: run the command again with DEBUG=1 to see where, and report it if it keeps happening.'
 
 /** A value given on the command line is wrong, whoever noticed: exit 2, like oclif's own usage errors. */
-const USAGE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['BAD_INPUT', 'BAD_USERNAME', 'BAD_GROUP_NAME', 'BAD_PASSWORD', 'BAD_DISPLAY_NAME'])
+const USAGE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['BAD_INPUT', 'UNKNOWN_COMMAND', 'BAD_USERNAME', 'BAD_GROUP_NAME', 'BAD_PASSWORD', 'BAD_DISPLAY_NAME'])
 
 /** oclif's parse errors (missing or unexpected arguments, unknown flags, invalid values) and `this.error()`: exit 2. */
 function isUsageError(error: {oclif?: {exit?: number}; parse?: unknown}): boolean {

@@ -65,6 +65,7 @@ export const ERROR_CODES = {
   NOT_LOGGED_IN: 'This profile has no session.',
   PROFILE_IN_USE: 'This profile is already online in another chat or listen.',
   BAD_INPUT: 'A value given on the command line is not valid.',
+  UNKNOWN_COMMAND: 'The command line names no messenger command.',
   CANCELLED: 'The command was cancelled: Ctrl-C at a prompt or during a file transfer (exit code 130; SIGTERM 143, SIGHUP 129), or Ctrl-D at a prompt (exit code 1).',
   // server start-up
   PORT_IN_USE: 'The port is already in use.',
@@ -136,6 +137,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   DATA_DIR_UNWRITABLE: 'Pick a writable directory with --data-dir or MESSENGER_DATA_DIR.',
   DATABASE_CORRUPT: 'Move the file the message names aside, with its -wal and -shm files, and start again: an empty one is created.',
   CANCELLED: 'Run the command again when ready.',
+  UNKNOWN_COMMAND: 'Run `messenger --help` for the list of commands.',
   DATA_DIR_IN_USE: 'Stop the other server first, or give this one a --data-dir of its own.',
   CREDENTIALS_UNREADABLE: 'Check the path given to --credentials and its permissions.',
   TLS_FILES_UNREADABLE: 'Check the paths given to --tls-cert and --tls-key.',
