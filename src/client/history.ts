@@ -3,7 +3,7 @@ import Database from 'better-sqlite3'
 import {flushBatchedWrites} from '../util/batched-write.js'
 import {keepDatabasePrivate} from '../util/file-mode.js'
 import {MessengerError} from '../protocol/errors.js'
-import {migrate, translateOpenError, type DatabaseRole} from '../store/sqlite/open.js'
+import {migrate, sameFileCheck, translateOpenError, type DatabaseRole} from '../store/sqlite/open.js'
 import {GroupCommitter} from '../store/sqlite/group-commit.js'
 import {PeerPins, type PeerKeyCheck} from './peer-pins.js'
 
@@ -323,7 +323,9 @@ export class LocalHistory {
     this.stmt = prepareStatements(db)
     this.now = options.now ?? Date.now
     // Frames written this turn go out before the commit rather than wait for it.
-    this.commits = new GroupCommitter(db, {beforeCommit: flushBatchedWrites})
+    // A history deleted under a running listen or chat: incoming messages are not acknowledged then
+    // (the server keeps them), rather than acknowledged into a file nobody can read again.
+    this.commits = new GroupCommitter(db, {beforeCommit: flushBatchedWrites, stillOnDisk: sameFileCheck(file, db.memory)})
     this.pins = new PeerPins(db, this.now)
     // Built once: better-sqlite3 builds four wrappers per db.transaction() call (seen in profiles
     // when a status changed per message).

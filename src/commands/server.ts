@@ -118,15 +118,18 @@ Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fi
     const signalled = stopSignals(['SIGINT', 'SIGTERM', 'SIGHUP'])
     const info = await server.start()
 
-    const received = await signalled
+    // A signal, or a failure the server cannot go on after (its database deleted under it).
+    const outcome = await Promise.race([signalled.then((signal) => ({signal})), server.failed.then((failure) => ({failure}))])
     shuttingDown = true
-    logger.info({signal: received}, `received ${received}, shutting down`)
+    const received = 'signal' in outcome ? outcome.signal : undefined
+    if (received) logger.info({signal: received}, `received ${received}, shutting down`)
     // Whatever happens in shutdown, exit within 5 s as promised.
     setTimeout(() => {
       logger.error('shutdown took too long; exiting')
       process.exit(1)
     }, 4_500).unref()
     await server.stop().catch((error: unknown) => logger.error({err: error}, 'error while shutting down'))
+    if ('failure' in outcome) throw outcome.failure
     if (received === 'SIGHUP' && process.stdout.isTTY) {
       // The terminal hung up and the shutdown is done. Leave by the signal itself: exiting normally
       // would write to the dead terminal (oclif's last stdout flush throws EIO) and Node's reset of

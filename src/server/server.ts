@@ -7,7 +7,7 @@ import type {ScryptParams} from '../crypto/password.js'
 import {loadServerTls} from '../crypto/tls.js'
 import {DEFAULTS} from '../protocol/constants.js'
 import {MessengerError, errors} from '../protocol/errors.js'
-import {openSqliteStore} from '../store/sqlite/sqlite-store.js'
+import {openSqliteStore, type SqliteStore} from '../store/sqlite/sqlite-store.js'
 import type {Store} from '../store/store.js'
 import {Accounts} from './accounts.js'
 import {Connection, type ConnectionSession} from './connection.js'
@@ -109,6 +109,14 @@ export class MessengerServer {
   private tlsServer: tls.Server | undefined
   private store: Store | undefined
   private ownsStore = false
+  /** The embedded database, watched by the sweep: deleted under a running server, it stops (see failed). */
+  private sqlite: SqliteStore | undefined
+  /**
+   * Settles when the server cannot go on: its database was deleted or replaced while it ran (the data
+   * dir removed). `messenger server` then stops it and exits 1 with that error.
+   */
+  readonly failed: Promise<MessengerError>
+  private fail: (error: MessengerError) => void = () => undefined
   private sweeper: NodeJS.Timeout | undefined
   private info: ServerInfo | undefined
   private stopping: Promise<void> | undefined
@@ -119,6 +127,7 @@ export class MessengerServer {
   private lastExpiry = 0
 
   constructor(private readonly input: ServerOptions) {
+    this.failed = new Promise((resolve) => (this.fail = resolve))
     const o = {
       host: DEFAULTS.host,
       port: DEFAULTS.port,
@@ -220,7 +229,8 @@ export class MessengerServer {
         onExpired: (entries) => expiredHandler(entries),
       })
     } else {
-      this.store = openSqliteStore(join(o.dataDir, DB_FILE))
+      this.sqlite = openSqliteStore(join(o.dataDir, DB_FILE))
+      this.store = this.sqlite
     }
     this.ownsStore = !this.input.store
     const store = this.store
@@ -367,6 +377,7 @@ export class MessengerServer {
   private sweep(): void {
     const o = this.options
     const now = o.now()
+    if (this.sqlite && !this.sqlite.stillOnDisk()) return this.databaseRemoved(this.sqlite)
     this.relay?.retryDue()
     if (now - this.lastExpiry >= Math.min(60_000, o.messageTtlMs)) {
       this.lastExpiry = now
@@ -385,6 +396,21 @@ export class MessengerServer {
         connection.fail(new MessengerError('IDLE_TIMEOUT', 'Closed after being idle too long.', {hint: 'Reconnect to continue.'}))
       }
     }
+  }
+
+  /**
+   * Someone removed the data dir (or replaced the database) under the running server. SQLite would go
+   * on writing to the deleted file and the server on acknowledging: messages "stored" that nobody can
+   * ever read. Message writes are refused from the first sync that finds it (DATABASE_REMOVED, told
+   * to clients as STORE_UNAVAILABLE); the sweep (every 250 ms at most) then stops the server.
+   */
+  private databaseRemoved(sqlite: SqliteStore): void {
+    if (this.sweeper) clearInterval(this.sweeper)
+    const error = new MessengerError('DATABASE_REMOVED', `The database ${sqlite.file} was deleted or replaced while the server was running: accounts, groups and messages written to it are gone.`, {
+      hint: 'Restore the data dir from a backup, or start the server again to begin an empty database (accounts in --credentials are imported again; users log in again).',
+    })
+    this.logger.fatal({file: sqlite.file}, `${error.message} Stopping, so that nothing more is acknowledged that cannot be kept.`)
+    this.fail(error)
   }
 
   /** Stops accepting, tells every client, closes sockets and the store. Idempotent. */

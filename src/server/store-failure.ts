@@ -12,8 +12,11 @@ import {MessengerError} from '../protocol/errors.js'
 /** SQLite result codes (better-sqlite3 SqliteError.code) and Node/libuv error codes meaning "no space left". */
 const FULL_CODES = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT'])
 
-/** Codes of a store that is there but cannot answer now: a lock held too long, a connection lost. */
-const UNAVAILABLE_CODES = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH'])
+/**
+ * Codes of a store that is there but cannot answer now: a lock held too long, a connection lost; or
+ * a database file deleted under the server, which stops (a restarted one answers again).
+ */
+const UNAVAILABLE_CODES = new Set(['DATABASE_REMOVED', 'SQLITE_BUSY', 'SQLITE_LOCKED', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH'])
 
 /**
  * Redis replies and ioredis errors of a Redis that is restarting, failing over or gone for a moment:

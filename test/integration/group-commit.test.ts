@@ -1,11 +1,12 @@
 import {mkdtempSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
-import {join} from 'node:path'
+import {dirname, join} from 'node:path'
 import Database from 'better-sqlite3'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {PassThrough} from 'node:stream'
 import {flushBatchedWrites, writeBatched} from '../../src/util/batched-write.js'
 import {GroupCommitter} from '../../src/store/sqlite/group-commit.js'
+import {sameFileCheck} from '../../src/store/sqlite/open.js'
 
 function database() {
   const dir = mkdtempSync(join(tmpdir(), 'group-commit-'))
@@ -131,6 +132,16 @@ describe('GroupCommitter durability', () => {
     expect(held.calls).toHaveLength(2)
     held.calls[1]!(null)
     expect([await settled(second), await settled(third)]).toEqual(['resolved', 'resolved'])
+  })
+
+  it('refuses durable writes once the database file was deleted under it (its directory removed), instead of answering them', async () => {
+    const {db, file} = database()
+    const commits = new GroupCommitter(db, {stillOnDisk: sameFileCheck(file, false)})
+    const insert = db.prepare('INSERT INTO t (k) VALUES (?)')
+    await expect(commits.run(() => insert.run('kept'))).resolves.toBeDefined()
+    rmSync(dirname(file), {recursive: true, force: true})
+    // SQLite goes on writing to the deleted file without an error: only the check tells.
+    await expect(commits.run(() => insert.run('lost'))).rejects.toMatchObject({code: 'DATABASE_REMOVED', message: expect.stringContaining(file)})
   })
 
   it('rejects the durable writes of a failed sync, and syncs later writes afresh', async () => {

@@ -1,7 +1,7 @@
 import {spawn, spawnSync, type ChildProcessWithoutNullStreams} from 'node:child_process'
 import {once} from 'node:events'
 import {existsSync} from 'node:fs'
-import {readFile, readdir, writeFile} from 'node:fs/promises'
+import {readFile, readdir, rm, writeFile} from 'node:fs/promises'
 import {createHash} from 'node:crypto'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
@@ -94,6 +94,16 @@ function stderrLines(proc: ServerProcess): string[] {
 }
 
 describe('messenger server as a process', () => {
+  it('stops with DATABASE_REMOVED (exit 1) when its data dir is deleted while it runs, instead of acknowledging into a deleted file', async () => {
+    const dataDir = await makeTempDir('messenger-data-')
+    const {proc} = await startServerProcess(dataDir)
+    await rm(dataDir, {recursive: true, force: true})
+    const fatal = await proc.waitForLog((l) => l.level === 60)
+    expect(fatal.msg).toMatch(/was deleted or replaced while the server was running/)
+    expect(await proc.exited).toEqual({code: 1, signal: null})
+    expect(proc.stderr()).toMatch(/Restore the data dir from a backup, or start the server again/)
+  })
+
   it('logs its address and fingerprint, serves the imported accounts, and exits 0 on SIGTERM', async () => {
     const {proc, address, fingerprint} = await startServerProcess()
     expect(address).toMatch(/^127\.0\.0\.1:\d+$/)

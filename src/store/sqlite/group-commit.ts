@@ -29,6 +29,21 @@ export interface GroupCommitOptions {
    * socket batching.
    */
   beforeCommit?: () => void
+  /**
+   * Whether the database is still the file it was opened as, asked after each sync and before any
+   * write of it is answered. A database deleted (or moved and replaced) while open takes every write
+   * since with it, acknowledged or not: false rejects the writes with DatabaseRemovedError.
+   */
+  stillOnDisk?: () => boolean
+}
+
+/** The database file was deleted or replaced while open: what was written since is gone with it. */
+export class DatabaseRemovedError extends Error {
+  readonly code = 'DATABASE_REMOVED'
+  constructor(readonly file: string) {
+    super(`The database ${file} was deleted or replaced while in use.`)
+    this.name = 'DatabaseRemovedError'
+  }
 }
 
 /**
@@ -62,6 +77,7 @@ export class GroupCommitter {
   private readonly walFile: string | undefined
   private readonly syncFile: SyncFile
   private readonly beforeCommit: (() => void) | undefined
+  private readonly stillOnDisk: (() => boolean) | undefined
   /** Transactions committed, writes they carried, and WAL syncs run (for benchmarks and tests). */
   readonly stats = {commits: 0, writes: 0, syncs: 0}
 
@@ -76,6 +92,7 @@ export class GroupCommitter {
     this.maxBatch = options.maxBatch ?? 2_000
     this.syncFile = options.syncFile ?? fdatasync
     this.beforeCommit = options.beforeCommit
+    this.stillOnDisk = options.stillOnDisk
     const wal = !db.memory && String(db.pragma('journal_mode', {simple: true})).toLowerCase() === 'wal'
     this.walFile = wal ? `${db.name}-wal` : undefined
     // Prepared and wrapped once: building a transaction function per write showed up in profiles.
@@ -179,9 +196,10 @@ export class GroupCommitter {
       return
     }
     this.syncing = true
-    this.syncFile(fd, (error) => {
+    this.syncFile(fd, (synced) => {
       this.syncing = false
       this.stats.syncs++
+      const error = synced ?? (this.stillOnDisk?.() === false ? new DatabaseRemovedError(this.db.name) : null)
       // A failed fsync proves nothing about what reached the disk: those writes are not acknowledged.
       for (const w of waiting) {
         if (error) w.reject(error)

@@ -1,3 +1,4 @@
+import {statSync} from 'node:fs'
 import type Database from 'better-sqlite3'
 import {MessengerError} from '../../protocol/errors.js'
 
@@ -75,4 +76,18 @@ export function corruptDatabaseError(error: unknown, file: string, role: Databas
 
 function capitalise(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1)
+}
+
+/**
+ * A check that `file` is still the file open now, for a database whose writes must not go to a
+ * file nobody can read again (deleted with its directory, or moved aside and replaced). Undefined
+ * for an in-memory database.
+ */
+export function sameFileCheck(file: string, memory: boolean): (() => boolean) | undefined {
+  if (memory) return undefined
+  const opened = statSync(file)
+  return () => {
+    const now = statSync(file, {throwIfNoEntry: false})
+    return now !== undefined && now.ino === opened.ino && now.dev === opened.dev
+  }
 }

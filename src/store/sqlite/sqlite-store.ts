@@ -16,7 +16,7 @@ import type {
   UserRecord,
 } from '../store.js'
 import {GROUP_JOIN_ORDER_MIGRATION, MESSAGING_MIGRATION, QUEUE_LENGTH_MIGRATION, RECEIPT_BATCH_MIGRATION, SqliteMessaging} from './messaging.js'
-import {migrate, translateOpenError, type DatabaseRole} from './open.js'
+import {migrate, sameFileCheck, translateOpenError, type DatabaseRole} from './open.js'
 import {TokenBuckets} from '../../util/token-bucket.js'
 import {GroupCommitter} from './group-commit.js'
 import {flushBatchedWrites} from '../../util/batched-write.js'
@@ -164,6 +164,11 @@ export class SqliteStore implements Store {
   /** Message writes of one event-loop turn share one transaction and one fsync. */
   readonly commits: GroupCommitter
   /**
+   * False once the database file was deleted or replaced while open (someone removed the data dir):
+   * message writes are then refused (DATABASE_REMOVED), and the server stops when its sweep sees it.
+   */
+  readonly stillOnDisk: () => boolean
+  /**
    * Read-through caches. Safe because this process is the file's only writer (the data dir lock
    * keeps a second server out), and every write below drops the entries it touches.
    */
@@ -177,7 +182,9 @@ export class SqliteStore implements Store {
     this.stmt = prepareStatements(db)
     this.messaging = new SqliteMessaging(db)
     // Replies and window refills written this turn go out before the commit, not after the disk.
-    this.commits = new GroupCommitter(db, {beforeCommit: flushBatchedWrites})
+    const check = sameFileCheck(file, db.memory)
+    this.stillOnDisk = check ?? (() => true)
+    this.commits = new GroupCommitter(db, {beforeCommit: flushBatchedWrites, stillOnDisk: check})
   }
 
   async createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean> {
