@@ -41,7 +41,7 @@ A group message is ✓✓ delivered once every member it was stored for has it; 
     limit: Flags.integer({description: 'How many of the latest messages.', default: 50, min: 1}),
   }
 
-  async run(): Promise<{messages: HistoryEntry[]; receiptsChecked: boolean}> {
+  async run(): Promise<{messages: Array<Omit<HistoryEntry, 'ts'> & {ts: string}>; receiptsChecked: boolean}> {
     const history = openHistory(join(this.profile.dir, HISTORY_FILE))
     try {
       const query = {peer: this.args.user?.toLowerCase(), group: this.flags.group?.toLowerCase(), limit: this.flags.limit}
@@ -55,7 +55,8 @@ A group message is ✓✓ delivered once every member it was stored for has it; 
         // Controls escaped and continuation lines marked; --json returns the exact text.
         this.log(`${when}  ${historyWho(m)}: ${renderMessageText(m.text)}${m.direction === 'out' ? `  ${mark(m)}` : ''}`)
       }
-      return {messages, receiptsChecked}
+      // ISO 8601, as every other command's --json gives times (listen, whois, whoisonline, status).
+      return {messages: messages.map((m) => ({...m, ts: new Date(m.ts).toISOString()})), receiptsChecked}
     } finally {
       history.close()
     }

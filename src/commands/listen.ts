@@ -23,7 +23,7 @@ With --json it prints one JSON object per line:
   {"type":"message","id","from","to","group","text","path","ts"}
   {"type":"receipt","id","seq","by","status","ts"} (seq: the message's number in your history, as send printed it; absent if the history does not have it)
   {"type":"presence","username","displayName","online","ts"}
-  {"type":"invited","group","by"}
+  {"type":"invited","group","by","ts"}
   {"type":"warning","code","from","message"} (a held message, a changed key, a message that could not be saved)
   {"type":"ready",...}
   {"type":"disconnected","code","message","ts"} when the connection is lost (then it reconnects, or ends with exit 1 for the codes above) and {"type":"reconnected","ts"}
@@ -80,7 +80,7 @@ With --json it prints one JSON object per line:
         `* ${receiptText(r, {seq, group: sent?.group})}`,
       )
     })
-    engine.on('invited', (i) => emit({type: 'invited', group: i.group, by: i.by}, `* ${i.by} invited you to #${i.group}: messenger group join ${i.group}`))
+    engine.on('invited', (i) => emit({type: 'invited', group: i.group, by: i.by, ts: new Date().toISOString()}, `* ${i.by} invited you to #${i.group}: messenger group join ${i.group}`))
     // On stderr for people; with --json also as a warning line on stdout.
     const warn = (from: string, error: MessengerError, line: string) => {
       process.stderr.write(`WARNING: ${line}\n`)

@@ -89,8 +89,10 @@ describe('messaging through the CLI', () => {
 
     // The receipt arrived while send waited, so alice's local history already says delivered.
     const history = await sendJson(alice, ['history', 'bob'])
-    const mine = (history.result.messages as Array<{id: string; status: string; direction: string; text: string}>).find((m) => m.id === sent.result.id)
+    const mine = (history.result.messages as Array<{id: string; status: string; direction: string; text: string; ts: string}>).find((m) => m.id === sent.result.id)
     expect(mine).toMatchObject({direction: 'out', status: 'delivered', text: 'hello there'})
+    // Times in ISO 8601, as listen, whois, whoisonline and status give them.
+    expect(mine!.ts).toBe(new Date(Date.parse(mine!.ts)).toISOString())
 
     // Each id is shown once.
     expect(events(bobListens).filter((e) => e.type === 'message' && e.id === sent.result.id)).toHaveLength(1)
@@ -451,9 +453,13 @@ describe('messaging through the CLI', () => {
 
   it('history tells broadcasts apart (a [broadcast] tag, broadcast: true in --json) and names a group once', async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
-    expect((await runCli(['group', 'create', 'team', '--invite', 'bob'], {env: alice})).code).toBe(0)
-    expect((await runCli(['group', 'join', 'team'], {env: bob})).code).toBe(0)
     const bobListens = await listen(bob)
+    expect((await runCli(['group', 'create', 'team', '--invite', 'bob'], {env: alice})).code).toBe(0)
+    // The invitation event has its time like every other listen --json event.
+    const invited = JSON.parse(await bobListens.waitForLine((l) => l.includes('"type":"invited"'), 'the invitation')) as {group: string; by: string; ts: string}
+    expect(invited).toMatchObject({group: 'team', by: 'alice'})
+    expect(invited.ts).toBe(new Date(Date.parse(invited.ts)).toISOString())
+    expect((await runCli(['group', 'join', 'team'], {env: bob})).code).toBe(0)
     expect((await runCli(['broadcast', 'hello', 'everyone'], {env: alice})).code).toBe(0)
     await nextMessage(bobListens, (m) => m.text === 'hello everyone', 'the broadcast')
     expect((await runCli(['group', 'send', 'team', 'team', 'talk'], {env: alice})).code).toBe(0)
