@@ -22,6 +22,7 @@ export const CHAT_HELP = `Commands:
   /who                  who is online
   /whois USER           display name, presence, key fingerprint
   /history [USER|#GROUP] [N]  the latest N messages (default 20), all or with USER or in GROUP
+                              (/history 5: the latest 5 of all; a user named 12: /history 12 20)
   /group create NAME [USER...] | invite NAME USER | join NAME | leave NAME | list | members NAME | send NAME text
   /broadcast text       to everyone online
   /block USER, /unblock USER
@@ -57,7 +58,11 @@ export function parseChatLine(line: string): ChatAction {
       return exactly(1, '/whois USER') ?? {kind: 'whois', user: rest[0]!}
     case 'history': {
       const usage: ChatAction = {kind: 'error', message: 'Usage: /history [USER|#GROUP] [N], N a whole number of messages from 1'}
-      if (rest.length > 2 || (rest.length === 2 && !/^[1-9]\d{0,5}$/.test(rest[1]!))) return usage
+      const count = /^[1-9]\d{0,5}$/
+      if (rest.length > 2 || (rest.length === 2 && !count.test(rest[1]!))) return usage
+      // One number alone is N of everything, as /help shows it; a user whose name is all digits
+      // takes both words: `/history 12 20`.
+      if (rest.length === 1 && count.test(rest[0]!)) return {kind: 'history', user: undefined, limit: Number(rest[0])}
       return {kind: 'history', user: rest[0], ...(rest[1] ? {limit: Number(rest[1])} : {})}
     }
     case 'broadcast':

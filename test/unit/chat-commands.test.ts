@@ -13,6 +13,8 @@ describe('parseChatLine', () => {
     ['/history', {kind: 'history', user: undefined}],
     ['/history bob', {kind: 'history', user: 'bob'}],
     ['/history #team 5', {kind: 'history', user: '#team', limit: 5}],
+    ['/history 5', {kind: 'history', user: undefined, limit: 5}],
+    ['/history 12 20', {kind: 'history', user: '12', limit: 20}],
     ['//etc/hosts is the file', {kind: 'say', text: '/etc/hosts is the file'}],
     ['  //', {kind: 'say', text: '/'}],
     ['/broadcast all hands', {kind: 'broadcast', text: 'all hands'}],
