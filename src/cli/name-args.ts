@@ -1,5 +1,5 @@
 import {Args} from '@oclif/core'
-import {normalizeGroupName, normalizeUsername} from '../protocol/rules.js'
+import {normalizeGroupName, normalizeNewGroupName, normalizeUsername} from '../protocol/rules.js'
 
 /**
  * Positional USER and NAME arguments, checked with the server's rules while the command line is
@@ -13,3 +13,7 @@ export const userArg = (description: string) =>
 export const groupArg = (description: string) =>
   Args.string({description, required: true, ignoreStdin: true, parse: async (input) => normalizeGroupName(input)})
 
+
+/** NAME of a group being created: also begins with a letter or a digit (normalizeNewGroupName). */
+export const newGroupArg = (description: string) =>
+  Args.string({description, required: true, ignoreStdin: true, parse: async (input) => normalizeNewGroupName(input)})

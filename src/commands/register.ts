@@ -3,7 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {openMessaging} from '../client/session.js'
 import {checkProfileAccount, resolvePassword, resolveUsername} from '../cli/credentials-input.js'
 import {pinOtherNodes} from '../cli/pin-nodes.js'
-import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
+import {checkPassword, normalizeDisplayName, normalizeNewUsername} from '../protocol/rules.js'
 
 export default class Register extends BaseCommand<typeof Register> {
   static override summary = 'Create an account on the server and log in.'
@@ -18,7 +18,7 @@ export default class Register extends BaseCommand<typeof Register> {
 
   static override args = {
     // ignoreStdin: with --password-stdin, stdin is the password, never the username.
-    username: Args.string({description: 'Username: 2-32 characters of a-z, 0-9, _ . -', ignoreStdin: true}),
+    username: Args.string({description: 'Username: 2-32 characters of a-z, 0-9, _ . -, beginning with a letter or digit', ignoreStdin: true}),
   }
 
   static override flags = {
@@ -28,7 +28,7 @@ export default class Register extends BaseCommand<typeof Register> {
 
   async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string}> {
     // Check locally first so a typo costs no round trip and no rate-limit slot.
-    const username = normalizeUsername(await resolveUsername(this.args.username, undefined))
+    const username = normalizeNewUsername(await resolveUsername(this.args.username, undefined))
     checkProfileAccount(this.profile, username, 'register')
     const displayName = normalizeDisplayName(this.flags['display-name'], username)
     const password = await resolvePassword({fromStdin: this.flags['password-stdin'], confirm: true})

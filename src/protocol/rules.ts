@@ -14,6 +14,24 @@ export function normalizeGroupName(raw: string): string {
   return normalizeName(raw, 'BAD_GROUP_NAME', 'group name', 'Pick a name like friends or team_42.')
 }
 
+/**
+ * A name being created (register, group create) must also begin with a letter or a digit: "-abc"
+ * reads as an option to every command (it needed `--` each time), and ".." or "..." look like
+ * paths, not names. Existing names are still accepted everywhere else, so nobody is locked out.
+ */
+export function normalizeNewUsername(raw: string): string {
+  return startsWithLetterOrDigit(normalizeUsername(raw), raw, 'BAD_USERNAME', 'username', 'Pick a username like alice or bob_92.')
+}
+
+export function normalizeNewGroupName(raw: string): string {
+  return startsWithLetterOrDigit(normalizeGroupName(raw), raw, 'BAD_GROUP_NAME', 'group name', 'Pick a name like friends or team_42.')
+}
+
+function startsWithLetterOrDigit(name: string, raw: string, code: 'BAD_USERNAME' | 'BAD_GROUP_NAME', noun: string, hint: string): string {
+  if (/^[a-z0-9]/.test(name)) return name
+  throw new MessengerError(code, `Invalid ${noun} "${raw.slice(0, 40)}": begin it with a letter or a digit (then a-z, 0-9, "_", "." or "-").`, {hint})
+}
+
 function normalizeName(raw: string, code: 'BAD_USERNAME' | 'BAD_GROUP_NAME', noun: string, hint: string): string {
   const name = raw.trim().toLowerCase()
   if (!LIMITS.usernamePattern.test(name)) {

@@ -2,7 +2,7 @@ import {createHash, randomBytes} from 'node:crypto'
 import type {Logger} from 'pino'
 import {hashPassword, hashedAtLowerCost, makeDummyHash, verifyPassword, type ScryptParams} from '../crypto/password.js'
 import {MessengerError, errors} from '../protocol/errors.js'
-import {checkPassword, normalizeDisplayName, normalizeUsername} from '../protocol/rules.js'
+import {checkPassword, normalizeDisplayName, normalizeNewUsername} from '../protocol/rules.js'
 import type {Store, UserRecord} from '../store/store.js'
 import {KeyedMutex} from '../util/keyed-mutex.js'
 
@@ -41,7 +41,7 @@ export class Accounts {
   constructor(private readonly options: AccountsOptions) {}
 
   async register(rawUsername: string, password: string, rawDisplayName?: string): Promise<UserRecord> {
-    const username = normalizeUsername(rawUsername)
+    const username = normalizeNewUsername(rawUsername)
     checkPassword(password)
     const displayName = normalizeDisplayName(rawDisplayName, username)
     const passwordHash = await hashPassword(password, this.options.scrypt)

@@ -2,14 +2,14 @@ import {MessengerError, errors} from '../protocol/errors.js'
 import type {BlockedPush, GroupMember, InvitedPush, Results} from '../protocol/messages.js'
 import type {GroupRecord, Store, UserRecord} from '../store/store.js'
 import type {Hub} from './hub.js'
-import {normalizeGroupName} from '../protocol/rules.js'
+import {normalizeNewGroupName} from '../protocol/rules.js'
 
 /** Groups (create, invite, join, leave, members) and blocking: the rules, with coded errors. */
 export class Social {
   constructor(private readonly o: {store: Store; hub: Hub; now: () => number}) {}
 
   async createGroup(owner: string, rawName: string, invite: string[]): Promise<Results['group_create']> {
-    const name = normalizeGroupName(rawName)
+    const name = normalizeNewGroupName(rawName)
     const named = [...new Set(invite.map((u) => u.toLowerCase()).filter((u) => u !== owner))]
     for (const username of named) await this.requireUser(username)
     // Someone who blocked the owner gets no invitation from them, as they get no message.

@@ -135,6 +135,8 @@ describe('accounts and sessions', () => {
     ['a space', 'al ice'],
     ['a forbidden character', 'alice!'],
     ['non-ASCII letters', 'élise'],
+    ['a leading dash (it reads as an option)', '-abc'],
+    ['only dots', '..'],
   ])('refuses a username with %s as BAD_USERNAME', async (_why, username) => {
     const {address} = await startTestServer()
     const client = await connectClient(address)

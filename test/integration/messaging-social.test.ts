@@ -27,6 +27,8 @@ describe('messaging: groups', () => {
     expect(await bob.invited.next()).toEqual({type: 'invited', group: 'team', by: 'alice'})
     await expectCode(alice.client.request('group_create', {name: 'team'}), 'GROUP_EXISTS')
     await expectCode(dave.client.request('group_create', {name: 'TEAM'}), 'GROUP_EXISTS')
+    // A new group's name begins with a letter or a digit ("-x" reads as an option, ".." as a path).
+    for (const name of ['..', '-team', '_team']) await expectCode(dave.client.request('group_create', {name}), 'BAD_GROUP_NAME')
     await expectCode(dave.client.request('group_join', {name: 'team'}), 'NOT_INVITED')
     await bob.client.request('group_join', {name: 'team'})
     await carol.client.request('group_join', {name: 'team'})

@@ -2,7 +2,7 @@ import {describe, expect, it} from 'vitest'
 
 import {LIMITS} from '../../src/protocol/constants.js'
 import {MessengerError, type ErrorCode} from '../../src/protocol/errors.js'
-import {checkPassword, normalizeDisplayName, normalizeGroupName, normalizeUsername} from '../../src/protocol/rules.js'
+import {checkPassword, normalizeDisplayName, normalizeGroupName, normalizeNewGroupName, normalizeNewUsername, normalizeUsername} from '../../src/protocol/rules.js'
 
 function codeOf(fn: () => unknown): ErrorCode | undefined {
   try {
@@ -101,6 +101,21 @@ describe('normalizeGroupName', () => {
       expect((error as MessengerError).message).toContain('use 2-32 characters of a-z, 0-9')
       expect((error as MessengerError).hint).toBeTruthy()
     }
+  })
+})
+
+describe('names being created (register, group create)', () => {
+  it.each([['-abc'], ['..'], ['...'], ['_x'], ['.hidden']])('refuse %j: a new name begins with a letter or a digit', (raw) => {
+    expect(codeOf(() => normalizeNewUsername(raw))).toBe('BAD_USERNAME')
+    expect(codeOf(() => normalizeNewGroupName(raw))).toBe('BAD_GROUP_NAME')
+    // Names like these made before the rule still work everywhere else.
+    expect(normalizeUsername(raw)).toBe(raw)
+    expect(normalizeGroupName(raw)).toBe(raw)
+  })
+
+  it.each([['alice'], ['9lives'], ['a.b-c_d'], ['x-']])('accept %j', (raw) => {
+    expect(normalizeNewUsername(raw)).toBe(raw)
+    expect(normalizeNewGroupName(raw)).toBe(raw)
   })
 })
 

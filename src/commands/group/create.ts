@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
-import {groupArg} from '../../cli/name-args.js'
+import {newGroupArg} from '../../cli/name-args.js'
 import {notInvitedReason} from '../../cli/render.js'
 import {normalizeUsername} from '../../protocol/rules.js'
 
@@ -11,7 +11,7 @@ export default class GroupCreate extends BaseCommand<typeof GroupCreate> {
 
   static override examples = ['<%= config.bin %> <%= command.id %> friends --invite bob --invite carol']
 
-  static override args = {name: groupArg('Group name: 2-32 characters of a-z, 0-9, _ . -')}
+  static override args = {name: newGroupArg('Group name: 2-32 characters of a-z, 0-9, _ . -, beginning with a letter or digit')}
 
   static override flags = {invite: Flags.string({description: 'User to invite (repeatable).', multiple: true, default: []})}
 
