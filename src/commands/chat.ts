@@ -27,6 +27,8 @@ interface ChatContext {
   history: LocalHistory
   me: string
   print: (line: string) => void
+  /** An error of a command the person typed (piped: stderr, and counted for the exit code). */
+  printError: (line: string) => void
   /** Where plain text goes: the last /msg target, else whoever wrote last. */
   current?: string
   lastSender?: string
@@ -66,11 +68,30 @@ export default class Chat extends BaseCommand<typeof Chat> {
 
   static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
 Type /help for commands (/msg, /reply, /who, /whois, /history [USER|#GROUP] [N], /group, /broadcast, /block, /unblock, /trust USER [FINGERPRINT], /quit). Plain text goes to the user you last wrote to or heard from, shown in the prompt (alice -> bob>); //text sends "/text". In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
+Through pipes (stdin not a terminal) chat is scriptable: messages and confirmations go to stdout, the errors of commands to stderr, and chat exits 1 at the end if any command failed (it says how many). Chat has no --json: for JSON, read with listen --json and send with send --json.
 Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; a message typed meanwhile is answered "(not connected: message queued; ...)" at once and sent, in the order typed, once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere).`
 
-  static override examples = ['<%= config.bin %> <%= command.id %>', {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'}]
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    {description: 'As a second user on the same machine', command: 'MESSENGER_HOME=~/.messenger-bob <%= config.bin %> <%= command.id %>'},
+    {description: 'From a script: exits 1 if a command failed (errors on stderr)', command: "printf '/msg bob hi\\n/quit\\n' | <%= config.bin %> <%= command.id %>"},
+  ]
 
   static override flags = {...pathFlags, ...udpPortFlag, ...receiveFileFlags}
+
+  // Chat's output is lines for a person (and a script reading them); JSON lines of its events are
+  // what `listen --json` is for. Mixing a JSON result into that text broke `| jq`, so --json is refused.
+  static override enableJsonFlag = false
+
+  public override async init(): Promise<void> {
+    const end = this.argv.indexOf('--')
+    if (this.argv.slice(0, end === -1 ? undefined : end).some((arg) => arg === '--json' || arg.startsWith('--json='))) {
+      throw new MessengerError('BAD_INPUT', '`messenger chat` has no --json output: it prints lines for people.', {
+        hint: 'For JSON, receive with `messenger listen --json` and send with `messenger send USER TEXT --json`; or pipe commands to chat without --json (it exits 1 if one failed).',
+      })
+    }
+    await super.init()
+  }
 
   async run(): Promise<{messagesSent: number}> {
     const {client, engine, history, files} = await this.onlineSession(this.flags)
@@ -96,7 +117,15 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       process.stdout.write(`${line}\n`)
       prompt(true)
     }
-    const ctx: ChatContext = {client, engine, history, me, print, sent: new Map()}
+    // Piped, an error goes to stderr (a script reads stdout, and must see a failure without parsing
+    // it) and is counted for the exit code; in a terminal it prints above the prompt like the rest.
+    let failed = 0
+    const printError = (line: string, count = true) => {
+      if (terminal) return print(line)
+      if (count) failed++
+      process.stderr.write(`${line}\n`)
+    }
+    const ctx: ChatContext = {client, engine, history, me, print, printError, sent: new Map()}
     this.wireEvents(ctx)
     const progressLines = new ProgressLines()
     files.on('offer', (o) => print(`* ${o.peer} is sending you ${o.name} (${formatSize(o.size)})`))
@@ -156,7 +185,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
             // Sent (or refused): ctx.current says where text goes now, unless a later /msg is still waiting.
             if (typed && ctx.typed === typed) ctx.typed = undefined
             // Escaped like a one-shot command's: a message can carry a peer's words (a file's REJECT reason).
-            if (failure) print(renderError(failure.message, failure.hint).trimEnd())
+            if (failure) printError(renderError(failure.message, failure.hint).trimEnd())
             if (!quitting) prompt()
           })
         }
@@ -177,7 +206,8 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
             print(`* connection lost (${escapeControls(error.message)}); reconnecting...`)
             return
           }
-          print(renderError(error.message, error.hint).trimEnd())
+          // Not a command's failure: it ends chat with exit 1 by itself.
+          printError(renderError(error.message, error.hint).trimEnd(), false)
           process.exitCode = 1
           quit()
         })
@@ -191,6 +221,11 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     closed = true
     rl.close()
     print('Bye.')
+    if (failed > 0) {
+      // As a shell script with `set -e` would want: the run is not a success if a line of it failed.
+      process.stderr.write(`${failed} ${failed === 1 ? 'command' : 'commands'} of the input failed (the errors above); chat exits 1.\n`)
+      process.exitCode = 1
+    }
     return {messagesSent: ctx.sent.size}
   }
 
@@ -290,7 +325,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       case 'none':
         return
       case 'error':
-        print(action.message)
+        ctx.printError(action.message)
         return
       case 'help':
         print(CHAT_HELP)

@@ -91,7 +91,7 @@ function chatInTerminal(env: Env): ReturnType<typeof watch> {
   return chat
 }
 describe('messenger chat', () => {
-  it('through pipes: shows stored and live messages, sends with /msg, and /quit exits 0', async () => {
+  it('through pipes: shows stored and live messages, sends with /msg; /quit exits 1 after refused lines', async () => {
     const {alice, bob} = await setup()
 
     // Stored while alice is away: it arrives right after chat starts.
@@ -124,8 +124,10 @@ describe('messenger chat', () => {
     await bobListens.waitForLine((l) => l.includes('"text":"still for bob"'), 'plain text still going to bob')
 
     chat.write('/quit\n')
-    expect(await chat.exited).toBe(0)
+    // The two refused /msg lines make the run a failure, as a script needs to know.
+    expect(await chat.exited).toBe(1)
     expect(chat.output()).toContain('Bye.')
+    expect(chat.output()).toContain('2 commands of the input failed (the errors above); chat exits 1.')
     // Each incoming message was shown once.
     expect(chat.output().split('bob: hello alice')).toHaveLength(2)
   })
@@ -188,6 +190,35 @@ describe('messenger chat', () => {
     expect(chat.output().lastIndexOf('\u001b[?2004l')).toBeGreaterThan(chat.output().lastIndexOf('\u001b[?2004h'))
   })
 
+  it('through pipes: errors of commands go to stderr, and chat exits 1 at the end saying how many failed', async () => {
+    const {alice, bob} = await setup()
+    const bobListens = await listen(bob)
+    const run = await runCli(['chat'], {env: alice, input: '/msg bob x\n/msg nosuch y\n/foo\n'})
+    expect(run.code, run.stderr).toBe(1)
+    await bobListens.waitForLine((l) => l.includes('"text":"x"'), 'the message that worked')
+    expect(run.stdout).toMatch(/message \d+ to bob/)
+    // stdout is what was done; nothing of the failures is in it.
+    expect(run.stdout).not.toMatch(/Error|nosuch|Unknown command/)
+    expect(run.stderr).toContain('Error: There is no user "nosuch"')
+    expect(run.stderr).toContain('Unknown command /foo. Type /help for the list.')
+    expect(run.stderr.trimEnd().split('\n').at(-1)).toBe('2 commands of the input failed (the errors above); chat exits 1.')
+
+    const clean = await runCli(['chat'], {env: alice, input: '/msg bob y\n'})
+    expect(clean.code, clean.stderr).toBe(0)
+    expect(clean.stderr).toBe('')
+  })
+
+  it('refuses --json (exit 2, BAD_INPUT on stderr): its output is lines for people', async () => {
+    const {alice} = await setup()
+    const run = await runCli(['chat', '--json'], {env: alice, input: '/msg bob x\n'})
+    expect(run.code).toBe(2)
+    expect(run.stdout).toBe('')
+    expect(run.stderr).toContain('Error: `messenger chat` has no --json output: it prints lines for people.')
+    expect(run.stderr).toContain('messenger listen --json')
+    // Not offered among its flags.
+    expect((await runCli(['chat', '--help'])).stdout).not.toMatch(/^\s+--json\b/m)
+  })
+
   it('through pipes: lines stay separate, and a terminal mode is never asked for', async () => {
     const {alice, bob} = await setup()
     const bobListens = await listen(bob)
@@ -231,7 +262,9 @@ describe('messenger chat', () => {
     await chat.waitFor(`Now trusting bob's new key ${now} (it matches the fingerprint you gave) (was ${first}).`, 'the verified key trusted')
     expect(await whois()).toMatchObject({trust: 'pinned'})
     chat.write('/quit\n')
-    expect(await chat.exited).toBe(0)
+    // KEY_MISMATCH and the typo failed.
+    expect(await chat.exited).toBe(1)
+    expect(chat.output()).toContain('2 commands of the input failed')
   }, 120_000)
 
   it('through pipes: a message typed while the server is down is queued, said so at once, and sent once it is back', async () => {
@@ -342,7 +375,9 @@ describe('messenger chat', () => {
     chat.write('/who extra\n')
     await chat.waitFor('Usage: /who', 'the extra word refused')
     chat.write('/quit\n')
-    expect(await chat.exited).toBe(0)
+    // /history nosuch and /who extra failed.
+    expect(await chat.exited).toBe(1)
+    expect(chat.output()).toContain('2 commands of the input failed')
     const out = chat.output()
     const bobSide = out.slice(out.indexOf('/history bob 1'))
     expect(out.slice(out.lastIndexOf('[#team] you'))).not.toMatch(/you -> bob: \/first/)

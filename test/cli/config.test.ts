@@ -131,11 +131,13 @@ describe('downloads directory check of chat and listen', () => {
       {argv: ['listen', '--downloads', ' '], message: 'The downloads directory (from --downloads) cannot be empty.', hint: expect.stringContaining('Give --downloads a directory')},
       {argv: ['chat'], extra: {MESSENGER_DOWNLOADS: '  '}, message: 'The downloads directory (from MESSENGER_DOWNLOADS) cannot be empty.', hint: expect.stringContaining('unset it')},
     ]
-    const results = await Promise.all(cases.map(({argv, extra}) => runCli([...argv, '--json'], {env: {...env, ...extra}})))
+    // chat has no --json (it refuses it): its error is read from stderr.
+    const results = await Promise.all(cases.map(({argv, extra}) => runCli(argv[0] === 'chat' ? argv : [...argv, '--json'], {env: {...env, ...extra}})))
     for (const [i, {argv, message, hint}] of cases.entries()) {
       const result = results[i]!
       expect(result.code, argv.join(' ')).toBe(2)
-      expect(errorOf(result.stdout), argv.join(' ')).toMatchObject({code: 'BAD_INPUT', message, hint})
+      if (argv[0] === 'chat') expect(result.stderr, argv.join(' ')).toContain(`Error: ${message}`)
+      else expect(errorOf(result.stdout), argv.join(' ')).toMatchObject({code: 'BAD_INPUT', message, hint})
     }
 
     // The profile's setting: set while it was a directory's name, then a file took its place.

@@ -49,6 +49,8 @@ export interface CliProcess {
   waitForLine(match: (line: string) => boolean, what: string): Promise<string>
   lines: string[]
   stderr(): string
+  /** Resolves with the first stderr line for which `match` returns true (lines seen earlier count too). */
+  waitForStderrLine(match: (line: string) => boolean, what: string): Promise<string>
   exited: Promise<number | null>
   stop(signal?: NodeJS.Signals): Promise<number | null>
 }
@@ -58,30 +60,37 @@ export function spawnCli(args: string[], options: {env?: Record<string, string |
   const lines: string[] = []
   let stderr = ''
   const waiters: Array<{match: (line: string) => boolean; resolve: (line: string) => void}> = []
+  const errLines: string[] = []
+  const errWaiters: typeof waiters = []
   child.stderr.on('data', (d: Buffer) => (stderr += d))
-  createInterface({input: child.stdout}).on('line', (line) => {
-    lines.push(line)
-    for (const waiter of [...waiters]) {
-      if (waiter.match(line)) {
-        waiters.splice(waiters.indexOf(waiter), 1)
-        waiter.resolve(line)
+  const watchLines = (input: NodeJS.ReadableStream, seen: string[], pending: typeof waiters) =>
+    createInterface({input}).on('line', (line) => {
+      seen.push(line)
+      for (const waiter of [...pending]) {
+        if (waiter.match(line)) {
+          pending.splice(pending.indexOf(waiter), 1)
+          waiter.resolve(line)
+        }
       }
-    }
-  })
+    })
+  watchLines(child.stdout, lines, waiters)
+  watchLines(child.stderr, errLines, errWaiters)
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
+  const waitIn = (seen: string[], pending: typeof waiters) => (match: (line: string) => boolean, what: string) => {
+    const found = seen.find(match)
+    if (found !== undefined) return Promise.resolve(found)
+    return new Promise<string>((resolve, reject) => {
+      pending.push({match, resolve})
+      exited.then((code) => reject(new Error(`process exited (${code}) before ${what}; stderr:\n${stderr}\nstdout:\n${lines.join('\n')}`)))
+    })
+  }
   const proc: CliProcess = {
     child,
     lines,
     stderr: () => stderr,
     exited,
-    waitForLine(match, what) {
-      const seen = lines.find(match)
-      if (seen !== undefined) return Promise.resolve(seen)
-      return new Promise((resolve, reject) => {
-        waiters.push({match, resolve})
-        exited.then((code) => reject(new Error(`process exited (${code}) before ${what}; stderr:\n${stderr}\nstdout:\n${lines.join('\n')}`)))
-      })
-    },
+    waitForLine: waitIn(lines, waiters),
+    waitForStderrLine: waitIn(errLines, errWaiters),
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal)
       return exited
