@@ -76,16 +76,14 @@ export class Keyring {
   }
 
   /**
-   * Seals one message for several recipients (a group, a broadcast), as seal() would for each: the
-   * key verified first, then the text checked, but the text is checked and encoded only once.
+   * Seals one message for several recipients (a group, a broadcast), as seal() would for each, the
+   * text checked and encoded once. The text is checked here (BAD_INPUT, MESSAGE_TOO_LARGE), not at
+   * the first recipient: a broadcast with nobody online, or a group send with nobody to seal for,
+   * would otherwise skip the check, and a broadcast be recorded in history over the limit.
    */
   sealerFor(text: string, binding: MessageBinding): (username: string, publicKeyB64: string) => SealedText {
-    let plaintext: Uint8Array | undefined
-    return (username, publicKeyB64) => {
-      const key = this.verify(username, publicKeyB64)
-      plaintext ??= messagePlaintext(text, binding)
-      return sealPlaintext(this.sharedKeys, key, plaintext)
-    }
+    const plaintext = messagePlaintext(text, binding)
+    return (username, publicKeyB64) => sealPlaintext(this.sharedKeys, this.verify(username, publicKeyB64), plaintext)
   }
 
   /**

@@ -208,6 +208,19 @@ describe('messaging: limits and refusals', () => {
     expect(await bob.nextMessage()).toMatchObject({id: marker.id})
   })
 
+  it('refuses an over-limit broadcast or group send with MESSAGE_TOO_LARGE also when nobody would get it, recording nothing', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    await alice.client.request('group_create', {name: 'solo', invite: []})
+    const tooLarge = 'a'.repeat(MAX_TEXT_BYTES + 1)
+    const requests = recordRequests(alice)
+    // Nobody else is online, and alice is the group's only member.
+    await expectCode(alice.engine.broadcast(tooLarge), 'MESSAGE_TOO_LARGE')
+    await expectCode(alice.engine.sendGroup('solo', tooLarge), 'MESSAGE_TOO_LARGE')
+    expect(requests.filter((type) => type === 'send' || type === 'broadcast')).toEqual([])
+    expect(alice.history.list({})).toEqual([])
+  })
+
   it('refuses a message to yourself with SELF_MESSAGE and to an unknown user with NO_SUCH_USER', async () => {
     const {address} = await startTestServer()
     const alice = await makeUser(address, 'alice')
