@@ -73,13 +73,14 @@ export const ERROR_CONTINUATION = '  '
  * the message has lines of its own (CERT_CHANGED's pinned and presented fingerprints), they stay
  * lines, indented with ERROR_CONTINUATION, and the hint follows on a line of its own. Every other
  * control is escaped as in escapeControls: a message can carry a peer's words (a file transfer's
- * REJECT or CANCEL reason). Ends with a newline.
+ * REJECT or CANCEL reason). Ends with a newline. `label` replaces "Error: " for an error that is only
+ * a note (history's receipts that could not be read).
  */
-export function renderError(message: string, hint?: string): string {
+export function renderError(message: string, hint?: string, label = 'Error: '): string {
   const [first, ...rest] = escapedLines(message)
   const hintLines = hint ? escapedLines(hint) : []
-  if (rest.length === 0 && hintLines.length <= 1) return `Error: ${first}${hintLines.length ? ` ${hintLines[0]}` : ''}\n`
-  return `${[`Error: ${first}`, ...[...rest, ...hintLines].map((line) => `${ERROR_CONTINUATION}${line}`)].join('\n')}\n`
+  if (rest.length === 0 && hintLines.length <= 1) return `${label}${first}${hintLines.length ? ` ${hintLines[0]}` : ''}\n`
+  return `${[`${label}${first}`, ...[...rest, ...hintLines].map((line) => `${ERROR_CONTINUATION}${line}`)].join('\n')}\n`
 }
 
 /** The line `listen` and `chat` print for a received message: `[time] #group alice: text`. */

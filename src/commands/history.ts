@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {escapeControls, groupProgress, historyWho, renderMessageText} from '../cli/render.js'
+import {groupProgress, historyWho, renderError, renderMessageText} from '../cli/render.js'
 import {MessengerError} from '../protocol/errors.js'
 import {checkListOptions, openHistory, type HistoryEntry, type HistoryStatus} from '../client/history.js'
 import {HISTORY_FILE} from '../client/session.js'
@@ -21,7 +21,7 @@ export default class History extends BaseCommand<typeof History> {
 
   static override description = `Reads the history kept on this machine (the server keeps no copy of delivered messages).
 Each line says where a message went and who wrote it: "alice", "you -> bob", "[#team] alice", "[broadcast] you" (--json: group, and broadcast true for one sent to everyone online).
-Before printing, it asks the server for the receipts waiting for you (delivered, expired, unreadable) and records them, without showing you online, so the marks are current even if you never ran chat or listen. If the server cannot be asked (unreachable, not logged in), it prints the local marks and says on stderr that they may be out of date (--json: receiptsChecked false).
+Before printing, it asks the server for the receipts waiting for you (delivered, expired, unreadable) and records them, without showing you online, so the marks are current even if you never ran chat or listen. If the server cannot be asked (unreachable, not logged in), it prints the local marks and says on stderr that they may be out of date, with the reason and what to do about it (a changed server certificate: forget-server) (--json: receiptsChecked false).
 Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ unreadable (the recipient's client could not open it; send it again), ✗ failed.
 A group message is ✓✓ delivered once every member it was stored for has it; until then it says how many do ("✓ delivered to 1 of 3"), and --json lists each member's copy (copies: [{to, status}]).`
 
@@ -74,8 +74,10 @@ A group message is ✓✓ delivered once every member it was stored for has it; 
       const {engine} = await this.messagingSession({online: false, publishKey: false})
       return (await engine.collectStoredReceipts()).supported
     } catch (error) {
-      const reason = error instanceof MessengerError ? error.message : String(error)
-      if (!this.jsonEnabled()) process.stderr.write(`Marks may be out of date: the server could not be asked for new receipts (${escapeControls(reason)})\n`)
+      // Rendered like an error (its lines as lines, then its hint): CERT_CHANGED's fingerprints and
+      // its forget-server step are what the person needs, not one escaped line.
+      const [reason, hint] = error instanceof MessengerError ? [error.message, error.hint] : [String(error), undefined]
+      if (!this.jsonEnabled()) process.stderr.write(renderError(reason, hint, 'Marks may be out of date: the server could not be asked for new receipts: '))
       return false
     }
   }

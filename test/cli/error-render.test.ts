@@ -34,6 +34,18 @@ describe('CERT_CHANGED on the terminal', () => {
     }
   }, 120_000)
 
+  it('history, which cannot collect receipts then, notes it with the lines as lines and the forget-server hint, and still exits 0', async () => {
+    const first = await startServerProcess()
+    const env = {MESSENGER_HOME: tempDir(), MESSENGER_SERVER: first.address}
+    expect((await runCli(['login', 'alice', '--password-stdin'], {env, input: 'wonderland1\n'})).code).toBe(0)
+    await first.stop()
+    const second = await startServerProcess([], {port: first.port})
+    const result = await runCli(['history'], {env})
+    expect(result.code, result.stderr).toBe(0)
+    const [error, ...rest] = certChangedLines(first.address, first.fingerprint, second.fingerprint)
+    expect(result.stderr.split('\n').filter(Boolean)).toEqual([error!.replace(/^Error: /, 'Marks may be out of date: the server could not be asked for new receipts: '), ...rest])
+  }, 120_000)
+
   it('a running listen whose server comes back with another certificate ends with it said once', async () => {
     const first = await startServerProcess()
     const env = {MESSENGER_HOME: tempDir(), MESSENGER_SERVER: first.address}
@@ -54,7 +66,7 @@ describe('CERT_CHANGED on the terminal', () => {
     const first = await startServerProcess()
     const env = {MESSENGER_HOME: tempDir(), MESSENGER_SERVER: first.address}
     expect((await runCli(['login', 'alice', '--password-stdin'], {env, input: 'wonderland1\n'})).code).toBe(0)
-    // stdin stays open (not a terminal): chat prints plain lines on stdout.
+    // stdin stays open (not a terminal): chat prints plain lines, its errors on stderr.
     const chat = spawnCli(['chat'], {env})
     await chat.waitForLine((l) => l.startsWith('Chatting as alice'), 'chat to be ready')
 
