@@ -335,6 +335,14 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       case 'say':
         return send(ctx.current ?? ctx.lastSender, action.text)
       case 'reply':
+        // /reply answers whoever wrote last, which is not the prompt's target once you /msg someone:
+        // "Nobody to send to yet" would be false while the prompt names one.
+        if (ctx.lastSender === undefined) {
+          const target = plainTextTarget(ctx)
+          throw new MessengerError('BAD_INPUT', 'Nobody has written to you yet, so /reply has no one to answer.', {
+            hint: target ? `Type the text without /reply to send it to ${target}, or use /msg USER text.` : 'Start with /msg USER text.',
+          })
+        }
         return send(ctx.lastSender, action.text)
       case 'who': {
         const {users} = await client.whoisonline()
@@ -363,10 +371,12 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         await client.request('block', {username: action.user})
         print(`Blocked ${action.user}.`)
         return
-      case 'unblock':
-        await client.request('unblock', {username: action.user})
-        print(`Unblocked ${action.user}.`)
+      case 'unblock': {
+        // Worded as `messenger unblock` words it: unblocking someone not blocked changed nothing.
+        const {wasBlocked} = await client.request('unblock', {username: action.user})
+        print(wasBlocked ? `Unblocked ${action.user}.` : `${action.user} was not blocked.`)
         return
+      }
       case 'trust': {
         const expectFingerprint = action.fingerprint === undefined ? undefined : verifiedFingerprint(action.fingerprint, action.user, 'chat')
         const result = await engine.trust(action.user, {expectFingerprint}).catch((error: unknown) => {

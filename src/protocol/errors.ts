@@ -115,7 +115,8 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   KEY_REPLACED: 'To move your account back to this profile, run `messenger login --replace-key` here.',
   NO_SUCH_GROUP: 'Check the name with `messenger group list`.',
   GROUP_EXISTS: 'Pick another name, or ask a member to invite you.',
-  BAD_GROUP_NAME: 'Use 2-32 characters of a-z, 0-9, "_", "." and "-".',
+  // The message states the rule already (normalizeGroupName); an example is what it lacks.
+  BAD_GROUP_NAME: 'Pick a name like friends or team_42.',
   NOT_A_MEMBER: 'Ask a member to invite you, then run `messenger group join NAME`.',
   NOT_INVITED: 'Ask a member to run `messenger group invite NAME YOU` first.',
   RECIPIENT_BLOCKED: 'Unblock them with `messenger unblock USER`, then send the file again.',
