@@ -303,7 +303,8 @@ describe('messaging through the CLI', () => {
 
     const created = await sendJson(alice, ['group', 'create', 'friends', '--invite', 'bob'])
     expect(created.code, created.stderr).toBe(0)
-    expect(created.result).toMatchObject({name: 'friends', invited: ['bob']})
+    // Named `group` like every other group command's JSON (and `name`, as before).
+    expect(created.result).toMatchObject({group: 'friends', name: 'friends', invited: ['bob']})
 
     // Only invited users can join.
     const crasher = await sendJson(carol, ['group', 'join', 'friends'])
@@ -312,6 +313,7 @@ describe('messaging through the CLI', () => {
 
     const joined = await runCli(['group', 'join', 'friends'], {env: bob})
     expect(joined.code, joined.stderr).toBe(0)
+    expect((await sendJson(alice, ['group', 'members', 'friends'])).result).toMatchObject({group: 'friends', name: 'friends', owner: 'alice'})
 
     const bobListens = await listen(bob)
     const sent = await sendJson(alice, ['group', 'send', 'friends', 'hi', 'all'])

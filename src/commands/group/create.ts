@@ -15,13 +15,14 @@ export default class GroupCreate extends BaseCommand<typeof GroupCreate> {
 
   static override flags = {invite: Flags.string({description: 'User to invite (repeatable).', multiple: true, default: []})}
 
-  async run(): Promise<{name: string; invited: string[]; skipped: Array<{to: string; code: string}>}> {
+  async run(): Promise<{group: string; name: string; invited: string[]; skipped: Array<{to: string; code: string}>}> {
     // Checked here, not in the flag's parse (oclif would wrap the error as "Parsing --invite").
     const invite = this.flags.invite.map((user) => normalizeUsername(user))
     const client = await this.connectSession()
     const result = await client.request('group_create', {name: this.args.name, invite})
     this.log(`Created group ${result.name}${result.invited.length ? `; invited ${result.invited.join(', ')}` : ''}.`)
     for (const s of result.skipped ?? []) this.logToStderr(`Not invited: ${s.to} (${notInvitedReason(s.code)}).`)
-    return result
+    // `group`, as join, leave, invite and send name it; `name` stays for scripts that read it.
+    return {group: result.name, ...result}
   }
 }

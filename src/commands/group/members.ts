@@ -12,10 +12,11 @@ export default class GroupMembers extends BaseCommand<typeof GroupMembers> {
 
   static override args = {name: groupArg('Group name.')}
 
-  async run(): Promise<Results['group_members']> {
+  async run(): Promise<Results['group_members'] & {group: string}> {
     const client = await this.connectSession()
     const result = await client.request('group_members', {name: this.args.name})
     this.log(table(['USERNAME', 'DISPLAY NAME', 'MEMBERSHIP'], result.members.map((m) => [m.username + (m.username === result.owner ? ' (owner)' : ''), m.displayName, m.membership])))
-    return result
+    // `group`, as join, leave, invite and send name it; `name` stays for scripts that read it.
+    return {group: result.name, ...result}
   }
 }
