@@ -10,11 +10,11 @@ export default class Block extends BaseCommand<typeof Block> {
 
   static override args = {user: userArg('Username to block.')}
 
-  async run(): Promise<{blocked: string}> {
+  async run(): Promise<{blocked: string; alreadyBlocked: boolean}> {
     const client = await this.connectSession()
     const blocked = this.args.user
-    await client.request('block', {username: blocked})
-    this.log(`Blocked ${blocked}. Undo with \`messenger unblock ${blocked}\`.`)
-    return {blocked}
+    const alreadyBlocked = (await client.request('block', {username: blocked})).alreadyBlocked === true
+    this.log(`${alreadyBlocked ? `${blocked} was already blocked.` : `Blocked ${blocked}.`} Undo with \`messenger unblock ${blocked}\`.`)
+    return {blocked, alreadyBlocked}
   }
 }

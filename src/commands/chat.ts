@@ -367,10 +367,11 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         print(`  broadcast delivered to ${outcome.delivered} online user(s)`)
         return
       }
-      case 'block':
-        await client.request('block', {username: action.user})
-        print(`Blocked ${action.user}.`)
+      case 'block': {
+        const {alreadyBlocked} = await client.request('block', {username: action.user})
+        print(alreadyBlocked ? `${action.user} was already blocked.` : `Blocked ${action.user}.`)
         return
+      }
       case 'unblock': {
         // Worded as `messenger unblock` words it: unblocking someone not blocked changed nothing.
         const {wasBlocked} = await client.request('unblock', {username: action.user})

@@ -146,7 +146,8 @@ export interface Results {
   group_leave: {deleted: boolean; newOwner: string | null}
   group_list: {groups: Array<{name: string; membership: 'invited' | 'member'}>}
   group_members: {name: string; owner: string; members: GroupMember[]}
-  block: Record<string, never>
+  /** Absent from servers before it was added: read as false. */
+  block: {alreadyBlocked?: boolean}
   unblock: {wasBlocked: boolean}
   blocked: {users: string[]}
   setendpoint: Record<string, never>

@@ -240,10 +240,7 @@ export function createRouter(deps: RouterDeps): RequestHandler {
     group_list: (connection) => social.list(requireSession(connection).username),
     group_members: (connection, request) => social.members(requireSession(connection).username, request.name),
 
-    async block(connection, request) {
-      await social.block(requireSession(connection).username, request.username)
-      return {}
-    },
+    block: (connection, request) => social.block(requireSession(connection).username, request.username),
     unblock: (connection, request) => social.unblock(requireSession(connection).username, request.username),
     async blocked(connection) {
       return {users: await store.listBlocked(requireSession(connection).username)}

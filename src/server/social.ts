@@ -75,12 +75,15 @@ export class Social {
     return {name, owner: group.owner, members}
   }
 
-  async block(blocker: string, rawUsername: string): Promise<void> {
+  async block(blocker: string, rawUsername: string): Promise<Results['block']> {
     const blocked = rawUsername.toLowerCase()
     if (blocked === blocker) throw new MessengerError('BAD_INPUT', 'You cannot block yourself.')
     const user = await this.requireUser(blocked)
+    // Said back, as unblock says wasBlocked: "Blocked bob" twice would claim a change that was not one.
+    const alreadyBlocked = await this.o.store.isBlocked(blocker, blocked)
     await this.o.store.block(blocker, blocked)
     this.blockListChanged(blocker, blocked, true, user.publicKey)
+    return {alreadyBlocked}
   }
 
   async unblock(blocker: string, rawUsername: string): Promise<Results['unblock']> {

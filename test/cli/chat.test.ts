@@ -208,14 +208,15 @@ describe('messenger chat', () => {
     expect(clean.stderr).toBe('')
   })
 
-  it('through pipes: a bad group name says its rule once, /unblock of someone not blocked says so, /reply with nobody to answer points at the prompt\'s target', async () => {
+  it('through pipes: a bad group name says its rule once, /unblock of someone not blocked says so, so does /block of someone blocked already, /reply with nobody to answer points at the prompt\'s target', async () => {
     const {alice} = await setup()
-    const run = await runCli(['chat'], {env: alice, input: '/group create X\n/unblock bob\n/msg bob hi\n/reply hey\n'})
+    const run = await runCli(['chat'], {env: alice, input: '/group create X\n/unblock bob\n/block carol\n/block carol\n/unblock carol\n/msg bob hi\n/reply hey\n'})
     expect(run.code, run.stderr).toBe(1)
     expect(run.stderr).toContain('Error: Invalid group name "X": use 2-32 characters of a-z, 0-9, "_", "." or "-". Pick a name like friends or team_42.\n')
     expect(run.stderr.match(/2-32/g)).toHaveLength(1)
     expect(run.stdout).toContain('bob was not blocked.\n')
     expect(run.stdout).not.toContain('Unblocked bob.')
+    expect(run.stdout).toContain('Blocked carol.\ncarol was already blocked.\nUnblocked carol.\n')
     expect(run.stderr).toContain('Error: Nobody has written to you yet, so /reply has no one to answer. Type the text without /reply to send it to bob, or use /msg USER text.\n')
   })
 

@@ -131,7 +131,9 @@ describe('messaging: blocking', () => {
     const bob = await makeUser(address, 'bob')
     expect((await alice.client.whoisonline()).users.map((u) => u.username)).toEqual(['alice', 'bob'])
 
-    await bob.client.request('block', {username: 'Alice'})
+    expect(await bob.client.request('block', {username: 'Alice'})).toEqual({alreadyBlocked: false})
+    // Said back, so "blocked" twice is not told as a change.
+    expect(await bob.client.request('block', {username: 'alice'})).toEqual({alreadyBlocked: true})
     expect(await bob.client.request('blocked', {})).toEqual({users: ['alice']})
     const presenceSeen = alice.pushes.items.length
 
