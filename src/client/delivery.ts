@@ -12,7 +12,8 @@ import {Keyring} from './keyring.js'
 import {timeOrderedId} from '../crypto/random-pool.js'
 import {Inbox} from './inbox.js'
 import {backoffMs} from '../util/backoff.js'
-import {LIMITS} from '../protocol/constants.js'
+import {DEFAULTS, LIMITS} from '../protocol/constants.js'
+import {encodeFrame} from '../protocol/frame.js'
 
 /** Tries of a request the server failed with STORE_UNAVAILABLE, and the waits between them (0.25 s doubling: 7.75 s in all). */
 const STORE_UNAVAILABLE_TRIES = 6
@@ -153,6 +154,26 @@ export function skipReason(code: string): string {
  * The error for a group message that reached nobody: no copy was stored for anyone, so there is no
  * "Message N sent" to report. `invited`: members who have not joined yet (they get nothing until they do).
  */
+/** `copies` in runs whose JSON stays a kilobyte under `maxFrameBytes` (each run has at least one). */
+function framed<T extends {to: string; nonce: string; box: string}>(copies: T[], maxFrameBytes: number): T[][] {
+  const parts: T[][] = []
+  let part: T[] = []
+  let bytes = 0
+  for (const copy of copies) {
+    // A copy's share of the frame: its three strings and the JSON around them.
+    const size = copy.to.length + copy.nonce.length + copy.box.length + 40
+    if (part.length > 0 && bytes + size > maxFrameBytes - 1024) {
+      parts.push(part)
+      part = []
+      bytes = 0
+    }
+    part.push(copy)
+    bytes += size
+  }
+  if (part.length > 0) parts.push(part)
+  return parts
+}
+
 function noRecipients(group: string, skipped: Array<{to: string; code: string}>, invited: string[]): MessengerError {
   const details = {group, skipped: skipped.map((s) => ({...s, reason: skipReason(s.code)})), invited}
   if (skipped.length === 0) {
@@ -515,6 +536,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     }
     // Nobody to seal it for: refused before anything is recorded or sent, like a direct NO_KEY.
     if (copies.length === 0) throw noRecipients(name, skipped, invited)
+    this.checkGroupFrame(name, text, {msgId: id, seq: 0, group: name, copies})
     const seq = await this.o.history.recordOutgoing({id, group: name, text, ts: Date.now(), from: this.o.me})
     const written = this.o.client.connected
     let result: Results['send']
@@ -533,6 +555,25 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     // The members it was stored for: it is "delivered" once each of them has it.
     await this.o.history.updateStatus(id, 'stored', {seq, path: 'relay', copies: result.recipients.map((r) => r.to)})
     return {id, seq, group: name, recipients: result.recipients, skipped: allSkipped}
+  }
+
+  /**
+   * A group message is one `send` with a sealed copy per member, so its frame grows with the group:
+   * 64 KiB to four members is 350 KB, over the server's frame limit (256 KiB by default), which
+   * closes the connection. Refused here, before anything is recorded, saying how much fits.
+   */
+  private checkGroupFrame(group: string, text: string, params: RequestParams<'send'>): void {
+    const limit = this.o.client.hello?.maxFrameBytes ?? DEFAULTS.maxFrameBytes
+    const size = encodeFrame({type: 'send', id: 0, ...params}).length
+    if (size <= limit) return
+    const textBytes = Buffer.byteLength(text)
+    // The copies grow with the text: about this much of it fits, less a margin for the rest of the frame.
+    const fits = Math.max(0, Math.floor((textBytes * (limit - 1024)) / size / 1024))
+    throw new MessengerError(
+      'MESSAGE_TOO_LARGE',
+      `The message is too large for "${group}": each of its ${params.copies.length} other members gets an encrypted copy, and together they come to ${Math.ceil(size / 1024)} KiB, more than the server takes in one request (${Math.floor(limit / 1024)} KiB).`,
+      {hint: `Send at most about ${fits} KiB of text to "${group}", or split it into several messages.`, details: {group, members: params.copies.length, frameBytes: size, maxFrameBytes: limit}},
+    )
   }
 
   /** To everyone online now (except those who blocked us); never stored. */
@@ -559,7 +600,12 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const written = this.o.client.connected
     let delivered = 0
     try {
-      if (copies.length > 0) ({delivered} = await this.request('broadcast', {msgId: id, copies}))
+      // In requests that each fit the server's frame limit: one copy per online user would pass it
+      // from a few hundred users on (or four, for a 64 KiB text). Nothing is stored, so a part is
+      // just delivered; recipients show the msgId once whichever part it came in.
+      for (const part of framed(copies, this.o.client.hello?.maxFrameBytes ?? DEFAULTS.maxFrameBytes)) {
+        delivered += (await this.request('broadcast', {msgId: id, copies: part})).delivered
+      }
     } catch (error) {
       await this.o.history.updateStatus(id, 'failed')
       throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to: 'everyone online', done: 'delivered', both: 'those online get both', details: {id, seq}})

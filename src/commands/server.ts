@@ -14,6 +14,12 @@ import {DEFAULT_REDIS_PREFIX} from '../store/redis/redis-keys.js'
 const DEFAULT_CREDENTIALS = 'credentials.txt'
 /** Below this, scrypt is hardly a password hash at all; tests and the bench use exactly this. */
 const MIN_SCRYPT_COST = 1024
+/**
+ * The smallest --max-frame the protocol works with: a 64 KiB message, sealed and base64-encoded,
+ * is about 88 KiB in one `send` frame, and a file streamed through the relay sends 64 KiB chunks
+ * (65,650-byte frames). Below this, every long message and every relayed file would fail.
+ */
+const MIN_MAX_FRAME = 128 * 1024
 
 export default class Server extends BaseCommand<typeof Server> {
   static override summary = 'Run the messenger server (directory and relay) in the foreground.'
@@ -39,7 +45,7 @@ Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fi
     'block-duration': Flags.string({description: 'How long a locked username stays locked (e.g. 10s, 5m).', default: '10s', env: 'MESSENGER_BLOCK_DURATION'}),
     'idle-timeout': Flags.string({description: 'Close connections that are not online (not logged in, or one-shot sessions) and send nothing but pings this long (e.g. 30m); "off" keeps them. Online sessions (listen, chat) stay while they answer heartbeats.', default: 'off', env: 'MESSENGER_IDLE_TIMEOUT'}),
     'heartbeat-timeout': Flags.string({description: 'Drop a connection silent this long (clients ping every third of it).', default: '30s', env: 'MESSENGER_HEARTBEAT_TIMEOUT'}),
-    'max-frame': Flags.integer({description: 'Largest frame accepted, in bytes.', default: DEFAULTS.maxFrameBytes, min: 1024, env: 'MESSENGER_MAX_FRAME'}),
+    'max-frame': Flags.integer({description: `Largest frame accepted, in bytes (at least ${MIN_MAX_FRAME}: a 64 KiB message and a relayed file chunk must fit; a group message carries one copy per member).`, default: DEFAULTS.maxFrameBytes, env: 'MESSENGER_MAX_FRAME'}),
     'tls-cert': Flags.string({description: 'PEM certificate to use instead of the self-signed one.', env: 'MESSENGER_TLS_CERT', dependsOn: ['tls-key']}),
     'tls-key': Flags.string({description: 'PEM private key for --tls-cert.', env: 'MESSENGER_TLS_KEY', dependsOn: ['tls-cert']}),
     store: Flags.string({description: 'redis://HOST:PORT[/DB] to keep everything in Redis and run as one of several nodes (default: SQLite in --data-dir).', env: 'MESSENGER_STORE'}),
@@ -69,6 +75,11 @@ Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fi
     const scryptN = f['scrypt-cost']
     if (scryptN < MIN_SCRYPT_COST || (scryptN & (scryptN - 1)) !== 0) {
       throw new MessengerError('BAD_INPUT', `--scrypt-cost must be a power of two of at least ${MIN_SCRYPT_COST}, got ${scryptN}.`, {hint: `Leave it out for the default ${DEFAULTS.scryptN}; ${MIN_SCRYPT_COST} is for tests only.`})
+    }
+    if (f['max-frame'] < MIN_MAX_FRAME) {
+      throw new MessengerError('BAD_INPUT', `--max-frame must be at least ${MIN_MAX_FRAME} bytes (128 KiB), got ${f['max-frame']}: a 64 KiB message takes about 88 KiB in one frame, and files through the relay go in 64 KiB chunks.`, {
+        hint: `Leave it out for the default ${DEFAULTS.maxFrameBytes}, or give at least ${MIN_MAX_FRAME}.`,
+      })
     }
     const heartbeatTimeoutMs = parseDuration(f['heartbeat-timeout'], '--heartbeat-timeout')
     const dataDir = f['data-dir'] ?? envPaths('messenger', {suffix: ''}).data

@@ -221,6 +221,31 @@ describe('messaging: limits and refusals', () => {
     expect(alice.history.list({})).toEqual([])
   })
 
+  it('a long text to a group whose copies together pass the frame limit is refused saying how much fits; a broadcast goes out in parts and reaches everyone', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const others = await Promise.all(['bob', 'carol', 'dave', 'erin'].map((name) => makeUser(address, name)))
+    await alice.client.request('group_create', {name: 'big', invite: others.map((o) => o.username)})
+    for (const o of others) await o.client.request('group_join', {name: 'big'})
+    // 64 KiB sealed for four members is about 350 KB in one request: over the 256 KiB default.
+    const text = 'a'.repeat(MAX_TEXT_BYTES)
+    const requests = recordRequests(alice)
+    const refused = await expectCode(alice.engine.sendGroup('big', text), 'MESSAGE_TOO_LARGE')
+    expect(refused.message).toMatch(/too large for "big": each of its 4 other members gets an encrypted copy/)
+    expect(refused.hint).toMatch(/at most about \d+ KiB of text to "big"/)
+    const fits = Number(/about (\d+) KiB/.exec(refused.hint!)![1]) * 1024
+    expect(requests.filter((type) => type === 'send')).toEqual([])
+    expect(alice.history.list({})).toEqual([])
+    // What the hint says fits, does; the connection was never cut.
+    const sent = await alice.engine.sendGroup('big', 'b'.repeat(fits))
+    expect(sent.recipients).toHaveLength(4)
+
+    const broadcast = await alice.engine.broadcast(text)
+    expect(broadcast.delivered).toBe(4)
+    expect(requests.filter((type) => type === 'broadcast').length).toBeGreaterThan(1)
+    for (const o of others) expect((await o.nextMessage((m) => m.id === broadcast.id)).text).toBe(text)
+  })
+
   it('refuses a message to yourself with SELF_MESSAGE and to an unknown user with NO_SUCH_USER', async () => {
     const {address} = await startTestServer()
     const alice = await makeUser(address, 'alice')

@@ -359,6 +359,14 @@ describe('messenger server as a process', () => {
     expect(third.fingerprint).toBe(first.fingerprint) // the same dir: its certificate
   })
 
+  it('refuses a --max-frame too small for a 64 KiB message or a relayed file chunk (exit 2, naming the minimum), before listening', async () => {
+    const dataDir = await makeTempDir('messenger-data-')
+    const proc = spawnServer(['--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir, '--scrypt-cost', '1024', '--max-frame', '65536'])
+    expect((await proc.exited).code).toBe(2)
+    expect(proc.stderr()).toMatch(/--max-frame must be at least 131072 bytes \(128 KiB\), got 65536/)
+    expect(proc.logs.some((l) => typeof l.address === 'string')).toBe(false)
+  })
+
   it('exits 1 with one stderr line naming --credentials when the credentials file cannot be read', async () => {
     const dataDir = await makeTempDir('messenger-data-')
     const missing = join(dataDir, 'no-such-credentials.txt')
