@@ -99,7 +99,8 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   USERNAME_TAKEN: 'Pick another username, or log in if it is yours.',
   AUTH_FAILED: 'Check the username and password and try again; repeated failures lock the account for a while.',
   LOCKED_OUT: 'Wait for the block to expire, then log in with the right password.',
-  RATE_LIMITED: 'Slow down and try again in a minute.',
+  // Both limits name their wait in the message ("try again in 3 s"); a fixed time here contradicted it.
+  RATE_LIMITED: 'Slow down, and try again after the wait the message names.',
   NOT_AUTHENTICATED: 'Run `messenger login` first.',
   TOKEN_INVALID: 'Run `messenger login` again.',
   NO_SUCH_USER: 'Check the spelling of the username.',

@@ -6,6 +6,7 @@ import pino from 'pino'
 import sinon from 'sinon'
 import {describe, expect, it} from 'vitest'
 import {MAX_TEXT_BYTES} from '../../src/crypto/envelope.js'
+import type {MessengerError} from '../../src/protocol/errors.js'
 import {newMessageId} from '../../src/client/delivery.js'
 import {loginUser, makeOfflineUser, makeUser, type TestUser} from '../helpers/messaging.js'
 import {makeP2PUser} from '../helpers/p2p.js'
@@ -432,6 +433,10 @@ describe('message floods', () => {
     const limited = outcomes.filter((o) => o.status === 'rejected' && (o.reason as {code?: string}).code === 'RATE_LIMITED')
     expect(outcomes.filter((o) => o.status === 'fulfilled').length).toBeLessThanOrEqual(10)
     expect(limited.length).toBeGreaterThanOrEqual(10)
+    // The message names the wait; the hint does not contradict it with one of its own.
+    const first = (limited[0] as PromiseRejectedResult).reason as MessengerError
+    expect(first.message).toMatch(/try again in \d+ s\./)
+    expect(first.hint).toBe('Slow down, and try again after the wait the message names.')
     // Carol is not slowed by alice's flood.
     await expect(carol.engine.sendText('bob', 'unaffected')).resolves.toMatchObject({to: 'bob'})
     await bob.messages.find((m) => m.text === 'unaffected')
