@@ -1,8 +1,8 @@
-import {open, unlink, type FileHandle} from 'node:fs/promises'
+import {open, statfs, unlink, type FileHandle} from 'node:fs/promises'
 import {basename, join} from 'node:path'
 
 import {MessengerError} from '../protocol/errors.js'
-import {directoryFailureText, makeDirs} from '../util/make-dirs.js'
+import {DirectoryUnusable, directoryFailureText, makeDirs} from '../util/make-dirs.js'
 import {chunkLength, encodeFrame, MAX_SACK_BITMAP_BYTES, MAX_SACK_BITS, type TransferId} from './file-codec.js'
 import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress, saveFailureCategory} from './file-common.js'
 import {partialFileName, publish} from './file-names.js'
@@ -153,6 +153,7 @@ export class IncomingTransfer {
   private async openPartial(): Promise<void> {
     try {
       makeDirs(this.host.dir)
+      await this.checkFreeSpace()
       this.ownsPartial = true
       this.partial = join(this.host.dir, partialFileName(this.name, this.hex, this.host.acquirePartial()))
       // Read and write: the writer reads back what it could not hash in order.
@@ -169,8 +170,10 @@ export class IncomingTransfer {
         'onError',
         this.hex,
         new MessengerError('TRANSFER_FAILED', `Cannot save "${this.name}" in ${this.host.dir}: ${directoryFailureText(error)}.`, {
-          // The next file would fail the same way: the directory is the thing to change.
-          hint: 'Stop, and start again with --downloads DIR naming a directory you can write in (or set it with `messenger config set downloads DIR`); then ask the sender to send it again.',
+          // The next file would fail the same way: the directory (or its disk) is the thing to change.
+          hint: diskFull(error)
+            ? `Free space on that disk, or start again with --downloads DIR on one with room (or set it with \`messenger config set downloads DIR\`); then ask the sender to send it again.`
+            : 'Stop, and start again with --downloads DIR naming a directory you can write in (or set it with `messenger config set downloads DIR`); then ask the sender to send it again.',
           cause: error,
         }),
       )
@@ -185,12 +188,36 @@ export class IncomingTransfer {
     }
     this.state = 'receiving'
     this.writer = new ChunkWriter(this.fh, this.chunkSize, this.size, (error) => {
-      this.fail(failed(`Cannot write "${this.name}" to ${this.host.dir}: ${errnoCode(error) ?? (error as Error).message}.`, error), true, 'recipient cannot write the file')
+      // A disk that filled up meanwhile (another program wrote to it) is said as such, with what to do;
+      // the sender hears the category, never our paths.
+      const full = diskFull(error)
+      const failure = full
+        ? new MessengerError('TRANSFER_FAILED', `Cannot write "${this.name}" to ${this.host.dir}: the disk is full (${errnoCode(error)}).`, {
+            hint: 'Free space on that disk, or start again with --downloads DIR on one with room (or `messenger config set downloads DIR`); then ask the sender to send it again.',
+            cause: error,
+          })
+        : failed(`Cannot write "${this.name}" to ${this.host.dir}: ${errnoCode(error) ?? (error as Error).message}.`, error)
+      const category = saveFailureCategory(error)
+      this.fail(failure, true, category ? `${CANNOT_SAVE_REASON}: ${category}` : 'recipient cannot write the file')
     })
     this.lastActivity = this.host.now()
     this.send(encodeFrame({kind: 'accept', transferId: this.id}))
     this.armIdle(this.host.idleTimeoutMs)
     if (this.chunks === 0) this.task = this.verify()
+  }
+
+  /**
+   * Refuses a file its disk has no room for, before a byte is written: the offer says the size, and
+   * finding out at 20% (ENOSPC) wasted the transfer and left the disk full for everything else.
+   * Where the file system cannot say (statfs unsupported), the write finds out as before.
+   */
+  private async checkFreeSpace(): Promise<void> {
+    const fs = await statfs(this.host.dir).catch(() => undefined)
+    if (!fs) return
+    const free = fs.bavail * fs.bsize
+    if (this.size <= free) return
+    const mib = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`
+    throw new DirectoryUnusable(`its disk has ${mib(free)} free, and the file needs ${mib(this.size)} (ENOSPC)`, 'ENOSPC', undefined)
   }
 
   private armIdle(ms: number): void {
@@ -390,4 +417,10 @@ export class IncomingTransfer {
     // right after a cancel must not leave the partial file behind.
     this.host.settling(this.task)
   }
+}
+
+/** No room on the disk (or over the user's quota): said as such, with what to do. */
+function diskFull(error: unknown): boolean {
+  const code = errnoCode(error)
+  return code === 'ENOSPC' || code === 'EDQUOT'
 }

@@ -176,7 +176,9 @@ export class Sender {
           else this.fail(new MessengerError('FILE_CORRUPT', 'The recipient received the file but its SHA-256 did not match; nothing was saved.'), false)
           break
         case 'cancel':
-          this.fail(failed(`${this.options.peer ?? 'The recipient'} cancelled the transfer${frame.reason ? `: ${frame.reason}${/[.!?]$/.test(frame.reason) ? '' : '.'}` : '.'}`, undefined, {reason: frame.reason}), false)
+          // A receiver that cannot go on writing (its disk filled up) says why as a refusal does.
+          if (frame.reason?.startsWith(CANNOT_SAVE_REASON)) this.fail(cannotSaveRefusal(this.options.peer, 'TRANSFER_FAILED', frame.reason), false)
+          else this.fail(failed(`${this.options.peer ?? 'The recipient'} cancelled the transfer${frame.reason ? `: ${frame.reason}${/[.!?]$/.test(frame.reason) ? '' : '.'}` : '.'}`, undefined, {reason: frame.reason}), false)
           break
         default:
           break

@@ -258,7 +258,11 @@ export class FileReceiver {
     if (size > this.options.maxBytes) {
       const message = `${peer} offered "${name}" (${size} bytes), over the limit of ${this.options.maxBytes} bytes; it was refused.`
       this.refuse(key, id, transport, 'FILE_TOO_LARGE', `The file is ${size} bytes; the recipient accepts at most ${this.options.maxBytes}.`)
-      this.emit('onError', hex, new MessengerError('FILE_TOO_LARGE', message, {details: {size, maxBytes: this.options.maxBytes}}))
+      // Our side of it: the default hint ("ask the recipient to raise ...") is the sender's.
+      this.emit('onError', hex, new MessengerError('FILE_TOO_LARGE', message, {
+        hint: `To take it, start listen or chat again with a larger --max-file-size (or set MESSENGER_MAX_FILE_SIZE), then ask ${peer} to send it again.`,
+        details: {size, maxBytes: this.options.maxBytes},
+      }))
       return
     }
     // Checked before the global limit, so a peer over its share hears what it can do about it.

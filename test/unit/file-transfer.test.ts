@@ -1,6 +1,8 @@
 import {createHash, randomBytes} from 'node:crypto'
 import {mkdir, mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
+import {spawnSync} from 'node:child_process'
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
 
@@ -344,12 +346,72 @@ describe('file transfer', () => {
     expect(error.hint).toContain('then send the file again')
   })
 
+  describe('a downloads disk without room (a 1 MiB tmpfs; needs root)', () => {
+    /** A fresh tmpfs of `size`, unmounted after the test; undefined (with a printed reason) where it cannot be mounted. */
+    function smallDisk(size: string): string | undefined {
+      const dir = mkdtempSync(join(tmpdir(), 'messenger-small-disk-'))
+      const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir])
+      if (mounted.status !== 0) {
+        console.log(`skipped: cannot mount a tmpfs (${mounted.stderr?.toString().trim() || mounted.error?.message}); CI runs as root`)
+        rmSync(dir, {recursive: true, force: true})
+        return undefined
+      }
+      onTestFinished(() => {
+        spawnSync('umount', [dir])
+        rmSync(dir, {recursive: true, force: true})
+      })
+      return dir
+    }
+
+    it('a file larger than the free space is refused before a byte is written: the receiver says how much is free, the sender that the disk is full', async (ctx) => {
+      const disk = smallDisk('1m')
+      if (!disk) return ctx.skip()
+      const r = await run({size: 2 * 1024 * 1024, downloads: join(disk, 'dl'), sender: {peer: 'bob'}})
+      const received = await r.received
+      expect(received.error?.message).toMatch(/^Cannot save "source.bin" in .*\/dl: its disk has \d+\.\d MiB free, and the file needs 2\.0 MiB \(ENOSPC\)\.$/)
+      expect(received.error?.hint).toMatch(/^Free space on that disk, or start again with --downloads DIR on one with room/)
+      const {error} = await r.sent
+      expect(error).toMatchObject({code: 'FILE_REJECTED', message: "bob's client cannot save the file: the disk of its downloads directory is full."})
+      expect(error!.hint).toContain('free space there')
+      expect(await listing(join(disk, 'dl'))).toEqual([])
+    })
+
+    it('a disk that fills up during the transfer: the receiver says the disk is full, the sender hears why instead of "cancelled"', async (ctx) => {
+      const disk = smallDisk('1m')
+      if (!disk) return ctx.skip()
+      let filled = false
+      const r = await run({
+        size: 600 * 1024,
+        downloads: join(disk, 'dl'),
+        sender: {peer: 'bob'},
+        link: {
+          // Once the receiver has accepted (its free-space check passed), something else takes the room.
+          intercept: (frame, from) => {
+            if (!filled && from === 'b' && decodeFrame(frame)?.kind === 'accept') {
+              writeFileSync(join(disk, 'filler'), Buffer.alloc(900 * 1024))
+              filled = true
+            }
+            return frame
+          },
+        },
+      })
+      const received = await r.received
+      expect(filled).toBe(true)
+      expect(received.error?.message).toMatch(/^Cannot write "source.bin" to .*\/dl: the disk is full \(ENOSPC\)\.$/)
+      expect(received.error?.hint).toMatch(/^Free space on that disk/)
+      const {error} = await r.sent
+      expect(error).toMatchObject({code: 'FILE_REJECTED', message: "bob's client cannot save the file: the disk of its downloads directory is full."})
+    })
+  })
+
   it('refuses files over the limit: the sender gets FILE_TOO_LARGE and nothing is written', async () => {
     const r = await run({size: 5000, maxBytes: 4999})
     const [sent, received] = await Promise.all([r.sent, r.received])
     expect(sent.error).toBeInstanceOf(MessengerError)
     expect(sent.error!.code).toBe('FILE_TOO_LARGE')
     expect(received.error!.code).toBe('FILE_TOO_LARGE')
+    // Each side is told what it can do: the receiver to raise its own limit, not to ask "the recipient".
+    expect(received.error!.hint).toBe('To take it, start listen or chat again with a larger --max-file-size (or set MESSENGER_MAX_FILE_SIZE), then ask alice to send it again.')
     expect(await listing(r.downloads)).toEqual([])
     // No DATA was ever sent.
     expect(r.pair[0].stats.largest).toBeLessThan(400)
