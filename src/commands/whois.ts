@@ -21,7 +21,9 @@ export default class Whois extends BaseCommand<typeof Whois> {
     const fingerprint = info.publicKey ? Keyring.fingerprintOf(info.publicKey) : null
     const seen = info.online ? 'online' : info.lastSeen ? `offline, last seen ${relativeTime(info.lastSeen)}` : 'offline'
     this.log(`${info.username} (${info.displayName}): ${seen}`)
-    this.log(`Key fingerprint: ${fingerprint ?? '(no key published yet)'}`)
+    // As --json's trust says it: a key seen for the first time is not the same as one that matches the pin.
+    const pinNote = trust === 'pinned' ? ' (matches the key pinned on first contact)' : trust === 'new' ? ' (not pinned yet: pinned at your first message to or from them)' : ''
+    this.log(`Key fingerprint: ${fingerprint ?? '(no key published yet)'}${pinNote}`)
     if (trust === 'changed') {
       this.log(`WARNING: this key differs from the one pinned for ${info.username} (${Keyring.fingerprintOf(pin!.key)}). Verify it, then run \`messenger trust ${info.username}\`.`)
     }

@@ -36,6 +36,8 @@ describe('key verification', () => {
     expect(seenByBob.code).toBe(0)
     const fingerprint = seenByBob.result.fingerprint as string
     expect(fingerprint).toMatch(/^([0-9A-F]{4} ){7}[0-9A-F]{4}$/)
+    // The plain form says what --json's trust says: bob has not pinned alice's key yet.
+    expect((await runCli(['whois', 'alice'], {env: bob})).stdout).toContain(`Key fingerprint: ${fingerprint} (not pinned yet: pinned at your first message to or from them)`)
 
     const status = await json(alice, ['status'])
     expect(status.code).toBe(0)
@@ -114,5 +116,6 @@ describe('key verification', () => {
     expect(accepted.code).toBe(0)
     expect(accepted.result).toMatchObject({username: 'bob', fingerprint: now, previousFingerprint: first.result.fingerprint})
     expect((await json(alice, ['whois', 'bob'])).result).toMatchObject({trust: 'pinned'})
+    expect((await runCli(['whois', 'bob'], {env: alice})).stdout).toContain(`Key fingerprint: ${now} (matches the key pinned on first contact)`)
   }, 180_000)
 })
