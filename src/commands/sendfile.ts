@@ -14,7 +14,7 @@ export default class SendFile extends BaseCommand<typeof SendFile> {
   static override summary = 'Send a file to an online user, directly over UDP when possible.'
 
   static override description = `The file goes straight to the recipient's chat or listen session, encrypted end to end, in chunks with a sliding window, selective acks and retransmission; the recipient checks its SHA-256 before saving it in their downloads directory.
-Without a direct path it streams through the server relay while you are both online (the server stores nothing). An offline recipient gets nothing: you are told at once; so does one you have blocked (RECIPIENT_BLOCKED: unblock them first, as their answers would be dropped).
+Without a direct path it streams through the server relay while you are both online (the server stores nothing). A direct path that dies during the transfer (nothing gets through for 10 s) is reported in one line and the file is sent again from the start through the relay; with --direct-only that fails with DIRECT_FAILED instead. An offline recipient gets nothing: you are told at once; so does one you have blocked (RECIPIENT_BLOCKED: unblock them first, as their answers would be dropped).
 PATH must be a regular file you can read: a missing path, a directory (archive it first) or an unreadable file is refused with FILE_UNREADABLE (exit 1), naming which, before anything is sent.
 Ctrl-C stops the transfer: the recipient is told at once and removes the partial file; sendfile prints how much was sent and exits 130. SIGTERM (kill) and SIGHUP (the terminal closed) stop it the same way, exiting 143 and 129.`
 
@@ -62,6 +62,14 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
       result = await files.send(this.args.user, file, {
         preference: path,
         signal: interrupt.signal,
+        // One line on stderr (stdout is the result, --json's too); the bar starts again from zero,
+        // as the relay carries the file from its first byte.
+        onPathLost: () => {
+          if (showBar) bar.stop()
+          process.stderr.write(`The direct path to ${this.args.user} was lost; sending through the relay.\n`)
+          sent = 0
+          if (showBar) bar.start(info.size, 0, {sent: formatSize(0), size: formatSize(info.size), rate: '-'})
+        },
         onProgress: (p) => {
           sent = p.bytes
           if (showBar) bar.update(p.bytes, {sent: formatSize(p.bytes), size: formatSize(p.total), rate: formatSize(p.rateBps)})

@@ -98,6 +98,21 @@ export function failed(message: string, cause?: unknown, details?: Record<string
 }
 
 /**
+ * How the CANCEL of a receiver that heard nothing for its idle limit starts; the seconds follow
+ * (" (nothing arrived for 10.0 s)"). A sender reads it as the path lost, not as the recipient
+ * cancelling: the path, not the person, gave up.
+ */
+export const IDLE_CANCEL_REASON = 'idle timeout'
+
+/**
+ * TRANSFER_FAILED because the path to the peer stopped carrying frames (nothing acknowledged, or
+ * the receiver heard nothing): details.pathLost tells FileHub it may carry on through the relay.
+ */
+export function pathLost(message: string, details?: Record<string, unknown>): MessengerError {
+  return failed(message, undefined, {...details, pathLost: true})
+}
+
+/**
  * Feeds bytes [from, to) of an open file into `hash`, 1 MiB per read: the sender hashing its file
  * before the offer, and the receiver reading back what it wrote out of order. A file that ends early
  * throws TRANSFER_FAILED with `shortMessage`; false if `stopped()` turned true meanwhile.

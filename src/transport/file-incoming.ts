@@ -4,7 +4,7 @@ import {basename, join} from 'node:path'
 import {MessengerError} from '../protocol/errors.js'
 import {DirectoryUnusable, directoryFailureText, makeDirs} from '../util/make-dirs.js'
 import {chunkLength, encodeFrame, MAX_SACK_BITMAP_BYTES, MAX_SACK_BITS, type TransferId} from './file-codec.js'
-import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress, saveFailureCategory} from './file-common.js'
+import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, progress, saveFailureCategory} from './file-common.js'
 import {partialFileName, publish} from './file-names.js'
 import type {FileReceiverOptions} from './file-receiver.js'
 import {ChunkWriter} from './file-writer.js'
@@ -226,7 +226,8 @@ export class IncomingTransfer {
       if (this.state !== 'receiving') return
       const quiet = this.host.now() - this.lastActivity
       if (quiet >= this.host.idleTimeoutMs) {
-        this.fail(failed(`Nothing arrived from ${this.peer} for ${(this.host.idleTimeoutMs / 1000).toFixed(1)} s; the transfer of "${this.name}" was abandoned.`), true, 'idle timeout')
+        const seconds = (this.host.idleTimeoutMs / 1000).toFixed(1)
+        this.fail(failed(`Nothing arrived from ${this.peer} for ${seconds} s; the transfer of "${this.name}" was abandoned.`), true, `${IDLE_CANCEL_REASON} (nothing arrived for ${seconds} s)`)
       } else {
         this.armIdle(this.host.idleTimeoutMs - quiet)
       }

@@ -15,7 +15,7 @@ import {
   transferIdToHex,
   writeDataHeader,
 } from './file-codec.js'
-import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, progress} from './file-common.js'
+import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, pathLost, progress} from './file-common.js'
 import {Flight} from './file-congestion.js'
 import {fitName} from './file-names.js'
 import {ChunkReader} from './file-reader.js'
@@ -176,6 +176,10 @@ export class Sender {
           else this.fail(new MessengerError('FILE_CORRUPT', 'The recipient received the file but its SHA-256 did not match; nothing was saved.'), false)
           break
         case 'cancel':
+          if (frame.reason?.startsWith(IDLE_CANCEL_REASON)) {
+            this.fail(receiverGaveUp(this.options.peer, frame.reason), false)
+            break
+          }
           // A receiver that cannot go on writing (its disk filled up) says why as a refusal does.
           if (frame.reason?.startsWith(CANNOT_SAVE_REASON)) this.fail(cannotSaveRefusal(this.options.peer, 'TRANSFER_FAILED', frame.reason), false)
           else this.fail(failed(`${this.options.peer ?? 'The recipient'} cancelled the transfer${frame.reason ? `: ${frame.reason}${/[.!?]$/.test(frame.reason) ? '' : '.'}` : '.'}`, undefined, {reason: frame.reason}), false)
@@ -310,7 +314,7 @@ export class Sender {
           break
         case 'data':
           if (now - this.lastProgressAt >= this.idleTimeoutMs) {
-            this.fail(failed(`Nothing was acknowledged for ${Math.round(this.idleTimeoutMs / 1000)} s; the path to the recipient seems lost.`), true)
+            this.fail(pathLost(`Nothing was acknowledged for ${Math.round(this.idleTimeoutMs / 1000)} s; the path to the recipient seems lost.`), true)
             return
           }
           if (now >= this.flight.reoAt) {
@@ -374,4 +378,16 @@ export class Sender {
     this.flight.clear()
     await this.reader.close()
   }
+}
+
+/**
+ * The sender's error for a receiver's idle-timeout CANCEL: its client gave up because nothing
+ * arrived, which is the path failing, not the recipient cancelling ("bob cancelled the transfer"
+ * blamed a person who did nothing). Receivers from before the seconds were named send the bare
+ * IDLE_CANCEL_REASON.
+ */
+function receiverGaveUp(peer: string | undefined, reason: string): MessengerError {
+  const seconds = /nothing arrived for ([\d.]+) s/.exec(reason)?.[1]
+  const who = peer ? `${peer}'s client` : "The recipient's client"
+  return pathLost(`${who} gave up after nothing arrived for ${seconds ? `${Number(seconds)} s` : 'its idle limit'}; the path to ${peer ?? 'the recipient'} seems lost.`, {reason})
 }

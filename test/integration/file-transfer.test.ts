@@ -379,6 +379,60 @@ describe('file transfer between two online clients (FileHub over the real server
     expect(error?.message).toMatch(/^bob cancelled the transfer: their chat or listen was stopped\.$/)
   })
 
+  /** alice sends `name` to bob directly through a proxy that drops everything `cut` names once the first chunks are acknowledged. */
+  async function sendWhileDirectPathDies(cut: {drop?: number; dropToTarget?: number}, preference: PathPreference, name: string) {
+    const {server, address} = await startTestServer()
+    const alice = await makeFileUser(address, 'alice', {receive: false})
+    const bob = await makeFileUser(address, 'bob')
+    const proxy = await startUdpProxy({target: bob.endpoint})
+    onTestFinished(() => proxy.close())
+    await routeThrough(alice, bob, proxy.endpoint)
+    expect(await alice.session.engine.sendText('bob', 'path through the proxy')).toMatchObject({path: 'direct', status: 'delivered'})
+    const src = await sourceFile(await makeTempDir(), name, 8 * MiB)
+    const events: string[] = []
+    const sending = alice.session.files.send('bob', src.path, {
+      preference,
+      onPath: (p) => events.push(`path ${p}`),
+      onPathLost: () => events.push('lost'),
+      onProgress: (p) => {
+        // Mid-transfer, as a firewall rule or a dead Wi-Fi would: the server and the relay stay up.
+        if (p.bytes > 0 && !events.includes('cut')) {
+          events.push('cut')
+          proxy.configure(cut)
+        }
+      },
+    })
+    sending.catch(() => undefined)
+    return {server, bob, src, events, sending}
+  }
+
+  it('the direct path dies mid-transfer (path auto): the file starts again through the relay and arrives; the abandoned partial is removed', async () => {
+    const {server, bob, src, events, sending} = await sendWhileDirectPathDies({drop: 1}, 'auto', 'cut.bin')
+    const result = await sending
+    expect(result).toMatchObject({path: 'relay', bytes: 8 * MiB, sha256: src.sha256})
+    expect(events).toEqual(['path direct', 'cut', 'lost', 'path relay'])
+    expect(relayForwarded(server)).toBeGreaterThan(0)
+    const got = await bob.received.next()
+    expect(got.sha256).toBe(src.sha256)
+    expect((await readFile(got.path)).equals(src.data)).toBe(true)
+    // The direct transfer bob was receiving ends on his idle timeout, which removes its partial file.
+    const abandoned = await bob.failed.next()
+    expect(abandoned.id).not.toBe(got.transferId)
+    expect(abandoned.error.message).toMatch(/^Nothing arrived from alice for 10\.0 s/)
+    expect(await listing(bob.downloadsDir)).toEqual(['cut.bin'])
+  })
+
+  it('the direct path dies mid-transfer with preference "direct" (--direct-only): DIRECT_FAILED says the path was lost and how to let the relay carry it', async () => {
+    // Only alice -> bob dropped, as `iptables -I INPUT -p udp --dport PORT -j DROP` on bob's side:
+    // bob's client gives up first or alice's does; either way the path, not bob, is to blame.
+    const {server, sending} = await sendWhileDirectPathDies({dropToTarget: 1}, 'direct', 'cut.bin')
+    const error = await sending.then(() => undefined, (e: unknown) => e as MessengerError)
+    expect(error).toMatchObject({code: 'DIRECT_FAILED', details: {pathLost: true}})
+    expect(error!.message).toBe('The direct path to bob was lost during the transfer; the path preference (direct only) keeps the file off the relay.')
+    expect(error!.hint).toMatch(/without --direct-only/)
+    expect(relayForwarded(server)).toBe(0)
+  })
+
   it('frames forwarded to a recipient that reads slowly are refused (RATE_LIMITED) before its connection would be dropped', async () => {
     const {address, port} = await startTestServer()
     const alice = await makeFileUser(address, 'alice', {receive: false})

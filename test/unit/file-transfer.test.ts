@@ -493,6 +493,22 @@ describe('file transfer', () => {
     expect(sent.error).toMatchObject({code: 'TRANSFER_FAILED'})
   })
 
+  it('the path towards the receiver dies: its idle CANCEL reaches the sender as "bob\'s client gave up", not "bob cancelled the transfer"', async () => {
+    let dataFrames = 0
+    const r = await run({
+      size: 4 * 1024 * 1024,
+      receiver: {idleTimeoutMs: 300},
+      // The sender's own idle limit is far off: what ends it is the receiver's CANCEL, which still gets through.
+      sender: {idleTimeoutMs: 60_000, peer: 'bob'},
+      link: {intercept: (frame, from) => (from === 'a' && frame[0] === FileFrameKind.DATA && ++dataFrames > 300 ? null : frame)},
+    })
+    const received = await r.received
+    expect(received.error!.message).toMatch(/^Nothing arrived from alice for 0\.3 s/)
+    const sent = await r.sent
+    expect(sent.error).toMatchObject({code: 'TRANSFER_FAILED', details: {pathLost: true, reason: 'idle timeout (nothing arrived for 0.3 s)'}})
+    expect(sent.error!.message).toBe("bob's client gave up after nothing arrived for 0.3 s; the path to bob seems lost.")
+  })
+
   it('corrupted data: FILE_CORRUPT on both sides, no file and no partial left', async () => {
     let flipped = false
     const r = await run({
