@@ -188,22 +188,29 @@ export class IncomingTransfer {
     }
     this.state = 'receiving'
     this.writer = new ChunkWriter(this.fh, this.chunkSize, this.size, (error) => {
-      // A disk that filled up meanwhile (another program wrote to it) is said as such, with what to do;
-      // the sender hears the category, never our paths.
-      const full = diskFull(error)
-      const failure = full
-        ? new MessengerError('TRANSFER_FAILED', `Cannot write "${this.name}" to ${this.host.dir}: the disk is full (${errnoCode(error)}).`, {
-            hint: 'Free space on that disk, or start again with --downloads DIR on one with room (or `messenger config set downloads DIR`); then ask the sender to send it again.',
-            cause: error,
-          })
-        : failed(`Cannot write "${this.name}" to ${this.host.dir}: ${errnoCode(error) ?? (error as Error).message}.`, error)
-      const category = saveFailureCategory(error)
-      this.fail(failure, true, category ? `${CANNOT_SAVE_REASON}: ${category}` : 'recipient cannot write the file')
+      const {failure, reason} = this.writeFailed(error, `Cannot write "${this.name}" to ${this.host.dir}`, 'recipient cannot write the file')
+      this.fail(failure, true, reason)
     })
     this.lastActivity = this.host.now()
     this.send(encodeFrame({kind: 'accept', transferId: this.id}))
     this.armIdle(this.host.idleTimeoutMs)
     if (this.chunks === 0) this.task = this.verify()
+  }
+
+  /**
+   * A write, flush or sync of the file that failed. A disk that filled up meanwhile (another program
+   * wrote to it) is said as such, with what to do; the sender hears the category (the CANCEL reason),
+   * never our paths.
+   */
+  private writeFailed(error: unknown, what: string, otherReason: string): {failure: MessengerError; reason: string} {
+    const category = saveFailureCategory(error)
+    const reason = category ? `${CANNOT_SAVE_REASON}: ${category}` : otherReason
+    if (!diskFull(error)) return {failure: failed(`${what}: ${errnoCode(error) ?? (error as Error).message}.`, error), reason}
+    const failure = new MessengerError('TRANSFER_FAILED', `Cannot write "${this.name}" to ${this.host.dir}: the disk is full (${errnoCode(error)}).`, {
+      hint: 'Free space on that disk, or start again with --downloads DIR on one with room (or `messenger config set downloads DIR`); then ask the sender to send it again.',
+      cause: error,
+    })
+    return {failure, reason}
   }
 
   /**
@@ -343,9 +350,13 @@ export class IncomingTransfer {
       else await removeQuietly(this.partial)
       this.partialGone()
     } catch (error) {
-      const err = error instanceof MessengerError ? error : failed(`Cannot save "${this.name}": ${errnoCode(error) ?? (error as Error).message}.`, error)
+      // The writer may hold the last chunks until its flush: a disk that filled up shows here too.
+      const {failure: err, reason} =
+        error instanceof MessengerError
+          ? {failure: error, reason: error === this.abort ? 'cancelled' : 'recipient cannot save the file'}
+          : this.writeFailed(error, `Cannot save "${this.name}"`, 'recipient cannot save the file')
       this.state = 'receiving' // hand the clean-up to fail()
-      this.fail(err, true, err === this.abort ? 'cancelled' : 'recipient cannot save the file')
+      this.fail(err, true, reason)
       await this.task
       return
     }
