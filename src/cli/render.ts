@@ -121,6 +121,15 @@ export function groupProgress(copies: ReadonlyArray<{status: string}> | undefine
   return parts.join(', ')
 }
 
+/**
+ * A message that arrived but could not be opened (sealed for another key of ours, altered on the
+ * way): it is not shown, and the person should know one was missed. The sender's client hears
+ * "unreadable" when it came through the server.
+ */
+export function droppedLine(from: string, reason: string): string {
+  return escapeControls(`A message from ${from} could not be opened (${reason}), so it is not shown; if it was meant for you, ask ${from} to send it again.`)
+}
+
 /** What leaving a group did (group_leave's reply), for `group leave` and chat's `/group leave`. */
 export function leftGroupLine(label: string, result: {deleted?: boolean; newOwner?: string | null}): string {
   // Servers from before ownership passed on answer {}: then there is nothing more to say.

@@ -5,7 +5,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {ProgressLines} from '../cli/file-progress.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
-import {escapeControls, groupProgress, historyWho, incomingMessageLine, leftGroupLine, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
+import {droppedLine, escapeControls, groupProgress, historyWho, incomingMessageLine, leftGroupLine, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {stopSignals} from '../cli/stop-signals.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
@@ -280,6 +280,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     engine.on('invited', (i) => print(`* ${i.by} invited you to #${i.group}. Type /group join ${i.group}`))
     engine.on('held', ({from, error}) => print(`!! ${error.message} A message from ${from} is held until you /trust ${from}.`))
     engine.on('keyChanged', ({from, error}) => print(`!! ${error.message} What ${from} sent before still arrives; new messages wait until you verify and /trust ${from}.`))
+    engine.on('dropped', ({from, reason}) => print(`!! ${droppedLine(from, reason)}`))
     engine.on('unsaved', ({from, error}) => print(`!! A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`))
     // Last known presence per user: a reconnect brings presence pushes again (each session resuming
     // on the restarted server), which are no news to the person. Only a change is announced.

@@ -4,7 +4,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
 import {formatSize} from '../cli/size.js'
 import {stopSignals} from '../cli/stop-signals.js'
-import {escapeControls, incomingMessageLine, receiptText, renderError} from '../cli/render.js'
+import {droppedLine, escapeControls, incomingMessageLine, receiptText, renderError} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
 import {RECONNECT_CANNOT_CURE, type MessengerError} from '../protocol/errors.js'
@@ -25,6 +25,7 @@ With --json it prints one JSON object per line:
   {"type":"presence","username","displayName","online","ts"}
   {"type":"invited","group","by","ts"}
   {"type":"warning","code","from","message"} (a held message, a changed key, a message that could not be saved)
+  {"type":"dropped","id","from","reason","ts"} (a message that could not be opened: not shown; on stderr as a WARNING line too)
   {"type":"ready",...}
   {"type":"disconnected","code","message","ts"} when the connection is lost (then it reconnects, or ends with exit 1 for the codes above) and {"type":"reconnected","ts"}
   {"type":"file","id","from","name","path","bytes","sha256","seconds"} (and "file-offer", "file-failed" with code, message and, when there is a next step, hint)`
@@ -90,6 +91,11 @@ With --json it prints one JSON object per line:
     engine.on('keyChanged', ({from, error}) =>
       warn(from, error, `${error.message} What ${from} sent before still arrives; new messages wait until you verify and run \`messenger trust ${from}\`.`),
     )
+    // Never shown (it could not be opened), but not silently: the person may be missing a message.
+    engine.on('dropped', ({msgId, from, reason}) => {
+      process.stderr.write(`WARNING: ${droppedLine(from, reason)}\n`)
+      if (json) emit({type: 'dropped', id: msgId, from, reason, ts: new Date().toISOString()}, '')
+    })
     engine.on('unsaved', ({from, error}) =>
       warn(from, error, `A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`),
     )

@@ -565,6 +565,28 @@ describe('messaging through the CLI', () => {
     expect((history.result.messages as Array<{text: string; status: string}>).find((m) => m.text === 'can you read this?')).toMatchObject({status: 'unreadable'})
   })
 
+  it('listen says when a message could not be opened (a WARNING on stderr, a dropped event in --json) instead of dropping it silently', async () => {
+    // As above: the server in this process, every stored box with a bit flipped.
+    const {store, dir} = await sqliteStoreIn('messenger-cli-tamper-')
+    const {address} = await startTestServer({store, dataDir: dir})
+    const alice = await makeUser(address, 'alice')
+    await (await connectClient(address)).register('bob', PASSWORDS.bob)
+    const bob = {MESSENGER_HOME: tempDir('home-bob-'), MESSENGER_SERVER: address}
+    const login = await runCli(['login', 'bob', '--password-stdin'], {env: bob, input: `${PASSWORDS.bob}\n`})
+    expect(login.code, login.stderr).toBe(0)
+    const bobListens = await listen(bob)
+    const enqueue = sinon.stub(store, 'enqueueMessage')
+    enqueue.callsFake((request) => enqueue.wrappedMethod.call(store, {...request, copies: request.copies.map((c) => ({...c, box: flipFirstBit(c.box)}))}))
+
+    expect(await alice.engine.sendText('bob', 'can you read this?')).toMatchObject({status: 'unreadable'})
+    const dropped = JSON.parse(await bobListens.waitForLine((l) => l.includes('"type":"dropped"'), 'the dropped event')) as Record<string, unknown>
+    expect(dropped).toMatchObject({from: 'alice', reason: 'could not be decrypted'})
+    expect(await bobListens.waitForStderrLine((l) => l.startsWith('WARNING: A message from alice'), 'the warning')).toBe(
+      'WARNING: A message from alice could not be opened (could not be decrypted), so it is not shown; if it was meant for you, ask alice to send it again.',
+    )
+    expect(events(bobListens).filter((e) => e.type === 'message')).toEqual([])
+  })
+
   it('documents every messaging command with a description and examples in --help', async () => {
     const commands = [
       ['send'],
