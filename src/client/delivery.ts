@@ -458,7 +458,15 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
    * KEY_MISMATCH and nothing is pinned.
    */
   async trust(username: string, options: {expectFingerprint?: string} = {}): Promise<{username: string; fingerprint: string; previousFingerprint: string | null}> {
-    const info = await this.lookup(username.trim().toLowerCase(), {fresh: true})
+    const name = username.trim().toLowerCase()
+    // Pins are for other people's keys: our own is the profile's, never pinned, and "trusting" it
+    // printed a fingerprint as if something had been checked.
+    if (name === this.o.me) {
+      throw new MessengerError('BAD_INPUT', `${name} is you: your own key is this profile's, and there is nothing to trust.`, {
+        hint: 'To see your key\'s fingerprint (to read it to a contact), run `messenger status`.',
+      })
+    }
+    const info = await this.lookup(name, {fresh: true})
     const key = requireKey(info)
     const presented = Keyring.fingerprintOf(key)!
     if (options.expectFingerprint !== undefined && presented !== options.expectFingerprint) {

@@ -337,6 +337,9 @@ describe('messaging: key pinning', () => {
     const {address} = await startTestServer()
     const alice = await makeUser(address, 'alice')
     const bob = await makeUser(address, 'bob')
+    // Your own key is not a pin to accept.
+    const self = await expectCode(alice.engine.trust('Alice'), 'BAD_INPUT')
+    expect(self.message).toBe("alice is you: your own key is this profile's, and there is nothing to trust.")
     expect((await alice.engine.sendText('bob', 'first')).status).toBe('delivered')
     await bob.nextMessage()
     const oldKey = bob.keyring.myPublicKey
