@@ -102,6 +102,11 @@ const MAX_UNSETTLED_ACKS = 1_000
 /** Tries of a failed ack deletion: about 4 minutes at the default backoff (1 s doubling to 30 s). */
 const UNSETTLED_ACK_ATTEMPTS = 12
 
+/** A limit's refusals are logged once per user and kind in this long (a flood is thousands a second). */
+const REFUSAL_LOG_INTERVAL_MS = 10_000
+/** Users and kinds whose last refusal line is remembered. */
+const MAX_REFUSAL_LOG_KEYS = 10_000
+
 /** Pushes of a copy without an ack (about 7 s at the default backoff) before it is parked out of the window. */
 const PARK_AFTER_ATTEMPTS = 4
 
@@ -127,6 +132,8 @@ export class Relay {
   private readonly lastForwarder = new Map<string, ForwardOrigin>()
   /** Ack deletions the store failed, retried by retryDue. */
   private readonly unsettled: UnsettledAcks
+  /** "CODE\nuser" -> when a refusal of that kind was last logged, and how many since (see logRefusal). */
+  private readonly refusalsLogged = new Map<string, {at: number; since: number}>()
 
   constructor(private readonly o: RelayOptions) {
     // 2,000 short texts in flight kept a drain's pipe full where 500 left it idle between acks
@@ -163,11 +170,28 @@ export class Relay {
   private async limit(username: string, copies: number): Promise<void> {
     const waitMs = await this.limiter.take(username, copies)
     if (waitMs > 0) {
+      this.logRefusal('RATE_LIMITED', username, 'send rate limit: refusing a sender', {retryAfterMs: waitMs})
       throw new MessengerError('RATE_LIMITED', `You are sending too fast; try again in ${Math.ceil(waitMs / 1000)} s.`, {
         hint: 'Slow down; the server accepts a burst, then a steady rate per user.',
         details: {retryAfterMs: waitMs},
       })
     }
+  }
+
+  /**
+   * An operator's view of the limits at work: the first refusal of a kind for a user, then at most one
+   * line per REFUSAL_LOG_INTERVAL_MS with how many there were meanwhile (`suppressed`).
+   */
+  private logRefusal(code: 'RATE_LIMITED' | 'QUEUE_FULL', user: string, message: string, fields: Record<string, unknown>): void {
+    const key = `${code}\n${user}`
+    const now = this.o.now()
+    const last = this.refusalsLogged.get(key)
+    if (last && now - last.at < REFUSAL_LOG_INTERVAL_MS) {
+      last.since++
+      return
+    }
+    setNewest(this.refusalsLogged, key, {at: now, since: 0}, MAX_REFUSAL_LOG_KEYS)
+    this.o.logger.warn({code, user, ...fields, ...(last?.since ? {suppressed: last.since} : {})}, message)
   }
 
   /** `admit` is called once the message has its place in the queue (see RequestHandler). */
@@ -212,6 +236,7 @@ export class Relay {
     admit()
     const result = await enqueued
     for (const to of result.full) {
+      this.logRefusal('QUEUE_FULL', to, 'queue full: refusing copies for a recipient', {maxQueue: this.o.maxQueue, from: sender})
       if (!group) {
         throw new MessengerError('QUEUE_FULL', `${to} has ${this.o.maxQueue} messages waiting; the server will not queue more.`)
       }

@@ -393,6 +393,7 @@ export class MessengerServer {
         // An online session (listen, chat) is there to wait for messages, and its client would only
         // reconnect, flapping its presence for everyone: the heartbeat timeout covers it. The idle
         // limit reclaims slots from connections that hold one without being online.
+        this.logger.info({conn: connection.id, user: connection.session?.username}, 'idle past --idle-timeout: closing connection')
         connection.fail(new MessengerError('IDLE_TIMEOUT', 'Closed after being idle too long.', {hint: 'Reconnect to continue.'}))
       }
     }

@@ -10,7 +10,7 @@ import type {MessengerError} from '../../src/protocol/errors.js'
 import {newMessageId} from '../../src/client/delivery.js'
 import {loginUser, makeOfflineUser, makeUser, type TestUser} from '../helpers/messaging.js'
 import {makeP2PUser} from '../helpers/p2p.js'
-import {expectCode, makeTempDir, sqliteStoreIn, startTestServer} from '../helpers/server.js'
+import {expectCode, makeTempDir, memoryLogger, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 
 /** Every file under `dir`, recursively, with its bytes. */
 async function readTree(dir: string): Promise<Array<{file: string; bytes: Buffer}>> {
@@ -425,7 +425,8 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
 
 describe('message floods', () => {
   it('slows a flooding sender with RATE_LIMITED while others are unaffected', async () => {
-    const {address} = await startTestServer({sendRate: {rate: 5, burst: 10}})
+    const {logger, records} = memoryLogger()
+    const {address} = await startTestServer({sendRate: {rate: 5, burst: 10}, logger})
     const alice = await makeUser(address, 'alice')
     const bob = await makeUser(address, 'bob')
     const carol = await makeUser(address, 'carol')
@@ -437,6 +438,8 @@ describe('message floods', () => {
     const first = (limited[0] as PromiseRejectedResult).reason as MessengerError
     expect(first.message).toMatch(/try again in \d+ s\./)
     expect(first.hint).toBe('Slow down, and try again after the wait the message names.')
+    // The operator sees the flood in one line, not one per refused send.
+    expect(records.filter((r) => r.code === 'RATE_LIMITED')).toEqual([expect.objectContaining({level: 40, user: 'alice', msg: 'send rate limit: refusing a sender'})])
     // Carol is not slowed by alice's flood.
     await expect(carol.engine.sendText('bob', 'unaffected')).resolves.toMatchObject({to: 'bob'})
     await bob.messages.find((m) => m.text === 'unaffected')

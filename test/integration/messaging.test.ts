@@ -2,7 +2,7 @@ import sinon from 'sinon'
 import {describe, expect, it} from 'vitest'
 import {newMessageId} from '../../src/client/delivery.js'
 import {eventually, loginUser, makeOfflineUser, makeUser} from '../helpers/messaging.js'
-import {expectCode, manualClock, sqliteStoreIn, startTestServer} from '../helpers/server.js'
+import {expectCode, manualClock, memoryLogger, sqliteStoreIn, startTestServer} from '../helpers/server.js'
 
 /**
  * Store-and-forward delivery end to end (DESIGN.md section 4): real TLS sockets, a real server with
@@ -436,13 +436,16 @@ describe('messaging: delivery', () => {
   })
 
   it('refuses with QUEUE_FULL beyond maxQueue, and marks the message failed in the sender history', async () => {
-    const {address} = await startTestServer({maxQueue: 3})
+    const {logger, records} = memoryLogger()
+    const {address} = await startTestServer({maxQueue: 3, logger})
     await makeOfflineUser(address, 'bob')
     const alice = await makeUser(address, 'alice')
 
     for (let i = 1; i <= 3; i++) expect(await alice.engine.sendText('bob', `queued ${i}`)).toMatchObject({status: 'stored', seq: i})
     const error = await expectCode(alice.engine.sendText('bob', 'one too many'), 'QUEUE_FULL')
     expect(error.message).toMatch(/bob/)
+    // The operator sees the limit at work.
+    expect(records.filter((r) => r.code === 'QUEUE_FULL')).toEqual([expect.objectContaining({level: 40, user: 'bob', from: 'alice', maxQueue: 3, msg: 'queue full: refusing copies for a recipient'})])
 
     const rows = alice.history.list({peer: 'bob'})
     expect(rows.map((r) => [r.text, r.status])).toEqual([

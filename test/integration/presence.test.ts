@@ -8,6 +8,7 @@ import {
   createClient,
   makeTempDir,
   manualClock,
+  memoryLogger,
   nextPresence,
   registerAndLogin,
   startTestServer,
@@ -127,7 +128,8 @@ describe('presence', () => {
   it('--idle-timeout closes connections that are not online, never an online session (listen, chat) that only heartbeats', async () => {
     const clock = manualClock()
     // A heartbeat timeout far beyond the ticks below: only the idle limit can close anyone.
-    const {address, server} = await startTestServer({now: clock.now, idleTimeoutMs: 1_000, heartbeatIntervalMs: 1_800_000, heartbeatTimeoutMs: 3_600_000})
+    const {logger, records} = memoryLogger()
+    const {address, server} = await startTestServer({now: clock.now, idleTimeoutMs: 1_000, heartbeatIntervalMs: 1_800_000, heartbeatTimeoutMs: 3_600_000, logger})
     const listener = await connectClient(address)
     await registerAndLogin(listener, 'alice', DEFAULT_PASSWORD, {online: true})
     const anonymous = await connectClient(address)
@@ -145,6 +147,9 @@ describe('presence', () => {
     expect(listener.connected).toBe(true)
     // The server closes its ends of the other two on its own schedule; alice's stays.
     await eventually(() => server.connectionCount === 1, 'the server closing the two idle connections')
+    // Each closing is logged for the operator, with the user where there is one.
+    const closed = records.filter((r) => r.msg === 'idle past --idle-timeout: closing connection')
+    expect(closed.map((r) => r.user ?? null).sort()).toEqual(['bob', null])
   })
 
   it('reconnects and resumes after the server restarts on the same data dir and port', async () => {
