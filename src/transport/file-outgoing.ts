@@ -173,7 +173,7 @@ export class Sender {
           break
         case 'done':
           if (frame.ok) this.succeed()
-          else this.fail(new MessengerError('FILE_CORRUPT', 'The recipient received the file but its SHA-256 did not match; nothing was saved.'), false)
+          else void this.corrupt()
           break
         case 'cancel':
           if (frame.reason?.startsWith(IDLE_CANCEL_REASON)) {
@@ -342,6 +342,25 @@ export class Sender {
       return
     }
     this.reschedule()
+  }
+
+  /**
+   * The recipient's SHA-256 did not match. If our file was written to while it was sent, that is why
+   * (the bytes sent were not the ones hashed), and sending it again once it is left alone will work;
+   * otherwise something on the way changed the data.
+   */
+  private async corrupt(): Promise<void> {
+    const changed = await this.reader.changedSinceStat()
+    if (this.phase === 'closed') return
+    this.fail(
+      changed
+        ? new MessengerError('FILE_CORRUPT', `${this.options.file} changed while it was being sent, so the copy the recipient received did not match its SHA-256; nothing was saved.`, {
+            hint: 'Send it again once nothing is writing to it (or send a copy of it).',
+            details: {changedWhileSent: true},
+          })
+        : new MessengerError('FILE_CORRUPT', 'The recipient received the file but its SHA-256 did not match; nothing was saved.'),
+      false,
+    )
   }
 
   private succeed(): void {

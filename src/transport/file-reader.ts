@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {open, type FileHandle} from 'node:fs/promises'
+import {open, stat, type FileHandle} from 'node:fs/promises'
 
 import {MessengerError} from '../protocol/errors.js'
 import {chunkCount, chunkLength, DATA_OVERHEAD, MAX_CHUNK_INDEX} from './file-codec.js'
@@ -61,10 +61,24 @@ export class ChunkReader {
     const stat = await this.fh!.stat()
     if (!stat.isFile()) throw new MessengerError('BAD_INPUT', `${file} is not a regular file.`)
     this.size = stat.size
+    this.modifiedAt = stat.mtimeMs
     this.chunks = chunkCount(this.size, this.chunkSize)
     if (!Number.isSafeInteger(this.size) || this.chunks > MAX_CHUNK_INDEX + 1) {
       throw new MessengerError('FILE_TOO_LARGE', `${file} is too large to send in ${this.chunkSize}-byte chunks.`)
     }
+  }
+
+  /** The file's mtime when stat() ran: before it was hashed. */
+  private modifiedAt: number | undefined
+
+  /**
+   * Whether the file was written to since stat() (its mtime moved): the bytes sent may then not be
+   * the ones hashed, so a hash mismatch at the recipient is the file's doing, not the path's.
+   */
+  async changedSinceStat(): Promise<boolean> {
+    // By path: the handle may be closed by now, and a file replaced under its name changed too.
+    const now = await stat(this.file).catch(() => undefined)
+    return now !== undefined && this.modifiedAt !== undefined && now.mtimeMs !== this.modifiedAt
   }
 
   /** SHA-256 of the whole file; undefined if `stopped()` turned true while hashing. */

@@ -2,7 +2,7 @@ import {createHash, randomBytes} from 'node:crypto'
 import {mkdir, mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {spawnSync} from 'node:child_process'
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
 
@@ -525,9 +525,36 @@ describe('file transfer', () => {
     })
     const [sent, received] = await Promise.all([r.sent, r.received])
     expect(flipped).toBe(true)
-    expect(sent.error).toMatchObject({code: 'FILE_CORRUPT'})
+    expect(sent.error).toMatchObject({code: 'FILE_CORRUPT', message: 'The recipient received the file but its SHA-256 did not match; nothing was saved.'})
     expect(received.error).toMatchObject({code: 'FILE_CORRUPT'})
     expect(await listing(r.downloads)).toEqual([])
+  })
+
+  it('a file written to while it is sent: the sender says the file changed, not that the path corrupted it', async () => {
+    let written = false
+    let source = ''
+    const r = await run({
+      size: 2_000_000,
+      link: {
+        // At the first DATA frame the end of the file, not read yet, is overwritten in place.
+        intercept: (frame, from) => {
+          if (!written && from === 'a' && decodeFrame(frame)?.kind === 'data') {
+            const fd = openSync(source, 'r+')
+            writeSync(fd, Buffer.alloc(1024, 7), 0, 1024, 2_000_000 - 1024)
+            closeSync(fd)
+            written = true
+          }
+          return frame
+        },
+      },
+      sourceName: 'growing.log',
+    })
+    source = r.source
+    const [sent, received] = await Promise.all([r.sent, r.received])
+    expect(written).toBe(true)
+    expect(received.error).toMatchObject({code: 'FILE_CORRUPT'})
+    expect(sent.error).toMatchObject({code: 'FILE_CORRUPT', message: `${r.source} changed while it was being sent, so the copy the recipient received did not match its SHA-256; nothing was saved.`})
+    expect(sent.error!.hint).toBe('Send it again once nothing is writing to it (or send a copy of it).')
   })
 
   it('an offer whose SHA-256 is wrong: FILE_CORRUPT and no file', async () => {
