@@ -18,7 +18,8 @@ export default class WhoIsOnline extends BaseCommand<typeof WhoIsOnline> {
 
   static override description = `Without --since: users with an online session (chat, listen), longest online first.
 With --since: everyone who logged in within that window, newest first, online or not.
-The window is a number with a unit: ms, s, m, h, d or w (500ms, 30s, 10m, 2h, 7d, 1w), and parts combine (1h30m, "2h 15m"). A number without a unit ("5") is refused, not guessed.`
+The window is a number with a unit: ms, s, m, h, d or w (500ms, 30s, 10m, 2h, 7d, 1w), and parts combine (1h30m, "2h 15m"). A number without a unit ("5") is refused, not guessed.
+DIRECT "p2p" (--json: p2p true) means their client's UDP port reached the server within the last minute, so a direct path will be tried; whether it works from your network shows at the first message, which goes through the relay instead within about 2 s if it does not.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
