@@ -13,7 +13,6 @@ export const userArg = (description: string) =>
 export const groupArg = (description: string) =>
   Args.string({description, required: true, ignoreStdin: true, parse: async (input) => normalizeGroupName(input)})
 
-
 /** NAME of a group being created: also begins with a letter or a digit (normalizeNewGroupName). */
 export const newGroupArg = (description: string) =>
   Args.string({description, required: true, ignoreStdin: true, parse: async (input) => normalizeNewGroupName(input)})

@@ -150,10 +150,6 @@ export function skipReason(code: string): string {
   return SKIP_REASONS[code] ?? `was refused by the server (${code})`
 }
 
-/**
- * The error for a group message that reached nobody: no copy was stored for anyone, so there is no
- * "Message N sent" to report. `invited`: members who have not joined yet (they get nothing until they do).
- */
 /** `copies` in runs whose JSON stays a kilobyte under `maxFrameBytes` (each run has at least one). */
 function framed<T extends {to: string; nonce: string; box: string}>(copies: T[], maxFrameBytes: number): T[][] {
   const parts: T[][] = []
@@ -174,6 +170,10 @@ function framed<T extends {to: string; nonce: string; box: string}>(copies: T[],
   return parts
 }
 
+/**
+ * The error for a group message that reached nobody: no copy was stored for anyone, so there is no
+ * "Message N sent" to report. `invited`: members who have not joined yet (they get nothing until they do).
+ */
 function noRecipients(group: string, skipped: Array<{to: string; code: string}>, invited: string[]): MessengerError {
   const details = {group, skipped: skipped.map((s) => ({...s, reason: skipReason(s.code)})), invited}
   if (skipped.length === 0) {
@@ -565,13 +565,18 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     return {id, seq, group: name, recipients: result.recipients, skipped: allSkipped}
   }
 
+  /** The server's frame limit, as its hello said (older servers: the default). */
+  private get maxFrameBytes(): number {
+    return this.o.client.hello?.maxFrameBytes ?? DEFAULTS.maxFrameBytes
+  }
+
   /**
    * A group message is one `send` with a sealed copy per member, so its frame grows with the group:
    * 64 KiB to four members is 350 KB, over the server's frame limit (256 KiB by default), which
    * closes the connection. Refused here, before anything is recorded, saying how much fits.
    */
   private checkGroupFrame(group: string, text: string, params: RequestParams<'send'>): void {
-    const limit = this.o.client.hello?.maxFrameBytes ?? DEFAULTS.maxFrameBytes
+    const limit = this.maxFrameBytes
     const size = encodeFrame({type: 'send', id: 0, ...params}).length
     if (size <= limit) return
     const textBytes = Buffer.byteLength(text)
@@ -611,7 +616,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       // In requests that each fit the server's frame limit: one copy per online user would pass it
       // from a few hundred users on (or four, for a 64 KiB text). Nothing is stored, so a part is
       // just delivered; recipients show the msgId once whichever part it came in.
-      for (const part of framed(copies, this.o.client.hello?.maxFrameBytes ?? DEFAULTS.maxFrameBytes)) {
+      for (const part of framed(copies, this.maxFrameBytes)) {
         delivered += (await this.request('broadcast', {msgId: id, copies: part})).delivered
       }
     } catch (error) {

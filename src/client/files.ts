@@ -170,27 +170,24 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       // recipient that does not know our key (UNKNOWN_SENDER): the relay names us to it.
       return {path, ...(await this.transfer(to, path, transport, file, options, path === 'direct' ? DIRECT_OFFER_TIMEOUT_MS : undefined))}
     } catch (error) {
-      const unknownHere = error instanceof MessengerError && error.code === 'FILE_REJECTED' && error.details?.code === 'UNKNOWN_SENDER'
+      if (path !== 'direct' || !(error instanceof MessengerError)) throw error
+      const unknownHere = error.code === 'FILE_REJECTED' && error.details?.code === 'UNKNOWN_SENDER'
       // The direct path died mid-transfer (nothing acknowledged, or the recipient's client heard
       // nothing): both are still online, so the relay can carry the file, as Tox or Tailscale fall
       // back to their relays. Sent again from the start as a new transfer: the recipient's partial
       // file is removed on its idle timeout, and resuming would need it kept. Not after Ctrl-C.
-      const lostMidway = error instanceof MessengerError && error.details?.pathLost === true && !options.signal?.aborted
-      if (path === 'direct' && lostMidway) {
+      const lostMidway = error.details?.pathLost === true && !options.signal?.aborted
+      if (lostMidway && preference === 'direct') {
         this.link?.forgetPath(peerKey)
-        if (preference === 'direct') {
-          throw new MessengerError('DIRECT_FAILED', `The direct path to ${to} was lost during the transfer; the path preference (direct only) keeps the file off the relay.`, {
-            cause: error,
-            hint: 'Send it again without --direct-only (or with the path setting auto: `messenger config set path auto`) so the relay can carry it.',
-            details: {pathLost: true},
-          })
-        }
-        options.onPathLost?.()
-        options.onPath?.('relay')
-        return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options))}
+        throw new MessengerError('DIRECT_FAILED', `The direct path to ${to} was lost during the transfer; the path preference (direct only) keeps the file off the relay.`, {
+          cause: error,
+          hint: 'Send it again without --direct-only (or with the path setting auto: `messenger config set path auto`) so the relay can carry it.',
+          details: {pathLost: true},
+        })
       }
-      if (!(path === 'direct' && preference === 'auto' && error instanceof MessengerError && (error.code === 'TIMEOUT' || unknownHere))) throw error
+      if (!(preference === 'auto' && (lostMidway || error.code === 'TIMEOUT' || unknownHere))) throw error
       this.link?.forgetPath(peerKey)
+      if (lostMidway) options.onPathLost?.()
       options.onPath?.('relay')
       return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options))}
     }

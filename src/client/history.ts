@@ -275,7 +275,7 @@ function prepareStatements(db: Database.Database) {
       `INSERT INTO group_copies (id, member, status) VALUES (@id, @member, @status)
        ON CONFLICT (id, member) DO UPDATE SET status = CASE WHEN ${rankSql('status')} < @rank THEN @status ELSE status END`,
     ),
-    copies: db.prepare<[string], {member: string; status: OutgoingStatus}>('SELECT member, status FROM group_copies WHERE id = ? ORDER BY member'),
+    copies: db.prepare<[string], GroupCopy>('SELECT member AS "to", status FROM group_copies WHERE id = ? ORDER BY member'),
     setGroupStatus: db.prepare<[HistoryStatus, string]>('UPDATE messages SET status = ? WHERE id = ?'),
     // Numbered inside the INSERT, so two processes on one profile (listen + send) never share an N.
     // Returns the number given; nothing when the id was already recorded (a resend).
@@ -383,7 +383,6 @@ export class LocalHistory {
     return true
   }
 
-
   /**
    * Records a message about to be sent, status 'sending'. Idempotent by id: recording the same id again
    * (a resend) changes nothing and returns false.
@@ -476,7 +475,7 @@ export class LocalHistory {
       const entry = toEntry(row)
       if (row.grp === null || row.direction !== 'out') return entry
       const copies = this.stmt.copies.all(row.id)
-      return copies.length === 0 ? entry : {...entry, copies: copies.map((c) => ({to: c.member, status: c.status}))}
+      return copies.length === 0 ? entry : {...entry, copies}
     })
   }
 

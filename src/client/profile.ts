@@ -103,7 +103,7 @@ export class Profile implements PinStore {
   getPin(address: string): string | undefined {
     const pins = this.read().pins
     const key = address.toLowerCase()
-    return pins[key] ?? pins[address] ?? Object.entries(pins).find(([k]) => k.toLowerCase() === key)?.[1]
+    return pins[key] ?? Object.entries(pins).find(([k]) => k.toLowerCase() === key)?.[1]
   }
 
   /** Files the pin under the lower-case key, replacing any other-case key of the same server. */

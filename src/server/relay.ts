@@ -11,6 +11,7 @@ import {DEFAULTS, LIMITS} from '../protocol/constants.js'
 import type {Presence} from './presence.js'
 import {randomId} from '../crypto/random-pool.js'
 import {UnsettledAcks, type Settlement} from './unsettled-acks.js'
+import {LogThrottle} from '../util/log-throttle.js'
 import type {StoreFailureLog} from './store-failure.js'
 
 export interface RelayOptions {
@@ -102,11 +103,6 @@ const MAX_UNSETTLED_ACKS = 1_000
 /** Tries of a failed ack deletion: about 4 minutes at the default backoff (1 s doubling to 30 s). */
 const UNSETTLED_ACK_ATTEMPTS = 12
 
-/** A limit's refusals are logged once per user and kind in this long (a flood is thousands a second). */
-const REFUSAL_LOG_INTERVAL_MS = 10_000
-/** Users and kinds whose last refusal line is remembered. */
-const MAX_REFUSAL_LOG_KEYS = 10_000
-
 /** Pushes of a copy without an ack (about 7 s at the default backoff) before it is parked out of the window. */
 const PARK_AFTER_ATTEMPTS = 4
 
@@ -132,8 +128,8 @@ export class Relay {
   private readonly lastForwarder = new Map<string, ForwardOrigin>()
   /** Ack deletions the store failed, retried by retryDue. */
   private readonly unsettled: UnsettledAcks
-  /** "CODE\nuser" -> when a refusal of that kind was last logged, and how many since (see logRefusal). */
-  private readonly refusalsLogged = new Map<string, {at: number; since: number}>()
+  /** One refusal line per user and kind every 10 s (see logRefusal). */
+  private readonly refusals: LogThrottle
 
   constructor(private readonly o: RelayOptions) {
     // 2,000 short texts in flight kept a drain's pipe full where 500 left it idle between acks
@@ -141,6 +137,7 @@ export class Relay {
     this.window = o.window ?? 2_000
     this.windowBytes = o.windowBytes ?? 4 * 1024 * 1024
     this.receiptPage = o.receiptPage ?? 1_000
+    this.refusals = new LogThrottle(o.now)
     this.presence = o.hub.presence
     const sendRate = o.sendRate ?? {rate: DEFAULTS.sendRate, burst: DEFAULTS.sendBurst}
     // The store's buckets: with several nodes on one Redis a user's rate is counted once, whichever
@@ -180,18 +177,12 @@ export class Relay {
 
   /**
    * An operator's view of the limits at work: the first refusal of a kind for a user, then at most one
-   * line per REFUSAL_LOG_INTERVAL_MS with how many there were meanwhile (`suppressed`).
+   * line every 10 s with how many there were meanwhile (`suppressed`).
    */
   private logRefusal(code: 'RATE_LIMITED' | 'QUEUE_FULL', user: string, message: string, fields: Record<string, unknown>): void {
-    const key = `${code}\n${user}`
-    const now = this.o.now()
-    const last = this.refusalsLogged.get(key)
-    if (last && now - last.at < REFUSAL_LOG_INTERVAL_MS) {
-      last.since++
-      return
-    }
-    setNewest(this.refusalsLogged, key, {at: now, since: 0}, MAX_REFUSAL_LOG_KEYS)
-    this.o.logger.warn({code, user, ...fields, ...(last?.since ? {suppressed: last.since} : {})}, message)
+    const suppressed = this.refusals.due(`${code}\n${user}`)
+    if (suppressed === undefined) return
+    this.o.logger.warn({code, user, ...fields, ...(suppressed ? {suppressed} : {})}, message)
   }
 
   /** `admit` is called once the message has its place in the queue (see RequestHandler). */

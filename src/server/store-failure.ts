@@ -1,5 +1,6 @@
 import type {Logger} from 'pino'
 import {MessengerError} from '../protocol/errors.js'
+import {LogThrottle} from '../util/log-throttle.js'
 
 /*
  * Store failures a client can be told about precisely. Anything else a handler throws that is not a
@@ -58,7 +59,7 @@ export function storeFailure(error: unknown): MessengerError | undefined {
  * bug. When the store answers again (see follow), one line says so and for how long it was away.
  */
 export class StoreFailureLog {
-  private readonly last = new Map<string, {at: number; suppressed: number}>()
+  private readonly throttle: LogThrottle
   /** When this outage's first failure was logged; undefined while the store answers. */
   private downSince: number | undefined
   private connection: {status: string} | undefined
@@ -66,8 +67,10 @@ export class StoreFailureLog {
   constructor(
     private readonly logger: Logger,
     private readonly now: () => number = Date.now,
-    private readonly everyMs = 10_000,
-  ) {}
+    everyMs = 10_000,
+  ) {
+    this.throttle = new LogThrottle(now, everyMs)
+  }
 
   /**
    * Follows the store's Redis connection: its 'ready' after an outage means the store answers
@@ -101,7 +104,7 @@ export class StoreFailureLog {
     const since = this.downSince
     if (since === undefined) return
     this.downSince = undefined
-    this.last.clear()
+    this.throttle.clear()
     const downForMs = Math.max(0, this.now() - since)
     this.logger.info({downForMs}, `the message store is available again after ${Math.round(downForMs / 1000)} s`)
   }
@@ -109,14 +112,10 @@ export class StoreFailureLog {
   private log(kind: string, failure: MessengerError, context: Record<string, unknown>, message: string): void {
     const now = this.now()
     if (failure.code === 'STORE_UNAVAILABLE' && this.downSince === undefined && this.connection !== undefined && this.connection.status !== 'ready') this.downSince = now
-    const seen = this.last.get(kind)
-    if (seen && now - seen.at < this.everyMs) {
-      seen.suppressed++
-      return
-    }
+    const sinceLast = this.throttle.due(kind)
+    if (sinceLast === undefined) return
     const cause = failure.cause instanceof Error ? failure.cause.message : String(failure.cause)
     const level = failure.code === 'STORE_FULL' ? 'error' : 'warn'
-    this.logger[level]({...context, code: failure.code, err: cause, sinceLast: seen?.suppressed ?? 0}, message)
-    this.last.set(kind, {at: now, suppressed: 0})
+    this.logger[level]({...context, code: failure.code, err: cause, sinceLast}, message)
   }
 }

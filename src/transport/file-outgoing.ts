@@ -176,13 +176,7 @@ export class Sender {
           else void this.corrupt()
           break
         case 'cancel':
-          if (frame.reason?.startsWith(IDLE_CANCEL_REASON)) {
-            this.fail(receiverGaveUp(this.options.peer, frame.reason), false)
-            break
-          }
-          // A receiver that cannot go on writing (its disk filled up) says why as a refusal does.
-          if (frame.reason?.startsWith(CANNOT_SAVE_REASON)) this.fail(cannotSaveRefusal(this.options.peer, 'TRANSFER_FAILED', frame.reason), false)
-          else this.fail(failed(`${this.options.peer ?? 'The recipient'} cancelled the transfer${frame.reason ? `: ${frame.reason}${/[.!?]$/.test(frame.reason) ? '' : '.'}` : '.'}`, undefined, {reason: frame.reason}), false)
+          this.fail(cancelled(this.options.peer, frame.reason), false)
           break
         default:
           break
@@ -397,6 +391,16 @@ export class Sender {
     this.flight.clear()
     await this.reader.close()
   }
+}
+
+/**
+ * What the receiver's CANCEL says, as the sender's error: its client gave up on a silent path, or it
+ * cannot go on writing (its disk filled up: worded as that refusal is), or the person cancelled.
+ */
+function cancelled(peer: string | undefined, reason: string): MessengerError {
+  if (reason.startsWith(IDLE_CANCEL_REASON)) return receiverGaveUp(peer, reason)
+  if (reason.startsWith(CANNOT_SAVE_REASON)) return cannotSaveRefusal(peer, 'TRANSFER_FAILED', reason)
+  return failed(`${peer ?? 'The recipient'} cancelled the transfer${reason ? `: ${reason}${/[.!?]$/.test(reason) ? '' : '.'}` : '.'}`, undefined, {reason})
 }
 
 /**
