@@ -68,6 +68,8 @@ export const LIMITS = {
    * of up to 64 characters each, 100 receipts stay under 7 MB, well within the client's frame limit.
    */
   receiptsPage: 100,
+  /** Most addresses one `setendpoint` offers: a host with more (container bridges) sends its best ones. */
+  endpointCandidates: 8,
 } as const
 
 export const ENV = {

@@ -64,7 +64,7 @@ export const REQUEST_SCHEMAS = {
   block: object({type: literal('block'), id, username}),
   unblock: object({type: literal('unblock'), id, username}),
   blocked: object({type: literal('blocked'), id}),
-  setendpoint: object({type: literal('setendpoint'), id, candidates: array(endpoint, {max: 8})}),
+  setendpoint: object({type: literal('setendpoint'), id, candidates: array(endpoint, {max: LIMITS.endpointCandidates})}),
   introduce: object({type: literal('introduce'), id, username}),
   /** One end-to-end encrypted frame (nonce + box, base64) for an online user, never stored: file transfer through the relay. */
   forward: object({type: literal('forward'), id, to: username, data: str({min: 1, max: 90_000, pattern: base64, describe: 'base64'})}),

@@ -1,9 +1,10 @@
 import {randomBytes} from 'node:crypto'
 import {EventEmitter} from 'node:events'
 import {isIPv4} from 'node:net'
-import {networkInterfaces} from 'node:os'
+import {networkInterfaces, type NetworkInterfaceInfo} from 'node:os'
 import {SharedKeyCache} from '../crypto/envelope.js'
 import {encodeKey, type Identity} from '../crypto/identity.js'
+import {LIMITS} from '../protocol/constants.js'
 import type {Endpoint} from '../protocol/messages.js'
 import {
   DatagramType,
@@ -149,13 +150,7 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
 
   /** Our own addresses with the bound port: candidates for peers on the same host or LAN. */
   localCandidates(): Endpoint[] {
-    const port = this.port
-    const out: Endpoint[] = []
-    for (const list of Object.values(networkInterfaces())) {
-      for (const nic of list ?? []) if (nic.family === 'IPv4') out.push({address: nic.address, port})
-    }
-    // Loopback first: same-host peers (and tests) should not go out through a LAN address.
-    return out.sort((a, b) => Number(b.address.startsWith('127.')) - Number(a.address.startsWith('127.')))
+    return chooseCandidates(networkInterfaces(), this.port)
   }
 
   /** A path confirmed by an authenticated pong within the last pathTtlMs, if any. */
@@ -439,4 +434,23 @@ export class PeerLink extends EventEmitter<{message: [DirectMessage]; frame: [Di
     }
     this.stats.dropped.unexpected++
   }
+}
+
+/** Interfaces of containers and VMs on this host: their addresses reach nobody outside it. */
+const VIRTUAL_NIC = /^(docker|br-|veth|virbr|vnet|cni|flannel|podman|lxc|lxd)/
+
+/**
+ * The IPv4 addresses a peer could reach us at, best first, at most LIMITS.endpointCandidates (the
+ * server refuses a longer list, and a host with many container bridges has more): loopback first, so
+ * same-host peers (and tests) do not go out through a LAN address; then the host's own interfaces;
+ * container and VM bridges last.
+ */
+export function chooseCandidates(interfaces: NodeJS.Dict<NetworkInterfaceInfo[]>, port: number): Endpoint[] {
+  const rank = (name: string, address: string): number => (address.startsWith('127.') ? 0 : VIRTUAL_NIC.test(name) ? 2 : 1)
+  const found: Array<{endpoint: Endpoint; rank: number}> = []
+  for (const [name, list] of Object.entries(interfaces)) {
+    for (const nic of list ?? []) if (nic.family === 'IPv4') found.push({endpoint: {address: nic.address, port}, rank: rank(name, nic.address)})
+  }
+  // Array.prototype.sort is stable: within a rank, the OS's order stays.
+  return found.sort((x, y) => x.rank - y.rank).slice(0, LIMITS.endpointCandidates).map((c) => c.endpoint)
 }
