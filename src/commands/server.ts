@@ -16,8 +16,8 @@ const DEFAULT_CREDENTIALS = 'credentials.txt'
 const MIN_SCRYPT_COST = 1024
 /**
  * The smallest --max-frame the protocol works with: a 64 KiB message, sealed and base64-encoded,
- * is about 88 KiB in one `send` frame, and a file streamed through the relay sends 64 KiB chunks
- * (65,650-byte frames). Below this, every long message and every relayed file would fail.
+ * is about 88 KiB in one `send` frame, and a file streamed through the relay sends 48 KiB frames
+ * (about 66 KB as a base64 `forward`). Below this, every long message and every relayed file would fail.
  */
 const MIN_MAX_FRAME = 128 * 1024
 
@@ -77,7 +77,7 @@ Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fi
       throw new MessengerError('BAD_INPUT', `--scrypt-cost must be a power of two of at least ${MIN_SCRYPT_COST}, got ${scryptN}.`, {hint: `Leave it out for the default ${DEFAULTS.scryptN}; ${MIN_SCRYPT_COST} is for tests only.`})
     }
     if (f['max-frame'] < MIN_MAX_FRAME) {
-      throw new MessengerError('BAD_INPUT', `--max-frame must be at least ${MIN_MAX_FRAME} bytes (128 KiB), got ${f['max-frame']}: a 64 KiB message takes about 88 KiB in one frame, and files through the relay go in 64 KiB chunks.`, {
+      throw new MessengerError('BAD_INPUT', `--max-frame must be at least ${MIN_MAX_FRAME} bytes (128 KiB), got ${f['max-frame']}: a 64 KiB message takes about 88 KiB in one frame, and files through the relay go in frames of about 66 KB.`, {
         hint: `Leave it out for the default ${DEFAULTS.maxFrameBytes}, or give at least ${MIN_MAX_FRAME}.`,
       })
     }

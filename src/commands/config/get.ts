@@ -4,7 +4,7 @@ import {SETTINGS, settingLine, settingValue, type SettingName, type SettingValue
 export default class ConfigGet extends BaseCommand<typeof ConfigGet> {
   static override summary = 'Show the profile settings.'
 
-  static override description = `Each setting with the value chat, listen and send use; "(default)" marks one that is unset. Change them with \`messenger config set NAME VALUE\`, go back to the default with \`messenger config unset NAME\`. The flags of chat, listen and send (--downloads, --udp-port, --relay-only, --direct-only) and MESSENGER_DOWNLOADS, MESSENGER_UDP_PORT override them for one run.
+  static override description = `Each setting with the value chat, listen and send use; "(default)" marks one that is unset. Change them with \`messenger config set NAME VALUE\`, go back to the default with \`messenger config unset NAME\`. For one run, the flags override them: --downloads and --udp-port of chat and listen (or MESSENGER_DOWNLOADS, MESSENGER_UDP_PORT), --relay-only and --direct-only of chat, listen, send and sendfile.
 With --json, each setting as {"value","default"}: {"path":{"value":"auto","default":true},"udp-port":{"value":7777,"default":false},...}`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
