@@ -268,7 +268,7 @@ export interface AckPayload {
 export interface ProbePayload {
   /** TOKEN_BYTES random bytes, echoed in the pong. */
   token: Uint8Array
-  /** Sender's clock when sent (any finite number; ms), echoed so the prober can measure the round trip. */
+  /** Sender's clock when sent (any finite number; ms). A pong carries the answering side's own clock, not an echo; nothing reads it yet. */
   ts: number
 }
 
