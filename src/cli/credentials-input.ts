@@ -8,22 +8,27 @@ export async function resolveUsername(arg: string | undefined, fallback: string 
   return username
 }
 
-/** Password from stdin (--password-stdin) or a hidden prompt; `confirm` asks twice, for registration. */
-export async function resolvePassword(options: {fromStdin: boolean; confirm?: boolean}): Promise<string> {
+/**
+ * Password from stdin (--password-stdin) or a hidden prompt; `confirm` asks twice, for registration.
+ * `command` and `username` make the hints runnable as written: the command the person ran, for them.
+ */
+export async function resolvePassword(options: {fromStdin: boolean; confirm?: boolean; command: 'login' | 'register'; username: string}): Promise<string> {
+  const piped = `echo "$PW" | messenger ${options.command} ${options.username} --password-stdin`
   if (options.fromStdin) {
     const password = await readFirstLineFromStdin()
     // Never sent: an empty password cannot be right, and a wrong one counts toward the lockout.
     if (password === '') {
       throw new MessengerError('BAD_INPUT', 'No password on stdin (--password-stdin read an empty line).', {
-        hint: `Pipe the password on stdin, for example: echo "$PW" | messenger ${options.confirm ? 'register' : 'login'} alice --password-stdin`,
+        hint: `Pipe the password on stdin, for example: ${piped}`,
       })
     }
     return password
   }
-  const password = await askHidden('Password: ')
+  const noTerminal = `Pipe it in with --password-stdin, for example: ${piped}`
+  const password = await askHidden('Password: ', noTerminal)
   if (password === '') throw new MessengerError('BAD_INPUT', 'No password given.', {hint: 'Run the command again and type your password.'})
   if (options.confirm) {
-    const again = await askHidden('Repeat password: ')
+    const again = await askHidden('Repeat password: ', noTerminal)
     if (again !== password) throw new MessengerError('BAD_INPUT', 'The two passwords differ.', {hint: 'Run the command again and type the same password twice.'})
   }
   return password

@@ -24,17 +24,13 @@ export async function readFirstLineFromStdin(stdin: NodeJS.ReadableStream = proc
   }
 }
 
-function requireTty(what: string): void {
-  if (!process.stdin.isTTY) {
-    throw new MessengerError('BAD_INPUT', `No terminal to ask for the ${what}.`, {
-      hint: what === 'password' ? 'Pipe it in with --password-stdin, for example: echo "$PW" | messenger login alice --password-stdin' : `Pass the ${what} as an argument.`,
-    })
-  }
+function requireTty(what: string, hint: string): void {
+  if (!process.stdin.isTTY) throw new MessengerError('BAD_INPUT', `No terminal to ask for the ${what}.`, {hint})
 }
 
 /** Asks a question on the terminal (stderr, so stdout stays clean for --json). */
 export async function ask(question: string): Promise<string> {
-  requireTty('username')
+  requireTty('username', 'Pass the username as an argument.')
   const rl = createInterface({input: process.stdin, output: process.stderr, terminal: true})
   try {
     return await new Promise<string>((resolve, reject) => {
@@ -60,9 +56,9 @@ export async function ask(question: string): Promise<string> {
   }
 }
 
-/** Asks for a secret without echoing it. */
-export async function askHidden(question: string): Promise<string> {
-  requireTty('password')
+/** Asks for a secret without echoing it; `noTerminalHint` says how to give it without a terminal. */
+export async function askHidden(question: string, noTerminalHint: string): Promise<string> {
+  requireTty('password', noTerminalHint)
   const stdin = process.stdin
   // Raw before the prompt shows: nothing typed once it shows is echoed, and a Ctrl-C then always
   // arrives as a byte (below), not as SIGINT.

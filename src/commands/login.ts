@@ -34,7 +34,7 @@ already sealed for its key come back to their senders as unreadable.`
   async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string}> {
     const username = await resolveUsername(this.args.username, this.profile.data.username)
     checkProfileAccount(this.profile, username, 'login')
-    const password = await resolvePassword({fromStdin: this.flags['password-stdin']})
+    const password = await resolvePassword({fromStdin: this.flags['password-stdin'], command: 'login', username})
     const client = await this.connect()
     const session = await client.login(username, password)
     // The profile's key pair is made on first login and published, so others can write to us.

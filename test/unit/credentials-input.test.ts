@@ -24,19 +24,34 @@ describe('readFirstLineFromStdin', () => {
   })
 })
 
-describe('resolvePassword --password-stdin', () => {
-  it('refuses an empty stdin with BAD_INPUT and a hint to pipe the password', async () => {
-    const original = Object.getOwnPropertyDescriptor(process, 'stdin')!
-    const stdin = new PassThrough()
-    stdin.end('')
-    Object.defineProperty(process, 'stdin', {value: stdin, configurable: true})
-    try {
-      const error = await resolvePassword({fromStdin: true}).then(() => undefined, (e: unknown) => e)
+/** Runs `body` with process.stdin replaced by a pipe holding `input` (no terminal). */
+async function withPipedStdin<T>(input: string, body: () => Promise<T>): Promise<T> {
+  const original = Object.getOwnPropertyDescriptor(process, 'stdin')!
+  const stdin = new PassThrough()
+  stdin.end(input)
+  Object.defineProperty(process, 'stdin', {value: stdin, configurable: true})
+  try {
+    return await body()
+  } finally {
+    Object.defineProperty(process, 'stdin', original)
+  }
+}
+
+describe('resolvePassword', () => {
+  it('refuses an empty stdin with BAD_INPUT and a hint to pipe the password into the command that was run', async () => {
+    const error = await withPipedStdin('', () => resolvePassword({fromStdin: true, command: 'register', username: 'zed'}).then(() => undefined, (e: unknown) => e))
+    expect(error).toBeInstanceOf(MessengerError)
+    expect((error as MessengerError).code).toBe('BAD_INPUT')
+    expect((error as MessengerError).hint).toMatch(/pipe the password/i)
+    expect((error as MessengerError).hint).toContain('| messenger register zed --password-stdin')
+  })
+
+  it('without a terminal to prompt on, says how to pipe it in for this command and user (it named `login alice` whatever was run)', async () => {
+    for (const command of ['login', 'register'] as const) {
+      const error = await withPipedStdin('', () => resolvePassword({fromStdin: false, command, username: 'bob'}).then(() => undefined, (e: unknown) => e))
       expect(error).toBeInstanceOf(MessengerError)
-      expect((error as MessengerError).code).toBe('BAD_INPUT')
-      expect((error as MessengerError).hint).toMatch(/pipe the password/i)
-    } finally {
-      Object.defineProperty(process, 'stdin', original)
+      expect((error as MessengerError).message).toBe('No terminal to ask for the password.')
+      expect((error as MessengerError).hint).toBe(`Pipe it in with --password-stdin, for example: echo "$PW" | messenger ${command} bob --password-stdin`)
     }
   })
 })
