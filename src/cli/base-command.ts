@@ -10,7 +10,7 @@ import {corruptDatabaseError} from '../store/sqlite/open.js'
 import type {PathPreference} from '../client/delivery.js'
 import {givenOnCommandLine, receiveFilesOption} from './file-flags.js'
 import {lockOnlineProfile} from '../util/pid-lock.js'
-import {renderError} from './render.js'
+import {jsonText, renderError} from './render.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError, type ErrorCode} from '../protocol/errors.js'
 
@@ -24,6 +24,12 @@ export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['a
  */
 export abstract class BaseCommand<T extends typeof Command> extends Command {
   static override enableJsonFlag = true
+
+  /**
+   * A command whose --json output is a stream of JSON lines (listen's events, the server's log):
+   * its result and errors go on one line too, so that a line reader never meets half an object.
+   */
+  static jsonLines = false
 
   static override baseFlags = {
     server: Flags.string({
@@ -243,6 +249,11 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       }
     }
     return new MessengerError('INTERNAL', error instanceof Error ? error.message : String(error), {hint: LOCAL_FAILURE_HINT, cause: error})
+  }
+
+  /** --json output: indented, or one line for a JSON-lines command; see jsonText for what is escaped. */
+  override logJson(json: unknown): void {
+    process.stdout.write(`${jsonText(json, !(this.constructor as typeof BaseCommand).jsonLines)}\n`)
   }
 
   protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}; parse?: unknown}): Promise<unknown> {

@@ -1,5 +1,6 @@
 import {MultiBar, Presets} from 'cli-progress'
 import type {TransferProgress} from '../transport/file-transfer.js'
+import {escapeControls} from './render.js'
 import {formatSize} from './size.js'
 
 /** Progress bars for incoming files on stderr (a terminal only: they are noise in a pipe or log). */
@@ -15,7 +16,7 @@ export class FileProgress {
 
   start(id: string, name: string, size: number): void {
     if (!this.multibar) return
-    this.bars.set(id, this.multibar.create(size, 0, {name, done: formatSize(0), size: formatSize(size), rate: '-'}))
+    this.bars.set(id, this.multibar.create(size, 0, {name: escapeControls(name), done: formatSize(0), size: formatSize(size), rate: '-'}))
   }
 
   update(id: string, p: TransferProgress): void {

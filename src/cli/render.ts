@@ -2,7 +2,7 @@
  * Plain-text rendering helpers: aligned tables, human times, and message text made safe for a
  * terminal. No colours, so output pipes cleanly.
  */
-import {UNPRINTABLE} from '../protocol/rules.js'
+import {FLAG_TAG_SEQUENCE, UNPRINTABLE} from '../protocol/rules.js'
 
 export function table(columns: string[], rows: string[][]): string {
   const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)))
@@ -32,7 +32,8 @@ export function relativeTime(at: number, now = Date.now()): string {
  * renderMessageText. Zero-width (non-)joiners are kept: emoji sequences and several scripts need
  * them, and they cannot move or hide text.
  */
-const UNSAFE = new RegExp(UNPRINTABLE.source, 'gu')
+// A subdivision flag is matched first, so that escapeControls keeps its tag characters.
+const UNSAFE = new RegExp(`${FLAG_TAG_SEQUENCE.source}|${UNPRINTABLE.source}`, 'gu')
 
 /**
  * Continuation lines of a multi-line message start with this, so an embedded newline cannot start a
@@ -44,9 +45,10 @@ export const CONTINUATION = '  | '
 /** One line of text with every UNSAFE character (newline too) shown as an escape: ESC as \x1b, U+202E as \u202e. */
 export function escapeControls(text: string): string {
   return String(text).replace(UNSAFE, (c) => {
-    if (c === '\t') return c
-    const code = c.charCodeAt(0)
-    return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`
+    if (c === '\t' || c.codePointAt(0) === 0x1f3f4) return c
+    const code = c.codePointAt(0)!
+    if (code < 0x100) return `\\x${code.toString(16).padStart(2, '0')}`
+    return code <= 0xffff ? `\\u${code.toString(16).padStart(4, '0')}` : `\\u{${code.toString(16)}}`
   })
 }
 
@@ -149,4 +151,13 @@ export function receiptText(r: {msgId: string; by: string; status: 'delivered' |
   if (r.status === 'delivered') return `✓✓ ${message}${to} delivered to ${r.by}`
   if (r.status === 'unreadable') return `✗ ${r.by}'s client could not open ${message}${to}; send it again`
   return sent.group ? `✗ ${message}${to} expired undelivered for ${r.by}` : `✗ ${message} to ${r.by} expired undelivered`
+}
+
+/**
+ * JSON for stdout: one line, or indented (`pretty`) as oclif prints a result. U+2028, U+2029 and
+ * U+0085 are escaped although JSON allows them raw: line readers such as Python's splitlines() break
+ * lines at them, and a peer's text would then split one event in two.
+ */
+export function jsonText(value: unknown, pretty = false): string {
+  return JSON.stringify(value, null, pretty ? 2 : undefined).replace(/[\u2028\u2029\u0085]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }

@@ -4,7 +4,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
 import {formatSize} from '../cli/size.js'
 import {stopSignals} from '../cli/stop-signals.js'
-import {droppedLine, escapeControls, incomingMessageLine, receiptText, renderError} from '../cli/render.js'
+import {droppedLine, escapeControls, incomingMessageLine, jsonText, receiptText, renderError} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import type {PresencePush} from '../protocol/messages.js'
 import {RECONNECT_CANNOT_CURE, type MessengerError} from '../protocol/errors.js'
@@ -37,10 +37,13 @@ With --json it prints one JSON object per line:
 
   static override flags = {...pathFlags, ...udpPortFlag, ...receiveFileFlags}
 
+  /** Its events are JSON lines: an error at start (PROFILE_IN_USE, NOT_LOGGED_IN) is one line too. */
+  static override jsonLines = true
+
   async run(): Promise<void> {
     const json = this.jsonEnabled()
     const emit = (event: Record<string, unknown>, text: string) => {
-      process.stdout.write(`${json ? JSON.stringify(event) : text}\n`)
+      process.stdout.write(`${json ? jsonText(event) : text}\n`)
     }
     const {client, engine, files, history, receiveFiles} = await this.onlineSession(this.flags)
     const progress = new FileProgress(!json && process.stderr.isTTY)

@@ -6,6 +6,7 @@ import {SingleBar} from 'cli-progress'
 import {BaseCommand} from '../cli/base-command.js'
 import {userArg} from '../cli/name-args.js'
 import {pathFlags} from '../cli/path-flags.js'
+import {escapeControls} from '../cli/render.js'
 import {formatSize} from '../cli/size.js'
 import type {SentFile} from '../client/files.js'
 import {MessengerError} from '../protocol/errors.js'
@@ -87,7 +88,8 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     }
     const to = this.args.user
     const rate = result.seconds > 0 ? `, ${formatSize(result.bytes / result.seconds)}/s` : ''
-    this.log(`Sent ${basename(file)} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${rate}; SHA-256 ${result.sha256}`)
+    // The name is the user's own, but may come from an untrusted archive: escaped like a peer's.
+    this.log(`Sent ${escapeControls(basename(file))} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${rate}; SHA-256 ${result.sha256}`)
     return {to, name: basename(file), ...result}
   }
 }

@@ -62,13 +62,8 @@ Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fi
   // accepted). The cast only keeps the static side assignable; the server never reads flags.server.
   static override baseFlags = {} as typeof BaseCommand.baseFlags
 
-  /**
-   * --json: the result ({address, fingerprint}) and errors go on one line, like the log lines
-   * around them (oclif would pretty-print them over several lines into the JSON-lines stream).
-   */
-  override logJson(json: unknown): void {
-    process.stdout.write(`${JSON.stringify(json)}\n`)
-  }
+  /** --json: the result ({address, fingerprint}) and errors go on one line, like the log lines around them. */
+  static override jsonLines = true
 
   async run(): Promise<{address: string; fingerprint: string}> {
     const f = this.flags

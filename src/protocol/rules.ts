@@ -55,12 +55,23 @@ export function checkPassword(password: string): void {
 // Printable: no control characters (C0, DEL, C1), no line or paragraph separators, no bidi
 // controls, which can make a name render as someone else's ("\u202Eecila" shows as "alice"), and no
 // invisible characters ("alice\u200B" looks like "alice"): the set cli/render.ts escapes in output.
-export const UNPRINTABLE = /[\p{Cc}\p{Cs}\u061C\u180E\u200B\u200E\u200F\u2028\u2029\u202A-\u202E\u2060-\u206F\uFEFF\uFFF9-\uFFFB]/u
+// Invisible too: the soft hyphen, the combining grapheme joiner, the Hangul fillers (blank glyphs),
+// and the tag characters U+E0000-E007F, which can carry hidden ASCII ("ASCII smuggling"), except
+// in the subdivision flags they exist for (FLAG_TAG_SEQUENCE).
+export const UNPRINTABLE = /[\p{Cc}\p{Cs}\u00AD\u034F\u061C\u115F\u1160\u180E\u200B\u200E\u200F\u2028\u2029\u202A-\u202E\u2060-\u206F\u3164\uFEFF\uFFA0\uFFF9-\uFFFB\u{E0000}-\u{E007F}]/u
+
+/** A subdivision flag (England, Scotland, Wales): a black flag, its tag letters and a cancel tag. */
+export const FLAG_TAG_SEQUENCE = /\u{1F3F4}[\u{E0030}-\u{E0039}\u{E0061}-\u{E007A}]{1,7}\u{E007F}/gu
+
+/** Whether `text` has a character UNPRINTABLE names, outside a subdivision flag. */
+export function hasUnprintable(text: string): boolean {
+  return UNPRINTABLE.test(text.replace(FLAG_TAG_SEQUENCE, ''))
+}
 
 export function normalizeDisplayName(raw: string | undefined, username: string): string {
   const displayName = (raw ?? username).trim()
   const length = [...displayName].length
-  if (length < 1 || length > LIMITS.displayNameMaxLength || UNPRINTABLE.test(displayName)) {
+  if (length < 1 || length > LIMITS.displayNameMaxLength || hasUnprintable(displayName)) {
     throw new MessengerError('BAD_DISPLAY_NAME', `Invalid display name: use 1-${LIMITS.displayNameMaxLength} printable characters.`, {
       hint: 'Leave out control characters and line breaks.',
     })

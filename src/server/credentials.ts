@@ -13,7 +13,7 @@ import {LIMITS} from '../protocol/constants.js'
 import {MessengerError} from '../protocol/errors.js'
 import type {Store} from '../store/store.js'
 // The same characters `register` refuses (controls, separators, bidi overrides): one rule, two doors.
-import {UNPRINTABLE} from '../protocol/rules.js'
+import {hasUnprintable} from '../protocol/rules.js'
 
 export interface CredentialEntry {
   /** 1-based line number in the file. */
@@ -48,7 +48,7 @@ export function displayNameProblem(name: string): string | undefined {
   if (length > LIMITS.displayNameMaxLength) {
     return `display name is ${length} characters long; the limit is ${LIMITS.displayNameMaxLength}`
   }
-  if (UNPRINTABLE.test(name)) return 'display name contains control characters'
+  if (hasUnprintable(name)) return 'display name contains control characters'
   return undefined
 }
 

@@ -1,6 +1,7 @@
 import {link, open, rename, unlink} from 'node:fs/promises'
 import {join} from 'node:path'
 
+import {UNPRINTABLE} from '../protocol/rules.js'
 import {errnoCode, failed} from './file-common.js'
 
 /*
@@ -48,8 +49,11 @@ export function fitName(name: string, maxBytes: number): string {
 
 /** Windows device names, which some tools and shares still refuse whatever the extension. */
 const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9]|conin\$|conout\$)$/i
-/** C0 and C1 controls, and the invisible marks that can disguise an extension (RLO and friends). */
-const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/gu
+/**
+ * C0 and C1 controls, and the invisible marks that can disguise an extension (RLO and friends): what
+ * the terminal output escapes (UNPRINTABLE), and the zero-width (non-)joiners too.
+ */
+const INVISIBLE = new RegExp(`${UNPRINTABLE.source}|[\\u200c\\u200d]`, 'gu')
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
 /** Longest name the receiver saves under, in UTF-8 bytes: leaves room for " (N)" and the partial name (252 bytes at most, of 255). */
@@ -57,7 +61,7 @@ export const MAX_SAFE_NAME_BYTES = 200
 
 /**
  * The name a received file is saved under; never lets the sender choose a directory. Keeps the last
- * path segment (both / and \ separate), drops control and bidi characters and leading dots, replaces
+ * path segment (both / and \ separate), drops control, bidi and invisible characters and leading dots, turns a leading dash into _, replaces
  * characters Windows forbids, maps empty and reserved names to "file", and trims to 200 bytes keeping
  * the extension. `../../etc/passwd` -> `passwd`, `..` -> `file`.
  */
@@ -70,6 +74,8 @@ export function safeFileName(name: string): string {
     .trim()
     .replace(/^[.\s]+/u, '')
     .replace(/[.\s]+$/u, '')
+    // "-rf" in a downloads directory is a trap for `rm *` there: a name never starts with a dash.
+    .replace(/^-/u, '_')
   if (text === '') return 'file'
   const firstDot = text.indexOf('.')
   if (RESERVED.test(firstDot === -1 ? text : text.slice(0, firstDot))) text = 'file' + (firstDot === -1 ? '' : text.slice(firstDot))

@@ -56,6 +56,7 @@ describe('messaging through the CLI', () => {
     const first = await listen(bob)
     const second = await runCli(['listen', '--json'], {env: bob})
     expect(second.code, second.stdout).toBe(1)
+    expect(second.stdout.split('\n').filter(Boolean), 'listen --json is a stream of JSON lines: its error too is one line').toHaveLength(1)
     expect(JSON.parse(second.stdout)).toMatchObject({error: {code: 'PROFILE_IN_USE', details: {pid: first.child.pid}, message: expect.stringContaining(`pid ${first.child.pid}`)}})
     // chat has no --json: the same error on stderr.
     const chat = await runCli(['chat'], {env: bob})
@@ -222,7 +223,8 @@ describe('messaging through the CLI', () => {
   it('shows control characters in a message instead of sending them to the terminal (listen, history); --json keeps the exact text', async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
     // Colour, window title, bell, a CR back over "[time] alice:", a C1 CSI, an RTL override, and a forged second message.
-    const evil = 'evil\u001b[31mRED\u001b[0m \u001b]0;pwned\u0007 bell\u0007 cr\rOVERWRITE \u009b2J \u202Efdp.exe\n[10:00 AM] carol: forged'
+    // Then U+2028 and U+0085, which line readers such as Python's splitlines() take for line breaks.
+    const evil = 'evil\u001b[31mRED\u001b[0m \u001b]0;pwned\u0007 bell\u0007 cr\rOVERWRITE \u009b2J \u202Efdp.exe\u2028LS\u0085NEL\n[10:00 AM] carol: forged'
     const interpreted = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/u
 
     const bobListens = spawnCli(['listen'], {env: bob})
@@ -233,7 +235,7 @@ describe('messaging through the CLI', () => {
     expect(sent.code, sent.stderr).toBe(0)
     await bobListens.waitForLine((l) => l.endsWith('[10:00 AM] carol: forged'), 'the message\'s second line')
     expect(await bobListens.stop('SIGINT')).toBe(0)
-    const shown = 'evil\\x1b[31mRED\\x1b[0m \\x1b]0;pwned\\x07 bell\\x07 cr\\x0dOVERWRITE \\x9b2J \\u202efdp.exe\n  | [10:00 AM] carol: forged'
+    const shown = 'evil\\x1b[31mRED\\x1b[0m \\x1b]0;pwned\\x07 bell\\x07 cr\\x0dOVERWRITE \\x9b2J \\u202efdp.exe\\u2028LS\\x85NEL\n  | [10:00 AM] carol: forged'
     expect(raw).toContain(`] alice: ${shown}\n`)
     expect(raw).not.toMatch(interpreted)
 
@@ -247,8 +249,10 @@ describe('messaging through the CLI', () => {
     expect(mine.stdout).not.toMatch(interpreted)
     expect(mine.stdout).toContain(`you -> bob: ${shown}  ✓`)
 
-    const json = await sendJson(bob, ['history', 'alice'])
-    expect((json.result.messages as Array<{text: string}>).map((m) => m.text)).toEqual([evil])
+    const json = await runCli(['history', 'alice', '--json'], {env: bob})
+    expect(json.code, json.stderr).toBe(0)
+    expect(json.stdout, 'U+2028 or U+0085 raw in --json: a line reader splits the object there').not.toMatch(/[\u2028\u2029\u0085]/u)
+    expect((JSON.parse(json.stdout) as {messages: Array<{text: string}>}).messages.map((m) => m.text)).toEqual([evil])
   })
 
   it('a second machine: login is refused with KEY_IN_USE until --replace-key, which ends the old machine\'s listen (KEY_REPLACED); new messages reach the new machine', async () => {

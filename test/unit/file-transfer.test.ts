@@ -147,6 +147,11 @@ describe('safeFileName', () => {
     ['lpt1.tar.gz', 'file.tar.gz'],
     ['console.log', 'console.log'],
     ['e\u0301te\u0301.txt', 'été.txt'],
+    // A name starting with a dash would be an option to `rm *` in the downloads directory.
+    ['-rf', '_rf'],
+    ['--help.txt', '_-help.txt'],
+    // Invisible: soft hyphen, tag characters (hidden ASCII), a Hangul filler.
+    ['re\u00adport\u{e0041}\u{e0042}\u3164.pdf', 'report.pdf'],
   ])('%j -> %j', (input, expected) => {
     expect(safeFileName(input)).toBe(expected)
   })

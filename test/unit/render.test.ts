@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {CONTINUATION, ERROR_CONTINUATION, escapeControls, groupProgress, incomingMessageLine, relativeTime, renderError, renderMessageText, table} from '../../src/cli/render.js'
+import {CONTINUATION, ERROR_CONTINUATION, escapeControls, groupProgress, incomingMessageLine, relativeTime, renderError, renderMessageText, table, jsonText} from '../../src/cli/render.js'
 
 /** Anything a terminal would interpret or hide: C0 but newline and tab, DEL, C1, bidi and zero-width format characters. */
 const INTERPRETED = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u
@@ -115,5 +115,37 @@ describe('groupProgress: a group message some members have and others not', () =
     expect(groupProgress(copies('stored', 'stored'))).toBeUndefined()
     expect(groupProgress([])).toBeUndefined()
     expect(groupProgress(undefined)).toBeUndefined()
+  })
+})
+
+describe('jsonText', () => {
+  const value = {text: 'a\u2028b\u2029c\u0085d\ne', n: 1}
+
+  it('escapes U+2028, U+2029 and U+0085, which line readers take for line breaks, and parses back to the same value', () => {
+    for (const pretty of [false, true]) {
+      const text = jsonText(value, pretty)
+      expect(text).not.toMatch(/[\u2028\u2029\u0085]/u)
+      expect(text).toContain('a\\u2028b\\u2029c\\u0085d\\ne')
+      expect(JSON.parse(text)).toEqual(value)
+    }
+  })
+
+  it('is one line unless pretty', () => {
+    expect(jsonText(value).split('\n')).toHaveLength(1)
+    expect(jsonText(value, true).split('\n').length).toBeGreaterThan(1)
+  })
+})
+
+describe('escapeControls: characters that show nothing are shown as escapes', () => {
+  it('escapes the soft hyphen, combining grapheme joiner, Hangul fillers and tag characters (hidden ASCII), astral ones as \\u{...}', () => {
+    expect(escapeControls('a\u00adb\u034fc\u3164d\u115fe')).toBe('a\\xadb\\u034fc\\u3164d\\u115fe')
+    expect(escapeControls('ok\u{e0069}\u{e0067}\u{e006e}')).toBe('ok\\u{e0069}\\u{e0067}\\u{e006e}')
+  })
+
+  it('keeps subdivision flags, emoji joiners and variation selectors, which show as one picture', () => {
+    const wales = '\u{1f3f4}\u{e0067}\u{e0062}\u{e0077}\u{e006c}\u{e0073}\u{e007f}'
+    for (const text of [`cymru ${wales}!`, '👩\u200d💻', '❤\ufe0f']) expect(escapeControls(text)).toBe(text)
+    // A black flag followed by tags that are no flag (no cancel tag): the tags are escaped.
+    expect(escapeControls('\u{1f3f4}\u{e0041}')).toBe('\u{1f3f4}\\u{e0041}')
   })
 })

@@ -156,6 +156,14 @@ describe('normalizeDisplayName', () => {
     expect(normalizeDisplayName('👩\u200d💻 Dev', 'x')).toBe('👩\u200d💻 Dev')
   })
 
+  it('refuses characters that show nothing (soft hyphen, combining grapheme joiner, Hangul fillers, tag characters); keeps the subdivision flags tags exist for', () => {
+    for (const name of ['al\u00adice', 'x\u034f\u0301', 'alice\u3164', '\u115f', 'alice\u{e0041}\u{e0042}', '\u{1f3f4}\u{e0041}\u{e0042}']) {
+      expect(codeOf(() => normalizeDisplayName(name, 'x')), JSON.stringify(name)).toBe('BAD_DISPLAY_NAME')
+    }
+    const scotland = '\u{1f3f4}\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}'
+    expect(normalizeDisplayName(`Ewan ${scotland}`, 'x')).toBe(`Ewan ${scotland}`)
+  })
+
   it('accepts 64 characters and refuses 65', () => {
     expect(normalizeDisplayName('d'.repeat(64), 'x')).toBe('d'.repeat(64))
     expect(codeOf(() => normalizeDisplayName('d'.repeat(65), 'x'))).toBe('BAD_DISPLAY_NAME')
