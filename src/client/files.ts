@@ -115,6 +115,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     o.client.on('push', (push) => {
       if (push.type === 'forward') void this.onRelayFrame(push)
     })
+    o.client.on('disconnected', ({error}: {error: MessengerError}) => this.receiver?.failRelayed(error))
   }
 
   attachLink(link: PeerLink): void {
@@ -217,6 +218,15 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     this.outgoing.set(transfer.transferId, transfer)
     try {
       return await transfer.done
+    } catch (error) {
+      const reason: unknown = lost.signal.reason
+      if (!lost.signal.aborted || !(reason instanceof MessengerError)) throw error
+      // Said for what it is: the connection (the server restarting, say) ended the transfer.
+      throw new MessengerError(reason.code, `The connection to the server was lost, so the transfer through the relay stopped: ${reason.message}`, {
+        hint: `${to} keeps nothing of it. Send the file again once the server is back (\`messenger status\` checks it).`,
+        cause: error,
+        details: {...reason.details, connectionLost: true},
+      })
     } finally {
       this.o.client.off('disconnected', onDisconnected)
       this.outgoing.delete(transfer.transferId)
@@ -333,6 +343,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
   private relayTransport(to: string, peerKey: Uint8Array): FrameTransport {
     return {
       maxFrame: RELAY_FRAME_BYTES,
+      relayed: true,
       send: (frame) => {
         // Signed in, or there is no relay to send through; read per frame, as a session may resume.
         const from = this.o.client.user?.username

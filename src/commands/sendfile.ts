@@ -81,6 +81,10 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
         // details.signal sets the exit status: 128 + its number, as a shell reports a program it stopped.
         throw new MessengerError('CANCELLED', `Cancelled (${formatSize(sent)} of ${formatSize(info.size)} sent).`, {cause: error, details: {bytes: sent, size: info.size, signal: stoppedBy}})
       }
+      if (error instanceof MessengerError && error.details?.connectionLost === true) {
+        // How far it got, as for Ctrl-C: the relay cannot carry the rest once its connection is gone.
+        throw new MessengerError(error.code, `${error.message} (${formatSize(sent)} of ${formatSize(info.size)} sent)`, {hint: error.hint, cause: error, details: {...error.details, bytes: sent, size: info.size}})
+      }
       throw error
     } finally {
       for (const signal of STOP_SIGNALS) process.removeListener(signal, onSignal)

@@ -18,6 +18,8 @@ export interface FrameTransport {
    * passing it here (frames may be views into a larger buffer: honour byteOffset).
    */
   send(frame: Uint8Array): void
+  /** Through the server's relay: it ends with the connection to the server (FileReceiver.failRelayed). */
+  readonly relayed?: boolean
 }
 
 export interface TransferProgress {

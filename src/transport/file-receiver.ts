@@ -192,6 +192,25 @@ export class FileReceiver {
     }
   }
 
+  /**
+   * The connection to the server was lost: transfers arriving through its relay fail now, with
+   * `error` as the cause, instead of after their idle limit with the sender blamed. The sender's own
+   * relayed transfer ends with its connection too, so no CANCEL is sent (there is no way to send one).
+   */
+  failRelayed(error: MessengerError): void {
+    for (const t of [...this.active.values()]) {
+      if (!t.transport.relayed) continue
+      t.fail(
+        new MessengerError('TRANSFER_FAILED', `The connection to the server was lost, so the transfer of "${t.name}" from ${t.peer} through the relay stopped; nothing of it is kept.`, {
+          hint: `${t.peer} can send it again once the server is back.`,
+          cause: error,
+          details: {connectionLost: true},
+        }),
+        false,
+      )
+    }
+  }
+
   /** Stops everything: transfers in progress fail (TRANSFER_FAILED) and their partial files are removed. */
   async close(): Promise<void> {
     this.closed = true

@@ -35,8 +35,8 @@ async function listen(env: Env, downloads: string): Promise<CliProcess> {
   return proc
 }
 
-function fileEvent(proc: CliProcess, type: string, what: string): Promise<{message?: string; code?: string}> {
-  return proc.waitForLine((l) => l.startsWith('{') && (JSON.parse(l) as {type: string}).type === type, what).then((l) => JSON.parse(l) as {message?: string})
+function fileEvent(proc: CliProcess, type: string, what: string): Promise<{message?: string; code?: string; hint?: string}> {
+  return proc.waitForLine((l) => l.startsWith('{') && (JSON.parse(l) as {type: string}).type === type, what).then((l) => JSON.parse(l) as {message?: string; code?: string; hint?: string})
 }
 
 interface Terminal {
@@ -168,9 +168,9 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
   }, 60_000)
 
   /** sendfile with --json, so its failure is one parsable line on stdout. */
-  async function sendfileError(proc: CliProcess): Promise<{code: number | null; error: {code: string; message: string}}> {
+  async function sendfileError(proc: CliProcess): Promise<{code: number | null; error: {code: string; message: string; hint?: string}}> {
     const code = await proc.exited
-    return {code, error: (JSON.parse(proc.lines.join('\n')) as {error: {code: string; message: string}}).error}
+    return {code, error: (JSON.parse(proc.lines.join('\n')) as {error: {code: string; message: string; hint?: string}}).error}
   }
 
   it.each([
@@ -197,7 +197,7 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     expect(readdirSync(downloads).filter((n) => n.endsWith('.part'))).toEqual([])
   }, 60_000)
 
-  it('the server killed during a relayed transfer: the sender fails at once with the lost connection, not the idle timeout', async () => {
+  it('the server killed during a relayed transfer: both ends fail at once, saying the connection to the server was lost and how far the file got, not the idle timeout', async () => {
     const {server, envs: {alice, bob}} = await setupWithServer(['alice', 'bob'])
     const downloads = tempDir('downloads-bob-')
     const file = join(tempDir('files-alice-'), 'big.bin')
@@ -215,6 +215,14 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     const {code, error} = await sendfileError(sender)
     expect(code).toBe(1)
     expect(error.code).toBe('CONNECTION_CLOSED')
-    expect(error.message).toMatch(/^The connection to 127\.0\.0\.1:\d+ closed\.$/)
+    expect(error.message).toMatch(/^The connection to the server was lost, so the transfer through the relay stopped: The connection to 127\.0\.0\.1:\d+ closed\. \(.+ of 8\.0 MiB sent\)$/)
+    expect(error.hint).toMatch(/^bob keeps nothing of it\. Send the file again once the server is back/)
+
+    // bob's listen, running again, hears its own connection drop: the transfer fails now, for that
+    // reason (it said "Nothing arrived from alice for 10.0 s" after its idle limit, blaming alice).
+    bobListens.child.kill('SIGCONT')
+    const failure = await fileEvent(bobListens, 'file-failed', "bob's transfer to fail")
+    expect(failure.message).toBe('The connection to the server was lost, so the transfer of "big.bin" from alice through the relay stopped; nothing of it is kept.')
+    expect(failure).toMatchObject({code: 'TRANSFER_FAILED', hint: 'alice can send it again once the server is back.'})
   }, 60_000)
 })
