@@ -3,8 +3,14 @@ import {readFirstLineFromStdin} from './prompt.js'
 
 /** The words of MESSAGE..., or all of stdin when the only word is "-". */
 export async function messageText(words: string[]): Promise<string> {
-  const text = words.length === 1 && words[0] === '-' ? await readAllStdin() : words.join(' ')
-  if (text.trim() === '') throw new MessengerError('BAD_INPUT', 'The message is empty.', {hint: 'Type the message after the recipient, or pass - to read it from stdin.'})
+  const fromStdin = words.length === 1 && words[0] === '-'
+  const text = fromStdin ? await readAllStdin() : words.join(' ')
+  if (text.trim() === '') {
+    // With "-", the message was to come from stdin: saying "pass -" would send them round in a circle.
+    throw new MessengerError('BAD_INPUT', fromStdin ? 'The message is empty: stdin (-) had no text.' : 'The message is empty.', {
+      hint: fromStdin ? 'Pipe the text in, or type the message in place of -.' : 'Type the message after the recipient, or pass - to read it from stdin.',
+    })
+  }
   return text
 }
 

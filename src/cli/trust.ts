@@ -1,3 +1,4 @@
+import type {TrustResult} from '../client/delivery.js'
 import {normalizeFingerprint} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
 
@@ -23,8 +24,9 @@ export function verifiedFingerprint(given: string, user: string, source: Fingerp
 }
 
 /** What trusting did, for `trust` and chat's `/trust`. */
-export function trustedLine(result: {username: string; fingerprint: string; previousFingerprint: string | null}, verified: boolean): string {
+export function trustedLine(result: TrustResult, verified: boolean): string {
   const how = verified ? ' (it matches the fingerprint you gave)' : ''
+  if (result.alreadyTrusted) return `${result.username}'s key ${result.fingerprint} was trusted already${how}; nothing changed.`
   return result.previousFingerprint
     ? `Now trusting ${result.username}'s new key ${result.fingerprint}${how} (was ${result.previousFingerprint}).`
     : `Trusting ${result.username}'s key ${result.fingerprint}${how}.`

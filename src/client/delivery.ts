@@ -24,6 +24,16 @@ const STORE_UNAVAILABLE_RETRY_MS = {initial: 250, max: 4_000}
  */
 const MAX_RECEIPT_PAGES = 100
 
+
+/** What `trust` did: the key pinned now, the one it replaced, or that it was pinned already. */
+export interface TrustResult {
+  username: string
+  fingerprint: string
+  /** The pin it replaced, if it held another key. */
+  previousFingerprint: string | null
+  /** The key was pinned already: nothing changed. */
+  alreadyTrusted: boolean
+}
 export interface DeliveryOptions {
   client: MessengerClient
   keyring: Keyring
@@ -457,7 +467,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
    * serve another by now (swapped between `whois` and `trust`), so that one is refused with
    * KEY_MISMATCH and nothing is pinned.
    */
-  async trust(username: string, options: {expectFingerprint?: string} = {}): Promise<{username: string; fingerprint: string; previousFingerprint: string | null}> {
+  async trust(username: string, options: {expectFingerprint?: string} = {}): Promise<TrustResult> {
     const name = username.trim().toLowerCase()
     // Pins are for other people's keys: our own is the profile's, never pinned, and "trusting" it
     // printed a fingerprint as if something had been checked.
@@ -479,11 +489,11 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
         },
       )
     }
-    const {previous} = this.o.history.trustPeerKeyValue(info.username, key)
+    const {previous, unchanged} = this.o.history.trustPeerKeyValue(info.username, key)
     // What was held for the old pin opens now, not at the server's next retry.
     this.inbox.retryHeld(info.username)
     const previousFingerprint = previous && previous !== key ? Keyring.fingerprintOf(previous) : null
-    return {username: info.username, fingerprint: presented, previousFingerprint}
+    return {username: info.username, fingerprint: presented, previousFingerprint, alreadyTrusted: unchanged}
   }
 
   /** Stops the engine's own timers (the watch for pins trusted elsewhere); the session closes the rest. */

@@ -504,7 +504,7 @@ export class LocalHistory {
   }
 
   /** Pins an explicit key (verified out of band); see PeerPins.trustPeerKeyValue. */
-  trustPeerKeyValue(username: string, publicKeyB64: string, now?: number): {previous: string | null; trusted: string} {
+  trustPeerKeyValue(username: string, publicKeyB64: string, now?: number): {previous: string | null; trusted: string; unchanged: boolean} {
     return this.pins.trustPeerKeyValue(username, publicKeyB64, now)
   }
 

@@ -96,14 +96,16 @@ export class PeerPins {
   }
 
   /** Pins an explicit key (verified out of band), replacing any pin and pending key. */
-  trustPeerKeyValue(username: string, publicKeyB64: string, now: number = this.now()): {previous: string | null; trusted: string} {
+  trustPeerKeyValue(username: string, publicKeyB64: string, now: number = this.now()): {previous: string | null; trusted: string; unchanged: boolean} {
     requireKey(publicKeyB64)
     this.confirmedPins.delete(username)
     return this.db
       .transaction(() => {
         const row = this.stmt.getPeerKey.get(username)
         this.stmt.pin.run(username, publicKeyB64, row?.public_key === publicKeyB64 ? row.first_seen : now)
-        return {previous: row && row.public_key !== publicKeyB64 ? row.public_key : null, trusted: publicKeyB64}
+        // unchanged: this key was pinned already, with no other one waiting to be trusted.
+        const unchanged = row?.public_key === publicKeyB64 && row.pending_key === null
+        return {previous: row && row.public_key !== publicKeyB64 ? row.public_key : null, trusted: publicKeyB64, unchanged}
       })
       .immediate()
   }

@@ -80,7 +80,17 @@ export function connectPinned(options: PinnedConnectOptions): Promise<{socket: t
   })
 }
 
+/** getaddrinfo's answers for a name that does not resolve (for now, or at all). */
+const NAME_NOT_FOUND: ReadonlySet<string> = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME'])
+
 function unreachable(key: string, why: string): MessengerError {
+  // No server was tried: the name itself is the problem, so "is it running there?" would mislead.
+  if (NAME_NOT_FOUND.has(why)) {
+    const host = key.slice(0, key.lastIndexOf(':'))
+    return new MessengerError('SERVER_UNREACHABLE', `Cannot reach the server at ${key}: the host name ${host} does not resolve (${why}).`, {
+      hint: 'Check the spelling of the host name and your network or DNS, or pass --server HOST:PORT (or set MESSENGER_SERVER) with an IP address.',
+    })
+  }
   return new MessengerError('SERVER_UNREACHABLE', `Cannot reach the server at ${key} (${why}).`, {
     hint: 'Check that `messenger server` is running there, or pass --server HOST:PORT (or set MESSENGER_SERVER).',
   })

@@ -82,6 +82,11 @@ describe('key verification', () => {
     const plain = await runCli(['trust', 'bob'], {env: alice})
     expect(plain.code, plain.stderr).toBe(0)
     expect(plain.stdout).toContain(`Trusting bob's key ${first.result.fingerprint as string}`)
+    // Again: it says the key was pinned already (it said "Trusting bob's key" as if something had changed).
+    const again = await runCli(['trust', 'bob'], {env: alice})
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.stdout).toBe(`bob's key ${first.result.fingerprint as string} was trusted already; nothing changed.\n`)
+    expect((await json(alice, ['trust', 'bob'])).result).toMatchObject({alreadyTrusted: true, previousFingerprint: null})
 
     // Bob moves to a new machine; alice sees the new key and verifies it with him...
     const verified = await runCli(['login', 'bob', '--password-stdin', '--replace-key'], {env: {MESSENGER_HOME: tempDir('home-bob2-'), MESSENGER_SERVER: server.address}, input: 'builder123\n'})

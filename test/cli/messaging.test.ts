@@ -206,6 +206,10 @@ describe('messaging through the CLI', () => {
     const tooLarge = await sendJson(alice, ['send', 'bob', '-'], 'a'.repeat(64 * 1024 + 1))
     expect(tooLarge.code).toBe(1)
     expect(tooLarge.result).toMatchObject({error: {code: 'MESSAGE_TOO_LARGE'}})
+    // Nothing on stdin: said as such (the hint said to "pass -", which had been passed).
+    const empty = await sendJson(alice, ['send', 'bob', '-'], '')
+    expect(empty.code).toBe(2)
+    expect(empty.result).toEqual({error: {code: 'BAD_INPUT', message: 'The message is empty: stdin (-) had no text.', hint: 'Pipe the text in, or type the message in place of -.'}})
 
     const self = await runCli(['send', 'alice', 'hi', 'me'], {env: alice})
     expect(self.code).toBe(1)

@@ -1,4 +1,5 @@
 import {X509Certificate} from 'node:crypto'
+import dns from 'node:dns'
 import {once} from 'node:events'
 import {existsSync, readdirSync} from 'node:fs'
 import {readFile, stat, writeFile} from 'node:fs/promises'
@@ -6,6 +7,7 @@ import net, {type AddressInfo} from 'node:net'
 import {join} from 'node:path'
 import tls from 'node:tls'
 import {generate} from 'selfsigned'
+import sinon from 'sinon'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {MemoryPinStore} from '../../src/client/tls-pin.js'
 import {connectClient, createClient, expectCode, makeTempDir, registerAndLogin, startTestServer} from '../helpers/server.js'
@@ -181,6 +183,20 @@ describe('TLS', () => {
     expect(error.message).toContain(`127.0.0.1:${port}`)
     expect(error.message).toContain('ECONNREFUSED')
     expect(error.hint).toContain('--server')
+  })
+
+  it('says a host name that does not resolve does not resolve, rather than "check that the server is running there"', async () => {
+    // The resolver is the outside world: made to answer as it does for an unknown name, at once.
+    const lookup = sinon.stub(dns, 'lookup').callsFake(((host: string, _options: unknown, callback: (error: NodeJS.ErrnoException) => void) => {
+      process.nextTick(() => callback(Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), {code: 'ENOTFOUND'})))
+    }) as unknown as typeof dns.lookup)
+    onTestFinished(() => lookup.restore())
+
+    const error = await expectCode(createClient('chat.example.invalid:7420', {connectTimeoutMs: 2_000}).connect(), 'SERVER_UNREACHABLE')
+    expect(lookup.called).toBe(true)
+    expect(error.message).toBe('Cannot reach the server at chat.example.invalid:7420: the host name chat.example.invalid does not resolve (ENOTFOUND).')
+    expect(error.hint).toMatch(/^Check the spelling of the host name and your network or DNS/)
+    expect(error.hint).not.toContain('is running there')
   })
 
   it('gives up on a server that accepts TCP but never answers after connectTimeoutMs, as SERVER_UNREACHABLE', async () => {

@@ -333,7 +333,7 @@ describe('peer key pinning', () => {
     // `messenger trust --key` run in another terminal, on the same profile.
     const other = openHistory(file)
     try {
-      expect(other.trustPeerKeyValue('bob', k2, 20)).toEqual({previous: k1, trusted: k2})
+      expect(other.trustPeerKeyValue('bob', k2, 20)).toEqual({previous: k1, trusted: k2, unchanged: false})
     } finally {
       other.close()
     }
@@ -360,7 +360,7 @@ describe('peer key pinning', () => {
     const k2 = key()
     history.checkPeerKey('bob', k1, 10)
     expect(history.checkPeerKey('bob', k1, 11)).toBe('same')
-    expect(history.trustPeerKeyValue('bob', k2, 12)).toEqual({previous: k1, trusted: k2})
+    expect(history.trustPeerKeyValue('bob', k2, 12)).toEqual({previous: k1, trusted: k2, unchanged: false})
     expect(history.checkPeerKey('bob', k1, 13)).toBe('changed')
     expect(history.checkPeerKey('bob', k2, 14)).toBe('same')
     expect(history.checkPeerKey('bob', k1, 15)).toBe('changed')
@@ -406,10 +406,19 @@ describe('peer key pinning', () => {
 
   it('trustPeerKeyValue pins an explicit key and drops any pending one', () => {
     const [k1, k2, k3] = [key(), key(), key()]
-    expect(history.trustPeerKeyValue('carol', k1, 5)).toEqual({previous: null, trusted: k1})
+    expect(history.trustPeerKeyValue('carol', k1, 5)).toEqual({previous: null, trusted: k1, unchanged: false})
     history.checkPeerKey('carol', k2, 10)
-    expect(history.trustPeerKeyValue('carol', k3, 20)).toEqual({previous: k1, trusted: k3})
+    expect(history.trustPeerKeyValue('carol', k3, 20)).toEqual({previous: k1, trusted: k3, unchanged: false})
     expect(history.getPeerKey('carol')).toEqual({key: k3, pendingKey: null, firstSeen: 20})
+  })
+
+  it('trustPeerKeyValue says when the key was pinned already with nothing pending (unchanged), and not when a pending one is dropped', () => {
+    const [k1, k2] = [key(), key()]
+    history.trustPeerKeyValue('dave', k1, 5)
+    expect(history.trustPeerKeyValue('dave', k1, 6)).toEqual({previous: null, trusted: k1, unchanged: true})
+    history.checkPeerKey('dave', k2, 10)
+    expect(history.trustPeerKeyValue('dave', k1, 20)).toEqual({previous: null, trusted: k1, unchanged: false})
+    expect(history.getPeerKey('dave')).toEqual({key: k1, pendingKey: null, firstSeen: 5})
   })
 
   it('refuses something that is not a key', () => {
