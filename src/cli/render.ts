@@ -3,6 +3,7 @@
  * terminal. No colours, so output pipes cleanly.
  */
 import {FLAG_TAG_SEQUENCE, UNPRINTABLE} from '../protocol/rules.js'
+import {formatSize} from './size.js'
 
 export function table(columns: string[], rows: string[][]): string {
   const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)))
@@ -160,4 +161,14 @@ export function receiptText(r: {msgId: string; by: string; status: 'delivered' |
  */
 export function jsonText(value: unknown, pretty = false): string {
   return JSON.stringify(value, null, pretty ? 2 : undefined).replace(/[\u2028\u2029\u0085]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
+/**
+ * What a history line shows of an entry: its text, escaped (see renderMessageText), or for a file
+ * "[file] NAME (SIZE)", and where it was saved for one received.
+ */
+export function historyText(m: {text: string; file?: {name: string; bytes: number; savedAs?: string}}): string {
+  if (!m.file) return renderMessageText(m.text)
+  const saved = m.file.savedAs ? ` saved as ${escapeControls(m.file.savedAs)}` : ''
+  return `[file] ${escapeControls(m.file.name)} (${formatSize(m.file.bytes)})${saved}`
 }

@@ -1,6 +1,8 @@
 import {EventEmitter} from 'node:events'
+import {basename} from 'node:path'
 import {MessengerError} from '../protocol/errors.js'
 import type {Endpoint, ForwardPush} from '../protocol/messages.js'
+import type {FileTransferRecord} from './history.js'
 import {MAX_FILE_PAYLOAD} from '../transport/file-datagram.js'
 import {encodeFrame, FileFrameKind, peekTransferId, transferIdToHex} from '../transport/file-codec.js'
 import {
@@ -37,6 +39,8 @@ export interface FileHubOptions {
    * history. Without it the receiver remembers them in memory only.
    */
   offerLog?: OfferLog
+  /** Where completed transfers, sent and received, are recorded: the profile's history. */
+  fileLog?: {recordFile(t: FileTransferRecord): Promise<unknown>}
 }
 
 /** A file frame or offer dropped unread, reported once per transfer (as messages report theirs). */
@@ -103,7 +107,11 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         maxBytes: o.receive.maxBytes,
         onOffer: (offer) => this.emit('offer', offer),
         onProgress: (id, progress) => this.emit('progress', id, progress),
-        onComplete: (file) => this.emit('received', file),
+        // In history before it is announced, as a message is stored before it is shown.
+        onComplete: (file) =>
+          void this.record({transferId: file.transferId, direction: 'in', peer: file.peer, path: file.via, file: {name: file.name, bytes: file.bytes, sha256: file.sha256, savedAs: file.path}}).then(() =>
+            this.emit('received', file),
+          ),
         onError: (id, error) => this.emit('failed', id, error),
         onReplay: ({transferId, peer, reason}) => {
           this.dropped++
@@ -217,7 +225,10 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     const transfer = sendFile({transport, file, peer: to, onProgress: options.onProgress, signal, ...(offerTimeoutMs ? {offerTimeoutMs} : {})})
     this.outgoing.set(transfer.transferId, transfer)
     try {
-      return await transfer.done
+      const sent = await transfer.done
+      // Awaited: a one-shot sendfile closes the history as soon as this returns.
+      await this.record({transferId: transfer.transferId, direction: 'out', peer: to, path, file: {name: basename(file), bytes: sent.bytes, sha256: sent.sha256}})
+      return sent
     } catch (error) {
       const reason: unknown = lost.signal.reason
       if (!lost.signal.aborted || !(reason instanceof MessengerError)) throw error
@@ -328,6 +339,16 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     } catch {
       this.dropped++ // unknown sender, changed key: never a crash from the network
     }
+  }
+
+  /**
+   * Records a completed transfer in history. The file is there (sent, or saved and verified) whatever
+   * happens to the record: a history that cannot be written loses the line, not the transfer.
+   */
+  private async record(t: Omit<FileTransferRecord, 'me' | 'ts'>): Promise<void> {
+    const me = this.o.client.user?.username
+    if (!this.o.fileLog || !me) return
+    await this.o.fileLog.recordFile({...t, me, ts: Date.now()}).catch(() => undefined)
   }
 
   /** Emits `dropped` once per sender and transfer. */

@@ -68,6 +68,9 @@ export const HISTORY_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (id, member)
   ) WITHOUT ROWID;
   `,
+  // 6: files sent and received have a row too (they left no trace in history): text is the name, and
+  // file holds what is known of it as JSON ({name, bytes, sha256, savedAs?}).
+  `ALTER TABLE messages ADD COLUMN file TEXT;`,
 ]
 
 /** How messages name the history and what they tell the user to do about it. */
@@ -128,6 +131,32 @@ export interface HistoryEntry {
   path: DeliveryPath | null
   /** An outgoing group message's copy per member, with what that member's client said (absent before schema 5). */
   copies?: GroupCopy[]
+  /** A file sent or received (`text` is its name); absent for a message, and before schema 6. */
+  file?: FileRecord
+}
+
+/** What history keeps of a file transfer that completed: the receiver verified its SHA-256. */
+export interface FileRecord {
+  name: string
+  bytes: number
+  /** Hex SHA-256 of the content. */
+  sha256: string
+  /** Where the receiver saved it (incoming only). */
+  savedAs?: string
+}
+
+/** A completed file transfer, as FileHub reports it to be recorded (see LocalHistory.recordFile). */
+export interface FileTransferRecord {
+  /** The transfer's id (hex); one row per transfer. */
+  transferId: string
+  direction: 'in' | 'out'
+  /** The other user. */
+  peer: string
+  /** The local user. */
+  me: string
+  ts: number
+  path: DeliveryPath
+  file: FileRecord
 }
 
 /**
@@ -219,9 +248,21 @@ interface MessageRow {
   seq: number | null
   status: HistoryStatus
   path: DeliveryPath | null
+  file: string | null
+}
+
+/** The file column, or undefined when there is none (a message) or it cannot be read. */
+function fileOf(row: MessageRow): FileRecord | undefined {
+  if (row.file === null) return undefined
+  try {
+    return JSON.parse(row.file) as FileRecord
+  } catch {
+    return undefined
+  }
 }
 
 function toEntry(row: MessageRow): HistoryEntry {
+  const file = fileOf(row)
   return {
     id: row.id,
     direction: row.direction,
@@ -235,6 +276,7 @@ function toEntry(row: MessageRow): HistoryEntry {
     seq: row.seq,
     status: row.status,
     path: row.path,
+    ...(file ? {file} : {}),
   }
 }
 
@@ -285,6 +327,10 @@ function prepareStatements(db: Database.Database) {
        RETURNING seq`,
     ),
     getSeq: db.prepare<[string], {seq: number | null}>('SELECT seq FROM messages WHERE id = ?'),
+    insertFile: db.prepare<[string, 'in' | 'out', string, string, string, string, number, HistoryStatus, DeliveryPath, string, number]>(
+      `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, broadcast, text, ts, seq, status, path, file, created_at)
+       VALUES (?, ?, ?, NULL, ?, ?, 0, ?, ?, NULL, ?, ?, ?, ?)`,
+    ),
     getOutgoing: db.prepare<[string], {seq: number | null; grp: string | null}>("SELECT seq, grp FROM messages WHERE id = ? AND direction = 'out'"),
     latestAll: db.prepare<[number], MessageRow>(SELECT_LATEST.replace('%WHERE%', '')),
     latestPeer: db.prepare<[string, number], MessageRow>(SELECT_LATEST.replace('%WHERE%', 'WHERE peer = ? AND grp IS NULL')),
@@ -460,6 +506,19 @@ export class LocalHistory {
   /** setStatus through the group commit, like recordOutgoing. */
   updateStatus(id: string, status: OutgoingStatus, fields: StatusFields = {}): Promise<boolean> {
     return this.commits.run(() => this.setStatus(id, status, fields), {durable: false})
+  }
+
+  /**
+   * Records a file transfer that completed (verified by the receiver): outgoing as 'delivered',
+   * incoming as 'received'. Its id is `file:` and the transfer id, so a record made twice is one row.
+   * An incoming one is fsynced (as a message is before its ack); an outgoing one rides the group commit.
+   */
+  recordFile(t: FileTransferRecord): Promise<boolean> {
+    const [from, to] = t.direction === 'out' ? [t.me, t.peer] : [t.peer, t.me]
+    return this.commits.run(
+      () => this.stmt.insertFile.run(`file:${t.transferId}`, t.direction, t.peer, from, to, t.file.name, t.ts, t.direction === 'out' ? 'delivered' : 'received', t.path, JSON.stringify(t.file), this.now()).changes === 1,
+      {durable: t.direction === 'in'},
+    )
   }
 
   /** The latest `limit` messages (default 50), oldest first, of one conversation or of all. */

@@ -86,7 +86,7 @@ export function openMessaging(
   const history = openHistory(join(profileDir, HISTORY_FILE))
   const keyring = new Keyring({identity, history})
   const engine = new DeliveryEngine({client, keyring, history, ...options, me})
-  const files = new FileHub({client, engine, keyring, receive: options.receiveFiles, offerLog: history})
+  const files = new FileHub({client, engine, keyring, receive: options.receiveFiles, offerLog: history, fileLog: history})
   /** What the direct path re-announces after a reconnect; set by startDirect. */
   let relink: (() => Promise<void>) | undefined
   let republishTimer: NodeJS.Timeout | undefined

@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {groupProgress, historyWho, renderError, renderMessageText} from '../cli/render.js'
+import {groupProgress, historyText, historyWho, renderError} from '../cli/render.js'
 import {MessengerError} from '../protocol/errors.js'
 import {checkListOptions, openHistory, type HistoryEntry, type HistoryStatus} from '../client/history.js'
 import {HISTORY_FILE} from '../client/session.js'
@@ -23,7 +23,8 @@ export default class History extends BaseCommand<typeof History> {
 Each line says where a message went and who wrote it: "alice", "you -> bob", "[#team] alice", "[broadcast] you" (--json: group, and broadcast true for one sent to everyone online).
 Before printing, it asks the server for the receipts waiting for you (delivered, expired, unreadable) and records them, without showing you online, so the marks are current even if you never ran chat or listen. If the server cannot be asked (unreachable, not logged in), it prints the local marks and says on stderr that they may be out of date, with the reason and what to do about it (a changed server certificate: forget-server) (--json: receiptsChecked false).
 Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ unreadable (the recipient's client could not open it; send it again), ✗ failed.
-A group message is ✓✓ delivered once every member it was stored for has it; until then it says how many do ("✓ delivered to 1 of 3"), and --json lists each member's copy (copies: [{to, status}]).`
+A group message is ✓✓ delivered once every member it was stored for has it; until then it says how many do ("✓ delivered to 1 of 3"), and --json lists each member's copy (copies: [{to, status}]).
+Files sent and received (sendfile; chat and listen receive) are listed too, once the receiver has verified them: "[file] notes.txt (14 B)", with where it was saved for one you received (--json: file: {name, bytes, sha256, savedAs}).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -53,7 +54,7 @@ A group message is ✓✓ delivered once every member it was stored for has it; 
       for (const m of messages) {
         const when = new Date(m.ts).toLocaleString()
         // Controls escaped and continuation lines marked; --json returns the exact text.
-        this.log(`${when}  ${historyWho(m)}: ${renderMessageText(m.text)}${m.direction === 'out' ? `  ${mark(m)}` : ''}`)
+        this.log(`${when}  ${historyWho(m)}: ${historyText(m)}${m.direction === 'out' ? `  ${mark(m)}` : ''}`)
       }
       // ISO 8601, as every other command's --json gives times (listen, whois, whoisonline, status).
       return {messages: messages.map((m) => ({...m, ts: new Date(m.ts).toISOString()})), receiptsChecked}

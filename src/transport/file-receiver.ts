@@ -46,6 +46,8 @@ export interface ReceivedFile {
   sha256: string
   seconds: number
   peer: string
+  /** The path its last frame came by. */
+  via: 'direct' | 'relay'
 }
 
 export interface FileReceiverOptions {

@@ -107,6 +107,23 @@ describe('messenger sendfile', () => {
 
     expect(readdirSync(downloads).sort()).toEqual(['notes (1).txt', 'notes.txt', 'photo.jpg'])
     expect(bobListens.lines.filter((l) => l.includes('"type":"file-failed"'))).toEqual([])
+
+    // Both histories list the three files, in order, with the path each took (they left no trace).
+    type Entry = {direction: string; from: string; to: string; text: string; status: string; path: string; file?: Record<string, unknown>}
+    const filesIn = async (env: Env) => ((await runJson(env, ['history'])).result.messages as Entry[]).filter((m) => m.file)
+    expect(await filesIn(alice)).toMatchObject([
+      {direction: 'out', from: 'alice', to: 'bob', text: 'photo.jpg', status: 'delivered', path: 'direct', file: {name: 'photo.jpg', bytes: photo.data.length, sha256: photo.sha256}},
+      {direction: 'out', text: 'notes.txt', status: 'delivered', path: 'relay', file: {name: 'notes.txt', bytes: notes.data.length, sha256: notes.sha256}},
+      {direction: 'out', text: 'notes.txt', status: 'delivered', path: 'direct'},
+    ])
+    expect(await filesIn(bob)).toMatchObject([
+      {direction: 'in', from: 'alice', to: 'bob', status: 'received', path: 'direct', file: {name: 'photo.jpg', savedAs: join(downloads, 'photo.jpg'), sha256: photo.sha256}},
+      {direction: 'in', status: 'received', path: 'relay', file: {name: 'notes.txt', savedAs: join(downloads, 'notes.txt')}},
+      {direction: 'in', status: 'received', path: 'direct', file: {name: 'notes (1).txt', savedAs: join(downloads, 'notes (1).txt')}},
+    ])
+    const bobsHistory = await runCli(['history', 'alice'], {env: bob})
+    expect(bobsHistory.stdout).toContain(`  alice: [file] notes (1).txt (293 KiB) saved as ${join(downloads, 'notes (1).txt')}\n`)
+    expect((await runCli(['history', 'bob'], {env: alice})).stdout).toMatch(/  you -> bob: \[file\] photo\.jpg \(2\.0 MiB\)  ✓✓ delivered\n/)
   })
 
   it('listen without --json says the offered and saved sizes in the units sendfile uses (MiB), not raw bytes', async () => {

@@ -218,6 +218,29 @@ describe('outgoing status', () => {
   })
 })
 
+describe('file transfers', () => {
+  it('records one sent (delivered) and one received (with where it was saved), once each, in the conversation with their messages', async () => {
+    history.addIncoming({id: 'm1', from: 'bob', to: 'alice', text: 'sending you the notes', ts: 1})
+    const sent = {transferId: 'ab12', direction: 'out', peer: 'bob', me: 'alice', ts: 2, path: 'direct', file: {name: 'photo.jpg', bytes: 2048, sha256: 'f'.repeat(64)}} as const
+    expect(await history.recordFile(sent)).toBe(true)
+    expect(await history.recordFile(sent)).toBe(false)
+    const received = {transferId: 'cd34', direction: 'in', peer: 'bob', me: 'alice', ts: 3, path: 'relay', file: {name: 'notes (1).txt', bytes: 14, sha256: 'e'.repeat(64), savedAs: '/dl/notes (1).txt'}} as const
+    expect(await history.recordFile(received)).toBe(true)
+
+    const rows = history.list({peer: 'bob'})
+    expect(rows.map((m) => m.text)).toEqual(['sending you the notes', 'photo.jpg', 'notes (1).txt'])
+    expect(rows[0]!.file).toBeUndefined()
+    expect(rows[1]).toMatchObject({id: 'file:ab12', direction: 'out', from: 'alice', to: 'bob', status: 'delivered', path: 'direct', seq: null, file: sent.file})
+    expect(rows[2]).toMatchObject({id: 'file:cd34', direction: 'in', from: 'bob', to: 'alice', status: 'received', path: 'relay', file: received.file})
+  })
+
+  it('does not take a message number: the next message is numbered as if no file had been sent', async () => {
+    expect(history.addOutgoingNumbered({id: 'a', to: 'bob', text: 'one', ts: 1})).toBe(1)
+    await history.recordFile({transferId: 'ef56', direction: 'out', peer: 'bob', me: 'alice', ts: 2, path: 'direct', file: {name: 'x', bytes: 1, sha256: '0'.repeat(64)}})
+    expect(history.addOutgoingNumbered({id: 'b', to: 'bob', text: 'two', ts: 3})).toBe(2)
+  })
+})
+
 describe('group copies', () => {
   beforeEach(() => {
     history.addOutgoing({id: 'g', from: 'alice', group: 'team', text: 'hello team', ts: 3, status: 'sending'})
