@@ -5,6 +5,7 @@ import {dirname, join} from 'node:path'
 import {spawnSync} from 'node:child_process'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {loggedInProfiles, runCli, spawnCli, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
+import {sendJson as runJson} from '../helpers/cli-messaging.js'
 
 /**
  * `messenger sendfile` against `messenger listen --json --downloads DIR` in separate processes, with
@@ -45,17 +46,6 @@ async function nextFileEvent(proc: CliProcess, type: string, match: (e: FileEven
     return event.type === type && match(event)
   }, what)
   return JSON.parse(line) as FileEvent
-}
-
-async function runJson(env: Env, args: string[]): Promise<{code: number | null; result: Record<string, unknown>; stderr: string}> {
-  const run = await runCli([...args, '--json'], {env})
-  let result: Record<string, unknown>
-  try {
-    result = JSON.parse(run.stdout) as Record<string, unknown>
-  } catch {
-    throw new Error(`${args.join(' ')} --json printed no JSON (exit ${run.code}); stdout:\n${run.stdout}\nstderr:\n${run.stderr}`)
-  }
-  return {code: run.code, result, stderr: run.stderr}
 }
 
 async function randomFile(dir: string, name: string, size: number): Promise<{path: string; data: Buffer; sha256: string}> {
