@@ -206,6 +206,7 @@ function noRecipients(group: string, skipped: Array<{to: string; code: string}>,
 
 export interface DeliveryEvents {
   message: [ReceivedMessage]
+  /** A receipt that moved a message in local history, or for a message not in it; one it already reflected is not told again. */
   receipt: [{msgId: string; by: string; status: ReceiptPush['status']; ts: number}]
   invited: [InvitedPush]
   /** A message whose sender's key differs from the pin: held (not acknowledged) until `trust`. */

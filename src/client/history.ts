@@ -170,6 +170,9 @@ export interface StatusFields {
   copies?: string[]
 }
 
+/** What a receipt changed in local history (LocalHistory.recordReceipt). */
+export type ReceiptEffect = 'moved' | 'already' | 'unknown'
+
 /** One member's copy of an outgoing group message. */
 export interface GroupCopy {
   to: string
@@ -318,6 +321,7 @@ function prepareStatements(db: Database.Database) {
        ON CONFLICT (id, member) DO UPDATE SET status = CASE WHEN ${rankSql('status')} < @rank THEN @status ELSE status END`,
     ),
     copies: db.prepare<[string], GroupCopy>('SELECT member AS "to", status FROM group_copies WHERE id = ? ORDER BY member'),
+    copyStatus: db.prepare<[string, string], OutgoingStatus>('SELECT status FROM group_copies WHERE id = ? AND member = ?').pluck(),
     setGroupStatus: db.prepare<[HistoryStatus, string]>('UPDATE messages SET status = ? WHERE id = ?'),
     // Numbered inside the INSERT, so two processes on one profile (listen + send) never share an N.
     // Returns the number given; nothing when the id was already recorded (a resend).
@@ -519,6 +523,24 @@ export class LocalHistory {
       () => this.stmt.insertFile.run(`file:${t.transferId}`, t.direction, t.peer, from, to, t.file.name, t.ts, t.direction === 'out' ? 'delivered' : 'received', t.path, JSON.stringify(t.file), this.now()).changes === 1,
       {durable: t.direction === 'in'},
     )
+  }
+
+  /**
+   * A receipt from `by`, recorded as updateStatus records it, and what it told this history:
+   * 'moved' (the message, or `by`'s copy of a group message, moved forward), 'already' (it was at
+   * that status or beyond: a receipt that one-shot `send`, or an earlier session, already reported)
+   * or 'unknown' (no outgoing message of that id here: sent from another profile).
+   */
+  recordReceipt(id: string, status: OutgoingStatus, by: string): Promise<ReceiptEffect> {
+    return this.commits.run(() => {
+      const row = this.stmt.getOutgoing.get(id)
+      if (row === undefined) return 'unknown'
+      // A group message's status waits for its last member; one member's receipt moves that member's copy.
+      const copyBefore = row.grp === null ? undefined : this.stmt.copyStatus.get(id, by)
+      const moved = this.setStatus(id, status, {by})
+      if (moved) return 'moved'
+      return row.grp !== null && this.stmt.copyStatus.get(id, by) !== copyBefore ? 'moved' : 'already'
+    }, {durable: false})
   }
 
   /** The latest `limit` messages (default 50), oldest first, of one conversation or of all. */

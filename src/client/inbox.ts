@@ -8,7 +8,7 @@ import {messageBindingMatches, type OpenedText} from '../crypto/envelope.js'
 import {CommitWatch} from './commit-watch.js'
 import {decodeEnvelope} from './envelope-codec.js'
 import type {DeliveryEvents, DeliveryOptions, ReceivedMessage} from './delivery.js'
-import type {DeliveryPath} from './history.js'
+import type {DeliveryPath, ReceiptEffect} from './history.js'
 
 /** Lookup failures that mean the sender can never be checked: the message is garbage, not delayed. */
 const UNOPENABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['NO_SUCH_USER', 'NO_KEY'])
@@ -317,11 +317,15 @@ export class Inbox {
       return Promise.resolve()
     }
     // `by`: a group message's copy for that member moves; the message is delivered once all are.
-    const recorded = push.msgIds.map((msgId) => this.o.history.updateStatus(msgId, push.status, {by: push.by}).catch(() => false))
+    // A receipt that could not be recorded is still announced: whether it is news is unknown.
+    const recorded = push.msgIds.map((msgId) => this.o.history.recordReceipt(msgId, push.status, push.by).catch((): ReceiptEffect => 'unknown'))
     // Announced once the history says so, so whoever reacts to the event reads the new status.
-    return Promise.all(recorded).then(() => {
-      for (const msgId of push.msgIds) {
+    return Promise.all(recorded).then((effects) => {
+      for (const [i, msgId] of push.msgIds.entries()) {
         this.receiptWaiters.get(msgId)?.(push.status)
+        // Already so in history: reported before (one-shot `send` waits for the receipt, but the
+        // server keeps it for our next session until one acknowledges it). Acknowledged, not repeated.
+        if (effects[i] === 'already') continue
         // The statuses are recorded: the receipt is acknowledged even if a listener throws.
         this.guarded(() => this.deliverEvent('receipt', {msgId, by: push.by, status: push.status, ts: push.ts}))
       }

@@ -21,7 +21,7 @@ If the server goes away it reconnects with backoff, says so on stderr, and resum
 Files sent to you (messenger sendfile) are saved in --downloads after their SHA-256 is checked, never over an existing file.
 With --json it prints one JSON object per line:
   {"type":"message","id","from","to","group","text","path","ts"}
-  {"type":"receipt","id","seq","by","status","ts"} (seq: the message's number in your history, as send printed it; absent if the history does not have it)
+  {"type":"receipt","id","seq","by","status","ts"} (seq: the message's number in your history, as send printed it; absent if the history does not have it). A receipt your history already has (send waited for it and said "delivered") is not repeated
   {"type":"presence","username","displayName","online","ts"}
   {"type":"invited","group","by","ts"}
   {"type":"warning","code","from","message"} (a held message, a changed key, a message that could not be saved)

@@ -170,6 +170,31 @@ describe('messaging through the CLI', () => {
     expect(JSON.parse(receipt)).toMatchObject({type: 'receipt', id: third.result.id, seq: third.result.seq, by: 'bob', status: 'delivered'})
   })
 
+  it.each([
+    ['plain', []],
+    ['--json', ['--json']],
+  ])('a receipt that send already reported is not printed again by the next listen (%s); a new one is', async (_, flags) => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    let bobListens = await listen(bob)
+    // Waited for by send itself: its "delivered" is the receipt, already in alice's history.
+    const reported = await sendJson(alice, ['send', 'bob', 'seen at once', '--relay-only'])
+    expect(reported.result).toMatchObject({status: 'delivered', path: 'relay'})
+    expect(await bobListens.stop('SIGINT')).toBe(0)
+    // Stored for bob, so its receipt comes live to alice's listen, after whatever her login brought.
+    const fresh = await sendJson(alice, ['send', 'bob', 'seen later', '--relay-only'])
+    expect(fresh.result).toMatchObject({status: 'stored'})
+
+    const aliceListens = spawnCli(['listen', ...flags], {env: alice})
+    await aliceListens.waitForLine((l) => l.startsWith('Listening as alice') || l.includes('"type":"ready"'), 'alice to listen')
+    bobListens = await listen(bob)
+    const receiptOf = (sent: typeof fresh) => (l: string) => (flags.length > 0 ? l.includes('"type":"receipt"') && l.includes(sent.result.id as string) : l === `* ✓✓ message ${sent.result.seq as number} delivered to bob`)
+    await aliceListens.waitForLine(receiptOf(fresh), 'the receipt of the stored message')
+    // Before: the receipt of the first one came again with alice's login and was printed once more.
+    expect(aliceListens.lines.filter(receiptOf(reported)), aliceListens.lines.join('\n')).toEqual([])
+    expect(await aliceListens.stop('SIGINT')).toBe(0)
+    expect(await bobListens.stop('SIGINT')).toBe(0)
+  })
+
   it('listen --json says on stdout when the connection is lost, then when it is back', async () => {
     const {server, envs} = await loggedInProfiles(['alice'])
     const aliceListens = await listen(envs.alice)

@@ -275,6 +275,22 @@ describe('group copies', () => {
     expect(row()).toMatchObject({status: 'stored', seq: 4, copies: [{to: 'bob', status: 'delivered'}, {to: 'carol', status: 'stored'}]})
   })
 
+  it('recordReceipt says whether a receipt is news: a member\'s copy moving is, a receipt already recorded is not, an unknown message is unknown', async () => {
+    history.setStatus('g', 'stored', {seq: 4, path: 'relay', copies: ['bob', 'carol']})
+    // The message stays stored (carol has not got it), but bob's copy moved.
+    expect(await history.recordReceipt('g', 'delivered', 'bob')).toBe('moved')
+    expect(await history.recordReceipt('g', 'delivered', 'bob')).toBe('already')
+    expect(await history.recordReceipt('g', 'delivered', 'carol')).toBe('moved')
+    history.addOutgoing({id: 'd', to: 'bob', text: 'direct', ts: 5, status: 'sending'})
+    history.setStatus('d', 'delivered', {seq: 5, path: 'relay'})
+    // As after a one-shot send that waited for it: the receipt the server pushes again is old news.
+    expect(await history.recordReceipt('d', 'delivered', 'bob')).toBe('already')
+    expect(await history.recordReceipt('d', 'expired', 'bob')).toBe('already')
+    expect(await history.recordReceipt('nobody-sent-this', 'delivered', 'bob')).toBe('unknown')
+    history.addIncoming({id: 'in', from: 'bob', to: 'alice', text: 'hi', ts: 6})
+    expect(await history.recordReceipt('in', 'delivered', 'bob')).toBe('unknown')
+  })
+
   it('a group message recorded before copies were (schema 4) moves as before, and a direct message ignores `by`', () => {
     history.setStatus('g', 'stored', {seq: 4})
     history.setStatus('g', 'delivered', {by: 'bob'})
