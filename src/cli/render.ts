@@ -172,3 +172,8 @@ export function historyText(m: {text: string; file?: {name: string; bytes: numbe
   const saved = m.file.savedAs ? ` saved as ${escapeControls(m.file.savedAs)}` : ''
   return `[file] ${escapeControls(m.file.name)} (${formatSize(m.file.bytes)})${saved}`
 }
+
+/** A change of someone's presence, as chat and listen print it (after "* "). */
+export function presenceText(p: {username: string; displayName: string; online: boolean}): string {
+  return `${p.username} (${escapeControls(p.displayName)}) is ${p.online ? 'online' : 'offline'}`
+}

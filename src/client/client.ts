@@ -36,6 +36,9 @@ export interface MessengerClientOptions {
   reconnectDelayMs?: {initial: number; max: number}
 }
 
+/** Reconnect backoff by default: 250 ms doubling to 10 s (with jitter over the upper half of each). */
+export const RECONNECT_DELAY_MS = {initial: 250, max: 10_000} as const
+
 export interface ClientEvents {
   presence: [PresencePush]
   /** Any push, including presence. */
@@ -96,7 +99,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
       connectTimeoutMs: DEFAULTS.connectTimeoutMs,
       requestTimeoutMs: DEFAULTS.requestTimeoutMs,
       reconnect: false,
-      reconnectDelayMs: {initial: 250, max: 10_000},
+      reconnectDelayMs: RECONNECT_DELAY_MS,
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as MessengerClient['options']
   }

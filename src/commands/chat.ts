@@ -5,12 +5,13 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {ProgressLines} from '../cli/file-progress.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
-import {droppedLine, escapeControls, groupProgress, historyWho, incomingMessageLine, leftGroupLine, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
+import {droppedLine, escapeControls, groupProgress, historyWho, incomingMessageLine, leftGroupLine, presenceText, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {stopSignals} from '../cli/stop-signals.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
 import {Keyring} from '../client/keyring.js'
+import {PresenceTracker} from '../client/presence-tracker.js'
 import {trustedLine, verifiedFingerprint} from '../cli/trust.js'
 import {MessengerError, RECONNECT_CANNOT_CURE, toMessengerError, type ErrorCode} from '../protocol/errors.js'
 
@@ -69,7 +70,7 @@ export default class Chat extends BaseCommand<typeof Chat> {
   static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
 Type /help for commands (/msg, /reply, /who, /whois, /history [USER|#GROUP] [N], /group, /broadcast, /block, /unblock, /trust USER [FINGERPRINT], /quit). Plain text goes to the user you last wrote to or heard from, shown in the prompt (alice -> bob>); //text sends "/text". In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
 Through pipes (stdin not a terminal) chat is scriptable: messages and confirmations go to stdout, the errors of commands to stderr, and chat exits 1 at the end if any command failed (it says how many). Chat has no --json: for JSON, read with listen --json and send with send --json.
-Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes; a message typed meanwhile is answered "(not connected: message queued; ...)" at once and sent, in the order typed, once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere).`
+Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes (then it announces who came online meanwhile at once, and who went offline meanwhile once the others have had time to reconnect, about 15 s); a message typed meanwhile is answered "(not connected: message queued; ...)" at once and sent, in the order typed, once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -282,30 +283,11 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     engine.on('keyChanged', ({from, error}) => print(`!! ${error.message} What ${from} sent before still arrives; new messages wait until you verify and /trust ${from}.`))
     engine.on('dropped', ({from, reason}) => print(`!! ${droppedLine(from, reason)}`))
     engine.on('unsaved', ({from, error}) => print(`!! A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`))
-    // Last known presence per user: a reconnect brings presence pushes again (each session resuming
-    // on the restarted server), which are no news to the person. Only a change is announced.
-    const known = new Map<string, boolean>()
-    const announce = (username: string, displayName: string, online: boolean, quiet = false) => {
-      if (username === ctx.me || known.get(username) === online) return
-      known.set(username, online)
-      if (!quiet) print(`* ${username} (${escapeControls(displayName)}) is ${online ? 'online' : 'offline'}`)
-    }
-    // Who is online, read quietly at start (chat never listed them there), and after a reconnect to
-    // announce whoever came online while we were away (no push told us). Nobody is announced offline
-    // from it: after a server restart the others are reconnecting too, and would flap offline/online.
-    const sync = async (quiet: boolean) => {
-      try {
-        for (const u of (await client.whoisonline()).users) if (u.online) announce(u.username, u.displayName, true, quiet)
-      } catch {
-        // Lost again: the next reconnect reads it again.
-      }
-    }
-    void sync(true)
-    client.on('presence', (p) => announce(p.username, p.displayName, p.online))
-    client.on('reconnected', () => {
-      print('* reconnected')
-      void sync(false)
-    })
+    // Only changes of who is online, also across reconnects (presence-tracker.ts).
+    const presence = new PresenceTracker({client, me: ctx.me})
+    presence.on('change', (p) => print(`* ${presenceText(p)}`))
+    presence.start()
+    client.on('reconnected', () => print('* reconnected'))
   }
 
   private async perform(ctx: ChatContext, action: ChatAction): Promise<void> {

@@ -4,9 +4,9 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
 import {formatSize} from '../cli/size.js'
 import {stopSignals} from '../cli/stop-signals.js'
-import {droppedLine, escapeControls, incomingMessageLine, jsonText, receiptText, renderError} from '../cli/render.js'
+import {droppedLine, escapeControls, incomingMessageLine, jsonText, presenceText, receiptText, renderError} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
-import type {PresencePush} from '../protocol/messages.js'
+import {PresenceTracker} from '../client/presence-tracker.js'
 import {RECONNECT_CANNOT_CURE, type MessengerError} from '../protocol/errors.js'
 
 /**
@@ -18,6 +18,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
 
   static override description = `Makes you visible in whoisonline until Ctrl-C. Messages stored while you were away arrive first, in order.
 If the server goes away it reconnects with backoff, says so on stderr, and resumes; it ends (exit 1) when a reconnect cannot help: a revoked session (TOKEN_INVALID), a changed server certificate (CERT_CHANGED), a server of another protocol version (VERSION_MISMATCH), or the account's key taken over by another profile (KEY_REPLACED, KEY_IN_USE).
+Presence lines say only what changed: after a reconnect, who came online meanwhile at once, and who went offline meanwhile once the others have had time to reconnect too (about 15 s); nobody who stayed online is announced again.
 Files sent to you (messenger sendfile) are saved in --downloads after their SHA-256 is checked, never over an existing file.
 With --json it prints one JSON object per line:
   {"type":"message","id","from","to","group","text","path","ts"}
@@ -42,10 +43,11 @@ With --json it prints one JSON object per line:
 
   async run(): Promise<void> {
     const json = this.jsonEnabled()
+    const {client, engine, files, history, receiveFiles} = await this.onlineSession(this.flags)
     const emit = (event: Record<string, unknown>, text: string) => {
       process.stdout.write(`${json ? jsonText(event) : text}\n`)
     }
-    const {client, engine, files, history, receiveFiles} = await this.onlineSession(this.flags)
+    const say = (line: string) => process.stderr.write(`${line}\n`)
     const progress = new FileProgress(!json && process.stderr.isTTY)
     files.on('offer', (o) => {
       progress.start(o.transferId, o.name, o.size)
@@ -87,7 +89,7 @@ With --json it prints one JSON object per line:
     engine.on('invited', (i) => emit({type: 'invited', group: i.group, by: i.by, ts: new Date().toISOString()}, `* ${i.by} invited you to #${i.group}: messenger group join ${i.group}`))
     // On stderr for people; with --json also as a warning line on stdout.
     const warn = (from: string, error: MessengerError, line: string) => {
-      process.stderr.write(`WARNING: ${line}\n`)
+      say(`WARNING: ${line}`)
       if (json) emit({type: 'warning', code: error.code, from, message: error.message}, '')
     }
     engine.on('held', ({from, error}) => warn(from, error, `${error.message} A message from ${from} is held until you run \`messenger trust ${from}\`.`))
@@ -96,21 +98,21 @@ With --json it prints one JSON object per line:
     )
     // Never shown (it could not be opened), but not silently: the person may be missing a message.
     engine.on('dropped', ({msgId, from, reason}) => {
-      process.stderr.write(`WARNING: ${droppedLine(from, reason)}\n`)
+      say(`WARNING: ${droppedLine(from, reason)}`)
       if (json) emit({type: 'dropped', id: msgId, from, reason, ts: new Date().toISOString()}, '')
     })
     engine.on('unsaved', ({from, error}) =>
       warn(from, error, `A message from ${from} could not be saved to your history (${error.message}); it stays on the server and comes again.`),
     )
-    client.on('presence', (p: PresencePush) =>
-      emit(
-        {type: 'presence', username: p.username, displayName: p.displayName, online: p.online, ts: new Date(p.since).toISOString()},
-        `* ${p.username} (${escapeControls(p.displayName)}) is ${p.online ? 'online' : 'offline'}`,
-      ),
+    // Only changes of who is online, also across reconnects: who left meanwhile, not who resumed (presence-tracker.ts).
+    const presence = new PresenceTracker({client, me: me.username})
+    presence.on('change', (p) =>
+      emit({type: 'presence', username: p.username, displayName: p.displayName, online: p.online, ts: new Date(p.since).toISOString()}, `* ${presenceText(p)}`),
     )
-    client.on('reconnecting', ({attempt, delayMs}) => process.stderr.write(`Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt})...\n`))
+    presence.start()
+    client.on('reconnecting', ({attempt, delayMs}) => say(`Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt})...`))
     client.on('reconnected', () => {
-      process.stderr.write('Reconnected.\n')
+      say('Reconnected.')
       if (json) emit({type: 'reconnected', ts: new Date().toISOString()}, '')
     })
     // Before the ready line: whoever waits for it may stop us at once (stop-signals.ts).
@@ -125,11 +127,11 @@ With --json it prints one JSON object per line:
         // Scripts see the drop on stdout as they see the reconnect; the text below is for people.
         if (json) emit({type: 'disconnected', code: error.code, message: error.message, ts: new Date().toISOString()}, '')
         if (!RECONNECT_CANNOT_CURE.has(error.code)) {
-          process.stderr.write(`Connection lost: ${escapeControls(error.message)}\n`)
+          say(`Connection lost: ${escapeControls(error.message)}`)
           return
         }
         process.exitCode = 1
-        process.stderr.write(renderError(error.message, error.hint))
+        say(renderError(error.message, error.hint).trimEnd())
         resolve()
       })
     })

@@ -361,6 +361,36 @@ describe('messenger chat', () => {
     expect(await chat.exited).toBe(0)
   }, 120_000)
 
+  it('after a server restart, chat and listen announce who left meanwhile as offline, and nobody who stayed as online again', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob', 'carol'])
+    const bobListens = await listen(envs.bob)
+    const chat = await chatThroughPipes(envs.alice, 'alice')
+    const carolListens = await listen(envs.carol)
+    type Presence = {type: string; username: string; online: boolean}
+    const presence = () => bobListens.lines.map((l) => JSON.parse(l) as Presence).filter((e) => e.type === 'presence').map((e) => `${e.username} ${e.online ? 'online' : 'offline'}`)
+    const isPresence = (username: string, online: boolean) => (l: string) => l.includes('"type":"presence"') && l.includes(`"username":"${username}"`) && l.includes(`"online":${online}`)
+    await bobListens.waitForLine(isPresence('alice', true), 'alice online, for bob')
+    await bobListens.waitForLine(isPresence('carol', true), 'carol online, for bob')
+    await chat.waitFor('* carol (Carol) is online', 'carol online, for alice')
+
+    // Carol leaves while the server is down: nobody is there to tell the others.
+    expect(await server.stop()).toBe(0)
+    await chat.waitFor('* connection lost', 'the lost connection')
+    await carolListens.waitForLine((l) => l.includes('"type":"disconnected"'), 'carol to notice')
+    expect(await carolListens.stop('SIGINT')).toBe(0)
+    await startServerProcess([], {dataDir: server.dataDir, port: server.port})
+
+    // Before: neither ever said carol was offline, and listen said alice was online again.
+    await bobListens.waitForLine(isPresence('carol', false), 'carol offline, for bob')
+    await chat.waitFor('* carol (Carol) is offline', 'carol offline, for alice')
+    expect(presence()).toEqual(['alice online', 'carol online', 'carol offline'])
+    const chatPresence = chat.output().split('\n').filter((l) => / is (online|offline)$/.test(l))
+    expect(chatPresence).toEqual(['* carol (Carol) is online', '* carol (Carol) is offline'])
+    chat.write('/quit\n')
+    expect(await chat.exited).toBe(0)
+    expect(await bobListens.stop('SIGINT')).toBe(0)
+  }, 120_000)
+
   it('through pipes: /history takes #GROUP and a count, refuses a user who does not exist; //text sends "/text"; extra words are refused', async () => {
     const {alice, bob} = await setup()
     const chat = await chatThroughPipes(alice, 'alice')
