@@ -3,6 +3,10 @@ import type {TransferProgress} from '../transport/file-transfer.js'
 import {escapeControls} from './render.js'
 import {formatSize} from './size.js'
 
+/** Line wrapping on and off (DECAWM), as cli-progress switches it. */
+const WRAP_ON = '\u001b[?7h'
+const WRAP_OFF = '\u001b[?7l'
+
 /** Progress bars for incoming files on stderr (a terminal only: they are noise in a pipe or log). */
 export class FileProgress {
   private readonly bars = new Map<string, ReturnType<MultiBar['create']>>()
@@ -21,6 +25,23 @@ export class FileProgress {
 
   update(id: string, p: TransferProgress): void {
     this.bars.get(id)?.update(p.bytes, {done: formatSize(p.bytes), size: formatSize(p.total), rate: formatSize(p.rateBps)})
+  }
+
+  /**
+   * Writes a line of the command's own output (a message, "Connection lost") without breaking the
+   * bars: while one is drawn, above it, as the bar library redraws; else straight to `stream`. A
+   * line for stdout takes that way too when stdout is a terminal: with the bars on stderr it is the
+   * same screen. Redirected, stdout has no bar in its way and keeps its lines.
+   */
+  print(line: string, stream: NodeJS.WriteStream = process.stderr): void {
+    if (!this.multibar || this.bars.size === 0 || !stream.isTTY) {
+      stream.write(`${line}\n`)
+      return
+    }
+    // The bars turn line wrapping off; a long line (a message) is wrapped, not cut at the edge.
+    this.multibar.log(`${WRAP_ON}${line}\n${WRAP_OFF}`)
+    // Drawn now, not at the next redraw: a bar stopped before that would never write it.
+    this.multibar.update()
   }
 
   stop(id: string): void {

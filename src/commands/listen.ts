@@ -19,7 +19,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
   static override description = `Makes you visible in whoisonline until Ctrl-C. Messages stored while you were away arrive first, in order.
 If the server goes away it reconnects with backoff, says so on stderr, and resumes; it ends (exit 1) when a reconnect cannot help: a revoked session (TOKEN_INVALID), a changed server certificate (CERT_CHANGED), a server of another protocol version (VERSION_MISMATCH), or the account's key taken over by another profile (KEY_REPLACED, KEY_IN_USE).
 Presence lines say only what changed: after a reconnect, who came online meanwhile at once, and who went offline meanwhile once the others have had time to reconnect too (about 15 s); nobody who stayed online is announced again.
-Files sent to you (messenger sendfile) are saved in --downloads after their SHA-256 is checked, never over an existing file.
+Files sent to you (messenger sendfile) are saved in --downloads after their SHA-256 is checked, never over an existing file; on a terminal a progress bar shows each on stderr, and everything else listen prints meanwhile goes above it.
 With --json it prints one JSON object per line:
   {"type":"message","id","from","to","group","text","path","ts"}
   {"type":"receipt","id","seq","by","status","ts"} (seq: the message's number in your history, as send printed it; absent if the history does not have it). A receipt your history already has (send waited for it and said "delivered") is not repeated
@@ -44,11 +44,10 @@ With --json it prints one JSON object per line:
   async run(): Promise<void> {
     const json = this.jsonEnabled()
     const {client, engine, files, history, receiveFiles} = await this.onlineSession(this.flags)
-    const emit = (event: Record<string, unknown>, text: string) => {
-      process.stdout.write(`${json ? jsonText(event) : text}\n`)
-    }
-    const say = (line: string) => process.stderr.write(`${line}\n`)
     const progress = new FileProgress(!json && process.stderr.isTTY)
+    // Every line goes through the progress bars (above them while one is drawn), or it lands in one.
+    const emit = (event: Record<string, unknown>, text: string) => progress.print(json ? jsonText(event) : text, process.stdout)
+    const say = (line: string) => progress.print(line, process.stderr)
     files.on('offer', (o) => {
       progress.start(o.transferId, o.name, o.size)
       emit({type: 'file-offer', id: o.transferId, from: o.peer, name: o.name, size: o.size}, `* ${o.peer} is sending ${o.name} (${formatSize(o.size)}) to ${receiveFiles.downloadsDir}`)

@@ -1,0 +1,51 @@
+import {spawnSync} from 'node:child_process'
+import {writeFileSync} from 'node:fs'
+import {join} from 'node:path'
+import {describe, expect, it, onTestFinished} from 'vitest'
+import {loggedInProfiles, spawnCli, tempDir} from '../helpers/cli.js'
+import {onTerminal} from '../helpers/terminal.js'
+
+/**
+ * `listen` in text mode on a pseudo-terminal (util-linux `script`), where it draws a progress bar
+ * for an incoming file on stderr: what else it prints meanwhile must go above the bar, not into it.
+ */
+
+const SCRIPT = spawnSync('script', ['--version'], {encoding: 'utf8'})
+const haveScript = SCRIPT.status === 0 && /util-linux/.test(SCRIPT.stdout)
+if (!haveScript) console.warn('skipping the listen terminal test: it needs `script` from util-linux (Debian: bsdutils) for a pseudo-terminal')
+
+/**
+ * A new line, or an erased one (a redraw of the bars starts so), then maybe line wrapping switched
+ * back on: the text that follows is a line of its own.
+ */
+const LINE_START = /(\n|\u001b\[2K)(\u001b\[\?7h)?$/
+
+describe.skipIf(!haveScript)('listen on a terminal', () => {
+  it('the connection lost and reconnecting lines go above the file progress bar, each on a line of its own', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const downloads = tempDir('downloads-bob-')
+    const file = join(tempDir('files-alice-'), 'long.bin')
+    writeFileSync(file, Buffer.alloc(64 * 1024 * 1024))
+    const bob = onTerminal(['listen', '--downloads', downloads], envs.bob)
+    await bob.shows(/Listening as bob/, 'listen to be ready')
+
+    const sender = spawnCli(['sendfile', 'bob', file, '--json'], {env: envs.alice})
+    await bob.shows(/alice is sending long\.bin/, 'the offer')
+    // Held mid-transfer (the direct path needs no server), so the bar stays while the server goes.
+    sender.child.kill('SIGSTOP')
+    onTestFinished(() => {
+      sender.child.kill('SIGCONT')
+    })
+    await bob.shows(/long\.bin .*\d+%/, 'the progress bar')
+
+    expect(await server.stop()).toBe(0)
+    await bob.shows(/Reconnecting in [\d.]+ s \(attempt 2\)/, 'two reconnect attempts')
+    const screen = bob.screen()
+    // Before: ` long.bin ████░░ 32% | ... | ETA 7sConnection lost: ...`, written into the bar.
+    for (const text of ['Connection lost: ', 'Reconnecting in ']) {
+      const at = [...screen.matchAll(new RegExp(text, 'g'))].map((m) => m.index)
+      expect(at.length, screen).toBeGreaterThan(0)
+      for (const i of at) expect(screen.slice(Math.max(0, i - 40), i), JSON.stringify(screen.slice(Math.max(0, i - 120), i + 40))).toMatch(LINE_START)
+    }
+  }, 60_000)
+})
