@@ -225,6 +225,8 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       // Incoming transfers first, while the clients are connected: their CANCEL tells each sender at
       // once (a relayed one goes through the server), instead of after its 10 s idle limit.
       await Promise.allSettled(this.sessions.map((session) => session.files.close()))
+      // And the acks of what arrived (a receipt `send` waited for), or the server hands it out again.
+      await Promise.allSettled(this.sessions.map((session) => session.engine.acksSent()))
       await Promise.all(this.clients.map((client) => client.close()))
       for (const session of this.sessions) await session.close()
     } finally {

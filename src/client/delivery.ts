@@ -24,7 +24,6 @@ const STORE_UNAVAILABLE_RETRY_MS = {initial: 250, max: 4_000}
  */
 const MAX_RECEIPT_PAGES = 100
 
-
 /** What `trust` did: the key pinned now, the one it replaced, or that it was pinned already. */
 export interface TrustResult {
   username: string
@@ -272,6 +271,15 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
    */
   async publishKey(options: {replace?: boolean} = {}): Promise<void> {
     await this.o.client.request('setkey', {publicKey: this.o.keyring.myPublicKey, ...(options.replace ? {replace: true} : {})})
+  }
+
+  /**
+   * Resolves once the acks of the receipts and messages taken so far have been answered: a one-shot
+   * command closing its connection under them leaves them on the server, which hands them out again
+   * (the next listen got every receipt `send` had reported).
+   */
+  acksSent(): Promise<void> {
+    return this.inbox.acksSent()
   }
 
   /**

@@ -309,6 +309,22 @@ describe('messaging through the CLI', () => {
     expect(events(oldMachine).filter((e) => e.type === 'message')).toEqual([])
   })
 
+  it('send acknowledges the receipt it waited for before it exits, so the server does not keep it to hand out again', async () => {
+    // The server in this process, so that its store can be asked what it still holds for alice.
+    const {store, dir} = await sqliteStoreIn('messenger-cli-receipt-ack-')
+    const {address} = await startTestServer({store, dataDir: dir})
+    await (await connectClient(address)).register('alice', PASSWORDS.alice)
+    const alice = {MESSENGER_HOME: tempDir('home-alice-'), MESSENGER_SERVER: address}
+    expect((await runCli(['login', 'alice', '--password-stdin'], {env: alice, input: `${PASSWORDS.alice}\n`})).code).toBe(0)
+    await makeUser(address, 'bob')
+    for (let i = 0; i < 3; i++) {
+      const sent = await sendJson(alice, ['send', 'bob', `message ${i}`, '--relay-only'])
+      expect(sent.result).toMatchObject({status: 'delivered'})
+      // Before: the connection closed under the receipt's ack, and the receipt stayed (nearly always).
+      expect(await store.pendingReceipts('alice', 10)).toEqual([])
+    }
+  })
+
   it('send exits 1 with UNREADABLE when the online recipient\'s client cannot open the message (tampered on the way)', async () => {
     // The server in this process, so the fault can be put on its store: every stored box gets a bit flipped.
     const {store, dir} = await sqliteStoreIn('messenger-cli-tamper-')
