@@ -439,7 +439,13 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
           if (this.isEnded()) return
           const failure = error_ instanceof MessengerError ? error_ : new MessengerError('CONNECTION_CLOSED', String(error_))
           if (RECONNECT_CANNOT_CURE.has(failure.code)) return this.stop(failure)
-          this.socket?.destroy()
+          // Detached before it is destroyed: its 'close' comes after the next try is scheduled, and
+          // onClose would take it for the current connection and cancel that try (stopTimers),
+          // leaving a client that never reconnects after a refused resume (STORE_UNAVAILABLE, TIMEOUT).
+          const socket = this.socket
+          this.socket = undefined
+          this.failPending(failure)
+          socket?.destroy()
           this.state = 'disconnected'
           this.scheduleReconnect(attempt + 1, failure)
         })

@@ -157,3 +157,33 @@ describe('client stopped for good', () => {
     expect(connections).toBe(1)
   })
 })
+
+describe('client whose resume after a reconnect is refused for a passing reason', () => {
+  it('tries again (STORE_UNAVAILABLE on the resume), and reconnects once the server can answer', async () => {
+    const material = await loadServerTls({dataDir: await makeTempDir('messenger-resume-fake-')})
+    let connections = 0
+    const sockets: tls.TLSSocket[] = []
+    const fake = tls.createServer({cert: material.cert, key: material.key}, (socket) => {
+      const index = ++connections
+      sockets.push(socket)
+      answerLikeAServer(socket, (request) => {
+        // The first reconnect finds the server without its store for a moment.
+        if (index !== 2 || request.type !== 'resume') return false
+        socket.write(encodeFrame({re: request.id, error: {code: 'STORE_UNAVAILABLE', message: 'The store is restarting.'}}))
+        return true
+      })
+    })
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))
+    onTestFinished(() => new Promise<void>((resolve) => fake.close(() => resolve())))
+    const alice = await connectClient(`127.0.0.1:${(fake.address() as net.AddressInfo).port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
+    await alice.login('alice', DEFAULT_PASSWORD, {online: true})
+    const tries: string[] = []
+    alice.on('reconnecting', ({error}) => tries.push(error.code))
+    const reconnected = once(alice, 'reconnected')
+    sockets[0]!.destroy()
+    await reconnected
+    expect(tries).toEqual(['CONNECTION_CLOSED', 'STORE_UNAVAILABLE'])
+    expect(connections).toBe(3)
+    expect(alice.connected).toBe(true)
+  })
+})
