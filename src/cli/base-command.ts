@@ -74,12 +74,16 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return formatServerList(parseServerList(raw))
   }
 
-  /** A connected client that pins into the profile and says so on stderr. */
-  protected async connect(options: {reconnect?: boolean} = {}): Promise<MessengerClient> {
+  /**
+   * A connected client that pins into the profile and says so on stderr. `server`: another address
+   * than this command's (a session the profile held before on another server, see earlier-sessions.ts).
+   */
+  protected async connect(options: {reconnect?: boolean; server?: string; replacementToken?: (revoked: string) => string | undefined} = {}): Promise<MessengerClient> {
     const client = new MessengerClient({
-      server: this.serverAddress(),
+      server: options.server ?? this.serverAddress(),
       pins: this.profile,
       reconnect: options.reconnect,
+      replacementToken: options.replacementToken,
       onPinned: (address, fingerprint) =>
         process.stderr.write(`Pinned the certificate of ${address} on first use: SHA-256 ${fingerprint}\n`),
     })
@@ -114,7 +118,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     if (!token) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.')
     const otherServer = this.loggedInElsewhere(data)
     if (otherServer) throw otherServer
-    const client = await this.connect(options)
+    const client = await this.connect({...options, ...(options.reconnect ? {replacementToken: this.newerProfileToken(data.username, this.serverAddress())} : {})})
     options.beforeResume?.(client)
     try {
       await client.resume(token, {online: options.online})
@@ -123,6 +127,28 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       throw error
     }
     return client
+  }
+
+  /**
+   * For a session that stays connected (chat, listen) whose token the server ended: the profile's
+   * token, if the profile has logged in again since as the same account on the same server (`login`
+   * revokes the token it replaces, see earlier-sessions.ts), so the session carries on with it
+   * instead of ending because of a login in another terminal. Otherwise (logged out, another
+   * account or server) none, and the session ends with TOKEN_INVALID as before.
+   */
+  private newerProfileToken(username: string | undefined, server: string): (revoked: string) => string | undefined {
+    return (revoked) => {
+      let data: ProfileData
+      try {
+        data = this.profile.data
+      } catch {
+        // A profile damaged meanwhile: nothing to carry on with; the session ends and says why.
+        return undefined
+      }
+      if (!data.token || data.token === revoked || !username || data.username !== username) return undefined
+      if (!data.server || !sameServer(data.server, server)) return undefined
+      return data.token
+    }
   }
 
   /**

@@ -34,6 +34,12 @@ export interface MessengerClientOptions {
   reconnect?: boolean
   /** Backoff bounds for reconnect. Default 250 ms doubling to 10 s. */
   reconnectDelayMs?: {initial: number; max: number}
+  /**
+   * With `reconnect`: asked when the server ends the session's token (TOKEN_INVALID), with that
+   * token. Another token of the same account to resume with instead (the CLI: its profile logged in
+   * again, which revoked the old one), or undefined to stop as for any TOKEN_INVALID. Default: none.
+   */
+  replacementToken?: (revoked: string) => string | undefined
 }
 
 /** Reconnect backoff by default: 250 ms doubling to 10 s (with jitter over the upper half of each). */
@@ -63,6 +69,16 @@ type ClientState = 'idle' | 'connecting' | 'ready' | 'disconnected' | 'closed'
 const closedError = () => new MessengerError('CONNECTION_CLOSED', 'This client was closed.')
 
 /**
+ * The session's token was revoked, but a newer login of the same account gave a token to go on
+ * with: a lost connection that the next reconnect cures, not the end of the session.
+ */
+const sessionReplaced = () =>
+  new MessengerError('CONNECTION_CLOSED', 'The server ended this session: the account logged in again (another terminal), which replaced it; continuing with the new session.', {
+    hint: 'Nothing to do: it reconnects by itself.',
+    details: {reason: 'session-replaced'},
+  })
+
+/**
  * The client core: one TLS connection to a server, pinned; typed requests matched to replies by
  * id; pushes as events; resume by token; optional heartbeat and reconnect. Commands and the
  * interactive chat all go through it.
@@ -76,7 +92,7 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
   hello: Results['hello'] | undefined
   /** The signed-in user, once login or resume succeeded. */
   user: {username: string; displayName: string} | undefined
-  private readonly options: Required<Omit<MessengerClientOptions, 'onPinned' | 'server'>> & Pick<MessengerClientOptions, 'onPinned'>
+  private readonly options: Required<Omit<MessengerClientOptions, 'onPinned' | 'server' | 'replacementToken'>> & Pick<MessengerClientOptions, 'onPinned' | 'replacementToken'>
   private socket: tls.TLSSocket | undefined
   private state: ClientState = 'idle'
   private nextRequestId = 1
@@ -386,9 +402,11 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
   private onClose(socket: tls.TLSSocket): void {
     if (socket !== this.socket) return
     this.socket = undefined
-    const error = this.lastServerError
+    let error = this.lastServerError
       ? MessengerError.fromWire(this.lastServerError)
       : new MessengerError('CONNECTION_CLOSED', `The connection to ${this.serverKey} closed.`, {hint: 'Check that the server is running, then try again.'})
+    // Before anything hears of it: requests waiting now are sent again after the reconnect.
+    if (this.state !== 'closed' && this.tookReplacementToken(error)) error = sessionReplaced()
     this.failPending(this.lastServerError || this.options.reconnect ? error : this.lostError(`The connection to ${this.serverKey} was lost before the server answered.`))
     this.stopTimers()
     if (this.state === 'closed') return
@@ -437,11 +455,14 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
         .catch((error_: unknown) => {
           this.resuming = false
           if (this.isEnded()) return
-          const failure = error_ instanceof MessengerError ? error_ : new MessengerError('CONNECTION_CLOSED', String(error_))
+          let failure = error_ instanceof MessengerError ? error_ : new MessengerError('CONNECTION_CLOSED', String(error_))
+          // The token was revoked while we were away, by a login that left a newer one: try that.
+          if (this.tookReplacementToken(failure)) failure = sessionReplaced()
           if (RECONNECT_CANNOT_CURE.has(failure.code)) return this.stop(failure)
           // Detached before it is destroyed: its 'close' comes after the next try is scheduled, and
           // onClose would take it for the current connection and cancel that try (stopTimers),
-          // leaving a client that never reconnects after a refused resume (STORE_UNAVAILABLE, TIMEOUT).
+          // leaving a client that never reconnects after a refused resume (STORE_UNAVAILABLE,
+          // TIMEOUT, a revoked token with a newer one to go on with).
           const socket = this.socket
           this.socket = undefined
           this.failPending(failure)
@@ -450,6 +471,20 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
           this.scheduleReconnect(attempt + 1, failure)
         })
     }, delayMs)
+  }
+
+  /**
+   * On TOKEN_INVALID, asks options.replacementToken for a token to resume with instead and makes it
+   * the one the next reconnect resumes. A token is asked about once: when the new one is refused
+   * too, the callback is asked about that one, and saying the same token again ends it.
+   */
+  private tookReplacementToken(error: MessengerError): boolean {
+    const current = this.resumeWith
+    if (error.code !== 'TOKEN_INVALID' || !this.options.reconnect || !current || !this.options.replacementToken) return false
+    const token = this.options.replacementToken(current.token)
+    if (!token || token === current.token) return false
+    this.resumeWith = {token, online: current.online}
+    return true
   }
 
   private startHeartbeatIfNeeded(online: boolean): void {

@@ -158,6 +158,45 @@ describe('client stopped for good', () => {
   })
 })
 
+describe('client whose token is revoked by a newer login (replacementToken)', () => {
+  it('revoked while it was reconnecting: its resume is refused, it resumes with the newer token instead; a logout of that one ends it', async () => {
+    const server = await startTestServer()
+    const gate = await tcpGate(server.port)
+    await registerAndLogin(await connectClient(server.address), 'alice', DEFAULT_PASSWORD)
+    // What the CLI's profile would hold: the token of the newest login.
+    let newest: string | undefined
+    const disconnects: string[] = []
+    const alice = await connectClient(`127.0.0.1:${gate.port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}, replacementToken: () => newest})
+    alice.on('disconnected', ({error}) => disconnects.push(error.code))
+    const first = await alice.login('alice', DEFAULT_PASSWORD, {online: true})
+    newest = first.token
+
+    gate.cut() // the server goes away for alice; her reconnect is held at the gate
+    await gate.held
+    // Meanwhile, another terminal: a new login, then the old token is ended (as `login` does).
+    const second = await (await connectClient(server.address)).login('alice', DEFAULT_PASSWORD)
+    newest = second.token
+    const revoker = await connectClient(server.address)
+    await revoker.resume(first.token)
+    await revoker.logout()
+
+    const reconnected = once(alice, 'reconnected')
+    gate.release()
+    await reconnected
+    expect(alice.connected).toBe(true)
+    expect((await alice.whoisonline()).users.map((u) => u.username)).toEqual(['alice'])
+    expect(disconnects).toEqual(['CONNECTION_CLOSED'])
+
+    // The newest token logged out: nothing newer to go on with, so it ends as before.
+    const ended = new Promise<string>((resolve) => alice.on('disconnected', ({error}) => resolve(error.code)))
+    const logout = await connectClient(server.address)
+    await logout.resume(second.token)
+    await logout.logout()
+    expect(await ended).toBe('TOKEN_INVALID')
+    expect(alice.reconnects).toBe(false)
+  })
+})
+
 describe('client whose resume after a reconnect is refused for a passing reason', () => {
   it('tries again (STORE_UNAVAILABLE on the resume), and reconnects once the server can answer', async () => {
     const material = await loadServerTls({dataDir: await makeTempDir('messenger-resume-fake-')})
