@@ -17,6 +17,12 @@ export interface ProfileData {
   /** Session token: a bearer secret, hence the 0600 file. */
   token?: string
   tokenExpiresAt?: number
+  /**
+   * Sessions this profile held before its current one (replaced by a login or register) whose
+   * server could not be told to end them then: the next login or logout tries again. Bearer secrets
+   * too, which is one more reason for the 0600 file.
+   */
+  revokeLater?: EarlierSession[]
   /** Server address -> pinned certificate SHA-256 fingerprint. */
   pins: Record<string, string>
   /** Path preference for messages: auto (direct first), relay (never direct), direct (never relay). */
@@ -25,6 +31,13 @@ export interface ProfileData {
   downloads?: string
   /** UDP port for chat/listen (0 = ephemeral). */
   udpPort?: number
+}
+
+/** A session token a profile gave up, with the server (list) it is valid on. */
+export interface EarlierSession {
+  server: string
+  token: string
+  expiresAt?: number
 }
 
 /**
@@ -92,6 +105,7 @@ export class Profile implements PinStore {
     this.write(data as unknown as ProfileData)
   }
 
+  /** Forgets the current session; sessions still to revoke (revokeLater) stay, for the next login or logout. */
   clearSession(): void {
     this.update({token: undefined, tokenExpiresAt: undefined})
   }

@@ -19,6 +19,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
   static override description = `Makes you visible in whoisonline until Ctrl-C. Messages stored while you were away arrive first, in order.
 If the server goes away it reconnects with backoff, says so on stderr, and resumes; it ends (exit 1) when a reconnect cannot help: a revoked session (TOKEN_INVALID), a changed server certificate (CERT_CHANGED), a server of another protocol version (VERSION_MISMATCH), or the account's key taken over by another profile (KEY_REPLACED, KEY_IN_USE).
 Presence lines say only what changed: after a reconnect, who came online meanwhile at once, and who went offline meanwhile once the others have had time to reconnect too (about 15 s); nobody who stayed online is announced again.
+A \`login\` again in this profile (another terminal) ends the session listen is on; listen then carries on with the profile's new session (one disconnected line, code CONNECTION_CLOSED, then reconnected). A \`logout\` ends listen (TOKEN_INVALID).
 Files sent to you (messenger sendfile) are saved in --downloads after their SHA-256 is checked, never over an existing file; on a terminal a progress bar shows each on stderr, and everything else listen prints meanwhile goes above it.
 With --json it prints one JSON object per line:
   {"type":"message","id","from","to","group","text","path","ts"}

@@ -3,6 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {openMessaging} from '../client/session.js'
 import {checkProfileAccount, resolvePassword, resolveUsername} from '../cli/credentials-input.js'
 import {pinOtherNodes} from '../cli/pin-nodes.js'
+import {notRevokedWarnings, replaceSession, type EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
 
 export default class Login extends BaseCommand<typeof Login> {
   static override summary = 'Log in and save the session in your profile.'
@@ -12,7 +13,8 @@ After too many wrong passwords the account is locked for a while (LOCKED_OUT).
 Messages are sealed to one encryption key per account, kept in the profile. Logging in from another
 profile (another machine, or after losing this one) is refused with KEY_IN_USE until you move the
 account there with --replace-key; the old profile's sessions then end (KEY_REPLACED), and messages
-already sealed for its key come back to their senders as unreadable.`
+already sealed for its key come back to their senders as unreadable.
+A profile holds one session: logging in again in it ends the session it held before at the server (a chat or listen running on that one reconnects once and carries on with the new session), so a later logout leaves nothing signed in. When that server cannot be told now, login still succeeds, warns on stderr (with --json: earlier {revoked, notRevoked}), and the next login or logout here tries again.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> alice',
@@ -31,7 +33,7 @@ already sealed for its key come back to their senders as unreadable.`
     'replace-key': Flags.boolean({description: "Take the account's encryption key over from another profile (KEY_IN_USE without it)."}),
   }
 
-  async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string}> {
+  async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string; earlier?: EarlierSessionsOutcome}> {
     const username = await resolveUsername(this.args.username, this.profile.data.username)
     checkProfileAccount(this.profile, username, 'login')
     const password = await resolvePassword({fromStdin: this.flags['password-stdin'], command: 'login', username})
@@ -50,9 +52,14 @@ already sealed for its key come back to their senders as unreadable.`
     }
     // The list the user gave (several nodes fail over), not just the node that answered.
     const server = this.serverAddress()
-    this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
+    const earlier = await replaceSession(
+      this.profile,
+      {server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt},
+      (other) => this.connect({server: other}),
+    )
     this.log(`Logged in as ${session.username} (${session.displayName}) on ${server}.`)
+    for (const line of notRevokedWarnings(earlier, true)) this.logToStderr(line)
     await pinOtherNodes(client)
-    return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}
+    return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString(), ...(earlier ? {earlier} : {})}
   }
 }

@@ -1,5 +1,6 @@
 import {BaseCommand} from '../cli/base-command.js'
 import {MessengerError} from '../protocol/errors.js'
+import {forgetEarlierSessions, notRevokedWarnings, type EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
 
 interface LogoutResult {
   username: string | null
@@ -9,13 +10,16 @@ interface LogoutResult {
   forgotten: boolean
   /** Why the server was not told, when it was not: the token stays valid there until expiresAt. */
   notRevoked?: {code: string; message: string; expiresAt: string | null}
+  /** Sessions this profile held before its current one whose end an earlier login could not tell their server: tried again, then forgotten. */
+  earlier?: EarlierSessionsOutcome
 }
 
 export default class Logout extends BaseCommand<typeof Logout> {
   static override summary = 'Revoke your session on the server and forget it locally.'
 
   static override description = `The server deletes the session token, so it cannot be used again from anywhere; the profile forgets it. If the server already forgot it, this still succeeds.
-When the server cannot be told (unreachable, its certificate changed, it timed out) the profile forgets the session anyway and logout still exits 0, as \`docker logout\` does: you asked to be logged out on this machine, and leaving the token behind would be worse. It says so on stderr (with --json: revoked false, notRevoked {code, message, expiresAt}): the session then stays valid on the server until it expires, 30 days after login; nothing on this machine holds it any more.`
+When the server cannot be told (unreachable, its certificate changed, it timed out) the profile forgets the session anyway and logout still exits 0, as \`docker logout\` does: you asked to be logged out on this machine, and leaving the token behind would be worse. It says so on stderr (with --json: revoked false, notRevoked {code, message, expiresAt}): the session then stays valid on the server until it expires, 30 days after login; nothing on this machine holds it any more.
+Sessions this profile held before its current one are ended by the login that replaced them; one whose server could not be told then is tried again here (with --json: earlier {revoked, notRevoked}), and forgotten either way. A chat or listen running in this profile ends (TOKEN_INVALID, exit 1).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -26,8 +30,12 @@ When the server cannot be told (unreachable, its certificate changed, it timed o
   async run(): Promise<LogoutResult> {
     const username = this.profile.data.username ?? null
     if (!this.profile.data.token) {
+      // A session the server already forgot (cleared by a command that met TOKEN_INVALID) can leave
+      // earlier ones behind that a login could not end: logging out ends those too.
+      const earlier = await forgetEarlierSessions(this.profile, (server) => this.connect({server}))
       this.log('You are not logged in.')
-      return {username, revoked: false, forgotten: false}
+      for (const line of notRevokedWarnings(earlier, false)) this.logToStderr(line)
+      return {username, revoked: false, forgotten: false, ...(earlier ? {earlier} : {})}
     }
     const expiresAt = this.profile.data.tokenExpiresAt ? new Date(this.profile.data.tokenExpiresAt).toISOString() : null
     let notRevoked: LogoutResult['notRevoked']
@@ -43,6 +51,8 @@ When the server cannot be told (unreachable, its certificate changed, it timed o
       if (error.code !== 'TOKEN_INVALID') notRevoked = {code: error.code, message: error.message, expiresAt}
     }
     this.profile.clearSession()
+    // After the current one: whatever the outcome, nothing this profile held is kept.
+    const earlier = await forgetEarlierSessions(this.profile, (server) => this.connect({server}))
     const who = username ? ` ${username}` : ''
     if (notRevoked) {
       this.log(`Logged out${who} on this machine.`)
@@ -52,6 +62,7 @@ When the server cannot be told (unreachable, its certificate changed, it timed o
     } else {
       this.log(`Logged out${who}.`)
     }
-    return {username, revoked: !notRevoked, forgotten: true, ...(notRevoked ? {notRevoked} : {})}
+    for (const line of notRevokedWarnings(earlier, false)) this.logToStderr(line)
+    return {username, revoked: !notRevoked, forgotten: true, ...(notRevoked ? {notRevoked} : {}), ...(earlier ? {earlier} : {})}
   }
 }

@@ -3,12 +3,13 @@ import {BaseCommand} from '../cli/base-command.js'
 import {openMessaging} from '../client/session.js'
 import {checkProfileAccount, resolvePassword, resolveUsername} from '../cli/credentials-input.js'
 import {pinOtherNodes} from '../cli/pin-nodes.js'
+import {notRevokedWarnings, replaceSession, type EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
 import {checkPassword, normalizeDisplayName, normalizeNewUsername} from '../protocol/rules.js'
 
 export default class Register extends BaseCommand<typeof Register> {
   static override summary = 'Create an account on the server and log in.'
 
-  static override description = 'Prompts for the password twice (hidden) unless --password-stdin is given. The session is saved in your profile (MESSENGER_HOME).'
+  static override description = 'Prompts for the password twice (hidden) unless --password-stdin is given. The session is saved in your profile (MESSENGER_HOME); a session the profile held before (the same account name on another server) is ended there, as login does.'
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> alice --display-name "Alice Liddell"',
@@ -26,7 +27,7 @@ export default class Register extends BaseCommand<typeof Register> {
     'password-stdin': Flags.boolean({description: 'Read the password from the first line of stdin.'}),
   }
 
-  async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string}> {
+  async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string; earlier?: EarlierSessionsOutcome}> {
     // Check locally first so a typo costs no round trip and no rate-limit slot.
     const username = normalizeNewUsername(await resolveUsername(this.args.username, undefined))
     checkProfileAccount(this.profile, username, 'register')
@@ -39,7 +40,12 @@ export default class Register extends BaseCommand<typeof Register> {
     const session = await client.login(username, password)
     // The list the user gave (several nodes fail over), not just the node that answered.
     const server = this.serverAddress()
-    this.profile.update({server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
+    // A profile of this account name holding a session on another server: that one is ended (see login).
+    const earlier = await replaceSession(
+      this.profile,
+      {server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt},
+      (other) => this.connect({server: other}),
+    )
     // The profile's key pair is made on first login and published, so others can write to us.
     const messaging = openMessaging(client, this.profile.dir)
     try {
@@ -48,7 +54,8 @@ export default class Register extends BaseCommand<typeof Register> {
       await messaging.close()
     }
     this.log(`Registered ${session.username} (${session.displayName}) on ${server}; you are logged in.`)
+    for (const line of notRevokedWarnings(earlier, true)) this.logToStderr(line)
     await pinOtherNodes(client)
-    return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString()}
+    return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString(), ...(earlier ? {earlier} : {})}
   }
 }

@@ -391,6 +391,25 @@ describe('messenger chat', () => {
     expect(await bobListens.stop('SIGINT')).toBe(0)
   }, 120_000)
 
+  it('through pipes: a login again in its profile moves chat to the new session; a logout then ends it (exit 1)', async () => {
+    const {alice, bob} = await setup()
+    const chat = await chatThroughPipes(alice, 'alice')
+    // Another terminal, same profile: login ends the session chat is on, and leaves a newer one.
+    const again = await runCli(['login', 'alice', '--password-stdin'], {env: alice, input: 'wonderland1\n'})
+    expect(again.code, again.stderr).toBe(0)
+    await chat.waitFor('* reconnected', 'chat to carry on with the new session')
+    expect(chat.output()).toContain('the account logged in again')
+    chat.write('/msg bob still here\n')
+    await chat.waitFor(/message \d+ to bob \(stored/, 'a message sent on the new session')
+
+    const logout = await runCli(['logout'], {env: alice})
+    expect(logout.code, logout.stderr).toBe(0)
+    expect(await chat.exited).toBe(1)
+    expect(chat.output()).toContain('This session was logged out.')
+    const sent = await runCli(['send', 'alice', 'gone?', '--relay-only'], {env: bob})
+    expect(sent.stdout).toContain('stored: alice is offline')
+  })
+
   it('through pipes: /history takes #GROUP and a count, refuses a user who does not exist; //text sends "/text"; extra words are refused', async () => {
     const {alice, bob} = await setup()
     const chat = await chatThroughPipes(alice, 'alice')
