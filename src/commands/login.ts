@@ -1,5 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
+import {MessengerError} from '../protocol/errors.js'
 import {openMessaging} from '../client/session.js'
 import {checkProfileAccount, resolvePassword, resolveUsername} from '../cli/credentials-input.js'
 import {pinOtherNodes} from '../cli/pin-nodes.js'
@@ -33,7 +34,7 @@ A profile holds one session: logging in again in it ends the session it held bef
     'replace-key': Flags.boolean({description: "Take the account's encryption key over from another profile (KEY_IN_USE without it)."}),
   }
 
-  async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string; earlier?: EarlierSessionsOutcome}> {
+  async run(): Promise<{username: string; displayName: string; server: string; expiresAt: string; keyTakenOver: boolean; earlier?: EarlierSessionsOutcome}> {
     const username = await resolveUsername(this.args.username, this.profile.data.username)
     checkProfileAccount(this.profile, username, 'login')
     const password = await resolvePassword({fromStdin: this.flags['password-stdin'], command: 'login', username})
@@ -41,11 +42,25 @@ A profile holds one session: logging in again in it ends the session it held bef
     const session = await client.login(username, password)
     // The profile's key pair is made on first login and published, so others can write to us.
     const messaging = openMessaging(client, this.profile.dir)
+    let tookKeyOver = false
     try {
+      if (this.flags['replace-key']) {
+        // Whether another profile holds the key now: then this login moves the account here, and says so.
+        const {publicKey} = await client.request('whois', {username: session.username})
+        tookKeyOver = publicKey !== null && publicKey !== messaging.keyring.myPublicKey
+      }
       await messaging.engine.publishKey({replace: this.flags['replace-key']})
     } catch (error) {
       // Refused (KEY_IN_USE): not logged in here after all; the token dies with it.
       await client.logout().catch(() => undefined)
+      if (error instanceof MessengerError && error.code === 'KEY_IN_USE') {
+        // The hint as a command to run as written: this profile does not keep the username yet.
+        throw new MessengerError('KEY_IN_USE', error.message, {
+          cause: error,
+          details: error.details,
+          hint: `To move your account to this profile, run \`messenger login ${session.username} --replace-key\` here; the other profile then stops receiving.`,
+        })
+      }
       throw error
     } finally {
       await messaging.close()
@@ -58,8 +73,9 @@ A profile holds one session: logging in again in it ends the session it held bef
       (other) => this.connect({server: other}),
     )
     this.log(`Logged in as ${session.username} (${session.displayName}) on ${server}.`)
+    if (tookKeyOver) this.log(`This profile now holds ${session.username}'s encryption key: new messages are sealed to it, and the profile that held it before can no longer read them (its listen or chat ends with KEY_REPLACED).`)
     for (const line of notRevokedWarnings(earlier, true)) this.logToStderr(line)
     await pinOtherNodes(client)
-    return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString(), ...(earlier ? {earlier} : {})}
+    return {username: session.username, displayName: session.displayName, server, expiresAt: new Date(session.expiresAt).toISOString(), keyTakenOver: tookKeyOver, ...(earlier ? {earlier} : {})}
   }
 }

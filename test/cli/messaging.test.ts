@@ -291,12 +291,18 @@ describe('messaging through the CLI', () => {
     const newMachine = {MESSENGER_HOME: tempDir('home-bob-new-'), MESSENGER_SERVER: bob.MESSENGER_SERVER}
     const refused = await sendJson(newMachine, ['login', 'bob', '--password-stdin'], `${PASSWORDS.bob}\n`)
     expect(refused.code).toBe(1)
-    expect(refused.result).toMatchObject({error: {code: 'KEY_IN_USE', hint: expect.stringContaining('--replace-key')}})
+    // The hint runs as written: this profile does not know the username yet, so it must name it.
+    expect(refused.result).toMatchObject({error: {code: 'KEY_IN_USE', hint: expect.stringContaining('`messenger login bob --replace-key`')}})
     // Refused means not logged in there: no session saved.
     expect((await sendJson(newMachine, ['status'])).result).toMatchObject({session: 'none'})
 
     const moved = await runCli(['login', 'bob', '--password-stdin', '--replace-key'], {env: newMachine, input: `${PASSWORDS.bob}\n`})
     expect(moved.code, moved.stderr).toBe(0)
+    // It says the key moved here, and what that means for the other profile.
+    expect(moved.stdout).toContain("This profile now holds bob's encryption key")
+    // Again, with the key here already: nothing was taken over, nothing said.
+    const again = await sendJson(newMachine, ['login', 'bob', '--password-stdin', '--replace-key'], `${PASSWORDS.bob}\n`)
+    expect(again.result).toMatchObject({username: 'bob', keyTakenOver: false})
     // The old machine's listen ends instead of receiving what it could not open (and reporting it unreadable).
     expect(await oldMachine.exited).toBe(1)
     expect(oldMachine.stderr()).toContain('replaced this account')
