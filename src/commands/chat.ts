@@ -7,6 +7,7 @@ import {ProgressLines} from '../cli/file-progress.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
 import {droppedLine, escapeControls, groupProgress, historyWho, incomingMessageLine, leftGroupLine, presenceText, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {stopSignals} from '../cli/stop-signals.js'
+import {PIPED_QUIT_WAIT_MS, failedByGivingUp, maybeStored, notSentError, notSentLine, recordNotSent, recordedByEngine, waitingLine, type QueuedMessage} from '../cli/chat-outbox.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
@@ -47,20 +48,23 @@ function plainTextTarget(ctx: ChatContext): string | undefined {
   return ctx.typed?.to ?? ctx.current ?? ctx.lastSender
 }
 
-/** Whether `action` sends a message (one with nobody to go to is refused, not sent). */
-function sendsMessage(action: ChatAction, ctx: ChatContext): boolean {
+/** The message `action` sends, and to whom, if it sends one (one with nobody to go to is refused, not sent). */
+function messageOf(action: ChatAction, ctx: ChatContext): QueuedMessage | undefined {
   switch (action.kind) {
     case 'msg':
+      return {to: {user: action.to.toLowerCase()}, text: action.text}
     case 'broadcast':
-      return true
-    case 'say':
-      return plainTextTarget(ctx) !== undefined
+      return {to: {broadcast: true}, text: action.text}
+    case 'say': {
+      const to = plainTextTarget(ctx)
+      return to === undefined ? undefined : {to: {user: to}, text: action.text}
+    }
     case 'reply':
-      return ctx.lastSender !== undefined
+      return ctx.lastSender === undefined ? undefined : {to: {user: ctx.lastSender}, text: action.text}
     case 'group':
-      return action.sub === 'send'
+      return action.sub === 'send' ? {to: {group: action.args[0] ?? ''}, text: action.text ?? ''} : undefined
     default:
-      return false
+      return undefined
   }
 }
 
@@ -70,7 +74,7 @@ export default class Chat extends BaseCommand<typeof Chat> {
   static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
 Type /help for commands (/msg, /reply, /who, /whois, /history [USER|#GROUP] [N], /group, /broadcast, /block, /unblock, /trust USER [FINGERPRINT], /quit). Plain text goes to the user you last wrote to or heard from, shown in the prompt (alice -> bob>); //text sends "/text". In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
 Through pipes (stdin not a terminal) chat is scriptable: messages and confirmations go to stdout, the errors of commands to stderr, and chat exits 1 at the end if any command failed (it says how many). Chat has no --json: for JSON, read with listen --json and send with send --json.
-Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes (then it announces who came online meanwhile at once, and who went offline meanwhile once the others have had time to reconnect, about 15 s); a message typed meanwhile is answered "(not connected: message queued; ...)" at once and sent, in the order typed, once it is back. It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere). A \`login\` again in this profile (another terminal) ends the session chat is on: chat reconnects once with the profile's new session and carries on; a \`logout\` ends it.`
+Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes (then it announces who came online meanwhile at once, and who went offline meanwhile once the others have had time to reconnect, about 15 s); a message typed meanwhile is answered "(not connected: message queued; ...)" at once and sent, in the order typed, once it is back. Leaving (/quit, Ctrl-D, the end of piped input) with such messages still queued, chat says so and waits for the connection to send them (piped input: up to 30 s, then it gives up); Ctrl-C or SIGTERM ends it at once instead, naming each message not sent, which history marks failed (exit 1). It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere). A \`login\` again in this profile (another terminal) ends the session chat is on: chat reconnects once with the profile's new session and carries on; a \`logout\` ends it.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -102,6 +106,8 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     let closed = false
     // The prompt names where plain text goes (`alice -> bob> `); every redraw follows a change of it.
     const prompt = (preserveCursor?: boolean) => {
+      // Prompting resumes the input, even after close: the process would then wait on stdin for ever.
+      if (closed) return
       const to = plainTextTarget(ctx)
       // Piped, there is no prompt at all: scripts read the output.
       if (terminal) rl.setPrompt(to ? `${me} -> ${to}> ` : `${me}> `)
@@ -157,25 +163,71 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     prompt()
     let chain = Promise.resolve()
     let quitting = false
+    /** Messages typed and not sent yet: waiting in the chain (for the connection, or their turn), or on their way. */
+    const queued = new Set<QueuedMessage>()
+    /** Ctrl-C or a stop signal asked to end: queued messages are not waited for. */
+    let stopRequested = false
+    /** Why chat gave up on the connection, closing the client so that what waits for it fails at once. */
+    let gaveUp: 'stopped' | 'timeout' | undefined
+    let waitTimer: NodeJS.Timeout | undefined
+    let notSent = 0
+    /** Sends given up on that the server may have stored all the same (the engine's error says so). */
+    let maybeSent = 0
     try {
       await new Promise<void>((resolve) => {
-        const quit = () => {
-          if (quitting) return
+        const giveUp = (why: 'stopped' | 'timeout') => {
+          if (gaveUp) return
+          gaveUp = why
+          clearTimeout(waitTimer)
+          void client.close()
+        }
+        // Quitting with messages queued while the connection is down: they were promised to go once it
+        // is back, so say that chat waits for it, and how to stop waiting (naming what is then not sent).
+        const waitForQueued = () => {
+          if (!quitting || gaveUp || client.connected || queued.size === 0) return
+          if (stopRequested || !client.reconnects) return giveUp('stopped')
+          print(waitingLine(queued.size, terminal ? undefined : PIPED_QUIT_WAIT_MS))
+          clearTimeout(waitTimer)
+          if (!terminal) waitTimer = setTimeout(() => giveUp('timeout'), PIPED_QUIT_WAIT_MS)
+        }
+        // 'leave': /quit, Ctrl-D, the end of piped input; 'stop': Ctrl-C, SIGINT, SIGTERM, a session
+        // that cannot go on. Only a stop gives up on queued messages; a stop after a leave ends its wait.
+        const quit = (how: 'leave' | 'stop') => {
+          if (how === 'stop') stopRequested = true
+          if (quitting) {
+            if (how === 'stop' && !client.connected) giveUp('stopped')
+            return
+          }
           quitting = true
-          // A send waiting for the server to come back would wait forever; closing the client ends it.
-          if (!client.connected) void client.close()
+          // Nothing is read or prompted for from now on. A prompt drawn after the close (an error
+          // printed on quit redrew it) resumed stdin, and the process never exited.
+          closed = true
+          if (terminal) pasteOff()
+          // Not in this turn: closing pauses stdin, and a pause made while a 'line' of stdin's data
+          // is being handled is undone by the stream reading on after it (a pipe then keeps the
+          // process alive). Ctrl-D's close is readline's own.
+          setImmediate(() => rl.close())
+          // A send in flight on a live connection ends by itself. With the connection down, anything
+          // but a queued message is given up (it would wait for ever); queued messages are waited for.
+          if (!client.connected) {
+            if (how === 'leave' && queued.size > 0 && client.reconnects) waitForQueued()
+            else giveUp('stopped')
+          }
           chain.finally(() => resolve())
         }
         const perform = (action: ChatAction) => {
+          if (quitting) return
           if (action.kind === 'quit') {
-            quit()
+            quit('leave')
             return
           }
           // Typed while the connection is down, a message waits (in order, behind what was typed
           // before) for the reconnect, then goes: say so now, or the line looks ignored.
           const typed = action.kind === 'msg' ? {to: action.to.toLowerCase()} : undefined
           if (typed) ctx.typed = typed
-          if (!client.connected && sendsMessage(action, ctx)) print('(not connected: message queued; it is sent when the connection is back)')
+          const message = messageOf(action, ctx)
+          if (message) queued.add(message)
+          if (!client.connected && message) print('(not connected: message queued; it is sent when the connection is back)')
           chain = chain.then(async () => {
             let failure: MessengerError | undefined
             try {
@@ -183,10 +235,23 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
             } catch (error) {
               failure = toMessengerError(error)
             }
+            if (message) queued.delete(message)
             // Sent (or refused): ctx.current says where text goes now, unless a later /msg is still waiting.
             if (typed && ctx.typed === typed) ctx.typed = undefined
-            // Escaped like a one-shot command's: a message can carry a peer's words (a file's REJECT reason).
-            if (failure) printError(renderError(failure.message, failure.hint).trimEnd())
+            if (failure && message && gaveUp && failedByGivingUp(failure) && !maybeStored(failure)) {
+              notSent++
+              printError(notSentLine(message), false)
+              if (!recordedByEngine(failure)) {
+                await recordNotSent(ctx.history, ctx.me, message).catch((error: unknown) => {
+                  const cause = toMessengerError(error)
+                  printError(renderError(`It could not be recorded in history: ${cause.message}`, cause.hint).trimEnd(), false)
+                })
+              }
+            } else if (failure) {
+              if (message && gaveUp && maybeStored(failure)) maybeSent++
+              // Escaped like a one-shot command's: a message can carry a peer's words (a file's REJECT reason).
+              printError(renderError(failure.message, failure.hint).trimEnd())
+            }
             if (!quitting) prompt()
           })
         }
@@ -199,21 +264,26 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
           print(`${rl.getPrompt()}${renderMessageText(typed + pasted)}`)
           perform(pasteAction(typed, pasted))
         })
-        rl.on('SIGINT', quit)
-        rl.on('close', quit)
-        void signalled.then(quit)
+        rl.on('SIGINT', () => quit('stop'))
+        rl.on('close', () => quit('leave'))
+        void signalled.then(() => quit('stop'))
         client.on('disconnected', ({error}) => {
           if (!RECONNECT_CANNOT_CURE.has(error.code)) {
             print(`* connection lost (${escapeControls(error.message)}); reconnecting...`)
+            // Lost while quitting, with sends on their way: they wait for the reconnect.
+            waitForQueued()
             return
           }
           // Not a command's failure: it ends chat with exit 1 by itself.
           printError(renderError(error.message, error.hint).trimEnd(), false)
           process.exitCode = 1
-          quit()
+          quit('stop')
         })
+        // Back while waiting: the queued messages go now, whatever the bound says.
+        client.on('reconnected', () => clearTimeout(waitTimer))
       })
     } finally {
+      clearTimeout(waitTimer)
       if (terminal) {
         pasteOff()
         process.removeListener('exit', pasteOff)
@@ -221,6 +291,12 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     }
     closed = true
     rl.close()
+    if (notSent > 0) {
+      const {message, hint} = notSentError(notSent, gaveUp ?? 'stopped')
+      printError(renderError(message, hint).trimEnd(), false)
+    }
+    // Typed, promised to be sent, and not (or not surely): not a success.
+    if (notSent > 0 || maybeSent > 0) process.exitCode = 1
     print('Bye.')
     if (failed > 0) {
       // As a shell script with `set -e` would want: the run is not a success if a line of it failed.

@@ -22,6 +22,9 @@ async function listen(env: Env): Promise<CliProcess> {
 /** A child whose whole output (stdout and stderr as one stream, as on a terminal) is watched for text. */
 interface Typed {
   write(text: string): void
+  /** Ends the child's input (Ctrl-D for a pipe). */
+  end(): void
+  signal(signal: NodeJS.Signals): void
   output(): string
   waitFor(text: string | RegExp, what: string): Promise<void>
   exited: Promise<number | null>
@@ -44,6 +47,8 @@ function watch(child: ReturnType<typeof spawn>): Typed {
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
   return {
     write: (text) => child.stdin!.write(text),
+    end: () => child.stdin!.end(),
+    signal: (signal) => child.kill(signal),
     output: () => output,
     exited,
     waitFor(text, what) {
@@ -331,6 +336,85 @@ describe('messenger chat', () => {
     chat.write('/quit\r')
     expect(await chat.exited).toBe(0)
   }, 120_000)
+
+  it('through pipes: the input ends with a message queued while the server is down: chat says it waits, sends it once the server is back, exits 0', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const {alice, bob} = envs
+    const chat = await chatThroughPipes(alice, 'alice')
+    expect(await server.stop()).toBe(0)
+    await chat.waitFor('* connection lost', 'the lost connection')
+    chat.write('/msg bob queued at the end\n')
+    await chat.waitFor('(not connected: message queued;', 'the queued line')
+    chat.end()
+    // Before: the end of input closed the client, the message failed with "This client was closed", and was lost.
+    await chat.waitFor('Waiting up to 30 s to send 1 queued message (the server is not reachable); Ctrl-C to quit without sending it.', 'the waiting line')
+
+    await startServerProcess([], {dataDir: server.dataDir, port: server.port})
+    expect(await chat.exited, chat.output()).toBe(0)
+    expect(chat.output()).toMatch(/message \d+ to bob \(stored: bob is offline\)\nBye\./)
+
+    // Exactly once: a message sent after it arrives after it, and nothing else came.
+    const after = await runCli(['send', 'bob', 'sent after'], {env: alice})
+    expect(after.code, after.stderr).toBe(0)
+    const bobListens = spawnCli(['listen', '--json'], {env: bob})
+    await bobListens.waitForLine((l) => l.includes('"text":"sent after"'), 'the later message')
+    expect(bobListens.lines.filter((l) => l.includes('"type":"message"')).map((l) => (JSON.parse(l) as {text: string}).text)).toEqual(['queued at the end', 'sent after'])
+  }, 120_000)
+
+  it('through pipes: SIGTERM with a message queued while the server is down ends chat at once (exit 1), naming the message; history marks it failed', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const chat = await chatThroughPipes(envs.alice, 'alice')
+    expect(await server.stop()).toBe(0)
+    await chat.waitFor('* connection lost', 'the lost connection')
+    chat.write('/msg bob queued then "stopped"\n')
+    await chat.waitFor('(not connected: message queued;', 'the queued line')
+    chat.signal('SIGTERM')
+    // Before: exit 1 with "This client was closed" as if a command had failed, and no trace of the message.
+    expect(await chat.exited).toBe(1)
+    expect(chat.output()).toContain('Not sent: message to bob: "queued then "stopped""\n')
+    expect(chat.output()).toContain('Error: 1 queued message was not sent: chat was stopped before the connection came back. History marks it failed. Check that the server is running, then send it again.\n')
+    expect(chat.output()).not.toContain('This client was closed')
+
+    const history = await runCli(['history', 'bob', '--json'], {env: envs.alice})
+    const {messages} = JSON.parse(history.stdout) as {messages: Array<{to: string; text: string; status: string}>}
+    expect(messages).toEqual([expect.objectContaining({to: 'bob', text: 'queued then "stopped"', status: 'failed'})])
+  }, 120_000)
+
+  it('through pipes: the input ends with a message queued and the server stays down: chat gives up after 30 s (exit 1), naming the message', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const chat = await chatThroughPipes(envs.alice, 'alice')
+    expect(await server.stop()).toBe(0)
+    await chat.waitFor('* connection lost', 'the lost connection')
+    chat.write('/msg bob never goes\n')
+    await chat.waitFor('(not connected: message queued;', 'the queued line')
+    chat.end()
+    // A script is not kept waiting for ever: the bound is the test's timeout here.
+    expect(await chat.exited).toBe(1)
+    expect(chat.output()).toContain('Waiting up to 30 s to send 1 queued message')
+    expect(chat.output()).toContain('Not sent: message to bob: "never goes"\n')
+    expect(chat.output()).toContain('Error: 1 queued message was not sent: the connection did not come back within 30 s of the end of the input. History marks it failed.')
+    const history = await runCli(['history', 'bob', '--json'], {env: envs.alice})
+    expect((JSON.parse(history.stdout) as {messages: Array<{status: string}>}).messages).toEqual([expect.objectContaining({text: 'never goes', status: 'failed'})])
+  }, 120_000)
+
+  it.skipIf(!hasScript)('in a pseudo-terminal: Ctrl-D with a message queued while the server is down waits for it, and Ctrl-C then ends chat at once (exit 1), naming it', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const chat = chatInTerminal(envs.alice)
+    await chat.waitFor('alice> ', 'the prompt')
+    expect(await server.stop()).toBe(0)
+    await chat.waitFor('* connection lost', 'the lost connection')
+    chat.write('/msg bob queued then ctrl-d\r')
+    await chat.waitFor(/message queued;[^]*alice -> bob> /, 'the queued line, then the prompt')
+    chat.write('\u0004')
+    // Before: "Bye." at once (the message lost), then a process that neither exited nor heeded Ctrl-C or SIGTERM.
+    await chat.waitFor(/Waiting to send 1 queued message \(the server is not reachable\); Ctrl-C to quit without sending it\.|Bye\./, 'the waiting line')
+    chat.write('\u0003')
+    // The bound is the test's timeout: before, this never resolved.
+    expect(await chat.exited).toBe(1)
+    expect(chat.output()).toContain('Not sent: message to bob: "queued then ctrl-d"')
+    // The terminal is left out of paste mode.
+    expect(chat.output().lastIndexOf('\u001b[?2004l')).toBeGreaterThan(chat.output().lastIndexOf('\u001b[?2004h'))
+  }, 60_000)
 
   it('through pipes: after a reconnect, users who stayed online are not announced online again', async () => {
     const {server, envs} = await loggedInProfiles(['alice', 'bob'])
