@@ -2,6 +2,7 @@
  * Plain-text rendering helpers: aligned tables, human times, and message text made safe for a
  * terminal. No colours, so output pipes cleanly.
  */
+import type {HistoryStatus} from '../client/history.js'
 import {FLAG_TAG_SEQUENCE, UNPRINTABLE} from '../protocol/rules.js'
 import {formatSize} from './size.js'
 
@@ -176,4 +177,18 @@ export function historyText(m: {text: string; file?: {name: string; bytes: numbe
 /** A change of someone's presence, as chat and listen print it (after "* "). */
 export function presenceText(p: {username: string; displayName: string; online: boolean}): string {
   return `${p.username} (${escapeControls(p.displayName)}) is ${p.online ? 'online' : 'offline'}`
+}
+
+// Typed by status: a new status that has no mark here does not compile.
+const MARKS: Record<HistoryStatus, string> = {sending: '…', failed: '✗ failed', stored: '✓ stored', sent: '✓ sent', delivered: '✓✓ delivered', expired: '✗ expired', unreadable: '✗ unreadable', received: ''}
+
+/**
+ * The mark after an outgoing message in history (`history`, chat's /history): ✓✓ delivered and the
+ * like; a group message some members have and others not yet says how many (✓ while copies wait
+ * on the server, ✗ once the rest failed).
+ */
+export function historyMark(m: {status: HistoryStatus; copies?: ReadonlyArray<{status: string}>}): string {
+  const progress = groupProgress(m.copies)
+  if (progress) return `${m.status === 'stored' ? '✓' : '✗'} ${progress}`
+  return MARKS[m.status] ?? m.status
 }

@@ -5,7 +5,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {ProgressLines} from '../cli/file-progress.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
-import {droppedLine, escapeControls, groupProgress, historyWho, incomingMessageLine, leftGroupLine, presenceText, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
+import {droppedLine, escapeControls, historyMark, historyText, historyWho, incomingMessageLine, leftGroupLine, presenceText, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {stopSignals} from '../cli/stop-signals.js'
 import {PIPED_QUIT_WAIT_MS, failedByGivingUp, maybeStored, notSentError, notSentLine, recordNotSent, recordedByEngine, waitingLine, type QueuedMessage} from '../cli/chat-outbox.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
@@ -418,7 +418,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
         // A #name is a group, as chat shows groups (LocalHistory.list reads it so, as `history` does).
         const rows = ctx.history.list({peer: action.user?.toLowerCase(), limit: action.limit ?? 20})
         if (rows.length === 0) print(escapeControls(await this.noHistory(ctx, action.user?.toLowerCase())))
-        for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${historyWho(m)}: ${renderMessageText(m.text)}${m.direction === 'out' ? ` [${groupProgress(m.copies) ?? m.status}]` : ''}`)
+        for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${historyWho(m)}: ${historyText(m)}${m.direction === 'out' ? `  ${historyMark(m)}` : ''}`)
         return
       }
       case 'broadcast': {

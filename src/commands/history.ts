@@ -1,20 +1,10 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {groupProgress, historyText, historyWho, renderError} from '../cli/render.js'
+import {historyMark, historyText, historyWho, renderError} from '../cli/render.js'
 import {MessengerError} from '../protocol/errors.js'
-import {checkListOptions, openHistory, type HistoryEntry, type HistoryStatus} from '../client/history.js'
+import {checkListOptions, openHistory, type HistoryEntry} from '../client/history.js'
 import {HISTORY_FILE} from '../client/session.js'
 import {join} from 'node:path'
-
-// Typed by status: a new status that has no mark here does not compile.
-const MARKS: Record<HistoryStatus, string> = {sending: '…', failed: '✗ failed', stored: '✓ stored', sent: '✓ sent', delivered: '✓✓ delivered', expired: '✗ expired', unreadable: '✗ unreadable', received: ''}
-
-/** A group message some members have and others not yet: ✓ while copies wait on the server, ✗ once the rest failed. */
-function mark(m: HistoryEntry): string {
-  const progress = groupProgress(m.copies)
-  if (progress) return `${m.status === 'stored' ? '✓' : '✗'} ${progress}`
-  return MARKS[m.status] ?? m.status
-}
 
 export default class History extends BaseCommand<typeof History> {
   static override summary = 'Show your local message history, with delivery marks.'
@@ -54,7 +44,7 @@ Files sent and received (sendfile; chat and listen receive) are listed too, once
       for (const m of messages) {
         const when = new Date(m.ts).toLocaleString()
         // Controls escaped and continuation lines marked; --json returns the exact text.
-        this.log(`${when}  ${historyWho(m)}: ${historyText(m)}${m.direction === 'out' ? `  ${mark(m)}` : ''}`)
+        this.log(`${when}  ${historyWho(m)}: ${historyText(m)}${m.direction === 'out' ? `  ${historyMark(m)}` : ''}`)
       }
       // ISO 8601, as every other command's --json gives times (listen, whois, whoisonline, status).
       return {messages: messages.map((m) => ({...m, ts: new Date(m.ts).toISOString()})), receiptsChecked}

@@ -513,6 +513,8 @@ describe('messenger chat', () => {
     // The latest one only; "//second" was sent as "/second".
     chat.write('/history bob 1\n')
     await chat.waitFor('you -> bob: /second', 'the last message to bob')
+    // With the marks `history` prints (it said "[stored]" where history says "✓ stored").
+    await chat.waitFor(/you -> bob: \/second {2}✓ stored\n/, 'the mark of the last message to bob')
     chat.write('/history nosuch\n')
     await chat.waitFor('There is no user "nosuch"', 'the unknown user refused')
     chat.write('/history #nothing\n')
