@@ -270,6 +270,10 @@ export class MessengerClient extends EventEmitter<ClientEvents> {
       // Lost between two requests of a client that does not reconnect (a one-shot command): there
       // is nothing to wait for.
       if (this.state === 'disconnected' && !this.options.reconnect) return Promise.reject(this.lostError(`The connection to ${this.serverKey} was lost.`))
+      // A reconnecting client (chat, listen) is coming back by itself: say so, not "connect first".
+      if (this.options.reconnect && this.state !== 'closed') {
+        return Promise.reject(new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.serverKey} at the moment: reconnecting.`, {hint: 'Try again once the connection is back.'}))
+      }
       return Promise.reject(new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.serverKey}.`, {hint: 'Wait for the client to reconnect, or connect first.'}))
     }
     return this.send(type, params)

@@ -30,7 +30,7 @@ With --json it prints one JSON object per line:
   {"type":"dropped","id","from","reason","ts"} (a message that could not be opened: not shown; on stderr as a WARNING line too)
   {"type":"ready",...}
   {"type":"disconnected","code","message","ts"} when the connection is lost (then it reconnects, or ends with exit 1 for the codes above) and {"type":"reconnected","ts"}
-  {"type":"file","id","from","name","path","bytes","sha256","seconds"} (and "file-offer", "file-failed" with code, message and, when there is a next step, hint)`
+  {"type":"file","id","from","name","path","bytes","sha256","seconds","ts"} (and "file-offer", "file-failed" with code, message and, when there is a next step, hint; each with ts)`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -51,20 +51,20 @@ With --json it prints one JSON object per line:
     const say = (line: string) => progress.print(line, process.stderr)
     files.on('offer', (o) => {
       progress.start(o.transferId, o.name, o.size)
-      emit({type: 'file-offer', id: o.transferId, from: o.peer, name: o.name, size: o.size}, `* ${o.peer} is sending ${o.name} (${formatSize(o.size)}) to ${receiveFiles.downloadsDir}`)
+      emit({type: 'file-offer', id: o.transferId, from: o.peer, name: o.name, size: o.size, ts: new Date().toISOString()}, `* ${o.peer} is sending ${o.name} (${formatSize(o.size)}) to ${receiveFiles.downloadsDir}`)
     })
     files.on('progress', (id, p) => progress.update(id, p))
     files.on('received', (f) => {
       progress.stop(f.transferId)
       emit(
-        {type: 'file', id: f.transferId, from: f.peer, name: f.name, path: f.path, bytes: f.bytes, sha256: f.sha256, seconds: f.seconds},
+        {type: 'file', id: f.transferId, from: f.peer, name: f.name, path: f.path, bytes: f.bytes, sha256: f.sha256, seconds: f.seconds, ts: new Date().toISOString()},
         `* saved ${f.path} from ${f.peer} (${formatSize(f.bytes)}, SHA-256 verified)`,
       )
     })
     files.on('failed', (id, error) => {
       progress.stop(id)
       emit(
-        {type: 'file-failed', id, code: error.code, message: error.message, ...(error.hint ? {hint: error.hint} : {})},
+        {type: 'file-failed', id, code: error.code, message: error.message, ...(error.hint ? {hint: error.hint} : {}), ts: new Date().toISOString()},
         `* file transfer failed: ${escapeControls(error.message)}${error.hint ? ` ${error.hint}` : ''}`,
       )
     })

@@ -27,6 +27,7 @@ interface FileEvent {
   code?: string
   message?: string
   hint?: string
+  ts?: string
 }
 
 async function setup<U extends FixtureUser>(users: U[]): Promise<Record<U, Env>> {
@@ -75,6 +76,8 @@ describe('messenger sendfile', () => {
     const got = await nextFileEvent(bobListens, 'file', (e) => e.sha256 === photo.sha256, 'the file line for photo.jpg')
     expect(got).toMatchObject({id: offer.id, from: 'alice', name: 'photo.jpg', path: join(downloads, 'photo.jpg'), bytes: photo.data.length, sha256: photo.sha256})
     expect(typeof got.seconds).toBe('number')
+    // Every event has its time, as message events do.
+    for (const event of [offer, got]) expect(Number.isNaN(Date.parse(event.ts!))).toBe(false)
     expect(dirname(got.path!)).toBe(downloads)
     expect((await readFile(got.path!)).equals(photo.data)).toBe(true)
 

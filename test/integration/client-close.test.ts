@@ -25,6 +25,19 @@ describe('client close during a reconnect', () => {
     await expect(alice.waitUntilConnected()).rejects.toMatchObject({code: 'CONNECTION_CLOSED'})
   })
 
+  it('a request while it is reconnecting is refused at once, saying it is reconnecting (not "connect first", which a chat user cannot do)', async () => {
+    const server = await startTestServer()
+    const alice = await connectClient(server.address, {reconnect: true, reconnectDelayMs: {initial: 50, max: 200}})
+    onTestFinished(() => alice.close())
+    await registerAndLogin(alice, 'alice', DEFAULT_PASSWORD, {online: true})
+    const reconnecting = once(alice, 'reconnecting')
+    await server.stop()
+    await reconnecting
+    const refused = await alice.request('whoisonline', {}).then(() => undefined, (error: unknown) => error as MessengerError)
+    expect(refused).toBeInstanceOf(MessengerError)
+    expect(refused).toMatchObject({code: 'CONNECTION_CLOSED', message: `Not connected to ${server.address} at the moment: reconnecting.`, hint: 'Try again once the connection is back.'})
+  })
+
   it('closed while a reconnect is still connecting: the new connection is dropped, no hello or resume is sent', async () => {
     // A stand-in server (hello, login, resume), behind a TCP gate that holds the second connection
     // (the reconnect) before its TLS handshake until the test lets it through.
