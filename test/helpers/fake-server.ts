@@ -1,4 +1,8 @@
-import type tls from 'node:tls'
+import type net from 'node:net'
+import tls from 'node:tls'
+import {onTestFinished} from 'vitest'
+import {loadServerTls} from '../../src/crypto/tls.js'
+import {makeTempDir} from './server.js'
 import {PROTOCOL_VERSION} from '../../src/protocol/constants.js'
 import {FrameDecoder, encodeFrame} from '../../src/protocol/frame.js'
 
@@ -28,4 +32,25 @@ export function answerLikeAServer(socket: tls.TLSSocket, intercept: (request: Fa
       else if (request.type === 'ping') reply({now: Date.now()})
     }
   })
+}
+
+/**
+ * A stand-in server (answerLikeAServer) on 127.0.0.1 whose connection number `connection` (from 1)
+ * refuses its first request of `type` with `error`: a server met again after a restart that answers
+ * one request in a precise wrong way. Closed when the test ends.
+ */
+export async function refusingServer(refuse: {connection: number; type: string; error: {code: string; message: string}}): Promise<{address: string; sockets: tls.TLSSocket[]; connections: () => number}> {
+  const material = await loadServerTls({dataDir: await makeTempDir('messenger-fake-')})
+  const sockets: tls.TLSSocket[] = []
+  const fake = tls.createServer({cert: material.cert, key: material.key}, (socket) => {
+    const index = sockets.push(socket)
+    answerLikeAServer(socket, (request) => {
+      if (index !== refuse.connection || request.type !== refuse.type) return false
+      socket.write(encodeFrame({re: request.id, error: refuse.error}))
+      return true
+    })
+  })
+  await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))
+  onTestFinished(() => new Promise<void>((resolve) => fake.close(() => resolve())))
+  return {address: `127.0.0.1:${(fake.address() as net.AddressInfo).port}`, sockets, connections: () => sockets.length}
 }

@@ -3,7 +3,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {loadServerTls} from '../../src/crypto/tls.js'
-import {answerLikeAServer} from '../helpers/fake-server.js'
+import {answerLikeAServer, refusingServer} from '../helpers/fake-server.js'
 import {tcpGate} from '../helpers/tcp-gate.js'
 import {encodeFrame} from '../../src/protocol/frame.js'
 import {MessengerError} from '../../src/protocol/errors.js'
@@ -70,23 +70,9 @@ describe('client close during a reconnect', () => {
 
 describe('client reconnecting to a server of another protocol version', () => {
   it('stops with VERSION_MISMATCH instead of retrying for ever (an upgrade, not a restart, cures it)', async () => {
-    const material = await loadServerTls({dataDir: await makeTempDir('messenger-version-fake-')})
-    let connections = 0
-    const sockets: tls.TLSSocket[] = []
-    const fake = tls.createServer({cert: material.cert, key: material.key}, (socket) => {
-      const index = ++connections
-      sockets.push(socket)
-      answerLikeAServer(socket, (request) => {
-        // The server came back upgraded: the second connection's hello is refused.
-        if (index === 1 || request.type !== 'hello') return false
-        socket.write(encodeFrame({re: request.id, error: {code: 'VERSION_MISMATCH', message: 'This server speaks protocol 99.'}}))
-        return true
-      })
-    })
-    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))
-    onTestFinished(() => new Promise<void>((resolve) => fake.close(() => resolve())))
-    const port = (fake.address() as net.AddressInfo).port
-    const alice = await connectClient(`127.0.0.1:${port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
+    // The server came back upgraded: the second connection's hello is refused.
+    const fake = await refusingServer({connection: 2, type: 'hello', error: {code: 'VERSION_MISMATCH', message: 'This server speaks protocol 99.'}})
+    const alice = await connectClient(fake.address, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
     await alice.login('alice', DEFAULT_PASSWORD, {online: true})
     let attempts = 0
     // Settles on the mismatch, or on a third connection (a retry that should not have happened).
@@ -98,9 +84,9 @@ describe('client reconnecting to a server of another protocol version', () => {
         if (++attempts === 2) resolve('retried')
       })
     })
-    sockets[0]!.destroy()
+    fake.sockets[0]!.destroy()
     expect(await outcome).toBe('stopped')
-    expect(connections).toBe(2)
+    expect(fake.connections()).toBe(2)
     // Stopped for good: what waits for the server fails at once rather than waiting for ever.
     expect(alice.reconnects).toBe(false)
     await expect(alice.waitUntilConnected()).rejects.toMatchObject({code: 'VERSION_MISMATCH'})
@@ -212,30 +198,17 @@ describe('client whose token is revoked by a newer login (replacementToken)', ()
 
 describe('client whose resume after a reconnect is refused for a passing reason', () => {
   it('tries again (STORE_UNAVAILABLE on the resume), and reconnects once the server can answer', async () => {
-    const material = await loadServerTls({dataDir: await makeTempDir('messenger-resume-fake-')})
-    let connections = 0
-    const sockets: tls.TLSSocket[] = []
-    const fake = tls.createServer({cert: material.cert, key: material.key}, (socket) => {
-      const index = ++connections
-      sockets.push(socket)
-      answerLikeAServer(socket, (request) => {
-        // The first reconnect finds the server without its store for a moment.
-        if (index !== 2 || request.type !== 'resume') return false
-        socket.write(encodeFrame({re: request.id, error: {code: 'STORE_UNAVAILABLE', message: 'The store is restarting.'}}))
-        return true
-      })
-    })
-    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', () => resolve()))
-    onTestFinished(() => new Promise<void>((resolve) => fake.close(() => resolve())))
-    const alice = await connectClient(`127.0.0.1:${(fake.address() as net.AddressInfo).port}`, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
+    // The first reconnect finds the server without its store for a moment.
+    const fake = await refusingServer({connection: 2, type: 'resume', error: {code: 'STORE_UNAVAILABLE', message: 'The store is restarting.'}})
+    const alice = await connectClient(fake.address, {reconnect: true, reconnectDelayMs: {initial: 20, max: 50}})
     await alice.login('alice', DEFAULT_PASSWORD, {online: true})
     const tries: string[] = []
     alice.on('reconnecting', ({error}) => tries.push(error.code))
     const reconnected = once(alice, 'reconnected')
-    sockets[0]!.destroy()
+    fake.sockets[0]!.destroy()
     await reconnected
     expect(tries).toEqual(['CONNECTION_CLOSED', 'STORE_UNAVAILABLE'])
-    expect(connections).toBe(3)
+    expect(fake.connections()).toBe(3)
     expect(alice.connected).toBe(true)
   })
 })
