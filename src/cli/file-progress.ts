@@ -10,16 +10,18 @@ const WRAP_OFF = '\u001b[?7l'
 /** Progress bars for incoming files on stderr (a terminal only: they are noise in a pipe or log). */
 export class FileProgress {
   private readonly bars = new Map<string, ReturnType<MultiBar['create']>>()
-  private readonly multibar: MultiBar | undefined
+  /**
+   * The bars drawn now; a new MultiBar for each run of transfers. One kept across runs still held
+   * its stopped bars and counted the lines it had drawn, so each new transfer moved the cursor up
+   * one line more than the last and erased what was printed above (a message, a "saved" line).
+   */
+  private multibar: MultiBar | undefined
 
-  constructor(enabled: boolean) {
-    this.multibar = enabled
-      ? new MultiBar({format: ' {name} {bar} {percentage}% | {done}/{size} | {rate}/s | ETA {eta_formatted}', stream: process.stderr, hideCursor: true, clearOnComplete: false}, Presets.shades_classic)
-      : undefined
-  }
+  constructor(private readonly enabled: boolean) {}
 
   start(id: string, name: string, size: number): void {
-    if (!this.multibar) return
+    if (!this.enabled) return
+    this.multibar ??= new MultiBar({format: ' {name} {bar} {percentage}% | {done}/{size} | {rate}/s | ETA {eta_formatted}', stream: process.stderr, hideCursor: true, clearOnComplete: false}, Presets.shades_classic)
     this.bars.set(id, this.multibar.create(size, 0, {name: escapeControls(name), done: formatSize(0), size: formatSize(size), rate: '-'}))
   }
 
@@ -49,7 +51,10 @@ export class FileProgress {
     if (!bar) return
     bar.stop()
     this.bars.delete(id)
-    if (this.bars.size === 0) this.multibar?.stop()
+    if (this.bars.size === 0) {
+      this.multibar?.stop()
+      this.multibar = undefined
+    }
   }
 }
 

@@ -2,7 +2,7 @@ import {spawnSync} from 'node:child_process'
 import {writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {loggedInProfiles, spawnCli, tempDir} from '../helpers/cli.js'
+import {loggedInProfiles, runCli, spawnCli, tempDir} from '../helpers/cli.js'
 import {onTerminal} from '../helpers/terminal.js'
 
 /**
@@ -47,5 +47,26 @@ describe.skipIf(!haveScript)('listen on a terminal', () => {
       expect(at.length, screen).toBeGreaterThan(0)
       for (const i of at) expect(screen.slice(Math.max(0, i - 40), i), JSON.stringify(screen.slice(Math.max(0, i - 120), i + 40))).toMatch(LINE_START)
     }
+  }, 60_000)
+
+  it('files one after another, with messages between them: no line printed above a bar is erased (each transfer moved up one line more)', async () => {
+    const {envs} = await loggedInProfiles(['alice', 'bob', 'carol'])
+    const downloads = tempDir('downloads-bob-')
+    const files = tempDir('files-alice-')
+    const bob = onTerminal(['listen', '--downloads', downloads], envs.bob)
+    await bob.shows(/Listening as bob/, 'listen to be ready')
+    for (let i = 1; i <= 3; i++) {
+      const file = join(files, `f${i}.txt`)
+      writeFileSync(file, `file ${i}\n`)
+      const sent = await runCli(['sendfile', 'bob', file], {env: envs.alice})
+      expect(sent.code, sent.stderr).toBe(0)
+      await bob.shows(new RegExp(`saved .*f${i}\\.txt from alice`), `f${i}.txt saved`)
+      expect((await runCli(['send', 'bob', `message ${i}`], {env: envs.carol})).code).toBe(0)
+      await bob.shows(new RegExp(`carol: message ${i}`), `message ${i}`)
+    }
+    // One bar at a time: a redraw never needs to go up a line. Before: ESC[1A, ESC[2A, ... one more
+    // per transfer, each erasing a line above (a message, a "saved" line).
+    expect(bob.screen()).not.toMatch(/\u001b\[[2-9]A/)
+    expect([...bob.screen().matchAll(/\u001b\[(\d+)A/g)].map((m) => m[1]), 'cursor moves up').toEqual([])
   }, 60_000)
 })
