@@ -162,6 +162,12 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     print(`Chatting as ${me} on ${client.serverKey}. Type /help for commands, /quit to leave.`)
     prompt()
     let chain = Promise.resolve()
+    /**
+     * Commands typed while the connection is down (/history, /who, /help): run beside the chain,
+     * where queued messages wait for the reconnect, so that chat answers them now (or says it is
+     * reconnecting) instead of looking frozen until the server is back.
+     */
+    let beside = Promise.resolve()
     let quitting = false
     /** Messages typed and not sent yet: waiting in the chain (for the connection, or their turn), or on their way. */
     const queued = new Set<QueuedMessage>()
@@ -213,7 +219,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
             if (how === 'leave' && queued.size > 0 && client.reconnects) waitForQueued()
             else giveUp('stopped')
           }
-          chain.finally(() => resolve())
+          void Promise.all([chain, beside]).finally(() => resolve())
         }
         const perform = (action: ChatAction) => {
           if (quitting) return
@@ -228,7 +234,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
           const message = messageOf(action, ctx)
           if (message) queued.add(message)
           if (!client.connected && message) print('(not connected: message queued; it is sent when the connection is back)')
-          chain = chain.then(async () => {
+          const run = async () => {
             let failure: MessengerError | undefined
             try {
               await this.perform(ctx, action)
@@ -253,7 +259,10 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
               printError(renderError(failure.message, failure.hint).trimEnd())
             }
             if (!quitting) prompt()
-          })
+          }
+          // Messages keep the order typed; other commands wait behind them only while connected.
+          if (message || client.connected) chain = chain.then(run)
+          else beside = beside.then(run)
         }
         rl.on('line', (line) => perform(parseChatLine(line)))
         if (terminal) this.takePastes(rl, (pasted) => {
@@ -411,7 +420,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       case 'whois': {
         const info = await client.request('whois', {username: action.user})
         const seen = info.online ? 'online' : info.lastSeen ? `last seen ${relativeTime(info.lastSeen)}` : 'offline'
-        print(`${info.username} (${info.displayName}): ${seen}; key ${info.publicKey ? Keyring.fingerprintOf(info.publicKey) : '(none yet)'}`)
+        print(`${info.username} (${escapeControls(info.displayName)}): ${seen}; key ${info.publicKey ? Keyring.fingerprintOf(info.publicKey) : '(none yet)'}`)
         return
       }
       case 'history': {
@@ -503,7 +512,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       }
       case 'members': {
         const result = await client.request('group_members', {name})
-        print(result.members.map((m) => `${m.username} (${m.displayName}) ${m.membership}${m.username === result.owner ? ', owner' : ''}`).join('\n'))
+        print(result.members.map((m) => `${m.username} (${escapeControls(m.displayName)}) ${m.membership}${m.username === result.owner ? ', owner' : ''}`).join('\n'))
         return
       }
       case 'send': {

@@ -21,6 +21,9 @@ describe('messenger chat, losing and regaining the server', () => {
     chat.write('/msg bob also down\n')
     await chat.waitFor('(not connected: message queued; it is sent when the connection is back)', 'the first queued line')
     await chat.waitFor(/queued;[^]*queued;/, 'the second queued line')
+    // A command typed now is answered now, not behind the queued messages (chat looked frozen).
+    chat.write('/history 1\n')
+    await chat.waitFor(/you -> bob: before {2}✓ stored\n/, '/history answered while the messages wait')
 
     await startServerProcess([], {dataDir: server.dataDir, port: server.port})
     await chat.waitFor('* reconnected', 'the reconnect')
