@@ -6,7 +6,13 @@ import type {HistoryStatus} from '../client/history.js'
 import {FLAG_TAG_SEQUENCE, UNPRINTABLE} from '../protocol/rules.js'
 import {formatSize} from './size.js'
 
-export function table(columns: string[], rows: string[][]): string {
+/**
+ * Columns padded to their widest cell. Every cell is escaped (escapeControls): display names come
+ * from the server, which may hold some from before a character was refused (an upgrade), or be
+ * another build; a name must not drive the terminal or hide in blanks whatever the server checked.
+ */
+export function table(columns: string[], rawRows: string[][]): string {
+  const rows = rawRows.map((r) => r.map(escapeControls))
   const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)))
   const line = (cells: string[]) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')
   return [line(columns), ...rows.map(line)].join('\n')

@@ -1,4 +1,5 @@
 import {BaseCommand} from '../cli/base-command.js'
+import {escapeControls} from '../cli/render.js'
 import {formatServerAddress, parseServerList} from '../client/address.js'
 import {fingerprintOfKey, keyFingerprint, loadIdentity} from '../crypto/identity.js'
 import {MessengerError} from '../protocol/errors.js'
@@ -126,7 +127,7 @@ With a valid session it also asks the server whose key the account has: when ano
     const serverNote = failure?.code === 'CERT_CHANGED' ? ' (certificate changed)' : status.reachable ? '' : ' (unreachable)'
     this.log(
       [
-        `User:        ${status.username ? `${status.username} (${status.displayName ?? status.username})` : '(not logged in)'}`,
+        `User:        ${status.username ? `${status.username} (${escapeControls(status.displayName ?? status.username)})` : '(not logged in)'}`,
         `Key:         ${status.keyFingerprint ?? '(none yet: created at your first login)'}${
           status.accountKey === 'another-profile' ? ` (no longer the account's: the server has ${status.accountKeyFingerprint}, another profile's)` : ''
         }`,

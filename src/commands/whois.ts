@@ -1,6 +1,6 @@
 import {BaseCommand} from '../cli/base-command.js'
 import {userArg} from '../cli/name-args.js'
-import {relativeTime} from '../cli/render.js'
+import {escapeControls, relativeTime} from '../cli/render.js'
 import {Keyring} from '../client/keyring.js'
 
 export default class Whois extends BaseCommand<typeof Whois> {
@@ -20,7 +20,7 @@ export default class Whois extends BaseCommand<typeof Whois> {
     const trust = !info.publicKey ? 'none' : !pin ? 'new' : pin.key === info.publicKey ? 'pinned' : 'changed'
     const fingerprint = info.publicKey ? Keyring.fingerprintOf(info.publicKey) : null
     const seen = info.online ? 'online' : info.lastSeen ? `offline, last seen ${relativeTime(info.lastSeen)}` : 'offline'
-    this.log(`${info.username} (${info.displayName}): ${seen}`)
+    this.log(`${info.username} (${escapeControls(info.displayName)}): ${seen}`)
     // As --json's trust says it: a key seen for the first time is not the same as one that matches the pin.
     const pinNote = trust === 'pinned' ? ' (matches the key pinned on first contact)' : trust === 'new' ? ' (not pinned yet: pinned at your first message to or from them)' : ''
     this.log(`Key fingerprint: ${fingerprint ?? '(no key published yet)'}${pinNote}`)
