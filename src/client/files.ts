@@ -109,7 +109,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         onProgress: (id, progress) => this.emit('progress', id, progress),
         // In history before it is announced, as a message is stored before it is shown.
         onComplete: (file) =>
-          void this.record({transferId: file.transferId, direction: 'in', peer: file.peer, path: file.via, file: {name: file.name, bytes: file.bytes, sha256: file.sha256, savedAs: file.path}}).then(() =>
+          void this.record({transferId: file.transferId, direction: 'in', peer: file.peer, path: file.via, file: {name: file.offeredName, bytes: file.bytes, sha256: file.sha256, savedAs: file.path}}).then(() =>
             this.emit('received', file),
           ),
         onError: (id, error) => this.emit('failed', id, error),

@@ -379,6 +379,7 @@ export class IncomingTransfer {
       sha256: digest.toString('hex'),
       seconds: (this.host.now() - this.startedAt) / 1000,
       peer: this.peer,
+      offeredName: this.name,
       via: this.transport.relayed ? 'relay' : 'direct',
     })
   }

@@ -46,6 +46,8 @@ export interface ReceivedFile {
   sha256: string
   seconds: number
   peer: string
+  /** The name the sender gave, made safe (`name` may differ: " (1)" when that one was taken). */
+  offeredName: string
   /** The path its last frame came by. */
   via: 'direct' | 'relay'
 }

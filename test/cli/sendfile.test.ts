@@ -112,10 +112,11 @@ describe('messenger sendfile', () => {
     expect(await filesIn(bob)).toMatchObject([
       {direction: 'in', from: 'alice', to: 'bob', status: 'received', path: 'direct', file: {name: 'photo.jpg', savedAs: join(downloads, 'photo.jpg'), sha256: photo.sha256}},
       {direction: 'in', status: 'received', path: 'relay', file: {name: 'notes.txt', savedAs: join(downloads, 'notes.txt')}},
-      {direction: 'in', status: 'received', path: 'direct', file: {name: 'notes (1).txt', savedAs: join(downloads, 'notes (1).txt')}},
+      // The name alice sent, and where bob's copy went (that name was taken).
+      {direction: 'in', status: 'received', path: 'direct', file: {name: 'notes.txt', savedAs: join(downloads, 'notes (1).txt')}},
     ])
     const bobsHistory = await runCli(['history', 'alice'], {env: bob})
-    expect(bobsHistory.stdout).toContain(`  alice: [file] notes (1).txt (293 KiB) saved as ${join(downloads, 'notes (1).txt')}\n`)
+    expect(bobsHistory.stdout).toContain(`  alice: [file] notes.txt (293 KiB) saved as ${join(downloads, 'notes (1).txt')}\n`)
     expect((await runCli(['history', 'bob'], {env: alice})).stdout).toMatch(/  you -> bob: \[file\] photo\.jpg \(2\.0 MiB\)  ✓✓ delivered\n/)
   })
 
