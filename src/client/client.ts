@@ -73,7 +73,7 @@ const closedError = () => new MessengerError('CONNECTION_CLOSED', 'This client w
  * with: a lost connection that the next reconnect cures, not the end of the session.
  */
 const sessionReplaced = () =>
-  new MessengerError('CONNECTION_CLOSED', 'The server ended this session: the account logged in again (another terminal), which replaced it; continuing with the new session.', {
+  new MessengerError('CONNECTION_CLOSED', 'The server ended this session: a login again in this profile replaced it (login in another terminal, say); continuing with the new session.', {
     hint: 'Nothing to do: it reconnects by itself.',
     details: {reason: 'session-replaced'},
   })

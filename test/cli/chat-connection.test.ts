@@ -208,7 +208,7 @@ describe('messenger chat, losing and regaining the server', () => {
     const again = await runCli(['login', 'alice', '--password-stdin'], {env: alice, input: 'wonderland1\n'})
     expect(again.code, again.stderr).toBe(0)
     await chat.waitFor('* reconnected', 'chat to carry on with the new session')
-    expect(chat.output()).toContain('the account logged in again')
+    expect(chat.output()).toContain('a login again in this profile replaced it')
     chat.write('/msg bob still here\n')
     await chat.waitFor(/message \d+ to bob \(stored/, 'a message sent on the new session')
 

@@ -39,7 +39,7 @@ describe('login again in the same profile', () => {
     // The listen that held it reconnected on the profile's new session, without ending.
     await listening.waitForLine((l) => l.includes('"type":"reconnected"'), 'listen to resume on the new session')
     expect(events(listening).filter((e) => e.type === 'disconnected')).toEqual([expect.objectContaining({code: 'CONNECTION_CLOSED'})])
-    expect(listening.stderr()).toContain('logged in again')
+    expect(listening.stderr()).toContain('a login again in this profile replaced it')
 
     const sent = await sendJson(bob, ['send', 'alice', 'still there?', '--relay-only'])
     expect(sent.result, sent.stderr).toMatchObject({status: 'delivered'})
