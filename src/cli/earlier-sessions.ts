@@ -55,6 +55,13 @@ export async function forgetEarlierSessions(profile: Profile, connect: ConnectTo
   return outcome
 }
 
+/** For logout: the sessions held before that it ended too, said in a line (none: undefined). */
+export function endedEarlierLine(outcome: EarlierSessionsOutcome | undefined): string | undefined {
+  const n = outcome?.revoked ?? 0
+  if (n === 0) return undefined
+  return `Also ended ${n === 1 ? 'the session' : `${n} sessions`} this profile held before, which a login could not end then.`
+}
+
 /** The warnings for sessions not ended, one line each; `kept` says whether the profile still holds them to try again. */
 export function notRevokedWarnings(outcome: EarlierSessionsOutcome | undefined, kept: boolean): string[] {
   return (outcome?.notRevoked ?? []).map(

@@ -1,6 +1,6 @@
 import {BaseCommand} from '../cli/base-command.js'
 import {MessengerError} from '../protocol/errors.js'
-import {forgetEarlierSessions, notRevokedWarnings, type EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
+import {endedEarlierLine, forgetEarlierSessions, notRevokedWarnings, type EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
 
 interface LogoutResult {
   username: string | null
@@ -34,6 +34,8 @@ Sessions this profile held before its current one are ended by the login that re
       // earlier ones behind that a login could not end: logging out ends those too.
       const earlier = await forgetEarlierSessions(this.profile, (server) => this.connect({server}))
       this.log('You are not logged in.')
+      const ended = endedEarlierLine(earlier)
+      if (ended) this.log(ended)
       for (const line of notRevokedWarnings(earlier, false)) this.logToStderr(line)
       return {username, revoked: false, forgotten: false, ...(earlier ? {earlier} : {})}
     }
@@ -62,6 +64,8 @@ Sessions this profile held before its current one are ended by the login that re
     } else {
       this.log(`Logged out${who}.`)
     }
+    const ended = endedEarlierLine(earlier)
+    if (ended) this.log(ended)
     for (const line of notRevokedWarnings(earlier, false)) this.logToStderr(line)
     return {username, revoked: !notRevoked, forgotten: true, ...(notRevoked ? {notRevoked} : {}), ...(earlier ? {earlier} : {})}
   }
