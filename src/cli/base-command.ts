@@ -11,6 +11,7 @@ import type {PathPreference} from '../client/delivery.js'
 import {givenOnCommandLine, receiveFilesOption} from './file-flags.js'
 import {lockOnlineProfile} from '../util/pid-lock.js'
 import {jsonText, renderError} from './render.js'
+import {endedEarlierLine, forgetEarlierSessions, notRevokedWarnings, replaceSession, type EarlierSessionsOutcome} from './earlier-sessions.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError, type ErrorCode} from '../protocol/errors.js'
 
@@ -127,6 +128,28 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       throw error
     }
     return client
+  }
+
+  /**
+   * Saves a session that login or register just opened on this command's server, and ends the one
+   * the profile held before (earlier-sessions.ts); the caller says which could not be ended.
+   */
+  protected async saveSession(session: {username: string; displayName: string; token: string; expiresAt: number}): Promise<EarlierSessionsOutcome | undefined> {
+    return replaceSession(
+      this.profile,
+      // The list the user gave (several nodes fail over), not just the node that answered.
+      {server: this.serverAddress(), username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt},
+      (other) => this.connect({server: other}),
+    )
+  }
+
+  /** Ends the sessions the profile held before that a login could not end (logout), saying what became of them. */
+  protected async endEarlierSessions(): Promise<EarlierSessionsOutcome | undefined> {
+    const earlier = await forgetEarlierSessions(this.profile, (server) => this.connect({server}))
+    const ended = endedEarlierLine(earlier)
+    if (ended) this.log(ended)
+    for (const line of notRevokedWarnings(earlier, false)) this.logToStderr(line)
+    return earlier
   }
 
   /**

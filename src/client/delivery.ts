@@ -33,6 +33,7 @@ export interface TrustResult {
   /** The key was pinned already: nothing changed. */
   alreadyTrusted: boolean
 }
+
 export interface DeliveryOptions {
   client: MessengerClient
   keyring: Keyring

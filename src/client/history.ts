@@ -345,6 +345,11 @@ function prepareStatements(db: Database.Database) {
   }
 }
 
+/** A status this history knows (a receipt's comes from the network), else BAD_INPUT. */
+function checkStatus(status: OutgoingStatus): void {
+  if (!Object.hasOwn(RANK, status)) throw new MessengerError('BAD_INPUT', `Unknown message status "${status}".`)
+}
+
 function rankSql(column: string): string {
   return `(CASE ${column} ${Object.entries(RANK)
     .map(([status, rank]) => `WHEN '${status}' THEN ${rank}`)
@@ -393,7 +398,11 @@ export class LocalHistory {
   /** The read and the update of setStatus; the caller provides the transaction. */
   private setStatusNow(id: string, status: OutgoingStatus, fields: StatusFields): boolean {
     const row = this.stmt.getStatus.get(id)
-    if (row === undefined) return false
+    return row !== undefined && this.moveStatus(row, id, status, fields)
+  }
+
+  /** setStatusNow for a row already read (recordReceipt reads it for itself). */
+  private moveStatus(row: {status: HistoryStatus; grp: string | null; direction: 'in' | 'out'}, id: string, status: OutgoingStatus, fields: StatusFields): boolean {
     const before = row.status
     const seq = fields.seq ?? null
     const path = fields.path ?? null
@@ -460,7 +469,7 @@ export class LocalHistory {
    * 'failed' (a retry). Returns whether the status changed.
    */
   setStatus(id: string, status: OutgoingStatus, fields: StatusFields = {}): boolean {
-    if (!Object.hasOwn(RANK, status)) throw new MessengerError('BAD_INPUT', `Unknown message status "${status}".`)
+    checkStatus(status)
     // Inside a group commit the write already has its savepoint: a nested one per status change
     // was a fifth of a direct sender's history time.
     return (this.db.inTransaction ? this.setStatusNow : this.setStatusTx).call(this, id, status, fields)
@@ -533,12 +542,13 @@ export class LocalHistory {
    */
   recordReceipt(id: string, status: OutgoingStatus, by: string): Promise<ReceiptEffect> {
     return this.commits.run(() => {
-      const row = this.stmt.getOutgoing.get(id)
-      if (row === undefined) return 'unknown'
+      checkStatus(status)
+      // One read of the row, not two (it ran before the status update, which read it again): a receipt per message.
+      const row = this.stmt.getStatus.get(id)
+      if (row === undefined || row.direction !== 'out') return 'unknown'
       // A group message's status waits for its last member; one member's receipt moves that member's copy.
       const copyBefore = row.grp === null ? undefined : this.stmt.copyStatus.get(id, by)
-      const moved = this.setStatus(id, status, {by})
-      if (moved) return 'moved'
+      if (this.moveStatus(row, id, status, {by})) return 'moved'
       return row.grp !== null && this.stmt.copyStatus.get(id, by) !== copyBefore ? 'moved' : 'already'
     }, {durable: false})
   }

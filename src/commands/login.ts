@@ -4,7 +4,7 @@ import {MessengerError} from '../protocol/errors.js'
 import {openMessaging} from '../client/session.js'
 import {checkProfileAccount, resolvePassword, resolveUsername} from '../cli/credentials-input.js'
 import {pinOtherNodes} from '../cli/pin-nodes.js'
-import {notRevokedWarnings, replaceSession, type EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
+import {notRevokedWarnings, type EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
 
 export default class Login extends BaseCommand<typeof Login> {
   static override summary = 'Log in and save the session in your profile.'
@@ -65,13 +65,8 @@ A profile holds one session: logging in again in it ends the session it held bef
     } finally {
       await messaging.close()
     }
-    // The list the user gave (several nodes fail over), not just the node that answered.
+    const earlier = await this.saveSession(session)
     const server = this.serverAddress()
-    const earlier = await replaceSession(
-      this.profile,
-      {server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt},
-      (other) => this.connect({server: other}),
-    )
     this.log(`Logged in as ${session.username} (${session.displayName}) on ${server}.`)
     if (tookKeyOver) this.log(`This profile now holds ${session.username}'s encryption key: new messages are sealed to it, and the profile that held it before can no longer read them (its listen or chat ends with KEY_REPLACED).`)
     for (const line of notRevokedWarnings(earlier, true)) this.logToStderr(line)

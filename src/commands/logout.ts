@@ -1,6 +1,6 @@
 import {BaseCommand} from '../cli/base-command.js'
 import {MessengerError} from '../protocol/errors.js'
-import {endedEarlierLine, forgetEarlierSessions, notRevokedWarnings, type EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
+import type {EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
 
 interface LogoutResult {
   username: string | null
@@ -32,11 +32,8 @@ Sessions this profile held before its current one are ended by the login that re
     if (!this.profile.data.token) {
       // A session the server already forgot (cleared by a command that met TOKEN_INVALID) can leave
       // earlier ones behind that a login could not end: logging out ends those too.
-      const earlier = await forgetEarlierSessions(this.profile, (server) => this.connect({server}))
       this.log('You are not logged in.')
-      const ended = endedEarlierLine(earlier)
-      if (ended) this.log(ended)
-      for (const line of notRevokedWarnings(earlier, false)) this.logToStderr(line)
+      const earlier = await this.endEarlierSessions()
       return {username, revoked: false, forgotten: false, ...(earlier ? {earlier} : {})}
     }
     const expiresAt = this.profile.data.tokenExpiresAt ? new Date(this.profile.data.tokenExpiresAt).toISOString() : null
@@ -53,8 +50,6 @@ Sessions this profile held before its current one are ended by the login that re
       if (error.code !== 'TOKEN_INVALID') notRevoked = {code: error.code, message: error.message, expiresAt}
     }
     this.profile.clearSession()
-    // After the current one: whatever the outcome, nothing this profile held is kept.
-    const earlier = await forgetEarlierSessions(this.profile, (server) => this.connect({server}))
     const who = username ? ` ${username}` : ''
     if (notRevoked) {
       this.log(`Logged out${who} on this machine.`)
@@ -64,9 +59,8 @@ Sessions this profile held before its current one are ended by the login that re
     } else {
       this.log(`Logged out${who}.`)
     }
-    const ended = endedEarlierLine(earlier)
-    if (ended) this.log(ended)
-    for (const line of notRevokedWarnings(earlier, false)) this.logToStderr(line)
+    // After the current one: whatever the outcome, nothing this profile held is kept.
+    const earlier = await this.endEarlierSessions()
     return {username, revoked: !notRevoked, forgotten: true, ...(notRevoked ? {notRevoked} : {}), ...(earlier ? {earlier} : {})}
   }
 }

@@ -3,7 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {openMessaging} from '../client/session.js'
 import {checkProfileAccount, resolvePassword, resolveUsername} from '../cli/credentials-input.js'
 import {pinOtherNodes} from '../cli/pin-nodes.js'
-import {notRevokedWarnings, replaceSession, type EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
+import {notRevokedWarnings, type EarlierSessionsOutcome} from '../cli/earlier-sessions.js'
 import {checkPassword, normalizeDisplayName, normalizeNewUsername} from '../protocol/rules.js'
 
 export default class Register extends BaseCommand<typeof Register> {
@@ -38,14 +38,9 @@ export default class Register extends BaseCommand<typeof Register> {
     const client = await this.connect()
     await client.register(username, password, displayName)
     const session = await client.login(username, password)
-    // The list the user gave (several nodes fail over), not just the node that answered.
-    const server = this.serverAddress()
     // A profile of this account name holding a session on another server: that one is ended (see login).
-    const earlier = await replaceSession(
-      this.profile,
-      {server, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt},
-      (other) => this.connect({server: other}),
-    )
+    const earlier = await this.saveSession(session)
+    const server = this.serverAddress()
     // The profile's key pair is made on first login and published, so others can write to us.
     const messaging = openMessaging(client, this.profile.dir)
     try {
