@@ -1,6 +1,7 @@
 import {spawn, spawnSync} from 'node:child_process'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {BIN, runCli, tempDir} from '../helpers/cli.js'
+import {runCli, tempDir} from '../helpers/cli.js'
+import {scriptArgs} from '../helpers/terminal.js'
 
 /**
  * Ctrl-C at an interactive prompt (the username, the password, the repeated password) stops the
@@ -27,10 +28,8 @@ interface TerminalRun {
  * types `send`.
  */
 function runOnTerminal(args: string[], env: Record<string, string>, answers: Array<{after: RegExp; send: string}>): Promise<TerminalRun> {
-  const command = [process.execPath, BIN, ...args].map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(' ')
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MESSENGER_')))
-  // -e: exit with the CLI's status; -q: no "Script started" lines; no typescript file.
-  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], {env: {...base, NO_COLOR: '1', ...env}})
+  const child = spawn('script', scriptArgs(args), {env: {...base, NO_COLOR: '1', ...env}})
   onTestFinished(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })

@@ -1,5 +1,6 @@
 import {spawn, spawnSync} from 'node:child_process'
 import {onTestFinished} from 'vitest'
+import {scriptArgs} from './terminal.js'
 import {BIN, loggedInProfiles, spawnCli, type CliProcess, type ProfileEnv} from './cli.js'
 
 /*
@@ -70,7 +71,6 @@ function childEnv(env: Env): NodeJS.ProcessEnv {
 }
 
 export const hasScript = spawnSync('script', ['--version'], {stdio: 'ignore'}).status === 0
-const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`
 
 /** `chat` with stdin and stdout as pipes (no terminal), once it has greeted; killed when the test ends. */
 export async function chatThroughPipes(env: Env, user: string): Promise<ReturnType<typeof watch>> {
@@ -86,7 +86,7 @@ export async function chatThroughPipes(env: Env, user: string): Promise<ReturnTy
 
 /** `messenger chat` on a pseudo-terminal (`script`; its own exit code, -e, is chat's), killed at the end of the test if still running. */
 export function chatInTerminal(env: Env): ReturnType<typeof watch> {
-  const proc = spawn('script', ['-qfec', `${quote(process.execPath)} ${quote(BIN)} chat`, '/dev/null'], {env: childEnv(env), detached: true})
+  const proc = spawn('script', scriptArgs(['chat'], '-qfe'), {env: childEnv(env), detached: true})
   const chat = watch(proc)
   onTestFinished(async () => {
     if (proc.exitCode === null && proc.signalCode === null) process.kill(-proc.pid!, 'SIGKILL')

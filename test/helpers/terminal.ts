@@ -26,12 +26,25 @@ function cliPid(pid: number): number | undefined {
   return undefined
 }
 
+/**
+ * `script`'s arguments to run the built CLI with `args` on a new pseudo-terminal: -q no "Script
+ * started" lines, -e exit with the CLI's status, no typescript file (/dev/null).
+ *
+ * `exec`, because `script` runs the command with `$SHELL -c`, or `/bin/sh -c` where SHELL is unset
+ * (as in CI), and Debian's dash does not exec a lone command: it stays the CLI's parent, in the
+ * terminal's foreground process group, so the SIGINT of a Ctrl-C typed in cooked mode killed the
+ * shell (exit 130) whatever the CLI did with it. A person's interactive shell gives the command a
+ * process group of its own; with exec, the CLI is alone in it here too.
+ */
+export function scriptArgs(args: string[], flags = '-qe'): string[] {
+  const command = [process.execPath, BIN, ...args].map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(' ')
+  return [flags, '-c', `exec ${command}`, '/dev/null']
+}
+
 /** The CLI on a pseudo-terminal (stdin, stdout and stderr are all the terminal, as for a person). */
 export function onTerminal(args: string[], env: Record<string, string>): Terminal {
-  const command = [process.execPath, BIN, ...args].map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(' ')
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MESSENGER_')))
-  // -e: exit with the CLI's status; -q: no "Script started" lines; no typescript file.
-  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], {env: {...base, NO_COLOR: '1', ...env}})
+  const child = spawn('script', scriptArgs(args), {env: {...base, NO_COLOR: '1', ...env}})
   onTestFinished(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
