@@ -7,6 +7,7 @@ import {MAX_FILE_PAYLOAD} from '../transport/file-datagram.js'
 import {encodeFrame, FileFrameKind, peekTransferId, transferIdToHex} from '../transport/file-codec.js'
 import {
   FileReceiver,
+  KEEP_PARTIAL_MINUTES,
   type OfferLog,
   sendFile,
   type FrameTransport,
@@ -57,6 +58,8 @@ export interface SentFile {
   bytes: number
   sha256: string
   seconds: number
+  /** Bytes the recipient had kept from an earlier transfer of the file, not sent again (SendFileResult). */
+  resumedBytes: number
 }
 
 export interface FileHubEvents {
@@ -183,8 +186,8 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       const unknownHere = error.code === 'FILE_REJECTED' && error.details?.code === 'UNKNOWN_SENDER'
       // The direct path died mid-transfer (nothing acknowledged, or the recipient's client heard
       // nothing): both are still online, so the relay can carry the file, as Tox or Tailscale fall
-      // back to their relays. Sent again from the start as a new transfer: the recipient's partial
-      // file is removed on its idle timeout, and resuming would need it kept. Not after Ctrl-C.
+      // back to their relays. Sent again as a new transfer, which goes on from what the recipient
+      // received: it keeps its partial file for the next offer of the file. Not after Ctrl-C.
       const lostMidway = error.details?.pathLost === true && !options.signal?.aborted
       if (lostMidway && preference === 'direct') {
         this.link?.forgetPath(peerKey)
@@ -234,7 +237,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       if (!lost.signal.aborted || !(reason instanceof MessengerError)) throw error
       // Said for what it is: the connection (the server restarting, say) ended the transfer.
       throw new MessengerError(reason.code, `The connection to the server was lost, so the transfer through the relay stopped: ${reason.message}`, {
-        hint: `${to} keeps nothing of it. Send the file again once the server is back (\`messenger status\` checks it).`,
+        hint: `Send the file again once the server is back (\`messenger status\` checks it): if ${to}'s listen or chat is still running, it keeps what arrived for ${KEEP_PARTIAL_MINUTES} minutes, and the transfer goes on from there.`,
         cause: error,
         details: {...reason.details, connectionLost: true},
       })

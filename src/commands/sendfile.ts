@@ -63,8 +63,8 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
       result = await files.send(this.args.user, file, {
         preference: path,
         signal: interrupt.signal,
-        // One line on stderr (stdout is the result, --json's too); the bar starts again from zero,
-        // as the relay carries the file from its first byte.
+        // One line on stderr (stdout is the result, --json's too); the bar starts again, and jumps
+        // to what the recipient kept of the direct transfer once the relay's goes on from there.
         onPathLost: () => {
           if (showBar) bar.stop()
           process.stderr.write(`The direct path to ${this.args.user} was lost; sending through the relay.\n`)
@@ -91,9 +91,11 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
       if (showBar) bar.stop()
     }
     const to = this.args.user
-    const rate = result.seconds > 0 ? `, ${formatSize(result.bytes / result.seconds)}/s` : ''
+    const rate = result.seconds > 0 ? `, ${formatSize((result.bytes - result.resumedBytes) / result.seconds)}/s` : ''
+    // Resumed: the recipient kept part of an earlier transfer of the file that the path or the server cut.
+    const resumed = result.resumedBytes > 0 ? `, going on from the ${formatSize(result.resumedBytes)} ${to} had kept from before` : ''
     // The name is the user's own, but may come from an untrusted archive: escaped like a peer's.
-    this.log(`Sent ${escapeControls(basename(file))} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${rate}; SHA-256 ${result.sha256}`)
+    this.log(`Sent ${escapeControls(basename(file))} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${rate}${resumed}; SHA-256 ${result.sha256}`)
     return {to, name: basename(file), ...result}
   }
 }

@@ -84,9 +84,10 @@ export function chunkSizeFor(transport: FrameTransport): number {
   return transport.maxFrame - DATA_OVERHEAD
 }
 
-export function progress(bytes: number, total: number, startedAt: number, now: number): TransferProgress {
+/** `resumedBytes`: of `bytes`, those an earlier transfer moved (a resumed transfer's rate leaves them out). */
+export function progress(bytes: number, total: number, startedAt: number, now: number, resumedBytes = 0): TransferProgress {
   const seconds = (now - startedAt) / 1000
-  const rateBps = seconds > 0 ? bytes / seconds : 0
+  const rateBps = seconds > 0 ? Math.max(0, bytes - resumedBytes) / seconds : 0
   const etaSeconds = bytes >= total ? 0 : rateBps > 0 ? (total - bytes) / rateBps : Number.POSITIVE_INFINITY
   return {bytes, total, rateBps, etaSeconds}
 }
@@ -110,6 +111,12 @@ export const IDLE_CANCEL_REASON = 'idle timeout'
  * TRANSFER_FAILED because the path to the peer stopped carrying frames (nothing acknowledged, or
  * the receiver heard nothing): details.pathLost tells FileHub it may carry on through the relay.
  */
+/**
+ * How the CANCEL of a sender that gave up on a silent path starts (its error message, which has
+ * said so since the first release): the receiver keeps what arrived for the next offer of the file.
+ */
+export const PATH_LOST_CANCEL_REASON = 'Nothing was acknowledged for'
+
 export function pathLost(message: string, details?: Record<string, unknown>): MessengerError {
   return failed(message, undefined, {...details, pathLost: true})
 }

@@ -98,6 +98,18 @@ export class Flight {
     this.rto = Math.min(d.maxRtoMs, Math.max(d.minRtoMs, this.srtt + Math.max(1, 4 * this.rttvar)))
   }
 
+  /**
+   * Starts the flight at chunk `first`, before anything was sent: the receiver already has the
+   * chunks below it (a resumed transfer), so they count as delivered and are never sent.
+   */
+  startAt(first: number, bytes: number): void {
+    if (this.nextToSend !== 0 || first <= 0) return
+    this.sndUna = first
+    this.nextToSend = first
+    this.sackHigh = first
+    this.ackedBytes = bytes
+  }
+
   /** Puts the first transmission of chunk `index` (its DATA frame, about to be sent) in the ring. */
   track(index: number, frame: Uint8Array, now: number): void {
     const slot = index & this.ringMask

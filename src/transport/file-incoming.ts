@@ -8,6 +8,7 @@ import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type Fram
 import {partialFileName, publish} from './file-names.js'
 import type {FileReceiverOptions} from './file-receiver.js'
 import {ChunkWriter} from './file-writer.js'
+import {formatSize} from '../cli/size.js'
 
 /*
  * One file being received, from the accepted offer to the saved file. The transfer writes chunks at
@@ -59,6 +60,24 @@ export interface IncomingHost {
   acquirePartial(): string | undefined
   /** A partial file named by acquirePartial is gone, published or removed (or was never created). */
   partialGone(): void
+  /**
+   * Keeps the partial file of a transfer that stopped for the path or the connection, for a new
+   * offer of the same file from the same peer to resume from (FileReceiver.onOffer). Its partial
+   * ownership (acquirePartial) goes with it.
+   */
+  keep(partial: KeptPartial): void
+}
+
+/** The start of a file, received and written, that a transfer left behind for a later one to go on from. */
+export interface KeptPartial {
+  peer: string
+  /** Hex SHA-256 and size of the whole file, as offered: what a new offer must match. */
+  sha256: string
+  size: number
+  /** The partial file; under the receiver's partial ownership, like a transfer's. */
+  path: string
+  /** Bytes from the start of the file that are in it, in full. */
+  bytes: number
 }
 
 /** What FileReceiver knows of an offer it accepts. */
@@ -74,7 +93,12 @@ export interface AcceptedOffer {
   sha256: Uint8Array
   chunkSize: number
   chunks: number
+  /** What an earlier transfer of this file from this peer left, to go on from (once settled). */
+  resume?: Promise<KeptPartial | undefined>
 }
+
+/** How long a kept partial file waits for the sender to offer the file again. */
+export const KEEP_PARTIAL_MINUTES = 10
 
 /** One incoming transfer; FileReceiver creates it for an offer it accepts, then calls `start`. */
 export class IncomingTransfer {
@@ -112,6 +136,10 @@ export class IncomingTransfer {
   private lastEmit = Number.NEGATIVE_INFINITY
   /** Set when the transfer must stop while verifying; the verifier cleans up. */
   private abort: MessengerError | undefined
+  private readonly resume: Promise<KeptPartial | undefined> | undefined
+  /** Bytes at the start of the file that an earlier transfer received (0 unless resumed). */
+  resumedBytes = 0
+  private sawData = false
 
   constructor(
     private readonly host: IncomingHost,
@@ -128,9 +156,15 @@ export class IncomingTransfer {
     this.sha256 = offer.sha256
     this.chunkSize = offer.chunkSize
     this.chunks = offer.chunks
+    this.resume = offer.resume
     this.have = new Uint8Array(Math.ceil(offer.chunks / 8))
     this.lastActivity = now
     this.startedAt = now
+  }
+
+  /** Whether this is the transfer of the file with this SHA-256 (hex) and size. */
+  matches(sha256: string, size: number): boolean {
+    return this.size === size && Buffer.from(this.sha256).toString('hex') === sha256
   }
 
   /** Opens the partial file, then accepts the offer. */
@@ -151,13 +185,21 @@ export class IncomingTransfer {
   }
 
   private async openPartial(): Promise<void> {
+    let prefix = 0
     try {
       makeDirs(this.host.dir)
-      await this.checkFreeSpace()
-      this.ownsPartial = true
-      this.partial = join(this.host.dir, partialFileName(this.name, this.hex, this.host.acquirePartial()))
-      // Read and write: the writer reads back what it could not hash in order.
-      this.fh = await open(this.partial, 'wx+', 0o600)
+      const kept = this.resume ? await this.resume : undefined
+      this.fh = kept ? await this.reopen(kept) : undefined
+      if (this.fh) {
+        // Whole chunks of this offer's size: a resume through the relay of a direct transfer has bigger ones.
+        prefix = this.size === 0 ? 0 : Math.min(this.chunks, Math.floor(kept!.bytes / this.chunkSize))
+      } else {
+        await this.checkFreeSpace()
+        this.ownsPartial = true
+        this.partial = join(this.host.dir, partialFileName(this.name, this.hex, this.host.acquirePartial()))
+        // Read and write: the writer reads back what it could not hash in order.
+        this.fh = await open(this.partial, 'wx+', 0o600)
+      }
     } catch (error) {
       this.partialGone()
       if (this.state !== 'opening') return
@@ -181,20 +223,74 @@ export class IncomingTransfer {
     }
     if (this.state !== 'opening') {
       // Closed while opening: fail() left the clean-up to us.
-      await this.fh.close().catch(() => undefined)
-      await removeQuietly(this.partial).catch(() => undefined)
-      this.partialGone()
+      await this.closeAndRemove()
       return
     }
+    this.writer = this.newWriter(this.fh)
+    if (prefix > 0) {
+      try {
+        // The hash follows the file from its start: the kept part is read once, now.
+        await this.writer.resumeAt(prefix)
+      } catch (error) {
+        this.state = 'receiving' // fail() cleans up from here
+        this.fail(failed(`Cannot read back the part of "${this.name}" received before: ${errnoCode(error) ?? (error as Error).message}.`, error), true, 'recipient cannot read the file back')
+        return
+      }
+      if (this.state !== 'opening') {
+        await this.closeAndRemove()
+        return
+      }
+      this.have.fill(0xff, 0, prefix >>> 3)
+      for (let i = prefix & ~7; i < prefix; i++) this.have[i >>> 3]! |= 1 << (i & 7)
+      this.next = prefix
+      this.received = prefix
+      this.bytes = Math.min(this.size, prefix * this.chunkSize)
+      this.resumedBytes = this.bytes
+    }
     this.state = 'receiving'
-    this.writer = new ChunkWriter(this.fh, this.chunkSize, this.size, (error) => {
+    this.lastActivity = this.host.now()
+    // What is here already, before the ACCEPT: a sender that resumes skips it; one from before resume
+    // ignores a SACK while it waits for the ACCEPT, and sends everything (the repeats are dropped).
+    if (prefix > 0) this.sendSack()
+    this.send(encodeFrame({kind: 'accept', transferId: this.id}))
+    this.armIdle(this.host.idleTimeoutMs)
+    if (this.received === this.chunks) {
+      this.emitProgress(true)
+      this.task = this.verify()
+    }
+  }
+
+  private newWriter(fh: FileHandle): ChunkWriter {
+    return new ChunkWriter(fh, this.chunkSize, this.size, (error) => {
       const {failure, reason} = this.writeFailed(error, `Cannot write "${this.name}" to ${this.host.dir}`, 'recipient cannot write the file')
       this.fail(failure, true, reason)
     })
-    this.lastActivity = this.host.now()
-    this.send(encodeFrame({kind: 'accept', transferId: this.id}))
-    this.armIdle(this.host.idleTimeoutMs)
-    if (this.chunks === 0) this.task = this.verify()
+  }
+
+  /**
+   * Opens a kept partial file to go on with: it becomes this transfer's, with its partial ownership.
+   * Undefined (and the file removed) if it cannot be opened, or the disk has no room for the rest:
+   * the transfer then starts from the beginning, as without it.
+   */
+  private async reopen(kept: KeptPartial): Promise<FileHandle | undefined> {
+    this.partial = kept.path
+    this.ownsPartial = true
+    try {
+      await this.checkFreeSpace(kept.bytes)
+      return await open(kept.path, 'r+')
+    } catch {
+      await removeQuietly(kept.path).catch(() => undefined)
+      this.partialGone()
+      return undefined
+    }
+  }
+
+  /** Closes and removes the partial file (a transfer closed while it was being opened). */
+  private async closeAndRemove(): Promise<void> {
+    await this.fh?.close().catch(() => undefined)
+    this.fh = undefined
+    await removeQuietly(this.partial).catch(() => undefined)
+    this.partialGone()
   }
 
   /**
@@ -218,13 +314,14 @@ export class IncomingTransfer {
    * finding out at 20% (ENOSPC) wasted the transfer and left the disk full for everything else.
    * Where the file system cannot say (statfs unsupported), the write finds out as before.
    */
-  private async checkFreeSpace(): Promise<void> {
+  private async checkFreeSpace(have = 0): Promise<void> {
     const fs = await statfs(this.host.dir).catch(() => undefined)
     if (!fs) return
     const free = fs.bavail * fs.bsize
-    if (this.size <= free) return
+    const needs = this.size - have
+    if (needs <= free) return
     const mib = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`
-    throw new DirectoryUnusable(`its disk has ${mib(free)} free, and the file needs ${mib(this.size)} (ENOSPC)`, 'ENOSPC', undefined)
+    throw new DirectoryUnusable(`its disk has ${mib(free)} free, and the file needs ${mib(needs)} (ENOSPC)`, 'ENOSPC', undefined)
   }
 
   private armIdle(ms: number): void {
@@ -234,7 +331,7 @@ export class IncomingTransfer {
       const quiet = this.host.now() - this.lastActivity
       if (quiet >= this.host.idleTimeoutMs) {
         const seconds = (this.host.idleTimeoutMs / 1000).toFixed(1)
-        this.fail(failed(`Nothing arrived from ${this.peer} for ${seconds} s; the transfer of "${this.name}" was abandoned.`), true, `${IDLE_CANCEL_REASON} (nothing arrived for ${seconds} s)`)
+        this.fail(failed(`Nothing arrived from ${this.peer} for ${seconds} s; the transfer of "${this.name}" was abandoned.`), true, `${IDLE_CANCEL_REASON} (nothing arrived for ${seconds} s)`, {keep: true})
       } else {
         this.armIdle(this.host.idleTimeoutMs - quiet)
       }
@@ -246,6 +343,14 @@ export class IncomingTransfer {
     if (index >= this.chunks) return
     const length = chunkLength(index, this.size, this.chunkSize)
     if (bytes.length !== length) return
+    if (!this.sawData) {
+      this.sawData = true
+      // Resumed, and the first chunk is one we have: the sender starts from the beginning (it is
+      // from before resume, or our SACK was lost). Take everything again, as a transfer that did
+      // not resume: were its repeats dropped as duplicates, neither side would see progress until
+      // it had sent all we kept again, and both would give up on a large one.
+      if (index < this.resumedBytes / this.chunkSize) this.forgetResume()
+    }
     this.transport = transport
     this.lastTs = ts
     const bit = 1 << (index & 7)
@@ -283,6 +388,16 @@ export class IncomingTransfer {
       this.ackSoon()
     }
     this.emitProgress(false)
+  }
+
+  /** Back to a transfer from the beginning (see onData); the kept bytes are the same and are written again. */
+  private forgetResume(): void {
+    this.have.fill(0)
+    this.next = 0
+    this.received = 0
+    this.bytes = 0
+    this.resumedBytes = 0
+    this.writer = this.newWriter(this.fh!)
   }
 
   private ackSoon(): void {
@@ -327,7 +442,7 @@ export class IncomingTransfer {
     const now = this.host.now()
     if (!final && now - this.lastEmit < FILE_TRANSFER_DEFAULTS.progressIntervalMs) return
     this.lastEmit = now
-    this.host.emit('onProgress', this.hex, progress(this.bytes, this.size, this.startedAt, now))
+    this.host.emit('onProgress', this.hex, progress(this.bytes, this.size, this.startedAt, now, this.resumedBytes))
   }
 
   private async verify(): Promise<void> {
@@ -393,8 +508,13 @@ export class IncomingTransfer {
     this.send(answer)
   }
 
-  /** Fails the transfer: tells the sender (if asked), removes the partial file, reports onError once. */
-  fail(error: MessengerError, notifyPeer: boolean, reason = error.message): void {
+  /**
+   * Fails the transfer: tells the sender (if asked), removes the partial file, reports onError once.
+   * `keep`: the path or the connection stopped it, not a person or the file: the part received is
+   * kept for the sender's next offer of the file to resume from, which the error then says.
+   * `superseded`: that offer has come already, and `error` says the transfer goes on as a new one.
+   */
+  fail(error: MessengerError, notifyPeer: boolean, reason = error.message, how: {keep?: boolean; superseded?: boolean} = {}): void {
     if (this.state === 'closed') return
     if (this.state === 'verifying') {
       // The verifier owns the file handle; it notices this and comes back here.
@@ -411,16 +531,16 @@ export class IncomingTransfer {
     this.host.remember(this.key, cancel)
     if (notifyPeer) this.send(cancel)
     const cleanup = async (): Promise<void> => {
+      let kept = 0
       if (!wasOpening) {
-        await this.writer?.close()
-        const fh = this.fh
-        this.fh = undefined
-        await fh?.close().catch(() => undefined)
-        await removeQuietly(this.partial).catch(() => undefined)
-        this.partialGone()
+        kept = how.keep || how.superseded ? await this.keepPartial() : 0
+        if (kept === 0) {
+          await this.writer?.close()
+          await this.closeAndRemove()
+        }
       }
       // (While opening, openPartial sees the closed state and removes what it created.)
-      this.host.emit('onError', this.hex, error)
+      this.host.emit('onError', this.hex, kept > 0 && !how.superseded ? keptError(error, kept, this.peer) : error)
     }
     const previous = this.task
     this.task = (async () => {
@@ -431,6 +551,38 @@ export class IncomingTransfer {
     // right after a cancel must not leave the partial file behind.
     this.host.settling(this.task)
   }
+
+  /**
+   * Hands the partial file to the receiver to keep (KeptPartial), once what was received in order
+   * is written; returns the bytes kept, or 0 if there is nothing worth keeping or it cannot be
+   * written (the caller then removes it).
+   */
+  private async keepPartial(): Promise<number> {
+    const bytes = Math.min(this.size, this.next * this.chunkSize)
+    if (bytes === 0 || !this.writer || !this.fh) return 0
+    try {
+      await this.writer.flush()
+      await this.writer.close()
+      const fh = this.fh
+      this.fh = undefined
+      await fh.close()
+    } catch {
+      return 0
+    }
+    // The file and its partial ownership are the receiver's now.
+    this.ownsPartial = false
+    this.host.keep({peer: this.peer, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes})
+    return bytes
+  }
+}
+
+/** A transfer's error, saying that what was received is kept, and how to go on from it. */
+function keptError(error: MessengerError, bytes: number, peer: string): MessengerError {
+  return new MessengerError(error.code, `${error.message} The ${formatSize(bytes)} received are kept for ${KEEP_PARTIAL_MINUTES} minutes: if ${peer} sends it again, it goes on from there.`, {
+    hint: error.hint,
+    cause: error.cause,
+    details: {...error.details, keptBytes: bytes},
+  })
 }
 
 /** No room on the disk (or over the user's quota): said as such, with what to do. */

@@ -15,7 +15,7 @@ import {
   transferIdToHex,
   writeDataHeader,
 } from './file-codec.js'
-import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, pathLost, progress} from './file-common.js'
+import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, PATH_LOST_CANCEL_REASON, pathLost, progress} from './file-common.js'
 import {Flight} from './file-congestion.js'
 import {fitName} from './file-names.js'
 import {ChunkReader} from './file-reader.js'
@@ -58,6 +58,11 @@ export class Sender {
 
   private lastProgressAt = 0
   private lastEmit = Number.NEGATIVE_INFINITY
+  /**
+   * Chunks the receiver already has, from a SACK that came before its ACCEPT: it kept the part of
+   * an earlier transfer of this file that stopped, and the transfer resumes after it.
+   */
+  private resumeFrom = 0
 
   private timer: NodeJS.Timeout | undefined
   private timerAt = Number.POSITIVE_INFINITY
@@ -170,6 +175,9 @@ export class Sender {
           break
         case 'sack':
           if (this.phase === 'data' || this.phase === 'finish') this.onSack(frame)
+          // Before its ACCEPT, a SACK says what the receiver kept of an earlier transfer of this
+          // file. Receivers that keep nothing never send one then: only DATA makes them ack.
+          else if (this.phase === 'offer' && frame.next <= this.reader.chunks) this.resumeFrom = Math.max(this.resumeFrom, frame.next)
           break
         case 'done':
           if (frame.ok) this.succeed()
@@ -194,7 +202,11 @@ export class Sender {
     this.probeAt = Number.POSITIVE_INFINITY
     this.dataStartedAt = now
     this.lastProgressAt = now
-    if (this.reader.chunks === 0) this.enterFinish(now)
+    if (this.resumeFrom > 0) {
+      this.flight.startAt(this.resumeFrom, this.reader.bytesBefore(this.resumeFrom))
+      this.reader.startAt(this.resumeFrom)
+    }
+    if (this.flight.sndUna >= this.reader.chunks) this.enterFinish(now)
     else this.pump()
     this.reschedule()
   }
@@ -263,7 +275,7 @@ export class Sender {
     if (!final && now - this.lastEmit < FILE_TRANSFER_DEFAULTS.progressIntervalMs) return
     this.lastEmit = now
     try {
-      onProgress(progress(bytes, this.reader.size, this.dataStartedAt, now))
+      onProgress(progress(bytes, this.reader.size, this.dataStartedAt, now, this.reader.bytesBefore(this.resumeFrom)))
     } catch {
       // A broken progress bar must not break the transfer.
     }
@@ -308,7 +320,7 @@ export class Sender {
           break
         case 'data':
           if (now - this.lastProgressAt >= this.idleTimeoutMs) {
-            this.fail(pathLost(`Nothing was acknowledged for ${Math.round(this.idleTimeoutMs / 1000)} s; the path to the recipient seems lost.`), true)
+            this.fail(pathLost(`${PATH_LOST_CANCEL_REASON} ${Math.round(this.idleTimeoutMs / 1000)} s; the path to the recipient seems lost.`), true)
             return
           }
           if (now >= this.flight.reoAt) {
@@ -361,7 +373,7 @@ export class Sender {
     if (this.phase === 'closed' || !this.sha256) return
     const now = this.now()
     this.emitProgress(now, true, this.reader.size)
-    const result = {bytes: this.reader.size, sha256: this.sha256.toString('hex'), seconds: (now - this.startedAt) / 1000}
+    const result = {bytes: this.reader.size, sha256: this.sha256.toString('hex'), seconds: (now - this.startedAt) / 1000, resumedBytes: this.reader.bytesBefore(this.resumeFrom)}
     void this.close().then(() => this.settle.resolve(result))
   }
 

@@ -88,6 +88,17 @@ export class ChunkReader {
     return whole ? hash.digest() : undefined
   }
 
+  /** Reads from chunk `first` on instead of 0 (a resumed transfer); before anything was read. */
+  startAt(first: number): void {
+    if (this.readNext !== 0 || this.reading) return
+    this.readNext = Math.min(first, this.chunks)
+  }
+
+  /** Bytes in the chunks below `first`. */
+  bytesBefore(first: number): number {
+    return Math.min(this.size, first * this.chunkSize)
+  }
+
   /** DATA frames read and waiting to be taken. */
   get readyCount(): number {
     return this.ready.length - this.readyHead

@@ -1,3 +1,4 @@
+import {unlink} from 'node:fs/promises'
 import {resolve} from 'node:path'
 import {performance} from 'node:perf_hooks'
 
@@ -12,8 +13,8 @@ import {
   type TransferId,
   transferIdToHex,
 } from './file-codec.js'
-import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, type TransferProgress} from './file-common.js'
-import {type IncomingHost, IncomingTransfer, sendQuietly} from './file-incoming.js'
+import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, PATH_LOST_CANCEL_REASON, type TransferProgress} from './file-common.js'
+import {type IncomingHost, IncomingTransfer, KEEP_PARTIAL_MINUTES, type KeptPartial, sendQuietly} from './file-incoming.js'
 import {checkOffer, MemoryOfferLog, type OfferLog, type OfferRefusal, takenBefore} from './file-offers.js'
 import {safeFileName} from './file-names.js'
 import {PartialOwner, sweepPartials} from './file-partials.js'
@@ -72,6 +73,11 @@ export interface FileReceiverOptions {
   maxConcurrent?: number
   /** Transfers received at once from one peer (sender username); further offers from it are refused (BUSY). Default 2. */
   maxPerPeer?: number
+  /**
+   * How long the part of a transfer stopped by the path or the connection is kept for the sender's
+   * next offer of the same file to go on from. Default 10 minutes.
+   */
+  keepPartialMs?: number
   /** Every new offer, before it is accepted or refused. */
   onOffer?: (offer: IncomingOffer) => void
   /** At most every 100 ms per transfer, and once when all bytes are in. */
@@ -105,6 +111,11 @@ export class FileReceiver {
   private last: IncomingTransfer | undefined
   /** Names this receiver's partial files, so that no other receiver removes them while it lives. */
   private readonly partials: PartialOwner
+  /**
+   * Partial files kept for a resume (KeptPartial), by peer, SHA-256 and size, oldest first; at most
+   * maxConcurrent, each for keepPartialMs. Their partial ownership is held until they go.
+   */
+  private readonly kept = new Map<string, {partial: KeptPartial; timer: NodeJS.Timeout}>()
 
   constructor(private readonly options: FileReceiverOptions) {
     if (!options.downloadsDir) throw new MessengerError('BAD_INPUT', 'FileReceiver needs a downloadsDir.')
@@ -133,6 +144,7 @@ export class FileReceiver {
       },
       acquirePartial: () => this.partials.acquire(),
       partialGone: () => this.partials.gone(),
+      keep: (partial) => this.keep(partial),
     }
   }
 
@@ -158,8 +170,9 @@ export class FileReceiver {
           // Answered, but not counted as activity (see onData): only new chunks keep a transfer alive.
           t.transport = transport
           if (t.state === 'receiving') {
-            t.send(encodeFrame({kind: 'accept', transferId: t.id}))
+            // The SACK first: before its ACCEPT, it tells a sender still offering where to resume.
             t.sendSack()
+            t.send(encodeFrame({kind: 'accept', transferId: t.id}))
           } else if (t.state === 'verifying') {
             t.send(encodeFrame({kind: 'accept', transferId: t.id}))
           }
@@ -179,7 +192,9 @@ export class FileReceiver {
         }
         break
       case 'cancel':
-        if (t) t.fail(failed(`${peer} cancelled the transfer of "${t.name}"${frame.reason ? `: ${frame.reason}` : '.'}`), false)
+        // A sender that lost the path (no acks for its idle limit) is not a person cancelling: what
+        // arrived is kept, as when our side notices first (the idle timeout), for its next offer.
+        if (t) t.fail(failed(`${peer} cancelled the transfer of "${t.name}"${frame.reason ? `: ${frame.reason}` : '.'}`), false, undefined, {keep: frame.reason.startsWith(PATH_LOST_CANCEL_REASON)})
         break
       default:
         break // frames for senders
@@ -205,12 +220,14 @@ export class FileReceiver {
     for (const t of [...this.active.values()]) {
       if (!t.transport.relayed) continue
       t.fail(
-        new MessengerError('TRANSFER_FAILED', `The connection to the server was lost, so the transfer of "${t.name}" from ${t.peer} through the relay stopped; nothing of it is kept.`, {
+        new MessengerError('TRANSFER_FAILED', `The connection to the server was lost, so the transfer of "${t.name}" from ${t.peer} through the relay stopped.`, {
           hint: `${t.peer} can send it again once the server is back.`,
           cause: error,
           details: {connectionLost: true},
         }),
         false,
+        undefined,
+        {keep: true},
       )
     }
   }
@@ -222,7 +239,52 @@ export class FileReceiver {
     for (const t of all) t.fail(failed(`The receiver closed during the transfer of "${t.name}".`), true, 'their chat or listen was stopped')
     // Theirs, and those of transfers that failed before (their partial files may still be going).
     await Promise.allSettled([...all.map((t) => t.task), ...this.cleanups])
+    // Nobody is left to go on from them.
+    await Promise.allSettled([...this.kept.keys()].map((key) => this.dropKept(key)))
     this.partials.close()
+  }
+
+  /** Keeps a stopped transfer's partial file for a resume; see `kept`. */
+  private keep(partial: KeptPartial): void {
+    const key = keptKey(partial.peer, partial.sha256, partial.size)
+    if (this.closed) {
+      this.settle(unlink(partial.path).then(() => undefined, () => undefined).finally(() => this.partials.gone()))
+      return
+    }
+    if (this.kept.has(key)) this.settle(this.dropKept(key))
+    const max = this.options.maxConcurrent ?? FILE_TRANSFER_DEFAULTS.maxConcurrent
+    for (const oldest of this.kept.keys()) {
+      if (this.kept.size < max) break
+      this.settle(this.dropKept(oldest))
+    }
+    const timer = setTimeout(() => this.settle(this.dropKept(key)), this.options.keepPartialMs ?? KEEP_PARTIAL_MINUTES * 60_000)
+    timer.unref()
+    this.kept.set(key, {partial, timer})
+  }
+
+  /** The kept partial file of this file from `peer`, now the caller's (with its partial ownership). */
+  private takeKept(peer: string, sha256: string, size: number): KeptPartial | undefined {
+    const key = keptKey(peer, sha256, size)
+    const entry = this.kept.get(key)
+    if (!entry) return undefined
+    clearTimeout(entry.timer)
+    this.kept.delete(key)
+    return entry.partial
+  }
+
+  /** Removes a kept partial file, giving up its partial ownership. */
+  private async dropKept(key: string): Promise<void> {
+    const entry = this.kept.get(key)
+    if (!entry) return
+    clearTimeout(entry.timer)
+    this.kept.delete(key)
+    await unlink(entry.partial.path).catch(() => undefined)
+    this.partials.gone()
+  }
+
+  /** A clean-up close() waits for. */
+  private settle(task: Promise<void>): void {
+    this.host.settling(task)
   }
 
   /** Calls a callback; what it throws is ignored, so a broken UI cannot wedge a transfer or leak a partial file. */
@@ -243,6 +305,12 @@ export class FileReceiver {
     const answer = encodeFrame({kind: 'reject', transferId: id, code, reason: reason.slice(0, 300)})
     this.remember(key, answer)
     sendQuietly(transport, answer)
+  }
+
+  /** The transfer in progress of this file from `peer`, receiving (not being verified); a scan, as countFrom. */
+  private running(peer: string, sha256: string, size: number): IncomingTransfer | undefined {
+    for (const t of this.active.values()) if (t.peer === peer && t.state === 'receiving' && t.matches(sha256, size)) return t
+    return undefined
   }
 
   /** Transfers in progress from `peer`; a scan, since `active` holds at most maxConcurrent and is keyed per transfer. */
@@ -277,7 +345,16 @@ export class FileReceiver {
     }
     const name = safeFileName(offer.name)
     const {size, chunkSize} = offer
+    const sha256 = Buffer.from(offer.sha256).toString('hex')
     this.emit('onOffer', {transferId: hex, name, size, peer})
+    // The same file from the same peer while its transfer is still running: the sender has given up
+    // on that one (the direct path died and it goes through the relay now, say). That transfer ends
+    // here, and this one goes on from what it received.
+    const superseded = this.running(peer, sha256, size)
+    if (superseded) {
+      const message = `${peer} offered "${superseded.name}" again while it was arriving (the direct path was lost, or ${peer} sent it again): it goes on as a new transfer from what had arrived.`
+      superseded.fail(failed(message, undefined, {superseded: true}), false, 'offered again', {superseded: true})
+    }
     if (size > this.options.maxBytes) {
       const message = `${peer} offered "${name}" (${size} bytes), over the limit of ${this.options.maxBytes} bytes; it was refused.`
       this.refuse(key, id, transport, 'FILE_TOO_LARGE', `The file is ${size} bytes; the recipient accepts at most ${this.options.maxBytes}.`)
@@ -308,7 +385,9 @@ export class FileReceiver {
       this.emit('onError', hex, failed(`${peer} offered "${name}" in chunks of ${chunkSize} bytes, which is not supported; it was refused.`))
       return
     }
-    const t = new IncomingTransfer(this.host, {key, id, hex, peer, transport, name, size, sha256: new Uint8Array(offer.sha256), chunkSize, chunks})
+    // After the superseded transfer has handed its partial file over (its clean-up), if it has one.
+    const resume = (superseded?.task ?? Promise.resolve()).then(() => this.takeKept(peer, sha256, size))
+    const t = new IncomingTransfer(this.host, {key, id, hex, peer, transport, name, size, sha256: new Uint8Array(offer.sha256), chunkSize, chunks, resume})
     this.active.set(key, t)
     t.start()
   }
@@ -324,4 +403,8 @@ export class FileReceiver {
     this.refuse(key, id, transport, 'TRANSFER_FAILED', 'The recipient cannot record the transfer.')
     this.emit('onError', hex, failed(`Cannot record the transfer ${peer} offered: ${(error as Error)?.message ?? String(error)}.`, error))
   }
+}
+
+function keptKey(peer: string, sha256: string, size: number): string {
+  return `${peer}\u0000${sha256}\u0000${size}`
 }

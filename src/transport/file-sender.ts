@@ -38,6 +38,11 @@ export interface SendFileResult {
   sha256: string
   /** From the call to the receiver's DONE, hashing included. */
   seconds: number
+  /**
+   * Bytes the receiver already had from an earlier transfer of this file that stopped (the path or
+   * the server was lost), and that were not sent again; 0 when the transfer started from the beginning.
+   */
+  resumedBytes: number
 }
 
 /** Counters of one outgoing transfer, for diagnostics and benchmarks. */

@@ -12,7 +12,10 @@
  * The receiver writes chunks at their offsets into a hidden partial file and acks every ACK_EVERY
  * chunks, and otherwise at the end of the current I/O batch (a delayed ack that costs no timer
  * latency); when all chunks are in it syncs, hashes the file, and moves it under a name that never
- * replaces an existing file. Any failure removes the partial file.
+ * replaces an existing file. A failure removes the partial file, except when the path or the
+ * connection stopped the transfer: then the receiver keeps what arrived in order for a while, and
+ * the sender's next offer of the same file resumes after it (a SACK sent before the ACCEPT says
+ * where; senders that do not resume ignore it and send everything).
  *
  * Neither side trusts the other with paths, sizes or memory: names go through safeFileName, the
  * receiver refuses offers over its limit, and both sides bound the data they hold.
@@ -35,4 +38,5 @@ export {chunkSizeFor, FILE_TRANSFER_DEFAULTS, type FrameTransport, type Transfer
 export {MAX_SAFE_NAME_BYTES, partialFileName, safeFileName} from './file-names.js'
 export {type OutgoingTransfer, sendFile, type SendFileOptions, type SendFileResult, type SenderStats} from './file-sender.js'
 export {FileReceiver, type FileReceiverOptions, type IncomingOffer, type ReceivedFile} from './file-receiver.js'
+export {KEEP_PARTIAL_MINUTES} from './file-incoming.js'
 export {MemoryOfferLog, type OfferLog} from './file-offers.js'

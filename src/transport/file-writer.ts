@@ -85,6 +85,17 @@ export class ChunkWriter {
     if (this.runCount * this.chunkSize >= run.length) this.sealRun()
   }
 
+  /**
+   * A resumed transfer: the file holds chunks [0, chunks) already, from an earlier transfer. Reads
+   * them into the hash, so it follows the file from its start again; before anything is added.
+   */
+  async resumeAt(chunks: number): Promise<void> {
+    const bytes = Math.min(this.size, chunks * this.chunkSize)
+    await hashFileRange(this.fh, this.hash, 0, bytes, 'The partial file kept from before is shorter than it was.')
+    this.hashed = bytes
+    this.frontier = chunks
+  }
+
   /** Writes everything added so far; rejects with the first write error. */
   async flush(): Promise<void> {
     this.sealRun()

@@ -379,8 +379,8 @@ describe('file transfer between two online clients (FileHub over the real server
     expect(error?.message).toMatch(/^bob cancelled the transfer: their chat or listen was stopped\.$/)
   })
 
-  /** alice sends `name` to bob directly through a proxy that drops everything `cut` names once the first chunks are acknowledged. */
-  async function sendWhileDirectPathDies(cut: {drop?: number; dropToTarget?: number}, preference: PathPreference, name: string) {
+  /** alice sends `name` to bob directly through a proxy that drops everything `cut` names once `cutAt` bytes are acknowledged (default: the first). */
+  async function sendWhileDirectPathDies(cut: {drop?: number; dropToTarget?: number}, preference: PathPreference, name: string, cutAt = 1) {
     const {server, address} = await startTestServer()
     const alice = await makeFileUser(address, 'alice', {receive: false})
     const bob = await makeFileUser(address, 'bob')
@@ -396,7 +396,7 @@ describe('file transfer between two online clients (FileHub over the real server
       onPathLost: () => events.push('lost'),
       onProgress: (p) => {
         // Mid-transfer, as a firewall rule or a dead Wi-Fi would: the server and the relay stay up.
-        if (p.bytes > 0 && !events.includes('cut')) {
+        if (p.bytes >= cutAt && !events.includes('cut')) {
           events.push('cut')
           proxy.configure(cut)
         }
@@ -406,20 +406,26 @@ describe('file transfer between two online clients (FileHub over the real server
     return {server, bob, src, events, sending}
   }
 
-  it('the direct path dies mid-transfer (path auto): the file starts again through the relay and arrives; the abandoned partial is removed', async () => {
-    const {server, bob, src, events, sending} = await sendWhileDirectPathDies({drop: 1}, 'auto', 'cut.bin')
+  it('the direct path dies mid-transfer (path auto): the file goes on through the relay from what bob had, and arrives; no partial is left', async () => {
+    const {server, bob, src, events, sending} = await sendWhileDirectPathDies({drop: 1}, 'auto', 'cut.bin', 2 * MiB)
     const result = await sending
     expect(result).toMatchObject({path: 'relay', bytes: 8 * MiB, sha256: src.sha256})
+    // bob kept what arrived directly (at least the 2 MiB acknowledged), and the relay went on from
+    // its last whole chunk of relay size.
+    expect(result.resumedBytes).toBeGreaterThan(MiB)
+    expect(result.resumedBytes).toBeLessThan(8 * MiB)
     expect(events).toEqual(['path direct', 'cut', 'lost', 'path relay'])
     expect(relayForwarded(server)).toBeGreaterThan(0)
     const got = await bob.received.next()
     expect(got.sha256).toBe(src.sha256)
     expect((await readFile(got.path)).equals(src.data)).toBe(true)
-    // The direct transfer bob was receiving ends on his idle timeout, which removes its partial file.
+    // The direct transfer bob was receiving ended on his idle timeout, keeping its partial file, or
+    // when the relay's offer of the file came first (whichever is first: both wait 10 s for the path).
     const abandoned = await bob.failed.next()
     expect(abandoned.id).not.toBe(got.transferId)
-    expect(abandoned.error.message).toMatch(/^Nothing arrived from alice for 10\.0 s/)
-    expect(await listing(bob.downloadsDir)).toEqual(['cut.bin'])
+    expect(abandoned.error.message).toMatch(/^Nothing arrived from alice for 10\.0 s; .* kept for 10 minutes|^alice offered "cut\.bin" again while it was arriving/)
+    // The relayed transfer took the partial file over, and saved it.
+    expect((await listing(bob.downloadsDir)).filter((n) => !n.startsWith('.messenger-receiver.'))).toEqual(['cut.bin'])
   })
 
   it('the direct path dies mid-transfer with preference "direct" (--direct-only): DIRECT_FAILED says the path was lost and how to let the relay carry it', async () => {
@@ -639,7 +645,7 @@ describe('the transfer engine over real UDP on loopback (what FileHub does not e
     expect(await listing(join(root, 'x', 'y'))).toEqual(['downloads'])
   })
 
-  it('a sender that vanishes mid-transfer (its socket closed, no CANCEL): the receiver times out and removes the .part file', async () => {
+  it('a sender that vanishes mid-transfer (its socket closed, no CANCEL): the receiver times out, keeps the .part file for a resume, and removes it when it closes', async () => {
     // FileHub builds its FileReceiver without idleTimeoutMs, so through openMessaging this takes the
     // default 10 s; here the receiver gets 400 ms.
     const downloadsDir = join(await makeTempDir(), 'downloads')
@@ -677,8 +683,10 @@ describe('the transfer engine over real UDP on loopback (what FileHub does not e
     await failedOnce
     expect(errors.map((e) => e.code)).toEqual(['TRANSFER_FAILED'])
     // The idle timeout's own message: it ended on the receiver's 400 ms timer.
-    expect(errors[0]!.message).toMatch(/Nothing arrived/)
+    expect(errors[0]!.message).toMatch(/^Nothing arrived from alice for 0\.4 s; .* kept for 10 minutes/)
     expect(receiver.activeCount).toBe(0)
+    expect((await listing(downloadsDir)).filter((name) => name.endsWith('.part'))).toHaveLength(1)
+    await receiver.close()
     expect(await listing(downloadsDir)).toEqual([])
     // The sender's own sends now throw (closed socket): it fails rather than hangs.
     expect(await within(senderOutcome, 2_000, 'still running')).toBe('TRANSFER_FAILED')

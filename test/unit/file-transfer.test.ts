@@ -473,7 +473,7 @@ describe('file transfer', () => {
     expect(r.receiver.activeCount).toBe(0)
   })
 
-  it('a sender that vanishes mid-way: the receiver times out and removes the partial file', async () => {
+  it('a sender that vanishes mid-way: the receiver times out, and keeps what arrived for its next offer (file-resume.test.ts), saying so', async () => {
     let dataFrames = 0
     let cut: () => void = () => undefined
     const r = await run({
@@ -491,7 +491,12 @@ describe('file transfer', () => {
     const received = await r.received
     expect(received.error).toMatchObject({code: 'TRANSFER_FAILED'})
     // The idle timeout's own message: the receiver gave up on its timer.
-    expect(received.error!.message).toMatch(/Nothing arrived from alice/)
+    expect(received.error!.message).toMatch(/^Nothing arrived from alice for 0\.3 s; the transfer of "source\.bin" was abandoned\. The \d+(\.\d)? KiB received are kept for 10 minutes: if alice sends it again, it goes on from there\.$/)
+    expect(received.error!.details).toMatchObject({keptBytes: expect.any(Number)})
+    // Only the hidden partial file, until the keep time is up or the receiver closes.
+    const left = await listing(r.downloads)
+    expect(left).toEqual([expect.stringMatching(/^\.messenger-receiver\..+\.lock$/), expect.stringMatching(/^\.source\.bin\..+\.part$/)])
+    await r.receiver.close()
     expect(await listing(r.downloads)).toEqual([])
     // The sender gives up too, on its own idle timeout.
     const sent = await r.sent
@@ -667,7 +672,6 @@ describe('file transfer', () => {
       onTestFinished(() => clearInterval(again))
     })
     expect(await abandoned).toMatch(/Nothing arrived from mallory for 0.3 s/)
-    expect(await listing(join(root, 'dl'))).toEqual([])
   })
 
   it('refuses a peer over maxPerPeer with BUSY and a sentence for it, while other peers still get slots', async () => {

@@ -1,0 +1,243 @@
+import {createHash, randomBytes} from 'node:crypto'
+import {mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {describe, expect, it, onTestFinished} from 'vitest'
+
+import type {MessengerError} from '../../src/protocol/errors.js'
+import {DATA_OVERHEAD, decodeFrame, FileFrameKind} from '../../src/transport/file-codec.js'
+import {FileReceiver, type FileReceiverOptions, type ReceivedFile, sendFile, type SendFileResult} from '../../src/transport/file-transfer.js'
+import {type LossyOptions, memoryTransportPair} from '../helpers/lossy-transport.js'
+
+/**
+ * A transfer stopped by the path or the connection (not by a person, not by a bad file) leaves its
+ * partial file with the receiver for a while; the sender's next offer of the same file goes on from
+ * it. The sender learns where from a SACK sent before the ACCEPT, which senders from before resume
+ * ignore: they send everything again, and the receiver then takes everything again.
+ */
+
+const SMALL_FRAME = 1100
+const SMALL_CHUNK = SMALL_FRAME - DATA_OVERHEAD
+const RELAY_FRAME = 49_152
+const RELAY_CHUNK = RELAY_FRAME - DATA_OVERHEAD
+const SIZE = 4 * 1024 * 1024
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'messenger-resume-'))
+  onTestFinished(() => rm(dir, {recursive: true, force: true}))
+  return dir
+}
+
+const listing = async (dir: string) => (await readdir(dir).catch(() => [] as string[])).sort()
+const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex')
+
+interface Events {
+  errors: Array<{id: string; error: MessengerError}>
+  files: ReceivedFile[]
+  /** Resolves with the next error or file. */
+  next(): Promise<{error?: MessengerError; file?: ReceivedFile}>
+}
+
+async function setUp(options: Partial<FileReceiverOptions> = {}) {
+  const root = await tempDir()
+  const data = randomBytes(SIZE)
+  const source = join(root, 'big.bin')
+  await writeFile(source, data)
+  const downloads = join(root, 'downloads')
+  const waiting: Array<(e: {error?: MessengerError; file?: ReceivedFile}) => void> = []
+  const events: Events = {
+    errors: [],
+    files: [],
+    next: () => new Promise((resolve) => waiting.push(resolve)),
+  }
+  const receiver = new FileReceiver({
+    downloadsDir: downloads,
+    maxBytes: 1 << 30,
+    onError: (id, error) => {
+      events.errors.push({id, error})
+      waiting.shift()?.({error})
+    },
+    onComplete: (file) => {
+      events.files.push(file)
+      waiting.shift()?.({file})
+    },
+    ...options,
+  })
+  onTestFinished(() => receiver.close())
+  return {root, data, source, downloads, receiver, events}
+}
+
+type Env = Awaited<ReturnType<typeof setUp>>
+
+/** One sendFile of the source over a new link to the receiver; counts the DATA frames the sender sends. */
+function offer(env: Env, link: LossyOptions & {idleTimeoutMs?: number; signal?: AbortSignal} = {}) {
+  let dataFrames = 0
+  const pair = memoryTransportPair({
+    ...link,
+    intercept: (frame, from) => {
+      if (from === 'a' && frame[0] === FileFrameKind.DATA) dataFrames++
+      return link.intercept ? link.intercept(frame, from) : frame
+    },
+  })
+  onTestFinished(() => pair.close())
+  const [a, b] = pair
+  b.deliver((frame) => env.receiver.handle(frame, b, 'alice'))
+  const transfer = sendFile({transport: a, file: env.source, peer: 'bob', idleTimeoutMs: link.idleTimeoutMs ?? 600, signal: link.signal})
+  a.deliver((frame) => transfer.handle(frame))
+  const done = transfer.done.then(
+    (result) => ({result, error: undefined}),
+    (error: MessengerError) => ({result: undefined as SendFileResult | undefined, error}),
+  )
+  return {pair, transfer, done, dataFrames: () => dataFrames}
+}
+
+/** A first transfer whose path dies after `frames` DATA frames; resolves with the receiver's error. */
+async function cutAfter(env: Env, frames: number): Promise<MessengerError> {
+  let seen = 0
+  let cut = () => undefined as void
+  const first = offer(env, {
+    intercept: (frame, from) => {
+      if (from === 'a' && frame[0] === FileFrameKind.DATA && ++seen === frames) cut()
+      return frame
+    },
+  })
+  cut = () => first.pair.setUp(false)
+  const {error} = await env.events.next()
+  await first.done
+  return error!
+}
+
+async function expectSaved(env: Env, file: ReceivedFile): Promise<void> {
+  expect((await readFile(file.path)).equals(env.data)).toBe(true)
+  expect(file.sha256).toBe(sha256(env.data))
+  // Saved, and no partial file left behind.
+  expect(await listing(env.downloads)).toEqual(['big.bin'])
+}
+
+describe('file transfer resume', () => {
+  it('a transfer whose path died keeps what arrived; the next offer of the file sends only the rest, and it arrives whole', async () => {
+    const env = await setUp({idleTimeoutMs: 300})
+    const error = await cutAfter(env, 1500)
+    const kept = error.details!.keptBytes as number
+    // What arrived in order, in whole chunks: about the 1,500 chunks sent before the cut.
+    expect(kept % SMALL_CHUNK).toBe(0)
+    expect(kept).toBeGreaterThan(0)
+    expect(kept).toBeLessThanOrEqual(1500 * SMALL_CHUNK)
+    // The partial file, and the lock that keeps other receivers' sweeps off it (file-partials.ts).
+    expect(await listing(env.downloads)).toEqual([expect.stringMatching(/^\.big\.bin\.[0-9a-f]+\.[^.]+\.part$/), expect.stringMatching(/^\.messenger-receiver\..+\.lock$/)])
+
+    const second = offer(env)
+    const {file} = await env.events.next()
+    const {result, error: sendError} = await second.done
+    expect(sendError).toBeUndefined()
+    expect(result!.resumedBytes).toBe(kept)
+    // Only the rest went (the link loses nothing): not one chunk of the kept part again.
+    const chunks = Math.ceil(SIZE / SMALL_CHUNK)
+    expect(second.dataFrames()).toBe(chunks - kept / SMALL_CHUNK)
+    await expectSaved(env, file!)
+  })
+
+  it('resumes through a path with bigger chunks (direct, then the relay) from the whole chunks it has', async () => {
+    const env = await setUp({idleTimeoutMs: 300})
+    const error = await cutAfter(env, 2500)
+    const kept = error.details!.keptBytes as number
+    expect(kept).toBeGreaterThan(RELAY_CHUNK)
+
+    const relayed = offer(env, {maxFrame: RELAY_FRAME})
+    const {file} = await env.events.next()
+    const {result} = await relayed.done
+    // Whole relay-sized chunks of what was kept; the bytes past the last one are sent again.
+    expect(result!.resumedBytes).toBe(Math.floor(kept / RELAY_CHUNK) * RELAY_CHUNK)
+    expect(relayed.dataFrames()).toBe(Math.ceil(SIZE / RELAY_CHUNK) - Math.floor(kept / RELAY_CHUNK))
+    await expectSaved(env, file!)
+  })
+
+  it('an offer of the file while its transfer still runs (the sender gave up on that path) takes over from it, and says so', async () => {
+    // The receiver's idle limit is far off: the first transfer is still receiving when the second comes.
+    const env = await setUp({idleTimeoutMs: 60_000})
+    let seen = 0
+    let stalled!: () => void
+    const acked1000 = new Promise<void>((resolve) => (stalled = resolve))
+    const stop = new AbortController()
+    const first = offer(env, {
+      idleTimeoutMs: 60_000,
+      signal: stop.signal,
+      intercept: (frame, from) => {
+        if (from === 'a') return frame[0] === FileFrameKind.DATA && ++seen > 1000 ? null : frame
+        const sack = decodeFrame(frame)
+        if (sack?.kind === 'sack' && sack.next >= 1000) stalled()
+        return frame
+      },
+    })
+    // The first transfer has stalled: 1,000 chunks arrived and acknowledged, the rest dropped.
+    await acked1000
+
+    const second = offer(env)
+    const superseded = await env.events.next()
+    expect(superseded.error).toMatchObject({code: 'TRANSFER_FAILED', details: {superseded: true}})
+    expect(superseded.error!.message).toBe('alice offered "big.bin" again while it was arriving (the direct path was lost, or alice sent it again): it goes on as a new transfer from what had arrived.')
+    const {file} = await env.events.next()
+    const {result} = await second.done
+    expect(result!.resumedBytes).toBeGreaterThan(0)
+    expect(result!.resumedBytes).toBeLessThanOrEqual(1000 * SMALL_CHUNK)
+    await expectSaved(env, file!)
+    stop.abort()
+    await first.done
+  })
+
+  it('a sender that starts from the beginning anyway (from before resume, or the SACK was lost): the receiver takes everything again, and it arrives whole', async () => {
+    const env = await setUp({idleTimeoutMs: 300})
+    await cutAfter(env, 1500)
+    // Drop the receiver's frames up to its ACCEPT: the resume SACK never reaches the sender.
+    let accepted = false
+    const again = offer(env, {
+      intercept: (frame, from) => {
+        if (from !== 'b' || accepted) return frame
+        if (decodeFrame(frame)?.kind === 'accept') accepted = true
+        return frame[0] === FileFrameKind.SACK ? null : frame
+      },
+    })
+    const {file, error} = await env.events.next()
+    expect(error).toBeUndefined()
+    const {result} = await again.done
+    expect(result!.resumedBytes).toBe(0)
+    expect(again.dataFrames()).toBeGreaterThanOrEqual(Math.ceil(SIZE / SMALL_CHUNK))
+    await expectSaved(env, file!)
+  })
+
+  it('another file from the same peer does not resume from it; a kept part goes when its time is up', async () => {
+    const env = await setUp({idleTimeoutMs: 300, keepPartialMs: 400})
+    await cutAfter(env, 1500)
+    await writeFile(env.source, randomBytes(SIZE))
+    const other = offer(env)
+    const {file} = await env.events.next()
+    expect((await other.done).result!.resumedBytes).toBe(0)
+    expect(file!.sha256).not.toBe(sha256(env.data))
+    // The kept part of the first file stays until its time is up (400 ms here), then goes.
+    expect((await listing(env.downloads)).filter((name) => name.endsWith('.part'))).toHaveLength(1)
+    await expect.poll(async () => listing(env.downloads), {timeout: 10_000, interval: 50}).toEqual(['big.bin'])
+  })
+
+  it('a person cancelling is not a lost path: nothing is kept', async () => {
+    const env = await setUp()
+    let seen = 0
+    const controller = new AbortController()
+    const pair = memoryTransportPair({
+      intercept: (frame, from) => {
+        if (from === 'a' && frame[0] === FileFrameKind.DATA && ++seen === 500) controller.abort()
+        return frame
+      },
+    })
+    onTestFinished(() => pair.close())
+    const [a, b] = pair
+    b.deliver((frame) => env.receiver.handle(frame, b, 'alice'))
+    const transfer = sendFile({transport: a, file: env.source, peer: 'bob', signal: controller.signal})
+    a.deliver((frame) => transfer.handle(frame))
+    await transfer.done.catch(() => undefined)
+    const {error} = await env.events.next()
+    expect(error!.message).toBe('alice cancelled the transfer of "big.bin".')
+    expect(error!.details?.keptBytes).toBeUndefined()
+    await env.receiver.close()
+    expect(await listing(env.downloads)).toEqual([])
+  })
+})
