@@ -232,6 +232,10 @@ export class IncomingTransfer {
         // The hash follows the file from its start: the kept part is read once, now.
         await this.writer.resumeAt(prefix)
       } catch (error) {
+        if (this.state !== 'opening') {
+          await this.closeAndRemove()
+          return
+        }
         this.state = 'receiving' // fail() cleans up from here
         this.fail(failed(`Cannot read back the part of "${this.name}" received before: ${errnoCode(error) ?? (error as Error).message}.`, error), true, 'recipient cannot read the file back')
         return
