@@ -93,9 +93,12 @@ export function renderError(message: string, hint?: string, label = 'Error: '): 
   return `${[`${label}${first}`, ...[...rest, ...hintLines].map((line) => `${ERROR_CONTINUATION}${line}`)].join('\n')}\n`
 }
 
-/** The line `listen` and `chat` print for a received message: `[time] #group alice: text`. */
+/**
+ * The line `listen` and `chat` print for a received message: `[time] alice: text`, `[time] [#team]
+ * alice: text`, `[time] [broadcast] alice: text`; the group or broadcast tagged as `history` tags it.
+ */
 export function incomingMessageLine(m: {ts: number; from: string; text: string; group?: string | null; broadcast?: boolean}): string {
-  const where = m.group ? `#${escapeControls(m.group)} ` : m.broadcast ? '(broadcast) ' : ''
+  const where = m.group ? `[#${escapeControls(m.group)}] ` : m.broadcast ? '[broadcast] ' : ''
   return `[${new Date(m.ts).toLocaleTimeString()}] ${where}${escapeControls(m.from)}: ${renderMessageText(m.text)}`
 }
 
@@ -107,7 +110,7 @@ export function notInvitedReason(code: string): string {
 /**
  * Where a history entry went and who wrote it (escaped): `alice`, `you -> bob`, `[#team] alice`,
  * `[#team] you`, `[broadcast] alice`, `[broadcast] you`. A group or broadcast is named once, in the
- * tag, like the (broadcast) and #team that listen and chat print for one arriving.
+ * tag, as listen and chat tag one arriving (incomingMessageLine).
  */
 export function historyWho(m: {direction: 'in' | 'out'; from: string; to: string; group: string | null; broadcast?: boolean}): string {
   const where = m.group ? `[#${m.group}] ` : m.broadcast ? '[broadcast] ' : ''

@@ -69,8 +69,8 @@ describe('incomingMessageLine', () => {
     const ts = Date.parse('2024-05-01T10:00:00Z')
     const time = new Date(ts).toLocaleTimeString()
     expect(incomingMessageLine({ts, from: 'alice', text: 'hi', group: null})).toBe(`[${time}] alice: hi`)
-    expect(incomingMessageLine({ts, from: 'alice', text: 'hi \u001b[2J', group: 'friends'})).toBe(`[${time}] #friends alice: hi \\x1b[2J`)
-    expect(incomingMessageLine({ts, from: 'alice', text: 'all\u0007', group: null, broadcast: true})).toBe(`[${time}] (broadcast) alice: all\\x07`)
+    expect(incomingMessageLine({ts, from: 'alice', text: 'hi \u001b[2J', group: 'friends'})).toBe(`[${time}] [#friends] alice: hi \\x1b[2J`)
+    expect(incomingMessageLine({ts, from: 'alice', text: 'all\u0007', group: null, broadcast: true})).toBe(`[${time}] [broadcast] alice: all\\x07`)
   })
 })
 
