@@ -177,10 +177,12 @@ export function jsonText(value: unknown, pretty = false): string {
  * What a history line shows of an entry: its text, escaped (see renderMessageText), or for a file
  * "[file] NAME (SIZE)", and where it was saved for one received.
  */
-export function historyText(m: {text: string; file?: {name: string; bytes: number; savedAs?: string}}): string {
+export function historyText(m: {text: string; direction?: 'in' | 'out'; file?: {name: string; bytes: number; savedAs?: string; failure?: {message: string}}}): string {
   if (!m.file) return renderMessageText(m.text)
   const saved = m.file.savedAs ? ` saved as ${escapeControls(m.file.savedAs)}` : ''
-  return `[file] ${escapeControls(m.file.name)} (${formatSize(m.file.bytes)})${saved}`
+  // An outgoing failure is said by its mark (historyMark); an incoming one has none.
+  const lost = m.file.failure && m.direction === 'in' ? ` not received: ${escapeControls(m.file.failure.message)}` : ''
+  return `[file] ${escapeControls(m.file.name)} (${formatSize(m.file.bytes)})${saved}${lost}`
 }
 
 /** A change of someone's presence, as chat and listen print it (after "* "). */
@@ -196,8 +198,10 @@ const MARKS: Record<HistoryStatus, string> = {sending: '…', failed: '✗ faile
  * like; a group message some members have and others not yet says how many (✓ while copies wait
  * on the server, ✗ once the rest failed).
  */
-export function historyMark(m: {status: HistoryStatus; copies?: ReadonlyArray<{status: string}>}): string {
+export function historyMark(m: {status: HistoryStatus; copies?: ReadonlyArray<{status: string}>; file?: {failure?: {message: string}}}): string {
   const progress = groupProgress(m.copies)
   if (progress) return `${m.status === 'stored' ? '✓' : '✗'} ${progress}`
+  // A file that did not go: why, as sendfile said it then.
+  if (m.file?.failure) return `${MARKS.failed}: ${escapeControls(m.file.failure.message)}`
   return MARKS[m.status] ?? m.status
 }

@@ -21,7 +21,7 @@ import type {MessengerClient} from './client.js'
 import type {DeliveryEngine, PathPreference} from './delivery.js'
 import type {Keyring} from './keyring.js'
 import {fileFrameDirectionMatches, openFileFrame, sealFileFrame} from '../crypto/envelope.js'
-import {rememberId} from '../util/bounded.js'
+import {rememberId, setNewest} from '../util/bounded.js'
 
 /** A direct offer unanswered this long means the path died: fall back to the relay. */
 const DIRECT_OFFER_TIMEOUT_MS = 3_000
@@ -62,6 +62,15 @@ export interface SentFile {
   resumedBytes: number
 }
 
+export interface SendOptions {
+  preference?: PathPreference
+  onProgress?: (p: TransferProgress) => void
+  onPath?: (path: 'direct' | 'relay') => void
+  /** The direct path died mid-transfer and the file starts again through the relay (before onPath('relay')). */
+  onPathLost?: () => void
+  signal?: AbortSignal
+}
+
 export interface FileHubEvents {
   offer: [IncomingOffer]
   progress: [string, TransferProgress]
@@ -72,6 +81,16 @@ export interface FileHubEvents {
 
 /** Transfers whose dropped frames were reported lately: a transfer is thousands of frames, reported once. */
 const REPORTED_DROPS = 1_000
+/** Incoming offers remembered until they end (a receiver takes 8 at a time; the rest are refusals). */
+const MAX_OFFERS_REMEMBERED = 1_000
+
+/** The last attempt of one `send` that made its offer: what its failure is recorded with. */
+interface OfferedAttempt {
+  transferId: string
+  path: 'direct' | 'relay'
+  bytes: number
+  sha256: string
+}
 
 /** Frames a sender must see (the receiver's answers), by kind byte; the rest go to the receiver. */
 const ANSWERS = new Set<number>([FileFrameKind.ACCEPT, FileFrameKind.REJECT, FileFrameKind.SACK, FileFrameKind.DONE])
@@ -101,6 +120,8 @@ export class FileHub extends EventEmitter<FileHubEvents> {
   dropped = 0
   private readonly reportedDrops = new Set<string>()
   private lastDirect: DirectPeer | undefined
+  /** Offers announced and not ended yet, by transfer id: what a failure is recorded with. */
+  private readonly offers = new Map<string, IncomingOffer>()
 
   constructor(private readonly o: FileHubOptions) {
     super()
@@ -108,14 +129,30 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       this.receiver = new FileReceiver({
         downloadsDir: o.receive.downloadsDir,
         maxBytes: o.receive.maxBytes,
-        onOffer: (offer) => this.emit('offer', offer),
+        onOffer: (offer) => {
+          setNewest(this.offers, offer.transferId, offer, MAX_OFFERS_REMEMBERED)
+          this.emit('offer', offer)
+        },
         onProgress: (id, progress) => this.emit('progress', id, progress),
         // In history before it is announced, as a message is stored before it is shown.
-        onComplete: (file) =>
+        onComplete: (file) => {
+          this.offers.delete(file.transferId)
           void this.record({transferId: file.transferId, direction: 'in', peer: file.peer, path: file.via, file: {name: file.offeredName, bytes: file.bytes, sha256: file.sha256, savedAs: file.path}}).then(() =>
             this.emit('received', file),
-          ),
-        onError: (id, error) => this.emit('failed', id, error),
+          )
+        },
+        onError: (id, error) => {
+          const offer = this.offers.get(id)
+          this.offers.delete(id)
+          // A file offered and not received (refused, cancelled, cut) leaves its line too, as in
+          // Signal; not one taken over by a new offer of it (superseded), which goes on as that one.
+          if (!offer || error.details?.superseded === true) {
+            this.emit('failed', id, error)
+            return
+          }
+          const failure = {code: error.code, message: error.message}
+          void this.record({transferId: id, direction: 'in', peer: offer.peer, path: offer.via, file: {name: offer.name, bytes: offer.size, failure}}).then(() => this.emit('failed', id, error))
+        },
         onReplay: ({transferId, peer, reason}) => {
           this.dropped++
           this.report({from: peer, transferId, reason})
@@ -134,20 +171,26 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     link.on('frame', (frame) => this.onDirectFrame(frame))
   }
 
-  /** Sends a file to an online user; resolves once the receiver has verified its SHA-256. */
-  async send(
-    rawTo: string,
-    file: string,
-    options: {
-      preference?: PathPreference
-      onProgress?: (p: TransferProgress) => void
-      onPath?: (path: 'direct' | 'relay') => void
-      /** The direct path died mid-transfer and the file starts again through the relay (before onPath('relay')). */
-      onPathLost?: () => void
-      signal?: AbortSignal
-    } = {},
-  ): Promise<SentFile> {
-    const to = rawTo.trim().toLowerCase()
+  /**
+   * Sends a file to an online user; resolves once the receiver has verified its SHA-256. One that
+   * fails once offered is recorded in history as failed, with why (one that never got as far as an
+   * offer, refused before it, is only the caller's error).
+   */
+  async send(rawTo: string, file: string, options: SendOptions = {}): Promise<SentFile> {
+    const attempt: {offered?: OfferedAttempt} = {}
+    try {
+      return await this.sendAttempts(rawTo.trim().toLowerCase(), file, options, attempt)
+    } catch (error) {
+      const offered = attempt.offered
+      if (offered) {
+        const failure = error instanceof MessengerError ? {code: error.code, message: error.message} : {code: 'TRANSFER_FAILED', message: String(error)}
+        await this.record({transferId: offered.transferId, direction: 'out', peer: rawTo.trim().toLowerCase(), path: offered.path, file: {name: basename(file), bytes: offered.bytes, sha256: offered.sha256, failure}})
+      }
+      throw error
+    }
+  }
+
+  private async sendAttempts(to: string, file: string, options: SendOptions, attempt: {offered?: OfferedAttempt}): Promise<SentFile> {
     // Blocking drops whatever the blocked user sends us (the server refuses their forwards, our link
     // their datagrams), so their ACCEPT would never arrive: they would see an offer, we a timeout.
     // The lookup goes out at once too (the refusal still wins): one round trip before the offer, not two.
@@ -180,7 +223,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       // Direct: a path that went dead since it was confirmed shows as an unanswered offer; give it
       // a few seconds, then stream through the relay instead (unless --direct-only). So does a
       // recipient that does not know our key (UNKNOWN_SENDER): the relay names us to it.
-      return {path, ...(await this.transfer(to, path, transport, file, options, path === 'direct' ? DIRECT_OFFER_TIMEOUT_MS : undefined))}
+      return {path, ...(await this.transfer(to, path, transport, file, options, attempt, path === 'direct' ? DIRECT_OFFER_TIMEOUT_MS : undefined))}
     } catch (error) {
       if (path !== 'direct' || !(error instanceof MessengerError)) throw error
       const unknownHere = error.code === 'FILE_REJECTED' && error.details?.code === 'UNKNOWN_SENDER'
@@ -201,7 +244,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       this.link?.forgetPath(peerKey)
       if (lostMidway) options.onPathLost?.()
       options.onPath?.('relay')
-      return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options))}
+      return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options, attempt))}
     }
   }
 
@@ -211,6 +254,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     transport: FrameTransport,
     file: string,
     options: {onProgress?: (p: TransferProgress) => void; signal?: AbortSignal},
+    attempt: {offered?: OfferedAttempt},
     offerTimeoutMs?: number,
   ): Promise<Omit<SentFile, 'path'>> {
     // A relayed transfer cannot outlive the connection it goes through: fail with the connection's
@@ -233,6 +277,8 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       await this.record({transferId: transfer.transferId, direction: 'out', peer: to, path, file: {name: basename(file), bytes: sent.bytes, sha256: sent.sha256}})
       return sent
     } catch (error) {
+      const offered = transfer.offered()
+      if (offered) attempt.offered = {transferId: transfer.transferId, path, ...offered}
       const reason: unknown = lost.signal.reason
       if (!lost.signal.aborted || !(reason instanceof MessengerError)) throw error
       // Said for what it is: the connection (the server restarting, say) ended the transfer.

@@ -138,11 +138,14 @@ export interface HistoryEntry {
 /** What history keeps of a file transfer that completed: the receiver verified its SHA-256. */
 export interface FileRecord {
   name: string
+  /** The file's size (all of it, also for a transfer that failed). */
   bytes: number
-  /** Hex SHA-256 of the content. */
-  sha256: string
+  /** Hex SHA-256 of the content; absent for an incoming transfer that failed (only the sender's word for it). */
+  sha256?: string
   /** Where the receiver saved it (incoming only). */
   savedAs?: string
+  /** Why the transfer failed or was refused; the row's status is then 'failed'. */
+  failure?: {code: string; message: string}
 }
 
 /** A completed file transfer, as FileHub reports it to be recorded (see LocalHistory.recordFile). */
@@ -523,13 +526,14 @@ export class LocalHistory {
 
   /**
    * Records a file transfer that completed (verified by the receiver): outgoing as 'delivered',
-   * incoming as 'received'. Its id is `file:` and the transfer id, so a record made twice is one row.
-   * An incoming one is fsynced (as a message is before its ack); an outgoing one rides the group commit.
+   * incoming as 'received'; or one that failed or was refused (`file.failure`), as 'failed'. Its id
+   * is `file:` and the transfer id, so a record made twice is one row. An incoming one is fsynced
+   * (as a message is before its ack); an outgoing one rides the group commit.
    */
   recordFile(t: FileTransferRecord): Promise<boolean> {
     const [from, to] = t.direction === 'out' ? [t.me, t.peer] : [t.peer, t.me]
     return this.commits.run(
-      () => this.stmt.insertFile.run(`file:${t.transferId}`, t.direction, t.peer, from, to, t.file.name, t.ts, t.direction === 'out' ? 'delivered' : 'received', t.path, JSON.stringify(t.file), this.now()).changes === 1,
+      () => this.stmt.insertFile.run(`file:${t.transferId}`, t.direction, t.peer, from, to, t.file.name, t.ts, t.file.failure ? 'failed' : t.direction === 'out' ? 'delivered' : 'received', t.path, JSON.stringify(t.file), this.now()).changes === 1,
       {durable: t.direction === 'in'},
     )
   }

@@ -14,7 +14,7 @@ Each line says where a message went and who wrote it: "alice", "you -> bob", "[#
 Before printing, it asks the server for the receipts waiting for you (delivered, expired, unreadable) and records them, without showing you online, so the marks are current even if you never ran chat or listen. If the server cannot be asked (unreachable, not logged in), it prints the local marks and says on stderr that they may be out of date, with the reason and what to do about it (a changed server certificate: forget-server) (--json: receiptsChecked false).
 Marks: ✓ stored (on the server, recipient offline), ✓ sent, ✓✓ delivered (the recipient's client has it), ✗ expired (the server dropped it undelivered after --message-ttl), ✗ unreadable (the recipient's client could not open it; send it again), ✗ failed.
 A group message is ✓✓ delivered once every member it was stored for has it; until then it says how many do ("✓ delivered to 1 of 3"), and --json lists each member's copy (copies: [{to, status}]).
-Files sent and received (sendfile; chat and listen receive) are listed too, once the receiver has verified them: "[file] notes.txt (14 B)", with where it was saved for one you received (--json: file: {name, bytes, sha256, savedAs}).`
+Files sent and received (sendfile; chat and listen receive) are listed too, once the receiver has verified them: "[file] notes.txt (14 B)", with where it was saved for one you received (--json: file: {name, bytes, sha256, savedAs}). One offered that did not arrive (refused, cancelled, cut off) says why: "✗ failed: ..." when you sent it, "not received: ..." when it was sent to you (--json: status failed, file.failure {code, message}).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',

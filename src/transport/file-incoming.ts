@@ -580,10 +580,14 @@ export class IncomingTransfer {
   }
 }
 
-/** A transfer's error, saying that what was received is kept, and how to go on from it. */
+/**
+ * A transfer's error, its hint saying that what was received is kept, and how to go on from it (a
+ * hint: it is what to do now, while the message, as history keeps it, says what happened).
+ */
 function keptError(error: MessengerError, bytes: number, peer: string): MessengerError {
-  return new MessengerError(error.code, `${error.message} The ${formatSize(bytes)} received are kept for ${KEEP_PARTIAL_MINUTES} minutes: if ${peer} sends it again, it goes on from there.`, {
-    hint: error.hint,
+  const kept = `The ${formatSize(bytes)} received are kept for ${KEEP_PARTIAL_MINUTES} minutes: if ${peer} sends it again, it goes on from there.`
+  return new MessengerError(error.code, error.message, {
+    hint: error.hint ? `${error.hint} ${kept}` : kept,
     cause: error.cause,
     details: {...error.details, keptBytes: bytes},
   })

@@ -100,6 +100,11 @@ export class Sender {
     return this.phase === 'closed'
   }
 
+  /** The file as offered; undefined until the offer was made (set with the hash, kept after the end). */
+  offeredFile(): {bytes: number; sha256: string} | undefined {
+    return this.offer && this.sha256 ? {bytes: this.reader.size, sha256: this.sha256.toString('hex')} : undefined
+  }
+
   stats(): SenderStats {
     const {flight} = this
     return {framesSent: flight.txCounter, ...flight.counters, cwnd: flight.cwnd, srttMs: flight.srtt, rtoMs: flight.rto}

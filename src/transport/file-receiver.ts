@@ -34,6 +34,8 @@ export interface IncomingOffer {
   name: string
   size: number
   peer: string
+  /** The path the offer came by. */
+  via: 'direct' | 'relay'
 }
 
 export interface ReceivedFile {
@@ -346,7 +348,7 @@ export class FileReceiver {
     const name = safeFileName(offer.name)
     const {size, chunkSize} = offer
     const sha256 = Buffer.from(offer.sha256).toString('hex')
-    this.emit('onOffer', {transferId: hex, name, size, peer})
+    this.emit('onOffer', {transferId: hex, name, size, peer, via: transport.relayed ? 'relay' : 'direct'})
     // The same file from the same peer while its transfer is still running: the sender has given up
     // on that one (the direct path died and it goes through the relay now, say). That transfer ends
     // here, and this one goes on from what it received.

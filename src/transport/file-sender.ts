@@ -70,6 +70,8 @@ export interface OutgoingTransfer {
   handle(frame: Uint8Array): void
   done: Promise<SendFileResult>
   stats(): SenderStats
+  /** The file as offered, once the offer went out (the file was hashed): the receiver may have heard of it. */
+  offered(): {bytes: number; sha256: string} | undefined
 }
 
 /**
@@ -81,5 +83,5 @@ export interface OutgoingTransfer {
 export function sendFile(options: SendFileOptions): OutgoingTransfer {
   const sender = new Sender(options)
   sender.start()
-  return {transferId: sender.hex, handle: (frame) => sender.handle(frame), done: sender.done, stats: () => sender.stats()}
+  return {transferId: sender.hex, handle: (frame) => sender.handle(frame), done: sender.done, stats: () => sender.stats(), offered: () => sender.offeredFile()}
 }

@@ -186,6 +186,15 @@ describe('messenger sendfile', () => {
       // never created: fine
     }
     expect(saved).toEqual([])
+
+    // Both histories say so, as Signal shows an attachment that did not go: not silence. The offline
+    // one never got as far as an offer, and stays out of history (sendfile said so at once).
+    const aliceHistory = await runCli(['history', 'bob'], {env: alice})
+    expect(aliceHistory.stdout).toMatch(/  you -> bob: \[file\] small\.bin \(4\.0 KiB\)  ✗ failed: .+\n$/)
+    const bobHistory = await runCli(['history', 'alice', '--json'], {env: bob})
+    const [entry] = (JSON.parse(bobHistory.stdout) as {messages: Array<{direction: string; status: string; file: {name: string; bytes: number; failure: {code: string; message: string}}}>}).messages
+    expect(entry).toMatchObject({direction: 'in', status: 'failed', file: {name: 'small.bin', bytes: 4096, failure: {code: 'FILE_TOO_LARGE', message: failed.message}}})
+    expect((await runCli(['history', 'carol'], {env: alice})).stdout).toMatch(/No messages yet/)
   })
 
   it('a read-only downloads directory: listen refuses it at start; one that turns read-only later says at arrival to pick another --downloads', async (context) => {

@@ -72,10 +72,15 @@ type Env = Awaited<ReturnType<typeof setUp>>
 /** One sendFile of the source over a new link to the receiver; counts the DATA frames the sender sends. */
 function offer(env: Env, link: LossyOptions & {idleTimeoutMs?: number; signal?: AbortSignal} = {}) {
   let dataFrames = 0
+  let lowest = Number.POSITIVE_INFINITY
   const pair = memoryTransportPair({
     ...link,
     intercept: (frame, from) => {
-      if (from === 'a' && frame[0] === FileFrameKind.DATA) dataFrames++
+      if (from === 'a' && frame[0] === FileFrameKind.DATA) {
+        dataFrames++
+        const data = decodeFrame(frame)
+        if (data?.kind === 'data') lowest = Math.min(lowest, data.index)
+      }
       return link.intercept ? link.intercept(frame, from) : frame
     },
   })
@@ -88,7 +93,7 @@ function offer(env: Env, link: LossyOptions & {idleTimeoutMs?: number; signal?: 
     (result) => ({result, error: undefined}),
     (error: MessengerError) => ({result: undefined as SendFileResult | undefined, error}),
   )
-  return {pair, transfer, done, dataFrames: () => dataFrames}
+  return {pair, transfer, done, dataFrames: () => dataFrames, lowestIndex: () => lowest}
 }
 
 /** A first transfer whose path dies after `frames` DATA frames; resolves with the receiver's error. */
@@ -131,9 +136,11 @@ describe('file transfer resume', () => {
     const {result, error: sendError} = await second.done
     expect(sendError).toBeUndefined()
     expect(result!.resumedBytes).toBe(kept)
-    // Only the rest went (the link loses nothing): not one chunk of the kept part again.
+    // Only the rest went: not one chunk of the kept part again (a tail loss probe may repeat one of the rest).
     const chunks = Math.ceil(SIZE / SMALL_CHUNK)
-    expect(second.dataFrames()).toBe(chunks - kept / SMALL_CHUNK)
+    expect(second.lowestIndex()).toBe(kept / SMALL_CHUNK)
+    expect(second.dataFrames()).toBeGreaterThanOrEqual(chunks - kept / SMALL_CHUNK)
+    expect(second.dataFrames()).toBeLessThan(chunks)
     await expectSaved(env, file!)
   })
 
@@ -148,7 +155,7 @@ describe('file transfer resume', () => {
     const {result} = await relayed.done
     // Whole relay-sized chunks of what was kept; the bytes past the last one are sent again.
     expect(result!.resumedBytes).toBe(Math.floor(kept / RELAY_CHUNK) * RELAY_CHUNK)
-    expect(relayed.dataFrames()).toBe(Math.ceil(SIZE / RELAY_CHUNK) - Math.floor(kept / RELAY_CHUNK))
+    expect(relayed.lowestIndex()).toBe(Math.floor(kept / RELAY_CHUNK))
     await expectSaved(env, file!)
   })
 

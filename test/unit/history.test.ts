@@ -234,6 +234,16 @@ describe('file transfers', () => {
     expect(rows[2]).toMatchObject({id: 'file:cd34', direction: 'in', from: 'bob', to: 'alice', status: 'received', path: 'relay', file: received.file})
   })
 
+  it('records a transfer that failed, either way, as failed with why', async () => {
+    const failure = {code: 'TRANSFER_FAILED', message: 'bob cancelled the transfer.'}
+    await history.recordFile({transferId: 'f1', direction: 'out', peer: 'bob', me: 'alice', ts: 1, path: 'relay', file: {name: 'big.bin', bytes: 9, sha256: 'a'.repeat(64), failure}})
+    await history.recordFile({transferId: 'f2', direction: 'in', peer: 'bob', me: 'alice', ts: 2, path: 'direct', file: {name: 'in.bin', bytes: 5, failure}})
+    expect(history.list({peer: 'bob'})).toEqual([
+      expect.objectContaining({id: 'file:f1', direction: 'out', status: 'failed', file: {name: 'big.bin', bytes: 9, sha256: 'a'.repeat(64), failure}}),
+      expect.objectContaining({id: 'file:f2', direction: 'in', status: 'failed', file: {name: 'in.bin', bytes: 5, failure}}),
+    ])
+  })
+
   it('does not take a message number: the next message is numbered as if no file had been sent', async () => {
     expect(history.addOutgoingNumbered({id: 'a', to: 'bob', text: 'one', ts: 1})).toBe(1)
     await history.recordFile({transferId: 'ef56', direction: 'out', peer: 'bob', me: 'alice', ts: 2, path: 'direct', file: {name: 'x', bytes: 1, sha256: '0'.repeat(64)}})

@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {CONTINUATION, ERROR_CONTINUATION, escapeControls, groupProgress, incomingMessageLine, relativeTime, renderError, renderMessageText, table, jsonText} from '../../src/cli/render.js'
+import {CONTINUATION, ERROR_CONTINUATION, escapeControls, groupProgress, historyMark, historyText, incomingMessageLine, relativeTime, renderError, renderMessageText, table, jsonText} from '../../src/cli/render.js'
 
 /** Anything a terminal would interpret or hide: C0 but newline and tab, DEL, C1, bidi and zero-width format characters. */
 const INTERPRETED = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u
@@ -115,6 +115,21 @@ describe('groupProgress: a group message some members have and others not', () =
     expect(groupProgress(copies('stored', 'stored'))).toBeUndefined()
     expect(groupProgress([])).toBeUndefined()
     expect(groupProgress(undefined)).toBeUndefined()
+  })
+})
+
+describe('historyText and historyMark: files', () => {
+  const file = {name: 'big\u001b.bin', bytes: 3 * 1024 * 1024}
+  const failure = {message: 'bob cancelled the transfer: \u001b[2J.'}
+  it('a file sent or received: name and size, where it was saved, marks as for a message', () => {
+    expect(historyText({text: '', direction: 'out', file})).toBe('[file] big\\x1b.bin (3.0 MiB)')
+    expect(historyText({text: '', direction: 'in', file: {...file, savedAs: '/dl/big.bin'}})).toBe('[file] big\\x1b.bin (3.0 MiB) saved as /dl/big.bin')
+    expect(historyMark({status: 'delivered', file: {}})).toBe('✓✓ delivered')
+  })
+  it('a file that did not go says why, escaped: in the mark when sent, in the text when received', () => {
+    expect(historyText({text: '', direction: 'out', file: {...file, failure}})).toBe('[file] big\\x1b.bin (3.0 MiB)')
+    expect(historyMark({status: 'failed', file: {failure}})).toBe('✗ failed: bob cancelled the transfer: \\x1b[2J.')
+    expect(historyText({text: '', direction: 'in', file: {...file, failure}})).toBe('[file] big\\x1b.bin (3.0 MiB) not received: bob cancelled the transfer: \\x1b[2J.')
   })
 })
 
