@@ -117,6 +117,13 @@ export const IDLE_CANCEL_REASON = 'idle timeout'
  */
 export const PATH_LOST_CANCEL_REASON = 'Nothing was acknowledged for'
 
+/**
+ * The CANCEL reason a receiver answers the frames of a transfer with once a new offer of the same
+ * file from the same sender took over from it (a second sendfile of it, or the relay after the
+ * direct path): the sender says so, rather than that the recipient cancelled.
+ */
+export const SUPERSEDED_CANCEL_REASON = 'offered again'
+
 export function pathLost(message: string, details?: Record<string, unknown>): MessengerError {
   return failed(message, undefined, {...details, pathLost: true})
 }

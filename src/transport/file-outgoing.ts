@@ -15,7 +15,7 @@ import {
   transferIdToHex,
   writeDataHeader,
 } from './file-codec.js'
-import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, PATH_LOST_CANCEL_REASON, pathLost, progress} from './file-common.js'
+import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, PATH_LOST_CANCEL_REASON, pathLost, progress, SUPERSEDED_CANCEL_REASON} from './file-common.js'
 import {Flight} from './file-congestion.js'
 import {fitName} from './file-names.js'
 import {ChunkReader} from './file-reader.js'
@@ -417,6 +417,9 @@ export class Sender {
 function cancelled(peer: string | undefined, reason: string): MessengerError {
   if (reason.startsWith(IDLE_CANCEL_REASON)) return receiverGaveUp(peer, reason)
   if (reason.startsWith(CANNOT_SAVE_REASON)) return cannotSaveRefusal(peer, 'TRANSFER_FAILED', reason)
+  if (reason === SUPERSEDED_CANCEL_REASON) {
+    return failed(`${peer ?? 'The recipient'} was offered this file again (another sendfile of it), and that transfer took over from this one.`, undefined, {reason, superseded: true})
+  }
   return failed(`${peer ?? 'The recipient'} cancelled the transfer${reason ? `: ${reason}${/[.!?]$/.test(reason) ? '' : '.'}` : '.'}`, undefined, {reason})
 }
 

@@ -13,7 +13,7 @@ import {
   type TransferId,
   transferIdToHex,
 } from './file-codec.js'
-import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, PATH_LOST_CANCEL_REASON, type TransferProgress} from './file-common.js'
+import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, PATH_LOST_CANCEL_REASON, SUPERSEDED_CANCEL_REASON, type TransferProgress} from './file-common.js'
 import {type IncomingHost, IncomingTransfer, KEEP_PARTIAL_MINUTES, type KeptPartial, sendQuietly} from './file-incoming.js'
 import {checkOffer, MemoryOfferLog, type OfferLog, type OfferRefusal, takenBefore} from './file-offers.js'
 import {safeFileName} from './file-names.js'
@@ -355,7 +355,7 @@ export class FileReceiver {
     const superseded = this.running(peer, sha256, size)
     if (superseded) {
       const message = `${peer} offered "${superseded.name}" again while it was arriving (the direct path was lost, or ${peer} sent it again): it goes on as a new transfer from what had arrived.`
-      superseded.fail(failed(message, undefined, {superseded: true}), false, 'offered again', {superseded: true})
+      superseded.fail(failed(message, undefined, {superseded: true}), false, SUPERSEDED_CANCEL_REASON, {superseded: true})
     }
     if (size > this.options.maxBytes) {
       const message = `${peer} offered "${name}" (${size} bytes), over the limit of ${this.options.maxBytes} bytes; it was refused.`

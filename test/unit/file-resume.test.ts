@@ -44,22 +44,29 @@ async function setUp(options: Partial<FileReceiverOptions> = {}) {
   const source = join(root, 'big.bin')
   await writeFile(source, data)
   const downloads = join(root, 'downloads')
+  // In order, none lost: an event that comes before anyone waits for it is queued.
   const waiting: Array<(e: {error?: MessengerError; file?: ReceivedFile}) => void> = []
+  const queued: Array<{error?: MessengerError; file?: ReceivedFile}> = []
+  const happened = (e: {error?: MessengerError; file?: ReceivedFile}) => {
+    const waiter = waiting.shift()
+    if (waiter) waiter(e)
+    else queued.push(e)
+  }
   const events: Events = {
     errors: [],
     files: [],
-    next: () => new Promise((resolve) => waiting.push(resolve)),
+    next: () => (queued.length > 0 ? Promise.resolve(queued.shift()!) : new Promise((resolve) => waiting.push(resolve))),
   }
   const receiver = new FileReceiver({
     downloadsDir: downloads,
     maxBytes: 1 << 30,
     onError: (id, error) => {
       events.errors.push({id, error})
-      waiting.shift()?.({error})
+      happened({error})
     },
     onComplete: (file) => {
       events.files.push(file)
-      waiting.shift()?.({file})
+      happened({file})
     },
     ...options,
   })
@@ -190,6 +197,29 @@ describe('file transfer resume', () => {
     await expectSaved(env, file!)
     stop.abort()
     await first.done
+  })
+
+  it('a second sendfile of the file while the first still runs takes over; the first hears that, not that bob cancelled', async () => {
+    const env = await setUp({idleTimeoutMs: 60_000})
+    let halfway!: () => void
+    const acked = new Promise<void>((resolve) => (halfway = resolve))
+    const first = offer(env, {
+      idleTimeoutMs: 60_000,
+      intercept: (frame, from) => {
+        const sack = from === 'b' ? decodeFrame(frame) : null
+        if (sack?.kind === 'sack' && sack.next >= 500) halfway()
+        return frame
+      },
+    })
+    await acked
+    const second = offer(env)
+    const {error} = await first.done
+    expect(error).toMatchObject({code: 'TRANSFER_FAILED', details: {superseded: true}})
+    expect(error!.message).toBe('bob was offered this file again (another sendfile of it), and that transfer took over from this one.')
+    expect((await second.done).result!.resumedBytes).toBeGreaterThan(0)
+    // The receiver: the first transfer's end, then the file.
+    expect((await env.events.next()).error).toMatchObject({details: {superseded: true}})
+    await expectSaved(env, (await env.events.next()).file!)
   })
 
   it('a sender that starts from the beginning anyway (from before resume, or the SACK was lost): the receiver takes everything again, and it arrives whole', async () => {
