@@ -185,6 +185,20 @@ export function historyText(m: {text: string; direction?: 'in' | 'out'; file?: {
   return `[file] ${escapeControls(m.file.name)} (${formatSize(m.file.bytes)})${saved}${lost}`
 }
 
+/**
+ * A file transfer that ended without the file, as listen and chat print it (after "* "): the error
+ * and what to do. One taken over by a new offer of the file is no failure: the file is still coming.
+ */
+export function fileFailedText(error: {message: string; hint?: string; details?: Record<string, unknown>}): string {
+  if (error.details?.superseded === true) return escapeControls(error.message)
+  return `file transfer failed: ${escapeControls(error.message)}${error.hint ? ` ${escapeControls(error.hint)}` : ''}`
+}
+
+/** An incoming file going on from what was kept of an earlier transfer of it, as listen and chat print it (after "* "). */
+export function fileResumedText(name: string, peer: string, bytes: number): string {
+  return `${escapeControls(name)} from ${escapeControls(peer)} goes on from the ${formatSize(bytes)} kept from before`
+}
+
 /** A change of someone's presence, as chat and listen print it (after "* "). */
 export function presenceText(p: {username: string; displayName: string; online: boolean}): string {
   return `${p.username} (${escapeControls(p.displayName)}) is ${p.online ? 'online' : 'offline'}`

@@ -1,5 +1,6 @@
 import {EventEmitter} from 'node:events'
 import {basename} from 'node:path'
+import {performance} from 'node:perf_hooks'
 import {MessengerError} from '../protocol/errors.js'
 import type {Endpoint, ForwardPush} from '../protocol/messages.js'
 import type {FileTransferRecord} from './history.js'
@@ -60,6 +61,8 @@ export interface SentFile {
   seconds: number
   /** Bytes the recipient had kept from an earlier transfer of the file, not sent again (SendFileResult). */
   resumedBytes: number
+  /** The direct path was lost on the way, and the relay carried the rest (from what had arrived). */
+  fellBack?: boolean
 }
 
 export interface SendOptions {
@@ -75,6 +78,8 @@ export interface FileHubEvents {
   offer: [IncomingOffer]
   progress: [string, TransferProgress]
   received: [ReceivedFile]
+  /** An incoming transfer goes on from `bytes` kept of an earlier one of the file. */
+  resumed: [{transferId: string; name: string; peer: string; bytes: number}]
   failed: [string, MessengerError]
   dropped: [FileDrop]
 }
@@ -134,6 +139,10 @@ export class FileHub extends EventEmitter<FileHubEvents> {
           this.emit('offer', offer)
         },
         onProgress: (id, progress) => this.emit('progress', id, progress),
+        onResume: (id, bytes) => {
+          const offer = this.offers.get(id)
+          if (offer) this.emit('resumed', {transferId: id, name: offer.name, peer: offer.peer, bytes})
+        },
         // In history before it is announced, as a message is stored before it is shown.
         onComplete: (file) => {
           this.offers.delete(file.transferId)
@@ -178,8 +187,11 @@ export class FileHub extends EventEmitter<FileHubEvents> {
    */
   async send(rawTo: string, file: string, options: SendOptions = {}): Promise<SentFile> {
     const attempt: {offered?: OfferedAttempt} = {}
+    const started = performance.now()
     try {
-      return await this.sendAttempts(rawTo.trim().toLowerCase(), file, options, attempt)
+      const sent = await this.sendAttempts(rawTo.trim().toLowerCase(), file, options, attempt)
+      // The whole send, hashing and a fallback's first leg included: what the person waited.
+      return {...sent, seconds: (performance.now() - started) / 1000}
     } catch (error) {
       const offered = attempt.offered
       if (offered) {
@@ -236,7 +248,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         this.link?.forgetPath(peerKey)
         throw new MessengerError('DIRECT_FAILED', `The direct path to ${to} was lost during the transfer; the path preference (direct only) keeps the file off the relay.`, {
           cause: error,
-          hint: 'Send it again without --direct-only (or with the path setting auto: `messenger config set path auto`) so the relay can carry it.',
+          hint: `Send it again without --direct-only (or with the path setting auto: \`messenger config set path auto\`) so the relay can carry it: it goes on from what ${to} received.`,
           details: {pathLost: true},
         })
       }
@@ -244,7 +256,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       this.link?.forgetPath(peerKey)
       if (lostMidway) options.onPathLost?.()
       options.onPath?.('relay')
-      return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options, attempt))}
+      return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options, attempt)), ...(lostMidway ? {fellBack: true} : {})}
     }
   }
 
@@ -283,7 +295,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       if (!lost.signal.aborted || !(reason instanceof MessengerError)) throw error
       // Said for what it is: the connection (the server restarting, say) ended the transfer.
       throw new MessengerError(reason.code, `The connection to the server was lost, so the transfer through the relay stopped: ${reason.message}`, {
-        hint: `Send the file again once the server is back (\`messenger status\` checks it): if ${to}'s listen or chat is still running, it keeps what arrived for ${KEEP_PARTIAL_MINUTES} minutes, and the transfer goes on from there.`,
+        hint: `Send the file again once the server is back (\`messenger status\` checks it): if ${to}'s listen or chat is still running (and as recent as this messenger), it keeps what arrived for ${KEEP_PARTIAL_MINUTES} minutes, and the transfer goes on from there.`,
         cause: error,
         details: {...reason.details, connectionLost: true},
       })

@@ -4,7 +4,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
 import {formatSize} from '../cli/size.js'
 import {stopSignals} from '../cli/stop-signals.js'
-import {droppedLine, escapeControls, incomingMessageLine, jsonText, presenceText, receiptText, renderError} from '../cli/render.js'
+import {droppedLine, escapeControls, fileFailedText, fileResumedText, incomingMessageLine, jsonText, presenceText, receiptText, renderError} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import {PresenceTracker} from '../client/presence-tracker.js'
 import {RECONNECT_CANNOT_CURE, type MessengerError} from '../protocol/errors.js'
@@ -20,7 +20,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
 If the server goes away it reconnects with backoff, says so on stderr, and resumes; it ends (exit 1) when a reconnect cannot help: a revoked session (TOKEN_INVALID), a changed server certificate (CERT_CHANGED), a server of another protocol version (VERSION_MISMATCH), or the account's key taken over by another profile (KEY_REPLACED, KEY_IN_USE). A server that cannot be reached when listen starts is an error at once (SERVER_UNREACHABLE, exit 1), as with every command: run as a service, let the service manager start it again (systemd: Restart=on-failure, RestartSec=5).
 Presence lines say only what changed: after a reconnect, who came online meanwhile at once, and who went offline meanwhile once the others have had time to reconnect too (about 15 s); nobody who stayed online is announced again.
 A \`login\` again in this profile (another terminal) ends the session listen is on; listen then carries on with the profile's new session (one disconnected line, code CONNECTION_CLOSED, then reconnected). A \`logout\` ends listen (TOKEN_INVALID).
-Files sent to you (messenger sendfile) are saved in --downloads after their SHA-256 is checked, never over an existing file; on a terminal a progress bar shows each on stderr, and everything else listen prints meanwhile goes above it.
+Files sent to you (messenger sendfile) are saved in --downloads after their SHA-256 is checked, never over an existing file; on a terminal a progress bar shows each on stderr, and everything else listen prints meanwhile goes above it. A transfer cut by the network or the server keeps what arrived for 10 minutes while listen runs: when the sender sends the file again, it goes on from there (leaving listen removes what is kept).
 With --json it prints one JSON object per line:
   {"type":"message","id","from","to","group","text","path","ts"}
   {"type":"receipt","id","seq","by","status","ts"} (seq: the message's number in your history, as send printed it; absent if the history does not have it). A receipt your history already has (send waited for it and said "delivered") is not repeated
@@ -30,7 +30,7 @@ With --json it prints one JSON object per line:
   {"type":"dropped","id","from","reason","ts"} (a message that could not be opened: not shown; on stderr as a WARNING line too)
   {"type":"ready",...}
   {"type":"disconnected","code","message","ts"} when the connection is lost (then it reconnects, or ends with exit 1 for the codes above) and {"type":"reconnected","ts"}
-  {"type":"file","id","from","name","path","bytes","sha256","seconds","ts"} (and "file-offer", "file-failed" with code, message and, when there is a next step, hint; each with ts)`
+  {"type":"file","id","from","name","path","bytes","sha256","seconds","ts"} (and "file-offer"; "file-resumed" with the bytes kept from before; "file-failed" with code, message, when there is a next step hint, keptBytes when the part received is kept, superseded when a new offer of the file took over; each with ts)`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -63,11 +63,22 @@ With --json it prints one JSON object per line:
     })
     files.on('failed', (id, error) => {
       progress.stop(id)
+      const {keptBytes, superseded} = error.details ?? {}
       emit(
-        {type: 'file-failed', id, code: error.code, message: error.message, ...(error.hint ? {hint: error.hint} : {}), ts: new Date().toISOString()},
-        `* file transfer failed: ${escapeControls(error.message)}${error.hint ? ` ${error.hint}` : ''}`,
+        {
+          type: 'file-failed',
+          id,
+          code: error.code,
+          message: error.message,
+          ...(error.hint ? {hint: error.hint} : {}),
+          ...(typeof keptBytes === 'number' ? {keptBytes} : {}),
+          ...(superseded === true ? {superseded: true} : {}),
+          ts: new Date().toISOString(),
+        },
+        `* ${fileFailedText(error)}`,
       )
     })
+    files.on('resumed', (r) => emit({type: 'file-resumed', id: r.transferId, from: r.peer, name: r.name, bytes: r.bytes, ts: new Date().toISOString()}, `* ${fileResumedText(r.name, r.peer, r.bytes)}`))
     const me = client.user!
     engine.on('message', (m: ReceivedMessage) =>
       emit(

@@ -91,9 +91,15 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
       if (showBar) bar.stop()
     }
     const to = this.args.user
-    const rate = result.seconds > 0 ? `, ${formatSize((result.bytes - result.resumedBytes) / result.seconds)}/s` : ''
-    // Resumed: the recipient kept part of an earlier transfer of the file that the path or the server cut.
-    const resumed = result.resumedBytes > 0 ? `, going on from the ${formatSize(result.resumedBytes)} ${to} had kept from before` : ''
+    // Resumed from an earlier sendfile: what the recipient kept of it moved then, not now. A fallback
+    // to the relay went on from what this one sent directly: all of it moved in this run.
+    const earlier = result.fellBack ? 0 : result.resumedBytes
+    const rate = result.seconds > 0 ? `, ${formatSize((result.bytes - earlier) / result.seconds)}/s` : ''
+    const resumed = result.fellBack
+      ? ` (the direct path was lost on the way${result.resumedBytes > 0 ? `; the relay went on from the ${formatSize(result.resumedBytes)} that had arrived` : ''})`
+      : earlier > 0
+        ? `, going on from the ${formatSize(earlier)} ${to} had kept from before`
+        : ''
     // The name is the user's own, but may come from an untrusted archive: escaped like a peer's.
     this.log(`Sent ${escapeControls(basename(file))} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${rate}${resumed}; SHA-256 ${result.sha256}`)
     return {to, name: basename(file), ...result}

@@ -124,6 +124,16 @@ export const PATH_LOST_CANCEL_REASON = 'Nothing was acknowledged for'
  */
 export const SUPERSEDED_CANCEL_REASON = 'offered again'
 
+/** How long a receiver keeps the part of a transfer the path or the connection cut, for a resume. */
+export const KEEP_PARTIAL_MINUTES = 10
+
+/**
+ * The CANCEL reason a receiver answers a relayed transfer's frames with once its own connection to
+ * the server was lost (a reconnect, a login elsewhere): the sender says that, not "bob cancelled",
+ * and that sending again may go on from what arrived.
+ */
+export const RECEIVER_DISCONNECTED_CANCEL_REASON = 'lost its connection to the server'
+
 export function pathLost(message: string, details?: Record<string, unknown>): MessengerError {
   return failed(message, undefined, {...details, pathLost: true})
 }

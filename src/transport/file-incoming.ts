@@ -4,7 +4,7 @@ import {basename, join} from 'node:path'
 import {MessengerError} from '../protocol/errors.js'
 import {DirectoryUnusable, directoryFailureText, makeDirs} from '../util/make-dirs.js'
 import {chunkLength, encodeFrame, MAX_SACK_BITMAP_BYTES, MAX_SACK_BITS, type TransferId} from './file-codec.js'
-import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, progress, saveFailureCategory} from './file-common.js'
+import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, KEEP_PARTIAL_MINUTES, progress, saveFailureCategory} from './file-common.js'
 import {partialFileName, publish} from './file-names.js'
 import type {FileReceiverOptions} from './file-receiver.js'
 import {ChunkWriter} from './file-writer.js'
@@ -37,7 +37,7 @@ export function sendQuietly(transport: FrameTransport, frame: Uint8Array): void 
 }
 
 /** The callbacks of FileReceiverOptions. */
-type Callback = 'onOffer' | 'onProgress' | 'onComplete' | 'onError'
+type Callback = 'onOffer' | 'onProgress' | 'onComplete' | 'onError' | 'onResume'
 
 /** What a transfer needs from the FileReceiver that keeps it. */
 export interface IncomingHost {
@@ -96,9 +96,6 @@ export interface AcceptedOffer {
   /** What an earlier transfer of this file from this peer left, to go on from (once settled). */
   resume?: Promise<KeptPartial | undefined>
 }
-
-/** How long a kept partial file waits for the sender to offer the file again. */
-export const KEEP_PARTIAL_MINUTES = 10
 
 /** One incoming transfer; FileReceiver creates it for an offer it accepts, then calls `start`. */
 export class IncomingTransfer {
@@ -231,25 +228,24 @@ export class IncomingTransfer {
       try {
         // The hash follows the file from its start: the kept part is read once, now.
         await this.writer.resumeAt(prefix)
-      } catch (error) {
-        if (this.state !== 'opening') {
-          await this.closeAndRemove()
-          return
-        }
-        this.state = 'receiving' // fail() cleans up from here
-        this.fail(failed(`Cannot read back the part of "${this.name}" received before: ${errnoCode(error) ?? (error as Error).message}.`, error), true, 'recipient cannot read the file back')
-        return
+      } catch {
+        // Shorter than it was, or unreadable: the whole file comes again, over it.
+        prefix = 0
+        this.writer = this.newWriter(this.fh)
       }
       if (this.state !== 'opening') {
         await this.closeAndRemove()
         return
       }
+    }
+    if (prefix > 0) {
       this.have.fill(0xff, 0, prefix >>> 3)
       for (let i = prefix & ~7; i < prefix; i++) this.have[i >>> 3]! |= 1 << (i & 7)
       this.next = prefix
       this.received = prefix
       this.bytes = Math.min(this.size, prefix * this.chunkSize)
       this.resumedBytes = this.bytes
+      this.host.emit('onResume', this.hex, this.bytes)
     }
     this.state = 'receiving'
     this.lastActivity = this.host.now()
@@ -281,6 +277,14 @@ export class IncomingTransfer {
     this.ownsPartial = true
     try {
       await this.checkFreeSpace(kept.bytes)
+    } catch (error) {
+      // No room for the rest: refused (openPartial), and the part stays kept, so that freeing the
+      // room the rest needs is enough; removing it would make the whole file need room again.
+      this.ownsPartial = false
+      this.host.keep(kept)
+      throw error
+    }
+    try {
       return await open(kept.path, 'r+')
     } catch {
       await removeQuietly(kept.path).catch(() => undefined)
@@ -325,7 +329,8 @@ export class IncomingTransfer {
     const needs = this.size - have
     if (needs <= free) return
     const mib = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`
-    throw new DirectoryUnusable(`its disk has ${mib(free)} free, and the file needs ${mib(needs)} (ENOSPC)`, 'ENOSPC', undefined)
+    const what = have > 0 ? `the rest of the file (${mib(have)} of it are here already) needs` : 'the file needs'
+    throw new DirectoryUnusable(`its disk has ${mib(free)} free, and ${what} ${mib(needs)} (ENOSPC)`, 'ENOSPC', undefined)
   }
 
   private armIdle(ms: number): void {
@@ -335,7 +340,8 @@ export class IncomingTransfer {
       const quiet = this.host.now() - this.lastActivity
       if (quiet >= this.host.idleTimeoutMs) {
         const seconds = (this.host.idleTimeoutMs / 1000).toFixed(1)
-        this.fail(failed(`Nothing arrived from ${this.peer} for ${seconds} s; the transfer of "${this.name}" was abandoned.`), true, `${IDLE_CANCEL_REASON} (nothing arrived for ${seconds} s)`, {keep: true})
+        const abandoned = new MessengerError('TRANSFER_FAILED', `Nothing arrived from ${this.peer} for ${seconds} s; the transfer of "${this.name}" was abandoned.`, {hint: `Ask ${this.peer} to send it again.`})
+        this.fail(abandoned, true, `${IDLE_CANCEL_REASON} (nothing arrived for ${seconds} s)`, {keep: true})
       } else {
         this.armIdle(this.host.idleTimeoutMs - quiet)
       }
@@ -585,7 +591,7 @@ export class IncomingTransfer {
  * hint: it is what to do now, while the message, as history keeps it, says what happened).
  */
 function keptError(error: MessengerError, bytes: number, peer: string): MessengerError {
-  const kept = `The ${formatSize(bytes)} received are kept for ${KEEP_PARTIAL_MINUTES} minutes: if ${peer} sends it again, it goes on from there.`
+  const kept = `The ${formatSize(bytes)} received are kept for ${KEEP_PARTIAL_MINUTES} minutes, so a new send of it by ${peer} goes on from there.`
   return new MessengerError(error.code, error.message, {
     hint: error.hint ? `${error.hint} ${kept}` : kept,
     cause: error.cause,

@@ -15,7 +15,7 @@ import {
   transferIdToHex,
   writeDataHeader,
 } from './file-codec.js'
-import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, PATH_LOST_CANCEL_REASON, pathLost, progress, SUPERSEDED_CANCEL_REASON} from './file-common.js'
+import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, KEEP_PARTIAL_MINUTES, PATH_LOST_CANCEL_REASON, pathLost, progress, RECEIVER_DISCONNECTED_CANCEL_REASON, SUPERSEDED_CANCEL_REASON} from './file-common.js'
 import {Flight} from './file-congestion.js'
 import {fitName} from './file-names.js'
 import {ChunkReader} from './file-reader.js'
@@ -417,6 +417,13 @@ export class Sender {
 function cancelled(peer: string | undefined, reason: string): MessengerError {
   if (reason.startsWith(IDLE_CANCEL_REASON)) return receiverGaveUp(peer, reason)
   if (reason.startsWith(CANNOT_SAVE_REASON)) return cannotSaveRefusal(peer, 'TRANSFER_FAILED', reason)
+  if (reason === RECEIVER_DISCONNECTED_CANCEL_REASON) {
+    const who = peer ?? 'the recipient'
+    return new MessengerError('TRANSFER_FAILED', `${peer ? `${peer}'s client` : "The recipient's client"} lost its connection to the server during the transfer.`, {
+      hint: `Send the file again once ${who} is online again (\`messenger whoisonline\` shows it): ${who}'s client keeps what arrived for ${KEEP_PARTIAL_MINUTES} minutes, so the transfer goes on from there.`,
+      details: {reason},
+    })
+  }
   if (reason === SUPERSEDED_CANCEL_REASON) {
     return failed(`${peer ?? 'The recipient'} was offered this file again (another sendfile of it), and that transfer took over from this one.`, undefined, {reason, superseded: true})
   }

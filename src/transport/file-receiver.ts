@@ -13,8 +13,8 @@ import {
   type TransferId,
   transferIdToHex,
 } from './file-codec.js'
-import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, PATH_LOST_CANCEL_REASON, SUPERSEDED_CANCEL_REASON, type TransferProgress} from './file-common.js'
-import {type IncomingHost, IncomingTransfer, KEEP_PARTIAL_MINUTES, type KeptPartial, sendQuietly} from './file-incoming.js'
+import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, KEEP_PARTIAL_MINUTES, PATH_LOST_CANCEL_REASON, RECEIVER_DISCONNECTED_CANCEL_REASON, SUPERSEDED_CANCEL_REASON, type TransferProgress} from './file-common.js'
+import {type IncomingHost, IncomingTransfer, type KeptPartial, sendQuietly} from './file-incoming.js'
 import {checkOffer, MemoryOfferLog, type OfferLog, type OfferRefusal, takenBefore} from './file-offers.js'
 import {safeFileName} from './file-names.js'
 import {PartialOwner, sweepPartials} from './file-partials.js'
@@ -80,11 +80,19 @@ export interface FileReceiverOptions {
    * next offer of the same file to go on from. Default 10 minutes.
    */
   keepPartialMs?: number
+  /**
+   * An offer of a file whose transfer is still running takes it over (and resumes from it) only if
+   * nothing arrived for it for this long: its sender gave up on it (the direct path died). A second
+   * sendfile of the file while the first is healthy is a transfer of its own. Default 2 s.
+   */
+  takeOverAfterMs?: number
   /** Every new offer, before it is accepted or refused. */
   onOffer?: (offer: IncomingOffer) => void
   /** At most every 100 ms per transfer, and once when all bytes are in. */
   onProgress?: (transferId: string, progress: TransferProgress) => void
   onComplete?: (file: ReceivedFile) => void
+  /** A transfer goes on from `bytes` kept of an earlier one of the file (before any new chunk). */
+  onResume?: (transferId: string, bytes: number) => void
   /** FILE_TOO_LARGE (refused), FILE_CORRUPT (hash mismatch) or TRANSFER_FAILED (cancelled, idle, I/O). */
   onError?: (transferId: string, error: MessengerError) => void
   /**
@@ -196,7 +204,12 @@ export class FileReceiver {
       case 'cancel':
         // A sender that lost the path (no acks for its idle limit) is not a person cancelling: what
         // arrived is kept, as when our side notices first (the idle timeout), for its next offer.
-        if (t) t.fail(failed(`${peer} cancelled the transfer of "${t.name}"${frame.reason ? `: ${frame.reason}` : '.'}`), false, undefined, {keep: frame.reason.startsWith(PATH_LOST_CANCEL_REASON)})
+        if (t) {
+          const pathLost = frame.reason.startsWith(PATH_LOST_CANCEL_REASON)
+          // A person's cancel needs nothing from us: no hint (the default one asks us to send again).
+          const cancelled = new MessengerError('TRANSFER_FAILED', `${peer} cancelled the transfer of "${t.name}"${frame.reason ? `: ${frame.reason}` : '.'}`, {hint: pathLost ? `Ask ${peer} to send it again.` : ''})
+          t.fail(cancelled, false, undefined, {keep: pathLost})
+        }
         break
       default:
         break // frames for senders
@@ -223,12 +236,13 @@ export class FileReceiver {
       if (!t.transport.relayed) continue
       t.fail(
         new MessengerError('TRANSFER_FAILED', `The connection to the server was lost, so the transfer of "${t.name}" from ${t.peer} through the relay stopped.`, {
-          hint: `${t.peer} can send it again once the server is back.`,
+          hint: `${t.peer} can send it again once this client is connected again.`,
           cause: error,
           details: {connectionLost: true},
         }),
         false,
-        undefined,
+        // What the sender's frames still coming are answered with (its connection may be fine).
+        RECEIVER_DISCONNECTED_CANCEL_REASON,
         {keep: true},
       )
     }
@@ -290,7 +304,7 @@ export class FileReceiver {
   }
 
   /** Calls a callback; what it throws is ignored, so a broken UI cannot wedge a transfer or leak a partial file. */
-  private emit<K extends 'onOffer' | 'onProgress' | 'onComplete' | 'onError' | 'onReplay'>(name: K, ...args: Parameters<NonNullable<FileReceiverOptions[K]>>): void {
+  private emit<K extends 'onOffer' | 'onProgress' | 'onComplete' | 'onError' | 'onReplay' | 'onResume'>(name: K, ...args: Parameters<NonNullable<FileReceiverOptions[K]>>): void {
     const callback = this.options[name] as ((...a: typeof args) => void) | undefined
     try {
       callback?.(...args)
@@ -309,9 +323,13 @@ export class FileReceiver {
     sendQuietly(transport, answer)
   }
 
-  /** The transfer in progress of this file from `peer`, receiving (not being verified); a scan, as countFrom. */
-  private running(peer: string, sha256: string, size: number): IncomingTransfer | undefined {
-    for (const t of this.active.values()) if (t.peer === peer && t.state === 'receiving' && t.matches(sha256, size)) return t
+  /**
+   * The transfer in progress of this file from `peer`, receiving (not being verified) and quiet for
+   * takeOverAfterMs: one its sender has given up on. A scan, as countFrom.
+   */
+  private stalled(peer: string, sha256: string, size: number): IncomingTransfer | undefined {
+    const quietSince = this.now() - (this.options.takeOverAfterMs ?? TAKE_OVER_AFTER_MS)
+    for (const t of this.active.values()) if (t.peer === peer && t.state === 'receiving' && t.lastActivity <= quietSince && t.matches(sha256, size)) return t
     return undefined
   }
 
@@ -349,13 +367,13 @@ export class FileReceiver {
     const {size, chunkSize} = offer
     const sha256 = Buffer.from(offer.sha256).toString('hex')
     this.emit('onOffer', {transferId: hex, name, size, peer, via: transport.relayed ? 'relay' : 'direct'})
-    // The same file from the same peer while its transfer is still running: the sender has given up
-    // on that one (the direct path died and it goes through the relay now, say). That transfer ends
-    // here, and this one goes on from what it received.
-    const superseded = this.running(peer, sha256, size)
+    // The same file from the same peer while its transfer still runs, but nothing came for it for a
+    // while: the sender has given up on that one (the direct path died and it goes through the relay
+    // now, say). That transfer ends here, and this one goes on from what it received.
+    const superseded = this.stalled(peer, sha256, size)
     if (superseded) {
-      const message = `${peer} offered "${superseded.name}" again while it was arriving (the direct path was lost, or ${peer} sent it again): it goes on as a new transfer from what had arrived.`
-      superseded.fail(failed(message, undefined, {superseded: true}), false, SUPERSEDED_CANCEL_REASON, {superseded: true})
+      const message = `${peer} offered "${superseded.name}" again, after nothing of it had arrived for a while: it goes on as a new transfer from what had arrived.`
+      superseded.fail(new MessengerError('TRANSFER_FAILED', message, {hint: '', details: {superseded: true}}), false, SUPERSEDED_CANCEL_REASON, {superseded: true})
     }
     if (size > this.options.maxBytes) {
       const message = `${peer} offered "${name}" (${size} bytes), over the limit of ${this.options.maxBytes} bytes; it was refused.`
@@ -372,12 +390,12 @@ export class FileReceiver {
     const mine = this.countFrom(peer)
     if (mine >= perPeer) {
       this.refuse(key, id, transport, 'BUSY', `You already have ${mine} files arriving at this recipient, the most it takes from one sender at once; send this one when one of them has finished.`)
-      this.emit('onError', hex, new MessengerError('FILE_REJECTED', `${peer} offered "${name}" while ${mine} of its transfers were running; it was refused.`))
+      this.emit('onError', hex, new MessengerError('FILE_REJECTED', `${peer} offered "${name}" while ${mine} of its transfers were running; it was refused.`, {hint: `${peer} can send it again once one of them has finished.`}))
       return
     }
     if (this.active.size >= (this.options.maxConcurrent ?? FILE_TRANSFER_DEFAULTS.maxConcurrent)) {
       this.refuse(key, id, transport, 'BUSY', 'The recipient is receiving too many files at once; try again shortly.')
-      this.emit('onError', hex, new MessengerError('FILE_REJECTED', `${peer} offered "${name}" while ${this.active.size} transfers were running; it was refused.`))
+      this.emit('onError', hex, new MessengerError('FILE_REJECTED', `${peer} offered "${name}" while ${this.active.size} transfers were running; it was refused.`, {hint: `${peer} can send it again once one of them has finished.`}))
       return
     }
     const chunks = chunkCount(size, chunkSize)
@@ -406,6 +424,9 @@ export class FileReceiver {
     this.emit('onError', hex, failed(`Cannot record the transfer ${peer} offered: ${(error as Error)?.message ?? String(error)}.`, error))
   }
 }
+
+/** See FileReceiverOptions.takeOverAfterMs. */
+const TAKE_OVER_AFTER_MS = 2_000
 
 function keptKey(peer: string, sha256: string, size: number): string {
   return `${peer}\u0000${sha256}\u0000${size}`

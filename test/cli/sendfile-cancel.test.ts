@@ -152,7 +152,7 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     expect(code).toBe(1)
     expect(error.code).toBe('CONNECTION_CLOSED')
     expect(error.message).toMatch(/^The connection to the server was lost, so the transfer through the relay stopped: The connection to 127\.0\.0\.1:\d+ closed\. \(.+ of 8\.0 MiB sent\)$/)
-    expect(error.hint).toBe("Send the file again once the server is back (`messenger status` checks it): if bob's listen or chat is still running, it keeps what arrived for 10 minutes, and the transfer goes on from there.")
+    expect(error.hint).toBe("Send the file again once the server is back (`messenger status` checks it): if bob's listen or chat is still running (and as recent as this messenger), it keeps what arrived for 10 minutes, and the transfer goes on from there.")
 
     // bob's listen, running again, hears its own connection drop: the transfer fails now, for that
     // reason (it said "Nothing arrived from alice for 10.0 s" after its idle limit, blaming alice).
@@ -160,6 +160,6 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     const failure = await fileEvent(bobListens, 'file-failed', "bob's transfer to fail")
     // What had arrived before bob was stopped, if anything, is kept for a resume (sendfile-resume.test.ts).
     expect(failure).toMatchObject({code: 'TRANSFER_FAILED', message: 'The connection to the server was lost, so the transfer of "big.bin" from alice through the relay stopped.'})
-    expect(failure.hint).toMatch(/^alice can send it again once the server is back\.( The .+ received are kept for 10 minutes: if alice sends it again, it goes on from there\.)?$/)
+    expect(failure.hint).toMatch(/^alice can send it again once this client is connected again\.( The .+ received are kept for 10 minutes, so a new send of it by alice goes on from there\.)?$/)
   }, 60_000)
 })

@@ -62,16 +62,18 @@ async function sendWhilePathDies(flags: string[]) {
 }
 
 describe.skipIf(!haveIptables)('sendfile when the direct path dies mid-transfer', () => {
-  it('path auto: one line says the direct path was lost, the file goes again through the relay, arrives whole, exit 0', async () => {
+  it('path auto: one line says the direct path was lost, the file goes on through the relay, arrives whole, exit 0', async () => {
     const {bobListens, sender, data, downloads} = await sendWhilePathDies([])
     const abandoned = event(bobListens, 'file-failed', 'bob to abandon the direct transfer')
     const saved = event(bobListens, 'file', 'bob to save the file')
     expect(await sender.exited).toBe(0)
     expect(sender.stderr()).toBe('The direct path to bob was lost; sending through the relay.\n')
-    expect(sender.lines.join('\n')).toMatch(/^Sent big\.bin \(.+\) to bob through the relay in /)
+    // The time is the whole sendfile's, the direct leg included; the line says the path changed on the way.
+    expect(sender.lines.join('\n')).toMatch(/^Sent big\.bin \(64 MiB\) to bob through the relay in [\d.]+ s, [\d.]+ [KM]iB\/s \(the direct path was lost on the way(; the relay went on from the [\d.]+ [KM]iB that had arrived)?\); SHA-256 [0-9a-f]{64}$/)
     const file = await saved
     expect(readFileSync(file.path!).equals(data)).toBe(true)
-    expect((await abandoned).message).toMatch(/^Nothing arrived from alice for 10\.0 s/)
+    // bob's direct transfer ends on his idle timeout, or is taken over by the relay's offer if that comes first.
+    expect((await abandoned).message).toMatch(/^Nothing arrived from alice for 10\.0 s|^alice offered "big\.bin" again, after nothing of it had arrived for a while/)
     // Only the file: the partial of the abandoned direct transfer is gone.
     expect(readdirSync(downloads)).toEqual(['big.bin'])
   })

@@ -43,7 +43,7 @@ describe('sendfile after the server was lost mid-transfer', () => {
     bobListens.child.kill('SIGCONT')
     const failed = await event(bobListens, 'file-failed', "bob's transfer to stop")
     expect(failed.message).toBe('The connection to the server was lost, so the transfer of "big.bin" from alice through the relay stopped.')
-    expect(failed.hint).toMatch(/^alice can send it again once the server is back\. The \d+(\.\d)? MiB received are kept for 10 minutes: if alice sends it again, it goes on from there\.$/)
+    expect(failed.hint).toMatch(/^alice can send it again once this client is connected again\. The \d+(\.\d)? MiB received are kept for 10 minutes, so a new send of it by alice goes on from there\.$/)
 
     // The server comes back on its port and data; bob's listen reconnects by itself.
     await startServerProcess([], {dataDir: server.dataDir, port: server.port})
@@ -53,6 +53,10 @@ describe('sendfile after the server was lost mid-transfer', () => {
     // What bob kept is what is not sent again (the relay's chunks both times).
     const kept = /The (\d+(?:\.\d)? MiB) received are kept/.exec(failed.hint!)![1]
     expect(again.stdout).toMatch(new RegExp(`^Sent big\\.bin \\(16 MiB\\) to bob through the relay in [\\d.]+ s, [\\d.]+ [KM]iB/s, going on from the ${kept} bob had kept from before; SHA-256 [0-9a-f]{64}\\n$`))
+    // bob hears it go on from what he kept (--json: file-resumed, its bytes as kept).
+    const resumed = (await event(bobListens, 'file-resumed', 'the resume')) as Event & {bytes: number; name: string}
+    expect(resumed).toMatchObject({from: 'alice', name: 'big.bin'})
+    expect(resumed.bytes).toBe((failed as Event & {keptBytes: number}).keptBytes)
     const saved = await event(bobListens, 'file', 'the file saved')
     expect(saved.sha256).toBe(createHash('sha256').update(data).digest('hex'))
     expect(readFileSync(saved.path!).equals(data)).toBe(true)

@@ -1,13 +1,15 @@
 import {createHash, randomBytes} from 'node:crypto'
-import {mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
+import {mkdtemp, readdir, readFile, rm, truncate, unlink, writeFile} from 'node:fs/promises'
+import {statfsSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
 
-import type {MessengerError} from '../../src/protocol/errors.js'
+import {MessengerError} from '../../src/protocol/errors.js'
 import {DATA_OVERHEAD, decodeFrame, FileFrameKind} from '../../src/transport/file-codec.js'
 import {FileReceiver, type FileReceiverOptions, type ReceivedFile, sendFile, type SendFileResult} from '../../src/transport/file-transfer.js'
 import {type LossyOptions, memoryTransportPair} from '../helpers/lossy-transport.js'
+import {smallDisk} from '../helpers/small-disk.js'
 
 /**
  * A transfer stopped by the path or the connection (not by a person, not by a bad file) leaves its
@@ -43,7 +45,7 @@ async function setUp(options: Partial<FileReceiverOptions> = {}) {
   const data = randomBytes(SIZE)
   const source = join(root, 'big.bin')
   await writeFile(source, data)
-  const downloads = join(root, 'downloads')
+  const downloads = options.downloadsDir ?? join(root, 'downloads')
   // In order, none lost: an event that comes before anyone waits for it is queued.
   const waiting: Array<(e: {error?: MessengerError; file?: ReceivedFile}) => void> = []
   const queued: Array<{error?: MessengerError; file?: ReceivedFile}> = []
@@ -166,9 +168,10 @@ describe('file transfer resume', () => {
     await expectSaved(env, file!)
   })
 
-  it('an offer of the file while its transfer still runs (the sender gave up on that path) takes over from it, and says so', async () => {
-    // The receiver's idle limit is far off: the first transfer is still receiving when the second comes.
-    const env = await setUp({idleTimeoutMs: 60_000})
+  it('an offer of the file while its transfer still runs, stalled (the sender gave up on that path), takes over from it, and says so', async () => {
+    // The receiver's idle limit is far off: the first transfer is still receiving when the second
+    // comes. It counts as stalled at once here (takeOverAfterMs 0), not after 2 s without a chunk.
+    const env = await setUp({idleTimeoutMs: 60_000, takeOverAfterMs: 0})
     let seen = 0
     let stalled!: () => void
     const acked1000 = new Promise<void>((resolve) => (stalled = resolve))
@@ -189,7 +192,8 @@ describe('file transfer resume', () => {
     const second = offer(env)
     const superseded = await env.events.next()
     expect(superseded.error).toMatchObject({code: 'TRANSFER_FAILED', details: {superseded: true}})
-    expect(superseded.error!.message).toBe('alice offered "big.bin" again while it was arriving (the direct path was lost, or alice sent it again): it goes on as a new transfer from what had arrived.')
+    expect(superseded.error!.message).toBe('alice offered "big.bin" again, after nothing of it had arrived for a while: it goes on as a new transfer from what had arrived.')
+    expect(superseded.error!.hint).toBe('')
     const {file} = await env.events.next()
     const {result} = await second.done
     expect(result!.resumedBytes).toBeGreaterThan(0)
@@ -199,8 +203,8 @@ describe('file transfer resume', () => {
     await first.done
   })
 
-  it('a second sendfile of the file while the first still runs takes over; the first hears that, not that bob cancelled', async () => {
-    const env = await setUp({idleTimeoutMs: 60_000})
+  it('a new offer that takes over a transfer still sending (it only looked stalled): that sender hears so, not that bob cancelled', async () => {
+    const env = await setUp({idleTimeoutMs: 60_000, takeOverAfterMs: 0})
     let halfway!: () => void
     const acked = new Promise<void>((resolve) => (halfway = resolve))
     const first = offer(env, {
@@ -220,6 +224,27 @@ describe('file transfer resume', () => {
     // The receiver: the first transfer's end, then the file.
     expect((await env.events.next()).error).toMatchObject({details: {superseded: true}})
     await expectSaved(env, (await env.events.next()).file!)
+  })
+
+  it('a second sendfile of the file while the first is still arriving is a transfer of its own: both arrive, neither fails', async () => {
+    const env = await setUp()
+    let halfway!: () => void
+    const acked = new Promise<void>((resolve) => (halfway = resolve))
+    const first = offer(env, {
+      intercept: (frame, from) => {
+        const sack = from === 'b' ? decodeFrame(frame) : null
+        if (sack?.kind === 'sack' && sack.next >= 500) halfway()
+        return frame
+      },
+    })
+    await acked
+    const second = offer(env)
+    const [a, b] = await Promise.all([first.done, second.done])
+    expect([a.error, b.error]).toEqual([undefined, undefined])
+    expect(b.result!.resumedBytes).toBe(0)
+    const files = [(await env.events.next()).file!, (await env.events.next()).file!]
+    expect(files.map((f) => f.name).sort()).toEqual(['big (1).bin', 'big.bin'])
+    for (const f of files) expect((await readFile(f.path)).equals(env.data)).toBe(true)
   })
 
   it('a sender that starts from the beginning anyway (from before resume, or the SACK was lost): the receiver takes everything again, and it arrives whole', async () => {
@@ -258,6 +283,72 @@ describe('file transfer resume', () => {
     await cutAfter(env, 1500)
     // No event marks it: the directory is watched until both are gone (the bound is the poll's).
     await expect.poll(async () => listing(env.downloads), {timeout: 20_000, interval: 50}).toEqual([])
+  })
+
+  it('a resume refused for want of room keeps the part: freeing what the rest needs is enough (a 6 MiB tmpfs; needs root)', async (ctx) => {
+    const disk = smallDisk('6m')
+    if (!disk) return ctx.skip()
+    const env = await setUp({idleTimeoutMs: 300, downloadsDir: join(disk, 'dl')})
+    const kept = (await cutAfter(env, 1500)).details!.keptBytes as number
+    // Something else takes the room, leaving less than the rest of the file needs (but more than nothing).
+    const fs = statfsSync(disk)
+    const filler = join(disk, 'filler')
+    await writeFile(filler, Buffer.alloc(fs.bavail * fs.bsize - 1024 * 1024))
+    const refused = offer(env)
+    const {error} = await env.events.next()
+    expect(error!.message).toMatch(/its disk has 1\.0 MiB free, and the rest of the file \(1\.\d MiB of it are here already\) needs 2\.\d MiB \(ENOSPC\)\.$/)
+    expect((await refused.done).error).toMatchObject({code: 'FILE_REJECTED'})
+    expect((await listing(env.downloads)).filter((n) => n.endsWith('.part'))).toHaveLength(1)
+
+    // Room for the rest only: it goes on from the kept part.
+    await unlink(filler)
+    await writeFile(filler, Buffer.alloc(statfsSync(disk).bavail * statfsSync(disk).bsize - (SIZE - kept) - 256 * 1024))
+    const again = offer(env)
+    const {file} = await env.events.next()
+    expect((await again.done).result!.resumedBytes).toBe(kept)
+    expect((await readFile(file!.path)).equals(env.data)).toBe(true)
+  })
+
+  it('a kept part that is shorter than it was (cut down meanwhile) is not resumed from: the file comes whole', async () => {
+    const env = await setUp({idleTimeoutMs: 300})
+    await cutAfter(env, 1500)
+    const [part] = (await listing(env.downloads)).filter((n) => n.endsWith('.part'))
+    await truncate(join(env.downloads, part!), 1000)
+    const again = offer(env)
+    const {file, error} = await env.events.next()
+    expect(error).toBeUndefined()
+    expect((await again.done).result!.resumedBytes).toBe(0)
+    await expectSaved(env, file!)
+  })
+
+  it("the receiver's own connection to the server lost under a relayed transfer: it keeps what arrived, and the sender hears that, not that bob cancelled", async () => {
+    const env = await setUp()
+    let halfway!: () => void
+    const acked = new Promise<void>((resolve) => (halfway = resolve))
+    const pair = memoryTransportPair({
+      maxFrame: RELAY_FRAME,
+      intercept: (frame, from) => {
+        const sack = from === 'b' ? decodeFrame(frame) : null
+        if (sack?.kind === 'sack' && sack.next >= 20) halfway()
+        return frame
+      },
+    })
+    onTestFinished(() => pair.close())
+    const [a, b] = pair
+    // bob's side of the relay, as FileHub hands it to the receiver.
+    const relayed = {maxFrame: b.maxFrame, relayed: true, send: (frame: Uint8Array) => b.send(frame)}
+    b.deliver((frame) => env.receiver.handle(frame, relayed, 'alice'))
+    const transfer = sendFile({transport: a, file: env.source, peer: 'bob'})
+    a.deliver((frame) => transfer.handle(frame))
+    await acked
+    env.receiver.failRelayed(new MessengerError('CONNECTION_CLOSED', 'The connection to 127.0.0.1:1 closed.'))
+    const {error} = await env.events.next()
+    expect(error!.message).toBe('The connection to the server was lost, so the transfer of "big.bin" from alice through the relay stopped.')
+    expect(error!.hint).toMatch(/^alice can send it again once this client is connected again\. The \d+(\.\d)? MiB received are kept for 10 minutes, so a new send of it by alice goes on from there\.$/)
+    // alice's connection was fine: her next frames are answered with the receiver's reason.
+    const sent = await transfer.done.then(() => undefined, (e: MessengerError) => e)
+    expect(sent).toMatchObject({code: 'TRANSFER_FAILED', message: "bob's client lost its connection to the server during the transfer."})
+    expect(sent!.hint).toBe("Send the file again once bob is online again (`messenger whoisonline` shows it): bob's client keeps what arrived for 10 minutes, so the transfer goes on from there.")
   })
 
   it('a person cancelling is not a lost path: nothing is kept', async () => {

@@ -1,8 +1,7 @@
 import {createHash, randomBytes} from 'node:crypto'
 import {mkdir, mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
-import {spawnSync} from 'node:child_process'
-import {closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync} from 'node:fs'
+import {closeSync, openSync, writeFileSync, writeSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
 
@@ -24,6 +23,7 @@ import {
   type TransferProgress,
 } from '../../src/transport/file-transfer.js'
 import {type LossyOptions, memoryTransportPair} from '../helpers/lossy-transport.js'
+import {smallDisk} from '../helpers/small-disk.js'
 import {CANNOT_SAVE_REASON, cannotSaveRefusal, saveFailureCategory} from '../../src/transport/file-common.js'
 
 const CHUNK = 1100 - DATA_OVERHEAD
@@ -352,22 +352,6 @@ describe('file transfer', () => {
   })
 
   describe('a downloads disk without room (a 1 MiB tmpfs; needs root)', () => {
-    /** A fresh tmpfs of `size`, unmounted after the test; undefined (with a printed reason) where it cannot be mounted. */
-    function smallDisk(size: string): string | undefined {
-      const dir = mkdtempSync(join(tmpdir(), 'messenger-small-disk-'))
-      const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir])
-      if (mounted.status !== 0) {
-        console.log(`skipped: cannot mount a tmpfs (${mounted.stderr?.toString().trim() || mounted.error?.message}); CI runs as root`)
-        rmSync(dir, {recursive: true, force: true})
-        return undefined
-      }
-      onTestFinished(() => {
-        spawnSync('umount', [dir])
-        rmSync(dir, {recursive: true, force: true})
-      })
-      return dir
-    }
-
     it('a file larger than the free space is refused before a byte is written: the receiver says how much is free, the sender that the disk is full', async (ctx) => {
       const disk = smallDisk('1m')
       if (!disk) return ctx.skip()
@@ -492,7 +476,7 @@ describe('file transfer', () => {
     expect(received.error).toMatchObject({code: 'TRANSFER_FAILED'})
     // The idle timeout's own message: the receiver gave up on its timer.
     expect(received.error!.message).toBe('Nothing arrived from alice for 0.3 s; the transfer of "source.bin" was abandoned.')
-    expect(received.error!.hint).toMatch(/ The \d+(\.\d)? KiB received are kept for 10 minutes: if alice sends it again, it goes on from there\.$/)
+    expect(received.error!.hint).toMatch(/^Ask alice to send it again\. The \d+(\.\d)? KiB received are kept for 10 minutes, so a new send of it by alice goes on from there\.$/)
     expect(received.error!.details).toMatchObject({keptBytes: expect.any(Number)})
     // Only the hidden partial file, until the keep time is up or the receiver closes.
     const left = await listing(r.downloads)

@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {CONTINUATION, ERROR_CONTINUATION, escapeControls, groupProgress, historyMark, historyText, incomingMessageLine, relativeTime, renderError, renderMessageText, table, jsonText} from '../../src/cli/render.js'
+import {CONTINUATION, ERROR_CONTINUATION, escapeControls, fileFailedText, fileResumedText, groupProgress, historyMark, historyText, incomingMessageLine, relativeTime, renderError, renderMessageText, table, jsonText} from '../../src/cli/render.js'
 
 /** Anything a terminal would interpret or hide: C0 but newline and tab, DEL, C1, bidi and zero-width format characters. */
 const INTERPRETED = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u
@@ -130,6 +130,15 @@ describe('historyText and historyMark: files', () => {
     expect(historyText({text: '', direction: 'out', file: {...file, failure}})).toBe('[file] big\\x1b.bin (3.0 MiB)')
     expect(historyMark({status: 'failed', file: {failure}})).toBe('✗ failed: bob cancelled the transfer: \\x1b[2J.')
     expect(historyText({text: '', direction: 'in', file: {...file, failure}})).toBe('[file] big\\x1b.bin (3.0 MiB) not received: bob cancelled the transfer: \\x1b[2J.')
+  })
+})
+
+describe('fileFailedText and fileResumedText: what listen and chat say of a file', () => {
+  it('a failure with what to do; one taken over by a new offer is no failure; escaped', () => {
+    expect(fileFailedText({message: 'bob \u001b[2J cancelled.', hint: 'Ask \u0007 again.'})).toBe('file transfer failed: bob \\x1b[2J cancelled. Ask \\x07 again.')
+    expect(fileFailedText({message: 'alice cancelled the transfer.', hint: ''})).toBe('file transfer failed: alice cancelled the transfer.')
+    expect(fileFailedText({message: 'alice offered "a" again ...', details: {superseded: true}})).toBe('alice offered "a" again ...')
+    expect(fileResumedText('big\u001b.bin', 'alice', 3 * 1024 * 1024)).toBe('big\\x1b.bin from alice goes on from the 3.0 MiB kept from before')
   })
 })
 
