@@ -199,6 +199,17 @@ export function fileResumedText(name: string, peer: string, bytes: number): stri
   return `${escapeControls(name)} from ${escapeControls(peer)} goes on from the ${formatSize(bytes)} kept from before`
 }
 
+const KEPT_REMOVED_BECAUSE = {
+  expired: '10 minutes passed without a new send of it',
+  replaced: 'newer ones took its place (at most 8 are kept)',
+  closed: 'it is kept only while listen or chat runs, so a new send of it starts from the beginning',
+} as const
+
+/** A part kept for a resume that went without one, as listen and chat print it (after "* "). */
+export function keptRemovedText(k: {peer: string; name: string; bytes: number}, why: keyof typeof KEPT_REMOVED_BECAUSE): string {
+  return `removed the ${formatSize(k.bytes)} of ${escapeControls(k.name)} from ${escapeControls(k.peer)} kept for a resume: ${KEPT_REMOVED_BECAUSE[why]}`
+}
+
 /** A change of someone's presence, as chat and listen print it (after "* "). */
 export function presenceText(p: {username: string; displayName: string; online: boolean}): string {
   return `${p.username} (${escapeControls(p.displayName)}) is ${p.online ? 'online' : 'offline'}`

@@ -9,6 +9,7 @@ import {encodeFrame, FileFrameKind, peekTransferId, transferIdToHex} from '../tr
 import {
   FileReceiver,
   KEEP_PARTIAL_MINUTES,
+  type KeptRemoval,
   type OfferLog,
   sendFile,
   type FrameTransport,
@@ -80,6 +81,8 @@ export interface FileHubEvents {
   received: [ReceivedFile]
   /** An incoming transfer goes on from `bytes` kept of an earlier one of the file. */
   resumed: [{transferId: string; name: string; peer: string; bytes: number}]
+  /** A part kept for a resume went without one (FileReceiverOptions.onKeptRemoved). */
+  keptRemoved: [{peer: string; name: string; bytes: number}, KeptRemoval]
   failed: [string, MessengerError]
   dropped: [FileDrop]
 }
@@ -139,6 +142,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
           this.emit('offer', offer)
         },
         onProgress: (id, progress) => this.emit('progress', id, progress),
+        onKeptRemoved: (kept, why) => this.emit('keptRemoved', kept, why),
         onResume: (id, bytes) => {
           const offer = this.offers.get(id)
           if (offer) this.emit('resumed', {transferId: id, name: offer.name, peer: offer.peer, bytes})

@@ -5,7 +5,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {formatSize} from '../cli/size.js'
 import {ProgressLines} from '../cli/file-progress.js'
 import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/chat-commands.js'
-import {droppedLine, escapeControls, fileFailedText, fileResumedText, historyMark, historyText, historyWho, incomingMessageLine, leftGroupLine, presenceText, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
+import {droppedLine, escapeControls, fileFailedText, fileResumedText, historyMark, keptRemovedText, historyText, historyWho, incomingMessageLine, leftGroupLine, presenceText, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {stopSignals} from '../cli/stop-signals.js'
 import {PIPED_QUIT_WAIT_MS, failedByGivingUp, maybeStored, notSentError, notSentLine, recordNotSent, recordedByEngine, waitingLine, type QueuedMessage} from '../cli/chat-outbox.js'
 import {skipReason, type DeliveryEngine} from '../client/delivery.js'
@@ -149,6 +149,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       print(`* ${fileFailedText(error)}`)
     })
     files.on('resumed', (r) => print(`* ${fileResumedText(r.name, r.peer, r.bytes)}`))
+    files.on('keptRemoved', (k, why) => print(`* ${keptRemovedText(k, why)}`))
 
     // Bracketed paste: the terminal wraps pasted text in ESC[200~ ... ESC[201~, so a paste of several
     // lines is one message instead of one per line, and a pasted "/quit" is text, not a command.

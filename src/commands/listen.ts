@@ -4,7 +4,7 @@ import {receiveFileFlags} from '../cli/file-flags.js'
 import {FileProgress} from '../cli/file-progress.js'
 import {formatSize} from '../cli/size.js'
 import {stopSignals} from '../cli/stop-signals.js'
-import {droppedLine, escapeControls, fileFailedText, fileResumedText, incomingMessageLine, jsonText, presenceText, receiptText, renderError} from '../cli/render.js'
+import {droppedLine, escapeControls, fileFailedText, fileResumedText, incomingMessageLine, keptRemovedText, jsonText, presenceText, receiptText, renderError} from '../cli/render.js'
 import type {ReceivedMessage} from '../client/delivery.js'
 import {PresenceTracker} from '../client/presence-tracker.js'
 import {RECONNECT_CANNOT_CURE, type MessengerError} from '../protocol/errors.js'
@@ -30,7 +30,7 @@ With --json it prints one JSON object per line:
   {"type":"dropped","id","from","reason","ts"} (a message that could not be opened: not shown; on stderr as a WARNING line too)
   {"type":"ready",...}
   {"type":"disconnected","code","message","ts"} when the connection is lost (then it reconnects, or ends with exit 1 for the codes above) and {"type":"reconnected","ts"}
-  {"type":"file","id","from","name","path","bytes","sha256","seconds","ts"} (and "file-offer"; "file-resumed" with the bytes kept from before; "file-failed" with code, message, when there is a next step hint, keptBytes when the part received is kept, superseded when a new offer of the file took over; each with ts)`
+  {"type":"file","id","from","name","path","bytes","sha256","seconds","ts"} (and "file-offer"; "file-resumed" with the bytes kept from before; "file-kept-removed" with from, name, bytes and reason (expired, replaced, closed) for a kept part that went without a resume; "file-failed" with code, message, when there is a next step hint, keptBytes when the part received is kept, superseded when a new offer of the file took over; each with ts)`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -78,6 +78,9 @@ With --json it prints one JSON object per line:
         `* ${fileFailedText(error)}`,
       )
     })
+    files.on('keptRemoved', (k, why) =>
+      emit({type: 'file-kept-removed', from: k.peer, name: k.name, bytes: k.bytes, reason: why, ts: new Date().toISOString()}, `* ${keptRemovedText(k, why)}`),
+    )
     files.on('resumed', (r) => emit({type: 'file-resumed', id: r.transferId, from: r.peer, name: r.name, bytes: r.bytes, ts: new Date().toISOString()}, `* ${fileResumedText(r.name, r.peer, r.bytes)}`))
     const me = client.user!
     engine.on('message', (m: ReceivedMessage) =>

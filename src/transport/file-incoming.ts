@@ -71,6 +71,8 @@ export interface IncomingHost {
 /** The start of a file, received and written, that a transfer left behind for a later one to go on from. */
 export interface KeptPartial {
   peer: string
+  /** The file's safe name, as offered. */
+  name: string
   /** Hex SHA-256 and size of the whole file, as offered: what a new offer must match. */
   sha256: string
   size: number
@@ -581,7 +583,7 @@ export class IncomingTransfer {
     }
     // The file and its partial ownership are the receiver's now.
     this.ownsPartial = false
-    this.host.keep({peer: this.peer, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes})
+    this.host.keep({peer: this.peer, name: this.name, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes})
     return bytes
   }
 }

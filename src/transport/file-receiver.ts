@@ -93,6 +93,11 @@ export interface FileReceiverOptions {
   onComplete?: (file: ReceivedFile) => void
   /** A transfer goes on from `bytes` kept of an earlier one of the file (before any new chunk). */
   onResume?: (transferId: string, bytes: number) => void
+  /**
+   * A part kept for a resume was removed without one: its time was up, more recent ones took its
+   * place, or the receiver closed. The person was told it was kept; this says it no longer is.
+   */
+  onKeptRemoved?: (kept: {peer: string; name: string; bytes: number}, why: KeptRemoval) => void
   /** FILE_TOO_LARGE (refused), FILE_CORRUPT (hash mismatch) or TRANSFER_FAILED (cancelled, idle, I/O). */
   onError?: (transferId: string, error: MessengerError) => void
   /**
@@ -256,7 +261,7 @@ export class FileReceiver {
     // Theirs, and those of transfers that failed before (their partial files may still be going).
     await Promise.allSettled([...all.map((t) => t.task), ...this.cleanups])
     // Nobody is left to go on from them.
-    await Promise.allSettled([...this.kept.keys()].map((key) => this.dropKept(key)))
+    await Promise.allSettled([...this.kept.keys()].map((key) => this.dropKept(key, 'closed')))
     this.partials.close()
   }
 
@@ -267,13 +272,14 @@ export class FileReceiver {
       this.settle(unlink(partial.path).then(() => undefined, () => undefined).finally(() => this.partials.gone()))
       return
     }
+    // The same file kept again (a resume that was cut too): the newer part is the one to go on from.
     if (this.kept.has(key)) this.settle(this.dropKept(key))
     const max = this.options.maxConcurrent ?? FILE_TRANSFER_DEFAULTS.maxConcurrent
     for (const oldest of this.kept.keys()) {
       if (this.kept.size < max) break
-      this.settle(this.dropKept(oldest))
+      this.settle(this.dropKept(oldest, 'replaced'))
     }
-    const timer = setTimeout(() => this.settle(this.dropKept(key)), this.options.keepPartialMs ?? KEEP_PARTIAL_MINUTES * 60_000)
+    const timer = setTimeout(() => this.settle(this.dropKept(key, 'expired')), this.options.keepPartialMs ?? KEEP_PARTIAL_MINUTES * 60_000)
     timer.unref()
     this.kept.set(key, {partial, timer})
   }
@@ -288,14 +294,16 @@ export class FileReceiver {
     return entry.partial
   }
 
-  /** Removes a kept partial file, giving up its partial ownership. */
-  private async dropKept(key: string): Promise<void> {
+  /** Removes a kept partial file, giving up its partial ownership; `why` is told (onKeptRemoved). */
+  private async dropKept(key: string, why?: KeptRemoval): Promise<void> {
     const entry = this.kept.get(key)
     if (!entry) return
     clearTimeout(entry.timer)
     this.kept.delete(key)
     await unlink(entry.partial.path).catch(() => undefined)
     this.partials.gone()
+    const {peer, name, bytes} = entry.partial
+    if (why) this.emit('onKeptRemoved', {peer, name, bytes}, why)
   }
 
   /** A clean-up close() waits for. */
@@ -304,7 +312,7 @@ export class FileReceiver {
   }
 
   /** Calls a callback; what it throws is ignored, so a broken UI cannot wedge a transfer or leak a partial file. */
-  private emit<K extends 'onOffer' | 'onProgress' | 'onComplete' | 'onError' | 'onReplay' | 'onResume'>(name: K, ...args: Parameters<NonNullable<FileReceiverOptions[K]>>): void {
+  private emit<K extends 'onOffer' | 'onProgress' | 'onComplete' | 'onError' | 'onReplay' | 'onResume' | 'onKeptRemoved'>(name: K, ...args: Parameters<NonNullable<FileReceiverOptions[K]>>): void {
     const callback = this.options[name] as ((...a: typeof args) => void) | undefined
     try {
       callback?.(...args)
@@ -424,6 +432,9 @@ export class FileReceiver {
     this.emit('onError', hex, failed(`Cannot record the transfer ${peer} offered: ${(error as Error)?.message ?? String(error)}.`, error))
   }
 }
+
+/** Why a kept part went without a resume: its time was up, newer ones took its place, the receiver closed. */
+export type KeptRemoval = 'expired' | 'replaced' | 'closed'
 
 /** See FileReceiverOptions.takeOverAfterMs. */
 const TAKE_OVER_AFTER_MS = 2_000

@@ -278,11 +278,27 @@ describe('file transfer resume', () => {
     expect((await listing(env.downloads)).filter((name) => name.endsWith('.part'))).toHaveLength(1)
   })
 
-  it('a kept part goes when its time is up, and with it the partial-file lock', async () => {
-    const env = await setUp({idleTimeoutMs: 300, keepPartialMs: 400})
+  it('a kept part goes when its time is up, and with it the partial-file lock; the receiver is told', async () => {
+    let removed!: (r: unknown[]) => void
+    const told = new Promise<unknown[]>((resolve) => (removed = resolve))
+    const env = await setUp({idleTimeoutMs: 300, keepPartialMs: 400, onKeptRemoved: (...args) => removed(args)})
+    const kept = (await cutAfter(env, 1500)).details!.keptBytes
+    expect(await told).toEqual([{peer: 'alice', name: 'big.bin', bytes: kept}, 'expired'])
+    expect(await listing(env.downloads)).toEqual([])
+  })
+
+  it('kept parts beyond the cap go oldest first, and all go when the receiver closes; each is told', async () => {
+    const told: unknown[][] = []
+    const env = await setUp({idleTimeoutMs: 300, maxConcurrent: 1, onKeptRemoved: (...args) => told.push(args)})
     await cutAfter(env, 1500)
-    // No event marks it: the directory is watched until both are gone (the bound is the poll's).
-    await expect.poll(async () => listing(env.downloads), {timeout: 20_000, interval: 50}).toEqual([])
+    // Another file, cut too: only one part is kept, the newer.
+    await writeFile(env.source, randomBytes(SIZE))
+    await cutAfter(env, 1500)
+    expect(told).toEqual([[expect.objectContaining({name: 'big.bin'}), 'replaced']])
+    expect((await listing(env.downloads)).filter((n) => n.endsWith('.part'))).toHaveLength(1)
+    await env.receiver.close()
+    expect(told.map(([, why]) => why)).toEqual(['replaced', 'closed'])
+    expect(await listing(env.downloads)).toEqual([])
   })
 
   it('a resume refused for want of room keeps the part: freeing what the rest needs is enough (a 6 MiB tmpfs; needs root)', async (ctx) => {

@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {CONTINUATION, ERROR_CONTINUATION, escapeControls, fileFailedText, fileResumedText, groupProgress, historyMark, historyText, incomingMessageLine, relativeTime, renderError, renderMessageText, table, jsonText} from '../../src/cli/render.js'
+import {CONTINUATION, ERROR_CONTINUATION, escapeControls, fileFailedText, fileResumedText, groupProgress, historyMark, keptRemovedText, historyText, incomingMessageLine, relativeTime, renderError, renderMessageText, table, jsonText} from '../../src/cli/render.js'
 
 /** Anything a terminal would interpret or hide: C0 but newline and tab, DEL, C1, bidi and zero-width format characters. */
 const INTERPRETED = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u
@@ -139,6 +139,8 @@ describe('fileFailedText and fileResumedText: what listen and chat say of a file
     expect(fileFailedText({message: 'alice cancelled the transfer.', hint: ''})).toBe('file transfer failed: alice cancelled the transfer.')
     expect(fileFailedText({message: 'alice offered "a" again ...', details: {superseded: true}})).toBe('alice offered "a" again ...')
     expect(fileResumedText('big\u001b.bin', 'alice', 3 * 1024 * 1024)).toBe('big\\x1b.bin from alice goes on from the 3.0 MiB kept from before')
+    expect(keptRemovedText({peer: 'alice', name: 'a\u0007.bin', bytes: 2048}, 'closed')).toBe('removed the 2.0 KiB of a\\x07.bin from alice kept for a resume: it is kept only while listen or chat runs, so a new send of it starts from the beginning')
+    expect(keptRemovedText({peer: 'alice', name: 'a', bytes: 1}, 'expired')).toMatch(/: 10 minutes passed without a new send of it$/)
   })
 })
 
