@@ -356,13 +356,15 @@ describe('file transfer resume', () => {
     b.deliver((frame) => env.receiver.handle(frame, relayed, 'alice'))
     const transfer = sendFile({transport: a, file: env.source, peer: 'bob'})
     a.deliver((frame) => transfer.handle(frame))
+    // Taken now: it fails while the receiver's side is checked below.
+    const outcome = transfer.done.then(() => undefined, (e: MessengerError) => e)
     await acked
     env.receiver.failRelayed(new MessengerError('CONNECTION_CLOSED', 'The connection to 127.0.0.1:1 closed.'))
     const {error} = await env.events.next()
     expect(error!.message).toBe('The connection to the server was lost, so the transfer of "big.bin" from alice through the relay stopped.')
     expect(error!.hint).toMatch(/^alice can send it again once this client is connected again\. The \d+(\.\d)? MiB received are kept for 10 minutes, so a new send of it by alice goes on from there\.$/)
     // alice's connection was fine: her next frames are answered with the receiver's reason.
-    const sent = await transfer.done.then(() => undefined, (e: MessengerError) => e)
+    const sent = await outcome
     expect(sent).toMatchObject({code: 'TRANSFER_FAILED', message: "bob's client lost its connection to the server during the transfer."})
     expect(sent!.hint).toBe("Send the file again once bob is online again (`messenger whoisonline` shows it): bob's client keeps what arrived for 10 minutes, so the transfer goes on from there.")
   })
