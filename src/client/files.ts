@@ -82,7 +82,7 @@ export interface FileHubEvents {
   /** An incoming transfer goes on from `bytes` kept of an earlier one of the file. */
   resumed: [{transferId: string; name: string; peer: string; bytes: number}]
   /** A part kept for a resume went without one (FileReceiverOptions.onKeptRemoved). */
-  keptRemoved: [{peer: string; name: string; bytes: number}, KeptRemoval]
+  keptRemoved: [{transferId: string; peer: string; name: string; bytes: number}, KeptRemoval]
   failed: [string, MessengerError]
   dropped: [FileDrop]
 }
@@ -91,6 +91,9 @@ export interface FileHubEvents {
 const REPORTED_DROPS = 1_000
 /** Incoming offers remembered until they end (a receiver takes 8 at a time; the rest are refusals). */
 const MAX_OFFERS_REMEMBERED = 1_000
+
+/** A transfer to record in history, before `me` and `ts` are added. */
+type FileTransferRecordInput = Omit<FileTransferRecord, 'me' | 'ts'>
 
 /** The last attempt of one `send` that made its offer: what its failure is recorded with. */
 interface OfferedAttempt {
@@ -130,6 +133,14 @@ export class FileHub extends EventEmitter<FileHubEvents> {
   private lastDirect: DirectPeer | undefined
   /** Offers announced and not ended yet, by transfer id: what a failure is recorded with. */
   private readonly offers = new Map<string, IncomingOffer>()
+  /**
+   * Incoming transfers that failed with their part kept for a resume, by transfer id: recorded as
+   * not received only if the part goes without one (a resume, or the fallback to the relay that
+   * goes on from it, ends in the file, and history says just that).
+   */
+  private readonly keptFailures = new Map<string, {record: FileTransferRecordInput; ts: number}>()
+  /** History writes in flight, which close() waits for (a kept part removed on close is recorded then). */
+  private readonly recording = new Set<Promise<void>>()
 
   constructor(private readonly o: FileHubOptions) {
     super()
@@ -142,7 +153,13 @@ export class FileHub extends EventEmitter<FileHubEvents> {
           this.emit('offer', offer)
         },
         onProgress: (id, progress) => this.emit('progress', id, progress),
-        onKeptRemoved: (kept, why) => this.emit('keptRemoved', kept, why),
+        onKeptRemoved: (kept, why) => {
+          const failed = this.keptFailures.get(kept.transferId)
+          this.keptFailures.delete(kept.transferId)
+          // At the time it failed, not now.
+          if (failed) void this.record(failed.record, failed.ts)
+          this.emit('keptRemoved', kept, why)
+        },
         onResume: (id, bytes) => {
           const offer = this.offers.get(id)
           if (offer) this.emit('resumed', {transferId: id, name: offer.name, peer: offer.peer, bytes})
@@ -164,7 +181,13 @@ export class FileHub extends EventEmitter<FileHubEvents> {
             return
           }
           const failure = {code: error.code, message: error.message}
-          void this.record({transferId: id, direction: 'in', peer: offer.peer, path: offer.via, file: {name: offer.name, bytes: offer.size, failure}}).then(() => this.emit('failed', id, error))
+          const record: FileTransferRecordInput = {transferId: id, direction: 'in', peer: offer.peer, path: offer.via, file: {name: offer.name, bytes: offer.size, failure}}
+          if (typeof error.details?.keptBytes === 'number') {
+            setNewest(this.keptFailures, id, {record, ts: Date.now()}, MAX_OFFERS_REMEMBERED)
+            this.emit('failed', id, error)
+            return
+          }
+          void this.record(record).then(() => this.emit('failed', id, error))
         },
         onReplay: ({transferId, peer, reason}) => {
           this.dropped++
@@ -198,7 +221,9 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       return {...sent, seconds: (performance.now() - started) / 1000}
     } catch (error) {
       const offered = attempt.offered
-      if (offered) {
+      // Taken over by another sendfile of the file, which delivers it (and records it): no failure.
+      const takenOver = error instanceof MessengerError && error.details?.superseded === true
+      if (offered && !takenOver) {
         const failure = error instanceof MessengerError ? {code: error.code, message: error.message} : {code: 'TRANSFER_FAILED', message: String(error)}
         await this.record({transferId: offered.transferId, direction: 'out', peer: rawTo.trim().toLowerCase(), path: offered.path, file: {name: basename(file), bytes: offered.bytes, sha256: offered.sha256, failure}})
       }
@@ -316,7 +341,10 @@ export class FileHub extends EventEmitter<FileHubEvents> {
    * partial files. Call it while the client is still connected: a relayed CANCEL goes through it.
    */
   close(): Promise<void> {
-    this.closing ??= this.receiver?.close() ?? Promise.resolve()
+    this.closing ??= (async () => {
+      await this.receiver?.close()
+      await Promise.allSettled([...this.recording])
+    })()
     return this.closing
   }
 
@@ -410,10 +438,12 @@ export class FileHub extends EventEmitter<FileHubEvents> {
    * Records a completed transfer in history. The file is there (sent, or saved and verified) whatever
    * happens to the record: a history that cannot be written loses the line, not the transfer.
    */
-  private async record(t: Omit<FileTransferRecord, 'me' | 'ts'>): Promise<void> {
+  private async record(t: FileTransferRecordInput, ts = Date.now()): Promise<void> {
     const me = this.o.client.user?.username
     if (!this.o.fileLog || !me) return
-    await this.o.fileLog.recordFile({...t, me, ts: Date.now()}).catch(() => undefined)
+    const write = this.o.fileLog.recordFile({...t, me, ts}).then(() => undefined, () => undefined)
+    this.recording.add(write)
+    await write.finally(() => this.recording.delete(write))
   }
 
   /** Emits `dropped` once per sender and transfer. */

@@ -63,13 +63,16 @@ export interface IncomingHost {
   /**
    * Keeps the partial file of a transfer that stopped for the path or the connection, for a new
    * offer of the same file from the same peer to resume from (FileReceiver.onOffer). Its partial
-   * ownership (acquirePartial) goes with it.
+   * ownership (acquirePartial) goes with it. False if it is not kept (the receiver is closing, or
+   * has a larger part of the file): the caller still owns it, and removes it.
    */
-  keep(partial: KeptPartial): void
+  keep(partial: KeptPartial): boolean
 }
 
 /** The start of a file, received and written, that a transfer left behind for a later one to go on from. */
 export interface KeptPartial {
+  /** The transfer that kept it (hex id). */
+  transferId: string
   peer: string
   /** The file's safe name, as offered. */
   name: string
@@ -136,6 +139,8 @@ export class IncomingTransfer {
   /** Set when the transfer must stop while verifying; the verifier cleans up. */
   private abort: MessengerError | undefined
   private readonly resume: Promise<KeptPartial | undefined> | undefined
+  /** Bytes of a kept part that stay kept although this transfer was refused (no room for the rest). */
+  private keptOnRefusal = 0
   /** Bytes at the start of the file that an earlier transfer received (0 unless resumed). */
   resumedBytes = 0
   private sawData = false
@@ -207,17 +212,14 @@ export class IncomingTransfer {
       // The sender hears why in a category only: the receiver's paths are not its business.
       const category = saveFailureCategory(error)
       this.host.refuse(this.key, this.id, this.transport, 'TRANSFER_FAILED', `${CANNOT_SAVE_REASON}${category ? `: ${category}` : ''}.`)
-      this.host.emit(
-        'onError',
-        this.hex,
-        new MessengerError('TRANSFER_FAILED', `Cannot save "${this.name}" in ${this.host.dir}: ${directoryFailureText(error)}.`, {
-          // The next file would fail the same way: the directory (or its disk) is the thing to change.
-          hint: diskFull(error)
-            ? `Free space on that disk, or start again with --downloads DIR on one with room (or set it with \`messenger config set downloads DIR\`); then ask the sender to send it again.`
-            : 'Stop, and start again with --downloads DIR naming a directory you can write in (or set it with `messenger config set downloads DIR`); then ask the sender to send it again.',
-          cause: error,
-        }),
-      )
+      const cannotSave = new MessengerError('TRANSFER_FAILED', `Cannot save "${this.name}" in ${this.host.dir}: ${directoryFailureText(error)}.`, {
+        // The next file would fail the same way: the directory (or its disk) is the thing to change.
+        hint: diskFull(error)
+          ? `Free space on that disk, or start again with --downloads DIR on one with room (or set it with \`messenger config set downloads DIR\`); then ask the sender to send it again.`
+          : 'Stop, and start again with --downloads DIR naming a directory you can write in (or set it with `messenger config set downloads DIR`); then ask the sender to send it again.',
+        cause: error,
+      })
+      this.host.emit('onError', this.hex, this.keptOnRefusal > 0 ? keptError(cannotSave, this.keptOnRefusal, this.peer) : cannotSave)
       return
     }
     if (this.state !== 'opening') {
@@ -282,8 +284,13 @@ export class IncomingTransfer {
     } catch (error) {
       // No room for the rest: refused (openPartial), and the part stays kept, so that freeing the
       // room the rest needs is enough; removing it would make the whole file need room again.
-      this.ownsPartial = false
-      this.host.keep(kept)
+      if (this.host.keep(kept)) {
+        this.ownsPartial = false
+        this.keptOnRefusal = kept.bytes
+      } else {
+        await removeQuietly(kept.path).catch(() => undefined)
+        this.partialGone()
+      }
       throw error
     }
     try {
@@ -330,9 +337,10 @@ export class IncomingTransfer {
     const free = fs.bavail * fs.bsize
     const needs = this.size - have
     if (needs <= free) return
-    const mib = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`
-    const what = have > 0 ? `the rest of the file (${mib(have)} of it are here already) needs` : 'the file needs'
-    throw new DirectoryUnusable(`its disk has ${mib(free)} free, and ${what} ${mib(needs)} (ENOSPC)`, 'ENOSPC', undefined)
+    // Free rounded down and needs rounded up, so that freeing what it says is always enough.
+    const mib = (bytes: number, round: (x: number) => number) => `${(round(bytes / (1024 * 1024) * 10) / 10).toFixed(1)} MiB`
+    const what = have > 0 ? `the rest of the file (${mib(have, Math.floor)} of it are here already) needs` : 'the file needs'
+    throw new DirectoryUnusable(`its disk has ${mib(free, Math.floor)} free, and ${what} ${mib(needs, Math.ceil)} (ENOSPC)`, 'ENOSPC', undefined)
   }
 
   private armIdle(ms: number): void {
@@ -493,6 +501,12 @@ export class IncomingTransfer {
         'onError',
         this.hex,
         new MessengerError('FILE_CORRUPT', `"${this.name}" from ${this.peer} did not match the SHA-256 it was offered with; it was not saved.`, {
+          // The receiver's own words: it cannot send the file again. A resumed transfer hashed the
+          // kept part from disk, which something may have changed meanwhile.
+          hint:
+            this.resumedBytes > 0
+              ? `It went on from ${formatSize(this.resumedBytes)} kept from an earlier transfer, which may have changed on disk meanwhile. Ask ${this.peer} to send it again: it starts from the beginning.`
+              : `Ask ${this.peer} to send it again; if it keeps failing, the path between you is corrupting data.`,
           details: {expected: Buffer.from(this.sha256).toString('hex'), actual: digest.toString('hex')},
         }),
       )
@@ -581,9 +595,9 @@ export class IncomingTransfer {
     } catch {
       return 0
     }
+    if (!this.host.keep({transferId: this.hex, peer: this.peer, name: this.name, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes})) return 0
     // The file and its partial ownership are the receiver's now.
     this.ownsPartial = false
-    this.host.keep({peer: this.peer, name: this.name, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes})
     return bytes
   }
 }

@@ -425,7 +425,10 @@ function cancelled(peer: string | undefined, reason: string): MessengerError {
     })
   }
   if (reason === SUPERSEDED_CANCEL_REASON) {
-    return failed(`${peer ?? 'The recipient'} was offered this file again (another sendfile of it), and that transfer took over from this one.`, undefined, {reason, superseded: true})
+    return new MessengerError('TRANSFER_FAILED', `${peer ?? 'The recipient'} was offered this file again (another sendfile of it), and that transfer took over from this one.`, {
+      hint: 'Nothing to do: the other sendfile delivers it.',
+      details: {reason, superseded: true},
+    })
   }
   return failed(`${peer ?? 'The recipient'} cancelled the transfer${reason ? `: ${reason}${/[.!?]$/.test(reason) ? '' : '.'}` : '.'}`, undefined, {reason})
 }

@@ -97,7 +97,7 @@ export interface FileReceiverOptions {
    * A part kept for a resume was removed without one: its time was up, more recent ones took its
    * place, or the receiver closed. The person was told it was kept; this says it no longer is.
    */
-  onKeptRemoved?: (kept: {peer: string; name: string; bytes: number}, why: KeptRemoval) => void
+  onKeptRemoved?: (kept: {transferId: string; peer: string; name: string; bytes: number}, why: KeptRemoval) => void
   /** FILE_TOO_LARGE (refused), FILE_CORRUPT (hash mismatch) or TRANSFER_FAILED (cancelled, idle, I/O). */
   onError?: (transferId: string, error: MessengerError) => void
   /**
@@ -257,7 +257,11 @@ export class FileReceiver {
   async close(): Promise<void> {
     this.closed = true
     const all = [...this.active.values()]
-    for (const t of all) t.fail(failed(`The receiver closed during the transfer of "${t.name}".`), true, 'their chat or listen was stopped')
+    // Said to the person who stopped it: what happened to the file, nothing to do about it.
+    for (const t of all) {
+      const stopped = new MessengerError('TRANSFER_FAILED', `Stopped receiving "${t.name}" from ${t.peer}: listen or chat was stopped, and ${t.peer} was told.`, {hint: ''})
+      t.fail(stopped, true, 'their chat or listen was stopped')
+    }
     // Theirs, and those of transfers that failed before (their partial files may still be going).
     await Promise.allSettled([...all.map((t) => t.task), ...this.cleanups])
     // Nobody is left to go on from them.
@@ -266,14 +270,13 @@ export class FileReceiver {
   }
 
   /** Keeps a stopped transfer's partial file for a resume; see `kept`. */
-  private keep(partial: KeptPartial): void {
+  private keep(partial: KeptPartial): boolean {
     const key = keptKey(partial.peer, partial.sha256, partial.size)
-    if (this.closed) {
-      this.settle(unlink(partial.path).then(() => undefined, () => undefined).finally(() => this.partials.gone()))
-      return
-    }
-    // The same file kept again (a resume that was cut too): the newer part is the one to go on from.
-    if (this.kept.has(key)) this.settle(this.dropKept(key))
+    // Nobody is left to go on from it; and of two parts of one file (two transfers of it cut), the
+    // larger is the one to go on from, whichever was cut last.
+    const larger = this.kept.get(key)
+    if (this.closed || (larger && larger.partial.bytes >= partial.bytes)) return false
+    if (larger) this.settle(this.dropKept(key))
     const max = this.options.maxConcurrent ?? FILE_TRANSFER_DEFAULTS.maxConcurrent
     for (const oldest of this.kept.keys()) {
       if (this.kept.size < max) break
@@ -282,6 +285,7 @@ export class FileReceiver {
     const timer = setTimeout(() => this.settle(this.dropKept(key, 'expired')), this.options.keepPartialMs ?? KEEP_PARTIAL_MINUTES * 60_000)
     timer.unref()
     this.kept.set(key, {partial, timer})
+    return true
   }
 
   /** The kept partial file of this file from `peer`, now the caller's (with its partial ownership). */
@@ -302,8 +306,8 @@ export class FileReceiver {
     this.kept.delete(key)
     await unlink(entry.partial.path).catch(() => undefined)
     this.partials.gone()
-    const {peer, name, bytes} = entry.partial
-    if (why) this.emit('onKeptRemoved', {peer, name, bytes}, why)
+    const {transferId, peer, name, bytes} = entry.partial
+    if (why) this.emit('onKeptRemoved', {transferId, peer, name, bytes}, why)
   }
 
   /** A clean-up close() waits for. */

@@ -426,6 +426,9 @@ describe('file transfer between two online clients (FileHub over the real server
     expect(abandoned.error.message).toMatch(/^Nothing arrived from alice for 10\.0 s; the transfer of "cut\.bin" was abandoned\.$|^alice offered "cut\.bin" again while it was arriving/)
     // The relayed transfer took the partial file over, and saved it.
     expect((await listing(bob.downloadsDir)).filter((n) => !n.startsWith('.messenger-receiver.'))).toEqual(['cut.bin'])
+    // bob's history has the file, once: not also "not received" for the direct transfer it went on from.
+    const files = bob.session.history.list({peer: 'alice'}).filter((m) => m.file)
+    expect(files).toEqual([expect.objectContaining({direction: 'in', status: 'received', file: expect.objectContaining({name: 'cut.bin', sha256: src.sha256})})])
   })
 
   it('the direct path dies mid-transfer with preference "direct" (--direct-only): DIRECT_FAILED says the path was lost and how to let the relay carry it', async () => {

@@ -1,5 +1,5 @@
 import {createHash, randomBytes} from 'node:crypto'
-import {mkdtemp, readdir, readFile, rm, truncate, unlink, writeFile} from 'node:fs/promises'
+import {mkdtemp, open, readdir, readFile, rm, truncate, unlink, writeFile} from 'node:fs/promises'
 import {statfsSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -172,7 +172,6 @@ describe('file transfer resume', () => {
     // The receiver's idle limit is far off: the first transfer is still receiving when the second
     // comes. It counts as stalled at once here (takeOverAfterMs 0), not after 2 s without a chunk.
     const env = await setUp({idleTimeoutMs: 60_000, takeOverAfterMs: 0})
-    let seen = 0
     let stalled!: () => void
     const acked1000 = new Promise<void>((resolve) => (stalled = resolve))
     const stop = new AbortController()
@@ -180,7 +179,8 @@ describe('file transfer resume', () => {
       idleTimeoutMs: 60_000,
       signal: stop.signal,
       intercept: (frame, from) => {
-        if (from === 'a') return frame[0] === FileFrameKind.DATA && ++seen > 1000 ? null : frame
+        // Chunks 0-999 pass, later ones never do (by index: retransmissions must not use up the 1,000).
+        if (from === 'a') return frame[0] === FileFrameKind.DATA && (decodeFrame(frame) as {index: number}).index >= 1000 ? null : frame
         const sack = decodeFrame(frame)
         if (sack?.kind === 'sack' && sack.next >= 1000) stalled()
         return frame
@@ -220,6 +220,7 @@ describe('file transfer resume', () => {
     const {error} = await first.done
     expect(error).toMatchObject({code: 'TRANSFER_FAILED', details: {superseded: true}})
     expect(error!.message).toBe('bob was offered this file again (another sendfile of it), and that transfer took over from this one.')
+    expect(error!.hint).toBe('Nothing to do: the other sendfile delivers it.')
     expect((await second.done).result!.resumedBytes).toBeGreaterThan(0)
     // The receiver: the first transfer's end, then the file.
     expect((await env.events.next()).error).toMatchObject({details: {superseded: true}})
@@ -283,7 +284,7 @@ describe('file transfer resume', () => {
     const told = new Promise<unknown[]>((resolve) => (removed = resolve))
     const env = await setUp({idleTimeoutMs: 300, keepPartialMs: 400, onKeptRemoved: (...args) => removed(args)})
     const kept = (await cutAfter(env, 1500)).details!.keptBytes
-    expect(await told).toEqual([{peer: 'alice', name: 'big.bin', bytes: kept}, 'expired'])
+    expect(await told).toEqual([{transferId: expect.any(String), peer: 'alice', name: 'big.bin', bytes: kept}, 'expired'])
     expect(await listing(env.downloads)).toEqual([])
   })
 
@@ -313,6 +314,9 @@ describe('file transfer resume', () => {
     const refused = offer(env)
     const {error} = await env.events.next()
     expect(error!.message).toMatch(/its disk has 1\.0 MiB free, and the rest of the file \(1\.\d MiB of it are here already\) needs 2\.\d MiB \(ENOSPC\)\.$/)
+    // Still kept, and said so, as for any kept part.
+    expect(error!.details).toMatchObject({keptBytes: kept})
+    expect(error!.hint).toMatch(/ The 1\.\d MiB received are kept for 10 minutes, so a new send of it by alice goes on from there\.$/)
     expect((await refused.done).error).toMatchObject({code: 'FILE_REJECTED'})
     expect((await listing(env.downloads)).filter((n) => n.endsWith('.part'))).toHaveLength(1)
 
@@ -367,6 +371,69 @@ describe('file transfer resume', () => {
     const sent = await outcome
     expect(sent).toMatchObject({code: 'TRANSFER_FAILED', message: "bob's client lost its connection to the server during the transfer."})
     expect(sent!.hint).toBe("Send the file again once bob is online again (`messenger whoisonline` shows it): bob's client keeps what arrived for 10 minutes, so the transfer goes on from there.")
+  })
+
+  it('two cut transfers of one file at once: the larger part is kept, whichever was cut last, and the other says nothing is kept', async () => {
+    const env = await setUp({idleTimeoutMs: 300})
+    // Two sendfiles of the file at once, each a transfer of its own; their paths die after 2,500 and 800 chunks.
+    const dropAfter = (n: number) => {
+      let seen = 0
+      return (frame: Uint8Array, from: 'a' | 'b') => (from === 'a' && frame[0] === FileFrameKind.DATA && ++seen > n ? null : frame)
+    }
+    const a = offer(env, {intercept: dropAfter(2500)})
+    const b = offer(env, {intercept: dropAfter(800)})
+    const cut = [(await env.events.next()).error!, (await env.events.next()).error!]
+    await Promise.all([a.done, b.done])
+    // The larger part is kept, whichever order they were cut in: cut first, it stays (the smaller,
+    // cut after it, says nothing is kept); cut last, it takes the smaller one's place.
+    const bytes = cut.map((e) => e.details?.keptBytes as number | undefined)
+    const larger = Math.max(...bytes.map((n) => n ?? 0))
+    expect(larger).toBeGreaterThan(800 * SMALL_CHUNK)
+    if (bytes[0] === larger) {
+      expect(bytes[1]).toBeUndefined()
+      expect(cut[1]!.hint).toBe('Ask alice to send it again.')
+    }
+    const again = offer(env)
+    const {file} = await env.events.next()
+    expect((await again.done).result!.resumedBytes).toBe(larger)
+    await expectSaved(env, file!)
+  })
+
+  it('a kept part changed on disk meanwhile: the resumed file fails its hash, and the receiver is told why and what to ask for', async () => {
+    const env = await setUp({idleTimeoutMs: 300})
+    await cutAfter(env, 1500)
+    const [part] = (await listing(env.downloads)).filter((n) => n.endsWith('.part'))
+    const fh = await open(join(env.downloads, part!), 'r+')
+    await fh.write(Buffer.from('tampered'), 0, 8, 1000)
+    await fh.close()
+    const again = offer(env)
+    const {error} = await env.events.next()
+    expect(error).toMatchObject({code: 'FILE_CORRUPT'})
+    expect(error!.hint).toMatch(/^It went on from 1\.\d MiB kept from an earlier transfer, which may have changed on disk meanwhile\. Ask alice to send it again: it starts from the beginning\.$/)
+    expect((await again.done).error).toMatchObject({code: 'FILE_CORRUPT'})
+    // Nothing saved, nothing kept: the next send starts from the beginning, and arrives.
+    const last = offer(env)
+    const {file} = await env.events.next()
+    expect((await last.done).result!.resumedBytes).toBe(0)
+    await expectSaved(env, file!)
+  })
+
+  it('the receiver stopping says so to its own user, with nothing to do', async () => {
+    const env = await setUp()
+    let started!: () => void
+    const going = new Promise<void>((resolve) => (started = resolve))
+    const sending = offer(env, {
+      intercept: (frame, from) => {
+        if (from === 'b' && decodeFrame(frame)?.kind === 'sack') started()
+        return frame
+      },
+    })
+    await going
+    await env.receiver.close()
+    const {error} = await env.events.next()
+    expect(error!.message).toBe('Stopped receiving "big.bin" from alice: listen or chat was stopped, and alice was told.')
+    expect(error!.hint).toBe('')
+    expect((await sending.done).error!.message).toBe('bob cancelled the transfer: their chat or listen was stopped.')
   })
 
   it('a person cancelling is not a lost path: nothing is kept', async () => {
