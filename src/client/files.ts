@@ -224,7 +224,9 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       // Taken over by another sendfile of the file, which delivers it (and records it): no failure.
       const takenOver = error instanceof MessengerError && error.details?.superseded === true
       if (offered && !takenOver) {
-        const failure = error instanceof MessengerError ? {code: error.code, message: error.message} : {code: 'TRANSFER_FAILED', message: String(error)}
+        // Stopped by the person (Ctrl-C, SIGTERM): CANCELLED, as sendfile reports it.
+        const code = !(error instanceof MessengerError) ? 'TRANSFER_FAILED' : error.details?.cancelled === true ? 'CANCELLED' : error.code
+        const failure = {code, message: error instanceof MessengerError ? error.message : String(error)}
         await this.record({transferId: offered.transferId, direction: 'out', peer: rawTo.trim().toLowerCase(), path: offered.path, file: {name: basename(file), bytes: offered.bytes, sha256: offered.sha256, failure}})
       }
       throw error

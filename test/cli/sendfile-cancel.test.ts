@@ -3,7 +3,7 @@ import {randomBytes} from 'node:crypto'
 import {readdirSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
-import {loggedInProfiles, spawnCli, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
+import {loggedInProfiles, runCli, spawnCli, tempDir, type CliProcess, type FixtureUser, type ProfileEnv} from '../helpers/cli.js'
 import {onTerminal, type Terminal} from '../helpers/terminal.js'
 
 /**
@@ -78,6 +78,10 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     const failed = await fileEvent(bobListens, 'file-failed', 'bob to report the transfer stopped')
     expect(failed.message).toBe('alice cancelled the transfer of "big.bin".')
     expect(readdirSync(downloads).filter((n) => n.endsWith('.part'))).toEqual([])
+    // alice's history has it as sendfile said it: cancelled.
+    const history = await runCli(['history', 'bob', '--json'], {env: alice})
+    const [entry] = (JSON.parse(history.stdout) as {messages: Array<{status: string; file?: {failure?: {code: string}}}>}).messages
+    expect(entry).toMatchObject({status: 'failed', file: {name: 'big.bin', failure: {code: 'CANCELLED', message: 'The transfer was cancelled.'}}})
   }, 60_000)
 
   it('SIGHUP to sendfile (its terminal closed): the receiver hears that alice cancelled; CANCELLED, exit 129', async () => {
