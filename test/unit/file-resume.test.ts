@@ -105,6 +105,21 @@ function offer(env: Env, link: LossyOptions & {idleTimeoutMs?: number; signal?: 
   return {pair, transfer, done, dataFrames: () => dataFrames, lowestIndex: () => lowest}
 }
 
+/** offer(), and `acked`: resolves once the receiver has acknowledged the first `chunks` chunks. */
+function offerAcked(env: Env, chunks: number, link: LossyOptions & {idleTimeoutMs?: number; signal?: AbortSignal} = {}) {
+  let reached!: () => void
+  const acked = new Promise<void>((resolve) => (reached = resolve))
+  const sending = offer(env, {
+    ...link,
+    intercept: (frame, from) => {
+      const sack = from === 'b' ? decodeFrame(frame) : null
+      if (sack?.kind === 'sack' && sack.next >= chunks) reached()
+      return link.intercept ? link.intercept(frame, from) : frame
+    },
+  })
+  return {...sending, acked}
+}
+
 /** A first transfer whose path dies after `frames` DATA frames; resolves with the receiver's error. */
 async function cutAfter(env: Env, frames: number): Promise<MessengerError> {
   let seen = 0
@@ -172,22 +187,15 @@ describe('file transfer resume', () => {
     // The receiver's idle limit is far off: the first transfer is still receiving when the second
     // comes. It counts as stalled at once here (takeOverAfterMs 0), not after 2 s without a chunk.
     const env = await setUp({idleTimeoutMs: 60_000, takeOverAfterMs: 0})
-    let stalled!: () => void
-    const acked1000 = new Promise<void>((resolve) => (stalled = resolve))
     const stop = new AbortController()
-    const first = offer(env, {
+    const first = offerAcked(env, 1000, {
       idleTimeoutMs: 60_000,
       signal: stop.signal,
-      intercept: (frame, from) => {
-        // Chunks 0-999 pass, later ones never do (by index: retransmissions must not use up the 1,000).
-        if (from === 'a') return frame[0] === FileFrameKind.DATA && (decodeFrame(frame) as {index: number}).index >= 1000 ? null : frame
-        const sack = decodeFrame(frame)
-        if (sack?.kind === 'sack' && sack.next >= 1000) stalled()
-        return frame
-      },
+      // Chunks 0-999 pass, later ones never do (by index: retransmissions must not use up the 1,000).
+      intercept: (frame, from) => (from === 'a' && frame[0] === FileFrameKind.DATA && (decodeFrame(frame) as {index: number}).index >= 1000 ? null : frame),
     })
     // The first transfer has stalled: 1,000 chunks arrived and acknowledged, the rest dropped.
-    await acked1000
+    await first.acked
 
     const second = offer(env)
     const superseded = await env.events.next()
@@ -205,17 +213,8 @@ describe('file transfer resume', () => {
 
   it('a new offer that takes over a transfer still sending (it only looked stalled): that sender hears so, not that bob cancelled', async () => {
     const env = await setUp({idleTimeoutMs: 60_000, takeOverAfterMs: 0})
-    let halfway!: () => void
-    const acked = new Promise<void>((resolve) => (halfway = resolve))
-    const first = offer(env, {
-      idleTimeoutMs: 60_000,
-      intercept: (frame, from) => {
-        const sack = from === 'b' ? decodeFrame(frame) : null
-        if (sack?.kind === 'sack' && sack.next >= 500) halfway()
-        return frame
-      },
-    })
-    await acked
+    const first = offerAcked(env, 500, {idleTimeoutMs: 60_000})
+    await first.acked
     const second = offer(env)
     const {error} = await first.done
     expect(error).toMatchObject({code: 'TRANSFER_FAILED', details: {superseded: true}})
@@ -229,16 +228,8 @@ describe('file transfer resume', () => {
 
   it('a second sendfile of the file while the first is still arriving is a transfer of its own: both arrive, neither fails', async () => {
     const env = await setUp()
-    let halfway!: () => void
-    const acked = new Promise<void>((resolve) => (halfway = resolve))
-    const first = offer(env, {
-      intercept: (frame, from) => {
-        const sack = from === 'b' ? decodeFrame(frame) : null
-        if (sack?.kind === 'sack' && sack.next >= 500) halfway()
-        return frame
-      },
-    })
-    await acked
+    const first = offerAcked(env, 500)
+    await first.acked
     const second = offer(env)
     const [a, b] = await Promise.all([first.done, second.done])
     expect([a.error, b.error]).toEqual([undefined, undefined])
