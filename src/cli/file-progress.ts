@@ -16,16 +16,25 @@ export class FileProgress {
    * one line more than the last and erased what was printed above (a message, a "saved" line).
    */
   private multibar: MultiBar | undefined
+  /**
+   * Offers announced and not yet moving: a bar is drawn at the first progress, so an offer refused
+   * at once (too large, busy) or resumed from a kept part draws no "0%" bar that stays on screen.
+   */
+  private readonly waiting = new Map<string, {name: string; size: number}>()
 
   constructor(private readonly enabled: boolean) {}
 
   start(id: string, name: string, size: number): void {
-    if (!this.enabled) return
-    this.multibar ??= new MultiBar({format: ' {name} {bar} {percentage}% | {done}/{size} | {rate}/s | ETA {eta_formatted}', stream: process.stderr, hideCursor: true, clearOnComplete: false}, Presets.shades_classic)
-    this.bars.set(id, this.multibar.create(size, 0, {name: escapeControls(name), done: formatSize(0), size: formatSize(size), rate: '-'}))
+    if (this.enabled) this.waiting.set(id, {name, size})
   }
 
   update(id: string, p: TransferProgress): void {
+    const offer = this.waiting.get(id)
+    if (offer) {
+      this.waiting.delete(id)
+      this.multibar ??= new MultiBar({format: ' {name} {bar} {percentage}% | {done}/{size} | {rate}/s | ETA {eta_formatted}', stream: process.stderr, hideCursor: true, clearOnComplete: false}, Presets.shades_classic)
+      this.bars.set(id, this.multibar.create(offer.size, 0, {name: escapeControls(offer.name), done: formatSize(0), size: formatSize(offer.size), rate: '-'}))
+    }
     this.bars.get(id)?.update(p.bytes, {done: formatSize(p.bytes), size: formatSize(p.total), rate: formatSize(p.rateBps)})
   }
 
@@ -47,6 +56,7 @@ export class FileProgress {
   }
 
   stop(id: string): void {
+    this.waiting.delete(id)
     const bar = this.bars.get(id)
     if (!bar) return
     bar.stop()

@@ -31,12 +31,13 @@ describe.skipIf(!haveScript)('listen on a terminal', () => {
 
     const sender = spawnCli(['sendfile', 'bob', file, '--json'], {env: envs.alice})
     await bob.shows(/alice is sending long\.bin/, 'the offer')
-    // Held mid-transfer (the direct path needs no server), so the bar stays while the server goes.
+    // The bar is drawn once the file moves (64 MiB take over a second); then the sender is held
+    // mid-transfer (the direct path needs no server), so the bar stays while the server goes.
+    await bob.shows(/long\.bin .*\d+%/, 'the progress bar')
     sender.child.kill('SIGSTOP')
     onTestFinished(() => {
       sender.child.kill('SIGCONT')
     })
-    await bob.shows(/long\.bin .*\d+%/, 'the progress bar')
 
     expect(await server.stop()).toBe(0)
     await bob.shows(/Reconnecting in [\d.]+ s \(attempt 2\)/, 'two reconnect attempts')
@@ -47,6 +48,18 @@ describe.skipIf(!haveScript)('listen on a terminal', () => {
       expect(at.length, screen).toBeGreaterThan(0)
       for (const i of at) expect(screen.slice(Math.max(0, i - 40), i), JSON.stringify(screen.slice(Math.max(0, i - 120), i + 40))).toMatch(LINE_START)
     }
+  }, 60_000)
+
+  it('an offer refused at once (over --max-file-size) draws no bar: nothing stays on screen at 0%', async () => {
+    const {envs} = await loggedInProfiles(['alice', 'bob'])
+    const file = join(tempDir('files-alice-'), 'big.bin')
+    writeFileSync(file, Buffer.alloc(64 * 1024))
+    const bob = onTerminal(['listen', '--downloads', tempDir('downloads-bob-'), '--max-file-size', '1K'], envs.bob)
+    await bob.shows(/Listening as bob/, 'listen to be ready')
+    expect((await runCli(['sendfile', 'bob', file], {env: envs.alice})).code).toBe(1)
+    await bob.shows(/file transfer failed: alice offered "big\.bin" \(65536 bytes\), over the limit/, 'the refusal')
+    // Before: " big.bin ░░░░ 0% | 0 B/64 KiB | -/s" was drawn on the offer and stayed.
+    expect(bob.screen()).not.toMatch(/big\.bin .*0%/)
   }, 60_000)
 
   it('files one after another, with messages between them: no line printed above a bar is erased (each transfer moved up one line more)', async () => {
