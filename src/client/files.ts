@@ -213,10 +213,11 @@ export class FileHub extends EventEmitter<FileHubEvents> {
    * offer, refused before it, is only the caller's error).
    */
   async send(rawTo: string, file: string, options: SendOptions = {}): Promise<SentFile> {
+    const to = rawTo.trim().toLowerCase()
     const attempt: {offered?: OfferedAttempt} = {}
     const started = performance.now()
     try {
-      const sent = await this.sendAttempts(rawTo.trim().toLowerCase(), file, options, attempt)
+      const sent = await this.sendAttempts(to, file, options, attempt)
       // The whole send, hashing and a fallback's first leg included: what the person waited.
       return {...sent, seconds: (performance.now() - started) / 1000}
     } catch (error) {
@@ -227,7 +228,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         // Stopped by the person (Ctrl-C, SIGTERM): CANCELLED, as sendfile reports it.
         const code = !(error instanceof MessengerError) ? 'TRANSFER_FAILED' : error.details?.cancelled === true ? 'CANCELLED' : error.code
         const failure = {code, message: error instanceof MessengerError ? error.message : String(error)}
-        await this.record({transferId: offered.transferId, direction: 'out', peer: rawTo.trim().toLowerCase(), path: offered.path, file: {name: basename(file), bytes: offered.bytes, sha256: offered.sha256, failure}})
+        await this.record({transferId: offered.transferId, direction: 'out', peer: to, path: offered.path, file: {name: basename(file), bytes: offered.bytes, sha256: offered.sha256, failure}})
       }
       throw error
     }

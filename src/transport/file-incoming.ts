@@ -243,12 +243,7 @@ export class IncomingTransfer {
       }
     }
     if (prefix > 0) {
-      this.have.fill(0xff, 0, prefix >>> 3)
-      for (let i = prefix & ~7; i < prefix; i++) this.have[i >>> 3]! |= 1 << (i & 7)
-      this.next = prefix
-      this.received = prefix
-      this.bytes = Math.min(this.size, prefix * this.chunkSize)
-      this.resumedBytes = this.bytes
+      this.haveFirst(prefix)
       this.host.emit('onResume', this.hex, this.bytes)
     }
     this.state = 'receiving'
@@ -273,8 +268,8 @@ export class IncomingTransfer {
 
   /**
    * Opens a kept partial file to go on with: it becomes this transfer's, with its partial ownership.
-   * Undefined (and the file removed) if it cannot be opened, or the disk has no room for the rest:
-   * the transfer then starts from the beginning, as without it.
+   * Undefined (and the file removed) if it cannot be opened: the transfer then starts from the
+   * beginning, as without it. No room for the rest throws, and the part stays kept.
    */
   private async reopen(kept: KeptPartial): Promise<FileHandle | undefined> {
     this.partial = kept.path
@@ -410,13 +405,20 @@ export class IncomingTransfer {
     this.emitProgress(false)
   }
 
+  /** The first `chunks` chunks are here, from an earlier transfer (0: none, as a new transfer). */
+  private haveFirst(chunks: number): void {
+    this.have.fill(0)
+    this.have.fill(0xff, 0, chunks >>> 3)
+    for (let i = chunks & ~7; i < chunks; i++) this.have[i >>> 3]! |= 1 << (i & 7)
+    this.next = chunks
+    this.received = chunks
+    this.bytes = Math.min(this.size, chunks * this.chunkSize)
+    this.resumedBytes = this.bytes
+  }
+
   /** Back to a transfer from the beginning (see onData); the kept bytes are the same and are written again. */
   private forgetResume(): void {
-    this.have.fill(0)
-    this.next = 0
-    this.received = 0
-    this.bytes = 0
-    this.resumedBytes = 0
+    this.haveFirst(0)
     this.writer = this.newWriter(this.fh!)
   }
 

@@ -402,12 +402,12 @@ export class FileReceiver {
     const mine = this.countFrom(peer)
     if (mine >= perPeer) {
       this.refuse(key, id, transport, 'BUSY', `You already have ${mine} files arriving at this recipient, the most it takes from one sender at once; send this one when one of them has finished.`)
-      this.emit('onError', hex, new MessengerError('FILE_REJECTED', `${peer} offered "${name}" while ${mine} of its transfers were running; it was refused.`, {hint: `${peer} can send it again once one of them has finished.`}))
+      this.emit('onError', hex, new MessengerError('FILE_REJECTED', `${peer} offered "${name}" while ${mine} of its transfers were running; it was refused.`, {hint: busyHint(peer)}))
       return
     }
     if (this.active.size >= (this.options.maxConcurrent ?? FILE_TRANSFER_DEFAULTS.maxConcurrent)) {
       this.refuse(key, id, transport, 'BUSY', 'The recipient is receiving too many files at once; try again shortly.')
-      this.emit('onError', hex, new MessengerError('FILE_REJECTED', `${peer} offered "${name}" while ${this.active.size} transfers were running; it was refused.`, {hint: `${peer} can send it again once one of them has finished.`}))
+      this.emit('onError', hex, new MessengerError('FILE_REJECTED', `${peer} offered "${name}" while ${this.active.size} transfers were running; it was refused.`, {hint: busyHint(peer)}))
       return
     }
     const chunks = chunkCount(size, chunkSize)
@@ -442,6 +442,11 @@ export type KeptRemoval = 'expired' | 'replaced' | 'closed'
 
 /** See FileReceiverOptions.takeOverAfterMs. */
 const TAKE_OVER_AFTER_MS = 2_000
+
+/** The receiver's hint for an offer refused as BUSY: when the sender can try again. */
+function busyHint(peer: string): string {
+  return `${peer} can send it again once one of them has finished.`
+}
 
 function keptKey(peer: string, sha256: string, size: number): string {
   return `${peer}\u0000${sha256}\u0000${size}`
