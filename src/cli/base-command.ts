@@ -4,12 +4,13 @@ import {Command, Flags, type Interfaces} from '@oclif/core'
 import {MessengerClient} from '../client/client.js'
 import {formatServerList, parseServerList, sameServer} from '../client/address.js'
 import {Profile, SETTING_DEFAULTS, type ProfileData} from '../client/profile.js'
-import {checkUdpPort, HISTORY_FILE, openMessaging, type MessagingSession} from '../client/session.js'
-import {HISTORY_ROLE} from '../client/history.js'
+// Type only: the messaging stack (history, delivery, files, the direct link, SQLite) is imported when
+// a command opens a session, so status, whois, config and the server do not load it at start-up.
+import type {MessagingSession} from '../client/session.js'
+import {HISTORY_FILE, HISTORY_ROLE} from '../client/history-file.js'
 import {corruptDatabaseError} from '../store/sqlite/open.js'
 import type {PathPreference} from '../client/delivery.js'
 import {givenOnCommandLine, receiveFilesOption} from './file-flags.js'
-import {lockOnlineProfile} from '../util/pid-lock.js'
 import {jsonText, renderError} from './render.js'
 import {endedEarlierLine, forgetEarlierSessions, notRevokedWarnings, replaceSession, type EarlierSessionsOutcome} from './earlier-sessions.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
@@ -190,6 +191,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       publishKey?: boolean
     } = {},
   ): Promise<{client: MessengerClient} & MessagingSession> {
+    const {openMessaging} = await import('../client/session.js')
     let session: MessagingSession | undefined
     // The engine listens before the resume: stored messages follow the resume reply at once.
     const client = await this.connectSession({
@@ -215,6 +217,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     const receiveFiles = receiveFilesOption(flags, this.profile, this.argv)
     // One online session per profile (see lockOnlineProfile), taken before going online; released
     // when the command ends. A profile without a session has nothing to lock (NOT_LOGGED_IN follows).
+    const [{lockOnlineProfile}, {checkUdpPort}] = await Promise.all([import('../util/pid-lock.js'), import('../client/session.js')])
     if (this.profile.data.token) this.releases.push(lockOnlineProfile(this.profile.dir))
     const path = this.pathPreference(flags)
     const udp = this.udpPortChoice(flags)

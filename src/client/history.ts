@@ -3,7 +3,8 @@ import Database from 'better-sqlite3'
 import {flushBatchedWrites} from '../util/batched-write.js'
 import {keepDatabasePrivate} from '../util/file-mode.js'
 import {MessengerError} from '../protocol/errors.js'
-import {migrate, sameFileCheck, translateOpenError, type DatabaseRole} from '../store/sqlite/open.js'
+import {migrate, sameFileCheck, translateOpenError} from '../store/sqlite/open.js'
+import {HISTORY_ROLE} from './history-file.js'
 import {GroupCommitter} from '../store/sqlite/group-commit.js'
 import {PeerPins, type PeerKeyCheck} from './peer-pins.js'
 
@@ -72,19 +73,6 @@ export const HISTORY_MIGRATIONS: readonly string[] = [
   // file holds what is known of it as JSON ({name, bytes, sha256, savedAs?}).
   `ALTER TABLE messages ADD COLUMN file TEXT;`,
 ]
-
-/** How messages name the history and what they tell the user to do about it. */
-export const HISTORY_ROLE: DatabaseRole = {
-  what: 'the history',
-  newerHint: 'Run a newer version of messenger with this profile, or set MESSENGER_HOME to another directory.',
-  unwritableHint: 'Check that the profile directory exists and is writable, or set MESSENGER_HOME to another directory.',
-  // Only this machine's copy: the account, session token and key live elsewhere (profile.json,
-  // identity.json) and undelivered messages on the server, so moving the file aside loses only what
-  // the history alone held.
-  corruptHint: (file) =>
-    `Move it aside with its -wal and -shm files, if any (for example: mv ${file} ${file}.broken), and run the command again to start an empty history. ` +
-    'Your account, session, encryption key and the messages waiting for you on the server are not affected; the past messages in that file are lost (the server keeps no copy of delivered ones), and peers\' keys are pinned again on first contact.',
-}
 
 export const HISTORY_SCHEMA_VERSION = HISTORY_MIGRATIONS.length
 

@@ -9,9 +9,8 @@ import type {MessengerClient} from './client.js'
 import {DeliveryEngine, type DeliveryOptions} from './delivery.js'
 import {FileHub} from './files.js'
 import {openHistory, type LocalHistory} from './history.js'
+import {HISTORY_FILE} from './history-file.js'
 import {Keyring} from './keyring.js'
-
-export const HISTORY_FILE = 'history.db'
 
 export interface MessagingSession {
   engine: DeliveryEngine

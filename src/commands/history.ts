@@ -3,7 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {historyMark, historyText, historyWho, renderError} from '../cli/render.js'
 import {MessengerError} from '../protocol/errors.js'
 import {checkListOptions, openHistory, type HistoryEntry} from '../client/history.js'
-import {HISTORY_FILE} from '../client/session.js'
+import {HISTORY_FILE} from '../client/history-file.js'
 import {join} from 'node:path'
 
 export default class History extends BaseCommand<typeof History> {
