@@ -63,6 +63,8 @@ export class Sender {
    * an earlier transfer of this file that stopped, and the transfer resumes after it.
    */
   private resumeFrom = 0
+  /** The receiver accepted: from then on resumeFrom says what it had kept. */
+  private accepted = false
 
   private timer: NodeJS.Timeout | undefined
   private timerAt = Number.POSITIVE_INFINITY
@@ -103,6 +105,11 @@ export class Sender {
   /** The file as offered; undefined until the offer was made (set with the hash, kept after the end). */
   offeredFile(): {bytes: number; sha256: string} | undefined {
     return this.offer && this.sha256 ? {bytes: this.reader.size, sha256: this.sha256.toString('hex')} : undefined
+  }
+
+  /** Bytes the receiver had kept of an earlier transfer of the file when it accepted; undefined until it accepted (kept after the end). */
+  keptByReceiver(): number | undefined {
+    return this.accepted ? this.reader.bytesBefore(this.resumeFrom) : undefined
   }
 
   stats(): SenderStats {
@@ -204,6 +211,7 @@ export class Sender {
     // Karn: only an offer sent once gives an unambiguous sample.
     if (this.offerTries === 1) this.flight.sampleRtt(now - this.offerSentAt)
     this.phase = 'data'
+    this.accepted = true
     this.probeAt = Number.POSITIVE_INFINITY
     this.dataStartedAt = now
     this.lastProgressAt = now

@@ -72,6 +72,12 @@ export interface OutgoingTransfer {
   stats(): SenderStats
   /** The file as offered, once the offer went out (the file was hashed): the receiver may have heard of it. */
   offered(): {bytes: number; sha256: string} | undefined
+  /**
+   * Bytes the receiver had kept of an earlier transfer of the file (SendFileResult.resumedBytes), once
+   * it accepted; undefined before. Known on failure too: a sender that offers again after a cut
+   * tells what moved in its own run from what was there before it.
+   */
+  keptByReceiver(): number | undefined
 }
 
 /**
@@ -83,5 +89,5 @@ export interface OutgoingTransfer {
 export function sendFile(options: SendFileOptions): OutgoingTransfer {
   const sender = new Sender(options)
   sender.start()
-  return {transferId: sender.hex, handle: (frame) => sender.handle(frame), done: sender.done, stats: () => sender.stats(), offered: () => sender.offeredFile()}
+  return {transferId: sender.hex, handle: (frame) => sender.handle(frame), done: sender.done, stats: () => sender.stats(), offered: () => sender.offeredFile(), keptByReceiver: () => sender.keptByReceiver()}
 }
