@@ -24,12 +24,31 @@ import type {DeliveryEngine, PathPreference} from './delivery.js'
 import type {Keyring} from './keyring.js'
 import {fileFrameDirectionMatches, openFileFrame, sealFileFrame} from '../crypto/envelope.js'
 import {rememberId, setNewest} from '../util/bounded.js'
+import {backoffMs} from '../util/backoff.js'
+import {FILE_TRANSFER_DEFAULTS} from '../transport/file-common.js'
+import {type Interruption, interruptionOf, waitForReturn, type WaitedFor, WaitExpired} from './file-waits.js'
 
 /** A direct offer unanswered this long means the path died: fall back to the relay. */
 const DIRECT_OFFER_TIMEOUT_MS = 3_000
 
 /** Relay frames are bigger than datagrams: TCP carries them, and fewer round trips is faster. */
 const RELAY_FRAME_BYTES = 48 * 1024
+
+/**
+ * Interruptions one send goes on from by itself (SendOptions.waitSeconds), each after progress:
+ * a link that keeps failing stops with its error rather than looping for ever. Re-offers that move
+ * nothing do not count here; they get no new wait (the one running bounds them) and are spaced out.
+ */
+export const MAX_INTERRUPTIONS = 20
+
+/** Pause before offering again after an offer that moved nothing: 1 s, doubling to 8 s. */
+const FRUITLESS_PAUSE_MS = {initial: 1000, max: 8000} as const
+
+/**
+ * The offer timeout of a relayed re-offer: what is left of the wait, within these bounds, so that an
+ * offer into a path still silent does not hold the send long past its wait.
+ */
+const REOFFER_TIMEOUT_MS = {min: 5000, max: FILE_TRANSFER_DEFAULTS.offerTimeoutMs} as const
 
 export interface FileHubOptions {
   client: MessengerClient
@@ -64,6 +83,36 @@ export interface SentFile {
   resumedBytes: number
   /** The direct path was lost on the way, and the relay carried the rest (from what had arrived). */
   fellBack?: boolean
+  /** Times the transfer was cut and went on by itself once the cause was gone (SendOptions.waitSeconds). */
+  interruptions: number
+  /** What cut it, each time (empty when nothing did). */
+  interruptedBy: Interruption[]
+  /**
+   * Of `bytes`, those the recipient had before this send started (kept from an earlier one), which
+   * this send did not move: `resumedBytes` of its first transfer the recipient accepted.
+   */
+  earlierBytes: number
+}
+
+/** A cut the send is waiting out (SendOptions.onWait). */
+export interface TransferWait {
+  cause: Interruption
+  /** The error the transfer stopped with. */
+  error: MessengerError
+  /** At most this long from now. */
+  seconds: number
+  /**
+   * False for an offer again that went nowhere for the same cause as the wait announced, which goes
+   * on: nothing new to tell. True for a new interruption, or the cause changed while waiting.
+   */
+  news: boolean
+}
+
+/** Why a send that waited gave up (MessengerError details.waited of the error it fails with). */
+export interface WaitedDetails {
+  seconds: number
+  for: WaitedFor
+  cause: Interruption
 }
 
 export interface SendOptions {
@@ -73,7 +122,23 @@ export interface SendOptions {
   /** The direct path died mid-transfer and the file starts again through the relay (before onPath('relay')). */
   onPathLost?: () => void
   signal?: AbortSignal
+  /**
+   * When a transfer is cut by what a reconnect cures (interruptionOf: our connection lost, the
+   * recipient's, a silent path), wait up to this long for the connection and the recipient to be
+   * back, then offer the file again: it goes on from what the recipient kept. Each interruption
+   * after progress gets the whole wait; re-offers that move nothing only what is left of it. 0 (the
+   * default) fails at once, as before. The client must reconnect (MessengerClientOptions.reconnect)
+   * for a lost connection to come back.
+   */
+  waitSeconds?: number
+  /** The transfer was cut and is waited out; see TransferWait. */
+  onWait?: (wait: TransferWait) => void
+  /** The wait is over: the file is offered again (progress starts again, from what the recipient kept). */
+  onOfferAgain?: () => void
 }
+
+/** SendOptions as one transfer of a send sees them. */
+type AttemptOptions = SendOptions & {offerTimeoutMs?: number}
 
 export interface FileHubEvents {
   offer: [IncomingOffer]
@@ -101,6 +166,13 @@ interface OfferedAttempt {
   path: 'direct' | 'relay'
   bytes: number
   sha256: string
+}
+
+/** What the transfers of one send share: the last one offered (its failure is recorded), and what the recipient had at the start. */
+interface SendState {
+  offered?: OfferedAttempt
+  /** resumedBytes of the first transfer the recipient accepted (SentFile.earlierBytes). */
+  earlierBytes?: number
 }
 
 /** Frames a sender must see (the receiver's answers), by kind byte; the rest go to the receiver. */
@@ -214,10 +286,10 @@ export class FileHub extends EventEmitter<FileHubEvents> {
    */
   async send(rawTo: string, file: string, options: SendOptions = {}): Promise<SentFile> {
     const to = rawTo.trim().toLowerCase()
-    const attempt: {offered?: OfferedAttempt} = {}
+    const attempt: SendState = {}
     const started = performance.now()
     try {
-      const sent = await this.sendAttempts(to, file, options, attempt)
+      const sent = await this.sendWaiting(to, file, options, attempt)
       // The whole send, hashing and a fallback's first leg included: what the person waited.
       return {...sent, seconds: (performance.now() - started) / 1000}
     } catch (error) {
@@ -234,7 +306,74 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     }
   }
 
-  private async sendAttempts(to: string, file: string, options: SendOptions, attempt: {offered?: OfferedAttempt}): Promise<SentFile> {
+  /**
+   * The send's transfers: one, or (with options.waitSeconds) one more after each cut a reconnect
+   * cures, once the connection and the recipient are back. The history gets one line for the file:
+   * send() records the last failure, transfer() the success; the cuts waited out are not failures.
+   */
+  private async sendWaiting(to: string, file: string, options: SendOptions, attempt: SendState): Promise<Omit<SentFile, 'seconds'>> {
+    const waitMs = Math.max(0, (options.waitSeconds ?? 0) * 1000)
+    const interruptedBy: Interruption[] = []
+    /** Most bytes acknowledged in this send: an offer again that gets past it made progress. */
+    let acked = 0
+    /** The interruption being waited out: its error is what the send fails with if the wait runs out. */
+    let waiting: {error: MessengerError; cause: Interruption; deadline: number; announced: Interruption} | undefined
+    let fruitless = 0
+    for (;;) {
+      let bytes = 0
+      const remaining = waiting ? waiting.deadline - performance.now() : undefined
+      const attemptOptions: AttemptOptions = {
+        ...options,
+        onProgress: (p) => {
+          bytes = p.bytes
+          options.onProgress?.(p)
+        },
+        ...(remaining === undefined ? {} : {offerTimeoutMs: Math.round(Math.min(REOFFER_TIMEOUT_MS.max, Math.max(REOFFER_TIMEOUT_MS.min, remaining)))}),
+      }
+      try {
+        const sent = await this.sendAttempts(to, file, attemptOptions, attempt)
+        return {...sent, interruptions: interruptedBy.length, interruptedBy, earlierBytes: attempt.earlierBytes ?? sent.resumedBytes}
+      } catch (error) {
+        if (waitMs === 0 || options.signal?.aborted || !(error instanceof MessengerError)) throw error
+        const cause = interruptionOf(error, {again: waiting !== undefined})
+        if (!cause) throw error
+        const progressed = bytes > acked
+        acked = Math.max(acked, bytes)
+        if (!waiting || progressed) {
+          // A new interruption: the whole wait again. Bounded in number, so a link that keeps
+          // breaking (with a little progress each time) cannot loop for ever.
+          if (interruptedBy.length >= MAX_INTERRUPTIONS) throw gaveUp(error, cause, {interruptions: interruptedBy.length + 1})
+          interruptedBy.push(cause)
+          waiting = {error, cause, deadline: performance.now() + waitMs, announced: cause}
+          fruitless = 0
+          options.onWait?.({cause, error, seconds: waitMs / 1000, news: true})
+        } else {
+          // Offered again and nothing moved: the same wait goes on (it is not renewed), spaced out.
+          fruitless++
+          const news = cause !== waiting.announced
+          waiting.announced = cause
+          const left = waiting.deadline - performance.now()
+          if (left <= 0) throw gaveUp(waiting.error, waiting.cause, {waited: {seconds: waitMs / 1000, for: 'progress', cause: waiting.cause}})
+          options.onWait?.({cause, error, seconds: left / 1000, news})
+        }
+        try {
+          await waitForReturn({
+            client: this.o.client,
+            recipientOnline: async () => (await this.o.engine.lookup(to, {fresh: true})).online,
+            deadline: waiting.deadline,
+            ...(options.signal ? {signal: options.signal} : {}),
+            pauseMs: fruitless > 0 ? backoffMs(fruitless, FRUITLESS_PAUSE_MS) : 0,
+          })
+        } catch (waitError) {
+          if (!(waitError instanceof WaitExpired)) throw waitError
+          throw gaveUp(waiting.error, waiting.cause, {waited: {seconds: waitMs / 1000, for: waitError.waitedFor, cause: waiting.cause}})
+        }
+        options.onOfferAgain?.()
+      }
+    }
+  }
+
+  private async sendAttempts(to: string, file: string, options: AttemptOptions, attempt: SendState): Promise<Omit<SentFile, 'interruptions' | 'interruptedBy' | 'earlierBytes'>> {
     // Blocking drops whatever the blocked user sends us (the server refuses their forwards, our link
     // their datagrams), so their ACCEPT would never arrive: they would see an offer, we a timeout.
     // The lookup goes out at once too (the refusal still wins): one round trip before the offer, not two.
@@ -267,7 +406,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       // Direct: a path that went dead since it was confirmed shows as an unanswered offer; give it
       // a few seconds, then stream through the relay instead (unless --direct-only). So does a
       // recipient that does not know our key (UNKNOWN_SENDER): the relay names us to it.
-      return {path, ...(await this.transfer(to, path, transport, file, options, attempt, path === 'direct' ? DIRECT_OFFER_TIMEOUT_MS : undefined))}
+      return {path, ...(await this.transfer(to, path, transport, file, options, attempt, path === 'direct' ? DIRECT_OFFER_TIMEOUT_MS : options.offerTimeoutMs))}
     } catch (error) {
       if (path !== 'direct' || !(error instanceof MessengerError)) throw error
       const unknownHere = error.code === 'FILE_REJECTED' && error.details?.code === 'UNKNOWN_SENDER'
@@ -288,7 +427,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       this.link?.forgetPath(peerKey)
       if (lostMidway) options.onPathLost?.()
       options.onPath?.('relay')
-      return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options, attempt)), ...(lostMidway ? {fellBack: true} : {})}
+      return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options, attempt, options.offerTimeoutMs)), ...(lostMidway ? {fellBack: true} : {})}
     }
   }
 
@@ -298,9 +437,9 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     transport: FrameTransport,
     file: string,
     options: {onProgress?: (p: TransferProgress) => void; signal?: AbortSignal},
-    attempt: {offered?: OfferedAttempt},
+    attempt: SendState,
     offerTimeoutMs?: number,
-  ): Promise<Omit<SentFile, 'path'>> {
+  ): Promise<Omit<SentFile, 'path' | 'interruptions' | 'interruptedBy' | 'earlierBytes'>> {
     // A relayed transfer cannot outlive the connection it goes through: fail with the connection's
     // error at once, not after 10 s of unanswered frames ("the path seems lost"). Even a client that
     // reconnects comes back as a new session, which the recipient's answers do not follow.
@@ -316,7 +455,9 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     const transfer = sendFile({transport, file, peer: to, onProgress: options.onProgress, signal, ...(offerTimeoutMs ? {offerTimeoutMs} : {})})
     this.outgoing.set(transfer.transferId, transfer)
     try {
-      const sent = await transfer.done
+      const sent = await transfer.done.finally(() => {
+        attempt.earlierBytes ??= transfer.keptByReceiver()
+      })
       // Awaited: a one-shot sendfile closes the history as soon as this returns.
       await this.record({transferId: transfer.transferId, direction: 'out', peer: to, path, file: {name: basename(file), bytes: sent.bytes, sha256: sent.sha256}})
       return sent
@@ -475,4 +616,12 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       },
     }
   }
+}
+
+/**
+ * What a send that waited fails with: the interruption's own error (its code, message and hint say
+ * what stopped it and what to do), with details of how it waited, for the caller to word.
+ */
+function gaveUp(error: MessengerError, cause: Interruption, how: {waited?: WaitedDetails; interruptions?: number}): MessengerError {
+  return new MessengerError(error.code, error.message, {hint: error.hint, cause: error, details: {...error.details, interruption: cause, ...how}})
 }
