@@ -1,21 +1,23 @@
 import type {Stats} from 'node:fs'
 import {access, constants, stat} from 'node:fs/promises'
 import {basename} from 'node:path'
-import {Args} from '@oclif/core'
+import {Args, Flags} from '@oclif/core'
 import {SingleBar} from 'cli-progress'
 import {BaseCommand} from '../cli/base-command.js'
 import {userArg} from '../cli/name-args.js'
 import {pathFlags} from '../cli/path-flags.js'
 import {escapeControls} from '../cli/render.js'
+import {MAX_WAIT_SECONDS, tooManySentence, waitedSentence, waitingLine, wentOnClause} from '../cli/send-waits.js'
 import {formatSize} from '../cli/size.js'
-import type {SentFile} from '../client/files.js'
+import {MAX_INTERRUPTIONS, type SentFile, type WaitedDetails} from '../client/files.js'
 import {MessengerError} from '../protocol/errors.js'
 
 export default class SendFile extends BaseCommand<typeof SendFile> {
   static override summary = 'Send a file to an online user, directly over UDP when possible.'
 
   static override description = `The file goes straight to the recipient's chat or listen session, encrypted end to end, in chunks with a sliding window, selective acks and retransmission; the recipient checks its SHA-256 before saving it in their downloads directory.
-Without a direct path it streams through the server relay while you are both online (the server stores nothing). A direct path that dies during the transfer (nothing gets through for 10 s) is reported in one line and the file goes on through the relay from what the recipient has; with --direct-only that fails with DIRECT_FAILED instead. A transfer cut by the path or the server also resumes when you send the same file again within 10 minutes, while the recipient's listen or chat keeps running. An offline recipient gets nothing: you are told at once; so does one you have blocked (RECIPIENT_BLOCKED: unblock them first, as their answers would be dropped).
+Without a direct path it streams through the server relay while you are both online (the server stores nothing). A direct path that dies during the transfer (nothing gets through for 10 s) is reported in one line and the file goes on through the relay from what the recipient has; with --direct-only that fails with DIRECT_FAILED instead.
+A transfer cut by something a reconnect cures (your connection to the server lost, say by a server restart; the recipient's client losing its own; the path going silent) does not end sendfile: it says so in one line on stderr, waits up to --wait seconds (default 60) for the connection and the recipient to be back, and offers the file again, which goes on from what the recipient's listen or chat kept; the final line says it went on by itself. A wait that runs out fails with the error that cut the transfer (exit 1); --wait 0 fails at once, as does what waiting cannot cure (the recipient cancelled or refused, a file that changed, a revoked session, a changed server certificate). Each cut after progress gets the whole wait; an offer again that moves nothing gets only what is left of it, and after ${MAX_INTERRUPTIONS} cuts sendfile stops. Sending the same file again within 10 minutes also goes on from what the recipient kept. An offline recipient gets nothing: you are told at once; so does one you have blocked (RECIPIENT_BLOCKED: unblock them first, as their answers would be dropped).
 PATH must be a regular file you can read: a missing path, a directory (archive it first) or an unreadable file is refused with FILE_UNREADABLE (exit 1), naming which, before anything is sent.
 Ctrl-C stops the transfer: the recipient is told at once and removes the partial file; sendfile prints how much was sent and exits 130. SIGTERM (kill) and SIGHUP (the terminal closed) stop it the same way, exiting 143 and 129.`
 
@@ -23,6 +25,8 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     '<%= config.bin %> <%= command.id %> bob ./holiday.mp4',
     {description: 'Machine-readable result', command: '<%= config.bin %> <%= command.id %> bob report.pdf --json'},
     {description: 'Never through the server', command: '<%= config.bin %> <%= command.id %> bob big.iso --direct-only'},
+    {description: 'Wait up to 5 minutes for a lost connection (a server restart, your Wi-Fi) to come back, then go on from what bob kept', command: '<%= config.bin %> <%= command.id %> bob big.iso --wait 300'},
+    {description: 'Fail at once when the connection or the path is lost (send it again later to go on)', command: '<%= config.bin %> <%= command.id %> bob big.iso --wait 0'},
   ]
 
   static override args = {
@@ -30,7 +34,16 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     path: Args.string({description: 'File to send.', required: true, ignoreStdin: true}),
   }
 
-  static override flags = {...pathFlags}
+  static override flags = {
+    ...pathFlags,
+    wait: Flags.integer({
+      description: `Seconds to wait, when the transfer is cut by a lost connection (yours or the recipient's) or a silent path, for it to come back before going on from what the recipient kept; 0 fails at once. At most ${MAX_WAIT_SECONDS}.`,
+      default: 60,
+      min: 0,
+      max: MAX_WAIT_SECONDS,
+      helpValue: '<seconds>',
+    }),
+  }
 
   async run(): Promise<SentFile & {to: string; name: string}> {
     // Before the file and the server, as `send` refuses it (SELF_MESSAGE).
@@ -38,7 +51,10 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     const file = this.args.path
     const info = await readableFile(file)
     const path = this.pathPreference(this.flags)
-    const {files} = await this.messagingSession({direct: true, path})
+    const wait = this.flags.wait
+    // Waiting for a lost connection needs a client that reconnects (and resumes the session) by
+    // itself; --wait 0 keeps the one-shot client of before, and its errors.
+    const {files} = await this.messagingSession({direct: true, path, reconnect: wait > 0})
     const showBar = !this.jsonEnabled() && process.stderr.isTTY
     const bar = new SingleBar({
       format: ' {bar} {percentage}% | {sent}/{size} | {rate}/s | ETA {eta_formatted}',
@@ -58,6 +74,7 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     }
     for (const signal of STOP_SIGNALS) process.once(signal, onSignal)
     let sent = 0
+    const to = this.args.user
     let result: SentFile
     try {
       result = await files.send(this.args.user, file, {
@@ -75,31 +92,47 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
           sent = p.bytes
           if (showBar) bar.update(p.bytes, {sent: formatSize(p.bytes), size: formatSize(p.total), rate: formatSize(p.rateBps)})
         },
+        waitSeconds: wait,
+        // One line per interruption (and when what it waits for changes), above where the bar was.
+        onWait: (w) => {
+          if (showBar) bar.stop()
+          if (w.news) process.stderr.write(`${escapeControls(waitingLine(w, to, sent, info.size))}\n`)
+        },
+        // The bar starts again where it was; it moves to what the recipient kept once that is acknowledged.
+        onOfferAgain: () => {
+          if (showBar) bar.start(info.size, sent, {sent: formatSize(sent), size: formatSize(info.size), rate: '-'})
+        },
       })
     } catch (error) {
       if (interrupt.signal.aborted) {
         // details.signal sets the exit status: 128 + its number, as a shell reports a program it stopped.
         throw new MessengerError('CANCELLED', `Cancelled (${formatSize(sent)} of ${formatSize(info.size)} sent).`, {cause: error, details: {bytes: sent, size: info.size, signal: stoppedBy}})
       }
-      if (error instanceof MessengerError && error.details?.connectionLost === true) {
+      if (error instanceof MessengerError && (error.details?.connectionLost === true || error.details?.interruption !== undefined)) {
         // How far it got, as for Ctrl-C: the relay cannot carry the rest once its connection is gone.
-        throw new MessengerError(error.code, `${error.message} (${formatSize(sent)} of ${formatSize(info.size)} sent)`, {hint: error.hint, cause: error, details: {...error.details, bytes: sent, size: info.size}})
+        // A wait that ran out says so: the error is the cut's, and sending again goes on from there.
+        const waited = error.details.waited as WaitedDetails | undefined
+        const interruptions = error.details.interruptions as number | undefined
+        const more = waited ? ` ${waitedSentence(waited, to)}` : interruptions ? ` ${tooManySentence(interruptions, to)}` : ''
+        throw new MessengerError(error.code, `${error.message} (${formatSize(sent)} of ${formatSize(info.size)} sent)${more}`, {hint: error.hint, cause: error, details: {...error.details, bytes: sent, size: info.size}})
       }
       throw error
     } finally {
       for (const signal of STOP_SIGNALS) process.removeListener(signal, onSignal)
       if (showBar) bar.stop()
     }
-    const to = this.args.user
     // Resumed from an earlier sendfile: what the recipient kept of it moved then, not now. A fallback
-    // to the relay went on from what this one sent directly: all of it moved in this run.
-    const earlier = result.fellBack ? 0 : result.resumedBytes
+    // to the relay, or an offer again after a cut, went on from what this one sent: that moved in this run.
+    const earlier = result.interruptions > 0 ? result.earlierBytes : result.fellBack ? 0 : result.resumedBytes
     const rate = result.seconds > 0 ? `, ${formatSize((result.bytes - earlier) / result.seconds)}/s` : ''
-    const resumed = result.fellBack
-      ? ` (the direct path was lost on the way${result.resumedBytes > 0 ? `; the relay went on from the ${formatSize(result.resumedBytes)} that had arrived` : ''})`
-      : earlier > 0
-        ? `, going on from the ${formatSize(earlier)} ${to} had kept from before`
-        : ''
+    const wentOn = wentOnClause(result, to)
+    const resumed = wentOn
+      ? ` (${result.fellBack ? 'the direct path was lost on the way; ' : ''}${wentOn})`
+      : result.fellBack
+        ? ` (the direct path was lost on the way${result.resumedBytes > 0 ? `; the relay went on from the ${formatSize(result.resumedBytes)} that had arrived` : ''})`
+        : earlier > 0
+          ? `, going on from the ${formatSize(earlier)} ${to} had kept from before`
+          : ''
     // The name is the user's own, but may come from an untrusted archive: escaped like a peer's.
     this.log(`Sent ${escapeControls(basename(file))} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${rate}${resumed}; SHA-256 ${result.sha256}`)
     return {to, name: basename(file), ...result}
