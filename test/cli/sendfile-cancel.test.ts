@@ -137,14 +137,15 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     expect(readdirSync(downloads).filter((n) => n.endsWith('.part'))).toEqual([])
   }, 60_000)
 
-  it('the server killed during a relayed transfer: both ends fail at once, saying the connection to the server was lost and how far the file got, not the idle timeout', async () => {
+  it('the server killed during a relayed transfer, --wait 0: both ends fail at once, saying the connection to the server was lost and how far the file got, not the idle timeout', async () => {
     const {server, envs: {alice, bob}} = await setupWithServer(['alice', 'bob'])
     const downloads = tempDir('downloads-bob-')
     const file = join(tempDir('files-alice-'), 'big.bin')
     writeFileSync(file, randomBytes(8 * 1024 * 1024))
     const bobListens = await listen(bob, downloads)
 
-    const sender = spawnCli(['sendfile', 'bob', file, '--json', '--relay-only'], {env: alice})
+    // --wait 0: failing at once is what is tested here (sendfile-wait.test.ts waits for the server).
+    const sender = spawnCli(['sendfile', 'bob', file, '--json', '--relay-only', '--wait', '0'], {env: alice})
     await fileEvent(bobListens, 'file-offer', 'the offer to reach bob')
     bobListens.child.kill('SIGSTOP')
     onTestFinished(() => {

@@ -7,7 +7,8 @@ import {loggedInProfiles, runCli, spawnCli, startServerProcess, tempDir, type Cl
 /**
  * The server killed in the middle of a relayed sendfile, then back: bob's listen (which reconnects by
  * itself) keeps what had arrived, and the same sendfile, run again, goes on from there. Real
- * processes: the server, bob's listen, alice's sendfile.
+ * processes: the server, bob's listen, alice's sendfile. The first sendfile runs with --wait 0, so
+ * it fails at once, as before sendfile waited by itself (that is sendfile-wait.test.ts).
  */
 
 type Event = {type: string; message?: string; hint?: string; code?: string; path?: string; sha256?: string}
@@ -32,7 +33,7 @@ describe('sendfile after the server was lost mid-transfer', () => {
     const bobListens = spawnCli(['listen', '--json', '--downloads', downloads], {env: bob})
     await bobListens.waitForLine((l) => l.includes('"type":"ready"'), 'listen to be ready')
 
-    const first = spawnCli(['sendfile', 'bob', file, '--json', '--relay-only'], {env: alice})
+    const first = spawnCli(['sendfile', 'bob', file, '--json', '--relay-only', '--wait', '0'], {env: alice})
     await event(bobListens, 'file-offer', 'the offer to reach bob')
     // No event says how far a transfer is: the partial file's size does. Once 1 MiB is in, bob is
     // held (SIGSTOP), so the transfer cannot finish before the server goes, whatever the machine's speed.
