@@ -73,8 +73,13 @@ export interface ReturnWaitOptions {
   deadline: number
   /** Ctrl-C: ends the wait at once (cancelledWhileWaiting). */
   signal?: AbortSignal
-  /** Wait at least this long first (spacing re-offers that went nowhere). Default 0. */
+  /** Wait at least this long first (spacing re-offers that went nowhere), within the deadline. Default 0. */
   pauseMs?: number
+  /**
+   * performance.now() time before which it does not resolve, even once both are back; not bounded by
+   * the deadline, which is for their coming back (FileHub: the recipient's take-over of a cut transfer).
+   */
+  notBefore?: number
   /** Between two lookups of an offline recipient: a session that is not online gets no presence pushes. Default 1 s. */
   pollMs?: number
 }
@@ -97,9 +102,11 @@ export async function waitForReturn(o: ReturnWaitOptions): Promise<void> {
       if (error instanceof MessengerError && (error.code === 'CONNECTION_CLOSED' || error.code === 'TIMEOUT' || error.code === 'SHUTTING_DOWN')) continue
       throw error
     }
-    if (online) return
+    if (online) break
     await pause(pollMs, o, 'recipient')
   }
+  const early = (o.notBefore ?? 0) - performance.now()
+  if (early > 0) await pause(early, {...o, deadline: Number.POSITIVE_INFINITY}, 'recipient')
 }
 
 /** Sleeps `ms` within the wait; the sleep's timer goes with the wait, so a Ctrl-C does not leave it holding the process. */
@@ -122,7 +129,7 @@ function bounded<T>(promise: Promise<T>, o: ReturnWaitOptions, waitingFor: Waite
   const left = o.deadline - performance.now()
   if (left <= 0) return Promise.reject(new WaitExpired(waitingFor))
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => finish(() => reject(new WaitExpired(waitingFor))), left)
+    const timer = Number.isFinite(left) ? setTimeout(() => finish(() => reject(new WaitExpired(waitingFor))), left) : undefined
     const onAbort = (): void => finish(() => reject(cancelledWhileWaiting(o.signal?.reason)))
     o.signal?.addEventListener('abort', onAbort, {once: true})
     function finish(settle: () => void): void {

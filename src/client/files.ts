@@ -16,6 +16,7 @@ import {
   type IncomingOffer,
   type OutgoingTransfer,
   type ReceivedFile,
+  TAKE_OVER_AFTER_MS,
   type TransferProgress,
 } from '../transport/file-transfer.js'
 import type {DirectFrame, PeerLink} from '../transport/peer-link.js'
@@ -43,6 +44,15 @@ export const MAX_INTERRUPTIONS = 20
 
 /** Pause before offering again after an offer that moved nothing: 1 s, doubling to 8 s. */
 const FRUITLESS_PAUSE_MS = {initial: 1000, max: 8000} as const
+
+/**
+ * After a cut, the file is offered again this long after it at the soonest. The recipient may not
+ * know of the cut (only our connection went, and back within a second): it takes its transfer over,
+ * going on from what arrived, only once nothing came for it for TAKE_OVER_AFTER_MS; an offer sooner
+ * would be a second transfer of the file, from the beginning. Twice that, for frames the relay
+ * still delivered after the cut.
+ */
+const REOFFER_QUIET_MS = 2 * TAKE_OVER_AFTER_MS
 
 /**
  * The offer timeout of a relayed re-offer: what is left of the wait, within these bounds, so that an
@@ -337,6 +347,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         if (waitMs === 0 || options.signal?.aborted || !(error instanceof MessengerError)) throw error
         const cause = interruptionOf(error, {again: waiting !== undefined})
         if (!cause) throw error
+        const cutAt = performance.now()
         const progressed = bytes > acked
         acked = Math.max(acked, bytes)
         if (!waiting || progressed) {
@@ -363,6 +374,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
             deadline: waiting.deadline,
             ...(options.signal ? {signal: options.signal} : {}),
             pauseMs: fruitless > 0 ? backoffMs(fruitless, FRUITLESS_PAUSE_MS) : 0,
+            notBefore: cutAt + REOFFER_QUIET_MS,
           })
         } catch (waitError) {
           if (!(waitError instanceof WaitExpired)) throw waitError

@@ -440,8 +440,8 @@ export class FileReceiver {
 /** Why a kept part went without a resume: its time was up, newer ones took its place, the receiver closed. */
 export type KeptRemoval = 'expired' | 'replaced' | 'closed'
 
-/** See FileReceiverOptions.takeOverAfterMs. */
-const TAKE_OVER_AFTER_MS = 2_000
+/** See FileReceiverOptions.takeOverAfterMs. A sender offering again after a cut waits this long at least (FileHub). */
+export const TAKE_OVER_AFTER_MS = 2_000
 
 /** The receiver's hint for an offer refused as BUSY: when the sender can try again. */
 function busyHint(peer: string): string {

@@ -7,7 +7,7 @@ import {setImmediate as nextTurn} from 'node:timers/promises'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {MessengerClient} from '../../src/client/client.js'
 import type {PathPreference} from '../../src/client/delivery.js'
-import type {FileDrop, SentFile} from '../../src/client/files.js'
+import type {FileDrop, SentFile, TransferWait} from '../../src/client/files.js'
 import {openMessaging, type MessagingSession} from '../../src/client/session.js'
 import {encodeKey} from '../../src/crypto/identity.js'
 import type {MessengerError} from '../../src/protocol/errors.js'
@@ -26,6 +26,7 @@ import type {PeerLink} from '../../src/transport/peer-link.js'
 import {EventLog, makeOfflineUser} from '../helpers/messaging.js'
 import {rawTls} from '../helpers/raw.js'
 import {DEFAULT_PASSWORD, expectCode, makeTempDir, startTestServer} from '../helpers/server.js'
+import {tcpGate} from '../helpers/tcp-gate.js'
 import {startUdpProxy, type UdpEndpoint} from '../helpers/udp-proxy.js'
 
 /**
@@ -79,13 +80,15 @@ interface FileUserOptions {
   profileDir?: string
   /** An account registered before: signs in online without registering (as `listen` started again). */
   existing?: boolean
+  /** Reconnect and resume on a lost connection (as chat, listen, and sendfile with --wait do). */
+  reconnect?: boolean
 }
 
 /** Registers, logs in online, publishes the key, opens messaging with receiveFiles and starts the direct link. */
 async function makeFileUser(address: string, username: string, options: FileUserOptions = {}): Promise<FileUser> {
   const profileDir = options.profileDir ?? (await makeTempDir(`messenger-file-${username}-`))
   const downloadsDir = resolve(options.downloadsDir ?? join(await makeTempDir(`messenger-downloads-${username}-`), 'downloads'))
-  const client = new MessengerClient({server: address})
+  const client = new MessengerClient({server: address, ...(options.reconnect ? {reconnect: true} : {})})
   const session = openMessaging(client, profileDir, {
     me: username,
     ...(options.receive === false ? {} : {receiveFiles: {downloadsDir, maxBytes: options.maxBytes ?? 64 * MiB}}),
@@ -624,6 +627,78 @@ describe('file transfer between two online clients (FileHub over the real server
     const error = await expectCode(alice.send('carol', src.path), 'RECIPIENT_OFFLINE')
     expect(error.message).toMatch(/carol/)
     expect(relayForwarded(server)).toBe(0)
+  })
+})
+
+describe('a relayed send cut by a lost connection waits for it and goes on by itself (SendOptions.waitSeconds)', () => {
+  /**
+   * alice sends 8 MiB through the relay with waitSeconds; `through` (alice or bob) connects through a
+   * TCP gate, which cuts that connection once 2 MiB are acknowledged and holds the reconnect.
+   */
+  async function sendCutAt2MiB(through: 'alice' | 'bob', waitSeconds: number) {
+    const {address, port} = await startTestServer()
+    const gate = await tcpGate(port)
+    const viaGate = `127.0.0.1:${gate.port}`
+    const alice = await makeFileUser(through === 'alice' ? viaGate : address, 'alice', {receive: false, reconnect: true})
+    const bob = await makeFileUser(through === 'bob' ? viaGate : address, 'bob', {reconnect: true})
+    const src = await sourceFile(await makeTempDir(), 'big.bin', 8 * MiB)
+    const waits: TransferWait[] = []
+    let offeredAgain = 0
+    let cut = false
+    const sending = alice.session.files.send('bob', src.path, {
+      preference: 'relay',
+      waitSeconds,
+      onWait: (w) => waits.push(w),
+      onOfferAgain: () => offeredAgain++,
+      onProgress: (p) => {
+        if (cut || p.bytes < 2 * MiB) return
+        cut = true
+        setImmediate(() => gate.cut())
+      },
+    })
+    sending.catch(() => undefined)
+    return {gate, alice, bob, src, waits, offeredAgain: () => offeredAgain, sending}
+  }
+
+  it("alice's connection cut mid-transfer: she waits for it, offers the file again, goes on from what bob kept; one line in her history", async () => {
+    const {gate, alice, bob, src, waits, offeredAgain, sending} = await sendCutAt2MiB('alice', 30)
+    await gate.held
+    expect(waits).toEqual([expect.objectContaining({cause: 'connection-lost', seconds: 30, news: true})])
+    expect(waits[0]!.error).toMatchObject({code: 'CONNECTION_CLOSED', details: {connectionLost: true}})
+    expect(offeredAgain()).toBe(0)
+    gate.release()
+    const result = await sending
+    expect(result).toMatchObject({path: 'relay', bytes: 8 * MiB, sha256: src.sha256, interruptions: 1, interruptedBy: ['connection-lost'], earlierBytes: 0})
+    expect(offeredAgain()).toBe(1)
+    // bob kept at least what was acknowledged before the cut, and the new offer went on from there.
+    expect(result.resumedBytes).toBeGreaterThanOrEqual(2 * MiB - 64 * 1024)
+    const got = await bob.received.next()
+    expect(got.sha256).toBe(src.sha256)
+    expect((await readFile(got.path)).equals(src.data)).toBe(true)
+    const files = alice.session.history.list({peer: 'bob'}).filter((m) => m.file)
+    expect(files).toEqual([expect.objectContaining({direction: 'out', status: 'delivered', file: expect.objectContaining({name: 'big.bin', sha256: src.sha256})})])
+  })
+
+  it("bob's connection cut mid-transfer: his answer says so once he is back (recipient-disconnected), alice offers again and it goes on", async () => {
+    const {gate, bob, src, waits, sending} = await sendCutAt2MiB('bob', 30)
+    await gate.held
+    gate.release()
+    const result = await sending
+    expect(waits).toEqual([expect.objectContaining({cause: 'recipient-disconnected', news: true})])
+    expect(waits[0]!.error.message).toBe("bob's client lost its connection to the server during the transfer.")
+    expect(result).toMatchObject({bytes: 8 * MiB, sha256: src.sha256, interruptions: 1, interruptedBy: ['recipient-disconnected']})
+    expect(result.resumedBytes).toBeGreaterThan(0)
+    expect((await bob.received.next()).sha256).toBe(src.sha256)
+  })
+
+  it('the connection not back within the wait: fails with the error that cut it, saying it waited; one failed line in history', async () => {
+    const {gate, alice, sending} = await sendCutAt2MiB('alice', 1)
+    await gate.held
+    const error = await sending.then(() => undefined, (e: unknown) => e as MessengerError)
+    expect(error).toMatchObject({code: 'CONNECTION_CLOSED', details: {connectionLost: true, interruption: 'connection-lost', waited: {seconds: 1, for: 'connection', cause: 'connection-lost'}}})
+    expect(error!.message).toMatch(/^The connection to the server was lost, so the transfer through the relay stopped/)
+    const files = alice.session.history.list({peer: 'bob'}).filter((m) => m.file)
+    expect(files).toEqual([expect.objectContaining({status: 'failed', file: expect.objectContaining({name: 'big.bin', failure: expect.objectContaining({code: 'CONNECTION_CLOSED'})})})])
   })
 })
 
