@@ -22,8 +22,9 @@ function cutBy(cause: Interruption, to: string): string {
   }
 }
 
+/** A clause as a sentence's start: "The path...", but a username stays as it is spelt ("bob's client..."), as elsewhere. */
 function capitalised(text: string): string {
-  return text.charAt(0).toUpperCase() + text.slice(1)
+  return text.startsWith('the ') ? `T${text.slice(1)}` : text
 }
 
 /** Whole seconds, rounded up: "up to 60 s", never "up to 0 s" while something is left. */
