@@ -191,7 +191,9 @@ export function historyText(m: {text: string; direction?: 'in' | 'out'; file?: {
  */
 export function fileFailedText(error: {message: string; hint?: string; details?: Record<string, unknown>}): string {
   if (error.details?.superseded === true) return escapeControls(error.message)
-  return `file transfer failed: ${escapeControls(error.message)}${error.hint ? ` ${escapeControls(error.hint)}` : ''}`
+  // What is kept goes on with the next offer (a waiting sendfile makes it by itself): not a failure yet.
+  const how = typeof error.details?.keptBytes === 'number' && error.details.keptBytes > 0 ? 'interrupted' : 'failed'
+  return `file transfer ${how}: ${escapeControls(error.message)}${error.hint ? ` ${escapeControls(error.hint)}` : ''}`
 }
 
 /** An incoming file going on from what was kept of an earlier transfer of it, as listen and chat print it (after "* "). */

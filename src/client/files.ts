@@ -102,6 +102,8 @@ export interface SentFile {
    * this send did not move: `resumedBytes` of its first transfer the recipient accepted.
    */
   earlierBytes: number
+  /** Of `seconds`, those spent waiting out cuts (for the connection, the recipient, a pause between offers). */
+  waitedSeconds: number
 }
 
 /** A cut the send is waiting out (SendOptions.onWait). */
@@ -329,6 +331,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     /** The interruption being waited out: its error is what the send fails with if the wait runs out. */
     let waiting: {error: MessengerError; cause: Interruption; deadline: number; announced: Interruption} | undefined
     let fruitless = 0
+    let waitedMs = 0
     for (;;) {
       let bytes = 0
       const remaining = waiting ? waiting.deadline - performance.now() : undefined
@@ -342,7 +345,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       }
       try {
         const sent = await this.sendAttempts(to, file, attemptOptions, attempt)
-        return {...sent, interruptions: interruptedBy.length, interruptedBy, earlierBytes: attempt.earlierBytes ?? sent.resumedBytes}
+        return {...sent, interruptions: interruptedBy.length, interruptedBy, earlierBytes: attempt.earlierBytes ?? sent.resumedBytes, waitedSeconds: waitedMs / 1000}
       } catch (error) {
         if (waitMs === 0 || options.signal?.aborted || !(error instanceof MessengerError)) throw error
         const cause = interruptionOf(error, {again: waiting !== undefined})
@@ -367,6 +370,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
           if (left <= 0) throw gaveUp(waiting.error, waiting.cause, {waited: {seconds: waitMs / 1000, for: 'progress', cause: waiting.cause}})
           options.onWait?.({cause, error, seconds: left / 1000, news})
         }
+        const waitStarted = performance.now()
         try {
           await waitForReturn({
             client: this.o.client,
@@ -377,15 +381,17 @@ export class FileHub extends EventEmitter<FileHubEvents> {
             notBefore: cutAt + REOFFER_QUIET_MS,
           })
         } catch (waitError) {
+          waitedMs += performance.now() - waitStarted
           if (!(waitError instanceof WaitExpired)) throw waitError
           throw gaveUp(waiting.error, waiting.cause, {waited: {seconds: waitMs / 1000, for: waitError.waitedFor, cause: waiting.cause}})
         }
+        waitedMs += performance.now() - waitStarted
         options.onOfferAgain?.()
       }
     }
   }
 
-  private async sendAttempts(to: string, file: string, options: AttemptOptions, attempt: SendState): Promise<Omit<SentFile, 'interruptions' | 'interruptedBy' | 'earlierBytes'>> {
+  private async sendAttempts(to: string, file: string, options: AttemptOptions, attempt: SendState): Promise<Omit<SentFile, 'interruptions' | 'interruptedBy' | 'earlierBytes' | 'waitedSeconds'>> {
     // Blocking drops whatever the blocked user sends us (the server refuses their forwards, our link
     // their datagrams), so their ACCEPT would never arrive: they would see an offer, we a timeout.
     // The lookup goes out at once too (the refusal still wins): one round trip before the offer, not two.
@@ -451,7 +457,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     options: {onProgress?: (p: TransferProgress) => void; signal?: AbortSignal},
     attempt: SendState,
     offerTimeoutMs?: number,
-  ): Promise<Omit<SentFile, 'path' | 'interruptions' | 'interruptedBy' | 'earlierBytes'>> {
+  ): Promise<Omit<SentFile, 'path' | 'interruptions' | 'interruptedBy' | 'earlierBytes' | 'waitedSeconds'>> {
     // A relayed transfer cannot outlive the connection it goes through: fail with the connection's
     // error at once, not after 10 s of unanswered frames ("the path seems lost"). Even a client that
     // reconnects comes back as a new session, which the recipient's answers do not follow.

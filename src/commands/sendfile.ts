@@ -9,6 +9,7 @@ import {pathFlags} from '../cli/path-flags.js'
 import {escapeControls} from '../cli/render.js'
 import {MAX_WAIT_SECONDS, tooManySentence, waitedSentence, waitingLine, wentOnClause} from '../cli/send-waits.js'
 import {formatSize} from '../cli/size.js'
+import {formatDuration, parseDuration} from '../protocol/duration.js'
 import {MAX_INTERRUPTIONS, type SentFile, type WaitedDetails} from '../client/files.js'
 import {MessengerError} from '../protocol/errors.js'
 
@@ -17,15 +18,15 @@ export default class SendFile extends BaseCommand<typeof SendFile> {
 
   static override description = `The file goes straight to the recipient's chat or listen session, encrypted end to end, in chunks with a sliding window, selective acks and retransmission; the recipient checks its SHA-256 before saving it in their downloads directory.
 Without a direct path it streams through the server relay while you are both online (the server stores nothing). A direct path that dies during the transfer (nothing gets through for 10 s) is reported in one line and the file goes on through the relay from what the recipient has; with --direct-only that fails with DIRECT_FAILED instead.
-A transfer cut by something a reconnect cures (your connection to the server lost, say by a server restart; the recipient's client losing its own; the path going silent) does not end sendfile: it says so in one line on stderr, waits up to --wait seconds (default 60) for the connection and the recipient to be back, and offers the file again, which goes on from what the recipient's listen or chat kept; the final line says it went on by itself. A wait that runs out fails with the error that cut the transfer (exit 1); --wait 0 fails at once, as does what waiting cannot cure (the recipient cancelled or refused, a file that changed, a revoked session, a changed server certificate). Each cut after progress gets the whole wait; an offer again that moves nothing gets only what is left of it, and after ${MAX_INTERRUPTIONS} cuts sendfile stops. Sending the same file again within 10 minutes also goes on from what the recipient kept. An offline recipient gets nothing: you are told at once; so does one you have blocked (RECIPIENT_BLOCKED: unblock them first, as their answers would be dropped).
+A transfer cut by something a reconnect cures (your connection to the server lost, say by a server restart; the recipient's client losing its own; the path going silent) does not end sendfile: it says so in one line on stderr, waits up to --wait (default 60s) for the connection and the recipient to be back, and offers the file again, which goes on from what the recipient's listen or chat kept; the final line says it went on by itself, and how much of its time was waiting (its rate is of the rest). A wait that runs out fails with the error that cut the transfer (exit 1); --wait 0 fails at once, as does what waiting cannot cure (the recipient cancelled or refused, a file that changed, a revoked session, a changed server certificate). Each cut after progress gets the whole wait; an offer again that moves nothing gets only what is left of it, and after ${MAX_INTERRUPTIONS} cuts sendfile stops. Sending the same file again within 10 minutes also goes on from what the recipient kept. An offline recipient gets nothing: you are told at once; so does one you have blocked (RECIPIENT_BLOCKED: unblock them first, as their answers would be dropped).
 PATH must be a regular file you can read: a missing path, a directory (archive it first) or an unreadable file is refused with FILE_UNREADABLE (exit 1), naming which, before anything is sent.
-Ctrl-C stops the transfer: the recipient is told at once and removes the partial file; sendfile prints how much was sent and exits 130. SIGTERM (kill) and SIGHUP (the terminal closed) stop it the same way, exiting 143 and 129.`
+Ctrl-C stops the transfer: the recipient is told at once and removes the partial file (not while sendfile waits for a lost connection: the recipient cannot be told then, and keeps what it has for 10 minutes, as for any cut); sendfile prints how much was sent and exits 130. SIGTERM (kill) and SIGHUP (the terminal closed) stop it the same way, exiting 143 and 129.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> bob ./holiday.mp4',
     {description: 'Machine-readable result', command: '<%= config.bin %> <%= command.id %> bob report.pdf --json'},
     {description: 'Never through the server', command: '<%= config.bin %> <%= command.id %> bob big.iso --direct-only'},
-    {description: 'Wait up to 5 minutes for a lost connection (a server restart, your Wi-Fi) to come back, then go on from what bob kept', command: '<%= config.bin %> <%= command.id %> bob big.iso --wait 300'},
+    {description: 'Wait up to 5 minutes for a lost connection (a server restart, your Wi-Fi) to come back, then go on from what bob kept', command: '<%= config.bin %> <%= command.id %> bob big.iso --wait 5m'},
     {description: 'Fail at once when the connection or the path is lost (send it again later to go on)', command: '<%= config.bin %> <%= command.id %> bob big.iso --wait 0'},
   ]
 
@@ -36,22 +37,21 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
 
   static override flags = {
     ...pathFlags,
-    wait: Flags.integer({
-      description: `Seconds to wait, when the transfer is cut by a lost connection (yours or the recipient's) or a silent path, for it to come back before going on from what the recipient kept; 0 fails at once. At most ${MAX_WAIT_SECONDS}.`,
-      default: 60,
-      min: 0,
-      max: MAX_WAIT_SECONDS,
-      helpValue: '<seconds>',
+    wait: Flags.string({
+      description: `How long to wait, when the transfer is cut by a lost connection (yours or the recipient's) or a silent path, for it to come back before going on from what the recipient kept (a duration: 30s, 5m; at most ${formatDuration(MAX_WAIT_SECONDS * 1000)}); 0 fails at once.`,
+      default: '60s',
+      helpValue: '<duration>',
     }),
   }
 
   async run(): Promise<SentFile & {to: string; name: string}> {
     // Before the file and the server, as `send` refuses it (SELF_MESSAGE).
     if (this.args.user === this.profile.data.username) throw new MessengerError('SELF_MESSAGE', 'You cannot send a file to yourself.')
+    // Before the file and the server: a bad flag is reported with nothing done.
+    const wait = waitSeconds(this.flags.wait)
     const file = this.args.path
     const info = await readableFile(file)
     const path = this.pathPreference(this.flags)
-    const wait = this.flags.wait
     // Waiting for a lost connection needs a client that reconnects (and resumes the session) by
     // itself; --wait 0 keeps the one-shot client of before, and its errors.
     const {files} = await this.messagingSession({direct: true, path, reconnect: wait > 0})
@@ -108,11 +108,13 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
         // details.signal sets the exit status: 128 + its number, as a shell reports a program it stopped.
         throw new MessengerError('CANCELLED', `Cancelled (${formatSize(sent)} of ${formatSize(info.size)} sent).`, {cause: error, details: {bytes: sent, size: info.size, signal: stoppedBy}})
       }
-      if (error instanceof MessengerError && (error.details?.connectionLost === true || error.details?.interruption !== undefined)) {
-        // How far it got, as for Ctrl-C: the relay cannot carry the rest once its connection is gone.
+      const cut = error instanceof MessengerError && (error.details?.connectionLost === true || error.details?.interruption !== undefined)
+      if (error instanceof MessengerError && (cut || sent > 0)) {
+        // How far it got, as for Ctrl-C: a cut connection, or any failure once bytes moved (the
+        // recipient stopped its listen, a path lost with --direct-only, a changed certificate).
         // A wait that ran out says so: the error is the cut's, and sending again goes on from there.
-        const waited = error.details.waited as WaitedDetails | undefined
-        const interruptions = error.details.interruptions as number | undefined
+        const waited = error.details?.waited as WaitedDetails | undefined
+        const interruptions = error.details?.interruptions as number | undefined
         const more = waited ? ` ${waitedSentence(waited, to)}` : interruptions ? ` ${tooManySentence(interruptions, to)}` : ''
         throw new MessengerError(error.code, `${error.message} (${formatSize(sent)} of ${formatSize(info.size)} sent)${more}`, {hint: error.hint, cause: error, details: {...error.details, bytes: sent, size: info.size}})
       }
@@ -124,7 +126,10 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     // Resumed from an earlier sendfile: what the recipient kept of it moved then, not now. A fallback
     // to the relay, or an offer again after a cut, went on from what this one sent: that moved in this run.
     const earlier = result.interruptions > 0 ? result.earlierBytes : result.fellBack ? 0 : result.resumedBytes
-    const rate = result.seconds > 0 ? `, ${formatSize((result.bytes - earlier) / result.seconds)}/s` : ''
+    // The rate of the moving, not of the waiting: a 20 s outage would otherwise halve it.
+    const moving = result.seconds - result.waitedSeconds
+    const rate = moving > 0 ? `, ${formatSize((result.bytes - earlier) / moving)}/s` : ''
+    const waited = result.waitedSeconds >= 0.05 ? ` (${result.waitedSeconds.toFixed(1)} s of it waiting)` : ''
     const wentOn = wentOnClause(result, to)
     const resumed = wentOn
       ? ` (${result.fellBack ? 'the direct path was lost on the way; ' : ''}${wentOn})`
@@ -134,7 +139,7 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
           ? `, going on from the ${formatSize(earlier)} ${to} had kept from before`
           : ''
     // The name is the user's own, but may come from an untrusted archive: escaped like a peer's.
-    this.log(`Sent ${escapeControls(basename(file))} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${rate}${resumed}; SHA-256 ${result.sha256}`)
+    this.log(`Sent ${escapeControls(basename(file))} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${waited}${rate}${resumed}; SHA-256 ${result.sha256}`)
     return {to, name: basename(file), ...result}
   }
 }
@@ -161,3 +166,13 @@ async function readableFile(file: string): Promise<Stats> {
   }
   return info
 }
+
+/** --wait as seconds: a duration (`30s`, `5m`; `0` or `off` fails at once), at most MAX_WAIT_SECONDS. */
+function waitSeconds(text: string): number {
+  const ms = parseDuration(text, '--wait')
+  if (ms > MAX_WAIT_SECONDS * 1000) {
+    throw new MessengerError('BAD_INPUT', `Invalid duration "${text}" for --wait: at most ${formatDuration(MAX_WAIT_SECONDS * 1000)}.`, {hint: 'For a longer outage, send the file again once it is over.'})
+  }
+  return ms / 1000
+}
+

@@ -609,7 +609,9 @@ export class IncomingTransfer {
  * hint: it is what to do now, while the message, as history keeps it, says what happened).
  */
 function keptError(error: MessengerError, bytes: number, peer: string): MessengerError {
-  const kept = `The ${formatSize(bytes)} received are kept for ${KEEP_PARTIAL_MINUTES} minutes, so a new send of it by ${peer} goes on from there.`
+  // A sendfile waiting for the connection offers the file again by itself (sendfile --wait); one that
+  // gave up, or an older one, needs sending again. Either way the offer goes on from the kept part.
+  const kept = `The ${formatSize(bytes)} received are kept for ${KEEP_PARTIAL_MINUTES} minutes, so the transfer goes on from there when ${peer}'s sendfile offers the file again (by itself after a lost connection, or when sent again).`
   return new MessengerError(error.code, error.message, {
     hint: error.hint ? `${error.hint} ${kept}` : kept,
     cause: error.cause,

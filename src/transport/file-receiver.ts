@@ -212,7 +212,10 @@ export class FileReceiver {
         if (t) {
           const pathLost = frame.reason.startsWith(PATH_LOST_CANCEL_REASON)
           // A person's cancel needs nothing from us: no hint (the default one asks us to send again).
-          const cancelled = new MessengerError('TRANSFER_FAILED', `${peer} cancelled the transfer of "${t.name}"${frame.reason ? `: ${frame.reason}` : '.'}`, {hint: pathLost ? `Ask ${peer} to send it again.` : ''})
+          // Its sendfile gave up on the path: nobody cancelled anything, and it may offer the file again by itself.
+          const cancelled = pathLost
+            ? new MessengerError('TRANSFER_FAILED', `${peer}'s sendfile stopped the transfer of "${t.name}": ${frame.reason}`, {hint: `If it does not go on by itself, ask ${peer} to send it again.`})
+            : new MessengerError('TRANSFER_FAILED', `${peer} cancelled the transfer of "${t.name}"${frame.reason ? `: ${frame.reason}` : '.'}`, {hint: ''})
           t.fail(cancelled, false, undefined, {keep: pathLost})
         }
         break

@@ -44,7 +44,7 @@ describe('sendfile after the server was lost mid-transfer', () => {
     bobListens.child.kill('SIGCONT')
     const failed = await event(bobListens, 'file-failed', "bob's transfer to stop")
     expect(failed.message).toBe('The connection to the server was lost, so the transfer of "big.bin" from alice through the relay stopped.')
-    expect(failed.hint).toMatch(/^alice can send it again once this client is connected again\. The \d+(\.\d)? MiB received are kept for 10 minutes, so a new send of it by alice goes on from there\.$/)
+    expect(failed.hint).toMatch(/^alice can send it again once this client is connected again\. The \d+(\.\d)? MiB received are kept for 10 minutes, so the transfer goes on from there when alice's sendfile offers the file again \(by itself after a lost connection, or when sent again\)\.$/)
 
     // The server comes back on its port and data; bob's listen reconnects by itself.
     await startServerProcess([], {dataDir: server.dataDir, port: server.port})

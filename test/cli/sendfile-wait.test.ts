@@ -83,7 +83,7 @@ describe('sendfile waits for a lost connection and goes on by itself', () => {
     expect(await sender.exited, sender.stderr()).toBe(0)
     expect(sender.stderr()).toBe(`${waiting}\n`)
     expect(sender.lines.join('\n')).toMatch(
-      new RegExp(`^Sent big\\.bin \\(16 MiB\\) to bob through the relay in [\\d.]+ s, [\\d.]+ [KM]iB/s \\(the connection to the server was lost on the way; it went on from the ${kept} bob had kept\\); SHA-256 [0-9a-f]{64}$`),
+      new RegExp(`^Sent big\\.bin \\(16 MiB\\) to bob through the relay in [\\d.]+ s \\([\\d.]+ s of it waiting\\), [\\d.]+ [KM]iB/s \\(the connection to the server was lost on the way; it went on from the ${kept} bob had kept\\); SHA-256 [0-9a-f]{64}$`),
     )
     const resumed = await event(bobListens, 'file-resumed', 'the resume')
     expect(resumed).toMatchObject({from: 'alice', name: 'big.bin', bytes: failed.keptBytes})
@@ -98,7 +98,7 @@ describe('sendfile waits for a lost connection and goes on by itself', () => {
   }, 90_000)
 
   it('--json: the result says it was interrupted once (interruptions, interruptedBy) beside resumedBytes', async () => {
-    const {server, bobListens, sender} = await serverKilledMidTransfer((file, env) => spawnCli(['sendfile', 'bob', file, '--relay-only', '--json', '--wait', '120'], {env}))
+    const {server, bobListens, sender} = await serverKilledMidTransfer((file, env) => spawnCli(['sendfile', 'bob', file, '--relay-only', '--json', '--wait', '2m'], {env}))
     const waiting = await sender.waitForStderrLine((l) => WAITING.test(l), 'the waiting line')
     expect(WAITING.exec(waiting)![3]).toBe('120')
     const failed = await serverBack(server, bobListens)
@@ -106,10 +106,13 @@ describe('sendfile waits for a lost connection and goes on by itself', () => {
     const result = JSON.parse(sender.lines.join('\n')) as Record<string, unknown>
     expect(result).toMatchObject({to: 'bob', name: 'big.bin', path: 'relay', bytes: SIZE, interruptions: 1, interruptedBy: ['connection-lost'], resumedBytes: failed.keptBytes, earlierBytes: 0})
     expect(result.fellBack).toBeUndefined()
+    // The wait is part of the run's time, and said apart (the rate in text is of the rest).
+    expect(result.waitedSeconds).toBeGreaterThan(0)
+    expect(result.waitedSeconds).toBeLessThan(result.seconds as number)
   }, 90_000)
 
   it('the server stays down: --wait 2 gives up with the error that cut the transfer, how far it got, and that it waited; exit 1', async () => {
-    const {alice, sender} = await serverKilledMidTransfer((file, env) => spawnCli(['sendfile', 'bob', file, '--relay-only', '--json', '--wait', '2'], {env}))
+    const {alice, sender} = await serverKilledMidTransfer((file, env) => spawnCli(['sendfile', 'bob', file, '--relay-only', '--json', '--wait', '2s'], {env}))
     expect(await sender.exited).toBe(1)
     expect(sender.stderr()).toMatch(/^The connection to the server was lost at .+ of 16 MiB; waiting for it to come back \(up to 2 s; Ctrl-C stops\)\.\n$/)
     const {error} = JSON.parse(sender.lines.join('\n')) as {error: {code: string; message: string; hint: string; details: Record<string, unknown>}}
@@ -124,6 +127,26 @@ describe('sendfile waits for a lost connection and goes on by itself', () => {
     expect(more).toEqual([])
     expect(line).toMatchObject({status: 'failed', file: {name: 'big.bin', failure: {code: 'CONNECTION_CLOSED', message: expect.stringMatching(/^The connection to the server was lost/)}}})
   }, 60_000)
+})
+
+describe('sendfile --wait', () => {
+  it('takes a duration; a number without a unit, more than 1h or a negative one is BAD_INPUT (exit 2), said before the file or the server is touched', async () => {
+    // No server at this address and no login: the flag is refused first.
+    const env = {MESSENGER_HOME: tempDir('home-alice-'), MESSENGER_SERVER: '127.0.0.1:1'}
+    const missing = join(tempDir('files-alice-'), 'missing.bin')
+    const refusal = async (wait: string) => {
+      const r = await runCli(['sendfile', 'bob', missing, '--wait', wait, '--json'], {env})
+      expect(r.code, r.stderr).toBe(2)
+      return (JSON.parse(r.stdout) as {error: {code: string; message: string}}).error
+    }
+    expect(await refusal('5')).toMatchObject({code: 'BAD_INPUT', message: 'Invalid duration "5" for --wait: it has no unit; did you mean 5s, 5m, 5h or 5d?'})
+    expect(await refusal('2h')).toMatchObject({code: 'BAD_INPUT', message: 'Invalid duration "2h" for --wait: at most 1h.'})
+    expect((await refusal('-1s')).code).toBe('BAD_INPUT')
+    // A valid one goes on to the file (missing here: FILE_UNREADABLE, exit 1).
+    const fine = await runCli(['sendfile', 'bob', missing, '--wait', '90s'], {env})
+    expect(fine.code).toBe(1)
+    expect(fine.stderr).toContain(`Cannot send ${missing}: no such file.`)
+  })
 })
 
 const SCRIPT = spawnSync('script', ['--version'], {encoding: 'utf8'})

@@ -168,6 +168,24 @@ describe('file transfer resume', () => {
     await expectSaved(env, file!)
   })
 
+  it("a sender that gives up on a path gone silent one way tells the receiver, which keeps what arrived and says whose sendfile stopped it", async () => {
+    const env = await setUp({idleTimeoutMs: 10_000})
+    let seen = 0
+    // bob's answers stop reaching alice after 200 chunks; alice's frames still reach bob, her CANCEL too.
+    const first = offer(env, {
+      intercept: (frame, from) => {
+        if (from === 'a' && frame[0] === FileFrameKind.DATA) seen++
+        return from === 'b' && seen >= 200 ? null : frame
+      },
+    })
+    const {error} = await env.events.next()
+    await first.done
+    expect(error!.message).toMatch(/^alice's sendfile stopped the transfer of "big\.bin": Nothing was acknowledged for /)
+    // Nobody cancelled: a waiting sendfile offers it again by itself, else alice sends it again.
+    expect(error!.hint).toMatch(/^If it does not go on by itself, ask alice to send it again\. The .+ received are kept for 10 minutes/)
+    expect(error!.details!.keptBytes).toBeGreaterThan(0)
+  })
+
   it('resumes through a path with bigger chunks (direct, then the relay) from the whole chunks it has', async () => {
     const env = await setUp({idleTimeoutMs: 300})
     const error = await cutAfter(env, 2500)
@@ -307,7 +325,7 @@ describe('file transfer resume', () => {
     expect(error!.message).toMatch(/its disk has 1\.0 MiB free, and the rest of the file \(1\.\d MiB of it are here already\) needs 2\.\d MiB \(ENOSPC\)\.$/)
     // Still kept, and said so, as for any kept part.
     expect(error!.details).toMatchObject({keptBytes: kept})
-    expect(error!.hint).toMatch(/ The 1\.\d MiB received are kept for 10 minutes, so a new send of it by alice goes on from there\.$/)
+    expect(error!.hint).toMatch(/ The 1\.\d MiB received are kept for 10 minutes, so the transfer goes on from there when alice's sendfile offers the file again \(by itself after a lost connection, or when sent again\)\.$/)
     expect((await refused.done).error).toMatchObject({code: 'FILE_REJECTED'})
     expect((await listing(env.downloads)).filter((n) => n.endsWith('.part'))).toHaveLength(1)
 
@@ -357,7 +375,7 @@ describe('file transfer resume', () => {
     env.receiver.failRelayed(new MessengerError('CONNECTION_CLOSED', 'The connection to 127.0.0.1:1 closed.'))
     const {error} = await env.events.next()
     expect(error!.message).toBe('The connection to the server was lost, so the transfer of "big.bin" from alice through the relay stopped.')
-    expect(error!.hint).toMatch(/^alice can send it again once this client is connected again\. The \d+(\.\d)? MiB received are kept for 10 minutes, so a new send of it by alice goes on from there\.$/)
+    expect(error!.hint).toMatch(/^alice can send it again once this client is connected again\. The \d+(\.\d)? MiB received are kept for 10 minutes, so the transfer goes on from there when alice's sendfile offers the file again \(by itself after a lost connection, or when sent again\)\.$/)
     // alice's connection was fine: her next frames are answered with the receiver's reason.
     const sent = await outcome
     expect(sent).toMatchObject({code: 'TRANSFER_FAILED', message: "bob's client lost its connection to the server during the transfer."})

@@ -476,7 +476,7 @@ describe('file transfer', () => {
     expect(received.error).toMatchObject({code: 'TRANSFER_FAILED'})
     // The idle timeout's own message: the receiver gave up on its timer.
     expect(received.error!.message).toBe('Nothing arrived from alice for 0.3 s; the transfer of "source.bin" was abandoned.')
-    expect(received.error!.hint).toMatch(/^Ask alice to send it again\. The \d+(\.\d)? KiB received are kept for 10 minutes, so a new send of it by alice goes on from there\.$/)
+    expect(received.error!.hint).toMatch(/^Ask alice to send it again\. The \d+(\.\d)? KiB received are kept for 10 minutes, so the transfer goes on from there when alice's sendfile offers the file again \(by itself after a lost connection, or when sent again\)\.$/)
     expect(received.error!.details).toMatchObject({keptBytes: expect.any(Number)})
     // Only the hidden partial file, until the keep time is up or the receiver closes.
     const left = await listing(r.downloads)

@@ -137,6 +137,11 @@ describe('fileFailedText and fileResumedText: what listen and chat say of a file
   it('a failure with what to do; one taken over by a new offer is no failure; escaped', () => {
     expect(fileFailedText({message: 'bob \u001b[2J cancelled.', hint: 'Ask \u0007 again.'})).toBe('file transfer failed: bob \\x1b[2J cancelled. Ask \\x07 again.')
     expect(fileFailedText({message: 'alice cancelled the transfer.', hint: ''})).toBe('file transfer failed: alice cancelled the transfer.')
+    // A part kept for the next offer: interrupted, not failed (a waiting sendfile goes on by itself).
+    expect(fileFailedText({message: 'Nothing arrived from alice for 10.0 s.', hint: 'The 2.0 MiB received are kept.', details: {keptBytes: 2 * 1024 * 1024}})).toBe(
+      'file transfer interrupted: Nothing arrived from alice for 10.0 s. The 2.0 MiB received are kept.',
+    )
+    expect(fileFailedText({message: 'Nothing arrived from alice for 10.0 s.', hint: '', details: {keptBytes: 0}})).toBe('file transfer failed: Nothing arrived from alice for 10.0 s.')
     expect(fileFailedText({message: 'alice offered "a" again ...', details: {superseded: true}})).toBe('alice offered "a" again ...')
     expect(fileResumedText('big\u001b.bin', 'alice', 3 * 1024 * 1024)).toBe('big\\x1b.bin from alice goes on from the 3.0 MiB kept from before')
     expect(keptRemovedText({peer: 'alice', name: 'a\u0007.bin', bytes: 2048}, 'closed')).toBe('removed the 2.0 KiB of a\\x07.bin from alice kept for a resume: it is kept only while listen or chat runs, so a new send of it starts from the beginning')
