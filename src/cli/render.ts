@@ -205,6 +205,7 @@ const KEPT_REMOVED_BECAUSE = {
   expired: '10 minutes passed without a new send of it',
   replaced: 'newer ones took its place (at most 8 are kept)',
   closed: 'it is kept only while listen or chat runs, so a new send of it starts from the beginning',
+  larger: 'a larger part of the same file, cut since, is kept instead',
 } as const
 
 /** A part kept for a resume that went without one, as listen and chat print it (after "* "). */

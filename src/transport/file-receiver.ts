@@ -279,7 +279,8 @@ export class FileReceiver {
     // larger is the one to go on from, whichever was cut last.
     const larger = this.kept.get(key)
     if (this.closed || (larger && larger.partial.bytes >= partial.bytes)) return false
-    if (larger) this.settle(this.dropKept(key))
+    // It was said to be kept: say that it no longer is.
+    if (larger) this.settle(this.dropKept(key, 'larger'))
     const max = this.options.maxConcurrent ?? FILE_TRANSFER_DEFAULTS.maxConcurrent
     for (const oldest of this.kept.keys()) {
       if (this.kept.size < max) break
@@ -440,8 +441,8 @@ export class FileReceiver {
   }
 }
 
-/** Why a kept part went without a resume: its time was up, newer ones took its place, the receiver closed. */
-export type KeptRemoval = 'expired' | 'replaced' | 'closed'
+/** Why a kept part went without a resume: its time was up, newer ones took its place, the receiver closed, a larger part of the file replaced it. */
+export type KeptRemoval = 'expired' | 'replaced' | 'closed' | 'larger'
 
 /** See FileReceiverOptions.takeOverAfterMs. A sender offering again after a cut waits this long at least (FileHub). */
 export const TAKE_OVER_AFTER_MS = 2_000

@@ -383,7 +383,8 @@ describe('file transfer resume', () => {
   })
 
   it('two cut transfers of one file at once: the larger part is kept, whichever was cut last, and the other says nothing is kept', async () => {
-    const env = await setUp({idleTimeoutMs: 300})
+    const removed: Array<{bytes: number; why: string}> = []
+    const env = await setUp({idleTimeoutMs: 300, onKeptRemoved: (k, why) => removed.push({bytes: k.bytes, why})})
     // Two sendfiles of the file at once, each a transfer of its own; their paths die after 2,500 and 800 chunks.
     const dropAfter = (n: number) => {
       let seen = 0
@@ -401,6 +402,11 @@ describe('file transfer resume', () => {
     if (bytes[0] === larger) {
       expect(bytes[1]).toBeUndefined()
       expect(cut[1]!.hint).toBe('Ask alice to send it again.')
+      expect(removed).toEqual([])
+    } else {
+      // The smaller was said to be kept: its going is said too.
+      // Said once its file is gone (the removal is on its way by now).
+      await expect.poll(() => removed).toEqual([{bytes: bytes[0], why: 'larger'}])
     }
     const again = offer(env)
     const {file} = await env.events.next()

@@ -146,6 +146,7 @@ describe('fileFailedText and fileResumedText: what listen and chat say of a file
     expect(fileResumedText('big\u001b.bin', 'alice', 3 * 1024 * 1024)).toBe('big\\x1b.bin from alice goes on from the 3.0 MiB kept from before')
     expect(keptRemovedText({peer: 'alice', name: 'a\u0007.bin', bytes: 2048}, 'closed')).toBe('removed the 2.0 KiB of a\\x07.bin from alice kept for a resume: it is kept only while listen or chat runs, so a new send of it starts from the beginning')
     expect(keptRemovedText({peer: 'alice', name: 'a', bytes: 1}, 'expired')).toMatch(/: 10 minutes passed without a new send of it$/)
+    expect(keptRemovedText({peer: 'alice', name: 'a', bytes: 1}, 'larger')).toMatch(/: a larger part of the same file, cut since, is kept instead$/)
   })
 })
 
