@@ -37,7 +37,7 @@ Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fi
 
   static override flags = {
     host: Flags.string({description: 'Interface to listen on.', default: DEFAULTS.host, env: 'MESSENGER_HOST'}),
-    port: Flags.integer({description: 'TCP port to listen on (0 picks a free one).', default: DEFAULTS.port, min: 0, max: 65535, env: 'MESSENGER_PORT'}),
+    port: Flags.integer({description: 'TCP port to listen on, and UDP on the same number (0 picks one free for both).', default: DEFAULTS.port, min: 0, max: 65535, env: 'MESSENGER_PORT'}),
     'data-dir': Flags.string({description: 'Where the database and TLS files live. Default: the XDG data dir (~/.local/share/messenger).', env: ENV.dataDir}),
     credentials: Flags.string({description: `Accounts to import at start (username password [display name]). Default: ./${DEFAULT_CREDENTIALS} if present.`, env: 'MESSENGER_CREDENTIALS'}),
     'max-clients': Flags.integer({description: 'Most simultaneous connections; more get SERVER_FULL.', default: DEFAULTS.maxClients, min: 1, env: 'MESSENGER_MAX_CLIENTS'}),

@@ -28,6 +28,9 @@ import {StoreFailureLog} from './store-failure.js'
 import {LOCK_FILE, lockDataDir} from '../util/pid-lock.js'
 import {directoryFailureText, makeDirs} from '../util/make-dirs.js'
 
+/** Ephemeral ports tried (--port 0) before a UDP collision on each is reported as PORT_IN_USE. */
+const EPHEMERAL_PORT_ATTEMPTS = 5
+
 /** Options for {@link createServer}. Every field has a default; tests pass small timeouts and cheap scrypt. */
 export interface ServerOptions {
   /** Interface to bind. Default 0.0.0.0. */
@@ -325,19 +328,32 @@ export class MessengerServer {
         this.logger.debug({err: error.message, addr: socket.remoteAddress}, 'TLS handshake failed')
         socket.destroy()
       })
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', (error: NodeJS.ErrnoException) => reject(listenError(error, o.host, o.port)))
-        server.listen(o.port, o.host, () => resolve())
-      })
+      // UDP takes the TCP port's number. With --port 0 that number is the kernel's pick for TCP, and
+      // another process may hold it for UDP (a client's direct-path socket): that coincidence picks
+      // again rather than failing. A port the operator chose fails at once (PORT_IN_USE).
+      const attempts = o.port === 0 ? EPHEMERAL_PORT_ATTEMPTS : 1
+      let address: AddressInfo
+      for (let attempt = 1; ; attempt++) {
+        await new Promise<void>((resolve, reject) => {
+          const onError = (error: NodeJS.ErrnoException) => reject(listenError(error, o.host, o.port))
+          server.once('error', onError)
+          server.listen(o.port, o.host, () => {
+            server.removeListener('error', onError)
+            resolve()
+          })
+        })
+        address = server.address() as AddressInfo
+        try {
+          await rendezvous.start(o.host, address.port)
+          break
+        } catch (error) {
+          await new Promise<void>((resolve) => server.close(() => resolve()))
+          if (attempt >= attempts || !(error instanceof MessengerError && error.code === 'PORT_IN_USE')) throw error
+          this.logger.debug({port: address.port, attempt}, 'UDP side of an ephemeral port taken; picking another')
+        }
+      }
       server.on('error', (error) => this.logger.error({err: error}, 'server socket error'))
       this.tlsServer = server
-      const address = server.address() as AddressInfo
-      try {
-        await rendezvous.start(o.host, address.port)
-      } catch (error) {
-        await new Promise<void>((resolve) => server.close(() => resolve()))
-        throw error
-      }
       this.info = {host: address.address, port: address.port, fingerprint: material.fingerprint}
       this.sweeper = setInterval(() => this.sweep(), Math.max(25, Math.min(250, o.heartbeatTimeoutMs / 4, o.retryInitialMs / 2)))
       this.sweeper.unref()
