@@ -1,14 +1,25 @@
 import type {Interruption} from '../client/file-waits.js'
 import type {SentFile, TransferWait, WaitedDetails} from '../client/files.js'
+import {formatDuration, parseDuration} from '../protocol/duration.js'
+import {MessengerError} from '../protocol/errors.js'
 import {formatSize} from './size.js'
 
 /*
- * How sendfile words a transfer that was cut and goes on by itself (FileHub.send's waitSeconds): the
- * line while it waits, the clause of the final line, and the sentence of a wait that ran out.
+ * How sendfile reads --wait and words what it did: the line while a cut is waited out, the final
+ * line (how long, how fast, from what the recipient kept), and the sentence of a wait that ran out.
  */
 
 /** Most seconds `--wait` takes: an hour; beyond it, run sendfile again (the recipient keeps its part 10 minutes anyway). */
 export const MAX_WAIT_SECONDS = 3600
+
+/** --wait as seconds: a duration (`30s`, `5m`; `0` or `off` fails at once), at most MAX_WAIT_SECONDS. */
+export function waitSeconds(text: string): number {
+  const ms = parseDuration(text, '--wait')
+  if (ms > MAX_WAIT_SECONDS * 1000) {
+    throw new MessengerError('BAD_INPUT', `Invalid duration "${text}" for --wait: at most ${formatDuration(MAX_WAIT_SECONDS * 1000)}.`, {hint: 'For a longer outage, send the file again once it is over.'})
+  }
+  return ms / 1000
+}
 
 /** What cut the transfer, as a clause: "the connection to the server was lost". */
 function cutBy(cause: Interruption, to: string): string {
@@ -78,4 +89,28 @@ export function waitedSentence(waited: WaitedDetails, to: string): string {
 /** The sentence added to the error of a send cut more often than it goes on from by itself. */
 export function tooManySentence(interruptions: number, to: string): string {
   return `It was cut ${interruptions} times; sendfile goes on by itself ${interruptions - 1} times at most, so send it again to go on from what ${to} kept.`
+}
+
+/**
+ * sendfile's final line, e.g. "Sent big.bin (53 MiB) to bob through the relay in 14.20 s (6.1 s of it
+ * waiting), 4.0 MiB/s (...); SHA-256 ...". `name` comes escaped.
+ */
+export function sentLine(result: SentFile, name: string, to: string): string {
+  // Resumed from an earlier sendfile: what the recipient kept of it moved then, not now. A fallback
+  // to the relay, or an offer again after a cut, went on from what this one sent: that moved in this run.
+  const earlier = result.interruptions > 0 ? result.earlierBytes : result.fellBack ? 0 : result.resumedBytes
+  // The rate of the moving, not of the waiting: a 20 s outage would otherwise halve it.
+  const moving = result.seconds - result.waitedSeconds
+  const rate = moving > 0 ? `, ${formatSize((result.bytes - earlier) / moving)}/s` : ''
+  const waited = result.waitedSeconds >= 0.05 ? ` (${result.waitedSeconds.toFixed(1)} s of it waiting)` : ''
+  const wentOn = wentOnClause(result, to)
+  const resumed = wentOn
+    ? ` (${result.fellBack ? 'the direct path was lost on the way; ' : ''}${wentOn})`
+    : result.fellBack
+      ? ` (the direct path was lost on the way${result.resumedBytes > 0 ? `; the relay went on from the ${formatSize(result.resumedBytes)} that had arrived` : ''})`
+      : earlier > 0
+        ? `, going on from the ${formatSize(earlier)} ${to} had kept from before`
+        : ''
+  const how = result.path === 'direct' ? 'directly (p2p)' : 'through the relay'
+  return `Sent ${name} (${formatSize(result.bytes)}) to ${to} ${how} in ${result.seconds.toFixed(2)} s${waited}${rate}${resumed}; SHA-256 ${result.sha256}`
 }

@@ -381,11 +381,11 @@ export class FileHub extends EventEmitter<FileHubEvents> {
             notBefore: cutAt + REOFFER_QUIET_MS,
           })
         } catch (waitError) {
-          waitedMs += performance.now() - waitStarted
           if (!(waitError instanceof WaitExpired)) throw waitError
           throw gaveUp(waiting.error, waiting.cause, {waited: {seconds: waitMs / 1000, for: waitError.waitedFor, cause: waiting.cause}})
+        } finally {
+          waitedMs += performance.now() - waitStarted
         }
-        waitedMs += performance.now() - waitStarted
         options.onOfferAgain?.()
       }
     }

@@ -7,9 +7,9 @@ import {BaseCommand} from '../cli/base-command.js'
 import {userArg} from '../cli/name-args.js'
 import {pathFlags} from '../cli/path-flags.js'
 import {escapeControls} from '../cli/render.js'
-import {MAX_WAIT_SECONDS, tooManySentence, waitedSentence, waitingLine, wentOnClause} from '../cli/send-waits.js'
+import {MAX_WAIT_SECONDS, sentLine, tooManySentence, waitedSentence, waitingLine, waitSeconds} from '../cli/send-waits.js'
 import {formatSize} from '../cli/size.js'
-import {formatDuration, parseDuration} from '../protocol/duration.js'
+import {formatDuration} from '../protocol/duration.js'
 import {MAX_INTERRUPTIONS, type SentFile, type WaitedDetails} from '../client/files.js'
 import {MessengerError} from '../protocol/errors.js'
 
@@ -108,8 +108,7 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
         // details.signal sets the exit status: 128 + its number, as a shell reports a program it stopped.
         throw new MessengerError('CANCELLED', `Cancelled (${formatSize(sent)} of ${formatSize(info.size)} sent).`, {cause: error, details: {bytes: sent, size: info.size, signal: stoppedBy}})
       }
-      const cut = error instanceof MessengerError && (error.details?.connectionLost === true || error.details?.interruption !== undefined)
-      if (error instanceof MessengerError && (cut || sent > 0)) {
+      if (error instanceof MessengerError && (error.details?.connectionLost === true || error.details?.interruption !== undefined || sent > 0)) {
         // How far it got, as for Ctrl-C: a cut connection, or any failure once bytes moved (the
         // recipient stopped its listen, a path lost with --direct-only, a changed certificate).
         // A wait that ran out says so: the error is the cut's, and sending again goes on from there.
@@ -123,23 +122,8 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
       for (const signal of STOP_SIGNALS) process.removeListener(signal, onSignal)
       if (showBar) bar.stop()
     }
-    // Resumed from an earlier sendfile: what the recipient kept of it moved then, not now. A fallback
-    // to the relay, or an offer again after a cut, went on from what this one sent: that moved in this run.
-    const earlier = result.interruptions > 0 ? result.earlierBytes : result.fellBack ? 0 : result.resumedBytes
-    // The rate of the moving, not of the waiting: a 20 s outage would otherwise halve it.
-    const moving = result.seconds - result.waitedSeconds
-    const rate = moving > 0 ? `, ${formatSize((result.bytes - earlier) / moving)}/s` : ''
-    const waited = result.waitedSeconds >= 0.05 ? ` (${result.waitedSeconds.toFixed(1)} s of it waiting)` : ''
-    const wentOn = wentOnClause(result, to)
-    const resumed = wentOn
-      ? ` (${result.fellBack ? 'the direct path was lost on the way; ' : ''}${wentOn})`
-      : result.fellBack
-        ? ` (the direct path was lost on the way${result.resumedBytes > 0 ? `; the relay went on from the ${formatSize(result.resumedBytes)} that had arrived` : ''})`
-        : earlier > 0
-          ? `, going on from the ${formatSize(earlier)} ${to} had kept from before`
-          : ''
     // The name is the user's own, but may come from an untrusted archive: escaped like a peer's.
-    this.log(`Sent ${escapeControls(basename(file))} (${formatSize(result.bytes)}) to ${to} ${result.path === 'direct' ? 'directly (p2p)' : 'through the relay'} in ${result.seconds.toFixed(2)} s${waited}${rate}${resumed}; SHA-256 ${result.sha256}`)
+    this.log(sentLine(result, escapeControls(basename(file)), to))
     return {to, name: basename(file), ...result}
   }
 }
@@ -166,13 +150,3 @@ async function readableFile(file: string): Promise<Stats> {
   }
   return info
 }
-
-/** --wait as seconds: a duration (`30s`, `5m`; `0` or `off` fails at once), at most MAX_WAIT_SECONDS. */
-function waitSeconds(text: string): number {
-  const ms = parseDuration(text, '--wait')
-  if (ms > MAX_WAIT_SECONDS * 1000) {
-    throw new MessengerError('BAD_INPUT', `Invalid duration "${text}" for --wait: at most ${formatDuration(MAX_WAIT_SECONDS * 1000)}.`, {hint: 'For a longer outage, send the file again once it is over.'})
-  }
-  return ms / 1000
-}
-
