@@ -11,10 +11,7 @@ export default class Login extends BaseCommand<typeof Login> {
 
   static override description = `Later commands resume the saved session by token (valid 30 days) without asking again.
 After too many wrong passwords the account is locked for a while (LOCKED_OUT).
-Messages are sealed to one encryption key per account, kept in the profile. Logging in from another
-profile (another machine, or after losing this one) is refused with KEY_IN_USE until you move the
-account there with --replace-key; the old profile's sessions then end (KEY_REPLACED), and messages
-already sealed for its key come back to their senders as unreadable.
+Messages are sealed to one encryption key per account, kept in the profile. Logging in from another profile (another machine, or after losing this one) is refused with KEY_IN_USE until you move the account there with --replace-key; the old profile's sessions then end (KEY_REPLACED), and messages already sealed for its key come back to their senders as unreadable.
 A profile holds one session: logging in again in it ends the session it held before at the server (a chat or listen running on that one reconnects once and carries on with the new session), so a later logout leaves nothing signed in. When that server cannot be told now, login still succeeds, warns on stderr (with --json: earlier {revoked, notRevoked}), and the next login or logout here tries again.`
 
   static override examples = [
