@@ -1,11 +1,25 @@
 import {MultiBar, Presets} from 'cli-progress'
 import type {TransferProgress} from '../transport/file-transfer.js'
+import {formatDuration} from '../protocol/duration.js'
 import {escapeControls} from './render.js'
 import {formatSize} from './size.js'
 
 /** Line wrapping on and off (DECAWM), as cli-progress switches it. */
 const WRAP_ON = '\u001b[?7h'
 const WRAP_OFF = '\u001b[?7l'
+
+/** sendfile's bar: a filled bar, then these fields. */
+export const SEND_BAR_FORMAT = ' {bar} {percentage}% | {sent}/{size} | {rate}/s | ETA {remaining}'
+
+/**
+ * The fields of sendfile's bar for `p`, or with no rate and ETA (`p` undefined) before anything is
+ * acknowledged and while the transfer waits. The ETA is ours, not the bar library's: its own kept
+ * the last rate's estimate on the stopped bar above a "waiting for the connection" line.
+ */
+export function sendBarFields(bytes: number, size: number, p?: TransferProgress): {sent: string; size: string; rate: string; remaining: string} {
+  const remaining = p && Number.isFinite(p.etaSeconds) ? formatDuration(Math.ceil(p.etaSeconds) * 1000) : '-'
+  return {sent: formatSize(bytes), size: formatSize(size), rate: p ? formatSize(p.rateBps) : '-', remaining}
+}
 
 /** Progress bars for incoming files on stderr (a terminal only: they are noise in a pipe or log). */
 export class FileProgress {

@@ -6,6 +6,7 @@ import {SingleBar} from 'cli-progress'
 import {BaseCommand} from '../cli/base-command.js'
 import {userArg} from '../cli/name-args.js'
 import {pathFlags} from '../cli/path-flags.js'
+import {SEND_BAR_FORMAT, sendBarFields} from '../cli/file-progress.js'
 import {escapeControls} from '../cli/render.js'
 import {MAX_WAIT_SECONDS, sentLine, tooManySentence, waitedSentence, waitingLine, waitSeconds} from '../cli/send-waits.js'
 import {formatSize} from '../cli/size.js'
@@ -57,11 +58,11 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     const {files} = await this.messagingSession({direct: true, path, reconnect: wait > 0})
     const showBar = !this.jsonEnabled() && process.stderr.isTTY
     const bar = new SingleBar({
-      format: ' {bar} {percentage}% | {sent}/{size} | {rate}/s | ETA {eta_formatted}',
+      format: SEND_BAR_FORMAT,
       stream: process.stderr,
       hideCursor: true,
     })
-    if (showBar) bar.start(info.size, 0, {sent: formatSize(0), size: formatSize(info.size), rate: '-'})
+    if (showBar) bar.start(info.size, 0, sendBarFields(0, info.size))
     // Ctrl-C, `kill` (SIGTERM) or the terminal closing (SIGHUP): without this, the signal kills the
     // process with the bar's cursor hiding and no-wrap modes still set on the terminal, and the
     // recipient hears nothing until its 10 s idle limit. The abort sends CANCEL, so the recipient
@@ -86,21 +87,25 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
           if (showBar) bar.stop()
           process.stderr.write(`The direct path to ${this.args.user} was lost; sending through the relay.\n`)
           sent = 0
-          if (showBar) bar.start(info.size, 0, {sent: formatSize(0), size: formatSize(info.size), rate: '-'})
+          if (showBar) bar.start(info.size, 0, sendBarFields(0, info.size))
         },
         onProgress: (p) => {
           sent = p.bytes
-          if (showBar) bar.update(p.bytes, {sent: formatSize(p.bytes), size: formatSize(p.total), rate: formatSize(p.rateBps)})
+          if (showBar) bar.update(p.bytes, sendBarFields(p.bytes, p.total, p))
         },
         waitSeconds: wait,
         // One line per interruption (and when what it waits for changes), above where the bar was.
         onWait: (w) => {
-          if (showBar) bar.stop()
+          // The bar stays on screen where it stopped, without a rate or an ETA that no longer hold.
+          if (showBar) {
+            bar.update(sent, sendBarFields(sent, info.size))
+            bar.stop()
+          }
           if (w.news) process.stderr.write(`${escapeControls(waitingLine(w, to, sent, info.size))}\n`)
         },
         // The bar starts again where it was; it moves to what the recipient kept once that is acknowledged.
         onOfferAgain: () => {
-          if (showBar) bar.start(info.size, sent, {sent: formatSize(sent), size: formatSize(info.size), rate: '-'})
+          if (showBar) bar.start(info.size, sent, sendBarFields(sent, info.size))
         },
       })
     } catch (error) {

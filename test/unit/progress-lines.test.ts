@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {ProgressLines} from '../../src/cli/file-progress.js'
+import {ProgressLines, sendBarFields} from '../../src/cli/file-progress.js'
 import {progress} from '../../src/transport/file-common.js'
 
 /** chat's progress lines for a transfer of 1 MiB reported at the given times (ms) and byte counts. */
@@ -43,5 +43,22 @@ describe("chat's file progress lines", () => {
     now = 9_000
     expect(lines.line('t1', progress(6, 10, 0, now))).toBeUndefined()
     expect(lines.line('t1', progress(10, 10, 0, now))).toBeUndefined()
+  })
+})
+
+describe("sendBarFields (sendfile's bar)", () => {
+  it('shows the rate and an ETA the bar can print while bytes move', () => {
+    const fields = sendBarFields(3 * 1024 * 1024, 10 * 1024 * 1024, {bytes: 3 * 1024 * 1024, total: 10 * 1024 * 1024, rateBps: 1024 * 1024, etaSeconds: 7})
+    expect(fields).toEqual({sent: '3.0 MiB', size: '10 MiB', rate: '1.0 MiB', remaining: '7s'})
+  })
+
+  it('shows no rate and no ETA before anything is acknowledged, or while it waits', () => {
+    expect(sendBarFields(3 * 1024 * 1024, 10 * 1024 * 1024)).toEqual({sent: '3.0 MiB', size: '10 MiB', rate: '-', remaining: '-'})
+  })
+
+  it('rounds the ETA up to a whole second, and shows none while nothing moves', () => {
+    expect(sendBarFields(0, 100, {bytes: 0, total: 100, rateBps: 30, etaSeconds: 3.2}).remaining).toBe('4s')
+    expect(sendBarFields(0, 100, {bytes: 0, total: 100, rateBps: 0, etaSeconds: Number.POSITIVE_INFINITY}).remaining).toBe('-')
+    expect(sendBarFields(100, 100, {bytes: 100, total: 100, rateBps: 30, etaSeconds: 0}).remaining).toBe('0s')
   })
 })
