@@ -45,7 +45,10 @@ function seconds(s: number): string {
 
 /**
  * The one line on stderr when the transfer is cut and sendfile waits, e.g. "The connection to the
- * server was lost at 21 MiB of 53 MiB; waiting for it to come back (up to 60 s; Ctrl-C stops)."
+ * server was lost when bob had acknowledged 21 MiB of 53 MiB; waiting for it to come back (up to
+ * 60 s; Ctrl-C stops)." Acknowledged: bob may have kept a little more (chunks that arrived while
+ * their acks were lost), and the final line's "went on from the 22 MiB bob had kept" must not read
+ * as a contradiction of "lost at 21 MiB".
  * A cause that changes while waiting (the connection back, bob not yet) is told the same way, with
  * what is left of the wait.
  */
@@ -55,7 +58,7 @@ export function waitingLine(wait: TransferWait, to: string, sent: number, size: 
     'recipient-disconnected': `waiting for ${to} to be back online`,
     'path-lost': `waiting for it to carry the file again`,
   }[wait.cause]
-  return `${capitalised(cutBy(wait.cause, to))} at ${formatSize(sent)} of ${formatSize(size)}; ${what} (up to ${seconds(wait.seconds)}; Ctrl-C stops).`
+  return `${capitalised(cutBy(wait.cause, to))} when ${to} had acknowledged ${formatSize(sent)} of ${formatSize(size)}; ${what} (up to ${seconds(wait.seconds)}; Ctrl-C stops).`
 }
 
 /**

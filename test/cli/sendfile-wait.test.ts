@@ -28,7 +28,7 @@ function partialBytes(downloads: string): number {
 }
 
 const SIZE = 16 * 1024 * 1024
-const WAITING = /^The connection to the server was lost at \d+(\.\d+)? (B|KiB|MiB) of 16 MiB; waiting for it to come back \(up to (\d+) s; Ctrl-C stops\)\.$/
+const WAITING = /^The connection to the server was lost when bob had acknowledged \d+(\.\d+)? (B|KiB|MiB) of 16 MiB; waiting for it to come back \(up to (\d+) s; Ctrl-C stops\)\.$/
 
 /**
  * bob listens; alice's relayed sendfile (`sendfileArgs` after `sendfile bob FILE`) is under way; bob
@@ -114,7 +114,7 @@ describe('sendfile waits for a lost connection and goes on by itself', () => {
   it('the server stays down: --wait 2 gives up with the error that cut the transfer, how far it got, and that it waited; exit 1', async () => {
     const {alice, sender} = await serverKilledMidTransfer((file, env) => spawnCli(['sendfile', 'bob', file, '--relay-only', '--json', '--wait', '2s'], {env}))
     expect(await sender.exited).toBe(1)
-    expect(sender.stderr()).toMatch(/^The connection to the server was lost at .+ of 16 MiB; waiting for it to come back \(up to 2 s; Ctrl-C stops\)\.\n$/)
+    expect(sender.stderr()).toMatch(/^The connection to the server was lost when bob had acknowledged .+ of 16 MiB; waiting for it to come back \(up to 2 s; Ctrl-C stops\)\.\n$/)
     const {error} = JSON.parse(sender.lines.join('\n')) as {error: {code: string; message: string; hint: string; details: Record<string, unknown>}}
     expect(error.code).toBe('CONNECTION_CLOSED')
     expect(error.message).toMatch(

@@ -10,13 +10,13 @@ const error = new MessengerError('CONNECTION_CLOSED', 'lost')
 describe("sendfile's waiting line, one per cause", () => {
   it('names the cause, how far it got, what it waits for and for how long (a username as spelt, even first)', () => {
     expect(waitingLine({cause: 'connection-lost', error, seconds: 60, news: true}, 'bob', 21 * MiB, 53 * MiB)).toBe(
-      'The connection to the server was lost at 21 MiB of 53 MiB; waiting for it to come back (up to 60 s; Ctrl-C stops).',
+      'The connection to the server was lost when bob had acknowledged 21 MiB of 53 MiB; waiting for it to come back (up to 60 s; Ctrl-C stops).',
     )
     expect(waitingLine({cause: 'recipient-disconnected', error, seconds: 60, news: true}, 'bob', 21 * MiB, 53 * MiB)).toBe(
-      "bob's client lost its connection to the server at 21 MiB of 53 MiB; waiting for bob to be back online (up to 60 s; Ctrl-C stops).",
+      "bob's client lost its connection to the server when bob had acknowledged 21 MiB of 53 MiB; waiting for bob to be back online (up to 60 s; Ctrl-C stops).",
     )
     expect(waitingLine({cause: 'path-lost', error, seconds: 60, news: true}, 'bob', 21 * MiB, 53 * MiB)).toBe(
-      'The path to bob went silent at 21 MiB of 53 MiB; waiting for it to carry the file again (up to 60 s; Ctrl-C stops).',
+      'The path to bob went silent when bob had acknowledged 21 MiB of 53 MiB; waiting for it to carry the file again (up to 60 s; Ctrl-C stops).',
     )
   })
 
