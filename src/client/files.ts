@@ -251,7 +251,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         // In history before it is announced, as a message is stored before it is shown.
         onComplete: (file) => {
           this.offers.delete(file.transferId)
-          void this.record({transferId: file.transferId, direction: 'in', peer: file.peer, path: file.via, file: {name: file.offeredName, bytes: file.bytes, sha256: file.sha256, savedAs: file.path}}).then(() =>
+          void this.record({transferId: file.transferId, direction: 'in', peer: file.peer, path: file.via, file: {name: file.offeredName, bytes: file.bytes, sha256: file.sha256, savedAs: file.path}}, undefined, () =>
             this.emit('received', file),
           )
         },
@@ -271,7 +271,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
             this.emit('failed', id, error)
             return
           }
-          void this.record(record).then(() => this.emit('failed', id, error))
+          void this.record(record, undefined, () => this.emit('failed', id, error))
         },
         onReplay: ({transferId, peer, reason}) => {
           this.dropped++
@@ -600,12 +600,14 @@ export class FileHub extends EventEmitter<FileHubEvents> {
    * Records a completed transfer in history. The file is there (sent, or saved and verified) whatever
    * happens to the record: a history that cannot be written loses the line, not the transfer.
    */
-  private async record(t: FileTransferRecordInput, ts = Date.now()): Promise<void> {
+  private record(t: FileTransferRecordInput, ts = Date.now(), announce?: () => void): Promise<void> {
     const me = this.o.client.user?.username
-    if (!this.o.fileLog || !me) return
-    const write = this.o.fileLog.recordFile({...t, me, ts}).then(() => undefined, () => undefined)
-    this.recording.add(write)
-    await write.finally(() => this.recording.delete(write))
+    const written = this.o.fileLog && me ? this.o.fileLog.recordFile({...t, me, ts}).then(() => undefined, () => undefined) : Promise.resolve()
+    // Announced within what close() waits for: an event emitted a few ticks after close() returned
+    // printed after chat's "Bye.".
+    const done = written.then(() => announce?.())
+    this.recording.add(done)
+    return done.finally(() => this.recording.delete(done))
   }
 
   /** Emits `dropped` once per sender and transfer. */

@@ -113,7 +113,10 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
       if (terminal) rl.setPrompt(to ? `${me} -> ${to}> ` : `${me}> `)
       rl.prompt(preserveCursor)
     }
+    // Nothing after "Bye.": presence and receipts still arrive while the session closes.
+    let saidBye = false
     const print = (line: string) => {
+      if (saidBye) return
       if (!terminal || closed) {
         process.stdout.write(`${line}\n`)
         return
@@ -302,6 +305,9 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     }
     closed = true
     rl.close()
+    // Files arriving are stopped now, not after "Bye." as the session closes: what happened to each
+    // (a part kept, a transfer stopped) prints above it.
+    await files.close()
     if (notSent > 0) {
       const {message, hint} = notSentError(notSent, gaveUp ?? 'stopped')
       printError(renderError(message, hint).trimEnd(), false)
@@ -309,6 +315,7 @@ Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects
     // Typed, promised to be sent, and not (or not surely): not a success.
     if (notSent > 0 || maybeSent > 0) process.exitCode = 1
     print('Bye.')
+    saidBye = true
     if (failed > 0) {
       // As a shell script with `set -e` would want: the run is not a success if a line of it failed.
       process.stderr.write(`${failed} ${failed === 1 ? 'command' : 'commands'} of the input failed (the errors above); chat exits 1.\n`)

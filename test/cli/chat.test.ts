@@ -1,5 +1,8 @@
+import {randomBytes} from 'node:crypto'
+import {writeFileSync} from 'node:fs'
+import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {runCli, tempDir} from '../helpers/cli.js'
+import {runCli, spawnCli, tempDir} from '../helpers/cli.js'
 import {chatInTerminal, chatThroughPipes, hasScript, listen, setup} from '../helpers/chat.js'
 
 /**
@@ -106,6 +109,27 @@ describe('messenger chat', () => {
     // The terminal is left out of paste mode.
     expect(chat.output().lastIndexOf('\u001b[?2004l')).toBeGreaterThan(chat.output().lastIndexOf('\u001b[?2004h'))
   })
+
+  it('through pipes: /quit while a file arrives says what became of the file before "Bye.", and nothing after it', async () => {
+    const {alice, bob} = await setup()
+    const file = join(tempDir('files-alice-'), 'big.bin')
+    writeFileSync(file, randomBytes(8 * 1024 * 1024))
+    const chat = await chatThroughPipes({...bob, MESSENGER_DOWNLOADS: tempDir('downloads-bob-')}, 'bob')
+
+    const sender = spawnCli(['sendfile', 'bob', file, '--relay-only', '--wait', '0'], {env: alice})
+    await chat.waitFor('* alice is sending you big.bin', 'the offer')
+    // The quit is read before any more of the file: bob is stopped while it is typed.
+    chat.signal('SIGSTOP')
+    chat.write('/quit\n')
+    chat.signal('SIGCONT')
+    await chat.exited
+    await sender.exited
+
+    // Before, the transfer was stopped as the session closed, after "Bye.", and its line came last.
+    const lines = chat.output().trimEnd().split('\n')
+    expect(lines.at(-1)).toBe('Bye.')
+    expect(lines.slice(0, -1).some((l) => l.startsWith('* ') && l.includes('"big.bin"')), chat.output()).toBe(true)
+  }, 60_000)
 
   it('through pipes: errors of commands go to stderr, and chat exits 1 at the end saying how many failed', async () => {
     const {alice, bob} = await setup()

@@ -120,8 +120,11 @@ export async function startServerProcess(
 export const FIXTURE_PASSWORDS = {alice: 'wonderland1', bob: 'builder123', carol: 'carolsings'} as const
 export type FixtureUser = keyof typeof FIXTURE_PASSWORDS
 
-/** What a CLI child needs to act as one user: its own profile, and the server. */
-export type ProfileEnv = {MESSENGER_HOME: string; MESSENGER_SERVER: string}
+/**
+ * What a CLI child needs to act as one user: its own profile, and the server; MESSENGER_DOWNLOADS
+ * where a test receives files without a --downloads flag.
+ */
+export type ProfileEnv = {MESSENGER_HOME: string; MESSENGER_SERVER: string; MESSENGER_DOWNLOADS?: string}
 
 /** A fresh server and a logged-in profile per user (logins run in parallel: each costs a node start-up). */
 export async function loggedInProfiles<U extends FixtureUser>(users: U[]): Promise<{server: Awaited<ReturnType<typeof startServerProcess>>; envs: Record<U, ProfileEnv>}> {
