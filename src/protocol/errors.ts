@@ -76,6 +76,8 @@ export const ERROR_CODES = {
   DATA_DIR_IN_USE: 'Another messenger server is using the data directory.',
   CREDENTIALS_UNREADABLE: 'The credentials file cannot be read.',
   TLS_FILES_UNREADABLE: 'The TLS certificate or key cannot be read.',
+  // server backup
+  NO_SERVER_DATA: 'The directory given as the data dir holds no server data to back up.',
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES
@@ -145,6 +147,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   DATA_DIR_IN_USE: 'Stop the other server first, or give this one a --data-dir of its own.',
   CREDENTIALS_UNREADABLE: 'Check the path given to --credentials and its permissions.',
   TLS_FILES_UNREADABLE: 'Check the paths given to --tls-cert and --tls-key.',
+  NO_SERVER_DATA: "Pass the server's data dir with --data-dir (or MESSENGER_DATA_DIR), as the server was started with.",
 }
 
 /** Failures a reconnect cures: a request failing so is sent again, a delivery failing so comes again. */

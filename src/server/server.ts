@@ -27,6 +27,7 @@ import {Social} from './social.js'
 import {StoreFailureLog} from './store-failure.js'
 import {LOCK_FILE, lockDataDir} from '../util/pid-lock.js'
 import {directoryFailureText, makeDirs} from '../util/make-dirs.js'
+import {DB_FILE} from './data-dir.js'
 
 /** Ephemeral ports tried (--port 0) before a UDP collision on each is reported as PORT_IN_USE. */
 const EPHEMERAL_PORT_ATTEMPTS = 5
@@ -88,7 +89,6 @@ export interface ServerOptions {
   now?: () => number
 }
 
-export const DB_FILE = 'messenger.db'
 
 export interface ServerInfo {
   host: string

@@ -1,0 +1,5 @@
+/**
+ * The server's database in its data dir. Here, not in server.ts, so that what reads a data dir
+ * without running a server (`server backup`) does not load the server.
+ */
+export const DB_FILE = 'messenger.db'
