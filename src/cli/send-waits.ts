@@ -28,6 +28,8 @@ function cutBy(cause: Interruption, to: string): string {
       return 'the connection to the server was lost'
     case 'recipient-disconnected':
       return `${to}'s client lost its connection to the server`
+    case 'recipient-stopped':
+      return `${to}'s listen or chat was stopped`
     case 'path-lost':
       return `the path to ${to} went silent`
   }
@@ -56,6 +58,7 @@ export function waitingLine(wait: TransferWait, to: string, sent: number, size: 
   const what = {
     'connection-lost': 'waiting for it to come back',
     'recipient-disconnected': `waiting for ${to} to be back online`,
+    'recipient-stopped': `waiting for ${to} to be back online`,
     'path-lost': `waiting for it to carry the file again`,
   }[wait.cause]
   return `${capitalised(cutBy(wait.cause, to))} when ${to} had acknowledged ${formatSize(sent)} of ${formatSize(size)}; ${what} (up to ${seconds(wait.seconds)}; Ctrl-C stops).`

@@ -1,7 +1,7 @@
 import {performance} from 'node:perf_hooks'
 import {setTimeout as delay} from 'node:timers/promises'
 import {MessengerError, RECONNECT_CANNOT_CURE} from '../protocol/errors.js'
-import {RECEIVER_DISCONNECTED_CANCEL_REASON} from '../transport/file-common.js'
+import {RECEIVER_DISCONNECTED_CANCEL_REASON, RECEIVER_STOPPED_CANCEL_REASON} from '../transport/file-common.js'
 
 /*
  * What a sender waits out before offering a file again (FileHub.send with `waitSeconds`): which cuts
@@ -12,9 +12,11 @@ import {RECEIVER_DISCONNECTED_CANCEL_REASON} from '../transport/file-common.js'
 /**
  * Why a transfer stopped, when waiting can cure it: our connection to the server was lost (the relay
  * went with it), the recipient's client lost its own (its CANCEL says so once it is back), or the
- * path stopped carrying frames (nothing acknowledged, or the recipient heard nothing).
+ * path stopped carrying frames (nothing acknowledged, or the recipient heard nothing), or the
+ * recipient's listen or chat was stopped (its next one keeps what arrived): each is waited out
+ * until the connection and the recipient are back.
  */
-export type Interruption = 'connection-lost' | 'recipient-disconnected' | 'path-lost'
+export type Interruption = 'connection-lost' | 'recipient-disconnected' | 'recipient-stopped' | 'path-lost'
 
 /** What the wait was waiting for when it ran out: the connection, the recipient online, or a re-offer that went on. */
 export type WaitedFor = 'connection' | 'recipient' | 'progress'
@@ -28,6 +30,7 @@ export type WaitedFor = 'connection' | 'recipient' | 'progress'
  * `again`: the error ended an offer made after an interruption. Then an offer nobody answered
  * (TIMEOUT), the recipient gone offline meanwhile or a request lost with the connection are that
  * interruption still going on, not new failures; on a first offer they are what they say, as before.
+ * (After a stop, the recipient is offline until its next listen or chat: RECIPIENT_OFFLINE then.)
  */
 export function interruptionOf(error: unknown, options: {again?: boolean} = {}): Interruption | undefined {
   if (!(error instanceof MessengerError)) return undefined
@@ -37,6 +40,8 @@ export function interruptionOf(error: unknown, options: {again?: boolean} = {}):
   if (details.cancelled === true || details.superseded === true) return undefined
   if (details.connectionLost === true) return 'connection-lost'
   if (error.code === 'TRANSFER_FAILED' && details.reason === RECEIVER_DISCONNECTED_CANCEL_REASON) return 'recipient-disconnected'
+  // Not the older receivers' 'their chat or listen was stopped': those removed what arrived.
+  if (error.code === 'TRANSFER_FAILED' && details.reason === RECEIVER_STOPPED_CANCEL_REASON) return 'recipient-stopped'
   // DIRECT_FAILED carries pathLost too: --direct-only keeps the file off the relay, and its hint says how to send it.
   if (error.code === 'TRANSFER_FAILED' && details.pathLost === true) return 'path-lost'
   if (!options.again) return undefined

@@ -64,8 +64,11 @@ export interface FileHubOptions {
   client: MessengerClient
   engine: DeliveryEngine
   keyring: Keyring
-  /** Receiving is for online sessions (chat, listen); one-shot commands only send. */
-  receive?: {downloadsDir: string; maxBytes: number}
+  /**
+   * Receiving is for online sessions (chat, listen); one-shot commands only send. `owner`: who
+   * receives (FileReceiverOptions.owner), so that parts kept for a resume outlive the session.
+   */
+  receive?: {downloadsDir: string; maxBytes: number; owner?: string}
   /**
    * The transfers taken, so that a replayed offer is refused even after a restart: the profile's
    * history. Without it the receiver remembers them in memory only.
@@ -232,6 +235,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       this.receiver = new FileReceiver({
         downloadsDir: o.receive.downloadsDir,
         maxBytes: o.receive.maxBytes,
+        ...(o.receive.owner === undefined ? {} : {owner: o.receive.owner}),
         onOffer: (offer) => {
           setNewest(this.offers, offer.transferId, offer, MAX_OFFERS_REMEMBERED)
           this.emit('offer', offer)
@@ -348,7 +352,9 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         return {...sent, interruptions: interruptedBy.length, interruptedBy, earlierBytes: attempt.earlierBytes ?? sent.resumedBytes, waitedSeconds: waitedMs / 1000}
       } catch (error) {
         if (waitMs === 0 || options.signal?.aborted || !(error instanceof MessengerError)) throw error
-        const cause = interruptionOf(error, {again: waiting !== undefined})
+        const found = interruptionOf(error, {again: waiting !== undefined})
+        // The recipient offline after its listen or chat was stopped is that stop going on, not news.
+        const cause = found === 'recipient-disconnected' && waiting?.cause === 'recipient-stopped' && error.code === 'RECIPIENT_OFFLINE' ? 'recipient-stopped' : found
         if (!cause) throw error
         const cutAt = performance.now()
         const progressed = bytes > acked

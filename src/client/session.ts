@@ -1,6 +1,6 @@
 import {lookup} from 'node:dns/promises'
 import {join} from 'node:path'
-import {decodeKey, loadOrCreateIdentity, type Identity} from '../crypto/identity.js'
+import {decodeKey, encodeKey, loadOrCreateIdentity, type Identity} from '../crypto/identity.js'
 import {MessengerError, toMessengerError} from '../protocol/errors.js'
 import {openDgramStream} from '../transport/dgram-stream.js'
 import {PeerLink} from '../transport/peer-link.js'
@@ -85,7 +85,10 @@ export function openMessaging(
   const history = openHistory(join(profileDir, HISTORY_FILE))
   const keyring = new Keyring({identity, history})
   const engine = new DeliveryEngine({client, keyring, history, ...options, me})
-  const files = new FileHub({client, engine, keyring, receive: options.receiveFiles, offerLog: history, fileLog: history})
+  // Parts kept for a resume outlive the session, for the next one of this profile and account: its
+  // username and key name it (one profile holds an account's key at a time: KEY_IN_USE).
+  const receive = options.receiveFiles && {...options.receiveFiles, owner: `${me} ${encodeKey(identity.publicKey)}`}
+  const files = new FileHub({client, engine, keyring, receive, offerLog: history, fileLog: history})
   /** What the direct path re-announces after a reconnect; set by startDirect. */
   let relink: (() => Promise<void>) | undefined
   let republishTimer: NodeJS.Timeout | undefined

@@ -134,6 +134,15 @@ export const KEEP_PARTIAL_MINUTES = 10
  */
 export const RECEIVER_DISCONNECTED_CANCEL_REASON = 'lost its connection to the server'
 
+/**
+ * The CANCEL reason of a receiver whose listen or chat was stopped (Ctrl-C, SIGTERM, SIGHUP) and
+ * keeps what arrived, on disk, for its next run (file-kept.ts): a stop is not a refusal. The sender
+ * says so and may offer the file again once the recipient is back (sendfile --wait). Worded to read
+ * right in an older sender's `bob cancelled the transfer: REASON.`; receivers from before sent
+ * `their chat or listen was stopped`, and removed the part.
+ */
+export const RECEIVER_STOPPED_CANCEL_REASON = `their chat or listen was stopped; what arrived is kept for ${KEEP_PARTIAL_MINUTES} minutes`
+
 export function pathLost(message: string, details?: Record<string, unknown>): MessengerError {
   return failed(message, undefined, {...details, pathLost: true})
 }

@@ -4,7 +4,7 @@ import {basename, join} from 'node:path'
 import {MessengerError} from '../protocol/errors.js'
 import {DirectoryUnusable, directoryFailureText, makeDirs} from '../util/make-dirs.js'
 import {chunkLength, encodeFrame, MAX_SACK_BITMAP_BYTES, MAX_SACK_BITS, type TransferId} from './file-codec.js'
-import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, KEEP_PARTIAL_MINUTES, progress, saveFailureCategory} from './file-common.js'
+import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, KEEP_PARTIAL_MINUTES, progress, RECEIVER_STOPPED_CANCEL_REASON, saveFailureCategory} from './file-common.js'
 import {partialFileName, publish} from './file-names.js'
 import type {FileReceiverOptions} from './file-receiver.js'
 import {ChunkWriter} from './file-writer.js'
@@ -15,7 +15,9 @@ import {formatSize} from '../cli/size.js'
  * their offsets into a hidden partial file and acks every ACK_EVERY chunks, and otherwise at the end
  * of the current I/O batch (a delayed ack that costs no timer latency); when all chunks are in it
  * syncs, hashes the file, and moves it under a name that never replaces an existing file. Any failure
- * removes the partial file. FileReceiver (file-receiver.ts) admits the offers, keeps the transfers and
+ * removes the partial file, except a cut by the path, the connection or a stop, which keeps it for a
+ * resume (KeptPartial); a receiver whose parts outlive it (persistent) also records every few
+ * seconds how much is written in order (file-kept.ts), so that even a kill leaves that. FileReceiver (file-receiver.ts) admits the offers, keeps the transfers and
  * routes their frames here.
  */
 
@@ -35,6 +37,13 @@ export function sendQuietly(transport: FrameTransport, frame: Uint8Array): void 
     // dropped
   }
 }
+
+/**
+ * A running transfer records how far it got this often (file-kept.ts), when a receiver's parts
+ * outlive it: what a kill mid-transfer leaves for the next receiver. Each costs a datasync of the
+ * partial file (the writer syncs every 16 MiB anyway) and a rename of a few hundred bytes.
+ */
+const CHECKPOINT_MS = 2000
 
 /** The callbacks of FileReceiverOptions. */
 type Callback = 'onOffer' | 'onProgress' | 'onComplete' | 'onError' | 'onResume'
@@ -67,6 +76,12 @@ export interface IncomingHost {
    * has a larger part of the file): the caller still owns it, and removes it.
    */
   keep(partial: KeptPartial): boolean
+  /** Kept parts outlive this receiver (FileReceiverOptions.owner): running transfers record theirs too. */
+  readonly persistent: boolean
+  /** A running transfer's checkpoint: the record of its partial file, as if it were kept now (file-kept.ts). */
+  recordPart(partial: KeptPartial): void
+  /** The partial file at `path` is gone or going (published, removed): its record goes too. */
+  forgetPart(path: string): void
 }
 
 /** The start of a file, received and written, that a transfer left behind for a later one to go on from. */
@@ -83,6 +98,8 @@ export interface KeptPartial {
   path: string
   /** Bytes from the start of the file that are in it, in full. */
   bytes: number
+  /** Wall clock until which it is kept, when it says (adopted from a receiver before); else from when it is kept. */
+  keptUntil?: number
 }
 
 /** What FileReceiver knows of an offer it accepts. */
@@ -144,6 +161,14 @@ export class IncomingTransfer {
   /** Bytes at the start of the file that an earlier transfer received (0 unless resumed). */
   resumedBytes = 0
   private sawData = false
+  private checkpointTimer: NodeJS.Timeout | undefined
+  /** In-order bytes the record of the partial file says (checkpoint); a checkpoint happens only past it. */
+  private checkpointed = 0
+  private checkpointing = false
+  /** The receiver is stopping (stop()): a part being reopened for a resume is handed back, not removed. */
+  private stopping = false
+  /** Bytes handed back while opening (stopping); what the stop then says is kept. */
+  private keptWhileOpening = 0
 
   constructor(
     private readonly host: IncomingHost,
@@ -224,7 +249,7 @@ export class IncomingTransfer {
     }
     if (this.state !== 'opening') {
       // Closed while opening: fail() left the clean-up to us.
-      await this.closeAndRemove()
+      await this.closedWhileOpening(prefix * this.chunkSize)
       return
     }
     this.writer = this.newWriter(this.fh)
@@ -238,7 +263,7 @@ export class IncomingTransfer {
         this.writer = this.newWriter(this.fh)
       }
       if (this.state !== 'opening') {
-        await this.closeAndRemove()
+        await this.closedWhileOpening(prefix * this.chunkSize)
         return
       }
     }
@@ -253,6 +278,11 @@ export class IncomingTransfer {
     if (prefix > 0) this.sendSack()
     this.send(encodeFrame({kind: 'accept', transferId: this.id}))
     this.armIdle(this.host.idleTimeoutMs)
+    if (this.host.persistent) {
+      this.checkpointed = this.bytes
+      this.checkpointTimer = setInterval(() => void this.checkpoint(), CHECKPOINT_MS)
+      this.checkpointTimer.unref()
+    }
     if (this.received === this.chunks) {
       this.emitProgress(true)
       this.task = this.verify()
@@ -283,6 +313,7 @@ export class IncomingTransfer {
         this.ownsPartial = false
         this.keptOnRefusal = kept.bytes
       } else {
+        this.host.forgetPart(kept.path)
         await removeQuietly(kept.path).catch(() => undefined)
         this.partialGone()
       }
@@ -291,16 +322,66 @@ export class IncomingTransfer {
     try {
       return await open(kept.path, 'r+')
     } catch {
+      this.host.forgetPart(kept.path)
       await removeQuietly(kept.path).catch(() => undefined)
       this.partialGone()
       return undefined
     }
   }
 
-  /** Closes and removes the partial file (a transfer closed while it was being opened). */
+  /**
+   * Closed while the partial file was being opened. A stop hands a part reopened for a resume back
+   * to the receiver (`bytes` of it in order), as a cut while receiving keeps its own; else it goes.
+   */
+  private async closedWhileOpening(bytes: number): Promise<void> {
+    const kept = Math.min(this.size, bytes)
+    if (this.stopping && kept > 0 && this.fh) {
+      const fh = this.fh
+      this.fh = undefined
+      const closed = await fh.close().then(() => true, () => false)
+      if (closed && this.host.keep({transferId: this.hex, peer: this.peer, name: this.name, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes: kept})) {
+        this.ownsPartial = false
+        this.keptWhileOpening = kept
+        return
+      }
+    }
+    await this.closeAndRemove()
+  }
+
+  /**
+   * Records how far the transfer got (file-kept.ts): the bytes written in order, synced first, so
+   * that a record never claims bytes a crash could lose. Skipped while one is under way or when
+   * nothing new is in order.
+   */
+  private async checkpoint(): Promise<void> {
+    const {writer, fh} = this
+    if (this.checkpointing || this.state !== 'receiving' || !writer || !fh) return
+    const bytes = writer.writtenBytes
+    if (bytes <= this.checkpointed) return
+    this.checkpointing = true
+    try {
+      await fh.datasync()
+      // Ended meanwhile: its end wrote or removed the record, and this one must not come after.
+      if (this.state !== 'receiving') return
+      this.host.recordPart(this.asKept(bytes))
+      this.checkpointed = bytes
+    } catch {
+      // Closed under it (the transfer ended), or the disk refused: the next one tries again.
+    } finally {
+      this.checkpointing = false
+    }
+  }
+
+  /** This transfer's partial file as a part kept with `bytes` in order. */
+  private asKept(bytes: number): KeptPartial {
+    return {transferId: this.hex, peer: this.peer, name: this.name, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes}
+  }
+
+  /** Closes and removes the partial file (a transfer closed while it was being opened), and its record. */
   private async closeAndRemove(): Promise<void> {
     await this.fh?.close().catch(() => undefined)
     this.fh = undefined
+    if (this.partial) this.host.forgetPart(this.partial)
     await removeQuietly(this.partial).catch(() => undefined)
     this.partialGone()
   }
@@ -471,6 +552,7 @@ export class IncomingTransfer {
     this.state = 'verifying'
     if (this.idleTimer) clearTimeout(this.idleTimer)
     this.idleTimer = undefined
+    clearInterval(this.checkpointTimer)
     this.clearAckTimers()
     let digest: Buffer
     let path: string | undefined
@@ -485,6 +567,8 @@ export class IncomingTransfer {
       if (this.abort) throw this.abort
       if (digest.equals(this.sha256)) path = await publish(this.partial, this.host.dir, this.name)
       else await removeQuietly(this.partial)
+      // After: a kill in between leaves a record without its part, which a sweep removes.
+      this.host.forgetPart(this.partial)
       this.partialGone()
     } catch (error) {
       // The writer may hold the last chunks until its flush: a disk that filled up shows here too.
@@ -542,7 +626,7 @@ export class IncomingTransfer {
    * kept for the sender's next offer of the file to resume from, which the error then says.
    * `superseded`: that offer has come already, and `error` says the transfer goes on as a new one.
    */
-  fail(error: MessengerError, notifyPeer: boolean, reason = error.message, how: {keep?: boolean; superseded?: boolean} = {}): void {
+  fail(error: MessengerError, notifyPeer: boolean, reason = error.message, how: {keep?: boolean; superseded?: boolean; stopped?: boolean} = {}): void {
     if (this.state === 'closed') return
     if (this.state === 'verifying') {
       // The verifier owns the file handle; it notices this and comes back here.
@@ -553,6 +637,7 @@ export class IncomingTransfer {
     this.state = 'closed'
     if (this.idleTimer) clearTimeout(this.idleTimer)
     this.idleTimer = undefined
+    clearInterval(this.checkpointTimer)
     this.clearAckTimers()
     this.host.forget(this.key)
     const cancel = encodeFrame({kind: 'cancel', transferId: this.id, reason: reason.slice(0, 200)})
@@ -567,8 +652,10 @@ export class IncomingTransfer {
           await this.closeAndRemove()
         }
       }
-      // (While opening, openPartial sees the closed state and removes what it created.)
-      this.host.emit('onError', this.hex, kept > 0 && !how.superseded ? keptError(error, kept, this.peer) : error)
+      // (While opening, openPartial sees the closed state and removes what it created, or hands a
+      // part reopened for a resume back when stopping.)
+      if (how.stopped) this.host.emit('onError', this.hex, this.stoppedError(kept || this.keptWhileOpening))
+      else this.host.emit('onError', this.hex, kept > 0 && !how.superseded ? keptError(error, kept, this.peer) : error)
     }
     const previous = this.task
     this.task = (async () => {
@@ -578,6 +665,30 @@ export class IncomingTransfer {
     // Forgotten above, so the receiver's close() would not see it otherwise: a `listen` that exits
     // right after a cancel must not leave the partial file behind.
     this.host.settling(this.task)
+  }
+
+  /**
+   * The receiver stops (listen or chat ends: Ctrl-C, SIGTERM, SIGHUP) and its parts outlive it: a
+   * stop is not a refusal. The part received in order is kept for the receiver's next run, and the
+   * sender hears RECEIVER_STOPPED_CANCEL_REASON, which it may wait out. A transfer being verified has
+   * every byte: it is left to finish (the receiver's close waits for it).
+   */
+  stop(): void {
+    if (this.state === 'verifying' || this.state === 'closed') return
+    this.stopping = true
+    // The error is made once what is kept is known (stoppedError).
+    this.fail(failed('stopped'), true, RECEIVER_STOPPED_CANCEL_REASON, {keep: true, stopped: true})
+  }
+
+  /** What a stop says to the person who stopped it: where the transfer was, and what is kept. */
+  private stoppedError(kept: number): MessengerError {
+    if (kept === 0) {
+      return new MessengerError('TRANSFER_FAILED', `Stopped receiving "${this.name}" from ${this.peer}: listen or chat was stopped, and ${this.peer} was told.`, {hint: ''})
+    }
+    return new MessengerError('TRANSFER_FAILED', `Stopped receiving "${this.name}" from ${this.peer} at ${formatSize(kept)} of ${formatSize(this.size)}: listen or chat was stopped.`, {
+      hint: `The part is kept for ${KEEP_PARTIAL_MINUTES} minutes, so it goes on when ${this.peer} sends it again while you run listen or chat.`,
+      details: {keptBytes: kept},
+    })
   }
 
   /**
@@ -593,11 +704,13 @@ export class IncomingTransfer {
       await this.writer.close()
       const fh = this.fh
       this.fh = undefined
+      // Its record outlives the process: what it says is on the disk, not just handed to the OS.
+      if (this.host.persistent) await fh.datasync().catch(() => undefined)
       await fh.close()
     } catch {
       return 0
     }
-    if (!this.host.keep({transferId: this.hex, peer: this.peer, name: this.name, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes})) return 0
+    if (!this.host.keep(this.asKept(bytes))) return 0
     // The file and its partial ownership are the receiver's now.
     this.ownsPartial = false
     return bytes

@@ -15,7 +15,7 @@ import {
   transferIdToHex,
   writeDataHeader,
 } from './file-codec.js'
-import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, KEEP_PARTIAL_MINUTES, PATH_LOST_CANCEL_REASON, pathLost, progress, RECEIVER_DISCONNECTED_CANCEL_REASON, SUPERSEDED_CANCEL_REASON} from './file-common.js'
+import {CANNOT_SAVE_REASON, cannotSaveRefusal, chunkSizeFor, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, KEEP_PARTIAL_MINUTES, PATH_LOST_CANCEL_REASON, pathLost, progress, RECEIVER_DISCONNECTED_CANCEL_REASON, RECEIVER_STOPPED_CANCEL_REASON, SUPERSEDED_CANCEL_REASON} from './file-common.js'
 import {Flight} from './file-congestion.js'
 import {fitName} from './file-names.js'
 import {ChunkReader} from './file-reader.js'
@@ -430,6 +430,14 @@ function cancelled(peer: string | undefined, reason: string): MessengerError {
     return new MessengerError('TRANSFER_FAILED', `${peer ? `${peer}'s client` : "The recipient's client"} lost its connection to the server during the transfer.`, {
       hint: `Send the file again once ${who} is online again (\`messenger whoisonline\` shows it): ${who}'s client keeps what arrived for ${KEEP_PARTIAL_MINUTES} minutes, so the transfer goes on from there.`,
       details: {reason},
+    })
+  }
+  if (reason === RECEIVER_STOPPED_CANCEL_REASON) {
+    // A stop, not a refusal: the recipient's next listen or chat goes on from what arrived.
+    const who = peer ?? 'the recipient'
+    return new MessengerError('TRANSFER_FAILED', `${peer ? `${peer}'s` : "The recipient's"} listen or chat was stopped; ${who} keeps what arrived for ${KEEP_PARTIAL_MINUTES} minutes.`, {
+      hint: `Send the file again within ${KEEP_PARTIAL_MINUTES} minutes once ${who} is online again (\`messenger whoisonline\` shows it): the transfer goes on from what ${who} kept.`,
+      details: {reason, recipientStopped: true},
     })
   }
   if (reason === SUPERSEDED_CANCEL_REASON) {

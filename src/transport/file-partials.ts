@@ -4,6 +4,8 @@ import {join} from 'node:path'
 
 import Database from 'better-sqlite3'
 
+import {type KeptRecord, keptRecordPath, readKeptRecord} from './file-kept.js'
+
 /*
  * Who owns a partial file in a downloads directory, so that one left by a receiver that died
  * (kill -9, a crash, a power cut) is removed at the next start of any receiver there, and one that a
@@ -30,6 +32,11 @@ import Database from 'better-sqlite3'
  * named them (no token), and a lock file's temporary name, carry no owner: they are removed once
  * unmodified for STALE_AFTER_MS, far longer than a live transfer goes without a write (a receiver
  * abandons one that is idle for 10 s).
+ *
+ * A part kept for a resume outlives its owner: its record (file-kept.ts, `.NAME.ID.TOKEN.kept`) says
+ * until when. An orphan with a valid record that is not yet expired is spared; a receiver of the
+ * record's owner (the same profile) adopts it, taking it under its own token. Once expired, or with
+ * no valid record, it goes as any orphan does, record and all.
  */
 
 const TOKEN_BYTES = 6
@@ -40,6 +47,8 @@ const LOCK_FILE = /^\.messenger-receiver\.([0-9a-f]{12})\.lock$/
 const LOCK_TEMP = /^\.messenger-receiver\.[0-9a-f]{12}\.lock\.[0-9a-f]{8}\.tmp$/
 /** A partial file (partialFileName): a hidden safe name, the 32-hex transfer id, the owner's token (none from earlier versions). */
 const PARTIAL_FILE = /^\..+\.[0-9a-f]{32}(?:\.([0-9a-f]{12}))?\.part$/
+/** A kept part's record (file-kept.ts), or its temporary name while written. */
+const KEPT_FILE = /^\..+\.[0-9a-f]{32}\.([0-9a-f]{12})\.kept(\.[0-9a-f]{8}\.tmp)?$/
 
 /** Ownerless partial files and lock temporaries older than this are removed. */
 export const STALE_AFTER_MS = 60 * 60 * 1000
@@ -80,15 +89,18 @@ export class PartialOwner {
     if (this.files === 0) this.releaseLock()
   }
 
-  /** The receiver closed, its partial files gone: no lock from now on. */
+  /**
+   * The receiver closed, its partial files gone or kept for a resume (with records, which spare them
+   * once the lock is gone): no lock from now on.
+   */
   close(): void {
     this.closed = true
     this.releaseLock()
   }
 
   /**
-   * Only once its partial files are gone, so a sweeper that takes the lock between the close and the
-   * removal (or finds no lock file) finds nothing of ours to remove. Closed first: Windows cannot
+   * Only once its partial files are gone (or kept, with records), so a sweeper that takes the lock
+   * between the close and the removal (or finds no lock file) finds nothing of ours to remove. Closed first: Windows cannot
    * remove a file that is open.
    */
   private releaseLock(): void {
@@ -171,12 +183,25 @@ function removeQuietly(path: string, removed: string[]): void {
   }
 }
 
+/** What a receiver that adopts kept parts gives the sweep (FileReceiverOptions.owner). */
+export interface PartialKeeper {
+  /** Whose kept parts this receiver adopts (KeptRecord.owner). */
+  owner: string
+  /**
+   * A kept part of `owner` whose receiver is gone, still within its time: take it over (under this
+   * receiver's token). False if it could not: it is left where it is, for the next start.
+   */
+  adopt(partialName: string, record: KeptRecord): boolean
+}
+
 /**
  * Removes from `dir` the partial files no live receiver owns, and the lock files of receivers that
- * died. Synchronous and once per receiver start, before it takes any transfer: a directory listing
- * and one lock probe per receiver with files there. Returns the paths removed.
+ * died, except parts kept for a resume whose time is not up: `keeper` adopts those of its owner,
+ * and those of others are left to theirs. Synchronous and once per receiver start, before it takes
+ * any transfer: a directory listing, one lock probe per receiver with files there, and one small
+ * read per orphan. Returns the paths removed.
  */
-export function sweepPartials(dir: string, now: number = Date.now()): string[] {
+export function sweepPartials(dir: string, now: number = Date.now(), keeper?: PartialKeeper): string[] {
   let names: string[]
   try {
     names = readdirSync(dir)
@@ -188,18 +213,27 @@ export function sweepPartials(dir: string, now: number = Date.now()): string[] {
   const removed: string[] = []
   const byOwner = new Map<string, string[]>()
   const ownerless: string[] = []
+  const present = new Set(names)
+  const ofOwner = (token: string): string[] => {
+    let files = byOwner.get(token)
+    if (!files) byOwner.set(token, (files = []))
+    return files
+  }
   for (const name of names) {
     const lock = LOCK_FILE.exec(name)
     if (lock) {
-      if (!byOwner.has(lock[1]!)) byOwner.set(lock[1]!, [])
+      ofOwner(lock[1]!)
+      continue
+    }
+    const kept = KEPT_FILE.exec(name)
+    if (kept) {
+      ofOwner(kept[1]!).push(name)
       continue
     }
     const partial = PARTIAL_FILE.exec(name)
     const token = partial?.[1]
     if (token !== undefined) {
-      const files = byOwner.get(token) ?? []
-      files.push(name)
-      byOwner.set(token, files)
+      ofOwner(token).push(name)
     } else if (partial || LOCK_TEMP.test(name)) {
       ownerless.push(name)
     }
@@ -207,7 +241,23 @@ export function sweepPartials(dir: string, now: number = Date.now()): string[] {
   for (const [token, files] of byOwner) {
     const owner = probe(dir, token)
     if (owner.state !== 'gone') continue
-    for (const name of files) removeQuietly(join(dir, name), removed)
+    for (const name of files) {
+      const kept = KEPT_FILE.exec(name)
+      if (kept) {
+        // A record goes with its part (below), or alone once its part is gone; a temporary one always.
+        if (kept[2] !== undefined || !present.has(name.replace(/\.kept$/, '.part'))) removeQuietly(join(dir, name), removed)
+        continue
+      }
+      const record = readKeptRecord(keptRecordPath(join(dir, name)))
+      if (record && record.keptUntil > now) {
+        // Kept for a resume: adopted by a receiver of its owner, else left for one (another profile
+        // sharing the directory, or a receiver that cannot adopt it now).
+        if (keeper && record.owner === keeper.owner) keeper.adopt(name, record)
+        continue
+      }
+      removeQuietly(join(dir, name), removed)
+      if (present.has(name.replace(/\.part$/, '.kept'))) removeQuietly(keptRecordPath(join(dir, name)), removed)
+    }
     if (owner.db) {
       // No one makes that token again, so the file can go after the lock (which Windows needs).
       owner.db.close()

@@ -1,5 +1,6 @@
+import {renameSync} from 'node:fs'
 import {unlink} from 'node:fs/promises'
-import {resolve} from 'node:path'
+import {join, resolve} from 'node:path'
 import {performance} from 'node:perf_hooks'
 
 import {MessengerError} from '../protocol/errors.js'
@@ -17,6 +18,7 @@ import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, KEEP_PARTIAL_MINUTE
 import {type IncomingHost, IncomingTransfer, type KeptPartial, sendQuietly} from './file-incoming.js'
 import {checkOffer, MemoryOfferLog, type OfferLog, type OfferRefusal, takenBefore} from './file-offers.js'
 import {safeFileName} from './file-names.js'
+import {type KeptRecord, removeKeptRecord, writeKeptRecord} from './file-kept.js'
 import {PartialOwner, sweepPartials} from './file-partials.js'
 import {setNewest} from '../util/bounded.js'
 
@@ -81,6 +83,14 @@ export interface FileReceiverOptions {
    */
   keepPartialMs?: number
   /**
+   * Who receives (the profile's account: its username and key), when kept parts are to outlive this
+   * receiver: each is recorded beside it (file-kept.ts), a stop (close) keeps the parts of the
+   * transfers running then instead of cancelling them, and the next receiver of the same owner on
+   * the downloads directory adopts them for what is left of their keepPartialMs. Without it, kept
+   * parts are in memory only and close() removes them.
+   */
+  owner?: string
+  /**
    * An offer of a file whose transfer is still running takes it over (and resumes from it) only if
    * nothing arrived for it for this long: its sender gave up on it (the direct path died). A second
    * sendfile of the file while the first is healthy is a transfer of its own. Default 2 s.
@@ -95,7 +105,8 @@ export interface FileReceiverOptions {
   onResume?: (transferId: string, bytes: number) => void
   /**
    * A part kept for a resume was removed without one: its time was up, more recent ones took its
-   * place, or the receiver closed. The person was told it was kept; this says it no longer is.
+   * place, or the receiver closed (without an owner). The person was told it was kept; this says
+   * it no longer is. Not for parts an earlier receiver kept that were over the cap when adopted.
    */
   onKeptRemoved?: (kept: {transferId: string; peer: string; name: string; bytes: number}, why: KeptRemoval) => void
   /** FILE_TOO_LARGE (refused), FILE_CORRUPT (hash mismatch) or TRANSFER_FAILED (cancelled, idle, I/O). */
@@ -128,9 +139,10 @@ export class FileReceiver {
   private readonly partials: PartialOwner
   /**
    * Partial files kept for a resume (KeptPartial), by peer, SHA-256 and size, oldest first; at most
-   * maxConcurrent, each for keepPartialMs. Their partial ownership is held until they go.
+   * maxConcurrent, each for keepPartialMs. Their partial ownership is held until they go. `recorded`:
+   * its record is written (owner), so it outlives this receiver.
    */
-  private readonly kept = new Map<string, {partial: KeptPartial; timer: NodeJS.Timeout}>()
+  private readonly kept = new Map<string, {partial: KeptPartial; timer: NodeJS.Timeout; recorded: boolean}>()
 
   constructor(private readonly options: FileReceiverOptions) {
     if (!options.downloadsDir) throw new MessengerError('BAD_INPUT', 'FileReceiver needs a downloadsDir.')
@@ -140,10 +152,13 @@ export class FileReceiver {
     this.clock = options.clock ?? Date.now
     this.offerLog = options.offerLog ?? new MemoryOfferLog(this.clock)
     const dir = resolve(options.downloadsDir)
-    // Partial files left by receivers that died (kill -9, a crash) there, before any transfer of ours:
-    // nothing else ever would remove them. Those of receivers still running are kept (file-partials.ts).
-    sweepPartials(dir)
     this.partials = new PartialOwner(dir)
+    // Partial files left by receivers that died (kill -9, a crash) or stopped there, before any
+    // transfer of ours: nothing else ever would remove them. Those of receivers still running stay,
+    // and so do parts still kept for a resume; ours (the same owner) are adopted (file-partials.ts).
+    const adopted: KeptPartial[] = []
+    const {owner} = options
+    sweepPartials(dir, this.clock(), owner === undefined ? undefined : {owner, adopt: (name, record) => this.adopt(dir, name, record, adopted)})
     this.host = {
       dir,
       idleTimeoutMs: options.idleTimeoutMs ?? FILE_TRANSFER_DEFAULTS.idleTimeoutMs,
@@ -160,7 +175,52 @@ export class FileReceiver {
       acquirePartial: () => this.partials.acquire(),
       partialGone: () => this.partials.gone(),
       keep: (partial) => this.keep(partial),
+      persistent: owner !== undefined,
+      recordPart: (partial) => {
+        if (owner !== undefined) writeKeptRecord(partial.path, this.recordOf(owner, partial, this.clock() + this.keepMs))
+      },
+      forgetPart: (path) => {
+        if (owner !== undefined) removeKeptRecord(path)
+      },
     }
+    // Oldest first, so that over the cap the oldest go (silently: nobody in this run was told of them).
+    for (const partial of adopted.sort((a, b) => a.keptUntil! - b.keptUntil!)) {
+      if (!this.keep(partial, {quiet: true})) this.settle(this.removePart(partial.path))
+    }
+  }
+
+  private get keepMs(): number {
+    return this.options.keepPartialMs ?? KEEP_PARTIAL_MINUTES * 60_000
+  }
+
+  private recordOf(owner: string, partial: KeptPartial, keptUntil: number): KeptRecord {
+    const {transferId, peer, name, sha256, size, bytes} = partial
+    return {owner, transferId, peer, name, sha256, size, bytes, keptUntil}
+  }
+
+  /**
+   * Takes over a kept part an earlier receiver of our owner left (sweepPartials): renamed under our
+   * partial ownership, its record first, so that a crash in between leaves it to the next start.
+   */
+  private adopt(dir: string, name: string, record: KeptRecord, adopted: KeptPartial[]): boolean {
+    const token = this.partials.acquire()
+    const from = join(dir, name)
+    const to = token === undefined ? undefined : join(dir, name.replace(/\.[0-9a-f]{12}\.part$/, `.${token}.part`))
+    if (to === undefined || to === from || !writeKeptRecord(to, record)) {
+      this.partials.gone()
+      return false
+    }
+    try {
+      renameSync(from, to)
+    } catch {
+      removeKeptRecord(to)
+      this.partials.gone()
+      return false
+    }
+    removeKeptRecord(from)
+    const {transferId, peer, sha256, size, bytes, keptUntil} = record
+    adopted.push({transferId, peer, name: record.name, sha256, size, bytes, keptUntil, path: to})
+    return true
   }
 
   /** Transfers in progress. */
@@ -256,39 +316,67 @@ export class FileReceiver {
     }
   }
 
-  /** Stops everything: transfers in progress fail (TRANSFER_FAILED) and their partial files are removed. */
+  /**
+   * Stops everything. With an owner, transfers in progress stop keeping what arrived (their senders
+   * hear RECEIVER_STOPPED_CANCEL_REASON), one being verified finishes, and kept parts stay on disk
+   * for the next receiver of the owner; without, transfers in progress fail (TRANSFER_FAILED) and
+   * every partial file is removed.
+   */
   async close(): Promise<void> {
     this.closed = true
     const all = [...this.active.values()]
-    // Said to the person who stopped it: what happened to the file, nothing to do about it.
+    const persistent = this.options.owner !== undefined
     for (const t of all) {
+      if (persistent) {
+        t.stop()
+        continue
+      }
+      // Said to the person who stopped it: what happened to the file, nothing to do about it.
       const stopped = new MessengerError('TRANSFER_FAILED', `Stopped receiving "${t.name}" from ${t.peer}: listen or chat was stopped, and ${t.peer} was told.`, {hint: ''})
       t.fail(stopped, true, 'their chat or listen was stopped')
     }
     // Theirs, and those of transfers that failed before (their partial files may still be going).
     await Promise.allSettled([...all.map((t) => t.task), ...this.cleanups])
-    // Nobody is left to go on from them.
-    await Promise.allSettled([...this.kept.keys()].map((key) => this.dropKept(key, 'closed')))
+    const going: Array<Promise<void>> = []
+    for (const [key, entry] of this.kept) {
+      if (entry.recorded) {
+        // On disk with its record, for the next receiver of the owner: not ours to remove.
+        clearTimeout(entry.timer)
+        this.kept.delete(key)
+      } else {
+        // Nobody is left to go on from it.
+        going.push(this.dropKept(key, 'closed'))
+      }
+    }
+    await Promise.allSettled(going)
     this.partials.close()
   }
 
-  /** Keeps a stopped transfer's partial file for a resume; see `kept`. */
-  private keep(partial: KeptPartial): boolean {
+  /**
+   * Keeps a stopped transfer's partial file for a resume (see `kept`), with its record when it is
+   * to outlive this receiver (owner). `quiet`: one adopted at the start, which nobody in this run
+   * was told of, goes without a word if over the cap.
+   */
+  private keep(partial: KeptPartial, how: {quiet?: boolean} = {}): boolean {
     const key = keptKey(partial.peer, partial.sha256, partial.size)
-    // Nobody is left to go on from it; and of two parts of one file (two transfers of it cut), the
-    // larger is the one to go on from, whichever was cut last.
+    // Nobody is left to go on from it (unless it outlives us); and of two parts of one file (two
+    // transfers of it cut), the larger is the one to go on from, whichever was cut last.
     const larger = this.kept.get(key)
-    if (this.closed || (larger && larger.partial.bytes >= partial.bytes)) return false
+    const {owner} = this.options
+    if ((this.closed && owner === undefined) || (larger && larger.partial.bytes >= partial.bytes)) return false
     // It was said to be kept: say that it no longer is.
-    if (larger) this.settle(this.dropKept(key, 'larger'))
+    if (larger) this.settle(this.dropKept(key, how.quiet ? undefined : 'larger'))
     const max = this.options.maxConcurrent ?? FILE_TRANSFER_DEFAULTS.maxConcurrent
     for (const oldest of this.kept.keys()) {
       if (this.kept.size < max) break
-      this.settle(this.dropKept(oldest, 'replaced'))
+      this.settle(this.dropKept(oldest, how.quiet ? undefined : 'replaced'))
     }
-    const timer = setTimeout(() => this.settle(this.dropKept(key, 'expired')), this.options.keepPartialMs ?? KEEP_PARTIAL_MINUTES * 60_000)
+    const keptUntil = partial.keptUntil ?? this.clock() + this.keepMs
+    // Written again for an adopted one: the same record, now under our name for it.
+    const recorded = owner !== undefined && writeKeptRecord(partial.path, this.recordOf(owner, partial, keptUntil))
+    const timer = setTimeout(() => this.settle(this.dropKept(key, 'expired')), Math.max(0, keptUntil - this.clock()))
     timer.unref()
-    this.kept.set(key, {partial, timer})
+    this.kept.set(key, {partial: {...partial, keptUntil}, timer, recorded})
     return true
   }
 
@@ -299,7 +387,9 @@ export class FileReceiver {
     if (!entry) return undefined
     clearTimeout(entry.timer)
     this.kept.delete(key)
-    return entry.partial
+    // Its record stays: the transfer going on from it keeps it up to date (a kill meanwhile leaves it kept).
+    const {keptUntil: _until, ...partial} = entry.partial
+    return partial
   }
 
   /** Removes a kept partial file, giving up its partial ownership; `why` is told (onKeptRemoved). */
@@ -308,10 +398,16 @@ export class FileReceiver {
     if (!entry) return
     clearTimeout(entry.timer)
     this.kept.delete(key)
-    await unlink(entry.partial.path).catch(() => undefined)
-    this.partials.gone()
+    await this.removePart(entry.partial.path)
     const {transferId, peer, name, bytes} = entry.partial
     if (why) this.emit('onKeptRemoved', {transferId, peer, name, bytes}, why)
+  }
+
+  /** Removes a kept part and its record, giving up its partial ownership. */
+  private async removePart(path: string): Promise<void> {
+    await unlink(path).catch(() => undefined)
+    if (this.options.owner !== undefined) removeKeptRecord(path)
+    this.partials.gone()
   }
 
   /** A clean-up close() waits for. */

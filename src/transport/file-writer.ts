@@ -46,6 +46,10 @@ export class ChunkWriter {
   /** Bytes from the start of the file that went into `hash`, in order. */
   private hashed = 0
   private unsynced = 0
+  /** Bytes from the start of the file written, in full (see writtenBytes). */
+  private written = 0
+  /** Pieces written past `written`, start to end, until the gap before them is written too. */
+  private readonly writtenAhead = new Map<number, number>()
 
   constructor(
     private readonly fh: FileHandle,
@@ -54,6 +58,14 @@ export class ChunkWriter {
     /** Called once if a write fails; later adds are ignored. */
     private readonly onError: (error: unknown) => void,
   ) {}
+
+  /**
+   * Bytes from the start of the file that are written (handed to the OS, not necessarily synced): a
+   * part kept after its receiver is killed holds at least these (IncomingTransfer's checkpoints).
+   */
+  get writtenBytes(): number {
+    return this.written
+  }
 
   /** The memory `add(index, ...)` would take now, for the receiver's bound on pending bytes. */
   costOf(index: number, length: number): number {
@@ -94,6 +106,7 @@ export class ChunkWriter {
     await hashFileRange(this.fh, this.hash, 0, bytes, 'The partial file kept from before is shorter than it was.')
     this.hashed = bytes
     this.frontier = chunks
+    this.written = bytes
   }
 
   /** Writes everything added so far; rejects with the first write error. */
@@ -161,7 +174,10 @@ export class ChunkWriter {
           while (j < batch.length && j - i < 64 && batch[j]!.position === end) end += batch[j++]!.data.length
           const pieces = batch.slice(i, j)
           await this.writeRun(pieces.map((piece) => piece.data), batch[i]!.position)
-          for (const piece of pieces) this.pendingBytes -= piece.cost
+          for (const piece of pieces) {
+            this.pendingBytes -= piece.cost
+            this.wrote(piece.position, piece.position + piece.data.length)
+          }
           i = j
         }
       }
@@ -173,6 +189,19 @@ export class ChunkWriter {
       }
     } finally {
       this.writer = undefined
+    }
+  }
+
+  /** Bytes [start, end) are written: pieces never overlap, so the in-order prefix grows piece by piece. */
+  private wrote(start: number, end: number): void {
+    if (start > this.written) {
+      this.writtenAhead.set(start, end)
+      return
+    }
+    this.written = Math.max(this.written, end)
+    for (let next = this.writtenAhead.get(this.written); next !== undefined; next = this.writtenAhead.get(this.written)) {
+      this.writtenAhead.delete(this.written)
+      this.written = next
     }
   }
 
