@@ -356,6 +356,9 @@ export class IncomingTransfer {
   private async checkpoint(): Promise<void> {
     const {writer, fh} = this
     if (this.checkpointing || this.state !== 'receiving' || !writer || !fh) return
+    // What is in memory now is written by the next checkpoint (the first piece past the in-order
+    // bytes would otherwise wait for its run to fill, for ever on a stalled transfer).
+    writer.writeOut()
     const bytes = writer.writtenBytes
     if (bytes <= this.checkpointed) return
     this.checkpointing = true

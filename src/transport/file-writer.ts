@@ -109,6 +109,11 @@ export class ChunkWriter {
     this.written = bytes
   }
 
+  /** Starts writing the run being filled now, without waiting: what a checkpoint wants on disk soon (a stalled transfer fills no run). */
+  writeOut(): void {
+    this.sealRun()
+  }
+
   /** Writes everything added so far; rejects with the first write error. */
   async flush(): Promise<void> {
     this.sealRun()

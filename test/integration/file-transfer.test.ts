@@ -378,8 +378,42 @@ describe('file transfer between two online clients (FileHub over the real server
     // bob's receiving side closes (as when chat quits) while his connection stays up for the CANCEL.
     await bob.session.files.close()
     const error = await sending.then(() => undefined, (e: unknown) => e as MessengerError)
-    // The receiver's reason, not the idle timeout's "seems lost" the sender reported before.
-    expect(error?.message).toMatch(/^bob cancelled the transfer: their chat or listen was stopped\.$/)
+    // The receiver's reason, not the idle timeout's "seems lost" the sender reported before: a stop
+    // that keeps what arrived (bob's next listen or chat goes on from it).
+    expect(error?.message).toBe("bob's listen or chat was stopped; bob keeps what arrived for 10 minutes.")
+  })
+
+  it("bob's listen stopped mid-transfer and started again: a waiting send goes on from what the stopped one kept, one history line each side", async () => {
+    const {address} = await startTestServer()
+    const alice = await makeFileUser(address, 'alice', {receive: false})
+    const bob = await makeFileUser(address, 'bob')
+    const src = await sourceFile(await makeTempDir(), 'big.bin', randomBytes(32 * MiB))
+    const waits: string[] = []
+    const sending = alice.send('bob', src.path, {preference: 'relay', waitSeconds: 30, onWait: (w) => waits.push(w.cause)})
+    sending.catch(() => undefined)
+    await bob.progress.next((p) => p.progress.bytes >= 2 * MiB)
+    // As listen does on Ctrl-C: the hub first (its CANCEL goes through the connection), then the rest.
+    await bob.session.files.close()
+    const stopped = await bob.failed.next()
+    expect(stopped.error.message).toMatch(/^Stopped receiving "big\.bin" from alice at [\d.]+ MiB of 32 MiB: listen or chat was stopped\.$/)
+    const kept = stopped.error.details!.keptBytes as number
+    await bob.close()
+    // bob's next listen: the same profile and downloads directory.
+    const again = await makeFileUser(address, 'bob', {profileDir: bob.profileDir, downloadsDir: bob.downloadsDir, existing: true})
+    const sent = await sending
+    expect(waits[0]).toBe('recipient-stopped')
+    expect(sent).toMatchObject({path: 'relay', bytes: 32 * MiB, sha256: src.sha256, interruptions: 1, interruptedBy: ['recipient-stopped']})
+    expect(sent.resumedBytes).toBe(kept)
+    const file = await again.received.next()
+    expect(file.sha256).toBe(src.sha256)
+    expect((await readFile(file.path)).equals(await readFile(src.path))).toBe(true)
+    expect((await readdir(bob.downloadsDir)).sort()).toEqual(['big.bin'])
+    // One line each side: bob's first run kept the part (no line), the second received the file.
+    expect(alice.session.history.list({peer: 'bob'}).filter((m) => m.file)).toHaveLength(1)
+    const bobs = again.session.history.list({peer: 'alice'}).filter((m) => m.file)
+    expect(bobs).toHaveLength(1)
+    expect(bobs[0]!.file).toMatchObject({name: 'big.bin', sha256: src.sha256})
+    expect(bobs[0]!.file!.failure).toBeUndefined()
   })
 
   /** alice sends `name` to bob directly through a proxy that drops everything `cut` names once `cutAt` bytes are acknowledged (default: the first). */

@@ -8,6 +8,8 @@ import {describe, expect, it, onTestFinished} from 'vitest'
 import {MessengerError} from '../../src/protocol/errors.js'
 import {DATA_OVERHEAD, decodeFrame, FileFrameKind} from '../../src/transport/file-codec.js'
 import {FileReceiver, type FileReceiverOptions, type ReceivedFile, sendFile, type SendFileResult} from '../../src/transport/file-transfer.js'
+import {interruptionOf} from '../../src/client/file-waits.js'
+import {readKeptRecord} from '../../src/transport/file-kept.js'
 import {type LossyOptions, memoryTransportPair} from '../helpers/lossy-transport.js'
 import {smallDisk} from '../helpers/small-disk.js'
 
@@ -433,7 +435,7 @@ describe('file transfer resume', () => {
     await expectSaved(env, file!)
   })
 
-  it('the receiver stopping says so to its own user, with nothing to do', async () => {
+  it('the receiver stopping (without an owner: nothing outlives it) says so to its own user, with nothing to do', async () => {
     const env = await setUp()
     let started!: () => void
     const going = new Promise<void>((resolve) => (started = resolve))
@@ -472,5 +474,119 @@ describe('file transfer resume', () => {
     expect(error!.details?.keptBytes).toBeUndefined()
     await env.receiver.close()
     expect(await listing(env.downloads)).toEqual([])
+  })
+})
+
+/**
+ * A receiver with an owner (FileHub passes the profile's account) leaves its kept parts on disk with
+ * a record when it closes (file-kept.ts), and the next receiver of the same owner on the directory
+ * adopts them: a resume after listen or chat was restarted behaves as one within a run.
+ */
+describe('kept parts across receivers (listen or chat started again)', () => {
+  const BOB = 'bob KEYOFBOBSPROFILE'
+
+  /** Another receiver on env's downloads directory, as the next listen there; env's file is the one offered. */
+  async function nextReceiver(env: Env, owner: string | undefined, options: Partial<FileReceiverOptions> = {}): Promise<Env> {
+    const next = await setUp({downloadsDir: env.downloads, ...(owner === undefined ? {} : {owner}), ...options})
+    return {...next, source: env.source, data: env.data}
+  }
+
+  /** The first transfer, stopped by its receiver closing once `chunks` chunks are acknowledged. */
+  async function stoppedAt(env: Env, chunks: number) {
+    const sending = offerAcked(env, chunks)
+    await sending.acked
+    await env.receiver.close()
+    const {error} = await env.events.next()
+    return {error: error!, sent: (await sending.done).error!}
+  }
+
+  it('a receiver closed mid-transfer keeps the part (a stop is not a refusal) and says so to both sides; the next one of the same owner goes on from it', async () => {
+    const env = await setUp({owner: BOB})
+    const {error, sent} = await stoppedAt(env, 1500)
+    const kept = error.details!.keptBytes as number
+    expect(kept % SMALL_CHUNK).toBe(0)
+    expect(kept).toBeGreaterThanOrEqual(1500 * SMALL_CHUNK)
+    expect(error.message).toMatch(/^Stopped receiving "big\.bin" from alice at \d+(\.\d)? MiB of 4\.0 MiB: listen or chat was stopped\.$/)
+    expect(error.hint).toBe('The part is kept for 10 minutes, so it goes on when alice sends it again while you run listen or chat.')
+    // The sender hears a stop that keeps the part, which sendfile --wait waits out.
+    expect(sent.message).toBe("bob's listen or chat was stopped; bob keeps what arrived for 10 minutes.")
+    expect(interruptionOf(sent)).toBe('recipient-stopped')
+    // On disk: the part and its record saying what is in it; no lock (the receiver is gone).
+    const names = await listing(env.downloads)
+    expect(names).toEqual([expect.stringMatching(/^\.big\.bin\.[0-9a-f]{32}\.[0-9a-f]{12}\.kept$/), expect.stringMatching(/^\.big\.bin\.[0-9a-f]{32}\.[0-9a-f]{12}\.part$/)])
+    const record = readKeptRecord(join(env.downloads, names[1]!))
+    expect(record).toMatchObject({owner: BOB, peer: 'alice', name: 'big.bin', sha256: sha256(env.data), size: SIZE, bytes: kept})
+    expect(record!.keptUntil).toBeGreaterThan(Date.now() + 9 * 60_000)
+
+    const resumed: number[] = []
+    const next = await nextReceiver(env, BOB, {onResume: (_id, bytes) => resumed.push(bytes)})
+    const again = offer(next)
+    const {file} = await next.events.next()
+    const {result} = await again.done
+    expect(result!.resumedBytes).toBe(kept)
+    expect(resumed).toEqual([kept])
+    expect(again.lowestIndex()).toBe(kept / SMALL_CHUNK)
+    // Saved whole; the part, its record and the lock are gone.
+    await expectSaved(next, file!)
+  })
+
+  it('a part kept by a cut (idle timeout) outlives its receiver too, and is resumed by the next one', async () => {
+    const env = await setUp({owner: BOB, idleTimeoutMs: 300})
+    const kept = (await cutAfter(env, 1500)).details!.keptBytes as number
+    await env.receiver.close()
+    expect((await listing(env.downloads)).filter((n) => n.endsWith('.part') || n.endsWith('.kept'))).toHaveLength(2)
+    const next = await nextReceiver(env, BOB)
+    const again = offer(next)
+    const {file} = await next.events.next()
+    expect((await again.done).result!.resumedBytes).toBe(kept)
+    await expectSaved(next, file!)
+  })
+
+  it("another profile's receiver on the directory neither takes nor removes it: its file comes whole, and the part stays for its owner", async () => {
+    const env = await setUp({owner: BOB})
+    await stoppedAt(env, 1500)
+    const parts = (await listing(env.downloads)).filter((n) => n.endsWith('.part') || n.endsWith('.kept'))
+    const carol = await nextReceiver(env, 'carol KEYOFCAROLSPROFILE')
+    const other = offer(carol)
+    const {file} = await carol.events.next()
+    expect((await other.done).result!.resumedBytes).toBe(0)
+    expect(file!.sha256).toBe(sha256(env.data))
+    await carol.receiver.close()
+    expect(await listing(env.downloads)).toEqual(['big.bin', ...parts].sort())
+  })
+
+  it('the receiver cancelling a transfer (a person refusing it) still removes the part and its record, and the sender hears a cancel', async () => {
+    const env = await setUp({owner: BOB})
+    const sending = offerAcked(env, 1500)
+    await sending.acked
+    await env.receiver.cancel(sending.transfer.transferId)
+    const {error} = await env.events.next()
+    expect(error!.message).toBe('The transfer of "big.bin" was cancelled.')
+    const sent = (await sending.done).error!
+    expect(sent.message).toBe('bob cancelled the transfer: cancelled by the recipient.')
+    expect(interruptionOf(sent, {again: true})).toBeUndefined()
+    await env.receiver.close()
+    expect(await listing(env.downloads)).toEqual([])
+  })
+
+  it('a transfer running in a receiver with an owner records how far it got, every few seconds, so that a kill leaves that much', async () => {
+    const env = await setUp({owner: BOB, idleTimeoutMs: 30_000})
+    const sending = offerAcked(env, 300)
+    await sending.acked
+    // The link goes (both ways), and the transfer is still running for the receiver: its checkpoint says what it has.
+    sending.pair.setUp(false)
+    const recorded = async () => {
+      const part = (await listing(env.downloads)).find((n) => n.endsWith('.part'))
+      return part ? (readKeptRecord(join(env.downloads, part))?.bytes ?? 0) : 0
+    }
+    await expect.poll(recorded, {timeout: 10_000}).toBeGreaterThanOrEqual(300 * SMALL_CHUNK)
+    const bytes = await recorded()
+    expect(bytes % SMALL_CHUNK).toBe(0)
+    // What the record says is in the part is what the sender sent there.
+    const part = (await listing(env.downloads)).find((n) => n.endsWith('.part'))!
+    const head = (await readFile(join(env.downloads, part))).subarray(0, bytes)
+    expect(head.equals(env.data.subarray(0, bytes))).toBe(true)
+    expect(readKeptRecord(join(env.downloads, part))).toMatchObject({owner: BOB, peer: 'alice', name: 'big.bin', size: SIZE})
+    await sending.done
   })
 })

@@ -8,7 +8,7 @@ import {describe, expect, it, onTestFinished} from 'vitest'
 import {interruptionOf, type ReturnSource, waitForReturn, WaitExpired} from '../../src/client/file-waits.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 import {decodeFrame, encodeFrame} from '../../src/transport/file-codec.js'
-import {IDLE_CANCEL_REASON, pathLost, RECEIVER_DISCONNECTED_CANCEL_REASON, SUPERSEDED_CANCEL_REASON} from '../../src/transport/file-common.js'
+import {IDLE_CANCEL_REASON, pathLost, RECEIVER_DISCONNECTED_CANCEL_REASON, RECEIVER_STOPPED_CANCEL_REASON, SUPERSEDED_CANCEL_REASON} from '../../src/transport/file-common.js'
 import {sendFile} from '../../src/transport/file-transfer.js'
 import {memoryTransportPair} from '../helpers/lossy-transport.js'
 
@@ -73,6 +73,16 @@ describe('interruptionOf: which cuts are waited out', () => {
     const error = await senderErrorFor({cancel: RECEIVER_DISCONNECTED_CANCEL_REASON})
     expect(error.message).toBe("bob's client lost its connection to the server during the transfer.")
     expect(interruptionOf(error)).toBe('recipient-disconnected')
+  })
+
+  it("the recipient's listen or chat was stopped and keeps what arrived (its CANCEL says so): waited for; a receiver from before, which removed it, is not", async () => {
+    const error = await senderErrorFor({cancel: RECEIVER_STOPPED_CANCEL_REASON})
+    expect(error.message).toBe("bob's listen or chat was stopped; bob keeps what arrived for 10 minutes.")
+    expect(error.hint).toBe('Send the file again within 10 minutes once bob is online again (`messenger whoisonline` shows it): the transfer goes on from what bob kept.')
+    expect(interruptionOf(error)).toBe('recipient-stopped')
+    // A sender from before renders an unknown reason as `bob cancelled the transfer: REASON.`: it must read as a sentence.
+    expect(RECEIVER_STOPPED_CANCEL_REASON).toBe('their chat or listen was stopped; what arrived is kept for 10 minutes')
+    expect(interruptionOf(await senderErrorFor({cancel: 'their chat or listen was stopped'}), {again: true})).toBeUndefined()
   })
 
   it('the path went silent: the receiver gave up on its idle limit, or the sender heard nothing acknowledged; waited for', async () => {

@@ -1,0 +1,188 @@
+import {existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {afterEach, beforeEach, describe, expect, it} from 'vitest'
+
+import {decodeKeptRecord, encodeKeptRecord, type KeptRecord, keptRecordPath, readKeptRecord, writeKeptRecord} from '../../src/transport/file-kept.js'
+import {partialFileName} from '../../src/transport/file-names.js'
+import {type PartialKeeper, sweepPartials} from '../../src/transport/file-partials.js'
+import {FileReceiver} from '../../src/transport/file-transfer.js'
+
+/*
+ * The record that keeps a part for a resume beyond its receiver (file-kept.ts), and what the sweep
+ * at a receiver's start does with the parts of receivers that are gone: spare those still kept,
+ * adopt those of its own owner, remove the expired ones with their record. Real files in a temp dir;
+ * an owner is gone when its token has no lock file (file-partials.test.ts covers the locks).
+ */
+
+const ID = 'cd'.repeat(16)
+const GONE = '0123456789ab'
+const BOB = 'bob KEYOFBOBSPROFILE'
+const CAROL = 'carol KEYOFCAROLSPROFILE'
+const NOW = 1_800_000_000_000
+
+let dir: string
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'messenger-kept-'))
+})
+afterEach(() => {
+  rmSync(dir, {recursive: true, force: true})
+})
+
+const listing = () => readdirSync(dir).sort()
+
+function record(overrides: Partial<KeptRecord> = {}): KeptRecord {
+  return {owner: BOB, transferId: ID, peer: 'alice', name: 'big.bin', sha256: 'ef'.repeat(32), size: 4096, bytes: 2048, keptUntil: NOW + 60_000, ...overrides}
+}
+
+/** A part left by a receiver that is gone, with its record when given one. */
+function orphan(r: KeptRecord | undefined, name = 'big.bin', token = GONE): string {
+  const part = partialFileName(name, ID, token)
+  writeFileSync(join(dir, part), Buffer.alloc(4096, 7))
+  if (r) writeFileSync(keptRecordPath(join(dir, part)), encodeKeptRecord(r))
+  return part
+}
+
+describe('the kept-part record', () => {
+  it('round-trips, as one JSON line with its format version', () => {
+    const r = record()
+    const text = encodeKeptRecord(r)
+    expect(JSON.parse(text)).toEqual({v: 1, ...r})
+    expect(decodeKeptRecord(text)).toEqual(r)
+    // Written whole (a temporary file renamed into place), read back the same; nothing else left.
+    const part = join(dir, partialFileName('big.bin', ID, GONE))
+    expect(writeKeptRecord(part, r)).toBe(true)
+    expect(readKeptRecord(part)).toEqual(r)
+    expect(listing()).toEqual([`.big.bin.${ID}.${GONE}.kept`])
+  })
+
+  it('is ignored when damaged, of another format, or saying what this version would never write', () => {
+    const good = JSON.parse(encodeKeptRecord(record())) as Record<string, unknown>
+    const bad: Array<[string, string]> = [
+      ['cut short', encodeKeptRecord(record()).slice(0, 40)],
+      ['not JSON', 'kept'],
+      ['an array', '[1]'],
+      ['another version', JSON.stringify({...good, v: 2})],
+      ['no owner', JSON.stringify({...good, owner: ''})],
+      ['a sender that is no username', JSON.stringify({...good, peer: 'Alice Smith'})],
+      ['a name that is a path', JSON.stringify({...good, name: '../../.bashrc'})],
+      ['a hidden name', JSON.stringify({...good, name: '.bashrc'})],
+      ['a short hash', JSON.stringify({...good, sha256: 'ef'.repeat(16)})],
+      ['a bad transfer id', JSON.stringify({...good, transferId: 'zz'})],
+      ['more bytes than the file', JSON.stringify({...good, bytes: 4097})],
+      ['no bytes', JSON.stringify({...good, bytes: 0})],
+      ['bytes as text', JSON.stringify({...good, bytes: '2048'})],
+      ['a fractional size', JSON.stringify({...good, size: 4096.5})],
+      ['no keptUntil', JSON.stringify({...good, keptUntil: undefined})],
+    ]
+    for (const [what, text] of bad) expect(decodeKeptRecord(text), what).toBeUndefined()
+    // Too large to be one: not even read.
+    const part = join(dir, partialFileName('big.bin', ID, GONE))
+    writeFileSync(keptRecordPath(part), JSON.stringify({...good, pad: 'x'.repeat(5000)}))
+    expect(readKeptRecord(part)).toBeUndefined()
+  })
+})
+
+describe('sweepPartials and kept parts of receivers that are gone', () => {
+  const adopter = (owner: string) => {
+    const adopted: Array<[string, KeptRecord]> = []
+    const keeper: PartialKeeper = {
+      owner,
+      adopt: (name, r) => {
+        adopted.push([name, r])
+        return true
+      },
+    }
+    return {keeper, adopted}
+  }
+
+  it('spares a kept part (owner dead) whose record is valid and not expired, for any receiver, even one of no owner or another', () => {
+    const part = orphan(record())
+    expect(sweepPartials(dir, NOW)).toEqual([])
+    const carol = adopter(CAROL)
+    expect(sweepPartials(dir, NOW, carol.keeper)).toEqual([])
+    expect(carol.adopted).toEqual([])
+    expect(listing()).toEqual([part, part.replace(/\.part$/, '.kept')].sort())
+  })
+
+  it('hands it to the receiver of its owner (the same profile) to adopt', () => {
+    const part = orphan(record())
+    const bob = adopter(BOB)
+    expect(sweepPartials(dir, NOW, bob.keeper)).toEqual([])
+    expect(bob.adopted).toEqual([[part, record()]])
+  })
+
+  it('removes part and record once keptUntil has passed, and parts whose record is missing or damaged, and records whose part is gone', () => {
+    const expired = orphan(record({keptUntil: NOW - 1}), 'old.bin')
+    const noRecord = orphan(undefined, 'plain.bin')
+    const damaged = orphan(undefined, 'damaged.bin')
+    writeFileSync(keptRecordPath(join(dir, damaged)), '{"v":1,"owner":')
+    const lone = keptRecordPath(join(dir, partialFileName('lone.bin', ID, GONE)))
+    writeFileSync(lone, encodeKeptRecord(record({name: 'lone.bin'})))
+    const temp = `${keptRecordPath(join(dir, partialFileName('tmp.bin', ID, GONE)))}.0badf00d.tmp`
+    writeFileSync(temp, '{')
+    const bob = adopter(BOB)
+    sweepPartials(dir, NOW, bob.keeper)
+    expect(bob.adopted).toEqual([])
+    expect(listing()).toEqual([])
+    for (const name of [expired, noRecord, damaged]) expect(existsSync(join(dir, name))).toBe(false)
+  })
+
+  it('a record is never the proof: one of another owner names nothing it could take, and the part stays for that owner', () => {
+    orphan(record({owner: CAROL}))
+    const bob = adopter(BOB)
+    sweepPartials(dir, NOW, bob.keeper)
+    expect(bob.adopted).toEqual([])
+    expect(listing()).toHaveLength(2)
+  })
+})
+
+describe('a FileReceiver with an owner adopts the kept parts of its owner at its start', () => {
+  it('renames them under its own lock, each with its record, keeps at most its cap (the newest), and leaves them on disk when it closes', async () => {
+    const now = Date.now()
+    // Three parts of three files kept by bob's earlier receivers (a.bin the oldest: the first to expire), and one of carol's.
+    const parts = ['a.bin', 'b.bin', 'c.bin'].map((name, i) => orphan(record({name, sha256: `${i}`.repeat(64), keptUntil: now + 60_000 + i}), name, `${i}`.repeat(12)))
+    const carols = orphan(record({owner: CAROL, name: 'd.bin', keptUntil: now + 60_000}), 'd.bin', 'dddddddddddd')
+    const removed: unknown[][] = []
+    const receiver = new FileReceiver({downloadsDir: dir, maxBytes: 1 << 20, owner: BOB, maxConcurrent: 2, onKeptRemoved: (...args) => removed.push(args)})
+    try {
+      // a.bin, the oldest, is over the cap of 2: it goes (without a word: nobody in this run was told of it).
+      await expect.poll(() => listing().some((n) => n.startsWith('.a.bin.'))).toBe(false)
+      expect(removed).toEqual([])
+      const names = listing()
+      // b.bin and c.bin are ours now: under our token (our lock file names it), each with its record.
+      const lock = names.find((n) => n.startsWith('.messenger-receiver.'))!
+      const token = /\.([0-9a-f]{12})\.lock$/.exec(lock)![1]
+      for (const name of ['b.bin', 'c.bin']) {
+        expect(names).toContain(partialFileName(name, ID, token))
+        expect(readKeptRecord(join(dir, partialFileName(name, ID, token)))).toMatchObject({owner: BOB, name})
+      }
+      expect(names).not.toContain(parts[1])
+      expect(names).not.toContain(parts[1]!.replace(/\.part$/, '.kept'))
+      // carol's stays hers.
+      expect(names).toContain(carols)
+    } finally {
+      await receiver.close()
+    }
+    // Closed: b.bin and c.bin stay on disk with their records for the next receiver; the lock is given up.
+    const after = listing()
+    expect(after.filter((n) => n.startsWith('.b.bin.') || n.startsWith('.c.bin.'))).toHaveLength(4)
+    expect(after.some((n) => n.startsWith('.messenger-receiver.'))).toBe(false)
+    expect(readFileSync(join(dir, after.find((n) => n.startsWith('.b.bin.') && n.endsWith('.part'))!)).length).toBe(4096)
+    expect(removed).toEqual([])
+  })
+
+  it('an adopted part goes at its recorded time, not 10 minutes from the adoption, and the receiver is told', async () => {
+    orphan(record({keptUntil: Date.now() + 300}))
+    const removed: unknown[][] = []
+    const receiver = new FileReceiver({downloadsDir: dir, maxBytes: 1 << 20, owner: BOB, onKeptRemoved: (...args) => removed.push(args)})
+    try {
+      expect(listing().filter((n) => n.startsWith('.big.bin.'))).toHaveLength(2)
+      await expect.poll(() => removed.length, {timeout: 5000}).toBe(1)
+      expect(removed[0]).toEqual([{transferId: ID, peer: 'alice', name: 'big.bin', bytes: 2048}, 'expired'])
+      await expect.poll(() => listing()).toEqual([])
+    } finally {
+      await receiver.close()
+    }
+  })
+})
