@@ -116,14 +116,15 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
   it.each([
     ['directly', []],
     ['through the relay', ['--relay-only']],
-  ])('the receiver stopped (SIGTERM) mid-transfer, %s: the sender fails at once with "bob cancelled the transfer", not the idle timeout', async (_, flags) => {
+  ])('the receiver stopped (SIGTERM) mid-transfer, %s, --wait 0: the sender fails at once saying bob keeps what arrived, not the idle timeout', async (_, flags) => {
     const {alice, bob} = await setup(['alice', 'bob'])
     const downloads = tempDir('downloads-bob-')
     const file = join(tempDir('files-alice-'), 'big.bin')
     writeFileSync(file, randomBytes(8 * 1024 * 1024))
     const bobListens = await listen(bob, downloads)
 
-    const sender = spawnCli(['sendfile', 'bob', file, '--json', ...flags], {env: alice})
+    // --wait 0: failing at once is what is tested here (listen-restart.test.ts waits for bob's next listen).
+    const sender = spawnCli(['sendfile', 'bob', file, '--json', '--wait', '0', ...flags], {env: alice})
     await fileEvent(bobListens, 'file-offer', 'the offer to reach bob')
     // Held (see above); the SIGTERM waits until bob is continued, and is then the first thing he does.
     bobListens.child.kill('SIGSTOP')
@@ -135,8 +136,12 @@ describe.skipIf(!haveScript)('stopping a file transfer', () => {
     expect(code).toBe(1)
     expect(error.code).toBe('TRANSFER_FAILED')
     // How far it got is said once anything moved (it may stop before the first chunk).
-    expect(error.message).toMatch(/^bob cancelled the transfer: their chat or listen was stopped\.(?: \([\d.]+ (?:B|KiB|MiB) of 8\.0 MiB sent\))?$/)
-    expect(readdirSync(downloads).filter((n) => n.endsWith('.part'))).toEqual([])
+    expect(error.message).toMatch(/^bob's listen or chat was stopped; bob keeps what arrived for 10 minutes\.(?: \([\d.]+ (?:B|KiB|MiB) of 8\.0 MiB sent\))?$/)
+    expect(error.hint).toBe('Send the file again within 10 minutes once bob is online again (`messenger whoisonline` shows it): the transfer goes on from what bob kept.')
+    // A stop is not a refusal: what arrived in order (if anything) is kept, with the record that keeps it beyond listen.
+    const parts = readdirSync(downloads).filter((n) => n.endsWith('.part'))
+    const records = readdirSync(downloads).filter((n) => n.endsWith('.kept'))
+    expect(records).toEqual(parts.map((n) => n.replace(/\.part$/, '.kept')))
   }, 60_000)
 
   it('the server killed during a relayed transfer, --wait 0: both ends fail at once, saying the connection to the server was lost and how far the file got, not the idle timeout', async () => {

@@ -389,7 +389,7 @@ describe('file transfer between two online clients (FileHub over the real server
     const bob = await makeFileUser(address, 'bob')
     const src = await sourceFile(await makeTempDir(), 'big.bin', randomBytes(32 * MiB))
     const waits: string[] = []
-    const sending = alice.send('bob', src.path, {preference: 'relay', waitSeconds: 30, onWait: (w) => waits.push(w.cause)})
+    const sending = alice.session.files.send('bob', src.path, {preference: 'relay', waitSeconds: 30, onWait: (w) => waits.push(w.cause)})
     sending.catch(() => undefined)
     await bob.progress.next((p) => p.progress.bytes >= 2 * MiB)
     // As listen does on Ctrl-C: the hub first (its CANCEL goes through the connection), then the rest.
