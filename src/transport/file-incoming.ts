@@ -1,3 +1,4 @@
+import {constants as fsConstants} from 'node:fs'
 import {open, statfs, unlink, type FileHandle} from 'node:fs/promises'
 import {basename, join} from 'node:path'
 
@@ -5,6 +6,7 @@ import {MessengerError} from '../protocol/errors.js'
 import {DirectoryUnusable, directoryFailureText, makeDirs} from '../util/make-dirs.js'
 import {chunkLength, encodeFrame, MAX_SACK_BITMAP_BYTES, MAX_SACK_BITS, type TransferId} from './file-codec.js'
 import {CANNOT_SAVE_REASON, errnoCode, failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, IDLE_CANCEL_REASON, KEEP_PARTIAL_MINUTES, progress, RECEIVER_STOPPED_CANCEL_REASON, saveFailureCategory} from './file-common.js'
+import {NO_FOLLOW} from './file-kept.js'
 import {partialFileName, publish} from './file-names.js'
 import type {FileReceiverOptions} from './file-receiver.js'
 import {ChunkWriter} from './file-writer.js'
@@ -320,7 +322,8 @@ export class IncomingTransfer {
       throw error
     }
     try {
-      return await open(kept.path, 'r+')
+      // Not through a link: a kept part may have come from the directory (adopted), which others may write in.
+      return await open(kept.path, fsConstants.O_RDWR | NO_FOLLOW)
     } catch {
       this.host.forgetPart(kept.path)
       await removeQuietly(kept.path).catch(() => undefined)

@@ -1,5 +1,5 @@
 import {randomBytes} from 'node:crypto'
-import {closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeFileSync} from 'node:fs'
+import {closeSync, constants, fstatSync, openSync, readSync, renameSync, rmSync, writeFileSync} from 'node:fs'
 
 import {normalizeUsername} from '../protocol/rules.js'
 import {safeFileName} from './file-names.js'
@@ -42,6 +42,9 @@ export interface KeptRecord {
   /** Wall clock (ms since the epoch) until which it is kept. */
   keptUntil: number
 }
+
+/** Opening flag that refuses a symbolic link (none on Windows, where links need privileges to make). */
+export const NO_FOLLOW = constants.O_NOFOLLOW ?? 0
 
 /** The record's file for a partial file: `.part` becomes `.kept`. */
 export function keptRecordPath(partialPath: string): string {
@@ -110,7 +113,8 @@ export function writeKeptRecord(partialPath: string, record: KeptRecord): boolea
 export function readKeptRecord(path: string): KeptRecord | undefined {
   let fd: number | undefined
   try {
-    fd = openSync(path.endsWith('.part') ? keptRecordPath(path) : path, 'r')
+    // Not through a link, and never waiting on a FIFO someone put there: the sweep reads records synchronously.
+    fd = openSync(path.endsWith('.part') ? keptRecordPath(path) : path, constants.O_RDONLY | NO_FOLLOW | (constants.O_NONBLOCK ?? 0))
     const stat = fstatSync(fd)
     if (!stat.isFile() || stat.size > MAX_RECORD_BYTES) return undefined
     const buffer = Buffer.alloc(stat.size)

@@ -1,4 +1,4 @@
-import {renameSync} from 'node:fs'
+import {lstatSync, renameSync} from 'node:fs'
 import {unlink} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 import {performance} from 'node:perf_hooks'
@@ -203,8 +203,18 @@ export class FileReceiver {
    * partial ownership, its record first, so that a crash in between leaves it to the next start.
    */
   private adopt(dir: string, name: string, record: KeptRecord, adopted: KeptPartial[]): boolean {
-    const token = this.partials.acquire()
     const from = join(dir, name)
+    // Only a file this user made: a link or another user's file planted under a part's name would
+    // have the resume write where it points.
+    const stat = (() => {
+      try {
+        return lstatSync(from)
+      } catch {
+        return undefined
+      }
+    })()
+    if (!stat?.isFile() || (process.getuid !== undefined && stat.uid !== process.getuid())) return false
+    const token = this.partials.acquire()
     const to = token === undefined ? undefined : join(dir, name.replace(/\.[0-9a-f]{12}\.part$/, `.${token}.part`))
     if (to === undefined || to === from || !writeKeptRecord(to, record)) {
       this.partials.gone()

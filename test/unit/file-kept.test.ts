@@ -1,4 +1,5 @@
-import {existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {execFileSync} from 'node:child_process'
+import {existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {afterEach, beforeEach, describe, expect, it} from 'vitest'
@@ -170,6 +171,28 @@ describe('a FileReceiver with an owner adopts the kept parts of its owner at its
     expect(after.some((n) => n.startsWith('.messenger-receiver.'))).toBe(false)
     expect(readFileSync(join(dir, after.find((n) => n.startsWith('.b.bin.') && n.endsWith('.part'))!)).length).toBe(4096)
     expect(removed).toEqual([])
+  })
+
+  it('adopts no link planted under a part\'s name (the resume would write where it points), and a FIFO as a record does not hang the start', async () => {
+    const target = join(dir, 'victim.txt')
+    writeFileSync(target, 'precious')
+    const part = partialFileName('big.bin', ID, GONE)
+    symlinkSync(target, join(dir, part))
+    writeFileSync(keptRecordPath(join(dir, part)), encodeKeptRecord(record({keptUntil: Date.now() + 60_000})))
+    const fifo = partialFileName('pipe.bin', ID, GONE)
+    writeFileSync(join(dir, fifo), 'x')
+    execFileSync('mkfifo', [keptRecordPath(join(dir, fifo))])
+    const receiver = new FileReceiver({downloadsDir: dir, maxBytes: 1 << 20, owner: BOB})
+    try {
+      // Neither adopted (no lock of ours), the link still where it was, pointing where it did.
+      expect(listing()).toContain(part)
+      expect(listing().some((n) => n.startsWith('.messenger-receiver.'))).toBe(false)
+      expect(readFileSync(target, 'utf8')).toBe('precious')
+      // The FIFO is no record: its part went as an orphan.
+      expect(listing()).not.toContain(fifo)
+    } finally {
+      await receiver.close()
+    }
   })
 
   it('an adopted part goes at its recorded time, not 10 minutes from the adoption, and the receiver is told', async () => {
