@@ -86,8 +86,8 @@ describe("bob's listen stopped or killed mid-transfer and started again", () => 
     expect(readdirSync(downloads).some((n) => n.startsWith('.messenger-receiver.'))).toBe(false)
 
     // alice's sendfile says it waits for bob.
-    const waiting = await sender.waitForStderrLine((l) => l.startsWith("bob's listen or chat was stopped at "), 'the waiting line')
-    expect(waiting).toMatch(/^bob's listen or chat was stopped at \d+(\.\d+)? (B|KiB|MiB) of 32 MiB; waiting for bob to be back online \(up to 60 s; Ctrl-C stops\)\.$/)
+    const waiting = await sender.waitForStderrLine((l) => l.startsWith("bob's listen or chat was stopped when bob had acknowledged "), 'the waiting line')
+    expect(waiting).toMatch(/^bob's listen or chat was stopped when bob had acknowledged \d+(\.\d+)? (B|KiB|MiB) of 32 MiB; waiting for bob to be back online \(up to 60 s; Ctrl-C stops\)\.$/)
 
     const second = await listen(bob, downloads)
     const resumed = await event(second, 'file-resumed', 'the resume')
@@ -118,7 +118,7 @@ describe("bob's listen stopped or killed mid-transfer and started again", () => 
     const recorded = recordedBytes(downloads)
 
     // alice hears nothing more: the path goes silent, and the sendfile waits for it.
-    await sender.waitForStderrLine((l) => l.startsWith('The path to bob went silent at '), 'the waiting line')
+    await sender.waitForStderrLine((l) => l.startsWith('The path to bob went silent when bob had acknowledged '), 'the waiting line')
     const second = await listen(bob, downloads)
     const resumed = await event(second, 'file-resumed', 'the resume')
     // Whole chunks of the relay's size, of what the record said (it may have moved on before the kill).
