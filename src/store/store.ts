@@ -124,14 +124,21 @@ export interface Store {
   createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean>
   getUser(username: string): Promise<UserRecord | undefined>
   setLastLogin(username: string, at: number): Promise<void>
-  /** Replaces an existing user's password hash (re-hashed at a new cost); never creates a user. */
+  /** Replaces an existing user's password hash (re-hashed at a new cost, or a new password); never creates a user. */
   setPasswordHash(username: string, passwordHash: string): Promise<void>
+  /** Replaces an existing user's display name; false (and nothing created) if there is no such user. */
+  setDisplayName(username: string, displayName: string): Promise<boolean>
   /** Users whose last login is at or after `since`, newest first. */
   listUsersLoggedInSince(since: number): Promise<UserRecord[]>
 
   createSession(session: SessionRecord): Promise<void>
   getSession(tokenHash: string): Promise<SessionRecord | undefined>
   deleteSession(tokenHash: string): Promise<void>
+  /**
+   * Deletes every session of the user except the one on `keepTokenHash` (a password change: whoever
+   * knew the old password is signed out, the session that changed it stays); returns how many.
+   */
+  deleteOtherSessions(username: string, keepTokenHash: string): Promise<number>
   /** Removes expired sessions; returns how many. */
   deleteExpiredSessions(now: number): Promise<number>
 

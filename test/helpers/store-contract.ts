@@ -103,6 +103,19 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFactor
         expect((await store.getUser('alice'))?.lastLoginAt).toBe(T0 + 5)
         await store.setPasswordHash('alice', 'scrypt$2048$8$1$bmV3$bmV3')
         expect(await store.getUser('alice')).toMatchObject({passwordHash: 'scrypt$2048$8$1$bmV3$bmV3', lastLoginAt: T0 + 5})
+        expect(await store.setDisplayName('alice', 'Alice Two')).toBe(true)
+        expect(await store.getUser('alice')).toMatchObject({displayName: 'Alice Two', passwordHash: 'scrypt$2048$8$1$bmV3$bmV3', lastLoginAt: T0 + 5})
+      })
+
+      it('setDisplayName replaces an existing user\'s name only, and never creates a user', async () => {
+        const store = await open()
+        await store.createUser(user('alice', {displayName: 'Alice'}))
+        await store.createUser(user('bob', {displayName: 'Bob'}))
+        expect(await store.setDisplayName('alice', 'Carol Two')).toBe(true)
+        expect(await store.getUser('alice')).toMatchObject({username: 'alice', displayName: 'Carol Two', passwordHash: 'scrypt$1024$8$1$c2FsdA==$aGFzaA==', createdAt: T0})
+        expect((await store.getUser('bob'))?.displayName).toBe('Bob')
+        expect(await store.setDisplayName('ghost', 'Ghost')).toBe(false)
+        expect(await store.getUser('ghost')).toBeUndefined()
       })
 
       it('setLastLogin for a missing user changes nothing and does not create one', async () => {
@@ -171,6 +184,35 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFactor
         await store.deleteSession('t1')
         expect(await store.getSession('t1')).toBeUndefined()
         expect(await store.getSession('t2')).toMatchObject({username: 'alice'})
+      })
+
+      it('deleteOtherSessions deletes the user\'s other sessions, keeps the given one and everyone else\'s, and counts them', async () => {
+        const store = await open()
+        await store.createUser(user('alice'))
+        await store.createUser(user('bob'))
+        for (const token of ['a1', 'a2', 'a3', 'keep']) await store.createSession(session(token, 'alice'))
+        await store.createSession(session('b1', 'bob'))
+        // Logged out before: gone already, so not counted.
+        await store.deleteSession('a3')
+        expect(await store.deleteOtherSessions('alice', 'keep')).toBe(2)
+        for (const token of ['a1', 'a2', 'a3']) expect(await store.getSession(token)).toBeUndefined()
+        expect(await store.getSession('keep')).toMatchObject({username: 'alice'})
+        expect(await store.getSession('b1')).toMatchObject({username: 'bob'})
+        // Nothing left to delete; a session made afterwards is deleted by the next call.
+        expect(await store.deleteOtherSessions('alice', 'keep')).toBe(0)
+        await store.createSession(session('a4', 'alice', {createdAt: T0 + 1}))
+        expect(await store.deleteOtherSessions('alice', 'keep')).toBe(1)
+        expect(await store.getSession('keep')).toMatchObject({username: 'alice'})
+      })
+
+      it('deleteOtherSessions with a token the user does not hold deletes all of theirs, and is harmless for a user without sessions', async () => {
+        const store = await open()
+        await store.createUser(user('alice'))
+        await store.createSession(session('a1', 'alice'))
+        await store.createSession(session('a2', 'alice'))
+        expect(await store.deleteOtherSessions('alice', 'f'.repeat(64))).toBe(2)
+        expect(await store.getSession('a1')).toBeUndefined()
+        expect(await store.deleteOtherSessions('ghost', 'a1')).toBe(0)
       })
 
       it('deleteExpiredSessions removes sessions expiring at or before now and counts them', async () => {

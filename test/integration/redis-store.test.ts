@@ -139,6 +139,7 @@ describe.skipIf(!available)('RedisStore', () => {
       await store.setLastLogin('alice', T0)
       await store.setPublicKey('alice', 'a2V5')
       await store.createSession({tokenHash: 'f'.repeat(64), username: 'alice', createdAt: T0, expiresAt: T0 + DAY})
+      await store.deleteOtherSessions('alice', 'f'.repeat(64))
       await store.setLoginFailures('mallory', {count: 1, lockedUntil: 0})
       await store.createGroup({name: 'team', owner: 'alice', createdAt: T0})
       await store.setMembership('team', 'bob', 'member')
@@ -153,7 +154,7 @@ describe.skipIf(!available)('RedisStore', () => {
         /^\{u:[a-z]+\}:(user|seq|queue|copies|acked|lastqid|failures|receipts|receipt|groups|blocked|blockers)$/,
         /^\{g:[a-z]+\}:(group|members|joined)$/,
         /^\{m:[\w-]+\}:id$/,
-        /^\{sessions\}:(session:[0-9a-f]{64}|expiry)$/,
+        /^\{sessions\}:(session:[0-9a-f]{64}|expiry|of:[a-z]+|indexed)$/,
         /^\{users\}:logins$/,
         /^\{qid\}$/,
         /^\{expiry\}:(copies|ids)$/,
@@ -213,6 +214,31 @@ describe.skipIf(!available)('RedisStore', () => {
       expect(await second.listBlockers('alice')).toEqual(['bob'])
       expect(await second.deleteExpiredSessions(T0 + 3)).toBe(1)
       expect(await second.getSession('tok')).toBeUndefined()
+    })
+
+    it('deleteOtherSessions also deletes sessions an older server stored without the per-user index', async () => {
+      const prefix = `test:${randomUUID()}:`
+      const store = await open(prefix)
+      await withUsers(store, ['alice', 'bob'])
+      // As a server before the index wrote them: the session hash and the expiry index only.
+      for (const [token, username] of [['old-a', 'alice'], ['old-b', 'bob']] as const) {
+        await admin
+          .multi()
+          .hset(`${prefix}{sessions}:session:${token}`, 'username', username, 'createdAt', T0, 'expiresAt', T0 + DAY)
+          .zadd(`${prefix}{sessions}:expiry`, T0 + DAY, token)
+          .exec()
+      }
+      await store.createSession({tokenHash: 'new-a', username: 'alice', createdAt: T0, expiresAt: T0 + DAY})
+      await store.createSession({tokenHash: 'keep', username: 'alice', createdAt: T0, expiresAt: T0 + DAY})
+      expect(await store.deleteOtherSessions('alice', 'keep')).toBe(2)
+      expect(await store.getSession('old-a')).toBeUndefined()
+      expect(await store.getSession('new-a')).toBeUndefined()
+      expect(await store.getSession('keep')).toMatchObject({username: 'alice'})
+      expect(await store.getSession('old-b')).toMatchObject({username: 'bob'})
+      expect(await admin.zscore(`${prefix}{sessions}:expiry`, 'old-a')).toBeNull()
+      // Indexed once: bob's old session is in his index now.
+      expect(await admin.exists(`${prefix}{sessions}:indexed`)).toBe(1)
+      expect(await store.deleteOtherSessions('bob', 'none')).toBe(1)
     })
 
     it('reads a receipt stored before protocol 2 (one msgId) as a receipt of one id', async () => {

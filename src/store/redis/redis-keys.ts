@@ -31,6 +31,10 @@ import {MessengerError} from '../../protocol/errors.js'
  * Shared, each in a slot of its own:
  *   P{sessions}:session:<tokenHash>  hash  username createdAt expiresAt (+ PEXPIREAT backstop)
  *   P{sessions}:expiry               zset  tokenHash -> expiresAt
+ *   P{sessions}:of:<username>        zset  tokenHash -> expiresAt: the user's sessions (index, a
+ *                                          superset: logged-out and swept ones stay until they expire)
+ *   P{sessions}:indexed              string set once every session has its entry in :of (sessions
+ *                                          from before that index existed are added at first need)
  *   P{users}:logins                  zset  username -> lastLoginAt (index; >= the user's value)
  *   P{qid}                           string global qid counter
  *   P{expiry}:copies                 zset  "recipient msgId" -> expiresAt (index of copies and tombstones)
@@ -79,6 +83,8 @@ export function redisKeys(p: string) {
     msgId: (id: string) => `${p}{m:${id}}:id`,
     session: (tokenHash: string) => `${p}{sessions}:session:${tokenHash}`,
     sessionExpiry: `${p}{sessions}:expiry`,
+    sessionsOf: (x: string) => `${p}{sessions}:of:${x}`,
+    sessionsIndexed: `${p}{sessions}:indexed`,
     logins: `${p}{users}:logins`,
     qid: `${p}{qid}`,
     copyExpiry: `${p}{expiry}:copies`,

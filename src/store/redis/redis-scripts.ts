@@ -110,6 +110,20 @@ const SCRIPTS = {
       return 1`,
   },
   /**
+   * KEYS sessionsOf expiry session; ARGV tokenHash username: deletes the session if it is the user's
+   * (the index may hold a token long gone, or, never, another user's) and drops the index entry.
+   * 1 if a session was deleted.
+   */
+  dropSessionOf: {
+    keys: 3,
+    lua: `
+      redis.call('ZREM', KEYS[1], ARGV[1])
+      if redis.call('HGET', KEYS[3], 'username') ~= ARGV[2] then return 0 end
+      redis.call('ZREM', KEYS[2], ARGV[1])
+      redis.call('DEL', KEYS[3])
+      return 1`,
+  },
+  /**
    * KEYS id; ARGV sender ts expiresAt hasGroup group seq|''.
    * Claims the msgId for the sender, or reports what it already is. A new claim records the seq the
    * client chose, if any. Returns {state, seq|'', ts, expiresAt, hasGroup, group} with state

@@ -92,6 +92,10 @@ export class RedisStore implements Store {
     await this.scripts.run('setIfExists', [this.k.user(username)], ['passwordHash', passwordHash])
   }
 
+  async setDisplayName(username: string, displayName: string): Promise<boolean> {
+    return Number(await this.scripts.run('setIfExists', [this.k.user(username)], ['displayName', displayName])) === 1
+  }
+
   async setLastLogin(username: string, at: number): Promise<void> {
     // Users are never deleted, so "exists" stays true; the index goes first (superset), with GT
     // so that a racing older login cannot lower it below the value the hash ends up with.
@@ -124,6 +128,10 @@ export class RedisStore implements Store {
       .multi()
       .hset(key, 'username', session.username, 'createdAt', session.createdAt, 'expiresAt', session.expiresAt)
       .zadd(this.k.sessionExpiry, session.expiresAt, session.tokenHash)
+      // The user's index (deleteOtherSessions), pruned of what has expired by the caller's clock, so
+      // it holds at most the sessions of one token lifetime.
+      .zadd(this.k.sessionsOf(session.username), session.expiresAt, session.tokenHash)
+      .zremrangebyscore(this.k.sessionsOf(session.username), '-inf', session.createdAt)
     // The expiry index is the rule (callers pass their own clock); the Redis TTL only reclaims
     // memory if no node sweeps. A past deadline gets no TTL: PEXPIREAT would delete at once.
     const deadline = session.expiresAt + SESSION_TTL_GRACE_MS
@@ -139,6 +147,49 @@ export class RedisStore implements Store {
 
   async deleteSession(tokenHash: string): Promise<void> {
     await execPipeline(this.redis.multi().del(this.k.session(tokenHash)).zrem(this.k.sessionExpiry, tokenHash))
+  }
+
+  /**
+   * Through the user's index of sessions, each deleted by a script that checks it is still theirs;
+   * counts the ones deleted, so two nodes at once count each session once. Logged-out and swept
+   * sessions leave index entries behind (deleteSession knows no username); they are dropped here.
+   */
+  async deleteOtherSessions(username: string, keepTokenHash: string): Promise<number> {
+    await this.indexEarlierSessions()
+    const index = this.k.sessionsOf(username)
+    const tokens = (await this.redis.zrange(index, 0, -1)).filter((token) => token !== keepTokenHash)
+    if (tokens.length === 0) return 0
+    const pipeline = this.redis.pipeline()
+    for (const token of tokens) this.scripts.queue(pipeline, 'dropSessionOf', [index, this.k.sessionExpiry, this.k.session(token)], [token, username])
+    return (await execPipeline(pipeline)).reduce<number>((sum, n) => sum + Number(n), 0)
+  }
+
+  /**
+   * Sessions created before the per-user index existed (an older server on this Redis) are in the
+   * expiry index only: they are added to their users' indexes once, before the first password
+   * change needs them, so a session someone opened with the old password cannot outlive it.
+   * Several nodes doing it at once add the same entries. Sessions an older node creates meanwhile
+   * (a cluster upgraded one node at a time) are missed: nodes of one cluster run one version.
+   */
+  private async indexEarlierSessions(): Promise<void> {
+    if ((await this.redis.exists(this.k.sessionsIndexed)) === 1) return
+    // One read of the whole index (once per deployment): pages by rank could skip entries that
+    // move while sessions are deleted between them.
+    const all = await this.redis.zrange(this.k.sessionExpiry, 0, -1, 'WITHSCORES')
+    for (let start = 0; start < all.length; start += 2 * SWEEP_BATCH) {
+      const page = all.slice(start, start + 2 * SWEEP_BATCH)
+      const tokens = page.filter((_, i) => i % 2 === 0)
+      const read = this.redis.pipeline()
+      for (const token of tokens) read.hget(this.k.session(token), 'username')
+      const owners = (await execPipeline(read)) as Array<string | null>
+      const write = this.redis.pipeline()
+      tokens.forEach((token, i) => {
+        const owner = owners[i]
+        if (owner) write.zadd(this.k.sessionsOf(owner), page[2 * i + 1]!, token)
+      })
+      await execPipeline(write)
+    }
+    await this.redis.set(this.k.sessionsIndexed, '1')
   }
 
   /** Counts index entries removed, so two nodes sweeping at once count each session once. */

@@ -134,6 +134,7 @@ function prepareStatements(db: Database.Database) {
     getUser: db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?'),
     setLastLogin: db.prepare<[number, string]>('UPDATE users SET last_login_at = ? WHERE username = ?'),
     setPasswordHash: db.prepare<[string, string]>('UPDATE users SET password_hash = ? WHERE username = ?'),
+    setDisplayName: db.prepare<[string, string]>('UPDATE users SET display_name = ? WHERE username = ?'),
     listUsersLoggedInSince: db.prepare<[number], UserRow>(
       'SELECT * FROM users WHERE last_login_at >= ? ORDER BY last_login_at DESC, username ASC',
     ),
@@ -142,6 +143,8 @@ function prepareStatements(db: Database.Database) {
     ),
     getSession: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE token_hash = ?'),
     deleteSession: db.prepare<[string]>('DELETE FROM sessions WHERE token_hash = ?'),
+    // sessions_username makes this a range of the index, not a scan of every session.
+    deleteOtherSessions: db.prepare<[string, string]>('DELETE FROM sessions WHERE username = ? AND token_hash != ?'),
     deleteExpiredSessions: db.prepare<[number]>('DELETE FROM sessions WHERE expires_at <= ?'),
     getLoginFailures: db.prepare<[string], FailureRow>('SELECT count, locked_until FROM login_failures WHERE username = ?'),
     setLoginFailures: db.prepare<[string, number, number]>(
@@ -214,6 +217,11 @@ export class SqliteStore implements Store {
     this.stmt.setPasswordHash.run(passwordHash, username)
   }
 
+  async setDisplayName(username: string, displayName: string): Promise<boolean> {
+    this.users.delete(username)
+    return this.stmt.setDisplayName.run(displayName, username).changes === 1
+  }
+
   async listUsersLoggedInSince(since: number): Promise<UserRecord[]> {
     return this.stmt.listUsersLoggedInSince.all(since).map(toUser)
   }
@@ -229,6 +237,10 @@ export class SqliteStore implements Store {
 
   async deleteSession(tokenHash: string): Promise<void> {
     this.stmt.deleteSession.run(tokenHash)
+  }
+
+  async deleteOtherSessions(username: string, keepTokenHash: string): Promise<number> {
+    return this.stmt.deleteOtherSessions.run(username, keepTokenHash).changes
   }
 
   /** A session whose expiresAt is at or before `now` is expired. */
