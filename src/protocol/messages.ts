@@ -34,6 +34,14 @@ export const REQUEST_SCHEMAS = {
   login: object({type: literal('login'), id, username, password, online: optional(bool)}),
   resume: object({type: literal('resume'), id, token, online: optional(bool)}),
   logout: object({type: literal('logout'), id}),
+  /**
+   * Changes the signed-in account's password: the current one is checked as a login checks it (and
+   * counts toward the lockout); every other session of the account is signed out. Added without a
+   * version change: an older server answers UNKNOWN_TYPE.
+   */
+  passwd: object({type: literal('passwd'), id, oldPassword: password, newPassword: password}),
+  /** Changes the signed-in account's display name. Added without a version change, like passwd. */
+  setname: object({type: literal('setname'), id, displayName: str({max: 256})}),
   whoisonline: object({type: literal('whoisonline'), id, sinceMs: optional(int({min: 0}))}),
   ping: object({type: literal('ping'), id}),
   /** `replace`: take the account's key over from another profile (else KEY_IN_USE when it differs). */
@@ -108,6 +116,10 @@ export interface Results {
   login: {username: string; displayName: string; token: string; expiresAt: number}
   resume: {username: string; displayName: string; expiresAt: number}
   logout: Record<string, never>
+  /** `signedOut`: the account's other sessions (tokens) that were ended, on any node. */
+  passwd: {signedOut: number}
+  /** The name as stored, after the display name rules (trimmed). */
+  setname: {displayName: string}
   whoisonline: {users: OnlineUser[]}
   ping: {now: number}
   setkey: Record<string, never>

@@ -60,11 +60,45 @@ export class Accounts {
   async login(rawUsername: string, password: string, addr = 'unknown'): Promise<LoggedIn> {
     // Attacker-chosen, but the wire schema caps it at 64 characters and pino escapes it in the log.
     const username = rawUsername.trim().toLowerCase()
+    const {store, now} = this.options
+    const user = await this.verifyCounted(username, password, addr, 'login')
+    // Outside the lock, which only serialises the failure count: other logins need not wait for it.
+    const hashed = await this.upgradeHash(user, password)
+    const token = randomBytes(32).toString('base64url')
+    const tokenHash = hashToken(token)
+    const at = now()
+    const expiresAt = at + this.options.tokenTtlMs
+    await store.createSession({tokenHash, username, createdAt: at, expiresAt})
+    await this.refuseIfPasswordChanged(username, password, hashed, tokenHash)
+    await store.setLastLogin(username, at)
+    return {user: {...user, lastLoginAt: at}, token, tokenHash, expiresAt}
+  }
+
+  /**
+   * A password change that committed while this login ran (between its check of the old password
+   * and its session) deleted the other sessions before this one existed: the session must not
+   * outlive the password it was opened with. The change writes the hash before deleting sessions,
+   * so either that deletion saw this session, or this read sees the new hash. Costs one read; a
+   * second scrypt run only when the hash did change (a re-hash by a parallel login, say).
+   */
+  private async refuseIfPasswordChanged(username: string, password: string, hashed: string, tokenHash: string): Promise<void> {
+    const current = (await this.options.store.getUser(username))?.passwordHash
+    if (current === hashed || (current !== undefined && (await verifyPassword(password, current)))) return
+    await this.options.store.deleteSession(tokenHash)
+    throw errors.authFailed()
+  }
+
+  /**
+   * Checks `password` against the user's, counting a failure toward the username's lockout as a
+   * login does (the same store counter, lock and log lines, `what` naming the action). Resolves
+   * to the user; rejects with LOCKED_OUT or AUTH_FAILED.
+   */
+  private async verifyCounted(username: string, password: string, addr: string, what: 'login' | 'password change'): Promise<UserRecord> {
     const {store, now, logger} = this.options
-    const user = await this.failures.run(username, async () => {
+    return this.failures.run(username, async () => {
       const failures = await store.getLoginFailures(username)
       if (failures.lockedUntil > now()) {
-        logger?.warn({user: username, addr, lockedForMs: failures.lockedUntil - now()}, `login refused for ${username} from ${addr}: username locked`)
+        logger?.warn({user: username, addr, lockedForMs: failures.lockedUntil - now()}, `${what} refused for ${username} from ${addr}: username locked`)
         throw errors.lockedOut(failures.lockedUntil - now())
       }
       const record = await store.getUser(username)
@@ -80,22 +114,57 @@ export class Accounts {
       if (after.lockedUntil > now()) {
         const lockedForMs = after.lockedUntil - now()
         // The store resets the count when it locks: the lock itself says maxAttempts were reached.
-        logger?.warn({user: username, addr, reason, maxAttempts: this.options.maxAttempts, lockedForMs}, `login failed for ${username} from ${addr}: ${reason}; username locked for ${Math.ceil(lockedForMs / 1000)} s`)
+        logger?.warn({user: username, addr, reason, maxAttempts: this.options.maxAttempts, lockedForMs}, `${what} failed for ${username} from ${addr}: ${reason}; username locked for ${Math.ceil(lockedForMs / 1000)} s`)
         throw errors.lockedOut(lockedForMs)
       }
       const remaining = Math.max(0, this.options.maxAttempts - after.count)
-      logger?.warn({user: username, addr, reason, failures: after.count, remaining}, `login failed for ${username} from ${addr}: ${reason}; ${remaining} attempt(s) left before a lockout`)
+      logger?.warn({user: username, addr, reason, failures: after.count, remaining}, `${what} failed for ${username} from ${addr}: ${reason}; ${remaining} attempt(s) left before a lockout`)
       throw errors.authFailed()
     })
-    // Outside the lock, which only serialises the failure count: other logins need not wait for it.
-    await this.upgradeHash(user, password)
-    const token = randomBytes(32).toString('base64url')
-    const tokenHash = hashToken(token)
-    const at = now()
-    const expiresAt = at + this.options.tokenTtlMs
-    await store.createSession({tokenHash, username, createdAt: at, expiresAt})
-    await store.setLastLogin(username, at)
-    return {user: {...user, lastLoginAt: at}, token, tokenHash, expiresAt}
+  }
+
+  /**
+   * Changes a signed-in user's password and signs out every other session of the account (whoever
+   * knew the old password is out; the session that asked stays). The current password is checked
+   * as a login checks it, lockout included: a stolen session must not become a way to guess it
+   * without limit. The new one follows the register rules and must differ from the current one.
+   * Returns how many other sessions were deleted; ending their connections is the caller's (Hub).
+   */
+  async changePassword(session: {username: string; tokenHash: string}, oldPassword: string, newPassword: string, addr = 'unknown'): Promise<{signedOut: number}> {
+    const {store, scrypt} = this.options
+    const {username} = session
+    // Before the check of the current password: a new one that breaks a rule costs no attempt.
+    checkPassword(newPassword)
+    // Compared as they will be hashed (NFC), so an é typed another way is the same password.
+    if (oldPassword.normalize('NFC') === newPassword.normalize('NFC')) {
+      throw new MessengerError('BAD_INPUT', 'The new password is the same as the current one.', {hint: 'Pick a password you have not used here before.'})
+    }
+    try {
+      await this.verifyCounted(username, oldPassword, addr, 'password change')
+    } catch (error) {
+      if (error instanceof MessengerError && error.code === 'AUTH_FAILED') {
+        throw new MessengerError('AUTH_FAILED', 'The current password is wrong; the password was not changed.', {
+          hint: 'Type your current password exactly; repeated failures lock the account for a while, logins included.',
+        })
+      }
+      if (error instanceof MessengerError && error.code === 'LOCKED_OUT') {
+        throw new MessengerError('LOCKED_OUT', `Too many wrong passwords; this account is locked for ${Math.ceil(Number(error.details?.retryAfterMs ?? 0) / 1000)} s more. The password was not changed.`, {
+          hint: 'Wait for the block to expire, then try again with your current password.',
+          details: error.details,
+        })
+      }
+      throw error
+    }
+    // The hash first, then the sessions: see refuseIfPasswordChanged for the login racing this.
+    await store.setPasswordHash(username, await hashPassword(newPassword, scrypt))
+    return {signedOut: await store.deleteOtherSessions(username, session.tokenHash)}
+  }
+
+  /** Changes the user's display name, by the register rules (normalizeDisplayName); returns it as stored. */
+  async setDisplayName(username: string, rawDisplayName: string): Promise<string> {
+    const displayName = normalizeDisplayName(rawDisplayName, username)
+    if (!(await this.options.store.setDisplayName(username, displayName))) throw errors.noSuchUser(username)
+    return displayName
   }
 
   /**
@@ -104,14 +173,17 @@ export class Accounts {
    * next login on, and logins stop taking a different time for accounts hashed at the old cost than
    * for unknown users (who are checked against a dummy hash at the current cost). Costs one more
    * scrypt run, once per account. Best effort: the login itself has succeeded, and a store that
-   * cannot take the new hash now gets another chance at the next login.
+   * cannot take the new hash now gets another chance at the next login. Returns the hash stored now.
    */
-  private async upgradeHash(record: UserRecord, password: string): Promise<void> {
-    if (!hashedAtLowerCost(record.passwordHash, this.options.scrypt)) return
+  private async upgradeHash(record: UserRecord, password: string): Promise<string> {
+    if (!hashedAtLowerCost(record.passwordHash, this.options.scrypt)) return record.passwordHash
     try {
-      await this.options.store.setPasswordHash(record.username, await hashPassword(password, this.options.scrypt))
+      const hash = await hashPassword(password, this.options.scrypt)
+      await this.options.store.setPasswordHash(record.username, hash)
+      return hash
     } catch {
       // Kept at the old cost until a later login; nothing is lost.
+      return record.passwordHash
     }
   }
 

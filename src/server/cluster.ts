@@ -37,6 +37,10 @@ export type ClusterEvent =
   | {type: 'presence'; change: PresenceChange}
   /** A session token was revoked (logout): end your sessions living on it. */
   | {type: 'revoked'; username: string; tokenHash: string}
+  /** The user's password was changed in the session on keepTokenHash: end your sessions of theirs on any other token. */
+  | {type: 'passwordChanged'; username: string; keepTokenHash: string}
+  /** The user's display name changed: rename their sessions and online entry on your node. */
+  | {type: 'renamed'; username: string; displayName: string}
   /**
    * The user's key was replaced by another profile: read the key now and end your sessions that
    * published another (the key itself is not sent: by the time the event arrives, a later takeover may have won).

@@ -65,6 +65,12 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
     case 'revoked':
       hub.endSessionsOn(event.username, event.tokenHash)
       return
+    case 'passwordChanged':
+      hub.endSessionsExcept(event.username, event.keepTokenHash)
+      return
+    case 'renamed':
+      hub.renamedLocal(event.username, event.displayName)
+      return
     case 'rekeyed':
       hub
         .endSessionsOffStoredKey(store, event.username)

@@ -87,6 +87,38 @@ export class Hub {
   }
 
   /**
+   * The user's password was changed in the session on `keepTokenHash`: ends every other session of
+   * theirs, here and on the other nodes, with TOKEN_INVALID (their tokens are deleted already).
+   */
+  passwordChanged(username: string, keepTokenHash: string): void {
+    this.endSessionsExcept(username, keepTokenHash)
+    if (this.cluster.shared) this.cluster.publish({type: 'passwordChanged', username, keepTokenHash})
+  }
+
+  endSessionsExcept(username: string, keepTokenHash: string): void {
+    for (const session of [...this.presence.sessionsOf(username)]) {
+      if (session.tokenHash === keepTokenHash) continue
+      // The code is the one a logout elsewhere ends a session with, so every client stops as it
+      // does then; only the sentence, which clients show as it comes, says why.
+      session.connection.fail(new MessengerError('TOKEN_INVALID', "This account's password was changed in another session, which signed this one out. Log in again with the new password."))
+    }
+  }
+
+  /**
+   * The user changed their display name: their sessions and online entry carry it from now on (for
+   * whoisonline and the presence pushes to come), here and on the other nodes.
+   */
+  renamed(username: string, displayName: string): void {
+    this.renamedLocal(username, displayName)
+    if (this.cluster.shared) this.cluster.publish({type: 'renamed', username, displayName})
+  }
+
+  renamedLocal(username: string, displayName: string): void {
+    for (const session of this.presence.sessionsOf(username)) session.displayName = displayName
+    if (this.presence.rename(username, displayName)) this.announce(username)
+  }
+
+  /**
    * Another profile took the user's key over (setkey with replace): ends the user's sessions that
    * published another key, here and on the other nodes, with KEY_REPLACED so their clients stop.
    * They could open nothing sealed from now on, and would report it all as unreadable.

@@ -53,6 +53,17 @@ export class Presence<S extends PresenceSession = PresenceSession> extends Event
     this.emit('change', {username: entry.username, displayName: entry.displayName, online: false, since: this.now()})
   }
 
+  /**
+   * The online user's name changed: later presence changes carry the new one. Sessions keep their
+   * own copy (the caller renames them). False if the user is not online here.
+   */
+  rename(username: string, displayName: string): boolean {
+    const entry = this.entries.get(username)
+    if (!entry) return false
+    entry.displayName = displayName
+    return true
+  }
+
   attach(session: S): void {
     let set = this.signedIn.get(session.username)
     if (!set) this.signedIn.set(session.username, (set = new Set()))

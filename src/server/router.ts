@@ -120,6 +120,29 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       return {}
     },
 
+    async passwd(connection, request) {
+      const session = requireSession(connection)
+      // Counted as a login attempt: each one may run scrypt, and guesses from a stolen session
+      // must cost what guesses at login cost.
+      limitAuth(connection)
+      const {signedOut} = await accounts.changePassword(session, request.oldPassword, request.newPassword, connection.remoteAddress)
+      // Their tokens are gone; the connections living on them end now, on every node.
+      hub.passwordChanged(session.username, session.tokenHash)
+      logger.info(
+        {user: session.username, addr: connection.remoteAddress, conn: connection.id, signedOut},
+        `password changed for ${session.username} from ${connection.remoteAddress}; ${signedOut} other session(s) signed out`,
+      )
+      return {signedOut}
+    },
+
+    async setname(connection, request) {
+      const session = requireSession(connection)
+      const displayName = await accounts.setDisplayName(session.username, request.displayName)
+      hub.renamed(session.username, displayName)
+      logger.info({user: session.username, addr: connection.remoteAddress, conn: connection.id}, `display name changed for ${session.username} from ${connection.remoteAddress}`)
+      return {displayName}
+    },
+
     async whoisonline(connection, request) {
       const me = requireSession(connection)
       const visible = await visibleTo(me.username)

@@ -33,6 +33,8 @@ const FULL: {[K in RequestType]: Request<K>} = {
   setendpoint: {type: 'setendpoint', id: 21, candidates: [{address: '192.0.2.1', port: 4000}]},
   introduce: {type: 'introduce', id: 22, username: 'bob'},
   forward: {type: 'forward', id: 23, to: 'bob', data: 'AAAA'},
+  passwd: {type: 'passwd', id: 24, oldPassword: 'correct horse', newPassword: 'battery staple'},
+  setname: {type: 'setname', id: 25, displayName: 'Carol Two'},
 }
 
 /** The same without the optional fields. */
@@ -62,6 +64,8 @@ const MINIMAL: {[K in RequestType]: Request<K>} = {
   setendpoint: {type: 'setendpoint', id: 21, candidates: [{address: '192.0.2.1', port: 4000}]},
   introduce: {type: 'introduce', id: 22, username: 'bob'},
   forward: {type: 'forward', id: 23, to: 'bob', data: 'AAAA'},
+  passwd: {type: 'passwd', id: 24, oldPassword: 'correct horse', newPassword: 'battery staple'},
+  setname: {type: 'setname', id: 25, displayName: 'Carol Two'},
 }
 
 /** Validates as the server does: after a JSON round trip, so only JSON-representable input is tested. */

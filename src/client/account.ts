@@ -1,0 +1,35 @@
+import {MessengerError} from '../protocol/errors.js'
+import type {Results} from '../protocol/messages.js'
+import type {MessengerClient} from './client.js'
+
+/*
+ * Account self-service on a signed-in client: a new password, a new display name. Both requests
+ * were added without a protocol version change (as `receipts` was), so a server from before them
+ * answers UNKNOWN_TYPE; that is turned into a sentence that says what to do about it.
+ */
+
+/**
+ * Changes the account's password. The server checks `oldPassword` as a login does (a wrong one
+ * counts toward the lockout: AUTH_FAILED, then LOCKED_OUT) and signs out every other session of the
+ * account; this one stays. `signedOut` says how many.
+ */
+export function changePassword(client: MessengerClient, oldPassword: string, newPassword: string): Promise<Results['passwd']> {
+  return client.request('passwd', {oldPassword, newPassword}).catch(serverTooOld(client, 'change passwords'))
+}
+
+/** Changes the account's display name (register's rules, BAD_DISPLAY_NAME); resolves to the name as stored. */
+export async function setDisplayName(client: MessengerClient, displayName: string): Promise<string> {
+  const result = await client.request('setname', {displayName}).catch(serverTooOld(client, 'change display names'))
+  return result.displayName
+}
+
+function serverTooOld(client: MessengerClient, what: string): (error: unknown) => never {
+  return (error) => {
+    if (!(error instanceof MessengerError && error.code === 'UNKNOWN_TYPE')) throw error
+    throw new MessengerError('UNKNOWN_TYPE', `The server at ${client.serverKey} is too old to ${what}; nothing was changed.`, {
+      hint: "Ask the server's operator to upgrade messenger there, then run the command again.",
+      details: {server: client.serverKey},
+      cause: error,
+    })
+  }
+}
