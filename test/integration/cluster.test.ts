@@ -248,6 +248,35 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
     })
   })
 
+  describe('account changes across nodes', () => {
+    it('a password changed on node 1 ends the account\'s other sessions on node 2, and a new display name shows there', async () => {
+      const {changePassword, setDisplayName} = await import('../../src/client/account.js')
+      const {n1, n2} = await twoNodes()
+      const asking = await connectClient(n1.address)
+      const {token} = await registerAndLogin(asking, 'alice', 'correct horse')
+      // The asking token on node 2 stays; another login there is signed out.
+      const sameToken = await connectClient(n2.address)
+      await sameToken.resume(token, {online: true})
+      const other = await connectClient(n2.address)
+      await other.login('alice', 'correct horse', {online: true})
+      const bob = await connectClient(n2.address)
+      await registerAndLogin(bob, 'bob', 'correct horse', {online: true})
+      const cut = new Promise<MessengerError>((resolve) => other.once('disconnected', ({error}) => resolve(error)))
+      expect(await changePassword(asking, 'correct horse', 'battery staple')).toEqual({signedOut: 1})
+      const error = await cut
+      expect(error.code).toBe('TOKEN_INVALID')
+      expect(error.message).toMatch(/password was changed/)
+      expect(sameToken.connected).toBe(true)
+
+      await setDisplayName(asking, 'Alice Two')
+      await expect.poll(async () => (await bob.whoisonline()).users.find((u) => u.username === 'alice')?.displayName).toBe('Alice Two')
+      expect((await bob.request('whois', {username: 'alice'})).displayName).toBe('Alice Two')
+      const offline = nextPresence(bob, (p) => p.username === 'alice' && !p.online)
+      await sameToken.close()
+      expect(await offline).toMatchObject({displayName: 'Alice Two'})
+    })
+  })
+
   describe('one key per account across nodes', () => {
     it('a key taken over on node 2 ends the sessions on the old key on node 1 (KEY_REPLACED)', async () => {
       const {n1, n2} = await twoNodes()
