@@ -1,5 +1,5 @@
 import {MessengerError} from '../protocol/errors.js'
-import {ask, askHidden, readFirstLineFromStdin} from './prompt.js'
+import {ask, askHidden, readFirstLineFromStdin, readLinesFromStdin} from './prompt.js'
 
 /** Username from the argument, else the profile, else a prompt. */
 export async function resolveUsername(arg: string | undefined, fallback: string | undefined): Promise<string> {
@@ -32,6 +32,33 @@ export async function resolvePassword(options: {fromStdin: boolean; confirm?: bo
     if (again !== password) throw new MessengerError('BAD_INPUT', 'The two passwords differ.', {hint: 'Run the command again and type the same password twice.'})
   }
   return password
+}
+
+/**
+ * The current password and the new one for `passwd`: from the first two lines of stdin
+ * (--password-stdin), or hidden prompts (the new one twice). Neither may be empty: an empty
+ * current password cannot be right, and a wrong one counts toward the lockout.
+ */
+export async function resolvePasswordChange(options: {fromStdin: boolean}): Promise<{oldPassword: string; newPassword: string}> {
+  const piped = 'printf \'%s\\n%s\\n\' "$OLD" "$NEW" | messenger passwd --password-stdin'
+  if (options.fromStdin) {
+    const [oldPassword = '', newPassword = ''] = await readLinesFromStdin(2)
+    if (oldPassword === '' || newPassword === '') {
+      const which = oldPassword === '' ? 'No current password on stdin (its first line was empty or missing)' : 'No new password on stdin (its second line was empty or missing)'
+      throw new MessengerError('BAD_INPUT', `${which}: --password-stdin reads the current password from the first line and the new one from the second.`, {
+        hint: `Pipe both, one per line, for example: ${piped}`,
+      })
+    }
+    return {oldPassword, newPassword}
+  }
+  const noTerminal = `Pipe them in with --password-stdin, one per line, for example: ${piped}`
+  const oldPassword = await askHidden('Current password: ', noTerminal)
+  if (oldPassword === '') throw new MessengerError('BAD_INPUT', 'No current password given.', {hint: 'Run the command again and type your current password.'})
+  const newPassword = await askHidden('New password: ', noTerminal)
+  if (newPassword === '') throw new MessengerError('BAD_INPUT', 'No new password given.', {hint: 'Run the command again and type the new password.'})
+  const again = await askHidden('Repeat new password: ', noTerminal)
+  if (again !== newPassword) throw new MessengerError('BAD_INPUT', 'The two new passwords differ; the password was not changed.', {hint: 'Run the command again and type the same new password twice.'})
+  return {oldPassword, newPassword}
 }
 
 /**

@@ -24,6 +24,25 @@ export async function readFirstLineFromStdin(stdin: NodeJS.ReadableStream = proc
   }
 }
 
+/**
+ * Reads all of stdin and returns its first `count` lines (fewer if it has fewer): for `passwd
+ * --password-stdin`, the current password and the new one.
+ */
+export async function readLinesFromStdin(count: number, stdin: NodeJS.ReadableStream = process.stdin): Promise<string[]> {
+  if ((stdin as NodeJS.ReadableStream & {readableEnded?: boolean}).readableEnded) return []
+  const rl = createInterface({input: stdin, terminal: false})
+  const lines: string[] = []
+  try {
+    for await (const line of rl) {
+      lines.push(line.replace(/\r$/, ''))
+      if (lines.length === count) break
+    }
+    return lines
+  } finally {
+    rl.close()
+  }
+}
+
 function requireTty(what: string, hint: string): void {
   if (!process.stdin.isTTY) throw new MessengerError('BAD_INPUT', `No terminal to ask for the ${what}.`, {hint})
 }

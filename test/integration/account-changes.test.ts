@@ -142,7 +142,7 @@ describe('changing the password (passwd)', () => {
     let changed: () => void = () => undefined
     const changeDone = new Promise<void>((resolve) => (changed = resolve))
     const createSession = store.createSession.bind(store)
-    sinon.stub(store, 'createSession').callsFake(async (record) => {
+    const stub = sinon.stub(store, 'createSession').callsFake(async (record) => {
       await changeDone
       await createSession(record)
     })
@@ -153,8 +153,8 @@ describe('changing the password (passwd)', () => {
     expect(await changePassword(asking, DEFAULT_PASSWORD, NEW_PASSWORD)).toEqual({signedOut: 0})
     changed()
     await expectCode(racing, 'AUTH_FAILED')
-    expect(store.createSession.callCount).toBe(1)
-    const token = ((store.createSession as sinon.SinonStub).firstCall.args[0] as {tokenHash: string}).tokenHash
+    expect(stub.callCount).toBe(1)
+    const token = stub.firstCall.args[0].tokenHash
     expect(await store.getSession(token)).toBeUndefined()
   })
 

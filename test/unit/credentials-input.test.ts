@@ -1,6 +1,6 @@
 import {PassThrough} from 'node:stream'
 import {describe, expect, it} from 'vitest'
-import {checkProfileAccount, resolvePassword} from '../../src/cli/credentials-input.js'
+import {checkProfileAccount, resolvePassword, resolvePasswordChange} from '../../src/cli/credentials-input.js'
 import {readFirstLineFromStdin} from '../../src/cli/prompt.js'
 import {thrownMessengerError} from '../helpers/server.js'
 import {MessengerError} from '../../src/protocol/errors.js'
@@ -73,5 +73,27 @@ describe('checkProfileAccount', () => {
     expect(error.hint).toContain('MESSENGER_HOME=')
     expect(error.hint).toContain('messenger register zed')
     expect(failure(() => checkProfileAccount(profile('erin'), 'dave', 'login')).hint).toContain('messenger login dave')
+  })
+})
+
+describe('resolvePasswordChange', () => {
+  it('reads the current password from the first line of stdin and the new one from the second, without their CRs', async () => {
+    expect(await withPipedStdin('old secret\r\nnew secret\nignored\n', () => resolvePasswordChange({fromStdin: true}))).toEqual({oldPassword: 'old secret', newPassword: 'new secret'})
+  })
+
+  it('refuses a missing or empty line with BAD_INPUT naming which, and a hint that pipes both', async () => {
+    for (const [input, which] of [['', /current password/], ['old secret\n', /new password/], ['old secret\n\n', /new password/], ['\nnew secret\n', /current password/]] as const) {
+      const error = await withPipedStdin(input, () => resolvePasswordChange({fromStdin: true}).then(() => undefined, (e: unknown) => e))
+      expect(error).toBeInstanceOf(MessengerError)
+      expect((error as MessengerError).code).toBe('BAD_INPUT')
+      expect((error as MessengerError).message).toMatch(which)
+      expect((error as MessengerError).hint).toContain('| messenger passwd --password-stdin')
+    }
+  })
+
+  it('without a terminal to prompt on, says how to pipe both in', async () => {
+    const error = await withPipedStdin('', () => resolvePasswordChange({fromStdin: false}).then(() => undefined, (e: unknown) => e))
+    expect((error as MessengerError).code).toBe('BAD_INPUT')
+    expect((error as MessengerError).hint).toContain('--password-stdin, one per line')
   })
 })
