@@ -1,0 +1,121 @@
+import {describe, expect, it} from 'vitest'
+import {FIXTURE_PASSWORDS, runCli, tempDir, type ProfileEnv} from '../helpers/cli.js'
+import {events, listen, sendJson, setup} from '../helpers/cli-messaging.js'
+
+/**
+ * Account self-service through the built CLI: `passwd` (the other sessions of the account end, in
+ * other profiles too) and `rename --display-name` (others see the new name).
+ */
+
+const NEW_PASSWORD = 'a brand new secret'
+
+/** A second profile of `user` on the same server (another machine of the same person, or a thief's). */
+async function secondProfile(env: ProfileEnv, user: keyof typeof FIXTURE_PASSWORDS): Promise<ProfileEnv> {
+  const other = {...env, MESSENGER_HOME: tempDir(`home-${user}-2-`)}
+  // --replace-key: one key per account; the second profile takes it (the first keeps its session).
+  const login = await runCli(['login', user, '--password-stdin', '--replace-key'], {env: other, input: `${FIXTURE_PASSWORDS[user]}\n`})
+  expect(login.code, login.stderr).toBe(0)
+  return other
+}
+
+describe('messenger passwd', () => {
+  it('--password-stdin changes the password; a listen in another profile of the account ends with TOKEN_INVALID saying why; this profile goes on', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const laptop = await secondProfile(alice, 'alice')
+    const listening = await listen(laptop)
+
+    const changed = await runCli(['passwd', '--password-stdin'], {env: alice, input: `${FIXTURE_PASSWORDS.alice}\n${NEW_PASSWORD}\n`})
+    expect(changed.code, changed.stderr).toBe(0)
+    expect(changed.stdout).toBe('Password changed. 1 other session was signed out.\n')
+
+    const line = await listening.waitForLine((l) => l.includes('"type":"disconnected"') && l.includes('"code":"TOKEN_INVALID"'), 'listen to end with TOKEN_INVALID')
+    expect(JSON.parse(line).message).toMatch(/password was changed in another session/)
+    expect(await listening.exited).toBe(1)
+    expect(listening.stderr()).toMatch(/password was changed/)
+    expect(events(listening).filter((e) => e.type === 'message')).toEqual([])
+
+    // The profile that changed it is still signed in (status would say KEY_REPLACED: the laptop
+    // took the key); the other has to log in again, with the new password.
+    const stillIn = await sendJson(alice, ['whoisonline'])
+    expect(stillIn.code, stillIn.stderr).toBe(0)
+    expect((await sendJson(laptop, ['whoisonline'])).result).toMatchObject({error: {code: 'TOKEN_INVALID'}})
+    const old = await runCli(['login', 'alice', '--password-stdin', '--replace-key'], {env: laptop, input: `${FIXTURE_PASSWORDS.alice}\n`})
+    expect(old.code).toBe(1)
+    expect(old.stderr).toContain('Wrong username or password.')
+    const fresh = await runCli(['login', 'alice', '--password-stdin', '--replace-key'], {env: laptop, input: `${NEW_PASSWORD}\n`})
+    expect(fresh.code, fresh.stderr).toBe(0)
+    // Nobody else was touched.
+    expect((await sendJson(bob, ['status'])).result.session).toBe('valid')
+  })
+
+  it('--json says how many sessions were signed out; the hidden alias `password` does the same', async () => {
+    const {alice} = await setup(['alice'])
+    await secondProfile(alice, 'alice')
+    await secondProfile(alice, 'alice')
+    const changed = await sendJson(alice, ['passwd', '--password-stdin'], `${FIXTURE_PASSWORDS.alice}\n${NEW_PASSWORD}\n`)
+    expect(changed.code, changed.stderr).toBe(0)
+    expect(changed.result).toEqual({username: 'alice', signedOut: 2})
+    const back = await sendJson(alice, ['password', '--password-stdin'], `${NEW_PASSWORD}\n${FIXTURE_PASSWORDS.alice}\n`)
+    expect(back.result).toEqual({username: 'alice', signedOut: 0})
+  })
+
+  it('a wrong current password exits 1 with AUTH_FAILED and a sentence saying nothing changed; the third locks the account', async () => {
+    const {alice} = await setup(['alice'])
+    const wrong = await runCli(['passwd', '--password-stdin'], {env: alice, input: `not my password\n${NEW_PASSWORD}\n`})
+    expect(wrong.code).toBe(1)
+    expect(wrong.stdout).toBe('')
+    expect(wrong.stderr).toContain('The current password is wrong; the password was not changed.')
+    expect(wrong.stderr).toMatch(/repeated failures lock the account/)
+    const asJson = await sendJson(alice, ['passwd', '--password-stdin'], `still wrong\n${NEW_PASSWORD}\n`)
+    expect(asJson.code).toBe(1)
+    expect(asJson.result).toMatchObject({error: {code: 'AUTH_FAILED'}})
+    const locked = await sendJson(alice, ['passwd', '--password-stdin'], `wrong again\n${NEW_PASSWORD}\n`)
+    expect(locked.code).toBe(1)
+    expect(locked.result).toMatchObject({error: {code: 'LOCKED_OUT', details: {retryAfterMs: expect.any(Number)}}})
+    // The password did not change, and the session is still good.
+    expect((await sendJson(alice, ['status'])).result.session).toBe('valid')
+  })
+
+  it('refuses, before connecting, a new password that is too short or the current one (exit 2), and missing lines on stdin', async () => {
+    const {alice} = await setup(['alice'])
+    const short = await runCli(['passwd', '--password-stdin'], {env: alice, input: `${FIXTURE_PASSWORDS.alice}\nshort\n`})
+    expect(short.code).toBe(2)
+    expect(short.stderr).toContain('Password too short')
+    const same = await sendJson(alice, ['passwd', '--password-stdin'], `${FIXTURE_PASSWORDS.alice}\n${FIXTURE_PASSWORDS.alice}\n`)
+    expect(same.code).toBe(2)
+    expect(same.result).toMatchObject({error: {code: 'BAD_INPUT', message: 'The new password is the same as the current one.', hint: expect.stringMatching(/Pick a password/)}})
+    const oneLine = await runCli(['passwd', '--password-stdin'], {env: alice, input: `${FIXTURE_PASSWORDS.alice}\n`})
+    expect(oneLine.code).toBe(2)
+    expect(oneLine.stderr).toContain('No new password on stdin')
+    const notLoggedIn = await runCli(['passwd', '--password-stdin'], {env: {...alice, MESSENGER_HOME: tempDir('home-nobody-')}, input: `a\nb\n`})
+    expect(notLoggedIn.code).toBe(1)
+    expect(notLoggedIn.stderr).toContain('You are not logged in.')
+  })
+})
+
+describe('messenger rename', () => {
+  it('changes the display name; whois from another user shows it; --json returns it', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const renamed = await runCli(['rename', '--display-name', 'Carol Two'], {env: alice})
+    expect(renamed.code, renamed.stderr).toBe(0)
+    expect(renamed.stdout).toBe('Your display name is now "Carol Two".\n')
+    const whois = await runCli(['whois', 'alice'], {env: bob})
+    expect(whois.code, whois.stderr).toBe(0)
+    expect(whois.stdout).toContain('alice (Carol Two)')
+    expect((await sendJson(alice, ['status'])).result).toMatchObject({displayName: 'Carol Two'})
+
+    const json = await sendJson(alice, ['rename', '--display-name', '  Alice Again '])
+    expect(json.result).toEqual({username: 'alice', displayName: 'Alice Again'})
+    expect((await sendJson(bob, ['whois', 'alice'])).result).toMatchObject({displayName: 'Alice Again'})
+  })
+
+  it('refuses a name that breaks the rules (exit 2) and a missing flag', async () => {
+    const {alice} = await setup(['alice'])
+    const bad = await sendJson(alice, ['rename', '--display-name', 'x'.repeat(65)])
+    expect(bad.code).toBe(2)
+    expect(bad.result).toMatchObject({error: {code: 'BAD_DISPLAY_NAME'}})
+    const missing = await runCli(['rename'], {env: alice})
+    expect(missing.code).toBe(2)
+    expect(missing.stderr).toContain('Missing required flag display-name')
+  })
+})
