@@ -14,7 +14,21 @@ import type {MessengerClient} from './client.js'
  * account; this one stays. `signedOut` says how many.
  */
 export function changePassword(client: MessengerClient, oldPassword: string, newPassword: string): Promise<Results['passwd']> {
-  return client.request('passwd', {oldPassword, newPassword}).catch(serverTooOld(client, 'change passwords'))
+  return client
+    .request('passwd', {oldPassword, newPassword})
+    .catch(serverTooOld(client, 'change passwords'))
+    .catch((error: unknown) => {
+      // Hints do not travel: the defaults of these codes speak of logins and usernames.
+      const hint = error instanceof MessengerError ? PASSWD_HINTS[error.code] : undefined
+      if (!hint || !(error instanceof MessengerError)) throw error
+      throw new MessengerError(error.code, error.message, {hint, details: error.details, cause: error})
+    })
+}
+
+const PASSWD_HINTS: Partial<Record<string, string>> = {
+  AUTH_FAILED: 'Type your current password exactly; repeated failures lock the account for a while, logins included.',
+  LOCKED_OUT: 'Wait for the block to expire, then try again with your current password.',
+  BAD_INPUT: 'Pick a password you have not used here before.',
 }
 
 /** Changes the account's display name (register's rules, BAD_DISPLAY_NAME); resolves to the name as stored. */

@@ -100,7 +100,7 @@ export class Hub {
       if (session.tokenHash === keepTokenHash) continue
       // The code is the one a logout elsewhere ends a session with, so every client stops as it
       // does then; only the sentence, which clients show as it comes, says why.
-      session.connection.fail(new MessengerError('TOKEN_INVALID', "This account's password was changed in another session, which signed this one out. Log in again with the new password."))
+      session.connection.fail(new MessengerError('TOKEN_INVALID', "This account's password was changed in another session, which signed this one out."))
     }
   }
 

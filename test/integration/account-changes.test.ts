@@ -76,6 +76,7 @@ describe('changing the password (passwd)', () => {
     await expectCode(other.login('alice', 'wrong one'), 'AUTH_FAILED')
     const wrong = await expectCode(changePassword(client, 'wrong two', NEW_PASSWORD), 'AUTH_FAILED')
     expect(wrong.message).toBe('The current password is wrong; the password was not changed.')
+    expect(wrong.hint).toMatch(/^Type your current password exactly/)
     const locking = await expectCode(changePassword(client, 'wrong three', NEW_PASSWORD), 'LOCKED_OUT')
     expect(locking.details).toMatchObject({retryAfterMs: blockDurationMs})
     // Locked: even the right password changes nothing, and logins are refused too.
