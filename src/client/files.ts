@@ -188,6 +188,12 @@ interface SendState {
   offered?: OfferedAttempt
   /** resumedBytes of the first transfer the recipient accepted (SentFile.earlierBytes). */
   earlierBytes?: number
+  /**
+   * When this attempt found its direct path lost mid-transfer, before the relay went on: if the
+   * relay then fails as well, that is when the interruption began (sendWaiting counts the waiting
+   * from there, the relay's unanswered offer included).
+   */
+  pathLostAt?: number
 }
 
 /** Frames a sender must see (the receiver's answers), by kind byte; the rest go to the receiver. */
@@ -335,13 +341,23 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     /** The interruption being waited out: its error is what the send fails with if the wait runs out. */
     let waiting: {error: MessengerError; cause: Interruption; deadline: number; announced: Interruption} | undefined
     let fruitless = 0
+    /**
+     * Time from each cut until the transfer moved again: the waits for the connection and the
+     * recipient, and the offers again that nobody answered. The final line's rate leaves it out.
+     */
     let waitedMs = 0
+    let waitingSince: number | undefined
+    const endWait = (): void => {
+      if (waitingSince !== undefined) waitedMs += performance.now() - waitingSince
+      waitingSince = undefined
+    }
     for (;;) {
       let bytes = 0
       const remaining = waiting ? waiting.deadline - performance.now() : undefined
       const attemptOptions: AttemptOptions = {
         ...options,
         onProgress: (p) => {
+          endWait()
           bytes = p.bytes
           options.onProgress?.(p)
         },
@@ -349,6 +365,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       }
       try {
         const sent = await this.sendAttempts(to, file, attemptOptions, attempt)
+        endWait()
         return {...sent, interruptions: interruptedBy.length, interruptedBy, earlierBytes: attempt.earlierBytes ?? sent.resumedBytes, waitedSeconds: waitedMs / 1000}
       } catch (error) {
         if (waitMs === 0 || options.signal?.aborted || !(error instanceof MessengerError)) throw error
@@ -356,7 +373,8 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         // The recipient offline after its listen or chat was stopped is that stop going on, not news.
         const cause = found === 'recipient-disconnected' && waiting?.cause === 'recipient-stopped' && error.code === 'RECIPIENT_OFFLINE' ? 'recipient-stopped' : found
         if (!cause) throw error
-        const cutAt = performance.now()
+        const cutAt = attempt.pathLostAt ?? performance.now()
+        waitingSince ??= cutAt
         const progressed = bytes > acked
         acked = Math.max(acked, bytes)
         if (!waiting || progressed) {
@@ -376,7 +394,6 @@ export class FileHub extends EventEmitter<FileHubEvents> {
           if (left <= 0) throw gaveUp(waiting.error, waiting.cause, {waited: {seconds: waitMs / 1000, for: 'progress', cause: waiting.cause}})
           options.onWait?.({cause, error, seconds: left / 1000, news})
         }
-        const waitStarted = performance.now()
         try {
           await waitForReturn({
             client: this.o.client,
@@ -389,8 +406,6 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         } catch (waitError) {
           if (!(waitError instanceof WaitExpired)) throw waitError
           throw gaveUp(waiting.error, waiting.cause, {waited: {seconds: waitMs / 1000, for: waitError.waitedFor, cause: waiting.cause}})
-        } finally {
-          waitedMs += performance.now() - waitStarted
         }
         options.onOfferAgain?.()
       }
@@ -401,6 +416,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     // Blocking drops whatever the blocked user sends us (the server refuses their forwards, our link
     // their datagrams), so their ACCEPT would never arrive: they would see an offer, we a timeout.
     // The lookup goes out at once too (the refusal still wins): one round trip before the offer, not two.
+    attempt.pathLostAt = undefined
     const lookup = this.o.engine.lookup(to, {fresh: true})
     lookup.catch(() => {})
     const {users: blocked} = await this.o.client.request('blocked', {})
@@ -449,9 +465,21 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       }
       if (!(preference === 'auto' && (lostMidway || error.code === 'TIMEOUT' || unknownHere))) throw error
       this.link?.forgetPath(peerKey)
-      if (lostMidway) options.onPathLost?.()
+      if (lostMidway) {
+        attempt.pathLostAt = performance.now()
+        options.onPathLost?.()
+      }
       options.onPath?.('relay')
-      return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options, attempt, options.offerTimeoutMs)), ...(lostMidway ? {fellBack: true} : {})}
+      try {
+        return {path: 'relay', ...(await this.transfer(to, 'relay', this.relayTransport(to, peerKey), file, options, attempt, options.offerTimeoutMs)), ...(lostMidway ? {fellBack: true} : {})}
+      } catch (relayError) {
+        // The relay's offer unanswered (or the recipient gone offline) after the direct path died
+        // mid-transfer: the recipient's client most likely went with the path (killed, asleep,
+        // unplugged), and the server has not noticed yet. The cut is still the direct path's, which
+        // a wait cures (sendWaiting): failing with TIMEOUT gave up on a file its next listen keeps.
+        if (lostMidway && interruptionOf(relayError) === undefined && interruptionOf(relayError, {again: true}) !== undefined) throw error
+        throw relayError
+      }
     }
   }
 

@@ -81,13 +81,13 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
       result = await files.send(this.args.user, file, {
         preference: path,
         signal: interrupt.signal,
-        // One line on stderr (stdout is the result, --json's too); the bar starts again, and jumps
-        // to what the recipient kept of the direct transfer once the relay's goes on from there.
+        // One line on stderr (stdout is the result, --json's too); the bar starts again where it
+        // was (what the recipient has: the relay goes on from there), as after a wait. `sent` stays
+        // too: a failure before the relay moves anything still got that far.
         onPathLost: () => {
           if (showBar) bar.stop()
           process.stderr.write(`The direct path to ${this.args.user} was lost; sending through the relay.\n`)
-          sent = 0
-          if (showBar) bar.start(info.size, 0, sendBarFields(0, info.size))
+          if (showBar) bar.start(info.size, sent, sendBarFields(sent, info.size))
         },
         onProgress: (p) => {
           sent = p.bytes

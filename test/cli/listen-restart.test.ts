@@ -106,6 +106,34 @@ describe("bob's listen stopped or killed mid-transfer and started again", () => 
     expect(await fileLines(bob, 'alice')).toEqual([expect.objectContaining({status: 'received', file: expect.objectContaining({name: 'big.bin', sha256: saved.sha256})})])
   }, 120_000)
 
+  it('killed (SIGKILL) during a direct transfer: the relay it falls back to gets no answer either, and the sendfile waits for bob instead of failing', async () => {
+    // Large enough to be mid-way at the receiver's first checkpoint (2 s in) at loopback speed.
+    const {alice, bob, downloads, data, file} = await setup(256 * 1024 * 1024)
+    const first = await listen(bob, downloads)
+    // The default path: direct over UDP on loopback.
+    const sender = spawnCli(['sendfile', 'bob', file], {env: alice})
+    await event(first, 'file-offer', 'the offer to reach bob')
+    await expect.poll(() => recordedBytes(downloads), {timeout: 30_000, interval: 20}).toBeGreaterThanOrEqual(1024 * 1024)
+    first.child.kill('SIGKILL')
+    await first.exited
+
+    // The direct path goes silent; the relay's offer then reaches nobody (the server has not noticed
+    // the kill yet). Before, sendfile failed there: "The recipient did not answer the file offer".
+    await sender.waitForStderrLine((l) => l === 'The direct path to bob was lost; sending through the relay.', 'the fallback line')
+    await sender.waitForStderrLine((l) => l.startsWith('The path to bob went silent when bob had acknowledged '), 'the waiting line')
+    const second = await listen(bob, downloads)
+    const resumed = await event(second, 'file-resumed', 'the resume')
+    expect(resumed.bytes).toBeGreaterThan(0)
+    const saved = await event(second, 'file', 'the file saved')
+    expect(await sender.exited, sender.stderr()).toBe(0)
+    expect(sender.lines.join('\n')).toMatch(/\(the path to bob went silent on the way; it went on from the \d+(\.\d)? MiB bob had kept\)/)
+    expect(saved.sha256).toBe(createHash('sha256').update(data).digest('hex'))
+    expect(readFileSync(saved.path!).equals(data)).toBe(true)
+    expect(await fileLines(alice, 'bob')).toHaveLength(1)
+    second.child.kill('SIGTERM')
+    expect(await second.exited).toBe(0)
+  }, 120_000)
+
   it('killed (SIGKILL): what its last checkpoint recorded is adopted by the next listen, and the same sendfile goes on from it', async () => {
     const {alice, bob, downloads, data, file} = await setup(96 * 1024 * 1024)
     const first = await listen(bob, downloads)
