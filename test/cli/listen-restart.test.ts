@@ -44,6 +44,20 @@ function recordedBytes(downloads: string): number {
   }
 }
 
+/**
+ * Holds alice's sendfile (SIGSTOP) once bob has 1 MiB of the file, until a checkpoint of bob's listen
+ * (every 2 s) has recorded it: the transfer cannot end before bob is killed, whatever the file's size
+ * and the machine's speed. The caller continues the sender (SIGCONT) once bob is gone.
+ */
+async function heldAtCheckpoint(sender: CliProcess, downloads: string): Promise<void> {
+  await expect.poll(() => partialBytes(downloads), {timeout: 30_000, interval: 20}).toBeGreaterThanOrEqual(1024 * 1024)
+  sender.child.kill('SIGSTOP')
+  onTestFinished(() => {
+    sender.child.kill('SIGCONT')
+  })
+  await expect.poll(() => recordedBytes(downloads), {timeout: 30_000, interval: 20}).toBeGreaterThanOrEqual(1024 * 1024)
+}
+
 /** The file lines of `user`'s history with `peer`, as --json. */
 async function fileLines(env: ProfileEnv, peer: string): Promise<Array<{status: string; file: {name: string; sha256?: string; failure?: unknown}}>> {
   const history = await runCli(['history', peer, '--json'], {env})
@@ -107,15 +121,15 @@ describe("bob's listen stopped or killed mid-transfer and started again", () => 
   }, 120_000)
 
   it('killed (SIGKILL) during a direct transfer: the relay it falls back to gets no answer either, and the sendfile waits for bob instead of failing', async () => {
-    // Large enough to be mid-way at the receiver's first checkpoint (2 s in) at loopback speed.
-    const {alice, bob, downloads, data, file} = await setup(256 * 1024 * 1024)
+    const {alice, bob, downloads, data, file} = await setup(32 * 1024 * 1024)
     const first = await listen(bob, downloads)
     // The default path: direct over UDP on loopback.
     const sender = spawnCli(['sendfile', 'bob', file], {env: alice})
     await event(first, 'file-offer', 'the offer to reach bob')
-    await expect.poll(() => recordedBytes(downloads), {timeout: 30_000, interval: 20}).toBeGreaterThanOrEqual(1024 * 1024)
+    await heldAtCheckpoint(sender, downloads)
     first.child.kill('SIGKILL')
     await first.exited
+    sender.child.kill('SIGCONT')
 
     // The direct path goes silent; the relay's offer then reaches nobody (the server has not noticed
     // the kill yet). Before, sendfile failed there: "The recipient did not answer the file offer".
@@ -135,14 +149,15 @@ describe("bob's listen stopped or killed mid-transfer and started again", () => 
   }, 120_000)
 
   it('killed (SIGKILL): what its last checkpoint recorded is adopted by the next listen, and the same sendfile goes on from it', async () => {
-    const {alice, bob, downloads, data, file} = await setup(96 * 1024 * 1024)
+    const {alice, bob, downloads, data, file} = await setup(32 * 1024 * 1024)
     const first = await listen(bob, downloads)
     const sender = spawnCli(['sendfile', 'bob', file, '--relay-only'], {env: alice})
     await event(first, 'file-offer', 'the offer to reach bob')
     // A running transfer records how far it got every 2 s: killed once a record says 1 MiB or more.
-    await expect.poll(() => recordedBytes(downloads), {timeout: 30_000, interval: 20}).toBeGreaterThanOrEqual(1024 * 1024)
+    await heldAtCheckpoint(sender, downloads)
     first.child.kill('SIGKILL')
     await first.exited
+    sender.child.kill('SIGCONT')
     const recorded = recordedBytes(downloads)
 
     // alice hears nothing more: the path goes silent, and the sendfile waits for it.
