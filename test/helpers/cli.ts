@@ -4,7 +4,10 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 import {fileURLToPath} from 'node:url'
-import {expect, onTestFinished} from 'vitest'
+import {onTestFinished} from 'vitest'
+import {MessengerClient} from '../../src/client/client.js'
+import {Profile} from '../../src/client/profile.js'
+import {openMessaging} from '../../src/client/session.js'
 
 /** The built CLI, exactly as a user runs it. `npm test` builds dist/ first. */
 export const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
@@ -126,16 +129,41 @@ export type FixtureUser = keyof typeof FIXTURE_PASSWORDS
  */
 export type ProfileEnv = {MESSENGER_HOME: string; MESSENGER_SERVER: string; MESSENGER_DOWNLOADS?: string}
 
-/** A fresh server and a logged-in profile per user (logins run in parallel: each costs a node start-up). */
+/** A fresh server and a logged-in profile per user. */
 export async function loggedInProfiles<U extends FixtureUser>(users: U[]): Promise<{server: Awaited<ReturnType<typeof startServerProcess>>; envs: Record<U, ProfileEnv>}> {
   const server = await startServerProcess()
   const entries = await Promise.all(
     users.map(async (user) => {
       const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}
-      const login = await runCli(['login', user, '--password-stdin'], {env, input: `${FIXTURE_PASSWORDS[user]}\n`})
-      expect(login.code, `login ${user}: ${login.stderr}`).toBe(0)
+      await loginInProcess(env, user, FIXTURE_PASSWORDS[user])
       return [user, env] as const
     }),
   )
   return {server, envs: Object.fromEntries(entries) as Record<U, ProfileEnv>}
+}
+
+/**
+ * What `messenger login USER` does to a fresh profile, done in this process on the library the
+ * command runs on: the same client (the certificate pinned into the profile), the key pair made and
+ * published, the session saved in profile.json. Test setup only, for the ~200 profiles the CLI tests
+ * log in: a `login` process costs about 0.6 s of CPU under the suite's load, a third of it node and
+ * oclif starting. The command itself runs as a process in the tests that are about it (login-again,
+ * walkthrough, key-verification, account, messaging).
+ */
+export async function loginInProcess(env: ProfileEnv, user: string, password: string): Promise<void> {
+  const profile = new Profile(env.MESSENGER_HOME)
+  const client = new MessengerClient({server: env.MESSENGER_SERVER, pins: profile})
+  try {
+    await client.connect()
+    const session = await client.login(user, password)
+    const messaging = openMessaging(client, profile.dir)
+    try {
+      await messaging.engine.publishKey({replace: false})
+    } finally {
+      await messaging.close()
+    }
+    profile.update({server: env.MESSENGER_SERVER, username: session.username, displayName: session.displayName, token: session.token, tokenExpiresAt: session.expiresAt})
+  } finally {
+    await client.close()
+  }
 }
