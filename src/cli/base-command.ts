@@ -12,6 +12,7 @@ import {corruptDatabaseError} from '../store/sqlite/open.js'
 import type {PathPreference} from '../client/delivery.js'
 import {givenOnCommandLine, receiveFilesOption} from './file-flags.js'
 import {jsonText, renderError} from './render.js'
+import {leaveAfterHangUp, survivingHangUp} from './stop-signals.js'
 import {endedEarlierLine, forgetEarlierSessions, notRevokedWarnings, replaceSession, type EarlierSessionsOutcome} from './earlier-sessions.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError, type ErrorCode} from '../protocol/errors.js'
@@ -284,7 +285,21 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     } finally {
       for (const release of this.releases.splice(0)) release()
     }
-    return super.finally(error)
+    const result = await super.finally(error)
+    leaveAfterHangUp(this.stoppedBy)
+    return result
+  }
+
+  /**
+   * The stop signal that ended a long-running command (listen, chat), set by it: after a SIGHUP it
+   * leaves by that signal once everything above is done (stop-signals.ts).
+   */
+  protected stoppedBy: NodeJS.Signals | undefined
+
+  /** A stop signal arrived: remembered for finally(), and a hung-up terminal's write errors dropped. */
+  protected stoppedBySignal(signal: NodeJS.Signals): void {
+    this.stoppedBy ??= signal
+    if (signal === 'SIGHUP') survivingHangUp()
   }
 
   /**

@@ -134,7 +134,10 @@ With --json it prints one JSON object per line:
     emit({type: 'ready', username: me.username, server: client.serverKey, ts: new Date().toISOString()}, `Listening as ${me.username} on ${client.serverKey}. Press Ctrl-C to stop.`)
 
     await new Promise<void>((resolve) => {
-      void signalled.then(() => resolve())
+      void signalled.then((signal) => {
+        this.stoppedBySignal(signal)
+        resolve()
+      })
       // A session that can never come back (token revoked, certificate changed) ends the command.
       // One that no reconnect cures ends the command, said once, as an Error.
       client.on('disconnected', ({error}) => {

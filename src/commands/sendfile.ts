@@ -8,6 +8,7 @@ import {userArg} from '../cli/name-args.js'
 import {pathFlags} from '../cli/path-flags.js'
 import {SEND_BAR_FORMAT, sendBarFields} from '../cli/file-progress.js'
 import {escapeControls} from '../cli/render.js'
+import {STOP_SIGNALS} from '../cli/stop-signals.js'
 import {MAX_WAIT_SECONDS, sentLine, tooManySentence, waitedSentence, waitingLine, waitSeconds} from '../cli/send-waits.js'
 import {formatSize} from '../cli/size.js'
 import {formatDuration} from '../protocol/duration.js'
@@ -133,7 +134,6 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
   }
 }
 
-const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
 
 /**
  * The file to send, or FILE_UNREADABLE saying why not: each cause needs a different fix, so a

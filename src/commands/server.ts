@@ -4,7 +4,7 @@ import {Flags} from '@oclif/core'
 import envPaths from 'env-paths'
 import pino from 'pino'
 import {BaseCommand} from '../cli/base-command.js'
-import {stopSignals} from '../cli/stop-signals.js'
+import {leaveAfterHangUp, stopSignals} from '../cli/stop-signals.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError} from '../protocol/errors.js'
 import {parseDuration} from '../protocol/duration.js'
@@ -121,7 +121,7 @@ Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fi
     // Listening for signals before start(), whose "listening" line is what supervisors and scripts
     // wait for. A signal during start() stops the server as soon as it is up. Closing the terminal of
     // a foreground server sends SIGHUP; its default would kill it uncleanly.
-    const signalled = stopSignals(['SIGINT', 'SIGTERM', 'SIGHUP'])
+    const signalled = stopSignals()
     const info = await server.start()
 
     // A signal, or a failure the server cannot go on after (its database deleted under it).
@@ -136,12 +136,8 @@ Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fi
     }, 4_500).unref()
     await server.stop().catch((error: unknown) => logger.error({err: error}, 'error while shutting down'))
     if ('failure' in outcome) throw outcome.failure
-    if (received === 'SIGHUP' && process.stdout.isTTY) {
-      // The terminal hung up and the shutdown is done. Leave by the signal itself: exiting normally
-      // would write to the dead terminal (oclif's last stdout flush throws EIO) and Node's reset of
-      // the terminal mode at exit aborts on it, both turning a clean stop into a crash report.
-      process.kill(process.pid, 'SIGHUP')
-    }
+    // The terminal hung up and the shutdown is done: leave by the signal itself (stop-signals.ts).
+    leaveAfterHangUp(received)
     return {address: `${info.host}:${info.port}`, fingerprint: info.fingerprint}
   }
 }

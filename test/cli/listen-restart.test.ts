@@ -3,6 +3,7 @@ import {readdirSync, readFileSync, statSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {loggedInProfiles, runCli, spawnCli, tempDir, type CliProcess, type ProfileEnv} from '../helpers/cli.js'
+import {onTerminal} from '../helpers/terminal.js'
 
 /**
  * bob's listen stopped (SIGTERM) or killed (SIGKILL) in the middle of a file, then started again:
@@ -119,6 +120,29 @@ describe("bob's listen stopped or killed mid-transfer and started again", () => 
     expect(await second.exited).toBe(0)
     expect(await fileLines(bob, 'alice')).toEqual([expect.objectContaining({status: 'received', file: expect.objectContaining({name: 'big.bin', sha256: saved.sha256})})])
   }, 120_000)
+
+  it('stopped by SIGHUP (its terminal closed), in a terminal: a stop as SIGTERM is (part and record kept, no lock left, alice told), and listen then leaves by SIGHUP', async () => {
+    const {alice, bob, downloads, file} = await setup(32 * 1024 * 1024)
+    const listening = onTerminal(['listen', '--downloads', downloads], bob)
+    await listening.shows(/Listening as bob/, 'listen to be ready')
+    const sender = spawnCli(['sendfile', 'bob', file, '--relay-only'], {env: alice})
+    onTestFinished(() => {
+      sender.child.kill('SIGKILL')
+    })
+    // alice held, so the transfer cannot finish first (a stopped listen would stop `script` too).
+    await heldAtCheckpoint(sender, downloads)
+    listening.signal('SIGHUP')
+    // By the signal, after the clean stop (script reports 128 + 1): as a shell sees a hung-up program.
+    expect(await listening.exited).toBe(129)
+    sender.child.kill('SIGCONT')
+    // Before, SIGHUP's default action killed listen: alice heard of no stop, and the lock stayed.
+    const waiting = await sender.waitForStderrLine((l) => l.startsWith("bob's listen or chat was stopped when bob had acknowledged "), 'the waiting line')
+    expect(waiting).toMatch(/of 32 MiB; waiting for bob to be back online \(up to 60 s; Ctrl-C stops\)\.$/)
+    const left = readdirSync(downloads)
+    expect(left.some((n) => n.endsWith('.part')) && left.some((n) => n.endsWith('.kept'))).toBe(true)
+    expect(left.filter((n) => n.startsWith('.messenger-receiver.'))).toEqual([])
+    expect(recordedBytes(downloads)).toBeGreaterThan(0)
+  }, 60_000)
 
   it('killed (SIGKILL) during a direct transfer: the relay it falls back to gets no answer either, and the sendfile waits for bob instead of failing', async () => {
     const {alice, bob, downloads, data, file} = await setup(32 * 1024 * 1024)

@@ -26,6 +26,18 @@ describe('a stop signal sent the moment a long-running command says it is ready'
     expect(outcomes).toEqual(Array.from({length: RUNS}, () => ['listen 0/null', 'chat 0/null']).flat())
   })
 
+  it('listen and chat stop cleanly on SIGHUP too (the terminal closed; through pipes they then exit 0)', async () => {
+    const {envs} = await loggedInProfiles(['bob'])
+    const listen = spawnCli(['listen', '--json'], {env: envs.bob})
+    await listen.waitForLine((l) => l.includes('"type":"ready"'), 'listen to be ready')
+    expect(await listen.stop('SIGHUP')).toBe(0)
+    expect(listen.child.signalCode).toBeNull()
+    const chat = spawnCli(['chat'], {env: envs.bob})
+    await chat.waitForLine((l) => l.startsWith('Chatting as bob'), 'the chat banner')
+    expect(await chat.stop('SIGHUP')).toBe(0)
+    expect(chat.lines.at(-1)).toBe('Bye.')
+  })
+
   it('the server stops cleanly on SIGTERM right after its listening line, every time', async () => {
     const outcomes: string[] = []
     for (let i = 0; i < RUNS; i++) {
