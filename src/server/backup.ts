@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
-import {chmodSync, closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statSync} from 'node:fs'
-import {basename, dirname, join, resolve} from 'node:path'
+import {chmodSync, closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, realpathSync, renameSync, rmSync, statSync} from 'node:fs'
+import {basename, dirname, isAbsolute, join, relative, resolve, sep} from 'node:path'
 import Database from 'better-sqlite3'
 import {IDENTITY_FILE} from '../crypto/identity.js'
 import {SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE} from '../crypto/tls.js'
@@ -34,6 +34,8 @@ export interface BackupResult {
   files: Array<{name: string; bytes: number}>
   /** False when the data dir had no database (a node on --store redis keeps its data in Redis). */
   database: boolean
+  /** What the backup lacks for a restore to be the same server, in sentences (see backupWarnings). */
+  warnings: string[]
 }
 
 const ROLE: DatabaseRole = {
@@ -56,7 +58,7 @@ export function backupDataDir(dataDir: string, dest: string): BackupResult {
       hint: `Name a directory that does not exist yet, such as ${to}-${new Date().toISOString().slice(0, 10)}.`,
     })
   }
-  if (to === from || to.startsWith(`${from}/`)) {
+  if (within(from, to)) {
     throw new MessengerError('BAD_INPUT', `${to} is inside the data dir it would back up.`, {hint: 'Put the backup somewhere else, ideally on another disk.'})
   }
   mkdirSync(dirname(to), {recursive: true})
@@ -77,7 +79,42 @@ export function backupDataDir(dataDir: string, dest: string): BackupResult {
     rmSync(building, {recursive: true, force: true})
     throw error
   }
-  return {from, to, files: present.map((name) => ({name, bytes: statSync(join(to, name)).size})), database: present.includes(DB_FILE)}
+  const database = present.includes(DB_FILE)
+  return {from, to, files: present.map((name) => ({name, bytes: statSync(join(to, name)).size})), database, warnings: backupWarnings(from, present)}
+}
+
+/**
+ * Whether `to` is `from` or inside it, links resolved: a backup written into the live data dir
+ * through a symbolic link is still in it. `to` need not exist yet (its nearest existing ancestor is resolved).
+ */
+function within(from: string, to: string): boolean {
+  const real = (path: string): string => {
+    let existing = path
+    const rest: string[] = []
+    while (!existsSync(existing) && dirname(existing) !== existing) {
+      rest.unshift(basename(existing))
+      existing = dirname(existing)
+    }
+    try {
+      return join(realpathSync(existing), ...rest)
+    } catch {
+      return path
+    }
+  }
+  const inside = relative(real(from), real(to))
+  return !(inside === '..' || inside.startsWith(`..${sep}`) || isAbsolute(inside))
+}
+
+/** What a restore from these files would lack to be the same server to its users. */
+function backupWarnings(from: string, present: readonly string[]): string[] {
+  const warnings: string[] = []
+  if (!present.includes(DB_FILE)) {
+    warnings.push(`There is no ${DB_FILE} in ${from}: a node on --store redis keeps its data in Redis, so back that up there (its append-only file, or \`redis-cli --rdb FILE\`), and restore with the same --store.`)
+  }
+  if (!present.includes(SELF_SIGNED_CERT_FILE) || !present.includes(SELF_SIGNED_KEY_FILE)) {
+    warnings.push(`There is no TLS certificate and key in ${from}: a server started with --tls-cert and --tls-key keeps them where those point, so back those files up too. A server restored without them makes a new certificate, and every client that pinned the old one refuses it (CERT_CHANGED).`)
+  }
+  return warnings
 }
 
 /** A consistent copy of the database at `file` (the server may be writing it), checked before it counts. */

@@ -1,4 +1,4 @@
-import {copyFileSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync} from 'node:fs'
+import {copyFileSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {loggedInProfiles, runCli, spawnCli, startServerProcess, tempDir} from '../helpers/cli.js'
@@ -20,8 +20,8 @@ describe('messenger server backup', () => {
     // The server keeps running meanwhile: nothing is stopped for a backup.
     const backup = await runCli(['server', 'backup', dest, '--data-dir', server.dataDir, '--json'])
     expect(backup.code, backup.stderr).toBe(0)
-    const result = JSON.parse(backup.stdout) as {from: string; to: string; database: boolean; files: Array<{name: string; bytes: number}>}
-    expect(result).toMatchObject({from: server.dataDir, to: dest, database: true})
+    const result = JSON.parse(backup.stdout) as {from: string; to: string; database: boolean; files: Array<{name: string; bytes: number}>; warnings: string[]}
+    expect(result).toMatchObject({from: server.dataDir, to: dest, database: true, warnings: []})
     expect(result.files.map((f) => f.name)).toEqual(['messenger.db', 'server-cert.pem', 'server-key.pem', 'identity.json'])
     // Keys and messages stay the owner's only; nothing else is left beside the backup.
     expect(statSync(dest).mode & 0o777).toBe(0o700)
@@ -65,6 +65,14 @@ describe('messenger server backup', () => {
     expect(JSON.parse(inside.stdout)).toMatchObject({error: {code: 'BAD_INPUT', message: `${join(server.dataDir, 'backup')} is inside the data dir it would back up.`}})
     expect(existsSync(join(server.dataDir, 'backup'))).toBe(false)
 
+    // The same through a symbolic link to the data dir.
+    const link = join(tempDir('links-'), 'data')
+    symlinkSync(server.dataDir, link)
+    const linked = await runCli(['server', 'backup', join(link, 'backup'), '--data-dir', server.dataDir])
+    expect(linked.code).toBe(2)
+    expect(linked.stderr).toContain(`Error: ${join(link, 'backup')} is inside the data dir it would back up.`)
+    expect(existsSync(join(server.dataDir, 'backup'))).toBe(false)
+
     const empty = tempDir('not-a-data-dir-')
     const dest = join(tempDir('backups-'), 'b')
     const none = await runCli(['server', 'backup', dest, '--data-dir', empty, '--json'])
@@ -89,8 +97,25 @@ describe('messenger server backup', () => {
 
     const backup = await runCli(['server', 'backup', dest, '--data-dir', node])
     expect(backup.code, backup.stderr).toBe(0)
-    expect(backup.stdout).toBe(`Backed up ${node} to ${dest}: server-cert.pem, server-key.pem, identity.json.\nTo restore, stop the server and start it with --data-dir ${dest} (or copy these files into its data dir).\n`)
-    expect(backup.stderr).toBe(`Warning: there is no messenger.db in ${node}: a node on --store redis keeps its data in Redis, so back that up there (its append-only file, or \`redis-cli --rdb FILE\`).\n`)
+    expect(backup.stdout).toBe(`Backed up ${node} to ${dest}: server-cert.pem, server-key.pem, identity.json.\nTo restore, stop the server and start it with --data-dir ${dest} and the same --store (or copy these files into its data dir).\n`)
+    expect(backup.stderr).toBe(`Warning: There is no messenger.db in ${node}: a node on --store redis keeps its data in Redis, so back that up there (its append-only file, or \`redis-cli --rdb FILE\`), and restore with the same --store.\n`)
     expect(readdirSync(dest).sort()).toEqual(['identity.json', 'server-cert.pem', 'server-key.pem'])
+  }, 60_000)
+
+  it('a data dir without the TLS certificate (a server on --tls-cert and --tls-key): backs up the rest and warns that a restore needs those files too', async () => {
+    const server = await startServerProcess()
+    await server.stop()
+    const data = tempDir('own-cert-data-')
+    for (const name of ['messenger.db', 'identity.json']) copyFileSync(join(server.dataDir, name), join(data, name))
+    const dest = join(tempDir('backups-'), 'b')
+
+    const backup = await runCli(['server', 'backup', dest, '--data-dir', data, '--json'])
+    expect(backup.code, backup.stderr).toBe(0)
+    const result = JSON.parse(backup.stdout) as {files: Array<{name: string}>; warnings: string[]}
+    expect(result.files.map((f) => f.name)).toEqual(['messenger.db', 'identity.json'])
+    expect(result.warnings).toEqual([
+      `There is no TLS certificate and key in ${data}: a server started with --tls-cert and --tls-key keeps them where those point, so back those files up too. A server restored without them makes a new certificate, and every client that pinned the old one refuses it (CERT_CHANGED).`,
+    ])
+    expect(backup.stderr).toBe(`Warning: ${result.warnings[0]}\n`)
   }, 60_000)
 })

@@ -11,7 +11,7 @@ export default class ServerBackup extends BaseCommand<typeof ServerBackup> {
 
   static override description = `Writes a new directory DEST holding a consistent copy of the server's database (taken while the server runs, without stopping or slowing it: the messages queued for offline users, accounts, sessions, groups and receipts as of one moment), its TLS certificate and key (clients pinned that certificate: a server restored without it meets every client with CERT_CHANGED) and its own key. The files keep the data dir's owner-only permissions; DEST must not exist yet, and a backup that fails leaves nothing under its name.
 To restore: stop the server, then start it with --data-dir DEST (or copy DEST's files into its data dir). Messages acknowledged after the backup was taken are not in it.
-A node on --store redis keeps its data in Redis: back that up there (its append-only file, or \`redis-cli --rdb FILE\`); this command then copies only the TLS files and key, and says so.`
+A node on --store redis keeps its data in Redis: back that up there (its append-only file, or \`redis-cli --rdb FILE\`); this command then copies only the TLS files and key, and says so. So it does when the data dir has no certificate (a server started with --tls-cert and --tls-key): back those files up too. Accounts, passwords and sessions are restored as they were: a password changed or a session ended after the backup is undone.`
 
   static override examples = [
     {description: 'Back up the default data dir', command: '<%= config.bin %> <%= command.id %> /backups/messenger-$(date +%F)'},
@@ -34,10 +34,9 @@ A node on --store redis keeps its data in Redis: back that up there (its append-
     const result = backupDataDir(this.flags['data-dir'] ?? envPaths('messenger', {suffix: ''}).data, this.args.dest)
     const files = result.files.map((f) => (f.name === DB_FILE ? `${f.name} (${formatSize(f.bytes)})` : f.name)).join(', ')
     this.log(`Backed up ${result.from} to ${result.to}: ${files}.`)
-    if (!result.database) {
-      process.stderr.write(`Warning: there is no ${DB_FILE} in ${result.from}: a node on --store redis keeps its data in Redis, so back that up there (its append-only file, or \`redis-cli --rdb FILE\`).\n`)
-    }
-    this.log(`To restore, stop the server and start it with --data-dir ${result.to} (or copy these files into its data dir).`)
+    for (const warning of result.warnings) process.stderr.write(`Warning: ${warning}\n`)
+    const store = result.database ? '' : ' and the same --store'
+    this.log(`To restore, stop the server and start it with --data-dir ${result.to}${store} (or copy these files into its data dir).`)
     return result
   }
 }
