@@ -28,7 +28,7 @@ export function changePassword(client: MessengerClient, oldPassword: string, new
 const PASSWD_HINTS: Partial<Record<string, string>> = {
   AUTH_FAILED: 'Type your current password exactly; repeated failures lock the account for a while, logins included.',
   LOCKED_OUT: 'Wait for the block to expire, then try again with your current password.',
-  BAD_INPUT: 'Pick a password you have not used here before.',
+  BAD_INPUT: 'Pick a different one.',
 }
 
 /** Changes the account's display name (register's rules, BAD_DISPLAY_NAME); resolves to the name as stored. */

@@ -33,7 +33,7 @@ Every other session of your account is signed out, since whoever knew the old pa
     // The server checks both as well; here they cost no round trip and no attempt.
     checkPassword(newPassword)
     if (oldPassword.normalize('NFC') === newPassword.normalize('NFC')) {
-      throw new MessengerError('BAD_INPUT', 'The new password is the same as the current one.', {hint: 'Pick a password you have not used here before.'})
+      throw new MessengerError('BAD_INPUT', 'The new password is the same as the current one.', {hint: 'Pick a different one.'})
     }
     // Connected only now: a one-shot connection sends no heartbeats, and typing can take a while.
     const client = await this.connectSession()

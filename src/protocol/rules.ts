@@ -48,7 +48,7 @@ export function checkPassword(password: string): void {
     })
   }
   if (password.length > LIMITS.passwordMaxLength) {
-    throw new MessengerError('BAD_PASSWORD', `Password too long: use at most ${LIMITS.passwordMaxLength} characters.`)
+    throw new MessengerError('BAD_PASSWORD', `Password too long: use at most ${LIMITS.passwordMaxLength} characters.`, {hint: 'Choose a shorter one; a few random words are plenty.'})
   }
 }
 

@@ -137,7 +137,7 @@ export class Accounts {
     checkPassword(newPassword)
     // Compared as they will be hashed (NFC), so an é typed another way is the same password.
     if (oldPassword.normalize('NFC') === newPassword.normalize('NFC')) {
-      throw new MessengerError('BAD_INPUT', 'The new password is the same as the current one.', {hint: 'Pick a password you have not used here before.'})
+      throw new MessengerError('BAD_INPUT', 'The new password is the same as the current one.', {hint: 'Pick a different one.'})
     }
     try {
       await this.verifyCounted(username, oldPassword, addr, 'password change')

@@ -3,6 +3,7 @@ import {unlink} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 import {performance} from 'node:perf_hooks'
 
+import {formatSize} from '../cli/size.js'
 import {MessengerError} from '../protocol/errors.js'
 import {
   chunkCount,
@@ -498,8 +499,9 @@ export class FileReceiver {
       superseded.fail(new MessengerError('TRANSFER_FAILED', message, {hint: '', details: {superseded: true}}), false, SUPERSEDED_CANCEL_REASON, {superseded: true})
     }
     if (size > this.options.maxBytes) {
-      const message = `${peer} offered "${name}" (${size} bytes), over the limit of ${this.options.maxBytes} bytes; it was refused.`
-      this.refuse(key, id, transport, 'FILE_TOO_LARGE', `The file is ${size} bytes; the recipient accepts at most ${this.options.maxBytes}.`)
+      const [offered, limit] = twoSizes(size, this.options.maxBytes)
+      const message = `${peer} offered "${name}" (${offered}), over the limit of ${limit} (--max-file-size); it was refused.`
+      this.refuse(key, id, transport, 'FILE_TOO_LARGE', `The file is ${offered}; the recipient accepts at most ${limit}.`)
       // Our side of it: the default hint ("ask the recipient to raise ...") is the sender's.
       this.emit('onError', hex, new MessengerError('FILE_TOO_LARGE', message, {
         hint: `To take it, start listen or chat again with a larger --max-file-size (or set MESSENGER_MAX_FILE_SIZE), then ask ${peer} to send it again.`,
@@ -560,4 +562,10 @@ function busyHint(peer: string): string {
 
 function keptKey(peer: string, sha256: string, size: number): string {
   return `${peer}\u0000${sha256}\u0000${size}`
+}
+
+/** Two sizes as people read them (MiB, GiB), exact in bytes where rounding would show them alike. */
+function twoSizes(a: number, b: number): [string, string] {
+  const [x, y] = [formatSize(a), formatSize(b)]
+  return x === y ? [`${x} (${a} bytes)`, `${y} (${b} bytes)`] : [x, y]
 }

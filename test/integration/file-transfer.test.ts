@@ -615,7 +615,7 @@ describe('file transfer between two online clients (FileHub over the real server
 
     const big = await sourceFile(srcDir, 'big.bin', 2 * MiB)
     const error = await expectCode(alice.send('bob', big.path), 'FILE_TOO_LARGE')
-    expect(error.message).toMatch(/1048576/)
+    expect(error.message).toBe('The file is 2.0 MiB; the recipient accepts at most 1.0 MiB.')
     const refused = await bob.failed.next()
     expect(refused.error.code).toBe('FILE_TOO_LARGE')
     expect(bob.offers.items).toEqual([expect.objectContaining({name: 'big.bin', size: 2 * MiB})])

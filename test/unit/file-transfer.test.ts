@@ -399,6 +399,9 @@ describe('file transfer', () => {
     expect(sent.error).toBeInstanceOf(MessengerError)
     expect(sent.error!.code).toBe('FILE_TOO_LARGE')
     expect(received.error!.code).toBe('FILE_TOO_LARGE')
+    // Sizes as people read them; in bytes too only where rounding would show the two alike.
+    expect(sent.error!.message).toBe('The file is 4.9 KiB (5000 bytes); the recipient accepts at most 4.9 KiB (4999 bytes).')
+    expect(received.error!.message).toMatch(/^\w+ offered "[^"]+" \(4\.9 KiB \(5000 bytes\)\), over the limit of 4\.9 KiB \(4999 bytes\) \(--max-file-size\); it was refused\.$/)
     // Each side is told what it can do: the receiver to raise its own limit, not to ask "the recipient".
     expect(received.error!.hint).toBe('To take it, start listen or chat again with a larger --max-file-size (or set MESSENGER_MAX_FILE_SIZE), then ask alice to send it again.')
     expect(await listing(r.downloads)).toEqual([])
