@@ -16,6 +16,7 @@ import {
   type IncomingOffer,
   type OutgoingTransfer,
   type ReceivedFile,
+  type RemovedPart,
   TAKE_OVER_AFTER_MS,
   type TransferProgress,
 } from '../transport/file-transfer.js'
@@ -27,6 +28,7 @@ import {fileFrameDirectionMatches, openFileFrame, sealFileFrame} from '../crypto
 import {rememberId, setNewest} from '../util/bounded.js'
 import {backoffMs} from '../util/backoff.js'
 import {FILE_TRANSFER_DEFAULTS} from '../transport/file-common.js'
+import {formatSize} from '../cli/size.js'
 import {type Interruption, interruptionOf, waitForReturn, type WaitedFor, WaitExpired} from './file-waits.js'
 
 /** A direct offer unanswered this long means the path died: fall back to the relay. */
@@ -76,6 +78,12 @@ export interface FileHubOptions {
   offerLog?: OfferLog
   /** Where completed transfers, sent and received, are recorded: the profile's history. */
   fileLog?: {recordFile(t: FileTransferRecord): Promise<unknown>}
+  /**
+   * The local user, when known before the client signs in: the receiver's start records the parts
+   * an earlier listen or chat kept that expired meanwhile, before the session is resumed. Else
+   * the client's signed-in user.
+   */
+  me?: string
 }
 
 /** A file frame or offer dropped unread, reported once per transfer (as messages report theirs). */
@@ -162,7 +170,7 @@ export interface FileHubEvents {
   /** An incoming transfer goes on from `bytes` kept of an earlier one of the file. */
   resumed: [{transferId: string; name: string; peer: string; bytes: number}]
   /** A part kept for a resume went without one (FileReceiverOptions.onKeptRemoved). */
-  keptRemoved: [{transferId: string; peer: string; name: string; bytes: number}, KeptRemoval]
+  keptRemoved: [RemovedPart, KeptRemoval]
   failed: [string, MessengerError]
   dropped: [FileDrop]
 }
@@ -234,6 +242,12 @@ export class FileHub extends EventEmitter<FileHubEvents> {
   private readonly keptFailures = new Map<string, {record: FileTransferRecordInput; ts: number}>()
   /** History writes in flight, which close() waits for (a kept part removed on close is recorded then). */
   private readonly recording = new Set<Promise<void>>()
+  /**
+   * Kept parts the receiver's start found expired (kept by an earlier listen or chat): recorded at
+   * once, announced once someone listens for keptRemoved. The session is made before its command
+   * subscribes to it, and awaits the network in between, so an event emitted then would be lost.
+   */
+  private startRemovals: Array<[RemovedPart, KeptRemoval]> | undefined = []
 
   constructor(private readonly o: FileHubOptions) {
     super()
@@ -252,7 +266,12 @@ export class FileHub extends EventEmitter<FileHubEvents> {
           this.keptFailures.delete(kept.transferId)
           // At the time it failed, not now.
           if (failed) void this.record(failed.record, failed.ts)
-          this.emit('keptRemoved', kept, why)
+          // Kept by an earlier listen or chat, whose failure nobody recorded (its line waited for
+          // the part's fate): recorded now, when it expired. Not for a smaller part of a file whose
+          // larger one is still kept: that one's fate is the file's.
+          else if (kept.adopted === true && why !== 'larger') void this.record(adoptedFailure(kept, why), why === 'expired' ? kept.keptUntil : Date.now())
+          if (this.startRemovals) this.startRemovals.push([kept, why])
+          else this.emit('keptRemoved', kept, why)
         },
         onResume: (id, bytes) => {
           const offer = this.offers.get(id)
@@ -289,6 +308,22 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         },
         ...(o.offerLog ? {offerLog: o.offerLog} : {}),
       })
+    }
+    const found = this.startRemovals!
+    this.startRemovals = undefined
+    if (found.length > 0) {
+      // After the listener is added (newListener comes before), and after what its command does
+      // next at once (listen's ready line).
+      // newListener is EventEmitter's own event, outside FileHubEvents.
+      const emitter = this as unknown as EventEmitter
+      const announce = (event: string | symbol): void => {
+        if (event !== 'keptRemoved') return
+        emitter.off('newListener', announce)
+        setImmediate(() => {
+          for (const [kept, why] of found) this.emit('keptRemoved', kept, why)
+        })
+      }
+      emitter.on('newListener', announce)
     }
     o.client.on('push', (push) => {
       if (push.type === 'forward') void this.onRelayFrame(push)
@@ -635,7 +670,7 @@ export class FileHub extends EventEmitter<FileHubEvents> {
    * happens to the record: a history that cannot be written loses the line, not the transfer.
    */
   private record(t: FileTransferRecordInput, ts = Date.now(), announce?: () => void): Promise<void> {
-    const me = this.o.client.user?.username
+    const me = this.o.client.user?.username ?? this.o.me
     const written = this.o.fileLog && me ? this.o.fileLog.recordFile({...t, me, ts}).then(() => undefined, () => undefined) : Promise.resolve()
     // Announced within what close() waits for: an event emitted a few ticks after close() returned
     // printed after chat's "Bye.".
@@ -670,6 +705,18 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       },
     }
   }
+}
+
+/** The history line of a part an earlier listen or chat kept that went without a resume. */
+function adoptedFailure(kept: RemovedPart, why: KeptRemoval): FileTransferRecordInput {
+  const removed = {
+    expired: `removed after ${KEEP_PARTIAL_MINUTES} minutes without one`,
+    replaced: 'removed when newer ones took its place',
+    closed: 'removed when listen or chat was stopped',
+    larger: 'replaced by a larger part of the file',
+  }[why]
+  const message = `The transfer of "${kept.name}" from ${kept.peer} was interrupted at ${formatSize(kept.bytes)} of ${formatSize(kept.size)}; what had arrived was kept for a resume, and ${removed}.`
+  return {transferId: kept.transferId, direction: 'in', peer: kept.peer, path: kept.via ?? null, file: {name: kept.name, bytes: kept.size, failure: {code: 'TRANSFER_FAILED', message}}}
 }
 
 /**

@@ -146,7 +146,8 @@ export interface FileTransferRecord {
   /** The local user. */
   me: string
   ts: number
-  path: DeliveryPath
+  /** Null when not known (a part kept by an earlier listen or chat, whose record did not say). */
+  path: DeliveryPath | null
   file: FileRecord
 }
 
@@ -322,7 +323,7 @@ function prepareStatements(db: Database.Database) {
        RETURNING seq`,
     ),
     getSeq: db.prepare<[string], {seq: number | null}>('SELECT seq FROM messages WHERE id = ?'),
-    insertFile: db.prepare<[string, 'in' | 'out', string, string, string, string, number, HistoryStatus, DeliveryPath, string, number]>(
+    insertFile: db.prepare<[string, 'in' | 'out', string, string, string, string, number, HistoryStatus, DeliveryPath | null, string, number]>(
       `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, broadcast, text, ts, seq, status, path, file, created_at)
        VALUES (?, ?, ?, NULL, ?, ?, 0, ?, ?, NULL, ?, ?, ?, ?)`,
     ),

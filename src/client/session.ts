@@ -88,7 +88,7 @@ export function openMessaging(
   // Parts kept for a resume outlive the session, for the next one of this profile and account: its
   // username and key name it (one profile holds an account's key at a time: KEY_IN_USE).
   const receive = options.receiveFiles && {...options.receiveFiles, owner: `${me} ${encodeKey(identity.publicKey)}`}
-  const files = new FileHub({client, engine, keyring, receive, offerLog: history, fileLog: history})
+  const files = new FileHub({client, engine, keyring, receive, offerLog: history, fileLog: history, me})
   /** What the direct path re-announces after a reconnect; set by startDirect. */
   let relink: (() => Promise<void>) | undefined
   let republishTimer: NodeJS.Timeout | undefined

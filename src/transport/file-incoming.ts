@@ -102,6 +102,10 @@ export interface KeptPartial {
   bytes: number
   /** Wall clock until which it is kept, when it says (adopted from a receiver before); else from when it is kept. */
   keptUntil?: number
+  /** The path its transfer came by (unknown for a part adopted from a record that does not say). */
+  via?: 'direct' | 'relay'
+  /** Kept by an earlier receiver (listen or chat stopped or killed) and adopted by this one. */
+  adopted?: boolean
 }
 
 /** What FileReceiver knows of an offer it accepts. */
@@ -342,7 +346,7 @@ export class IncomingTransfer {
       const fh = this.fh
       this.fh = undefined
       const closed = await fh.close().then(() => true, () => false)
-      if (closed && this.host.keep({transferId: this.hex, peer: this.peer, name: this.name, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes: kept})) {
+      if (closed && this.host.keep(this.asKept(kept))) {
         this.ownsPartial = false
         this.keptWhileOpening = kept
         return
@@ -380,7 +384,7 @@ export class IncomingTransfer {
 
   /** This transfer's partial file as a part kept with `bytes` in order. */
   private asKept(bytes: number): KeptPartial {
-    return {transferId: this.hex, peer: this.peer, name: this.name, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes}
+    return {transferId: this.hex, peer: this.peer, name: this.name, sha256: Buffer.from(this.sha256).toString('hex'), size: this.size, path: this.partial, bytes, via: this.transport.relayed ? 'relay' : 'direct'}
   }
 
   /** Closes and removes the partial file (a transfer closed while it was being opened), and its record. */

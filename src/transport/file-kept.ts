@@ -41,6 +41,11 @@ export interface KeptRecord {
   bytes: number
   /** Wall clock (ms since the epoch) until which it is kept. */
   keptUntil: number
+  /**
+   * The path its transfer came by, for the history line of a part that goes without a resume
+   * (written by every receiver that knows it; absent in records written before it was added).
+   */
+  via?: 'direct' | 'relay'
 }
 
 /** Opening flag that refuses a symbolic link (none on Windows, where links need privileges to make). */
@@ -52,8 +57,8 @@ export function keptRecordPath(partialPath: string): string {
 }
 
 export function encodeKeptRecord(record: KeptRecord): string {
-  const {owner, transferId, peer, name, sha256, size, bytes, keptUntil} = record
-  return `${JSON.stringify({v: KEPT_RECORD_VERSION, owner, transferId, peer, name, sha256, size, bytes, keptUntil})}\n`
+  const {owner, transferId, peer, name, sha256, size, bytes, keptUntil, via} = record
+  return `${JSON.stringify({v: KEPT_RECORD_VERSION, owner, transferId, peer, name, sha256, size, bytes, keptUntil, ...(via === undefined ? {} : {via})})}\n`
 }
 
 const HEX_ID = /^[0-9a-f]{32}$/
@@ -70,7 +75,7 @@ export function decodeKeptRecord(text: string): KeptRecord | undefined {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined
   const r = raw as Record<string, unknown>
   if (r.v !== KEPT_RECORD_VERSION) return undefined
-  const {owner, transferId, peer, name, sha256, size, bytes, keptUntil} = r
+  const {owner, transferId, peer, name, sha256, size, bytes, keptUntil, via} = r
   if (typeof owner !== 'string' || owner === '' || owner.length > MAX_OWNER_LENGTH) return undefined
   if (typeof transferId !== 'string' || !HEX_ID.test(transferId)) return undefined
   if (typeof sha256 !== 'string' || !HEX_SHA256.test(sha256)) return undefined
@@ -80,7 +85,8 @@ export function decodeKeptRecord(text: string): KeptRecord | undefined {
   if (!Number.isSafeInteger(size) || (size as number) < 0) return undefined
   if (!Number.isSafeInteger(bytes) || (bytes as number) <= 0 || (bytes as number) > (size as number)) return undefined
   if (!Number.isSafeInteger(keptUntil) || (keptUntil as number) <= 0) return undefined
-  return {owner, transferId, peer, name, sha256, size: size as number, bytes: bytes as number, keptUntil: keptUntil as number}
+  if (via !== undefined && via !== 'direct' && via !== 'relay') return undefined
+  return {owner, transferId, peer, name, sha256, size: size as number, bytes: bytes as number, keptUntil: keptUntil as number, ...(via === undefined ? {} : {via})}
 }
 
 function isUsername(text: string): boolean {

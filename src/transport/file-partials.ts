@@ -36,7 +36,8 @@ import {type KeptRecord, keptRecordPath, readKeptRecord} from './file-kept.js'
  * A part kept for a resume outlives its owner: its record (file-kept.ts, `.NAME.ID.TOKEN.kept`) says
  * until when. An orphan with a valid record that is not yet expired is spared; a receiver of the
  * record's owner (the same profile) adopts it, taking it under its own token. Once expired, or with
- * no valid record, it goes as any orphan does, record and all.
+ * no valid record, it goes as any orphan does, record and all; a receiver of its owner that removes
+ * an expired one is told (PartialKeeper.expired), for its history.
  */
 
 const TOKEN_BYTES = 6
@@ -165,6 +166,12 @@ function lstatOrUndefined(path: string): Stats | undefined {
   }
 }
 
+/** A regular file (not a link) of this process's user. */
+export function madeByThisUser(path: string): boolean {
+  const stat = lstatOrUndefined(path)
+  return stat !== undefined && stat.isFile() && (process.getuid === undefined || stat.uid === process.getuid())
+}
+
 /** Best effort: a lock file left behind names no live owner, and a later start sweeps it. */
 function forget(path: string): void {
   try {
@@ -174,12 +181,15 @@ function forget(path: string): void {
   }
 }
 
-function removeQuietly(path: string, removed: string[]): void {
+/** True if it was removed here. */
+function removeQuietly(path: string, removed: string[]): boolean {
   try {
     unlinkSync(path)
     removed.push(path)
+    return true
   } catch {
     // best effort: gone already (another receiver swept it), or not ours to remove; the next start tries again
+    return false
   }
 }
 
@@ -192,6 +202,12 @@ export interface PartialKeeper {
    * receiver's token). False if it could not: it is left where it is, for the next start.
    */
   adopt(partialName: string, record: KeptRecord): boolean
+  /**
+   * A kept part of `owner` whose time ran out while no receiver of its owner ran: removed here (by
+   * this sweep, not by another one running at once), so that its receiver can say it went without
+   * a resume. Not called for the parts of other owners that the sweep removes.
+   */
+  expired?(record: KeptRecord): void
 }
 
 /**
@@ -255,8 +271,12 @@ export function sweepPartials(dir: string, now: number = Date.now(), keeper?: Pa
         if (keeper && record.owner === keeper.owner) keeper.adopt(name, record)
         continue
       }
-      removeQuietly(join(dir, name), removed)
+      // Told only of a part this user made (as only such a part is adopted): anyone can write a
+      // record in a shared directory, and one planted there must not put a line in our history.
+      const tell = record !== undefined && keeper?.expired !== undefined && record.owner === keeper.owner && madeByThisUser(join(dir, name))
+      const gone = removeQuietly(join(dir, name), removed)
       if (present.has(name.replace(/\.part$/, '.kept'))) removeQuietly(keptRecordPath(join(dir, name)), removed)
+      if (gone && tell) keeper!.expired!(record!)
     }
     if (owner.db) {
       // No one makes that token again, so the file can go after the lock (which Windows needs).

@@ -1,4 +1,4 @@
-import {lstatSync, renameSync} from 'node:fs'
+import {renameSync} from 'node:fs'
 import {unlink} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 import {performance} from 'node:perf_hooks'
@@ -20,7 +20,7 @@ import {type IncomingHost, IncomingTransfer, type KeptPartial, sendQuietly} from
 import {checkOffer, MemoryOfferLog, type OfferLog, type OfferRefusal, takenBefore} from './file-offers.js'
 import {safeFileName} from './file-names.js'
 import {type KeptRecord, removeKeptRecord, writeKeptRecord} from './file-kept.js'
-import {PartialOwner, sweepPartials} from './file-partials.js'
+import {madeByThisUser, PartialOwner, sweepPartials} from './file-partials.js'
 import {setNewest} from '../util/bounded.js'
 
 /*
@@ -107,9 +107,12 @@ export interface FileReceiverOptions {
   /**
    * A part kept for a resume was removed without one: its time was up, more recent ones took its
    * place, or the receiver closed (without an owner). The person was told it was kept; this says
-   * it no longer is. Not for parts an earlier receiver kept that were over the cap when adopted.
+   * it no longer is. Also for a part an earlier receiver of the owner kept (`adopted`) that this one
+   * adopted, and, during the constructor, for one whose time ran out while none ran (the sweep at
+   * the start removed it: 'expired'). Not for parts an earlier receiver kept that were over the
+   * cap when adopted.
    */
-  onKeptRemoved?: (kept: {transferId: string; peer: string; name: string; bytes: number}, why: KeptRemoval) => void
+  onKeptRemoved?: (kept: RemovedPart, why: KeptRemoval) => void
   /** FILE_TOO_LARGE (refused), FILE_CORRUPT (hash mismatch) or TRANSFER_FAILED (cancelled, idle, I/O). */
   onError?: (transferId: string, error: MessengerError) => void
   /**
@@ -158,8 +161,9 @@ export class FileReceiver {
     // transfer of ours: nothing else ever would remove them. Those of receivers still running stay,
     // and so do parts still kept for a resume; ours (the same owner) are adopted (file-partials.ts).
     const adopted: KeptPartial[] = []
+    const expired: KeptRecord[] = []
     const {owner} = options
-    sweepPartials(dir, this.clock(), owner === undefined ? undefined : {owner, adopt: (name, record) => this.adopt(dir, name, record, adopted)})
+    sweepPartials(dir, this.clock(), owner === undefined ? undefined : {owner, adopt: (name, record) => this.adopt(dir, name, record, adopted), expired: (record) => expired.push(record)})
     this.host = {
       dir,
       idleTimeoutMs: options.idleTimeoutMs ?? FILE_TRANSFER_DEFAULTS.idleTimeoutMs,
@@ -188,6 +192,11 @@ export class FileReceiver {
     for (const partial of adopted.sort((a, b) => a.keptUntil! - b.keptUntil!)) {
       if (!this.keep(partial, {quiet: true})) this.settle(this.removePart(partial.path))
     }
+    // Said as one that expires while we run would be: nobody was told it went, since none ran then.
+    for (const record of expired.sort((a, b) => a.keptUntil - b.keptUntil)) {
+      const {transferId, peer, name, bytes, size, keptUntil, via} = record
+      this.emit('onKeptRemoved', {transferId, peer, name, bytes, size, keptUntil, ...(via === undefined ? {} : {via}), adopted: true}, 'expired')
+    }
   }
 
   private get keepMs(): number {
@@ -195,8 +204,8 @@ export class FileReceiver {
   }
 
   private recordOf(owner: string, partial: KeptPartial, keptUntil: number): KeptRecord {
-    const {transferId, peer, name, sha256, size, bytes} = partial
-    return {owner, transferId, peer, name, sha256, size, bytes, keptUntil}
+    const {transferId, peer, name, sha256, size, bytes, via} = partial
+    return {owner, transferId, peer, name, sha256, size, bytes, keptUntil, ...(via === undefined ? {} : {via})}
   }
 
   /**
@@ -207,14 +216,7 @@ export class FileReceiver {
     const from = join(dir, name)
     // Only a file this user made: a link or another user's file planted under a part's name would
     // have the resume write where it points.
-    const stat = (() => {
-      try {
-        return lstatSync(from)
-      } catch {
-        return undefined
-      }
-    })()
-    if (!stat?.isFile() || (process.getuid !== undefined && stat.uid !== process.getuid())) return false
+    if (!madeByThisUser(from)) return false
     const token = this.partials.acquire()
     const to = token === undefined ? undefined : join(dir, name.replace(/\.[0-9a-f]{12}\.part$/, `.${token}.part`))
     if (to === undefined || to === from || !writeKeptRecord(to, record)) {
@@ -229,8 +231,8 @@ export class FileReceiver {
       return false
     }
     removeKeptRecord(from)
-    const {transferId, peer, sha256, size, bytes, keptUntil} = record
-    adopted.push({transferId, peer, name: record.name, sha256, size, bytes, keptUntil, path: to})
+    const {transferId, peer, sha256, size, bytes, keptUntil, via} = record
+    adopted.push({transferId, peer, name: record.name, sha256, size, bytes, keptUntil, path: to, ...(via === undefined ? {} : {via}), adopted: true})
     return true
   }
 
@@ -410,8 +412,8 @@ export class FileReceiver {
     clearTimeout(entry.timer)
     this.kept.delete(key)
     await this.removePart(entry.partial.path)
-    const {transferId, peer, name, bytes} = entry.partial
-    if (why) this.emit('onKeptRemoved', {transferId, peer, name, bytes}, why)
+    const {transferId, peer, name, bytes, size, keptUntil, via, adopted} = entry.partial
+    if (why) this.emit('onKeptRemoved', {transferId, peer, name, bytes, size, keptUntil: keptUntil!, ...(via === undefined ? {} : {via}), ...(adopted ? {adopted} : {})}, why)
   }
 
   /** Removes a kept part and its record, giving up its partial ownership. */
@@ -547,6 +549,28 @@ export class FileReceiver {
     this.refuse(key, id, transport, 'TRANSFER_FAILED', 'The recipient cannot record the transfer.')
     this.emit('onError', hex, failed(`Cannot record the transfer ${peer} offered: ${(error as Error)?.message ?? String(error)}.`, error))
   }
+}
+
+/** A part kept for a resume that went without one (FileReceiverOptions.onKeptRemoved). */
+export interface RemovedPart {
+  /** The transfer that kept it (hex id). */
+  transferId: string
+  peer: string
+  /** The file's safe name, as offered. */
+  name: string
+  /** Bytes that were kept. */
+  bytes: number
+  /** The whole file's size, as offered. */
+  size: number
+  /** Wall clock (ms since the epoch) until which it was to be kept. */
+  keptUntil: number
+  /** The path its transfer came by, if known. */
+  via?: 'direct' | 'relay'
+  /**
+   * Kept by an earlier receiver of the owner (a listen or chat stopped or killed since): nobody in
+   * this run was told it was kept, nor recorded that its transfer failed.
+   */
+  adopted?: boolean
 }
 
 /** Why a kept part went without a resume: its time was up, newer ones took its place, the receiver closed, a larger part of the file replaced it. */

@@ -37,6 +37,6 @@
 export {chunkSizeFor, FILE_TRANSFER_DEFAULTS, type FrameTransport, type TransferProgress} from './file-common.js'
 export {MAX_SAFE_NAME_BYTES, partialFileName, safeFileName} from './file-names.js'
 export {type OutgoingTransfer, sendFile, type SendFileOptions, type SendFileResult, type SenderStats} from './file-sender.js'
-export {FileReceiver, type FileReceiverOptions, type IncomingOffer, type KeptRemoval, type ReceivedFile, TAKE_OVER_AFTER_MS} from './file-receiver.js'
+export {FileReceiver, type FileReceiverOptions, type IncomingOffer, type KeptRemoval, type ReceivedFile, type RemovedPart, TAKE_OVER_AFTER_MS} from './file-receiver.js'
 export {KEEP_PARTIAL_MINUTES} from './file-common.js'
 export {MemoryOfferLog, type OfferLog} from './file-offers.js'

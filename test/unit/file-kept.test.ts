@@ -7,7 +7,10 @@ import {afterEach, beforeEach, describe, expect, it} from 'vitest'
 import {decodeKeptRecord, encodeKeptRecord, type KeptRecord, keptRecordPath, readKeptRecord, writeKeptRecord} from '../../src/transport/file-kept.js'
 import {partialFileName} from '../../src/transport/file-names.js'
 import {type PartialKeeper, sweepPartials} from '../../src/transport/file-partials.js'
-import {FileReceiver} from '../../src/transport/file-transfer.js'
+import {FileReceiver, type KeptRemoval, type RemovedPart} from '../../src/transport/file-transfer.js'
+import {MessengerClient} from '../../src/client/client.js'
+import {openMessaging} from '../../src/client/session.js'
+import {encodeKey, loadOrCreateIdentity} from '../../src/crypto/identity.js'
 
 /*
  * The record that keeps a part for a resume beyond its receiver (file-kept.ts), and what the sweep
@@ -46,7 +49,7 @@ function orphan(r: KeptRecord | undefined, name = 'big.bin', token = GONE): stri
 
 describe('the kept-part record', () => {
   it('round-trips, as one JSON line with its format version', () => {
-    const r = record()
+    const r = record({via: 'relay'})
     const text = encodeKeptRecord(r)
     expect(JSON.parse(text)).toEqual({v: 1, ...r})
     expect(decodeKeptRecord(text)).toEqual(r)
@@ -75,6 +78,7 @@ describe('the kept-part record', () => {
       ['bytes as text', JSON.stringify({...good, bytes: '2048'})],
       ['a fractional size', JSON.stringify({...good, size: 4096.5})],
       ['no keptUntil', JSON.stringify({...good, keptUntil: undefined})],
+      ['a path that is none', JSON.stringify({...good, via: 'carrier pigeon'})],
     ]
     for (const [what, text] of bad) expect(decodeKeptRecord(text), what).toBeUndefined()
     // Too large to be one: not even read.
@@ -202,10 +206,100 @@ describe('a FileReceiver with an owner adopts the kept parts of its owner at its
     try {
       expect(listing().filter((n) => n.startsWith('.big.bin.'))).toHaveLength(2)
       await expect.poll(() => removed.length, {timeout: 5000}).toBe(1)
-      expect(removed[0]).toEqual([{transferId: ID, peer: 'alice', name: 'big.bin', bytes: 2048}, 'expired'])
+      expect(removed[0]).toEqual([expect.objectContaining({transferId: ID, peer: 'alice', name: 'big.bin', bytes: 2048, size: 4096, adopted: true}), 'expired'])
       await expect.poll(() => listing()).toEqual([])
     } finally {
       await receiver.close()
+    }
+  })
+})
+
+/**
+ * The history line of a part an earlier listen or chat kept that never resumed (issue: only parts
+ * kept within one run had one). A session opened as listen opens it (openMessaging: the profile's
+ * history on a temp SQLite file, the owner its account), not connected: nothing here needs the server.
+ */
+describe("the receiver's history records a part an earlier listen kept that went without a resume", () => {
+  async function session(profileDir: string) {
+    const client = new MessengerClient({server: '127.0.0.1:1'})
+    const opened = openMessaging(client, profileDir, {me: 'bob', receiveFiles: {downloadsDir: dir, maxBytes: 1 << 20}})
+    const removed: Array<[RemovedPart, KeptRemoval]> = []
+    opened.files.on('keptRemoved', (k, why) => removed.push([k, why]))
+    return {opened, removed, close: () => opened.close()}
+  }
+  const ownerOf = (profileDir: string) => `bob ${encodeKey(loadOrCreateIdentity(profileDir).publicKey)}`
+  const files = (s: {opened: {history: {list(o: {peer: string}): Array<{file?: unknown}>}}}) => s.opened.history.list({peer: 'alice'}).filter((m) => m.file)
+  const MESSAGE = 'The transfer of "big.bin" from alice was interrupted at 2.0 KiB of 4.0 KiB; what had arrived was kept for a resume, and removed after 10 minutes without one.'
+
+  let profileDir: string
+  beforeEach(() => {
+    profileDir = mkdtempSync(join(tmpdir(), 'messenger-kept-profile-'))
+  })
+  afterEach(() => {
+    rmSync(profileDir, {recursive: true, force: true})
+  })
+
+  it('one that expires while the next listen runs (adopted): one "not received" line, dated when it expired, and the event', async () => {
+    const keptUntil = Date.now() + 300
+    orphan(record({owner: ownerOf(profileDir), keptUntil, via: 'direct'}))
+    const s = await session(profileDir)
+    try {
+      await expect.poll(() => s.removed.length, {timeout: 5000}).toBe(1)
+      expect(s.removed[0]).toEqual([{transferId: ID, peer: 'alice', name: 'big.bin', bytes: 2048, size: 4096, keptUntil, via: 'direct', adopted: true}, 'expired'])
+      await expect.poll(() => files(s).length).toBe(1)
+      expect(files(s)).toEqual([
+        expect.objectContaining({direction: 'in', status: 'failed', ts: keptUntil, path: 'direct', file: {name: 'big.bin', bytes: 4096, failure: {code: 'TRANSFER_FAILED', message: MESSAGE}}}),
+      ])
+      expect(listing()).toEqual([])
+    } finally {
+      await s.close()
+    }
+  })
+
+  it('one that expired while no listen ran: the next start removes it, records the same line and announces it once listened for', async () => {
+    const keptUntil = Date.now() - 60_000
+    const part = orphan(record({owner: ownerOf(profileDir), keptUntil, via: 'relay'}))
+    // Another profile's expired part, removed by the sweep as an orphan's: not ours to record.
+    orphan(record({owner: CAROL, keptUntil, name: 'other.bin'}), 'other.bin', 'bbbbbbbbbbbb')
+    const s = await session(profileDir)
+    try {
+      expect(listing()).not.toContain(part)
+      expect(listing()).toEqual([])
+      // Not during the session's making (nobody listened yet): after the subscription, as listen prints it after its ready line.
+      expect(s.removed).toEqual([])
+      await expect.poll(() => s.removed.length).toBe(1)
+      expect(s.removed[0]).toEqual([{transferId: ID, peer: 'alice', name: 'big.bin', bytes: 2048, size: 4096, keptUntil, via: 'relay', adopted: true}, 'expired'])
+      await expect.poll(() => files(s).length).toBe(1)
+      expect(files(s)).toEqual([expect.objectContaining({direction: 'in', status: 'failed', ts: keptUntil, path: 'relay', file: expect.objectContaining({failure: {code: 'TRANSFER_FAILED', message: MESSAGE}})})])
+    } finally {
+      await s.close()
+    }
+    // Said once: the next start finds nothing to say.
+    const next = await session(profileDir)
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(next.removed).toEqual([])
+      expect(files(next)).toHaveLength(1)
+    } finally {
+      await next.close()
+    }
+  })
+
+  it('a record without the path, and a planted one (a link, not a part this user made), still keep decoding and sweeping apart', async () => {
+    const keptUntil = Date.now() - 60_000
+    orphan(record({owner: ownerOf(profileDir), keptUntil}))
+    const planted = partialFileName('planted.bin', ID, 'eeeeeeeeeeee')
+    writeFileSync(join(dir, 'target.txt'), 'x')
+    symlinkSync(join(dir, 'target.txt'), join(dir, planted))
+    writeFileSync(keptRecordPath(join(dir, planted)), encodeKeptRecord(record({owner: ownerOf(profileDir), keptUntil, name: 'planted.bin'})))
+    const s = await session(profileDir)
+    try {
+      await expect.poll(() => files(s).length).toBe(1)
+      expect(files(s)).toEqual([expect.objectContaining({path: null, file: expect.objectContaining({name: 'big.bin'})})])
+      await expect.poll(() => s.removed.length).toBe(1)
+      expect(listing()).toEqual(['target.txt'])
+    } finally {
+      await s.close()
     }
   })
 })

@@ -295,7 +295,8 @@ describe('file transfer resume', () => {
     const told = new Promise<unknown[]>((resolve) => (removed = resolve))
     const env = await setUp({idleTimeoutMs: 300, keepPartialMs: 400, onKeptRemoved: (...args) => removed(args)})
     const kept = (await cutAfter(env, 1500)).details!.keptBytes
-    expect(await told).toEqual([{transferId: expect.any(String), peer: 'alice', name: 'big.bin', bytes: kept}, 'expired'])
+    // Kept in this run (not adopted), by a transfer whose path was the memory transport's (not relayed: direct).
+    expect(await told).toEqual([{transferId: expect.any(String), peer: 'alice', name: 'big.bin', bytes: kept, size: SIZE, keptUntil: expect.any(Number), via: 'direct'}, 'expired'])
     expect(await listing(env.downloads)).toEqual([])
   })
 
