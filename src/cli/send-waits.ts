@@ -68,12 +68,19 @@ export function waitingLine(wait: TransferWait, to: string, sent: number, size: 
  * The final line's clause for a transfer that went on by itself, e.g. "the connection to the server
  * was lost on the way; it went on from the 21 MiB bob had kept"; undefined when nothing cut it.
  */
-export function wentOnClause(result: Pick<SentFile, 'interruptedBy' | 'resumedBytes'>, to: string): string | undefined {
+export function wentOnClause(result: Pick<SentFile, 'interruptedBy' | 'resumedBytes' | 'changedWhileWaiting'>, to: string): string | undefined {
   const causes = result.interruptedBy
   const last = causes.at(-1)
   if (last === undefined) return undefined
   const how = causes.length === 1 ? `${cutBy(last, to)} on the way` : `it was cut ${causes.length} times on the way, the last time as ${cutBy(last, to)}`
-  const from = result.resumedBytes > 0 ? `it went on from the ${formatSize(result.resumedBytes)} ${to} had kept` : `it started again from the beginning, as ${to} had kept none of it`
+  // What the recipient kept of the file as it was is no part of it now: not "kept none of it".
+  const from = result.changedWhileWaiting
+    ? result.resumedBytes > 0
+      ? `the file changed meanwhile, and it went on from the ${formatSize(result.resumedBytes)} of its new content ${to} had kept`
+      : 'the file changed meanwhile, so it started again from the beginning'
+    : result.resumedBytes > 0
+      ? `it went on from the ${formatSize(result.resumedBytes)} ${to} had kept`
+      : `it started again from the beginning, as ${to} had kept none of it`
   return `${how}; ${from}`
 }
 

@@ -115,6 +115,12 @@ export interface SentFile {
   earlierBytes: number
   /** Of `seconds`, those spent waiting out cuts (for the connection, the recipient, a pause between offers). */
   waitedSeconds: number
+  /**
+   * The file changed on disk while the send waited out a cut: the offer again (which hashes the
+   * file again) sent what it holds now, whose SHA-256 differs from the first offer's, and nothing
+   * the recipient kept was of it (`earlierBytes` is then 0). A change while a transfer runs fails it.
+   */
+  changedWhileWaiting?: boolean
 }
 
 /** A cut the send is waiting out (SendOptions.onWait). */
@@ -381,6 +387,8 @@ export class FileHub extends EventEmitter<FileHubEvents> {
      * recipient, and the offers again that nobody answered. The final line's rate leaves it out.
      */
     let waitedMs = 0
+    /** The SHA-256 of the first offer of this send: an offer again of other content means the file changed. */
+    let firstSha256: string | undefined
     let waitingSince: number | undefined
     const endWait = (): void => {
       if (waitingSince !== undefined) waitedMs += performance.now() - waitingSince
@@ -401,8 +409,18 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       try {
         const sent = await this.sendAttempts(to, file, attemptOptions, attempt)
         endWait()
-        return {...sent, interruptions: interruptedBy.length, interruptedBy, earlierBytes: attempt.earlierBytes ?? sent.resumedBytes, waitedSeconds: waitedMs / 1000}
+        const changed = firstSha256 !== undefined && firstSha256 !== sent.sha256
+        return {
+          ...sent,
+          interruptions: interruptedBy.length,
+          interruptedBy,
+          // What the recipient had of the first content is nothing of what was sent.
+          earlierBytes: changed ? 0 : (attempt.earlierBytes ?? sent.resumedBytes),
+          waitedSeconds: waitedMs / 1000,
+          ...(changed ? {changedWhileWaiting: true} : {}),
+        }
       } catch (error) {
+        firstSha256 ??= attempt.offered?.sha256
         if (waitMs === 0 || options.signal?.aborted || !(error instanceof MessengerError)) throw error
         const found = interruptionOf(error, {again: waiting !== undefined})
         // The recipient offline after its listen or chat was stopped is that stop going on, not news.

@@ -703,6 +703,7 @@ describe('a relayed send cut by a lost connection waits for it and goes on by it
     gate.release()
     const result = await sending
     expect(result).toMatchObject({path: 'relay', bytes: 8 * MiB, sha256: src.sha256, interruptions: 1, interruptedBy: ['connection-lost'], earlierBytes: 0})
+    expect(result.changedWhileWaiting).toBeUndefined()
     expect(offeredAgain()).toBe(1)
     // bob kept at least what was acknowledged before the cut, and the new offer went on from there.
     expect(result.resumedBytes).toBeGreaterThanOrEqual(2 * MiB - 64 * 1024)
@@ -723,6 +724,24 @@ describe('a relayed send cut by a lost connection waits for it and goes on by it
     expect(result).toMatchObject({bytes: 8 * MiB, sha256: src.sha256, interruptions: 1, interruptedBy: ['recipient-disconnected']})
     expect(result.resumedBytes).toBeGreaterThan(0)
     expect((await bob.received.next()).sha256).toBe(src.sha256)
+  })
+
+  it('the file changed while alice waited: the offer again sends what it holds now, from the beginning, and says the file changed', async () => {
+    const {gate, alice, bob, src, sending} = await sendCutAt2MiB('alice', 30)
+    await gate.held
+    // Same name and size, other content: bob's part is of the old one.
+    const now = randomBytes(8 * MiB)
+    await writeFile(src.path, now)
+    const nowSha256 = createHash('sha256').update(now).digest('hex')
+    gate.release()
+    const result = await sending
+    expect(result).toMatchObject({path: 'relay', bytes: 8 * MiB, sha256: nowSha256, interruptions: 1, interruptedBy: ['connection-lost'], resumedBytes: 0, earlierBytes: 0, changedWhileWaiting: true})
+    const got = await bob.received.next()
+    expect(got.sha256).toBe(nowSha256)
+    expect((await readFile(got.path)).equals(now)).toBe(true)
+    // One line in alice's history, of what was sent.
+    const files = alice.session.history.list({peer: 'bob'}).filter((m) => m.file)
+    expect(files).toEqual([expect.objectContaining({direction: 'out', status: 'delivered', file: expect.objectContaining({sha256: nowSha256})})])
   })
 
   it('the connection not back within the wait: fails with the error that cut it, saying it waited; one failed line in history', async () => {

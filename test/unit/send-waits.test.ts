@@ -1,5 +1,6 @@
 import {describe, expect, it} from 'vitest'
-import {tooManySentence, waitedSentence, waitingLine, wentOnClause} from '../../src/cli/send-waits.js'
+import {sentLine, tooManySentence, waitedSentence, waitingLine, wentOnClause} from '../../src/cli/send-waits.js'
+import type {SentFile} from '../../src/client/files.js'
 import {MessengerError} from '../../src/protocol/errors.js'
 
 /** sendfile's words for a transfer cut and going on by itself (the CLI tests see the server-restart ones end to end). */
@@ -37,6 +38,27 @@ describe("the final line's clause", () => {
 
   it('a recipient that kept nothing (its listen restarted meanwhile): started again from the beginning', () => {
     expect(wentOnClause({interruptedBy: ['path-lost'], resumedBytes: 0}, 'bob')).toBe('the path to bob went silent on the way; it started again from the beginning, as bob had kept none of it')
+  })
+
+  it('a file that changed while sendfile waited: started again because of that, not because bob kept nothing (he kept the old content)', () => {
+    expect(wentOnClause({interruptedBy: ['recipient-stopped'], resumedBytes: 0, changedWhileWaiting: true}, 'dave')).toBe(
+      "dave's listen or chat was stopped on the way; the file changed meanwhile, so it started again from the beginning",
+    )
+    // The new content cut too, and resumed: what dave kept is of the new content.
+    expect(wentOnClause({interruptedBy: ['recipient-stopped', 'connection-lost'], resumedBytes: 3 * MiB, changedWhileWaiting: true}, 'dave')).toBe(
+      'it was cut 2 times on the way, the last time as the connection to the server was lost; the file changed meanwhile, and it went on from the 3.0 MiB of its new content dave had kept',
+    )
+  })
+})
+
+describe("sendfile's final line", () => {
+  const sent: SentFile = {path: 'relay', bytes: 256 * MiB, sha256: 'ab'.repeat(32), seconds: 30, resumedBytes: 0, interruptions: 1, interruptedBy: ['recipient-stopped'], earlierBytes: 0, waitedSeconds: 10}
+
+  it('says the file changed while it waited, and its rate is of all of it (none was had before)', () => {
+    expect(sentLine({...sent, changedWhileWaiting: true}, 'big.bin', 'dave')).toBe(
+      `Sent big.bin (256 MiB) to dave through the relay in 30.00 s (10.0 s of it waiting), 13 MiB/s (dave's listen or chat was stopped on the way; the file changed meanwhile, so it started again from the beginning); SHA-256 ${'ab'.repeat(32)}`,
+    )
+    expect(sentLine(sent, 'big.bin', 'dave')).toMatch(/; it started again from the beginning, as dave had kept none of it\); SHA-256 /)
   })
 })
 
