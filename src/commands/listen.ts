@@ -30,7 +30,7 @@ With --json it prints one JSON object per line:
   {"type":"dropped","id","from","reason","ts"} (a message that could not be opened: not shown; on stderr as a WARNING line too)
   {"type":"ready",...}
   {"type":"disconnected","code","message","ts"} when the connection is lost (then it reconnects, or ends with exit 1 for the codes above) and {"type":"reconnected","ts"}
-  {"type":"file","id","from","name","path","bytes","sha256","seconds","ts"} (and "file-offer"; "file-resumed" with the bytes kept from before; "file-kept-removed" with from, name, bytes and reason (expired, replaced, larger) for a kept part that went without a resume; "file-failed" with code, message, when there is a next step hint, keptBytes when the part received is kept, superseded when a new offer of the file took over; each with ts)`
+  {"type":"file","id","from","name","path","bytes","sha256","seconds","ts"} (and "file-offer"; "file-resumed" with the bytes kept from before; "file-kept-removed" with from, name, bytes and reason (expired, replaced, larger) for a kept part that went without a resume (right after "ready" for one an earlier listen or chat kept that expired meanwhile); "file-failed" with code, message, when there is a next step hint, keptBytes when the part received is kept, superseded when a new offer of the file took over; each with ts)`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',

@@ -271,6 +271,9 @@ export function sweepPartials(dir: string, now: number = Date.now(), keeper?: Pa
         if (keeper && record.owner === keeper.owner) keeper.adopt(name, record)
         continue
       }
+      // Another profile's, expired: left a while (STALE_AFTER_MS) for that profile's next listen or
+      // chat, which records it as not received; removed here it would leave no trace there.
+      if (record && record.owner !== keeper?.owner && now < record.keptUntil + STALE_AFTER_MS) continue
       // Told only of a part this user made (as only such a part is adopted): anyone can write a
       // record in a shared directory, and one planted there must not put a line in our history.
       const tell = record !== undefined && keeper?.expired !== undefined && record.owner === keeper.owner && madeByThisUser(join(dir, name))

@@ -6,7 +6,7 @@ import {afterEach, beforeEach, describe, expect, it} from 'vitest'
 
 import {decodeKeptRecord, encodeKeptRecord, type KeptRecord, keptRecordPath, readKeptRecord, writeKeptRecord} from '../../src/transport/file-kept.js'
 import {partialFileName} from '../../src/transport/file-names.js'
-import {type PartialKeeper, sweepPartials} from '../../src/transport/file-partials.js'
+import {type PartialKeeper, STALE_AFTER_MS, sweepPartials} from '../../src/transport/file-partials.js'
 import {FileReceiver, type KeptRemoval, type RemovedPart} from '../../src/transport/file-transfer.js'
 import {MessengerClient} from '../../src/client/client.js'
 import {openMessaging} from '../../src/client/session.js'
@@ -115,6 +115,17 @@ describe('sweepPartials and kept parts of receivers that are gone', () => {
     const bob = adopter(BOB)
     expect(sweepPartials(dir, NOW, bob.keeper)).toEqual([])
     expect(bob.adopted).toEqual([[part, record()]])
+  })
+
+  it("leaves another profile's expired part for an hour (STALE_AFTER_MS), for its own next start to record it as not received; then anyone removes it", () => {
+    const part = orphan(record({owner: CAROL, keptUntil: NOW - 1}))
+    const bob = adopter(BOB)
+    expect(sweepPartials(dir, NOW, bob.keeper)).toEqual([])
+    expect(sweepPartials(dir, NOW)).toEqual([])
+    expect(listing()).toEqual([part, part.replace(/\.part$/, '.kept')].sort())
+    sweepPartials(dir, NOW + STALE_AFTER_MS, bob.keeper)
+    expect(bob.adopted).toEqual([])
+    expect(listing()).toEqual([])
   })
 
   it('removes part and record once keptUntil has passed, and parts whose record is missing or damaged, and records whose part is gone', () => {
@@ -259,12 +270,12 @@ describe("the receiver's history records a part an earlier listen kept that went
   it('one that expired while no listen ran: the next start removes it, records the same line and announces it once listened for', async () => {
     const keptUntil = Date.now() - 60_000
     const part = orphan(record({owner: ownerOf(profileDir), keptUntil, via: 'relay'}))
-    // Another profile's expired part, removed by the sweep as an orphan's: not ours to record.
-    orphan(record({owner: CAROL, keptUntil, name: 'other.bin'}), 'other.bin', 'bbbbbbbbbbbb')
+    // Another profile's expired part: not ours to record, and left for a while for its own (below).
+    const other = orphan(record({owner: CAROL, keptUntil, name: 'other.bin'}), 'other.bin', 'bbbbbbbbbbbb')
     const s = await session(profileDir)
     try {
       expect(listing()).not.toContain(part)
-      expect(listing()).toEqual([])
+      expect(listing()).toEqual([other, other.replace(/\.part$/, '.kept')].sort())
       // Not during the session's making (nobody listened yet): after the subscription, as listen prints it after its ready line.
       expect(s.removed).toEqual([])
       await expect.poll(() => s.removed.length).toBe(1)
