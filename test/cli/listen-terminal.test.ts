@@ -57,7 +57,7 @@ describe.skipIf(!haveScript)('listen on a terminal', () => {
     const bob = onTerminal(['listen', '--downloads', tempDir('downloads-bob-'), '--max-file-size', '1K'], envs.bob)
     await bob.shows(/Listening as bob/, 'listen to be ready')
     expect((await runCli(['sendfile', 'bob', file], {env: envs.alice})).code).toBe(1)
-    await bob.shows(/file transfer failed: alice offered "big\.bin" \(65536 bytes\), over the limit/, 'the refusal')
+    await bob.shows(/file transfer failed: alice offered "big\.bin" \(64 KiB\), over the limit of 1\.0 KiB \(--max-file-size\)/, 'the refusal')
     // Before: " big.bin ░░░░ 0% | 0 B/64 KiB | -/s" was drawn on the offer and stayed.
     expect(bob.screen()).not.toMatch(/big\.bin .*0%/)
   }, 60_000)
