@@ -12,16 +12,7 @@ const interrupted = () => new MessengerError('CANCELLED', 'Cancelled.')
 
 /** Reads all of stdin and returns its first line (for --password-stdin: `echo pw | messenger login`). */
 export async function readFirstLineFromStdin(stdin: NodeJS.ReadableStream = process.stdin): Promise<string> {
-  // Already read to its end (by someone else): readline would wait for a 'close' that never comes,
-  // and the process would exit 13 with nothing said.
-  if ((stdin as NodeJS.ReadableStream & {readableEnded?: boolean}).readableEnded) return ''
-  const rl = createInterface({input: stdin, terminal: false})
-  try {
-    for await (const line of rl) return line.replace(/\r$/, '')
-    return ''
-  } finally {
-    rl.close()
-  }
+  return (await readLinesFromStdin(1, stdin))[0] ?? ''
 }
 
 /**
@@ -29,6 +20,8 @@ export async function readFirstLineFromStdin(stdin: NodeJS.ReadableStream = proc
  * --password-stdin`, the current password and the new one.
  */
 export async function readLinesFromStdin(count: number, stdin: NodeJS.ReadableStream = process.stdin): Promise<string[]> {
+  // Already read to its end (by someone else): readline would wait for a 'close' that never comes,
+  // and the process would exit 13 with nothing said.
   if ((stdin as NodeJS.ReadableStream & {readableEnded?: boolean}).readableEnded) return []
   const rl = createInterface({input: stdin, terminal: false})
   const lines: string[] = []
