@@ -37,9 +37,10 @@ export async function resolvePassword(options: {fromStdin: boolean; confirm?: bo
 /**
  * The current password and the new one for `passwd`: from the first two lines of stdin
  * (--password-stdin), or hidden prompts (the new one twice). Neither may be empty: an empty
- * current password cannot be right, and a wrong one counts toward the lockout.
+ * current password cannot be right, and a wrong one counts toward the lockout. At the prompts,
+ * `checkCurrent` checks the current password before the new one is asked for (as passwd(1) does).
  */
-export async function resolvePasswordChange(options: {fromStdin: boolean}): Promise<{oldPassword: string; newPassword: string}> {
+export async function resolvePasswordChange(options: {fromStdin: boolean; checkCurrent?: (password: string) => Promise<void>}): Promise<{oldPassword: string; newPassword: string}> {
   const piped = 'printf \'%s\\n%s\\n\' "$OLD" "$NEW" | messenger passwd --password-stdin'
   if (options.fromStdin) {
     const [oldPassword = '', newPassword = ''] = await readLinesFromStdin(2)
@@ -54,6 +55,7 @@ export async function resolvePasswordChange(options: {fromStdin: boolean}): Prom
   const noTerminal = `Pipe them in with --password-stdin, one per line, for example: ${piped}`
   const oldPassword = await askHidden('Current password: ', noTerminal)
   if (oldPassword === '') throw new MessengerError('BAD_INPUT', 'No current password given.', {hint: 'Run the command again and type your current password.'})
+  await options.checkCurrent?.(oldPassword)
   const newPassword = await askHidden('New password: ', noTerminal)
   if (newPassword === '') throw new MessengerError('BAD_INPUT', 'No new password given.', {hint: 'Run the command again and type the new password.'})
   const again = await askHidden('Repeat new password: ', noTerminal)

@@ -14,8 +14,20 @@ import type {MessengerClient} from './client.js'
  * account; this one stays. `signedOut` says how many.
  */
 export function changePassword(client: MessengerClient, oldPassword: string, newPassword: string): Promise<Results['passwd']> {
+  return passwd(client, {oldPassword, newPassword})
+}
+
+/**
+ * Checks the current password and changes nothing (a wrong one counts toward the lockout all the
+ * same): `passwd` asks for it first and says at once when it is wrong, before the new one is typed.
+ */
+export async function checkCurrentPassword(client: MessengerClient, oldPassword: string): Promise<void> {
+  await passwd(client, {oldPassword})
+}
+
+function passwd(client: MessengerClient, body: {oldPassword: string; newPassword?: string}): Promise<Results['passwd']> {
   return client
-    .request('passwd', {oldPassword, newPassword})
+    .request('passwd', body)
     .catch(serverTooOld(client, 'change passwords'))
     .catch((error: unknown) => {
       // Hints do not travel: the defaults of these codes speak of logins and usernames.

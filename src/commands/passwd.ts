@@ -1,14 +1,14 @@
 import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {resolvePasswordChange} from '../cli/credentials-input.js'
-import {changePassword} from '../client/account.js'
+import {changePassword, checkCurrentPassword} from '../client/account.js'
 import {MessengerError} from '../protocol/errors.js'
 import {checkPassword} from '../protocol/rules.js'
 
 export default class Passwd extends BaseCommand<typeof Passwd> {
   static override summary = 'Change your password; your other sessions are signed out.'
 
-  static override description = `Asks for your current password, then the new one twice, hidden; --password-stdin reads the current one from the first line of stdin and the new one from the second.
+  static override description = `Asks for your current password, hidden, and checks it at once (a wrong one ends the command before the new one is typed), then for the new one twice; --password-stdin reads the current one from the first line of stdin and the new one from the second.
 The current password is checked as a login checks it: a wrong one counts toward the account's lockout (AUTH_FAILED, then LOCKED_OUT for a while, for logins too). The new one needs at least 8 characters (BAD_PASSWORD) and must differ from the current one (BAD_INPUT).
 Every other session of your account is signed out, since whoever knew the old password may hold one: a chat or listen of another profile or machine ends (TOKEN_INVALID, saying the password was changed), and there you log in again with the new password. This profile's session stays, with any chat or listen running on it.`
 
@@ -29,7 +29,19 @@ Every other session of your account is signed out, since whoever knew the old pa
     if (!this.profile.data.token) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.')
     const elsewhere = this.loggedInElsewhere()
     if (elsewhere) throw elsewhere
-    const {oldPassword, newPassword} = await resolvePasswordChange({fromStdin: this.flags['password-stdin']})
+    const {oldPassword, newPassword} = await resolvePasswordChange({
+      fromStdin: this.flags['password-stdin'],
+      // At the prompts, a wrong current password is said before the new one is typed twice. Its own
+      // connection: one kept open while a person types would send no heartbeats.
+      checkCurrent: async (current) => {
+        const client = await this.connectSession()
+        try {
+          await checkCurrentPassword(client, current)
+        } finally {
+          await client.close()
+        }
+      },
+    })
     // The server checks both as well; here they cost no round trip and no attempt.
     checkPassword(newPassword)
     if (oldPassword.normalize('NFC') === newPassword.normalize('NFC')) {

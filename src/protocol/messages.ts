@@ -39,7 +39,7 @@ export const REQUEST_SCHEMAS = {
    * counts toward the lockout); every other session of the account is signed out. Added without a
    * version change: an older server answers UNKNOWN_TYPE.
    */
-  passwd: object({type: literal('passwd'), id, oldPassword: password, newPassword: password}),
+  passwd: object({type: literal('passwd'), id, oldPassword: password, newPassword: optional(password)}),
   /** Changes the signed-in account's display name. Added without a version change, like passwd. */
   setname: object({type: literal('setname'), id, displayName: str({max: 256})}),
   whoisonline: object({type: literal('whoisonline'), id, sinceMs: optional(int({min: 0}))}),

@@ -129,15 +129,19 @@ export class Accounts {
    * as a login checks it, lockout included: a stolen session must not become a way to guess it
    * without limit. The new one follows the register rules and must differ from the current one.
    * Returns how many other sessions were deleted; ending their connections is the caller's (Hub).
+   * Without `newPassword` it only checks the current one (counted all the same) and changes nothing:
+   * `passwd` asks for the current password first, as passwd(1) does, and says at once if it is wrong.
    */
-  async changePassword(session: {username: string; tokenHash: string}, oldPassword: string, newPassword: string, addr = 'unknown'): Promise<{signedOut: number}> {
+  async changePassword(session: {username: string; tokenHash: string}, oldPassword: string, newPassword: string | undefined, addr = 'unknown'): Promise<{signedOut: number; changed: boolean}> {
     const {store, scrypt} = this.options
     const {username} = session
-    // Before the check of the current password: a new one that breaks a rule costs no attempt.
-    checkPassword(newPassword)
-    // Compared as they will be hashed (NFC), so an é typed another way is the same password.
-    if (oldPassword.normalize('NFC') === newPassword.normalize('NFC')) {
-      throw new MessengerError('BAD_INPUT', 'The new password is the same as the current one.', {hint: 'Pick a different one.'})
+    if (newPassword !== undefined) {
+      // Before the check of the current password: a new one that breaks a rule costs no attempt.
+      checkPassword(newPassword)
+      // Compared as they will be hashed (NFC), so an é typed another way is the same password.
+      if (oldPassword.normalize('NFC') === newPassword.normalize('NFC')) {
+        throw new MessengerError('BAD_INPUT', 'The new password is the same as the current one.', {hint: 'Pick a different one.'})
+      }
     }
     try {
       await this.verifyCounted(username, oldPassword, addr, 'password change')
@@ -155,9 +159,10 @@ export class Accounts {
       }
       throw error
     }
+    if (newPassword === undefined) return {signedOut: 0, changed: false}
     // The hash first, then the sessions: see refuseIfPasswordChanged for the login racing this.
     await store.setPasswordHash(username, await hashPassword(newPassword, scrypt))
-    return {signedOut: await store.deleteOtherSessions(username, session.tokenHash)}
+    return {signedOut: await store.deleteOtherSessions(username, session.tokenHash), changed: true}
   }
 
   /** Changes the user's display name, by the register rules (normalizeDisplayName); returns it as stored. */

@@ -125,7 +125,9 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       // Counted as a login attempt: each one may run scrypt, and guesses from a stolen session
       // must cost what guesses at login cost.
       limitAuth(connection)
-      const {signedOut} = await accounts.changePassword(session, request.oldPassword, request.newPassword, connection.remoteAddress)
+      const {signedOut, changed} = await accounts.changePassword(session, request.oldPassword, request.newPassword, connection.remoteAddress)
+      // Only checked (passwd asks for the current password first): nothing changed, nobody to end.
+      if (!changed) return {signedOut}
       // Their tokens are gone; the connections living on them end now, on every node.
       hub.passwordChanged(session.username, session.tokenHash)
       logger.info(

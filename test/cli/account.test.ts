@@ -1,6 +1,8 @@
 import {describe, expect, it} from 'vitest'
 import {FIXTURE_PASSWORDS, runCli, tempDir, type ProfileEnv} from '../helpers/cli.js'
 import {events, listen, sendJson, setup} from '../helpers/cli-messaging.js'
+import {hasScript} from '../helpers/chat.js'
+import {onTerminal} from '../helpers/terminal.js'
 
 /**
  * Account self-service through the built CLI: `passwd` (the other sessions of the account end, in
@@ -19,6 +21,29 @@ async function secondProfile(env: ProfileEnv, user: keyof typeof FIXTURE_PASSWOR
 }
 
 describe('messenger passwd', () => {
+  it.skipIf(!hasScript)('at the prompts: a wrong current password ends it before the new one is asked for (as passwd(1)); the right one goes on to the new one, twice', async () => {
+    const {alice} = await setup(['alice'])
+    const wrong = onTerminal(['passwd'], alice)
+    await wrong.shows(/Current password: /, 'the first prompt')
+    wrong.type('not my password\r')
+    expect(await wrong.exited).toBe(1)
+    expect(wrong.screen()).toContain('Error: The current password is wrong; the password was not changed.')
+    expect(wrong.screen()).not.toContain('New password')
+
+    const right = onTerminal(['passwd'], alice)
+    await right.shows(/Current password: /, 'the first prompt')
+    right.type(`${FIXTURE_PASSWORDS.alice}\r`)
+    await right.shows(/New password: /, 'the new password prompt')
+    right.type(`${NEW_PASSWORD}\r`)
+    await right.shows(/Repeat new password: /, 'the repeat prompt')
+    right.type(`${NEW_PASSWORD}\r`)
+    expect(await right.exited).toBe(0)
+    expect(right.screen()).toContain('Password changed. No other session was signed in.')
+    // Hidden: nothing typed is on the screen.
+    expect(right.screen()).not.toContain(NEW_PASSWORD)
+    expect(wrong.screen()).not.toContain('not my password')
+  }, 60_000)
+
   it('--password-stdin changes the password; a listen in another profile of the account ends with TOKEN_INVALID saying why; this profile goes on', async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
     const laptop = await secondProfile(alice, 'alice')

@@ -1,6 +1,6 @@
 import sinon from 'sinon'
 import {describe, expect, it} from 'vitest'
-import {changePassword, setDisplayName} from '../../src/client/account.js'
+import {changePassword, checkCurrentPassword, setDisplayName} from '../../src/client/account.js'
 import type {MessengerError} from '../../src/protocol/errors.js'
 import {refusingServer} from '../helpers/fake-server.js'
 import {
@@ -61,6 +61,25 @@ describe('changing the password (passwd)', () => {
     // A change with nobody else signed in signs out nobody (the login just made is signed out).
     expect(await changePassword(asking, NEW_PASSWORD, DEFAULT_PASSWORD)).toEqual({signedOut: 1})
     expect(await changePassword(asking, DEFAULT_PASSWORD, NEW_PASSWORD)).toEqual({signedOut: 0})
+  })
+
+  it('without a new password only checks the current one: nothing changes and nobody is signed out, but a wrong one counts', async () => {
+    const {address} = await startTestServer()
+    const asking = await connectClient(address)
+    await registerAndLogin(asking, 'alice', DEFAULT_PASSWORD)
+    const laptop = await connectClient(address)
+    await laptop.login('alice', DEFAULT_PASSWORD, {online: true})
+
+    await checkCurrentPassword(asking, DEFAULT_PASSWORD)
+    expect(laptop.connected).toBe(true)
+    const wrong = await expectCode(checkCurrentPassword(asking, 'not the password'), 'AUTH_FAILED')
+    expect(wrong.message).toBe('The current password is wrong; the password was not changed.')
+    // Counted: two more wrong ones lock the account (3 attempts), logins included.
+    await expectCode(checkCurrentPassword(asking, 'not the password'), 'AUTH_FAILED')
+    await expectCode(checkCurrentPassword(asking, 'not the password'), 'LOCKED_OUT')
+    const fresh = await connectClient(address)
+    await expectCode(fresh.login('alice', DEFAULT_PASSWORD), 'LOCKED_OUT')
+    expect(laptop.connected).toBe(true)
   })
 
   it('counts a wrong current password toward the lockout, and refuses passwd (and login) during it', async () => {
