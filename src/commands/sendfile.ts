@@ -14,6 +14,7 @@ import {formatSize} from '../cli/size.js'
 import {formatDuration} from '../protocol/duration.js'
 import {MAX_INTERRUPTIONS, type SentFile, type WaitedDetails} from '../client/files.js'
 import {MessengerError} from '../protocol/errors.js'
+import {KEEP_PARTIAL_MINUTES} from '../transport/file-common.js'
 
 export default class SendFile extends BaseCommand<typeof SendFile> {
   static override summary = 'Send a file to an online user, directly over UDP when possible.'
@@ -76,6 +77,8 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     }
     for (const signal of STOP_SIGNALS) process.once(signal, onSignal)
     let sent = 0
+    /** Between a cut and the transfer moving again (onWait): a Ctrl-C then leaves the recipient its part. */
+    let waiting = false
     const to = this.args.user
     let result: SentFile
     try {
@@ -91,12 +94,14 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
           if (showBar) bar.start(info.size, sent, sendBarFields(sent, info.size))
         },
         onProgress: (p) => {
+          waiting = false
           sent = p.bytes
           if (showBar) bar.update(p.bytes, sendBarFields(p.bytes, p.total, p))
         },
         waitSeconds: wait,
         // One line per interruption (and when what it waits for changes), above where the bar was.
         onWait: (w) => {
+          waiting = true
           // The bar stays on screen where it stopped, without a rate or an ETA that no longer hold.
           if (showBar) {
             bar.update(sent, sendBarFields(sent, info.size))
@@ -112,7 +117,9 @@ Ctrl-C stops the transfer: the recipient is told at once and removes the partial
     } catch (error) {
       if (interrupt.signal.aborted) {
         // details.signal sets the exit status: 128 + its number, as a shell reports a program it stopped.
-        throw new MessengerError('CANCELLED', `Cancelled (${formatSize(sent)} of ${formatSize(info.size)} sent).`, {cause: error, details: {bytes: sent, size: info.size, signal: stoppedBy}})
+        // Stopped while waiting, the recipient could not be told (as for any cut): it keeps its part.
+        const kept = waiting ? `; ${to} keeps what arrived for ${KEEP_PARTIAL_MINUTES} minutes, so sending the file again goes on from there` : ''
+        throw new MessengerError('CANCELLED', `Cancelled (${formatSize(sent)} of ${formatSize(info.size)} sent)${kept}.`, {cause: error, details: {bytes: sent, size: info.size, signal: stoppedBy}})
       }
       if (error instanceof MessengerError && (error.details?.connectionLost === true || error.details?.interruption !== undefined || sent > 0)) {
         // How far it got, as for Ctrl-C: a cut connection, or any failure once bytes moved (the
