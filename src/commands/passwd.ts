@@ -3,7 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {resolvePasswordChange} from '../cli/credentials-input.js'
 import {changePassword, checkCurrentPassword} from '../client/account.js'
 import {MessengerError} from '../protocol/errors.js'
-import {checkPassword} from '../protocol/rules.js'
+import {checkNewPassword} from '../protocol/rules.js'
 
 export default class Passwd extends BaseCommand<typeof Passwd> {
   static override summary = 'Change your password; your other sessions are signed out.'
@@ -43,10 +43,7 @@ Every other session of your account is signed out, since whoever knew the old pa
       },
     })
     // The server checks both as well; here they cost no round trip and no attempt.
-    checkPassword(newPassword)
-    if (oldPassword.normalize('NFC') === newPassword.normalize('NFC')) {
-      throw new MessengerError('BAD_INPUT', 'The new password is the same as the current one.', {hint: 'Pick a different one.'})
-    }
+    checkNewPassword(oldPassword, newPassword)
     // Connected only now: a one-shot connection sends no heartbeats, and typing can take a while.
     const client = await this.connectSession()
     const {signedOut} = await changePassword(client, oldPassword, newPassword)

@@ -52,6 +52,19 @@ export function checkPassword(password: string): void {
   }
 }
 
+/**
+ * A new password for an account whose current one is `current`: register's rules, and not the
+ * current one again, compared as they are hashed (NFC: an é typed another way is the same password).
+ * The server checks it before the current password (so a rule broken costs no attempt), and
+ * `passwd` before asking the server at all.
+ */
+export function checkNewPassword(current: string, next: string): void {
+  checkPassword(next)
+  if (current.normalize('NFC') === next.normalize('NFC')) {
+    throw new MessengerError('BAD_INPUT', 'The new password is the same as the current one.', {hint: 'Pick a different one.'})
+  }
+}
+
 // Printable: no control characters (C0, DEL, C1), no line or paragraph separators, no bidi
 // controls, which can make a name render as someone else's ("\u202Eecila" shows as "alice"), and no
 // invisible characters ("alice\u200B" looks like "alice"): the set cli/render.ts escapes in output.

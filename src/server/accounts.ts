@@ -2,7 +2,7 @@ import {createHash, randomBytes} from 'node:crypto'
 import type {Logger} from 'pino'
 import {hashPassword, hashedAtLowerCost, makeDummyHash, verifyPassword, type ScryptParams} from '../crypto/password.js'
 import {MessengerError, errors} from '../protocol/errors.js'
-import {checkPassword, normalizeDisplayName, normalizeNewUsername} from '../protocol/rules.js'
+import {checkNewPassword, checkPassword, normalizeDisplayName, normalizeNewUsername} from '../protocol/rules.js'
 import type {Store, UserRecord} from '../store/store.js'
 import {KeyedMutex} from '../util/keyed-mutex.js'
 
@@ -137,11 +137,7 @@ export class Accounts {
     const {username} = session
     if (newPassword !== undefined) {
       // Before the check of the current password: a new one that breaks a rule costs no attempt.
-      checkPassword(newPassword)
-      // Compared as they will be hashed (NFC), so an é typed another way is the same password.
-      if (oldPassword.normalize('NFC') === newPassword.normalize('NFC')) {
-        throw new MessengerError('BAD_INPUT', 'The new password is the same as the current one.', {hint: 'Pick a different one.'})
-      }
+      checkNewPassword(oldPassword, newPassword)
     }
     try {
       await this.verifyCounted(username, oldPassword, addr, 'password change')

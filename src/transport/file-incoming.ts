@@ -692,9 +692,7 @@ export class IncomingTransfer {
 
   /** What a stop says to the person who stopped it: where the transfer was, and what is kept. */
   private stoppedError(kept: number): MessengerError {
-    if (kept === 0) {
-      return new MessengerError('TRANSFER_FAILED', `Stopped receiving "${this.name}" from ${this.peer}: listen or chat was stopped, and ${this.peer} was told.`, {hint: ''})
-    }
+    if (kept === 0) return stoppedReceiving(this.name, this.peer)
     return new MessengerError('TRANSFER_FAILED', `Stopped receiving "${this.name}" from ${this.peer} at ${formatSize(kept)} of ${formatSize(this.size)}: listen or chat was stopped.`, {
       hint: `The part is kept for ${KEEP_PARTIAL_MINUTES} minutes, so it goes on when ${this.peer} sends it again while you run listen or chat.`,
       details: {keptBytes: kept},
@@ -746,4 +744,9 @@ function keptError(error: MessengerError, bytes: number, peer: string): Messenge
 function diskFull(error: unknown): boolean {
   const code = errnoCode(error)
   return code === 'ENOSPC' || code === 'EDQUOT'
+}
+
+/** Said to the person who stopped listen or chat, of a transfer it kept nothing of: what happened to the file, nothing to do about it. */
+export function stoppedReceiving(name: string, peer: string): MessengerError {
+  return new MessengerError('TRANSFER_FAILED', `Stopped receiving "${name}" from ${peer}: listen or chat was stopped, and ${peer} was told.`, {hint: ''})
 }

@@ -16,7 +16,7 @@ import {
   transferIdToHex,
 } from './file-codec.js'
 import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, KEEP_PARTIAL_MINUTES, PATH_LOST_CANCEL_REASON, RECEIVER_DISCONNECTED_CANCEL_REASON, SUPERSEDED_CANCEL_REASON, type TransferProgress} from './file-common.js'
-import {type IncomingHost, IncomingTransfer, type KeptPartial, sendQuietly} from './file-incoming.js'
+import {type IncomingHost, IncomingTransfer, type KeptPartial, sendQuietly, stoppedReceiving} from './file-incoming.js'
 import {checkOffer, MemoryOfferLog, type OfferLog, type OfferRefusal, takenBefore} from './file-offers.js'
 import {safeFileName} from './file-names.js'
 import {type KeptRecord, removeKeptRecord, writeKeptRecord} from './file-kept.js'
@@ -345,8 +345,7 @@ export class FileReceiver {
         continue
       }
       // Said to the person who stopped it: what happened to the file, nothing to do about it.
-      const stopped = new MessengerError('TRANSFER_FAILED', `Stopped receiving "${t.name}" from ${t.peer}: listen or chat was stopped, and ${t.peer} was told.`, {hint: ''})
-      t.fail(stopped, true, 'their chat or listen was stopped')
+      t.fail(stoppedReceiving(t.name, t.peer), true, 'their chat or listen was stopped')
     }
     // Theirs, and those of transfers that failed before (their partial files may still be going).
     await Promise.allSettled([...all.map((t) => t.task), ...this.cleanups])
