@@ -2,7 +2,7 @@ import {EventEmitter} from 'node:events'
 import {basename} from 'node:path'
 import {performance} from 'node:perf_hooks'
 import {MessengerError} from '../protocol/errors.js'
-import type {Endpoint, ForwardPush} from '../protocol/messages.js'
+import {sameEndpoint, type Endpoint, type ForwardPush} from '../protocol/messages.js'
 import type {FileTransferRecord} from './history.js'
 import {MAX_FILE_PAYLOAD} from '../transport/file-datagram.js'
 import {encodeFrame, FileFrameKind, peekTransferId, transferIdToHex} from '../transport/file-codec.js'
@@ -483,8 +483,9 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     const preference = options.preference ?? 'auto'
     let transport: FrameTransport | undefined
     let path: 'direct' | 'relay' = 'relay'
+    let endpoint: Endpoint | undefined
     if (preference !== 'relay' && this.link) {
-      const endpoint = await this.o.engine.findDirectPath(info, peerKey)
+      endpoint = await this.o.engine.findDirectPath(info, peerKey)
       if (endpoint) {
         transport = this.directTransport(this.link, peerKey, endpoint)
         path = 'direct'
@@ -520,6 +521,11 @@ export class FileHub extends EventEmitter<FileHubEvents> {
       this.link?.forgetPath(peerKey)
       if (lostMidway) {
         attempt.pathLostAt = performance.now()
+        // The recipient at other endpoints now: its listen or chat started again (a new port), or
+        // its network changed. It can be reached directly again, so the cut is waited out (a moment:
+        // it is online) and the file offered there, as Tailscale goes back to a direct path, rather
+        // than streamed through the relay at a fraction of the speed. Without a wait, the relay.
+        if ((options.waitSeconds ?? 0) > 0 && endpoint && (await this.reachableElsewhere(to, endpoint))) throw error
         options.onPathLost?.()
       }
       options.onPath?.('relay')
@@ -533,6 +539,16 @@ export class FileHub extends EventEmitter<FileHubEvents> {
         if (lostMidway && interruptionOf(relayError) === undefined && interruptionOf(relayError, {again: true}) !== undefined) throw error
         throw relayError
       }
+    }
+  }
+
+  /** Whether `to` is online (a fresh lookup) at endpoints that do not include `lost`, the one that went silent. */
+  private async reachableElsewhere(to: string, lost: Endpoint): Promise<boolean> {
+    try {
+      const info = await this.o.engine.lookup(to, {fresh: true})
+      return info.online && info.endpoints.length > 0 && !info.endpoints.some((e) => sameEndpoint(e, lost))
+    } catch {
+      return false // the relay then decides, as before
     }
   }
 
