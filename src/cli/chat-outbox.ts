@@ -50,7 +50,7 @@ export function notSentError(count: number, why: 'stopped' | 'timeout'): {messag
   const them = count === 1 ? 'it' : 'them'
   return {
     message: `${plural(count, 'queued message was', 'queued messages were')} not sent: ${reason}. History marks ${them} failed.`,
-    hint: `Check that the server is running, then send ${them} again.`,
+    hint: `Check that the server is running, then send ${them} again as ${count === 1 ? 'it was' : 'they were'}: \`messenger resend N\`, N being the number \`messenger history\` shows on ${count === 1 ? 'it' : 'each'}.`,
   }
 }
 

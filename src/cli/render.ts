@@ -226,10 +226,12 @@ const MARKS: Record<HistoryStatus, string> = {sending: '…', failed: '✗ faile
  * like; a group message some members have and others not yet says how many (✓ while copies wait
  * on the server, ✗ once the rest failed).
  */
-export function historyMark(m: {status: HistoryStatus; copies?: ReadonlyArray<{status: string}>; file?: {failure?: {message: string}}}): string {
+export function historyMark(m: {status: HistoryStatus; seq?: number | null; copies?: ReadonlyArray<{status: string}>; file?: {failure?: {message: string}}}): string {
   const progress = groupProgress(m.copies)
   if (progress) return `${m.status === 'stored' ? '✓' : '✗'} ${progress}`
   // A file that did not go: why, as sendfile said it then.
   if (m.file?.failure) return `${MARKS.failed}: ${escapeControls(m.file.failure.message)}`
+  // A message that failed to send: how to send it again, as the same message (files have no number).
+  if (m.status === 'failed' && !m.file && m.seq) return `${MARKS.failed} (messenger resend ${m.seq})`
   return MARKS[m.status] ?? m.status
 }

@@ -6,7 +6,7 @@ import {messageContext, type MessageBinding, type SealedText} from '../crypto/en
 import type {PeerLink} from '../transport/peer-link.js'
 import {encodeEnvelope, type DirectEnvelope} from './envelope-codec.js'
 import type {MessengerClient} from './client.js'
-import type {DeliveryPath, LocalHistory} from './history.js'
+import type {DeliveryPath, LocalHistory, OutgoingMessage} from './history.js'
 import {Directory} from './directory.js'
 import {Keyring} from './keyring.js'
 import {timeOrderedId} from '../crypto/random-pool.js'
@@ -79,6 +79,15 @@ interface Sealing {
   path?: Endpoint
 }
 
+/**
+ * `resend`: the id of one of our messages that failed to send (`messenger resend N`), sent again as
+ * that same message: the server stores an id once and a recipient's client shows it once, so a copy
+ * that did get through the first time is not delivered twice.
+ */
+export interface ResendOption {
+  resend?: string
+}
+
 export interface SendOutcome {
   id: string
   seq: number
@@ -89,6 +98,8 @@ export interface SendOutcome {
    * recipient online, receipt pending; unreadable: the recipient's client could not open it.
    */
   status: 'delivered' | 'stored' | 'sent' | 'unreadable'
+  /** The server had stored this id already (a resend of a message that did get through): nothing new was stored. */
+  duplicate?: true
 }
 
 export interface GroupSendOutcome {
@@ -99,6 +110,8 @@ export interface GroupSendOutcome {
   /** Members whose copy the server stored (at least one: a send that reached nobody throws NO_RECIPIENTS). */
   recipients: Array<{to: string; online: boolean}>
   skipped: Array<{to: string; code: string}>
+  /** As SendOutcome's. */
+  duplicate?: true
 }
 
 /**
@@ -110,18 +123,18 @@ export interface GroupSendOutcome {
  */
 function lostMessage(
   error: unknown,
-  o: {server: string; written: boolean; seq: number; to: string; done: 'stored' | 'delivered'; both: string; details: Record<string, unknown>},
+  o: {server: string; written: boolean; seq: number; to: string; done: 'stored' | 'delivered'; details: Record<string, unknown>},
 ): unknown {
   if (!(error instanceof MessengerError && error.code === 'CONNECTION_CLOSED')) return error
   const where = `The connection to ${o.server} was lost`
   return o.written
     ? new MessengerError('CONNECTION_CLOSED', `${where} before the server confirmed message ${o.seq} to ${o.to}: it may or may not have been ${o.done}. History marks it failed.`, {
-        hint: `Check that the server is running, then send it again. A new send is a new message: if the first was ${o.done} after all, ${o.both}.`,
+        hint: `Check that the server is running, then run \`messenger resend ${o.seq}\`: it sends the same message again, so if it was ${o.done} after all, nobody gets it twice.`,
         details: {...o.details, stored: 'unknown'},
         cause: error,
       })
     : new MessengerError('CONNECTION_CLOSED', `${where} before message ${o.seq} to ${o.to} was sent: it never reached the server, so nothing was ${o.done}. History marks it failed.`, {
-        hint: 'Check that the server is running, then send it again.',
+        hint: `Check that the server is running, then run \`messenger resend ${o.seq}\`.`,
         details: {...o.details, stored: 'no'},
         cause: error,
       })
@@ -314,14 +327,14 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
    * answers, else through the relay. Both carry the same envelope (same msgId), so whichever copy
    * arrives second is dropped by the recipient.
    */
-  async sendText(rawTo: string, text: string): Promise<SendOutcome> {
+  async sendText(rawTo: string, text: string, options: ResendOption = {}): Promise<SendOutcome> {
     const to = rawTo.trim().toLowerCase()
     if (to === this.o.me) throw new MessengerError('SELF_MESSAGE', 'You cannot send a message to yourself.')
     const preference = this.o.pathPreference ?? 'auto'
-    const id = newMessageId()
+    const id = options.resend ?? newMessageId()
     const {info, sealed, key, path} = await this.sealFor(to, preference, text, id)
     const ts = Date.now()
-    const seq = await this.o.history.recordOutgoing({id, to, text, ts, from: this.o.me})
+    const seq = await this.record({id, to, text, ts, from: this.o.me}, options)
     if (preference !== 'relay') {
       const envelope: DirectEnvelope = {msgId: id, from: this.o.me, to, group: null, ts, seq, nonce: sealed.nonce, box: sealed.box}
       if (await this.tryDirect(info, key, path, envelope)) {
@@ -346,7 +359,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       // lookup (before recording) or from the server's STALE_KEY (after): no trace either way.
       if (error instanceof MessengerError && error.code === 'KEY_CHANGED') await this.o.history.discardOutgoing(id)
       else await this.o.history.updateStatus(id, 'failed')
-      throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to, done: 'stored', both: `${to} gets both`, details: {id, seq, to}})
+      throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to, done: 'stored', details: {id, seq, to}})
     }
     const online = result.recipients[0]?.online ?? false
     let status: SendOutcome['status'] = online ? 'sent' : 'stored'
@@ -354,7 +367,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     const receipt = online ? await delivered.within(this.o.receiptWaitMs ?? 2_000) : undefined
     if (receipt === 'delivered' || receipt === 'unreadable') status = receipt
     else delivered.cancel()
-    return {id, seq, to, path: 'relay', status}
+    return {id, seq, to, path: 'relay', status, ...(result.duplicate ? {duplicate: true as const} : {})}
   }
 
   /**
@@ -541,9 +554,9 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   /** Seals the text to every member separately and hands the server all copies in one request. */
-  async sendGroup(group: string, text: string): Promise<GroupSendOutcome> {
+  async sendGroup(group: string, text: string, options: ResendOption = {}): Promise<GroupSendOutcome> {
     const {members, name} = await this.request('group_members', {name: group})
-    const id = newMessageId()
+    const id = options.resend ?? newMessageId()
     const seal = this.o.keyring.sealerFor(text, this.binding(id, {group: name}))
     const copies: Array<{to: string; nonce: string; box: string; key: string}> = []
     const skipped: Array<{to: string; code: string}> = []
@@ -565,14 +578,14 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     // Nobody to seal it for: refused before anything is recorded or sent, like a direct NO_KEY.
     if (copies.length === 0) throw noRecipients(name, skipped, invited)
     this.checkGroupFrame(name, text, {msgId: id, seq: 0, group: name, copies})
-    const seq = await this.o.history.recordOutgoing({id, group: name, text, ts: Date.now(), from: this.o.me})
+    const seq = await this.record({id, group: name, text, ts: Date.now(), from: this.o.me}, options)
     const written = this.o.client.connected
     let result: Results['send']
     try {
       result = await this.request('send', {msgId: id, seq, group: name, copies})
     } catch (error) {
       await this.o.history.updateStatus(id, 'failed')
-      throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to: `group ${name}`, done: 'stored', both: 'its members get both', details: {id, seq, group: name}})
+      throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to: `group ${name}`, done: 'stored', details: {id, seq, group: name}})
     }
     const allSkipped = [...skipped, ...result.skipped]
     if (result.recipients.length === 0) {
@@ -582,7 +595,17 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     }
     // The members it was stored for: it is "delivered" once each of them has it.
     await this.o.history.updateStatus(id, 'stored', {seq, path: 'relay', copies: result.recipients.map((r) => r.to)})
-    return {id, seq, group: name, recipients: result.recipients, skipped: allSkipped}
+    return {id, seq, group: name, recipients: result.recipients, skipped: allSkipped, ...(result.duplicate ? {duplicate: true as const} : {})}
+  }
+
+  /**
+   * Records an outgoing message and returns its number. A resend's row is there already: it keeps
+   * its number, and goes from failed back to sending.
+   */
+  private async record(m: OutgoingMessage, options: ResendOption): Promise<number> {
+    const seq = await this.o.history.recordOutgoing(m)
+    if (options.resend !== undefined) await this.o.history.updateStatus(m.id, 'sending')
+    return seq
   }
 
   /** The server's frame limit, as its hello said (older servers: the default). */
@@ -610,9 +633,9 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   /** To everyone online now (except those who blocked us); never stored. */
-  async broadcast(text: string): Promise<{id: string; seq: number; delivered: number; skipped: Array<{to: string; code: string}>}> {
+  async broadcast(text: string, options: ResendOption = {}): Promise<{id: string; seq: number; delivered: number; skipped: Array<{to: string; code: string}>}> {
     const {users} = await this.request('whoisonline', {})
-    const id = newMessageId()
+    const id = options.resend ?? newMessageId()
     const seal = this.o.keyring.sealerFor(text, this.binding(id, {broadcast: true}))
     const copies: Array<{to: string; nonce: string; box: string}> = []
     const skipped: Array<{to: string; code: string}> = []
@@ -629,7 +652,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
         skipped.push({to: u.username, code: 'KEY_CHANGED'})
       }
     }
-    const seq = await this.o.history.recordOutgoing({id, to: '*', broadcast: true, text, ts: Date.now(), from: this.o.me})
+    const seq = await this.record({id, to: '*', broadcast: true, text, ts: Date.now(), from: this.o.me}, options)
     const written = this.o.client.connected
     let delivered = 0
     try {
@@ -641,7 +664,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       }
     } catch (error) {
       await this.o.history.updateStatus(id, 'failed')
-      throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to: 'everyone online', done: 'delivered', both: 'those online get both', details: {id, seq}})
+      throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to: 'everyone online', done: 'delivered', details: {id, seq}})
     }
     await this.o.history.updateStatus(id, delivered > 0 ? 'delivered' : 'sent', {seq, path: 'relay'})
     return {id, seq, delivered, skipped}

@@ -323,6 +323,8 @@ function prepareStatements(db: Database.Database) {
        RETURNING seq`,
     ),
     getSeq: db.prepare<[string], {seq: number | null}>('SELECT seq FROM messages WHERE id = ?'),
+    // A one-shot lookup (resend): no index on seq, a scan of this profile's history is milliseconds.
+    outgoingBySeq: db.prepare<[number], MessageRow>("SELECT * FROM messages WHERE direction = 'out' AND seq = ? AND file IS NULL"),
     insertFile: db.prepare<[string, 'in' | 'out', string, string, string, string, number, HistoryStatus, DeliveryPath | null, string, number]>(
       `INSERT OR IGNORE INTO messages (id, direction, peer, grp, sender, recipient, broadcast, text, ts, seq, status, path, file, created_at)
        VALUES (?, ?, ?, NULL, ?, ?, 0, ?, ?, NULL, ?, ?, ?, ?)`,
@@ -561,6 +563,12 @@ export class LocalHistory {
       const copies = this.stmt.copies.all(row.id)
       return copies.length === 0 ? entry : {...entry, copies}
     })
+  }
+
+  /** Our message number `seq` (the N of "Message N sent"), undefined if this profile sent none; files have no number. */
+  outgoing(seq: number): HistoryEntry | undefined {
+    const row = this.stmt.outgoingBySeq.get(seq)
+    return row ? toEntry(row) : undefined
   }
 
   /** Whether `peer`'s file transfer `transferId` was taken before (an OfferLog, transport/file-offers.ts). */

@@ -1,12 +1,13 @@
 import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {messageText, positionalWords} from '../cli/message-text.js'
+import {broadcastLine} from '../cli/sent-lines.js'
 
 export default class Broadcast extends BaseCommand<typeof Broadcast> {
   static override summary = 'Send a message to everyone online right now.'
 
   static override description = `Each copy is encrypted for its recipient. Offline users do not get it later, and users who blocked you never get it.
-If the connection to the server is lost before it answers, it exits 1 with CONNECTION_CLOSED, saying whether the broadcast never reached the server (details.stored "no": send it again) or may have been delivered (details.stored "unknown": sending again is a new message, so those online may get both); history marks it failed.`
+If the connection to the server is lost before it answers, it exits 1 with CONNECTION_CLOSED, saying whether the broadcast never reached the server (details.stored "no") or may have been delivered (details.stored "unknown"); history marks it failed, and \`messenger resend N\` sends it again as the same message, which nobody gets twice.`
 
   static override examples = ['<%= config.bin %> <%= command.id %> server restarts in 5 minutes']
 
@@ -18,7 +19,7 @@ If the connection to the server is lost before it answers, it exits 1 with CONNE
     const text = await messageText(positionalWords(this.argv))
     const {engine} = await this.messagingSession()
     const outcome = await engine.broadcast(text)
-    this.log(`Broadcast delivered to ${outcome.delivered} online user${outcome.delivered === 1 ? '' : 's'}.`)
+    this.log(broadcastLine(outcome))
     for (const s of outcome.skipped) this.logToStderr(`Skipped ${s.to}: ${s.code}`)
     return outcome
   }

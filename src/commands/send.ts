@@ -3,8 +3,8 @@ import {BaseCommand} from '../cli/base-command.js'
 import {userArg} from '../cli/name-args.js'
 import {messageText, positionalWords} from '../cli/message-text.js'
 import {pathFlags} from '../cli/path-flags.js'
+import {sentLine, unreadableError} from '../cli/sent-lines.js'
 import type {SendOutcome} from '../client/delivery.js'
-import {MessengerError} from '../protocol/errors.js'
 
 export default class Send extends BaseCommand<typeof Send> {
   static override summary = 'Send an end-to-end encrypted message to a user.'
@@ -14,7 +14,7 @@ An offline recipient gets it when they next come online (the server stores it, e
 It goes straight to an online recipient over UDP when a direct path answers (peer-to-peer, encrypted), else through the server relay.
 Prints the message number and what happened: delivered directly (p2p), delivered (relayed), sent (relayed, not yet confirmed), or stored because the recipient is offline.
 If the recipient's client received it but could not open it, send exits 1 with UNREADABLE (with --json: {"error": {"code": "UNREADABLE", ..., "details": the outcome}}).
-If the connection to the server is lost before it confirms the message, send exits 1 with CONNECTION_CLOSED, saying whether the message never reached the server (details.stored "no": send it again) or may have been stored (details.stored "unknown": sending again is a new message, so the recipient may get both); history marks it failed.`
+If the connection to the server is lost before it confirms the message, send exits 1 with CONNECTION_CLOSED, saying whether the message never reached the server (details.stored "no") or may have been stored (details.stored "unknown"); history marks it failed, and \`messenger resend N\` sends it again as the same message, which nobody gets twice.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> bob hello there',
@@ -38,22 +38,8 @@ If the connection to the server is lost before it confirms the message, send exi
     const path = this.pathPreference(this.flags)
     const {engine} = await this.messagingSession({direct: true, path})
     const outcome = await engine.sendText(this.args.user, text)
-    const how =
-      outcome.path === 'direct'
-        ? 'delivered directly, p2p'
-        : {
-            delivered: 'delivered, relayed',
-            stored: `stored: ${outcome.to} is offline`,
-            sent: 'sent, relayed; not yet confirmed by the recipient',
-            unreadable: `but ${outcome.to}'s client could not open it`,
-          }[outcome.status]
-    this.log(`Message ${outcome.seq} sent to ${outcome.to} (${how})`)
-    if (outcome.status === 'unreadable') {
-      throw new MessengerError('UNREADABLE', `${outcome.to}'s client received message ${outcome.seq} but could not open it.`, {
-        hint: `Send it again; if it keeps happening, compare fingerprints with ${outcome.to} in person (\`messenger whois ${outcome.to}\`).`,
-        details: {...outcome},
-      })
-    }
+    this.log(sentLine(outcome))
+    if (outcome.status === 'unreadable') throw unreadableError(outcome)
     return outcome
   }
 }

@@ -49,6 +49,8 @@ export const ERROR_CODES = {
   DIRECT_FAILED: 'No direct path to the peer answered (and --direct-only forbids the relay).',
   UNREADABLE: "The recipient's client received the message but could not open it.",
   NO_RECIPIENTS: 'A group message reached nobody: no other member could be sent a copy, or the server stored none.',
+  NO_SUCH_MESSAGE: 'This profile sent no message with that number.',
+  ALREADY_SENT: 'The message reached the server (or the peer) already: there is nothing to resend.',
   // file transfer
   RECIPIENT_OFFLINE: 'Files go only to online users; the recipient is offline.',
   RECIPIENT_BLOCKED: 'You have blocked the recipient, so their answers to a file offer would never reach you.',
@@ -132,6 +134,8 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   DIRECT_FAILED: 'Drop --direct-only (or set the path preference to auto) to let the relay carry it, or check that the peer is online.',
   UNREADABLE: 'Send it again; if it keeps happening, compare fingerprints with the recipient in person (`messenger whois USER`).',
   NO_RECIPIENTS: 'Check who is in the group (`messenger group members NAME`), then send again once someone can receive it.',
+  NO_SUCH_MESSAGE: 'Run `messenger history` to see your messages: a failed one ends in "✗ failed (messenger resend N)".',
+  ALREADY_SENT: '`messenger history` shows how far it got; to say it again, send its text as a new message.',
   SERVER_UNREACHABLE: 'Check that `messenger server` is running, or pass --server HOST:PORT (or set MESSENGER_SERVER).',
   CONNECTION_CLOSED: 'Check that the server is running, then try again.',
   TIMEOUT: 'Check the server and your network, then try again.',

@@ -98,7 +98,7 @@ describe('messenger chat, losing and regaining the server', () => {
     // Before: exit 1 with "This client was closed" as if a command had failed, and no trace of the message.
     expect(await chat.exited).toBe(1)
     expect(chat.output()).toContain('Not sent: message to bob: "queued then "stopped""\n')
-    expect(chat.output()).toContain('Error: 1 queued message was not sent: chat was stopped before the connection came back. History marks it failed. Check that the server is running, then send it again.\n')
+    expect(chat.output()).toContain('Error: 1 queued message was not sent: chat was stopped before the connection came back. History marks it failed. Check that the server is running, then send it again as it was: `messenger resend N`, N being the number `messenger history` shows on it.\n')
     expect(chat.output()).not.toContain('This client was closed')
 
     const history = await runCli(['history', 'bob', '--json'], {env: envs.alice})

@@ -43,7 +43,7 @@ describe('connection lost mid-request in a one-shot command', () => {
     expect(group.error).toMatchObject({
       code: 'CONNECTION_CLOSED',
       message: `The connection to ${proxy.address} was lost before the server confirmed message 1 to group friends: it may or may not have been stored. History marks it failed.`,
-      hint: 'Check that the server is running, then send it again. A new send is a new message: if the first was stored after all, its members get both.',
+      hint: 'Check that the server is running, then run `messenger resend 1`: it sends the same message again, so if it was stored after all, nobody gets it twice.',
       details: {seq: 1, group: 'friends', stored: 'unknown'},
     })
     const plain = await runCli(['group', 'send', 'friends', 'dinner at 9?'], {env: alice})
@@ -63,7 +63,7 @@ describe('connection lost mid-request in a one-shot command', () => {
     expect(broadcast.error).toMatchObject({
       code: 'CONNECTION_CLOSED',
       message: expect.stringMatching(/^The connection to \S+ was lost before the server confirmed message \d+ to everyone online: it may or may not have been delivered\. History marks it failed\.$/),
-      hint: 'Check that the server is running, then send it again. A new send is a new message: if the first was delivered after all, those online get both.',
+      hint: expect.stringMatching(/^Check that the server is running, then run `messenger resend \d+`: it sends the same message again, so if it was delivered after all, nobody gets it twice\.$/),
       details: {stored: 'unknown'},
     })
   })
@@ -86,5 +86,48 @@ describe('connection lost mid-request in a one-shot command', () => {
         hint: 'Check that the server is running, then run the command again.',
       })
     }
+  })
+
+  it('`messenger resend N` sends a message cut off that way again as the same message: history says how, and bob gets each once; a sent one is ALREADY_SENT, a wrong number NO_SUCH_MESSAGE', async () => {
+    const {proxy, envs} = await setup(['alice', 'bob'])
+    const {alice, bob} = envs
+    expect((await runCli(['group', 'create', 'friends', '--invite', 'bob'], {env: alice})).code).toBe(0)
+    expect((await runCli(['group', 'join', 'friends'], {env: bob})).code).toBe(0)
+    proxy.cutAt('send')
+    expect((await runJson(alice, ['send', 'bob', 'hello there'])).error).toMatchObject({code: 'CONNECTION_CLOSED', details: {seq: 1}})
+    expect((await runJson(alice, ['group', 'send', 'friends', 'dinner at 8?'])).error).toMatchObject({code: 'CONNECTION_CLOSED', details: {seq: 2}})
+    const failed = await runCli(['history'], {env: alice})
+    expect(failed.stdout).toMatch(/you -> bob: hello there  ✗ failed \(messenger resend 1\)\n/)
+    expect(failed.stdout).toMatch(/\[#friends\] you: dinner at 8\?  ✗ failed \(messenger resend 2\)\n/)
+
+    proxy.cutAt(undefined)
+    const direct = await runCli(['resend', '1'], {env: alice})
+    expect(direct.code, direct.stderr).toBe(0)
+    expect(direct.stdout).toBe('Message 1 sent to bob (stored: bob is offline)\n')
+    const group = await runCli(['resend', '#2', '--json'], {env: alice})
+    expect(group.code, group.stderr).toBe(0)
+    expect(JSON.parse(group.stdout)).toMatchObject({seq: 2, group: 'friends', recipients: [{to: 'bob', online: false}]})
+    const resent = await runCli(['history'], {env: alice})
+    expect(resent.stdout).toMatch(/you -> bob: hello there  ✓ stored\n/)
+    expect(resent.stdout).toMatch(/\[#friends\] you: dinner at 8\?  ✓ stored\n/)
+    expect(resent.stdout.trim().split('\n')).toHaveLength(2)
+
+    const again = await runJson(alice, ['resend', '1'])
+    expect(again.code).toBe(1)
+    expect(again.error).toMatchObject({code: 'ALREADY_SENT', message: 'Message 1 to bob is ✓ stored: it reached the server, so there is nothing to resend.', details: {seq: 1, status: 'stored'}})
+    const unknown = await runJson(alice, ['resend', '7'])
+    expect(unknown.code).toBe(1)
+    expect(unknown.error).toMatchObject({code: 'NO_SUCH_MESSAGE', message: 'This profile sent no message 7.'})
+    const bad = await runJson(alice, ['resend', 'abc'])
+    expect(bad.code).toBe(2)
+    expect(bad.error).toMatchObject({code: 'BAD_INPUT', message: '"abc" is not a message number.'})
+
+    // bob, coming online, gets each once.
+    const listen = spawnCli(['listen', '--json'], {env: bob})
+    await listen.waitForLine((l) => l.includes('dinner at 8?'), 'the group message')
+    listen.child.kill('SIGTERM')
+    expect(await listen.exited).toBe(0)
+    const texts = listen.lines.filter((l) => l.includes('"type":"message"')).map((l) => (JSON.parse(l) as {text: string}).text)
+    expect(texts).toEqual(['hello there', 'dinner at 8?'])
   })
 })

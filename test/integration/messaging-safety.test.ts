@@ -329,7 +329,7 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
     expect(alice.history.list({peer: 'bob'}).map((r) => [r.id, r.status])).toEqual([[outcome.id, expect.stringMatching(/^(sent|delivered)$/)]])
   })
 
-  it('a connection lost after the send was written, before the server answered: CONNECTION_CLOSED about the message (may be stored, a resend is a new message), marked failed', async () => {
+  it('a connection lost after the send was written, before the server answered: CONNECTION_CLOSED about the message (may be stored; resend it as the same message), marked failed', async () => {
     const {store, dir} = await sqliteStoreIn('messenger-send-cut-')
     const {server, address} = await startTestServer({store, dataDir: dir})
     const bob = await makeUser(address, 'bob', {online: false})
@@ -348,13 +348,47 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
     const [row] = alice.history.list({peer: 'bob'})
     expect(row).toMatchObject({text: 'cut off', status: 'failed'})
     expect(lost.message).toBe(`The connection to ${address} was lost before the server confirmed message ${row!.seq} to bob: it may or may not have been stored. History marks it failed.`)
-    expect(lost.hint).toMatch(/send it again\. A new send is a new message: if the first was stored after all, bob gets both\.$/)
+    expect(lost.hint).toBe(`Check that the server is running, then run \`messenger resend ${row!.seq}\`: it sends the same message again, so if it was stored after all, nobody gets it twice.`)
     expect(lost.hint).not.toContain('reconnect')
     expect(lost.details).toEqual({id: row!.id, seq: row!.seq, to: 'bob', stored: 'unknown'})
     // Here it was stored: why the sentence cannot say "not sent". bob, coming online, gets it.
     expect(enqueue.callCount).toBe(1)
     const bobBack = await loginUser(address, 'bob', {profileDir: bob.profileDir})
     expect(await bobBack.nextMessage()).toMatchObject({from: 'alice', text: 'cut off'})
+  })
+
+  it('resent under its id (messenger resend) after a connection lost once the server had stored it: answered as a duplicate, stored once, and bob gets it once', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-resend-')
+    const {server, address} = await startTestServer({store, dataDir: dir})
+    const bob = await makeUser(address, 'bob', {online: false})
+    await bob.close()
+    const alice = await makeUser(address, 'alice')
+    const enqueue = sinon.stub(store, 'enqueueMessage')
+    enqueue.onFirstCall().callsFake(async (request) => {
+      const stored = await enqueue.wrappedMethod.call(store, request)
+      for (const connection of server['connections']) connection.destroy()
+      return stored
+    })
+    enqueue.callThrough()
+    await expectCode(alice.engine.sendText('bob', 'cut off'), 'CONNECTION_CLOSED')
+    const [failed] = alice.history.list({peer: 'bob'})
+    expect(failed).toMatchObject({text: 'cut off', status: 'failed'})
+    await alice.close()
+
+    // A later process on alice's profile, as `messenger resend N` is.
+    const again = await loginUser(address, 'alice', {profileDir: alice.profileDir})
+    const outcome = await again.engine.sendText('bob', failed!.text, {resend: failed!.id})
+    expect(outcome).toMatchObject({id: failed!.id, seq: failed!.seq, to: 'bob', path: 'relay', status: 'stored', duplicate: true})
+    // One row, its number kept, failed no more.
+    expect(again.history.list({peer: 'bob'})).toEqual([expect.objectContaining({id: failed!.id, seq: failed!.seq, status: 'stored'})])
+    expect(enqueue.callCount).toBe(2)
+    expect((await store.pendingMessages('bob', 0, 10)).map((m) => m.msgId)).toEqual([failed!.id])
+
+    const bobBack = await loginUser(address, 'bob', {profileDir: bob.profileDir})
+    expect(await bobBack.nextMessage()).toMatchObject({id: failed!.id, from: 'alice', text: 'cut off'})
+    await bobBack.settle()
+    expect(bobBack.messages.items).toHaveLength(1)
+    expect(bobBack.history.list({peer: 'alice'})).toHaveLength(1)
   })
 
   it('a connection lost before the send was written (during the direct attempt): CONNECTION_CLOSED saying nothing was stored, marked failed', async () => {
@@ -373,7 +407,7 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
     const [row] = alice.history.list({peer: 'bob'})
     expect(row).toMatchObject({text: 'never left', status: 'failed'})
     expect(lost.message).toBe(`The connection to ${address} was lost before message ${row!.seq} to bob was sent: it never reached the server, so nothing was stored. History marks it failed.`)
-    expect(lost.hint).toBe('Check that the server is running, then send it again.')
+    expect(lost.hint).toBe(`Check that the server is running, then run \`messenger resend ${row!.seq}\`.`)
     expect(lost.details).toEqual({id: row!.id, seq: row!.seq, to: 'bob', stored: 'no'})
     expect(enqueue.callCount).toBe(0)
     await bob.close()

@@ -17,7 +17,7 @@ describe('chat-outbox: what chat says of messages queued when it ends', () => {
   it('says why they were not sent, and what to do', () => {
     expect(notSentError(1, 'stopped')).toEqual({
       message: '1 queued message was not sent: chat was stopped before the connection came back. History marks it failed.',
-      hint: 'Check that the server is running, then send it again.',
+      hint: 'Check that the server is running, then send it again as it was: `messenger resend N`, N being the number `messenger history` shows on it.',
     })
     expect(notSentError(3, 'timeout').message).toBe('3 queued messages were not sent: the connection did not come back within 30 s of the end of the input. History marks them failed.')
   })

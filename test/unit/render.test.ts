@@ -129,6 +129,13 @@ describe('historyText and historyMark: files', () => {
   it('a file that did not go says why, escaped: in the mark when sent, in the text when received', () => {
     expect(historyText({text: '', direction: 'out', file: {...file, failure}})).toBe('[file] big\\x1b.bin (3.0 MiB)')
     expect(historyMark({status: 'failed', file: {failure}})).toBe('✗ failed: bob cancelled the transfer: \\x1b[2J.')
+  })
+
+  it('a message that failed to send says how to send it again as the same message; a file, which has no number, does not', () => {
+    expect(historyMark({status: 'failed', seq: 4})).toBe('✗ failed (messenger resend 4)')
+    expect(historyMark({status: 'failed', seq: null})).toBe('✗ failed')
+    expect(historyMark({status: 'failed', seq: 4, file: {}})).toBe('✗ failed')
+    expect(historyMark({status: 'stored', seq: 4})).toBe('✓ stored')
     expect(historyText({text: '', direction: 'in', file: {...file, failure}})).toBe('[file] big\\x1b.bin (3.0 MiB) not received: bob cancelled the transfer: \\x1b[2J.')
   })
 })

@@ -2,6 +2,7 @@ import {Args} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
 import {groupArg} from '../../cli/name-args.js'
 import {messageText, positionalWords} from '../../cli/message-text.js'
+import {groupSentLine} from '../../cli/sent-lines.js'
 import {skipReason, type GroupSendOutcome} from '../../client/delivery.js'
 
 export default class GroupSend extends BaseCommand<typeof GroupSend> {
@@ -10,7 +11,7 @@ export default class GroupSend extends BaseCommand<typeof GroupSend> {
   static override description = `Encrypted separately for each member; offline members get theirs when they come online. Sending to a group you are not in fails with NOT_A_MEMBER.
 Prints "Message N sent to NAME:" and what became of it (all members online now; stored for those offline, who get it when they come online), N being this profile's number for the message (1, 2, 3... over every message sent from this profile, direct, group or broadcast), and on stderr each member it was not sent to, with the reason (they block you, have no key yet, their queue is full...).
 When it reached nobody (you are the only member, or every other member was skipped) it exits 1 with NO_RECIPIENTS, naming each member and the reason; with --json: {"error": {"code": "NO_RECIPIENTS", ..., "details": {"group", "skipped": [{"to", "code", "reason"}], "invited"}}}. Invited users who have not joined get nothing.
-If the connection to the server is lost before it confirms the message, it exits 1 with CONNECTION_CLOSED, saying whether the message never reached the server (details.stored "no": send it again) or may have been stored (details.stored "unknown": sending again is a new message, so members may get both); history marks it failed.`
+If the connection to the server is lost before it confirms the message, it exits 1 with CONNECTION_CLOSED, saying whether the message never reached the server (details.stored "no") or may have been stored (details.stored "unknown"); history marks it failed, and \`messenger resend N\` sends it again as the same message, which nobody gets twice.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> friends dinner at 8?',
@@ -27,18 +28,9 @@ If the connection to the server is lost before it confirms the message, it exits
     const text = await messageText(positionalWords(this.argv).slice(1))
     const {engine} = await this.messagingSession()
     const outcome = await engine.sendGroup(this.args.name, text)
-    this.log(`Message ${outcome.seq} sent to ${outcome.group}: ${reachSummary(outcome.recipients)}.`)
+    this.log(groupSentLine(outcome))
     const skipped = outcome.skipped.map((s) => ({...s, reason: skipReason(s.code)}))
     for (const s of skipped) this.logToStderr(`Not sent to ${s.to}, who ${s.reason} (${s.code}).`)
     return {...outcome, skipped}
   }
-}
-
-/** What became of the copies, by what happened: "the rest stored" when none was stored misleads. */
-export function reachSummary(recipients: ReadonlyArray<{online: boolean}>): string {
-  const total = recipients.length
-  const online = recipients.filter((r) => r.online).length
-  if (online === total) return `${total} member(s), all online now`
-  if (online === 0) return `stored for ${total} member(s), none online now`
-  return `${total} member(s), ${online} online now, stored for the other ${total - online}`
 }
