@@ -356,8 +356,9 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
     } catch (error) {
       delivered.cancel()
       // A key that changed is refused before anything is sent, whether we learnt it from a fresh
-      // lookup (before recording) or from the server's STALE_KEY (after): no trace either way.
-      if (error instanceof MessengerError && error.code === 'KEY_CHANGED') await this.o.history.discardOutgoing(id)
+      // lookup (before recording) or from the server's STALE_KEY (after): no trace either way. A
+      // resend's row was there before: it stays, failed, to be resent once the key is trusted.
+      if (error instanceof MessengerError && error.code === 'KEY_CHANGED' && options.resend === undefined) await this.o.history.discardOutgoing(id)
       else await this.o.history.updateStatus(id, 'failed')
       throw lostMessage(error, {server: this.o.client.serverKey, written, seq, to, done: 'stored', details: {id, seq, to}})
     }

@@ -368,6 +368,27 @@ describe('messaging: key pinning', () => {
     expect(newBob.deliveries.items.map((d) => d.msgId)).toEqual([outcome.id])
   })
 
+  it('a resend refused for a changed key (found out from STALE_KEY) keeps the failed message, to be resent once the key is trusted', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob')
+    // Caches bob's entry: the next send seals for the old key and hears STALE_KEY from the server.
+    expect((await alice.engine.sendText('bob', 'first')).status).toBe('delivered')
+    await bob.close()
+    const newBob = await loginUser(address, 'bob', {replaceKey: true})
+    // A message that failed to send before (as a lost connection leaves one).
+    const id = newMessageId()
+    const seq = await alice.history.recordOutgoing({id, to: 'bob', text: 'failed once', ts: Date.now(), from: 'alice'})
+    await alice.history.updateStatus(id, 'failed')
+
+    await expectCode(alice.engine.sendText('bob', 'failed once', {resend: id}), 'KEY_CHANGED')
+    // A new message is discarded there (nothing was sent); a resend's row was the person's before.
+    expect(alice.history.outgoing(seq)).toMatchObject({id, text: 'failed once', status: 'failed'})
+    alice.history.trustPeerKey('bob')
+    expect(await alice.engine.sendText('bob', 'failed once', {resend: id})).toMatchObject({id, seq, status: 'delivered'})
+    expect(await newBob.nextMessage()).toMatchObject({id, text: 'failed once'})
+  })
+
   it('refuses a copy sealed for a key the recipient no longer publishes with STALE_KEY, storing nothing', async () => {
     const {address} = await startTestServer()
     const alice = await makeUser(address, 'alice')
