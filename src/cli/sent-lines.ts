@@ -30,6 +30,11 @@ export function broadcastLine(outcome: {delivered: number}): string {
   return `Broadcast delivered to ${outcome.delivered} online user${outcome.delivered === 1 ? '' : 's'}.`
 }
 
+/** group send's line on stderr for a member it was not sent to: "Not sent to carol, who ... (NO_KEY)." */
+export function notSentToLine(s: {to: string; code: string; reason: string}): string {
+  return `Not sent to ${s.to}, who ${s.reason} (${s.code}).`
+}
+
 /** A resend of a message that did get through the first time: said, as nothing new was stored. */
 function alreadyHad(outcome: {duplicate?: true}): string {
   return outcome.duplicate ? '; the server already had it from the first try, so nobody gets it twice' : ''

@@ -3,8 +3,8 @@ import {join} from 'node:path'
 import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags} from '../cli/path-flags.js'
 import {historyMark} from '../cli/render.js'
-import {broadcastLine, groupSentLine, sentLine, unreadableError} from '../cli/sent-lines.js'
-import type {GroupSendOutcome, SendOutcome} from '../client/delivery.js'
+import {broadcastLine, groupSentLine, notSentToLine, sentLine, unreadableError} from '../cli/sent-lines.js'
+import {skipReason, type GroupSendOutcome, type SendOutcome} from '../client/delivery.js'
 import {openHistory, type HistoryEntry} from '../client/history.js'
 import {HISTORY_FILE} from '../client/history-file.js'
 import {MessengerError} from '../protocol/errors.js'
@@ -56,7 +56,10 @@ Only a failed message (or one still sending, left by a send that was killed) can
     if (message.group !== null) {
       const outcome = await engine.sendGroup(message.group, message.text, resend)
       this.log(groupSentLine(outcome))
-      return outcome
+      // As group send says them.
+      const skipped = outcome.skipped.map((s) => ({...s, reason: skipReason(s.code)}))
+      for (const s of skipped) this.logToStderr(notSentToLine(s))
+      return {...outcome, skipped}
     }
     const outcome = await engine.sendText(message.to, message.text, resend)
     this.log(sentLine(outcome))

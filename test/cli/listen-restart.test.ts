@@ -77,6 +77,22 @@ async function setup(size: number) {
   return {alice, bob, downloads, data, file}
 }
 
+/**
+ * alice's sendfile of 32 MiB (with `flags`) to bob's listen, held at bob's first checkpoint, and that
+ * listen then killed (SIGKILL): the sender is still stopped, for the caller to continue (SIGCONT).
+ */
+async function killedMidTransfer(flags: string[]) {
+  const fixture = await setup(32 * 1024 * 1024)
+  const first = await listen(fixture.bob, fixture.downloads)
+  const sender = spawnCli(['sendfile', 'bob', fixture.file, ...flags], {env: fixture.alice})
+  await event(first, 'file-offer', 'the offer to reach bob')
+  // A running transfer records how far it got every 2 s: killed once a record says 1 MiB or more.
+  await heldAtCheckpoint(sender, fixture.downloads)
+  first.child.kill('SIGKILL')
+  await first.exited
+  return {...fixture, sender}
+}
+
 const SENT = (cut: string, kept: string) =>
   new RegExp(`^Sent big\\.bin \\(\\d+ MiB\\) to bob through the relay in [\\d.]+ s \\([\\d.]+ s of it waiting\\), [\\d.]+ [KM]iB/s \\(${cut} on the way; it went on from the ${kept} bob had kept\\); SHA-256 [0-9a-f]{64}$`)
 
@@ -145,14 +161,8 @@ describe("bob's listen stopped or killed mid-transfer and started again", () => 
   }, 60_000)
 
   it('killed (SIGKILL) during a direct transfer: the relay it falls back to gets no answer either, and the sendfile waits for bob instead of failing', async () => {
-    const {alice, bob, downloads, data, file} = await setup(32 * 1024 * 1024)
-    const first = await listen(bob, downloads)
     // The default path: direct over UDP on loopback.
-    const sender = spawnCli(['sendfile', 'bob', file], {env: alice})
-    await event(first, 'file-offer', 'the offer to reach bob')
-    await heldAtCheckpoint(sender, downloads)
-    first.child.kill('SIGKILL')
-    await first.exited
+    const {alice, bob, downloads, data, sender} = await killedMidTransfer([])
     sender.child.kill('SIGCONT')
 
     // The direct path goes silent; the relay's offer then reaches nobody (the server has not noticed
@@ -173,13 +183,7 @@ describe("bob's listen stopped or killed mid-transfer and started again", () => 
   }, 120_000)
 
   it('killed during a direct transfer and started again at once: the sendfile finds the new listen directly instead of streaming the rest through the relay, and counts the cut', async () => {
-    const {alice, bob, downloads, data, file} = await setup(32 * 1024 * 1024)
-    const first = await listen(bob, downloads)
-    const sender = spawnCli(['sendfile', 'bob', file, '--json'], {env: alice})
-    await event(first, 'file-offer', 'the offer to reach bob')
-    await heldAtCheckpoint(sender, downloads)
-    first.child.kill('SIGKILL')
-    await first.exited
+    const {alice, bob, downloads, data, sender} = await killedMidTransfer(['--json'])
     // bob is back (at a new UDP port) before alice's sendfile notices that the old one went.
     const second = await listen(bob, downloads)
     sender.child.kill('SIGCONT')
@@ -204,14 +208,7 @@ describe("bob's listen stopped or killed mid-transfer and started again", () => 
   }, 120_000)
 
   it('killed (SIGKILL): what its last checkpoint recorded is adopted by the next listen, and the same sendfile goes on from it', async () => {
-    const {alice, bob, downloads, data, file} = await setup(32 * 1024 * 1024)
-    const first = await listen(bob, downloads)
-    const sender = spawnCli(['sendfile', 'bob', file, '--relay-only'], {env: alice})
-    await event(first, 'file-offer', 'the offer to reach bob')
-    // A running transfer records how far it got every 2 s: killed once a record says 1 MiB or more.
-    await heldAtCheckpoint(sender, downloads)
-    first.child.kill('SIGKILL')
-    await first.exited
+    const {alice, bob, downloads, data, sender} = await killedMidTransfer(['--relay-only'])
     sender.child.kill('SIGCONT')
     const recorded = recordedBytes(downloads)
 

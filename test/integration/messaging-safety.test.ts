@@ -11,6 +11,22 @@ import {newMessageId} from '../../src/client/delivery.js'
 import {loginUser, makeOfflineUser, makeUser, type TestUser} from '../helpers/messaging.js'
 import {makeP2PUser} from '../helpers/p2p.js'
 import {expectCode, makeTempDir, memoryLogger, sqliteStoreIn, startTestServer} from '../helpers/server.js'
+import type {SqliteStore} from '../../src/store/sqlite/sqlite-store.js'
+
+/**
+ * As a SIGKILL after the write: the store's first enqueue stores the message, then every socket of
+ * the server drops with no reply. Later enqueues go through. Returns the stub, to count them.
+ */
+function storedThenCut(store: SqliteStore, connections: () => Iterable<{destroy(): void}>) {
+  const enqueue = sinon.stub(store, 'enqueueMessage')
+  enqueue.onFirstCall().callsFake(async (request) => {
+    const stored = await enqueue.wrappedMethod.call(store, request)
+    for (const connection of connections()) connection.destroy()
+    return stored
+  })
+  enqueue.callThrough()
+  return enqueue
+}
 
 /** Every file under `dir`, recursively, with its bytes. */
 async function readTree(dir: string): Promise<Array<{file: string; bytes: Buffer}>> {
@@ -335,14 +351,7 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
     const bob = await makeUser(address, 'bob', {online: false})
     await bob.close()
     const alice = await makeUser(address, 'alice')
-    // As a SIGKILL after the write: the server stores the message, then every socket drops with no reply.
-    const enqueue = sinon.stub(store, 'enqueueMessage')
-    enqueue.onFirstCall().callsFake(async (request) => {
-      const stored = await enqueue.wrappedMethod.call(store, request)
-      for (const connection of server['connections']) connection.destroy()
-      return stored
-    })
-    enqueue.callThrough()
+    const enqueue = storedThenCut(store, () => server['connections'])
 
     const lost = await expectCode(alice.engine.sendText('bob', 'cut off'), 'CONNECTION_CLOSED')
     const [row] = alice.history.list({peer: 'bob'})
@@ -363,13 +372,7 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
     const bob = await makeUser(address, 'bob', {online: false})
     await bob.close()
     const alice = await makeUser(address, 'alice')
-    const enqueue = sinon.stub(store, 'enqueueMessage')
-    enqueue.onFirstCall().callsFake(async (request) => {
-      const stored = await enqueue.wrappedMethod.call(store, request)
-      for (const connection of server['connections']) connection.destroy()
-      return stored
-    })
-    enqueue.callThrough()
+    const enqueue = storedThenCut(store, () => server['connections'])
     await expectCode(alice.engine.sendText('bob', 'cut off'), 'CONNECTION_CLOSED')
     const [failed] = alice.history.list({peer: 'bob'})
     expect(failed).toMatchObject({text: 'cut off', status: 'failed'})

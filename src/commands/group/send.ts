@@ -2,7 +2,7 @@ import {Args} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
 import {groupArg} from '../../cli/name-args.js'
 import {messageText, positionalWords} from '../../cli/message-text.js'
-import {groupSentLine} from '../../cli/sent-lines.js'
+import {groupSentLine, notSentToLine} from '../../cli/sent-lines.js'
 import {skipReason, type GroupSendOutcome} from '../../client/delivery.js'
 
 export default class GroupSend extends BaseCommand<typeof GroupSend> {
@@ -30,7 +30,7 @@ If the connection to the server is lost before it confirms the message, it exits
     const outcome = await engine.sendGroup(this.args.name, text)
     this.log(groupSentLine(outcome))
     const skipped = outcome.skipped.map((s) => ({...s, reason: skipReason(s.code)}))
-    for (const s of skipped) this.logToStderr(`Not sent to ${s.to}, who ${s.reason} (${s.code}).`)
+    for (const s of skipped) this.logToStderr(notSentToLine(s))
     return {...outcome, skipped}
   }
 }
