@@ -1,3 +1,5 @@
+import {parseMessageNumber} from './resend.js'
+
 /** Parses one line typed in `messenger chat` into an action. Pure, so it is unit-tested. */
 export type ChatAction =
   | {kind: 'msg'; to: string; text: string}
@@ -11,6 +13,7 @@ export type ChatAction =
   | {kind: 'block'; user: string}
   | {kind: 'unblock'; user: string}
   | {kind: 'trust'; user: string; fingerprint?: string}
+  | {kind: 'resend'; seq: number}
   | {kind: 'help'}
   | {kind: 'quit'}
   | {kind: 'none'}
@@ -28,6 +31,8 @@ export const CHAT_HELP = `Commands:
   /block USER, /unblock USER
   /trust USER [FINGERPRINT]  accept USER's current key; with the fingerprint you verified
                         (as /whois shows it), only if the server serves exactly that key
+  /resend N             send again, as the same message, your message N that failed
+                        (/history shows "✗ failed (messenger resend N)")
   /help, /quit          (Ctrl-C quits too)
 Plain text goes to the user shown in the prompt. //text sends "/text".
 A paste of several lines is sent as one message, never run as commands.`
@@ -75,6 +80,10 @@ export function parseChatLine(line: string): ChatAction {
       // The fingerprint is the rest of the line (/whois prints it in groups with spaces), quoted or not
       // (trust --fingerprint takes it in quotes).
       return need(1, '/trust USER [FINGERPRINT]') ?? {kind: 'trust', user: rest[0]!, ...(rest.length > 1 ? {fingerprint: rest.slice(1).join(' ').replace(/^["']|["']$/g, '')} : {})}
+    case 'resend': {
+      const seq = rest.length === 1 ? parseMessageNumber(rest[0]!) : undefined
+      return seq === undefined ? {kind: 'error', message: 'Usage: /resend N, N the number of one of your messages that failed'} : {kind: 'resend', seq}
+    }
     case 'group': {
       const sub = rest[0]?.toLowerCase()
       if (!sub || !GROUP_SUBS.has(sub)) return {kind: 'error', message: 'Usage: /group create|invite|join|leave|list|members|send ...'}

@@ -343,7 +343,10 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
       }
       if (preference === 'direct') {
         await this.o.history.updateStatus(id, 'failed')
-        throw new MessengerError('DIRECT_FAILED', `${to} could not be reached directly${info.online ? '' : ` (${to} is offline)`}.`)
+        throw new MessengerError('DIRECT_FAILED', `${to} could not be reached directly${info.online ? '' : ` (${to} is offline)`}, so message ${seq} was not sent. History marks it failed.`, {
+          hint: `To let the relay carry it, run \`messenger resend ${seq}\` without --direct-only (with the path setting auto: \`messenger config set path auto\`).`,
+          details: {id, seq, to},
+        })
       }
     }
     const delivered = this.inbox.waitForReceipt(id)

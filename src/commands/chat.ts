@@ -8,7 +8,8 @@ import {CHAT_HELP, parseChatLine, pasteAction, type ChatAction} from '../cli/cha
 import {droppedLine, escapeControls, fileFailedText, fileResumedText, historyMark, keptRemovedText, historyText, historyWho, incomingMessageLine, leftGroupLine, presenceText, notInvitedReason, receiptText, relativeTime, renderError, renderMessageText, table} from '../cli/render.js'
 import {stopSignals} from '../cli/stop-signals.js'
 import {PIPED_QUIT_WAIT_MS, failedByGivingUp, maybeStored, notSentError, notSentLine, recordNotSent, recordedByEngine, waitingLine, type QueuedMessage} from '../cli/chat-outbox.js'
-import {skipReason, type DeliveryEngine} from '../client/delivery.js'
+import {resendable} from '../cli/resend.js'
+import {skipReason, type DeliveryEngine, type ResendOption} from '../client/delivery.js'
 import type {LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
 import {Keyring} from '../client/keyring.js'
@@ -72,7 +73,7 @@ export default class Chat extends BaseCommand<typeof Chat> {
   static override summary = 'Chat interactively: you are online, messages arrive as they are sent.'
 
   static override description = `Messages stored while you were away arrive right after start. Incoming messages, receipts and presence changes print above the prompt without disturbing what you are typing.
-Type /help for commands (/msg, /reply, /who, /whois, /history [USER|#GROUP] [N], /group, /broadcast, /block, /unblock, /trust USER [FINGERPRINT], /quit). Plain text goes to the user you last wrote to or heard from, shown in the prompt (alice -> bob>); //text sends "/text". In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
+Type /help for commands (/msg, /reply, /who, /whois, /history [USER|#GROUP] [N], /group, /broadcast, /block, /unblock, /trust USER [FINGERPRINT], /resend N, /quit). Plain text goes to the user you last wrote to or heard from, shown in the prompt (alice -> bob>); //text sends "/text". In a terminal, a paste of several lines is sent at once as one message, and a pasted line starting with / is text, never a command; typed before a paste, /msg USER (or /reply, /broadcast, /group send NAME) makes the paste its text. A paste of one line is typed into the line, to edit and send with Enter. With piped input each line is a message or command of its own.
 Through pipes (stdin not a terminal) chat is scriptable: messages and confirmations go to stdout, the errors of commands to stderr, and chat exits 1 at the end if any command failed (it says how many). Chat has no --json: for JSON, read with listen --json and send with send --json.
 Ctrl-C, Ctrl-D or /quit leaves cleanly. If the server goes away, chat reconnects and resumes (then it announces who came online meanwhile at once, and who went offline meanwhile once the others have had time to reconnect, about 15 s); a message typed meanwhile is answered "(not connected: message queued; ...)" at once and sent, in the order typed, once it is back. Leaving (/quit, Ctrl-D, the end of piped input) with such messages still queued, chat says so and waits for the connection to send them (piped input: up to 30 s, then it gives up); Ctrl-C, SIGTERM or SIGHUP (its terminal closed) ends it at once instead, naming each message not sent, which history marks failed (exit 1). It ends (exit 1) when a reconnect cannot help: a revoked session, a changed server certificate, a server of another protocol version, or the account's key taken over by another profile (login --replace-key elsewhere). A \`login\` again in this profile (another terminal) ends the session chat is on: chat reconnects once with the profile's new session and carries on; a \`logout\` ends it.
 Files sent to you are saved in --downloads after their SHA-256 is checked. A transfer cut by the network, the server or chat itself ending (the sender is told that what arrived is kept) or killed keeps what arrived for 10 minutes in --downloads, beside a small .kept record: when the sender sends the file again (sendfile does by itself once you are back online), it goes on from there, in this chat or the next chat or listen of this profile on that directory.`
@@ -390,10 +391,10 @@ Files sent to you are saved in --downloads after their SHA-256 is checked. A tra
 
   private async perform(ctx: ChatContext, action: ChatAction): Promise<void> {
     const {client, engine, print} = ctx
-    const send = async (to: string | undefined, text: string) => {
+    const send = async (to: string | undefined, text: string, resend: ResendOption = {}) => {
       if (!to) throw new MessengerError('BAD_INPUT', 'Nobody to send to yet.', {hint: 'Start with /msg USER text.'})
       // A recipient that cannot be written to (a typo, yourself) does not become where plain text goes.
-      const outcome = await engine.sendText(to, text).catch((error: unknown) => {
+      const outcome = await engine.sendText(to, text, resend).catch((error: unknown) => {
         if (!(error instanceof MessengerError && NOT_A_RECIPIENT.has(error.code))) ctx.current = to.toLowerCase()
         throw error
       })
@@ -401,6 +402,10 @@ Files sent to you are saved in --downloads after their SHA-256 is checked. A tra
       ctx.sent.set(outcome.id, {seq: outcome.seq})
       const how = outcome.path === 'direct' ? 'delivered directly, p2p' : {delivered: 'delivered, relayed', stored: `stored: ${outcome.to} is offline`, sent: 'sent, relayed', unreadable: `relayed, but ${outcome.to}'s client could not open it; send it again`}[outcome.status]
       print(`  message ${outcome.seq} to ${outcome.to} (${how})`)
+    }
+    const broadcast = async (text: string, resend: ResendOption = {}) => {
+      const outcome = await engine.broadcast(text, resend)
+      print(`  broadcast delivered to ${outcome.delivered} online user(s)`)
     }
     switch (action.kind) {
       case 'none':
@@ -443,11 +448,8 @@ Files sent to you are saved in --downloads after their SHA-256 is checked. A tra
         for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${historyWho(m)}: ${historyText(m)}${m.direction === 'out' ? `  ${historyMark(m)}` : ''}`)
         return
       }
-      case 'broadcast': {
-        const outcome = await engine.broadcast(action.text)
-        print(`  broadcast delivered to ${outcome.delivered} online user(s)`)
-        return
-      }
+      case 'broadcast':
+        return broadcast(action.text)
       case 'block': {
         const {alreadyBlocked} = await client.request('block', {username: action.user})
         print(alreadyBlocked ? `${action.user} was already blocked.` : `Blocked ${action.user}.`)
@@ -474,6 +476,13 @@ Files sent to you are saved in --downloads after their SHA-256 is checked. A tra
         print(trustedLine(result, expectFingerprint !== undefined))
         return
       }
+      case 'resend': {
+        // As `messenger resend N`: under its first id, so nobody gets it twice.
+        const message = resendable(ctx.history, action.seq)
+        if (message.broadcast) return broadcast(message.text, {resend: message.id})
+        if (message.group !== null) return this.group(ctx, {kind: 'group', sub: 'send', args: [message.group], text: message.text}, {resend: message.id})
+        return send(message.to, message.text, {resend: message.id})
+      }
       case 'group':
         return this.group(ctx, action)
       case 'quit':
@@ -496,7 +505,7 @@ Files sent to you are saved in --downloads after their SHA-256 is checked. A tra
     return `No messages with ${peer} yet.`
   }
 
-  private async group(ctx: ChatContext, action: Extract<ChatAction, {kind: 'group'}>): Promise<void> {
+  private async group(ctx: ChatContext, action: Extract<ChatAction, {kind: 'group'}>, resend: ResendOption = {}): Promise<void> {
     const {client, engine, print} = ctx
     const [name = '', user = ''] = action.args
     switch (action.sub) {
@@ -529,7 +538,7 @@ Files sent to you are saved in --downloads after their SHA-256 is checked. A tra
         return
       }
       case 'send': {
-        const outcome = await engine.sendGroup(name, action.text ?? '')
+        const outcome = await engine.sendGroup(name, action.text ?? '', resend)
         ctx.sent.set(outcome.id, {seq: outcome.seq, group: outcome.group})
         print(`  message ${outcome.seq} to #${outcome.group}: ${outcome.recipients.length} member(s)`)
         // As `group send` says them; a send that reached nobody threw NO_RECIPIENTS instead.

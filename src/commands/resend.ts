@@ -2,7 +2,7 @@ import {Args} from '@oclif/core'
 import {join} from 'node:path'
 import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags} from '../cli/path-flags.js'
-import {historyMark} from '../cli/render.js'
+import {parseMessageNumber, resendable} from '../cli/resend.js'
 import {broadcastLine, groupSentLine, notSentToLine, sentLine, unreadableError} from '../cli/sent-lines.js'
 import {skipReason, type GroupSendOutcome, type SendOutcome} from '../client/delivery.js'
 import {openHistory, type HistoryEntry} from '../client/history.js'
@@ -11,15 +11,15 @@ import {MessengerError} from '../protocol/errors.js'
 
 type BroadcastOutcome = {id: string; seq: number; delivered: number; skipped: Array<{to: string; code: string}>}
 
-/** A message number as `send` prints it ("Message 4 sent"): a whole number from 1. */
+/** The N argument: a whole number from 1 (`#4` too). */
 async function messageNumber(input: string): Promise<string> {
-  const text = input.trim().replace(/^#/, '')
-  if (!/^\d{1,15}$/.test(text) || Number(text) < 1) {
+  const seq = parseMessageNumber(input)
+  if (seq === undefined) {
     throw new MessengerError('BAD_INPUT', `"${input}" is not a message number.`, {
       hint: 'Give the N of "Message N sent", as `messenger history --json` lists it (seq), e.g. `messenger resend 4`.',
     })
   }
-  return String(Number(text))
+  return String(seq)
 }
 
 export default class Resend extends BaseCommand<typeof Resend> {
@@ -43,7 +43,6 @@ Only a failed message (or one still sending, left by a send that was killed) can
 
   async run(): Promise<SendOutcome | GroupSendOutcome | BroadcastOutcome> {
     const seq = Number(this.args.number)
-    // Read before connecting: a wrong number needs no server.
     const message = this.failedMessage(seq)
     const {engine} = await this.messagingSession({direct: true, path: this.pathPreference(this.flags)})
     const resend = {resend: message.id}
@@ -67,29 +66,13 @@ Only a failed message (or one still sending, left by a send that was killed) can
     return outcome
   }
 
-  /** Our message `seq` from local history, if it may be resent; else why not. */
+  /** Our message `seq`, read before connecting: a wrong number needs no server. */
   private failedMessage(seq: number): HistoryEntry {
     const history = openHistory(join(this.profile.dir, HISTORY_FILE))
-    let message: HistoryEntry | undefined
     try {
-      message = history.outgoing(seq)
+      return resendable(history, seq)
     } finally {
       history.close()
     }
-    if (!message) {
-      throw new MessengerError('NO_SUCH_MESSAGE', `This profile sent no message ${seq}.`, {
-        hint: 'Run `messenger history` to see your messages: a failed one ends in "✗ failed (messenger resend N)". Files have no number: run sendfile again.',
-        details: {seq},
-      })
-    }
-    if (message.status === 'failed' || message.status === 'sending') return message
-    const where = message.broadcast ? 'your broadcast' : message.group !== null ? `to #${message.group}` : `to ${message.to}`
-    const sentAfterAll = message.status === 'expired' || message.status === 'unreadable'
-    throw new MessengerError('ALREADY_SENT', `Message ${seq} ${where} is ${historyMark(message)}: it reached ${message.path === 'direct' ? 'the peer' : 'the server'}, so there is nothing to resend.`, {
-      hint: sentAfterAll
-        ? 'Resending it under the same id cannot change that; send its text again, as a new message.'
-        : '`messenger history` shows how far it got; a message goes from ✓ stored or ✓ sent to ✓✓ delivered by itself.',
-      details: {seq, status: message.status},
-    })
   }
 }

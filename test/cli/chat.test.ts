@@ -149,6 +149,27 @@ describe('messenger chat', () => {
     expect(clean.stderr).toBe('')
   })
 
+  it('through pipes: /resend N sends a message that failed again as the same message, as `messenger resend` does; a sent one and an unknown number are refused', async () => {
+    const {alice, bob} = await setup()
+    // bob is offline: no direct path, so --direct-only fails and history marks it failed.
+    const failed = await runCli(['send', 'bob', 'hi there', '--direct-only'], {env: alice})
+    expect(failed.code).toBe(1)
+    expect(failed.stderr).toBe('Error: bob could not be reached directly (bob is offline), so message 1 was not sent. History marks it failed. To let the relay carry it, run `messenger resend 1` without --direct-only (with the path setting auto: `messenger config set path auto`).\n')
+    const run = await runCli(['chat'], {env: alice, input: '/history bob\n/resend 1\n/resend 1\n/resend 9\n/history bob\n'})
+    expect(run.code).toBe(1)
+    expect(run.stdout).toMatch(/you -> bob: hi there  ✗ failed \(messenger resend 1\)\n/)
+    expect(run.stdout).toContain('  message 1 to bob (stored: bob is offline)\n')
+    expect(run.stdout).toMatch(/you -> bob: hi there  ✓ stored\n/)
+    expect(run.stderr).toContain('Error: Message 1 to bob is ✓ stored: it reached the server, so there is nothing to resend.')
+    expect(run.stderr).toContain('Error: This profile sent no message 9.')
+    expect(run.stderr.trimEnd().split('\n').at(-1)).toBe('2 commands of the input failed (the errors above); chat exits 1.')
+    const bobListens = await listen(bob)
+    await bobListens.waitForLine((l) => l.includes('"text":"hi there"'), 'the message resent')
+    bobListens.child.kill('SIGTERM')
+    await bobListens.exited
+    expect(bobListens.lines.filter((l) => l.includes('"text":"hi there"'))).toHaveLength(1)
+  })
+
   it('through pipes: a bad group name says its rule once, /unblock of someone not blocked says so, so does /block of someone blocked already, /reply with nobody to answer points at the prompt\'s target', async () => {
     const {alice} = await setup()
     const run = await runCli(['chat'], {env: alice, input: '/group create X\n/unblock bob\n/block carol\n/block carol\n/unblock carol\n/msg bob hi\n/reply hey\n'})

@@ -27,6 +27,8 @@ describe('parseChatLine', () => {
     ['/group invite team dave', {kind: 'group', sub: 'invite', args: ['team', 'dave']}],
     ['/group send team see you at 8', {kind: 'group', sub: 'send', args: ['team'], text: 'see you at 8'}],
     ['/group list', {kind: 'group', sub: 'list', args: []}],
+    ['/resend 4', {kind: 'resend', seq: 4}],
+    ['/resend #12', {kind: 'resend', seq: 12}],
     ['/help', {kind: 'help'}],
     ['/quit', {kind: 'quit'}],
     ['   ', {kind: 'none'}],
@@ -34,7 +36,7 @@ describe('parseChatLine', () => {
     expect(parseChatLine(line)).toEqual(expected)
   })
 
-  it.each(['/msg bob', '/whois', '/group', '/group dance', '/group send team', '/group invite team', '/nope', '/who extra', '/whois bob carol', '/history bob 5 6', '/history bob five', '/history bob 0', '/block bob carol', '/trust', '/group join team more', '/group list all', '/quit now', '/help me'])('explains %j', (line) => {
+  it.each(['/msg bob', '/whois', '/group', '/group dance', '/group send team', '/group invite team', '/nope', '/who extra', '/whois bob carol', '/history bob 5 6', '/history bob five', '/history bob 0', '/block bob carol', '/trust', '/group join team more', '/group list all', '/quit now', '/help me', '/resend', '/resend 0', '/resend four', '/resend 4 5'])('explains %j', (line) => {
     const action = parseChatLine(line)
     expect(action.kind).toBe('error')
     expect((action as {message: string}).message).toMatch(/Usage|Unknown command/)
