@@ -110,8 +110,11 @@ export interface GroupLeft {
   newOwner: string | null
 }
 
-/** What an acknowledgement says of the copies it settles (ReceiptRecord.status). Default delivered. */
-export type AckStatus = 'delivered' | 'unreadable'
+/**
+ * What an acknowledgement says of the copies it settles (ReceiptRecord.status). Default delivered.
+ * 'expired': settled undelivered by the server itself (the recipient's account was deleted).
+ */
+export type AckStatus = 'delivered' | 'unreadable' | 'expired'
 
 /** Rate buckets (see Store.sendBuckets). */
 export interface SendBuckets {
@@ -130,6 +133,15 @@ export interface Store {
   setDisplayName(username: string, displayName: string): Promise<boolean>
   /** Users whose last login is at or after `since`, newest first. */
   listUsersLoggedInSince(since: number): Promise<UserRecord[]>
+  /**
+   * Deletes the account (`unregister`): the user record (password, display name, key, message
+   * numbering), every session, the login-failure counter, the receipts waiting for the user and the
+   * blocks the user made. Returns whether there was such a user. What touches other users is the
+   * caller's, through the methods that keep their indexes and receipts right, before this: the
+   * user's groups (removeMembership) and queued copies (ackMessages, 'expired'). Blocks of the user
+   * by others stay: whoever takes the name next is blocked as this user was.
+   */
+  deleteUser(username: string): Promise<boolean>
 
   createSession(session: SessionRecord): Promise<void>
   getSession(tokenHash: string): Promise<SessionRecord | undefined>

@@ -485,6 +485,58 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
       })
     })
 
+    describe('deleteUser', () => {
+      it('settles copies acknowledged as expired (a deleted recipient) with an expired receipt for their sender', async () => {
+        const store = await open()
+        const m = message('alice', ['bob'])
+        await store.enqueueMessage(m)
+        const receipts = await store.ackMessages('bob', [m.msgId], T0 + 3, 'expired')
+        expect(receipts).toEqual([expect.objectContaining({username: 'alice', by: 'bob', status: 'expired', msgIds: [m.msgId], ts: T0 + 3})])
+        expect(await store.pendingMessages('bob', 0, 10)).toEqual([])
+        expect((await store.pendingReceipts('alice', 10)).map((r) => r.status)).toEqual(['expired'])
+      })
+
+      it('deletes the user, their sessions, lockout counter, waiting receipts and the blocks they made; others\' blocks of them and everyone else stay, and the name is free again', async () => {
+        const store = await open()
+        const created = (t: string, username: string) => ({tokenHash: t, username, createdAt: T0, expiresAt: T0 + DAY})
+        await store.createSession(created('b1', 'bob'))
+        await store.createSession(created('b2', 'bob'))
+        await store.createSession(created('a1', 'alice'))
+        await store.setLoginFailures('bob', {count: 2, lockedUntil: 0})
+        await store.setPublicKey('bob', Buffer.alloc(32, 1).toString('base64'))
+        // A receipt waiting for bob (for his message to alice), and one for alice (for hers to bob).
+        const fromBob = message('bob', ['alice'])
+        const toBob = message('alice', ['bob'])
+        await store.enqueueMessage(fromBob)
+        await store.enqueueMessage(toBob)
+        await store.ackMessages('alice', [fromBob.msgId], T0 + 1)
+        await store.ackMessages('bob', [toBob.msgId], T0 + 1)
+        await store.block('bob', 'carol')
+        await store.block('alice', 'bob')
+        await store.setLastLogin('bob', T0 + 2)
+        expect(await store.isBlocked('bob', 'carol')).toBe(true) // read (and cached) before
+
+        expect(await store.deleteUser('bob')).toBe(true)
+        expect(await store.getUser('bob')).toBeUndefined()
+        expect(await store.getSession('b1')).toBeUndefined()
+        expect(await store.getSession('b2')).toBeUndefined()
+        expect(await store.getLoginFailures('bob')).toEqual({count: 0, lockedUntil: 0})
+        expect(await store.pendingReceipts('bob', 10)).toEqual([])
+        expect(await store.isBlocked('bob', 'carol')).toBe(false)
+        expect(await store.listBlockers('carol')).toEqual([])
+        expect((await store.listUsersLoggedInSince(T0)).map((u) => u.username)).not.toContain('bob')
+        // Others' things stay: alice's session, her receipt, her block of the name.
+        expect(await store.getSession('a1')).toMatchObject({username: 'alice'})
+        expect((await store.pendingReceipts('alice', 10)).map((r) => r.msgIds)).toEqual([[toBob.msgId]])
+        expect(await store.isBlocked('alice', 'bob')).toBe(true)
+        // Gone once: a second delete finds nobody. The name can be taken again, from scratch.
+        expect(await store.deleteUser('bob')).toBe(false)
+        expect(await store.createUser({username: 'bob', displayName: 'New Bob', passwordHash: 'scrypt$1024$8$1$c2FsdA==$aGFzaA==', createdAt: T0 + 5})).toBe(true)
+        expect(await store.getUser('bob')).toMatchObject({displayName: 'New Bob', publicKey: null, lastLoginAt: null})
+        expect((await store.enqueueMessage(message('bob', ['alice']))).seq).toBe(1)
+      })
+    })
+
     describe('public keys', () => {
       it('publishes and replaces a user’s key', async () => {
         const store = await open()

@@ -195,7 +195,7 @@ export class RedisMessaging {
       const list = Array.isArray(ids) ? ids : []
       const copies: AckedCopy[] = []
       for (let j = 0; j < list.length; j += 2) copies.push({msgId: list[j]!, sender: list[j + 1]!, recipient})
-      batches.push({batchId: flat[i]!, ts: Number(at), status: said === 'unreadable' ? 'unreadable' : 'delivered', copies})
+      batches.push({batchId: flat[i]!, ts: Number(at), status: said === 'unreadable' || said === 'expired' ? said : 'delivered', copies})
     }
     return batches
   }

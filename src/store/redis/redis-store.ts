@@ -97,7 +97,7 @@ export class RedisStore implements Store {
   }
 
   async setLastLogin(username: string, at: number): Promise<void> {
-    // Users are never deleted, so "exists" stays true; the index goes first (superset), with GT
+    // The index goes first (superset: a user deleted meanwhile leaves an entry that reads as nobody), with GT
     // so that a racing older login cannot lower it below the value the hash ends up with.
     if ((await this.redis.exists(this.k.user(username))) === 0) return
     await this.redis.zadd(this.k.logins, 'GT', at, username)
@@ -116,10 +116,32 @@ export class RedisStore implements Store {
       .sort((a, b) => b.lastLoginAt! - a.lastLoginAt! || byName(a.username, b.username))
   }
 
+  /**
+   * The blocks the user made are undone one by one (so the other users' :blockers indexes follow),
+   * every session through the index deleteOtherSessions keeps, then the user's own keys in one
+   * MULTI (one slot), and the logins index last: an index stays a superset of the truth. The queue,
+   * tombstones and receipts still to be stored for senders (:unreceipted) are left: the caller has
+   * settled the queue, and the rest expires or is finished by the sweep as for anyone.
+   */
+  async deleteUser(username: string): Promise<boolean> {
+    for (const blocked of await this.social.listBlocked(username)) await this.social.unblock(username, blocked)
+    await this.deleteOtherSessions(username, '')
+    const k = this.k
+    const [existed] = await execPipeline(
+      this.redis
+        .multi()
+        .del(k.user(username))
+        .del(k.seq(username), k.failures(username), k.sendBucket(username), k.receipts(username), k.receipt(username), k.groupsOf(username), k.blocked(username)),
+    )
+    await this.redis.zrem(k.logins, username)
+    return Number(existed) === 1
+  }
+
   // ---- sessions -----------------------------------------------------------------------------
 
   async createSession(session: SessionRecord): Promise<void> {
-    // The SQLite store refuses this with a foreign key; users are never deleted, so checking first is race-free.
+    // The SQLite store refuses this with a foreign key. A user deleted between the check and the write
+    // leaves a session nobody can resume (resume reads the user), gone at its expiry.
     if ((await this.redis.exists(this.k.user(session.username))) === 0) {
       throw new Error(`Cannot create a session for "${session.username}": no such user.`)
     }

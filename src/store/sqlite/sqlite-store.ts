@@ -152,6 +152,10 @@ function prepareStatements(db: Database.Database) {
        ON CONFLICT (username) DO UPDATE SET count = excluded.count, locked_until = excluded.locked_until`,
     ),
     clearLoginFailures: db.prepare<[string]>('DELETE FROM login_failures WHERE username = ?'),
+    // Sessions go with the user (ON DELETE CASCADE).
+    deleteUser: db.prepare<[string]>('DELETE FROM users WHERE username = ?'),
+    deleteReceiptsOf: db.prepare<[string]>('DELETE FROM receipts WHERE username = ?'),
+    deleteBlocksBy: db.prepare<[string]>('DELETE FROM blocks WHERE blocker = ?'),
   }
 }
 
@@ -224,6 +228,18 @@ export class SqliteStore implements Store {
 
   async listUsersLoggedInSince(since: number): Promise<UserRecord[]> {
     return this.stmt.listUsersLoggedInSince.all(since).map(toUser)
+  }
+
+  async deleteUser(username: string): Promise<boolean> {
+    const deleted = this.db.transaction(() => {
+      this.stmt.clearLoginFailures.run(username)
+      this.stmt.deleteReceiptsOf.run(username)
+      this.stmt.deleteBlocksBy.run(username)
+      return this.stmt.deleteUser.run(username).changes === 1
+    })()
+    this.users.delete(username)
+    for (const pair of this.blocks.keys()) if (pair.startsWith(`${username}\n`)) this.blocks.delete(pair)
+    return deleted
   }
 
   async createSession(session: SessionRecord): Promise<void> {
