@@ -3,9 +3,10 @@ import type {Results} from '../protocol/messages.js'
 import type {MessengerClient} from './client.js'
 
 /*
- * Account self-service on a signed-in client: a new password, a new display name. Both requests
- * were added without a protocol version change (as `receipts` was), so a server from before them
- * answers UNKNOWN_TYPE; that is turned into a sentence that says what to do about it.
+ * Account self-service on a signed-in client: a new password, a new display name, deleting the
+ * account. The requests were added without a protocol version change (as `receipts` was), so a
+ * server from before them answers UNKNOWN_TYPE; that is turned into a sentence that says what to do
+ * about it.
  */
 
 /**
@@ -26,15 +27,23 @@ export async function checkCurrentPassword(client: MessengerClient, oldPassword:
 }
 
 function passwd(client: MessengerClient, body: {oldPassword: string; newPassword?: string}): Promise<Results['passwd']> {
-  return client
-    .request('passwd', body)
-    .catch(serverTooOld(client, 'change passwords'))
-    .catch((error: unknown) => {
-      // Hints do not travel: the defaults of these codes speak of logins and usernames.
-      const hint = error instanceof MessengerError ? PASSWD_HINTS[error.code] : undefined
-      if (!hint || !(error instanceof MessengerError)) throw error
-      throw new MessengerError(error.code, error.message, {hint, details: error.details, cause: error})
-    })
+  return client.request('passwd', body).catch(serverTooOld(client, 'change passwords')).catch(passwordHints)
+}
+
+/**
+ * Deletes the account after the server has checked `password` (as passwd checks the current one,
+ * lockout included): its other sessions end, its groups are left, the messages waiting for it are
+ * settled as expired for their senders, and the name is free. The connection is signed out.
+ */
+export function deleteAccount(client: MessengerClient, password: string): Promise<Results['unregister']> {
+  return client.request('unregister', {password}).catch(serverTooOld(client, 'delete accounts')).catch(passwordHints)
+}
+
+/** Hints do not travel: the defaults of these codes speak of logins and usernames. */
+function passwordHints(error: unknown): never {
+  const hint = error instanceof MessengerError ? PASSWD_HINTS[error.code] : undefined
+  if (!hint || !(error instanceof MessengerError)) throw error
+  throw new MessengerError(error.code, error.message, {hint, details: error.details, cause: error})
 }
 
 const PASSWD_HINTS: Partial<Record<string, string>> = {

@@ -42,6 +42,11 @@ export const REQUEST_SCHEMAS = {
   passwd: object({type: literal('passwd'), id, oldPassword: password, newPassword: optional(password)}),
   /** Changes the signed-in account's display name. Added without a version change, like passwd. */
   setname: object({type: literal('setname'), id, displayName: str({max: 256})}),
+  /**
+   * Deletes the signed-in account, after checking its password as passwd does. Added without a
+   * version change, like passwd.
+   */
+  unregister: object({type: literal('unregister'), id, password}),
   whoisonline: object({type: literal('whoisonline'), id, sinceMs: optional(int({min: 0}))}),
   ping: object({type: literal('ping'), id}),
   /** `replace`: take the account's key over from another profile (else KEY_IN_USE when it differs). */
@@ -120,6 +125,12 @@ export interface Results {
   passwd: {signedOut: number}
   /** The name as stored, after the display name rules (trimmed). */
   setname: {displayName: string}
+  /**
+   * `groupsLeft`: the groups the account was a member of (or invited to), now left. `expired`: the
+   * messages queued for it, settled as expired (their senders got the receipt). `signedOut`: its
+   * other sessions, ended on every node.
+   */
+  unregister: {groupsLeft: string[]; expired: number; signedOut: number}
   whoisonline: {users: OnlineUser[]}
   ping: {now: number}
   setkey: Record<string, never>

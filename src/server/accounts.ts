@@ -93,7 +93,7 @@ export class Accounts {
    * login does (the same store counter, lock and log lines, `what` naming the action). Resolves
    * to the user; rejects with LOCKED_OUT or AUTH_FAILED.
    */
-  private async verifyCounted(username: string, password: string, addr: string, what: 'login' | 'password change'): Promise<UserRecord> {
+  private async verifyCounted(username: string, password: string, addr: string, what: 'login' | 'password change' | 'account deletion'): Promise<UserRecord> {
     const {store, now, logger} = this.options
     return this.failures.run(username, async () => {
       const failures = await store.getLoginFailures(username)
@@ -139,26 +139,35 @@ export class Accounts {
       // Before the check of the current password: a new one that breaks a rule costs no attempt.
       checkNewPassword(oldPassword, newPassword)
     }
+    await this.checkCurrentPassword(username, oldPassword, addr, 'password change', 'the password was not changed')
+    if (newPassword === undefined) return {signedOut: 0, changed: false}
+    // The hash first, then the sessions: see refuseIfPasswordChanged for the login racing this.
+    await store.setPasswordHash(username, await hashPassword(newPassword, scrypt))
+    return {signedOut: await store.deleteOtherSessions(username, session.tokenHash), changed: true}
+  }
+
+  /**
+   * A signed-in user's password, checked again before something that cannot be undone (a password
+   * change, deleting the account), counted toward the lockout as a login is; the errors say that
+   * nothing was done (`notDone`: "the password was not changed").
+   */
+  async checkCurrentPassword(username: string, password: string, addr: string, what: 'password change' | 'account deletion', notDone: string): Promise<void> {
     try {
-      await this.verifyCounted(username, oldPassword, addr, 'password change')
+      await this.verifyCounted(username, password, addr, what)
     } catch (error) {
       if (error instanceof MessengerError && error.code === 'AUTH_FAILED') {
-        throw new MessengerError('AUTH_FAILED', 'The current password is wrong; the password was not changed.', {
+        throw new MessengerError('AUTH_FAILED', `The current password is wrong; ${notDone}.`, {
           hint: 'Type your current password exactly; repeated failures lock the account for a while, logins included.',
         })
       }
       if (error instanceof MessengerError && error.code === 'LOCKED_OUT') {
-        throw new MessengerError('LOCKED_OUT', `Too many wrong passwords; this account is locked for ${Math.ceil(Number(error.details?.retryAfterMs ?? 0) / 1000)} s more. The password was not changed.`, {
+        throw new MessengerError('LOCKED_OUT', `Too many wrong passwords; this account is locked for ${Math.ceil(Number(error.details?.retryAfterMs ?? 0) / 1000)} s more. ${notDone[0]!.toUpperCase()}${notDone.slice(1)}.`, {
           hint: 'Wait for the block to expire, then try again with your current password.',
           details: error.details,
         })
       }
       throw error
     }
-    if (newPassword === undefined) return {signedOut: 0, changed: false}
-    // The hash first, then the sessions: see refuseIfPasswordChanged for the login racing this.
-    await store.setPasswordHash(username, await hashPassword(newPassword, scrypt))
-    return {signedOut: await store.deleteOtherSessions(username, session.tokenHash), changed: true}
   }
 
   /** Changes the user's display name, by the register rules (normalizeDisplayName); returns it as stored. */

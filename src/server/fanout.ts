@@ -66,7 +66,10 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       hub.endSessionsOn(event.username, event.tokenHash)
       return
     case 'passwordChanged':
-      hub.endSessionsExcept(event.username, event.keepTokenHash)
+      hub.endSessionsExcept(event.username, event.keepTokenHash, 'password')
+      return
+    case 'accountDeleted':
+      hub.endSessionsExcept(event.username, event.keepTokenHash, 'deleted')
       return
     case 'renamed':
       hub.renamedLocal(event.username, event.displayName)

@@ -91,16 +91,23 @@ export class Hub {
    * theirs, here and on the other nodes, with TOKEN_INVALID (their tokens are deleted already).
    */
   passwordChanged(username: string, keepTokenHash: string): void {
-    this.endSessionsExcept(username, keepTokenHash)
+    this.endSessionsExcept(username, keepTokenHash, 'password')
     if (this.cluster.shared) this.cluster.publish({type: 'passwordChanged', username, keepTokenHash})
   }
 
-  endSessionsExcept(username: string, keepTokenHash: string): void {
+  /** The account is being deleted from the session on `keepTokenHash`: ends every other, here and on the other nodes. */
+  accountDeleted(username: string, keepTokenHash: string): void {
+    this.endSessionsExcept(username, keepTokenHash, 'deleted')
+    if (this.cluster.shared) this.cluster.publish({type: 'accountDeleted', username, keepTokenHash})
+  }
+
+  endSessionsExcept(username: string, keepTokenHash: string, why: 'password' | 'deleted'): void {
+    // The code is the one a logout elsewhere ends a session with, so every client stops as it
+    // does then; only the sentence, which clients show as it comes, says why.
+    const message = why === 'password' ? "This account's password was changed in another session, which signed this one out." : 'This account was deleted (messenger unregister, in another session).'
     for (const session of [...this.presence.sessionsOf(username)]) {
       if (session.tokenHash === keepTokenHash) continue
-      // The code is the one a logout elsewhere ends a session with, so every client stops as it
-      // does then; only the sentence, which clients show as it comes, says why.
-      session.connection.fail(new MessengerError('TOKEN_INVALID', "This account's password was changed in another session, which signed this one out."))
+      session.connection.fail(new MessengerError('TOKEN_INVALID', message))
     }
   }
 

@@ -98,6 +98,9 @@ const FORWARD_QUEUE_LIMIT = 2 * 1024 * 1024
 /** Sender-recipient pairs whose last forwarding session is remembered (a transfer needs one each). */
 const MAX_FORWARDERS = 10_000
 
+/** Copies settled per store call when a deleted account's queue is discarded: one client ack's worth. */
+const DISCARD_PAGE = LIMITS.ackIds
+
 /** Failed ack deletions held for retry; each holds at most LIMITS.ackIds ids. */
 const MAX_UNSETTLED_ACKS = 1_000
 /** Tries of a failed ack deletion: about 4 minutes at the default backoff (1 s doubling to 30 s). */
@@ -550,6 +553,22 @@ export class Relay {
     parked.entries.set(entry.message.msgId, entry)
     parked.bytes += size
     return true
+  }
+
+  /**
+   * The user's account is being deleted: every copy queued for them is settled as expired, a page
+   * at a time, so each sender hears that it will not be delivered (nothing is dropped unsaid).
+   * Returns how many.
+   */
+  async discardQueue(username: string): Promise<number> {
+    let count = 0
+    for (;;) {
+      const page = await this.o.store.pendingMessages(username, 0, DISCARD_PAGE)
+      if (page.length === 0) return count
+      const msgIds = page.map((m) => m.msgId)
+      await this.settleOnce({username, msgIds, ts: this.o.now(), status: 'expired', batchId: randomId()})
+      count += msgIds.length
+    }
   }
 
   /** Drops expired copies and tells their senders. */

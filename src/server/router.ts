@@ -12,6 +12,7 @@ import type {Relay} from './relay.js'
 import type {Rendezvous} from './rendezvous.js'
 import type {Social} from './social.js'
 import type {Hub} from './hub.js'
+import {deleteAccount} from './unregister.js'
 
 export interface RouterDeps {
   accounts: Accounts
@@ -135,6 +136,19 @@ export function createRouter(deps: RouterDeps): RequestHandler {
         `password changed for ${session.username} from ${connection.remoteAddress}; ${signedOut} other session(s) signed out`,
       )
       return {signedOut}
+    },
+
+    async unregister(connection, request) {
+      const session = requireSession(connection)
+      // Counted as a login attempt, as passwd is: each one may run scrypt.
+      limitAuth(connection)
+      const result = await deleteAccount({accounts, store, relay, hub}, session, request.password, connection.remoteAddress)
+      signOut(connection)
+      logger.info(
+        {user: session.username, addr: connection.remoteAddress, conn: connection.id, ...result},
+        `account ${session.username} deleted from ${connection.remoteAddress}; ${result.signedOut} other session(s) signed out, ${result.groupsLeft.length} group(s) left, ${result.expired} queued message(s) expired`,
+      )
+      return result
     },
 
     async setname(connection, request) {

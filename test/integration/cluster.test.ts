@@ -277,6 +277,23 @@ describe.skipIf(!available)('cluster: several nodes on one Redis', () => {
     })
   })
 
+  describe('deleting an account across nodes', () => {
+    it('an account deleted on node 1 ends its sessions on node 2, and what waited for it expires for its sender there', async () => {
+      const {deleteAccount} = await import('../../src/client/account.js')
+      const {n1, n2} = await twoNodes()
+      const alice = await makeUser(n2.address, 'alice')
+      const bob = await makeUser(n1.address, 'bob', {online: false})
+      const sent = await alice.engine.sendText('bob', 'waiting for bob')
+      const other = await connectClient(n2.address)
+      await other.login('bob', 'correct horse', {online: true})
+      const cut = new Promise<MessengerError>((resolve) => other.once('disconnected', ({error}) => resolve(error)))
+      expect(await deleteAccount(bob.client, 'correct horse')).toMatchObject({signedOut: 1})
+      expect(await cut).toMatchObject({code: 'TOKEN_INVALID', message: expect.stringMatching(/account was deleted/)})
+      expect(await alice.nextReceipt()).toMatchObject({msgId: sent.id, by: 'bob', status: 'expired'})
+      await expectCode(alice.client.request('whois', {username: 'bob'}), 'NO_SUCH_USER')
+    })
+  })
+
   describe('one key per account across nodes', () => {
     it('a key taken over on node 2 ends the sessions on the old key on node 1 (KEY_REPLACED)', async () => {
       const {n1, n2} = await twoNodes()

@@ -35,6 +35,7 @@ const FULL: {[K in RequestType]: Request<K>} = {
   forward: {type: 'forward', id: 23, to: 'bob', data: 'AAAA'},
   passwd: {type: 'passwd', id: 24, oldPassword: 'correct horse', newPassword: 'battery staple'},
   setname: {type: 'setname', id: 25, displayName: 'Carol Two'},
+  unregister: {type: 'unregister', id: 26, password: 'correct horse'},
 }
 
 /** The same without the optional fields. */
@@ -66,6 +67,7 @@ const MINIMAL: {[K in RequestType]: Request<K>} = {
   forward: {type: 'forward', id: 23, to: 'bob', data: 'AAAA'},
   passwd: {type: 'passwd', id: 24, oldPassword: 'correct horse', newPassword: 'battery staple'},
   setname: {type: 'setname', id: 25, displayName: 'Carol Two'},
+  unregister: {type: 'unregister', id: 26, password: 'correct horse'},
 }
 
 /** Validates as the server does: after a JSON round trip, so only JSON-representable input is tested. */

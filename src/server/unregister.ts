@@ -1,0 +1,39 @@
+import type {Results} from '../protocol/messages.js'
+import type {Store} from '../store/store.js'
+import type {Accounts} from './accounts.js'
+import type {Hub} from './hub.js'
+import type {Relay} from './relay.js'
+
+export interface UnregisterDeps {
+  accounts: Pick<Accounts, 'checkCurrentPassword'>
+  store: Store
+  relay: Pick<Relay, 'discardQueue'>
+  hub: Pick<Hub, 'accountDeleted'>
+}
+
+/**
+ * Deletes the account of the session on `tokenHash` (`unregister`), as XMPP's in-band
+ * unregistration and Signal's "delete account" do: the password is checked first, as `passwd`
+ * checks it (lockout included: a stolen session must not delete an account it cannot log in to).
+ *
+ * In an order that a crash at any step leaves safe and the request repeatable: the other sessions
+ * end first, so nothing new is done as the user meanwhile; then the groups are left (ownership
+ * passes on, an empty group is deleted), every copy queued for the user is settled as expired
+ * (each sender hears it, nothing vanishes unsaid), and the user record goes with its sessions,
+ * waiting receipts and blocks. Copies stored while that ran are settled after it. Messages the user
+ * sent stay queued for their recipients, who get them as sent; other users' blocks of the name stay.
+ * The caller signs its own connection out.
+ */
+export async function deleteAccount(deps: UnregisterDeps, session: {username: string; tokenHash: string}, password: string, addr: string): Promise<Results['unregister']> {
+  const {accounts, store, relay, hub} = deps
+  const {username, tokenHash} = session
+  await accounts.checkCurrentPassword(username, password, addr, 'account deletion', 'the account was not deleted')
+  hub.accountDeleted(username, tokenHash)
+  const signedOut = await store.deleteOtherSessions(username, tokenHash)
+  const groups = await store.listGroupsOf(username)
+  for (const g of groups) await store.removeMembership(g.name, username)
+  let expired = await relay.discardQueue(username)
+  await store.deleteUser(username)
+  expired += await relay.discardQueue(username)
+  return {groupsLeft: groups.map((g) => g.name), expired, signedOut}
+}

@@ -1,0 +1,93 @@
+import {describe, expect, it} from 'vitest'
+import {deleteAccount} from '../../src/client/account.js'
+import type {MessengerError} from '../../src/protocol/errors.js'
+import {refusingServer} from '../helpers/fake-server.js'
+import {loginUser, makeUser} from '../helpers/messaging.js'
+import {DEFAULT_PASSWORD, connectClient, expectCode, memoryLogger, startTestServer} from '../helpers/server.js'
+
+/** Resolves with the error that ends `client`'s connection (a push before the server closes it). */
+function ended(client: Awaited<ReturnType<typeof connectClient>>): Promise<MessengerError> {
+  return new Promise((resolve) => client.once('disconnected', ({error}) => resolve(error)))
+}
+
+describe('deleting the account (unregister)', () => {
+  it('checks the password, then ends the other sessions, leaves the groups, tells the senders of what waited (expired) and frees the name', async () => {
+    const {logger, records} = memoryLogger()
+    const {address} = await startTestServer({logger})
+    const alice = await makeUser(address, 'alice')
+    // bob signed in twice, neither online: what alice sends him waits on the server.
+    const bob = await makeUser(address, 'bob', {online: false})
+    const laptop = await connectClient(address)
+    await laptop.login('bob', DEFAULT_PASSWORD)
+    await bob.client.request('group_create', {name: 'team', invite: ['alice']})
+    await alice.client.request('group_join', {name: 'team'})
+    const first = await alice.engine.sendText('bob', 'one')
+    const second = await alice.engine.sendText('bob', 'two')
+    expect([first.status, second.status]).toEqual(['stored', 'stored'])
+
+    // A wrong password deletes nothing, and counts toward the lockout as passwd's does.
+    const wrong = await expectCode(deleteAccount(bob.client, 'not the password'), 'AUTH_FAILED')
+    expect(wrong.message).toBe('The current password is wrong; the account was not deleted.')
+    expect(laptop.connected).toBe(true)
+    expect((await alice.client.request('group_members', {name: 'team'})).members.map((m) => m.username)).toEqual(['alice', 'bob'])
+
+    const laptopEnded = ended(laptop)
+    expect(await deleteAccount(bob.client, DEFAULT_PASSWORD)).toEqual({groupsLeft: ['team'], expired: 2, signedOut: 1})
+    const error = await laptopEnded
+    expect(error.code).toBe('TOKEN_INVALID')
+    expect(error.message).toBe('This account was deleted (messenger unregister, in another session).')
+    // alice hears what became of both messages, and her history says so.
+    const receipts = await alice.receipts.atLeast(2)
+    expect(receipts.map((r) => [r.msgId, r.by, r.status]).sort()).toEqual([[first.id, 'bob', 'expired'], [second.id, 'bob', 'expired']].sort())
+    expect(alice.history.list({peer: 'bob'}).map((m) => m.status)).toEqual(['expired', 'expired'])
+    // The group is alice's now; bob is nobody.
+    expect(await alice.client.request('group_members', {name: 'team'})).toMatchObject({owner: 'alice', members: [expect.objectContaining({username: 'alice'})]})
+    await expectCode(alice.client.request('whois', {username: 'bob'}), 'NO_SUCH_USER')
+    await expectCode(alice.engine.sendText('bob', 'three'), 'NO_SUCH_USER')
+    // The asking connection is signed out; the password logs in nowhere.
+    await expectCode(bob.client.request('whoisonline', {}), 'NOT_AUTHENTICATED')
+    const fresh = await connectClient(address)
+    await expectCode(fresh.login('bob', DEFAULT_PASSWORD), 'AUTH_FAILED')
+    expect(records.find((r) => String(r.msg).startsWith('account bob deleted'))).toMatchObject({user: 'bob', signedOut: 1, expired: 2, groupsLeft: ['team']})
+
+    // The name is free: a new account, with a new key that alice's pin refuses until she trusts it.
+    const newBob = await makeUser(address, 'bob')
+    await expectCode(alice.engine.sendText('bob', 'is that you?'), 'KEY_CHANGED')
+    expect(newBob.client.connected).toBe(true)
+  })
+
+  it('is refused while the account is locked, and after a session was signed out; a second try on the same connection needs a login', async () => {
+    const {address} = await startTestServer()
+    const bob = await makeUser(address, 'bob', {online: false})
+    for (let i = 0; i < 2; i++) await expectCode(deleteAccount(bob.client, 'wrong password'), 'AUTH_FAILED')
+    const locked = await expectCode(deleteAccount(bob.client, 'wrong password'), 'LOCKED_OUT')
+    expect(locked.message).toMatch(/^Too many wrong passwords; this account is locked for \d+ s more\. The account was not deleted\.$/)
+    await expectCode(deleteAccount(bob.client, DEFAULT_PASSWORD), 'LOCKED_OUT')
+    const anonymous = await connectClient(address)
+    await expectCode(deleteAccount(anonymous, DEFAULT_PASSWORD), 'NOT_AUTHENTICATED')
+  })
+
+  it('a new login of a deleted name is a new account: none of the old one\'s groups, receipts or blocks', async () => {
+    const {address} = await startTestServer()
+    const alice = await makeUser(address, 'alice')
+    const bob = await makeUser(address, 'bob', {online: false})
+    await bob.client.request('block', {username: 'alice'})
+    await bob.client.request('group_create', {name: 'solo'})
+    expect(await deleteAccount(bob.client, DEFAULT_PASSWORD)).toMatchObject({groupsLeft: ['solo'], expired: 0})
+    const again = await makeUser(address, 'bob', {online: false})
+    expect((await again.client.request('blocked', {})).users).toEqual([])
+    expect((await again.client.request('group_list', {})).groups).toEqual([])
+    // A group left empty was deleted: its name is free too.
+    expect(await again.client.request('group_create', {name: 'solo'})).toMatchObject({name: 'solo'})
+    expect(await alice.engine.sendText('bob', 'hi')).toMatchObject({status: 'stored'})
+    await loginUser(address, 'bob', {profileDir: again.profileDir})
+  })
+
+  it('tells a client of a server from before unregister that the server is too old, and that nothing was deleted', async () => {
+    const server = await refusingServer({connection: 1, type: 'unregister', error: {code: 'UNKNOWN_TYPE', message: 'Unknown frame type "unregister".'}})
+    const client = await connectClient(server.address)
+    await client.login('bob', DEFAULT_PASSWORD)
+    const error = await expectCode(deleteAccount(client, DEFAULT_PASSWORD), 'UNKNOWN_TYPE')
+    expect(error.message).toBe(`The server at ${server.address} is too old to delete accounts; nothing was changed.`)
+  })
+})
