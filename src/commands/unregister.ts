@@ -10,6 +10,8 @@ interface Deleted {
   groupsLeft: string[]
   expired: number
   signedOut: number
+  /** Where this profile's history and key stay (this machine's copy; the server's is gone). */
+  profileDir: string
 }
 
 const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`
@@ -50,7 +52,7 @@ This profile signs out; its history and key stay on this machine (delete its dir
     const expired = result.expired === 0 ? '' : ` ${plural(result.expired, 'message', 'messages')} waiting for you ${result.expired === 1 ? 'was' : 'were'} dropped; ${result.expired === 1 ? 'its sender was' : 'their senders were'} told (expired).`
     this.log(`Account ${username} deleted from ${server}.${others}${groups}${expired}`)
     this.logToStderr(`This profile's history and key stay in ${this.profile.dir}; delete that directory to remove them.`)
-    return {username, server, ...result}
+    return {username, server, ...result, profileDir: this.profile.dir}
   }
 
   /** The password, once the person has confirmed (typed the username) or passed --yes. */

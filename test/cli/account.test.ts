@@ -6,7 +6,7 @@ import {onTerminal} from '../helpers/terminal.js'
 
 /**
  * Account self-service through the built CLI: `passwd` (the other sessions of the account end, in
- * other profiles too) and `rename --display-name` (others see the new name).
+ * other profiles too), `rename --display-name` (others see the new name) and `unregister`.
  */
 
 const NEW_PASSWORD = 'a brand new secret'
@@ -147,4 +147,81 @@ describe('messenger rename', () => {
     expect(twice.code).toBe(2)
     expect(twice.result).toMatchObject({error: {code: 'BAD_INPUT', message: 'Give the new name once: as words or with --display-name, not both.'}})
   })
+})
+
+describe('messenger unregister', () => {
+  it('--password-stdin --yes deletes the account: another profile\'s listen ends saying so, its group is left, the profile is signed out and the name is free', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const laptop = await secondProfile(bob, 'bob')
+    const listening = await listen(laptop)
+    const group = await runCli(['group', 'create', 'friends', '--invite', 'alice'], {env: bob})
+    expect(group.code, group.stderr).toBe(0)
+
+    const deleted = await runCli(['unregister', '--password-stdin', '--yes', '--json'], {env: bob, input: `${FIXTURE_PASSWORDS.bob}\n`})
+    expect(deleted.code, deleted.stderr).toBe(0)
+    expect(JSON.parse(deleted.stdout)).toEqual({username: 'bob', server: bob.MESSENGER_SERVER, groupsLeft: ['friends'], expired: 0, signedOut: 1, profileDir: bob.MESSENGER_HOME})
+
+    const line = await listening.waitForLine((l) => l.includes('"type":"disconnected"') && l.includes('"code":"TOKEN_INVALID"'), 'listen to end with TOKEN_INVALID')
+    expect(JSON.parse(line).message).toBe('This account was deleted (messenger unregister, in another session).')
+    expect(await listening.exited).toBe(1)
+
+    // Signed out here; the password logs in nowhere; others see nobody.
+    const again = await runCli(['unregister', '--password-stdin', '--yes'], {env: bob, input: `${FIXTURE_PASSWORDS.bob}\n`})
+    expect(again.code).toBe(1)
+    expect(again.stderr).toContain('You are not logged in.')
+    const login = await runCli(['login', 'bob', '--password-stdin'], {env: bob, input: `${FIXTURE_PASSWORDS.bob}\n`})
+    expect(login.code).toBe(1)
+    expect(login.stderr).toContain('Wrong username or password.')
+    expect((await sendJson(alice, ['whois', 'bob'])).result).toMatchObject({error: {code: 'NO_SUCH_USER'}})
+    expect((await sendJson(alice, ['send', 'bob', 'still there?'])).result).toMatchObject({error: {code: 'NO_SUCH_USER'}})
+    // Free: anyone may register it, in a profile of their own.
+    const newcomer = {...bob, MESSENGER_HOME: tempDir('home-new-bob-')}
+    const registered = await runCli(['register', 'bob', '--password-stdin'], {env: newcomer, input: 'a new person\n'})
+    expect(registered.code, registered.stderr).toBe(0)
+  })
+
+  it('what waited for the account expires for its sender, who sees it in history', async () => {
+    const {alice, bob} = await setup(['alice', 'bob'])
+    const sent = await runCli(['send', 'bob', 'are you there?'], {env: alice})
+    expect(sent.code, sent.stderr).toBe(0)
+    const deleted = await runCli(['unregister', '--password-stdin', '--yes'], {env: bob, input: `${FIXTURE_PASSWORDS.bob}\n`})
+    expect(deleted.code, deleted.stderr).toBe(0)
+    expect(deleted.stdout).toBe(`Account bob deleted from ${bob.MESSENGER_SERVER}. 1 message waiting for you was dropped; its sender was told (expired).\n`)
+    expect(deleted.stderr).toBe(`This profile's history and key stay in ${bob.MESSENGER_HOME}; delete that directory to remove them.\n`)
+    const history = await runCli(['history', 'bob'], {env: alice})
+    expect(history.stdout).toMatch(/you -> bob: are you there\?  ✗ expired\n/)
+  })
+
+  it('refuses to go on without a confirmation it can get: piped without --yes, --password-stdin without --yes (exit 2); a wrong password deletes nothing (exit 1)', async () => {
+    const {bob} = await setup(['bob'])
+    const noYes = await runCli(['unregister', '--password-stdin'], {env: bob, input: `${FIXTURE_PASSWORDS.bob}\n`})
+    expect(noYes.code).toBe(2)
+    expect(noYes.stderr).toContain('unregister deletes the account for good, and with --password-stdin there is no terminal to confirm at.')
+    const piped = await runCli(['unregister'], {env: bob, input: ''})
+    expect(piped.code).toBe(2)
+    expect(piped.stderr).toContain('No terminal to confirm at: unregister deletes the account for good.')
+    const wrong = await runCli(['unregister', '--password-stdin', '--yes'], {env: bob, input: 'not the password\n'})
+    expect(wrong.code).toBe(1)
+    expect(wrong.stderr).toContain('The current password is wrong; the account was not deleted.')
+    expect((await sendJson(bob, ['status'])).result.session).toBe('valid')
+  })
+
+  it.skipIf(!hasScript)('at the prompts: the username typed wrong deletes nothing; typed right, then the password, deletes the account (`delete-account` too)', async () => {
+    const {bob} = await setup(['bob'])
+    const wrong = onTerminal(['delete-account'], bob)
+    await wrong.shows(/Type bob to confirm: /, 'the confirmation')
+    wrong.type('rob\r')
+    expect(await wrong.exited).toBe(2)
+    expect(wrong.screen()).toContain('You typed "rob", not bob; nothing was deleted.')
+    expect(wrong.screen()).not.toContain('Password:')
+
+    const right = onTerminal(['unregister'], bob)
+    await right.shows(/Type bob to confirm: /, 'the confirmation')
+    right.type('bob\r')
+    await right.shows(/Password: /, 'the password prompt')
+    right.type(`${FIXTURE_PASSWORDS.bob}\r`)
+    expect(await right.exited).toBe(0)
+    expect(right.screen()).toContain(`Account bob deleted from ${bob.MESSENGER_SERVER}.`)
+    expect(right.screen()).not.toContain(FIXTURE_PASSWORDS.bob)
+  }, 60_000)
 })
