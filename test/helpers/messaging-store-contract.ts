@@ -535,6 +535,17 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         expect(await store.getUser('bob')).toMatchObject({displayName: 'New Bob', publicKey: null, lastLoginAt: null})
         expect((await store.enqueueMessage(message('bob', ['alice']))).seq).toBe(1)
       })
+
+      it('receipts stored under a deleted name (for messages it had sent) are not handed to whoever registers the name next', async () => {
+        const store = await open()
+        const fromBob = message('bob', ['alice'])
+        await store.enqueueMessage(fromBob)
+        expect(await store.deleteUser('bob')).toBe(true)
+        // alice reads it after bob is gone: the receipt is stored for the old bob.
+        await store.ackMessages('alice', [fromBob.msgId], T0 + 1)
+        expect(await store.createUser({username: 'bob', displayName: 'New Bob', passwordHash: 'scrypt$1024$8$1$c2FsdA==$aGFzaA==', createdAt: T0 + 5})).toBe(true)
+        expect(await store.pendingReceipts('bob', 10)).toEqual([])
+      })
     })
 
     describe('public keys', () => {

@@ -6,11 +6,17 @@ import type {ChainableCommander, Redis} from 'ioredis'
  */
 const SCRIPTS = {
   /** KEYS user; ARGV displayName passwordHash createdAt -> 1 created, 0 taken. */
+  /**
+   * KEYS user receipts receipt (one user's slot); ARGV displayName passwordHash createdAt. 1 if
+   * created. Receipts left under the name by an account deleted before (for messages it had sent)
+   * are the old account's, never the new one's: dropped on creation.
+   */
   createUser: {
-    keys: 1,
+    keys: 3,
     lua: `
       if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
       redis.call('HSET', KEYS[1], 'displayName', ARGV[1], 'passwordHash', ARGV[2], 'createdAt', ARGV[3])
+      redis.call('DEL', KEYS[2], KEYS[3])
       return 1`,
   },
   /** KEYS hash; ARGV field value: sets the field only on an existing hash (never creates a half user). */

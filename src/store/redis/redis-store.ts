@@ -79,7 +79,8 @@ export class RedisStore implements Store {
   // ---- users --------------------------------------------------------------------------------
 
   async createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean> {
-    const created = await this.scripts.run('createUser', [this.k.user(user.username)], [user.displayName, user.passwordHash, user.createdAt])
+    const k = this.k
+    const created = await this.scripts.run('createUser', [k.user(user.username), k.receipts(user.username), k.receipt(user.username)], [user.displayName, user.passwordHash, user.createdAt])
     return created === 1
   }
 

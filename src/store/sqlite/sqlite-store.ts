@@ -197,8 +197,13 @@ export class SqliteStore implements Store {
   async createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean> {
     // OR IGNORE + changes: a duplicate is an answer ("taken"), not an exception, and is race-free.
     this.users.delete(user.username)
-    const result = this.stmt.createUser.run(user.username, user.displayName, user.passwordHash, user.createdAt)
-    return result.changes === 1
+    return this.db.transaction(() => {
+      if (this.stmt.createUser.run(user.username, user.displayName, user.passwordHash, user.createdAt).changes !== 1) return false
+      // Receipts left under the name by an account deleted before (for messages it had sent) are
+      // the old account's, never the new one's.
+      this.stmt.deleteReceiptsOf.run(user.username)
+      return true
+    })()
   }
 
   /** Frozen: the record may be the cached one, shared by every caller. */
