@@ -5,10 +5,9 @@ import type {ChainableCommander, Redis} from 'ioredis'
  * layout in redis-keys.ts), which is what makes it atomic on a Cluster too.
  */
 const SCRIPTS = {
-  /** KEYS user; ARGV displayName passwordHash createdAt -> 1 created, 0 taken. */
   /**
-   * KEYS user receipts receipt (one user's slot); ARGV displayName passwordHash createdAt. 1 if
-   * created. Receipts left under the name by an account deleted before (for messages it had sent)
+   * KEYS user receipts receipt (one user's slot); ARGV displayName passwordHash createdAt -> 1
+   * created, 0 taken. Receipts left under the name by an account deleted before (for messages it had sent)
    * are the old account's, never the new one's: dropped on creation.
    */
   createUser: {
