@@ -23,7 +23,7 @@ export function resendable(history: LocalHistory, seq: number): HistoryEntry {
     })
   }
   if (message.status === 'failed' || message.status === 'sending') return message
-  const where = message.broadcast ? 'your broadcast' : message.group !== null ? `to #${message.group}` : `to ${message.to}`
+  const where = message.broadcast ? 'to everyone online' : message.group !== null ? `to #${message.group}` : `to ${message.to}`
   const sentAfterAll = message.status === 'expired' || message.status === 'unreadable'
   throw new MessengerError('ALREADY_SENT', `Message ${seq} ${where} is ${historyMark(message)}: it reached ${message.path === 'direct' ? 'the peer' : 'the server'}, so there is nothing to resend.`, {
     hint: sentAfterAll
