@@ -233,5 +233,8 @@ export function historyMark(m: {status: HistoryStatus; seq?: number | null; copi
   if (m.file?.failure) return `${MARKS.failed}: ${escapeControls(m.file.failure.message)}`
   // A message that failed to send: how to send it again, as the same message (files have no number).
   if (m.status === 'failed' && !m.file && m.seq) return `${MARKS.failed} (messenger resend ${m.seq})`
+  // Not confirmed yet: a send under way, or one that was killed before the server answered, which
+  // would show "…" for ever. Resending is safe either way (the same id is stored and shown once).
+  if (m.status === 'sending' && !m.file && m.seq) return `${MARKS.sending} unconfirmed (messenger resend ${m.seq} if its send was stopped)`
   return MARKS[m.status] ?? m.status
 }

@@ -130,4 +130,19 @@ describe('connection lost mid-request in a one-shot command', () => {
     const texts = listen.lines.filter((l) => l.includes('"type":"message"')).map((l) => (JSON.parse(l) as {text: string}).text)
     expect(texts).toEqual(['hello there', 'dinner at 8?'])
   })
+
+  it('a send killed before the server answered leaves its message "… unconfirmed" in history, with the resend that settles it', async () => {
+    const {proxy, envs} = await setup(['alice', 'bob'])
+    const {alice} = envs
+    const held = proxy.holdAt('send')
+    const send = spawnCli(['send', 'bob', 'cut short'], {env: alice})
+    await held
+    send.child.kill('SIGKILL')
+    await send.exited
+    const history = await runCli(['history'], {env: alice})
+    expect(history.stdout).toMatch(/you -> bob: cut short  … unconfirmed \(messenger resend 1 if its send was stopped\)\n/)
+    const resent = await runCli(['resend', '1'], {env: alice})
+    expect(resent.code, resent.stderr).toBe(0)
+    expect(resent.stdout).toBe('Message 1 sent to bob (stored: bob is offline)\n')
+  })
 })

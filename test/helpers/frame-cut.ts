@@ -14,6 +14,11 @@ export interface FrameCut {
    * connection are destroyed instead, as when the server dies with the request unanswered.
    */
   cutAt(type: string | undefined): void
+  /**
+   * The next request of `type` is swallowed: neither passed on nor answered, its connection left
+   * open, as a server that hangs. Resolves when it has been; later ones pass.
+   */
+  holdAt(type: string): Promise<void>
 }
 
 /**
@@ -25,6 +30,7 @@ export async function frameCutProxy(server: {port: number; dataDir: string}): Pr
   const cert = readFileSync(join(server.dataDir, SELF_SIGNED_CERT_FILE))
   const key = readFileSync(join(server.dataDir, SELF_SIGNED_KEY_FILE))
   let cutType: string | undefined
+  let hold: {type: string; held: () => void} | undefined
   const open: tls.TLSSocket[] = []
   const proxy = tls.createServer({cert, key}, (client) => {
     const upstream = tls.connect({host: '127.0.0.1', port: server.port, rejectUnauthorized: false})
@@ -38,10 +44,16 @@ export async function frameCutProxy(server: {port: number; dataDir: string}): Pr
     client.on('data', (chunk: Buffer) => {
       for (const item of decoder.push(chunk)) {
         if (!item.ok) continue
-        if ((item.value as {type?: unknown}).type === cutType) {
+        const type = (item.value as {type?: unknown}).type
+        if (type === cutType) {
           upstream.destroy()
           client.destroy()
           return
+        }
+        if (hold && type === hold.type) {
+          hold.held()
+          hold = undefined
+          continue
         }
         upstream.write(encodeFrame(item.value))
       }
@@ -55,5 +67,6 @@ export async function frameCutProxy(server: {port: number; dataDir: string}): Pr
   return {
     address: `127.0.0.1:${(proxy.address() as {port: number}).port}`,
     cutAt: (type) => (cutType = type),
+    holdAt: (type) => new Promise<void>((resolve) => (hold = {type, held: resolve})),
   }
 }

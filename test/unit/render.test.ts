@@ -131,11 +131,14 @@ describe('historyText and historyMark: files', () => {
     expect(historyMark({status: 'failed', file: {failure}})).toBe('✗ failed: bob cancelled the transfer: \\x1b[2J.')
   })
 
-  it('a message that failed to send says how to send it again as the same message; a file, which has no number, does not', () => {
+  it('a message that failed to send (or is unconfirmed) says how to send it again as the same message; a file, which has no number, does not', () => {
     expect(historyMark({status: 'failed', seq: 4})).toBe('✗ failed (messenger resend 4)')
     expect(historyMark({status: 'failed', seq: null})).toBe('✗ failed')
     expect(historyMark({status: 'failed', seq: 4, file: {}})).toBe('✗ failed')
     expect(historyMark({status: 'stored', seq: 4})).toBe('✓ stored')
+    // Left "sending" by a send that was killed: the same way out, said as what it may be.
+    expect(historyMark({status: 'sending', seq: 5})).toBe('… unconfirmed (messenger resend 5 if its send was stopped)')
+    expect(historyMark({status: 'sending', seq: null})).toBe('…')
     expect(historyText({text: '', direction: 'in', file: {...file, failure}})).toBe('[file] big\\x1b.bin (3.0 MiB) not received: bob cancelled the transfer: \\x1b[2J.')
   })
 })
