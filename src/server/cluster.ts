@@ -39,8 +39,8 @@ export type ClusterEvent =
   | {type: 'revoked'; username: string; tokenHash: string}
   /** The user's password was changed in the session on keepTokenHash: end your sessions of theirs on any other token. */
   | {type: 'passwordChanged'; username: string; keepTokenHash: string}
-  /** The user's account is being deleted from the session on keepTokenHash: end your sessions of theirs on any other token. */
-  | {type: 'accountDeleted'; username: string; keepTokenHash: string}
+  /** The user's account is being deleted: end every session of theirs. */
+  | {type: 'accountDeleted'; username: string}
   /** The user's display name changed: rename their sessions and online entry on your node. */
   | {type: 'renamed'; username: string; displayName: string}
   /**

@@ -69,7 +69,7 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       hub.endSessionsExcept(event.username, event.keepTokenHash, 'password')
       return
     case 'accountDeleted':
-      hub.endSessionsExcept(event.username, event.keepTokenHash, 'deleted')
+      hub.endSessionsExcept(event.username, '', 'deleted')
       return
     case 'renamed':
       hub.renamedLocal(event.username, event.displayName)

@@ -95,16 +95,19 @@ export class Hub {
     if (this.cluster.shared) this.cluster.publish({type: 'passwordChanged', username, keepTokenHash})
   }
 
-  /** The account is being deleted from the session on `keepTokenHash`: ends every other, here and on the other nodes. */
-  accountDeleted(username: string, keepTokenHash: string): void {
-    this.endSessionsExcept(username, keepTokenHash, 'deleted')
-    if (this.cluster.shared) this.cluster.publish({type: 'accountDeleted', username, keepTokenHash})
+  /**
+   * The account is being deleted: ends every session of it still signed in, here and on the other
+   * nodes (the asking one is signed out already), those on the asking token too.
+   */
+  accountDeleted(username: string): void {
+    this.endSessionsExcept(username, '', 'deleted')
+    if (this.cluster.shared) this.cluster.publish({type: 'accountDeleted', username})
   }
 
   endSessionsExcept(username: string, keepTokenHash: string, why: 'password' | 'deleted'): void {
     // The code is the one a logout elsewhere ends a session with, so every client stops as it
     // does then; only the sentence, which clients show as it comes, says why.
-    const message = why === 'password' ? "This account's password was changed in another session, which signed this one out." : 'This account was deleted (messenger unregister, in another session).'
+    const message = why === 'password' ? "This account's password was changed in another session, which signed this one out." : 'This account was deleted (messenger unregister).'
     for (const session of [...this.presence.sessionsOf(username)]) {
       if (session.tokenHash === keepTokenHash) continue
       session.connection.fail(new MessengerError('TOKEN_INVALID', message))

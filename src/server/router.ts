@@ -142,8 +142,7 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       const session = requireSession(connection)
       // Counted as a login attempt, as passwd is: each one may run scrypt.
       limitAuth(connection)
-      const result = await deleteAccount({accounts, store, relay, hub}, session, request.password, connection.remoteAddress)
-      signOut(connection)
+      const result = await deleteAccount({accounts, store, relay, hub}, session, request.password, connection.remoteAddress, () => signOut(connection))
       logger.info(
         {user: session.username, addr: connection.remoteAddress, conn: connection.id, ...result},
         `account ${session.username} deleted from ${connection.remoteAddress}; ${result.signedOut} other session(s) signed out, ${result.groupsLeft.length} group(s) left, ${result.expired} queued message(s) expired`,

@@ -16,20 +16,25 @@ export interface UnregisterDeps {
  * unregistration and Signal's "delete account" do: the password is checked first, as `passwd`
  * checks it (lockout included: a stolen session must not delete an account it cannot log in to).
  *
- * In an order that a crash at any step leaves safe and the request repeatable: the other sessions
- * end first, so nothing new is done as the user meanwhile; then the groups are left (ownership
+ * In an order that a crash at any step leaves safe and the request repeatable: every session ends
+ * first (the asking one is signed out), so nothing new is done as the user meanwhile; then the groups are left (ownership
  * passes on, an empty group is deleted), every copy queued for the user is settled as expired
  * (each sender hears it, nothing vanishes unsaid), and the user record goes with its sessions,
  * waiting receipts and blocks. Copies stored while that ran are settled after it. Messages the user
  * sent stay queued for their recipients, who get them as sent; other users' blocks of the name stay.
- * The caller signs its own connection out.
+ * `signOutAsker` signs the asking connection out (it still gets the answer).
  */
-export async function deleteAccount(deps: UnregisterDeps, session: {username: string; tokenHash: string}, password: string, addr: string): Promise<Results['unregister']> {
+export async function deleteAccount(deps: UnregisterDeps, session: {username: string; tokenHash: string}, password: string, addr: string, signOutAsker: () => void): Promise<Results['unregister']> {
   const {accounts, store, relay, hub} = deps
   const {username, tokenHash} = session
   await accounts.checkCurrentPassword(username, password, addr, 'account deletion', 'the account was not deleted')
-  hub.accountDeleted(username, tokenHash)
+  // Every session ends, those on the asking token too (another terminal's listen on this profile):
+  // none may act for an account that is going. The asking connection is only signed out, so that
+  // it still gets the answer.
+  signOutAsker()
+  hub.accountDeleted(username)
   const signedOut = await store.deleteOtherSessions(username, tokenHash)
+  await store.deleteSession(tokenHash)
   const groups = await store.listGroupsOf(username)
   for (const g of groups) await store.removeMembership(g.name, username)
   let expired = await relay.discardQueue(username)

@@ -150,26 +150,29 @@ describe('messenger rename', () => {
 })
 
 describe('messenger unregister', () => {
-  it('--password-stdin --yes deletes the account: another profile\'s listen ends saying so, its group is left, the profile is signed out and the name is free', async () => {
+  it('--password-stdin --yes deletes the account: the listen on its own session ends saying so, another profile is signed out, its group is left, the name is free', async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
+    // The laptop took the account's key over: it is the profile that listens, and asks.
     const laptop = await secondProfile(bob, 'bob')
-    const listening = await listen(laptop)
     const group = await runCli(['group', 'create', 'friends', '--invite', 'alice'], {env: bob})
     expect(group.code, group.stderr).toBe(0)
+    const listening = await listen(laptop)
 
-    const deleted = await runCli(['unregister', '--password-stdin', '--yes', '--json'], {env: bob, input: `${FIXTURE_PASSWORDS.bob}\n`})
+    const deleted = await runCli(['unregister', '--password-stdin', '--yes', '--json'], {env: laptop, input: `${FIXTURE_PASSWORDS.bob}\n`})
     expect(deleted.code, deleted.stderr).toBe(0)
-    expect(JSON.parse(deleted.stdout)).toEqual({username: 'bob', server: bob.MESSENGER_SERVER, groupsLeft: ['friends'], expired: 0, signedOut: 1, profileDir: bob.MESSENGER_HOME})
+    expect(JSON.parse(deleted.stdout)).toEqual({username: 'bob', server: bob.MESSENGER_SERVER, groupsLeft: ['friends'], expired: 0, signedOut: 1, profileDir: laptop.MESSENGER_HOME})
 
+    // Its own listen, on the very session that asked, ends too: nothing acts for the account now.
     const line = await listening.waitForLine((l) => l.includes('"type":"disconnected"') && l.includes('"code":"TOKEN_INVALID"'), 'listen to end with TOKEN_INVALID')
-    expect(JSON.parse(line).message).toBe('This account was deleted (messenger unregister, in another session).')
+    expect(JSON.parse(line).message).toBe('This account was deleted (messenger unregister).')
     expect(await listening.exited).toBe(1)
+    expect((await sendJson(bob, ['whoisonline'])).result).toMatchObject({error: {code: 'TOKEN_INVALID'}})
 
     // Signed out here; the password logs in nowhere; others see nobody.
-    const again = await runCli(['unregister', '--password-stdin', '--yes'], {env: bob, input: `${FIXTURE_PASSWORDS.bob}\n`})
+    const again = await runCli(['unregister', '--password-stdin', '--yes'], {env: laptop, input: `${FIXTURE_PASSWORDS.bob}\n`})
     expect(again.code).toBe(1)
     expect(again.stderr).toContain('You are not logged in.')
-    const login = await runCli(['login', 'bob', '--password-stdin'], {env: bob, input: `${FIXTURE_PASSWORDS.bob}\n`})
+    const login = await runCli(['login', 'bob', '--password-stdin'], {env: laptop, input: `${FIXTURE_PASSWORDS.bob}\n`})
     expect(login.code).toBe(1)
     expect(login.stderr).toContain('Wrong username or password.')
     expect((await sendJson(alice, ['whois', 'bob'])).result).toMatchObject({error: {code: 'NO_SUCH_USER'}})

@@ -19,6 +19,12 @@ describe('deleting the account (unregister)', () => {
     const bob = await makeUser(address, 'bob', {online: false})
     const laptop = await connectClient(address)
     await laptop.login('bob', DEFAULT_PASSWORD)
+    // The asking profile's own token on another connection (its listen in another terminal): it
+    // must end too, or it would go on acting for an account that is gone.
+    const asking = await connectClient(address)
+    const {token} = await asking.login('bob', DEFAULT_PASSWORD)
+    const sameToken = await connectClient(address)
+    await sameToken.resume(token)
     await bob.client.request('group_create', {name: 'team', invite: ['alice']})
     await alice.client.request('group_join', {name: 'team'})
     const first = await alice.engine.sendText('bob', 'one')
@@ -32,10 +38,14 @@ describe('deleting the account (unregister)', () => {
     expect((await alice.client.request('group_members', {name: 'team'})).members.map((m) => m.username)).toEqual(['alice', 'bob'])
 
     const laptopEnded = ended(laptop)
-    expect(await deleteAccount(bob.client, DEFAULT_PASSWORD)).toEqual({groupsLeft: ['team'], expired: 2, signedOut: 1})
-    const error = await laptopEnded
-    expect(error.code).toBe('TOKEN_INVALID')
-    expect(error.message).toBe('This account was deleted (messenger unregister, in another session).')
+    const sameTokenEnded = ended(sameToken)
+    // Asked on the connection `asking` logged in on; `bob`'s own session is one more to sign out.
+    expect(await deleteAccount(asking, DEFAULT_PASSWORD)).toEqual({groupsLeft: ['team'], expired: 2, signedOut: 2})
+    for (const error of [await laptopEnded, await sameTokenEnded]) {
+      expect(error.code).toBe('TOKEN_INVALID')
+      expect(error.message).toBe('This account was deleted (messenger unregister).')
+    }
+    expect(asking.connected).toBe(true)
     // alice hears what became of both messages, and her history says so.
     const receipts = await alice.receipts.atLeast(2)
     expect(receipts.map((r) => [r.msgId, r.by, r.status]).sort()).toEqual([[first.id, 'bob', 'expired'], [second.id, 'bob', 'expired']].sort())
@@ -45,10 +55,11 @@ describe('deleting the account (unregister)', () => {
     await expectCode(alice.client.request('whois', {username: 'bob'}), 'NO_SUCH_USER')
     await expectCode(alice.engine.sendText('bob', 'three'), 'NO_SUCH_USER')
     // The asking connection is signed out; the password logs in nowhere.
-    await expectCode(bob.client.request('whoisonline', {}), 'NOT_AUTHENTICATED')
+    await expectCode(asking.request('whoisonline', {}), 'NOT_AUTHENTICATED')
     const fresh = await connectClient(address)
+    await expectCode(fresh.resume(token), 'TOKEN_INVALID')
     await expectCode(fresh.login('bob', DEFAULT_PASSWORD), 'AUTH_FAILED')
-    expect(records.find((r) => String(r.msg).startsWith('account bob deleted'))).toMatchObject({user: 'bob', signedOut: 1, expired: 2, groupsLeft: ['team']})
+    expect(records.find((r) => String(r.msg).startsWith('account bob deleted'))).toMatchObject({user: 'bob', signedOut: 2, expired: 2, groupsLeft: ['team']})
 
     // The name is free: a new account, with a new key that alice's pin refuses until she trusts it.
     const newBob = await makeUser(address, 'bob')
