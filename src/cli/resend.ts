@@ -24,11 +24,17 @@ export function resendable(history: LocalHistory, seq: number): HistoryEntry {
   }
   if (message.status === 'failed' || message.status === 'sending') return message
   const where = message.broadcast ? 'to everyone online' : message.group !== null ? `to #${message.group}` : `to ${message.to}`
+  const reached = message.path === 'direct' ? 'the peer' : 'the server'
+  // Expired or unreadable: it did go, and the same id cannot go again; a new message can.
   const sentAfterAll = message.status === 'expired' || message.status === 'unreadable'
-  throw new MessengerError('ALREADY_SENT', `Message ${seq} ${where} is ${historyMark(message)}: it reached ${message.path === 'direct' ? 'the peer' : 'the server'}, so there is nothing to resend.`, {
-    hint: sentAfterAll
-      ? 'Resending it under the same id cannot change that; send its text again, as a new message.'
-      : '`messenger history` shows how far it got; a message goes from ✓ stored or ✓ sent to ✓✓ delivered by itself.',
-    details: {seq, status: message.status},
-  })
+  throw new MessengerError(
+    'ALREADY_SENT',
+    sentAfterAll
+      ? `Message ${seq} ${where} is ${historyMark(message)}: it reached ${reached}, and resending it under the same id cannot change that.`
+      : `Message ${seq} ${where} is ${historyMark(message)}: it reached ${reached}, so there is nothing to resend.`,
+    {
+      hint: sentAfterAll ? 'Send its text again, as a new message.' : '`messenger history` shows how far it got; a message goes from ✓ stored or ✓ sent to ✓✓ delivered by itself.',
+      details: {seq, status: message.status},
+    },
+  )
 }

@@ -25,9 +25,9 @@ export function groupSentLine(outcome: Pick<GroupSendOutcome, 'seq' | 'group' | 
   return `Message ${outcome.seq} sent to ${outcome.group}: ${reachSummary(outcome.recipients)}${alreadyHad(outcome)}.`
 }
 
-/** "Broadcast delivered to 3 online users." */
-export function broadcastLine(outcome: {delivered: number}): string {
-  return `Broadcast delivered to ${outcome.delivered} online user${outcome.delivered === 1 ? '' : 's'}.`
+/** "Message 6 (broadcast) delivered to 3 online users." */
+export function broadcastLine(outcome: {seq: number; delivered: number}): string {
+  return `Message ${outcome.seq} (broadcast) delivered to ${outcome.delivered} online user${outcome.delivered === 1 ? '' : 's'}.`
 }
 
 /** group send's line on stderr for a member it was not sent to: "Not sent to carol, who ... (NO_KEY)." */

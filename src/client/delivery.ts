@@ -115,9 +115,10 @@ export interface GroupSendOutcome {
 }
 
 /**
- * A message request (send, group send, broadcast) lost with no reply (the server killed, the
- * network gone): the client's own sentence is about the connection; the person needs to know about
- * the message, and that a new send gets a new id, so the server cannot tell it from the first.
+ * A message request (send, group send, broadcast) lost with no reply (the server killed or hung,
+ * the network gone: CONNECTION_CLOSED or TIMEOUT): the client's own sentence is about the
+ * connection; the person needs to know about the message, and that `messenger resend N` sends it
+ * again under its id, where a new send would be a new message the server cannot tell from the first.
  * `written`: whether the request can have reached the server (the client writes a request in the
  * turn it is made, if connected). Any other error is returned as it is.
  */
@@ -125,7 +126,15 @@ function lostMessage(
   error: unknown,
   o: {server: string; written: boolean; seq: number; to: string; done: 'stored' | 'delivered'; details: Record<string, unknown>},
 ): unknown {
-  if (!(error instanceof MessengerError && error.code === 'CONNECTION_CLOSED')) return error
+  if (!(error instanceof MessengerError && (error.code === 'CONNECTION_CLOSED' || error.code === 'TIMEOUT'))) return error
+  // A request that timed out was written and may have been handled: as a connection lost after it.
+  if (error.code === 'TIMEOUT') {
+    return new MessengerError('TIMEOUT', `The server at ${o.server} did not answer in time about message ${o.seq} to ${o.to}: it may or may not have been ${o.done}. History marks it failed.`, {
+      hint: `Check the server and your network, then run \`messenger resend ${o.seq}\`: it sends the same message again, so if it was ${o.done} after all, nobody gets it twice.`,
+      details: {...o.details, stored: 'unknown'},
+      cause: error,
+    })
+  }
   const where = `The connection to ${o.server} was lost`
   return o.written
     ? new MessengerError('CONNECTION_CLOSED', `${where} before the server confirmed message ${o.seq} to ${o.to}: it may or may not have been ${o.done}. History marks it failed.`, {

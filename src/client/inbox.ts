@@ -163,13 +163,15 @@ export class Inbox {
       // Relayed and sealed before the sender re-keyed: it opens with the pinned key (a direct datagram
       // is sealed with the key it presents, so it cannot). Lost before: held, then undecryptable once
       // the new key was trusted.
-      const beforeRekey = failure.code === 'KEY_CHANGED' && !presentedKey ? this.o.keyring.openWithPinned(push.from, push.nonce, push.box) : null
+      // So does one relayed before the sender deleted their account (NO_SUCH_USER): the pin is the key
+      // a lookup would have been checked against.
+      const pinnedOpen = (failure.code === 'KEY_CHANGED' || failure.code === 'NO_SUCH_USER') && !presentedKey ? this.o.keyring.openWithPinned(push.from, push.nonce, push.box) : null
       const refusedKey = failure.details?.['presented']
-      if (beforeRekey !== null) {
-        opened = beforeRekey
+      if (pinnedOpen !== null) {
+        opened = pinnedOpen
         // Shown loudly all the same (DESIGN.md 5), once per sender: what they seal from now on waits for trust.
         const change = `${push.from}\n${String(refusedKey)}`
-        if (!rememberId(this.keyChangeAnnounced, change, RECENT_IDS)) this.deliverEvent('keyChanged', {from: push.from, error: failure})
+        if (failure.code === 'KEY_CHANGED' && !rememberId(this.keyChangeAnnounced, change, RECENT_IDS)) this.deliverEvent('keyChanged', {from: push.from, error: failure})
       } else if (failure.code === 'KEY_CHANGED') {
         // Not acknowledged: the server keeps it, and it arrives after `messenger trust`. The server
         // pushes it again every 30 s meanwhile; the user is told once.

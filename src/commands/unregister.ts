@@ -10,6 +10,8 @@ interface Deleted {
   groupsLeft: string[]
   expired: number
   signedOut: number
+  /** When the username may be registered again (ISO 8601): after the server's message TTL. */
+  nameFreeAt: string
   /** Where this profile's history and key stay (this machine's copy; the server's is gone). */
   profileDir: string
 }
@@ -20,7 +22,7 @@ export default class Unregister extends BaseCommand<typeof Unregister> {
   static override summary = 'Delete your account on the server, for good.'
 
   static override description = `Asks you to type your username to confirm, then your password (hidden), which the server checks as passwd does: a wrong one counts toward the account's lockout (AUTH_FAILED, then LOCKED_OUT) and deletes nothing. --yes skips the confirmation; --password-stdin reads the password from the first line of stdin and needs --yes (there is no terminal to confirm at).
-The server then ends every session of the account (a chat or listen of this profile or another stops with TOKEN_INVALID, saying the account was deleted), leaves its groups (a group you owned passes to its longest-standing member; one left empty is deleted), settles the messages waiting for you as expired (their senders get an "expired" receipt: nothing vanishes unsaid), and deletes the account: its password, display name, key, sessions and block list. Messages you sent stay queued for their recipients. The username is free again: whoever registers it next is a new account with a new key, which your contacts' clients refuse until they trust it (KEY_CHANGED). Blocks others made of the name stay.
+The server then ends every session of the account (a chat or listen of this profile or another stops with TOKEN_INVALID, saying the account was deleted), leaves its groups (a group you owned passes to its longest-standing member; one left empty is deleted), settles the messages waiting for you as expired (their senders get an "expired" receipt: nothing vanishes unsaid), and deletes the account: its password, display name, key, sessions and block list. Messages you sent stay queued for their recipients; those whose clients have your key pinned (who wrote to you or read you before) can still open them. The username stays reserved for the server's message TTL (--message-ttl, 30 days by default) and an hour, until nothing the account sent can still be waiting, so none of it (nor a receipt for it) reaches whoever takes the name next; it is said with the date (--json: nameFreeAt). Whoever registers it then is a new account with a new key, which your contacts' clients refuse until they trust it (KEY_CHANGED). Blocks others made of the name stay.
 This profile signs out; its history and key stay on this machine (delete its directory to remove them). A server from before this command says it is too old (UNKNOWN_TYPE).`
 
   static override examples = [
@@ -50,9 +52,11 @@ This profile signs out; its history and key stay on this machine (delete its dir
     const groups = result.groupsLeft.length === 0 ? '' : ` Left ${plural(result.groupsLeft.length, 'group', 'groups')}: ${result.groupsLeft.join(', ')}.`
     const others = result.signedOut === 0 ? '' : ` ${plural(result.signedOut, 'other session was', 'other sessions were')} signed out.`
     const expired = result.expired === 0 ? '' : ` ${plural(result.expired, 'message', 'messages')} waiting for you ${result.expired === 1 ? 'was' : 'were'} dropped; ${result.expired === 1 ? 'its sender was' : 'their senders were'} told (expired).`
+    const nameFreeAt = new Date(result.nameFreeAt).toISOString()
     this.log(`Account ${username} deleted from ${server}.${others}${groups}${expired}`)
+    this.logToStderr(`The name ${username} stays reserved until ${nameFreeAt}, when nothing the account sent can still be waiting on the server.`)
     this.logToStderr(`This profile's history and key stay in ${this.profile.dir}; delete that directory to remove them.`)
-    return {username, server, ...result, profileDir: this.profile.dir}
+    return {username, server, ...result, nameFreeAt, profileDir: this.profile.dir}
   }
 
   /** The password, once the person has confirmed (typed the username) or passed --yes. */

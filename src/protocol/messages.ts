@@ -128,9 +128,10 @@ export interface Results {
   /**
    * `groupsLeft`: the groups the account was a member of (or invited to), now left. `expired`: the
    * messages queued for it, settled as expired (their senders got the receipt). `signedOut`: its
-   * other sessions, ended on every node.
+   * other sessions, ended on every node. `nameFreeAt`: when the username may be registered again
+   * (ms since epoch): after the message TTL, when nothing the account sent is still queued.
    */
-  unregister: {groupsLeft: string[]; expired: number; signedOut: number}
+  unregister: {groupsLeft: string[]; expired: number; signedOut: number; nameFreeAt: number}
   whoisonline: {users: OnlineUser[]}
   ping: {now: number}
   setkey: Record<string, never>

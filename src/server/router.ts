@@ -24,6 +24,8 @@ export interface RouterDeps {
   rendezvous: Rendezvous
   hub: Hub
   now: () => number
+  /** --message-ttl: a deleted account's name stays reserved that long. */
+  messageTtlMs: number
   serverName: string
   maxFrameBytes: number
   heartbeatIntervalMs: number
@@ -33,7 +35,7 @@ export interface RouterDeps {
 
 /** Gives each request type its meaning. Thin: the rules live in the services. */
 export function createRouter(deps: RouterDeps): RequestHandler {
-  const {accounts, presence, store, authLimiter, now, relay, social, rendezvous, hub, logger} = deps
+  const {accounts, presence, store, authLimiter, now, relay, social, rendezvous, hub, logger, messageTtlMs} = deps
 
   const limitAuth = (connection: Connection) => {
     const retryAfterMs = authLimiter.hit(connection.remoteAddress)
@@ -142,7 +144,7 @@ export function createRouter(deps: RouterDeps): RequestHandler {
       const session = requireSession(connection)
       // Counted as a login attempt, as passwd is: each one may run scrypt.
       limitAuth(connection)
-      const result = await deleteAccount({accounts, store, relay, hub}, session, request.password, connection.remoteAddress, () => signOut(connection))
+      const result = await deleteAccount({accounts, store, relay, hub, now, messageTtlMs}, session, request.password, connection.remoteAddress, () => signOut(connection))
       logger.info(
         {user: session.username, addr: connection.remoteAddress, conn: connection.id, ...result},
         `account ${session.username} deleted from ${connection.remoteAddress}; ${result.signedOut} other session(s) signed out, ${result.groupsLeft.length} group(s) left, ${result.expired} queued message(s) expired`,

@@ -304,6 +304,7 @@ export class MessengerServer {
         rendezvous,
         hub,
         now: o.now,
+        messageTtlMs: o.messageTtlMs,
         serverName: 'messenger',
         maxFrameBytes: o.maxFrameBytes,
         heartbeatIntervalMs: o.heartbeatIntervalMs,

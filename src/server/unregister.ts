@@ -4,11 +4,21 @@ import type {Accounts} from './accounts.js'
 import type {Hub} from './hub.js'
 import type {Relay} from './relay.js'
 
+/**
+ * A deleted account's name stays reserved this long past the message TTL: the expiry sweep (every
+ * minute) settles what expired, and its receipts are stored under the old name before anyone can
+ * take it (createUser drops them then).
+ */
+export const NAME_RESERVATION_MARGIN_MS = 60 * 60 * 1000
+
 export interface UnregisterDeps {
   accounts: Pick<Accounts, 'checkCurrentPassword'>
   store: Store
   relay: Pick<Relay, 'discardQueue'>
   hub: Pick<Hub, 'accountDeleted'>
+  now: () => number
+  /** How long messages live on the server (--message-ttl): the name stays reserved that long. */
+  messageTtlMs: number
 }
 
 /**
@@ -20,12 +30,12 @@ export interface UnregisterDeps {
  * first (the asking one is signed out), so nothing new is done as the user meanwhile; then the groups are left (ownership
  * passes on, an empty group is deleted), every copy queued for the user is settled as expired
  * (each sender hears it, nothing vanishes unsaid), and the user record goes with its sessions,
- * waiting receipts and blocks. Copies stored while that ran are settled after it. Messages the user
+ * waiting receipts and blocks. The name stays reserved for the message TTL. Copies stored while that ran are settled after it. Messages the user
  * sent stay queued for their recipients, who get them as sent; other users' blocks of the name stay.
  * `signOutAsker` signs the asking connection out (it still gets the answer).
  */
 export async function deleteAccount(deps: UnregisterDeps, session: {username: string; tokenHash: string}, password: string, addr: string, signOutAsker: () => void): Promise<Results['unregister']> {
-  const {accounts, store, relay, hub} = deps
+  const {accounts, store, relay, hub, now, messageTtlMs} = deps
   const {username, tokenHash} = session
   await accounts.checkCurrentPassword(username, password, addr, 'account deletion', 'the account was not deleted')
   // Every session ends, those on the asking token too (another terminal's listen on this profile):
@@ -38,9 +48,12 @@ export async function deleteAccount(deps: UnregisterDeps, session: {username: st
   const groups = await store.listGroupsOf(username)
   for (const g of groups) await store.removeMembership(g.name, username)
   let expired = await relay.discardQueue(username)
-  await store.deleteUser(username)
+  // Reserved until everything the account sent has been delivered or has expired: no message or
+  // receipt of it can then reach whoever registers the name next.
+  const nameFreeAt = now() + messageTtlMs + NAME_RESERVATION_MARGIN_MS
+  await store.deleteUser(username, nameFreeAt)
   // The account is gone: a store failure now must not make the request fail (a retry would find
   // no account, and say the password is wrong). What is left expires at its TTL, with its receipt.
   expired += await relay.discardQueue(username).catch(() => 0)
-  return {groupsLeft: groups.map((g) => g.name), expired, signedOut}
+  return {groupsLeft: groups.map((g) => g.name), expired, signedOut, nameFreeAt}
 }

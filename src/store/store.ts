@@ -123,7 +123,10 @@ export interface SendBuckets {
 }
 
 export interface Store {
-  /** Creates the user; returns false (and changes nothing) if the username exists. */
+  /**
+   * Creates the user; returns false (and changes nothing) if the username exists, or is reserved
+   * after a deletion until after `user.createdAt` (deleteUser).
+   */
   createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean>
   getUser(username: string): Promise<UserRecord | undefined>
   setLastLogin(username: string, at: number): Promise<void>
@@ -140,8 +143,11 @@ export interface Store {
    * caller's, through the methods that keep their indexes and receipts right, before this: the
    * user's groups (removeMembership) and queued copies (ackMessages, 'expired'). Blocks of the user
    * by others stay: whoever takes the name next is blocked as this user was.
+   * The name stays reserved (createUser refuses it) until `reservedUntil`: the server passes the
+   * message TTL, after which nothing the account sent is still queued, so no message or receipt of
+   * it can reach whoever takes the name next.
    */
-  deleteUser(username: string): Promise<boolean>
+  deleteUser(username: string, reservedUntil: number): Promise<boolean>
 
   createSession(session: SessionRecord): Promise<void>
   getSession(tokenHash: string): Promise<SessionRecord | undefined>

@@ -150,7 +150,7 @@ describe('messenger rename', () => {
 })
 
 describe('messenger unregister', () => {
-  it('--password-stdin --yes deletes the account: the listen on its own session ends saying so, another profile is signed out, its group is left, the name is free', async () => {
+  it('--password-stdin --yes deletes the account: the listen on its own session ends saying so, another profile is signed out, its group is left, the name is reserved', async () => {
     const {alice, bob} = await setup(['alice', 'bob'])
     // The laptop took the account's key over: it is the profile that listens, and asks.
     const laptop = await secondProfile(bob, 'bob')
@@ -160,7 +160,12 @@ describe('messenger unregister', () => {
 
     const deleted = await runCli(['unregister', '--password-stdin', '--yes', '--json'], {env: laptop, input: `${FIXTURE_PASSWORDS.bob}\n`})
     expect(deleted.code, deleted.stderr).toBe(0)
-    expect(JSON.parse(deleted.stdout)).toEqual({username: 'bob', server: bob.MESSENGER_SERVER, groupsLeft: ['friends'], expired: 0, signedOut: 1, profileDir: laptop.MESSENGER_HOME})
+    const result = JSON.parse(deleted.stdout) as {nameFreeAt: string}
+    expect(result).toEqual({username: 'bob', server: bob.MESSENGER_SERVER, groupsLeft: ['friends'], expired: 0, signedOut: 1, nameFreeAt: expect.any(String), profileDir: laptop.MESSENGER_HOME})
+    // Reserved for the server's message TTL (30 days by default) and an hour.
+    const reservedMs = Date.parse(result.nameFreeAt) - Date.now()
+    expect(reservedMs).toBeGreaterThan(30 * 86_400_000)
+    expect(reservedMs).toBeLessThanOrEqual(30 * 86_400_000 + 3_600_000)
 
     // Its own listen, on the very session that asked, ends too: nothing acts for the account now.
     const line = await listening.waitForLine((l) => l.includes('"type":"disconnected"') && l.includes('"code":"TOKEN_INVALID"'), 'listen to end with TOKEN_INVALID')
@@ -177,10 +182,11 @@ describe('messenger unregister', () => {
     expect(login.stderr).toContain('Wrong username or password.')
     expect((await sendJson(alice, ['whois', 'bob'])).result).toMatchObject({error: {code: 'NO_SUCH_USER'}})
     expect((await sendJson(alice, ['send', 'bob', 'still there?'])).result).toMatchObject({error: {code: 'NO_SUCH_USER'}})
-    // Free: anyone may register it, in a profile of their own.
+    // Reserved: nobody may register it yet.
     const newcomer = {...bob, MESSENGER_HOME: tempDir('home-new-bob-')}
     const registered = await runCli(['register', 'bob', '--password-stdin'], {env: newcomer, input: 'a new person\n'})
-    expect(registered.code, registered.stderr).toBe(0)
+    expect(registered.code).toBe(1)
+    expect(registered.stderr).toContain('The username "bob" is taken.')
   })
 
   it('what waited for the account expires for its sender, who sees it in history', async () => {
@@ -190,7 +196,7 @@ describe('messenger unregister', () => {
     const deleted = await runCli(['unregister', '--password-stdin', '--yes'], {env: bob, input: `${FIXTURE_PASSWORDS.bob}\n`})
     expect(deleted.code, deleted.stderr).toBe(0)
     expect(deleted.stdout).toBe(`Account bob deleted from ${bob.MESSENGER_SERVER}. 1 message waiting for you was dropped; its sender was told (expired).\n`)
-    expect(deleted.stderr).toBe(`This profile's history and key stay in ${bob.MESSENGER_HOME}; delete that directory to remove them.\n`)
+    expect(deleted.stderr).toMatch(new RegExp(`^The name bob stays reserved until \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z, when nothing the account sent can still be waiting on the server\\.\nThis profile's history and key stay in ${bob.MESSENGER_HOME}; delete that directory to remove them\\.\n$`))
     const history = await runCli(['history', 'bob'], {env: alice})
     expect(history.stdout).toMatch(/you -> bob: are you there\?  ✗ expired\n/)
   })

@@ -516,7 +516,7 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         await store.setLastLogin('bob', T0 + 2)
         expect(await store.isBlocked('bob', 'carol')).toBe(true) // read (and cached) before
 
-        expect(await store.deleteUser('bob')).toBe(true)
+        expect(await store.deleteUser('bob', T0 + DAY)).toBe(true)
         expect(await store.getUser('bob')).toBeUndefined()
         expect(await store.getSession('b1')).toBeUndefined()
         expect(await store.getSession('b2')).toBeUndefined()
@@ -529,10 +529,25 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         expect(await store.getSession('a1')).toMatchObject({username: 'alice'})
         expect((await store.pendingReceipts('alice', 10)).map((r) => r.msgIds)).toEqual([[toBob.msgId]])
         expect(await store.isBlocked('alice', 'bob')).toBe(true)
-        // Gone once: a second delete finds nobody. The name can be taken again, from scratch.
-        expect(await store.deleteUser('bob')).toBe(false)
-        expect(await store.createUser({username: 'bob', displayName: 'New Bob', passwordHash: 'scrypt$1024$8$1$c2FsdA==$aGFzaA==', createdAt: T0 + 5})).toBe(true)
+        // Gone once: a second delete finds nobody. The name is reserved until T0 + DAY, then taken
+        // again from scratch.
+        expect(await store.deleteUser('bob', T0 + DAY)).toBe(false)
+        const newBob = (createdAt: number) => store.createUser({username: 'bob', displayName: 'New Bob', passwordHash: 'scrypt$1024$8$1$c2FsdA==$aGFzaA==', createdAt})
+        expect(await newBob(T0 + 5)).toBe(false)
+        expect(await newBob(T0 + DAY - 1)).toBe(false)
+        expect(await store.getUser('bob')).toBeUndefined()
+        expect(await newBob(T0 + DAY)).toBe(true)
         expect(await store.getUser('bob')).toMatchObject({displayName: 'New Bob', publicKey: null, lastLoginAt: null})
+        // Once taken, the reservation is gone with it: deleting and reserving again works as the first time.
+        expect(await store.deleteUser('bob', T0 + 2 * DAY)).toBe(true)
+        expect(await newBob(T0 + DAY + 1)).toBe(false)
+      })
+
+      it('a new account of a deleted name numbers its messages from 1', async () => {
+        const store = await open()
+        await store.enqueueMessage(message('bob', ['alice']))
+        expect(await store.deleteUser('bob', T0)).toBe(true)
+        expect(await store.createUser({username: 'bob', displayName: 'New Bob', passwordHash: 'scrypt$1024$8$1$c2FsdA==$aGFzaA==', createdAt: T0})).toBe(true)
         expect((await store.enqueueMessage(message('bob', ['alice']))).seq).toBe(1)
       })
 
@@ -540,7 +555,7 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         const store = await open()
         const fromBob = message('bob', ['alice'])
         await store.enqueueMessage(fromBob)
-        expect(await store.deleteUser('bob')).toBe(true)
+        expect(await store.deleteUser('bob', T0 + 2)).toBe(true)
         // alice reads it after bob is gone: the receipt is stored for the old bob.
         await store.ackMessages('alice', [fromBob.msgId], T0 + 1)
         expect(await store.createUser({username: 'bob', displayName: 'New Bob', passwordHash: 'scrypt$1024$8$1$c2FsdA==$aGFzaA==', createdAt: T0 + 5})).toBe(true)

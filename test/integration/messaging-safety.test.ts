@@ -394,6 +394,26 @@ describe('messaging: store failures the sender would otherwise pay for', () => {
     expect(bobBack.history.list({peer: 'alice'})).toHaveLength(1)
   })
 
+  it('a server that does not answer the send in time: TIMEOUT about the message (may be stored), marked failed, and resend settles it', async () => {
+    const {store, dir} = await sqliteStoreIn('messenger-send-hung-')
+    const {address} = await startTestServer({store, dataDir: dir})
+    const bob = await makeUser(address, 'bob', {online: false})
+    await bob.close()
+    const alice = await makeUser(address, 'alice', {client: {requestTimeoutMs: 300}})
+    // The first enqueue hangs (a store stuck on its disk): the server never answers it.
+    const enqueue = sinon.stub(store, 'enqueueMessage')
+    enqueue.onFirstCall().returns(new Promise(() => {}))
+    enqueue.callThrough()
+
+    const late = await expectCode(alice.engine.sendText('bob', 'slow server'), 'TIMEOUT')
+    const [row] = alice.history.list({peer: 'bob'})
+    expect(row).toMatchObject({text: 'slow server', status: 'failed'})
+    expect(late.message).toBe(`The server at ${address} did not answer in time about message ${row!.seq} to bob: it may or may not have been stored. History marks it failed.`)
+    expect(late.hint).toBe(`Check the server and your network, then run \`messenger resend ${row!.seq}\`: it sends the same message again, so if it was stored after all, nobody gets it twice.`)
+    expect(late.details).toEqual({id: row!.id, seq: row!.seq, to: 'bob', stored: 'unknown'})
+    expect(await alice.engine.sendText('bob', 'slow server', {resend: row!.id})).toMatchObject({id: row!.id, seq: row!.seq, status: 'stored'})
+  })
+
   it('a connection lost before the send was written (during the direct attempt): CONNECTION_CLOSED saying nothing was stored, marked failed', async () => {
     const {store, dir} = await sqliteStoreIn('messenger-send-unsent-')
     const {server, address} = await startTestServer({store, dataDir: dir})

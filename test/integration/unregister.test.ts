@@ -1,9 +1,10 @@
 import {describe, expect, it} from 'vitest'
 import {deleteAccount} from '../../src/client/account.js'
+import {NAME_RESERVATION_MARGIN_MS} from '../../src/server/unregister.js'
 import type {MessengerError} from '../../src/protocol/errors.js'
 import {refusingServer} from '../helpers/fake-server.js'
 import {loginUser, makeUser} from '../helpers/messaging.js'
-import {DEFAULT_PASSWORD, connectClient, expectCode, memoryLogger, startTestServer} from '../helpers/server.js'
+import {DEFAULT_PASSWORD, connectClient, expectCode, manualClock, memoryLogger, startTestServer} from '../helpers/server.js'
 
 /** Resolves with the error that ends `client`'s connection (a push before the server closes it). */
 function ended(client: Awaited<ReturnType<typeof connectClient>>): Promise<MessengerError> {
@@ -13,7 +14,9 @@ function ended(client: Awaited<ReturnType<typeof connectClient>>): Promise<Messe
 describe('deleting the account (unregister)', () => {
   it('checks the password, then ends the other sessions, leaves the groups, tells the senders of what waited (expired) and frees the name', async () => {
     const {logger, records} = memoryLogger()
-    const {address} = await startTestServer({logger})
+    const clock = manualClock()
+    const messageTtlMs = 60_000
+    const {address} = await startTestServer({logger, now: clock.now, messageTtlMs})
     const alice = await makeUser(address, 'alice')
     // bob signed in twice, neither online: what alice sends him waits on the server.
     const bob = await makeUser(address, 'bob', {online: false})
@@ -40,7 +43,7 @@ describe('deleting the account (unregister)', () => {
     const laptopEnded = ended(laptop)
     const sameTokenEnded = ended(sameToken)
     // Asked on the connection `asking` logged in on; `bob`'s own session is one more to sign out.
-    expect(await deleteAccount(asking, DEFAULT_PASSWORD)).toEqual({groupsLeft: ['team'], expired: 2, signedOut: 2})
+    expect(await deleteAccount(asking, DEFAULT_PASSWORD)).toEqual({groupsLeft: ['team'], expired: 2, signedOut: 2, nameFreeAt: clock.now() + messageTtlMs + NAME_RESERVATION_MARGIN_MS})
     for (const error of [await laptopEnded, await sameTokenEnded]) {
       expect(error.code).toBe('TOKEN_INVALID')
       expect(error.message).toBe('This account was deleted (messenger unregister).')
@@ -61,7 +64,14 @@ describe('deleting the account (unregister)', () => {
     await expectCode(fresh.login('bob', DEFAULT_PASSWORD), 'AUTH_FAILED')
     expect(records.find((r) => String(r.msg).startsWith('account bob deleted'))).toMatchObject({user: 'bob', signedOut: 2, expired: 2, groupsLeft: ['team']})
 
-    // The name is free: a new account, with a new key that alice's pin refuses until she trusts it.
+    // The name is reserved until nothing bob sent can be waiting any more (the message TTL, and the
+    // sweep after it) ...
+    const taker = await connectClient(address)
+    await expectCode(taker.register('bob', 'someone else'), 'USERNAME_TAKEN')
+    clock.tick(messageTtlMs + NAME_RESERVATION_MARGIN_MS - 1)
+    await expectCode(taker.register('bob', 'someone else'), 'USERNAME_TAKEN')
+    // ... then free: a new account, with a new key that alice's pin refuses until she trusts it.
+    clock.tick(1)
     const newBob = await makeUser(address, 'bob')
     await expectCode(alice.engine.sendText('bob', 'is that you?'), 'KEY_CHANGED')
     expect(newBob.client.connected).toBe(true)
@@ -78,13 +88,15 @@ describe('deleting the account (unregister)', () => {
     await expectCode(deleteAccount(anonymous, DEFAULT_PASSWORD), 'NOT_AUTHENTICATED')
   })
 
-  it('a new login of a deleted name is a new account: none of the old one\'s groups, receipts or blocks', async () => {
-    const {address} = await startTestServer()
+  it('a new account of a deleted name, once free, has none of the old one\'s groups, receipts or blocks', async () => {
+    const clock = manualClock()
+    const {address} = await startTestServer({now: clock.now, messageTtlMs: 60_000})
     const alice = await makeUser(address, 'alice')
     const bob = await makeUser(address, 'bob', {online: false})
     await bob.client.request('block', {username: 'alice'})
     await bob.client.request('group_create', {name: 'solo'})
     expect(await deleteAccount(bob.client, DEFAULT_PASSWORD)).toMatchObject({groupsLeft: ['solo'], expired: 0})
+    clock.tick(60_000 + NAME_RESERVATION_MARGIN_MS)
     const again = await makeUser(address, 'bob', {online: false})
     expect((await again.client.request('blocked', {})).users).toEqual([])
     expect((await again.client.request('group_list', {})).groups).toEqual([])
@@ -92,6 +104,35 @@ describe('deleting the account (unregister)', () => {
     expect(await again.client.request('group_create', {name: 'solo'})).toMatchObject({name: 'solo'})
     expect(await alice.engine.sendText('bob', 'hi')).toMatchObject({status: 'stored'})
     await loginUser(address, 'bob', {profileDir: again.profileDir})
+  })
+
+  it('what a deleted account sent still reaches those who had its key pinned; whoever takes the name, once free, is never told of it (QA: receipts leaked)', async () => {
+    const clock = manualClock()
+    const {address} = await startTestServer({now: clock.now, messageTtlMs: 60_000})
+    const bob = await makeUser(address, 'bob', {online: false})
+    // dave has written to bob before: his client pinned bob's key, and opens what bob sent with it.
+    const dave = await makeUser(address, 'dave', {online: false})
+    await dave.engine.sendText('bob', 'hello bob')
+    await dave.close()
+    // carol never had: her client cannot check who sealed it once bob is gone.
+    const carol = await makeUser(address, 'carol', {online: false})
+    await carol.close()
+    const sent = await bob.engine.sendText('dave', 'for dave, from the old bob')
+    expect(sent.status).toBe('stored')
+    const unchecked = await bob.engine.sendText('carol', 'for carol')
+    await deleteAccount(bob.client, DEFAULT_PASSWORD)
+    const carolBack = await loginUser(address, 'carol', {profileDir: carol.profileDir})
+    expect(await carolBack.dropped.next()).toMatchObject({msgId: unchecked.id, from: 'bob', reason: 'could not be decrypted'})
+    expect(carolBack.messages.items).toEqual([])
+    // dave reads it after bob is gone: the old account's message is delivered, and its receipt has nobody to go to.
+    const daveBack = await loginUser(address, 'dave', {profileDir: dave.profileDir})
+    expect(await daveBack.nextMessage()).toMatchObject({id: sent.id, from: 'bob'})
+    await daveBack.settle()
+    clock.tick(60_000 + NAME_RESERVATION_MARGIN_MS)
+    const newBob = await makeUser(address, 'bob')
+    expect((await newBob.client.request('receipts', {})).receipts).toEqual([])
+    await newBob.settle()
+    expect(newBob.pushes.items.filter((p) => p.type === 'receipt')).toEqual([])
   })
 
   it('tells a client of a server from before unregister that the server is too old, and that nothing was deleted', async () => {

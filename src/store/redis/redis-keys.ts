@@ -20,6 +20,7 @@ import {MessengerError} from '../../protocol/errors.js'
  *   P{u:U}:groups    set    names of groups U may belong to (index; checked against the group)
  *   P{u:U}:blocked   set    users U has blocked (authoritative)
  *   P{u:U}:blockers  set    users who may have blocked U (index; checked against their :blocked)
+ *   P{u:U}:reserved  string until when the name stays reserved after U's account was deleted (expires then)
  * Per group G (hash tag {g:G}):
  *   P{g:G}:group     hash   owner createdAt joins (the last join number handed out)
  *   P{g:G}:members   hash   username -> invited|member (authoritative)
@@ -77,6 +78,7 @@ export function redisKeys(p: string) {
     groupsOf: (x: string) => `${u(x)}:groups`,
     blocked: (x: string) => `${u(x)}:blocked`,
     blockers: (x: string) => `${u(x)}:blockers`,
+    reserved: (x: string) => `${u(x)}:reserved`,
     group: (name: string) => `${g(name)}:group`,
     members: (name: string) => `${g(name)}:members`,
     joined: (name: string) => `${g(name)}:joined`,

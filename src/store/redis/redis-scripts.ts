@@ -6,16 +6,19 @@ import type {ChainableCommander, Redis} from 'ioredis'
  */
 const SCRIPTS = {
   /**
-   * KEYS user receipts receipt (one user's slot); ARGV displayName passwordHash createdAt -> 1
-   * created, 0 taken. Receipts left under the name by an account deleted before (for messages it had sent)
-   * are the old account's, never the new one's: dropped on creation.
+   * KEYS user receipts receipt reserved (one user's slot); ARGV displayName passwordHash createdAt
+   * -> 1 created, 0 taken (or reserved after a deletion until after createdAt). Receipts left under
+   * the name by an account deleted before (for messages it had sent) are the old account's, never
+   * the new one's: dropped on creation, with the reservation.
    */
   createUser: {
-    keys: 3,
+    keys: 4,
     lua: `
       if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+      local reserved = tonumber(redis.call('GET', KEYS[4]) or '0')
+      if reserved > tonumber(ARGV[3]) then return 0 end
       redis.call('HSET', KEYS[1], 'displayName', ARGV[1], 'passwordHash', ARGV[2], 'createdAt', ARGV[3])
-      redis.call('DEL', KEYS[2], KEYS[3])
+      redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
       return 1`,
   },
   /** KEYS hash; ARGV field value: sets the field only on an existing hash (never creates a half user). */

@@ -80,7 +80,7 @@ export class RedisStore implements Store {
 
   async createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean> {
     const k = this.k
-    const created = await this.scripts.run('createUser', [k.user(user.username), k.receipts(user.username), k.receipt(user.username)], [user.displayName, user.passwordHash, user.createdAt])
+    const created = await this.scripts.run('createUser', [k.user(user.username), k.receipts(user.username), k.receipt(user.username), k.reserved(user.username)], [user.displayName, user.passwordHash, user.createdAt])
     return created === 1
   }
 
@@ -124,16 +124,22 @@ export class RedisStore implements Store {
    * tombstones and receipts still to be stored for senders (:unreceipted) are left: the caller has
    * settled the queue, and the rest expires or is finished by the sweep as for anyone.
    */
-  async deleteUser(username: string): Promise<boolean> {
+  async deleteUser(username: string, reservedUntil: number): Promise<boolean> {
     for (const blocked of await this.social.listBlocked(username)) await this.social.unblock(username, blocked)
     await this.deleteOtherSessions(username, '')
     const k = this.k
-    const [existed] = await execPipeline(
-      this.redis
-        .multi()
-        .del(k.user(username))
-        .del(k.seq(username), k.failures(username), k.sendBucket(username), k.receipts(username), k.receipt(username), k.groupsOf(username), k.blocked(username)),
-    )
+    if ((await this.redis.exists(k.user(username))) === 0) return false
+    // The reservation in the same MULTI as the deletion: there is no moment when the name is free.
+    // Its Redis expiry only reclaims the key (createUser compares the value with its own clock); a
+    // past deadline gets none, as PEXPIREAT would delete at once.
+    const multi = this.redis
+      .multi()
+      .del(k.user(username))
+      .del(k.seq(username), k.failures(username), k.sendBucket(username), k.receipts(username), k.receipt(username), k.groupsOf(username), k.blocked(username))
+      .set(k.reserved(username), reservedUntil)
+    const deadline = reservedUntil + SESSION_TTL_GRACE_MS
+    if (deadline > Date.now()) multi.pexpireat(k.reserved(username), deadline)
+    const [existed] = await execPipeline(multi)
     await this.redis.zrem(k.logins, username)
     return Number(existed) === 1
   }

@@ -116,6 +116,17 @@ export const RECEIPT_BATCH_MIGRATION = `
  * leaves. `joined` counts up per group; members from before this migration keep NULL, which sorts
  * first: they joined before anyone who joins later.
  */
+/**
+ * Migration 6: names reserved after an account is deleted (unregister), until everything it sent has
+ * been delivered or has expired.
+ */
+export const RESERVED_NAMES_MIGRATION = `
+  CREATE TABLE reserved_names (
+    username TEXT PRIMARY KEY,
+    until    INTEGER NOT NULL
+  ) WITHOUT ROWID;
+`
+
 export const GROUP_JOIN_ORDER_MIGRATION = `
   ALTER TABLE group_members ADD COLUMN joined INTEGER;
 `

@@ -15,7 +15,7 @@ import type {
   StoredMessage,
   UserRecord,
 } from '../store.js'
-import {GROUP_JOIN_ORDER_MIGRATION, MESSAGING_MIGRATION, QUEUE_LENGTH_MIGRATION, RECEIPT_BATCH_MIGRATION, SqliteMessaging} from './messaging.js'
+import {GROUP_JOIN_ORDER_MIGRATION, MESSAGING_MIGRATION, QUEUE_LENGTH_MIGRATION, RECEIPT_BATCH_MIGRATION, RESERVED_NAMES_MIGRATION, SqliteMessaging} from './messaging.js'
 import {migrate, sameFileCheck, translateOpenError, type DatabaseRole} from './open.js'
 import {TokenBuckets} from '../../util/token-bucket.js'
 import {GroupCommitter} from './group-commit.js'
@@ -65,6 +65,8 @@ export const MIGRATIONS: readonly string[] = [
   RECEIPT_BATCH_MIGRATION,
   // 5: join order in groups (ownership passes to the longest-standing member).
   GROUP_JOIN_ORDER_MIGRATION,
+  // 6: names reserved after an account is deleted.
+  RESERVED_NAMES_MIGRATION,
 ]
 
 /** The schema version this code writes; a database newer than this is refused rather than misread. */
@@ -156,6 +158,9 @@ function prepareStatements(db: Database.Database) {
     deleteUser: db.prepare<[string]>('DELETE FROM users WHERE username = ?'),
     deleteReceiptsOf: db.prepare<[string]>('DELETE FROM receipts WHERE username = ?'),
     deleteBlocksBy: db.prepare<[string]>('DELETE FROM blocks WHERE blocker = ?'),
+    reserveName: db.prepare<[string, number]>('INSERT INTO reserved_names (username, until) VALUES (?, ?) ON CONFLICT (username) DO UPDATE SET until = excluded.until'),
+    reservedUntil: db.prepare<[string], number>('SELECT until FROM reserved_names WHERE username = ?').pluck(),
+    releaseName: db.prepare<[string]>('DELETE FROM reserved_names WHERE username = ?'),
   }
 }
 
@@ -198,7 +203,10 @@ export class SqliteStore implements Store {
     // OR IGNORE + changes: a duplicate is an answer ("taken"), not an exception, and is race-free.
     this.users.delete(user.username)
     return this.db.transaction(() => {
+      const reserved = this.stmt.reservedUntil.get(user.username)
+      if (reserved !== undefined && reserved > user.createdAt) return false
       if (this.stmt.createUser.run(user.username, user.displayName, user.passwordHash, user.createdAt).changes !== 1) return false
+      this.stmt.releaseName.run(user.username)
       // Receipts left under the name by an account deleted before (for messages it had sent) are
       // the old account's, never the new one's.
       this.stmt.deleteReceiptsOf.run(user.username)
@@ -235,12 +243,14 @@ export class SqliteStore implements Store {
     return this.stmt.listUsersLoggedInSince.all(since).map(toUser)
   }
 
-  async deleteUser(username: string): Promise<boolean> {
+  async deleteUser(username: string, reservedUntil: number): Promise<boolean> {
     const deleted = this.db.transaction(() => {
       this.stmt.clearLoginFailures.run(username)
       this.stmt.deleteReceiptsOf.run(username)
       this.stmt.deleteBlocksBy.run(username)
-      return this.stmt.deleteUser.run(username).changes === 1
+      const existed = this.stmt.deleteUser.run(username).changes === 1
+      if (existed) this.stmt.reserveName.run(username, reservedUntil)
+      return existed
     })()
     this.users.delete(username)
     for (const pair of this.blocks.keys()) if (pair.startsWith(`${username}\n`)) this.blocks.delete(pair)
