@@ -47,7 +47,7 @@ function recordedBytes(downloads: string): number {
 
 /**
  * Holds alice's sendfile (SIGSTOP) once bob has 1 MiB of the file, until a checkpoint of bob's listen
- * (every 2 s) has recorded it: the transfer cannot end before bob is killed, whatever the file's size
+ * (after 0.5 s, then every 2 s) has recorded it: the transfer cannot end before bob is killed, whatever the file's size
  * and the machine's speed. The caller continues the sender (SIGCONT) once bob is gone.
  */
 async function heldAtCheckpoint(sender: CliProcess, downloads: string): Promise<void> {
@@ -86,7 +86,7 @@ async function killedMidTransfer(flags: string[]) {
   const first = await listen(fixture.bob, fixture.downloads)
   const sender = spawnCli(['sendfile', 'bob', fixture.file, ...flags], {env: fixture.alice})
   await event(first, 'file-offer', 'the offer to reach bob')
-  // A running transfer records how far it got every 2 s: killed once a record says 1 MiB or more.
+  // A running transfer records how far it got (after 0.5 s, then every 2 s): killed once a record says 1 MiB or more.
   await heldAtCheckpoint(sender, fixture.downloads)
   first.child.kill('SIGKILL')
   await first.exited
