@@ -24,7 +24,7 @@ export interface RouterDeps {
   rendezvous: Rendezvous
   hub: Hub
   now: () => number
-  /** --message-ttl: a deleted account's name stays reserved that long. */
+  /** --message-ttl: a deleted account's name stays reserved that long, and an hour. */
   messageTtlMs: number
   serverName: string
   maxFrameBytes: number

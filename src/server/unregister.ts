@@ -17,7 +17,7 @@ export interface UnregisterDeps {
   relay: Pick<Relay, 'discardQueue'>
   hub: Pick<Hub, 'accountDeleted'>
   now: () => number
-  /** How long messages live on the server (--message-ttl): the name stays reserved that long. */
+  /** How long messages live on the server (--message-ttl): the name stays reserved that long, and an hour. */
   messageTtlMs: number
 }
 
@@ -30,8 +30,9 @@ export interface UnregisterDeps {
  * first (the asking one is signed out), so nothing new is done as the user meanwhile; then the groups are left (ownership
  * passes on, an empty group is deleted), every copy queued for the user is settled as expired
  * (each sender hears it, nothing vanishes unsaid), and the user record goes with its sessions,
- * waiting receipts and blocks. The name stays reserved for the message TTL. Copies stored while that ran are settled after it. Messages the user
- * sent stay queued for their recipients, who get them as sent; other users' blocks of the name stay.
+ * waiting receipts and blocks; the name stays reserved for the message TTL and an hour. Copies
+ * stored while that ran are settled after it. Messages the user sent stay queued for their
+ * recipients (a client with the user's key pinned opens them); other users' blocks of the name stay.
  * `signOutAsker` signs the asking connection out (it still gets the answer).
  */
 export async function deleteAccount(deps: UnregisterDeps, session: {username: string; tokenHash: string}, password: string, addr: string, signOutAsker: () => void): Promise<Results['unregister']> {
