@@ -76,7 +76,7 @@ This profile signs out; its history and key stay on this machine (delete its dir
       if (!process.stdin.isTTY) {
         throw new MessengerError('BAD_INPUT', 'No terminal to confirm at: unregister deletes the account for good.', {hint: `Confirm with --yes, the password on stdin: ${piped}`})
       }
-      process.stderr.write(`This deletes the account ${username} on ${server} for good: its groups, the messages waiting for it, its key and sessions. The name becomes free for anyone.\n`)
+      process.stderr.write(`This deletes the account ${username} on ${server} for good: its groups, the messages waiting for it, its key and sessions. The name stays reserved until nothing it sent can still be waiting, then is free for anyone.\n`)
       const typed = (await ask(`Type ${username} to confirm: `)).trim().toLowerCase()
       if (typed !== username) {
         throw new MessengerError('BAD_INPUT', `You typed "${typed}", not ${username}; nothing was deleted.`, {hint: 'Run the command again and type the username exactly to confirm.'})
