@@ -24,6 +24,7 @@ export const ERROR_CODES = {
   BAD_PASSWORD: 'Passwords must be at least 8 characters.',
   BAD_DISPLAY_NAME: 'Display names are 1-64 printable characters.',
   USERNAME_TAKEN: 'That username is already registered.',
+  USERNAME_RESERVED: 'That username belonged to an account that was deleted; it is reserved for a while.',
   AUTH_FAILED: 'Wrong username or password.',
   LOCKED_OUT: 'Too many failed logins for this username; wait for the block to expire.',
   RATE_LIMITED: 'Too many attempts from this address; slow down.',
@@ -101,6 +102,7 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   BAD_PASSWORD: 'Choose a password of at least 8 characters.',
   BAD_DISPLAY_NAME: 'Use 1-64 printable characters, without line breaks.',
   USERNAME_TAKEN: 'Pick another username, or log in if it is yours.',
+  USERNAME_RESERVED: 'Pick another username, or register this one after the date the message gives.',
   AUTH_FAILED: 'Check the username and password and try again; repeated failures lock the account for a while.',
   LOCKED_OUT: 'Wait for the block to expire, then log in with the right password.',
   // Both limits name their wait in the message ("try again in 3 s"); a fixed time here contradicted it.

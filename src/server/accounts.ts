@@ -47,6 +47,11 @@ export class Accounts {
     const passwordHash = await hashPassword(password, this.options.scrypt)
     const user = {username, displayName, passwordHash, createdAt: this.options.now()}
     if (!(await this.options.store.createUser(user))) {
+      const reservedUntil = await this.options.store.nameReservedUntil(username)
+      if (reservedUntil !== undefined && reservedUntil > user.createdAt) {
+        // Logging in cannot help: the account is gone. Its own code, whose hint is not "log in if it is yours".
+        throw new MessengerError('USERNAME_RESERVED', `The username "${username}" belonged to an account that was deleted; it stays reserved until ${new Date(reservedUntil).toISOString()}, when nothing that account sent can still be waiting.`)
+      }
       throw new MessengerError('USERNAME_TAKEN', `The username "${username}" is taken.`, {hint: 'Pick another username, or log in if it is yours.'})
     }
     return {...user, lastLoginAt: null, publicKey: null}

@@ -148,6 +148,8 @@ export interface Store {
    * it can reach whoever takes the name next.
    */
   deleteUser(username: string, reservedUntil: number): Promise<boolean>
+  /** Until when a deleted account's name is reserved (ms since epoch), if it was deleted and not taken again since. */
+  nameReservedUntil(username: string): Promise<number | undefined>
 
   createSession(session: SessionRecord): Promise<void>
   getSession(tokenHash: string): Promise<SessionRecord | undefined>

@@ -186,7 +186,8 @@ describe('messenger unregister', () => {
     const newcomer = {...bob, MESSENGER_HOME: tempDir('home-new-bob-')}
     const registered = await runCli(['register', 'bob', '--password-stdin'], {env: newcomer, input: 'a new person\n'})
     expect(registered.code).toBe(1)
-    expect(registered.stderr).toContain('The username "bob" is taken.')
+    expect(registered.stderr).toContain(`The username "bob" belonged to an account that was deleted; it stays reserved until ${result.nameFreeAt}, when nothing that account sent can still be waiting.`)
+    expect(registered.stderr).toContain('Pick another username, or register this one after the date the message gives.')
   })
 
   it('what waited for the account expires for its sender, who sees it in history', async () => {

@@ -533,10 +533,13 @@ export function messagingStoreContract(name: string, makeStore: () => Promise<St
         // again from scratch.
         expect(await store.deleteUser('bob', T0 + DAY)).toBe(false)
         const newBob = (createdAt: number) => store.createUser({username: 'bob', displayName: 'New Bob', passwordHash: 'scrypt$1024$8$1$c2FsdA==$aGFzaA==', createdAt})
+        expect(await store.nameReservedUntil('bob')).toBe(T0 + DAY)
+        expect(await store.nameReservedUntil('alice')).toBeUndefined()
         expect(await newBob(T0 + 5)).toBe(false)
         expect(await newBob(T0 + DAY - 1)).toBe(false)
         expect(await store.getUser('bob')).toBeUndefined()
         expect(await newBob(T0 + DAY)).toBe(true)
+        expect(await store.nameReservedUntil('bob')).toBeUndefined()
         expect(await store.getUser('bob')).toMatchObject({displayName: 'New Bob', publicKey: null, lastLoginAt: null})
         // Once taken, the reservation is gone with it: deleting and reserving again works as the first time.
         expect(await store.deleteUser('bob', T0 + 2 * DAY)).toBe(true)

@@ -67,9 +67,11 @@ describe('deleting the account (unregister)', () => {
     // The name is reserved until nothing bob sent can be waiting any more (the message TTL, and the
     // sweep after it) ...
     const taker = await connectClient(address)
-    await expectCode(taker.register('bob', 'someone else'), 'USERNAME_TAKEN')
+    const reserved = await expectCode(taker.register('bob', 'someone else'), 'USERNAME_RESERVED')
+    const freeAt = new Date(clock.now() + messageTtlMs + NAME_RESERVATION_MARGIN_MS).toISOString()
+    expect(reserved.message).toBe(`The username "bob" belonged to an account that was deleted; it stays reserved until ${freeAt}, when nothing that account sent can still be waiting.`)
     clock.tick(messageTtlMs + NAME_RESERVATION_MARGIN_MS - 1)
-    await expectCode(taker.register('bob', 'someone else'), 'USERNAME_TAKEN')
+    await expectCode(taker.register('bob', 'someone else'), 'USERNAME_RESERVED')
     // ... then free: a new account, with a new key that alice's pin refuses until she trusts it.
     clock.tick(1)
     const newBob = await makeUser(address, 'bob')

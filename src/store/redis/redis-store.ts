@@ -124,6 +124,11 @@ export class RedisStore implements Store {
    * tombstones and receipts still to be stored for senders (:unreceipted) are left: the caller has
    * settled the queue, and the rest expires or is finished by the sweep as for anyone.
    */
+  async nameReservedUntil(username: string): Promise<number | undefined> {
+    const until = await this.redis.get(this.k.reserved(username))
+    return until === null ? undefined : Number(until)
+  }
+
   async deleteUser(username: string, reservedUntil: number): Promise<boolean> {
     for (const blocked of await this.social.listBlocked(username)) await this.social.unblock(username, blocked)
     await this.deleteOtherSessions(username, '')

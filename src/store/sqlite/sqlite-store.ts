@@ -243,6 +243,10 @@ export class SqliteStore implements Store {
     return this.stmt.listUsersLoggedInSince.all(since).map(toUser)
   }
 
+  async nameReservedUntil(username: string): Promise<number | undefined> {
+    return this.stmt.reservedUntil.get(username)
+  }
+
   async deleteUser(username: string, reservedUntil: number): Promise<boolean> {
     const deleted = this.db.transaction(() => {
       this.stmt.clearLoginFailures.run(username)
