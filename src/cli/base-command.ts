@@ -112,15 +112,24 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     })
   }
 
+  /**
+   * The profile's session token for the server in use, or NOT_LOGGED_IN (`hint`: what to do, when
+   * the default does not fit). A command that asks for a password calls it before asking.
+   */
+  protected requireSession(hint?: string): string {
+    const data = this.profile.data
+    if (!data.token) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.', hint === undefined ? {} : {hint})
+    const otherServer = this.loggedInElsewhere(data)
+    if (otherServer) throw otherServer
+    return data.token
+  }
+
   /** Connects and resumes the profile's session (invisibly unless `online`). */
   protected async connectSession(
     options: {online?: boolean; reconnect?: boolean; beforeResume?: (client: MessengerClient) => void} = {},
   ): Promise<MessengerClient> {
     const data = this.profile.data
-    const {token} = data
-    if (!token) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.')
-    const otherServer = this.loggedInElsewhere(data)
-    if (otherServer) throw otherServer
+    const token = this.requireSession()
     const client = await this.connect({...options, ...(options.reconnect ? {replacementToken: this.newerProfileToken(data.username, this.serverAddress())} : {})})
     options.beforeResume?.(client)
     try {

@@ -1,4 +1,4 @@
-import type {GroupSendOutcome, SendOutcome} from '../client/delivery.js'
+import {skipReason, type GroupSendOutcome, type SendOutcome} from '../client/delivery.js'
 import {MessengerError} from '../protocol/errors.js'
 
 /*
@@ -30,9 +30,18 @@ export function broadcastLine(outcome: {seq: number; delivered: number}): string
   return `Message ${outcome.seq} (broadcast) delivered to ${outcome.delivered} online user${outcome.delivered === 1 ? '' : 's'}.`
 }
 
-/** group send's line on stderr for a member it was not sent to: "Not sent to carol, who ... (NO_KEY)." */
-export function notSentToLine(s: {to: string; code: string; reason: string}): string {
-  return `Not sent to ${s.to}, who ${s.reason} (${s.code}).`
+/**
+ * group send's skipped members with why in words (for --json), and its line on stderr for each:
+ * "Not sent to carol, who has no encryption key yet (...) (NO_KEY)."
+ */
+export function explainedSkips(skipped: ReadonlyArray<{to: string; code: string}>): {skipped: Array<{to: string; code: string; reason: string}>; lines: string[]} {
+  const explained = skipped.map((s) => ({...s, reason: skipReason(s.code)}))
+  return {skipped: explained, lines: explained.map((s) => `Not sent to ${s.to}, who ${s.reason} (${s.code}).`)}
+}
+
+/** broadcast's line on stderr for a user it was not sent to. */
+export function skippedLine(s: {to: string; code: string}): string {
+  return `Skipped ${s.to}: ${s.code}`
 }
 
 /** A resend of a message that did get through the first time: said, as nothing new was stored. */

@@ -102,6 +102,14 @@ export interface SendOutcome {
   duplicate?: true
 }
 
+export interface BroadcastOutcome {
+  id: string
+  seq: number
+  /** Online users it was handed to. */
+  delivered: number
+  skipped: Array<{to: string; code: string}>
+}
+
 export interface GroupSendOutcome {
   id: string
   /** This profile's number for the message (the N of "Message N sent"), as for a direct one; never 0. */
@@ -646,7 +654,7 @@ export class DeliveryEngine extends EventEmitter<DeliveryEvents> {
   }
 
   /** To everyone online now (except those who blocked us); never stored. */
-  async broadcast(text: string, options: ResendOption = {}): Promise<{id: string; seq: number; delivered: number; skipped: Array<{to: string; code: string}>}> {
+  async broadcast(text: string, options: ResendOption = {}): Promise<BroadcastOutcome> {
     const {users} = await this.request('whoisonline', {})
     const id = options.resend ?? newMessageId()
     const seal = this.o.keyring.sealerFor(text, this.binding(id, {broadcast: true}))

@@ -1,7 +1,7 @@
 import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {messageText, positionalWords} from '../cli/message-text.js'
-import {broadcastLine} from '../cli/sent-lines.js'
+import {broadcastLine, skippedLine} from '../cli/sent-lines.js'
 
 export default class Broadcast extends BaseCommand<typeof Broadcast> {
   static override summary = 'Send a message to everyone online right now.'
@@ -20,7 +20,7 @@ If the connection to the server is lost before it answers, it exits 1 with CONNE
     const {engine} = await this.messagingSession()
     const outcome = await engine.broadcast(text)
     this.log(broadcastLine(outcome))
-    for (const s of outcome.skipped) this.logToStderr(`Skipped ${s.to}: ${s.code}`)
+    for (const s of outcome.skipped) this.logToStderr(skippedLine(s))
     return outcome
   }
 }

@@ -2,7 +2,6 @@ import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {resolvePasswordChange} from '../cli/credentials-input.js'
 import {changePassword, checkCurrentPassword} from '../client/account.js'
-import {MessengerError} from '../protocol/errors.js'
 import {checkNewPassword} from '../protocol/rules.js'
 
 export default class Passwd extends BaseCommand<typeof Passwd> {
@@ -26,9 +25,7 @@ Every other session of your account is signed out, since whoever knew the old pa
 
   async run(): Promise<{username: string; signedOut: number}> {
     // Before asking for passwords: nothing to type when there is no session to change them with.
-    if (!this.profile.data.token) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.')
-    const elsewhere = this.loggedInElsewhere()
-    if (elsewhere) throw elsewhere
+    this.requireSession()
     const {oldPassword, newPassword} = await resolvePasswordChange({
       fromStdin: this.flags['password-stdin'],
       // At the prompts, a wrong current password is said before the new one is typed twice. Its own

@@ -3,13 +3,11 @@ import {join} from 'node:path'
 import {BaseCommand} from '../cli/base-command.js'
 import {pathFlags} from '../cli/path-flags.js'
 import {parseMessageNumber, resendable} from '../cli/resend.js'
-import {broadcastLine, groupSentLine, notSentToLine, sentLine, unreadableError} from '../cli/sent-lines.js'
-import {skipReason, type GroupSendOutcome, type SendOutcome} from '../client/delivery.js'
+import {broadcastLine, explainedSkips, groupSentLine, sentLine, skippedLine, unreadableError} from '../cli/sent-lines.js'
+import type {BroadcastOutcome, GroupSendOutcome, SendOutcome} from '../client/delivery.js'
 import {openHistory, type HistoryEntry} from '../client/history.js'
 import {HISTORY_FILE} from '../client/history-file.js'
 import {MessengerError} from '../protocol/errors.js'
-
-type BroadcastOutcome = {id: string; seq: number; delivered: number; skipped: Array<{to: string; code: string}>}
 
 /** The N argument: a whole number from 1 (`#4` too). */
 async function messageNumber(input: string): Promise<string> {
@@ -49,15 +47,15 @@ Only a failed message (or one still sending, left by a send that was killed) can
     if (message.broadcast) {
       const outcome = await engine.broadcast(message.text, resend)
       this.log(broadcastLine(outcome))
-      for (const s of outcome.skipped) this.logToStderr(`Skipped ${s.to}: ${s.code}`)
+      for (const s of outcome.skipped) this.logToStderr(skippedLine(s))
       return outcome
     }
     if (message.group !== null) {
       const outcome = await engine.sendGroup(message.group, message.text, resend)
       this.log(groupSentLine(outcome))
       // As group send says them.
-      const skipped = outcome.skipped.map((s) => ({...s, reason: skipReason(s.code)}))
-      for (const s of skipped) this.logToStderr(notSentToLine(s))
+      const {skipped, lines} = explainedSkips(outcome.skipped)
+      for (const line of lines) this.logToStderr(line)
       return {...outcome, skipped}
     }
     const outcome = await engine.sendText(message.to, message.text, resend)

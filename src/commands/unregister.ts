@@ -39,10 +39,10 @@ This profile signs out; its history and key stay on this machine (delete its dir
   }
 
   async run(): Promise<Deleted> {
+    const hint = 'Log in to the account to delete first: `messenger login USER`.'
+    this.requireSession(hint)
     const username = this.profile.data.username
-    if (!this.profile.data.token || !username) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.', {hint: 'Log in to the account to delete first: `messenger login USER`.'})
-    const elsewhere = this.loggedInElsewhere()
-    if (elsewhere) throw elsewhere
+    if (!username) throw new MessengerError('NOT_LOGGED_IN', 'You are not logged in.', {hint})
     const server = this.profile.data.server ?? this.serverAddress()
     const password = await this.confirmedPassword(username, server)
     // Connected only now: a one-shot connection sends no heartbeats, and typing can take a while.

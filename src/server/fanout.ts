@@ -69,7 +69,7 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       hub.endSessionsExcept(event.username, event.keepTokenHash, 'password')
       return
     case 'accountDeleted':
-      hub.endSessionsExcept(event.username, '', 'deleted')
+      hub.endSessionsExcept(event.username, undefined, 'deleted')
       return
     case 'renamed':
       hub.renamedLocal(event.username, event.displayName)

@@ -100,11 +100,12 @@ export class Hub {
    * nodes (the asking one is signed out already), those on the asking token too.
    */
   accountDeleted(username: string): void {
-    this.endSessionsExcept(username, '', 'deleted')
+    this.endSessionsExcept(username, undefined, 'deleted')
     if (this.cluster.shared) this.cluster.publish({type: 'accountDeleted', username})
   }
 
-  endSessionsExcept(username: string, keepTokenHash: string, why: 'password' | 'deleted'): void {
+  /** Ends the user's sessions here but those on `keepTokenHash` (none kept when undefined). */
+  endSessionsExcept(username: string, keepTokenHash: string | undefined, why: 'password' | 'deleted'): void {
     // The code is the one a logout elsewhere ends a session with, so every client stops as it
     // does then; only the sentence, which clients show as it comes, says why.
     const message = why === 'password' ? "This account's password was changed in another session, which signed this one out." : 'This account was deleted (messenger unregister).'

@@ -143,6 +143,9 @@ export const RECEIVER_DISCONNECTED_CANCEL_REASON = 'lost its connection to the s
  */
 export const RECEIVER_STOPPED_CANCEL_REASON = `their chat or listen was stopped; what arrived is kept for ${KEEP_PARTIAL_MINUTES} minutes`
 
+/** The CANCEL reason of a receiver without an owner (nothing kept), stopped: as receivers from before said it. */
+export const RECEIVER_STOPPED_REMOVED_REASON = 'their chat or listen was stopped'
+
 export function pathLost(message: string, details?: Record<string, unknown>): MessengerError {
   return failed(message, undefined, {...details, pathLost: true})
 }

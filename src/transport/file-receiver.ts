@@ -15,7 +15,7 @@ import {
   type TransferId,
   transferIdToHex,
 } from './file-codec.js'
-import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, KEEP_PARTIAL_MINUTES, PATH_LOST_CANCEL_REASON, RECEIVER_DISCONNECTED_CANCEL_REASON, SUPERSEDED_CANCEL_REASON, type TransferProgress} from './file-common.js'
+import {failed, FILE_TRANSFER_DEFAULTS, type FrameTransport, KEEP_PARTIAL_MINUTES, PATH_LOST_CANCEL_REASON, RECEIVER_DISCONNECTED_CANCEL_REASON, RECEIVER_STOPPED_REMOVED_REASON, SUPERSEDED_CANCEL_REASON, type TransferProgress} from './file-common.js'
 import {type IncomingHost, IncomingTransfer, type KeptPartial, sendQuietly, stoppedReceiving} from './file-incoming.js'
 import {checkOffer, MemoryOfferLog, type OfferLog, type OfferRefusal, takenBefore} from './file-offers.js'
 import {safeFileName} from './file-names.js'
@@ -345,7 +345,7 @@ export class FileReceiver {
         continue
       }
       // Said to the person who stopped it: what happened to the file, nothing to do about it.
-      t.fail(stoppedReceiving(t.name, t.peer), true, 'their chat or listen was stopped')
+      t.fail(stoppedReceiving(t.name, t.peer), true, RECEIVER_STOPPED_REMOVED_REASON)
     }
     // Theirs, and those of transfers that failed before (their partial files may still be going).
     await Promise.allSettled([...all.map((t) => t.task), ...this.cleanups])

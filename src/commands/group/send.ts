@@ -2,8 +2,8 @@ import {Args} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
 import {groupArg} from '../../cli/name-args.js'
 import {messageText, positionalWords} from '../../cli/message-text.js'
-import {groupSentLine, notSentToLine} from '../../cli/sent-lines.js'
-import {skipReason, type GroupSendOutcome} from '../../client/delivery.js'
+import {explainedSkips, groupSentLine} from '../../cli/sent-lines.js'
+import type {GroupSendOutcome} from '../../client/delivery.js'
 
 export default class GroupSend extends BaseCommand<typeof GroupSend> {
   static override summary = 'Send a message to every member of a group.'
@@ -29,8 +29,8 @@ If the connection to the server is lost before it confirms the message, it exits
     const {engine} = await this.messagingSession()
     const outcome = await engine.sendGroup(this.args.name, text)
     this.log(groupSentLine(outcome))
-    const skipped = outcome.skipped.map((s) => ({...s, reason: skipReason(s.code)}))
-    for (const s of skipped) this.logToStderr(notSentToLine(s))
+    const {skipped, lines} = explainedSkips(outcome.skipped)
+    for (const line of lines) this.logToStderr(line)
     return {...outcome, skipped}
   }
 }
