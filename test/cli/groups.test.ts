@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest'
 import {runCli, spawnCli, type ProfileEnv as Env} from '../helpers/cli.js'
-import {events, listen, nextMessage, sendJson, setup, type ListenEvent} from '../helpers/cli-messaging.js'
+import {events, listen, nextMessage, sendJson, setup} from '../helpers/cli-messaging.js'
 
 /**
  * Groups, broadcast and blocking through the built CLI, each user with a profile of their own, as in
@@ -48,15 +48,9 @@ describe('groups, broadcast and blocking through the CLI', () => {
       return run.stdout.trim()
     }
 
-    // Alice listens too: her receipts, one per member, show when each member's client has a copy.
-    const aliceListens = await listen(alice)
-    const receiptFrom = (by: string, seq: number) =>
-      aliceListens.waitForLine((l) => {
-        if (!l.startsWith('{')) return false
-        const event = JSON.parse(l) as ListenEvent & {seq?: number}
-        return event.type === 'receipt' && event.by === by && event.seq === seq
-      }, `${by}'s receipt for message ${seq}`)
-    const numberOf = (line: string) => Number(/^Message (\d+)/.exec(line)![1])
+    // The receipts, one per member, are what history records: each member's client has a copy. (Not
+    // waited for as a listen of alice's prints them: a receipt the concurrent `group send` of her
+    // profile records first is not announced again there, so such a wait could hang.)
     const marks = async () => (await runCli(['history', '--group', 'friends'], {env: alice})).stdout.split('\n').filter((l) => l.trim() !== '')
 
     const nobodyOn = await send('nobody on')
@@ -64,12 +58,10 @@ describe('groups, broadcast and blocking through the CLI', () => {
     await listen(bob)
     const bobOn = await send('bob on')
     expect(bobOn).toMatch(/^Message \d+ sent to friends: 2 member\(s\), 1 online now, stored for the other 1\.$/)
-    await Promise.all([receiptFrom('bob', numberOf(nobodyOn)), receiptFrom('bob', numberOf(bobOn))])
     // Bob has both, carol neither: not "delivered" yet.
-    expect(await marks()).toEqual([expect.stringMatching(/you: nobody on  ✓ delivered to 1 of 2$/), expect.stringMatching(/you: bob on  ✓ delivered to 1 of 2$/)])
+    await expect.poll(marks, {timeout: 30_000, interval: 200}).toEqual([expect.stringMatching(/you: nobody on  ✓ delivered to 1 of 2$/), expect.stringMatching(/you: bob on  ✓ delivered to 1 of 2$/)])
     await listen(carol)
-    await Promise.all([receiptFrom('carol', numberOf(nobodyOn)), receiptFrom('carol', numberOf(bobOn))])
-    expect(await marks()).toEqual([expect.stringMatching(/you: nobody on  ✓✓ delivered$/), expect.stringMatching(/you: bob on  ✓✓ delivered$/)])
+    await expect.poll(marks, {timeout: 30_000, interval: 200}).toEqual([expect.stringMatching(/you: nobody on  ✓✓ delivered$/), expect.stringMatching(/you: bob on  ✓✓ delivered$/)])
     expect(await send('all on')).toMatch(/^Message \d+ sent to friends: 2 member\(s\), all online now\.$/)
   })
 
