@@ -12,7 +12,7 @@ export async function resolveUsername(arg: string | undefined, fallback: string 
  * Password from stdin (--password-stdin) or a hidden prompt; `confirm` asks twice, for registration.
  * `command` and `username` make the hints runnable as written: the command the person ran, for them.
  */
-export async function resolvePassword(options: {fromStdin: boolean; confirm?: boolean; command: 'login' | 'register'; username: string}): Promise<string> {
+export async function resolvePassword(options: {fromStdin: boolean; confirm?: boolean; command: 'login' | 'register' | 'server passwd'; username: string}): Promise<string> {
   const piped = `echo "$PW" | messenger ${options.command} ${options.username} --password-stdin`
   if (options.fromStdin) {
     const password = await readFirstLineFromStdin()

@@ -1,13 +1,13 @@
 import {existsSync} from 'node:fs'
 import {join} from 'node:path'
 import {Flags} from '@oclif/core'
-import envPaths from 'env-paths'
 import pino from 'pino'
 import {BaseCommand} from '../cli/base-command.js'
 import {leaveAfterHangUp, stopSignals} from '../cli/stop-signals.js'
 import {DEFAULTS, ENV} from '../protocol/constants.js'
 import {MessengerError} from '../protocol/errors.js'
 import {parseDuration} from '../protocol/duration.js'
+import {defaultDataDir} from '../server/data-dir.js'
 import {createServer} from '../server/server.js'
 import {DEFAULT_REDIS_PREFIX} from '../store/redis/redis-keys.js'
 
@@ -77,7 +77,7 @@ Logs are JSON lines (pino) on stdout; with --json, the last line is {address, fi
       })
     }
     const heartbeatTimeoutMs = parseDuration(f['heartbeat-timeout'], '--heartbeat-timeout')
-    const dataDir = f['data-dir'] ?? envPaths('messenger', {suffix: ''}).data
+    const dataDir = f['data-dir'] ?? defaultDataDir()
     let credentialsFile = f.credentials
     if (!credentialsFile && existsSync(DEFAULT_CREDENTIALS)) credentialsFile = join(process.cwd(), DEFAULT_CREDENTIALS)
 

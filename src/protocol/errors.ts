@@ -79,8 +79,10 @@ export const ERROR_CODES = {
   DATA_DIR_IN_USE: 'Another messenger server is using the data directory.',
   CREDENTIALS_UNREADABLE: 'The credentials file cannot be read.',
   TLS_FILES_UNREADABLE: 'The TLS certificate or key cannot be read.',
-  // server backup
-  NO_SERVER_DATA: 'The directory given as the data dir holds no server data to back up.',
+  // server backup and operator commands
+  NO_SERVER_DATA: 'The directory given as the data dir holds no server data (to back up, or to manage).',
+  SERVER_NOT_RUNNING: 'No server is running on the data dir: operator commands (server passwd, server deluser) go through the running server.',
+  ADMIN_DENIED: "This user may not open the server's admin socket (in its data dir).",
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES
@@ -154,6 +156,8 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   CREDENTIALS_UNREADABLE: 'Check the path given to --credentials and its permissions.',
   TLS_FILES_UNREADABLE: 'Check the paths given to --tls-cert and --tls-key.',
   NO_SERVER_DATA: "Pass the server's data dir with --data-dir (or MESSENGER_DATA_DIR), as the server was started with.",
+  SERVER_NOT_RUNNING: 'Start the server (`messenger server`, with its --data-dir), then run this again; check that --data-dir is the one it was started with.',
+  ADMIN_DENIED: 'Run this as the user the server runs as (the owner of its data dir), for example with sudo -u.',
 }
 
 /** Failures a reconnect cures: a request failing so is sent again, a delivery failing so comes again. */
@@ -182,14 +186,23 @@ export class MessengerError extends Error {
     this.details = options.details
   }
 
-  /** The shape that travels on the wire. */
-  toWire(): {code: ErrorCode; message: string; details?: Record<string, unknown>} {
-    return this.details ? {code: this.code, message: this.message, details: this.details} : {code: this.code, message: this.message}
+  /**
+   * The shape that travels on the wire. The hint goes along only when it is not the code's default
+   * (the client knows that one): a session ended because the account was deleted must not be told
+   * to log in again.
+   */
+  toWire(): {code: ErrorCode; message: string; details?: Record<string, unknown>; hint?: string} {
+    return {
+      code: this.code,
+      message: this.message,
+      ...(this.details ? {details: this.details} : {}),
+      ...(this.hint !== undefined && this.hint !== DEFAULT_HINTS[this.code] ? {hint: this.hint} : {}),
+    }
   }
 
-  static fromWire(error: {code: string; message: string; details?: Record<string, unknown>}): MessengerError {
+  static fromWire(error: {code: string; message: string; details?: Record<string, unknown>; hint?: unknown}): MessengerError {
     const code = isErrorCode(error.code) ? error.code : 'INTERNAL'
-    return new MessengerError(code, error.message, {details: error.details})
+    return new MessengerError(code, error.message, {details: error.details, ...(typeof error.hint === 'string' && error.hint !== '' ? {hint: error.hint} : {})})
   }
 }
 

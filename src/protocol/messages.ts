@@ -199,6 +199,8 @@ export interface WireError {
   code: ErrorCode
   message: string
   details?: Record<string, unknown>
+  /** What to do next, when it is not the code's usual hint (a client without it shows its own). */
+  hint?: string
 }
 
 /** Server pushes carry `type` and no `re`. */

@@ -2,8 +2,8 @@ import {createHash, randomBytes} from 'node:crypto'
 import type {Logger} from 'pino'
 import {hashPassword, hashedAtLowerCost, makeDummyHash, verifyPassword, type ScryptParams} from '../crypto/password.js'
 import {MessengerError, errors} from '../protocol/errors.js'
-import {checkNewPassword, checkPassword, normalizeDisplayName, normalizeNewUsername} from '../protocol/rules.js'
-import type {Store, UserRecord} from '../store/store.js'
+import {checkNewPassword, checkPassword, normalizeDisplayName, normalizeNewUsername, normalizeUsername} from '../protocol/rules.js'
+import {KEEP_NO_SESSION, type Store, type UserRecord} from '../store/store.js'
 import {KeyedMutex} from '../util/keyed-mutex.js'
 
 export interface AccountsOptions {
@@ -149,6 +149,24 @@ export class Accounts {
     // The hash first, then the sessions: see refuseIfPasswordChanged for the login racing this.
     await store.setPasswordHash(username, await hashPassword(newPassword, scrypt))
     return {signedOut: await store.deleteOtherSessions(username, session.tokenHash), changed: true}
+  }
+
+  /**
+   * An operator sets a new password for `rawUsername` (`messenger server passwd`), for a user who
+   * forgot theirs: no current password is asked, the operator's access to the server is the proof.
+   * The new one follows the register rules; every session of the account is deleted (whoever held
+   * one, with the old password or a stolen token, is out) and a lockout is lifted. Ending their
+   * connections is the caller's (Hub).
+   */
+  async resetPassword(rawUsername: string, newPassword: string): Promise<{username: string; signedOut: number}> {
+    const {store, scrypt} = this.options
+    const username = normalizeUsername(rawUsername)
+    checkPassword(newPassword)
+    if (!(await store.getUser(username))) throw errors.noSuchUser(username)
+    // The hash first, then the sessions: see refuseIfPasswordChanged for a login racing this.
+    await store.setPasswordHash(username, await hashPassword(newPassword, scrypt))
+    await store.clearLoginFailures(username)
+    return {username, signedOut: await store.deleteOtherSessions(username, KEEP_NO_SESSION)}
   }
 
   /**

@@ -37,10 +37,13 @@ export type ClusterEvent =
   | {type: 'presence'; change: PresenceChange}
   /** A session token was revoked (logout): end your sessions living on it. */
   | {type: 'revoked'; username: string; tokenHash: string}
-  /** The user's password was changed in the session on keepTokenHash: end your sessions of theirs on any other token. */
-  | {type: 'passwordChanged'; username: string; keepTokenHash: string}
-  /** The user's account is being deleted: end every session of theirs. */
-  | {type: 'accountDeleted'; username: string}
+  /**
+   * The user's password was changed in the session on keepTokenHash (or by an operator: none kept):
+   * end your sessions of theirs on any other token. `why` picks what they are told (default 'password').
+   */
+  | {type: 'passwordChanged'; username: string; keepTokenHash?: string; why?: 'password' | 'password-reset'}
+  /** The user's account is being deleted (by an operator: why 'removed'): end every session of theirs. */
+  | {type: 'accountDeleted'; username: string; why?: 'deleted' | 'removed'}
   /** The user's display name changed: rename their sessions and online entry on your node. */
   | {type: 'renamed'; username: string; displayName: string}
   /**

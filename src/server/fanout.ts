@@ -66,10 +66,10 @@ export function onClusterEvent(o: {hub: Hub; relay: Relay; store: Store; logger:
       hub.endSessionsOn(event.username, event.tokenHash)
       return
     case 'passwordChanged':
-      hub.endSessionsExcept(event.username, event.keepTokenHash, 'password')
+      hub.endSessionsExcept(event.username, event.keepTokenHash, event.why ?? 'password')
       return
     case 'accountDeleted':
-      hub.endSessionsExcept(event.username, undefined, 'deleted')
+      hub.endSessionsExcept(event.username, undefined, event.why ?? 'deleted')
       return
     case 'renamed':
       hub.renamedLocal(event.username, event.displayName)

@@ -8,6 +8,22 @@ import type {Store} from '../store/store.js'
 /** Where a user's online session can be reached over UDP, from whichever node holds it. */
 export type EndpointSource = (username: string) => {endpoints: Endpoint[]; seenAt: number}
 
+/** Why a session was ended for its account (not a logout of its own token). */
+export type SessionEndReason = 'password' | 'password-reset' | 'deleted' | 'removed'
+
+const SESSION_ENDS: Record<SessionEndReason, {message: string; hint: string}> = {
+  password: {message: "This account's password was changed in another session, which signed this one out.", hint: 'Run `messenger login` again, with the new password.'},
+  'password-reset': {
+    message: "An operator of this server set a new password for this account (messenger server passwd), which signed every session out.",
+    hint: 'Run `messenger login` again, with the password the operator gave you; then change it with `messenger passwd`.',
+  },
+  deleted: {message: 'This account was deleted (messenger unregister).', hint: 'The account is gone: `messenger register` makes a new one (under another name while this one is reserved).'},
+  removed: {
+    message: 'An operator of this server deleted this account (messenger server deluser).',
+    hint: 'The account is gone: ask the operator why, or `messenger register` a new one (under another name while this one is reserved).',
+  },
+}
+
 /**
  * The one place services reach users: this node's sessions directly, other nodes' through the
  * cluster. With the embedded single node it is just the local presence.
@@ -87,31 +103,33 @@ export class Hub {
   }
 
   /**
-   * The user's password was changed in the session on `keepTokenHash`: ends every other session of
-   * theirs, here and on the other nodes, with TOKEN_INVALID (their tokens are deleted already).
+   * The user's password was changed: in the session on `keepTokenHash` (passwd), or by an operator
+   * (`server passwd`, none kept). Ends every other session of theirs, here and on the other nodes,
+   * with TOKEN_INVALID (their tokens are deleted already).
    */
-  passwordChanged(username: string, keepTokenHash: string): void {
-    this.endSessionsExcept(username, keepTokenHash, 'password')
-    if (this.cluster.shared) this.cluster.publish({type: 'passwordChanged', username, keepTokenHash})
+  passwordChanged(username: string, keepTokenHash: string | undefined, why: 'password' | 'password-reset' = 'password'): void {
+    this.endSessionsExcept(username, keepTokenHash, why)
+    if (this.cluster.shared) this.cluster.publish({type: 'passwordChanged', username, why, ...(keepTokenHash === undefined ? {} : {keepTokenHash})})
   }
 
   /**
-   * The account is being deleted: ends every session of it still signed in, here and on the other
-   * nodes (the asking one is signed out already), those on the asking token too.
+   * The account is being deleted, by its user (unregister) or an operator (`server deluser`): ends
+   * every session of it still signed in, here and on the other nodes (an asking one is signed out
+   * already), those on the asking token too.
    */
-  accountDeleted(username: string): void {
-    this.endSessionsExcept(username, undefined, 'deleted')
-    if (this.cluster.shared) this.cluster.publish({type: 'accountDeleted', username})
+  accountDeleted(username: string, why: 'deleted' | 'removed' = 'deleted'): void {
+    this.endSessionsExcept(username, undefined, why)
+    if (this.cluster.shared) this.cluster.publish({type: 'accountDeleted', username, why})
   }
 
   /** Ends the user's sessions here but those on `keepTokenHash` (none kept when undefined). */
-  endSessionsExcept(username: string, keepTokenHash: string | undefined, why: 'password' | 'deleted'): void {
+  endSessionsExcept(username: string, keepTokenHash: string | undefined, why: SessionEndReason): void {
     // The code is the one a logout elsewhere ends a session with, so every client stops as it
-    // does then; only the sentence, which clients show as it comes, says why.
-    const message = why === 'password' ? "This account's password was changed in another session, which signed this one out." : 'This account was deleted (messenger unregister).'
+    // does then; the sentence and hint, which clients show as they come, say why and what now.
+    const {message, hint} = SESSION_ENDS[why]
     for (const session of [...this.presence.sessionsOf(username)]) {
       if (session.tokenHash === keepTokenHash) continue
-      session.connection.fail(new MessengerError('TOKEN_INVALID', message))
+      session.connection.fail(new MessengerError('TOKEN_INVALID', message, {hint}))
     }
   }
 

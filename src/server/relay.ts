@@ -171,10 +171,8 @@ export class Relay {
     const waitMs = await this.limiter.take(username, copies)
     if (waitMs > 0) {
       this.logRefusal('RATE_LIMITED', username, 'send rate limit: refusing a sender', {retryAfterMs: waitMs})
-      throw new MessengerError('RATE_LIMITED', `You are sending too fast; try again in ${Math.ceil(waitMs / 1000)} s.`, {
-        hint: 'Slow down; the server accepts a burst, then a steady rate per user.',
-        details: {retryAfterMs: waitMs},
-      })
+      // The code's own hint ("after the wait the message names"): it is the one clients show.
+      throw new MessengerError('RATE_LIMITED', `You are sending too fast; try again in ${Math.ceil(waitMs / 1000)} s.`, {details: {retryAfterMs: waitMs}})
     }
   }
 

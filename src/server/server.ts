@@ -26,6 +26,8 @@ import {createRouter, endSession} from './router.js'
 import {Social} from './social.js'
 import {StoreFailureLog} from './store-failure.js'
 import {LOCK_FILE, lockDataDir} from '../util/pid-lock.js'
+import {adminHandlers} from './admin.js'
+import {ADMIN_SOCKET, listenAdmin, type AdminSocket} from './admin-socket.js'
 import {directoryFailureText, makeDirs} from '../util/make-dirs.js'
 import {DB_FILE} from './data-dir.js'
 
@@ -110,6 +112,8 @@ export class MessengerServer {
   /** Gives the data dir up (see lockDataDir); set once started. */
   private releaseDataDir: (() => void) | undefined
   private tlsServer: tls.Server | undefined
+  /** The operator's socket in the data dir (admin-socket.ts); undefined if its path was too long. */
+  private admin: AdminSocket | undefined
   private store: Store | undefined
   private ownsStore = false
   /** The embedded database, watched by the sweep: deleted under a running server, it stops (see failed). */
@@ -355,6 +359,7 @@ export class MessengerServer {
       }
       server.on('error', (error) => this.logger.error({err: error}, 'server socket error'))
       this.tlsServer = server
+      this.admin = await listenAdmin(join(o.dataDir, ADMIN_SOCKET), adminHandlers({accounts, store, relay, hub, now: o.now, messageTtlMs: o.messageTtlMs, logger: this.logger}), this.logger)
       this.info = {host: address.address, port: address.port, fingerprint: material.fingerprint}
       this.sweeper = setInterval(() => this.sweep(), Math.max(25, Math.min(250, o.heartbeatTimeoutMs / 4, o.retryInitialMs / 2)))
       this.sweeper.unref()
@@ -442,6 +447,7 @@ export class MessengerServer {
     // Everyone is leaving at once: no presence fan-out (it would run after the store has closed).
     this.presence?.removeAllListeners('change')
     const closed = this.tlsServer ? new Promise<void>((resolve) => this.tlsServer!.close(() => resolve())) : Promise.resolve()
+    const adminClosed = this.admin?.close()
     const shutdown = new MessengerError('SHUTTING_DOWN', 'The server is shutting down.', {hint: 'Your client will reconnect when it is back.'})
     for (const connection of this.connections) connection.fail(shutdown)
     // Give clients a moment to read the goodbye, then cut whoever is left.
@@ -449,6 +455,7 @@ export class MessengerServer {
       for (const connection of this.connections) connection.destroy()
     }, 1_500)
     await closed
+    await adminClosed
     clearTimeout(deadline)
     try {
       await this.rendezvous?.stop()

@@ -1,5 +1,7 @@
 import type {Results} from '../protocol/messages.js'
-import type {Store} from '../store/store.js'
+import {errors} from '../protocol/errors.js'
+import {normalizeUsername} from '../protocol/rules.js'
+import {KEEP_NO_SESSION, type Store} from '../store/store.js'
 import type {Accounts} from './accounts.js'
 import type {Hub} from './hub.js'
 import type {Relay} from './relay.js'
@@ -36,16 +38,34 @@ export interface UnregisterDeps {
  * `signOutAsker` signs the asking connection out (it still gets the answer).
  */
 export async function deleteAccount(deps: UnregisterDeps, session: {username: string; tokenHash: string}, password: string, addr: string, signOutAsker: () => void): Promise<Results['unregister']> {
-  const {accounts, store, relay, hub, now, messageTtlMs} = deps
   const {username, tokenHash} = session
-  await accounts.checkCurrentPassword(username, password, addr, 'account deletion', 'the account was not deleted')
+  await deps.accounts.checkCurrentPassword(username, password, addr, 'account deletion', 'the account was not deleted')
   // Every session ends, those on the asking token too (another terminal's listen on this profile):
   // none may act for an account that is going. The asking connection is only signed out, so that
   // it still gets the answer.
   signOutAsker()
-  hub.accountDeleted(username)
-  const signedOut = await store.deleteOtherSessions(username, tokenHash)
-  await store.deleteSession(tokenHash)
+  deps.hub.accountDeleted(username)
+  const signedOut = await deps.store.deleteOtherSessions(username, tokenHash)
+  await deps.store.deleteSession(tokenHash)
+  return {...(await removeAccountData(deps, username)), signedOut}
+}
+
+/**
+ * An operator deletes `rawUsername`'s account (`messenger server deluser`: abuse, or a user who
+ * asked): as deleteAccount does, without a password, every session ending with a sentence that
+ * names the operator.
+ */
+export async function removeAccount(deps: Omit<UnregisterDeps, 'accounts'>, rawUsername: string): Promise<Results['unregister'] & {username: string}> {
+  const username = normalizeUsername(rawUsername)
+  if (!(await deps.store.getUser(username))) throw errors.noSuchUser(username)
+  deps.hub.accountDeleted(username, 'removed')
+  const signedOut = await deps.store.deleteOtherSessions(username, KEEP_NO_SESSION)
+  return {username, ...(await removeAccountData(deps, username)), signedOut}
+}
+
+/** What goes with an account once its sessions are ended: its groups, the copies queued for it, the user record. */
+async function removeAccountData(deps: Omit<UnregisterDeps, 'accounts'>, username: string): Promise<Omit<Results['unregister'], 'signedOut'>> {
+  const {store, relay, now, messageTtlMs} = deps
   const groups = await store.listGroupsOf(username)
   for (const g of groups) await store.removeMembership(g.name, username)
   let expired = await relay.discardQueue(username)
@@ -56,5 +76,5 @@ export async function deleteAccount(deps: UnregisterDeps, session: {username: st
   // The account is gone: a store failure now must not make the request fail (a retry would find
   // no account, and say the password is wrong). What is left expires at its TTL, with its receipt.
   expired += await relay.discardQueue(username).catch(() => 0)
-  return {groupsLeft: groups.map((g) => g.name), expired, signedOut, nameFreeAt}
+  return {groupsLeft: groups.map((g) => g.name), expired, nameFreeAt}
 }

@@ -3,6 +3,9 @@
  * scale-out backend promise the same things. Every method is async for the sake of Redis.
  * Usernames passed in are already lower-cased by the caller.
  */
+/** A `keepTokenHash` no session has (token hashes are SHA-256 hex): deleteOtherSessions deletes all. */
+export const KEEP_NO_SESSION = ''
+
 export interface UserRecord {
   username: string
   displayName: string
@@ -157,6 +160,7 @@ export interface Store {
   /**
    * Deletes every session of the user except the one on `keepTokenHash` (a password change: whoever
    * knew the old password is signed out, the session that changed it stays); returns how many.
+   * KEEP_NO_SESSION keeps none (an operator's password reset).
    */
   deleteOtherSessions(username: string, keepTokenHash: string): Promise<number>
   /** Removes expired sessions; returns how many. */

@@ -129,9 +129,9 @@ export type FixtureUser = keyof typeof FIXTURE_PASSWORDS
  */
 export type ProfileEnv = {MESSENGER_HOME: string; MESSENGER_SERVER: string; MESSENGER_DOWNLOADS?: string}
 
-/** A fresh server and a logged-in profile per user. */
-export async function loggedInProfiles<U extends FixtureUser>(users: U[]): Promise<{server: Awaited<ReturnType<typeof startServerProcess>>; envs: Record<U, ProfileEnv>}> {
-  const server = await startServerProcess()
+/** A fresh server (`serverArgs` added to its command line) and a logged-in profile per user. */
+export async function loggedInProfiles<U extends FixtureUser>(users: U[], serverArgs: string[] = []): Promise<{server: Awaited<ReturnType<typeof startServerProcess>>; envs: Record<U, ProfileEnv>}> {
+  const server = await startServerProcess(serverArgs)
   const entries = await Promise.all(
     users.map(async (user) => {
       const env = {MESSENGER_HOME: tempDir(`home-${user}-`), MESSENGER_SERVER: server.address}

@@ -313,7 +313,8 @@ describe('messaging: durability', () => {
     const outcome = await alice.engine.sendText('bob', 'committed before the ack')
     expect(outcome.status).toBe('stored')
     const crashImage = await makeTempDir('messenger-crash-')
-    for (const entry of await readdir(dataDir)) await copyFile(join(dataDir, entry), join(crashImage, entry))
+    // The files, as they are on disk now (the admin socket is no file to copy).
+    for (const entry of await readdir(dataDir, {withFileTypes: true})) if (entry.isFile()) await copyFile(join(dataDir, entry.name), join(crashImage, entry.name))
 
     const revived = await startTestServer({dataDir: crashImage})
     const bob = await loginUser(revived.address, 'bob', {profileDir: bobProfile.profileDir})

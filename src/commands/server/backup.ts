@@ -1,10 +1,9 @@
-import {Args, Flags} from '@oclif/core'
-import envPaths from 'env-paths'
+import {Args} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
+import {serverDataDirFlag} from '../../cli/server-flags.js'
 import {formatSize} from '../../cli/size.js'
-import {ENV} from '../../protocol/constants.js'
 import {backupDataDir, type BackupResult} from '../../server/backup.js'
-import {DB_FILE} from '../../server/data-dir.js'
+import {DB_FILE, defaultDataDir} from '../../server/data-dir.js'
 
 export default class ServerBackup extends BaseCommand<typeof ServerBackup> {
   static override summary = "Back up a server's data dir while the server runs."
@@ -23,15 +22,13 @@ A node on --store redis keeps its data in Redis: back that up there (its append-
     dest: Args.string({description: 'The new directory to write the backup to (must not exist; parents are created).', required: true}),
   }
 
-  static override flags = {
-    'data-dir': Flags.string({description: "The server's data dir, as it was started with. Default: the XDG data dir (~/.local/share/messenger).", env: ENV.dataDir}),
-  }
+  static override flags = serverDataDirFlag
 
   // No --server: this reads the data dir on this machine and talks to no server.
   static override baseFlags = {} as typeof BaseCommand.baseFlags
 
   async run(): Promise<BackupResult> {
-    const result = backupDataDir(this.flags['data-dir'] ?? envPaths('messenger', {suffix: ''}).data, this.args.dest)
+    const result = backupDataDir(this.flags['data-dir'] ?? defaultDataDir(), this.args.dest)
     const files = result.files.map((f) => (f.name === DB_FILE ? `${f.name} (${formatSize(f.bytes)})` : f.name)).join(', ')
     this.log(`Backed up ${result.from} to ${result.to}: ${files}.`)
     for (const warning of result.warnings) process.stderr.write(`Warning: ${warning}\n`)

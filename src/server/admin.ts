@@ -1,0 +1,46 @@
+import type {Logger} from 'pino'
+import {errors} from '../protocol/errors.js'
+import {normalizeUsername} from '../protocol/rules.js'
+import type {Store} from '../store/store.js'
+import type {Accounts} from './accounts.js'
+import type {AdminHandlers} from './admin-socket.js'
+import type {Hub} from './hub.js'
+import type {Relay} from './relay.js'
+import {removeAccount} from './unregister.js'
+
+export interface AdminDeps {
+  accounts: Pick<Accounts, 'resetPassword'>
+  store: Store
+  relay: Pick<Relay, 'discardQueue'>
+  hub: Pick<Hub, 'passwordChanged' | 'accountDeleted' | 'isOnline'>
+  now: () => number
+  messageTtlMs: number
+  logger: Logger
+}
+
+/** The operator's requests (admin-socket.ts), on the services a client's requests use. */
+export function adminHandlers(deps: AdminDeps): AdminHandlers {
+  const {accounts, hub, logger} = deps
+  return {
+    async user(rawUsername) {
+      const username = normalizeUsername(rawUsername)
+      const user = await deps.store.getUser(username)
+      if (!user) throw errors.noSuchUser(username)
+      return {username, displayName: user.displayName, createdAt: user.createdAt, lastLoginAt: user.lastLoginAt, online: await hub.isOnline(username)}
+    },
+    async passwd(username, password) {
+      const result = await accounts.resetPassword(username, password)
+      hub.passwordChanged(result.username, undefined, 'password-reset')
+      logger.info({user: result.username, signedOut: result.signedOut}, `operator set a new password for ${result.username} (admin socket); ${result.signedOut} session(s) signed out`)
+      return result
+    },
+    async deluser(username) {
+      const result = await removeAccount(deps, username)
+      logger.info(
+        {user: result.username, ...result},
+        `operator deleted the account ${result.username} (admin socket); ${result.signedOut} session(s) signed out, ${result.groupsLeft.length} group(s) left, ${result.expired} queued message(s) expired`,
+      )
+      return result
+    },
+  }
+}

@@ -1,0 +1,152 @@
+import {existsSync} from 'node:fs'
+import {join} from 'node:path'
+import {describe, expect, it} from 'vitest'
+import {hasScript} from '../helpers/chat.js'
+import {FIXTURE_PASSWORDS, loggedInProfiles, runCli, startServerProcess, tempDir} from '../helpers/cli.js'
+import {listen, sendJson} from '../helpers/cli-messaging.js'
+import {onTerminal} from '../helpers/terminal.js'
+
+/**
+ * The operator's account commands, `server passwd` and `server deluser`, run beside a real server
+ * process as its operator runs them: over the admin socket in its data dir.
+ */
+
+const RESET_PASSWORD = 'given by the operator'
+
+describe('messenger server passwd', () => {
+  it('sets a new password for a user who forgot theirs: their listen ends saying an operator did it, a lockout is lifted, the new password logs in and the old one does not', async () => {
+    // Locked for long enough that only the reset can have lifted it.
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'], ['--block-duration', '1h'])
+    const {bob} = envs
+    const listening = await listen(bob)
+    // Someone guesses wrong until the account is locked (3 failures by default).
+    const guesser = {...bob, MESSENGER_HOME: tempDir('home-guesser-')}
+    for (let i = 0; i < 3; i++) await runCli(['login', 'bob', '--password-stdin'], {env: guesser, input: 'not it at all\n'})
+    const locked = await runCli(['login', 'bob', '--password-stdin'], {env: guesser, input: `${FIXTURE_PASSWORDS.bob}\n`})
+    expect(locked.code).toBe(1)
+    expect(locked.stderr).toContain('Too many failed logins')
+
+    const reset = await runCli(['server', 'passwd', 'bob', '--password-stdin', '--data-dir', server.dataDir], {input: `${RESET_PASSWORD}\n`})
+    expect(reset.code, reset.stderr).toBe(0)
+    expect(reset.stdout).toBe('New password set for bob; 1 session was signed out. They log in with it: messenger login bob\n')
+
+    const line = await listening.waitForLine((l) => l.includes('"type":"disconnected"') && l.includes('"code":"TOKEN_INVALID"'), 'listen to end with TOKEN_INVALID')
+    expect(JSON.parse(line).message).toBe('An operator of this server set a new password for this account (messenger server passwd), which signed every session out.')
+    expect(await listening.exited).toBe(1)
+    // The hint travels with the error: log in with the password the operator gave, not the old one.
+    expect(listening.stderr()).toContain('Run `messenger login` again, with the password the operator gave you; then change it with `messenger passwd`.')
+
+    // The lockout is lifted: the new password logs in at once.
+    const login = await runCli(['login', 'bob', '--password-stdin'], {env: bob, input: `${RESET_PASSWORD}\n`})
+    expect(login.code, login.stderr).toBe(0)
+    const old = await runCli(['login', 'bob', '--password-stdin'], {env: guesser, input: `${FIXTURE_PASSWORDS.bob}\n`})
+    expect(old.code).toBe(1)
+    expect(old.stderr).toContain('Wrong username or password.')
+    // The account is the same: its key, and alice's pin of it, stayed.
+    const sent = await sendJson(envs.alice, ['send', 'bob', 'welcome back'])
+    expect(sent.code, sent.stderr).toBe(0)
+    expect(server.lines.some((l) => l.includes('operator set a new password for bob (admin socket); 1 session(s) signed out'))).toBe(true)
+  })
+
+  it('refuses before asking for a password: no server on the data dir (never started, or killed), an unknown user; then a password the register rules refuse', async () => {
+    const never = tempDir('messenger-data-never-')
+    const none = await runCli(['server', 'passwd', 'bob', '--data-dir', never])
+    expect(none.code).toBe(1)
+    expect(none.stderr).toBe(`Error: No server is running on ${never} (it has no admin.sock). Start the server (\`messenger server\`, with its --data-dir), then run this again; check that --data-dir is the one it was started with.\n`)
+    const missing = await runCli(['server', 'passwd', 'bob', '--data-dir', join(never, 'typo'), '--json'])
+    expect(missing.code).toBe(1)
+    expect(JSON.parse(missing.stdout)).toMatchObject({error: {code: 'NO_SERVER_DATA', message: `${join(never, 'typo')} does not exist: no server was started on it.`}})
+
+    const server = await startServerProcess()
+    // No terminal and no --password-stdin: the unknown name is said first, not the missing prompt.
+    const unknown = await runCli(['server', 'passwd', 'bobby', '--data-dir', server.dataDir])
+    expect(unknown.code).toBe(1)
+    expect(unknown.stderr).toContain('There is no user "bobby".')
+    const short = await runCli(['server', 'passwd', 'bob', '--password-stdin', '--data-dir', server.dataDir, '--json'], {input: 'short\n'})
+    expect(short.code).toBe(2)
+    expect(JSON.parse(short.stdout)).toMatchObject({error: {code: 'BAD_PASSWORD'}})
+    const noPrompt = await runCli(['server', 'passwd', 'bob', '--data-dir', server.dataDir])
+    expect(noPrompt.code).toBe(2)
+    expect(noPrompt.stderr).toContain('echo "$PW" | messenger server passwd bob --password-stdin')
+
+    // Killed: the socket file stays behind, and says nobody is there; the next start replaces it.
+    server.child.kill('SIGKILL')
+    await server.exited
+    expect(existsSync(join(server.dataDir, 'admin.sock'))).toBe(true)
+    const killed = await runCli(['server', 'passwd', 'bob', '--password-stdin', '--data-dir', server.dataDir], {input: `${RESET_PASSWORD}\n`})
+    expect(killed.code).toBe(1)
+    expect(killed.stderr).toContain(`No server is running on ${server.dataDir} (its admin.sock is left from one that stopped).`)
+    const again = await startServerProcess([], {dataDir: server.dataDir})
+    const reset = await runCli(['server', 'passwd', 'bob', '--password-stdin', '--data-dir', again.dataDir], {input: `${RESET_PASSWORD}\n`})
+    expect(reset.code, reset.stderr).toBe(0)
+    expect(reset.stdout).toContain('New password set for bob; it had no sessions.')
+    // A clean stop takes the socket away.
+    expect(await again.stop()).toBe(0)
+    expect(existsSync(join(again.dataDir, 'admin.sock'))).toBe(false)
+  })
+})
+
+describe('messenger server deluser', () => {
+  it('--yes deletes an account as unregister does, without its password: its listen ends saying an operator did it, its groups are left, what waited for it expires for its sender, the name is reserved', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob', 'carol'])
+    const {alice, bob, carol} = envs
+    const group = await runCli(['group', 'create', 'team', '--invite', 'carol'], {env: alice})
+    expect(group.code, group.stderr).toBe(0)
+    const waiting = await runCli(['send', 'carol', 'are you there?'], {env: alice})
+    expect(waiting.code, waiting.stderr).toBe(0)
+    const listening = await listen(bob)
+
+    const carolGone = await runCli(['server', 'deluser', 'carol', '--yes', '--json', '--data-dir', server.dataDir])
+    expect(carolGone.code, carolGone.stderr).toBe(0)
+    expect(JSON.parse(carolGone.stdout)).toEqual({username: 'carol', groupsLeft: ['team'], expired: 1, signedOut: 1, nameFreeAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), dataDir: server.dataDir})
+    const bobGone = await runCli(['server', 'deluser', 'bob', '--yes', '--data-dir', server.dataDir])
+    expect(bobGone.code, bobGone.stderr).toBe(0)
+    expect(bobGone.stdout).toBe('Account bob deleted. 1 session was signed out.\n')
+    expect(bobGone.stderr).toMatch(/^The name bob stays reserved until \d{4}-\d\d-\d\dT[\d:.]+Z, when nothing the account sent can still be waiting on the server\.\n$/)
+
+    const line = await listening.waitForLine((l) => l.includes('"type":"disconnected"') && l.includes('"code":"TOKEN_INVALID"'), 'listen to end with TOKEN_INVALID')
+    expect(JSON.parse(line).message).toBe('An operator of this server deleted this account (messenger server deluser).')
+    expect(await listening.exited).toBe(1)
+    expect(listening.stderr()).toContain('The account is gone: ask the operator why, or `messenger register` a new one')
+
+    // Signed out everywhere; nobody by that name; the sender learns the message expired.
+    expect((await sendJson(carol, ['whoisonline'])).result).toMatchObject({error: {code: 'TOKEN_INVALID'}})
+    expect((await sendJson(alice, ['whois', 'bob'])).result).toMatchObject({error: {code: 'NO_SUCH_USER'}})
+    const history = await runCli(['history', 'carol'], {env: alice})
+    expect(history.stdout).toMatch(/you -> carol: are you there\?  ✗ expired\n/)
+    const members = await sendJson(alice, ['group', 'members', 'team'])
+    expect(JSON.stringify(members.result)).not.toContain('carol')
+    const newcomer = {...bob, MESSENGER_HOME: tempDir('home-new-bob-')}
+    const registered = await runCli(['register', 'bob', '--password-stdin'], {env: newcomer, input: 'a new person\n'})
+    expect(registered.code).toBe(1)
+    expect(registered.stderr).toContain('The username "bob" belonged to an account that was deleted; it stays reserved until')
+  })
+
+  it('without a terminal and without --yes refuses, naming --yes; an unknown user is refused first', async () => {
+    const {server} = await loggedInProfiles(['bob'])
+    const noTerminal = await runCli(['server', 'deluser', 'bob', '--data-dir', server.dataDir])
+    expect(noTerminal.code).toBe(2)
+    expect(noTerminal.stderr).toContain("No terminal to confirm at: server deluser deletes bob's account for good.")
+    expect(noTerminal.stderr).toContain('messenger server deluser bob --yes')
+    const unknown = await runCli(['server', 'deluser', 'bobby', '--data-dir', server.dataDir])
+    expect(unknown.code).toBe(1)
+    expect(unknown.stderr).toContain('There is no user "bobby".')
+  })
+
+  it.skipIf(!hasScript)('at a terminal asks to type the name, showing whose account it is and when it was last seen; a wrong name deletes nothing', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const wrong = onTerminal(['server', 'deluser', 'bob', '--data-dir', server.dataDir], {})
+    await wrong.shows(/Type bob to confirm: /, 'the confirmation prompt')
+    expect(wrong.screen()).toMatch(/This deletes the account bob \(Bob the Builder; last logged in \d{4}-/)
+    wrong.type('bo\r')
+    expect(await wrong.exited).toBe(2)
+    expect(wrong.screen()).toContain('You typed "bo", not bob; nothing was deleted.')
+    expect((await sendJson(envs.alice, ['whois', 'bob'])).result).toMatchObject({username: 'bob'})
+    const right = onTerminal(['server', 'deluser', 'bob', '--data-dir', server.dataDir], {})
+    await right.shows(/Type bob to confirm: /, 'the confirmation prompt')
+    right.type('bob\r')
+    expect(await right.exited).toBe(0)
+    expect(right.screen()).toContain('Account bob deleted. 1 session was signed out.')
+    expect((await sendJson(envs.alice, ['whois', 'bob'])).result).toMatchObject({error: {code: 'NO_SUCH_USER'}})
+  })
+})
