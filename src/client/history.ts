@@ -205,6 +205,10 @@ export interface ListOptions {
   group?: string
   /** The latest `limit` rows are returned, oldest first. Default 50. */
   limit?: number
+  /** Only messages whose text (a file's name, for a file) contains this, in any case. */
+  search?: string
+  /** Only messages from this time on (ms since epoch). */
+  since?: number
 }
 
 export type {PeerKeyCheck} from './peer-pins.js'
@@ -213,16 +217,18 @@ export type {PeerKeyCheck} from './peer-pins.js'
  * A list query checked and resolved (`#name` as a peer is the group `name`), or BAD_INPUT: what
  * `list` runs, and what a command checks before it asks the server anything.
  */
-export function checkListOptions(options: ListOptions = {}): {peer?: string; group?: string; limit: number} {
+export function checkListOptions(options: ListOptions = {}): {peer?: string; group?: string; limit: number; search?: string; since?: number} {
   const limit = options.limit ?? DEFAULT_LIST_LIMIT
   if (!Number.isInteger(limit) || limit < 1) {
     throw new MessengerError('BAD_INPUT', `The limit must be a positive whole number, not ${limit}.`, {hint: 'Pass --limit 1 or more.'})
   }
-  const {peer, group} = options
+  const {peer, group, search, since} = options
   if (peer !== undefined && group !== undefined) {
     throw new MessengerError('BAD_INPUT', 'Choose a user or a group, not both.')
   }
-  return peer?.startsWith('#') ? {group: peer.slice(1), limit} : {peer, group, limit}
+  if (search !== undefined && search.trim() === '') throw new MessengerError('BAD_INPUT', 'The text to search for is empty.', {hint: 'Pass the words to look for, like --search "dinner"'})
+  const filters = {...(search === undefined ? {} : {search}), ...(since === undefined ? {} : {since})}
+  return peer?.startsWith('#') ? {group: peer.slice(1), limit, ...filters} : {peer, group, limit, ...filters}
 }
 
 export interface HistoryOptions {
@@ -273,6 +279,11 @@ function toEntry(row: MessageRow): HistoryEntry {
     path: row.path,
     ...(file ? {file} : {}),
   }
+}
+
+/** Text as a search compares it: compatibility-normalised and lower case, so that case and ligatures do not matter. */
+function foldCase(text: string): string {
+  return text.normalize('NFKC').toLowerCase()
 }
 
 // `rowid` breaks ties between equal timestamps in insertion order.
@@ -548,15 +559,20 @@ export class LocalHistory {
     }, {durable: false})
   }
 
-  /** The latest `limit` messages (default 50), oldest first, of one conversation or of all. */
+  /**
+   * The latest `limit` messages (default 50), oldest first, of one conversation or of all; with
+   * `search` or `since`, the latest that match.
+   */
   list(options: ListOptions = {}): HistoryEntry[] {
-    const {peer, group, limit} = checkListOptions(options)
+    const {peer, group, limit, search, since} = checkListOptions(options)
     const rows =
-      group !== undefined
-        ? this.stmt.latestGroup.all(group, limit)
-        : peer !== undefined
-          ? this.stmt.latestPeer.all(peer, limit)
-          : this.stmt.latestAll.all(limit)
+      search !== undefined || since !== undefined
+        ? this.matching({peer, group, limit, search, since})
+        : group !== undefined
+          ? this.stmt.latestGroup.all(group, limit)
+          : peer !== undefined
+            ? this.stmt.latestPeer.all(peer, limit)
+            : this.stmt.latestAll.all(limit)
     return rows.map((row) => {
       const entry = toEntry(row)
       if (row.grp === null || row.direction !== 'out') return entry
@@ -618,6 +634,41 @@ export class LocalHistory {
     this.commits.close()
     if (this.db.open) this.db.close()
   }
+
+  /**
+   * The latest `limit` rows that match, oldest first. The text is compared in JavaScript, not with
+   * SQL LIKE, whose case folding is ASCII only: "CAFÉ" finds "café". It reads newest first and
+   * stops at `limit`, so a search in a long history costs what it reads.
+   */
+  private matching(q: {peer?: string; group?: string; limit: number; search?: string; since?: number}): MessageRow[] {
+    const where: string[] = []
+    const params: Record<string, string | number> = {}
+    if (q.group !== undefined) {
+      where.push('grp = @group')
+      params.group = q.group
+    } else if (q.peer !== undefined) {
+      where.push('peer = @peer AND grp IS NULL')
+      params.peer = q.peer
+    }
+    if (q.since !== undefined) {
+      where.push('ts >= @since')
+      params.since = q.since
+    }
+    const sql = `SELECT rowid AS r, * FROM messages ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ts DESC, rowid DESC`
+    const statement = (this.searches[sql] ??= this.db.prepare<Record<string, string | number>, MessageRow>(sql))
+    const needle = q.search === undefined ? undefined : foldCase(q.search)
+    const found: MessageRow[] = []
+    for (const row of statement.iterate(params)) {
+      if (needle !== undefined && !foldCase(row.text).includes(needle)) continue
+      found.push(row)
+      // Ends the iteration (and the statement) early: the rest is older than what is kept.
+      if (found.length >= q.limit) break
+    }
+    return found.reverse()
+  }
+
+  /** Search statements, by their SQL (at most four shapes: all, peer, group, each with or without since). */
+  private readonly searches: Record<string, Database.Statement<Record<string, string | number>, MessageRow>> = {}
 
   /** Reads a pragma of this connection (diagnostics and tests). */
   pragma(name: string): unknown {

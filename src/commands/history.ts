@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {historyMark, historyText, historyWho, renderError} from '../cli/render.js'
+import {parseDuration} from '../protocol/duration.js'
 import {MessengerError} from '../protocol/errors.js'
 import {checkListOptions, openHistory, type HistoryEntry} from '../client/history.js'
 import {HISTORY_FILE} from '../client/history-file.js'
@@ -21,6 +22,8 @@ Files sent and received (sendfile; chat and listen receive) are listed too, once
     '<%= config.bin %> <%= command.id %> bob --limit 20',
     '<%= config.bin %> <%= command.id %> --group friends',
     '<%= config.bin %> <%= command.id %> bob --json',
+    {description: 'Find a message: words in it, any case (a file by its name)', command: '<%= config.bin %> <%= command.id %> --search "dinner"'},
+    {description: 'What came and went in the last two days, with alice', command: '<%= config.bin %> <%= command.id %> alice --since 2d'},
   ]
 
   static override args = {user: Args.string({description: 'Only the conversation with this user.'})}
@@ -30,17 +33,22 @@ Files sent and received (sendfile; chat and listen receive) are listed too, once
     // checked and the usage shows a stray `[--group <value> | ]`. The history query refuses both.
     group: Flags.string({description: 'Only this group (not with USER).'}),
     limit: Flags.integer({description: 'How many of the latest messages.', default: 50, min: 1}),
+    search: Flags.string({description: 'Only messages containing this text, in any case (files by their name).'}),
+    since: Flags.string({description: 'Only messages from this window: a number with a unit (ms, s, m, h, d, w), like 30m, 2d or 1w.'}),
   }
 
   async run(): Promise<{messages: Array<Omit<HistoryEntry, 'ts'> & {ts: string}>; receiptsChecked: boolean}> {
     const history = openHistory(join(this.profile.dir, HISTORY_FILE))
     try {
-      const query = {peer: this.args.user?.toLowerCase(), group: this.flags.group?.toLowerCase(), limit: this.flags.limit}
+      // 0 (or off) is no window, as for the other durations.
+      const window = this.flags.since === undefined ? 0 : parseDuration(this.flags.since, '--since')
+      const since = window > 0 ? Date.now() - window : undefined
+      const query = {peer: this.args.user?.toLowerCase(), group: this.flags.group?.toLowerCase(), limit: this.flags.limit, search: this.flags.search, since}
       // Refuses a bad query (a user and a group) before anything is asked of the server.
       checkListOptions(query)
       const receiptsChecked = await this.collectReceipts()
       const messages = history.list(query)
-      if (messages.length === 0) this.log('No messages yet.')
+      if (messages.length === 0) this.log(query.search !== undefined || since !== undefined ? 'No messages match.' : 'No messages yet.')
       for (const m of messages) {
         const when = new Date(m.ts).toLocaleString()
         // Controls escaped and continuation lines marked; --json returns the exact text.

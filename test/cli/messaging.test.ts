@@ -128,6 +128,24 @@ describe('messaging through the CLI', () => {
     expect(await watcher.request('receipts', {})).toEqual({receipts: []})
   })
 
+  it('history --search finds messages by their words in any case, --since by their time; neither finding anything says so; a --since without a unit is refused', async () => {
+    const {alice} = await setup(['alice', 'bob'])
+    for (const text of ['Dinner at 8?', 'or lunch', 'DINNER it is']) {
+      const sent = await runCli(['send', 'bob', text], {env: alice})
+      expect(sent.code, sent.stderr).toBe(0)
+    }
+    const found = await runCli(['history', '--search', 'dinner'], {env: alice})
+    expect(found.code, found.stderr).toBe(0)
+    expect(found.stdout.trim().split('\n').map((l) => l.replace(/^.*you -> bob: /, ''))).toEqual(['Dinner at 8?  ✓ stored', 'DINNER it is  ✓ stored'])
+    const json = await sendJson(alice, ['history', 'bob', '--search', 'LUNCH', '--since', '1h'])
+    expect((json.result.messages as Array<{text: string}>).map((m) => m.text)).toEqual(['or lunch'])
+    const none = await runCli(['history', '--search', 'breakfast'], {env: alice})
+    expect(none.stdout).toBe('No messages match.\n')
+    const bare = await runCli(['history', '--since', '5'], {env: alice})
+    expect(bare.code).toBe(2)
+    expect(bare.stderr).toContain('--since')
+  })
+
   it('history with the server stopped prints the local marks, and says on stderr they may be out of date', async () => {
     const {server, envs} = await loggedInProfiles(['alice', 'bob'])
     const {alice} = envs

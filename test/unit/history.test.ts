@@ -509,3 +509,37 @@ describe('file transfers taken (the receiver\u2019s OfferLog)', () => {
     expect(history.hasTransfer('alice', 'new')).toBe(true)
   })
 })
+
+describe('list with search and since', () => {
+  const incoming = (id: string, from: string, text: string, ts: number, group?: string) => history.addIncoming({id, from, to: 'me', text, ts, ...(group ? {group} : {})})
+
+  it('finds the latest messages containing the text in any case, Unicode included, oldest first, within the limit', () => {
+    incoming('m1', 'bob', 'Dinner at 8?', 1_000)
+    incoming('m2', 'bob', 'lunch instead', 2_000)
+    incoming('m3', 'carol', 'DINNER is ready', 3_000)
+    incoming('m4', 'bob', 'Café later?', 4_000)
+    incoming('m5', 'dave', 'dinner, said bob', 5_000, 'team')
+    expect(history.list({search: 'dinner'}).map((m) => m.id)).toEqual(['m1', 'm3', 'm5'])
+    // The limit keeps the latest matches, still oldest first.
+    expect(history.list({search: 'dinner', limit: 2}).map((m) => m.id)).toEqual(['m3', 'm5'])
+    expect(history.list({search: 'CAFÉ'}).map((m) => m.id)).toEqual(['m4'])
+    // Within one conversation, or one group.
+    expect(history.list({peer: 'bob', search: 'dinner'}).map((m) => m.id)).toEqual(['m1'])
+    expect(history.list({group: 'team', search: 'DINNER'}).map((m) => m.id)).toEqual(['m5'])
+    // Literal text: % and _ are not wildcards.
+    expect(history.list({search: '%'})).toEqual([])
+    expect(history.list({search: 'nothing like it'})).toEqual([])
+  })
+
+  it('since keeps what came from that time on, alone or with a search', () => {
+    incoming('old', 'bob', 'dinner yesterday', 1_000)
+    incoming('new', 'bob', 'dinner today', 5_000)
+    incoming('other', 'bob', 'something else', 6_000)
+    expect(history.list({since: 5_000}).map((m) => m.id)).toEqual(['new', 'other'])
+    expect(history.list({since: 2_000, search: 'dinner'}).map((m) => m.id)).toEqual(['new'])
+  })
+
+  it('refuses an empty search (BAD_INPUT) rather than list everything', () => {
+    expect(codeOf(() => history.list({search: '  '}))).toBe('BAD_INPUT')
+  })
+})
