@@ -21,21 +21,31 @@ export async function adminRequest<C extends AdminRequest['cmd']>(dataDir: strin
   const line = await new Promise<string>((resolve, reject) => {
     const socket = net.createConnection(path)
     let received = ''
+    let settled = false
+    const settle = (outcome: () => void) => {
+      if (settled) return
+      settled = true
+      outcome()
+    }
     socket.setEncoding('utf8')
     socket.setTimeout(ANSWER_TIMEOUT_MS, () => {
       socket.destroy()
-      reject(new MessengerError('TIMEOUT', `The server on ${dataDir} did not answer within ${ANSWER_TIMEOUT_MS / 1000} s.`, {hint: 'Check the server log; if it is stuck, restart it and run this again.'}))
+      settle(() => reject(new MessengerError('TIMEOUT', `The server on ${dataDir} did not answer within ${ANSWER_TIMEOUT_MS / 1000} s.`, {hint: 'Check the server log; if it is stuck, restart it and run this again.'})))
     })
     socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`))
     socket.on('data', (chunk: string) => {
       received += chunk
     })
-    socket.on('end', () => {
+    socket.on('error', (error: NodeJS.ErrnoException) => settle(() => reject(connectError(error, dataDir, path))))
+    // 'close' follows 'end', an error and a destroy alike: whatever came by then is the answer.
+    socket.on('close', () => {
       const end = received.indexOf('\n')
-      if (end >= 0) resolve(received.slice(0, end))
-      else reject(new MessengerError('CONNECTION_CLOSED', `The server on ${dataDir} closed the admin socket without answering (was it stopping?).`, {hint: 'Check that the server is running, then run this again.'}))
+      settle(() =>
+        end >= 0
+          ? resolve(received.slice(0, end))
+          : reject(new MessengerError('CONNECTION_CLOSED', `The server on ${dataDir} closed the admin socket without answering (was it stopping?).`, {hint: 'Check that the server is running, then run this again.'})),
+      )
     })
-    socket.on('error', (error: NodeJS.ErrnoException) => reject(connectError(error, dataDir, path)))
   })
   let answer: AdminAnswer
   try {

@@ -106,21 +106,26 @@ export async function listenAdmin(path: string, handlers: AdminHandlers, logger:
 
 function serve(socket: net.Socket, handlers: AdminHandlers, logger: Logger): void {
   let buffered = ''
-  let answered = false
+  // Set once a whole line is read: later bytes (a second line, in the same chunk or the next) are
+  // not requests, and the request is run once.
+  let taken = false
   socket.setEncoding('utf8')
   socket.setTimeout(REQUEST_TIMEOUT_MS, () => socket.destroy())
   const answer = (body: AdminAnswer) => {
-    answered = true
+    taken = true
     socket.end(`${JSON.stringify(body)}\n`)
   }
   socket.on('data', (chunk: string) => {
-    if (answered) return
+    if (taken) return
     buffered += chunk
     const end = buffered.indexOf('\n')
     if (end < 0) {
       if (Buffer.byteLength(buffered) > MAX_REQUEST_BYTES) answer({ok: false, error: errors.badFrame(`an admin request is one line of JSON of at most ${MAX_REQUEST_BYTES} bytes`).toWire()})
       return
     }
+    taken = true
+    // The line is in: the time limit was for sending it, not for the work (a deletion can take a while).
+    socket.setTimeout(0)
     let request: AdminRequest
     try {
       request = parseAdminRequest(buffered.slice(0, end))

@@ -8,13 +8,16 @@ import {ADMIN_SOCKET} from '../../src/server/admin-socket.js'
 import {redisAvailable, startRedis, type RedisServer} from '../helpers/redis.js'
 import {connectClient, DEFAULT_PASSWORD, expectCode, registerAndLogin, startTestServer} from '../helpers/server.js'
 
-/** Writes `data` to the admin socket and resolves with everything the server sent back before closing. */
-function exchange(path: string, data: string): Promise<string> {
+/** Writes `data` (in pieces, if several) to the admin socket and resolves with everything the server sent back before closing. */
+function exchange(path: string, data: string | string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = net.createConnection(path)
     let received = ''
     socket.setEncoding('utf8')
-    socket.on('connect', () => socket.write(data))
+    // Pieces are written one by one (each its own write, as a slow or split sender's).
+    socket.on('connect', () => {
+      for (const piece of [data].flat()) socket.write(piece)
+    })
     socket.on('data', (chunk: string) => (received += chunk))
     socket.on('end', () => resolve(received))
     socket.on('error', reject)
@@ -43,9 +46,12 @@ describe('the admin socket', () => {
     expect(errorCode(await exchange(path, '{"cmd":"passwd","username":"bob","password":"x"}\n'))).toBe('BAD_PASSWORD')
     expect(errorCode(await exchange(path, '{"cmd":"deluser","username":"nobody"}\n'))).toBe('NO_SUCH_USER')
     expect(errorCode(await exchange(path, 'x'.repeat(20_000)))).toBe('BAD_FRAME')
-    // Only the first line is read: a second request on the connection is not run.
+    // Only the first line is read: a second request on the connection, in the same chunk or a later
+    // one, is not run, and the first is answered once.
     const two = await exchange(path, '{"cmd":"user","username":"bob"}\n{"cmd":"deluser","username":"bob"}\n')
     expect(two.trim().split('\n')).toHaveLength(1)
+    const split = await exchange(path, ['{"cmd":"user",', '"username":"bob"}\n', '{"cmd":"deluser","username":"bob"}\n'])
+    expect(split.trim().split('\n')).toEqual([expect.stringContaining('"ok":true')])
 
     const user = await adminRequest(dataDir, {cmd: 'user', username: 'Bob'})
     expect(user).toEqual({username: 'bob', displayName: 'bob', createdAt: expect.any(Number), lastLoginAt: expect.any(Number), online: false})
