@@ -6,7 +6,7 @@ import type {Results, WireError} from '../protocol/messages.js'
 import {storeFailure} from './store-failure.js'
 
 /**
- * The operator's way into a running server (`messenger server passwd`, `server deluser`): a Unix
+ * The operator's way into a running server (`messenger server status`, `passwd`, `deluser`): a Unix
  * socket in the data dir, as docker.sock or a database's admin socket is. Who may open it is who may
  * read the data dir (mode 0700, the socket 0600): the operator, who could read the database anyway.
  * It goes through the running server rather than at its files because the server is the database's
@@ -25,7 +25,28 @@ const MAX_REQUEST_BYTES = 16 * 1024
 /** A connection that sends no complete line within this long is closed. */
 const REQUEST_TIMEOUT_MS = 10_000
 
-export type AdminRequest = {cmd: 'user'; username: string} | {cmd: 'passwd'; username: string; password: string} | {cmd: 'deluser'; username: string}
+export type AdminRequest = {cmd: 'status'} | {cmd: 'user'; username: string} | {cmd: 'passwd'; username: string; password: string} | {cmd: 'deluser'; username: string}
+
+/** The running server as its operator sees it (`messenger server status`). */
+export interface AdminStatus {
+  pid: number
+  /** When it started listening (ms since epoch). */
+  startedAt: number
+  /** The package version, and the wire protocol version it speaks. */
+  version: string
+  protocol: number
+  /** HOST:PORT it listens on (TCP, and UDP on the same port). */
+  address: string
+  /** SHA-256 fingerprint of its TLS certificate, as clients pin it. */
+  fingerprint: string
+  dataDir: string
+  /** 'sqlite' (the file) or 'redis' (the URL, without a password; nodeId names this node); 'other' for a store passed in by a program. */
+  store: {kind: 'sqlite'; file: string} | {kind: 'redis'; url: string; nodeId: string} | {kind: 'other'}
+  /** Open client connections on this node. */
+  connections: number
+  /** Users online (chat, listen) on every node. */
+  online: number
+}
 
 /** An account as the operator sees it before acting on it. */
 export interface AdminUser {
@@ -38,6 +59,7 @@ export interface AdminUser {
 }
 
 export interface AdminResults {
+  status: AdminStatus
   user: AdminUser
   passwd: {username: string; signedOut: number}
   deluser: Results['unregister'] & {username: string}
@@ -47,6 +69,7 @@ export type AdminAnswer = {ok: true; result: AdminResults[AdminRequest['cmd']]} 
 
 /** What each request does; the server passes in the services (accounts, relay, hub). */
 export interface AdminHandlers {
+  status(): Promise<AdminStatus>
   user(username: string): Promise<AdminUser>
   passwd(username: string, password: string): Promise<AdminResults['passwd']>
   deluser(username: string): Promise<AdminResults['deluser']>
@@ -147,6 +170,8 @@ function serve(socket: net.Socket, handlers: AdminHandlers, logger: Logger): voi
 
 function run(request: AdminRequest, handlers: AdminHandlers): Promise<AdminResults[AdminRequest['cmd']]> {
   switch (request.cmd) {
+    case 'status':
+      return handlers.status()
     case 'user':
       return handlers.user(request.username)
     case 'passwd':
@@ -157,7 +182,7 @@ function run(request: AdminRequest, handlers: AdminHandlers): Promise<AdminResul
 }
 
 /** The fields of each command, all strings. */
-const FIELDS: Record<AdminRequest['cmd'], readonly string[]> = {user: ['cmd', 'username'], passwd: ['cmd', 'username', 'password'], deluser: ['cmd', 'username']}
+const FIELDS: Record<AdminRequest['cmd'], readonly string[]> = {status: ['cmd'], user: ['cmd', 'username'], passwd: ['cmd', 'username', 'password'], deluser: ['cmd', 'username']}
 
 /** Validates one request line: a JSON object with a known `cmd` and its string fields, nothing else. */
 export function parseAdminRequest(line: string): AdminRequest {

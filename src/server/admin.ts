@@ -3,7 +3,7 @@ import {errors} from '../protocol/errors.js'
 import {normalizeUsername} from '../protocol/rules.js'
 import type {Store} from '../store/store.js'
 import type {Accounts} from './accounts.js'
-import type {AdminHandlers} from './admin-socket.js'
+import type {AdminHandlers, AdminStatus} from './admin-socket.js'
 import type {Hub} from './hub.js'
 import type {Relay} from './relay.js'
 import {removeAccount} from './unregister.js'
@@ -16,12 +16,15 @@ export interface AdminDeps {
   now: () => number
   messageTtlMs: number
   logger: Logger
+  /** What the server knows of itself for `status` (its address, connections...). */
+  status: () => Promise<AdminStatus>
 }
 
 /** The operator's requests (admin-socket.ts), on the services a client's requests use. */
 export function adminHandlers(deps: AdminDeps): AdminHandlers {
   const {accounts, hub, logger} = deps
   return {
+    status: deps.status,
     async user(rawUsername) {
       const username = normalizeUsername(rawUsername)
       const user = await deps.store.getUser(username)

@@ -5,7 +5,7 @@ import tls from 'node:tls'
 import pino, {type Logger} from 'pino'
 import type {ScryptParams} from '../crypto/password.js'
 import {loadServerTls} from '../crypto/tls.js'
-import {DEFAULTS} from '../protocol/constants.js'
+import {DEFAULTS, PROTOCOL_VERSION} from '../protocol/constants.js'
 import {MessengerError, errors} from '../protocol/errors.js'
 import {openSqliteStore, type SqliteStore} from '../store/sqlite/sqlite-store.js'
 import type {Store} from '../store/store.js'
@@ -27,7 +27,8 @@ import {Social} from './social.js'
 import {StoreFailureLog} from './store-failure.js'
 import {LOCK_FILE, lockDataDir} from '../util/pid-lock.js'
 import {adminHandlers} from './admin.js'
-import {ADMIN_SOCKET, listenAdmin, type AdminSocket} from './admin-socket.js'
+import {ADMIN_SOCKET, listenAdmin, type AdminSocket, type AdminStatus} from './admin-socket.js'
+import {packageVersion} from '../util/package-version.js'
 import {directoryFailureText, makeDirs} from '../util/make-dirs.js'
 import {DB_FILE} from './data-dir.js'
 
@@ -215,6 +216,8 @@ export class MessengerServer {
     if (material.created) this.logger.info({dataDir: o.dataDir}, 'created a self-signed TLS certificate')
 
     let cluster: Cluster | undefined = this.input.cluster
+    /** The Redis URL without its password, for `server status`; undefined on SQLite (or an injected store). */
+    let redisUrl: string | undefined
     let expiredHandler: (entries: OnlineEntry[]) => void = () => undefined
     if (this.input.store) {
       this.store = this.input.store
@@ -223,6 +226,7 @@ export class MessengerServer {
       const {checkRedisDurability, openRedisStore, redactRedisUrl} = await import('../store/redis/redis-store.js')
       const redisStore = await openRedisStore(this.input.storeUrl, {prefix: this.input.redisPrefix})
       this.store = redisStore
+      redisUrl = redactRedisUrl(this.input.storeUrl)
       // Its 'ready' after an outage is when the store answers again: logged once, with how long.
       this.storeFailures.follow(redisStore.redis)
       const warning = await checkRedisDurability(redisStore)
@@ -359,8 +363,23 @@ export class MessengerServer {
       }
       server.on('error', (error) => this.logger.error({err: error}, 'server socket error'))
       this.tlsServer = server
-      this.admin = await listenAdmin(join(o.dataDir, ADMIN_SOCKET), adminHandlers({accounts, store, relay, hub, now: o.now, messageTtlMs: o.messageTtlMs, logger: this.logger}), this.logger)
-      this.info = {host: address.address, port: address.port, fingerprint: material.fingerprint}
+      const info = {host: address.address, port: address.port, fingerprint: material.fingerprint}
+      this.info = info
+      const startedAt = o.now()
+      const {nodeId} = cluster
+      const status = async (): Promise<AdminStatus> => ({
+        pid: process.pid,
+        startedAt,
+        version: packageVersion(),
+        protocol: PROTOCOL_VERSION,
+        address: `${info.host}:${info.port}`,
+        fingerprint: info.fingerprint,
+        dataDir: o.dataDir,
+        store: this.sqlite ? {kind: 'sqlite', file: this.sqlite.file} : redisUrl !== undefined ? {kind: 'redis', url: redisUrl, nodeId} : {kind: 'other'},
+        connections: this.connections.size,
+        online: (await hub.listOnline()).length,
+      })
+      this.admin = await listenAdmin(join(o.dataDir, ADMIN_SOCKET), adminHandlers({accounts, store, relay, hub, now: o.now, messageTtlMs: o.messageTtlMs, logger: this.logger, status}), this.logger)
       this.sweeper = setInterval(() => this.sweep(), Math.max(25, Math.min(250, o.heartbeatTimeoutMs / 4, o.retryInitialMs / 2)))
       this.sweeper.unref()
       this.logger.info(

@@ -13,6 +13,35 @@ import {onTerminal} from '../helpers/terminal.js'
 
 const RESET_PASSWORD = 'given by the operator'
 
+describe('messenger server status', () => {
+  it('says what runs on the data dir (address, certificate, store, who is online), exit 0; once it is stopped, SERVER_NOT_RUNNING, exit 1: a health check', async () => {
+    const {server, envs} = await loggedInProfiles(['alice'])
+    const listening = await listen(envs.alice)
+    const json = await runCli(['server', 'status', '--json', '--data-dir', server.dataDir])
+    expect(json.code, json.stderr).toBe(0)
+    expect(JSON.parse(json.stdout)).toEqual({
+      pid: server.child.pid,
+      startedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      version: expect.stringMatching(/^\d+\.\d+\.\d+/),
+      protocol: 5,
+      address: server.address,
+      fingerprint: server.fingerprint,
+      dataDir: server.dataDir,
+      store: {kind: 'sqlite', file: join(server.dataDir, 'messenger.db')},
+      connections: 1,
+      online: 1,
+    })
+    const plain = await runCli(['server', 'status', '--data-dir', server.dataDir])
+    expect(plain.stdout).toContain(`Address:     ${server.address} (TLS and UDP)`)
+    expect(plain.stdout).toContain('Clients:     1 connection; 1 user online')
+    expect(await listening.stop('SIGINT')).toBe(0)
+    expect(await server.stop()).toBe(0)
+    const stopped = await runCli(['server', 'status', '--json', '--data-dir', server.dataDir])
+    expect(stopped.code).toBe(1)
+    expect(JSON.parse(stopped.stdout)).toMatchObject({error: {code: 'SERVER_NOT_RUNNING'}})
+  })
+})
+
 describe('messenger server passwd', () => {
   it('sets a new password for a user who forgot theirs: their listen ends saying an operator did it, a lockout is lifted, the new password logs in and the old one does not', async () => {
     // Locked for long enough that only the reset can have lifted it.
