@@ -6,7 +6,7 @@ import type {Results, WireError} from '../protocol/messages.js'
 import {storeFailure} from './store-failure.js'
 
 /**
- * The operator's way into a running server (`messenger server status`, `passwd`, `deluser`): a Unix
+ * The operator's way into a running server (`messenger server status`, `users`, `passwd`, `deluser`): a Unix
  * socket in the data dir, as docker.sock or a database's admin socket is. Who may open it is who may
  * read the data dir (mode 0700, the socket 0600): the operator, who could read the database anyway.
  * It goes through the running server rather than at its files because the server is the database's
@@ -25,7 +25,7 @@ const MAX_REQUEST_BYTES = 16 * 1024
 /** A connection that sends no complete line within this long is closed. */
 const REQUEST_TIMEOUT_MS = 10_000
 
-export type AdminRequest = {cmd: 'status'} | {cmd: 'user'; username: string} | {cmd: 'passwd'; username: string; password: string} | {cmd: 'deluser'; username: string}
+export type AdminRequest = {cmd: 'status'} | {cmd: 'users'} | {cmd: 'user'; username: string} | {cmd: 'passwd'; username: string; password: string} | {cmd: 'deluser'; username: string}
 
 /** The running server as its operator sees it (`messenger server status`). */
 export interface AdminStatus {
@@ -60,6 +60,7 @@ export interface AdminUser {
 
 export interface AdminResults {
   status: AdminStatus
+  users: {users: AdminUser[]}
   user: AdminUser
   passwd: {username: string; signedOut: number}
   deluser: Results['unregister'] & {username: string}
@@ -70,6 +71,7 @@ export type AdminAnswer = {ok: true; result: AdminResults[AdminRequest['cmd']]} 
 /** What each request does; the server passes in the services (accounts, relay, hub). */
 export interface AdminHandlers {
   status(): Promise<AdminStatus>
+  users(): Promise<{users: AdminUser[]}>
   user(username: string): Promise<AdminUser>
   passwd(username: string, password: string): Promise<AdminResults['passwd']>
   deluser(username: string): Promise<AdminResults['deluser']>
@@ -172,6 +174,8 @@ function run(request: AdminRequest, handlers: AdminHandlers): Promise<AdminResul
   switch (request.cmd) {
     case 'status':
       return handlers.status()
+    case 'users':
+      return handlers.users()
     case 'user':
       return handlers.user(request.username)
     case 'passwd':
@@ -182,7 +186,7 @@ function run(request: AdminRequest, handlers: AdminHandlers): Promise<AdminResul
 }
 
 /** The fields of each command, all strings. */
-const FIELDS: Record<AdminRequest['cmd'], readonly string[]> = {status: ['cmd'], user: ['cmd', 'username'], passwd: ['cmd', 'username', 'password'], deluser: ['cmd', 'username']}
+const FIELDS: Record<AdminRequest['cmd'], readonly string[]> = {status: ['cmd'], users: ['cmd'], user: ['cmd', 'username'], passwd: ['cmd', 'username', 'password'], deluser: ['cmd', 'username']}
 
 /** Validates one request line: a JSON object with a known `cmd` and its string fields, nothing else. */
 export function parseAdminRequest(line: string): AdminRequest {

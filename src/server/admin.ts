@@ -1,9 +1,9 @@
 import type {Logger} from 'pino'
 import {errors} from '../protocol/errors.js'
 import {normalizeUsername} from '../protocol/rules.js'
-import type {Store} from '../store/store.js'
+import type {Store, UserRecord} from '../store/store.js'
 import type {Accounts} from './accounts.js'
-import type {AdminHandlers, AdminStatus} from './admin-socket.js'
+import type {AdminHandlers, AdminStatus, AdminUser} from './admin-socket.js'
 import type {Hub} from './hub.js'
 import type {Relay} from './relay.js'
 import {removeAccount} from './unregister.js'
@@ -12,7 +12,7 @@ export interface AdminDeps {
   accounts: Pick<Accounts, 'resetPassword'>
   store: Store
   relay: Pick<Relay, 'discardQueue'>
-  hub: Pick<Hub, 'passwordChanged' | 'accountDeleted' | 'isOnline'>
+  hub: Pick<Hub, 'passwordChanged' | 'accountDeleted' | 'isOnline' | 'listOnline'>
   now: () => number
   messageTtlMs: number
   logger: Logger
@@ -25,11 +25,15 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
   const {accounts, hub, logger} = deps
   return {
     status: deps.status,
+    async users() {
+      const online = new Set((await hub.listOnline()).map((e) => e.username))
+      return {users: (await deps.store.listUsers()).map((user) => asAdminUser(user, online.has(user.username)))}
+    },
     async user(rawUsername) {
       const username = normalizeUsername(rawUsername)
       const user = await deps.store.getUser(username)
       if (!user) throw errors.noSuchUser(username)
-      return {username, displayName: user.displayName, createdAt: user.createdAt, lastLoginAt: user.lastLoginAt, online: await hub.isOnline(username)}
+      return asAdminUser(user, await hub.isOnline(username))
     },
     async passwd(username, password) {
       const result = await accounts.resetPassword(username, password)
@@ -46,4 +50,9 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
       return result
     },
   }
+}
+
+/** What the operator sees of an account: never its password hash or key. */
+function asAdminUser(user: UserRecord, online: boolean): AdminUser {
+  return {username: user.username, displayName: user.displayName, createdAt: user.createdAt, lastLoginAt: user.lastLoginAt, online}
 }

@@ -139,6 +139,8 @@ export interface Store {
   setDisplayName(username: string, displayName: string): Promise<boolean>
   /** Users whose last login is at or after `since`, newest first. */
   listUsersLoggedInSince(since: number): Promise<UserRecord[]>
+  /** Every account, by username (`messenger server users`). */
+  listUsers(): Promise<UserRecord[]>
   /**
    * Deletes the account (`unregister`): the user record (password, display name, key, message
    * numbering), every session, the login-failure counter, the receipts waiting for the user and the

@@ -14,7 +14,7 @@ import {onTerminal} from '../helpers/terminal.js'
 const RESET_PASSWORD = 'given by the operator'
 
 describe('messenger server status', () => {
-  it('says what runs on the data dir (address, certificate, store, who is online), exit 0; once it is stopped, SERVER_NOT_RUNNING, exit 1: a health check', async () => {
+  it('says what runs on the data dir (address, certificate, store, who is online), exit 0, and server users lists the accounts; once it is stopped, SERVER_NOT_RUNNING, exit 1: a health check', async () => {
     const {server, envs} = await loggedInProfiles(['alice'])
     const listening = await listen(envs.alice)
     const json = await runCli(['server', 'status', '--json', '--data-dir', server.dataDir])
@@ -34,6 +34,19 @@ describe('messenger server status', () => {
     const plain = await runCli(['server', 'status', '--data-dir', server.dataDir])
     expect(plain.stdout).toContain(`Address:     ${server.address} (TLS and UDP)`)
     expect(plain.stdout).toContain('Clients:     1 connection; 1 user online')
+    // Every account, by name: alice online, the others imported and never logged in; no hash, no key.
+    const users = await runCli(['server', 'users', '--json', '--data-dir', server.dataDir])
+    expect(users.code, users.stderr).toBe(0)
+    expect(JSON.parse(users.stdout)).toEqual({
+      users: [
+        {username: 'alice', displayName: 'Alice Liddell', createdAt: expect.any(String), lastLoginAt: expect.any(String), online: true},
+        {username: 'bob', displayName: 'Bob the Builder', createdAt: expect.any(String), lastLoginAt: null, online: false},
+        {username: 'carol', displayName: expect.any(String), createdAt: expect.any(String), lastLoginAt: null, online: false},
+      ],
+    })
+    const listed = await runCli(['server', 'users', '--data-dir', server.dataDir])
+    expect(listed.stdout.split('\n')[0]).toMatch(/^USERNAME +DISPLAY NAME +CREATED +LAST LOGIN +ONLINE$/)
+    expect(listed.stdout).toMatch(/^bob +Bob the Builder +\d{4}-\d\d-\d\d +never +no$/m)
     expect(await listening.stop('SIGINT')).toBe(0)
     expect(await server.stop()).toBe(0)
     const stopped = await runCli(['server', 'status', '--json', '--data-dir', server.dataDir])

@@ -126,6 +126,20 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFactor
       })
     })
 
+    describe('listUsers', () => {
+      it('lists every account by username, those who never logged in too, and not one deleted', async () => {
+        const store = await open()
+        for (const name of ['carol', 'alice', 'bob']) await store.createUser(user(name))
+        await store.setLastLogin('bob', T0 + 5)
+        expect(await store.createUser(user('alice'))).toBe(false)
+        const listed = await store.listUsers()
+        expect(listed.map((u) => u.username)).toEqual(['alice', 'bob', 'carol'])
+        expect(listed[1]).toMatchObject({displayName: 'Display bob', createdAt: T0, lastLoginAt: T0 + 5})
+        await store.deleteUser('carol', T0 + 1_000)
+        expect((await store.listUsers()).map((u) => u.username)).toEqual(['alice', 'bob'])
+      })
+    })
+
     describe('listUsersLoggedInSince', () => {
       it('lists users newest login first and leaves out those who never logged in', async () => {
         const store = await open()

@@ -148,6 +148,7 @@ describe.skipIf(!available)('RedisStore', () => {
       await store.enqueueMessage(message('alice', ['bob', 'carol'], {group: 'team'}))
       await store.ackMessages('bob', [direct.msgId], T0)
       await store.block('carol', 'alice')
+      await store.listUsers()
 
       const keys = await allKeys(raw)
       const shapes = [
@@ -155,7 +156,7 @@ describe.skipIf(!available)('RedisStore', () => {
         /^\{g:[a-z]+\}:(group|members|joined)$/,
         /^\{m:[\w-]+\}:id$/,
         /^\{sessions\}:(session:[0-9a-f]{64}|expiry|of:[a-z]+|indexed)$/,
-        /^\{users\}:logins$/,
+        /^\{users\}:(logins|all|indexed)$/,
         /^\{qid\}$/,
         /^\{expiry\}:(copies|ids)$/,
       ]
@@ -239,6 +240,23 @@ describe.skipIf(!available)('RedisStore', () => {
       // Indexed once: bob's old session is in his index now.
       expect(await admin.exists(`${prefix}{sessions}:indexed`)).toBe(1)
       expect(await store.deleteOtherSessions('bob', 'none')).toBe(1)
+    })
+
+    it('listUsers also lists accounts an older server stored without the :all index, and only this prefix\'s (a prefix with glob characters included)', async () => {
+      const prefix = `test:${randomUUID()}*[x]:`
+      const store = await open(prefix)
+      await withUsers(store, ['carol'])
+      // As a server before the index wrote them: the user hash only.
+      for (const username of ['alice', 'bob']) await admin.hset(`${prefix}{u:${username}}:user`, 'displayName', username, 'passwordHash', 'h', 'createdAt', T0)
+      const other = await open(`test:${randomUUID()}:`)
+      await withUsers(other, ['mallory'])
+      expect((await store.listUsers()).map((u) => u.username)).toEqual(['alice', 'bob', 'carol'])
+      expect(await admin.exists(`${prefix}{users}:indexed`)).toBe(1)
+      expect(await admin.zscore(`${prefix}{users}:all`, 'alice')).toBe(String(T0))
+      // A hash with no password hash is no account (a key left half-written): not listed.
+      await admin.hset(`${prefix}{u:ghost}:user`, 'displayName', 'ghost')
+      await admin.zadd(`${prefix}{users}:all`, T0, 'ghost')
+      expect((await store.listUsers()).map((u) => u.username)).toEqual(['alice', 'bob', 'carol'])
     })
 
     it('reads a receipt stored before protocol 2 (one msgId) as a receipt of one id', async () => {

@@ -37,6 +37,9 @@ import {MessengerError} from '../../protocol/errors.js'
  *   P{sessions}:indexed              string set once every session has its entry in :of (sessions
  *                                          from before that index existed are added at first need)
  *   P{users}:logins                  zset  username -> lastLoginAt (index; >= the user's value)
+ *   P{users}:all                     zset  username -> createdAt: every account (index, a superset)
+ *   P{users}:indexed                 string set once every account is in :all (accounts from before
+ *                                          that index existed are added at first need)
  *   P{qid}                           string global qid counter
  *   P{expiry}:copies                 zset  "recipient msgId" -> expiresAt (index of copies and tombstones)
  *   P{expiry}:ids                    zset  msgId -> expiresAt (index of msgId records)
@@ -88,6 +91,10 @@ export function redisKeys(p: string) {
     sessionsOf: (x: string) => `${p}{sessions}:of:${x}`,
     sessionsIndexed: `${p}{sessions}:indexed`,
     logins: `${p}{users}:logins`,
+    allUsers: `${p}{users}:all`,
+    usersIndexed: `${p}{users}:indexed`,
+    /** A SCAN pattern for every user hash (glob characters of the prefix escaped). */
+    userPattern: `${p.replace(/[*?[\]\\]/g, '\\$&')}{u:*}:user`,
     qid: `${p}{qid}`,
     copyExpiry: `${p}{expiry}:copies`,
     idExpiry: `${p}{expiry}:ids`,

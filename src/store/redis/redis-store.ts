@@ -80,6 +80,8 @@ export class RedisStore implements Store {
 
   async createUser(user: Omit<UserRecord, 'lastLoginAt' | 'publicKey'>): Promise<boolean> {
     const k = this.k
+    // The index first (a superset: a refused or failed creation leaves an entry that reads as nobody).
+    await this.redis.zadd(k.allUsers, 'NX', user.createdAt, user.username)
     const created = await this.scripts.run('createUser', [k.user(user.username), k.receipts(user.username), k.receipt(user.username), k.reserved(user.username)], [user.displayName, user.passwordHash, user.createdAt])
     return created === 1
   }
@@ -117,6 +119,47 @@ export class RedisStore implements Store {
       .sort((a, b) => b.lastLoginAt! - a.lastLoginAt! || byName(a.username, b.username))
   }
 
+  async listUsers(): Promise<UserRecord[]> {
+    await this.indexEarlierUsers()
+    const names = await this.redis.zrange(this.k.allUsers, 0, -1)
+    const users: UserRecord[] = []
+    for (let start = 0; start < names.length; start += SWEEP_BATCH) {
+      const page = names.slice(start, start + SWEEP_BATCH)
+      const pipeline = this.redis.pipeline()
+      for (const name of page) pipeline.hgetall(this.k.user(name))
+      const hashes = (await execPipeline(pipeline)) as Array<Record<string, string>>
+      page.forEach((name, i) => {
+        const record = toUser(name, hashes[i]!)
+        if (record) users.push(record)
+      })
+    }
+    return users.sort((a, b) => byName(a.username, b.username))
+  }
+
+  /**
+   * Accounts created before the :all index existed (an older server on this Redis) are found once,
+   * by a SCAN of the user hashes, before the first listing needs them (as indexEarlierSessions does
+   * for sessions; nodes of one cluster run one version).
+   */
+  private async indexEarlierUsers(): Promise<void> {
+    if ((await this.redis.exists(this.k.usersIndexed)) === 1) return
+    const userKey = /\{u:(.+)\}:user$/
+    let cursor = '0'
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', this.k.userPattern, 'COUNT', SWEEP_BATCH)
+      cursor = next
+      const names = keys.map((key) => userKey.exec(key)?.[1]).filter((name): name is string => name !== undefined)
+      if (names.length === 0) continue
+      const read = this.redis.pipeline()
+      for (const name of names) read.hget(this.k.user(name), 'createdAt')
+      const created = (await execPipeline(read)) as Array<string | null>
+      const write = this.redis.pipeline()
+      names.forEach((name, i) => write.zadd(this.k.allUsers, 'NX', Number(created[i] ?? 0), name))
+      await execPipeline(write)
+    } while (cursor !== '0')
+    await this.redis.set(this.k.usersIndexed, '1')
+  }
+
   /**
    * The blocks the user made are undone one by one (so the other users' :blockers indexes follow),
    * every session through the index deleteOtherSessions keeps, then the user's own keys in one
@@ -146,6 +189,7 @@ export class RedisStore implements Store {
     if (deadline > Date.now()) multi.pexpireat(k.reserved(username), deadline)
     const [existed] = await execPipeline(multi)
     await this.redis.zrem(k.logins, username)
+    await this.redis.zrem(k.allUsers, username)
     return Number(existed) === 1
   }
 

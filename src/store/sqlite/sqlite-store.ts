@@ -137,6 +137,7 @@ function prepareStatements(db: Database.Database) {
     setLastLogin: db.prepare<[number, string]>('UPDATE users SET last_login_at = ? WHERE username = ?'),
     setPasswordHash: db.prepare<[string, string]>('UPDATE users SET password_hash = ? WHERE username = ?'),
     setDisplayName: db.prepare<[string, string]>('UPDATE users SET display_name = ? WHERE username = ?'),
+    listUsers: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY username ASC'),
     listUsersLoggedInSince: db.prepare<[number], UserRow>(
       'SELECT * FROM users WHERE last_login_at >= ? ORDER BY last_login_at DESC, username ASC',
     ),
@@ -241,6 +242,10 @@ export class SqliteStore implements Store {
 
   async listUsersLoggedInSince(since: number): Promise<UserRecord[]> {
     return this.stmt.listUsersLoggedInSince.all(since).map(toUser)
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    return this.stmt.listUsers.all().map(toUser)
   }
 
   async nameReservedUntil(username: string): Promise<number | undefined> {
