@@ -12,7 +12,14 @@ export async function resolveUsername(arg: string | undefined, fallback: string 
  * Password from stdin (--password-stdin) or a hidden prompt; `confirm` asks twice, for registration.
  * `command` and `username` make the hints runnable as written: the command the person ran, for them.
  */
-export async function resolvePassword(options: {fromStdin: boolean; confirm?: boolean; command: 'login' | 'register' | 'server passwd'; username: string}): Promise<string> {
+export async function resolvePassword(options: {
+  fromStdin: boolean
+  confirm?: boolean
+  command: 'login' | 'register' | 'server passwd'
+  username: string
+  /** The prompts, when "Password: " and "Repeat password: " would not say whose (an operator setting a user's). */
+  prompts?: {first: string; repeat: string}
+}): Promise<string> {
   const piped = `echo "$PW" | messenger ${options.command} ${options.username} --password-stdin`
   if (options.fromStdin) {
     const password = await readFirstLineFromStdin()
@@ -25,10 +32,10 @@ export async function resolvePassword(options: {fromStdin: boolean; confirm?: bo
     return password
   }
   const noTerminal = `Pipe it in with --password-stdin, for example: ${piped}`
-  const password = await askHidden('Password: ', noTerminal)
+  const password = await askHidden(options.prompts?.first ?? 'Password: ', noTerminal)
   if (password === '') throw new MessengerError('BAD_INPUT', 'No password given.', {hint: 'Run the command again and type your password.'})
   if (options.confirm) {
-    const again = await askHidden('Repeat password: ', noTerminal)
+    const again = await askHidden(options.prompts?.repeat ?? 'Repeat password: ', noTerminal)
     if (again !== password) throw new MessengerError('BAD_INPUT', 'The two passwords differ.', {hint: 'Run the command again and type the same password twice.'})
   }
   return password

@@ -126,6 +126,17 @@ describe('messenger server passwd', () => {
     expect(await again.stop()).toBe(0)
     expect(existsSync(join(again.dataDir, 'admin.sock'))).toBe(false)
   })
+  it.skipIf(!hasScript)('at a terminal asks for the new password twice, hidden, naming whose it is', async () => {
+    const {server} = await loggedInProfiles(['bob'])
+    const terminal = onTerminal(['server', 'passwd', 'bob', '--data-dir', server.dataDir], {})
+    await terminal.shows(/New password for bob: /, 'the first prompt')
+    terminal.type(`${RESET_PASSWORD}\r`)
+    await terminal.shows(/Repeat it: /, 'the repeat prompt')
+    terminal.type(`${RESET_PASSWORD}\r`)
+    expect(await terminal.exited).toBe(0)
+    expect(terminal.screen()).toContain('New password set for bob; 1 session was signed out.')
+    expect(terminal.screen()).not.toContain(RESET_PASSWORD)
+  })
 })
 
 describe('messenger server deluser', () => {

@@ -37,7 +37,8 @@ It goes through the running server, over the admin socket in its data dir (admin
     const dataDir = this.flags['data-dir'] ?? defaultDataDir()
     // Before the prompts: a server that is not running, or a mistyped name, is said before anyone types twice.
     await adminRequest(dataDir, {cmd: 'user', username})
-    const password = await resolvePassword({fromStdin: this.flags['password-stdin'], confirm: true, command: 'server passwd', username})
+    const prompts = {first: `New password for ${username}: `, repeat: 'Repeat it: '}
+    const password = await resolvePassword({fromStdin: this.flags['password-stdin'], confirm: true, command: 'server passwd', username, prompts})
     // Checked here too, so a short password is refused before anything is asked of the server.
     checkPassword(password)
     const result = await adminRequest(dataDir, {cmd: 'passwd', username, password})
