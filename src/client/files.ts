@@ -1,7 +1,7 @@
 import {EventEmitter} from 'node:events'
 import {basename} from 'node:path'
 import {performance} from 'node:perf_hooks'
-import {MessengerError} from '../protocol/errors.js'
+import {MessengerError, RECONNECT_CANNOT_CURE} from '../protocol/errors.js'
 import {sameEndpoint, type Endpoint, type ForwardPush} from '../protocol/messages.js'
 import type {FileTransferRecord} from './history.js'
 import {MAX_FILE_PAYLOAD} from '../transport/file-datagram.js'
@@ -564,15 +564,23 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     // A relayed transfer cannot outlive the connection it goes through: fail with the connection's
     // error at once, not after 10 s of unanswered frames ("the path seems lost"). Even a client that
     // reconnects comes back as a new session, which the recipient's answers do not follow.
+    // A direct one does not need the server, and rides out its restarts; but not the end of the
+    // session (RECONNECT_CANNOT_CURE: the account deleted or its password reset by an operator, say,
+    // or logged out): whoever could send as the user no longer may.
     const lost = new AbortController()
-    const onDisconnected = ({error}: {error: MessengerError}): void => lost.abort(error)
-    const signals = options.signal ? [options.signal] : []
-    if (path === 'relay') {
-      if (!this.o.client.connected) throw new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.o.client.serverKey}.`)
-      this.o.client.on('disconnected', onDisconnected)
-      signals.push(lost.signal)
+    /** The server ended the session (not only the connection): said to the user as the server put it. */
+    let ended: MessengerError | undefined
+    const onDisconnected = ({error}: {error: MessengerError}): void => {
+      if (RECONNECT_CANNOT_CURE.has(error.code)) {
+        ended = error
+        // The recipient hears this as the CANCEL's reason: the server's sentence is addressed to us.
+        lost.abort(new MessengerError(error.code, 'Their session on the server ended (logged out, or the account deleted or its password reset).'))
+      } else if (path === 'relay') lost.abort(error)
     }
-    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0]
+    const signals = options.signal ? [options.signal, lost.signal] : [lost.signal]
+    if (path === 'relay' && !this.o.client.connected) throw new MessengerError('CONNECTION_CLOSED', `Not connected to ${this.o.client.serverKey}.`)
+    this.o.client.on('disconnected', onDisconnected)
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0]!
     const transfer = sendFile({transport, file, peer: to, onProgress: options.onProgress, signal, ...(offerTimeoutMs ? {offerTimeoutMs} : {})})
     this.outgoing.set(transfer.transferId, transfer)
     try {
@@ -585,6 +593,11 @@ export class FileHub extends EventEmitter<FileHubEvents> {
     } catch (error) {
       const offered = transfer.offered()
       if (offered) attempt.offered = {transferId: transfer.transferId, path, ...offered}
+      if (ended) {
+        // Not a lost connection that a retry cures: the server's own sentence and hint (log in again,
+        // or the account is gone), and the transfer stopped; the recipient was told (CANCEL).
+        throw new MessengerError(ended.code, `The transfer stopped: ${ended.message}`, {hint: ended.hint, cause: error, ...(ended.details ? {details: ended.details} : {})})
+      }
       const reason: unknown = lost.signal.reason
       if (!lost.signal.aborted || !(reason instanceof MessengerError)) throw error
       // Said for what it is: the connection (the server restarting, say) ended the transfer.

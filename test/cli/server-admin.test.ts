@@ -1,8 +1,9 @@
-import {existsSync} from 'node:fs'
+import {randomBytes} from 'node:crypto'
+import {existsSync, readdirSync, statSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
-import {describe, expect, it} from 'vitest'
+import {describe, expect, it, onTestFinished} from 'vitest'
 import {hasScript} from '../helpers/chat.js'
-import {FIXTURE_PASSWORDS, loggedInProfiles, runCli, startServerProcess, tempDir} from '../helpers/cli.js'
+import {FIXTURE_PASSWORDS, loggedInProfiles, runCli, spawnCli, startServerProcess, tempDir} from '../helpers/cli.js'
 import {listen, sendJson} from '../helpers/cli-messaging.js'
 import {onTerminal} from '../helpers/terminal.js'
 
@@ -173,6 +174,33 @@ describe('messenger server deluser', () => {
     const registered = await runCli(['register', 'bob', '--password-stdin'], {env: newcomer, input: 'a new person\n'})
     expect(registered.code).toBe(1)
     expect(registered.stderr).toContain('The username "bob" belonged to an account that was deleted; it stays reserved until')
+  })
+
+  it("ends the account's direct file transfer too: the sendfile stops at once with the operator's sentence, the recipient is told, nothing more arrives", async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const downloads = tempDir('downloads-bob-')
+    const file = join(tempDir('files-alice-'), 'big.bin')
+    writeFileSync(file, randomBytes(32 * 1024 * 1024))
+    const receiving = spawnCli(['listen', '--json', '--downloads', downloads], {env: envs.bob})
+    await receiving.waitForLine((l) => l.includes('"type":"ready"'), 'listen to be ready')
+    const sending = spawnCli(['sendfile', 'bob', file, '--direct-only'], {env: envs.alice})
+    // Held once bob has 1 MiB, so the transfer cannot end before the account is gone.
+    const partial = () => readdirSync(downloads).find((n) => n.startsWith('.big.bin.') && n.endsWith('.part'))
+    await expect.poll(() => (partial() ? statSync(join(downloads, partial()!)).size : 0), {timeout: 30_000, interval: 20}).toBeGreaterThanOrEqual(1024 * 1024)
+    sending.child.kill('SIGSTOP')
+    onTestFinished(() => {
+      sending.child.kill('SIGCONT')
+    })
+    const deleted = await runCli(['server', 'deluser', 'alice', '--yes', '--data-dir', server.dataDir])
+    expect(deleted.code, deleted.stderr).toBe(0)
+    sending.child.kill('SIGCONT')
+
+    expect(await sending.exited).toBe(1)
+    expect(sending.stderr()).toMatch(/^Error: The transfer stopped: An operator of this server deleted this account \(messenger server deluser\)\. \([\d.]+ MiB of 32 MiB sent\)/m)
+    expect(sending.stderr()).toContain('The account is gone')
+    const failed = await receiving.waitForLine((l) => l.includes('"type":"file-failed"'), "bob's listen to say the file did not arrive")
+    expect(JSON.parse(failed)).toMatchObject({type: 'file-failed', code: 'TRANSFER_FAILED', message: 'alice cancelled the transfer of "big.bin": Their session on the server ended (logged out, or the account deleted or its password reset).'})
+    expect(receiving.lines.some((l) => l.includes('"type":"file"'))).toBe(false)
   })
 
   it('without a terminal and without --yes refuses, naming --yes; an unknown user is refused first', async () => {
