@@ -83,6 +83,8 @@ export const ERROR_CODES = {
   NO_SERVER_DATA: 'The directory given as the data dir holds no server data (to back up, or to manage).',
   SERVER_NOT_RUNNING: 'No server is running on the data dir: operator commands (server passwd, server deluser) go through the running server.',
   ADMIN_DENIED: "This user may not open the server's admin socket (in its data dir).",
+  ADMIN_UNAVAILABLE: 'A server runs on the data dir, but its admin socket cannot be used (removed while it ran, not answering, or its path too long).',
+  ADMIN_UNSAFE: 'The data dir is writable by other users, or its admin socket is not the data dir owner\'s: operator commands send nothing there.',
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES
@@ -158,6 +160,8 @@ export const DEFAULT_HINTS: Partial<Record<ErrorCode, string>> = {
   NO_SERVER_DATA: "Pass the server's data dir with --data-dir (or MESSENGER_DATA_DIR), as the server was started with.",
   SERVER_NOT_RUNNING: 'Start the server (`messenger server`, with its --data-dir), then run this again; check that --data-dir is the one it was started with.',
   ADMIN_DENIED: 'Run this as the user the server runs as (the owner of its data dir), for example with sudo -u.',
+  ADMIN_UNAVAILABLE: 'Restart the server: it makes its admin socket when it starts.',
+  ADMIN_UNSAFE: "Make the data dir the owner's alone (chmod 700; the server does so when it starts) and check what is in it.",
 }
 
 /** Failures a reconnect cures: a request failing so is sent again, a delivery failing so comes again. */

@@ -1,7 +1,8 @@
-import {existsSync} from 'node:fs'
+import {existsSync, lstatSync, statSync, type Stats} from 'node:fs'
 import net from 'node:net'
 import {join} from 'node:path'
 import {MessengerError} from '../protocol/errors.js'
+import {LOCK_FILE, lockDataDir} from '../util/pid-lock.js'
 import {ADMIN_SOCKET, MAX_SOCKET_PATH_BYTES, type AdminAnswer, type AdminRequest, type AdminResults} from './admin-socket.js'
 
 /** A server that takes longer than this to answer an operator is stuck (scrypt and a store write take milliseconds). */
@@ -12,12 +13,14 @@ const ANSWER_TIMEOUT_MS = 30_000
  * resolves with its result; a refusal rejects with the server's error (NO_SUCH_USER, BAD_PASSWORD...).
  */
 export async function adminRequest<C extends AdminRequest['cmd']>(dataDir: string, request: Extract<AdminRequest, {cmd: C}>): Promise<AdminResults[C]> {
+  if (dataDir.trim() === '') throw new MessengerError('BAD_INPUT', 'The data dir is empty.', {hint: "Pass the server's data dir with --data-dir (or MESSENGER_DATA_DIR), or leave it out for the default."})
   const path = join(dataDir, ADMIN_SOCKET)
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    throw new MessengerError('SERVER_NOT_RUNNING', `The data dir ${dataDir} is too long a path for the server's admin socket (${path}: at most ${MAX_SOCKET_PATH_BYTES} bytes), so no server on it takes operator commands.`, {
+    throw new MessengerError('ADMIN_UNAVAILABLE', `The data dir ${dataDir} is too long a path for the server's admin socket (${path}: at most ${MAX_SOCKET_PATH_BYTES} bytes), so no server on it takes operator commands.`, {
       hint: 'Start the server with a shorter --data-dir (a symbolic link to it will do) to use these commands.',
     })
   }
+  checkSafe(dataDir, path)
   const line = await new Promise<string>((resolve, reject) => {
     const socket = net.createConnection(path)
     let received = ''
@@ -57,18 +60,79 @@ export async function adminRequest<C extends AdminRequest['cmd']>(dataDir: strin
   return answer.result as AdminResults[C]
 }
 
+/**
+ * Refuses a data dir that others may write in, and a socket that is not the data dir owner's: anyone
+ * who could put their own admin.sock there would be sent the request, a new password included. (The
+ * server makes such a data dir 0700 at start; one loosened since, or never a server's, fails here.)
+ */
+function checkSafe(dataDir: string, path: string): void {
+  if (process.platform === 'win32') return
+  let dir: Stats
+  try {
+    dir = statSync(dataDir)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') throw new MessengerError('NO_SERVER_DATA', `${dataDir} does not exist: no server was started on it.`, {cause: error})
+    if (code === 'ENOTDIR') throw new MessengerError('NO_SERVER_DATA', `${dataDir} is not a directory: no server was started on it.`, {cause: error})
+    throw new MessengerError('ADMIN_DENIED', `${dataDir} cannot be read: ${(error as Error).message}.`, {cause: error})
+  }
+  if (!dir.isDirectory()) throw new MessengerError('NO_SERVER_DATA', `${dataDir} is not a directory: no server was started on it.`)
+  const mode = dir.mode & 0o777
+  if ((mode & 0o022) !== 0) {
+    throw new MessengerError('ADMIN_UNSAFE', `${dataDir} is writable by other users (mode ${mode.toString(8).padStart(4, '0')}): any of them could have put their own ${ADMIN_SOCKET} there, so nothing is sent to it.`, {
+      hint: `Make it the owner's alone (chmod 700 ${dataDir}; the server does so when it starts), then check the files in it.`,
+    })
+  }
+  let socket: Stats
+  try {
+    socket = lstatSync(path)
+  } catch {
+    return // none: the connection says so, and what runs there
+  }
+  if (!socket.isSocket() || socket.uid !== dir.uid) {
+    const what = socket.isSocket() ? `belongs to uid ${socket.uid}, not to the data dir's owner (uid ${dir.uid})` : 'is not a socket'
+    throw new MessengerError('ADMIN_UNSAFE', `${path} ${what}: it is not the server's, so nothing is sent to it.`, {
+      hint: 'Stop the server, remove that file, and start the server again: it makes its own.',
+    })
+  }
+}
+
 function connectError(error: NodeJS.ErrnoException, dataDir: string, path: string): MessengerError {
   switch (error.code) {
     case 'ENOENT':
-      if (!existsSync(dataDir)) return new MessengerError('NO_SERVER_DATA', `${dataDir} does not exist: no server was started on it.`, {cause: error})
-      return new MessengerError('SERVER_NOT_RUNNING', `No server is running on ${dataDir} (it has no ${ADMIN_SOCKET}).`, {cause: error})
-    case 'ECONNREFUSED':
+    case 'ECONNREFUSED': {
+      const running = runningServer(dataDir)
+      if (running) {
+        return new MessengerError('ADMIN_UNAVAILABLE', `A server (${running}) runs on ${dataDir}, but its ${ADMIN_SOCKET} ${error.code === 'ENOENT' ? 'is gone (removed while it ran?)' : 'does not answer'}.`, {
+          hint: 'Restart the server: it makes its admin socket when it starts.',
+          cause: error,
+        })
+      }
       // A server killed without its shutdown leaves the socket file; the next start replaces it.
-      return new MessengerError('SERVER_NOT_RUNNING', `No server is running on ${dataDir} (its ${ADMIN_SOCKET} is left from one that stopped).`, {cause: error})
+      const why = error.code === 'ENOENT' ? `it has no ${ADMIN_SOCKET}` : `its ${ADMIN_SOCKET} is left from one that stopped`
+      return new MessengerError('SERVER_NOT_RUNNING', `No server is running on ${dataDir} (${why}).`, {cause: error})
+    }
     case 'EACCES':
     case 'EPERM':
       return new MessengerError('ADMIN_DENIED', `Permission denied opening ${path}: the server's admin socket is only for the user it runs as.`, {cause: error})
     default:
-      return new MessengerError('SERVER_NOT_RUNNING', `The server's admin socket ${path} cannot be reached: ${error.message}.`, {cause: error})
+      return new MessengerError('ADMIN_UNAVAILABLE', `The server's admin socket ${path} cannot be reached: ${error.message}.`, {hint: 'Check the server log; restart the server if it is stuck.', cause: error})
+  }
+}
+
+/**
+ * "pid N" when a server holds the data dir's lock (it runs, whatever happened to its socket), else
+ * undefined. Asked only where a lock file is (no lock is made in a directory that never had one),
+ * by taking the lock and giving it back at once, as `messenger server` asks when its port is taken.
+ */
+function runningServer(dataDir: string): string | undefined {
+  if (!existsSync(join(dataDir, LOCK_FILE))) return undefined
+  try {
+    lockDataDir(dataDir)()
+    return undefined
+  } catch (error) {
+    if (!(error instanceof MessengerError) || error.code !== 'DATA_DIR_IN_USE') return undefined
+    const pid = (error.details as {pid?: number} | undefined)?.pid
+    return pid === undefined ? 'pid unknown' : `pid ${pid}`
   }
 }

@@ -1,4 +1,4 @@
-import {accessSync, existsSync, constants as fsConstants} from 'node:fs'
+import {accessSync, chmodSync, existsSync, constants as fsConstants, statSync} from 'node:fs'
 import {join} from 'node:path'
 import net, {type AddressInfo} from 'node:net'
 import tls from 'node:tls'
@@ -197,7 +197,8 @@ export class MessengerServer {
       }
       throw error
     })
-    prepareDataDir(this.options.dataDir)
+    const loose = prepareDataDir(this.options.dataDir)
+    if (loose) this.logger.warn({dataDir: this.options.dataDir}, loose)
     // Before anything is created in it (a second server racing to make the certificate included).
     const release = lockDataDir(this.options.dataDir)
     try {
@@ -515,7 +516,13 @@ function listenError(error: NodeJS.ErrnoException, host: string, port: number): 
   return error
 }
 
-function prepareDataDir(dataDir: string): void {
+/**
+ * Creates the data dir (0700), or checks an existing one is writable; returns a warning when it had
+ * to make an existing one that others may write in the owner's alone. Others able to write in it
+ * could replace its files or its admin socket (and read a password an operator sends there); it
+ * holds the TLS key and the database, as ~/.ssh holds ssh's.
+ */
+function prepareDataDir(dataDir: string): string | undefined {
   const unusable = (why: string, error: unknown) =>
     new MessengerError('DATA_DIR_UNWRITABLE', `Cannot use data directory ${dataDir}: ${why}.`, {
       hint: 'Pick a directory you can write to (or one that can be created) with --data-dir or MESSENGER_DATA_DIR.',
@@ -528,6 +535,17 @@ function prepareDataDir(dataDir: string): void {
   } catch (error) {
     throw unusable(directoryFailureText(error), error)
   }
+  if (process.platform === 'win32') return undefined
+  const mode = statSync(dataDir).mode & 0o777
+  // Writable by others: they could rename its files away and put their own in their place. A dir
+  // others may only list (0755, as mkdir makes one) exposes no file: those are 0600.
+  if ((mode & 0o022) === 0) return undefined
+  try {
+    chmodSync(dataDir, 0o700)
+  } catch (error) {
+    return `the data dir ${dataDir} is open to other users (mode ${mode.toString(8).padStart(4, '0')}) and could not be made the owner's alone (${(error as Error).message}): anyone who can write in it could replace its files and its admin socket`
+  }
+  return `the data dir ${dataDir} was open to other users (mode ${mode.toString(8).padStart(4, '0')}); it is now 0700, the owner's alone (it holds the TLS key, the database and the admin socket)`
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {

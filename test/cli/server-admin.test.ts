@@ -1,5 +1,5 @@
 import {randomBytes} from 'node:crypto'
-import {existsSync, readdirSync, statSync, writeFileSync} from 'node:fs'
+import {chmodSync, existsSync, readdirSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it, onTestFinished} from 'vitest'
 import {hasScript} from '../helpers/chat.js'
@@ -137,6 +137,37 @@ describe('messenger server passwd', () => {
     expect(await terminal.exited).toBe(0)
     expect(terminal.screen()).toContain('New password set for bob; 1 session was signed out.')
     expect(terminal.screen()).not.toContain(RESET_PASSWORD)
+  })
+})
+
+describe('the admin socket, safe or refused', () => {
+  it('a data dir others may write in is made the owner\'s at start (with a warning); loosened later, the commands send nothing to it; a socket gone while the server runs is said so, naming it', async () => {
+    const dataDir = tempDir('messenger-data-open-')
+    chmodSync(dataDir, 0o777)
+    const server = await startServerProcess([], {dataDir})
+    expect(statSync(dataDir).mode & 0o777).toBe(0o700)
+    expect(server.lines.some((l) => l.includes('was open to other users (mode 0777); it is now 0700'))).toBe(true)
+
+    chmodSync(dataDir, 0o777)
+    const loose = await runCli(['server', 'passwd', 'bob', '--password-stdin', '--data-dir', dataDir], {input: `${RESET_PASSWORD}\n`})
+    expect(loose.code).toBe(1)
+    expect(loose.stderr).toContain(`${dataDir} is writable by other users (mode 0777): any of them could have put their own admin.sock there, so nothing is sent to it.`)
+    chmodSync(dataDir, 0o700)
+
+    rmSync(join(dataDir, 'admin.sock'))
+    const gone = await runCli(['server', 'status', '--json', '--data-dir', dataDir])
+    expect(gone.code).toBe(1)
+    expect(JSON.parse(gone.stdout)).toMatchObject({error: {code: 'ADMIN_UNAVAILABLE', message: `A server (pid ${server.child.pid}) runs on ${dataDir}, but its admin.sock is gone (removed while it ran?).`}})
+    expect(await server.stop()).toBe(0)
+
+    const empty = await runCli(['server', 'status', '--data-dir', ''])
+    expect(empty.code).toBe(2)
+    expect(empty.stderr).toContain('The data dir is empty.')
+    const file = join(tempDir('not-a-dir-'), 'file')
+    writeFileSync(file, 'x')
+    const notDir = await runCli(['server', 'status', '--data-dir', file])
+    expect(notDir.code).toBe(1)
+    expect(notDir.stderr).toContain(`${file} is not a directory: no server was started on it.`)
   })
 })
 
