@@ -19,6 +19,8 @@ export async function resolvePassword(options: {
   username: string
   /** The prompts, when "Password: " and "Repeat password: " would not say whose (an operator setting a user's). */
   prompts?: {first: string; repeat: string}
+  /** Checks the first entry before it is asked again (the password rules): a refusal then costs one entry, not two. */
+  check?: (password: string) => void
 }): Promise<string> {
   const piped = `echo "$PW" | messenger ${options.command} ${options.username} --password-stdin`
   if (options.fromStdin) {
@@ -35,6 +37,7 @@ export async function resolvePassword(options: {
   const password = await askHidden(options.prompts?.first ?? 'Password: ', noTerminal)
   if (password === '') throw new MessengerError('BAD_INPUT', 'No password given.', {hint: 'Run the command again and type your password.'})
   if (options.confirm) {
+    options.check?.(password)
     const again = await askHidden(options.prompts?.repeat ?? 'Repeat password: ', noTerminal)
     if (again !== password) throw new MessengerError('BAD_INPUT', 'The two passwords differ.', {hint: 'Run the command again and type the same password twice.'})
   }

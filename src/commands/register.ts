@@ -32,7 +32,7 @@ export default class Register extends BaseCommand<typeof Register> {
     const username = normalizeNewUsername(await resolveUsername(this.args.username, undefined))
     checkProfileAccount(this.profile, username, 'register')
     const displayName = normalizeDisplayName(this.flags['display-name'], username)
-    const password = await resolvePassword({fromStdin: this.flags['password-stdin'], confirm: true, command: 'register', username})
+    const password = await resolvePassword({fromStdin: this.flags['password-stdin'], confirm: true, command: 'register', username, check: checkPassword})
     checkPassword(password)
 
     const client = await this.connect()

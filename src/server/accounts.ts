@@ -158,15 +158,16 @@ export class Accounts {
    * one, with the old password or a stolen token, is out) and a lockout is lifted. Ending their
    * connections is the caller's (Hub).
    */
-  async resetPassword(rawUsername: string, newPassword: string): Promise<{username: string; signedOut: number}> {
-    const {store, scrypt} = this.options
+  async resetPassword(rawUsername: string, newPassword: string): Promise<{username: string; signedOut: number; unlocked: boolean}> {
+    const {store, scrypt, now} = this.options
     const username = normalizeUsername(rawUsername)
     checkPassword(newPassword)
     if (!(await store.getUser(username))) throw errors.noSuchUser(username)
     // The hash first, then the sessions: see refuseIfPasswordChanged for a login racing this.
     await store.setPasswordHash(username, await hashPassword(newPassword, scrypt))
+    const unlocked = (await store.getLoginFailures(username)).lockedUntil > now()
     await store.clearLoginFailures(username)
-    return {username, signedOut: await store.deleteOtherSessions(username, KEEP_NO_SESSION)}
+    return {username, signedOut: await store.deleteOtherSessions(username, KEEP_NO_SESSION), unlocked}
   }
 
   /**

@@ -33,7 +33,13 @@ export async function adminRequest<C extends AdminRequest['cmd']>(dataDir: strin
     socket.setEncoding('utf8')
     socket.setTimeout(ANSWER_TIMEOUT_MS, () => {
       socket.destroy()
-      settle(() => reject(new MessengerError('TIMEOUT', `The server on ${dataDir} did not answer within ${ANSWER_TIMEOUT_MS / 1000} s.`, {hint: 'Check the server log; if it is stuck, restart it and run this again.'})))
+      settle(() =>
+        reject(
+          new MessengerError('TIMEOUT', `The server on ${dataDir} did not answer within ${ANSWER_TIMEOUT_MS / 1000} s; it may still carry the request out, or not.`, {
+            hint: 'Check with `messenger server users` (or the server log) whether it was done before running this again; restart the server if it is stuck.',
+          }),
+        ),
+      )
     })
     socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`))
     socket.on('data', (chunk: string) => {

@@ -62,7 +62,8 @@ export interface AdminResults {
   status: AdminStatus
   users: {users: AdminUser[]}
   user: AdminUser
-  passwd: {username: string; signedOut: number}
+  /** unlocked: the account was locked out (wrong passwords) and no longer is. */
+  passwd: {username: string; signedOut: number; unlocked: boolean}
   deluser: Results['unregister'] & {username: string}
 }
 
@@ -151,9 +152,14 @@ function serve(socket: net.Socket, handlers: AdminHandlers, logger: Logger): voi
     taken = true
     // The line is in: the time limit was for sending it, not for the work (a deletion can take a while).
     socket.setTimeout(0)
+    const line = buffered.slice(0, end)
+    if (Buffer.byteLength(line) > MAX_REQUEST_BYTES) {
+      answer({ok: false, error: errors.badFrame(`an admin request is one line of JSON of at most ${MAX_REQUEST_BYTES} bytes`).toWire()})
+      return
+    }
     let request: AdminRequest
     try {
-      request = parseAdminRequest(buffered.slice(0, end))
+      request = parseAdminRequest(line)
     } catch (error) {
       answer({ok: false, error: asMessengerError(error).toWire()})
       return

@@ -1,5 +1,5 @@
 import type {Logger} from 'pino'
-import {errors} from '../protocol/errors.js'
+import {MessengerError} from '../protocol/errors.js'
 import {normalizeUsername} from '../protocol/rules.js'
 import type {Store, UserRecord} from '../store/store.js'
 import type {Accounts} from './accounts.js'
@@ -32,17 +32,22 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
     async user(rawUsername) {
       const username = normalizeUsername(rawUsername)
       const user = await deps.store.getUser(username)
-      if (!user) throw errors.noSuchUser(username)
+      if (!user) throw await noSuchAccount(deps, username)
       return asAdminUser(user, await hub.isOnline(username))
     },
     async passwd(username, password) {
-      const result = await accounts.resetPassword(username, password)
+      const result = await accounts.resetPassword(username, password).catch(async (error: unknown) => {
+        throw error instanceof MessengerError && error.code === 'NO_SUCH_USER' ? await noSuchAccount(deps, normalizeUsername(username)) : error
+      })
       hub.passwordChanged(result.username, undefined, 'password-reset')
-      logger.info({user: result.username, signedOut: result.signedOut}, `operator set a new password for ${result.username} (admin socket); ${result.signedOut} session(s) signed out`)
+      const unlocked = result.unlocked ? '; its lockout was lifted' : ''
+      logger.info({user: result.username, ...result}, `operator set a new password for ${result.username} (admin socket); ${result.signedOut} session(s) signed out${unlocked}`)
       return result
     },
     async deluser(username) {
-      const result = await removeAccount(deps, username)
+      const result = await removeAccount(deps, username).catch(async (error: unknown) => {
+        throw error instanceof MessengerError && error.code === 'NO_SUCH_USER' ? await noSuchAccount(deps, normalizeUsername(username)) : error
+      })
       logger.info(
         {user: result.username, ...result},
         `operator deleted the account ${result.username} (admin socket); ${result.signedOut} session(s) signed out, ${result.groupsLeft.length} group(s) left, ${result.expired} queued message(s) expired`,
@@ -55,4 +60,18 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
 /** What the operator sees of an account: never its password hash or key. */
 function asAdminUser(user: UserRecord, online: boolean): AdminUser {
   return {username: user.username, displayName: user.displayName, createdAt: user.createdAt, lastLoginAt: user.lastLoginAt, online}
+}
+
+/**
+ * NO_SUCH_USER for the operator: an account deleted says so, with until when its name is reserved
+ * (deleting it twice is not a typo); any other points at `server users`, not at a client command.
+ */
+async function noSuchAccount(deps: Pick<AdminDeps, 'store' | 'now'>, username: string): Promise<MessengerError> {
+  const reservedUntil = await deps.store.nameReservedUntil(username)
+  if (reservedUntil !== undefined && reservedUntil > deps.now()) {
+    return new MessengerError('NO_SUCH_USER', `The account "${username}" was deleted; its name is reserved until ${new Date(reservedUntil).toISOString()}.`, {
+      hint: '`messenger server users` lists the accounts there are.',
+    })
+  }
+  return new MessengerError('NO_SUCH_USER', `There is no account "${username}".`, {hint: 'Check the spelling; `messenger server users` lists the accounts.'})
 }

@@ -71,7 +71,7 @@ describe('messenger server passwd', () => {
 
     const reset = await runCli(['server', 'passwd', 'bob', '--password-stdin', '--data-dir', server.dataDir], {input: `${RESET_PASSWORD}\n`})
     expect(reset.code, reset.stderr).toBe(0)
-    expect(reset.stdout).toBe('New password set for bob; 1 session was signed out. They log in with it: messenger login bob\n')
+    expect(reset.stdout).toBe('New password set for bob; 1 session was signed out; its lockout (too many wrong passwords) was lifted. They log in with it: messenger login bob\n')
 
     const line = await listening.waitForLine((l) => l.includes('"type":"disconnected"') && l.includes('"code":"TOKEN_INVALID"'), 'listen to end with TOKEN_INVALID')
     expect(JSON.parse(line).message).toBe('An operator of this server set a new password for this account (messenger server passwd), which signed every session out.')
@@ -104,7 +104,7 @@ describe('messenger server passwd', () => {
     // No terminal and no --password-stdin: the unknown name is said first, not the missing prompt.
     const unknown = await runCli(['server', 'passwd', 'bobby', '--data-dir', server.dataDir])
     expect(unknown.code).toBe(1)
-    expect(unknown.stderr).toContain('There is no user "bobby".')
+    expect(unknown.stderr).toContain('There is no account "bobby". Check the spelling; `messenger server users` lists the accounts.')
     const short = await runCli(['server', 'passwd', 'bob', '--password-stdin', '--data-dir', server.dataDir, '--json'], {input: 'short\n'})
     expect(short.code).toBe(2)
     expect(JSON.parse(short.stdout)).toMatchObject({error: {code: 'BAD_PASSWORD'}})
@@ -188,6 +188,10 @@ describe('messenger server deluser', () => {
     expect(bobGone.code, bobGone.stderr).toBe(0)
     expect(bobGone.stdout).toBe('Account bob deleted. 1 session was signed out.\n')
     expect(bobGone.stderr).toMatch(/^The name bob stays reserved until \d{4}-\d\d-\d\dT[\d:.]+Z, when nothing the account sent can still be waiting on the server\.\n$/)
+    // Twice: not a typo, an account already gone.
+    const again = await runCli(['server', 'deluser', 'bob', '--yes', '--data-dir', server.dataDir])
+    expect(again.code).toBe(1)
+    expect(again.stderr).toMatch(/^Error: The account "bob" was deleted; its name is reserved until \d{4}-\d\d-\d\dT[\d:.]+Z\./)
 
     const line = await listening.waitForLine((l) => l.includes('"type":"disconnected"') && l.includes('"code":"TOKEN_INVALID"'), 'listen to end with TOKEN_INVALID')
     expect(JSON.parse(line).message).toBe('An operator of this server deleted this account (messenger server deluser).')
@@ -242,7 +246,7 @@ describe('messenger server deluser', () => {
     expect(noTerminal.stderr).toContain('messenger server deluser bob --yes')
     const unknown = await runCli(['server', 'deluser', 'bobby', '--data-dir', server.dataDir])
     expect(unknown.code).toBe(1)
-    expect(unknown.stderr).toContain('There is no user "bobby".')
+    expect(unknown.stderr).toContain('There is no account "bobby". Check the spelling; `messenger server users` lists the accounts.')
   })
 
   it.skipIf(!hasScript)('at a terminal asks to type the name, showing whose account it is and when it was last seen; a wrong name deletes nothing', async () => {

@@ -46,6 +46,8 @@ describe('the admin socket', () => {
     expect(errorCode(await exchange(path, '{"cmd":"passwd","username":"bob","password":"x"}\n'))).toBe('BAD_PASSWORD')
     expect(errorCode(await exchange(path, '{"cmd":"deluser","username":"nobody"}\n'))).toBe('NO_SUCH_USER')
     expect(errorCode(await exchange(path, 'x'.repeat(20_000)))).toBe('BAD_FRAME')
+    // Over 16 KiB with its newline, in one chunk: too long all the same.
+    expect(errorCode(await exchange(path, `{"cmd":"user","username":"${'b'.repeat(17_000)}"}\n`))).toBe('BAD_FRAME')
     // Only the first line is read: a second request on the connection, in the same chunk or a later
     // one, is not run, and the first is answered once.
     const two = await exchange(path, '{"cmd":"user","username":"bob"}\n{"cmd":"deluser","username":"bob"}\n')
@@ -80,7 +82,7 @@ describe.skipIf(!available)('the admin socket on a cluster', () => {
     expect(await adminRequest(n1.dataDir, {cmd: 'user', username: 'bob'})).toMatchObject({online: true})
     const ended = new Promise<MessengerError>((resolve) => bob.on('disconnected', ({error}: {error: MessengerError}) => resolve(error)))
 
-    expect(await adminRequest(n1.dataDir, {cmd: 'passwd', username: 'bob', password: 'a new one for bob'})).toEqual({username: 'bob', signedOut: 1})
+    expect(await adminRequest(n1.dataDir, {cmd: 'passwd', username: 'bob', password: 'a new one for bob'})).toEqual({username: 'bob', signedOut: 1, unlocked: false})
     const error = await ended
     expect(error.code).toBe('TOKEN_INVALID')
     expect(error.message).toBe('An operator of this server set a new password for this account (messenger server passwd), which signed every session out.')

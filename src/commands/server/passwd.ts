@@ -32,18 +32,19 @@ It goes through the running server, over the admin socket in its data dir (admin
   // No --server: this talks to the server running on this machine's data dir, not over the network.
   static override baseFlags = {} as typeof BaseCommand.baseFlags
 
-  async run(): Promise<{username: string; signedOut: number; dataDir: string}> {
+  async run(): Promise<{username: string; signedOut: number; unlocked: boolean; dataDir: string}> {
     const username = normalizeUsername(this.args.username)
     const dataDir = this.flags['data-dir'] ?? defaultDataDir()
     // Before the prompts: a server that is not running, or a mistyped name, is said before anyone types twice.
     await adminRequest(dataDir, {cmd: 'user', username})
     const prompts = {first: `New password for ${username}: `, repeat: 'Repeat it: '}
-    const password = await resolvePassword({fromStdin: this.flags['password-stdin'], confirm: true, command: 'server passwd', username, prompts})
-    // Checked here too, so a short password is refused before anything is asked of the server.
+    // Checked at the first prompt too, so a short password is refused before it is typed again.
+    const password = await resolvePassword({fromStdin: this.flags['password-stdin'], confirm: true, command: 'server passwd', username, prompts, check: checkPassword})
     checkPassword(password)
     const result = await adminRequest(dataDir, {cmd: 'passwd', username, password})
     const sessions = result.signedOut === 0 ? 'it had no sessions' : `${result.signedOut} ${result.signedOut === 1 ? 'session was' : 'sessions were'} signed out`
-    this.log(`New password set for ${result.username}; ${sessions}. They log in with it: messenger login ${result.username}`)
+    const unlocked = result.unlocked ? '; its lockout (too many wrong passwords) was lifted' : ''
+    this.log(`New password set for ${result.username}; ${sessions}${unlocked}. They log in with it: messenger login ${result.username}`)
     return {...result, dataDir}
   }
 }
