@@ -66,7 +66,9 @@ export class Accounts {
     // Attacker-chosen, but the wire schema caps it at 64 characters and pino escapes it in the log.
     const username = rawUsername.trim().toLowerCase()
     const {store, now} = this.options
-    const user = await this.verifyCounted(username, password, addr, 'login')
+    const user = await this.verifyCounted(username, password, addr, 'login').catch(async (error: unknown) => {
+      throw (await this.deletedAccount(username, error)) ?? error
+    })
     // Outside the lock, which only serialises the failure count: other logins need not wait for it.
     const hashed = await this.upgradeHash(user, password)
     const token = randomBytes(32).toString('base64url')
@@ -77,6 +79,20 @@ export class Accounts {
     await this.refuseIfPasswordChanged(username, password, hashed, tokenHash)
     await store.setLastLogin(username, at)
     return {user: {...user, lastLoginAt: at}, token, tokenHash, expiresAt}
+  }
+
+  /**
+   * A failed login of a name whose account was deleted, said as such (still AUTH_FAILED): "wrong
+   * username or password" sent its owner looking for a password that cannot work. No more than
+   * `register` tells anyone (USERNAME_RESERVED), and still counted and timed as any failure.
+   */
+  private async deletedAccount(username: string, error: unknown): Promise<MessengerError | undefined> {
+    if (!(error instanceof MessengerError && error.code === 'AUTH_FAILED')) return undefined
+    const reservedUntil = await this.options.store.nameReservedUntil(username)
+    if (reservedUntil === undefined || reservedUntil <= this.options.now() || (await this.options.store.getUser(username))) return undefined
+    return new MessengerError('AUTH_FAILED', `The account "${username}" was deleted; nobody can log in to it. Its name is reserved until ${new Date(reservedUntil).toISOString()}.`, {
+      hint: 'Register a new account under another name: `messenger register NAME`.',
+    })
   }
 
   /**

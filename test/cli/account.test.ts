@@ -179,7 +179,9 @@ describe('messenger unregister', () => {
     expect(again.stderr).toContain('You are not logged in.')
     const login = await runCli(['login', 'bob', '--password-stdin'], {env: laptop, input: `${FIXTURE_PASSWORDS.bob}\n`})
     expect(login.code).toBe(1)
-    expect(login.stderr).toContain('Wrong username or password.')
+    // Said as it is: no password could work.
+    expect(login.stderr).toContain(`The account "bob" was deleted; nobody can log in to it. Its name is reserved until ${result.nameFreeAt}.`)
+    expect(login.stderr).toContain('Register a new account under another name: `messenger register NAME`.')
     expect((await sendJson(alice, ['whois', 'bob'])).result).toMatchObject({error: {code: 'NO_SUCH_USER'}})
     expect((await sendJson(alice, ['send', 'bob', 'still there?'])).result).toMatchObject({error: {code: 'NO_SUCH_USER'}})
     // Reserved: nobody may register it yet.

@@ -200,6 +200,9 @@ describe('messenger server deluser', () => {
 
     // Signed out everywhere; nobody by that name; the sender learns the message expired.
     expect((await sendJson(carol, ['whoisonline'])).result).toMatchObject({error: {code: 'TOKEN_INVALID'}})
+    const login = await runCli(['login', 'carol', '--password-stdin'], {env: carol, input: `${FIXTURE_PASSWORDS.carol}\n`})
+    expect(login.code).toBe(1)
+    expect(login.stderr).toContain('The account "carol" was deleted; nobody can log in to it.')
     expect((await sendJson(alice, ['whois', 'bob'])).result).toMatchObject({error: {code: 'NO_SUCH_USER'}})
     const history = await runCli(['history', 'carol'], {env: alice})
     expect(history.stdout).toMatch(/you -> carol: are you there\?  ✗ expired\n/)
