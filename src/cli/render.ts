@@ -2,6 +2,7 @@
  * Plain-text rendering helpers: aligned tables, human times, and message text made safe for a
  * terminal. No colours, so output pipes cleanly.
  */
+import {DELETED_SENDER_REASON} from '../client/drop-reasons.js'
 import type {HistoryStatus} from '../client/history.js'
 import {FLAG_TAG_SEQUENCE, UNPRINTABLE} from '../protocol/rules.js'
 import {formatSize} from './size.js'
@@ -140,7 +141,9 @@ export function groupProgress(copies: ReadonlyArray<{status: string}> | undefine
  * "unreadable" when it came through the server.
  */
 export function droppedLine(from: string, reason: string): string {
-  return escapeControls(`A message from ${from} could not be opened (${reason}), so it is not shown; if it was meant for you, ask ${from} to send it again.`)
+  // Asking again cannot help when the account is gone.
+  const next = reason === DELETED_SENDER_REASON ? '' : `; if it was meant for you, ask ${from} to send it again`
+  return escapeControls(`A message from ${from} could not be opened (${reason}), so it is not shown${next}.`)
 }
 
 /** What leaving a group did (group_leave's reply), for `group leave` and chat's `/group leave`. */

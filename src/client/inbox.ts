@@ -1,3 +1,4 @@
+import {DELETED_SENDER_REASON} from './drop-reasons.js'
 import type {EventEmitter} from 'node:events'
 import {LIMITS} from '../protocol/constants.js'
 import {toMessengerError, type ErrorCode} from '../protocol/errors.js'
@@ -33,7 +34,7 @@ interface HeldMessage {
 type Acknowledge = (unreadable?: boolean) => void
 
 /** Events kept until their first listener attaches (see Inbox.backlogs). */
-const BACKLOGGED = ['message', 'receipt', 'invited', 'held', 'unsaved', 'keyChanged'] as const
+const BACKLOGGED = ['message', 'receipt', 'invited', 'held', 'unsaved', 'keyChanged', 'dropped'] as const
 type Backlogged = (typeof BACKLOGGED)[number]
 
 /** Ids remembered to recognise a repeat (receipts: two server pages of them). */
@@ -143,12 +144,14 @@ export class Inbox {
    */
   private async accept(push: DeliverPush, path: DeliveryPath, acknowledge: Acknowledge, presentedKey?: string): Promise<void> {
     let opened: OpenedText | null
+    /** The sender has no account any more (NO_SUCH_USER), and no pin opened it. */
+    let senderGone = false
     try {
       let key = await this.publicKeyOf(push.from)
       if (presentedKey && key !== presentedKey) key = await this.publicKeyOf(push.from, {fresh: true})
       if (presentedKey && key !== presentedKey) {
         // Someone sealed it with a key that is not the sender's: a spoof, not a message.
-        this.events.emit('dropped', {msgId: push.msgId, from: push.from, reason: 'sealed with a key that is not the sender\'s'})
+        this.deliverEvent('dropped', {msgId: push.msgId, from: push.from, reason: 'sealed with a key that is not the sender\'s'})
         this.dropped++
         return
       }
@@ -189,6 +192,7 @@ export class Inbox {
         // not answer the lookup, the connection dropped) is not acknowledged: the server redelivers it
         // (after a reconnect, or with its retry backoff) and the lookup runs again then.
         if (!UNOPENABLE.has(failure.code)) return
+        senderGone = failure.code === 'NO_SUCH_USER'
         opened = null
       }
     }
@@ -200,7 +204,8 @@ export class Inbox {
       // Told once per message: a direct one comes again with each retransmit, then through the relay.
       if (!rememberId(this.droppedIds, push.msgId, RECENT_IDS)) {
         this.dropped++
-        this.events.emit('dropped', {msgId: push.msgId, from: push.from, reason: misbound ? 'sealed for another message (replayed or altered on the way)' : 'could not be decrypted'})
+        const reason = misbound ? 'sealed for another message (replayed or altered on the way)' : senderGone ? DELETED_SENDER_REASON : 'could not be decrypted'
+        this.deliverEvent('dropped', {msgId: push.msgId, from: push.from, reason})
       }
       // Settled, or it would come back for ever; its sender hears 'unreadable', not 'delivered'.
       acknowledge(true)

@@ -214,6 +214,19 @@ describe('messenger server deluser', () => {
     expect(registered.stderr).toContain('The username "bob" belonged to an account that was deleted; it stays reserved until')
   })
 
+  it('a message the deleted account sent to someone who never had its key is not dropped silently: their listen says why it cannot be shown', async () => {
+    const {server, envs} = await loggedInProfiles(['alice', 'bob'])
+    const sent = await runCli(['send', 'bob', 'before I go'], {env: envs.alice})
+    expect(sent.code, sent.stderr).toBe(0)
+    expect((await runCli(['server', 'deluser', 'alice', '--yes', '--data-dir', server.dataDir])).code).toBe(0)
+    // Stored before bob's listen starts: it arrives with the login, before listen has wired its handlers.
+    const receiving = await listen(envs.bob)
+    const dropped = await receiving.waitForLine((l) => l.includes('"type":"dropped"'), 'the dropped event')
+    expect(JSON.parse(dropped)).toMatchObject({from: 'alice', reason: "its sender's account was deleted, and no key of theirs was pinned here to check it with"})
+    await receiving.waitForStderrLine((l) => l.startsWith('WARNING: A message from alice could not be opened'), 'the warning')
+    expect(receiving.stderr()).not.toContain('ask alice to send it again')
+  })
+
   it("ends the account's direct file transfer too: the sendfile stops at once with the operator's sentence, the recipient is told, nothing more arrives", async () => {
     const {server, envs} = await loggedInProfiles(['alice', 'bob'])
     const downloads = tempDir('downloads-bob-')

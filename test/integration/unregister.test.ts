@@ -1,3 +1,4 @@
+import {DELETED_SENDER_REASON} from '../../src/client/drop-reasons.js'
 import {describe, expect, it} from 'vitest'
 import {deleteAccount} from '../../src/client/account.js'
 import {NAME_RESERVATION_MARGIN_MS} from '../../src/server/unregister.js'
@@ -124,7 +125,7 @@ describe('deleting the account (unregister)', () => {
     const unchecked = await bob.engine.sendText('carol', 'for carol')
     await deleteAccount(bob.client, DEFAULT_PASSWORD)
     const carolBack = await loginUser(address, 'carol', {profileDir: carol.profileDir})
-    expect(await carolBack.dropped.next()).toMatchObject({msgId: unchecked.id, from: 'bob', reason: 'could not be decrypted'})
+    expect(await carolBack.dropped.next()).toMatchObject({msgId: unchecked.id, from: 'bob', reason: DELETED_SENDER_REASON})
     expect(carolBack.messages.items).toEqual([])
     // dave reads it after bob is gone: the old account's message is delivered, and its receipt has nobody to go to.
     const daveBack = await loginUser(address, 'dave', {profileDir: dave.profileDir})
