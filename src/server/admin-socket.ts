@@ -117,6 +117,7 @@ export async function listenAdmin(path: string, handlers: AdminHandlers, logger:
     return undefined
   }
   server.on('error', (error) => logger.error({err: error}, 'admin socket error'))
+  logger.info({adminSocket: path}, `operator commands (messenger server status, users, passwd, deluser) are taken on ${path}`)
   return {
     path,
     close: () =>
