@@ -6,8 +6,8 @@ import type {Results, WireError} from '../protocol/messages.js'
 import {storeFailure} from './store-failure.js'
 
 /**
- * The operator's way into a running server (`messenger server status`, `users`, `passwd`, `deluser`): a Unix
- * socket in the data dir, as docker.sock or a database's admin socket is. Who may open it is who may
+ * The operator's way into a running server (`messenger server status`, `users`, `passwd`,
+ * `deluser`): a Unix socket in the data dir, as docker.sock or a database's admin socket is. Who may open it is who may
  * read the data dir (mode 0700, the socket 0600): the operator, who could read the database anyway.
  * It goes through the running server rather than at its files because the server is the database's
  * only writer (it caches accounts), and because the user's sessions must end at once, on every node.
@@ -24,6 +24,9 @@ const MAX_REQUEST_BYTES = 16 * 1024
 
 /** A connection that sends no complete line within this long is closed. */
 const REQUEST_TIMEOUT_MS = 10_000
+
+/** The commands that use the socket, as the server's log names them. */
+const COMMANDS = 'messenger server status, users, passwd, deluser'
 
 export type AdminRequest = {cmd: 'status'} | {cmd: 'users'} | {cmd: 'user'; username: string} | {cmd: 'passwd'; username: string; password: string} | {cmd: 'deluser'; username: string}
 
@@ -91,7 +94,7 @@ export interface AdminSocket {
  */
 export async function listenAdmin(path: string, handlers: AdminHandlers, logger: Logger): Promise<AdminSocket | undefined> {
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    logger.warn({path}, `operator commands (messenger server passwd, server deluser) are unavailable: the admin socket path ${path} is longer than ${MAX_SOCKET_PATH_BYTES} bytes; use a shorter --data-dir`)
+    logger.warn({path}, `operator commands (${COMMANDS}) are unavailable: the admin socket path ${path} is longer than ${MAX_SOCKET_PATH_BYTES} bytes; use a shorter --data-dir`)
     return undefined
   }
   rmSync(path, {force: true})
@@ -113,11 +116,11 @@ export async function listenAdmin(path: string, handlers: AdminHandlers, logger:
     chmodSync(path, 0o600)
   } catch (error) {
     server.close()
-    logger.warn({path, err: (error as Error).message}, `operator commands (messenger server passwd, server deluser) are unavailable: the admin socket ${path} cannot be created (${(error as Error).message})`)
+    logger.warn({path, err: (error as Error).message}, `operator commands (${COMMANDS}) are unavailable: the admin socket ${path} cannot be created (${(error as Error).message})`)
     return undefined
   }
   server.on('error', (error) => logger.error({err: error}, 'admin socket error'))
-  logger.info({adminSocket: path}, `operator commands (messenger server status, users, passwd, deluser) are taken on ${path}`)
+  logger.info({adminSocket: path}, `operator commands (${COMMANDS}) are taken on ${path}`)
   return {
     path,
     close: () =>
@@ -142,12 +145,13 @@ function serve(socket: net.Socket, handlers: AdminHandlers, logger: Logger): voi
     taken = true
     socket.end(`${JSON.stringify(body)}\n`)
   }
+  const tooLong = () => answer({ok: false, error: errors.badFrame(`an admin request is one line of JSON of at most ${MAX_REQUEST_BYTES} bytes`).toWire()})
   socket.on('data', (chunk: string) => {
     if (taken) return
     buffered += chunk
     const end = buffered.indexOf('\n')
     if (end < 0) {
-      if (Buffer.byteLength(buffered) > MAX_REQUEST_BYTES) answer({ok: false, error: errors.badFrame(`an admin request is one line of JSON of at most ${MAX_REQUEST_BYTES} bytes`).toWire()})
+      if (Buffer.byteLength(buffered) > MAX_REQUEST_BYTES) tooLong()
       return
     }
     taken = true
@@ -155,7 +159,7 @@ function serve(socket: net.Socket, handlers: AdminHandlers, logger: Logger): voi
     socket.setTimeout(0)
     const line = buffered.slice(0, end)
     if (Buffer.byteLength(line) > MAX_REQUEST_BYTES) {
-      answer({ok: false, error: errors.badFrame(`an admin request is one line of JSON of at most ${MAX_REQUEST_BYTES} bytes`).toWire()})
+      tooLong()
       return
     }
     let request: AdminRequest

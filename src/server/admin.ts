@@ -36,18 +36,14 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
       return asAdminUser(user, await hub.isOnline(username))
     },
     async passwd(username, password) {
-      const result = await accounts.resetPassword(username, password).catch(async (error: unknown) => {
-        throw error instanceof MessengerError && error.code === 'NO_SUCH_USER' ? await noSuchAccount(deps, normalizeUsername(username)) : error
-      })
+      const result = await accounts.resetPassword(username, password).catch(explainMissing(deps, username))
       hub.passwordChanged(result.username, undefined, 'password-reset')
       const unlocked = result.unlocked ? '; its lockout was lifted' : ''
       logger.info({user: result.username, ...result}, `operator set a new password for ${result.username} (admin socket); ${result.signedOut} session(s) signed out${unlocked}`)
       return result
     },
     async deluser(username) {
-      const result = await removeAccount(deps, username).catch(async (error: unknown) => {
-        throw error instanceof MessengerError && error.code === 'NO_SUCH_USER' ? await noSuchAccount(deps, normalizeUsername(username)) : error
-      })
+      const result = await removeAccount(deps, username).catch(explainMissing(deps, username))
       logger.info(
         {user: result.username, ...result},
         `operator deleted the account ${result.username} (admin socket); ${result.signedOut} session(s) signed out, ${result.groupsLeft.length} group(s) left, ${result.expired} queued message(s) expired`,
@@ -60,6 +56,13 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
 /** What the operator sees of an account: never its password hash or key. */
 function asAdminUser(user: UserRecord, online: boolean): AdminUser {
   return {username: user.username, displayName: user.displayName, createdAt: user.createdAt, lastLoginAt: user.lastLoginAt, online}
+}
+
+/** A rejection handler that turns NO_SUCH_USER into noSuchAccount's words, and passes anything else on. */
+function explainMissing(deps: Pick<AdminDeps, 'store' | 'now'>, rawUsername: string): (error: unknown) => Promise<never> {
+  return async (error) => {
+    throw error instanceof MessengerError && error.code === 'NO_SUCH_USER' ? await noSuchAccount(deps, normalizeUsername(rawUsername)) : error
+  }
 }
 
 /**
