@@ -246,8 +246,8 @@ describe('messenger server deluser', () => {
     expect(deleted.code, deleted.stderr).toBe(0)
     sending.child.kill('SIGCONT')
 
-    expect(await sending.exited).toBe(1)
-    expect(sending.stderr()).toMatch(/^Error: The transfer stopped: An operator of this server deleted this account \(messenger server deluser\)\. \([\d.]+ MiB of 32 MiB sent\)/m)
+    expect(await sending.exited, sending.stderr()).toBe(1)
+    expect(sending.stderr()).toMatch(/^Error: The transfer stopped: An operator of this server deleted this account \(messenger server deluser\)\. \([\d.]+ (B|KiB|MiB) of 32 MiB sent\)/m)
     expect(sending.stderr()).toContain('The account is gone')
     const failed = await receiving.waitForLine((l) => l.includes('"type":"file-failed"'), "bob's listen to say the file did not arrive")
     expect(JSON.parse(failed)).toMatchObject({type: 'file-failed', code: 'TRANSFER_FAILED', message: 'alice cancelled the transfer of "big.bin": Their session on the server ended (logged out, or the account deleted or its password reset).'})
