@@ -8,6 +8,7 @@ export type ChatAction =
   | {kind: 'who'}
   | {kind: 'whois'; user: string}
   | {kind: 'history'; user?: string; limit?: number}
+  | {kind: 'search'; text: string}
   | {kind: 'group'; sub: 'create' | 'invite' | 'join' | 'leave' | 'list' | 'members' | 'send'; args: string[]; text?: string}
   | {kind: 'broadcast'; text: string}
   | {kind: 'block'; user: string}
@@ -26,6 +27,7 @@ export const CHAT_HELP = `Commands:
   /whois USER           display name, presence, key fingerprint
   /history [USER|#GROUP] [N]  the latest N messages (default 20), all or with USER or in GROUP
                               (/history 5: the latest 5 of all; a user named 12: /history 12 20)
+  /search text          the latest 20 messages containing text, in any case (files by name)
   /group create NAME [USER...] | invite NAME USER | join NAME | leave NAME | list | members NAME | send NAME text
   /broadcast text       to everyone online
   /block USER, /unblock USER
@@ -61,6 +63,8 @@ export function parseChatLine(line: string): ChatAction {
       return exactly(0, '/who') ?? {kind: 'who'}
     case 'whois':
       return exactly(1, '/whois USER') ?? {kind: 'whois', user: rest[0]!}
+    case 'search':
+      return need(1, '/search text') ?? {kind: 'search', text: restText}
     case 'history': {
       const usage: ChatAction = {kind: 'error', message: 'Usage: /history [USER|#GROUP] [N], N a whole number of messages from 1'}
       const count = /^[1-9]\d{0,5}$/

@@ -10,7 +10,7 @@ import {stopSignals} from '../cli/stop-signals.js'
 import {PIPED_QUIT_WAIT_MS, failedByGivingUp, maybeStored, notSentError, notSentLine, recordNotSent, recordedByEngine, waitingLine, type QueuedMessage} from '../cli/chat-outbox.js'
 import {resendable} from '../cli/resend.js'
 import {skipReason, type DeliveryEngine, type ResendOption} from '../client/delivery.js'
-import type {LocalHistory} from '../client/history.js'
+import type {HistoryEntry, LocalHistory} from '../client/history.js'
 import type {MessengerClient} from '../client/client.js'
 import {Keyring} from '../client/keyring.js'
 import {PresenceTracker} from '../client/presence-tracker.js'
@@ -445,7 +445,13 @@ Files sent to you are saved in --downloads after their SHA-256 is checked. A tra
         // A #name is a group, as chat shows groups (LocalHistory.list reads it so, as `history` does).
         const rows = ctx.history.list({peer: action.user?.toLowerCase(), limit: action.limit ?? 20})
         if (rows.length === 0) print(escapeControls(await this.noHistory(ctx, action.user?.toLowerCase())))
-        for (const m of rows) print(`  ${new Date(m.ts).toLocaleTimeString()} ${historyWho(m)}: ${historyText(m)}${m.direction === 'out' ? `  ${historyMark(m)}` : ''}`)
+        for (const m of rows) print(historyLine(m))
+        return
+      }
+      case 'search': {
+        const rows = ctx.history.list({search: action.text, limit: 20})
+        if (rows.length === 0) print('No messages match.')
+        for (const m of rows) print(historyLine(m))
         return
       }
       case 'broadcast':
@@ -546,4 +552,9 @@ Files sent to you are saved in --downloads after their SHA-256 is checked. A tra
       }
     }
   }
+}
+
+/** One line of /history and /search: the time, who, the text, and the mark of one of ours. */
+function historyLine(m: HistoryEntry): string {
+  return `  ${new Date(m.ts).toLocaleTimeString()} ${historyWho(m)}: ${historyText(m)}${m.direction === 'out' ? `  ${historyMark(m)}` : ''}`
 }

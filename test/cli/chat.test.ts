@@ -241,7 +241,7 @@ describe('messenger chat', () => {
     expect(chat.output()).toContain('2 commands of the input failed')
   }, 120_000)
 
-  it('through pipes: /history takes #GROUP and a count, refuses a user who does not exist; //text sends "/text"; extra words are refused', async () => {
+  it('through pipes: /history takes #GROUP and a count, refuses a user who does not exist; /search finds by words; //text sends "/text"; extra words are refused', async () => {
     const {alice, bob} = await setup()
     const chat = await chatThroughPipes(alice, 'alice')
     chat.write('/group create team bob\n')
@@ -262,6 +262,12 @@ describe('messenger chat', () => {
     await chat.waitFor('you -> bob: /second', 'the last message to bob')
     // With the marks `history` prints (it said "[stored]" where history says "✓ stored").
     await chat.waitFor(/you -> bob: \/second {2}✓ stored\n/, 'the mark of the last message to bob')
+    // /search: every conversation, any case.
+    chat.write('/search FOR THE\n')
+    // Shown a second time (/history #team showed it first).
+    await chat.waitFor(/\[#team\] you: for the team[^]*\[#team\] you: for the team/, 'the group message found by /search')
+    chat.write('/search breakfast\n')
+    await chat.waitFor('No messages match.', 'nothing found')
     chat.write('/history nosuch\n')
     await chat.waitFor('There is no user "nosuch"', 'the unknown user refused')
     chat.write('/history #nothing\n')

@@ -15,6 +15,8 @@ describe('parseChatLine', () => {
     ['/history #team 5', {kind: 'history', user: '#team', limit: 5}],
     ['/history 5', {kind: 'history', user: undefined, limit: 5}],
     ['/history 12 20', {kind: 'history', user: '12', limit: 20}],
+    ['/search dinner  at 8', {kind: 'search', text: 'dinner  at 8'}],
+    ['/search', {kind: 'error', message: 'Usage: /search text'}],
     ['//etc/hosts is the file', {kind: 'say', text: '/etc/hosts is the file'}],
     ['  //', {kind: 'say', text: '/'}],
     ['/broadcast all hands', {kind: 'broadcast', text: 'all hands'}],
